@@ -1,0 +1,738 @@
+//! The `TieredCache` handle: get/set/remove orchestration across the hot tier, the write
+//! queue and the warm tier.
+//!
+//! Ordering rules that keep every read correct:
+//! - `set` and `remove` change the hot tier and queue their disk operation under the queue's
+//!   lock, so for each key the last commit wins in memory and on disk alike.
+//! - `remove` leaves a *tombstone* in the hot tier until the delete reaches the disk, so a
+//!   stale file can never be read back while its deletion is pending or has failed.
+//! - A warm hit is promoted only if no `set`/`remove` touched the key's shard since the
+//!   lookup began (`hot::Stamp`), so a slow disk read never overwrites a newer value.
+//! - Lookups go hot → queue → disk: a value evicted from hot before its write landed is still
+//!   found in the queue.
+//! - Every await in `get`/`set`/`remove` comes before the first change or after the last, so a
+//!   dropped future leaves the cache consistent.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use crate::breaker::BreakerState;
+use crate::builder::{Builder, Config, Durability, WritePolicy};
+use crate::clock::Clock;
+use crate::codec;
+use crate::disk::{Disk, DiskOutcome};
+use crate::error::{Error, Result};
+use crate::fs::{Fs, IoErrorKind};
+use crate::hot::{Evicted, HotEntry, HotTier};
+use crate::queue::{Job, Op, WriteQueue};
+use crate::stats::{self, Counters, Mode, Stats};
+use crate::warm::format::{EntryMeta, Limits};
+use crate::warm::layout::key_hash;
+use crate::warm::quarantine::QuarantineLimits;
+use crate::warm::store::{ReadOutcome, StoreConfig, WarmStore, WriteOutcome};
+
+/// A tiered cache: a memory LRU in front of a gzip-compressed disk tier.
+///
+/// A cheap handle: clone it freely and share it across tasks. Background tasks (the writer,
+/// the sweeps) stop on [`TieredCache::close`] or when the last handle is dropped; on drop,
+/// queued writes are still written in the background while the runtime lives.
+#[derive(Clone)]
+pub struct TieredCache {
+    inner: Arc<Inner>,
+    _life: Arc<Lifetime>,
+}
+
+impl std::fmt::Debug for TieredCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TieredCache")
+            .field("root", &self.inner.config.root)
+            .field("hot", &self.inner.hot)
+            .finish()
+    }
+}
+
+/// Dropped with the last handle: tells the background tasks to finish.
+struct Lifetime {
+    shutdown: watch::Sender<bool>,
+}
+
+impl Drop for Lifetime {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) config: Config,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) hot: HotTier,
+    pub(crate) queue: WriteQueue,
+    pub(crate) disk: Disk,
+    pub(crate) counters: Arc<Counters>,
+    closed: AtomicBool,
+    /// Entries created before this time (unix ms) are treated as cleared. Set by `clear`, so
+    /// that a disk clear that failed cannot bring old answers back in this process.
+    cleared_before_ms: AtomicU64,
+    last_error: Mutex<Option<String>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// What a lookup found.
+#[derive(Debug, Clone)]
+pub(crate) struct Found {
+    pub value: Arc<[u8]>,
+    pub expires_ms: u64,
+    pub cost: u64,
+}
+
+impl TieredCache {
+    /// A builder for a cache under `root`.
+    pub fn builder(root: impl Into<std::path::PathBuf>) -> Builder {
+        Builder::new(root)
+    }
+
+    /// Opens a cache under `root` with every default.
+    pub async fn open(root: impl Into<std::path::PathBuf>) -> Result<TieredCache> {
+        Builder::new(root).build().await
+    }
+
+    pub(crate) async fn open_with(config: Config, fs: Arc<dyn Fs>, clock: Arc<dyn Clock>) -> Result<TieredCache> {
+        let counters = Arc::new(Counters::default());
+        let store = Arc::new(WarmStore::new(
+            &config.root,
+            StoreConfig {
+                limits: Limits {
+                    max_key_bytes: config.max_key_bytes,
+                    max_entry_bytes: config.max_entry_bytes,
+                },
+                compression_level: config.compression_level,
+                sync: config.durability == Durability::Fsync,
+                capacity_bytes: config.warm_capacity_bytes,
+                min_free_bytes: config.min_free_bytes,
+                quarantine: QuarantineLimits {
+                    max_files: config.quarantine_max_files,
+                    max_bytes: config.quarantine_max_bytes,
+                },
+            },
+            counters.clone(),
+        ));
+        let (tx, rx) = watch::channel(false);
+        let inner = Arc::new(Inner {
+            hot: HotTier::new(config.hot_shards, config.hot_capacity_bytes, config.hot_capacity_entries),
+            queue: WriteQueue::new(config.write_queue_bytes),
+            disk: Disk {
+                fs,
+                store,
+                counters: counters.clone(),
+                io_timeout: config.io_timeout,
+            },
+            counters,
+            clock,
+            closed: AtomicBool::new(false),
+            cleared_before_ms: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+            tasks: Mutex::new(Vec::new()),
+            shutdown: rx,
+            config,
+        });
+        // Directory layout and temp sweep happen before `open` returns; both are small. A
+        // failing disk here degrades the cache, it does not fail the caller.
+        let now = inner.clock.now_ms();
+        let prepared = inner
+            .disk
+            .run(move |fs, store| {
+                store.prepare_dirs(fs)?;
+                store.sweep_temp(fs, now)
+            })
+            .await;
+        inner.note_outcome("open", &prepared);
+        let tasks = vec![
+            tokio::spawn(writer_task(inner.clone())),
+            tokio::spawn(maintenance_task(inner.clone())),
+        ];
+        *lock(&inner.tasks) = tasks;
+        info!(root = %inner.config.root.display(), "tiercache opened");
+        Ok(TieredCache {
+            inner,
+            _life: Arc::new(Lifetime { shutdown: tx }),
+        })
+    }
+
+    /// Gets a value and decodes it as `V`. `Ok(None)` on a miss. A value that does not decode
+    /// as `V` is [`Error::Decode`] (the entry is left as it is).
+    pub async fn get<V: DeserializeOwned>(&self, key: impl AsRef<[u8]>) -> Result<Option<V>> {
+        match self.inner.lookup(key.as_ref()).await? {
+            Some(found) => codec::decode(&found.value).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Gets the raw bytes of a value. `Ok(None)` on a miss.
+    pub async fn get_bytes(&self, key: impl AsRef<[u8]>) -> Result<Option<Arc<[u8]>>> {
+        Ok(self.inner.lookup(key.as_ref()).await?.map(|f| f.value))
+    }
+
+    /// Sets a value (encoded with bincode over serde), with the default TTL.
+    pub async fn set<V: Serialize + ?Sized>(&self, key: impl AsRef<[u8]>, value: &V) -> Result<()> {
+        let bytes = codec::encode(value)?;
+        self.inner
+            .store(key.as_ref(), bytes.into(), self.inner.config.default_ttl, 0)
+            .await
+    }
+
+    /// Sets a value that expires after `ttl`.
+    pub async fn set_with_ttl<V: Serialize + ?Sized>(&self, key: impl AsRef<[u8]>, value: &V, ttl: Duration) -> Result<()> {
+        let bytes = codec::encode(value)?;
+        self.inner.store(key.as_ref(), bytes.into(), Some(ttl), 0).await
+    }
+
+    /// Sets raw bytes, with the default TTL. `get_bytes` returns them unchanged.
+    pub async fn set_bytes(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<()> {
+        self.inner
+            .store(key.as_ref(), value.as_ref().into(), self.inner.config.default_ttl, 0)
+            .await
+    }
+
+    /// Sets raw bytes that expire after `ttl`.
+    pub async fn set_bytes_with_ttl(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>, ttl: Duration) -> Result<()> {
+        self.inner
+            .store(key.as_ref(), value.as_ref().into(), Some(ttl), 0)
+            .await
+    }
+
+    /// Removes a key from both tiers. Returns whether the hot tier or the write queue held it
+    /// (the disk is not read to find out).
+    pub async fn remove(&self, key: impl AsRef<[u8]>) -> Result<bool> {
+        self.inner.remove(key.as_ref()).await
+    }
+
+    /// Removes every entry from both tiers (foreign files in the directory are left alone).
+    /// If the disk could not be cleared, this process still never serves an entry created
+    /// before the clear, and the error says what was left.
+    pub async fn clear(&self) -> Result<()> {
+        self.inner.clear().await
+    }
+
+    /// Waits until every write queued before the call has been attempted. Returns
+    /// [`Error::NotPersisted`] if some entries are still only in memory (the disk failed or is
+    /// not in use); they are retried when the disk is back.
+    pub async fn flush(&self) -> Result<()> {
+        self.inner.flush().await
+    }
+
+    /// Flushes, then stops the background tasks. Further calls return [`Error::Closed`].
+    pub async fn close(&self) -> Result<()> {
+        let flushed = self.inner.flush().await;
+        self.inner.closed.store(true, Ordering::SeqCst);
+        let _ = self._life.shutdown.send(true);
+        let tasks = std::mem::take(&mut *lock(&self.inner.tasks));
+        for t in tasks {
+            let _ = t.await;
+        }
+        info!(root = %self.inner.config.root.display(), "tiercache closed");
+        flushed
+    }
+
+    /// The current mode.
+    pub fn mode(&self) -> Mode {
+        Mode::Tiered
+    }
+
+    /// The breaker's current state.
+    pub fn breaker_state(&self) -> BreakerState {
+        BreakerState::Closed
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> Stats {
+        self.inner.stats(self.mode(), self.breaker_state())
+    }
+
+    /// The cache directory.
+    pub fn root(&self) -> &std::path::Path {
+        &self.inner.config.root
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Inner {
+    fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::SeqCst) {
+            Err(Error::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn check_key(&self, key: &[u8]) -> Result<()> {
+        if key.len() > self.config.max_key_bytes {
+            return Err(Error::KeyTooLarge {
+                len: key.len(),
+                max: self.config.max_key_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    fn is_cleared(&self, created_ms: u64) -> bool {
+        created_ms < self.cleared_before_ms.load(Ordering::Relaxed)
+    }
+
+    /// Whether the disk may be called now.
+    fn disk_allowed(&self) -> bool {
+        true
+    }
+
+    /// Records a failed disk operation's error text for `flush`/`close` reports.
+    fn note_outcome<T>(&self, what: &str, outcome: &DiskOutcome<T>) {
+        let text = match outcome {
+            DiskOutcome::Done { value: Err(e), .. } => format!("{what}: {e}"),
+            DiskOutcome::Done {
+                device_failure: Some(kind),
+                ..
+            } => format!("{what}: {kind} error"),
+            DiskOutcome::TimedOut => format!("{what}: timed out after {:?}", self.config.io_timeout),
+            _ => return,
+        };
+        debug!(error = %text, "disk operation failed");
+        *lock(&self.last_error) = Some(text);
+    }
+
+    pub(crate) async fn lookup(&self, key: &[u8]) -> Result<Option<Found>> {
+        self.check_open()?;
+        self.check_key(key)?;
+        let now = self.clock.now_ms();
+        match self.hot.get(key, now) {
+            Some(Ok(e)) if e.tombstone => {
+                self.counters.misses.inc();
+                return Ok(None);
+            }
+            Some(Ok(e)) => {
+                self.counters.hot_hits.inc();
+                self.counters.cost_saved.add(e.cost);
+                return Ok(Some(Found {
+                    value: e.value,
+                    expires_ms: e.expires_ms,
+                    cost: e.cost,
+                }));
+            }
+            Some(Err(_expired)) => self.counters.hot_expirations.inc(),
+            None => {}
+        }
+        let stamp = self.hot.stamp(key);
+        let hash = key_hash(key);
+        match self.queue.lookup(&hash) {
+            Some(Op::Put { value, meta, .. }) if !meta.is_expired(now) => {
+                self.counters.queue_hits.inc();
+                self.counters.cost_saved.add(meta.cost);
+                return Ok(Some(Found {
+                    value,
+                    expires_ms: meta.expires_ms,
+                    cost: meta.cost,
+                }));
+            }
+            Some(_) => {
+                self.counters.misses.inc();
+                return Ok(None);
+            }
+            None => {}
+        }
+        if !self.disk_allowed() {
+            self.counters.misses.inc();
+            return Ok(None);
+        }
+        let owned_key: Arc<[u8]> = key.into();
+        let outcome = self
+            .disk
+            .run(move |fs, store| store.read(fs, &owned_key, &hash, now))
+            .await;
+        self.note_outcome("read", &outcome);
+        let decoded = match outcome.ok() {
+            Some(ReadOutcome::Hit(d)) if !self.is_cleared(d.meta.created_ms) => d,
+            _ => {
+                self.counters.misses.inc();
+                return Ok(None);
+            }
+        };
+        let found = Found {
+            value: decoded.value.into(),
+            expires_ms: decoded.meta.expires_ms,
+            cost: decoded.meta.cost,
+        };
+        self.counters.warm_hits.inc();
+        self.counters.cost_saved.add(found.cost);
+        if self.hot.admits(key.len(), found.value.len()) {
+            let entry = HotEntry {
+                value: found.value.clone(),
+                expires_ms: found.expires_ms,
+                cost: found.cost,
+                version: self.hot.next_version(),
+                dirty: false,
+                tombstone: false,
+            };
+            if let Some(evicted) = self.hot.promote(key, entry, stamp) {
+                self.on_evicted(evicted);
+            }
+        }
+        Ok(Some(found))
+    }
+
+    pub(crate) async fn store(&self, key: &[u8], value: Arc<[u8]>, ttl: Option<Duration>, cost: u64) -> Result<()> {
+        self.check_open()?;
+        self.check_key(key)?;
+        if value.len() > self.config.max_entry_bytes {
+            return Err(Error::ValueTooLarge {
+                len: value.len(),
+                max: self.config.max_entry_bytes,
+            });
+        }
+        // The only await before any change: waiting for room in the write queue.
+        let Some(permit) = self.queue.reserve(key.len(), value.len()).await else {
+            return Err(Error::Closed);
+        };
+        let now = self.clock.now_ms();
+        let ttl_ms = ttl.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
+        let meta = EntryMeta {
+            created_ms: now,
+            expires_ms: ttl_ms.map_or(0, |t| now.saturating_add(t).max(1)),
+            cost,
+        };
+        let version = self.hot.next_version();
+        let hash = key_hash(key);
+        let admitted = self.hot.admits(key.len(), value.len());
+        let entry = HotEntry {
+            value: value.clone(),
+            expires_ms: meta.expires_ms,
+            cost,
+            version,
+            dirty: true,
+            tombstone: false,
+        };
+        let ack = self.config.write_policy == WritePolicy::WriteThrough;
+        let (evicted, rx) = self.queue.commit(
+            permit,
+            hash,
+            key.into(),
+            Op::Put { value, meta, version },
+            ack,
+            || {
+                if admitted {
+                    self.hot.insert(key, entry).1
+                } else {
+                    // Too big for the hot tier: drop any older hot value; the queue holds this
+                    // one until it is on disk.
+                    self.hot.remove(key);
+                    Vec::new()
+                }
+            },
+        );
+        self.counters.sets.inc();
+        self.on_evicted(evicted);
+        if let Some(rx) = rx {
+            self.await_ack(rx).await;
+        }
+        Ok(())
+    }
+
+    /// Write-through: wait for the write, bounded so that a hung disk cannot hang `set`.
+    async fn await_ack(&self, rx: crate::queue::Ack) {
+        let bound = self.config.io_timeout.saturating_mul(2);
+        let _ = tokio::time::timeout(bound, rx).await;
+    }
+
+    pub(crate) async fn remove(&self, key: &[u8]) -> Result<bool> {
+        self.check_open()?;
+        self.check_key(key)?;
+        let Some(permit) = self.queue.reserve(key.len(), 0).await else {
+            return Err(Error::Closed);
+        };
+        let hash = key_hash(key);
+        let version = self.hot.next_version();
+        let tombstone = HotEntry {
+            value: Arc::from(&[][..]),
+            expires_ms: 0,
+            cost: 0,
+            version,
+            dirty: true,
+            tombstone: true,
+        };
+        let queued_before = self.queue.lookup(&hash);
+        let ack = self.config.write_policy == WritePolicy::WriteThrough;
+        let ((old, evicted), rx) = self.queue.commit(
+            permit,
+            hash,
+            key.into(),
+            Op::Delete { version },
+            ack,
+            || self.hot.insert(key, tombstone),
+        );
+        self.counters.removes.inc();
+        self.on_evicted(evicted);
+        if let Some(rx) = rx {
+            self.await_ack(rx).await;
+        }
+        let had_hot = old.is_some_and(|e| !e.tombstone);
+        let had_queued = matches!(queued_before, Some(Op::Put { .. }));
+        Ok(had_hot || had_queued)
+    }
+
+    /// Accounts for entries pushed out of the hot tier. A dirty one is lost unless its write
+    /// is still queued.
+    fn on_evicted(&self, evicted: Vec<Evicted>) {
+        if evicted.is_empty() {
+            return;
+        }
+        self.counters.hot_evictions.add(evicted.len() as u64);
+        for ev in evicted {
+            if ev.entry.dirty && self.queue.lookup(&key_hash(&ev.key)).is_none() {
+                self.counters.lost_writes.inc();
+                warn!("a dirty entry was evicted before it could be written");
+            }
+        }
+    }
+
+    pub(crate) async fn clear(&self) -> Result<()> {
+        self.check_open()?;
+        let now = self.clock.now_ms();
+        self.cleared_before_ms.fetch_max(now, Ordering::Relaxed);
+        self.queue.cancel_queued();
+        self.queue.locked(|| self.hot.clear());
+        // Writes already handed to a writer finish first, so none lands after the clear.
+        self.queue.wait(None).await;
+        if !self.disk_allowed() {
+            return Err(Error::NotPersisted {
+                failed: 1,
+                last_error: "the disk tier is not in use; its entries were not deleted".into(),
+            });
+        }
+        let outcome = self.disk.run(|fs, store| store.clear(fs)).await;
+        self.note_outcome("clear", &outcome);
+        match outcome {
+            DiskOutcome::Done { value: Ok(()), .. } => Ok(()),
+            other => Err(Error::NotPersisted {
+                failed: 1,
+                last_error: format!("the disk tier could not be cleared: {other:?}"),
+            }),
+        }
+    }
+
+    pub(crate) async fn flush(&self) -> Result<()> {
+        self.check_open()?;
+        let upto = self.queue.seq();
+        self.queue.wait(Some(upto)).await;
+        let not_persisted = self
+            .hot
+            .dirty_entries()
+            .into_iter()
+            .filter(|(k, _)| self.queue.lookup(&key_hash(k)).is_none())
+            .count() as u64;
+        if not_persisted == 0 {
+            Ok(())
+        } else {
+            Err(Error::NotPersisted {
+                failed: not_persisted,
+                last_error: lock(&self.last_error)
+                    .clone()
+                    .unwrap_or_else(|| "the disk tier is not in use".into()),
+            })
+        }
+    }
+
+    /// Writes one queued job and completes it.
+    async fn run_job(self: &Arc<Self>, job: Job) {
+        let Job { hash, key, op, seq } = job;
+        if !self.disk_allowed() {
+            self.queue.complete(&hash, seq, false);
+            return;
+        }
+        let inner = self.clone();
+        let op2 = op.clone();
+        let key2 = key.clone();
+        // The key is released (`complete`) from inside the blocking call, when the disk call
+        // really returned: a call that timed out and returns later can never race a newer
+        // write of the same key to the rename.
+        let outcome = self
+            .disk
+            .run(move |fs, store| {
+                let result = match &op2 {
+                    Op::Put { value, meta, .. } => store.write(fs, &key2, &hash, value, *meta),
+                    Op::Delete { .. } => store.remove(fs, &hash).map(|_| WriteOutcome::Written { len: 0 }),
+                };
+                let version = match &op2 {
+                    Op::Put { version, .. } | Op::Delete { version } => *version,
+                };
+                let landed = matches!(result, Ok(WriteOutcome::Written { .. }));
+                let per_entry = match &result {
+                    Ok(WriteOutcome::TooLarge) => true,
+                    Err(e) => !IoErrorKind::classify(e).is_device_failure(),
+                    Ok(_) => false,
+                };
+                if landed || per_entry {
+                    // Landed, or can never land (too large, EFBIG): not dirty any more, so it
+                    // is not retried; a too-large entry stays memory-only.
+                    inner.hot.mark_clean(&key2, version);
+                }
+                inner.queue.complete(&hash, seq, landed);
+                result
+            })
+            .await;
+        self.note_outcome("write", &outcome);
+        match &outcome {
+            DiskOutcome::Done {
+                value: Ok(WriteOutcome::Written { .. }),
+                ..
+            } => self.counters.writes_ok.inc(),
+            DiskOutcome::Done {
+                value: Ok(WriteOutcome::TooLarge),
+                ..
+            } => self.counters.writes_skipped_too_large.inc(),
+            DiskOutcome::Done { value: Err(e), .. } if !IoErrorKind::classify(e).is_device_failure() => {
+                self.counters.writes_skipped_too_large.inc()
+            }
+            DiskOutcome::TimedOut => {
+                self.counters.writes_failed.inc();
+                self.queue.mark_stuck(&hash, seq);
+            }
+            _ => self.counters.writes_failed.inc(),
+        }
+        let _ = key;
+    }
+
+    fn stats(&self, mode: Mode, breaker_state: BreakerState) -> Stats {
+        let c = &self.counters;
+        let (warm_entries, warm_bytes, scanned) = self.disk.store.usage();
+        let (depth, qbytes) = self.queue.depth();
+        let bytes_in = c.bytes_in.get();
+        let bytes_out = c.bytes_out.get();
+        let corrupted = stats::by_name(&c.corrupted, crate::warm::Corruption::ALL, |r| r.name());
+        let disk_errors = stats::by_name(&c.disk_errors, IoErrorKind::ALL, |k| k.name());
+        Stats {
+            hot_hits: c.hot_hits.get(),
+            warm_hits: c.warm_hits.get(),
+            queue_hits: c.queue_hits.get(),
+            misses: c.misses.get(),
+            sets: c.sets.get(),
+            removes: c.removes.get(),
+            hot_entries: self.hot.len() as u64,
+            hot_bytes: self.hot.bytes() as u64,
+            hot_capacity_bytes: self.hot.max_bytes() as u64,
+            hot_capacity_entries: self.hot.max_entries() as u64,
+            hot_evictions: c.hot_evictions.get(),
+            hot_expirations: c.hot_expirations.get(),
+            warm_entries,
+            warm_bytes,
+            warm_capacity_bytes: self.config.warm_capacity_bytes,
+            warm_index_complete: scanned,
+            warm_evictions: c.warm_evictions.get(),
+            warm_expirations: c.warm_expirations.get(),
+            writes_ok: c.writes_ok.get(),
+            writes_failed: c.writes_failed.get(),
+            writes_skipped: c.writes_skipped_too_large.get(),
+            lost_writes: c.lost_writes.get(),
+            bytes_written_uncompressed: bytes_in,
+            bytes_written_compressed: bytes_out,
+            compression_ratio: stats::ratio(bytes_in, bytes_out),
+            disk_errors: disk_errors.values().sum(),
+            disk_errors_by_kind: disk_errors,
+            corrupted: corrupted.values().sum(),
+            corrupted_by_reason: corrupted,
+            quarantined_files: c.quarantined_files.get(),
+            quarantined_bytes: c.quarantined_bytes.get(),
+            newer_version_skipped: c.newer_version.get(),
+            foreign_files: c.foreign_files.get(),
+            temp_files_swept: c.temp_files_swept.get(),
+            write_queue_depth: depth,
+            write_queue_bytes: qbytes,
+            dirty_entries: self.hot.dirty_count() as u64,
+            cost_saved: c.cost_saved.get(),
+            mode,
+            breaker_state,
+            breaker_transitions: c.breaker_transitions.get(),
+            breaker_rejections: c.breaker_rejections.get(),
+            probes_run: c.probes_run.get(),
+            probes_ok: c.probes_ok.get(),
+            health_checks: c.health_checks.get(),
+            memory_only_entries: c.memory_only_entries.get(),
+            memory_only_ms: c.memory_only_ms.get(),
+            stale_served: c.stale_served.get(),
+            loader_calls: c.loader_calls.get(),
+        }
+    }
+}
+
+/// Hands queued jobs to at most `write_concurrency` concurrent writes. On shutdown it drains
+/// what is queued, then exits.
+async fn writer_task(inner: Arc<Inner>) {
+    let slots = Arc::new(Semaphore::new(inner.config.write_concurrency));
+    let mut shutdown = inner.shutdown.clone();
+    loop {
+        let notified = inner.queue.ready.notified();
+        while let Some(job) = inner.queue.take() {
+            let Ok(permit) = slots.clone().acquire_owned().await else {
+                return;
+            };
+            let inner2 = inner.clone();
+            tokio::spawn(async move {
+                inner2.run_job(job).await;
+                drop(permit);
+            });
+        }
+        if *shutdown.borrow() && !inner.queue.has_ready() {
+            // Wait for the writes in flight, then stop.
+            let n = inner.config.write_concurrency as u32;
+            let _ = slots.acquire_many(n).await;
+            if !inner.queue.has_ready() {
+                return;
+            }
+            continue;
+        }
+        tokio::select! {
+            _ = notified => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// Merges the startup scan into the warm index, then sweeps expired entry files every
+/// `sweep_interval` (retrying the scan if it failed).
+async fn maintenance_task(inner: Arc<Inner>) {
+    let mut shutdown = inner.shutdown.clone();
+    let mut first = true;
+    loop {
+        if !first {
+            tokio::select! {
+                _ = tokio::time::sleep(inner.config.sweep_interval) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+        first = false;
+        if *shutdown.borrow() {
+            return;
+        }
+        if !inner.disk_allowed() {
+            continue;
+        }
+        if !inner.disk.store.usage().2 {
+            let outcome = inner.disk.run(|fs, store| store.scan(fs)).await;
+            inner.note_outcome("scan", &outcome);
+            continue;
+        }
+        let now = inner.clock.now_ms();
+        let outcome = inner
+            .disk
+            .run(move |fs, store| store.sweep_expired(fs, now))
+            .await;
+        inner.note_outcome("sweep", &outcome);
+    }
+}

@@ -1,0 +1,188 @@
+//! The disk gate: every warm-tier operation runs through [`Disk::run`], which
+//! - runs the synchronous store code on tokio's blocking pool,
+//! - bounds it by `io_timeout` (a hung disk cannot hang `get` or `set`; the hung call counts
+//!   as a timeout failure and finishes, or not, in the background),
+//! - hands it an [`ObservedFs`] that sees the result of every single fs call, so that an error
+//!   the store swallows (a failed quarantine rename, a failed eviction) is still counted, by
+//!   kind, and still reported as a failure of the operation,
+//! - and reports the operation's outcome to the resilience layer.
+//!
+//! NotFound is not an error of the device: a missing file is a miss.
+
+use std::io;
+use std::path::Path;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::fs::{DirEntryInfo, FileRead, Fs, IoErrorKind};
+use crate::stats::Counters;
+use crate::warm::store::WarmStore;
+
+const NONE: u8 = u8::MAX;
+
+/// Wraps an [`Fs`] for one operation and records the first error of each class it returns.
+#[derive(Debug)]
+pub(crate) struct ObservedFs {
+    inner: Arc<dyn Fs>,
+    counters: Arc<Counters>,
+    /// First device-failure kind seen (index into `IoErrorKind::ALL`), or `NONE`.
+    device_failure: AtomicU8,
+    /// Whether any error (device or per-entry) was seen.
+    any_error: AtomicU8,
+}
+
+impl ObservedFs {
+    pub(crate) fn new(inner: Arc<dyn Fs>, counters: Arc<Counters>) -> Self {
+        ObservedFs {
+            inner,
+            counters,
+            device_failure: AtomicU8::new(NONE),
+            any_error: AtomicU8::new(0),
+        }
+    }
+
+    fn see<T>(&self, r: io::Result<T>) -> io::Result<T> {
+        if let Err(e) = &r {
+            if e.kind() != io::ErrorKind::NotFound {
+                let kind = IoErrorKind::classify(e);
+                self.counters.disk_error(kind);
+                self.any_error.store(1, Ordering::Relaxed);
+                if kind.is_device_failure() {
+                    let _ = self.device_failure.compare_exchange(
+                        NONE,
+                        kind.index() as u8,
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    );
+                }
+            }
+        }
+        r
+    }
+
+    /// The first device failure seen, if any.
+    pub(crate) fn device_failure(&self) -> Option<IoErrorKind> {
+        let i = self.device_failure.load(Ordering::Relaxed);
+        IoErrorKind::ALL.get(usize::from(i)).copied()
+    }
+
+    fn saw_any(&self) -> bool {
+        self.any_error.load(Ordering::Relaxed) != 0
+    }
+}
+
+impl Fs for ObservedFs {
+    fn read_file(&self, path: &Path, max_len: u64) -> io::Result<FileRead> {
+        self.see(self.inner.read_file(path, max_len))
+    }
+    fn read_prefix(&self, path: &Path, n: usize) -> io::Result<FileRead> {
+        self.see(self.inner.read_prefix(path, n))
+    }
+    fn write_new(&self, path: &Path, data: &[u8], sync: bool) -> io::Result<()> {
+        self.see(self.inner.write_new(path, data, sync))
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.see(self.inner.rename(from, to))
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        self.see(self.inner.remove_file(path))
+    }
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        self.see(self.inner.remove_dir_all(path))
+    }
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        self.see(self.inner.create_dir_all(path))
+    }
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        self.see(self.inner.sync_dir(path))
+    }
+    fn read_dir(&self, path: &Path) -> io::Result<Vec<DirEntryInfo>> {
+        self.see(self.inner.read_dir(path))
+    }
+    fn available_space(&self, path: &Path) -> io::Result<u64> {
+        self.see(self.inner.available_space(path))
+    }
+}
+
+/// How an operation through the gate ended.
+#[derive(Debug)]
+pub(crate) enum DiskOutcome<T> {
+    /// It ran; `T` is its result. `device_failure` is set when any fs call inside it failed
+    /// in a way that counts against the device, even if the operation itself recovered.
+    Done {
+        value: io::Result<T>,
+        device_failure: Option<IoErrorKind>,
+    },
+    /// It did not finish within `io_timeout`.
+    TimedOut,
+    /// The disk was not called (memory-only mode or breaker open).
+    Skipped,
+}
+
+impl<T> DiskOutcome<T> {
+    /// The value, if the operation ran and succeeded.
+    pub(crate) fn ok(self) -> Option<T> {
+        match self {
+            DiskOutcome::Done { value: Ok(v), .. } => Some(v),
+            _ => None,
+        }
+    }
+}
+
+/// The gate.
+#[derive(Debug)]
+pub(crate) struct Disk {
+    pub(crate) fs: Arc<dyn Fs>,
+    pub(crate) store: Arc<WarmStore>,
+    pub(crate) counters: Arc<Counters>,
+    pub(crate) io_timeout: Duration,
+}
+
+impl Disk {
+    /// Runs `f` on the blocking pool, bounded by `io_timeout`, observing every fs call.
+    pub(crate) async fn run<T, F>(&self, f: F) -> DiskOutcome<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Fs, &WarmStore) -> io::Result<T> + Send + 'static,
+    {
+        let observed = Arc::new(ObservedFs::new(self.fs.clone(), self.counters.clone()));
+        let store = self.store.clone();
+        let obs = observed.clone();
+        let task = tokio::task::spawn_blocking(move || f(&*obs, &store));
+        match tokio::time::timeout(self.io_timeout, task).await {
+            Ok(Ok(value)) => {
+                let mut device_failure = observed.device_failure();
+                if let Err(e) = &value {
+                    // An error the closure made up itself (a free-space check, a probe
+                    // mismatch) was not seen by the observer: count it here.
+                    if !observed.saw_any() {
+                        let kind = IoErrorKind::classify(e);
+                        self.counters.disk_error(kind);
+                        if kind.is_device_failure() && device_failure.is_none() {
+                            device_failure = Some(kind);
+                        }
+                    }
+                }
+                DiskOutcome::Done {
+                    value,
+                    device_failure,
+                }
+            }
+            Ok(Err(join)) => {
+                // The store panicked: a bug, but the cache must stay up. Count it as a
+                // failure of the device path rather than propagate.
+                tracing::error!(error = %join, "warm-tier operation panicked");
+                self.counters.disk_error(IoErrorKind::Other);
+                DiskOutcome::Done {
+                    value: Err(io::Error::other("warm-tier operation panicked")),
+                    device_failure: Some(IoErrorKind::Other),
+                }
+            }
+            Err(_) => {
+                self.counters.disk_error(IoErrorKind::Timeout);
+                DiskOutcome::TimedOut
+            }
+        }
+    }
+}

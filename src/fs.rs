@@ -1,0 +1,435 @@
+//! The I/O seam: every disk call of the warm tier goes through [`Fs`].
+//!
+//! The trait is small, synchronous and object-safe (`&self`, `io::Result`) so that it runs on
+//! tokio's blocking pool, and so that tests can wrap it in decorators that fail the Nth call,
+//! fail by path, flip bytes on read or hang (see `testing`). Paths are absolute, under the
+//! cache root. The std implementation never follows a symlink and never blocks on a FIFO.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, OpenOptionsExt};
+use std::path::Path;
+use std::time::UNIX_EPOCH;
+
+/// What kind of file a directory entry is (never following symlinks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    /// A regular file.
+    File,
+    /// A directory.
+    Dir,
+    /// A symbolic link.
+    Symlink,
+    /// A FIFO, socket or device.
+    Special,
+}
+
+impl FileKind {
+    fn of(t: fs::FileType) -> FileKind {
+        if t.is_symlink() {
+            FileKind::Symlink
+        } else if t.is_dir() {
+            FileKind::Dir
+        } else if t.is_file() {
+            FileKind::File
+        } else {
+            FileKind::Special
+        }
+    }
+
+    /// A short description for messages ("symlink", "directory", ...).
+    pub fn describe(self) -> &'static str {
+        match self {
+            FileKind::File => "regular file",
+            FileKind::Dir => "directory",
+            FileKind::Symlink => "symlink",
+            FileKind::Special => "fifo, socket or device",
+        }
+    }
+}
+
+/// One directory entry with its metadata (from `lstat`).
+#[derive(Debug, Clone)]
+pub struct DirEntryInfo {
+    /// The file name.
+    pub name: OsString,
+    /// Its kind.
+    pub kind: FileKind,
+    /// Its length in bytes.
+    pub len: u64,
+    /// Its modification time, unix ms.
+    pub modified_ms: u64,
+}
+
+/// The result of reading a file that might not be a regular file.
+#[derive(Debug)]
+pub enum FileRead {
+    /// The file's bytes.
+    Data(Vec<u8>),
+    /// Something other than a regular file sits at the path; it was not read.
+    NotRegular(FileKind),
+    /// The file is longer than the limit; it was not read.
+    TooLarge(u64),
+}
+
+/// The file-system operations the warm tier uses.
+pub trait Fs: Send + Sync + fmt::Debug {
+    /// Reads a whole regular file of at most `max_len` bytes, without following a symlink and
+    /// without blocking on a FIFO.
+    fn read_file(&self, path: &Path, max_len: u64) -> io::Result<FileRead>;
+    /// Reads the first `n` bytes (fewer if the file is shorter) of a regular file, with the same
+    /// protections as [`Fs::read_file`]. Used to read headers without reading payloads.
+    fn read_prefix(&self, path: &Path, n: usize) -> io::Result<FileRead>;
+    /// Creates a new file (failing if it exists) with mode 0600, writes `data`, and fsyncs it
+    /// when `sync` is set. On error a partial file may remain; the caller removes it.
+    fn write_new(&self, path: &Path, data: &[u8], sync: bool) -> io::Result<()>;
+    /// Atomically renames `from` to `to`, replacing `to`.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Removes a file (or symlink, never its target).
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// Removes a directory tree without following symlinks.
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()>;
+    /// Creates a directory and its parents with mode 0700.
+    fn create_dir_all(&self, path: &Path) -> io::Result<()>;
+    /// Fsyncs a directory, making renames and creations in it durable.
+    fn sync_dir(&self, path: &Path) -> io::Result<()>;
+    /// Lists a directory with `lstat` metadata. Entries that vanish meanwhile are skipped.
+    fn read_dir(&self, path: &Path) -> io::Result<Vec<DirEntryInfo>>;
+    /// Bytes available to unprivileged users on the filesystem holding `path`.
+    fn available_space(&self, path: &Path) -> io::Result<u64>;
+}
+
+/// The real file system.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct StdFs;
+
+fn flags(extra: rustix::fs::OFlags) -> i32 {
+    // Flags are small positive bit patterns; the cast to the i32 that std expects is lossless.
+    (rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::CLOEXEC | extra).bits() as i32
+}
+
+fn millis(m: &fs::Metadata) -> u64 {
+    m.modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// Opens a path for reading if it is a regular file: `Ok(Err(kind))` when something else sits
+/// there. O_NONBLOCK: opening a FIFO must not wait for a writer. O_NOFOLLOW: a symlink fails
+/// with ELOOP instead of being followed out of the cache directory.
+fn open_regular(path: &Path) -> io::Result<Result<(File, fs::Metadata), FileKind>> {
+    let open = OpenOptions::new()
+        .read(true)
+        .custom_flags(flags(
+            rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOCTTY,
+        ))
+        .open(path);
+    let file = match open {
+        Ok(f) => f,
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+            return Ok(Err(FileKind::Symlink));
+        }
+        Err(e) => return Err(e),
+    };
+    let meta = file.metadata()?;
+    let ft = meta.file_type();
+    if ft.is_file() {
+        Ok(Ok((file, meta)))
+    } else if ft.is_dir() {
+        Ok(Err(FileKind::Dir))
+    } else {
+        Ok(Err(FileKind::Special))
+    }
+}
+
+impl Fs for StdFs {
+    fn read_prefix(&self, path: &Path, n: usize) -> io::Result<FileRead> {
+        let (file, _) = match open_regular(path)? {
+            Ok(f) => f,
+            Err(kind) => return Ok(FileRead::NotRegular(kind)),
+        };
+        let mut buf = Vec::with_capacity(n);
+        file.take(n as u64).read_to_end(&mut buf)?;
+        Ok(FileRead::Data(buf))
+    }
+
+    fn read_file(&self, path: &Path, max_len: u64) -> io::Result<FileRead> {
+        let (mut file, meta) = match open_regular(path)? {
+            Ok(f) => f,
+            Err(kind) => return Ok(FileRead::NotRegular(kind)),
+        };
+        if meta.len() > max_len {
+            return Ok(FileRead::TooLarge(meta.len()));
+        }
+        let cap = usize::try_from(meta.len()).unwrap_or(0);
+        let mut buf = Vec::with_capacity(cap);
+        // Read one byte past the limit so a file that grew after fstat is still caught.
+        (&mut file).take(max_len + 1).read_to_end(&mut buf)?;
+        if buf.len() as u64 > max_len {
+            return Ok(FileRead::TooLarge(buf.len() as u64));
+        }
+        Ok(FileRead::Data(buf))
+    }
+
+    fn write_new(&self, path: &Path, data: &[u8], sync: bool) -> io::Result<()> {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(flags(rustix::fs::OFlags::empty()))
+            .open(path)?;
+        file.write_all(data)?;
+        if sync {
+            file.sync_data()?;
+        }
+        Ok(())
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        fs::rename(from, to)
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        fs::remove_file(path)
+    }
+
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        fs::remove_dir_all(path)
+    }
+
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(path)
+    }
+
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        File::open(path)?.sync_all()
+    }
+
+    fn read_dir(&self, path: &Path) -> io::Result<Vec<DirEntryInfo>> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(path)? {
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            // DirEntry::metadata does not follow symlinks.
+            let meta = match entry.metadata() {
+                Ok(m) => m,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            let ft = meta.file_type();
+            let kind = if ft.is_fifo() || ft.is_socket() || ft.is_block_device() || ft.is_char_device() {
+                FileKind::Special
+            } else {
+                FileKind::of(ft)
+            };
+            out.push(DirEntryInfo {
+                name: entry.file_name(),
+                kind,
+                len: meta.len(),
+                modified_ms: millis(&meta),
+            });
+        }
+        Ok(out)
+    }
+
+    fn available_space(&self, path: &Path) -> io::Result<u64> {
+        let st = rustix::fs::statvfs(path)?;
+        Ok(st.f_bavail.saturating_mul(st.f_frsize))
+    }
+}
+
+/// How a disk error counts, per DESIGN.md's failure table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IoErrorKind {
+    /// ENOSPC, EDQUOT, or free space under `min_free_bytes`.
+    NoSpace,
+    /// EIO.
+    Io,
+    /// EROFS.
+    ReadOnly,
+    /// EACCES, EPERM.
+    Permission,
+    /// A call that did not return within `io_timeout`.
+    Timeout,
+    /// EFBIG: this one entry is too large for the filesystem or the process's file size limit.
+    FileTooLarge,
+    /// The entry's path is blocked by something planted in the directory (ENOTDIR, EISDIR,
+    /// EEXIST, ELOOP, ENAMETOOLONG): about this entry, not the device.
+    Path,
+    /// Anything else.
+    Other,
+}
+
+impl IoErrorKind {
+    /// Every kind, in a fixed order.
+    pub const ALL: [IoErrorKind; 8] = [
+        IoErrorKind::NoSpace,
+        IoErrorKind::Io,
+        IoErrorKind::ReadOnly,
+        IoErrorKind::Permission,
+        IoErrorKind::Timeout,
+        IoErrorKind::FileTooLarge,
+        IoErrorKind::Path,
+        IoErrorKind::Other,
+    ];
+
+    /// Classifies an I/O error. NotFound is not an error of the disk and is handled by callers
+    /// before classifying; if it reaches here it is `Other`.
+    pub fn classify(e: &io::Error) -> IoErrorKind {
+        use rustix::io::Errno;
+        if let Some(code) = e.raw_os_error() {
+            let errno = Errno::from_raw_os_error(code);
+            return match errno {
+                Errno::NOSPC | Errno::DQUOT => IoErrorKind::NoSpace,
+                Errno::IO => IoErrorKind::Io,
+                Errno::ROFS => IoErrorKind::ReadOnly,
+                Errno::ACCESS | Errno::PERM => IoErrorKind::Permission,
+                Errno::FBIG => IoErrorKind::FileTooLarge,
+                Errno::TIMEDOUT => IoErrorKind::Timeout,
+                Errno::NOTDIR | Errno::ISDIR | Errno::EXIST | Errno::LOOP | Errno::NAMETOOLONG => {
+                    IoErrorKind::Path
+                }
+                _ => IoErrorKind::Other,
+            };
+        }
+        match e.kind() {
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => IoErrorKind::NoSpace,
+            io::ErrorKind::ReadOnlyFilesystem => IoErrorKind::ReadOnly,
+            io::ErrorKind::PermissionDenied => IoErrorKind::Permission,
+            io::ErrorKind::TimedOut => IoErrorKind::Timeout,
+            io::ErrorKind::FileTooLarge => IoErrorKind::FileTooLarge,
+            io::ErrorKind::NotADirectory
+            | io::ErrorKind::IsADirectory
+            | io::ErrorKind::AlreadyExists => IoErrorKind::Path,
+            _ => IoErrorKind::Other,
+        }
+    }
+
+    /// Does this kind count against the device (breaker failure, memory-only window)? EFBIG
+    /// and blocked paths do not: they are about one entry, not the disk.
+    pub fn is_device_failure(self) -> bool {
+        !matches!(self, IoErrorKind::FileTooLarge | IoErrorKind::Path)
+    }
+
+    /// Stable name.
+    pub fn name(self) -> &'static str {
+        match self {
+            IoErrorKind::NoSpace => "no-space",
+            IoErrorKind::Io => "io",
+            IoErrorKind::ReadOnly => "read-only",
+            IoErrorKind::Permission => "permission",
+            IoErrorKind::Timeout => "timeout",
+            IoErrorKind::FileTooLarge => "file-too-large",
+            IoErrorKind::Path => "path",
+            IoErrorKind::Other => "other",
+        }
+    }
+
+    /// Position in [`IoErrorKind::ALL`].
+    pub fn index(self) -> usize {
+        IoErrorKind::ALL
+            .iter()
+            .position(|k| *k == self)
+            .unwrap_or_default()
+    }
+}
+
+impl fmt::Display for IoErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification_follows_the_design_table() {
+        let c = |code: i32| IoErrorKind::classify(&io::Error::from_raw_os_error(code));
+        use rustix::io::Errno;
+        assert_eq!(c(Errno::NOSPC.raw_os_error()), IoErrorKind::NoSpace);
+        assert_eq!(c(Errno::DQUOT.raw_os_error()), IoErrorKind::NoSpace);
+        assert_eq!(c(Errno::IO.raw_os_error()), IoErrorKind::Io);
+        assert_eq!(c(Errno::ROFS.raw_os_error()), IoErrorKind::ReadOnly);
+        assert_eq!(c(Errno::ACCESS.raw_os_error()), IoErrorKind::Permission);
+        assert_eq!(c(Errno::PERM.raw_os_error()), IoErrorKind::Permission);
+        assert_eq!(c(Errno::FBIG.raw_os_error()), IoErrorKind::FileTooLarge);
+        assert!(!IoErrorKind::FileTooLarge.is_device_failure());
+        assert!(IoErrorKind::NoSpace.is_device_failure());
+        assert_eq!(
+            IoErrorKind::classify(&io::Error::from(io::ErrorKind::TimedOut)),
+            IoErrorKind::Timeout
+        );
+    }
+
+    #[test]
+    fn std_fs_refuses_symlinks_and_fifos_and_bounds_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("target");
+        fs::write(&target, b"secret").unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(matches!(
+            StdFs.read_file(&link, 100).unwrap(),
+            FileRead::NotRegular(FileKind::Symlink)
+        ));
+        assert!(matches!(
+            StdFs.read_file(dir.path(), 100).unwrap(),
+            FileRead::NotRegular(FileKind::Dir)
+        ));
+        assert!(matches!(StdFs.read_file(&target, 3).unwrap(), FileRead::TooLarge(6)));
+        match StdFs.read_file(&target, 6).unwrap() {
+            FileRead::Data(d) => assert_eq!(d, b"secret"),
+            other => panic!("{other:?}"),
+        }
+        let fifo = dir.path().join("fifo");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        assert!(matches!(
+            StdFs.read_file(&fifo, 100).unwrap(),
+            FileRead::NotRegular(FileKind::Special)
+        ));
+        let kinds: Vec<_> = {
+            let mut v = StdFs.read_dir(dir.path()).unwrap();
+            v.sort_by(|a, b| a.name.cmp(&b.name));
+            v.into_iter().map(|e| (e.name, e.kind)).collect()
+        };
+        assert_eq!(
+            kinds,
+            vec![
+                ("fifo".into(), FileKind::Special),
+                ("link".into(), FileKind::Symlink),
+                ("target".into(), FileKind::File)
+            ]
+        );
+    }
+
+    #[test]
+    fn write_new_refuses_to_overwrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        StdFs.write_new(&p, b"one", true).unwrap();
+        let err = StdFs.write_new(&p, b"two", false).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+}

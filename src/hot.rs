@@ -1,0 +1,496 @@
+//! The hot tier: `lru::LruCache` shards behind mutexes, bounded by bytes and by entries.
+//!
+//! Why one global budget over per-shard budgets: a per-shard budget of `total / shards` makes
+//! an entry larger than one shard's share uncacheable and lets one busy shard evict while the
+//! others sit empty. Here the byte and entry counters are global; an insert evicts from its own
+//! shard's LRU tail first and, when that shard has nothing left to give, from the other shards
+//! one at a time (never holding two locks, so there is no lock-order deadlock). After any
+//! single-threaded sequence of calls the counters are within budget; concurrent inserts into
+//! different shards can overshoot only between their insert and their eviction.
+//!
+//! Byte accounting is exact by definition: an entry is charged `key.len() + value.len() +
+//! ENTRY_OVERHEAD`, `bytes()` is always the sum of the charges of the entries present.
+//!
+//! Every entry carries a `version` (unique per insert) and a `dirty` flag: dirty means "not
+//! known to be on disk". Inserts by `set` are dirty until the writer reports the write of that
+//! version; promotions from the warm tier are clean.
+//!
+//! Each shard keeps a mutation counter, bumped by `set`/`remove`/`clear` (not by promotions or
+//! evictions). A warm hit promotes only if its shard's counter has not moved since the lookup
+//! began, so a slow disk read can never install a value older than a concurrent `set`.
+
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use lru::LruCache;
+
+/// Bytes charged per entry on top of key and value: the LRU node, the map slot and the entry
+/// fields, rounded.
+pub const ENTRY_OVERHEAD: usize = 96;
+
+/// A value held by the hot tier.
+#[derive(Debug, Clone)]
+pub struct HotEntry {
+    /// The encoded value.
+    pub value: Arc<[u8]>,
+    /// Expiry, unix ms; 0 = never.
+    pub expires_ms: u64,
+    /// Caller-supplied cost of the value.
+    pub cost: u64,
+    /// Unique per insert; matches the write queued for it.
+    pub version: u64,
+    /// Not known to be on disk.
+    pub dirty: bool,
+    /// A removal not yet applied on disk: reads are misses and never go to the disk, so a
+    /// stale file cannot come back. Cleared when the delete lands.
+    pub tombstone: bool,
+}
+
+impl HotEntry {
+    fn charge(&self, key: &[u8]) -> usize {
+        key.len() + self.value.len() + ENTRY_OVERHEAD
+    }
+}
+
+/// An entry pushed out by an insert or a budget change.
+#[derive(Debug)]
+pub struct Evicted {
+    /// Its key.
+    pub key: Box<[u8]>,
+    /// The entry.
+    pub entry: HotEntry,
+}
+
+struct Shard {
+    lru: LruCache<Box<[u8]>, HotEntry>,
+    mutations: u64,
+}
+
+/// A lookup stamp: which shard, and its mutation count when the lookup began.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    shard: usize,
+    mutations: u64,
+}
+
+/// The sharded LRU.
+pub struct HotTier {
+    shards: Box<[Mutex<Shard>]>,
+    hasher: lru::DefaultHasher,
+    bytes: AtomicUsize,
+    entries: AtomicUsize,
+    max_bytes: AtomicUsize,
+    max_entries: AtomicUsize,
+    next_version: AtomicU64,
+}
+
+impl std::fmt::Debug for HotTier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HotTier")
+            .field("shards", &self.shards.len())
+            .field("bytes", &self.bytes())
+            .field("entries", &self.len())
+            .finish()
+    }
+}
+
+impl HotTier {
+    /// A tier with `shards` shards (rounded up to a power of two) and the given budgets.
+    pub fn new(shards: usize, max_bytes: usize, max_entries: usize) -> Self {
+        let n = shards.clamp(1, 1024).next_power_of_two();
+        HotTier {
+            shards: (0..n)
+                .map(|_| {
+                    Mutex::new(Shard {
+                        lru: LruCache::unbounded(),
+                        mutations: 0,
+                    })
+                })
+                .collect(),
+            hasher: lru::DefaultHasher::default(),
+            bytes: AtomicUsize::new(0),
+            entries: AtomicUsize::new(0),
+            max_bytes: AtomicUsize::new(max_bytes),
+            max_entries: AtomicUsize::new(max_entries.max(1)),
+            next_version: AtomicU64::new(1),
+        }
+    }
+
+    /// A fresh version number for an insert.
+    pub fn next_version(&self) -> u64 {
+        self.next_version.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn shard_of(&self, key: &[u8]) -> usize {
+        (self.hasher.hash_one(key) as usize) & (self.shards.len() - 1)
+    }
+
+    fn lock(&self, i: usize) -> MutexGuard<'_, Shard> {
+        // A panic while holding a shard lock cannot leave the LRU half-updated in a way that
+        // matters more than losing the cache; keep serving rather than propagate the poison.
+        self.shards[i]
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Current charged bytes.
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Current entry count.
+    pub fn len(&self) -> usize {
+        self.entries.load(Ordering::Relaxed)
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The byte budget.
+    pub fn max_bytes(&self) -> usize {
+        self.max_bytes.load(Ordering::Relaxed)
+    }
+
+    /// The entry budget.
+    pub fn max_entries(&self) -> usize {
+        self.max_entries.load(Ordering::Relaxed)
+    }
+
+    /// Would an entry of this key and value length fit in the budget at all?
+    pub fn admits(&self, key_len: usize, value_len: usize) -> bool {
+        key_len + value_len + ENTRY_OVERHEAD <= self.max_bytes()
+    }
+
+    /// Looks a key up, marking it most recently used. Expired entries (`now_ms` at or past
+    /// their expiry) are removed and reported as `Err(entry)`.
+    pub fn get(&self, key: &[u8], now_ms: u64) -> Option<Result<HotEntry, HotEntry>> {
+        let i = self.shard_of(key);
+        let mut shard = self.lock(i);
+        let entry = shard.lru.get(key)?;
+        if entry.expires_ms != 0 && now_ms >= entry.expires_ms {
+            let (k, e) = shard.lru.pop_entry(key)?;
+            drop(shard);
+            self.uncharge(&k, &e);
+            return Some(Err(e));
+        }
+        Some(Ok(entry.clone()))
+    }
+
+    /// Looks a key up without changing recency or removing expired entries.
+    pub fn peek(&self, key: &[u8]) -> Option<HotEntry> {
+        self.lock(self.shard_of(key)).lru.peek(key).cloned()
+    }
+
+    /// The stamp to pass to [`HotTier::promote`].
+    pub fn stamp(&self, key: &[u8]) -> Stamp {
+        let shard = self.shard_of(key);
+        Stamp {
+            shard,
+            mutations: self.lock(shard).mutations,
+        }
+    }
+
+    fn uncharge(&self, key: &[u8], e: &HotEntry) {
+        self.bytes.fetch_sub(e.charge(key), Ordering::Relaxed);
+        self.entries.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn over_budget(&self) -> bool {
+        self.bytes() > self.max_bytes() || self.len() > self.max_entries()
+    }
+
+    /// Inserts (or replaces) an entry on behalf of `set`: bumps the shard's mutation counter.
+    /// Returns the replaced entry and whatever was evicted to make room. The caller checks
+    /// [`HotTier::admits`] first; an entry that does not fit is evicted at once.
+    pub fn insert(&self, key: &[u8], entry: HotEntry) -> (Option<HotEntry>, Vec<Evicted>) {
+        self.insert_inner(key, entry, None)
+            .unwrap_or((None, Vec::new()))
+    }
+
+    /// Inserts a value read from the warm tier, unless the key's shard was mutated since
+    /// `stamp` was taken or the key is already present. Returns `None` when skipped.
+    pub fn promote(&self, key: &[u8], entry: HotEntry, stamp: Stamp) -> Option<Vec<Evicted>> {
+        self.insert_inner(key, entry, Some(stamp)).map(|(_, ev)| ev)
+    }
+
+    fn insert_inner(
+        &self,
+        key: &[u8],
+        entry: HotEntry,
+        stamp: Option<Stamp>,
+    ) -> Option<(Option<HotEntry>, Vec<Evicted>)> {
+        let i = self.shard_of(key);
+        let mut evicted = Vec::new();
+        let replaced;
+        {
+            let mut shard = self.lock(i);
+            match stamp {
+                Some(s) => {
+                    if s.shard != i || s.mutations != shard.mutations || shard.lru.contains(key) {
+                        return None;
+                    }
+                    replaced = None;
+                }
+                None => {
+                    shard.mutations += 1;
+                    replaced = shard.lru.pop_entry(key).map(|(k, e)| {
+                        self.uncharge(&k, &e);
+                        e
+                    });
+                }
+            }
+            self.bytes.fetch_add(entry.charge(key), Ordering::Relaxed);
+            self.entries.fetch_add(1, Ordering::Relaxed);
+            shard.lru.push(key.into(), entry);
+            // Evict from this shard first, never the entry just inserted (it is the most
+            // recent, so it is the last one left); the other shards give the rest.
+            while self.over_budget() && shard.lru.len() > 1 {
+                if let Some((k, e)) = shard.lru.pop_lru() {
+                    self.uncharge(&k, &e);
+                    evicted.push(Evicted { key: k, entry: e });
+                }
+            }
+        }
+        self.evict_others(i, &mut evicted);
+        Some((replaced, evicted))
+    }
+
+    /// Evicts from shards other than `skip`, one lock at a time, until within budget.
+    fn evict_others(&self, skip: usize, evicted: &mut Vec<Evicted>) {
+        let n = self.shards.len();
+        let mut j = (skip + 1) & (n - 1);
+        let mut empty_in_a_row = 0;
+        while self.over_budget() && empty_in_a_row < n {
+            let mut shard = self.lock(j);
+            let mut took = false;
+            while self.over_budget() {
+                match shard.lru.pop_lru() {
+                    Some((k, e)) => {
+                        self.uncharge(&k, &e);
+                        evicted.push(Evicted { key: k, entry: e });
+                        took = true;
+                    }
+                    None => break,
+                }
+            }
+            drop(shard);
+            empty_in_a_row = if took { 0 } else { empty_in_a_row + 1 };
+            j = (j + 1) & (n - 1);
+        }
+    }
+
+    /// Removes a key on behalf of `remove` (bumps the mutation counter).
+    pub fn remove(&self, key: &[u8]) -> Option<HotEntry> {
+        let i = self.shard_of(key);
+        let mut shard = self.lock(i);
+        shard.mutations += 1;
+        let (k, e) = shard.lru.pop_entry(key)?;
+        drop(shard);
+        self.uncharge(&k, &e);
+        Some(e)
+    }
+
+    /// Removes every entry (bumps every mutation counter). Returns the removed entries.
+    pub fn clear(&self) -> Vec<Evicted> {
+        let mut out = Vec::new();
+        for i in 0..self.shards.len() {
+            let mut shard = self.lock(i);
+            shard.mutations += 1;
+            while let Some((k, e)) = shard.lru.pop_lru() {
+                self.uncharge(&k, &e);
+                out.push(Evicted { key: k, entry: e });
+            }
+        }
+        out
+    }
+
+    /// Marks the entry clean if it still holds `version` (its write landed); a tombstone is
+    /// removed instead, its job done.
+    pub fn mark_clean(&self, key: &[u8], version: u64) -> bool {
+        let mut shard = self.lock(self.shard_of(key));
+        match shard.lru.peek_mut(key) {
+            Some(e) if e.version == version && e.tombstone => {
+                if let Some((k, e)) = shard.lru.pop_entry(key) {
+                    drop(shard);
+                    self.uncharge(&k, &e);
+                }
+                true
+            }
+            Some(e) if e.version == version => {
+                e.dirty = false;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Changes the budgets (memory-only mode doubles them), evicting what no longer fits.
+    pub fn set_budget(&self, max_bytes: usize, max_entries: usize) -> Vec<Evicted> {
+        self.max_bytes.store(max_bytes, Ordering::Relaxed);
+        self.max_entries.store(max_entries.max(1), Ordering::Relaxed);
+        let mut evicted = Vec::new();
+        if self.over_budget() {
+            self.evict_others(self.shards.len() - 1, &mut evicted);
+        }
+        evicted
+    }
+
+    /// Copies out the keys and entries that are dirty (for write-back after recovery).
+    pub fn dirty_entries(&self) -> Vec<(Box<[u8]>, HotEntry)> {
+        let mut out = Vec::new();
+        for i in 0..self.shards.len() {
+            let shard = self.lock(i);
+            out.extend(
+                shard
+                    .lru
+                    .iter()
+                    .filter(|(_, e)| e.dirty)
+                    .map(|(k, e)| (k.clone(), e.clone())),
+            );
+        }
+        out
+    }
+
+    /// Number of dirty entries.
+    pub fn dirty_count(&self) -> usize {
+        (0..self.shards.len())
+            .map(|i| self.lock(i).lru.iter().filter(|(_, e)| e.dirty).count())
+            .sum()
+    }
+
+    /// Removes every entry for which `pred(key, entry)` holds (bumps mutation counters of the
+    /// shards it changes). Returns the removed entries.
+    pub fn remove_if(&self, mut pred: impl FnMut(&[u8], &HotEntry) -> bool) -> Vec<Evicted> {
+        let mut out = Vec::new();
+        for i in 0..self.shards.len() {
+            let mut shard = self.lock(i);
+            let doomed: Vec<Box<[u8]>> = shard
+                .lru
+                .iter()
+                .filter(|(k, e)| pred(k, e))
+                .map(|(k, _)| k.clone())
+                .collect();
+            if !doomed.is_empty() {
+                shard.mutations += 1;
+            }
+            for k in doomed {
+                if let Some((k, e)) = shard.lru.pop_entry(&k) {
+                    self.uncharge(&k, &e);
+                    out.push(Evicted { key: k, entry: e });
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(tier: &HotTier, len: usize) -> HotEntry {
+        HotEntry {
+            value: vec![7u8; len].into(),
+            expires_ms: 0,
+            cost: 0,
+            version: tier.next_version(),
+            dirty: true,
+            tombstone: false,
+        }
+    }
+
+    #[test]
+    fn byte_accounting_is_exact() {
+        let t = HotTier::new(4, 1 << 20, 1000);
+        t.insert(b"a", entry(&t, 10));
+        t.insert(b"bb", entry(&t, 20));
+        assert_eq!(t.bytes(), 1 + 10 + 2 + 20 + 2 * ENTRY_OVERHEAD);
+        let (old, _) = t.insert(b"a", entry(&t, 5));
+        assert_eq!(old.unwrap().value.len(), 10);
+        assert_eq!(t.bytes(), 1 + 5 + 2 + 20 + 2 * ENTRY_OVERHEAD);
+        t.remove(b"bb");
+        assert_eq!(t.bytes(), 1 + 5 + ENTRY_OVERHEAD);
+        assert_eq!(t.len(), 1);
+        t.clear();
+        assert_eq!((t.bytes(), t.len()), (0, 0));
+    }
+
+    #[test]
+    fn entry_budget_evicts_least_recently_used_in_one_shard() {
+        let t = HotTier::new(1, 1 << 20, 3);
+        for k in [b"a", b"b", b"c"] {
+            t.insert(k, entry(&t, 1));
+        }
+        assert!(t.get(b"a", 0).is_some()); // a is now most recent
+        let (_, ev) = t.insert(b"d", entry(&t, 1));
+        assert_eq!(ev.len(), 1);
+        assert_eq!(&*ev[0].key, b"b");
+        assert_eq!(t.len(), 3);
+    }
+
+    #[test]
+    fn byte_budget_is_global_and_evicts_across_shards() {
+        let per = 100 + ENTRY_OVERHEAD + 2;
+        let t = HotTier::new(16, per * 10, 1000);
+        for i in 0..100u16 {
+            t.insert(&i.to_le_bytes(), entry(&t, 100));
+            assert!(t.bytes() <= t.max_bytes());
+        }
+        assert_eq!(t.len(), 10);
+        // One entry bigger than a sixteenth of the budget still fits.
+        let (_, _) = t.insert(b"big", entry(&t, per * 5));
+        assert!(t.peek(b"big").is_some());
+        assert!(t.bytes() <= t.max_bytes());
+    }
+
+    #[test]
+    fn promotion_loses_to_a_concurrent_set() {
+        let t = HotTier::new(1, 1 << 20, 100);
+        let stamp = t.stamp(b"k");
+        t.insert(b"k", entry(&t, 3)); // a set during the disk read
+        t.remove(b"k");
+        assert!(t.promote(b"k", entry(&t, 9), stamp).is_none());
+        assert!(t.peek(b"k").is_none());
+        let stamp = t.stamp(b"k");
+        assert!(t.promote(b"k", entry(&t, 9), stamp).is_some());
+        assert_eq!(t.peek(b"k").unwrap().value.len(), 9);
+    }
+
+    #[test]
+    fn expired_entries_are_removed_on_get() {
+        let t = HotTier::new(1, 1 << 20, 100);
+        let mut e = entry(&t, 3);
+        e.expires_ms = 1000;
+        t.insert(b"k", e);
+        assert!(matches!(t.get(b"k", 999), Some(Ok(_))));
+        assert!(matches!(t.get(b"k", 1000), Some(Err(_))));
+        assert!(t.get(b"k", 1000).is_none());
+        assert_eq!((t.len(), t.bytes()), (0, 0));
+    }
+
+    #[test]
+    fn shrinking_the_budget_evicts_down_to_it() {
+        let t = HotTier::new(4, 1 << 20, 20);
+        for i in 0..20u8 {
+            t.insert(&[i], entry(&t, 1));
+        }
+        let ev = t.set_budget(1 << 20, 10);
+        assert_eq!(ev.len(), 10);
+        assert_eq!(t.len(), 10);
+    }
+
+    #[test]
+    fn dirty_tracking_by_version() {
+        let t = HotTier::new(2, 1 << 20, 20);
+        let e = entry(&t, 1);
+        let v = e.version;
+        t.insert(b"k", e);
+        assert_eq!(t.dirty_count(), 1);
+        assert!(!t.mark_clean(b"k", v + 100));
+        assert!(t.mark_clean(b"k", v));
+        assert_eq!(t.dirty_count(), 0);
+    }
+}

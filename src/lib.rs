@@ -1,0 +1,77 @@
+//! # tiercache
+//!
+//! A response cache for agent backends (LLM answers, tool results): a memory LRU **hot tier**
+//! in front of a gzip-compressed on-disk **warm tier**. A failing disk degrades the cache
+//! instead of failing the caller; corrupted files are quarantined, never served.
+//!
+//! ```
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! use std::time::Duration;
+//! use tiercache::TieredCache;
+//!
+//! #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+//! struct Answer { text: String, tokens: u32 }
+//!
+//! let dir = tempfile::tempdir()?;
+//! let cache = TieredCache::builder(dir.path())
+//!     .hot_capacity_bytes(64 << 20)
+//!     .warm_capacity_bytes(1 << 30)
+//!     .default_ttl(Duration::from_secs(24 * 3600))
+//!     .build()
+//!     .await?;
+//!
+//! let answer = Answer { text: "Paris".into(), tokens: 3 };
+//! cache.set("capital of France?", &answer).await?;
+//! let hit: Option<Answer> = cache.get("capital of France?").await?;
+//! assert_eq!(hit, Some(answer));
+//! cache.close().await?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
+//!
+//! ## Architecture
+//! - [`hot`]: sharded `lru::LruCache` behind mutexes, bounded by bytes and entries.
+//! - [`warm`]: entry files under `<root>/v1/ab/cd/<blake3-hex>`; the [format](warm::format)
+//!   (see FORMAT.md), the [path scheme](warm::layout), the quarantine.
+//! - [`fs`]: the sync, object-safe I/O seam every disk call goes through.
+//! - [`breaker`]: the pure three-state circuit breaker.
+//! - `cache`: the async orchestration: `get` goes hot → write queue → disk; `set` goes to
+//!   hot and the write queue (write-behind by default).
+//!
+//! ## Features
+//! | feature | what it adds |
+//! |---|---|
+//! | `cli` | the `tiercache` binary (`demo`, operator commands) |
+//! | `test-util` | [`testing`]: a fault-injecting `Fs` for tests of code that embeds tiercache |
+
+pub mod breaker;
+mod builder;
+mod cache;
+pub mod clock;
+mod codec;
+mod disk;
+mod error;
+pub mod fs;
+pub mod hot;
+mod queue;
+mod stats;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
+pub mod warm;
+
+pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker};
+pub use builder::{Builder, Config, Durability, WritePolicy};
+pub use builder::{
+    DEFAULT_COMPRESSION_LEVEL, DEFAULT_ERROR_WINDOW, DEFAULT_HEALTH_INTERVAL,
+    DEFAULT_HOT_CAPACITY_BYTES, DEFAULT_HOT_CAPACITY_ENTRIES, DEFAULT_IO_TIMEOUT,
+    DEFAULT_MAX_ENTRY_BYTES, DEFAULT_MAX_KEY_BYTES, DEFAULT_MEMORY_ONLY_AFTER,
+    DEFAULT_MIN_FREE_BYTES, DEFAULT_QUARANTINE_MAX_BYTES, DEFAULT_QUARANTINE_MAX_FILES,
+    DEFAULT_RECOVERY_INTERVAL, DEFAULT_SWEEP_INTERVAL, DEFAULT_TTL, DEFAULT_WARM_CAPACITY_BYTES,
+    DEFAULT_WRITE_CONCURRENCY, DEFAULT_WRITE_QUEUE_BYTES,
+};
+pub use cache::TieredCache;
+pub use clock::{Clock, ManualClock, TokioClock};
+pub use error::{Error, Result};
+pub use fs::{Fs, IoErrorKind, StdFs};
+pub use stats::{Mode, Stats};
+pub use warm::Corruption;

@@ -1,0 +1,427 @@
+//! The write queue: what `set` and `remove` have promised the disk and the writer has not yet
+//! delivered.
+//!
+//! Why a map of slots and not a channel of operations: per key, only the *last* `set` or
+//! `remove` matters, so a newer operation replaces the older one in its slot instead of queueing
+//! behind it (a hot key rewritten 1,000 times costs one write, not 1,000), and a key is handed
+//! to at most one writer at a time, so two writes of one key can never race to the rename.
+//! When a newer operation arrives while the older one is being written, the slot is re-queued
+//! once the older write finishes: the last operation always lands last.
+//!
+//! The slot also serves reads: a value evicted from the hot tier before its write landed is
+//! still found here.
+//!
+//! The queue is bounded in bytes by a semaphore: `set` waits for room (backpressure) before it
+//! changes anything, so dropping a `set` future while it waits leaves nothing half-done.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit, Semaphore};
+
+use crate::warm::format::EntryMeta;
+use crate::warm::layout::KeyHash;
+
+/// Fixed cost charged per queued operation on top of key and value bytes.
+pub const OP_OVERHEAD: usize = 128;
+
+/// A queued operation.
+#[derive(Debug, Clone)]
+pub(crate) enum Op {
+    /// Write this value.
+    Put {
+        value: Arc<[u8]>,
+        meta: EntryMeta,
+        /// The hot-tier version this write makes clean.
+        version: u64,
+    },
+    /// Delete the entry file.
+    Delete {
+        /// The hot-tier version of the tombstone this delete clears.
+        version: u64,
+    },
+}
+
+/// The result handed to write-through waiters: `true` when the operation reached the disk.
+pub(crate) type Ack = oneshot::Receiver<bool>;
+
+#[derive(Debug)]
+struct Slot {
+    key: Arc<[u8]>,
+    op: Op,
+    seq: u64,
+    queued: bool,
+    in_flight: bool,
+    /// The in-flight write timed out; `flush` does not wait for it (set by `mark_stuck`).
+    stuck: bool,
+    _permit: OwnedSemaphorePermit,
+    waiters: Vec<oneshot::Sender<bool>>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    slots: HashMap<KeyHash, Slot>,
+    ready: VecDeque<KeyHash>,
+    seq: u64,
+    bytes: usize,
+    in_flight: usize,
+}
+
+/// A job handed to a writer.
+#[derive(Debug)]
+pub(crate) struct Job {
+    pub hash: KeyHash,
+    pub key: Arc<[u8]>,
+    pub op: Op,
+    pub seq: u64,
+}
+
+/// The queue.
+#[derive(Debug)]
+pub(crate) struct WriteQueue {
+    state: Mutex<State>,
+    space: Arc<Semaphore>,
+    capacity: usize,
+    /// Wakes the writer when a slot becomes ready.
+    pub(crate) ready: Notify,
+    /// Wakes `flush` waiters when a job completes.
+    progress: Notify,
+}
+
+impl WriteQueue {
+    /// A queue holding at most `capacity_bytes` (an operation larger than that takes the
+    /// whole capacity, so it waits for an empty queue but never forever).
+    pub(crate) fn new(capacity_bytes: usize) -> Self {
+        let capacity = capacity_bytes.clamp(OP_OVERHEAD, u32::MAX as usize);
+        WriteQueue {
+            state: Mutex::new(State::default()),
+            space: Arc::new(Semaphore::new(capacity)),
+            capacity,
+            ready: Notify::new(),
+            progress: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Waits for room for an operation of `key_len` + `value_len` bytes. Nothing is changed
+    /// until [`WriteQueue::commit`], so a caller dropped while waiting leaves no trace.
+    pub(crate) async fn reserve(&self, key_len: usize, value_len: usize) -> Option<OwnedSemaphorePermit> {
+        // Fits: capacity <= u32::MAX by construction.
+        let cost = (key_len + value_len + OP_OVERHEAD).min(self.capacity) as u32;
+        // The semaphore is never closed, so this cannot fail in practice.
+        self.space.clone().acquire_many_owned(cost).await.ok()
+    }
+
+    /// Queues `op` for `key` with a permit from [`WriteQueue::reserve`], replacing an older
+    /// operation for the same key. `under_lock` runs while the queue is locked, so that the
+    /// caller's hot-tier change and the queued operation are ordered the same way for every
+    /// key: the last commit wins in memory and on disk. With `ack`, returns a receiver that
+    /// learns whether the operation (or a newer one that replaced it) reached the disk.
+    pub(crate) fn commit<R>(
+        &self,
+        permit: OwnedSemaphorePermit,
+        hash: KeyHash,
+        key: Arc<[u8]>,
+        op: Op,
+        ack: bool,
+        under_lock: impl FnOnce() -> R,
+    ) -> (R, Option<Ack>) {
+        let cost = permit.num_permits();
+        let (tx, rx) = if ack {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        let mut st = self.lock();
+        let r = under_lock();
+        st.seq += 1;
+        let seq = st.seq;
+        st.bytes += cost;
+        let mut push_ready = false;
+        match st.slots.get_mut(&hash) {
+            Some(slot) => {
+                slot.op = op;
+                slot.seq = seq;
+                slot.key = key;
+                slot.stuck = false;
+                let old = std::mem::replace(&mut slot._permit, permit);
+                let old_cost = old.num_permits();
+                drop(old);
+                if let Some(tx) = tx {
+                    slot.waiters.push(tx);
+                }
+                if !slot.queued && !slot.in_flight {
+                    slot.queued = true;
+                    push_ready = true;
+                }
+                st.bytes -= old_cost;
+            }
+            None => {
+                st.slots.insert(
+                    hash,
+                    Slot {
+                        key,
+                        op,
+                        seq,
+                        queued: true,
+                        in_flight: false,
+                        stuck: false,
+                        _permit: permit,
+                        waiters: tx.into_iter().collect(),
+                    },
+                );
+                push_ready = true;
+            }
+        }
+        if push_ready {
+            st.ready.push_back(hash);
+        }
+        drop(st);
+        self.ready.notify_one();
+        (r, rx)
+    }
+
+    /// Runs `f` with the queue locked, without queueing anything (memory-only mode), so that
+    /// it is ordered with every commit.
+    pub(crate) fn locked<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _st = self.lock();
+        f()
+    }
+
+    /// Marks an in-flight job as stuck (its disk call timed out and may never return): `flush`
+    /// stops waiting for it. A newer operation for the key still waits for it to return.
+    pub(crate) fn mark_stuck(&self, hash: &KeyHash, seq: u64) {
+        if let Some(slot) = self.lock().slots.get_mut(hash) {
+            if slot.seq == seq && slot.in_flight {
+                slot.stuck = true;
+            }
+        }
+        self.progress.notify_waiters();
+    }
+
+    #[cfg(test)]
+    async fn push(&self, hash: KeyHash, key: Arc<[u8]>, op: Op, ack: bool) -> Option<Ack> {
+        let len = match &op {
+            Op::Put { value, .. } => value.len(),
+            Op::Delete { .. } => 0,
+        };
+        let permit = self.reserve(key.len(), len).await?;
+        self.commit(permit, hash, key, op, ack, || ()).1
+    }
+
+    /// The pending operation for a key, if any (for reads).
+    pub(crate) fn lookup(&self, hash: &KeyHash) -> Option<Op> {
+        self.lock().slots.get(hash).map(|s| s.op.clone())
+    }
+
+    /// Takes the next ready job, marking its key in flight.
+    pub(crate) fn take(&self) -> Option<Job> {
+        let mut st = self.lock();
+        while let Some(hash) = st.ready.pop_front() {
+            let Some(slot) = st.slots.get_mut(&hash) else {
+                continue;
+            };
+            slot.queued = false;
+            slot.in_flight = true;
+            let job = Job {
+                hash,
+                key: slot.key.clone(),
+                op: slot.op.clone(),
+                seq: slot.seq,
+            };
+            st.in_flight += 1;
+            return Some(job);
+        }
+        None
+    }
+
+    /// Records that the job `seq` for `hash` finished (`ok`: it reached the disk). If a newer
+    /// operation arrived meanwhile, the key is queued again and waiters keep waiting for it.
+    pub(crate) fn complete(&self, hash: &KeyHash, seq: u64, ok: bool) {
+        let mut st = self.lock();
+        st.in_flight = st.in_flight.saturating_sub(1);
+        let newer = match st.slots.get_mut(hash) {
+            Some(slot) if slot.seq != seq => {
+                slot.in_flight = false;
+                slot.queued = true;
+                true
+            }
+            Some(_) => false,
+            None => {
+                drop(st);
+                self.progress.notify_waiters();
+                return;
+            }
+        };
+        if newer {
+            st.ready.push_back(*hash);
+            drop(st);
+            self.ready.notify_one();
+        } else if let Some(slot) = st.slots.remove(hash) {
+            st.bytes -= slot._permit.num_permits();
+            drop(st);
+            for w in slot.waiters {
+                let _ = w.send(ok);
+            }
+        }
+        self.progress.notify_waiters();
+    }
+
+    /// Drops every operation not yet handed to a writer (for `clear`); their waiters are told
+    /// `true` (the clear supersedes them). Returns how many were dropped.
+    pub(crate) fn cancel_queued(&self) -> usize {
+        let mut st = self.lock();
+        let doomed: Vec<KeyHash> = st
+            .slots
+            .iter()
+            .filter(|(_, s)| !s.in_flight)
+            .map(|(h, _)| *h)
+            .collect();
+        let mut waiters = Vec::new();
+        for h in &doomed {
+            if let Some(slot) = st.slots.remove(h) {
+                st.bytes -= slot._permit.num_permits();
+                waiters.extend(slot.waiters);
+            }
+        }
+        st.ready.clear();
+        drop(st);
+        for w in waiters {
+            let _ = w.send(true);
+        }
+        self.progress.notify_waiters();
+        doomed.len()
+    }
+
+    /// The current sequence number: every operation queued so far has `seq <=` this.
+    pub(crate) fn seq(&self) -> u64 {
+        self.lock().seq
+    }
+
+    /// Waits until no operation with `seq <= upto` remains (when `upto` is `None`: until
+    /// nothing is in flight).
+    pub(crate) async fn wait(&self, upto: Option<u64>) {
+        loop {
+            let notified = self.progress.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let st = self.lock();
+                let done = match upto {
+                    Some(u) => !st.slots.values().any(|s| s.seq <= u && !s.stuck),
+                    None => st.in_flight == 0,
+                };
+                if done {
+                    return;
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// (operations waiting, bytes waiting).
+    pub(crate) fn depth(&self) -> (u64, u64) {
+        let st = self.lock();
+        (st.slots.len() as u64, st.bytes as u64)
+    }
+
+    /// Is anything waiting to be handed to a writer?
+    pub(crate) fn has_ready(&self) -> bool {
+        !self.lock().ready.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(v: u8) -> Op {
+        Op::Put {
+            value: vec![v; 10].into(),
+            meta: EntryMeta::default(),
+            version: u64::from(v),
+        }
+    }
+
+    fn val(op: &Op) -> Option<u8> {
+        match op {
+            Op::Put { value, .. } => Some(value[0]),
+            Op::Delete { .. } => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn newer_ops_replace_older_ones_and_land_last() {
+        let q = WriteQueue::new(1 << 20);
+        let h = [1u8; 32];
+        let k: Arc<[u8]> = b"k".as_slice().into();
+        q.push(h, k.clone(), put(1), false).await;
+        q.push(h, k.clone(), put(2), false).await;
+        assert_eq!(q.depth().0, 1);
+        let job = q.take().unwrap();
+        assert_eq!(val(&job.op), Some(2));
+        // A newer op while the write is in flight: not handed out twice...
+        q.push(h, k.clone(), Op::Delete { version: 9 }, false).await;
+        assert!(q.take().is_none());
+        assert!(matches!(q.lookup(&h), Some(Op::Delete { .. })));
+        // ...but queued again when the older write completes.
+        q.complete(&h, job.seq, true);
+        let job2 = q.take().unwrap();
+        assert!(matches!(job2.op, Op::Delete { .. }));
+        q.complete(&h, job2.seq, true);
+        assert_eq!(q.depth(), (0, 0));
+        assert!(q.lookup(&h).is_none());
+    }
+
+    #[tokio::test]
+    async fn waiters_learn_the_outcome_of_the_op_that_superseded_theirs() {
+        let q = WriteQueue::new(1 << 20);
+        let h = [2u8; 32];
+        let k: Arc<[u8]> = b"k".as_slice().into();
+        let a = q.push(h, k.clone(), put(1), true).await.unwrap();
+        let b = q.push(h, k.clone(), put(2), true).await.unwrap();
+        let job = q.take().unwrap();
+        q.complete(&h, job.seq, false);
+        assert!(!a.await.unwrap());
+        assert!(!b.await.unwrap());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn backpressure_waits_for_room() {
+        let q = Arc::new(WriteQueue::new(2 * (10 + 1 + OP_OVERHEAD)));
+        let k: Arc<[u8]> = b"k".as_slice().into();
+        q.push([1; 32], k.clone(), put(1), false).await;
+        q.push([2; 32], k.clone(), put(2), false).await;
+        let q2 = q.clone();
+        let k2 = k.clone();
+        let third = tokio::spawn(async move { q2.push([3; 32], k2, put(3), false).await });
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        assert!(!third.is_finished());
+        assert_eq!(q.depth().0, 2);
+        let job = q.take().unwrap();
+        q.complete(&job.hash, job.seq, true);
+        third.await.unwrap();
+        assert_eq!(q.depth().0, 2);
+    }
+
+    #[tokio::test]
+    async fn flush_waits_for_ops_up_to_a_seq() {
+        let q = Arc::new(WriteQueue::new(1 << 20));
+        let k: Arc<[u8]> = b"k".as_slice().into();
+        q.push([1; 32], k.clone(), put(1), false).await;
+        let upto = q.seq();
+        let q2 = q.clone();
+        let waiter = tokio::spawn(async move { q2.wait(Some(upto)).await });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        let job = q.take().unwrap();
+        q.complete(&job.hash, job.seq, true);
+        waiter.await.unwrap();
+    }
+}

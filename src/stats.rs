@@ -1,0 +1,222 @@
+//! Counters and the serializable snapshot returned by `TieredCache::stats`.
+//!
+//! Counters are relaxed atomics bumped on the paths that cause them; `Stats` is a plain copy
+//! taken at one moment (each field is exact, fields are not taken atomically together).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+
+use crate::breaker::BreakerState;
+use crate::fs::IoErrorKind;
+use crate::warm::Corruption;
+
+/// Whether the disk tier is in use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Hot tier in front of the disk tier.
+    Tiered,
+    /// Disk abandoned after repeated errors: hot tier only, with a doubled budget, until a
+    /// recovery probe succeeds.
+    MemoryOnly,
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Mode::Tiered => "tiered",
+            Mode::MemoryOnly => "memory-only",
+        })
+    }
+}
+
+/// A counter.
+#[derive(Debug, Default)]
+pub(crate) struct Counter(AtomicU64);
+
+impl Counter {
+    pub(crate) fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// The live counters, shared by the tiers.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub hot_hits: Counter,
+    pub warm_hits: Counter,
+    pub queue_hits: Counter,
+    pub misses: Counter,
+    pub sets: Counter,
+    pub removes: Counter,
+    pub hot_evictions: Counter,
+    pub hot_expirations: Counter,
+    pub warm_evictions: Counter,
+    pub warm_expirations: Counter,
+    pub writes_ok: Counter,
+    pub writes_failed: Counter,
+    pub writes_skipped_too_large: Counter,
+    pub lost_writes: Counter,
+    pub bytes_in: Counter,
+    pub bytes_out: Counter,
+    pub disk_errors: [Counter; IoErrorKind::ALL.len()],
+    pub corrupted: [Counter; Corruption::ALL.len()],
+    pub quarantined_files: Counter,
+    pub quarantined_bytes: Counter,
+    pub newer_version: Counter,
+    pub foreign_files: Counter,
+    pub temp_files_swept: Counter,
+    pub cost_saved: Counter,
+    pub breaker_transitions: Counter,
+    pub breaker_rejections: Counter,
+    pub probes_run: Counter,
+    pub probes_ok: Counter,
+    pub health_checks: Counter,
+    pub memory_only_entries: Counter,
+    pub memory_only_ms: Counter,
+    pub stale_served: Counter,
+    pub loader_calls: Counter,
+}
+
+impl Counters {
+    pub(crate) fn disk_error(&self, kind: IoErrorKind) {
+        self.disk_errors[kind.index()].inc();
+    }
+
+    pub(crate) fn corruption(&self, reason: Corruption) {
+        self.corrupted[reason.index()].inc();
+    }
+}
+
+/// A snapshot of the cache's counters and state. Serializable with serde.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Gets answered by the hot tier.
+    pub hot_hits: u64,
+    /// Gets answered by the warm tier (disk), then promoted.
+    pub warm_hits: u64,
+    /// Gets answered from the write queue (a value evicted from hot before its write landed).
+    pub queue_hits: u64,
+    /// Gets that found nothing (including expired and corrupted entries).
+    pub misses: u64,
+    /// Successful `set` calls.
+    pub sets: u64,
+    /// `remove` calls.
+    pub removes: u64,
+    /// Entries in the hot tier.
+    pub hot_entries: u64,
+    /// Bytes charged to the hot tier (key + value + a fixed per-entry overhead).
+    pub hot_bytes: u64,
+    /// The hot tier's current byte budget (doubled while memory-only).
+    pub hot_capacity_bytes: u64,
+    /// The hot tier's current entry budget (doubled while memory-only).
+    pub hot_capacity_entries: u64,
+    /// Entries evicted from the hot tier to stay in budget.
+    pub hot_evictions: u64,
+    /// Entries found expired in the hot tier.
+    pub hot_expirations: u64,
+    /// Entry files this process knows on disk (exact once `warm_index_complete`).
+    pub warm_entries: u64,
+    /// Bytes of those entry files.
+    pub warm_bytes: u64,
+    /// The warm tier's byte budget.
+    pub warm_capacity_bytes: u64,
+    /// Whether the startup scan of the directory has been merged into the warm index.
+    pub warm_index_complete: bool,
+    /// Entry files deleted to stay in the warm budget.
+    pub warm_evictions: u64,
+    /// Entry files deleted because they expired (on read or by the sweep).
+    pub warm_expirations: u64,
+    /// Entry files written.
+    pub writes_ok: u64,
+    /// Entry writes that failed (the entry stays dirty in memory).
+    pub writes_failed: u64,
+    /// Entries not written because they exceed the warm budget or the file-size limit.
+    pub writes_skipped: u64,
+    /// Dirty entries evicted from memory before they could be written: the only writes lost.
+    pub lost_writes: u64,
+    /// Value bytes written, before compression.
+    pub bytes_written_uncompressed: u64,
+    /// Entry-file bytes written, after compression and with headers.
+    pub bytes_written_compressed: u64,
+    /// `bytes_written_uncompressed / bytes_written_compressed` (0 before the first write).
+    pub compression_ratio: f64,
+    /// Disk errors seen, all kinds (the API hides them; the breaker sees them).
+    pub disk_errors: u64,
+    /// Disk errors by kind (`no-space`, `io`, `read-only`, `permission`, `timeout`,
+    /// `file-too-large`, `path`, `other`); kinds never seen are absent.
+    pub disk_errors_by_kind: BTreeMap<String, u64>,
+    /// Corrupted entry files found, all reasons.
+    pub corrupted: u64,
+    /// Corrupted entry files by reason; reasons never seen are absent.
+    pub corrupted_by_reason: BTreeMap<String, u64>,
+    /// Files moved to the quarantine by this process.
+    pub quarantined_files: u64,
+    /// Bytes moved to the quarantine by this process.
+    pub quarantined_bytes: u64,
+    /// Entry files of a newer format version, left in place and treated as misses.
+    pub newer_version_skipped: u64,
+    /// Foreign files and folders found in the cache directory and ignored.
+    pub foreign_files: u64,
+    /// Orphan temp files removed at open.
+    pub temp_files_swept: u64,
+    /// Writes waiting in the write-behind queue.
+    pub write_queue_depth: u64,
+    /// Bytes waiting in the write-behind queue.
+    pub write_queue_bytes: u64,
+    /// Entries in memory that are not on disk yet (queued, failed or set while memory-only).
+    pub dirty_entries: u64,
+    /// Sum of the caller-supplied cost of every hit (tokens, money: whatever the caller used).
+    pub cost_saved: u64,
+    /// Current mode.
+    pub mode: Mode,
+    /// Current breaker state.
+    pub breaker_state: BreakerState,
+    /// Breaker state changes.
+    pub breaker_transitions: u64,
+    /// Disk calls the breaker refused.
+    pub breaker_rejections: u64,
+    /// Recovery probes run.
+    pub probes_run: u64,
+    /// Recovery probes that passed.
+    pub probes_ok: u64,
+    /// Health checks run while tiered.
+    pub health_checks: u64,
+    /// Times the cache entered memory-only mode.
+    pub memory_only_entries: u64,
+    /// Total time spent in memory-only mode, ms (including the current stretch).
+    pub memory_only_ms: u64,
+    /// Expired entries served because the loader failed (`stale_if_error`).
+    pub stale_served: u64,
+    /// Loader calls made by `get_or_insert_with`.
+    pub loader_calls: u64,
+}
+
+pub(crate) fn by_name<const N: usize, T: Copy>(
+    counters: &[Counter; N],
+    all: [T; N],
+    name: impl Fn(T) -> &'static str,
+) -> BTreeMap<String, u64> {
+    all.into_iter()
+        .zip(counters.iter())
+        .filter(|(_, c)| c.get() > 0)
+        .map(|(k, c)| (name(k).to_owned(), c.get()))
+        .collect()
+}
+
+pub(crate) fn ratio(num: u64, den: u64) -> f64 {
+    if den == 0 {
+        0.0
+    } else {
+        num as f64 / den as f64
+    }
+}

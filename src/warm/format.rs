@@ -1,0 +1,634 @@
+//! Entry file format v1: encode and verify. Pure: bytes in, bytes out, no file system.
+//!
+//! The byte-for-byte description lives in FORMAT.md; this module is its implementation. The
+//! reader distrusts every byte: it bounds every declared length before allocating, checks the
+//! exact file length, verifies the blake3 checksum *before* inflating (so a damaged payload
+//! never reaches the decompressor), compares the stored key with the requested one (so a file
+//! planted at another key's path is never served), and inflates with a hard limit (so a
+//! "gzip bomb" costs at most the limit plus one buffer).
+
+use std::io::{self, Read, Write};
+
+use flate2::Compression;
+
+/// The first eight bytes of every entry file.
+pub const MAGIC: [u8; 8] = *b"TIERCACH";
+/// The format version this build writes and reads.
+pub const VERSION: u16 = 1;
+/// The oldest format version this build can read.
+pub const MIN_VERSION: u16 = 1;
+/// Size of the fixed header, checksum included.
+pub const HEADER_LEN: usize = 88;
+/// Offset of the checksum inside the header; the checksum covers `header[..CHECKSUM_OFFSET]`,
+/// the key and the payload.
+pub const CHECKSUM_OFFSET: usize = 56;
+/// Flag bit 0: the payload is a gzip member (always set in v1).
+pub const FLAG_GZIP: u16 = 1;
+/// Flag bits a v1 reader understands.
+const KNOWN_FLAGS: u16 = FLAG_GZIP;
+/// Output is produced in chunks of this size while inflating, so a bomb is stopped within one
+/// chunk of the limit.
+pub const INFLATE_CHUNK: usize = 16 * 1024;
+
+/// Metadata stored with every entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EntryMeta {
+    /// Creation time, unix ms.
+    pub created_ms: u64,
+    /// Expiry time, unix ms; 0 means never.
+    pub expires_ms: u64,
+    /// Caller-supplied cost of producing the value (tokens, micro-dollars, ...); 0 if none.
+    pub cost: u64,
+}
+
+impl EntryMeta {
+    /// True when the entry has an expiry and `now_ms` is at or past it.
+    pub fn is_expired(&self, now_ms: u64) -> bool {
+        self.expires_ms != 0 && now_ms >= self.expires_ms
+    }
+}
+
+/// The parsed fixed header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// Format version.
+    pub version: u16,
+    /// Flag bits.
+    pub flags: u16,
+    /// Length of the key that follows the header.
+    pub key_len: u32,
+    /// Times and cost.
+    pub meta: EntryMeta,
+    /// Length of the gzip payload after the key.
+    pub payload_len: u64,
+    /// Length of the value after inflating.
+    pub uncompressed_len: u64,
+    /// blake3 over header bytes `0..56`, key and payload.
+    pub checksum: [u8; 32],
+}
+
+impl Header {
+    /// Exact length of the whole file this header describes.
+    pub fn file_len(&self) -> u64 {
+        (HEADER_LEN as u64)
+            .saturating_add(u64::from(self.key_len))
+            .saturating_add(self.payload_len)
+    }
+}
+
+/// Why a file is not a valid entry. Each reason has a stable name used in quarantine file
+/// names, sidecars and `Stats`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Corruption {
+    /// The checksum does not match the bytes.
+    Checksum,
+    /// The file does not start with the magic bytes.
+    Magic,
+    /// The format version is older than any this build reads.
+    VersionTooOld,
+    /// Flag bits this version does not define are set.
+    Flags,
+    /// The payload does not inflate to exactly the declared value.
+    Decode,
+    /// The stored key differs from the key whose path the file sits at.
+    KeyMismatch,
+    /// A declared length, or the file itself, is over the configured limits.
+    Oversize,
+    /// The file is shorter than its header says.
+    Truncated,
+    /// The file is longer than its header says.
+    TrailingBytes,
+    /// The payload inflates past the declared length (a decompression bomb).
+    Bomb,
+    /// A symlink, directory, FIFO, socket or device sits at an entry path.
+    NotARegularFile,
+}
+
+impl Corruption {
+    /// Every reason, in a fixed order.
+    pub const ALL: [Corruption; 11] = [
+        Corruption::Checksum,
+        Corruption::Magic,
+        Corruption::VersionTooOld,
+        Corruption::Flags,
+        Corruption::Decode,
+        Corruption::KeyMismatch,
+        Corruption::Oversize,
+        Corruption::Truncated,
+        Corruption::TrailingBytes,
+        Corruption::Bomb,
+        Corruption::NotARegularFile,
+    ];
+
+    /// The stable name: `checksum`, `magic`, `version-too-old`, `flags`, `decode`,
+    /// `key-mismatch`, `oversize`, `truncated`, `trailing-bytes`, `bomb`, `not-a-regular-file`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Corruption::Checksum => "checksum",
+            Corruption::Magic => "magic",
+            Corruption::VersionTooOld => "version-too-old",
+            Corruption::Flags => "flags",
+            Corruption::Decode => "decode",
+            Corruption::KeyMismatch => "key-mismatch",
+            Corruption::Oversize => "oversize",
+            Corruption::Truncated => "truncated",
+            Corruption::TrailingBytes => "trailing-bytes",
+            Corruption::Bomb => "bomb",
+            Corruption::NotARegularFile => "not-a-regular-file",
+        }
+    }
+
+    /// Parses a stable name back.
+    pub fn from_name(name: &str) -> Option<Corruption> {
+        Corruption::ALL.into_iter().find(|c| c.name() == name)
+    }
+
+    /// Position in [`Corruption::ALL`].
+    pub fn index(self) -> usize {
+        Corruption::ALL
+            .iter()
+            .position(|c| *c == self)
+            .unwrap_or_default()
+    }
+}
+
+impl std::fmt::Display for Corruption {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The outcome of a failed verification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invalid {
+    /// The file is corrupt (or hostile): quarantine it.
+    Corrupt(Corruption, String),
+    /// The file was written by a newer format version: a miss, and the file is left alone
+    /// because a newer process may share the directory.
+    NewerVersion(u16),
+}
+
+impl Invalid {
+    fn corrupt(reason: Corruption, detail: impl Into<String>) -> Self {
+        Invalid::Corrupt(reason, detail.into())
+    }
+}
+
+/// Limits applied while reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest key accepted.
+    pub max_key_bytes: usize,
+    /// Longest value (uncompressed) accepted.
+    pub max_entry_bytes: usize,
+}
+
+impl Limits {
+    /// Longest gzip payload a valid value of `max_entry_bytes` can need: deflate's worst-case
+    /// expansion on incompressible data (5 bytes per 16 KiB stored block) plus the gzip
+    /// header and trailer, with room to spare.
+    pub fn max_payload_bytes(&self) -> u64 {
+        let n = self.max_entry_bytes as u64;
+        n.saturating_add(n / 1024).saturating_add(1024)
+    }
+
+    /// Longest file a valid entry can be.
+    pub fn max_file_bytes(&self) -> u64 {
+        (HEADER_LEN as u64)
+            .saturating_add(self.max_key_bytes as u64)
+            .saturating_add(self.max_payload_bytes())
+    }
+}
+
+/// A verified entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decoded {
+    /// Times and cost.
+    pub meta: EntryMeta,
+    /// The value, inflated.
+    pub value: Vec<u8>,
+}
+
+/// Builds a complete entry file: header, key, gzip payload.
+pub fn encode(key: &[u8], value: &[u8], meta: EntryMeta, level: u32) -> io::Result<Vec<u8>> {
+    let payload = deflate(value, level)?;
+    Ok(assemble(key, value.len() as u64, &payload, meta, VERSION, FLAG_GZIP))
+}
+
+/// Compresses `value` as one gzip member (mtime 0, so output is deterministic).
+pub fn deflate(value: &[u8], level: u32) -> io::Result<Vec<u8>> {
+    let mut enc = flate2::write::GzEncoder::new(
+        Vec::with_capacity(value.len() / 2 + 64),
+        Compression::new(level.min(9)),
+    );
+    enc.write_all(value)?;
+    enc.finish()
+}
+
+/// Lays out header + key + payload and computes the checksum. Public to the crate so that
+/// fixtures can build files with arbitrary versions and flags.
+pub fn assemble(
+    key: &[u8],
+    uncompressed_len: u64,
+    payload: &[u8],
+    meta: EntryMeta,
+    version: u16,
+    flags: u16,
+) -> Vec<u8> {
+    let key_len = u32::try_from(key.len()).unwrap_or(u32::MAX);
+    let mut out = Vec::with_capacity(HEADER_LEN + key.len() + payload.len());
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&version.to_le_bytes());
+    out.extend_from_slice(&flags.to_le_bytes());
+    out.extend_from_slice(&key_len.to_le_bytes());
+    out.extend_from_slice(&meta.created_ms.to_le_bytes());
+    out.extend_from_slice(&meta.expires_ms.to_le_bytes());
+    out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    out.extend_from_slice(&uncompressed_len.to_le_bytes());
+    out.extend_from_slice(&meta.cost.to_le_bytes());
+    debug_assert_eq!(out.len(), CHECKSUM_OFFSET);
+    let checksum = checksum(&out[..CHECKSUM_OFFSET], key, payload);
+    out.extend_from_slice(&checksum);
+    out.extend_from_slice(key);
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Recomputes the checksum of a file in place (for fixtures that alter a field on purpose and
+/// want the file to stay checksum-valid). Does nothing if the file is shorter than a header.
+pub fn reseal(file: &mut [u8]) {
+    if file.len() < HEADER_LEN {
+        return;
+    }
+    let key_len = le_u32(&file[12..16]) as usize;
+    let key_end = HEADER_LEN.saturating_add(key_len).min(file.len());
+    let sum = checksum(
+        &file[..CHECKSUM_OFFSET],
+        &file[HEADER_LEN..key_end],
+        &file[key_end..],
+    );
+    file[CHECKSUM_OFFSET..HEADER_LEN].copy_from_slice(&sum);
+}
+
+fn checksum(header: &[u8], key: &[u8], payload: &[u8]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    h.update(header);
+    h.update(key);
+    h.update(payload);
+    *h.finalize().as_bytes()
+}
+
+fn le_u16(b: &[u8]) -> u16 {
+    let mut a = [0u8; 2];
+    a.copy_from_slice(&b[..2]);
+    u16::from_le_bytes(a)
+}
+
+fn le_u32(b: &[u8]) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[..4]);
+    u32::from_le_bytes(a)
+}
+
+fn le_u64(b: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[..8]);
+    u64::from_le_bytes(a)
+}
+
+/// Parses and bounds the fixed header. `bytes` may be longer than the header.
+pub fn parse_header(bytes: &[u8], limits: &Limits) -> Result<Header, Invalid> {
+    if bytes.len() < MAGIC.len() {
+        return Err(if MAGIC.starts_with(bytes) {
+            Invalid::corrupt(Corruption::Truncated, format!("{} bytes", bytes.len()))
+        } else {
+            Invalid::corrupt(Corruption::Magic, "bad magic")
+        });
+    }
+    if bytes[..MAGIC.len()] != MAGIC {
+        return Err(Invalid::corrupt(Corruption::Magic, "bad magic"));
+    }
+    if bytes.len() < HEADER_LEN {
+        return Err(Invalid::corrupt(
+            Corruption::Truncated,
+            format!("{} bytes, shorter than the {HEADER_LEN}-byte header", bytes.len()),
+        ));
+    }
+    let version = le_u16(&bytes[8..10]);
+    if version > VERSION {
+        return Err(Invalid::NewerVersion(version));
+    }
+    if version < MIN_VERSION {
+        return Err(Invalid::corrupt(
+            Corruption::VersionTooOld,
+            format!("version {version}"),
+        ));
+    }
+    let mut checksum = [0u8; 32];
+    checksum.copy_from_slice(&bytes[CHECKSUM_OFFSET..HEADER_LEN]);
+    let header = Header {
+        version,
+        flags: le_u16(&bytes[10..12]),
+        key_len: le_u32(&bytes[12..16]),
+        meta: EntryMeta {
+            created_ms: le_u64(&bytes[16..24]),
+            expires_ms: le_u64(&bytes[24..32]),
+            cost: le_u64(&bytes[48..56]),
+        },
+        payload_len: le_u64(&bytes[32..40]),
+        uncompressed_len: le_u64(&bytes[40..48]),
+        checksum,
+    };
+    if header.key_len as usize > limits.max_key_bytes {
+        return Err(Invalid::corrupt(
+            Corruption::Oversize,
+            format!("key length {} over {}", header.key_len, limits.max_key_bytes),
+        ));
+    }
+    if header.uncompressed_len > limits.max_entry_bytes as u64 {
+        return Err(Invalid::corrupt(
+            Corruption::Oversize,
+            format!(
+                "value length {} over {}",
+                header.uncompressed_len, limits.max_entry_bytes
+            ),
+        ));
+    }
+    if header.payload_len > limits.max_payload_bytes() {
+        return Err(Invalid::corrupt(
+            Corruption::Oversize,
+            format!(
+                "payload length {} over {}",
+                header.payload_len,
+                limits.max_payload_bytes()
+            ),
+        ));
+    }
+    Ok(header)
+}
+
+/// Verifies a whole entry file and inflates its value. `key` is the key whose path the file
+/// was read from.
+pub fn decode(file: &[u8], key: &[u8], limits: &Limits) -> Result<Decoded, Invalid> {
+    let header = verify(file, limits)?;
+    let key_end = HEADER_LEN + header.key_len as usize;
+    if &file[HEADER_LEN..key_end] != key {
+        return Err(Invalid::corrupt(
+            Corruption::KeyMismatch,
+            "stored key differs from the requested key",
+        ));
+    }
+    let value = inflate_exact(&file[key_end..], header.uncompressed_len).map_err(|e| match e {
+        InflateError::Bomb { inflated } => Invalid::corrupt(
+            Corruption::Bomb,
+            format!(
+                "inflated past the declared {} bytes ({inflated} produced before stopping)",
+                header.uncompressed_len
+            ),
+        ),
+        InflateError::Invalid(msg) => Invalid::corrupt(Corruption::Decode, msg),
+    })?;
+    Ok(Decoded {
+        meta: header.meta,
+        value,
+    })
+}
+
+/// Checks header, exact length, checksum and flags; returns the header. Does not look at the
+/// key or inflate (used by `verify` scans, which have no key to compare with).
+pub fn verify(file: &[u8], limits: &Limits) -> Result<Header, Invalid> {
+    let header = parse_header(file, limits)?;
+    let want = header.file_len();
+    let have = file.len() as u64;
+    if have < want {
+        return Err(Invalid::corrupt(
+            Corruption::Truncated,
+            format!("{have} bytes, header declares {want}"),
+        ));
+    }
+    if have > want {
+        return Err(Invalid::corrupt(
+            Corruption::TrailingBytes,
+            format!("{have} bytes, header declares {want}"),
+        ));
+    }
+    let key_end = HEADER_LEN + header.key_len as usize;
+    let sum = checksum(
+        &file[..CHECKSUM_OFFSET],
+        &file[HEADER_LEN..key_end],
+        &file[key_end..],
+    );
+    if sum != header.checksum {
+        return Err(Invalid::corrupt(Corruption::Checksum, "checksum mismatch"));
+    }
+    if header.flags & !KNOWN_FLAGS != 0 || header.flags & FLAG_GZIP == 0 {
+        return Err(Invalid::corrupt(
+            Corruption::Flags,
+            format!("flags {:#06x}", header.flags),
+        ));
+    }
+    Ok(header)
+}
+
+/// The stored key of a verified file.
+pub fn stored_key<'a>(file: &'a [u8], header: &Header) -> &'a [u8] {
+    &file[HEADER_LEN..HEADER_LEN + header.key_len as usize]
+}
+
+/// Why inflating failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InflateError {
+    /// More than the limit came out; `inflated` is how much was produced before stopping.
+    Bomb {
+        /// Bytes produced before the inflater was stopped.
+        inflated: usize,
+    },
+    /// The gzip stream is invalid, ends early, or is followed by stray bytes.
+    Invalid(String),
+}
+
+/// Inflates one gzip member that must produce exactly `expected` bytes and consume all of
+/// `payload`. Output is produced at most one [`INFLATE_CHUNK`] past `expected` before a bomb is
+/// stopped.
+pub fn inflate_exact(payload: &[u8], expected: u64) -> Result<Vec<u8>, InflateError> {
+    let expected = usize::try_from(expected)
+        .map_err(|_| InflateError::Invalid("declared length does not fit in memory".into()))?;
+    let mut dec = flate2::bufread::GzDecoder::new(payload);
+    let mut out = Vec::with_capacity(expected);
+    let mut chunk = vec![0u8; INFLATE_CHUNK];
+    loop {
+        let n = dec
+            .read(&mut chunk)
+            .map_err(|e| InflateError::Invalid(format!("gzip: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        if out.len() + n > expected {
+            return Err(InflateError::Bomb {
+                inflated: out.len() + n,
+            });
+        }
+        out.extend_from_slice(&chunk[..n]);
+    }
+    if out.len() != expected {
+        return Err(InflateError::Invalid(format!(
+            "inflated to {} bytes, header declares {expected}",
+            out.len()
+        )));
+    }
+    let rest = dec.into_inner();
+    if !rest.is_empty() {
+        return Err(InflateError::Invalid(format!(
+            "{} bytes after the gzip stream",
+            rest.len()
+        )));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Limits = Limits {
+        max_key_bytes: 1024,
+        max_entry_bytes: 1 << 20,
+    };
+
+    fn meta() -> EntryMeta {
+        EntryMeta {
+            created_ms: 1_700_000_000_000,
+            expires_ms: 1_700_000_060_000,
+            cost: 42,
+        }
+    }
+
+    #[test]
+    fn round_trip_and_layout() {
+        let value = b"The quick brown fox jumps over the lazy dog. ".repeat(50);
+        let file = encode(b"key-1", &value, meta(), 6).unwrap();
+        assert_eq!(&file[..8], b"TIERCACH");
+        assert_eq!(le_u16(&file[8..10]), 1);
+        assert_eq!(le_u16(&file[10..12]), FLAG_GZIP);
+        assert_eq!(le_u32(&file[12..16]), 5);
+        assert_eq!(le_u64(&file[40..48]), value.len() as u64);
+        assert_eq!(&file[HEADER_LEN..HEADER_LEN + 5], b"key-1");
+        assert_eq!(&file[HEADER_LEN + 5..HEADER_LEN + 7], &[0x1f, 0x8b]);
+        let d = decode(&file, b"key-1", &LIMITS).unwrap();
+        assert_eq!(d.value, value);
+        assert_eq!(d.meta, meta());
+        assert!(file.len() < value.len() / 4, "repetitive text compresses");
+    }
+
+    #[test]
+    fn encoding_is_deterministic() {
+        let a = encode(b"k", b"value", meta(), 3).unwrap();
+        let b = encode(b"k", b"value", meta(), 3).unwrap();
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn key_mismatch_is_detected() {
+        let file = encode(b"key-a", b"value a", meta(), 1).unwrap();
+        let err = decode(&file, b"key-b", &LIMITS).unwrap_err();
+        assert!(matches!(err, Invalid::Corrupt(Corruption::KeyMismatch, _)));
+    }
+
+    #[test]
+    fn every_truncation_is_rejected_with_the_right_reason() {
+        let file = encode(b"key", &[7u8; 3000], meta(), 1).unwrap();
+        for len in 0..file.len() {
+            let err = decode(&file[..len], b"key", &LIMITS).unwrap_err();
+            let Invalid::Corrupt(reason, _) = err else {
+                panic!("{len}: {err:?}");
+            };
+            assert_eq!(reason, Corruption::Truncated, "length {len}");
+        }
+        let mut long = file.clone();
+        long.push(0);
+        assert!(matches!(
+            decode(&long, b"key", &LIMITS),
+            Err(Invalid::Corrupt(Corruption::TrailingBytes, _))
+        ));
+    }
+
+    #[test]
+    fn versions() {
+        let newer = assemble(b"k", 1, &deflate(b"v", 1).unwrap(), meta(), 2, FLAG_GZIP);
+        assert_eq!(
+            decode(&newer, b"k", &LIMITS).unwrap_err(),
+            Invalid::NewerVersion(2)
+        );
+        let older = assemble(b"k", 1, &deflate(b"v", 1).unwrap(), meta(), 0, FLAG_GZIP);
+        assert!(matches!(
+            decode(&older, b"k", &LIMITS),
+            Err(Invalid::Corrupt(Corruption::VersionTooOld, _))
+        ));
+    }
+
+    #[test]
+    fn unknown_flags_are_rejected_even_with_a_valid_checksum() {
+        let file = assemble(b"k", 1, &deflate(b"v", 1).unwrap(), meta(), 1, FLAG_GZIP | 4);
+        assert!(matches!(
+            decode(&file, b"k", &LIMITS),
+            Err(Invalid::Corrupt(Corruption::Flags, _))
+        ));
+    }
+
+    #[test]
+    fn declared_lengths_are_bounded_before_anything_else() {
+        let mut file = encode(b"k", b"v", meta(), 1).unwrap();
+        file[40..48].copy_from_slice(&(u64::MAX).to_le_bytes());
+        reseal(&mut file);
+        assert!(matches!(
+            decode(&file, b"k", &LIMITS),
+            Err(Invalid::Corrupt(Corruption::Oversize, _))
+        ));
+    }
+
+    #[test]
+    fn bomb_stops_within_one_chunk_of_the_limit() {
+        let big = vec![0u8; 50 << 20];
+        let payload = deflate(&big, 9).unwrap();
+        assert!(payload.len() < 100 << 10, "{}", payload.len());
+        let limit = 1u64 << 20;
+        let err = inflate_exact(&payload, limit).unwrap_err();
+        let InflateError::Bomb { inflated } = err else {
+            panic!("{err:?}")
+        };
+        assert!(inflated as u64 <= limit + INFLATE_CHUNK as u64, "{inflated}");
+        assert!(inflated as u64 > limit);
+        // Through the full decoder, with a declared length under the limit:
+        let file = assemble(b"k", limit, &payload, meta(), 1, FLAG_GZIP);
+        assert!(matches!(
+            decode(&file, b"k", &LIMITS),
+            Err(Invalid::Corrupt(Corruption::Bomb, _))
+        ));
+    }
+
+    #[test]
+    fn short_inflate_and_trailing_gzip_bytes_are_decode_errors() {
+        let payload = deflate(b"hello", 1).unwrap();
+        let file = assemble(b"k", 6, &payload, meta(), 1, FLAG_GZIP);
+        assert!(matches!(
+            decode(&file, b"k", &LIMITS),
+            Err(Invalid::Corrupt(Corruption::Decode, _))
+        ));
+        let mut two = payload.clone();
+        two.extend_from_slice(&payload);
+        let file = assemble(b"k", 5, &two, meta(), 1, FLAG_GZIP);
+        assert!(matches!(
+            decode(&file, b"k", &LIMITS),
+            Err(Invalid::Corrupt(Corruption::Decode, _))
+        ));
+    }
+
+    #[test]
+    fn reason_names_round_trip() {
+        for c in Corruption::ALL {
+            assert_eq!(Corruption::from_name(c.name()), Some(c));
+            assert_eq!(Corruption::ALL[c.index()], c);
+        }
+    }
+}

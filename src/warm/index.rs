@@ -1,0 +1,188 @@
+//! The warm tier's in-memory index: which entries this process knows to be on disk, their
+//! sizes and expiry, in least-recently-used order.
+//!
+//! Reads never need the index (the path comes from the key's hash), so `open` does not wait
+//! for it: a background scan merges the entries found on disk as the least recently used,
+//! ordered by file modification time. Until the scan finishes, the byte total counts only what
+//! this process wrote or read, so the byte budget is enforced on a partial view; it is exact
+//! once `scanned()` is true. Recency is per process: another process sharing the directory
+//! keeps its own order.
+
+use lru::LruCache;
+
+use super::layout::KeyHash;
+
+/// Expiry not known yet (the entry was found by the scan and its header not read).
+pub const EXPIRY_UNKNOWN: u64 = u64::MAX;
+
+/// What the index keeps per entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexEntry {
+    /// File length in bytes.
+    pub len: u64,
+    /// Expiry, unix ms; 0 = never; [`EXPIRY_UNKNOWN`] = not read yet.
+    pub expires_ms: u64,
+}
+
+/// LRU of entry hashes with a byte total.
+#[derive(Debug)]
+pub struct WarmIndex {
+    lru: LruCache<KeyHash, IndexEntry>,
+    bytes: u64,
+    scanned: bool,
+}
+
+impl Default for WarmIndex {
+    fn default() -> Self {
+        WarmIndex {
+            lru: LruCache::unbounded(),
+            bytes: 0,
+            scanned: false,
+        }
+    }
+}
+
+impl WarmIndex {
+    /// Total file bytes known.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Entries known.
+    pub fn len(&self) -> usize {
+        self.lru.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.lru.is_empty()
+    }
+
+    /// Has the startup scan been merged?
+    pub fn scanned(&self) -> bool {
+        self.scanned
+    }
+
+    /// Records an entry as most recently used (written or read).
+    pub fn put(&mut self, hash: KeyHash, entry: IndexEntry) {
+        if let Some(old) = self.lru.put(hash, entry) {
+            self.bytes -= old.len;
+        }
+        self.bytes += entry.len;
+    }
+
+    /// Marks an entry most recently used; false if unknown.
+    pub fn touch(&mut self, hash: &KeyHash) -> bool {
+        self.lru.get(hash).is_some()
+    }
+
+    /// Forgets an entry.
+    pub fn remove(&mut self, hash: &KeyHash) -> Option<IndexEntry> {
+        let e = self.lru.pop(hash)?;
+        self.bytes -= e.len;
+        Some(e)
+    }
+
+    /// The least recently used entry other than `keep`, removed from the index.
+    pub fn pop_victim(&mut self, keep: &KeyHash) -> Option<(KeyHash, IndexEntry)> {
+        let (h, _) = self.lru.peek_lru()?;
+        if h == keep {
+            // Only reachable when `keep` is the sole entry: nothing else to evict.
+            return None;
+        }
+        let (h, e) = self.lru.pop_lru()?;
+        self.bytes -= e.len;
+        Some((h, e))
+    }
+
+    /// Merges entries found by the startup scan, oldest first, as least recently used;
+    /// entries already known (written or read since open) keep their place and size.
+    pub fn merge_scanned(&mut self, mut found: Vec<(KeyHash, u64, u64)>) {
+        // Newest first, each pushed to the LRU end: the oldest ends up least recent.
+        found.sort_by(|a, b| b.2.cmp(&a.2));
+        for (hash, len, _mtime) in found {
+            if self.lru.contains(&hash) {
+                continue;
+            }
+            self.lru.put(
+                hash,
+                IndexEntry {
+                    len,
+                    expires_ms: EXPIRY_UNKNOWN,
+                },
+            );
+            self.lru.demote(&hash);
+            self.bytes += len;
+        }
+        self.scanned = true;
+    }
+
+    /// Sets the known expiry of an entry.
+    pub fn set_expiry(&mut self, hash: &KeyHash, expires_ms: u64) {
+        if let Some(e) = self.lru.peek_mut(hash) {
+            e.expires_ms = expires_ms;
+        }
+    }
+
+    /// Hashes of entries known to be expired at `now_ms`, and up to `unknown_limit` entries
+    /// whose expiry is not known yet.
+    pub fn sweep_candidates(&self, now_ms: u64, unknown_limit: usize) -> (Vec<KeyHash>, Vec<KeyHash>) {
+        let mut expired = Vec::new();
+        let mut unknown = Vec::new();
+        for (h, e) in self.lru.iter() {
+            if e.expires_ms == EXPIRY_UNKNOWN {
+                if unknown.len() < unknown_limit {
+                    unknown.push(*h);
+                }
+            } else if e.expires_ms != 0 && now_ms >= e.expires_ms {
+                expired.push(*h);
+            }
+        }
+        (expired, unknown)
+    }
+
+    /// Forgets everything (after `clear`); the scan state is kept.
+    pub fn clear(&mut self) {
+        self.lru.clear();
+        self.bytes = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(i: u8) -> KeyHash {
+        [i; 32]
+    }
+
+    #[test]
+    fn bytes_follow_puts_and_removes() {
+        let mut ix = WarmIndex::default();
+        ix.put(h(1), IndexEntry { len: 10, expires_ms: 0 });
+        ix.put(h(2), IndexEntry { len: 20, expires_ms: 0 });
+        ix.put(h(1), IndexEntry { len: 5, expires_ms: 0 });
+        assert_eq!(ix.bytes(), 25);
+        ix.remove(&h(2));
+        assert_eq!((ix.bytes(), ix.len()), (5, 1));
+    }
+
+    #[test]
+    fn scanned_entries_are_least_recent_oldest_first() {
+        let mut ix = WarmIndex::default();
+        ix.put(h(9), IndexEntry { len: 1, expires_ms: 0 });
+        ix.merge_scanned(vec![(h(1), 10, 300), (h(2), 10, 100), (h(3), 10, 200), (h(9), 99, 1)]);
+        assert_eq!(ix.bytes(), 31);
+        let order: Vec<u8> = std::iter::from_fn(|| ix.pop_victim(&h(0)).map(|(k, _)| k[0])).collect();
+        assert_eq!(order, vec![2, 3, 1, 9]);
+    }
+
+    #[test]
+    fn the_kept_entry_is_never_a_victim() {
+        let mut ix = WarmIndex::default();
+        ix.put(h(1), IndexEntry { len: 1, expires_ms: 0 });
+        assert_eq!(ix.pop_victim(&h(1)), None);
+        ix.put(h(2), IndexEntry { len: 1, expires_ms: 0 });
+        assert_eq!(ix.pop_victim(&h(2)).map(|(k, _)| k), Some(h(1)));
+    }
+}

@@ -1,0 +1,199 @@
+//! The path scheme: the one place that turns keys into paths and file names back into hashes.
+//!
+//! ```text
+//! <root>/v1/ab/cd/<64 hex chars of blake3(key)>   entry files, two-level fan-out
+//! <root>/tmp/<hex16>.<pid>.<instance>.<n>.tmp     temp files, same filesystem as v1/
+//! <root>/quarantine/<time>-<reason>-<name>        quarantined files (+ ".why" sidecars)
+//! ```
+//! The key never appears in a path: whatever bytes a key holds (`../x`, NUL, 1 MiB), the file
+//! name is 64 lowercase hex characters under two 2-character directories.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+
+/// The name of the directory holding format-v1 entries.
+pub const ENTRIES_DIR: &str = "v1";
+/// The name of the temp directory.
+pub const TMP_DIR: &str = "tmp";
+/// The name of the quarantine directory.
+pub const QUARANTINE_DIR: &str = "quarantine";
+
+/// blake3 of a key: the entry's identity on disk.
+pub type KeyHash = [u8; 32];
+
+/// Hashes a key.
+pub fn key_hash(key: &[u8]) -> KeyHash {
+    *blake3::hash(key).as_bytes()
+}
+
+/// Lowercase hex of a hash.
+pub fn hex(hash: &KeyHash) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(64);
+    for b in hash {
+        s.push(DIGITS[usize::from(b >> 4)] as char);
+        s.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    s
+}
+
+/// Parses 64 lowercase hex characters; anything else (upper case, other lengths, non-UTF-8)
+/// is not an entry name.
+pub fn parse_hex(name: &OsStr) -> Option<KeyHash> {
+    let s = name.to_str()?;
+    let bytes = s.as_bytes();
+    if bytes.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in bytes.chunks_exact(2).enumerate() {
+        out[i] = (nibble(pair[0])? << 4) | nibble(pair[1])?;
+    }
+    Some(out)
+}
+
+fn nibble(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    }
+}
+
+/// Who wrote a temp file, parsed from its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TempOwner {
+    /// Process id of the writer.
+    pub pid: u32,
+    /// The writing cache instance within that process.
+    pub instance: u64,
+}
+
+/// The paths of one cache directory.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    root: PathBuf,
+    entries: PathBuf,
+    tmp: PathBuf,
+    quarantine: PathBuf,
+}
+
+impl Layout {
+    /// The layout under `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        let root = root.into();
+        Layout {
+            entries: root.join(ENTRIES_DIR),
+            tmp: root.join(TMP_DIR),
+            quarantine: root.join(QUARANTINE_DIR),
+            root,
+        }
+    }
+
+    /// The cache root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `<root>/v1`.
+    pub fn entries_dir(&self) -> &Path {
+        &self.entries
+    }
+
+    /// `<root>/tmp`.
+    pub fn tmp_dir(&self) -> &Path {
+        &self.tmp
+    }
+
+    /// `<root>/quarantine`.
+    pub fn quarantine_dir(&self) -> &Path {
+        &self.quarantine
+    }
+
+    /// `<root>/v1/ab/cd`: the directory an entry lives in.
+    pub fn entry_dir(&self, hash: &KeyHash) -> PathBuf {
+        let h = hex(hash);
+        self.entries.join(&h[0..2]).join(&h[2..4])
+    }
+
+    /// `<root>/v1/ab/cd/<hex>`.
+    pub fn entry_path(&self, hash: &KeyHash) -> PathBuf {
+        let h = hex(hash);
+        self.entries.join(&h[0..2]).join(&h[2..4]).join(h)
+    }
+
+    /// A temp path unique to (process, instance, counter).
+    pub fn temp_path(&self, hash: &KeyHash, owner: TempOwner, n: u64) -> PathBuf {
+        let h = hex(hash);
+        self.tmp
+            .join(format!("{}.{}.{}.{n}.tmp", &h[..16], owner.pid, owner.instance))
+    }
+
+    /// The recovery probe's temp path.
+    pub fn probe_path(&self, owner: TempOwner, n: u64) -> PathBuf {
+        self.tmp
+            .join(format!("probe.{}.{}.{n}.tmp", owner.pid, owner.instance))
+    }
+}
+
+/// Parses `<anything>.<pid>.<instance>.<n>.tmp`.
+pub fn parse_temp_name(name: &OsStr) -> Option<TempOwner> {
+    let s = name.to_str()?;
+    let s = s.strip_suffix(".tmp")?;
+    let mut parts = s.rsplit('.');
+    let _n: u64 = parts.next()?.parse().ok()?;
+    let instance: u64 = parts.next()?.parse().ok()?;
+    let pid: u32 = parts.next()?.parse().ok()?;
+    Some(TempOwner { pid, instance })
+}
+
+/// Is `name` a valid fan-out directory name (two lowercase hex characters)?
+pub fn is_fanout_name(name: &OsStr) -> bool {
+    name.to_str()
+        .is_some_and(|s| s.len() == 2 && s.bytes().all(|c| nibble(c).is_some()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Component;
+
+    #[test]
+    fn hostile_keys_map_to_hex_names_under_the_root() {
+        let layout = Layout::new("/cache");
+        let big = vec![b'/'; 1 << 20];
+        let keys: [&[u8]; 6] = [b"../x", b"../../etc/passwd", b"a\0b", &[0xff, 0xfe, b'/'], b"", &big];
+        for key in keys {
+            let p = layout.entry_path(&key_hash(key));
+            let rel = p.strip_prefix("/cache/v1").unwrap();
+            let comps: Vec<_> = rel.components().collect();
+            assert_eq!(comps.len(), 3, "{p:?}");
+            for c in &comps {
+                assert!(matches!(c, Component::Normal(_)));
+            }
+            let name = p.file_name().unwrap();
+            assert_eq!(parse_hex(name), Some(key_hash(key)));
+            assert_eq!(&name.to_str().unwrap()[..2], rel.iter().next().unwrap());
+        }
+    }
+
+    #[test]
+    fn hex_round_trip_and_rejects() {
+        let h = key_hash(b"k");
+        assert_eq!(parse_hex(OsStr::new(&hex(&h))), Some(h));
+        assert_eq!(parse_hex(OsStr::new(&hex(&h).to_uppercase())), None);
+        assert_eq!(parse_hex(OsStr::new("abc")), None);
+        assert_eq!(parse_hex(OsStr::new(".DS_Store")), None);
+    }
+
+    #[test]
+    fn temp_names_round_trip() {
+        let layout = Layout::new("/c");
+        let owner = TempOwner { pid: 4242, instance: 7 };
+        let p = layout.temp_path(&key_hash(b"k"), owner, 19);
+        assert_eq!(parse_temp_name(p.file_name().unwrap()), Some(owner));
+        let p = layout.probe_path(owner, 3);
+        assert_eq!(parse_temp_name(p.file_name().unwrap()), Some(owner));
+        assert_eq!(parse_temp_name(OsStr::new("x.tmp")), None);
+    }
+}

@@ -1,0 +1,15 @@
+//! The warm tier: gzip-compressed entry files on disk.
+//!
+//! - [`format`]: the entry file format (pure).
+//! - [`layout`]: the path scheme (pure).
+//! - `index`: the in-memory LRU index of entry files (pure).
+//! - `quarantine`: moving corrupted files aside.
+//! - `store`: the synchronous core over an [`Fs`](crate::fs::Fs).
+
+pub mod format;
+pub(crate) mod index;
+pub mod layout;
+pub mod quarantine;
+pub(crate) mod store;
+
+pub use format::Corruption;

@@ -1,0 +1,544 @@
+//! The warm tier's synchronous core: read, write, remove, clear, scan and sweeps over an
+//! [`Fs`]. It runs on tokio's blocking pool; the async layer decides *whether* to call it
+//! (mode, breaker) and bounds *how long* a call may take.
+//!
+//! Every function takes the `Fs` to use as an argument rather than storing it, so that the
+//! caller can hand in a per-operation observer that sees every error (see `disk.rs`): a
+//! secondary failure swallowed here (a quarantine rename that fails) is still counted against
+//! the device.
+
+use std::collections::HashSet;
+use std::io;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+use tracing::{debug, info, warn};
+
+use crate::fs::{FileKind, FileRead, Fs};
+use crate::stats::Counters;
+
+use super::format::{self, Corruption, Decoded, EntryMeta, Invalid, Limits, HEADER_LEN};
+use super::index::{IndexEntry, WarmIndex};
+use super::layout::{self, KeyHash, Layout, TempOwner};
+use super::quarantine::{self, QuarantineLimits};
+
+/// Temp files older than this are removed at open whoever wrote them: no write takes an hour.
+pub const TEMP_MAX_AGE_MS: u64 = 3600 * 1000;
+/// Headers of entries found by the scan whose expiry is read per sweep.
+pub const SWEEP_UNKNOWN_PER_PASS: usize = 4096;
+
+/// Cache instances alive in this process, so that the temp sweep of one instance never
+/// deletes the temp file another live instance (same pid) is writing.
+fn live_instances() -> &'static Mutex<HashSet<u64>> {
+    static LIVE: OnceLock<Mutex<HashSet<u64>>> = OnceLock::new();
+    LIVE.get_or_init(|| Mutex::new(HashSet::new()))
+}
+
+fn lock_live() -> MutexGuard<'static, HashSet<u64>> {
+    live_instances()
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn pid_alive(pid: u32) -> bool {
+    let proc_root = Path::new("/proc");
+    if !proc_root.join("self").exists() {
+        return true; // cannot tell: rely on the age rule
+    }
+    proc_root.join(pid.to_string()).exists()
+}
+
+fn is_not_found(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::NotFound || e.kind() == io::ErrorKind::NotADirectory
+}
+
+/// Settings of the warm store.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Read limits.
+    pub limits: Limits,
+    /// gzip level 0-9.
+    pub compression_level: u32,
+    /// fsync files and directories.
+    pub sync: bool,
+    /// Byte budget of entry files.
+    pub capacity_bytes: u64,
+    /// Free space to leave on the filesystem.
+    pub min_free_bytes: u64,
+    /// Quarantine bounds.
+    pub quarantine: QuarantineLimits,
+}
+
+/// What a read found.
+#[derive(Debug)]
+pub enum ReadOutcome {
+    /// A valid, unexpired entry.
+    Hit(Decoded),
+    /// No file.
+    Miss,
+    /// The entry had expired; its file was removed.
+    Expired,
+    /// A newer format version; left in place.
+    NewerVersion,
+    /// A corrupt or hostile file; quarantined (if the disk allowed).
+    Corrupt(Corruption),
+}
+
+/// What a write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// The entry file is in place; `len` bytes.
+    Written {
+        /// File length.
+        len: u64,
+    },
+    /// The entry is larger than the whole warm budget; not written, stays memory-only.
+    TooLarge,
+}
+
+/// The warm tier's core.
+#[derive(Debug)]
+pub struct WarmStore {
+    layout: Layout,
+    config: StoreConfig,
+    owner: TempOwner,
+    seq: AtomicU64,
+    index: Mutex<WarmIndex>,
+    counters: Arc<Counters>,
+}
+
+impl Drop for WarmStore {
+    fn drop(&mut self) {
+        lock_live().remove(&self.owner.instance);
+    }
+}
+
+impl WarmStore {
+    /// A store for `root`. Registers a live instance id for the temp sweep.
+    pub(crate) fn new(root: &Path, config: StoreConfig, counters: Arc<Counters>) -> Self {
+        static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(1);
+        let instance = NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed);
+        lock_live().insert(instance);
+        WarmStore {
+            layout: Layout::new(root),
+            config,
+            owner: TempOwner {
+                pid: std::process::id(),
+                instance,
+            },
+            seq: AtomicU64::new(0),
+            index: Mutex::new(WarmIndex::default()),
+            counters,
+        }
+    }
+
+    /// The path scheme.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
+    fn index(&self) -> MutexGuard<'_, WarmIndex> {
+        self.index
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// (entries, bytes, scan complete) as this process knows them.
+    pub fn usage(&self) -> (u64, u64, bool) {
+        let ix = self.index();
+        (ix.len() as u64, ix.bytes(), ix.scanned())
+    }
+
+    /// Creates root, `v1/`, `tmp/` and `quarantine/` (mode 0700).
+    pub fn prepare_dirs(&self, fs: &dyn Fs) -> io::Result<()> {
+        for d in [
+            self.layout.entries_dir(),
+            self.layout.tmp_dir(),
+            self.layout.quarantine_dir(),
+        ] {
+            fs.create_dir_all(d)?;
+        }
+        Ok(())
+    }
+
+    /// Reads the entry for `key`.
+    pub fn read(&self, fs: &dyn Fs, key: &[u8], hash: &KeyHash, now_ms: u64) -> io::Result<ReadOutcome> {
+        let path = self.layout.entry_path(hash);
+        let data = match fs.read_file(&path, self.config.limits.max_file_bytes()) {
+            Ok(FileRead::Data(d)) => d,
+            Ok(FileRead::NotRegular(kind)) => {
+                let detail = format!("a {} sits at the entry path", kind.describe());
+                return Ok(self.quarantine(fs, &path, hash, Corruption::NotARegularFile, &detail, 0, now_ms));
+            }
+            Ok(FileRead::TooLarge(len)) => {
+                let detail = format!("{len} bytes, over the largest valid entry");
+                return Ok(self.quarantine(fs, &path, hash, Corruption::Oversize, &detail, len, now_ms));
+            }
+            Err(e) if is_not_found(&e) => {
+                self.index().remove(hash);
+                return Ok(ReadOutcome::Miss);
+            }
+            Err(e) => return Err(e),
+        };
+        match format::decode(&data, key, &self.config.limits) {
+            Ok(decoded) if decoded.meta.is_expired(now_ms) => {
+                self.index().remove(hash);
+                match fs.remove_file(&path) {
+                    Ok(()) => self.counters.warm_expirations.inc(),
+                    Err(e) if is_not_found(&e) => {}
+                    Err(e) => debug!(error = %e, "could not remove an expired entry"),
+                }
+                Ok(ReadOutcome::Expired)
+            }
+            Ok(decoded) => {
+                let mut ix = self.index();
+                if !ix.touch(hash) {
+                    ix.put(
+                        *hash,
+                        IndexEntry {
+                            len: data.len() as u64,
+                            expires_ms: decoded.meta.expires_ms,
+                        },
+                    );
+                }
+                Ok(ReadOutcome::Hit(decoded))
+            }
+            Err(Invalid::NewerVersion(v)) => {
+                self.counters.newer_version.inc();
+                debug!(version = v, "entry of a newer format version left in place");
+                Ok(ReadOutcome::NewerVersion)
+            }
+            Err(Invalid::Corrupt(reason, detail)) => {
+                let len = data.len() as u64;
+                Ok(self.quarantine(fs, &path, hash, reason, &detail, len, now_ms))
+            }
+        }
+    }
+
+    /// Counts a corruption and moves the file into the quarantine. A failure to move it is
+    /// logged (and seen by the observing `Fs`), never returned: the read is a miss either way.
+    #[allow(clippy::too_many_arguments)]
+    fn quarantine(
+        &self,
+        fs: &dyn Fs,
+        path: &Path,
+        hash: &KeyHash,
+        reason: Corruption,
+        detail: &str,
+        len: u64,
+        now_ms: u64,
+    ) -> ReadOutcome {
+        self.counters.corruption(reason);
+        self.index().remove(hash);
+        match quarantine::quarantine(
+            fs,
+            self.layout.quarantine_dir(),
+            path,
+            reason,
+            detail,
+            len,
+            now_ms,
+            self.config.quarantine,
+        ) {
+            Ok(Some(name)) => {
+                self.counters.quarantined_files.inc();
+                self.counters.quarantined_bytes.add(len);
+                warn!(reason = reason.name(), %detail, quarantined_as = %name, "corrupted entry quarantined");
+            }
+            Ok(None) => {}
+            Err(e) => warn!(reason = reason.name(), error = %e, "corrupted entry could not be quarantined"),
+        }
+        ReadOutcome::Corrupt(reason)
+    }
+
+    /// Writes an entry atomically: unique temp file, write, fsync (per durability), rename,
+    /// directory fsync. Then evicts least-recently-used entries beyond the byte budget.
+    pub fn write(&self, fs: &dyn Fs, key: &[u8], hash: &KeyHash, value: &[u8], meta: EntryMeta) -> io::Result<WriteOutcome> {
+        let file = format::encode(key, value, meta, self.config.compression_level)?;
+        let len = file.len() as u64;
+        if len > self.config.capacity_bytes {
+            return Ok(WriteOutcome::TooLarge);
+        }
+        self.check_space(fs, len)?;
+        let n = self.seq.fetch_add(1, Ordering::Relaxed);
+        let tmp = self.layout.temp_path(hash, self.owner, n);
+        let dest = self.layout.entry_path(hash);
+        if let Err(e) = self
+            .write_temp(fs, &tmp, &file)
+            .and_then(|()| self.rename_into_place(fs, &tmp, &dest, hash))
+        {
+            // Never leave a partial temp file behind (ENOSPC included); other entries are
+            // never deleted in reaction.
+            match fs.remove_file(&tmp) {
+                Ok(()) => {}
+                Err(r) if is_not_found(&r) => {}
+                Err(r) => debug!(error = %r, "could not remove a temp file"),
+            }
+            return Err(e);
+        }
+        self.counters.bytes_in.add(value.len() as u64);
+        self.counters.bytes_out.add(len);
+        let victims = {
+            let mut ix = self.index();
+            ix.put(*hash, IndexEntry { len, expires_ms: meta.expires_ms });
+            let mut v = Vec::new();
+            while ix.bytes() > self.config.capacity_bytes {
+                match ix.pop_victim(hash) {
+                    Some(victim) => v.push(victim.0),
+                    None => break,
+                }
+            }
+            v
+        };
+        for victim in victims {
+            match fs.remove_file(&self.layout.entry_path(&victim)) {
+                Ok(()) => self.counters.warm_evictions.inc(),
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => debug!(error = %e, "could not evict an entry file"),
+            }
+        }
+        Ok(WriteOutcome::Written { len })
+    }
+
+    /// Too little free space is handled like ENOSPC, so the cache never fills a disk that
+    /// other programs need.
+    fn check_space(&self, fs: &dyn Fs, len: u64) -> io::Result<()> {
+        if self.config.min_free_bytes == 0 {
+            return Ok(());
+        }
+        let avail = fs.available_space(self.layout.root())?;
+        if avail < len.saturating_add(self.config.min_free_bytes) {
+            return Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                format!(
+                    "{avail} bytes free, writing {len} would leave less than min_free_bytes ({})",
+                    self.config.min_free_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn write_temp(&self, fs: &dyn Fs, tmp: &Path, file: &[u8]) -> io::Result<()> {
+        match fs.write_new(tmp, file, self.config.sync) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // tmp/ was removed under us: recreate it once.
+                fs.create_dir_all(self.layout.tmp_dir())?;
+                fs.write_new(tmp, file, self.config.sync)
+            }
+            r => r,
+        }
+    }
+
+    fn rename_into_place(&self, fs: &dyn Fs, tmp: &Path, dest: &Path, hash: &KeyHash) -> io::Result<()> {
+        let dir = self.layout.entry_dir(hash);
+        match fs.rename(tmp, dest) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // First entry in this fan-out directory: create it, make the new directory
+                // entries durable, then rename.
+                fs.create_dir_all(&dir)?;
+                if self.config.sync {
+                    if let Some(parent) = dir.parent() {
+                        fs.sync_dir(parent)?;
+                    }
+                    fs.sync_dir(self.layout.entries_dir())?;
+                }
+                fs.rename(tmp, dest)?;
+            }
+            Err(e) => return Err(e),
+        }
+        if self.config.sync {
+            fs.sync_dir(&dir)?;
+        }
+        Ok(())
+    }
+
+    /// Removes an entry file. `Ok(false)` if there was none.
+    pub fn remove(&self, fs: &dyn Fs, hash: &KeyHash) -> io::Result<bool> {
+        self.index().remove(hash);
+        let path = self.layout.entry_path(hash);
+        match fs.remove_file(&path) {
+            Ok(()) => {
+                if self.config.sync {
+                    fs.sync_dir(&self.layout.entry_dir(hash))?;
+                }
+                Ok(true)
+            }
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Removes every entry (the fan-out directories under `v1/`); foreign files are left.
+    pub fn clear(&self, fs: &dyn Fs) -> io::Result<()> {
+        self.index().clear();
+        let entries = match fs.read_dir(self.layout.entries_dir()) {
+            Ok(e) => e,
+            Err(e) if is_not_found(&e) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        for e in entries {
+            if e.kind == FileKind::Dir && layout::is_fanout_name(&e.name) {
+                match fs.remove_dir_all(&self.layout.entries_dir().join(&e.name)) {
+                    Ok(()) => {}
+                    Err(e) if is_not_found(&e) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        if self.config.sync {
+            fs.sync_dir(self.layout.entries_dir())?;
+        }
+        Ok(())
+    }
+
+    /// Removes orphan temp files: those of dead processes, of instances of this process that
+    /// are no longer alive, and any older than [`TEMP_MAX_AGE_MS`]. Returns how many.
+    pub fn sweep_temp(&self, fs: &dyn Fs, now_ms: u64) -> io::Result<u64> {
+        let entries = match fs.read_dir(self.layout.tmp_dir()) {
+            Ok(e) => e,
+            Err(e) if is_not_found(&e) => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let me = std::process::id();
+        let mut removed = 0;
+        for e in entries {
+            let old = now_ms.saturating_sub(e.modified_ms) > TEMP_MAX_AGE_MS;
+            let orphan = match layout::parse_temp_name(&e.name) {
+                Some(o) if o.pid == me => !lock_live().contains(&o.instance),
+                Some(o) => !pid_alive(o.pid),
+                None => false,
+            };
+            if e.kind == FileKind::File && (orphan || old) {
+                match fs.remove_file(&self.layout.tmp_dir().join(&e.name)) {
+                    Ok(()) => removed += 1,
+                    Err(e) if is_not_found(&e) => {}
+                    Err(e) => return Err(e),
+                }
+            } else if !orphan && !old && layout::parse_temp_name(&e.name).is_none() {
+                self.counters.foreign_files.inc();
+            }
+        }
+        if removed > 0 {
+            info!(removed, "orphan temp files swept");
+        }
+        self.counters.temp_files_swept.add(removed);
+        Ok(removed)
+    }
+
+    /// Walks `v1/ab/cd/` and merges what it finds into the index. Foreign files and folders
+    /// are counted and ignored; nothing is opened, nothing is followed.
+    pub fn scan(&self, fs: &dyn Fs) -> io::Result<u64> {
+        let mut found = Vec::new();
+        let mut foreign = 0u64;
+        let root = self.layout.entries_dir();
+        for a in list_or_empty(fs, root)? {
+            if a.kind != FileKind::Dir || !layout::is_fanout_name(&a.name) {
+                foreign += 1;
+                continue;
+            }
+            let da = root.join(&a.name);
+            for b in list_or_empty(fs, &da)? {
+                if b.kind != FileKind::Dir || !layout::is_fanout_name(&b.name) {
+                    foreign += 1;
+                    continue;
+                }
+                for f in list_or_empty(fs, &da.join(&b.name))? {
+                    match layout::parse_hex(&f.name) {
+                        Some(h) if f.kind == FileKind::File => found.push((h, f.len, f.modified_ms)),
+                        // Non-regular files at entry paths are quarantined when read.
+                        Some(_) => {}
+                        None => foreign += 1,
+                    }
+                }
+            }
+        }
+        let n = found.len() as u64;
+        self.index().merge_scanned(found);
+        self.counters.foreign_files.add(foreign);
+        debug!(entries = n, foreign, "warm index scan merged");
+        Ok(n)
+    }
+
+    /// Removes expired entry files known to the index, and learns the expiry of up to
+    /// [`SWEEP_UNKNOWN_PER_PASS`] entries found by the scan. Returns how many were removed.
+    pub fn sweep_expired(&self, fs: &dyn Fs, now_ms: u64) -> io::Result<u64> {
+        let (expired, unknown) = self.index().sweep_candidates(now_ms, SWEEP_UNKNOWN_PER_PASS);
+        let mut removed = 0;
+        for hash in expired.iter().chain(unknown.iter()) {
+            let path = self.layout.entry_path(hash);
+            // Re-read the header: another process may have rewritten the entry meanwhile.
+            let head = match fs.read_prefix(&path, HEADER_LEN) {
+                Ok(FileRead::Data(d)) => d,
+                Ok(_) => continue,
+                Err(e) if is_not_found(&e) => {
+                    self.index().remove(hash);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let expires = match format::parse_header(&head, &self.config.limits) {
+                Ok(h) => h.meta.expires_ms,
+                Err(_) => 0, // left for the read path or `verify` to quarantine
+            };
+            if expires != 0 && now_ms >= expires {
+                self.index().remove(hash);
+                match fs.remove_file(&path) {
+                    Ok(()) => {
+                        removed += 1;
+                        self.counters.warm_expirations.inc();
+                    }
+                    Err(e) if is_not_found(&e) => {}
+                    Err(e) => return Err(e),
+                }
+            } else {
+                self.index().set_expiry(hash, expires);
+            }
+        }
+        Ok(removed)
+    }
+
+    /// The recovery probe: free-space check, then write and fsync a probe file, read it
+    /// back, verify it and delete it.
+    pub fn probe(&self, fs: &dyn Fs) -> io::Result<()> {
+        const PROBE_LEN: usize = 4096;
+        self.check_space(fs, PROBE_LEN as u64)?;
+        let n = self.seq.fetch_add(1, Ordering::Relaxed);
+        let path = self.layout.probe_path(self.owner, n);
+        let mut data = Vec::with_capacity(PROBE_LEN);
+        let mut h = blake3::Hasher::new();
+        h.update(&n.to_le_bytes());
+        h.update(&self.owner.instance.to_le_bytes());
+        h.finalize_xof().fill({
+            data.resize(PROBE_LEN, 0);
+            &mut data
+        });
+        let result = fs
+            .write_new(&path, &data, true)
+            .and_then(|()| match fs.read_file(&path, PROBE_LEN as u64)? {
+                FileRead::Data(back) if back == data => Ok(()),
+                _ => Err(io::Error::other("probe file read back differs")),
+            });
+        let removed = fs.remove_file(&path);
+        result?;
+        match removed {
+            Err(e) if !is_not_found(&e) => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn list_or_empty(fs: &dyn Fs, dir: &Path) -> io::Result<Vec<crate::fs::DirEntryInfo>> {
+    match fs.read_dir(dir) {
+        Ok(v) => Ok(v),
+        Err(e) if is_not_found(&e) => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
