@@ -57,6 +57,7 @@ mod queue;
 mod stats;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
+pub mod verify;
 pub mod warm;
 
 pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker};

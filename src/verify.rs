@@ -1,0 +1,1 @@
+//! Scanning a whole cache directory for corruption (placeholder: being written).
