@@ -21,12 +21,13 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use crate::breaker::BreakerState;
 use crate::builder::{Builder, Config, Durability, WritePolicy};
 use crate::clock::Clock;
 use crate::codec;
+use crate::degraded::{resilience_task, Resilience};
 use crate::disk::{Disk, DiskOutcome};
 use crate::error::{Error, Result};
 use crate::fs::{Fs, IoErrorKind};
@@ -34,7 +35,7 @@ use crate::hot::{Evicted, HotEntry, HotTier};
 use crate::queue::{Job, Op, WriteQueue};
 use crate::stats::{self, Counters, Mode, Stats};
 use crate::warm::format::{EntryMeta, Limits};
-use crate::warm::layout::key_hash;
+use crate::warm::layout::{key_hash, KeyHash};
 use crate::warm::quarantine::QuarantineLimits;
 use crate::warm::store::{ReadOutcome, StoreConfig, WarmStore, WriteOutcome};
 
@@ -72,7 +73,7 @@ impl Drop for Lifetime {
 pub(crate) struct Inner {
     pub(crate) config: Config,
     pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) hot: HotTier,
+    pub(crate) hot: Arc<HotTier>,
     pub(crate) queue: WriteQueue,
     pub(crate) disk: Disk,
     pub(crate) counters: Arc<Counters>,
@@ -125,14 +126,27 @@ impl TieredCache {
             counters.clone(),
         ));
         let (tx, rx) = watch::channel(false);
+        let hot = Arc::new(HotTier::new(
+            config.hot_shards,
+            config.hot_capacity_bytes,
+            config.hot_capacity_entries,
+        ));
+        let res = Arc::new(Resilience::new(
+            config.breaker.clone(),
+            config.memory_only_after,
+            config.error_window,
+            hot.clone(),
+            counters.clone(),
+        ));
         let inner = Arc::new(Inner {
-            hot: HotTier::new(config.hot_shards, config.hot_capacity_bytes, config.hot_capacity_entries),
+            hot,
             queue: WriteQueue::new(config.write_queue_bytes),
             disk: Disk {
                 fs,
                 store,
                 counters: counters.clone(),
                 io_timeout: config.io_timeout,
+                res,
             },
             counters,
             clock,
@@ -157,6 +171,7 @@ impl TieredCache {
         let tasks = vec![
             tokio::spawn(writer_task(inner.clone())),
             tokio::spawn(maintenance_task(inner.clone())),
+            tokio::spawn(resilience_task(inner.clone())),
         ];
         *lock(&inner.tasks) = tasks;
         info!(root = %inner.config.root.display(), "tiercache opened");
@@ -243,17 +258,17 @@ impl TieredCache {
 
     /// The current mode.
     pub fn mode(&self) -> Mode {
-        Mode::Tiered
+        self.inner.disk.res.mode()
     }
 
     /// The breaker's current state.
     pub fn breaker_state(&self) -> BreakerState {
-        BreakerState::Closed
+        self.inner.disk.res.breaker_state()
     }
 
     /// A snapshot of the counters.
     pub fn stats(&self) -> Stats {
-        self.inner.stats(self.mode(), self.breaker_state())
+        self.inner.stats()
     }
 
     /// The cache directory.
@@ -289,9 +304,9 @@ impl Inner {
         created_ms < self.cleared_before_ms.load(Ordering::Relaxed)
     }
 
-    /// Whether the disk may be called now.
-    fn disk_allowed(&self) -> bool {
-        true
+    /// Whether the disk tier is in use (the breaker may still refuse a call).
+    pub(crate) fn disk_allowed(&self) -> bool {
+        self.disk.res.mode() == Mode::Tiered
     }
 
     /// Records a failed disk operation's error text for `flush`/`close` reports.
@@ -397,9 +412,16 @@ impl Inner {
                 max: self.config.max_entry_bytes,
             });
         }
-        // The only await before any change: waiting for room in the write queue.
-        let Some(permit) = self.queue.reserve(key.len(), value.len()).await else {
-            return Err(Error::Closed);
+        // The only await before any change: waiting for room in the write queue. While
+        // memory-only nothing is queued (the writer would only skip it): entries stay dirty in
+        // the hot tier and are written back on recovery.
+        let permit = if self.disk_allowed() {
+            match self.queue.reserve(key.len(), value.len()).await {
+                Some(p) => Some(p),
+                None => return Err(Error::Closed),
+            }
+        } else {
+            None
         };
         let now = self.clock.now_ms();
         let ttl_ms = ttl.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
@@ -420,23 +442,28 @@ impl Inner {
             tombstone: false,
         };
         let ack = self.config.write_policy == WritePolicy::WriteThrough;
-        let (evicted, rx) = self.queue.commit(
-            permit,
-            hash,
-            key.into(),
-            Op::Put { value, meta, version },
-            ack,
-            || {
-                if admitted {
-                    self.hot.insert(key, entry).1
-                } else {
-                    // Too big for the hot tier: drop any older hot value; the queue holds this
-                    // one until it is on disk.
-                    self.hot.remove(key);
-                    Vec::new()
+        let into_hot = || {
+            if admitted {
+                self.hot.insert(key, entry).1
+            } else {
+                // Too big for the hot tier: drop any older hot value; the queue holds this one
+                // until it is on disk.
+                self.hot.remove(key);
+                Vec::new()
+            }
+        };
+        let (evicted, rx) = match permit {
+            Some(permit) => {
+                let op = Op::Put { value, meta, version };
+                self.queue.commit(permit, hash, key.into(), op, ack, into_hot)
+            }
+            None => {
+                if !admitted {
+                    self.counters.lost_writes.inc();
                 }
-            },
-        );
+                (self.queue.locked(into_hot), None)
+            }
+        };
         self.counters.sets.inc();
         self.on_evicted(evicted);
         if let Some(rx) = rx {
@@ -454,8 +481,13 @@ impl Inner {
     pub(crate) async fn remove(&self, key: &[u8]) -> Result<bool> {
         self.check_open()?;
         self.check_key(key)?;
-        let Some(permit) = self.queue.reserve(key.len(), 0).await else {
-            return Err(Error::Closed);
+        let permit = if self.disk_allowed() {
+            match self.queue.reserve(key.len(), 0).await {
+                Some(p) => Some(p),
+                None => return Err(Error::Closed),
+            }
+        } else {
+            None
         };
         let hash = key_hash(key);
         let version = self.hot.next_version();
@@ -469,14 +501,14 @@ impl Inner {
         };
         let queued_before = self.queue.lookup(&hash);
         let ack = self.config.write_policy == WritePolicy::WriteThrough;
-        let ((old, evicted), rx) = self.queue.commit(
-            permit,
-            hash,
-            key.into(),
-            Op::Delete { version },
-            ack,
-            || self.hot.insert(key, tombstone),
-        );
+        let into_hot = || self.hot.insert(key, tombstone);
+        let ((old, evicted), rx) = match permit {
+            Some(permit) => {
+                let op = Op::Delete { version };
+                self.queue.commit(permit, hash, key.into(), op, ack, into_hot)
+            }
+            None => (self.queue.locked(into_hot), None),
+        };
         self.counters.removes.inc();
         self.on_evicted(evicted);
         if let Some(rx) = rx {
@@ -496,8 +528,8 @@ impl Inner {
         self.counters.hot_evictions.add(evicted.len() as u64);
         for ev in evicted {
             if ev.entry.dirty && self.queue.lookup(&key_hash(&ev.key)).is_none() {
+                // Counted, not logged: under memory pressure this happens per request.
                 self.counters.lost_writes.inc();
-                warn!("a dirty entry was evicted before it could be written");
             }
         }
     }
@@ -552,25 +584,20 @@ impl Inner {
     /// Writes one queued job and completes it.
     async fn run_job(self: &Arc<Self>, job: Job) {
         let Job { hash, key, op, seq } = job;
-        if !self.disk_allowed() {
-            self.queue.complete(&hash, seq, false);
-            return;
-        }
+        let key_for_skipped = key.clone();
         let inner = self.clone();
         let op2 = op.clone();
-        let key2 = key.clone();
-        // The key is released (`complete`) from inside the blocking call, when the disk call
+        // The key is released (`finish_job`) from inside the blocking call, when the disk call
         // really returned: a call that timed out and returns later can never race a newer
         // write of the same key to the rename.
         let outcome = self
             .disk
             .run(move |fs, store| {
                 let result = match &op2 {
-                    Op::Put { value, meta, .. } => store.write(fs, &key2, &hash, value, *meta),
-                    Op::Delete { .. } => store.remove(fs, &hash).map(|_| WriteOutcome::Written { len: 0 }),
-                };
-                let version = match &op2 {
-                    Op::Put { version, .. } | Op::Delete { version } => *version,
+                    Op::Put { value, meta, .. } => store.write(fs, &key, &hash, value, *meta),
+                    Op::Delete { .. } => store
+                        .remove(fs, &hash)
+                        .map(|_| WriteOutcome::Written { len: 0 }),
                 };
                 let landed = matches!(result, Ok(WriteOutcome::Written { .. }));
                 let per_entry = match &result {
@@ -578,12 +605,7 @@ impl Inner {
                     Err(e) => !IoErrorKind::classify(e).is_device_failure(),
                     Ok(_) => false,
                 };
-                if landed || per_entry {
-                    // Landed, or can never land (too large, EFBIG): not dirty any more, so it
-                    // is not retried; a too-large entry stays memory-only.
-                    inner.hot.mark_clean(&key2, version);
-                }
-                inner.queue.complete(&hash, seq, landed);
+                inner.finish_job(&hash, &key, seq, &op2, landed, per_entry);
                 result
             })
             .await;
@@ -597,19 +619,152 @@ impl Inner {
                 value: Ok(WriteOutcome::TooLarge),
                 ..
             } => self.counters.writes_skipped_too_large.inc(),
-            DiskOutcome::Done { value: Err(e), .. } if !IoErrorKind::classify(e).is_device_failure() => {
+            DiskOutcome::Done { value: Err(e), .. }
+                if !IoErrorKind::classify(e).is_device_failure() =>
+            {
                 self.counters.writes_skipped_too_large.inc()
             }
             DiskOutcome::TimedOut => {
                 self.counters.writes_failed.inc();
                 self.queue.mark_stuck(&hash, seq);
             }
-            _ => self.counters.writes_failed.inc(),
+            DiskOutcome::Skipped => {
+                // Memory-only or breaker open: the entry stays dirty for write-back.
+                self.finish_job(&hash, &key_for_skipped, seq, &op, false, false);
+            }
+            DiskOutcome::Done { .. } => self.counters.writes_failed.inc(),
         }
-        let _ = key;
     }
 
-    fn stats(&self, mode: Mode, breaker_state: BreakerState) -> Stats {
+    /// Completes a job: a landed write (or one that can never land: too large, EFBIG) makes
+    /// its hot version clean; a failed one leaves it dirty, and counts as lost if the hot tier
+    /// no longer holds it and no newer operation superseded it.
+    fn finish_job(&self, hash: &KeyHash, key: &[u8], seq: u64, op: &Op, landed: bool, per_entry: bool) {
+        let version = match op {
+            Op::Put { version, .. } | Op::Delete { version } => *version,
+        };
+        let held = if landed || per_entry {
+            self.hot.mark_clean(key, version)
+        } else {
+            self.hot.peek(key).is_some_and(|e| e.version == version)
+        };
+        let superseded = self.queue.complete(hash, seq, landed);
+        if !landed && !per_entry && !held && !superseded {
+            self.counters.lost_writes.inc();
+        }
+    }
+
+    /// A receiver that turns true when the cache shuts down.
+    pub(crate) fn shutdown(&self) -> watch::Receiver<bool> {
+        self.shutdown.clone()
+    }
+
+    /// While memory-only: free-space check, write, fsync, read back, verify and delete a probe
+    /// file. On success: tiered mode, breaker closed, dirty entries written back, then the hot
+    /// budget back to normal (what no longer fits is on disk by then). Returns whether the disk
+    /// is back.
+    pub(crate) async fn recovery_probe(&self) -> bool {
+        self.counters.probes_run.inc();
+        let outcome = self.disk.run_unchecked(|fs, store| store.probe(fs)).await;
+        self.note_outcome("recovery probe", &outcome);
+        if !matches!(
+            outcome,
+            DiskOutcome::Done {
+                value: Ok(()),
+                device_failure: None
+            }
+        ) {
+            debug!("recovery probe failed; staying memory-only");
+            return false;
+        }
+        self.counters.probes_ok.inc();
+        self.disk.res.recover();
+        let upto_before = self.queue.seq();
+        let queued = self.write_back().await;
+        if queued > 0 {
+            let upto = self.queue.seq().max(upto_before);
+            self.queue.wait(Some(upto)).await;
+        }
+        let evicted = self.disk.res.restore_budget();
+        self.on_evicted(evicted);
+        true
+    }
+
+    /// While tiered: the same probe through the breaker, so a sick disk opens it (and a
+    /// half-open breaker gets its probe call without waiting for traffic). A passing check
+    /// also writes back entries whose earlier write failed.
+    pub(crate) async fn health_check(&self) {
+        if self.disk.res.breaker_state() == BreakerState::Open {
+            return;
+        }
+        self.counters.health_checks.inc();
+        let outcome = self.disk.run(|fs, store| store.probe(fs)).await;
+        self.note_outcome("health check", &outcome);
+        if matches!(
+            outcome,
+            DiskOutcome::Done {
+                value: Ok(()),
+                device_failure: None
+            }
+        ) {
+            self.write_back().await;
+        }
+    }
+
+    /// Queues a write for every dirty entry that has none (after recovery, or when a health
+    /// check finds the disk well). Latest wins: an entry is queued only if the hot tier still
+    /// holds that dirty version when the write is installed. Returns how many were queued.
+    pub(crate) async fn write_back(&self) -> u64 {
+        let now = self.clock.now_ms();
+        let mut queued = 0;
+        for (key, e) in self.hot.dirty_entries() {
+            if !self.disk_allowed() {
+                break;
+            }
+            if e.expires_ms != 0 && now >= e.expires_ms {
+                continue;
+            }
+            let hash = key_hash(&key);
+            if self.queue.lookup(&hash).is_some() {
+                continue;
+            }
+            let Some(permit) = self.queue.reserve(key.len(), e.value.len()).await else {
+                break;
+            };
+            let op = if e.tombstone {
+                Op::Delete { version: e.version }
+            } else {
+                Op::Put {
+                    value: e.value.clone(),
+                    meta: EntryMeta {
+                        created_ms: now,
+                        expires_ms: e.expires_ms,
+                        cost: e.cost,
+                    },
+                    version: e.version,
+                }
+            };
+            let still_dirty = || {
+                self.hot
+                    .peek(&key)
+                    .is_some_and(|h| h.version == e.version && h.dirty)
+            };
+            if self
+                .queue
+                .commit_if(permit, hash, Arc::from(&key[..]), op, still_dirty)
+            {
+                queued += 1;
+            }
+        }
+        if queued > 0 {
+            info!(queued, "dirty entries queued for write-back");
+        }
+        queued
+    }
+
+    fn stats(&self) -> Stats {
+        let mode = self.disk.res.mode();
+        let breaker_state = self.disk.res.breaker_state();
         let c = &self.counters;
         let (warm_entries, warm_bytes, scanned) = self.disk.store.usage();
         let (depth, qbytes) = self.queue.depth();
@@ -664,7 +819,7 @@ impl Inner {
             probes_ok: c.probes_ok.get(),
             health_checks: c.health_checks.get(),
             memory_only_entries: c.memory_only_entries.get(),
-            memory_only_ms: c.memory_only_ms.get(),
+            memory_only_ms: self.disk.res.memory_only_ms(),
             stale_served: c.stale_served.get(),
             loader_calls: c.loader_calls.get(),
         }

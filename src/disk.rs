@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::degraded::Resilience;
 use crate::fs::{DirEntryInfo, FileRead, Fs, IoErrorKind};
 use crate::stats::Counters;
 use crate::warm::store::WarmStore;
@@ -137,11 +138,32 @@ pub(crate) struct Disk {
     pub(crate) store: Arc<WarmStore>,
     pub(crate) counters: Arc<Counters>,
     pub(crate) io_timeout: Duration,
+    pub(crate) res: Arc<Resilience>,
 }
 
 impl Disk {
-    /// Runs `f` on the blocking pool, bounded by `io_timeout`, observing every fs call.
+    /// Runs `f` if the mode and the breaker admit a disk call (else `Skipped`), and reports
+    /// its outcome to the breaker: a timeout or any device failure inside it is a failure.
     pub(crate) async fn run<T, F>(&self, f: F) -> DiskOutcome<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Fs, &WarmStore) -> io::Result<T> + Send + 'static,
+    {
+        let Some(admission) = self.res.admit() else {
+            return DiskOutcome::Skipped;
+        };
+        let outcome = self.run_unchecked(f).await;
+        admission.report(match &outcome {
+            DiskOutcome::Done { device_failure, .. } => *device_failure,
+            DiskOutcome::TimedOut => Some(IoErrorKind::Timeout),
+            DiskOutcome::Skipped => None,
+        });
+        outcome
+    }
+
+    /// Runs `f` on the blocking pool, bounded by `io_timeout`, observing every fs call,
+    /// without asking the breaker (the recovery probe, which runs while the breaker is open).
+    pub(crate) async fn run_unchecked<T, F>(&self, f: F) -> DiskOutcome<T>
     where
         T: Send + 'static,
         F: FnOnce(&dyn Fs, &WarmStore) -> io::Result<T> + Send + 'static,

@@ -49,6 +49,7 @@ mod builder;
 mod cache;
 pub mod clock;
 mod codec;
+mod degraded;
 mod disk;
 mod error;
 pub mod fs;

@@ -67,6 +67,55 @@ struct State {
     in_flight: usize,
 }
 
+/// Installs `op` in the key's slot (replacing an older operation) and returns whether the key
+/// must be put on the ready list (it is neither queued nor being written).
+fn install(
+    st: &mut State,
+    permit: OwnedSemaphorePermit,
+    hash: KeyHash,
+    key: Arc<[u8]>,
+    op: Op,
+    waiter: Option<oneshot::Sender<bool>>,
+) -> bool {
+    st.seq += 1;
+    let seq = st.seq;
+    st.bytes += permit.num_permits();
+    let push_ready = match st.slots.get_mut(&hash) {
+        Some(slot) => {
+            slot.op = op;
+            slot.seq = seq;
+            slot.key = key;
+            slot.stuck = false;
+            let old = std::mem::replace(&mut slot._permit, permit);
+            st.bytes -= old.num_permits();
+            slot.waiters.extend(waiter);
+            let ready = !slot.queued && !slot.in_flight;
+            slot.queued |= ready;
+            ready
+        }
+        None => {
+            st.slots.insert(
+                hash,
+                Slot {
+                    key,
+                    op,
+                    seq,
+                    queued: true,
+                    in_flight: false,
+                    stuck: false,
+                    _permit: permit,
+                    waiters: waiter.into_iter().collect(),
+                },
+            );
+            true
+        }
+    };
+    if push_ready {
+        st.ready.push_back(hash);
+    }
+    push_ready
+}
+
 /// A job handed to a writer.
 #[derive(Debug)]
 pub(crate) struct Job {
@@ -131,7 +180,6 @@ impl WriteQueue {
         ack: bool,
         under_lock: impl FnOnce() -> R,
     ) -> (R, Option<Ack>) {
-        let cost = permit.num_permits();
         let (tx, rx) = if ack {
             let (tx, rx) = oneshot::channel();
             (Some(tx), Some(rx))
@@ -140,51 +188,35 @@ impl WriteQueue {
         };
         let mut st = self.lock();
         let r = under_lock();
-        st.seq += 1;
-        let seq = st.seq;
-        st.bytes += cost;
-        let mut push_ready = false;
-        match st.slots.get_mut(&hash) {
-            Some(slot) => {
-                slot.op = op;
-                slot.seq = seq;
-                slot.key = key;
-                slot.stuck = false;
-                let old = std::mem::replace(&mut slot._permit, permit);
-                let old_cost = old.num_permits();
-                drop(old);
-                if let Some(tx) = tx {
-                    slot.waiters.push(tx);
-                }
-                if !slot.queued && !slot.in_flight {
-                    slot.queued = true;
-                    push_ready = true;
-                }
-                st.bytes -= old_cost;
-            }
-            None => {
-                st.slots.insert(
-                    hash,
-                    Slot {
-                        key,
-                        op,
-                        seq,
-                        queued: true,
-                        in_flight: false,
-                        stuck: false,
-                        _permit: permit,
-                        waiters: tx.into_iter().collect(),
-                    },
-                );
-                push_ready = true;
-            }
-        }
-        if push_ready {
-            st.ready.push_back(hash);
-        }
+        let push_ready = install(&mut st, permit, hash, key, op, tx);
         drop(st);
-        self.ready.notify_one();
+        if push_ready {
+            self.ready.notify_one();
+        }
         (r, rx)
+    }
+
+    /// Like [`WriteQueue::commit`], but installs the operation only if `cond` holds under the
+    /// lock (write-back: only if the hot tier still holds that dirty version). Returns whether
+    /// it was installed; the permit is released otherwise.
+    pub(crate) fn commit_if(
+        &self,
+        permit: OwnedSemaphorePermit,
+        hash: KeyHash,
+        key: Arc<[u8]>,
+        op: Op,
+        cond: impl FnOnce() -> bool,
+    ) -> bool {
+        let mut st = self.lock();
+        if !cond() {
+            return false;
+        }
+        let push_ready = install(&mut st, permit, hash, key, op, None);
+        drop(st);
+        if push_ready {
+            self.ready.notify_one();
+        }
+        true
     }
 
     /// Runs `f` with the queue locked, without queueing anything (memory-only mode), so that
@@ -242,35 +274,35 @@ impl WriteQueue {
     }
 
     /// Records that the job `seq` for `hash` finished (`ok`: it reached the disk). If a newer
-    /// operation arrived meanwhile, the key is queued again and waiters keep waiting for it.
-    pub(crate) fn complete(&self, hash: &KeyHash, seq: u64, ok: bool) {
+    /// operation arrived meanwhile, the key is queued again, its waiters keep waiting for it,
+    /// and `true` is returned (the finished job was superseded).
+    pub(crate) fn complete(&self, hash: &KeyHash, seq: u64, ok: bool) -> bool {
         let mut st = self.lock();
         st.in_flight = st.in_flight.saturating_sub(1);
-        let newer = match st.slots.get_mut(hash) {
+        let superseded = match st.slots.get_mut(hash) {
             Some(slot) if slot.seq != seq => {
                 slot.in_flight = false;
                 slot.queued = true;
                 true
             }
-            Some(_) => false,
-            None => {
-                drop(st);
-                self.progress.notify_waiters();
-                return;
-            }
+            _ => false,
         };
-        if newer {
+        let mut waiters = Vec::new();
+        if superseded {
             st.ready.push_back(*hash);
-            drop(st);
-            self.ready.notify_one();
         } else if let Some(slot) = st.slots.remove(hash) {
             st.bytes -= slot._permit.num_permits();
-            drop(st);
-            for w in slot.waiters {
-                let _ = w.send(ok);
-            }
+            waiters = slot.waiters;
+        }
+        drop(st);
+        if superseded {
+            self.ready.notify_one();
+        }
+        for w in waiters {
+            let _ = w.send(ok);
         }
         self.progress.notify_waiters();
+        superseded
     }
 
     /// Drops every operation not yet handed to a writer (for `clear`); their waiters are told

@@ -53,11 +53,6 @@ impl WarmIndex {
         self.lru.len()
     }
 
-    /// True when empty.
-    pub fn is_empty(&self) -> bool {
-        self.lru.is_empty()
-    }
-
     /// Has the startup scan been merged?
     pub fn scanned(&self) -> bool {
         self.scanned

@@ -81,8 +81,8 @@ pub enum ReadOutcome {
     Expired,
     /// A newer format version; left in place.
     NewerVersion,
-    /// A corrupt or hostile file; quarantined (if the disk allowed).
-    Corrupt(Corruption),
+    /// A corrupt or hostile file; counted by reason and quarantined (if the disk allowed).
+    Corrupt,
 }
 
 /// What a write did.
@@ -131,16 +131,6 @@ impl WarmStore {
             index: Mutex::new(WarmIndex::default()),
             counters,
         }
-    }
-
-    /// The path scheme.
-    pub fn layout(&self) -> &Layout {
-        &self.layout
-    }
-
-    /// The settings.
-    pub fn config(&self) -> &StoreConfig {
-        &self.config
     }
 
     fn index(&self) -> MutexGuard<'_, WarmIndex> {
@@ -254,7 +244,7 @@ impl WarmStore {
             Ok(None) => {}
             Err(e) => warn!(reason = reason.name(), error = %e, "corrupted entry could not be quarantined"),
         }
-        ReadOutcome::Corrupt(reason)
+        ReadOutcome::Corrupt
     }
 
     /// Writes an entry atomically: unique temp file, write, fsync (per durability), rename,

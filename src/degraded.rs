@@ -1,0 +1,289 @@
+//! Resilience: the breaker in front of every disk call, memory-only mode, the recovery probe
+//! and the health check.
+//!
+//! Why two mechanisms and not one: the breaker is about the *next few seconds* (a disk that
+//! just failed three times in a row is not asked again for `open_timeout`; callers are served
+//! from memory meanwhile), memory-only mode is about the *next minutes* (a disk that keeps
+//! failing — `memory_only_after` errors within `error_window` — is abandoned, the hot budget
+//! doubles so that memory takes over the warm tier's job, and only a full write/fsync/read-back
+//! probe every `recovery_interval` may bring it back). Errors are counted in a sliding window,
+//! not since start: a counter that never resets sends every long-running process to memory-only
+//! eventually.
+//!
+//! Time: the breaker takes `now` from `tokio::time::Instant`, so tests drive it with tokio's
+//! paused clock. Open → HalfOpen happens on a timer in [`resilience_task`], not lazily on
+//! traffic: a cache that sees no disk calls still moves on.
+//!
+//! Logging: one event per breaker transition (the breaker emits it) and one per mode change;
+//! never one per call, whatever the traffic.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::breaker::{BreakerConfig, BreakerState, CircuitBreaker, Permit, Transition};
+use crate::fs::IoErrorKind;
+use crate::hot::HotTier;
+use crate::stats::{Counters, Mode};
+
+const TIERED: u8 = 0;
+const MEMORY_ONLY: u8 = 1;
+
+struct State {
+    breaker: CircuitBreaker,
+    /// Times of recent device errors, oldest first; pruned to `error_window`.
+    errors: VecDeque<Instant>,
+    /// When memory-only mode was entered (set on entry, cleared on recovery).
+    memory_only_since: Option<Instant>,
+}
+
+/// The shared resilience state.
+pub(crate) struct Resilience {
+    state: Mutex<State>,
+    mode: AtomicU8,
+    memory_only_after: usize,
+    error_window: Duration,
+    hot: Arc<HotTier>,
+    base_budget: (usize, usize),
+    counters: Arc<Counters>,
+    /// Wakes the resilience task: the breaker opened (a new deadline) or the mode changed.
+    pub(crate) wake: Notify,
+}
+
+impl std::fmt::Debug for Resilience {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resilience")
+            .field("mode", &self.mode())
+            .field("breaker", &self.breaker_state())
+            .finish()
+    }
+}
+
+/// Proof that the breaker admitted a disk call; report its outcome through
+/// [`Resilience::report`]. Dropped unreported (the caller's future was dropped), it frees its
+/// half-open slot.
+pub(crate) struct Admission<'a> {
+    res: &'a Resilience,
+    permit: Option<Permit>,
+}
+
+impl Admission<'_> {
+    /// Reports the outcome: `None` = success, `Some(kind)` = a device failure.
+    pub(crate) fn report(mut self, failure: Option<IoErrorKind>) {
+        if let Some(p) = self.permit.take() {
+            self.res.report(p, failure);
+        }
+    }
+}
+
+impl Drop for Admission<'_> {
+    fn drop(&mut self) {
+        if let Some(p) = self.permit.take() {
+            self.res.lock().breaker.on_abandoned(p);
+        }
+    }
+}
+
+impl Resilience {
+    pub(crate) fn new(
+        breaker: BreakerConfig,
+        memory_only_after: u32,
+        error_window: Duration,
+        hot: Arc<HotTier>,
+        counters: Arc<Counters>,
+    ) -> Self {
+        let base_budget = (hot.max_bytes(), hot.max_entries());
+        Resilience {
+            state: Mutex::new(State {
+                breaker: CircuitBreaker::new(breaker),
+                errors: VecDeque::new(),
+                memory_only_since: None,
+            }),
+            mode: AtomicU8::new(TIERED),
+            memory_only_after: memory_only_after.max(1) as usize,
+            error_window,
+            hot,
+            base_budget,
+            counters,
+            wake: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The current mode.
+    pub(crate) fn mode(&self) -> Mode {
+        if self.mode.load(Ordering::SeqCst) == MEMORY_ONLY {
+            Mode::MemoryOnly
+        } else {
+            Mode::Tiered
+        }
+    }
+
+    /// The breaker's state.
+    pub(crate) fn breaker_state(&self) -> BreakerState {
+        self.lock().breaker.state()
+    }
+
+    /// Time spent memory-only so far, including the current stretch.
+    pub(crate) fn memory_only_ms(&self) -> u64 {
+        let current = self
+            .lock()
+            .memory_only_since
+            .map_or(0, |t| t.elapsed().as_millis() as u64);
+        self.counters.memory_only_ms.get() + current
+    }
+
+    fn record(&self, t: Option<Transition>) {
+        if t.is_some() {
+            self.counters.breaker_transitions.inc();
+            self.wake.notify_one();
+        }
+    }
+
+    /// Asks to make a disk call: refused while memory-only or when the breaker rejects it.
+    pub(crate) fn admit(&self) -> Option<Admission<'_>> {
+        if self.mode() == Mode::MemoryOnly {
+            return None;
+        }
+        let now = Instant::now().into_std();
+        let (result, t) = self.lock().breaker.try_acquire(now);
+        self.record(t);
+        match result {
+            Ok(p) => Some(Admission {
+                res: self,
+                permit: Some(p),
+            }),
+            Err(_) => {
+                self.counters.breaker_rejections.inc();
+                None
+            }
+        }
+    }
+
+    fn report(&self, permit: Permit, failure: Option<IoErrorKind>) {
+        let now = Instant::now();
+        let mut st = self.lock();
+        let Some(_kind) = failure else {
+            let t = st.breaker.on_success(permit, now.into_std());
+            drop(st);
+            self.record(t);
+            return;
+        };
+        let t = st.breaker.on_failure(permit, now.into_std());
+        st.errors.push_back(now);
+        while st
+            .errors
+            .front()
+            .is_some_and(|&e| now.duration_since(e) >= self.error_window)
+        {
+            st.errors.pop_front();
+        }
+        let enter = self.mode() == Mode::Tiered && st.errors.len() >= self.memory_only_after;
+        if enter {
+            let errors = st.errors.len();
+            st.errors.clear();
+            st.memory_only_since = Some(now);
+            let t2 = st.breaker.trip(now.into_std());
+            self.mode.store(MEMORY_ONLY, Ordering::SeqCst);
+            drop(st);
+            self.record(t);
+            self.record(t2);
+            self.counters.memory_only_entries.inc();
+            let (bytes, entries) = self.base_budget;
+            // Growing the budget evicts nothing.
+            self.hot
+                .set_budget(bytes.saturating_mul(2), entries.saturating_mul(2));
+            warn!(
+                errors,
+                window_ms = self.error_window.as_millis() as u64,
+                hot_capacity_bytes = bytes.saturating_mul(2),
+                hot_capacity_entries = entries.saturating_mul(2),
+                "disk abandoned: switched to memory-only mode with a doubled hot budget"
+            );
+            self.wake.notify_one();
+        } else {
+            drop(st);
+            self.record(t);
+        }
+    }
+
+    /// Leaves memory-only mode after a passing probe: breaker Closed, window cleared. The
+    /// caller writes dirty entries back and then calls [`Resilience::restore_budget`].
+    pub(crate) fn recover(&self) {
+        let now = Instant::now();
+        let mut st = self.lock();
+        let t = st.breaker.reset(now.into_std());
+        st.errors.clear();
+        if let Some(since) = st.memory_only_since.take() {
+            self.counters
+                .memory_only_ms
+                .add(now.duration_since(since).as_millis() as u64);
+        }
+        self.mode.store(TIERED, Ordering::SeqCst);
+        drop(st);
+        self.record(t);
+        info!("disk recovered: back to tiered mode");
+    }
+
+    /// The normal hot budget, after write-back. Returns what no longer fits.
+    pub(crate) fn restore_budget(&self) -> Vec<crate::hot::Evicted> {
+        let (bytes, entries) = self.base_budget;
+        self.hot.set_budget(bytes, entries)
+    }
+
+    /// Applies the breaker's timer (Open → HalfOpen) and returns its next deadline.
+    pub(crate) fn poll_breaker(&self) -> Option<Instant> {
+        let mut st = self.lock();
+        let t = st.breaker.poll(Instant::now().into_std());
+        let next = st.breaker.next_deadline().map(Instant::from_std);
+        drop(st);
+        self.record(t);
+        next
+    }
+}
+
+/// Drives time-based resilience: the breaker's Open → HalfOpen timer and the health check
+/// while tiered; the recovery probe (and, when it passes, write-back and budget restore) while
+/// memory-only. Stops on shutdown.
+pub(crate) async fn resilience_task(inner: Arc<crate::cache::Inner>) {
+    let mut shutdown = inner.shutdown();
+    let health = inner.config.health_interval;
+    let mut next_health = Instant::now() + health;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let res = &inner.disk.res;
+        if res.mode() == Mode::MemoryOnly {
+            tokio::select! {
+                _ = tokio::time::sleep(inner.config.recovery_interval) => {}
+                _ = shutdown.changed() => return,
+            }
+            if inner.recovery_probe().await {
+                next_health = Instant::now() + health;
+            }
+            continue;
+        }
+        let deadline = res.poll_breaker();
+        let wake_at = deadline.map_or(next_health, |d| d.min(next_health));
+        tokio::select! {
+            _ = tokio::time::sleep_until(wake_at) => {}
+            _ = res.wake.notified() => {}
+            _ = shutdown.changed() => return,
+        }
+        if Instant::now() >= next_health {
+            next_health = Instant::now() + health;
+            inner.health_check().await;
+        }
+    }
+}
