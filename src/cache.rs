@@ -86,6 +86,9 @@ pub(crate) struct Inner {
     shutdown: watch::Receiver<bool>,
 }
 
+/// Whether a job landed, and the write-through waiters to tell.
+type Acks = (bool, Vec<tokio::sync::oneshot::Sender<bool>>);
+
 /// What a lookup found.
 #[derive(Debug, Clone)]
 pub(crate) struct Found {
@@ -584,9 +587,10 @@ impl Inner {
     /// Writes one queued job and completes it.
     async fn run_job(self: &Arc<Self>, job: Job) {
         let Job { hash, key, op, seq } = job;
-        let key_for_skipped = key.clone();
-        let inner = self.clone();
-        let op2 = op.clone();
+        // Write-through waiters, handed over by the blocking call and told only after the
+        // outcome reached the breaker and the counters, so a returning `set` sees its effects.
+        let acks: Arc<Mutex<Option<Acks>>> = Arc::new(Mutex::new(None));
+        let (inner, op2, key2, acks2) = (self.clone(), op.clone(), key.clone(), acks.clone());
         // The key is released (`finish_job`) from inside the blocking call, when the disk call
         // really returned: a call that timed out and returns later can never race a newer
         // write of the same key to the rename.
@@ -594,7 +598,7 @@ impl Inner {
             .disk
             .run(move |fs, store| {
                 let result = match &op2 {
-                    Op::Put { value, meta, .. } => store.write(fs, &key, &hash, value, *meta),
+                    Op::Put { value, meta, .. } => store.write(fs, &key2, &hash, value, *meta),
                     Op::Delete { .. } => store
                         .remove(fs, &hash)
                         .map(|_| WriteOutcome::Written { len: 0 }),
@@ -605,7 +609,7 @@ impl Inner {
                     Err(e) => !IoErrorKind::classify(e).is_device_failure(),
                     Ok(_) => false,
                 };
-                inner.finish_job(&hash, &key, seq, &op2, landed, per_entry);
+                *lock(&acks2) = Some(inner.finish_job(&hash, &key2, seq, &op2, landed, per_entry));
                 result
             })
             .await;
@@ -630,16 +634,23 @@ impl Inner {
             }
             DiskOutcome::Skipped => {
                 // Memory-only or breaker open: the entry stays dirty for write-back.
-                self.finish_job(&hash, &key_for_skipped, seq, &op, false, false);
+                *lock(&acks) = Some(self.finish_job(&hash, &key, seq, &op, false, false));
             }
             DiskOutcome::Done { .. } => self.counters.writes_failed.inc(),
+        }
+        let acks = lock(&acks).take();
+        if let Some((landed, waiters)) = acks {
+            for w in waiters {
+                let _ = w.send(landed);
+            }
         }
     }
 
     /// Completes a job: a landed write (or one that can never land: too large, EFBIG) makes
     /// its hot version clean; a failed one leaves it dirty, and counts as lost if the hot tier
-    /// no longer holds it and no newer operation superseded it.
-    fn finish_job(&self, hash: &KeyHash, key: &[u8], seq: u64, op: &Op, landed: bool, per_entry: bool) {
+    /// no longer holds it and no newer operation superseded it. Returns whether it landed and
+    /// the write-through waiters to tell.
+    fn finish_job(&self, hash: &KeyHash, key: &[u8], seq: u64, op: &Op, landed: bool, per_entry: bool) -> Acks {
         let version = match op {
             Op::Put { version, .. } | Op::Delete { version } => *version,
         };
@@ -648,10 +659,11 @@ impl Inner {
         } else {
             self.hot.peek(key).is_some_and(|e| e.version == version)
         };
-        let superseded = self.queue.complete(hash, seq, landed);
+        let (superseded, waiters) = self.queue.complete(hash, seq);
         if !landed && !per_entry && !held && !superseded {
             self.counters.lost_writes.inc();
         }
+        (landed, waiters)
     }
 
     /// A receiver that turns true when the cache shuts down.

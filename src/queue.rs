@@ -273,10 +273,12 @@ impl WriteQueue {
         None
     }
 
-    /// Records that the job `seq` for `hash` finished (`ok`: it reached the disk). If a newer
-    /// operation arrived meanwhile, the key is queued again, its waiters keep waiting for it,
-    /// and `true` is returned (the finished job was superseded).
-    pub(crate) fn complete(&self, hash: &KeyHash, seq: u64, ok: bool) -> bool {
+    /// Records that the job `seq` for `hash` finished. If a newer operation arrived
+    /// meanwhile, the key is queued again and its waiters keep waiting for it; the first value
+    /// returned is then `true` (the finished job was superseded). Otherwise the slot is removed
+    /// and its write-through waiters are returned, for the caller to tell once the outcome has
+    /// been accounted for (dropping them tells them "not written").
+    pub(crate) fn complete(&self, hash: &KeyHash, seq: u64) -> (bool, Vec<oneshot::Sender<bool>>) {
         let mut st = self.lock();
         st.in_flight = st.in_flight.saturating_sub(1);
         let superseded = match st.slots.get_mut(hash) {
@@ -298,11 +300,8 @@ impl WriteQueue {
         if superseded {
             self.ready.notify_one();
         }
-        for w in waiters {
-            let _ = w.send(ok);
-        }
         self.progress.notify_waiters();
-        superseded
+        (superseded, waiters)
     }
 
     /// Drops every operation not yet handed to a writer (for `clear`); their waiters are told
@@ -403,10 +402,10 @@ mod tests {
         assert!(q.take().is_none());
         assert!(matches!(q.lookup(&h), Some(Op::Delete { .. })));
         // ...but queued again when the older write completes.
-        q.complete(&h, job.seq, true);
+        assert!(q.complete(&h, job.seq).0);
         let job2 = q.take().unwrap();
         assert!(matches!(job2.op, Op::Delete { .. }));
-        q.complete(&h, job2.seq, true);
+        assert!(!q.complete(&h, job2.seq).0);
         assert_eq!(q.depth(), (0, 0));
         assert!(q.lookup(&h).is_none());
     }
@@ -419,7 +418,12 @@ mod tests {
         let a = q.push(h, k.clone(), put(1), true).await.unwrap();
         let b = q.push(h, k.clone(), put(2), true).await.unwrap();
         let job = q.take().unwrap();
-        q.complete(&h, job.seq, false);
+        let (superseded, waiters) = q.complete(&h, job.seq);
+        assert!(!superseded);
+        assert_eq!(waiters.len(), 2);
+        for w in waiters {
+            w.send(false).unwrap();
+        }
         assert!(!a.await.unwrap());
         assert!(!b.await.unwrap());
     }
@@ -437,7 +441,7 @@ mod tests {
         assert!(!third.is_finished());
         assert_eq!(q.depth().0, 2);
         let job = q.take().unwrap();
-        q.complete(&job.hash, job.seq, true);
+        q.complete(&job.hash, job.seq);
         third.await.unwrap();
         assert_eq!(q.depth().0, 2);
     }
@@ -453,7 +457,7 @@ mod tests {
         tokio::task::yield_now().await;
         assert!(!waiter.is_finished());
         let job = q.take().unwrap();
-        q.complete(&job.hash, job.seq, true);
+        q.complete(&job.hash, job.seq);
         waiter.await.unwrap();
     }
 }

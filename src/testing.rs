@@ -92,6 +92,17 @@ pub struct Rule {
     path_contains: Option<String>,
     skip: u64,
     times: Option<u64>,
+    /// Fire on a matching call only with probability 1/n, decided by a seeded hash of the
+    /// call's index (deterministic for a given seed and call order).
+    one_in: Option<(u64, u64)>,
+    seen: u64,
+}
+
+fn splitmix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
 }
 
 impl Rule {
@@ -103,7 +114,15 @@ impl Rule {
             path_contains: None,
             skip: 0,
             times: None,
+            one_in: None,
+            seen: 0,
         }
+    }
+
+    /// Fire on a matching call with probability `1/n`, seeded.
+    pub fn one_in(mut self, n: u64, seed: u64) -> Self {
+        self.one_in = Some((n.max(1), seed));
+        self
     }
 
     /// Only these operations.
@@ -226,6 +245,12 @@ impl FaultFs {
             if rule.skip > 0 {
                 rule.skip -= 1;
                 continue;
+            }
+            if let Some((n, seed)) = rule.one_in {
+                rule.seen += 1;
+                if splitmix(seed ^ splitmix(rule.seen)) % n != 0 {
+                    continue;
+                }
             }
             if let Some(t) = rule.times.as_mut() {
                 if *t == 0 {

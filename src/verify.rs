@@ -1,1 +1,689 @@
-//! Scanning a whole cache directory for corruption (placeholder: being written).
+//! Scanning a whole warm tier for corruption: the library call behind an operator's
+//! `tiercache verify [--repair]`.
+//!
+//! The read path already quarantines a corrupted file when a `get` happens to touch it. That
+//! is enough to keep bad bytes from being served, but it leaves an operator blind: a disk that
+//! is rotting under entries nobody asked for yet shows nothing in `stats()`. [`verify`] walks
+//! every entry file, checks it the way a `get` would (bounded lengths, exact file length,
+//! checksum before inflating, inflation with a hard limit, gzip read to its end) and, having no
+//! requested key to compare with, checks instead that the stored key hashes to the file's name
+//! (so a valid entry of key A planted at key B's path is a `key-mismatch` here as it is on
+//! `get`). With [`VerifyOptions::repair`] the corrupted files are moved to the quarantine,
+//! exactly as the read path would move them.
+//!
+//! The walk is the one `WarmStore::scan` does, and just as distrustful: it never follows a
+//! symlink (a symlink or a `v1/` that is not a plain directory is not descended into), never
+//! opens a FIFO or device (anything at an entry path that `lstat` does not call a regular file
+//! is `not-a-regular-file` without being opened), never recurses into a directory planted at an
+//! entry path, and counts, but otherwise ignores, foreign files and folders (`.DS_Store`,
+//! editor backups, non-UTF-8 names, stray folders). Entries of a newer format version are left
+//! alone: a newer process may share the directory.
+//!
+//! An I/O error on one directory or file does not end the scan: it is recorded in
+//! [`VerifyReport::io_errors`] and the walk goes on, so one unreadable fan-out directory does
+//! not hide the state of the other 65,535. Only failing to list `<root>/v1` itself is an error.
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use tracing::{debug, info, warn};
+
+use crate::fs::{DirEntryInfo, FileKind, FileRead, Fs, StdFs};
+use crate::warm::format::{self, Corruption, Invalid, Limits};
+use crate::warm::layout::{self, KeyHash, Layout, ENTRIES_DIR};
+use crate::warm::quarantine::{self, QuarantineLimits};
+
+/// What [`verify`] checks and whether it repairs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyOptions {
+    /// Move corrupted files to `<root>/quarantine/` (default `false`: report only).
+    pub repair: bool,
+    /// Longest key accepted; use the cache's `max_key_bytes`. Default
+    /// [`DEFAULT_MAX_KEY_BYTES`](crate::DEFAULT_MAX_KEY_BYTES).
+    pub max_key_bytes: usize,
+    /// Longest value accepted; use the cache's `max_entry_bytes`. Default
+    /// [`DEFAULT_MAX_ENTRY_BYTES`](crate::DEFAULT_MAX_ENTRY_BYTES).
+    pub max_entry_bytes: usize,
+    /// Quarantine bound in files, enforced after each move. Default
+    /// [`DEFAULT_QUARANTINE_MAX_FILES`](crate::DEFAULT_QUARANTINE_MAX_FILES).
+    pub quarantine_max_files: usize,
+    /// Quarantine bound in bytes. Default
+    /// [`DEFAULT_QUARANTINE_MAX_BYTES`](crate::DEFAULT_QUARANTINE_MAX_BYTES).
+    pub quarantine_max_bytes: u64,
+    /// The time, unix ms: decides which healthy entries count as expired and stamps the names
+    /// of quarantined files. Default: the system clock when the options are made.
+    pub now_ms: u64,
+}
+
+impl Default for VerifyOptions {
+    fn default() -> Self {
+        VerifyOptions {
+            repair: false,
+            max_key_bytes: crate::DEFAULT_MAX_KEY_BYTES,
+            max_entry_bytes: crate::DEFAULT_MAX_ENTRY_BYTES,
+            quarantine_max_files: crate::DEFAULT_QUARANTINE_MAX_FILES,
+            quarantine_max_bytes: crate::DEFAULT_QUARANTINE_MAX_BYTES,
+            now_ms: crate::clock::system_now_ms(),
+        }
+    }
+}
+
+impl VerifyOptions {
+    fn limits(&self) -> Limits {
+        Limits {
+            max_key_bytes: self.max_key_bytes,
+            max_entry_bytes: self.max_entry_bytes,
+        }
+    }
+
+    fn quarantine_limits(&self) -> QuarantineLimits {
+        QuarantineLimits {
+            max_files: self.quarantine_max_files,
+            max_bytes: self.quarantine_max_bytes,
+        }
+    }
+}
+
+/// One corrupted (or hostile) file found by [`verify`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CorruptFile {
+    /// Path relative to the cache root, `v1/ab/cd/<hex>`.
+    pub path: String,
+    /// Why it is not a valid entry.
+    pub reason: Corruption,
+    /// What exactly was wrong, in words.
+    pub detail: String,
+    /// Its length in bytes (0 for what is not a regular file).
+    pub len: u64,
+    /// Its name inside `<root>/quarantine/` once moved there; `None` when not repairing, when
+    /// another process removed it first, or when the move failed (see `io_errors`).
+    pub quarantined_as: Option<String>,
+}
+
+/// An I/O error met during the scan; the scan went on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VerifyIoError {
+    /// Path relative to the cache root.
+    pub path: String,
+    /// What was being done: `list`, `read` or `quarantine`.
+    pub op: &'static str,
+    /// The error text.
+    pub error: String,
+}
+
+/// What [`verify`] found. Serializable, for the CLI's `--json`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct VerifyReport {
+    /// Names at entry paths (`v1/ab/cd/<64 hex>`) that were looked at, whatever they turned out
+    /// to be: `healthy + corrupted.len() + newer_version + vanished` plus the reads that failed
+    /// (in `io_errors`).
+    pub entries_checked: u64,
+    /// Valid entries (expired ones included).
+    pub healthy: u64,
+    /// Bytes of the valid entry files.
+    pub healthy_bytes: u64,
+    /// Valid entries whose expiry has passed (a subset of `healthy`). They are not corrupt and
+    /// are left for the cache's sweep to delete.
+    pub expired: u64,
+    /// Corrupted files by reason name (`checksum`, `key-mismatch`, ...); reasons not seen are
+    /// absent.
+    pub corrupted_by_reason: BTreeMap<String, u64>,
+    /// Every corrupted file, in path order.
+    pub corrupted: Vec<CorruptFile>,
+    /// Bytes of the corrupted files.
+    pub corrupted_bytes: u64,
+    /// Files moved to the quarantine by this call (0 unless repairing).
+    pub quarantined: u64,
+    /// Bytes moved to the quarantine by this call.
+    pub quarantined_bytes: u64,
+    /// Entries of a newer format version: not checked, left in place.
+    pub newer_version: u64,
+    /// Foreign files and folders under `v1/` (and a `v1` that is not a directory): ignored.
+    pub foreign_files: u64,
+    /// Entry files that vanished between listing and reading (another process removed or
+    /// evicted them): normal in a shared directory, not an error.
+    pub vanished: u64,
+    /// I/O errors met on the way; the scan went on past each.
+    pub io_errors: Vec<VerifyIoError>,
+}
+
+impl VerifyReport {
+    /// True when nothing corrupted was found and no I/O error happened. A repairing call that
+    /// quarantined files is not clean; the next one is.
+    pub fn is_clean(&self) -> bool {
+        self.corrupted.is_empty() && self.io_errors.is_empty()
+    }
+}
+
+/// Scans the warm tier under `root` (the directory the cache was opened with) on the real file
+/// system. See the [module docs](self).
+pub fn verify(root: impl AsRef<Path>, options: &VerifyOptions) -> io::Result<VerifyReport> {
+    verify_with_fs(&StdFs, root.as_ref(), options, None)
+}
+
+/// [`verify`] over any [`Fs`] (tests inject faults), calling `progress` with the number of
+/// entries checked so far after each one.
+pub fn verify_with_fs(
+    fs: &dyn Fs,
+    root: &Path,
+    options: &VerifyOptions,
+    progress: Option<&mut dyn FnMut(u64)>,
+) -> io::Result<VerifyReport> {
+    let mut scan = Scan {
+        fs,
+        layout: Layout::new(root),
+        options,
+        limits: options.limits(),
+        report: VerifyReport::default(),
+        progress,
+    };
+    scan.run()?;
+    let mut report = scan.report;
+    report.corrupted.sort_by(|a, b| a.path.cmp(&b.path));
+    info!(
+        checked = report.entries_checked,
+        healthy = report.healthy,
+        corrupted = report.corrupted.len(),
+        quarantined = report.quarantined,
+        foreign = report.foreign_files,
+        "warm tier verified"
+    );
+    Ok(report)
+}
+
+/// The verdict on one entry file's bytes.
+enum Verdict {
+    Healthy { expired: bool },
+    NewerVersion,
+    Corrupt(Corruption, String),
+}
+
+/// Checks one entry file's bytes against the hash its name claims.
+fn check_entry(data: &[u8], hash: &KeyHash, limits: &Limits, now_ms: u64) -> Verdict {
+    let header = match format::verify(data, limits) {
+        Ok(h) => h,
+        Err(Invalid::NewerVersion(_)) => return Verdict::NewerVersion,
+        Err(Invalid::Corrupt(reason, detail)) => return Verdict::Corrupt(reason, detail),
+    };
+    // No requested key to compare with: the name is the hash of the key that owns this path.
+    if layout::key_hash(format::stored_key(data, &header)) != *hash {
+        return Verdict::Corrupt(
+            Corruption::KeyMismatch,
+            "stored key does not hash to the file name".into(),
+        );
+    }
+    // Inflate (with its hard limit, to the end of the gzip stream) exactly as `get` would.
+    match format::decode(data, format::stored_key(data, &header), limits) {
+        Ok(decoded) => Verdict::Healthy {
+            expired: decoded.meta.is_expired(now_ms),
+        },
+        Err(Invalid::NewerVersion(_)) => Verdict::NewerVersion,
+        Err(Invalid::Corrupt(reason, detail)) => Verdict::Corrupt(reason, detail),
+    }
+}
+
+fn is_not_found(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::NotFound || e.kind() == io::ErrorKind::NotADirectory
+}
+
+struct Scan<'a, 'p> {
+    fs: &'a dyn Fs,
+    layout: Layout,
+    options: &'a VerifyOptions,
+    limits: Limits,
+    report: VerifyReport,
+    progress: Option<&'p mut dyn FnMut(u64)>,
+}
+
+impl Scan<'_, '_> {
+    fn run(&mut self) -> io::Result<()> {
+        // `<root>/v1` must be a real directory: `read_dir` would follow a symlink out of the
+        // cache directory. The root listing is tiny (v1, tmp, quarantine).
+        let root_entries = match self.fs.read_dir(self.layout.root()) {
+            Ok(v) => v,
+            Err(e) if is_not_found(&e) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        match root_entries
+            .iter()
+            .find(|e| e.name == OsStr::new(ENTRIES_DIR))
+        {
+            None => return Ok(()),
+            Some(e) if e.kind != FileKind::Dir => {
+                warn!(
+                    kind = e.kind.describe(),
+                    "v1 is not a directory; not descended into"
+                );
+                self.report.foreign_files += 1;
+                return Ok(());
+            }
+            Some(_) => {}
+        }
+        let entries_dir = self.layout.entries_dir().to_owned();
+        let top = match self.fs.read_dir(&entries_dir) {
+            Ok(v) => v,
+            Err(e) if is_not_found(&e) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        for a in sorted(top) {
+            if a.kind != FileKind::Dir || !layout::is_fanout_name(&a.name) {
+                self.report.foreign_files += 1;
+                continue;
+            }
+            let dir_a = entries_dir.join(&a.name);
+            let Some(second) = self.list(&dir_a) else {
+                continue;
+            };
+            for b in second {
+                if b.kind != FileKind::Dir || !layout::is_fanout_name(&b.name) {
+                    self.report.foreign_files += 1;
+                    continue;
+                }
+                let dir_b = dir_a.join(&b.name);
+                let Some(files) = self.list(&dir_b) else {
+                    continue;
+                };
+                for f in files {
+                    match layout::parse_hex(&f.name) {
+                        Some(hash) => self.check(&dir_b.join(&f.name), &hash, &f),
+                        None => self.report.foreign_files += 1,
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Lists a fan-out directory, sorted; an error is recorded and the directory skipped.
+    fn list(&mut self, dir: &Path) -> Option<Vec<DirEntryInfo>> {
+        match self.fs.read_dir(dir) {
+            Ok(v) => Some(sorted(v)),
+            Err(e) if is_not_found(&e) => None,
+            Err(e) => {
+                self.io_error(dir, "list", &e);
+                None
+            }
+        }
+    }
+
+    fn check(&mut self, path: &Path, hash: &KeyHash, entry: &DirEntryInfo) {
+        self.report.entries_checked += 1;
+        let verdict = if entry.kind != FileKind::File {
+            // Never opened: a FIFO would block a reader, a symlink leads out of the directory,
+            // a directory is not descended into.
+            Some((
+                Corruption::NotARegularFile,
+                format!("a {} sits at the entry path", entry.kind.describe()),
+                0,
+            ))
+        } else {
+            self.read_and_check(path, hash)
+        };
+        if let Some((reason, detail, len)) = verdict {
+            self.corrupt(path, reason, detail, len);
+        }
+        let checked = self.report.entries_checked;
+        if let Some(progress) = self.progress.as_mut() {
+            progress(checked);
+        }
+    }
+
+    /// Reads and checks a regular file; `Some` when it is corrupt.
+    fn read_and_check(&mut self, path: &Path, hash: &KeyHash) -> Option<(Corruption, String, u64)> {
+        let data = match self.fs.read_file(path, self.limits.max_file_bytes()) {
+            Ok(FileRead::Data(d)) => d,
+            // Replaced between the listing and the open.
+            Ok(FileRead::NotRegular(kind)) => {
+                return Some((
+                    Corruption::NotARegularFile,
+                    format!("a {} sits at the entry path", kind.describe()),
+                    0,
+                ))
+            }
+            Ok(FileRead::TooLarge(len)) => {
+                return Some((
+                    Corruption::Oversize,
+                    format!("{len} bytes, over the largest valid entry"),
+                    len,
+                ))
+            }
+            Err(e) if is_not_found(&e) => {
+                self.report.vanished += 1;
+                return None;
+            }
+            Err(e) => {
+                self.io_error(path, "read", &e);
+                return None;
+            }
+        };
+        let len = data.len() as u64;
+        match check_entry(&data, hash, &self.limits, self.options.now_ms) {
+            Verdict::Healthy { expired } => {
+                self.report.healthy += 1;
+                self.report.healthy_bytes += len;
+                self.report.expired += u64::from(expired);
+                None
+            }
+            Verdict::NewerVersion => {
+                self.report.newer_version += 1;
+                None
+            }
+            Verdict::Corrupt(reason, detail) => Some((reason, detail, len)),
+        }
+    }
+
+    fn corrupt(&mut self, path: &Path, reason: Corruption, detail: String, len: u64) {
+        debug!(path = %path.display(), reason = reason.name(), %detail, "corrupted entry");
+        *self
+            .report
+            .corrupted_by_reason
+            .entry(reason.name().to_owned())
+            .or_default() += 1;
+        self.report.corrupted_bytes += len;
+        let mut quarantined_as = None;
+        if self.options.repair {
+            match quarantine::quarantine(
+                self.fs,
+                self.layout.quarantine_dir(),
+                path,
+                reason,
+                &detail,
+                len,
+                self.options.now_ms,
+                self.options.quarantine_limits(),
+            ) {
+                Ok(Some(name)) => {
+                    self.report.quarantined += 1;
+                    self.report.quarantined_bytes += len;
+                    quarantined_as = Some(name);
+                }
+                // Removed by another process between the read and the move: nothing to do.
+                Ok(None) => {}
+                Err(e) => self.io_error(path, "quarantine", &e),
+            }
+        }
+        self.report.corrupted.push(CorruptFile {
+            path: self.relative(path),
+            reason,
+            detail,
+            len,
+            quarantined_as,
+        });
+    }
+
+    fn io_error(&mut self, path: &Path, op: &'static str, e: &io::Error) {
+        warn!(path = %path.display(), op, error = %e, "verify: I/O error, going on");
+        self.report.io_errors.push(VerifyIoError {
+            path: self.relative(path),
+            op,
+            error: e.to_string(),
+        });
+    }
+
+    fn relative(&self, path: &Path) -> String {
+        path.strip_prefix(self.layout.root())
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| path.to_owned())
+            .to_string_lossy()
+            .into_owned()
+    }
+}
+
+/// Listings in name order, so reports are deterministic.
+fn sorted(mut v: Vec<DirEntryInfo>) -> Vec<DirEntryInfo> {
+    v.sort_by(|a, b| a.name.cmp(&b.name));
+    v
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails by panicking on the unexpected"
+)]
+mod tests {
+    use super::*;
+    use crate::testing::{Fault, FaultFs, FsOp, Rule};
+    use crate::warm::format::{EntryMeta, FLAG_GZIP};
+    use crate::warm::layout::key_hash;
+
+    const NOW: u64 = 1_800_000_000_000;
+
+    fn options(repair: bool) -> VerifyOptions {
+        VerifyOptions {
+            repair,
+            now_ms: NOW,
+            ..VerifyOptions::default()
+        }
+    }
+
+    fn meta(expires_ms: u64) -> EntryMeta {
+        EntryMeta {
+            created_ms: NOW - 1000,
+            expires_ms,
+            cost: 1,
+        }
+    }
+
+    fn place(root: &Path, key: &[u8], bytes: &[u8]) -> PathBuf {
+        let path = Layout::new(root).entry_path(&key_hash(key));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    fn entry(key: &[u8], value: &[u8]) -> Vec<u8> {
+        format::encode(key, value, meta(0), 3).unwrap()
+    }
+
+    #[test]
+    fn missing_or_empty_roots_are_clean() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nothing-here");
+        let report = verify(&missing, &options(true)).unwrap();
+        assert_eq!(report, VerifyReport::default());
+        assert!(report.is_clean());
+        std::fs::create_dir_all(dir.path().join("v1")).unwrap();
+        assert_eq!(
+            verify(dir.path(), &options(true)).unwrap(),
+            VerifyReport::default()
+        );
+    }
+
+    #[test]
+    fn healthy_expired_and_newer_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = entry(b"a", b"value a");
+        place(dir.path(), b"a", &a);
+        let expired = format::encode(b"b", b"value b", meta(NOW - 1), 3).unwrap();
+        place(dir.path(), b"b", &expired);
+        let payload = format::deflate(b"v", 1).unwrap();
+        let newer = format::assemble(b"c", 1, &payload, meta(0), 2, FLAG_GZIP);
+        let newer_path = place(dir.path(), b"c", &newer);
+        let report = verify(dir.path(), &options(true)).unwrap();
+        assert!(report.is_clean(), "{report:?}");
+        assert_eq!(report.entries_checked, 3);
+        assert_eq!(report.healthy, 2);
+        assert_eq!(report.healthy_bytes, (a.len() + expired.len()) as u64);
+        assert_eq!(report.expired, 1);
+        assert_eq!(report.newer_version, 1);
+        assert_eq!(report.quarantined, 0);
+        assert_eq!(std::fs::read(newer_path).unwrap(), newer);
+    }
+
+    #[test]
+    fn corruption_is_reported_then_repaired() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut flipped = entry(b"k1", b"some value");
+        let last = flipped.len() - 1;
+        flipped[last] ^= 1;
+        let p1 = place(dir.path(), b"k1", &flipped);
+        // A valid entry of another key at k2's path.
+        let p2 = place(dir.path(), b"k2", &entry(b"other", b"x"));
+        place(dir.path(), b"ok", &entry(b"ok", b"fine"));
+        let report = verify(dir.path(), &options(false)).unwrap();
+        assert!(!report.is_clean());
+        assert_eq!(report.entries_checked, 3);
+        assert_eq!(report.healthy, 1);
+        let reasons: Vec<_> = report.corrupted_by_reason.iter().collect();
+        assert_eq!(
+            reasons,
+            [
+                (&"checksum".to_owned(), &1),
+                (&"key-mismatch".to_owned(), &1)
+            ]
+        );
+        assert_eq!(report.quarantined, 0);
+        assert!(p1.exists() && p2.exists());
+        let report = verify(dir.path(), &options(true)).unwrap();
+        assert_eq!(report.quarantined, 2);
+        assert_eq!(report.quarantined_bytes, report.corrupted_bytes);
+        assert!(!p1.exists() && !p2.exists());
+        for c in &report.corrupted {
+            let name = c.quarantined_as.as_deref().unwrap();
+            let hex = c.path.rsplit('/').next().unwrap();
+            assert_eq!(name, format!("{NOW}-{}-{hex}", c.reason.name()));
+            assert!(dir.path().join("quarantine").join(name).exists());
+        }
+        let again = verify(dir.path(), &options(true)).unwrap();
+        assert!(again.is_clean());
+        assert_eq!((again.entries_checked, again.healthy), (1, 1));
+    }
+
+    #[test]
+    fn foreign_names_are_counted_and_hostile_kinds_never_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        place(root, b"ok", &entry(b"ok", b"fine"));
+        let v1 = root.join("v1");
+        std::fs::write(v1.join(".DS_Store"), b"x").unwrap();
+        std::fs::create_dir_all(v1.join("stray/ab")).unwrap();
+        std::fs::create_dir_all(v1.join("ab/zz")).unwrap();
+        std::fs::write(v1.join("ab/foo~"), b"x").unwrap();
+        let link_target = root.join("outside");
+        std::fs::write(&link_target, b"sentinel").unwrap();
+        let link = Layout::new(root).entry_path(&key_hash(b"link"));
+        std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(&link_target, &link).unwrap();
+        let report = verify(root, &options(true)).unwrap();
+        assert_eq!(report.foreign_files, 4);
+        assert_eq!(report.entries_checked, 2);
+        assert_eq!(report.healthy, 1);
+        assert_eq!(report.corrupted.len(), 1);
+        assert_eq!(report.corrupted[0].reason, Corruption::NotARegularFile);
+        assert_eq!(report.quarantined, 1);
+        assert_eq!(std::fs::read(&link_target).unwrap(), b"sentinel");
+    }
+
+    #[test]
+    fn v1_symlink_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let planted = place(elsewhere.path(), b"k", b"garbage");
+        std::os::unix::fs::symlink(elsewhere.path().join("v1"), dir.path().join("v1")).unwrap();
+        let report = verify(dir.path(), &options(true)).unwrap();
+        assert_eq!(report.foreign_files, 1);
+        assert_eq!(report.entries_checked, 0);
+        assert_eq!(std::fs::read(planted).unwrap(), b"garbage");
+    }
+
+    #[test]
+    fn io_errors_are_recorded_and_the_scan_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = place(dir.path(), b"ok", &entry(b"ok", b"fine"));
+        let mut bad = entry(b"bad", b"value");
+        bad[0] = b'X';
+        let bad_path = place(dir.path(), b"bad", &bad);
+        let fs = FaultFs::std();
+        fs.add_rule(
+            Rule::new(Fault::Errno(5))
+                .ops(&[FsOp::ReadFile])
+                .path_contains(good.file_name().unwrap().to_string_lossy()),
+        );
+        fs.add_rule(Rule::new(Fault::Errno(13)).ops(&[FsOp::Rename]));
+        let mut seen = Vec::new();
+        let report =
+            verify_with_fs(&fs, dir.path(), &options(true), Some(&mut |n| seen.push(n))).unwrap();
+        assert_eq!(seen, [1, 2]);
+        assert_eq!(report.entries_checked, 2);
+        assert_eq!(report.healthy, 0);
+        assert_eq!(report.corrupted.len(), 1);
+        assert_eq!(report.corrupted[0].reason, Corruption::Magic);
+        assert_eq!(report.corrupted[0].quarantined_as, None);
+        assert_eq!(report.quarantined, 0);
+        let ops: Vec<_> = report.io_errors.iter().map(|e| e.op).collect();
+        let mut ops_sorted = ops.clone();
+        ops_sorted.sort_unstable();
+        assert_eq!(ops_sorted, ["quarantine", "read"]);
+        assert!(bad_path.exists());
+        // Failing to list v1/ itself is the one error that ends the call.
+        let fs = FaultFs::std();
+        fs.add_rule(
+            Rule::new(Fault::Errno(5))
+                .ops(&[FsOp::ReadDir])
+                .path_contains("v1"),
+        );
+        let err = verify_with_fs(&fs, dir.path(), &options(false), None).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(5));
+    }
+
+    #[test]
+    fn files_vanishing_mid_scan_are_normal() {
+        let dir = tempfile::tempdir().unwrap();
+        place(dir.path(), b"gone", &entry(b"gone", b"v"));
+        let fs = FaultFs::std();
+        // ENOENT on the read: another process evicted the entry after the listing.
+        fs.add_rule(Rule::new(Fault::Errno(2)).ops(&[FsOp::ReadFile]));
+        let report = verify_with_fs(&fs, dir.path(), &options(true), None).unwrap();
+        assert!(report.is_clean(), "{report:?}");
+        assert_eq!(
+            (report.entries_checked, report.vanished, report.healthy),
+            (1, 1, 0)
+        );
+    }
+
+    #[test]
+    fn verdict_matches_the_read_path_for_bombs_and_short_inflates() {
+        let limits = options(false).limits();
+        let hash = key_hash(b"k");
+        let payload = format::deflate(&[0u8; 100_000], 9).unwrap();
+        let bomb = format::assemble(b"k", 10, &payload, meta(0), 1, FLAG_GZIP);
+        assert!(matches!(
+            check_entry(&bomb, &hash, &limits, NOW),
+            Verdict::Corrupt(Corruption::Bomb, _)
+        ));
+        let short = format::assemble(b"k", 100_001, &payload, meta(0), 1, FLAG_GZIP);
+        assert!(matches!(
+            check_entry(&short, &hash, &limits, NOW),
+            Verdict::Corrupt(Corruption::Decode, _)
+        ));
+        for file in [&bomb, &short] {
+            let Err(Invalid::Corrupt(want, _)) = format::decode(file, b"k", &limits) else {
+                panic!("decode accepted a bad file");
+            };
+            let Verdict::Corrupt(got, _) = check_entry(file, &hash, &limits, NOW) else {
+                panic!("verify accepted a bad file");
+            };
+            assert_eq!(got, want);
+        }
+    }
+
+    #[test]
+    fn report_serializes() {
+        let report = VerifyReport {
+            corrupted: vec![CorruptFile {
+                path: "v1/ab/cd/x".into(),
+                reason: Corruption::KeyMismatch,
+                detail: "d".into(),
+                len: 3,
+                quarantined_as: None,
+            }],
+            ..VerifyReport::default()
+        };
+        let bytes = bincode::serde::encode_to_vec(&report, bincode::config::standard()).unwrap();
+        assert!(bytes.windows(10).any(|w| w == b"v1/ab/cd/x"));
+    }
+}

@@ -54,8 +54,8 @@ impl Rng {
     }
 
     /// One element of a non-empty slice.
-    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
+    pub fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        items[self.below(items.len())]
     }
 
     /// Fisher-Yates shuffle.
@@ -92,7 +92,9 @@ impl Zipf {
     /// Draws a rank.
     pub fn sample(&self, rng: &mut Rng) -> usize {
         let u = rng.unit();
-        self.cdf.partition_point(|&c| c <= u).min(self.cdf.len() - 1)
+        self.cdf
+            .partition_point(|&c| c <= u)
+            .min(self.cdf.len() - 1)
     }
 }
 

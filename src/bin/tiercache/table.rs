@@ -3,11 +3,11 @@
 use std::fmt;
 use std::time::Duration;
 
-/// One row: a label and its values, or a section title.
+/// One row: a label and its values.
 #[derive(Debug, Clone)]
-enum Row {
-    Cells(String, Vec<String>),
-    Section(String),
+struct Row {
+    label: String,
+    cells: Vec<String>,
 }
 
 /// A table whose first column is left-aligned and whose other columns are right-aligned.
@@ -27,27 +27,26 @@ impl Table {
     }
 
     /// Adds a row.
-    pub fn row<S: Into<String>>(&mut self, label: impl Into<String>, cells: impl IntoIterator<Item = S>) {
-        self.rows
-            .push(Row::Cells(label.into(), cells.into_iter().map(Into::into).collect()));
-    }
-
-    /// Adds a section title spanning the table.
-    pub fn section(&mut self, title: impl Into<String>) {
-        self.rows.push(Row::Section(title.into()));
+    pub fn row<S: Into<String>>(
+        &mut self,
+        label: impl Into<String>,
+        cells: impl IntoIterator<Item = S>,
+    ) {
+        self.rows.push(Row {
+            label: label.into(),
+            cells: cells.into_iter().map(Into::into).collect(),
+        });
     }
 
     fn widths(&self) -> Vec<usize> {
         let mut w: Vec<usize> = self.header.iter().map(|h| h.chars().count()).collect();
         for row in &self.rows {
-            if let Row::Cells(label, cells) = row {
-                for (i, c) in std::iter::once(label).chain(cells).enumerate() {
-                    let n = c.chars().count();
-                    if i >= w.len() {
-                        w.push(n);
-                    } else if n > w[i] {
-                        w[i] = n;
-                    }
+            for (i, c) in std::iter::once(&row.label).chain(&row.cells).enumerate() {
+                let n = c.chars().count();
+                if i >= w.len() {
+                    w.push(n);
+                } else if n > w[i] {
+                    w[i] = n;
                 }
             }
         }
@@ -71,10 +70,7 @@ impl fmt::Display for Table {
             writeln!(f, "{}", "-".repeat(total))?;
         }
         for row in &self.rows {
-            match row {
-                Row::Cells(label, cells) => line(f, label, cells)?,
-                Row::Section(title) => writeln!(f, "{title}")?,
-            }
+            line(f, &row.label, &row.cells)?;
         }
         Ok(())
     }
@@ -132,6 +128,20 @@ pub fn duration(d: Duration) -> String {
     }
 }
 
+/// Label/value pairs, labels padded to one width.
+pub fn pairs(rows: &[(&str, String)]) -> String {
+    let w = rows
+        .iter()
+        .map(|(k, _)| k.chars().count())
+        .max()
+        .unwrap_or(0);
+    let mut out = String::new();
+    for (k, v) in rows {
+        out.push_str(&format!("{k:<w$}   {v}\n"));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,8 +163,9 @@ mod tests {
         t.row("hits", ["22", "3"]);
         let s = t.to_string();
         let lines: Vec<&str> = s.lines().collect();
-        assert_eq!(lines[0], "           a   total");
-        assert_eq!(lines[2], "requests   1   1,000");
-        assert_eq!(lines[3], "hits      22       3");
+        assert_eq!(lines[0], "            a   total");
+        assert_eq!(lines[1], "-".repeat(21));
+        assert_eq!(lines[2], "requests    1   1,000");
+        assert_eq!(lines[3], "hits       22       3");
     }
 }

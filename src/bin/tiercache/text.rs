@@ -10,38 +10,103 @@ use std::fmt::Write;
 use super::rng::Rng;
 
 const SUBJECTS: &[&str] = &[
-    "The cache", "This approach", "The request handler", "Your service", "The worker pool",
-    "A background task", "The scheduler", "Each shard", "The client library", "The database",
-    "The retry loop", "A well-behaved agent", "The load balancer", "The parser", "This function",
+    "The cache",
+    "This approach",
+    "The request handler",
+    "Your service",
+    "The worker pool",
+    "A background task",
+    "The scheduler",
+    "Each shard",
+    "The client library",
+    "The database",
+    "The retry loop",
+    "A well-behaved agent",
+    "The load balancer",
+    "The parser",
+    "This function",
 ];
 const VERBS: &[&str] = &[
-    "keeps", "reduces", "avoids", "stores", "returns", "validates", "retries", "streams",
-    "batches", "serializes", "compresses", "evicts", "tracks", "schedules", "protects",
+    "keeps",
+    "reduces",
+    "avoids",
+    "stores",
+    "returns",
+    "validates",
+    "retries",
+    "streams",
+    "batches",
+    "serializes",
+    "compresses",
+    "evicts",
+    "tracks",
+    "schedules",
+    "protects",
 ];
 const OBJECTS: &[&str] = &[
-    "the response", "every request", "the hot path", "recent results", "the connection pool",
-    "stale entries", "the error budget", "expensive calls", "the payload", "partial writes",
-    "the configuration", "tail latency", "the working set", "each token", "the index",
+    "the response",
+    "every request",
+    "the hot path",
+    "recent results",
+    "the connection pool",
+    "stale entries",
+    "the error budget",
+    "expensive calls",
+    "the payload",
+    "partial writes",
+    "the configuration",
+    "tail latency",
+    "the working set",
+    "each token",
+    "the index",
 ];
 const TAILS: &[&str] = &[
-    "under heavy load", "without blocking the caller", "across restarts", "in a single pass",
-    "when the disk is slow", "before the deadline expires", "for most workloads",
-    "at a small memory cost", "without extra allocations", "even when requests arrive in bursts",
-    "so that the latency stays predictable", "while the upstream service recovers",
+    "under heavy load",
+    "without blocking the caller",
+    "across restarts",
+    "in a single pass",
+    "when the disk is slow",
+    "before the deadline expires",
+    "for most workloads",
+    "at a small memory cost",
+    "without extra allocations",
+    "even when requests arrive in bursts",
+    "so that the latency stays predictable",
+    "while the upstream service recovers",
 ];
 const OPENERS: &[&str] = &[
-    "In practice,", "For example,", "Note that", "As a rule of thumb,", "In most cases,",
-    "Importantly,", "On the other hand,", "To be safe,", "In short,", "Under the hood,",
+    "In practice,",
+    "For example,",
+    "Note that",
+    "As a rule of thumb,",
+    "In most cases,",
+    "Importantly,",
+    "On the other hand,",
+    "To be safe,",
+    "In short,",
+    "Under the hood,",
 ];
 const HEADINGS: &[&str] = &[
-    "Overview", "How it works", "Example", "Trade-offs", "Error handling", "Performance",
-    "Configuration", "Testing", "Common pitfalls", "Summary", "Step-by-step", "Alternatives",
+    "Overview",
+    "How it works",
+    "Example",
+    "Trade-offs",
+    "Error handling",
+    "Performance",
+    "Configuration",
+    "Testing",
+    "Common pitfalls",
+    "Summary",
+    "Step-by-step",
+    "Alternatives",
 ];
 const IDENTS: &[&str] = &[
     "cache", "request", "response", "client", "config", "buffer", "result", "handle", "entry",
     "retries", "timeout", "payload", "session", "tokens", "state",
 ];
-const TYPES: &[&str] = &["String", "Vec<u8>", "u64", "Duration", "Config", "Response", "bool"];
+const TYPES: &[&str] = &[
+    "String", "Vec<u8>", "u64", "Duration", "Config", "Response", "bool",
+];
 
 /// Appends one sentence.
 fn sentence(rng: &mut Rng, out: &mut String) {
@@ -94,7 +159,10 @@ fn rust_block(rng: &mut Rng, out: &mut String) {
     let name = rng.pick(IDENTS);
     let arg = rng.pick(IDENTS);
     let ty = rng.pick(TYPES);
-    let _ = writeln!(out, "```rust\npub async fn load_{name}({arg}: &{ty}) -> Result<{ty}, Error> {{");
+    let _ = writeln!(
+        out,
+        "```rust\npub async fn load_{name}({arg}: &{ty}) -> Result<{ty}, Error> {{"
+    );
     for _ in 0..rng.range(2, 7) {
         let var = rng.pick(IDENTS);
         match rng.below(4) {
@@ -108,7 +176,11 @@ fn rust_block(rng: &mut Rng, out: &mut String) {
                 );
             }
             2 => {
-                let _ = writeln!(out, "    tracing::debug!({var} = ?{var}, \"{} ready\");", rng.pick(IDENTS));
+                let _ = writeln!(
+                    out,
+                    "    tracing::debug!({var} = ?{var}, \"{} ready\");",
+                    rng.pick(IDENTS)
+                );
             }
             _ => {
                 let _ = writeln!(
@@ -124,18 +196,32 @@ fn rust_block(rng: &mut Rng, out: &mut String) {
 
 fn python_block(rng: &mut Rng, out: &mut String) {
     let name = rng.pick(IDENTS);
-    let _ = writeln!(out, "```python\ndef handle_{name}({}, timeout=30):", rng.pick(IDENTS));
+    let _ = writeln!(
+        out,
+        "```python\ndef handle_{name}({}, timeout=30):",
+        rng.pick(IDENTS)
+    );
     for _ in 0..rng.range(2, 6) {
         let var = rng.pick(IDENTS);
         match rng.below(3) {
             0 => {
-                let _ = writeln!(out, "    {var} = client.fetch({:?}, timeout=timeout)", rng.pick(IDENTS));
+                let _ = writeln!(
+                    out,
+                    "    {var} = client.fetch({:?}, timeout=timeout)",
+                    rng.pick(IDENTS)
+                );
             }
             1 => {
-                let _ = writeln!(out, "    if not {var}:\n        raise ValueError(\"missing {var}\")");
+                let _ = writeln!(
+                    out,
+                    "    if not {var}:\n        raise ValueError(\"missing {var}\")"
+                );
             }
             _ => {
-                let _ = writeln!(out, "    logger.info(\"%s ready: %d\", \"{var}\", len({var}))");
+                let _ = writeln!(
+                    out,
+                    "    logger.info(\"%s ready: %d\", \"{var}\", len({var}))"
+                );
             }
         }
     }

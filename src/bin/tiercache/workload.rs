@@ -127,7 +127,9 @@ impl Workload {
     pub fn new(seed: u64, prompts: usize, requests: usize, skew: f64) -> Self {
         let mut rng = Rng::stream(seed, u64::MAX);
         let mut combos: Vec<(usize, usize, usize)> = (0..TASKS.len())
-            .flat_map(|t| (0..LANGS.len()).flat_map(move |l| (0..STYLES.len()).map(move |s| (t, l, s))))
+            .flat_map(|t| {
+                (0..LANGS.len()).flat_map(move |l| (0..STYLES.len()).map(move |s| (t, l, s)))
+            })
             .collect();
         rng.shuffle(&mut combos);
         let catalog: Vec<Prompt> = combos
@@ -136,7 +138,7 @@ impl Workload {
             .enumerate()
             .map(|(id, (t, l, s))| {
                 let mut r = Rng::stream(seed, id as u64);
-                let model = *r.pick(MODELS);
+                let model = r.pick(MODELS);
                 let text = format!("{} {} in {}?", STYLES[s], TASKS[t], LANGS[l]);
                 // Log-uniform 1-64 KiB: many short answers, a long tail of long ones.
                 let u = r.unit();
@@ -183,7 +185,11 @@ impl Workload {
     /// What the model answers to `prompt`: always the same response for the same seed.
     pub fn answer(&self, prompt: &Prompt) -> ChatCompletion {
         let mut rng = Rng::stream(self.seed, prompt.id as u64 | 1 << 63);
-        let content = text::answer(&mut rng, prompt.text.trim_end_matches('?'), prompt.answer_bytes);
+        let content = text::answer(
+            &mut rng,
+            prompt.text.trim_end_matches('?'),
+            prompt.answer_bytes,
+        );
         let prompt_tokens = (prompt.text.len() / 4 + 12) as u32;
         let completion_tokens = (content.len() / 4) as u32;
         ChatCompletion {
@@ -228,7 +234,11 @@ mod tests {
     fn latencies_and_sizes_in_range() {
         let w = Workload::new(1, MAX_PROMPTS, 0, 1.0);
         for p in &w.prompts {
-            assert!((500..=4000).contains(&p.latency.as_millis()), "{:?}", p.latency);
+            assert!(
+                (500..=4000).contains(&p.latency.as_millis()),
+                "{:?}",
+                p.latency
+            );
             assert!((1024..=64 * 1024).contains(&p.answer_bytes));
         }
     }

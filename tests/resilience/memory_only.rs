@@ -1,0 +1,139 @@
+//! Memory-only mode: the exact error count and window that enter it, the doubled budgets, no
+//! disk call but probes while in it, and recovery within one `recovery_interval` with every
+//! dirty entry written back and readable after a reopen.
+
+use std::time::Duration;
+
+use tiercache::testing::FsOp;
+use tiercache::{BreakerState, Mode, TieredCache};
+
+use crate::support::*;
+
+const HOT_BYTES: usize = 1 << 20;
+const HOT_ENTRIES: usize = 500;
+
+fn builder(t: &TestCache) -> tiercache::Builder {
+    t.builder()
+        .failure_threshold(1_000) // keep the breaker closed: this is about the error window
+        .memory_only_after(5)
+        .error_window(Duration::from_secs(60))
+        .recovery_interval(Duration::from_secs(300))
+        .hot_capacity_bytes(HOT_BYTES)
+        .hot_capacity_entries(HOT_ENTRIES)
+}
+
+#[tokio::test(start_paused = true)]
+async fn enters_after_exactly_n_errors_within_the_window() {
+    let t = TestCache::new();
+    let cache = t.open(builder(&t)).await;
+    t.fail(&[FsOp::WriteNew], ENOSPC);
+    for i in 0..4 {
+        cache.set(format!("a{i}"), &i).await.unwrap();
+    }
+    assert_eq!(cache.mode(), Mode::Tiered);
+    // The window slides: these four errors are forgotten after 60 s.
+    tokio::time::advance(Duration::from_secs(61)).await;
+    for i in 0..4 {
+        cache.set(format!("b{i}"), &i).await.unwrap();
+    }
+    assert_eq!(cache.mode(), Mode::Tiered, "4 errors in the window, not 5");
+    cache.set("b4", &4).await.unwrap();
+    assert_eq!(cache.mode(), Mode::MemoryOnly);
+    let s = cache.stats();
+    assert_eq!(s.hot_capacity_bytes, 2 * HOT_BYTES as u64);
+    assert_eq!(s.hot_capacity_entries, 2 * HOT_ENTRIES as u64);
+    assert_eq!(s.memory_only_entries, 1);
+    assert_eq!(s.breaker_state, BreakerState::Open);
+    assert_eq!(errors(&cache, "no-space"), 9);
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_disk_calls_but_probes_then_recovery_writes_back_everything() {
+    let t = TestCache::new();
+    let cache = t.open(builder(&t)).await;
+    t.fail(&[FsOp::WriteNew], EIO);
+    for i in 0..5 {
+        cache.set(format!("first{i}"), &i).await.unwrap();
+    }
+    assert_eq!(cache.mode(), Mode::MemoryOnly);
+    let calls = t.fs.total_calls();
+    // 1,000 operations while memory-only: zero disk calls.
+    for i in 0..400u32 {
+        cache.set(format!("deg{i}"), &format!("value {i}")).await.unwrap();
+    }
+    for i in 0..400u32 {
+        assert_eq!(cache.get::<String>(format!("deg{i}")).await.unwrap(), Some(format!("value {i}")));
+    }
+    for i in 0..100u32 {
+        assert_eq!(cache.get::<String>(format!("absent{i}")).await.unwrap(), None);
+    }
+    for i in 0..100u32 {
+        cache.remove(format!("deg{i}")).await.unwrap();
+    }
+    tokio::time::advance(Duration::from_secs(299)).await;
+    settle().await;
+    assert_eq!(t.fs.total_calls(), calls, "no disk call while memory-only");
+    // The first probe (at 300 s) fails: the fault is still there. Its calls are the only ones.
+    tokio::time::advance(Duration::from_secs(1)).await;
+    settle().await;
+    let s = cache.stats();
+    assert_eq!((s.probes_run, s.probes_ok), (1, 0));
+    assert_eq!(t.fs.calls(FsOp::WriteNew), 5 + 1);
+    assert_eq!(t.fs.total_calls(), calls + 2, "probe: one write (failed), one temp removal");
+    assert_eq!(cache.mode(), Mode::MemoryOnly);
+    // The disk heals; the next probe, one recovery_interval later, brings it back.
+    t.fs.clear_rules();
+    tokio::time::advance(Duration::from_secs(300)).await;
+    settle().await;
+    let s = cache.stats();
+    assert_eq!((s.probes_run, s.probes_ok), (2, 1));
+    assert_eq!(s.mode, Mode::Tiered);
+    assert_eq!(s.breaker_state, BreakerState::Closed);
+    assert_eq!(s.hot_capacity_bytes, HOT_BYTES as u64);
+    assert_eq!(s.hot_capacity_entries, HOT_ENTRIES as u64);
+    // Two recovery intervals; each probe completes inside a 20 ms `settle` window.
+    assert!((600_000..=600_040).contains(&s.memory_only_ms), "{}", s.memory_only_ms);
+    cache.flush().await.unwrap();
+    assert_eq!(cache.stats().dirty_entries, 0);
+    cache.close().await.unwrap();
+
+    // Every entry set while degraded is on disk; removed ones are gone from disk too.
+    let reopened = TieredCache::builder(t.dir.path()).min_free_bytes(0).build().await.unwrap();
+    for i in 0..5 {
+        assert_eq!(reopened.get::<i32>(format!("first{i}")).await.unwrap(), Some(i));
+    }
+    for i in 0..400u32 {
+        let want = (i >= 100).then(|| format!("value {i}"));
+        assert_eq!(reopened.get::<String>(format!("deg{i}")).await.unwrap(), want, "deg{i}");
+    }
+    let s = reopened.stats();
+    assert_eq!((s.warm_hits, s.misses), (305, 100));
+    reopened.close().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn recovery_restores_the_budget_evicting_only_what_is_on_disk() {
+    let t = TestCache::new();
+    let cache = t.open(builder(&t).hot_capacity_entries(100)).await;
+    t.fail(&[FsOp::WriteNew], EIO);
+    for i in 0..5 {
+        cache.set(format!("f{i}"), &i).await.unwrap();
+    }
+    assert_eq!(cache.mode(), Mode::MemoryOnly);
+    // Fill the doubled budget (200 entries), more than the normal one holds.
+    for i in 0..190u32 {
+        cache.set(format!("m{i}"), &i).await.unwrap();
+    }
+    assert_eq!(cache.stats().hot_entries, 195);
+    t.fs.clear_rules();
+    tokio::time::advance(Duration::from_secs(300)).await;
+    settle().await;
+    let s = cache.stats();
+    assert_eq!(s.mode, Mode::Tiered);
+    assert_eq!(s.hot_entries, 100);
+    assert_eq!(s.lost_writes, 0);
+    assert_eq!(s.writes_ok, 195);
+    for i in 0..190u32 {
+        assert_eq!(cache.get::<u32>(format!("m{i}")).await.unwrap(), Some(i));
+    }
+}

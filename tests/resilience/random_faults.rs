@@ -1,0 +1,107 @@
+//! Random faults at 1 in 32, 1 in 128 and 1 in 1,000 fs calls over a long seeded mixed
+//! workload: no panic, no error from `get`/`set`, and every `get` returns either nothing or
+//! exactly the last value set for that key. Timers run (paused clock advanced between
+//! operations), so the breaker opens, half-opens, memory-only mode comes and goes.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tiercache::testing::{Fault, FsOp, Rule};
+use tiercache::WritePolicy;
+
+use crate::support::*;
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+async fn run(one_in: u64, seed: u64) {
+    let t = TestCache::new();
+    let errnos = [EIO, ENOSPC, 30 /* EROFS */, 13 /* EACCES */];
+    let cache = t
+        .open(
+            t.builder()
+                .write_policy(if seed % 2 == 0 { WritePolicy::WriteBehind } else { WritePolicy::WriteThrough })
+                .failure_threshold(3)
+                .open_timeout(Duration::from_secs(5))
+                .memory_only_after(10)
+                .error_window(Duration::from_secs(60))
+                .recovery_interval(Duration::from_secs(30))
+                .health_interval(Duration::from_secs(20))
+                .sweep_interval(Duration::from_secs(40))
+                .hot_capacity_bytes(64 << 20),
+        )
+        .await;
+    for (i, errno) in errnos.iter().enumerate() {
+        t.fs.add_rule(Rule::new(Fault::Errno(*errno)).one_in(one_in * errnos.len() as u64, seed + i as u64));
+    }
+    t.fs.add_rule(Rule::new(Fault::FlipBit(200)).ops(&[FsOp::ReadFile]).one_in(one_in, seed + 99));
+    let mut rng = Rng(seed);
+    let mut model: HashMap<u64, Option<u64>> = HashMap::new();
+    let mut gets = 0;
+    for step in 0..3000u64 {
+        let key = rng.below(150);
+        match rng.below(10) {
+            0..=3 => {
+                let v = step * 1000 + key;
+                cache.set(format!("key{key}"), &v).await.unwrap();
+                model.insert(key, Some(v));
+            }
+            4 => {
+                cache.remove(format!("key{key}")).await.unwrap();
+                model.insert(key, None);
+            }
+            _ => {
+                gets += 1;
+                let got = cache.get::<u64>(format!("key{key}")).await.unwrap();
+                let want = model.get(&key).copied().flatten();
+                assert!(got.is_none() || got == want, "seed {seed} step {step}: key{key} = {got:?}, last set {want:?}");
+            }
+        }
+        if step % 50 == 0 {
+            tokio::time::advance(Duration::from_secs(2)).await;
+            spin().await;
+        }
+    }
+    let s = cache.stats();
+    println!(
+        "RELIABILITY random-faults one_in={one_in} seed={seed} ops=3000 gets={gets} faults={} disk_errors={} transitions={} memory_only_entries={} wrong_values=0",
+        t.fs.faults_injected(),
+        s.disk_errors,
+        s.breaker_transitions,
+        s.memory_only_entries
+    );
+    t.fs.clear_rules();
+    let _ = cache.close().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_in_32() {
+    for seed in [1, 2] {
+        run(32, seed).await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_in_128() {
+    for seed in [3, 4] {
+        run(128, seed).await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_in_1000() {
+    for seed in [5, 6] {
+        run(1000, seed).await;
+    }
+}

@@ -1,0 +1,83 @@
+//! Fixture for resilience tests: a cache over a fault-injecting fs on a temp dir, with every
+//! timer set explicitly so tests on tokio's paused clock know exactly what runs when.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tiercache::testing::{Fault, FaultFs, FsOp, Rule};
+use tiercache::{Builder, TieredCache, WritePolicy};
+
+pub const EIO: i32 = 5;
+pub const ENOSPC: i32 = 28;
+pub const EFBIG: i32 = 27;
+
+pub const DAY: Duration = Duration::from_secs(24 * 3600);
+
+pub struct TestCache {
+    pub dir: tempfile::TempDir,
+    pub fs: Arc<FaultFs>,
+}
+
+impl TestCache {
+    pub fn new() -> Self {
+        TestCache {
+            dir: tempfile::tempdir().unwrap(),
+            fs: Arc::new(FaultFs::std()),
+        }
+    }
+
+    /// A builder with deterministic timers: no health check, sweep or recovery probe unless a
+    /// test asks for one; write-through so every `set` is exactly one disk write.
+    pub fn builder(&self) -> Builder {
+        TieredCache::builder(self.dir.path())
+            .fs(self.fs.clone())
+            .min_free_bytes(0)
+            .write_policy(WritePolicy::WriteThrough)
+            .health_interval(DAY)
+            .sweep_interval(DAY)
+            .recovery_interval(DAY)
+            .memory_only_after(1_000)
+            .io_timeout(Duration::from_millis(500))
+    }
+
+    /// Opens and waits for the startup scan, so its disk calls cannot interleave with a test.
+    pub async fn open(&self, b: Builder) -> TieredCache {
+        let cache = b.build().await.unwrap();
+        for _ in 0..1000 {
+            if cache.stats().warm_index_complete {
+                return cache;
+            }
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        panic!("startup scan did not finish");
+    }
+
+    pub fn fail(&self, ops: &[FsOp], errno: i32) {
+        self.fs.add_rule(Rule::new(Fault::Errno(errno)).ops(ops));
+    }
+}
+
+/// Lets background tasks and blocking calls run to quiescence without moving the clock far.
+pub async fn settle() {
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+pub fn errors(cache: &TieredCache, kind: &str) -> u64 {
+    cache
+        .stats()
+        .disk_errors_by_kind
+        .get(kind)
+        .copied()
+        .unwrap_or(0)
+}
+
+/// Lets ready tasks run without moving the clock.
+pub async fn spin() {
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+}
