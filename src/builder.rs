@@ -352,10 +352,18 @@ impl Builder {
     /// before returning; entries from a previous process are readable at once.
     pub async fn build(self) -> Result<TieredCache> {
         self.validate()?;
+        let mut config = self.config;
+        // A canonical root lets the fs refuse every symlink below it (see `fs::StdFs`). If the
+        // directory cannot be created now, the path is kept as given and the first disk
+        // operations fail and degrade the cache instead of failing `build`.
+        let _ = std::fs::create_dir_all(&config.root);
+        if let Ok(canonical) = std::fs::canonicalize(&config.root) {
+            config.root = canonical;
+        }
         let fs = self.fs.unwrap_or_else(|| Arc::new(StdFs));
         let clock = self
             .clock
             .unwrap_or_else(|| Arc::new(crate::clock::TokioClock::new()));
-        TieredCache::open_with(self.config, fs, clock).await
+        TieredCache::open_with(config, fs, clock).await
     }
 }

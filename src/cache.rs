@@ -13,6 +13,7 @@
 //! - Every await in `get`/`set`/`remove` comes before the first change or after the last, so a
 //!   dropped future leaves the cache consistent.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -81,10 +82,20 @@ pub(crate) struct Inner {
     /// Entries created before this time (unix ms) are treated as cleared. Set by `clear`, so
     /// that a disk clear that failed cannot bring old answers back in this process.
     cleared_before_ms: AtomicU64,
+    /// Keys whose latest value (or removal) was lost from memory before it reached the disk,
+    /// with the time of the loss and the lost hot version: a disk file (or a queued write) of
+    /// such a key created at or before then is older than what the caller last set, so it is a
+    /// miss, never served. An entry is dropped once a write newer than the lost version lands. Bounded by [`STALE_KEYS_MAX`]; past that, everything on
+    /// disk created before now is treated as stale instead (a miss is acceptable, a stale
+    /// answer is not).
+    stale: Mutex<HashMap<KeyHash, (u64, u64)>>,
     last_error: Mutex<Option<String>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     shutdown: watch::Receiver<bool>,
 }
+
+/// Bound on keys remembered as stale on disk.
+const STALE_KEYS_MAX: usize = 100_000;
 
 /// Whether a job landed, and the write-through waiters to tell.
 type Acks = (bool, Vec<tokio::sync::oneshot::Sender<bool>>);
@@ -155,6 +166,7 @@ impl TieredCache {
             clock,
             closed: AtomicBool::new(false),
             cleared_before_ms: AtomicU64::new(0),
+            stale: Mutex::new(HashMap::new()),
             last_error: Mutex::new(None),
             tasks: Mutex::new(Vec::new()),
             shutdown: rx,
@@ -303,8 +315,25 @@ impl Inner {
         Ok(())
     }
 
-    fn is_cleared(&self, created_ms: u64) -> bool {
+    /// Is a disk file of this key created at `created_ms` older than something the caller
+    /// set or removed since (a clear, or a dirty entry lost from memory)?
+    fn is_stale(&self, hash: &KeyHash, created_ms: u64) -> bool {
         created_ms < self.cleared_before_ms.load(Ordering::Relaxed)
+            || lock(&self.stale)
+                .get(hash)
+                .is_some_and(|&(t, _)| created_ms <= t)
+    }
+
+    /// Records that version `version` of `hash`, its latest, was lost before reaching the disk.
+    fn mark_stale(&self, hash: KeyHash, version: u64) {
+        let now = self.clock.now_ms();
+        let mut stale = lock(&self.stale);
+        stale.insert(hash, (now, version));
+        if stale.len() > STALE_KEYS_MAX {
+            stale.clear();
+            drop(stale);
+            self.cleared_before_ms.fetch_max(now.saturating_add(1), Ordering::Relaxed);
+        }
     }
 
     /// Whether the disk tier is in use (the breaker may still refuse a call).
@@ -351,7 +380,9 @@ impl Inner {
         let stamp = self.hot.stamp(key);
         let hash = key_hash(key);
         match self.queue.lookup(&hash) {
-            Some(Op::Put { value, meta, .. }) if !meta.is_expired(now) => {
+            Some(Op::Put { value, meta, .. })
+                if !meta.is_expired(now) && !self.is_stale(&hash, meta.created_ms) =>
+            {
                 self.counters.queue_hits.inc();
                 self.counters.cost_saved.add(meta.cost);
                 return Ok(Some(Found {
@@ -377,7 +408,7 @@ impl Inner {
             .await;
         self.note_outcome("read", &outcome);
         let decoded = match outcome.ok() {
-            Some(ReadOutcome::Hit(d)) if !self.is_cleared(d.meta.created_ms) => d,
+            Some(ReadOutcome::Hit(d)) if !self.is_stale(&hash, d.meta.created_ms) => d,
             _ => {
                 self.counters.misses.inc();
                 return Ok(None);
@@ -463,6 +494,7 @@ impl Inner {
             None => {
                 if !admitted {
                     self.counters.lost_writes.inc();
+                    self.mark_stale(hash, version);
                 }
                 (self.queue.locked(into_hot), None)
             }
@@ -530,9 +562,14 @@ impl Inner {
         }
         self.counters.hot_evictions.add(evicted.len() as u64);
         for ev in evicted {
-            if ev.entry.dirty && self.queue.lookup(&key_hash(&ev.key)).is_none() {
+            if !ev.entry.dirty {
+                continue;
+            }
+            let hash = key_hash(&ev.key);
+            if self.queue.lookup(&hash).is_none() {
                 // Counted, not logged: under memory pressure this happens per request.
                 self.counters.lost_writes.inc();
+                self.mark_stale(hash, ev.entry.version);
             }
         }
     }
@@ -660,8 +697,19 @@ impl Inner {
             self.hot.peek(key).is_some_and(|e| e.version == version)
         };
         let (superseded, waiters) = self.queue.complete(hash, seq);
-        if !landed && !per_entry && !held && !superseded {
+        if landed {
+            // The disk now holds something newer than a loss recorded before this write.
+            let mut stale = lock(&self.stale);
+            if stale.get(hash).is_some_and(|&(_, lost)| lost < version) {
+                stale.remove(hash);
+            }
+        } else if per_entry {
+            // It can never be written (too large, EFBIG): it lives in memory only, and an older
+            // file of the key must not be served once it is evicted.
+            self.mark_stale(*hash, version);
+        } else if !held && !superseded {
             self.counters.lost_writes.inc();
+            self.mark_stale(*hash, version);
         }
         (landed, waiters)
     }

@@ -7,9 +7,9 @@
 
 use std::ffi::OsString;
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt};
 use std::path::Path;
 use std::time::UNIX_EPOCH;
 
@@ -105,10 +105,6 @@ pub trait Fs: Send + Sync + fmt::Debug {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct StdFs;
 
-fn flags(extra: rustix::fs::OFlags) -> i32 {
-    // Flags are small positive bit patterns; the cast to the i32 that std expects is lossless.
-    (rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::CLOEXEC | extra).bits() as i32
-}
 
 fn millis(m: &fs::Metadata) -> u64 {
     m.modified()
@@ -118,16 +114,52 @@ fn millis(m: &fs::Metadata) -> u64 {
         .unwrap_or(0)
 }
 
+/// Opens `path` with no symlink followed in *any* component (`openat2` with
+/// `RESOLVE_NO_SYMLINKS`; the cache root is canonicalized at open, so a symlink anywhere in a
+/// path is one planted inside the cache directory, e.g. `v1/ab -> /elsewhere`). Falls back to
+/// `O_NOFOLLOW` on the last component where `openat2` is missing (Linux < 5.6).
+fn open_beneath(path: &Path, oflags: rustix::fs::OFlags, mode: u32) -> io::Result<File> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    let oflags = oflags | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+    match rustix::fs::openat2(
+        rustix::fs::CWD,
+        path,
+        oflags,
+        Mode::from_raw_mode(mode),
+        ResolveFlags::NO_SYMLINKS,
+    ) {
+        Ok(fd) => Ok(File::from(fd)),
+        Err(rustix::io::Errno::NOSYS) => {
+            let fd = rustix::fs::open(path, oflags, Mode::from_raw_mode(mode))?;
+            Ok(File::from(fd))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Fails with ELOOP if the directory holding `path` is reached through a symlink, so that a
+/// rename, unlink or mkdir by path can never act outside the cache directory. (A symlink
+/// swapped in between this check and the call is not caught; planting one needs write access
+/// to the cache directory, which the threat model gives only to crashes and stray tools.)
+fn check_parent(path: &Path) -> io::Result<()> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => {
+            open_beneath(dir, rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY, 0)
+                .map(drop)
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Opens a path for reading if it is a regular file: `Ok(Err(kind))` when something else sits
-/// there. O_NONBLOCK: opening a FIFO must not wait for a writer. O_NOFOLLOW: a symlink fails
-/// with ELOOP instead of being followed out of the cache directory.
+/// there. O_NONBLOCK: opening a FIFO must not wait for a writer. No symlink is followed: one
+/// at the entry path or above it fails with ELOOP.
 fn open_regular(path: &Path) -> io::Result<Result<(File, fs::Metadata), FileKind>> {
-    let open = OpenOptions::new()
-        .read(true)
-        .custom_flags(flags(
-            rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOCTTY,
-        ))
-        .open(path);
+    let open = open_beneath(
+        path,
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOCTTY,
+        0,
+    );
     let file = match open {
         Ok(f) => f,
         Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
@@ -176,12 +208,8 @@ impl Fs for StdFs {
     }
 
     fn write_new(&self, path: &Path, data: &[u8], sync: bool) -> io::Result<()> {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(flags(rustix::fs::OFlags::empty()))
-            .open(path)?;
+        use rustix::fs::OFlags;
+        let mut file = open_beneath(path, OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL, 0o600)?;
         file.write_all(data)?;
         if sync {
             file.sync_data()?;
@@ -190,18 +218,34 @@ impl Fs for StdFs {
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        check_parent(from)?;
+        check_parent(to)?;
         fs::rename(from, to)
     }
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
+        check_parent(path)?;
         fs::remove_file(path)
     }
 
     fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        check_parent(path)?;
         fs::remove_dir_all(path)
     }
 
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        // The deepest existing ancestor must be reached without symlinks; what is created
+        // below it is created by us.
+        let mut existing = path;
+        while let Some(parent) = existing.parent() {
+            if fs::symlink_metadata(existing).is_ok() {
+                break;
+            }
+            existing = parent;
+        }
+        if !existing.as_os_str().is_empty() {
+            open_beneath(existing, rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY, 0)?;
+        }
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -209,10 +253,12 @@ impl Fs for StdFs {
     }
 
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
-        File::open(path)?.sync_all()
+        open_beneath(path, rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY, 0)?
+            .sync_all()
     }
 
     fn read_dir(&self, path: &Path) -> io::Result<Vec<DirEntryInfo>> {
+        open_beneath(path, rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY, 0)?;
         let mut out = Vec::new();
         for entry in fs::read_dir(path)? {
             let entry = match entry {
@@ -297,7 +343,7 @@ impl IoErrorKind {
                 Errno::ACCESS | Errno::PERM => IoErrorKind::Permission,
                 Errno::FBIG => IoErrorKind::FileTooLarge,
                 Errno::TIMEDOUT => IoErrorKind::Timeout,
-                Errno::NOTDIR | Errno::ISDIR | Errno::EXIST | Errno::LOOP | Errno::NAMETOOLONG => {
+                Errno::NOTDIR | Errno::ISDIR | Errno::EXIST | Errno::LOOP | Errno::NAMETOOLONG | Errno::XDEV => {
                     IoErrorKind::Path
                 }
                 _ => IoErrorKind::Other,

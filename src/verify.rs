@@ -17,7 +17,9 @@
 //! is `not-a-regular-file` without being opened), never recurses into a directory planted at an
 //! entry path, and counts, but otherwise ignores, foreign files and folders (`.DS_Store`,
 //! editor backups, non-UTF-8 names, stray folders). Entries of a newer format version are left
-//! alone: a newer process may share the directory.
+//! alone: a newer process may share the directory. Repair never moves a file through a
+//! `<root>/quarantine` that is not a real directory (a planted symlink would carry it out of
+//! the cache directory); such moves are reported as I/O errors instead.
 //!
 //! An I/O error on one directory or file does not end the scan: it is recorded in
 //! [`VerifyReport::io_errors`] and the walk goes on, so one unreadable fan-out directory does
@@ -33,7 +35,7 @@ use tracing::{debug, info, warn};
 
 use crate::fs::{DirEntryInfo, FileKind, FileRead, Fs, StdFs};
 use crate::warm::format::{self, Corruption, Invalid, Limits};
-use crate::warm::layout::{self, KeyHash, Layout, ENTRIES_DIR};
+use crate::warm::layout::{self, KeyHash, Layout, ENTRIES_DIR, QUARANTINE_DIR};
 use crate::warm::quarantine::{self, QuarantineLimits};
 
 /// What [`verify`] checks and whether it repairs.
@@ -179,6 +181,7 @@ pub fn verify_with_fs(
         limits: options.limits(),
         report: VerifyReport::default(),
         progress,
+        quarantine_blocked: None,
     };
     scan.run()?;
     let mut report = scan.report;
@@ -236,6 +239,9 @@ struct Scan<'a, 'p> {
     limits: Limits,
     report: VerifyReport,
     progress: Option<&'p mut dyn FnMut(u64)>,
+    /// Set when `<root>/quarantine` exists but is not a directory (a planted symlink, say):
+    /// repairing would then move files through it, out of the cache directory.
+    quarantine_blocked: Option<FileKind>,
 }
 
 impl Scan<'_, '_> {
@@ -247,6 +253,10 @@ impl Scan<'_, '_> {
             Err(e) if is_not_found(&e) => return Ok(()),
             Err(e) => return Err(e),
         };
+        self.quarantine_blocked = root_entries
+            .iter()
+            .find(|e| e.name == OsStr::new(QUARANTINE_DIR) && e.kind != FileKind::Dir)
+            .map(|e| e.kind);
         match root_entries
             .iter()
             .find(|e| e.name == OsStr::new(ENTRIES_DIR))
@@ -384,7 +394,13 @@ impl Scan<'_, '_> {
             .or_default() += 1;
         self.report.corrupted_bytes += len;
         let mut quarantined_as = None;
-        if self.options.repair {
+        if let (true, Some(kind)) = (self.options.repair, self.quarantine_blocked) {
+            let e = io::Error::other(format!(
+                "{QUARANTINE_DIR} is a {}, not a directory: not moving files through it",
+                kind.describe()
+            ));
+            self.io_error(path, "quarantine", &e);
+        } else if self.options.repair {
             match quarantine::quarantine(
                 self.fs,
                 self.layout.quarantine_dir(),
@@ -628,6 +644,21 @@ mod tests {
         );
         let err = verify_with_fs(&fs, dir.path(), &options(false), None).unwrap_err();
         assert_eq!(err.raw_os_error(), Some(5));
+    }
+
+    #[test]
+    fn repair_never_moves_files_through_a_symlinked_quarantine() {
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let bad = place(dir.path(), b"bad", b"garbage");
+        std::os::unix::fs::symlink(elsewhere.path(), dir.path().join("quarantine")).unwrap();
+        let report = verify(dir.path(), &options(true)).unwrap();
+        assert_eq!(report.corrupted.len(), 1);
+        assert_eq!(report.quarantined, 0);
+        assert_eq!(report.io_errors.len(), 1);
+        assert_eq!(report.io_errors[0].op, "quarantine");
+        assert!(bad.exists());
+        assert_eq!(std::fs::read_dir(elsewhere.path()).unwrap().count(), 0);
     }
 
     #[test]

@@ -1,0 +1,282 @@
+//! Bounds under churn: 100,000 sets of mixed sizes over 200 keys (interleaved with gets that
+//! promote disk entries and a few removes that leave tombstones), with budgets so small that
+//! both tiers evict constantly, while the writer runs on another thread. After *every*
+//! operation the hot tier is within its byte and entry budgets and the warm tier within its
+//! byte budget. The directory starts empty, so the warm index is exact from the first write;
+//! at the end its totals must match the files on disk exactly, and no write may have been
+//! lost on a healthy disk. Two targeted scenarios pin the ways the warm index can drift from
+//! the disk: a read racing the eviction of the file it read, and a restart with a smaller
+//! budget than the files already on disk.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+
+use tiercache::fs::{DirEntryInfo, FileRead, Fs, StdFs};
+
+use crate::support::{entry_path, prose, Rng, TestCache};
+
+const SETS: u64 = 100_000;
+const KEYS: u64 = 200;
+const HOT_BYTES: usize = 4 << 10;
+const HOT_ENTRIES: usize = 16;
+const WARM_BYTES: u64 = 16 << 10;
+
+/// Mostly small values (like short tool results), some larger than the whole hot budget (disk
+/// only) and a few larger than the whole warm budget (memory-only, never written).
+fn value(rng: &mut Rng) -> Vec<u8> {
+    let len = match rng.below(1000) {
+        0..=449 => rng.range(1, 32),
+        450..=899 => rng.range(33, 256),
+        900..=994 => rng.range(257, 1024),
+        995..=998 => rng.range(HOT_BYTES as u64, 2 * HOT_BYTES as u64),
+        _ => return rng.bytes(WARM_BYTES as usize + 1024),
+    } as usize;
+    if rng.percent(50) {
+        prose(rng, len).into_bytes()
+    } else {
+        rng.bytes(len)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn budgets_hold_after_every_operation_under_100k_sets() {
+    let mut rng = Rng::new(0xB0B);
+    let h = TestCache::new()
+        .hot_bytes(HOT_BYTES)
+        .hot_entries(HOT_ENTRIES)
+        .warm_bytes(WARM_BYTES)
+        .write_queue_bytes(256 << 10)
+        .no_sync()
+        .build()
+        .await;
+    let mut sets = 0;
+    let mut op = 0u64;
+    while sets < SETS {
+        op += 1;
+        let key = format!("key-{}", rng.below(KEYS));
+        match rng.below(100) {
+            0..=97 => {
+                h.set_bytes(&key, value(&mut rng)).await.unwrap();
+                sets += 1;
+            }
+            200..=201 => {
+                h.get_bytes(&key).await.unwrap();
+            }
+            _ => {
+                h.remove(&key).await.unwrap();
+            }
+        }
+        if op % 1000 == 0 {
+            h.flush().await.unwrap();
+        }
+        let s = h.stats();
+        assert!(
+            s.hot_bytes <= HOT_BYTES as u64
+                && s.hot_entries <= HOT_ENTRIES as u64
+                && s.warm_bytes <= WARM_BYTES,
+            "op {op}: hot {} B / {} entries, warm {} B / {} entries",
+            s.hot_bytes,
+            s.hot_entries,
+            s.warm_bytes,
+            s.warm_entries
+        );
+    }
+    h.flush().await.unwrap();
+    let s = h.stats();
+    assert_eq!(s.sets, SETS);
+    assert_eq!(
+        (
+            s.hot_capacity_bytes,
+            s.hot_capacity_entries,
+            s.warm_capacity_bytes
+        ),
+        (HOT_BYTES as u64, HOT_ENTRIES as u64, WARM_BYTES)
+    );
+    // Both tiers were at their limits all along, not merely under them.
+    assert!(
+        s.hot_evictions > SETS / 2,
+        "hot evictions: {}",
+        s.hot_evictions
+    );
+    assert!(
+        s.warm_evictions > s.writes_ok / 2,
+        "warm evictions: {} of {} writes",
+        s.warm_evictions,
+        s.writes_ok
+    );
+    assert!(
+        s.writes_skipped > 0,
+        "values over the warm budget are not written"
+    );
+    assert_eq!(s.lost_writes, 0, "a healthy disk loses no write");
+    // The warm index's totals are the directory's.
+    assert_eq!(s.warm_entries, h.entry_names().len() as u64);
+    assert_eq!(s.warm_bytes, h.entry_bytes_on_disk());
+    h.close().await.unwrap();
+}
+
+/// A gate that a blocking fs call waits at until the test opens it.
+#[derive(Debug, Default)]
+struct Gate {
+    /// (a call is waiting, the gate is open)
+    state: Mutex<(bool, bool)>,
+    cv: Condvar,
+}
+
+impl Gate {
+    fn wait_here(&self) {
+        let mut st = self.state.lock().unwrap();
+        st.0 = true;
+        self.cv.notify_all();
+        while !st.1 {
+            st = self.cv.wait(st).unwrap();
+        }
+    }
+
+    fn wait_for_caller(&self) {
+        let mut st = self.state.lock().unwrap();
+        while !st.0 {
+            st = self.cv.wait(st).unwrap();
+        }
+    }
+
+    fn open(&self) {
+        self.state.lock().unwrap().1 = true;
+        self.cv.notify_all();
+    }
+}
+
+/// The real file system, except that a read of `target` returns only once the gate opens:
+/// the file was read whole, and the reader is slow to act on it.
+#[derive(Debug)]
+struct PauseAfterRead {
+    target: PathBuf,
+    gate: Arc<Gate>,
+}
+
+impl Fs for PauseAfterRead {
+    fn read_file(&self, path: &Path, max_len: u64) -> std::io::Result<FileRead> {
+        let r = StdFs.read_file(path, max_len);
+        if path == self.target {
+            self.gate.wait_here();
+        }
+        r
+    }
+    fn read_prefix(&self, path: &Path, n: usize) -> std::io::Result<FileRead> {
+        StdFs.read_prefix(path, n)
+    }
+    fn write_new(&self, path: &Path, data: &[u8], sync: bool) -> std::io::Result<()> {
+        StdFs.write_new(path, data, sync)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        StdFs.rename(from, to)
+    }
+    fn remove_file(&self, path: &Path) -> std::io::Result<()> {
+        StdFs.remove_file(path)
+    }
+    fn remove_dir_all(&self, path: &Path) -> std::io::Result<()> {
+        StdFs.remove_dir_all(path)
+    }
+    fn create_dir_all(&self, path: &Path) -> std::io::Result<()> {
+        StdFs.create_dir_all(path)
+    }
+    fn sync_dir(&self, path: &Path) -> std::io::Result<()> {
+        StdFs.sync_dir(path)
+    }
+    fn read_dir(&self, path: &Path) -> std::io::Result<Vec<DirEntryInfo>> {
+        StdFs.read_dir(path)
+    }
+    fn available_space(&self, path: &Path) -> std::io::Result<u64> {
+        StdFs.available_space(path)
+    }
+}
+
+/// A get reads X's file; before it records the hit, a write of Y evicts X (index entry and
+/// file). The late hit must not bring X back into the index: the index would then count a
+/// file that no longer exists, and exceed the budget that eviction just restored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_racing_the_eviction_of_its_file_does_not_resurrect_it() {
+    let mut rng = Rng::new(99);
+    let gate = Arc::new(Gate::default());
+    // Values of 3,000 random bytes: too big for the 1 KiB hot tier, so every read goes to
+    // disk; one entry file fits in the 5,000-byte warm budget, two do not.
+    let dir = tempfile::tempdir().unwrap();
+    let fs = Arc::new(PauseAfterRead {
+        target: entry_path(dir.path(), "x"),
+        gate: gate.clone(),
+    });
+    let x = rng.bytes(3000);
+    let y = rng.bytes(3000);
+    let h = TestCache::in_dir(dir)
+        .hot_bytes(1024)
+        .warm_bytes(5000)
+        .fs_dyn(fs)
+        .build()
+        .await;
+    h.set_bytes("x", &x).await.unwrap();
+    h.flush().await.unwrap();
+    assert_eq!((h.stats().warm_entries, h.stats().hot_entries), (1, 0));
+
+    let reader = {
+        let cache = h.cache.clone();
+        tokio::spawn(async move { cache.get_bytes("x").await })
+    };
+    let g = gate.clone();
+    tokio::task::spawn_blocking(move || g.wait_for_caller())
+        .await
+        .unwrap();
+    h.set_bytes("y", &y).await.unwrap();
+    h.flush().await.unwrap();
+    assert!(!h.on_disk("x"), "x was evicted to make room for y");
+    assert_eq!(h.stats().warm_evictions, 1);
+    gate.open();
+    let got = reader.await.unwrap().unwrap();
+    assert_eq!(
+        got.as_deref(),
+        Some(&x[..]),
+        "the read saw the whole file before it went"
+    );
+
+    let s = h.stats();
+    assert_eq!(s.warm_entries, 1, "only y is on disk");
+    assert_eq!(s.warm_bytes, h.entry_bytes_on_disk());
+    assert!(
+        s.warm_bytes <= 5000,
+        "warm {} B over its budget of 5000 B",
+        s.warm_bytes
+    );
+    h.close().await.unwrap();
+}
+
+/// A cache reopened with a smaller warm budget than the files already on disk trims the
+/// directory to the budget once its startup scan knows the files, without waiting for the
+/// next write.
+#[tokio::test(start_paused = true)]
+async fn a_smaller_budget_after_restart_is_enforced_once_the_scan_completes() {
+    let mut rng = Rng::new(5);
+    let h = TestCache::new().build().await;
+    for i in 0..20 {
+        h.set_bytes(format!("k{i}"), rng.bytes(1000)).await.unwrap();
+    }
+    h.close().await.unwrap();
+    let per_file = h.entry_bytes_on_disk() / 20;
+    let budget = 5 * per_file;
+    let h = TestCache::in_dir(h.into_dir())
+        .warm_bytes(budget)
+        .build()
+        .await;
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let s = h.stats();
+    assert!(s.warm_index_complete);
+    assert!(
+        s.warm_bytes <= budget,
+        "warm {} B over its budget of {budget} B",
+        s.warm_bytes
+    );
+    assert!(
+        h.entry_bytes_on_disk() <= budget,
+        "{} B on disk",
+        h.entry_bytes_on_disk()
+    );
+    h.close().await.unwrap();
+}

@@ -1,0 +1,325 @@
+//! Hostile and mistaken input. No key, however crafted (`../`, absolute paths, NUL bytes,
+//! non-UTF-8, empty, 1 MiB), puts a file outside the root or a file name other than the hex
+//! of its blake3 under `v1/xx/yy/`. A key or value over its limit is rejected with the exact
+//! error and changes nothing at all: memory, counters and directory stay as they were. A value
+//! read as the wrong type is a `Decode` error that leaves the entry in place. Temp files left
+//! by writers that died are swept at open, while those of live writers (another process, or
+//! another cache instance in this one) are kept.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tiercache::testing::{Fault, FaultFs, FsOp, Rule};
+use tiercache::Error;
+
+use crate::support::{hex_of, walk, Answer, Reads, TestCache};
+
+fn hostile_keys() -> Vec<Vec<u8>> {
+    let mut huge = Vec::with_capacity(1 << 20);
+    while huge.len() < 1 << 20 {
+        huge.extend_from_slice(b"../\0/");
+    }
+    huge.truncate(1 << 20);
+    vec![
+        b"../x".to_vec(),
+        b"../../etc/passwd".to_vec(),
+        b"/etc/passwd".to_vec(),
+        b"x/../../y".to_vec(),
+        b"..".to_vec(),
+        b".".to_vec(),
+        b"/".to_vec(),
+        b"".to_vec(),
+        b"a\0b".to_vec(),
+        b"\0".to_vec(),
+        vec![0xff, 0xfe, 0x80, b'/', 0xc0],
+        b"C:\\Windows\\system32".to_vec(),
+        b"tmp".to_vec(),
+        b"quarantine".to_vec(),
+        huge,
+    ]
+}
+
+fn is_fanout(s: &str) -> bool {
+    s.len() == 2
+        && s.bytes()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+}
+
+/// Checks every path under `root` against the layout and returns the entry file names.
+fn entry_names_checked(root: &Path) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for (rel, is_dir) in walk(root) {
+        let parts: Vec<String> = rel
+            .iter()
+            .map(|c| c.to_str().expect("UTF-8 path").to_owned())
+            .collect();
+        let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+        match (parts.as_slice(), is_dir) {
+            (["v1" | "tmp" | "quarantine"], true) => {}
+            (["v1", a], true) | (["v1", _, a], true) if is_fanout(a) => {}
+            (["v1", a, b, name], false)
+                if name.len() == 64
+                    && name
+                        .bytes()
+                        .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+                    && name[0..2] == **a
+                    && name[2..4] == **b =>
+            {
+                names.insert((*name).to_owned());
+            }
+            _ => panic!("unexpected path in the cache directory: {rel:?} (dir: {is_dir})"),
+        }
+    }
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_keys_stay_inside_the_root_under_hex_names() {
+    let outside = tempfile::tempdir().unwrap();
+    let root = outside.path().join("cache");
+    std::fs::create_dir(&root).unwrap();
+    let keys = hostile_keys();
+    let mut h = TestCache::in_dir(tempfile::TempDir::new_in(&root).unwrap())
+        .max_key_bytes(2 << 20)
+        .build()
+        .await;
+    for (i, k) in keys.iter().enumerate() {
+        h.set_bytes(k, format!("value {i}")).await.unwrap();
+    }
+    h.reopen().await;
+
+    let expected: BTreeSet<String> = keys.iter().map(|k| hex_of(k)).collect();
+    assert_eq!(expected.len(), keys.len());
+    assert_eq!(entry_names_checked(h.root()), expected);
+    // Nothing escaped: the directories around the root hold only the root.
+    let around: Vec<PathBuf> = walk(outside.path()).into_iter().map(|(p, _)| p).collect();
+    assert!(around.iter().all(|p| p.starts_with("cache")), "{around:?}");
+    assert_eq!(std::fs::read_dir(&root).unwrap().count(), 1);
+
+    let before = h.stats();
+    for (i, k) in keys.iter().enumerate() {
+        let got = h.get_bytes(k).await.unwrap();
+        assert_eq!(
+            got.as_deref(),
+            Some(format!("value {i}").as_bytes()),
+            "key #{i}"
+        );
+    }
+    let reads = Reads::between(&before, &h.stats());
+    assert_eq!(
+        reads,
+        Reads {
+            warm_hits: keys.len() as u64,
+            ..Reads::default()
+        }
+    );
+    // Removing them works the same way.
+    for k in &keys {
+        h.remove(k).await.unwrap();
+    }
+    h.reopen().await;
+    assert_eq!(entry_names_checked(h.root()), BTreeSet::new());
+    h.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_mib_key_is_rejected_under_the_default_limit() {
+    let h = TestCache::new().build().await;
+    let key = vec![b'k'; 1 << 20];
+    let err = h.set_bytes(&key, b"v").await.unwrap_err();
+    assert!(
+        matches!(err, Error::KeyTooLarge { len, max } if len == 1 << 20 && max == tiercache::DEFAULT_MAX_KEY_BYTES),
+        "{err:?}"
+    );
+    assert_eq!(tiercache::DEFAULT_MAX_KEY_BYTES, 16 << 10);
+    let err = h.get_bytes(&key).await.unwrap_err();
+    assert!(
+        matches!(err, Error::KeyTooLarge { len, max: 16384 } if len == 1 << 20),
+        "{err:?}"
+    );
+    assert_eq!(h.stats().sets, 0);
+    h.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_keys_and_values_are_rejected_and_change_nothing() {
+    let h = TestCache::new()
+        .max_key_bytes(64)
+        .max_entry_bytes(1024)
+        .build()
+        .await;
+    h.set_bytes("k", b"v0").await.unwrap();
+    h.flush().await.unwrap();
+    let files = h.files();
+    let s0 = h.stats();
+
+    let long_key = vec![b'x'; 65];
+    let key_err = |e: Error| matches!(e, Error::KeyTooLarge { len: 65, max: 64 });
+    assert!(key_err(h.set_bytes(&long_key, b"v").await.unwrap_err()));
+    assert!(key_err(h.set(&long_key, "v").await.unwrap_err()));
+    assert!(key_err(
+        h.set_with_ttl(&long_key, "v", Duration::from_secs(1))
+            .await
+            .unwrap_err()
+    ));
+    assert!(key_err(h.get_bytes(&long_key).await.unwrap_err()));
+    assert!(key_err(h.remove(&long_key).await.unwrap_err()));
+
+    let val_err = |e: Error| {
+        matches!(
+            e,
+            Error::ValueTooLarge {
+                len: 1025,
+                max: 1024
+            }
+        )
+    };
+    assert!(val_err(
+        h.set_bytes("k", vec![1u8; 1025]).await.unwrap_err()
+    ));
+    assert!(val_err(
+        h.set_bytes_with_ttl("k", vec![1u8; 1025], Duration::from_secs(1))
+            .await
+            .unwrap_err()
+    ));
+    // Typed values are measured encoded: a 1022-byte Vec<u8> is 3 length bytes + 1022.
+    assert!(val_err(h.set("k", &vec![1u8; 1022]).await.unwrap_err()));
+
+    let s1 = h.stats();
+    assert_eq!(s1, s0, "rejections change no counter");
+    assert_eq!(h.get_bytes("k").await.unwrap().as_deref(), Some(&b"v0"[..]));
+    h.flush().await.unwrap();
+    assert_eq!(h.files(), files, "rejections create no file");
+
+    // The limits are inclusive.
+    h.set_bytes(vec![b'x'; 64], vec![2u8; 1024]).await.unwrap();
+    h.set("k", &vec![3u8; 1021]).await.unwrap();
+    assert_eq!(h.get::<Vec<u8>>("k").await.unwrap(), Some(vec![3u8; 1021]));
+    assert_eq!(h.stats().sets, s0.sets + 2);
+    h.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_read_as_the_wrong_type_is_a_decode_error_and_stays() {
+    let mut h = TestCache::new().build().await;
+    h.set("k", "a plain string, not an answer").await.unwrap();
+    h.flush().await.unwrap();
+    for tier in ["hot", "warm"] {
+        let err = h.get::<Answer>("k").await.unwrap_err();
+        assert!(
+            matches!(&err, Error::Decode { type_name, .. } if type_name.ends_with("support::Answer")),
+            "{tier}: {err:?}"
+        );
+        let got = h.get::<String>("k").await.unwrap();
+        assert_eq!(
+            got.as_deref(),
+            Some("a plain string, not an answer"),
+            "{tier}"
+        );
+        let s = h.stats();
+        assert_eq!(
+            (s.corrupted, s.quarantined_files, s.misses),
+            (0, 0, 0),
+            "{tier}"
+        );
+        assert!(h.on_disk("k"));
+        h.reopen().await;
+    }
+    // A prefix of the right type is not enough: trailing bytes are a decode error too.
+    h.set("pair", &(7u8, 9u8)).await.unwrap();
+    assert!(matches!(
+        h.get::<u8>("pair").await.unwrap_err(),
+        Error::Decode { .. }
+    ));
+    assert_eq!(h.get::<(u8, u8)>("pair").await.unwrap(), Some((7, 9)));
+    h.close().await.unwrap();
+}
+
+fn plant(dir: &Path, name: &str, age: Duration) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, b"half an entry").unwrap();
+    let f = std::fs::File::options().write(true).open(&path).unwrap();
+    f.set_modified(SystemTime::now() - age).unwrap();
+    name.to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orphan_temp_files_are_swept_at_open() {
+    const DEAD_PID: u32 = 999_999_999;
+    assert!(
+        !Path::new(&format!("/proc/{DEAD_PID}")).exists(),
+        "pid {DEAD_PID} is not alive"
+    );
+    assert!(Path::new("/proc/1").exists(), "pid 1 is alive");
+    let me = std::process::id();
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let fresh = Duration::ZERO;
+    let swept = [
+        plant(&tmp, &format!("0123456789abcdef.{DEAD_PID}.1.0.tmp"), fresh),
+        plant(
+            &tmp,
+            "0123456789abcdef.1.1.0.tmp",
+            Duration::from_secs(2 * 3600),
+        ),
+        // This process, but a cache instance that does not exist (any more).
+        plant(&tmp, &format!("0123456789abcdef.{me}.999999.0.tmp"), fresh),
+    ];
+    let kept: BTreeSet<String> = [
+        plant(&tmp, "fedcba9876543210.1.2.0.tmp", fresh),
+        plant(
+            &tmp,
+            "fedcba9876543210.1.3.7.tmp",
+            Duration::from_secs(59 * 60),
+        ),
+        plant(&tmp, "notes.txt", fresh),
+    ]
+    .into();
+    let h = TestCache::in_dir(dir).build().await;
+    let s = h.stats();
+    assert_eq!(s.temp_files_swept, 3);
+    assert_eq!(
+        s.foreign_files, 1,
+        "notes.txt is foreign, counted and left alone"
+    );
+    assert_eq!(h.temp_names(), kept);
+    for name in swept {
+        assert!(!h.root().join("tmp").join(&name).exists(), "{name}");
+    }
+    h.close().await.unwrap();
+}
+
+/// Two cache instances in one process share a directory: the second one's open must not
+/// sweep the temp file the first is in the middle of writing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_temp_file_of_a_live_instance_in_this_process_is_kept() {
+    let fs = Arc::new(FaultFs::std());
+    let h = TestCache::new()
+        .io_timeout(Duration::from_secs(300))
+        .fs(fs.clone())
+        .build()
+        .await;
+    fs.add_rule(Rule::new(Fault::Hang).ops(&[FsOp::Rename]).times(1));
+    h.set("k", "v").await.unwrap();
+    while fs.faults_injected() == 0 {
+        tokio::task::yield_now().await; // written to tmp/, waiting to be renamed
+    }
+    let in_flight = h.temp_names();
+    assert_eq!(in_flight.len(), 1);
+    let other = h.open_another().await;
+    assert_eq!(other.stats().temp_files_swept, 0);
+    assert_eq!(h.temp_names(), in_flight);
+
+    fs.release_hangs();
+    h.flush().await.unwrap();
+    assert!(h.temp_names().is_empty());
+    assert_eq!(
+        other.get::<String>("k").await.unwrap().as_deref(),
+        Some("v")
+    );
+    other.close().await.unwrap();
+    h.close().await.unwrap();
+}

@@ -1,0 +1,227 @@
+//! Round trips: what goes in comes out equal, typed (a realistic LLM answer with tool calls,
+//! through serde) and raw bytes, from 1 byte to 1 MiB, first from the hot tier, then after a
+//! restart from the warm tier (gzip files on disk), then from hot again once promoted. And the
+//! one read path that is easy to forget: a value pushed out of the hot tier while its disk
+//! write is still pending must be served from the write queue, not reported as a miss.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tiercache::hot::ENTRY_OVERHEAD;
+use tiercache::testing::{Fault, FaultFs, FsOp, Rule};
+
+use crate::support::{answer, prose, Answer, Reads, Rng, TestCache};
+
+const SIZES: [usize; 4] = [1, 1 << 10, 64 << 10, 1 << 20];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_answers_round_trip_from_hot_then_warm() {
+    let mut rng = Rng::new(7);
+    let mut h = TestCache::new().build().await;
+    let answers: Vec<(String, Answer)> = SIZES
+        .iter()
+        .enumerate()
+        .map(|(i, &len)| {
+            (
+                format!("prompt #{i}: {len} bytes"),
+                answer(&mut rng, len, i),
+            )
+        })
+        .collect();
+    for (k, a) in &answers {
+        h.set(k, a).await.unwrap();
+    }
+
+    let before = h.stats();
+    for (k, a) in &answers {
+        assert_eq!(
+            h.get::<Answer>(k).await.unwrap().as_ref(),
+            Some(a),
+            "hot read of {k}"
+        );
+    }
+    let reads = Reads::between(&before, &h.stats());
+    assert_eq!(
+        reads,
+        Reads {
+            hot_hits: 4,
+            ..Reads::default()
+        }
+    );
+
+    h.reopen().await;
+    assert_eq!(h.stats().hot_entries, 0);
+    for (k, a) in &answers {
+        assert_eq!(
+            h.get::<Answer>(k).await.unwrap().as_ref(),
+            Some(a),
+            "warm read of {k}"
+        );
+    }
+    let s = h.stats();
+    assert_eq!(
+        Reads::between(&before, &s),
+        Reads {
+            warm_hits: 4,
+            ..Reads::default()
+        }
+    );
+    // Warm hits are promoted: the next pass is served from memory.
+    for (k, a) in &answers {
+        assert_eq!(
+            h.get::<Answer>(k).await.unwrap().as_ref(),
+            Some(a),
+            "promoted read of {k}"
+        );
+    }
+    let reads = Reads::between(&s, &h.stats());
+    assert_eq!(
+        reads,
+        Reads {
+            hot_hits: 4,
+            ..Reads::default()
+        }
+    );
+    h.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_round_trip_unchanged_from_hot_then_warm() {
+    let mut rng = Rng::new(8);
+    let mut h = TestCache::new().build().await;
+    // Random bytes (incompressible) and prose (compressible) of every size, plus the empty value.
+    let mut values: Vec<(Vec<u8>, Vec<u8>)> = vec![(b"empty".to_vec(), Vec::new())];
+    for len in SIZES {
+        values.push((format!("random-{len}").into_bytes(), rng.bytes(len)));
+        values.push((
+            format!("prose-{len}").into_bytes(),
+            prose(&mut rng, len).into_bytes(),
+        ));
+    }
+    for (k, v) in &values {
+        h.set_bytes(k, v).await.unwrap();
+    }
+    let s = h.stats();
+    assert_eq!(s.sets, 9);
+    assert_eq!(s.hot_entries, 9);
+    let charged: usize = values
+        .iter()
+        .map(|(k, v)| k.len() + v.len() + ENTRY_OVERHEAD)
+        .sum();
+    assert_eq!(s.hot_bytes, charged as u64, "hot byte accounting is exact");
+
+    for (k, v) in &values {
+        assert_eq!(h.get_bytes(k).await.unwrap().as_deref(), Some(&v[..]));
+    }
+    h.reopen().await;
+    let before = h.stats();
+    for (k, v) in &values {
+        assert_eq!(h.get_bytes(k).await.unwrap().as_deref(), Some(&v[..]));
+    }
+    let after = h.stats();
+    assert_eq!(
+        Reads::between(&before, &after),
+        Reads {
+            warm_hits: 9,
+            ..Reads::default()
+        }
+    );
+    assert_eq!(
+        after.hot_bytes, charged as u64,
+        "promoted entries are charged the same"
+    );
+    h.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_of_any_serde_type_coexist_and_a_later_set_replaces() {
+    let h = TestCache::new().build().await;
+    h.set("greeting", "hello").await.unwrap();
+    h.set("numbers", &vec![1u64, 2, 3]).await.unwrap();
+    h.set("nothing", &()).await.unwrap();
+    assert_eq!(
+        h.get::<String>("greeting").await.unwrap().as_deref(),
+        Some("hello")
+    );
+    assert_eq!(
+        h.get::<Vec<u64>>("numbers").await.unwrap(),
+        Some(vec![1, 2, 3])
+    );
+    assert_eq!(h.get::<()>("nothing").await.unwrap(), Some(()));
+    assert_eq!(h.get::<String>("absent").await.unwrap(), None);
+    // A later set replaces the earlier value, typed or raw.
+    h.set_bytes("greeting", b"raw").await.unwrap();
+    assert_eq!(
+        h.get_bytes("greeting").await.unwrap().as_deref(),
+        Some(&b"raw"[..])
+    );
+    let s = h.stats();
+    assert_eq!((s.sets, s.hot_hits, s.misses, s.hot_entries), (4, 4, 1, 3));
+    h.close().await.unwrap();
+}
+
+/// Writes hang (a stalled disk), the hot tier holds two entries: five sets push three values
+/// out of memory before any of them is on disk. Every one must still read back, the three from
+/// the write queue; nothing is lost; once the disk moves again all five land.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_evicted_before_its_write_landed_is_read_from_the_queue() {
+    let fs = Arc::new(FaultFs::std());
+    let mut h = TestCache::new()
+        .hot_entries(2)
+        .io_timeout(Duration::from_secs(300))
+        .fs(fs.clone())
+        .build()
+        .await;
+    fs.add_rule(Rule::new(Fault::Hang).ops(&[FsOp::WriteNew]));
+    let keys: Vec<String> = (0..5).map(|i| format!("question {i}")).collect();
+    for (i, k) in keys.iter().enumerate() {
+        h.set(k, &format!("answer {i}")).await.unwrap();
+    }
+    let s = h.stats();
+    assert_eq!((s.hot_entries, s.hot_evictions, s.lost_writes), (2, 3, 0));
+    assert_eq!((s.writes_ok, s.write_queue_depth), (0, 5));
+    // Three of the five are no longer in memory (which three depends on the shards): they
+    // come from the queue, the other two from hot.
+    let before = h.stats();
+    for (i, k) in keys.iter().enumerate() {
+        assert_eq!(
+            h.get::<String>(k).await.unwrap(),
+            Some(format!("answer {i}")),
+            "{k}"
+        );
+    }
+    let reads = Reads::between(&before, &h.stats());
+    assert_eq!(
+        reads,
+        Reads {
+            queue_hits: 3,
+            hot_hits: 2,
+            ..Reads::default()
+        }
+    );
+
+    fs.clear_rules();
+    h.flush().await.unwrap();
+    let s = h.stats();
+    assert_eq!((s.writes_ok, s.write_queue_depth, s.lost_writes), (5, 0, 0));
+    h.reopen().await;
+    for (i, k) in keys.iter().enumerate() {
+        assert_eq!(
+            h.get::<String>(k).await.unwrap(),
+            Some(format!("answer {i}")),
+            "{k}"
+        );
+    }
+    assert_eq!(h.stats().warm_hits, 5);
+    h.close().await.unwrap();
+}
+
+/// Compile-time: the handle is shared across tasks, and what it returns crosses threads.
+#[test]
+fn the_handle_and_its_results_are_send_and_sync() {
+    fn shareable<T: Send + Sync + 'static>() {}
+    shareable::<tiercache::TieredCache>();
+    shareable::<tiercache::Stats>();
+    shareable::<tiercache::Error>();
+    shareable::<std::sync::Arc<[u8]>>();
+}
