@@ -566,7 +566,13 @@ impl Inner {
                 continue;
             }
             let hash = key_hash(&ev.key);
-            if self.queue.lookup(&hash).is_none() {
+            // Safe only if the queue holds this version or a newer one: an older write still
+            // in flight would land and leave an older value on disk.
+            let queued = match self.queue.lookup(&hash) {
+                Some(Op::Put { version, .. } | Op::Delete { version }) => version >= ev.entry.version,
+                None => false,
+            };
+            if !queued {
                 // Counted, not logged: under memory pressure this happens per request.
                 self.counters.lost_writes.inc();
                 self.mark_stale(hash, ev.entry.version);
