@@ -332,7 +332,10 @@ impl Builder {
         if c.io_timeout.is_zero() {
             return bad("io_timeout must be positive");
         }
-        if c.recovery_interval.is_zero() || c.health_interval.is_zero() || c.sweep_interval.is_zero() {
+        if c.recovery_interval.is_zero()
+            || c.health_interval.is_zero()
+            || c.sweep_interval.is_zero()
+        {
             return bad("recovery_interval, health_interval and sweep_interval must be positive");
         }
         if c.error_window.is_zero() {

@@ -119,7 +119,11 @@ impl TieredCache {
         Builder::new(root).build().await
     }
 
-    pub(crate) async fn open_with(config: Config, fs: Arc<dyn Fs>, clock: Arc<dyn Clock>) -> Result<TieredCache> {
+    pub(crate) async fn open_with(
+        config: Config,
+        fs: Arc<dyn Fs>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<TieredCache> {
         let counters = Arc::new(Counters::default());
         let store = Arc::new(WarmStore::new(
             &config.root,
@@ -219,20 +223,37 @@ impl TieredCache {
     }
 
     /// Sets a value that expires after `ttl`.
-    pub async fn set_with_ttl<V: Serialize + ?Sized>(&self, key: impl AsRef<[u8]>, value: &V, ttl: Duration) -> Result<()> {
+    pub async fn set_with_ttl<V: Serialize + ?Sized>(
+        &self,
+        key: impl AsRef<[u8]>,
+        value: &V,
+        ttl: Duration,
+    ) -> Result<()> {
         let bytes = codec::encode(value)?;
-        self.inner.store(key.as_ref(), bytes.into(), Some(ttl), 0).await
+        self.inner
+            .store(key.as_ref(), bytes.into(), Some(ttl), 0)
+            .await
     }
 
     /// Sets raw bytes, with the default TTL. `get_bytes` returns them unchanged.
     pub async fn set_bytes(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<()> {
         self.inner
-            .store(key.as_ref(), value.as_ref().into(), self.inner.config.default_ttl, 0)
+            .store(
+                key.as_ref(),
+                value.as_ref().into(),
+                self.inner.config.default_ttl,
+                0,
+            )
             .await
     }
 
     /// Sets raw bytes that expire after `ttl`.
-    pub async fn set_bytes_with_ttl(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>, ttl: Duration) -> Result<()> {
+    pub async fn set_bytes_with_ttl(
+        &self,
+        key: impl AsRef<[u8]>,
+        value: impl AsRef<[u8]>,
+        ttl: Duration,
+    ) -> Result<()> {
         self.inner
             .store(key.as_ref(), value.as_ref().into(), Some(ttl), 0)
             .await
@@ -332,7 +353,8 @@ impl Inner {
         if stale.len() > STALE_KEYS_MAX {
             stale.clear();
             drop(stale);
-            self.cleared_before_ms.fetch_max(now.saturating_add(1), Ordering::Relaxed);
+            self.cleared_before_ms
+                .fetch_max(now.saturating_add(1), Ordering::Relaxed);
         }
     }
 
@@ -349,7 +371,9 @@ impl Inner {
                 device_failure: Some(kind),
                 ..
             } => format!("{what}: {kind} error"),
-            DiskOutcome::TimedOut => format!("{what}: timed out after {:?}", self.config.io_timeout),
+            DiskOutcome::TimedOut => {
+                format!("{what}: timed out after {:?}", self.config.io_timeout)
+            }
             _ => return,
         };
         debug!(error = %text, "disk operation failed");
@@ -437,7 +461,13 @@ impl Inner {
         Ok(Some(found))
     }
 
-    pub(crate) async fn store(&self, key: &[u8], value: Arc<[u8]>, ttl: Option<Duration>, cost: u64) -> Result<()> {
+    pub(crate) async fn store(
+        &self,
+        key: &[u8],
+        value: Arc<[u8]>,
+        ttl: Option<Duration>,
+        cost: u64,
+    ) -> Result<()> {
         self.check_open()?;
         self.check_key(key)?;
         if value.len() > self.config.max_entry_bytes {
@@ -488,8 +518,13 @@ impl Inner {
         };
         let (evicted, rx) = match permit {
             Some(permit) => {
-                let op = Op::Put { value, meta, version };
-                self.queue.commit(permit, hash, key.into(), op, ack, into_hot)
+                let op = Op::Put {
+                    value,
+                    meta,
+                    version,
+                };
+                self.queue
+                    .commit(permit, hash, key.into(), op, ack, into_hot)
             }
             None => {
                 if !admitted {
@@ -540,7 +575,8 @@ impl Inner {
         let ((old, evicted), rx) = match permit {
             Some(permit) => {
                 let op = Op::Delete { version };
-                self.queue.commit(permit, hash, key.into(), op, ack, into_hot)
+                self.queue
+                    .commit(permit, hash, key.into(), op, ack, into_hot)
             }
             None => (self.queue.locked(into_hot), None),
         };
@@ -569,7 +605,9 @@ impl Inner {
             // Safe only if the queue holds this version or a newer one: an older write still
             // in flight would land and leave an older value on disk.
             let queued = match self.queue.lookup(&hash) {
-                Some(Op::Put { version, .. } | Op::Delete { version }) => version >= ev.entry.version,
+                Some(Op::Put { version, .. } | Op::Delete { version }) => {
+                    version >= ev.entry.version
+                }
                 None => false,
             };
             if !queued {
@@ -693,7 +731,15 @@ impl Inner {
     /// its hot version clean; a failed one leaves it dirty, and counts as lost if the hot tier
     /// no longer holds it and no newer operation superseded it. Returns whether it landed and
     /// the write-through waiters to tell.
-    fn finish_job(&self, hash: &KeyHash, key: &[u8], seq: u64, op: &Op, landed: bool, per_entry: bool) -> Acks {
+    fn finish_job(
+        &self,
+        hash: &KeyHash,
+        key: &[u8],
+        seq: u64,
+        op: &Op,
+        landed: bool,
+        per_entry: bool,
+    ) -> Acks {
         let version = match op {
             Op::Put { version, .. } | Op::Delete { version } => *version,
         };

@@ -105,7 +105,6 @@ pub trait Fs: Send + Sync + fmt::Debug {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct StdFs;
 
-
 fn millis(m: &fs::Metadata) -> u64 {
     m.modified()
         .ok()
@@ -143,10 +142,12 @@ fn open_beneath(path: &Path, oflags: rustix::fs::OFlags, mode: u32) -> io::Resul
 /// to the cache directory, which the threat model gives only to crashes and stray tools.)
 fn check_parent(path: &Path) -> io::Result<()> {
     match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => {
-            open_beneath(dir, rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY, 0)
-                .map(drop)
-        }
+        Some(dir) if !dir.as_os_str().is_empty() => open_beneath(
+            dir,
+            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY,
+            0,
+        )
+        .map(drop),
         _ => Ok(()),
     }
 }
@@ -244,7 +245,11 @@ impl Fs for StdFs {
             existing = parent;
         }
         if !existing.as_os_str().is_empty() {
-            open_beneath(existing, rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY, 0)?;
+            open_beneath(
+                existing,
+                rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY,
+                0,
+            )?;
         }
         fs::DirBuilder::new()
             .recursive(true)
@@ -253,12 +258,20 @@ impl Fs for StdFs {
     }
 
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
-        open_beneath(path, rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY, 0)?
-            .sync_all()
+        open_beneath(
+            path,
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY,
+            0,
+        )?
+        .sync_all()
     }
 
     fn read_dir(&self, path: &Path) -> io::Result<Vec<DirEntryInfo>> {
-        open_beneath(path, rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY, 0)?;
+        open_beneath(
+            path,
+            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY,
+            0,
+        )?;
         let mut out = Vec::new();
         for entry in fs::read_dir(path)? {
             let entry = match entry {
@@ -273,11 +286,12 @@ impl Fs for StdFs {
                 Err(e) => return Err(e),
             };
             let ft = meta.file_type();
-            let kind = if ft.is_fifo() || ft.is_socket() || ft.is_block_device() || ft.is_char_device() {
-                FileKind::Special
-            } else {
-                FileKind::of(ft)
-            };
+            let kind =
+                if ft.is_fifo() || ft.is_socket() || ft.is_block_device() || ft.is_char_device() {
+                    FileKind::Special
+                } else {
+                    FileKind::of(ft)
+                };
             out.push(DirEntryInfo {
                 name: entry.file_name(),
                 kind,
@@ -343,9 +357,12 @@ impl IoErrorKind {
                 Errno::ACCESS | Errno::PERM => IoErrorKind::Permission,
                 Errno::FBIG => IoErrorKind::FileTooLarge,
                 Errno::TIMEDOUT => IoErrorKind::Timeout,
-                Errno::NOTDIR | Errno::ISDIR | Errno::EXIST | Errno::LOOP | Errno::NAMETOOLONG | Errno::XDEV => {
-                    IoErrorKind::Path
-                }
+                Errno::NOTDIR
+                | Errno::ISDIR
+                | Errno::EXIST
+                | Errno::LOOP
+                | Errno::NAMETOOLONG
+                | Errno::XDEV => IoErrorKind::Path,
                 _ => IoErrorKind::Other,
             };
         }
@@ -435,7 +452,10 @@ mod tests {
             StdFs.read_file(dir.path(), 100).unwrap(),
             FileRead::NotRegular(FileKind::Dir)
         ));
-        assert!(matches!(StdFs.read_file(&target, 3).unwrap(), FileRead::TooLarge(6)));
+        assert!(matches!(
+            StdFs.read_file(&target, 3).unwrap(),
+            FileRead::TooLarge(6)
+        ));
         match StdFs.read_file(&target, 6).unwrap() {
             FileRead::Data(d) => assert_eq!(d, b"secret"),
             other => panic!("{other:?}"),
@@ -476,6 +496,9 @@ mod tests {
         let err = StdFs.write_new(&p, b"two", false).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
 }

@@ -330,7 +330,8 @@ impl HotTier {
     /// Changes the budgets (memory-only mode doubles them), evicting what no longer fits.
     pub fn set_budget(&self, max_bytes: usize, max_entries: usize) -> Vec<Evicted> {
         self.max_bytes.store(max_bytes, Ordering::Relaxed);
-        self.max_entries.store(max_entries.max(1), Ordering::Relaxed);
+        self.max_entries
+            .store(max_entries.max(1), Ordering::Relaxed);
         let mut evicted = Vec::new();
         if self.over_budget() {
             self.evict_others(self.shards.len() - 1, &mut evicted);

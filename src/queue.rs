@@ -159,7 +159,11 @@ impl WriteQueue {
 
     /// Waits for room for an operation of `key_len` + `value_len` bytes. Nothing is changed
     /// until [`WriteQueue::commit`], so a caller dropped while waiting leaves no trace.
-    pub(crate) async fn reserve(&self, key_len: usize, value_len: usize) -> Option<OwnedSemaphorePermit> {
+    pub(crate) async fn reserve(
+        &self,
+        key_len: usize,
+        value_len: usize,
+    ) -> Option<OwnedSemaphorePermit> {
         // Fits: capacity <= u32::MAX by construction.
         let cost = (key_len + value_len + OP_OVERHEAD).min(self.capacity) as u32;
         // The semaphore is never closed, so this cannot fail in practice.

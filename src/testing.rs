@@ -193,7 +193,9 @@ impl FaultFs {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Adds a rule (rules are checked in the order added; the first that fires wins).
@@ -286,14 +288,23 @@ impl FaultFs {
 
     fn plain<T>(&self, op: FsOp, path: &Path, f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
         match self.check(op, path) {
-            Some(Fault::Errno(e)) | Some(Fault::ShortWrite(e)) => Err(io::Error::from_raw_os_error(e)),
+            Some(Fault::Errno(e)) | Some(Fault::ShortWrite(e)) => {
+                Err(io::Error::from_raw_os_error(e))
+            }
             _ => f(),
         }
     }
 
-    fn read(&self, op: FsOp, path: &Path, f: impl FnOnce() -> io::Result<FileRead>) -> io::Result<FileRead> {
+    fn read(
+        &self,
+        op: FsOp,
+        path: &Path,
+        f: impl FnOnce() -> io::Result<FileRead>,
+    ) -> io::Result<FileRead> {
         match self.check(op, path) {
-            Some(Fault::Errno(e)) | Some(Fault::ShortWrite(e)) => Err(io::Error::from_raw_os_error(e)),
+            Some(Fault::Errno(e)) | Some(Fault::ShortWrite(e)) => {
+                Err(io::Error::from_raw_os_error(e))
+            }
             Some(Fault::FlipBit(bit)) => {
                 let mut r = f()?;
                 if let FileRead::Data(d) = &mut r {
@@ -380,11 +391,22 @@ mod tests {
     fn rules_skip_fire_and_stop() {
         let dir = tempfile::tempdir().unwrap();
         let fs = FaultFs::std();
-        fs.add_rule(Rule::new(Fault::Errno(5)).ops(&[FsOp::WriteNew]).skip(1).times(2));
+        fs.add_rule(
+            Rule::new(Fault::Errno(5))
+                .ops(&[FsOp::WriteNew])
+                .skip(1)
+                .times(2),
+        );
         let p = |i: u32| dir.path().join(format!("f{i}"));
         assert!(fs.write_new(&p(0), b"x", false).is_ok());
-        assert_eq!(fs.write_new(&p(1), b"x", false).unwrap_err().raw_os_error(), Some(5));
-        assert_eq!(fs.write_new(&p(2), b"x", false).unwrap_err().raw_os_error(), Some(5));
+        assert_eq!(
+            fs.write_new(&p(1), b"x", false).unwrap_err().raw_os_error(),
+            Some(5)
+        );
+        assert_eq!(
+            fs.write_new(&p(2), b"x", false).unwrap_err().raw_os_error(),
+            Some(5)
+        );
         assert!(fs.write_new(&p(3), b"x", true).is_ok());
         assert_eq!(fs.calls(FsOp::WriteNew), 4);
         assert_eq!(fs.calls(FsOp::SyncFile), 1);
@@ -395,11 +417,24 @@ mod tests {
     fn short_write_leaves_half_a_file_and_flips_flip() {
         let dir = tempfile::tempdir().unwrap();
         let fs = FaultFs::std();
-        fs.add_rule(Rule::new(Fault::ShortWrite(28)).ops(&[FsOp::WriteNew]).times(1));
+        fs.add_rule(
+            Rule::new(Fault::ShortWrite(28))
+                .ops(&[FsOp::WriteNew])
+                .times(1),
+        );
         let p = dir.path().join("f");
-        assert_eq!(fs.write_new(&p, b"abcdef", false).unwrap_err().raw_os_error(), Some(28));
+        assert_eq!(
+            fs.write_new(&p, b"abcdef", false)
+                .unwrap_err()
+                .raw_os_error(),
+            Some(28)
+        );
         assert_eq!(std::fs::read(&p).unwrap(), b"abc");
-        fs.add_rule(Rule::new(Fault::FlipBit(8)).ops(&[FsOp::ReadFile]).path_contains("f"));
+        fs.add_rule(
+            Rule::new(Fault::FlipBit(8))
+                .ops(&[FsOp::ReadFile])
+                .path_contains("f"),
+        );
         match fs.read_file(&p, 10).unwrap() {
             FileRead::Data(d) => assert_eq!(d, b"acc"),
             other => panic!("{other:?}"),

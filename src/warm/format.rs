@@ -213,7 +213,14 @@ pub struct Decoded {
 /// Builds a complete entry file: header, key, gzip payload.
 pub fn encode(key: &[u8], value: &[u8], meta: EntryMeta, level: u32) -> io::Result<Vec<u8>> {
     let payload = deflate(value, level)?;
-    Ok(assemble(key, value.len() as u64, &payload, meta, VERSION, FLAG_GZIP))
+    Ok(assemble(
+        key,
+        value.len() as u64,
+        &payload,
+        meta,
+        VERSION,
+        FLAG_GZIP,
+    ))
 }
 
 /// Compresses `value` as one gzip member (mtime 0, so output is deterministic).
@@ -312,7 +319,10 @@ pub fn parse_header(bytes: &[u8], limits: &Limits) -> Result<Header, Invalid> {
     if bytes.len() < HEADER_LEN {
         return Err(Invalid::corrupt(
             Corruption::Truncated,
-            format!("{} bytes, shorter than the {HEADER_LEN}-byte header", bytes.len()),
+            format!(
+                "{} bytes, shorter than the {HEADER_LEN}-byte header",
+                bytes.len()
+            ),
         ));
     }
     let version = le_u16(&bytes[8..10]);
@@ -343,7 +353,10 @@ pub fn parse_header(bytes: &[u8], limits: &Limits) -> Result<Header, Invalid> {
     if header.key_len as usize > limits.max_key_bytes {
         return Err(Invalid::corrupt(
             Corruption::Oversize,
-            format!("key length {} over {}", header.key_len, limits.max_key_bytes),
+            format!(
+                "key length {} over {}",
+                header.key_len, limits.max_key_bytes
+            ),
         ));
     }
     if header.uncompressed_len > limits.max_entry_bytes as u64 {
@@ -569,7 +582,14 @@ mod tests {
 
     #[test]
     fn unknown_flags_are_rejected_even_with_a_valid_checksum() {
-        let file = assemble(b"k", 1, &deflate(b"v", 1).unwrap(), meta(), 1, FLAG_GZIP | 4);
+        let file = assemble(
+            b"k",
+            1,
+            &deflate(b"v", 1).unwrap(),
+            meta(),
+            1,
+            FLAG_GZIP | 4,
+        );
         assert!(matches!(
             decode(&file, b"k", &LIMITS),
             Err(Invalid::Corrupt(Corruption::Flags, _))
@@ -597,7 +617,10 @@ mod tests {
         let InflateError::Bomb { inflated } = err else {
             panic!("{err:?}")
         };
-        assert!(inflated as u64 <= limit + INFLATE_CHUNK as u64, "{inflated}");
+        assert!(
+            inflated as u64 <= limit + INFLATE_CHUNK as u64,
+            "{inflated}"
+        );
         assert!(inflated as u64 > limit);
         // Through the full decoder, with a declared length under the limit:
         let file = assemble(b"k", limit, &payload, meta(), 1, FLAG_GZIP);

@@ -94,7 +94,7 @@ impl WarmIndex {
     /// entries already known (written or read since open) keep their place and size.
     pub fn merge_scanned(&mut self, mut found: Vec<(KeyHash, u64, u64)>) {
         // Newest first, each pushed to the LRU end: the oldest ends up least recent.
-        found.sort_by(|a, b| b.2.cmp(&a.2));
+        found.sort_by_key(|e| std::cmp::Reverse(e.2));
         for (hash, len, _mtime) in found {
             if self.lru.contains(&hash) {
                 continue;
@@ -121,7 +121,11 @@ impl WarmIndex {
 
     /// Hashes of entries known to be expired at `now_ms`, and up to `unknown_limit` entries
     /// whose expiry is not known yet.
-    pub fn sweep_candidates(&self, now_ms: u64, unknown_limit: usize) -> (Vec<KeyHash>, Vec<KeyHash>) {
+    pub fn sweep_candidates(
+        &self,
+        now_ms: u64,
+        unknown_limit: usize,
+    ) -> (Vec<KeyHash>, Vec<KeyHash>) {
         let mut expired = Vec::new();
         let mut unknown = Vec::new();
         for (h, e) in self.lru.iter() {
@@ -154,9 +158,27 @@ mod tests {
     #[test]
     fn bytes_follow_puts_and_removes() {
         let mut ix = WarmIndex::default();
-        ix.put(h(1), IndexEntry { len: 10, expires_ms: 0 });
-        ix.put(h(2), IndexEntry { len: 20, expires_ms: 0 });
-        ix.put(h(1), IndexEntry { len: 5, expires_ms: 0 });
+        ix.put(
+            h(1),
+            IndexEntry {
+                len: 10,
+                expires_ms: 0,
+            },
+        );
+        ix.put(
+            h(2),
+            IndexEntry {
+                len: 20,
+                expires_ms: 0,
+            },
+        );
+        ix.put(
+            h(1),
+            IndexEntry {
+                len: 5,
+                expires_ms: 0,
+            },
+        );
         assert_eq!(ix.bytes(), 25);
         ix.remove(&h(2));
         assert_eq!((ix.bytes(), ix.len()), (5, 1));
@@ -165,19 +187,43 @@ mod tests {
     #[test]
     fn scanned_entries_are_least_recent_oldest_first() {
         let mut ix = WarmIndex::default();
-        ix.put(h(9), IndexEntry { len: 1, expires_ms: 0 });
-        ix.merge_scanned(vec![(h(1), 10, 300), (h(2), 10, 100), (h(3), 10, 200), (h(9), 99, 1)]);
+        ix.put(
+            h(9),
+            IndexEntry {
+                len: 1,
+                expires_ms: 0,
+            },
+        );
+        ix.merge_scanned(vec![
+            (h(1), 10, 300),
+            (h(2), 10, 100),
+            (h(3), 10, 200),
+            (h(9), 99, 1),
+        ]);
         assert_eq!(ix.bytes(), 31);
-        let order: Vec<u8> = std::iter::from_fn(|| ix.pop_victim(&h(0)).map(|(k, _)| k[0])).collect();
+        let order: Vec<u8> =
+            std::iter::from_fn(|| ix.pop_victim(&h(0)).map(|(k, _)| k[0])).collect();
         assert_eq!(order, vec![2, 3, 1, 9]);
     }
 
     #[test]
     fn the_kept_entry_is_never_a_victim() {
         let mut ix = WarmIndex::default();
-        ix.put(h(1), IndexEntry { len: 1, expires_ms: 0 });
+        ix.put(
+            h(1),
+            IndexEntry {
+                len: 1,
+                expires_ms: 0,
+            },
+        );
         assert_eq!(ix.pop_victim(&h(1)), None);
-        ix.put(h(2), IndexEntry { len: 1, expires_ms: 0 });
+        ix.put(
+            h(2),
+            IndexEntry {
+                len: 1,
+                expires_ms: 0,
+            },
+        );
         assert_eq!(ix.pop_victim(&h(2)).map(|(k, _)| k), Some(h(1)));
     }
 }

@@ -125,8 +125,12 @@ impl Layout {
     /// A temp path unique to (process, instance, counter).
     pub fn temp_path(&self, hash: &KeyHash, owner: TempOwner, n: u64) -> PathBuf {
         let h = hex(hash);
-        self.tmp
-            .join(format!("{}.{}.{}.{n}.tmp", &h[..16], owner.pid, owner.instance))
+        self.tmp.join(format!(
+            "{}.{}.{}.{n}.tmp",
+            &h[..16],
+            owner.pid,
+            owner.instance
+        ))
     }
 
     /// The recovery probe's temp path.
@@ -162,7 +166,14 @@ mod tests {
     fn hostile_keys_map_to_hex_names_under_the_root() {
         let layout = Layout::new("/cache");
         let big = vec![b'/'; 1 << 20];
-        let keys: [&[u8]; 6] = [b"../x", b"../../etc/passwd", b"a\0b", &[0xff, 0xfe, b'/'], b"", &big];
+        let keys: [&[u8]; 6] = [
+            b"../x",
+            b"../../etc/passwd",
+            b"a\0b",
+            &[0xff, 0xfe, b'/'],
+            b"",
+            &big,
+        ];
         for key in keys {
             let p = layout.entry_path(&key_hash(key));
             let rel = p.strip_prefix("/cache/v1").unwrap();
@@ -189,7 +200,10 @@ mod tests {
     #[test]
     fn temp_names_round_trip() {
         let layout = Layout::new("/c");
-        let owner = TempOwner { pid: 4242, instance: 7 };
+        let owner = TempOwner {
+            pid: 4242,
+            instance: 7,
+        };
         let p = layout.temp_path(&key_hash(b"k"), owner, 19);
         assert_eq!(parse_temp_name(p.file_name().unwrap()), Some(owner));
         let p = layout.probe_path(owner, 3);

@@ -196,17 +196,32 @@ mod tests {
         for i in 0..5u64 {
             let p = dir.path().join(format!("f{i}"));
             std::fs::write(&p, vec![0u8; 10]).unwrap();
-            let name = quarantine(&StdFs, &q, &p, Corruption::Checksum, "bad\nsum", 10, 100 + i, limits)
-                .unwrap()
-                .unwrap();
+            let name = quarantine(
+                &StdFs,
+                &q,
+                &p,
+                Corruption::Checksum,
+                "bad\nsum",
+                10,
+                100 + i,
+                limits,
+            )
+            .unwrap()
+            .unwrap();
             assert_eq!(name, format!("{}-checksum-f{i}", 100 + i));
             assert!(!p.exists());
         }
         let listed = list(&StdFs, &q).unwrap();
         let names: Vec<_> = listed.iter().map(|f| f.name.as_str()).collect();
-        assert_eq!(names, ["102-checksum-f2", "103-checksum-f3", "104-checksum-f4"]);
+        assert_eq!(
+            names,
+            ["102-checksum-f2", "103-checksum-f3", "104-checksum-f4"]
+        );
         let side = std::fs::read_to_string(q.join("104-checksum-f4.why")).unwrap();
-        assert!(side.starts_with("reason: checksum\ndetail: bad sum\n"), "{side}");
+        assert!(
+            side.starts_with("reason: checksum\ndetail: bad sum\n"),
+            "{side}"
+        );
         assert!(side.contains("size: 10\n"));
         assert_eq!(std::fs::read_dir(&q).unwrap().count(), 6);
         // A file that vanished first is not an error.

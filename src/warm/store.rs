@@ -158,17 +158,39 @@ impl WarmStore {
     }
 
     /// Reads the entry for `key`.
-    pub fn read(&self, fs: &dyn Fs, key: &[u8], hash: &KeyHash, now_ms: u64) -> io::Result<ReadOutcome> {
+    pub fn read(
+        &self,
+        fs: &dyn Fs,
+        key: &[u8],
+        hash: &KeyHash,
+        now_ms: u64,
+    ) -> io::Result<ReadOutcome> {
         let path = self.layout.entry_path(hash);
         let data = match fs.read_file(&path, self.config.limits.max_file_bytes()) {
             Ok(FileRead::Data(d)) => d,
             Ok(FileRead::NotRegular(kind)) => {
                 let detail = format!("a {} sits at the entry path", kind.describe());
-                return Ok(self.quarantine(fs, &path, hash, Corruption::NotARegularFile, &detail, 0, now_ms));
+                return Ok(self.quarantine(
+                    fs,
+                    &path,
+                    hash,
+                    Corruption::NotARegularFile,
+                    &detail,
+                    0,
+                    now_ms,
+                ));
             }
             Ok(FileRead::TooLarge(len)) => {
                 let detail = format!("{len} bytes, over the largest valid entry");
-                return Ok(self.quarantine(fs, &path, hash, Corruption::Oversize, &detail, len, now_ms));
+                return Ok(self.quarantine(
+                    fs,
+                    &path,
+                    hash,
+                    Corruption::Oversize,
+                    &detail,
+                    len,
+                    now_ms,
+                ));
             }
             Err(e) if is_not_found(&e) => {
                 self.index().remove(hash);
@@ -242,14 +264,23 @@ impl WarmStore {
                 warn!(reason = reason.name(), %detail, quarantined_as = %name, "corrupted entry quarantined");
             }
             Ok(None) => {}
-            Err(e) => warn!(reason = reason.name(), error = %e, "corrupted entry could not be quarantined"),
+            Err(e) => {
+                warn!(reason = reason.name(), error = %e, "corrupted entry could not be quarantined")
+            }
         }
         ReadOutcome::Corrupt
     }
 
     /// Writes an entry atomically: unique temp file, write, fsync (per durability), rename,
     /// directory fsync. Then evicts least-recently-used entries beyond the byte budget.
-    pub fn write(&self, fs: &dyn Fs, key: &[u8], hash: &KeyHash, value: &[u8], meta: EntryMeta) -> io::Result<WriteOutcome> {
+    pub fn write(
+        &self,
+        fs: &dyn Fs,
+        key: &[u8],
+        hash: &KeyHash,
+        value: &[u8],
+        meta: EntryMeta,
+    ) -> io::Result<WriteOutcome> {
         let file = format::encode(key, value, meta, self.config.compression_level)?;
         let len = file.len() as u64;
         if len > self.config.capacity_bytes {
@@ -276,7 +307,13 @@ impl WarmStore {
         self.counters.bytes_out.add(len);
         let victims = {
             let mut ix = self.index();
-            ix.put(*hash, IndexEntry { len, expires_ms: meta.expires_ms });
+            ix.put(
+                *hash,
+                IndexEntry {
+                    len,
+                    expires_ms: meta.expires_ms,
+                },
+            );
             let mut v = Vec::new();
             while ix.bytes() > self.config.capacity_bytes {
                 match ix.pop_victim(hash) {
@@ -326,7 +363,13 @@ impl WarmStore {
         }
     }
 
-    fn rename_into_place(&self, fs: &dyn Fs, tmp: &Path, dest: &Path, hash: &KeyHash) -> io::Result<()> {
+    fn rename_into_place(
+        &self,
+        fs: &dyn Fs,
+        tmp: &Path,
+        dest: &Path,
+        hash: &KeyHash,
+    ) -> io::Result<()> {
         let dir = self.layout.entry_dir(hash);
         match fs.rename(tmp, dest) {
             Ok(()) => {}
@@ -442,7 +485,9 @@ impl WarmStore {
                 }
                 for f in list_or_empty(fs, &da.join(&b.name))? {
                     match layout::parse_hex(&f.name) {
-                        Some(h) if f.kind == FileKind::File => found.push((h, f.len, f.modified_ms)),
+                        Some(h) if f.kind == FileKind::File => {
+                            found.push((h, f.len, f.modified_ms))
+                        }
                         // Non-regular files at entry paths are quarantined when read.
                         Some(_) => {}
                         None => foreign += 1,
@@ -460,7 +505,9 @@ impl WarmStore {
     /// Removes expired entry files known to the index, and learns the expiry of up to
     /// [`SWEEP_UNKNOWN_PER_PASS`] entries found by the scan. Returns how many were removed.
     pub fn sweep_expired(&self, fs: &dyn Fs, now_ms: u64) -> io::Result<u64> {
-        let (expired, unknown) = self.index().sweep_candidates(now_ms, SWEEP_UNKNOWN_PER_PASS);
+        let (expired, unknown) = self
+            .index()
+            .sweep_candidates(now_ms, SWEEP_UNKNOWN_PER_PASS);
         let mut removed = 0;
         for hash in expired.iter().chain(unknown.iter()) {
             let path = self.layout.entry_path(hash);
@@ -510,12 +557,12 @@ impl WarmStore {
             data.resize(PROBE_LEN, 0);
             &mut data
         });
-        let result = fs
-            .write_new(&path, &data, true)
-            .and_then(|()| match fs.read_file(&path, PROBE_LEN as u64)? {
+        let result = fs.write_new(&path, &data, true).and_then(|()| {
+            match fs.read_file(&path, PROBE_LEN as u64)? {
                 FileRead::Data(back) if back == data => Ok(()),
                 _ => Err(io::Error::other("probe file read back differs")),
-            });
+            }
+        });
         let removed = fs.remove_file(&path);
         result?;
         match removed {

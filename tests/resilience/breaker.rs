@@ -15,7 +15,12 @@ async fn opens_after_exactly_k_write_failures_and_set_still_succeeds() {
     t.fail(&[FsOp::WriteNew], EIO);
     for i in 0..2 {
         cache.set(format!("k{i}"), &i).await.unwrap();
-        assert_eq!(cache.breaker_state(), BreakerState::Closed, "after {} failures", i + 1);
+        assert_eq!(
+            cache.breaker_state(),
+            BreakerState::Closed,
+            "after {} failures",
+            i + 1
+        );
     }
     cache.set("k2", &2).await.unwrap();
     assert_eq!(cache.breaker_state(), BreakerState::Open);
@@ -43,7 +48,10 @@ async fn hidden_errors_still_open_it() {
     let cache = t.open(t.builder().failure_threshold(3)).await;
     t.fail(&[FsOp::ReadFile], EIO);
     for i in 0..3 {
-        assert_eq!(cache.get::<String>(format!("missing{i}")).await.unwrap(), None);
+        assert_eq!(
+            cache.get::<String>(format!("missing{i}")).await.unwrap(),
+            None
+        );
     }
     assert_eq!(cache.breaker_state(), BreakerState::Open);
     assert_eq!(errors(&cache, "io"), 3);
@@ -73,7 +81,9 @@ async fn a_thousand_corrupted_entries_never_open_it() {
         std::fs::create_dir_all(layout.entry_dir(&hash)).unwrap();
         std::fs::write(layout.entry_path(&hash), format!("garbage {i}")).unwrap();
     }
-    let cache = t.open(t.builder().failure_threshold(1).memory_only_after(1)).await;
+    let cache = t
+        .open(t.builder().failure_threshold(1).memory_only_after(1))
+        .await;
     for i in 0..1000u32 {
         assert_eq!(cache.get::<u8>(format!("bad{i}")).await.unwrap(), None);
     }
@@ -89,10 +99,15 @@ async fn a_thousand_corrupted_entries_never_open_it() {
 #[tokio::test(start_paused = true)]
 async fn efbig_is_per_entry_and_never_opens_it() {
     let t = TestCache::new();
-    let cache = t.open(t.builder().failure_threshold(1).memory_only_after(1)).await;
+    let cache = t
+        .open(t.builder().failure_threshold(1).memory_only_after(1))
+        .await;
     t.fail(&[FsOp::WriteNew], EFBIG);
     for i in 0..50 {
-        cache.set(format!("big{i}"), &vec![i as u8; 100]).await.unwrap();
+        cache
+            .set(format!("big{i}"), &vec![i as u8; 100])
+            .await
+            .unwrap();
     }
     let s = cache.stats();
     assert_eq!(s.breaker_state, BreakerState::Closed);
@@ -101,14 +116,21 @@ async fn efbig_is_per_entry_and_never_opens_it() {
     assert_eq!(s.disk_errors_by_kind.get("file-too-large"), Some(&50));
     // Those entries stay memory-only: still served, no longer dirty (never retried).
     assert_eq!(s.dirty_entries, 0);
-    assert_eq!(cache.get::<Vec<u8>>("big7").await.unwrap(), Some(vec![7u8; 100]));
+    assert_eq!(
+        cache.get::<Vec<u8>>("big7").await.unwrap(),
+        Some(vec![7u8; 100])
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn half_open_on_the_timer_without_traffic_then_closes_on_success() {
     let t = TestCache::new();
     let cache = t
-        .open(t.builder().failure_threshold(3).open_timeout(Duration::from_secs(30)))
+        .open(
+            t.builder()
+                .failure_threshold(3)
+                .open_timeout(Duration::from_secs(30)),
+        )
         .await;
     t.fail(&[FsOp::ReadFile], EIO);
     for i in 0..3 {
@@ -117,10 +139,18 @@ async fn half_open_on_the_timer_without_traffic_then_closes_on_success() {
     assert_eq!(cache.breaker_state(), BreakerState::Open);
     tokio::time::advance(Duration::from_secs(30) - Duration::from_millis(1)).await;
     spin().await;
-    assert_eq!(cache.breaker_state(), BreakerState::Open, "1 ms before the timeout");
+    assert_eq!(
+        cache.breaker_state(),
+        BreakerState::Open,
+        "1 ms before the timeout"
+    );
     tokio::time::advance(Duration::from_millis(1)).await;
     spin().await;
-    assert_eq!(cache.breaker_state(), BreakerState::HalfOpen, "at the timeout, no traffic");
+    assert_eq!(
+        cache.breaker_state(),
+        BreakerState::HalfOpen,
+        "at the timeout, no traffic"
+    );
     t.fs.clear_rules();
     assert_eq!(cache.get::<u8>("k0").await.unwrap(), None); // the probe call: NotFound = success
     assert_eq!(cache.breaker_state(), BreakerState::Closed);
@@ -131,7 +161,11 @@ async fn half_open_on_the_timer_without_traffic_then_closes_on_success() {
 async fn failed_probe_reopens_with_a_doubled_timeout() {
     let t = TestCache::new();
     let cache = t
-        .open(t.builder().failure_threshold(1).open_timeout(Duration::from_secs(30)))
+        .open(
+            t.builder()
+                .failure_threshold(1)
+                .open_timeout(Duration::from_secs(30)),
+        )
         .await;
     t.fail(&[FsOp::ReadFile], EIO);
     cache.get::<u8>("a").await.unwrap();
@@ -143,7 +177,11 @@ async fn failed_probe_reopens_with_a_doubled_timeout() {
     assert_eq!(cache.breaker_state(), BreakerState::Open);
     tokio::time::advance(Duration::from_secs(59)).await;
     settle().await;
-    assert_eq!(cache.breaker_state(), BreakerState::Open, "timeout is now 60 s");
+    assert_eq!(
+        cache.breaker_state(),
+        BreakerState::Open,
+        "timeout is now 60 s"
+    );
     tokio::time::advance(Duration::from_secs(1)).await;
     settle().await;
     assert_eq!(cache.breaker_state(), BreakerState::HalfOpen);
@@ -153,7 +191,12 @@ async fn failed_probe_reopens_with_a_doubled_timeout() {
 async fn concurrent_callers_never_get_more_than_half_open_max_admissions() {
     let t = TestCache::new();
     let cache = t
-        .open(t.builder().failure_threshold(1).half_open_max(2).open_timeout(Duration::from_secs(10)))
+        .open(
+            t.builder()
+                .failure_threshold(1)
+                .half_open_max(2)
+                .open_timeout(Duration::from_secs(10)),
+        )
         .await;
     t.fail(&[FsOp::ReadFile], EIO);
     cache.get::<u8>("x").await.unwrap();
@@ -167,7 +210,9 @@ async fn concurrent_callers_never_get_more_than_half_open_max_admissions() {
     let mut tasks = Vec::new();
     for i in 0..64 {
         let c = cache.clone();
-        tasks.push(tokio::spawn(async move { c.get::<u8>(format!("q{i}")).await }));
+        tasks.push(tokio::spawn(
+            async move { c.get::<u8>(format!("q{i}")).await },
+        ));
     }
     // Only yields: tokio does not auto-advance a paused clock while blocking calls run.
     spin().await;
@@ -184,7 +229,11 @@ async fn concurrent_callers_never_get_more_than_half_open_max_admissions() {
 async fn health_check_feeds_the_breaker_without_traffic() {
     let t = TestCache::new();
     let cache = t
-        .open(t.builder().failure_threshold(3).health_interval(Duration::from_secs(60)))
+        .open(
+            t.builder()
+                .failure_threshold(3)
+                .health_interval(Duration::from_secs(60)),
+        )
         .await;
     t.fail(&[FsOp::WriteNew], EIO);
     for n in 1..=3u64 {

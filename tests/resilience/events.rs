@@ -40,7 +40,9 @@ async fn one_event_per_transition_whatever_the_traffic() {
     let _guard = tracing::subscriber::set_default(subscriber);
 
     let t = TestCache::new();
-    let cache = t.open(t.builder().failure_threshold(3).memory_only_after(5)).await;
+    let cache = t
+        .open(t.builder().failure_threshold(3).memory_only_after(5))
+        .await;
     events.0.lock().unwrap().clear(); // drop the "opened" event
     t.fail(&[FsOp::WriteNew, FsOp::ReadFile], EIO);
     // 3 failures open the breaker (one event); then 5,000 calls are rejected silently.

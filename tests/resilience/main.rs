@@ -5,6 +5,12 @@
 //! a hung disk cannot hang callers (`timeouts::hung_read_returns_within_io_timeout`), and an
 //! open breaker logs one event per transition, not per request (`events`).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helpers: a panic is a test failure with its location"
+)]
+
 mod breaker;
 mod events;
 mod memory_only;

@@ -59,13 +59,22 @@ async fn no_disk_calls_but_probes_then_recovery_writes_back_everything() {
     let calls = t.fs.total_calls();
     // 1,000 operations while memory-only: zero disk calls.
     for i in 0..400u32 {
-        cache.set(format!("deg{i}"), &format!("value {i}")).await.unwrap();
+        cache
+            .set(format!("deg{i}"), &format!("value {i}"))
+            .await
+            .unwrap();
     }
     for i in 0..400u32 {
-        assert_eq!(cache.get::<String>(format!("deg{i}")).await.unwrap(), Some(format!("value {i}")));
+        assert_eq!(
+            cache.get::<String>(format!("deg{i}")).await.unwrap(),
+            Some(format!("value {i}"))
+        );
     }
     for i in 0..100u32 {
-        assert_eq!(cache.get::<String>(format!("absent{i}")).await.unwrap(), None);
+        assert_eq!(
+            cache.get::<String>(format!("absent{i}")).await.unwrap(),
+            None
+        );
     }
     for i in 0..100u32 {
         cache.remove(format!("deg{i}")).await.unwrap();
@@ -79,7 +88,11 @@ async fn no_disk_calls_but_probes_then_recovery_writes_back_everything() {
     let s = cache.stats();
     assert_eq!((s.probes_run, s.probes_ok), (1, 0));
     assert_eq!(t.fs.calls(FsOp::WriteNew), 5 + 1);
-    assert_eq!(t.fs.total_calls(), calls + 2, "probe: one write (failed), one temp removal");
+    assert_eq!(
+        t.fs.total_calls(),
+        calls + 2,
+        "probe: one write (failed), one temp removal"
+    );
     assert_eq!(cache.mode(), Mode::MemoryOnly);
     // The disk heals; the next probe, one recovery_interval later, brings it back.
     t.fs.clear_rules();
@@ -92,19 +105,34 @@ async fn no_disk_calls_but_probes_then_recovery_writes_back_everything() {
     assert_eq!(s.hot_capacity_bytes, HOT_BYTES as u64);
     assert_eq!(s.hot_capacity_entries, HOT_ENTRIES as u64);
     // Two recovery intervals; each probe completes inside a 20 ms `settle` window.
-    assert!((600_000..=600_040).contains(&s.memory_only_ms), "{}", s.memory_only_ms);
+    assert!(
+        (600_000..=600_040).contains(&s.memory_only_ms),
+        "{}",
+        s.memory_only_ms
+    );
     cache.flush().await.unwrap();
     assert_eq!(cache.stats().dirty_entries, 0);
     cache.close().await.unwrap();
 
     // Every entry set while degraded is on disk; removed ones are gone from disk too.
-    let reopened = TieredCache::builder(t.dir.path()).min_free_bytes(0).build().await.unwrap();
+    let reopened = TieredCache::builder(t.dir.path())
+        .min_free_bytes(0)
+        .build()
+        .await
+        .unwrap();
     for i in 0..5 {
-        assert_eq!(reopened.get::<i32>(format!("first{i}")).await.unwrap(), Some(i));
+        assert_eq!(
+            reopened.get::<i32>(format!("first{i}")).await.unwrap(),
+            Some(i)
+        );
     }
     for i in 0..400u32 {
         let want = (i >= 100).then(|| format!("value {i}"));
-        assert_eq!(reopened.get::<String>(format!("deg{i}")).await.unwrap(), want, "deg{i}");
+        assert_eq!(
+            reopened.get::<String>(format!("deg{i}")).await.unwrap(),
+            want,
+            "deg{i}"
+        );
     }
     let s = reopened.stats();
     assert_eq!((s.warm_hits, s.misses), (305, 100));

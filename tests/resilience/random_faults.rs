@@ -33,7 +33,11 @@ async fn run(one_in: u64, seed: u64) {
     let cache = t
         .open(
             t.builder()
-                .write_policy(if seed % 2 == 0 { WritePolicy::WriteBehind } else { WritePolicy::WriteThrough })
+                .write_policy(if seed % 2 == 0 {
+                    WritePolicy::WriteBehind
+                } else {
+                    WritePolicy::WriteThrough
+                })
                 .failure_threshold(3)
                 .open_timeout(Duration::from_secs(5))
                 .memory_only_after(10)
@@ -47,9 +51,15 @@ async fn run(one_in: u64, seed: u64) {
         )
         .await;
     for (i, errno) in errnos.iter().enumerate() {
-        t.fs.add_rule(Rule::new(Fault::Errno(*errno)).one_in(one_in * errnos.len() as u64, seed + i as u64));
+        t.fs.add_rule(
+            Rule::new(Fault::Errno(*errno)).one_in(one_in * errnos.len() as u64, seed + i as u64),
+        );
     }
-    t.fs.add_rule(Rule::new(Fault::FlipBit(200)).ops(&[FsOp::ReadFile]).one_in(one_in, seed + 99));
+    t.fs.add_rule(
+        Rule::new(Fault::FlipBit(200))
+            .ops(&[FsOp::ReadFile])
+            .one_in(one_in, seed + 99),
+    );
     let mut rng = Rng(seed);
     let mut model: HashMap<u64, Option<u64>> = HashMap::new();
     let mut gets = 0;
@@ -69,7 +79,10 @@ async fn run(one_in: u64, seed: u64) {
                 gets += 1;
                 let got = cache.get::<u64>(format!("key{key}")).await.unwrap();
                 let want = model.get(&key).copied().flatten();
-                assert!(got.is_none() || got == want, "seed {seed} step {step}: key{key} = {got:?}, last set {want:?}");
+                assert!(
+                    got.is_none() || got == want,
+                    "seed {seed} step {step}: key{key} = {got:?}, last set {want:?}"
+                );
             }
         }
         if step % 50 == 0 {

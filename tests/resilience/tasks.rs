@@ -3,7 +3,9 @@
 use crate::support::*;
 
 fn alive() -> usize {
-    tokio::runtime::Handle::current().metrics().num_alive_tasks()
+    tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks()
 }
 
 #[tokio::test(start_paused = true)]
@@ -16,14 +18,22 @@ async fn tasks_stop_on_close() {
     cache.close().await.unwrap();
     settle().await;
     assert_eq!(alive(), before);
-    assert!(matches!(cache.get::<i32>("k").await, Err(tiercache::Error::Closed)));
+    assert!(matches!(
+        cache.get::<i32>("k").await,
+        Err(tiercache::Error::Closed)
+    ));
 }
 
 #[tokio::test(start_paused = true)]
 async fn tasks_stop_when_the_last_handle_is_dropped_and_queued_writes_land() {
     let before = alive();
     let t = TestCache::new();
-    let cache = t.open(t.builder().write_policy(tiercache::WritePolicy::WriteBehind)).await;
+    let cache = t
+        .open(
+            t.builder()
+                .write_policy(tiercache::WritePolicy::WriteBehind),
+        )
+        .await;
     let clone = cache.clone();
     for i in 0..50 {
         cache.set(format!("k{i}"), &i).await.unwrap();

@@ -8,7 +8,11 @@ use tiercache::BreakerState;
 
 use crate::support::*;
 
-async fn finish_within<T>(task: tokio::task::JoinHandle<T>, step: Duration, limit: Duration) -> (T, Duration) {
+async fn finish_within<T>(
+    task: tokio::task::JoinHandle<T>,
+    step: Duration,
+    limit: Duration,
+) -> (T, Duration) {
     let start = tokio::time::Instant::now();
     while !task.is_finished() {
         assert!(start.elapsed() <= limit, "still running after {limit:?}");
@@ -22,15 +26,21 @@ async fn finish_within<T>(task: tokio::task::JoinHandle<T>, step: Duration, limi
 async fn hung_read_returns_within_io_timeout() {
     let t = TestCache::new();
     let io_timeout = Duration::from_millis(500);
-    let cache = t.open(t.builder().io_timeout(io_timeout).failure_threshold(1)).await;
+    let cache = t
+        .open(t.builder().io_timeout(io_timeout).failure_threshold(1))
+        .await;
     cache.set("k", &"v").await.unwrap();
     t.fs.add_rule(Rule::new(Fault::Hang).ops(&[FsOp::ReadFile]));
     // Not in hot: force a disk read.
     let c = cache.clone();
     let task = tokio::spawn(async move { c.get::<String>("never-set").await });
-    let (got, elapsed) = finish_within(task, Duration::from_millis(10), Duration::from_secs(2)).await;
+    let (got, elapsed) =
+        finish_within(task, Duration::from_millis(10), Duration::from_secs(2)).await;
     assert_eq!(got.unwrap(), None);
-    assert!(elapsed >= io_timeout && elapsed <= io_timeout + Duration::from_millis(20), "{elapsed:?}");
+    assert!(
+        elapsed >= io_timeout && elapsed <= io_timeout + Duration::from_millis(20),
+        "{elapsed:?}"
+    );
     assert_eq!(errors(&cache, "timeout"), 1);
     assert_eq!(cache.breaker_state(), BreakerState::Open);
     // The hot value is still served while the disk hangs.
@@ -46,11 +56,18 @@ async fn hung_write_through_set_returns_and_keeps_the_value() {
     t.fs.add_rule(Rule::new(Fault::Hang).ops(&[FsOp::WriteNew]));
     let c = cache.clone();
     let task = tokio::spawn(async move { c.set("k", &"value").await });
-    let (got, elapsed) = finish_within(task, Duration::from_millis(10), Duration::from_secs(2)).await;
+    let (got, elapsed) =
+        finish_within(task, Duration::from_millis(10), Duration::from_secs(2)).await;
     got.unwrap();
-    assert!(elapsed <= 2 * io_timeout + Duration::from_millis(20), "{elapsed:?}");
+    assert!(
+        elapsed <= 2 * io_timeout + Duration::from_millis(20),
+        "{elapsed:?}"
+    );
     assert_eq!(errors(&cache, "timeout"), 1);
-    assert_eq!(cache.get::<String>("k").await.unwrap(), Some("value".into()));
+    assert_eq!(
+        cache.get::<String>("k").await.unwrap(),
+        Some("value".into())
+    );
     t.fs.release_hangs();
     settle().await;
 }
