@@ -47,7 +47,7 @@ use crate::warm::store::{ReadOutcome, StoreConfig, WarmStore, WriteOutcome};
 /// queued writes are still written in the background while the runtime lives.
 #[derive(Clone)]
 pub struct TieredCache {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
     _life: Arc<Lifetime>,
 }
 
