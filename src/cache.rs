@@ -33,7 +33,7 @@ use crate::disk::{Disk, DiskOutcome};
 use crate::error::{Error, Result};
 use crate::fs::{Fs, IoErrorKind};
 use crate::hot::{Evicted, HotEntry, HotTier};
-use crate::queue::{Job, Op, WriteQueue};
+use crate::queue::{Job, Op, QueueView, WriteQueue};
 use crate::stats::{self, Counters, Mode, Stats};
 use crate::warm::format::{EntryMeta, Limits};
 use crate::warm::layout::{key_hash, KeyHash};
@@ -96,6 +96,19 @@ pub(crate) struct Inner {
 
 /// Bound on keys remembered as stale on disk.
 const STALE_KEYS_MAX: usize = 100_000;
+
+/// How a write job ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum JobEnd {
+    /// On disk.
+    Landed,
+    /// Can never be written (too large for the warm tier, EFBIG, a blocked path).
+    PerEntry,
+    /// The disk failed.
+    Failed,
+    /// The disk was not called (memory-only, breaker open).
+    Skipped,
+}
 
 /// Whether a job landed, and the write-through waiters to tell.
 type Acks = (bool, Vec<tokio::sync::oneshot::Sender<bool>>);
@@ -454,9 +467,11 @@ impl Inner {
                 dirty: false,
                 tombstone: false,
             };
-            if let Some(evicted) = self.hot.promote(key, entry, stamp) {
-                self.on_evicted(evicted);
-            }
+            self.queue.locked(|view| {
+                if let Some(evicted) = self.hot.promote(key, entry, stamp) {
+                    self.on_evicted(view, evicted);
+                }
+            });
         }
         Ok(Some(found))
     }
@@ -506,17 +521,17 @@ impl Inner {
             tombstone: false,
         };
         let ack = self.config.write_policy == WritePolicy::WriteThrough;
-        let into_hot = || {
+        let into_hot = |view: &QueueView<'_>| {
             if admitted {
-                self.hot.insert(key, entry).1
+                let evicted = self.hot.insert(key, entry).1;
+                self.on_evicted(view, evicted);
             } else {
                 // Too big for the hot tier: drop any older hot value; the queue holds this one
                 // until it is on disk.
                 self.hot.remove(key);
-                Vec::new()
             }
         };
-        let (evicted, rx) = match permit {
+        let ((), rx) = match permit {
             Some(permit) => {
                 let op = Op::Put {
                     value,
@@ -535,7 +550,6 @@ impl Inner {
             }
         };
         self.counters.sets.inc();
-        self.on_evicted(evicted);
         if let Some(rx) = rx {
             self.await_ack(rx).await;
         }
@@ -571,8 +585,12 @@ impl Inner {
         };
         let queued_before = self.queue.lookup(&hash);
         let ack = self.config.write_policy == WritePolicy::WriteThrough;
-        let into_hot = || self.hot.insert(key, tombstone);
-        let ((old, evicted), rx) = match permit {
+        let into_hot = |view: &QueueView<'_>| {
+            let (old, evicted) = self.hot.insert(key, tombstone);
+            self.on_evicted(view, evicted);
+            old
+        };
+        let (old, rx) = match permit {
             Some(permit) => {
                 let op = Op::Delete { version };
                 self.queue
@@ -581,7 +599,6 @@ impl Inner {
             None => (self.queue.locked(into_hot), None),
         };
         self.counters.removes.inc();
-        self.on_evicted(evicted);
         if let Some(rx) = rx {
             self.await_ack(rx).await;
         }
@@ -590,9 +607,11 @@ impl Inner {
         Ok(had_hot || had_queued)
     }
 
-    /// Accounts for entries pushed out of the hot tier. A dirty one is lost unless its write
-    /// is still queued.
-    fn on_evicted(&self, evicted: Vec<Evicted>) {
+    /// Accounts for entries pushed out of the hot tier, with the queue locked (`view`) so the
+    /// writer cannot finish a write between the eviction and this decision. A dirty entry is
+    /// lost unless the queue holds its version or a newer one; an older write still in flight
+    /// would land and leave an older value on disk, so a lost key is marked stale.
+    fn on_evicted(&self, view: &QueueView<'_>, evicted: Vec<Evicted>) {
         if evicted.is_empty() {
             return;
         }
@@ -602,19 +621,15 @@ impl Inner {
                 continue;
             }
             let hash = key_hash(&ev.key);
-            // Safe only if the queue holds this version or a newer one: an older write still
-            // in flight would land and leave an older value on disk.
-            let queued = match self.queue.lookup(&hash) {
-                Some(Op::Put { version, .. } | Op::Delete { version }) => {
-                    version >= ev.entry.version
-                }
-                None => false,
-            };
-            if !queued {
-                // Counted, not logged: under memory pressure this happens per request.
-                self.counters.lost_writes.inc();
-                self.mark_stale(hash, ev.entry.version);
+            if view
+                .pending_version(&hash)
+                .is_some_and(|v| v >= ev.entry.version)
+            {
+                continue;
             }
+            // Counted, not logged: under memory pressure this happens per request.
+            self.counters.lost_writes.inc();
+            self.mark_stale(hash, ev.entry.version);
         }
     }
 
@@ -623,7 +638,7 @@ impl Inner {
         let now = self.clock.now_ms();
         self.cleared_before_ms.fetch_max(now, Ordering::Relaxed);
         self.queue.cancel_queued();
-        self.queue.locked(|| self.hot.clear());
+        self.queue.locked(|_| self.hot.clear());
         // Writes already handed to a writer finish first, so none lands after the clear.
         self.queue.wait(None).await;
         if !self.disk_allowed() {
@@ -684,40 +699,24 @@ impl Inner {
                         .remove(fs, &hash)
                         .map(|_| WriteOutcome::Written { len: 0 }),
                 };
-                let landed = matches!(result, Ok(WriteOutcome::Written { .. }));
-                let per_entry = match &result {
-                    Ok(WriteOutcome::TooLarge) => true,
-                    Err(e) => !IoErrorKind::classify(e).is_device_failure(),
-                    Ok(_) => false,
+                let end = match &result {
+                    Ok(WriteOutcome::Written { .. }) => JobEnd::Landed,
+                    Ok(WriteOutcome::TooLarge) => JobEnd::PerEntry,
+                    Err(e) if !IoErrorKind::classify(e).is_device_failure() => JobEnd::PerEntry,
+                    Err(_) => JobEnd::Failed,
                 };
-                *lock(&acks2) = Some(inner.finish_job(&hash, &key2, seq, &op2, landed, per_entry));
+                *lock(&acks2) = Some(inner.finish_job(&hash, &key2, seq, &op2, end));
                 result
             })
             .await;
         self.note_outcome("write", &outcome);
         match &outcome {
-            DiskOutcome::Done {
-                value: Ok(WriteOutcome::Written { .. }),
-                ..
-            } => self.counters.writes_ok.inc(),
-            DiskOutcome::Done {
-                value: Ok(WriteOutcome::TooLarge),
-                ..
-            } => self.counters.writes_skipped_too_large.inc(),
-            DiskOutcome::Done { value: Err(e), .. }
-                if !IoErrorKind::classify(e).is_device_failure() =>
-            {
-                self.counters.writes_skipped_too_large.inc()
-            }
-            DiskOutcome::TimedOut => {
-                self.counters.writes_failed.inc();
-                self.queue.mark_stuck(&hash, seq);
-            }
+            DiskOutcome::TimedOut => self.queue.mark_stuck(&hash, seq),
             DiskOutcome::Skipped => {
                 // Memory-only or breaker open: the entry stays dirty for write-back.
-                *lock(&acks) = Some(self.finish_job(&hash, &key, seq, &op, false, false));
+                *lock(&acks) = Some(self.finish_job(&hash, &key, seq, &op, JobEnd::Skipped));
             }
-            DiskOutcome::Done { .. } => self.counters.writes_failed.inc(),
+            DiskOutcome::Done { .. } => {}
         }
         let acks = lock(&acks).take();
         if let Some((landed, waiters)) = acks {
@@ -728,42 +727,47 @@ impl Inner {
     }
 
     /// Completes a job: a landed write (or one that can never land: too large, EFBIG) makes
-    /// its hot version clean; a failed one leaves it dirty, and counts as lost if the hot tier
-    /// no longer holds it and no newer operation superseded it. Returns whether it landed and
-    /// the write-through waiters to tell.
-    fn finish_job(
-        &self,
-        hash: &KeyHash,
-        key: &[u8],
-        seq: u64,
-        op: &Op,
-        landed: bool,
-        per_entry: bool,
-    ) -> Acks {
+    /// its hot version clean; a failed or skipped one leaves it dirty, and counts as lost if the
+    /// hot tier no longer holds it and no newer operation superseded it. Counted here, where
+    /// the outcome is known even for a call that returned after its timeout. Returns whether it
+    /// landed and the write-through waiters to tell.
+    fn finish_job(&self, hash: &KeyHash, key: &[u8], seq: u64, op: &Op, end: JobEnd) -> Acks {
         let version = match op {
             Op::Put { version, .. } | Op::Delete { version } => *version,
         };
-        let held = if landed || per_entry {
-            self.hot.mark_clean(key, version)
-        } else {
-            self.hot.peek(key).is_some_and(|e| e.version == version)
+        let held = match end {
+            JobEnd::Landed | JobEnd::PerEntry => self.hot.mark_clean(key, version),
+            JobEnd::Failed | JobEnd::Skipped => {
+                self.hot.peek(key).is_some_and(|e| e.version == version)
+            }
         };
         let (superseded, waiters) = self.queue.complete(hash, seq);
-        if landed {
-            // The disk now holds something newer than a loss recorded before this write.
-            let mut stale = lock(&self.stale);
-            if stale.get(hash).is_some_and(|&(_, lost)| lost < version) {
-                stale.remove(hash);
+        match end {
+            JobEnd::Landed => {
+                self.counters.writes_ok.inc();
+                // The disk now holds something newer than a loss recorded before this write.
+                let mut stale = lock(&self.stale);
+                if stale.get(hash).is_some_and(|&(_, lost)| lost < version) {
+                    stale.remove(hash);
+                }
             }
-        } else if per_entry {
-            // It can never be written (too large, EFBIG): it lives in memory only, and an older
-            // file of the key must not be served once it is evicted.
-            self.mark_stale(*hash, version);
-        } else if !held && !superseded {
-            self.counters.lost_writes.inc();
-            self.mark_stale(*hash, version);
+            JobEnd::PerEntry => {
+                // It can never be written (too large, EFBIG): it lives in memory only, and an
+                // older file of the key must not be served once it is evicted.
+                self.counters.writes_skipped_too_large.inc();
+                self.mark_stale(*hash, version);
+            }
+            JobEnd::Failed | JobEnd::Skipped => {
+                if end == JobEnd::Failed {
+                    self.counters.writes_failed.inc();
+                }
+                if !held && !superseded {
+                    self.counters.lost_writes.inc();
+                    self.mark_stale(*hash, version);
+                }
+            }
         }
-        (landed, waiters)
+        (end == JobEnd::Landed, waiters)
     }
 
     /// A receiver that turns true when the cache shuts down.
@@ -797,8 +801,10 @@ impl Inner {
             let upto = self.queue.seq().max(upto_before);
             self.queue.wait(Some(upto)).await;
         }
-        let evicted = self.disk.res.restore_budget();
-        self.on_evicted(evicted);
+        self.queue.locked(|view| {
+            let evicted = self.disk.res.restore_budget();
+            self.on_evicted(view, evicted);
+        });
         true
     }
 

@@ -116,6 +116,18 @@ fn install(
     push_ready
 }
 
+/// What the queue holds, seen under its lock (see [`WriteQueue::locked`]).
+pub(crate) struct QueueView<'a>(&'a State);
+
+impl QueueView<'_> {
+    /// The hot-tier version of the operation pending for `hash`, if any.
+    pub(crate) fn pending_version(&self, hash: &KeyHash) -> Option<u64> {
+        self.0.slots.get(hash).map(|s| match s.op {
+            Op::Put { version, .. } | Op::Delete { version } => version,
+        })
+    }
+}
+
 /// A job handed to a writer.
 #[derive(Debug)]
 pub(crate) struct Job {
@@ -182,7 +194,7 @@ impl WriteQueue {
         key: Arc<[u8]>,
         op: Op,
         ack: bool,
-        under_lock: impl FnOnce() -> R,
+        under_lock: impl FnOnce(&QueueView<'_>) -> R,
     ) -> (R, Option<Ack>) {
         let (tx, rx) = if ack {
             let (tx, rx) = oneshot::channel();
@@ -191,7 +203,7 @@ impl WriteQueue {
             (None, None)
         };
         let mut st = self.lock();
-        let r = under_lock();
+        let r = under_lock(&QueueView(&st));
         let push_ready = install(&mut st, permit, hash, key, op, tx);
         drop(st);
         if push_ready {
@@ -223,11 +235,12 @@ impl WriteQueue {
         true
     }
 
-    /// Runs `f` with the queue locked, without queueing anything (memory-only mode), so that
-    /// it is ordered with every commit.
-    pub(crate) fn locked<R>(&self, f: impl FnOnce() -> R) -> R {
-        let _st = self.lock();
-        f()
+    /// Runs `f` with the queue locked, without queueing anything (memory-only mode, promotions,
+    /// budget changes), so that it is ordered with every commit and can decide from what the
+    /// queue holds at that instant.
+    pub(crate) fn locked<R>(&self, f: impl FnOnce(&QueueView<'_>) -> R) -> R {
+        let st = self.lock();
+        f(&QueueView(&st))
     }
 
     /// Marks an in-flight job as stuck (its disk call timed out and may never return): `flush`
@@ -248,7 +261,7 @@ impl WriteQueue {
             Op::Delete { .. } => 0,
         };
         let permit = self.reserve(key.len(), len).await?;
-        self.commit(permit, hash, key, op, ack, || ()).1
+        self.commit(permit, hash, key, op, ack, |_| ()).1
     }
 
     /// The pending operation for a key, if any (for reads).

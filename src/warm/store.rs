@@ -210,7 +210,9 @@ impl WarmStore {
             }
             Ok(decoded) => {
                 let mut ix = self.index();
-                if !ix.touch(hash) {
+                // Unknown to a complete index means an eviction or removal raced this read (or
+                // another process wrote it): re-adding it would leave a phantom in the budget.
+                if !ix.touch(hash) && !ix.scanned() {
                     ix.put(
                         *hash,
                         IndexEntry {
@@ -305,6 +307,8 @@ impl WarmStore {
         }
         self.counters.bytes_in.add(value.len() as u64);
         self.counters.bytes_out.add(len);
+        // Recording the entry and choosing victims is one step under the index lock, so the
+        // byte total is never seen over budget.
         let victims = {
             let mut ix = self.index();
             ix.put(
@@ -314,15 +318,26 @@ impl WarmStore {
                     expires_ms: meta.expires_ms,
                 },
             );
-            let mut v = Vec::new();
-            while ix.bytes() > self.config.capacity_bytes {
-                match ix.pop_victim(hash) {
-                    Some(victim) => v.push(victim.0),
-                    None => break,
-                }
-            }
-            v
+            self.pop_victims(&mut ix, hash)
         };
+        self.delete_victims(fs, victims);
+        Ok(WriteOutcome::Written { len })
+    }
+
+    /// Takes least-recently-used entries (never `keep`) out of the index until it is within
+    /// the byte budget; their files are deleted by [`WarmStore::delete_victims`].
+    fn pop_victims(&self, ix: &mut WarmIndex, keep: &KeyHash) -> Vec<KeyHash> {
+        let mut v = Vec::new();
+        while ix.bytes() > self.config.capacity_bytes {
+            match ix.pop_victim(keep) {
+                Some(victim) => v.push(victim.0),
+                None => break,
+            }
+        }
+        v
+    }
+
+    fn delete_victims(&self, fs: &dyn Fs, victims: Vec<KeyHash>) {
         for victim in victims {
             match fs.remove_file(&self.layout.entry_path(&victim)) {
                 Ok(()) => self.counters.warm_evictions.inc(),
@@ -330,7 +345,6 @@ impl WarmStore {
                 Err(e) => debug!(error = %e, "could not evict an entry file"),
             }
         }
-        Ok(WriteOutcome::Written { len })
     }
 
     /// Too little free space is handled like ENOSPC, so the cache never fills a disk that
@@ -496,7 +510,13 @@ impl WarmStore {
             }
         }
         let n = found.len() as u64;
-        self.index().merge_scanned(found);
+        // A previous process may have left more than this one's budget.
+        let victims = {
+            let mut ix = self.index();
+            ix.merge_scanned(found);
+            self.pop_victims(&mut ix, &[0u8; 32])
+        };
+        self.delete_victims(fs, victims);
         self.counters.foreign_files.add(foreign);
         debug!(entries = n, foreign, "warm index scan merged");
         Ok(n)
