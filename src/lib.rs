@@ -77,3 +77,8 @@ pub use error::{Error, Result};
 pub use fs::{Fs, IoErrorKind, StdFs};
 pub use stats::{Mode, Stats};
 pub use warm::Corruption;
+
+/// The README's code blocks, compiled and run as doctests so the quickstart stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
