@@ -393,6 +393,7 @@ impl Inner {
         *lock(&self.last_error) = Some(text);
     }
 
+    #[tracing::instrument(level = "trace", name = "get", skip_all, fields(key_len = key.len()))]
     pub(crate) async fn lookup(&self, key: &[u8]) -> Result<Option<Found>> {
         self.check_open()?;
         self.check_key(key)?;
@@ -476,6 +477,7 @@ impl Inner {
         Ok(Some(found))
     }
 
+    #[tracing::instrument(level = "trace", name = "set", skip_all, fields(key_len = key.len(), value_len = value.len()))]
     pub(crate) async fn store(
         &self,
         key: &[u8],
@@ -562,6 +564,7 @@ impl Inner {
         let _ = tokio::time::timeout(bound, rx).await;
     }
 
+    #[tracing::instrument(level = "trace", name = "remove", skip_all)]
     pub(crate) async fn remove(&self, key: &[u8]) -> Result<bool> {
         self.check_open()?;
         self.check_key(key)?;
@@ -633,6 +636,7 @@ impl Inner {
         }
     }
 
+    #[tracing::instrument(level = "debug", name = "clear", skip_all)]
     pub(crate) async fn clear(&self) -> Result<()> {
         self.check_open()?;
         let now = self.clock.now_ms();
@@ -658,6 +662,7 @@ impl Inner {
         }
     }
 
+    #[tracing::instrument(level = "debug", name = "flush", skip_all)]
     pub(crate) async fn flush(&self) -> Result<()> {
         self.check_open()?;
         let upto = self.queue.seq();
@@ -681,6 +686,7 @@ impl Inner {
     }
 
     /// Writes one queued job and completes it.
+    #[tracing::instrument(level = "trace", name = "write", skip_all, fields(seq = job.seq))]
     async fn run_job(self: &Arc<Self>, job: Job) {
         let Job { hash, key, op, seq } = job;
         // Write-through waiters, handed over by the blocking call and told only after the
@@ -779,6 +785,7 @@ impl Inner {
     /// file. On success: tiered mode, breaker closed, dirty entries written back, then the hot
     /// budget back to normal (what no longer fits is on disk by then). Returns whether the disk
     /// is back.
+    #[tracing::instrument(level = "debug", name = "recovery_probe", skip_all)]
     pub(crate) async fn recovery_probe(&self) -> bool {
         self.counters.probes_run.inc();
         let outcome = self.disk.run_unchecked(|fs, store| store.probe(fs)).await;
@@ -811,6 +818,7 @@ impl Inner {
     /// While tiered: the same probe through the breaker, so a sick disk opens it (and a
     /// half-open breaker gets its probe call without waiting for traffic). A passing check
     /// also writes back entries whose earlier write failed.
+    #[tracing::instrument(level = "debug", name = "health_check", skip_all)]
     pub(crate) async fn health_check(&self) {
         if self.disk.res.breaker_state() == BreakerState::Open {
             return;
