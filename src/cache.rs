@@ -747,31 +747,30 @@ impl Inner {
                 self.hot.peek(key).is_some_and(|e| e.version == version)
             }
         };
-        let (superseded, waiters) = self.queue.complete(hash, seq);
+        // Counters first: `complete` releases `flush`, which must see them.
+        match end {
+            JobEnd::Landed => self.counters.writes_ok.inc(),
+            JobEnd::PerEntry => self.counters.writes_skipped_too_large.inc(),
+            JobEnd::Failed => self.counters.writes_failed.inc(),
+            JobEnd::Skipped => {}
+        }
         match end {
             JobEnd::Landed => {
-                self.counters.writes_ok.inc();
                 // The disk now holds something newer than a loss recorded before this write.
                 let mut stale = lock(&self.stale);
                 if stale.get(hash).is_some_and(|&(_, lost)| lost < version) {
                     stale.remove(hash);
                 }
             }
-            JobEnd::PerEntry => {
-                // It can never be written (too large, EFBIG): it lives in memory only, and an
-                // older file of the key must not be served once it is evicted.
-                self.counters.writes_skipped_too_large.inc();
-                self.mark_stale(*hash, version);
-            }
-            JobEnd::Failed | JobEnd::Skipped => {
-                if end == JobEnd::Failed {
-                    self.counters.writes_failed.inc();
-                }
-                if !held && !superseded {
-                    self.counters.lost_writes.inc();
-                    self.mark_stale(*hash, version);
-                }
-            }
+            // It can never be written (too large, EFBIG): it lives in memory only, and an
+            // older file of the key must not be served once it is evicted.
+            JobEnd::PerEntry => self.mark_stale(*hash, version),
+            JobEnd::Failed | JobEnd::Skipped => {}
+        }
+        let (superseded, waiters) = self.queue.complete(hash, seq);
+        if matches!(end, JobEnd::Failed | JobEnd::Skipped) && !held && !superseded {
+            self.counters.lost_writes.inc();
+            self.mark_stale(*hash, version);
         }
         (end == JobEnd::Landed, waiters)
     }

@@ -54,6 +54,9 @@ struct Slot {
     in_flight: bool,
     /// The in-flight write timed out; `flush` does not wait for it (set by `mark_stuck`).
     stuck: bool,
+    /// `clear` dropped the pending operation of this in-flight slot: reads ignore it and
+    /// `complete` removes the slot instead of queueing it again. Reset by a newer commit.
+    cancelled: bool,
     _permit: OwnedSemaphorePermit,
     waiters: Vec<oneshot::Sender<bool>>,
 }
@@ -86,6 +89,7 @@ fn install(
             slot.seq = seq;
             slot.key = key;
             slot.stuck = false;
+            slot.cancelled = false;
             let old = std::mem::replace(&mut slot._permit, permit);
             st.bytes -= old.num_permits();
             slot.waiters.extend(waiter);
@@ -103,6 +107,7 @@ fn install(
                     queued: true,
                     in_flight: false,
                     stuck: false,
+                    cancelled: false,
                     _permit: permit,
                     waiters: waiter.into_iter().collect(),
                 },
@@ -266,7 +271,11 @@ impl WriteQueue {
 
     /// The pending operation for a key, if any (for reads).
     pub(crate) fn lookup(&self, hash: &KeyHash) -> Option<Op> {
-        self.lock().slots.get(hash).map(|s| s.op.clone())
+        self.lock()
+            .slots
+            .get(hash)
+            .filter(|s| !s.cancelled)
+            .map(|s| s.op.clone())
     }
 
     /// Takes the next ready job, marking its key in flight.
@@ -298,33 +307,40 @@ impl WriteQueue {
     pub(crate) fn complete(&self, hash: &KeyHash, seq: u64) -> (bool, Vec<oneshot::Sender<bool>>) {
         let mut st = self.lock();
         st.in_flight = st.in_flight.saturating_sub(1);
-        let superseded = match st.slots.get_mut(hash) {
+        let (requeue, cancelled) = match st.slots.get_mut(hash) {
+            Some(slot) if slot.cancelled => (false, true),
             Some(slot) if slot.seq != seq => {
                 slot.in_flight = false;
                 slot.queued = true;
-                true
+                (true, false)
             }
-            _ => false,
+            _ => (false, false),
         };
         let mut waiters = Vec::new();
-        if superseded {
+        if requeue {
             st.ready.push_back(*hash);
         } else if let Some(slot) = st.slots.remove(hash) {
             st.bytes -= slot._permit.num_permits();
             waiters = slot.waiters;
         }
         drop(st);
-        if superseded {
+        if requeue {
             self.ready.notify_one();
         }
         self.progress.notify_waiters();
-        (superseded, waiters)
+        // A cancelled slot was superseded by `clear`.
+        (requeue || cancelled, waiters)
     }
 
     /// Drops every operation not yet handed to a writer (for `clear`); their waiters are told
-    /// `true` (the clear supersedes them). Returns how many were dropped.
+    /// `true` (the clear supersedes them). An operation waiting behind a write in flight is
+    /// cancelled too: that write finishes (and `clear` waits for it), then the slot is removed
+    /// instead of queued again. Returns how many were dropped.
     pub(crate) fn cancel_queued(&self) -> usize {
         let mut st = self.lock();
+        for slot in st.slots.values_mut().filter(|s| s.in_flight) {
+            slot.cancelled = true;
+        }
         let doomed: Vec<KeyHash> = st
             .slots
             .iter()

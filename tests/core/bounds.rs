@@ -55,11 +55,11 @@ async fn budgets_hold_after_every_operation_under_100k_sets() {
         op += 1;
         let key = format!("key-{}", rng.below(KEYS));
         match rng.below(100) {
-            0..=97 => {
+            0..=91 => {
                 h.set_bytes(&key, value(&mut rng)).await.unwrap();
                 sets += 1;
             }
-            200..=201 => {
+            92..=97 => {
                 h.get_bytes(&key).await.unwrap();
             }
             _ => {

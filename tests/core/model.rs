@@ -68,23 +68,69 @@ async fn set(h: &Harness, key: &str, v: &Value, ttl: Option<Duration>) {
     .unwrap();
 }
 
+/// A short description of a value for failure messages: its length and a digest.
+fn describe(bytes: Option<&[u8]>) -> String {
+    match bytes {
+        None => "a miss".into(),
+        Some(b) => format!(
+            "{} bytes, blake3 {}",
+            b.len(),
+            &crate::support::hex_of(b)[..12]
+        ),
+    }
+}
+
+fn short(v: &Value) -> String {
+    match v {
+        Value::Text(t) => format!("text of {}", describe(Some(t.as_bytes()))),
+        Value::Bytes(b) => format!("bytes of {}", describe(Some(b))),
+    }
+}
+
+/// What the model and the cache did to each key, for failure messages.
+#[derive(Debug, Default)]
+struct History(HashMap<String, Vec<String>>);
+
+impl History {
+    fn note(&mut self, key: &str, step: usize, now_ms: u64, what: impl Into<String>) {
+        let ops = self.0.entry(key.to_owned()).or_default();
+        ops.push(format!("step {step} @{now_ms}: {}", what.into()));
+    }
+
+    fn note_all(&mut self, step: usize, now_ms: u64, what: &str) {
+        for ops in self.0.values_mut() {
+            ops.push(format!("step {step} @{now_ms}: {what}"));
+        }
+    }
+
+    fn of(&self, key: &str) -> String {
+        let ops = self.0.get(key).map(Vec::as_slice).unwrap_or_default();
+        let recent = &ops[ops.len().saturating_sub(24)..];
+        recent.join("\n  ")
+    }
+}
+
 /// Reads `key` the way its model value was written and checks it.
-async fn check(h: &Harness, model: &Model, key: &str, what: &str) {
+async fn check(h: &Harness, model: &Model, key: &str, what: &str, history: &History) {
     let now = tiercache::Clock::now_ms(&h.clock);
-    match model.live(key, now) {
+    let (want, got) = match model.live(key, now) {
         Some(Value::Text(want)) => {
             let got = h.get::<String>(key).await.unwrap();
-            assert_eq!(got.as_ref(), Some(want), "{what}: key {key}");
+            (Some(want.clone().into_bytes()), got.map(String::into_bytes))
         }
         Some(Value::Bytes(want)) => {
             let got = h.get_bytes(key).await.unwrap();
-            assert_eq!(got.as_deref(), Some(&want[..]), "{what}: key {key}");
+            (Some(want.clone()), got.map(|b| b.to_vec()))
         }
-        None => {
-            let got = h.get_bytes(key).await.unwrap();
-            assert_eq!(got, None, "{what}: key {key} should be a miss");
-        }
-    }
+        None => (None, h.get_bytes(key).await.unwrap().map(|b| b.to_vec())),
+    };
+    assert!(
+        got == want,
+        "{what} @{now}: key {key} read {}, the model has {}; history of {key}:\n  {}",
+        describe(got.as_deref()),
+        describe(want.as_deref()),
+        history.of(key)
+    );
 }
 
 /// Where reads were served from over a whole run.
@@ -111,9 +157,11 @@ async fn run(seed: u64, ops: usize, served: &mut Served) {
         .hot_bytes(4 << 10)
         .hot_entries(8)
         .hot_shards(2)
+        .no_sync() // the model is about logic, not power loss
         .build()
         .await;
     let mut model = Model::default();
+    let mut history = History::default();
     let mut sets = 0u64;
     for step in 0..ops {
         let key = format!("k{}", rng.below(KEYS));
@@ -123,6 +171,7 @@ async fn run(seed: u64, ops: usize, served: &mut Served) {
             0..=299 => {
                 let v = value(&mut rng);
                 set(&h, &key, &v, None).await;
+                history.note(&key, step, now, format!("set {}", short(&v)));
                 model.entries.insert(
                     key,
                     Entry {
@@ -136,6 +185,7 @@ async fn run(seed: u64, ops: usize, served: &mut Served) {
                 let v = value(&mut rng);
                 let ttl = rng.range(0, 5000);
                 set(&h, &key, &v, Some(Duration::from_millis(ttl))).await;
+                history.note(&key, step, now, format!("set {} ttl {ttl} ms", short(&v)));
                 model.entries.insert(
                     key,
                     Entry {
@@ -147,17 +197,26 @@ async fn run(seed: u64, ops: usize, served: &mut Served) {
             }
             450..=549 => {
                 h.remove(&key).await.unwrap();
+                history.note(&key, step, now, "remove");
                 model.entries.remove(&key);
             }
-            550..=899 => check(&h, &model, &key, &what).await,
+            550..=899 => {
+                check(&h, &model, &key, &what, &history).await;
+                history.note(&key, step, now, "get ok");
+            }
             900..=959 => h.advance(Duration::from_millis(rng.range(1, 3000))),
-            960..=979 => h.flush().await.unwrap(),
+            960..=979 => {
+                h.flush().await.unwrap();
+                history.note_all(step, now, "flush");
+            }
             980..=994 => {
                 served.add(&h.stats());
                 h.reopen().await;
+                history.note_all(step, now, "close + reopen");
             }
             _ => {
                 h.clear().await.unwrap();
+                history.note_all(step, now, "clear");
                 model.entries.clear();
             }
         }
@@ -184,14 +243,21 @@ async fn run(seed: u64, ops: usize, served: &mut Served) {
     }
     for i in 0..KEYS {
         let key = format!("k{i}");
-        check(&h, &model, &key, &format!("seed {seed} after reopen")).await;
+        check(
+            &h,
+            &model,
+            &key,
+            &format!("seed {seed} after reopen"),
+            &history,
+        )
+        .await;
         let now = tiercache::Clock::now_ms(&h.clock);
         assert_eq!(
             h.on_disk(&key),
             model.live(&key, now).is_some(),
             "seed {seed}: file of {key}"
         );
-        check(&h, &model, &format!("never-set-{i}"), "never set").await;
+        check(&h, &model, &format!("never-set-{i}"), "never set", &history).await;
     }
     assert!(
         sets > ops as u64 / 3,

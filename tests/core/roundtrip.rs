@@ -203,7 +203,11 @@ async fn a_value_evicted_before_its_write_landed_is_read_from_the_queue() {
     fs.clear_rules();
     h.flush().await.unwrap();
     let s = h.stats();
-    assert_eq!((s.writes_ok, s.write_queue_depth, s.lost_writes), (5, 0, 0));
+    assert_eq!(
+        (s.writes_ok, s.write_queue_depth, s.lost_writes),
+        (5, 0, 0),
+        "after flush: (writes_ok, write_queue_depth, lost_writes)"
+    );
     h.reopen().await;
     for (i, k) in keys.iter().enumerate() {
         assert_eq!(

@@ -206,6 +206,7 @@ async fn concurrent_callers_never_get_more_than_half_open_max_admissions() {
     t.fs.clear_rules();
     // Admitted calls hang, so every admission is still outstanding when the others arrive.
     t.fs.add_rule(Rule::new(Fault::Hang).ops(&[FsOp::ReadFile]));
+    let _release = ReleaseHangs(t.fs.clone());
     let before = t.fs.calls(FsOp::ReadFile);
     let mut tasks = Vec::new();
     for i in 0..64 {
@@ -214,7 +215,13 @@ async fn concurrent_callers_never_get_more_than_half_open_max_admissions() {
             async move { c.get::<u8>(format!("q{i}")).await },
         ));
     }
-    // Only yields: tokio does not auto-advance a paused clock while blocking calls run.
+    // Only yields: tokio does not auto-advance a paused clock while blocking calls run. Every
+    // caller has been admitted or rejected once the two admitted reads reached the disk and 62
+    // rejections are counted; then more yields give any extra admission time to show.
+    spin_until(|| {
+        t.fs.calls(FsOp::ReadFile) - before == 2 && cache.stats().breaker_rejections == 62
+    })
+    .await;
     spin().await;
     assert_eq!(t.fs.calls(FsOp::ReadFile) - before, 2);
     assert_eq!(cache.stats().breaker_rejections, 62);

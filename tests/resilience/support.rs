@@ -81,3 +81,26 @@ pub async fn spin() {
         tokio::task::yield_now().await;
     }
 }
+
+/// Releases every hung fs call when dropped, so a failing assertion in a test with hung
+/// blocking calls fails the test instead of deadlocking the runtime's shutdown.
+pub struct ReleaseHangs(pub std::sync::Arc<FaultFs>);
+
+impl Drop for ReleaseHangs {
+    fn drop(&mut self) {
+        self.0.clear_rules();
+    }
+}
+
+/// Yields (without moving the paused clock) until `cond` holds; blocking-pool threads start in
+/// real time, so this is bounded in real time (10 s), not by a yield count.
+pub async fn spin_until(mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "condition not reached in 10 s"
+        );
+        tokio::task::yield_now().await;
+    }
+}

@@ -31,6 +31,7 @@ async fn hung_read_returns_within_io_timeout() {
         .await;
     cache.set("k", &"v").await.unwrap();
     t.fs.add_rule(Rule::new(Fault::Hang).ops(&[FsOp::ReadFile]));
+    let _release = ReleaseHangs(t.fs.clone());
     // Not in hot: force a disk read.
     let c = cache.clone();
     let task = tokio::spawn(async move { c.get::<String>("never-set").await });
@@ -54,6 +55,7 @@ async fn hung_write_through_set_returns_and_keeps_the_value() {
     let io_timeout = Duration::from_millis(200);
     let cache = t.open(t.builder().io_timeout(io_timeout)).await;
     t.fs.add_rule(Rule::new(Fault::Hang).ops(&[FsOp::WriteNew]));
+    let _release = ReleaseHangs(t.fs.clone());
     let c = cache.clone();
     let task = tokio::spawn(async move { c.set("k", &"value").await });
     let (got, elapsed) =
