@@ -78,6 +78,8 @@ pub(crate) struct Inner {
     pub(crate) queue: WriteQueue,
     pub(crate) disk: Disk,
     pub(crate) counters: Arc<Counters>,
+    /// State of the agent features (loads in flight, namespace generations).
+    pub(crate) agent: Arc<crate::agent::AgentState>,
     closed: AtomicBool,
     /// Entries created before this time (unix ms) are treated as cleared. Set by `clear`, so
     /// that a disk clear that failed cannot bring old answers back in this process.
@@ -180,6 +182,7 @@ impl TieredCache {
                 res,
             },
             counters,
+            agent: Arc::default(),
             clock,
             closed: AtomicBool::new(false),
             cleared_before_ms: AtomicU64::new(0),
@@ -331,7 +334,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Inner {
-    fn check_open(&self) -> Result<()> {
+    pub(crate) fn check_open(&self) -> Result<()> {
         if self.closed.load(Ordering::SeqCst) {
             Err(Error::Closed)
         } else {

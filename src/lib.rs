@@ -35,6 +35,8 @@
 //!   (see FORMAT.md), the [path scheme](warm::layout), the quarantine.
 //! - [`fs`]: the sync, object-safe I/O seam every disk call goes through.
 //! - [`breaker`]: the pure three-state circuit breaker.
+//! - [`agent`]: single-flight `get_or_insert_with`, request keys, namespaces with O(1)
+//!   invalidation, per-call controls and cost savings.
 //! - `cache`: the async orchestration: `get` goes hot → write queue → disk; `set` goes to
 //!   hot and the write queue (write-behind by default).
 //!
@@ -44,6 +46,7 @@
 //! | `cli` | the `tiercache` binary (`demo`, operator commands) |
 //! | `test-util` | [`testing`]: a fault-injecting `Fs` for tests of code that embeds tiercache |
 
+pub mod agent;
 pub mod breaker;
 mod builder;
 mod cache;
@@ -61,6 +64,7 @@ pub mod testing;
 pub mod verify;
 pub mod warm;
 
+pub use agent::{Controls, Namespace, RequestKey, RequestKeyBuilder};
 pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker};
 pub use builder::{Builder, Config, Durability, WritePolicy};
 pub use builder::{

@@ -175,7 +175,8 @@ pub struct Stats {
     pub write_queue_bytes: u64,
     /// Entries in memory that are not on disk yet (queued, failed or set while memory-only).
     pub dirty_entries: u64,
-    /// Sum of the caller-supplied cost of every hit (tokens, money: whatever the caller used).
+    /// Sum of the caller-supplied cost of every hit, and of every `get_or_insert_with` caller
+    /// served by another caller's load (tokens, money: whatever the caller used).
     pub cost_saved: u64,
     /// Current mode.
     pub mode: Mode,
