@@ -1,15 +1,39 @@
 //! `tiercache`: the command-line companion of the tiercache library.
 //!
-//! - `tiercache demo`: runs an agent-backend workload against a cache in a temporary
-//!   directory (or `--dir`) and shows hits per tier, bytes per tier, compression and the
-//!   (simulated) model time saved, including entries read back from disk after a restart.
+//! - `tiercache demo`: an agent-backend workload against a cache in a temporary directory (or
+//!   `--dir`) through a restart, damaged files and a (simulated) failing disk, ending with hits
+//!   per tier, disk errors, quarantined files, time in each mode and the model time saved.
+//! - Operator commands on a cache directory: `stats`, `verify [--repair]`, `get`, `set`, `rm`,
+//!   `purge --expired|--all`, `quarantine list|show|clear`.
 //!
-//! Exit status: 0 on success, 2 on usage or I/O errors (printed as `error: ...` on stderr).
+//! Every command takes `--json` (one JSON document on stdout). Exit status: 0 done and clean,
+//! 1 a miss / nothing of that name / corruption found, 2 usage or I/O errors (printed as
+//! `error: <path>: <cause>` on stderr). See docs/CLI.md.
 
 // The binary's crate root is `src/bin/tiercache.rs`, so its modules live in `tiercache/`
 // beside it and are named by path.
+#[path = "tiercache/cmd_entry.rs"]
+mod cmd_entry;
+#[path = "tiercache/cmd_purge.rs"]
+mod cmd_purge;
+#[path = "tiercache/cmd_quarantine.rs"]
+mod cmd_quarantine;
+#[path = "tiercache/cmd_stats.rs"]
+mod cmd_stats;
+#[path = "tiercache/cmd_verify.rs"]
+mod cmd_verify;
 #[path = "tiercache/demo.rs"]
 mod demo;
+#[path = "tiercache/demo_damage.rs"]
+mod demo_damage;
+#[path = "tiercache/demo_live.rs"]
+mod demo_live;
+#[path = "tiercache/demo_results.rs"]
+mod demo_results;
+#[path = "tiercache/json.rs"]
+mod json;
+#[path = "tiercache/output.rs"]
+mod output;
 #[path = "tiercache/report.rs"]
 mod report;
 #[path = "tiercache/rng.rs"]
@@ -18,38 +42,128 @@ mod rng;
 mod table;
 #[path = "tiercache/text.rs"]
 mod text;
+#[path = "tiercache/walk.rs"]
+mod walk;
 #[path = "tiercache/workload.rs"]
 mod workload;
 
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
-/// The error type of the binary: every failure ends as one `error: ...` line.
+use output::Status;
+
+/// The error type of the binary: every failure ends as one `error: ...` line, exit status 2.
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A tiered (memory LRU + gzip disk) response cache for LLM answers.
 #[derive(Debug, Parser)]
 #[command(name = "tiercache", version, about)]
 struct Cli {
+    /// Print one JSON document on stdout instead of text tables.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run an agent-backend workload (simulated model latency) and show what the cache saves.
+    /// Run an agent-backend workload through a restart, damaged files and a failing disk, and
+    /// show what the cache saves and survives.
     Demo(DemoArgs),
+    /// Entries, bytes, compression ratio, expired entries and quarantine size of a directory.
+    Stats {
+        /// Cache directory.
+        dir: PathBuf,
+    },
+    /// Check every entry file; exit 0 when clean, 1 when anything is corrupted.
+    Verify {
+        /// Cache directory.
+        dir: PathBuf,
+        /// Move the corrupted files to <DIR>/quarantine.
+        #[arg(long)]
+        repair: bool,
+    },
+    /// Print a value on stdout; exit 1 on a miss.
+    Get {
+        /// Cache directory.
+        dir: PathBuf,
+        /// The key.
+        key: OsString,
+    },
+    /// Store the bytes read from stdin as the value of KEY.
+    Set {
+        /// Cache directory (created if missing).
+        dir: PathBuf,
+        /// The key.
+        key: OsString,
+        /// Time to live: 90s, 15m, 2h, 7d, 1h30m, 500ms, or plain seconds. Default: never
+        /// expires.
+        #[arg(long, value_name = "DURATION", value_parser = cmd_entry::parse_ttl)]
+        ttl: Option<Duration>,
+    },
+    /// Remove a key; exit 1 if it was not cached.
+    Rm {
+        /// Cache directory.
+        dir: PathBuf,
+        /// The key.
+        key: OsString,
+    },
+    /// Delete expired entries, or all entries.
+    Purge(PurgeArgs),
+    /// Files moved aside as corrupted, with their reasons.
+    #[command(subcommand)]
+    Quarantine(QuarantineCommand),
 }
 
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["expired", "all"])))]
+struct PurgeArgs {
+    /// Cache directory.
+    dir: PathBuf,
+    /// Delete the entries whose expiry has passed.
+    #[arg(long)]
+    expired: bool,
+    /// Delete every entry.
+    #[arg(long)]
+    all: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum QuarantineCommand {
+    /// List quarantined files, oldest first.
+    List {
+        /// Cache directory.
+        dir: PathBuf,
+    },
+    /// Show one quarantined file: reason, detail, original path, header, first bytes.
+    Show {
+        /// Cache directory.
+        dir: PathBuf,
+        /// The name `quarantine list` shows.
+        name: String,
+    },
+    /// Delete one quarantined file (NAME) or all of them.
+    Clear {
+        /// Cache directory.
+        dir: PathBuf,
+        /// The name `quarantine list` shows; all files when omitted.
+        name: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
 struct DemoArgs {
-    /// Cache directory (created if missing; kept afterwards). Default: a temporary directory
-    /// removed at exit.
+    /// Cache directory (created if missing; kept afterwards; the demo damages a few of its
+    /// entry files on purpose). Default: a temporary directory removed at exit.
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
-    /// Requests in the whole run (half before the restart, half after).
+    /// Requests in the whole run.
     #[arg(long, default_value_t = 2000, value_name = "N")]
     requests: usize,
     /// Concurrent workers (tokio tasks) serving requests.
@@ -77,29 +191,60 @@ struct DemoArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(status) => status.into(),
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::from(2)
+            ExitCode::from(output::ERROR_EXIT)
         }
     }
 }
 
-fn run(cli: Cli) -> Result<(), BoxError> {
+fn run(cli: Cli) -> Result<Status, BoxError> {
+    let json = cli.json;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the tokio runtime: {e}"))?;
-    match cli.command {
-        Command::Demo(args) => runtime.block_on(demo::run(demo::DemoOptions {
-            dir: args.dir,
-            requests: args.requests,
-            workers: args.workers,
-            seed: args.seed,
-            prompts: args.prompts as usize,
-            skew: args.skew,
-            hot_bytes: args.hot_kib.saturating_mul(1024),
-            time_scale: args.time_scale,
-        })),
-    }
+    let result = match cli.command {
+        Command::Demo(args) => runtime
+            .block_on(demo::run(demo::DemoOptions {
+                dir: args.dir,
+                requests: args.requests,
+                workers: args.workers,
+                seed: args.seed,
+                prompts: args.prompts as usize,
+                skew: args.skew,
+                hot_bytes: args.hot_kib.saturating_mul(1024),
+                time_scale: args.time_scale,
+                json,
+            }))
+            .map(|()| Status::Ok),
+        Command::Stats { dir } => cmd_stats::run(&dir, json),
+        Command::Verify { dir, repair } => cmd_verify::run(&dir, repair, json),
+        Command::Get { dir, key } => runtime.block_on(cmd_entry::get(&dir, key.as_bytes(), json)),
+        Command::Set { dir, key, ttl } => {
+            runtime.block_on(cmd_entry::set(&dir, key.as_bytes(), ttl, json))
+        }
+        Command::Rm { dir, key } => runtime.block_on(cmd_entry::rm(&dir, key.as_bytes(), json)),
+        Command::Purge(args) => cmd_purge::run(
+            &args.dir,
+            if args.all {
+                cmd_purge::What::All
+            } else {
+                cmd_purge::What::Expired
+            },
+            json,
+        ),
+        Command::Quarantine(q) => match q {
+            QuarantineCommand::List { dir } => cmd_quarantine::list(&dir, json),
+            QuarantineCommand::Show { dir, name } => cmd_quarantine::show(&dir, &name, json),
+            QuarantineCommand::Clear { dir, name } => {
+                cmd_quarantine::clear(&dir, name.as_deref(), json)
+            }
+        },
+    };
+    // Background work still running (a cache's startup scan of a large directory, which reads
+    // only) is not waited for: what a command had to persist, it flushed.
+    runtime.shutdown_background();
+    result
 }

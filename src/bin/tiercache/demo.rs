@@ -1,21 +1,42 @@
-//! `tiercache demo`: an agent backend in front of a (simulated) LLM, with the cache between.
+//! `tiercache demo`: an agent backend in front of a (simulated) LLM, with the cache between,
+//! living through what a production cache lives through.
 //!
 //! The demo is a list of phases, each a method of [`Demo`] that runs against the current
-//! cache handle and records a [`PhaseReport`]: serve requests, restart the cache, serve more.
-//! New phases (a failing disk, recovery, planted corruption) slot in between without touching
-//! the others: they only need the cache handle and `Demo::serve`.
+//! cache handle and records a [`PhaseReport`]:
+//! 1. **warm-up**: serve requests; answers go to the hot tier and to gzip files on disk.
+//! 2. **restart**: close the cache; while it is down, damage four entry files the ways files
+//!    get damaged (bit rot, a torn write, a stray tool, a misplaced copy); reopen and read the
+//!    most popular prompts back: the intact ones come from disk, the damaged ones are
+//!    quarantined with their reason and answered by the model instead, never served.
+//! 3. **disk failing**: every disk call now fails with EIO. The failure is SIMULATED: the cache
+//!    was built on `tiercache::testing::FaultFs`, the fault-injecting file system, because
+//!    failing a real device needs privileges (a read-only remount, a full tmpfs) a demo must
+//!    not assume. The live log shows the breaker opening, the switch to memory-only with the
+//!    doubled hot budget, requests still answered, and a recovery probe failing.
+//! 4. **disk repaired**: the fault rules are removed. Nothing tells the cache: its next
+//!    recovery probe finds the disk healthy, it goes back to tiered mode and writes back what
+//!    was set during the outage.
+//!
+//! The resilience knobs are shortened (`DEMO_*` below) so the whole story fits in seconds.
+//! New phases slot in between the others: they only need the cache handle and `Demo::serve`.
 
 use std::ops::Range;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use tiercache::{Stats, TieredCache};
+use tiercache::testing::{Fault, FaultFs, Rule};
+use tiercache::warm::layout::Layout;
+use tiercache::warm::quarantine;
+use tiercache::{BreakerState, Mode, Stats, StdFs, TieredCache};
 use tokio::task::JoinSet;
 
-use super::report::{self, PhaseReport, Tally, Written};
+use super::demo_damage;
+use super::demo_live::{EventCounts, Live};
+use super::demo_results::Results;
+use super::report::{PhaseReport, Tally, Totals};
 use super::table;
 use super::workload::{ChatCompletion, Prompt, Workload};
 use super::BoxError;
@@ -39,33 +60,72 @@ pub struct DemoOptions {
     pub hot_bytes: usize,
     /// Real sleep = simulated model latency / `time_scale`.
     pub time_scale: u32,
+    /// Print a JSON document on stdout (the narrative goes to stderr).
+    pub json: bool,
 }
 
-/// How many prompts the restart check reads back.
-const RESTART_CHECK_PROMPTS: usize = 5;
+/// Consecutive disk failures that open the breaker (the library default).
+const DEMO_FAILURE_THRESHOLD: u32 = 3;
+/// How long the breaker stays open at first (default 30 s).
+const DEMO_OPEN_TIMEOUT: Duration = Duration::from_millis(250);
+/// The cap of the breaker's exponential backoff on failed trial calls (default 10 min).
+const DEMO_MAX_OPEN_TIMEOUT: Duration = Duration::from_secs(1);
+/// Disk errors within the window that switch to memory-only (the library default).
+const DEMO_MEMORY_ONLY_AFTER: u32 = 10;
+/// The error window (default 5 min).
+const DEMO_ERROR_WINDOW: Duration = Duration::from_secs(30);
+/// Time between recovery probes while memory-only (default 5 min).
+const DEMO_RECOVERY_INTERVAL: Duration = Duration::from_secs(1);
+/// Time between health checks while tiered (default 60 s).
+const DEMO_HEALTH_INTERVAL: Duration = Duration::from_millis(500);
+/// EIO: what a dying disk answers.
+const EIO: i32 = 5;
+/// Failed recovery probes the outage lasts for.
+const OUTAGE_FAILED_PROBES: u64 = 2;
+/// How many popular prompts the restart check reads back (half of them get damaged).
+const RESTART_CHECK_PROMPTS: usize = 8;
+/// Longest wait for the cache to go memory-only, or to recover, when the phase's requests run
+/// out first.
+const MAX_WAIT: Duration = Duration::from_secs(20);
+
+/// A stop condition for [`Demo::serve`], checked every few milliseconds.
+type StopWhen = Arc<dyn Fn(&Stats) -> bool + Send + Sync>;
 
 /// A demo run: the directory, the workload and the phases done so far.
 struct Demo {
     opts: DemoOptions,
     dir: PathBuf,
     /// Keeps the temporary directory alive (and deletes it at the end).
-    _temp: Option<tempfile::TempDir>,
+    temp: Option<tempfile::TempDir>,
     workload: Arc<Workload>,
+    /// The file system every cache instance of the demo runs on: the real one, with fault
+    /// rules added during the outage.
+    fs: Arc<FaultFs>,
+    live: Arc<Live>,
+    /// Whether the live log receives the library's events.
+    events: bool,
     phases: Vec<PhaseReport>,
-    /// Write totals of cache instances already closed.
-    written: Written,
+    /// Totals of cache instances already closed.
+    totals: Totals,
+    /// When the current cache instance was opened.
+    opened_at: Instant,
     started: Instant,
 }
 
 /// Runs the demo.
 pub async fn run(opts: DemoOptions) -> Result<(), BoxError> {
     let mut demo = Demo::prepare(opts)?;
-    let half = demo.workload.len() / 2;
+    let n = demo.workload.len();
+    let (warm_end, outage_end) = (n * 2 / 5, n * 3 / 4);
     let cache = demo.open().await?;
-    demo.serve(&cache, "before restart", 0..half).await?;
+    demo.live.say(
+        "== 1. warm-up: the agent serves requests; answers are cached in memory and on disk ==",
+    );
+    demo.serve(&cache, "warm-up", 0..warm_end, None).await?;
+    demo.live.say("");
     let cache = demo.restart(cache).await?;
-    demo.serve(&cache, "after restart", half..demo.workload.len())
-        .await?;
+    let stopped = demo.outage(&cache, warm_end..outage_end).await?;
+    demo.recovery(&cache, stopped..n).await?;
     demo.finish(cache).await
 }
 
@@ -92,65 +152,101 @@ impl Demo {
             opts.requests,
             opts.skew,
         ));
-        println!("tiercache demo: an agent backend caching LLM responses");
-        println!("  cache directory : {}", dir.display());
-        println!(
+        let live = Live::new(opts.json);
+        let events = live.install();
+        let say = |s: String| live.say(s);
+        say("tiercache demo: an agent backend caching LLM responses, through a restart, damaged files and a failing disk".into());
+        say(format!("  cache directory : {}", dir.display()));
+        say(format!(
             "  workload        : {} requests from {} workers over {} distinct prompts (Zipf s={}, seed {})",
             table::count(workload.len() as u64),
             opts.workers,
             table::count(workload.distinct(0..workload.len()) as u64),
             opts.skew,
             opts.seed,
-        );
-        println!(
-            "  responses       : chat-completion JSON-like structs, 1-64 KiB of markdown prose and code"
-        );
-        println!(
+        ));
+        say("  responses       : chat-completion JSON-like structs, 1-64 KiB of markdown prose and code".into());
+        say(format!(
             "  hot tier budget : {} of memory; everything else lives in the gzip warm tier on disk",
             table::bytes(opts.hot_bytes as u64)
-        );
-        println!(
+        ));
+        say(format!(
             "  model latency   : SIMULATED, 0.5-4 s per call; the demo sleeps 1/{} of it",
             opts.time_scale
-        );
-        println!();
+        ));
+        say(format!(
+            "  resilience      : breaker opens after {DEMO_FAILURE_THRESHOLD} failures for {} (doubling up to {}); memory-only after {DEMO_MEMORY_ONLY_AFTER} errors in {}; recovery probe every {} (shortened for the demo)",
+            table::duration(DEMO_OPEN_TIMEOUT),
+            table::duration(DEMO_MAX_OPEN_TIMEOUT),
+            table::duration(DEMO_ERROR_WINDOW),
+            table::duration(DEMO_RECOVERY_INTERVAL),
+        ));
+        say("  disk failure    : SIMULATED with tiercache::testing::FaultFs (fault-injecting file system); no device is harmed".into());
+        if !events {
+            say("  note: another tracing subscriber is installed; the live log is off".into());
+        }
+        say(String::new());
         Ok(Demo {
             opts,
             dir,
-            _temp: temp,
+            temp,
             workload,
+            fs: Arc::new(FaultFs::new(Arc::new(StdFs))),
+            live,
+            events,
             phases: Vec::new(),
-            written: Written::default(),
+            totals: Totals::default(),
+            opened_at: Instant::now(),
             started: Instant::now(),
         })
     }
 
-    /// Opens the cache on the demo directory.
-    async fn open(&self) -> Result<TieredCache, BoxError> {
-        TieredCache::builder(&self.dir)
+    /// Opens the cache on the demo directory, on the demo's file system.
+    async fn open(&mut self) -> Result<TieredCache, BoxError> {
+        let cache = TieredCache::builder(&self.dir)
+            .fs(self.fs.clone())
             .hot_capacity_bytes(self.opts.hot_bytes)
+            .failure_threshold(DEMO_FAILURE_THRESHOLD)
+            .open_timeout(DEMO_OPEN_TIMEOUT)
+            .max_open_timeout(DEMO_MAX_OPEN_TIMEOUT)
+            .memory_only_after(DEMO_MEMORY_ONLY_AFTER)
+            .error_window(DEMO_ERROR_WINDOW)
+            .recovery_interval(DEMO_RECOVERY_INTERVAL)
+            .health_interval(DEMO_HEALTH_INTERVAL)
             .build()
             .await
-            .map_err(|e| format!("cannot open the cache at {}: {e}", self.dir.display()).into())
+            .map_err(|e| format!("cannot open the cache at {}: {e}", self.dir.display()))?;
+        self.opened_at = Instant::now();
+        Ok(cache)
     }
 
     /// Serves requests `range` of the workload with the configured number of workers, with a
-    /// progress bar, and records the phase.
+    /// progress bar and the live log, and records the phase. With `stop`, the workers stop
+    /// taking requests once it holds. Returns the index of the first request not served.
     async fn serve(
         &mut self,
         cache: &TieredCache,
         name: &str,
         range: Range<usize>,
-    ) -> Result<(), BoxError> {
-        println!(
-            "== {name}: serving requests {}..{} ==",
-            range.start, range.end
-        );
+        stop: Option<StopWhen>,
+    ) -> Result<usize, BoxError> {
         let before = cache.stats();
         let started = Instant::now();
         let tally = Arc::new(Tally::default());
         let bar = progress_bar(name, range.len() as u64);
+        self.live.set_bar(Some(bar.clone()));
+        let watch = self.live.watch(cache, tally.clone());
         let next = Arc::new(AtomicUsize::new(range.start));
+        let stopped = Arc::new(AtomicBool::new(false));
+        let checker = stop.map(|stop| {
+            let (cache, stopped) = (cache.clone(), stopped.clone());
+            tokio::spawn(async move {
+                while !stop(&cache.stats()) {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                stopped.store(true, Ordering::SeqCst);
+            })
+        });
         let mut workers = JoinSet::new();
         for _ in 0..self.opts.workers.max(1) {
             let worker = Worker {
@@ -159,12 +255,12 @@ impl Demo {
                 tally: tally.clone(),
                 time_scale: self.opts.time_scale.max(1),
             };
-            let (next, end, bar) = (next.clone(), range.end, bar.clone());
+            let (next, stopped, end, bar) = (next.clone(), stopped.clone(), range.end, bar.clone());
             workers.spawn(async move {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
+                while !stopped.load(Ordering::SeqCst) {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
                     if i >= end {
-                        return Ok::<(), BoxError>(());
+                        break;
                     }
                     worker.request(worker.workload.request(i)).await?;
                     bar.inc(1);
@@ -176,33 +272,90 @@ impl Demo {
                         table::count(calls)
                     ));
                 }
+                Ok::<(), BoxError>(())
             });
         }
+        let mut result = Ok(());
         while let Some(joined) = workers.join_next().await {
-            joined.map_err(|e| format!("worker task failed: {e}"))??;
+            if let Err(e) = joined
+                .map_err(|e| BoxError::from(format!("worker task failed: {e}")))
+                .and_then(|r| r)
+            {
+                result = Err(e);
+            }
         }
+        if let Some(c) = checker {
+            c.abort();
+        }
+        watch.finish().await;
+        self.live.set_bar(None);
         bar.finish_and_clear();
+        result?;
+        let served_to = next.load(Ordering::SeqCst).min(range.end);
         let report = PhaseReport::new(name, &before, &cache.stats(), &tally, started.elapsed());
-        println!("  {}", report.summary());
+        self.live.say(format!(
+            "  {name}: requests {}..{served_to}: {}",
+            range.start,
+            report.summary()
+        ));
         self.phases.push(report);
-        println!();
-        Ok(())
+        Ok(served_to)
     }
 
-    /// Closes the cache (draining the write queue to disk), reopens it on the same directory
-    /// and reads back the most popular prompts: the hot tier starts empty, so every answer
-    /// comes from the files the previous instance wrote.
+    /// Waits, with the live log on, until `cond` holds or [`MAX_WAIT`] passes.
+    async fn wait_for(&self, cache: &TieredCache, cond: &StopWhen) -> bool {
+        let watch = self.live.watch(cache, Arc::new(Tally::default()));
+        let deadline = Instant::now() + MAX_WAIT;
+        let met = loop {
+            if cond(&cache.stats()) {
+                break true;
+            }
+            if Instant::now() >= deadline {
+                break false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        watch.finish().await;
+        met
+    }
+
+    /// Closes the cache (draining the write queue to disk); while it is down, damages a few
+    /// entry files; reopens it and reads the most popular prompts back: the hot tier starts
+    /// empty, so every answer comes from the files, and the damaged ones are quarantined.
     async fn restart(&mut self, cache: TieredCache) -> Result<TieredCache, BoxError> {
-        println!("== restart: close the cache and reopen it on the same directory ==");
+        self.live
+            .say("== 2. restart: close the cache; while it is down, damage some files; reopen ==");
         let closed = self.close(cache).await;
-        println!(
-            "  closed : {} entry files on disk ({}), hot tier dropped with the process",
+        self.live.say(format!(
+            "  closed  : {} entry files on disk ({}), hot tier gone with the instance",
             table::count(closed.warm_entries),
             table::bytes(closed.warm_bytes)
-        );
+        ));
+        let popular = self.popular(RESTART_CHECK_PROMPTS);
+        // Every other popular prompt is damaged; the first (intact) one donates the copy.
+        let victims: Vec<&str> = popular
+            .iter()
+            .skip(1)
+            .step_by(2)
+            .map(|p| p.key.as_str())
+            .collect();
+        let planted = match popular.first() {
+            Some(donor) => demo_damage::plant(&self.dir, &victims, &donor.key)
+                .map_err(|e| format!("damaging files in {}: {e}", self.dir.display()))?,
+            None => Vec::new(),
+        };
+        for p in &planted {
+            self.live.say(format!(
+                "  damaged : {:<15} {} ({}; the cache should say {:?})",
+                p.how,
+                short_path(&p.rel),
+                p.what,
+                p.expect
+            ));
+        }
         let cache = self.open().await?;
         let s = wait_for_index(&cache).await;
-        println!(
+        self.live.say(format!(
             "  reopened: hot tier {} entries; warm index found {} entry files on disk{}",
             s.hot_entries,
             table::count(s.warm_entries),
@@ -211,8 +364,11 @@ impl Demo {
             } else {
                 " so far (scan still running)"
             }
-        );
-        // The restart check: the top prompts of the first half, read back one by one.
+        ));
+        self.live.say(format!(
+            "  reading back the {} most popular prompts (the hot tier is empty: answers come from disk):",
+            popular.len()
+        ));
         let before = cache.stats();
         let started = Instant::now();
         let tally = Arc::new(Tally::default());
@@ -222,19 +378,24 @@ impl Demo {
             tally: tally.clone(),
             time_scale: self.opts.time_scale.max(1),
         };
-        for prompt in self.popular(RESTART_CHECK_PROMPTS) {
-            let warm_before = cache.stats().warm_hits;
-            let hit = worker.request(&prompt).await?;
-            let from = match (hit, cache.stats().warm_hits > warm_before) {
-                (true, true) => "warm hit (read back from disk)",
-                (true, false) => "hit",
-                (false, _) => "miss (model called)",
+        for prompt in &popular {
+            let s0 = cache.stats();
+            let hit = worker.request(prompt).await?;
+            let s1 = cache.stats();
+            let from = match (hit, s1.warm_hits > s0.warm_hits) {
+                (true, true) => "warm hit (read back from disk)".to_owned(),
+                (true, false) => "hit".to_owned(),
+                (false, _) if s1.quarantined_files > s0.quarantined_files => {
+                    "QUARANTINED -> miss, model called".to_owned()
+                }
+                (false, _) => "miss (model called)".to_owned(),
             };
-            println!(
-                "  {from:<30} {:>9}  {}",
+            self.live.flush();
+            self.live.say(format!(
+                "    {from:<34} {:>9}  {}",
                 table::bytes(prompt.answer_bytes as u64),
-                shorten(&prompt.text, 60)
-            );
+                shorten(&prompt.text, 56)
+            ));
         }
         let report = PhaseReport::new(
             "restart check",
@@ -243,17 +404,108 @@ impl Demo {
             &tally,
             started.elapsed(),
         );
-        println!("  {}", report.summary());
+        self.live
+            .say(format!("  restart check: {}", report.summary()));
         self.phases.push(report);
-        println!();
+        let q = Layout::new(&self.dir).quarantine_dir().to_path_buf();
+        if let Ok(files) = quarantine::list(&StdFs, &q) {
+            let reasons: Vec<&str> = files.iter().map(|f| f.reason.as_str()).collect();
+            self.live.say(format!(
+                "  quarantine: {} files in {} ({}); none was served",
+                files.len(),
+                q.display(),
+                reasons.join(", ")
+            ));
+        }
+        self.live.say("");
         Ok(cache)
     }
 
-    /// The `n` prompts asked most often in the first half of the run.
+    /// Makes every disk call fail and serves requests until the cache has gone memory-only and
+    /// [`OUTAGE_FAILED_PROBES`] recovery probes have failed (or the range ends; the outage then
+    /// goes on without traffic). Returns the first request not served.
+    async fn outage(
+        &mut self,
+        cache: &TieredCache,
+        range: Range<usize>,
+    ) -> Result<usize, BoxError> {
+        self.live
+            .say("== 3. disk failure: every disk call now fails with EIO ==");
+        self.live.say(
+            "  SIMULATED: the cache runs on tiercache::testing::FaultFs; a rule now fails every read, write, rename and listing",
+        );
+        self.fs.add_rule(Rule::new(Fault::Errno(EIO)));
+        let live = self.live.clone();
+        let events = self.events;
+        let (failed_before, run_before) = (
+            EventCounts::get(&live.counts.probes_failed),
+            cache.stats().probes_run,
+        );
+        let stop: StopWhen = Arc::new(move |s: &Stats| {
+            s.mode == Mode::MemoryOnly
+                && if events {
+                    EventCounts::get(&live.counts.probes_failed)
+                        >= failed_before + OUTAGE_FAILED_PROBES
+                } else {
+                    s.probes_run >= run_before + OUTAGE_FAILED_PROBES
+                }
+        });
+        let served_to = self
+            .serve(cache, "disk failing", range, Some(stop.clone()))
+            .await?;
+        if !stop(&cache.stats()) {
+            self.live.say(
+                "  (this phase's requests ran out: waiting for the cache to give the disk up and probe it)",
+            );
+            if !self.wait_for(cache, &stop).await {
+                self.live.say(format!(
+                    "  note: the cache did not go memory-only and probe within {}",
+                    table::duration(MAX_WAIT)
+                ));
+            }
+        }
+        self.live.say("");
+        Ok(served_to)
+    }
+
+    /// Repairs the disk and serves the rest of the requests while the cache finds out,
+    /// recovers and writes back; then waits for the write-back to finish.
+    async fn recovery(&mut self, cache: &TieredCache, range: Range<usize>) -> Result<(), BoxError> {
+        self.live
+            .say("== 4. disk repaired: the fault rule is removed ==");
+        self.live.say(format!(
+            "  nothing tells the cache; its next recovery probe (every {}) finds the disk healthy",
+            table::duration(DEMO_RECOVERY_INTERVAL)
+        ));
+        self.fs.clear_rules();
+        self.serve(cache, "disk repaired", range, None).await?;
+        if cache.mode() == Mode::MemoryOnly {
+            self.live
+                .say("  (requests ran out before the probe: waiting for it and the write-back)");
+        }
+        // What the last requests set is still queued: wait for it too, so the final numbers
+        // describe a cache at rest.
+        let done: StopWhen = Arc::new(|s: &Stats| {
+            s.mode == Mode::Tiered
+                && s.breaker_state == BreakerState::Closed
+                && s.dirty_entries == 0
+                && s.write_queue_depth == 0
+        });
+        if !self.wait_for(cache, &done).await {
+            self.live.say(format!(
+                "  note: the cache had not recovered within {}",
+                table::duration(MAX_WAIT)
+            ));
+        }
+        self.live.say("");
+        Ok(())
+    }
+
+    /// The `n` prompts asked most often in the warm-up.
     fn popular(&self, n: usize) -> Vec<Prompt> {
-        let half = self.workload.len() / 2;
+        let warm_end = self.workload.len() * 2 / 5;
         let mut counts: Vec<(usize, usize, &Prompt)> = Vec::new();
-        for i in 0..half {
+        for i in 0..warm_end {
             let p = self.workload.request(i);
             match counts.iter_mut().find(|(_, id, _)| *id == p.id) {
                 Some(c) => c.0 += 1,
@@ -268,93 +520,41 @@ impl Demo {
             .collect()
     }
 
-    /// Closes a cache instance, adds its write totals, and returns its last stats. A flush
-    /// that could not persist everything is reported, not fatal: the demo shows what the
-    /// cache does, and the stats carry the numbers.
+    /// Closes a cache instance, adds its totals, and returns its last stats. A flush that
+    /// could not persist everything is reported, not fatal: the demo shows what the cache
+    /// does, and the stats carry the numbers.
     async fn close(&mut self, cache: TieredCache) -> Stats {
         if let Err(e) = cache.close().await {
-            println!("  note: {e}");
+            self.live.say(format!("  note: {e}"));
         }
+        self.live.flush();
         let s = cache.stats();
-        self.written.add(&s);
+        self.totals.add(&s, self.opened_at.elapsed());
         s
     }
 
-    /// Closes the cache and prints the final tables.
+    /// Closes the cache and prints the final tables (and, with `--json`, the document).
     async fn finish(mut self, cache: TieredCache) -> Result<(), BoxError> {
         let closed = self.close(cache).await;
-        let total = report::total(&self.phases);
-        println!("== results ==");
-        print!("{}", report::phase_table(&self.phases));
-        println!();
-        print!("{}", report::tier_table(&closed));
-        println!();
-        let w = self.written;
-        let rows = [
-            (
-                "compression (values -> files)",
-                format!(
-                    "{} -> {} in {} files: {}",
-                    table::bytes(w.uncompressed),
-                    table::bytes(w.compressed),
-                    table::count(w.files),
-                    w.ratio()
-                ),
-            ),
-            (
-                "model calls made / saved",
-                format!(
-                    "{} / {}",
-                    table::count(total.model_calls),
-                    table::count(total.hits())
-                ),
-            ),
-            (
-                "simulated model time*",
-                format!(
-                    "{} spent, {} saved ({} without the cache)",
-                    table::duration(total.model_spent),
-                    table::duration(total.model_saved),
-                    table::duration(total.model_spent + total.model_saved)
-                ),
-            ),
-            (
-                "hits equal to the model's answer",
-                if total.mismatches == 0 {
-                    format!("all {}", table::count(total.hits()))
-                } else {
-                    format!(
-                        "{} differ (the directory holds answers of another --seed)",
-                        table::count(total.mismatches)
-                    )
-                },
-            ),
-            (
-                "disk errors / quarantined files",
-                format!("{} / {}", w.disk_errors, w.quarantined),
-            ),
-            (
-                "mode / breaker",
-                format!("{} / {}", closed.mode, closed.breaker_state),
-            ),
-            (
-                "cache directory",
-                match self._temp {
-                    Some(_) => format!(
-                        "{} (temporary, removed on exit; use --dir to keep it)",
-                        self.dir.display()
-                    ),
-                    None => self.dir.display().to_string(),
-                },
-            ),
-            ("wall time", table::duration(self.started.elapsed())),
-        ];
-        print!("{}", table::pairs(&rows));
-        println!();
-        println!(
-            "* model latency is SIMULATED (0.5-4 s per call, slept at 1/{} speed); no model was called.",
-            self.opts.time_scale
-        );
+        let results = Results {
+            phases: &self.phases,
+            totals: &self.totals,
+            last: &closed,
+            breaker_opens: EventCounts::get(&self.live.counts.breaker_opens),
+            written_back: EventCounts::get(&self.live.counts.written_back),
+            hot_bytes: self.opts.hot_bytes as u64,
+            time_scale: self.opts.time_scale,
+            dir: &self.dir,
+            temporary: self.temp.is_some(),
+            wall: self.started.elapsed(),
+        };
+        self.live.say("== results ==");
+        for block in results.text() {
+            self.live.say(block);
+        }
+        if self.opts.json {
+            println!("{}", results.json()?);
+        }
         Ok(())
     }
 }
@@ -370,7 +570,8 @@ struct Worker {
 
 impl Worker {
     /// Looks the prompt up; on a miss "calls the model" (sleeps a scaled-down share of its
-    /// simulated latency) and caches the answer. Returns whether it was a hit.
+    /// simulated latency) and caches the answer. Returns whether it was a hit. A cache error
+    /// here ends the demo: a failing disk must never produce one.
     async fn request(&self, prompt: &Prompt) -> Result<bool, BoxError> {
         self.tally.requests.fetch_add(1, Ordering::Relaxed);
         let latency_ms = prompt.latency.as_millis() as u64;
@@ -432,5 +633,13 @@ fn shorten(s: &str, max: usize) -> String {
     } else {
         let cut: String = s.chars().take(max.saturating_sub(3)).collect();
         format!("{cut}...")
+    }
+}
+
+/// `v1/ab/cd/<64 hex>` with the hex cut to 12 characters.
+fn short_path(rel: &str) -> String {
+    match rel.rsplit_once('/') {
+        Some((dir, name)) if name.len() > 12 => format!("{dir}/{}...", &name[..12]),
+        _ => rel.to_owned(),
     }
 }

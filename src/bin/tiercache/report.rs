@@ -1,14 +1,18 @@
 //! What each demo phase did, and the final tables.
 //!
-//! Hits and misses per tier come from the library's own counters (`Stats`), taken before and
-//! after a phase; model calls and simulated latency come from the demo's workers, which are
-//! the only ones who know what a miss would have cost.
+//! Hits and misses per tier, disk errors, quarantined files and time memory-only come from the
+//! library's own counters (`Stats`), taken before and after a phase; model calls and simulated
+//! latency come from the demo's workers, which are the only ones who know what a miss would
+//! have cost. A cache instance's counters start at zero when it opens, so totals over the run
+//! add up each closed instance's last snapshot ([`Totals`]).
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tiercache::Stats;
 
+use super::json::Json;
 use super::table::{self, Table};
 
 /// Counters the workers of one phase share.
@@ -52,6 +56,12 @@ pub struct PhaseReport {
     pub model_calls: u64,
     /// Hits that differed from the model's answer.
     pub mismatches: u64,
+    /// Disk errors the cache met (and hid from the workers).
+    pub disk_errors: u64,
+    /// Files the cache quarantined.
+    pub quarantined: u64,
+    /// Time the cache spent memory-only during the phase.
+    pub memory_only: Duration,
     /// Simulated model time spent.
     pub model_spent: Duration,
     /// Simulated model time saved.
@@ -73,6 +83,12 @@ impl PhaseReport {
             misses: after.misses - before.misses,
             model_calls: Tally::get(&tally.model_calls),
             mismatches: Tally::get(&tally.mismatches),
+            disk_errors: after.disk_errors - before.disk_errors,
+            quarantined: after.quarantined_files - before.quarantined_files,
+            memory_only: Duration::from_millis(
+                after.memory_only_ms.saturating_sub(before.memory_only_ms),
+            )
+            .min(wall),
             model_spent: Duration::from_millis(Tally::get(&tally.model_ms_spent)),
             model_saved: Duration::from_millis(Tally::get(&tally.model_ms_saved)),
             wall,
@@ -86,7 +102,7 @@ impl PhaseReport {
 
     /// One line for the log between phases.
     pub fn summary(&self) -> String {
-        format!(
+        let mut line = format!(
             "{} requests in {}: {} hot hits, {} warm hits (disk), {} queue hits, {} misses -> {} model calls",
             table::count(self.requests),
             table::duration(self.wall),
@@ -95,7 +111,16 @@ impl PhaseReport {
             table::count(self.queue_hits),
             table::count(self.misses),
             table::count(self.model_calls),
-        )
+        );
+        if self.disk_errors > 0 || self.quarantined > 0 || !self.memory_only.is_zero() {
+            line.push_str(&format!(
+                "; {} disk errors hidden from callers, {} files quarantined, {} memory-only",
+                table::count(self.disk_errors),
+                table::count(self.quarantined),
+                table::duration(self.memory_only)
+            ));
+        }
+        line
     }
 
     fn add(&mut self, other: &PhaseReport) {
@@ -106,10 +131,37 @@ impl PhaseReport {
         self.misses += other.misses;
         self.model_calls += other.model_calls;
         self.mismatches += other.mismatches;
+        self.disk_errors += other.disk_errors;
+        self.quarantined += other.quarantined;
+        self.memory_only += other.memory_only;
         self.model_spent += other.model_spent;
         self.model_saved += other.model_saved;
         self.wall += other.wall;
     }
+
+    /// The phase as JSON.
+    pub fn json(&self) -> Json {
+        Json::object([
+            ("name", Json::from(self.name.as_str())),
+            ("requests", self.requests.into()),
+            ("hot_hits", self.hot_hits.into()),
+            ("warm_hits", self.warm_hits.into()),
+            ("queue_hits", self.queue_hits.into()),
+            ("misses", self.misses.into()),
+            ("model_calls", self.model_calls.into()),
+            ("mismatches", self.mismatches.into()),
+            ("disk_errors", self.disk_errors.into()),
+            ("quarantined", self.quarantined.into()),
+            ("memory_only_ms", ms(self.memory_only).into()),
+            ("model_ms_spent", ms(self.model_spent).into()),
+            ("model_ms_saved", ms(self.model_saved).into()),
+            ("wall_ms", ms(self.wall).into()),
+        ])
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Sums the phases into a `total` row.
@@ -134,7 +186,10 @@ pub fn phase_table(phases: &[PhaseReport]) -> Table {
         "queue hits",
         "misses",
         "hit rate",
-        "model time saved*",
+        "disk errors",
+        "quarantined",
+        "memory-only",
+        "time saved*",
     ]);
     let total = total(phases);
     for p in phases.iter().chain(std::iter::once(&total)) {
@@ -147,6 +202,9 @@ pub fn phase_table(phases: &[PhaseReport]) -> Table {
                 table::count(p.queue_hits),
                 table::count(p.misses),
                 table::percent(p.hits(), p.hits() + p.misses),
+                table::count(p.disk_errors),
+                table::count(p.quarantined),
+                table::duration(p.memory_only),
                 table::duration(p.model_saved),
             ],
         );
@@ -154,9 +212,9 @@ pub fn phase_table(phases: &[PhaseReport]) -> Table {
     t
 }
 
-/// Write totals of one closed cache instance (its counters start at zero when it opens).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Written {
+/// Totals of the cache instances already closed (each one's counters start at zero).
+#[derive(Debug, Clone, Default)]
+pub struct Totals {
     /// Entry files written.
     pub files: u64,
     /// Value bytes before compression.
@@ -165,18 +223,46 @@ pub struct Written {
     pub compressed: u64,
     /// Disk errors seen.
     pub disk_errors: u64,
+    /// Disk errors by kind.
+    pub disk_errors_by_kind: BTreeMap<String, u64>,
     /// Files quarantined.
     pub quarantined: u64,
+    /// Corrupted files by reason.
+    pub corrupted_by_reason: BTreeMap<String, u64>,
+    /// Recovery probes run and passed.
+    pub probes_run: u64,
+    /// Recovery probes that passed: each one a recovery.
+    pub probes_ok: u64,
+    /// Switches to memory-only mode.
+    pub memory_only_entries: u64,
+    /// Breaker state changes.
+    pub breaker_transitions: u64,
+    /// Dirty entries evicted before they reached the disk.
+    pub lost_writes: u64,
+    /// Time memory-only, ms.
+    pub memory_only_ms: u64,
+    /// Time the instances were open, ms.
+    pub open_ms: u64,
 }
 
-impl Written {
-    /// Adds one instance's final stats.
-    pub fn add(&mut self, s: &Stats) {
+impl Totals {
+    /// Adds one instance's final stats and how long it was open.
+    pub fn add(&mut self, s: &Stats, open_for: Duration) {
         self.files += s.writes_ok;
         self.uncompressed += s.bytes_written_uncompressed;
         self.compressed += s.bytes_written_compressed;
         self.disk_errors += s.disk_errors;
+        merge(&mut self.disk_errors_by_kind, &s.disk_errors_by_kind);
         self.quarantined += s.quarantined_files;
+        merge(&mut self.corrupted_by_reason, &s.corrupted_by_reason);
+        self.probes_run += s.probes_run;
+        self.probes_ok += s.probes_ok;
+        self.memory_only_entries += s.memory_only_entries;
+        self.breaker_transitions += s.breaker_transitions;
+        self.lost_writes += s.lost_writes;
+        let open_ms = ms(open_for);
+        self.memory_only_ms += s.memory_only_ms.min(open_ms);
+        self.open_ms += open_ms;
     }
 
     /// `uncompressed / compressed`, e.g. `3.7x`.
@@ -187,6 +273,33 @@ impl Written {
             format!("{:.2}x", self.uncompressed as f64 / self.compressed as f64)
         }
     }
+
+    /// Time the disk tier was in use.
+    pub fn tiered_ms(&self) -> u64 {
+        self.open_ms - self.memory_only_ms
+    }
+}
+
+fn merge(into: &mut BTreeMap<String, u64>, from: &BTreeMap<String, u64>) {
+    for (k, v) in from {
+        *into.entry(k.clone()).or_default() += v;
+    }
+}
+
+/// `io 12, no-space 3`, or `-` when empty.
+pub fn by_name(m: &BTreeMap<String, u64>) -> String {
+    if m.is_empty() {
+        return "-".into();
+    }
+    m.iter()
+        .map(|(k, v)| format!("{k} {}", table::count(*v)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A name-to-count map as a JSON object.
+pub fn by_name_json(m: &BTreeMap<String, u64>) -> Json {
+    Json::object(m.iter().map(|(k, v)| (k.clone(), Json::from(*v))))
 }
 
 /// The tier table: entries, bytes and budgets of each tier as the cache stands.

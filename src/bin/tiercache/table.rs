@@ -10,11 +10,14 @@ struct Row {
     cells: Vec<String>,
 }
 
-/// A table whose first column is left-aligned and whose other columns are right-aligned.
+/// A table whose first column is left-aligned and whose other columns are right-aligned
+/// (numbers), unless marked left-aligned (text).
 #[derive(Debug, Clone, Default)]
 pub struct Table {
     header: Vec<String>,
     rows: Vec<Row>,
+    /// Columns (counting the label column as 0) aligned left.
+    left: Vec<usize>,
 }
 
 impl Table {
@@ -23,7 +26,14 @@ impl Table {
         Table {
             header: header.into_iter().map(Into::into).collect(),
             rows: Vec::new(),
+            left: Vec::new(),
         }
+    }
+
+    /// Aligns these columns left (column 0, the label, always is).
+    pub fn left_aligned(mut self, columns: &[usize]) -> Self {
+        self.left.extend_from_slice(columns);
+        self
     }
 
     /// Adds a row.
@@ -61,7 +71,11 @@ impl fmt::Display for Table {
         let line = |f: &mut fmt::Formatter<'_>, label: &str, cells: &[String]| -> fmt::Result {
             let mut out = format!("{label:<width$}", width = w[0]);
             for (i, c) in cells.iter().enumerate() {
-                out.push_str(&format!("   {c:>width$}", width = w[i + 1]));
+                if self.left.contains(&(i + 1)) {
+                    out.push_str(&format!("   {c:<width$}", width = w[i + 1]));
+                } else {
+                    out.push_str(&format!("   {c:>width$}", width = w[i + 1]));
+                }
             }
             writeln!(f, "{}", out.trim_end())
         };
@@ -128,6 +142,40 @@ pub fn duration(d: Duration) -> String {
     }
 }
 
+/// A unix-ms wall-clock time as UTC, `2025-01-01T00:00:00Z`; `-` for 0 (never).
+pub fn time_ms(ms: u64) -> String {
+    if ms == 0 {
+        return "-".into();
+    }
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Howard Hinnant's civil_from_days, for days since 1970-01-01 (non-negative here).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+/// Bytes in binary units with the exact count: `3.9 KiB (4,012 B)`; just `512 B` below 1 KiB.
+pub fn bytes_exact(n: u64) -> String {
+    if n < 1024 {
+        bytes(n)
+    } else {
+        format!("{} ({} B)", bytes(n), count(n))
+    }
+}
+
 /// Label/value pairs, labels padded to one width.
 pub fn pairs(rows: &[(&str, String)]) -> String {
     let w = rows
@@ -154,6 +202,10 @@ mod tests {
         assert_eq!(bytes(4 << 20), "4.0 MiB");
         assert_eq!(percent(1, 3), "33.3%");
         assert_eq!(duration(Duration::from_secs(187)), "3m 07s");
+        assert_eq!(bytes_exact(4096), "4.0 KiB (4,096 B)");
+        assert_eq!(time_ms(0), "-");
+        assert_eq!(time_ms(1_735_689_600_000), "2025-01-01T00:00:00Z");
+        assert_eq!(time_ms(951_782_400_000 + 3_723_000), "2000-02-29T01:02:03Z");
     }
 
     #[test]

@@ -1,0 +1,318 @@
+//! `get`, `set` and `rm`: one key at a time, through a real [`TieredCache`] opened on `DIR`.
+//!
+//! Going through the library, not around it, is the point: the value `set` stores is written
+//! the way every process writes (temp file, fsync, rename, directory fsync), and `get` checks it
+//! the way every process checks (checksum before inflating, stored key compared, a corrupted
+//! file quarantined, an expired one deleted). The cache is opened with the library defaults
+//! (`min_free_bytes` included: an operator's `set` never fills a disk other programs need).
+//!
+//! Why `flush` and not `close`: `close` also waits for the background tasks, among them the
+//! startup scan that indexes the directory, which on a large cache takes longer than the
+//! command itself. `flush` waits for what matters here, the queued write or delete, and
+//! reports an entry that could not be persisted; the process then exits without waiting for the
+//! (read-only) scan.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tiercache::fs::{FileRead, Fs, StdFs};
+use tiercache::warm::format::{parse_header, Header, Limits, HEADER_LEN};
+use tiercache::warm::layout::{key_hash, Layout};
+use tiercache::{Stats, TieredCache, DEFAULT_MAX_ENTRY_BYTES, DEFAULT_MAX_KEY_BYTES};
+
+use super::json::Json;
+use super::output::{self, Status};
+use super::table;
+use super::walk;
+use super::BoxError;
+
+/// Opens the cache on `dir` with every default.
+async fn open(dir: &Path) -> Result<TieredCache, BoxError> {
+    TieredCache::open(dir)
+        .await
+        .map_err(|e| format!("cannot open the cache at {}: {e}", dir.display()).into())
+}
+
+/// The entry file of `key` and what its header says, if it is there and readable.
+struct EntryInfo {
+    path: PathBuf,
+    rel: String,
+    file_len: Option<u64>,
+    header: Option<Header>,
+}
+
+fn entry_info(dir: &Path, key: &[u8]) -> EntryInfo {
+    let path = Layout::new(dir).entry_path(&key_hash(key));
+    let rel = walk::relative(dir, &path);
+    let file_len = std::fs::symlink_metadata(&path).ok().map(|m| m.len());
+    let limits = Limits {
+        max_key_bytes: DEFAULT_MAX_KEY_BYTES,
+        max_entry_bytes: DEFAULT_MAX_ENTRY_BYTES,
+    };
+    let header = match StdFs.read_prefix(&path, HEADER_LEN) {
+        Ok(FileRead::Data(d)) => parse_header(&d, &limits).ok(),
+        _ => None,
+    };
+    EntryInfo {
+        path,
+        rel,
+        file_len,
+        header,
+    }
+}
+
+/// Printable key for messages: the text when it is UTF-8, else its bytes escaped.
+fn show_key(key: &[u8]) -> String {
+    match std::str::from_utf8(key) {
+        Ok(s) => format!("{s:?}"),
+        Err(_) => format!("\"{}\"", key.escape_ascii()),
+    }
+}
+
+/// Runs `get DIR KEY`: the value's bytes on stdout, exit 1 on a miss.
+pub async fn get(dir: &Path, key: &[u8], json: bool) -> Result<Status, BoxError> {
+    let dir = output::existing_dir(dir)?;
+    let cache = open(&dir).await?;
+    let value = cache
+        .get_bytes(key)
+        .await
+        .map_err(|e| format!("get {}: {e}", show_key(key)))?;
+    let stats = cache.stats();
+    let info = entry_info(&dir, key);
+    // The library hides disk errors from callers (a sick disk is a miss); an operator asking
+    // for one key wants to know, with the path and the cause.
+    if value.is_none() && stats.disk_errors > 0 {
+        if let Some(e) = read_error(&info, &stats) {
+            return Err(e.into());
+        }
+    }
+    let notes = miss_notes(&stats);
+    if json {
+        let mut v = Json::object([
+            ("key", Json::from(String::from_utf8_lossy(key).into_owned())),
+            ("found", value.is_some().into()),
+        ]);
+        if let Some(value) = &value {
+            match std::str::from_utf8(value) {
+                Ok(s) => v.insert("value", s.into()),
+                Err(_) => v.insert("value_hex", hex(value).into()),
+            }
+            v.insert("value_bytes", value.len().into());
+        }
+        v.insert("file", info.rel.as_str().into());
+        v.insert("file_bytes", info.file_len.into());
+        v.insert("created_ms", info.header.map(|h| h.meta.created_ms).into());
+        v.insert("expires_ms", info.header.map(|h| h.meta.expires_ms).into());
+        v.insert(
+            "notes",
+            Json::Arr(notes.iter().map(|n| n.as_str().into()).collect()),
+        );
+        output::print_json(&v);
+    } else if let Some(value) = &value {
+        let mut out = std::io::stdout().lock();
+        match out.write_all(value).and_then(|()| out.flush()) {
+            Ok(()) => {}
+            // `tiercache get ... | head -c 100`: the reader left, nothing is wrong.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+            Err(e) => return Err(format!("writing the value to stdout: {e}").into()),
+        }
+    }
+    if value.is_none() && !json {
+        eprintln!("{}: not cached in {}", show_key(key), dir.display());
+        for n in &notes {
+            eprintln!("note: {n}");
+        }
+    }
+    Ok(Status::no_if(value.is_none()))
+}
+
+/// Why a `get` missed although a file may have been there.
+fn miss_notes(s: &Stats) -> Vec<String> {
+    let mut notes = Vec::new();
+    for (reason, n) in &s.corrupted_by_reason {
+        notes.push(format!(
+            "the entry file was corrupted ({reason}{}) and moved to the quarantine",
+            if *n > 1 {
+                format!(", {n} files")
+            } else {
+                String::new()
+            }
+        ));
+    }
+    if s.newer_version_skipped > 0 {
+        notes.push(
+            "the entry file was written by a newer tiercache format; left in place".to_owned(),
+        );
+    }
+    if s.warm_expirations > 0 {
+        notes.push("the entry had expired; its file was deleted".to_owned());
+    }
+    notes
+}
+
+/// The message for a `get` that a disk error may have turned into a miss: the cause as the OS
+/// tells it when reading the file again fails, else the kind the cache counted. `None` when
+/// the file is simply not there (the error was elsewhere, e.g. preparing the directory at
+/// open): a plain miss.
+fn read_error(info: &EntryInfo, s: &Stats) -> Option<String> {
+    let kinds: Vec<&str> = s.disk_errors_by_kind.keys().map(String::as_str).collect();
+    match StdFs.read_file(&info.path, u64::MAX) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => Some(format!("{}: {e}", info.path.display())),
+        Ok(_) => Some(format!(
+            "{}: the cache met a disk error ({}) reading the entry",
+            info.path.display(),
+            kinds.join(", ")
+        )),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Runs `set DIR KEY [--ttl D]` with the value read from stdin.
+pub async fn set(
+    dir: &Path,
+    key: &[u8],
+    ttl: Option<Duration>,
+    json: bool,
+) -> Result<Status, BoxError> {
+    if std::io::stdin().is_terminal() {
+        eprintln!("reading the value from stdin; end it with Ctrl-D");
+    }
+    // One byte over the limit is enough to know it is too large.
+    let mut value = Vec::new();
+    std::io::stdin()
+        .take(DEFAULT_MAX_ENTRY_BYTES as u64 + 1)
+        .read_to_end(&mut value)
+        .map_err(|e| format!("reading the value from stdin: {e}"))?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let cache = open(dir).await?;
+    let stored = match ttl {
+        Some(ttl) => cache.set_bytes_with_ttl(key, &value, ttl).await,
+        None => cache.set_bytes(key, &value).await,
+    };
+    stored.map_err(|e| format!("set {}: {e}", show_key(key)))?;
+    cache
+        .flush()
+        .await
+        .map_err(|e| format!("{}: {} not stored: {e}", dir.display(), show_key(key)))?;
+    let info = entry_info(dir, key);
+    let expires_ms = info.header.map_or(0, |h| h.meta.expires_ms);
+    if json {
+        output::print_json(&Json::object([
+            ("key", Json::from(String::from_utf8_lossy(key).into_owned())),
+            ("value_bytes", value.len().into()),
+            ("file", info.rel.as_str().into()),
+            ("file_bytes", info.file_len.into()),
+            ("expires_ms", expires_ms.into()),
+        ]));
+    } else {
+        println!(
+            "stored {}: {} -> {} ({} on disk){}",
+            show_key(key),
+            table::bytes(value.len() as u64),
+            info.rel,
+            info.file_len.map_or("?".into(), table::bytes),
+            if expires_ms == 0 {
+                ", never expires".to_owned()
+            } else {
+                format!(", expires {}", table::time_ms(expires_ms))
+            }
+        );
+    }
+    Ok(Status::Ok)
+}
+
+/// Runs `rm DIR KEY`: exit 1 when there was nothing to remove.
+pub async fn rm(dir: &Path, key: &[u8], json: bool) -> Result<Status, BoxError> {
+    let dir = output::existing_dir(dir)?;
+    let before = entry_info(&dir, key);
+    let cache = open(&dir).await?;
+    cache
+        .remove(key)
+        .await
+        .map_err(|e| format!("rm {}: {e}", show_key(key)))?;
+    cache
+        .flush()
+        .await
+        .map_err(|e| format!("{}: {} not removed: {e}", dir.display(), show_key(key)))?;
+    let removed = before.file_len.is_some();
+    if json {
+        output::print_json(&Json::object([
+            ("key", Json::from(String::from_utf8_lossy(key).into_owned())),
+            ("removed", removed.into()),
+            ("file", before.rel.as_str().into()),
+            ("file_bytes", before.file_len.into()),
+        ]));
+    } else if let Some(len) = before.file_len {
+        println!(
+            "removed {}: {} ({})",
+            show_key(key),
+            before.rel,
+            table::bytes(len)
+        );
+    } else {
+        eprintln!("{}: not cached in {}", show_key(key), dir.display());
+    }
+    Ok(Status::no_if(!removed))
+}
+
+/// Parses a TTL: `90s`, `15m`, `2h`, `7d`, `500ms`, combinations (`1h30m`), or plain seconds.
+pub fn parse_ttl(text: &str) -> Result<Duration, String> {
+    let bad = || format!("invalid duration {text:?}: expected e.g. 90s, 15m, 2h, 7d, 1h30m, 500ms");
+    let mut total = Duration::ZERO;
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    if let Ok(secs) = rest.parse::<u64>() {
+        total = Duration::from_secs(secs);
+        rest = "";
+    }
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
+        let unit_ms: u64 = match &rest[..unit_len] {
+            "ms" => 1,
+            "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            _ => return Err(bad()),
+        };
+        rest = &rest[unit_len..];
+        let ms = n.checked_mul(unit_ms).ok_or_else(bad)?;
+        total = total
+            .checked_add(Duration::from_millis(ms))
+            .ok_or_else(bad)?;
+    }
+    if total.is_zero() {
+        return Err(format!("invalid duration {text:?}: a TTL must be positive"));
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttls_parse() {
+        assert_eq!(parse_ttl("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_ttl("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_ttl("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_ttl("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert_eq!(parse_ttl("500ms"), Ok(Duration::from_millis(500)));
+        assert!(parse_ttl("").is_err());
+        assert!(parse_ttl("0s").is_err());
+        assert!(parse_ttl("0").is_err());
+        assert!(parse_ttl("5 minutes").is_err());
+        assert!(parse_ttl("h").is_err());
+        assert!(parse_ttl("99999999999999999999d").is_err());
+    }
+}

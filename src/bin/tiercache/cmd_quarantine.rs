@@ -1,0 +1,343 @@
+//! `tiercache quarantine list|show|clear DIR [NAME]`: the files the cache (or `verify
+//! --repair`) moved aside, with the reason each was judged corrupted.
+//!
+//! A NAME is accepted only if it is a plain file name that parses as a quarantine name
+//! (`<time>-<reason>-<rest>`): `show` and `clear` can never reach outside
+//! `<DIR>/quarantine/`. Reads go through `StdFs`, which follows no symlink: a planted symlink
+//! in the quarantine is shown and removed as a link, its target never touched.
+
+use std::path::Path;
+
+use tiercache::fs::{FileKind, FileRead, Fs, StdFs};
+use tiercache::warm::format::{parse_header, Limits, HEADER_LEN};
+use tiercache::warm::layout::Layout;
+use tiercache::warm::quarantine::{self, QuarantinedFile, SIDECAR_SUFFIX};
+use tiercache::{DEFAULT_MAX_ENTRY_BYTES, DEFAULT_MAX_KEY_BYTES};
+
+use super::json::{to_json, Json};
+use super::output::{self, Status};
+use super::table::{self, Table};
+use super::BoxError;
+
+/// Bytes of a quarantined file `show` reads: the header and up to 1 KiB of the key.
+const SHOW_READ: usize = HEADER_LEN + 1024;
+/// Bytes of it `show` dumps in hex: the header and the start of the key.
+const SHOW_DUMP: usize = 128;
+/// Longest key text `show` prints.
+const SHOW_KEY_CHARS: usize = 200;
+/// Longest sidecar read (they are five short lines).
+const SIDECAR_MAX: u64 = 64 * 1024;
+
+fn qdir(dir: &Path) -> std::path::PathBuf {
+    Layout::new(dir).quarantine_dir().to_path_buf()
+}
+
+fn listed(dir: &Path) -> Result<Vec<QuarantinedFile>, BoxError> {
+    let q = qdir(dir);
+    quarantine::list(&StdFs, &q).map_err(|e| format!("{}: {e}", q.display()).into())
+}
+
+/// Checks a NAME given on the command line: a plain quarantine file name (a sidecar name is
+/// taken as the file it describes).
+fn valid_name(name: &str) -> Result<&str, BoxError> {
+    let name = name.strip_suffix(SIDECAR_SUFFIX).unwrap_or(name);
+    if name.contains('/') || name.contains('\0') || quarantine::parse_name(name).is_none() {
+        return Err(format!(
+            "{name:?} is not a quarantined file name (expected <time>-<reason>-<name>, as `quarantine list` shows)"
+        )
+        .into());
+    }
+    Ok(name)
+}
+
+/// Runs `quarantine list DIR`.
+pub fn list(dir: &Path, json: bool) -> Result<Status, BoxError> {
+    let dir = output::existing_dir(dir)?;
+    let files = listed(&dir)?;
+    let bytes: u64 = files.iter().map(|f| f.len).sum();
+    if json {
+        output::print_json(&Json::object([
+            ("dir", Json::from(qdir(&dir).display().to_string())),
+            ("files", files.len().into()),
+            ("bytes", bytes.into()),
+            ("quarantined", to_json(&files)?),
+        ]));
+        return Ok(Status::Ok);
+    }
+    println!("quarantine {}", qdir(&dir).display());
+    if files.is_empty() {
+        println!("empty");
+        return Ok(Status::Ok);
+    }
+    println!();
+    let mut t = Table::new(["name", "reason", "quarantined at", "size"]).left_aligned(&[1, 2]);
+    for f in &files {
+        t.row(
+            f.name.clone(),
+            [
+                f.reason.clone(),
+                table::time_ms(f.time_ms),
+                table::bytes(f.len),
+            ],
+        );
+    }
+    print!("{t}");
+    println!(
+        "\n{} {}, {}",
+        table::count(files.len() as u64),
+        if files.len() == 1 { "file" } else { "files" },
+        table::bytes_exact(bytes)
+    );
+    Ok(Status::Ok)
+}
+
+/// Runs `quarantine show DIR NAME`: the sidecar's record, what the header says, and the first
+/// bytes. Exit 1 when there is no such file.
+pub fn show(dir: &Path, name: &str, json: bool) -> Result<Status, BoxError> {
+    let dir = output::existing_dir(dir)?;
+    let name = valid_name(name)?;
+    let q = qdir(&dir);
+    let Some(file) = listed(&dir)?.into_iter().find(|f| f.name == name) else {
+        eprintln!("no quarantined file {name} in {}", q.display());
+        return Ok(Status::No);
+    };
+    let path = q.join(name);
+    let sidecar_path = q.join(format!("{name}{SIDECAR_SUFFIX}"));
+    let sidecar: Vec<(String, String)> = match StdFs.read_file(&sidecar_path, SIDECAR_MAX) {
+        Ok(FileRead::Data(d)) => String::from_utf8_lossy(&d)
+            .lines()
+            .filter_map(|l| l.split_once(": "))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+        // A sidecar is written after the move and may be missing after a crash.
+        _ => Vec::new(),
+    };
+    let kind = std::fs::symlink_metadata(&path)
+        .map(|m| {
+            let t = m.file_type();
+            if t.is_symlink() {
+                FileKind::Symlink
+            } else if t.is_dir() {
+                FileKind::Dir
+            } else if t.is_file() {
+                FileKind::File
+            } else {
+                FileKind::Special
+            }
+        })
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let head = match StdFs.read_prefix(&path, SHOW_READ) {
+        Ok(FileRead::Data(d)) => d,
+        _ => Vec::new(),
+    };
+    let limits = Limits {
+        max_key_bytes: DEFAULT_MAX_KEY_BYTES,
+        max_entry_bytes: DEFAULT_MAX_ENTRY_BYTES,
+    };
+    let header = parse_header(&head, &limits).ok();
+    let key = header.map(|h| {
+        let end = (HEADER_LEN + h.key_len as usize).min(head.len());
+        String::from_utf8_lossy(&head[HEADER_LEN.min(end)..end]).into_owned()
+    });
+    let head = &head[..head.len().min(SHOW_DUMP)];
+    if json {
+        let mut v = to_json(&file)?;
+        v.insert("path", path.display().to_string().into());
+        v.insert("kind", kind.describe().into());
+        v.insert(
+            "sidecar",
+            Json::object(
+                sidecar
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Json::from(v.as_str()))),
+            ),
+        );
+        v.insert(
+            "header",
+            match header {
+                Some(h) => Json::object([
+                    ("version", Json::from(u64::from(h.version))),
+                    ("flags", u64::from(h.flags).into()),
+                    ("key_len", u64::from(h.key_len).into()),
+                    ("created_ms", h.meta.created_ms.into()),
+                    ("expires_ms", h.meta.expires_ms.into()),
+                    ("payload_len", h.payload_len.into()),
+                    ("uncompressed_len", h.uncompressed_len.into()),
+                ]),
+                None => Json::Null,
+            },
+        );
+        v.insert("key", key.into());
+        v.insert(
+            "head_hex",
+            head.iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+                .into(),
+        );
+        output::print_json(&v);
+        return Ok(Status::Ok);
+    }
+    let mut rows: Vec<(&str, String)> = vec![
+        ("name", file.name.clone()),
+        ("path", path.display().to_string()),
+        ("kind", kind.describe().to_owned()),
+        ("size", table::bytes_exact(file.len)),
+        ("reason", file.reason.clone()),
+        ("quarantined at", table::time_ms(file.time_ms)),
+    ];
+    for (k, v) in &sidecar {
+        if k == "detail" || k == "original" {
+            rows.push((k.as_str(), v.clone()));
+        }
+    }
+    if sidecar.is_empty() {
+        rows.push(("sidecar", "missing".into()));
+    }
+    match (header, &key) {
+        (Some(h), Some(key)) => {
+            rows.push((
+                "header",
+                format!(
+                    "v{} flags {:#06x}, key {} B, payload {} B -> value {} B",
+                    h.version, h.flags, h.key_len, h.payload_len, h.uncompressed_len
+                ),
+            ));
+            rows.push(("created", table::time_ms(h.meta.created_ms)));
+            rows.push(("expires", table::time_ms(h.meta.expires_ms)));
+            let shown: String = key.chars().take(SHOW_KEY_CHARS).collect();
+            let cut = if shown.len() < key.len() || (h.key_len as usize) > key.len() {
+                " (cut)"
+            } else {
+                ""
+            };
+            rows.push(("key", format!("{shown:?}{cut}")));
+        }
+        _ => rows.push(("header", "unreadable".into())),
+    }
+    print!("{}", table::pairs(&rows));
+    if !head.is_empty() {
+        println!("\nfirst {} bytes:", head.len());
+        print!("{}", hexdump(head));
+    }
+    Ok(Status::Ok)
+}
+
+/// Runs `quarantine clear DIR [NAME]`: deletes one quarantined file (exit 1 if there is no
+/// such file) or all of them, with their sidecars.
+pub fn clear(dir: &Path, name: Option<&str>, json: bool) -> Result<Status, BoxError> {
+    let dir = output::existing_dir(dir)?;
+    let q = qdir(&dir);
+    let files = listed(&dir)?;
+    let chosen: Vec<&QuarantinedFile> = match name {
+        Some(name) => {
+            let name = valid_name(name)?;
+            let found: Vec<_> = files.iter().filter(|f| f.name == name).collect();
+            if found.is_empty() {
+                eprintln!("no quarantined file {name} in {}", q.display());
+                return Ok(Status::No);
+            }
+            found
+        }
+        None => files.iter().collect(),
+    };
+    let mut removed = 0u64;
+    let mut bytes = 0u64;
+    for f in &chosen {
+        quarantine::remove_one(&StdFs, &q, &f.name)
+            .map_err(|e| format!("{}: {e}", q.join(&f.name).display()))?;
+        removed += 1;
+        bytes += f.len;
+    }
+    // Sidecars whose file is gone (a crash between the two deletes, or a file removed by
+    // hand) go with a full clear.
+    let mut orphans = 0u64;
+    if name.is_none() {
+        if let Ok(entries) = StdFs.read_dir(&q) {
+            for e in entries {
+                let Some(n) = e.name.to_str() else { continue };
+                let Some(base) = n.strip_suffix(SIDECAR_SUFFIX) else {
+                    continue;
+                };
+                if quarantine::parse_name(base).is_some()
+                    && !entries_has(&q, base)
+                    && StdFs.remove_file(&q.join(n)).is_ok()
+                {
+                    orphans += 1;
+                }
+            }
+        }
+    }
+    if json {
+        output::print_json(&Json::object([
+            ("dir", Json::from(q.display().to_string())),
+            ("removed", removed.into()),
+            ("removed_bytes", bytes.into()),
+            ("orphan_sidecars_removed", orphans.into()),
+        ]));
+    } else {
+        println!(
+            "removed {} quarantined {}, {}, from {}",
+            table::count(removed),
+            if removed == 1 { "file" } else { "files" },
+            table::bytes_exact(bytes),
+            q.display()
+        );
+    }
+    Ok(Status::Ok)
+}
+
+fn entries_has(q: &Path, name: &str) -> bool {
+    std::fs::symlink_metadata(q.join(name)).is_ok()
+}
+
+/// `hexdump -C` style: offset, 16 bytes in hex, the printable ones as text.
+fn hexdump(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    for (i, chunk) in bytes.chunks(16).enumerate() {
+        let hex: Vec<String> = chunk.iter().map(|b| format!("{b:02x}")).collect();
+        let text: String = chunk
+            .iter()
+            .map(|&b| {
+                if b.is_ascii_graphic() || b == b' ' {
+                    b as char
+                } else {
+                    '.'
+                }
+            })
+            .collect();
+        out.push_str(&format!(
+            "{:08x}  {:<47}  |{text}|\n",
+            i * 16,
+            hex.join(" ")
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked() {
+        assert!(valid_name("1700-checksum-abc").is_ok());
+        assert_eq!(
+            valid_name("1700-checksum-abc.why").ok(),
+            Some("1700-checksum-abc")
+        );
+        assert!(valid_name("../1700-checksum-abc").is_err());
+        assert!(valid_name("1700-checksum-a/b").is_err());
+        assert!(valid_name("..").is_err());
+        assert!(valid_name("notes.txt").is_err());
+    }
+
+    #[test]
+    fn hexdump_lines() {
+        let d = hexdump(b"TIERCACH\x01\x00");
+        assert_eq!(
+            d,
+            "00000000  54 49 45 52 43 41 43 48 01 00                    |TIERCACH..|\n"
+        );
+    }
+}

@@ -1,0 +1,230 @@
+//! The demo's final results: the tables a newcomer reads, and the `--json` document with the
+//! same numbers.
+//!
+//! Numbers come from three places: the phases (per-phase deltas of the library's `Stats`, plus
+//! what the workers know about the model), the totals of the closed cache instances (each
+//! instance's counters start at zero), and the live log's event counts for what `Stats` has no
+//! counter for (breaker openings, entries written back).
+
+use std::path::Path;
+use std::time::Duration;
+
+use tiercache::Stats;
+
+use super::json::{to_json, Json, JsonError};
+use super::report::{self, PhaseReport, Totals};
+use super::table;
+
+/// Everything the final tables show.
+pub struct Results<'a> {
+    /// The phases, in order.
+    pub phases: &'a [PhaseReport],
+    /// Totals of every cache instance of the run.
+    pub totals: &'a Totals,
+    /// The last instance's final stats.
+    pub last: &'a Stats,
+    /// Breaker transitions into Open (from the live log).
+    pub breaker_opens: u64,
+    /// Dirty entries queued for write-back after recoveries (from the live log).
+    pub written_back: u64,
+    /// The configured hot budget, bytes.
+    pub hot_bytes: u64,
+    /// Real sleep = simulated model latency / `time_scale`.
+    pub time_scale: u32,
+    /// The cache directory.
+    pub dir: &'a Path,
+    /// Whether the directory is removed at exit.
+    pub temporary: bool,
+    /// Wall-clock time of the whole run.
+    pub wall: Duration,
+}
+
+impl Results<'_> {
+    /// The tables, as blocks of text to print one after the other.
+    pub fn text(&self) -> Vec<String> {
+        let total = report::total(self.phases);
+        let t = self.totals;
+        let resilience = [
+            ("breaker openings", format!("{}", self.breaker_opens)),
+            (
+                "memory-only stretches",
+                format!(
+                    "{} (hot budget doubled to {} while in it)",
+                    t.memory_only_entries,
+                    table::bytes(self.hot_bytes * 2)
+                ),
+            ),
+            (
+                "recovery probes",
+                format!("{} run, {} passed", t.probes_run, t.probes_ok),
+            ),
+            ("recoveries", format!("{}", t.probes_ok)),
+            (
+                "written back after recovery",
+                format!(
+                    "{} entries (lost writes: {})",
+                    table::count(self.written_back),
+                    t.lost_writes
+                ),
+            ),
+            (
+                "disk errors",
+                format!(
+                    "{} ({}), none returned to a caller",
+                    table::count(t.disk_errors),
+                    report::by_name(&t.disk_errors_by_kind)
+                ),
+            ),
+            (
+                "quarantined files",
+                format!(
+                    "{} ({}), none served",
+                    table::count(t.quarantined),
+                    report::by_name(&t.corrupted_by_reason)
+                ),
+            ),
+            (
+                "time tiered / memory-only",
+                format!(
+                    "{} / {}",
+                    table::duration(Duration::from_millis(t.tiered_ms())),
+                    table::duration(Duration::from_millis(t.memory_only_ms))
+                ),
+            ),
+            (
+                "requests answered",
+                format!(
+                    "{} of {}",
+                    table::count(total.requests),
+                    table::count(total.requests)
+                ),
+            ),
+        ];
+        let savings = [
+            (
+                "compression (values -> files)",
+                format!(
+                    "{} -> {} in {} files: {}",
+                    table::bytes(t.uncompressed),
+                    table::bytes(t.compressed),
+                    table::count(t.files),
+                    t.ratio()
+                ),
+            ),
+            (
+                "model calls made / saved",
+                format!(
+                    "{} / {}",
+                    table::count(total.model_calls),
+                    table::count(total.hits())
+                ),
+            ),
+            (
+                "simulated model time*",
+                format!(
+                    "{} spent, {} saved ({} without the cache)",
+                    table::duration(total.model_spent),
+                    table::duration(total.model_saved),
+                    table::duration(total.model_spent + total.model_saved)
+                ),
+            ),
+            (
+                "hits equal to the model's answer",
+                if total.mismatches == 0 {
+                    format!("all {}", table::count(total.hits()))
+                } else {
+                    format!(
+                        "{} differ (the directory holds answers of another --seed)",
+                        table::count(total.mismatches)
+                    )
+                },
+            ),
+            (
+                "mode / breaker at the end",
+                format!("{} / {}", self.last.mode, self.last.breaker_state),
+            ),
+            (
+                "cache directory",
+                if self.temporary {
+                    format!(
+                        "{} (temporary, removed on exit; use --dir to keep it)",
+                        self.dir.display()
+                    )
+                } else {
+                    self.dir.display().to_string()
+                },
+            ),
+            ("wall time", table::duration(self.wall)),
+        ];
+        vec![
+            report::phase_table(self.phases).to_string(),
+            report::tier_table(self.last).to_string(),
+            table::pairs(&resilience),
+            table::pairs(&savings),
+            format!(
+                "* model latency is SIMULATED (0.5-4 s per call, slept at 1/{} speed); no model was called.",
+                self.time_scale
+            ),
+        ]
+    }
+
+    /// The `--json` document.
+    pub fn json(&self) -> Result<Json, JsonError> {
+        let total = report::total(self.phases);
+        let t = self.totals;
+        Ok(Json::object([
+            ("dir", Json::from(self.dir.display().to_string())),
+            ("kept", (!self.temporary).into()),
+            (
+                "phases",
+                Json::Arr(
+                    self.phases
+                        .iter()
+                        .chain(std::iter::once(&total))
+                        .map(PhaseReport::json)
+                        .collect(),
+                ),
+            ),
+            (
+                "resilience",
+                Json::object([
+                    ("breaker_openings", Json::from(self.breaker_opens)),
+                    ("memory_only_entries", t.memory_only_entries.into()),
+                    ("probes_run", t.probes_run.into()),
+                    ("probes_ok", t.probes_ok.into()),
+                    ("recoveries", t.probes_ok.into()),
+                    ("written_back", self.written_back.into()),
+                    ("lost_writes", t.lost_writes.into()),
+                    ("disk_errors", t.disk_errors.into()),
+                    (
+                        "disk_errors_by_kind",
+                        report::by_name_json(&t.disk_errors_by_kind),
+                    ),
+                    ("quarantined_files", t.quarantined.into()),
+                    (
+                        "corrupted_by_reason",
+                        report::by_name_json(&t.corrupted_by_reason),
+                    ),
+                    ("tiered_ms", t.tiered_ms().into()),
+                    ("memory_only_ms", t.memory_only_ms.into()),
+                    ("requests_answered", total.requests.into()),
+                ]),
+            ),
+            (
+                "writes",
+                Json::object([
+                    ("files", Json::from(t.files)),
+                    ("uncompressed_bytes", t.uncompressed.into()),
+                    ("compressed_bytes", t.compressed.into()),
+                ]),
+            ),
+            ("final_stats", to_json(self.last)?),
+            (
+                "wall_ms",
+                u64::try_from(self.wall.as_millis())
+                    .unwrap_or(u64::MAX)
+                    .into(),
+            ),
+        ]))
+    }
+}

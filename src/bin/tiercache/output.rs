@@ -1,0 +1,85 @@
+//! What every operator command shares: how it ends (exit status), where its output goes
+//! (aligned text or `--json` on stdout, progress on stderr), and the checks on its `DIR`.
+//!
+//! Exit status, the same for every command:
+//! - 0: done; nothing wrong found.
+//! - 1: done, and the answer is "no" or "not clean": `get` missed, `rm`/`quarantine show`
+//!   found nothing of that name, `verify` found corrupted files.
+//! - 2: usage errors (clap's own status for them) and I/O errors, printed as one
+//!   `error: <path>: <cause>` line on stderr.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::json::Json;
+use super::BoxError;
+
+/// How a command that ran to its end finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Exit 0.
+    Ok,
+    /// Exit 1: a miss, nothing of that name, or corruption found.
+    No,
+}
+
+impl Status {
+    /// Exit 1 when `no`, else 0.
+    pub fn no_if(no: bool) -> Status {
+        if no {
+            Status::No
+        } else {
+            Status::Ok
+        }
+    }
+}
+
+impl From<Status> for ExitCode {
+    fn from(s: Status) -> ExitCode {
+        match s {
+            Status::Ok => ExitCode::SUCCESS,
+            Status::No => ExitCode::from(1),
+        }
+    }
+}
+
+/// The exit status of usage and I/O errors.
+pub const ERROR_EXIT: u8 = 2;
+
+/// Prints a JSON document on stdout.
+pub fn print_json(v: &Json) {
+    println!("{v}");
+}
+
+/// Checks that `dir` is an existing directory: the read-side commands never create one (a
+/// mistyped path must not look like an empty cache).
+pub fn existing_dir(dir: &Path) -> Result<PathBuf, BoxError> {
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => Ok(dir.to_path_buf()),
+        Ok(_) => Err(format!("{}: not a directory", dir.display()).into()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(format!("{}: no such cache directory", dir.display()).into())
+        }
+        Err(e) => Err(format!("{}: {e}", dir.display()).into()),
+    }
+}
+
+/// A counter on stderr for a scan of unknown length ("verifying: 12,345 entries checked"),
+/// drawn only when stderr is a terminal: piped output and logs stay clean.
+pub fn scan_progress(what: &str, unit: &str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new_spinner();
+    if let Ok(style) = ProgressStyle::with_template("{spinner} {prefix} {human_pos} {msg}") {
+        bar.set_style(style);
+    }
+    bar.set_prefix(what.to_owned());
+    bar.set_message(unit.to_owned());
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
+}

@@ -1,0 +1,215 @@
+//! `set`, `get`, `rm` and `purge`, one process per command: what one process stores, another
+//! reads back byte for byte; the exit status says hit (0) or miss (1); usage and I/O errors
+//! exit 2 and name the path and the cause.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tiercache::warm::format::EntryMeta;
+
+use crate::support::{
+    arg, cells, count, entry_path, entry_rel, place_entry, set, tiercache, tiercache_with_stdin,
+    Json,
+};
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+#[test]
+fn set_then_get_in_two_processes_returns_the_same_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    // Every byte value, a newline and an invalid UTF-8 sequence: the value is raw bytes.
+    let mut value: Vec<u8> = (0..=255u8).collect();
+    value.extend_from_slice(b"\nanswer: 42\n\xff\xfe");
+    let stored = tiercache_with_stdin(&["set", arg(dir.path()), "prompt/1"], &value);
+    stored.expect_code(0);
+    assert!(
+        stored.out().contains(&entry_rel(dir.path(), "prompt/1")),
+        "{}",
+        stored.out()
+    );
+    assert!(entry_path(dir.path(), "prompt/1").is_file());
+
+    let got = tiercache(&["get", arg(dir.path()), "prompt/1"]);
+    got.expect_code(0);
+    assert_eq!(got.stdout, value);
+    assert_eq!(got.stderr, "");
+
+    // The same through --json: not UTF-8, so the value comes as hex.
+    let got = tiercache(&["get", arg(dir.path()), "prompt/1", "--json"]);
+    got.expect_code(0);
+    let doc = Json::parse(&got.out());
+    assert_eq!(doc.get("found"), &Json::Bool(true));
+    assert_eq!(doc.get("value_bytes").u64(), value.len() as u64);
+    let hex: String = value.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(doc.get("value_hex").str(), hex);
+    assert_eq!(doc.get("file").str(), entry_rel(dir.path(), "prompt/1"));
+    assert_eq!(doc.get("expires_ms").u64(), 0);
+}
+
+#[test]
+fn a_second_set_replaces_the_value() {
+    let dir = tempfile::tempdir().unwrap();
+    set(dir.path(), "k", b"first");
+    set(dir.path(), "k", b"second");
+    let got = tiercache(&["get", arg(dir.path()), "k"]);
+    got.expect_code(0);
+    assert_eq!(got.stdout, b"second");
+}
+
+#[test]
+fn a_miss_exits_1_with_nothing_on_stdout() {
+    let dir = tempfile::tempdir().unwrap();
+    set(dir.path(), "present", b"v");
+    let got = tiercache(&["get", arg(dir.path()), "absent"]);
+    got.expect_code(1);
+    assert!(got.stdout.is_empty());
+    assert!(
+        got.stderr.contains("\"absent\": not cached"),
+        "{}",
+        got.stderr
+    );
+
+    let got = tiercache(&["--json", "get", arg(dir.path()), "absent"]);
+    got.expect_code(1);
+    assert_eq!(Json::parse(&got.out()).get("found"), &Json::Bool(false));
+}
+
+#[test]
+fn a_missing_directory_is_an_error_naming_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-cache");
+    for cmd in ["get", "rm"] {
+        let run = tiercache(&[cmd, arg(&missing), "k"]);
+        run.expect_code(2);
+        assert_eq!(
+            run.stderr.trim_end(),
+            format!("error: {}: no such cache directory", missing.display())
+        );
+    }
+    for args in [
+        vec!["stats", arg(&missing)],
+        vec!["verify", arg(&missing)],
+        vec!["purge", arg(&missing), "--all"],
+        vec!["quarantine", "list", arg(&missing)],
+    ] {
+        let run = tiercache(&args);
+        run.expect_code(2);
+        assert!(
+            run.stderr.contains(&missing.display().to_string()),
+            "{args:?}: {}",
+            run.stderr
+        );
+    }
+    // Nothing was created by the failed commands.
+    assert!(!missing.exists());
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    tiercache(&["purge", arg(dir.path())]).expect_code(2);
+    tiercache(&["purge", arg(dir.path()), "--all", "--expired"]).expect_code(2);
+    let bad_ttl = tiercache(&["set", arg(dir.path()), "k", "--ttl", "5 minutes"]);
+    bad_ttl.expect_code(2);
+    assert!(
+        bad_ttl.stderr.contains("invalid duration"),
+        "{}",
+        bad_ttl.stderr
+    );
+    tiercache(&["set", arg(dir.path()), "k", "--ttl", "0s"]).expect_code(2);
+    tiercache(&["no-such-command"]).expect_code(2);
+    let bad_name = tiercache(&["quarantine", "show", arg(dir.path()), "../../etc/passwd"]);
+    bad_name.expect_code(2);
+    assert!(bad_name.stderr.contains("not a quarantined file name"));
+}
+
+#[test]
+fn ttl_sets_the_expiry_and_an_expired_entry_is_a_miss() {
+    let dir = tempfile::tempdir().unwrap();
+    let before = now_ms();
+    let stored = tiercache_with_stdin(
+        &["set", arg(dir.path()), "short", "--ttl", "1h30m", "--json"],
+        b"v",
+    );
+    stored.expect_code(0);
+    let expires = Json::parse(&stored.out()).get("expires_ms").u64();
+    let ttl = Duration::from_secs(5400).as_millis() as u64;
+    assert!(
+        (before + ttl..=now_ms() + ttl).contains(&expires),
+        "expires_ms {expires} not 1h30m after {before}"
+    );
+
+    // An entry whose expiry has passed (written directly: no test sleeps).
+    let expired = place_entry(
+        dir.path(),
+        "old",
+        b"stale answer",
+        EntryMeta {
+            created_ms: 1_000,
+            expires_ms: 2_000,
+            cost: 0,
+        },
+    );
+    let got = tiercache(&["get", arg(dir.path()), "old"]);
+    got.expect_code(1);
+    assert!(got.stdout.is_empty());
+    assert!(got.stderr.contains("had expired"), "{}", got.stderr);
+    assert!(!expired.exists(), "the expired file is deleted on read");
+}
+
+#[test]
+fn rm_removes_the_file_and_exits_1_when_nothing_was_there() {
+    let dir = tempfile::tempdir().unwrap();
+    set(dir.path(), "k", b"value");
+    let path = entry_path(dir.path(), "k");
+    assert!(path.is_file());
+    let removed = tiercache(&["rm", arg(dir.path()), "k"]);
+    removed.expect_code(0);
+    assert!(removed.out().contains(&entry_rel(dir.path(), "k")));
+    assert!(!path.exists());
+    tiercache(&["get", arg(dir.path()), "k"]).expect_code(1);
+    let again = tiercache(&["rm", arg(dir.path()), "k", "--json"]);
+    again.expect_code(1);
+    assert_eq!(Json::parse(&again.out()).get("removed"), &Json::Bool(false));
+}
+
+#[test]
+fn purge_expired_keeps_live_entries_and_purge_all_removes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    set(dir.path(), "live-1", b"one");
+    set(dir.path(), "live-2", b"two");
+    let old = EntryMeta {
+        created_ms: 1_000,
+        expires_ms: 2_000,
+        cost: 0,
+    };
+    let a = place_entry(dir.path(), "expired-a", b"a", old);
+    let b = place_entry(dir.path(), "expired-b", b"bb", old);
+    let expired_bytes = a.metadata().unwrap().len() + b.metadata().unwrap().len();
+    // A foreign file is never touched.
+    let foreign = dir.path().join("v1").join("README");
+    std::fs::write(&foreign, b"not an entry").unwrap();
+
+    let purged = tiercache(&["purge", arg(dir.path()), "--expired"]);
+    purged.expect_code(0);
+    let text = purged.out();
+    let removed = cells(&text, "removed");
+    assert_eq!(count(&removed[1]), 2);
+    assert_eq!(crate::support::exact_bytes(&removed[2]), expired_bytes);
+    assert_eq!(count(&cells(&text, "kept")[1]), 2);
+    assert_eq!(count(&cells(&text, "foreign (left alone)")[1]), 1);
+    assert!(!a.exists() && !b.exists());
+    assert!(entry_path(dir.path(), "live-1").is_file());
+
+    let purged = tiercache(&["purge", arg(dir.path()), "--all", "--json"]);
+    purged.expect_code(0);
+    let doc = Json::parse(&purged.out());
+    assert_eq!(doc.get("removed").u64(), 2);
+    assert_eq!(doc.get("kept").u64(), 0);
+    tiercache(&["get", arg(dir.path()), "live-1"]).expect_code(1);
+    assert!(foreign.is_file());
+}
