@@ -299,6 +299,7 @@ impl TieredCache {
     pub async fn close(&self) -> Result<()> {
         let flushed = self.inner.flush().await;
         self.inner.closed.store(true, Ordering::SeqCst);
+        self.inner.disk.store.begin_close();
         let _ = self._life.shutdown.send(true);
         let tasks = std::mem::take(&mut *lock(&self.inner.tasks));
         for t in tasks {
@@ -885,6 +886,7 @@ impl Inner {
             }
         }
         if queued > 0 {
+            self.counters.written_back.add(queued);
             info!(queued, "dirty entries queued for write-back");
         }
         queued
@@ -942,6 +944,9 @@ impl Inner {
             mode,
             breaker_state,
             breaker_transitions: c.breaker_transitions.get(),
+            breaker_opens: c.breaker_opens.get(),
+            written_back: c.written_back.get(),
+            last_disk_error: lock(&self.last_error).clone(),
             breaker_rejections: c.breaker_rejections.get(),
             probes_run: c.probes_run.get(),
             probes_ok: c.probes_ok.get(),
@@ -1006,16 +1011,24 @@ async fn maintenance_task(inner: Arc<Inner>) {
         if !inner.disk_allowed() {
             continue;
         }
-        if !inner.disk.store.usage().2 {
-            let outcome = inner.disk.run(|fs, store| store.scan(fs)).await;
-            inner.note_outcome("scan", &outcome);
+        let scanned = inner.disk.store.usage().2;
+        let now = inner.clock.now_ms();
+        let walk = inner.disk.run_long(move |fs, store| {
+            if scanned {
+                store.sweep_expired(fs, now)
+            } else {
+                store.scan(fs)
+            }
+        });
+        tokio::select! {
+            outcome = walk => inner.note_outcome(if scanned { "sweep" } else { "scan" }, &outcome),
+            _ = shutdown.changed() => {
+                inner.disk.store.begin_close();
+                return;
+            }
+        }
+        if !scanned {
             continue;
         }
-        let now = inner.clock.now_ms();
-        let outcome = inner
-            .disk
-            .run(move |fs, store| store.sweep_expired(fs, now))
-            .await;
-        inner.note_outcome("sweep", &outcome);
     }
 }

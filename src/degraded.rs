@@ -144,8 +144,11 @@ impl Resilience {
     }
 
     fn record(&self, t: Option<Transition>) {
-        if t.is_some() {
+        if let Some(t) = t {
             self.counters.breaker_transitions.inc();
+            if t.to == BreakerState::Open {
+                self.counters.breaker_opens.inc();
+            }
             self.wake.notify_one();
         }
     }

@@ -142,9 +142,39 @@ pub(crate) struct Disk {
 }
 
 impl Disk {
-    /// Runs `f` if the mode and the breaker admit a disk call (else `Skipped`), and reports
-    /// its outcome to the breaker: a timeout or any device failure inside it is a failure.
+    /// Runs `f` if the mode and the breaker admit a disk call (else `Skipped`), bounded by
+    /// `io_timeout`, and reports its outcome to the breaker: a timeout or any device failure
+    /// inside it is a failure.
     pub(crate) async fn run<T, F>(&self, f: F) -> DiskOutcome<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Fs, &WarmStore) -> io::Result<T> + Send + 'static,
+    {
+        self.admitted(f, Some(self.io_timeout)).await
+    }
+
+    /// Like [`Disk::run`] for operations made of many fs calls (the startup scan, the expiry
+    /// sweep): admitted and observed, but with no overall timeout, since `io_timeout` bounds
+    /// one disk call, not a walk of a million files. They stop early when the cache closes.
+    pub(crate) async fn run_long<T, F>(&self, f: F) -> DiskOutcome<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Fs, &WarmStore) -> io::Result<T> + Send + 'static,
+    {
+        self.admitted(f, None).await
+    }
+
+    /// Runs `f` bounded by `io_timeout` without asking the breaker (the recovery probe, which
+    /// runs while the breaker is open).
+    pub(crate) async fn run_unchecked<T, F>(&self, f: F) -> DiskOutcome<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Fs, &WarmStore) -> io::Result<T> + Send + 'static,
+    {
+        self.execute(f, Some(self.io_timeout)).await
+    }
+
+    async fn admitted<T, F>(&self, f: F, timeout: Option<Duration>) -> DiskOutcome<T>
     where
         T: Send + 'static,
         F: FnOnce(&dyn Fs, &WarmStore) -> io::Result<T> + Send + 'static,
@@ -152,7 +182,7 @@ impl Disk {
         let Some(admission) = self.res.admit() else {
             return DiskOutcome::Skipped;
         };
-        let outcome = self.run_unchecked(f).await;
+        let outcome = self.execute(f, timeout).await;
         admission.report(match &outcome {
             DiskOutcome::Done { device_failure, .. } => *device_failure,
             DiskOutcome::TimedOut => Some(IoErrorKind::Timeout),
@@ -161,9 +191,8 @@ impl Disk {
         outcome
     }
 
-    /// Runs `f` on the blocking pool, bounded by `io_timeout`, observing every fs call,
-    /// without asking the breaker (the recovery probe, which runs while the breaker is open).
-    pub(crate) async fn run_unchecked<T, F>(&self, f: F) -> DiskOutcome<T>
+    /// Runs `f` on the blocking pool, observing every fs call, bounded by `timeout` if given.
+    async fn execute<T, F>(&self, f: F, timeout: Option<Duration>) -> DiskOutcome<T>
     where
         T: Send + 'static,
         F: FnOnce(&dyn Fs, &WarmStore) -> io::Result<T> + Send + 'static,
@@ -172,7 +201,11 @@ impl Disk {
         let store = self.store.clone();
         let obs = observed.clone();
         let task = tokio::task::spawn_blocking(move || f(&*obs, &store));
-        match tokio::time::timeout(self.io_timeout, task).await {
+        let joined = match timeout {
+            Some(t) => tokio::time::timeout(t, task).await,
+            None => Ok(task.await),
+        };
+        match joined {
             Ok(Ok(value)) => {
                 let mut device_failure = observed.device_failure();
                 if let Err(e) = &value {

@@ -76,6 +76,8 @@ pub(crate) struct Counters {
     pub temp_files_swept: Counter,
     pub cost_saved: Counter,
     pub breaker_transitions: Counter,
+    pub breaker_opens: Counter,
+    pub written_back: Counter,
     pub breaker_rejections: Counter,
     pub probes_run: Counter,
     pub probes_ok: Counter,
@@ -184,6 +186,12 @@ pub struct Stats {
     pub breaker_state: BreakerState,
     /// Breaker state changes.
     pub breaker_transitions: u64,
+    /// Breaker state changes to Open.
+    pub breaker_opens: u64,
+    /// Dirty entries queued for write-back after recovery or a passing health check.
+    pub written_back: u64,
+    /// The last disk failure seen (operation and error), if any; kept for operators.
+    pub last_disk_error: Option<String>,
     /// Disk calls the breaker refused.
     pub breaker_rejections: u64,
     /// Recovery probes run.

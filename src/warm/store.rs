@@ -106,6 +106,8 @@ pub struct WarmStore {
     seq: AtomicU64,
     index: Mutex<WarmIndex>,
     counters: Arc<Counters>,
+    /// Set when the cache closes: long walks (scan, sweep) stop at the next file.
+    closing: std::sync::atomic::AtomicBool,
 }
 
 impl Drop for WarmStore {
@@ -130,6 +132,7 @@ impl WarmStore {
             seq: AtomicU64::new(0),
             index: Mutex::new(WarmIndex::default()),
             counters,
+            closing: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -137,6 +140,15 @@ impl WarmStore {
         self.index
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Stops long walks (scan, sweep) at their next step: the cache is closing.
+    pub fn begin_close(&self) {
+        self.closing.store(true, Ordering::Relaxed);
+    }
+
+    fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Relaxed)
     }
 
     /// (entries, bytes, scan complete) as this process knows them.
@@ -497,6 +509,10 @@ impl WarmStore {
                     foreign += 1;
                     continue;
                 }
+                if self.is_closing() {
+                    // Abandon: the index stays marked incomplete.
+                    return Ok(found.len() as u64);
+                }
                 for f in list_or_empty(fs, &da.join(&b.name))? {
                     match layout::parse_hex(&f.name) {
                         Some(h) if f.kind == FileKind::File => {
@@ -530,6 +546,9 @@ impl WarmStore {
             .sweep_candidates(now_ms, SWEEP_UNKNOWN_PER_PASS);
         let mut removed = 0;
         for hash in expired.iter().chain(unknown.iter()) {
+            if self.is_closing() {
+                break;
+            }
             let path = self.layout.entry_path(hash);
             // Re-read the header: another process may have rewritten the entry meanwhile.
             let head = match fs.read_prefix(&path, HEADER_LEN) {

@@ -35,7 +35,13 @@ async fn opens_after_exactly_k_write_failures_and_set_still_succeeds() {
     assert_eq!(errors(&cache, "io"), 3);
     assert_eq!(s.disk_errors, 3);
     assert_eq!(s.breaker_transitions, 1);
+    assert_eq!(s.breaker_opens, 1);
     assert_eq!(s.breaker_rejections, 1);
+    assert!(
+        s.last_disk_error.as_deref().is_some_and(|e| e.starts_with("write: ")),
+        "{:?}",
+        s.last_disk_error
+    );
     assert_eq!(s.dirty_entries, 4);
     assert_eq!(s.mode, Mode::Tiered);
 }

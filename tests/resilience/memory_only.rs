@@ -100,6 +100,8 @@ async fn no_disk_calls_but_probes_then_recovery_writes_back_everything() {
     settle().await;
     let s = cache.stats();
     assert_eq!((s.probes_run, s.probes_ok), (2, 1));
+    // 5 + 300 values and 100 tombstones were dirty: every one queued for write-back.
+    assert_eq!(s.written_back, 405);
     assert_eq!(s.mode, Mode::Tiered);
     assert_eq!(s.breaker_state, BreakerState::Closed);
     assert_eq!(s.hot_capacity_bytes, HOT_BYTES as u64);
