@@ -712,7 +712,14 @@ impl Inner {
                 let end = match &result {
                     Ok(WriteOutcome::Written { .. }) => JobEnd::Landed,
                     Ok(WriteOutcome::TooLarge) => JobEnd::PerEntry,
-                    Err(e) if !IoErrorKind::classify(e).is_device_failure() => JobEnd::PerEntry,
+                    // A delete that failed must be retried whatever the error: the file is
+                    // still there.
+                    Err(e)
+                        if matches!(op2, Op::Put { .. })
+                            && !IoErrorKind::classify(e).is_device_failure() =>
+                    {
+                        JobEnd::PerEntry
+                    }
                     Err(_) => JobEnd::Failed,
                 };
                 *lock(&acks2) = Some(inner.finish_job(&hash, &key2, seq, &op2, end));

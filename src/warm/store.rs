@@ -9,13 +9,13 @@
 
 use std::collections::HashSet;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use tracing::{debug, info, warn};
 
-use crate::fs::{FileKind, FileRead, Fs};
+use crate::fs::{FileKind, FileRead, Fs, IoErrorKind};
 use crate::stats::Counters;
 
 use super::format::{self, Corruption, Decoded, EntryMeta, Invalid, Limits, HEADER_LEN};
@@ -39,6 +39,10 @@ fn lock_live() -> MutexGuard<'static, HashSet<u64>> {
     live_instances()
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn lock_vec<T>(m: &Mutex<Vec<T>>) -> MutexGuard<'_, Vec<T>> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn pid_alive(pid: u32) -> bool {
@@ -108,6 +112,8 @@ pub struct WarmStore {
     counters: Arc<Counters>,
     /// Set when the cache closes: long walks (scan, sweep) stop at the next file.
     closing: std::sync::atomic::AtomicBool,
+    /// Temp and probe files whose removal failed; retried by every probe.
+    leftovers: Mutex<Vec<PathBuf>>,
 }
 
 impl Drop for WarmStore {
@@ -133,6 +139,7 @@ impl WarmStore {
             index: Mutex::new(WarmIndex::default()),
             counters,
             closing: std::sync::atomic::AtomicBool::new(false),
+            leftovers: Mutex::new(Vec::new()),
         }
     }
 
@@ -165,6 +172,11 @@ impl WarmStore {
             self.layout.quarantine_dir(),
         ] {
             fs.create_dir_all(d)?;
+        }
+        if self.config.sync {
+            // The new directories' entries in the root must survive a power cut, or every
+            // entry written under them is lost with them.
+            fs.sync_dir(self.layout.root())?;
         }
         Ok(())
     }
@@ -298,6 +310,8 @@ impl WarmStore {
         let file = format::encode(key, value, meta, self.config.compression_level)?;
         let len = file.len() as u64;
         if len > self.config.capacity_bytes {
+            // This value stays memory-only; an older file of the key must not outlive it.
+            self.remove_older(fs, hash);
             return Ok(WriteOutcome::TooLarge);
         }
         self.check_space(fs, len)?;
@@ -309,11 +323,12 @@ impl WarmStore {
             .and_then(|()| self.rename_into_place(fs, &tmp, &dest, hash))
         {
             // Never leave a partial temp file behind (ENOSPC included); other entries are
-            // never deleted in reaction.
-            match fs.remove_file(&tmp) {
-                Ok(()) => {}
-                Err(r) if is_not_found(&r) => {}
-                Err(r) => debug!(error = %r, "could not remove a temp file"),
+            // never deleted in reaction. One that cannot be removed now is retried later.
+            self.remove_or_remember(fs, tmp);
+            if !IoErrorKind::classify(&e).is_device_failure() {
+                // EFBIG or a blocked path: this value stays memory-only, so an older file
+                // of the key must not outlive it (and be served after a restart).
+                self.remove_older(fs, hash);
             }
             return Err(e);
         }
@@ -585,6 +600,7 @@ impl WarmStore {
     /// back, verify it and delete it.
     pub fn probe(&self, fs: &dyn Fs) -> io::Result<()> {
         const PROBE_LEN: usize = 4096;
+        self.retry_leftovers(fs);
         self.check_space(fs, PROBE_LEN as u64)?;
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
         let path = self.layout.probe_path(self.owner, n);
@@ -603,10 +619,46 @@ impl WarmStore {
             }
         });
         let removed = fs.remove_file(&path);
+        if let Err(e) = &removed {
+            if !is_not_found(e) {
+                lock_vec(&self.leftovers).push(path);
+            }
+        }
         result?;
         match removed {
             Err(e) if !is_not_found(&e) => Err(e),
             _ => Ok(()),
+        }
+    }
+
+    /// Removes a temp or probe file, or remembers it for [`WarmStore::retry_leftovers`].
+    fn remove_or_remember(&self, fs: &dyn Fs, path: PathBuf) {
+        match fs.remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => {
+                debug!(error = %e, "could not remove a temp file; will retry");
+                lock_vec(&self.leftovers).push(path);
+            }
+        }
+    }
+
+    /// Retries removing temp and probe files whose removal failed earlier (the disk was
+    /// failing); called by every probe, so a disk that recovers is left clean.
+    fn retry_leftovers(&self, fs: &dyn Fs) {
+        let paths = std::mem::take(&mut *lock_vec(&self.leftovers));
+        for p in paths {
+            self.remove_or_remember(fs, p);
+        }
+    }
+
+    /// Deletes the key's existing entry file, best effort.
+    fn remove_older(&self, fs: &dyn Fs, hash: &KeyHash) {
+        self.index().remove(hash);
+        match fs.remove_file(&self.layout.entry_path(hash)) {
+            Ok(()) => {}
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => debug!(error = %e, "could not remove the older file of an unwritable entry"),
         }
     }
 }

@@ -1,0 +1,377 @@
+//! Shared fixtures of the fault harnesses: child processes (this test binary re-executed in a
+//! role, optionally inside a private mount namespace or under a file-size limit), tmpfs mounts,
+//! self-checking values, file and fd counts, and the `RELIABILITY` line each harness prints.
+
+use std::fmt::Display;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use tiercache::verify::{verify, VerifyOptions, VerifyReport};
+use tiercache::{Builder, Durability, TieredCache, WritePolicy};
+
+/// Set in a child process: which harness body to run.
+pub const ROLE_ENV: &str = "TIERCACHE_FAULTS_ROLE";
+/// The directory a child works in.
+pub const DIR_ENV: &str = "TIERCACHE_FAULTS_DIR";
+
+pub const EIO: i32 = 5;
+pub const EACCES: i32 = 13;
+pub const EFBIG: i32 = 27;
+pub const ENOSPC: i32 = 28;
+pub const EROFS: i32 = 30;
+
+/// A timer that never fires during a test.
+pub const DAY: Duration = Duration::from_secs(24 * 3600);
+
+/// `TIERCACHE_LONG=1` runs more cycles, seeds and operations.
+pub fn long_mode() -> bool {
+    std::env::var("TIERCACHE_LONG").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// `ci` in the default mode, `long` with `TIERCACHE_LONG=1`.
+pub fn scale<T>(ci: T, long: T) -> T {
+    if long_mode() {
+        long
+    } else {
+        ci
+    }
+}
+
+/// The role this process was started in, if it is a child.
+pub fn role() -> Option<String> {
+    std::env::var(ROLE_ENV).ok()
+}
+
+/// The working directory handed to a child.
+pub fn child_dir() -> PathBuf {
+    PathBuf::from(std::env::var_os(DIR_ENV).expect("a child gets its directory"))
+}
+
+/// The libtest name of `func` in the module `module` (`module_path!()`, crate name first).
+pub fn test_name(module: &str, func: &str) -> String {
+    let module = module.split_once("::").map_or("", |(_, m)| m);
+    format!("{module}::{func}")
+}
+
+pub fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// Harnesses that need mounts run only as root. As root they must run: a failing mount is a
+/// failure, not a skip.
+pub fn root_or_skip(harness: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    println!(
+        "SKIPPED {harness}: needs root for mount namespaces and tmpfs mounts (uid {})",
+        rustix::process::geteuid().as_raw()
+    );
+    false
+}
+
+/// How a child process is started.
+pub enum Wrap {
+    /// Directly.
+    Plain,
+    /// In a private mount namespace (`unshare -m --propagation private`): its mounts vanish
+    /// with it.
+    Namespace,
+    /// Under `RLIMIT_FSIZE` of this many bytes (a multiple of 512) with SIGXFSZ ignored (an
+    /// ignored signal stays ignored across `exec`).
+    FileSizeLimit(u64),
+}
+
+/// A command that re-executes this test binary to run only `test` in `role`.
+pub fn child_command(test: &str, role: &str, wrap: Wrap) -> Command {
+    let exe = std::env::current_exe().expect("the test binary");
+    let mut cmd = match wrap {
+        Wrap::Plain => Command::new(&exe),
+        Wrap::Namespace => {
+            let mut c = Command::new("unshare");
+            c.args(["--mount", "--propagation", "private"]).arg(&exe);
+            c
+        }
+        Wrap::FileSizeLimit(bytes) => {
+            assert_eq!(bytes % 512, 0, "ulimit -f counts 512-byte blocks");
+            let mut c = Command::new("sh");
+            c.arg("-c")
+                .arg(format!(
+                    "trap '' XFSZ && ulimit -f {} && exec \"$0\" \"$@\"",
+                    bytes / 512
+                ))
+                .arg(&exe);
+            c
+        }
+    };
+    cmd.args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(ROLE_ENV, role);
+    cmd
+}
+
+/// Runs a child to its end, forwards its `RELIABILITY` lines, and panics with its output
+/// unless it succeeded. Returns its stdout.
+pub fn run_child(mut cmd: Command) -> String {
+    let out = cmd.output().expect("spawn the child");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    forward_reliability(&stdout);
+    check_child(&out);
+    // `--exact` with a name that matches nothing runs nothing, successfully.
+    assert!(
+        stdout.contains("running 1 test"),
+        "the child ran no test:\n{stdout}"
+    );
+    stdout
+}
+
+/// Panics with the (indented) end of the child's output unless it exited 0.
+pub fn check_child(out: &Output) {
+    if !out.status.success() {
+        let tail = |b: &[u8]| {
+            let s = String::from_utf8_lossy(b);
+            let mut start = s.len().saturating_sub(6000);
+            while !s.is_char_boundary(start) {
+                start += 1;
+            }
+            // Indented, so that a `grep ^RELIABILITY` of the report sees each line once.
+            s[start..].replace('\n', "\n  ")
+        };
+        panic!(
+            "child failed: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            out.status,
+            tail(&out.stdout),
+            tail(&out.stderr)
+        );
+    }
+}
+
+/// Re-prints a child's `RELIABILITY` lines (libtest may have glued "test name ... " in front).
+pub fn forward_reliability(stdout: &str) {
+    for line in stdout.lines() {
+        if let Some(at) = line.find("RELIABILITY ") {
+            println!("\n{}", &line[at..]);
+        }
+    }
+}
+
+/// Prints `RELIABILITY <name> k=v ...` on a line of its own (after a newline, since libtest
+/// may have printed "test name ... " without one).
+pub fn reliability(name: &str, fields: &[(&str, &dyn Display)]) {
+    let mut line = format!("RELIABILITY {name}");
+    for (k, v) in fields {
+        line.push_str(&format!(" {k}={v}"));
+    }
+    println!("\n{line}");
+}
+
+/// A temp directory on a tmpfs (`/dev/shm`) where there is one, else the default: for
+/// harnesses whose faults are simulated, so that the real disk's speed does not matter.
+pub fn scratch_dir() -> tempfile::TempDir {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        if let Ok(d) = tempfile::tempdir_in(shm) {
+            return d;
+        }
+    }
+    tempfile::tempdir().expect("temp dir")
+}
+
+/// A multi-threaded runtime with timers, for harnesses that run on real time.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// A builder on the real fs: write-through with fsync, no free-space floor, and every timer
+/// off unless a harness sets it.
+pub fn builder(root: &Path) -> Builder {
+    TieredCache::builder(root)
+        .min_free_bytes(0)
+        .write_policy(WritePolicy::WriteThrough)
+        .durability(Durability::Fsync)
+        .health_interval(DAY)
+        .sweep_interval(DAY)
+        .recovery_interval(DAY)
+        .io_timeout(Duration::from_secs(10))
+}
+
+/// Polls `f` every 5 ms of real time for up to `limit`.
+pub async fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    loop {
+        if f() {
+            return true;
+        }
+        if start.elapsed() > limit {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A value that names its key, its writer and its sequence number, padded to `len` bytes with
+/// bytes derived from that header: a reader can tell a torn value, or another key's, from the
+/// real one. The padding does not compress, so `len` is about what lands on disk.
+pub fn value(key: &str, writer: u64, seq: u64, len: usize) -> Vec<u8> {
+    let header = format!("{key}|{writer}|{seq}|");
+    let mut v = header.clone().into_bytes();
+    let pad = len.saturating_sub(v.len());
+    let mut padding = vec![0u8; pad];
+    blake3::Hasher::new()
+        .update(header.as_bytes())
+        .finalize_xof()
+        .fill(&mut padding);
+    v.extend_from_slice(&padding);
+    v
+}
+
+/// `(writer, seq)` of a value made by [`value`] for `key`, or what is wrong with it.
+pub fn check_value(key: &str, bytes: &[u8]) -> Result<(u64, u64), String> {
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned();
+    let mut parts = text.splitn(4, '|');
+    let (Some(k), Some(w), Some(s)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(format!("no header in {} bytes", bytes.len()));
+    };
+    if k != key {
+        return Err(format!("value of key {k:?} returned for {key:?}"));
+    }
+    let (Ok(w), Ok(s)) = (w.parse::<u64>(), s.parse::<u64>()) else {
+        return Err(format!("bad header for {key:?}"));
+    };
+    if value(key, w, s, bytes.len()) != bytes {
+        return Err(format!("torn value for {key:?} (writer {w}, seq {s})"));
+    }
+    Ok((w, s))
+}
+
+/// Seeded splitmix64.
+#[derive(Debug, Clone)]
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+/// Names of the entries of `dir` (none if it does not exist).
+pub fn files_in(dir: &Path) -> Vec<String> {
+    match std::fs::read_dir(dir) {
+        Ok(rd) => rd
+            .map(|e| {
+                e.expect("dir entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => panic!("list {}: {e}", dir.display()),
+    }
+}
+
+/// Files in `<root>/tmp`.
+pub fn temp_files(root: &Path) -> usize {
+    files_in(&root.join("tmp")).len()
+}
+
+/// Temp files of entry writes in `<root>/tmp` (recovery-probe files excluded: one may be in
+/// flight while a harness looks).
+pub fn entry_temp_files(root: &Path) -> usize {
+    files_in(&root.join("tmp"))
+        .iter()
+        .filter(|n| !n.starts_with("probe."))
+        .count()
+}
+
+/// Open file descriptors of this process.
+pub fn open_fds() -> usize {
+    files_in(Path::new("/proc/self/fd")).len()
+}
+
+/// Runs `verify` (report only) on a cache directory.
+pub fn verify_report(root: &Path) -> VerifyReport {
+    verify(root, &VerifyOptions::default()).expect("verify runs")
+}
+
+/// Runs a program; panics unless it exits 0.
+pub fn sh(program: &str, args: &[&str]) {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program} {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Mounts a tmpfs with `opts` on `dir` (inside this process's private mount namespace).
+pub fn mount_tmpfs(dir: &Path, opts: &str) {
+    std::fs::create_dir_all(dir).expect("mount point");
+    let d = dir.to_str().expect("utf-8 path");
+    sh("mount", &["-t", "tmpfs", "-o", opts, "tmpfs", d]);
+}
+
+/// Remounts the tmpfs on `dir` with `opts` (`ro`, `rw,size=4m`, ...). A read-only remount
+/// is refused (EBUSY) while a file is open for writing: it is retried until it lands between
+/// two writes, like an operator's would be.
+pub fn remount(dir: &Path, opts: &str) {
+    let d = dir.to_str().expect("utf-8 path");
+    let opts = format!("remount,{opts}");
+    for _ in 0..1000 {
+        let out = Command::new("mount")
+            .args(["-o", &opts, d])
+            .output()
+            .expect("run mount");
+        if out.status.success() {
+            return;
+        }
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("busy"),
+            "mount -o {opts} {d}: {}\n{err}",
+            out.status
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    panic!("mount -o {opts} {d}: busy 1000 times");
+}
+
+pub fn umount(dir: &Path) {
+    sh("umount", &[dir.to_str().expect("utf-8 path")]);
+}
+
+/// (bytes, inodes) available on the filesystem holding `dir`.
+pub fn available(dir: &Path) -> (u64, u64) {
+    let st = rustix::fs::statvfs(dir).expect("statvfs");
+    (st.f_bavail * st.f_frsize, st.f_favail)
+}
+
+/// A disk-error count of one kind.
+pub fn errors(cache: &TieredCache, kind: &str) -> u64 {
+    cache
+        .stats()
+        .disk_errors_by_kind
+        .get(kind)
+        .copied()
+        .unwrap_or(0)
+}
