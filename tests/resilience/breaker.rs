@@ -38,7 +38,9 @@ async fn opens_after_exactly_k_write_failures_and_set_still_succeeds() {
     assert_eq!(s.breaker_opens, 1);
     assert_eq!(s.breaker_rejections, 1);
     assert!(
-        s.last_disk_error.as_deref().is_some_and(|e| e.starts_with("write: ")),
+        s.last_disk_error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("write: ")),
         "{:?}",
         s.last_disk_error
     );
