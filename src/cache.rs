@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, info};
 
@@ -33,12 +33,12 @@ use crate::disk::{Disk, DiskOutcome};
 use crate::error::{Error, Result};
 use crate::fs::{Fs, IoErrorKind};
 use crate::hot::{Evicted, HotEntry, HotTier};
-use crate::queue::{Job, Op, QueueView, WriteQueue};
+use crate::queue::{Op, QueueView, WriteQueue};
 use crate::stats::{self, Counters, Mode, Stats};
 use crate::warm::format::{EntryMeta, Limits};
 use crate::warm::layout::{key_hash, KeyHash};
 use crate::warm::quarantine::QuarantineLimits;
-use crate::warm::store::{ReadOutcome, StoreConfig, WarmStore, WriteOutcome};
+use crate::warm::store::{ReadOutcome, StoreConfig, WarmStore};
 
 /// A tiered cache: a memory LRU in front of a gzip-compressed disk tier.
 ///
@@ -90,7 +90,7 @@ pub(crate) struct Inner {
     /// miss, never served. An entry is dropped once a write newer than the lost version lands. Bounded by [`STALE_KEYS_MAX`]; past that, everything on
     /// disk created before now is treated as stale instead (a miss is acceptable, a stale
     /// answer is not).
-    stale: Mutex<HashMap<KeyHash, (u64, u64)>>,
+    pub(crate) stale: Mutex<HashMap<KeyHash, (u64, u64)>>,
     last_error: Mutex<Option<String>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     shutdown: watch::Receiver<bool>,
@@ -98,22 +98,6 @@ pub(crate) struct Inner {
 
 /// Bound on keys remembered as stale on disk.
 const STALE_KEYS_MAX: usize = 100_000;
-
-/// How a write job ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum JobEnd {
-    /// On disk.
-    Landed,
-    /// Can never be written (too large for the warm tier, EFBIG, a blocked path).
-    PerEntry,
-    /// The disk failed.
-    Failed,
-    /// The disk was not called (memory-only, breaker open).
-    Skipped,
-}
-
-/// Whether a job landed, and the write-through waiters to tell.
-type Acks = (bool, Vec<tokio::sync::oneshot::Sender<bool>>);
 
 /// What a lookup found.
 #[derive(Debug, Clone)]
@@ -204,7 +188,7 @@ impl TieredCache {
             .await;
         inner.note_outcome("open", &prepared);
         let tasks = vec![
-            tokio::spawn(writer_task(inner.clone())),
+            tokio::spawn(crate::writer::writer_task(inner.clone())),
             tokio::spawn(maintenance_task(inner.clone())),
             tokio::spawn(resilience_task(inner.clone())),
         ];
@@ -330,7 +314,7 @@ impl TieredCache {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
@@ -355,7 +339,7 @@ impl Inner {
 
     /// Is a disk file of this key created at `created_ms` older than something the caller
     /// set or removed since (a clear, or a dirty entry lost from memory)?
-    fn is_stale(&self, hash: &KeyHash, created_ms: u64) -> bool {
+    pub(crate) fn is_stale(&self, hash: &KeyHash, created_ms: u64) -> bool {
         created_ms < self.cleared_before_ms.load(Ordering::Relaxed)
             || lock(&self.stale)
                 .get(hash)
@@ -363,7 +347,7 @@ impl Inner {
     }
 
     /// Records that version `version` of `hash`, its latest, was lost before reaching the disk.
-    fn mark_stale(&self, hash: KeyHash, version: u64) {
+    pub(crate) fn mark_stale(&self, hash: KeyHash, version: u64) {
         let now = self.clock.now_ms();
         let mut stale = lock(&self.stale);
         stale.insert(hash, (now, version));
@@ -381,7 +365,7 @@ impl Inner {
     }
 
     /// Records a failed disk operation's error text for `flush`/`close` reports.
-    fn note_outcome<T>(&self, what: &str, outcome: &DiskOutcome<T>) {
+    pub(crate) fn note_outcome<T>(&self, what: &str, outcome: &DiskOutcome<T>) {
         let text = match outcome {
             DiskOutcome::Done { value: Err(e), .. } => format!("{what}: {e}"),
             DiskOutcome::Done {
@@ -689,103 +673,6 @@ impl Inner {
         }
     }
 
-    /// Writes one queued job and completes it.
-    #[tracing::instrument(level = "trace", name = "write", skip_all, fields(seq = job.seq))]
-    async fn run_job(self: &Arc<Self>, job: Job) {
-        let Job { hash, key, op, seq } = job;
-        // Write-through waiters, handed over by the blocking call and told only after the
-        // outcome reached the breaker and the counters, so a returning `set` sees its effects.
-        let acks: Arc<Mutex<Option<Acks>>> = Arc::new(Mutex::new(None));
-        let (inner, op2, key2, acks2) = (self.clone(), op.clone(), key.clone(), acks.clone());
-        // The key is released (`finish_job`) from inside the blocking call, when the disk call
-        // really returned: a call that timed out and returns later can never race a newer
-        // write of the same key to the rename.
-        let outcome = self
-            .disk
-            .run(move |fs, store| {
-                let result = match &op2 {
-                    Op::Put { value, meta, .. } => store.write(fs, &key2, &hash, value, *meta),
-                    Op::Delete { .. } => store
-                        .remove(fs, &hash)
-                        .map(|_| WriteOutcome::Written { len: 0 }),
-                };
-                let end = match &result {
-                    Ok(WriteOutcome::Written { .. }) => JobEnd::Landed,
-                    Ok(WriteOutcome::TooLarge) => JobEnd::PerEntry,
-                    // A delete that failed must be retried whatever the error: the file is
-                    // still there.
-                    Err(e)
-                        if matches!(op2, Op::Put { .. })
-                            && !IoErrorKind::classify(e).is_device_failure() =>
-                    {
-                        JobEnd::PerEntry
-                    }
-                    Err(_) => JobEnd::Failed,
-                };
-                *lock(&acks2) = Some(inner.finish_job(&hash, &key2, seq, &op2, end));
-                result
-            })
-            .await;
-        self.note_outcome("write", &outcome);
-        match &outcome {
-            DiskOutcome::TimedOut => self.queue.mark_stuck(&hash, seq),
-            DiskOutcome::Skipped => {
-                // Memory-only or breaker open: the entry stays dirty for write-back.
-                *lock(&acks) = Some(self.finish_job(&hash, &key, seq, &op, JobEnd::Skipped));
-            }
-            DiskOutcome::Done { .. } => {}
-        }
-        let acks = lock(&acks).take();
-        if let Some((landed, waiters)) = acks {
-            for w in waiters {
-                let _ = w.send(landed);
-            }
-        }
-    }
-
-    /// Completes a job: a landed write (or one that can never land: too large, EFBIG) makes
-    /// its hot version clean; a failed or skipped one leaves it dirty, and counts as lost if the
-    /// hot tier no longer holds it and no newer operation superseded it. Counted here, where
-    /// the outcome is known even for a call that returned after its timeout. Returns whether it
-    /// landed and the write-through waiters to tell.
-    fn finish_job(&self, hash: &KeyHash, key: &[u8], seq: u64, op: &Op, end: JobEnd) -> Acks {
-        let version = match op {
-            Op::Put { version, .. } | Op::Delete { version } => *version,
-        };
-        let held = match end {
-            JobEnd::Landed | JobEnd::PerEntry => self.hot.mark_clean(key, version),
-            JobEnd::Failed | JobEnd::Skipped => {
-                self.hot.peek(key).is_some_and(|e| e.version == version)
-            }
-        };
-        // Counters first: `complete` releases `flush`, which must see them.
-        match end {
-            JobEnd::Landed => self.counters.writes_ok.inc(),
-            JobEnd::PerEntry => self.counters.writes_skipped_too_large.inc(),
-            JobEnd::Failed => self.counters.writes_failed.inc(),
-            JobEnd::Skipped => {}
-        }
-        match end {
-            JobEnd::Landed => {
-                // The disk now holds something newer than a loss recorded before this write.
-                let mut stale = lock(&self.stale);
-                if stale.get(hash).is_some_and(|&(_, lost)| lost < version) {
-                    stale.remove(hash);
-                }
-            }
-            // It can never be written (too large, EFBIG): it lives in memory only, and an
-            // older file of the key must not be served once it is evicted.
-            JobEnd::PerEntry => self.mark_stale(*hash, version),
-            JobEnd::Failed | JobEnd::Skipped => {}
-        }
-        let (superseded, waiters) = self.queue.complete(hash, seq);
-        if matches!(end, JobEnd::Failed | JobEnd::Skipped) && !held && !superseded {
-            self.counters.lost_writes.inc();
-            self.mark_stale(*hash, version);
-        }
-        (end == JobEnd::Landed, waiters)
-    }
-
     /// A receiver that turns true when the cache shuts down.
     pub(crate) fn shutdown(&self) -> watch::Receiver<bool> {
         self.shutdown.clone()
@@ -845,58 +732,6 @@ impl Inner {
         ) {
             self.write_back().await;
         }
-    }
-
-    /// Queues a write for every dirty entry that has none (after recovery, or when a health
-    /// check finds the disk well). Latest wins: an entry is queued only if the hot tier still
-    /// holds that dirty version when the write is installed. Returns how many were queued.
-    pub(crate) async fn write_back(&self) -> u64 {
-        let now = self.clock.now_ms();
-        let mut queued = 0;
-        for (key, e) in self.hot.dirty_entries() {
-            if !self.disk_allowed() {
-                break;
-            }
-            if e.expires_ms != 0 && now >= e.expires_ms {
-                continue;
-            }
-            let hash = key_hash(&key);
-            if self.queue.lookup(&hash).is_some() {
-                continue;
-            }
-            let Some(permit) = self.queue.reserve(key.len(), e.value.len()).await else {
-                break;
-            };
-            let op = if e.tombstone {
-                Op::Delete { version: e.version }
-            } else {
-                Op::Put {
-                    value: e.value.clone(),
-                    meta: EntryMeta {
-                        created_ms: now,
-                        expires_ms: e.expires_ms,
-                        cost: e.cost,
-                    },
-                    version: e.version,
-                }
-            };
-            let still_dirty = || {
-                self.hot
-                    .peek(&key)
-                    .is_some_and(|h| h.version == e.version && h.dirty)
-            };
-            if self
-                .queue
-                .commit_if(permit, hash, Arc::from(&key[..]), op, still_dirty)
-            {
-                queued += 1;
-            }
-        }
-        if queued > 0 {
-            self.counters.written_back.add(queued);
-            info!(queued, "dirty entries queued for write-back");
-        }
-        queued
     }
 
     fn stats(&self) -> Stats {
@@ -962,39 +797,6 @@ impl Inner {
             memory_only_ms: self.disk.res.memory_only_ms(),
             stale_served: c.stale_served.get(),
             loader_calls: c.loader_calls.get(),
-        }
-    }
-}
-
-/// Hands queued jobs to at most `write_concurrency` concurrent writes. On shutdown it drains
-/// what is queued, then exits.
-async fn writer_task(inner: Arc<Inner>) {
-    let slots = Arc::new(Semaphore::new(inner.config.write_concurrency));
-    let mut shutdown = inner.shutdown.clone();
-    loop {
-        let notified = inner.queue.ready.notified();
-        while let Some(job) = inner.queue.take() {
-            let Ok(permit) = slots.clone().acquire_owned().await else {
-                return;
-            };
-            let inner2 = inner.clone();
-            tokio::spawn(async move {
-                inner2.run_job(job).await;
-                drop(permit);
-            });
-        }
-        if *shutdown.borrow() && !inner.queue.has_ready() {
-            // Wait for the writes in flight, then stop.
-            let n = inner.config.write_concurrency as u32;
-            let _ = slots.acquire_many(n).await;
-            if !inner.queue.has_ready() {
-                return;
-            }
-            continue;
-        }
-        tokio::select! {
-            _ = notified => {}
-            _ = shutdown.changed() => {}
         }
     }
 }

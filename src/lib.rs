@@ -63,6 +63,7 @@ mod stats;
 pub mod testing;
 pub mod verify;
 pub mod warm;
+mod writer;
 
 pub use agent::{Controls, Namespace, RequestKey, RequestKeyBuilder};
 pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker};
