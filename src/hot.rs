@@ -179,6 +179,19 @@ impl HotTier {
         Some(Ok(entry.clone()))
     }
 
+    /// The fast path of a hit: the value and cost of a live entry (not a tombstone, not
+    /// expired), marked most recently used; only the value's `Arc` is cloned, and the clock is
+    /// read only when the entry has an expiry. `None` means "take the full path" (absent,
+    /// tombstone or expired), which accounts for it.
+    pub fn get_live(&self, key: &[u8], now_ms: impl FnOnce() -> u64) -> Option<(Arc<[u8]>, u64)> {
+        let mut shard = self.lock(self.shard_of(key));
+        let e = shard.lru.get(key)?;
+        if e.tombstone || (e.expires_ms != 0 && now_ms() >= e.expires_ms) {
+            return None;
+        }
+        Some((e.value.clone(), e.cost))
+    }
+
     /// Looks a key up without changing recency or removing expired entries.
     pub fn peek(&self, key: &[u8]) -> Option<HotEntry> {
         self.lock(self.shard_of(key)).lru.peek(key).cloned()
@@ -458,6 +471,34 @@ mod tests {
         let stamp = t.stamp(b"k");
         assert!(t.promote(b"k", entry(&t, 9), stamp).is_some());
         assert_eq!(t.peek(b"k").unwrap().value.len(), 9);
+    }
+
+    #[test]
+    fn the_fast_path_serves_only_live_values() {
+        let t = HotTier::new(1, 1 << 20, 100);
+        let mut e = entry(&t, 3);
+        e.expires_ms = 1000;
+        e.cost = 7;
+        t.insert(b"k", e);
+        assert_eq!(
+            t.get_live(b"k", || 999).map(|(v, c)| (v.len(), c)),
+            Some((3, 7))
+        );
+        assert!(t.get_live(b"k", || 1000).is_none(), "expired: full path");
+        let mut tomb = entry(&t, 0);
+        tomb.tombstone = true;
+        t.insert(b"gone", tomb);
+        assert!(t.get_live(b"gone", || 0).is_none(), "tombstone: full path");
+        let never = entry(&t, 2);
+        t.insert(b"n", never);
+        let read_clock = std::cell::Cell::new(false);
+        assert!(t
+            .get_live(b"n", || {
+                read_clock.set(true);
+                0
+            })
+            .is_some());
+        assert!(!read_clock.get(), "no expiry, no clock read");
     }
 
     #[test]
