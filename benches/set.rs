@@ -1,0 +1,375 @@
+//! `set` costs:
+//! - write-behind latency: how long `set_bytes` takes to return while the write queue has room
+//!   (sets are timed in bursts of at most [`BURST`]; the queue is drained, untimed, between
+//!   bursts), against `foyer::HybridCache::insert` (also returns before the disk write);
+//! - write-through throughput, durable (`Durability::Fsync`) and not (`NoSync`), one `set` at a
+//!   time, against the raw loop a program would write itself on the same disk: create a temp
+//!   file, write the value, (fdatasync,) rename it into a two-level fan-out directory, (fsync the
+//!   directory); and against `cacache::write` (which never fsyncs: compare it with NoSync).
+//!
+//! Keys cycle over [`KEYS`] per size, so files are replaced, never accumulated. Write-through
+//! is measured in steady state: an untimed first pass writes every key once, so the two-level
+//! fan-out directories exist (the first write into a new directory also fsyncs its parents:
+//! two more directory fsyncs, by design) and every timed write replaces a file, for tiercache
+//! and the raw loop alike.
+//!
+//! Run: `cargo bench --bench set -- --warm-up-time 1 --measurement-time 3`
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+#[path = "workload/mod.rs"]
+mod workload;
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use foyer::{
+    BlockEngineConfig, DeviceBuilder, FsDeviceBuilder, HybridCache, HybridCacheBuilder,
+    HybridCachePolicy,
+};
+use tiercache::{Durability, TieredCache, WritePolicy};
+use workload::Kind;
+
+/// Distinct keys per size (cycled).
+const KEYS: usize = 1024;
+/// Longest burst of write-behind sets timed before the queue is drained.
+const BURST: u64 = 256;
+
+async fn open(dir: &Path, policy: WritePolicy, durability: Durability) -> TieredCache {
+    TieredCache::builder(dir)
+        .min_free_bytes(0)
+        .write_policy(policy)
+        .durability(durability)
+        .build()
+        .await
+        .unwrap()
+}
+
+/// The raw loop: temp file + write (+ fdatasync) + rename (+ directory fsync), no cache logic,
+/// no compression, no checksum.
+struct RawWriter {
+    tmp: PathBuf,
+    dest: Vec<PathBuf>,
+    n: u64,
+}
+
+impl RawWriter {
+    fn new(root: &Path, keys: &[Vec<u8>]) -> Self {
+        let tmp = root.join("tmp");
+        std::fs::create_dir_all(&tmp).unwrap();
+        let dest = keys
+            .iter()
+            .map(|k| {
+                let hex = blake3::hash(k).to_hex().to_string();
+                let dir = root.join("v1").join(&hex[..2]).join(&hex[2..4]);
+                std::fs::create_dir_all(&dir).unwrap();
+                dir.join(hex)
+            })
+            .collect();
+        RawWriter { tmp, dest, n: 0 }
+    }
+
+    fn write(&mut self, i: usize, value: &[u8], sync: bool) {
+        self.n += 1;
+        let tmp = self.tmp.join(format!("{}.tmp", self.n));
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .unwrap();
+        f.write_all(value).unwrap();
+        if sync {
+            f.sync_data().unwrap();
+        }
+        drop(f);
+        let dest = &self.dest[i];
+        std::fs::rename(&tmp, dest).unwrap();
+        if sync {
+            if let Some(dir) = dest.parent() {
+                std::fs::File::open(dir).unwrap().sync_all().unwrap();
+            }
+        }
+    }
+}
+
+async fn open_foyer(dir: &Path) -> HybridCache<Vec<u8>, Vec<u8>> {
+    let device = FsDeviceBuilder::new(dir)
+        .with_capacity(512 << 20)
+        .build()
+        .unwrap();
+    HybridCacheBuilder::new()
+        .with_policy(HybridCachePolicy::WriteOnInsertion)
+        .memory(64)
+        .storage()
+        .with_engine_config(BlockEngineConfig::new(device))
+        .build()
+        .await
+        .unwrap()
+}
+
+fn bench_write_behind(c: &mut Criterion) {
+    let rt = workload::runtime();
+    let mut group = c.benchmark_group("set_write_behind");
+    group.throughput(Throughput::Elements(1));
+    for size in [1 << 10, 4 << 10, 64 << 10] {
+        let keys = workload::keys(KEYS, 30 + size as u64);
+        let values = workload::values(Kind::ChatJson, size, KEYS, 4);
+        let label = workload::size_label(size);
+        let dir = workload::bench_dir("set-wb");
+        let cache = rt.block_on(open(
+            dir.path(),
+            WritePolicy::WriteBehind,
+            Durability::NoSync,
+        ));
+        let mut next = 0usize;
+        group.bench_function(BenchmarkId::new("tiercache_nosync", &label), |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let mut total = Duration::ZERO;
+                    let mut left = iters;
+                    while left > 0 {
+                        let burst = left.min(BURST);
+                        let start = Instant::now();
+                        for _ in 0..burst {
+                            let i = next % KEYS;
+                            next += 1;
+                            cache.set_bytes(&keys[i], &values[i]).await.unwrap();
+                        }
+                        total += start.elapsed();
+                        left -= burst;
+                        cache.flush().await.unwrap();
+                    }
+                    total
+                })
+            })
+        });
+        rt.block_on(cache.close()).unwrap();
+
+        let foyer_dir = workload::bench_dir("set-foyer");
+        let foyer = rt.block_on(open_foyer(foyer_dir.path()));
+        let owned: Vec<(Vec<u8>, Vec<u8>)> = keys
+            .iter()
+            .zip(&values)
+            .map(|(k, v)| (k.clone(), v.to_vec()))
+            .collect();
+        let mut next = 0usize;
+        group.bench_function(BenchmarkId::new("foyer_insert", &label), |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let mut total = Duration::ZERO;
+                    let mut left = iters;
+                    while left > 0 {
+                        let burst = left.min(BURST);
+                        // foyer takes owned key and value: the copy out of the caller's
+                        // bytes is timed, as tiercache's copy into its `Arc<[u8]>` is.
+                        let start = Instant::now();
+                        for _ in 0..burst {
+                            let i = next % KEYS;
+                            next += 1;
+                            let (k, v) = &owned[i];
+                            std::hint::black_box(foyer.insert(k.clone(), v.clone()));
+                        }
+                        total += start.elapsed();
+                        left -= burst;
+                        foyer.storage().wait().await;
+                    }
+                    total
+                })
+            })
+        });
+        rt.block_on(foyer.close()).unwrap();
+    }
+    group.finish();
+}
+
+fn bench_write_through(c: &mut Criterion) {
+    let rt = workload::runtime();
+    let mut group = c.benchmark_group("set_write_through");
+    group.throughput(Throughput::Elements(1));
+    for size in [4 << 10, 64 << 10] {
+        let keys = workload::keys(KEYS, 40 + size as u64);
+        let values: Vec<Arc<[u8]>> = workload::values(Kind::ChatJson, size, KEYS, 5);
+        let label = workload::size_label(size);
+        for (durability, sync, name) in [
+            (Durability::Fsync, true, "fsync"),
+            (Durability::NoSync, false, "nosync"),
+        ] {
+            let dir = workload::bench_dir("set-wt");
+            let cache = rt.block_on(async {
+                let cache = open(dir.path(), WritePolicy::WriteThrough, durability).await;
+                // Steady state: one untimed pass writes every key once, so the fan-out
+                // directories exist (a write into a new one also fsyncs its parents) and each
+                // timed write replaces a file, as in the raw loop below.
+                for (k, v) in keys.iter().zip(&values) {
+                    cache.set_bytes(k, v).await.unwrap();
+                }
+                cache
+            });
+            let mut next = 0usize;
+            group.bench_function(BenchmarkId::new(format!("tiercache_{name}"), &label), |b| {
+                b.iter_custom(|iters| {
+                    rt.block_on(async {
+                        let start = Instant::now();
+                        for _ in 0..iters {
+                            let i = next % KEYS;
+                            next += 1;
+                            cache.set_bytes(&keys[i], &values[i]).await.unwrap();
+                        }
+                        start.elapsed()
+                    })
+                })
+            });
+            let s = cache.stats();
+            assert_eq!(s.writes_failed, 0);
+            rt.block_on(cache.close()).unwrap();
+
+            let raw_dir = workload::bench_dir("set-raw");
+            let mut raw = RawWriter::new(raw_dir.path(), &keys);
+            for (i, v) in values.iter().enumerate() {
+                raw.write(i, v, sync);
+            }
+            let mut next = 0usize;
+            group.bench_function(BenchmarkId::new(format!("raw_loop_{name}"), &label), |b| {
+                b.iter_custom(|iters| {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        let i = next % KEYS;
+                        next += 1;
+                        raw.write(i, &values[i], sync);
+                    }
+                    start.elapsed()
+                })
+            });
+        }
+        let cacache_dir = workload::bench_dir("set-cacache");
+        let cacache_keys: Vec<String> = keys
+            .iter()
+            .map(|k| String::from_utf8(k.clone()).unwrap())
+            .collect();
+        rt.block_on(async {
+            for (k, v) in cacache_keys.iter().zip(&values) {
+                cacache::write(cacache_dir.path(), k, &v[..]).await.unwrap();
+            }
+        });
+        let mut next = 0usize;
+        let mut buf = vec![0u8; size];
+        group.bench_function(BenchmarkId::new("cacache_write_nosync", &label), |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        let i = next % KEYS;
+                        next += 1;
+                        // cacache is content-addressed: a value it already holds is not
+                        // written again. Stamp each write so that every one writes content.
+                        buf.copy_from_slice(&values[i]);
+                        buf[..8].copy_from_slice(&(next as u64).to_le_bytes());
+                        cacache::write(cacache_dir.path(), &cacache_keys[i], &buf)
+                            .await
+                            .unwrap();
+                    }
+                    start.elapsed()
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
+/// Write-through against the raw loop, *paired*: one tiercache `set` and one raw write, in
+/// alternation (ABBA order), so that both see the same disk (fsync latency on a shared disk swings by 10x
+/// within seconds, which makes back-to-back criterion runs of the two incomparable). Also
+/// times `format::encode` (gzip level 3 + blake3), the CPU work the raw loop does not do.
+/// Printed as medians and means; the ratio is raw time / tiercache time (= tiercache
+/// throughput relative to the raw loop).
+fn paired_write_through(_: &mut Criterion) {
+    let rt = workload::runtime();
+    let pairs: usize = std::env::var("TIERCACHE_BENCH_PAIRS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(300);
+    println!(
+        "set_write_through_paired: {pairs} alternating pairs per row; {}",
+        workload::machine()
+    );
+    println!("| size | durability | tiercache median | raw loop median | tiercache mean | raw loop mean | throughput ratio (median) | encode (gzip+blake3) median |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for size in [4 << 10, 64 << 10] {
+        let keys = workload::keys(KEYS, 45 + size as u64);
+        let values: Vec<Arc<[u8]>> = workload::values(Kind::ChatJson, size, KEYS, 11);
+        for (durability, sync, name) in [
+            (Durability::Fsync, true, "fsync"),
+            (Durability::NoSync, false, "nosync"),
+        ] {
+            let dir = workload::bench_dir("set-paired");
+            let raw_dir = workload::bench_dir("set-paired-raw");
+            let mut raw = RawWriter::new(raw_dir.path(), &keys);
+            let (mut ours, mut theirs, mut enc) = (Vec::new(), Vec::new(), Vec::new());
+            rt.block_on(async {
+                let cache = open(dir.path(), WritePolicy::WriteThrough, durability).await;
+                for (i, (k, v)) in keys.iter().zip(&values).enumerate() {
+                    cache.set_bytes(k, v).await.unwrap();
+                    raw.write(i, v, sync);
+                }
+                for j in 0..pairs {
+                    let i = j % KEYS;
+                    // ABBA order: whichever goes second may pay for the journal commit of the
+                    // first, so each goes first half of the time.
+                    if j % 2 == 1 {
+                        let t = Instant::now();
+                        raw.write(i, &values[i], sync);
+                        theirs.push(t.elapsed());
+                    }
+                    let t = Instant::now();
+                    cache.set_bytes(&keys[i], &values[i]).await.unwrap();
+                    ours.push(t.elapsed());
+                    if j % 2 == 0 {
+                        let t = Instant::now();
+                        raw.write(i, &values[i], sync);
+                        theirs.push(t.elapsed());
+                    }
+                    let t = Instant::now();
+                    std::hint::black_box(
+                        tiercache::warm::format::encode(
+                            &keys[i],
+                            &values[i],
+                            tiercache::warm::format::EntryMeta::default(),
+                            tiercache::DEFAULT_COMPRESSION_LEVEL,
+                        )
+                        .unwrap(),
+                    );
+                    enc.push(t.elapsed());
+                }
+                cache.close().await.unwrap();
+            });
+            let median = |v: &mut Vec<Duration>| {
+                v.sort_unstable();
+                v[v.len() / 2]
+            };
+            let mean = |v: &[Duration]| v.iter().sum::<Duration>() / v.len() as u32;
+            let (mo, mt) = (mean(&ours), mean(&theirs));
+            let (o, t, e) = (median(&mut ours), median(&mut theirs), median(&mut enc));
+            println!(
+                "| {} | {name} | {o:.1?} | {t:.1?} | {mo:.1?} | {mt:.1?} | {:.2}x | {e:.1?} |",
+                workload::size_label(size),
+                t.as_secs_f64() / o.as_secs_f64()
+            );
+        }
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(20);
+    targets = bench_write_behind, bench_write_through, paired_write_through
+}
+criterion_main!(benches);

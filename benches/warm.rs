@@ -1,0 +1,296 @@
+//! Warm hits from the page cache: `get_bytes` of entries that are only on disk, against
+//! - the floor measured in the same run: open + read + close of the same entry file, blake3
+//!   checksum, inflate, on the calling thread (no blocking-pool hop, no breaker, no index);
+//! - the synchronous store path: the same read plus `tiercache::warm::format::decode` (the
+//!   library's own verify + bounded inflate), to split the gap into "async hop" and "decode";
+//! - `cacache::read` (tokio runtime) of the same keys and values;
+//! - a foyer hybrid cache's disk tier (`storage().load`, which reads the block device file and
+//!   does not promote), counting the entries foyer actually found.
+//!
+//! tiercache runs with a hot budget of 1 byte, so nothing is ever promoted and every get reads
+//! the file; a second variant with a one-entry hot tier shows the cost of promotion. The page
+//! cache is warm after the first read of each file (the entries were just written).
+//!
+//! Run: `cargo bench --bench warm -- --warm-up-time 1 --measurement-time 3`
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+#[path = "workload/mod.rs"]
+mod workload;
+
+use std::hint::black_box;
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use foyer::{
+    BlockEngineConfig, DeviceBuilder, FsDeviceBuilder, HybridCache, HybridCacheBuilder,
+    HybridCachePolicy, Load,
+};
+use tiercache::warm::format::{self, Limits};
+use tiercache::warm::layout::{key_hash, Layout};
+use tiercache::{Durability, TieredCache};
+use workload::Kind;
+
+/// Entries per size.
+const N: usize = 1000;
+/// Length of the pre-drawn access sequence (cycled).
+const SEQ: usize = 1 << 14;
+
+/// A warm-only tiercache: a 1-byte hot budget admits nothing, so every get reads the disk.
+async fn open_warm_only(dir: &std::path::Path) -> TieredCache {
+    TieredCache::builder(dir)
+        .min_free_bytes(0)
+        .hot_capacity_bytes(1)
+        .durability(Durability::NoSync)
+        .build()
+        .await
+        .unwrap()
+}
+
+/// The floor: what any verified, compressed disk cache must do per hit, and nothing else.
+fn floor_read(path: &std::path::Path, key: &[u8]) -> Vec<u8> {
+    let mut f = std::fs::File::open(path).unwrap();
+    let len = f.metadata().unwrap().len() as usize;
+    let mut file = Vec::with_capacity(len);
+    f.read_to_end(&mut file).unwrap();
+    drop(f);
+    let le_u32 = |b: &[u8]| u32::from_le_bytes(b.try_into().unwrap()) as usize;
+    let le_u64 = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap()) as usize;
+    let key_len = le_u32(&file[12..16]);
+    let raw_len = le_u64(&file[40..48]);
+    let key_end = format::HEADER_LEN + key_len;
+    let mut h = blake3::Hasher::new();
+    h.update(&file[..format::CHECKSUM_OFFSET]);
+    h.update(&file[format::HEADER_LEN..key_end]);
+    h.update(&file[key_end..]);
+    assert_eq!(
+        h.finalize().as_bytes(),
+        &file[format::CHECKSUM_OFFSET..format::HEADER_LEN]
+    );
+    assert_eq!(&file[format::HEADER_LEN..key_end], key);
+    let mut out = Vec::with_capacity(raw_len);
+    flate2::read::GzDecoder::new(&file[key_end..])
+        .read_to_end(&mut out)
+        .unwrap();
+    assert_eq!(out.len(), raw_len);
+    out
+}
+
+async fn open_foyer(dir: &std::path::Path, bytes: usize) -> HybridCache<Vec<u8>, Vec<u8>> {
+    let device = FsDeviceBuilder::new(dir)
+        .with_capacity(bytes.max(64 << 20) * 2)
+        .build()
+        .unwrap();
+    HybridCacheBuilder::new()
+        .with_policy(HybridCachePolicy::WriteOnInsertion)
+        .memory(16)
+        .storage()
+        .with_engine_config(BlockEngineConfig::new(device))
+        .build()
+        .await
+        .unwrap()
+}
+
+fn bench_warm(c: &mut Criterion) {
+    let rt = workload::runtime();
+    let mut group = c.benchmark_group("warm_hit");
+    group.throughput(Throughput::Elements(1));
+    let limits = Limits {
+        max_key_bytes: tiercache::DEFAULT_MAX_KEY_BYTES,
+        max_entry_bytes: tiercache::DEFAULT_MAX_ENTRY_BYTES,
+    };
+    for &size in &workload::SIZES {
+        let keys = workload::keys(N, 10 + size as u64);
+        let values = workload::values(Kind::ChatJson, size, N, 2);
+        let seq = workload::zipf_sequence(N, SEQ, 9);
+        let label = workload::size_label(size);
+
+        // tiercache, warm only.
+        let dir = workload::bench_dir("warm");
+        let cache = rt.block_on(async {
+            let cache = open_warm_only(dir.path()).await;
+            for (k, v) in keys.iter().zip(&values) {
+                cache.set_bytes(k, v).await.unwrap();
+            }
+            cache.flush().await.unwrap();
+            cache
+        });
+        let layout = Layout::new(cache.root());
+        let paths: Vec<PathBuf> = keys
+            .iter()
+            .map(|k| layout.entry_path(&key_hash(k)))
+            .collect();
+
+        // cacache, same keys and values.
+        let cacache_dir = workload::bench_dir("warm-cacache");
+        let cacache_keys: Vec<String> = keys
+            .iter()
+            .map(|k| String::from_utf8(k.clone()).unwrap())
+            .collect();
+        rt.block_on(async {
+            for (k, v) in cacache_keys.iter().zip(&values) {
+                cacache::write(cacache_dir.path(), k, &v[..]).await.unwrap();
+            }
+        });
+
+        // foyer, same keys and values, written to its disk tier on insertion.
+        let foyer_dir = workload::bench_dir("warm-foyer");
+        let foyer = rt.block_on(async {
+            let hybrid = open_foyer(foyer_dir.path(), N * size * 2).await;
+            for (k, v) in keys.iter().zip(&values) {
+                hybrid.insert(k.clone(), v.to_vec());
+                // Let the flusher keep up: foyer drops entries when its queue is full, and
+                // this bench is about hits, not about retention (see benches/retention.rs).
+                hybrid.storage().wait().await;
+            }
+            hybrid.storage().wait().await;
+            hybrid
+        });
+
+        group.bench_function(BenchmarkId::new("tiercache", &label), |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let start = Instant::now();
+                    for i in 0..iters as usize {
+                        let k = &keys[seq[i % SEQ]];
+                        black_box(cache.get_bytes(k).await.unwrap().unwrap());
+                    }
+                    start.elapsed()
+                })
+            })
+        });
+        group.bench_function(BenchmarkId::new("floor_read_blake3_inflate", &label), |b| {
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                for i in 0..iters as usize {
+                    let j = seq[i % SEQ];
+                    black_box(floor_read(&paths[j], &keys[j]));
+                }
+                start.elapsed()
+            })
+        });
+        group.bench_function(BenchmarkId::new("sync_read_format_decode", &label), |b| {
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                for i in 0..iters as usize {
+                    let j = seq[i % SEQ];
+                    let file = std::fs::read(&paths[j]).unwrap();
+                    black_box(format::decode(&file, &keys[j], &limits).unwrap());
+                }
+                start.elapsed()
+            })
+        });
+        group.bench_function(BenchmarkId::new("cacache_read", &label), |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let start = Instant::now();
+                    for i in 0..iters as usize {
+                        let k = &cacache_keys[seq[i % SEQ]];
+                        black_box(cacache::read(cacache_dir.path(), k).await.unwrap());
+                    }
+                    start.elapsed()
+                })
+            })
+        });
+        let (found, missed) = (AtomicU64::new(0), AtomicU64::new(0));
+        group.bench_function(BenchmarkId::new("foyer_disk_load", &label), |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let start = Instant::now();
+                    for i in 0..iters as usize {
+                        let k = &keys[seq[i % SEQ]];
+                        match foyer.storage().load(k).await.unwrap() {
+                            Load::Entry { value, .. } => {
+                                found.fetch_add(1, Ordering::Relaxed);
+                                black_box(value);
+                            }
+                            Load::Piece { piece, .. } => {
+                                // Served from the in-flight keeper, not the disk.
+                                missed.fetch_add(1, Ordering::Relaxed);
+                                black_box(piece);
+                            }
+                            _ => {
+                                missed.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                    start.elapsed()
+                })
+            })
+        });
+        let s = cache.stats();
+        println!(
+            "warm_hit/{label}: tiercache hot_hits={} warm_hits={} misses={} | foyer disk hits={} not-from-disk={}",
+            s.hot_hits,
+            s.warm_hits,
+            s.misses,
+            found.load(Ordering::Relaxed),
+            missed.load(Ordering::Relaxed)
+        );
+        assert_eq!(s.misses, 0);
+        rt.block_on(async {
+            cache.close().await.unwrap();
+            foyer.close().await.unwrap();
+        });
+    }
+    group.finish();
+}
+
+/// Warm hit with promotion: a one-entry hot tier, so each warm hit is promoted into the hot tier
+/// (evicting the previous one). Same 4 KiB entries.
+fn bench_warm_promote(c: &mut Criterion) {
+    let rt = workload::runtime();
+    let mut group = c.benchmark_group("warm_hit_promote");
+    group.throughput(Throughput::Elements(1));
+    let size = 4 << 10;
+    let keys = workload::keys(N, 20);
+    let values = workload::values(Kind::ChatJson, size, N, 3);
+    let seq = workload::zipf_sequence(N, SEQ, 10);
+    let dir = workload::bench_dir("warm-promote");
+    let cache = rt.block_on(async {
+        let cache = TieredCache::builder(dir.path())
+            .min_free_bytes(0)
+            .hot_capacity_entries(1)
+            .durability(Durability::NoSync)
+            .build()
+            .await
+            .unwrap();
+        for (k, v) in keys.iter().zip(&values) {
+            cache.set_bytes(k, v).await.unwrap();
+        }
+        cache.flush().await.unwrap();
+        cache
+    });
+    group.bench_function(BenchmarkId::new("tiercache_promote", "4KiB"), |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for i in 0..iters as usize {
+                    let k = &keys[seq[i % SEQ]];
+                    black_box(cache.get_bytes(k).await.unwrap().unwrap());
+                }
+                start.elapsed()
+            })
+        })
+    });
+    let s = cache.stats();
+    println!(
+        "warm_hit_promote/4KiB: hot_hits={} warm_hits={} (promotions = warm hits)",
+        s.hot_hits, s.warm_hits
+    );
+    rt.block_on(cache.close()).unwrap();
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(20);
+    targets = bench_warm, bench_warm_promote
+}
+criterion_main!(benches);
