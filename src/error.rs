@@ -4,9 +4,6 @@
 //! the requested type), configuration, and `flush`/`close` reporting what could not be
 //! persisted. A failing disk is *not* an error of `get`/`set`: it degrades the cache instead.
 
-use std::io;
-use std::path::PathBuf;
-
 /// Everything that can go wrong in a call to tiercache.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -41,17 +38,6 @@ pub enum Error {
     /// The builder was given an invalid configuration.
     #[error("invalid configuration: {0}")]
     Config(String),
-    /// An I/O error while opening the cache directory, with the operation and path.
-    #[error("{op} {path}: {source}")]
-    Io {
-        /// What was being done ("create directory", "read directory", ...).
-        op: &'static str,
-        /// The path involved.
-        path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: io::Error,
-    },
     /// `flush` or `close` could not persist some entries; they stay in memory (dirty) and are
     /// retried when the disk is back, unless evicted first.
     #[error("{failed} entries could not be written to disk (last error: {last_error})")]
