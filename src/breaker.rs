@@ -1235,6 +1235,9 @@ mod tests {
         let capture = capture::Capture::default();
         let events = capture.0.clone();
         tracing::subscriber::with_default(capture, || {
+            // Other test threads may have registered these callsites with no subscriber
+            // interested, caching "never"; recompute now that this one is installed.
+            tracing::callsite::rebuild_interest_cache();
             let t0 = Instant::now();
             let mut b = CircuitBreaker::new(config(3, 1));
             // Calls that make no transition: no events.

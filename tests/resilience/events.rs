@@ -38,6 +38,9 @@ async fn one_event_per_transition_whatever_the_traffic() {
     let events = Events::default();
     let subscriber = tracing_subscriber::registry().with(events.clone());
     let _guard = tracing::subscriber::set_default(subscriber);
+    // Other test threads may have registered the callsites with no subscriber interested,
+    // caching "never"; recompute now that this one is installed.
+    tracing::callsite::rebuild_interest_cache();
 
     let t = TestCache::new();
     let cache = t
