@@ -3,7 +3,7 @@
 //! over a fault-injecting file system. Each lesson from LiteLLM's breaker has its test here:
 //! errors the API hides are still seen by the breaker (`breaker::hidden_errors_still_open_it`),
 //! a hung disk cannot hang callers (`timeouts::hung_read_returns_within_io_timeout`), and an
-//! open breaker logs one event per transition, not per request (`events`).
+//! open breaker logs one event per transition, not per request (the `events` test binary).
 
 #![allow(
     clippy::unwrap_used,
@@ -12,7 +12,6 @@
 )]
 
 mod breaker;
-mod events;
 mod memory_only;
 mod random_faults;
 mod support;

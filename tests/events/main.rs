@@ -1,0 +1,176 @@
+//! Tracing events: exactly one event per state transition, never one per call. LiteLLM's
+//! breaker logged a traceback per request while open; these tests count the events.
+//!
+//! They live in their own test binary, run one at a time, because tracing caches per call
+//! site whether any subscriber is interested. In a binary where other tests drive the same
+//! code concurrently, a call site first registered by another thread just before this test's
+//! subscriber is installed can stay cached as "never" even after
+//! `rebuild_interest_cache` (tracing-core registers a call site, then publishes it to the
+//! list that a rebuild walks). Here no other thread emits events while a test counts them.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helpers: a panic is a test failure with its location"
+)]
+
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tiercache::testing::FsOp;
+use tiercache::{BreakerConfig, BreakerState, CircuitBreaker, Mode};
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+
+#[allow(dead_code, reason = "shared fixture; this binary uses part of it")]
+#[path = "../resilience/support.rs"]
+mod support;
+
+use support::{TestCache, EIO};
+
+/// Serializes the tests of this binary (see the module docs).
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Captured {
+    level: Level,
+    fields: Vec<(String, String)>,
+}
+
+impl Captured {
+    fn field(&self, name: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Records every event at INFO or above with its fields.
+#[derive(Clone, Default)]
+struct Events(Arc<Mutex<Vec<Captured>>>);
+
+impl Events {
+    fn take(&self) -> Vec<Captured> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+struct Fields<'a>(&'a mut Vec<(String, String)>);
+
+impl Visit for Fields<'_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn Debug) {
+        self.0
+            .push((field.name().to_string(), format!("{value:?}")));
+    }
+}
+
+impl<S: Subscriber> Layer<S> for Events {
+    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        let level = *event.metadata().level();
+        if level <= Level::INFO {
+            let mut fields = Vec::new();
+            event.record(&mut Fields(&mut fields));
+            self.0.lock().unwrap().push(Captured { level, fields });
+        }
+    }
+}
+
+/// Installs a capturing subscriber for this thread and recomputes tracing's interest cache.
+fn capture() -> (Events, tracing::subscriber::DefaultGuard) {
+    let events = Events::default();
+    let guard =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(events.clone()));
+    tracing::callsite::rebuild_interest_cache();
+    (events, guard)
+}
+
+#[test]
+fn breaker_one_event_per_transition_and_none_per_call() {
+    let _serial = one_at_a_time();
+    let (events, _guard) = capture();
+    let t0 = Instant::now();
+    let mut b = CircuitBreaker::new(BreakerConfig {
+        failure_threshold: 3,
+        half_open_max: 1,
+        ..BreakerConfig::default()
+    });
+    let admit = |b: &mut CircuitBreaker, now| b.try_acquire(now).0.expect("admitted");
+    // Calls that make no transition: no events.
+    for _ in 0..50 {
+        let p = admit(&mut b, t0);
+        b.on_success(p, t0);
+    }
+    for _ in 0..2 {
+        let p = admit(&mut b, t0);
+        b.on_failure(p, t0);
+    }
+    assert_eq!(events.take(), vec![]);
+    let p = admit(&mut b, t0);
+    b.on_failure(p, t0); // Closed -> Open
+    for _ in 0..50 {
+        assert!(b.try_acquire(t0).0.is_err());
+        b.poll(t0);
+    }
+    let t = t0 + Duration::from_secs(30);
+    let p = admit(&mut b, t); // Open -> HalfOpen
+    b.poll(t);
+    b.on_success(p, t); // HalfOpen -> Closed
+    assert_eq!(b.transitions(), 3);
+
+    let got = events.take();
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert_eq!(got[0].level, Level::WARN);
+    assert_eq!(got[0].field("from"), Some("closed"));
+    assert_eq!(got[0].field("to"), Some("open"));
+    assert_eq!(got[0].field("open_timeout_ms"), Some("30000"));
+    assert_eq!(got[1].level, Level::INFO);
+    assert_eq!(got[1].field("from"), Some("open"));
+    assert_eq!(got[1].field("to"), Some("half-open"));
+    assert_eq!(got[1].field("open_timeout_ms"), None);
+    assert_eq!(got[2].level, Level::INFO);
+    assert_eq!(got[2].field("from"), Some("half-open"));
+    assert_eq!(got[2].field("to"), Some("closed"));
+}
+
+#[test]
+fn cache_one_event_per_transition_whatever_the_traffic() {
+    let _serial = one_at_a_time();
+    let (events, _guard) = capture();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap()
+        .block_on(cache_events(events));
+}
+
+async fn cache_events(events: Events) {
+    let t = TestCache::new();
+    let cache = t
+        .open(t.builder().failure_threshold(3).memory_only_after(5))
+        .await;
+    events.take(); // drop the "opened" event
+    t.fail(&[FsOp::WriteNew, FsOp::ReadFile], EIO);
+    // 3 failures open the breaker (one event); then 5,000 calls are rejected silently.
+    for i in 0..3 {
+        cache.set(format!("k{i}"), &i).await.unwrap();
+    }
+    assert_eq!(cache.breaker_state(), BreakerState::Open);
+    for i in 0..2500 {
+        cache.set(format!("k{i}"), &i).await.unwrap();
+        cache.get::<i32>(format!("other{i}")).await.unwrap();
+    }
+    let got = events.take();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].level, Level::WARN);
+    assert_eq!(got[0].field("message"), Some("disk circuit breaker opened"));
+    assert_eq!(got[0].field("to"), Some("open"));
+    assert_eq!(cache.stats().breaker_transitions, 1);
+    assert_eq!(cache.stats().mode, Mode::Tiered);
+}
