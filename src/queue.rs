@@ -68,6 +68,8 @@ struct State {
     seq: u64,
     bytes: usize,
     in_flight: usize,
+    /// The writer has stopped (see [`WriteQueue::shut_if_idle`]).
+    shut: bool,
 }
 
 /// Installs `op` in the key's slot (replacing an older operation) and returns whether the key
@@ -176,6 +178,7 @@ impl WriteQueue {
 
     /// Waits for room for an operation of `key_len` + `value_len` bytes. Nothing is changed
     /// until [`WriteQueue::commit`], so a caller dropped while waiting leaves no trace.
+    /// `None` once the writer has stopped: nothing would ever make room.
     pub(crate) async fn reserve(
         &self,
         key_len: usize,
@@ -183,7 +186,7 @@ impl WriteQueue {
     ) -> Option<OwnedSemaphorePermit> {
         // Fits: capacity <= u32::MAX by construction.
         let cost = (key_len + value_len + OP_OVERHEAD).min(self.capacity) as u32;
-        // The semaphore is never closed, so this cannot fail in practice.
+        // Fails once the writer has stopped (the semaphore is closed then).
         self.space.clone().acquire_many_owned(cost).await.ok()
     }
 
@@ -209,6 +212,9 @@ impl WriteQueue {
         };
         let mut st = self.lock();
         let r = under_lock(&QueueView(&st));
+        // After the writer stopped nothing will be written: the operation still serves reads,
+        // and a write-through caller learns at once that it was not written (`tx` dropped).
+        let tx = tx.filter(|_| !st.shut);
         let push_ready = install(&mut st, permit, hash, key, op, tx);
         drop(st);
         if push_ready {
@@ -363,6 +369,30 @@ impl WriteQueue {
         doomed.len()
     }
 
+    /// Called by the writer when it is about to stop: if nothing is ready, marks the queue shut
+    /// and returns `true`; otherwise returns `false` (the writer must take those jobs first).
+    /// Once shut, `reserve` fails, `wait` returns at once and write-through acks are not
+    /// waited for, so that nothing (a caller, or a recovery probe racing `close`) can wait
+    /// for a writer that is gone.
+    pub(crate) fn shut_if_idle(&self) -> bool {
+        let mut st = self.lock();
+        if !st.ready.is_empty() {
+            return false;
+        }
+        st.shut = true;
+        // Waiters on jobs that will never be handed out (none when idle; a superseded slot
+        // behind a stuck write at most) learn "not written".
+        for slot in st.slots.values_mut() {
+            if !slot.in_flight {
+                slot.waiters.clear();
+            }
+        }
+        drop(st);
+        self.space.close();
+        self.progress.notify_waiters();
+        true
+    }
+
     /// The current sequence number: every operation queued so far has `seq <=` this.
     pub(crate) fn seq(&self) -> u64 {
         self.lock().seq
@@ -377,10 +407,11 @@ impl WriteQueue {
             notified.as_mut().enable();
             {
                 let st = self.lock();
-                let done = match upto {
-                    Some(u) => !st.slots.values().any(|s| s.seq <= u && !s.stuck),
-                    None => st.in_flight == 0,
-                };
+                let done = st.shut
+                    || match upto {
+                        Some(u) => !st.slots.values().any(|s| s.seq <= u && !s.stuck),
+                        None => st.in_flight == 0,
+                    };
                 if done {
                     return;
                 }
@@ -459,6 +490,43 @@ mod tests {
         }
         assert!(!a.await.unwrap());
         assert!(!b.await.unwrap());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn once_shut_nothing_waits_for_the_writer() {
+        let q = Arc::new(WriteQueue::new(2 * (10 + 1 + OP_OVERHEAD)));
+        let k: Arc<[u8]> = b"k".as_slice().into();
+        q.push([1; 32], k.clone(), put(1), false).await;
+        // Not idle: a ready job must be taken first.
+        assert!(!q.shut_if_idle());
+        let job = q.take().unwrap();
+        q.complete(&job.hash, job.seq);
+        // A permit granted before the writer stops, committed after it stopped.
+        let late = q.reserve(1, 10).await.unwrap();
+        // Backpressure: the queue is full, a `set` waits for room.
+        q.push([2; 32], k.clone(), put(2), false).await;
+        let q2 = q.clone();
+        let blocked = tokio::spawn(async move { q2.reserve(1, 10).await.is_some() });
+        tokio::task::yield_now().await;
+        assert!(!blocked.is_finished());
+        let job = q.take().unwrap();
+        let upto = q.seq();
+        assert!(q.shut_if_idle());
+        // The waiter for room is told there will be none, instead of waiting forever.
+        assert!(!blocked.await.unwrap());
+        assert!(q.reserve(1, 0).await.is_none());
+        // A write-through ack for an operation committed now resolves at once: not written.
+        let (_, ack) = q.commit(late, [3; 32], k.clone(), put(3), true, |_| ());
+        assert!(ack.unwrap().await.is_err());
+        assert!(matches!(
+            q.lookup(&[3; 32]),
+            Some(Op::Put { version: 3, .. })
+        ));
+        // `wait` returns although a job is still in flight.
+        assert_eq!(q.lock().in_flight, 1);
+        q.wait(Some(upto)).await;
+        q.wait(None).await;
+        q.complete(&job.hash, job.seq);
     }
 
     #[tokio::test(start_paused = true)]

@@ -207,7 +207,7 @@ pub(crate) async fn writer_task(inner: Arc<Inner>) {
             // Wait for the writes in flight, then stop.
             let n = inner.config.write_concurrency as u32;
             let _ = slots.acquire_many(n).await;
-            if !inner.queue.has_ready() {
+            if inner.queue.shut_if_idle() {
                 return;
             }
             continue;

@@ -51,3 +51,60 @@ async fn tasks_stop_when_the_last_handle_is_dropped_and_queued_writes_land() {
         assert_eq!(reopened.get::<i32>(format!("k{i}")).await.unwrap(), Some(i));
     }
 }
+
+/// A recovery probe that is still running when `close` stops the writer passes afterwards:
+/// its write-back finds the queue shut instead of waiting forever for a writer that is gone.
+/// (Found by `random_faults::one_in_128`, which hung in `close` about once in 20 runs.)
+#[tokio::test(start_paused = true)]
+async fn close_during_a_recovery_probe_returns() {
+    use std::time::Duration;
+    use tiercache::testing::{Fault, FsOp, Rule};
+    use tiercache::{Error, Mode};
+
+    let before = alive();
+    let t = TestCache::new();
+    let _release = ReleaseHangs(t.fs.clone());
+    let cache = t
+        .open(
+            t.builder()
+                .failure_threshold(1_000)
+                .memory_only_after(5)
+                .recovery_interval(Duration::from_secs(300)),
+        )
+        .await;
+    t.fail(&[FsOp::WriteNew], EIO);
+    for i in 0..8 {
+        cache.set(format!("k{i}"), &i).await.unwrap();
+    }
+    assert_eq!(cache.mode(), Mode::MemoryOnly);
+    // The disk is healthy again, but the probe's first call (its write: the fixture sets
+    // `min_free_bytes(0)`, so there is no free-space check) stalls.
+    t.fs.clear_rules();
+    let writes = t.fs.calls(FsOp::WriteNew);
+    t.fs.add_rule(Rule::new(Fault::Hang).ops(&[FsOp::WriteNew]).times(1));
+    tokio::time::advance(Duration::from_secs(300)).await;
+    spin_until(|| t.fs.calls(FsOp::WriteNew) == writes + 1).await;
+    assert_eq!(cache.stats().probes_run, 1);
+
+    let closing = tokio::spawn({
+        let cache = cache.clone();
+        async move { cache.close().await }
+    });
+    // The writer and the maintenance task stop; the resilience task is inside the probe.
+    spin_until(|| alive() == before + 2).await;
+    t.fs.release_hangs();
+    let closed = tokio::time::timeout(Duration::from_secs(3600), closing)
+        .await
+        .expect("close returned")
+        .unwrap();
+    match closed {
+        Err(Error::NotPersisted { failed, .. }) => assert_eq!(failed, 8),
+        other => panic!("close: {other:?}"),
+    }
+    let s = cache.stats();
+    assert_eq!((s.probes_run, s.probes_ok), (1, 1));
+    assert_eq!(s.mode, Mode::Tiered);
+    assert_eq!(s.written_back, 0, "the writer was gone: nothing was queued");
+    settle().await;
+    assert_eq!(alive(), before);
+}
