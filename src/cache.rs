@@ -183,6 +183,7 @@ impl TieredCache {
             .disk
             .run(move |fs, store| {
                 store.prepare_dirs(fs)?;
+                store.detect_nowait_reads(fs);
                 store.sweep_temp(fs, now)
             })
             .await;
@@ -450,7 +451,13 @@ impl Inner {
         let owned_key: Arc<[u8]> = key.into();
         let outcome = self
             .disk
-            .run(move |fs, store| store.read(fs, &owned_key, &hash, now))
+            .run_inline_first(
+                |fs, store| store.read_inline(fs, key, &hash, now),
+                move |fs, store, read| match read {
+                    Some(data) => store.read_data(fs, &owned_key, &hash, data, now),
+                    None => store.read(fs, &owned_key, &hash, now),
+                },
+            )
             .await;
         self.note_outcome("read", &outcome);
         let decoded = match outcome.ok() {
@@ -767,6 +774,7 @@ impl Inner {
         Stats {
             hot_hits: c.hot_hits.get(),
             warm_hits: c.warm_hits.get(),
+            inline_reads: c.inline_reads.get(),
             queue_hits: c.queue_hits.get(),
             misses: c.misses.get(),
             sets: c.sets.get(),

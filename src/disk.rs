@@ -10,12 +10,13 @@
 //! NotFound is not an error of the device: a missing file is a miss.
 
 use std::io;
+use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::degraded::Resilience;
+use crate::degraded::{Admission, Resilience};
 use crate::fs::{DirEntryInfo, FileRead, Fs, IoErrorKind};
 use crate::stats::Counters;
 use crate::warm::store::WarmStore;
@@ -104,6 +105,12 @@ impl Fs for ObservedFs {
     fn available_space(&self, path: &Path) -> io::Result<u64> {
         self.see(self.inner.available_space(path))
     }
+    fn nowait_reads(&self, root: &Path) -> bool {
+        self.inner.nowait_reads(root)
+    }
+    fn read_file_nowait(&self, path: &Path, max_len: u64) -> io::Result<Option<FileRead>> {
+        self.see(self.inner.read_file_nowait(path, max_len))
+    }
 }
 
 /// How an operation through the gate ended.
@@ -129,6 +136,16 @@ impl<T> DiskOutcome<T> {
             _ => None,
         }
     }
+}
+
+/// Tells the breaker how an admitted operation ended: a timeout or any device failure inside
+/// it is a failure.
+fn report<T>(admission: Admission<'_>, outcome: &DiskOutcome<T>) {
+    admission.report(match outcome {
+        DiskOutcome::Done { device_failure, .. } => *device_failure,
+        DiskOutcome::TimedOut => Some(IoErrorKind::Timeout),
+        DiskOutcome::Skipped => None,
+    });
 }
 
 /// The gate.
@@ -164,6 +181,40 @@ impl Disk {
         self.admitted(f, None).await
     }
 
+    /// Like [`Disk::run`], but first tries `inline` on the calling thread: a step that can
+    /// never block (reads from the page cache, see [`Fs::read_file_nowait`]). When it
+    /// finishes the operation (`Break`), its result is reported to the breaker as `run` would
+    /// report it, and no blocking-pool hop is paid. When it cannot (`Continue(state)`),
+    /// `rest(state)` runs on the blocking pool under the same breaker admission, bounded by
+    /// `io_timeout`.
+    pub(crate) async fn run_inline_first<T, S, I, F>(&self, inline: I, rest: F) -> DiskOutcome<T>
+    where
+        T: Send + 'static,
+        S: Send + 'static,
+        I: FnOnce(&dyn Fs, &WarmStore) -> ControlFlow<io::Result<T>, S>,
+        F: FnOnce(&dyn Fs, &WarmStore, S) -> io::Result<T> + Send + 'static,
+    {
+        let Some(admission) = self.res.admit() else {
+            return DiskOutcome::Skipped;
+        };
+        let observed = ObservedFs::new(self.fs.clone(), self.counters.clone());
+        let outcome = match inline(&observed, &self.store) {
+            ControlFlow::Break(value) => DiskOutcome::Done {
+                value,
+                device_failure: observed.device_failure(),
+            },
+            ControlFlow::Continue(state) => {
+                self.execute(
+                    move |fs, store| rest(fs, store, state),
+                    Some(self.io_timeout),
+                )
+                .await
+            }
+        };
+        report(admission, &outcome);
+        outcome
+    }
+
     /// Runs `f` bounded by `io_timeout` without asking the breaker (the recovery probe, which
     /// runs while the breaker is open).
     pub(crate) async fn run_unchecked<T, F>(&self, f: F) -> DiskOutcome<T>
@@ -183,11 +234,7 @@ impl Disk {
             return DiskOutcome::Skipped;
         };
         let outcome = self.execute(f, timeout).await;
-        admission.report(match &outcome {
-            DiskOutcome::Done { device_failure, .. } => *device_failure,
-            DiskOutcome::TimedOut => Some(IoErrorKind::Timeout),
-            DiskOutcome::Skipped => None,
-        });
+        report(admission, &outcome);
         outcome
     }
 

@@ -99,7 +99,39 @@ pub trait Fs: Send + Sync + fmt::Debug {
     fn read_dir(&self, path: &Path) -> io::Result<Vec<DirEntryInfo>>;
     /// Bytes available to unprivileged users on the filesystem holding `path`.
     fn available_space(&self, path: &Path) -> io::Result<u64>;
+
+    /// Whether [`Fs::read_file_nowait`] may be called for files under `root`: only where a
+    /// read that finds everything in memory can never wait for the device or the network.
+    /// Asked once, when the cache opens (on the blocking pool). The default is `false`:
+    /// every read then goes through [`Fs::read_file`] on the blocking pool, bounded by
+    /// `io_timeout`. Decorators that inject faults keep the default, so their faults are
+    /// always seen on the timed path.
+    fn nowait_reads(&self, root: &Path) -> bool {
+        let _ = root;
+        false
+    }
+
+    /// Like [`Fs::read_file`], but only if it can be done without blocking: every path
+    /// component already in the kernel's lookup cache and the whole file in the page cache.
+    /// `Ok(None)` when it would block (the caller then calls [`Fs::read_file`] on a thread
+    /// that may block). Called on an async worker thread, only where
+    /// [`Fs::nowait_reads`] said yes. The default always answers `Ok(None)`.
+    fn read_file_nowait(&self, path: &Path, max_len: u64) -> io::Result<Option<FileRead>> {
+        let _ = (path, max_len);
+        Ok(None)
+    }
 }
+
+/// Filesystems on which [`StdFs`] reads from the page cache on the caller's thread: local
+/// block filesystems whose page-cache reads support `RWF_NOWAIT`. Network filesystems (NFS,
+/// SMB, FUSE) are left out: their `open` may itself talk to a server, which only the timed
+/// blocking path may do. tmpfs is left out because it rejects `RWF_NOWAIT` (EOPNOTSUPP on
+/// Linux 6.18), so every attempt would be wasted.
+const NOWAIT_FS_MAGIC: [u64; 3] = [
+    0xEF53,      // ext2/3/4
+    0x5846_5342, // xfs
+    0x9123_683E, // btrfs
+];
 
 /// The real file system.
 #[derive(Debug, Default, Clone, Copy)]
@@ -306,6 +338,98 @@ impl Fs for StdFs {
         let st = rustix::fs::statvfs(path)?;
         Ok(st.f_bavail.saturating_mul(st.f_frsize))
     }
+
+    /// Yes on ext4, xfs and btrfs (see `NOWAIT_FS_MAGIC`) when the kernel has
+    /// `RESOLVE_CACHED` (Linux 5.12).
+    fn nowait_reads(&self, root: &Path) -> bool {
+        use rustix::fs::{Mode, OFlags, ResolveFlags};
+        let Ok(st) = rustix::fs::statfs(root) else {
+            return false;
+        };
+        // `f_type` is a signed word on some targets; the magic numbers are all positive.
+        #[allow(clippy::useless_conversion, clippy::unnecessary_cast)]
+        let magic = st.f_type as u64;
+        if !NOWAIT_FS_MAGIC.contains(&magic) {
+            return false;
+        }
+        matches!(
+            rustix::fs::openat2(
+                rustix::fs::CWD,
+                root,
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+                ResolveFlags::NO_SYMLINKS | ResolveFlags::CACHED,
+            ),
+            Ok(_) | Err(rustix::io::Errno::AGAIN)
+        )
+    }
+
+    /// `openat2` with `RESOLVE_CACHED | RESOLVE_NO_SYMLINKS` (EAGAIN unless every component is
+    /// in the dentry cache), `O_NOATIME` (no inode update to journal) and `O_NONBLOCK`, then
+    /// `fstat` and `preadv2(RWF_NOWAIT)` (EAGAIN unless the data is in the page cache).
+    /// Anything that would need I/O answers `Ok(None)`.
+    fn read_file_nowait(&self, path: &Path, max_len: u64) -> io::Result<Option<FileRead>> {
+        use rustix::fs::{FileType, Mode, OFlags, ResolveFlags};
+        use rustix::io::{Errno, ReadWriteFlags};
+        let flags = OFlags::RDONLY
+            | OFlags::NONBLOCK
+            | OFlags::NOCTTY
+            | OFlags::CLOEXEC
+            | OFlags::NOFOLLOW
+            | OFlags::NOATIME;
+        let fd = match rustix::fs::openat2(
+            rustix::fs::CWD,
+            path,
+            flags,
+            Mode::empty(),
+            ResolveFlags::NO_SYMLINKS | ResolveFlags::CACHED,
+        ) {
+            Ok(fd) => fd,
+            Err(Errno::LOOP) => return Ok(Some(FileRead::NotRegular(FileKind::Symlink))),
+            // Not cached (AGAIN); O_NOATIME on a file another user owns (PERM); a kernel
+            // without RESOLVE_CACHED (INVAL, NOSYS): the blocking path decides.
+            Err(Errno::AGAIN | Errno::PERM | Errno::INVAL | Errno::NOSYS) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let st = rustix::fs::fstat(&fd)?;
+        match FileType::from_raw_mode(st.st_mode) {
+            FileType::RegularFile => {}
+            FileType::Directory => return Ok(Some(FileRead::NotRegular(FileKind::Dir))),
+            _ => return Ok(Some(FileRead::NotRegular(FileKind::Special))),
+        }
+        let len = u64::try_from(st.st_size).unwrap_or(0);
+        if len > max_len {
+            return Ok(Some(FileRead::TooLarge(len)));
+        }
+        // One byte past the length: a file that grew after fstat goes to the blocking path.
+        let Ok(cap) = usize::try_from(len + 1) else {
+            return Ok(None);
+        };
+        let mut buf = vec![0u8; cap];
+        let mut got = 0;
+        while got < cap {
+            let offset = got as u64;
+            let read = rustix::io::preadv2(
+                &fd,
+                &mut [io::IoSliceMut::new(&mut buf[got..])],
+                offset,
+                ReadWriteFlags::NOWAIT,
+            );
+            match read {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(Errno::INTR) => {}
+                // Not (all) in the page cache, or RWF_NOWAIT unsupported here.
+                Err(Errno::AGAIN | Errno::OPNOTSUPP) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if got == cap {
+            return Ok(None);
+        }
+        buf.truncate(got);
+        Ok(Some(FileRead::Data(buf)))
+    }
 }
 
 /// How a disk error counts, per DESIGN.md's failure table.
@@ -486,6 +610,72 @@ mod tests {
                 ("target".into(), FileKind::File)
             ]
         );
+    }
+
+    #[test]
+    fn nowait_reads_only_from_memory_and_never_through_symlinks_or_fifos() {
+        use std::os::fd::AsFd;
+        let dir = tempfile::tempdir().unwrap();
+        assert!(
+            StdFs.nowait_reads(dir.path()),
+            "the temp dir must be on ext4, xfs or btrfs for this test"
+        );
+        let target = dir.path().join("target");
+        StdFs.write_new(&target, b"secret", true).unwrap();
+        match StdFs.read_file_nowait(&target, 6).unwrap() {
+            Some(FileRead::Data(d)) => assert_eq!(d, b"secret"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            StdFs.read_file_nowait(&target, 5).unwrap(),
+            Some(FileRead::TooLarge(6))
+        ));
+        // Out of the page cache: it would block, so it is not read here.
+        let f = File::open(&target).unwrap();
+        rustix::fs::fadvise(f.as_fd(), 0, None, rustix::fs::Advice::DontNeed).unwrap();
+        assert!(StdFs.read_file_nowait(&target, 6).unwrap().is_none());
+        // A name never looked up has no (negative) dentry yet: the lookup would block.
+        let missing = dir.path().join("missing");
+        assert!(StdFs.read_file_nowait(&missing, 6).unwrap().is_none());
+        let slow = StdFs.read_file(&missing, 6).unwrap_err();
+        assert_eq!(slow.kind(), io::ErrorKind::NotFound);
+        // Now the kernel remembers that it is missing: a miss answered without blocking.
+        let fast = StdFs.read_file_nowait(&missing, 6).unwrap_err();
+        assert_eq!(fast.kind(), io::ErrorKind::NotFound);
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(matches!(
+            StdFs.read_file_nowait(&link, 100).unwrap(),
+            Some(FileRead::NotRegular(FileKind::Symlink))
+        ));
+        // A symlinked directory above the file is refused too.
+        let sub = dir.path().join("sub");
+        fs::create_dir(&sub).unwrap();
+        fs::write(sub.join("f"), b"x").unwrap();
+        std::os::unix::fs::symlink(&sub, dir.path().join("sublink")).unwrap();
+        assert!(matches!(
+            StdFs
+                .read_file_nowait(&dir.path().join("sublink/f"), 100)
+                .unwrap(),
+            Some(FileRead::NotRegular(FileKind::Symlink))
+        ));
+        assert!(matches!(
+            StdFs.read_file_nowait(&sub, 100).unwrap(),
+            Some(FileRead::NotRegular(FileKind::Dir))
+        ));
+        let fifo = dir.path().join("fifo");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        assert!(matches!(
+            StdFs.read_file_nowait(&fifo, 100).unwrap(),
+            Some(FileRead::NotRegular(FileKind::Special))
+        ));
     }
 
     #[test]

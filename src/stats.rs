@@ -53,6 +53,7 @@ impl Counter {
 pub(crate) struct Counters {
     pub hot_hits: Counter,
     pub warm_hits: Counter,
+    pub inline_reads: Counter,
     pub queue_hits: Counter,
     pub misses: Counter,
     pub sets: Counter,
@@ -106,6 +107,10 @@ pub struct Stats {
     pub hot_hits: u64,
     /// Gets answered by the warm tier (disk), then promoted.
     pub warm_hits: u64,
+    /// Warm-tier reads that found a valid entry in the page cache and finished on the
+    /// calling thread, without the blocking-pool hop (local filesystems only; see
+    /// `Fs::read_file_nowait`).
+    pub inline_reads: u64,
     /// Gets answered from the write queue (a value evicted from hot before its write landed).
     pub queue_hits: u64,
     /// Gets that found nothing (including expired and corrupted entries).

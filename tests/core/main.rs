@@ -12,6 +12,7 @@
 
 mod bounds;
 mod hostile;
+mod inline_reads;
 mod model;
 mod persistence;
 mod roundtrip;

@@ -1,0 +1,121 @@
+//! Warm hits from the page cache finish on the calling thread, without the blocking-pool hop
+//! (`Stats::inline_reads`), and only those: a file not in the page cache, a file too large to
+//! inflate on an async worker, a corrupt or expired file, and any fault-injecting `Fs` all take
+//! the timed blocking path, with the same answers and the same quarantine as before.
+//!
+//! Needs the temporary directory on ext4, xfs or btrfs (as on CI): elsewhere the inline
+//! path is off by design and the first assertion says so.
+
+use std::os::fd::AsFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tiercache::testing::FaultFs;
+
+use crate::support::{prose, Rng, TestCache};
+
+const SMALL: usize = 20;
+
+/// Drops the file's pages from the page cache (they are clean: the cache fsyncs by default).
+fn evict_from_page_cache(path: &std::path::Path) {
+    let f = std::fs::File::open(path).unwrap();
+    rustix::fs::fadvise(f.as_fd(), 0, None, rustix::fs::Advice::DontNeed).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn page_cache_hits_finish_inline_and_everything_else_takes_the_timed_path() {
+    // A one-byte hot tier admits nothing: every get goes to the disk.
+    let h = TestCache::new().hot_bytes(1).build().await;
+    let mut rng = Rng::new(7);
+    let small: Vec<String> = (0..SMALL).map(|_| prose(&mut rng, 4096)).collect();
+    // 64 KiB of random bytes: the file stays over `INLINE_DECODE_MAX` after gzip.
+    let big = rng.bytes(64 * 1024);
+    for (i, v) in small.iter().enumerate() {
+        h.set(format!("small{i}"), v).await.unwrap();
+    }
+    h.set_bytes("big", &big).await.unwrap();
+    h.set_with_ttl("short", "ten seconds", Duration::from_secs(10))
+        .await
+        .unwrap();
+    h.flush().await.unwrap();
+
+    for (i, v) in small.iter().enumerate() {
+        assert_eq!(
+            h.get::<String>(format!("small{i}")).await.unwrap().as_ref(),
+            Some(v)
+        );
+    }
+    let s = h.stats();
+    assert_eq!(
+        (s.warm_hits, s.inline_reads),
+        (SMALL as u64, SMALL as u64),
+        "every small page-cache hit inline (is the temp dir on ext4, xfs or btrfs?)"
+    );
+
+    // Too large to inflate inline: read inline, decoded on the blocking pool.
+    assert_eq!(h.get_bytes("big").await.unwrap().as_deref(), Some(&big[..]));
+    let s = h.stats();
+    assert_eq!(
+        (s.warm_hits, s.inline_reads),
+        (SMALL as u64 + 1, SMALL as u64)
+    );
+
+    // Not in the page cache: the timed path reads it from the device.
+    evict_from_page_cache(&h.entry_path("small0"));
+    assert_eq!(
+        h.get::<String>("small0").await.unwrap().as_ref(),
+        Some(&small[0])
+    );
+    // Back in the page cache now: inline again.
+    assert_eq!(
+        h.get::<String>("small0").await.unwrap().as_ref(),
+        Some(&small[0])
+    );
+    let s = h.stats();
+    assert_eq!(
+        (s.warm_hits, s.inline_reads),
+        (SMALL as u64 + 3, SMALL as u64 + 1)
+    );
+
+    // A missing file is a miss (inline once the kernel remembers the name as missing).
+    assert_eq!(h.get::<String>("never-set").await.unwrap(), None);
+
+    // Corrupt: never served, quarantined by the blocking path with its reason.
+    let path = h.entry_path("small1");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
+    std::fs::write(&path, &bytes).unwrap();
+    assert_eq!(h.get::<String>("small1").await.unwrap(), None);
+    let s = h.stats();
+    assert_eq!(s.corrupted_by_reason.get("checksum"), Some(&1));
+    assert_eq!(s.quarantined_files, 1);
+    assert!(!path.exists());
+
+    // Expired: a miss, and the file is deleted by the blocking path.
+    h.advance(Duration::from_secs(10));
+    assert_eq!(h.get::<String>("short").await.unwrap(), None);
+    assert!(!h.on_disk("short"));
+    let s = h.stats();
+    assert_eq!(s.warm_expirations, 1);
+    assert_eq!(s.misses, 3);
+    assert_eq!(
+        (s.warm_hits, s.inline_reads),
+        (SMALL as u64 + 3, SMALL as u64 + 1)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_injecting_fs_always_takes_the_timed_path() {
+    let fs = Arc::new(FaultFs::std());
+    let h = TestCache::new().hot_bytes(1).fs(fs).build().await;
+    for i in 0..10 {
+        h.set(format!("k{i}"), &i).await.unwrap();
+    }
+    h.flush().await.unwrap();
+    for i in 0..10 {
+        assert_eq!(h.get::<i32>(format!("k{i}")).await.unwrap(), Some(i));
+    }
+    let s = h.stats();
+    assert_eq!((s.warm_hits, s.inline_reads), (10, 0));
+}
