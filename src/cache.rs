@@ -133,6 +133,7 @@ impl TieredCache {
                 },
                 compression_level: config.compression_level,
                 sync: config.durability == Durability::Fsync,
+                page_cache_reads: config.page_cache_reads,
                 capacity_bytes: config.warm_capacity_bytes,
                 min_free_bytes: config.min_free_bytes,
                 quarantine: QuarantineLimits {
@@ -394,12 +395,8 @@ impl Inner {
         if self.closed.load(Ordering::Relaxed) {
             return None;
         }
-        let (value, cost) = self.hot.get_live(key, || self.clock.now_ms())?;
-        self.counters.hot_hits.inc();
-        if cost != 0 {
-            self.counters.cost_saved.add(cost);
-        }
-        Some(value)
+        // Counted by the hot tier itself (see `HotTier::live_hits`).
+        self.hot.get_live(key, || self.clock.now_ms())
     }
 
     #[tracing::instrument(level = "trace", name = "get", skip_all, fields(key_len = key.len()))]
@@ -454,7 +451,7 @@ impl Inner {
             .run_inline_first(
                 |fs, store| store.read_inline(fs, key, &hash, now),
                 move |fs, store, read| match read {
-                    Some(data) => store.read_data(fs, &owned_key, &hash, data, now),
+                    Some(data) => store.read_prefetched(fs, &owned_key, &hash, data, now),
                     None => store.read(fs, &owned_key, &hash, now),
                 },
             )
@@ -767,12 +764,13 @@ impl Inner {
         let c = &self.counters;
         let (warm_entries, warm_bytes, scanned) = self.disk.store.usage();
         let (depth, qbytes) = self.queue.depth();
+        let (live_hits, live_cost) = self.hot.live_hits();
         let bytes_in = c.bytes_in.get();
         let bytes_out = c.bytes_out.get();
         let corrupted = stats::by_name(&c.corrupted, crate::warm::Corruption::ALL, |r| r.name());
         let disk_errors = stats::by_name(&c.disk_errors, IoErrorKind::ALL, |k| k.name());
         Stats {
-            hot_hits: c.hot_hits.get(),
+            hot_hits: c.hot_hits.get() + live_hits,
             warm_hits: c.warm_hits.get(),
             inline_reads: c.inline_reads.get(),
             queue_hits: c.queue_hits.get(),
@@ -810,7 +808,7 @@ impl Inner {
             write_queue_depth: depth,
             write_queue_bytes: qbytes,
             dirty_entries: self.hot.dirty_count() as u64,
-            cost_saved: c.cost_saved.get(),
+            cost_saved: c.cost_saved.get().saturating_add(live_cost),
             mode,
             breaker_state,
             breaker_transitions: c.breaker_transitions.get(),

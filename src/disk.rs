@@ -1,7 +1,11 @@
-//! The disk gate: every warm-tier operation runs through [`Disk::run`], which
+//! The disk gate: every warm-tier operation runs through [`Disk::run`] (or a sibling), which
 //! - runs the synchronous store code on tokio's blocking pool,
 //! - bounds it by `io_timeout` (a hung disk cannot hang `get` or `set`; the hung call counts
 //!   as a timeout failure and finishes, or not, in the background),
+//! - except the first step of a read ([`Disk::run_inline_first`]), which runs on the calling
+//!   thread because it is made only of calls that fail instead of waiting for the device
+//!   (a page-cache read, see `Fs::read_file_nowait`); whatever it cannot finish continues on
+//!   the blocking pool as above,
 //! - hands it an [`ObservedFs`] that sees the result of every single fs call, so that an error
 //!   the store swallows (a failed quarantine rename, a failed eviction) is still counted, by
 //!   kind, and still reported as a failure of the operation,
@@ -138,6 +142,17 @@ impl<T> DiskOutcome<T> {
     }
 }
 
+/// The store panicked: a bug, but the cache must stay up. Counted as a failure of the device
+/// path rather than propagated.
+fn panicked<T>(counters: &Counters) -> DiskOutcome<T> {
+    tracing::error!("warm-tier operation panicked");
+    counters.disk_error(IoErrorKind::Other);
+    DiskOutcome::Done {
+        value: Err(io::Error::other("warm-tier operation panicked")),
+        device_failure: Some(IoErrorKind::Other),
+    }
+}
+
 /// Tells the breaker how an admitted operation ended: a timeout or any device failure inside
 /// it is a failure.
 fn report<T>(admission: Admission<'_>, outcome: &DiskOutcome<T>) {
@@ -198,12 +213,16 @@ impl Disk {
             return DiskOutcome::Skipped;
         };
         let observed = ObservedFs::new(self.fs.clone(), self.counters.clone());
-        let outcome = match inline(&observed, &self.store) {
-            ControlFlow::Break(value) => DiskOutcome::Done {
+        let store = &self.store;
+        let stepped =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inline(&observed, store)));
+        let outcome = match stepped {
+            Err(_) => panicked(&self.counters),
+            Ok(ControlFlow::Break(value)) => DiskOutcome::Done {
                 value,
                 device_failure: observed.device_failure(),
             },
-            ControlFlow::Continue(state) => {
+            Ok(ControlFlow::Continue(state)) => {
                 self.execute(
                     move |fs, store| rest(fs, store, state),
                     Some(self.io_timeout),
@@ -271,16 +290,7 @@ impl Disk {
                     device_failure,
                 }
             }
-            Ok(Err(join)) => {
-                // The store panicked: a bug, but the cache must stay up. Count it as a
-                // failure of the device path rather than propagate.
-                tracing::error!(error = %join, "warm-tier operation panicked");
-                self.counters.disk_error(IoErrorKind::Other);
-                DiskOutcome::Done {
-                    value: Err(io::Error::other("warm-tier operation panicked")),
-                    device_failure: Some(IoErrorKind::Other),
-                }
-            }
+            Ok(Err(_join)) => panicked(&self.counters),
             Err(_) => {
                 self.counters.disk_error(IoErrorKind::Timeout);
                 DiskOutcome::TimedOut

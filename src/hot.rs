@@ -65,6 +65,11 @@ pub struct Evicted {
 struct Shard {
     lru: LruCache<Box<[u8]>, HotEntry>,
     mutations: u64,
+    /// Hits served by [`HotTier::get_live`] and their summed cost, counted under the shard
+    /// lock already held instead of in shared atomics: no extra contended cache line on the
+    /// hottest path (see [`HotTier::live_hits`]).
+    live_hits: u64,
+    live_cost: u64,
 }
 
 /// A lookup stamp: which shard, and its mutation count when the lookup began.
@@ -105,6 +110,8 @@ impl HotTier {
                     Mutex::new(Shard {
                         lru: LruCache::unbounded(),
                         mutations: 0,
+                        live_hits: 0,
+                        live_cost: 0,
                     })
                 })
                 .collect(),
@@ -179,17 +186,28 @@ impl HotTier {
         Some(Ok(entry.clone()))
     }
 
-    /// The fast path of a hit: the value and cost of a live entry (not a tombstone, not
-    /// expired), marked most recently used; only the value's `Arc` is cloned, and the clock is
-    /// read only when the entry has an expiry. `None` means "take the full path" (absent,
-    /// tombstone or expired), which accounts for it.
-    pub fn get_live(&self, key: &[u8], now_ms: impl FnOnce() -> u64) -> Option<(Arc<[u8]>, u64)> {
+    /// The fast path of a hit: the value of a live entry (not a tombstone, not expired),
+    /// marked most recently used and counted (with its cost) in the shard; only the value's
+    /// `Arc` is cloned, and the clock is read only when the entry has an expiry. `None` means
+    /// "take the full path" (absent, tombstone or expired), which accounts for it.
+    pub fn get_live(&self, key: &[u8], now_ms: impl FnOnce() -> u64) -> Option<Arc<[u8]>> {
         let mut shard = self.lock(self.shard_of(key));
         let e = shard.lru.get(key)?;
         if e.tombstone || (e.expires_ms != 0 && now_ms() >= e.expires_ms) {
             return None;
         }
-        Some((e.value.clone(), e.cost))
+        let (value, cost) = (e.value.clone(), e.cost);
+        shard.live_hits += 1;
+        shard.live_cost = shard.live_cost.saturating_add(cost);
+        Some(value)
+    }
+
+    /// Hits served by [`HotTier::get_live`] so far, and their summed cost.
+    pub fn live_hits(&self) -> (u64, u64) {
+        (0..self.shards.len()).fold((0, 0), |(hits, cost), i| {
+            let shard = self.lock(i);
+            (hits + shard.live_hits, cost.saturating_add(shard.live_cost))
+        })
     }
 
     /// Looks a key up without changing recency or removing expired entries.
@@ -480,10 +498,8 @@ mod tests {
         e.expires_ms = 1000;
         e.cost = 7;
         t.insert(b"k", e);
-        assert_eq!(
-            t.get_live(b"k", || 999).map(|(v, c)| (v.len(), c)),
-            Some((3, 7))
-        );
+        assert_eq!(t.get_live(b"k", || 999).map(|v| v.len()), Some(3));
+        assert_eq!(t.live_hits(), (1, 7));
         assert!(t.get_live(b"k", || 1000).is_none(), "expired: full path");
         let mut tomb = entry(&t, 0);
         tomb.tombstone = true;
@@ -499,6 +515,8 @@ mod tests {
             })
             .is_some());
         assert!(!read_clock.get(), "no expiry, no clock read");
+        // Only hits are counted: the expired and tombstone lookups were not.
+        assert_eq!(t.live_hits(), (2, 7));
     }
 
     #[test]

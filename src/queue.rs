@@ -313,8 +313,19 @@ impl WriteQueue {
     pub(crate) fn complete(&self, hash: &KeyHash, seq: u64) -> (bool, Vec<oneshot::Sender<bool>>) {
         let mut st = self.lock();
         st.in_flight = st.in_flight.saturating_sub(1);
+        let shut = st.shut;
         let (requeue, cancelled) = match st.slots.get_mut(hash) {
             Some(slot) if slot.cancelled => (false, true),
+            // No writer any more: the newer operation stays readable in its slot, and its
+            // write-through waiters are told now that it will not be written.
+            Some(slot) if slot.seq != seq && shut => {
+                slot.in_flight = false;
+                // Dropped senders: the receivers learn "not written".
+                slot.waiters.clear();
+                drop(st);
+                self.progress.notify_waiters();
+                return (true, Vec::new());
+            }
             Some(slot) if slot.seq != seq => {
                 slot.in_flight = false;
                 slot.queued = true;
@@ -379,14 +390,9 @@ impl WriteQueue {
         if !st.ready.is_empty() {
             return false;
         }
+        // Idle: every remaining slot is in flight (a write that timed out and has not
+        // returned). When it returns, `complete` does not queue a newer operation again.
         st.shut = true;
-        // Waiters on jobs that will never be handed out (none when idle; a superseded slot
-        // behind a stuck write at most) learn "not written".
-        for slot in st.slots.values_mut() {
-            if !slot.in_flight {
-                slot.waiters.clear();
-            }
-        }
         drop(st);
         self.space.close();
         self.progress.notify_waiters();
@@ -407,11 +413,12 @@ impl WriteQueue {
             notified.as_mut().enable();
             {
                 let st = self.lock();
-                let done = st.shut
-                    || match upto {
-                        Some(u) => !st.slots.values().any(|s| s.seq <= u && !s.stuck),
-                        None => st.in_flight == 0,
-                    };
+                // Once shut, operations still queued will never be written: `flush` stops
+                // waiting. Writes in flight still finish, so `clear` keeps waiting for them.
+                let done = match upto {
+                    Some(u) => st.shut || !st.slots.values().any(|s| s.seq <= u && !s.stuck),
+                    None => st.in_flight == 0,
+                };
                 if done {
                     return;
                 }
@@ -522,11 +529,36 @@ mod tests {
             q.lookup(&[3; 32]),
             Some(Op::Put { version: 3, .. })
         ));
-        // `wait` returns although a job is still in flight.
+        // `flush` stops waiting although a job is still in flight...
         assert_eq!(q.lock().in_flight, 1);
         q.wait(Some(upto)).await;
-        q.wait(None).await;
+        // ...but `clear` waits for writes in flight: they can still land.
+        let q2 = q.clone();
+        let clear = tokio::spawn(async move { q2.wait(None).await });
+        tokio::task::yield_now().await;
+        assert!(!clear.is_finished());
         q.complete(&job.hash, job.seq);
+        clear.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn once_shut_a_newer_op_behind_a_write_in_flight_is_not_queued_again() {
+        let q = WriteQueue::new(1 << 20);
+        let h = [5u8; 32];
+        let k: Arc<[u8]> = b"k".as_slice().into();
+        q.push(h, k.clone(), put(1), false).await;
+        let job = q.take().unwrap();
+        let newer = q.push(h, k.clone(), put(2), true).await.unwrap();
+        // The newer operation waits behind the write in flight, not on the ready list.
+        assert!(q.shut_if_idle());
+        let (superseded, waiters) = q.complete(&h, job.seq);
+        assert!(superseded);
+        assert!(waiters.is_empty());
+        assert!(newer.await.is_err(), "told at once: not written");
+        assert!(q.take().is_none(), "no writer: not queued again");
+        assert!(matches!(q.lookup(&h), Some(Op::Put { version: 2, .. })));
+        assert_eq!(q.lock().in_flight, 0);
+        q.wait(None).await;
     }
 
     #[tokio::test(start_paused = true)]

@@ -107,9 +107,10 @@ pub struct Stats {
     pub hot_hits: u64,
     /// Gets answered by the warm tier (disk), then promoted.
     pub warm_hits: u64,
-    /// Warm-tier reads that found a valid entry in the page cache and finished on the
-    /// calling thread, without the blocking-pool hop (local filesystems only; see
-    /// `Fs::read_file_nowait`).
+    /// Warm-tier reads that found a valid entry (of at most 16 KiB of file) in the page cache
+    /// and finished on the calling thread, without the blocking-pool hop (ext4, xfs, btrfs;
+    /// see `Fs::read_file_nowait`). A read whose entry then turns out to be older than a
+    /// newer `set` still counts here, not in `warm_hits`.
     pub inline_reads: u64,
     /// Gets answered from the write queue (a value evicted from hot before its write landed).
     pub queue_hits: u64,

@@ -73,6 +73,8 @@ pub struct StoreConfig {
     pub min_free_bytes: u64,
     /// Quarantine bounds.
     pub quarantine: QuarantineLimits,
+    /// Whether reads may try the page cache on the calling thread (`Builder::page_cache_reads`).
+    pub page_cache_reads: bool,
 }
 
 /// The largest entry file [`WarmStore::read_inline`] verifies and inflates on the caller's
@@ -236,9 +238,8 @@ impl WarmStore {
     }
 
     /// The second half of [`WarmStore::read`]: verifies and decodes the bytes of the entry
-    /// file (read by `read` or by [`WarmStore::read_inline`]); removes an expired file,
-    /// quarantines a corrupt one.
-    pub fn read_data(
+    /// file; removes an expired file, quarantines a corrupt one.
+    fn read_data(
         &self,
         fs: &dyn Fs,
         key: &[u8],
@@ -289,9 +290,11 @@ impl WarmStore {
         }
     }
 
-    /// Decides, once at open, whether reads may first try [`Fs::read_file_nowait`].
+    /// Decides, once at open (or at the first passing probe), whether reads may first try
+    /// [`Fs::read_file_nowait`]: only if the builder allows it and the `Fs` says the root's
+    /// filesystem is one where that cannot block.
     pub fn detect_nowait_reads(&self, fs: &dyn Fs) {
-        let yes = fs.nowait_reads(self.layout.root());
+        let yes = self.config.page_cache_reads && fs.nowait_reads(self.layout.root());
         self.nowait_reads.store(yes, Ordering::Relaxed);
         debug!(nowait_reads = yes, "page-cache reads on the calling thread");
     }
@@ -299,10 +302,10 @@ impl WarmStore {
     /// The part of a read that runs on the caller's thread, before any blocking-pool hop:
     /// reads the entry file only if that cannot block, and finishes the common cases (a valid
     /// entry of at most [`INLINE_DECODE_MAX`] file bytes, or no file). Everything else
-    /// continues on the blocking pool with [`WarmStore::read`] (`Continue(None)`: nothing was
-    /// read) or [`WarmStore::read_data`] (`Continue(Some(bytes))`: larger entries, which
-    /// are not inflated on an async worker, and anything that needs a removal or a
-    /// quarantine).
+    /// continues on the blocking pool: with [`WarmStore::read_prefetched`]
+    /// (`Continue(Some(bytes))`: a larger entry, not inflated on an async worker) or with
+    /// [`WarmStore::read`] (`Continue(None)`: not in memory, or anything that needs a
+    /// removal or a quarantine).
     pub fn read_inline(
         &self,
         fs: &dyn Fs,
@@ -334,7 +337,31 @@ impl WarmStore {
                 self.touch(hash, data.len() as u64, &decoded.meta);
                 ControlFlow::Break(Ok(ReadOutcome::Hit(decoded)))
             }
-            _ => ControlFlow::Continue(Some(data)),
+            // Expired, corrupt, newer: the blocking path reads the file again and acts on
+            // what is at the path *then* (a fresh file renamed into place meanwhile must not
+            // be deleted or quarantined for the old one's faults).
+            _ => ControlFlow::Continue(None),
+        }
+    }
+
+    /// Finishes a read whose bytes [`WarmStore::read_inline`] already has (an entry too
+    /// large to inflate on an async worker): a valid, unexpired entry is a hit; anything
+    /// else is read again by [`WarmStore::read`], which removes or quarantines what is at the
+    /// path now.
+    pub fn read_prefetched(
+        &self,
+        fs: &dyn Fs,
+        key: &[u8],
+        hash: &KeyHash,
+        data: Vec<u8>,
+        now_ms: u64,
+    ) -> io::Result<ReadOutcome> {
+        match format::decode(&data, key, &self.config.limits) {
+            Ok(decoded) if !decoded.meta.is_expired(now_ms) => {
+                self.touch(hash, data.len() as u64, &decoded.meta);
+                Ok(ReadOutcome::Hit(decoded))
+            }
+            _ => self.read(fs, key, hash, now_ms),
         }
     }
 

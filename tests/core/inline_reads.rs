@@ -105,6 +105,58 @@ async fn page_cache_hits_finish_inline_and_everything_else_takes_the_timed_path(
     );
 }
 
+/// Descriptors of this process open on files under `dir`.
+fn open_fds_under(dir: &std::path::Path) -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target.starts_with(dir))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_read_inline_are_all_closed() {
+    let h = TestCache::new().hot_bytes(1).build().await;
+    for i in 0..50 {
+        h.set(format!("k{i}"), &i).await.unwrap();
+    }
+    h.flush().await.unwrap();
+    for round in 0..4 {
+        for i in 0..50 {
+            assert_eq!(
+                h.get::<i32>(format!("k{i}")).await.unwrap(),
+                Some(i),
+                "{round}"
+            );
+        }
+    }
+    assert_eq!(h.stats().inline_reads, 200);
+    // The closer thread closes them within a few hundred microseconds; allow 5 s.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while open_fds_under(h.root()) > 0 {
+        assert!(std::time::Instant::now() < deadline, "descriptors leaked");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn page_cache_reads_can_be_turned_off() {
+    let h = TestCache::new()
+        .hot_bytes(1)
+        .page_cache_reads(false)
+        .build()
+        .await;
+    for i in 0..10 {
+        h.set(format!("k{i}"), &i).await.unwrap();
+    }
+    h.flush().await.unwrap();
+    for i in 0..10 {
+        assert_eq!(h.get::<i32>(format!("k{i}")).await.unwrap(), Some(i));
+    }
+    let s = h.stats();
+    assert_eq!((s.warm_hits, s.inline_reads), (10, 0));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_injecting_fs_always_takes_the_timed_path() {
     let fs = Arc::new(FaultFs::std());

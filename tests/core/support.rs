@@ -104,6 +104,11 @@ impl TestCache {
         self.edit(|b| b.write_policy(WritePolicy::WriteThrough))
     }
 
+    /// Page-cache reads on the calling thread on (the default) or off.
+    pub fn page_cache_reads(self, on: bool) -> Self {
+        self.edit(move |b| b.page_cache_reads(on))
+    }
+
     /// No fsync: for scenarios about bounds and logic, not power loss.
     pub fn no_sync(self) -> Self {
         self.edit(|b| b.durability(Durability::NoSync))
