@@ -655,6 +655,19 @@ mod tests {
         );
     }
 
+    fn mkfifo(dir: &Path) -> std::path::PathBuf {
+        let fifo = dir.join("fifo");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        fifo
+    }
+
     #[test]
     fn std_fs_refuses_symlinks_and_fifos_and_bounds_length() {
         let dir = tempfile::tempdir().unwrap();
@@ -678,15 +691,7 @@ mod tests {
             FileRead::Data(d) => assert_eq!(d, b"secret"),
             other => panic!("{other:?}"),
         }
-        let fifo = dir.path().join("fifo");
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            &fifo,
-            rustix::fs::FileType::Fifo,
-            rustix::fs::Mode::from_raw_mode(0o600),
-            0,
-        )
-        .unwrap();
+        let fifo = mkfifo(dir.path());
         assert!(matches!(
             StdFs.read_file(&fifo, 100).unwrap(),
             FileRead::NotRegular(FileKind::Special)
@@ -757,15 +762,7 @@ mod tests {
             StdFs.read_file_nowait(&sub, 100).unwrap(),
             Some(FileRead::NotRegular(FileKind::Dir))
         ));
-        let fifo = dir.path().join("fifo");
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            &fifo,
-            rustix::fs::FileType::Fifo,
-            rustix::fs::Mode::from_raw_mode(0o600),
-            0,
-        )
-        .unwrap();
+        let fifo = mkfifo(dir.path());
         assert!(matches!(
             StdFs.read_file_nowait(&fifo, 100).unwrap(),
             Some(FileRead::NotRegular(FileKind::Special))

@@ -234,20 +234,6 @@ impl WarmStore {
             }
             Err(e) => return Err(e),
         };
-        self.read_data(fs, key, hash, data, now_ms)
-    }
-
-    /// The second half of [`WarmStore::read`]: verifies and decodes the bytes of the entry
-    /// file; removes an expired file, quarantines a corrupt one.
-    fn read_data(
-        &self,
-        fs: &dyn Fs,
-        key: &[u8],
-        hash: &KeyHash,
-        data: Vec<u8>,
-        now_ms: u64,
-    ) -> io::Result<ReadOutcome> {
-        let path = self.layout.entry_path(hash);
         match format::decode(&data, key, &self.config.limits) {
             Ok(decoded) if decoded.meta.is_expired(now_ms) => {
                 self.index().remove(hash);

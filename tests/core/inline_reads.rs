@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tiercache::testing::FaultFs;
 
-use crate::support::{prose, Rng, TestCache};
+use crate::support::{prose, Harness, Rng, TestCache};
 
 const SMALL: usize = 20;
 
@@ -139,6 +139,20 @@ async fn files_read_inline_are_all_closed() {
     }
 }
 
+/// Writes `n` integers, flushes, reads each back from the disk (the hot tier admits nothing);
+/// returns (warm hits, inline reads).
+async fn round_trip_through_the_disk(h: &Harness, n: i32) -> (u64, u64) {
+    for i in 0..n {
+        h.set(format!("k{i}"), &i).await.unwrap();
+    }
+    h.flush().await.unwrap();
+    for i in 0..n {
+        assert_eq!(h.get::<i32>(format!("k{i}")).await.unwrap(), Some(i));
+    }
+    let s = h.stats();
+    (s.warm_hits, s.inline_reads)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn page_cache_reads_can_be_turned_off() {
     let h = TestCache::new()
@@ -146,28 +160,12 @@ async fn page_cache_reads_can_be_turned_off() {
         .page_cache_reads(false)
         .build()
         .await;
-    for i in 0..10 {
-        h.set(format!("k{i}"), &i).await.unwrap();
-    }
-    h.flush().await.unwrap();
-    for i in 0..10 {
-        assert_eq!(h.get::<i32>(format!("k{i}")).await.unwrap(), Some(i));
-    }
-    let s = h.stats();
-    assert_eq!((s.warm_hits, s.inline_reads), (10, 0));
+    assert_eq!(round_trip_through_the_disk(&h, 10).await, (10, 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_injecting_fs_always_takes_the_timed_path() {
     let fs = Arc::new(FaultFs::std());
     let h = TestCache::new().hot_bytes(1).fs(fs).build().await;
-    for i in 0..10 {
-        h.set(format!("k{i}"), &i).await.unwrap();
-    }
-    h.flush().await.unwrap();
-    for i in 0..10 {
-        assert_eq!(h.get::<i32>(format!("k{i}")).await.unwrap(), Some(i));
-    }
-    let s = h.stats();
-    assert_eq!((s.warm_hits, s.inline_reads), (10, 0));
+    assert_eq!(round_trip_through_the_disk(&h, 10).await, (10, 0));
 }

@@ -31,16 +31,12 @@ use super::table;
 /// Counts of the events seen, for the final table.
 #[derive(Debug, Default)]
 pub struct EventCounts {
-    /// Breaker transitions into Open.
-    pub breaker_opens: AtomicU64,
     /// Switches to memory-only mode.
     pub memory_only: AtomicU64,
     /// Recoveries (back to tiered mode after a passing probe).
     pub recoveries: AtomicU64,
     /// Recovery probes that failed.
     pub probes_failed: AtomicU64,
-    /// Dirty entries queued for write-back, summed.
-    pub written_back: AtomicU64,
     /// Files quarantined.
     pub quarantined: AtomicU64,
 }
@@ -152,7 +148,6 @@ impl Live {
         let line = match message.as_str() {
             "tiercache opened" | "tiercache closed" => return,
             "disk circuit breaker opened" => {
-                c.breaker_opens.fetch_add(1, Ordering::Relaxed);
                 format!(
                     "breaker {} -> OPEN: disk calls refused for {} ms",
                     get("from"),
@@ -191,7 +186,6 @@ impl Live {
             }
             "dirty entries queued for write-back" => {
                 let n: u64 = get("queued").parse().unwrap_or(0);
-                c.written_back.fetch_add(n, Ordering::Relaxed);
                 format!("write-back: {n} entries set while the disk was away queued for the disk")
             }
             "corrupted entry quarantined" => {

@@ -237,6 +237,10 @@ pub struct Totals {
     pub memory_only_entries: u64,
     /// Breaker state changes.
     pub breaker_transitions: u64,
+    /// Breaker transitions into Open.
+    pub breaker_opens: u64,
+    /// Dirty entries queued for write-back.
+    pub written_back: u64,
     /// Dirty entries evicted before they reached the disk.
     pub lost_writes: u64,
     /// Time memory-only, ms.
@@ -259,6 +263,8 @@ impl Totals {
         self.probes_ok += s.probes_ok;
         self.memory_only_entries += s.memory_only_entries;
         self.breaker_transitions += s.breaker_transitions;
+        self.breaker_opens += s.breaker_opens;
+        self.written_back += s.written_back;
         self.lost_writes += s.lost_writes;
         let open_ms = ms(open_for);
         self.memory_only_ms += s.memory_only_ms.min(open_ms);
