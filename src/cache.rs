@@ -92,6 +92,10 @@ pub(crate) struct Inner {
     /// answer is not).
     pub(crate) stale: Mutex<HashMap<KeyHash, (u64, u64)>>,
     last_error: Mutex<Option<String>>,
+    /// Held while the mode switches back to tiered and the dirty entries are queued for
+    /// write-back, and by `flush` before it looks at the queue: a `flush` that sees the
+    /// recovered mode also waits for the write-back that recovery started.
+    pub(crate) write_back_gate: tokio::sync::Mutex<()>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     shutdown: watch::Receiver<bool>,
 }
@@ -172,6 +176,7 @@ impl TieredCache {
             closed: AtomicBool::new(false),
             cleared_before_ms: AtomicU64::new(0),
             stale: Mutex::new(HashMap::new()),
+            write_back_gate: tokio::sync::Mutex::new(()),
             last_error: Mutex::new(None),
             tasks: Mutex::new(Vec::new()),
             shutdown: rx,
@@ -345,10 +350,15 @@ impl Inner {
         Ok(())
     }
 
+    /// Did a `clear` start after an entry created at `created_ms` was set?
+    pub(crate) fn cleared_since(&self, created_ms: u64) -> bool {
+        created_ms < self.cleared_before_ms.load(Ordering::Relaxed)
+    }
+
     /// Is a disk file of this key created at `created_ms` older than something the caller
     /// set or removed since (a clear, or a dirty entry lost from memory)?
     pub(crate) fn is_stale(&self, hash: &KeyHash, created_ms: u64) -> bool {
-        created_ms < self.cleared_before_ms.load(Ordering::Relaxed)
+        self.cleared_since(created_ms)
             || lock(&self.stale)
                 .get(hash)
                 .is_some_and(|&(t, _)| created_ms <= t)
@@ -655,7 +665,9 @@ impl Inner {
         self.cleared_before_ms.fetch_max(now, Ordering::Relaxed);
         self.queue.cancel_queued();
         self.queue.locked(|_| self.hot.clear());
-        // Writes already handed to a writer finish first, so none lands after the clear.
+        // Writes already handed to a writer finish first, so none lands after the clear. A
+        // write that timed out (a hung disk) is not waited for: if it ever lands, the writer
+        // deletes it (`cleared_since`), and until then it is stale for reads.
         self.queue.wait(None).await;
         if !self.disk_allowed() {
             return Err(Error::NotPersisted {
@@ -677,6 +689,8 @@ impl Inner {
     #[tracing::instrument(level = "debug", name = "flush", skip_all)]
     pub(crate) async fn flush(&self) -> Result<()> {
         self.check_open()?;
+        // A write-back being queued (after a recovery) is part of what this flush waits for.
+        drop(self.write_back_gate.lock().await);
         let upto = self.queue.seq();
         self.queue.wait(Some(upto)).await;
         let not_persisted = self
@@ -722,9 +736,11 @@ impl Inner {
             return false;
         }
         self.counters.probes_ok.inc();
+        let gate = self.write_back_gate.lock().await;
         self.disk.res.recover();
         let upto_before = self.queue.seq();
-        let queued = self.write_back().await;
+        let queued = self.write_back_gated().await;
+        drop(gate);
         if queued > 0 {
             let upto = self.queue.seq().max(upto_before);
             self.queue.wait(Some(upto)).await;

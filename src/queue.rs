@@ -52,8 +52,12 @@ struct Slot {
     seq: u64,
     queued: bool,
     in_flight: bool,
-    /// The in-flight write timed out; `flush` does not wait for it (set by `mark_stuck`).
+    /// The write in flight for this key timed out and may never return (set by
+    /// `mark_stuck`, cleared when it returns). Nothing of this slot can progress until then, a
+    /// newer operation queued behind it included: `flush` and `clear` do not wait for it.
     stuck: bool,
+    /// The `seq` of the job handed to a writer, while `in_flight`.
+    in_flight_seq: u64,
     /// `clear` dropped the pending operation of this in-flight slot: reads ignore it and
     /// `complete` removes the slot instead of queueing it again. Reset by a newer commit.
     cancelled: bool,
@@ -90,7 +94,6 @@ fn install(
             slot.op = op;
             slot.seq = seq;
             slot.key = key;
-            slot.stuck = false;
             slot.cancelled = false;
             let old = std::mem::replace(&mut slot._permit, permit);
             st.bytes -= old.num_permits();
@@ -109,6 +112,7 @@ fn install(
                     queued: true,
                     in_flight: false,
                     stuck: false,
+                    in_flight_seq: 0,
                     cancelled: false,
                     _permit: permit,
                     waiters: waiter.into_iter().collect(),
@@ -255,10 +259,11 @@ impl WriteQueue {
     }
 
     /// Marks an in-flight job as stuck (its disk call timed out and may never return): `flush`
-    /// stops waiting for it. A newer operation for the key still waits for it to return.
+    /// and `clear` stop waiting for it, and for a newer operation of the key queued behind it
+    /// (which still waits for it to return before it is written).
     pub(crate) fn mark_stuck(&self, hash: &KeyHash, seq: u64) {
         if let Some(slot) = self.lock().slots.get_mut(hash) {
-            if slot.seq == seq && slot.in_flight {
+            if slot.in_flight && slot.in_flight_seq == seq {
                 slot.stuck = true;
             }
         }
@@ -293,6 +298,7 @@ impl WriteQueue {
             };
             slot.queued = false;
             slot.in_flight = true;
+            slot.in_flight_seq = slot.seq;
             let job = Job {
                 hash,
                 key: slot.key.clone(),
@@ -320,6 +326,7 @@ impl WriteQueue {
             // write-through waiters are told now that it will not be written.
             Some(slot) if slot.seq != seq && shut => {
                 slot.in_flight = false;
+                slot.stuck = false;
                 // Dropped senders: the receivers learn "not written".
                 slot.waiters.clear();
                 drop(st);
@@ -328,6 +335,7 @@ impl WriteQueue {
             }
             Some(slot) if slot.seq != seq => {
                 slot.in_flight = false;
+                slot.stuck = false;
                 slot.queued = true;
                 (true, false)
             }
@@ -405,7 +413,8 @@ impl WriteQueue {
     }
 
     /// Waits until no operation with `seq <= upto` remains (when `upto` is `None`: until
-    /// nothing is in flight).
+    /// nothing is in flight). Neither waits for a stuck slot (a write that timed out and may
+    /// never return, and anything queued behind it).
     pub(crate) async fn wait(&self, upto: Option<u64>) {
         loop {
             let notified = self.progress.notified();
@@ -417,7 +426,7 @@ impl WriteQueue {
                 // waiting. Writes in flight still finish, so `clear` keeps waiting for them.
                 let done = match upto {
                     Some(u) => st.shut || !st.slots.values().any(|s| s.seq <= u && !s.stuck),
-                    None => st.in_flight == 0,
+                    None => !st.slots.values().any(|s| s.in_flight && !s.stuck),
                 };
                 if done {
                     return;

@@ -56,6 +56,17 @@ impl Inner {
                         .remove(fs, &hash)
                         .map(|_| WriteOutcome::Written { len: 0 }),
                 };
+                if let (Op::Put { meta, .. }, Ok(WriteOutcome::Written { .. })) = (&op2, &result)
+                {
+                    // A `clear` ran while this write was in flight and did not wait for it (it
+                    // had timed out): the clear supersedes it, also after a restart. No newer
+                    // write of the key can race this delete: the key is still held.
+                    if inner.cleared_since(meta.created_ms) {
+                        if let Err(e) = store.remove(fs, &hash) {
+                            tracing::debug!(error = %e, "could not remove a write a clear superseded");
+                        }
+                    }
+                }
                 let end = match &result {
                     Ok(WriteOutcome::Written { .. }) => JobEnd::Landed,
                     Ok(WriteOutcome::TooLarge) => JobEnd::PerEntry,
@@ -137,6 +148,12 @@ impl Inner {
     /// check finds the disk well). Latest wins: an entry is queued only if the hot tier still
     /// holds that dirty version when the write is installed. Returns how many were queued.
     pub(crate) async fn write_back(&self) -> u64 {
+        let _gate = self.write_back_gate.lock().await;
+        self.write_back_gated().await
+    }
+
+    /// [`Inner::write_back`] for a caller that holds `write_back_gate`.
+    pub(crate) async fn write_back_gated(&self) -> u64 {
         let now = self.clock.now_ms();
         let mut queued = 0;
         for (key, e) in self.hot.dirty_entries() {

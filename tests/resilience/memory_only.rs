@@ -167,3 +167,58 @@ async fn recovery_restores_the_budget_evicting_only_what_is_on_disk() {
         assert_eq!(cache.get::<u32>(format!("m{i}")).await.unwrap(), Some(i));
     }
 }
+
+/// A `flush` that sees the recovered mode waits for the whole write-back recovery started,
+/// also when the write-back is still being queued (here: held up by backpressure behind a
+/// slow first write). Found as a rare failure of the real disk-full harness (a `flush` right
+/// after recovery returned while dirty entries were still being queued).
+#[tokio::test(start_paused = true)]
+async fn flush_after_recovery_waits_for_the_whole_write_back() {
+    use tiercache::testing::{Fault, Rule};
+
+    let t = TestCache::new();
+    let _release = ReleaseHangs(t.fs.clone());
+    let cache = t
+        .open(
+            t.builder()
+                .failure_threshold(1_000)
+                .memory_only_after(2)
+                .recovery_interval(Duration::from_secs(300))
+                // Room for one queued write: the write-back queues one entry at a time.
+                .write_queue_bytes(150),
+        )
+        .await;
+    t.fail(&[FsOp::WriteNew], EIO);
+    for i in 0..3 {
+        cache.set(format!("k{i}"), &i).await.unwrap();
+    }
+    assert_eq!(cache.mode(), Mode::MemoryOnly);
+    assert_eq!(cache.stats().dirty_entries, 3);
+    // The disk is back; the probe's write passes, the first write-back write stalls.
+    t.fs.clear_rules();
+    t.fs.add_rule(
+        Rule::new(Fault::Hang)
+            .ops(&[FsOp::WriteNew])
+            .skip(1)
+            .times(1),
+    );
+    let writes = t.fs.calls(FsOp::WriteNew);
+    tokio::time::advance(Duration::from_secs(300)).await;
+    spin_until(|| t.fs.calls(FsOp::WriteNew) == writes + 2).await;
+    assert_eq!(cache.mode(), Mode::Tiered);
+    let c = cache.clone();
+    let flushing = tokio::spawn(async move { c.flush().await });
+    spin().await;
+    assert!(
+        !flushing.is_finished(),
+        "the write-back is not all queued yet"
+    );
+    t.fs.release_hangs();
+    spin_until(|| flushing.is_finished()).await;
+    flushing.await.unwrap().unwrap();
+    let s = cache.stats();
+    assert_eq!((s.dirty_entries, s.written_back, s.writes_ok), (0, 3, 3));
+    for i in 0..3 {
+        assert_eq!(cache.get::<i32>(format!("k{i}")).await.unwrap(), Some(i));
+    }
+}

@@ -73,3 +73,48 @@ async fn hung_write_through_set_returns_and_keeps_the_value() {
     t.fs.release_hangs();
     settle().await;
 }
+
+/// A write whose disk call hangs forever must not hang `flush` or `clear` either, also with a
+/// newer write of the same key queued behind it; if the hung write lands after the clear, the
+/// clear still wins, in this process and after a restart.
+#[tokio::test(start_paused = true)]
+async fn hung_write_hangs_neither_flush_nor_clear_and_the_clear_wins() {
+    let t = TestCache::new();
+    let io_timeout = Duration::from_millis(200);
+    let cache = t
+        .open(
+            t.builder()
+                .io_timeout(io_timeout)
+                .write_policy(tiercache::WritePolicy::WriteBehind),
+        )
+        .await;
+    t.fs.add_rule(Rule::new(Fault::Hang).ops(&[FsOp::WriteNew]).times(1));
+    let _release = ReleaseHangs(t.fs.clone());
+    cache.set("k", &"old").await.unwrap();
+    spin_until(|| t.fs.calls(FsOp::WriteNew) == 1).await;
+    // Past io_timeout: the write is stuck.
+    tokio::time::advance(io_timeout + Duration::from_millis(10)).await;
+    spin().await;
+    assert_eq!(errors(&cache, "timeout"), 1);
+    // A newer value of the key waits behind the stuck write.
+    cache.set("k", &"new").await.unwrap();
+    // Neither needs the clock to move: they do not wait for the stuck write. (Bounded in
+    // real time: a hang fails the test instead of hanging it.)
+    let c = cache.clone();
+    let flushing = tokio::spawn(async move { c.flush().await });
+    spin_until(|| flushing.is_finished()).await;
+    flushing.await.unwrap().unwrap();
+    let c = cache.clone();
+    let clearing = tokio::spawn(async move { c.clear().await });
+    spin_until(|| clearing.is_finished()).await;
+    clearing.await.unwrap().unwrap();
+    assert_eq!(cache.get::<String>("k").await.unwrap(), None);
+    // The disk comes back: the old write lands, after the clear. It is deleted, not served.
+    t.fs.release_hangs();
+    spin_until(|| cache.stats().writes_ok == 1).await;
+    assert_eq!(cache.get::<String>("k").await.unwrap(), None);
+    cache.close().await.unwrap();
+    let reopened = t.open(t.builder()).await;
+    assert_eq!(reopened.get::<String>("k").await.unwrap(), None);
+    assert_eq!(reopened.stats().warm_entries, 0);
+}
