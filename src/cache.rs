@@ -280,14 +280,17 @@ impl TieredCache {
 
     /// Removes every entry from both tiers (foreign files in the directory are left alone).
     /// If the disk could not be cleared, this process still never serves an entry created
-    /// before the clear, and the error says what was left.
+    /// before the clear, and the error says what was left. Writes in flight finish first,
+    /// except one whose disk call timed out: if it lands later, the writer deletes it.
     pub async fn clear(&self) -> Result<()> {
         self.inner.clear().await
     }
 
-    /// Waits until every write queued before the call has been attempted. Returns
+    /// Waits until every write queued before the call has been attempted (including the
+    /// write-back of a recovery that has already switched the mode back). Returns
     /// [`Error::NotPersisted`] if some entries are still only in memory (the disk failed or is
-    /// not in use); they are retried when the disk is back.
+    /// not in use); they are retried when the disk is back. A write whose disk call timed out
+    /// and has not returned is not waited for: a disk that never answers cannot hang `flush`.
     pub async fn flush(&self) -> Result<()> {
         self.inner.flush().await
     }
