@@ -1,6 +1,6 @@
 //! The warm tier: gzip-compressed entry files on disk.
 //!
-//! - [`format`]: the entry file format (pure).
+//! - [`format`](mod@format): the entry file format (pure).
 //! - [`layout`]: the path scheme (pure).
 //! - `index`: the in-memory LRU index of entry files (pure).
 //! - `quarantine`: moving corrupted files aside.
