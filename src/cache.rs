@@ -290,7 +290,8 @@ impl TieredCache {
     /// write-back of a recovery that has already switched the mode back). Returns
     /// [`Error::NotPersisted`] if some entries are still only in memory (the disk failed or is
     /// not in use); they are retried when the disk is back. A write whose disk call timed out
-    /// and has not returned is not waited for: a disk that never answers cannot hang `flush`.
+    /// and has not returned is not waited for (a disk that never answers cannot hang `flush`)
+    /// and is counted in that error.
     pub async fn flush(&self) -> Result<()> {
         self.inner.flush().await
     }
@@ -701,7 +702,9 @@ impl Inner {
             .dirty_entries()
             .into_iter()
             .filter(|(k, _)| self.queue.lookup(&key_hash(k)).is_none())
-            .count() as u64;
+            .count() as u64
+            // Held up by a write that timed out: not on disk either.
+            + self.queue.stuck_upto(upto);
         if not_persisted == 0 {
             Ok(())
         } else {

@@ -436,6 +436,15 @@ impl WriteQueue {
         }
     }
 
+    /// Keys whose operation with `seq <= upto` is held up by a write that timed out.
+    pub(crate) fn stuck_upto(&self, upto: u64) -> u64 {
+        self.lock()
+            .slots
+            .values()
+            .filter(|s| s.stuck && s.seq <= upto)
+            .count() as u64
+    }
+
     /// (operations waiting, bytes waiting).
     pub(crate) fn depth(&self) -> (u64, u64) {
         let st = self.lock();

@@ -33,8 +33,11 @@ async fn hung_read_returns_within_io_timeout() {
     t.fs.add_rule(Rule::new(Fault::Hang).ops(&[FsOp::ReadFile]));
     let _release = ReleaseHangs(t.fs.clone());
     // Not in hot: force a disk read.
+    let reads = t.fs.calls(FsOp::ReadFile);
     let c = cache.clone();
     let task = tokio::spawn(async move { c.get::<String>("never-set").await });
+    // The read is in its hang before the clock moves (blocking threads start in real time).
+    spin_until(|| t.fs.calls(FsOp::ReadFile) == reads + 1).await;
     let (got, elapsed) =
         finish_within(task, Duration::from_millis(10), Duration::from_secs(2)).await;
     assert_eq!(got.unwrap(), None);
@@ -56,8 +59,11 @@ async fn hung_write_through_set_returns_and_keeps_the_value() {
     let cache = t.open(t.builder().io_timeout(io_timeout)).await;
     t.fs.add_rule(Rule::new(Fault::Hang).ops(&[FsOp::WriteNew]));
     let _release = ReleaseHangs(t.fs.clone());
+    let writes = t.fs.calls(FsOp::WriteNew);
     let c = cache.clone();
     let task = tokio::spawn(async move { c.set("k", &"value").await });
+    // The write is in its hang before the clock moves (blocking threads start in real time).
+    spin_until(|| t.fs.calls(FsOp::WriteNew) == writes + 1).await;
     let (got, elapsed) =
         finish_within(task, Duration::from_millis(10), Duration::from_secs(2)).await;
     got.unwrap();
@@ -70,7 +76,8 @@ async fn hung_write_through_set_returns_and_keeps_the_value() {
         cache.get::<String>("k").await.unwrap(),
         Some("value".into())
     );
-    t.fs.release_hangs();
+    // Release it and drop the rule, so that no later write hangs while `settle` sleeps.
+    t.fs.clear_rules();
     settle().await;
 }
 
@@ -103,7 +110,11 @@ async fn hung_write_hangs_neither_flush_nor_clear_and_the_clear_wins() {
     let c = cache.clone();
     let flushing = tokio::spawn(async move { c.flush().await });
     spin_until(|| flushing.is_finished()).await;
-    flushing.await.unwrap().unwrap();
+    // Not on disk, and said so: the key's writes are held up by the stuck one.
+    match flushing.await.unwrap() {
+        Err(tiercache::Error::NotPersisted { failed, .. }) => assert_eq!(failed, 1),
+        other => panic!("flush: {other:?}"),
+    }
     let c = cache.clone();
     let clearing = tokio::spawn(async move { c.clear().await });
     spin_until(|| clearing.is_finished()).await;
@@ -111,7 +122,8 @@ async fn hung_write_hangs_neither_flush_nor_clear_and_the_clear_wins() {
     assert_eq!(cache.get::<String>("k").await.unwrap(), None);
     // The disk comes back: the old write lands, after the clear. It is deleted, not served.
     t.fs.release_hangs();
-    spin_until(|| cache.stats().writes_ok == 1).await;
+    spin_until(|| cache.stats().write_queue_depth == 0).await;
+    assert_eq!(cache.stats().writes_ok, 1);
     assert_eq!(cache.get::<String>("k").await.unwrap(), None);
     cache.close().await.unwrap();
     let reopened = t.open(t.builder()).await;
