@@ -61,6 +61,7 @@ mod queue;
 mod stats;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
+pub mod value;
 pub mod verify;
 pub mod warm;
 mod writer;

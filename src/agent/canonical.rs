@@ -25,7 +25,9 @@
 use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
 
-use serde::ser::{self, Serialize};
+use serde::Serialize;
+
+use crate::value::Value;
 
 /// A JSON value with sorted objects; numbers are kept in their canonical text form.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,7 +44,9 @@ pub(crate) enum Json {
 impl Json {
     /// Serializes any value into the canonical tree.
     pub(crate) fn from_serialize<T: Serialize + ?Sized>(value: &T) -> Result<Json, CanonError> {
-        value.serialize(ToJson)
+        let tree = crate::value::to_value_without_null_fields(value)
+            .map_err(|e| CanonError(e.to_string()))?;
+        canonical(tree)
     }
 
     /// Writes compact canonical JSON.
@@ -105,13 +109,6 @@ fn write_str(s: &str, out: &mut String) {
     out.push('"');
 }
 
-/// Inserts a field, dropping `null`s (see the module docs).
-fn put(fields: &mut BTreeMap<String, Json>, key: String, value: Json) {
-    if value != Json::Null {
-        fields.insert(key, value);
-    }
-}
-
 fn float(v: f64, text: String) -> Result<Json, CanonError> {
     if !v.is_finite() {
         return Err(CanonError(format!("{v} is not a JSON number")));
@@ -133,401 +130,31 @@ impl fmt::Display for CanonError {
 
 impl std::error::Error for CanonError {}
 
-impl ser::Error for CanonError {
-    fn custom<T: fmt::Display>(msg: T) -> Self {
-        CanonError(msg.to_string())
-    }
-}
-
-/// The serializer: builds a [`Json`] tree.
-struct ToJson;
-
-macro_rules! integers {
-    ($($method:ident: $ty:ty),*) => {
-        $(fn $method(self, v: $ty) -> Result<Json, CanonError> {
-            Ok(Json::Number(v.to_string()))
-        })*
-    };
-}
-
-impl ser::Serializer for ToJson {
-    type Ok = Json;
-    type Error = CanonError;
-    type SerializeSeq = Seq;
-    type SerializeTuple = Seq;
-    type SerializeTupleStruct = Seq;
-    type SerializeTupleVariant = Seq;
-    type SerializeMap = Map;
-    type SerializeStruct = Map;
-    type SerializeStructVariant = Map;
-
-    integers!(serialize_i8: i8, serialize_i16: i16, serialize_i32: i32, serialize_i64: i64,
-        serialize_i128: i128, serialize_u8: u8, serialize_u16: u16, serialize_u32: u32,
-        serialize_u64: u64, serialize_u128: u128);
-
-    fn serialize_bool(self, v: bool) -> Result<Json, CanonError> {
-        Ok(Json::Bool(v))
-    }
-    fn serialize_f32(self, v: f32) -> Result<Json, CanonError> {
+/// The canonical tree of a [`Value`] built without its `null` fields: objects sorted (a key
+/// given twice keeps its last value), numbers in their canonical text, NaN and infinities
+/// refused.
+fn canonical(v: Value) -> Result<Json, CanonError> {
+    Ok(match v {
+        Value::Null => Json::Null,
+        Value::Bool(b) => Json::Bool(b),
+        Value::U64(n) => Json::Number(n.to_string()),
+        Value::I64(n) => Json::Number(n.to_string()),
+        Value::U128(n) => Json::Number(n.to_string()),
+        Value::I128(n) => Json::Number(n.to_string()),
         // f32's own shortest form, so `0.2f32` is `0.2`, as a caller wrote it.
-        float(f64::from(v), v.to_string())
-    }
-    fn serialize_f64(self, v: f64) -> Result<Json, CanonError> {
-        float(v, v.to_string())
-    }
-    fn serialize_char(self, v: char) -> Result<Json, CanonError> {
-        Ok(Json::String(v.to_string()))
-    }
-    fn serialize_str(self, v: &str) -> Result<Json, CanonError> {
-        Ok(Json::String(v.to_owned()))
-    }
-    fn serialize_bytes(self, v: &[u8]) -> Result<Json, CanonError> {
-        Ok(Json::Array(
-            v.iter().map(|b| Json::Number(b.to_string())).collect(),
-        ))
-    }
-    fn serialize_none(self) -> Result<Json, CanonError> {
-        Ok(Json::Null)
-    }
-    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<Json, CanonError> {
-        value.serialize(self)
-    }
-    fn serialize_unit(self) -> Result<Json, CanonError> {
-        Ok(Json::Null)
-    }
-    fn serialize_unit_struct(self, _name: &'static str) -> Result<Json, CanonError> {
-        Ok(Json::Null)
-    }
-    fn serialize_unit_variant(
-        self,
-        _name: &'static str,
-        _index: u32,
-        variant: &'static str,
-    ) -> Result<Json, CanonError> {
-        Ok(Json::String(variant.to_owned()))
-    }
-    fn serialize_newtype_struct<T: Serialize + ?Sized>(
-        self,
-        _name: &'static str,
-        value: &T,
-    ) -> Result<Json, CanonError> {
-        value.serialize(self)
-    }
-    fn serialize_newtype_variant<T: Serialize + ?Sized>(
-        self,
-        _name: &'static str,
-        _index: u32,
-        variant: &'static str,
-        value: &T,
-    ) -> Result<Json, CanonError> {
-        // The tag is kept even when the payload is null: `{"V":null}` is not `{}`.
-        let mut fields = BTreeMap::new();
-        fields.insert(variant.to_owned(), value.serialize(self)?);
-        Ok(Json::Object(fields))
-    }
-    fn serialize_seq(self, len: Option<usize>) -> Result<Seq, CanonError> {
-        Ok(Seq {
-            variant: None,
-            items: Vec::with_capacity(len.unwrap_or(0)),
-        })
-    }
-    fn serialize_tuple(self, len: usize) -> Result<Seq, CanonError> {
-        self.serialize_seq(Some(len))
-    }
-    fn serialize_tuple_struct(self, _name: &'static str, len: usize) -> Result<Seq, CanonError> {
-        self.serialize_seq(Some(len))
-    }
-    fn serialize_tuple_variant(
-        self,
-        _name: &'static str,
-        _index: u32,
-        variant: &'static str,
-        len: usize,
-    ) -> Result<Seq, CanonError> {
-        Ok(Seq {
-            variant: Some(variant),
-            items: Vec::with_capacity(len),
-        })
-    }
-    fn serialize_map(self, _len: Option<usize>) -> Result<Map, CanonError> {
-        Ok(Map::default())
-    }
-    fn serialize_struct(self, _name: &'static str, _len: usize) -> Result<Map, CanonError> {
-        Ok(Map::default())
-    }
-    fn serialize_struct_variant(
-        self,
-        _name: &'static str,
-        _index: u32,
-        variant: &'static str,
-        _len: usize,
-    ) -> Result<Map, CanonError> {
-        Ok(Map {
-            variant: Some(variant),
-            ..Map::default()
-        })
-    }
-}
-
-/// Wraps `value` as `{variant: value}` when building an enum variant.
-fn tagged(variant: Option<&'static str>, value: Json) -> Json {
-    match variant {
-        Some(v) => {
-            let mut fields = BTreeMap::new();
-            fields.insert(v.to_owned(), value);
-            Json::Object(fields)
+        Value::F32(x) => float(f64::from(x), x.to_string())?,
+        Value::F64(x) => float(x, x.to_string())?,
+        Value::Str(s) => Json::String(s),
+        Value::Arr(items) => {
+            Json::Array(items.into_iter().map(canonical).collect::<Result<_, _>>()?)
         }
-        None => value,
-    }
-}
-
-/// Arrays, tuples and tuple variants.
-struct Seq {
-    variant: Option<&'static str>,
-    items: Vec<Json>,
-}
-
-impl Seq {
-    fn push<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), CanonError> {
-        self.items.push(value.serialize(ToJson)?);
-        Ok(())
-    }
-    fn done(self) -> Json {
-        tagged(self.variant, Json::Array(self.items))
-    }
-}
-
-impl ser::SerializeSeq for Seq {
-    type Ok = Json;
-    type Error = CanonError;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), CanonError> {
-        self.push(value)
-    }
-    fn end(self) -> Result<Json, CanonError> {
-        Ok(self.done())
-    }
-}
-
-impl ser::SerializeTuple for Seq {
-    type Ok = Json;
-    type Error = CanonError;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), CanonError> {
-        self.push(value)
-    }
-    fn end(self) -> Result<Json, CanonError> {
-        Ok(self.done())
-    }
-}
-
-impl ser::SerializeTupleStruct for Seq {
-    type Ok = Json;
-    type Error = CanonError;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), CanonError> {
-        self.push(value)
-    }
-    fn end(self) -> Result<Json, CanonError> {
-        Ok(self.done())
-    }
-}
-
-impl ser::SerializeTupleVariant for Seq {
-    type Ok = Json;
-    type Error = CanonError;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), CanonError> {
-        self.push(value)
-    }
-    fn end(self) -> Result<Json, CanonError> {
-        Ok(self.done())
-    }
-}
-
-/// Maps, structs and struct variants.
-#[derive(Default)]
-struct Map {
-    variant: Option<&'static str>,
-    fields: BTreeMap<String, Json>,
-    /// Set by `serialize_key`, taken by `serialize_value`.
-    next_key: Option<String>,
-}
-
-impl Map {
-    fn done(self) -> Json {
-        tagged(self.variant, Json::Object(self.fields))
-    }
-}
-
-impl ser::SerializeMap for Map {
-    type Ok = Json;
-    type Error = CanonError;
-    fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result<(), CanonError> {
-        self.next_key = Some(key.serialize(KeyText)?);
-        Ok(())
-    }
-    fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), CanonError> {
-        let key = self
-            .next_key
-            .take()
-            .ok_or_else(|| CanonError("a map value came without its key".into()))?;
-        put(&mut self.fields, key, value.serialize(ToJson)?);
-        Ok(())
-    }
-    fn end(self) -> Result<Json, CanonError> {
-        Ok(self.done())
-    }
-}
-
-impl ser::SerializeStruct for Map {
-    type Ok = Json;
-    type Error = CanonError;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        value: &T,
-    ) -> Result<(), CanonError> {
-        put(&mut self.fields, key.to_owned(), value.serialize(ToJson)?);
-        Ok(())
-    }
-    fn end(self) -> Result<Json, CanonError> {
-        Ok(self.done())
-    }
-}
-
-impl ser::SerializeStructVariant for Map {
-    type Ok = Json;
-    type Error = CanonError;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        value: &T,
-    ) -> Result<(), CanonError> {
-        put(&mut self.fields, key.to_owned(), value.serialize(ToJson)?);
-        Ok(())
-    }
-    fn end(self) -> Result<Json, CanonError> {
-        Ok(self.done())
-    }
-}
-
-/// Serializes a map key to its text: strings and chars as they are, integers and booleans in
-/// decimal / `true`/`false` (as JSON writers commonly do), unit variants by name.
-struct KeyText;
-
-fn bad_key() -> CanonError {
-    CanonError("a map key must be a string, an integer, a bool or a unit variant".into())
-}
-
-macro_rules! integer_keys {
-    ($($method:ident: $ty:ty),*) => {
-        $(fn $method(self, v: $ty) -> Result<String, CanonError> {
-            Ok(v.to_string())
-        })*
-    };
-}
-
-impl ser::Serializer for KeyText {
-    type Ok = String;
-    type Error = CanonError;
-    type SerializeSeq = ser::Impossible<String, CanonError>;
-    type SerializeTuple = ser::Impossible<String, CanonError>;
-    type SerializeTupleStruct = ser::Impossible<String, CanonError>;
-    type SerializeTupleVariant = ser::Impossible<String, CanonError>;
-    type SerializeMap = ser::Impossible<String, CanonError>;
-    type SerializeStruct = ser::Impossible<String, CanonError>;
-    type SerializeStructVariant = ser::Impossible<String, CanonError>;
-
-    integer_keys!(serialize_i8: i8, serialize_i16: i16, serialize_i32: i32, serialize_i64: i64,
-        serialize_i128: i128, serialize_u8: u8, serialize_u16: u16, serialize_u32: u32,
-        serialize_u64: u64, serialize_u128: u128, serialize_bool: bool, serialize_char: char);
-
-    fn serialize_str(self, v: &str) -> Result<String, CanonError> {
-        Ok(v.to_owned())
-    }
-    fn serialize_unit_variant(
-        self,
-        _name: &'static str,
-        _index: u32,
-        variant: &'static str,
-    ) -> Result<String, CanonError> {
-        Ok(variant.to_owned())
-    }
-    fn serialize_newtype_struct<T: Serialize + ?Sized>(
-        self,
-        _name: &'static str,
-        value: &T,
-    ) -> Result<String, CanonError> {
-        value.serialize(self)
-    }
-    fn serialize_f32(self, _v: f32) -> Result<String, CanonError> {
-        Err(bad_key())
-    }
-    fn serialize_f64(self, _v: f64) -> Result<String, CanonError> {
-        Err(bad_key())
-    }
-    fn serialize_bytes(self, _v: &[u8]) -> Result<String, CanonError> {
-        Err(bad_key())
-    }
-    fn serialize_none(self) -> Result<String, CanonError> {
-        Err(bad_key())
-    }
-    fn serialize_some<T: Serialize + ?Sized>(self, _value: &T) -> Result<String, CanonError> {
-        Err(bad_key())
-    }
-    fn serialize_unit(self) -> Result<String, CanonError> {
-        Err(bad_key())
-    }
-    fn serialize_unit_struct(self, _name: &'static str) -> Result<String, CanonError> {
-        Err(bad_key())
-    }
-    fn serialize_newtype_variant<T: Serialize + ?Sized>(
-        self,
-        _name: &'static str,
-        _index: u32,
-        _variant: &'static str,
-        _value: &T,
-    ) -> Result<String, CanonError> {
-        Err(bad_key())
-    }
-    fn serialize_seq(self, _len: Option<usize>) -> Result<Self::SerializeSeq, CanonError> {
-        Err(bad_key())
-    }
-    fn serialize_tuple(self, _len: usize) -> Result<Self::SerializeTuple, CanonError> {
-        Err(bad_key())
-    }
-    fn serialize_tuple_struct(
-        self,
-        _name: &'static str,
-        _len: usize,
-    ) -> Result<Self::SerializeTupleStruct, CanonError> {
-        Err(bad_key())
-    }
-    fn serialize_tuple_variant(
-        self,
-        _name: &'static str,
-        _index: u32,
-        _variant: &'static str,
-        _len: usize,
-    ) -> Result<Self::SerializeTupleVariant, CanonError> {
-        Err(bad_key())
-    }
-    fn serialize_map(self, _len: Option<usize>) -> Result<Self::SerializeMap, CanonError> {
-        Err(bad_key())
-    }
-    fn serialize_struct(
-        self,
-        _name: &'static str,
-        _len: usize,
-    ) -> Result<Self::SerializeStruct, CanonError> {
-        Err(bad_key())
-    }
-    fn serialize_struct_variant(
-        self,
-        _name: &'static str,
-        _index: u32,
-        _variant: &'static str,
-        _len: usize,
-    ) -> Result<Self::SerializeStructVariant, CanonError> {
-        Err(bad_key())
-    }
+        Value::Obj(pairs) => Json::Object(
+            pairs
+                .into_iter()
+                .map(|(k, v)| Ok((k, canonical(v)?)))
+                .collect::<Result<_, CanonError>>()?,
+        ),
+    })
 }
 
 #[cfg(test)]
