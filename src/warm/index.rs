@@ -15,6 +15,13 @@ use super::layout::KeyHash;
 /// Expiry not known yet (the entry was found by the scan and its header not read).
 pub const EXPIRY_UNKNOWN: u64 = u64::MAX;
 
+/// A known expiry as the index stores it: a file's `u64::MAX` (a TTL of `Duration::MAX`)
+/// becomes one millisecond earlier, which is still never in practice, so that it cannot be
+/// taken for [`EXPIRY_UNKNOWN`] and offered to every sweep again.
+fn known_expiry(expires_ms: u64) -> u64 {
+    expires_ms.min(EXPIRY_UNKNOWN - 1)
+}
+
 /// What the index keeps per entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IndexEntry {
@@ -59,7 +66,8 @@ impl WarmIndex {
     }
 
     /// Records an entry as most recently used (written or read).
-    pub fn put(&mut self, hash: KeyHash, entry: IndexEntry) {
+    pub fn put(&mut self, hash: KeyHash, mut entry: IndexEntry) {
+        entry.expires_ms = known_expiry(entry.expires_ms);
         if let Some(old) = self.lru.put(hash, entry) {
             self.bytes -= old.len;
         }
@@ -115,7 +123,7 @@ impl WarmIndex {
     /// Sets the known expiry of an entry.
     pub fn set_expiry(&mut self, hash: &KeyHash, expires_ms: u64) {
         if let Some(e) = self.lru.peek_mut(hash) {
-            e.expires_ms = expires_ms;
+            e.expires_ms = known_expiry(expires_ms);
         }
     }
 
@@ -225,5 +233,27 @@ mod tests {
             },
         );
         assert_eq!(ix.pop_victim(&h(2)).map(|(k, _)| k), Some(h(1)));
+    }
+
+    /// Regression (issue 11, bug 7): an entry whose expiry is the largest representable time
+    /// (a TTL of `Duration::MAX`) is not "expiry unknown": once learned it is never offered
+    /// to the sweep again, so the sweep moves on to the entries it has not read.
+    #[test]
+    fn an_expiry_of_u64_max_is_known_not_unknown() {
+        let mut ix = WarmIndex::default();
+        ix.merge_scanned((0..3u8).map(|i| (h(i), 10, u64::from(i))).collect());
+        for i in 0..2u8 {
+            ix.set_expiry(&h(i), u64::MAX);
+        }
+        ix.put(
+            h(9),
+            IndexEntry {
+                len: 10,
+                expires_ms: u64::MAX,
+            },
+        );
+        let (expired, unknown) = ix.sweep_candidates(1_000, 10);
+        assert_eq!(expired, Vec::<KeyHash>::new());
+        assert_eq!(unknown, vec![h(2)]);
     }
 }
