@@ -35,6 +35,7 @@ use crate::fs::{Fs, IoErrorKind};
 use crate::hot::{Evicted, HotEntry, HotTier};
 use crate::queue::{Op, QueueView, WriteQueue};
 use crate::stats::{self, Counters, Mode, Stats};
+use crate::supervise::spawn_supervised;
 use crate::warm::format::{EntryMeta, Limits};
 use crate::warm::layout::{key_hash, KeyHash};
 use crate::warm::quarantine::QuarantineLimits;
@@ -99,6 +100,8 @@ pub(crate) struct Inner {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     shutdown: watch::Receiver<bool>,
 }
+
+type BoxTask = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// Bound on keys remembered as stale on disk.
 const STALE_KEYS_MAX: usize = 100_000;
@@ -194,10 +197,14 @@ impl TieredCache {
             })
             .await;
         inner.note_outcome("open", &prepared);
+        let supervised = |name, task: fn(Arc<Inner>) -> _| {
+            let inner = inner.clone();
+            spawn_supervised(name, inner.counters.clone(), move || task(inner.clone()))
+        };
         let tasks = vec![
-            tokio::spawn(crate::writer::writer_task(inner.clone())),
-            tokio::spawn(maintenance_task(inner.clone())),
-            tokio::spawn(resilience_task(inner.clone())),
+            supervised("writer", |i| Box::pin(crate::writer::writer_task(i)) as BoxTask),
+            supervised("maintenance", |i| Box::pin(maintenance_task(i)) as BoxTask),
+            supervised("resilience", |i| Box::pin(resilience_task(i)) as BoxTask),
         ];
         *lock(&inner.tasks) = tasks;
         info!(root = %inner.config.root.display(), "tiercache opened");
@@ -845,6 +852,9 @@ impl Inner {
             memory_only_ms: self.disk.res.memory_only_ms(),
             stale_served: c.stale_served.get(),
             loader_calls: c.loader_calls.get(),
+            task_panics: c.task_panics.get(),
+            stale_keys_purged: c.stale_keys_purged.get(),
+            stale_keys_pending: lock(&self.stale).len() as u64,
         }
     }
 }

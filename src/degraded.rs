@@ -261,7 +261,9 @@ impl Resilience {
 pub(crate) async fn resilience_task(inner: Arc<crate::cache::Inner>) {
     let mut shutdown = inner.shutdown();
     let health = inner.config.health_interval;
-    let mut next_health = Instant::now() + health;
+    // `None`: never (an interval too large to add to the clock, e.g. `Duration::MAX`).
+    let after = |d: Duration| Instant::now().checked_add(d);
+    let mut next_health = after(health);
     loop {
         if *shutdown.borrow() {
             return;
@@ -273,19 +275,28 @@ pub(crate) async fn resilience_task(inner: Arc<crate::cache::Inner>) {
                 _ = shutdown.changed() => return,
             }
             if inner.recovery_probe().await {
-                next_health = Instant::now() + health;
+                next_health = after(health);
             }
             continue;
         }
         let deadline = res.poll_breaker();
-        let wake_at = deadline.map_or(next_health, |d| d.min(next_health));
+        let wake_at = match (deadline, next_health) {
+            (Some(d), Some(h)) => Some(d.min(h)),
+            (d, h) => d.or(h),
+        };
+        let sleep = async {
+            match wake_at {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            _ = tokio::time::sleep_until(wake_at) => {}
+            _ = sleep => {}
             _ = res.wake.notified() => {}
             _ = shutdown.changed() => return,
         }
-        if Instant::now() >= next_health {
-            next_health = Instant::now() + health;
+        if next_health.is_some_and(|t| Instant::now() >= t) {
+            next_health = after(health);
             inner.health_check().await;
         }
     }

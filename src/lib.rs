@@ -59,6 +59,7 @@ pub mod fs;
 pub mod hot;
 mod queue;
 mod stats;
+mod supervise;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 pub mod value;

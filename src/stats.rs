@@ -87,6 +87,8 @@ pub(crate) struct Counters {
     pub memory_only_ms: Counter,
     pub stale_served: Counter,
     pub loader_calls: Counter,
+    pub task_panics: Counter,
+    pub stale_keys_purged: Counter,
 }
 
 impl Counters {
@@ -214,6 +216,17 @@ pub struct Stats {
     pub stale_served: u64,
     /// Loader calls made by `get_or_insert_with`.
     pub loader_calls: u64,
+    /// Background tasks (writer, maintenance, resilience, a write job) that panicked. Each
+    /// panic is logged at error level and contained: the task is restarted, a write job's
+    /// entry stays dirty. Nonzero means a bug worth reporting.
+    pub task_panics: u64,
+    /// Older files deleted because the key's newer value (or removal) was lost from memory
+    /// before it reached the disk (see RELIABILITY.md, "lost writes").
+    pub stale_keys_purged: u64,
+    /// Keys whose older file on disk must not be served (their newest value or removal was
+    /// lost from memory before reaching the disk) and has not been deleted yet. `flush` and
+    /// `close` report these; recovery and health checks delete them.
+    pub stale_keys_pending: u64,
 }
 
 pub(crate) fn by_name<const N: usize, T: Copy>(

@@ -19,6 +19,9 @@ use crate::warm::format::EntryMeta;
 use crate::warm::layout::{key_hash, KeyHash};
 use crate::warm::store::WriteOutcome;
 
+/// The most concurrent writes the writer runs, whatever the setting.
+pub(crate) const MAX_WRITE_CONCURRENCY: usize = 1024;
+
 /// How a write job ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum JobEnd {
@@ -91,7 +94,15 @@ impl Inner {
                 // Memory-only or breaker open: the entry stays dirty for write-back.
                 *lock(&acks) = Some(self.finish_job(&hash, &key, seq, &op, JobEnd::Skipped));
             }
-            DiskOutcome::Done { .. } => {}
+            DiskOutcome::Done { .. } => {
+                // The store panicked before the job was completed: complete it as failed,
+                // or its key would stay in flight and `flush` would wait forever.
+                let mut acks = lock(&acks);
+                if acks.is_none() {
+                    self.counters.task_panics.inc();
+                    *acks = Some(self.finish_job(&hash, &key, seq, &op, JobEnd::Failed));
+                }
+            }
         }
         let acks = lock(&acks).take();
         if let Some((landed, waiters)) = acks {
@@ -206,7 +217,9 @@ impl Inner {
 /// Hands queued jobs to at most `write_concurrency` concurrent writes. On shutdown it drains
 /// what is queued, then exits.
 pub(crate) async fn writer_task(inner: Arc<Inner>) {
-    let slots = Arc::new(Semaphore::new(inner.config.write_concurrency));
+    // The builder bounds it; clamped again so that no setting can make `Semaphore` panic.
+    let concurrency = inner.config.write_concurrency.clamp(1, MAX_WRITE_CONCURRENCY);
+    let slots = Arc::new(Semaphore::new(concurrency));
     let mut shutdown = inner.shutdown();
     loop {
         let notified = inner.queue.ready.notified();
@@ -222,8 +235,8 @@ pub(crate) async fn writer_task(inner: Arc<Inner>) {
         }
         if *shutdown.borrow() && !inner.queue.has_ready() {
             // Wait for the writes in flight, then stop.
-            let n = inner.config.write_concurrency as u32;
-            let _ = slots.acquire_many(n).await;
+            // Fits: at most MAX_WRITE_CONCURRENCY.
+            let _ = slots.acquire_many(concurrency as u32).await;
             if inner.queue.shut_if_idle() {
                 return;
             }

@@ -108,3 +108,34 @@ async fn close_during_a_recovery_probe_returns() {
     settle().await;
     assert_eq!(alive(), before);
 }
+
+/// Regression (issue 11, bug 6): `health_interval(Duration::MAX)` means "never": the
+/// resilience task must not die adding it to the clock, since the same task runs the recovery
+/// probe that brings the disk back after an outage.
+#[tokio::test(start_paused = true)]
+async fn a_health_interval_of_duration_max_still_recovers() {
+    use std::time::Duration;
+    use tiercache::testing::FsOp;
+    use tiercache::Mode;
+
+    let t = TestCache::new();
+    let cache = t
+        .open(
+            t.builder()
+                .health_interval(Duration::MAX)
+                .failure_threshold(1)
+                .memory_only_after(1)
+                .recovery_interval(Duration::from_secs(1)),
+        )
+        .await;
+    t.fail(&[FsOp::WriteNew], EIO);
+    let _ = cache.set("k", &1).await;
+    assert_eq!(cache.mode(), Mode::MemoryOnly);
+    t.fs.clear_rules();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    spin_until(|| cache.mode() == Mode::Tiered).await;
+    assert_eq!(cache.stats().probes_ok, 1);
+    cache.close().await.unwrap();
+    let reopened = t.open(t.builder()).await;
+    assert_eq!(reopened.get::<i32>("k").await.unwrap(), Some(1));
+}
