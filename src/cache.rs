@@ -566,6 +566,7 @@ impl Inner {
                 self.hot.remove(key);
             }
         };
+        let queued = permit.is_some();
         let ((), rx) = match permit {
             Some(permit) => {
                 let op = Op::Put {
@@ -585,16 +586,37 @@ impl Inner {
             }
         };
         self.counters.sets.inc();
-        if let Some(rx) = rx {
-            self.await_ack(rx).await;
-        }
-        Ok(())
+        self.acknowledge(ack, queued, rx).await
     }
 
-    /// Write-through: wait for the write, bounded so that a hung disk cannot hang `set`.
-    async fn await_ack(&self, rx: crate::queue::Ack) {
-        let bound = self.config.io_timeout.saturating_mul(2);
-        let _ = tokio::time::timeout(bound, rx).await;
+    /// Write-through: `Ok` only once the operation (or a newer one of the key) is on disk.
+    /// There is no timer here: waiting for a turn in the queue is backpressure, and a disk
+    /// call that hangs is bounded by `io_timeout` in the gate, after which the writer tells
+    /// the waiter "not written" (see `WriteQueue::mark_stuck`). Not written (failed,
+    /// skipped, memory-only, hung, the cache closing) is [`Error::NotPersisted`]; the value is
+    /// still served from memory and written when the disk is back.
+    async fn acknowledge(&self, ack: bool, queued: bool, rx: Option<crate::queue::Ack>) -> Result<()> {
+        if !ack {
+            return Ok(());
+        }
+        let landed = match rx {
+            Some(rx) => rx.await.unwrap_or(false),
+            None => false,
+        };
+        if landed {
+            return Ok(());
+        }
+        let reason = if !queued || self.disk.res.mode() == Mode::MemoryOnly {
+            "memory-only mode: the disk tier is not in use".to_owned()
+        } else {
+            lock(&self.last_error)
+                .clone()
+                .unwrap_or_else(|| "the disk call was not admitted (breaker open)".into())
+        };
+        Err(Error::NotPersisted {
+            failed: 1,
+            last_error: reason,
+        })
     }
 
     #[tracing::instrument(level = "trace", name = "remove", skip_all)]
@@ -626,6 +648,7 @@ impl Inner {
             self.on_evicted(view, evicted);
             old
         };
+        let queued = permit.is_some();
         let (old, rx) = match permit {
             Some(permit) => {
                 let op = Op::Delete { version };
@@ -635,9 +658,7 @@ impl Inner {
             None => (self.queue.locked(into_hot), None),
         };
         self.counters.removes.inc();
-        if let Some(rx) = rx {
-            self.await_ack(rx).await;
-        }
+        self.acknowledge(ack, queued, rx).await?;
         let had_hot = old.is_some_and(|e| !e.tombstone);
         let had_queued = matches!(queued_before, Some(Op::Put { .. }));
         Ok(had_hot || had_queued)
@@ -700,28 +721,64 @@ impl Inner {
     #[tracing::instrument(level = "debug", name = "flush", skip_all)]
     pub(crate) async fn flush(&self) -> Result<()> {
         self.check_open()?;
-        // A write-back being queued (after a recovery) is part of what this flush waits for.
-        drop(self.write_back_gate.lock().await);
+        // Everything set or removed before this call has a version below this.
+        let before = self.hot.version_watermark();
+        {
+            // A write-back being queued (after a recovery) is part of what this flush waits
+            // for. With the disk in use, entries whose earlier write failed (and older files
+            // of keys whose newest value was lost) get another attempt now: `close` drains
+            // what is pending, not only what is queued.
+            let _gate = self.write_back_gate.lock().await;
+            if self.disk_allowed() && self.disk.res.breaker_state() == BreakerState::Closed {
+                self.write_back_gated().await;
+            }
+        }
         let upto = self.queue.seq();
         self.queue.wait(Some(upto)).await;
-        let not_persisted = self
-            .hot
-            .dirty_entries()
-            .into_iter()
-            .filter(|(k, _)| self.queue.lookup(&key_hash(k)).is_none())
-            .count() as u64
+        let not_persisted = self.not_persisted_before(before)
             // Held up by a write that timed out: not on disk either.
             + self.queue.stuck_upto(upto);
         if not_persisted == 0 {
-            Ok(())
-        } else {
-            Err(Error::NotPersisted {
-                failed: not_persisted,
-                last_error: lock(&self.last_error)
-                    .clone()
-                    .unwrap_or_else(|| "the disk tier is not in use".into()),
-            })
+            return Ok(());
         }
+        let last_error = if !self.disk_allowed() {
+            "memory-only mode: the disk tier is not in use".to_owned()
+        } else {
+            lock(&self.last_error)
+                .clone()
+                .unwrap_or_else(|| "the disk calls were not admitted (breaker open)".into())
+        };
+        Err(Error::NotPersisted {
+            failed: not_persisted,
+            last_error,
+        })
+    }
+
+    /// Operations with a hot version below `before` that are not on disk: dirty entries with
+    /// no write pending, and keys whose older file is stale and not yet deleted. Each dirty
+    /// entry is checked again under the queue lock, so a write that completed after the
+    /// snapshot (the writer marks the entry clean before it releases the slot) is not
+    /// counted.
+    fn not_persisted_before(&self, before: u64) -> u64 {
+        let mut n = 0;
+        for (key, snap) in self.hot.dirty_entries() {
+            if snap.version >= before {
+                continue;
+            }
+            let hash = key_hash(&key);
+            let pending = self.queue.locked(|view| {
+                view.pending_version(&hash).is_none()
+                    && self
+                        .hot
+                        .peek(&key)
+                        .is_some_and(|e| e.dirty && e.version == snap.version)
+            });
+            n += u64::from(pending);
+        }
+        n + lock(&self.stale)
+            .values()
+            .filter(|&&(_, lost)| lost < before)
+            .count() as u64
     }
 
     /// A receiver that turns true when the cache shuts down.

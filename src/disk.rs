@@ -275,6 +275,11 @@ impl Disk {
             Ok(Ok(value)) => {
                 let mut device_failure = observed.device_failure();
                 if let Err(e) = &value {
+                    if crate::warm::store::is_layout_blocked(e) && device_failure.is_none() {
+                        // Seen by the observer as a path error (per entry), but it blocks
+                        // every entry: the device has failed.
+                        device_failure = Some(IoErrorKind::Path);
+                    }
                     // An error the closure made up itself (a free-space check, a probe
                     // mismatch) was not seen by the observer: count it here.
                     if !observed.saw_any() {

@@ -129,6 +129,11 @@ impl HotTier {
         self.next_version.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// Every version handed out so far is below this.
+    pub fn version_watermark(&self) -> u64 {
+        self.next_version.load(Ordering::Relaxed)
+    }
+
     fn shard_of(&self, key: &[u8]) -> usize {
         (self.hasher.hash_one(key) as usize) & (self.shards.len() - 1)
     }

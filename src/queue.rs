@@ -40,6 +40,23 @@ pub(crate) enum Op {
         /// The hot-tier version of the tombstone this delete clears.
         version: u64,
     },
+    /// Delete the entry file because the key's newest value (or removal) was lost from
+    /// memory before it reached the disk: the older file must never be served again (see
+    /// `Inner::stale`). Queued by write-back; its job carries no key, only the hash.
+    Purge {
+        /// The lost hot-tier version; landing clears the stale mark if no newer loss
+        /// replaced it.
+        version: u64,
+    },
+}
+
+impl Op {
+    /// The hot-tier version this operation carries.
+    pub(crate) fn version(&self) -> u64 {
+        match self {
+            Op::Put { version, .. } | Op::Delete { version } | Op::Purge { version } => *version,
+        }
+    }
 }
 
 /// The result handed to write-through waiters: `true` when the operation reached the disk.
@@ -97,7 +114,11 @@ fn install(
             slot.cancelled = false;
             let old = std::mem::replace(&mut slot._permit, permit);
             st.bytes -= old.num_permits();
-            slot.waiters.extend(waiter);
+            // Behind a write that timed out, nothing is known to become durable: a
+            // write-through waiter learns "not written" at once (its sender is dropped).
+            if !slot.stuck {
+                slot.waiters.extend(waiter);
+            }
             let ready = !slot.queued && !slot.in_flight;
             slot.queued |= ready;
             ready
@@ -133,9 +154,7 @@ pub(crate) struct QueueView<'a>(&'a State);
 impl QueueView<'_> {
     /// The hot-tier version of the operation pending for `hash`, if any.
     pub(crate) fn pending_version(&self, hash: &KeyHash) -> Option<u64> {
-        self.0.slots.get(hash).map(|s| match s.op {
-            Op::Put { version, .. } | Op::Delete { version } => version,
-        })
+        self.0.slots.get(hash).map(|s| s.op.version())
     }
 }
 
@@ -236,10 +255,10 @@ impl WriteQueue {
         hash: KeyHash,
         key: Arc<[u8]>,
         op: Op,
-        cond: impl FnOnce() -> bool,
+        cond: impl FnOnce(&QueueView<'_>) -> bool,
     ) -> bool {
         let mut st = self.lock();
-        if !cond() {
+        if !cond(&QueueView(&st)) {
             return false;
         }
         let push_ready = install(&mut st, permit, hash, key, op, None);
@@ -261,10 +280,16 @@ impl WriteQueue {
     /// Marks an in-flight job as stuck (its disk call timed out and may never return): `flush`
     /// and `clear` stop waiting for it, and for a newer operation of the key queued behind it
     /// (which still waits for it to return before it is written).
+    ///
+    /// Its write-through waiters (those of a newer operation queued behind it too) are told
+    /// "not written" now: a disk that does not answer cannot hang `set`, and the write is not
+    /// known to be durable. The value is still served from memory.
     pub(crate) fn mark_stuck(&self, hash: &KeyHash, seq: u64) {
         if let Some(slot) = self.lock().slots.get_mut(hash) {
             if slot.in_flight && slot.in_flight_seq == seq {
                 slot.stuck = true;
+                // Dropped senders: the receivers learn "not written".
+                slot.waiters.clear();
             }
         }
         self.progress.notify_waiters();
@@ -274,7 +299,7 @@ impl WriteQueue {
     async fn push(&self, hash: KeyHash, key: Arc<[u8]>, op: Op, ack: bool) -> Option<Ack> {
         let len = match &op {
             Op::Put { value, .. } => value.len(),
-            Op::Delete { .. } => 0,
+            Op::Delete { .. } | Op::Purge { .. } => 0,
         };
         let permit = self.reserve(key.len(), len).await?;
         self.commit(permit, hash, key, op, ack, |_| ()).1
@@ -472,7 +497,7 @@ mod tests {
     fn val(op: &Op) -> Option<u8> {
         match op {
             Op::Put { value, .. } => Some(value[0]),
-            Op::Delete { .. } => None,
+            Op::Delete { .. } | Op::Purge { .. } => None,
         }
     }
 

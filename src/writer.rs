@@ -1,10 +1,10 @@
 //! The writer: hands queued jobs to the disk, completes them, and writes dirty entries back.
 //!
-//! A job's key is released (`finish_job`) from inside the blocking call, when the disk call
-//! really returned: a call that timed out and returns later can never race a newer write of
-//! the same key to the rename. Counters are updated there too, before `flush` is released, and
-//! write-through waiters are told only after the outcome reached the breaker and the counters,
-//! so a returning `set` sees its effects.
+//! A job is completed (`finish_job`: counters, the hot entry's dirty mark, the key's queue
+//! slot released) after its outcome reached the breaker, so that `flush`, released by the
+//! completion, and a write-through `set` see the mode and breaker state that the write left
+//! behind. A disk call that timed out is completed by the blocking call itself when it really
+//! returns: it can never race a newer write of the same key to the rename.
 
 use std::sync::{Arc, Mutex};
 
@@ -14,7 +14,7 @@ use tracing::info;
 use crate::cache::{lock, Inner};
 use crate::disk::DiskOutcome;
 use crate::fs::IoErrorKind;
-use crate::queue::{Job, Op};
+use crate::queue::{Job, Op, QueueView};
 use crate::warm::format::EntryMeta;
 use crate::warm::layout::{key_hash, KeyHash};
 use crate::warm::store::WriteOutcome;
@@ -27,8 +27,13 @@ pub(crate) const MAX_WRITE_CONCURRENCY: usize = 1024;
 enum JobEnd {
     /// On disk.
     Landed,
-    /// Can never be written (too large for the warm tier, EFBIG, a blocked path).
+    /// Can never be written (too large for the warm tier, EFBIG): the value lives in memory
+    /// only, by design, and is not retried.
     PerEntry,
+    /// Its path is blocked (ENOTDIR, ELOOP, a foreign file or directory in the way): not a
+    /// fault of the device, but not on disk either. It stays dirty: `flush` reports it and
+    /// write-back retries it.
+    Blocked,
     /// The disk failed.
     Failed,
     /// The disk was not called (memory-only, breaker open).
@@ -38,24 +43,37 @@ enum JobEnd {
 /// Whether a job landed, and the write-through waiters to tell.
 type Acks = (bool, Vec<tokio::sync::oneshot::Sender<bool>>);
 
+/// Who completes a job (see `run_job`).
+enum Completion {
+    /// The disk call has not returned.
+    Running,
+    /// It returned with this end; the writer task completes the job.
+    Returned(JobEnd),
+    /// The writer task gave up waiting (timeout); the blocking call completes the job.
+    GaveUp,
+    /// Completed.
+    Finished,
+}
+
 impl Inner {
     /// Writes one queued job and completes it.
     #[tracing::instrument(level = "trace", name = "write", skip_all, fields(seq = job.seq))]
     async fn run_job(self: &Arc<Self>, job: Job) {
         let Job { hash, key, op, seq } = job;
-        // Write-through waiters, handed over by the blocking call and told only after the
-        // outcome reached the breaker and the counters, so a returning `set` sees its effects.
-        let acks: Arc<Mutex<Option<Acks>>> = Arc::new(Mutex::new(None));
-        let (inner, op2, key2, acks2) = (self.clone(), op.clone(), key.clone(), acks.clone());
-        // The key is released (`finish_job`) from inside the blocking call, when the disk call
-        // really returned: a call that timed out and returns later can never race a newer
-        // write of the same key to the rename.
+        // Who completes the job: this task, after the outcome reached the breaker and the
+        // error log (so that `flush`, released by the completion, and a write-through `set`
+        // see the mode and the breaker that this write left behind); or, once this task gave
+        // up on a disk call that timed out, the blocking call itself when it really returns,
+        // so that it can never race a newer write of the same key to the rename.
+        let completion = Arc::new(Mutex::new(Completion::Running));
+        let (inner, op2, key2, completion2) =
+            (self.clone(), op.clone(), key.clone(), completion.clone());
         let outcome = self
             .disk
             .run(move |fs, store| {
                 let result = match &op2 {
                     Op::Put { value, meta, .. } => store.write(fs, &key2, &hash, value, *meta),
-                    Op::Delete { .. } => store
+                    Op::Delete { .. } | Op::Purge { .. } => store
                         .remove(fs, &hash)
                         .map(|_| WriteOutcome::Written { len: 0 }),
                 };
@@ -75,39 +93,55 @@ impl Inner {
                     Ok(WriteOutcome::TooLarge) => JobEnd::PerEntry,
                     // A delete that failed must be retried whatever the error: the file is
                     // still there.
-                    Err(e)
-                        if matches!(op2, Op::Put { .. })
-                            && !IoErrorKind::classify(e).is_device_failure() =>
-                    {
-                        JobEnd::PerEntry
-                    }
+                    Err(e) if matches!(op2, Op::Put { .. }) => match IoErrorKind::classify(e) {
+                        IoErrorKind::FileTooLarge => JobEnd::PerEntry,
+                        k if !k.is_device_failure() => JobEnd::Blocked,
+                        _ => JobEnd::Failed,
+                    },
                     Err(_) => JobEnd::Failed,
                 };
-                *lock(&acks2) = Some(inner.finish_job(&hash, &key2, seq, &op2, end));
+                let mut c = lock(&completion2);
+                match *c {
+                    Completion::GaveUp => {
+                        // Waiters left (`mark_stuck` may not have told them yet) learn the
+                        // real outcome.
+                        let (landed, waiters) = inner.finish_job(&hash, &key2, seq, &op2, end);
+                        for w in waiters {
+                            let _ = w.send(landed);
+                        }
+                        *c = Completion::Finished;
+                    }
+                    _ => *c = Completion::Returned(end),
+                }
                 result
             })
             .await;
         self.note_outcome("write", &outcome);
-        match &outcome {
-            DiskOutcome::TimedOut => self.queue.mark_stuck(&hash, seq),
-            DiskOutcome::Skipped => {
+        let end = {
+            let mut c = lock(&completion);
+            match (&outcome, std::mem::replace(&mut *c, Completion::Finished)) {
+                (_, Completion::Returned(end)) => Some(end),
+                (DiskOutcome::TimedOut, _) => {
+                    *c = Completion::GaveUp;
+                    None
+                }
                 // Memory-only or breaker open: the entry stays dirty for write-back.
-                *lock(&acks) = Some(self.finish_job(&hash, &key, seq, &op, JobEnd::Skipped));
-            }
-            DiskOutcome::Done { .. } => {
-                // The store panicked before the job was completed: complete it as failed,
-                // or its key would stay in flight and `flush` would wait forever.
-                let mut acks = lock(&acks);
-                if acks.is_none() {
+                (DiskOutcome::Skipped, _) => Some(JobEnd::Skipped),
+                // The store panicked before it returned: complete the job as failed, or its
+                // key would stay in flight and `flush` would wait forever.
+                (DiskOutcome::Done { .. }, _) => {
                     self.counters.task_panics.inc();
-                    *acks = Some(self.finish_job(&hash, &key, seq, &op, JobEnd::Failed));
+                    Some(JobEnd::Failed)
                 }
             }
-        }
-        let acks = lock(&acks).take();
-        if let Some((landed, waiters)) = acks {
-            for w in waiters {
-                let _ = w.send(landed);
+        };
+        match end {
+            None => self.queue.mark_stuck(&hash, seq),
+            Some(end) => {
+                let (landed, waiters) = self.finish_job(&hash, &key, seq, &op, end);
+                for w in waiters {
+                    let _ = w.send(landed);
+                }
             }
         }
     }
@@ -118,12 +152,13 @@ impl Inner {
     /// the outcome is known even for a call that returned after its timeout. Returns whether it
     /// landed and the write-through waiters to tell.
     fn finish_job(&self, hash: &KeyHash, key: &[u8], seq: u64, op: &Op, end: JobEnd) -> Acks {
-        let version = match op {
-            Op::Put { version, .. } | Op::Delete { version } => *version,
-        };
+        let version = op.version();
+        if let Op::Purge { .. } = op {
+            return self.finish_purge(hash, seq, version, end);
+        }
         let held = match end {
             JobEnd::Landed | JobEnd::PerEntry => self.hot.mark_clean(key, version),
-            JobEnd::Failed | JobEnd::Skipped => {
+            JobEnd::Failed | JobEnd::Blocked | JobEnd::Skipped => {
                 self.hot.peek(key).is_some_and(|e| e.version == version)
             }
         };
@@ -131,27 +166,44 @@ impl Inner {
         match end {
             JobEnd::Landed => self.counters.writes_ok.inc(),
             JobEnd::PerEntry => self.counters.writes_skipped_too_large.inc(),
-            JobEnd::Failed => self.counters.writes_failed.inc(),
+            JobEnd::Failed | JobEnd::Blocked => self.counters.writes_failed.inc(),
             JobEnd::Skipped => {}
         }
         match end {
-            JobEnd::Landed => {
-                // The disk now holds something newer than a loss recorded before this write.
-                let mut stale = lock(&self.stale);
-                if stale.get(hash).is_some_and(|&(_, lost)| lost < version) {
-                    stale.remove(hash);
-                }
-            }
+            JobEnd::Landed => self.freshness_landed(hash, version),
             // It can never be written (too large, EFBIG): it lives in memory only, and an
             // older file of the key must not be served once it is evicted.
             JobEnd::PerEntry => self.mark_stale(*hash, version),
-            JobEnd::Failed | JobEnd::Skipped => {}
+            JobEnd::Failed | JobEnd::Blocked | JobEnd::Skipped => {}
         }
         let (superseded, waiters) = self.queue.complete(hash, seq);
-        if matches!(end, JobEnd::Failed | JobEnd::Skipped) && !held && !superseded {
+        if matches!(end, JobEnd::Failed | JobEnd::Blocked | JobEnd::Skipped)
+            && !held
+            && !superseded
+        {
             self.counters.lost_writes.inc();
             self.mark_stale(*hash, version);
         }
+        (end == JobEnd::Landed, waiters)
+    }
+
+    /// The disk now holds version `version` of the key (or, for a delete, nothing): a loss
+    /// recorded at or before that version no longer makes its older file a risk.
+    fn freshness_landed(&self, hash: &KeyHash, version: u64) {
+        let mut stale = lock(&self.stale);
+        if stale.get(hash).is_some_and(|&(_, lost)| lost <= version) {
+            stale.remove(hash);
+        }
+    }
+
+    /// Completes a purge (see [`Op::Purge`]): once it landed the key is no longer stale; if
+    /// it failed the mark stays and the next write-back tries again.
+    fn finish_purge(&self, hash: &KeyHash, seq: u64, version: u64, end: JobEnd) -> Acks {
+        if end == JobEnd::Landed {
+            self.counters.stale_keys_purged.inc();
+            self.freshness_landed(hash, version);
+        }
+        let (_, waiters) = self.queue.complete(hash, seq);
         (end == JobEnd::Landed, waiters)
     }
 
@@ -194,7 +246,7 @@ impl Inner {
                     version: e.version,
                 }
             };
-            let still_dirty = || {
+            let still_dirty = |_: &QueueView<'_>| {
                 self.hot
                     .peek(&key)
                     .is_some_and(|h| h.version == e.version && h.dirty)
@@ -206,9 +258,50 @@ impl Inner {
                 queued += 1;
             }
         }
+        let purges = self.queue_purges().await;
         if queued > 0 {
             self.counters.written_back.add(queued);
             info!(queued, "dirty entries queued for write-back");
+        }
+        if purges > 0 {
+            info!(purges, "older files of keys whose newest value was lost queued for deletion");
+        }
+        queued + purges
+    }
+
+    /// Queues the deletion of the older file of every stale key (its newest value or removal
+    /// was lost from memory before reaching the disk) that has no operation queued: once it
+    /// lands, not even a restart can serve that older file.
+    async fn queue_purges(&self) -> u64 {
+        let stale: Vec<(KeyHash, u64)> = lock(&self.stale)
+            .iter()
+            .map(|(h, &(_, lost))| (*h, lost))
+            .collect();
+        let mut queued = 0;
+        for (hash, lost) in stale {
+            if !self.disk_allowed() {
+                break;
+            }
+            if self.queue.lookup(&hash).is_some() {
+                continue;
+            }
+            let Some(permit) = self.queue.reserve(0, 0).await else {
+                break;
+            };
+            // Never in place of an operation queued meanwhile (a newer set or remove).
+            let still_stale = |view: &QueueView<'_>| {
+                view.pending_version(&hash).is_none()
+                    && lock(&self.stale)
+                    .get(&hash)
+                    .is_some_and(|&(_, l)| l == lost)
+            };
+            let op = Op::Purge { version: lost };
+            if self
+                .queue
+                .commit_if(permit, hash, Arc::from(&[][..]), op, still_stale)
+            {
+                queued += 1;
+            }
         }
         queued
     }

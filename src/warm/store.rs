@@ -410,16 +410,25 @@ impl WarmStore {
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
         let tmp = self.layout.temp_path(hash, self.owner, n);
         let dest = self.layout.entry_path(hash);
-        if let Err(e) = self
-            .write_temp(fs, &tmp, &file)
-            .and_then(|()| self.rename_into_place(fs, &tmp, &dest, hash))
-        {
+        let written = match self.write_temp(fs, &tmp, &file) {
+            // A path error creating the temp file: `tmp/` (or the root) cannot hold any
+            // entry, so it is the device's failure, not this entry's.
+            Err(e) if IoErrorKind::classify(&e) == IoErrorKind::Path => Err(layout_blocked(e)),
+            Err(e) => Err(e),
+            Ok(()) => match self.rename_into_place(fs, &tmp, &dest, hash) {
+                Err(e) if IoErrorKind::classify(&e) == IoErrorKind::Path => {
+                    Err(self.entry_or_layout_blocked(fs, e))
+                }
+                r => r,
+            },
+        };
+        if let Err(e) = written {
             // Never leave a partial temp file behind (ENOSPC included); other entries are
             // never deleted in reaction. One that cannot be removed now is retried later.
             self.remove_or_remember(fs, tmp);
             if !IoErrorKind::classify(&e).is_device_failure() {
-                // EFBIG or a blocked path: this value stays memory-only, so an older file
-                // of the key must not outlive it (and be served after a restart).
+                // EFBIG or a blocked path: this value is not on disk, so an older file of
+                // the key must not outlive it (and be served after a restart).
                 self.remove_older(fs, hash);
             }
             return Err(e);
@@ -483,6 +492,16 @@ impl WarmStore {
             ));
         }
         Ok(())
+    }
+
+    /// A path error renaming an entry into place blocks only that entry (a foreign file in
+    /// its fan-out directory's place) unless `v1/` itself cannot be listed: then no entry can
+    /// be written, and the error is the device's.
+    fn entry_or_layout_blocked(&self, fs: &dyn Fs, e: io::Error) -> io::Error {
+        match fs.read_dir(self.layout.entries_dir()) {
+            Ok(_) => e,
+            Err(_) => layout_blocked(e),
+        }
     }
 
     fn write_temp(&self, fs: &dyn Fs, tmp: &Path, file: &[u8]) -> io::Result<()> {
@@ -759,6 +778,33 @@ impl WarmStore {
             Err(e) => debug!(error = %e, "could not remove the older file of an unwritable entry"),
         }
     }
+}
+
+/// A path error that blocks the whole layout (the root, `tmp/` or `v1/` is not a usable
+/// directory): no entry can be written, so it counts against the device (see
+/// [`is_layout_blocked`]) instead of being one entry's problem.
+#[derive(Debug)]
+struct LayoutBlocked(io::Error);
+
+impl std::fmt::Display for LayoutBlocked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the cache directory cannot hold entries: {}", self.0)
+    }
+}
+
+impl std::error::Error for LayoutBlocked {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+fn layout_blocked(e: io::Error) -> io::Error {
+    io::Error::other(LayoutBlocked(e))
+}
+
+/// Is this the error of a write that no entry could have made (see [`LayoutBlocked`])?
+pub(crate) fn is_layout_blocked(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<LayoutBlocked>())
 }
 
 fn list_or_empty(fs: &dyn Fs, dir: &Path) -> io::Result<Vec<crate::fs::DirEntryInfo>> {

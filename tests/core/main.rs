@@ -15,6 +15,7 @@ mod hostile;
 mod inline_reads;
 mod model;
 mod persistence;
+mod promises;
 mod roundtrip;
 mod support;
 mod ttl;

@@ -99,6 +99,16 @@ impl TestCache {
         self.edit(move |b| b.io_timeout(t))
     }
 
+    /// Concurrent disk writes.
+    pub fn write_concurrency(self, n: usize) -> Self {
+        self.edit(move |b| b.write_concurrency(n))
+    }
+
+    /// Any other builder setting.
+    pub fn with(self, f: impl FnOnce(Builder) -> Builder + 'static) -> Self {
+        self.edit(f)
+    }
+
     /// `set` returns once the write reached the disk.
     pub fn write_through(self) -> Self {
         self.edit(|b| b.write_policy(WritePolicy::WriteThrough))

@@ -28,16 +28,16 @@ async fn enters_after_exactly_n_errors_within_the_window() {
     let cache = t.open(builder(&t)).await;
     t.fail(&[FsOp::WriteNew], ENOSPC);
     for i in 0..4 {
-        cache.set(format!("a{i}"), &i).await.unwrap();
+        not_persisted(cache.set(format!("a{i}"), &i).await);
     }
     assert_eq!(cache.mode(), Mode::Tiered);
     // The window slides: these four errors are forgotten after 60 s.
     tokio::time::advance(Duration::from_secs(61)).await;
     for i in 0..4 {
-        cache.set(format!("b{i}"), &i).await.unwrap();
+        not_persisted(cache.set(format!("b{i}"), &i).await);
     }
     assert_eq!(cache.mode(), Mode::Tiered, "4 errors in the window, not 5");
-    cache.set("b4", &4).await.unwrap();
+    not_persisted(cache.set("b4", &4).await);
     assert_eq!(cache.mode(), Mode::MemoryOnly);
     let s = cache.stats();
     assert_eq!(s.hot_capacity_bytes, 2 * HOT_BYTES as u64);
@@ -53,16 +53,13 @@ async fn no_disk_calls_but_probes_then_recovery_writes_back_everything() {
     let cache = t.open(builder(&t)).await;
     t.fail(&[FsOp::WriteNew], EIO);
     for i in 0..5 {
-        cache.set(format!("first{i}"), &i).await.unwrap();
+        not_persisted(cache.set(format!("first{i}"), &i).await);
     }
     assert_eq!(cache.mode(), Mode::MemoryOnly);
     let calls = t.fs.total_calls();
     // 1,000 operations while memory-only: zero disk calls.
     for i in 0..400u32 {
-        cache
-            .set(format!("deg{i}"), &format!("value {i}"))
-            .await
-            .unwrap();
+        not_persisted(cache.set(format!("deg{i}"), &format!("value {i}")).await);
     }
     for i in 0..400u32 {
         assert_eq!(
@@ -77,7 +74,7 @@ async fn no_disk_calls_but_probes_then_recovery_writes_back_everything() {
         );
     }
     for i in 0..100u32 {
-        cache.remove(format!("deg{i}")).await.unwrap();
+        not_persisted(cache.remove(format!("deg{i}")).await);
     }
     tokio::time::advance(Duration::from_secs(299)).await;
     settle().await;
@@ -147,12 +144,12 @@ async fn recovery_restores_the_budget_evicting_only_what_is_on_disk() {
     let cache = t.open(builder(&t).hot_capacity_entries(100)).await;
     t.fail(&[FsOp::WriteNew], EIO);
     for i in 0..5 {
-        cache.set(format!("f{i}"), &i).await.unwrap();
+        not_persisted(cache.set(format!("f{i}"), &i).await);
     }
     assert_eq!(cache.mode(), Mode::MemoryOnly);
     // Fill the doubled budget (200 entries), more than the normal one holds.
     for i in 0..190u32 {
-        cache.set(format!("m{i}"), &i).await.unwrap();
+        not_persisted(cache.set(format!("m{i}"), &i).await);
     }
     assert_eq!(cache.stats().hot_entries, 195);
     t.fs.clear_rules();
@@ -190,7 +187,7 @@ async fn flush_after_recovery_waits_for_the_whole_write_back() {
         .await;
     t.fail(&[FsOp::WriteNew], EIO);
     for i in 0..3 {
-        cache.set(format!("k{i}"), &i).await.unwrap();
+        not_persisted(cache.set(format!("k{i}"), &i).await);
     }
     assert_eq!(cache.mode(), Mode::MemoryOnly);
     assert_eq!(cache.stats().dirty_entries, 3);

@@ -104,3 +104,24 @@ pub async fn spin_until(mut cond: impl FnMut() -> bool) {
         tokio::task::yield_now().await;
     }
 }
+
+/// The result of a write-through `set` (or `remove`) whose write failed or was skipped: it
+/// reports exactly one entry not persisted (the value is still served from memory).
+#[track_caller]
+pub fn not_persisted<T: std::fmt::Debug>(r: tiercache::Result<T>) {
+    match r {
+        Err(tiercache::Error::NotPersisted { failed: 1, .. }) => {}
+        other => panic!("expected NotPersisted {{ failed: 1 }}, got {other:?}"),
+    }
+}
+
+/// The result of a write-through `set` under random faults: `true` if it reached the disk,
+/// `false` if it reported not persisted; any other error fails the test.
+#[track_caller]
+pub fn persisted(r: tiercache::Result<()>) -> bool {
+    match r {
+        Ok(()) => true,
+        Err(tiercache::Error::NotPersisted { failed: 1, .. }) => false,
+        Err(e) => panic!("a write-through set failed with {e:?}"),
+    }
+}

@@ -13,7 +13,8 @@ async fn tasks_stop_on_close() {
     let before = alive();
     let t = TestCache::new();
     let cache = t.open(t.builder()).await;
-    assert_eq!(alive(), before + 3, "writer, maintenance, resilience");
+    // Writer, maintenance, resilience, each under its supervisor.
+    assert_eq!(alive(), before + 6);
     cache.set("k", &1).await.unwrap();
     cache.close().await.unwrap();
     settle().await;
@@ -40,7 +41,7 @@ async fn tasks_stop_when_the_last_handle_is_dropped_and_queued_writes_land() {
     }
     drop(cache);
     settle().await;
-    assert_eq!(alive(), before + 3, "a clone is still alive");
+    assert_eq!(alive(), before + 6, "a clone is still alive");
     drop(clone);
     for _ in 0..10 {
         settle().await;
@@ -74,7 +75,7 @@ async fn close_during_a_recovery_probe_returns() {
         .await;
     t.fail(&[FsOp::WriteNew], EIO);
     for i in 0..8 {
-        cache.set(format!("k{i}"), &i).await.unwrap();
+        not_persisted(cache.set(format!("k{i}"), &i).await);
     }
     assert_eq!(cache.mode(), Mode::MemoryOnly);
     // The disk is healthy again, but the probe's first call (its write: the fixture sets
@@ -90,8 +91,9 @@ async fn close_during_a_recovery_probe_returns() {
         let cache = cache.clone();
         async move { cache.close().await }
     });
-    // The writer and the maintenance task stop; the resilience task is inside the probe.
-    spin_until(|| alive() == before + 2).await;
+    // The writer and the maintenance task stop; the resilience task (and its supervisor) is
+    // inside the probe; the third task is `closing`.
+    spin_until(|| alive() == before + 3).await;
     t.fs.release_hangs();
     let closed = tokio::time::timeout(Duration::from_secs(3600), closing)
         .await

@@ -66,7 +66,8 @@ async fn hung_write_through_set_returns_and_keeps_the_value() {
     spin_until(|| t.fs.calls(FsOp::WriteNew) == writes + 1).await;
     let (got, elapsed) =
         finish_within(task, Duration::from_millis(10), Duration::from_secs(2)).await;
-    got.unwrap();
+    // Not known to be durable: reported, and the value is still served.
+    not_persisted(got);
     assert!(
         elapsed <= 2 * io_timeout + Duration::from_millis(20),
         "{elapsed:?}"
