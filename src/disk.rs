@@ -91,6 +91,13 @@ impl Fs for ObservedFs {
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         self.see(self.inner.rename(from, to))
     }
+    fn rename_noreplace(&self, from: &Path, to: &Path) -> io::Result<()> {
+        match self.inner.rename_noreplace(from, to) {
+            // The answer the caller asked for, not a fault of the device.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(e),
+            r => self.see(r),
+        }
+    }
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         self.see(self.inner.remove_file(path))
     }

@@ -88,6 +88,10 @@ pub trait Fs: Send + Sync + fmt::Debug {
     fn write_new(&self, path: &Path, data: &[u8], sync: bool) -> io::Result<()>;
     /// Atomically renames `from` to `to`, replacing `to`.
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Atomically renames `from` to `to` only if nothing is at `to`: fails with
+    /// `AlreadyExists` otherwise, changing nothing. Used to put back a file that a read took
+    /// out of the way (see `WarmStore`) without ever replacing a newer one.
+    fn rename_noreplace(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Removes a file (or symlink, never its target).
     fn remove_file(&self, path: &Path) -> io::Result<()>;
     /// Removes a directory tree without following symlinks.
@@ -255,6 +259,19 @@ impl Fs for StdFs {
         check_parent(from)?;
         check_parent(to)?;
         fs::rename(from, to)
+    }
+
+    fn rename_noreplace(&self, from: &Path, to: &Path) -> io::Result<()> {
+        check_parent(from)?;
+        check_parent(to)?;
+        rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            from,
+            rustix::fs::CWD,
+            to,
+            rustix::fs::RenameFlags::NOREPLACE,
+        )
+        .map_err(io::Error::from)
     }
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {

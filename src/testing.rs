@@ -357,6 +357,10 @@ impl Fs for FaultFs {
         self.plain(FsOp::Rename, to, || self.inner.rename(from, to))
     }
 
+    fn rename_noreplace(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.plain(FsOp::Rename, to, || self.inner.rename_noreplace(from, to))
+    }
+
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         self.plain(FsOp::RemoveFile, path, || self.inner.remove_file(path))
     }
@@ -495,6 +499,26 @@ fn eio() -> io::Error {
 }
 
 impl CrashFs {
+    /// `rename`, or with `noreplace` the variant that refuses to replace `to`.
+    fn rename_with(&self, from: &Path, to: &Path, noreplace: bool) -> io::Result<()> {
+        let mut st = self.gate()?;
+        if noreplace {
+            self.inner.rename_noreplace(from, to)?;
+        } else {
+            self.inner.rename(from, to)?;
+        }
+        if let (Some((fd, fname)), Some((td, tname))) = (self.split(from), self.split(to)) {
+            let node = st.live.get_mut(&fd).and_then(|l| l.remove(&fname));
+            if let Some(node) = node {
+                st.live.entry(td).or_default().insert(tname, node);
+                if node == Node::Dir {
+                    st.move_subtree(from, to);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// A power-loss simulator over `root` (created if missing). Everything already under
     /// `root` counts as durable.
     pub fn new(root: impl AsRef<Path>) -> io::Result<Self> {
@@ -659,19 +683,13 @@ impl Fs for CrashFs {
         result
     }
 
+    fn rename_noreplace(&self, from: &Path, to: &Path) -> io::Result<()> {
+        // The same model as `rename`: the real call refuses to replace.
+        self.rename_with(from, to, true)
+    }
+
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        let mut st = self.gate()?;
-        self.inner.rename(from, to)?;
-        if let (Some((fd, fname)), Some((td, tname))) = (self.split(from), self.split(to)) {
-            let node = st.live.get_mut(&fd).and_then(|l| l.remove(&fname));
-            if let Some(node) = node {
-                st.live.entry(td).or_default().insert(tname, node);
-                if node == Node::Dir {
-                    st.move_subtree(from, to);
-                }
-            }
-        }
-        Ok(())
+        self.rename_with(from, to, false)
     }
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {

@@ -65,6 +65,11 @@ impl WarmIndex {
         self.scanned
     }
 
+    /// Whether the index holds `hash` (without touching its place).
+    pub fn contains(&self, hash: &KeyHash) -> bool {
+        self.lru.contains(hash)
+    }
+
     /// Records an entry as most recently used (written or read).
     pub fn put(&mut self, hash: KeyHash, mut entry: IndexEntry) {
         entry.expires_ms = known_expiry(entry.expires_ms);

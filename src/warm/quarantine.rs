@@ -63,7 +63,24 @@ pub fn quarantine(
     now_ms: u64,
     limits: QuarantineLimits,
 ) -> io::Result<Option<String>> {
-    let base = path
+    quarantine_moved(fs, qdir, path, path, reason, detail, size, now_ms, limits)
+}
+
+/// [`quarantine`] for a file already taken out of the entry path (to `path`, in `tmp/`):
+/// named and described after `original`, where it was found.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn quarantine_moved(
+    fs: &dyn Fs,
+    qdir: &Path,
+    path: &Path,
+    original: &Path,
+    reason: Corruption,
+    detail: &str,
+    size: u64,
+    now_ms: u64,
+    limits: QuarantineLimits,
+) -> io::Result<Option<String>> {
+    let base = original
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
@@ -88,7 +105,7 @@ pub fn quarantine(
         "reason: {}\ndetail: {}\noriginal: {}\nsize: {size}\ntime_ms: {now_ms}\n",
         reason.name(),
         detail.replace('\n', " "),
-        path.display(),
+        original.display(),
     );
     let side = qdir.join(format!("{name}{SIDECAR_SUFFIX}"));
     // A leftover sidecar of the same name (same ms, same file) is replaced.

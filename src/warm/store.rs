@@ -125,6 +125,25 @@ pub struct WarmStore {
     /// Whether reads first try the page cache on the caller's thread (set at open, see
     /// [`WarmStore::detect_nowait_reads`]).
     nowait_reads: std::sync::atomic::AtomicBool,
+    /// See [`WarmStore::key_lock`].
+    key_locks: [Mutex<()>; KEY_LOCKS],
+}
+
+/// Stripes of the per-key lock.
+const KEY_LOCKS: usize = 64;
+
+/// What a read or sweep judged the file at an entry path to be (see
+/// [`WarmStore::take_judged`]).
+enum Judged<'a> {
+    /// A regular file with exactly these bytes.
+    Bytes(&'a [u8]),
+    /// A regular file starting with exactly this header (the sweep reads only headers; the
+    /// header's checksum covers the rest).
+    Header(&'a [u8]),
+    /// Something other than a regular file.
+    NotRegular(FileKind),
+    /// A regular file over the largest valid entry.
+    TooLarge,
 }
 
 impl Drop for WarmStore {
@@ -152,6 +171,7 @@ impl WarmStore {
             closing: std::sync::atomic::AtomicBool::new(false),
             leftovers: Mutex::new(Vec::new()),
             nowait_reads: std::sync::atomic::AtomicBool::new(false),
+            key_locks: std::array::from_fn(|_| Mutex::new(())),
         }
     }
 
@@ -209,6 +229,7 @@ impl WarmStore {
                 return Ok(self.quarantine(
                     fs,
                     &path,
+                    &Judged::NotRegular(kind),
                     hash,
                     Corruption::NotARegularFile,
                     &detail,
@@ -221,6 +242,7 @@ impl WarmStore {
                 return Ok(self.quarantine(
                     fs,
                     &path,
+                    &Judged::TooLarge,
                     hash,
                     Corruption::Oversize,
                     &detail,
@@ -236,10 +258,9 @@ impl WarmStore {
         };
         match format::decode(&data, key, &self.config.limits) {
             Ok(decoded) if decoded.meta.is_expired(now_ms) => {
-                self.index().remove(hash);
-                match fs.remove_file(&path) {
-                    Ok(()) => self.counters.warm_expirations.inc(),
-                    Err(e) if is_not_found(&e) => {}
+                match self.remove_judged(fs, hash, &Judged::Bytes(&data)) {
+                    Ok(true) => self.counters.warm_expirations.inc(),
+                    Ok(false) => {}
                     Err(e) => debug!(error = %e, "could not remove an expired entry"),
                 }
                 Ok(ReadOutcome::Expired)
@@ -255,7 +276,8 @@ impl WarmStore {
             }
             Err(Invalid::Corrupt(reason, detail)) => {
                 let len = data.len() as u64;
-                Ok(self.quarantine(fs, &path, hash, reason, &detail, len, now_ms))
+                let judged = Judged::Bytes(&data);
+                Ok(self.quarantine(fs, &path, &judged, hash, reason, &detail, len, now_ms))
             }
         }
     }
@@ -351,13 +373,15 @@ impl WarmStore {
         }
     }
 
-    /// Counts a corruption and moves the file into the quarantine. A failure to move it is
-    /// logged (and seen by the observing `Fs`), never returned: the read is a miss either way.
+    /// Counts a corruption and moves the file into the quarantine, if it is still the file
+    /// judged corrupt (see [`WarmStore::take_judged`]). A failure to move it is logged (and
+    /// seen by the observing `Fs`), never returned: the read is a miss either way.
     #[allow(clippy::too_many_arguments)]
     fn quarantine(
         &self,
         fs: &dyn Fs,
         path: &Path,
+        judged: &Judged<'_>,
         hash: &KeyHash,
         reason: Corruption,
         detail: &str,
@@ -365,10 +389,21 @@ impl WarmStore {
         now_ms: u64,
     ) -> ReadOutcome {
         self.counters.corruption(reason);
+        let _key = self.key_lock(hash);
+        let aside = match self.take_judged(fs, hash, judged) {
+            Ok(Some(aside)) => aside,
+            // A newer file replaced it since it was read: that one is left alone.
+            Ok(None) => return ReadOutcome::Corrupt,
+            Err(e) => {
+                warn!(reason = reason.name(), error = %e, "corrupted entry could not be quarantined");
+                return ReadOutcome::Corrupt;
+            }
+        };
         self.index().remove(hash);
-        match quarantine::quarantine(
+        match quarantine::quarantine_moved(
             fs,
             self.layout.quarantine_dir(),
+            &aside,
             path,
             reason,
             detail,
@@ -383,10 +418,99 @@ impl WarmStore {
             }
             Ok(None) => {}
             Err(e) => {
-                warn!(reason = reason.name(), error = %e, "corrupted entry could not be quarantined")
+                warn!(reason = reason.name(), error = %e, "corrupted entry could not be quarantined");
+                // Out of the entry path, it is never served; do not leave it in tmp/.
+                self.remove_or_remember(fs, aside);
             }
         }
         ReadOutcome::Corrupt
+    }
+
+    /// The in-process lock of a key's entry path: held while a file is renamed into place
+    /// and recorded in the index, while an entry is deleted, and while a judged file is taken
+    /// out of the way, so that this process never interleaves those steps for one key.
+    fn key_lock(&self, hash: &KeyHash) -> MutexGuard<'_, ()> {
+        self.key_locks[usize::from(hash[0]) % KEY_LOCKS]
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Takes the file at the key's entry path out of the way (into `tmp/`) if it is still the
+    /// file a read or a sweep judged (expired, corrupt): `Some(path_aside)` for the caller to
+    /// delete or quarantine. Between the judgment and now, a newer entry may have been renamed
+    /// into place, by this process or another: the path cannot be unlinked blindly, since
+    /// that would delete the newer entry (an acknowledged, fsynced write). So the file is
+    /// renamed aside first (atomic: whatever is at the path then is what is taken) and
+    /// compared with the judgment; if it differs, it is put back with a rename that never
+    /// replaces (a yet newer entry renamed meanwhile wins, and the taken one, older than that,
+    /// is deleted). Readers see a miss for that instant, never a wrong entry.
+    /// The caller holds the key's lock.
+    fn take_judged(
+        &self,
+        fs: &dyn Fs,
+        hash: &KeyHash,
+        judged: &Judged<'_>,
+    ) -> io::Result<Option<PathBuf>> {
+        let path = self.layout.entry_path(hash);
+        let n = self.seq.fetch_add(1, Ordering::Relaxed);
+        let aside = self.layout.temp_path(hash, self.owner, n);
+        match fs.rename(&path, &aside) {
+            Ok(()) => {}
+            Err(e) if is_not_found(&e) => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        let same = match judged {
+            Judged::Bytes(b) => matches!(
+                fs.read_file(&aside, b.len() as u64),
+                Ok(FileRead::Data(d)) if d == *b
+            ),
+            Judged::Header(h) => matches!(
+                fs.read_prefix(&aside, h.len()),
+                Ok(FileRead::Data(d)) if d == *h
+            ),
+            Judged::NotRegular(kind) => matches!(
+                fs.read_file(&aside, 0),
+                Ok(FileRead::NotRegular(k)) if k == *kind
+            ),
+            Judged::TooLarge => matches!(
+                fs.read_file(&aside, self.config.limits.max_file_bytes()),
+                Ok(FileRead::TooLarge(_))
+            ),
+        };
+        if same {
+            return Ok(Some(aside));
+        }
+        match fs.rename_noreplace(&aside, &path) {
+            Ok(()) => {}
+            // An even newer entry took the path meanwhile: the one taken is older than it.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                self.remove_or_remember(fs, aside)
+            }
+            Err(e) => {
+                self.remove_or_remember(fs, aside);
+                return Err(e);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Deletes the key's entry file if it is still the one judged (see
+    /// [`WarmStore::take_judged`]); returns whether it did.
+    fn remove_judged(&self, fs: &dyn Fs, hash: &KeyHash, judged: &Judged<'_>) -> io::Result<bool> {
+        let _key = self.key_lock(hash);
+        let Some(aside) = self.take_judged(fs, hash, judged)? else {
+            return Ok(false);
+        };
+        self.index().remove(hash);
+        match fs.remove_file(&aside) {
+            Ok(()) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(true),
+            Err(e) => {
+                // Out of the entry path it is never served; the temp sweep retries it.
+                lock_vec(&self.leftovers).push(aside);
+                Err(e)
+            }
+        }
     }
 
     /// Writes an entry atomically: unique temp file, write, fsync (per durability), rename,
@@ -415,24 +539,33 @@ impl WarmStore {
             // entry, so it is the device's failure, not this entry's.
             Err(e) if IoErrorKind::classify(&e) == IoErrorKind::Path => Err(layout_blocked(e)),
             Err(e) => Err(e),
-            Ok(()) => match self.rename_into_place(fs, &tmp, &dest, hash) {
-                Err(e) if IoErrorKind::classify(&e) == IoErrorKind::Path => {
-                    Err(self.entry_or_layout_blocked(fs, e))
+            Ok(()) => {
+                let key_lock = self.key_lock(hash);
+                match self.rename_into_place(fs, &tmp, &dest, hash) {
+                    Err(e) if IoErrorKind::classify(&e) == IoErrorKind::Path => {
+                        drop(key_lock);
+                        Err(self.entry_or_layout_blocked(fs, e))
+                    }
+                    Err(e) => Err(e),
+                    Ok(()) => Ok(key_lock),
                 }
-                r => r,
-            },
-        };
-        if let Err(e) = written {
-            // Never leave a partial temp file behind (ENOSPC included); other entries are
-            // never deleted in reaction. One that cannot be removed now is retried later.
-            self.remove_or_remember(fs, tmp);
-            if !IoErrorKind::classify(&e).is_device_failure() {
-                // EFBIG or a blocked path: this value is not on disk, so an older file of
-                // the key must not outlive it (and be served after a restart).
-                self.remove_older(fs, hash);
             }
-            return Err(e);
-        }
+        };
+        let key_lock = match written {
+            Ok(guard) => guard,
+            Err(e) => {
+                // Never leave a partial temp file behind (ENOSPC included); other entries
+                // are never deleted in reaction. One that cannot be removed now is retried
+                // later.
+                self.remove_or_remember(fs, tmp);
+                if !IoErrorKind::classify(&e).is_device_failure() {
+                    // EFBIG or a blocked path: this value is not on disk, so an older file
+                    // of the key must not outlive it (and be served after a restart).
+                    self.remove_older(fs, hash);
+                }
+                return Err(e);
+            }
+        };
         self.counters.bytes_in.add(value.len() as u64);
         self.counters.bytes_out.add(len);
         // Recording the entry and choosing victims is one step under the index lock, so the
@@ -448,6 +581,9 @@ impl WarmStore {
             );
             self.pop_victims(&mut ix, hash)
         };
+        // Victims are other keys: their locks are taken one at a time, never while holding
+        // this one (two keys may share a lock).
+        drop(key_lock);
         self.delete_victims(fs, victims);
         Ok(WriteOutcome::Written { len })
     }
@@ -467,6 +603,12 @@ impl WarmStore {
 
     fn delete_victims(&self, fs: &dyn Fs, victims: Vec<KeyHash>) {
         for victim in victims {
+            let _key = self.key_lock(&victim);
+            // Written again since it was chosen (the writer records a new file in the index
+            // under the key's lock): that newer file is not the one judged least recent.
+            if self.index().contains(&victim) {
+                continue;
+            }
             match fs.remove_file(&self.layout.entry_path(&victim)) {
                 Ok(()) => self.counters.warm_evictions.inc(),
                 Err(e) if is_not_found(&e) => {}
@@ -547,6 +689,7 @@ impl WarmStore {
 
     /// Removes an entry file. `Ok(false)` if there was none.
     pub fn remove(&self, fs: &dyn Fs, hash: &KeyHash) -> io::Result<bool> {
+        let _key = self.key_lock(hash);
         self.index().remove(hash);
         let path = self.layout.entry_path(hash);
         match fs.remove_file(&path) {
@@ -691,14 +834,11 @@ impl WarmStore {
                 Err(_) => 0, // left for the read path or `verify` to quarantine
             };
             if expires != 0 && now_ms >= expires {
-                self.index().remove(hash);
-                match fs.remove_file(&path) {
-                    Ok(()) => {
-                        removed += 1;
-                        self.counters.warm_expirations.inc();
-                    }
-                    Err(e) if is_not_found(&e) => {}
-                    Err(e) => return Err(e),
+                // Only the file whose header was judged: a newer entry renamed into place
+                // since (by this process or another) stays.
+                if self.remove_judged(fs, hash, &Judged::Header(&head))? {
+                    removed += 1;
+                    self.counters.warm_expirations.inc();
                 }
             } else {
                 self.index().set_expiry(hash, expires);
@@ -771,6 +911,7 @@ impl WarmStore {
 
     /// Deletes the key's existing entry file, best effort.
     fn remove_older(&self, fs: &dyn Fs, hash: &KeyHash) {
+        let _key = self.key_lock(hash);
         self.index().remove(hash);
         match fs.remove_file(&self.layout.entry_path(hash)) {
             Ok(()) => {}

@@ -8,12 +8,9 @@
 //! the disk: a read racing the eviction of the file it read, and a restart with a smaller
 //! budget than the files already on disk.
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 
-use tiercache::fs::{DirEntryInfo, FileRead, Fs, StdFs};
-
-use crate::support::{entry_path, prose, Rng, TestCache};
+use crate::support::{entry_path, prose, Gate, PauseAfterRead, Rng, TestCache};
 
 const SETS: u64 = 100_000;
 const KEYS: u64 = 200;
@@ -113,82 +110,6 @@ async fn budgets_hold_after_every_operation_under_100k_sets() {
     assert_eq!(s.warm_entries, h.entry_names().len() as u64);
     assert_eq!(s.warm_bytes, h.entry_bytes_on_disk());
     h.close().await.unwrap();
-}
-
-/// A gate that a blocking fs call waits at until the test opens it.
-#[derive(Debug, Default)]
-struct Gate {
-    /// (a call is waiting, the gate is open)
-    state: Mutex<(bool, bool)>,
-    cv: Condvar,
-}
-
-impl Gate {
-    fn wait_here(&self) {
-        let mut st = self.state.lock().unwrap();
-        st.0 = true;
-        self.cv.notify_all();
-        while !st.1 {
-            st = self.cv.wait(st).unwrap();
-        }
-    }
-
-    fn wait_for_caller(&self) {
-        let mut st = self.state.lock().unwrap();
-        while !st.0 {
-            st = self.cv.wait(st).unwrap();
-        }
-    }
-
-    fn open(&self) {
-        self.state.lock().unwrap().1 = true;
-        self.cv.notify_all();
-    }
-}
-
-/// The real file system, except that a read of `target` returns only once the gate opens:
-/// the file was read whole, and the reader is slow to act on it.
-#[derive(Debug)]
-struct PauseAfterRead {
-    target: PathBuf,
-    gate: Arc<Gate>,
-}
-
-impl Fs for PauseAfterRead {
-    fn read_file(&self, path: &Path, max_len: u64) -> std::io::Result<FileRead> {
-        let r = StdFs.read_file(path, max_len);
-        if path == self.target {
-            self.gate.wait_here();
-        }
-        r
-    }
-    fn read_prefix(&self, path: &Path, n: usize) -> std::io::Result<FileRead> {
-        StdFs.read_prefix(path, n)
-    }
-    fn write_new(&self, path: &Path, data: &[u8], sync: bool) -> std::io::Result<()> {
-        StdFs.write_new(path, data, sync)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
-        StdFs.rename(from, to)
-    }
-    fn remove_file(&self, path: &Path) -> std::io::Result<()> {
-        StdFs.remove_file(path)
-    }
-    fn remove_dir_all(&self, path: &Path) -> std::io::Result<()> {
-        StdFs.remove_dir_all(path)
-    }
-    fn create_dir_all(&self, path: &Path) -> std::io::Result<()> {
-        StdFs.create_dir_all(path)
-    }
-    fn sync_dir(&self, path: &Path) -> std::io::Result<()> {
-        StdFs.sync_dir(path)
-    }
-    fn read_dir(&self, path: &Path) -> std::io::Result<Vec<DirEntryInfo>> {
-        StdFs.read_dir(path)
-    }
-    fn available_space(&self, path: &Path) -> std::io::Result<u64> {
-        StdFs.available_space(path)
-    }
 }
 
 /// A get reads X's file; before it records the hit, a write of Y evicts X (index entry and

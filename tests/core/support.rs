@@ -8,12 +8,14 @@
 #![allow(dead_code)] // each test module uses its own part of the fixture
 
 use std::collections::BTreeSet;
+use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tiercache::testing::FaultFs;
+use tiercache::fs::{DirEntryInfo, FileRead, StdFs};
 use tiercache::{Builder, Durability, Fs, ManualClock, Stats, TieredCache, WritePolicy};
 
 /// Builds a cache for a test; every setting not named keeps the library default, except
@@ -460,4 +462,83 @@ fn splitmix64_matches_the_reference_sequence() {
     let mut r = Rng::new(1234567);
     assert_eq!(r.next_u64(), 6457827717110365317);
     assert_eq!(r.next_u64(), 3203168211198807973);
+}
+
+/// A gate that a blocking fs call waits at until the test opens it.
+#[derive(Debug, Default)]
+pub struct Gate {
+    /// (a call is waiting, the gate is open)
+    state: Mutex<(bool, bool)>,
+    cv: Condvar,
+}
+
+impl Gate {
+    pub fn wait_here(&self) {
+        let mut st = self.state.lock().unwrap();
+        st.0 = true;
+        self.cv.notify_all();
+        while !st.1 {
+            st = self.cv.wait(st).unwrap();
+        }
+    }
+
+    pub fn wait_for_caller(&self) {
+        let mut st = self.state.lock().unwrap();
+        while !st.0 {
+            st = self.cv.wait(st).unwrap();
+        }
+    }
+
+    pub fn open(&self) {
+        self.state.lock().unwrap().1 = true;
+        self.cv.notify_all();
+    }
+}
+
+/// The real file system, except that a read of `target` returns only once the gate opens:
+/// the file was read whole, and the reader is slow to act on it.
+#[derive(Debug)]
+pub struct PauseAfterRead {
+    pub target: PathBuf,
+    pub gate: Arc<Gate>,
+}
+
+impl Fs for PauseAfterRead {
+    fn read_file(&self, path: &Path, max_len: u64) -> io::Result<FileRead> {
+        let r = StdFs.read_file(path, max_len);
+        if path == self.target {
+            self.gate.wait_here();
+        }
+        r
+    }
+    fn read_prefix(&self, path: &Path, n: usize) -> io::Result<FileRead> {
+        StdFs.read_prefix(path, n)
+    }
+    fn write_new(&self, path: &Path, data: &[u8], sync: bool) -> io::Result<()> {
+        StdFs.write_new(path, data, sync)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        StdFs.rename(from, to)
+    }
+    fn rename_noreplace(&self, from: &Path, to: &Path) -> io::Result<()> {
+        StdFs.rename_noreplace(from, to)
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        StdFs.remove_file(path)
+    }
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        StdFs.remove_dir_all(path)
+    }
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        StdFs.create_dir_all(path)
+    }
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        StdFs.sync_dir(path)
+    }
+    fn read_dir(&self, path: &Path) -> io::Result<Vec<DirEntryInfo>> {
+        StdFs.read_dir(path)
+    }
+    fn available_space(&self, path: &Path) -> io::Result<u64> {
+        StdFs.available_space(path)
+    }
 }
