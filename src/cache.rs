@@ -85,18 +85,32 @@ pub(crate) struct Inner {
     /// Entries created before this time (unix ms) are treated as cleared. Set by `clear`, so
     /// that a disk clear that failed cannot bring old answers back in this process.
     cleared_before_ms: AtomicU64,
-    /// Keys whose latest value (or removal) was lost from memory before it reached the disk,
-    /// with the time of the loss and the lost hot version: a disk file (or a queued write) of
-    /// such a key created at or before then is older than what the caller last set, so it is a
-    /// miss, never served. An entry is dropped once a write newer than the lost version lands. Bounded by [`STALE_KEYS_MAX`]; past that, everything on
-    /// disk created before now is treated as stale instead (a miss is acceptable, a stale
-    /// answer is not).
-    pub(crate) stale: Mutex<HashMap<KeyHash, (u64, u64)>>,
+    /// The fence on disk (`<root>/fence`, read at open, written by `persist_fence`): entries
+    /// created before it are cleared for every process that opens the directory. Below
+    /// `cleared_before_ms` while a `clear` (or the overflow of `stale`) is not yet on disk;
+    /// `flush` and `close` report that.
+    fence_persisted_ms: AtomicU64,
+    /// Keys whose latest value (or removal) was lost from memory before it reached the disk
+    /// (set in `mark_stale`): a disk file (or a queued write) of such a key created at or
+    /// before the loss is older than what the caller last set, so it is a miss, never served.
+    /// Write-back deletes that file (`Op::Purge`, then `purged`), so that a restart cannot
+    /// serve it either. The entry stays until a newer write or removal of the key lands (or a
+    /// `clear`): until then the key's last value is not on disk, and `flush` says so.
+    /// Bounded by [`STALE_KEYS_MAX`]; past that, the fence moves to now instead (every older
+    /// file is a miss, for this process and, once the fence is on disk, after a restart), and
+    /// `flush` reports the overflow until the next `clear`.
+    pub(crate) stale: Mutex<HashMap<KeyHash, Lost>>,
+    /// More keys were lost than `stale` holds (see there); reset by `clear`.
+    lost_overflow: AtomicBool,
     last_error: Mutex<Option<String>>,
     /// Held while the mode switches back to tiered and the dirty entries are queued for
     /// write-back, and by `flush` before it looks at the queue: a `flush` that sees the
     /// recovered mode also waits for the write-back that recovery started.
     pub(crate) write_back_gate: tokio::sync::Mutex<()>,
+    /// Write jobs hold it shared while they call the disk; `clear` holds it exclusively
+    /// while it records the fence and deletes the entry files, so that a write made after the
+    /// clear began is never deleted by it.
+    pub(crate) clear_gate: tokio::sync::RwLock<()>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     shutdown: watch::Receiver<bool>,
 }
@@ -105,6 +119,17 @@ type BoxTask = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// Bound on keys remembered as stale on disk.
 const STALE_KEYS_MAX: usize = 100_000;
+
+/// A key whose latest value (or removal) was lost from memory before it reached the disk.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Lost {
+    /// When it was lost (unix ms): files of the key created at or before then are older.
+    pub at_ms: u64,
+    /// The lost hot-tier version.
+    pub version: u64,
+    /// The key's older file has been deleted (`Op::Purge` landed).
+    pub purged: bool,
+}
 
 /// What a lookup found.
 #[derive(Debug, Clone)]
@@ -178,8 +203,11 @@ impl TieredCache {
             clock,
             closed: AtomicBool::new(false),
             cleared_before_ms: AtomicU64::new(0),
+            fence_persisted_ms: AtomicU64::new(0),
             stale: Mutex::new(HashMap::new()),
+            lost_overflow: AtomicBool::new(false),
             write_back_gate: tokio::sync::Mutex::new(()),
+            clear_gate: tokio::sync::RwLock::new(()),
             last_error: Mutex::new(None),
             tasks: Mutex::new(Vec::new()),
             shutdown: rx,
@@ -197,12 +225,15 @@ impl TieredCache {
             })
             .await;
         inner.note_outcome("open", &prepared);
+        inner.load_fence().await;
         let supervised = |name, task: fn(Arc<Inner>) -> _| {
             let inner = inner.clone();
             spawn_supervised(name, inner.counters.clone(), move || task(inner.clone()))
         };
         let tasks = vec![
-            supervised("writer", |i| Box::pin(crate::writer::writer_task(i)) as BoxTask),
+            supervised("writer", |i| {
+                Box::pin(crate::writer::writer_task(i)) as BoxTask
+            }),
             supervised("maintenance", |i| Box::pin(maintenance_task(i)) as BoxTask),
             supervised("resilience", |i| Box::pin(resilience_task(i)) as BoxTask),
         ];
@@ -361,6 +392,38 @@ impl Inner {
         Ok(())
     }
 
+    /// The creation time of an entry made now: never before the fence, so that an entry set
+    /// in the same millisecond as, and after, a `clear` is not taken for a cleared one.
+    pub(crate) fn created_now(&self) -> u64 {
+        self.clock
+            .now_ms()
+            .max(self.cleared_before_ms.load(Ordering::Relaxed))
+    }
+
+    /// Whether the fence in memory (a `clear`, or the overflow of the stale-key map) is not
+    /// yet on disk: a restart would not know it.
+    pub(crate) fn fence_pending(&self) -> bool {
+        self.cleared_before_ms.load(Ordering::Relaxed)
+            > self.fence_persisted_ms.load(Ordering::Relaxed)
+    }
+
+    /// Writes the fence to disk if it is pending. Returns whether none is pending now.
+    pub(crate) async fn persist_fence(&self) -> bool {
+        let fence = self.cleared_before_ms.load(Ordering::Relaxed);
+        if fence <= self.fence_persisted_ms.load(Ordering::Relaxed) {
+            return true;
+        }
+        let outcome = self
+            .disk
+            .run(move |fs, store| store.write_fence(fs, fence))
+            .await;
+        self.note_outcome("fence", &outcome);
+        if matches!(outcome, DiskOutcome::Done { value: Ok(()), .. }) {
+            self.fence_persisted_ms.fetch_max(fence, Ordering::Relaxed);
+        }
+        !self.fence_pending()
+    }
+
     /// Did a `clear` start after an entry created at `created_ms` was set?
     pub(crate) fn cleared_since(&self, created_ms: u64) -> bool {
         created_ms < self.cleared_before_ms.load(Ordering::Relaxed)
@@ -372,19 +435,47 @@ impl Inner {
         self.cleared_since(created_ms)
             || lock(&self.stale)
                 .get(hash)
-                .is_some_and(|&(t, _)| created_ms <= t)
+                .is_some_and(|l| created_ms <= l.at_ms)
     }
 
     /// Records that version `version` of `hash`, its latest, was lost before reaching the disk.
     pub(crate) fn mark_stale(&self, hash: KeyHash, version: u64) {
         let now = self.clock.now_ms();
         let mut stale = lock(&self.stale);
-        stale.insert(hash, (now, version));
+        let lost = Lost {
+            at_ms: now,
+            version,
+            purged: false,
+        };
+        stale.insert(hash, lost);
         if stale.len() > STALE_KEYS_MAX {
             stale.clear();
             drop(stale);
+            self.lost_overflow.store(true, Ordering::Relaxed);
             self.cleared_before_ms
                 .fetch_max(now.saturating_add(1), Ordering::Relaxed);
+        }
+    }
+
+    /// Reads the fence at open. A fence that cannot be read or is not valid (damaged, or the
+    /// disk failing) makes every entry created before now a miss, and is written again: a
+    /// miss is acceptable, serving an entry a `clear` removed is not.
+    async fn load_fence(&self) {
+        let outcome = self.disk.run(|fs, store| store.read_fence(fs)).await;
+        self.note_outcome("fence", &outcome);
+        match outcome {
+            DiskOutcome::Done {
+                value: Ok(fence), ..
+            } => {
+                let fence = fence.unwrap_or(0);
+                self.cleared_before_ms.fetch_max(fence, Ordering::Relaxed);
+                self.fence_persisted_ms.fetch_max(fence, Ordering::Relaxed);
+            }
+            _ => {
+                tracing::warn!("the fence could not be read: entries made before now are misses");
+                self.cleared_before_ms
+                    .fetch_max(self.clock.now_ms(), Ordering::Relaxed);
+            }
         }
     }
 
@@ -540,7 +631,7 @@ impl Inner {
         let now = self.clock.now_ms();
         let ttl_ms = ttl.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
         let meta = EntryMeta {
-            created_ms: now,
+            created_ms: self.created_now(),
             expires_ms: ttl_ms.map_or(0, |t| now.saturating_add(t).max(1)),
             cost,
         };
@@ -595,7 +686,12 @@ impl Inner {
     /// the waiter "not written" (see `WriteQueue::mark_stuck`). Not written (failed,
     /// skipped, memory-only, hung, the cache closing) is [`Error::NotPersisted`]; the value is
     /// still served from memory and written when the disk is back.
-    async fn acknowledge(&self, ack: bool, queued: bool, rx: Option<crate::queue::Ack>) -> Result<()> {
+    async fn acknowledge(
+        &self,
+        ack: bool,
+        queued: bool,
+        rx: Option<crate::queue::Ack>,
+    ) -> Result<()> {
         if !ack {
             return Ok(());
         }
@@ -693,8 +789,14 @@ impl Inner {
     #[tracing::instrument(level = "debug", name = "clear", skip_all)]
     pub(crate) async fn clear(&self) -> Result<()> {
         self.check_open()?;
-        let now = self.clock.now_ms();
-        self.cleared_before_ms.fetch_max(now, Ordering::Relaxed);
+        // Entries created before the fence are cleared; those set from now on are created at
+        // or after it (`created_now`).
+        let fence = self.clock.now_ms().saturating_add(1);
+        self.cleared_before_ms.fetch_max(fence, Ordering::Relaxed);
+        // The fence covers every older file of a key whose newest value was lost, and no key
+        // has a last value set before the clear.
+        lock(&self.stale).clear();
+        self.lost_overflow.store(false, Ordering::Relaxed);
         self.queue.cancel_queued();
         self.queue.locked(|_| self.hot.clear());
         // Writes already handed to a writer finish first, so none lands after the clear. A
@@ -707,15 +809,27 @@ impl Inner {
                 last_error: "the disk tier is not in use; its entries were not deleted".into(),
             });
         }
+        let _no_writes = self.clear_gate.write().await;
+        // The fence first: once it is on disk, no process that opens the directory serves
+        // an entry made before the clear, even if deleting the files fails.
+        if !self.persist_fence().await {
+            return Err(Error::NotPersisted {
+                failed: 1,
+                last_error: "the clear could not be recorded on disk (the fence); this process \
+                             still serves none of the cleared entries"
+                    .into(),
+            });
+        }
         let outcome = self.disk.run(|fs, store| store.clear(fs)).await;
         self.note_outcome("clear", &outcome);
-        match outcome {
-            DiskOutcome::Done { value: Ok(()), .. } => Ok(()),
-            other => Err(Error::NotPersisted {
-                failed: 1,
-                last_error: format!("the disk tier could not be cleared: {other:?}"),
-            }),
+        if !matches!(outcome, DiskOutcome::Done { value: Ok(()), .. }) {
+            // Recorded by the fence: the files left are never served, and are evicted or
+            // swept like any other.
+            tracing::warn!(
+                "clear: the fence is on disk, but some entry files could not be deleted"
+            );
         }
+        Ok(())
     }
 
     #[tracing::instrument(level = "debug", name = "flush", skip_all)]
@@ -730,6 +844,7 @@ impl Inner {
             // what is pending, not only what is queued.
             let _gate = self.write_back_gate.lock().await;
             if self.disk_allowed() && self.disk.res.breaker_state() == BreakerState::Closed {
+                self.persist_fence().await;
                 self.write_back_gated().await;
             }
         }
@@ -755,7 +870,8 @@ impl Inner {
     }
 
     /// Operations with a hot version below `before` that are not on disk: dirty entries with
-    /// no write pending, and keys whose older file is stale and not yet deleted. Each dirty
+    /// no write pending, keys whose last value was lost before it reached the disk, and a
+    /// `clear` not yet recorded on disk. Each dirty
     /// entry is checked again under the queue lock, so a write that completed after the
     /// snapshot (the writer marks the entry clean before it releases the slot) is not
     /// counted.
@@ -777,8 +893,10 @@ impl Inner {
         }
         n + lock(&self.stale)
             .values()
-            .filter(|&&(_, lost)| lost < before)
+            .filter(|l| l.version < before)
             .count() as u64
+            + u64::from(self.fence_pending())
+            + u64::from(self.lost_overflow.load(Ordering::Relaxed))
     }
 
     /// A receiver that turns true when the cache shuts down.
@@ -855,6 +973,11 @@ impl Inner {
         let bytes_out = c.bytes_out.get();
         let corrupted = stats::by_name(&c.corrupted, crate::warm::Corruption::ALL, |r| r.name());
         let disk_errors = stats::by_name(&c.disk_errors, IoErrorKind::ALL, |k| k.name());
+        let (stale_keys_pending, lost_keys) = {
+            let stale = lock(&self.stale);
+            let pending = stale.values().filter(|l| !l.purged).count();
+            (pending as u64, stale.len() as u64)
+        };
         Stats {
             hot_hits: c.hot_hits.get() + live_hits,
             warm_hits: c.warm_hits.get(),
@@ -911,7 +1034,8 @@ impl Inner {
             loader_calls: c.loader_calls.get(),
             task_panics: c.task_panics.get(),
             stale_keys_purged: c.stale_keys_purged.get(),
-            stale_keys_pending: lock(&self.stale).len() as u64,
+            stale_keys_pending,
+            lost_keys,
         }
     }
 }

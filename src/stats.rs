@@ -223,6 +223,10 @@ pub struct Stats {
     /// Older files deleted because the key's newer value (or removal) was lost from memory
     /// before it reached the disk (see RELIABILITY.md, "lost writes").
     pub stale_keys_purged: u64,
+    /// Keys whose last value (or removal), set before now, was lost from memory before it
+    /// reached the disk and that have not been set or removed again since: their last value
+    /// is not on disk, so `flush` and `close` report them (see RELIABILITY.md).
+    pub lost_keys: u64,
     /// Keys whose older file on disk must not be served (their newest value or removal was
     /// lost from memory before reaching the disk) and has not been deleted yet. `flush` and
     /// `close` report these; recovery and health checks delete them.

@@ -20,7 +20,11 @@ const RESTART_PAUSE: Duration = Duration::from_millis(100);
 
 /// Spawns `make()` and starts it again each time it panics, until it returns normally (each
 /// task watches the cache's shutdown itself, so a restarted task still drains and stops).
-pub(crate) fn spawn_supervised<F, Fut>(name: &'static str, counters: Arc<Counters>, make: F) -> JoinHandle<()>
+pub(crate) fn spawn_supervised<F, Fut>(
+    name: &'static str,
+    counters: Arc<Counters>,
+    make: F,
+) -> JoinHandle<()>
 where
     F: Fn() -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,

@@ -68,6 +68,7 @@ impl Inner {
         let completion = Arc::new(Mutex::new(Completion::Running));
         let (inner, op2, key2, completion2) =
             (self.clone(), op.clone(), key.clone(), completion.clone());
+        let clear_gate = self.clear_gate.read().await;
         let outcome = self
             .disk
             .run(move |fs, store| {
@@ -116,6 +117,7 @@ impl Inner {
                 result
             })
             .await;
+        drop(clear_gate);
         self.note_outcome("write", &outcome);
         let end = {
             let mut c = lock(&completion);
@@ -173,13 +175,11 @@ impl Inner {
             JobEnd::Landed => self.freshness_landed(hash, version),
             // It can never be written (too large, EFBIG): it lives in memory only, and an
             // older file of the key must not be served once it is evicted.
-            JobEnd::PerEntry => self.mark_stale(*hash, version),
+            JobEnd::PerEntry => self.freshness_landed(hash, version),
             JobEnd::Failed | JobEnd::Blocked | JobEnd::Skipped => {}
         }
         let (superseded, waiters) = self.queue.complete(hash, seq);
-        if matches!(end, JobEnd::Failed | JobEnd::Blocked | JobEnd::Skipped)
-            && !held
-            && !superseded
+        if matches!(end, JobEnd::Failed | JobEnd::Blocked | JobEnd::Skipped) && !held && !superseded
         {
             self.counters.lost_writes.inc();
             self.mark_stale(*hash, version);
@@ -191,7 +191,7 @@ impl Inner {
     /// recorded at or before that version no longer makes its older file a risk.
     fn freshness_landed(&self, hash: &KeyHash, version: u64) {
         let mut stale = lock(&self.stale);
-        if stale.get(hash).is_some_and(|&(_, lost)| lost <= version) {
+        if stale.get(hash).is_some_and(|l| l.version <= version) {
             stale.remove(hash);
         }
     }
@@ -201,7 +201,12 @@ impl Inner {
     fn finish_purge(&self, hash: &KeyHash, seq: u64, version: u64, end: JobEnd) -> Acks {
         if end == JobEnd::Landed {
             self.counters.stale_keys_purged.inc();
-            self.freshness_landed(hash, version);
+            // No older file is left to serve; the key's last value is still not on disk.
+            if let Some(l) = lock(&self.stale).get_mut(hash) {
+                if l.version == version {
+                    l.purged = true;
+                }
+            }
         }
         let (_, waiters) = self.queue.complete(hash, seq);
         (end == JobEnd::Landed, waiters)
@@ -217,7 +222,10 @@ impl Inner {
 
     /// [`Inner::write_back`] for a caller that holds `write_back_gate`.
     pub(crate) async fn write_back_gated(&self) -> u64 {
+        // A pending clear first: written back entries are newer than its fence.
+        self.persist_fence().await;
         let now = self.clock.now_ms();
+        let created_ms = self.created_now();
         let mut queued = 0;
         for (key, e) in self.hot.dirty_entries() {
             if !self.disk_allowed() {
@@ -239,7 +247,7 @@ impl Inner {
                 Op::Put {
                     value: e.value.clone(),
                     meta: EntryMeta {
-                        created_ms: now,
+                        created_ms,
                         expires_ms: e.expires_ms,
                         cost: e.cost,
                     },
@@ -264,7 +272,10 @@ impl Inner {
             info!(queued, "dirty entries queued for write-back");
         }
         if purges > 0 {
-            info!(purges, "older files of keys whose newest value was lost queued for deletion");
+            info!(
+                purges,
+                "older files of keys whose newest value was lost queued for deletion"
+            );
         }
         queued + purges
     }
@@ -275,7 +286,8 @@ impl Inner {
     async fn queue_purges(&self) -> u64 {
         let stale: Vec<(KeyHash, u64)> = lock(&self.stale)
             .iter()
-            .map(|(h, &(_, lost))| (*h, lost))
+            .filter(|(_, l)| !l.purged)
+            .map(|(h, l)| (*h, l.version))
             .collect();
         let mut queued = 0;
         for (hash, lost) in stale {
@@ -292,8 +304,8 @@ impl Inner {
             let still_stale = |view: &QueueView<'_>| {
                 view.pending_version(&hash).is_none()
                     && lock(&self.stale)
-                    .get(&hash)
-                    .is_some_and(|&(_, l)| l == lost)
+                        .get(&hash)
+                        .is_some_and(|l| l.version == lost && !l.purged)
             };
             let op = Op::Purge { version: lost };
             if self
@@ -311,7 +323,10 @@ impl Inner {
 /// what is queued, then exits.
 pub(crate) async fn writer_task(inner: Arc<Inner>) {
     // The builder bounds it; clamped again so that no setting can make `Semaphore` panic.
-    let concurrency = inner.config.write_concurrency.clamp(1, MAX_WRITE_CONCURRENCY);
+    let concurrency = inner
+        .config
+        .write_concurrency
+        .clamp(1, MAX_WRITE_CONCURRENCY);
     let slots = Arc::new(Semaphore::new(concurrency));
     let mut shutdown = inner.shutdown();
     loop {

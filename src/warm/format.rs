@@ -500,6 +500,31 @@ pub fn inflate_exact(payload: &[u8], expected: u64) -> Result<Vec<u8>, InflateEr
     Ok(out)
 }
 
+/// Magic of the fence file.
+pub const FENCE_MAGIC: [u8; 8] = *b"TCFENCE1";
+/// Length of the fence file: magic, time, checksum.
+pub const FENCE_LEN: usize = 24;
+
+/// The fence file: [`FENCE_MAGIC`], the fence time (unix ms, u64 LE), and the first 8 bytes of
+/// the blake3 hash of the preceding 16 bytes.
+pub fn encode_fence(ms: u64) -> [u8; FENCE_LEN] {
+    let mut out = [0u8; FENCE_LEN];
+    out[..8].copy_from_slice(&FENCE_MAGIC);
+    out[8..16].copy_from_slice(&ms.to_le_bytes());
+    let sum = blake3::hash(&out[..16]);
+    out[16..].copy_from_slice(&sum.as_bytes()[..8]);
+    out
+}
+
+/// The fence time, if `bytes` is a valid fence file.
+pub fn decode_fence(bytes: &[u8]) -> Option<u64> {
+    let bytes: &[u8; FENCE_LEN] = bytes.try_into().ok()?;
+    if bytes[..8] != FENCE_MAGIC || blake3::hash(&bytes[..16]).as_bytes()[..8] != bytes[16..] {
+        return None;
+    }
+    Some(le_u64(&bytes[8..16]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -515,6 +540,19 @@ mod tests {
             expires_ms: 1_700_000_060_000,
             cost: 42,
         }
+    }
+
+    #[test]
+    fn a_fence_round_trips_and_any_damage_is_refused() {
+        let f = encode_fence(1_700_000_000_123);
+        assert_eq!(decode_fence(&f), Some(1_700_000_000_123));
+        for bit in 0..FENCE_LEN * 8 {
+            let mut bad = f;
+            bad[bit / 8] ^= 1 << (bit % 8);
+            assert_eq!(decode_fence(&bad), None, "bit {bit}");
+        }
+        assert_eq!(decode_fence(&f[..FENCE_LEN - 1]), None);
+        assert_eq!(decode_fence(&[f.as_slice(), &[0]].concat()), None);
     }
 
     #[test]

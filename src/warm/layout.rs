@@ -17,6 +17,8 @@ pub const ENTRIES_DIR: &str = "v1";
 pub const TMP_DIR: &str = "tmp";
 /// The name of the quarantine directory.
 pub const QUARANTINE_DIR: &str = "quarantine";
+/// The fence file's name, in the root.
+pub const FENCE_FILE: &str = "fence";
 
 /// blake3 of a key: the entry's identity on disk.
 pub type KeyHash = [u8; 32];
@@ -108,6 +110,12 @@ impl Layout {
     /// `<root>/quarantine`.
     pub fn quarantine_dir(&self) -> &Path {
         &self.quarantine
+    }
+
+    /// `<root>/fence`: entries created before the time it records are cleared (see
+    /// FORMAT.md, "The fence").
+    pub fn fence_path(&self) -> PathBuf {
+        self.root.join(FENCE_FILE)
     }
 
     /// `<root>/v1/ab/cd`: the directory an entry lives in.

@@ -527,7 +527,9 @@ impl WarmStore {
         let len = file.len() as u64;
         if len > self.config.capacity_bytes {
             // This value stays memory-only; an older file of the key must not outlive it.
-            self.remove_older(fs, hash);
+            // If it cannot be deleted, the write failed (and is retried), so that a value that
+            // lives in memory only never leaves an older file behind.
+            self.remove_older(fs, hash)?;
             return Ok(WriteOutcome::TooLarge);
         }
         self.check_space(fs, len)?;
@@ -560,8 +562,10 @@ impl WarmStore {
                 self.remove_or_remember(fs, tmp);
                 if !IoErrorKind::classify(&e).is_device_failure() {
                     // EFBIG or a blocked path: this value is not on disk, so an older file
-                    // of the key must not outlive it (and be served after a restart).
-                    self.remove_older(fs, hash);
+                    // of the key must not outlive it (and be served after a restart). If it
+                    // cannot be deleted, that error is the outcome (a device failure: the
+                    // write is retried).
+                    self.remove_older(fs, hash)?;
                 }
                 return Err(e);
             }
@@ -847,6 +851,38 @@ impl WarmStore {
         Ok(removed)
     }
 
+    /// Reads the fence (see FORMAT.md, "The fence"): `Ok(None)` when there is none,
+    /// `Ok(Some(ms))` for a valid one; a fence that is not valid is `InvalidData`.
+    pub fn read_fence(&self, fs: &dyn Fs) -> io::Result<Option<u64>> {
+        match fs.read_file(&self.layout.fence_path(), format::FENCE_LEN as u64) {
+            Ok(FileRead::Data(d)) => format::decode_fence(&d).map(Some).ok_or_else(|| {
+                io::Error::new(io::ErrorKind::InvalidData, "the fence file is not valid")
+            }),
+            Ok(_) => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "something other than a fence file sits at the fence path",
+            )),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Writes the fence atomically and durably (temp file, fsync, rename, root fsync):
+    /// entries created before `ms` are cleared, for every process that opens the directory
+    /// from now on.
+    pub fn write_fence(&self, fs: &dyn Fs, ms: u64) -> io::Result<()> {
+        let n = self.seq.fetch_add(1, Ordering::Relaxed);
+        let tmp = self.layout.probe_path(self.owner, n);
+        let result = fs
+            .write_new(&tmp, &format::encode_fence(ms), true)
+            .and_then(|()| fs.rename(&tmp, &self.layout.fence_path()))
+            .and_then(|()| fs.sync_dir(self.layout.root()));
+        if result.is_err() {
+            self.remove_or_remember(fs, tmp);
+        }
+        result
+    }
+
     /// The recovery probe: free-space check, then write and fsync a probe file, read it
     /// back, verify it and delete it.
     pub fn probe(&self, fs: &dyn Fs) -> io::Result<()> {
@@ -909,14 +945,16 @@ impl WarmStore {
         }
     }
 
-    /// Deletes the key's existing entry file, best effort.
-    fn remove_older(&self, fs: &dyn Fs, hash: &KeyHash) {
+    /// Deletes the key's existing entry file (none is fine). A path error is not the
+    /// device's: no file can sit behind a blocked path.
+    fn remove_older(&self, fs: &dyn Fs, hash: &KeyHash) -> io::Result<()> {
         let _key = self.key_lock(hash);
         self.index().remove(hash);
         match fs.remove_file(&self.layout.entry_path(hash)) {
-            Ok(()) => {}
-            Err(e) if is_not_found(&e) => {}
-            Err(e) => debug!(error = %e, "could not remove the older file of an unwritable entry"),
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) if !IoErrorKind::classify(&e).is_device_failure() => Ok(()),
+            Err(e) => Err(e),
         }
     }
 }

@@ -115,15 +115,30 @@ async fn a_layout_that_holds_no_entry_fails_flush_and_close() {
         }
         let s = h.stats();
         assert_eq!(s.writes_ok, 0, "{blocker}");
-        assert!(s.breaker_opens >= 1, "{blocker}: the breaker never moved: {s:?}");
+        assert!(
+            s.breaker_opens >= 1,
+            "{blocker}: the breaker never moved: {s:?}"
+        );
         // Still served from memory.
         assert_eq!(h.get::<i32>("k3").await.unwrap(), Some(3), "{blocker}");
         match h.close().await {
             Err(Error::NotPersisted { failed: 10, .. }) => {}
             other => panic!("{blocker}: close returned {other:?}"),
         }
-        assert_eq!(h.files(), vec![std::path::PathBuf::from(if blocker == "v1 is a file" { "v1" } else { "tmp" })], "{blocker}: nothing on disk");
-        assert_eq!(std::fs::read_dir(elsewhere.path()).unwrap().count(), 0, "{blocker}: nothing written through the symlink");
+        assert_eq!(
+            h.files(),
+            vec![std::path::PathBuf::from(if blocker == "v1 is a file" {
+                "v1"
+            } else {
+                "tmp"
+            })],
+            "{blocker}: nothing on disk"
+        );
+        assert_eq!(
+            std::fs::read_dir(elsewhere.path()).unwrap().count(),
+            0,
+            "{blocker}: nothing written through the symlink"
+        );
     }
 }
 
@@ -148,7 +163,11 @@ async fn a_blocked_entry_path_is_reported_never_clean() {
     assert_eq!(s.breaker_state, tiercache::BreakerState::Closed);
     assert!(h.on_disk("fine"));
     assert!(!blocked.exists());
-    assert_eq!(std::fs::read(&fanout).unwrap(), b"foreign", "foreign files are left alone");
+    assert_eq!(
+        std::fs::read(&fanout).unwrap(),
+        b"foreign",
+        "foreign files are left alone"
+    );
 }
 
 /// What the paused read finds at the entry path.
@@ -247,7 +266,10 @@ async fn a_judged_file_replaced_before_the_judgment_is_acted_on(
     let quarantined = std::fs::read_dir(h.root().join("quarantine"))
         .map(|d| d.count())
         .unwrap_or(0);
-    assert_eq!(quarantined, 0, "{judged:?}: a healthy entry was quarantined");
+    assert_eq!(
+        quarantined, 0,
+        "{judged:?}: a healthy entry was quarantined"
+    );
     h.close().await.unwrap();
 }
 
