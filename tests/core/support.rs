@@ -14,8 +14,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tiercache::testing::FaultFs;
 use tiercache::fs::{DirEntryInfo, FileRead, StdFs};
+use tiercache::testing::FaultFs;
 use tiercache::{Builder, Durability, Fs, ManualClock, Stats, TieredCache, WritePolicy};
 
 /// Builds a cache for a test; every setting not named keeps the library default, except
