@@ -90,6 +90,9 @@ pub(crate) struct Inner {
     /// `cleared_before_ms` while a `clear` (or the overflow of `stale`) is not yet on disk;
     /// `flush` and `close` report that.
     fence_persisted_ms: AtomicU64,
+    /// Whether the fence on disk has been read (or replaced by one of this process). Until
+    /// then nothing is served from the disk (see `load_fence`).
+    fence_known: AtomicBool,
     /// Keys whose latest value (or removal) was lost from memory before it reached the disk
     /// (set in `mark_stale`): a disk file (or a queued write) of such a key created at or
     /// before the loss is older than what the caller last set, so it is a miss, never served.
@@ -204,6 +207,7 @@ impl TieredCache {
             closed: AtomicBool::new(false),
             cleared_before_ms: AtomicU64::new(0),
             fence_persisted_ms: AtomicU64::new(0),
+            fence_known: AtomicBool::new(false),
             stale: Mutex::new(HashMap::new()),
             lost_overflow: AtomicBool::new(false),
             write_back_gate: tokio::sync::Mutex::new(()),
@@ -420,6 +424,8 @@ impl Inner {
         self.note_outcome("fence", &outcome);
         if matches!(outcome, DiskOutcome::Done { value: Ok(()), .. }) {
             self.fence_persisted_ms.fetch_max(fence, Ordering::Relaxed);
+            // The fence on disk is now this process's, whatever was there before.
+            self.fence_known.store(true, Ordering::Release);
         }
         !self.fence_pending()
     }
@@ -457,10 +463,15 @@ impl Inner {
         }
     }
 
-    /// Reads the fence at open. A fence that cannot be read or is not valid (damaged, or the
-    /// disk failing) makes every entry created before now a miss, and is written again: a
-    /// miss is acceptable, serving an entry a `clear` removed is not.
-    async fn load_fence(&self) {
+    /// Reads the fence (at open, and before a disk read while it is not known). Until it has
+    /// been read, no entry is served from the disk: the disk may hold entries that a `clear`
+    /// removed. A fence that is damaged (not merely unreadable now) makes every entry created
+    /// before now a miss, and is written again: a miss is acceptable, serving an entry a
+    /// `clear` removed is not. Returns whether the fence is known.
+    async fn load_fence(&self) -> bool {
+        if self.fence_known.load(Ordering::Acquire) {
+            return true;
+        }
         let outcome = self.disk.run(|fs, store| store.read_fence(fs)).await;
         self.note_outcome("fence", &outcome);
         match outcome {
@@ -471,12 +482,17 @@ impl Inner {
                 self.cleared_before_ms.fetch_max(fence, Ordering::Relaxed);
                 self.fence_persisted_ms.fetch_max(fence, Ordering::Relaxed);
             }
-            _ => {
-                tracing::warn!("the fence could not be read: entries made before now are misses");
+            DiskOutcome::Done { value: Err(e), .. }
+                if e.kind() == std::io::ErrorKind::InvalidData =>
+            {
+                tracing::warn!("the fence file is damaged: entries made before now are misses");
                 self.cleared_before_ms
                     .fetch_max(self.clock.now_ms(), Ordering::Relaxed);
             }
+            _ => return false,
         }
+        self.fence_known.store(true, Ordering::Release);
+        true
     }
 
     /// Whether the disk tier is in use (the breaker may still refuse a call).
@@ -553,7 +569,7 @@ impl Inner {
             }
             None => {}
         }
-        if !self.disk_allowed() {
+        if !self.disk_allowed() || !self.load_fence().await {
             self.counters.misses.inc();
             return Ok(None);
         }
@@ -1048,7 +1064,7 @@ async fn maintenance_task(inner: Arc<Inner>) {
     loop {
         if !first {
             tokio::select! {
-                _ = tokio::time::sleep(inner.config.sweep_interval) => {}
+                _ = crate::degraded::sleep_or_never(inner.config.sweep_interval) => {}
                 _ = shutdown.changed() => return,
             }
         }

@@ -208,7 +208,7 @@ impl Resilience {
                 .set_budget(bytes.saturating_mul(2), entries.saturating_mul(2));
             warn!(
                 errors,
-                window_ms = self.error_window.as_millis() as u64,
+                window_ms = u64::try_from(self.error_window.as_millis()).unwrap_or(u64::MAX),
                 hot_capacity_bytes = bytes.saturating_mul(2),
                 hot_capacity_entries = entries.saturating_mul(2),
                 "disk abandoned: switched to memory-only mode with a doubled hot budget"
@@ -255,6 +255,15 @@ impl Resilience {
     }
 }
 
+/// Sleeps for `d`, or forever when `d` is too large to add to the clock (`Duration::MAX`
+/// means "never"; tokio's own `sleep` would wake after about 30 years).
+pub(crate) async fn sleep_or_never(d: Duration) {
+    match Instant::now().checked_add(d) {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Drives time-based resilience: the breaker's Open → HalfOpen timer and the health check
 /// while tiered; the recovery probe (and, when it passes, write-back and budget restore) while
 /// memory-only. Stops on shutdown.
@@ -271,7 +280,7 @@ pub(crate) async fn resilience_task(inner: Arc<crate::cache::Inner>) {
         let res = &inner.disk.res;
         if res.mode() == Mode::MemoryOnly {
             tokio::select! {
-                _ = tokio::time::sleep(inner.config.recovery_interval) => {}
+                _ = sleep_or_never(inner.config.recovery_interval) => {}
                 _ = shutdown.changed() => return,
             }
             if inner.recovery_probe().await {

@@ -218,11 +218,13 @@ fn open_regular(path: &Path) -> io::Result<Result<(File, fs::Metadata), FileKind
 
 impl Fs for StdFs {
     fn read_prefix(&self, path: &Path, n: usize) -> io::Result<FileRead> {
-        let (file, _) = match open_regular(path)? {
+        let (file, meta) = match open_regular(path)? {
             Ok(f) => f,
             Err(kind) => return Ok(FileRead::NotRegular(kind)),
         };
-        let mut buf = Vec::with_capacity(n);
+        // Never more than the file holds (`n` may be a limit of gigabytes).
+        let cap = usize::try_from(meta.len()).map_or(n, |len| len.min(n));
+        let mut buf = Vec::with_capacity(cap);
         file.take(n as u64).read_to_end(&mut buf)?;
         Ok(FileRead::Data(buf))
     }
@@ -238,7 +240,9 @@ impl Fs for StdFs {
         let cap = usize::try_from(meta.len()).unwrap_or(0);
         let mut buf = Vec::with_capacity(cap);
         // Read one byte past the limit so a file that grew after fstat is still caught.
-        (&mut file).take(max_len + 1).read_to_end(&mut buf)?;
+        (&mut file)
+            .take(max_len.saturating_add(1))
+            .read_to_end(&mut buf)?;
         if buf.len() as u64 > max_len {
             return Ok(FileRead::TooLarge(buf.len() as u64));
         }

@@ -17,5 +17,6 @@ mod model;
 mod persistence;
 mod promises;
 mod roundtrip;
+mod settings;
 mod support;
 mod ttl;

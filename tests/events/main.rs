@@ -158,12 +158,13 @@ async fn cache_events(events: Events) {
     events.take(); // drop the "opened" event
     t.fail(&[FsOp::WriteNew, FsOp::ReadFile], EIO);
     // 3 failures open the breaker (one event); then 5,000 calls are rejected silently.
+    // Write-through: each set reports that its write did not reach the disk.
     for i in 0..3 {
-        cache.set(format!("k{i}"), &i).await.unwrap();
+        assert!(cache.set(format!("k{i}"), &i).await.is_err());
     }
     assert_eq!(cache.breaker_state(), BreakerState::Open);
     for i in 0..2500 {
-        cache.set(format!("k{i}"), &i).await.unwrap();
+        assert!(cache.set(format!("k{i}"), &i).await.is_err());
         cache.get::<i32>(format!("other{i}")).await.unwrap();
     }
     let got = events.take();

@@ -87,11 +87,11 @@ async fn task(
                     let s = seq.fetch_add(1, Ordering::Relaxed);
                     ever.lock().unwrap().entry(k.clone()).or_default().insert(s);
                     let len = 50 + rng.below(3000) as usize;
-                    cache.set_bytes(&k, value(&k, t, s, len)).await.unwrap();
+                    persisted(cache.set_bytes(&k, value(&k, t, s, len)).await);
                     None
                 }
                 35..45 => {
-                    cache.remove(&k).await.unwrap();
+                    persisted(cache.remove(&k).await);
                     None
                 }
                 45..47 => {

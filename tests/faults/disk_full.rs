@@ -198,10 +198,11 @@ impl Run {
         let i = self.next;
         self.next += 1;
         let k = key(i);
-        self.cache
-            .set_bytes(&k, value(&k, 0, i, self.case.value_len))
-            .await
-            .unwrap();
+        persisted(
+            self.cache
+                .set_bytes(&k, value(&k, 0, i, self.case.value_len))
+                .await,
+        );
         if self.check_floor && self.case.min_free > 0 {
             let (avail, _) = available(&self.mnt);
             assert!(

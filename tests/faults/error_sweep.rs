@@ -220,15 +220,17 @@ async fn variant(
     if op == Op::Probe {
         // Memory-only, with two dirty entries for the probe to write back.
         fs.add_rule(Rule::new(Fault::Errno(EIO)).ops(&[FsOp::WriteNew]).times(1));
-        cache
-            .set_bytes("dirty0", value("dirty0", 0, 200, 900))
-            .await
-            .unwrap();
+        persisted(
+            cache
+                .set_bytes("dirty0", value("dirty0", 0, 200, 900))
+                .await,
+        );
         assert_eq!(cache.mode(), Mode::MemoryOnly);
-        cache
-            .set_bytes("dirty1", value("dirty1", 0, 201, 900))
-            .await
-            .unwrap();
+        persisted(
+            cache
+                .set_bytes("dirty1", value("dirty1", 0, 201, 900))
+                .await,
+        );
         fs.clear_rules();
         expect.insert("dirty0".into(), Some(200));
         expect.insert("dirty1".into(), Some(201));
@@ -244,17 +246,11 @@ async fn variant(
     let mut wrong = 0;
     match op {
         Op::SetNew => {
-            cache
-                .set_bytes(FRESH, value(FRESH, 0, 500, 3000))
-                .await
-                .unwrap();
+            persisted(cache.set_bytes(FRESH, value(FRESH, 0, 500, 3000)).await);
             expect.insert(FRESH.into(), Some(500));
         }
         Op::SetOverwrite => {
-            cache
-                .set_bytes(old(0), value(&old(0), 0, 500, 3000))
-                .await
-                .unwrap();
+            persisted(cache.set_bytes(old(0), value(&old(0), 0, 500, 3000)).await);
             expect.insert(old(0), Some(500));
         }
         Op::Get => {
@@ -263,7 +259,7 @@ async fn variant(
             }
         }
         Op::Remove => {
-            cache.remove(old(2)).await.unwrap();
+            persisted(cache.remove(old(2)).await);
             expect.insert(old(2), None);
         }
         Op::Open => {}

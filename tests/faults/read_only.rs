@@ -81,8 +81,9 @@ fn key(p: &str, i: u64) -> String {
     format!("{p}{i}")
 }
 
+/// A write-through set; on the read-only disk it reports not persisted (still served).
 async fn set(cache: &TieredCache, k: &str, seq: u64) {
-    cache.set_bytes(k, value(k, 0, seq, 2048)).await.unwrap();
+    persisted(cache.set_bytes(k, value(k, 0, seq, 2048)).await);
 }
 
 /// The value of `k`, checked to be whole and `k`'s.
