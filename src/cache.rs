@@ -270,6 +270,14 @@ impl TieredCache {
     }
 
     /// Sets a value (encoded with bincode over serde), with the default TTL.
+    ///
+    /// With [`WritePolicy::WriteBehind`] (the default) it returns once the value is in memory
+    /// and its write is queued (waiting for room in the queue first: backpressure). With
+    /// [`WritePolicy::WriteThrough`] it returns `Ok` only once the entry is durable, and
+    /// [`Error::NotPersisted`] when the write did not reach the disk (failed, skipped while
+    /// the breaker is open or the cache memory-only, or a disk call that hung past
+    /// `io_timeout`): the value is still served from memory and written when the disk is
+    /// back. The same holds for every `set_*` method and for [`TieredCache::remove`].
     pub async fn set<V: Serialize + ?Sized>(&self, key: impl AsRef<[u8]>, value: &V) -> Result<()> {
         let bytes = codec::encode(value)?;
         self.inner
@@ -321,24 +329,36 @@ impl TieredCache {
     }
 
     /// Removes every entry from both tiers (foreign files in the directory are left alone).
-    /// If the disk could not be cleared, this process still never serves an entry created
-    /// before the clear, and the error says what was left. Writes in flight finish first,
-    /// except one whose disk call timed out: if it lands later, the writer deletes it.
+    /// The clear is recorded on disk first (the fence, see FORMAT.md): once `clear` returns
+    /// `Ok`, no entry set before it is ever served again, by this process or any process that
+    /// opens the directory later, even if some entry files could not be deleted.
+    /// [`Error::NotPersisted`] when the fence could not be written: this process still never
+    /// serves an entry created before the clear, and `flush`/`close` report the clear until
+    /// the fence is on disk. Writes in flight finish first, except one whose disk call timed
+    /// out: if it lands later, the writer deletes it.
     pub async fn clear(&self) -> Result<()> {
         self.inner.clear().await
     }
 
-    /// Waits until every write queued before the call has been attempted (including the
-    /// write-back of a recovery that has already switched the mode back). Returns
-    /// [`Error::NotPersisted`] if some entries are still only in memory (the disk failed or is
-    /// not in use); they are retried when the disk is back. A write whose disk call timed out
-    /// and has not returned is not waited for (a disk that never answers cannot hang `flush`)
-    /// and is counted in that error.
+    /// Makes every `set`/`remove` made before the call durable, or says what is not.
+    ///
+    /// With the disk in use, it first queues another attempt for entries whose earlier write
+    /// failed, then waits for every write queued before the call (including the write-back of
+    /// a recovery that has already switched the mode back). `Ok` only if everything set or
+    /// removed before the call is on disk; writes made by other tasks while it runs are not
+    /// counted. Otherwise [`Error::NotPersisted`], counting: entries still only in memory
+    /// (the disk failed or is not in use; they are retried when it is back), keys whose last
+    /// value was lost from memory before it reached the disk (until they are set or removed
+    /// again; `Stats::lost_keys`), writes held up by a disk call that timed out and has not
+    /// returned (not waited for: a disk that never answers cannot hang `flush`), and a
+    /// `clear` not yet recorded on disk.
     pub async fn flush(&self) -> Result<()> {
         self.inner.flush().await
     }
 
     /// Flushes, then stops the background tasks. Further calls return [`Error::Closed`].
+    /// Returns what the flush returned: after `Ok`, a cache reopened on the directory serves
+    /// no value older than the last one set, and no removed or cleared key.
     pub async fn close(&self) -> Result<()> {
         let flushed = self.inner.flush().await;
         self.inner.closed.store(true, Ordering::SeqCst);
