@@ -154,9 +154,28 @@ impl TieredCache {
         }
 
         let mut removed = 0;
+        let mut not_on_disk = 0;
         for key in &doomed {
-            inner.remove(key).await?;
+            match inner.remove(key).await {
+                Ok(_) => {}
+                // Write-through and the delete did not reach the disk: removed in memory
+                // (never served), reported below.
+                Err(Error::NotPersisted { last_error: e, .. }) => {
+                    not_on_disk += 1;
+                    last_error = e;
+                }
+                Err(e) => return Err(e),
+            }
             removed += 1;
+        }
+        if not_on_disk > 0 {
+            return Err(Error::NotPersisted {
+                failed: not_on_disk + unscanned,
+                last_error: format!(
+                    "{removed} entries removed, {not_on_disk} of them not yet from the disk \
+                     (last: {last_error})"
+                ),
+            });
         }
         if unscanned > 0 {
             return Err(Error::NotPersisted {

@@ -192,7 +192,12 @@ impl Namespace {
                     generation: g,
                     created_ms: now,
                 })?;
-                inner.store(&rk, record.into(), None, 0).await?;
+                // A write-through store that did not reach the disk still serves the
+                // generation from memory; `flush` reports it.
+                match inner.store(&rk, record.into(), None, 0).await {
+                    Ok(()) | Err(Error::NotPersisted { .. }) => {}
+                    Err(e) => return Err(e),
+                }
                 g
             }
         };
@@ -311,7 +316,11 @@ impl Namespace {
         })?
         .into();
         let rk = record_key(&self.name);
-        inner.store(&rk, record.clone(), None, 0).await?;
+        match inner.store(&rk, record.clone(), None, 0).await {
+            // Reported below, like a write-behind store that failed.
+            Ok(()) | Err(Error::NotPersisted { .. }) => {}
+            Err(e) => return Err(e),
+        }
         let upto = inner.queue.seq();
         inner.queue.wait(Some(upto)).await;
         // The writer marks the hot copy clean once the file landed. A copy no longer in the

@@ -390,6 +390,10 @@ impl TieredCache {
                     );
                     Ok(())
                 }
+                // Write-through and the disk refused the write: the caller asked for an
+                // answer, and has it (served from memory meanwhile; `flush` reports the
+                // write).
+                Err(Error::NotPersisted { .. }) => Ok(()),
                 other => other,
             }
         } else {

@@ -293,3 +293,47 @@ async fn an_oversized_key_fails_before_the_loader_runs() {
     );
     assert_eq!(f.stats().loader_calls, 0);
 }
+
+/// Write-through on a disk that refuses every write: the loaded answer still reaches the
+/// caller (and is served from memory), a namespace still works, and `invalidate_if` removes
+/// in memory and reports what did not reach the disk. Only `flush` and the write-through
+/// `set` itself report `NotPersisted`.
+#[tokio::test(start_paused = true)]
+async fn a_refused_write_through_store_never_costs_the_caller_its_answer() {
+    use std::sync::Arc as StdArc;
+    use tiercache::testing::{Fault, FaultFs, FsOp, Rule};
+    let fs = StdArc::new(FaultFs::std());
+    let f = open_with({
+        let fs = fs.clone();
+        move |b| {
+            b.fs(fs)
+                .write_policy(tiercache::WritePolicy::WriteThrough)
+                .failure_threshold(1_000)
+                .memory_only_after(1_000)
+        }
+    })
+    .await;
+    fs.add_rule(Rule::new(Fault::Errno(5)).ops(&[FsOp::WriteNew, FsOp::RemoveFile]));
+    let got: Answer = f
+        .get_or_insert_with("q", || async { ok(answer("42", 7)) })
+        .await
+        .unwrap();
+    assert_eq!(got, answer("42", 7));
+    let again: Answer = f
+        .get_or_insert_with("q", || async { ok(answer("other", 1)) })
+        .await
+        .unwrap();
+    assert_eq!(again, answer("42", 7), "served from memory");
+    assert_eq!(f.stats().loader_calls, 1);
+
+    let ns = f.namespace("tools").unwrap();
+    ns.set("a", &1).await.unwrap_err();
+    assert_eq!(ns.get::<i32>("a").await.unwrap(), Some(1));
+
+    match f.invalidate_if(|k| k == b"q").await {
+        Err(Error::NotPersisted { failed: 1, .. }) => {}
+        other => panic!("invalidate_if returned {other:?}"),
+    }
+    assert_eq!(f.get::<Answer>("q").await.unwrap(), None);
+    assert!(matches!(f.flush().await, Err(Error::NotPersisted { .. })));
+}
