@@ -4,7 +4,9 @@
 //! - [`layout`]: the path scheme (pure).
 //! - `index`: the in-memory LRU index of entry files (pure).
 //! - `quarantine`: moving corrupted files aside.
-//! - `store`: the synchronous core over an [`Fs`](crate::fs::Fs).
+//! - `store`: the synchronous core over an [`Fs`](crate::fs::Fs); its rule for deleting
+//!   what a read judged ([`take_if_unchanged`]) is public, for tools that sweep a live
+//!   directory.
 
 pub mod format;
 pub(crate) mod index;
@@ -13,3 +15,4 @@ pub mod quarantine;
 pub(crate) mod store;
 
 pub use format::Corruption;
+pub use store::{take_if_unchanged, Judged};

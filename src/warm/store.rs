@@ -132,9 +132,9 @@ pub struct WarmStore {
 /// Stripes of the per-key lock.
 const KEY_LOCKS: usize = 64;
 
-/// What a read or sweep judged the file at an entry path to be (see
-/// [`WarmStore::take_judged`]).
-enum Judged<'a> {
+/// What a read or sweep judged the file at an entry path to be (see [`take_if_unchanged`]).
+#[derive(Debug, Clone, Copy)]
+pub enum Judged<'a> {
     /// A regular file with exactly these bytes.
     Bytes(&'a [u8]),
     /// A regular file starting with exactly this header (the sweep reads only headers; the
@@ -454,44 +454,8 @@ impl WarmStore {
         let path = self.layout.entry_path(hash);
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
         let aside = self.layout.temp_path(hash, self.owner, n);
-        match fs.rename(&path, &aside) {
-            Ok(()) => {}
-            Err(e) if is_not_found(&e) => return Ok(None),
-            Err(e) => return Err(e),
-        }
-        let same = match judged {
-            Judged::Bytes(b) => matches!(
-                fs.read_file(&aside, b.len() as u64),
-                Ok(FileRead::Data(d)) if d == *b
-            ),
-            Judged::Header(h) => matches!(
-                fs.read_prefix(&aside, h.len()),
-                Ok(FileRead::Data(d)) if d == *h
-            ),
-            Judged::NotRegular(kind) => matches!(
-                fs.read_file(&aside, 0),
-                Ok(FileRead::NotRegular(k)) if k == *kind
-            ),
-            Judged::TooLarge => matches!(
-                fs.read_file(&aside, self.config.limits.max_file_bytes()),
-                Ok(FileRead::TooLarge(_))
-            ),
-        };
-        if same {
-            return Ok(Some(aside));
-        }
-        match fs.rename_noreplace(&aside, &path) {
-            Ok(()) => {}
-            // An even newer entry took the path meanwhile: the one taken is older than it.
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                self.remove_or_remember(fs, aside)
-            }
-            Err(e) => {
-                self.remove_or_remember(fs, aside);
-                return Err(e);
-            }
-        }
-        Ok(None)
+        let max_file_bytes = self.config.limits.max_file_bytes();
+        Ok(take_if_unchanged(fs, &path, &aside, judged, max_file_bytes)?.then_some(aside))
     }
 
     /// Deletes the key's entry file if it is still the one judged (see
@@ -959,6 +923,66 @@ impl WarmStore {
     }
 }
 
+/// Moves the file at `path` to `aside` (a fresh temp name in the same directory tree, e.g.
+/// under `tmp/`) if it is still the file that was `judged`: `Ok(true)`, and the caller deletes
+/// or quarantines `aside`. `Ok(false)` when there is nothing to act on: the path is empty, or a
+/// newer file was renamed onto it since the judgment (it is put back, or, if an even newer one
+/// took the path meanwhile, deleted as superseded).
+///
+/// Why not unlink the path: between reading a file and acting on what it said (expired,
+/// corrupt), another writer (this process or another one sharing the directory) may have
+/// renamed a newer entry onto the path; unlinking would delete that acknowledged write. The
+/// rename is atomic, so what is taken is exactly what sat at the path; comparing it with the
+/// judgment tells whether it is the same file; putting a different one back uses a rename that
+/// never replaces, so the newest entry always wins. A reader sees a miss for that instant,
+/// never a wrong entry.
+pub fn take_if_unchanged(
+    fs: &dyn Fs,
+    path: &Path,
+    aside: &Path,
+    judged: &Judged<'_>,
+    max_file_bytes: u64,
+) -> io::Result<bool> {
+    match fs.rename(path, aside) {
+        Ok(()) => {}
+        Err(e) if is_not_found(&e) => return Ok(false),
+        Err(e) => return Err(e),
+    }
+    let same = match judged {
+        Judged::Bytes(b) => matches!(
+            fs.read_file(aside, b.len() as u64),
+            Ok(FileRead::Data(d)) if d == *b
+        ),
+        Judged::Header(h) => matches!(
+            fs.read_prefix(aside, h.len()),
+            Ok(FileRead::Data(d)) if d == *h
+        ),
+        Judged::NotRegular(kind) => matches!(
+            fs.read_file(aside, 0),
+            Ok(FileRead::NotRegular(k)) if k == *kind
+        ),
+        Judged::TooLarge => matches!(
+            fs.read_file(aside, max_file_bytes),
+            Ok(FileRead::TooLarge(_))
+        ),
+    };
+    if same {
+        return Ok(true);
+    }
+    let restored = fs.rename_noreplace(aside, path);
+    if restored.is_err() {
+        // Superseded by an even newer entry (AlreadyExists), or the disk failed: in `tmp/`
+        // it is never served; if this delete fails too, the temp sweep removes it.
+        if let Err(e) = fs.remove_file(aside) {
+            debug!(error = %e, "could not remove a superseded entry taken aside");
+        }
+    }
+    match restored {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => Err(e),
+        _ => Ok(false),
+    }
+}
+
 /// A path error that blocks the whole layout (the root, `tmp/` or `v1/` is not a usable
 /// directory): no entry can be written, so it counts against the device (see
 /// [`is_layout_blocked`]) instead of being one entry's problem.
@@ -991,5 +1015,69 @@ fn list_or_empty(fs: &dyn Fs, dir: &Path) -> io::Result<Vec<crate::fs::DirEntryI
         Ok(v) => Ok(v),
         Err(e) if is_not_found(&e) => Ok(Vec::new()),
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use super::*;
+    use crate::fs::StdFs;
+
+    fn setup() -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("entry");
+        let aside = dir.path().join("aside.tmp");
+        (dir, path, aside)
+    }
+
+    #[test]
+    fn the_judged_file_is_taken_aside() {
+        let (_dir, path, aside) = setup();
+        std::fs::write(&path, b"old entry").unwrap();
+        let judged = Judged::Bytes(b"old entry");
+        assert!(take_if_unchanged(&StdFs, &path, &aside, &judged, 100).unwrap());
+        assert!(!path.exists());
+        assert_eq!(std::fs::read(&aside).unwrap(), b"old entry");
+    }
+
+    #[test]
+    fn a_newer_file_renamed_in_after_the_judgment_is_put_back() {
+        let (_dir, path, aside) = setup();
+        // Judged "old entry"; a writer has since renamed a newer entry onto the path.
+        std::fs::write(&path, b"newer entry").unwrap();
+        for judged in [
+            Judged::Bytes(b"old entry"),
+            Judged::Header(b"old "),
+            Judged::TooLarge,
+            Judged::NotRegular(FileKind::Dir),
+        ] {
+            assert!(!take_if_unchanged(&StdFs, &path, &aside, &judged, 100).unwrap());
+            assert_eq!(std::fs::read(&path).unwrap(), b"newer entry", "{judged:?}");
+            assert!(!aside.exists(), "{judged:?}");
+        }
+    }
+
+    #[test]
+    fn nothing_at_the_path_takes_nothing() {
+        let (_dir, path, aside) = setup();
+        let judged = Judged::Bytes(b"x");
+        assert!(!take_if_unchanged(&StdFs, &path, &aside, &judged, 100).unwrap());
+        assert!(!aside.exists());
+    }
+
+    /// An even newer entry took the path while the taken one was being compared: the put
+    /// back refuses to replace it, and the taken one (older than it) is deleted.
+    #[test]
+    fn put_back_never_replaces_an_even_newer_entry() {
+        let (dir, path, aside) = setup();
+        std::fs::write(&path, b"newer").unwrap();
+        std::fs::rename(&path, &aside).unwrap();
+        std::fs::write(&path, b"newest").unwrap();
+        let err = StdFs.rename_noreplace(&aside, &path).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read(&path).unwrap(), b"newest");
+        drop(dir);
     }
 }

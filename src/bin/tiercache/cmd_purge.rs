@@ -7,14 +7,16 @@
 //! for `verify --repair`, which quarantines it with a reason instead of destroying evidence.
 //!
 //! Safe while caches run on the directory: a deleted file is a miss for them, and their write
-//! path never depends on a file being there. (An entry rewritten by another process between
-//! the header read and the delete is deleted too; that costs one miss, never a wrong answer.)
+//! path never depends on a file being there. `--expired` deletes only the file whose header it
+//! judged: an entry rewritten by a running cache between the header read and the delete is
+//! put back (`tiercache::warm::take_if_unchanged`), never deleted.
 
 use std::path::Path;
 
 use tiercache::clock::system_now_ms;
 use tiercache::fs::{FileKind, FileRead, Fs, StdFs};
 use tiercache::warm::format::{parse_header, Invalid, Limits, HEADER_LEN};
+use tiercache::warm::{take_if_unchanged, Judged};
 use tiercache::{DEFAULT_MAX_ENTRY_BYTES, DEFAULT_MAX_KEY_BYTES};
 
 use super::json::Json;
@@ -46,16 +48,21 @@ struct Tally {
 }
 
 impl Tally {
-    fn visit(&mut self, fs: &dyn Fs, e: &EntryFile, what: What, limits: &Limits, now_ms: u64) {
+    fn visit(&mut self, fs: &dyn Fs, e: &EntryFile, what: What, ctx: &Context) {
         if e.kind != FileKind::File {
             self.skipped += 1;
             return;
         }
+        let (limits, now_ms) = (&ctx.limits, ctx.now_ms);
         let delete = match what {
             What::All => true,
             What::Expired => match fs.read_prefix(&e.path, HEADER_LEN) {
                 Ok(FileRead::Data(head)) => match parse_header(&head, limits) {
-                    Ok(h) => h.meta.is_expired(now_ms),
+                    Ok(h) if h.meta.is_expired(now_ms) => {
+                        self.remove_judged(fs, e, &head, ctx);
+                        return;
+                    }
+                    Ok(_) => false,
                     // A newer format's entry is not ours to judge.
                     Err(Invalid::NewerVersion(_)) => false,
                     Err(Invalid::Corrupt(..)) => {
@@ -91,6 +98,40 @@ impl Tally {
             Err(err) => self.errors.push((e.rel.clone(), format!("remove: {err}"))),
         }
     }
+
+    /// Deletes an expired entry only if it is still the file whose header was read.
+    fn remove_judged(&mut self, fs: &dyn Fs, e: &EntryFile, head: &[u8], ctx: &Context) {
+        let n = ctx.next.get();
+        ctx.next.set(n + 1);
+        // A temp name of this process: swept by the next cache that opens the directory if
+        // this command dies before it deletes it.
+        let aside = ctx
+            .root
+            .join("tmp")
+            .join(format!("purge.{}.0.{n}.tmp", std::process::id()));
+        let judged = Judged::Header(head);
+        match take_if_unchanged(fs, &e.path, &aside, &judged, u64::MAX) {
+            Ok(true) => match fs.remove_file(&aside) {
+                Ok(()) => {
+                    self.removed += 1;
+                    self.removed_bytes += e.len;
+                }
+                Err(err) => self.errors.push((e.rel.clone(), format!("remove: {err}"))),
+            },
+            // Gone, or rewritten since the header was read: not this command's to delete.
+            Ok(false) => self.vanished += 1,
+            Err(err) => self.errors.push((e.rel.clone(), format!("remove: {err}"))),
+        }
+    }
+}
+
+/// What every visit needs.
+struct Context {
+    root: std::path::PathBuf,
+    limits: Limits,
+    now_ms: u64,
+    /// The next number for a temp name.
+    next: std::cell::Cell<u64>,
 }
 
 /// Runs `purge DIR --expired | --all`.
@@ -101,11 +142,16 @@ pub fn run(dir: &Path, what: What, json: bool) -> Result<Status, BoxError> {
         max_key_bytes: DEFAULT_MAX_KEY_BYTES,
         max_entry_bytes: DEFAULT_MAX_ENTRY_BYTES,
     };
-    let now_ms = system_now_ms();
+    let ctx = Context {
+        root: dir.clone(),
+        limits,
+        now_ms: system_now_ms(),
+        next: std::cell::Cell::new(0),
+    };
     let mut tally = Tally::default();
     let bar = output::scan_progress("purge:", "entries looked at");
     let summary = walk::entries(&fs, &dir, &mut |e| {
-        tally.visit(&fs, &e, what, &limits, now_ms);
+        tally.visit(&fs, &e, what, &ctx);
         bar.inc(1);
     })?;
     bar.finish_and_clear();
