@@ -132,6 +132,9 @@ pub(crate) struct Lost {
     pub version: u64,
     /// The key's older file has been deleted (`Op::Purge` landed).
     pub purged: bool,
+    /// The version had expired (its TTL passed) before it reached the disk: once the older
+    /// file is deleted the disk is right ("absent"), and the mark is dropped.
+    pub expired: bool,
 }
 
 /// What a lookup found.
@@ -466,12 +469,20 @@ impl Inner {
 
     /// Records that version `version` of `hash`, its latest, was lost before reaching the disk.
     pub(crate) fn mark_stale(&self, hash: KeyHash, version: u64) {
+        self.mark_lost(hash, version, false);
+    }
+
+    /// Records that version `version` of `hash`, its latest, left memory before reaching the
+    /// disk: lost, or (`expired`) expired, in which case "absent" is the right state on disk
+    /// and nothing is reported once the older file is deleted.
+    pub(crate) fn mark_lost(&self, hash: KeyHash, version: u64, expired: bool) {
         let now = self.clock.now_ms();
         let mut stale = lock(&self.stale);
         let lost = Lost {
             at_ms: now,
             version,
             purged: false,
+            expired,
         };
         stale.insert(hash, lost);
         if stale.len() > STALE_KEYS_MAX {
@@ -566,7 +577,25 @@ impl Inner {
                     cost: e.cost,
                 }));
             }
-            Some(Err(_expired)) => self.counters.hot_expirations.inc(),
+            Some(Err(expired)) => {
+                self.counters.hot_expirations.inc();
+                // The hot tier holds a key's newest value: it expired, so the answer is a miss,
+                // whatever older file the disk still has. If that value never reached the disk,
+                // the older file must be deleted before a restart could serve it.
+                if expired.dirty {
+                    let hash = key_hash(key);
+                    self.queue.locked(|view| {
+                        if view
+                            .pending_version(&hash)
+                            .is_none_or(|v| v < expired.version)
+                        {
+                            self.mark_lost(hash, expired.version, true);
+                        }
+                    });
+                }
+                self.counters.misses.inc();
+                return Ok(None);
+            }
             None => {}
         }
         let stamp = self.hot.stamp(key);
@@ -814,6 +843,11 @@ impl Inner {
                 .pending_version(&hash)
                 .is_some_and(|v| v >= ev.entry.version)
             {
+                continue;
+            }
+            let expired = ev.entry.expires_ms != 0 && self.clock.now_ms() >= ev.entry.expires_ms;
+            if expired {
+                self.mark_lost(hash, ev.entry.version, true);
                 continue;
             }
             // Counted, not logged: under memory pressure this happens per request.

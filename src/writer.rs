@@ -201,11 +201,15 @@ impl Inner {
     fn finish_purge(&self, hash: &KeyHash, seq: u64, version: u64, end: JobEnd) -> Acks {
         if end == JobEnd::Landed {
             self.counters.stale_keys_purged.inc();
-            // No older file is left to serve; the key's last value is still not on disk.
-            if let Some(l) = lock(&self.stale).get_mut(hash) {
-                if l.version == version {
-                    l.purged = true;
+            // No older file is left to serve; the key's last value is still not on disk,
+            // unless it had expired (then absent is right).
+            let mut stale = lock(&self.stale);
+            match stale.get_mut(hash) {
+                Some(l) if l.version == version && l.expired => {
+                    stale.remove(hash);
                 }
+                Some(l) if l.version == version => l.purged = true,
+                _ => {}
             }
         }
         let (_, waiters) = self.queue.complete(hash, seq);
@@ -231,9 +235,9 @@ impl Inner {
             if !self.disk_allowed() {
                 break;
             }
-            if e.expires_ms != 0 && now >= e.expires_ms {
-                continue;
-            }
+            // Expired before it reached the disk: "absent" is the right state there, so the
+            // key's older file is deleted (and the entry made clean) instead.
+            let expired = e.expires_ms != 0 && now >= e.expires_ms;
             let hash = key_hash(&key);
             if self.queue.lookup(&hash).is_some() {
                 continue;
@@ -241,7 +245,7 @@ impl Inner {
             let Some(permit) = self.queue.reserve(key.len(), e.value.len()).await else {
                 break;
             };
-            let op = if e.tombstone {
+            let op = if e.tombstone || expired {
                 Op::Delete { version: e.version }
             } else {
                 Op::Put {

@@ -77,7 +77,8 @@ async fn not_found_never_opens_it() {
     assert_eq!(cache.breaker_state(), BreakerState::Closed);
     assert_eq!(cache.stats().disk_errors, 0);
     assert_eq!(cache.stats().misses, 1000);
-    assert_eq!(t.fs.calls(FsOp::ReadFile), 1000);
+    // One read per get, plus the fence read at open.
+    assert_eq!(t.fs.calls(FsOp::ReadFile), 1001);
 }
 
 #[tokio::test(start_paused = true)]

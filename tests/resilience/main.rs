@@ -12,7 +12,10 @@
 )]
 
 mod breaker;
+mod clear_fence;
+mod lost_writes;
 mod memory_only;
+mod outage_model;
 mod random_faults;
 mod support;
 mod tasks;
