@@ -577,25 +577,25 @@ impl Inner {
                     cost: e.cost,
                 }));
             }
-            Some(Err(expired)) => {
+            // The hot tier holds a key's newest value. Clean, it is the disk's file too, which
+            // the read below finds expired and deletes. Dirty, it never reached the disk: the
+            // answer is a miss whatever older file the disk still has, and that file must be
+            // deleted before a restart could serve it.
+            Some(Err(expired)) if expired.dirty => {
                 self.counters.hot_expirations.inc();
-                // The hot tier holds a key's newest value: it expired, so the answer is a miss,
-                // whatever older file the disk still has. If that value never reached the disk,
-                // the older file must be deleted before a restart could serve it.
-                if expired.dirty {
-                    let hash = key_hash(key);
-                    self.queue.locked(|view| {
-                        if view
-                            .pending_version(&hash)
-                            .is_none_or(|v| v < expired.version)
-                        {
-                            self.mark_lost(hash, expired.version, true);
-                        }
-                    });
-                }
+                let hash = key_hash(key);
+                self.queue.locked(|view| {
+                    if view
+                        .pending_version(&hash)
+                        .is_none_or(|v| v < expired.version)
+                    {
+                        self.mark_lost(hash, expired.version, true);
+                    }
+                });
                 self.counters.misses.inc();
                 return Ok(None);
             }
+            Some(Err(_expired)) => self.counters.hot_expirations.inc(),
             None => {}
         }
         let stamp = self.hot.stamp(key);
@@ -650,6 +650,7 @@ impl Inner {
         self.counters.cost_saved.add(found.cost);
         if self.hot.admits(key.len(), found.value.len()) {
             let entry = HotEntry {
+                unwritable: false,
                 value: found.value.clone(),
                 expires_ms: found.expires_ms,
                 cost: found.cost,
@@ -704,6 +705,7 @@ impl Inner {
         let hash = key_hash(key);
         let admitted = self.hot.admits(key.len(), value.len());
         let entry = HotEntry {
+            unwritable: false,
             value: value.clone(),
             expires_ms: meta.expires_ms,
             cost,
@@ -795,6 +797,7 @@ impl Inner {
         let hash = key_hash(key);
         let version = self.hot.next_version();
         let tombstone = HotEntry {
+            unwritable: false,
             value: Arc::from(&[][..]),
             expires_ms: 0,
             cost: 0,
@@ -928,10 +931,12 @@ impl Inner {
         }
         let last_error = if !self.disk_allowed() {
             "memory-only mode: the disk tier is not in use".to_owned()
+        } else if self.disk.res.breaker_state() == BreakerState::Open {
+            "the circuit breaker is open: the disk is not called".to_owned()
         } else {
             lock(&self.last_error)
                 .clone()
-                .unwrap_or_else(|| "the disk calls were not admitted (breaker open)".into())
+                .unwrap_or_else(|| "values larger than the warm budget live in memory only".into())
         };
         Err(Error::NotPersisted {
             failed: not_persisted,

@@ -45,6 +45,10 @@ pub struct HotEntry {
     /// A removal not yet applied on disk: reads are misses and never go to the disk, so a
     /// stale file cannot come back. Cleared when the delete lands.
     pub tombstone: bool,
+    /// A write found that this version can never be written (larger than the warm budget,
+    /// EFBIG): write-back does not try again. Still dirty, since it is not on disk (`flush`
+    /// reports it).
+    pub unwritable: bool,
 }
 
 impl HotEntry {
@@ -363,6 +367,19 @@ impl HotTier {
         }
     }
 
+    /// Marks `version` of `key` as unwritable (see [`HotEntry::unwritable`]). Returns whether
+    /// the hot tier still held that version.
+    pub fn mark_unwritable(&self, key: &[u8], version: u64) -> bool {
+        let mut shard = self.lock(self.shard_of(key));
+        match shard.lru.peek_mut(key) {
+            Some(e) if e.version == version => {
+                e.unwritable = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Changes the budgets (memory-only mode doubles them), evicting what no longer fits.
     pub fn set_budget(&self, max_bytes: usize, max_entries: usize) -> Vec<Evicted> {
         self.max_bytes.store(max_bytes, Ordering::Relaxed);
@@ -430,6 +447,7 @@ mod tests {
 
     fn entry(tier: &HotTier, len: usize) -> HotEntry {
         HotEntry {
+            unwritable: false,
             value: vec![7u8; len].into(),
             expires_ms: 0,
             cost: 0,

@@ -27,8 +27,9 @@ pub(crate) const MAX_WRITE_CONCURRENCY: usize = 1024;
 enum JobEnd {
     /// On disk.
     Landed,
-    /// Can never be written (too large for the warm tier, EFBIG): the value lives in memory
-    /// only, by design, and is not retried.
+    /// Too large for the warm tier, or EFBIG (a file-size limit): the value lives in memory
+    /// only, its older file deleted. It stays dirty, so `flush` reports it (it is not on
+    /// disk), and is marked unwritable, so write-back does not try again.
     PerEntry,
     /// Its path is blocked (ENOTDIR, ELOOP, a foreign file or directory in the way): not a
     /// fault of the device, but not on disk either. It stays dirty: `flush` reports it and
@@ -148,9 +149,9 @@ impl Inner {
         }
     }
 
-    /// Completes a job: a landed write (or one that can never land: too large, EFBIG) makes
-    /// its hot version clean; a failed or skipped one leaves it dirty, and counts as lost if the
-    /// hot tier no longer holds it and no newer operation superseded it. Counted here, where
+    /// Completes a job: a landed write makes its hot version clean; any other leaves it dirty
+    /// (retried by write-back, reported by `flush`), and counts as lost if the hot tier no
+    /// longer holds it and no newer operation superseded it. Counted here, where
     /// the outcome is known even for a call that returned after its timeout. Returns whether it
     /// landed and the write-through waiters to tell.
     fn finish_job(&self, hash: &KeyHash, key: &[u8], seq: u64, op: &Op, end: JobEnd) -> Acks {
@@ -159,7 +160,8 @@ impl Inner {
             return self.finish_purge(hash, seq, version, end);
         }
         let held = match end {
-            JobEnd::Landed | JobEnd::PerEntry => self.hot.mark_clean(key, version),
+            JobEnd::Landed => self.hot.mark_clean(key, version),
+            JobEnd::PerEntry => self.hot.mark_unwritable(key, version),
             JobEnd::Failed | JobEnd::Blocked | JobEnd::Skipped => {
                 self.hot.peek(key).is_some_and(|e| e.version == version)
             }
@@ -179,8 +181,7 @@ impl Inner {
             JobEnd::Failed | JobEnd::Blocked | JobEnd::Skipped => {}
         }
         let (superseded, waiters) = self.queue.complete(hash, seq);
-        if matches!(end, JobEnd::Failed | JobEnd::Blocked | JobEnd::Skipped) && !held && !superseded
-        {
+        if end != JobEnd::Landed && !held && !superseded {
             self.counters.lost_writes.inc();
             self.mark_stale(*hash, version);
         }
@@ -234,6 +235,9 @@ impl Inner {
         for (key, e) in self.hot.dirty_entries() {
             if !self.disk_allowed() {
                 break;
+            }
+            if e.unwritable {
+                continue;
             }
             // Expired before it reached the disk: "absent" is the right state there, so the
             // key's older file is deleted (and the entry made clean) instead.

@@ -64,7 +64,18 @@ async fn budgets_hold_after_every_operation_under_100k_sets() {
             }
         }
         if op % 1000 == 0 {
-            h.flush().await.unwrap();
+            // Values larger than the warm budget live in memory only: `flush` reports exactly
+            // those, still in memory (dirty) or already evicted from it (lost keys), and
+            // nothing else.
+            let r = h.flush().await;
+            let s = h.stats();
+            match r {
+                Ok(()) => assert_eq!((s.dirty_entries, s.lost_keys), (0, 0)),
+                Err(tiercache::Error::NotPersisted { failed, .. }) => {
+                    assert_eq!(failed, s.dirty_entries + s.lost_keys)
+                }
+                Err(e) => panic!("flush: {e}"),
+            }
         }
         let s = h.stats();
         assert!(
@@ -105,7 +116,14 @@ async fn budgets_hold_after_every_operation_under_100k_sets() {
         s.writes_skipped > 0,
         "values over the warm budget are not written"
     );
-    assert_eq!(s.lost_writes, 0, "a healthy disk loses no write");
+    // A healthy disk loses no write: only values that could never be written (larger than
+    // the warm budget) are lost, when the hot tier evicts them.
+    assert!(
+        s.lost_writes <= s.writes_skipped,
+        "{} lost, {} too large",
+        s.lost_writes,
+        s.writes_skipped
+    );
     // The warm index's totals are the directory's.
     assert_eq!(s.warm_entries, h.entry_names().len() as u64);
     assert_eq!(s.warm_bytes, h.entry_bytes_on_disk());

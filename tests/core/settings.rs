@@ -295,14 +295,18 @@ fn cases() -> Vec<Case> {
         ));
     }
 
-    // Warm tier. A budget no entry file fits in keeps every value in memory only: `flush` has
-    // nothing to report (such an entry can never be written), a reopen finds nothing.
+    // Warm tier. A budget no entry file fits in keeps every value in memory only: `flush`
+    // reports "b" (it is not on disk), a reopen finds nothing.
     for n in [0u64, 1] {
         v.push(case(
             "warm_capacity_bytes",
             n,
             move |b| b.warm_capacity_bytes(n),
-            accept(Outcome::works().persisted(Some(false))),
+            accept(
+                Outcome::works()
+                    .persisted(Some(false))
+                    .flush(Flush::NotPersisted(1)),
+            ),
         ));
     }
     v.push(case(
@@ -748,7 +752,9 @@ async fn workload(
         step("setter-specific check", extra(cache.clone(), clock.clone())).await??;
     }
     check_flush("flush", step("flush", cache.flush()).await?, o.flush)?;
-    check_flush("close", step("close", cache.close()).await?, o.flush)?;
+    let closed = step("close", cache.close()).await?;
+    let close_ok = closed.is_ok();
+    check_flush("close", closed, o.flush)?;
     no_task_panics(&cache)?;
 
     // What reached the disk, read by a cache with every default.
@@ -767,8 +773,10 @@ async fn workload(
     let a = step("get a after reopen", reopened.get_bytes("a"))
         .await?
         .map_err(e("get a after reopen"))?;
-    ensure(a.is_none(), || {
-        format!("removed \"a\" back after reopen: {a:?}")
+    // After a `close` that returned Ok the removal is on disk; after `NotPersisted` (a 1 ms
+    // `io_timeout`) an older whole value may come back (README, "Acknowledgements").
+    ensure(a.is_none() || !close_ok, || {
+        format!("removed \"a\" back after a close that returned Ok: {a:?}")
     })?;
     step("close reopened", reopened.close())
         .await?

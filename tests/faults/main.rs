@@ -18,6 +18,7 @@
 mod chaos;
 mod disk_full;
 mod error_sweep;
+mod fiu;
 mod fsize;
 mod kill9;
 mod power_loss;

@@ -375,3 +375,99 @@ pub fn errors(cache: &TieredCache, kind: &str) -> u64 {
         .copied()
         .unwrap_or(0)
 }
+
+/// The result of a write-through `set`/`remove` under a fault: `true` if it reached the disk,
+/// `false` if it reported that it did not (`NotPersisted`: the value is still served from
+/// memory and written when the disk is back). Any other error fails the harness.
+#[track_caller]
+pub fn persisted<T: std::fmt::Debug>(r: tiercache::Result<T>) -> bool {
+    match r {
+        Ok(_) => true,
+        Err(tiercache::Error::NotPersisted { failed: 1, .. }) => false,
+        Err(e) => panic!("a write-through operation failed with {e:?}"),
+    }
+}
+
+/// Whether this is a CI run (`CI` set to anything but empty, `0` or `false`): there a missing
+/// external tool fails the harness instead of skipping it.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
+}
+
+/// Where libfiu's `fiu-run -x` looks for its preload libraries (Debian `libfiu0`).
+pub const FIU_POSIX_PRELOAD: &str = "/usr/lib/fiu/fiu_posix_preload.so";
+
+/// The libfiu harness runs only where `fiu-run` and `fiu-ctrl` (Debian `fiu-utils`, which
+/// `.ci/run` installs) and the POSIX preload library are present. Elsewhere it prints
+/// `SKIPPED <reason>` and passes, except under `CI`, where a missing injector is a failure:
+/// CI must never pass a fault harness that did not run.
+pub fn fiu_or_skip(harness: &str) -> bool {
+    let on_path = |tool: &str| {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let missing: Vec<&str> = ["fiu-run", "fiu-ctrl"]
+        .into_iter()
+        .filter(|t| !on_path(t))
+        .chain((!Path::new(FIU_POSIX_PRELOAD).exists()).then_some(FIU_POSIX_PRELOAD))
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let reason = format!(
+        "{harness}: needs libfiu (apt-get install fiu-utils); missing: {}",
+        missing.join(", ")
+    );
+    assert!(!in_ci(), "CI=true and {reason}");
+    println!("SKIPPED {reason}");
+    false
+}
+
+/// A copy of this test binary in `dir`, for children started over a long run: a rebuild of
+/// the test target meanwhile (another `cargo test` on the same `target/`) replaces the file
+/// `current_exe` names, and children would then run another build or fail to start.
+pub fn copy_of_this_binary(dir: &Path) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary");
+    let copy = dir.join(exe.file_name().expect("a file name"));
+    std::fs::copy(&exe, &copy).expect("copy the test binary");
+    copy
+}
+
+/// A command that re-executes the test binary `exe` (this one, or [`copy_of_this_binary`]),
+/// like [`child_command`], under libfiu's `fiu-run -x` (the POSIX preload library: failures
+/// injected into libc calls) with its remote control on the named pipes `<ctrl>-<pid>.in|out`,
+/// for `fiu-ctrl -f <ctrl>`. No failure point is enabled at start: the parent enables them
+/// with [`fiu_ctrl`] once the child is ready, so that the Rust runtime's start-up and libtest's
+/// own output run without faults.
+pub fn fiu_child_command(exe: &Path, test: &str, role: &str, ctrl: &Path) -> Command {
+    let mut cmd = Command::new("fiu-run");
+    cmd.arg("-x")
+        .arg("-f")
+        .arg(ctrl)
+        .arg(exe)
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(ROLE_ENV, role);
+    cmd
+}
+
+/// Sends libfiu remote-control commands (`enable_random name=posix/io/*,probability=0.02`,
+/// `disable name=posix/io/*`, ...) to the process `pid` started by [`fiu_child_command`] with
+/// the same `ctrl`, and waits for it to apply them. Panics if `fiu-ctrl` reports an error.
+pub fn fiu_ctrl(ctrl: &Path, pid: u32, commands: &[&str]) {
+    let mut cmd = Command::new("timeout");
+    cmd.arg("20").arg("fiu-ctrl").arg("-f").arg(ctrl);
+    for c in commands {
+        cmd.arg("-c").arg(c);
+    }
+    let out = cmd.arg(pid.to_string()).output().expect("run fiu-ctrl");
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    // fiu-ctrl exits 0 even when it could not reach the process: it says so on stdout.
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "fiu-ctrl {commands:?} {pid}: {}\n{said}",
+        out.status
+    );
+}
