@@ -27,10 +27,13 @@ pub(crate) const MAX_WRITE_CONCURRENCY: usize = 1024;
 enum JobEnd {
     /// On disk.
     Landed,
-    /// Too large for the warm tier, or EFBIG (a file-size limit): the value lives in memory
-    /// only, its older file deleted. It stays dirty, so `flush` reports it (it is not on
-    /// disk), and is marked unwritable, so write-back does not try again.
+    /// Larger than the whole warm budget: the value lives in memory only, its older file
+    /// deleted. It stays dirty, so `flush` reports it (it is not on disk), and is marked
+    /// unwritable, so write-back does not try again.
     PerEntry,
+    /// EFBIG (a file-size limit): like `PerEntry`, but write-back tries again (a limit can be
+    /// raised; an EFBIG can be transient). Not a failure of the device.
+    FileTooLarge,
     /// Its path is blocked (ENOTDIR, ELOOP, a foreign file or directory in the way): not a
     /// fault of the device, but not on disk either. It stays dirty: `flush` reports it and
     /// write-back retries it.
@@ -96,7 +99,7 @@ impl Inner {
                     // A delete that failed must be retried whatever the error: the file is
                     // still there.
                     Err(e) if matches!(op2, Op::Put { .. }) => match IoErrorKind::classify(e) {
-                        IoErrorKind::FileTooLarge => JobEnd::PerEntry,
+                        IoErrorKind::FileTooLarge => JobEnd::FileTooLarge,
                         k if !k.is_device_failure() => JobEnd::Blocked,
                         _ => JobEnd::Failed,
                     },
@@ -162,14 +165,14 @@ impl Inner {
         let held = match end {
             JobEnd::Landed => self.hot.mark_clean(key, version),
             JobEnd::PerEntry => self.hot.mark_unwritable(key, version),
-            JobEnd::Failed | JobEnd::Blocked | JobEnd::Skipped => {
+            JobEnd::FileTooLarge | JobEnd::Failed | JobEnd::Blocked | JobEnd::Skipped => {
                 self.hot.peek(key).is_some_and(|e| e.version == version)
             }
         };
         // Counters first: `complete` releases `flush`, which must see them.
         match end {
             JobEnd::Landed => self.counters.writes_ok.inc(),
-            JobEnd::PerEntry => self.counters.writes_skipped_too_large.inc(),
+            JobEnd::PerEntry | JobEnd::FileTooLarge => self.counters.writes_skipped_too_large.inc(),
             JobEnd::Failed | JobEnd::Blocked => self.counters.writes_failed.inc(),
             JobEnd::Skipped => {}
         }
@@ -177,7 +180,8 @@ impl Inner {
             JobEnd::Landed => self.freshness_landed(hash, version),
             // It can never be written (too large, EFBIG): it lives in memory only, and an
             // older file of the key must not be served once it is evicted.
-            JobEnd::PerEntry => self.freshness_landed(hash, version),
+            // Its older file was deleted: no older value can be served.
+            JobEnd::PerEntry | JobEnd::FileTooLarge => self.freshness_landed(hash, version),
             JobEnd::Failed | JobEnd::Blocked | JobEnd::Skipped => {}
         }
         let (superseded, waiters) = self.queue.complete(hash, seq);
