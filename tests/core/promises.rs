@@ -13,22 +13,23 @@ use crate::support::*;
 
 /// A write-through acknowledgement means the entry is on disk, however long the write waited
 /// in the queue: waiting is backpressure, not a timeout. Every write here takes 60 ms and
-/// only one runs at a time, so the last of 8 concurrent sets waits ~420 ms in the queue,
-/// longer than twice the 150 ms `io_timeout` that bounded the wait before.
+/// only one runs at a time, so the last of 24 concurrent sets waits ~1.15 s in the queue,
+/// longer than twice the 400 ms `io_timeout` that bounded the wait before (one write, 50 ms
+/// plus its fsync, stays well within the timeout even on a loaded machine).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_through_ack_waits_for_the_disk_not_for_a_timer() {
     let fs = Arc::new(FaultFs::std());
-    fs.add_rule(Rule::new(Fault::Delay(Duration::from_millis(60))).ops(&[FsOp::WriteNew]));
+    fs.add_rule(Rule::new(Fault::Delay(Duration::from_millis(50))).ops(&[FsOp::WriteNew]));
     let h = TestCache::new()
         .fs(fs)
         .write_through()
         .write_concurrency(1)
-        .io_timeout(Duration::from_millis(150))
+        .io_timeout(Duration::from_millis(400))
         .build()
         .await;
     let value = vec![7u8; 16 << 10];
     let mut sets = Vec::new();
-    for i in 0..8 {
+    for i in 0..24 {
         let cache = h.cache.clone();
         let value = value.clone();
         sets.push(tokio::spawn(async move {
@@ -39,15 +40,15 @@ async fn a_write_through_ack_waits_for_the_disk_not_for_a_timer() {
     let root = h.root().to_path_buf();
     let mut acked = 0;
     for s in sets {
-        let key = s.await.unwrap().unwrap();
+        let key = s.await.unwrap().expect("a write of 50 ms is within the 400 ms timeout");
         assert!(
             entry_path(&root, &key).exists(),
             "{key} acknowledged before its file was on disk"
         );
         acked += 1;
     }
-    assert_eq!(acked, 8);
-    assert_eq!(h.stats().writes_ok, 8);
+    assert_eq!(acked, 24);
+    assert_eq!(h.stats().writes_ok, 24);
 }
 
 /// `flush` reports only what was set before it began and is still not on disk: writes that
