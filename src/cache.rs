@@ -93,9 +93,13 @@ pub(crate) struct Inner {
     /// Whether the fence on disk has been read (or replaced by one of this process). Until
     /// then nothing is served from the disk (see `load_fence`).
     fence_known: AtomicBool,
+    /// The fence read from disk (0 before it is known): every write of this process is made
+    /// after it, so entries are written with a creation time no earlier than it (`run_job`)
+    /// even when they were set before it could be read, or by a clock behind it.
+    pub(crate) fence_loaded_ms: AtomicU64,
     /// Keys whose latest value (or removal) was lost from memory before it reached the disk
-    /// (set in `mark_stale`): a disk file (or a queued write) of such a key created at or
-    /// before the loss is older than what the caller last set, so it is a miss, never served.
+    /// (set in `mark_stale`): a disk file (or a queued write) of such a key is older than what
+    /// the caller last set, so it is a miss, never served.
     /// Write-back deletes that file (`Op::Purge`, then `purged`), so that a restart cannot
     /// serve it either. The entry stays until a newer write or removal of the key lands (or a
     /// `clear`): until then the key's last value is not on disk, and `flush` says so.
@@ -126,8 +130,6 @@ const STALE_KEYS_MAX: usize = 100_000;
 /// A key whose latest value (or removal) was lost from memory before it reached the disk.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Lost {
-    /// When it was lost (unix ms): files of the key created at or before then are older.
-    pub at_ms: u64,
     /// The lost hot-tier version.
     pub version: u64,
     /// The key's older file has been deleted (`Op::Purge` landed).
@@ -211,6 +213,7 @@ impl TieredCache {
             cleared_before_ms: AtomicU64::new(0),
             fence_persisted_ms: AtomicU64::new(0),
             fence_known: AtomicBool::new(false),
+            fence_loaded_ms: AtomicU64::new(0),
             stale: Mutex::new(HashMap::new()),
             lost_overflow: AtomicBool::new(false),
             write_back_gate: tokio::sync::Mutex::new(()),
@@ -458,13 +461,13 @@ impl Inner {
         created_ms < self.cleared_before_ms.load(Ordering::Relaxed)
     }
 
-    /// Is a disk file of this key created at `created_ms` older than something the caller
-    /// set or removed since (a clear, or a dirty entry lost from memory)?
+    /// Is a disk file (or queued write) of this key created at `created_ms` older than
+    /// something the caller set or removed since (a clear, or a dirty entry lost from memory)?
+    /// For a lost key, every file is, whatever its creation time: times come from clocks that
+    /// can step back (or from another process), and a miss is acceptable where an older value
+    /// is not. The mark goes once a newer write of this process lands.
     pub(crate) fn is_stale(&self, hash: &KeyHash, created_ms: u64) -> bool {
-        self.cleared_since(created_ms)
-            || lock(&self.stale)
-                .get(hash)
-                .is_some_and(|l| created_ms <= l.at_ms)
+        self.cleared_since(created_ms) || lock(&self.stale).contains_key(hash)
     }
 
     /// Records that version `version` of `hash`, its latest, was lost before reaching the disk.
@@ -479,7 +482,6 @@ impl Inner {
         let now = self.clock.now_ms();
         let mut stale = lock(&self.stale);
         let lost = Lost {
-            at_ms: now,
             version,
             purged: false,
             expired,
@@ -499,7 +501,7 @@ impl Inner {
     /// removed. A fence that is damaged (not merely unreadable now) makes every entry created
     /// before now a miss, and is written again: a miss is acceptable, serving an entry a
     /// `clear` removed is not. Returns whether the fence is known.
-    async fn load_fence(&self) -> bool {
+    pub(crate) async fn load_fence(&self) -> bool {
         if self.fence_known.load(Ordering::Acquire) {
             return true;
         }
@@ -512,6 +514,7 @@ impl Inner {
                 let fence = fence.unwrap_or(0);
                 self.cleared_before_ms.fetch_max(fence, Ordering::Relaxed);
                 self.fence_persisted_ms.fetch_max(fence, Ordering::Relaxed);
+                self.fence_loaded_ms.store(fence, Ordering::Relaxed);
             }
             DiskOutcome::Done { value: Err(e), .. }
                 if e.kind() == std::io::ErrorKind::InvalidData =>
@@ -872,17 +875,19 @@ impl Inner {
         self.lost_overflow.store(false, Ordering::Relaxed);
         self.queue.cancel_queued();
         self.queue.locked(|_| self.hot.clear());
-        // Writes already handed to a writer finish first, so none lands after the clear. A
-        // write that timed out (a hung disk) is not waited for: if it ever lands, the writer
-        // deletes it (`cleared_since`), and until then it is stale for reads.
-        self.queue.wait(None).await;
+        // Writes calling the disk now finish first (the gate below), and none starts until the
+        // clear is done, so a write made after the clear began is never deleted by it. Waiting
+        // for the gate, not for an empty queue: under a steady load the queue is never empty.
+        // A write that timed out (a hung disk) is not waited for; a write made before the
+        // clear that lands after it is deleted by the writer (`cleared_since`), and until then
+        // it is stale for reads.
+        let _no_writes = self.clear_gate.write().await;
         if !self.disk_allowed() {
             return Err(Error::NotPersisted {
                 failed: 1,
                 last_error: "the disk tier is not in use; its entries were not deleted".into(),
             });
         }
-        let _no_writes = self.clear_gate.write().await;
         // The fence first: once it is on disk, no process that opens the directory serves
         // an entry made before the clear, even if deleting the files fails.
         if !self.persist_fence().await {
@@ -918,14 +923,22 @@ impl Inner {
             let _gate = self.write_back_gate.lock().await;
             if self.disk_allowed() && self.disk.res.breaker_state() == BreakerState::Closed {
                 self.persist_fence().await;
+                if self.disk.store.stranded() > 0 {
+                    let outcome = self
+                        .disk
+                        .run(|fs, store| {
+                            store.restore_stranded(fs);
+                            Ok(())
+                        })
+                        .await;
+                    self.note_outcome("restore", &outcome);
+                }
                 self.write_back_gated().await;
             }
         }
         let upto = self.queue.seq();
         self.queue.wait(Some(upto)).await;
-        let not_persisted = self.not_persisted_before(before)
-            // Held up by a write that timed out: not on disk either.
-            + self.queue.stuck_upto(upto);
+        let not_persisted = self.not_persisted_before(before, upto);
         if not_persisted == 0 {
             return Ok(());
         }
@@ -950,21 +963,26 @@ impl Inner {
     /// entry is checked again under the queue lock, so a write that completed after the
     /// snapshot (the writer marks the entry clean before it releases the slot) is not
     /// counted.
-    fn not_persisted_before(&self, before: u64) -> u64 {
-        let mut n = 0;
+    fn not_persisted_before(&self, before: u64, upto: u64) -> u64 {
+        // Held up by a write that timed out: counted once, here.
+        let stuck = self.queue.stuck_upto(upto);
+        let mut n = stuck.len() as u64;
         for (key, snap) in self.hot.dirty_entries() {
             if snap.version >= before {
                 continue;
             }
             let hash = key_hash(&key);
-            let pending = self.queue.locked(|view| {
-                view.pending_version(&hash).is_none()
-                    && self
-                        .hot
-                        .peek(&key)
-                        .is_some_and(|e| e.dirty && e.version == snap.version)
-            });
-            n += u64::from(pending);
+            if stuck.contains(&hash) {
+                continue;
+            }
+            // Dirty now means not on disk now, whatever is queued for it: everything queued
+            // before the flush has been waited for, and a write queued since (a write-back
+            // after the breaker closed) has not landed yet.
+            let still_dirty = self
+                .hot
+                .peek(&key)
+                .is_some_and(|e| e.dirty && e.version == snap.version);
+            n += u64::from(still_dirty);
         }
         n + lock(&self.stale)
             .values()
@@ -972,6 +990,8 @@ impl Inner {
             .count() as u64
             + u64::from(self.fence_pending())
             + u64::from(self.lost_overflow.load(Ordering::Relaxed))
+            // Newer entries a judged removal took aside and could not put back yet.
+            + self.disk.store.stranded() as u64
     }
 
     /// A receiver that turns true when the cache shuts down.

@@ -462,12 +462,13 @@ impl WriteQueue {
     }
 
     /// Keys whose operation with `seq <= upto` is held up by a write that timed out.
-    pub(crate) fn stuck_upto(&self, upto: u64) -> u64 {
+    pub(crate) fn stuck_upto(&self, upto: u64) -> std::collections::HashSet<KeyHash> {
         self.lock()
             .slots
-            .values()
-            .filter(|s| s.stuck && s.seq <= upto)
-            .count() as u64
+            .iter()
+            .filter(|(_, s)| s.stuck && s.seq <= upto)
+            .map(|(h, _)| *h)
+            .collect()
     }
 
     /// (operations waiting, bytes waiting).

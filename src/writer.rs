@@ -63,7 +63,28 @@ impl Inner {
     /// Writes one queued job and completes it.
     #[tracing::instrument(level = "trace", name = "write", skip_all, fields(seq = job.seq))]
     async fn run_job(self: &Arc<Self>, job: Job) {
-        let Job { hash, key, op, seq } = job;
+        let Job {
+            hash,
+            key,
+            mut op,
+            seq,
+        } = job;
+        if let Op::Put { meta, .. } = &mut op {
+            // Until the fence on disk is known, nothing is written: an entry's creation time
+            // must not fall before a clear this process has not seen yet (it was made after
+            // it), or it would be taken for a cleared one.
+            if !self.load_fence().await {
+                let (landed, waiters) = self.finish_job(&hash, &key, seq, &op, JobEnd::Skipped);
+                for w in waiters {
+                    let _ = w.send(landed);
+                }
+                return;
+            }
+            meta.created_ms = meta.created_ms.max(
+                self.fence_loaded_ms
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            );
+        }
         // Who completes the job: this task, after the outcome reached the breaker and the
         // error log (so that `flush`, released by the completion, and a write-through `set`
         // see the mode and the breaker that this write left behind); or, once this task gave

@@ -122,6 +122,9 @@ pub struct WarmStore {
     closing: std::sync::atomic::AtomicBool,
     /// Temp and probe files whose removal failed; retried by every probe.
     leftovers: Mutex<Vec<PathBuf>>,
+    /// Newer entries a judged removal took aside and could not put back (aside, entry path);
+    /// put back by every probe, never over a yet newer entry.
+    stranded: Mutex<Vec<(PathBuf, PathBuf)>>,
     /// Whether reads first try the page cache on the caller's thread (set at open, see
     /// [`WarmStore::detect_nowait_reads`]).
     nowait_reads: std::sync::atomic::AtomicBool,
@@ -170,6 +173,7 @@ impl WarmStore {
             counters,
             closing: std::sync::atomic::AtomicBool::new(false),
             leftovers: Mutex::new(Vec::new()),
+            stranded: Mutex::new(Vec::new()),
             nowait_reads: std::sync::atomic::AtomicBool::new(false),
             key_locks: std::array::from_fn(|_| Mutex::new(())),
         }
@@ -455,7 +459,14 @@ impl WarmStore {
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
         let aside = self.layout.temp_path(hash, self.owner, n);
         let max_file_bytes = self.config.limits.max_file_bytes();
-        Ok(take_if_unchanged(fs, &path, &aside, judged, max_file_bytes)?.then_some(aside))
+        match take_if_unchanged(fs, &path, &aside, judged, max_file_bytes) {
+            Ok(taken) => Ok(taken.then_some(aside)),
+            Err(e) if is_stranded(&e) => {
+                lock_vec(&self.stranded).push((aside, path));
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Deletes the key's entry file if it is still the one judged (see
@@ -907,6 +918,28 @@ impl WarmStore {
         for p in paths {
             self.remove_or_remember(fs, p);
         }
+        self.restore_stranded(fs);
+    }
+
+    /// Newer entries taken aside by a judged removal that are still waiting to be put back.
+    pub fn stranded(&self) -> usize {
+        lock_vec(&self.stranded).len()
+    }
+
+    /// Puts back the newer entries a judged removal took aside and could not put back then
+    /// (never over a yet newer entry, which wins). Called by every probe and by `flush`.
+    pub fn restore_stranded(&self, fs: &dyn Fs) {
+        let stranded = std::mem::take(&mut *lock_vec(&self.stranded));
+        for (aside, path) in stranded {
+            match fs.rename_noreplace(&aside, &path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    self.remove_or_remember(fs, aside)
+                }
+                Err(e) if is_not_found(&e) => {}
+                Err(_) => lock_vec(&self.stranded).push((aside, path)),
+            }
+        }
     }
 
     /// Deletes the key's existing entry file (none is fine). A path error is not the
@@ -969,18 +1002,56 @@ pub fn take_if_unchanged(
     if same {
         return Ok(true);
     }
-    let restored = fs.rename_noreplace(aside, path);
-    if restored.is_err() {
-        // Superseded by an even newer entry (AlreadyExists), or the disk failed: in `tmp/`
-        // it is never served; if this delete fails too, the temp sweep removes it.
-        if let Err(e) = fs.remove_file(aside) {
-            debug!(error = %e, "could not remove a superseded entry taken aside");
+    // A failed put-back is tried again at once (a transient error), then left to the caller.
+    let mut restored = fs.rename_noreplace(aside, path);
+    for _ in 0..2 {
+        match &restored {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+                restored = fs.rename_noreplace(aside, path);
+            }
+            _ => break,
         }
     }
     match restored {
-        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => Err(e),
-        _ => Ok(false),
+        Ok(()) => Ok(false),
+        // Superseded by an even newer entry: the one taken is older than it.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            if let Err(e) = fs.remove_file(aside) {
+                debug!(error = %e, "could not remove a superseded entry taken aside");
+            }
+            Ok(false)
+        }
+        // The newer entry is stranded at `aside`: never deleted here (it may be an
+        // acknowledged write); the caller puts it back later (see `WarmStore::strand`).
+        Err(e) => Err(io::Error::new(e.kind(), Stranded(e))),
     }
+}
+
+/// The error of [`take_if_unchanged`] when a newer entry it took aside could not be put back:
+/// it is still at the `aside` path, and must be put back (with a rename that never replaces)
+/// before anything deletes it.
+#[derive(Debug)]
+pub struct Stranded(pub io::Error);
+
+impl std::fmt::Display for Stranded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "a newer entry taken aside could not be put back: {}",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for Stranded {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+/// Whether `e` is [`take_if_unchanged`]'s "a newer entry is stranded at `aside`".
+pub fn is_stranded(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<Stranded>())
 }
 
 /// A path error that blocks the whole layout (the root, `tmp/` or `v1/` is not a usable
@@ -1065,6 +1136,30 @@ mod tests {
         let judged = Judged::Bytes(b"x");
         assert!(!take_if_unchanged(&StdFs, &path, &aside, &judged, 100).unwrap());
         assert!(!aside.exists());
+    }
+
+    /// A put-back that keeps failing leaves the newer entry aside, never deletes it: the error
+    /// says so, for the caller to put it back later.
+    #[test]
+    fn a_newer_entry_whose_put_back_fails_is_stranded_not_deleted() {
+        use crate::testing::{Fault, FaultFs, FsOp, Rule};
+        let (_dir, path, aside) = setup();
+        std::fs::write(&path, b"newer entry").unwrap();
+        let fs = FaultFs::std();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        fs.add_rule(
+            Rule::new(Fault::Errno(5))
+                .ops(&[FsOp::Rename])
+                .path_contains(name)
+                .skip(0)
+                .times(3),
+        );
+        // The rename aside goes to `aside` (not matched); the three put-backs to `path` fail.
+        let err = take_if_unchanged(&fs, &path, &aside, &Judged::Bytes(b"old"), 100).unwrap_err();
+        assert!(is_stranded(&err), "{err}");
+        assert!(!path.exists());
+        assert_eq!(std::fs::read(&aside).unwrap(), b"newer entry");
+        assert_eq!(fs.faults_injected(), 3);
     }
 
     /// An even newer entry took the path while the taken one was being compared: the put
