@@ -1160,7 +1160,7 @@ async fn maintenance_task(inner: Arc<Inner>) {
             if scanned {
                 store.sweep_expired(fs, now)
             } else {
-                store.scan(fs)
+                store.scan(fs, now)
             }
         });
         tokio::select! {

@@ -29,6 +29,11 @@ pub struct IndexEntry {
     pub len: u64,
     /// Expiry, unix ms; 0 = never; [`EXPIRY_UNKNOWN`] = not read yet.
     pub expires_ms: u64,
+    /// The newest creation time (unix ms) the file this index knows can have: its
+    /// `created_ms` when this process wrote or read it, its modification time when the scan
+    /// found it. Eviction deletes a file only if its header's `created_ms` is not later: a
+    /// file another process wrote since is not the one judged least recently used.
+    pub born_ms: u64,
 }
 
 /// LRU of entry hashes with a byte total.
@@ -105,10 +110,12 @@ impl WarmIndex {
 
     /// Merges entries found by the startup scan, oldest first, as least recently used;
     /// entries already known (written or read since open) keep their place and size.
-    pub fn merge_scanned(&mut self, mut found: Vec<(KeyHash, u64, u64)>) {
+    /// A file found may have been created up to `now_ms` or its modification time, whichever
+    /// is later (`born_ms`).
+    pub fn merge_scanned(&mut self, mut found: Vec<(KeyHash, u64, u64)>, now_ms: u64) {
         // Newest first, each pushed to the LRU end: the oldest ends up least recent.
         found.sort_by_key(|e| std::cmp::Reverse(e.2));
-        for (hash, len, _mtime) in found {
+        for (hash, len, mtime) in found {
             if self.lru.contains(&hash) {
                 continue;
             }
@@ -117,6 +124,7 @@ impl WarmIndex {
                 IndexEntry {
                     len,
                     expires_ms: EXPIRY_UNKNOWN,
+                    born_ms: mtime.max(now_ms),
                 },
             );
             self.lru.demote(&hash);
@@ -176,6 +184,7 @@ mod tests {
             IndexEntry {
                 len: 10,
                 expires_ms: 0,
+                born_ms: 0,
             },
         );
         ix.put(
@@ -183,6 +192,7 @@ mod tests {
             IndexEntry {
                 len: 20,
                 expires_ms: 0,
+                born_ms: 0,
             },
         );
         ix.put(
@@ -190,6 +200,7 @@ mod tests {
             IndexEntry {
                 len: 5,
                 expires_ms: 0,
+                born_ms: 0,
             },
         );
         assert_eq!(ix.bytes(), 25);
@@ -205,14 +216,18 @@ mod tests {
             IndexEntry {
                 len: 1,
                 expires_ms: 0,
+                born_ms: 0,
             },
         );
-        ix.merge_scanned(vec![
-            (h(1), 10, 300),
-            (h(2), 10, 100),
-            (h(3), 10, 200),
-            (h(9), 99, 1),
-        ]);
+        ix.merge_scanned(
+            vec![
+                (h(1), 10, 300),
+                (h(2), 10, 100),
+                (h(3), 10, 200),
+                (h(9), 99, 1),
+            ],
+            0,
+        );
         assert_eq!(ix.bytes(), 31);
         let order: Vec<u8> =
             std::iter::from_fn(|| ix.pop_victim(&h(0)).map(|(k, _)| k[0])).collect();
@@ -227,6 +242,7 @@ mod tests {
             IndexEntry {
                 len: 1,
                 expires_ms: 0,
+                born_ms: 0,
             },
         );
         assert_eq!(ix.pop_victim(&h(1)), None);
@@ -235,6 +251,7 @@ mod tests {
             IndexEntry {
                 len: 1,
                 expires_ms: 0,
+                born_ms: 0,
             },
         );
         assert_eq!(ix.pop_victim(&h(2)).map(|(k, _)| k), Some(h(1)));
@@ -246,7 +263,7 @@ mod tests {
     #[test]
     fn an_expiry_of_u64_max_is_known_not_unknown() {
         let mut ix = WarmIndex::default();
-        ix.merge_scanned((0..3u8).map(|i| (h(i), 10, u64::from(i))).collect());
+        ix.merge_scanned((0..3u8).map(|i| (h(i), 10, u64::from(i))).collect(), 0);
         for i in 0..2u8 {
             ix.set_expiry(&h(i), u64::MAX);
         }
@@ -255,6 +272,7 @@ mod tests {
             IndexEntry {
                 len: 10,
                 expires_ms: u64::MAX,
+                born_ms: 0,
             },
         );
         let (expired, unknown) = ix.sweep_candidates(1_000, 10);

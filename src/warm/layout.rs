@@ -19,6 +19,8 @@ pub const TMP_DIR: &str = "tmp";
 pub const QUARANTINE_DIR: &str = "quarantine";
 /// The fence file's name, in the root.
 pub const FENCE_FILE: &str = "fence";
+/// The directory lock's name, in the root (an empty file; see FORMAT.md).
+pub const LOCK_FILE: &str = "lock";
 
 /// blake3 of a key: the entry's identity on disk.
 pub type KeyHash = [u8; 32];

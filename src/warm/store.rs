@@ -130,10 +130,38 @@ pub struct WarmStore {
     nowait_reads: std::sync::atomic::AtomicBool,
     /// See [`WarmStore::key_lock`].
     key_locks: [Mutex<()>; KEY_LOCKS],
+    /// One descriptor of `<root>/lock` per stripe of `key_locks` (see [`WarmStore::key_lock`]),
+    /// opened by `prepare_dirs`; empty where the file cannot be opened (then only this
+    /// process's operations are ordered).
+    dir_lock: OnceLock<Vec<std::fs::File>>,
 }
 
-/// Stripes of the per-key lock.
-const KEY_LOCKS: usize = 64;
+/// Stripes of the per-key lock (and descriptors of the directory lock).
+const KEY_LOCKS: usize = 16;
+
+/// How a key's lock is held across processes (see [`WarmStore::key_lock`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hold {
+    /// Renaming an entry into place, deleting one: many at a time, in every process.
+    Shared,
+    /// Deleting or quarantining what a read, a sweep or an eviction judged: alone.
+    Exclusive,
+}
+
+/// A key's lock: the in-process stripe, and the directory lock in the same mode. Dropped,
+/// the directory lock is released first.
+struct KeyGuard<'a> {
+    file: Option<&'a std::fs::File>,
+    _stripe: MutexGuard<'a, ()>,
+}
+
+impl Drop for KeyGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(f) = self.file {
+            let _ = rustix::fs::flock(f, rustix::fs::FlockOperation::Unlock);
+        }
+    }
+}
 
 /// What a read or sweep judged the file at an entry path to be (see [`take_if_unchanged`]).
 #[derive(Debug, Clone, Copy)]
@@ -176,6 +204,7 @@ impl WarmStore {
             stranded: Mutex::new(Vec::new()),
             nowait_reads: std::sync::atomic::AtomicBool::new(false),
             key_locks: std::array::from_fn(|_| Mutex::new(())),
+            dir_lock: OnceLock::new(),
         }
     }
 
@@ -209,6 +238,7 @@ impl WarmStore {
         ] {
             fs.create_dir_all(d)?;
         }
+        self.open_dir_lock();
         if self.config.sync {
             // The new directories' entries in the root must survive a power cut, or every
             // entry written under them is lost with them.
@@ -297,6 +327,7 @@ impl WarmStore {
                 IndexEntry {
                     len,
                     expires_ms: meta.expires_ms,
+                    born_ms: meta.created_ms,
                 },
             );
         }
@@ -393,7 +424,7 @@ impl WarmStore {
         now_ms: u64,
     ) -> ReadOutcome {
         self.counters.corruption(reason);
-        let _key = self.key_lock(hash);
+        let _key = self.key_lock(hash, Hold::Exclusive);
         let aside = match self.take_judged(fs, hash, judged) {
             Ok(Some(aside)) => aside,
             // A newer file replaced it since it was read: that one is left alone.
@@ -433,10 +464,56 @@ impl WarmStore {
     /// The in-process lock of a key's entry path: held while a file is renamed into place
     /// and recorded in the index, while an entry is deleted, and while a judged file is taken
     /// out of the way, so that this process never interleaves those steps for one key.
-    fn key_lock(&self, hash: &KeyHash) -> MutexGuard<'_, ()> {
-        self.key_locks[usize::from(hash[0]) % KEY_LOCKS]
+    ///
+    /// Across processes (and cache instances) sharing the directory, the same operations are
+    /// ordered by `flock` on `<root>/lock`: renames and deletes hold it shared, a judged
+    /// removal holds it exclusively for its whole take-aside-compare-delete-or-put-back
+    /// window, so that no other process renames a newer entry in, or deletes one, while a
+    /// file it may have to put back is out of the path. One descriptor per stripe: `flock`
+    /// belongs to an open file description, and the stripe's mutex makes its holder unique.
+    fn key_lock(&self, hash: &KeyHash, hold: Hold) -> KeyGuard<'_> {
+        let i = usize::from(hash[0]) % KEY_LOCKS;
+        let stripe = self.key_locks[i]
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let file = self.dir_lock.get().and_then(|fds| fds.get(i));
+        let file = file.filter(|f| {
+            let op = match hold {
+                Hold::Shared => rustix::fs::FlockOperation::LockShared,
+                Hold::Exclusive => rustix::fs::FlockOperation::LockExclusive,
+            };
+            // A file system without locks: only this process's operations are ordered.
+            rustix::fs::flock(f, op).is_ok()
+        });
+        KeyGuard {
+            file,
+            _stripe: stripe,
+        }
+    }
+
+    /// Opens the directory lock's descriptors (once; see [`WarmStore::key_lock`]).
+    fn open_dir_lock(&self) {
+        if self.dir_lock.get().is_some() {
+            return;
+        }
+        let path = self.layout.root().join(layout::LOCK_FILE);
+        let open = || {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .mode(0o600)
+                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                .open(&path)
+        };
+        let fds: Vec<std::fs::File> = (0..KEY_LOCKS).map_while(|_| open().ok()).collect();
+        let fds = if fds.len() == KEY_LOCKS {
+            fds
+        } else {
+            Vec::new()
+        };
+        let _ = self.dir_lock.set(fds);
     }
 
     /// Takes the file at the key's entry path out of the way (into `tmp/`) if it is still the
@@ -472,7 +549,7 @@ impl WarmStore {
     /// Deletes the key's entry file if it is still the one judged (see
     /// [`WarmStore::take_judged`]); returns whether it did.
     fn remove_judged(&self, fs: &dyn Fs, hash: &KeyHash, judged: &Judged<'_>) -> io::Result<bool> {
-        let _key = self.key_lock(hash);
+        let _key = self.key_lock(hash, Hold::Exclusive);
         let Some(aside) = self.take_judged(fs, hash, judged)? else {
             return Ok(false);
         };
@@ -517,7 +594,7 @@ impl WarmStore {
             Err(e) if IoErrorKind::classify(&e) == IoErrorKind::Path => Err(layout_blocked(e)),
             Err(e) => Err(e),
             Ok(()) => {
-                let key_lock = self.key_lock(hash);
+                let key_lock = self.key_lock(hash, Hold::Shared);
                 match self.rename_into_place(fs, &tmp, &dest, hash) {
                     Err(e) if IoErrorKind::classify(&e) == IoErrorKind::Path => {
                         drop(key_lock);
@@ -556,6 +633,7 @@ impl WarmStore {
                 IndexEntry {
                     len,
                     expires_ms: meta.expires_ms,
+                    born_ms: meta.created_ms,
                 },
             );
             self.pop_victims(&mut ix, hash)
@@ -569,26 +647,47 @@ impl WarmStore {
 
     /// Takes least-recently-used entries (never `keep`) out of the index until it is within
     /// the byte budget; their files are deleted by [`WarmStore::delete_victims`].
-    fn pop_victims(&self, ix: &mut WarmIndex, keep: &KeyHash) -> Vec<KeyHash> {
+    fn pop_victims(&self, ix: &mut WarmIndex, keep: &KeyHash) -> Vec<(KeyHash, u64)> {
         let mut v = Vec::new();
         while ix.bytes() > self.config.capacity_bytes {
             match ix.pop_victim(keep) {
-                Some(victim) => v.push(victim.0),
+                Some((hash, e)) => v.push((hash, e.born_ms)),
                 None => break,
             }
         }
         v
     }
 
-    fn delete_victims(&self, fs: &dyn Fs, victims: Vec<KeyHash>) {
-        for victim in victims {
-            let _key = self.key_lock(&victim);
-            // Written again since it was chosen (the writer records a new file in the index
-            // under the key's lock): that newer file is not the one judged least recent.
+    /// Deletes the files of entries chosen as least recently used, each only if it is still
+    /// the file that was judged: not written again by this process since (it is back in the
+    /// index), and not created after the time the index knew of (another process rewrote it).
+    /// Exclusive, so no process renames a newer entry in between the check and the unlink.
+    fn delete_victims(&self, fs: &dyn Fs, victims: Vec<(KeyHash, u64)>) {
+        for (victim, born_ms) in victims {
+            let _key = self.key_lock(&victim, Hold::Exclusive);
             if self.index().contains(&victim) {
                 continue;
             }
-            match fs.remove_file(&self.layout.entry_path(&victim)) {
+            let path = self.layout.entry_path(&victim);
+            let judged = match fs.read_prefix(&path, HEADER_LEN) {
+                Ok(FileRead::Data(head)) => {
+                    match format::parse_header(&head, &self.config.limits) {
+                        Ok(h) => h.meta.created_ms <= born_ms,
+                        // Not an entry this version judges: left for the read path.
+                        Err(_) => false,
+                    }
+                }
+                Ok(_) => false,
+                Err(e) if is_not_found(&e) => continue,
+                Err(e) => {
+                    debug!(error = %e, "could not read an entry chosen for eviction");
+                    continue;
+                }
+            };
+            if !judged {
+                continue;
+            }
+            match fs.remove_file(&path) {
                 Ok(()) => self.counters.warm_evictions.inc(),
                 Err(e) if is_not_found(&e) => {}
                 Err(e) => debug!(error = %e, "could not evict an entry file"),
@@ -668,7 +767,7 @@ impl WarmStore {
 
     /// Removes an entry file. `Ok(false)` if there was none.
     pub fn remove(&self, fs: &dyn Fs, hash: &KeyHash) -> io::Result<bool> {
-        let _key = self.key_lock(hash);
+        let _key = self.key_lock(hash, Hold::Shared);
         self.index().remove(hash);
         let path = self.layout.entry_path(hash);
         match fs.remove_file(&path) {
@@ -742,7 +841,11 @@ impl WarmStore {
 
     /// Walks `v1/ab/cd/` and merges what it finds into the index. Foreign files and folders
     /// are counted and ignored; nothing is opened, nothing is followed.
-    pub fn scan(&self, fs: &dyn Fs) -> io::Result<u64> {
+    ///
+    /// Each file found may have been created up to `now_ms` (the scan's start, on the cache's
+    /// clock) or its modification time, whichever is later: a file created after that was
+    /// written since, and eviction leaves it (see [`IndexEntry::born_ms`]).
+    pub fn scan(&self, fs: &dyn Fs, now_ms: u64) -> io::Result<u64> {
         let mut found = Vec::new();
         let mut foreign = 0u64;
         let root = self.layout.entries_dir();
@@ -777,7 +880,7 @@ impl WarmStore {
         // A previous process may have left more than this one's budget.
         let victims = {
             let mut ix = self.index();
-            ix.merge_scanned(found);
+            ix.merge_scanned(found, now_ms);
             self.pop_victims(&mut ix, &[0u8; 32])
         };
         self.delete_victims(fs, victims);
@@ -945,7 +1048,7 @@ impl WarmStore {
     /// Deletes the key's existing entry file (none is fine). A path error is not the
     /// device's: no file can sit behind a blocked path.
     fn remove_older(&self, fs: &dyn Fs, hash: &KeyHash) -> io::Result<()> {
-        let _key = self.key_lock(hash);
+        let _key = self.key_lock(hash, Hold::Shared);
         self.index().remove(hash);
         match fs.remove_file(&self.layout.entry_path(hash)) {
             Ok(()) => Ok(()),

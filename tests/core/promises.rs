@@ -40,7 +40,10 @@ async fn a_write_through_ack_waits_for_the_disk_not_for_a_timer() {
     let root = h.root().to_path_buf();
     let mut acked = 0;
     for s in sets {
-        let key = s.await.unwrap().expect("a write of 50 ms is within the 400 ms timeout");
+        let key = s
+            .await
+            .unwrap()
+            .expect("a write of 50 ms is within the 400 ms timeout");
         assert!(
             entry_path(&root, &key).exists(),
             "{key} acknowledged before its file was on disk"

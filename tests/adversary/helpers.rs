@@ -1,0 +1,301 @@
+//! Shared fixtures: directories, builders, a hookable `Fs`, a seeded PRNG, errno constants.
+
+#![allow(dead_code)]
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use tiercache::fs::{DirEntryInfo, FileRead, StdFs};
+use tiercache::{Builder, Durability, Fs, ManualClock, Mode, TieredCache, WritePolicy};
+
+pub const EIO: i32 = 5;
+pub const ENOSPC: i32 = 28;
+pub const EROFS: i32 = 30;
+pub const EACCES: i32 = 13;
+pub const EFBIG: i32 = 27;
+
+/// A fixed, realistic wall time (2025-01-01) so scenarios replay exactly.
+pub const T0: u64 = 1_735_689_600_000;
+
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("temp dir")
+}
+
+/// The canonical cache root inside a temp dir.
+pub fn root_in(dir: &tempfile::TempDir) -> PathBuf {
+    let r = dir.path().join("cache");
+    std::fs::create_dir_all(&r).unwrap();
+    std::fs::canonicalize(&r).unwrap()
+}
+
+/// A builder with `min_free_bytes(0)` (a full test disk must not refuse writes) and the clock.
+pub fn builder(root: &Path, clock: &ManualClock) -> Builder {
+    TieredCache::builder(root)
+        .min_free_bytes(0)
+        .clock(Arc::new(clock.clone()))
+}
+
+/// A plain reader over a directory: a fresh instance with default settings and the real fs.
+pub async fn fresh(root: &Path, clock: &ManualClock) -> TieredCache {
+    builder(root, clock)
+        .build()
+        .await
+        .expect("open a fresh reader")
+}
+
+pub fn write_through(b: Builder) -> Builder {
+    b.write_policy(WritePolicy::WriteThrough)
+        .durability(Durability::Fsync)
+}
+
+/// Where the entry file of `key` is: `<root>/v1/ab/cd/<blake3 hex>`.
+pub fn entry_path(root: &Path, key: impl AsRef<[u8]>) -> PathBuf {
+    let h = hex_of(key.as_ref());
+    root.join("v1").join(&h[0..2]).join(&h[2..4]).join(&h)
+}
+
+pub fn hex_of(key: &[u8]) -> String {
+    blake3::hash(key)
+        .as_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Files under `<root>/tmp`.
+pub fn temp_files(root: &Path) -> usize {
+    std::fs::read_dir(root.join("tmp"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Polls `cond` every 5 ms until it holds or `limit` passes; returns whether it held.
+pub async fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        if cond() {
+            return true;
+        }
+        if start.elapsed() > limit {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Waits until the cache is tiered with a closed breaker and `flush` returns Ok.
+pub async fn settle(cache: &TieredCache, limit: Duration) -> tiercache::Result<()> {
+    let start = Instant::now();
+    loop {
+        let healthy = cache.mode() == Mode::Tiered
+            && cache.breaker_state() == tiercache::BreakerState::Closed;
+        let r = if healthy { cache.flush().await } else { Ok(()) };
+        if healthy && r.is_ok() {
+            return Ok(());
+        }
+        if start.elapsed() > limit {
+            return if healthy { r } else { cache.flush().await };
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A value that names its key and a sequence number, padded to `len` bytes with
+/// pseudo-random (poorly compressible) bytes derived from both: a torn or foreign value
+/// cannot pass `check_value`.
+pub fn value_for(key: &[u8], seq: u64, len: usize) -> Vec<u8> {
+    let mut v = format!("{}#{seq}|", hex_of(key)).into_bytes();
+    let mut rng =
+        Rng(seq ^ u64::from_le_bytes(blake3::hash(key).as_bytes()[..8].try_into().unwrap()));
+    while v.len() < len {
+        v.push((rng.next_u64() & 0xff) as u8);
+    }
+    v
+}
+
+/// Parses a value made by `value_for` for `key`, returning its sequence number; `Err` for
+/// a value that is torn or belongs to another key.
+pub fn check_value(key: &[u8], v: &[u8]) -> Result<u64, String> {
+    let prefix = format!("{}#", hex_of(key));
+    let s = v
+        .iter()
+        .position(|b| *b == b'|')
+        .ok_or_else(|| format!("no header in a {}-byte value", v.len()))?;
+    let head = std::str::from_utf8(&v[..s]).map_err(|_| "header not utf-8".to_string())?;
+    let seq: u64 = head
+        .strip_prefix(&prefix)
+        .ok_or_else(|| format!("value of another key: {head}"))?
+        .parse()
+        .map_err(|_| format!("bad seq in {head}"))?;
+    let want = value_for(key, seq, v.len());
+    if want != v {
+        return Err(format!("torn value for seq {seq} ({} bytes)", v.len()));
+    }
+    Ok(seq)
+}
+
+/// splitmix64.
+#[derive(Debug, Clone)]
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+    pub fn chance(&mut self, num: u64, den: u64) -> bool {
+        self.below(den) < num
+    }
+}
+
+/// A gate a hooked fs call stops at: the test learns that the call got there (`reached`) and
+/// lets it go on (`open`).
+#[derive(Debug, Default)]
+pub struct Gate {
+    state: Mutex<(bool, bool)>, // (reached, open)
+    cv: Condvar,
+}
+
+impl Gate {
+    fn arrive_and_wait(&self) {
+        let mut st = self.state.lock().unwrap();
+        st.0 = true;
+        self.cv.notify_all();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !st.1 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break; // never hang the test binary
+            }
+            st = self.cv.wait_timeout(st, left).unwrap().0;
+        }
+    }
+    /// Blocks (a blocking-pool-safe poll from async code) until a call reached the gate.
+    pub async fn reached(&self, limit: Duration) -> bool {
+        wait_until(limit, || self.state.lock().unwrap().0).await
+    }
+    pub fn reached_now(&self) -> bool {
+        self.state.lock().unwrap().0
+    }
+    pub fn open(&self) {
+        self.state.lock().unwrap().1 = true;
+        self.cv.notify_all();
+    }
+}
+
+/// Where a hook stops a call.
+#[derive(Debug, Clone)]
+pub enum Hook {
+    /// After `read_file` of this path returned.
+    AfterRead(PathBuf),
+    /// After a `rename` whose source is this path (a file taken out of the way) returned.
+    AfterRenameFrom(PathBuf),
+    /// Fail the next `rename_noreplace` whose target is this path with EIO (once).
+    FailNoReplaceTo(PathBuf),
+    /// Before `remove_file` of this path.
+    BeforeRemove(PathBuf),
+}
+
+/// A real-fs decorator that stops chosen calls at a `Gate`, so a test can put another
+/// instance's (or task's) operation exactly between two steps of the library.
+#[derive(Debug)]
+pub struct HookFs {
+    inner: StdFs,
+    hooks: Mutex<Vec<(Hook, Arc<Gate>)>>,
+}
+
+impl HookFs {
+    pub fn new() -> Arc<Self> {
+        Arc::new(HookFs {
+            inner: StdFs,
+            hooks: Mutex::new(Vec::new()),
+        })
+    }
+    /// Arms a one-shot hook; returns its gate (for `FailNoReplaceTo`, the gate is unused).
+    pub fn arm(&self, hook: Hook) -> Arc<Gate> {
+        let g = Arc::new(Gate::default());
+        self.hooks.lock().unwrap().push((hook, g.clone()));
+        g
+    }
+    fn take(&self, f: impl Fn(&Hook) -> bool) -> Option<(Hook, Arc<Gate>)> {
+        let mut h = self.hooks.lock().unwrap();
+        let i = h.iter().position(|(k, _)| f(k))?;
+        Some(h.remove(i))
+    }
+}
+
+impl Fs for HookFs {
+    fn read_file(&self, path: &Path, max_len: u64) -> io::Result<FileRead> {
+        let r = self.inner.read_file(path, max_len);
+        if let Some((_, g)) = self.take(|h| matches!(h, Hook::AfterRead(p) if p == path)) {
+            g.arrive_and_wait();
+        }
+        r
+    }
+    fn read_prefix(&self, path: &Path, n: usize) -> io::Result<FileRead> {
+        self.inner.read_prefix(path, n)
+    }
+    fn write_new(&self, path: &Path, data: &[u8], sync: bool) -> io::Result<()> {
+        self.inner.write_new(path, data, sync)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let r = self.inner.rename(from, to);
+        if let Some((_, g)) = self.take(|h| matches!(h, Hook::AfterRenameFrom(p) if p == from)) {
+            g.arrive_and_wait();
+        }
+        r
+    }
+    fn rename_noreplace(&self, from: &Path, to: &Path) -> io::Result<()> {
+        if self
+            .take(|h| matches!(h, Hook::FailNoReplaceTo(p) if p == to))
+            .is_some()
+        {
+            return Err(io::Error::from_raw_os_error(EIO));
+        }
+        self.inner.rename_noreplace(from, to)
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        if let Some((_, g)) = self.take(|h| matches!(h, Hook::BeforeRemove(p) if p == path)) {
+            g.arrive_and_wait();
+        }
+        self.inner.remove_file(path)
+    }
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        self.inner.remove_dir_all(path)
+    }
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        self.inner.create_dir_all(path)
+    }
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        self.inner.sync_dir(path)
+    }
+    fn read_dir(&self, path: &Path) -> io::Result<Vec<DirEntryInfo>> {
+        self.inner.read_dir(path)
+    }
+    fn available_space(&self, path: &Path) -> io::Result<u64> {
+        self.inner.available_space(path)
+    }
+}
+
+/// Reads `key` as raw bytes through a fresh instance (a restart), closing it afterwards.
+pub async fn read_after_restart(root: &Path, clock: &ManualClock, key: &[u8]) -> Option<Vec<u8>> {
+    let c = fresh(root, clock).await;
+    let v = c.get_bytes(key).await.unwrap().map(|v| v.to_vec());
+    c.close().await.unwrap();
+    v
+}
+
+pub fn short(v: &Option<Vec<u8>>) -> String {
+    match v {
+        None => "None".into(),
+        Some(b) => String::from_utf8_lossy(&b[..b.len().min(40)]).into_owned(),
+    }
+}
