@@ -704,21 +704,23 @@ impl Inner {
             expires_ms: ttl_ms.map_or(0, |t| now.saturating_add(t).max(1)),
             cost,
         };
-        let version = self.hot.next_version();
         let hash = key_hash(key);
         let admitted = self.hot.admits(key.len(), value.len());
-        let entry = HotEntry {
-            unwritable: false,
-            value: value.clone(),
-            expires_ms: meta.expires_ms,
-            cost,
-            version,
-            dirty: true,
-            tombstone: false,
-        };
+        let hot_value = value.clone();
         let ack = self.config.write_policy == WritePolicy::WriteThrough;
+        // Under the queue lock: the version, the hot tier, and (below) the queued write.
         let into_hot = |view: &QueueView<'_>| {
+            let version = self.hot.next_version();
             if admitted {
+                let entry = HotEntry {
+                    unwritable: false,
+                    value: hot_value,
+                    expires_ms: meta.expires_ms,
+                    cost,
+                    version,
+                    dirty: true,
+                    tombstone: false,
+                };
                 let evicted = self.hot.insert(key, entry).1;
                 self.on_evicted(view, evicted);
             } else {
@@ -726,24 +728,32 @@ impl Inner {
                 // until it is on disk.
                 self.hot.remove(key);
             }
+            version
         };
         let queued = permit.is_some();
-        let ((), rx) = match permit {
+        let rx = match permit {
             Some(permit) => {
-                let op = Op::Put {
-                    value,
-                    meta,
-                    version,
-                };
                 self.queue
-                    .commit(permit, hash, key.into(), op, ack, into_hot)
+                    .commit(permit, hash, key.into(), ack, |view| {
+                        let version = into_hot(view);
+                        (
+                            Op::Put {
+                                value,
+                                meta,
+                                version,
+                            },
+                            (),
+                        )
+                    })
+                    .1
             }
             None => {
+                let version = self.queue.locked(into_hot);
                 if !admitted {
                     self.counters.lost_writes.inc();
                     self.mark_stale(hash, version);
                 }
-                (self.queue.locked(into_hot), None)
+                None
             }
         };
         self.counters.sets.inc();
@@ -798,31 +808,31 @@ impl Inner {
             None
         };
         let hash = key_hash(key);
-        let version = self.hot.next_version();
-        let tombstone = HotEntry {
-            unwritable: false,
-            value: Arc::from(&[][..]),
-            expires_ms: 0,
-            cost: 0,
-            version,
-            dirty: true,
-            tombstone: true,
-        };
         let queued_before = self.queue.lookup(&hash);
         let ack = self.config.write_policy == WritePolicy::WriteThrough;
+        // Under the queue lock: the version, the tombstone, and (below) the queued delete.
         let into_hot = |view: &QueueView<'_>| {
+            let version = self.hot.next_version();
+            let tombstone = HotEntry {
+                unwritable: false,
+                value: Arc::from(&[][..]),
+                expires_ms: 0,
+                cost: 0,
+                version,
+                dirty: true,
+                tombstone: true,
+            };
             let (old, evicted) = self.hot.insert(key, tombstone);
             self.on_evicted(view, evicted);
-            old
+            (old, version)
         };
         let queued = permit.is_some();
         let (old, rx) = match permit {
-            Some(permit) => {
-                let op = Op::Delete { version };
-                self.queue
-                    .commit(permit, hash, key.into(), op, ack, into_hot)
-            }
-            None => (self.queue.locked(into_hot), None),
+            Some(permit) => self.queue.commit(permit, hash, key.into(), ack, |view| {
+                let (old, version) = into_hot(view);
+                (Op::Delete { version }, old)
+            }),
+            None => (self.queue.locked(into_hot).0, None),
         };
         self.counters.removes.inc();
         self.acknowledge(ack, queued, rx).await?;
@@ -913,8 +923,10 @@ impl Inner {
     #[tracing::instrument(level = "debug", name = "flush", skip_all)]
     pub(crate) async fn flush(&self) -> Result<()> {
         self.check_open()?;
-        // Everything set or removed before this call has a version below this.
-        let before = self.hot.version_watermark();
+        // Everything set or removed before this call has a version below `before`, and its
+        // operation already queued (a version and its operation are made together, under the
+        // queue lock).
+        let before = self.queue.locked(|_| self.hot.version_watermark());
         {
             // A write-back being queued (after a recovery) is part of what this flush waits
             // for. With the disk in use, entries whose earlier write failed (and older files
@@ -936,6 +948,7 @@ impl Inner {
                 self.write_back_gated().await;
             }
         }
+        // Waits for those and for the write-back just queued.
         let upto = self.queue.seq();
         self.queue.wait(Some(upto)).await;
         let not_persisted = self.not_persisted_before(before, upto);

@@ -223,9 +223,8 @@ impl WriteQueue {
         permit: OwnedSemaphorePermit,
         hash: KeyHash,
         key: Arc<[u8]>,
-        op: Op,
         ack: bool,
-        under_lock: impl FnOnce(&QueueView<'_>) -> R,
+        under_lock: impl FnOnce(&QueueView<'_>) -> (Op, R),
     ) -> (R, Option<Ack>) {
         let (tx, rx) = if ack {
             let (tx, rx) = oneshot::channel();
@@ -234,7 +233,9 @@ impl WriteQueue {
             (None, None)
         };
         let mut st = self.lock();
-        let r = under_lock(&QueueView(&st));
+        // The operation is made under the lock (its hot-tier version too), so that every
+        // version handed out before a `flush` read the watermark is queued by then.
+        let (op, r) = under_lock(&QueueView(&st));
         // After the writer stopped nothing will be written: the operation still serves reads,
         // and a write-through caller learns at once that it was not written (`tx` dropped).
         let tx = tx.filter(|_| !st.shut);
@@ -302,7 +303,7 @@ impl WriteQueue {
             Op::Delete { .. } | Op::Purge { .. } => 0,
         };
         let permit = self.reserve(key.len(), len).await?;
-        self.commit(permit, hash, key, op, ack, |_| ()).1
+        self.commit(permit, hash, key, ack, |_| (op, ())).1
     }
 
     /// The pending operation for a key, if any (for reads).
@@ -567,7 +568,7 @@ mod tests {
         assert!(!blocked.await.unwrap());
         assert!(q.reserve(1, 0).await.is_none());
         // A write-through ack for an operation committed now resolves at once: not written.
-        let (_, ack) = q.commit(late, [3; 32], k.clone(), put(3), true, |_| ());
+        let (_, ack) = q.commit(late, [3; 32], k.clone(), true, |_| (put(3), ()));
         assert!(ack.unwrap().await.is_err());
         assert!(matches!(
             q.lookup(&[3; 32]),

@@ -497,15 +497,16 @@ impl WarmStore {
             return;
         }
         let path = self.layout.root().join(layout::LOCK_FILE);
+        // Read-only descriptors: `flock` needs no more, and a file open for writing would
+        // keep the filesystem from being remounted read-only.
         let open = || {
-            use std::os::unix::fs::OpenOptionsExt;
-            std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .mode(0o600)
-                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-                .open(&path)
+            use rustix::fs::{Mode, OFlags};
+            rustix::fs::open(
+                &path,
+                OFlags::RDONLY | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o600),
+            )
+            .map(std::fs::File::from)
         };
         let fds: Vec<std::fs::File> = (0..KEY_LOCKS).map_while(|_| open().ok()).collect();
         let fds = if fds.len() == KEY_LOCKS {

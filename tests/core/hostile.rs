@@ -58,6 +58,8 @@ fn entry_names_checked(root: &Path) -> BTreeSet<String> {
         let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
         match (parts.as_slice(), is_dir) {
             (["v1" | "tmp" | "quarantine"], true) => {}
+            // The fence and the directory lock (FORMAT.md, section 1).
+            (["fence" | "lock"], false) => {}
             (["v1", a], true) | (["v1", _, a], true) if is_fanout(a) => {}
             (["v1", a, b, name], false)
                 if name.len() == 64

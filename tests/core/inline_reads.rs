@@ -125,11 +125,12 @@ async fn page_cache_hits_finish_inline_and_everything_else_takes_the_timed_path(
 }
 
 /// Descriptors of this process open on files under `dir`.
+/// Descriptors open on entry files (`v1/`) under `dir`; the directory lock's are not entries.
 fn open_fds_under(dir: &std::path::Path) -> usize {
     std::fs::read_dir("/proc/self/fd")
         .unwrap()
         .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
-        .filter(|target| target.starts_with(dir))
+        .filter(|target| target.starts_with(dir.join("v1")))
         .count()
 }
 
