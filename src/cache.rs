@@ -1173,7 +1173,7 @@ async fn maintenance_task(inner: Arc<Inner>) {
             if scanned {
                 store.sweep_expired(fs, now)
             } else {
-                store.scan(fs, now)
+                store.scan(fs)
             }
         });
         tokio::select! {

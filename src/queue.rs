@@ -343,6 +343,18 @@ impl WriteQueue {
     /// and its write-through waiters are returned, for the caller to tell once the outcome has
     /// been accounted for (dropping them tells them "not written").
     pub(crate) fn complete(&self, hash: &KeyHash, seq: u64) -> (bool, Vec<oneshot::Sender<bool>>) {
+        self.complete_then(hash, seq, |_| ())
+    }
+
+    /// [`WriteQueue::complete`], running `before_release(superseded)` under the queue lock
+    /// before the slot is released, so that what the caller records (a lost write) is in place
+    /// before a reader can find the slot gone.
+    pub(crate) fn complete_then(
+        &self,
+        hash: &KeyHash,
+        seq: u64,
+        before_release: impl FnOnce(bool),
+    ) -> (bool, Vec<oneshot::Sender<bool>>) {
         let mut st = self.lock();
         st.in_flight = st.in_flight.saturating_sub(1);
         let shut = st.shut;
@@ -355,6 +367,7 @@ impl WriteQueue {
                 slot.stuck = false;
                 // Dropped senders: the receivers learn "not written".
                 slot.waiters.clear();
+                before_release(true);
                 drop(st);
                 self.progress.notify_waiters();
                 return (true, Vec::new());
@@ -367,6 +380,7 @@ impl WriteQueue {
             }
             _ => (false, false),
         };
+        before_release(requeue || cancelled);
         let mut waiters = Vec::new();
         if requeue {
             st.ready.push_back(*hash);

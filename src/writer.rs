@@ -183,13 +183,15 @@ impl Inner {
         if let Op::Purge { .. } = op {
             return self.finish_purge(hash, seq, version, end);
         }
-        let held = match end {
-            JobEnd::Landed => self.hot.mark_clean(key, version),
-            JobEnd::PerEntry => self.hot.mark_unwritable(key, version),
-            JobEnd::FileTooLarge | JobEnd::Failed | JobEnd::Blocked | JobEnd::Skipped => {
-                self.hot.peek(key).is_some_and(|e| e.version == version)
+        match end {
+            JobEnd::Landed => {
+                self.hot.mark_clean(key, version);
             }
-        };
+            JobEnd::PerEntry => {
+                self.hot.mark_unwritable(key, version);
+            }
+            JobEnd::FileTooLarge | JobEnd::Failed | JobEnd::Blocked | JobEnd::Skipped => {}
+        }
         // Counters first: `complete` releases `flush`, which must see them.
         match end {
             JobEnd::Landed => self.counters.writes_ok.inc(),
@@ -205,11 +207,18 @@ impl Inner {
             JobEnd::PerEntry | JobEnd::FileTooLarge => self.freshness_landed(hash, version),
             JobEnd::Failed | JobEnd::Blocked | JobEnd::Skipped => {}
         }
-        let (superseded, waiters) = self.queue.complete(hash, seq);
-        if end != JobEnd::Landed && !held && !superseded {
-            self.counters.lost_writes.inc();
-            self.mark_stale(*hash, version);
-        }
+        // A write that did not land, of a version no longer in memory and not superseded, is
+        // lost: marked before its slot goes, or a read could find neither and serve the
+        // key's older file in between.
+        // Whether memory still holds it is asked under the queue lock too: an eviction in
+        // between sees the slot and leaves the decision to this one.
+        let (_, waiters) = self.queue.complete_then(hash, seq, |superseded| {
+            let held = self.hot.peek(key).is_some_and(|e| e.version == version);
+            if end != JobEnd::Landed && !held && !superseded {
+                self.counters.lost_writes.inc();
+                self.mark_stale(*hash, version);
+            }
+        });
         (end == JobEnd::Landed, waiters)
     }
 

@@ -29,11 +29,20 @@ pub struct IndexEntry {
     pub len: u64,
     /// Expiry, unix ms; 0 = never; [`EXPIRY_UNKNOWN`] = not read yet.
     pub expires_ms: u64,
-    /// The newest creation time (unix ms) the file this index knows can have: its
-    /// `created_ms` when this process wrote or read it, its modification time when the scan
-    /// found it. Eviction deletes a file only if its header's `created_ms` is not later: a
-    /// file another process wrote since is not the one judged least recently used.
-    pub born_ms: u64,
+    /// Which file this index knows at the path: the first 8 bytes of its checksum (see
+    /// [`file_tag`]) when this process wrote or read it, 0 when the scan found it (any file
+    /// there). Eviction deletes a file only if it is still that one: a file another process
+    /// wrote since is not the one judged least recently used.
+    pub tag: u64,
+}
+
+/// The tag of an entry file (see [`IndexEntry::tag`]) from its first bytes (at least the
+/// header); never 0, which means "unknown".
+pub fn file_tag(file: &[u8]) -> u64 {
+    let at = super::format::CHECKSUM_OFFSET;
+    file.get(at..at + 8)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map_or(1, |b| u64::from_le_bytes(b).max(1))
 }
 
 /// LRU of entry hashes with a byte total.
@@ -84,11 +93,6 @@ impl WarmIndex {
         self.bytes += entry.len;
     }
 
-    /// Marks an entry most recently used; false if unknown.
-    pub fn touch(&mut self, hash: &KeyHash) -> bool {
-        self.lru.get(hash).is_some()
-    }
-
     /// Forgets an entry.
     pub fn remove(&mut self, hash: &KeyHash) -> Option<IndexEntry> {
         let e = self.lru.pop(hash)?;
@@ -110,12 +114,10 @@ impl WarmIndex {
 
     /// Merges entries found by the startup scan, oldest first, as least recently used;
     /// entries already known (written or read since open) keep their place and size.
-    /// A file found may have been created up to `now_ms` or its modification time, whichever
-    /// is later (`born_ms`).
-    pub fn merge_scanned(&mut self, mut found: Vec<(KeyHash, u64, u64)>, now_ms: u64) {
+    pub fn merge_scanned(&mut self, mut found: Vec<(KeyHash, u64, u64)>) {
         // Newest first, each pushed to the LRU end: the oldest ends up least recent.
         found.sort_by_key(|e| std::cmp::Reverse(e.2));
-        for (hash, len, mtime) in found {
+        for (hash, len, _mtime) in found {
             if self.lru.contains(&hash) {
                 continue;
             }
@@ -124,7 +126,7 @@ impl WarmIndex {
                 IndexEntry {
                     len,
                     expires_ms: EXPIRY_UNKNOWN,
-                    born_ms: mtime.max(now_ms),
+                    tag: 0,
                 },
             );
             self.lru.demote(&hash);
@@ -184,7 +186,7 @@ mod tests {
             IndexEntry {
                 len: 10,
                 expires_ms: 0,
-                born_ms: 0,
+                tag: 0,
             },
         );
         ix.put(
@@ -192,7 +194,7 @@ mod tests {
             IndexEntry {
                 len: 20,
                 expires_ms: 0,
-                born_ms: 0,
+                tag: 0,
             },
         );
         ix.put(
@@ -200,7 +202,7 @@ mod tests {
             IndexEntry {
                 len: 5,
                 expires_ms: 0,
-                born_ms: 0,
+                tag: 0,
             },
         );
         assert_eq!(ix.bytes(), 25);
@@ -216,18 +218,15 @@ mod tests {
             IndexEntry {
                 len: 1,
                 expires_ms: 0,
-                born_ms: 0,
+                tag: 0,
             },
         );
-        ix.merge_scanned(
-            vec![
-                (h(1), 10, 300),
-                (h(2), 10, 100),
-                (h(3), 10, 200),
-                (h(9), 99, 1),
-            ],
-            0,
-        );
+        ix.merge_scanned(vec![
+            (h(1), 10, 300),
+            (h(2), 10, 100),
+            (h(3), 10, 200),
+            (h(9), 99, 1),
+        ]);
         assert_eq!(ix.bytes(), 31);
         let order: Vec<u8> =
             std::iter::from_fn(|| ix.pop_victim(&h(0)).map(|(k, _)| k[0])).collect();
@@ -242,7 +241,7 @@ mod tests {
             IndexEntry {
                 len: 1,
                 expires_ms: 0,
-                born_ms: 0,
+                tag: 0,
             },
         );
         assert_eq!(ix.pop_victim(&h(1)), None);
@@ -251,7 +250,7 @@ mod tests {
             IndexEntry {
                 len: 1,
                 expires_ms: 0,
-                born_ms: 0,
+                tag: 0,
             },
         );
         assert_eq!(ix.pop_victim(&h(2)).map(|(k, _)| k), Some(h(1)));
@@ -263,7 +262,7 @@ mod tests {
     #[test]
     fn an_expiry_of_u64_max_is_known_not_unknown() {
         let mut ix = WarmIndex::default();
-        ix.merge_scanned((0..3u8).map(|i| (h(i), 10, u64::from(i))).collect(), 0);
+        ix.merge_scanned((0..3u8).map(|i| (h(i), 10, u64::from(i))).collect());
         for i in 0..2u8 {
             ix.set_expiry(&h(i), u64::MAX);
         }
@@ -272,7 +271,7 @@ mod tests {
             IndexEntry {
                 len: 10,
                 expires_ms: u64::MAX,
-                born_ms: 0,
+                tag: 0,
             },
         );
         let (expired, unknown) = ix.sweep_candidates(1_000, 10);

@@ -300,7 +300,7 @@ impl WarmStore {
                 Ok(ReadOutcome::Expired)
             }
             Ok(decoded) => {
-                self.touch(hash, data.len() as u64, &decoded.meta);
+                self.touch(hash, &data, &decoded.meta);
                 Ok(ReadOutcome::Hit(decoded))
             }
             Err(Invalid::NewerVersion(v)) => {
@@ -317,17 +317,20 @@ impl WarmStore {
     }
 
     /// Records a hit in the index (LRU order).
-    fn touch(&self, hash: &KeyHash, len: u64, meta: &EntryMeta) {
+    fn touch(&self, hash: &KeyHash, data: &[u8], meta: &EntryMeta) {
+        let (len, tag) = (data.len() as u64, super::index::file_tag(data));
         let mut ix = self.index();
-        // Unknown to a complete index means an eviction or removal raced this read (or
-        // another process wrote it): re-adding it would leave a phantom in the budget.
-        if !ix.touch(hash) && !ix.scanned() {
+        // Known: this process has read (and judged) that file, which may be another process's
+        // rewrite: it is the one eviction may delete, with its own length. Unknown to a
+        // complete index means an eviction or removal raced this read (or another process
+        // wrote it): re-adding it would leave a phantom in the budget.
+        if ix.contains(hash) || !ix.scanned() {
             ix.put(
                 *hash,
                 IndexEntry {
                     len,
                     expires_ms: meta.expires_ms,
-                    born_ms: meta.created_ms,
+                    tag,
                 },
             );
         }
@@ -377,7 +380,7 @@ impl WarmStore {
         match format::decode(&data, key, &self.config.limits) {
             Ok(decoded) if !decoded.meta.is_expired(now_ms) => {
                 self.counters.inline_reads.inc();
-                self.touch(hash, data.len() as u64, &decoded.meta);
+                self.touch(hash, &data, &decoded.meta);
                 ControlFlow::Break(Ok(ReadOutcome::Hit(decoded)))
             }
             // Expired, corrupt, newer: the blocking path reads the file again and acts on
@@ -401,7 +404,7 @@ impl WarmStore {
     ) -> io::Result<ReadOutcome> {
         match format::decode(&data, key, &self.config.limits) {
             Ok(decoded) if !decoded.meta.is_expired(now_ms) => {
-                self.touch(hash, data.len() as u64, &decoded.meta);
+                self.touch(hash, &data, &decoded.meta);
                 Ok(ReadOutcome::Hit(decoded))
             }
             _ => self.read(fs, key, hash, now_ms),
@@ -634,7 +637,7 @@ impl WarmStore {
                 IndexEntry {
                     len,
                     expires_ms: meta.expires_ms,
-                    born_ms: meta.created_ms,
+                    tag: super::index::file_tag(&file),
                 },
             );
             self.pop_victims(&mut ix, hash)
@@ -652,7 +655,7 @@ impl WarmStore {
         let mut v = Vec::new();
         while ix.bytes() > self.config.capacity_bytes {
             match ix.pop_victim(keep) {
-                Some((hash, e)) => v.push((hash, e.born_ms)),
+                Some((hash, e)) => v.push((hash, e.tag)),
                 None => break,
             }
         }
@@ -661,32 +664,45 @@ impl WarmStore {
 
     /// Deletes the files of entries chosen as least recently used, each only if it is still
     /// the file that was judged: not written again by this process since (it is back in the
-    /// index), and not created after the time the index knew of (another process rewrote it).
-    /// Exclusive, so no process renames a newer entry in between the check and the unlink.
+    /// index), and the file the index knew (its tag), not one another process wrote since;
+    /// such a file goes back into the index, so the budget still counts it. Exclusive, so no
+    /// process renames a newer entry in between the check and the unlink.
     fn delete_victims(&self, fs: &dyn Fs, victims: Vec<(KeyHash, u64)>) {
-        for (victim, born_ms) in victims {
+        for (victim, tag) in victims {
             let _key = self.key_lock(&victim, Hold::Exclusive);
             if self.index().contains(&victim) {
                 continue;
             }
             let path = self.layout.entry_path(&victim);
-            let judged = match fs.read_prefix(&path, HEADER_LEN) {
-                Ok(FileRead::Data(head)) => {
-                    match format::parse_header(&head, &self.config.limits) {
-                        Ok(h) => h.meta.created_ms <= born_ms,
-                        // Not an entry this version judges: left for the read path.
-                        Err(_) => false,
+            if tag != 0 {
+                match fs.read_prefix(&path, HEADER_LEN) {
+                    Ok(FileRead::Data(head)) => {
+                        let now = super::index::file_tag(&head);
+                        if now != tag {
+                            if let Ok(h) = format::parse_header(&head, &self.config.limits) {
+                                let len = (HEADER_LEN as u64)
+                                    .saturating_add(u64::from(h.key_len))
+                                    .saturating_add(h.payload_len);
+                                self.index().put(
+                                    victim,
+                                    IndexEntry {
+                                        len,
+                                        expires_ms: h.meta.expires_ms,
+                                        tag: now,
+                                    },
+                                );
+                            }
+                            continue;
+                        }
+                    }
+                    // Not an entry file: left for the read path to quarantine.
+                    Ok(_) => continue,
+                    Err(e) if is_not_found(&e) => continue,
+                    Err(e) => {
+                        debug!(error = %e, "could not read an entry chosen for eviction");
+                        continue;
                     }
                 }
-                Ok(_) => false,
-                Err(e) if is_not_found(&e) => continue,
-                Err(e) => {
-                    debug!(error = %e, "could not read an entry chosen for eviction");
-                    continue;
-                }
-            };
-            if !judged {
-                continue;
             }
             match fs.remove_file(&path) {
                 Ok(()) => self.counters.warm_evictions.inc(),
@@ -842,11 +858,7 @@ impl WarmStore {
 
     /// Walks `v1/ab/cd/` and merges what it finds into the index. Foreign files and folders
     /// are counted and ignored; nothing is opened, nothing is followed.
-    ///
-    /// Each file found may have been created up to `now_ms` (the scan's start, on the cache's
-    /// clock) or its modification time, whichever is later: a file created after that was
-    /// written since, and eviction leaves it (see [`IndexEntry::born_ms`]).
-    pub fn scan(&self, fs: &dyn Fs, now_ms: u64) -> io::Result<u64> {
+    pub fn scan(&self, fs: &dyn Fs) -> io::Result<u64> {
         let mut found = Vec::new();
         let mut foreign = 0u64;
         let root = self.layout.entries_dir();
@@ -881,7 +893,7 @@ impl WarmStore {
         // A previous process may have left more than this one's budget.
         let victims = {
             let mut ix = self.index();
-            ix.merge_scanned(found, now_ms);
+            ix.merge_scanned(found);
             self.pop_victims(&mut ix, &[0u8; 32])
         };
         self.delete_victims(fs, victims);
