@@ -934,7 +934,6 @@ impl Inner {
             // what is pending, not only what is queued.
             let _gate = self.write_back_gate.lock().await;
             if self.disk_allowed() && self.disk.res.breaker_state() == BreakerState::Closed {
-                self.persist_fence().await;
                 if self.disk.store.stranded() > 0 {
                     let outcome = self
                         .disk
