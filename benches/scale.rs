@@ -89,6 +89,7 @@ fn fixture(n: usize) -> PathBuf {
                         created_ms: now,
                         expires_ms: 0,
                         cost: 0,
+                        encoding: Default::default(),
                     };
                     let file =
                         format::encode(key.as_bytes(), &values[i % VALUE_POOL], meta, 3).unwrap();

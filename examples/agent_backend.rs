@@ -51,6 +51,8 @@ struct Completion {
 #[derive(Debug)]
 struct Overloaded;
 
+impl std::error::Error for Overloaded {}
+
 impl std::fmt::Display for Overloaded {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("503: model overloaded")

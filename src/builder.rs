@@ -131,6 +131,7 @@ pub struct Config {
     pub(crate) quarantine_max_files: usize,
     pub(crate) quarantine_max_bytes: u64,
     pub(crate) page_cache_reads: bool,
+    pub(crate) codec: crate::codec::Codec,
 }
 
 /// Builds a [`TieredCache`]. Every setter documents its default.
@@ -174,10 +175,22 @@ impl Builder {
                 quarantine_max_files: DEFAULT_QUARANTINE_MAX_FILES,
                 quarantine_max_bytes: DEFAULT_QUARANTINE_MAX_BYTES,
                 page_cache_reads: DEFAULT_PAGE_CACHE_READS,
+                codec: crate::codec::Codec::Json,
             },
             fs: None,
             clock: None,
         }
+    }
+
+    /// The codec typed values are stored with (`set`, `get_or_insert_*`). Default
+    /// [`Codec::Json`](crate::Codec::Json): self-describing, round-trips every serde type
+    /// and tolerates added `#[serde(default)]` fields. [`Codec::Bincode`](crate::Codec::Bincode)
+    /// is compact, for fixed-shape values such as embedding vectors. Each entry records its
+    /// codec, so entries written with another setting stay readable. See
+    /// [`Codec`](crate::Codec) for what each can carry.
+    pub fn codec(mut self, codec: crate::codec::Codec) -> Self {
+        self.config.codec = codec;
+        self
     }
 
     /// Hot-tier byte budget (key + value + a fixed per-entry overhead of

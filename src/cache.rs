@@ -40,6 +40,11 @@ use crate::warm::format::{EntryMeta, Limits};
 use crate::warm::layout::{key_hash, KeyHash};
 use crate::warm::quarantine::QuarantineLimits;
 use crate::warm::store::{ReadOutcome, StoreConfig, WarmStore};
+use crate::answer::{Answer, Source};
+use crate::codec::Encoding;
+use crate::hot::LiveHit;
+use crate::key::{Key, KeyRef, Resolved};
+use std::borrow::Cow;
 
 /// A tiered cache: a memory LRU in front of a gzip-compressed disk tier.
 ///
@@ -110,6 +115,9 @@ pub(crate) struct Inner {
     /// More keys were lost than `stale` holds (see there); reset by `clear`.
     lost_overflow: AtomicBool,
     last_error: Mutex<Option<String>>,
+    /// Types already warned about: `(true, _)` a stored value that did not decode as it,
+    /// `(false, _)` a loaded value the codec could not encode.
+    warned_types: Mutex<std::collections::HashSet<(bool, &'static str)>>,
     /// Held while the mode switches back to tiered and the dirty entries are queued for
     /// write-back, and by `flush` before it looks at the queue: a `flush` that sees the
     /// recovered mode also waits for the write-back that recovery started.
@@ -145,6 +153,9 @@ pub(crate) struct Found {
     pub value: Arc<[u8]>,
     pub expires_ms: u64,
     pub cost: u64,
+    pub encoding: Encoding,
+    /// Hot, warm or queue.
+    pub source: Source,
 }
 
 impl TieredCache {
@@ -219,6 +230,7 @@ impl TieredCache {
             write_back_gate: tokio::sync::Mutex::new(()),
             clear_gate: tokio::sync::RwLock::new(()),
             last_error: Mutex::new(None),
+            warned_types: Mutex::default(),
             tasks: Mutex::new(Vec::new()),
             shutdown: rx,
             config,
@@ -255,27 +267,69 @@ impl TieredCache {
         })
     }
 
-    /// Gets a value and decodes it as `V`. `Ok(None)` on a miss. A value that does not decode
-    /// as `V` is [`Error::Decode`] (the entry is left as it is).
-    pub async fn get<V: DeserializeOwned>(&self, key: impl AsRef<[u8]>) -> Result<Option<V>> {
-        if let Some(value) = self.inner.try_hot(key.as_ref()) {
-            return codec::decode(&value).map(Some);
+    /// Gets a value and decodes it as `V`. `Ok(None)` on a miss. A stored value that does not
+    /// decode as `V` (the type changed, or another type shares the key) is a miss too,
+    /// counted in `Stats::decode_misses` (never a hit), and the entry is left as it is: the
+    /// next `set` replaces it. See [`Codec`](crate::Codec) for what each codec reads back.
+    pub async fn get<V: DeserializeOwned>(&self, key: impl Key) -> Result<Option<V>> {
+        Ok(self.get_answer(key).await?.map(Answer::into_value))
+    }
+
+    /// [`get`](Self::get), with how the value was served ([`Source::Hot`], [`Source::Warm`]
+    /// or [`Source::Queue`]) and its encoding.
+    pub async fn get_answer<V: DeserializeOwned>(&self, key: impl Key) -> Result<Option<Answer<V>>> {
+        let key = self.resolve(&key).await?;
+        let inner = &self.inner;
+        if let Some(hit) = inner.try_hot(&key) {
+            return match codec::decode::<V>(hit.encoding, &hit.value) {
+                Ok(v) => Ok(Some(Answer::new(v, Source::Hot, hit.encoding))),
+                Err(detail) => {
+                    // The hot tier counted the hit under its lock: take it back.
+                    inner.counters.live_hits_undone.inc();
+                    inner.counters.live_cost_undone.add(hit.cost);
+                    inner.decode_miss::<V>(hit.encoding, &detail);
+                    inner.counters.misses.inc();
+                    Ok(None)
+                }
+            };
         }
-        match self.inner.lookup(key.as_ref()).await? {
-            Some(found) => codec::decode(&found.value).map(Some),
-            None => Ok(None),
+        let Some(found) = inner.lookup(&key, true).await? else {
+            return Ok(None);
+        };
+        match codec::decode::<V>(found.encoding, &found.value) {
+            Ok(v) => {
+                inner.count_hit(&found);
+                Ok(Some(Answer::new(v, found.source, found.encoding)))
+            }
+            Err(detail) => {
+                inner.decode_miss::<V>(found.encoding, &detail);
+                inner.counters.misses.inc();
+                Ok(None)
+            }
         }
     }
 
-    /// Gets the raw bytes of a value. `Ok(None)` on a miss.
-    pub async fn get_bytes(&self, key: impl AsRef<[u8]>) -> Result<Option<Arc<[u8]>>> {
-        if let Some(value) = self.inner.try_hot(key.as_ref()) {
-            return Ok(Some(value));
-        }
-        Ok(self.inner.lookup(key.as_ref()).await?.map(|f| f.value))
+    /// Gets the stored bytes of a value, whatever its encoding (the JSON text of a value set
+    /// with the JSON codec). `Ok(None)` on a miss.
+    pub async fn get_bytes(&self, key: impl Key) -> Result<Option<Arc<[u8]>>> {
+        Ok(self.get_bytes_answer(key).await?.map(Answer::into_value))
     }
 
-    /// Sets a value (encoded with bincode over serde), with the default TTL.
+    /// [`get_bytes`](Self::get_bytes), with how the value was served and its encoding.
+    pub async fn get_bytes_answer(&self, key: impl Key) -> Result<Option<Answer<Arc<[u8]>>>> {
+        let key = self.resolve(&key).await?;
+        if let Some(hit) = self.inner.try_hot(&key) {
+            return Ok(Some(Answer::new(hit.value, Source::Hot, hit.encoding)));
+        }
+        Ok(self.inner.lookup(&key, true).await?.map(|found| {
+            self.inner.count_hit(&found);
+            Answer::new(found.value, found.source, found.encoding)
+        }))
+    }
+
+    /// Sets a value, encoded with the cache's [`Codec`](crate::Codec) (JSON unless the builder
+    /// chose otherwise), with the default TTL. [`Error::Encode`] for a value the codec
+    /// cannot carry (nothing is changed).
     ///
     /// With [`WritePolicy::WriteBehind`] (the default) it returns once the value is in memory
     /// and its write is queued (waiting for room in the queue first: backpressure). With
@@ -284,34 +338,46 @@ impl TieredCache {
     /// the breaker is open or the cache memory-only, or a disk call that hung past
     /// `io_timeout`): the value is still served from memory and written when the disk is
     /// back. The same holds for every `set_*` method and for [`TieredCache::remove`].
-    pub async fn set<V: Serialize + ?Sized>(&self, key: impl AsRef<[u8]>, value: &V) -> Result<()> {
-        let bytes = codec::encode(value)?;
-        self.inner
-            .store(key.as_ref(), bytes.into(), self.inner.config.default_ttl, 0)
+    pub async fn set<V: Serialize + ?Sized>(&self, key: impl Key, value: &V) -> Result<()> {
+        self.set_encoded(key, value, self.inner.config.default_ttl)
             .await
     }
 
     /// Sets a value that expires after `ttl`.
     pub async fn set_with_ttl<V: Serialize + ?Sized>(
         &self,
-        key: impl AsRef<[u8]>,
+        key: impl Key,
         value: &V,
         ttl: Duration,
     ) -> Result<()> {
-        let bytes = codec::encode(value)?;
+        self.set_encoded(key, value, Some(ttl)).await
+    }
+
+    async fn set_encoded<V: Serialize + ?Sized>(
+        &self,
+        key: impl Key,
+        value: &V,
+        ttl: Option<Duration>,
+    ) -> Result<()> {
+        let codec = self.inner.config.codec;
+        let bytes = codec::encode(codec, value)?;
+        let key = self.resolve(&key).await?;
         self.inner
-            .store(key.as_ref(), bytes.into(), Some(ttl), 0)
+            .store(&key, bytes.into(), ttl, 0, codec.into())
             .await
     }
 
-    /// Sets raw bytes, with the default TTL. `get_bytes` returns them unchanged.
-    pub async fn set_bytes(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<()> {
+    /// Sets raw bytes, with the default TTL. `get_bytes` returns them unchanged; a typed
+    /// `get` reads them as JSON text.
+    pub async fn set_bytes(&self, key: impl Key, value: impl AsRef<[u8]>) -> Result<()> {
+        let key = self.resolve(&key).await?;
         self.inner
             .store(
-                key.as_ref(),
+                &key,
                 value.as_ref().into(),
                 self.inner.config.default_ttl,
                 0,
+                Encoding::Raw,
             )
             .await
     }
@@ -319,19 +385,34 @@ impl TieredCache {
     /// Sets raw bytes that expire after `ttl`.
     pub async fn set_bytes_with_ttl(
         &self,
-        key: impl AsRef<[u8]>,
+        key: impl Key,
         value: impl AsRef<[u8]>,
         ttl: Duration,
     ) -> Result<()> {
+        let key = self.resolve(&key).await?;
         self.inner
-            .store(key.as_ref(), value.as_ref().into(), Some(ttl), 0)
+            .store(&key, value.as_ref().into(), Some(ttl), 0, Encoding::Raw)
             .await
     }
 
     /// Removes a key from both tiers. Returns whether the hot tier or the write queue held it
     /// (the disk is not read to find out).
-    pub async fn remove(&self, key: impl AsRef<[u8]>) -> Result<bool> {
-        self.inner.remove(key.as_ref()).await
+    pub async fn remove(&self, key: impl Key) -> Result<bool> {
+        let key = self.resolve(&key).await?;
+        self.inner.remove(&key).await
+    }
+
+    /// The bytes `key` is stored under: itself for a plain key; for a [`RequestKey`], its key
+    /// in its namespace's current generation (so the namespace's `invalidate` drops it).
+    pub(crate) async fn resolve<'k>(&self, key: &'k impl Key) -> Result<Resolved<'k>> {
+        match key.key_ref() {
+            KeyRef::Plain(bytes) => Ok(Cow::Borrowed(bytes)),
+            KeyRef::Request(rk) => Ok(Cow::Owned(
+                self.namespace(rk.namespace())?
+                    .stored_key(rk.as_str().as_bytes())
+                    .await?,
+            )),
+        }
     }
 
     /// Removes every entry from both tiers (foreign files in the directory are left alone).
@@ -553,7 +634,7 @@ impl Inner {
 
     /// The synchronous fast path of `get`: a live hot hit, without building the lookup future
     /// (profiled: that future and a full entry clone were most of a hot hit's cost).
-    pub(crate) fn try_hot(&self, key: &[u8]) -> Option<Arc<[u8]>> {
+    pub(crate) fn try_hot(&self, key: &[u8]) -> Option<LiveHit> {
         if self.closed.load(Ordering::Relaxed) {
             return None;
         }
@@ -562,22 +643,27 @@ impl Inner {
     }
 
     #[tracing::instrument(level = "trace", name = "get", skip_all, fields(key_len = key.len()))]
-    pub(crate) async fn lookup(&self, key: &[u8]) -> Result<Option<Found>> {
+    pub(crate) async fn lookup(&self, key: &[u8], count_miss: bool) -> Result<Option<Found>> {
+        let miss = || {
+            if count_miss {
+                self.counters.misses.inc();
+            }
+        };
         self.check_open()?;
         self.check_key(key)?;
         let now = self.clock.now_ms();
         match self.hot.get(key, now) {
             Some(Ok(e)) if e.tombstone => {
-                self.counters.misses.inc();
+                miss();
                 return Ok(None);
             }
             Some(Ok(e)) => {
-                self.counters.hot_hits.inc();
-                self.counters.cost_saved.add(e.cost);
                 return Ok(Some(Found {
                     value: e.value,
                     expires_ms: e.expires_ms,
                     cost: e.cost,
+                    encoding: e.encoding,
+                    source: Source::Hot,
                 }));
             }
             // The hot tier holds a key's newest value. Clean, it is the disk's file too, which
@@ -595,7 +681,7 @@ impl Inner {
                         self.mark_lost(hash, expired.version, true);
                     }
                 });
-                self.counters.misses.inc();
+                miss();
                 return Ok(None);
             }
             Some(Err(_expired)) => self.counters.hot_expirations.inc(),
@@ -607,22 +693,22 @@ impl Inner {
             Some(Op::Put { value, meta, .. })
                 if !meta.is_expired(now) && !self.is_stale(&hash, meta.created_ms) =>
             {
-                self.counters.queue_hits.inc();
-                self.counters.cost_saved.add(meta.cost);
                 return Ok(Some(Found {
                     value,
                     expires_ms: meta.expires_ms,
                     cost: meta.cost,
+                    encoding: meta.encoding,
+                    source: Source::Queue,
                 }));
             }
             Some(_) => {
-                self.counters.misses.inc();
+                miss();
                 return Ok(None);
             }
             None => {}
         }
         if !self.disk_allowed() || !self.load_fence().await {
-            self.counters.misses.inc();
+            miss();
             return Ok(None);
         }
         let owned_key: Arc<[u8]> = key.into();
@@ -640,7 +726,7 @@ impl Inner {
         let decoded = match outcome.ok() {
             Some(ReadOutcome::Hit(d)) if !self.is_stale(&hash, d.meta.created_ms) => d,
             _ => {
-                self.counters.misses.inc();
+                miss();
                 return Ok(None);
             }
         };
@@ -648,15 +734,16 @@ impl Inner {
             value: decoded.value.into(),
             expires_ms: decoded.meta.expires_ms,
             cost: decoded.meta.cost,
+            encoding: decoded.meta.encoding,
+            source: Source::Warm,
         };
-        self.counters.warm_hits.inc();
-        self.counters.cost_saved.add(found.cost);
         if self.hot.admits(key.len(), found.value.len()) {
             let entry = HotEntry {
                 unwritable: false,
                 value: found.value.clone(),
                 expires_ms: found.expires_ms,
                 cost: found.cost,
+                encoding: found.encoding,
                 version: self.hot.next_version(),
                 dirty: false,
                 tombstone: false,
@@ -670,6 +757,47 @@ impl Inner {
         Ok(Some(found))
     }
 
+    /// Counts a lookup's find as a hit of its source, with its cost saved. Called once the
+    /// caller has decoded the value: one that does not decode is a miss, not a hit.
+    pub(crate) fn count_hit(&self, found: &Found) {
+        match found.source {
+            Source::Warm => self.counters.warm_hits.inc(),
+            Source::Queue => self.counters.queue_hits.inc(),
+            _ => self.counters.hot_hits.inc(),
+        }
+        self.counters.cost_saved.add(found.cost);
+    }
+
+    /// Counts a stored value that did not decode as `V`, and warns once per type.
+    pub(crate) fn decode_miss<V>(&self, encoding: Encoding, detail: &str) {
+        self.counters.decode_misses.inc();
+        let type_name = std::any::type_name::<V>();
+        if lock(&self.warned_types).insert((true, type_name)) {
+            tracing::warn!(
+                type_name,
+                %encoding,
+                detail,
+                "a stored value does not decode as the requested type: a miss (the next store \
+                 replaces it); warned once per type"
+            );
+        }
+    }
+
+    /// Counts a loaded value the codec could not encode (returned uncached), and warns once
+    /// per type.
+    pub(crate) fn unencodable<V>(&self, error: &Error) {
+        self.counters.unencodable.inc();
+        let type_name = std::any::type_name::<V>();
+        if lock(&self.warned_types).insert((false, type_name)) {
+            tracing::warn!(
+                type_name,
+                %error,
+                "a loaded value cannot be encoded by the cache's codec: returned, not cached; \
+                 warned once per type"
+            );
+        }
+    }
+
     #[tracing::instrument(level = "trace", name = "set", skip_all, fields(key_len = key.len(), value_len = value.len()))]
     pub(crate) async fn store(
         &self,
@@ -677,6 +805,7 @@ impl Inner {
         value: Arc<[u8]>,
         ttl: Option<Duration>,
         cost: u64,
+        encoding: Encoding,
     ) -> Result<()> {
         self.check_open()?;
         self.check_key(key)?;
@@ -703,6 +832,7 @@ impl Inner {
             created_ms: self.created_now(),
             expires_ms: ttl_ms.map_or(0, |t| now.saturating_add(t).max(1)),
             cost,
+            encoding,
         };
         let hash = key_hash(key);
         let admitted = self.hot.admits(key.len(), value.len());
@@ -717,6 +847,7 @@ impl Inner {
                     value: hot_value,
                     expires_ms: meta.expires_ms,
                     cost,
+                    encoding,
                     version,
                     dirty: true,
                     tombstone: false,
@@ -818,6 +949,7 @@ impl Inner {
                 value: Arc::from(&[][..]),
                 expires_ms: 0,
                 cost: 0,
+                encoding: Encoding::Raw,
                 version,
                 dirty: true,
                 tombstone: true,
@@ -1086,11 +1218,15 @@ impl Inner {
             (pending as u64, stale.len() as u64)
         };
         Stats {
-            hot_hits: c.hot_hits.get() + live_hits,
+            hot_hits: (c.hot_hits.get() + live_hits).saturating_sub(c.live_hits_undone.get()),
             warm_hits: c.warm_hits.get(),
             inline_reads: c.inline_reads.get(),
             queue_hits: c.queue_hits.get(),
             misses: c.misses.get(),
+            decode_misses: c.decode_misses.get(),
+            joined: c.joined.get(),
+            bypasses: c.bypasses.get(),
+            unencodable: c.unencodable.get(),
             sets: c.sets.get(),
             removes: c.removes.get(),
             hot_entries: self.hot.len() as u64,
@@ -1124,7 +1260,11 @@ impl Inner {
             write_queue_depth: depth,
             write_queue_bytes: qbytes,
             dirty_entries: self.hot.dirty_count() as u64,
-            cost_saved: c.cost_saved.get().saturating_add(live_cost),
+            cost_saved: c
+                .cost_saved
+                .get()
+                .saturating_add(live_cost)
+                .saturating_sub(c.live_cost_undone.get()),
             mode,
             breaker_state,
             breaker_transitions: c.breaker_transitions.get(),

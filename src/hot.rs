@@ -38,6 +38,8 @@ pub struct HotEntry {
     pub expires_ms: u64,
     /// Caller-supplied cost of the value.
     pub cost: u64,
+    /// How the value's bytes were made.
+    pub encoding: crate::codec::Encoding,
     /// Unique per insert; matches the write queued for it.
     pub version: u64,
     /// Not known to be on disk.
@@ -55,6 +57,17 @@ impl HotEntry {
     fn charge(&self, key: &[u8]) -> usize {
         key.len() + self.value.len() + ENTRY_OVERHEAD
     }
+}
+
+/// What [`HotTier::get_live`] returns: the value, how it is encoded, its cost.
+#[derive(Debug, Clone)]
+pub struct LiveHit {
+    /// The stored bytes.
+    pub value: Arc<[u8]>,
+    /// How they were made.
+    pub encoding: crate::codec::Encoding,
+    /// The entry's cost (counted in the shard with the hit).
+    pub cost: u64,
 }
 
 /// An entry pushed out by an insert or a budget change.
@@ -199,16 +212,20 @@ impl HotTier {
     /// marked most recently used and counted (with its cost) in the shard; only the value's
     /// `Arc` is cloned, and the clock is read only when the entry has an expiry. `None` means
     /// "take the full path" (absent, tombstone or expired), which accounts for it.
-    pub fn get_live(&self, key: &[u8], now_ms: impl FnOnce() -> u64) -> Option<Arc<[u8]>> {
+    pub fn get_live(&self, key: &[u8], now_ms: impl FnOnce() -> u64) -> Option<LiveHit> {
         let mut shard = self.lock(self.shard_of(key));
         let e = shard.lru.get(key)?;
         if e.tombstone || (e.expires_ms != 0 && now_ms() >= e.expires_ms) {
             return None;
         }
-        let (value, cost) = (e.value.clone(), e.cost);
+        let hit = LiveHit {
+            value: e.value.clone(),
+            encoding: e.encoding,
+            cost: e.cost,
+        };
         shard.live_hits += 1;
-        shard.live_cost = shard.live_cost.saturating_add(cost);
-        Some(value)
+        shard.live_cost = shard.live_cost.saturating_add(hit.cost);
+        Some(hit)
     }
 
     /// Hits served by [`HotTier::get_live`] so far, and their summed cost.
@@ -451,6 +468,7 @@ mod tests {
             value: vec![7u8; len].into(),
             expires_ms: 0,
             cost: 0,
+            encoding: crate::codec::Encoding::Json,
             version: tier.next_version(),
             dirty: true,
             tombstone: false,
@@ -521,7 +539,9 @@ mod tests {
         e.expires_ms = 1000;
         e.cost = 7;
         t.insert(b"k", e);
-        assert_eq!(t.get_live(b"k", || 999).map(|v| v.len()), Some(3));
+        assert_eq!(t.get_live(b"k", || 999).map(|v| (v.value.len(), v.cost, v.encoding)),
+            Some((3, 7, crate::codec::Encoding::Json))
+        );
         assert_eq!(t.live_hits(), (1, 7));
         assert!(t.get_live(b"k", || 1000).is_none(), "expired: full path");
         let mut tomb = entry(&t, 0);

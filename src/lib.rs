@@ -47,6 +47,7 @@
 //! | `test-util` | [`testing`]: a fault-injecting `Fs` for tests of code that embeds tiercache |
 
 pub mod agent;
+mod answer;
 pub mod breaker;
 mod builder;
 mod cache;
@@ -57,6 +58,7 @@ mod disk;
 mod error;
 pub mod fs;
 pub mod hot;
+mod key;
 mod queue;
 mod stats;
 mod supervise;
@@ -68,6 +70,9 @@ pub mod warm;
 mod writer;
 
 pub use agent::{Controls, Namespace, RequestKey, RequestKeyBuilder};
+pub use answer::{Answer, Source};
+pub use codec::{Codec, Encoding, MAX_JSON_DEPTH};
+pub use key::Key;
 pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker};
 pub use builder::{Builder, Config, Durability, WritePolicy};
 pub use builder::{
@@ -80,7 +85,7 @@ pub use builder::{
 };
 pub use cache::TieredCache;
 pub use clock::{Clock, ManualClock, TokioClock};
-pub use error::{Error, Result};
+pub use error::{Error, LoaderError, Result};
 pub use fs::{Fs, IoErrorKind, StdFs};
 pub use stats::{Mode, Stats};
 pub use warm::Corruption;

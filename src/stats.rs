@@ -89,6 +89,14 @@ pub(crate) struct Counters {
     pub loader_calls: Counter,
     pub task_panics: Counter,
     pub stale_keys_purged: Counter,
+    pub decode_misses: Counter,
+    pub joined: Counter,
+    pub bypasses: Counter,
+    pub unencodable: Counter,
+    /// Hits counted by the hot tier's fast path whose value then did not decode (see
+    /// `Stats::hot_hits`), and their cost.
+    pub live_hits_undone: Counter,
+    pub live_cost_undone: Counter,
 }
 
 impl Counters {
@@ -105,7 +113,16 @@ impl Counters {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct Stats {
-    /// Gets answered by the hot tier.
+    /// Calls answered by the hot tier (a stored value that did not decode as the requested
+    /// type is a miss, not a hit).
+    ///
+    /// How calls are counted: each `get`/`get_bytes` (and the lookup of each
+    /// `get_or_insert_*`) is one of `hot_hits`, `warm_hits`, `queue_hits` or `misses`, except
+    /// that a `get_or_insert_*` caller whose lookup found nothing is counted once its load is
+    /// settled: in `misses` if it ran its loader, in `joined` if another caller's load served
+    /// it. A full bypass (`no_cache` + `no_store`) is counted in `bypasses` only. So for
+    /// `get_or_insert_*` calls, `hits + misses + joined + bypasses` is the number of calls,
+    /// and `loader_calls = misses + bypasses` of them.
     pub hot_hits: u64,
     /// Gets answered by the warm tier (disk), then promoted.
     pub warm_hits: u64,
@@ -116,8 +133,23 @@ pub struct Stats {
     pub inline_reads: u64,
     /// Gets answered from the write queue (a value evicted from hot before its write landed).
     pub queue_hits: u64,
-    /// Gets that found nothing (including expired and corrupted entries).
+    /// Calls that found nothing usable (absent, expired, corrupted, or a value that did not
+    /// decode as the requested type); for `get_or_insert_*`, calls that ran their own loader.
     pub misses: u64,
+    /// Lookups that found a value which did not decode as the requested type (the type
+    /// changed, or another type shares the key): a miss each, never a hit. The first for each
+    /// requested type is logged at warn level.
+    pub decode_misses: u64,
+    /// `get_or_insert_*` calls answered by another caller's load of the same key (they waited
+    /// for it, or found its value stored as they were about to load), counted apart from
+    /// misses: 50 identical concurrent requests are 1 miss (the load) and 49 joined.
+    pub joined: u64,
+    /// `get_or_insert_*` calls with `no_cache` and `no_store` (a full bypass: no lookup, no
+    /// store, no joining another caller's load).
+    pub bypasses: u64,
+    /// Loaded values the cache's codec could not encode (a NaN under the JSON codec): returned
+    /// to their caller, not stored. The first for each type is logged at warn level.
+    pub unencodable: u64,
     /// Successful `set` calls.
     pub sets: u64,
     /// `remove` calls.
@@ -214,7 +246,7 @@ pub struct Stats {
     pub memory_only_ms: u64,
     /// Expired entries served because the loader failed (`stale_if_error`).
     pub stale_served: u64,
-    /// Loader calls made by `get_or_insert_with`.
+    /// Loader calls made by `get_or_insert_*` (`misses` of those calls plus `bypasses`).
     pub loader_calls: u64,
     /// Background tasks (writer, maintenance, resilience, a write job) that panicked. Each
     /// panic is logged at error level and contained: the task is restarted, a write job's

@@ -481,6 +481,7 @@ mod tests {
             created_ms: NOW - 1000,
             expires_ms,
             cost: 1,
+            encoding: Default::default(),
         }
     }
 
@@ -517,7 +518,7 @@ mod tests {
         let expired = format::encode(b"b", b"value b", meta(NOW - 1), 3).unwrap();
         place(dir.path(), b"b", &expired);
         let payload = format::deflate(b"v", 1).unwrap();
-        let newer = format::assemble(b"c", 1, &payload, meta(0), 2, FLAG_GZIP);
+        let newer = format::assemble(b"c", 1, &payload, meta(0), 3, FLAG_GZIP);
         let newer_path = place(dir.path(), b"c", &newer);
         let report = verify(dir.path(), &options(true)).unwrap();
         assert!(report.is_clean(), "{report:?}");

@@ -292,6 +292,7 @@ impl Inner {
                         created_ms,
                         expires_ms: e.expires_ms,
                         cost: e.cost,
+                        encoding: e.encoding,
                     },
                     version: e.version,
                 }

@@ -23,6 +23,7 @@ use serde::Serialize;
 use crate::cache::TieredCache;
 use crate::codec;
 use crate::error::Result;
+use crate::key::Key;
 
 /// How long a stored entry lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,7 +50,8 @@ impl Ttl {
 type Pred<V> = Arc<dyn Fn(&V) -> bool + Send + Sync>;
 type CostFn<V> = Arc<dyn Fn(&V) -> u64 + Send + Sync>;
 
-/// Options for one call. Cheap to clone; build once and reuse.
+/// Options for one call. Cheap to clone; build once and reuse. `V` is the value type;
+/// [`get_or_insert_bytes`](crate::TieredCache::get_or_insert_bytes) takes `Controls<[u8]>`.
 ///
 /// ```
 /// use std::time::Duration;
@@ -66,7 +68,7 @@ type CostFn<V> = Arc<dyn Fn(&V) -> u64 + Send + Sync>;
 /// # let _ = controls;
 /// ```
 #[must_use]
-pub struct Controls<V> {
+pub struct Controls<V: ?Sized> {
     pub(crate) no_store: bool,
     pub(crate) no_cache: bool,
     pub(crate) ttl: Ttl,
@@ -76,7 +78,7 @@ pub struct Controls<V> {
     pub(crate) stale_if_error: Option<Duration>,
 }
 
-impl<V> Controls<V> {
+impl<V: ?Sized> Controls<V> {
     /// The defaults: look up, load on a miss, store with the cache's default TTL and cost 0.
     pub fn new() -> Self {
         Controls {
@@ -91,14 +93,18 @@ impl<V> Controls<V> {
     }
 
     /// Do not store the answer (it is still returned, and given to concurrent callers of the
-    /// same key). An entry already in the cache is left as it is.
+    /// same key). An entry already in the cache is left as it is. With
+    /// [`no_cache`](Self::no_cache): a full bypass (no lookup, no store, no shared load).
     pub fn no_store(mut self) -> Self {
         self.no_store = true;
         self
     }
 
     /// Do not answer from the cache: call the loader (or join a load already in flight) and
-    /// store its answer over the current entry. Refreshes an entry known to be outdated.
+    /// store its answer over the current entry. Refreshes an entry known to be outdated. With
+    /// [`no_store`](Self::no_store): a full bypass, for answers that must not be shared
+    /// (sampled requests, `temperature > 0`): the caller's own loader runs, nothing is read
+    /// or stored, and no other caller's load is joined.
     pub fn no_cache(mut self) -> Self {
         self.no_cache = true;
         self
@@ -157,13 +163,13 @@ impl<V> Controls<V> {
     }
 }
 
-impl<V> Default for Controls<V> {
+impl<V: ?Sized> Default for Controls<V> {
     fn default() -> Self {
         Controls::new()
     }
 }
 
-impl<V> Clone for Controls<V> {
+impl<V: ?Sized> Clone for Controls<V> {
     fn clone(&self) -> Self {
         Controls {
             no_store: self.no_store,
@@ -177,7 +183,7 @@ impl<V> Clone for Controls<V> {
     }
 }
 
-impl<V> fmt::Debug for Controls<V> {
+impl<V: ?Sized> fmt::Debug for Controls<V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Controls")
             .field("no_store", &self.no_store)
@@ -202,17 +208,19 @@ impl TieredCache {
     /// `stale_if_error` concern loading and have no effect here.
     pub async fn set_with_controls<V: Serialize>(
         &self,
-        key: impl AsRef<[u8]>,
+        key: impl Key,
         value: &V,
         controls: &Controls<V>,
     ) -> Result<bool> {
         if !controls.stores(value) {
             return Ok(false);
         }
-        let bytes = codec::encode(value)?;
+        let codec = self.inner.config.codec;
+        let bytes = codec::encode(codec, value)?;
         let ttl = controls.ttl.resolve(self.inner.config.default_ttl);
+        let key = self.resolve(&key).await?;
         self.inner
-            .store(key.as_ref(), bytes.into(), ttl, controls.cost_of(value))
+            .store(&key, bytes.into(), ttl, controls.cost_of(value), codec.into())
             .await?;
         Ok(true)
     }

@@ -13,11 +13,16 @@
 //! deleted eagerly; [`Namespace::invalidate_if`] is the scan, for when a few entries must go
 //! now).
 //!
+//! A [`RequestKey`] carries its namespace: wherever it is used (the cache's methods or a
+//! `Namespace` handle), it is stored under its namespace's current generation, so one
+//! `invalidate` drops plain keys and request keys of the namespace alike.
+//!
 //! Persistence: the generation is an ordinary cache entry, `\0tiercache:nsgen:<name>` (value:
-//! a bincode `{ generation: u64, created_ms: u64 }`, no expiry), so it lives in both tiers,
-//! survives a reopen and goes through the same breaker and write path as everything else. It
-//! is read once per namespace per open cache (one counted lookup in `Stats`) and kept in
-//! memory. [`Namespace::invalidate`] waits until the new generation is on disk, so an
+//! the JSON `{"generation":u64,"created_ms":u64}`; records written by earlier versions are
+//! bincode, and still read; no expiry), so it lives in both tiers, survives a reopen and goes
+//! through the same breaker and write path as everything else. It is read once per namespace
+//! per open cache (not counted in `Stats`: the hits and misses there are the caller's) and
+//! kept in memory. [`Namespace::invalidate`] waits until the new generation is on disk, so an
 //! invalidation that returned `Ok` holds after a crash.
 //!
 //! Why random generations and not a counter: if the record is ever lost (evicted from the
@@ -38,9 +43,11 @@ use serde::{Deserialize, Serialize};
 use super::controls::Controls;
 use super::request_key::{RequestKey, RequestKeyBuilder};
 use super::state::{lock, state_of};
+use crate::answer::Answer;
 use crate::cache::TieredCache;
-use crate::codec;
+use crate::codec::{self, Codec, Encoding};
 use crate::error::{Error, Result};
+use crate::key::{Key, KeyRef};
 
 /// Prefix of the keys of namespaced entries.
 pub(crate) const ENTRY_PREFIX: &[u8] = b"\0tiercache:ns:";
@@ -181,20 +188,23 @@ impl Namespace {
         }
         let inner = &self.cache.inner;
         let rk = record_key(&self.name);
-        let found = inner.lookup(&rk).await?;
-        let g = match found.and_then(|f| codec::decode::<Record>(&f.value).ok()) {
+        let found = inner.lookup(&rk, false).await?;
+        let g = match found.and_then(|f| codec::decode::<Record>(f.encoding, &f.value).ok()) {
             Some(r) if r.generation != 0 => r.generation,
             _ => {
                 // Never written, or lost: a fresh generation (see the module docs).
                 let now = inner.clock.now_ms();
                 let g = fresh_generation(now);
-                let record = codec::encode(&Record {
-                    generation: g,
-                    created_ms: now,
-                })?;
+                let record = codec::encode(
+                    Codec::Json,
+                    &Record {
+                        generation: g,
+                        created_ms: now,
+                    },
+                )?;
                 // A write-through store that did not reach the disk still serves the
                 // generation from memory; `flush` reports it.
-                match inner.store(&rk, record.into(), None, 0).await {
+                match inner.store(&rk, record.into(), None, 0, Encoding::Json).await {
                     Ok(()) | Err(Error::NotPersisted { .. }) => {}
                     Err(e) => return Err(e),
                 }
@@ -206,12 +216,24 @@ impl Namespace {
     }
 
     /// The key under which this namespace stores `key` now (it changes with the generation).
-    pub async fn key(&self, key: impl AsRef<[u8]>) -> Result<Vec<u8>> {
-        Ok(entry_key(
-            &self.name,
-            self.generation().await?,
-            key.as_ref(),
-        ))
+    /// A [`RequestKey`] must be of this namespace ([`Error::Config`] otherwise).
+    pub async fn key(&self, key: impl Key) -> Result<Vec<u8>> {
+        match key.key_ref() {
+            KeyRef::Plain(bytes) => self.stored_key(bytes).await,
+            KeyRef::Request(rk) if rk.namespace() == &*self.name => {
+                self.stored_key(rk.as_str().as_bytes()).await
+            }
+            KeyRef::Request(rk) => Err(Error::Config(format!(
+                "request key {rk} belongs to namespace {:?}, not {:?}",
+                rk.namespace(),
+                self.name
+            ))),
+        }
+    }
+
+    /// The stored key of `key` (as given inside this namespace) in the current generation.
+    pub(crate) async fn stored_key(&self, key: &[u8]) -> Result<Vec<u8>> {
+        Ok(entry_key(&self.name, self.generation().await?, key))
     }
 
     /// The [`RequestKey`] of `request` in this namespace.
@@ -225,19 +247,32 @@ impl Namespace {
     }
 
     /// [`TieredCache::get`] in this namespace.
-    pub async fn get<V: DeserializeOwned>(&self, key: impl AsRef<[u8]>) -> Result<Option<V>> {
+    pub async fn get<V: DeserializeOwned>(&self, key: impl Key) -> Result<Option<V>> {
         self.cache.get(self.key(key).await?).await
     }
 
+    /// [`TieredCache::get_answer`] in this namespace.
+    pub async fn get_answer<V: DeserializeOwned>(
+        &self,
+        key: impl Key,
+    ) -> Result<Option<Answer<V>>> {
+        self.cache.get_answer(self.key(key).await?).await
+    }
+
+    /// [`TieredCache::get_bytes`] in this namespace.
+    pub async fn get_bytes(&self, key: impl Key) -> Result<Option<Arc<[u8]>>> {
+        self.cache.get_bytes(self.key(key).await?).await
+    }
+
     /// [`TieredCache::set`] in this namespace.
-    pub async fn set<V: Serialize + ?Sized>(&self, key: impl AsRef<[u8]>, value: &V) -> Result<()> {
+    pub async fn set<V: Serialize + ?Sized>(&self, key: impl Key, value: &V) -> Result<()> {
         self.cache.set(self.key(key).await?, value).await
     }
 
     /// [`TieredCache::set_with_ttl`] in this namespace.
     pub async fn set_with_ttl<V: Serialize + ?Sized>(
         &self,
-        key: impl AsRef<[u8]>,
+        key: impl Key,
         value: &V,
         ttl: Duration,
     ) -> Result<()> {
@@ -246,10 +281,15 @@ impl Namespace {
             .await
     }
 
+    /// [`TieredCache::set_bytes`] in this namespace.
+    pub async fn set_bytes(&self, key: impl Key, value: impl AsRef<[u8]>) -> Result<()> {
+        self.cache.set_bytes(self.key(key).await?, value).await
+    }
+
     /// [`TieredCache::set_with_controls`] in this namespace.
     pub async fn set_with_controls<V: Serialize>(
         &self,
-        key: impl AsRef<[u8]>,
+        key: impl Key,
         value: &V,
         controls: &Controls<V>,
     ) -> Result<bool> {
@@ -259,30 +299,27 @@ impl Namespace {
     }
 
     /// [`TieredCache::remove`] in this namespace.
-    pub async fn remove(&self, key: impl AsRef<[u8]>) -> Result<bool> {
+    pub async fn remove(&self, key: impl Key) -> Result<bool> {
         self.cache.remove(self.key(key).await?).await
     }
 
     /// [`TieredCache::get_or_insert_with`] in this namespace.
-    pub async fn get_or_insert_with<V, F, Fut, E>(
-        &self,
-        key: impl AsRef<[u8]>,
-        loader: F,
-    ) -> Result<V>
+    pub async fn get_or_insert_with<V, F, Fut, E>(&self, key: impl Key, loader: F) -> Result<V>
     where
         V: Serialize + DeserializeOwned,
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = std::result::Result<V, E>>,
-        E: std::fmt::Display,
+        E: Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
     {
-        self.get_or_insert_with_controls(key, &Controls::new(), loader)
+        self.get_or_insert_answer(key, &Controls::new(), loader)
             .await
+            .map(Answer::into_value)
     }
 
     /// [`TieredCache::get_or_insert_with_controls`] in this namespace.
     pub async fn get_or_insert_with_controls<V, F, Fut, E>(
         &self,
-        key: impl AsRef<[u8]>,
+        key: impl Key,
         controls: &Controls<V>,
         loader: F,
     ) -> Result<V>
@@ -290,12 +327,47 @@ impl Namespace {
         V: Serialize + DeserializeOwned,
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = std::result::Result<V, E>>,
-        E: std::fmt::Display,
+        E: Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    {
+        self.get_or_insert_answer(key, controls, loader)
+            .await
+            .map(Answer::into_value)
+    }
+
+    /// [`TieredCache::get_or_insert_answer`] in this namespace.
+    pub async fn get_or_insert_answer<V, F, Fut, E>(
+        &self,
+        key: impl Key,
+        controls: &Controls<V>,
+        loader: F,
+    ) -> Result<Answer<V>>
+    where
+        V: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<V, E>>,
+        E: Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
     {
         let key = self.key(key).await?;
         self.cache
-            .get_or_insert_with_controls(key, controls, loader)
+            .get_or_insert_answer(key, controls, loader)
             .await
+    }
+
+    /// [`TieredCache::get_or_insert_bytes`] in this namespace.
+    pub async fn get_or_insert_bytes<B, F, Fut, E>(
+        &self,
+        key: impl Key,
+        controls: &Controls<[u8]>,
+        loader: F,
+    ) -> Result<Answer<Arc<[u8]>>>
+    where
+        B: AsRef<[u8]>,
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<B, E>>,
+        E: Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    {
+        let key = self.key(key).await?;
+        self.cache.get_or_insert_bytes(key, controls, loader).await
     }
 
     /// Invalidates every entry of the namespace, in both tiers, in O(1): draws a new
@@ -310,13 +382,16 @@ impl Namespace {
         let g = fresh_generation(now);
         // In memory first: from here on, this process never reads an old entry.
         self.slot.generation.store(g, Ordering::Release);
-        let record: Arc<[u8]> = codec::encode(&Record {
-            generation: g,
-            created_ms: now,
-        })?
+        let record: Arc<[u8]> = codec::encode(
+            Codec::Json,
+            &Record {
+                generation: g,
+                created_ms: now,
+            },
+        )?
         .into();
         let rk = record_key(&self.name);
-        match inner.store(&rk, record.clone(), None, 0).await {
+        match inner.store(&rk, record.clone(), None, 0, Encoding::Json).await {
             // Reported below, like a write-behind store that failed.
             Ok(()) | Err(Error::NotPersisted { .. }) => {}
             Err(e) => return Err(e),

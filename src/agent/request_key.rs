@@ -36,8 +36,12 @@ pub const KEY_SCHEMA_VERSION: u32 = 1;
 /// of blake3 in the cache).
 pub const KEY_CONTEXT: &str = "tiercache request key v1";
 
-/// A cache key derived from a model request. Use it wherever a key is expected (it is
-/// `AsRef<[u8]>`), or through a [`Namespace`](super::Namespace) to get O(1) invalidation.
+/// A cache key derived from a model request, in a namespace. Use it wherever a key is
+/// expected (any method taking [`Key`](crate::Key)): it is always stored in its namespace, so
+/// that namespace's [`invalidate`](super::Namespace::invalidate) drops it, whether it was used
+/// through the cache or through the [`Namespace`](super::Namespace) handle. (Its
+/// [`as_str`](Self::as_str) text is for logs; used as a plain key, the text would be a
+/// different key, outside the namespace.)
 ///
 /// ```
 /// use tiercache::agent::RequestKey;
@@ -106,12 +110,6 @@ impl RequestKey {
     pub fn hash_hex(&self) -> &str {
         let start = self.text.len().saturating_sub(64);
         &self.text[start..]
-    }
-}
-
-impl AsRef<[u8]> for RequestKey {
-    fn as_ref(&self) -> &[u8] {
-        self.text.as_bytes()
     }
 }
 

@@ -4,8 +4,12 @@
 //! the first caller of a key becomes the *leader*: it runs its loader while later callers of
 //! the key wait for the leader's outcome instead of calling theirs. The protocol:
 //!
-//! - Every call does one ordinary lookup first (counted as a hit or a miss in `Stats`), unless
-//!   `no_cache` is set. A hit returns at once: hits never touch the flight table.
+//! - A full bypass (`no_cache` + `no_store`) runs the caller's loader and returns its value:
+//!   no lookup, no store, no flight (it neither joins nor leads one). Counted in
+//!   `Stats::bypasses`.
+//! - Every other call does one lookup first, unless `no_cache` is set. A hit (a value that
+//!   decodes as the requested type) returns at once and is counted as one: hits never touch
+//!   the flight table. A value that does not decode is a miss (`Stats::decode_misses`).
 //! - On a miss the caller joins the key's flight, or starts one and leads it. A new leader
 //!   looks at the hot tier once more (not counted): a previous leader may have stored the
 //!   value between this caller's lookup and its joining.
@@ -13,26 +17,31 @@
 //!   need not be `'static`). On success the leader stores the value (subject to the
 //!   controls), then removes the flight, then hands the value to the waiters: a caller that
 //!   misses after the flight is gone finds the value in the cache.
-//! - A loader error is given to every waiter as [`Error::Loader`] with the error's text (the
-//!   caller's error type need not be `Clone`), and nothing is stored: the next call loads
-//!   again.
+//! - A loader error is given to every waiter as [`Error::Loader`], sharing the error itself
+//!   (an `Arc`: the caller's error type need not be `Clone`, and every waiter can downcast it
+//!   with [`Error::loader_error`]), and nothing is stored: the next call loads again.
+//! - A value the cache's codec cannot encode (a NaN under JSON) is returned to the leader,
+//!   not stored (`Stats::unencodable`); its waiters start over and load for themselves.
 //! - The flight is owned by a guard. If the leader's future is dropped (the caller gave up),
 //!   the guard removes the flight and tells the waiters, who start over: one of them leads
 //!   and runs *its* loader. If the loader panics, the guard does the same while unwinding,
-//!   but the waiters get `Error::Loader("loader panicked")` instead of retrying (a loader that
+//!   but the waiters get an [`Error::Loader`] whose error [is a panic](crate::LoaderError::is_panic) instead of retrying (a loader that
 //!   panics would most likely panic again in each of them). Either way the key is never
 //!   wedged: the next call loads again.
 //!
-//! Accounting: `Stats::loader_calls` counts loader runs, so *calls − loader_calls* is the
-//! number of model calls saved. A caller served by another caller's load (a waiter, or a new
-//! leader that finds the value in the hot tier) has saved that load's cost too: it is added to
-//! `Stats::cost_saved` like a hit's.
+//! Accounting: a caller whose lookup found nothing is counted once its load settles: in
+//! `Stats::misses` if it ran its loader, in `Stats::joined` if another caller's load served it
+//! (it waited for that load, or, about to lead, found its value in the hot tier). So 50
+//! identical concurrent calls read as 1 miss and 49 joined. `Stats::loader_calls` counts
+//! loader runs, so *calls − loader_calls* is the number of model calls saved. A joined caller
+//! has saved that load's cost too: it is added to `Stats::cost_saved` like a hit's. Each
+//! call's [`Answer::source`](crate::Answer) says the same per call.
 //!
 //! Stale-if-error: the expired answer must still be at hand when the loader fails, but a
 //! lookup drops an expired hot entry, and the warm tier deletes an expired file when it reads
 //! it. So a call with `stale_if_error` first *peeks* at the hot tier (no recency change, no
-//! removal). If the entry there has expired, the call counts its miss itself and skips the
-//! lookup, leaving the entry in place: it stays the fallback for every later call until it
+//! removal). If the entry there has expired, the call skips the lookup, leaving the entry in
+//! place: it stays the fallback for every later call until it
 //! is replaced by a successful load, evicted, or read by a plain `get`. The leader hands its
 //! fallback to the waiters with the error, so they all serve the same stale answer. The
 //! fallback is served only if the loader fails and the entry is within `grace` of its expiry
@@ -41,8 +50,8 @@
 //! read per call on the hot path. No side copy is kept, so the feature costs no memory, and a
 //! `remove`, `clear` or namespace invalidation takes the fallback away with the entry.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
-use std::fmt::Display;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
@@ -53,9 +62,15 @@ use tracing::debug;
 
 use super::controls::Controls;
 use super::state::{lock, state_of};
+use crate::answer::{Answer, Source};
 use crate::cache::{Inner, TieredCache};
-use crate::codec;
-use crate::error::{Error, Result};
+use crate::codec::{self, Codec, Encoding};
+use crate::error::{Error, LoaderError, Result};
+use crate::key::Key;
+
+/// What a loader may fail with: any error type (kept whole, so callers can downcast it),
+/// `String`, `&str`, `anyhow::Error`, `Box<dyn Error + Send + Sync>`.
+type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// The loads in flight of one cache.
 #[derive(Default)]
@@ -72,31 +87,19 @@ struct Flight {
 #[derive(Clone)]
 enum Landing {
     /// The loader's value, encoded, and its cost.
-    Value { bytes: Arc<[u8]>, cost: u64 },
+    Value {
+        bytes: Arc<[u8]>,
+        encoding: Encoding,
+        cost: u64,
+    },
     /// The loader failed (or panicked); the leader's stale-if-error fallback, if it had one.
     Failed {
-        failure: Failure,
+        error: LoaderError,
         stale: Option<Fallback>,
     },
-    /// The leader gave up before the loader finished: start over.
+    /// The leader gave up before the loader finished, or its value could not be encoded:
+    /// start over.
     Abandoned,
-}
-
-#[derive(Clone)]
-enum Failure {
-    Loader(String),
-    Encode(String),
-    Panicked,
-}
-
-impl Failure {
-    fn into_error(self) -> Error {
-        match self {
-            Failure::Loader(msg) => Error::Loader(msg),
-            Failure::Encode(msg) => Error::Encode(msg),
-            Failure::Panicked => Error::Loader("loader panicked".into()),
-        }
-    }
 }
 
 /// An entry peeked at from the hot tier, to serve if the loader fails.
@@ -104,6 +107,7 @@ impl Failure {
 struct Fallback {
     value: Arc<[u8]>,
     expires_ms: u64,
+    encoding: Encoding,
 }
 
 enum Role {
@@ -175,7 +179,7 @@ impl Drop for Leader {
         }
         let landing = if std::thread::panicking() {
             Landing::Failed {
-                failure: Failure::Panicked,
+                error: LoaderError::panicked(),
                 stale: self.stale.take(),
             }
         } else {
@@ -203,11 +207,53 @@ fn peek(inner: &Inner, key: &[u8]) -> Option<Fallback> {
         .map(|e| Fallback {
             value: e.value,
             expires_ms: e.expires_ms,
+            encoding: e.encoding,
         })
 }
 
 fn is_fresh(expires_ms: u64, now_ms: u64) -> bool {
     expires_ms == 0 || now_ms < expires_ms
+}
+
+/// How the values of one call become stored bytes and back: typed values through a codec,
+/// bytes as they are.
+trait Kind<V> {
+    /// The stored bytes of `value` and their encoding.
+    fn encode(&self, value: &V) -> Result<(Arc<[u8]>, Encoding)>;
+    /// `bytes` (made with `encoding`) as a `V`; `Err` is a decode miss.
+    fn decode(&self, bytes: &Arc<[u8]>, encoding: Encoding) -> std::result::Result<V, String>;
+    /// The encoding a loaded value gets.
+    fn encoding(&self) -> Encoding;
+}
+
+/// Typed values, stored with a codec.
+struct Typed(Codec);
+
+impl<V: Serialize + DeserializeOwned> Kind<V> for Typed {
+    fn encode(&self, value: &V) -> Result<(Arc<[u8]>, Encoding)> {
+        Ok((codec::encode(self.0, value)?.into(), self.0.into()))
+    }
+    fn decode(&self, bytes: &Arc<[u8]>, encoding: Encoding) -> std::result::Result<V, String> {
+        codec::decode(encoding, bytes)
+    }
+    fn encoding(&self) -> Encoding {
+        self.0.into()
+    }
+}
+
+/// Bytes, stored as they are ([`Encoding::Raw`]) and read back whatever their encoding.
+struct Bytes;
+
+impl Kind<Arc<[u8]>> for Bytes {
+    fn encode(&self, value: &Arc<[u8]>) -> Result<(Arc<[u8]>, Encoding)> {
+        Ok((value.clone(), Encoding::Raw))
+    }
+    fn decode(&self, bytes: &Arc<[u8]>, _: Encoding) -> std::result::Result<Arc<[u8]>, String> {
+        Ok(bytes.clone())
+    }
+    fn encoding(&self) -> Encoding {
+        Encoding::Raw
+    }
 }
 
 impl TieredCache {
@@ -230,41 +276,23 @@ impl TieredCache {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// # }).unwrap();
     /// ```
-    pub async fn get_or_insert_with<V, F, Fut, E>(
-        &self,
-        key: impl AsRef<[u8]>,
-        loader: F,
-    ) -> Result<V>
+    pub async fn get_or_insert_with<V, F, Fut, E>(&self, key: impl Key, loader: F) -> Result<V>
     where
         V: Serialize + DeserializeOwned,
         F: FnOnce() -> Fut,
         Fut: Future<Output = std::result::Result<V, E>>,
-        E: Display,
+        E: Into<BoxError>,
     {
-        self.get_or_insert_with_controls(key, &Controls::new(), loader)
+        self.get_or_insert_answer(key, &Controls::new(), loader)
             .await
+            .map(Answer::into_value)
     }
 
     /// [`get_or_insert_with`](Self::get_or_insert_with) under per-call [`Controls`].
-    ///
-    /// - Hit: the cached value (unless `no_cache`).
-    /// - Miss: the loader's value, stored with the controls' TTL and cost unless `no_store` is
-    ///   set or `cacheable` rejects it. Concurrent callers of the key get the same value; a
-    ///   value too large for the cache is returned without being stored.
-    /// - Loader error: [`Error::Loader`] with the error's text, for the leader and every
-    ///   waiter; nothing is stored. With `stale_if_error`, an expired entry still in the hot
-    ///   tier is served instead if it is within the grace period, and counted in
-    ///   `Stats::stale_served`. Such a call leaves an expired hot entry in place instead of
-    ///   dropping it, so it serves every call of the outage; entries expired only on disk are
-    ///   not served stale.
-    /// - A leader whose future is dropped hands the load to a waiter; a loader that panics
-    ///   fails the waiters with `Error::Loader("loader panicked")`. The next call loads again.
-    ///
-    /// Other errors: [`Error::KeyTooLarge`] before anything runs, [`Error::Decode`] if the
-    /// cached value is not a `V`, [`Error::Encode`], [`Error::Closed`].
+    /// [`get_or_insert_answer`](Self::get_or_insert_answer) also says how the value was served.
     pub async fn get_or_insert_with_controls<V, F, Fut, E>(
         &self,
-        key: impl AsRef<[u8]>,
+        key: impl Key,
         controls: &Controls<V>,
         loader: F,
     ) -> Result<V>
@@ -272,15 +300,123 @@ impl TieredCache {
         V: Serialize + DeserializeOwned,
         F: FnOnce() -> Fut,
         Fut: Future<Output = std::result::Result<V, E>>,
-        E: Display,
+        E: Into<BoxError>,
     {
-        let key = key.as_ref();
+        self.get_or_insert_answer(key, controls, loader)
+            .await
+            .map(Answer::into_value)
+    }
+
+    /// The value of `key` and how it was served ([`Answer::source`]: hot, warm, queue, loaded
+    /// by this call, joined from another caller's load, or stale): the single-flight load
+    /// under per-call [`Controls`].
+    ///
+    /// - Hit: the cached value (unless `no_cache`). A stored value that does not decode as
+    ///   `V` is a miss (`Stats::decode_misses`): the loader runs and its value replaces it.
+    /// - Miss: the loader's value, stored with the controls' TTL and cost unless `no_store` is
+    ///   set or `cacheable` rejects it. Concurrent callers of the key get the same value; a
+    ///   value too large for the cache, or that the codec cannot encode, is returned without
+    ///   being stored.
+    /// - `no_cache` + `no_store`: a full bypass. The loader runs for this caller alone,
+    ///   nothing is read or stored, no other caller's load is joined.
+    /// - Loader error: [`Error::Loader`], for the leader and every waiter, carrying the
+    ///   loader's error itself ([`Error::loader_error`] downcasts it); nothing is stored. With
+    ///   `stale_if_error`, an expired entry still in the hot tier is served instead if it is
+    ///   within the grace period ([`Source::Stale`], counted in `Stats::stale_served`). Such
+    ///   a call leaves an expired hot entry in place instead of dropping it, so it serves every
+    ///   call of the outage; entries expired only on disk are not served stale.
+    /// - A leader whose future is dropped hands the load to a waiter; a loader that panics
+    ///   fails the waiters with an [`Error::Loader`] that
+    ///   [is a panic](crate::LoaderError::is_panic). The next call loads again.
+    ///
+    /// Other errors: [`Error::KeyTooLarge`] before anything runs, [`Error::Closed`].
+    pub async fn get_or_insert_answer<V, F, Fut, E>(
+        &self,
+        key: impl Key,
+        controls: &Controls<V>,
+        loader: F,
+    ) -> Result<Answer<V>>
+    where
+        V: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = std::result::Result<V, E>>,
+        E: Into<BoxError>,
+    {
+        let key = self.resolve(&key).await?;
+        let kind = Typed(self.inner.config.codec);
+        self.load(&key, controls, &kind, loader).await
+    }
+
+    /// The bytes variant of [`get_or_insert_answer`](Self::get_or_insert_answer), for
+    /// services that cache the raw text a provider answered (its JSON): the loader's bytes
+    /// are stored as they are ([`Encoding::Raw`]) and every caller gets bytes back, whatever
+    /// the entry's encoding. A typed `get` reads such an entry as JSON text.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// use tiercache::{agent::Controls, Source};
+    /// # let dir = tempfile::tempdir()?;
+    /// # let cache = tiercache::TieredCache::open(dir.path()).await?;
+    /// let body = cache
+    ///     .get_or_insert_bytes("req-1", &Controls::new(), || async {
+    ///         Ok::<_, std::io::Error>(r#"{"id":"chatcmpl-1","choices":[]}"#) // the HTTP body
+    ///     })
+    ///     .await?;
+    /// assert_eq!((&body.value[..], body.source), (&br#"{"id":"chatcmpl-1","choices":[]}"#[..], Source::Loaded));
+    /// let parsed: serde_json::Value = cache.get("req-1").await?.unwrap();
+    /// assert_eq!(parsed["id"], "chatcmpl-1");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn get_or_insert_bytes<B, F, Fut, E>(
+        &self,
+        key: impl Key,
+        controls: &Controls<[u8]>,
+        loader: F,
+    ) -> Result<Answer<Arc<[u8]>>>
+    where
+        B: AsRef<[u8]>,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = std::result::Result<B, E>>,
+        E: Into<BoxError>,
+    {
+        let key = self.resolve(&key).await?;
+        let loader = || async move { loader().await.map(|b| Arc::<[u8]>::from(b.as_ref())) };
+        self.load(&key, controls, &Bytes, loader).await
+    }
+
+    /// The single-flight load shared by the typed and bytes variants.
+    async fn load<V, C, K, F, Fut, E>(
+        &self,
+        key: &[u8],
+        controls: &Controls<C>,
+        kind: &K,
+        loader: F,
+    ) -> Result<Answer<V>>
+    where
+        V: Borrow<C>,
+        C: ?Sized,
+        K: Kind<V>,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = std::result::Result<V, E>>,
+        E: Into<BoxError>,
+    {
         let inner = &self.inner;
+        inner.check_open()?;
         if key.len() > inner.config.max_key_bytes {
             return Err(Error::KeyTooLarge {
                 len: key.len(),
                 max: inner.config.max_key_bytes,
             });
+        }
+        if controls.no_cache && controls.no_store {
+            // A full bypass: this caller's own loader, nothing read, stored or shared.
+            inner.counters.bypasses.inc();
+            inner.counters.loader_calls.inc();
+            return match loader().await {
+                Ok(v) => Ok(Answer::new(v, Source::Loaded, kind.encoding())),
+                Err(e) => Err(Error::Loader(LoaderError::new(e.into()))),
+            };
         }
         let mut look_up = !controls.no_cache;
         let mut own_stale = None;
@@ -292,52 +428,85 @@ impl TieredCache {
                     .as_ref()
                     .is_some_and(|s| !is_fresh(s.expires_ms, now))
             {
-                // A lookup would drop the expired entry, which is the fallback: keep it and
-                // count the miss the lookup would have counted.
-                inner.counters.misses.inc();
+                // A lookup would drop the expired entry, which is the fallback: keep it.
                 look_up = false;
             }
         }
+        // A call counts at most one decode miss, however often it meets the undecodable value
+        // (its lookup, its leader's second look, another type's landing).
+        let mut decode_missed = false;
         if look_up {
-            if let Some(found) = inner.lookup(key).await? {
-                return codec::decode(&found.value);
+            if let Some(found) = inner.lookup(key, false).await? {
+                match kind.decode(&found.value, found.encoding) {
+                    Ok(v) => {
+                        inner.count_hit(&found);
+                        return Ok(Answer::new(v, found.source, found.encoding));
+                    }
+                    Err(detail) => {
+                        inner.decode_miss::<V>(found.encoding, &detail);
+                        decode_missed = true;
+                    }
+                }
             }
         }
         let flights = state_of(inner).flights.clone();
         loop {
             match flights.join_or_lead(key) {
-                Role::Leader(leader) => {
-                    return self.lead(key, controls, leader, own_stale, loader).await;
+                Role::Leader(mut leader) => {
+                    // Handed to the waiters if the loader panics.
+                    leader.stale = own_stale;
+                    return self
+                        .lead(key, controls, kind, leader, decode_missed, loader)
+                        .await;
                 }
                 Role::Waiter(rx) => match wait(rx).await {
-                    Landing::Value { bytes, cost } => {
-                        inner.counters.cost_saved.add(cost);
-                        return codec::decode(&bytes);
+                    Landing::Value {
+                        bytes,
+                        encoding,
+                        cost,
+                    } => match kind.decode(&bytes, encoding) {
+                        Ok(v) => {
+                            inner.counters.joined.inc();
+                            inner.counters.cost_saved.add(cost);
+                            return Ok(Answer::new(v, Source::Joined, encoding));
+                        }
+                        // Another type's load of the same key: load for this caller's type.
+                        Err(detail) => {
+                            if !decode_missed {
+                                inner.decode_miss::<V>(encoding, &detail);
+                                decode_missed = true;
+                            }
+                        }
+                    },
+                    Landing::Failed { error, stale } => {
+                        inner.counters.joined.inc();
+                        return self.on_failure(error, own_stale.or(stale), controls, kind);
                     }
-                    Landing::Failed { failure, stale } => {
-                        return self.on_failure(failure, own_stale.or(stale), controls);
-                    }
-                    Landing::Abandoned => continue,
+                    Landing::Abandoned => {}
                 },
             }
         }
     }
 
     /// The leader's part: look at the hot tier once more, else run the loader, store its
-    /// value under the controls, and land the flight.
-    async fn lead<V, F, Fut, E>(
+    /// value under the controls, and land the flight. `leader.stale` is the caller's
+    /// stale-if-error fallback.
+    async fn lead<V, C, K, F, Fut, E>(
         &self,
         key: &[u8],
-        controls: &Controls<V>,
-        mut leader: Leader,
-        own_stale: Option<Fallback>,
+        controls: &Controls<C>,
+        kind: &K,
+        leader: Leader,
+        decode_missed: bool,
         loader: F,
-    ) -> Result<V>
+    ) -> Result<Answer<V>>
     where
-        V: Serialize + DeserializeOwned,
+        V: Borrow<C>,
+        C: ?Sized,
+        K: Kind<V>,
         F: FnOnce() -> Fut,
         Fut: Future<Output = std::result::Result<V, E>>,
-        E: Display,
+        E: Into<BoxError>,
     {
         let inner = &self.inner;
         if !controls.no_cache {
@@ -345,44 +514,55 @@ impl TieredCache {
             let now = inner.clock.now_ms();
             if let Some(e) = inner.hot.peek(key) {
                 if !e.tombstone && is_fresh(e.expires_ms, now) {
-                    inner.counters.cost_saved.add(e.cost);
-                    leader.land(Landing::Value {
-                        bytes: e.value.clone(),
-                        cost: e.cost,
-                    });
-                    return codec::decode(&e.value);
+                    match kind.decode(&e.value, e.encoding) {
+                        Ok(v) => {
+                            inner.counters.joined.inc();
+                            inner.counters.cost_saved.add(e.cost);
+                            leader.land(Landing::Value {
+                                bytes: e.value.clone(),
+                                encoding: e.encoding,
+                                cost: e.cost,
+                            });
+                            return Ok(Answer::new(v, Source::Joined, e.encoding));
+                        }
+                        Err(detail) if !decode_missed => {
+                            inner.decode_miss::<V>(e.encoding, &detail);
+                        }
+                        Err(_) => {}
+                    }
                 }
             }
         }
-        leader.stale = own_stale.clone();
+        let own_stale = leader.stale.clone();
+        inner.counters.misses.inc();
         inner.counters.loader_calls.inc();
         let value = match loader().await {
             Ok(v) => v,
             Err(e) => {
-                let failure = Failure::Loader(e.to_string());
+                let error = LoaderError::new(e.into());
                 leader.land(Landing::Failed {
-                    failure: failure.clone(),
+                    error: error.clone(),
                     stale: own_stale.clone(),
                 });
-                return self.on_failure(failure, own_stale, controls);
+                return self.on_failure(error, own_stale, controls, kind);
             }
         };
-        let bytes: Arc<[u8]> = match codec::encode(&value) {
-            Ok(b) => b.into(),
+        let (bytes, encoding) = match kind.encode(&value) {
+            Ok(b) => b,
             Err(e) => {
-                leader.land(Landing::Failed {
-                    failure: Failure::Encode(e.to_string()),
-                    stale: None,
-                });
-                return Err(e);
+                // The caller asked for an answer and has one; the cache cannot keep it. The
+                // waiters start over and load for themselves.
+                inner.unencodable::<V>(&e);
+                leader.land(Landing::Abandoned);
+                return Ok(Answer::new(value, Source::Loaded, kind.encoding()));
             }
         };
-        let cost = controls.cost_of(&value);
+        let cost = controls.cost_of(value.borrow());
         // Stored before the flight lands, so a caller that misses after the flight is gone
         // finds the value in the cache.
-        let stored = if controls.stores(&value) {
+        let stored = if controls.stores(value.borrow()) {
             let ttl = controls.ttl.resolve(inner.config.default_ttl);
-            match inner.store(key, bytes.clone(), ttl, cost).await {
+            match inner.store(key, bytes.clone(), ttl, cost, encoding).await {
                 Err(Error::ValueTooLarge { len, max }) => {
                     debug!(
                         len,
@@ -399,29 +579,34 @@ impl TieredCache {
         } else {
             Ok(())
         };
-        leader.land(Landing::Value { bytes, cost });
-        stored.map(|()| value)
+        leader.land(Landing::Value {
+            bytes,
+            encoding,
+            cost,
+        });
+        stored.map(|()| Answer::new(value, Source::Loaded, encoding))
     }
 
     /// A failed load: the fallback if the controls allow it and it is within the grace, else
     /// the error.
-    fn on_failure<V: DeserializeOwned>(
+    fn on_failure<V, C: ?Sized, K: Kind<V>>(
         &self,
-        failure: Failure,
+        error: LoaderError,
         stale: Option<Fallback>,
-        controls: &Controls<V>,
-    ) -> Result<V> {
+        controls: &Controls<C>,
+        kind: &K,
+    ) -> Result<Answer<V>> {
         if let (Some(grace), Some(s)) = (controls.stale_if_error, stale) {
             let grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX);
             let now = self.inner.clock.now_ms();
             if s.expires_ms == 0 || now < s.expires_ms.saturating_add(grace_ms) {
-                if let Ok(v) = codec::decode(&s.value) {
+                if let Ok(v) = kind.decode(&s.value, s.encoding) {
                     self.inner.counters.stale_served.inc();
-                    return Ok(v);
+                    return Ok(Answer::new(v, Source::Stale, s.encoding));
                 }
             }
         }
-        Err(failure.into_error())
+        Err(Error::Loader(error))
     }
 
     /// Loads in flight right now (callers waiting on a loader count once per key).

@@ -11,10 +11,13 @@ use std::io::{self, Read, Write};
 
 use flate2::Compression;
 
+pub use crate::codec::Encoding;
+
 /// The first eight bytes of every entry file.
 pub const MAGIC: [u8; 8] = *b"TIERCACH";
-/// The format version this build writes and reads.
-pub const VERSION: u16 = 1;
+/// The format version this build writes (and the newest it reads). Version 2 records the
+/// value's [`Encoding`] in the flags; version 1 files (no encoding recorded) are still read.
+pub const VERSION: u16 = 2;
 /// The oldest format version this build can read.
 pub const MIN_VERSION: u16 = 1;
 /// Size of the fixed header, checksum included.
@@ -24,8 +27,38 @@ pub const HEADER_LEN: usize = 88;
 pub const CHECKSUM_OFFSET: usize = 56;
 /// Flag bit 0: the payload is a gzip member (always set in v1).
 pub const FLAG_GZIP: u16 = 1;
-/// Flag bits a v1 reader understands.
-const KNOWN_FLAGS: u16 = FLAG_GZIP;
+/// Flag bits 1 and 2 (version 2): the value's encoding. `0` raw, `1` JSON, `2` bincode; `3` is
+/// reserved (corrupt: `flags`).
+pub const FLAG_ENCODING_MASK: u16 = 0b110;
+/// Flag bits a version-1 reader understands.
+const KNOWN_FLAGS_V1: u16 = FLAG_GZIP;
+/// Flag bits a version-2 reader understands.
+const KNOWN_FLAGS_V2: u16 = FLAG_GZIP | FLAG_ENCODING_MASK;
+
+/// The flags of a version-2 entry holding a value of `encoding`.
+pub fn flags_for(encoding: Encoding) -> u16 {
+    let code = match encoding {
+        // Unrecorded is what a version-1 file says; a version-2 writer records raw for it
+        // (it never writes one: values reach the disk with the encoding they were set with).
+        Encoding::Raw | Encoding::Unrecorded => 0,
+        Encoding::Json => 1,
+        Encoding::Bincode => 2,
+    };
+    FLAG_GZIP | (code << 1)
+}
+
+/// The encoding a header records, or `None` for the reserved code.
+fn encoding_of(version: u16, flags: u16) -> Option<Encoding> {
+    if version < 2 {
+        return Some(Encoding::Unrecorded);
+    }
+    match (flags & FLAG_ENCODING_MASK) >> 1 {
+        0 => Some(Encoding::Raw),
+        1 => Some(Encoding::Json),
+        2 => Some(Encoding::Bincode),
+        _ => None,
+    }
+}
 /// Output is produced in chunks of this size while inflating, so a bomb is stopped within one
 /// chunk of the limit.
 pub const INFLATE_CHUNK: usize = 16 * 1024;
@@ -39,6 +72,8 @@ pub struct EntryMeta {
     pub expires_ms: u64,
     /// Caller-supplied cost of producing the value (tokens, micro-dollars, ...); 0 if none.
     pub cost: u64,
+    /// How the value's bytes were made (recorded in the flags, format version 2).
+    pub encoding: Encoding,
 }
 
 impl EntryMeta {
@@ -219,7 +254,7 @@ pub fn encode(key: &[u8], value: &[u8], meta: EntryMeta, level: u32) -> io::Resu
         &payload,
         meta,
         VERSION,
-        FLAG_GZIP,
+        flags_for(meta.encoding),
     ))
 }
 
@@ -345,6 +380,8 @@ pub fn parse_header(bytes: &[u8], limits: &Limits) -> Result<Header, Invalid> {
             created_ms: le_u64(&bytes[16..24]),
             expires_ms: le_u64(&bytes[24..32]),
             cost: le_u64(&bytes[48..56]),
+            // The reserved code is refused by `verify` (step 13); until then, raw.
+            encoding: encoding_of(version, le_u16(&bytes[10..12])).unwrap_or(Encoding::Raw),
         },
         payload_len: le_u64(&bytes[32..40]),
         uncompressed_len: le_u64(&bytes[40..48]),
@@ -435,7 +472,15 @@ pub fn verify(file: &[u8], limits: &Limits) -> Result<Header, Invalid> {
     if sum != header.checksum {
         return Err(Invalid::corrupt(Corruption::Checksum, "checksum mismatch"));
     }
-    if header.flags & !KNOWN_FLAGS != 0 || header.flags & FLAG_GZIP == 0 {
+    let known = if header.version >= 2 {
+        KNOWN_FLAGS_V2
+    } else {
+        KNOWN_FLAGS_V1
+    };
+    if header.flags & !known != 0
+        || header.flags & FLAG_GZIP == 0
+        || encoding_of(header.version, header.flags).is_none()
+    {
         return Err(Invalid::corrupt(
             Corruption::Flags,
             format!("flags {:#06x}", header.flags),
@@ -539,6 +584,7 @@ mod tests {
             created_ms: 1_700_000_000_000,
             expires_ms: 1_700_000_060_000,
             cost: 42,
+            encoding: Encoding::Json,
         }
     }
 
@@ -560,8 +606,8 @@ mod tests {
         let value = b"The quick brown fox jumps over the lazy dog. ".repeat(50);
         let file = encode(b"key-1", &value, meta(), 6).unwrap();
         assert_eq!(&file[..8], b"TIERCACH");
-        assert_eq!(le_u16(&file[8..10]), 1);
-        assert_eq!(le_u16(&file[10..12]), FLAG_GZIP);
+        assert_eq!(le_u16(&file[8..10]), 2);
+        assert_eq!(le_u16(&file[10..12]), FLAG_GZIP | 0b010);
         assert_eq!(le_u32(&file[12..16]), 5);
         assert_eq!(le_u64(&file[40..48]), value.len() as u64);
         assert_eq!(&file[HEADER_LEN..HEADER_LEN + 5], b"key-1");
@@ -606,16 +652,43 @@ mod tests {
 
     #[test]
     fn versions() {
-        let newer = assemble(b"k", 1, &deflate(b"v", 1).unwrap(), meta(), 2, FLAG_GZIP);
+        let newer = assemble(b"k", 1, &deflate(b"v", 1).unwrap(), meta(), 3, FLAG_GZIP);
         assert_eq!(
             decode(&newer, b"k", &LIMITS).unwrap_err(),
-            Invalid::NewerVersion(2)
+            Invalid::NewerVersion(3)
         );
+        // A version-1 file (written before encodings were recorded) is read, as unrecorded.
+        let v1 = assemble(b"k", 1, &deflate(b"v", 1).unwrap(), meta(), 1, FLAG_GZIP);
+        let d = decode(&v1, b"k", &LIMITS).unwrap();
+        assert_eq!(d.value, b"v");
+        assert_eq!(d.meta.encoding, Encoding::Unrecorded);
         let older = assemble(b"k", 1, &deflate(b"v", 1).unwrap(), meta(), 0, FLAG_GZIP);
         assert!(matches!(
             decode(&older, b"k", &LIMITS),
             Err(Invalid::Corrupt(Corruption::VersionTooOld, _))
         ));
+    }
+
+    #[test]
+    fn encodings_are_recorded_in_the_flags() {
+        for (encoding, flags) in [
+            (Encoding::Raw, 0b001),
+            (Encoding::Json, 0b011),
+            (Encoding::Bincode, 0b101),
+        ] {
+            let m = EntryMeta { encoding, ..meta() };
+            let file = encode(b"k", b"v", m, 1).unwrap();
+            assert_eq!(le_u16(&file[10..12]), flags, "{encoding}");
+            assert_eq!(decode(&file, b"k", &LIMITS).unwrap().meta, m);
+        }
+        // The reserved code 3, and encoding bits in a version-1 file, are corrupt.
+        for (version, flags) in [(2, FLAG_GZIP | 0b110), (1, FLAG_GZIP | 0b010)] {
+            let file = assemble(b"k", 1, &deflate(b"v", 1).unwrap(), meta(), version, flags);
+            assert!(
+                matches!(decode(&file, b"k", &LIMITS), Err(Invalid::Corrupt(Corruption::Flags, _))),
+                "version {version} flags {flags:#b}"
+            );
+        }
     }
 
     #[test]
@@ -625,8 +698,8 @@ mod tests {
             1,
             &deflate(b"v", 1).unwrap(),
             meta(),
-            1,
-            FLAG_GZIP | 4,
+            2,
+            FLAG_GZIP | 8,
         );
         assert!(matches!(
             decode(&file, b"k", &LIMITS),

@@ -70,8 +70,8 @@ async fn no_cache_skips_the_lookup_and_refreshes_the_entry() {
     let s = f.stats();
     assert_eq!(
         (s.misses, s.hot_hits, s.loader_calls, s.sets),
-        (1, 0, 2, 2),
-        "no lookup, one load, one store"
+        (2, 0, 2, 2),
+        "no lookup, one load (a miss: the caller ran its loader), one store"
     );
     assert_eq!(f.get::<Answer>("q").await.unwrap(), Some(answer("new", 1)));
     f.reopen().await;

@@ -60,8 +60,11 @@ async fn coalesced_callers_save_the_cost_of_the_load_they_shared() {
         t.await.unwrap().unwrap();
     }
     let s = f.stats();
-    // Ten calls, one model call: nine saved, at a fixed cost of 50 each.
-    assert_eq!((s.loader_calls, s.misses, s.cost_saved), (1, 10, 450));
+    // Ten calls, one model call: one miss and nine joined, each saving the fixed cost of 50.
+    assert_eq!(
+        (s.loader_calls, s.misses, s.joined, s.cost_saved),
+        (1, 1, 9, 450)
+    );
 
     // set_with_controls stores the cost too.
     f.set_with_controls("manual", &answer("m", 1), &Controls::new().cost(7))

@@ -37,9 +37,10 @@ async fn two_hundred_concurrent_callers_share_one_loader() {
     }
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     let s = f.stats();
+    // One load (the only miss); the other 199 were answered by it.
     assert_eq!(
-        (s.loader_calls, s.misses, s.hot_hits, s.sets),
-        (1, 200, 0, 1)
+        (s.loader_calls, s.misses, s.joined, s.hot_hits, s.sets),
+        (1, 1, 199, 0, 1)
     );
     assert_eq!(f.loads_in_flight(), 0);
 
@@ -73,7 +74,10 @@ async fn a_loader_error_reaches_every_waiter_and_is_not_cached() {
         .collect();
     for t in tasks {
         match t.await.unwrap() {
-            Err(Error::Loader(msg)) => assert_eq!(msg, "model down: 503 from upstream"),
+            Err(Error::Loader(e)) => {
+                assert_eq!(e.to_string(), "model down: 503 from upstream");
+                assert_eq!(e.downcast_ref::<ModelDown>().map(|m| m.0), Some("503 from upstream"));
+            }
             other => panic!("expected the loader's error, got {other:?}"),
         }
     }
@@ -132,7 +136,10 @@ async fn a_panicking_loader_fails_its_waiters_and_the_next_call_loads_again() {
     assert!(leader.await.unwrap_err().is_panic());
     for w in waiters {
         match w.await.unwrap() {
-            Err(Error::Loader(msg)) => assert_eq!(msg, "loader panicked"),
+            Err(Error::Loader(e)) => {
+                assert_eq!(e.to_string(), "loader panicked");
+                assert!(e.is_panic());
+            }
             other => panic!("expected a loader error, got {other:?}"),
         }
     }
@@ -244,12 +251,16 @@ async fn stale_if_error_serves_the_expired_answer_through_an_outage_within_its_g
         assert_eq!(t.await.unwrap().unwrap(), answer("v1", 5));
     }
     let s = f.stats();
-    assert_eq!((s.stale_served, s.loader_calls, s.misses), (21, 3, 22));
+    // The 20 concurrent calls: one led the (failing) load, 19 joined it; all served stale.
+    assert_eq!(
+        (s.stale_served, s.loader_calls, s.misses, s.joined),
+        (21, 3, 3, 19)
+    );
 
     // Without stale_if_error the caller sees the error.
     let err = f.get_or_insert_with("q", down).await.unwrap_err();
     assert!(
-        matches!(err, Error::Loader(ref m) if m == "model down: timeout"),
+        matches!(err, Error::Loader(ref m) if m.to_string() == "model down: timeout"),
         "{err}"
     );
 

@@ -89,6 +89,8 @@ impl fmt::Display for ModelDown {
     }
 }
 
+impl std::error::Error for ModelDown {}
+
 /// Returns once every other task of the (paused-clock) runtime is blocked: the paused clock
 /// only moves when nothing else can run.
 pub async fn settle() {

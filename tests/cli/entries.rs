@@ -152,6 +152,7 @@ fn ttl_sets_the_expiry_and_an_expired_entry_is_a_miss() {
             created_ms: 1_000,
             expires_ms: 2_000,
             cost: 0,
+            encoding: Default::default(),
         },
     );
     let got = tiercache(&["get", arg(dir.path()), "old"]);
@@ -186,6 +187,7 @@ fn purge_expired_keeps_live_entries_and_purge_all_removes_them() {
         created_ms: 1_000,
         expires_ms: 2_000,
         cost: 0,
+        encoding: Default::default(),
     };
     let a = place_entry(dir.path(), "expired-a", b"a", old);
     let b = place_entry(dir.path(), "expired-b", b"bb", old);

@@ -29,6 +29,7 @@ fn mixed_dir() -> tempfile::TempDir {
             created_ms: 1_000,
             expires_ms: 2_000,
             cost: 0,
+            encoding: Default::default(),
         },
     );
     // Quarantine one file, then damage two more that stay in place: one cut at the end (its

@@ -239,9 +239,20 @@ const SPECS: &[(&str, &str, &str, Build)] = &[
         let p = format::deflate(&value(), 6).unwrap();
         with_payload(k, value().len() as u64, &p[..p.len() / 2])
     }),
-    ("38-newer-version-2", "a valid entry claiming format version 2, checksum recomputed (not corrupt: left in place)", NEWER_VERSION, |_, v| {
+    ("38-newer-version-3", "a valid entry claiming format version 3, checksum recomputed (not corrupt: left in place)", NEWER_VERSION, |_, v| {
         let mut b = v.to_vec();
-        put_u16(&mut b, VERSION, 2);
+        put_u16(&mut b, VERSION, 3);
+        resealed(b)
+    }),
+    ("39-reserved-encoding-resealed", "the reserved encoding code 3 in flag bits 1-2, checksum recomputed", "flags", |_, v| {
+        let mut b = v.to_vec();
+        put_u16(&mut b, FLAGS, FLAG_GZIP | 0b110);
+        resealed(b)
+    }),
+    ("40-encoding-bits-in-version-1-resealed", "a version-1 file with encoding bits set (version 1 defines only the gzip flag), checksum recomputed", "flags", |_, v| {
+        let mut b = v.to_vec();
+        put_u16(&mut b, VERSION, 1);
+        put_u16(&mut b, FLAGS, FLAG_GZIP | 0b010);
         resealed(b)
     }),
 ];

@@ -35,3 +35,4 @@ mod support;
 mod sweep;
 mod verify_scan;
 mod versions;
+mod worked_example;

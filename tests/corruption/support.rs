@@ -19,6 +19,7 @@ pub const META: EntryMeta = EntryMeta {
     created_ms: 1_700_000_000_000,
     expires_ms: 0,
     cost: 7,
+    encoding: tiercache::Encoding::Raw,
 };
 
 /// The limits a cache has by default (what the fixtures are built against).

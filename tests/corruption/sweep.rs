@@ -93,8 +93,8 @@ fn header_flip_allowed(byte: usize, bit: usize, o: Outcome) -> bool {
     use Corruption::*;
     match byte {
         0..=7 => o == Outcome::Corrupt(Magic),
-        // Version 1 → 0 is too old; 1 → 3, 5, 9, ... is a newer version, left in place.
-        8 if bit == 0 => o == Outcome::Corrupt(VersionTooOld),
+        // Version 2 → 0 is too old; 2 → 3, 6, 10, ... is a newer version, left in place.
+        8 if bit == 1 => o == Outcome::Corrupt(VersionTooOld),
         8 | 9 => o == Outcome::Newer,
         // Key and payload lengths: the file no longer has the declared length, or the
         // declared length is over the limits.
@@ -197,7 +197,7 @@ async fn every_truncation_and_bit_flip_is_rejected() {
             tally.add(o);
             header_key_flips += 1;
         }
-        // Version 1 has 15 bits that can be flipped to make a higher version.
+        // Version 2 has 15 bits that can be flipped to make a higher version.
         assert_eq!(newer_here, 15, "{}", s.name);
         // Payload bits: all of them for small payloads, seeded for large ones.
         let payload_bits = (file.len() - key_end) * 8;

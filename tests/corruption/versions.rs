@@ -12,7 +12,7 @@ async fn newer_versions_are_misses_left_in_place() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let payload = format::deflate(b"from the future", 6).unwrap();
-    let versions = [2u16, 7, u16::MAX];
+    let versions = [3u16, 7, u16::MAX];
     let mut files = Vec::new();
     for v in versions {
         let key = format!("newer/{v}");
@@ -53,5 +53,58 @@ async fn newer_versions_are_misses_left_in_place() {
     let report = verify(root, &options).unwrap();
     assert!(report.is_clean(), "{report:?}");
     assert_eq!(report.newer_version, 3);
+    cache.close().await.unwrap();
+}
+
+/// Entries written before encodings were recorded (format version 1: typed values in bincode,
+/// `set_bytes` values raw) are read correctly by this version, from disk and then from memory,
+/// or are misses: never errors, never wrong values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_1_entries_are_read_or_missed_never_wrong() {
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct Answer {
+        text: String,
+        tokens: u32,
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let v1 = |key: &str, value: &[u8]| {
+        let payload = format::deflate(value, 6).unwrap();
+        let file = format::assemble(
+            key.as_bytes(),
+            value.len() as u64,
+            &payload,
+            META,
+            1,
+            FLAG_GZIP,
+        );
+        place(root, key.as_bytes(), &file);
+    };
+    // What version 1 wrote for `set("typed", &Answer { text: "Paris", tokens: 3 })`: bincode 2,
+    // standard configuration.
+    v1("typed", &[5, b'P', b'a', b'r', b'i', b's', 3]);
+    v1("raw", b"raw bytes, as given");
+    let (cache, _clock) = open(root).await;
+    for pass in ["disk", "memory"] {
+        let typed: Option<Answer> = cache.get("typed").await.unwrap();
+        assert_eq!(
+            typed,
+            Some(Answer {
+                text: "Paris".into(),
+                tokens: 3
+            }),
+            "{pass}"
+        );
+        let raw = cache.get_bytes_answer("raw").await.unwrap().unwrap();
+        assert_eq!(&raw.value[..], b"raw bytes, as given", "{pass}");
+        assert_eq!(raw.encoding, tiercache::Encoding::Unrecorded, "{pass}");
+        // The raw value is not an Answer: a miss, not an error and not a hit.
+        assert_eq!(cache.get::<Answer>("raw").await.unwrap(), None, "{pass}");
+    }
+    let s = cache.stats();
+    assert_eq!(
+        (s.warm_hits, s.hot_hits, s.misses, s.decode_misses, s.corrupted),
+        (2, 2, 2, 2, 0)
+    );
     cache.close().await.unwrap();
 }

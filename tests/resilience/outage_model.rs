@@ -101,47 +101,19 @@ impl Rng {
 
 // ---------------------------------------------------------------------------------------------
 // Values: unique strings tagged `k<key>#<serial>|`, stored either through the codec (`set` of a
-// `String`) or as raw bytes that are exactly the codec's encoding of that string (bincode 2,
-// standard config: varint length, then the UTF-8 bytes), so that `get::<String>` and
-// `get_bytes` read every value whichever way it was written, and a served value always names
-// the key and the write it came from.
+// `String`) or as raw bytes that are exactly the codec's encoding of that string (the default
+// JSON codec: the quoted string), so that `get::<String>` and `get_bytes` read every value
+// whichever way it was written, and a served value always names the key and the write it came
+// from.
 
-/// bincode 2 (standard config) encoding of a `String` (checked against the cache's own codec
-/// by `value_encoding_matches_the_codec`).
+/// The JSON encoding of a `String` (checked against the cache's own codec by
+/// `value_encoding_matches_the_codec`).
 fn encode_string(s: &str) -> Vec<u8> {
-    let n = s.len() as u64;
-    let mut out = Vec::with_capacity(s.len() + 9);
-    if n < 251 {
-        out.push(n as u8);
-    } else if n <= u64::from(u16::MAX) {
-        out.push(251);
-        out.extend_from_slice(&(n as u16).to_le_bytes());
-    } else {
-        out.push(252);
-        out.extend_from_slice(&(n as u32).to_le_bytes());
-    }
-    out.extend_from_slice(s.as_bytes());
-    out
+    serde_json::to_vec(s).expect("a string has a JSON form")
 }
 
 fn decode_string(b: &[u8]) -> Option<String> {
-    let (&first, rest) = b.split_first()?;
-    let (n, rest) = match first {
-        0..=250 => (u64::from(first), rest),
-        251 if rest.len() >= 2 => (
-            u64::from(u16::from_le_bytes([rest[0], rest[1]])),
-            &rest[2..],
-        ),
-        252 if rest.len() >= 4 => (
-            u64::from(u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]])),
-            &rest[4..],
-        ),
-        _ => return None,
-    };
-    if rest.len() as u64 != n {
-        return None;
-    }
-    String::from_utf8(rest.to_vec()).ok()
+    serde_json::from_slice(b).ok()
 }
 
 /// `(key, serial)` of a served string, if it carries a tag.
