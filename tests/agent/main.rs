@@ -19,3 +19,4 @@ mod savings;
 mod single_flight;
 mod support;
 mod types;
+mod value_regressions;
