@@ -209,7 +209,7 @@ async fn a_value_read_as_the_wrong_type_is_a_decode_miss_and_stays() {
     let mut h = TestCache::new().build().await;
     h.set("k", "a plain string, not an answer").await.unwrap();
     h.flush().await.unwrap();
-    for (tier, warm_reads) in [("hot", 0), ("warm", 1)] {
+    for tier in ["hot", "warm"] {
         assert_eq!(h.get::<Answer>("k").await.unwrap(), None, "{tier}");
         let got = h.get::<String>("k").await.unwrap();
         assert_eq!(
@@ -230,7 +230,6 @@ async fn a_value_read_as_the_wrong_type_is_a_decode_miss_and_stays() {
             (0, 0, 1, 1, 1, 0),
             "{tier}: the wrong type is a miss, never a hit; the right one then hits"
         );
-        assert_eq!(h.stats().inline_reads + h.stats().warm_hits >= warm_reads, true);
         assert!(h.on_disk("k"));
         h.reopen().await;
     }
