@@ -21,8 +21,10 @@
 //!   and adjacently tagged enums, `serde_json::Value`, maps with string or integer keys, `u128`.
 //!   It tolerates schema evolution: a field added with `#[serde(default)]` reads old entries, an
 //!   unknown field is ignored (unless `deny_unknown_fields`). It cannot carry a non-finite
-//!   float (serde_json would write `null`, which could read back as `None`), a map whose keys
-//!   are not strings, integers or bools, or nesting deeper than [`MAX_JSON_DEPTH`]: `set`
+//!   float (serde_json would write `null`, which could read back as `None`), a `Some` whose
+//!   content is written as `null` (`Some(None)`, `Some(())`, `Some(Value::Null)`: read back as
+//!   `None`), a map whose keys are not strings, integers or bools, or nesting deeper than
+//!   [`MAX_JSON_DEPTH`]: `set`
 //!   refuses those with [`Error::Encode`] instead of storing something that reads back wrong
 //!   or never. Floats round-trip exactly (`float_roundtrip`).
 //! - **bincode** is compact and fast for fixed-shape values (embedding vectors): no field
@@ -113,8 +115,15 @@ pub(crate) fn encode<V: Serialize + ?Sized>(codec: Codec, value: &V) -> Result<V
     match codec {
         Codec::Json => {
             value
-                .serialize(JsonCheck { depth: 0 })
-                .map_err(|e| Error::Encode(format!("{e} (the JSON codec cannot carry it; the bincode codec can)")))?;
+                .serialize(JsonCheck {
+                    depth: 0,
+                    in_some: false,
+                })
+                .map_err(|e| {
+                    Error::Encode(format!(
+                        "{e} (the JSON codec cannot carry it; the bincode codec can)"
+                    ))
+                })?;
             serde_json::to_vec(value).map_err(|e| Error::Encode(e.to_string()))
         }
         Codec::Bincode => bincode::serde::encode_to_vec(value, bincode_config())
@@ -142,12 +151,15 @@ pub(crate) fn decode<V: DeserializeOwned>(encoding: Encoding, bytes: &[u8]) -> R
 }
 
 /// A serializer that produces nothing and fails on what serde_json would write wrongly or
-/// could not read back: non-finite floats (written as `null`), nesting deeper than
-/// [`MAX_JSON_DEPTH`]. Map keys need no check here: serde_json itself refuses keys it cannot
+/// could not read back: non-finite floats (written as `null`), a `Some` whose content is
+/// written as `null` (read back as `None`), nesting deeper than [`MAX_JSON_DEPTH`]. Map keys need no check here: serde_json itself refuses keys it cannot
 /// write as strings.
 #[derive(Clone, Copy)]
 struct JsonCheck {
     depth: usize,
+    /// The value is the content of a `Some`: serde_json writes `Some(x)` as `x`, so a content
+    /// written as `null` (`None`, `()`, `Value::Null`) would read back as `None`.
+    in_some: bool,
 }
 
 #[derive(Debug)]
@@ -176,7 +188,21 @@ impl JsonCheck {
         }
         Ok(JsonCheck {
             depth: self.depth + 1,
+            in_some: false,
         })
+    }
+
+    /// `null` is written for this value: refused inside a `Some`.
+    fn null(self) -> Result<(), CheckError> {
+        if self.in_some {
+            Err(CheckError(
+                "the value holds a Some whose content is written as null (None, (), \
+                 Value::Null), which would read back as None"
+                    .into(),
+            ))
+        } else {
+            Ok(())
+        }
     }
 
     fn float(x: f64) -> Result<(), CheckError> {
@@ -222,7 +248,6 @@ impl ser::Serializer for JsonCheck {
         serialize_char(char),
         serialize_str(&str),
         serialize_bytes(&[u8]),
-        serialize_unit_struct(&'static str),
     );
 
     fn serialize_f32(self, v: f32) -> Result<(), CheckError> {
@@ -232,15 +257,26 @@ impl ser::Serializer for JsonCheck {
         JsonCheck::float(v)
     }
     fn serialize_none(self) -> Result<(), CheckError> {
-        Ok(())
+        self.null()
     }
     fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<(), CheckError> {
-        value.serialize(self)
+        value.serialize(JsonCheck {
+            in_some: true,
+            ..self
+        })
     }
     fn serialize_unit(self) -> Result<(), CheckError> {
-        Ok(())
+        self.null()
     }
-    fn serialize_unit_variant(self, _: &'static str, _: u32, _: &'static str) -> Result<(), CheckError> {
+    fn serialize_unit_struct(self, _: &'static str) -> Result<(), CheckError> {
+        self.null()
+    }
+    fn serialize_unit_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+    ) -> Result<(), CheckError> {
         Ok(())
     }
     fn serialize_newtype_struct<T: Serialize + ?Sized>(
@@ -386,7 +422,10 @@ mod tests {
         let bin = encode(Codec::Bincode, &answer()).unwrap();
         assert_eq!(bin, [5, b'h', b'e', b'l', b'l', b'o', 7]);
         assert_eq!(decode::<Answer>(Encoding::Bincode, &bin).unwrap(), answer());
-        assert_eq!(decode::<Answer>(Encoding::Unrecorded, &bin).unwrap(), answer());
+        assert_eq!(
+            decode::<Answer>(Encoding::Unrecorded, &bin).unwrap(),
+            answer()
+        );
         assert_eq!(decode::<Answer>(Encoding::Raw, &json).unwrap(), answer());
     }
 
@@ -395,13 +434,18 @@ mod tests {
         let bytes = encode(Codec::Bincode, &"just a string").unwrap();
         assert!(decode::<Answer>(Encoding::Bincode, &bytes).is_err());
         // A u8 decodes from the first byte of a longer value: trailing bytes must be rejected.
-        let err = decode::<u8>(Encoding::Bincode, &encode(Codec::Bincode, &(1u8, 2u8)).unwrap())
-            .unwrap_err();
+        let err = decode::<u8>(
+            Encoding::Bincode,
+            &encode(Codec::Bincode, &(1u8, 2u8)).unwrap(),
+        )
+        .unwrap_err();
         assert_eq!(err, "1 trailing bytes after the value");
         let json = encode(Codec::Json, &"just a string").unwrap();
         assert!(decode::<Answer>(Encoding::Json, &json).is_err());
         // JSON bytes are not bincode and the other way round.
-        assert!(decode::<Answer>(Encoding::Json, &encode(Codec::Bincode, &answer()).unwrap()).is_err());
+        assert!(
+            decode::<Answer>(Encoding::Json, &encode(Codec::Bincode, &answer()).unwrap()).is_err()
+        );
     }
 
     #[test]
@@ -416,11 +460,43 @@ mod tests {
     fn json_refuses_non_finite_floats_instead_of_writing_null() {
         for x in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
             let err = encode(Codec::Json, &Some(x)).unwrap_err();
-            assert!(matches!(&err, Error::Encode(m) if m.contains("JSON has no form")), "{err}");
+            assert!(
+                matches!(&err, Error::Encode(m) if m.contains("JSON has no form")),
+                "{err}"
+            );
             assert!(encode(Codec::Bincode, &Some(x)).is_ok());
         }
         let err = encode(Codec::Json, &vec![0.5f32, f32::NAN]).unwrap_err();
         assert!(err.to_string().contains("NaN"), "{err}");
+    }
+
+    #[test]
+    fn json_refuses_a_some_it_would_write_as_null() {
+        for err in [
+            encode(Codec::Json, &Some(None::<u8>)).unwrap_err(),
+            encode(Codec::Json, &Some(())).unwrap_err(),
+            encode(Codec::Json, &Some(serde_json::Value::Null)).unwrap_err(),
+            encode(Codec::Json, &vec![Some(Some(None::<u8>))]).unwrap_err(),
+        ] {
+            assert!(err.to_string().contains("read back as None"), "{err}");
+        }
+        // What reads back as written is accepted.
+        for ok in [
+            encode(Codec::Json, &None::<Option<u8>>).unwrap(),
+            encode(Codec::Json, &Some(Some(3u8))).unwrap(),
+            encode(Codec::Json, &Some(vec![None::<u8>])).unwrap(),
+            encode(Codec::Json, &Some(serde_json::json!({"a": null}))).unwrap(),
+            encode(Codec::Json, &serde_json::Value::Null).unwrap(),
+        ] {
+            assert!(!ok.is_empty());
+        }
+        assert_eq!(
+            decode::<Option<Vec<Option<u8>>>>(
+                Encoding::Json,
+                &encode(Codec::Json, &Some(vec![None::<u8>])).unwrap()
+            ),
+            Ok(Some(vec![None]))
+        );
     }
 
     #[test]
@@ -430,7 +506,10 @@ mod tests {
             deep = serde_json::Value::Array(vec![deep]);
         }
         let bytes = encode(Codec::Json, &deep).unwrap();
-        assert_eq!(decode::<serde_json::Value>(Encoding::Json, &bytes).unwrap(), deep);
+        assert_eq!(
+            decode::<serde_json::Value>(Encoding::Json, &bytes).unwrap(),
+            deep
+        );
         let deeper = serde_json::Value::Array(vec![deep]);
         let err = encode(Codec::Json, &deeper).unwrap_err();
         assert!(err.to_string().contains("deeper than 120"), "{err}");
@@ -449,7 +528,11 @@ mod tests {
                 x ^= x >> 7;
                 x ^= x << 17;
                 let f = f64::from_bits(x);
-                if f.is_finite() { f } else { 1.0 / (x as f64) }
+                if f.is_finite() {
+                    f
+                } else {
+                    1.0 / (x as f64)
+                }
             })
             .collect();
         let bytes = encode(Codec::Json, &floats).unwrap();

@@ -1,0 +1,343 @@
+//! The fixture: a cache in a fresh temporary directory (`min_free_bytes(0)`, so a nearly full
+//! test disk cannot refuse writes) that can be closed and reopened on the same directory, with
+//! the same or another codec; the round-trip checks every value goes through; real-shaped
+//! provider bodies; seeded floats.
+
+#![allow(dead_code)] // each test module uses its own part of the fixture
+
+use std::fmt::Debug;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tiercache::agent::Controls;
+use tiercache::{Builder, Codec, Encoding, Source, TieredCache};
+
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub builder: Builder,
+    pub cache: TieredCache,
+}
+
+impl std::ops::Deref for Fixture {
+    type Target = TieredCache;
+    fn deref(&self) -> &TieredCache {
+        &self.cache
+    }
+}
+
+/// A cache with every default but `min_free_bytes`.
+pub async fn open() -> Fixture {
+    open_with(|b| b).await
+}
+
+/// A cache with the given codec.
+pub async fn open_codec(codec: Codec) -> Fixture {
+    open_with(|b| b.codec(codec)).await
+}
+
+/// A cache with the builder edited by the test.
+pub async fn open_with(edit: impl FnOnce(Builder) -> Builder) -> Fixture {
+    let dir = tempfile::tempdir().expect("create a temporary directory");
+    let builder = edit(TieredCache::builder(dir.path()).min_free_bytes(0));
+    let cache = builder.clone().build().await.expect("open the cache");
+    Fixture {
+        dir,
+        builder,
+        cache,
+    }
+}
+
+impl Fixture {
+    /// Closes the cache (every write lands) and opens a new one on the same directory, with
+    /// the same settings: a process restart. Counters start again from 0.
+    pub async fn reopen(&mut self) {
+        self.cache.close().await.expect("close drains every write");
+        self.cache = self.builder.clone().build().await.expect("reopen");
+    }
+
+    /// Closes the cache and reopens the directory with another codec.
+    pub async fn reopen_codec(&mut self, codec: Codec) {
+        self.cache.close().await.expect("close drains every write");
+        self.builder = self.builder.clone().codec(codec);
+        self.cache = self.builder.clone().build().await.expect("reopen");
+    }
+}
+
+/// An `f32` vector compared bit for bit (`-0.0 != 0.0`), serialized exactly as a `Vec<f32>`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Bits(pub Vec<f32>);
+
+impl PartialEq for Bits {
+    fn eq(&self, other: &Bits) -> bool {
+        self.0.len() == other.0.len()
+            && self
+                .0
+                .iter()
+                .zip(&other.0)
+                .all(|(a, b)| a.to_bits() == b.to_bits())
+    }
+}
+
+/// A seeded xorshift64 generator.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    /// A float shaped like an embedding component: uniform in (-0.125, 0.125), full mantissa.
+    pub fn component(&mut self) -> f32 {
+        let r = self.next();
+        let mantissa = (r >> 32) as u32 & 0x007F_FFFF;
+        let exponent = 110 + (r % 14) as u32; // 2^-17 .. 2^-4
+        let sign = ((r >> 20) & 1) as u32;
+        f32::from_bits(sign << 31 | exponent << 23 | mantissa)
+    }
+
+    /// Any finite f32 bit pattern (subnormals and extremes included).
+    pub fn any_finite_f32(&mut self) -> f32 {
+        loop {
+            let f = f32::from_bits((self.next() >> 16) as u32);
+            if f.is_finite() {
+                return f;
+            }
+        }
+    }
+}
+
+/// A 1536-dimension embedding from `seed`, with a few edge values in it.
+pub fn embedding(seed: u64) -> Vec<f32> {
+    let mut rng = Rng(seed);
+    let mut v: Vec<f32> = (0..1536).map(|_| rng.component()).collect();
+    v[0] = -0.0;
+    v[1] = 0.0;
+    v[2] = f32::MIN_POSITIVE;
+    v[3] = f32::MIN_POSITIVE / 8.0; // subnormal
+    v[4] = f32::MAX;
+    v[5] = f32::MIN;
+    v[6] = f32::EPSILON;
+    v[7] = 1.0 / 3.0;
+    v
+}
+
+/// A full OpenAI chat completion body, as the API answers: a tool call, content, a refusal
+/// of null, annotations, logprobs of null, usage with both token details, system
+/// fingerprint, service tier.
+pub const CHAT_COMPLETION_JSON: &str = r#"{
+  "id": "chatcmpl-B9MHDbslfkBeAs8l4bebGdFOJ6PeG",
+  "object": "chat.completion",
+  "created": 1741570283,
+  "model": "gpt-4o-2024-08-06",
+  "choices": [
+    {
+      "index": 0,
+      "message": {
+        "role": "assistant",
+        "content": "Let me look up the weather in Paris \u2014 one moment. \"Quoted\", tab\there, line\nbreak, emoji \ud83e\udd80.",
+        "tool_calls": [
+          {
+            "id": "call_FthC9qRpsL5kBpwwyw6c7j4k",
+            "type": "function",
+            "function": {
+              "name": "get_current_weather",
+              "arguments": "{\"location\":\"Paris, France\",\"unit\":\"celsius\"}"
+            }
+          },
+          {
+            "id": "call_9pSmkd0xcW7Nb5iUvQlmuQ5M",
+            "type": "function",
+            "function": {
+              "name": "get_forecast",
+              "arguments": "{\"location\":\"Paris, France\",\"days\":3}"
+            }
+          }
+        ],
+        "refusal": null,
+        "annotations": []
+      },
+      "logprobs": null,
+      "finish_reason": "tool_calls"
+    },
+    {
+      "index": 1,
+      "message": {
+        "role": "assistant",
+        "content": "It is 18\u00b0C and sunny in Paris.",
+        "refusal": null,
+        "annotations": []
+      },
+      "logprobs": null,
+      "finish_reason": "stop"
+    }
+  ],
+  "usage": {
+    "prompt_tokens": 82,
+    "completion_tokens": 64,
+    "total_tokens": 146,
+    "prompt_tokens_details": {
+      "cached_tokens": 64,
+      "audio_tokens": 0
+    },
+    "completion_tokens_details": {
+      "reasoning_tokens": 0,
+      "audio_tokens": 0,
+      "accepted_prediction_tokens": 0,
+      "rejected_prediction_tokens": 0
+    }
+  },
+  "service_tier": "default",
+  "system_fingerprint": "fp_fc9f1d7035"
+}"#;
+
+/// An OpenAI embeddings body, as the API answers.
+pub const EMBEDDING_JSON: &str = r#"{
+  "object": "list",
+  "data": [
+    {
+      "object": "embedding",
+      "index": 0,
+      "embedding": [-0.006929283, -0.005336422, 0.00047350125, -0.024047505, 0.0, -0.0]
+    },
+    {
+      "object": "embedding",
+      "index": 1,
+      "embedding": [0.0023064255, -0.009327292, 0.015797347, -0.0077780345, 1e-45, 3.4028235e38]
+    }
+  ],
+  "model": "text-embedding-3-small",
+  "usage": {
+    "prompt_tokens": 8,
+    "total_tokens": 8
+  }
+}"#;
+
+/// A loader that must not run: its error says so if it does.
+pub async fn must_not_load<V>() -> Result<V, &'static str> {
+    Err("this loader must not run: the value is cached")
+}
+
+/// Before a reopen: `set` then `get` from the hot tier; `get_or_insert` loads on a fresh key,
+/// then answers from the hot tier. Keys: `<name>/set` and `<name>/load`.
+pub async fn check_fresh<V>(cache: &TieredCache, name: &str, value: &V, encoding: Encoding)
+where
+    V: Serialize + DeserializeOwned + PartialEq + Debug + Clone,
+{
+    let set_key = format!("{name}/set");
+    cache.set(&set_key, value).await.unwrap();
+    let got = cache.get_answer::<V>(&set_key).await.unwrap().unwrap();
+    assert_eq!(got.value, *value, "{name}: set then get");
+    assert_eq!(
+        (got.source, got.encoding),
+        (Source::Hot, encoding),
+        "{name}"
+    );
+    assert_eq!(
+        cache.get::<V>(&set_key).await.unwrap().as_ref(),
+        Some(value)
+    );
+
+    let load_key = format!("{name}/load");
+    let v = value.clone();
+    let loaded = cache
+        .get_or_insert_answer(&load_key, &Controls::new(), || async move {
+            Ok::<_, std::convert::Infallible>(v)
+        })
+        .await
+        .unwrap();
+    assert_eq!(loaded.value, *value, "{name}: loaded");
+    assert_eq!((loaded.source, loaded.encoding), (Source::Loaded, encoding));
+    let again = cache
+        .get_or_insert_answer(&load_key, &Controls::new(), must_not_load::<V>)
+        .await
+        .unwrap();
+    assert_eq!(
+        again.value, *value,
+        "{name}: loaded, then from the hot tier"
+    );
+    assert_eq!((again.source, again.encoding), (Source::Hot, encoding));
+}
+
+/// After a reopen: what [`check_fresh`] stored comes back from the warm tier (then the hot
+/// tier), through `get` and through `get_or_insert`.
+pub async fn check_reopened<V>(cache: &TieredCache, name: &str, value: &V, encoding: Encoding)
+where
+    V: Serialize + DeserializeOwned + PartialEq + Debug,
+{
+    let set_key = format!("{name}/set");
+    let got = cache.get_answer::<V>(&set_key).await.unwrap().unwrap();
+    assert_eq!(got.value, *value, "{name}: warm read after reopen");
+    assert_eq!(
+        (got.source, got.encoding),
+        (Source::Warm, encoding),
+        "{name}"
+    );
+    let got = cache.get_answer::<V>(&set_key).await.unwrap().unwrap();
+    assert_eq!(got.value, *value, "{name}: promoted to the hot tier");
+    assert_eq!(
+        (got.source, got.encoding),
+        (Source::Hot, encoding),
+        "{name}"
+    );
+
+    let load_key = format!("{name}/load");
+    let got = cache
+        .get_or_insert_answer(&load_key, &Controls::new(), must_not_load::<V>)
+        .await
+        .unwrap();
+    assert_eq!(got.value, *value, "{name}: loaded value after reopen");
+    assert_eq!(
+        (got.source, got.encoding),
+        (Source::Warm, encoding),
+        "{name}"
+    );
+    let got = cache
+        .get_or_insert_answer(&load_key, &Controls::new(), must_not_load::<V>)
+        .await
+        .unwrap();
+    assert_eq!(
+        (got.source, got.encoding),
+        (Source::Hot, encoding),
+        "{name}"
+    );
+    assert_eq!(got.value, *value);
+}
+
+/// Two callers of the fresh key `<name>/join`: the first loads (its loader thinks for a
+/// second of the paused clock), the second arrives while that load is in flight and is
+/// served by it. Needs a paused-clock runtime.
+pub async fn check_joined<V>(cache: &TieredCache, name: &str, value: &V, encoding: Encoding)
+where
+    V: Serialize + DeserializeOwned + PartialEq + Debug + Clone,
+{
+    let key = format!("{name}/join");
+    let v = value.clone();
+    let controls = Controls::new();
+    let leader = cache.get_or_insert_answer(&key, &controls, || async move {
+        tokio::time::sleep(Duration::from_secs(1)).await; // the model thinks
+        Ok::<_, std::convert::Infallible>(v)
+    });
+    let joiner = async {
+        while cache.loads_in_flight() == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        cache
+            .get_or_insert_answer(&key, &controls, || async {
+                Err::<V, _>("the joiner's loader must not run: a load is in flight")
+            })
+            .await
+    };
+    let (led, joined) = tokio::join!(leader, joiner);
+    let (led, joined) = (led.unwrap(), joined.unwrap());
+    assert_eq!(led.value, *value, "{name}: leader");
+    assert_eq!((led.source, led.encoding), (Source::Loaded, encoding));
+    assert_eq!(joined.value, *value, "{name}: joiner");
+    assert_eq!((joined.source, joined.encoding), (Source::Joined, encoding));
+}
