@@ -24,15 +24,19 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, info};
 
+use crate::answer::{Answer, Source};
 use crate::breaker::BreakerState;
 use crate::builder::{Builder, Config, Durability, WritePolicy};
 use crate::clock::Clock;
 use crate::codec;
+use crate::codec::Encoding;
 use crate::degraded::{resilience_task, Resilience};
 use crate::disk::{Disk, DiskOutcome};
 use crate::error::{Error, Result};
 use crate::fs::{Fs, IoErrorKind};
+use crate::hot::LiveHit;
 use crate::hot::{Evicted, HotEntry, HotTier};
+use crate::key::{Key, KeyRef, Resolved};
 use crate::queue::{Op, QueueView, WriteQueue};
 use crate::stats::{self, Counters, Mode, Stats};
 use crate::supervise::spawn_supervised;
@@ -40,10 +44,6 @@ use crate::warm::format::{EntryMeta, Limits};
 use crate::warm::layout::{key_hash, KeyHash};
 use crate::warm::quarantine::QuarantineLimits;
 use crate::warm::store::{ReadOutcome, StoreConfig, WarmStore};
-use crate::answer::{Answer, Source};
-use crate::codec::Encoding;
-use crate::hot::LiveHit;
-use crate::key::{Key, KeyRef, Resolved};
 use std::borrow::Cow;
 
 /// A tiered cache: a memory LRU in front of a gzip-compressed disk tier.
@@ -277,7 +277,10 @@ impl TieredCache {
 
     /// [`get`](Self::get), with how the value was served ([`Source::Hot`], [`Source::Warm`]
     /// or [`Source::Queue`]) and its encoding.
-    pub async fn get_answer<V: DeserializeOwned>(&self, key: impl Key) -> Result<Option<Answer<V>>> {
+    pub async fn get_answer<V: DeserializeOwned>(
+        &self,
+        key: impl Key,
+    ) -> Result<Option<Answer<V>>> {
         let key = self.resolve(&key).await?;
         let inner = &self.inner;
         if let Some(hit) = inner.try_hot(&key) {

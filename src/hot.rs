@@ -539,7 +539,9 @@ mod tests {
         e.expires_ms = 1000;
         e.cost = 7;
         t.insert(b"k", e);
-        assert_eq!(t.get_live(b"k", || 999).map(|v| (v.value.len(), v.cost, v.encoding)),
+        assert_eq!(
+            t.get_live(b"k", || 999)
+                .map(|v| (v.value.len(), v.cost, v.encoding)),
             Some((3, 7, crate::codec::Encoding::Json))
         );
         assert_eq!(t.live_hits(), (1, 7));

@@ -64,15 +64,12 @@ mod stats;
 mod supervise;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
-pub mod value;
 pub mod verify;
 pub mod warm;
 mod writer;
 
 pub use agent::{Controls, Namespace, RequestKey, RequestKeyBuilder};
 pub use answer::{Answer, Source};
-pub use codec::{Codec, Encoding, MAX_JSON_DEPTH};
-pub use key::Key;
 pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker};
 pub use builder::{Builder, Config, Durability, WritePolicy};
 pub use builder::{
@@ -85,8 +82,10 @@ pub use builder::{
 };
 pub use cache::TieredCache;
 pub use clock::{Clock, ManualClock, TokioClock};
+pub use codec::{Codec, Encoding, MAX_JSON_DEPTH};
 pub use error::{Error, LoaderError, Result};
 pub use fs::{Fs, IoErrorKind, StdFs};
+pub use key::Key;
 pub use stats::{Mode, Stats};
 pub use warm::Corruption;
 

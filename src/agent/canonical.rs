@@ -27,7 +27,7 @@ use std::fmt::{self, Write as _};
 
 use serde::Serialize;
 
-use crate::value::Value;
+use super::value::{to_value_without_null_fields, Value};
 
 /// A JSON value with sorted objects; numbers are kept in their canonical text form.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,8 +44,7 @@ pub(crate) enum Json {
 impl Json {
     /// Serializes any value into the canonical tree.
     pub(crate) fn from_serialize<T: Serialize + ?Sized>(value: &T) -> Result<Json, CanonError> {
-        let tree = crate::value::to_value_without_null_fields(value)
-            .map_err(|e| CanonError(e.to_string()))?;
+        let tree = to_value_without_null_fields(value).map_err(|e| CanonError(e.to_string()))?;
         canonical(tree)
     }
 

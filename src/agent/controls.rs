@@ -220,7 +220,13 @@ impl TieredCache {
         let ttl = controls.ttl.resolve(self.inner.config.default_ttl);
         let key = self.resolve(&key).await?;
         self.inner
-            .store(&key, bytes.into(), ttl, controls.cost_of(value), codec.into())
+            .store(
+                &key,
+                bytes.into(),
+                ttl,
+                controls.cost_of(value),
+                codec.into(),
+            )
             .await?;
         Ok(true)
     }

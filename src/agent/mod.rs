@@ -62,6 +62,7 @@ mod namespace;
 mod request_key;
 mod single_flight;
 mod state;
+mod value;
 pub(crate) use state::AgentState;
 
 pub use controls::Controls;

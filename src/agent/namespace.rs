@@ -204,7 +204,10 @@ impl Namespace {
                 )?;
                 // A write-through store that did not reach the disk still serves the
                 // generation from memory; `flush` reports it.
-                match inner.store(&rk, record.into(), None, 0, Encoding::Json).await {
+                match inner
+                    .store(&rk, record.into(), None, 0, Encoding::Json)
+                    .await
+                {
                     Ok(()) | Err(Error::NotPersisted { .. }) => {}
                     Err(e) => return Err(e),
                 }
@@ -348,9 +351,7 @@ impl Namespace {
         E: Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
     {
         let key = self.key(key).await?;
-        self.cache
-            .get_or_insert_answer(key, controls, loader)
-            .await
+        self.cache.get_or_insert_answer(key, controls, loader).await
     }
 
     /// [`TieredCache::get_or_insert_bytes`] in this namespace.
@@ -391,7 +392,10 @@ impl Namespace {
         )?
         .into();
         let rk = record_key(&self.name);
-        match inner.store(&rk, record.clone(), None, 0, Encoding::Json).await {
+        match inner
+            .store(&rk, record.clone(), None, 0, Encoding::Json)
+            .await
+        {
             // Reported below, like a write-behind store that failed.
             Ok(()) | Err(Error::NotPersisted { .. }) => {}
             Err(e) => return Err(e),

@@ -6,9 +6,10 @@
 //! - Operator commands on a cache directory: `stats`, `verify [--repair]`, `get`, `set`, `rm`,
 //!   `purge --expired|--all`, `quarantine list|show|clear`.
 //!
-//! Every command takes `--json` (one JSON document on stdout). Exit status: 0 done and clean,
-//! 1 a miss / nothing of that name / corruption found, 2 usage or I/O errors (printed as
-//! `error: <path>: <cause>` on stderr). See docs/CLI.md.
+//! Every command takes `--json` (one JSON document on stdout, written by serde_json from the
+//! command's report struct). Exit status: 0 done and clean, 1 a miss / nothing of that name /
+//! corruption found, 2 usage or I/O errors (printed as `error: <path>: <cause>` on stderr).
+//! See docs/CLI.md.
 
 // The binary's crate root is `src/bin/tiercache.rs`, so its modules live in `tiercache/`
 // beside it and are named by path.
@@ -89,12 +90,17 @@ enum Command {
         #[arg(long)]
         repair: bool,
     },
-    /// Print a value on stdout; exit 1 on a miss.
+    /// Print a value on stdout (a JSON value pretty-printed, anything else as stored); exit 1
+    /// on a miss.
     Get {
         /// Cache directory.
         dir: PathBuf,
         /// The key.
         key: OsString,
+        /// Print the stored bytes exactly as they are, a JSON value included (no formatting,
+        /// no newline added).
+        #[arg(long)]
+        raw: bool,
     },
     /// Store the bytes read from stdin as the value of KEY.
     Set {
@@ -221,7 +227,9 @@ fn run(cli: Cli) -> Result<Status, BoxError> {
             .map(|()| Status::Ok),
         Command::Stats { dir } => cmd_stats::run(&dir, json),
         Command::Verify { dir, repair } => cmd_verify::run(&dir, repair, json),
-        Command::Get { dir, key } => runtime.block_on(cmd_entry::get(&dir, key.as_bytes(), json)),
+        Command::Get { dir, key, raw } => {
+            runtime.block_on(cmd_entry::get(&dir, key.as_bytes(), raw, json))
+        }
         Command::Set { dir, key, ttl } => {
             runtime.block_on(cmd_entry::set(&dir, key.as_bytes(), ttl, json))
         }

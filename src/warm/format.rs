@@ -685,7 +685,10 @@ mod tests {
         for (version, flags) in [(2, FLAG_GZIP | 0b110), (1, FLAG_GZIP | 0b010)] {
             let file = assemble(b"k", 1, &deflate(b"v", 1).unwrap(), meta(), version, flags);
             assert!(
-                matches!(decode(&file, b"k", &LIMITS), Err(Invalid::Corrupt(Corruption::Flags, _))),
+                matches!(
+                    decode(&file, b"k", &LIMITS),
+                    Err(Invalid::Corrupt(Corruption::Flags, _))
+                ),
                 "version {version} flags {flags:#b}"
             );
         }

@@ -76,7 +76,10 @@ async fn a_loader_error_reaches_every_waiter_and_is_not_cached() {
         match t.await.unwrap() {
             Err(Error::Loader(e)) => {
                 assert_eq!(e.to_string(), "model down: 503 from upstream");
-                assert_eq!(e.downcast_ref::<ModelDown>().map(|m| m.0), Some("503 from upstream"));
+                assert_eq!(
+                    e.downcast_ref::<ModelDown>().map(|m| m.0),
+                    Some("503 from upstream")
+                );
             }
             other => panic!("expected the loader's error, got {other:?}"),
         }

@@ -66,7 +66,10 @@ async fn a_value_of_another_type_is_a_miss_never_a_hit_or_an_error() {
     let s = f.stats();
     assert_eq!((s.hot_hits, s.misses, s.cost_saved), (0, 1, 0));
     // The entry is intact for its own type.
-    assert_eq!(f.get::<Answer>("k").await.unwrap(), Some(answer("Paris", 9)));
+    assert_eq!(
+        f.get::<Answer>("k").await.unwrap(),
+        Some(answer("Paris", 9))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -111,7 +114,10 @@ async fn a_request_key_is_invalidated_by_its_namespace() {
         .build()
         .unwrap();
     f.set(&key, &answer("Paris", 3)).await.unwrap();
-    assert_eq!(f.get::<Answer>(&key).await.unwrap(), Some(answer("Paris", 3)));
+    assert_eq!(
+        f.get::<Answer>(&key).await.unwrap(),
+        Some(answer("Paris", 3))
+    );
     f.namespace("chat").unwrap().invalidate().await.unwrap();
     assert_eq!(f.get::<Answer>(&key).await.unwrap(), None);
 }

@@ -3,7 +3,7 @@
 //! quarantined file. Small `--requests` and a large `--time-scale` keep it to seconds in a
 //! debug build; the outage itself lasts as long as the demo's recovery interval requires.
 
-use crate::support::{cells, count, tiercache, Json};
+use crate::support::{cells, count, doc, fields, tiercache, JsonExt};
 
 const FAST: [&str; 8] = [
     "demo",
@@ -62,37 +62,102 @@ fn demo_json_agrees_with_its_tables() {
     let run = tiercache(&args(&["--json"]));
     run.expect_code(0);
     // The narrative and tables go to stderr, the document alone to stdout.
-    let doc = Json::parse(&run.out());
+    let doc = doc(&run);
     let text = &run.stderr;
-    let r = doc.get("resilience");
+    let r = doc.at("resilience");
     let row = |label: &str| count(&cells(text, label)[1]);
-    assert_eq!(row("breaker openings"), r.get("breaker_openings").u64());
-    assert_eq!(row("recoveries"), r.get("recoveries").u64());
-    assert_eq!(row("quarantined files"), r.get("quarantined_files").u64());
-    assert_eq!(row("disk errors"), r.get("disk_errors").u64());
+    assert_eq!(row("breaker openings"), r.at("breaker_openings").u64());
+    assert_eq!(row("recoveries"), r.at("recoveries").u64());
+    assert_eq!(row("quarantined files"), r.at("quarantined_files").u64());
+    assert_eq!(row("disk errors"), r.at("disk_errors").u64());
     assert_eq!(
         row("memory-only stretches"),
-        r.get("memory_only_entries").u64()
+        r.at("memory_only_entries").u64()
     );
-    assert!(r.get("breaker_openings").u64() >= 1);
-    assert!(r.get("recoveries").u64() >= 1);
-    assert_eq!(r.get("quarantined_files").u64(), 4);
-    let phases = doc.get("phases").items();
+    assert!(r.at("breaker_openings").u64() >= 1);
+    assert!(r.at("recoveries").u64() >= 1);
+    assert_eq!(r.at("quarantined_files").u64(), 4);
+    let phases = doc.at("phases").items();
     let total = phases.last().unwrap();
-    assert_eq!(total.get("name").str(), "total");
+    assert_eq!(total.at("name").str(), "total");
     let t = cells(text, "total");
     for (i, field) in ["requests", "hot_hits", "warm_hits", "queue_hits", "misses"]
         .iter()
         .enumerate()
     {
-        assert_eq!(count(&t[i + 1]), total.get(field).u64(), "{field}");
+        assert_eq!(count(&t[i + 1]), total.at(field).u64(), "{field}");
     }
-    assert_eq!(count(&t[7]), total.get("disk_errors").u64());
-    assert_eq!(count(&t[8]), total.get("quarantined").u64());
+    assert_eq!(count(&t[7]), total.at("disk_errors").u64());
+    assert_eq!(count(&t[8]), total.at("quarantined").u64());
     assert_eq!(
-        total.get("requests").u64(),
+        total.at("requests").u64(),
         248,
         "240 requests + the 8 read back"
     );
-    assert_eq!(doc.get("final_stats").get("mode").str(), "tiered");
+    assert_eq!(doc.at("final_stats").at("mode").str(), "tiered");
+    assert_eq!(
+        fields(&doc),
+        [
+            "dir",
+            "final_stats",
+            "kept",
+            "phases",
+            "resilience",
+            "wall_ms",
+            "writes"
+        ]
+    );
+    assert_eq!(doc.at("kept"), false);
+    assert_eq!(
+        fields(r),
+        [
+            "breaker_openings",
+            "corrupted_by_reason",
+            "disk_errors",
+            "disk_errors_by_kind",
+            "lost_writes",
+            "memory_only_entries",
+            "memory_only_ms",
+            "probes_ok",
+            "probes_run",
+            "quarantined_files",
+            "recoveries",
+            "requests_answered",
+            "tiered_ms",
+            "written_back",
+        ]
+    );
+    assert_eq!(r.at("requests_answered").u64(), 248);
+    assert_eq!(r.at("recoveries"), r.at("probes_ok"));
+    // The four damaged files of the demo, one per reason.
+    assert_eq!(
+        r.at("corrupted_by_reason"),
+        &serde_json::json!({"checksum": 1, "key-mismatch": 1, "magic": 1, "truncated": 1})
+    );
+    assert_eq!(
+        fields(doc.at("writes")),
+        ["compressed_bytes", "files", "uncompressed_bytes"]
+    );
+    for phase in phases {
+        assert_eq!(
+            fields(phase),
+            [
+                "disk_errors",
+                "hot_hits",
+                "memory_only_ms",
+                "mismatches",
+                "misses",
+                "model_calls",
+                "model_ms_saved",
+                "model_ms_spent",
+                "name",
+                "quarantined",
+                "queue_hits",
+                "requests",
+                "wall_ms",
+                "warm_hits",
+            ]
+        );
+        assert_eq!(phase.at("mismatches").u64(), 0);
+    }
 }

@@ -4,11 +4,12 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use serde_json::json;
 use tiercache::warm::format::EntryMeta;
 
 use crate::support::{
-    arg, cells, count, entry_path, entry_rel, place_entry, set, tiercache, tiercache_with_stdin,
-    Json,
+    arg, cells, count, doc, entry_path, entry_rel, file_len, header, place_entry, set, tiercache,
+    tiercache_with_stdin, JsonExt,
 };
 
 fn now_ms() -> u64 {
@@ -38,16 +39,88 @@ fn set_then_get_in_two_processes_returns_the_same_bytes() {
     assert_eq!(got.stdout, value);
     assert_eq!(got.stderr, "");
 
+    // `--raw` prints the same bytes.
+    let raw = tiercache(&["get", arg(dir.path()), "prompt/1", "--raw"]);
+    raw.expect_code(0);
+    assert_eq!(raw.stdout, value);
+
     // The same through --json: not UTF-8, so the value comes as hex.
     let got = tiercache(&["get", arg(dir.path()), "prompt/1", "--json"]);
     got.expect_code(0);
-    let doc = Json::parse(&got.out());
-    assert_eq!(doc.get("found"), &Json::Bool(true));
-    assert_eq!(doc.get("value_bytes").u64(), value.len() as u64);
     let hex: String = value.iter().map(|b| format!("{b:02x}")).collect();
-    assert_eq!(doc.get("value_hex").str(), hex);
-    assert_eq!(doc.get("file").str(), entry_rel(dir.path(), "prompt/1"));
-    assert_eq!(doc.get("expires_ms").u64(), 0);
+    assert_eq!(
+        doc(&got),
+        json!({
+            "key": "prompt/1",
+            "found": true,
+            "encoding": "raw",
+            "value_format": "hex",
+            "value_hex": hex,
+            "value_bytes": 270,
+            "file": entry_rel(dir.path(), "prompt/1"),
+            "file_bytes": file_len(dir.path(), "prompt/1"),
+            "created_ms": header(dir.path(), "prompt/1").meta.created_ms,
+            "expires_ms": 0,
+            "notes": [],
+        })
+    );
+}
+
+#[test]
+fn raw_text_is_printed_as_it_is_and_raw_json_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    set(dir.path(), "text", b"The capital of France is Paris.\n");
+    // Members out of alphabetical order, a number written two ways, an integer beyond 64 bits.
+    let tool = br#"{"temp_c": 18, "sky": "light rain", "readings": [2.50, 1e2, 340282366920938463463374607431768211455]}"#;
+    set(dir.path(), "tool", tool);
+
+    let text = tiercache(&["get", arg(dir.path()), "text"]);
+    text.expect_code(0);
+    assert_eq!(text.stdout, b"The capital of France is Paris.\n");
+    let doc_text = doc(&tiercache(&["--json", "get", arg(dir.path()), "text"]));
+    assert_eq!(doc_text.at("value_format"), "text");
+    assert_eq!(doc_text.at("value"), "The capital of France is Paris.\n");
+
+    // JSON: its text as stored (members in their order, every number as written), a newline.
+    let got = tiercache(&["get", arg(dir.path()), "tool"]);
+    got.expect_code(0);
+    assert_eq!(got.stdout, [&tool[..], b"\n"].concat());
+    assert_eq!(got.stderr, "");
+    // `--raw`: the stored bytes.
+    let raw = tiercache(&["get", arg(dir.path()), "tool", "--raw"]);
+    raw.expect_code(0);
+    assert_eq!(raw.stdout, tool);
+
+    let got = tiercache(&["--json", "get", arg(dir.path()), "tool"]);
+    got.expect_code(0);
+    // The embedded value is the stored text, verbatim: order and 128-bit integer kept.
+    assert!(
+        got.out().contains(&format!(
+            "\"value\": {},\n",
+            std::str::from_utf8(tool).unwrap()
+        )),
+        "{}",
+        got.out()
+    );
+    let d = doc(&got);
+    assert_eq!(d.at("encoding"), "raw");
+    assert_eq!(d.at("value_format"), "json");
+    assert_eq!(d.at("value_bytes").u64(), tool.len() as u64);
+    assert_eq!(d.at("value").at("temp_c").u64(), 18);
+    assert_eq!(d.at("value").at("sky"), "light rain");
+    assert_eq!(d.at("value").at("readings").items()[0], 2.5);
+    assert_eq!(d.at("value").at("readings").items()[1], 100.0);
+
+    // Under --raw, --json gives the stored text.
+    let d = doc(&tiercache(&[
+        "--json",
+        "get",
+        arg(dir.path()),
+        "tool",
+        "--raw",
+    ]));
+    assert_eq!(d.at("value_format"), "text");
+    assert_eq!(d.at("value").str().as_bytes(), tool);
 }
 
 #[test]
@@ -75,7 +148,18 @@ fn a_miss_exits_1_with_nothing_on_stdout() {
 
     let got = tiercache(&["--json", "get", arg(dir.path()), "absent"]);
     got.expect_code(1);
-    assert_eq!(Json::parse(&got.out()).get("found"), &Json::Bool(false));
+    assert_eq!(
+        doc(&got),
+        json!({
+            "key": "absent",
+            "found": false,
+            "file": entry_rel(dir.path(), "absent"),
+            "file_bytes": null,
+            "created_ms": null,
+            "expires_ms": null,
+            "notes": [],
+        })
+    );
 }
 
 #[test]
@@ -136,11 +220,23 @@ fn ttl_sets_the_expiry_and_an_expired_entry_is_a_miss() {
         b"v",
     );
     stored.expect_code(0);
-    let expires = Json::parse(&stored.out()).get("expires_ms").u64();
+    let stored = doc(&stored);
+    let expires = stored.at("expires_ms").u64();
     let ttl = Duration::from_secs(5400).as_millis() as u64;
     assert!(
         (before + ttl..=now_ms() + ttl).contains(&expires),
         "expires_ms {expires} not 1h30m after {before}"
+    );
+    assert_eq!(
+        stored,
+        json!({
+            "key": "short",
+            "encoding": "raw",
+            "value_bytes": 1,
+            "file": entry_rel(dir.path(), "short"),
+            "file_bytes": file_len(dir.path(), "short"),
+            "expires_ms": header(dir.path(), "short").meta.expires_ms,
+        })
     );
 
     // An entry whose expiry has passed (written directly: no test sleeps).
@@ -166,16 +262,48 @@ fn ttl_sets_the_expiry_and_an_expired_entry_is_a_miss() {
 fn rm_removes_the_file_and_exits_1_when_nothing_was_there() {
     let dir = tempfile::tempdir().unwrap();
     set(dir.path(), "k", b"value");
+    set(dir.path(), "k2", b"value 2");
     let path = entry_path(dir.path(), "k");
     assert!(path.is_file());
+    let k_len = file_len(dir.path(), "k");
+    assert!(k_len < 1024, "{k_len} is printed in plain bytes");
     let removed = tiercache(&["rm", arg(dir.path()), "k"]);
     removed.expect_code(0);
-    assert!(removed.out().contains(&entry_rel(dir.path(), "k")));
+    assert_eq!(
+        removed.out(),
+        format!(
+            "removed \"k\": {} ({} B)\n",
+            entry_rel(dir.path(), "k"),
+            k_len
+        )
+    );
     assert!(!path.exists());
     tiercache(&["get", arg(dir.path()), "k"]).expect_code(1);
     let again = tiercache(&["rm", arg(dir.path()), "k", "--json"]);
     again.expect_code(1);
-    assert_eq!(Json::parse(&again.out()).get("removed"), &Json::Bool(false));
+    assert_eq!(
+        doc(&again),
+        json!({
+            "key": "k",
+            "removed": false,
+            "encoding": null,
+            "file": entry_rel(dir.path(), "k"),
+            "file_bytes": null,
+        })
+    );
+    let len = file_len(dir.path(), "k2");
+    let removed = tiercache(&["rm", arg(dir.path()), "k2", "--json"]);
+    removed.expect_code(0);
+    assert_eq!(
+        doc(&removed),
+        json!({
+            "key": "k2",
+            "removed": true,
+            "encoding": "raw",
+            "file": entry_rel(dir.path(), "k2"),
+            "file_bytes": len,
+        })
+    );
 }
 
 #[test]
@@ -207,11 +335,24 @@ fn purge_expired_keeps_live_entries_and_purge_all_removes_them() {
     assert!(!a.exists() && !b.exists());
     assert!(entry_path(dir.path(), "live-1").is_file());
 
+    let live_bytes = file_len(dir.path(), "live-1") + file_len(dir.path(), "live-2");
     let purged = tiercache(&["purge", arg(dir.path()), "--all", "--json"]);
     purged.expect_code(0);
-    let doc = Json::parse(&purged.out());
-    assert_eq!(doc.get("removed").u64(), 2);
-    assert_eq!(doc.get("kept").u64(), 0);
+    assert_eq!(
+        doc(&purged),
+        json!({
+            "dir": arg(dir.path()),
+            "purge": "all",
+            "removed": 2,
+            "removed_bytes": live_bytes,
+            "kept": 0,
+            "kept_bytes": 0,
+            "skipped": 0,
+            "vanished": 0,
+            "foreign_files": 1,
+            "errors": [],
+        })
+    );
     tiercache(&["get", arg(dir.path()), "live-1"]).expect_code(1);
     assert!(foreign.is_file());
 }

@@ -1,13 +1,15 @@
-//! `--json` output parses, and carries the same numbers as the human tables of the same state
-//! of the same directory (each command run twice, once per format; neither run changes what
-//! the other sees).
+//! `--json` output is one document serde_json parses, with exactly the fields each command
+//! documents, and carries the same numbers as the human tables of the same state of the same
+//! directory (each command run twice, once per format; neither run changes what the other
+//! sees).
 
 use std::path::Path;
 
+use serde_json::{json, Value};
 use tiercache::warm::format::EntryMeta;
 
 use crate::support::{
-    arg, cells, count, entry_path, exact_bytes, place_entry, set, tiercache, Json,
+    arg, cells, count, doc, entry_path, exact_bytes, fields, place_entry, set, tiercache, JsonExt,
 };
 
 /// A directory with live, expired, damaged, quarantined and foreign files.
@@ -49,13 +51,13 @@ fn mixed_dir() -> tempfile::TempDir {
     dir
 }
 
-fn both(args: &[&str]) -> (String, Json) {
+fn both(args: &[&str]) -> (String, Value) {
     let human = tiercache(args);
     let mut json_args = args.to_vec();
     json_args.push("--json");
     let json = tiercache(&json_args);
     assert_eq!(human.code, json.code, "same exit status with --json");
-    (human.out(), Json::parse(&json.out()))
+    (human.out(), doc(&json))
 }
 
 #[test]
@@ -63,62 +65,92 @@ fn stats_json_carries_the_human_numbers() {
     let dir = mixed_dir();
     let (text, doc) = both(&["stats", arg(dir.path())]);
     let row = |label: &str| cells(&text, label);
-    assert_eq!(count(&row("entries")[1]), doc.get("entries").u64());
-    assert_eq!(
-        exact_bytes(&row("entries")[2]),
-        doc.get("entry_bytes").u64()
-    );
-    assert_eq!(count(&row("live")[1]), doc.get("live").u64());
-    assert_eq!(count(&row("expired")[1]), doc.get("expired").u64());
+    assert_eq!(count(&row("entries")[1]), doc.at("entries").u64());
+    assert_eq!(exact_bytes(&row("entries")[2]), doc.at("entry_bytes").u64());
+    assert_eq!(count(&row("live")[1]), doc.at("live").u64());
+    assert_eq!(count(&row("expired")[1]), doc.at("expired").u64());
     assert_eq!(
         exact_bytes(&row("expired")[2]),
-        doc.get("expired_bytes").u64()
+        doc.at("expired_bytes").u64()
     );
     assert_eq!(
         count(&row("newer format")[1]),
-        doc.get("newer_version").u64()
+        doc.at("newer_version").u64()
     );
-    assert_eq!(count(&row("suspect")[1]), doc.get("suspect").u64());
+    assert_eq!(count(&row("suspect")[1]), doc.at("suspect").u64());
     assert_eq!(
         exact_bytes(&row("values (uncompressed)")[1]),
-        doc.get("value_bytes").u64()
+        doc.at("value_bytes").u64()
     );
-    assert_eq!(count(&row("temp files")[1]), doc.get("temp_files").u64());
+    assert_eq!(count(&row("temp files")[1]), doc.at("temp_files").u64());
     assert_eq!(
         count(&row("foreign files")[1]),
-        doc.get("foreign_files").u64()
+        doc.at("foreign_files").u64()
     );
     assert_eq!(
         count(&row("quarantine")[1]),
-        doc.get("quarantine_files").u64()
+        doc.at("quarantine_files").u64()
     );
     assert_eq!(
         exact_bytes(&row("quarantine")[2]),
-        doc.get("quarantine_bytes").u64()
+        doc.at("quarantine_bytes").u64()
     );
-    let Json::Num(ratio) = doc.get("compression_ratio") else {
-        panic!("compression_ratio is not a number");
-    };
-    assert_eq!(
-        row("compression ratio")[1],
-        format!("{:.2}x", ratio.parse::<f64>().unwrap())
-    );
+    let ratio = doc.at("compression_ratio").as_f64().unwrap();
+    assert_eq!(row("compression ratio")[1], format!("{ratio:.2}x"));
+    assert_eq!(row("encodings")[1], "raw 5");
     // And the numbers are the ones this directory implies.
     assert_eq!(
-        doc.get("entries").u64(),
+        doc.at("entries").u64(),
         6,
         "5 answers left + the expired one"
     );
-    assert_eq!(doc.get("live").u64(), 4);
-    assert_eq!(doc.get("expired").u64(), 1);
+    assert_eq!(doc.at("live").u64(), 4);
+    assert_eq!(doc.at("expired").u64(), 1);
     assert_eq!(
-        doc.get("suspect").u64(),
+        doc.at("suspect").u64(),
         1,
         "the header of answer/2 is cut short"
     );
-    assert_eq!(doc.get("foreign_files").u64(), 1);
-    assert_eq!(doc.get("quarantine_files").u64(), 1);
-    assert_eq!(doc.get("quarantine_bytes").u64(), 7);
+    assert_eq!(doc.at("foreign_files").u64(), 1);
+    assert_eq!(doc.at("quarantine_files").u64(), 1);
+    assert_eq!(doc.at("quarantine_bytes").u64(), 7);
+    // answer/1 (cut at the end, header intact), 3, 4, 5 and the expired one.
+    assert_eq!(doc.at("entries_by_encoding"), &json!({"raw": 5}));
+    assert_eq!(
+        (doc.at("newer_version").u64(), doc.at("vanished").u64()),
+        (0, 0)
+    );
+    assert_eq!(
+        (doc.at("temp_files").u64(), doc.at("temp_bytes").u64()),
+        (0, 0)
+    );
+    assert_eq!(doc.at("dir"), arg(dir.path()));
+    assert_eq!(doc.at("errors"), &json!([]));
+    assert_eq!(
+        fields(&doc),
+        [
+            "compression_ratio",
+            "dir",
+            "entries",
+            "entries_by_encoding",
+            "entry_bytes",
+            "errors",
+            "expired",
+            "expired_bytes",
+            "foreign_files",
+            "live",
+            "newer_version",
+            "newest_created_ms",
+            "oldest_created_ms",
+            "quarantine_bytes",
+            "quarantine_files",
+            "suspect",
+            "temp_bytes",
+            "temp_files",
+            "value_bytes",
+            "vanished",
+        ]
+    );
 }
 
 #[test]
@@ -128,52 +160,93 @@ fn verify_json_carries_the_human_numbers() {
     let row = |label: &str| cells(&text, label);
     assert_eq!(
         count(&row("entries checked")[1]),
-        doc.get("entries_checked").u64()
+        doc.at("entries_checked").u64()
     );
-    assert_eq!(count(&row("healthy")[1]), doc.get("healthy").u64());
+    assert_eq!(count(&row("healthy")[1]), doc.at("healthy").u64());
     assert_eq!(
         exact_bytes(&row("healthy")[2]),
-        doc.get("healthy_bytes").u64()
+        doc.at("healthy_bytes").u64()
     );
-    assert_eq!(count(&row("expired")[1]), doc.get("expired").u64());
-    let corrupted = doc.get("corrupted").items();
+    assert_eq!(count(&row("expired")[1]), doc.at("expired").u64());
+    let corrupted = doc.at("corrupted").items();
     assert_eq!(count(&row("corrupted")[1]), corrupted.len() as u64);
     assert_eq!(
         exact_bytes(&row("corrupted")[2]),
-        doc.get("corrupted_bytes").u64()
+        doc.at("corrupted_bytes").u64()
     );
-    for (reason, n) in doc.get("corrupted_by_reason").pairs() {
+    for (reason, n) in doc.at("corrupted_by_reason").pairs() {
         assert_eq!(count(&row(reason)[1]), n.u64(), "{reason}");
     }
     for c in corrupted {
-        let r = row(c.get("path").str());
-        assert_eq!(r[1], c.get("reason").str());
-        assert_eq!(r[3], c.get("detail").str());
+        let r = row(c.at("path").str());
+        assert_eq!(r[1], c.at("reason").str());
+        assert_eq!(r[3], c.at("detail").str());
     }
     assert_eq!(
         count(&row("newer format")[1]),
-        doc.get("newer_version").u64()
+        doc.at("newer_version").u64()
     );
     assert_eq!(
         count(&row("foreign files")[1]),
-        doc.get("foreign_files").u64()
+        doc.at("foreign_files").u64()
     );
-    assert_eq!(count(&row("vanished")[1]), doc.get("vanished").u64());
+    assert_eq!(count(&row("vanished")[1]), doc.at("vanished").u64());
     assert_eq!(
         count(&row("I/O errors")[1]),
-        doc.get("io_errors").items().len() as u64
+        doc.at("io_errors").items().len() as u64
     );
-    assert_eq!(doc.get("clean"), &Json::Bool(false));
+    assert_eq!(doc.at("clean"), false);
     // The numbers this directory implies.
-    assert_eq!(doc.get("entries_checked").u64(), 6);
-    assert_eq!((doc.get("healthy").u64(), doc.get("expired").u64()), (4, 1));
+    assert_eq!(doc.at("entries_checked").u64(), 6);
+    assert_eq!((doc.at("healthy").u64(), doc.at("expired").u64()), (4, 1));
     let reasons: Vec<(&str, u64)> = doc
-        .get("corrupted_by_reason")
+        .at("corrupted_by_reason")
         .pairs()
         .iter()
         .map(|(k, v)| (k.as_str(), v.u64()))
         .collect();
     assert_eq!(reasons, [("truncated", 2)]);
+    assert_eq!(doc.at("dir"), arg(dir.path()));
+    assert_eq!(doc.at("repair"), false);
+    assert_eq!(doc.at("foreign_files").u64(), 1);
+    assert_eq!(doc.at("io_errors"), &json!([]));
+    assert_eq!(
+        fields(&doc),
+        [
+            "clean",
+            "corrupted",
+            "corrupted_by_reason",
+            "corrupted_bytes",
+            "dir",
+            "entries_checked",
+            "expired",
+            "foreign_files",
+            "healthy",
+            "healthy_bytes",
+            "io_errors",
+            "newer_version",
+            "quarantined",
+            "quarantined_bytes",
+            "repair",
+            "vanished",
+        ]
+    );
+    let mut paths: Vec<&str> = corrupted.iter().map(|c| c.at("path").str()).collect();
+    paths.sort_unstable();
+    let mut want = [
+        crate::support::entry_rel(dir.path(), "answer/1"),
+        crate::support::entry_rel(dir.path(), "answer/2"),
+    ];
+    want.sort_unstable();
+    assert_eq!(paths, want);
+    for c in corrupted {
+        assert_eq!(
+            fields(c),
+            ["detail", "len", "path", "quarantined_as", "reason"]
+        );
+        assert_eq!(c.at("reason"), "truncated");
+        assert_eq!(c.at("quarantined_as"), &Value::Null);
+    }
 }
 
 #[test]
@@ -181,17 +254,26 @@ fn quarantine_list_json_carries_the_human_numbers() {
     let dir = mixed_dir();
     tiercache(&["verify", arg(dir.path()), "--repair"]).expect_code(1);
     let (text, doc) = both(&["quarantine", "list", arg(dir.path())]);
-    let files = doc.get("quarantined").items();
+    let files = doc.at("quarantined").items();
     assert_eq!(files.len(), 3);
-    assert_eq!(doc.get("files").u64(), 3);
+    assert_eq!(doc.at("files").u64(), 3);
     for f in files {
-        let r = cells(&text, f.get("name").str());
-        assert_eq!(r[1], f.get("reason").str());
+        let r = cells(&text, f.at("name").str());
+        assert_eq!(r[1], f.at("reason").str());
+        assert_eq!(fields(f), ["len", "name", "reason", "time_ms"]);
     }
+    let mut reasons: Vec<&str> = files.iter().map(|f| f.at("reason").str()).collect();
+    reasons.sort_unstable();
+    assert_eq!(reasons, ["magic", "truncated", "truncated"]);
+    assert_eq!(
+        doc.at("bytes").u64(),
+        files.iter().map(|f| f.at("len").u64()).sum::<u64>()
+    );
+    assert_eq!(fields(&doc), ["bytes", "dir", "files", "quarantined"]);
     let total = text.lines().last().unwrap();
     assert_eq!(
         total,
-        format!("3 files, {}", human_bytes(doc.get("bytes").u64()))
+        format!("3 files, {}", human_bytes(doc.at("bytes").u64()))
     );
 }
 
@@ -229,7 +311,9 @@ fn every_command_prints_one_json_document() {
         with_json.extend(&args);
         let run = tiercache(&with_json);
         assert!(matches!(run.code, Some(0 | 1)), "{args:?}: {}", run.stderr);
-        let doc = Json::parse(&run.out());
+        let doc = doc(&run);
         assert!(!doc.pairs().is_empty(), "{args:?}");
+        // Pretty-printed: one field per line, two-space indentation.
+        assert!(run.out().starts_with("{\n  \""), "{args:?}: {}", run.out());
     }
 }

@@ -2,13 +2,18 @@
 //! built binary through `std::process::Command`, one process per command, on a temporary
 //! cache directory, and reads what it prints and its exit status.
 //!
-//! - `entries`: `set` then `get` in two separate processes returns the bytes unchanged; misses,
+//! - `entries`: `set` then `get` in two separate processes returns the bytes unchanged (raw
+//!   bytes that read as JSON come back as pretty JSON, and unchanged with `--raw`); misses,
 //!   expired entries and removals exit 1; a missing directory or a bad argument exits 2 with
 //!   the path and the cause.
 //! - `verify`: planted corrupt files are each reported with their reason and exit status 1;
 //!   `--repair` moves them to the quarantine and the next `verify` exits 0; `quarantine
 //!   list|show|clear` then see exactly those files.
-//! - `json`: `--json` output parses and carries the same numbers as the human tables.
+//! - `json`: `--json` output is one document serde_json parses, with exactly the documented
+//!   fields, and carries the same numbers as the human tables.
+//! - `values`: `get` prints a JSON value (the default codec's, or raw bytes that read as JSON)
+//!   as pretty JSON, and a bincode or version-1 value as its stored bytes; `--json` says the
+//!   encoding.
 //! - `demo`: the demo finishes with exit 0, and its final table reports at least one breaker
 //!   opening, one recovery and one quarantined file (the `--json` document agrees).
 //!
@@ -25,4 +30,5 @@ mod demo;
 mod entries;
 mod json;
 mod support;
+mod values;
 mod verify;

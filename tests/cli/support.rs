@@ -1,11 +1,12 @@
-//! Shared fixtures: running the built binary, reading its aligned tables back, a small JSON
-//! parser (the crate has no serde_json), and planting entry files at a key's path.
+//! Shared fixtures: running the built binary, reading its aligned tables back and its `--json`
+//! documents (with serde_json), and planting entry files at a key's path.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use tiercache::warm::format::{self, EntryMeta};
+use serde_json::{Map, Value};
+use tiercache::warm::format::{self, EntryMeta, Header, Limits};
 use tiercache::warm::layout::{key_hash, Layout};
 
 /// What one run of the binary did.
@@ -158,216 +159,94 @@ pub fn exact_bytes(cell: &str) -> u64 {
     }
 }
 
-/// A parsed JSON value.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Json {
-    Null,
-    Bool(bool),
-    /// Numbers are kept as written, so integers compare exactly.
-    Num(String),
-    Str(String),
-    Arr(Vec<Json>),
-    Obj(Vec<(String, Json)>),
+/// Stdout of a `--json` run, parsed by serde_json: exactly one document.
+#[track_caller]
+pub fn doc(run: &Run) -> Value {
+    serde_json::from_slice(&run.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}):\n{}", run.out()))
 }
 
-impl Json {
-    /// Parses a whole document; panics on anything that is not JSON.
-    pub fn parse(text: &str) -> Json {
-        let mut p = Parser {
-            s: text.as_bytes(),
-            i: 0,
-        };
-        let v = p.value();
-        p.ws();
-        assert_eq!(p.i, p.s.len(), "trailing characters after the JSON value");
-        v
-    }
+/// The names of an object's fields, sorted.
+#[track_caller]
+pub fn fields(v: &Value) -> Vec<&str> {
+    let mut names: Vec<&str> = v.pairs().keys().map(String::as_str).collect();
+    names.sort_unstable();
+    names
+}
 
+/// Accessors that panic with the document when it does not have the expected shape.
+pub trait JsonExt {
     /// A field of an object; panics if absent.
-    #[track_caller]
-    pub fn get(&self, key: &str) -> &Json {
-        match self {
-            Json::Obj(pairs) => pairs
-                .iter()
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| v)
-                .unwrap_or_else(|| panic!("no field {key:?} in {self:?}")),
-            _ => panic!("{self:?} is not an object"),
-        }
-    }
-
+    fn at(&self, key: &str) -> &Value;
     /// An unsigned integer.
-    #[track_caller]
-    pub fn u64(&self) -> u64 {
-        match self {
-            Json::Num(n) => n.parse().unwrap_or_else(|_| panic!("{n} is not a u64")),
-            _ => panic!("{self:?} is not a number"),
-        }
-    }
-
+    fn u64(&self) -> u64;
     /// A string.
-    #[track_caller]
-    pub fn str(&self) -> &str {
-        match self {
-            Json::Str(s) => s,
-            _ => panic!("{self:?} is not a string"),
-        }
-    }
-
+    fn str(&self) -> &str;
     /// An array's items.
+    fn items(&self) -> &[Value];
+    /// An object's fields.
+    fn pairs(&self) -> &Map<String, Value>;
+}
+
+impl JsonExt for Value {
     #[track_caller]
-    pub fn items(&self) -> &[Json] {
-        match self {
-            Json::Arr(v) => v,
-            _ => panic!("{self:?} is not an array"),
-        }
+    fn at(&self, key: &str) -> &Value {
+        self.pairs()
+            .get(key)
+            .unwrap_or_else(|| panic!("no field {key:?} in {self}"))
     }
 
-    /// An object's pairs.
     #[track_caller]
-    pub fn pairs(&self) -> &[(String, Json)] {
-        match self {
-            Json::Obj(v) => v,
-            _ => panic!("{self:?} is not an object"),
-        }
+    fn u64(&self) -> u64 {
+        self.as_u64()
+            .unwrap_or_else(|| panic!("{self} is not a u64"))
+    }
+
+    #[track_caller]
+    fn str(&self) -> &str {
+        self.as_str()
+            .unwrap_or_else(|| panic!("{self} is not a string"))
+    }
+
+    #[track_caller]
+    fn items(&self) -> &[Value] {
+        self.as_array()
+            .unwrap_or_else(|| panic!("{self} is not an array"))
+    }
+
+    #[track_caller]
+    fn pairs(&self) -> &Map<String, Value> {
+        self.as_object()
+            .unwrap_or_else(|| panic!("{self} is not an object"))
     }
 }
 
-struct Parser<'a> {
-    s: &'a [u8],
-    i: usize,
+/// The header of `key`'s entry file.
+pub fn header(dir: &Path, key: &str) -> Header {
+    let bytes = std::fs::read(entry_path(dir, key)).unwrap();
+    let limits = Limits {
+        max_key_bytes: tiercache::DEFAULT_MAX_KEY_BYTES,
+        max_entry_bytes: tiercache::DEFAULT_MAX_ENTRY_BYTES,
+    };
+    format::parse_header(&bytes, &limits).unwrap()
 }
 
-impl Parser<'_> {
-    fn ws(&mut self) {
-        while self.i < self.s.len() && b" \t\r\n".contains(&self.s[self.i]) {
-            self.i += 1;
-        }
-    }
-
-    fn eat(&mut self, c: u8) {
-        self.ws();
-        assert_eq!(
-            self.s.get(self.i).copied(),
-            Some(c),
-            "expected {:?} at byte {}",
-            c as char,
-            self.i
-        );
-        self.i += 1;
-    }
-
-    fn peek(&mut self) -> u8 {
-        self.ws();
-        *self.s.get(self.i).expect("unexpected end of JSON")
-    }
-
-    fn value(&mut self) -> Json {
-        match self.peek() {
-            b'{' => {
-                self.eat(b'{');
-                let mut pairs = Vec::new();
-                if self.peek() == b'}' {
-                    self.i += 1;
-                    return Json::Obj(pairs);
-                }
-                loop {
-                    let k = self.string();
-                    self.eat(b':');
-                    pairs.push((k, self.value()));
-                    match self.peek() {
-                        b',' => self.i += 1,
-                        _ => {
-                            self.eat(b'}');
-                            return Json::Obj(pairs);
-                        }
-                    }
-                }
-            }
-            b'[' => {
-                self.eat(b'[');
-                let mut items = Vec::new();
-                if self.peek() == b']' {
-                    self.i += 1;
-                    return Json::Arr(items);
-                }
-                loop {
-                    items.push(self.value());
-                    match self.peek() {
-                        b',' => self.i += 1,
-                        _ => {
-                            self.eat(b']');
-                            return Json::Arr(items);
-                        }
-                    }
-                }
-            }
-            b'"' => Json::Str(self.string()),
-            b't' => self.word("true", Json::Bool(true)),
-            b'f' => self.word("false", Json::Bool(false)),
-            b'n' => self.word("null", Json::Null),
-            _ => {
-                let start = self.i;
-                while self.i < self.s.len() && b"+-0123456789.eE".contains(&self.s[self.i]) {
-                    self.i += 1;
-                }
-                let n = std::str::from_utf8(&self.s[start..self.i]).unwrap();
-                assert!(n.parse::<f64>().is_ok(), "bad number {n:?} at byte {start}");
-                Json::Num(n.to_owned())
-            }
-        }
-    }
-
-    fn word(&mut self, w: &str, v: Json) -> Json {
-        assert!(self.s[self.i..].starts_with(w.as_bytes()), "bad literal");
-        self.i += w.len();
-        v
-    }
-
-    fn string(&mut self) -> String {
-        self.eat(b'"');
-        let mut out = Vec::new();
-        loop {
-            let c = self.s[self.i];
-            self.i += 1;
-            match c {
-                b'"' => return String::from_utf8(out).unwrap(),
-                b'\\' => {
-                    let e = self.s[self.i];
-                    self.i += 1;
-                    match e {
-                        b'n' => out.push(b'\n'),
-                        b't' => out.push(b'\t'),
-                        b'r' => out.push(b'\r'),
-                        b'"' | b'\\' | b'/' => out.push(e),
-                        b'u' => {
-                            let hex = std::str::from_utf8(&self.s[self.i..self.i + 4]).unwrap();
-                            self.i += 4;
-                            let c = char::from_u32(u32::from_str_radix(hex, 16).unwrap())
-                                .expect("no surrogates in this output");
-                            out.extend_from_slice(c.to_string().as_bytes());
-                        }
-                        _ => panic!("bad escape \\{}", e as char),
-                    }
-                }
-                c if c < 0x20 => panic!("raw control character in a JSON string"),
-                c => out.push(c),
-            }
-        }
-    }
+/// The length of `key`'s entry file.
+pub fn file_len(dir: &Path, key: &str) -> u64 {
+    entry_path(dir, key).metadata().unwrap().len()
 }
 
 #[test]
-fn the_test_parser_reads_json() {
-    let v = Json::parse(r#" {"a": [1, -2.5e3, true, null], "b": {"c": "x\"\u0041\n"}, "d": {}} "#);
-    assert_eq!(v.get("a").items().len(), 4);
-    assert_eq!(v.get("a").items()[0].u64(), 1);
-    assert_eq!(v.get("b").get("c").str(), "x\"A\n");
-    assert!(v.get("d").pairs().is_empty());
+fn table_cells_and_byte_counts_read_back() {
     assert_eq!(
         split_cells("  healthy   124   399.6 KiB (409,147 B)"),
         ["healthy", "124", "399.6 KiB (409,147 B)"]
     );
+    assert_eq!(
+        split_cells("compression ratio   4.53x"),
+        ["compression ratio", "4.53x"]
+    );
+    assert_eq!(count("1,234 files"), 1234);
     assert_eq!(exact_bytes("399.6 KiB (409,147 B)"), 409_147);
     assert_eq!(exact_bytes("512 B"), 512);
 }

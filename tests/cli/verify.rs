@@ -5,7 +5,11 @@
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use crate::support::{arg, cells, count, entry_path, entry_rel, set, tiercache, Json};
+use serde_json::json;
+
+use crate::support::{
+    arg, cells, count, doc, entry_path, entry_rel, fields, set, tiercache, JsonExt,
+};
 
 /// Keys stored through the binary, then damaged, with the reason `verify` must give.
 const DAMAGED: [(&str, &str); 5] = [
@@ -127,10 +131,10 @@ fn quarantine_list_show_and_clear_see_the_repaired_files() {
 
     let list = tiercache(&["quarantine", "list", arg(d), "--json"]);
     list.expect_code(0);
-    let doc = Json::parse(&list.out());
-    let files = doc.get("quarantined").items();
-    assert_eq!(doc.get("files").u64(), 5);
-    let mut reasons: Vec<&str> = files.iter().map(|f| f.get("reason").str()).collect();
+    let doc = doc(&list);
+    let files = doc.at("quarantined").items();
+    assert_eq!(doc.at("files").u64(), 5);
+    let mut reasons: Vec<&str> = files.iter().map(|f| f.at("reason").str()).collect();
     reasons.sort_unstable();
     let mut want: Vec<&str> = DAMAGED.iter().map(|(_, r)| *r).collect();
     want.sort_unstable();
@@ -141,7 +145,7 @@ fn quarantine_list_show_and_clear_see_the_repaired_files() {
         let hex = entry_rel(d, key).rsplit('/').next().unwrap().to_owned();
         let name = files
             .iter()
-            .map(|f| f.get("name").str())
+            .map(|f| f.at("name").str())
             .find(|n| n.ends_with(&hex))
             .unwrap();
         assert!(name.contains(&format!("-{reason}-")), "{name}");
@@ -153,21 +157,92 @@ fn quarantine_list_show_and_clear_see_the_repaired_files() {
             cells(&text, "original")[1],
             entry_path(d, key).display().to_string()
         );
+        let shown = tiercache(&["quarantine", "show", arg(d), name, "--json"]);
+        shown.expect_code(0);
+        let shown = crate::support::doc(&shown);
+        assert_eq!(
+            fields(&shown),
+            [
+                "head_hex", "header", "key", "kind", "len", "name", "path", "reason", "sidecar",
+                "time_ms"
+            ]
+        );
+        assert_eq!(shown.at("name"), name);
+        assert_eq!(shown.at("reason"), reason);
+        assert_eq!(shown.at("kind"), "regular file");
+        assert_eq!(
+            shown.at("path"),
+            d.join("quarantine")
+                .join(name)
+                .display()
+                .to_string()
+                .as_str()
+        );
+        assert_eq!(
+            shown.at("sidecar").at("original"),
+            entry_path(d, key).display().to_string().as_str()
+        );
+        if reason == "magic" {
+            // `#!/bin/sh` over the magic: no header to read.
+            assert_eq!(shown.at("header"), &serde_json::Value::Null);
+            assert_eq!(shown.at("key"), &serde_json::Value::Null);
+            assert_eq!(cells(&text, "header")[1], "unreadable");
+        } else {
+            let header = shown.at("header");
+            assert_eq!(
+                fields(header),
+                [
+                    "created_ms",
+                    "encoding",
+                    "expires_ms",
+                    "flags",
+                    "key_len",
+                    "payload_len",
+                    "uncompressed_len",
+                    "version"
+                ]
+            );
+            // Stored by `tiercache set`: raw bytes, format version 2.
+            assert_eq!(header.at("encoding"), "raw");
+            assert_eq!(header.at("version").u64(), 2);
+            assert_eq!(header.at("flags").u64(), 1);
+            assert_eq!(cells(&text, "encoding")[1], "raw");
+            // The copy of ok-1 keeps ok-1's key: that is why it is a mismatch.
+            let stored_key = if key == "misplaced-copy" { "ok-1" } else { key };
+            assert_eq!(shown.at("key"), stored_key);
+            assert_eq!(header.at("key_len").u64(), stored_key.len() as u64);
+        }
     }
     let human = tiercache(&["quarantine", "list", arg(d)]);
     human.expect_code(0);
     assert!(human.out().contains("5 files"), "{}", human.out());
 
     // One by name, then the rest.
-    let one = files[0].get("name").str();
+    let one = files[0].at("name").str();
     tiercache(&["quarantine", "clear", arg(d), one]).expect_code(0);
     tiercache(&["quarantine", "show", arg(d), one]).expect_code(1);
     tiercache(&["quarantine", "clear", arg(d), one]).expect_code(1);
     let cleared = tiercache(&["quarantine", "clear", arg(d), "--json"]);
     cleared.expect_code(0);
-    assert_eq!(Json::parse(&cleared.out()).get("removed").u64(), 4);
+    assert_eq!(
+        crate::support::doc(&cleared),
+        json!({
+            "dir": d.join("quarantine").display().to_string(),
+            "removed": 4,
+            "removed_bytes": files[1..].iter().map(|f| f.at("len").u64()).sum::<u64>(),
+            "orphan_sidecars_removed": 0,
+        })
+    );
     let empty = tiercache(&["quarantine", "list", arg(d), "--json"]);
-    assert_eq!(Json::parse(&empty.out()).get("files").u64(), 0);
+    assert_eq!(
+        crate::support::doc(&empty),
+        json!({
+            "dir": d.join("quarantine").display().to_string(),
+            "files": 0,
+            "bytes": 0,
+            "quarantined": [],
+        })
+    );
     let left: Vec<_> = std::fs::read_dir(d.join("quarantine")).unwrap().collect();
     assert!(left.is_empty(), "sidecars left: {left:?}");
 }
@@ -187,6 +262,6 @@ fn a_read_through_get_quarantines_too() {
     got.expect_code(1);
     assert!(got.stderr.contains("corrupted (magic)"), "{}", got.stderr);
     let list = tiercache(&["quarantine", "list", arg(d), "--json"]);
-    assert_eq!(Json::parse(&list.out()).get("files").u64(), 1);
+    assert_eq!(doc(&list).at("files").u64(), 1);
     tiercache(&["verify", arg(d)]).expect_code(0);
 }

@@ -12,20 +12,22 @@
 //! reports an entry that could not be persisted; the process then exits without waiting for the
 //! (read-only) scan.
 
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use serde::Serialize;
 use tiercache::fs::{FileRead, Fs, StdFs};
 use tiercache::warm::format::{parse_header, Header, Limits, HEADER_LEN};
 use tiercache::warm::layout::{key_hash, Layout};
-use tiercache::{Stats, TieredCache, DEFAULT_MAX_ENTRY_BYTES, DEFAULT_MAX_KEY_BYTES};
+use tiercache::{Encoding, Stats, TieredCache, DEFAULT_MAX_ENTRY_BYTES, DEFAULT_MAX_KEY_BYTES};
 
-use super::json::Json;
+use super::json;
 use super::output::{self, Status};
 use super::table;
 use super::walk;
 use super::BoxError;
+use serde_json::value::RawValue;
 
 /// Opens the cache on `dir` with every default.
 async fn open(dir: &Path) -> Result<TieredCache, BoxError> {
@@ -70,61 +72,131 @@ fn show_key(key: &[u8]) -> String {
     }
 }
 
-/// Runs `get DIR KEY`: the value's bytes on stdout, exit 1 on a miss.
-pub async fn get(dir: &Path, key: &[u8], json: bool) -> Result<Status, BoxError> {
+/// How `get` shows a value.
+enum Shown<'a> {
+    /// A JSON value (encoding `json`, or raw bytes that parse as JSON): its text as stored.
+    Json(&'a RawValue),
+    /// Anything else (bincode, a version-1 entry, raw bytes that are not JSON), and every
+    /// value under `--raw`: the bytes as stored.
+    Bytes(&'a [u8]),
+}
+
+impl<'a> Shown<'a> {
+    fn of(value: &'a [u8], encoding: Encoding, raw: bool) -> Shown<'a> {
+        if !raw && matches!(encoding, Encoding::Json | Encoding::Raw) {
+            if let Some(v) = json::as_json(value) {
+                return Shown::Json(v);
+            }
+        }
+        Shown::Bytes(value)
+    }
+
+    /// `json`, `text` (UTF-8 bytes) or `hex`: which field of the `--json` document holds the
+    /// value, and as what.
+    fn format(&self) -> &'static str {
+        match self {
+            Shown::Json(_) => "json",
+            Shown::Bytes(b) if std::str::from_utf8(b).is_ok() => "text",
+            Shown::Bytes(_) => "hex",
+        }
+    }
+}
+
+/// The `value` field of `get --json`: the JSON value itself, or the text of UTF-8 bytes.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum ValueField<'a> {
+    Json(&'a RawValue),
+    Text(&'a str),
+}
+
+/// `get --json`.
+#[derive(Serialize)]
+struct GetReport<'a> {
+    key: String,
+    found: bool,
+    /// How the value's bytes were made (absent on a miss).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    encoding: Option<&'static str>,
+    /// `json`: `value` is the JSON value; `text`: `value` is the bytes as a string; `hex`:
+    /// `value_hex` holds them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value_format: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<ValueField<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value_hex: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value_bytes: Option<usize>,
+    file: &'a str,
+    file_bytes: Option<u64>,
+    created_ms: Option<u64>,
+    expires_ms: Option<u64>,
+    notes: &'a [String],
+}
+
+/// Runs `get DIR KEY [--raw]`: the value on stdout (a JSON value as its JSON text and a
+/// newline, anything else, and everything under `--raw`, as its stored bytes), exit 1 on a
+/// miss.
+pub async fn get(dir: &Path, key: &[u8], raw: bool, json: bool) -> Result<Status, BoxError> {
     let dir = output::existing_dir(dir)?;
     let cache = open(&dir).await?;
-    let value = cache
-        .get_bytes(key)
+    let answer = cache
+        .get_bytes_answer(key)
         .await
         .map_err(|e| format!("get {}: {e}", show_key(key)))?;
     let stats = cache.stats();
     let info = entry_info(&dir, key);
     // The library hides disk errors from callers (a sick disk is a miss); an operator asking
     // for one key wants to know, with the path and the cause.
-    if value.is_none() && stats.disk_errors > 0 {
+    if answer.is_none() && stats.disk_errors > 0 {
         if let Some(e) = read_error(&info, &stats) {
             return Err(e.into());
         }
     }
     let notes = miss_notes(&stats);
+    let shown = answer
+        .as_ref()
+        .map(|a| Shown::of(&a.value, a.encoding, raw));
     if json {
-        let mut v = Json::object([
-            ("key", Json::from(String::from_utf8_lossy(key).into_owned())),
-            ("found", value.is_some().into()),
-        ]);
-        if let Some(value) = &value {
-            match std::str::from_utf8(value) {
-                Ok(s) => v.insert("value", s.into()),
-                Err(_) => v.insert("value_hex", hex(value).into()),
+        let value = match &shown {
+            Some(Shown::Json(v)) => Some(ValueField::Json(v)),
+            Some(Shown::Bytes(b)) => std::str::from_utf8(b).ok().map(ValueField::Text),
+            None => None,
+        };
+        let value_hex = match &shown {
+            Some(Shown::Bytes(b)) if value.is_none() => Some(json::hex(b)),
+            _ => None,
+        };
+        output::print_json(&GetReport {
+            key: String::from_utf8_lossy(key).into_owned(),
+            found: answer.is_some(),
+            encoding: answer.as_ref().map(|a| a.encoding.name()),
+            value_format: shown.as_ref().map(Shown::format),
+            value,
+            value_hex,
+            value_bytes: answer.as_ref().map(|a| a.value.len()),
+            file: &info.rel,
+            file_bytes: info.file_len,
+            created_ms: info.header.map(|h| h.meta.created_ms),
+            expires_ms: info.header.map(|h| h.meta.expires_ms),
+            notes: &notes,
+        })?;
+    } else {
+        match &shown {
+            Some(Shown::Json(v)) => {
+                output::write_stdout(format!("{}\n", v.get()).as_bytes())?;
             }
-            v.insert("value_bytes", value.len().into());
-        }
-        v.insert("file", info.rel.as_str().into());
-        v.insert("file_bytes", info.file_len.into());
-        v.insert("created_ms", info.header.map(|h| h.meta.created_ms).into());
-        v.insert("expires_ms", info.header.map(|h| h.meta.expires_ms).into());
-        v.insert(
-            "notes",
-            Json::Arr(notes.iter().map(|n| n.as_str().into()).collect()),
-        );
-        output::print_json(&v);
-    } else if let Some(value) = &value {
-        let mut out = std::io::stdout().lock();
-        match out.write_all(value).and_then(|()| out.flush()) {
-            Ok(()) => {}
-            // `tiercache get ... | head -c 100`: the reader left, nothing is wrong.
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
-            Err(e) => return Err(format!("writing the value to stdout: {e}").into()),
+            Some(Shown::Bytes(b)) => output::write_stdout(b)?,
+            None => {
+                eprintln!("{}: not cached in {}", show_key(key), dir.display());
+                for n in &notes {
+                    eprintln!("note: {n}");
+                }
+            }
         }
     }
-    if value.is_none() && !json {
-        eprintln!("{}: not cached in {}", show_key(key), dir.display());
-        for n in &notes {
-            eprintln!("note: {n}");
-        }
-    }
-    Ok(Status::no_if(value.is_none()))
+    Ok(Status::no_if(answer.is_none()))
 }
 
 /// Why a `get` missed although a file may have been there.
@@ -168,8 +240,16 @@ fn read_error(info: &EntryInfo, s: &Stats) -> Option<String> {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// `set --json`.
+#[derive(Serialize)]
+struct SetReport<'a> {
+    key: String,
+    /// `raw`: `set` stores the bytes it reads.
+    encoding: Option<&'static str>,
+    value_bytes: usize,
+    file: &'a str,
+    file_bytes: Option<u64>,
+    expires_ms: u64,
 }
 
 /// Runs `set DIR KEY [--ttl D]` with the value read from stdin.
@@ -202,13 +282,14 @@ pub async fn set(
     let info = entry_info(dir, key);
     let expires_ms = info.header.map_or(0, |h| h.meta.expires_ms);
     if json {
-        output::print_json(&Json::object([
-            ("key", Json::from(String::from_utf8_lossy(key).into_owned())),
-            ("value_bytes", value.len().into()),
-            ("file", info.rel.as_str().into()),
-            ("file_bytes", info.file_len.into()),
-            ("expires_ms", expires_ms.into()),
-        ]));
+        output::print_json(&SetReport {
+            key: String::from_utf8_lossy(key).into_owned(),
+            encoding: info.header.as_ref().map(walk::encoding_name),
+            value_bytes: value.len(),
+            file: &info.rel,
+            file_bytes: info.file_len,
+            expires_ms,
+        })?;
     } else {
         println!(
             "stored {}: {} -> {} ({} on disk){}",
@@ -226,6 +307,18 @@ pub async fn set(
     Ok(Status::Ok)
 }
 
+/// `rm --json`.
+#[derive(Serialize)]
+struct RmReport<'a> {
+    key: String,
+    removed: bool,
+    /// The removed entry's encoding, as its header said (`null` when there was no readable
+    /// entry file).
+    encoding: Option<&'static str>,
+    file: &'a str,
+    file_bytes: Option<u64>,
+}
+
 /// Runs `rm DIR KEY`: exit 1 when there was nothing to remove.
 pub async fn rm(dir: &Path, key: &[u8], json: bool) -> Result<Status, BoxError> {
     let dir = output::existing_dir(dir)?;
@@ -241,12 +334,13 @@ pub async fn rm(dir: &Path, key: &[u8], json: bool) -> Result<Status, BoxError> 
         .map_err(|e| format!("{}: {} not removed: {e}", dir.display(), show_key(key)))?;
     let removed = before.file_len.is_some();
     if json {
-        output::print_json(&Json::object([
-            ("key", Json::from(String::from_utf8_lossy(key).into_owned())),
-            ("removed", removed.into()),
-            ("file", before.rel.as_str().into()),
-            ("file_bytes", before.file_len.into()),
-        ]));
+        output::print_json(&RmReport {
+            key: String::from_utf8_lossy(key).into_owned(),
+            removed,
+            encoding: before.header.as_ref().map(walk::encoding_name),
+            file: &before.rel,
+            file_bytes: before.file_len,
+        })?;
     } else if let Some(len) = before.file_len {
         println!(
             "removed {}: {} ({})",

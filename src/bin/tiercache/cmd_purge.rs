@@ -19,7 +19,7 @@ use tiercache::warm::format::{parse_header, Invalid, Limits, HEADER_LEN};
 use tiercache::warm::{take_if_unchanged, Judged};
 use tiercache::{DEFAULT_MAX_ENTRY_BYTES, DEFAULT_MAX_KEY_BYTES};
 
-use super::json::Json;
+use super::json::PathError;
 use super::output::{self, Status};
 use super::table::{self, Table};
 use super::walk::{self, EntryFile};
@@ -134,6 +134,22 @@ struct Context {
     next: std::cell::Cell<u64>,
 }
 
+/// `purge --json`.
+#[derive(serde::Serialize)]
+struct PurgeReport<'a> {
+    dir: String,
+    /// `expired` or `all`.
+    purge: &'static str,
+    removed: u64,
+    removed_bytes: u64,
+    kept: u64,
+    kept_bytes: u64,
+    skipped: u64,
+    vanished: u64,
+    foreign_files: u64,
+    errors: Vec<PathError<'a>>,
+}
+
 /// Runs `purge DIR --expired | --all`.
 pub fn run(dir: &Path, what: What, json: bool) -> Result<Status, BoxError> {
     let dir = output::existing_dir(dir)?;
@@ -166,32 +182,18 @@ pub fn run(dir: &Path, what: What, json: bool) -> Result<Status, BoxError> {
         What::All => "all",
     };
     if json {
-        output::print_json(&Json::object([
-            ("dir", Json::from(dir.display().to_string())),
-            ("purge", what_name.into()),
-            ("removed", tally.removed.into()),
-            ("removed_bytes", tally.removed_bytes.into()),
-            ("kept", tally.kept.into()),
-            ("kept_bytes", tally.kept_bytes.into()),
-            ("skipped", tally.skipped.into()),
-            ("vanished", tally.vanished.into()),
-            ("foreign_files", summary.foreign.into()),
-            (
-                "errors",
-                Json::Arr(
-                    tally
-                        .errors
-                        .iter()
-                        .map(|(p, e)| {
-                            Json::object([
-                                ("path", Json::from(p.as_str())),
-                                ("error", e.as_str().into()),
-                            ])
-                        })
-                        .collect(),
-                ),
-            ),
-        ]));
+        output::print_json(&PurgeReport {
+            dir: dir.display().to_string(),
+            purge: what_name,
+            removed: tally.removed,
+            removed_bytes: tally.removed_bytes,
+            kept: tally.kept,
+            kept_bytes: tally.kept_bytes,
+            skipped: tally.skipped,
+            vanished: tally.vanished,
+            foreign_files: summary.foreign,
+            errors: PathError::all(&tally.errors),
+        })?;
     } else {
         let mut t = Table::new([
             format!("purge --{what_name}"),

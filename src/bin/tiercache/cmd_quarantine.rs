@@ -9,14 +9,15 @@
 use std::path::Path;
 
 use tiercache::fs::{FileKind, FileRead, Fs, StdFs};
-use tiercache::warm::format::{parse_header, Limits, HEADER_LEN};
+use tiercache::warm::format::{parse_header, Header, Limits, HEADER_LEN};
 use tiercache::warm::layout::Layout;
 use tiercache::warm::quarantine::{self, QuarantinedFile, SIDECAR_SUFFIX};
 use tiercache::{DEFAULT_MAX_ENTRY_BYTES, DEFAULT_MAX_KEY_BYTES};
 
-use super::json::{to_json, Json};
+use super::json::{self, Pairs};
 use super::output::{self, Status};
 use super::table::{self, Table};
+use super::walk;
 use super::BoxError;
 
 /// Bytes of a quarantined file `show` reads: the header and up to 1 KiB of the key.
@@ -50,18 +51,79 @@ fn valid_name(name: &str) -> Result<&str, BoxError> {
     Ok(name)
 }
 
+/// `quarantine list --json`.
+#[derive(serde::Serialize)]
+struct ListReport<'a> {
+    dir: String,
+    files: usize,
+    bytes: u64,
+    quarantined: &'a [QuarantinedFile],
+}
+
+/// `quarantine show --json`: the file as `list` shows it, then what `show` reads.
+#[derive(serde::Serialize)]
+struct ShowReport<'a> {
+    #[serde(flatten)]
+    file: &'a QuarantinedFile,
+    path: String,
+    kind: &'static str,
+    /// The sidecar's record, in its order (empty when the sidecar is missing).
+    sidecar: Pairs<'a>,
+    /// `null` when the header does not parse.
+    header: Option<HeaderDoc>,
+    key: Option<String>,
+    head_hex: String,
+}
+
+/// What a quarantined file's header says.
+#[derive(serde::Serialize)]
+struct HeaderDoc {
+    version: u16,
+    flags: u16,
+    encoding: &'static str,
+    key_len: u32,
+    created_ms: u64,
+    expires_ms: u64,
+    payload_len: u64,
+    uncompressed_len: u64,
+}
+
+impl HeaderDoc {
+    fn of(h: &Header) -> HeaderDoc {
+        HeaderDoc {
+            version: h.version,
+            flags: h.flags,
+            encoding: walk::encoding_name(h),
+            key_len: h.key_len,
+            created_ms: h.meta.created_ms,
+            expires_ms: h.meta.expires_ms,
+            payload_len: h.payload_len,
+            uncompressed_len: h.uncompressed_len,
+        }
+    }
+}
+
+/// `quarantine clear --json`.
+#[derive(serde::Serialize)]
+struct ClearReport {
+    dir: String,
+    removed: u64,
+    removed_bytes: u64,
+    orphan_sidecars_removed: u64,
+}
+
 /// Runs `quarantine list DIR`.
 pub fn list(dir: &Path, json: bool) -> Result<Status, BoxError> {
     let dir = output::existing_dir(dir)?;
     let files = listed(&dir)?;
     let bytes: u64 = files.iter().map(|f| f.len).sum();
     if json {
-        output::print_json(&Json::object([
-            ("dir", Json::from(qdir(&dir).display().to_string())),
-            ("files", files.len().into()),
-            ("bytes", bytes.into()),
-            ("quarantined", to_json(&files)?),
-        ]));
+        output::print_json(&ListReport {
+            dir: qdir(&dir).display().to_string(),
+            files: files.len(),
+            bytes,
+            quarantined: &files,
+        })?;
         return Ok(Status::Ok);
     }
     println!("quarantine {}", qdir(&dir).display());
@@ -141,41 +203,15 @@ pub fn show(dir: &Path, name: &str, json: bool) -> Result<Status, BoxError> {
     });
     let head = &head[..head.len().min(SHOW_DUMP)];
     if json {
-        let mut v = to_json(&file)?;
-        v.insert("path", path.display().to_string().into());
-        v.insert("kind", kind.describe().into());
-        v.insert(
-            "sidecar",
-            Json::object(
-                sidecar
-                    .iter()
-                    .map(|(k, v)| (k.clone(), Json::from(v.as_str()))),
-            ),
-        );
-        v.insert(
-            "header",
-            match header {
-                Some(h) => Json::object([
-                    ("version", Json::from(u64::from(h.version))),
-                    ("flags", u64::from(h.flags).into()),
-                    ("key_len", u64::from(h.key_len).into()),
-                    ("created_ms", h.meta.created_ms.into()),
-                    ("expires_ms", h.meta.expires_ms.into()),
-                    ("payload_len", h.payload_len.into()),
-                    ("uncompressed_len", h.uncompressed_len.into()),
-                ]),
-                None => Json::Null,
-            },
-        );
-        v.insert("key", key.into());
-        v.insert(
-            "head_hex",
-            head.iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>()
-                .into(),
-        );
-        output::print_json(&v);
+        output::print_json(&ShowReport {
+            file: &file,
+            path: path.display().to_string(),
+            kind: kind.describe(),
+            sidecar: Pairs(&sidecar),
+            header: header.as_ref().map(HeaderDoc::of),
+            key,
+            head_hex: json::hex(head),
+        })?;
         return Ok(Status::Ok);
     }
     let mut rows: Vec<(&str, String)> = vec![
@@ -203,6 +239,7 @@ pub fn show(dir: &Path, name: &str, json: bool) -> Result<Status, BoxError> {
                     h.version, h.flags, h.key_len, h.payload_len, h.uncompressed_len
                 ),
             ));
+            rows.push(("encoding", walk::encoding_name(&h).to_owned()));
             rows.push(("created", table::time_ms(h.meta.created_ms)));
             rows.push(("expires", table::time_ms(h.meta.expires_ms)));
             let shown: String = key.chars().take(SHOW_KEY_CHARS).collect();
@@ -269,12 +306,12 @@ pub fn clear(dir: &Path, name: Option<&str>, json: bool) -> Result<Status, BoxEr
         }
     }
     if json {
-        output::print_json(&Json::object([
-            ("dir", Json::from(q.display().to_string())),
-            ("removed", removed.into()),
-            ("removed_bytes", bytes.into()),
-            ("orphan_sidecars_removed", orphans.into()),
-        ]));
+        output::print_json(&ClearReport {
+            dir: q.display().to_string(),
+            removed,
+            removed_bytes: bytes,
+            orphan_sidecars_removed: orphans,
+        })?;
     } else {
         println!(
             "removed {} quarantined {}, {}, from {}",

@@ -5,6 +5,7 @@
 //! payloads. A header that does not parse is counted as *suspect* and left to `verify`, which
 //! reads whole files and can quarantine them; `stats` changes nothing.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use tiercache::clock::system_now_ms;
@@ -14,8 +15,9 @@ use tiercache::warm::layout::Layout;
 use tiercache::warm::quarantine;
 use tiercache::{DEFAULT_MAX_ENTRY_BYTES, DEFAULT_MAX_KEY_BYTES};
 
-use super::json::Json;
+use super::json::PathError;
 use super::output::{self, Status};
+use super::report;
 use super::table::{self, Table};
 use super::walk::{self, EntryFile};
 use super::BoxError;
@@ -39,6 +41,8 @@ struct DirStats {
     suspect: u64,
     /// Entry files removed by another process between the listing and the read.
     vanished: u64,
+    /// Entries with a readable header, by the encoding it records (`json`, `raw`, ...).
+    by_encoding: BTreeMap<&'static str, u64>,
     /// Value bytes (uncompressed) of the entries with a readable header.
     value_bytes: u64,
     /// File bytes of the entries with a readable header (the ratio's denominator).
@@ -99,6 +103,7 @@ impl DirStats {
                 } else {
                     self.live += 1;
                 }
+                *self.by_encoding.entry(walk::encoding_name(&h)).or_default() += 1;
                 self.value_bytes += h.uncompressed_len;
                 self.readable_bytes += e.len;
                 let created = h.meta.created_ms;
@@ -112,41 +117,29 @@ impl DirStats {
         }
     }
 
-    fn json(&self, dir: &Path) -> Json {
-        Json::object([
-            ("dir", Json::from(dir.display().to_string())),
-            ("entries", self.entries.into()),
-            ("entry_bytes", self.entry_bytes.into()),
-            ("live", self.live.into()),
-            ("expired", self.expired.into()),
-            ("expired_bytes", self.expired_bytes.into()),
-            ("newer_version", self.newer_version.into()),
-            ("suspect", self.suspect.into()),
-            ("vanished", self.vanished.into()),
-            ("value_bytes", self.value_bytes.into()),
-            ("compression_ratio", self.ratio().into()),
-            ("oldest_created_ms", self.oldest_ms.into()),
-            ("newest_created_ms", self.newest_ms.into()),
-            ("foreign_files", self.foreign.into()),
-            ("temp_files", self.temp_files.into()),
-            ("temp_bytes", self.temp_bytes.into()),
-            ("quarantine_files", self.quarantine_files.into()),
-            ("quarantine_bytes", self.quarantine_bytes.into()),
-            (
-                "errors",
-                Json::Arr(
-                    self.errors
-                        .iter()
-                        .map(|(p, e)| {
-                            Json::object([
-                                ("path", Json::from(p.as_str())),
-                                ("error", e.as_str().into()),
-                            ])
-                        })
-                        .collect(),
-                ),
-            ),
-        ])
+    fn report(&self, dir: &Path) -> StatsReport<'_> {
+        StatsReport {
+            dir: dir.display().to_string(),
+            entries: self.entries,
+            entry_bytes: self.entry_bytes,
+            live: self.live,
+            expired: self.expired,
+            expired_bytes: self.expired_bytes,
+            newer_version: self.newer_version,
+            suspect: self.suspect,
+            vanished: self.vanished,
+            entries_by_encoding: &self.by_encoding,
+            value_bytes: self.value_bytes,
+            compression_ratio: self.ratio(),
+            oldest_created_ms: self.oldest_ms,
+            newest_created_ms: self.newest_ms,
+            foreign_files: self.foreign,
+            temp_files: self.temp_files,
+            temp_bytes: self.temp_bytes,
+            quarantine_files: self.quarantine_files,
+            quarantine_bytes: self.quarantine_bytes,
+            errors: PathError::all(&self.errors),
+        }
     }
 
     fn human(&self, dir: &Path) -> String {
@@ -196,7 +189,13 @@ impl DirStats {
             format!("{:.2}x", self.ratio())
         };
         let mut out = format!("cache directory {}\n\n{t}\n", dir.display());
+        let encodings = self
+            .by_encoding
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), *v))
+            .collect();
         out.push_str(&table::pairs(&[
+            ("encodings", report::by_name(&encodings)),
             ("compression ratio", ratio),
             ("oldest entry", table::time_ms(self.oldest_ms)),
             ("newest entry", table::time_ms(self.newest_ms)),
@@ -224,6 +223,32 @@ impl DirStats {
         }
         out
     }
+}
+
+/// `stats --json`.
+#[derive(serde::Serialize)]
+struct StatsReport<'a> {
+    dir: String,
+    entries: u64,
+    entry_bytes: u64,
+    live: u64,
+    expired: u64,
+    expired_bytes: u64,
+    newer_version: u64,
+    suspect: u64,
+    vanished: u64,
+    /// Entries with a readable header, by encoding.
+    entries_by_encoding: &'a BTreeMap<&'static str, u64>,
+    value_bytes: u64,
+    compression_ratio: f64,
+    oldest_created_ms: u64,
+    newest_created_ms: u64,
+    foreign_files: u64,
+    temp_files: u64,
+    temp_bytes: u64,
+    quarantine_files: u64,
+    quarantine_bytes: u64,
+    errors: Vec<PathError<'a>>,
 }
 
 /// Runs `stats DIR`.
@@ -264,7 +289,7 @@ pub fn run(dir: &Path, json: bool) -> Result<Status, BoxError> {
         Err(e) => s.errors.push(("quarantine".into(), e.to_string())),
     }
     if json {
-        output::print_json(&s.json(&dir));
+        output::print_json(&s.report(&dir))?;
     } else {
         print!("{}", s.human(&dir));
     }

@@ -9,10 +9,19 @@ use std::path::Path;
 use tiercache::fs::StdFs;
 use tiercache::verify::{verify_with_fs, VerifyOptions, VerifyReport};
 
-use super::json::{to_json, Json};
 use super::output::{self, Status};
 use super::table::{self, Table};
 use super::BoxError;
+
+/// `verify --json`: the library's report, field for field, after three fields of the run.
+#[derive(serde::Serialize)]
+struct VerifyDoc<'a> {
+    dir: String,
+    repair: bool,
+    clean: bool,
+    #[serde(flatten)]
+    report: &'a VerifyReport,
+}
 
 /// Runs `verify DIR [--repair]`.
 pub fn run(dir: &Path, repair: bool, json: bool) -> Result<Status, BoxError> {
@@ -34,13 +43,12 @@ pub fn run(dir: &Path, repair: bool, json: bool) -> Result<Status, BoxError> {
         .map_err(|e| format!("{}: {e}", dir.join("v1").display()))?;
     bar.finish_and_clear();
     if json {
-        let mut v = to_json(&report)?;
-        if let Json::Obj(pairs) = &mut v {
-            pairs.insert(0, ("dir".into(), dir.display().to_string().into()));
-            pairs.insert(1, ("repair".into(), repair.into()));
-            pairs.insert(2, ("clean".into(), report.is_clean().into()));
-        }
-        output::print_json(&v);
+        output::print_json(&VerifyDoc {
+            dir: dir.display().to_string(),
+            repair,
+            clean: report.is_clean(),
+            report: &report,
+        })?;
     } else {
         print!("{}", human(&dir, repair, &report));
     }

@@ -36,6 +36,7 @@ use tokio::task::JoinSet;
 use super::demo_damage;
 use super::demo_live::{EventCounts, Live};
 use super::demo_results::Results;
+use super::output;
 use super::report::{PhaseReport, Tally, Totals};
 use super::table;
 use super::workload::{ChatCompletion, Prompt, Workload};
@@ -553,7 +554,7 @@ impl Demo {
             self.live.say(block);
         }
         if self.opts.json {
-            println!("{}", results.json()?);
+            output::print_json(&results.doc())?;
         }
         Ok(())
     }

@@ -6,13 +6,13 @@
 //! instance's counters start at zero), and the live log's event counts for what `Stats` has no
 //! counter for (breaker openings, entries written back).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
 use tiercache::Stats;
 
-use super::json::{to_json, Json, JsonError};
-use super::report::{self, PhaseReport, Totals};
+use super::report::{self, PhaseDoc, PhaseReport, Totals};
 use super::table;
 
 /// Everything the final tables show.
@@ -169,62 +169,83 @@ impl Results<'_> {
     }
 
     /// The `--json` document.
-    pub fn json(&self) -> Result<Json, JsonError> {
+    pub fn doc(&self) -> DemoDoc<'_> {
         let total = report::total(self.phases);
         let t = self.totals;
-        Ok(Json::object([
-            ("dir", Json::from(self.dir.display().to_string())),
-            ("kept", (!self.temporary).into()),
-            (
-                "phases",
-                Json::Arr(
-                    self.phases
-                        .iter()
-                        .chain(std::iter::once(&total))
-                        .map(PhaseReport::json)
-                        .collect(),
-                ),
-            ),
-            (
-                "resilience",
-                Json::object([
-                    ("breaker_openings", Json::from(self.breaker_opens)),
-                    ("memory_only_entries", t.memory_only_entries.into()),
-                    ("probes_run", t.probes_run.into()),
-                    ("probes_ok", t.probes_ok.into()),
-                    ("recoveries", t.probes_ok.into()),
-                    ("written_back", self.written_back.into()),
-                    ("lost_writes", t.lost_writes.into()),
-                    ("disk_errors", t.disk_errors.into()),
-                    (
-                        "disk_errors_by_kind",
-                        report::by_name_json(&t.disk_errors_by_kind),
-                    ),
-                    ("quarantined_files", t.quarantined.into()),
-                    (
-                        "corrupted_by_reason",
-                        report::by_name_json(&t.corrupted_by_reason),
-                    ),
-                    ("tiered_ms", t.tiered_ms().into()),
-                    ("memory_only_ms", t.memory_only_ms.into()),
-                    ("requests_answered", total.requests.into()),
-                ]),
-            ),
-            (
-                "writes",
-                Json::object([
-                    ("files", Json::from(t.files)),
-                    ("uncompressed_bytes", t.uncompressed.into()),
-                    ("compressed_bytes", t.compressed.into()),
-                ]),
-            ),
-            ("final_stats", to_json(self.last)?),
-            (
-                "wall_ms",
-                u64::try_from(self.wall.as_millis())
-                    .unwrap_or(u64::MAX)
-                    .into(),
-            ),
-        ]))
+        DemoDoc {
+            dir: self.dir.display().to_string(),
+            kept: !self.temporary,
+            phases: self
+                .phases
+                .iter()
+                .chain(std::iter::once(&total))
+                .map(PhaseReport::doc)
+                .collect(),
+            resilience: Resilience {
+                breaker_openings: self.breaker_opens,
+                memory_only_entries: t.memory_only_entries,
+                probes_run: t.probes_run,
+                probes_ok: t.probes_ok,
+                recoveries: t.probes_ok,
+                written_back: self.written_back,
+                lost_writes: t.lost_writes,
+                disk_errors: t.disk_errors,
+                disk_errors_by_kind: &t.disk_errors_by_kind,
+                quarantined_files: t.quarantined,
+                corrupted_by_reason: &t.corrupted_by_reason,
+                tiered_ms: t.tiered_ms(),
+                memory_only_ms: t.memory_only_ms,
+                requests_answered: total.requests,
+            },
+            writes: Writes {
+                files: t.files,
+                uncompressed_bytes: t.uncompressed,
+                compressed_bytes: t.compressed,
+            },
+            final_stats: self.last,
+            wall_ms: u64::try_from(self.wall.as_millis()).unwrap_or(u64::MAX),
+        }
     }
+}
+
+/// The demo's `--json` document.
+#[derive(serde::Serialize)]
+pub struct DemoDoc<'a> {
+    dir: String,
+    /// Whether the directory stays after the run (`--dir`).
+    kept: bool,
+    /// One record per phase, then the total.
+    phases: Vec<PhaseDoc>,
+    resilience: Resilience<'a>,
+    writes: Writes,
+    /// The last cache instance's `Stats`, field for field.
+    final_stats: &'a Stats,
+    wall_ms: u64,
+}
+
+/// What the failing disk did and how the cache came through.
+#[derive(serde::Serialize)]
+struct Resilience<'a> {
+    breaker_openings: u64,
+    memory_only_entries: u64,
+    probes_run: u64,
+    probes_ok: u64,
+    recoveries: u64,
+    written_back: u64,
+    lost_writes: u64,
+    disk_errors: u64,
+    disk_errors_by_kind: &'a BTreeMap<String, u64>,
+    quarantined_files: u64,
+    corrupted_by_reason: &'a BTreeMap<String, u64>,
+    tiered_ms: u64,
+    memory_only_ms: u64,
+    requests_answered: u64,
+}
+
+/// Entry files written over the run.
+#[derive(serde::Serialize)]
+struct Writes {
+    files: u64,
+    uncompressed_bytes: u64,
+    compressed_bytes: u64,
 }

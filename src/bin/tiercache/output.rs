@@ -8,14 +8,13 @@
 //! - 2: usage errors (clap's own status for them) and I/O errors, printed as one
 //!   `error: <path>: <cause>` line on stderr.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::json::Json;
 use super::BoxError;
 
 /// How a command that ran to its end finished.
@@ -50,9 +49,24 @@ impl From<Status> for ExitCode {
 /// The exit status of usage and I/O errors.
 pub const ERROR_EXIT: u8 = 2;
 
-/// Prints a JSON document on stdout.
-pub fn print_json(v: &Json) {
-    println!("{v}");
+/// Prints a `--json` document on stdout: a report struct as pretty-printed JSON (two-space
+/// indentation) and a newline.
+pub fn print_json<T: serde::Serialize + ?Sized>(doc: &T) -> Result<(), BoxError> {
+    let mut text =
+        serde_json::to_string_pretty(doc).map_err(|e| format!("writing the JSON document: {e}"))?;
+    text.push('\n');
+    write_stdout(text.as_bytes())
+}
+
+/// Writes `bytes` on stdout and flushes. A reader that left early (`tiercache get ... | head
+/// -c 100`) is not an error.
+pub fn write_stdout(bytes: &[u8]) -> Result<(), BoxError> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(format!("writing to stdout: {e}").into()),
+    }
 }
 
 /// Checks that `dir` is an existing directory: the read-side commands never create one (a

@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use tiercache::Stats;
 
-use super::json::Json;
 use super::table::{self, Table};
 
 /// Counters the workers of one phase share.
@@ -139,25 +138,58 @@ impl PhaseReport {
         self.wall += other.wall;
     }
 
-    /// The phase as JSON.
-    pub fn json(&self) -> Json {
-        Json::object([
-            ("name", Json::from(self.name.as_str())),
-            ("requests", self.requests.into()),
-            ("hot_hits", self.hot_hits.into()),
-            ("warm_hits", self.warm_hits.into()),
-            ("queue_hits", self.queue_hits.into()),
-            ("misses", self.misses.into()),
-            ("model_calls", self.model_calls.into()),
-            ("mismatches", self.mismatches.into()),
-            ("disk_errors", self.disk_errors.into()),
-            ("quarantined", self.quarantined.into()),
-            ("memory_only_ms", ms(self.memory_only).into()),
-            ("model_ms_spent", ms(self.model_spent).into()),
-            ("model_ms_saved", ms(self.model_saved).into()),
-            ("wall_ms", ms(self.wall).into()),
-        ])
+    /// The phase as a `--json` record.
+    pub fn doc(&self) -> PhaseDoc {
+        PhaseDoc {
+            name: self.name.clone(),
+            requests: self.requests,
+            hot_hits: self.hot_hits,
+            warm_hits: self.warm_hits,
+            queue_hits: self.queue_hits,
+            misses: self.misses,
+            model_calls: self.model_calls,
+            mismatches: self.mismatches,
+            disk_errors: self.disk_errors,
+            quarantined: self.quarantined,
+            memory_only_ms: ms(self.memory_only),
+            model_ms_spent: ms(self.model_spent),
+            model_ms_saved: ms(self.model_saved),
+            wall_ms: ms(self.wall),
+        }
     }
+}
+
+/// A phase in the demo's `--json` document: [`PhaseReport`] with durations in ms.
+#[derive(Debug, serde::Serialize)]
+pub struct PhaseDoc {
+    /// Row label.
+    pub name: String,
+    /// Requests served.
+    pub requests: u64,
+    /// Hot-tier hits.
+    pub hot_hits: u64,
+    /// Warm-tier (disk) hits.
+    pub warm_hits: u64,
+    /// Hits on values still waiting in the write queue.
+    pub queue_hits: u64,
+    /// Misses.
+    pub misses: u64,
+    /// Model calls made.
+    pub model_calls: u64,
+    /// Hits that differed from the model's answer.
+    pub mismatches: u64,
+    /// Disk errors the cache met.
+    pub disk_errors: u64,
+    /// Files the cache quarantined.
+    pub quarantined: u64,
+    /// Time memory-only, ms.
+    pub memory_only_ms: u64,
+    /// Simulated model time spent, ms.
+    pub model_ms_spent: u64,
+    /// Simulated model time saved, ms.
+    pub model_ms_saved: u64,
+    /// Real time the phase took, ms.
+    pub wall_ms: u64,
 }
 
 fn ms(d: Duration) -> u64 {
@@ -293,7 +325,7 @@ fn merge(into: &mut BTreeMap<String, u64>, from: &BTreeMap<String, u64>) {
 }
 
 /// `io 12, no-space 3`, or `-` when empty.
-pub fn by_name(m: &BTreeMap<String, u64>) -> String {
+pub fn by_name<K: std::fmt::Display>(m: &BTreeMap<K, u64>) -> String {
     if m.is_empty() {
         return "-".into();
     }
@@ -301,11 +333,6 @@ pub fn by_name(m: &BTreeMap<String, u64>) -> String {
         .map(|(k, v)| format!("{k} {}", table::count(*v)))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// A name-to-count map as a JSON object.
-pub fn by_name_json(m: &BTreeMap<String, u64>) -> Json {
-    Json::object(m.iter().map(|(k, v)| (k.clone(), Json::from(*v))))
 }
 
 /// The tier table: entries, bytes and budgets of each tier as the cache stands.

@@ -12,6 +12,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use tiercache::fs::{DirEntryInfo, FileKind, Fs};
+use tiercache::warm::format::{Header, FLAG_ENCODING_MASK};
 use tiercache::warm::layout::{self, Layout};
 
 /// One name at an entry path (`v1/ab/cd/<64 hex>`), as listed (`lstat`, never followed).
@@ -107,6 +108,17 @@ pub fn entries(
         }
     }
     Ok(summary)
+}
+
+/// The name of the encoding an entry's header records (`raw`, `json`, `bincode`, `unrecorded`
+/// for a version-1 file), or `reserved` for the code no version defines (such a file is
+/// corrupt: `verify` reports it under `flags`).
+pub fn encoding_name(h: &Header) -> &'static str {
+    if h.version >= 2 && h.flags & FLAG_ENCODING_MASK == FLAG_ENCODING_MASK {
+        "reserved"
+    } else {
+        h.meta.encoding.name()
+    }
 }
 
 /// `path` relative to `root`, as text.

@@ -1,21 +1,26 @@
-//! A JSON-shaped value tree and a serde serializer into it, shared by the two places that turn
-//! `Serialize` types into JSON: request keys (`agent::canonical` sorts the objects, drops
-//! `null` fields and writes one canonical text to hash) and the CLI's `--json` output (keeps
-//! field order and pretty-prints, through [`Value`]'s `Display`).
+//! A JSON-shaped value tree and the serde serializer into it, for request-key
+//! canonicalisation ([`super::canonical`] sorts the objects and writes the one canonical text
+//! that is hashed).
 //!
-//! The serializer follows serde_json's `to_value`: structs and maps become objects (in
-//! serialization order), sequences and tuples arrays, unit variants strings, other variants
+//! Why not `serde_json::to_value`: golden request keys depend on the exact text of every
+//! number, and `serde_json` widens an `f32` to `f64` (`0.2f32` becomes `0.20000000298023224`),
+//! while this tree keeps an `f32` apart so that it is written in its own shortest form (`0.2`).
+//! Integers keep their type too (128-bit ones included), so they are written exactly.
+//!
+//! The serializer follows serde_json's `to_value` otherwise: structs and maps become objects
+//! (in serialization order), sequences and tuples arrays, unit variants strings, other variants
 //! one-key objects `{"Variant": value}`, bytes arrays of numbers, `None` and units `null`. Map
-//! keys must be strings, integers, bools or unit variants (written as text). Numbers keep
-//! their type, so a counter stays an exact integer and an `f32` keeps its own shortest form.
+//! keys must be strings, integers, bools or unit variants (written as text). Object fields
+//! (of structs, maps and struct variants) whose value is `null` are left out; `null` stays in
+//! arrays and as a variant's payload (`{"V": null}`).
 
-use std::fmt::{self, Write as _};
+use std::fmt;
 
 use serde::ser::{self, Serialize};
 
-/// A JSON value. Objects keep insertion order.
+/// A JSON value. Objects keep serialization order.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Value {
+pub(super) enum Value {
     /// `null`.
     Null,
     /// `true` / `false`.
@@ -28,7 +33,7 @@ pub enum Value {
     U128(u128),
     /// A 128-bit signed integer.
     I128(i128),
-    /// An `f32` (kept apart so that it prints in its own shortest form: `0.2`, not
+    /// An `f32` (kept apart so that it is written in its own shortest form: `0.2`, not
     /// `0.20000000298023224`).
     F32(f32),
     /// An `f64`.
@@ -37,159 +42,22 @@ pub enum Value {
     Str(String),
     /// An array.
     Arr(Vec<Value>),
-    /// An object, in insertion order.
+    /// An object, in serialization order (a key given twice appears twice).
     Obj(Vec<(String, Value)>),
 }
 
-impl Value {
-    /// An object from key/value pairs.
-    pub fn object<K: Into<String>>(pairs: impl IntoIterator<Item = (K, Value)>) -> Value {
-        Value::Obj(pairs.into_iter().map(|(k, v)| (k.into(), v)).collect())
-    }
-
-    /// Sets `key` in an object (replacing an existing value); does nothing on a non-object.
-    pub fn insert(&mut self, key: &str, value: Value) {
-        if let Value::Obj(pairs) = self {
-            match pairs.iter_mut().find(|(k, _)| k == key) {
-                Some(slot) => slot.1 = value,
-                None => pairs.push((key.to_owned(), value)),
-            }
-        }
-    }
-}
-
-/// Converts any `Serialize` value into a [`Value`], `null` fields included.
-pub fn to_value<T: Serialize + ?Sized>(value: &T) -> Result<Value, ValueError> {
-    value.serialize(ToValue {
-        drop_null_fields: false,
-    })
-}
-
-/// Like [`to_value`], but object fields (of structs, maps and struct variants) whose value is
-/// `null` are left out; `null` stays in arrays and as a variant's payload (`{"V": null}`).
-pub(crate) fn to_value_without_null_fields<T: Serialize + ?Sized>(
+/// Converts any `Serialize` value into a [`Value`], leaving out object fields whose value is
+/// `null`.
+pub(super) fn to_value_without_null_fields<T: Serialize + ?Sized>(
     value: &T,
 ) -> Result<Value, ValueError> {
-    value.serialize(ToValue {
-        drop_null_fields: true,
-    })
-}
-
-macro_rules! from_impls {
-    ($($ty:ty => $variant:ident),*) => {
-        $(impl From<$ty> for Value {
-            fn from(v: $ty) -> Value {
-                Value::$variant(v.into())
-            }
-        })*
-    };
-}
-
-from_impls!(u64 => U64, bool => Bool, f64 => F64, &str => Str, String => Str, Vec<Value> => Arr);
-
-impl From<usize> for Value {
-    fn from(n: usize) -> Value {
-        Value::U64(n as u64)
-    }
-}
-
-impl<T: Into<Value>> From<Option<T>> for Value {
-    fn from(v: Option<T>) -> Value {
-        v.map_or(Value::Null, Into::into)
-    }
-}
-
-impl fmt::Display for Value {
-    /// Pretty-printed JSON with two-space indentation, no trailing newline. Non-finite floats,
-    /// which JSON cannot hold, print as `null`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut out = String::new();
-        write_pretty(&mut out, self, 0);
-        f.write_str(&out)
-    }
-}
-
-fn write_pretty(out: &mut String, v: &Value, depth: usize) {
-    match v {
-        Value::Null => out.push_str("null"),
-        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::U64(n) => {
-            let _ = write!(out, "{n}");
-        }
-        Value::I64(n) => {
-            let _ = write!(out, "{n}");
-        }
-        Value::U128(n) => {
-            let _ = write!(out, "{n}");
-        }
-        Value::I128(n) => {
-            let _ = write!(out, "{n}");
-        }
-        Value::F32(x) if x.is_finite() => {
-            let _ = write!(out, "{x}");
-        }
-        Value::F64(x) if x.is_finite() => {
-            let _ = write!(out, "{x}");
-        }
-        Value::F32(_) | Value::F64(_) => out.push_str("null"),
-        Value::Str(s) => write_pretty_string(out, s),
-        Value::Arr(items) if items.is_empty() => out.push_str("[]"),
-        Value::Arr(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                out.push_str(if i == 0 { "\n" } else { ",\n" });
-                indent(out, depth + 1);
-                write_pretty(out, item, depth + 1);
-            }
-            out.push('\n');
-            indent(out, depth);
-            out.push(']');
-        }
-        Value::Obj(pairs) if pairs.is_empty() => out.push_str("{}"),
-        Value::Obj(pairs) => {
-            out.push('{');
-            for (i, (k, item)) in pairs.iter().enumerate() {
-                out.push_str(if i == 0 { "\n" } else { ",\n" });
-                indent(out, depth + 1);
-                write_pretty_string(out, k);
-                out.push_str(": ");
-                write_pretty(out, item, depth + 1);
-            }
-            out.push('\n');
-            indent(out, depth);
-            out.push('}');
-        }
-    }
-}
-
-fn indent(out: &mut String, depth: usize) {
-    for _ in 0..depth {
-        out.push_str("  ");
-    }
-}
-
-fn write_pretty_string(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if u32::from(c) < 0x20 || c == '\u{7f}' => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
+    value.serialize(ToValue)
 }
 
 /// Why a value has no JSON form (a map key that is not a string, an integer, a bool or a unit
 /// variant, or an error from the type's own `Serialize`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ValueError(String);
+pub(super) struct ValueError(String);
 
 impl fmt::Display for ValueError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -207,15 +75,13 @@ impl ser::Error for ValueError {
 
 /// The serializer.
 #[derive(Clone, Copy)]
-struct ToValue {
-    drop_null_fields: bool,
-}
+struct ToValue;
 
 /// Wraps `value` as `{variant: value}` when building an enum variant (the payload is kept even
 /// when it is `null`).
 fn tagged(variant: Option<&'static str>, value: Value) -> Value {
     match variant {
-        Some(v) => Value::object([(v, value)]),
+        Some(v) => Value::Obj(vec![(v.to_owned(), value)]),
         None => value,
     }
 }
@@ -291,7 +157,6 @@ impl ser::Serializer for ToValue {
     }
     fn serialize_seq(self, len: Option<usize>) -> Result<Seq, ValueError> {
         Ok(Seq {
-            ser: self,
             variant: None,
             items: Vec::with_capacity(len.unwrap_or(0)),
         })
@@ -310,14 +175,12 @@ impl ser::Serializer for ToValue {
         len: usize,
     ) -> Result<Seq, ValueError> {
         Ok(Seq {
-            ser: self,
             variant: Some(variant),
             items: Vec::with_capacity(len),
         })
     }
     fn serialize_map(self, _len: Option<usize>) -> Result<Obj, ValueError> {
         Ok(Obj {
-            ser: self,
             variant: None,
             pairs: Vec::new(),
             next_key: None,
@@ -342,14 +205,12 @@ impl ser::Serializer for ToValue {
 
 /// Arrays, tuples and tuple variants.
 struct Seq {
-    ser: ToValue,
     variant: Option<&'static str>,
     items: Vec<Value>,
 }
 
 /// Objects: maps, structs and struct variants.
 struct Obj {
-    ser: ToValue,
     variant: Option<&'static str>,
     pairs: Vec<(String, Value)>,
     /// Set by `serialize_key`, taken by `serialize_value`.
@@ -357,9 +218,10 @@ struct Obj {
 }
 
 impl Obj {
+    /// Adds a field, unless its value is `null`.
     fn field<T: Serialize + ?Sized>(&mut self, key: String, value: &T) -> Result<(), ValueError> {
-        let value = value.serialize(self.ser)?;
-        if !(self.ser.drop_null_fields && value == Value::Null) {
+        let value = value.serialize(ToValue)?;
+        if value != Value::Null {
             self.pairs.push((key, value));
         }
         Ok(())
@@ -372,7 +234,7 @@ macro_rules! seq_impls {
             type Ok = Value;
             type Error = ValueError;
             fn $method<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), ValueError> {
-                self.items.push(value.serialize(self.ser)?);
+                self.items.push(value.serialize(ToValue)?);
                 Ok(())
             }
             fn end(self) -> Result<Value, ValueError> {
@@ -416,7 +278,7 @@ impl ser::SerializeMap for Obj {
     fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result<(), ValueError> {
         // JSON keys are text: strings (unit variants and chars included) as they are,
         // integers and bools written out.
-        let key = match key.serialize(self.ser)? {
+        let key = match key.serialize(ToValue)? {
             Value::Str(s) => s,
             Value::Bool(b) => b.to_string(),
             Value::U64(n) => n.to_string(),
@@ -462,62 +324,88 @@ mod tests {
         n: u64,
         neg: i32,
         ratio: f64,
-        nan: f64,
         name: &'static str,
         none: Option<String>,
         kinds: Vec<Kind>,
         by_name: BTreeMap<String, u64>,
+        bytes: serde_bytes_like::Bytes,
+    }
+
+    /// `serialize_bytes` without a dependency on `serde_bytes`.
+    mod serde_bytes_like {
+        pub struct Bytes(pub &'static [u8]);
+        impl serde::Serialize for Bytes {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_bytes(self.0)
+            }
+        }
+    }
+
+    fn obj(pairs: &[(&str, Value)]) -> Value {
+        Value::Obj(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect(),
+        )
     }
 
     #[test]
-    fn serializes_like_serde_json() {
+    fn serializes_like_serde_json_in_serialization_order() {
         let mut by_name = BTreeMap::new();
         by_name.insert("checksum".to_owned(), 2);
-        let v = to_value(&Sample {
+        let v = to_value_without_null_fields(&Sample {
             n: u64::MAX,
             neg: -3,
             ratio: 4.5,
-            nan: f64::NAN,
             name: "a\"b\\c\n\u{1}",
             none: None,
             kinds: vec![Kind::UnitOne, Kind::Pair(1, 2)],
             by_name,
+            bytes: serde_bytes_like::Bytes(b"\x00\xff"),
         })
         .unwrap();
-        let want = r#"{
-  "n": 18446744073709551615,
-  "neg": -3,
-  "ratio": 4.5,
-  "nan": null,
-  "name": "a\"b\\c\n\u0001",
-  "none": null,
-  "kinds": [
-    "unit-one",
-    {
-      "pair": [
-        1,
-        2
-      ]
-    }
-  ],
-  "by_name": {
-    "checksum": 2
-  }
-}"#;
-        assert_eq!(v.to_string(), want);
+        let want = obj(&[
+            ("n", Value::U64(u64::MAX)),
+            ("neg", Value::I64(-3)),
+            ("ratio", Value::F64(4.5)),
+            ("name", Value::Str("a\"b\\c\n\u{1}".to_owned())),
+            (
+                "kinds",
+                Value::Arr(vec![
+                    Value::Str("unit-one".to_owned()),
+                    obj(&[("pair", Value::Arr(vec![Value::U64(1), Value::U64(2)]))]),
+                ]),
+            ),
+            ("by_name", obj(&[("checksum", Value::U64(2))])),
+            ("bytes", Value::Arr(vec![Value::U64(0), Value::U64(255)])),
+        ]);
+        assert_eq!(v, want);
     }
 
     #[test]
-    fn f32_keeps_its_shortest_form_and_128_bit_integers_are_numbers() {
-        let v = to_value(&(0.2f32, u128::MAX, i128::MIN, f32::NAN)).unwrap();
+    fn f32_is_kept_apart_and_128_bit_integers_are_exact() {
+        let v = to_value_without_null_fields(&(0.2f32, u128::MAX, i128::MIN, 0.2f64)).unwrap();
         assert_eq!(
-            v.to_string(),
-            "[\n  0.2,\n  340282366920938463463374607431768211455,\n  -170141183460469231731687303715884105728,\n  null\n]"
+            v,
+            Value::Arr(vec![
+                Value::F32(0.2),
+                Value::U128(u128::MAX),
+                Value::I128(i128::MIN),
+                Value::F64(0.2),
+            ])
         );
+        let Value::Arr(items) = v else {
+            panic!("{v:?}")
+        };
+        let Value::F32(x) = items[0] else {
+            panic!("{:?}", items[0])
+        };
+        assert_eq!(x.to_string(), "0.2");
     }
 
     #[test]
-    fn null_fields_can_be_left_out_but_not_a_variant_payload() {
+    fn null_fields_are_left_out_but_not_a_variant_payload_nor_array_items() {
         #[derive(serde::Serialize)]
         enum E {
             V(Option<u8>),
@@ -527,32 +415,35 @@ mod tests {
             a: Option<u8>,
             e: E,
             list: Vec<Option<u8>>,
+            map: BTreeMap<&'static str, Option<u8>>,
         }
         let s = S {
             a: None,
             e: E::V(None),
             list: vec![None],
+            map: [("gone", None), ("kept", Some(1))].into_iter().collect(),
         };
-        let kept = to_value(&s).unwrap();
-        let dropped = to_value_without_null_fields(&s).unwrap();
         assert_eq!(
-            dropped,
-            Value::object([
-                ("e", Value::object([("V", Value::Null)])),
+            to_value_without_null_fields(&s).unwrap(),
+            obj(&[
+                ("e", obj(&[("V", Value::Null)])),
                 ("list", Value::Arr(vec![Value::Null])),
+                ("map", obj(&[("kept", Value::U64(1))])),
             ])
         );
-        let Value::Obj(pairs) = kept else {
-            panic!("{kept:?}")
-        };
-        assert_eq!(pairs[0], ("a".to_owned(), Value::Null));
     }
 
     #[test]
-    fn insert_replaces_or_appends() {
-        let mut v = Value::object([("a", Value::from(1u64))]);
-        v.insert("a", Value::from(2u64));
-        v.insert("b", Value::Arr(Vec::new()));
-        assert_eq!(v.to_string(), "{\n  \"a\": 2,\n  \"b\": []\n}");
+    fn map_keys_are_written_as_text_and_compound_keys_are_refused() {
+        let m: BTreeMap<i32, bool> = [(-1, true), (7, false)].into_iter().collect();
+        assert_eq!(
+            to_value_without_null_fields(&m).unwrap(),
+            obj(&[("-1", Value::Bool(true)), ("7", Value::Bool(false))])
+        );
+        let bad: BTreeMap<(u8, u8), u8> = [((1, 2), 3)].into_iter().collect();
+        assert_eq!(
+            to_value_without_null_fields(&bad).unwrap_err().to_string(),
+            "a map key must be a string, an integer, a bool or a unit variant"
+        );
     }
 }
