@@ -103,7 +103,13 @@ async fn version_1_entries_are_read_or_missed_never_wrong() {
     }
     let s = cache.stats();
     assert_eq!(
-        (s.warm_hits, s.hot_hits, s.misses, s.decode_misses, s.corrupted),
+        (
+            s.warm_hits,
+            s.hot_hits,
+            s.misses,
+            s.decode_misses,
+            s.corrupted
+        ),
         (2, 2, 2, 2, 0)
     );
     cache.close().await.unwrap();
