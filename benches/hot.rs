@@ -35,7 +35,12 @@ fn key_count(size: usize) -> usize {
 }
 
 async fn open_hot(dir: &std::path::Path) -> TieredCache {
+    open_hot_with(dir, tiercache::Codec::Json).await
+}
+
+async fn open_hot_with(dir: &std::path::Path, codec: tiercache::Codec) -> TieredCache {
     TieredCache::builder(dir)
+        .codec(codec)
         .min_free_bytes(0)
         .hot_capacity_bytes(2 << 30)
         .hot_capacity_entries(1 << 20)
@@ -125,8 +130,8 @@ fn bench_get_bytes(c: &mut Criterion) {
     group.finish();
 }
 
-/// Typed get: tiercache decodes bincode on every hit. Compared with the same raw LRU get plus
-/// the same bincode decode (what tiercache must do at least), and with moka holding the
+/// Typed get with the bincode codec (`benches/codec.rs` compares the codecs): tiercache decodes
+/// bincode on every hit. Compared with the same raw LRU get plus the same bincode decode (what tiercache must do at least), and with moka holding the
 /// decoded struct behind an `Arc` (what a moka user would cache: no decode at all).
 fn bench_get_typed(c: &mut Criterion) {
     let rt = workload::runtime();
@@ -149,7 +154,7 @@ fn bench_get_typed(c: &mut Criterion) {
         let seq = workload::zipf_sequence(n, SEQ, 8);
         let dir = workload::bench_dir("hot-typed");
         let cache = rt.block_on(async {
-            let cache = open_hot(dir.path()).await;
+            let cache = open_hot_with(dir.path(), tiercache::Codec::Bincode).await;
             for (k, v) in keys.iter().zip(&typed) {
                 cache.set(k, v).await.unwrap();
             }
