@@ -271,13 +271,15 @@ impl TieredCache {
     /// decode as `V` (the type changed, or another type shares the key) is a miss too,
     /// counted in `Stats::decode_misses` (never a hit), and the entry is left as it is: the
     /// next `set` replaces it. See [`Codec`](crate::Codec) for what each codec reads back.
-    pub async fn get<V: DeserializeOwned>(&self, key: impl Key) -> Result<Option<V>> {
+    /// `V` must be `Serialize` too: a bincode value is checked by the shape of what it
+    /// decodes to (bincode's bytes name nothing, so a changed type could decode from them).
+    pub async fn get<V: Serialize + DeserializeOwned>(&self, key: impl Key) -> Result<Option<V>> {
         Ok(self.get_answer(key).await?.map(Answer::into_value))
     }
 
     /// [`get`](Self::get), with how the value was served ([`Source::Hot`], [`Source::Warm`]
     /// or [`Source::Queue`]) and its encoding.
-    pub async fn get_answer<V: DeserializeOwned>(
+    pub async fn get_answer<V: Serialize + DeserializeOwned>(
         &self,
         key: impl Key,
     ) -> Result<Option<Answer<V>>> {
@@ -288,8 +290,7 @@ impl TieredCache {
                 Ok(v) => Ok(Some(Answer::new(v, Source::Hot, hit.encoding))),
                 Err(detail) => {
                     // The hot tier counted the hit under its lock: take it back.
-                    inner.counters.live_hits_undone.inc();
-                    inner.counters.live_cost_undone.add(hit.cost);
+                    inner.hot.undo_live_hit(&key, hit.cost);
                     inner.decode_miss::<V>(hit.encoding, &detail);
                     inner.counters.misses.inc();
                     Ok(None)
@@ -810,6 +811,21 @@ impl Inner {
         cost: u64,
         encoding: Encoding,
     ) -> Result<()> {
+        self.put(key, value, ttl, cost, encoding, false).await
+    }
+
+    /// `store`, and with `durable` the call waits for the write as under write-through
+    /// (whatever the write policy): `Ok` only once the entry is on disk, else
+    /// [`Error::NotPersisted`].
+    pub(crate) async fn put(
+        &self,
+        key: &[u8],
+        value: Arc<[u8]>,
+        ttl: Option<Duration>,
+        cost: u64,
+        encoding: Encoding,
+        durable: bool,
+    ) -> Result<()> {
         self.check_open()?;
         self.check_key(key)?;
         if value.len() > self.config.max_entry_bytes {
@@ -840,7 +856,7 @@ impl Inner {
         let hash = key_hash(key);
         let admitted = self.hot.admits(key.len(), value.len());
         let hot_value = value.clone();
-        let ack = self.config.write_policy == WritePolicy::WriteThrough;
+        let ack = durable || self.config.write_policy == WritePolicy::WriteThrough;
         // Under the queue lock: the version, the hot tier, and (below) the queued write.
         let into_hot = |view: &QueueView<'_>| {
             let version = self.hot.next_version();
@@ -1221,7 +1237,7 @@ impl Inner {
             (pending as u64, stale.len() as u64)
         };
         Stats {
-            hot_hits: (c.hot_hits.get() + live_hits).saturating_sub(c.live_hits_undone.get()),
+            hot_hits: c.hot_hits.get() + live_hits,
             warm_hits: c.warm_hits.get(),
             inline_reads: c.inline_reads.get(),
             queue_hits: c.queue_hits.get(),
@@ -1263,11 +1279,7 @@ impl Inner {
             write_queue_depth: depth,
             write_queue_bytes: qbytes,
             dirty_entries: self.hot.dirty_count() as u64,
-            cost_saved: c
-                .cost_saved
-                .get()
-                .saturating_add(live_cost)
-                .saturating_sub(c.live_cost_undone.get()),
+            cost_saved: c.cost_saved.get().saturating_add(live_cost),
             mode,
             breaker_state,
             breaker_transitions: c.breaker_transitions.get(),

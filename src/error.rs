@@ -9,11 +9,10 @@
 use std::sync::Arc;
 
 /// Everything that can go wrong in a call to tiercache.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
     /// The key is longer than the configured `max_key_bytes`. Nothing was changed.
-    #[error("key is {len} bytes, over the limit of {max} bytes (max_key_bytes)")]
     KeyTooLarge {
         /// Length of the rejected key.
         len: usize,
@@ -21,7 +20,6 @@ pub enum Error {
         max: usize,
     },
     /// The encoded value is longer than the configured `max_entry_bytes`. Nothing was changed.
-    #[error("value is {len} bytes encoded, over the limit of {max} bytes (max_entry_bytes)")]
     ValueTooLarge {
         /// Encoded length of the rejected value.
         len: usize,
@@ -30,14 +28,11 @@ pub enum Error {
     },
     /// The value could not be encoded with the cache's codec (see [`Codec`](crate::Codec):
     /// JSON has no form for a NaN, for instance). Nothing was changed.
-    #[error("value could not be encoded: {0}")]
     Encode(String),
     /// The builder was given an invalid configuration.
-    #[error("invalid configuration: {0}")]
     Config(String),
     /// `flush` or `close` could not persist some entries; they stay in memory (dirty) and are
     /// retried when the disk is back, unless evicted first.
-    #[error("{failed} entries could not be written to disk (last error: {last_error})")]
     NotPersisted {
         /// How many queued writes failed or were skipped.
         failed: u64,
@@ -45,12 +40,46 @@ pub enum Error {
         last_error: String,
     },
     /// The cache was closed; the handle can no longer be used.
-    #[error("the cache is closed")]
     Closed,
     /// A `get_or_insert_*` loader failed (or panicked). Every caller that shared the load gets
     /// the same error, which keeps its source: see [`Error::loader_error`].
-    #[error("loader failed: {0}")]
-    Loader(#[source] LoaderError),
+    Loader(LoaderError),
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::KeyTooLarge { len, max } => write!(
+                f,
+                "key is {len} bytes, over the limit of {max} bytes (max_key_bytes)"
+            ),
+            Error::ValueTooLarge { len, max } => write!(
+                f,
+                "value is {len} bytes encoded, over the limit of {max} bytes (max_entry_bytes)"
+            ),
+            Error::Encode(e) => write!(f, "value could not be encoded: {e}"),
+            Error::Config(e) => write!(f, "invalid configuration: {e}"),
+            Error::NotPersisted { failed, last_error } => write!(
+                f,
+                "{failed} entries could not be written to disk (last error: {last_error})"
+            ),
+            Error::Closed => f.write_str("the cache is closed"),
+            // With its text, so that a log line of this error alone says what failed; the
+            // error itself is also the `source()` (a chain printer shows the text twice).
+            Error::Loader(e) => write!(f, "loader failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    /// For [`Error::Loader`], the loader's own error (so that chain walkers, `anyhow`'s
+    /// `downcast_ref` among them, find it); `None` otherwise.
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Loader(e) => Some(e.get_ref()),
+            _ => None,
+        }
+    }
 }
 
 impl Error {

@@ -86,7 +86,8 @@ struct Shard {
     /// lock already held instead of in shared atomics: no extra contended cache line on the
     /// hottest path (see [`HotTier::live_hits`]).
     live_hits: u64,
-    live_cost: u64,
+    /// Wide enough never to saturate, so that [`HotTier::undo_live_hit`] is exact.
+    live_cost: u128,
 }
 
 /// A lookup stamp: which shard, and its mutation count when the lookup began.
@@ -224,16 +225,26 @@ impl HotTier {
             cost: e.cost,
         };
         shard.live_hits += 1;
-        shard.live_cost = shard.live_cost.saturating_add(hit.cost);
+        shard.live_cost += u128::from(hit.cost);
         Some(hit)
     }
 
     /// Hits served by [`HotTier::get_live`] so far, and their summed cost.
+    /// Takes back a hit counted by [`HotTier::get_live`] (its value then did not decode as
+    /// the caller's type: a miss, not a hit).
+    pub fn undo_live_hit(&self, key: &[u8], cost: u64) {
+        let mut shard = self.lock(self.shard_of(key));
+        shard.live_hits = shard.live_hits.saturating_sub(1);
+        shard.live_cost = shard.live_cost.saturating_sub(u128::from(cost));
+    }
+
+    /// Hits served by [`HotTier::get_live`] so far, and their summed cost (saturated).
     pub fn live_hits(&self) -> (u64, u64) {
-        (0..self.shards.len()).fold((0, 0), |(hits, cost), i| {
+        let (hits, cost) = (0..self.shards.len()).fold((0u64, 0u128), |(hits, cost), i| {
             let shard = self.lock(i);
             (hits + shard.live_hits, cost.saturating_add(shard.live_cost))
-        })
+        });
+        (hits, u64::try_from(cost).unwrap_or(u64::MAX))
     }
 
     /// Looks a key up without changing recency or removing expired entries.
@@ -348,6 +359,24 @@ impl HotTier {
         drop(shard);
         self.uncharge(&k, &e);
         Some(e)
+    }
+
+    /// Drops the entry of `key` if it is clean (the same as its file on disk), so that the next
+    /// lookup reads the disk; a dirty entry (not on disk yet) stays. Returns whether one was
+    /// dropped.
+    pub fn drop_clean(&self, key: &[u8]) -> bool {
+        let i = self.shard_of(key);
+        let mut shard = self.lock(i);
+        if shard.lru.peek(key).is_none_or(|e| e.dirty) {
+            return false;
+        }
+        shard.mutations += 1;
+        let Some((k, e)) = shard.lru.pop_entry(key) else {
+            return false;
+        };
+        drop(shard);
+        self.uncharge(&k, &e);
+        true
     }
 
     /// Removes every entry (bumps every mutation counter). Returns the removed entries.

@@ -40,8 +40,15 @@ impl Counter {
     pub(crate) fn inc(&self) {
         self.0.fetch_add(1, Ordering::Relaxed);
     }
+    /// Adds `n`, saturating at `u64::MAX` (a cost can be any u64: it must not wrap).
     pub(crate) fn add(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
+        if n != 0 {
+            let _ = self
+                .0
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                    Some(v.saturating_add(n))
+                });
+        }
     }
     pub(crate) fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
@@ -93,10 +100,6 @@ pub(crate) struct Counters {
     pub joined: Counter,
     pub bypasses: Counter,
     pub unencodable: Counter,
-    /// Hits counted by the hot tier's fast path whose value then did not decode (see
-    /// `Stats::hot_hits`), and their cost.
-    pub live_hits_undone: Counter,
-    pub live_cost_undone: Counter,
 }
 
 impl Counters {

@@ -188,6 +188,11 @@ impl Namespace {
         }
         let inner = &self.cache.inner;
         let rk = record_key(&self.name);
+        if again {
+            // Another process may have replaced the record on disk: a clean copy in memory is
+            // the record as this process last read it, so read the disk instead.
+            inner.hot.drop_clean(&rk);
+        }
         let found = inner.lookup(&rk, false).await?;
         let g = match found.and_then(|f| codec::decode::<Record>(f.encoding, &f.value).ok()) {
             Some(r) if r.generation != 0 => r.generation,
@@ -250,12 +255,12 @@ impl Namespace {
     }
 
     /// [`TieredCache::get`] in this namespace.
-    pub async fn get<V: DeserializeOwned>(&self, key: impl Key) -> Result<Option<V>> {
+    pub async fn get<V: Serialize + DeserializeOwned>(&self, key: impl Key) -> Result<Option<V>> {
         self.cache.get(self.key(key).await?).await
     }
 
     /// [`TieredCache::get_answer`] in this namespace.
-    pub async fn get_answer<V: DeserializeOwned>(
+    pub async fn get_answer<V: Serialize + DeserializeOwned>(
         &self,
         key: impl Key,
     ) -> Result<Option<Answer<V>>> {
@@ -392,28 +397,18 @@ impl Namespace {
         )?
         .into();
         let rk = record_key(&self.name);
-        match inner
-            .store(&rk, record.clone(), None, 0, Encoding::Json)
-            .await
-        {
-            // Reported below, like a write-behind store that failed.
-            Ok(()) | Err(Error::NotPersisted { .. }) => {}
-            Err(e) => return Err(e),
-        }
-        let upto = inner.queue.seq();
-        inner.queue.wait(Some(upto)).await;
-        // The writer marks the hot copy clean once the file landed. A copy no longer in the
-        // hot tier was evicted after landing or lost before; only the first is likely, and
-        // both end in a generation this process never used again.
-        match inner.hot.peek(&rk) {
-            Some(e) if e.dirty && e.value == record => Err(Error::NotPersisted {
+        // Waits for this write's own acknowledgement, whatever the write policy: `Ok` only
+        // once the new generation is on disk.
+        match inner.put(&rk, record, None, 0, Encoding::Json, true).await {
+            Ok(()) => Ok(g),
+            Err(Error::NotPersisted { last_error, .. }) => Err(Error::NotPersisted {
                 failed: 1,
                 last_error: format!(
-                    "the new generation of namespace {:?} is not on disk yet",
+                    "the new generation of namespace {:?} is not on disk: {last_error}",
                     self.name
                 ),
             }),
-            _ => Ok(g),
+            Err(e) => Err(e),
         }
     }
 

@@ -126,18 +126,22 @@ struct Leader {
 }
 
 impl Flights {
-    fn join_or_lead(self: &Arc<Self>, key: &[u8]) -> Role {
+    /// Joins the load of `key` for values of kind `tag` (callers asking for another type, or
+    /// for bytes, never share a load: each gets an answer of its own type, and its own
+    /// loader's error), or leads a new one.
+    fn join_or_lead(self: &Arc<Self>, tag: &str, key: &[u8]) -> Role {
+        let flight_key: Box<[u8]> = [tag.as_bytes(), b"\0", key].concat().into();
         let mut map = lock(&self.map);
-        if let Some(f) = map.get(key) {
+        if let Some(f) = map.get(&flight_key) {
             return Role::Waiter(f.tx.subscribe());
         }
         let flight = Arc::new(Flight {
             tx: watch::channel(None).0,
         });
-        map.insert(key.into(), flight.clone());
+        map.insert(flight_key.clone(), flight.clone());
         Role::Leader(Leader {
             flights: self.clone(),
-            key: key.into(),
+            key: flight_key,
             flight,
             stale: None,
             landed: false,
@@ -224,6 +228,8 @@ trait Kind<V> {
     fn decode(&self, bytes: &Arc<[u8]>, encoding: Encoding) -> std::result::Result<V, String>;
     /// The encoding a loaded value gets.
     fn encoding(&self) -> Encoding;
+    /// Tells the loads of this kind apart from those of another for the same key.
+    fn tag(&self) -> &'static str;
 }
 
 /// Typed values, stored with a codec.
@@ -231,13 +237,19 @@ struct Typed(Codec);
 
 impl<V: Serialize + DeserializeOwned> Kind<V> for Typed {
     fn encode(&self, value: &V) -> Result<(Arc<[u8]>, Encoding)> {
-        Ok((codec::encode(self.0, value)?.into(), self.0.into()))
+        let bytes = codec::encode(self.0, value)?;
+        // A loaded value is cached only if it reads back as itself.
+        codec::check_reads_back::<V>(self.0, &bytes)?;
+        Ok((bytes.into(), self.0.into()))
     }
     fn decode(&self, bytes: &Arc<[u8]>, encoding: Encoding) -> std::result::Result<V, String> {
         codec::decode(encoding, bytes)
     }
     fn encoding(&self) -> Encoding {
         self.0.into()
+    }
+    fn tag(&self) -> &'static str {
+        std::any::type_name::<V>()
     }
 }
 
@@ -253,6 +265,9 @@ impl Kind<Arc<[u8]>> for Bytes {
     }
     fn encoding(&self) -> Encoding {
         Encoding::Raw
+    }
+    fn tag(&self) -> &'static str {
+        "bytes"
     }
 }
 
@@ -342,8 +357,11 @@ impl TieredCache {
         Fut: Future<Output = std::result::Result<V, E>>,
         E: Into<BoxError>,
     {
-        let key = self.resolve(&key).await?;
         let kind = Typed(self.inner.config.codec);
+        if controls.no_cache && controls.no_store {
+            return self.bypass(&kind, loader).await;
+        }
+        let key = self.resolve(&key).await?;
         self.load(&key, controls, &kind, loader).await
     }
 
@@ -380,9 +398,30 @@ impl TieredCache {
         Fut: Future<Output = std::result::Result<B, E>>,
         E: Into<BoxError>,
     {
-        let key = self.resolve(&key).await?;
         let loader = || async move { loader().await.map(|b| Arc::<[u8]>::from(b.as_ref())) };
+        if controls.no_cache && controls.no_store {
+            return self.bypass(&Bytes, loader).await;
+        }
+        let key = self.resolve(&key).await?;
         self.load(&key, controls, &Bytes, loader).await
+    }
+
+    /// A full bypass (`no_cache` + `no_store`): this caller's own loader; nothing read, stored
+    /// or shared, and the key is not even resolved (a request key's namespace is not touched).
+    async fn bypass<V, K, F, Fut, E>(&self, kind: &K, loader: F) -> Result<Answer<V>>
+    where
+        K: Kind<V>,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = std::result::Result<V, E>>,
+        E: Into<BoxError>,
+    {
+        self.inner.check_open()?;
+        self.inner.counters.bypasses.inc();
+        self.inner.counters.loader_calls.inc();
+        match loader().await {
+            Ok(v) => Ok(Answer::new(v, Source::Loaded, kind.encoding())),
+            Err(e) => Err(Error::Loader(LoaderError::new(e.into()))),
+        }
     }
 
     /// The single-flight load shared by the typed and bytes variants.
@@ -408,15 +447,6 @@ impl TieredCache {
                 len: key.len(),
                 max: inner.config.max_key_bytes,
             });
-        }
-        if controls.no_cache && controls.no_store {
-            // A full bypass: this caller's own loader, nothing read, stored or shared.
-            inner.counters.bypasses.inc();
-            inner.counters.loader_calls.inc();
-            return match loader().await {
-                Ok(v) => Ok(Answer::new(v, Source::Loaded, kind.encoding())),
-                Err(e) => Err(Error::Loader(LoaderError::new(e.into()))),
-            };
         }
         let mut look_up = !controls.no_cache;
         let mut own_stale = None;
@@ -451,7 +481,7 @@ impl TieredCache {
         }
         let flights = state_of(inner).flights.clone();
         loop {
-            match flights.join_or_lead(key) {
+            match flights.join_or_lead(kind.tag(), key) {
                 Role::Leader(mut leader) => {
                     // Handed to the waiters if the loader panics.
                     leader.stale = own_stale;

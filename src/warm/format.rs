@@ -35,6 +35,13 @@ const KNOWN_FLAGS_V1: u16 = FLAG_GZIP;
 /// Flag bits a version-2 reader understands.
 const KNOWN_FLAGS_V2: u16 = FLAG_GZIP | FLAG_ENCODING_MASK;
 
+/// The 8-byte shape fingerprint (little-endian) that starts the value of a bincode entry
+/// (FORMAT.md, "Value and its encoding"), for tools that write entries themselves. `None` if
+/// the value's `Serialize` fails.
+pub fn bincode_shape<V: serde::Serialize + ?Sized>(value: &V) -> Option<u64> {
+    crate::codec::shape_of(value).ok()
+}
+
 /// The flags of a version-2 entry holding a value of `encoding`.
 pub fn flags_for(encoding: Encoding) -> u16 {
     let code = match encoding {

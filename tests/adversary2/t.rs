@@ -261,8 +261,10 @@ async fn flush_under_concurrent_load_is_ok_and_complete() {
                     clock.advance(Duration::from_millis(1));
                 }
                 i += 1;
-                // moderate load: the disk keeps up
-                tokio::time::sleep(Duration::from_millis(3)).await;
+                // moderate load: the disk keeps up (at 3 ms per writer, six writers outran
+                // fsync on a busy 2-core runner: the backlog, and so each flush, doubled every
+                // round until one took over 5 s)
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }));
     }

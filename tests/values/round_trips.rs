@@ -10,7 +10,7 @@ use async_openai::types::chat::{
 use async_openai::types::embeddings::{CreateEmbeddingResponse, Embedding, EmbeddingUsage};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use tiercache::{Codec, Encoding};
+use tiercache::{Codec, Encoding, Error};
 
 use crate::support::*;
 
@@ -416,21 +416,30 @@ async fn embeddings_round_trip_bit_exact_under_both_codecs() {
         let plain: Vec<f32> = f.get("seeded/set").await.unwrap().unwrap();
         assert_eq!(Bits(plain), vectors[0].1, "{codec:?}");
         if codec == Codec::Bincode {
-            // Compact: 1536 floats of 4 bytes and a 2-byte length, nothing else.
+            // Compact: the 8-byte shape, a 3-byte length, 1536 floats of 4 bytes.
             let bytes = f.get_bytes("seeded/set").await.unwrap().unwrap();
-            assert_eq!(bytes.len(), 1536 * 4 + 3);
+            assert_eq!(bytes.len(), 8 + 3 + 1536 * 4);
         }
     }
 }
 
 #[tokio::test(start_paused = true)]
 async fn wide_integers_round_trip_under_both_codecs() {
+    // JSON refuses every 128-bit integer, whatever its value (serde's buffered enums cannot
+    // read one back, and an untagged enum reads it as another variant): nothing is stored.
+    {
+        let f = open_codec(Codec::Json).await;
+        for v in [0u128, u128::from(u64::MAX) + 1, u128::MAX] {
+            assert!(matches!(f.set("wide", &v).await, Err(Error::Encode(_))));
+        }
+        for v in [0i128, i128::from(i64::MIN) - 1] {
+            assert!(matches!(f.set("wide", &v).await, Err(Error::Encode(_))));
+        }
+        assert_eq!(f.get_bytes("wide").await.unwrap(), None);
+    }
     let u = [0u128, 1, u128::from(u64::MAX) + 1, u128::MAX];
     let i = [0i128, -1, i128::from(i64::MIN) - 1, i128::MIN, i128::MAX];
-    for (codec, encoding) in [
-        (Codec::Json, Encoding::Json),
-        (Codec::Bincode, Encoding::Bincode),
-    ] {
+    for (codec, encoding) in [(Codec::Bincode, Encoding::Bincode)] {
         let mut f = open_codec(codec).await;
         for (n, v) in u.iter().enumerate() {
             check_fresh(&f, &format!("u128-{n}"), v, encoding).await;
@@ -450,12 +459,6 @@ async fn wide_integers_round_trip_under_both_codecs() {
             check_reopened(&f, &format!("i128-{n}"), v, encoding).await;
         }
         check_reopened(&f, "both", &both, encoding).await;
-        if codec == Codec::Json {
-            assert_eq!(
-                f.get_bytes("u128-3/set").await.unwrap().as_deref(),
-                Some(u128::MAX.to_string().as_bytes())
-            );
-        }
     }
 }
 

@@ -1,0 +1,352 @@
+//! Fixtures: a cache on a real temporary directory that can be closed and reopened (or dropped
+//! without a close) on the same directory; files planted with any format version, flags and
+//! bytes; the counters that the values promises are stated in.
+
+#![allow(dead_code)] // each module uses its own part
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tiercache::testing::FaultFs;
+use tiercache::warm::format::{assemble, deflate, EntryMeta, FLAG_GZIP};
+use tiercache::warm::layout::{hex, key_hash, Layout};
+use tiercache::{Builder, Encoding, Mode, Stats, TieredCache};
+
+pub const EIO: i32 = 5;
+pub const EACCES: i32 = 13;
+
+/// A fixed, realistic wall time (2025-01-01).
+pub const T0: u64 = 1_735_689_600_000;
+
+pub struct Fx {
+    pub dir: tempfile::TempDir,
+    pub root: PathBuf,
+    pub builder: Builder,
+    pub cache: TieredCache,
+}
+
+impl std::ops::Deref for Fx {
+    type Target = TieredCache;
+    fn deref(&self) -> &TieredCache {
+        &self.cache
+    }
+}
+
+pub fn new_root() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let root = dir.path().join("cache");
+    std::fs::create_dir_all(&root).unwrap();
+    let root = std::fs::canonicalize(&root).unwrap();
+    (dir, root)
+}
+
+/// The builder every test starts from: `min_free_bytes(0)`, so a nearly full test disk cannot
+/// refuse writes.
+pub fn base(root: &Path) -> Builder {
+    TieredCache::builder(root).min_free_bytes(0)
+}
+
+pub async fn open() -> Fx {
+    open_with(|b| b).await
+}
+
+pub async fn open_with(edit: impl FnOnce(Builder) -> Builder) -> Fx {
+    let (dir, root) = new_root();
+    open_in(dir, root, edit).await
+}
+
+/// Opens a cache in a directory that a test may have planted files in first.
+pub async fn open_in(
+    dir: tempfile::TempDir,
+    root: PathBuf,
+    edit: impl FnOnce(Builder) -> Builder,
+) -> Fx {
+    let builder = edit(base(&root));
+    let cache = builder.clone().build().await.expect("open the cache");
+    Fx {
+        dir,
+        root,
+        builder,
+        cache,
+    }
+}
+
+impl Fx {
+    /// A process restart: close (every write lands), then open again with the same settings.
+    pub async fn reopen(&mut self) {
+        self.cache.close().await.expect("close drains every write");
+        self.cache = self.builder.clone().build().await.expect("reopen");
+    }
+
+    /// A restart with other settings (another codec, another fs).
+    pub async fn reopen_with(&mut self, edit: impl FnOnce(Builder) -> Builder) {
+        self.cache.close().await.expect("close drains every write");
+        self.builder = edit(self.builder.clone());
+        self.cache = self.builder.clone().build().await.expect("reopen");
+    }
+
+    /// A process that dies without `close`: the handle is dropped, and a new process opens the
+    /// directory with `edit`ed settings (what a write-behind process left queued may or may
+    /// not have landed: the test waits for what it needs first).
+    pub async fn crash_reopen_with(&mut self, edit: impl FnOnce(Builder) -> Builder) {
+        self.builder = edit(base(&self.root));
+        let fresh = self.builder.clone().build().await.expect("reopen");
+        let old = std::mem::replace(&mut self.cache, fresh);
+        drop(old);
+    }
+
+    /// A second, independent instance on the same directory (another process).
+    pub async fn second(&self, edit: impl FnOnce(Builder) -> Builder) -> TieredCache {
+        edit(base(&self.root))
+            .build()
+            .await
+            .expect("second instance")
+    }
+}
+
+/// The hit/miss counters the promises are stated in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Counts {
+    pub hot: u64,
+    pub warm: u64,
+    pub queue: u64,
+    pub misses: u64,
+    pub decode_misses: u64,
+    pub joined: u64,
+    pub bypasses: u64,
+    pub loader_calls: u64,
+    pub cost_saved: u64,
+}
+
+pub fn counts(s: &Stats) -> Counts {
+    Counts {
+        hot: s.hot_hits,
+        warm: s.warm_hits,
+        queue: s.queue_hits,
+        misses: s.misses,
+        decode_misses: s.decode_misses,
+        joined: s.joined,
+        bypasses: s.bypasses,
+        loader_calls: s.loader_calls,
+        cost_saved: s.cost_saved,
+    }
+}
+
+/// The file of `key` under `root`.
+pub fn entry_path(root: &Path, key: &[u8]) -> PathBuf {
+    Layout::new(root).entry_path(&key_hash(key))
+}
+
+/// The first 16 hex digits of the key's hash: part of its entry file's name and of its temp
+/// files' names (for `Rule::path_contains`).
+pub fn hash16(key: &[u8]) -> String {
+    hex(&key_hash(key))[..16].to_owned()
+}
+
+/// Writes a complete, checksum-valid entry file for `key` holding `value` (gzip), with the
+/// given format version and flags, as if another process (or an older version) wrote it.
+pub fn plant(root: &Path, key: &[u8], value: &[u8], version: u16, flags: u16, cost: u64) {
+    let meta = EntryMeta {
+        created_ms: now_ms(),
+        expires_ms: 0,
+        cost,
+        encoding: Encoding::Raw, // the flags below are what the file says
+    };
+    let file = assemble(
+        key,
+        value.len() as u64,
+        &deflate(value, 6).unwrap(),
+        meta,
+        version,
+        flags,
+    );
+    let path = entry_path(root, key);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, file).unwrap();
+}
+
+/// A version-1 file (no encoding recorded: "unrecorded").
+pub fn plant_v1(root: &Path, key: &[u8], value: &[u8], cost: u64) {
+    plant(root, key, value, 1, FLAG_GZIP, cost);
+}
+
+/// A version-2 file recording encoding code `code` (0 raw, 1 JSON, 2 bincode, 3 reserved).
+pub fn plant_v2(root: &Path, key: &[u8], value: &[u8], code: u16, cost: u64) {
+    plant(root, key, value, 2, FLAG_GZIP | (code << 1), cost);
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// bincode 2, standard configuration: what `Codec::Bincode` (and every typed value of a
+/// version-1 file) holds.
+pub fn bincode_of<V: Serialize + ?Sized>(v: &V) -> Vec<u8> {
+    bincode::serde::encode_to_vec(v, bincode::config::standard()).unwrap()
+}
+
+/// Polls `cond` every 5 ms until it holds or `limit` passes.
+pub async fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        if cond() {
+            return true;
+        }
+        if start.elapsed() > limit {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Settings under which one failed disk call sends the cache memory-only at once, and a
+/// healthy disk brings it back within tens of milliseconds.
+pub fn sick(b: Builder, fs: &Arc<FaultFs>) -> Builder {
+    b.fs(fs.clone())
+        .failure_threshold(1)
+        .memory_only_after(1)
+        .open_timeout(Duration::from_millis(10))
+        .recovery_interval(Duration::from_millis(20))
+        .health_interval(Duration::from_millis(20))
+        .io_timeout(Duration::from_secs(2))
+}
+
+pub async fn wait_mode(cache: &TieredCache, mode: Mode) -> bool {
+    wait_until(Duration::from_secs(10), || cache.mode() == mode).await
+}
+
+/// A seeded xorshift64.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+    /// Any finite f64 bit pattern.
+    pub fn finite_f64(&mut self) -> f64 {
+        loop {
+            let f = f64::from_bits(self.next());
+            if f.is_finite() {
+                return f;
+            }
+        }
+    }
+    pub fn finite_f32(&mut self) -> f32 {
+        loop {
+            let f = f32::from_bits((self.next() >> 11) as u32);
+            if f.is_finite() {
+                return f;
+            }
+        }
+    }
+}
+
+/// A real file system that can stop the next `write_new` of a path containing a given text:
+/// the test learns the call got there (`reached`), does what it needs meanwhile, then lets
+/// the call fail with `errno` (`fail`). Every other call goes straight through.
+#[derive(Debug, Default)]
+pub struct GateFs {
+    armed: std::sync::Mutex<Option<String>>,
+    /// (reached, released)
+    state: std::sync::Mutex<(bool, bool)>,
+    cv: std::sync::Condvar,
+    errno: std::sync::atomic::AtomicI32,
+}
+
+impl GateFs {
+    pub fn new() -> Arc<GateFs> {
+        Arc::new(GateFs::default())
+    }
+
+    /// Stops the next `write_new` whose path contains `text`; it fails with `errno` once
+    /// released.
+    pub fn arm(&self, text: &str, errno: i32) {
+        self.errno.store(errno, std::sync::atomic::Ordering::SeqCst);
+        *self.armed.lock().unwrap() = Some(text.to_owned());
+    }
+
+    pub async fn reached(&self, limit: Duration) -> bool {
+        wait_until(limit, || self.state.lock().unwrap().0).await
+    }
+
+    pub fn release(&self) {
+        self.state.lock().unwrap().1 = true;
+        self.cv.notify_all();
+    }
+
+    fn stop_here(&self, path: &Path) -> bool {
+        let mut armed = self.armed.lock().unwrap();
+        let hit = armed
+            .as_ref()
+            .is_some_and(|t| path.to_string_lossy().contains(t.as_str()));
+        if hit {
+            *armed = None;
+        }
+        hit
+    }
+}
+
+impl tiercache::Fs for GateFs {
+    fn read_file(&self, path: &Path, max_len: u64) -> std::io::Result<tiercache::fs::FileRead> {
+        tiercache::StdFs.read_file(path, max_len)
+    }
+    fn read_prefix(&self, path: &Path, n: usize) -> std::io::Result<tiercache::fs::FileRead> {
+        tiercache::StdFs.read_prefix(path, n)
+    }
+    fn write_new(&self, path: &Path, data: &[u8], sync: bool) -> std::io::Result<()> {
+        if self.stop_here(path) {
+            let mut st = self.state.lock().unwrap();
+            st.0 = true;
+            self.cv.notify_all();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while !st.1 && Instant::now() < deadline {
+                st = self
+                    .cv
+                    .wait_timeout(st, Duration::from_millis(50))
+                    .unwrap()
+                    .0;
+            }
+            return Err(std::io::Error::from_raw_os_error(
+                self.errno.load(std::sync::atomic::Ordering::SeqCst),
+            ));
+        }
+        tiercache::StdFs.write_new(path, data, sync)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        tiercache::StdFs.rename(from, to)
+    }
+    fn rename_noreplace(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        tiercache::StdFs.rename_noreplace(from, to)
+    }
+    fn remove_file(&self, path: &Path) -> std::io::Result<()> {
+        tiercache::StdFs.remove_file(path)
+    }
+    fn remove_dir_all(&self, path: &Path) -> std::io::Result<()> {
+        tiercache::StdFs.remove_dir_all(path)
+    }
+    fn create_dir_all(&self, path: &Path) -> std::io::Result<()> {
+        tiercache::StdFs.create_dir_all(path)
+    }
+    fn sync_dir(&self, path: &Path) -> std::io::Result<()> {
+        tiercache::StdFs.sync_dir(path)
+    }
+    fn read_dir(&self, path: &Path) -> std::io::Result<Vec<tiercache::fs::DirEntryInfo>> {
+        tiercache::StdFs.read_dir(path)
+    }
+    fn available_space(&self, path: &Path) -> std::io::Result<u64> {
+        tiercache::StdFs.available_space(path)
+    }
+}
