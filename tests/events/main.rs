@@ -175,3 +175,53 @@ async fn cache_events(events: Events) {
     assert_eq!(cache.stats().breaker_transitions, 1);
     assert_eq!(cache.stats().mode, Mode::Tiered);
 }
+
+/// A stored value that does not decode as the requested type warns once per type, however
+/// often it is read; a loaded value the codec cannot encode, once per type too.
+#[test]
+fn decode_misses_and_unencodable_values_warn_once_per_type() {
+    let _serial = one_at_a_time();
+    let (events, _guard) = capture();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = tiercache::TieredCache::builder(dir.path())
+            .min_free_bytes(0)
+            .build()
+            .await
+            .unwrap();
+        cache.set("k", "text").await.unwrap();
+        for _ in 0..5 {
+            assert_eq!(cache.get::<u64>("k").await.unwrap(), None);
+            assert_eq!(cache.get::<Vec<u8>>("k").await.unwrap(), None);
+        }
+        for _ in 0..3 {
+            let nan = cache
+                .get_or_insert_with("nan", || async { Ok::<_, std::io::Error>(f64::NAN) })
+                .await
+                .unwrap();
+            assert!(nan.is_nan());
+        }
+        let s = cache.stats();
+        assert_eq!((s.decode_misses, s.unencodable), (10, 3));
+        cache.close().await.unwrap();
+    });
+    let warns: Vec<Captured> = events
+        .take()
+        .into_iter()
+        .filter(|e| e.level == Level::WARN)
+        .collect();
+    let types: Vec<Option<&str>> = warns.iter().map(|e| e.field("type_name")).collect();
+    assert_eq!(
+        types,
+        [
+            Some("\"u64\""),
+            Some("\"alloc::vec::Vec<u8>\""),
+            Some("\"f64\"")
+        ],
+        "{warns:?}"
+    );
+}
