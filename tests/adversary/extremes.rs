@@ -179,6 +179,9 @@ async fn workload(name: &str, edit: Edit, clock_ms: u64) -> Vec<String> {
                 match got {
                     Ok(Some(g)) if &g[..] == b"a" => {}
                     Ok(None) if warm0 => {}
+                    // A read (or the fence read before it) that timed out is a miss by design:
+                    // with `io_timeout(1 ms)` on a busy runner it does, now and then.
+                    Ok(None) if c2.stats().disk_errors_by_kind.contains_key("timeout") => {}
                     other => bad.push(format!("after close Ok and reopen: {other:?}")),
                 }
                 let _ = c2.close().await;
