@@ -194,8 +194,12 @@ fn completion(size: usize, seed: u64) -> ChatCompletion {
     c
 }
 
+/// What the bincode codec stores: the value's 8-byte shape, then bincode (FORMAT.md).
 fn bincode_vec(c: &ChatCompletion) -> Vec<u8> {
-    bincode::serde::encode_to_vec(c, bincode::config::standard()).unwrap()
+    let shape = tiercache::warm::format::bincode_shape(c).unwrap();
+    let mut out = shape.to_le_bytes().to_vec();
+    bincode::serde::encode_into_std_write(c, &mut out, bincode::config::standard()).unwrap();
+    out
 }
 
 async fn open(dir: &Path, codec: Codec, hot_bytes: usize) -> TieredCache {
