@@ -1,0 +1,376 @@
+//! [`FaultFs`]: an [`Fs`] decorator that fails, corrupts or hangs chosen calls.
+
+use std::io;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use crate::fs::{DirEntryInfo, FileRead, Fs, StdFs};
+
+/// The operations of [`Fs`], plus the fsync inside `write_new`, counted separately.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FsOp {
+    /// `read_file`.
+    ReadFile,
+    /// `read_prefix`.
+    ReadPrefix,
+    /// `write_new`: the create and write.
+    WriteNew,
+    /// The fsync of `write_new` (only when it syncs).
+    SyncFile,
+    /// `rename`.
+    Rename,
+    /// `remove_file`.
+    RemoveFile,
+    /// `remove_dir_all`.
+    RemoveDirAll,
+    /// `create_dir_all`.
+    CreateDirAll,
+    /// `sync_dir`.
+    SyncDir,
+    /// `read_dir`.
+    ReadDir,
+    /// `available_space`.
+    AvailableSpace,
+}
+
+impl FsOp {
+    /// Every op.
+    pub const ALL: [FsOp; 11] = [
+        FsOp::ReadFile,
+        FsOp::ReadPrefix,
+        FsOp::WriteNew,
+        FsOp::SyncFile,
+        FsOp::Rename,
+        FsOp::RemoveFile,
+        FsOp::RemoveDirAll,
+        FsOp::CreateDirAll,
+        FsOp::SyncDir,
+        FsOp::ReadDir,
+        FsOp::AvailableSpace,
+    ];
+
+    fn index(self) -> usize {
+        FsOp::ALL.iter().position(|o| *o == self).unwrap_or(0)
+    }
+}
+
+/// What a matching call suffers.
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// Fail with this errno (e.g. 28 = ENOSPC, 5 = EIO, 30 = EROFS, 13 = EACCES, 27 = EFBIG).
+    Errno(i32),
+    /// `write_new` only: write the first half of the data, then fail with this errno.
+    ShortWrite(i32),
+    /// Reads only: flip this bit (`byte * 8 + bit`) of the data returned, if present.
+    FlipBit(u64),
+    /// Sleep this long (real time) before doing the call normally.
+    Delay(Duration),
+    /// Block until [`FaultFs::release_hangs`] is called, then do the call normally: a stalled
+    /// network mount.
+    Hang,
+}
+
+/// A fault rule: which calls it matches and how many times it fires.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    fault: Fault,
+    ops: Option<Vec<FsOp>>,
+    path_contains: Option<String>,
+    skip: u64,
+    times: Option<u64>,
+    /// Fire on a matching call only with probability 1/n, decided by a seeded hash of the
+    /// call's index (deterministic for a given seed and call order).
+    one_in: Option<(u64, u64)>,
+    seen: u64,
+}
+
+fn splitmix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+impl Rule {
+    /// A rule that fires on every call, forever, until narrowed.
+    pub fn new(fault: Fault) -> Self {
+        Rule {
+            fault,
+            ops: None,
+            path_contains: None,
+            skip: 0,
+            times: None,
+            one_in: None,
+            seen: 0,
+        }
+    }
+
+    /// Fire on a matching call with probability `1/n`, seeded.
+    pub fn one_in(mut self, n: u64, seed: u64) -> Self {
+        self.one_in = Some((n.max(1), seed));
+        self
+    }
+
+    /// Only these operations.
+    pub fn ops(mut self, ops: &[FsOp]) -> Self {
+        self.ops = Some(ops.to_vec());
+        self
+    }
+
+    /// Only paths containing this text.
+    pub fn path_contains(mut self, s: impl Into<String>) -> Self {
+        self.path_contains = Some(s.into());
+        self
+    }
+
+    /// Let the first `n` matching calls through.
+    pub fn skip(mut self, n: u64) -> Self {
+        self.skip = n;
+        self
+    }
+
+    /// Fire this many times, then stop.
+    pub fn times(mut self, n: u64) -> Self {
+        self.times = Some(n);
+        self
+    }
+
+    fn matches(&self, op: FsOp, path: &Path) -> bool {
+        self.ops.as_ref().is_none_or(|o| o.contains(&op))
+            && self
+                .path_contains
+                .as_ref()
+                .is_none_or(|s| path.to_string_lossy().contains(s.as_str()))
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    rules: Vec<Rule>,
+    available_space: Option<u64>,
+    hang_generation: u64,
+}
+
+/// An [`Fs`] that forwards to an inner one and injects faults by rule, counting every call.
+#[derive(Debug)]
+pub struct FaultFs {
+    inner: Arc<dyn Fs>,
+    state: Mutex<State>,
+    released: Condvar,
+    calls: [AtomicU64; FsOp::ALL.len()],
+    faults: AtomicU64,
+}
+
+impl FaultFs {
+    /// Wraps `inner`.
+    pub fn new(inner: Arc<dyn Fs>) -> Self {
+        FaultFs {
+            inner,
+            state: Mutex::new(State::default()),
+            released: Condvar::new(),
+            calls: Default::default(),
+            faults: AtomicU64::new(0),
+        }
+    }
+
+    /// Wraps the real file system.
+    pub fn std() -> Self {
+        FaultFs::new(Arc::new(StdFs))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Adds a rule (rules are checked in the order added; the first that fires wins).
+    pub fn add_rule(&self, rule: Rule) {
+        self.lock().rules.push(rule);
+    }
+
+    /// Removes every rule: the disk is healthy again. Also releases hung calls.
+    pub fn clear_rules(&self) {
+        self.lock().rules.clear();
+        self.release_hangs();
+    }
+
+    /// Lets every call blocked by [`Fault::Hang`] continue.
+    pub fn release_hangs(&self) {
+        self.lock().hang_generation += 1;
+        self.released.notify_all();
+    }
+
+    /// Overrides the free space `available_space` reports (`None`: ask the inner fs).
+    pub fn set_available_space(&self, bytes: Option<u64>) {
+        self.lock().available_space = bytes;
+    }
+
+    /// Calls of one op so far.
+    pub fn calls(&self, op: FsOp) -> u64 {
+        self.calls[op.index()].load(Ordering::SeqCst)
+    }
+
+    /// Calls of all ops so far.
+    pub fn total_calls(&self) -> u64 {
+        self.calls.iter().map(|c| c.load(Ordering::SeqCst)).sum()
+    }
+
+    /// Faults injected so far.
+    pub fn faults_injected(&self) -> u64 {
+        self.faults.load(Ordering::SeqCst)
+    }
+
+    /// Counts the call and returns the fault to apply, if any.
+    fn check(&self, op: FsOp, path: &Path) -> Option<Fault> {
+        self.calls[op.index()].fetch_add(1, Ordering::SeqCst);
+        let mut st = self.lock();
+        let mut fired = None;
+        for rule in st.rules.iter_mut() {
+            if !rule.matches(op, path) {
+                continue;
+            }
+            if rule.skip > 0 {
+                rule.skip -= 1;
+                continue;
+            }
+            if let Some((n, seed)) = rule.one_in {
+                rule.seen += 1;
+                if splitmix(seed ^ splitmix(rule.seen)) % n != 0 {
+                    continue;
+                }
+            }
+            if let Some(t) = rule.times.as_mut() {
+                if *t == 0 {
+                    continue;
+                }
+                *t -= 1;
+            }
+            fired = Some(rule.fault.clone());
+            break;
+        }
+        if let Some(Fault::Hang) = fired {
+            let generation = st.hang_generation;
+            self.faults.fetch_add(1, Ordering::SeqCst);
+            while st.hang_generation == generation {
+                st = self
+                    .released
+                    .wait(st)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+            }
+            return None;
+        }
+        drop(st);
+        if let Some(Fault::Delay(d)) = fired {
+            self.faults.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(d);
+            return None;
+        }
+        if fired.is_some() {
+            self.faults.fetch_add(1, Ordering::SeqCst);
+        }
+        fired
+    }
+
+    fn plain<T>(&self, op: FsOp, path: &Path, f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+        match self.check(op, path) {
+            Some(Fault::Errno(e)) | Some(Fault::ShortWrite(e)) => {
+                Err(io::Error::from_raw_os_error(e))
+            }
+            _ => f(),
+        }
+    }
+
+    fn read(
+        &self,
+        op: FsOp,
+        path: &Path,
+        f: impl FnOnce() -> io::Result<FileRead>,
+    ) -> io::Result<FileRead> {
+        match self.check(op, path) {
+            Some(Fault::Errno(e)) | Some(Fault::ShortWrite(e)) => {
+                Err(io::Error::from_raw_os_error(e))
+            }
+            Some(Fault::FlipBit(bit)) => {
+                let mut r = f()?;
+                if let FileRead::Data(d) = &mut r {
+                    if let Some(b) = usize::try_from(bit / 8).ok().and_then(|i| d.get_mut(i)) {
+                        *b ^= 1 << (bit % 8);
+                    }
+                }
+                Ok(r)
+            }
+            _ => f(),
+        }
+    }
+}
+
+impl Fs for FaultFs {
+    fn read_file(&self, path: &Path, max_len: u64) -> io::Result<FileRead> {
+        self.read(FsOp::ReadFile, path, || self.inner.read_file(path, max_len))
+    }
+
+    fn read_prefix(&self, path: &Path, n: usize) -> io::Result<FileRead> {
+        self.read(FsOp::ReadPrefix, path, || self.inner.read_prefix(path, n))
+    }
+
+    fn write_new(&self, path: &Path, data: &[u8], sync: bool) -> io::Result<()> {
+        match self.check(FsOp::WriteNew, path) {
+            Some(Fault::Errno(e)) => return Err(io::Error::from_raw_os_error(e)),
+            Some(Fault::ShortWrite(e)) => {
+                self.inner.write_new(path, &data[..data.len() / 2], false)?;
+                return Err(io::Error::from_raw_os_error(e));
+            }
+            _ => {}
+        }
+        if !sync {
+            return self.inner.write_new(path, data, false);
+        }
+        match self.check(FsOp::SyncFile, path) {
+            Some(Fault::Errno(e)) | Some(Fault::ShortWrite(e)) => {
+                // The data was written; the fsync failed.
+                self.inner.write_new(path, data, false)?;
+                Err(io::Error::from_raw_os_error(e))
+            }
+            _ => self.inner.write_new(path, data, true),
+        }
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.plain(FsOp::Rename, to, || self.inner.rename(from, to))
+    }
+
+    fn rename_noreplace(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.plain(FsOp::Rename, to, || self.inner.rename_noreplace(from, to))
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        self.plain(FsOp::RemoveFile, path, || self.inner.remove_file(path))
+    }
+
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        self.plain(FsOp::RemoveDirAll, path, || self.inner.remove_dir_all(path))
+    }
+
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        self.plain(FsOp::CreateDirAll, path, || self.inner.create_dir_all(path))
+    }
+
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        self.plain(FsOp::SyncDir, path, || self.inner.sync_dir(path))
+    }
+
+    fn read_dir(&self, path: &Path) -> io::Result<Vec<DirEntryInfo>> {
+        self.plain(FsOp::ReadDir, path, || self.inner.read_dir(path))
+    }
+
+    fn available_space(&self, path: &Path) -> io::Result<u64> {
+        let fake = self.lock().available_space;
+        self.plain(FsOp::AvailableSpace, path, || match fake {
+            Some(n) => Ok(n),
+            None => self.inner.available_space(path),
+        })
+    }
+}
