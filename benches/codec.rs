@@ -538,7 +538,7 @@ fn bench_set(c: &mut Criterion) {
             let cache = rt.block_on(open(
                 dir.path(),
                 codec,
-                tiercache::DEFAULT_HOT_CAPACITY_BYTES,
+                tiercache::defaults::DEFAULT_HOT_CAPACITY_BYTES,
             ));
             let bytes = name.starts_with("set_bytes");
             let mut next = 0usize;

@@ -340,7 +340,7 @@ fn paired_write_through(_: &mut Criterion) {
                             &keys[i],
                             &values[i],
                             tiercache::warm::format::EntryMeta::default(),
-                            tiercache::DEFAULT_COMPRESSION_LEVEL,
+                            tiercache::defaults::DEFAULT_COMPRESSION_LEVEL,
                         )
                         .unwrap(),
                     );

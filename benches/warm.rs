@@ -98,10 +98,7 @@ fn bench_warm(c: &mut Criterion) {
     let rt = workload::runtime();
     let mut group = c.benchmark_group("warm_hit");
     group.throughput(Throughput::Elements(1));
-    let limits = Limits {
-        max_key_bytes: tiercache::DEFAULT_MAX_KEY_BYTES,
-        max_entry_bytes: tiercache::DEFAULT_MAX_ENTRY_BYTES,
-    };
+    let limits = Limits::default();
     for &size in &workload::SIZES {
         let keys = workload::keys(N, 10 + size as u64);
         let values = workload::values(Kind::ChatJson, size, N, 2);

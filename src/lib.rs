@@ -53,6 +53,7 @@ mod builder;
 mod cache;
 pub mod clock;
 mod codec;
+pub mod defaults;
 mod degraded;
 mod disk;
 mod error;
@@ -72,14 +73,6 @@ pub use agent::{Controls, Namespace, RequestKey, RequestKeyBuilder};
 pub use answer::{Answer, Source};
 pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker};
 pub use builder::{Builder, Config, Durability, WritePolicy};
-pub use builder::{
-    DEFAULT_COMPRESSION_LEVEL, DEFAULT_ERROR_WINDOW, DEFAULT_HEALTH_INTERVAL,
-    DEFAULT_HOT_CAPACITY_BYTES, DEFAULT_HOT_CAPACITY_ENTRIES, DEFAULT_IO_TIMEOUT,
-    DEFAULT_MAX_ENTRY_BYTES, DEFAULT_MAX_KEY_BYTES, DEFAULT_MEMORY_ONLY_AFTER,
-    DEFAULT_MIN_FREE_BYTES, DEFAULT_PAGE_CACHE_READS, DEFAULT_QUARANTINE_MAX_BYTES,
-    DEFAULT_QUARANTINE_MAX_FILES, DEFAULT_RECOVERY_INTERVAL, DEFAULT_SWEEP_INTERVAL, DEFAULT_TTL,
-    DEFAULT_WARM_CAPACITY_BYTES, DEFAULT_WRITE_CONCURRENCY, DEFAULT_WRITE_QUEUE_BYTES,
-};
 pub use cache::TieredCache;
 pub use clock::{Clock, ManualClock, TokioClock};
 pub use codec::{Codec, Encoding, MAX_JSON_DEPTH};

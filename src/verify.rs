@@ -44,16 +44,16 @@ pub struct VerifyOptions {
     /// Move corrupted files to `<root>/quarantine/` (default `false`: report only).
     pub repair: bool,
     /// Longest key accepted; use the cache's `max_key_bytes`. Default
-    /// [`DEFAULT_MAX_KEY_BYTES`](crate::DEFAULT_MAX_KEY_BYTES).
+    /// [`DEFAULT_MAX_KEY_BYTES`](crate::defaults::DEFAULT_MAX_KEY_BYTES).
     pub max_key_bytes: usize,
     /// Longest value accepted; use the cache's `max_entry_bytes`. Default
-    /// [`DEFAULT_MAX_ENTRY_BYTES`](crate::DEFAULT_MAX_ENTRY_BYTES).
+    /// [`DEFAULT_MAX_ENTRY_BYTES`](crate::defaults::DEFAULT_MAX_ENTRY_BYTES).
     pub max_entry_bytes: usize,
     /// Quarantine bound in files, enforced after each move. Default
-    /// [`DEFAULT_QUARANTINE_MAX_FILES`](crate::DEFAULT_QUARANTINE_MAX_FILES).
+    /// [`DEFAULT_QUARANTINE_MAX_FILES`](crate::defaults::DEFAULT_QUARANTINE_MAX_FILES).
     pub quarantine_max_files: usize,
     /// Quarantine bound in bytes. Default
-    /// [`DEFAULT_QUARANTINE_MAX_BYTES`](crate::DEFAULT_QUARANTINE_MAX_BYTES).
+    /// [`DEFAULT_QUARANTINE_MAX_BYTES`](crate::defaults::DEFAULT_QUARANTINE_MAX_BYTES).
     pub quarantine_max_bytes: u64,
     /// The time, unix ms: decides which healthy entries count as expired and stamps the names
     /// of quarantined files. Default: the system clock when the options are made.
@@ -64,10 +64,10 @@ impl Default for VerifyOptions {
     fn default() -> Self {
         VerifyOptions {
             repair: false,
-            max_key_bytes: crate::DEFAULT_MAX_KEY_BYTES,
-            max_entry_bytes: crate::DEFAULT_MAX_ENTRY_BYTES,
-            quarantine_max_files: crate::DEFAULT_QUARANTINE_MAX_FILES,
-            quarantine_max_bytes: crate::DEFAULT_QUARANTINE_MAX_BYTES,
+            max_key_bytes: crate::defaults::DEFAULT_MAX_KEY_BYTES,
+            max_entry_bytes: crate::defaults::DEFAULT_MAX_ENTRY_BYTES,
+            quarantine_max_files: crate::defaults::DEFAULT_QUARANTINE_MAX_FILES,
+            quarantine_max_bytes: crate::defaults::DEFAULT_QUARANTINE_MAX_BYTES,
             now_ms: crate::clock::system_now_ms(),
         }
     }

@@ -1,4 +1,4 @@
-//! Test support: a fault-injecting [`Fs`] decorator ([`FaultFs`]) and a power-loss simulator
+//! Test support: a fault-injecting [`Fs`](crate::fs::Fs) decorator ([`FaultFs`]) and a power-loss simulator
 //! ([`CrashFs`]).
 //!
 //! Available to this crate's tests and, with the `test-util` feature, to code that embeds

@@ -226,6 +226,18 @@ pub struct Limits {
     pub max_entry_bytes: usize,
 }
 
+impl Default for Limits {
+    /// The limits of a cache built with the default settings
+    /// ([`DEFAULT_MAX_KEY_BYTES`](crate::defaults::DEFAULT_MAX_KEY_BYTES),
+    /// [`DEFAULT_MAX_ENTRY_BYTES`](crate::defaults::DEFAULT_MAX_ENTRY_BYTES)).
+    fn default() -> Limits {
+        Limits {
+            max_key_bytes: crate::defaults::DEFAULT_MAX_KEY_BYTES,
+            max_entry_bytes: crate::defaults::DEFAULT_MAX_ENTRY_BYTES,
+        }
+    }
+}
+
 impl Limits {
     /// Longest gzip payload a valid value of `max_entry_bytes` can need: deflate's worst-case
     /// expansion on incompressible data (5 bytes per 16 KiB stored block) plus the gzip

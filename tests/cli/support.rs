@@ -224,10 +224,7 @@ impl JsonExt for Value {
 /// The header of `key`'s entry file.
 pub fn header(dir: &Path, key: &str) -> Header {
     let bytes = std::fs::read(entry_path(dir, key)).unwrap();
-    let limits = Limits {
-        max_key_bytes: tiercache::DEFAULT_MAX_KEY_BYTES,
-        max_entry_bytes: tiercache::DEFAULT_MAX_ENTRY_BYTES,
-    };
+    let limits = Limits::default();
     format::parse_header(&bytes, &limits).unwrap()
 }
 

@@ -132,10 +132,10 @@ async fn a_one_mib_key_is_rejected_under_the_default_limit() {
     let key = vec![b'k'; 1 << 20];
     let err = h.set_bytes(&key, b"v").await.unwrap_err();
     assert!(
-        matches!(err, Error::KeyTooLarge { len, max } if len == 1 << 20 && max == tiercache::DEFAULT_MAX_KEY_BYTES),
+        matches!(err, Error::KeyTooLarge { len, max } if len == 1 << 20 && max == tiercache::defaults::DEFAULT_MAX_KEY_BYTES),
         "{err:?}"
     );
-    assert_eq!(tiercache::DEFAULT_MAX_KEY_BYTES, 16 << 10);
+    assert_eq!(tiercache::defaults::DEFAULT_MAX_KEY_BYTES, 16 << 10);
     let err = h.get_bytes(&key).await.unwrap_err();
     assert!(
         matches!(err, Error::KeyTooLarge { len, max: 16384 } if len == 1 << 20),

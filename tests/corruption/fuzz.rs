@@ -66,8 +66,8 @@ fn edge_value(rng: &mut Rng, file_len: usize, width: usize) -> u64 {
         file_len as u64,
         (file_len as u64).saturating_sub(HEADER_LEN as u64),
         rng.next_u64() & max,
-        tiercache::DEFAULT_MAX_ENTRY_BYTES as u64,
-        tiercache::DEFAULT_MAX_ENTRY_BYTES as u64 + 1,
+        tiercache::defaults::DEFAULT_MAX_ENTRY_BYTES as u64,
+        tiercache::defaults::DEFAULT_MAX_ENTRY_BYTES as u64 + 1,
     ];
     choices[rng.below(choices.len())]
 }

@@ -24,8 +24,8 @@ pub const META: EntryMeta = EntryMeta {
 
 /// The limits a cache has by default (what the fixtures are built against).
 pub const DEFAULT_LIMITS: Limits = Limits {
-    max_key_bytes: tiercache::DEFAULT_MAX_KEY_BYTES,
-    max_entry_bytes: tiercache::DEFAULT_MAX_ENTRY_BYTES,
+    max_key_bytes: tiercache::defaults::DEFAULT_MAX_KEY_BYTES,
+    max_entry_bytes: tiercache::defaults::DEFAULT_MAX_ENTRY_BYTES,
 };
 
 /// splitmix64: a tiny seeded generator (the crate has no `rand` dev-dependency).

@@ -20,7 +20,7 @@ use serde::Serialize;
 use tiercache::fs::{FileRead, Fs, StdFs};
 use tiercache::warm::format::{parse_header, Header, Limits, HEADER_LEN};
 use tiercache::warm::layout::{key_hash, Layout};
-use tiercache::{Encoding, Stats, TieredCache, DEFAULT_MAX_ENTRY_BYTES, DEFAULT_MAX_KEY_BYTES};
+use tiercache::{Encoding, Stats, TieredCache};
 
 use super::json;
 use super::output::{self, Status};
@@ -48,10 +48,7 @@ fn entry_info(dir: &Path, key: &[u8]) -> EntryInfo {
     let path = Layout::new(dir).entry_path(&key_hash(key));
     let rel = walk::relative(dir, &path);
     let file_len = std::fs::symlink_metadata(&path).ok().map(|m| m.len());
-    let limits = Limits {
-        max_key_bytes: DEFAULT_MAX_KEY_BYTES,
-        max_entry_bytes: DEFAULT_MAX_ENTRY_BYTES,
-    };
+    let limits = Limits::default();
     let header = match StdFs.read_prefix(&path, HEADER_LEN) {
         Ok(FileRead::Data(d)) => parse_header(&d, &limits).ok(),
         _ => None,
@@ -265,7 +262,7 @@ pub async fn set(
     // One byte over the limit is enough to know it is too large.
     let mut value = Vec::new();
     std::io::stdin()
-        .take(DEFAULT_MAX_ENTRY_BYTES as u64 + 1)
+        .take(tiercache::defaults::DEFAULT_MAX_ENTRY_BYTES as u64 + 1)
         .read_to_end(&mut value)
         .map_err(|e| format!("reading the value from stdin: {e}"))?;
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;

@@ -17,7 +17,6 @@ use tiercache::clock::system_now_ms;
 use tiercache::fs::{FileKind, FileRead, Fs, StdFs};
 use tiercache::warm::format::{parse_header, Invalid, Limits, HEADER_LEN};
 use tiercache::warm::{take_if_unchanged, Judged};
-use tiercache::{DEFAULT_MAX_ENTRY_BYTES, DEFAULT_MAX_KEY_BYTES};
 
 use super::json::PathError;
 use super::output::{self, Status};
@@ -154,10 +153,7 @@ struct PurgeReport<'a> {
 pub fn run(dir: &Path, what: What, json: bool) -> Result<Status, BoxError> {
     let dir = output::existing_dir(dir)?;
     let fs = StdFs;
-    let limits = Limits {
-        max_key_bytes: DEFAULT_MAX_KEY_BYTES,
-        max_entry_bytes: DEFAULT_MAX_ENTRY_BYTES,
-    };
+    let limits = Limits::default();
     let ctx = Context {
         root: dir.clone(),
         limits,

@@ -12,7 +12,6 @@ use tiercache::fs::{FileKind, FileRead, Fs, StdFs};
 use tiercache::warm::format::{parse_header, Header, Limits, HEADER_LEN};
 use tiercache::warm::layout::Layout;
 use tiercache::warm::quarantine::{self, QuarantinedFile, SIDECAR_SUFFIX};
-use tiercache::{DEFAULT_MAX_ENTRY_BYTES, DEFAULT_MAX_KEY_BYTES};
 
 use super::json::{self, Pairs};
 use super::output::{self, Status};
@@ -192,10 +191,7 @@ pub fn show(dir: &Path, name: &str, json: bool) -> Result<Status, BoxError> {
         Ok(FileRead::Data(d)) => d,
         _ => Vec::new(),
     };
-    let limits = Limits {
-        max_key_bytes: DEFAULT_MAX_KEY_BYTES,
-        max_entry_bytes: DEFAULT_MAX_ENTRY_BYTES,
-    };
+    let limits = Limits::default();
     let header = parse_header(&head, &limits).ok();
     let key = header.map(|h| {
         let end = (HEADER_LEN + h.key_len as usize).min(head.len());

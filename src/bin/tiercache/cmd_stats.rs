@@ -13,7 +13,6 @@ use tiercache::fs::{FileKind, FileRead, Fs, StdFs};
 use tiercache::warm::format::{parse_header, Invalid, Limits, HEADER_LEN};
 use tiercache::warm::layout::Layout;
 use tiercache::warm::quarantine;
-use tiercache::{DEFAULT_MAX_ENTRY_BYTES, DEFAULT_MAX_KEY_BYTES};
 
 use super::json::PathError;
 use super::output::{self, Status};
@@ -256,10 +255,7 @@ pub fn run(dir: &Path, json: bool) -> Result<Status, BoxError> {
     let dir = output::existing_dir(dir)?;
     let fs = StdFs;
     let layout = Layout::new(&dir);
-    let limits = Limits {
-        max_key_bytes: DEFAULT_MAX_KEY_BYTES,
-        max_entry_bytes: DEFAULT_MAX_ENTRY_BYTES,
-    };
+    let limits = Limits::default();
     let now_ms = system_now_ms();
     let mut s = DirStats::default();
     let bar = output::scan_progress("stats:", "entries read");
