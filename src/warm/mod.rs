@@ -13,6 +13,8 @@ pub(crate) mod index;
 pub mod layout;
 pub mod quarantine;
 pub(crate) mod store;
+#[cfg(test)]
+mod store_tests;
 
 pub use format::Corruption;
 pub use store::{take_if_unchanged, Judged};

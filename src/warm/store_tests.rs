@@ -1,0 +1,836 @@
+//! Synchronous tests of the warm store's read paths (`read`, `read_inline`,
+//! `read_prefetched`) over real temp directories, through `StdFs` and the fault-injecting
+//! file systems of `crate::testing`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::fs::{Fs, StdFs};
+use crate::stats::Counters;
+use crate::testing::{CrashFs, Fault, FaultFs, FsOp, Rule};
+
+use super::format::{self, Corruption, Decoded, EntryMeta, Limits, HEADER_LEN};
+use super::layout::{self, KeyHash, Layout};
+use super::quarantine::{self, QuarantineLimits, SIDECAR_SUFFIX};
+use super::store::{ReadOutcome, StoreConfig, WarmStore, WriteOutcome, INLINE_DECODE_MAX};
+
+const NOW: u64 = 1_700_000_000_000;
+
+fn config(sync: bool, page_cache_reads: bool) -> StoreConfig {
+    StoreConfig {
+        limits: Limits {
+            max_key_bytes: 1024,
+            max_entry_bytes: 1 << 20,
+        },
+        compression_level: 6,
+        sync,
+        capacity_bytes: 1 << 30,
+        min_free_bytes: 0,
+        quarantine: QuarantineLimits {
+            max_files: 100,
+            max_bytes: 1 << 30,
+        },
+        page_cache_reads,
+    }
+}
+
+struct Env {
+    store: WarmStore,
+    counters: Arc<Counters>,
+    layout: Layout,
+}
+
+fn open_with(fs: &dyn Fs, root: &Path, cfg: StoreConfig) -> Env {
+    let counters = Arc::new(Counters::default());
+    let store = WarmStore::new(root, cfg, counters.clone());
+    store.prepare_dirs(fs).unwrap();
+    store.detect_nowait_reads(fs);
+    Env {
+        store,
+        counters,
+        layout: Layout::new(root),
+    }
+}
+
+fn open(root: &Path) -> Env {
+    open_with(&StdFs, root, config(false, true))
+}
+
+fn meta(expires_ms: u64) -> EntryMeta {
+    EntryMeta {
+        created_ms: NOW - 10,
+        expires_ms,
+        cost: 42,
+        ..EntryMeta::default()
+    }
+}
+
+/// Pseudo-random (incompressible) bytes.
+fn noise(n: usize) -> Vec<u8> {
+    let mut out = vec![0u8; n];
+    blake3::Hasher::new()
+        .update(b"noise")
+        .finalize_xof()
+        .fill(&mut out);
+    out
+}
+
+impl Env {
+    fn path(&self, hash: &KeyHash) -> PathBuf {
+        self.layout.entry_path(hash)
+    }
+
+    /// Writes through the store's own write path; returns the file's bytes.
+    fn put(&self, fs: &dyn Fs, key: &[u8], value: &[u8], m: EntryMeta) -> Vec<u8> {
+        let hash = layout::key_hash(key);
+        let out = self.store.write(fs, key, &hash, value, m).unwrap();
+        let file = std::fs::read(self.path(&hash)).unwrap();
+        assert_eq!(
+            out,
+            WriteOutcome::Written {
+                len: file.len() as u64
+            }
+        );
+        file
+    }
+
+    fn corrupted(&self, reason: Corruption) -> u64 {
+        self.counters.corrupted[reason.index()].get()
+    }
+
+    fn corrupted_total(&self) -> u64 {
+        self.counters.corrupted.iter().map(|c| c.get()).sum()
+    }
+
+    /// (quarantined file names, sidecar names), sorted.
+    fn quarantine_dir(&self) -> (Vec<String>, Vec<String>) {
+        let mut files = Vec::new();
+        let mut sides = Vec::new();
+        for e in std::fs::read_dir(self.layout.quarantine_dir()).unwrap() {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            if name.ends_with(SIDECAR_SUFFIX) {
+                sides.push(name);
+            } else {
+                files.push(name);
+            }
+        }
+        files.sort();
+        sides.sort();
+        (files, sides)
+    }
+
+    fn tmp_is_empty(&self) -> bool {
+        std::fs::read_dir(self.layout.tmp_dir()).unwrap().count() == 0
+    }
+}
+
+fn hit(outcome: ReadOutcome) -> Decoded {
+    match outcome {
+        ReadOutcome::Hit(d) => d,
+        other => panic!("expected a hit, got {other:?}"),
+    }
+}
+
+fn expect_break(flow: ControlFlow<std::io::Result<ReadOutcome>, Option<Vec<u8>>>) -> ReadOutcome {
+    match flow {
+        ControlFlow::Break(r) => r.unwrap(),
+        ControlFlow::Continue(c) => {
+            panic!("expected Break, got Continue({:?})", c.map(|v| v.len()))
+        }
+    }
+}
+
+fn expect_continue(
+    flow: ControlFlow<std::io::Result<ReadOutcome>, Option<Vec<u8>>>,
+) -> Option<Vec<u8>> {
+    match flow {
+        ControlFlow::Continue(c) => c,
+        ControlFlow::Break(r) => panic!("expected Continue, got Break({r:?})"),
+    }
+}
+
+/// Whether the temp directory's file system lets `read_inline` try the page cache at all
+/// (ext4/xfs/btrfs with `RESOLVE_CACHED`); the inline-hit tests need it.
+fn nowait_here(root: &Path) -> bool {
+    let yes = StdFs.nowait_reads(root);
+    if !yes {
+        eprintln!(
+            "page-cache reads unsupported under {}: skipped",
+            root.display()
+        );
+    }
+    yes
+}
+
+// ---------------------------------------------------------------- healthy hits
+
+#[test]
+fn read_hits_a_written_entry_with_its_value_and_meta() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = open(dir.path());
+    let key = b"alpha";
+    let hash = layout::key_hash(key);
+    let m = meta(NOW + 60_000);
+    let file = env.put(&StdFs, key, b"the value", m);
+    assert_eq!(env.store.usage(), (1, file.len() as u64, false));
+
+    let d = hit(env.store.read(&StdFs, key, &hash, NOW).unwrap());
+    assert_eq!(d.value, b"the value");
+    assert_eq!(d.meta, m);
+    assert_eq!(d.meta.created_ms, NOW - 10);
+    assert_eq!(d.meta.expires_ms, NOW + 60_000);
+    assert_eq!(d.meta.cost, 42);
+    // The file stays; nothing counted as corrupt or expired; the blocking path is not inline.
+    assert_eq!(std::fs::read(env.path(&hash)).unwrap(), file);
+    assert_eq!(env.corrupted_total(), 0);
+    assert_eq!(env.counters.warm_expirations.get(), 0);
+    assert_eq!(env.counters.inline_reads.get(), 0);
+    assert_eq!(env.counters.bytes_in.get(), 9);
+    assert_eq!(env.counters.bytes_out.get(), file.len() as u64);
+    assert_eq!(env.store.usage(), (1, file.len() as u64, false));
+}
+
+#[test]
+fn read_inline_hits_a_small_entry_in_the_page_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    if !nowait_here(dir.path()) {
+        return;
+    }
+    let env = open(dir.path());
+    let key = b"inline";
+    let hash = layout::key_hash(key);
+    let m = meta(0);
+    let file = env.put(&StdFs, key, b"small value", m);
+    assert!(file.len() <= INLINE_DECODE_MAX);
+    // Warm the dentry and page caches (the write did, a blocking read makes sure).
+    hit(env.store.read(&StdFs, key, &hash, NOW).unwrap());
+
+    let d = hit(expect_break(env.store.read_inline(&StdFs, key, &hash, NOW)));
+    assert_eq!(d.value, b"small value");
+    assert_eq!(d.meta, m);
+    assert_eq!(env.counters.inline_reads.get(), 1);
+    assert_eq!(std::fs::read(env.path(&hash)).unwrap(), file);
+    assert_eq!(env.store.usage(), (1, file.len() as u64, false));
+}
+
+#[test]
+fn read_inline_hands_a_large_entry_over_already_read_and_read_prefetched_hits() {
+    let dir = tempfile::tempdir().unwrap();
+    if !nowait_here(dir.path()) {
+        return;
+    }
+    let env = open(dir.path());
+    let key = b"large";
+    let hash = layout::key_hash(key);
+    let value = noise(32 * 1024);
+    let m = meta(NOW + 1);
+    let file = env.put(&StdFs, key, &value, m);
+    assert!(file.len() > INLINE_DECODE_MAX);
+    hit(env.store.read(&StdFs, key, &hash, NOW).unwrap());
+
+    let data = expect_continue(env.store.read_inline(&StdFs, key, &hash, NOW))
+        .expect("the bytes of a large entry");
+    assert_eq!(data, file);
+    assert_eq!(env.counters.inline_reads.get(), 0);
+
+    let d = hit(env
+        .store
+        .read_prefetched(&StdFs, key, &hash, data, NOW)
+        .unwrap());
+    assert_eq!(d.value, value);
+    assert_eq!(d.meta, m);
+    assert_eq!(env.counters.inline_reads.get(), 0);
+    assert_eq!(std::fs::read(env.path(&hash)).unwrap(), file);
+}
+
+#[test]
+fn read_prefetched_hits_on_valid_bytes_without_touching_the_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = open(dir.path());
+    let key = b"prefetched";
+    let hash = layout::key_hash(key);
+    let m = meta(0);
+    let file = env.put(&StdFs, key, b"v", m);
+    let fs = FaultFs::std();
+    let before = fs.total_calls();
+    let d = hit(env
+        .store
+        .read_prefetched(&fs, key, &hash, file, NOW)
+        .unwrap());
+    assert_eq!(d.value, b"v");
+    assert_eq!(d.meta, m);
+    assert_eq!(
+        fs.total_calls(),
+        before,
+        "a valid prefetched entry needs no I/O"
+    );
+}
+
+#[test]
+fn read_prefetched_with_bad_bytes_reads_the_path_again() {
+    // The prefetched bytes went bad (or were superseded) but the file at the path is healthy:
+    // the read is that file's hit, and nothing is counted or quarantined.
+    let dir = tempfile::tempdir().unwrap();
+    let env = open(dir.path());
+    let key = b"reread";
+    let hash = layout::key_hash(key);
+    let file = env.put(&StdFs, key, b"on disk", meta(0));
+    let mut bad = file.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 0xff;
+    let d = hit(env
+        .store
+        .read_prefetched(&StdFs, key, &hash, bad, NOW)
+        .unwrap());
+    assert_eq!(d.value, b"on disk");
+    assert_eq!(env.corrupted_total(), 0);
+    assert_eq!(env.counters.quarantined_files.get(), 0);
+    assert_eq!(std::fs::read(env.path(&hash)).unwrap(), file);
+}
+
+#[test]
+fn inline_is_off_without_page_cache_reads_or_through_a_fault_fs() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = b"k";
+    let hash = layout::key_hash(key);
+    {
+        let env = open_with(&StdFs, dir.path(), config(false, false));
+        env.put(&StdFs, key, b"v", meta(0));
+        assert_eq!(
+            expect_continue(env.store.read_inline(&StdFs, key, &hash, NOW)),
+            None
+        );
+    }
+    // FaultFs keeps the trait default (`nowait_reads` false): its faults are seen on the
+    // blocking path only.
+    let fs = FaultFs::std();
+    let env = open_with(&fs, dir.path(), config(false, true));
+    let reads = fs.calls(FsOp::ReadFile);
+    assert_eq!(
+        expect_continue(env.store.read_inline(&fs, key, &hash, NOW)),
+        None
+    );
+    assert_eq!(fs.calls(FsOp::ReadFile), reads);
+    assert_eq!(env.counters.inline_reads.get(), 0);
+}
+
+// ---------------------------------------------------------------- miss
+
+#[test]
+fn an_absent_key_is_a_miss_on_every_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = open(dir.path());
+    let key = b"absent";
+    let hash = layout::key_hash(key);
+    assert!(matches!(
+        env.store.read(&StdFs, key, &hash, NOW).unwrap(),
+        ReadOutcome::Miss
+    ));
+    // Garbage prefetched bytes for an absent file: read again, a miss, nothing counted.
+    assert!(matches!(
+        env.store
+            .read_prefetched(&StdFs, key, &hash, b"garbage".to_vec(), NOW)
+            .unwrap(),
+        ReadOutcome::Miss
+    ));
+    assert_eq!(env.corrupted_total(), 0);
+    assert_eq!(env.store.usage(), (0, 0, false));
+    if nowait_here(dir.path()) {
+        // The blocking reads above cached the negative lookup.
+        assert!(matches!(
+            expect_break(env.store.read_inline(&StdFs, key, &hash, NOW)),
+            ReadOutcome::Miss
+        ));
+    }
+    assert_eq!(env.counters.inline_reads.get(), 0);
+}
+
+#[test]
+fn a_removed_entry_is_a_miss_and_leaves_the_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = open(dir.path());
+    let key = b"gone";
+    let hash = layout::key_hash(key);
+    let file = env.put(&StdFs, key, b"v", meta(0));
+    assert_eq!(env.store.usage(), (1, file.len() as u64, false));
+    std::fs::remove_file(env.path(&hash)).unwrap();
+    assert!(matches!(
+        env.store.read(&StdFs, key, &hash, NOW).unwrap(),
+        ReadOutcome::Miss
+    ));
+    assert_eq!(env.store.usage(), (0, 0, false));
+}
+
+// ---------------------------------------------------------------- expiry
+
+#[test]
+fn an_expired_entry_is_expired_and_its_file_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = open(dir.path());
+    let key = b"old";
+    let hash = layout::key_hash(key);
+    let file = env.put(&StdFs, key, b"stale", meta(NOW));
+    // One ms before expiry it is a hit.
+    assert_eq!(
+        hit(env.store.read(&StdFs, key, &hash, NOW - 1).unwrap()).value,
+        b"stale"
+    );
+    // Inline: expired entries go to the blocking path, the file untouched.
+    if nowait_here(dir.path()) {
+        assert_eq!(
+            expect_continue(env.store.read_inline(&StdFs, key, &hash, NOW)),
+            None
+        );
+        assert_eq!(std::fs::read(env.path(&hash)).unwrap(), file);
+    }
+    // `expires_ms == now` is expired.
+    assert!(matches!(
+        env.store.read(&StdFs, key, &hash, NOW).unwrap(),
+        ReadOutcome::Expired
+    ));
+    assert!(!env.path(&hash).exists());
+    assert!(env.tmp_is_empty());
+    assert_eq!(env.counters.warm_expirations.get(), 1);
+    assert_eq!(env.corrupted_total(), 0);
+    assert_eq!(env.store.usage(), (0, 0, false));
+    // And now it is a miss.
+    assert!(matches!(
+        env.store.read(&StdFs, key, &hash, NOW).unwrap(),
+        ReadOutcome::Miss
+    ));
+    assert_eq!(env.counters.warm_expirations.get(), 1);
+}
+
+#[test]
+fn read_prefetched_of_an_expired_entry_removes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = open(dir.path());
+    let key = b"old-large";
+    let hash = layout::key_hash(key);
+    let file = env.put(&StdFs, key, &noise(20 * 1024), meta(NOW - 1));
+    assert!(matches!(
+        env.store
+            .read_prefetched(&StdFs, key, &hash, file, NOW)
+            .unwrap(),
+        ReadOutcome::Expired
+    ));
+    assert!(!env.path(&hash).exists());
+    assert_eq!(env.counters.warm_expirations.get(), 1);
+}
+
+#[test]
+fn an_expired_read_never_deletes_a_fresh_entry_written_since() {
+    // The prefetched bytes are expired; a fresh entry was renamed into place since. The
+    // blocking re-read judges what is at the path now: a hit of the fresh value.
+    let dir = tempfile::tempdir().unwrap();
+    let env = open(dir.path());
+    let key = b"rewritten";
+    let hash = layout::key_hash(key);
+    let old = env.put(&StdFs, key, b"old", meta(NOW - 1));
+    let fresh = env.put(&StdFs, key, b"fresh", meta(NOW + 1000));
+    let d = hit(env
+        .store
+        .read_prefetched(&StdFs, key, &hash, old, NOW)
+        .unwrap());
+    assert_eq!(d.value, b"fresh");
+    assert_eq!(std::fs::read(env.path(&hash)).unwrap(), fresh);
+    assert_eq!(env.counters.warm_expirations.get(), 0);
+}
+
+// ---------------------------------------------------------------- corruption
+
+/// Places `bytes` at `key`'s entry path, runs `read`, and checks the corrupt outcome: counted
+/// once under `reason`, moved into the quarantine as `<now>-<reason>-<hex>` with a sidecar.
+fn assert_quarantined(env: &Env, key: &[u8], bytes: &[u8], reason: Corruption) {
+    let hash = layout::key_hash(key);
+    let path = env.path(&hash);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, bytes).unwrap();
+    if nowait_here(env.layout.root()) {
+        // Inline never acts on a corrupt file: it goes to the blocking path, untouched.
+        assert_eq!(
+            expect_continue(env.store.read_inline(&StdFs, key, &hash, NOW)),
+            None
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), bytes);
+        assert_eq!(env.corrupted_total(), 0);
+    }
+    assert!(matches!(
+        env.store.read(&StdFs, key, &hash, NOW).unwrap(),
+        ReadOutcome::Corrupt
+    ));
+    assert!(!path.exists(), "{reason}: the entry path is emptied");
+    assert_eq!(env.corrupted(reason), 1, "{reason}");
+    assert_eq!(env.corrupted_total(), 1, "{reason}");
+    assert_eq!(env.counters.quarantined_files.get(), 1);
+    assert_eq!(env.counters.quarantined_bytes.get(), bytes.len() as u64);
+    let name = format!("{NOW}-{}-{}", reason.name(), layout::hex(&hash));
+    let (files, sides) = env.quarantine_dir();
+    assert_eq!(files, vec![name.clone()]);
+    assert_eq!(sides, vec![format!("{name}{SIDECAR_SUFFIX}")]);
+    let q = env.layout.quarantine_dir().join(&name);
+    assert_eq!(std::fs::read(&q).unwrap(), bytes, "quarantined as found");
+    let why = std::fs::read_to_string(format!("{}{SIDECAR_SUFFIX}", q.display())).unwrap();
+    assert!(
+        why.starts_with(&format!("reason: {}\n", reason.name())),
+        "{why}"
+    );
+    assert!(why.contains(&format!("\nsize: {}\n", bytes.len())), "{why}");
+    assert!(why.contains(&format!("\ntime_ms: {NOW}\n")), "{why}");
+    let listed = quarantine::list(&StdFs, env.layout.quarantine_dir()).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].reason, reason.name());
+    assert_eq!(listed[0].time_ms, NOW);
+    assert!(env.tmp_is_empty());
+    assert_eq!(env.store.usage().0, 0);
+    // Now a plain miss, counted once.
+    assert!(matches!(
+        env.store.read(&StdFs, key, &hash, NOW).unwrap(),
+        ReadOutcome::Miss
+    ));
+    assert_eq!(env.corrupted_total(), 1);
+}
+
+fn good_file(key: &[u8]) -> Vec<u8> {
+    format::encode(
+        key,
+        b"a value that compresses: aaaaaaaaaaaaaaaa",
+        meta(0),
+        6,
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_flipped_payload_byte_is_a_checksum_corruption_and_quarantined() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = open(dir.path());
+    let key = b"flip";
+    let mut bytes = good_file(key);
+    let i = HEADER_LEN + key.len() + 3; // inside the gzip payload
+    bytes[i] ^= 0x10;
+    assert_quarantined(&env, key, &bytes, Corruption::Checksum);
+}
+
+#[test]
+fn a_truncated_file_is_a_truncated_corruption_and_quarantined() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = open(dir.path());
+    let key = b"trunc";
+    let bytes = good_file(key);
+    assert_quarantined(&env, key, &bytes[..bytes.len() - 5], Corruption::Truncated);
+}
+
+#[test]
+fn a_file_cut_inside_the_header_is_truncated() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = open(dir.path());
+    let key = b"trunc-header";
+    let bytes = good_file(key);
+    assert_quarantined(&env, key, &bytes[..HEADER_LEN - 1], Corruption::Truncated);
+}
+
+#[test]
+fn trailing_bytes_are_a_trailing_bytes_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = open(dir.path());
+    let key = b"trailing";
+    let mut bytes = good_file(key);
+    bytes.push(0);
+    assert_quarantined(&env, key, &bytes, Corruption::TrailingBytes);
+}
+
+#[test]
+fn another_keys_file_at_the_path_is_a_key_mismatch() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = open(dir.path());
+    assert_quarantined(
+        &env,
+        b"mine",
+        &good_file(b"theirs"),
+        Corruption::KeyMismatch,
+    );
+}
+
+#[test]
+fn bad_magic_is_a_magic_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = open(dir.path());
+    assert_quarantined(
+        &env,
+        b"magic",
+        b"not an entry file at all",
+        Corruption::Magic,
+    );
+}
+
+#[test]
+fn a_symlink_at_the_entry_path_is_quarantined_as_a_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = open(dir.path());
+    let key = b"link";
+    let hash = layout::key_hash(key);
+    let path = env.path(&hash);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let target = dir.path().join("target");
+    std::fs::write(&target, good_file(key)).unwrap();
+    std::os::unix::fs::symlink(&target, &path).unwrap();
+    assert!(matches!(
+        env.store.read(&StdFs, key, &hash, NOW).unwrap(),
+        ReadOutcome::Corrupt
+    ));
+    assert!(std::fs::symlink_metadata(&path).is_err());
+    assert_eq!(env.corrupted(Corruption::NotARegularFile), 1);
+    assert_eq!(env.corrupted_total(), 1);
+    assert_eq!(env.counters.quarantined_files.get(), 1);
+    let name = format!(
+        "{NOW}-{}-{}",
+        Corruption::NotARegularFile.name(),
+        layout::hex(&hash)
+    );
+    let q = env.layout.quarantine_dir().join(&name);
+    assert!(std::fs::symlink_metadata(&q)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    // The target is never touched.
+    assert_eq!(std::fs::read(&target).unwrap(), good_file(key));
+}
+
+#[test]
+fn a_newer_format_version_is_left_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = open(dir.path());
+    let key = b"future";
+    let hash = layout::key_hash(key);
+    let mut bytes = good_file(key);
+    bytes[8..10].copy_from_slice(&(format::VERSION + 1).to_le_bytes());
+    format::reseal(&mut bytes);
+    let path = env.path(&hash);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, &bytes).unwrap();
+    assert!(matches!(
+        env.store.read(&StdFs, key, &hash, NOW).unwrap(),
+        ReadOutcome::NewerVersion
+    ));
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
+    assert_eq!(env.counters.newer_version.get(), 1);
+    assert_eq!(env.corrupted_total(), 0);
+    assert_eq!(env.counters.quarantined_files.get(), 0);
+}
+
+// ---------------------------------------------------------------- injected faults
+
+#[test]
+fn an_eio_on_read_is_an_error_and_the_file_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FaultFs::std();
+    let env = open_with(&fs, dir.path(), config(false, true));
+    let key = b"eio";
+    let hash = layout::key_hash(key);
+    let file = env.put(&fs, key, b"value", meta(0));
+    fs.add_rule(
+        Rule::new(Fault::Errno(5))
+            .ops(&[FsOp::ReadFile])
+            .path_contains(layout::hex(&hash))
+            .times(1),
+    );
+    let err = env.store.read(&fs, key, &hash, NOW).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(5));
+    assert_eq!(fs.faults_injected(), 1);
+    assert_eq!(std::fs::read(env.path(&hash)).unwrap(), file);
+    assert_eq!(env.corrupted_total(), 0);
+    assert_eq!(env.counters.quarantined_files.get(), 0);
+    assert_eq!(env.store.usage(), (1, file.len() as u64, false));
+    // The disk recovers: the same file is a hit.
+    assert_eq!(
+        hit(env.store.read(&fs, key, &hash, NOW).unwrap()).value,
+        b"value"
+    );
+}
+
+#[test]
+fn an_eio_under_read_prefetched_is_an_error_and_the_file_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FaultFs::std();
+    let env = open_with(&fs, dir.path(), config(false, true));
+    let key = b"eio-prefetched";
+    let hash = layout::key_hash(key);
+    let file = env.put(&fs, key, b"value", meta(0));
+    fs.add_rule(Rule::new(Fault::Errno(5)).ops(&[FsOp::ReadFile]).times(1));
+    let err = env
+        .store
+        .read_prefetched(&fs, key, &hash, b"bad".to_vec(), NOW)
+        .unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(5));
+    assert_eq!(std::fs::read(env.path(&hash)).unwrap(), file);
+    assert_eq!(env.corrupted_total(), 0);
+}
+
+#[test]
+fn a_bit_flipped_in_transit_is_counted_but_the_good_file_is_put_back() {
+    // The read returns a flipped bit once; the file itself is fine. The store judges the bytes
+    // it read corrupt (counted), but quarantines only if the file is still those bytes: the
+    // re-read for the comparison sees the healthy file, so it is put back.
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FaultFs::std();
+    let env = open_with(&fs, dir.path(), config(false, true));
+    let key = b"flaky-bus";
+    let hash = layout::key_hash(key);
+    let file = env.put(&fs, key, b"value", meta(0));
+    let bit = ((HEADER_LEN + key.len() + 2) * 8) as u64;
+    fs.add_rule(
+        Rule::new(Fault::FlipBit(bit))
+            .ops(&[FsOp::ReadFile])
+            .times(1),
+    );
+    assert!(matches!(
+        env.store.read(&fs, key, &hash, NOW).unwrap(),
+        ReadOutcome::Corrupt
+    ));
+    assert_eq!(fs.faults_injected(), 1);
+    assert_eq!(env.corrupted(Corruption::Checksum), 1);
+    assert_eq!(env.counters.quarantined_files.get(), 0);
+    assert_eq!(std::fs::read(env.path(&hash)).unwrap(), file);
+    assert_eq!(env.quarantine_dir(), (vec![], vec![]));
+    assert!(env.tmp_is_empty());
+    assert_eq!(env.store.stranded(), 0);
+    assert_eq!(
+        hit(env.store.read(&fs, key, &hash, NOW).unwrap()).value,
+        b"value"
+    );
+}
+
+#[test]
+fn a_failed_quarantine_rename_still_reads_corrupt_and_never_serves_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FaultFs::std();
+    let env = open_with(&fs, dir.path(), config(false, true));
+    let key = b"q-fail";
+    let hash = layout::key_hash(key);
+    let mut bytes = good_file(key);
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    let path = env.path(&hash);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, &bytes).unwrap();
+    // The move into quarantine/ fails (EIO); the file was already taken out of the path.
+    fs.add_rule(
+        Rule::new(Fault::Errno(5))
+            .ops(&[FsOp::Rename])
+            .path_contains(layout::QUARANTINE_DIR)
+            .times(1),
+    );
+    assert!(matches!(
+        env.store.read(&fs, key, &hash, NOW).unwrap(),
+        ReadOutcome::Corrupt
+    ));
+    assert_eq!(fs.faults_injected(), 1);
+    assert_eq!(env.corrupted(Corruption::Checksum), 1);
+    assert_eq!(env.counters.quarantined_files.get(), 0);
+    assert!(!path.exists());
+    // Not left in tmp/ either.
+    assert!(env.tmp_is_empty());
+    assert!(matches!(
+        env.store.read(&fs, key, &hash, NOW).unwrap(),
+        ReadOutcome::Miss
+    ));
+}
+
+// ---------------------------------------------------------------- power loss
+
+/// Writes `old` (if any) durably, cuts the power after `k` more calls of a write of `new`,
+/// and reads the crash image with a fresh store. Returns whether the write returned `Ok` and
+/// what the read found; the callers assert the exact outcome each case implies. No case may
+/// find a torn (corrupt) file.
+fn crash_case(old: Option<&[u8]>, new: &[u8], k: u64, sync: bool) -> (bool, ReadOutcome) {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = CrashFs::new(dir.path().join("root")).unwrap();
+    let root = fs.root().to_owned();
+    let key = b"crash";
+    let hash = layout::key_hash(key);
+    let env = open_with(&fs, &root, config(sync, true));
+    if let Some(old) = old {
+        let out = env.store.write(&fs, key, &hash, old, meta(0)).unwrap();
+        assert!(matches!(out, WriteOutcome::Written { .. }));
+    }
+    fs.power_off_after(fs.calls() + k);
+    let ok = env.store.write(&fs, key, &hash, new, meta(0)).is_ok();
+    let image = dir.path().join("image");
+    fs.crash(&image).unwrap();
+    drop(env);
+    let after = open_with(&StdFs, &image, config(sync, true));
+    let outcome = after.store.read(&StdFs, key, &hash, NOW).unwrap();
+    assert_eq!(after.corrupted_total(), 0, "k={k}: a torn file was found");
+    (ok, outcome)
+}
+
+#[test]
+fn a_crash_mid_overwrite_leaves_the_old_or_the_new_whole_value() {
+    let old = noise(3000);
+    let new = b"the new value".repeat(50);
+    let mut saw_ok = false;
+    let mut saw_err = false;
+    for k in 0..16 {
+        let (ok, outcome) = crash_case(Some(&old), &new, k, true);
+        let d = hit(outcome);
+        if ok {
+            saw_ok = true;
+            // Acknowledged and fsynced: it survives.
+            assert_eq!(d.value, new, "k={k}");
+        } else {
+            saw_err = true;
+            // Failed before the directory sync made the rename durable: the old value.
+            assert_eq!(d.value, old, "k={k}");
+        }
+    }
+    assert!(saw_ok && saw_err);
+}
+
+#[test]
+fn a_crash_mid_first_write_leaves_a_miss_or_the_whole_value() {
+    let new = noise(5000);
+    let mut saw_ok = false;
+    let mut saw_err = false;
+    for k in 0..16 {
+        let (ok, outcome) = crash_case(None, &new, k, true);
+        if ok {
+            saw_ok = true;
+            assert_eq!(hit(outcome).value, new, "k={k}");
+        } else {
+            saw_err = true;
+            assert!(matches!(outcome, ReadOutcome::Miss), "k={k}: {outcome:?}");
+        }
+    }
+    assert!(saw_ok && saw_err);
+}
+
+#[test]
+fn without_fsync_a_crash_loses_the_overwrite_but_never_tears_it() {
+    // Durability off: no file or directory is ever synced after the CrashFs was made (even
+    // `prepare_dirs` syncs nothing), so under the strict POSIX model no name under the root
+    // survives: after a crash even the old entry is gone. A miss, never a torn file.
+    let old = noise(3000);
+    let new = b"unsynced".repeat(100);
+    for k in 0..12 {
+        let (ok, outcome) = crash_case(Some(&old), &new, k, false);
+        assert!(
+            matches!(outcome, ReadOutcome::Miss),
+            "k={k} ok={ok}: {outcome:?}"
+        );
+    }
+}
+
+#[test]
+fn a_file_over_the_largest_valid_entry_is_oversize_and_quarantined_unread() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(false, true);
+    cfg.limits.max_entry_bytes = 1024;
+    let max = cfg.limits.max_file_bytes();
+    let env = open_with(&StdFs, dir.path(), cfg);
+    let bytes = vec![7u8; usize::try_from(max).unwrap() + 1];
+    assert_quarantined(&env, b"huge", &bytes, Corruption::Oversize);
+}
