@@ -484,9 +484,7 @@ impl TieredCache {
     }
 }
 
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
+pub(crate) use crate::sync::lock;
 
 impl Inner {
     pub(crate) fn check_open(&self) -> Result<()> {

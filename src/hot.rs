@@ -159,9 +159,7 @@ impl HotTier {
     fn lock(&self, i: usize) -> MutexGuard<'_, Shard> {
         // A panic while holding a shard lock cannot leave the LRU half-updated in a way that
         // matters more than losing the cache; keep serving rather than propagate the poison.
-        self.shards[i]
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::sync::lock(&self.shards[i])
     }
 
     /// Current charged bytes.

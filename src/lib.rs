@@ -63,6 +63,7 @@ mod key;
 mod queue;
 mod stats;
 mod supervise;
+mod sync;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 pub mod verify;

@@ -3,7 +3,7 @@
 //! clone of its handle) and dies with it.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use super::namespace::NamespaceSlot;
 use super::single_flight::Flights;
@@ -18,9 +18,7 @@ pub(crate) struct AgentState {
     pub(crate) namespaces: Mutex<HashMap<String, Arc<NamespaceSlot>>>,
 }
 
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
+pub(crate) use crate::sync::lock;
 
 /// The agent state of the cache `inner`.
 pub(crate) fn state_of(inner: &Arc<Inner>) -> Arc<AgentState> {

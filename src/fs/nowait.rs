@@ -72,7 +72,7 @@ pub(super) fn read_open_nowait(fd: &OwnedFd, max_len: u64) -> io::Result<Option<
 /// bounded number of descriptors, not all of them.
 pub(super) mod closer {
     use std::os::fd::OwnedFd;
-    use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
+    use std::sync::{Condvar, Mutex, OnceLock};
     use std::time::Duration;
 
     /// Descriptors waiting to be closed, at most.
@@ -81,10 +81,6 @@ pub(super) mod closer {
     struct Closer {
         pending: Mutex<Vec<OwnedFd>>,
         wake: Condvar,
-    }
-
-    fn lock(m: &Mutex<Vec<OwnedFd>>) -> MutexGuard<'_, Vec<OwnedFd>> {
-        m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The closer, started on first use; `None` if its thread could not be started.
@@ -99,7 +95,7 @@ pub(super) mod closer {
                 .name("tiercache-close".into())
                 .spawn(move || loop {
                     let batch = {
-                        let mut p = lock(&c.pending);
+                        let mut p = crate::sync::lock(&c.pending);
                         while p.is_empty() {
                             p = c
                                 .wake
@@ -120,7 +116,7 @@ pub(super) mod closer {
 
     /// Whether a descriptor opened now could be handed to the closer.
     pub(in crate::fs) fn has_room() -> bool {
-        closer().is_some_and(|c| lock(&c.pending).len() < MAX_PENDING)
+        closer().is_some_and(|c| crate::sync::lock(&c.pending).len() < MAX_PENDING)
     }
 
     /// Hands `fd` to the closer thread (closes it here only if that thread could not be
@@ -130,7 +126,7 @@ pub(super) mod closer {
             drop(fd);
             return;
         };
-        let mut p = lock(&c.pending);
+        let mut p = crate::sync::lock(&c.pending);
         let was_empty = p.is_empty();
         p.push(fd);
         drop(p);

@@ -178,9 +178,7 @@ impl CrashFs {
     }
 
     fn lock(&self) -> MutexGuard<'_, CrashState> {
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::sync::lock(&self.state)
     }
 
     /// Cuts the power after `n` more calls in total (counting from the first call ever made):

@@ -181,9 +181,7 @@ impl FaultFs {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::sync::lock(&self.state)
     }
 
     /// Adds a rule (rules are checked in the order added; the first that fires wins).

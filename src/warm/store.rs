@@ -37,13 +37,7 @@ fn live_instances() -> &'static Mutex<HashSet<u64>> {
 }
 
 fn lock_live() -> MutexGuard<'static, HashSet<u64>> {
-    live_instances()
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn lock_vec<T>(m: &Mutex<Vec<T>>) -> MutexGuard<'_, Vec<T>> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    crate::sync::lock(live_instances())
 }
 
 fn pid_alive(pid: u32) -> bool {
@@ -209,9 +203,7 @@ impl WarmStore {
     }
 
     fn index(&self) -> MutexGuard<'_, WarmIndex> {
-        self.index
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::sync::lock(&self.index)
     }
 
     /// Stops long walks (scan, sweep) at their next step: the cache is closing.
@@ -476,9 +468,7 @@ impl WarmStore {
     /// belongs to an open file description, and the stripe's mutex makes its holder unique.
     fn key_lock(&self, hash: &KeyHash, hold: Hold) -> KeyGuard<'_> {
         let i = usize::from(hash[0]) % KEY_LOCKS;
-        let stripe = self.key_locks[i]
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let stripe = crate::sync::lock(&self.key_locks[i]);
         let file = self.dir_lock.get().and_then(|fds| fds.get(i));
         let file = file.filter(|f| {
             let op = match hold {
@@ -543,7 +533,7 @@ impl WarmStore {
         match take_if_unchanged(fs, &path, &aside, judged, max_file_bytes) {
             Ok(taken) => Ok(taken.then_some(aside)),
             Err(e) if is_stranded(&e) => {
-                lock_vec(&self.stranded).push((aside, path));
+                crate::sync::lock(&self.stranded).push((aside, path));
                 Err(e)
             }
             Err(e) => Err(e),
@@ -563,7 +553,7 @@ impl WarmStore {
             Err(e) if is_not_found(&e) => Ok(true),
             Err(e) => {
                 // Out of the entry path it is never served; the temp sweep retries it.
-                lock_vec(&self.leftovers).push(aside);
+                crate::sync::lock(&self.leftovers).push(aside);
                 Err(e)
             }
         }
@@ -999,7 +989,7 @@ impl WarmStore {
         let removed = fs.remove_file(&path);
         if let Err(e) = &removed {
             if !is_not_found(e) {
-                lock_vec(&self.leftovers).push(path);
+                crate::sync::lock(&self.leftovers).push(path);
             }
         }
         result?;
@@ -1022,7 +1012,7 @@ impl WarmStore {
             Err(e) if is_not_found(&e) => {}
             Err(e) => {
                 debug!(error = %e, "could not remove a temp file; will retry");
-                lock_vec(&self.leftovers).push(path);
+                crate::sync::lock(&self.leftovers).push(path);
             }
         }
     }
@@ -1030,7 +1020,7 @@ impl WarmStore {
     /// Retries removing temp and probe files whose removal failed earlier (the disk was
     /// failing); called by every probe, so a disk that recovers is left clean.
     fn retry_leftovers(&self, fs: &dyn Fs) {
-        let paths = std::mem::take(&mut *lock_vec(&self.leftovers));
+        let paths = std::mem::take(&mut *crate::sync::lock(&self.leftovers));
         for p in paths {
             self.remove_or_remember(fs, p);
         }
@@ -1039,13 +1029,13 @@ impl WarmStore {
 
     /// Newer entries taken aside by a judged removal that are still waiting to be put back.
     pub fn stranded(&self) -> usize {
-        lock_vec(&self.stranded).len()
+        crate::sync::lock(&self.stranded).len()
     }
 
     /// Puts back the newer entries a judged removal took aside and could not put back then
     /// (never over a yet newer entry, which wins). Called by every probe and by `flush`.
     pub fn restore_stranded(&self, fs: &dyn Fs) {
-        let stranded = std::mem::take(&mut *lock_vec(&self.stranded));
+        let stranded = std::mem::take(&mut *crate::sync::lock(&self.stranded));
         for (aside, path) in stranded {
             match fs.rename_noreplace(&aside, &path) {
                 Ok(()) => {}
@@ -1053,7 +1043,7 @@ impl WarmStore {
                     self.remove_or_remember(fs, aside)
                 }
                 Err(e) if is_not_found(&e) => {}
-                Err(_) => lock_vec(&self.stranded).push((aside, path)),
+                Err(_) => crate::sync::lock(&self.stranded).push((aside, path)),
             }
         }
     }
