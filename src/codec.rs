@@ -569,43 +569,30 @@ impl ser::SerializeMap for ShapeCompound<'_> {
     }
 }
 
-impl ser::SerializeStruct for ShapeCompound<'_> {
-    type Ok = ();
-    type Error = CheckError;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        value: &T,
-    ) -> Result<(), CheckError> {
-        self.field(key, value)
-    }
-    fn skip_field(&mut self, key: &'static str) -> Result<(), CheckError> {
-        self.cur = mix_str(mix(self.cur, Tag::SkippedField as u64), key);
-        Ok(())
-    }
-    fn end(self) -> Result<(), CheckError> {
-        self.finish()
-    }
+macro_rules! shape_struct {
+    ($($trait:ident),*) => {
+        $(impl ser::$trait for ShapeCompound<'_> {
+            type Ok = ();
+            type Error = CheckError;
+            fn serialize_field<T: Serialize + ?Sized>(
+                &mut self,
+                key: &'static str,
+                value: &T,
+            ) -> Result<(), CheckError> {
+                self.field(key, value)
+            }
+            fn skip_field(&mut self, key: &'static str) -> Result<(), CheckError> {
+                self.cur = mix_str(mix(self.cur, Tag::SkippedField as u64), key);
+                Ok(())
+            }
+            fn end(self) -> Result<(), CheckError> {
+                self.finish()
+            }
+        })*
+    };
 }
 
-impl ser::SerializeStructVariant for ShapeCompound<'_> {
-    type Ok = ();
-    type Error = CheckError;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        value: &T,
-    ) -> Result<(), CheckError> {
-        self.field(key, value)
-    }
-    fn skip_field(&mut self, key: &'static str) -> Result<(), CheckError> {
-        self.cur = mix_str(mix(self.cur, Tag::SkippedField as u64), key);
-        Ok(())
-    }
-    fn end(self) -> Result<(), CheckError> {
-        self.finish()
-    }
-}
+shape_struct!(SerializeStruct, SerializeStructVariant);
 
 /// A serializer that produces nothing and fails on what serde_json would write wrongly or
 /// could not read back: non-finite floats (written as `null`), a `Some` whose content is
@@ -839,35 +826,26 @@ impl ser::SerializeMap for JsonCheck {
     }
 }
 
-impl ser::SerializeStruct for JsonCheck {
-    type Ok = ();
-    type Error = CheckError;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        _: &'static str,
-        value: &T,
-    ) -> Result<(), CheckError> {
-        value.serialize(*self)
-    }
-    fn end(self) -> Result<(), CheckError> {
-        Ok(())
-    }
+macro_rules! check_struct {
+    ($($trait:ident),*) => {
+        $(impl ser::$trait for JsonCheck {
+            type Ok = ();
+            type Error = CheckError;
+            fn serialize_field<T: Serialize + ?Sized>(
+                &mut self,
+                _: &'static str,
+                value: &T,
+            ) -> Result<(), CheckError> {
+                value.serialize(*self)
+            }
+            fn end(self) -> Result<(), CheckError> {
+                Ok(())
+            }
+        })*
+    };
 }
 
-impl ser::SerializeStructVariant for JsonCheck {
-    type Ok = ();
-    type Error = CheckError;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        _: &'static str,
-        value: &T,
-    ) -> Result<(), CheckError> {
-        value.serialize(*self)
-    }
-    fn end(self) -> Result<(), CheckError> {
-        Ok(())
-    }
-}
+check_struct!(SerializeStruct, SerializeStructVariant);
 
 #[cfg(test)]
 mod tests {

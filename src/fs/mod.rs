@@ -36,7 +36,8 @@ pub enum FileKind {
 }
 
 impl FileKind {
-    fn of(t: fs::FileType) -> FileKind {
+    /// The kind of a file of type `t` (from `symlink_metadata`: a symlink is a symlink).
+    pub fn of(t: fs::FileType) -> FileKind {
         if t.is_symlink() {
             FileKind::Symlink
         } else if t.is_dir() {

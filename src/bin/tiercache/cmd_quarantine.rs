@@ -174,18 +174,7 @@ pub fn show(dir: &Path, name: &str, json: bool) -> Result<Status, BoxError> {
         _ => Vec::new(),
     };
     let kind = std::fs::symlink_metadata(&path)
-        .map(|m| {
-            let t = m.file_type();
-            if t.is_symlink() {
-                FileKind::Symlink
-            } else if t.is_dir() {
-                FileKind::Dir
-            } else if t.is_file() {
-                FileKind::File
-            } else {
-                FileKind::Special
-            }
-        })
+        .map(|m| FileKind::of(m.file_type()))
         .map_err(|e| format!("{}: {e}", path.display()))?;
     let head = match StdFs.read_prefix(&path, SHOW_READ) {
         Ok(FileRead::Data(d)) => d,
