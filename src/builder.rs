@@ -158,7 +158,7 @@ impl Builder {
     }
 
     /// Hot-tier byte budget (key + value + a fixed per-entry overhead of
-    /// [`ENTRY_OVERHEAD`](crate::hot::ENTRY_OVERHEAD) bytes). Default
+    /// [`ENTRY_OVERHEAD`](crate::HOT_ENTRY_OVERHEAD) bytes). Default
     /// [`DEFAULT_HOT_CAPACITY_BYTES`] (64 MiB).
     ///
     /// Any value is valid. `usize::MAX`: no byte bound (`hot_capacity_entries` still bounds the

@@ -172,11 +172,6 @@ impl HotTier {
         self.entries.load(Ordering::Relaxed)
     }
 
-    /// True when empty.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// The byte budget.
     pub fn max_bytes(&self) -> usize {
         self.max_bytes.load(Ordering::Relaxed)

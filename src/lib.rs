@@ -30,7 +30,7 @@
 //! ```
 //!
 //! ## Architecture
-//! - [`hot`]: sharded `lru::LruCache` behind mutexes, bounded by bytes and entries.
+//! - `hot`: sharded `lru::LruCache` behind mutexes, bounded by bytes and entries.
 //! - [`warm`]: entry files under `<root>/v1/ab/cd/<blake3-hex>`; the [format](warm::format)
 //!   (see FORMAT.md), the [path scheme](warm::layout), the quarantine.
 //! - [`fs`]: the sync, object-safe I/O seam every disk call goes through.
@@ -58,7 +58,7 @@ mod degraded;
 mod disk;
 mod error;
 pub mod fs;
-pub mod hot;
+mod hot;
 mod key;
 mod queue;
 mod stats;
@@ -79,6 +79,7 @@ pub use clock::{Clock, ManualClock, TokioClock};
 pub use codec::{Codec, Encoding, MAX_JSON_DEPTH};
 pub use error::{Error, LoaderError, Result};
 pub use fs::{Fs, IoErrorKind, StdFs};
+pub use hot::ENTRY_OVERHEAD as HOT_ENTRY_OVERHEAD;
 pub use key::Key;
 pub use stats::{Mode, Stats};
 pub use warm::Corruption;

@@ -7,8 +7,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tiercache::hot::ENTRY_OVERHEAD;
 use tiercache::testing::{Fault, FaultFs, FsOp, Rule};
+use tiercache::HOT_ENTRY_OVERHEAD as ENTRY_OVERHEAD;
 
 use crate::support::{answer, prose, Answer, Reads, Rng, TestCache};
 
