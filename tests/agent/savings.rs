@@ -74,3 +74,19 @@ async fn coalesced_callers_save_the_cost_of_the_load_they_shared() {
     let _: Option<Answer> = f.get("manual").await.unwrap();
     assert_eq!(f.stats().cost_saved, 464);
 }
+
+/// Costs are the caller's unit and can be any u64: their sum saturates, it never wraps (two
+/// warm hits of cost u64::MAX once summed to u64::MAX - 1).
+#[tokio::test(start_paused = true)]
+async fn cost_saved_saturates_instead_of_wrapping() {
+    let mut f = open_with(|b| b.hot_capacity_bytes(0)).await;
+    f.set_with_controls("q", &answer("a", 1), &Controls::new().cost(u64::MAX))
+        .await
+        .unwrap();
+    f.reopen().await;
+    for _ in 0..2 {
+        assert_eq!(f.get::<Answer>("q").await.unwrap(), Some(answer("a", 1)));
+    }
+    let s = f.stats();
+    assert_eq!((s.warm_hits, s.cost_saved), (2, u64::MAX));
+}
