@@ -88,3 +88,12 @@ impl Clock for ManualClock {
         self.now.load(Ordering::SeqCst)
     }
 }
+
+/// Sleeps for `d`, or forever when `d` is too large to add to the clock (`Duration::MAX`
+/// means "never"; tokio's own `sleep` would wake after about 30 years).
+pub(crate) async fn sleep_or_never(d: Duration) {
+    match tokio::time::Instant::now().checked_add(d) {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,8 +1,8 @@
-//! The disk gate: every warm-tier operation runs through [`Disk::run`] (or a sibling), which
+//! The disk gate: every warm-tier operation runs through [`DiskGate::run`] (or a sibling), which
 //! - runs the synchronous store code on tokio's blocking pool,
 //! - bounds it by `io_timeout` (a hung disk cannot hang `get` or `set`; the hung call counts
 //!   as a timeout failure and finishes, or not, in the background),
-//! - except the first step of a read ([`Disk::run_inline_first`]), which runs on the calling
+//! - except the first step of a read ([`DiskGate::run_inline_first`]), which runs on the calling
 //!   thread because it is made only of calls that fail instead of waiting for the device
 //!   (a page-cache read, see `Fs::read_file_nowait`); whatever it cannot finish continues on
 //!   the blocking pool as above,
@@ -17,12 +17,15 @@ use std::io;
 use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::degraded::{Admission, Resilience};
+use crate::breaker::BreakerState;
 use crate::fs::{DirEntryInfo, FileRead, Fs, IoErrorKind};
+use crate::resilience::mode::{Admission, Resilience};
 use crate::stats::Counters;
+use crate::stats::Mode;
+use crate::sync::lock;
 use crate::warm::store::WarmStore;
 
 const NONE: u8 = u8::MAX;
@@ -170,17 +173,75 @@ fn report<T>(admission: Admission<'_>, outcome: &DiskOutcome<T>) {
     });
 }
 
-/// The gate.
+/// The gate every warm-tier operation passes (see the module docs). It owns the warm store,
+/// the file system, the resilience state (breaker and mode) and the text of the last disk
+/// error, which `flush`, `close` and write-through `set` report.
 #[derive(Debug)]
-pub(crate) struct Disk {
-    pub(crate) fs: Arc<dyn Fs>,
+pub(crate) struct DiskGate {
+    fs: Arc<dyn Fs>,
     pub(crate) store: Arc<WarmStore>,
-    pub(crate) counters: Arc<Counters>,
-    pub(crate) io_timeout: Duration,
+    counters: Arc<Counters>,
+    io_timeout: Duration,
     pub(crate) res: Arc<Resilience>,
+    last_error: Mutex<Option<String>>,
 }
 
-impl Disk {
+impl DiskGate {
+    /// A gate over `store` on `fs`, each call bounded by `io_timeout`.
+    pub(crate) fn new(
+        fs: Arc<dyn Fs>,
+        store: Arc<WarmStore>,
+        counters: Arc<Counters>,
+        io_timeout: Duration,
+        res: Arc<Resilience>,
+    ) -> Self {
+        DiskGate {
+            fs,
+            store,
+            counters,
+            io_timeout,
+            res,
+            last_error: Mutex::new(None),
+        }
+    }
+
+    /// Whether the disk tier is in use (the breaker may still refuse a call).
+    pub(crate) fn in_use(&self) -> bool {
+        self.res.mode() == Mode::Tiered
+    }
+
+    /// The current mode.
+    pub(crate) fn mode(&self) -> Mode {
+        self.res.mode()
+    }
+
+    /// The breaker's state.
+    pub(crate) fn breaker_state(&self) -> BreakerState {
+        self.res.breaker_state()
+    }
+
+    /// Records a failed operation's error text (`what`: the operation) for reports.
+    pub(crate) fn note<T>(&self, what: &str, outcome: &DiskOutcome<T>) {
+        let text = match outcome {
+            DiskOutcome::Done { value: Err(e), .. } => format!("{what}: {e}"),
+            DiskOutcome::Done {
+                device_failure: Some(kind),
+                ..
+            } => format!("{what}: {kind} error"),
+            DiskOutcome::TimedOut => {
+                format!("{what}: timed out after {:?}", self.io_timeout)
+            }
+            _ => return,
+        };
+        tracing::debug!(error = %text, "disk operation failed");
+        *lock(&self.last_error) = Some(text);
+    }
+
+    /// The text of the last failed operation, if any.
+    pub(crate) fn last_error(&self) -> Option<String> {
+        lock(&self.last_error).clone()
+    }
+
     /// Runs `f` if the mode and the breaker admit a disk call (else `Skipped`), bounded by
     /// `io_timeout`, and reports its outcome to the breaker: a timeout or any device failure
     /// inside it is a failure.
@@ -192,7 +253,7 @@ impl Disk {
         self.admitted(f, Some(self.io_timeout)).await
     }
 
-    /// Like [`Disk::run`] for operations made of many fs calls (the startup scan, the expiry
+    /// Like [`DiskGate::run`] for operations made of many fs calls (the startup scan, the expiry
     /// sweep): admitted and observed, but with no overall timeout, since `io_timeout` bounds
     /// one disk call, not a walk of a million files. They stop early when the cache closes.
     pub(crate) async fn run_long<T, F>(&self, f: F) -> DiskOutcome<T>
@@ -203,7 +264,7 @@ impl Disk {
         self.admitted(f, None).await
     }
 
-    /// Like [`Disk::run`], but first tries `inline` on the calling thread: a step that can
+    /// Like [`DiskGate::run`], but first tries `inline` on the calling thread: a step that can
     /// never block (reads from the page cache, see [`Fs::read_file_nowait`]). When it
     /// finishes the operation (`Break`), its result is reported to the breaker as `run` would
     /// report it, and no blocking-pool hop is paid. When it cannot (`Continue(state)`),

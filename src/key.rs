@@ -9,7 +9,7 @@
 
 use std::borrow::Cow;
 
-use crate::agent::RequestKey;
+use crate::agent::request_key::RequestKey;
 
 /// A key: any `AsRef<[u8]>`, or a [`RequestKey`] (which carries its namespace). Sealed:
 /// implemented here for those, and for nothing else.
@@ -32,8 +32,8 @@ pub enum KeyRef<'a> {
 mod sealed {
     pub trait Sealed {}
     impl<T: AsRef<[u8]> + ?Sized> Sealed for T {}
-    impl Sealed for crate::agent::RequestKey {}
-    impl Sealed for &crate::agent::RequestKey {}
+    impl Sealed for crate::agent::request_key::RequestKey {}
+    impl Sealed for &crate::agent::request_key::RequestKey {}
 }
 
 impl<T: AsRef<[u8]> + ?Sized> Key for T {

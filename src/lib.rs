@@ -30,15 +30,13 @@
 //! ```
 //!
 //! ## Architecture
-//! - `hot`: sharded `lru::LruCache` behind mutexes, bounded by bytes and entries.
-//! - [`warm`]: entry files under `<root>/v1/ab/cd/<blake3-hex>`; the [format](warm::format)
-//!   (see FORMAT.md), the [path scheme](warm::layout), the quarantine.
-//! - [`fs`]: the sync, object-safe I/O seam every disk call goes through.
-//! - [`breaker`]: the pure three-state circuit breaker.
-//! - [`agent`]: single-flight `get_or_insert_with`, request keys, namespaces with O(1)
-//!   invalidation, per-call controls and cost savings.
-//! - `cache`: the async orchestration: `get` goes hot → write queue → disk; `set` goes to
-//!   hot and the write queue (write-behind by default).
+//! A handle ([`TieredCache`]) composes named parts, each owning its state: the hot tier (a
+//! sharded LRU), the write queue, the disk gate (breaker, memory-only mode, `io_timeout`, over
+//! the [`fs`] seam and the [`warm`] store), the freshness record (the clear fence and keys lost
+//! from memory), the writer and recovery. Public building blocks: [`warm`] (the entry
+//! [format](warm::format), see FORMAT.md, and the [path scheme](warm::layout)), [`fs`],
+//! [`breaker`], [`verify`], [`agent`] (single-flight loading, request keys, namespaces). See
+//! docs/ARCHITECTURE.md in the repository.
 //!
 //! ## Features
 //! | feature | what it adds |
@@ -53,14 +51,19 @@ mod builder;
 mod cache;
 pub mod clock;
 mod codec;
+mod config;
 pub mod defaults;
-mod degraded;
 mod disk;
 mod error;
+mod freshness;
 pub mod fs;
+mod handle;
 mod hot;
 mod key;
+mod key_scan;
+mod maintenance;
 mod queue;
+mod resilience;
 mod stats;
 mod supervise;
 mod sync;
@@ -73,12 +76,13 @@ mod writer;
 pub use agent::{Controls, Namespace, RequestKey, RequestKeyBuilder};
 pub use answer::{Answer, Source};
 pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker};
-pub use builder::{Builder, Config, Durability, WritePolicy};
-pub use cache::TieredCache;
+pub use builder::Builder;
 pub use clock::{Clock, ManualClock, TokioClock};
 pub use codec::{Codec, Encoding, MAX_JSON_DEPTH};
+pub use config::{Config, Durability, WritePolicy};
 pub use error::{Error, LoaderError, Result};
 pub use fs::{Fs, IoErrorKind, StdFs};
+pub use handle::TieredCache;
 pub use hot::ENTRY_OVERHEAD as HOT_ENTRY_OVERHEAD;
 pub use key::Key;
 pub use stats::{Mode, Stats};

@@ -1,4 +1,5 @@
-//! Counters and the serializable snapshot returned by `TieredCache::stats`.
+//! Counters and the serializable snapshot returned by `TieredCache::stats` (taken here, from
+//! the counters and the [`Gauges`] the cache reads from its parts).
 //!
 //! Counters are relaxed atomics bumped on the paths that cause them; `Stats` is a plain copy
 //! taken at one moment (each field is exact, fields are not taken atomically together).
@@ -268,7 +269,107 @@ pub struct Stats {
     pub stale_keys_pending: u64,
 }
 
-pub(crate) fn by_name<const N: usize, T: Copy>(
+/// What a snapshot reads from the parts besides the counters: sizes, states and the counts
+/// kept elsewhere (the hot tier counts its own fast-path hits, under its shard locks).
+#[derive(Debug)]
+pub(crate) struct Gauges {
+    pub hot_entries: u64,
+    pub hot_bytes: u64,
+    pub hot_capacity_bytes: u64,
+    pub hot_capacity_entries: u64,
+    /// `(hits, cost)` counted by the hot tier's fast path.
+    pub hot_live_hits: (u64, u64),
+    pub dirty_entries: u64,
+    /// `(entries, bytes, whether the startup scan is complete)`.
+    pub warm_usage: (u64, u64, bool),
+    pub warm_capacity_bytes: u64,
+    /// `(depth, bytes)`.
+    pub write_queue: (u64, u64),
+    pub mode: Mode,
+    pub breaker_state: BreakerState,
+    pub memory_only_ms: u64,
+    pub last_disk_error: Option<String>,
+    /// `(stale keys pending, lost keys)`.
+    pub lost: (u64, u64),
+}
+
+impl Counters {
+    /// The [`Stats`] of this moment: every counter, with `g`.
+    pub(crate) fn snapshot(&self, g: Gauges) -> Stats {
+        let c = self;
+        let (warm_entries, warm_bytes, scanned) = g.warm_usage;
+        let (live_hits, live_cost) = g.hot_live_hits;
+        let bytes_in = c.bytes_in.get();
+        let bytes_out = c.bytes_out.get();
+        let corrupted = by_name(&c.corrupted, Corruption::ALL, |r| r.name());
+        let disk_errors = by_name(&c.disk_errors, IoErrorKind::ALL, |k| k.name());
+        Stats {
+            hot_hits: c.hot_hits.get() + live_hits,
+            warm_hits: c.warm_hits.get(),
+            inline_reads: c.inline_reads.get(),
+            queue_hits: c.queue_hits.get(),
+            misses: c.misses.get(),
+            decode_misses: c.decode_misses.get(),
+            joined: c.joined.get(),
+            bypasses: c.bypasses.get(),
+            unencodable: c.unencodable.get(),
+            sets: c.sets.get(),
+            removes: c.removes.get(),
+            hot_entries: g.hot_entries,
+            hot_bytes: g.hot_bytes,
+            hot_capacity_bytes: g.hot_capacity_bytes,
+            hot_capacity_entries: g.hot_capacity_entries,
+            hot_evictions: c.hot_evictions.get(),
+            hot_expirations: c.hot_expirations.get(),
+            warm_entries,
+            warm_bytes,
+            warm_capacity_bytes: g.warm_capacity_bytes,
+            warm_index_complete: scanned,
+            warm_evictions: c.warm_evictions.get(),
+            warm_expirations: c.warm_expirations.get(),
+            writes_ok: c.writes_ok.get(),
+            writes_failed: c.writes_failed.get(),
+            writes_skipped: c.writes_skipped_too_large.get(),
+            lost_writes: c.lost_writes.get(),
+            bytes_written_uncompressed: bytes_in,
+            bytes_written_compressed: bytes_out,
+            compression_ratio: ratio(bytes_in, bytes_out),
+            disk_errors: disk_errors.values().sum(),
+            disk_errors_by_kind: disk_errors,
+            corrupted: corrupted.values().sum(),
+            corrupted_by_reason: corrupted,
+            quarantined_files: c.quarantined_files.get(),
+            quarantined_bytes: c.quarantined_bytes.get(),
+            newer_version_skipped: c.newer_version.get(),
+            foreign_files: c.foreign_files.get(),
+            temp_files_swept: c.temp_files_swept.get(),
+            write_queue_depth: g.write_queue.0,
+            write_queue_bytes: g.write_queue.1,
+            dirty_entries: g.dirty_entries,
+            cost_saved: c.cost_saved.get().saturating_add(live_cost),
+            mode: g.mode,
+            breaker_state: g.breaker_state,
+            breaker_transitions: c.breaker_transitions.get(),
+            breaker_opens: c.breaker_opens.get(),
+            written_back: c.written_back.get(),
+            last_disk_error: g.last_disk_error,
+            breaker_rejections: c.breaker_rejections.get(),
+            probes_run: c.probes_run.get(),
+            probes_ok: c.probes_ok.get(),
+            health_checks: c.health_checks.get(),
+            memory_only_entries: c.memory_only_entries.get(),
+            memory_only_ms: g.memory_only_ms,
+            stale_served: c.stale_served.get(),
+            loader_calls: c.loader_calls.get(),
+            task_panics: c.task_panics.get(),
+            stale_keys_purged: c.stale_keys_purged.get(),
+            stale_keys_pending: g.lost.0,
+            lost_keys: g.lost.1,
+        }
+    }
+}
+
+fn by_name<const N: usize, T: Copy>(
     counters: &[Counter; N],
     all: [T; N],
     name: impl Fn(T) -> &'static str,
@@ -280,7 +381,7 @@ pub(crate) fn by_name<const N: usize, T: Copy>(
         .collect()
 }
 
-pub(crate) fn ratio(num: u64, den: u64) -> f64 {
+fn ratio(num: u64, den: u64) -> f64 {
     if den == 0 {
         0.0
     } else {

@@ -8,13 +8,17 @@
 
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 use tracing::info;
 
-use crate::cache::{lock, Inner};
-use crate::disk::DiskOutcome;
+use crate::clock::Clock;
+use crate::disk::{DiskGate, DiskOutcome};
+use crate::freshness::Freshness;
 use crate::fs::IoErrorKind;
-use crate::queue::{Job, Op, QueueView};
+use crate::hot::{Evicted, HotTier};
+use crate::queue::{Job, Op, QueueView, WriteQueue};
+use crate::stats::Counters;
+use crate::sync::lock;
 use crate::warm::format::EntryMeta;
 use crate::warm::layout::{key_hash, KeyHash};
 use crate::warm::store::WriteOutcome;
@@ -59,7 +63,97 @@ enum Completion {
     Finished,
 }
 
-impl Inner {
+/// What the writer uses, and nothing else: the write queue it drains, the hot tier whose
+/// entries it marks clean, the disk gate, the freshness record it reports landings and
+/// losses to, the counters. Shared with the cache (which queues writes and asks for
+/// write-back) and with recovery (which triggers write-back).
+pub(crate) struct Writer {
+    hot: Arc<HotTier>,
+    queue: Arc<WriteQueue>,
+    gate: Arc<DiskGate>,
+    freshness: Arc<Freshness>,
+    counters: Arc<Counters>,
+    clock: Arc<dyn Clock>,
+    /// Write jobs hold it shared while they call the disk; `clear` holds it exclusively
+    /// ([`Writer::pause`]) while it records the fence and deletes the entry files, so that a
+    /// write made after the clear began is never deleted by it.
+    clear_gate: tokio::sync::RwLock<()>,
+    /// Held while dirty entries are queued for write-back ([`Writer::write_back_lock`]): by
+    /// recovery while it switches the mode back and queues them, and by `flush` before it
+    /// looks at the queue, so a `flush` that sees the recovered mode also waits for the
+    /// write-back that recovery started.
+    write_back_gate: tokio::sync::Mutex<()>,
+    /// The most concurrent writes.
+    concurrency: usize,
+}
+
+impl Writer {
+    /// A writer of `queue` through `gate`, with at most `concurrency` writes at once
+    /// (clamped to `1..=MAX_WRITE_CONCURRENCY`).
+    pub(crate) fn new(
+        hot: Arc<HotTier>,
+        queue: Arc<WriteQueue>,
+        gate: Arc<DiskGate>,
+        freshness: Arc<Freshness>,
+        counters: Arc<Counters>,
+        clock: Arc<dyn Clock>,
+        concurrency: usize,
+    ) -> Self {
+        Writer {
+            hot,
+            queue,
+            gate,
+            freshness,
+            counters,
+            clock,
+            clear_gate: tokio::sync::RwLock::new(()),
+            write_back_gate: tokio::sync::Mutex::new(()),
+            concurrency: concurrency.clamp(1, MAX_WRITE_CONCURRENCY),
+        }
+    }
+
+    /// Waits for the writes calling the disk now and keeps new ones from starting until the
+    /// guard drops (`clear`).
+    pub(crate) async fn pause(&self) -> tokio::sync::RwLockWriteGuard<'_, ()> {
+        self.clear_gate.write().await
+    }
+
+    /// The write-back lock (see the field's docs).
+    pub(crate) async fn write_back_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.write_back_gate.lock().await
+    }
+
+    /// Accounts for entries pushed out of the hot tier, with the queue locked (`view`) so the
+    /// writer cannot finish a write between the eviction and this decision. A dirty entry is
+    /// lost unless the queue holds its version or a newer one; an older write still in flight
+    /// would land and leave an older value on disk, so a lost key is marked stale.
+    pub(crate) fn on_evicted(&self, view: &QueueView<'_>, evicted: Vec<Evicted>) {
+        if evicted.is_empty() {
+            return;
+        }
+        self.counters.hot_evictions.add(evicted.len() as u64);
+        for ev in evicted {
+            if !ev.entry.dirty {
+                continue;
+            }
+            let hash = key_hash(&ev.key);
+            if view
+                .pending_version(&hash)
+                .is_some_and(|v| v >= ev.entry.version)
+            {
+                continue;
+            }
+            let expired = ev.entry.expires_ms != 0 && self.clock.now_ms() >= ev.entry.expires_ms;
+            if expired {
+                self.freshness.mark_lost(hash, ev.entry.version, true);
+                continue;
+            }
+            // Counted, not logged: under memory pressure this happens per request.
+            self.counters.lost_writes.inc();
+            self.freshness.mark_lost(hash, ev.entry.version, false);
+        }
+    }
+
     /// Writes one queued job and completes it.
     #[tracing::instrument(level = "trace", name = "write", skip_all, fields(seq = job.seq))]
     async fn run_job(self: &Arc<Self>, job: Job) {
@@ -73,17 +167,14 @@ impl Inner {
             // Until the fence on disk is known, nothing is written: an entry's creation time
             // must not fall before a clear this process has not seen yet (it was made after
             // it), or it would be taken for a cleared one.
-            if !self.load_fence().await {
+            if !self.freshness.load_fence(&self.gate).await {
                 let (landed, waiters) = self.finish_job(&hash, &key, seq, &op, JobEnd::Skipped);
                 for w in waiters {
                     let _ = w.send(landed);
                 }
                 return;
             }
-            meta.created_ms = meta.created_ms.max(
-                self.fence_loaded_ms
-                    .load(std::sync::atomic::Ordering::Relaxed),
-            );
+            meta.created_ms = meta.created_ms.max(self.freshness.write_floor());
         }
         // Who completes the job: this task, after the outcome reached the breaker and the
         // error log (so that `flush`, released by the completion, and a write-through `set`
@@ -91,11 +182,11 @@ impl Inner {
         // up on a disk call that timed out, the blocking call itself when it really returns,
         // so that it can never race a newer write of the same key to the rename.
         let completion = Arc::new(Mutex::new(Completion::Running));
-        let (inner, op2, key2, completion2) =
+        let (writer, op2, key2, completion2) =
             (self.clone(), op.clone(), key.clone(), completion.clone());
         let clear_gate = self.clear_gate.read().await;
         let outcome = self
-            .disk
+            .gate
             .run(move |fs, store| {
                 let result = match &op2 {
                     Op::Put { value, meta, .. } => store.write(fs, &key2, &hash, value, *meta),
@@ -108,7 +199,7 @@ impl Inner {
                     // A `clear` ran while this write was in flight and did not wait for it (it
                     // had timed out): the clear supersedes it, also after a restart. No newer
                     // write of the key can race this delete: the key is still held.
-                    if inner.cleared_since(meta.created_ms) {
+                    if writer.freshness.cleared_since(meta.created_ms) {
                         if let Err(e) = store.remove(fs, &hash) {
                             tracing::debug!(error = %e, "could not remove a write a clear superseded");
                         }
@@ -131,7 +222,7 @@ impl Inner {
                     Completion::GaveUp => {
                         // Waiters left (`mark_stuck` may not have told them yet) learn the
                         // real outcome.
-                        let (landed, waiters) = inner.finish_job(&hash, &key2, seq, &op2, end);
+                        let (landed, waiters) = writer.finish_job(&hash, &key2, seq, &op2, end);
                         for w in waiters {
                             let _ = w.send(landed);
                         }
@@ -143,7 +234,7 @@ impl Inner {
             })
             .await;
         drop(clear_gate);
-        self.note_outcome("write", &outcome);
+        self.gate.note("write", &outcome);
         let end = {
             let mut c = lock(&completion);
             match (&outcome, std::mem::replace(&mut *c, Completion::Finished)) {
@@ -200,11 +291,11 @@ impl Inner {
             JobEnd::Skipped => {}
         }
         match end {
-            JobEnd::Landed => self.freshness_landed(hash, version),
+            JobEnd::Landed => self.freshness.landed(hash, version),
             // It can never be written (too large, EFBIG): it lives in memory only, and an
             // older file of the key must not be served once it is evicted.
             // Its older file was deleted: no older value can be served.
-            JobEnd::PerEntry | JobEnd::FileTooLarge => self.freshness_landed(hash, version),
+            JobEnd::PerEntry | JobEnd::FileTooLarge => self.freshness.landed(hash, version),
             JobEnd::Failed | JobEnd::Blocked | JobEnd::Skipped => {}
         }
         // A write that did not land, of a version no longer in memory and not superseded, is
@@ -216,19 +307,10 @@ impl Inner {
             let held = self.hot.peek(key).is_some_and(|e| e.version == version);
             if end != JobEnd::Landed && !held && !superseded {
                 self.counters.lost_writes.inc();
-                self.mark_stale(*hash, version);
+                self.freshness.mark_lost(*hash, version, false);
             }
         });
         (end == JobEnd::Landed, waiters)
-    }
-
-    /// The disk now holds version `version` of the key (or, for a delete, nothing): a loss
-    /// recorded at or before that version no longer makes its older file a risk.
-    fn freshness_landed(&self, hash: &KeyHash, version: u64) {
-        let mut stale = lock(&self.stale);
-        if stale.get(hash).is_some_and(|l| l.version <= version) {
-            stale.remove(hash);
-        }
     }
 
     /// Completes a purge (see [`Op::Purge`]): once it landed the key is no longer stale; if
@@ -236,16 +318,7 @@ impl Inner {
     fn finish_purge(&self, hash: &KeyHash, seq: u64, version: u64, end: JobEnd) -> Acks {
         if end == JobEnd::Landed {
             self.counters.stale_keys_purged.inc();
-            // No older file is left to serve; the key's last value is still not on disk,
-            // unless it had expired (then absent is right).
-            let mut stale = lock(&self.stale);
-            match stale.get_mut(hash) {
-                Some(l) if l.version == version && l.expired => {
-                    stale.remove(hash);
-                }
-                Some(l) if l.version == version => l.purged = true,
-                _ => {}
-            }
+            self.freshness.purged(hash, version);
         }
         let (_, waiters) = self.queue.complete(hash, seq);
         (end == JobEnd::Landed, waiters)
@@ -259,15 +332,15 @@ impl Inner {
         self.write_back_gated().await
     }
 
-    /// [`Inner::write_back`] for a caller that holds `write_back_gate`.
+    /// [`Writer::write_back`] for a caller that holds the write-back lock.
     pub(crate) async fn write_back_gated(&self) -> u64 {
         // A pending clear first: written back entries are newer than its fence.
-        self.persist_fence().await;
+        self.freshness.persist_fence(&self.gate).await;
         let now = self.clock.now_ms();
-        let created_ms = self.created_now();
+        let created_ms = self.freshness.created_now();
         let mut queued = 0;
         for (key, e) in self.hot.dirty_entries() {
-            if !self.disk_allowed() {
+            if !self.gate.in_use() {
                 break;
             }
             if e.unwritable {
@@ -327,14 +400,9 @@ impl Inner {
     /// was lost from memory before reaching the disk) that has no operation queued: once it
     /// lands, not even a restart can serve that older file.
     async fn queue_purges(&self) -> u64 {
-        let stale: Vec<(KeyHash, u64)> = lock(&self.stale)
-            .iter()
-            .filter(|(_, l)| !l.purged)
-            .map(|(h, l)| (*h, l.version))
-            .collect();
         let mut queued = 0;
-        for (hash, lost) in stale {
-            if !self.disk_allowed() {
+        for (hash, lost) in self.freshness.unpurged() {
+            if !self.gate.in_use() {
                 break;
             }
             if self.queue.lookup(&hash).is_some() {
@@ -345,10 +413,7 @@ impl Inner {
             };
             // Never in place of an operation queued meanwhile (a newer set or remove).
             let still_stale = |view: &QueueView<'_>| {
-                view.pending_version(&hash).is_none()
-                    && lock(&self.stale)
-                        .get(&hash)
-                        .is_some_and(|l| l.version == lost && !l.purged)
+                view.pending_version(&hash).is_none() && self.freshness.still_unpurged(&hash, lost)
             };
             let op = Op::Purge { version: lost };
             if self
@@ -364,31 +429,27 @@ impl Inner {
 
 /// Hands queued jobs to at most `write_concurrency` concurrent writes. On shutdown it drains
 /// what is queued, then exits.
-pub(crate) async fn writer_task(inner: Arc<Inner>) {
-    // The builder bounds it; clamped again so that no setting can make `Semaphore` panic.
-    let concurrency = inner
-        .config
-        .write_concurrency
-        .clamp(1, MAX_WRITE_CONCURRENCY);
+pub(crate) async fn writer_task(writer: Arc<Writer>, mut shutdown: watch::Receiver<bool>) {
+    // Clamped in `Writer::new`, so that no setting can make `Semaphore` panic.
+    let concurrency = writer.concurrency;
     let slots = Arc::new(Semaphore::new(concurrency));
-    let mut shutdown = inner.shutdown();
     loop {
-        let notified = inner.queue.ready.notified();
-        while let Some(job) = inner.queue.take() {
+        let notified = writer.queue.ready.notified();
+        while let Some(job) = writer.queue.take() {
             let Ok(permit) = slots.clone().acquire_owned().await else {
                 return;
             };
-            let inner2 = inner.clone();
+            let writer2 = writer.clone();
             tokio::spawn(async move {
-                inner2.run_job(job).await;
+                writer2.run_job(job).await;
                 drop(permit);
             });
         }
-        if *shutdown.borrow() && !inner.queue.has_ready() {
+        if *shutdown.borrow() && !writer.queue.has_ready() {
             // Wait for the writes in flight, then stop.
             // Fits: at most MAX_WRITE_CONCURRENCY.
             let _ = slots.acquire_many(concurrency as u32).await;
-            if inner.queue.shut_if_idle() {
+            if writer.queue.shut_if_idle() {
                 return;
             }
             continue;

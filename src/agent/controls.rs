@@ -20,9 +20,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::cache::TieredCache;
 use crate::codec;
 use crate::error::Result;
+use crate::handle::TieredCache;
 use crate::key::Key;
 
 /// How long a stored entry lives.
@@ -37,7 +37,7 @@ pub(crate) enum Ttl {
 }
 
 impl Ttl {
-    /// The `ttl` argument of `Inner::store` (`None` = never expires).
+    /// The `ttl` argument of `Tiers::set` (`None` = never expires).
     pub(crate) fn resolve(self, default: Option<Duration>) -> Option<Duration> {
         match self {
             Ttl::Default => default,
@@ -215,17 +215,18 @@ impl TieredCache {
         if !controls.stores(value) {
             return Ok(false);
         }
-        let codec = self.inner.config.codec;
+        let codec = self.tiers.config().codec;
         let bytes = codec::encode(codec, value)?;
-        let ttl = controls.ttl.resolve(self.inner.config.default_ttl);
+        let ttl = controls.ttl.resolve(self.tiers.config().default_ttl);
         let key = self.resolve(&key).await?;
-        self.inner
-            .store(
+        self.tiers
+            .set(
                 &key,
                 bytes.into(),
                 ttl,
                 controls.cost_of(value),
                 codec.into(),
+                false,
             )
             .await?;
         Ok(true)

@@ -8,10 +8,9 @@
 //! 2. The hot tier is walked in memory (the predicate sees every live key; nothing is removed
 //!    in this pass).
 //! 3. The warm tier is walked one fan-out directory (`v1/ab/`) per disk call, so each call
-//!    stays well within `io_timeout` and passes the breaker like any other disk operation.
-//!    Only each file's header and key are read (no payload, no inflating); a key whose hash
-//!    does not match its file name is not trusted and skipped (that file is corrupt or
-//!    planted, and the ordinary read path quarantines it).
+//!    stays well within `io_timeout` and passes the breaker like any other disk operation
+//!    (`key_scan.rs`). Only each file's header and key are read; a key whose hash does not
+//!    match its file name is not trusted and skipped.
 //! 4. Every matching key is removed with the ordinary `remove`, which leaves a tombstone in
 //!    the hot tier until the delete reaches the disk: the same ordering guarantees as a
 //!    caller's `remove`.
@@ -25,62 +24,10 @@
 //! the unwalked part may remain, and calling again once the disk is back finishes the job.
 
 use std::collections::BTreeSet;
-use std::io;
-use std::path::{Path, PathBuf};
 
-use super::namespace::RECORD_PREFIX;
-use crate::cache::TieredCache;
-use crate::disk::DiskOutcome;
+use super::generation::RECORD_PREFIX;
 use crate::error::{Error, Result};
-use crate::fs::{FileKind, FileRead, Fs};
-use crate::warm::format::{self, Limits, HEADER_LEN};
-use crate::warm::layout::{self, key_hash, Layout};
-
-/// Lists a directory; a missing one is empty.
-fn list(fs: &dyn Fs, dir: &Path) -> io::Result<Vec<crate::fs::DirEntryInfo>> {
-    match fs.read_dir(dir) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
-        other => other,
-    }
-}
-
-/// The keys of the entry files under one fan-out directory `v1/ab/`.
-fn keys_under(fs: &dyn Fs, top: &Path, limits: Limits) -> io::Result<Vec<Box<[u8]>>> {
-    let mut keys = Vec::new();
-    for sub in list(fs, top)? {
-        if sub.kind != FileKind::Dir || !layout::is_fanout_name(&sub.name) {
-            continue;
-        }
-        let dir = top.join(&sub.name);
-        for f in list(fs, &dir)? {
-            let Some(hash) = layout::parse_hex(&f.name) else {
-                continue;
-            };
-            if f.kind != FileKind::File {
-                continue;
-            }
-            let bytes = match fs.read_prefix(&dir.join(&f.name), HEADER_LEN + limits.max_key_bytes)
-            {
-                Ok(FileRead::Data(b)) => b,
-                Ok(_) => continue,
-                // Vanished meanwhile: another process removed or replaced it.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
-            };
-            let Ok(header) = format::parse_header(&bytes, &limits) else {
-                continue;
-            };
-            let end = HEADER_LEN + header.key_len as usize;
-            let Some(key) = bytes.get(HEADER_LEN..end) else {
-                continue;
-            };
-            if key_hash(key) == hash {
-                keys.push(key.into());
-            }
-        }
-    }
-    Ok(keys)
-}
+use crate::handle::TieredCache;
 
 impl TieredCache {
     /// Removes every entry whose key satisfies `pred`, from both tiers, and returns how many
@@ -98,65 +45,24 @@ impl TieredCache {
     }
 
     pub(crate) async fn remove_matching(&self, mut pred: impl FnMut(&[u8]) -> bool) -> Result<u64> {
-        let inner = &self.inner;
-        let upto = inner.queue.seq();
-        inner.queue.wait(Some(upto)).await;
+        let tiers = &self.tiers;
+        tiers.wait_queued().await;
 
         let mut doomed: BTreeSet<Box<[u8]>> = BTreeSet::new();
-        inner.hot.remove_if(|k, e| {
-            if !e.tombstone && pred(k) {
+        tiers.for_each_hot_key(|k| {
+            if pred(k) {
                 doomed.insert(k.into());
             }
-            false
         });
 
-        let entries: PathBuf = Layout::new(&inner.config.root).entries_dir().to_owned();
-        let limits = Limits {
-            max_key_bytes: inner.config.max_key_bytes,
-            max_entry_bytes: inner.config.max_entry_bytes,
-        };
-        let mut unscanned = 0u64;
-        let mut last_error = String::new();
-        let mut note = |what: String| {
-            unscanned += 1;
-            last_error = what;
-        };
-        let root = entries.clone();
-        let tops = match inner.disk.run(move |fs, _| list(fs, &root)).await {
-            DiskOutcome::Done { value: Ok(v), .. } => v,
-            other => {
-                note(format!(
-                    "listing {}: {}",
-                    entries.display(),
-                    describe(&other)
-                ));
-                Vec::new()
-            }
-        };
-        for top in tops {
-            if top.kind != FileKind::Dir || !layout::is_fanout_name(&top.name) {
-                continue;
-            }
-            let dir = entries.join(&top.name);
-            let d = dir.clone();
-            match inner
-                .disk
-                .run(move |fs, _| keys_under(fs, &d, limits))
-                .await
-            {
-                DiskOutcome::Done {
-                    value: Ok(keys), ..
-                } => {
-                    doomed.extend(keys.into_iter().filter(|k| pred(k)));
-                }
-                other => note(format!("scanning {}: {}", dir.display(), describe(&other))),
-            }
-        }
+        let scan = tiers.disk_keys().await;
+        doomed.extend(scan.keys.into_iter().filter(|k| pred(k)));
+        let (unscanned, mut last_error) = (scan.unscanned, scan.last_error);
 
         let mut removed = 0;
         let mut not_on_disk = 0;
         for key in &doomed {
-            match inner.remove(key).await {
+            match tiers.remove(key).await {
                 Ok(_) => {}
                 // Write-through and the delete did not reach the disk: removed in memory
                 // (never served), reported below.
@@ -187,14 +93,5 @@ impl TieredCache {
             });
         }
         Ok(removed)
-    }
-}
-
-fn describe<T>(outcome: &DiskOutcome<T>) -> String {
-    match outcome {
-        DiskOutcome::Done { value: Err(e), .. } => e.to_string(),
-        DiskOutcome::Done { .. } => "ok".into(),
-        DiskOutcome::TimedOut => "timed out".into(),
-        DiskOutcome::Skipped => "the disk tier is not in use (memory-only or breaker open)".into(),
     }
 }

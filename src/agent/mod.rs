@@ -55,16 +55,22 @@
 //! # }).unwrap();
 //! ```
 
+// Layers, bottom up (no file imports one above it): `canonical`, `value`, `request_key`
+// (keys); `generation`, `flights` (per-cache state over the tiers' narrow API), `state`
+// (both, held by the cache handle); `controls`, `namespace`, `single_flight`, `invalidate`
+// (the public methods, on the handle).
 mod canonical;
 mod controls;
+mod flights;
+pub(crate) mod generation;
 mod invalidate;
 mod namespace;
-mod request_key;
+pub(crate) mod request_key;
 mod single_flight;
-mod state;
+pub(crate) mod state;
 mod value;
-pub(crate) use state::AgentState;
 
 pub use controls::Controls;
-pub use namespace::{Namespace, MAX_NAMESPACE_LEN};
+pub use generation::MAX_NAMESPACE_LEN;
+pub use namespace::Namespace;
 pub use request_key::{RequestKey, RequestKeyBuilder, KEY_CONTEXT, KEY_SCHEMA_VERSION};

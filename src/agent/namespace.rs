@@ -33,87 +33,19 @@
 //! Another process sharing the directory reads the generation when it first uses the
 //! namespace; it sees a later invalidation after [`Namespace::refresh`] or a reopen.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::controls::Controls;
+use super::generation::NamespaceSlot;
 use super::request_key::{RequestKey, RequestKeyBuilder};
-use super::state::{lock, state_of};
 use crate::answer::Answer;
-use crate::cache::TieredCache;
-use crate::codec::{self, Codec, Encoding};
 use crate::error::{Error, Result};
+use crate::handle::TieredCache;
 use crate::key::{Key, KeyRef};
-
-/// Prefix of the keys of namespaced entries.
-pub(crate) const ENTRY_PREFIX: &[u8] = b"\0tiercache:ns:";
-/// Prefix of the keys of namespace records.
-pub(crate) const RECORD_PREFIX: &[u8] = b"\0tiercache:nsgen:";
-/// Longest namespace name.
-pub const MAX_NAMESPACE_LEN: usize = 64;
-
-/// Checks a namespace name: 1 to [`MAX_NAMESPACE_LEN`] characters of `A-Z a-z 0-9 . _ - /`.
-/// The restriction keeps stored keys unambiguous (no `:`) and readable in logs.
-pub(crate) fn check_name(name: &str) -> Result<()> {
-    let ok_char = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-' | b'/');
-    if name.is_empty() || name.len() > MAX_NAMESPACE_LEN || !name.bytes().all(ok_char) {
-        return Err(Error::Config(format!(
-            "invalid namespace name {name:?}: use 1 to {MAX_NAMESPACE_LEN} characters of \
-             A-Z a-z 0-9 . _ - /"
-        )));
-    }
-    Ok(())
-}
-
-fn record_key(name: &str) -> Vec<u8> {
-    [RECORD_PREFIX, name.as_bytes()].concat()
-}
-
-fn entry_key(name: &str, generation: u64, key: &[u8]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(ENTRY_PREFIX.len() + name.len() + 18 + key.len());
-    k.extend_from_slice(ENTRY_PREFIX);
-    k.extend_from_slice(name.as_bytes());
-    k.extend_from_slice(format!(":{generation:016x}:").as_bytes());
-    k.extend_from_slice(key);
-    k
-}
-
-/// A fresh generation: unpredictable enough never to repeat one this or another process drew.
-fn fresh_generation(now_ms: u64) -> u64 {
-    static DRAWN: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let mut h = blake3::Hasher::new_derive_key("tiercache namespace generation v1");
-    h.update(&nanos.to_le_bytes());
-    h.update(&now_ms.to_le_bytes());
-    h.update(&std::process::id().to_le_bytes());
-    h.update(&DRAWN.fetch_add(1, Ordering::Relaxed).to_le_bytes());
-    let mut first = [0u8; 8];
-    first.copy_from_slice(&h.finalize().as_bytes()[..8]);
-    // 0 means "not resolved yet" in the slot.
-    u64::from_le_bytes(first).max(1)
-}
-
-/// The persisted record of a namespace.
-#[derive(Debug, Serialize, Deserialize)]
-struct Record {
-    generation: u64,
-    created_ms: u64,
-}
-
-/// A namespace's in-memory state in one open cache.
-#[derive(Debug, Default)]
-pub(crate) struct NamespaceSlot {
-    /// The current generation; 0 until first read. Set under `lock`, read without it.
-    generation: AtomicU64,
-    /// Serializes reading and replacing the record.
-    lock: tokio::sync::Mutex<()>,
-}
 
 /// A namespace of a cache: keys scoped to it, invalidated together in O(1). Cheap to clone.
 ///
@@ -140,12 +72,7 @@ impl TieredCache {
     /// The namespace `name` (1 to 64 characters of `A-Z a-z 0-9 . _ - /`, else
     /// [`Error::Config`]). Handles of the same name share their state.
     pub fn namespace(&self, name: &str) -> Result<Namespace> {
-        check_name(name)?;
-        let state = state_of(&self.inner);
-        let slot = lock(&state.namespaces)
-            .entry(name.to_owned())
-            .or_default()
-            .clone();
+        let slot = self.agent.namespaces.slot(name)?;
         Ok(Namespace {
             cache: self.clone(),
             name: name.into(),
@@ -167,60 +94,15 @@ impl Namespace {
 
     /// The current generation (read from the cache on first use).
     pub async fn generation(&self) -> Result<u64> {
-        let g = self.slot.generation.load(Ordering::Acquire);
-        if g != 0 {
-            return Ok(g);
-        }
-        self.read_record(false).await
+        self.slot.generation(&self.cache.tiers, &self.name).await
     }
 
     /// Reads the generation from the cache again: picks up an invalidation made by another
     /// process sharing the directory.
     pub async fn refresh(&self) -> Result<u64> {
-        self.read_record(true).await
-    }
-
-    async fn read_record(&self, again: bool) -> Result<u64> {
-        let _serial = self.slot.lock.lock().await;
-        let g = self.slot.generation.load(Ordering::Acquire);
-        if g != 0 && !again {
-            return Ok(g);
-        }
-        let inner = &self.cache.inner;
-        let rk = record_key(&self.name);
-        if again {
-            // Another process may have replaced the record on disk: a clean copy in memory is
-            // the record as this process last read it, so read the disk instead.
-            inner.hot.drop_clean(&rk);
-        }
-        let found = inner.lookup(&rk, false).await?;
-        let g = match found.and_then(|f| codec::decode::<Record>(f.encoding, &f.value).ok()) {
-            Some(r) if r.generation != 0 => r.generation,
-            _ => {
-                // Never written, or lost: a fresh generation (see the module docs).
-                let now = inner.clock.now_ms();
-                let g = fresh_generation(now);
-                let record = codec::encode(
-                    Codec::Json,
-                    &Record {
-                        generation: g,
-                        created_ms: now,
-                    },
-                )?;
-                // A write-through store that did not reach the disk still serves the
-                // generation from memory; `flush` reports it.
-                match inner
-                    .store(&rk, record.into(), None, 0, Encoding::Json)
-                    .await
-                {
-                    Ok(()) | Err(Error::NotPersisted { .. }) => {}
-                    Err(e) => return Err(e),
-                }
-                g
-            }
-        };
-        self.slot.generation.store(g, Ordering::Release);
-        Ok(g)
+        self.slot
+            .read_record(&self.cache.tiers, &self.name, true)
+            .await
     }
 
     /// The key under which this namespace stores `key` now (it changes with the generation).
@@ -240,8 +122,10 @@ impl Namespace {
     }
 
     /// The stored key of `key` (as given inside this namespace) in the current generation.
-    pub(crate) async fn stored_key(&self, key: &[u8]) -> Result<Vec<u8>> {
-        Ok(entry_key(&self.name, self.generation().await?, key))
+    async fn stored_key(&self, key: &[u8]) -> Result<Vec<u8>> {
+        self.slot
+            .stored_key(&self.cache.tiers, &self.name, key)
+            .await
     }
 
     /// The [`RequestKey`] of `request` in this namespace.
@@ -382,34 +266,7 @@ impl Namespace {
     /// and the error is [`Error::NotPersisted`] (the record is written when the disk is back,
     /// unless it is evicted first).
     pub async fn invalidate(&self) -> Result<u64> {
-        let _serial = self.slot.lock.lock().await;
-        let inner = &self.cache.inner;
-        let now = inner.clock.now_ms();
-        let g = fresh_generation(now);
-        // In memory first: from here on, this process never reads an old entry.
-        self.slot.generation.store(g, Ordering::Release);
-        let record: Arc<[u8]> = codec::encode(
-            Codec::Json,
-            &Record {
-                generation: g,
-                created_ms: now,
-            },
-        )?
-        .into();
-        let rk = record_key(&self.name);
-        // Waits for this write's own acknowledgement, whatever the write policy: `Ok` only
-        // once the new generation is on disk.
-        match inner.put(&rk, record, None, 0, Encoding::Json, true).await {
-            Ok(()) => Ok(g),
-            Err(Error::NotPersisted { last_error, .. }) => Err(Error::NotPersisted {
-                failed: 1,
-                last_error: format!(
-                    "the new generation of namespace {:?} is not on disk: {last_error}",
-                    self.name
-                ),
-            }),
-            Err(e) => Err(e),
-        }
+        self.slot.invalidate(&self.cache.tiers, &self.name).await
     }
 
     /// Removes the entries of the namespace's current generation whose key (as given to this

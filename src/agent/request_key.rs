@@ -25,7 +25,7 @@ use std::fmt;
 use serde::Serialize;
 
 use super::canonical::Json;
-use super::namespace::check_name;
+use super::generation::check_name;
 use crate::error::{Error, Result};
 
 /// Version of the key schema: the canonical form and the hashing. Part of every key, so a

@@ -51,162 +51,30 @@
 //! `remove`, `clear` or namespace invalidation takes the fallback away with the entry.
 
 use std::borrow::Borrow;
-use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::watch;
 use tracing::debug;
 
 use super::controls::Controls;
-use super::state::{lock, state_of};
+use super::flights::{wait, Fallback, Landing, Leader, Role};
 use crate::answer::{Answer, Source};
-use crate::cache::{Inner, TieredCache};
+use crate::cache::Tiers;
 use crate::codec::{self, Codec, Encoding};
 use crate::error::{Error, LoaderError, Result};
+use crate::handle::TieredCache;
 use crate::key::Key;
 
 /// What a loader may fail with: any error type (kept whole, so callers can downcast it),
 /// `String`, `&str`, `anyhow::Error`, `Box<dyn Error + Send + Sync>`.
 type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
-/// The loads in flight of one cache.
-#[derive(Default)]
-pub(crate) struct Flights {
-    map: Mutex<HashMap<Box<[u8]>, Arc<Flight>>>,
-}
-
-/// One load in flight. Waiters subscribe to `tx`; the leader's guard sends exactly once.
-struct Flight {
-    tx: watch::Sender<Option<Landing>>,
-}
-
-/// How a flight ended.
-#[derive(Clone)]
-enum Landing {
-    /// The loader's value, encoded, and its cost.
-    Value {
-        bytes: Arc<[u8]>,
-        encoding: Encoding,
-        cost: u64,
-    },
-    /// The loader failed (or panicked); the leader's stale-if-error fallback, if it had one.
-    Failed {
-        error: LoaderError,
-        stale: Option<Fallback>,
-    },
-    /// The leader gave up before the loader finished, or its value could not be encoded:
-    /// start over.
-    Abandoned,
-}
-
-/// An entry peeked at from the hot tier, to serve if the loader fails.
-#[derive(Clone)]
-struct Fallback {
-    value: Arc<[u8]>,
-    expires_ms: u64,
-    encoding: Encoding,
-}
-
-enum Role {
-    Leader(Leader),
-    Waiter(watch::Receiver<Option<Landing>>),
-}
-
-/// Owns a flight; lands it exactly once, on success, error, cancellation or panic.
-struct Leader {
-    flights: Arc<Flights>,
-    key: Box<[u8]>,
-    flight: Arc<Flight>,
-    /// Handed to the waiters if the loader panics.
-    stale: Option<Fallback>,
-    landed: bool,
-}
-
-impl Flights {
-    /// Joins the load of `key` for values of kind `tag` (callers asking for another type, or
-    /// for bytes, never share a load: each gets an answer of its own type, and its own
-    /// loader's error), or leads a new one.
-    fn join_or_lead(self: &Arc<Self>, tag: &str, key: &[u8]) -> Role {
-        let flight_key: Box<[u8]> = [tag.as_bytes(), b"\0", key].concat().into();
-        let mut map = lock(&self.map);
-        if let Some(f) = map.get(&flight_key) {
-            return Role::Waiter(f.tx.subscribe());
-        }
-        let flight = Arc::new(Flight {
-            tx: watch::channel(None).0,
-        });
-        map.insert(flight_key.clone(), flight.clone());
-        Role::Leader(Leader {
-            flights: self.clone(),
-            key: flight_key,
-            flight,
-            stale: None,
-            landed: false,
-        })
-    }
-
-    /// Loads in flight (for tests and introspection).
-    pub(crate) fn len(&self) -> usize {
-        lock(&self.map).len()
-    }
-}
-
-impl Leader {
-    fn land(mut self, landing: Landing) {
-        self.landed = true;
-        self.finish(landing);
-    }
-
-    /// Removes the flight (first, so a caller arriving now starts a new one rather than
-    /// joining a finished one), then tells the waiters.
-    fn finish(&self, landing: Landing) {
-        {
-            let mut map = lock(&self.flights.map);
-            if map
-                .get(&self.key)
-                .is_some_and(|f| Arc::ptr_eq(f, &self.flight))
-            {
-                map.remove(&self.key);
-            }
-        }
-        self.flight.tx.send_replace(Some(landing));
-    }
-}
-
-impl Drop for Leader {
-    fn drop(&mut self) {
-        if self.landed {
-            return;
-        }
-        let landing = if std::thread::panicking() {
-            Landing::Failed {
-                error: LoaderError::panicked(),
-                stale: self.stale.take(),
-            }
-        } else {
-            Landing::Abandoned
-        };
-        self.finish(landing);
-    }
-}
-
-async fn wait(mut rx: watch::Receiver<Option<Landing>>) -> Landing {
-    match rx.wait_for(Option::is_some).await {
-        Ok(landing) => landing.clone().unwrap_or(Landing::Abandoned),
-        // The sender is gone without a landing: cannot happen with the guard, but starting
-        // over is the safe answer.
-        Err(_) => Landing::Abandoned,
-    }
-}
-
 /// The hot tier's entry for `key`, peeked at (no recency change, no removal, not counted).
-fn peek(inner: &Inner, key: &[u8]) -> Option<Fallback> {
-    inner
-        .hot
-        .peek(key)
+fn peek(tiers: &Tiers, key: &[u8]) -> Option<Fallback> {
+    tiers
+        .peek_hot(key)
         .filter(|e| !e.tombstone)
         .map(|e| Fallback {
             value: e.value,
@@ -357,7 +225,7 @@ impl TieredCache {
         Fut: Future<Output = std::result::Result<V, E>>,
         E: Into<BoxError>,
     {
-        let kind = Typed(self.inner.config.codec);
+        let kind = Typed(self.tiers.config().codec);
         if controls.no_cache && controls.no_store {
             return self.bypass(&kind, loader).await;
         }
@@ -415,9 +283,9 @@ impl TieredCache {
         Fut: Future<Output = std::result::Result<V, E>>,
         E: Into<BoxError>,
     {
-        self.inner.check_open()?;
-        self.inner.counters.bypasses.inc();
-        self.inner.counters.loader_calls.inc();
+        self.tiers.check_open()?;
+        self.tiers.counters().bypasses.inc();
+        self.tiers.counters().loader_calls.inc();
         match loader().await {
             Ok(v) => Ok(Answer::new(v, Source::Loaded, kind.encoding())),
             Err(e) => Err(Error::Loader(LoaderError::new(e.into()))),
@@ -440,19 +308,19 @@ impl TieredCache {
         Fut: Future<Output = std::result::Result<V, E>>,
         E: Into<BoxError>,
     {
-        let inner = &self.inner;
-        inner.check_open()?;
-        if key.len() > inner.config.max_key_bytes {
+        let tiers = &self.tiers;
+        tiers.check_open()?;
+        if key.len() > tiers.config().max_key_bytes {
             return Err(Error::KeyTooLarge {
                 len: key.len(),
-                max: inner.config.max_key_bytes,
+                max: tiers.config().max_key_bytes,
             });
         }
         let mut look_up = !controls.no_cache;
         let mut own_stale = None;
         if controls.stale_if_error.is_some() {
-            own_stale = peek(inner, key);
-            let now = inner.clock.now_ms();
+            own_stale = peek(tiers, key);
+            let now = tiers.now_ms();
             if look_up
                 && own_stale
                     .as_ref()
@@ -466,20 +334,20 @@ impl TieredCache {
         // (its lookup, its leader's second look, another type's landing).
         let mut decode_missed = false;
         if look_up {
-            if let Some(found) = inner.lookup(key, false).await? {
+            if let Some(found) = tiers.lookup(key, false).await? {
                 match kind.decode(&found.value, found.encoding) {
                     Ok(v) => {
-                        inner.count_hit(&found);
+                        tiers.count_hit(&found);
                         return Ok(Answer::new(v, found.source, found.encoding));
                     }
                     Err(detail) => {
-                        inner.decode_miss::<V>(found.encoding, &detail);
+                        tiers.decode_miss::<V>(found.encoding, &detail);
                         decode_missed = true;
                     }
                 }
             }
         }
-        let flights = state_of(inner).flights.clone();
+        let flights = self.agent.flights.clone();
         loop {
             match flights.join_or_lead(kind.tag(), key) {
                 Role::Leader(mut leader) => {
@@ -496,20 +364,20 @@ impl TieredCache {
                         cost,
                     } => match kind.decode(&bytes, encoding) {
                         Ok(v) => {
-                            inner.counters.joined.inc();
-                            inner.counters.cost_saved.add(cost);
+                            tiers.counters().joined.inc();
+                            tiers.counters().cost_saved.add(cost);
                             return Ok(Answer::new(v, Source::Joined, encoding));
                         }
                         // Another type's load of the same key: load for this caller's type.
                         Err(detail) => {
                             if !decode_missed {
-                                inner.decode_miss::<V>(encoding, &detail);
+                                tiers.decode_miss::<V>(encoding, &detail);
                                 decode_missed = true;
                             }
                         }
                     },
                     Landing::Failed { error, stale } => {
-                        inner.counters.joined.inc();
+                        tiers.counters().joined.inc();
                         return self.on_failure(error, own_stale.or(stale), controls, kind);
                     }
                     Landing::Abandoned => {}
@@ -538,16 +406,16 @@ impl TieredCache {
         Fut: Future<Output = std::result::Result<V, E>>,
         E: Into<BoxError>,
     {
-        let inner = &self.inner;
+        let tiers = &self.tiers;
         if !controls.no_cache {
             // A previous leader may have stored the value after this caller's lookup.
-            let now = inner.clock.now_ms();
-            if let Some(e) = inner.hot.peek(key) {
+            let now = tiers.now_ms();
+            if let Some(e) = tiers.peek_hot(key) {
                 if !e.tombstone && is_fresh(e.expires_ms, now) {
                     match kind.decode(&e.value, e.encoding) {
                         Ok(v) => {
-                            inner.counters.joined.inc();
-                            inner.counters.cost_saved.add(e.cost);
+                            tiers.counters().joined.inc();
+                            tiers.counters().cost_saved.add(e.cost);
                             leader.land(Landing::Value {
                                 bytes: e.value.clone(),
                                 encoding: e.encoding,
@@ -556,7 +424,7 @@ impl TieredCache {
                             return Ok(Answer::new(v, Source::Joined, e.encoding));
                         }
                         Err(detail) if !decode_missed => {
-                            inner.decode_miss::<V>(e.encoding, &detail);
+                            tiers.decode_miss::<V>(e.encoding, &detail);
                         }
                         Err(_) => {}
                     }
@@ -564,8 +432,8 @@ impl TieredCache {
             }
         }
         let own_stale = leader.stale.clone();
-        inner.counters.misses.inc();
-        inner.counters.loader_calls.inc();
+        tiers.counters().misses.inc();
+        tiers.counters().loader_calls.inc();
         let value = match loader().await {
             Ok(v) => v,
             Err(e) => {
@@ -582,7 +450,7 @@ impl TieredCache {
             Err(e) => {
                 // The caller asked for an answer and has one; the cache cannot keep it. The
                 // waiters start over and load for themselves.
-                inner.unencodable::<V>(&e);
+                tiers.unencodable::<V>(&e);
                 leader.land(Landing::Abandoned);
                 return Ok(Answer::new(value, Source::Loaded, kind.encoding()));
             }
@@ -591,8 +459,11 @@ impl TieredCache {
         // Stored before the flight lands, so a caller that misses after the flight is gone
         // finds the value in the cache.
         let stored = if controls.stores(value.borrow()) {
-            let ttl = controls.ttl.resolve(inner.config.default_ttl);
-            match inner.store(key, bytes.clone(), ttl, cost, encoding).await {
+            let ttl = controls.ttl.resolve(tiers.config().default_ttl);
+            match tiers
+                .set(key, bytes.clone(), ttl, cost, encoding, false)
+                .await
+            {
                 Err(Error::ValueTooLarge { len, max }) => {
                     debug!(
                         len,
@@ -628,10 +499,10 @@ impl TieredCache {
     ) -> Result<Answer<V>> {
         if let (Some(grace), Some(s)) = (controls.stale_if_error, stale) {
             let grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX);
-            let now = self.inner.clock.now_ms();
+            let now = self.tiers.now_ms();
             if s.expires_ms == 0 || now < s.expires_ms.saturating_add(grace_ms) {
                 if let Ok(v) = kind.decode(&s.value, s.encoding) {
-                    self.inner.counters.stale_served.inc();
+                    self.tiers.counters().stale_served.inc();
                     return Ok(Answer::new(v, Source::Stale, s.encoding));
                 }
             }
@@ -641,6 +512,6 @@ impl TieredCache {
 
     /// Loads in flight right now (callers waiting on a loader count once per key).
     pub fn loads_in_flight(&self) -> usize {
-        state_of(&self.inner).flights.len()
+        self.agent.flights.len()
     }
 }

@@ -1,13 +1,11 @@
-//! Per-cache state of the agent features: loads in flight and namespace generations. It is
-//! a field of the cache's shared `Inner`, so it belongs to one open cache (shared by every
-//! clone of its handle) and dies with it.
+//! Per-cache state of the agent features: loads in flight and namespace generations. Held by
+//! the cache handle, so it belongs to one open cache (shared by every clone of its handle) and
+//! dies with it.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use super::namespace::NamespaceSlot;
-use super::single_flight::Flights;
-use crate::cache::Inner;
+use super::flights::Flights;
+use super::generation::Namespaces;
 
 /// What the agent features keep per open cache.
 #[derive(Default)]
@@ -15,12 +13,5 @@ pub(crate) struct AgentState {
     /// Loads in flight, by full cache key.
     pub(crate) flights: Arc<Flights>,
     /// Namespaces used in this process, by name.
-    pub(crate) namespaces: Mutex<HashMap<String, Arc<NamespaceSlot>>>,
-}
-
-pub(crate) use crate::sync::lock;
-
-/// The agent state of the cache `inner`.
-pub(crate) fn state_of(inner: &Arc<Inner>) -> Arc<AgentState> {
-    inner.agent.clone()
+    pub(crate) namespaces: Namespaces,
 }

@@ -4,7 +4,7 @@
 use std::io;
 use std::os::fd::OwnedFd;
 
-use super::{FileKind, FileRead};
+use super::seam::{FileKind, FileRead};
 
 /// Filesystems on which [`StdFs`] reads from the page cache on the caller's thread: local
 /// block filesystems whose page-cache reads support `RWF_NOWAIT`. Network filesystems (NFS,

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::UNIX_EPOCH;
 
 use super::nowait::{closer, read_open_nowait, NOWAIT_FS_MAGIC};
-use super::{DirEntryInfo, FileKind, FileRead, Fs};
+use super::seam::{DirEntryInfo, FileKind, FileRead, Fs};
 
 /// The real file system.
 #[derive(Debug, Default, Clone, Copy)]

@@ -1,21 +1,6 @@
-//! Resilience: the breaker in front of every disk call, memory-only mode, the recovery probe
-//! and the health check.
-//!
-//! Why two mechanisms and not one: the breaker is about the *next few seconds* (a disk that
-//! just failed three times in a row is not asked again for `open_timeout`; callers are served
-//! from memory meanwhile), memory-only mode is about the *next minutes* (a disk that keeps
-//! failing — `memory_only_after` errors within `error_window` — is abandoned, the hot budget
-//! doubles so that memory takes over the warm tier's job, and only a full write/fsync/read-back
-//! probe every `recovery_interval` may bring it back). Errors are counted in a sliding window,
-//! not since start: a counter that never resets sends every long-running process to memory-only
-//! eventually.
-//!
-//! Time: the breaker takes `now` from `tokio::time::Instant`, so tests drive it with tokio's
-//! paused clock. Open → HalfOpen happens on a timer in [`resilience_task`], not lazily on
-//! traffic: a cache that sees no disk calls still moves on.
-//!
-//! Logging: one event per breaker transition (the breaker emits it) and one per mode change;
-//! never one per call, whatever the traffic.
+//! The resilience state behind the disk gate: the breaker, the sliding window of device
+//! errors, and the mode (tiered or memory-only, with the hot budget doubled). Pure state,
+//! no tasks: [`super::recovery`] drives its timers.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -250,61 +235,5 @@ impl Resilience {
         drop(st);
         self.record(t);
         next
-    }
-}
-
-/// Sleeps for `d`, or forever when `d` is too large to add to the clock (`Duration::MAX`
-/// means "never"; tokio's own `sleep` would wake after about 30 years).
-pub(crate) async fn sleep_or_never(d: Duration) {
-    match Instant::now().checked_add(d) {
-        Some(t) => tokio::time::sleep_until(t).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Drives time-based resilience: the breaker's Open → HalfOpen timer and the health check
-/// while tiered; the recovery probe (and, when it passes, write-back and budget restore) while
-/// memory-only. Stops on shutdown.
-pub(crate) async fn resilience_task(inner: Arc<crate::cache::Inner>) {
-    let mut shutdown = inner.shutdown();
-    let health = inner.config.health_interval;
-    // `None`: never (an interval too large to add to the clock, e.g. `Duration::MAX`).
-    let after = |d: Duration| Instant::now().checked_add(d);
-    let mut next_health = after(health);
-    loop {
-        if *shutdown.borrow() {
-            return;
-        }
-        let res = &inner.disk.res;
-        if res.mode() == Mode::MemoryOnly {
-            tokio::select! {
-                _ = sleep_or_never(inner.config.recovery_interval) => {}
-                _ = shutdown.changed() => return,
-            }
-            if inner.recovery_probe().await {
-                next_health = after(health);
-            }
-            continue;
-        }
-        let deadline = res.poll_breaker();
-        let wake_at = match (deadline, next_health) {
-            (Some(d), Some(h)) => Some(d.min(h)),
-            (d, h) => d.or(h),
-        };
-        let sleep = async {
-            match wake_at {
-                Some(t) => tokio::time::sleep_until(t).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = sleep => {}
-            _ = res.wake.notified() => {}
-            _ = shutdown.changed() => return,
-        }
-        if next_health.is_some_and(|t| Instant::now() >= t) {
-            next_health = after(health);
-            inner.health_check().await;
-        }
     }
 }

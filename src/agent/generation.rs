@@ -1,0 +1,205 @@
+//! Namespace generations: the state behind [`Namespace`](super::Namespace) (see its module
+//! for why a generation): the names, the stored-key scheme, the persisted record, and the
+//! per-cache slots that hold each namespace's current generation. Works on the tiers alone,
+//! so the cache handle can resolve a [`RequestKey`](super::RequestKey) with it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+
+use crate::cache::Tiers;
+use crate::codec::{self, Codec, Encoding};
+use crate::error::{Error, Result};
+use crate::sync::lock;
+
+/// Prefix of the keys of namespaced entries.
+pub(crate) const ENTRY_PREFIX: &[u8] = b"\0tiercache:ns:";
+/// Prefix of the keys of namespace records.
+pub(crate) const RECORD_PREFIX: &[u8] = b"\0tiercache:nsgen:";
+/// Longest namespace name.
+pub const MAX_NAMESPACE_LEN: usize = 64;
+
+/// Checks a namespace name: 1 to [`MAX_NAMESPACE_LEN`] characters of `A-Z a-z 0-9 . _ - /`.
+/// The restriction keeps stored keys unambiguous (no `:`) and readable in logs.
+pub(crate) fn check_name(name: &str) -> Result<()> {
+    let ok_char = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-' | b'/');
+    if name.is_empty() || name.len() > MAX_NAMESPACE_LEN || !name.bytes().all(ok_char) {
+        return Err(Error::Config(format!(
+            "invalid namespace name {name:?}: use 1 to {MAX_NAMESPACE_LEN} characters of \
+             A-Z a-z 0-9 . _ - /"
+        )));
+    }
+    Ok(())
+}
+
+fn record_key(name: &str) -> Vec<u8> {
+    [RECORD_PREFIX, name.as_bytes()].concat()
+}
+
+fn entry_key(name: &str, generation: u64, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(ENTRY_PREFIX.len() + name.len() + 18 + key.len());
+    k.extend_from_slice(ENTRY_PREFIX);
+    k.extend_from_slice(name.as_bytes());
+    k.extend_from_slice(format!(":{generation:016x}:").as_bytes());
+    k.extend_from_slice(key);
+    k
+}
+
+/// A fresh generation: unpredictable enough never to repeat one this or another process drew.
+fn fresh_generation(now_ms: u64) -> u64 {
+    static DRAWN: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let mut h = blake3::Hasher::new_derive_key("tiercache namespace generation v1");
+    h.update(&nanos.to_le_bytes());
+    h.update(&now_ms.to_le_bytes());
+    h.update(&std::process::id().to_le_bytes());
+    h.update(&DRAWN.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&h.finalize().as_bytes()[..8]);
+    // 0 means "not resolved yet" in the slot.
+    u64::from_le_bytes(first).max(1)
+}
+
+/// The persisted record of a namespace.
+#[derive(Debug, Serialize, Deserialize)]
+struct Record {
+    generation: u64,
+    created_ms: u64,
+}
+
+/// A namespace's in-memory state in one open cache.
+#[derive(Debug, Default)]
+pub(crate) struct NamespaceSlot {
+    /// The current generation; 0 until first read. Set under `lock`, read without it.
+    generation: AtomicU64,
+    /// Serializes reading and replacing the record.
+    lock: tokio::sync::Mutex<()>,
+}
+
+/// The namespaces used in one open cache, by name.
+#[derive(Debug, Default)]
+pub(crate) struct Namespaces {
+    slots: Mutex<HashMap<String, Arc<NamespaceSlot>>>,
+}
+
+impl Namespaces {
+    /// The slot of `name` ([`Error::Config`] for an invalid name); handles of the same name
+    /// share it.
+    pub(crate) fn slot(&self, name: &str) -> Result<Arc<NamespaceSlot>> {
+        check_name(name)?;
+        Ok(lock(&self.slots)
+            .entry(name.to_owned())
+            .or_default()
+            .clone())
+    }
+
+    /// The key under which namespace `name` stores `key` now.
+    pub(crate) async fn stored_key(
+        &self,
+        tiers: &Tiers,
+        name: &str,
+        key: &[u8],
+    ) -> Result<Vec<u8>> {
+        self.slot(name)?.stored_key(tiers, name, key).await
+    }
+}
+
+impl NamespaceSlot {
+    /// The current generation of namespace `name` (read from the cache on first use).
+    pub(crate) async fn generation(&self, tiers: &Tiers, name: &str) -> Result<u64> {
+        let g = self.generation.load(Ordering::Acquire);
+        if g != 0 {
+            return Ok(g);
+        }
+        self.read_record(tiers, name, false).await
+    }
+
+    /// The stored key of `key` (as given inside namespace `name`) in the current generation.
+    pub(crate) async fn stored_key(
+        &self,
+        tiers: &Tiers,
+        name: &str,
+        key: &[u8],
+    ) -> Result<Vec<u8>> {
+        Ok(entry_key(name, self.generation(tiers, name).await?, key))
+    }
+
+    /// Reads the generation record (`again`: from the disk, not a clean copy in memory), or
+    /// writes a fresh one if there is none.
+    pub(crate) async fn read_record(&self, tiers: &Tiers, name: &str, again: bool) -> Result<u64> {
+        let _serial = self.lock.lock().await;
+        let g = self.generation.load(Ordering::Acquire);
+        if g != 0 && !again {
+            return Ok(g);
+        }
+        let rk = record_key(name);
+        if again {
+            // Another process may have replaced the record on disk: a clean copy in memory is
+            // the record as this process last read it, so read the disk instead.
+            tiers.drop_clean_hot(&rk);
+        }
+        let found = tiers.lookup(&rk, false).await?;
+        let g = match found.and_then(|f| codec::decode::<Record>(f.encoding, &f.value).ok()) {
+            Some(r) if r.generation != 0 => r.generation,
+            _ => {
+                // Never written, or lost: a fresh generation (see the module docs).
+                let now = tiers.now_ms();
+                let g = fresh_generation(now);
+                let record = codec::encode(
+                    Codec::Json,
+                    &Record {
+                        generation: g,
+                        created_ms: now,
+                    },
+                )?;
+                // A write-through store that did not reach the disk still serves the
+                // generation from memory; `flush` reports it.
+                match tiers
+                    .set(&rk, record.into(), None, 0, Encoding::Json, false)
+                    .await
+                {
+                    Ok(()) | Err(Error::NotPersisted { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+                g
+            }
+        };
+        self.generation.store(g, Ordering::Release);
+        Ok(g)
+    }
+
+    /// Draws a new generation for namespace `name` and returns it once it is on disk (see
+    /// [`Namespace::invalidate`](super::Namespace::invalidate)).
+    pub(crate) async fn invalidate(&self, tiers: &Tiers, name: &str) -> Result<u64> {
+        let _serial = self.lock.lock().await;
+        let now = tiers.now_ms();
+        let g = fresh_generation(now);
+        // In memory first: from here on, this process never reads an old entry.
+        self.generation.store(g, Ordering::Release);
+        let record: Arc<[u8]> = codec::encode(
+            Codec::Json,
+            &Record {
+                generation: g,
+                created_ms: now,
+            },
+        )?
+        .into();
+        let rk = record_key(name);
+        // Waits for this write's own acknowledgement, whatever the write policy: `Ok` only
+        // once the new generation is on disk.
+        match tiers.set(&rk, record, None, 0, Encoding::Json, true).await {
+            Ok(()) => Ok(g),
+            Err(Error::NotPersisted { last_error, .. }) => Err(Error::NotPersisted {
+                failed: 1,
+                last_error: format!(
+                    "the new generation of namespace {name:?} is not on disk: {last_error}"
+                ),
+            }),
+            Err(e) => Err(e),
+        }
+    }
+}

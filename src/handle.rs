@@ -1,0 +1,412 @@
+//! The `TieredCache` handle: builds the parts, spawns their tasks, and offers the public
+//! API. Keys are resolved here (a [`RequestKey`](crate::RequestKey) to its namespace's
+//! current generation); everything else is delegated to the tiers (`cache.rs`).
+
+use std::borrow::Cow;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::info;
+
+use crate::agent::state::AgentState;
+use crate::answer::{Answer, Source};
+use crate::breaker::BreakerState;
+use crate::cache::{Parts, Tiers};
+use crate::clock::Clock;
+use crate::codec::{self, Encoding};
+use crate::config::{Config, Durability};
+use crate::disk::DiskGate;
+use crate::error::Result;
+use crate::freshness::Freshness;
+use crate::fs::Fs;
+use crate::hot::HotTier;
+use crate::key::{Key, KeyRef, Resolved};
+use crate::maintenance::maintenance_task;
+use crate::queue::WriteQueue;
+use crate::resilience::mode::Resilience;
+use crate::resilience::recovery::{recovery_task, Recovery};
+use crate::stats::{Counters, Mode, Stats};
+use crate::supervise::spawn_supervised;
+use crate::sync::lock;
+use crate::warm::format::Limits;
+use crate::warm::quarantine::QuarantineLimits;
+use crate::warm::store::{StoreConfig, WarmStore};
+use crate::writer::{writer_task, Writer};
+
+/// A tiered cache: a memory LRU in front of a gzip-compressed disk tier.
+///
+/// A cheap handle: clone it freely and share it across tasks. Background tasks (the writer,
+/// the sweeps) stop on [`TieredCache::close`] or when the last handle is dropped; on drop,
+/// queued writes are still written in the background while the runtime lives.
+#[derive(Clone)]
+pub struct TieredCache {
+    pub(crate) tiers: Arc<Tiers>,
+    /// State of the agent features (loads in flight, namespace generations).
+    pub(crate) agent: Arc<AgentState>,
+    life: Arc<Lifetime>,
+}
+
+impl std::fmt::Debug for TieredCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TieredCache")
+            .field("root", &self.tiers.config().root)
+            .field("mode", &self.tiers.mode())
+            .finish()
+    }
+}
+
+/// The background tasks, and the signal that stops them: sent by `close`, or when the last
+/// handle drops.
+struct Lifetime {
+    shutdown: watch::Sender<bool>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Drop for Lifetime {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+impl TieredCache {
+    /// Builds the parts, prepares the directory, reads the fence and spawns the writer, the
+    /// maintenance task and recovery, each with only the parts it uses.
+    pub(crate) async fn open_with(
+        config: Config,
+        fs: Arc<dyn Fs>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<TieredCache> {
+        let counters = Arc::new(Counters::default());
+        let store = Arc::new(WarmStore::new(
+            &config.root,
+            StoreConfig {
+                limits: Limits {
+                    max_key_bytes: config.max_key_bytes,
+                    max_entry_bytes: config.max_entry_bytes,
+                },
+                compression_level: config.compression_level,
+                sync: config.durability == Durability::Fsync,
+                page_cache_reads: config.page_cache_reads,
+                capacity_bytes: config.warm_capacity_bytes,
+                min_free_bytes: config.min_free_bytes,
+                quarantine: QuarantineLimits {
+                    max_files: config.quarantine_max_files,
+                    max_bytes: config.quarantine_max_bytes,
+                },
+            },
+            counters.clone(),
+        ));
+        let hot = Arc::new(HotTier::new(
+            config.hot_shards,
+            config.hot_capacity_bytes,
+            config.hot_capacity_entries,
+        ));
+        let res = Arc::new(Resilience::new(
+            config.breaker.clone(),
+            config.memory_only_after,
+            config.error_window,
+            hot.clone(),
+            counters.clone(),
+        ));
+        let gate = Arc::new(DiskGate::new(
+            fs,
+            store,
+            counters.clone(),
+            config.io_timeout,
+            res,
+        ));
+        let queue = Arc::new(WriteQueue::new(config.write_queue_bytes));
+        let freshness = Arc::new(Freshness::new(clock.clone()));
+        let writer = Arc::new(Writer::new(
+            hot.clone(),
+            queue.clone(),
+            gate.clone(),
+            freshness.clone(),
+            counters.clone(),
+            clock.clone(),
+            config.write_concurrency,
+        ));
+        let recovery = Arc::new(Recovery::new(
+            gate.clone(),
+            writer.clone(),
+            queue.clone(),
+            counters.clone(),
+            config.health_interval,
+            config.recovery_interval,
+        ));
+        // Directory layout and temp sweep happen before `open` returns; both are small. A
+        // failing disk here degrades the cache, it does not fail the caller.
+        let now = clock.now_ms();
+        let prepared = gate
+            .run(move |fs, store| {
+                store.prepare_dirs(fs)?;
+                store.detect_nowait_reads(fs);
+                store.sweep_temp(fs, now)
+            })
+            .await;
+        gate.note("open", &prepared);
+        freshness.load_fence(&gate).await;
+        let (tx, rx) = watch::channel(false);
+        let tasks = vec![
+            spawn_supervised("writer", counters.clone(), {
+                let (writer, rx) = (writer.clone(), rx.clone());
+                move || writer_task(writer.clone(), rx.clone())
+            }),
+            spawn_supervised("maintenance", counters.clone(), {
+                let (gate, clock, rx) = (gate.clone(), clock.clone(), rx.clone());
+                let every = config.sweep_interval;
+                move || maintenance_task(gate.clone(), clock.clone(), every, rx.clone())
+            }),
+            spawn_supervised("resilience", counters.clone(), {
+                move || recovery_task(recovery.clone(), rx.clone())
+            }),
+        ];
+        info!(root = %config.root.display(), "tiercache opened");
+        let tiers = Arc::new(Tiers::new(Parts {
+            config,
+            clock,
+            hot,
+            queue,
+            gate,
+            freshness,
+            writer,
+            counters,
+        }));
+        Ok(TieredCache {
+            tiers,
+            agent: Arc::default(),
+            life: Arc::new(Lifetime {
+                shutdown: tx,
+                tasks: Mutex::new(tasks),
+            }),
+        })
+    }
+
+    /// Gets a value and decodes it as `V`. `Ok(None)` on a miss. A stored value that does not
+    /// decode as `V` (the type changed, or another type shares the key) is a miss too,
+    /// counted in `Stats::decode_misses` (never a hit), and the entry is left as it is: the
+    /// next `set` replaces it. See [`Codec`](crate::Codec) for what each codec reads back.
+    /// `V` must be `Serialize` too: a bincode value is checked by the shape of what it
+    /// decodes to (bincode's bytes name nothing, so a changed type could decode from them).
+    pub async fn get<V: Serialize + DeserializeOwned>(&self, key: impl Key) -> Result<Option<V>> {
+        Ok(self.get_answer(key).await?.map(Answer::into_value))
+    }
+
+    /// [`get`](Self::get), with how the value was served ([`Source::Hot`], [`Source::Warm`]
+    /// or [`Source::Queue`]) and its encoding.
+    pub async fn get_answer<V: Serialize + DeserializeOwned>(
+        &self,
+        key: impl Key,
+    ) -> Result<Option<Answer<V>>> {
+        let key = self.resolve(&key).await?;
+        let tiers = &self.tiers;
+        if let Some(hit) = tiers.try_hot(&key) {
+            return match codec::decode::<V>(hit.encoding, &hit.value) {
+                Ok(v) => Ok(Some(Answer::new(v, Source::Hot, hit.encoding))),
+                Err(detail) => {
+                    // The hot tier counted the hit under its lock: take it back.
+                    tiers.undo_hot_hit(&key, hit.cost);
+                    tiers.decode_miss::<V>(hit.encoding, &detail);
+                    tiers.counters().misses.inc();
+                    Ok(None)
+                }
+            };
+        }
+        let Some(found) = tiers.lookup(&key, true).await? else {
+            return Ok(None);
+        };
+        match codec::decode::<V>(found.encoding, &found.value) {
+            Ok(v) => {
+                tiers.count_hit(&found);
+                Ok(Some(Answer::new(v, found.source, found.encoding)))
+            }
+            Err(detail) => {
+                tiers.decode_miss::<V>(found.encoding, &detail);
+                tiers.counters().misses.inc();
+                Ok(None)
+            }
+        }
+    }
+
+    /// Gets the stored bytes of a value, whatever its encoding (the JSON text of a value set
+    /// with the JSON codec). `Ok(None)` on a miss.
+    pub async fn get_bytes(&self, key: impl Key) -> Result<Option<Arc<[u8]>>> {
+        Ok(self.get_bytes_answer(key).await?.map(Answer::into_value))
+    }
+
+    /// [`get_bytes`](Self::get_bytes), with how the value was served and its encoding.
+    pub async fn get_bytes_answer(&self, key: impl Key) -> Result<Option<Answer<Arc<[u8]>>>> {
+        let key = self.resolve(&key).await?;
+        if let Some(hit) = self.tiers.try_hot(&key) {
+            return Ok(Some(Answer::new(hit.value, Source::Hot, hit.encoding)));
+        }
+        Ok(self.tiers.lookup(&key, true).await?.map(|found| {
+            self.tiers.count_hit(&found);
+            Answer::new(found.value, found.source, found.encoding)
+        }))
+    }
+
+    /// Sets a value, encoded with the cache's [`Codec`](crate::Codec) (JSON unless the builder
+    /// chose otherwise), with the default TTL. [`Error::Encode`] for a value the codec
+    /// cannot carry (nothing is changed).
+    ///
+    /// With [`WritePolicy::WriteBehind`] (the default) it returns once the value is in memory
+    /// and its write is queued (waiting for room in the queue first: backpressure). With
+    /// [`WritePolicy::WriteThrough`] it returns `Ok` only once the entry is durable, and
+    /// [`Error::NotPersisted`] when the write did not reach the disk (failed, skipped while
+    /// the breaker is open or the cache memory-only, or a disk call that hung past
+    /// `io_timeout`): the value is still served from memory and written when the disk is
+    /// back. The same holds for every `set_*` method and for [`TieredCache::remove`].
+    pub async fn set<V: Serialize + ?Sized>(&self, key: impl Key, value: &V) -> Result<()> {
+        self.set_encoded(key, value, self.tiers.config().default_ttl)
+            .await
+    }
+
+    /// Sets a value that expires after `ttl`.
+    pub async fn set_with_ttl<V: Serialize + ?Sized>(
+        &self,
+        key: impl Key,
+        value: &V,
+        ttl: Duration,
+    ) -> Result<()> {
+        self.set_encoded(key, value, Some(ttl)).await
+    }
+
+    async fn set_encoded<V: Serialize + ?Sized>(
+        &self,
+        key: impl Key,
+        value: &V,
+        ttl: Option<Duration>,
+    ) -> Result<()> {
+        let codec = self.tiers.config().codec;
+        let bytes = codec::encode(codec, value)?;
+        let key = self.resolve(&key).await?;
+        self.tiers
+            .set(&key, bytes.into(), ttl, 0, codec.into(), false)
+            .await
+    }
+
+    /// Sets raw bytes, with the default TTL. `get_bytes` returns them unchanged; a typed
+    /// `get` reads them as JSON text.
+    pub async fn set_bytes(&self, key: impl Key, value: impl AsRef<[u8]>) -> Result<()> {
+        let key = self.resolve(&key).await?;
+        self.tiers
+            .set(
+                &key,
+                value.as_ref().into(),
+                self.tiers.config().default_ttl,
+                0,
+                Encoding::Raw,
+                false,
+            )
+            .await
+    }
+
+    /// Sets raw bytes that expire after `ttl`.
+    pub async fn set_bytes_with_ttl(
+        &self,
+        key: impl Key,
+        value: impl AsRef<[u8]>,
+        ttl: Duration,
+    ) -> Result<()> {
+        let key = self.resolve(&key).await?;
+        self.tiers
+            .set(
+                &key,
+                value.as_ref().into(),
+                Some(ttl),
+                0,
+                Encoding::Raw,
+                false,
+            )
+            .await
+    }
+
+    /// Removes a key from both tiers. Returns whether the hot tier or the write queue held it
+    /// (the disk is not read to find out).
+    pub async fn remove(&self, key: impl Key) -> Result<bool> {
+        let key = self.resolve(&key).await?;
+        self.tiers.remove(&key).await
+    }
+
+    /// The bytes `key` is stored under: itself for a plain key; for a [`RequestKey`], its key
+    /// in its namespace's current generation (so the namespace's `invalidate` drops it).
+    pub(crate) async fn resolve<'k>(&self, key: &'k impl Key) -> Result<Resolved<'k>> {
+        match key.key_ref() {
+            KeyRef::Plain(bytes) => Ok(Cow::Borrowed(bytes)),
+            KeyRef::Request(rk) => Ok(Cow::Owned(
+                self.agent
+                    .namespaces
+                    .stored_key(&self.tiers, rk.namespace(), rk.as_str().as_bytes())
+                    .await?,
+            )),
+        }
+    }
+
+    /// Removes every entry from both tiers (foreign files in the directory are left alone).
+    /// The clear is recorded on disk first (the fence, see FORMAT.md): once `clear` returns
+    /// `Ok`, no entry set before it is ever served again, by this process or any process that
+    /// opens the directory later, even if some entry files could not be deleted.
+    /// [`Error::NotPersisted`] when the fence could not be written: this process still never
+    /// serves an entry created before the clear, and `flush`/`close` report the clear until
+    /// the fence is on disk. Writes in flight finish first, except one whose disk call timed
+    /// out: if it lands later, the writer deletes it.
+    pub async fn clear(&self) -> Result<()> {
+        self.tiers.clear().await
+    }
+
+    /// Makes every `set`/`remove` made before the call durable, or says what is not.
+    ///
+    /// With the disk in use, it first queues another attempt for entries whose earlier write
+    /// failed, then waits for every write queued before the call (including the write-back of
+    /// a recovery that has already switched the mode back). `Ok` only if everything set or
+    /// removed before the call is on disk; writes made by other tasks while it runs are not
+    /// counted. Otherwise [`Error::NotPersisted`], counting: entries still only in memory
+    /// (the disk failed or is not in use; they are retried when it is back), keys whose last
+    /// value was lost from memory before it reached the disk (until they are set or removed
+    /// again; `Stats::lost_keys`), writes held up by a disk call that timed out and has not
+    /// returned (not waited for: a disk that never answers cannot hang `flush`), and a
+    /// `clear` not yet recorded on disk.
+    pub async fn flush(&self) -> Result<()> {
+        self.tiers.flush().await
+    }
+
+    /// Flushes, then stops the background tasks. Further calls return [`Error::Closed`].
+    /// Returns what the flush returned: after `Ok`, a cache reopened on the directory serves
+    /// no value older than the last one set, and no removed or cleared key.
+    pub async fn close(&self) -> Result<()> {
+        let flushed = self.tiers.flush().await;
+        self.tiers.mark_closed();
+        let _ = self.life.shutdown.send(true);
+        let tasks = std::mem::take(&mut *lock(&self.life.tasks));
+        for t in tasks {
+            let _ = t.await;
+        }
+        info!(root = %self.tiers.config().root.display(), "tiercache closed");
+        flushed
+    }
+
+    /// The current mode.
+    pub fn mode(&self) -> Mode {
+        self.tiers.mode()
+    }
+
+    /// The breaker's current state.
+    pub fn breaker_state(&self) -> BreakerState {
+        self.tiers.breaker_state()
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> Stats {
+        self.tiers.stats()
+    }
+
+    /// The cache directory.
+    pub fn root(&self) -> &std::path::Path {
+        &self.tiers.config().root
+    }
+}
