@@ -25,15 +25,14 @@ use std::time::Duration;
 
 use crate::answer::Source;
 use crate::breaker::BreakerState;
-use crate::clock::Clock;
 use crate::codec::Encoding;
 use crate::config::{Config, WritePolicy};
-use crate::disk::{DiskGate, DiskOutcome};
+use crate::disk::DiskOutcome;
 use crate::error::{Error, Result};
-use crate::freshness::Freshness;
-use crate::hot::{HotEntry, HotTier, LiveHit};
+use crate::hot::{HotEntry, LiveHit};
 use crate::key_scan::{scan_keys, KeyScan};
-use crate::queue::{Op, QueueView, WriteQueue};
+use crate::parts::Parts;
+use crate::queue::{Op, QueueView};
 use crate::stats::{Counters, Gauges, Mode, Stats};
 use crate::sync::lock;
 use crate::warm::format::{EntryMeta, Limits};
@@ -44,13 +43,8 @@ use crate::writer::Writer;
 /// The parts of one open cache, composed (see the module docs).
 pub(crate) struct Tiers {
     config: Config,
-    clock: Arc<dyn Clock>,
-    hot: Arc<HotTier>,
-    queue: Arc<WriteQueue>,
-    gate: Arc<DiskGate>,
-    freshness: Arc<Freshness>,
+    p: Parts,
     writer: Arc<Writer>,
-    counters: Arc<Counters>,
     closed: AtomicBool,
     /// Types already warned about: `(true, _)` a stored value that did not decode as it,
     /// `(false, _)` a loaded value the codec could not encode.
@@ -68,40 +62,13 @@ pub(crate) struct Found {
     pub source: Source,
 }
 
-/// The parts [`Tiers`] composes.
-pub(crate) struct Parts {
-    pub config: Config,
-    pub clock: Arc<dyn Clock>,
-    pub hot: Arc<HotTier>,
-    pub queue: Arc<WriteQueue>,
-    pub gate: Arc<DiskGate>,
-    pub freshness: Arc<Freshness>,
-    pub writer: Arc<Writer>,
-    pub counters: Arc<Counters>,
-}
-
 impl Tiers {
-    /// The tiers over `parts`, open.
-    pub(crate) fn new(parts: Parts) -> Self {
-        let Parts {
-            config,
-            clock,
-            hot,
-            queue,
-            gate,
-            freshness,
-            writer,
-            counters,
-        } = parts;
+    /// The tiers over `p`, written by `writer`, open.
+    pub(crate) fn new(config: Config, p: Parts, writer: Arc<Writer>) -> Self {
         Tiers {
             config,
-            clock,
-            hot,
-            queue,
-            gate,
-            freshness,
+            p,
             writer,
-            counters,
             closed: AtomicBool::new(false),
             warned_types: Mutex::default(),
         }
@@ -114,12 +81,12 @@ impl Tiers {
 
     /// The cache's clock, in unix ms.
     pub(crate) fn now_ms(&self) -> u64 {
-        self.clock.now_ms()
+        self.p.clock.now_ms()
     }
 
     /// The counters (the agent features count joins, bypasses and loader calls).
     pub(crate) fn counters(&self) -> &Counters {
-        &self.counters
+        &self.p.counters
     }
 
     /// `Err(Closed)` once the cache is closed.
@@ -135,7 +102,7 @@ impl Tiers {
     /// to stop.
     pub(crate) fn mark_closed(&self) {
         self.closed.store(true, Ordering::SeqCst);
-        self.gate.store.begin_close();
+        self.p.gate.store.begin_close();
     }
 
     /// `Err(KeyTooLarge)` for a key over `max_key_bytes`.
@@ -151,28 +118,28 @@ impl Tiers {
 
     /// The current mode.
     pub(crate) fn mode(&self) -> Mode {
-        self.gate.mode()
+        self.p.gate.mode()
     }
 
     /// The breaker's current state.
     pub(crate) fn breaker_state(&self) -> BreakerState {
-        self.gate.breaker_state()
+        self.p.gate.breaker_state()
     }
 
     /// The hot entry of `key`, if any, without counting, promoting or removing it.
     pub(crate) fn peek_hot(&self, key: &[u8]) -> Option<HotEntry> {
-        self.hot.peek(key)
+        self.p.hot.peek(key)
     }
 
     /// Drops the hot copy of `key` if it is clean (it is on disk): the next lookup reads the
     /// disk, where another process may have replaced the file.
     pub(crate) fn drop_clean_hot(&self, key: &[u8]) -> bool {
-        self.hot.drop_clean(key)
+        self.p.hot.drop_clean(key)
     }
 
     /// Calls `f` with every live (not tombstoned) key of the hot tier; removes nothing.
     pub(crate) fn for_each_hot_key(&self, mut f: impl FnMut(&[u8])) {
-        self.hot.remove_if(|k, e| {
+        self.p.hot.remove_if(|k, e| {
             if !e.tombstone {
                 f(k);
             }
@@ -187,13 +154,13 @@ impl Tiers {
             max_key_bytes: self.config.max_key_bytes,
             max_entry_bytes: self.config.max_entry_bytes,
         };
-        scan_keys(&self.gate, &self.config.root, limits).await
+        scan_keys(&self.p.gate, &self.config.root, limits).await
     }
 
     /// Waits for every write queued before the call to complete.
     pub(crate) async fn wait_queued(&self) {
-        let upto = self.queue.seq();
-        self.queue.wait(Some(upto)).await;
+        let upto = self.p.queue.seq();
+        self.p.queue.wait(Some(upto)).await;
     }
 
     /// The synchronous fast path of `get`: a live hot hit, without building the lookup future
@@ -203,25 +170,25 @@ impl Tiers {
             return None;
         }
         // Counted by the hot tier itself (see `HotTier::live_hits`).
-        self.hot.get_live(key, || self.clock.now_ms())
+        self.p.hot.get_live(key, || self.p.clock.now_ms())
     }
 
     /// Takes back a hit [`Tiers::try_hot`] counted (its value did not decode).
     pub(crate) fn undo_hot_hit(&self, key: &[u8], cost: u64) {
-        self.hot.undo_live_hit(key, cost);
+        self.p.hot.undo_live_hit(key, cost);
     }
 
     #[tracing::instrument(level = "trace", name = "get", skip_all, fields(key_len = key.len()))]
     pub(crate) async fn lookup(&self, key: &[u8], count_miss: bool) -> Result<Option<Found>> {
         let miss = || {
             if count_miss {
-                self.counters.misses.inc();
+                self.p.counters.misses.inc();
             }
         };
         self.check_open()?;
         self.check_key(key)?;
-        let now = self.clock.now_ms();
-        match self.hot.get(key, now) {
+        let now = self.p.clock.now_ms();
+        match self.p.hot.get(key, now) {
             Some(Ok(e)) if e.tombstone => {
                 miss();
                 return Ok(None);
@@ -240,27 +207,27 @@ impl Tiers {
             // answer is a miss whatever older file the disk still has, and that file must be
             // deleted before a restart could serve it.
             Some(Err(expired)) if expired.dirty => {
-                self.counters.hot_expirations.inc();
+                self.p.counters.hot_expirations.inc();
                 let hash = key_hash(key);
-                self.queue.locked(|view| {
+                self.p.queue.locked(|view| {
                     if view
                         .pending_version(&hash)
                         .is_none_or(|v| v < expired.version)
                     {
-                        self.freshness.mark_lost(hash, expired.version, true);
+                        self.p.freshness.mark_lost(hash, expired.version, true);
                     }
                 });
                 miss();
                 return Ok(None);
             }
-            Some(Err(_expired)) => self.counters.hot_expirations.inc(),
+            Some(Err(_expired)) => self.p.counters.hot_expirations.inc(),
             None => {}
         }
-        let stamp = self.hot.stamp(key);
+        let stamp = self.p.hot.stamp(key);
         let hash = key_hash(key);
-        match self.queue.lookup(&hash) {
+        match self.p.queue.lookup(&hash) {
             Some(Op::Put { value, meta, .. })
-                if !meta.is_expired(now) && !self.freshness.is_stale(&hash, meta.created_ms) =>
+                if !meta.is_expired(now) && !self.p.freshness.is_stale(&hash, meta.created_ms) =>
             {
                 return Ok(Some(Found {
                     value,
@@ -276,12 +243,13 @@ impl Tiers {
             }
             None => {}
         }
-        if !self.gate.in_use() || !self.freshness.load_fence(&self.gate).await {
+        if !self.p.gate.in_use() || !self.p.freshness.load_fence(&self.p.gate).await {
             miss();
             return Ok(None);
         }
         let owned_key: Arc<[u8]> = key.into();
         let outcome = self
+            .p
             .gate
             .run_inline_first(
                 |fs, store| store.read_inline(fs, key, &hash, now),
@@ -291,9 +259,9 @@ impl Tiers {
                 },
             )
             .await;
-        self.gate.note("read", &outcome);
+        self.p.gate.note("read", &outcome);
         let decoded = match outcome.ok() {
-            Some(ReadOutcome::Hit(d)) if !self.freshness.is_stale(&hash, d.meta.created_ms) => d,
+            Some(ReadOutcome::Hit(d)) if !self.p.freshness.is_stale(&hash, d.meta.created_ms) => d,
             _ => {
                 miss();
                 return Ok(None);
@@ -306,19 +274,19 @@ impl Tiers {
             encoding: decoded.meta.encoding,
             source: Source::Warm,
         };
-        if self.hot.admits(key.len(), found.value.len()) {
+        if self.p.hot.admits(key.len(), found.value.len()) {
             let entry = HotEntry {
                 unwritable: false,
                 value: found.value.clone(),
                 expires_ms: found.expires_ms,
                 cost: found.cost,
                 encoding: found.encoding,
-                version: self.hot.next_version(),
+                version: self.p.hot.next_version(),
                 dirty: false,
                 tombstone: false,
             };
-            self.queue.locked(|view| {
-                if let Some(evicted) = self.hot.promote(key, entry, stamp) {
+            self.p.queue.locked(|view| {
+                if let Some(evicted) = self.p.hot.promote(key, entry, stamp) {
                     self.writer.on_evicted(view, evicted);
                 }
             });
@@ -330,16 +298,16 @@ impl Tiers {
     /// caller has decoded the value: one that does not decode is a miss, not a hit.
     pub(crate) fn count_hit(&self, found: &Found) {
         match found.source {
-            Source::Warm => self.counters.warm_hits.inc(),
-            Source::Queue => self.counters.queue_hits.inc(),
-            _ => self.counters.hot_hits.inc(),
+            Source::Warm => self.p.counters.warm_hits.inc(),
+            Source::Queue => self.p.counters.queue_hits.inc(),
+            _ => self.p.counters.hot_hits.inc(),
         }
-        self.counters.cost_saved.add(found.cost);
+        self.p.counters.cost_saved.add(found.cost);
     }
 
     /// Counts a stored value that did not decode as `V`, and warns once per type.
     pub(crate) fn decode_miss<V>(&self, encoding: Encoding, detail: &str) {
-        self.counters.decode_misses.inc();
+        self.p.counters.decode_misses.inc();
         let type_name = std::any::type_name::<V>();
         if lock(&self.warned_types).insert((true, type_name)) {
             tracing::warn!(
@@ -355,7 +323,7 @@ impl Tiers {
     /// Counts a loaded value the codec could not encode (returned uncached), and warns once
     /// per type.
     pub(crate) fn unencodable<V>(&self, error: &Error) {
-        self.counters.unencodable.inc();
+        self.p.counters.unencodable.inc();
         let type_name = std::any::type_name::<V>();
         if lock(&self.warned_types).insert((false, type_name)) {
             tracing::warn!(
@@ -392,29 +360,29 @@ impl Tiers {
         // The only await before any change: waiting for room in the write queue. While
         // memory-only nothing is queued (the writer would only skip it): entries stay dirty in
         // the hot tier and are written back on recovery.
-        let permit = if self.gate.in_use() {
-            match self.queue.reserve(key.len(), value.len()).await {
+        let permit = if self.p.gate.in_use() {
+            match self.p.queue.reserve(key.len(), value.len()).await {
                 Some(p) => Some(p),
                 None => return Err(Error::Closed),
             }
         } else {
             None
         };
-        let now = self.clock.now_ms();
+        let now = self.p.clock.now_ms();
         let ttl_ms = ttl.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
         let meta = EntryMeta {
-            created_ms: self.freshness.created_now(),
+            created_ms: self.p.freshness.created_now(),
             expires_ms: ttl_ms.map_or(0, |t| now.saturating_add(t).max(1)),
             cost,
             encoding,
         };
         let hash = key_hash(key);
-        let admitted = self.hot.admits(key.len(), value.len());
+        let admitted = self.p.hot.admits(key.len(), value.len());
         let hot_value = value.clone();
         let ack = durable || self.config.write_policy == WritePolicy::WriteThrough;
         // Under the queue lock: the version, the hot tier, and (below) the queued write.
         let into_hot = |view: &QueueView<'_>| {
-            let version = self.hot.next_version();
+            let version = self.p.hot.next_version();
             if admitted {
                 let entry = HotEntry {
                     unwritable: false,
@@ -426,19 +394,20 @@ impl Tiers {
                     dirty: true,
                     tombstone: false,
                 };
-                let evicted = self.hot.insert(key, entry).1;
+                let evicted = self.p.hot.insert(key, entry).1;
                 self.writer.on_evicted(view, evicted);
             } else {
                 // Too big for the hot tier: drop any older hot value; the queue holds this one
                 // until it is on disk.
-                self.hot.remove(key);
+                self.p.hot.remove(key);
             }
             version
         };
         let queued = permit.is_some();
         let rx = match permit {
             Some(permit) => {
-                self.queue
+                self.p
+                    .queue
                     .commit(permit, hash, key.into(), ack, |view| {
                         let version = into_hot(view);
                         (
@@ -453,15 +422,15 @@ impl Tiers {
                     .1
             }
             None => {
-                let version = self.queue.locked(into_hot);
+                let version = self.p.queue.locked(into_hot);
                 if !admitted {
-                    self.counters.lost_writes.inc();
-                    self.freshness.mark_lost(hash, version, false);
+                    self.p.counters.lost_writes.inc();
+                    self.p.freshness.mark_lost(hash, version, false);
                 }
                 None
             }
         };
-        self.counters.sets.inc();
+        self.p.counters.sets.inc();
         self.acknowledge(ack, queued, rx).await
     }
 
@@ -487,10 +456,11 @@ impl Tiers {
         if landed {
             return Ok(());
         }
-        let reason = if !queued || self.gate.mode() == Mode::MemoryOnly {
+        let reason = if !queued || self.p.gate.mode() == Mode::MemoryOnly {
             "memory-only mode: the disk tier is not in use".to_owned()
         } else {
-            self.gate
+            self.p
+                .gate
                 .last_error()
                 .unwrap_or_else(|| "the disk call was not admitted (breaker open)".into())
         };
@@ -504,8 +474,8 @@ impl Tiers {
     pub(crate) async fn remove(&self, key: &[u8]) -> Result<bool> {
         self.check_open()?;
         self.check_key(key)?;
-        let permit = if self.gate.in_use() {
-            match self.queue.reserve(key.len(), 0).await {
+        let permit = if self.p.gate.in_use() {
+            match self.p.queue.reserve(key.len(), 0).await {
                 Some(p) => Some(p),
                 None => return Err(Error::Closed),
             }
@@ -513,11 +483,11 @@ impl Tiers {
             None
         };
         let hash = key_hash(key);
-        let queued_before = self.queue.lookup(&hash);
+        let queued_before = self.p.queue.lookup(&hash);
         let ack = self.config.write_policy == WritePolicy::WriteThrough;
         // Under the queue lock: the version, the tombstone, and (below) the queued delete.
         let into_hot = |view: &QueueView<'_>| {
-            let version = self.hot.next_version();
+            let version = self.p.hot.next_version();
             let tombstone = HotEntry {
                 unwritable: false,
                 value: Arc::from(&[][..]),
@@ -528,19 +498,19 @@ impl Tiers {
                 dirty: true,
                 tombstone: true,
             };
-            let (old, evicted) = self.hot.insert(key, tombstone);
+            let (old, evicted) = self.p.hot.insert(key, tombstone);
             self.writer.on_evicted(view, evicted);
             (old, version)
         };
         let queued = permit.is_some();
         let (old, rx) = match permit {
-            Some(permit) => self.queue.commit(permit, hash, key.into(), ack, |view| {
+            Some(permit) => self.p.queue.commit(permit, hash, key.into(), ack, |view| {
                 let (old, version) = into_hot(view);
                 (Op::Delete { version }, old)
             }),
-            None => (self.queue.locked(into_hot).0, None),
+            None => (self.p.queue.locked(into_hot).0, None),
         };
-        self.counters.removes.inc();
+        self.p.counters.removes.inc();
         self.acknowledge(ack, queued, rx).await?;
         let had_hot = old.is_some_and(|e| !e.tombstone);
         let had_queued = matches!(queued_before, Some(Op::Put { .. }));
@@ -552,9 +522,9 @@ impl Tiers {
         self.check_open()?;
         // Entries created before the fence are cleared; those set from now on are created at
         // or after it (`created_now`). The lost keys go: the fence covers their older files.
-        self.freshness.clear();
-        self.queue.cancel_queued();
-        self.queue.locked(|_| self.hot.clear());
+        self.p.freshness.clear();
+        self.p.queue.cancel_queued();
+        self.p.queue.locked(|_| self.p.hot.clear());
         // Writes calling the disk now finish first (the gate below), and none starts until the
         // clear is done, so a write made after the clear began is never deleted by it. Waiting
         // for the gate, not for an empty queue: under a steady load the queue is never empty.
@@ -562,7 +532,7 @@ impl Tiers {
         // clear that lands after it is deleted by the writer (`cleared_since`), and until then
         // it is stale for reads.
         let _no_writes = self.writer.pause().await;
-        if !self.gate.in_use() {
+        if !self.p.gate.in_use() {
             return Err(Error::NotPersisted {
                 failed: 1,
                 last_error: "the disk tier is not in use; its entries were not deleted".into(),
@@ -570,7 +540,7 @@ impl Tiers {
         }
         // The fence first: once it is on disk, no process that opens the directory serves
         // an entry made before the clear, even if deleting the files fails.
-        if !self.freshness.persist_fence(&self.gate).await {
+        if !self.p.freshness.persist_fence(&self.p.gate).await {
             return Err(Error::NotPersisted {
                 failed: 1,
                 last_error: "the clear could not be recorded on disk (the fence); this process \
@@ -578,8 +548,8 @@ impl Tiers {
                     .into(),
             });
         }
-        let outcome = self.gate.run(|fs, store| store.clear(fs)).await;
-        self.gate.note("clear", &outcome);
+        let outcome = self.p.gate.run(|fs, store| store.clear(fs)).await;
+        self.p.gate.note("clear", &outcome);
         if !matches!(outcome, DiskOutcome::Done { value: Ok(()), .. }) {
             // Recorded by the fence: the files left are never served, and are evicted or
             // swept like any other.
@@ -596,40 +566,42 @@ impl Tiers {
         // Everything set or removed before this call has a version below `before`, and its
         // operation already queued (a version and its operation are made together, under the
         // queue lock).
-        let before = self.queue.locked(|_| self.hot.version_watermark());
+        let before = self.p.queue.locked(|_| self.p.hot.version_watermark());
         {
             // A write-back being queued (after a recovery) is part of what this flush waits
             // for. With the disk in use, entries whose earlier write failed (and older files
             // of keys whose newest value was lost) get another attempt now: `close` drains
             // what is pending, not only what is queued.
             let _gate = self.writer.write_back_lock().await;
-            if self.gate.in_use() && self.gate.breaker_state() == BreakerState::Closed {
-                if self.gate.store.stranded() > 0 {
+            if self.p.gate.in_use() && self.p.gate.breaker_state() == BreakerState::Closed {
+                if self.p.gate.store.stranded() > 0 {
                     let outcome = self
+                        .p
                         .gate
                         .run(|fs, store| {
                             store.restore_stranded(fs);
                             Ok(())
                         })
                         .await;
-                    self.gate.note("restore", &outcome);
+                    self.p.gate.note("restore", &outcome);
                 }
                 self.writer.write_back_gated().await;
             }
         }
         // Waits for those and for the write-back just queued.
-        let upto = self.queue.seq();
-        self.queue.wait(Some(upto)).await;
+        let upto = self.p.queue.seq();
+        self.p.queue.wait(Some(upto)).await;
         let not_persisted = self.not_persisted_before(before, upto);
         if not_persisted == 0 {
             return Ok(());
         }
-        let last_error = if !self.gate.in_use() {
+        let last_error = if !self.p.gate.in_use() {
             "memory-only mode: the disk tier is not in use".to_owned()
-        } else if self.gate.breaker_state() == BreakerState::Open {
+        } else if self.p.gate.breaker_state() == BreakerState::Open {
             "the circuit breaker is open: the disk is not called".to_owned()
         } else {
-            self.gate
+            self.p
+                .gate
                 .last_error()
                 .unwrap_or_else(|| "values larger than the warm budget live in memory only".into())
         };
@@ -647,9 +619,9 @@ impl Tiers {
     /// counted.
     fn not_persisted_before(&self, before: u64, upto: u64) -> u64 {
         // Held up by a write that timed out: counted once, here.
-        let stuck = self.queue.stuck_upto(upto);
+        let stuck = self.p.queue.stuck_upto(upto);
         let mut n = stuck.len() as u64;
-        for (key, snap) in self.hot.dirty_entries() {
+        for (key, snap) in self.p.hot.dirty_entries() {
             if snap.version >= before {
                 continue;
             }
@@ -661,33 +633,34 @@ impl Tiers {
             // before the flush has been waited for, and a write queued since (a write-back
             // after the breaker closed) has not landed yet.
             let still_dirty = self
+                .p
                 .hot
                 .peek(&key)
                 .is_some_and(|e| e.dirty && e.version == snap.version);
             n += u64::from(still_dirty);
         }
-        n + self.freshness.not_persisted_before(before)
+        n + self.p.freshness.not_persisted_before(before)
             // Newer entries a judged removal took aside and could not put back yet.
-            + self.gate.store.stranded() as u64
+            + self.p.gate.store.stranded() as u64
     }
 
     /// A snapshot of the counters and the parts' state.
     pub(crate) fn stats(&self) -> Stats {
-        self.counters.snapshot(Gauges {
-            hot_entries: self.hot.len() as u64,
-            hot_bytes: self.hot.bytes() as u64,
-            hot_capacity_bytes: self.hot.max_bytes() as u64,
-            hot_capacity_entries: self.hot.max_entries() as u64,
-            hot_live_hits: self.hot.live_hits(),
-            dirty_entries: self.hot.dirty_count() as u64,
-            warm_usage: self.gate.store.usage(),
+        self.p.counters.snapshot(Gauges {
+            hot_entries: self.p.hot.len() as u64,
+            hot_bytes: self.p.hot.bytes() as u64,
+            hot_capacity_bytes: self.p.hot.max_bytes() as u64,
+            hot_capacity_entries: self.p.hot.max_entries() as u64,
+            hot_live_hits: self.p.hot.live_hits(),
+            dirty_entries: self.p.hot.dirty_count() as u64,
+            warm_usage: self.p.gate.store.usage(),
             warm_capacity_bytes: self.config.warm_capacity_bytes,
-            write_queue: self.queue.depth(),
-            mode: self.gate.mode(),
-            breaker_state: self.gate.breaker_state(),
-            memory_only_ms: self.gate.res.memory_only_ms(),
-            last_disk_error: self.gate.last_error(),
-            lost: self.freshness.lost_counts(),
+            write_queue: self.p.queue.depth(),
+            mode: self.p.gate.mode(),
+            breaker_state: self.p.gate.breaker_state(),
+            memory_only_ms: self.p.gate.res.memory_only_ms(),
+            last_disk_error: self.p.gate.last_error(),
+            lost: self.p.freshness.lost_counts(),
         })
     }
 }

@@ -15,7 +15,7 @@ use tracing::info;
 use crate::agent::state::AgentState;
 use crate::answer::{Answer, Source};
 use crate::breaker::BreakerState;
-use crate::cache::{Parts, Tiers};
+use crate::cache::Tiers;
 use crate::clock::Clock;
 use crate::codec::{self, Encoding};
 use crate::config::{Config, Durability};
@@ -26,6 +26,7 @@ use crate::fs::Fs;
 use crate::hot::HotTier;
 use crate::key::{Key, KeyRef, Resolved};
 use crate::maintenance::maintenance_task;
+use crate::parts::Parts;
 use crate::queue::WriteQueue;
 use crate::resilience::mode::Resilience;
 use crate::resilience::recovery::{recovery_task, Recovery};
@@ -119,22 +120,17 @@ impl TieredCache {
             config.io_timeout,
             res,
         ));
-        let queue = Arc::new(WriteQueue::new(config.write_queue_bytes));
-        let freshness = Arc::new(Freshness::new(clock.clone()));
-        let writer = Arc::new(Writer::new(
-            hot.clone(),
-            queue.clone(),
-            gate.clone(),
-            freshness.clone(),
-            counters.clone(),
-            clock.clone(),
-            config.write_concurrency,
-        ));
+        let parts = Parts {
+            clock: clock.clone(),
+            hot,
+            queue: Arc::new(WriteQueue::new(config.write_queue_bytes)),
+            gate: gate.clone(),
+            freshness: Arc::new(Freshness::new(clock.clone())),
+            counters: counters.clone(),
+        };
+        let writer = Arc::new(Writer::new(parts.clone(), config.write_concurrency));
         let recovery = Arc::new(Recovery::new(
-            gate.clone(),
             writer.clone(),
-            queue.clone(),
-            counters.clone(),
             config.health_interval,
             config.recovery_interval,
         ));
@@ -149,7 +145,7 @@ impl TieredCache {
             })
             .await;
         gate.note("open", &prepared);
-        freshness.load_fence(&gate).await;
+        parts.freshness.load_fence(&gate).await;
         let (tx, rx) = watch::channel(false);
         let tasks = vec![
             spawn_supervised("writer", counters.clone(), {
@@ -166,16 +162,7 @@ impl TieredCache {
             }),
         ];
         info!(root = %config.root.display(), "tiercache opened");
-        let tiers = Arc::new(Tiers::new(Parts {
-            config,
-            clock,
-            hot,
-            queue,
-            gate,
-            freshness,
-            writer,
-            counters,
-        }));
+        let tiers = Arc::new(Tiers::new(config, parts, writer));
         Ok(TieredCache {
             tiers,
             agent: Arc::default(),
@@ -341,6 +328,7 @@ impl TieredCache {
             KeyRef::Request(rk) => Ok(Cow::Owned(
                 self.agent
                     .namespaces
+                    .slot(rk.namespace())?
                     .stored_key(&self.tiers, rk.namespace(), rk.as_str().as_bytes())
                     .await?,
             )),

@@ -62,6 +62,7 @@ mod hot;
 mod key;
 mod key_scan;
 mod maintenance;
+mod parts;
 mod queue;
 mod resilience;
 mod stats;

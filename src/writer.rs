@@ -11,13 +11,11 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{watch, Semaphore};
 use tracing::info;
 
-use crate::clock::Clock;
-use crate::disk::{DiskGate, DiskOutcome};
-use crate::freshness::Freshness;
+use crate::disk::DiskOutcome;
 use crate::fs::IoErrorKind;
-use crate::hot::{Evicted, HotTier};
-use crate::queue::{Job, Op, QueueView, WriteQueue};
-use crate::stats::Counters;
+use crate::hot::Evicted;
+use crate::parts::Parts;
+use crate::queue::{Job, Op, QueueView};
 use crate::sync::lock;
 use crate::warm::format::EntryMeta;
 use crate::warm::layout::{key_hash, KeyHash};
@@ -65,15 +63,11 @@ enum Completion {
 
 /// What the writer uses, and nothing else: the write queue it drains, the hot tier whose
 /// entries it marks clean, the disk gate, the freshness record it reports landings and
-/// losses to, the counters. Shared with the cache (which queues writes and asks for
+/// losses to, the counters, the clock. Shared with the cache (which queues writes and asks for
 /// write-back) and with recovery (which triggers write-back).
 pub(crate) struct Writer {
-    hot: Arc<HotTier>,
-    queue: Arc<WriteQueue>,
-    gate: Arc<DiskGate>,
-    freshness: Arc<Freshness>,
-    counters: Arc<Counters>,
-    clock: Arc<dyn Clock>,
+    /// The state holders (the writer uses all of them).
+    pub(crate) p: Parts,
     /// Write jobs hold it shared while they call the disk; `clear` holds it exclusively
     /// ([`Writer::pause`]) while it records the fence and deletes the entry files, so that a
     /// write made after the clear began is never deleted by it.
@@ -88,24 +82,11 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    /// A writer of `queue` through `gate`, with at most `concurrency` writes at once
-    /// (clamped to `1..=MAX_WRITE_CONCURRENCY`).
-    pub(crate) fn new(
-        hot: Arc<HotTier>,
-        queue: Arc<WriteQueue>,
-        gate: Arc<DiskGate>,
-        freshness: Arc<Freshness>,
-        counters: Arc<Counters>,
-        clock: Arc<dyn Clock>,
-        concurrency: usize,
-    ) -> Self {
+    /// A writer over `p`, with at most `concurrency` writes at once (clamped to
+    /// `1..=MAX_WRITE_CONCURRENCY`).
+    pub(crate) fn new(p: Parts, concurrency: usize) -> Self {
         Writer {
-            hot,
-            queue,
-            gate,
-            freshness,
-            counters,
-            clock,
+            p,
             clear_gate: tokio::sync::RwLock::new(()),
             write_back_gate: tokio::sync::Mutex::new(()),
             concurrency: concurrency.clamp(1, MAX_WRITE_CONCURRENCY),
@@ -131,7 +112,7 @@ impl Writer {
         if evicted.is_empty() {
             return;
         }
-        self.counters.hot_evictions.add(evicted.len() as u64);
+        self.p.counters.hot_evictions.add(evicted.len() as u64);
         for ev in evicted {
             if !ev.entry.dirty {
                 continue;
@@ -143,14 +124,14 @@ impl Writer {
             {
                 continue;
             }
-            let expired = ev.entry.expires_ms != 0 && self.clock.now_ms() >= ev.entry.expires_ms;
+            let expired = ev.entry.expires_ms != 0 && self.p.clock.now_ms() >= ev.entry.expires_ms;
             if expired {
-                self.freshness.mark_lost(hash, ev.entry.version, true);
+                self.p.freshness.mark_lost(hash, ev.entry.version, true);
                 continue;
             }
             // Counted, not logged: under memory pressure this happens per request.
-            self.counters.lost_writes.inc();
-            self.freshness.mark_lost(hash, ev.entry.version, false);
+            self.p.counters.lost_writes.inc();
+            self.p.freshness.mark_lost(hash, ev.entry.version, false);
         }
     }
 
@@ -167,14 +148,14 @@ impl Writer {
             // Until the fence on disk is known, nothing is written: an entry's creation time
             // must not fall before a clear this process has not seen yet (it was made after
             // it), or it would be taken for a cleared one.
-            if !self.freshness.load_fence(&self.gate).await {
+            if !self.p.freshness.load_fence(&self.p.gate).await {
                 let (landed, waiters) = self.finish_job(&hash, &key, seq, &op, JobEnd::Skipped);
                 for w in waiters {
                     let _ = w.send(landed);
                 }
                 return;
             }
-            meta.created_ms = meta.created_ms.max(self.freshness.write_floor());
+            meta.created_ms = meta.created_ms.max(self.p.freshness.write_floor());
         }
         // Who completes the job: this task, after the outcome reached the breaker and the
         // error log (so that `flush`, released by the completion, and a write-through `set`
@@ -186,6 +167,7 @@ impl Writer {
             (self.clone(), op.clone(), key.clone(), completion.clone());
         let clear_gate = self.clear_gate.read().await;
         let outcome = self
+            .p
             .gate
             .run(move |fs, store| {
                 let result = match &op2 {
@@ -199,7 +181,7 @@ impl Writer {
                     // A `clear` ran while this write was in flight and did not wait for it (it
                     // had timed out): the clear supersedes it, also after a restart. No newer
                     // write of the key can race this delete: the key is still held.
-                    if writer.freshness.cleared_since(meta.created_ms) {
+                    if writer.p.freshness.cleared_since(meta.created_ms) {
                         if let Err(e) = store.remove(fs, &hash) {
                             tracing::debug!(error = %e, "could not remove a write a clear superseded");
                         }
@@ -234,7 +216,7 @@ impl Writer {
             })
             .await;
         drop(clear_gate);
-        self.gate.note("write", &outcome);
+        self.p.gate.note("write", &outcome);
         let end = {
             let mut c = lock(&completion);
             match (&outcome, std::mem::replace(&mut *c, Completion::Finished)) {
@@ -248,13 +230,13 @@ impl Writer {
                 // The store panicked before it returned: complete the job as failed, or its
                 // key would stay in flight and `flush` would wait forever.
                 (DiskOutcome::Done { .. }, _) => {
-                    self.counters.task_panics.inc();
+                    self.p.counters.task_panics.inc();
                     Some(JobEnd::Failed)
                 }
             }
         };
         match end {
-            None => self.queue.mark_stuck(&hash, seq),
+            None => self.p.queue.mark_stuck(&hash, seq),
             Some(end) => {
                 let (landed, waiters) = self.finish_job(&hash, &key, seq, &op, end);
                 for w in waiters {
@@ -276,26 +258,28 @@ impl Writer {
         }
         match end {
             JobEnd::Landed => {
-                self.hot.mark_clean(key, version);
+                self.p.hot.mark_clean(key, version);
             }
             JobEnd::PerEntry => {
-                self.hot.mark_unwritable(key, version);
+                self.p.hot.mark_unwritable(key, version);
             }
             JobEnd::FileTooLarge | JobEnd::Failed | JobEnd::Blocked | JobEnd::Skipped => {}
         }
         // Counters first: `complete` releases `flush`, which must see them.
         match end {
-            JobEnd::Landed => self.counters.writes_ok.inc(),
-            JobEnd::PerEntry | JobEnd::FileTooLarge => self.counters.writes_skipped_too_large.inc(),
-            JobEnd::Failed | JobEnd::Blocked => self.counters.writes_failed.inc(),
+            JobEnd::Landed => self.p.counters.writes_ok.inc(),
+            JobEnd::PerEntry | JobEnd::FileTooLarge => {
+                self.p.counters.writes_skipped_too_large.inc()
+            }
+            JobEnd::Failed | JobEnd::Blocked => self.p.counters.writes_failed.inc(),
             JobEnd::Skipped => {}
         }
         match end {
-            JobEnd::Landed => self.freshness.landed(hash, version),
+            JobEnd::Landed => self.p.freshness.landed(hash, version),
             // It can never be written (too large, EFBIG): it lives in memory only, and an
             // older file of the key must not be served once it is evicted.
             // Its older file was deleted: no older value can be served.
-            JobEnd::PerEntry | JobEnd::FileTooLarge => self.freshness.landed(hash, version),
+            JobEnd::PerEntry | JobEnd::FileTooLarge => self.p.freshness.landed(hash, version),
             JobEnd::Failed | JobEnd::Blocked | JobEnd::Skipped => {}
         }
         // A write that did not land, of a version no longer in memory and not superseded, is
@@ -303,11 +287,11 @@ impl Writer {
         // key's older file in between.
         // Whether memory still holds it is asked under the queue lock too: an eviction in
         // between sees the slot and leaves the decision to this one.
-        let (_, waiters) = self.queue.complete_then(hash, seq, |superseded| {
-            let held = self.hot.peek(key).is_some_and(|e| e.version == version);
+        let (_, waiters) = self.p.queue.complete_then(hash, seq, |superseded| {
+            let held = self.p.hot.peek(key).is_some_and(|e| e.version == version);
             if end != JobEnd::Landed && !held && !superseded {
-                self.counters.lost_writes.inc();
-                self.freshness.mark_lost(*hash, version, false);
+                self.p.counters.lost_writes.inc();
+                self.p.freshness.mark_lost(*hash, version, false);
             }
         });
         (end == JobEnd::Landed, waiters)
@@ -317,10 +301,10 @@ impl Writer {
     /// it failed the mark stays and the next write-back tries again.
     fn finish_purge(&self, hash: &KeyHash, seq: u64, version: u64, end: JobEnd) -> Acks {
         if end == JobEnd::Landed {
-            self.counters.stale_keys_purged.inc();
-            self.freshness.purged(hash, version);
+            self.p.counters.stale_keys_purged.inc();
+            self.p.freshness.purged(hash, version);
         }
-        let (_, waiters) = self.queue.complete(hash, seq);
+        let (_, waiters) = self.p.queue.complete(hash, seq);
         (end == JobEnd::Landed, waiters)
     }
 
@@ -335,12 +319,12 @@ impl Writer {
     /// [`Writer::write_back`] for a caller that holds the write-back lock.
     pub(crate) async fn write_back_gated(&self) -> u64 {
         // A pending clear first: written back entries are newer than its fence.
-        self.freshness.persist_fence(&self.gate).await;
-        let now = self.clock.now_ms();
-        let created_ms = self.freshness.created_now();
+        self.p.freshness.persist_fence(&self.p.gate).await;
+        let now = self.p.clock.now_ms();
+        let created_ms = self.p.freshness.created_now();
         let mut queued = 0;
-        for (key, e) in self.hot.dirty_entries() {
-            if !self.gate.in_use() {
+        for (key, e) in self.p.hot.dirty_entries() {
+            if !self.p.gate.in_use() {
                 break;
             }
             if e.unwritable {
@@ -350,10 +334,10 @@ impl Writer {
             // key's older file is deleted (and the entry made clean) instead.
             let expired = e.expires_ms != 0 && now >= e.expires_ms;
             let hash = key_hash(&key);
-            if self.queue.lookup(&hash).is_some() {
+            if self.p.queue.lookup(&hash).is_some() {
                 continue;
             }
-            let Some(permit) = self.queue.reserve(key.len(), e.value.len()).await else {
+            let Some(permit) = self.p.queue.reserve(key.len(), e.value.len()).await else {
                 break;
             };
             let op = if e.tombstone || expired {
@@ -371,11 +355,13 @@ impl Writer {
                 }
             };
             let still_dirty = |_: &QueueView<'_>| {
-                self.hot
+                self.p
+                    .hot
                     .peek(&key)
                     .is_some_and(|h| h.version == e.version && h.dirty)
             };
             if self
+                .p
                 .queue
                 .commit_if(permit, hash, Arc::from(&key[..]), op, still_dirty)
             {
@@ -384,7 +370,7 @@ impl Writer {
         }
         let purges = self.queue_purges().await;
         if queued > 0 {
-            self.counters.written_back.add(queued);
+            self.p.counters.written_back.add(queued);
             info!(queued, "dirty entries queued for write-back");
         }
         if purges > 0 {
@@ -401,22 +387,24 @@ impl Writer {
     /// lands, not even a restart can serve that older file.
     async fn queue_purges(&self) -> u64 {
         let mut queued = 0;
-        for (hash, lost) in self.freshness.unpurged() {
-            if !self.gate.in_use() {
+        for (hash, lost) in self.p.freshness.unpurged() {
+            if !self.p.gate.in_use() {
                 break;
             }
-            if self.queue.lookup(&hash).is_some() {
+            if self.p.queue.lookup(&hash).is_some() {
                 continue;
             }
-            let Some(permit) = self.queue.reserve(0, 0).await else {
+            let Some(permit) = self.p.queue.reserve(0, 0).await else {
                 break;
             };
             // Never in place of an operation queued meanwhile (a newer set or remove).
             let still_stale = |view: &QueueView<'_>| {
-                view.pending_version(&hash).is_none() && self.freshness.still_unpurged(&hash, lost)
+                view.pending_version(&hash).is_none()
+                    && self.p.freshness.still_unpurged(&hash, lost)
             };
             let op = Op::Purge { version: lost };
             if self
+                .p
                 .queue
                 .commit_if(permit, hash, Arc::from(&[][..]), op, still_stale)
             {
@@ -434,8 +422,8 @@ pub(crate) async fn writer_task(writer: Arc<Writer>, mut shutdown: watch::Receiv
     let concurrency = writer.concurrency;
     let slots = Arc::new(Semaphore::new(concurrency));
     loop {
-        let notified = writer.queue.ready.notified();
-        while let Some(job) = writer.queue.take() {
+        let notified = writer.p.queue.ready.notified();
+        while let Some(job) = writer.p.queue.take() {
             let Ok(permit) = slots.clone().acquire_owned().await else {
                 return;
             };
@@ -445,11 +433,11 @@ pub(crate) async fn writer_task(writer: Arc<Writer>, mut shutdown: watch::Receiv
                 drop(permit);
             });
         }
-        if *shutdown.borrow() && !writer.queue.has_ready() {
+        if *shutdown.borrow() && !writer.p.queue.has_ready() {
             // Wait for the writes in flight, then stop.
             // Fits: at most MAX_WRITE_CONCURRENCY.
             let _ = slots.acquire_many(concurrency as u32).await;
-            if writer.queue.shut_if_idle() {
+            if writer.p.queue.shut_if_idle() {
                 return;
             }
             continue;

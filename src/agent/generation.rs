@@ -64,6 +64,16 @@ fn fresh_generation(now_ms: u64) -> u64 {
     u64::from_le_bytes(first).max(1)
 }
 
+/// A fresh generation and its record, made at `now_ms`.
+fn new_record(now_ms: u64) -> Result<(u64, Arc<[u8]>)> {
+    let generation = fresh_generation(now_ms);
+    let record = Record {
+        generation,
+        created_ms: now_ms,
+    };
+    Ok((generation, codec::encode(Codec::Json, &record)?.into()))
+}
+
 /// The persisted record of a namespace.
 #[derive(Debug, Serialize, Deserialize)]
 struct Record {
@@ -95,16 +105,6 @@ impl Namespaces {
             .entry(name.to_owned())
             .or_default()
             .clone())
-    }
-
-    /// The key under which namespace `name` stores `key` now.
-    pub(crate) async fn stored_key(
-        &self,
-        tiers: &Tiers,
-        name: &str,
-        key: &[u8],
-    ) -> Result<Vec<u8>> {
-        self.slot(name)?.stored_key(tiers, name, key).await
     }
 }
 
@@ -147,21 +147,10 @@ impl NamespaceSlot {
             Some(r) if r.generation != 0 => r.generation,
             _ => {
                 // Never written, or lost: a fresh generation (see the module docs).
-                let now = tiers.now_ms();
-                let g = fresh_generation(now);
-                let record = codec::encode(
-                    Codec::Json,
-                    &Record {
-                        generation: g,
-                        created_ms: now,
-                    },
-                )?;
+                let (g, record) = new_record(tiers.now_ms())?;
                 // A write-through store that did not reach the disk still serves the
                 // generation from memory; `flush` reports it.
-                match tiers
-                    .set(&rk, record.into(), None, 0, Encoding::Json, false)
-                    .await
-                {
+                match tiers.set(&rk, record, None, 0, Encoding::Json, false).await {
                     Ok(()) | Err(Error::NotPersisted { .. }) => {}
                     Err(e) => return Err(e),
                 }
@@ -176,18 +165,9 @@ impl NamespaceSlot {
     /// [`Namespace::invalidate`](super::Namespace::invalidate)).
     pub(crate) async fn invalidate(&self, tiers: &Tiers, name: &str) -> Result<u64> {
         let _serial = self.lock.lock().await;
-        let now = tiers.now_ms();
-        let g = fresh_generation(now);
+        let (g, record) = new_record(tiers.now_ms())?;
         // In memory first: from here on, this process never reads an old entry.
         self.generation.store(g, Ordering::Release);
-        let record: Arc<[u8]> = codec::encode(
-            Codec::Json,
-            &Record {
-                generation: g,
-                created_ms: now,
-            },
-        )?
-        .into();
         let rk = record_key(name);
         // Waits for this write's own acknowledgement, whatever the write policy: `Ok` only
         // once the new generation is on disk.

@@ -14,37 +14,27 @@ use tracing::debug;
 
 use crate::breaker::BreakerState;
 use crate::clock::sleep_or_never;
-use crate::disk::{DiskGate, DiskOutcome};
-use crate::queue::WriteQueue;
-use crate::stats::{Counters, Mode};
+use crate::disk::DiskOutcome;
+use crate::stats::Mode;
 use crate::writer::Writer;
 
-/// What recovery uses: the gate (and through it the resilience state), the writer it asks
-/// for write-back, the queue it waits on, the counters, and its two intervals.
+/// What recovery uses: the writer (and through it the gate, the queue and the counters),
+/// and its two intervals.
 pub(crate) struct Recovery {
-    gate: Arc<DiskGate>,
     writer: Arc<Writer>,
-    queue: Arc<WriteQueue>,
-    counters: Arc<Counters>,
     health_interval: Duration,
     recovery_interval: Duration,
 }
 
 impl Recovery {
-    /// Recovery over these parts.
+    /// Recovery through `writer`.
     pub(crate) fn new(
-        gate: Arc<DiskGate>,
         writer: Arc<Writer>,
-        queue: Arc<WriteQueue>,
-        counters: Arc<Counters>,
         health_interval: Duration,
         recovery_interval: Duration,
     ) -> Self {
         Recovery {
-            gate,
             writer,
-            queue,
-            counters,
             health_interval,
             recovery_interval,
         }
@@ -56,9 +46,14 @@ impl Recovery {
     /// is back.
     #[tracing::instrument(level = "debug", name = "recovery_probe", skip_all)]
     pub(crate) async fn recovery_probe(&self) -> bool {
-        self.counters.probes_run.inc();
-        let outcome = self.gate.run_unchecked(|fs, store| store.probe(fs)).await;
-        self.gate.note("recovery probe", &outcome);
+        self.writer.p.counters.probes_run.inc();
+        let outcome = self
+            .writer
+            .p
+            .gate
+            .run_unchecked(|fs, store| store.probe(fs))
+            .await;
+        self.writer.p.gate.note("recovery probe", &outcome);
         if !matches!(
             outcome,
             DiskOutcome::Done {
@@ -69,18 +64,18 @@ impl Recovery {
             debug!("recovery probe failed; staying memory-only");
             return false;
         }
-        self.counters.probes_ok.inc();
+        self.writer.p.counters.probes_ok.inc();
         let gate = self.writer.write_back_lock().await;
-        self.gate.res.recover();
-        let upto_before = self.queue.seq();
+        self.writer.p.gate.res.recover();
+        let upto_before = self.writer.p.queue.seq();
         let queued = self.writer.write_back_gated().await;
         drop(gate);
         if queued > 0 {
-            let upto = self.queue.seq().max(upto_before);
-            self.queue.wait(Some(upto)).await;
+            let upto = self.writer.p.queue.seq().max(upto_before);
+            self.writer.p.queue.wait(Some(upto)).await;
         }
-        self.queue.locked(|view| {
-            let evicted = self.gate.res.restore_budget();
+        self.writer.p.queue.locked(|view| {
+            let evicted = self.writer.p.gate.res.restore_budget();
             self.writer.on_evicted(view, evicted);
         });
         true
@@ -91,12 +86,12 @@ impl Recovery {
     /// also writes back entries whose earlier write failed.
     #[tracing::instrument(level = "debug", name = "health_check", skip_all)]
     pub(crate) async fn health_check(&self) {
-        if self.gate.breaker_state() == BreakerState::Open {
+        if self.writer.p.gate.breaker_state() == BreakerState::Open {
             return;
         }
-        self.counters.health_checks.inc();
-        let outcome = self.gate.run(|fs, store| store.probe(fs)).await;
-        self.gate.note("health check", &outcome);
+        self.writer.p.counters.health_checks.inc();
+        let outcome = self.writer.p.gate.run(|fs, store| store.probe(fs)).await;
+        self.writer.p.gate.note("health check", &outcome);
         if matches!(
             outcome,
             DiskOutcome::Done {
@@ -121,7 +116,7 @@ pub(crate) async fn recovery_task(rec: Arc<Recovery>, mut shutdown: watch::Recei
         if *shutdown.borrow() {
             return;
         }
-        let res = &rec.gate.res;
+        let res = &rec.writer.p.gate.res;
         if res.mode() == Mode::MemoryOnly {
             tokio::select! {
                 _ = sleep_or_never(rec.recovery_interval) => {}
