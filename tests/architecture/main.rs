@@ -7,6 +7,8 @@
 //! a file decides which file is named. `lib.rs` is never a target (it re-exports everything).
 //! Visibility paths (`pub(in crate::fs)`) are not imports.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
