@@ -163,7 +163,7 @@ pub(crate) fn parse_temp_name(name: &OsStr) -> Option<TempOwner> {
 }
 
 /// Is `name` a valid fan-out directory name (two lowercase hex characters)?
-pub fn is_fanout_name(name: &OsStr) -> bool {
+pub(crate) fn is_fanout_name(name: &OsStr) -> bool {
     name.to_str()
         .is_some_and(|s| s.len() == 2 && s.bytes().all(|c| nibble(c).is_some()))
 }

@@ -22,4 +22,3 @@ mod store_tests;
 pub mod walk;
 
 pub use format::Corruption;
-pub use store::{take_if_unchanged, Judged};

@@ -33,14 +33,21 @@ use tiercache::warm::quarantine;
 use tiercache::{BreakerState, Mode, Stats, StdFs, TieredCache};
 use tokio::task::JoinSet;
 
-use super::demo_damage;
-use super::demo_live::{EventCounts, Live};
-use super::demo_results::Results;
-use super::output;
-use super::report::{PhaseReport, Tally, Totals};
-use super::table;
-use super::workload::{ChatCompletion, Prompt, Workload};
-use super::BoxError;
+use crate::output;
+use crate::table;
+use crate::BoxError;
+use live::{EventCounts, Live};
+use report::{PhaseReport, Tally, Totals};
+use results::Results;
+use workload::{ChatCompletion, Prompt, Workload};
+
+mod damage;
+mod live;
+mod report;
+mod results;
+mod rng;
+mod text;
+pub mod workload;
 
 /// Settings of a demo run (the `demo` subcommand's options).
 #[derive(Debug, Clone)]
@@ -341,7 +348,7 @@ impl Demo {
             .map(|p| p.key.as_str())
             .collect();
         let planted = match popular.first() {
-            Some(donor) => demo_damage::plant(&self.dir, &victims, &donor.key)
+            Some(donor) => damage::plant(&self.dir, &victims, &donor.key)
                 .map_err(|e| format!("damaging files in {}: {e}", self.dir.display()))?,
             None => Vec::new(),
         };
@@ -541,8 +548,8 @@ impl Demo {
             phases: &self.phases,
             totals: &self.totals,
             last: &closed,
-            breaker_opens: self.totals.breaker_opens,
-            written_back: self.totals.written_back,
+            breaker_opens: self.totals.sum(|s| s.breaker_opens),
+            written_back: self.totals.sum(|s| s.written_back),
             hot_bytes: self.opts.hot_bytes as u64,
             time_scale: self.opts.time_scale,
             dir: &self.dir,
