@@ -402,12 +402,9 @@ pub fn remove_if_unchanged(
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "a test fails by panicking on the unexpected"
-)]
 mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
     use super::*;
     use crate::fs::StdFs;
     use crate::testing::{Fault, FaultFs, FsOp, Rule};
