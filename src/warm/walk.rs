@@ -31,7 +31,7 @@
 //!   fault-injecting ones of `tiercache::testing` wrap it), and the walk descends only into
 //!   what a listing called a directory.
 //! - **Order and laziness.** Names are visited in byte order of their names at every level
-//!   (reports are deterministic), depth first. Each listing is made by the `next` call that
+//!   (reports are deterministic; the cache's own walks keep the listing's order), depth first. Each listing is made by the `next` call that
 //!   needs it: dropping the iterator stops the walk, and a caller can stop between any two
 //!   items.
 
@@ -166,6 +166,7 @@ struct Listing {
 #[derive(Debug)]
 pub struct EntryWalk<'a> {
     fs: &'a dyn Fs,
+    root: PathBuf,
     entries: PathBuf,
     start: Option<Start>,
     /// Directories being walked, innermost last.
@@ -213,6 +214,7 @@ impl<'a> EntryWalk<'a> {
     fn starting(fs: &'a dyn Fs, root: &Path, start: Start) -> Self {
         EntryWalk {
             fs,
+            root: root.to_owned(),
             entries: Layout::new(root).entries_dir().to_owned(),
             start: Some(start),
             stack: Vec::new(),
@@ -223,8 +225,9 @@ impl<'a> EntryWalk<'a> {
     }
 
     /// Visits the names of each directory in the order the listing returns them instead of
-    /// sorting them (the cache's startup scan: order does not matter to it, and `v1` may hold
-    /// 65,536 directories).
+    /// sorting them: the cache's own walks keep the order they always had (it breaks the
+    /// startup scan's ties in mtime, and orders `clear`'s removals), and skip sorting a `v1`
+    /// of 65,536 directories.
     pub(crate) fn in_listing_order(mut self) -> Self {
         self.sorted = false;
         self
@@ -305,20 +308,17 @@ impl<'a> EntryWalk<'a> {
             Start::Entries => return self.enter(self.entries.clone(), Level::Entries),
             Start::FanOut1(dir) => return self.enter(dir, Level::FanOut1),
             Start::RootListing(listing) => listing,
-            Start::ListRoot => {
-                let root = self.entries.parent().unwrap_or(Path::new("/")).to_owned();
-                match self.fs.read_dir(&root) {
-                    Ok(listing) => listing,
-                    Err(e) if is_vanished(&e) => return None,
-                    Err(error) => {
-                        return Some(WalkItem::Unlisted(Unlisted {
-                            path: root,
-                            level: Level::Root,
-                            error,
-                        }))
-                    }
+            Start::ListRoot => match self.fs.read_dir(&self.root) {
+                Ok(listing) => listing,
+                Err(e) if is_vanished(&e) => return None,
+                Err(error) => {
+                    return Some(WalkItem::Unlisted(Unlisted {
+                        path: self.root.clone(),
+                        level: Level::Root,
+                        error,
+                    }))
                 }
-            }
+            },
         };
         let v1 = OsStr::new(layout::ENTRIES_DIR);
         match root_listing.iter().find(|e| e.name == v1).map(|e| e.kind) {
