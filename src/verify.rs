@@ -11,12 +11,12 @@
 //! `get`). With [`VerifyOptions::repair`] the corrupted files are moved to the quarantine,
 //! exactly as the read path would move them.
 //!
-//! The walk is the one `WarmStore::scan` does, and just as distrustful: it never follows a
-//! symlink (a symlink or a `v1/` that is not a plain directory is not descended into), never
-//! opens a FIFO or device (anything at an entry path that `lstat` does not call a regular file
-//! is `not-a-regular-file` without being opened), never recurses into a directory planted at an
-//! entry path, and counts, but otherwise ignores, foreign files and folders (`.DS_Store`,
-//! editor backups, non-UTF-8 names, stray folders). Entries of a newer format version are left
+//! The walk is [`crate::warm::walk`], the one the cache's startup scan does, and just as
+//! distrustful: it never follows a symlink (a symlink or a `v1/` that is not a plain directory
+//! is not descended into), never opens a FIFO or device (anything at an entry path that
+//! `lstat` does not call a regular file is `not-a-regular-file` without being opened), never
+//! recurses into a directory planted at an entry path, and counts, but otherwise ignores,
+//! foreign files and folders (`.DS_Store`, editor backups, non-UTF-8 names, stray folders). Entries of a newer format version are left
 //! alone: a newer process may share the directory. Repair never moves a file through a
 //! `<root>/quarantine` that is not a real directory (a planted symlink would carry it out of
 //! the cache directory); such moves are reported as I/O errors instead.
@@ -33,10 +33,11 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use tracing::{debug, info, warn};
 
-use crate::fs::{DirEntryInfo, FileKind, FileRead, Fs, StdFs};
+use crate::fs::{FileKind, FileRead, Fs, StdFs};
 use crate::warm::format::{self, Corruption, Invalid, Limits};
-use crate::warm::layout::{self, KeyHash, Layout, ENTRIES_DIR, QUARANTINE_DIR};
-use crate::warm::quarantine::{self, QuarantineLimits};
+use crate::warm::layout::{self, KeyHash, Layout, QUARANTINE_DIR};
+use crate::warm::quarantine::{self, QuarantineLimits, Why};
+use crate::warm::walk::{EntryWalk, Level, WalkEntry, WalkItem};
 
 /// What [`verify`] checks and whether it repairs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -257,69 +258,32 @@ impl Scan<'_, '_> {
             .iter()
             .find(|e| e.name == OsStr::new(QUARANTINE_DIR) && e.kind != FileKind::Dir)
             .map(|e| e.kind);
-        match root_entries
-            .iter()
-            .find(|e| e.name == OsStr::new(ENTRIES_DIR))
-        {
-            None => return Ok(()),
-            Some(e) if e.kind != FileKind::Dir => {
-                warn!(
-                    kind = e.kind.describe(),
-                    "v1 is not a directory; not descended into"
-                );
-                self.report.foreign_files += 1;
-                return Ok(());
-            }
-            Some(_) => {}
-        }
         let entries_dir = self.layout.entries_dir().to_owned();
-        let top = match self.fs.read_dir(&entries_dir) {
-            Ok(v) => v,
-            Err(e) if is_not_found(&e) => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        for a in sorted(top) {
-            if a.kind != FileKind::Dir || !layout::is_fanout_name(&a.name) {
-                self.report.foreign_files += 1;
-                continue;
-            }
-            let dir_a = entries_dir.join(&a.name);
-            let Some(second) = self.list(&dir_a) else {
-                continue;
-            };
-            for b in second {
-                if b.kind != FileKind::Dir || !layout::is_fanout_name(&b.name) {
-                    self.report.foreign_files += 1;
-                    continue;
-                }
-                let dir_b = dir_a.join(&b.name);
-                let Some(files) = self.list(&dir_b) else {
-                    continue;
-                };
-                for f in files {
-                    match layout::parse_hex(&f.name) {
-                        Some(hash) => self.check(&dir_b.join(&f.name), &hash, &f),
-                        None => self.report.foreign_files += 1,
+        let fs = self.fs;
+        for item in EntryWalk::after_root_listing(fs, self.layout.root(), root_entries) {
+            match item {
+                WalkItem::Entry(e) => self.check(&e),
+                WalkItem::Foreign(f) => {
+                    if f.path == entries_dir {
+                        warn!(
+                            kind = f.kind.describe(),
+                            "v1 is not a directory; not descended into"
+                        );
                     }
+                    self.report.foreign_files += 1;
                 }
+                // Failing to list `v1` itself ends the scan; a fan-out directory is recorded
+                // and skipped.
+                WalkItem::Unlisted(u) if u.level <= Level::Entries => return Err(u.error),
+                WalkItem::Unlisted(u) => self.io_error(&u.path, "list", &u.error),
+                _ => {}
             }
         }
         Ok(())
     }
 
-    /// Lists a fan-out directory, sorted; an error is recorded and the directory skipped.
-    fn list(&mut self, dir: &Path) -> Option<Vec<DirEntryInfo>> {
-        match self.fs.read_dir(dir) {
-            Ok(v) => Some(sorted(v)),
-            Err(e) if is_not_found(&e) => None,
-            Err(e) => {
-                self.io_error(dir, "list", &e);
-                None
-            }
-        }
-    }
-
-    fn check(&mut self, path: &Path, hash: &KeyHash, entry: &DirEntryInfo) {
+    fn check(&mut self, entry: &WalkEntry) {
+        let (path, hash) = (entry.path.as_path(), &entry.hash);
         self.report.entries_checked += 1;
         let verdict = if entry.kind != FileKind::File {
             // Never opened: a FIFO would block a reader, a symlink leads out of the directory,
@@ -401,16 +365,15 @@ impl Scan<'_, '_> {
             ));
             self.io_error(path, "quarantine", &e);
         } else if self.options.repair {
-            match quarantine::quarantine(
-                self.fs,
-                self.layout.quarantine_dir(),
-                path,
+            let why = Why {
                 reason,
-                &detail,
-                len,
-                self.options.now_ms,
-                self.options.quarantine_limits(),
-            ) {
+                detail: &detail,
+                size: len,
+                now_ms: self.options.now_ms,
+            };
+            let qdir = self.layout.quarantine_dir();
+            let limits = self.options.quarantine_limits();
+            match quarantine::quarantine(self.fs, qdir, path, path, why, limits) {
                 Ok(Some(name)) => {
                     self.report.quarantined += 1;
                     self.report.quarantined_bytes += len;
@@ -448,12 +411,6 @@ impl Scan<'_, '_> {
     }
 }
 
-/// Listings in name order, so reports are deterministic.
-fn sorted(mut v: Vec<DirEntryInfo>) -> Vec<DirEntryInfo> {
-    v.sort_by(|a, b| a.name.cmp(&b.name));
-    v
-}
-
 #[cfg(test)]
 #[allow(
     clippy::unwrap_used,
@@ -464,7 +421,7 @@ mod tests {
     use super::*;
     use crate::testing::{Fault, FaultFs, FsOp, Rule};
     use crate::warm::format::{EntryMeta, FLAG_GZIP};
-    use crate::warm::layout::key_hash;
+    use crate::warm::layout::{key_hash, plant as place};
 
     const NOW: u64 = 1_800_000_000_000;
 
@@ -483,13 +440,6 @@ mod tests {
             cost: 1,
             encoding: Default::default(),
         }
-    }
-
-    fn place(root: &Path, key: &[u8], bytes: &[u8]) -> PathBuf {
-        let path = Layout::new(root).entry_path(&key_hash(key));
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, bytes).unwrap();
-        path
     }
 
     fn entry(key: &[u8], value: &[u8]) -> Vec<u8> {

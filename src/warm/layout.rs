@@ -6,7 +6,8 @@
 //! <root>/quarantine/<time>-<reason>-<name>        quarantined files (+ ".why" sidecars)
 //! ```
 //! The key never appears in a path: whatever bytes a key holds (`../x`, NUL, 1 MiB), the file
-//! name is 64 lowercase hex characters under two 2-character directories.
+//! name is 64 lowercase hex characters under two 2-character directories. Walking the
+//! directories is [`super::walk`]'s job; naming temp files is the writers' (private).
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -66,7 +67,7 @@ fn nibble(c: u8) -> Option<u8> {
 
 /// Who wrote a temp file, parsed from its name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TempOwner {
+pub(crate) struct TempOwner {
     /// Process id of the writer.
     pub pid: u32,
     /// The writing cache instance within that process.
@@ -133,7 +134,7 @@ impl Layout {
     }
 
     /// A temp path unique to (process, instance, counter).
-    pub fn temp_path(&self, hash: &KeyHash, owner: TempOwner, n: u64) -> PathBuf {
+    pub(crate) fn temp_path(&self, hash: &KeyHash, owner: TempOwner, n: u64) -> PathBuf {
         let h = hex(hash);
         self.tmp.join(format!(
             "{}.{}.{}.{n}.tmp",
@@ -144,14 +145,14 @@ impl Layout {
     }
 
     /// The recovery probe's temp path.
-    pub fn probe_path(&self, owner: TempOwner, n: u64) -> PathBuf {
+    pub(crate) fn probe_path(&self, owner: TempOwner, n: u64) -> PathBuf {
         self.tmp
             .join(format!("probe.{}.{}.{n}.tmp", owner.pid, owner.instance))
     }
 }
 
 /// Parses `<anything>.<pid>.<instance>.<n>.tmp`.
-pub fn parse_temp_name(name: &OsStr) -> Option<TempOwner> {
+pub(crate) fn parse_temp_name(name: &OsStr) -> Option<TempOwner> {
     let s = name.to_str()?;
     let s = s.strip_suffix(".tmp")?;
     let mut parts = s.rsplit('.');
@@ -162,9 +163,19 @@ pub fn parse_temp_name(name: &OsStr) -> Option<TempOwner> {
 }
 
 /// Is `name` a valid fan-out directory name (two lowercase hex characters)?
-pub fn is_fanout_name(name: &OsStr) -> bool {
+pub(crate) fn is_fanout_name(name: &OsStr) -> bool {
     name.to_str()
         .is_some_and(|s| s.len() == 2 && s.bytes().all(|c| nibble(c).is_some()))
+}
+
+/// Writes `bytes` at the entry path of `key` under `root`, creating its directories.
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests")]
+pub(crate) fn plant(root: &Path, key: &[u8], bytes: &[u8]) -> PathBuf {
+    let path = Layout::new(root).entry_path(&key_hash(key));
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, bytes).unwrap();
+    path
 }
 
 #[cfg(test)]

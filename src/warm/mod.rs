@@ -1,12 +1,16 @@
 //! The warm tier: gzip-compressed entry files on disk.
 //!
-//! - [`format`](mod@format): the entry file format (pure).
-//! - [`layout`]: the path scheme (pure).
+//! Public, documented and stable, for tools that read a cache directory:
+//! - [`format`](mod@format): the entry file format (pure; byte for byte in FORMAT.md).
+//! - [`layout`]: the path scheme (pure): where a key's entry lives under a root.
+//! - [`walk`]: the one walk of a directory's entry files, with its rules for foreign files
+//!   and unreadable directories.
+//! - [`quarantine`]: listing and deleting the files moved aside as corrupted.
+//!
+//! Private to the crate:
 //! - `index`: the in-memory LRU index of entry files (pure).
-//! - `quarantine`: moving corrupted files aside.
-//! - `store`: the synchronous core over an [`Fs`](crate::fs::Fs); its rule for deleting
-//!   what a read judged ([`take_if_unchanged`]) is public, for tools that sweep a live
-//!   directory.
+//! - `store`: the synchronous core over an [`Fs`](crate::fs::Fs), including its rule for
+//!   deleting only the file a read judged (tools use [`walk::remove_if_unchanged`]).
 
 pub mod format;
 pub(crate) mod index;
@@ -15,6 +19,6 @@ pub mod quarantine;
 pub(crate) mod store;
 #[cfg(test)]
 mod store_tests;
+pub mod walk;
 
 pub use format::Corruption;
-pub use store::{take_if_unchanged, Judged};

@@ -6,6 +6,9 @@
 //! the time, so an operator can see what happened without a tool. The quarantine is bounded
 //! in files and bytes; the oldest are deleted first. A rename never follows a symlink: a
 //! planted symlink is moved as a link, its target is never touched.
+//!
+//! Public, for tools: [`list`] the quarantine, [`parse_name`] a quarantined file's name,
+//! [`remove_one`] file with its sidecar. Moving files in is the cache's and `verify`'s job.
 
 use std::io;
 use std::path::Path;
@@ -19,7 +22,7 @@ pub const SIDECAR_SUFFIX: &str = ".why";
 
 /// Bounds of the quarantine directory.
 #[derive(Debug, Clone, Copy)]
-pub struct QuarantineLimits {
+pub(crate) struct QuarantineLimits {
     /// Most quarantined files kept.
     pub max_files: usize,
     /// Most quarantined bytes kept.
@@ -49,37 +52,38 @@ pub fn parse_name(name: &str) -> Option<(u64, Corruption)> {
     Some((time, reason))
 }
 
-/// Moves `path` into the quarantine with a sidecar, then enforces the bounds. Returns the
-/// quarantined file's new name. A vanished file (another process got there first) is
-/// `Ok(None)`.
-#[allow(clippy::too_many_arguments)]
-pub fn quarantine(
-    fs: &dyn Fs,
-    qdir: &Path,
-    path: &Path,
-    reason: Corruption,
-    detail: &str,
-    size: u64,
-    now_ms: u64,
-    limits: QuarantineLimits,
-) -> io::Result<Option<String>> {
-    quarantine_moved(fs, qdir, path, path, reason, detail, size, now_ms, limits)
+/// What a quarantined file's name and sidecar record (FORMAT.md, "Quarantine").
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Why<'a> {
+    /// Why it is not a valid entry.
+    pub reason: Corruption,
+    /// What exactly was wrong, in words.
+    pub detail: &'a str,
+    /// Its length in bytes (0 for what is not a regular file).
+    pub size: u64,
+    /// The time of the move, unix ms.
+    pub now_ms: u64,
 }
 
-/// [`quarantine`] for a file already taken out of the entry path (to `path`, in `tmp/`):
-/// named and described after `original`, where it was found.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn quarantine_moved(
+/// Moves `path` into the quarantine directory `qdir` with a sidecar, then enforces the
+/// bounds. The file is named and described after `original`, where it was found (`path`
+/// itself, or the entry path a file taken out of the way into `tmp/` came from). Returns the
+/// quarantined file's new name. A vanished file (another process got there first) is
+/// `Ok(None)`.
+pub(crate) fn quarantine(
     fs: &dyn Fs,
     qdir: &Path,
     path: &Path,
     original: &Path,
-    reason: Corruption,
-    detail: &str,
-    size: u64,
-    now_ms: u64,
+    why: Why<'_>,
     limits: QuarantineLimits,
 ) -> io::Result<Option<String>> {
+    let Why {
+        reason,
+        detail,
+        size,
+        now_ms,
+    } = why;
     let base = original
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -147,7 +151,7 @@ pub fn list(fs: &dyn Fs, qdir: &Path) -> io::Result<Vec<QuarantinedFile>> {
 }
 
 /// Deletes the oldest quarantined files (and their sidecars) until within bounds.
-pub fn enforce_bounds(fs: &dyn Fs, qdir: &Path, limits: QuarantineLimits) -> io::Result<()> {
+fn enforce_bounds(fs: &dyn Fs, qdir: &Path, limits: QuarantineLimits) -> io::Result<()> {
     let files = list(fs, qdir)?;
     let mut count = files.len();
     let mut bytes: u64 = files.iter().map(|f| f.len).sum();
@@ -213,18 +217,15 @@ mod tests {
         for i in 0..5u64 {
             let p = dir.path().join(format!("f{i}"));
             std::fs::write(&p, vec![0u8; 10]).unwrap();
-            let name = quarantine(
-                &StdFs,
-                &q,
-                &p,
-                Corruption::Checksum,
-                "bad\nsum",
-                10,
-                100 + i,
-                limits,
-            )
-            .unwrap()
-            .unwrap();
+            let why = Why {
+                reason: Corruption::Checksum,
+                detail: "bad\nsum",
+                size: 10,
+                now_ms: 100 + i,
+            };
+            let name = quarantine(&StdFs, &q, &p, &p, why, limits)
+                .unwrap()
+                .unwrap();
             assert_eq!(name, format!("{}-checksum-f{i}", 100 + i));
             assert!(!p.exists());
         }
@@ -243,8 +244,14 @@ mod tests {
         assert_eq!(std::fs::read_dir(&q).unwrap().count(), 6);
         // A file that vanished first is not an error.
         let gone = dir.path().join("gone");
+        let why = Why {
+            reason: Corruption::Magic,
+            detail: "",
+            size: 0,
+            now_ms: 1,
+        };
         assert_eq!(
-            quarantine(&StdFs, &q, &gone, Corruption::Magic, "", 0, 1, limits).unwrap(),
+            quarantine(&StdFs, &q, &gone, &gone, why, limits).unwrap(),
             None
         );
     }

@@ -22,7 +22,8 @@ use crate::stats::Counters;
 use super::format::{self, Corruption, Decoded, EntryMeta, Invalid, Limits, HEADER_LEN};
 use super::index::{IndexEntry, WarmIndex};
 use super::layout::{self, KeyHash, Layout, TempOwner};
-use super::quarantine::{self, QuarantineLimits};
+use super::quarantine::{self, QuarantineLimits, Why};
+use super::walk::{EntryWalk, Level, WalkItem};
 
 /// Temp files older than this are removed at open whoever wrote them: no write takes an hour.
 pub const TEMP_MAX_AGE_MS: u64 = 3600 * 1000;
@@ -252,29 +253,23 @@ impl WarmStore {
             Ok(FileRead::Data(d)) => d,
             Ok(FileRead::NotRegular(kind)) => {
                 let detail = format!("a {} sits at the entry path", kind.describe());
-                return Ok(self.quarantine(
-                    fs,
-                    &path,
-                    &Judged::NotRegular(kind),
-                    hash,
-                    Corruption::NotARegularFile,
-                    &detail,
-                    0,
+                let why = Why {
+                    reason: Corruption::NotARegularFile,
+                    detail: &detail,
+                    size: 0,
                     now_ms,
-                ));
+                };
+                return Ok(self.quarantine(fs, &path, &Judged::NotRegular(kind), hash, why));
             }
             Ok(FileRead::TooLarge(len)) => {
                 let detail = format!("{len} bytes, over the largest valid entry");
-                return Ok(self.quarantine(
-                    fs,
-                    &path,
-                    &Judged::TooLarge,
-                    hash,
-                    Corruption::Oversize,
-                    &detail,
-                    len,
+                let why = Why {
+                    reason: Corruption::Oversize,
+                    detail: &detail,
+                    size: len,
                     now_ms,
-                ));
+                };
+                return Ok(self.quarantine(fs, &path, &Judged::TooLarge, hash, why));
             }
             Err(e) if is_not_found(&e) => {
                 self.index().remove(hash);
@@ -303,7 +298,13 @@ impl WarmStore {
             Err(Invalid::Corrupt(reason, detail)) => {
                 let len = data.len() as u64;
                 let judged = Judged::Bytes(&data);
-                Ok(self.quarantine(fs, &path, &judged, hash, reason, &detail, len, now_ms))
+                let why = Why {
+                    reason,
+                    detail: &detail,
+                    size: len,
+                    now_ms,
+                };
+                Ok(self.quarantine(fs, &path, &judged, hash, why))
             }
         }
     }
@@ -406,18 +407,20 @@ impl WarmStore {
     /// Counts a corruption and moves the file into the quarantine, if it is still the file
     /// judged corrupt (see [`WarmStore::take_judged`]). A failure to move it is logged (and
     /// seen by the observing `Fs`), never returned: the read is a miss either way.
-    #[allow(clippy::too_many_arguments)]
     fn quarantine(
         &self,
         fs: &dyn Fs,
         path: &Path,
         judged: &Judged<'_>,
         hash: &KeyHash,
-        reason: Corruption,
-        detail: &str,
-        len: u64,
-        now_ms: u64,
+        why: Why<'_>,
     ) -> ReadOutcome {
+        let Why {
+            reason,
+            detail,
+            size: len,
+            ..
+        } = why;
         self.counters.corruption(reason);
         let _key = self.key_lock(hash, Hold::Exclusive);
         let aside = match self.take_judged(fs, hash, judged) {
@@ -430,15 +433,12 @@ impl WarmStore {
             }
         };
         self.index().remove(hash);
-        match quarantine::quarantine_moved(
+        match quarantine::quarantine(
             fs,
             self.layout.quarantine_dir(),
             &aside,
             path,
-            reason,
-            detail,
-            len,
-            now_ms,
+            why,
             self.config.quarantine,
         ) {
             Ok(Some(name)) => {
@@ -792,21 +792,22 @@ impl WarmStore {
     /// Removes every entry (the fan-out directories under `v1/`); foreign files are left.
     pub fn clear(&self, fs: &dyn Fs) -> io::Result<()> {
         self.index().clear();
-        let entries = match fs.read_dir(self.layout.entries_dir()) {
-            Ok(e) => e,
-            Err(e) if is_not_found(&e) => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        for e in entries {
-            if e.kind == FileKind::Dir && layout::is_fanout_name(&e.name) {
-                match fs.remove_dir_all(&self.layout.entries_dir().join(&e.name)) {
-                    Ok(()) => {}
-                    Err(e) if is_not_found(&e) => {}
-                    Err(e) => return Err(e),
+        let mut walk = EntryWalk::from_entries_dir(fs, self.layout.root()).in_listing_order();
+        while let Some(item) = walk.next() {
+            match item {
+                WalkItem::FanOutDir(dir) => {
+                    walk.skip_dir();
+                    match fs.remove_dir_all(&dir.path) {
+                        Ok(()) => {}
+                        Err(e) if is_not_found(&e) => {}
+                        Err(e) => return Err(e),
+                    }
                 }
+                WalkItem::Unlisted(u) => return Err(u.error),
+                _ => {}
             }
         }
-        if self.config.sync {
+        if self.config.sync && walk.entries_listed() {
             fs.sync_dir(self.layout.entries_dir())?;
         }
         Ok(())
@@ -847,36 +848,25 @@ impl WarmStore {
     }
 
     /// Walks `v1/ab/cd/` and merges what it finds into the index. Foreign files and folders
-    /// are counted and ignored; nothing is opened, nothing is followed.
+    /// are counted and ignored; nothing is opened, nothing is followed; a directory that
+    /// cannot be listed ends the scan (the index stays incomplete).
     pub fn scan(&self, fs: &dyn Fs) -> io::Result<u64> {
         let mut found = Vec::new();
         let mut foreign = 0u64;
-        let root = self.layout.entries_dir();
-        for a in list_or_empty(fs, root)? {
-            if a.kind != FileKind::Dir || !layout::is_fanout_name(&a.name) {
-                foreign += 1;
-                continue;
-            }
-            let da = root.join(&a.name);
-            for b in list_or_empty(fs, &da)? {
-                if b.kind != FileKind::Dir || !layout::is_fanout_name(&b.name) {
-                    foreign += 1;
-                    continue;
+        for item in EntryWalk::from_entries_dir(fs, self.layout.root()).in_listing_order() {
+            match item {
+                WalkItem::Entry(e) if e.kind == FileKind::File => {
+                    found.push((e.hash, e.len, e.modified_ms))
                 }
-                if self.is_closing() {
+                // Non-regular files at entry paths are quarantined when read.
+                WalkItem::Entry(_) => {}
+                WalkItem::Foreign(_) => foreign += 1,
+                WalkItem::FanOutDir(d) if d.level == Level::FanOut2 && self.is_closing() => {
                     // Abandon: the index stays marked incomplete.
                     return Ok(found.len() as u64);
                 }
-                for f in list_or_empty(fs, &da.join(&b.name))? {
-                    match layout::parse_hex(&f.name) {
-                        Some(h) if f.kind == FileKind::File => {
-                            found.push((h, f.len, f.modified_ms))
-                        }
-                        // Non-regular files at entry paths are quarantined when read.
-                        Some(_) => {}
-                        None => foreign += 1,
-                    }
-                }
+                WalkItem::Unlisted(u) => return Err(u.error),
+                _ => {}
             }
         }
         let n = found.len() as u64;
@@ -1185,14 +1175,6 @@ fn layout_blocked(e: io::Error) -> io::Error {
 /// Is this the error of a write that no entry could have made (see [`LayoutBlocked`])?
 pub(crate) fn is_layout_blocked(e: &io::Error) -> bool {
     e.get_ref().is_some_and(|inner| inner.is::<LayoutBlocked>())
-}
-
-fn list_or_empty(fs: &dyn Fs, dir: &Path) -> io::Result<Vec<crate::fs::DirEntryInfo>> {
-    match fs.read_dir(dir) {
-        Ok(v) => Ok(v),
-        Err(e) if is_not_found(&e) => Ok(Vec::new()),
-        Err(e) => Err(e),
-    }
 }
 
 #[cfg(test)]

@@ -122,6 +122,13 @@ impl Env {
         (files, sides)
     }
 
+    /// Reads `key` at `NOW` (an I/O error fails the test).
+    fn read(&self, fs: &dyn Fs, key: &[u8]) -> ReadOutcome {
+        self.store
+            .read(fs, key, &layout::key_hash(key), NOW)
+            .unwrap()
+    }
+
     fn tmp_is_empty(&self) -> bool {
         std::fs::read_dir(self.layout.tmp_dir()).unwrap().count() == 0
     }
@@ -177,7 +184,7 @@ fn read_hits_a_written_entry_with_its_value_and_meta() {
     let file = env.put(&StdFs, key, b"the value", m);
     assert_eq!(env.store.usage(), (1, file.len() as u64, false));
 
-    let d = hit(env.store.read(&StdFs, key, &hash, NOW).unwrap());
+    let d = hit(env.read(&StdFs, key));
     assert_eq!(d.value, b"the value");
     assert_eq!(d.meta, m);
     assert_eq!(d.meta.created_ms, NOW - 10);
@@ -206,7 +213,7 @@ fn read_inline_hits_a_small_entry_in_the_page_cache() {
     let file = env.put(&StdFs, key, b"small value", m);
     assert!(file.len() <= INLINE_DECODE_MAX);
     // Warm the dentry and page caches (the write did, a blocking read makes sure).
-    hit(env.store.read(&StdFs, key, &hash, NOW).unwrap());
+    hit(env.read(&StdFs, key));
 
     let d = hit(expect_break(env.store.read_inline(&StdFs, key, &hash, NOW)));
     assert_eq!(d.value, b"small value");
@@ -229,7 +236,7 @@ fn read_inline_hands_a_large_entry_over_already_read_and_read_prefetched_hits() 
     let m = meta(NOW + 1);
     let file = env.put(&StdFs, key, &value, m);
     assert!(file.len() > INLINE_DECODE_MAX);
-    hit(env.store.read(&StdFs, key, &hash, NOW).unwrap());
+    hit(env.read(&StdFs, key));
 
     let data = expect_continue(env.store.read_inline(&StdFs, key, &hash, NOW))
         .expect("the bytes of a large entry");
@@ -325,10 +332,7 @@ fn an_absent_key_is_a_miss_on_every_path() {
     let env = open(dir.path());
     let key = b"absent";
     let hash = layout::key_hash(key);
-    assert!(matches!(
-        env.store.read(&StdFs, key, &hash, NOW).unwrap(),
-        ReadOutcome::Miss
-    ));
+    assert!(matches!(env.read(&StdFs, key), ReadOutcome::Miss));
     // Garbage prefetched bytes for an absent file: read again, a miss, nothing counted.
     assert!(matches!(
         env.store
@@ -357,10 +361,7 @@ fn a_removed_entry_is_a_miss_and_leaves_the_index() {
     let file = env.put(&StdFs, key, b"v", meta(0));
     assert_eq!(env.store.usage(), (1, file.len() as u64, false));
     std::fs::remove_file(env.path(&hash)).unwrap();
-    assert!(matches!(
-        env.store.read(&StdFs, key, &hash, NOW).unwrap(),
-        ReadOutcome::Miss
-    ));
+    assert!(matches!(env.read(&StdFs, key), ReadOutcome::Miss));
     assert_eq!(env.store.usage(), (0, 0, false));
 }
 
@@ -387,20 +388,14 @@ fn an_expired_entry_is_expired_and_its_file_removed() {
         assert_eq!(std::fs::read(env.path(&hash)).unwrap(), file);
     }
     // `expires_ms == now` is expired.
-    assert!(matches!(
-        env.store.read(&StdFs, key, &hash, NOW).unwrap(),
-        ReadOutcome::Expired
-    ));
+    assert!(matches!(env.read(&StdFs, key), ReadOutcome::Expired));
     assert!(!env.path(&hash).exists());
     assert!(env.tmp_is_empty());
     assert_eq!(env.counters.warm_expirations.get(), 1);
     assert_eq!(env.corrupted_total(), 0);
     assert_eq!(env.store.usage(), (0, 0, false));
     // And now it is a miss.
-    assert!(matches!(
-        env.store.read(&StdFs, key, &hash, NOW).unwrap(),
-        ReadOutcome::Miss
-    ));
+    assert!(matches!(env.read(&StdFs, key), ReadOutcome::Miss));
     assert_eq!(env.counters.warm_expirations.get(), 1);
 }
 
@@ -458,10 +453,7 @@ fn assert_quarantined(env: &Env, key: &[u8], bytes: &[u8], reason: Corruption) {
         assert_eq!(std::fs::read(&path).unwrap(), bytes);
         assert_eq!(env.corrupted_total(), 0);
     }
-    assert!(matches!(
-        env.store.read(&StdFs, key, &hash, NOW).unwrap(),
-        ReadOutcome::Corrupt
-    ));
+    assert!(matches!(env.read(&StdFs, key), ReadOutcome::Corrupt));
     assert!(!path.exists(), "{reason}: the entry path is emptied");
     assert_eq!(env.corrupted(reason), 1, "{reason}");
     assert_eq!(env.corrupted_total(), 1, "{reason}");
@@ -487,10 +479,7 @@ fn assert_quarantined(env: &Env, key: &[u8], bytes: &[u8], reason: Corruption) {
     assert!(env.tmp_is_empty());
     assert_eq!(env.store.usage().0, 0);
     // Now a plain miss, counted once.
-    assert!(matches!(
-        env.store.read(&StdFs, key, &hash, NOW).unwrap(),
-        ReadOutcome::Miss
-    ));
+    assert!(matches!(env.read(&StdFs, key), ReadOutcome::Miss));
     assert_eq!(env.corrupted_total(), 1);
 }
 
@@ -578,10 +567,7 @@ fn a_symlink_at_the_entry_path_is_quarantined_as_a_link() {
     let target = dir.path().join("target");
     std::fs::write(&target, good_file(key)).unwrap();
     std::os::unix::fs::symlink(&target, &path).unwrap();
-    assert!(matches!(
-        env.store.read(&StdFs, key, &hash, NOW).unwrap(),
-        ReadOutcome::Corrupt
-    ));
+    assert!(matches!(env.read(&StdFs, key), ReadOutcome::Corrupt));
     assert!(std::fs::symlink_metadata(&path).is_err());
     assert_eq!(env.corrupted(Corruption::NotARegularFile), 1);
     assert_eq!(env.corrupted_total(), 1);
@@ -612,10 +598,7 @@ fn a_newer_format_version_is_left_in_place() {
     let path = env.path(&hash);
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(&path, &bytes).unwrap();
-    assert!(matches!(
-        env.store.read(&StdFs, key, &hash, NOW).unwrap(),
-        ReadOutcome::NewerVersion
-    ));
+    assert!(matches!(env.read(&StdFs, key), ReadOutcome::NewerVersion));
     assert_eq!(std::fs::read(&path).unwrap(), bytes);
     assert_eq!(env.counters.newer_version.get(), 1);
     assert_eq!(env.corrupted_total(), 0);
@@ -646,10 +629,7 @@ fn an_eio_on_read_is_an_error_and_the_file_stays() {
     assert_eq!(env.counters.quarantined_files.get(), 0);
     assert_eq!(env.store.usage(), (1, file.len() as u64, false));
     // The disk recovers: the same file is a hit.
-    assert_eq!(
-        hit(env.store.read(&fs, key, &hash, NOW).unwrap()).value,
-        b"value"
-    );
+    assert_eq!(hit(env.read(&fs, key)).value, b"value");
 }
 
 #[test]
@@ -687,10 +667,7 @@ fn a_bit_flipped_in_transit_is_counted_but_the_good_file_is_put_back() {
             .ops(&[FsOp::ReadFile])
             .times(1),
     );
-    assert!(matches!(
-        env.store.read(&fs, key, &hash, NOW).unwrap(),
-        ReadOutcome::Corrupt
-    ));
+    assert!(matches!(env.read(&fs, key), ReadOutcome::Corrupt));
     assert_eq!(fs.faults_injected(), 1);
     assert_eq!(env.corrupted(Corruption::Checksum), 1);
     assert_eq!(env.counters.quarantined_files.get(), 0);
@@ -698,10 +675,7 @@ fn a_bit_flipped_in_transit_is_counted_but_the_good_file_is_put_back() {
     assert_eq!(env.quarantine_dir(), (vec![], vec![]));
     assert!(env.tmp_is_empty());
     assert_eq!(env.store.stranded(), 0);
-    assert_eq!(
-        hit(env.store.read(&fs, key, &hash, NOW).unwrap()).value,
-        b"value"
-    );
+    assert_eq!(hit(env.read(&fs, key)).value, b"value");
 }
 
 #[test]
@@ -724,20 +698,14 @@ fn a_failed_quarantine_rename_still_reads_corrupt_and_never_serves_the_file() {
             .path_contains(layout::QUARANTINE_DIR)
             .times(1),
     );
-    assert!(matches!(
-        env.store.read(&fs, key, &hash, NOW).unwrap(),
-        ReadOutcome::Corrupt
-    ));
+    assert!(matches!(env.read(&fs, key), ReadOutcome::Corrupt));
     assert_eq!(fs.faults_injected(), 1);
     assert_eq!(env.corrupted(Corruption::Checksum), 1);
     assert_eq!(env.counters.quarantined_files.get(), 0);
     assert!(!path.exists());
     // Not left in tmp/ either.
     assert!(env.tmp_is_empty());
-    assert!(matches!(
-        env.store.read(&fs, key, &hash, NOW).unwrap(),
-        ReadOutcome::Miss
-    ));
+    assert!(matches!(env.read(&fs, key), ReadOutcome::Miss));
 }
 
 // ---------------------------------------------------------------- power loss

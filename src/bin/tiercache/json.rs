@@ -30,21 +30,17 @@ impl Serialize for Pairs<'_> {
 
 /// A path that could not be listed, read or removed, and why.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct PathError<'a> {
+struct PathError<'a> {
     /// Path relative to the cache directory.
-    pub path: &'a str,
+    path: &'a str,
     /// The error.
-    pub error: &'a str,
+    error: &'a str,
 }
 
-impl<'a> PathError<'a> {
-    /// The records of `(path, error)` pairs.
-    pub fn all(errors: &'a [(String, String)]) -> Vec<PathError<'a>> {
-        errors
-            .iter()
-            .map(|(path, error)| PathError { path, error })
-            .collect()
-    }
+/// Serializes `(path, error)` pairs as `[{"path": ..., "error": ...}]` (for
+/// `#[serde(serialize_with)]`).
+pub fn path_errors<S: Serializer>(errors: &[(String, String)], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(errors.iter().map(|(path, error)| PathError { path, error }))
 }
 
 /// Lowercase hex of `bytes`.

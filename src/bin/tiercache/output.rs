@@ -82,6 +82,27 @@ pub fn existing_dir(dir: &Path) -> Result<PathBuf, BoxError> {
     }
 }
 
+/// The error a command ends with after printing its report, when it met I/O errors on the
+/// way: the first one, and how many more (`"errors"`, `"I/O errors, listed above"`).
+pub fn first_of(first: String, n: usize, more: &str) -> BoxError {
+    match n {
+        0 | 1 => first.into(),
+        n => format!("{first} (and {} more {more})", n - 1).into(),
+    }
+}
+
+/// Fails with the first of `errors` (a path relative to `dir` and the cause), if any.
+pub fn fail_on(dir: &Path, errors: &[(String, String)]) -> Result<(), BoxError> {
+    match errors.first() {
+        None => Ok(()),
+        Some((path, e)) => Err(first_of(
+            format!("{}: {e}", dir.join(path).display()),
+            errors.len(),
+            "errors",
+        )),
+    }
+}
+
 /// A counter on stderr for a scan of unknown length ("verifying: 12,345 entries checked"),
 /// drawn only when stderr is a terminal: piped output and logs stay clean.
 pub fn scan_progress(what: &str, unit: &str) -> ProgressBar {

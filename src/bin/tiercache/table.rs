@@ -48,6 +48,16 @@ impl Table {
         });
     }
 
+    /// Adds a row of a file count and their bytes: `1,234   5.6 KiB (5,734 B)`.
+    pub fn files_row(&mut self, label: impl Into<String>, files: u64, bytes: u64) {
+        self.row(label, [count(files), bytes_exact(bytes)]);
+    }
+
+    /// Adds a row of a count alone (an empty bytes column).
+    pub fn count_row(&mut self, label: impl Into<String>, n: u64) {
+        self.row(label, [count(n), String::new()]);
+    }
+
     fn widths(&self) -> Vec<usize> {
         let mut w: Vec<usize> = self.header.iter().map(|h| h.chars().count()).collect();
         for row in &self.rows {
@@ -174,6 +184,17 @@ pub fn bytes_exact(n: u64) -> String {
     } else {
         format!("{} ({} B)", bytes(n), count(n))
     }
+}
+
+/// `io 12, no-space 3`, or `-` when empty.
+pub fn by_name<K: fmt::Display>(m: &std::collections::BTreeMap<K, u64>) -> String {
+    if m.is_empty() {
+        return "-".into();
+    }
+    m.iter()
+        .map(|(k, v)| format!("{k} {}", count(*v)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Label/value pairs, labels padded to one width.

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tiercache::Stats;
 
-use super::table::{self, Table};
+use crate::table::{self, Table};
 
 /// Counters the workers of one phase share.
 #[derive(Debug, Default)]
@@ -36,8 +36,9 @@ impl Tally {
     }
 }
 
-/// One finished phase: a row of the final table.
-#[derive(Debug, Clone, Default)]
+/// One finished phase: a row of the final table, and a record of the `--json` document
+/// (durations in ms).
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct PhaseReport {
     /// Row label.
     pub name: String,
@@ -60,13 +61,22 @@ pub struct PhaseReport {
     /// Files the cache quarantined.
     pub quarantined: u64,
     /// Time the cache spent memory-only during the phase.
+    #[serde(rename = "memory_only_ms", serialize_with = "as_ms")]
     pub memory_only: Duration,
     /// Simulated model time spent.
+    #[serde(rename = "model_ms_spent", serialize_with = "as_ms")]
     pub model_spent: Duration,
     /// Simulated model time saved.
+    #[serde(rename = "model_ms_saved", serialize_with = "as_ms")]
     pub model_saved: Duration,
     /// Real time the phase took.
+    #[serde(rename = "wall_ms", serialize_with = "as_ms")]
     pub wall: Duration,
+}
+
+/// A duration as whole ms (for `#[serde(serialize_with)]`).
+fn as_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(ms(*d))
 }
 
 impl PhaseReport {
@@ -137,62 +147,10 @@ impl PhaseReport {
         self.model_saved += other.model_saved;
         self.wall += other.wall;
     }
-
-    /// The phase as a `--json` record.
-    pub fn doc(&self) -> PhaseDoc {
-        PhaseDoc {
-            name: self.name.clone(),
-            requests: self.requests,
-            hot_hits: self.hot_hits,
-            warm_hits: self.warm_hits,
-            queue_hits: self.queue_hits,
-            misses: self.misses,
-            model_calls: self.model_calls,
-            mismatches: self.mismatches,
-            disk_errors: self.disk_errors,
-            quarantined: self.quarantined,
-            memory_only_ms: ms(self.memory_only),
-            model_ms_spent: ms(self.model_spent),
-            model_ms_saved: ms(self.model_saved),
-            wall_ms: ms(self.wall),
-        }
-    }
 }
 
-/// A phase in the demo's `--json` document: [`PhaseReport`] with durations in ms.
-#[derive(Debug, serde::Serialize)]
-pub struct PhaseDoc {
-    /// Row label.
-    pub name: String,
-    /// Requests served.
-    pub requests: u64,
-    /// Hot-tier hits.
-    pub hot_hits: u64,
-    /// Warm-tier (disk) hits.
-    pub warm_hits: u64,
-    /// Hits on values still waiting in the write queue.
-    pub queue_hits: u64,
-    /// Misses.
-    pub misses: u64,
-    /// Model calls made.
-    pub model_calls: u64,
-    /// Hits that differed from the model's answer.
-    pub mismatches: u64,
-    /// Disk errors the cache met.
-    pub disk_errors: u64,
-    /// Files the cache quarantined.
-    pub quarantined: u64,
-    /// Time memory-only, ms.
-    pub memory_only_ms: u64,
-    /// Simulated model time spent, ms.
-    pub model_ms_spent: u64,
-    /// Simulated model time saved, ms.
-    pub model_ms_saved: u64,
-    /// Real time the phase took, ms.
-    pub wall_ms: u64,
-}
-
-fn ms(d: Duration) -> u64 {
+/// A duration in whole ms.
+pub fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
@@ -244,95 +202,64 @@ pub fn phase_table(phases: &[PhaseReport]) -> Table {
     t
 }
 
-/// Totals of the cache instances already closed (each one's counters start at zero).
+/// Totals of the cache instances already closed (each one's counters start at zero): their
+/// last stats, summed on demand.
 #[derive(Debug, Clone, Default)]
 pub struct Totals {
-    /// Entry files written.
-    pub files: u64,
-    /// Value bytes before compression.
-    pub uncompressed: u64,
-    /// Entry-file bytes after compression (headers and keys included).
-    pub compressed: u64,
-    /// Disk errors seen.
-    pub disk_errors: u64,
-    /// Disk errors by kind.
-    pub disk_errors_by_kind: BTreeMap<String, u64>,
-    /// Files quarantined.
-    pub quarantined: u64,
-    /// Corrupted files by reason.
-    pub corrupted_by_reason: BTreeMap<String, u64>,
-    /// Recovery probes run and passed.
-    pub probes_run: u64,
-    /// Recovery probes that passed: each one a recovery.
-    pub probes_ok: u64,
-    /// Switches to memory-only mode.
-    pub memory_only_entries: u64,
-    /// Breaker state changes.
-    pub breaker_transitions: u64,
-    /// Breaker transitions into Open.
-    pub breaker_opens: u64,
-    /// Dirty entries queued for write-back.
-    pub written_back: u64,
-    /// Dirty entries evicted before they reached the disk.
-    pub lost_writes: u64,
-    /// Time memory-only, ms.
-    pub memory_only_ms: u64,
-    /// Time the instances were open, ms.
-    pub open_ms: u64,
+    /// Each closed instance's final stats and how long it was open, ms.
+    closed: Vec<(Stats, u64)>,
 }
 
 impl Totals {
     /// Adds one instance's final stats and how long it was open.
     pub fn add(&mut self, s: &Stats, open_for: Duration) {
-        self.files += s.writes_ok;
-        self.uncompressed += s.bytes_written_uncompressed;
-        self.compressed += s.bytes_written_compressed;
-        self.disk_errors += s.disk_errors;
-        merge(&mut self.disk_errors_by_kind, &s.disk_errors_by_kind);
-        self.quarantined += s.quarantined_files;
-        merge(&mut self.corrupted_by_reason, &s.corrupted_by_reason);
-        self.probes_run += s.probes_run;
-        self.probes_ok += s.probes_ok;
-        self.memory_only_entries += s.memory_only_entries;
-        self.breaker_transitions += s.breaker_transitions;
-        self.breaker_opens += s.breaker_opens;
-        self.written_back += s.written_back;
-        self.lost_writes += s.lost_writes;
-        let open_ms = ms(open_for);
-        self.memory_only_ms += s.memory_only_ms.min(open_ms);
-        self.open_ms += open_ms;
+        self.closed.push((s.clone(), ms(open_for)));
     }
 
-    /// `uncompressed / compressed`, e.g. `3.7x`.
+    /// A counter summed over the instances.
+    pub fn sum(&self, counter: impl Fn(&Stats) -> u64) -> u64 {
+        self.closed.iter().map(|(s, _)| counter(s)).sum()
+    }
+
+    /// Counters by name (disk errors by kind, corruption by reason) summed over the
+    /// instances.
+    pub fn sum_by_name(
+        &self,
+        counters: impl Fn(&Stats) -> &BTreeMap<String, u64>,
+    ) -> BTreeMap<String, u64> {
+        let mut sum = BTreeMap::new();
+        for (s, _) in &self.closed {
+            for (k, v) in counters(s) {
+                *sum.entry(k.clone()).or_default() += v;
+            }
+        }
+        sum
+    }
+
+    /// Time memory-only, ms (never more than an instance was open).
+    pub fn memory_only_ms(&self) -> u64 {
+        self.closed
+            .iter()
+            .map(|(s, open_ms)| s.memory_only_ms.min(*open_ms))
+            .sum()
+    }
+
+    /// `uncompressed / compressed` value bytes written, e.g. `3.7x`.
     pub fn ratio(&self) -> String {
-        if self.compressed == 0 {
+        let compressed = self.sum(|s| s.bytes_written_compressed);
+        if compressed == 0 {
             "-".into()
         } else {
-            format!("{:.2}x", self.uncompressed as f64 / self.compressed as f64)
+            let uncompressed = self.sum(|s| s.bytes_written_uncompressed);
+            format!("{:.2}x", uncompressed as f64 / compressed as f64)
         }
     }
 
-    /// Time the disk tier was in use.
+    /// Time the disk tier was in use, ms.
     pub fn tiered_ms(&self) -> u64 {
-        self.open_ms - self.memory_only_ms
+        let open_ms: u64 = self.closed.iter().map(|(_, open_ms)| open_ms).sum();
+        open_ms - self.memory_only_ms()
     }
-}
-
-fn merge(into: &mut BTreeMap<String, u64>, from: &BTreeMap<String, u64>) {
-    for (k, v) in from {
-        *into.entry(k.clone()).or_default() += v;
-    }
-}
-
-/// `io 12, no-space 3`, or `-` when empty.
-pub fn by_name<K: std::fmt::Display>(m: &BTreeMap<K, u64>) -> String {
-    if m.is_empty() {
-        return "-".into();
-    }
-    m.iter()
-        .map(|(k, v)| format!("{k} {}", table::count(*v)))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// The tier table: entries, bytes and budgets of each tier as the cache stands.

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use tiercache::Stats;
 
-use super::report::{self, PhaseDoc, PhaseReport, Totals};
-use super::table;
+use super::report::{self, PhaseReport, Totals};
+use crate::table;
 
 /// Everything the final tables show.
 pub struct Results<'a> {
@@ -50,37 +50,41 @@ impl Results<'_> {
                 "memory-only stretches",
                 format!(
                     "{} (hot budget doubled to {} while in it)",
-                    t.memory_only_entries,
+                    t.sum(|s| s.memory_only_entries),
                     table::bytes(self.hot_bytes * 2)
                 ),
             ),
             (
                 "recovery probes",
-                format!("{} run, {} passed", t.probes_run, t.probes_ok),
+                format!(
+                    "{} run, {} passed",
+                    t.sum(|s| s.probes_run),
+                    t.sum(|s| s.probes_ok)
+                ),
             ),
-            ("recoveries", format!("{}", t.probes_ok)),
+            ("recoveries", format!("{}", t.sum(|s| s.probes_ok))),
             (
                 "written back after recovery",
                 format!(
                     "{} entries (lost writes: {})",
                     table::count(self.written_back),
-                    t.lost_writes
+                    t.sum(|s| s.lost_writes)
                 ),
             ),
             (
                 "disk errors",
                 format!(
                     "{} ({}), none returned to a caller",
-                    table::count(t.disk_errors),
-                    report::by_name(&t.disk_errors_by_kind)
+                    table::count(t.sum(|s| s.disk_errors)),
+                    table::by_name(&t.sum_by_name(|s| &s.disk_errors_by_kind))
                 ),
             ),
             (
                 "quarantined files",
                 format!(
                     "{} ({}), none served",
-                    table::count(t.quarantined),
-                    report::by_name(&t.corrupted_by_reason)
+                    table::count(t.sum(|s| s.quarantined_files)),
+                    table::by_name(&t.sum_by_name(|s| &s.corrupted_by_reason))
                 ),
             ),
             (
@@ -88,7 +92,7 @@ impl Results<'_> {
                 format!(
                     "{} / {}",
                     table::duration(Duration::from_millis(t.tiered_ms())),
-                    table::duration(Duration::from_millis(t.memory_only_ms))
+                    table::duration(Duration::from_millis(t.memory_only_ms()))
                 ),
             ),
             (
@@ -105,9 +109,9 @@ impl Results<'_> {
                 "compression (values -> files)",
                 format!(
                     "{} -> {} in {} files: {}",
-                    table::bytes(t.uncompressed),
-                    table::bytes(t.compressed),
-                    table::count(t.files),
+                    table::bytes(t.sum(|s| s.bytes_written_uncompressed)),
+                    table::bytes(t.sum(|s| s.bytes_written_compressed)),
+                    table::count(t.sum(|s| s.writes_ok)),
                     t.ratio()
                 ),
             ),
@@ -171,39 +175,35 @@ impl Results<'_> {
     /// The `--json` document.
     pub fn doc(&self) -> DemoDoc<'_> {
         let total = report::total(self.phases);
+        let requests_answered = total.requests;
         let t = self.totals;
         DemoDoc {
             dir: self.dir.display().to_string(),
             kept: !self.temporary,
-            phases: self
-                .phases
-                .iter()
-                .chain(std::iter::once(&total))
-                .map(PhaseReport::doc)
-                .collect(),
+            phases: self.phases.iter().cloned().chain([total]).collect(),
             resilience: Resilience {
                 breaker_openings: self.breaker_opens,
-                memory_only_entries: t.memory_only_entries,
-                probes_run: t.probes_run,
-                probes_ok: t.probes_ok,
-                recoveries: t.probes_ok,
+                memory_only_entries: t.sum(|s| s.memory_only_entries),
+                probes_run: t.sum(|s| s.probes_run),
+                probes_ok: t.sum(|s| s.probes_ok),
+                recoveries: t.sum(|s| s.probes_ok),
                 written_back: self.written_back,
-                lost_writes: t.lost_writes,
-                disk_errors: t.disk_errors,
-                disk_errors_by_kind: &t.disk_errors_by_kind,
-                quarantined_files: t.quarantined,
-                corrupted_by_reason: &t.corrupted_by_reason,
+                lost_writes: t.sum(|s| s.lost_writes),
+                disk_errors: t.sum(|s| s.disk_errors),
+                disk_errors_by_kind: t.sum_by_name(|s| &s.disk_errors_by_kind),
+                quarantined_files: t.sum(|s| s.quarantined_files),
+                corrupted_by_reason: t.sum_by_name(|s| &s.corrupted_by_reason),
                 tiered_ms: t.tiered_ms(),
-                memory_only_ms: t.memory_only_ms,
-                requests_answered: total.requests,
+                memory_only_ms: t.memory_only_ms(),
+                requests_answered,
             },
             writes: Writes {
-                files: t.files,
-                uncompressed_bytes: t.uncompressed,
-                compressed_bytes: t.compressed,
+                files: t.sum(|s| s.writes_ok),
+                uncompressed_bytes: t.sum(|s| s.bytes_written_uncompressed),
+                compressed_bytes: t.sum(|s| s.bytes_written_compressed),
             },
             final_stats: self.last,
-            wall_ms: u64::try_from(self.wall.as_millis()).unwrap_or(u64::MAX),
+            wall_ms: report::ms(self.wall),
         }
     }
 }
@@ -215,8 +215,8 @@ pub struct DemoDoc<'a> {
     /// Whether the directory stays after the run (`--dir`).
     kept: bool,
     /// One record per phase, then the total.
-    phases: Vec<PhaseDoc>,
-    resilience: Resilience<'a>,
+    phases: Vec<PhaseReport>,
+    resilience: Resilience,
     writes: Writes,
     /// The last cache instance's `Stats`, field for field.
     final_stats: &'a Stats,
@@ -225,7 +225,7 @@ pub struct DemoDoc<'a> {
 
 /// What the failing disk did and how the cache came through.
 #[derive(serde::Serialize)]
-struct Resilience<'a> {
+struct Resilience {
     breaker_openings: u64,
     memory_only_entries: u64,
     probes_run: u64,
@@ -234,9 +234,9 @@ struct Resilience<'a> {
     written_back: u64,
     lost_writes: u64,
     disk_errors: u64,
-    disk_errors_by_kind: &'a BTreeMap<String, u64>,
+    disk_errors_by_kind: BTreeMap<String, u64>,
     quarantined_files: u64,
-    corrupted_by_reason: &'a BTreeMap<String, u64>,
+    corrupted_by_reason: BTreeMap<String, u64>,
     tiered_ms: u64,
     memory_only_ms: u64,
     requests_answered: u64,

@@ -13,11 +13,11 @@ use tiercache::warm::format::{parse_header, Header, Limits, HEADER_LEN};
 use tiercache::warm::layout::Layout;
 use tiercache::warm::quarantine::{self, QuarantinedFile, SIDECAR_SUFFIX};
 
-use super::json::{self, Pairs};
-use super::output::{self, Status};
-use super::table::{self, Table};
-use super::walk;
-use super::BoxError;
+use crate::json::{self, Pairs};
+use crate::output::{self, Status};
+use crate::table::{self, Table};
+use crate::walk;
+use crate::BoxError;
 
 /// Bytes of a quarantined file `show` reads: the header and up to 1 KiB of the key.
 const SHOW_READ: usize = HEADER_LEN + 1024;

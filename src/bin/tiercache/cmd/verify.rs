@@ -9,9 +9,9 @@ use std::path::Path;
 use tiercache::fs::StdFs;
 use tiercache::verify::{verify_with_fs, VerifyOptions, VerifyReport};
 
-use super::output::{self, Status};
-use super::table::{self, Table};
-use super::BoxError;
+use crate::output::{self, Status};
+use crate::table::{self, Table};
+use crate::BoxError;
 
 /// `verify --json`: the library's report, field for field, after three fields of the run.
 #[derive(serde::Serialize)]
@@ -53,64 +53,36 @@ pub fn run(dir: &Path, repair: bool, json: bool) -> Result<Status, BoxError> {
         print!("{}", human(&dir, repair, &report));
     }
     if let Some(first) = report.io_errors.first() {
-        return Err(format!(
-            "{}: {} failed: {}{}",
-            dir.join(&first.path).display(),
-            first.op,
-            first.error,
-            match report.io_errors.len() {
-                1 => String::new(),
-                n => format!(" (and {} more I/O errors, listed above)", n - 1),
-            }
-        )
-        .into());
+        return Err(output::first_of(
+            format!(
+                "{}: {} failed: {}",
+                dir.join(&first.path).display(),
+                first.op,
+                first.error
+            ),
+            report.io_errors.len(),
+            "I/O errors, listed above",
+        ));
     }
     Ok(Status::no_if(!report.corrupted.is_empty()))
 }
 
 fn human(dir: &Path, repair: bool, r: &VerifyReport) -> String {
     let mut t = Table::new(["verify", "files", "bytes"]);
-    t.row(
-        "entries checked",
-        [table::count(r.entries_checked), String::new()],
-    );
-    t.row(
-        "healthy",
-        [table::count(r.healthy), table::bytes_exact(r.healthy_bytes)],
-    );
-    t.row("  expired", [table::count(r.expired), String::new()]);
-    t.row(
-        "corrupted",
-        [
-            table::count(r.corrupted.len() as u64),
-            table::bytes_exact(r.corrupted_bytes),
-        ],
-    );
+    t.count_row("entries checked", r.entries_checked);
+    t.files_row("healthy", r.healthy, r.healthy_bytes);
+    t.count_row("  expired", r.expired);
+    t.files_row("corrupted", r.corrupted.len() as u64, r.corrupted_bytes);
     for (reason, n) in &r.corrupted_by_reason {
-        t.row(format!("  {reason}"), [table::count(*n), String::new()]);
+        t.count_row(format!("  {reason}"), *n);
     }
     if repair {
-        t.row(
-            "quarantined now",
-            [
-                table::count(r.quarantined),
-                table::bytes_exact(r.quarantined_bytes),
-            ],
-        );
+        t.files_row("quarantined now", r.quarantined, r.quarantined_bytes);
     }
-    t.row(
-        "newer format",
-        [table::count(r.newer_version), String::new()],
-    );
-    t.row(
-        "foreign files",
-        [table::count(r.foreign_files), String::new()],
-    );
-    t.row("vanished", [table::count(r.vanished), String::new()]);
-    t.row(
-        "I/O errors",
-        [table::count(r.io_errors.len() as u64), String::new()],
-    );
+    t.count_row("newer format", r.newer_version);
+    t.count_row("foreign files", r.foreign_files);
+    t.count_row("vanished", r.vanished);
+    t.count_row("I/O errors", r.io_errors.len() as u64);
     let mut out = format!("cache directory {}\n\n{t}", dir.display());
     if !r.corrupted.is_empty() {
         let mut files =

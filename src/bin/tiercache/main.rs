@@ -11,42 +11,17 @@
 //! corruption found, 2 usage or I/O errors (printed as `error: <path>: <cause>` on stderr).
 //! See docs/CLI.md.
 
-// The binary's crate root is `src/bin/tiercache.rs`, so its modules live in `tiercache/`
-// beside it and are named by path.
-#[path = "tiercache/cmd_entry.rs"]
-mod cmd_entry;
-#[path = "tiercache/cmd_purge.rs"]
-mod cmd_purge;
-#[path = "tiercache/cmd_quarantine.rs"]
-mod cmd_quarantine;
-#[path = "tiercache/cmd_stats.rs"]
-mod cmd_stats;
-#[path = "tiercache/cmd_verify.rs"]
-mod cmd_verify;
-#[path = "tiercache/demo.rs"]
+//! Files: this one (arguments, dispatch); `cmd/`, one file per operator command; `demo/`, the
+//! demo and its workload; shared by both: `output` (exit status, stdout, progress), `json`
+//! (pieces of the `--json` documents), `table` (aligned text tables and number formats),
+//! `walk` (the library's walk of the entry files, as `stats` and `purge` use it).
+
+mod cmd;
 mod demo;
-#[path = "tiercache/demo_damage.rs"]
-mod demo_damage;
-#[path = "tiercache/demo_live.rs"]
-mod demo_live;
-#[path = "tiercache/demo_results.rs"]
-mod demo_results;
-#[path = "tiercache/json.rs"]
 mod json;
-#[path = "tiercache/output.rs"]
 mod output;
-#[path = "tiercache/report.rs"]
-mod report;
-#[path = "tiercache/rng.rs"]
-mod rng;
-#[path = "tiercache/table.rs"]
 mod table;
-#[path = "tiercache/text.rs"]
-mod text;
-#[path = "tiercache/walk.rs"]
 mod walk;
-#[path = "tiercache/workload.rs"]
-mod workload;
 
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
@@ -110,7 +85,7 @@ enum Command {
         key: OsString,
         /// Time to live: 90s, 15m, 2h, 7d, 1h30m, 500ms, or plain seconds. Default: never
         /// expires.
-        #[arg(long, value_name = "DURATION", value_parser = cmd_entry::parse_ttl)]
+        #[arg(long, value_name = "DURATION", value_parser = cmd::entry::parse_ttl)]
         ttl: Option<Duration>,
     },
     /// Remove a key; exit 1 if it was not cached.
@@ -180,7 +155,7 @@ struct DemoArgs {
     seed: u64,
     /// Distinct prompts in the catalog (at most 600).
     #[arg(long, default_value_t = 400, value_name = "N",
-          value_parser = clap::value_parser!(u64).range(1..=workload::MAX_PROMPTS as u64))]
+          value_parser = clap::value_parser!(u64).range(1..=demo::workload::MAX_PROMPTS as u64))]
     prompts: u64,
     /// Zipf exponent of prompt popularity (higher: a few prompts dominate).
     #[arg(long, default_value_t = 0.9, value_name = "S")]
@@ -225,29 +200,29 @@ fn run(cli: Cli) -> Result<Status, BoxError> {
                 json,
             }))
             .map(|()| Status::Ok),
-        Command::Stats { dir } => cmd_stats::run(&dir, json),
-        Command::Verify { dir, repair } => cmd_verify::run(&dir, repair, json),
+        Command::Stats { dir } => cmd::stats::run(&dir, json),
+        Command::Verify { dir, repair } => cmd::verify::run(&dir, repair, json),
         Command::Get { dir, key, raw } => {
-            runtime.block_on(cmd_entry::get(&dir, key.as_bytes(), raw, json))
+            runtime.block_on(cmd::entry::get(&dir, key.as_bytes(), raw, json))
         }
         Command::Set { dir, key, ttl } => {
-            runtime.block_on(cmd_entry::set(&dir, key.as_bytes(), ttl, json))
+            runtime.block_on(cmd::entry::set(&dir, key.as_bytes(), ttl, json))
         }
-        Command::Rm { dir, key } => runtime.block_on(cmd_entry::rm(&dir, key.as_bytes(), json)),
-        Command::Purge(args) => cmd_purge::run(
+        Command::Rm { dir, key } => runtime.block_on(cmd::entry::rm(&dir, key.as_bytes(), json)),
+        Command::Purge(args) => cmd::purge::run(
             &args.dir,
             if args.all {
-                cmd_purge::What::All
+                cmd::purge::What::All
             } else {
-                cmd_purge::What::Expired
+                cmd::purge::What::Expired
             },
             json,
         ),
         Command::Quarantine(q) => match q {
-            QuarantineCommand::List { dir } => cmd_quarantine::list(&dir, json),
-            QuarantineCommand::Show { dir, name } => cmd_quarantine::show(&dir, &name, json),
+            QuarantineCommand::List { dir } => cmd::quarantine::list(&dir, json),
+            QuarantineCommand::Show { dir, name } => cmd::quarantine::show(&dir, &name, json),
             QuarantineCommand::Clear { dir, name } => {
-                cmd_quarantine::clear(&dir, name.as_deref(), json)
+                cmd::quarantine::clear(&dir, name.as_deref(), json)
             }
         },
     };

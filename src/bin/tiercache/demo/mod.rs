@@ -9,11 +9,11 @@
 //!    most popular prompts back: the intact ones come from disk, the damaged ones are
 //!    quarantined with their reason and answered by the model instead, never served.
 //! 3. **disk failing**: every disk call now fails with EIO. The failure is SIMULATED: the cache
-//!    was built on `tiercache::testing::FaultFs`, the fault-injecting file system, because
+//!    was built on [`FailingFs`], a fault-injecting file system around the real one, because
 //!    failing a real device needs privileges (a read-only remount, a full tmpfs) a demo must
 //!    not assume. The live log shows the breaker opening, the switch to memory-only with the
 //!    doubled hot budget, requests still answered, and a recovery probe failing.
-//! 4. **disk repaired**: the fault rules are removed. Nothing tells the cache: its next
+//! 4. **disk repaired**: the fault is switched off. Nothing tells the cache: its next
 //!    recovery probe finds the disk healthy, it goes back to tiered mode and writes back what
 //!    was set during the outage.
 //!
@@ -27,20 +27,28 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use tiercache::testing::{Fault, FaultFs, Rule};
 use tiercache::warm::layout::Layout;
 use tiercache::warm::quarantine;
 use tiercache::{BreakerState, Mode, Stats, StdFs, TieredCache};
 use tokio::task::JoinSet;
 
-use super::demo_damage;
-use super::demo_live::{EventCounts, Live};
-use super::demo_results::Results;
-use super::output;
-use super::report::{PhaseReport, Tally, Totals};
-use super::table;
-use super::workload::{ChatCompletion, Prompt, Workload};
-use super::BoxError;
+use crate::output;
+use crate::table;
+use crate::BoxError;
+use faults::FailingFs;
+use live::{EventCounts, Live};
+use report::{PhaseReport, Tally, Totals};
+use results::Results;
+use workload::{ChatCompletion, Prompt, Workload};
+
+mod damage;
+mod faults;
+mod live;
+mod report;
+mod results;
+mod rng;
+mod text;
+pub mod workload;
 
 /// Settings of a demo run (the `demo` subcommand's options).
 #[derive(Debug, Clone)]
@@ -79,8 +87,6 @@ const DEMO_ERROR_WINDOW: Duration = Duration::from_secs(30);
 const DEMO_RECOVERY_INTERVAL: Duration = Duration::from_secs(1);
 /// Time between health checks while tiered (default 60 s).
 const DEMO_HEALTH_INTERVAL: Duration = Duration::from_millis(500);
-/// EIO: what a dying disk answers.
-const EIO: i32 = 5;
 /// Failed recovery probes the outage lasts for.
 const OUTAGE_FAILED_PROBES: u64 = 2;
 /// How many popular prompts the restart check reads back (half of them get damaged).
@@ -99,9 +105,9 @@ struct Demo {
     /// Keeps the temporary directory alive (and deletes it at the end).
     temp: Option<tempfile::TempDir>,
     workload: Arc<Workload>,
-    /// The file system every cache instance of the demo runs on: the real one, with fault
-    /// rules added during the outage.
-    fs: Arc<FaultFs>,
+    /// The file system every cache instance of the demo runs on: the real one, failing every
+    /// call during the outage.
+    fs: Arc<FailingFs>,
     live: Arc<Live>,
     /// Whether the live log receives the library's events.
     events: bool,
@@ -182,7 +188,7 @@ impl Demo {
             table::duration(DEMO_ERROR_WINDOW),
             table::duration(DEMO_RECOVERY_INTERVAL),
         ));
-        say("  disk failure    : SIMULATED with tiercache::testing::FaultFs (fault-injecting file system); no device is harmed".into());
+        say("  disk failure    : SIMULATED with a fault-injecting file system around the real one; no device is harmed".into());
         if !events {
             say("  note: another tracing subscriber is installed; the live log is off".into());
         }
@@ -192,7 +198,7 @@ impl Demo {
             dir,
             temp,
             workload,
-            fs: Arc::new(FaultFs::new(Arc::new(StdFs))),
+            fs: Arc::new(FailingFs::new(Arc::new(StdFs))),
             live,
             events,
             phases: Vec::new(),
@@ -341,7 +347,7 @@ impl Demo {
             .map(|p| p.key.as_str())
             .collect();
         let planted = match popular.first() {
-            Some(donor) => demo_damage::plant(&self.dir, &victims, &donor.key)
+            Some(donor) => damage::plant(&self.dir, &victims, &donor.key)
                 .map_err(|e| format!("damaging files in {}: {e}", self.dir.display()))?,
             None => Vec::new(),
         };
@@ -433,9 +439,9 @@ impl Demo {
         self.live
             .say("== 3. disk failure: every disk call now fails with EIO ==");
         self.live.say(
-            "  SIMULATED: the cache runs on tiercache::testing::FaultFs; a rule now fails every read, write, rename and listing",
+            "  SIMULATED: the cache runs on a fault-injecting file system; it now fails every read, write, rename and listing",
         );
-        self.fs.add_rule(Rule::new(Fault::Errno(EIO)));
+        self.fs.fail(true);
         let live = self.live.clone();
         let events = self.events;
         let (failed_before, run_before) = (
@@ -478,7 +484,7 @@ impl Demo {
             "  nothing tells the cache; its next recovery probe (every {}) finds the disk healthy",
             table::duration(DEMO_RECOVERY_INTERVAL)
         ));
-        self.fs.clear_rules();
+        self.fs.fail(false);
         self.serve(cache, "disk repaired", range, None).await?;
         if cache.mode() == Mode::MemoryOnly {
             self.live
@@ -541,8 +547,8 @@ impl Demo {
             phases: &self.phases,
             totals: &self.totals,
             last: &closed,
-            breaker_opens: self.totals.breaker_opens,
-            written_back: self.totals.written_back,
+            breaker_opens: self.totals.sum(|s| s.breaker_opens),
+            written_back: self.totals.sum(|s| s.written_back),
             hot_bytes: self.opts.hot_bytes as u64,
             time_scale: self.opts.time_scale,
             dir: &self.dir,

@@ -14,15 +14,16 @@ use tiercache::warm::format::{parse_header, Invalid, Limits, HEADER_LEN};
 use tiercache::warm::layout::Layout;
 use tiercache::warm::quarantine;
 
-use super::json::PathError;
-use super::output::{self, Status};
-use super::report;
-use super::table::{self, Table};
-use super::walk::{self, EntryFile};
-use super::BoxError;
+use tiercache::warm::walk::WalkEntry;
 
-/// What `stats` found.
-#[derive(Debug, Clone, Default)]
+use crate::json;
+use crate::output::{self, Status};
+use crate::table::{self, Table};
+use crate::walk;
+use crate::BoxError;
+
+/// What `stats` found; serialized (after the directory) as the `stats --json` document.
+#[derive(Debug, Clone, Default, serde::Serialize)]
 struct DirStats {
     /// Names at entry paths, whatever they are.
     entries: u64,
@@ -41,16 +42,16 @@ struct DirStats {
     /// Entry files removed by another process between the listing and the read.
     vanished: u64,
     /// Entries with a readable header, by the encoding it records (`json`, `raw`, ...).
-    by_encoding: BTreeMap<&'static str, u64>,
+    entries_by_encoding: BTreeMap<&'static str, u64>,
     /// Value bytes (uncompressed) of the entries with a readable header.
     value_bytes: u64,
-    /// File bytes of the entries with a readable header (the ratio's denominator).
-    readable_bytes: u64,
+    /// `value_bytes / readable_bytes` (0 when nothing was readable).
+    compression_ratio: f64,
     /// Oldest and newest `created_ms` among readable headers (0 when none).
-    oldest_ms: u64,
-    newest_ms: u64,
+    oldest_created_ms: u64,
+    newest_created_ms: u64,
     /// Foreign names under `v1/`.
-    foreign: u64,
+    foreign_files: u64,
     /// Files in `tmp/` (writes in progress, or left by a crash and swept at the next open).
     temp_files: u64,
     temp_bytes: u64,
@@ -58,7 +59,19 @@ struct DirStats {
     quarantine_files: u64,
     quarantine_bytes: u64,
     /// Paths that could not be listed or read, with the error.
+    #[serde(serialize_with = "json::path_errors")]
     errors: Vec<(String, String)>,
+    /// File bytes of the entries with a readable header (the ratio's denominator).
+    #[serde(skip)]
+    readable_bytes: u64,
+}
+
+/// `stats --json`.
+#[derive(serde::Serialize)]
+struct StatsReport<'a> {
+    dir: String,
+    #[serde(flatten)]
+    stats: &'a DirStats,
 }
 
 impl DirStats {
@@ -70,7 +83,7 @@ impl DirStats {
         }
     }
 
-    fn add(&mut self, fs: &dyn Fs, e: &EntryFile, limits: &Limits, now_ms: u64) {
+    fn add(&mut self, fs: &dyn Fs, root: &Path, e: &WalkEntry, limits: &Limits, now_ms: u64) {
         self.entries += 1;
         if e.kind != FileKind::File {
             self.suspect += 1;
@@ -90,7 +103,8 @@ impl DirStats {
                 return;
             }
             Err(err) => {
-                self.errors.push((e.rel.clone(), err.to_string()));
+                self.errors
+                    .push((walk::relative(root, &e.path), err.to_string()));
                 return;
             }
         };
@@ -102,102 +116,48 @@ impl DirStats {
                 } else {
                     self.live += 1;
                 }
-                *self.by_encoding.entry(walk::encoding_name(&h)).or_default() += 1;
+                *self
+                    .entries_by_encoding
+                    .entry(walk::encoding_name(&h))
+                    .or_default() += 1;
                 self.value_bytes += h.uncompressed_len;
                 self.readable_bytes += e.len;
                 let created = h.meta.created_ms;
-                if self.oldest_ms == 0 || created < self.oldest_ms {
-                    self.oldest_ms = created;
+                if self.oldest_created_ms == 0 || created < self.oldest_created_ms {
+                    self.oldest_created_ms = created;
                 }
-                self.newest_ms = self.newest_ms.max(created);
+                self.newest_created_ms = self.newest_created_ms.max(created);
             }
             Err(Invalid::NewerVersion(_)) => self.newer_version += 1,
             Err(Invalid::Corrupt(..)) => self.suspect += 1,
         }
     }
 
-    fn report(&self, dir: &Path) -> StatsReport<'_> {
-        StatsReport {
-            dir: dir.display().to_string(),
-            entries: self.entries,
-            entry_bytes: self.entry_bytes,
-            live: self.live,
-            expired: self.expired,
-            expired_bytes: self.expired_bytes,
-            newer_version: self.newer_version,
-            suspect: self.suspect,
-            vanished: self.vanished,
-            entries_by_encoding: &self.by_encoding,
-            value_bytes: self.value_bytes,
-            compression_ratio: self.ratio(),
-            oldest_created_ms: self.oldest_ms,
-            newest_created_ms: self.newest_ms,
-            foreign_files: self.foreign,
-            temp_files: self.temp_files,
-            temp_bytes: self.temp_bytes,
-            quarantine_files: self.quarantine_files,
-            quarantine_bytes: self.quarantine_bytes,
-            errors: PathError::all(&self.errors),
-        }
-    }
-
     fn human(&self, dir: &Path) -> String {
         let mut t = Table::new(["stats", "files", "bytes"]);
-        t.row(
-            "entries",
-            [
-                table::count(self.entries),
-                table::bytes_exact(self.entry_bytes),
-            ],
-        );
-        t.row("  live", [table::count(self.live), String::new()]);
-        t.row(
-            "  expired",
-            [
-                table::count(self.expired),
-                table::bytes_exact(self.expired_bytes),
-            ],
-        );
-        t.row(
-            "  newer format",
-            [table::count(self.newer_version), String::new()],
-        );
-        t.row("  suspect", [table::count(self.suspect), String::new()]);
+        t.files_row("entries", self.entries, self.entry_bytes);
+        t.count_row("  live", self.live);
+        t.files_row("  expired", self.expired, self.expired_bytes);
+        t.count_row("  newer format", self.newer_version);
+        t.count_row("  suspect", self.suspect);
         t.row(
             "values (uncompressed)",
             [String::new(), table::bytes_exact(self.value_bytes)],
         );
-        t.row(
-            "temp files",
-            [
-                table::count(self.temp_files),
-                table::bytes_exact(self.temp_bytes),
-            ],
-        );
-        t.row("foreign files", [table::count(self.foreign), String::new()]);
-        t.row(
-            "quarantine",
-            [
-                table::count(self.quarantine_files),
-                table::bytes_exact(self.quarantine_bytes),
-            ],
-        );
+        t.files_row("temp files", self.temp_files, self.temp_bytes);
+        t.count_row("foreign files", self.foreign_files);
+        t.files_row("quarantine", self.quarantine_files, self.quarantine_bytes);
         let ratio = if self.readable_bytes == 0 {
             "-".to_owned()
         } else {
             format!("{:.2}x", self.ratio())
         };
         let mut out = format!("cache directory {}\n\n{t}\n", dir.display());
-        let encodings = self
-            .by_encoding
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), *v))
-            .collect();
         out.push_str(&table::pairs(&[
-            ("encodings", report::by_name(&encodings)),
+            ("encodings", table::by_name(&self.entries_by_encoding)),
             ("compression ratio", ratio),
-            ("oldest entry", table::time_ms(self.oldest_ms)),
-            ("newest entry", table::time_ms(self.newest_ms)),
+            ("oldest entry", table::time_ms(self.oldest_created_ms)),
+            ("newest entry", table::time_ms(self.newest_created_ms)),
         ]));
         let mut hints = Vec::new();
         if self.expired > 0 {
@@ -224,32 +184,6 @@ impl DirStats {
     }
 }
 
-/// `stats --json`.
-#[derive(serde::Serialize)]
-struct StatsReport<'a> {
-    dir: String,
-    entries: u64,
-    entry_bytes: u64,
-    live: u64,
-    expired: u64,
-    expired_bytes: u64,
-    newer_version: u64,
-    suspect: u64,
-    vanished: u64,
-    /// Entries with a readable header, by encoding.
-    entries_by_encoding: &'a BTreeMap<&'static str, u64>,
-    value_bytes: u64,
-    compression_ratio: f64,
-    oldest_created_ms: u64,
-    newest_created_ms: u64,
-    foreign_files: u64,
-    temp_files: u64,
-    temp_bytes: u64,
-    quarantine_files: u64,
-    quarantine_bytes: u64,
-    errors: Vec<PathError<'a>>,
-}
-
 /// Runs `stats DIR`.
 pub fn run(dir: &Path, json: bool) -> Result<Status, BoxError> {
     let dir = output::existing_dir(dir)?;
@@ -260,13 +194,12 @@ pub fn run(dir: &Path, json: bool) -> Result<Status, BoxError> {
     let mut s = DirStats::default();
     let bar = output::scan_progress("stats:", "entries read");
     let summary = walk::entries(&fs, &dir, &mut |e| {
-        s.add(&fs, &e, &limits, now_ms);
+        s.add(&fs, &dir, &e, &limits, now_ms);
         bar.inc(1);
     })?;
     bar.finish_and_clear();
-    s.foreign = summary.foreign;
-    s.errors
-        .extend(summary.errors.into_iter().map(|e| (e.rel, e.error)));
+    s.foreign_files = summary.foreign;
+    s.errors.extend(summary.errors);
     match fs.read_dir(layout.tmp_dir()) {
         Ok(files) => {
             for f in files.iter().filter(|f| f.kind == FileKind::File) {
@@ -284,21 +217,15 @@ pub fn run(dir: &Path, json: bool) -> Result<Status, BoxError> {
         }
         Err(e) => s.errors.push(("quarantine".into(), e.to_string())),
     }
+    s.compression_ratio = s.ratio();
     if json {
-        output::print_json(&s.report(&dir))?;
+        output::print_json(&StatsReport {
+            dir: dir.display().to_string(),
+            stats: &s,
+        })?;
     } else {
         print!("{}", s.human(&dir));
     }
-    if let Some((path, e)) = s.errors.first() {
-        return Err(format!(
-            "{}: {e}{}",
-            dir.join(path).display(),
-            match s.errors.len() {
-                1 => String::new(),
-                n => format!(" (and {} more errors)", n - 1),
-            }
-        )
-        .into());
-    }
+    output::fail_on(&dir, &s.errors)?;
     Ok(Status::Ok)
 }

@@ -22,11 +22,11 @@ use tiercache::warm::format::{parse_header, Header, Limits, HEADER_LEN};
 use tiercache::warm::layout::{key_hash, Layout};
 use tiercache::{Encoding, Stats, TieredCache};
 
-use super::json;
-use super::output::{self, Status};
-use super::table;
-use super::walk;
-use super::BoxError;
+use crate::json;
+use crate::output::{self, Status};
+use crate::table;
+use crate::walk;
+use crate::BoxError;
 use serde_json::value::RawValue;
 
 /// Opens the cache on `dir` with every default.

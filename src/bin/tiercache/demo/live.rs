@@ -26,7 +26,7 @@ use tracing::span;
 use tracing::{Event, Level, Metadata, Subscriber};
 
 use super::report::Tally;
-use super::table;
+use crate::table;
 
 /// Counts of the events seen, for the final table.
 #[derive(Debug, Default)]
