@@ -1,5 +1,5 @@
-//! The keys on disk, for `invalidate_if`: the entry directory walked one fan-out directory
-//! (`v1/ab/`) per disk call, so each call stays well within `io_timeout` and passes the
+//! The keys on disk, for `invalidate_if`: the entry directory walked ([`EntryWalk`]) one
+//! fan-out directory (`v1/ab/`) per disk call, so each call stays well within `io_timeout` and passes the
 //! breaker like any other disk operation. Only each file's header and key are read (no
 //! payload, no inflating); a key whose hash does not match its file name is not trusted and
 //! skipped (that file is corrupt or planted, and the ordinary read path quarantines it).
@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use crate::disk::{DiskGate, DiskOutcome};
 use crate::fs::{FileKind, FileRead, Fs};
 use crate::warm::format::{self, Limits, HEADER_LEN};
-use crate::warm::layout::{self, key_hash, Layout};
+use crate::warm::layout::{key_hash, Layout};
+use crate::warm::walk::{EntryWalk, WalkItem};
 
 /// What a scan of the keys on disk found.
 #[derive(Debug, Default)]
@@ -25,83 +26,82 @@ pub(crate) struct KeyScan {
 
 /// Scans the keys of every entry file under `root` through `gate`.
 pub(crate) async fn scan_keys(gate: &DiskGate, root: &Path, limits: Limits) -> KeyScan {
-    let entries: PathBuf = Layout::new(root).entries_dir().to_owned();
     let mut scan = KeyScan::default();
     let note = |scan: &mut KeyScan, what: String| {
         scan.unscanned += 1;
         scan.last_error = what;
     };
-    let dir = entries.clone();
-    let tops = match gate.run(move |fs, _| list(fs, &dir)).await {
+    let r = root.to_owned();
+    let tops = match gate.run(move |fs, _| fan_out_dirs(fs, &r)).await {
         DiskOutcome::Done { value: Ok(v), .. } => v,
         other => {
+            let entries = Layout::new(root).entries_dir().display().to_string();
             note(
                 &mut scan,
-                format!("listing {}: {}", entries.display(), describe(&other)),
+                format!("listing {entries}: {}", describe(&other)),
             );
             Vec::new()
         }
     };
     for top in tops {
-        if top.kind != FileKind::Dir || !layout::is_fanout_name(&top.name) {
-            continue;
-        }
-        let dir = entries.join(&top.name);
-        let d = dir.clone();
-        match gate.run(move |fs, _| keys_under(fs, &d, limits)).await {
+        let (r, d) = (root.to_owned(), top.clone());
+        match gate.run(move |fs, _| keys_under(fs, &r, &d, limits)).await {
             DiskOutcome::Done {
                 value: Ok(keys), ..
             } => scan.keys.extend(keys),
             other => note(
                 &mut scan,
-                format!("scanning {}: {}", dir.display(), describe(&other)),
+                format!("scanning {}: {}", top.display(), describe(&other)),
             ),
         }
     }
     scan
 }
 
-/// Lists a directory; a missing one is empty.
-fn list(fs: &dyn Fs, dir: &Path) -> io::Result<Vec<crate::fs::DirEntryInfo>> {
-    match fs.read_dir(dir) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
-        other => other,
+/// The first-level fan-out directories (`v1/ab`), in listing order; an error if `v1` cannot
+/// be listed (a missing `v1` has none).
+fn fan_out_dirs(fs: &dyn Fs, root: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut tops = Vec::new();
+    let mut walk = EntryWalk::from_entries_dir(fs, root).in_listing_order();
+    while let Some(item) = walk.next() {
+        match item {
+            WalkItem::FanOutDir(d) => {
+                walk.skip_dir();
+                tops.push(d.path);
+            }
+            WalkItem::Unlisted(u) => return Err(u.error),
+            _ => {}
+        }
     }
+    Ok(tops)
 }
 
-/// The keys of the entry files under one fan-out directory `v1/ab/`.
-fn keys_under(fs: &dyn Fs, top: &Path, limits: Limits) -> io::Result<Vec<Box<[u8]>>> {
+/// The keys of the entry files under one fan-out directory `v1/ab/`. Only each file's header
+/// and key are read; a key whose hash is not its file's name is skipped.
+fn keys_under(fs: &dyn Fs, root: &Path, top: &Path, limits: Limits) -> io::Result<Vec<Box<[u8]>>> {
     let mut keys = Vec::new();
-    for sub in list(fs, top)? {
-        if sub.kind != FileKind::Dir || !layout::is_fanout_name(&sub.name) {
+    for item in EntryWalk::fan_out(fs, root, top).in_listing_order() {
+        let entry = match item {
+            WalkItem::Entry(e) if e.kind == FileKind::File => e,
+            WalkItem::Unlisted(u) => return Err(u.error),
+            _ => continue,
+        };
+        let bytes = match fs.read_prefix(&entry.path, HEADER_LEN + limits.max_key_bytes) {
+            Ok(FileRead::Data(b)) => b,
+            Ok(_) => continue,
+            // Vanished meanwhile: another process removed or replaced it.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        let Ok(header) = format::parse_header(&bytes, &limits) else {
             continue;
-        }
-        let dir = top.join(&sub.name);
-        for f in list(fs, &dir)? {
-            let Some(hash) = layout::parse_hex(&f.name) else {
-                continue;
-            };
-            if f.kind != FileKind::File {
-                continue;
-            }
-            let bytes = match fs.read_prefix(&dir.join(&f.name), HEADER_LEN + limits.max_key_bytes)
-            {
-                Ok(FileRead::Data(b)) => b,
-                Ok(_) => continue,
-                // Vanished meanwhile: another process removed or replaced it.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
-            };
-            let Ok(header) = format::parse_header(&bytes, &limits) else {
-                continue;
-            };
-            let end = HEADER_LEN + header.key_len as usize;
-            let Some(key) = bytes.get(HEADER_LEN..end) else {
-                continue;
-            };
-            if key_hash(key) == hash {
-                keys.push(key.into());
-            }
+        };
+        let end = HEADER_LEN + header.key_len as usize;
+        let Some(key) = bytes.get(HEADER_LEN..end) else {
+            continue;
+        };
+        if key_hash(key) == entry.hash {
+            keys.push(key.into());
         }
     }
     Ok(keys)

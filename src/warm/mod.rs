@@ -19,6 +19,7 @@ pub mod quarantine;
 pub(crate) mod store;
 #[cfg(test)]
 mod store_tests;
+pub(crate) mod take;
 pub mod walk;
 
 pub use format::Corruption;

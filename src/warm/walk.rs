@@ -43,7 +43,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::fs::{DirEntryInfo, FileKind, Fs};
 
 use super::layout::{self, KeyHash, Layout};
-use super::store::{take_if_unchanged, Judged};
+use super::take::{take_if_unchanged, Judged};
 
 /// Where in the layout a directory sits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -206,7 +206,6 @@ impl<'a> EntryWalk<'a> {
     /// A walk of one first-level fan-out directory `dir` (`<root>/v1/ab`, as a
     /// [`WalkItem::FanOutDir`] of [`Level::FanOut1`] names it) and what is below it: for a
     /// caller that walks `v1` one fan-out directory per disk call.
-    #[allow(dead_code, reason = "for agent::invalidate's per-directory disk calls")]
     pub(crate) fn fan_out(fs: &'a dyn Fs, root: &Path, dir: &Path) -> Self {
         Self::starting(fs, root, Start::FanOut1(dir.to_owned()))
     }
