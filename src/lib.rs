@@ -34,7 +34,8 @@
 //! sharded LRU), the write queue, the disk gate (breaker, memory-only mode, `io_timeout`, over
 //! the [`fs`] seam and the [`warm`] store), the freshness record (the clear fence and keys lost
 //! from memory), the writer and recovery. Public building blocks: [`warm`] (the entry
-//! [format](warm::format), see FORMAT.md, and the [path scheme](warm::layout)), [`fs`],
+//! [format](warm::format), see FORMAT.md, the [path scheme](warm::layout) and the
+//! [walk](warm::walk) of a cache directory), [`fs`],
 //! [`breaker`], [`verify`], [`agent`] (single-flight loading, request keys, namespaces). See
 //! docs/ARCHITECTURE.md in the repository.
 //!
