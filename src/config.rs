@@ -29,7 +29,7 @@ pub enum Durability {
     NoSync,
 }
 
-/// Every setting of a cache. Built by [`Builder`].
+/// Every setting of a cache. Built by [`Builder`](crate::Builder).
 #[derive(Debug, Clone)]
 pub struct Config {
     pub(crate) root: PathBuf,

@@ -238,13 +238,13 @@ impl TieredCache {
     }
 
     /// Sets a value, encoded with the cache's [`Codec`](crate::Codec) (JSON unless the builder
-    /// chose otherwise), with the default TTL. [`Error::Encode`] for a value the codec
+    /// chose otherwise), with the default TTL. [`Error::Encode`](crate::Error::Encode) for a value the codec
     /// cannot carry (nothing is changed).
     ///
-    /// With [`WritePolicy::WriteBehind`] (the default) it returns once the value is in memory
+    /// With [`WritePolicy::WriteBehind`](crate::WritePolicy::WriteBehind) (the default) it returns once the value is in memory
     /// and its write is queued (waiting for room in the queue first: backpressure). With
-    /// [`WritePolicy::WriteThrough`] it returns `Ok` only once the entry is durable, and
-    /// [`Error::NotPersisted`] when the write did not reach the disk (failed, skipped while
+    /// [`WritePolicy::WriteThrough`](crate::WritePolicy::WriteThrough) it returns `Ok` only once the entry is durable, and
+    /// [`Error::NotPersisted`](crate::Error::NotPersisted) when the write did not reach the disk (failed, skipped while
     /// the breaker is open or the cache memory-only, or a disk call that hung past
     /// `io_timeout`): the value is still served from memory and written when the disk is
     /// back. The same holds for every `set_*` method and for [`TieredCache::remove`].
@@ -339,7 +339,7 @@ impl TieredCache {
     /// The clear is recorded on disk first (the fence, see FORMAT.md): once `clear` returns
     /// `Ok`, no entry set before it is ever served again, by this process or any process that
     /// opens the directory later, even if some entry files could not be deleted.
-    /// [`Error::NotPersisted`] when the fence could not be written: this process still never
+    /// [`Error::NotPersisted`](crate::Error::NotPersisted) when the fence could not be written: this process still never
     /// serves an entry created before the clear, and `flush`/`close` report the clear until
     /// the fence is on disk. Writes in flight finish first, except one whose disk call timed
     /// out: if it lands later, the writer deletes it.
@@ -353,7 +353,7 @@ impl TieredCache {
     /// failed, then waits for every write queued before the call (including the write-back of
     /// a recovery that has already switched the mode back). `Ok` only if everything set or
     /// removed before the call is on disk; writes made by other tasks while it runs are not
-    /// counted. Otherwise [`Error::NotPersisted`], counting: entries still only in memory
+    /// counted. Otherwise [`Error::NotPersisted`](crate::Error::NotPersisted), counting: entries still only in memory
     /// (the disk failed or is not in use; they are retried when it is back), keys whose last
     /// value was lost from memory before it reached the disk (until they are set or removed
     /// again; `Stats::lost_keys`), writes held up by a disk call that timed out and has not
@@ -363,7 +363,7 @@ impl TieredCache {
         self.tiers.flush().await
     }
 
-    /// Flushes, then stops the background tasks. Further calls return [`Error::Closed`].
+    /// Flushes, then stops the background tasks. Further calls return [`Error::Closed`](crate::Error::Closed).
     /// Returns what the flush returned: after `Ok`, a cache reopened on the directory serves
     /// no value older than the last one set, and no removed or cleared key.
     pub async fn close(&self) -> Result<()> {
