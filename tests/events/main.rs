@@ -28,7 +28,7 @@ use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 #[path = "../resilience/support.rs"]
 mod support;
 
-use support::{TestCache, EIO};
+use support::{dir, fail, open, settings, EIO};
 
 /// Serializes the tests of this binary (see the module docs).
 fn one_at_a_time() -> MutexGuard<'static, ()> {
@@ -151,12 +151,10 @@ fn cache_one_event_per_transition_whatever_the_traffic() {
 }
 
 async fn cache_events(events: Events) {
-    let t = TestCache::new();
-    let cache = t
-        .open(t.builder().failure_threshold(3).memory_only_after(5))
-        .await;
+    let t = dir();
+    let cache = open(&t, settings(&t).failure_threshold(3).memory_only_after(5)).await;
     events.take(); // drop the "opened" event
-    t.fail(&[FsOp::WriteNew, FsOp::ReadFile], EIO);
+    fail(&t, &[FsOp::WriteNew, FsOp::ReadFile], EIO);
     // 3 failures open the breaker (one event); then 5,000 calls are rejected silently.
     // Write-through: each set reports that its write did not reach the disk.
     for i in 0..3 {
