@@ -15,7 +15,7 @@ use crate::support::*;
 const EVERY_OP: [FsOp; 11] = FsOp::ALL;
 
 fn builder(t: &TestDir) -> tiercache::Builder {
-    settings(&t)
+    settings(t)
         .write_policy(WritePolicy::WriteBehind)
         .failure_threshold(1)
         .memory_only_after(1)
@@ -30,7 +30,7 @@ async fn lose_the_newest_of_k_and_gone(t: &TestDir, cache: &tiercache::TieredCac
     cache.set("k", &"v1").await.unwrap();
     cache.set("gone", &"old").await.unwrap();
     cache.flush().await.unwrap();
-    fail(&t, &EVERY_OP, EIO);
+    fail(t, &EVERY_OP, EIO);
     // The first write fails: memory-only from then on.
     let _ = cache.set("trigger", &0).await;
     let _ = cache.flush().await;

@@ -13,7 +13,7 @@ const HOT_BYTES: usize = 1 << 20;
 const HOT_ENTRIES: usize = 500;
 
 fn builder(t: &TestDir) -> tiercache::Builder {
-    settings(&t)
+    settings(t)
         .failure_threshold(1_000) // keep the breaker closed: this is about the error window
         .memory_only_after(5)
         .error_window(Duration::from_secs(60))
