@@ -50,7 +50,8 @@ async fn a_bincode_entry_holds_what_format_md_says() {
 /// Every code of a version-2 file, holding the bytes its code says.
 #[tokio::test]
 async fn planted_files_of_every_encoding_read_with_their_recorded_codec() {
-    let (dir, root) = new_root();
+    let dir = dir();
+    let root = dir.root().to_owned();
     let json = serde_json::to_vec(&answer()).unwrap();
     let bin = bincode_of(&answer());
     // The bytes a bincode entry holds, as this build writes them.
@@ -60,7 +61,7 @@ async fn planted_files_of_every_encoding_read_with_their_recorded_codec() {
     plant_v2(&root, b"bincode", &bin_v2, 2, 13);
     plant_v2(&root, b"reserved", &json, 3, 14);
     plant_v1(&root, b"v1", &bin, 15);
-    let f = open_in(dir, root.clone(), |b| b).await;
+    let f = dir.open_cache(|b| b).await;
     for (key, encoding, cost) in [
         ("raw", Encoding::Raw, 11),
         ("json", Encoding::Json, 12),
@@ -110,7 +111,8 @@ async fn planted_files_of_every_encoding_read_with_their_recorded_codec() {
 /// in place, the bytes still there for `get_bytes`), never an error, never a hit.
 #[tokio::test]
 async fn planted_files_that_lie_about_their_encoding_are_counted_misses() {
-    let (dir, root) = new_root();
+    let dir = dir();
+    let root = dir.root().to_owned();
     let json = serde_json::to_vec(&answer()).unwrap();
     let bin = bincode_of(&answer());
     plant_v2(&root, b"json-holding-bincode", &bin, 1, 9);
@@ -118,7 +120,7 @@ async fn planted_files_that_lie_about_their_encoding_are_counted_misses() {
     plant_v2(&root, b"bincode-holding-json", &json, 2, 9);
     // An older `set_bytes` of a provider body: version 1 reads typed values as bincode.
     plant_v1(&root, b"v1-holding-json", &json, 9);
-    let f = open_in(dir, root.clone(), |b| b).await;
+    let f = dir.open_cache(|b| b).await;
     let keys = [
         "json-holding-bincode",
         "raw-holding-bincode",
@@ -212,12 +214,13 @@ const OLD_GENERATION: u64 = 0xfce6_ae76_5acf_101a;
 /// invalidation drops them for every handle, also after a restart.
 #[tokio::test]
 async fn a_directory_written_by_the_previous_version_still_reads() {
-    let (dir, root) = new_root();
+    let dir = dir();
+    let root = dir.root().to_owned();
     copy_dir(
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/adversary3/fixtures/v1-cache"),
         &root,
     );
-    let mut f = open_in(dir, root, |b| b).await;
+    let mut f = dir.open_cache(|b| b).await;
     let got = f.get_answer::<Answer>("typed").await.unwrap().unwrap();
     assert_eq!(
         (got.value, got.source, got.encoding),
@@ -282,12 +285,13 @@ async fn a_directory_written_by_the_previous_version_still_reads() {
 #[tokio::test]
 async fn the_previous_versions_values_are_hits_for_get_or_insert_under_either_codec() {
     for codec in [Codec::Json, Codec::Bincode] {
-        let (dir, root) = new_root();
+        let dir = dir();
+        let root = dir.root().to_owned();
         copy_dir(
             &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/adversary3/fixtures/v1-cache"),
             &root,
         );
-        let f = open_in(dir, root, |b| b.codec(codec)).await;
+        let f = dir.open_cache(|b| b.codec(codec)).await;
         let got = f
             .get_or_insert_answer("typed", &Controls::new(), || async {
                 Err::<Answer, _>("must not load")
