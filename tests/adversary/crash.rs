@@ -72,9 +72,9 @@ fn val(k: &str, v: u64) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn power_cut_at_every_call_with_clears_keeps_every_acknowledgement() {
-    let seed_dir = tempdir();
-    let seed_root = root_in(&seed_dir);
-    let clock = ManualClock::new(T0);
+    let seed_dir = cache_dir();
+    let seed_root = seed_dir.root().to_owned();
+    let clock = seed_dir.clock().clone();
     {
         let c = builder(&seed_root, &clock).build().await.unwrap();
         for (i, k) in PRE.iter().enumerate() {
@@ -89,7 +89,7 @@ async fn power_cut_at_every_call_with_clears_keeps_every_acknowledgement() {
     let mut problems = Vec::new();
     let mut points = 0;
     for n in 0..600u64 {
-        let work = tempdir();
+        let work = tempfile::tempdir().unwrap();
         let root = work.path().join("cache");
         copy_tree(&seed_root, &root);
         let fs = Arc::new(CrashFs::new(&root).unwrap());
