@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tiercache::testing::{Fault, FaultFs, FsOp, Rule};
-use tiercache::{BreakerState, Mode, TieredCache};
+use tiercache::{BreakerState, Mode};
 
 use crate::support::*;
 
@@ -371,11 +371,7 @@ async fn variant(
     }
 
     // What the next process finds.
-    let reopened = TieredCache::builder(&root)
-        .min_free_bytes(0)
-        .build()
-        .await
-        .unwrap();
+    let reopened = tiercache::testing::builder(&root).build().await.unwrap();
     let temps = temp_files(&root) as u64;
     if temps != 0 {
         t.temps_after_reopen += temps;
