@@ -1373,7 +1373,7 @@ fn outcome<T>(r: &Result<T, Error>) -> String {
 /// One task of the child: `ops` operations, on its own keys (`k % tasks == t` among those
 /// above `SHARED_KEYS`) or, one time in three, on the keys all tasks share.
 async fn worker(cache: TieredCache, report: Report, seed: u64, t: u64, tasks: u64, ops: u64) {
-    let mut rng = Rng::new(seed ^ (t + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut rng = Rng::stream(seed, t);
     let own = (KEYS - SHARED_KEYS) / tasks;
     for i in 0..ops {
         let seq = i * tasks + t + 1;
