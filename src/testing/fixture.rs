@@ -45,6 +45,39 @@ pub fn builder(root: impl Into<PathBuf>) -> Builder {
     TieredCache::builder(root).min_free_bytes(0)
 }
 
+/// Polls `cond` every 5 ms until it holds or `limit` has passed; returns whether it held.
+/// The limit is real time and the pause is tokio's, so that it ends on a paused clock too
+/// (where each pause moves the clock instead of waiting): background work that runs on
+/// threads, such as blocking disk calls, gets real time to finish.
+pub async fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    loop {
+        if cond() {
+            return true;
+        }
+        if start.elapsed() > limit {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Copies the tree `from` into `to` (created if missing): a prepared cache directory to start
+/// several runs from, a crash image to open.
+pub fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        let dest = to.join(e.file_name());
+        if e.file_type()?.is_dir() {
+            copy_dir(&e.path(), &dest)?;
+        } else {
+            std::fs::copy(e.path(), &dest)?;
+        }
+    }
+    Ok(())
+}
+
 /// A temporary cache directory, removed when dropped, and the file system and clock every
 /// cache opened on it through [`TestDir::builder`] shares.
 #[derive(Debug)]

@@ -1,6 +1,7 @@
 //! Fault-injecting file system and fixtures for tests of code that embeds tiercache: a
 //! fault-injecting [`Fs`](crate::fs::Fs) decorator ([`FaultFs`]), a power-loss simulator
-//! ([`CrashFs`]), and the fixture that builds caches for tests ([`TestDir`], [`TestCache`]).
+//! ([`CrashFs`]), and the fixture that builds caches for tests ([`TestDir`], [`TestCache`],
+//! [`wait_until`], [`copy_dir`]).
 //!
 //! Available to this crate's tests and, with the `test-util` feature, to code that embeds
 //! tiercache and wants to test its own behaviour on a sick disk.
@@ -23,7 +24,7 @@ mod fixture;
 
 pub use crash::CrashFs;
 pub use fault::{Fault, FaultFs, FsOp, Rule};
-pub use fixture::{builder, TestCache, TestDir};
+pub use fixture::{builder, copy_dir, wait_until, TestCache, TestDir};
 
 #[cfg(test)]
 mod tests {

@@ -9,7 +9,9 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use tiercache::fs::{DirEntryInfo, FileRead, StdFs};
-use tiercache::testing::{self, TestDir};
+pub use tiercache::testing::wait_until;
+use tiercache::testing::{self, FaultFs, TestDir};
+use tiercache::warm::layout::{hex, key_hash, Layout};
 pub use tiercache::workload::Rng;
 use tiercache::{Builder, Durability, Fs, ManualClock, Mode, TieredCache, WritePolicy};
 
@@ -22,11 +24,13 @@ pub const EFBIG: i32 = 27;
 /// A fixed, realistic wall time (2025-01-01) so scenarios replay exactly.
 pub const T0: u64 = 1_735_689_600_000;
 
-/// A directory for a scenario: the cache root is `cache` in a temporary directory (by its
-/// canonical path), and its clock a manual one at [`T0`]; instances with clocks of their own
+/// The directory of a scenario, its cache root (`cache` in the temporary directory, by its
+/// canonical path) and its clock (a manual one at [`T0`]); instances with clocks of their own
 /// are opened with [`builder`].
-pub fn cache_dir() -> TestDir {
-    TestDir::new().subdir("cache").manual_clock(T0)
+pub fn scenario() -> (TestDir, PathBuf, ManualClock) {
+    let dir = TestDir::new().subdir("cache").manual_clock(T0);
+    let (root, clock) = (dir.root().to_owned(), dir.clock().clone());
+    (dir, root, clock)
 }
 
 /// A builder for `root` with the test settings and `clock` (each instance of a scenario may
@@ -43,23 +47,31 @@ pub async fn fresh(root: &Path, clock: &ManualClock) -> TieredCache {
         .expect("open a fresh reader")
 }
 
+/// Settings under which one failed disk call sends the cache memory-only at once, and a
+/// healthy disk brings it back within tens of milliseconds.
+pub fn sick(b: Builder, fs: &Arc<FaultFs>) -> Builder {
+    b.fs(fs.clone())
+        .failure_threshold(1)
+        .memory_only_after(1)
+        .open_timeout(Duration::from_millis(10))
+        .recovery_interval(Duration::from_millis(20))
+        .health_interval(Duration::from_millis(20))
+        .io_timeout(Duration::from_secs(2))
+}
+
 pub fn write_through(b: Builder) -> Builder {
     b.write_policy(WritePolicy::WriteThrough)
         .durability(Durability::Fsync)
 }
 
-/// Where the entry file of `key` is: `<root>/v1/ab/cd/<blake3 hex>`.
+/// Where the entry file of `key` is (the library's layout; tests/core pins the layout itself).
 pub fn entry_path(root: &Path, key: impl AsRef<[u8]>) -> PathBuf {
-    let h = hex_of(key.as_ref());
-    root.join("v1").join(&h[0..2]).join(&h[2..4]).join(&h)
+    Layout::new(root).entry_path(&key_hash(key.as_ref()))
 }
 
+/// The hex name of `key`'s entry file.
 pub fn hex_of(key: &[u8]) -> String {
-    blake3::hash(key)
-        .as_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&key_hash(key))
 }
 
 /// Files under `<root>/tmp`.
@@ -67,20 +79,6 @@ pub fn temp_files(root: &Path) -> usize {
     std::fs::read_dir(root.join("tmp"))
         .map(|d| d.count())
         .unwrap_or(0)
-}
-
-/// Polls `cond` every 5 ms until it holds or `limit` passes; returns whether it held.
-pub async fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    loop {
-        if cond() {
-            return true;
-        }
-        if start.elapsed() > limit {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 /// Waits until the cache is tiered with a closed breaker and `flush` returns Ok.

@@ -17,9 +17,7 @@ fn incompressible(n: usize, seed: u64) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_keys_and_boundary_values_round_trip_exactly() {
-    let dir = cache_dir();
-    let root = dir.root().to_owned();
-    let clock = dir.clock().clone();
+    let (dir, root, clock) = scenario();
     let max_entry = 256 << 10;
     let max_key = 4096;
     let b = builder(&root, &clock)
@@ -125,9 +123,7 @@ struct Other {
 /// A typed value read back as another type: a decode miss, and the entry is left as it was.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_type_is_a_decode_miss_and_changes_nothing() {
-    let dir = cache_dir();
-    let root = dir.root().to_owned();
-    let clock = dir.clock().clone();
+    let (_dir, root, clock) = scenario();
     let cache = builder(&root, &clock)
         .hot_capacity_entries(1)
         .build()
@@ -161,9 +157,7 @@ async fn wrong_type_is_a_decode_miss_and_changes_nothing() {
 /// never a hang on the FIFO), and a later set of the key works and reads back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn planted_files_are_never_served_and_never_hang() {
-    let dir = cache_dir();
-    let root = dir.root().to_owned();
-    let clock = dir.clock().clone();
+    let (_dir, root, clock) = scenario();
     {
         let c = builder(&root, &clock).build().await.unwrap();
         c.set_bytes("donor", b"the donor's value".to_vec())
@@ -260,9 +254,7 @@ async fn planted_files_are_never_served_and_never_hang() {
 /// to the queue and the disk): every value read is whole and was set for that key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_key_hammered_by_many_tasks_is_never_torn() {
-    let dir = cache_dir();
-    let root = dir.root().to_owned();
-    let clock = dir.clock().clone();
+    let (_dir, root, clock) = scenario();
     let cache: TieredCache = builder(&root, &clock)
         .hot_capacity_bytes(64 << 10)
         .durability(tiercache::Durability::NoSync)

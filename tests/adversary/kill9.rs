@@ -105,8 +105,7 @@ fn write_through_acks_survive_kill_minus_nine_with_concurrent_tasks() {
     if std::env::var(ROLE).as_deref() == Ok("child") {
         return child();
     }
-    let dir = cache_dir();
-    let root = dir.root().to_owned();
+    let (_dir, root, _) = scenario();
     let exe = std::env::current_exe().unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

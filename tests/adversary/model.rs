@@ -171,9 +171,7 @@ async fn task(
 }
 
 async fn run(cfg: Cfg) {
-    let dir = cache_dir();
-    let root = dir.root().to_owned();
-    let clock = dir.clock().clone();
+    let (_dir, root, clock) = scenario();
     let fs = Arc::new(FaultFs::std());
     let n = cfg.fault_one_in;
     let s = cfg.seed;

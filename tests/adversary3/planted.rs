@@ -9,6 +9,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use tiercache::agent::Controls;
+use tiercache::testing::copy_dir;
 use tiercache::{Codec, Encoding, Source};
 
 use crate::support::*;
@@ -190,19 +191,6 @@ async fn raw_json_of_another_shape_misses_and_reads_as_a_value() {
     assert_eq!((c.hot, c.misses, c.decode_misses), (1, 2, 2), "{c:?}");
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dest = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            std::fs::create_dir_all(&dest).unwrap();
-            copy_dir(&e.path(), &dest);
-        } else {
-            std::fs::copy(e.path(), &dest).unwrap();
-        }
-    }
-}
-
 /// The request key the previous version stored under (printed by the program that wrote the
 /// fixture), and the namespace generation it drew.
 const OLD_RK: &str = "chat/v1/494ae1aa4fe795ffc5bd78fae37535da158c62ca9e231b66691cdc2b60cb37e5";
@@ -219,7 +207,8 @@ async fn a_directory_written_by_the_previous_version_still_reads() {
     copy_dir(
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/adversary3/fixtures/v1-cache"),
         &root,
-    );
+    )
+    .unwrap();
     let mut f = dir.open_cache(|b| b).await;
     let got = f.get_answer::<Answer>("typed").await.unwrap().unwrap();
     assert_eq!(
@@ -290,7 +279,8 @@ async fn the_previous_versions_values_are_hits_for_get_or_insert_under_either_co
         copy_dir(
             &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/adversary3/fixtures/v1-cache"),
             &root,
-        );
+        )
+        .unwrap();
         let f = dir.open_cache(|b| b.codec(codec)).await;
         let got = f
             .get_or_insert_answer("typed", &Controls::new(), || async {

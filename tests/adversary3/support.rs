@@ -4,23 +4,17 @@
 
 #![allow(dead_code)] // each module uses its own part
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tiercache::testing::FaultFs;
 use tiercache::warm::format::{assemble, deflate, EntryMeta, FLAG_GZIP};
-use tiercache::warm::layout::{hex, key_hash, Layout};
+use tiercache::warm::layout::{hex, key_hash};
 pub use tiercache::workload::Rng;
 use tiercache::{Builder, Encoding, Mode, Stats, TieredCache};
 
-pub const EIO: i32 = 5;
-pub const EACCES: i32 = 13;
-
-/// A fixed, realistic wall time (2025-01-01).
-pub const T0: u64 = 1_735_689_600_000;
-
+pub use crate::helpers::{entry_path, sick, wait_until, EACCES, EIO, T0};
 pub use tiercache::testing::{TestCache, TestDir};
 
 /// A directory for these tests: the cache root is `cache` in a temporary directory, by its
@@ -73,11 +67,6 @@ pub fn counts(s: &Stats) -> Counts {
     }
 }
 
-/// The file of `key` under `root`.
-pub fn entry_path(root: &Path, key: &[u8]) -> PathBuf {
-    Layout::new(root).entry_path(&key_hash(key))
-}
-
 /// The first 16 hex digits of the key's hash: part of its entry file's name and of its temp
 /// files' names (for `Rule::path_contains`).
 pub fn hash16(key: &[u8]) -> String {
@@ -127,32 +116,6 @@ pub fn now_ms() -> u64 {
 /// version-1 file) holds.
 pub fn bincode_of<V: Serialize + ?Sized>(v: &V) -> Vec<u8> {
     bincode::serde::encode_to_vec(v, bincode::config::standard()).unwrap()
-}
-
-/// Polls `cond` every 5 ms until it holds or `limit` passes.
-pub async fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    loop {
-        if cond() {
-            return true;
-        }
-        if start.elapsed() > limit {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-/// Settings under which one failed disk call sends the cache memory-only at once, and a
-/// healthy disk brings it back within tens of milliseconds.
-pub fn sick(b: Builder, fs: &Arc<FaultFs>) -> Builder {
-    b.fs(fs.clone())
-        .failure_threshold(1)
-        .memory_only_after(1)
-        .open_timeout(Duration::from_millis(10))
-        .recovery_interval(Duration::from_millis(20))
-        .health_interval(Duration::from_millis(20))
-        .io_timeout(Duration::from_secs(2))
 }
 
 pub async fn wait_mode(cache: &TieredCache, mode: Mode) -> bool {

@@ -32,14 +32,11 @@ fn remount_read_only_mid_workload() {
     if !root_or_skip("read-only") {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let mut cmd = child_command(
+    run_child_in_temp_dir(
         &test_name(module_path!(), "remount_read_only_mid_workload"),
         "read-only",
         Wrap::Namespace,
     );
-    cmd.env(DIR_ENV, dir.path());
-    run_child(cmd);
 }
 
 #[derive(Debug, Default)]

@@ -8,6 +8,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use tiercache::testing;
+pub use tiercache::testing::{copy_dir, wait_until};
 use tiercache::verify::{verify, VerifyOptions, VerifyReport};
 pub use tiercache::workload::Rng;
 use tiercache::{Builder, Durability, TieredCache, WritePolicy};
@@ -112,6 +113,15 @@ pub fn child_command(test: &str, role: &str, wrap: Wrap) -> Command {
     cmd
 }
 
+/// Runs `test` again as a child in `role`, started as `wrap`, in a fresh temporary directory
+/// (its [`DIR_ENV`]), to its end (see [`run_child`]).
+pub fn run_child_in_temp_dir(test: &str, role: &str, wrap: Wrap) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut cmd = child_command(test, role, wrap);
+    cmd.env(DIR_ENV, dir.path());
+    run_child(cmd);
+}
+
 /// Runs a child to its end, forwards its `RELIABILITY` lines, and panics with its output
 /// unless it succeeded. Returns its stdout.
 pub fn run_child(mut cmd: Command) -> String {
@@ -198,20 +208,6 @@ pub fn builder(root: &Path) -> Builder {
         .sweep_interval(DAY)
         .recovery_interval(DAY)
         .io_timeout(Duration::from_secs(10))
-}
-
-/// Polls `f` every 5 ms of real time for up to `limit`.
-pub async fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let start = std::time::Instant::now();
-    loop {
-        if f() {
-            return true;
-        }
-        if start.elapsed() > limit {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 /// A value that names its key, its writer and its sequence number, padded to `len` bytes with
