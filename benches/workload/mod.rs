@@ -24,6 +24,7 @@ use std::sync::Arc;
 
 use tiercache::workload::{self, MODELS};
 pub use tiercache::workload::{ChatCompletion, Rng, Zipf};
+use tiercache::TieredCache;
 
 /// Value sizes of the issue: 1, 4, 16 and 64 KiB.
 pub const SIZES: [usize; 4] = [1 << 10, 4 << 10, 16 << 10, 64 << 10];
@@ -106,6 +107,21 @@ pub fn values(kind: Kind, size: usize, n: usize, salt: u64) -> Vec<Arc<[u8]>> {
 /// `get`/`set` benches: serde, bincode on disk).
 pub fn chat_completion(size: usize, seed: u64) -> ChatCompletion {
     workload::chat_completion(&mut Rng::stream(seed, Kind::ChatJson as u64), size)
+}
+
+/// Sets `values` under `keys` and waits until every write is on disk: the starting point of
+/// the read benches.
+pub async fn fill(cache: &TieredCache, keys: &[Vec<u8>], values: &[Arc<[u8]>]) {
+    for (k, v) in keys.iter().zip(values) {
+        cache
+            .set_bytes(k, v)
+            .await
+            .unwrap_or_else(|e| panic!("fill: set_bytes: {e}"));
+    }
+    cache
+        .flush()
+        .await
+        .unwrap_or_else(|e| panic!("fill: flush: {e}"));
 }
 
 /// A fresh directory for a bench: under `$TIERCACHE_BENCH_DIR` if set (to put the warm tier on
