@@ -14,7 +14,8 @@ pub const MODELS: [&str; 4] = [
     "llama-3.1-70b-instruct",
 ];
 
-/// A chat completion as the API returns it (the fields a cache sees in practice).
+/// A chat completion as the API returns it (the fields a cache sees in practice). No field is
+/// skipped when empty, so that the value also round-trips through the bincode codec.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatCompletion {
     /// `chatcmpl-...`.
@@ -25,12 +26,12 @@ pub struct ChatCompletion {
     pub created: u64,
     /// Model name.
     pub model: String,
-    /// One choice.
+    /// The choices (one, as a rule).
     pub choices: Vec<Choice>,
     /// Token counts.
     pub usage: Usage,
     /// `fp_...`.
-    pub system_fingerprint: String,
+    pub system_fingerprint: Option<String>,
 }
 
 /// One choice of a completion.
@@ -40,17 +41,42 @@ pub struct Choice {
     pub index: u32,
     /// The assistant's message.
     pub message: Message,
-    /// "stop", "length", ...
+    /// "stop", "length", "tool_calls", ...
     pub finish_reason: String,
 }
 
-/// A chat message.
+/// The assistant's message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Message {
     /// "assistant".
     pub role: String,
     /// The answer text.
-    pub content: String,
+    pub content: Option<String>,
+    /// Why the model refused, when it did.
+    pub refusal: Option<String>,
+    /// The tools the model asks to call.
+    pub tool_calls: Vec<ToolCall>,
+}
+
+/// A tool call the model asks for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolCall {
+    /// `call_...`.
+    pub id: String,
+    /// Always "function".
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The function and its arguments.
+    pub function: FunctionCall,
+}
+
+/// The function of a [`ToolCall`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FunctionCall {
+    /// Its name.
+    pub name: String,
+    /// The arguments as the API sends them: a JSON document in a string.
+    pub arguments: String,
 }
 
 /// Token usage.
@@ -88,7 +114,9 @@ pub fn chat_completion(rng: &mut Rng, size: usize) -> ChatCompletion {
             index: 0,
             message: Message {
                 role: "assistant".into(),
-                content,
+                content: Some(content),
+                refusal: None,
+                tool_calls: Vec::new(),
             },
             finish_reason: "stop".into(),
         }],
@@ -97,7 +125,7 @@ pub fn chat_completion(rng: &mut Rng, size: usize) -> ChatCompletion {
             completion_tokens,
             total_tokens: prompt_tokens.saturating_add(completion_tokens),
         },
-        system_fingerprint: format!("fp_{fp}"),
+        system_fingerprint: Some(format!("fp_{fp}")),
     }
 }
 
@@ -108,9 +136,9 @@ pub fn chat_json(c: &ChatCompletion, size: usize) -> Vec<u8> {
     if c.choices.is_empty() {
         return to_json(&c);
     }
-    let mut content = std::mem::take(&mut c.choices[0].message.content);
+    let mut content = c.choices[0].message.content.take().unwrap_or_default();
     let mut render = |content: &str| {
-        content.clone_into(&mut c.choices[0].message.content);
+        c.choices[0].message.content = Some(content.to_owned());
         to_json(&c)
     };
     let mut out = render(&content);
@@ -152,10 +180,8 @@ mod tests {
             assert_eq!(json.len(), size);
             let back: ChatCompletion = serde_json::from_slice(&json).unwrap();
             assert_eq!(back.id, c.id);
-            let (full, cut) = (
-                &c.choices[0].message.content,
-                &back.choices[0].message.content,
-            );
+            let content = |c: &ChatCompletion| c.choices[0].message.content.clone().unwrap();
+            let (full, cut) = (content(&c), content(&back));
             assert!(full.starts_with(cut.trim_end()), "{size}");
         }
         let c = chat_completion(&mut Rng::new(1), 100);

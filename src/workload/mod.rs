@@ -27,6 +27,9 @@ mod chat;
 mod rng;
 mod text;
 
-pub use chat::{chat_completion, chat_json, ChatCompletion, Choice, Message, Usage, MODELS};
+pub use chat::{
+    chat_completion, chat_json, ChatCompletion, Choice, FunctionCall, Message, ToolCall, Usage,
+    MODELS,
+};
 pub use rng::{Rng, Zipf};
 pub use text::{answer, markdown};
