@@ -88,8 +88,20 @@ pub struct TestDir {
     /// The file system caches are opened with, if not the real one.
     fs: Option<Arc<dyn Fs>>,
     /// The same file system, when it is the one [`TestDir::fault_fs`] installed.
-    fault_fs: Option<Arc<FaultFs>>,
+    fault_fs: Option<ReleasedOnDrop>,
     clock: Option<ManualClock>,
+}
+
+/// A [`TestDir`]'s fault fs, whose rules are cleared when the directory goes, which releases
+/// every call hung in it: a failing test with hung blocking calls then fails, instead of
+/// deadlocking the runtime's shutdown on them.
+#[derive(Debug)]
+struct ReleasedOnDrop(Arc<FaultFs>);
+
+impl Drop for ReleasedOnDrop {
+    fn drop(&mut self) {
+        self.0.clear_rules();
+    }
 }
 
 impl Default for TestDir {
@@ -129,11 +141,12 @@ impl TestDir {
     }
 
     /// Caches are opened on a [`FaultFs`] over the real file system, with no rules yet; the
-    /// test adds them through [`TestDir::fs`].
+    /// test adds them through [`TestDir::fs`]. When the directory goes, the rules go too, so
+    /// that calls hung by [`Fault::Hang`](super::Fault::Hang) do not outlive a failed test.
     pub fn fault_fs(mut self) -> Self {
         let fs = Arc::new(FaultFs::std());
         self.fs = Some(fs.clone());
-        self.fault_fs = Some(fs);
+        self.fault_fs = Some(ReleasedOnDrop(fs));
         self
     }
 
@@ -164,9 +177,11 @@ impl TestDir {
 
     /// The fault-injecting file system. Panics unless set up with [`TestDir::fault_fs`].
     pub fn fs(&self) -> &Arc<FaultFs> {
-        self.fault_fs
+        &self
+            .fault_fs
             .as_ref()
             .expect("a TestDir set up with .fault_fs()")
+            .0
     }
 
     /// The manual clock. Panics unless set up with [`TestDir::manual_clock`].
@@ -311,5 +326,44 @@ impl TestCache {
     /// Gives the directory back (the test closed the cache), to open other caches on it.
     pub fn into_dir(self) -> TestDir {
         self.dir
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::Fs;
+    use crate::testing::{Fault, FsOp, Rule};
+
+    #[test]
+    fn a_dropped_test_dir_releases_the_calls_hung_in_its_fault_fs() {
+        let t = TestDir::new().fault_fs();
+        t.fs()
+            .add_rule(Rule::new(Fault::Hang).ops(&[FsOp::ReadDir]));
+        let (fs, root) = (t.fs().clone(), t.root().to_owned());
+        let hung = std::thread::spawn(move || fs.read_dir(&root).map(|v| v.len()));
+        while t.fs().faults_injected() == 0 {
+            std::thread::yield_now();
+        }
+        assert!(!hung.is_finished());
+        drop(t);
+        // Released: the call ends (in an error: the directory went with the TestDir).
+        assert!(hung.join().unwrap().is_err());
+    }
+
+    #[tokio::test]
+    async fn reopen_keeps_the_directory_and_the_settings() {
+        let mut t = TestDir::new()
+            .subdir("cache")
+            .manual_clock(1_000_000)
+            .open_cache(|b| b.hot_capacity_entries(3))
+            .await;
+        assert!(t.root().ends_with("cache") && t.root().starts_with(t.dir().path()));
+        t.set_bytes("k", b"v".to_vec()).await.unwrap();
+        t.reopen().await;
+        assert_eq!(t.stats().hot_capacity_entries, 3);
+        assert_eq!(t.get_bytes("k").await.unwrap().as_deref(), Some(&b"v"[..]));
+        assert_eq!(t.stats().warm_hits, 1);
+        t.close().await.unwrap();
     }
 }

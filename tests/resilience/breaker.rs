@@ -11,7 +11,7 @@ use crate::support::*;
 #[tokio::test(start_paused = true)]
 async fn opens_after_exactly_k_write_failures_and_values_are_still_served() {
     let t = dir();
-    let cache = open(&t, settings(&t).failure_threshold(3)).await;
+    let cache = open(&t, |b| b.failure_threshold(3)).await;
     fail(&t, &[FsOp::WriteNew], EIO);
     for i in 0..2 {
         not_persisted(cache.set(format!("k{i}"), &i).await);
@@ -54,7 +54,7 @@ async fn hidden_errors_still_open_it() {
     // LiteLLM's breaker never opened because errors were swallowed before it saw them. Here
     // `get` hides EIO from the caller (a miss), yet each one is a breaker failure.
     let t = dir();
-    let cache = open(&t, settings(&t).failure_threshold(3)).await;
+    let cache = open(&t, |b| b.failure_threshold(3)).await;
     fail(&t, &[FsOp::ReadFile], EIO);
     for i in 0..3 {
         assert_eq!(
@@ -70,7 +70,7 @@ async fn hidden_errors_still_open_it() {
 #[tokio::test(start_paused = true)]
 async fn not_found_never_opens_it() {
     let t = dir();
-    let cache = open(&t, settings(&t).failure_threshold(1)).await;
+    let cache = open(&t, |b| b.failure_threshold(1)).await;
     for i in 0..1000 {
         assert_eq!(cache.get::<u8>(format!("nope{i}")).await.unwrap(), None);
     }
@@ -91,7 +91,7 @@ async fn a_thousand_corrupted_entries_never_open_it() {
         std::fs::create_dir_all(layout.entry_dir(&hash)).unwrap();
         std::fs::write(layout.entry_path(&hash), format!("garbage {i}")).unwrap();
     }
-    let cache = open(&t, settings(&t).failure_threshold(1).memory_only_after(1)).await;
+    let cache = open(&t, |b| b.failure_threshold(1).memory_only_after(1)).await;
     for i in 0..1000u32 {
         assert_eq!(cache.get::<u8>(format!("bad{i}")).await.unwrap(), None);
     }
@@ -107,7 +107,7 @@ async fn a_thousand_corrupted_entries_never_open_it() {
 #[tokio::test(start_paused = true)]
 async fn efbig_is_per_entry_and_never_opens_it() {
     let t = dir();
-    let cache = open(&t, settings(&t).failure_threshold(1).memory_only_after(1)).await;
+    let cache = open(&t, |b| b.failure_threshold(1).memory_only_after(1)).await;
     fail(&t, &[FsOp::WriteNew], EFBIG);
     for i in 0..50 {
         // Not durable (it stays memory-only): a write-through set says so.
@@ -139,12 +139,9 @@ async fn efbig_is_per_entry_and_never_opens_it() {
 #[tokio::test(start_paused = true)]
 async fn half_open_on_the_timer_without_traffic_then_closes_on_success() {
     let t = dir();
-    let cache = open(
-        &t,
-        settings(&t)
-            .failure_threshold(3)
-            .open_timeout(Duration::from_secs(30)),
-    )
+    let cache = open(&t, |b| {
+        b.failure_threshold(3).open_timeout(Duration::from_secs(30))
+    })
     .await;
     fail(&t, &[FsOp::ReadFile], EIO);
     for i in 0..3 {
@@ -174,12 +171,9 @@ async fn half_open_on_the_timer_without_traffic_then_closes_on_success() {
 #[tokio::test(start_paused = true)]
 async fn failed_probe_reopens_with_a_doubled_timeout() {
     let t = dir();
-    let cache = open(
-        &t,
-        settings(&t)
-            .failure_threshold(1)
-            .open_timeout(Duration::from_secs(30)),
-    )
+    let cache = open(&t, |b| {
+        b.failure_threshold(1).open_timeout(Duration::from_secs(30))
+    })
     .await;
     fail(&t, &[FsOp::ReadFile], EIO);
     cache.get::<u8>("a").await.unwrap();
@@ -204,13 +198,11 @@ async fn failed_probe_reopens_with_a_doubled_timeout() {
 #[tokio::test(start_paused = true)]
 async fn concurrent_callers_never_get_more_than_half_open_max_admissions() {
     let t = dir();
-    let cache = open(
-        &t,
-        settings(&t)
-            .failure_threshold(1)
+    let cache = open(&t, |b| {
+        b.failure_threshold(1)
             .half_open_max(2)
-            .open_timeout(Duration::from_secs(10)),
-    )
+            .open_timeout(Duration::from_secs(10))
+    })
     .await;
     fail(&t, &[FsOp::ReadFile], EIO);
     cache.get::<u8>("x").await.unwrap();
@@ -221,7 +213,6 @@ async fn concurrent_callers_never_get_more_than_half_open_max_admissions() {
     // Admitted calls hang, so every admission is still outstanding when the others arrive.
     t.fs()
         .add_rule(Rule::new(Fault::Hang).ops(&[FsOp::ReadFile]));
-    let _release = ReleaseHangs(t.fs().clone());
     let before = t.fs().calls(FsOp::ReadFile);
     let mut tasks = Vec::new();
     for i in 0..64 {
@@ -250,12 +241,10 @@ async fn concurrent_callers_never_get_more_than_half_open_max_admissions() {
 #[tokio::test(start_paused = true)]
 async fn health_check_feeds_the_breaker_without_traffic() {
     let t = dir();
-    let cache = open(
-        &t,
-        settings(&t)
-            .failure_threshold(3)
-            .health_interval(Duration::from_secs(60)),
-    )
+    let cache = open(&t, |b| {
+        b.failure_threshold(3)
+            .health_interval(Duration::from_secs(60))
+    })
     .await;
     fail(&t, &[FsOp::WriteNew], EIO);
     for n in 1..=3u64 {

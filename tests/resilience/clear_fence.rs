@@ -11,9 +11,8 @@ use tiercache::{Error, WritePolicy};
 
 use crate::support::*;
 
-fn builder(t: &TestDir) -> tiercache::Builder {
-    settings(t)
-        .write_policy(WritePolicy::WriteBehind)
+fn edit(b: tiercache::Builder) -> tiercache::Builder {
+    b.write_policy(WritePolicy::WriteBehind)
         .failure_threshold(1_000)
 }
 
@@ -27,7 +26,7 @@ async fn three_entries_on_disk(cache: &tiercache::TieredCache) {
 #[tokio::test(start_paused = true)]
 async fn a_clear_whose_files_cannot_be_deleted_still_holds_after_a_restart() {
     let t = dir();
-    let cache = open(&t, builder(&t)).await;
+    let cache = open(&t, edit).await;
     three_entries_on_disk(&cache).await;
     fail(&t, &[FsOp::RemoveDirAll], EIO);
     cache.clear().await.unwrap();
@@ -36,7 +35,7 @@ async fn a_clear_whose_files_cannot_be_deleted_still_holds_after_a_restart() {
     assert_eq!(cache.get::<i32>("k1").await.unwrap(), None);
     cache.set("after", &9).await.unwrap();
     cache.close().await.unwrap();
-    let reopened = open(&t, builder(&t)).await;
+    let reopened = open(&t, edit).await;
     for i in 0..3 {
         assert_eq!(reopened.get::<i32>(format!("k{i}")).await.unwrap(), None);
     }
@@ -46,7 +45,7 @@ async fn a_clear_whose_files_cannot_be_deleted_still_holds_after_a_restart() {
 #[tokio::test(start_paused = true)]
 async fn a_clear_that_cannot_record_its_fence_is_reported_until_it_is_on_disk() {
     let t = dir();
-    let cache = open(&t, builder(&t)).await;
+    let cache = open(&t, edit).await;
     three_entries_on_disk(&cache).await;
     fail(&t, &[FsOp::WriteNew, FsOp::RemoveDirAll], EIO);
     match cache.clear().await {
@@ -62,7 +61,7 @@ async fn a_clear_that_cannot_record_its_fence_is_reported_until_it_is_on_disk() 
     t.fs().clear_rules();
     cache.flush().await.unwrap();
     cache.close().await.unwrap();
-    let reopened = open(&t, builder(&t)).await;
+    let reopened = open(&t, edit).await;
     for i in 0..3 {
         assert_eq!(reopened.get::<i32>(format!("k{i}")).await.unwrap(), None);
     }
@@ -72,7 +71,7 @@ async fn a_clear_that_cannot_record_its_fence_is_reported_until_it_is_on_disk() 
 #[tokio::test(start_paused = true)]
 async fn a_set_right_after_a_clear_survives_it() {
     let t = dir();
-    let cache = open(&t, builder(&t)).await;
+    let cache = open(&t, edit).await;
     three_entries_on_disk(&cache).await;
     fail(&t, &[FsOp::RemoveDirAll], EIO);
     cache.clear().await.unwrap();
@@ -80,7 +79,7 @@ async fn a_set_right_after_a_clear_survives_it() {
     cache.set("k1", &100).await.unwrap();
     assert_eq!(cache.get::<i32>("k1").await.unwrap(), Some(100));
     cache.close().await.unwrap();
-    let reopened = open(&t, builder(&t)).await;
+    let reopened = open(&t, edit).await;
     assert_eq!(reopened.get::<i32>("k1").await.unwrap(), Some(100));
     assert_eq!(reopened.get::<i32>("k2").await.unwrap(), None);
 }
@@ -90,17 +89,17 @@ async fn a_set_right_after_a_clear_survives_it() {
 #[tokio::test(start_paused = true)]
 async fn a_damaged_fence_makes_older_entries_misses() {
     let t = dir();
-    let cache = open(&t, builder(&t)).await;
+    let cache = open(&t, edit).await;
     three_entries_on_disk(&cache).await;
     cache.close().await.unwrap();
     std::fs::write(t.root().join("fence"), b"garbage").unwrap();
     tokio::time::advance(Duration::from_millis(5)).await;
-    let reopened = open(&t, builder(&t)).await;
+    let reopened = open(&t, edit).await;
     assert_eq!(reopened.get::<i32>("k0").await.unwrap(), None);
     reopened.set("new", &1).await.unwrap();
     reopened.close().await.unwrap();
     assert_eq!(std::fs::read(t.root().join("fence")).unwrap().len(), 24);
-    let again = open(&t, builder(&t)).await;
+    let again = open(&t, edit).await;
     assert_eq!(again.get::<i32>("k1").await.unwrap(), None);
     assert_eq!(again.get::<i32>("new").await.unwrap(), Some(1));
 }

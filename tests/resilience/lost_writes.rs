@@ -14,9 +14,8 @@ use crate::support::*;
 
 const EVERY_OP: [FsOp; 11] = FsOp::ALL;
 
-fn builder(t: &TestDir) -> tiercache::Builder {
-    settings(t)
-        .write_policy(WritePolicy::WriteBehind)
+fn edit(b: tiercache::Builder) -> tiercache::Builder {
+    b.write_policy(WritePolicy::WriteBehind)
         .failure_threshold(1)
         .memory_only_after(1)
         .recovery_interval(Duration::from_secs(10))
@@ -51,7 +50,7 @@ async fn lose_the_newest_of_k_and_gone(t: &TestDir, cache: &tiercache::TieredCac
 #[tokio::test(start_paused = true)]
 async fn after_recovery_neither_the_old_value_nor_the_removed_key_returns_after_a_restart() {
     let t = dir();
-    let cache = open(&t, builder(&t)).await;
+    let cache = open(&t, edit).await;
     lose_the_newest_of_k_and_gone(&t, &cache).await;
     t.fs().clear_rules();
     tokio::time::sleep(Duration::from_secs(11)).await;
@@ -66,13 +65,13 @@ async fn after_recovery_neither_the_old_value_nor_the_removed_key_returns_after_
         Err(Error::NotPersisted { failed, .. }) => assert_eq!(failed, s.lost_keys),
         other => panic!("close must report the lost values, got {other:?}"),
     }
-    let reopened = open(&t, builder(&t)).await;
+    let reopened = open(&t, edit).await;
     assert_eq!(reopened.get::<String>("k").await.unwrap(), None);
     assert_eq!(reopened.get::<String>("gone").await.unwrap(), None);
     // Setting the key again makes it whole: close is Ok.
     reopened.set("k", &"v3").await.unwrap();
     reopened.close().await.unwrap();
-    let again = open(&t, builder(&t)).await;
+    let again = open(&t, edit).await;
     assert_eq!(again.get::<String>("k").await.unwrap(), Some("v3".into()));
 }
 
@@ -81,7 +80,7 @@ async fn after_recovery_neither_the_old_value_nor_the_removed_key_returns_after_
 #[tokio::test(start_paused = true)]
 async fn setting_every_lost_key_again_makes_close_ok() {
     let t = dir();
-    let cache = open(&t, builder(&t)).await;
+    let cache = open(&t, edit).await;
     lose_the_newest_of_k_and_gone(&t, &cache).await;
     t.fs().clear_rules();
     tokio::time::sleep(Duration::from_secs(11)).await;
@@ -93,7 +92,7 @@ async fn setting_every_lost_key_again_makes_close_ok() {
         cache.set(format!("filler{i}"), &i).await.unwrap();
     }
     cache.close().await.unwrap();
-    let reopened = open(&t, builder(&t)).await;
+    let reopened = open(&t, edit).await;
     assert_eq!(
         reopened.get::<String>("k").await.unwrap(),
         Some("v3".into())
@@ -105,7 +104,7 @@ async fn setting_every_lost_key_again_makes_close_ok() {
 #[tokio::test(start_paused = true)]
 async fn close_during_the_outage_reports_the_stale_files_it_could_not_delete() {
     let t = dir();
-    let cache = open(&t, builder(&t)).await;
+    let cache = open(&t, edit).await;
     lose_the_newest_of_k_and_gone(&t, &cache).await;
     let s = cache.stats();
     assert!(s.stale_keys_pending >= 2, "{s:?}");
@@ -128,7 +127,7 @@ async fn close_during_the_outage_reports_the_stale_files_it_could_not_delete() {
 async fn a_value_that_expires_before_reaching_the_disk_never_uncovers_an_older_one() {
     for read_while_expired in [true, false] {
         let t = dir();
-        let cache = open(&t, settings(&t).failure_threshold(1_000)).await;
+        let cache = open(&t, |b| b.failure_threshold(1_000)).await;
         cache.set("k", &"v1").await.unwrap();
         // Writes and deletes fail: the older file cannot go yet.
         fail(&t, &[FsOp::WriteNew, FsOp::RemoveFile], EIO);
@@ -152,7 +151,7 @@ async fn a_value_that_expires_before_reaching_the_disk_never_uncovers_an_older_o
         t.fs().clear_rules();
         cache.flush().await.unwrap();
         cache.close().await.unwrap();
-        let reopened = open(&t, settings(&t)).await;
+        let reopened = open(&t, |b| b).await;
         assert_eq!(
             reopened.get::<String>("k").await.unwrap(),
             None,

@@ -5,16 +5,15 @@
 use std::time::Duration;
 
 use tiercache::testing::FsOp;
-use tiercache::{BreakerState, Mode, TieredCache};
+use tiercache::{BreakerState, Mode};
 
 use crate::support::*;
 
 const HOT_BYTES: usize = 1 << 20;
 const HOT_ENTRIES: usize = 500;
 
-fn builder(t: &TestDir) -> tiercache::Builder {
-    settings(t)
-        .failure_threshold(1_000) // keep the breaker closed: this is about the error window
+fn edit(b: tiercache::Builder) -> tiercache::Builder {
+    b.failure_threshold(1_000) // keep the breaker closed: this is about the error window
         .memory_only_after(5)
         .error_window(Duration::from_secs(60))
         .recovery_interval(Duration::from_secs(300))
@@ -25,7 +24,7 @@ fn builder(t: &TestDir) -> tiercache::Builder {
 #[tokio::test(start_paused = true)]
 async fn enters_after_exactly_n_errors_within_the_window() {
     let t = dir();
-    let cache = open(&t, builder(&t)).await;
+    let cache = open(&t, edit).await;
     fail(&t, &[FsOp::WriteNew], ENOSPC);
     for i in 0..4 {
         not_persisted(cache.set(format!("a{i}"), &i).await);
@@ -50,7 +49,7 @@ async fn enters_after_exactly_n_errors_within_the_window() {
 #[tokio::test(start_paused = true)]
 async fn no_disk_calls_but_probes_then_recovery_writes_back_everything() {
     let t = dir();
-    let cache = open(&t, builder(&t)).await;
+    let cache = open(&t, edit).await;
     fail(&t, &[FsOp::WriteNew], EIO);
     for i in 0..5 {
         not_persisted(cache.set(format!("first{i}"), &i).await);
@@ -118,11 +117,7 @@ async fn no_disk_calls_but_probes_then_recovery_writes_back_everything() {
     cache.close().await.unwrap();
 
     // Every entry set while degraded is on disk; removed ones are gone from disk too.
-    let reopened = TieredCache::builder(t.root())
-        .min_free_bytes(0)
-        .build()
-        .await
-        .unwrap();
+    let reopened = t.open(tiercache::testing::builder(t.root())).await;
     for i in 0..5 {
         assert_eq!(
             reopened.get::<i32>(format!("first{i}")).await.unwrap(),
@@ -145,7 +140,7 @@ async fn no_disk_calls_but_probes_then_recovery_writes_back_everything() {
 #[tokio::test(start_paused = true)]
 async fn recovery_restores_the_budget_evicting_only_what_is_on_disk() {
     let t = dir();
-    let cache = open(&t, builder(&t).hot_capacity_entries(100)).await;
+    let cache = open(&t, |b| edit(b).hot_capacity_entries(100)).await;
     fail(&t, &[FsOp::WriteNew], EIO);
     for i in 0..5 {
         not_persisted(cache.set(format!("f{i}"), &i).await);
@@ -178,16 +173,13 @@ async fn flush_after_recovery_waits_for_the_whole_write_back() {
     use tiercache::testing::{Fault, Rule};
 
     let t = dir();
-    let _release = ReleaseHangs(t.fs().clone());
-    let cache = open(
-        &t,
-        settings(&t)
-            .failure_threshold(1_000)
+    let cache = open(&t, |b| {
+        b.failure_threshold(1_000)
             .memory_only_after(2)
             .recovery_interval(Duration::from_secs(300))
             // Room for one queued write: the write-back queues one entry at a time.
-            .write_queue_bytes(150),
-    )
+            .write_queue_bytes(150)
+    })
     .await;
     fail(&t, &[FsOp::WriteNew], EIO);
     for i in 0..3 {

@@ -17,25 +17,23 @@ use crate::support::*;
 async fn run(one_in: u64, seed: u64) {
     let t = dir();
     let errnos = [EIO, ENOSPC, 30 /* EROFS */, 13 /* EACCES */];
-    let cache = open(
-        &t,
-        settings(&t)
-            .write_policy(if seed % 2 == 0 {
-                WritePolicy::WriteBehind
-            } else {
-                WritePolicy::WriteThrough
-            })
-            .failure_threshold(3)
-            .open_timeout(Duration::from_secs(5))
-            .memory_only_after(10)
-            .error_window(Duration::from_secs(60))
-            .recovery_interval(Duration::from_secs(30))
-            .health_interval(Duration::from_secs(20))
-            .sweep_interval(Duration::from_secs(40))
-            // 150 keys, room for 40: most reads go to the queue or the disk, and dirty
-            // entries (writes and removals) get evicted while the disk is sick.
-            .hot_capacity_entries(40),
-    )
+    let cache = open(&t, |b| {
+        b.write_policy(if seed % 2 == 0 {
+            WritePolicy::WriteBehind
+        } else {
+            WritePolicy::WriteThrough
+        })
+        .failure_threshold(3)
+        .open_timeout(Duration::from_secs(5))
+        .memory_only_after(10)
+        .error_window(Duration::from_secs(60))
+        .recovery_interval(Duration::from_secs(30))
+        .health_interval(Duration::from_secs(20))
+        .sweep_interval(Duration::from_secs(40))
+        // 150 keys, room for 40: most reads go to the queue or the disk, and dirty
+        // entries (writes and removals) get evicted while the disk is sick.
+        .hot_capacity_entries(40)
+    })
     .await;
     for (i, errno) in errnos.iter().enumerate() {
         t.fs().add_rule(

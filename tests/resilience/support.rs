@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 pub use tiercache::testing::TestDir;
-use tiercache::testing::{Fault, FaultFs, FsOp, Rule};
+use tiercache::testing::{Fault, FsOp, Rule};
 use tiercache::{Builder, TieredCache, WritePolicy};
 
 pub const EIO: i32 = 5;
@@ -18,11 +18,10 @@ pub fn dir() -> TestDir {
     TestDir::new().fault_fs()
 }
 
-/// A builder for `t` with deterministic timers: no health check, sweep or recovery probe
-/// unless a test asks for one; write-through so every `set` is exactly one disk write.
-pub fn settings(t: &TestDir) -> Builder {
-    t.builder()
-        .write_policy(WritePolicy::WriteThrough)
+/// Deterministic timers: no health check, sweep or recovery probe unless a test asks for
+/// one; write-through so every `set` is exactly one disk write.
+pub fn timers(b: Builder) -> Builder {
+    b.write_policy(WritePolicy::WriteThrough)
         .health_interval(DAY)
         .sweep_interval(DAY)
         .recovery_interval(DAY)
@@ -30,9 +29,10 @@ pub fn settings(t: &TestDir) -> Builder {
         .io_timeout(Duration::from_millis(500))
 }
 
-/// Opens and waits for the startup scan, so its disk calls cannot interleave with a test.
-pub async fn open(t: &TestDir, b: Builder) -> TieredCache {
-    let cache = t.open(b).await;
+/// Opens a cache on `t` with [`timers`] and then `edit`'s settings, and waits for the startup
+/// scan, so that its disk calls cannot interleave with a test.
+pub async fn open(t: &TestDir, edit: impl FnOnce(Builder) -> Builder) -> TieredCache {
+    let cache = t.open(edit(timers(t.builder()))).await;
     for _ in 0..1000 {
         if cache.stats().warm_index_complete {
             return cache;
@@ -69,16 +69,6 @@ pub fn errors(cache: &TieredCache, kind: &str) -> u64 {
 pub async fn spin() {
     for _ in 0..50 {
         tokio::task::yield_now().await;
-    }
-}
-
-/// Releases every hung fs call when dropped, so a failing assertion in a test with hung
-/// blocking calls fails the test instead of deadlocking the runtime's shutdown.
-pub struct ReleaseHangs(pub std::sync::Arc<FaultFs>);
-
-impl Drop for ReleaseHangs {
-    fn drop(&mut self) {
-        self.0.clear_rules();
     }
 }
 

@@ -12,7 +12,7 @@ fn alive() -> usize {
 async fn tasks_stop_on_close() {
     let before = alive();
     let t = dir();
-    let cache = open(&t, settings(&t)).await;
+    let cache = open(&t, |b| b).await;
     // Writer, maintenance, resilience, each under its supervisor.
     assert_eq!(alive(), before + 6);
     cache.set("k", &1).await.unwrap();
@@ -29,11 +29,7 @@ async fn tasks_stop_on_close() {
 async fn tasks_stop_when_the_last_handle_is_dropped_and_queued_writes_land() {
     let before = alive();
     let t = dir();
-    let cache = open(
-        &t,
-        settings(&t).write_policy(tiercache::WritePolicy::WriteBehind),
-    )
-    .await;
+    let cache = open(&t, |b| b.write_policy(tiercache::WritePolicy::WriteBehind)).await;
     let clone = cache.clone();
     for i in 0..50 {
         cache.set(format!("k{i}"), &i).await.unwrap();
@@ -46,7 +42,7 @@ async fn tasks_stop_when_the_last_handle_is_dropped_and_queued_writes_land() {
         settle().await;
     }
     assert_eq!(alive(), before);
-    let reopened = open(&t, settings(&t)).await;
+    let reopened = open(&t, |b| b).await;
     for i in 0..50 {
         assert_eq!(reopened.get::<i32>(format!("k{i}")).await.unwrap(), Some(i));
     }
@@ -63,14 +59,11 @@ async fn close_during_a_recovery_probe_returns() {
 
     let before = alive();
     let t = dir();
-    let _release = ReleaseHangs(t.fs().clone());
-    let cache = open(
-        &t,
-        settings(&t)
-            .failure_threshold(1_000)
+    let cache = open(&t, |b| {
+        b.failure_threshold(1_000)
             .memory_only_after(5)
-            .recovery_interval(Duration::from_secs(300)),
-    )
+            .recovery_interval(Duration::from_secs(300))
+    })
     .await;
     fail(&t, &[FsOp::WriteNew], EIO);
     for i in 0..8 {
@@ -121,14 +114,12 @@ async fn a_health_interval_of_duration_max_still_recovers() {
     use tiercache::Mode;
 
     let t = dir();
-    let cache = open(
-        &t,
-        settings(&t)
-            .health_interval(Duration::MAX)
+    let cache = open(&t, |b| {
+        b.health_interval(Duration::MAX)
             .failure_threshold(1)
             .memory_only_after(1)
-            .recovery_interval(Duration::from_secs(1)),
-    )
+            .recovery_interval(Duration::from_secs(1))
+    })
     .await;
     fail(&t, &[FsOp::WriteNew], EIO);
     let _ = cache.set("k", &1).await;
@@ -138,6 +129,6 @@ async fn a_health_interval_of_duration_max_still_recovers() {
     spin_until(|| cache.mode() == Mode::Tiered).await;
     assert_eq!(cache.stats().probes_ok, 1);
     cache.close().await.unwrap();
-    let reopened = open(&t, settings(&t)).await;
+    let reopened = open(&t, |b| b).await;
     assert_eq!(reopened.get::<i32>("k").await.unwrap(), Some(1));
 }

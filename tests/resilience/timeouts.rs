@@ -26,11 +26,10 @@ async fn finish_within<T>(
 async fn hung_read_returns_within_io_timeout() {
     let t = dir();
     let io_timeout = Duration::from_millis(500);
-    let cache = open(&t, settings(&t).io_timeout(io_timeout).failure_threshold(1)).await;
+    let cache = open(&t, |b| b.io_timeout(io_timeout).failure_threshold(1)).await;
     cache.set("k", &"v").await.unwrap();
     t.fs()
         .add_rule(Rule::new(Fault::Hang).ops(&[FsOp::ReadFile]));
-    let _release = ReleaseHangs(t.fs().clone());
     // Not in hot: force a disk read.
     let reads = t.fs().calls(FsOp::ReadFile);
     let c = cache.clone();
@@ -55,10 +54,9 @@ async fn hung_read_returns_within_io_timeout() {
 async fn hung_write_through_set_returns_and_keeps_the_value() {
     let t = dir();
     let io_timeout = Duration::from_millis(200);
-    let cache = open(&t, settings(&t).io_timeout(io_timeout)).await;
+    let cache = open(&t, |b| b.io_timeout(io_timeout)).await;
     t.fs()
         .add_rule(Rule::new(Fault::Hang).ops(&[FsOp::WriteNew]));
-    let _release = ReleaseHangs(t.fs().clone());
     let writes = t.fs().calls(FsOp::WriteNew);
     let c = cache.clone();
     let task = tokio::spawn(async move { c.set("k", &"value").await });
@@ -89,16 +87,13 @@ async fn hung_write_through_set_returns_and_keeps_the_value() {
 async fn hung_write_hangs_neither_flush_nor_clear_and_the_clear_wins() {
     let t = dir();
     let io_timeout = Duration::from_millis(200);
-    let cache = open(
-        &t,
-        settings(&t)
-            .io_timeout(io_timeout)
-            .write_policy(tiercache::WritePolicy::WriteBehind),
-    )
+    let cache = open(&t, |b| {
+        b.io_timeout(io_timeout)
+            .write_policy(tiercache::WritePolicy::WriteBehind)
+    })
     .await;
     t.fs()
         .add_rule(Rule::new(Fault::Hang).ops(&[FsOp::WriteNew]).times(1));
-    let _release = ReleaseHangs(t.fs().clone());
     cache.set("k", &"old").await.unwrap();
     spin_until(|| t.fs().calls(FsOp::WriteNew) == 1).await;
     // Past io_timeout: the write is stuck.
@@ -128,7 +123,7 @@ async fn hung_write_hangs_neither_flush_nor_clear_and_the_clear_wins() {
     assert_eq!(cache.stats().writes_ok, 1);
     assert_eq!(cache.get::<String>("k").await.unwrap(), None);
     cache.close().await.unwrap();
-    let reopened = open(&t, settings(&t)).await;
+    let reopened = open(&t, |b| b).await;
     assert_eq!(reopened.get::<String>("k").await.unwrap(), None);
     assert_eq!(reopened.stats().warm_entries, 0);
 }
