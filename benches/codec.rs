@@ -34,10 +34,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use serde::{Deserialize, Serialize};
 use tiercache::warm::layout::{key_hash, Layout};
+use tiercache::workload::{ChatCompletion, Choice, FunctionCall, Message, Rng, ToolCall, Usage};
 use tiercache::{Codec, Durability, Encoding, Source, TieredCache, WritePolicy};
-use workload::{Kind, Rng};
+use workload::Kind;
 
 /// JSON sizes of the values: ~4 KiB and ~64 KiB.
 const SIZES: [usize; 2] = [4 << 10, 64 << 10];
@@ -49,55 +49,6 @@ const WARM_N: usize = 1000;
 const SET_KEYS: usize = 1024;
 /// Longest burst of write-behind sets timed before the queue is drained.
 const BURST: u64 = 256;
-
-/// An OpenAI-style `chat.completion` response body with tool calls.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ChatCompletion {
-    pub id: String,
-    pub object: String,
-    pub created: u64,
-    pub model: String,
-    pub choices: Vec<Choice>,
-    pub usage: Usage,
-    pub system_fingerprint: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Choice {
-    pub index: u32,
-    pub message: Message,
-    pub finish_reason: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Message {
-    pub role: String,
-    pub content: Option<String>,
-    pub refusal: Option<String>,
-    pub tool_calls: Vec<ToolCall>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ToolCall {
-    pub id: String,
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub function: FunctionCall,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FunctionCall {
-    pub name: String,
-    /// The arguments as the API sends them: a JSON document in a string.
-    pub arguments: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Usage {
-    pub prompt_tokens: u32,
-    pub completion_tokens: u32,
-    pub total_tokens: u32,
-}
 
 fn alnum(rng: &mut Rng, n: usize) -> String {
     const A: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";

@@ -69,10 +69,7 @@ fn main() {
                     .build()
                     .await
                     .unwrap();
-                for (k, v) in keys.iter().zip(&values) {
-                    cache.set_bytes(k, v).await.unwrap();
-                }
-                cache.flush().await.unwrap();
+                workload::fill(&cache, &keys, &values).await;
                 let s = cache.stats();
                 cache.close().await.unwrap();
                 s

@@ -62,10 +62,7 @@ fn bench_get_bytes(c: &mut Criterion) {
         let dir = workload::bench_dir("hot");
         let cache = rt.block_on(async {
             let cache = open_hot(dir.path()).await;
-            for (k, v) in keys.iter().zip(&values) {
-                cache.set_bytes(k, v).await.unwrap();
-            }
-            cache.flush().await.unwrap();
+            workload::fill(&cache, &keys, &values).await;
             cache
         });
         let raw: RawLru = Mutex::new(LruCache::new(NonZeroUsize::new(n).unwrap()));

@@ -51,10 +51,7 @@ fn bench_breaker_overhead(c: &mut Criterion) {
             .build()
             .await
             .unwrap();
-        for (k, v) in keys.iter().zip(&values) {
-            cache.set_bytes(k, v).await.unwrap();
-        }
-        cache.flush().await.unwrap();
+        workload::fill(&cache, &keys, &values).await;
         cache
     });
     group.bench_function(BenchmarkId::new("warm_get_bytes", "4KiB"), |b| {

@@ -90,10 +90,7 @@ fn bench_threads(c: &mut Criterion) {
             .build()
             .await
             .unwrap();
-        for (k, v) in keys.iter().zip(&values) {
-            cache.set_bytes(k, v).await.unwrap();
-        }
-        cache.flush().await.unwrap();
+        workload::fill(&cache, &keys, &values).await;
         cache
     });
     let raw: RawLru = Mutex::new(LruCache::new(NonZeroUsize::new(N).unwrap()));

@@ -109,10 +109,7 @@ fn bench_warm(c: &mut Criterion) {
         let dir = workload::bench_dir("warm");
         let cache = rt.block_on(async {
             let cache = open_warm_only(dir.path()).await;
-            for (k, v) in keys.iter().zip(&values) {
-                cache.set_bytes(k, v).await.unwrap();
-            }
-            cache.flush().await.unwrap();
+            workload::fill(&cache, &keys, &values).await;
             cache
         });
         let layout = Layout::new(cache.root());
@@ -255,10 +252,7 @@ fn bench_warm_promote(c: &mut Criterion) {
             .build()
             .await
             .unwrap();
-        for (k, v) in keys.iter().zip(&values) {
-            cache.set_bytes(k, v).await.unwrap();
-        }
-        cache.flush().await.unwrap();
+        workload::fill(&cache, &keys, &values).await;
         cache
     });
     group.bench_function(BenchmarkId::new("tiercache_promote", "4KiB"), |b| {

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tiercache::agent::{Controls, Namespace};
+use tiercache::workload::{Rng, Zipf};
 use tiercache::{Stats, TieredCache};
 
 /// What we send to the model (OpenAI-style).
@@ -59,27 +60,6 @@ impl std::fmt::Display for Overloaded {
     }
 }
 
-/// A tiny seeded PRNG (splitmix64), so every run draws the same workload.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    /// A question index, skewed like real traffic: a few questions are asked all the time.
-    fn zipf(&mut self, n: usize) -> usize {
-        let u = (self.next() >> 11) as f64 / (1u64 << 53) as f64;
-        ((n as f64).powf(u) - 1.0).floor() as usize % n
-    }
-}
-
 /// The simulated model: 20-60 ms per call, 6% overloaded, 4% truncated; every call fails
 /// while `down`.
 struct Model {
@@ -93,7 +73,7 @@ impl Model {
         self.calls.fetch_add(1, Ordering::Relaxed);
         let (latency, roll) = {
             let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
-            (20 + rng.below(40), rng.below(100))
+            (20 + rng.below(40) as u64, rng.below(100))
         };
         tokio::time::sleep(Duration::from_millis(latency)).await;
         if roll < 6 || self.down.load(Ordering::Relaxed) {
@@ -237,13 +217,15 @@ async fn traffic(backend: &Backend, seed: u64, workers: u64, per_worker: u64) {
     for w in 0..workers {
         let backend = backend.clone();
         tasks.push(tokio::spawn(async move {
-            let mut rng = Rng(seed ^ (w + 1).wrapping_mul(0x9E37_79B9));
+            let mut rng = Rng::stream(seed, w);
+            // A few questions are asked all the time, as in real traffic.
+            let popular = Zipf::new(QUESTIONS.len(), 1.0);
             for _ in 0..per_worker {
-                let q = QUESTIONS[rng.zipf(QUESTIONS.len())];
-                let regenerate = rng.below(100) < 2;
-                backend.answer(q, rng.below(1000), regenerate).await;
+                let q = QUESTIONS[popular.sample(&mut rng)];
+                let regenerate = rng.chance(0.02);
+                backend.answer(q, rng.below(1000) as u64, regenerate).await;
                 // Think time between a user's messages.
-                tokio::time::sleep(Duration::from_millis(rng.below(5))).await;
+                tokio::time::sleep(Duration::from_millis(rng.below(5) as u64)).await;
             }
         }));
     }
@@ -339,7 +321,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .hot_shards(1)
         .min_free_bytes(0);
     let model = Arc::new(Model {
-        rng: Mutex::new(Rng(42)),
+        rng: Mutex::new(Rng::new(42)),
         calls: AtomicU64::new(0),
         down: AtomicBool::new(false),
     });

@@ -73,6 +73,8 @@ mod sync;
 pub mod testing;
 pub mod verify;
 pub mod warm;
+#[cfg(any(test, feature = "workload"))]
+pub mod workload;
 mod writer;
 
 pub use agent::{Controls, Namespace, RequestKey, RequestKeyBuilder};

@@ -7,6 +7,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::fs::{DirEntryInfo, FileRead, Fs, StdFs};
+use crate::workload::Rng;
 
 /// The operations of [`Fs`], plus the fsync inside `write_new`, counted separately.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -86,11 +87,11 @@ pub struct Rule {
     seen: u64,
 }
 
-fn splitmix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
+/// Whether a `one_in(n, seed)` rule fires on its `seen`-th matching call: a seeded hash of the
+/// call's index, so the same seed and call order always fire on the same calls.
+fn fires_one_in(n: u64, seed: u64, seen: u64) -> bool {
+    let hashed_index = Rng::new(seen).next_u64();
+    Rng::new(seed ^ hashed_index).next_u64() % n == 0
 }
 
 impl Rule {
@@ -236,7 +237,7 @@ impl FaultFs {
             }
             if let Some((n, seed)) = rule.one_in {
                 rule.seen += 1;
-                if splitmix(seed ^ splitmix(rule.seen)) % n != 0 {
+                if !fires_one_in(n, seed, rule.seen) {
                     continue;
                 }
             }

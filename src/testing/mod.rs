@@ -1,5 +1,7 @@
-//! Test support: a fault-injecting [`Fs`](crate::fs::Fs) decorator ([`FaultFs`]) and a power-loss simulator
-//! ([`CrashFs`]).
+//! Fault-injecting file system and fixtures for tests of code that embeds tiercache: a
+//! fault-injecting [`Fs`](crate::fs::Fs) decorator ([`FaultFs`]), a power-loss simulator
+//! ([`CrashFs`]), and the fixture that builds caches for tests ([`TestDir`], [`TestCache`],
+//! [`wait_until`], [`copy_dir`]).
 //!
 //! Available to this crate's tests and, with the `test-util` feature, to code that embeds
 //! tiercache and wants to test its own behaviour on a sick disk.
@@ -13,13 +15,16 @@
 //! # fn libc_enospc() -> i32 { 28 }
 //! ```
 //!
-//! Files: `fault` ([`FaultFs`] and its rules), `crash` ([`CrashFs`]).
+//! Files: `fault` ([`FaultFs`] and its rules), `crash` ([`CrashFs`]), `fixture` ([`TestDir`],
+//! [`TestCache`]).
 
 mod crash;
 mod fault;
+mod fixture;
 
 pub use crash::CrashFs;
 pub use fault::{Fault, FaultFs, FsOp, Rule};
+pub use fixture::{builder, copy_dir, wait_until, TestCache, TestDir};
 
 #[cfg(test)]
 mod tests {

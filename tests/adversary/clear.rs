@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tiercache::testing::{Fault, FaultFs, FsOp, Rule};
-use tiercache::{Error, ManualClock, Mode};
+use tiercache::{Error, Mode};
 
 use crate::helpers::*;
 
@@ -23,9 +23,7 @@ async fn populate(cache: &tiercache::TieredCache, n: usize, tag: &str) {
 /// flush on a healed disk records it; then close is Ok and nothing from before comes back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clear_whose_fence_fails_is_reported_until_it_is_recorded() {
-    let dir = tempdir();
-    let root = root_in(&dir);
-    let clock = ManualClock::new(T0);
+    let (_dir, root, clock) = scenario();
     let fs = Arc::new(FaultFs::std());
     let b = builder(&root, &clock)
         .fs(fs.clone())
@@ -84,9 +82,7 @@ async fn clear_whose_fence_fails_is_reported_until_it_is_recorded() {
 /// shows is allowed to include old entries).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clear_whose_fence_never_lands_is_reported_by_close() {
-    let dir = tempdir();
-    let root = root_in(&dir);
-    let clock = ManualClock::new(T0);
+    let (_dir, root, clock) = scenario();
     let fs = Arc::new(FaultFs::std());
     let cache = builder(&root, &clock)
         .fs(fs.clone())
@@ -115,9 +111,7 @@ async fn clear_whose_fence_never_lands_is_reported_by_close() {
 /// it (during the outage) is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clear_during_an_outage_then_recovery_then_restart() {
-    let dir = tempdir();
-    let root = root_in(&dir);
-    let clock = ManualClock::new(T0);
+    let (_dir, root, clock) = scenario();
     let fs = Arc::new(FaultFs::std());
     let cache = builder(&root, &clock)
         .fs(fs.clone())
@@ -163,9 +157,7 @@ async fn clear_during_an_outage_then_recovery_then_restart() {
 /// rewritten and removed around them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clear_with_undeletable_files_never_serves_them() {
-    let dir = tempdir();
-    let root = root_in(&dir);
-    let clock = ManualClock::new(T0);
+    let (_dir, root, clock) = scenario();
     let fs = Arc::new(FaultFs::std());
     let cache = builder(&root, &clock)
         .fs(fs.clone())
@@ -206,9 +198,7 @@ async fn clear_with_undeletable_files_never_serves_them() {
 /// forever, must win (the write, when it lands, is deleted), also after a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clear_racing_a_hung_write_wins_after_restart() {
-    let dir = tempdir();
-    let root = root_in(&dir);
-    let clock = ManualClock::new(T0);
+    let (_dir, root, clock) = scenario();
     let fs = Arc::new(FaultFs::std());
     let cache = builder(&root, &clock)
         .fs(fs.clone())
@@ -255,9 +245,7 @@ async fn clear_racing_a_hung_write_wins_after_restart() {
 async fn clear_racing_concurrent_sets() {
     use std::sync::atomic::{AtomicU8, Ordering};
     for write_through_policy in [false, true] {
-        let dir = tempdir();
-        let root = root_in(&dir);
-        let clock = ManualClock::new(T0);
+        let (_dir, root, clock) = scenario();
         let fs = Arc::new(FaultFs::std());
         fs.add_rule(
             Rule::new(Fault::Delay(Duration::from_millis(3)))

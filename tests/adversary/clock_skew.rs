@@ -19,8 +19,7 @@ use crate::helpers::*;
 /// `get("k")` must be a miss, never v1, which is older than what process 2 last set.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_write_after_a_clock_step_back_never_serves_the_older_file() {
-    let dir = tempdir();
-    let root = root_in(&dir);
+    let (_dir, root, _) = scenario();
     let clock1 = ManualClock::new(T0);
     let p1 = builder(&root, &clock1).build().await.unwrap();
     p1.set_bytes("k", b"v1 (older)".to_vec()).await.unwrap();
@@ -68,9 +67,7 @@ async fn lost_write_after_a_clock_step_back_never_serves_the_older_file() {
 /// The same without a skewed clock (control): the older file is never served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_write_with_a_monotonic_clock_never_serves_the_older_file() {
-    let dir = tempdir();
-    let root = root_in(&dir);
-    let clock = ManualClock::new(T0);
+    let (_dir, root, clock) = scenario();
     let p1 = builder(&root, &clock).build().await.unwrap();
     p1.set_bytes("k", b"v1 (older)".to_vec()).await.unwrap();
     p1.close().await.unwrap();
@@ -116,8 +113,7 @@ async fn lost_write_with_a_monotonic_clock_never_serves_the_older_file() {
 /// flushes must read back after its restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clear_fence_survives_a_clock_step_back() {
-    let dir = tempdir();
-    let root = root_in(&dir);
+    let (_dir, root, _) = scenario();
     let clock1 = ManualClock::new(T0);
     let p1 = builder(&root, &clock1).build().await.unwrap();
     p1.set_bytes("before-clear", b"old".to_vec()).await.unwrap();
@@ -152,9 +148,7 @@ async fn acked_write_while_the_fence_is_unknown_survives_restart() {
     let mut problems = Vec::new();
     // 0: the restart reads the same millisecond as the clear; 5 s: a step back.
     for skew in [0u64, 5_000] {
-        let dir = tempdir();
-        let root = root_in(&dir);
-        let clock = ManualClock::new(T0);
+        let (_dir, root, clock) = scenario();
         let p1 = builder(&root, &clock).build().await.unwrap();
         p1.set_bytes("x", b"old".to_vec()).await.unwrap();
         p1.clear().await.unwrap();
@@ -204,8 +198,7 @@ async fn acked_write_while_the_fence_is_unknown_survives_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn value_set_after_another_instances_clear_survives_restart() {
     for (skew_ms, survives) in [(-5_000i64, true), (0, false), (5_000, false)] {
-        let dir = tempdir();
-        let root = root_in(&dir);
+        let (_dir, root, _) = scenario();
         let clock_a = ManualClock::new(T0);
         let clock_b = ManualClock::new(T0.saturating_add_signed(-skew_ms));
         let a = builder(&root, &clock_a).build().await.unwrap();

@@ -5,11 +5,10 @@
 //! state of the operation the cut interrupted; a clear that was acknowledged must hold.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tiercache::testing::CrashFs;
+use tiercache::testing::{copy_dir, CrashFs};
 use tiercache::{Error, ManualClock, TieredCache};
 
 use crate::helpers::*;
@@ -53,28 +52,13 @@ fn apply(s: &mut State, step: Step) {
     }
 }
 
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let t = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_tree(&e.path(), &t);
-        } else {
-            std::fs::copy(e.path(), &t).unwrap();
-        }
-    }
-}
-
 fn val(k: &str, v: u64) -> Vec<u8> {
     value_for(k.as_bytes(), v, 300 + (v as usize * 997) % 9000)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn power_cut_at_every_call_with_clears_keeps_every_acknowledgement() {
-    let seed_dir = tempdir();
-    let seed_root = root_in(&seed_dir);
-    let clock = ManualClock::new(T0);
+    let (_seed_dir, seed_root, clock) = scenario();
     {
         let c = builder(&seed_root, &clock).build().await.unwrap();
         for (i, k) in PRE.iter().enumerate() {
@@ -89,9 +73,9 @@ async fn power_cut_at_every_call_with_clears_keeps_every_acknowledgement() {
     let mut problems = Vec::new();
     let mut points = 0;
     for n in 0..600u64 {
-        let work = tempdir();
+        let work = tempfile::tempdir().unwrap();
         let root = work.path().join("cache");
-        copy_tree(&seed_root, &root);
+        copy_dir(&seed_root, &root).unwrap();
         let fs = Arc::new(CrashFs::new(&root).unwrap());
         let root = fs.root().to_owned();
         fs.power_off_after(n);

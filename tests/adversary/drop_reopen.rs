@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tiercache::testing::{Fault, FaultFs, FsOp, Rule};
-use tiercache::ManualClock;
 
 use crate::helpers::*;
 
@@ -18,9 +17,7 @@ use crate::helpers::*;
 /// instance writes the same keys.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_instances_queued_write_lands_last_and_wins() {
-    let dir = tempdir();
-    let root = root_in(&dir);
-    let clock = ManualClock::new(T0);
+    let (_dir, root, clock) = scenario();
     let fs = Arc::new(FaultFs::std());
     // A slow disk for the first instance: its writes take 300 ms.
     fs.add_rule(Rule::new(Fault::Delay(Duration::from_millis(300))).ops(&[FsOp::WriteNew]));
@@ -46,9 +43,7 @@ async fn a_dropped_instances_queued_write_lands_last_and_wins() {
 /// the background writer had time: every value set is there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_cache_still_writes_its_queue() {
-    let dir = tempdir();
-    let root = root_in(&dir);
-    let clock = ManualClock::new(T0);
+    let (_dir, root, clock) = scenario();
     let c = builder(&root, &clock).build().await.unwrap();
     for i in 0..50 {
         c.set_bytes(

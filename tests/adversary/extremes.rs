@@ -84,8 +84,7 @@ fn allowed(r: &tiercache::Result<()>) -> bool {
 
 /// A small workload on one configuration and clock; returns what went wrong.
 async fn workload(name: &str, edit: Edit, clock_ms: u64) -> Vec<String> {
-    let dir = tempdir();
-    let root = root_in(&dir);
+    let (_dir, root, _) = scenario();
     let clock = ManualClock::new(clock_ms);
     let mut bad = Vec::new();
     let cache: TieredCache = match edit(builder(&root, &clock)).build().await {
@@ -223,9 +222,7 @@ async fn clock_extremes_neither_panic_nor_hang() {
 /// Settings the builder must refuse with `Error::Config` (never a panic).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_settings_are_config_errors() {
-    let dir = tempdir();
-    let root = root_in(&dir);
-    let clock = ManualClock::new(T0);
+    let (_dir, root, clock) = scenario();
     let cases: &[(&str, Edit)] = &[
         ("entries 0", |b| b.hot_capacity_entries(0)),
         ("shards 0", |b| b.hot_shards(0)),
@@ -344,9 +341,7 @@ impl tiercache::Fs for PanicFs {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn panics_in_the_fs_are_contained() {
-    let dir = tempdir();
-    let root = root_in(&dir);
-    let clock = ManualClock::new(T0);
+    let (_dir, root, clock) = scenario();
     {
         let c = builder(&root, &clock).build().await.unwrap();
         c.set_bytes("read-boom", b"on disk".to_vec()).await.unwrap();

@@ -1,4 +1,5 @@
-//! Shared fixtures: directories, builders, a hookable `Fs`, a seeded PRNG, errno constants.
+//! Shared fixtures: scenario directories and per-instance builders (over the crate's
+//! `TestDir`), self-checking values, a hookable `Fs`, errno constants.
 
 #![allow(dead_code)]
 
@@ -8,6 +9,10 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use tiercache::fs::{DirEntryInfo, FileRead, StdFs};
+pub use tiercache::testing::wait_until;
+use tiercache::testing::{self, FaultFs, TestDir};
+use tiercache::warm::layout::{hex, key_hash, Layout};
+pub use tiercache::workload::Rng;
 use tiercache::{Builder, Durability, Fs, ManualClock, Mode, TieredCache, WritePolicy};
 
 pub const EIO: i32 = 5;
@@ -19,22 +24,19 @@ pub const EFBIG: i32 = 27;
 /// A fixed, realistic wall time (2025-01-01) so scenarios replay exactly.
 pub const T0: u64 = 1_735_689_600_000;
 
-pub fn tempdir() -> tempfile::TempDir {
-    tempfile::tempdir().expect("temp dir")
+/// The directory of a scenario, its cache root (`cache` in the temporary directory, by its
+/// canonical path) and its clock (a manual one at [`T0`]); instances with clocks of their own
+/// are opened with [`builder`].
+pub fn scenario() -> (TestDir, PathBuf, ManualClock) {
+    let dir = TestDir::new().subdir("cache").manual_clock(T0);
+    let (root, clock) = (dir.root().to_owned(), dir.clock().clone());
+    (dir, root, clock)
 }
 
-/// The canonical cache root inside a temp dir.
-pub fn root_in(dir: &tempfile::TempDir) -> PathBuf {
-    let r = dir.path().join("cache");
-    std::fs::create_dir_all(&r).unwrap();
-    std::fs::canonicalize(&r).unwrap()
-}
-
-/// A builder with `min_free_bytes(0)` (a full test disk must not refuse writes) and the clock.
+/// A builder for `root` with the test settings and `clock` (each instance of a scenario may
+/// have its own).
 pub fn builder(root: &Path, clock: &ManualClock) -> Builder {
-    TieredCache::builder(root)
-        .min_free_bytes(0)
-        .clock(Arc::new(clock.clone()))
+    testing::builder(root).clock(Arc::new(clock.clone()))
 }
 
 /// A plain reader over a directory: a fresh instance with default settings and the real fs.
@@ -45,23 +47,31 @@ pub async fn fresh(root: &Path, clock: &ManualClock) -> TieredCache {
         .expect("open a fresh reader")
 }
 
+/// Settings under which one failed disk call sends the cache memory-only at once, and a
+/// healthy disk brings it back within tens of milliseconds.
+pub fn sick(b: Builder, fs: &Arc<FaultFs>) -> Builder {
+    b.fs(fs.clone())
+        .failure_threshold(1)
+        .memory_only_after(1)
+        .open_timeout(Duration::from_millis(10))
+        .recovery_interval(Duration::from_millis(20))
+        .health_interval(Duration::from_millis(20))
+        .io_timeout(Duration::from_secs(2))
+}
+
 pub fn write_through(b: Builder) -> Builder {
     b.write_policy(WritePolicy::WriteThrough)
         .durability(Durability::Fsync)
 }
 
-/// Where the entry file of `key` is: `<root>/v1/ab/cd/<blake3 hex>`.
+/// Where the entry file of `key` is (the library's layout; tests/core pins the layout itself).
 pub fn entry_path(root: &Path, key: impl AsRef<[u8]>) -> PathBuf {
-    let h = hex_of(key.as_ref());
-    root.join("v1").join(&h[0..2]).join(&h[2..4]).join(&h)
+    Layout::new(root).entry_path(&key_hash(key.as_ref()))
 }
 
+/// The hex name of `key`'s entry file.
 pub fn hex_of(key: &[u8]) -> String {
-    blake3::hash(key)
-        .as_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&key_hash(key))
 }
 
 /// Files under `<root>/tmp`.
@@ -69,20 +79,6 @@ pub fn temp_files(root: &Path) -> usize {
     std::fs::read_dir(root.join("tmp"))
         .map(|d| d.count())
         .unwrap_or(0)
-}
-
-/// Polls `cond` every 5 ms until it holds or `limit` passes; returns whether it held.
-pub async fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    loop {
-        if cond() {
-            return true;
-        }
-        if start.elapsed() > limit {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 /// Waits until the cache is tiered with a closed breaker and `flush` returns Ok.
@@ -108,7 +104,7 @@ pub async fn settle(cache: &TieredCache, limit: Duration) -> tiercache::Result<(
 pub fn value_for(key: &[u8], seq: u64, len: usize) -> Vec<u8> {
     let mut v = format!("{}#{seq}|", hex_of(key)).into_bytes();
     let mut rng =
-        Rng(seq ^ u64::from_le_bytes(blake3::hash(key).as_bytes()[..8].try_into().unwrap()));
+        Rng::new(seq ^ u64::from_le_bytes(blake3::hash(key).as_bytes()[..8].try_into().unwrap()));
     while v.len() < len {
         v.push((rng.next_u64() & 0xff) as u8);
     }
@@ -134,26 +130,6 @@ pub fn check_value(key: &[u8], v: &[u8]) -> Result<u64, String> {
         return Err(format!("torn value for seq {seq} ({} bytes)", v.len()));
     }
     Ok(seq)
-}
-
-/// splitmix64.
-#[derive(Debug, Clone)]
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n.max(1)
-    }
-    pub fn chance(&mut self, num: u64, den: u64) -> bool {
-        self.below(den) < num
-    }
 }
 
 /// A gate a hooked fs call stops at: the test learns that the call got there (`reached`) and

@@ -6,20 +6,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tiercache::{Error, ManualClock, TieredCache};
+use tiercache::{Error, TieredCache};
 
 use crate::helpers::*;
 
 fn incompressible(n: usize, seed: u64) -> Vec<u8> {
-    let mut r = Rng(seed);
+    let mut r = Rng::new(seed);
     (0..n).map(|_| (r.next_u64() & 0xff) as u8).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_keys_and_boundary_values_round_trip_exactly() {
-    let dir = tempdir();
-    let root = root_in(&dir);
-    let clock = ManualClock::new(T0);
+    let (dir, root, clock) = scenario();
     let max_entry = 256 << 10;
     let max_key = 4096;
     let b = builder(&root, &clock)
@@ -125,9 +123,7 @@ struct Other {
 /// A typed value read back as another type: a decode miss, and the entry is left as it was.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_type_is_a_decode_miss_and_changes_nothing() {
-    let dir = tempdir();
-    let root = root_in(&dir);
-    let clock = ManualClock::new(T0);
+    let (_dir, root, clock) = scenario();
     let cache = builder(&root, &clock)
         .hot_capacity_entries(1)
         .build()
@@ -161,9 +157,7 @@ async fn wrong_type_is_a_decode_miss_and_changes_nothing() {
 /// never a hang on the FIFO), and a later set of the key works and reads back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn planted_files_are_never_served_and_never_hang() {
-    let dir = tempdir();
-    let root = root_in(&dir);
-    let clock = ManualClock::new(T0);
+    let (_dir, root, clock) = scenario();
     {
         let c = builder(&root, &clock).build().await.unwrap();
         c.set_bytes("donor", b"the donor's value".to_vec())
@@ -260,9 +254,7 @@ async fn planted_files_are_never_served_and_never_hang() {
 /// to the queue and the disk): every value read is whole and was set for that key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_key_hammered_by_many_tasks_is_never_torn() {
-    let dir = tempdir();
-    let root = root_in(&dir);
-    let clock = ManualClock::new(T0);
+    let (_dir, root, clock) = scenario();
     let cache: TieredCache = builder(&root, &clock)
         .hot_capacity_bytes(64 << 10)
         .durability(tiercache::Durability::NoSync)
@@ -275,10 +267,10 @@ async fn one_key_hammered_by_many_tasks_is_never_torn() {
         let c = cache.clone();
         let bad = bad.clone();
         hs.push(tokio::spawn(async move {
-            let mut r = Rng(t);
+            let mut r = Rng::new(t);
             for i in 0..60u64 {
-                if r.chance(1, 2) {
-                    let len = [0, 100, 20_000, 200_000][r.below(4) as usize];
+                if r.chance(1.0 / 2.0) {
+                    let len = [0, 100, 20_000, 200_000][r.below(4)];
                     c.set_bytes("hot-key", value_for(b"hot-key", t * 1000 + i, len))
                         .await
                         .unwrap();
@@ -290,7 +282,7 @@ async fn one_key_hammered_by_many_tasks_is_never_torn() {
                         bad.lock().unwrap().push(e);
                     }
                 }
-                if r.chance(1, 10) {
+                if r.chance(1.0 / 10.0) {
                     c.remove("hot-key").await.unwrap();
                 }
             }

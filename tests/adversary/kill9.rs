@@ -60,10 +60,10 @@ fn child() {
             let cache = cache.clone();
             let say = say.clone();
             hs.push(tokio::spawn(async move {
-                let mut r = Rng(base + t as u64);
+                let mut r = Rng::new(base + t as u64);
                 for i in 0u64.. {
                     let id = base + i * TASKS as u64 + t as u64;
-                    let k = key(t, r.below(KEYS as u64) as usize);
+                    let k = key(t, r.below(KEYS));
                     let roll = r.below(100);
                     let res = if t == 0 && roll < 4 {
                         say(format!("B {t} {id} clear -"));
@@ -72,7 +72,7 @@ fn child() {
                         say(format!("B {t} {id} rm {k}"));
                         cache.remove(&k).await.map(|_| ())
                     } else {
-                        let len = [10usize, 900, 5000, 40_000][r.below(4) as usize];
+                        let len = [10usize, 900, 5000, 40_000][r.below(4)];
                         say(format!("B {t} {id} set {k} {len}"));
                         cache.set_bytes(&k, value_for(k.as_bytes(), id, len)).await
                     };
@@ -105,14 +105,13 @@ fn write_through_acks_survive_kill_minus_nine_with_concurrent_tasks() {
     if std::env::var(ROLE).as_deref() == Ok("child") {
         return child();
     }
-    let dir = tempdir();
-    let root = root_in(&dir);
+    let (_dir, root, _) = scenario();
     let exe = std::env::current_exe().unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let mut rng = Rng(0xadd5);
+    let mut rng = Rng::new(0xadd5);
     // Known state of each key after the previous cycle (None: absent).
     let mut model: HashMap<String, Option<u64>> = HashMap::new();
     let mut problems = Vec::new();
@@ -148,7 +147,7 @@ fn write_through_acks_survive_kill_minus_nine_with_concurrent_tasks() {
             }
             lines.push(line.trim_end().to_string());
         }
-        std::thread::sleep(Duration::from_micros(rng.below(3000)));
+        std::thread::sleep(Duration::from_micros(rng.below(3000) as u64));
         child.kill().unwrap();
         let status = child.wait().unwrap();
         for line in out.lines() {

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tiercache::testing::{Fault, FaultFs, FsOp, Rule};
-use tiercache::{Error, ManualClock, TieredCache, WritePolicy};
+use tiercache::{Error, TieredCache, WritePolicy};
 
 use crate::helpers::*;
 
@@ -63,17 +63,18 @@ async fn task(
     violations: Arc<Mutex<Vec<String>>>,
     phase: usize,
 ) {
-    let mut rng = Rng(cfg
-        .seed
-        .wrapping_mul(1000)
-        .wrapping_add((t * 10 + phase) as u64));
+    let mut rng = Rng::new(
+        cfg.seed
+            .wrapping_mul(1000)
+            .wrapping_add((t * 10 + phase) as u64),
+    );
     let v = |s: String| violations.lock().unwrap().push(s);
     for i in 0..OPS {
-        let k = key(t, rng.below(KEYS as u64) as usize);
+        let k = key(t, rng.below(KEYS));
         let seq = ((phase * OPS + i) * TASKS + t) as u64;
         match rng.below(10) {
             0..=3 => {
-                let len = [0usize, 10, 200, 3000, 20_000][rng.below(5) as usize];
+                let len = [0usize, 10, 200, 3000, 20_000][rng.below(5)];
                 let val = value_for(k.as_bytes(), seq, len);
                 let r = cache.set_bytes(&k, &val).await;
                 let acked = match r {
@@ -163,16 +164,14 @@ async fn task(
                 }
             }
         }
-        if rng.chance(1, 8) {
+        if rng.chance(1.0 / 8.0) {
             tokio::task::yield_now().await;
         }
     }
 }
 
 async fn run(cfg: Cfg) {
-    let dir = tempdir();
-    let root = root_in(&dir);
-    let clock = ManualClock::new(T0);
+    let (_dir, root, clock) = scenario();
     let fs = Arc::new(FaultFs::std());
     let n = cfg.fault_one_in;
     let s = cfg.seed;

@@ -6,19 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tiercache::testing::{Fault, FaultFs, FsOp, Rule};
-use tiercache::{Builder, Error, ManualClock, Mode};
+use tiercache::{Error, Mode};
 
 use crate::helpers::*;
-
-fn sick(b: Builder, fs: &Arc<FaultFs>) -> Builder {
-    b.fs(fs.clone())
-        .failure_threshold(1)
-        .memory_only_after(1)
-        .open_timeout(Duration::from_millis(10))
-        .recovery_interval(Duration::from_millis(20))
-        .health_interval(Duration::from_millis(20))
-        .io_timeout(Duration::from_secs(2))
-}
 
 async fn go_memory_only(cache: &tiercache::TieredCache, fs: &FaultFs) {
     fs.add_rule(Rule::new(Fault::Errno(EIO)));
@@ -37,9 +27,7 @@ async fn go_memory_only(cache: &tiercache::TieredCache, fs: &FaultFs) {
 /// close is Ok and the restart shows the new value.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn value_lost_in_an_outage_never_brings_the_older_file_back() {
-    let dir = tempdir();
-    let root = root_in(&dir);
-    let clock = ManualClock::new(T0);
+    let (_dir, root, clock) = scenario();
     let fs = Arc::new(FaultFs::std());
     let b = sick(builder(&root, &clock), &fs)
         .hot_capacity_entries(2)
@@ -106,9 +94,7 @@ async fn value_lost_in_an_outage_never_brings_the_older_file_back() {
 /// restart), and the filler values written during the outage must all land.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remove_during_an_outage_with_the_tombstone_evicted_stays_removed() {
-    let dir = tempdir();
-    let root = root_in(&dir);
-    let clock = ManualClock::new(T0);
+    let (_dir, root, clock) = scenario();
     let fs = Arc::new(FaultFs::std());
     let b = sick(builder(&root, &clock), &fs)
         .hot_capacity_entries(2)
@@ -166,9 +152,7 @@ async fn remove_during_an_outage_with_the_tombstone_evicted_stays_removed() {
 /// close is Ok; the key is gone after a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remove_during_an_outage_lands_on_recovery() {
-    let dir = tempdir();
-    let root = root_in(&dir);
-    let clock = ManualClock::new(T0);
+    let (_dir, root, clock) = scenario();
     let fs = Arc::new(FaultFs::std());
     let cache = sick(builder(&root, &clock), &fs).build().await.unwrap();
     cache.set_bytes("k", b"v".to_vec()).await.unwrap();
@@ -193,16 +177,14 @@ async fn remove_during_an_outage_lands_on_recovery() {
 /// last value (or absence) of every key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolling_outages_with_room_in_memory_lose_nothing() {
-    let dir = tempdir();
-    let root = root_in(&dir);
-    let clock = ManualClock::new(T0);
+    let (_dir, root, clock) = scenario();
     let fs = Arc::new(FaultFs::std());
     let b = sick(builder(&root, &clock), &fs)
         .failure_threshold(2)
         .memory_only_after(4);
     let cache = b.clone().build().await.unwrap();
     let mut model: std::collections::BTreeMap<String, Option<Vec<u8>>> = Default::default();
-    let mut rng = Rng(42);
+    let mut rng = Rng::new(42);
     let mut seq = 0;
     for errno in [ENOSPC, EROFS, EIO, EACCES] {
         fs.add_rule(Rule::new(Fault::Errno(errno)).ops(&[
@@ -214,11 +196,11 @@ async fn rolling_outages_with_room_in_memory_lose_nothing() {
         for _ in 0..40 {
             seq += 1;
             let k = format!("k{}", rng.below(12));
-            if rng.chance(1, 4) {
+            if rng.chance(1.0 / 4.0) {
                 cache.remove(&k).await.unwrap();
                 model.insert(k, None);
             } else {
-                let v = value_for(k.as_bytes(), seq, 50 + rng.below(3000) as usize);
+                let v = value_for(k.as_bytes(), seq, 50 + rng.below(3000));
                 cache.set_bytes(&k, &v).await.unwrap();
                 model.insert(k, Some(v));
             }
@@ -254,9 +236,7 @@ async fn rolling_outages_with_room_in_memory_lose_nothing() {
 /// Ok, although k1, set before A began, is not on disk.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flush_is_not_ok_while_an_entry_set_before_it_is_not_on_disk() {
-    let dir = tempdir();
-    let root = root_in(&dir);
-    let clock = ManualClock::new(T0);
+    let (_dir, root, clock) = scenario();
     let fs = Arc::new(FaultFs::std());
     let h1 = hex_of(b"k1")[..16].to_string();
     let h2 = hex_of(b"k2")[..16].to_string();
@@ -329,9 +309,7 @@ async fn flush_is_not_ok_while_an_entry_set_before_it_is_not_on_disk() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dirty_value_that_expires_never_uncovers_the_older_file() {
     for memory_only in [false, true] {
-        let dir = tempdir();
-        let root = root_in(&dir);
-        let clock = ManualClock::new(T0);
+        let (_dir, root, clock) = scenario();
         let fs = Arc::new(FaultFs::std());
         let cache = builder(&root, &clock)
             .fs(fs.clone())

@@ -6,13 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tiercache::testing::{Fault, FaultFs, FsOp, Rule};
-use tiercache::ManualClock;
 
 use crate::helpers::*;
 
 fn val(tag: &str, n: usize) -> Vec<u8> {
     let mut v = tag.as_bytes().to_vec();
-    let mut r = Rng(n as u64 ^ 77);
+    let mut r = Rng::new(n as u64 ^ 77);
     while v.len() < n {
         v.push((r.next_u64() & 0xff) as u8);
     }
@@ -23,9 +22,7 @@ fn val(tag: &str, n: usize) -> Vec<u8> {
 /// A's LRU eviction must not delete B's newer, acknowledged (write-through, fsynced) file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warm_eviction_in_one_instance_never_deletes_a_newer_file_of_another() {
-    let dir = tempdir();
-    let root = root_in(&dir);
-    let clock = ManualClock::new(T0);
+    let (_dir, root, clock) = scenario();
     // About 1.1 KiB per entry file: the budget holds two.
     let a = builder(&root, &clock)
         .warm_capacity_bytes(2600)
@@ -65,9 +62,7 @@ async fn warm_eviction_in_one_instance_never_deletes_a_newer_file_of_another() {
 /// (write-through, acknowledged). A must not delete B's newer file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scan_eviction_keeps_a_file_another_instance_rewrote_meanwhile() {
-    let dir = tempdir();
-    let root = root_in(&dir);
-    let clock = ManualClock::new(T0);
+    let (_dir, root, clock) = scenario();
     {
         let seed = builder(&root, &clock).build().await.unwrap();
         for i in 0..6 {
@@ -129,9 +124,7 @@ async fn scan_eviction_keeps_a_file_another_instance_rewrote_meanwhile() {
 /// write-through, close Ok) must not come back after a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expiry_judgment_never_resurrects_a_key_another_instance_removed() {
-    let dir = tempdir();
-    let root = root_in(&dir);
-    let clock = ManualClock::new(T0);
+    let (_dir, root, clock) = scenario();
     let hook = HookFs::new();
     let a = builder(&root, &clock)
         .fs(hook.clone())
@@ -189,9 +182,7 @@ async fn expiry_judgment_never_resurrects_a_key_another_instance_removed() {
 /// fails once. The newer, acknowledged file must not be deleted for the old one's expiry.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expiry_judgment_with_one_failed_put_back_keeps_the_newer_file() {
-    let dir = tempdir();
-    let root = root_in(&dir);
-    let clock = ManualClock::new(T0);
+    let (_dir, root, clock) = scenario();
     let hook = HookFs::new();
     let a = write_through(builder(&root, &clock))
         .fs(hook.clone())
@@ -242,9 +233,7 @@ async fn expiry_judgment_with_one_failed_put_back_keeps_the_newer_file() {
 /// A's header reads so that B's write lands between A's choice and A's check.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expiry_sweep_keeps_a_file_another_instance_rewrote() {
-    let dir = tempdir();
-    let root = root_in(&dir);
-    let clock = ManualClock::new(T0);
+    let (_dir, root, clock) = scenario();
     let fs = Arc::new(FaultFs::std());
     let a = builder(&root, &clock)
         .fs(fs.clone())

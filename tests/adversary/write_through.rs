@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tiercache::testing::{Fault, FaultFs, FsOp, Rule};
-use tiercache::{Error, ManualClock};
+use tiercache::Error;
 
 use crate::helpers::*;
 
@@ -16,9 +16,7 @@ use crate::helpers::*;
 /// lands (never the older one last), flush is Ok, and a restart shows the newest value.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hung_write_through_returns_not_persisted_and_the_newest_value_lands_last() {
-    let dir = tempdir();
-    let root = root_in(&dir);
-    let clock = ManualClock::new(T0);
+    let (_dir, root, clock) = scenario();
     let fs = Arc::new(FaultFs::std());
     let cache = write_through(builder(&root, &clock))
         .fs(fs.clone())
@@ -91,9 +89,7 @@ async fn hung_write_through_returns_not_persisted_and_the_newest_value_lands_las
 /// it waited, even when the wait is many times `io_timeout`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiting_in_the_queue_is_never_a_timeout() {
-    let dir = tempdir();
-    let root = root_in(&dir);
-    let clock = ManualClock::new(T0);
+    let (_dir, root, clock) = scenario();
     let fs = Arc::new(FaultFs::std());
     fs.add_rule(Rule::new(Fault::Delay(Duration::from_millis(25))).ops(&[FsOp::WriteNew]));
     let cache = write_through(builder(&root, &clock))
@@ -149,9 +145,7 @@ async fn waiting_in_the_queue_is_never_a_timeout() {
 /// place but not durable; the set must not be acknowledged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn write_through_is_not_acknowledged_when_the_dir_fsync_fails() {
-    let dir = tempdir();
-    let root = root_in(&dir);
-    let clock = ManualClock::new(T0);
+    let (_dir, root, clock) = scenario();
     let fs = Arc::new(FaultFs::std());
     let cache = write_through(builder(&root, &clock))
         .fs(fs.clone())
@@ -192,9 +186,7 @@ async fn write_through_is_not_acknowledged_when_the_dir_fsync_fails() {
 /// in process; after healing, the remove lands.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn write_through_remove_failure_is_reported() {
-    let dir = tempdir();
-    let root = root_in(&dir);
-    let clock = ManualClock::new(T0);
+    let (_dir, root, clock) = scenario();
     let fs = Arc::new(FaultFs::std());
     let cache = write_through(builder(&root, &clock))
         .fs(fs.clone())

@@ -8,7 +8,7 @@ use crate::helpers::*;
 
 fn val(tag: &str, n: usize) -> Vec<u8> {
     let mut v = tag.as_bytes().to_vec();
-    let mut r = Rng(n as u64 ^ 91 ^ tag.len() as u64);
+    let mut r = Rng::new(n as u64 ^ 91 ^ tag.len() as u64);
     while v.len() < n {
         v.push((r.next_u64() & 0xff) as u8);
     }
@@ -40,9 +40,7 @@ fn du_v1(root: &std::path::Path) -> (u64, u64) {
 /// B's file: it is not the file A judged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eviction_same_ms_never_deletes_other_instance_newer_file() {
-    let dir = tempdir();
-    let root = root_in(&dir);
-    let clock = ManualClock::new(T0);
+    let (_dir, root, clock) = scenario();
     let a = builder(&root, &clock)
         .warm_capacity_bytes(2600)
         .build()
@@ -74,8 +72,7 @@ async fn eviction_same_ms_never_deletes_other_instance_newer_file() {
 /// The same with B's clock 1 s behind A's (two processes, clocks not in step).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eviction_never_deletes_newer_file_of_instance_with_clock_behind() {
-    let dir = tempdir();
-    let root = root_in(&dir);
+    let (_dir, root, _) = scenario();
     let ca = ManualClock::new(T0 + 1000);
     let cb = ManualClock::new(T0);
     let a = builder(&root, &ca)
@@ -109,8 +106,7 @@ async fn eviction_never_deletes_newer_file_of_instance_with_clock_behind() {
 /// writes, so the warm tier stays over `warm_capacity_bytes` forever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_of_a_previous_process_with_clock_ahead_are_still_evicted() {
-    let dir = tempdir();
-    let root = root_in(&dir);
+    let (_dir, root, _) = scenario();
     // Previous process: clock one year ahead of real time.
     let real_now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -159,9 +155,7 @@ async fn files_of_a_previous_process_with_clock_ahead_are_still_evicted() {
 /// lock exclusively for a long time (its judged removal is stuck in a disk call).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn flush_is_bounded_while_another_instance_holds_the_dir_lock() {
-    let dir = tempdir();
-    let root = root_in(&dir);
-    let clock = ManualClock::new(T0);
+    let (_dir, root, clock) = scenario();
     {
         let c = builder(&root, &clock).build().await.unwrap();
         c.set_bytes_with_ttl("exp", val("e", 100), Duration::from_millis(10))
@@ -227,9 +221,7 @@ async fn flush_is_bounded_while_another_instance_holds_the_dir_lock() {
 /// with concurrent writers/removers, flush is never NotPersisted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn flush_under_concurrent_load_is_ok_and_complete() {
-    let dir = tempdir();
-    let root = root_in(&dir);
-    let clock = ManualClock::new(T0);
+    let (_dir, root, clock) = scenario();
     let c = Arc::new(
         builder(&root, &clock)
             .write_policy(WritePolicy::WriteBehind)
@@ -315,9 +307,7 @@ async fn flush_under_concurrent_load_is_ok_and_complete() {
 /// returned before the clear began returns; everything acked after the clear returned survives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn clear_under_load_then_restart() {
-    let dir = tempdir();
-    let root = root_in(&dir);
-    let clock = ManualClock::new(T0);
+    let (_dir, root, clock) = scenario();
     let c = Arc::new(write_through(builder(&root, &clock)).build().await.unwrap());
     // phase: 0 before clear, 1 during, 2 after clear returned
     let phase = Arc::new(std::sync::atomic::AtomicU8::new(0));
@@ -429,9 +419,7 @@ async fn clear_under_load_then_restart() {
 /// restart; entries cleared earlier (whose deletion failed) never come back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fence_unreadable_at_open_acked_writes_survive_cleared_never_return() {
-    let dir = tempdir();
-    let root = root_in(&dir);
-    let clock = ManualClock::new(T0);
+    let (_dir, root, clock) = scenario();
     // P1: writes "old", clears in the same ms, but the clear's deletion fails (fence on disk).
     {
         let ffs = Arc::new(FaultFs::std());
@@ -510,9 +498,7 @@ async fn fence_unreadable_at_open_acked_writes_survive_cleared_never_return() {
 /// must return within a bounded time (here 20 s) and Ok, every key set before it on disk.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn flush_under_heavy_load_on_healthy_disk() {
-    let dir = tempdir();
-    let root = root_in(&dir);
-    let clock = ManualClock::new(T0);
+    let (_dir, root, clock) = scenario();
     let c = Arc::new(
         builder(&root, &clock)
             .durability(tiercache::Durability::NoSync)
@@ -565,14 +551,12 @@ async fn flush_under_heavy_load_on_healthy_disk() {
 async fn stranded_setup(
     even_newer: bool,
 ) -> (
-    tempfile::TempDir,
+    tiercache::testing::TestDir,
     std::path::PathBuf,
     ManualClock,
     tiercache::Result<()>,
 ) {
-    let dir = tempdir();
-    let root = root_in(&dir);
-    let clock = ManualClock::new(T0);
+    let (dir, root, clock) = scenario();
     {
         let c = builder(&root, &clock).build().await.unwrap();
         c.set_bytes_with_ttl("k", val("v1", 300), Duration::from_millis(10))
@@ -657,9 +641,7 @@ async fn stranded_entry_never_restored_over_an_even_newer_write() {
 /// the warm tier stays over budget with nothing left in A's index to evict.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_read_by_this_instance_is_still_evictable() {
-    let dir = tempdir();
-    let root = root_in(&dir);
-    let clock = ManualClock::new(T0);
+    let (_dir, root, clock) = scenario();
     let a = builder(&root, &clock)
         .warm_capacity_bytes(2600)
         .hot_capacity_entries(1)

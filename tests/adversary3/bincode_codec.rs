@@ -13,7 +13,7 @@ use tiercache::{Codec, Encoding, Source};
 
 use crate::support::*;
 
-async fn bincode_cache() -> Fx {
+async fn bincode_cache() -> TestCache {
     open_with(|b| b.codec(Codec::Bincode)).await
 }
 
@@ -292,14 +292,15 @@ fn child_reads_a_deep_bincode_entry() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let (dir, root) = new_root();
+        let dir = dir();
+        let root = dir.root().to_owned();
         let mut bytes = vec![1u8; 200_000]; // Reply(Reply(Reply(...
         bytes.push(0); // End
         plant_v2(&root, b"thread", &bytes, 2, 0);
         // The JSON twin: 200 000 nested arrays, recorded as JSON.
         let json = format!("{}{}", "[".repeat(200_000), "]".repeat(200_000));
         plant_v2(&root, b"json-thread", json.as_bytes(), 1, 0);
-        let f = open_in(dir, root, |b| b).await;
+        let f = dir.open_cache(|b| b).await;
         let j: Option<serde_json::Value> = f.get("json-thread").await.unwrap();
         println!("child: json read {:?}", j.is_some());
         let got: Option<Thread> = f.get("thread").await.unwrap();

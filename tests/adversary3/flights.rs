@@ -579,15 +579,15 @@ async fn accounting_matches_every_calls_answer_under_a_mixed_load() {
     for t in 0..24u64 {
         let (cache, tally, stop) = (f.cache.clone(), tally.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
-            let mut r = Rng(0x9E37_79B9 ^ ((t + 1) * 0x1234_5678_9ABC));
+            let mut r = Rng::stream(0x9E37_79B9, t);
             let mut n = 0;
             while !stop.load(Ordering::SeqCst) && n < 400 {
                 n += 1;
-                let k = r.below(12);
+                let k = r.below(12) as u64;
                 let key = format!("key-{k}");
                 let ran = Arc::new(AtomicBool::new(false));
                 let fail = r.below(10) == 0;
-                let delay = Duration::from_millis(r.below(3));
+                let delay = Duration::from_millis(r.below(3) as u64);
                 let mode = r.below(10);
                 let (controls_flags, bypass) = match mode {
                     0 => ((true, false), false),  // no_store

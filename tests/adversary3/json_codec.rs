@@ -18,7 +18,7 @@ use crate::support::*;
 
 /// `set` either refuses `v` (Error::Encode, the key untouched) or stores something that reads
 /// back equal to `v`, from memory and, after a restart, from the disk.
-async fn carried_or_refused<V>(f: &mut Fx, key: &str, v: &V)
+async fn carried_or_refused<V>(f: &mut TestCache, key: &str, v: &V)
 where
     V: Serialize + DeserializeOwned + PartialEq + Debug,
 {
@@ -306,11 +306,11 @@ async fn json_random_values_of_every_shape_read_back_bit_exact() {
         match pick {
             0 => Value::Null,
             1 => Value::Bool(r.below(2) == 0),
-            2 => json!(r.next()),
-            3 => json!(r.next() as i64),
-            4 => json!(r.finite_f64()),
+            2 => json!(r.next_u64()),
+            3 => json!(r.next_u64() as i64),
+            4 => json!(finite_f64(r)),
             5 => {
-                let n = r.below(12) as usize;
+                let n = r.below(12);
                 let s: String = (0..n)
                     .map(|_| match r.below(6) {
                         0 => '"',
@@ -332,7 +332,7 @@ async fn json_random_values_of_every_shape_read_back_bit_exact() {
         }
     }
     let mut f = open().await;
-    let mut r = Rng(0x5EED_0001);
+    let mut r = Rng::new(0x5EED_0001);
     let mut values = Vec::new();
     for i in 0..300 {
         let mut v = gen(&mut r, 6);
@@ -393,7 +393,7 @@ async fn json_deepest_accepted_values_read_back_and_one_more_level_is_refused() 
 
     /// Finds the deepest `n` that `set` accepts (binary search over 1..=400), checks it reads
     /// back from both tiers, and that `n + 1` is an `Error::Encode`.
-    async fn deepest<V>(f: &mut Fx, name: &str, make: impl Fn(usize) -> V)
+    async fn deepest<V>(f: &mut TestCache, name: &str, make: impl Fn(usize) -> V)
     where
         V: Serialize + DeserializeOwned + PartialEq + Debug,
     {

@@ -6,6 +6,9 @@
 #![allow(missing_docs)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../adversary/helpers.rs"]
+mod helpers;
+
 mod bincode_codec;
 mod flights;
 mod json_codec;

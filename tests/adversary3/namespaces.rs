@@ -57,7 +57,7 @@ async fn invalidate_returns_ok_though_the_new_generation_never_reached_the_disk(
     let result = invalidation.await.unwrap();
 
     // A crash, then a process on the same directory (the disk is fine now).
-    f.crash_reopen_with(|b| b).await;
+    f.restart_without_close(|b| b).await;
     let ns = f.namespace("support").unwrap();
     let served: Option<String> = ns.get(&rk).await.unwrap();
     assert!(
@@ -81,7 +81,7 @@ async fn invalidate_returns_ok_when_a_record_outside_the_hot_tier_fails_to_write
     fs.arm(&hash16(&record_key("support")), EACCES);
     fs.release(); // fail at once
     let result = ns.invalidate().await;
-    f.crash_reopen_with(|b| b).await;
+    f.restart_without_close(|b| b).await;
     let ns = f.namespace("support").unwrap();
     let served: Option<String> = ns.get(&rk).await.unwrap();
     assert!(
@@ -241,7 +241,7 @@ async fn invalidation_racing_sets_and_loads_never_serves_a_pre_value_afterwards(
     }
 
     // A second instance opened now, and a crash.
-    let other = f.second(|b| b).await;
+    let other = second(&f, |b| b).await;
     let other_ns = other.namespace("chat").unwrap();
     for rk in &keys {
         let a: Option<String> = other.get(rk).await.unwrap();
@@ -250,7 +250,7 @@ async fn invalidation_racing_sets_and_loads_never_serves_a_pre_value_afterwards(
         assert!(!b.is_some_and(|v| v.starts_with("pre")), "second instance");
     }
     other.close().await.unwrap();
-    f.crash_reopen_with(|b| b).await;
+    f.restart_without_close(|b| b).await;
     for rk in &keys {
         let a: Option<String> = f.get(rk).await.unwrap();
         assert!(!a.is_some_and(|v| v.starts_with("pre")), "after a crash");
@@ -267,7 +267,7 @@ async fn a_second_instance_sees_an_invalidation_after_refresh() {
     let rk = refund_key(&ns, "q");
     ns.set(&rk, &"old").await.unwrap();
     f.flush().await.unwrap();
-    let other: TieredCache = f.second(|b| b).await;
+    let other: TieredCache = second(&f, |b| b).await;
     let other_ns = other.namespace("chat").unwrap();
     assert_eq!(
         other.get::<String>(&rk).await.unwrap().as_deref(),

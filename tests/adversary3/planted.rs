@@ -9,6 +9,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use tiercache::agent::Controls;
+use tiercache::testing::copy_dir;
 use tiercache::{Codec, Encoding, Source};
 
 use crate::support::*;
@@ -50,7 +51,8 @@ async fn a_bincode_entry_holds_what_format_md_says() {
 /// Every code of a version-2 file, holding the bytes its code says.
 #[tokio::test]
 async fn planted_files_of_every_encoding_read_with_their_recorded_codec() {
-    let (dir, root) = new_root();
+    let dir = dir();
+    let root = dir.root().to_owned();
     let json = serde_json::to_vec(&answer()).unwrap();
     let bin = bincode_of(&answer());
     // The bytes a bincode entry holds, as this build writes them.
@@ -60,7 +62,7 @@ async fn planted_files_of_every_encoding_read_with_their_recorded_codec() {
     plant_v2(&root, b"bincode", &bin_v2, 2, 13);
     plant_v2(&root, b"reserved", &json, 3, 14);
     plant_v1(&root, b"v1", &bin, 15);
-    let f = open_in(dir, root.clone(), |b| b).await;
+    let f = dir.open_cache(|b| b).await;
     for (key, encoding, cost) in [
         ("raw", Encoding::Raw, 11),
         ("json", Encoding::Json, 12),
@@ -110,7 +112,8 @@ async fn planted_files_of_every_encoding_read_with_their_recorded_codec() {
 /// in place, the bytes still there for `get_bytes`), never an error, never a hit.
 #[tokio::test]
 async fn planted_files_that_lie_about_their_encoding_are_counted_misses() {
-    let (dir, root) = new_root();
+    let dir = dir();
+    let root = dir.root().to_owned();
     let json = serde_json::to_vec(&answer()).unwrap();
     let bin = bincode_of(&answer());
     plant_v2(&root, b"json-holding-bincode", &bin, 1, 9);
@@ -118,7 +121,7 @@ async fn planted_files_that_lie_about_their_encoding_are_counted_misses() {
     plant_v2(&root, b"bincode-holding-json", &json, 2, 9);
     // An older `set_bytes` of a provider body: version 1 reads typed values as bincode.
     plant_v1(&root, b"v1-holding-json", &json, 9);
-    let f = open_in(dir, root.clone(), |b| b).await;
+    let f = dir.open_cache(|b| b).await;
     let keys = [
         "json-holding-bincode",
         "raw-holding-bincode",
@@ -188,19 +191,6 @@ async fn raw_json_of_another_shape_misses_and_reads_as_a_value() {
     assert_eq!((c.hot, c.misses, c.decode_misses), (1, 2, 2), "{c:?}");
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dest = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            std::fs::create_dir_all(&dest).unwrap();
-            copy_dir(&e.path(), &dest);
-        } else {
-            std::fs::copy(e.path(), &dest).unwrap();
-        }
-    }
-}
-
 /// The request key the previous version stored under (printed by the program that wrote the
 /// fixture), and the namespace generation it drew.
 const OLD_RK: &str = "chat/v1/494ae1aa4fe795ffc5bd78fae37535da158c62ca9e231b66691cdc2b60cb37e5";
@@ -212,12 +202,14 @@ const OLD_GENERATION: u64 = 0xfce6_ae76_5acf_101a;
 /// invalidation drops them for every handle, also after a restart.
 #[tokio::test]
 async fn a_directory_written_by_the_previous_version_still_reads() {
-    let (dir, root) = new_root();
+    let dir = dir();
+    let root = dir.root().to_owned();
     copy_dir(
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/adversary3/fixtures/v1-cache"),
         &root,
-    );
-    let mut f = open_in(dir, root, |b| b).await;
+    )
+    .unwrap();
+    let mut f = dir.open_cache(|b| b).await;
     let got = f.get_answer::<Answer>("typed").await.unwrap().unwrap();
     assert_eq!(
         (got.value, got.source, got.encoding),
@@ -282,12 +274,14 @@ async fn a_directory_written_by_the_previous_version_still_reads() {
 #[tokio::test]
 async fn the_previous_versions_values_are_hits_for_get_or_insert_under_either_codec() {
     for codec in [Codec::Json, Codec::Bincode] {
-        let (dir, root) = new_root();
+        let dir = dir();
+        let root = dir.root().to_owned();
         copy_dir(
             &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/adversary3/fixtures/v1-cache"),
             &root,
-        );
-        let f = open_in(dir, root, |b| b.codec(codec)).await;
+        )
+        .unwrap();
+        let f = dir.open_cache(|b| b.codec(codec)).await;
         let got = f
             .get_or_insert_answer("typed", &Controls::new(), || async {
                 Err::<Answer, _>("must not load")

@@ -1,109 +1,42 @@
-//! Fixtures: a cache on a real temporary directory that can be closed and reopened (or dropped
-//! without a close) on the same directory; files planted with any format version, flags and
-//! bytes; the counters that the values promises are stated in.
+//! Fixtures: the crate's [`TestCache`] under a `cache` directory (closed and reopened, or
+//! dropped without a close, on the same directory); files planted with any format version,
+//! flags and bytes; the counters that the values promises are stated in.
 
 #![allow(dead_code)] // each module uses its own part
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tiercache::testing::FaultFs;
 use tiercache::warm::format::{assemble, deflate, EntryMeta, FLAG_GZIP};
-use tiercache::warm::layout::{hex, key_hash, Layout};
+use tiercache::warm::layout::{hex, key_hash};
+pub use tiercache::workload::Rng;
 use tiercache::{Builder, Encoding, Mode, Stats, TieredCache};
 
-pub const EIO: i32 = 5;
-pub const EACCES: i32 = 13;
+pub use crate::helpers::{entry_path, sick, wait_until, EACCES, EIO, T0};
+pub use tiercache::testing::{TestCache, TestDir};
 
-/// A fixed, realistic wall time (2025-01-01).
-pub const T0: u64 = 1_735_689_600_000;
-
-pub struct Fx {
-    pub dir: tempfile::TempDir,
-    pub root: PathBuf,
-    pub builder: Builder,
-    pub cache: TieredCache,
+/// A directory for these tests: the cache root is `cache` in a temporary directory, by its
+/// canonical path.
+pub fn dir() -> TestDir {
+    TestDir::new().subdir("cache")
 }
 
-impl std::ops::Deref for Fx {
-    type Target = TieredCache;
-    fn deref(&self) -> &TieredCache {
-        &self.cache
-    }
-}
-
-pub fn new_root() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let root = dir.path().join("cache");
-    std::fs::create_dir_all(&root).unwrap();
-    let root = std::fs::canonicalize(&root).unwrap();
-    (dir, root)
-}
-
-/// The builder every test starts from: `min_free_bytes(0)`, so a nearly full test disk cannot
-/// refuse writes.
-pub fn base(root: &Path) -> Builder {
-    TieredCache::builder(root).min_free_bytes(0)
-}
-
-pub async fn open() -> Fx {
+/// A cache with the test settings on a fresh [`dir`].
+pub async fn open() -> TestCache {
     open_with(|b| b).await
 }
 
-pub async fn open_with(edit: impl FnOnce(Builder) -> Builder) -> Fx {
-    let (dir, root) = new_root();
-    open_in(dir, root, edit).await
+/// A cache on a fresh [`dir`] with the settings `edit` leaves.
+pub async fn open_with(edit: impl FnOnce(Builder) -> Builder) -> TestCache {
+    dir().open_cache(edit).await
 }
 
-/// Opens a cache in a directory that a test may have planted files in first.
-pub async fn open_in(
-    dir: tempfile::TempDir,
-    root: PathBuf,
-    edit: impl FnOnce(Builder) -> Builder,
-) -> Fx {
-    let builder = edit(base(&root));
-    let cache = builder.clone().build().await.expect("open the cache");
-    Fx {
-        dir,
-        root,
-        builder,
-        cache,
-    }
-}
-
-impl Fx {
-    /// A process restart: close (every write lands), then open again with the same settings.
-    pub async fn reopen(&mut self) {
-        self.cache.close().await.expect("close drains every write");
-        self.cache = self.builder.clone().build().await.expect("reopen");
-    }
-
-    /// A restart with other settings (another codec, another fs).
-    pub async fn reopen_with(&mut self, edit: impl FnOnce(Builder) -> Builder) {
-        self.cache.close().await.expect("close drains every write");
-        self.builder = edit(self.builder.clone());
-        self.cache = self.builder.clone().build().await.expect("reopen");
-    }
-
-    /// A process that dies without `close`: the handle is dropped, and a new process opens the
-    /// directory with `edit`ed settings (what a write-behind process left queued may or may
-    /// not have landed: the test waits for what it needs first).
-    pub async fn crash_reopen_with(&mut self, edit: impl FnOnce(Builder) -> Builder) {
-        self.builder = edit(base(&self.root));
-        let fresh = self.builder.clone().build().await.expect("reopen");
-        let old = std::mem::replace(&mut self.cache, fresh);
-        drop(old);
-    }
-
-    /// A second, independent instance on the same directory (another process).
-    pub async fn second(&self, edit: impl FnOnce(Builder) -> Builder) -> TieredCache {
-        edit(base(&self.root))
-            .build()
-            .await
-            .expect("second instance")
-    }
+/// A second, independent instance on `f`'s directory (another process), with the test
+/// settings as `edit` leaves them.
+pub async fn second(f: &TestCache, edit: impl FnOnce(Builder) -> Builder) -> TieredCache {
+    f.dir().open(edit(f.dir().builder())).await
 }
 
 /// The hit/miss counters the promises are stated in.
@@ -132,11 +65,6 @@ pub fn counts(s: &Stats) -> Counts {
         loader_calls: s.loader_calls,
         cost_saved: s.cost_saved,
     }
-}
-
-/// The file of `key` under `root`.
-pub fn entry_path(root: &Path, key: &[u8]) -> PathBuf {
-    Layout::new(root).entry_path(&key_hash(key))
 }
 
 /// The first 16 hex digits of the key's hash: part of its entry file's name and of its temp
@@ -190,66 +118,26 @@ pub fn bincode_of<V: Serialize + ?Sized>(v: &V) -> Vec<u8> {
     bincode::serde::encode_to_vec(v, bincode::config::standard()).unwrap()
 }
 
-/// Polls `cond` every 5 ms until it holds or `limit` passes.
-pub async fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    loop {
-        if cond() {
-            return true;
-        }
-        if start.elapsed() > limit {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-/// Settings under which one failed disk call sends the cache memory-only at once, and a
-/// healthy disk brings it back within tens of milliseconds.
-pub fn sick(b: Builder, fs: &Arc<FaultFs>) -> Builder {
-    b.fs(fs.clone())
-        .failure_threshold(1)
-        .memory_only_after(1)
-        .open_timeout(Duration::from_millis(10))
-        .recovery_interval(Duration::from_millis(20))
-        .health_interval(Duration::from_millis(20))
-        .io_timeout(Duration::from_secs(2))
-}
-
 pub async fn wait_mode(cache: &TieredCache, mode: Mode) -> bool {
     wait_until(Duration::from_secs(10), || cache.mode() == mode).await
 }
 
-/// A seeded xorshift64.
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    /// Any finite f64 bit pattern.
-    pub fn finite_f64(&mut self) -> f64 {
-        loop {
-            let f = f64::from_bits(self.next());
-            if f.is_finite() {
-                return f;
-            }
+/// Any finite f64 bit pattern.
+pub fn finite_f64(r: &mut Rng) -> f64 {
+    loop {
+        let f = f64::from_bits(r.next_u64());
+        if f.is_finite() {
+            return f;
         }
     }
-    pub fn finite_f32(&mut self) -> f32 {
-        loop {
-            let f = f32::from_bits((self.next() >> 11) as u32);
-            if f.is_finite() {
-                return f;
-            }
+}
+
+/// Any finite f32 bit pattern.
+pub fn finite_f32(r: &mut Rng) -> f32 {
+    loop {
+        let f = f32::from_bits((r.next_u64() >> 11) as u32);
+        if f.is_finite() {
+            return f;
         }
     }
 }

@@ -241,22 +241,21 @@ async fn two_instances_with_different_codecs_never_serve_a_foreign_value() {
         embedding: Vec<f32>,
     }
     fn v(key: &str, writer: &str, seq: u64) -> V {
-        let mut r = Rng(seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        let mut r = Rng::new(seq);
         V {
             key: key.into(),
             writer: writer.into(),
             seq,
-            embedding: (0..64).map(|_| r.finite_f32()).collect(),
+            embedding: (0..64).map(|_| finite_f32(&mut r)).collect(),
         }
     }
     let a = open_with(|b| b.codec(Codec::Json).hot_capacity_entries(3).hot_shards(1)).await;
-    let b = a
-        .second(|b| {
-            b.codec(Codec::Bincode)
-                .hot_capacity_entries(3)
-                .hot_shards(1)
-        })
-        .await;
+    let b = second(&a, |b| {
+        b.codec(Codec::Bincode)
+            .hot_capacity_entries(3)
+            .hot_shards(1)
+    })
+    .await;
     let stop = Arc::new(AtomicBool::new(false));
     let reads = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
@@ -329,13 +328,13 @@ async fn writes_queued_by_a_process_dropped_without_close_keep_their_encoding() 
         })
         .await
         .unwrap();
-        let root = f.root.clone();
+        let root = f.root().to_owned();
         let landed = wait_until(Duration::from_secs(10), || {
             ["typed", "raw", "loaded"]
                 .iter()
                 .all(|k| entry_path(&root, k.as_bytes()).exists())
         });
-        f.crash_reopen_with(move |b| b.codec(codec)).await;
+        f.restart_without_close(move |b| b.codec(codec)).await;
         assert!(landed.await, "control: the queued writes never landed");
         let t = f.get_answer::<Answer>("typed").await.unwrap().unwrap();
         assert_eq!(

@@ -17,7 +17,7 @@ const HOUR: Duration = Duration::from_secs(3600);
 
 #[tokio::test(start_paused = true)]
 async fn no_store_returns_the_answer_and_keeps_nothing() {
-    let f = open().await;
+    let f = TestCache::new().await;
     let c = Controls::new().no_store();
     for i in 1..=2 {
         let a = f
@@ -33,7 +33,7 @@ async fn no_store_returns_the_answer_and_keeps_nothing() {
     }
     f.flush().await.unwrap();
     assert_eq!(f.stats().sets, 0);
-    assert_eq!(f.files_on_disk(), 0);
+    assert_eq!(files_on_disk(&f), 0);
     assert_eq!(f.get::<Answer>("q").await.unwrap(), None);
 
     // An entry already there is left as it is.
@@ -53,7 +53,7 @@ async fn no_store_returns_the_answer_and_keeps_nothing() {
 
 #[tokio::test(start_paused = true)]
 async fn no_cache_skips_the_lookup_and_refreshes_the_entry() {
-    let mut f = open().await;
+    let mut f = TestCache::new().await;
     f.get_or_insert_with("q", || async { ok(answer("old", 1)) })
         .await
         .unwrap();
@@ -80,7 +80,7 @@ async fn no_cache_skips_the_lookup_and_refreshes_the_entry() {
 
 #[tokio::test(start_paused = true)]
 async fn ttl_override_and_no_expiry_replace_the_default_ttl() {
-    let f = open_with(|b| b.default_ttl(HOUR)).await;
+    let f = TestCache::with(|b| b.default_ttl(HOUR)).await;
     let load = |text: &'static str| move || async move { ok(answer(text, 1)) };
     f.get_or_insert_with_controls("short", &Controls::new().ttl(10 * SEC), load("short"))
         .await
@@ -109,7 +109,7 @@ async fn ttl_override_and_no_expiry_replace_the_default_ttl() {
 
 #[tokio::test(start_paused = true)]
 async fn cacheable_keeps_refusals_and_truncated_answers_out() {
-    let f = open().await;
+    let f = TestCache::new().await;
     let c = Controls::new().cacheable(|a: &Answer| a.finish_reason == "stop");
     let truncated = Answer {
         text: "The answer is".into(),

@@ -22,7 +22,7 @@ async fn fill(ns: &tiercache::agent::Namespace, n: usize) {
 #[tokio::test(start_paused = true)]
 async fn invalidation_hides_entries_in_both_tiers_and_nothing_else() {
     // Four hot entries in one exact LRU: most of the namespace lives on disk only.
-    let f = open_with(|b| b.hot_capacity_entries(4).hot_shards(1)).await;
+    let f = TestCache::with(|b| b.hot_capacity_entries(4).hot_shards(1)).await;
     let support = f.namespace("support").unwrap();
     let billing = f.namespace("billing").unwrap();
     fill(&support, 10).await;
@@ -30,7 +30,7 @@ async fn invalidation_hides_entries_in_both_tiers_and_nothing_else() {
     f.set("k0", &"plain answer").await.unwrap();
     f.flush().await.unwrap();
     // 10 + 1 + 1 entries and 2 namespace records.
-    assert_eq!(f.files_on_disk(), 14);
+    assert_eq!(files_on_disk(&f), 14);
 
     // Before: the oldest entry comes from disk, the newest from memory.
     let s0 = f.stats();
@@ -94,7 +94,7 @@ async fn invalidation_hides_entries_in_both_tiers_and_nothing_else() {
 
 #[tokio::test(start_paused = true)]
 async fn invalidation_holds_after_reopen_and_entries_survive_without_one() {
-    let mut f = open().await;
+    let mut f = TestCache::new().await;
     let ns = f.namespace("support").unwrap();
     fill(&ns, 3).await;
     let g0 = ns.generation().await.unwrap();
@@ -132,7 +132,7 @@ async fn invalidation_holds_after_reopen_and_entries_survive_without_one() {
 
 #[tokio::test(start_paused = true)]
 async fn request_keys_in_a_namespace_are_loaded_once_and_invalidated_together() {
-    let mut f = open().await;
+    let mut f = TestCache::new().await;
     let chat = f.namespace("chat").unwrap();
     let key = chat
         .request_key_builder()
@@ -180,7 +180,7 @@ async fn request_keys_in_a_namespace_are_loaded_once_and_invalidated_together() 
 
 #[tokio::test(start_paused = true)]
 async fn invalidate_if_removes_exactly_the_matching_keys_from_both_tiers() {
-    let mut f = open_with(|b| b.hot_capacity_entries(2).hot_shards(1)).await;
+    let mut f = TestCache::with(|b| b.hot_capacity_entries(2).hot_shards(1)).await;
     let docs = f.namespace("docs").unwrap();
     for k in [
         "doc:42:summary",
@@ -194,7 +194,7 @@ async fn invalidate_if_removes_exactly_the_matching_keys_from_both_tiers() {
         f.set(k, &format!("{k} text")).await.unwrap();
     }
     f.flush().await.unwrap();
-    assert_eq!(f.files_on_disk(), 8); // 7 entries and the namespace record
+    assert_eq!(files_on_disk(&f), 8); // 7 entries and the namespace record
 
     // Matched by the key given to the namespace, in hot and on disk alike.
     assert_eq!(
@@ -208,7 +208,7 @@ async fn invalidate_if_removes_exactly_the_matching_keys_from_both_tiers() {
         2
     );
     f.flush().await.unwrap();
-    assert_eq!(f.files_on_disk(), 4);
+    assert_eq!(files_on_disk(&f), 4);
     assert_eq!(f.stats().removes, 4);
 
     f.reopen().await;
@@ -237,13 +237,13 @@ async fn invalidate_if_removes_exactly_the_matching_keys_from_both_tiers() {
     let g = docs.generation().await.unwrap();
     assert_eq!(f.invalidate_if(|_| true).await.unwrap(), 3);
     f.reopen().await;
-    assert_eq!(f.files_on_disk(), 1);
+    assert_eq!(files_on_disk(&f), 1);
     assert_eq!(f.namespace("docs").unwrap().generation().await.unwrap(), g);
 }
 
 #[tokio::test(start_paused = true)]
 async fn namespace_names_are_validated() {
-    let f = open().await;
+    let f = TestCache::new().await;
     for bad in ["", "two words", "a:b", "é"] {
         assert!(matches!(f.namespace(bad), Err(Error::Config(_))), "{bad:?}");
     }

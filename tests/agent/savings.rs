@@ -10,7 +10,7 @@ use crate::support::*;
 
 #[tokio::test(start_paused = true)]
 async fn cost_saved_sums_the_cost_of_every_hit_in_both_tiers() {
-    let mut f = open().await;
+    let mut f = TestCache::new().await;
     let c = Controls::new().cost_by(|a: &Answer| a.tokens);
     let load = || async { ok(answer("long essay", 120)) };
     for _ in 0..4 {
@@ -41,7 +41,7 @@ async fn cost_saved_sums_the_cost_of_every_hit_in_both_tiers() {
 
 #[tokio::test(start_paused = true)]
 async fn coalesced_callers_save_the_cost_of_the_load_they_shared() {
-    let f = open().await;
+    let f = TestCache::new().await;
     let c = Controls::new().cost(50);
     let tasks: Vec<_> = (0..10)
         .map(|_| {
@@ -79,7 +79,7 @@ async fn coalesced_callers_save_the_cost_of_the_load_they_shared() {
 /// warm hits of cost u64::MAX once summed to u64::MAX - 1).
 #[tokio::test(start_paused = true)]
 async fn cost_saved_saturates_instead_of_wrapping() {
-    let mut f = open_with(|b| b.hot_capacity_bytes(0)).await;
+    let mut f = TestCache::with(|b| b.hot_capacity_bytes(0)).await;
     f.set_with_controls("q", &answer("a", 1), &Controls::new().cost(u64::MAX))
         .await
         .unwrap();

@@ -16,7 +16,7 @@ const SEC: Duration = Duration::from_secs(1);
 
 #[tokio::test(start_paused = true)]
 async fn two_hundred_concurrent_callers_share_one_loader() {
-    let f = open().await;
+    let f = TestCache::new().await;
     let calls = Arc::new(AtomicUsize::new(0));
     let tasks: Vec<_> = (0..200)
         .map(|_| {
@@ -56,7 +56,7 @@ async fn two_hundred_concurrent_callers_share_one_loader() {
 
 #[tokio::test(start_paused = true)]
 async fn a_loader_error_reaches_every_waiter_and_is_not_cached() {
-    let f = open().await;
+    let f = TestCache::new().await;
     let calls = Arc::new(AtomicUsize::new(0));
     let tasks: Vec<_> = (0..50)
         .map(|_| {
@@ -103,7 +103,7 @@ async fn a_loader_error_reaches_every_waiter_and_is_not_cached() {
 
 #[tokio::test(start_paused = true)]
 async fn a_panicking_loader_fails_its_waiters_and_the_next_call_loads_again() {
-    let f = open().await;
+    let f = TestCache::new().await;
     let (go, gate) = tokio::sync::oneshot::channel::<()>();
     let cache = f.cache.clone();
     let leader = tokio::spawn(async move {
@@ -159,7 +159,7 @@ async fn a_panicking_loader_fails_its_waiters_and_the_next_call_loads_again() {
 
 #[tokio::test(start_paused = true)]
 async fn a_cancelled_leader_hands_the_load_to_a_waiter() {
-    let f = open().await;
+    let f = TestCache::new().await;
     let cache = f.cache.clone();
     let leader = tokio::spawn(async move {
         cache
@@ -201,7 +201,7 @@ async fn a_cancelled_leader_hands_the_load_to_a_waiter() {
 
 #[tokio::test(start_paused = true)]
 async fn a_dropped_call_does_not_wedge_the_key() {
-    let f = open().await;
+    let f = TestCache::new().await;
     let timed_out = tokio::time::timeout(
         SEC,
         f.get_or_insert_with("q", std::future::pending::<Result<Answer, ModelDown>>),
@@ -220,7 +220,7 @@ async fn a_dropped_call_does_not_wedge_the_key() {
 
 #[tokio::test(start_paused = true)]
 async fn stale_if_error_serves_the_expired_answer_through_an_outage_within_its_grace() {
-    let f = open().await;
+    let f = TestCache::new().await;
     let fresh = Controls::new().ttl(10 * SEC);
     let stale_ok = Controls::new().ttl(10 * SEC).stale_if_error(60 * SEC);
     let first = f
@@ -292,7 +292,7 @@ fn calls_panic() -> bool {
 
 #[tokio::test(start_paused = true)]
 async fn an_oversized_key_fails_before_the_loader_runs() {
-    let f = open_with(|b| b.max_key_bytes(16)).await;
+    let f = TestCache::with(|b| b.max_key_bytes(16)).await;
     let err = f
         .get_or_insert_with_controls(
             "a key of thirty-two bytes, over!",
@@ -317,7 +317,7 @@ async fn a_refused_write_through_store_never_costs_the_caller_its_answer() {
     use std::sync::Arc as StdArc;
     use tiercache::testing::{Fault, FaultFs, FsOp, Rule};
     let fs = StdArc::new(FaultFs::std());
-    let f = open_with({
+    let f = TestCache::with({
         let fs = fs.clone();
         move |b| {
             b.fs(fs)

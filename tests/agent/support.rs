@@ -1,7 +1,6 @@
-//! The fixture: a cache in a fresh temporary directory (`min_free_bytes(0)` so a nearly full
-//! test disk cannot refuse writes; the default clock, which follows tokio's paused clock),
-//! that can be reopened on the same directory; an `Answer` shaped like a model reply; a
-//! model error; and `settle`, which returns once every other task is blocked.
+//! What the agent tests share besides the crate's [`TestCache`] (on the default clock, which
+//! follows tokio's paused clock): a count of the entry files, an `Answer` shaped like a model
+//! reply, a model error, and `settle`, which returns once every other task is blocked.
 
 #![allow(dead_code)] // each test module uses its own part of the fixture
 
@@ -9,57 +8,19 @@ use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tiercache::{Builder, TieredCache};
 
-pub struct Fixture {
-    dir: tempfile::TempDir,
-    builder: Builder,
-    pub cache: TieredCache,
-}
+pub use tiercache::testing::TestCache;
 
-impl std::ops::Deref for Fixture {
-    type Target = TieredCache;
-    fn deref(&self) -> &TieredCache {
-        &self.cache
+/// Number of entry files on disk.
+pub fn files_on_disk(t: &TestCache) -> usize {
+    fn walk(p: &std::path::Path) -> usize {
+        std::fs::read_dir(p).map_or(0, |rd| {
+            rd.map(|e| e.unwrap().path())
+                .map(|p| if p.is_dir() { walk(&p) } else { 1 })
+                .sum()
+        })
     }
-}
-
-/// A cache with every default but `min_free_bytes`.
-pub async fn open() -> Fixture {
-    open_with(|b| b).await
-}
-
-/// A cache with the builder edited by the test.
-pub async fn open_with(edit: impl FnOnce(Builder) -> Builder) -> Fixture {
-    let dir = tempfile::tempdir().expect("create a temporary directory");
-    let builder = edit(TieredCache::builder(dir.path()).min_free_bytes(0));
-    let cache = builder.clone().build().await.expect("open the cache");
-    Fixture {
-        dir,
-        builder,
-        cache,
-    }
-}
-
-impl Fixture {
-    /// Closes the cache (every write lands) and opens a new one on the same directory: a
-    /// process restart.
-    pub async fn reopen(&mut self) {
-        self.cache.close().await.expect("close drains every write");
-        self.cache = self.builder.clone().build().await.expect("reopen");
-    }
-
-    /// Number of entry files on disk.
-    pub fn files_on_disk(&self) -> usize {
-        fn walk(p: &std::path::Path) -> usize {
-            std::fs::read_dir(p).map_or(0, |rd| {
-                rd.map(|e| e.unwrap().path())
-                    .map(|p| if p.is_dir() { walk(&p) } else { 1 })
-                    .sum()
-            })
-        }
-        walk(&self.dir.path().join("v1"))
-    }
+    walk(&t.root().join("v1"))
 }
 
 /// A model reply.

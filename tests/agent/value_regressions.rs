@@ -11,7 +11,7 @@ use std::time::Duration;
 use async_openai::types::chat::CreateChatCompletionResponse;
 use tiercache::agent::{Controls, RequestKey};
 
-use crate::support::{answer, open, Answer};
+use crate::support::{answer, Answer, TestCache};
 
 /// A provider's answer, as OpenAI sends it (fields absent, null and nested).
 const COMPLETION: &str = r#"{
@@ -36,7 +36,7 @@ const COMPLETION: &str = r#"{
 
 #[tokio::test]
 async fn a_real_chat_completion_round_trips_from_memory_and_disk() {
-    let mut f = open().await;
+    let mut f = TestCache::new().await;
     let completion: CreateChatCompletionResponse = serde_json::from_str(COMPLETION).unwrap();
     f.set("chat", &completion).await.unwrap();
     let hot: CreateChatCompletionResponse = f.get("chat").await.unwrap().unwrap();
@@ -49,7 +49,7 @@ async fn a_real_chat_completion_round_trips_from_memory_and_disk() {
 
 #[tokio::test]
 async fn a_json_value_round_trips() {
-    let f = open().await;
+    let f = TestCache::new().await;
     let value: serde_json::Value = serde_json::from_str(COMPLETION).unwrap();
     f.set("v", &value).await.unwrap();
     assert_eq!(f.get::<serde_json::Value>("v").await.unwrap(), Some(value));
@@ -57,7 +57,7 @@ async fn a_json_value_round_trips() {
 
 #[tokio::test]
 async fn a_value_of_another_type_is_a_miss_never_a_hit_or_an_error() {
-    let f = open().await;
+    let f = TestCache::new().await;
     f.set_with_controls("k", &answer("Paris", 9), &Controls::new().cost(9))
         .await
         .unwrap();
@@ -74,7 +74,7 @@ async fn a_value_of_another_type_is_a_miss_never_a_hit_or_an_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_full_bypass_calls_each_run_their_own_loader() {
-    let f = open().await;
+    let f = TestCache::new().await;
     let calls = Arc::new(AtomicU64::new(0));
     let tasks: Vec<_> = (0..5)
         .map(|_| {
@@ -107,7 +107,7 @@ async fn concurrent_full_bypass_calls_each_run_their_own_loader() {
 
 #[tokio::test]
 async fn a_request_key_is_invalidated_by_its_namespace() {
-    let f = open().await;
+    let f = TestCache::new().await;
     let key = RequestKey::builder("chat")
         .model("gpt-4o-mini")
         .message("user", "Capital of France?")

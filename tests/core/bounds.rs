@@ -10,10 +10,13 @@
 
 use std::sync::Arc;
 
-use crate::support::{entry_path, prose, Gate, PauseAfterRead, Rng, TestCache};
+use tiercache::workload::{markdown, Rng};
+use tiercache::Durability;
+
+use crate::support::{dir_in, entry_path, open, Gate, OnDisk, PauseAfterRead};
 
 const SETS: u64 = 100_000;
-const KEYS: u64 = 200;
+const KEYS: usize = 200;
 const HOT_BYTES: usize = 4 << 10;
 const HOT_ENTRIES: usize = 16;
 const WARM_BYTES: u64 = 16 << 10;
@@ -25,11 +28,11 @@ fn value(rng: &mut Rng) -> Vec<u8> {
         0..=449 => rng.range(1, 32),
         450..=899 => rng.range(33, 256),
         900..=994 => rng.range(257, 1024),
-        995..=998 => rng.range(HOT_BYTES as u64, 2 * HOT_BYTES as u64),
+        995..=998 => rng.range(HOT_BYTES, 2 * HOT_BYTES),
         _ => return rng.bytes(WARM_BYTES as usize + 1024),
-    } as usize;
-    if rng.percent(50) {
-        prose(rng, len).into_bytes()
+    };
+    if rng.chance(0.5) {
+        markdown(rng, len).into_bytes()
     } else {
         rng.bytes(len)
     }
@@ -38,14 +41,14 @@ fn value(rng: &mut Rng) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn budgets_hold_after_every_operation_under_100k_sets() {
     let mut rng = Rng::new(0xB0B);
-    let h = TestCache::new()
-        .hot_bytes(HOT_BYTES)
-        .hot_entries(HOT_ENTRIES)
-        .warm_bytes(WARM_BYTES)
-        .write_queue_bytes(256 << 10)
-        .no_sync()
-        .build()
-        .await;
+    let h = open(|b| {
+        b.hot_capacity_bytes(HOT_BYTES)
+            .hot_capacity_entries(HOT_ENTRIES)
+            .warm_capacity_bytes(WARM_BYTES)
+            .write_queue_bytes(256 << 10)
+            .durability(Durability::NoSync)
+    })
+    .await;
     let mut sets = 0;
     let mut op = 0u64;
     while sets < SETS {
@@ -146,11 +149,8 @@ async fn a_read_racing_the_eviction_of_its_file_does_not_resurrect_it() {
     });
     let x = rng.bytes(3000);
     let y = rng.bytes(3000);
-    let h = TestCache::in_dir(dir)
-        .hot_bytes(1024)
-        .warm_bytes(5000)
-        .fs_dyn(fs)
-        .build()
+    let h = dir_in(dir)
+        .open_cache(|b| b.hot_capacity_bytes(1024).warm_capacity_bytes(5000).fs(fs))
         .await;
     h.set_bytes("x", &x).await.unwrap();
     h.flush().await.unwrap();
@@ -193,16 +193,16 @@ async fn a_read_racing_the_eviction_of_its_file_does_not_resurrect_it() {
 #[tokio::test(start_paused = true)]
 async fn a_smaller_budget_after_restart_is_enforced_once_the_scan_completes() {
     let mut rng = Rng::new(5);
-    let h = TestCache::new().build().await;
+    let h = open(|b| b).await;
     for i in 0..20 {
         h.set_bytes(format!("k{i}"), rng.bytes(1000)).await.unwrap();
     }
     h.close().await.unwrap();
     let per_file = h.entry_bytes_on_disk() / 20;
     let budget = 5 * per_file;
-    let h = TestCache::in_dir(h.into_dir())
-        .warm_bytes(budget)
-        .build()
+    let h = h
+        .into_dir()
+        .open_cache(|b| b.warm_capacity_bytes(budget))
         .await;
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     let s = h.stats();

@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 use tiercache::testing::{Fault, FaultFs, FsOp, Rule};
 use tiercache::Error;
 
-use crate::support::{hex_of, walk, Answer, Reads, TestCache};
+use crate::support::{dir_in, hex_of, open, walk, Answer, OnDisk, Reads};
 
 fn hostile_keys() -> Vec<Vec<u8>> {
     let mut huge = Vec::with_capacity(1 << 20);
@@ -83,9 +83,8 @@ async fn hostile_keys_stay_inside_the_root_under_hex_names() {
     let root = outside.path().join("cache");
     std::fs::create_dir(&root).unwrap();
     let keys = hostile_keys();
-    let mut h = TestCache::in_dir(tempfile::TempDir::new_in(&root).unwrap())
-        .max_key_bytes(2 << 20)
-        .build()
+    let mut h = dir_in(tempfile::TempDir::new_in(&root).unwrap())
+        .open_cache(|b| b.max_key_bytes(2 << 20))
         .await;
     for (i, k) in keys.iter().enumerate() {
         h.set_bytes(k, format!("value {i}")).await.unwrap();
@@ -128,7 +127,7 @@ async fn hostile_keys_stay_inside_the_root_under_hex_names() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_one_mib_key_is_rejected_under_the_default_limit() {
-    let h = TestCache::new().build().await;
+    let h = open(|b| b).await;
     let key = vec![b'k'; 1 << 20];
     let err = h.set_bytes(&key, b"v").await.unwrap_err();
     assert!(
@@ -147,11 +146,7 @@ async fn a_one_mib_key_is_rejected_under_the_default_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_keys_and_values_are_rejected_and_change_nothing() {
-    let h = TestCache::new()
-        .max_key_bytes(64)
-        .max_entry_bytes(1024)
-        .build()
-        .await;
+    let h = open(|b| b.max_key_bytes(64).max_entry_bytes(1024)).await;
     h.set_bytes("k", b"v0").await.unwrap();
     h.flush().await.unwrap();
     let files = h.files();
@@ -206,7 +201,7 @@ async fn oversized_keys_and_values_are_rejected_and_change_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_value_read_as_the_wrong_type_is_a_decode_miss_and_stays() {
-    let mut h = TestCache::new().build().await;
+    let mut h = open(|b| b).await;
     h.set("k", "a plain string, not an answer").await.unwrap();
     h.flush().await.unwrap();
     for tier in ["hot", "warm"] {
@@ -281,7 +276,7 @@ async fn orphan_temp_files_are_swept_at_open() {
         plant(&tmp, "notes.txt", fresh),
     ]
     .into();
-    let h = TestCache::in_dir(dir).build().await;
+    let h = dir_in(dir).open_cache(|b| b).await;
     let s = h.stats();
     assert_eq!(s.temp_files_swept, 3);
     assert_eq!(
@@ -300,11 +295,7 @@ async fn orphan_temp_files_are_swept_at_open() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_temp_file_of_a_live_instance_in_this_process_is_kept() {
     let fs = Arc::new(FaultFs::std());
-    let h = TestCache::new()
-        .io_timeout(Duration::from_secs(300))
-        .fs(fs.clone())
-        .build()
-        .await;
+    let h = open(|b| b.io_timeout(Duration::from_secs(300)).fs(fs.clone())).await;
     fs.add_rule(Rule::new(Fault::Hang).ops(&[FsOp::Rename]).times(1));
     h.set("k", "v").await.unwrap();
     while fs.faults_injected() == 0 {

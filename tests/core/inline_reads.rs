@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use tiercache::testing::FaultFs;
 
-use crate::support::{prose, Harness, Rng, TestCache};
+use tiercache::workload::{markdown, Rng};
+
+use crate::support::{open, OnDisk, TestCache};
 
 const SMALL: usize = 20;
 
@@ -44,9 +46,9 @@ fn resident_bytes(path: &std::path::Path) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn page_cache_hits_finish_inline_and_everything_else_takes_the_timed_path() {
     // A one-byte hot tier admits nothing: every get goes to the disk.
-    let h = TestCache::new().hot_bytes(1).build().await;
+    let h = open(|b| b.hot_capacity_bytes(1)).await;
     let mut rng = Rng::new(7);
-    let small: Vec<String> = (0..SMALL).map(|_| prose(&mut rng, 4096)).collect();
+    let small: Vec<String> = (0..SMALL).map(|_| markdown(&mut rng, 4096)).collect();
     // 64 KiB of random bytes: the file stays over `INLINE_DECODE_MAX` after gzip.
     let big = rng.bytes(64 * 1024);
     for (i, v) in small.iter().enumerate() {
@@ -136,7 +138,7 @@ fn open_fds_under(dir: &std::path::Path) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_read_inline_are_all_closed() {
-    let h = TestCache::new().hot_bytes(1).build().await;
+    let h = open(|b| b.hot_capacity_bytes(1)).await;
     for i in 0..50 {
         h.set(format!("k{i}"), &i).await.unwrap();
     }
@@ -161,7 +163,7 @@ async fn files_read_inline_are_all_closed() {
 
 /// Writes `n` integers, flushes, reads each back from the disk (the hot tier admits nothing);
 /// returns (warm hits, inline reads).
-async fn round_trip_through_the_disk(h: &Harness, n: i32) -> (u64, u64) {
+async fn round_trip_through_the_disk(h: &TestCache, n: i32) -> (u64, u64) {
     for i in 0..n {
         h.set(format!("k{i}"), &i).await.unwrap();
     }
@@ -175,17 +177,13 @@ async fn round_trip_through_the_disk(h: &Harness, n: i32) -> (u64, u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn page_cache_reads_can_be_turned_off() {
-    let h = TestCache::new()
-        .hot_bytes(1)
-        .page_cache_reads(false)
-        .build()
-        .await;
+    let h = open(|b| b.hot_capacity_bytes(1).page_cache_reads(false)).await;
     assert_eq!(round_trip_through_the_disk(&h, 10).await, (10, 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_injecting_fs_always_takes_the_timed_path() {
     let fs = Arc::new(FaultFs::std());
-    let h = TestCache::new().hot_bytes(1).fs(fs).build().await;
+    let h = open(|b| b.hot_capacity_bytes(1).fs(fs)).await;
     assert_eq!(round_trip_through_the_disk(&h, 10).await, (10, 0));
 }

@@ -10,9 +10,12 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::support::{prose, Harness, Rng, TestCache};
+use tiercache::workload::{markdown, Rng};
+use tiercache::Durability;
 
-const KEYS: u64 = 40;
+use crate::support::{open, OnDisk, TestCache};
+
+const KEYS: usize = 40;
 
 #[derive(Debug, Clone, PartialEq)]
 enum Value {
@@ -50,15 +53,15 @@ fn value(rng: &mut Rng) -> Value {
         0..=4 => rng.range(0, 64),
         5..=8 => rng.range(65, 1024),
         _ => rng.range(1025, 6000),
-    } as usize;
-    if rng.percent(50) {
+    };
+    if rng.chance(0.5) {
         Value::Bytes(rng.bytes(len))
     } else {
-        Value::Text(prose(rng, len))
+        Value::Text(markdown(rng, len))
     }
 }
 
-async fn set(h: &Harness, key: &str, v: &Value, ttl: Option<Duration>) {
+async fn set(h: &TestCache, key: &str, v: &Value, ttl: Option<Duration>) {
     match (v, ttl) {
         (Value::Bytes(b), None) => h.set_bytes(key, b).await,
         (Value::Bytes(b), Some(t)) => h.set_bytes_with_ttl(key, b, t).await,
@@ -111,8 +114,8 @@ impl History {
 }
 
 /// Reads `key` the way its model value was written and checks it.
-async fn check(h: &Harness, model: &Model, key: &str, what: &str, history: &History) {
-    let now = tiercache::Clock::now_ms(&h.clock);
+async fn check(h: &TestCache, model: &Model, key: &str, what: &str, history: &History) {
+    let now = tiercache::Clock::now_ms(h.clock());
     let (want, got) = match model.live(key, now) {
         Some(Value::Text(want)) => {
             let got = h.get::<String>(key).await.unwrap();
@@ -153,20 +156,20 @@ impl Served {
 
 async fn run(seed: u64, ops: usize, served: &mut Served) {
     let mut rng = Rng::new(seed);
-    let mut h = TestCache::new()
-        .hot_bytes(4 << 10)
-        .hot_entries(8)
-        .hot_shards(2)
-        .no_sync() // the model is about logic, not power loss
-        .build()
-        .await;
+    let mut h = open(|b| {
+        b.hot_capacity_bytes(4 << 10)
+            .hot_capacity_entries(8)
+            .hot_shards(2)
+            .durability(Durability::NoSync)
+    })
+    .await;
     let mut model = Model::default();
     let mut history = History::default();
     let mut sets = 0u64;
     for step in 0..ops {
         let key = format!("k{}", rng.below(KEYS));
         let what = format!("seed {seed} step {step}");
-        let now = tiercache::Clock::now_ms(&h.clock);
+        let now = tiercache::Clock::now_ms(h.clock());
         match rng.below(1000) {
             0..=299 => {
                 let v = value(&mut rng);
@@ -183,7 +186,7 @@ async fn run(seed: u64, ops: usize, served: &mut Served) {
             }
             300..=449 => {
                 let v = value(&mut rng);
-                let ttl = rng.range(0, 5000);
+                let ttl = rng.range(0, 5000) as u64;
                 set(&h, &key, &v, Some(Duration::from_millis(ttl))).await;
                 history.note(&key, step, now, format!("set {} ttl {ttl} ms", short(&v)));
                 model.entries.insert(
@@ -204,7 +207,7 @@ async fn run(seed: u64, ops: usize, served: &mut Served) {
                 check(&h, &model, &key, &what, &history).await;
                 history.note(&key, step, now, "get ok");
             }
-            900..=959 => h.advance(Duration::from_millis(rng.range(1, 3000))),
+            900..=959 => h.advance(Duration::from_millis(rng.range(1, 3000) as u64)),
             960..=979 => {
                 h.flush().await.unwrap();
                 history.note_all(step, now, "flush");
@@ -251,7 +254,7 @@ async fn run(seed: u64, ops: usize, served: &mut Served) {
             &history,
         )
         .await;
-        let now = tiercache::Clock::now_ms(&h.clock);
+        let now = tiercache::Clock::now_ms(h.clock());
         assert_eq!(
             h.on_disk(&key),
             model.live(&key, now).is_some(),

@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use tiercache::testing::{Fault, FaultFs, FsOp, Rule};
 
-use crate::support::{answer, Answer, Reads, Rng, TestCache};
+use tiercache::workload::Rng;
+use tiercache::{Durability, WritePolicy};
+
+use crate::support::{answer, open, Answer, OnDisk, Reads};
 
 fn key(i: usize) -> String {
     format!("user:{}/conversation:{}/turn:{}", i % 97, i / 97, i)
@@ -20,10 +23,10 @@ async fn ten_thousand_entries_survive_close_and_reopen() {
     let mut rng = Rng::new(10_000);
     // NoSync: the scenario is a restart, not a power cut (fsync is exercised by the other
     // tests); 10,000 fsyncs would only make this one slow.
-    let mut h = TestCache::new().no_sync().build().await;
+    let mut h = open(|b| b.durability(Durability::NoSync)).await;
     let answers: Vec<Answer> = (0..N)
         .map(|i| {
-            let len = rng.range(40, 600) as usize;
+            let len = rng.range(40, 600);
             answer(&mut rng, len, i % 3)
         })
         .collect();
@@ -61,7 +64,7 @@ async fn ten_thousand_entries_survive_close_and_reopen() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn close_drains_every_queued_write() {
-    let mut h = TestCache::new().build().await;
+    let mut h = open(|b| b).await;
     for i in 0..200 {
         h.set(key(i), &i).await.unwrap();
     }
@@ -94,7 +97,7 @@ async fn close_drains_every_queued_write() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn removes_and_overwrites_persist() {
-    let mut h = TestCache::new().build().await;
+    let mut h = open(|b| b).await;
     for i in 0..10 {
         h.set(key(i), &format!("v1 of {i}")).await.unwrap();
     }
@@ -122,7 +125,7 @@ async fn removes_and_overwrites_persist() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clear_empties_both_tiers_and_the_directory() {
-    let mut h = TestCache::new().build().await;
+    let mut h = open(|b| b).await;
     for i in 0..50 {
         h.set(key(i), &i).await.unwrap();
     }
@@ -158,11 +161,7 @@ async fn clear_empties_both_tiers_and_the_directory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clear_wins_over_a_write_in_flight() {
     let fs = Arc::new(FaultFs::std());
-    let mut h = TestCache::new()
-        .io_timeout(Duration::from_secs(300))
-        .fs(fs.clone())
-        .build()
-        .await;
+    let mut h = open(|b| b.io_timeout(Duration::from_secs(300)).fs(fs.clone())).await;
     fs.add_rule(Rule::new(Fault::Hang).ops(&[FsOp::WriteNew]).times(1));
     h.set("k", "old").await.unwrap();
     while fs.faults_injected() == 0 {
@@ -199,7 +198,7 @@ async fn clear_wins_over_a_write_in_flight() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn write_through_persists_before_set_returns() {
-    let h = TestCache::new().write_through().build().await;
+    let h = open(|b| b.write_policy(WritePolicy::WriteThrough)).await;
     h.set("prompt", "answer").await.unwrap();
     assert!(h.on_disk("prompt"), "entry file exists when set returns");
     let s = h.stats();

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tiercache::testing::{Fault, FaultFs, FsOp, Rule};
-use tiercache::Error;
+use tiercache::{Error, WritePolicy};
 
 use crate::support::*;
 
@@ -20,13 +20,13 @@ use crate::support::*;
 async fn a_write_through_ack_waits_for_the_disk_not_for_a_timer() {
     let fs = Arc::new(FaultFs::std());
     fs.add_rule(Rule::new(Fault::Delay(Duration::from_millis(50))).ops(&[FsOp::WriteNew]));
-    let h = TestCache::new()
-        .fs(fs)
-        .write_through()
-        .write_concurrency(1)
-        .io_timeout(Duration::from_millis(400))
-        .build()
-        .await;
+    let h = open(|b| {
+        b.fs(fs)
+            .write_policy(WritePolicy::WriteThrough)
+            .write_concurrency(1)
+            .io_timeout(Duration::from_millis(400))
+    })
+    .await;
     let value = vec![7u8; 16 << 10];
     let mut sets = Vec::new();
     for i in 0..24 {
@@ -60,7 +60,7 @@ async fn a_write_through_ack_waits_for_the_disk_not_for_a_timer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flush_is_ok_on_a_healthy_disk_while_other_tasks_write() {
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-    let h = TestCache::new().build().await;
+    let h = open(|b| b).await;
     let stop = Arc::new(AtomicBool::new(false));
     let sets = Arc::new(AtomicU64::new(0));
     let mut writers = Vec::new();
@@ -109,7 +109,7 @@ async fn a_layout_that_holds_no_entry_fails_flush_and_close() {
             "v1 is a file" => std::fs::write(dir.path().join("v1"), b"not a directory").unwrap(),
             _ => std::os::unix::fs::symlink(elsewhere.path(), dir.path().join("tmp")).unwrap(),
         }
-        let h = TestCache::in_dir(dir).build().await;
+        let h = dir_in(dir).open_cache(|b| b).await;
         for i in 0..10 {
             h.set(format!("k{i}"), &i).await.unwrap();
         }
@@ -155,7 +155,7 @@ async fn a_blocked_entry_path_is_reported_never_clean() {
     let fanout = blocked.parent().unwrap().parent().unwrap().to_path_buf();
     std::fs::create_dir_all(fanout.parent().unwrap()).unwrap();
     std::fs::write(&fanout, b"foreign").unwrap();
-    let h = TestCache::in_dir(dir).build().await;
+    let h = dir_in(dir).open_cache(|b| b).await;
     h.set("blocked", &1).await.unwrap();
     h.set("fine", &2).await.unwrap();
     match h.flush().await {
@@ -199,11 +199,12 @@ async fn a_judged_file_replaced_before_the_judgment_is_acted_on(
         target: entry_path(dir.path(), "k"),
         gate: gate.clone(),
     });
-    let mut h = TestCache::in_dir(dir)
-        .write_through()
-        .page_cache_reads(false)
-        .fs_dyn(fs)
-        .build()
+    let mut h = dir_in(dir)
+        .open_cache(|b| {
+            b.write_policy(WritePolicy::WriteThrough)
+                .page_cache_reads(false)
+                .fs(fs)
+        })
         .await;
     match judged {
         Judged::Expired => {
@@ -221,8 +222,7 @@ async fn a_judged_file_replaced_before_the_judgment_is_acted_on(
     // Another instance on the same directory (the fixture's settings, so the real fs).
     let other = if writer_is_another_instance {
         Some(
-            tiercache::TieredCache::builder(h.root())
-                .min_free_bytes(0)
+            tiercache::testing::builder(h.root())
                 .write_policy(tiercache::WritePolicy::WriteThrough)
                 .build()
                 .await

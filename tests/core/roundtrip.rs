@@ -10,14 +10,16 @@ use std::time::Duration;
 use tiercache::testing::{Fault, FaultFs, FsOp, Rule};
 use tiercache::HOT_ENTRY_OVERHEAD as ENTRY_OVERHEAD;
 
-use crate::support::{answer, prose, Answer, Reads, Rng, TestCache};
+use tiercache::workload::{markdown, Rng};
+
+use crate::support::{answer, open, Answer, Reads};
 
 const SIZES: [usize; 4] = [1, 1 << 10, 64 << 10, 1 << 20];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typed_answers_round_trip_from_hot_then_warm() {
     let mut rng = Rng::new(7);
-    let mut h = TestCache::new().build().await;
+    let mut h = open(|b| b).await;
     let answers: Vec<(String, Answer)> = SIZES
         .iter()
         .enumerate()
@@ -88,14 +90,14 @@ async fn typed_answers_round_trip_from_hot_then_warm() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bytes_round_trip_unchanged_from_hot_then_warm() {
     let mut rng = Rng::new(8);
-    let mut h = TestCache::new().build().await;
-    // Random bytes (incompressible) and prose (compressible) of every size, plus the empty value.
+    let mut h = open(|b| b).await;
+    // Random bytes (incompressible) and markdown prose (compressible) of every size, plus the empty value.
     let mut values: Vec<(Vec<u8>, Vec<u8>)> = vec![(b"empty".to_vec(), Vec::new())];
     for len in SIZES {
         values.push((format!("random-{len}").into_bytes(), rng.bytes(len)));
         values.push((
             format!("prose-{len}").into_bytes(),
-            prose(&mut rng, len).into_bytes(),
+            markdown(&mut rng, len).into_bytes(),
         ));
     }
     for (k, v) in &values {
@@ -135,7 +137,7 @@ async fn bytes_round_trip_unchanged_from_hot_then_warm() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn values_of_any_serde_type_coexist_and_a_later_set_replaces() {
-    let h = TestCache::new().build().await;
+    let h = open(|b| b).await;
     h.set("greeting", "hello").await.unwrap();
     h.set("numbers", &vec![1u64, 2, 3]).await.unwrap();
     h.set("nothing", &()).await.unwrap();
@@ -166,12 +168,12 @@ async fn values_of_any_serde_type_coexist_and_a_later_set_replaces() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_value_evicted_before_its_write_landed_is_read_from_the_queue() {
     let fs = Arc::new(FaultFs::std());
-    let mut h = TestCache::new()
-        .hot_entries(2)
-        .io_timeout(Duration::from_secs(300))
-        .fs(fs.clone())
-        .build()
-        .await;
+    let mut h = open(|b| {
+        b.hot_capacity_entries(2)
+            .io_timeout(Duration::from_secs(300))
+            .fs(fs.clone())
+    })
+    .await;
     fs.add_rule(Rule::new(Fault::Hang).ops(&[FsOp::WriteNew]));
     let keys: Vec<String> = (0..5).map(|i| format!("question {i}")).collect();
     for (i, k) in keys.iter().enumerate() {

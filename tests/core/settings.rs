@@ -19,7 +19,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use tiercache::testing::{Fault, FaultFs, FsOp, Rule};
+use tiercache::testing::{self, Fault, FaultFs, FsOp, Rule};
 use tiercache::{Builder, Durability, Error, ManualClock, Mode, TieredCache, WritePolicy};
 
 const NS: Duration = Duration::from_nanos(1);
@@ -663,9 +663,7 @@ async fn corrupt_file_is_quarantined(c: &TieredCache, kept: usize) -> Result<(),
 // The workload.
 
 fn base(dir: &Path, clock: &ManualClock) -> Builder {
-    TieredCache::builder(dir)
-        .min_free_bytes(0)
-        .clock(Arc::new(clock.clone()))
+    testing::builder(dir).clock(Arc::new(clock.clone()))
 }
 
 fn check_flush(what: &str, got: tiercache::Result<()>, want: Flush) -> Result<(), String> {
@@ -957,9 +955,8 @@ fn outage_cases() -> Vec<OutageCase> {
 /// one that does not must still serve "a" from memory and report it from `flush`/`close`.
 async fn run_outage(case: &OutageCase, dir: &Path) -> Result<(), String> {
     let fs = Arc::new(FaultFs::std());
-    let builder = TieredCache::builder(dir)
+    let builder = testing::builder(dir)
         .fs(fs.clone())
-        .min_free_bytes(0)
         .failure_threshold(1)
         .memory_only_after(1)
         .open_timeout(Duration::from_millis(20))
@@ -1006,12 +1003,9 @@ async fn run_outage(case: &OutageCase, dir: &Path) -> Result<(), String> {
         }
         step("close", cache.close()).await?.map_err(e("close"))?;
         no_task_panics(&cache)?;
-        let reopened = step(
-            "reopen",
-            TieredCache::builder(dir).min_free_bytes(0).build(),
-        )
-        .await?
-        .map_err(e("reopen"))?;
+        let reopened = step("reopen", testing::builder(dir).build())
+            .await?
+            .map_err(e("reopen"))?;
         let a = step("get a after reopen", reopened.get_bytes("a"))
             .await?
             .map_err(e("get a after reopen"))?;
@@ -1087,10 +1081,9 @@ async fn a_root_that_cannot_be_a_directory_is_rejected() {
         file.clone(),
         file.join("below-a-file"),
     ] {
-        let built =
-            tokio::time::timeout(STEP, TieredCache::builder(&root).min_free_bytes(0).build())
-                .await
-                .unwrap_or_else(|_| panic!("build({root:?}) hung"));
+        let built = tokio::time::timeout(STEP, testing::builder(&root).build())
+            .await
+            .unwrap_or_else(|_| panic!("build({root:?}) hung"));
         match built {
             Err(Error::Config(msg)) => assert!(
                 msg.contains("cache directory"),
@@ -1113,7 +1106,7 @@ async fn a_root_that_cannot_be_a_directory_is_rejected() {
 #[test]
 fn build_outside_a_tokio_runtime_is_a_config_error() {
     let dir = tempfile::tempdir().unwrap();
-    let built = futures_lite_block_on(TieredCache::builder(dir.path()).min_free_bytes(0).build());
+    let built = futures_lite_block_on(testing::builder(dir.path()).build());
     match built {
         Err(Error::Config(msg)) => assert!(msg.contains("tokio"), "{msg:?}"),
         Err(e) => panic!("expected Error::Config, got {e:?}"),
@@ -1151,9 +1144,8 @@ async fn duration_max_intervals_never_fire_even_decades_later() {
     const DECADE: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
     let dir = tempfile::tempdir().unwrap();
     let fs = Arc::new(FaultFs::std());
-    let cache = TieredCache::builder(dir.path())
+    let cache = testing::builder(dir.path())
         .fs(fs.clone())
-        .min_free_bytes(0)
         .failure_threshold(1)
         .memory_only_after(1)
         .recovery_interval(Duration::MAX)

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use crate::support::{Reads, TestCache};
+use crate::support::{open, OnDisk, Reads};
 
 const MS: Duration = Duration::from_millis(1);
 const SEC: Duration = Duration::from_secs(1);
@@ -16,7 +16,7 @@ const HOUR: Duration = Duration::from_secs(3600);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hot_entries_expire_exactly_at_their_ttl() {
-    let h = TestCache::new().build().await;
+    let h = open(|b| b).await;
     h.set_with_ttl("a", "ten seconds", 10 * SEC).await.unwrap();
     h.set_with_ttl("b", "twenty seconds", 20 * SEC)
         .await
@@ -66,7 +66,7 @@ async fn hot_entries_expire_exactly_at_their_ttl() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn default_ttl_applies_to_plain_sets_only() {
-    let h = TestCache::new().default_ttl(MIN).build().await;
+    let h = open(|b| b.default_ttl(MIN)).await;
     h.set("plain", &1u32).await.unwrap();
     h.set_bytes("raw", b"1").await.unwrap();
     h.set_with_ttl("explicit", &2u32, HOUR).await.unwrap();
@@ -81,7 +81,7 @@ async fn default_ttl_applies_to_plain_sets_only() {
 /// Entries written by one process, expired while the cache was closed, read by the next.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entries_that_expire_on_disk_are_misses_after_a_restart() {
-    let mut h = TestCache::new().build().await;
+    let mut h = open(|b| b).await;
     let short = ["s1", "s2", "s3"];
     let long = ["l1", "l2"];
     for k in short {
@@ -143,7 +143,7 @@ async fn entries_that_expire_on_disk_are_misses_after_a_restart() {
 /// past `sweep_interval` runs the sweep at once.
 #[tokio::test(start_paused = true)]
 async fn the_sweep_deletes_expired_files_nobody_reads() {
-    let h = TestCache::new().sweep_interval(MIN).build().await;
+    let h = open(|b| b.sweep_interval(MIN)).await;
     let doomed = ["d1", "d2", "d3", "d4"];
     for k in doomed {
         h.set_with_ttl(k, k, 30 * SEC).await.unwrap();
@@ -179,7 +179,7 @@ async fn the_sweep_deletes_expired_files_nobody_reads() {
 /// expiry: the sweep must read their headers and delete the expired ones.
 #[tokio::test(start_paused = true)]
 async fn the_sweep_deletes_expired_files_of_a_previous_process() {
-    let mut h = TestCache::new().sweep_interval(MIN).build().await;
+    let mut h = open(|b| b.sweep_interval(MIN)).await;
     for k in ["x1", "x2", "x3"] {
         h.set_with_ttl(k, k, 30 * SEC).await.unwrap();
     }

@@ -9,9 +9,9 @@ use crate::support::{self, open, open_with, quarantine_name, rel_entry_path, NOW
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entry_of_another_key_is_never_served() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
-    let (cache, _clock) = open_with(root, |b| b.write_policy(WritePolicy::WriteThrough)).await;
+    let dir = crate::support::dir();
+    let root = dir.root();
+    let cache = open_with(&dir, |b| b.write_policy(WritePolicy::WriteThrough)).await;
     cache.set_bytes("key A", "value of A").await.unwrap();
     cache.close().await.unwrap();
     let a_path = support::entry_path(root, b"key A");
@@ -33,7 +33,7 @@ async fn entry_of_another_key_is_never_served() {
     assert_eq!(report.corrupted[0].path, rel_entry_path(b"key B"));
     assert_eq!(report.corrupted[0].reason.name(), "key-mismatch");
 
-    let (cache, _clock) = open(root).await;
+    let cache = open(&dir).await;
     assert_eq!(cache.get_bytes("key B").await.unwrap(), None);
     assert_eq!(
         cache.get_bytes("key A").await.unwrap().as_deref(),
@@ -52,7 +52,7 @@ async fn entry_of_another_key_is_never_served() {
     // B can be written and read back normally afterwards.
     cache.set_bytes("key B", "value of B").await.unwrap();
     cache.close().await.unwrap();
-    let (cache, _clock) = open(root).await;
+    let cache = open(&dir).await;
     assert_eq!(
         cache.get_bytes("key B").await.unwrap().as_deref(),
         Some(&b"value of B"[..])

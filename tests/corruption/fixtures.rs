@@ -105,8 +105,8 @@ fn each_fixture_decodes_to_its_reason() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_fixture_is_a_miss_and_quarantined_with_its_reason() {
     let fixtures = corpus::load();
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
+    let dir = crate::support::dir();
+    let root = dir.root();
     let healthy: Vec<(String, Vec<u8>)> = (0..8)
         .map(|i| (format!("healthy/{i}"), text(100 + i * 300, i as u64)))
         .collect();
@@ -116,7 +116,7 @@ async fn every_fixture_is_a_miss_and_quarantined_with_its_reason() {
     for f in &fixtures {
         place(root, f.key.as_bytes(), &f.bytes);
     }
-    let (cache, _clock) = open(root).await;
+    let cache = open(&dir).await;
     for f in &fixtures {
         let got = cache.get_bytes(&f.key).await.unwrap();
         assert!(got.is_none(), "{} was served", f.file);

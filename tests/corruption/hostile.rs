@@ -35,9 +35,9 @@ fn plant_link(root: &Path, key: &[u8], target: &Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn symlink_at_an_entry_path_never_touches_its_target() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::support::dir();
     let outside = tempfile::tempdir().unwrap();
-    let root = dir.path();
+    let root = dir.root();
     let sentinel = outside.path().join("sentinel");
     std::fs::write(&sentinel, SENTINEL).unwrap();
     let key = b"linked";
@@ -46,7 +46,7 @@ async fn symlink_at_an_entry_path_never_touches_its_target() {
 
     // get: a miss; the link itself is quarantined, as a link.
     plant_link(root, key, &sentinel);
-    let (cache, _clock) = open_with(root, |b| b.write_policy(WritePolicy::WriteThrough)).await;
+    let cache = open_with(&dir, |b| b.write_policy(WritePolicy::WriteThrough)).await;
     assert_eq!(cache.get_bytes(key).await.unwrap(), None);
     unchanged();
     let q = support::quarantined(root);
@@ -67,7 +67,7 @@ async fn symlink_at_an_entry_path_never_touches_its_target() {
     assert!(meta.file_type().is_file());
     cache.close().await.unwrap();
     // ... and reads back from disk.
-    let (cache, _clock) = open(root).await;
+    let cache = open(&dir).await;
     assert_eq!(
         cache.get_bytes(key).await.unwrap().as_deref(),
         Some(&b"fresh value"[..])
@@ -95,9 +95,9 @@ async fn symlink_at_an_entry_path_never_touches_its_target() {
 /// key whose hash starts with `ab`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn symlinked_fanout_directory_is_never_followed() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::support::dir();
     let outside = tempfile::tempdir().unwrap();
-    let root = dir.path();
+    let root = dir.root();
     let key = b"behind a linked fan-out dir";
     let h = hex(&key_hash(key));
     // Outside: a tree shaped like a fan-out directory, holding a valid entry of `key` and a
@@ -129,7 +129,7 @@ async fn symlinked_fanout_directory_is_never_followed() {
     assert_eq!((report.entries_checked, report.foreign_files), (0, 1));
     assert_eq!(snapshot(), before);
 
-    let (cache, _clock) = open_with(root, |b| b.write_policy(WritePolicy::WriteThrough)).await;
+    let cache = open_with(&dir, |b| b.write_policy(WritePolicy::WriteThrough)).await;
     let got = cache.get_bytes(key).await.unwrap();
     assert_eq!(
         got, None,
@@ -154,8 +154,8 @@ async fn symlinked_fanout_directory_is_never_followed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifo_at_an_entry_path_does_not_block() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
+    let dir = crate::support::dir();
+    let root = dir.root();
     let key = b"fifo";
     mkfifo(&support::prepare_path(root, key));
 
@@ -170,7 +170,7 @@ async fn fifo_at_an_entry_path_does_not_block() {
     assert_eq!(corrupted.len(), 1);
     assert_eq!(corrupted[0].reason.name(), "not-a-regular-file");
 
-    let (cache, _clock) = open(root).await;
+    let cache = open(&dir).await;
     let got = tokio::time::timeout(Duration::from_secs(5), cache.get_bytes(key))
         .await
         .expect("get blocked on a FIFO")
@@ -191,7 +191,7 @@ async fn fifo_at_an_entry_path_does_not_block() {
     // The path is usable again.
     cache.set_bytes(key, "after the fifo").await.unwrap();
     cache.close().await.unwrap();
-    let (cache, _clock) = open(root).await;
+    let cache = open(&dir).await;
     assert_eq!(
         cache.get_bytes(key).await.unwrap().as_deref(),
         Some(&b"after the fifo"[..])
@@ -201,8 +201,8 @@ async fn fifo_at_an_entry_path_does_not_block() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn directory_planted_at_an_entry_path_is_quarantined_not_entered() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
+    let dir = crate::support::dir();
+    let root = dir.root();
     let key = b"planted dir";
     let planted = support::prepare_path(root, key);
     // Inside: what would be a valid entry if the scan recursed, and a nested directory.
@@ -216,7 +216,7 @@ async fn directory_planted_at_an_entry_path_is_quarantined_not_entered() {
     assert_eq!(report.corrupted[0].reason.name(), "not-a-regular-file");
     assert!(report.corrupted[0].detail.contains("directory"));
 
-    let (cache, _clock) = open(root).await;
+    let cache = open(&dir).await;
     assert_eq!(cache.get_bytes(key).await.unwrap(), None);
     assert!(!planted.exists());
     let q = support::quarantined(root);
@@ -233,9 +233,9 @@ async fn directory_planted_at_an_entry_path_is_quarantined_not_entered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn foreign_files_are_ignored_and_counted() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::support::dir();
     let outside = tempfile::tempdir().unwrap();
-    let root = dir.path();
+    let root = dir.root();
     let keys: Vec<String> = (0..3).map(|i| format!("real/{i}")).collect();
     for k in &keys {
         place(root, k.as_bytes(), &entry(k.as_bytes(), k.as_bytes()));
@@ -275,7 +275,7 @@ async fn foreign_files_are_ignored_and_counted() {
     assert_eq!(report.quarantined, 0);
     assert!(cd.join(non_utf8).exists() && v1.join("stray/ab/cd").join(&h).exists());
 
-    let (cache, _clock) = open(root).await;
+    let cache = open(&dir).await;
     support::wait_for_scan(&cache).await;
     for k in &keys {
         assert_eq!(

@@ -54,8 +54,8 @@ fn produced(detail: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bombs_through_the_cache_are_quarantined_after_at_most_one_chunk() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
+    let dir = crate::support::dir();
+    let root = dir.root();
     // Declared at the limit, declared tiny, and declared over the limit (never inflated).
     let cases: [(&str, u64, &str); 3] = [
         ("bomb/at-limit", MAX_ENTRY as u64, "bomb"),
@@ -67,7 +67,7 @@ async fn bombs_through_the_cache_are_quarantined_after_at_most_one_chunk() {
         place(root, key.as_bytes(), &file);
     }
     place(root, b"fine", &support::entry(b"fine", b"a normal value"));
-    let (cache, _clock) = open_with(root, |b| b.max_entry_bytes(MAX_ENTRY)).await;
+    let cache = open_with(&dir, |b| b.max_entry_bytes(MAX_ENTRY)).await;
     for (key, _, _) in cases {
         assert_eq!(cache.get_bytes(key).await.unwrap(), None, "{key}");
     }
@@ -103,15 +103,15 @@ async fn bombs_through_the_cache_are_quarantined_after_at_most_one_chunk() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_longer_than_any_valid_entry_are_oversize_unread() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
+    let dir = crate::support::dir();
+    let root = dir.root();
     let limits = format::Limits {
         max_key_bytes: 64,
         max_entry_bytes: 4096,
     };
     let too_long = vec![b'A'; limits.max_file_bytes() as usize + 1];
     place(root, b"huge", &too_long);
-    let (cache, _clock) = open_with(root, |b| b.max_key_bytes(64).max_entry_bytes(4096)).await;
+    let cache = open_with(&dir, |b| b.max_key_bytes(64).max_entry_bytes(4096)).await;
     assert_eq!(cache.get_bytes("huge").await.unwrap(), None);
     let q = support::quarantined(root);
     let entry = &q[&quarantine_name(NOW, "oversize", b"huge")];

@@ -1,14 +1,16 @@
-//! Shared fixtures: a seeded RNG, deterministic entries, placing files at a key's path, a
-//! cache on a manual clock, and reading the quarantine back.
+//! Shared fixtures: deterministic entries, placing files at a key's path, caches on a
+//! directory whose clock reads [`NOW`], and reading the quarantine back.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+pub use tiercache::testing::TestDir;
 use tiercache::warm::format::{self, EntryMeta, Limits};
 use tiercache::warm::layout::{hex, key_hash, Layout};
-use tiercache::{ManualClock, TieredCache};
+pub use tiercache::workload::Rng;
+use tiercache::TieredCache;
 
 /// The clock every cache in these tests reads: quarantine names are `<NOW>-<reason>-<hex>`.
 pub const NOW: u64 = 1_800_000_000_000;
@@ -27,41 +29,6 @@ pub const DEFAULT_LIMITS: Limits = Limits {
     max_key_bytes: tiercache::defaults::DEFAULT_MAX_KEY_BYTES,
     max_entry_bytes: tiercache::defaults::DEFAULT_MAX_ENTRY_BYTES,
 };
-
-/// splitmix64: a tiny seeded generator (the crate has no `rand` dev-dependency).
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Rng(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (`n > 0`).
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
-
-    pub fn byte(&mut self) -> u8 {
-        self.next_u64() as u8
-    }
-
-    pub fn chance(&mut self, one_in: usize) -> bool {
-        self.below(one_in) == 0
-    }
-
-    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.byte()).collect()
-    }
-}
 
 const WORDS: [&str; 24] = [
     "the",
@@ -91,12 +58,16 @@ const WORDS: [&str; 24] = [
 ];
 
 /// LLM-ish text of exactly `len` bytes, deterministic in `seed`.
+///
+/// The committed fixtures hold `text(700, 2024)`: its draws are reduced modulo, as when they
+/// were generated, not with `Rng::below`, so that the bytes stay the same.
 pub fn text(len: usize, seed: u64) -> Vec<u8> {
     let mut rng = Rng::new(seed);
+    let mut draw_below = |n: usize| (rng.next_u64() % n as u64) as usize;
     let mut out = Vec::with_capacity(len + 16);
     while out.len() < len {
-        out.extend_from_slice(WORDS[rng.below(WORDS.len())].as_bytes());
-        out.push(if rng.chance(12) { b'\n' } else { b' ' });
+        out.extend_from_slice(WORDS[draw_below(WORDS.len())].as_bytes());
+        out.push(if draw_below(12) == 0 { b'\n' } else { b' ' });
     }
     out.truncate(len);
     out
@@ -146,22 +117,22 @@ pub fn mkfifo(path: &Path) {
     .expect("mkfifo");
 }
 
-/// A cache under `root` with default limits on a manual clock reading [`NOW`].
-pub async fn open(root: &Path) -> (TieredCache, ManualClock) {
-    open_with(root, |b| b).await
+/// A directory whose caches read a manual clock at [`NOW`].
+pub fn dir() -> TestDir {
+    TestDir::new().manual_clock(NOW)
+}
+
+/// A cache on `dir` with default limits.
+pub async fn open(dir: &TestDir) -> TieredCache {
+    open_with(dir, |b| b).await
 }
 
 /// Like [`open`], with extra builder settings.
 pub async fn open_with(
-    root: &Path,
+    dir: &TestDir,
     f: impl FnOnce(tiercache::Builder) -> tiercache::Builder,
-) -> (TieredCache, ManualClock) {
-    let clock = ManualClock::new(NOW);
-    let builder = TieredCache::builder(root)
-        .min_free_bytes(0)
-        .clock(Arc::new(clock.clone()));
-    let cache = f(builder).build().await.expect("build");
-    (cache, clock)
+) -> TieredCache {
+    dir.open(f(dir.builder())).await
 }
 
 /// Waits (yielding, no sleeping) until the background scan has been merged.

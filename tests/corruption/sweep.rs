@@ -268,9 +268,9 @@ async fn through_the_cache() -> ViaCache {
     let payload_bits = (file.len() - key_end) * 8;
     variants.extend((0..300).map(|_| flip(&file, key_end * 8 + rng.below(payload_bits))));
 
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
-    let (cache, clock) = open_with(root, |b| b.quarantine_limits(100_000, u64::MAX)).await;
+    let dir = crate::support::dir();
+    let root = dir.root();
+    let cache = open_with(&dir, |b| b.quarantine_limits(100_000, u64::MAX)).await;
     let path = support::prepare_path(root, &s.key);
     let mut newer = 0u64;
     for (i, v) in variants.iter().enumerate() {
@@ -287,7 +287,7 @@ async fn through_the_cache() -> ViaCache {
             newer += 1;
         }
         // A fresh millisecond per variant: quarantine names stay unique.
-        clock.advance(Duration::from_millis(1));
+        dir.clock().advance(Duration::from_millis(1));
     }
     let n = variants.len() as u64;
     let st = cache.stats();

@@ -15,8 +15,8 @@ use crate::support::{self, mkfifo, open, place, quarantine_name, rel_entry_path,
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_reports_each_reason_repairs_and_comes_back_clean() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
+    let dir = crate::support::dir();
+    let root = dir.root();
     let fixtures = corpus::load();
     for f in &fixtures {
         place(root, f.key.as_bytes(), &f.bytes);
@@ -139,7 +139,7 @@ async fn verify_reports_each_reason_repairs_and_comes_back_clean() {
     assert_eq!(again.quarantined, 0);
 
     // The cache agrees: live entries hit, expired ones miss, nothing new is corrupt.
-    let (cache, _clock) = open(root).await;
+    let cache = open(&dir).await;
     for (key, value, _, expired) in &healthy {
         let got = cache.get_bytes(key).await.unwrap();
         if *expired {

@@ -9,8 +9,8 @@ use crate::support::{self, open, place, META, NOW};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn newer_versions_are_misses_left_in_place() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
+    let dir = crate::support::dir();
+    let root = dir.root();
     let payload = format::deflate(b"from the future", 6).unwrap();
     let versions = [3u16, 7, u16::MAX];
     let mut files = Vec::new();
@@ -38,7 +38,7 @@ async fn newer_versions_are_misses_left_in_place() {
     );
     assert_eq!(report.quarantined, 1);
 
-    let (cache, _clock) = open(root).await;
+    let cache = open(&dir).await;
     for (key, path, file) in &files {
         assert_eq!(cache.get_bytes(key).await.unwrap(), None, "{key}");
         assert_eq!(&std::fs::read(path).unwrap(), file, "{key} was touched");
@@ -66,8 +66,8 @@ async fn version_1_entries_are_read_or_missed_never_wrong() {
         text: String,
         tokens: u32,
     }
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
+    let dir = crate::support::dir();
+    let root = dir.root();
     let v1 = |key: &str, value: &[u8]| {
         let payload = format::deflate(value, 6).unwrap();
         let file = format::assemble(
@@ -84,7 +84,7 @@ async fn version_1_entries_are_read_or_missed_never_wrong() {
     // standard configuration.
     v1("typed", &[5, b'P', b'a', b'r', b'i', b's', 3]);
     v1("raw", b"raw bytes, as given");
-    let (cache, _clock) = open(root).await;
+    let cache = open(&dir).await;
     for pass in ["disk", "memory"] {
         let typed: Option<Answer> = cache.get("typed").await.unwrap();
         assert_eq!(

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use tiercache::{ManualClock, TieredCache};
+use tiercache::testing::TestDir;
 
 const T0: u64 = 1_735_689_600_000;
 
@@ -43,14 +43,8 @@ fn xxd(bytes: &[u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_worked_example_is_what_the_cache_writes() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(T0);
-    let cache = TieredCache::builder(dir.path())
-        .clock(std::sync::Arc::new(clock.clone()))
-        .min_free_bytes(0)
-        .build()
-        .await
-        .unwrap();
+    let dir = TestDir::new().manual_clock(T0);
+    let cache = dir.open(dir.builder()).await;
     cache
         .set_with_ttl(
             "greeting",
@@ -62,7 +56,7 @@ async fn the_worked_example_is_what_the_cache_writes() {
     cache.close().await.unwrap();
     let hash = blake3::hash(b"greeting").to_hex().to_string();
     let path = dir
-        .path()
+        .root()
         .join("v1")
         .join(&hash[..2])
         .join(&hash[2..4])

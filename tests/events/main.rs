@@ -28,7 +28,7 @@ use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 #[path = "../resilience/support.rs"]
 mod support;
 
-use support::{TestCache, EIO};
+use support::{dir, fail, open, EIO};
 
 /// Serializes the tests of this binary (see the module docs).
 fn one_at_a_time() -> MutexGuard<'static, ()> {
@@ -151,12 +151,10 @@ fn cache_one_event_per_transition_whatever_the_traffic() {
 }
 
 async fn cache_events(events: Events) {
-    let t = TestCache::new();
-    let cache = t
-        .open(t.builder().failure_threshold(3).memory_only_after(5))
-        .await;
+    let t = dir();
+    let cache = open(&t, |b| b.failure_threshold(3).memory_only_after(5)).await;
     events.take(); // drop the "opened" event
-    t.fail(&[FsOp::WriteNew, FsOp::ReadFile], EIO);
+    fail(&t, &[FsOp::WriteNew, FsOp::ReadFile], EIO);
     // 3 failures open the breaker (one event); then 5,000 calls are rejected silently.
     // Write-through: each set reports that its write did not reach the disk.
     for i in 0..3 {
@@ -187,12 +185,7 @@ fn decode_misses_and_unencodable_values_warn_once_per_type() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let dir = tempfile::tempdir().unwrap();
-        let cache = tiercache::TieredCache::builder(dir.path())
-            .min_free_bytes(0)
-            .build()
-            .await
-            .unwrap();
+        let cache = tiercache::testing::TestCache::new().await;
         cache.set("k", "text").await.unwrap();
         for _ in 0..5 {
             assert_eq!(cache.get::<u64>("k").await.unwrap(), None);

@@ -71,22 +71,22 @@ async fn task(
     ever: Ever,
     seq: Arc<AtomicU64>,
 ) -> Figures {
-    let mut rng = Rng(seed * 1000 + t);
+    let mut rng = Rng::new(seed * 1000 + t);
     let mut f = Figures::default();
     for _ in 0..ops {
         f.ops += 1;
-        let k = key(rng.below(KEYS));
+        let k = key(rng.below(KEYS as usize) as u64);
         // 10% of operations are dropped after a random few microseconds.
         let drop_after = rng
-            .chance(10)
-            .then(|| Duration::from_micros(rng.below(300)));
+            .chance(0.1)
+            .then(|| Duration::from_micros(rng.below(300) as u64));
         let roll = rng.below(100);
         let op = async {
             match roll {
                 0..35 => {
                     let s = seq.fetch_add(1, Ordering::Relaxed);
                     ever.lock().unwrap().entry(k.clone()).or_default().insert(s);
-                    let len = 50 + rng.below(3000) as usize;
+                    let len = 50 + rng.below(3000);
                     persisted(cache.set_bytes(&k, value(&k, t, s, len)).await);
                     None
                 }
@@ -98,7 +98,7 @@ async fn task(
                     let _ = cache.flush().await;
                     None
                 }
-                47 if rng.chance(10) => {
+                47 if rng.chance(0.1) => {
                     let _ = cache.clear().await;
                     None
                 }
@@ -136,8 +136,8 @@ async fn task(
                 }
             }
         }
-        if rng.chance(70) {
-            tokio::time::sleep(Duration::from_micros(rng.below(8000))).await;
+        if rng.chance(0.7) {
+            tokio::time::sleep(Duration::from_micros(rng.below(8000) as u64)).await;
         } else {
             tokio::task::yield_now().await;
         }

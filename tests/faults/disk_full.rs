@@ -108,14 +108,11 @@ fn tmpfs_fills_up_then_recovers() {
     if !root_or_skip("disk-full") {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let mut cmd = child_command(
+    run_child_in_temp_dir(
         &test_name(module_path!(), "tmpfs_fills_up_then_recovers"),
         "disk-full",
         Wrap::Namespace,
     );
-    cmd.env(DIR_ENV, dir.path());
-    run_child(cmd);
 }
 
 fn child() {

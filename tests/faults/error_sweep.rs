@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tiercache::testing::{Fault, FaultFs, FsOp, Rule};
-use tiercache::{BreakerState, Mode, TieredCache};
+use tiercache::{BreakerState, Mode};
 
 use crate::support::*;
 
@@ -143,18 +143,6 @@ async fn wait_for(mut f: impl FnMut() -> bool) {
     }
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
-}
-
 /// A directory with `old0..old3` on disk and an orphan temp file of a dead process.
 async fn template(root: &Path) {
     let cache = builder(root).build().await.unwrap();
@@ -209,7 +197,7 @@ async fn variant(
     let fail = |t: &mut Tally, what: String| t.failures.push(format!("{name}: {what}"));
     let dir = scratch_dir();
     let root = dir.path().join("root");
-    copy_dir(template_dir, &root);
+    copy_dir(template_dir, &root).unwrap();
     let fs = Arc::new(FaultFs::std());
     let mut expect: Expect = (0..OLD_KEYS).map(|i| (old(i), Some(100 + i))).collect();
     if op == Op::Open {
@@ -371,11 +359,7 @@ async fn variant(
     }
 
     // What the next process finds.
-    let reopened = TieredCache::builder(&root)
-        .min_free_bytes(0)
-        .build()
-        .await
-        .unwrap();
+    let reopened = tiercache::testing::builder(&root).build().await.unwrap();
     let temps = temp_files(&root) as u64;
     if temps != 0 {
         t.temps_after_reopen += temps;

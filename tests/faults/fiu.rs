@@ -114,7 +114,7 @@ fn key(k: u64) -> String {
 }
 
 fn value_len(seq: u64) -> usize {
-    [64, 700, 3000, 6000][(Rng(seq).next_u64() % 4) as usize]
+    [64, 700, 3000, 6000][(Rng::new(seq).next_u64() % 4) as usize]
 }
 
 fn policy_name(p: WritePolicy) -> &'static str {
@@ -241,7 +241,7 @@ fn libfiu_random_faults_kill_minus_nine() {
     let ops = scale(600, 4000);
     let kills = scale(2, 10);
     let mut specs = Vec::new();
-    let mut rng = Rng(0xf100_9999);
+    let mut rng = Rng::new(0xf100_9999);
     for i in 0..kills {
         for policy in [WritePolicy::WriteThrough, WritePolicy::WriteBehind] {
             let p = ["0.02", "0.1"][(i % 2) as usize];
@@ -263,7 +263,7 @@ fn libfiu_random_faults_kill_minus_nine() {
                     LARGE_QUEUE_BYTES
                 },
                 heal: false,
-                kill_after: Some(ops / 10 + rng.below(ops * 8 / 10)),
+                kill_after: Some(ops / 10 + rng.below((ops * 8 / 10) as usize) as u64),
             });
         }
     }
@@ -1343,8 +1343,7 @@ fn env_u64(name: &str) -> u64 {
 }
 
 fn child_builder(root: &Path, policy: WritePolicy, queue_bytes: usize) -> Builder {
-    TieredCache::builder(root)
-        .min_free_bytes(0)
+    tiercache::testing::builder(root)
         .write_policy(policy)
         .durability(Durability::Fsync)
         .hot_capacity_bytes(HOT_BYTES)
@@ -1374,19 +1373,19 @@ fn outcome<T>(r: &Result<T, Error>) -> String {
 /// One task of the child: `ops` operations, on its own keys (`k % tasks == t` among those
 /// above `SHARED_KEYS`) or, one time in three, on the keys all tasks share.
 async fn worker(cache: TieredCache, report: Report, seed: u64, t: u64, tasks: u64, ops: u64) {
-    let mut rng = Rng(seed ^ (t + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut rng = Rng::stream(seed, t);
     let own = (KEYS - SHARED_KEYS) / tasks;
     for i in 0..ops {
         let seq = i * tasks + t + 1;
-        let k = if rng.chance(33) {
-            rng.below(SHARED_KEYS)
+        let k = if rng.chance(0.33) {
+            rng.below(SHARED_KEYS as usize) as u64
         } else {
-            SHARED_KEYS + t + tasks * rng.below(own)
+            SHARED_KEYS + t + tasks * rng.below(own as usize) as u64
         };
         let kk = key(k);
         match rng.below(100) {
             0..50 => {
-                let ttl = rng.chance(20);
+                let ttl = rng.chance(0.2);
                 let v = value(&kk, 0, seq, value_len(seq));
                 report.line(&format!("B {seq} set {k}"));
                 let r = if ttl {

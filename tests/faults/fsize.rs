@@ -25,15 +25,12 @@ fn efbig_is_per_entry() {
     if role().as_deref() == Some("fsize") {
         return child();
     }
-    let dir = tempfile::tempdir().unwrap();
-    let mut cmd = child_command(
+    // Reaching the end (exit status 0, not SIGXFSZ) is the proof the process lives.
+    run_child_in_temp_dir(
         &test_name(module_path!(), "efbig_is_per_entry"),
         "fsize",
         Wrap::FileSizeLimit(LIMIT),
     );
-    cmd.env(DIR_ENV, dir.path());
-    // Reaching the end (exit status 0, not SIGXFSZ) is the proof the process lives.
-    run_child(cmd);
 }
 
 fn large(i: u64) -> bool {

@@ -29,7 +29,7 @@ fn key(k: u64) -> String {
 
 /// Value sizes from a few bytes to several pages, so kills land inside writes of every size.
 fn value_len(seq: u64) -> usize {
-    [40, 900, 4 << 10, 16 << 10][(Rng(seq).next_u64() % 4) as usize]
+    [40, 900, 4 << 10, 16 << 10][(Rng::new(seq).next_u64() % 4) as usize]
 }
 
 #[test]
@@ -47,7 +47,7 @@ fn kill_minus_nine_cycles() {
         .unwrap();
     // The state every key must have on disk: None = absent.
     let mut model: HashMap<u64, Option<u64>> = HashMap::new();
-    let mut rng = Rng(0x5eed_0009);
+    let mut rng = Rng::new(0x5eed_0009);
     let (mut kills, mut acked, mut in_flight, mut temps_left) = (0u64, 0u64, 0u64, 0u64);
     let (mut torn, mut lost, mut wrong, mut leaked) = (0u64, 0u64, 0u64, 0u64);
     let started = std::time::Instant::now();
@@ -81,7 +81,7 @@ fn kill_minus_nine_cycles() {
                 lines.push(line);
             }
         }
-        std::thread::sleep(Duration::from_micros(rng.below(3000)));
+        std::thread::sleep(Duration::from_micros(rng.below(3000) as u64));
         child.kill().unwrap();
         let status = child.wait().unwrap();
         for line in out.lines() {
@@ -188,11 +188,11 @@ fn worker() {
         let cache = builder(&root).build().await.unwrap();
         // On a line of its own: libtest may have printed "test name ... " before it.
         println!("\nOPEN");
-        let mut rng = Rng(seed);
+        let mut rng = Rng::new(seed);
         for n in 0..1_000_000u64 {
             let seq = base + n;
-            let k = rng.below(KEYS);
-            if rng.chance(15) {
+            let k = rng.below(KEYS as usize) as u64;
+            if rng.chance(0.15) {
                 println!("BEGIN {seq} rm {k}");
                 cache.remove(key(k)).await.unwrap();
             } else {

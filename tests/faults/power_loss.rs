@@ -79,18 +79,6 @@ fn runtime_ct() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
-}
-
 /// A cache directory holding `pre0..pre5`, written and closed by a healthy process.
 async fn template(root: &Path) -> Model {
     let cache = builder(root).build().await.unwrap();
@@ -114,7 +102,7 @@ async fn crash_at(sc: Scenario, n: u64, template_dir: &Path, pre: &Model) -> Opt
     let root = dir.path().join("root");
     let mut model = Model::new();
     if sc.existing {
-        copy_dir(template_dir, &root);
+        copy_dir(template_dir, &root).unwrap();
         model = pre.clone();
     }
     let fs = Arc::new(CrashFs::new(&root).unwrap());

@@ -32,14 +32,11 @@ fn remount_read_only_mid_workload() {
     if !root_or_skip("read-only") {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let mut cmd = child_command(
+    run_child_in_temp_dir(
         &test_name(module_path!(), "remount_read_only_mid_workload"),
         "read-only",
         Wrap::Namespace,
     );
-    cmd.env(DIR_ENV, dir.path());
-    run_child(cmd);
 }
 
 #[derive(Debug, Default)]
@@ -238,13 +235,13 @@ async fn concurrent(mnt: &Path, f: &mut Figures) {
         let (cache, stop) = (cache.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
             let mut last = vec![None; KEYS_PER_TASK as usize];
-            let mut rng = Rng(t);
+            let mut rng = Rng::new(t);
             let (mut sets, mut gets) = (0u64, 0u64);
             let mut seq = 0;
             while !stop.load(Ordering::Relaxed) {
-                let i = rng.below(KEYS_PER_TASK);
+                let i = rng.below(KEYS_PER_TASK as usize) as u64;
                 let k = key(&format!("t{t}-"), i);
-                if rng.chance(50) {
+                if rng.chance(0.5) {
                     seq += 1;
                     set(&cache, &k, seq).await;
                     last[i as usize] = Some(seq);

@@ -142,34 +142,34 @@ fn writer() {
             .build()
             .await
             .unwrap();
-        let mut rng = Rng(0xa11ce + w);
+        let mut rng = Rng::new(0xa11ce + w);
         let mut mine: HashMap<u64, Option<u64>> = HashMap::new();
         let (mut gets, mut foreign, mut wrong, mut torn) = (0u64, 0u64, 0u64, 0u64);
         for seq in 1..=ops {
-            let len = 100 + rng.below(4000) as usize;
+            let len = 100 + rng.below(4000);
             match rng.below(100) {
                 0..40 => {
-                    let k = shared(rng.below(SHARED_KEYS));
+                    let k = shared(rng.below(SHARED_KEYS as usize) as u64);
                     cache.set_bytes(&k, value(&k, w, seq, len)).await.unwrap();
                 }
                 40..48 => {
-                    cache.remove(shared(rng.below(SHARED_KEYS))).await.unwrap();
+                    cache.remove(shared(rng.below(SHARED_KEYS as usize) as u64)).await.unwrap();
                 }
                 48..62 => {
-                    let i = rng.below(PRIVATE_KEYS);
+                    let i = rng.below(PRIVATE_KEYS as usize) as u64;
                     let k = private(w, i);
                     cache.set_bytes(&k, value(&k, w, seq, len)).await.unwrap();
                     mine.insert(i, Some(seq));
                 }
                 62..66 => {
-                    let i = rng.below(PRIVATE_KEYS);
+                    let i = rng.below(PRIVATE_KEYS as usize) as u64;
                     cache.remove(private(w, i)).await.unwrap();
                     mine.insert(i, None);
                 }
                 _ => {
                     gets += 1;
-                    if rng.chance(50) {
-                        let k = shared(rng.below(SHARED_KEYS));
+                    if rng.chance(0.5) {
+                        let k = shared(rng.below(SHARED_KEYS as usize) as u64);
                         if let Some(v) = cache.get_bytes(&k).await.unwrap() {
                             match check_value(&k, &v) {
                                 Ok((writer, _)) => foreign += u64::from(writer != w),
@@ -180,7 +180,7 @@ fn writer() {
                             }
                         }
                     } else {
-                        let i = rng.below(PRIVATE_KEYS);
+                        let i = rng.below(PRIVATE_KEYS as usize) as u64;
                         let k = private(w, i);
                         let got = cache.get_bytes(&k).await.unwrap();
                         let got = got.map(|v| check_value(&k, &v));

@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use tiercache::testing;
+pub use tiercache::testing::{copy_dir, wait_until};
 use tiercache::verify::{verify, VerifyOptions, VerifyReport};
+pub use tiercache::workload::Rng;
 use tiercache::{Builder, Durability, TieredCache, WritePolicy};
 
 /// Set in a child process: which harness body to run.
@@ -110,6 +113,15 @@ pub fn child_command(test: &str, role: &str, wrap: Wrap) -> Command {
     cmd
 }
 
+/// Runs `test` again as a child in `role`, started as `wrap`, in a fresh temporary directory
+/// (its [`DIR_ENV`]), to its end (see [`run_child`]).
+pub fn run_child_in_temp_dir(test: &str, role: &str, wrap: Wrap) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut cmd = child_command(test, role, wrap);
+    cmd.env(DIR_ENV, dir.path());
+    run_child(cmd);
+}
+
 /// Runs a child to its end, forwards its `RELIABILITY` lines, and panics with its output
 /// unless it succeeded. Returns its stdout.
 pub fn run_child(mut cmd: Command) -> String {
@@ -189,28 +201,13 @@ pub fn runtime() -> tokio::runtime::Runtime {
 /// A builder on the real fs: write-through with fsync, no free-space floor, and every timer
 /// off unless a harness sets it.
 pub fn builder(root: &Path) -> Builder {
-    TieredCache::builder(root)
-        .min_free_bytes(0)
+    testing::builder(root)
         .write_policy(WritePolicy::WriteThrough)
         .durability(Durability::Fsync)
         .health_interval(DAY)
         .sweep_interval(DAY)
         .recovery_interval(DAY)
         .io_timeout(Duration::from_secs(10))
-}
-
-/// Polls `f` every 5 ms of real time for up to `limit`.
-pub async fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let start = std::time::Instant::now();
-    loop {
-        if f() {
-            return true;
-        }
-        if start.elapsed() > limit {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 /// A value that names its key, its writer and its sequence number, padded to `len` bytes with
@@ -246,28 +243,6 @@ pub fn check_value(key: &str, bytes: &[u8]) -> Result<(u64, u64), String> {
         return Err(format!("torn value for {key:?} (writer {w}, seq {s})"));
     }
     Ok((w, s))
-}
-
-/// Seeded splitmix64.
-#[derive(Debug, Clone)]
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n.max(1)
-    }
-
-    pub fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
 }
 
 /// Names of the entries of `dir` (none if it does not exist).

@@ -11,9 +11,8 @@ use tiercache::{Error, WritePolicy};
 
 use crate::support::*;
 
-fn builder(t: &TestCache) -> tiercache::Builder {
-    t.builder()
-        .write_policy(WritePolicy::WriteBehind)
+fn edit(b: tiercache::Builder) -> tiercache::Builder {
+    b.write_policy(WritePolicy::WriteBehind)
         .failure_threshold(1_000)
 }
 
@@ -26,17 +25,17 @@ async fn three_entries_on_disk(cache: &tiercache::TieredCache) {
 
 #[tokio::test(start_paused = true)]
 async fn a_clear_whose_files_cannot_be_deleted_still_holds_after_a_restart() {
-    let t = TestCache::new();
-    let cache = t.open(builder(&t)).await;
+    let t = dir();
+    let cache = open(&t, edit).await;
     three_entries_on_disk(&cache).await;
-    t.fail(&[FsOp::RemoveDirAll], EIO);
+    fail(&t, &[FsOp::RemoveDirAll], EIO);
     cache.clear().await.unwrap();
-    t.fs.clear_rules();
+    t.fs().clear_rules();
     // Files are still there, and never served.
     assert_eq!(cache.get::<i32>("k1").await.unwrap(), None);
     cache.set("after", &9).await.unwrap();
     cache.close().await.unwrap();
-    let reopened = t.open(builder(&t)).await;
+    let reopened = open(&t, edit).await;
     for i in 0..3 {
         assert_eq!(reopened.get::<i32>(format!("k{i}")).await.unwrap(), None);
     }
@@ -45,10 +44,10 @@ async fn a_clear_whose_files_cannot_be_deleted_still_holds_after_a_restart() {
 
 #[tokio::test(start_paused = true)]
 async fn a_clear_that_cannot_record_its_fence_is_reported_until_it_is_on_disk() {
-    let t = TestCache::new();
-    let cache = t.open(builder(&t)).await;
+    let t = dir();
+    let cache = open(&t, edit).await;
     three_entries_on_disk(&cache).await;
-    t.fail(&[FsOp::WriteNew, FsOp::RemoveDirAll], EIO);
+    fail(&t, &[FsOp::WriteNew, FsOp::RemoveDirAll], EIO);
     match cache.clear().await {
         Err(Error::NotPersisted { failed: 1, .. }) => {}
         other => panic!("clear returned {other:?}"),
@@ -59,10 +58,10 @@ async fn a_clear_that_cannot_record_its_fence_is_reported_until_it_is_on_disk() 
         other => panic!("flush returned {other:?}"),
     }
     // The disk heals: the next flush records the fence, and close is Ok.
-    t.fs.clear_rules();
+    t.fs().clear_rules();
     cache.flush().await.unwrap();
     cache.close().await.unwrap();
-    let reopened = t.open(builder(&t)).await;
+    let reopened = open(&t, edit).await;
     for i in 0..3 {
         assert_eq!(reopened.get::<i32>(format!("k{i}")).await.unwrap(), None);
     }
@@ -71,16 +70,16 @@ async fn a_clear_that_cannot_record_its_fence_is_reported_until_it_is_on_disk() 
 /// A set made in the same millisecond as a clear, after it, is not cleared.
 #[tokio::test(start_paused = true)]
 async fn a_set_right_after_a_clear_survives_it() {
-    let t = TestCache::new();
-    let cache = t.open(builder(&t)).await;
+    let t = dir();
+    let cache = open(&t, edit).await;
     three_entries_on_disk(&cache).await;
-    t.fail(&[FsOp::RemoveDirAll], EIO);
+    fail(&t, &[FsOp::RemoveDirAll], EIO);
     cache.clear().await.unwrap();
-    t.fs.clear_rules();
+    t.fs().clear_rules();
     cache.set("k1", &100).await.unwrap();
     assert_eq!(cache.get::<i32>("k1").await.unwrap(), Some(100));
     cache.close().await.unwrap();
-    let reopened = t.open(builder(&t)).await;
+    let reopened = open(&t, edit).await;
     assert_eq!(reopened.get::<i32>("k1").await.unwrap(), Some(100));
     assert_eq!(reopened.get::<i32>("k2").await.unwrap(), None);
 }
@@ -89,18 +88,18 @@ async fn a_set_right_after_a_clear_survives_it() {
 /// open a miss, and is written again: a miss is acceptable, a cleared entry served is not.
 #[tokio::test(start_paused = true)]
 async fn a_damaged_fence_makes_older_entries_misses() {
-    let t = TestCache::new();
-    let cache = t.open(builder(&t)).await;
+    let t = dir();
+    let cache = open(&t, edit).await;
     three_entries_on_disk(&cache).await;
     cache.close().await.unwrap();
-    std::fs::write(t.dir.path().join("fence"), b"garbage").unwrap();
+    std::fs::write(t.root().join("fence"), b"garbage").unwrap();
     tokio::time::advance(Duration::from_millis(5)).await;
-    let reopened = t.open(builder(&t)).await;
+    let reopened = open(&t, edit).await;
     assert_eq!(reopened.get::<i32>("k0").await.unwrap(), None);
     reopened.set("new", &1).await.unwrap();
     reopened.close().await.unwrap();
-    assert_eq!(std::fs::read(t.dir.path().join("fence")).unwrap().len(), 24);
-    let again = t.open(builder(&t)).await;
+    assert_eq!(std::fs::read(t.root().join("fence")).unwrap().len(), 24);
+    let again = open(&t, edit).await;
     assert_eq!(again.get::<i32>("k1").await.unwrap(), None);
     assert_eq!(again.get::<i32>("new").await.unwrap(), Some(1));
 }

@@ -14,9 +14,8 @@ use crate::support::*;
 
 const EVERY_OP: [FsOp; 11] = FsOp::ALL;
 
-fn builder(t: &TestCache) -> tiercache::Builder {
-    t.builder()
-        .write_policy(WritePolicy::WriteBehind)
+fn edit(b: tiercache::Builder) -> tiercache::Builder {
+    b.write_policy(WritePolicy::WriteBehind)
         .failure_threshold(1)
         .memory_only_after(1)
         .recovery_interval(Duration::from_secs(10))
@@ -26,11 +25,11 @@ fn builder(t: &TestCache) -> tiercache::Builder {
 /// Sets `k` = "v1" and removes `gone` (both on disk), then, during an outage, sets `k` =
 /// "v2", removes `gone`'s tombstone by setting it again then removing it, and pushes both out
 /// of the hot tier with 200 other keys.
-async fn lose_the_newest_of_k_and_gone(t: &TestCache, cache: &tiercache::TieredCache) {
+async fn lose_the_newest_of_k_and_gone(t: &TestDir, cache: &tiercache::TieredCache) {
     cache.set("k", &"v1").await.unwrap();
     cache.set("gone", &"old").await.unwrap();
     cache.flush().await.unwrap();
-    t.fail(&EVERY_OP, EIO);
+    fail(t, &EVERY_OP, EIO);
     // The first write fails: memory-only from then on.
     let _ = cache.set("trigger", &0).await;
     let _ = cache.flush().await;
@@ -50,10 +49,10 @@ async fn lose_the_newest_of_k_and_gone(t: &TestCache, cache: &tiercache::TieredC
 
 #[tokio::test(start_paused = true)]
 async fn after_recovery_neither_the_old_value_nor_the_removed_key_returns_after_a_restart() {
-    let t = TestCache::new();
-    let cache = t.open(builder(&t)).await;
+    let t = dir();
+    let cache = open(&t, edit).await;
     lose_the_newest_of_k_and_gone(&t, &cache).await;
-    t.fs.clear_rules();
+    t.fs().clear_rules();
     tokio::time::sleep(Duration::from_secs(11)).await;
     spin_until(|| cache.mode() == Mode::Tiered).await;
     let s = cache.stats();
@@ -66,13 +65,13 @@ async fn after_recovery_neither_the_old_value_nor_the_removed_key_returns_after_
         Err(Error::NotPersisted { failed, .. }) => assert_eq!(failed, s.lost_keys),
         other => panic!("close must report the lost values, got {other:?}"),
     }
-    let reopened = t.open(builder(&t)).await;
+    let reopened = open(&t, edit).await;
     assert_eq!(reopened.get::<String>("k").await.unwrap(), None);
     assert_eq!(reopened.get::<String>("gone").await.unwrap(), None);
     // Setting the key again makes it whole: close is Ok.
     reopened.set("k", &"v3").await.unwrap();
     reopened.close().await.unwrap();
-    let again = t.open(builder(&t)).await;
+    let again = open(&t, edit).await;
     assert_eq!(again.get::<String>("k").await.unwrap(), Some("v3".into()));
 }
 
@@ -80,10 +79,10 @@ async fn after_recovery_neither_the_old_value_nor_the_removed_key_returns_after_
 /// missing from the disk: close is Ok, and the reopened cache serves the new values.
 #[tokio::test(start_paused = true)]
 async fn setting_every_lost_key_again_makes_close_ok() {
-    let t = TestCache::new();
-    let cache = t.open(builder(&t)).await;
+    let t = dir();
+    let cache = open(&t, edit).await;
     lose_the_newest_of_k_and_gone(&t, &cache).await;
-    t.fs.clear_rules();
+    t.fs().clear_rules();
     tokio::time::sleep(Duration::from_secs(11)).await;
     spin_until(|| cache.mode() == Mode::Tiered).await;
     cache.set("k", &"v3").await.unwrap();
@@ -93,7 +92,7 @@ async fn setting_every_lost_key_again_makes_close_ok() {
         cache.set(format!("filler{i}"), &i).await.unwrap();
     }
     cache.close().await.unwrap();
-    let reopened = t.open(builder(&t)).await;
+    let reopened = open(&t, edit).await;
     assert_eq!(
         reopened.get::<String>("k").await.unwrap(),
         Some("v3".into())
@@ -104,8 +103,8 @@ async fn setting_every_lost_key_again_makes_close_ok() {
 
 #[tokio::test(start_paused = true)]
 async fn close_during_the_outage_reports_the_stale_files_it_could_not_delete() {
-    let t = TestCache::new();
-    let cache = t.open(builder(&t)).await;
+    let t = dir();
+    let cache = open(&t, edit).await;
     lose_the_newest_of_k_and_gone(&t, &cache).await;
     let s = cache.stats();
     assert!(s.stale_keys_pending >= 2, "{s:?}");
@@ -127,11 +126,11 @@ async fn close_during_the_outage_reports_the_stale_files_it_could_not_delete() {
 #[tokio::test(start_paused = true)]
 async fn a_value_that_expires_before_reaching_the_disk_never_uncovers_an_older_one() {
     for read_while_expired in [true, false] {
-        let t = TestCache::new();
-        let cache = t.open(t.builder().failure_threshold(1_000)).await;
+        let t = dir();
+        let cache = open(&t, |b| b.failure_threshold(1_000)).await;
         cache.set("k", &"v1").await.unwrap();
         // Writes and deletes fail: the older file cannot go yet.
-        t.fail(&[FsOp::WriteNew, FsOp::RemoveFile], EIO);
+        fail(&t, &[FsOp::WriteNew, FsOp::RemoveFile], EIO);
         not_persisted(
             cache
                 .set_with_ttl("k", &"v2", Duration::from_millis(23))
@@ -149,10 +148,10 @@ async fn a_value_that_expires_before_reaching_the_disk_never_uncovers_an_older_o
             "read_while_expired={read_while_expired}: the older file is still on disk"
         );
         assert_eq!(cache.get::<String>("k").await.unwrap(), None);
-        t.fs.clear_rules();
+        t.fs().clear_rules();
         cache.flush().await.unwrap();
         cache.close().await.unwrap();
-        let reopened = t.open(t.builder()).await;
+        let reopened = open(&t, |b| b).await;
         assert_eq!(
             reopened.get::<String>("k").await.unwrap(),
             None,

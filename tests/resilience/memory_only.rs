@@ -5,16 +5,15 @@
 use std::time::Duration;
 
 use tiercache::testing::FsOp;
-use tiercache::{BreakerState, Mode, TieredCache};
+use tiercache::{BreakerState, Mode};
 
 use crate::support::*;
 
 const HOT_BYTES: usize = 1 << 20;
 const HOT_ENTRIES: usize = 500;
 
-fn builder(t: &TestCache) -> tiercache::Builder {
-    t.builder()
-        .failure_threshold(1_000) // keep the breaker closed: this is about the error window
+fn edit(b: tiercache::Builder) -> tiercache::Builder {
+    b.failure_threshold(1_000) // keep the breaker closed: this is about the error window
         .memory_only_after(5)
         .error_window(Duration::from_secs(60))
         .recovery_interval(Duration::from_secs(300))
@@ -24,9 +23,9 @@ fn builder(t: &TestCache) -> tiercache::Builder {
 
 #[tokio::test(start_paused = true)]
 async fn enters_after_exactly_n_errors_within_the_window() {
-    let t = TestCache::new();
-    let cache = t.open(builder(&t)).await;
-    t.fail(&[FsOp::WriteNew], ENOSPC);
+    let t = dir();
+    let cache = open(&t, edit).await;
+    fail(&t, &[FsOp::WriteNew], ENOSPC);
     for i in 0..4 {
         not_persisted(cache.set(format!("a{i}"), &i).await);
     }
@@ -49,14 +48,14 @@ async fn enters_after_exactly_n_errors_within_the_window() {
 
 #[tokio::test(start_paused = true)]
 async fn no_disk_calls_but_probes_then_recovery_writes_back_everything() {
-    let t = TestCache::new();
-    let cache = t.open(builder(&t)).await;
-    t.fail(&[FsOp::WriteNew], EIO);
+    let t = dir();
+    let cache = open(&t, edit).await;
+    fail(&t, &[FsOp::WriteNew], EIO);
     for i in 0..5 {
         not_persisted(cache.set(format!("first{i}"), &i).await);
     }
     assert_eq!(cache.mode(), Mode::MemoryOnly);
-    let calls = t.fs.total_calls();
+    let calls = t.fs().total_calls();
     // 1,000 operations while memory-only: zero disk calls.
     for i in 0..400u32 {
         not_persisted(cache.set(format!("deg{i}"), &format!("value {i}")).await);
@@ -78,21 +77,25 @@ async fn no_disk_calls_but_probes_then_recovery_writes_back_everything() {
     }
     tokio::time::advance(Duration::from_secs(299)).await;
     settle().await;
-    assert_eq!(t.fs.total_calls(), calls, "no disk call while memory-only");
+    assert_eq!(
+        t.fs().total_calls(),
+        calls,
+        "no disk call while memory-only"
+    );
     // The first probe (at 300 s) fails: the fault is still there. Its calls are the only ones.
     tokio::time::advance(Duration::from_secs(1)).await;
     settle().await;
     let s = cache.stats();
     assert_eq!((s.probes_run, s.probes_ok), (1, 0));
-    assert_eq!(t.fs.calls(FsOp::WriteNew), 5 + 1);
+    assert_eq!(t.fs().calls(FsOp::WriteNew), 5 + 1);
     assert_eq!(
-        t.fs.total_calls(),
+        t.fs().total_calls(),
         calls + 2,
         "probe: one write (failed), one temp removal"
     );
     assert_eq!(cache.mode(), Mode::MemoryOnly);
     // The disk heals; the next probe, one recovery_interval later, brings it back.
-    t.fs.clear_rules();
+    t.fs().clear_rules();
     tokio::time::advance(Duration::from_secs(300)).await;
     settle().await;
     let s = cache.stats();
@@ -114,11 +117,7 @@ async fn no_disk_calls_but_probes_then_recovery_writes_back_everything() {
     cache.close().await.unwrap();
 
     // Every entry set while degraded is on disk; removed ones are gone from disk too.
-    let reopened = TieredCache::builder(t.dir.path())
-        .min_free_bytes(0)
-        .build()
-        .await
-        .unwrap();
+    let reopened = t.open(tiercache::testing::builder(t.root())).await;
     for i in 0..5 {
         assert_eq!(
             reopened.get::<i32>(format!("first{i}")).await.unwrap(),
@@ -140,9 +139,9 @@ async fn no_disk_calls_but_probes_then_recovery_writes_back_everything() {
 
 #[tokio::test(start_paused = true)]
 async fn recovery_restores_the_budget_evicting_only_what_is_on_disk() {
-    let t = TestCache::new();
-    let cache = t.open(builder(&t).hot_capacity_entries(100)).await;
-    t.fail(&[FsOp::WriteNew], EIO);
+    let t = dir();
+    let cache = open(&t, |b| edit(b).hot_capacity_entries(100)).await;
+    fail(&t, &[FsOp::WriteNew], EIO);
     for i in 0..5 {
         not_persisted(cache.set(format!("f{i}"), &i).await);
     }
@@ -152,7 +151,7 @@ async fn recovery_restores_the_budget_evicting_only_what_is_on_disk() {
         not_persisted(cache.set(format!("m{i}"), &i).await);
     }
     assert_eq!(cache.stats().hot_entries, 195);
-    t.fs.clear_rules();
+    t.fs().clear_rules();
     tokio::time::advance(Duration::from_secs(300)).await;
     settle().await;
     let s = cache.stats();
@@ -173,35 +172,32 @@ async fn recovery_restores_the_budget_evicting_only_what_is_on_disk() {
 async fn flush_after_recovery_waits_for_the_whole_write_back() {
     use tiercache::testing::{Fault, Rule};
 
-    let t = TestCache::new();
-    let _release = ReleaseHangs(t.fs.clone());
-    let cache = t
-        .open(
-            t.builder()
-                .failure_threshold(1_000)
-                .memory_only_after(2)
-                .recovery_interval(Duration::from_secs(300))
-                // Room for one queued write: the write-back queues one entry at a time.
-                .write_queue_bytes(150),
-        )
-        .await;
-    t.fail(&[FsOp::WriteNew], EIO);
+    let t = dir();
+    let cache = open(&t, |b| {
+        b.failure_threshold(1_000)
+            .memory_only_after(2)
+            .recovery_interval(Duration::from_secs(300))
+            // Room for one queued write: the write-back queues one entry at a time.
+            .write_queue_bytes(150)
+    })
+    .await;
+    fail(&t, &[FsOp::WriteNew], EIO);
     for i in 0..3 {
         not_persisted(cache.set(format!("k{i}"), &i).await);
     }
     assert_eq!(cache.mode(), Mode::MemoryOnly);
     assert_eq!(cache.stats().dirty_entries, 3);
     // The disk is back; the probe's write passes, the first write-back write stalls.
-    t.fs.clear_rules();
-    t.fs.add_rule(
+    t.fs().clear_rules();
+    t.fs().add_rule(
         Rule::new(Fault::Hang)
             .ops(&[FsOp::WriteNew])
             .skip(1)
             .times(1),
     );
-    let writes = t.fs.calls(FsOp::WriteNew);
+    let writes = t.fs().calls(FsOp::WriteNew);
     tokio::time::advance(Duration::from_secs(300)).await;
-    spin_until(|| t.fs.calls(FsOp::WriteNew) == writes + 2).await;
+    spin_until(|| t.fs().calls(FsOp::WriteNew) == writes + 2).await;
     assert_eq!(cache.mode(), Mode::Tiered);
     let c = cache.clone();
     let flushing = tokio::spawn(async move { c.flush().await });
@@ -210,7 +206,7 @@ async fn flush_after_recovery_waits_for_the_whole_write_back() {
         !flushing.is_finished(),
         "the write-back is not all queued yet"
     );
-    t.fs.release_hangs();
+    t.fs().release_hangs();
     spin_until(|| flushing.is_finished()).await;
     flushing.await.unwrap().unwrap();
     let s = cache.stats();

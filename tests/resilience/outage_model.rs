@@ -63,7 +63,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tiercache::testing::{Fault, FaultFs, FsOp, Rule};
+use tiercache::testing::{self, Fault, FaultFs, FsOp, Rule};
+use tiercache::workload::Rng;
 use tiercache::{Builder, Clock, Durability, Error, TieredCache, TokioClock, WritePolicy};
 
 const KEYS: usize = 10;
@@ -74,30 +75,6 @@ const LONG_SEEDS: u64 = 120;
 const LONG_OPS: usize = 2000;
 /// Bound on one cache call in virtual time: a hang is reported, not waited for forever.
 const CALL_BOUND: Duration = Duration::from_secs(600);
-
-// ---------------------------------------------------------------------------------------------
-// The seeded generator (splitmix64, as in the other seeded tests).
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.below(hi - lo + 1)
-    }
-    fn percent(&mut self, p: u64) -> bool {
-        self.below(100) < p
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Values: unique strings tagged `k<key>#<serial>|`, stored either through the codec (`set` of a
@@ -354,28 +331,27 @@ struct Setup {
 
 impl Setup {
     fn draw(seed: u64, rng: &mut Rng, outages: bool) -> Self {
-        let open_ms = rng.range(500, 3000);
+        let open_ms = rng.range(500, 3000) as u64;
         Setup {
             write_through: seed % 2 == 1,
-            hot_entries: rng.range(2, 5) as usize,
-            hot_bytes: if rng.percent(30) { 2500 } else { 1 << 20 },
+            hot_entries: rng.range(2, 5),
+            hot_bytes: if rng.chance(0.3) { 2500 } else { 1 << 20 },
             failure_threshold: rng.range(2, 3) as u32,
             open_timeout: Duration::from_millis(open_ms),
             max_open_timeout: Duration::from_millis(open_ms * 4),
             memory_only_after: rng.range(3, 8) as u32,
-            recovery_interval: Duration::from_millis(rng.range(1000, 5000)),
-            health_interval: Duration::from_millis(rng.range(1000, 6000)),
-            sweep_interval: Duration::from_millis(rng.range(3000, 20000)),
-            fsync: rng.percent(25),
+            recovery_interval: Duration::from_millis(rng.range(1000, 5000) as u64),
+            health_interval: Duration::from_millis(rng.range(1000, 6000) as u64),
+            sweep_interval: Duration::from_millis(rng.range(3000, 20000) as u64),
+            fsync: rng.chance(0.25),
             outages,
         }
     }
 
     fn builder(&self, root: &std::path::Path, fs: Arc<FaultFs>, clock: Arc<TokioClock>) -> Builder {
-        TieredCache::builder(root)
+        testing::builder(root)
             .fs(fs)
             .clock(clock)
-            .min_free_bytes(0)
             .warm_capacity_bytes(1 << 30)
             .hot_capacity_entries(self.hot_entries)
             .hot_capacity_bytes(self.hot_bytes)
@@ -540,7 +516,7 @@ async fn settle() {
 
 impl Run {
     async fn new(seed: u64, outages: bool, progress: Progress) -> Run {
-        let mut rng = Rng(seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ 0x5EED);
+        let mut rng = Rng::new(seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ 0x5EED);
         let setup = Setup::draw(seed, &mut rng, outages);
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_owned();
@@ -551,7 +527,7 @@ impl Run {
             .build()
             .await
             .unwrap();
-        let next_outage_at = rng.range(5, 30) as usize;
+        let next_outage_at = rng.range(5, 30);
         Run {
             seed,
             setup,
@@ -667,14 +643,14 @@ impl Run {
     fn value_text(&mut self, k: usize) -> String {
         let serial = self.model.vals.len();
         let mut s = format!("k{k}#{serial}|");
-        let len = if self.rng.percent(80) {
+        let len = if self.rng.chance(0.8) {
             self.rng.range(20, 300)
         } else {
             self.rng.range(300, 1800)
-        } as usize;
+        };
         const ALPHA: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789 ";
         while s.len() < len {
-            s.push(ALPHA[self.rng.below(ALPHA.len() as u64) as usize] as char);
+            s.push(char::from(self.rng.pick(ALPHA)));
         }
         s
     }
@@ -684,8 +660,9 @@ impl Run {
     /// `set`, `set_with_ttl` or `set_bytes` (by `how`) of a fresh value.
     async fn op_set(&mut self, k: usize, how: u64, ttl_ms: Option<u64>) -> Check {
         let text = self.value_text(k);
-        let ttl = (how == 1)
-            .then(|| Duration::from_millis(ttl_ms.unwrap_or_else(|| self.rng.range(1, 6000))));
+        let ttl = (how == 1).then(|| {
+            Duration::from_millis(ttl_ms.unwrap_or_else(|| self.rng.range(1, 6000) as u64))
+        });
         let key = key_name(k);
         let t0 = self.now();
         let (r, label) = match (how, ttl) {
@@ -781,7 +758,7 @@ impl Run {
     /// Reads key `k` and checks the answer. `strict`: the disk is healthy and this is the first
     /// read since a reopen, so every durability obligation must be met.
     async fn op_get(&mut self, k: usize, strict: bool, ctx: &str) -> Check {
-        let typed = self.rng.percent(50);
+        let typed = self.rng.chance(0.5);
         let t = self.now();
         let key = key_name(k);
         let got: Result<Option<String>, Error> = if typed {
@@ -1019,7 +996,7 @@ impl Run {
         self.counts.races += 1;
         let text = self.value_text(k);
         let key = key_name(k);
-        let typed = self.rng.percent(50);
+        let typed = self.rng.chance(0.5);
         let t = self.now();
         let cache = self.cache.clone();
         let get = async {
@@ -1171,7 +1148,7 @@ impl Run {
         self.collect_stats()?;
         let lost_before = self.cache.stats().lost_writes;
         if variant == 2 {
-            if self.rng.percent(60) {
+            if self.rng.chance(0.6) {
                 self.op_flush().await?;
             }
             self.fs.add_rule(Rule::new(Fault::Errno(5)));
@@ -1209,7 +1186,7 @@ impl Run {
             }
         };
         if strict && self.outage.take().is_some() {
-            self.next_outage_at = self.op + self.rng.range(5, 40) as usize;
+            self.next_outage_at = self.op + self.rng.range(5, 40);
         }
         self.model.reopen(self.op);
         self.counts.reopens += 1;
@@ -1289,12 +1266,12 @@ impl Run {
 
     async fn start_outage(&mut self) {
         let kind = Outage::draw(&mut self.rng);
-        let long = self.rng.percent(40);
+        let long = self.rng.chance(0.4);
         let len = if long {
             self.rng.range(25, 70)
         } else {
             self.rng.range(2, 8)
-        } as usize;
+        };
         kind.inject(&self.fs, self.seed ^ self.op as u64);
         self.outage_seq += 1;
         self.outage = Some((kind, self.op + len));
@@ -1313,10 +1290,10 @@ impl Run {
     }
 
     async fn end_outage(&mut self) {
-        let recover = self.rng.percent(70);
+        let recover = self.rng.chance(0.7);
         self.fs.clear_rules();
         self.outage = None;
-        self.next_outage_at = self.op + self.rng.range(5, 40) as usize;
+        self.next_outage_at = self.op + self.rng.range(5, 40);
         let (mode, breaker) = (self.cache.mode(), self.cache.breaker_state());
         if recover {
             self.advance(self.setup.recovery_time()).await;
@@ -1349,12 +1326,12 @@ impl Run {
             }
         }
         // A little time passes between operations; timers fire.
-        let dt = self.rng.below(300);
+        let dt = self.rng.below(300) as u64;
         tokio::time::advance(Duration::from_millis(dt)).await;
         for _ in 0..20 {
             tokio::task::yield_now().await;
         }
-        let k = self.rng.below(KEYS as u64) as usize;
+        let k = self.rng.below(KEYS);
         let r = self.rng.below(1000);
         self.counts.ops += 1;
         let line = format!(
@@ -1374,14 +1351,14 @@ impl Run {
             770..=809 => self.op_flush().await,
             810..=821 => self.op_clear().await,
             822..=861 => {
-                let variant = self.rng.below(4);
+                let variant = self.rng.below(4) as u64;
                 self.op_reopen(variant).await
             }
             862..=889 => self.op_race(k).await,
             890..=909 => {
                 // A read that finds an expired file races a newer write of the key: the read
                 // may delete only the file it judged, never the newer one.
-                let ttl = self.rng.range(1, 40);
+                let ttl = self.rng.range(1, 40) as u64;
                 self.op_set(k, 1, Some(ttl)).await?;
                 self.op_flush().await?;
                 self.note(None, format!("clock +{} ms", ttl + 1));
@@ -1401,7 +1378,7 @@ impl Run {
                 self.op_race(k).await
             }
             910..=979 => {
-                let ms = self.rng.range(1, 4000);
+                let ms = self.rng.range(1, 4000) as u64;
                 self.note(None, format!("clock +{ms} ms"));
                 self.advance(Duration::from_millis(ms)).await;
                 Ok(())

@@ -9,62 +9,47 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use tiercache::testing::{Fault, FsOp, Rule};
+use tiercache::workload::Rng;
 use tiercache::WritePolicy;
 
 use crate::support::*;
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 async fn run(one_in: u64, seed: u64) {
-    let t = TestCache::new();
+    let t = dir();
     let errnos = [EIO, ENOSPC, 30 /* EROFS */, 13 /* EACCES */];
-    let cache = t
-        .open(
-            t.builder()
-                .write_policy(if seed % 2 == 0 {
-                    WritePolicy::WriteBehind
-                } else {
-                    WritePolicy::WriteThrough
-                })
-                .failure_threshold(3)
-                .open_timeout(Duration::from_secs(5))
-                .memory_only_after(10)
-                .error_window(Duration::from_secs(60))
-                .recovery_interval(Duration::from_secs(30))
-                .health_interval(Duration::from_secs(20))
-                .sweep_interval(Duration::from_secs(40))
-                // 150 keys, room for 40: most reads go to the queue or the disk, and dirty
-                // entries (writes and removals) get evicted while the disk is sick.
-                .hot_capacity_entries(40),
-        )
-        .await;
+    let cache = open(&t, |b| {
+        b.write_policy(if seed % 2 == 0 {
+            WritePolicy::WriteBehind
+        } else {
+            WritePolicy::WriteThrough
+        })
+        .failure_threshold(3)
+        .open_timeout(Duration::from_secs(5))
+        .memory_only_after(10)
+        .error_window(Duration::from_secs(60))
+        .recovery_interval(Duration::from_secs(30))
+        .health_interval(Duration::from_secs(20))
+        .sweep_interval(Duration::from_secs(40))
+        // 150 keys, room for 40: most reads go to the queue or the disk, and dirty
+        // entries (writes and removals) get evicted while the disk is sick.
+        .hot_capacity_entries(40)
+    })
+    .await;
     for (i, errno) in errnos.iter().enumerate() {
-        t.fs.add_rule(
+        t.fs().add_rule(
             Rule::new(Fault::Errno(*errno)).one_in(one_in * errnos.len() as u64, seed + i as u64),
         );
     }
-    t.fs.add_rule(
+    t.fs().add_rule(
         Rule::new(Fault::FlipBit(200))
             .ops(&[FsOp::ReadFile])
             .one_in(one_in, seed + 99),
     );
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut model: HashMap<u64, Option<u64>> = HashMap::new();
     let mut gets = 0;
     for step in 0..3000u64 {
-        let key = rng.below(150);
+        let key = rng.below(150) as u64;
         match rng.below(10) {
             0..=3 => {
                 let v = step * 1000 + key;
@@ -97,13 +82,13 @@ async fn run(one_in: u64, seed: u64) {
     println!(
         "RELIABILITY random-faults one_in={one_in} seed={seed} ops=3000 gets={gets} warm_hits={} faults={} disk_errors={} transitions={} memory_only_entries={} lost_writes={} wrong_values=0",
         s.warm_hits,
-        t.fs.faults_injected(),
+        t.fs().faults_injected(),
         s.disk_errors,
         s.breaker_transitions,
         s.memory_only_entries,
         s.lost_writes
     );
-    t.fs.clear_rules();
+    t.fs().clear_rules();
     let _ = cache.close().await;
 }
 

@@ -1,10 +1,10 @@
-//! Fixture for resilience tests: a cache over a fault-injecting fs on a temp dir, with every
+//! Fixture for resilience tests: caches on a [`TestDir`] with a fault-injecting fs, with every
 //! timer set explicitly so tests on tokio's paused clock know exactly what runs when.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use tiercache::testing::{Fault, FaultFs, FsOp, Rule};
+pub use tiercache::testing::TestDir;
+use tiercache::testing::{Fault, FsOp, Rule};
 use tiercache::{Builder, TieredCache, WritePolicy};
 
 pub const EIO: i32 = 5;
@@ -13,49 +13,39 @@ pub const EFBIG: i32 = 27;
 
 pub const DAY: Duration = Duration::from_secs(24 * 3600);
 
-pub struct TestCache {
-    pub dir: tempfile::TempDir,
-    pub fs: Arc<FaultFs>,
+/// A directory whose caches run on a fault-injecting fs (no rules yet).
+pub fn dir() -> TestDir {
+    TestDir::new().fault_fs()
 }
 
-impl TestCache {
-    pub fn new() -> Self {
-        TestCache {
-            dir: tempfile::tempdir().unwrap(),
-            fs: Arc::new(FaultFs::std()),
+/// Deterministic timers: no health check, sweep or recovery probe unless a test asks for
+/// one; write-through so every `set` is exactly one disk write.
+pub fn timers(b: Builder) -> Builder {
+    b.write_policy(WritePolicy::WriteThrough)
+        .health_interval(DAY)
+        .sweep_interval(DAY)
+        .recovery_interval(DAY)
+        .memory_only_after(1_000)
+        .io_timeout(Duration::from_millis(500))
+}
+
+/// Opens a cache on `t` with [`timers`] and then `edit`'s settings, and waits for the startup
+/// scan, so that its disk calls cannot interleave with a test.
+pub async fn open(t: &TestDir, edit: impl FnOnce(Builder) -> Builder) -> TieredCache {
+    let cache = t.open(edit(timers(t.builder()))).await;
+    for _ in 0..1000 {
+        if cache.stats().warm_index_complete {
+            return cache;
         }
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
+    panic!("startup scan did not finish");
+}
 
-    /// A builder with deterministic timers: no health check, sweep or recovery probe unless a
-    /// test asks for one; write-through so every `set` is exactly one disk write.
-    pub fn builder(&self) -> Builder {
-        TieredCache::builder(self.dir.path())
-            .fs(self.fs.clone())
-            .min_free_bytes(0)
-            .write_policy(WritePolicy::WriteThrough)
-            .health_interval(DAY)
-            .sweep_interval(DAY)
-            .recovery_interval(DAY)
-            .memory_only_after(1_000)
-            .io_timeout(Duration::from_millis(500))
-    }
-
-    /// Opens and waits for the startup scan, so its disk calls cannot interleave with a test.
-    pub async fn open(&self, b: Builder) -> TieredCache {
-        let cache = b.build().await.unwrap();
-        for _ in 0..1000 {
-            if cache.stats().warm_index_complete {
-                return cache;
-            }
-            tokio::task::yield_now().await;
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        panic!("startup scan did not finish");
-    }
-
-    pub fn fail(&self, ops: &[FsOp], errno: i32) {
-        self.fs.add_rule(Rule::new(Fault::Errno(errno)).ops(ops));
-    }
+/// Every call of `ops` fails with `errno` from now on.
+pub fn fail(t: &TestDir, ops: &[FsOp], errno: i32) {
+    t.fs().add_rule(Rule::new(Fault::Errno(errno)).ops(ops));
 }
 
 /// Lets background tasks and blocking calls run to quiescence without moving the clock far.
@@ -79,16 +69,6 @@ pub fn errors(cache: &TieredCache, kind: &str) -> u64 {
 pub async fn spin() {
     for _ in 0..50 {
         tokio::task::yield_now().await;
-    }
-}
-
-/// Releases every hung fs call when dropped, so a failing assertion in a test with hung
-/// blocking calls fails the test instead of deadlocking the runtime's shutdown.
-pub struct ReleaseHangs(pub std::sync::Arc<FaultFs>);
-
-impl Drop for ReleaseHangs {
-    fn drop(&mut self) {
-        self.0.clear_rules();
     }
 }
 

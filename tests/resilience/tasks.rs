@@ -11,8 +11,8 @@ fn alive() -> usize {
 #[tokio::test(start_paused = true)]
 async fn tasks_stop_on_close() {
     let before = alive();
-    let t = TestCache::new();
-    let cache = t.open(t.builder()).await;
+    let t = dir();
+    let cache = open(&t, |b| b).await;
     // Writer, maintenance, resilience, each under its supervisor.
     assert_eq!(alive(), before + 6);
     cache.set("k", &1).await.unwrap();
@@ -28,13 +28,8 @@ async fn tasks_stop_on_close() {
 #[tokio::test(start_paused = true)]
 async fn tasks_stop_when_the_last_handle_is_dropped_and_queued_writes_land() {
     let before = alive();
-    let t = TestCache::new();
-    let cache = t
-        .open(
-            t.builder()
-                .write_policy(tiercache::WritePolicy::WriteBehind),
-        )
-        .await;
+    let t = dir();
+    let cache = open(&t, |b| b.write_policy(tiercache::WritePolicy::WriteBehind)).await;
     let clone = cache.clone();
     for i in 0..50 {
         cache.set(format!("k{i}"), &i).await.unwrap();
@@ -47,7 +42,7 @@ async fn tasks_stop_when_the_last_handle_is_dropped_and_queued_writes_land() {
         settle().await;
     }
     assert_eq!(alive(), before);
-    let reopened = t.open(t.builder()).await;
+    let reopened = open(&t, |b| b).await;
     for i in 0..50 {
         assert_eq!(reopened.get::<i32>(format!("k{i}")).await.unwrap(), Some(i));
     }
@@ -63,28 +58,26 @@ async fn close_during_a_recovery_probe_returns() {
     use tiercache::{Error, Mode};
 
     let before = alive();
-    let t = TestCache::new();
-    let _release = ReleaseHangs(t.fs.clone());
-    let cache = t
-        .open(
-            t.builder()
-                .failure_threshold(1_000)
-                .memory_only_after(5)
-                .recovery_interval(Duration::from_secs(300)),
-        )
-        .await;
-    t.fail(&[FsOp::WriteNew], EIO);
+    let t = dir();
+    let cache = open(&t, |b| {
+        b.failure_threshold(1_000)
+            .memory_only_after(5)
+            .recovery_interval(Duration::from_secs(300))
+    })
+    .await;
+    fail(&t, &[FsOp::WriteNew], EIO);
     for i in 0..8 {
         not_persisted(cache.set(format!("k{i}"), &i).await);
     }
     assert_eq!(cache.mode(), Mode::MemoryOnly);
     // The disk is healthy again, but the probe's first call (its write: the fixture sets
     // `min_free_bytes(0)`, so there is no free-space check) stalls.
-    t.fs.clear_rules();
-    let writes = t.fs.calls(FsOp::WriteNew);
-    t.fs.add_rule(Rule::new(Fault::Hang).ops(&[FsOp::WriteNew]).times(1));
+    t.fs().clear_rules();
+    let writes = t.fs().calls(FsOp::WriteNew);
+    t.fs()
+        .add_rule(Rule::new(Fault::Hang).ops(&[FsOp::WriteNew]).times(1));
     tokio::time::advance(Duration::from_secs(300)).await;
-    spin_until(|| t.fs.calls(FsOp::WriteNew) == writes + 1).await;
+    spin_until(|| t.fs().calls(FsOp::WriteNew) == writes + 1).await;
     assert_eq!(cache.stats().probes_run, 1);
 
     let closing = tokio::spawn({
@@ -94,7 +87,7 @@ async fn close_during_a_recovery_probe_returns() {
     // The writer and the maintenance task stop; the resilience task (and its supervisor) is
     // inside the probe; the third task is `closing`.
     spin_until(|| alive() == before + 3).await;
-    t.fs.release_hangs();
+    t.fs().release_hangs();
     let closed = tokio::time::timeout(Duration::from_secs(3600), closing)
         .await
         .expect("close returned")
@@ -120,24 +113,22 @@ async fn a_health_interval_of_duration_max_still_recovers() {
     use tiercache::testing::FsOp;
     use tiercache::Mode;
 
-    let t = TestCache::new();
-    let cache = t
-        .open(
-            t.builder()
-                .health_interval(Duration::MAX)
-                .failure_threshold(1)
-                .memory_only_after(1)
-                .recovery_interval(Duration::from_secs(1)),
-        )
-        .await;
-    t.fail(&[FsOp::WriteNew], EIO);
+    let t = dir();
+    let cache = open(&t, |b| {
+        b.health_interval(Duration::MAX)
+            .failure_threshold(1)
+            .memory_only_after(1)
+            .recovery_interval(Duration::from_secs(1))
+    })
+    .await;
+    fail(&t, &[FsOp::WriteNew], EIO);
     let _ = cache.set("k", &1).await;
     assert_eq!(cache.mode(), Mode::MemoryOnly);
-    t.fs.clear_rules();
+    t.fs().clear_rules();
     tokio::time::sleep(Duration::from_secs(2)).await;
     spin_until(|| cache.mode() == Mode::Tiered).await;
     assert_eq!(cache.stats().probes_ok, 1);
     cache.close().await.unwrap();
-    let reopened = t.open(t.builder()).await;
+    let reopened = open(&t, |b| b).await;
     assert_eq!(reopened.get::<i32>("k").await.unwrap(), Some(1));
 }

@@ -24,20 +24,18 @@ async fn finish_within<T>(
 
 #[tokio::test(start_paused = true)]
 async fn hung_read_returns_within_io_timeout() {
-    let t = TestCache::new();
+    let t = dir();
     let io_timeout = Duration::from_millis(500);
-    let cache = t
-        .open(t.builder().io_timeout(io_timeout).failure_threshold(1))
-        .await;
+    let cache = open(&t, |b| b.io_timeout(io_timeout).failure_threshold(1)).await;
     cache.set("k", &"v").await.unwrap();
-    t.fs.add_rule(Rule::new(Fault::Hang).ops(&[FsOp::ReadFile]));
-    let _release = ReleaseHangs(t.fs.clone());
+    t.fs()
+        .add_rule(Rule::new(Fault::Hang).ops(&[FsOp::ReadFile]));
     // Not in hot: force a disk read.
-    let reads = t.fs.calls(FsOp::ReadFile);
+    let reads = t.fs().calls(FsOp::ReadFile);
     let c = cache.clone();
     let task = tokio::spawn(async move { c.get::<String>("never-set").await });
     // The read is in its hang before the clock moves (blocking threads start in real time).
-    spin_until(|| t.fs.calls(FsOp::ReadFile) == reads + 1).await;
+    spin_until(|| t.fs().calls(FsOp::ReadFile) == reads + 1).await;
     let (got, elapsed) =
         finish_within(task, Duration::from_millis(10), Duration::from_secs(2)).await;
     assert_eq!(got.unwrap(), None);
@@ -49,21 +47,21 @@ async fn hung_read_returns_within_io_timeout() {
     assert_eq!(cache.breaker_state(), BreakerState::Open);
     // The hot value is still served while the disk hangs.
     assert_eq!(cache.get::<String>("k").await.unwrap(), Some("v".into()));
-    t.fs.release_hangs();
+    t.fs().release_hangs();
 }
 
 #[tokio::test(start_paused = true)]
 async fn hung_write_through_set_returns_and_keeps_the_value() {
-    let t = TestCache::new();
+    let t = dir();
     let io_timeout = Duration::from_millis(200);
-    let cache = t.open(t.builder().io_timeout(io_timeout)).await;
-    t.fs.add_rule(Rule::new(Fault::Hang).ops(&[FsOp::WriteNew]));
-    let _release = ReleaseHangs(t.fs.clone());
-    let writes = t.fs.calls(FsOp::WriteNew);
+    let cache = open(&t, |b| b.io_timeout(io_timeout)).await;
+    t.fs()
+        .add_rule(Rule::new(Fault::Hang).ops(&[FsOp::WriteNew]));
+    let writes = t.fs().calls(FsOp::WriteNew);
     let c = cache.clone();
     let task = tokio::spawn(async move { c.set("k", &"value").await });
     // The write is in its hang before the clock moves (blocking threads start in real time).
-    spin_until(|| t.fs.calls(FsOp::WriteNew) == writes + 1).await;
+    spin_until(|| t.fs().calls(FsOp::WriteNew) == writes + 1).await;
     let (got, elapsed) =
         finish_within(task, Duration::from_millis(10), Duration::from_secs(2)).await;
     // Not known to be durable: reported, and the value is still served.
@@ -78,7 +76,7 @@ async fn hung_write_through_set_returns_and_keeps_the_value() {
         Some("value".into())
     );
     // Release it and drop the rule, so that no later write hangs while `settle` sleeps.
-    t.fs.clear_rules();
+    t.fs().clear_rules();
     settle().await;
 }
 
@@ -87,19 +85,17 @@ async fn hung_write_through_set_returns_and_keeps_the_value() {
 /// clear still wins, in this process and after a restart.
 #[tokio::test(start_paused = true)]
 async fn hung_write_hangs_neither_flush_nor_clear_and_the_clear_wins() {
-    let t = TestCache::new();
+    let t = dir();
     let io_timeout = Duration::from_millis(200);
-    let cache = t
-        .open(
-            t.builder()
-                .io_timeout(io_timeout)
-                .write_policy(tiercache::WritePolicy::WriteBehind),
-        )
-        .await;
-    t.fs.add_rule(Rule::new(Fault::Hang).ops(&[FsOp::WriteNew]).times(1));
-    let _release = ReleaseHangs(t.fs.clone());
+    let cache = open(&t, |b| {
+        b.io_timeout(io_timeout)
+            .write_policy(tiercache::WritePolicy::WriteBehind)
+    })
+    .await;
+    t.fs()
+        .add_rule(Rule::new(Fault::Hang).ops(&[FsOp::WriteNew]).times(1));
     cache.set("k", &"old").await.unwrap();
-    spin_until(|| t.fs.calls(FsOp::WriteNew) == 1).await;
+    spin_until(|| t.fs().calls(FsOp::WriteNew) == 1).await;
     // Past io_timeout: the write is stuck.
     tokio::time::advance(io_timeout + Duration::from_millis(10)).await;
     spin().await;
@@ -122,12 +118,12 @@ async fn hung_write_hangs_neither_flush_nor_clear_and_the_clear_wins() {
     clearing.await.unwrap().unwrap();
     assert_eq!(cache.get::<String>("k").await.unwrap(), None);
     // The disk comes back: the old write lands, after the clear. It is deleted, not served.
-    t.fs.release_hangs();
+    t.fs().release_hangs();
     spin_until(|| cache.stats().write_queue_depth == 0).await;
     assert_eq!(cache.stats().writes_ok, 1);
     assert_eq!(cache.get::<String>("k").await.unwrap(), None);
     cache.close().await.unwrap();
-    let reopened = t.open(t.builder()).await;
+    let reopened = open(&t, |b| b).await;
     assert_eq!(reopened.get::<String>("k").await.unwrap(), None);
     assert_eq!(reopened.stats().warm_entries, 0);
 }

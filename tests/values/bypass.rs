@@ -14,7 +14,7 @@ const T: Duration = Duration::from_secs(30);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_bypasses_each_run_their_own_loader_and_store_nothing() {
-    let mut f = open().await;
+    let mut f = TestCache::new().await;
     let bypass: Controls<String> = Controls::new().no_cache().no_store();
     let calls = Arc::new(AtomicUsize::new(0));
     // Every loader waits for all five to be running: if any call joined another's load
@@ -82,7 +82,7 @@ async fn concurrent_bypasses_each_run_their_own_loader_and_store_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_bypass_neither_reads_a_stored_value_nor_joins_a_load_in_flight() {
-    let f = open().await;
+    let f = TestCache::new().await;
     let bypass: Controls<String> = Controls::new().no_cache().no_store();
 
     // A stored value is not read.

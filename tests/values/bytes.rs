@@ -19,7 +19,7 @@ async fn must_not_load_bytes() -> Result<String, &'static str> {
 #[tokio::test]
 async fn a_raw_provider_body_comes_back_identical_and_parses() {
     for codec in [Codec::Json, Codec::Bincode] {
-        let mut f = open_codec(codec).await;
+        let mut f = TestCache::with(|b| b.codec(codec)).await;
         let body = CHAT_COMPLETION_JSON.to_string();
         let loaded = f
             .get_or_insert_bytes("req-1", &Controls::new(), || {
@@ -103,7 +103,7 @@ async fn a_raw_provider_body_comes_back_identical_and_parses() {
 
 #[tokio::test]
 async fn the_bytes_of_a_typed_json_value_are_its_json_text() {
-    let mut f = open().await;
+    let mut f = TestCache::new().await;
     let value = parsed();
     let json = serde_json::to_vec(&value).unwrap();
     f.set("typed", &value).await.unwrap();
@@ -149,7 +149,7 @@ async fn the_bytes_of_a_typed_json_value_are_its_json_text() {
 
 #[tokio::test]
 async fn raw_bytes_that_are_not_json_are_a_decode_miss_for_a_typed_get() {
-    let mut f = open().await;
+    let mut f = TestCache::new().await;
     let body: &[u8] = b"\xff\x00<html>502 Bad Gateway</html>";
     let a = f
         .get_or_insert_bytes("gateway", &Controls::new(), || async {

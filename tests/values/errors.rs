@@ -37,7 +37,7 @@ struct Reply {
 /// `n` concurrent callers of `key`, whose loaders think for a second (paused clock) and then
 /// return `result()`; returns every caller's result and how many loaders ran.
 async fn concurrent<E>(
-    f: &Fixture,
+    f: &TestCache,
     key: &'static str,
     n: usize,
     result: fn() -> Result<Reply, E>,
@@ -69,7 +69,7 @@ where
 
 #[tokio::test(start_paused = true)]
 async fn every_waiter_of_a_rate_limited_load_can_read_its_retry_after() {
-    let mut f = open().await;
+    let mut f = TestCache::new().await;
     let (results, calls) = concurrent(&f, "q", 20, || {
         Err::<Reply, _>(RateLimited { retry_after_s: 37 })
     })
@@ -130,7 +130,7 @@ async fn every_waiter_of_a_rate_limited_load_can_read_its_retry_after() {
 
 #[tokio::test(start_paused = true)]
 async fn string_and_str_errors_keep_their_text_for_every_waiter() {
-    let f = open().await;
+    let f = TestCache::new().await;
     let (results, calls) = concurrent(&f, "s", 5, || {
         Err::<Reply, String>(format!("upstream said {}: {}", 503, "overloaded"))
     })
@@ -184,7 +184,7 @@ async fn string_and_str_errors_keep_their_text_for_every_waiter() {
 
 #[tokio::test(start_paused = true)]
 async fn a_panicking_loader_fails_its_waiters_with_a_panic_error() {
-    let f = open().await;
+    let f = TestCache::new().await;
     let leader = {
         let cache = f.cache.clone();
         tokio::spawn(async move {
@@ -252,7 +252,7 @@ async fn a_panicking_loader_fails_its_waiters_with_a_panic_error() {
 
 #[tokio::test]
 async fn a_bypass_loader_error_is_typed_too() {
-    let f = open().await;
+    let f = TestCache::new().await;
     let err = f
         .get_or_insert_answer(
             "q",

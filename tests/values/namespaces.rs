@@ -25,7 +25,7 @@ fn other_key() -> RequestKey {
 
 #[tokio::test]
 async fn the_cache_and_the_namespace_handle_store_a_request_key_in_the_same_entry() {
-    let f = open().await;
+    let f = TestCache::new().await;
     let rk = chat_key();
     let ns = f.namespace("chat").unwrap();
 
@@ -78,7 +78,7 @@ async fn the_cache_and_the_namespace_handle_store_a_request_key_in_the_same_entr
 
 #[tokio::test]
 async fn invalidating_the_namespace_drops_request_keys_stored_by_either_handle() {
-    let mut f = open().await;
+    let mut f = TestCache::new().await;
     let rk = chat_key();
     let rk2 = RequestKey::builder("chat")
         .model("m")
@@ -157,7 +157,7 @@ async fn invalidating_the_namespace_drops_request_keys_stored_by_either_handle()
 
 #[tokio::test]
 async fn a_request_key_of_another_namespace_is_refused_by_a_handle() {
-    let f = open().await;
+    let f = TestCache::new().await;
     let ns = f.namespace("chat").unwrap();
     let other = other_key();
     f.set(&other, &"other's value").await.unwrap();

@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tiercache::{Codec, Encoding, Error};
 
+use tiercache::workload::Rng;
+
 use crate::support::*;
 
 fn chat_completion() -> CreateChatCompletionResponse {
@@ -88,7 +90,7 @@ fn big_embedding_response() -> CreateEmbeddingResponse {
 
 #[tokio::test(start_paused = true)]
 async fn provider_responses_round_trip_through_every_path() {
-    let mut f = open().await;
+    let mut f = TestCache::new().await;
     let chat = chat_completion();
     let emb: CreateEmbeddingResponse = serde_json::from_str(EMBEDDING_JSON).unwrap();
     let big = big_embedding_response();
@@ -120,7 +122,7 @@ async fn provider_responses_round_trip_through_every_path() {
 
 #[tokio::test(start_paused = true)]
 async fn an_embeddings_response_round_trips_under_bincode() {
-    let mut f = open_codec(Codec::Bincode).await;
+    let mut f = TestCache::with(|b| b.codec(Codec::Bincode)).await;
     let big = big_embedding_response();
     check_fresh(&f, "emb-1536", &big, Encoding::Bincode).await;
     check_joined(&f, "emb-1536", &big, Encoding::Bincode).await;
@@ -193,7 +195,7 @@ fn json_values() -> Vec<(&'static str, Value)> {
 
 #[tokio::test(start_paused = true)]
 async fn every_json_shape_round_trips_through_every_path() {
-    let mut f = open().await;
+    let mut f = TestCache::new().await;
     let values = json_values();
     for (name, v) in &values {
         check_fresh(&f, name, v, Encoding::Json).await;
@@ -292,7 +294,7 @@ fn is_zero(n: &u8) -> bool {
 
 #[tokio::test(start_paused = true)]
 async fn enums_and_sparse_structs_round_trip_through_every_path() {
-    let mut f = open().await;
+    let mut f = TestCache::new().await;
     let untagged = vec![
         Untagged::Flag(false),
         Untagged::Count(u64::MAX),
@@ -394,8 +396,8 @@ async fn embeddings_round_trip_bit_exact_under_both_codecs() {
         ("seeded", Bits(embedding(42))),
         ("seeded-2", Bits(embedding(0xDEAD_BEEF))),
         ("any-bits", {
-            let mut rng = Rng(7);
-            Bits((0..1536).map(|_| rng.any_finite_f32()).collect())
+            let mut rng = Rng::new(7);
+            Bits((0..1536).map(|_| any_finite_f32(&mut rng)).collect())
         }),
         ("empty", Bits(vec![])),
     ];
@@ -403,7 +405,7 @@ async fn embeddings_round_trip_bit_exact_under_both_codecs() {
         (Codec::Bincode, Encoding::Bincode),
         (Codec::Json, Encoding::Json),
     ] {
-        let mut f = open_codec(codec).await;
+        let mut f = TestCache::with(|b| b.codec(codec)).await;
         for (name, v) in &vectors {
             check_fresh(&f, name, v, encoding).await;
             check_joined(&f, name, v, encoding).await;
@@ -428,7 +430,7 @@ async fn wide_integers_round_trip_under_both_codecs() {
     // JSON refuses every 128-bit integer, whatever its value (serde's buffered enums cannot
     // read one back, and an untagged enum reads it as another variant): nothing is stored.
     {
-        let f = open_codec(Codec::Json).await;
+        let f = TestCache::with(|b| b.codec(Codec::Json)).await;
         for v in [0u128, u128::from(u64::MAX) + 1, u128::MAX] {
             assert!(matches!(f.set("wide", &v).await, Err(Error::Encode(_))));
         }
@@ -440,7 +442,7 @@ async fn wide_integers_round_trip_under_both_codecs() {
     let u = [0u128, 1, u128::from(u64::MAX) + 1, u128::MAX];
     let i = [0i128, -1, i128::from(i64::MIN) - 1, i128::MIN, i128::MAX];
     for (codec, encoding) in [(Codec::Bincode, Encoding::Bincode)] {
-        let mut f = open_codec(codec).await;
+        let mut f = TestCache::with(|b| b.codec(codec)).await;
         for (n, v) in u.iter().enumerate() {
             check_fresh(&f, &format!("u128-{n}"), v, encoding).await;
             check_joined(&f, &format!("u128-{n}"), v, encoding).await;
@@ -475,7 +477,7 @@ struct WithExtra {
 
 #[tokio::test(start_paused = true)]
 async fn flattened_fields_integer_keyed_maps_and_nested_options_round_trip() {
-    let mut f = open().await;
+    let mut f = TestCache::new().await;
     let values = [
         WithExtra {
             id: "a".into(),

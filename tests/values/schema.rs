@@ -96,7 +96,7 @@ fn v3_new() -> V3 {
 
 #[tokio::test]
 async fn json_added_default_field_reads_and_changed_type_misses_in_the_hot_tier() {
-    let f = open().await;
+    let f = TestCache::new().await;
     assert!(f
         .set_with_controls("answer", &v1(), &Controls::new().cost(40))
         .await
@@ -137,7 +137,7 @@ async fn json_added_default_field_reads_and_changed_type_misses_in_the_hot_tier(
 
 #[tokio::test]
 async fn json_added_default_field_reads_and_changed_type_misses_in_the_warm_tier() {
-    let mut f = open().await;
+    let mut f = TestCache::new().await;
     f.set_with_controls("answer", &v1(), &Controls::new().cost(40))
         .await
         .unwrap();
@@ -170,7 +170,7 @@ async fn json_added_default_field_reads_and_changed_type_misses_in_the_warm_tier
 
 /// `get_or_insert` as the new type over an old entry: one miss (one decode miss), one load,
 /// and the new value replaces the old one.
-async fn load_over_old_entry(f: &mut Fixture, key: &str, before: Counts) {
+async fn load_over_old_entry(f: &mut TestCache, key: &str, before: Counts) {
     let calls = std::sync::atomic::AtomicUsize::new(0);
     let got = f
         .get_or_insert_answer(key, &Controls::new().cost(25), || async {
@@ -225,7 +225,7 @@ async fn load_over_old_entry(f: &mut Fixture, key: &str, before: Counts) {
 
 #[tokio::test]
 async fn get_or_insert_as_a_changed_type_loads_once_and_replaces_the_entry() {
-    let mut f = open().await;
+    let mut f = TestCache::new().await;
     f.set_with_controls("in-memory", &v1(), &Controls::new().cost(40))
         .await
         .unwrap();
@@ -260,7 +260,7 @@ struct V2Bin {
 
 #[tokio::test]
 async fn bincode_added_field_is_a_miss_and_a_load_replaces_the_entry() {
-    let mut f = open_codec(Codec::Bincode).await;
+    let mut f = TestCache::with(|b| b.codec(Codec::Bincode)).await;
     f.set_with_controls("answer", &v1(), &Controls::new().cost(7))
         .await
         .unwrap();
@@ -317,10 +317,10 @@ async fn bincode_added_field_is_a_miss_and_a_load_replaces_the_entry() {
 
 #[tokio::test]
 async fn each_entry_is_read_with_the_codec_it_was_written_with() {
-    let mut f = open_codec(Codec::Json).await;
+    let mut f = TestCache::with(|b| b.codec(Codec::Json)).await;
     f.set("json", &v1()).await.unwrap();
 
-    f.reopen_codec(Codec::Bincode).await;
+    f.reopen_with(|b| b.codec(Codec::Bincode)).await;
     let got = f.get_answer::<V1>("json").await.unwrap().unwrap();
     assert_eq!(
         (got.value, got.source, got.encoding),
@@ -343,7 +343,7 @@ async fn each_entry_is_read_with_the_codec_it_was_written_with() {
     assert_eq!(loaded.encoding, Encoding::Bincode);
     assert_eq!(counts(&f), c(2, 1, 1, 0, 0, 1));
 
-    f.reopen_codec(Codec::Json).await;
+    f.reopen_with(|b| b.codec(Codec::Json)).await;
     let got = f.get_answer::<V1>("bincode").await.unwrap().unwrap();
     assert_eq!(
         (got.value, got.source, got.encoding),
@@ -373,7 +373,7 @@ async fn each_entry_is_read_with_the_codec_it_was_written_with() {
 
 #[tokio::test(start_paused = true)]
 async fn a_waiter_of_another_types_load_loads_its_own_type() {
-    let f = open().await;
+    let f = TestCache::new().await;
     let (cost3, cost5) = (Controls::new().cost(3), Controls::new().cost(5));
     let old = f.get_or_insert_answer("k", &cost3, || async {
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;

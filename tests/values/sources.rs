@@ -27,7 +27,7 @@ fn reply() -> Reply {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 8)]
 async fn fifty_concurrent_identical_requests_are_one_load_and_forty_nine_joined() {
-    let mut f = open().await;
+    let mut f = TestCache::new().await;
     let controls = Controls::new().cost(10);
     let arrived = Arc::new(AtomicUsize::new(0));
     let all_arrived = Arc::new(tokio::sync::Notify::new());
@@ -141,7 +141,7 @@ async fn fifty_concurrent_identical_requests_are_one_load_and_forty_nine_joined(
 
 #[tokio::test]
 async fn plain_gets_report_hot_warm_and_their_encoding() {
-    let mut f = open_with(|b| b.hot_capacity_entries(1)).await;
+    let mut f = TestCache::with(|b| b.hot_capacity_entries(1)).await;
     f.set("a", &reply()).await.unwrap();
     f.set("b", &reply()).await.unwrap(); // evicts "a" from the hot tier
     f.flush().await.unwrap(); // "a" is on disk, not in the write queue

@@ -1,7 +1,6 @@
-//! The fixture: a cache in a fresh temporary directory (`min_free_bytes(0)`, so a nearly full
-//! test disk cannot refuse writes) that can be closed and reopened on the same directory, with
-//! the same or another codec; the round-trip checks every value goes through; real-shaped
-//! provider bodies; seeded floats.
+//! What the value tests share besides the crate's [`TestCache`] (reopened with the same or
+//! another codec): the round-trip checks every value goes through, real-shaped provider
+//! bodies, seeded floats.
 
 #![allow(dead_code)] // each test module uses its own part of the fixture
 
@@ -11,58 +10,10 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tiercache::agent::Controls;
-use tiercache::{Builder, Codec, Encoding, Source, TieredCache};
+use tiercache::workload::Rng;
+use tiercache::{Encoding, Source, TieredCache};
 
-pub struct Fixture {
-    pub dir: tempfile::TempDir,
-    pub builder: Builder,
-    pub cache: TieredCache,
-}
-
-impl std::ops::Deref for Fixture {
-    type Target = TieredCache;
-    fn deref(&self) -> &TieredCache {
-        &self.cache
-    }
-}
-
-/// A cache with every default but `min_free_bytes`.
-pub async fn open() -> Fixture {
-    open_with(|b| b).await
-}
-
-/// A cache with the given codec.
-pub async fn open_codec(codec: Codec) -> Fixture {
-    open_with(|b| b.codec(codec)).await
-}
-
-/// A cache with the builder edited by the test.
-pub async fn open_with(edit: impl FnOnce(Builder) -> Builder) -> Fixture {
-    let dir = tempfile::tempdir().expect("create a temporary directory");
-    let builder = edit(TieredCache::builder(dir.path()).min_free_bytes(0));
-    let cache = builder.clone().build().await.expect("open the cache");
-    Fixture {
-        dir,
-        builder,
-        cache,
-    }
-}
-
-impl Fixture {
-    /// Closes the cache (every write lands) and opens a new one on the same directory, with
-    /// the same settings: a process restart. Counters start again from 0.
-    pub async fn reopen(&mut self) {
-        self.cache.close().await.expect("close drains every write");
-        self.cache = self.builder.clone().build().await.expect("reopen");
-    }
-
-    /// Closes the cache and reopens the directory with another codec.
-    pub async fn reopen_codec(&mut self, codec: Codec) {
-        self.cache.close().await.expect("close drains every write");
-        self.builder = self.builder.clone().codec(codec);
-        self.cache = self.builder.clone().build().await.expect("reopen");
-    }
-}
+pub use tiercache::testing::TestCache;
 
 /// An `f32` vector compared bit for bit (`-0.0 != 0.0`), serialized exactly as a `Vec<f32>`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -80,43 +31,29 @@ impl PartialEq for Bits {
     }
 }
 
-/// A seeded xorshift64 generator.
-pub struct Rng(pub u64);
+/// A float shaped like an embedding component: uniform in (-0.125, 0.125), full mantissa.
+pub fn component(rng: &mut Rng) -> f32 {
+    let r = rng.next_u64();
+    let mantissa = (r >> 32) as u32 & 0x007F_FFFF;
+    let exponent = 110 + (r % 14) as u32; // 2^-17 .. 2^-4
+    let sign = ((r >> 20) & 1) as u32;
+    f32::from_bits(sign << 31 | exponent << 23 | mantissa)
+}
 
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    /// A float shaped like an embedding component: uniform in (-0.125, 0.125), full mantissa.
-    pub fn component(&mut self) -> f32 {
-        let r = self.next();
-        let mantissa = (r >> 32) as u32 & 0x007F_FFFF;
-        let exponent = 110 + (r % 14) as u32; // 2^-17 .. 2^-4
-        let sign = ((r >> 20) & 1) as u32;
-        f32::from_bits(sign << 31 | exponent << 23 | mantissa)
-    }
-
-    /// Any finite f32 bit pattern (subnormals and extremes included).
-    pub fn any_finite_f32(&mut self) -> f32 {
-        loop {
-            let f = f32::from_bits((self.next() >> 16) as u32);
-            if f.is_finite() {
-                return f;
-            }
+/// Any finite f32 bit pattern (subnormals and extremes included).
+pub fn any_finite_f32(rng: &mut Rng) -> f32 {
+    loop {
+        let f = f32::from_bits((rng.next_u64() >> 16) as u32);
+        if f.is_finite() {
+            return f;
         }
     }
 }
 
 /// A 1536-dimension embedding from `seed`, with a few edge values in it.
 pub fn embedding(seed: u64) -> Vec<f32> {
-    let mut rng = Rng(seed);
-    let mut v: Vec<f32> = (0..1536).map(|_| rng.component()).collect();
+    let mut rng = Rng::new(seed);
+    let mut v: Vec<f32> = (0..1536).map(|_| component(&mut rng)).collect();
     v[0] = -0.0;
     v[1] = 0.0;
     v[2] = f32::MIN_POSITIVE;

@@ -29,7 +29,7 @@ fn same(a: &Scored, b: &Scored) -> bool {
 
 #[tokio::test]
 async fn json_refuses_non_finite_floats_and_keeps_the_previous_value() {
-    let mut f = open().await;
+    let mut f = TestCache::new().await;
     f.set("k", &1.5f64).await.unwrap();
     f.set("s", &scored(0.25)).await.unwrap();
     assert_eq!(f.stats().sets, 2);
@@ -62,7 +62,7 @@ async fn json_refuses_non_finite_floats_and_keeps_the_previous_value() {
 
 #[tokio::test]
 async fn a_loaded_value_json_cannot_carry_is_returned_and_not_stored() {
-    let mut f = open().await;
+    let mut f = TestCache::new().await;
     let a = f
         .get_or_insert_answer("nan", &Controls::new(), || async {
             Ok::<_, std::io::Error>(f64::NAN)
@@ -123,7 +123,7 @@ async fn a_loaded_value_json_cannot_carry_is_returned_and_not_stored() {
 
 #[tokio::test]
 async fn the_first_unencodable_load_counts_once() {
-    let f = open().await;
+    let f = TestCache::new().await;
     let got: f64 = f
         .get_or_insert_with("k", || async { Ok::<_, std::io::Error>(f64::NAN) })
         .await
@@ -135,7 +135,7 @@ async fn the_first_unencodable_load_counts_once() {
 
 #[tokio::test]
 async fn under_bincode_non_finite_floats_round_trip() {
-    let mut f = open_codec(Codec::Bincode).await;
+    let mut f = TestCache::with(|b| b.codec(Codec::Bincode)).await;
     f.set("nan", &f64::NAN).await.unwrap();
     f.set("inf", &scored(f64::INFINITY)).await.unwrap();
     let a = f
@@ -175,7 +175,7 @@ fn nested(depth: usize) -> Value {
 
 #[tokio::test]
 async fn json_stores_nesting_up_to_its_limit_and_refuses_deeper() {
-    let mut f = open().await;
+    let mut f = TestCache::new().await;
     let deepest = nested(MAX_JSON_DEPTH);
     f.set("deep", &deepest).await.unwrap();
     let err = f
@@ -213,7 +213,7 @@ struct ToolChoice {
 /// value as a hit, so `set` must refuse it and a loaded one must not be stored.
 #[tokio::test]
 async fn json_never_serves_a_some_that_it_wrote_as_null() {
-    let f = open().await;
+    let f = TestCache::new().await;
     f.set("oo", &Some(Some(1u8))).await.unwrap();
     let err = f.set("oo", &Some(None::<u8>)).await;
     assert!(
