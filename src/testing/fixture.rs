@@ -36,7 +36,7 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 
-use super::FaultFs;
+use super::fault::FaultFs;
 use crate::{Builder, Fs, ManualClock, TieredCache};
 
 /// A builder for a cache under `root` with the settings every test cache starts from:
