@@ -39,15 +39,14 @@ use faults::FailingFs;
 use live::{EventCounts, Live};
 use report::{PhaseReport, Tally, Totals};
 use results::Results;
-use workload::{ChatCompletion, Prompt, Workload};
+use tiercache::workload::ChatCompletion;
+use workload::{Prompt, Workload};
 
 mod damage;
 mod faults;
 mod live;
 mod report;
 mod results;
-mod rng;
-mod text;
 pub mod workload;
 
 /// Settings of a demo run (the `demo` subcommand's options).

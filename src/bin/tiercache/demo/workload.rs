@@ -8,58 +8,7 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
-use super::rng::{Rng, Zipf};
-use super::text;
-
-/// A chat-completion response, shaped like the JSON that LLM APIs return.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChatCompletion {
-    /// Response id.
-    pub id: String,
-    /// Always `chat.completion`.
-    pub object: String,
-    /// Creation time, unix seconds.
-    pub created: u64,
-    /// Model that answered.
-    pub model: String,
-    /// Answers (one here).
-    pub choices: Vec<Choice>,
-    /// Token accounting.
-    pub usage: Usage,
-}
-
-/// One answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Choice {
-    /// Position in `choices`.
-    pub index: u32,
-    /// The message.
-    pub message: Message,
-    /// Why generation stopped.
-    pub finish_reason: String,
-}
-
-/// A chat message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Message {
-    /// `assistant`.
-    pub role: String,
-    /// Markdown text.
-    pub content: String,
-}
-
-/// Token counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Usage {
-    /// Tokens in the prompt.
-    pub prompt_tokens: u32,
-    /// Tokens in the answer.
-    pub completion_tokens: u32,
-    /// Sum of both.
-    pub total_tokens: u32,
-}
+use tiercache::workload::{answer, ChatCompletion, Choice, Message, Rng, Usage, Zipf};
 
 const MODELS: &[&str] = &["gpt-4o-mini", "claude-3-5-haiku", "llama-3.1-70b-instruct"];
 const TASKS: &[&str] = &[
@@ -185,7 +134,7 @@ impl Workload {
     /// What the model answers to `prompt`: always the same response for the same seed.
     pub fn answer(&self, prompt: &Prompt) -> ChatCompletion {
         let mut rng = Rng::stream(self.seed, prompt.id as u64 | 1 << 63);
-        let content = text::answer(
+        let content = answer(
             &mut rng,
             prompt.text.trim_end_matches('?'),
             prompt.answer_bytes,
@@ -201,7 +150,9 @@ impl Workload {
                 index: 0,
                 message: Message {
                     role: "assistant".into(),
-                    content,
+                    content: Some(content),
+                    refusal: None,
+                    tool_calls: Vec::new(),
                 },
                 finish_reason: "stop".into(),
             }],
@@ -210,6 +161,7 @@ impl Workload {
                 completion_tokens,
                 total_tokens: prompt_tokens + completion_tokens,
             },
+            system_fingerprint: None,
         }
     }
 }
