@@ -1135,12 +1135,10 @@ mod tests {
 
     #[test]
     fn json_floats_round_trip_exactly() {
-        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut rng = crate::workload::Rng::new(7);
         let floats: Vec<f64> = (0..2000)
             .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
+                let x = rng.next_u64();
                 let f = f64::from_bits(x);
                 if f.is_finite() {
                     f

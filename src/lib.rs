@@ -43,7 +43,8 @@
 //! | feature | what it adds |
 //! |---|---|
 //! | `cli` | the `tiercache` binary (`demo`, operator commands) |
-//! | `test-util` | [`testing`]: a fault-injecting `Fs` for tests of code that embeds tiercache |
+//! | `test-util` | [`testing`]: fault-injecting file systems and the `TestDir`/`TestCache` fixture, for tests of code that embeds tiercache (implies `workload`) |
+//! | `workload` | `workload`: the seeded generator of the demo, benches and tests (LLM-like prose, chat completions, Zipf access); not part of the cache API |
 
 pub mod agent;
 mod answer;

@@ -329,6 +329,17 @@ impl TestCache {
     }
 }
 
+/// The disk errors of kind `kind` (`"io"`, `"no-space"`, ... as `Stats::disk_errors_by_kind`
+/// names them) `cache` has counted; 0 for a kind never seen.
+pub fn disk_errors(cache: &TieredCache, kind: &str) -> u64 {
+    cache
+        .stats()
+        .disk_errors_by_kind
+        .get(kind)
+        .copied()
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,7 +24,7 @@ mod fixture;
 
 pub use crash::CrashFs;
 pub use fault::{Fault, FaultFs, FsOp, Rule};
-pub use fixture::{builder, copy_dir, wait_until, TestCache, TestDir};
+pub use fixture::{builder, copy_dir, disk_errors, wait_until, TestCache, TestDir};
 
 #[cfg(test)]
 mod tests {

@@ -341,15 +341,7 @@ pub fn available(dir: &Path) -> (u64, u64) {
     (st.f_bavail * st.f_frsize, st.f_favail)
 }
 
-/// A disk-error count of one kind.
-pub fn errors(cache: &TieredCache, kind: &str) -> u64 {
-    cache
-        .stats()
-        .disk_errors_by_kind
-        .get(kind)
-        .copied()
-        .unwrap_or(0)
-}
+pub use tiercache::testing::disk_errors as errors;
 
 /// The result of a write-through `set`/`remove` under a fault: `true` if it reached the disk,
 /// `false` if it reported that it did not (`NotPersisted`: the value is still served from

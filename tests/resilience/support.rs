@@ -56,14 +56,11 @@ pub async fn settle() {
     }
 }
 
-pub fn errors(cache: &TieredCache, kind: &str) -> u64 {
-    cache
-        .stats()
-        .disk_errors_by_kind
-        .get(kind)
-        .copied()
-        .unwrap_or(0)
-}
+#[allow(
+    unused_imports,
+    reason = "tests/events includes this file and does not use it"
+)]
+pub use tiercache::testing::disk_errors as errors;
 
 /// Lets ready tasks run without moving the clock.
 pub async fn spin() {
