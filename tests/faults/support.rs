@@ -11,7 +11,7 @@ use tiercache::testing;
 pub use tiercache::testing::{copy_dir, wait_until};
 use tiercache::verify::{verify, VerifyOptions, VerifyReport};
 pub use tiercache::workload::Rng;
-use tiercache::{Builder, Durability, TieredCache, WritePolicy};
+use tiercache::{Builder, Durability, WritePolicy};
 
 /// Set in a child process: which harness body to run.
 pub const ROLE_ENV: &str = "TIERCACHE_FAULTS_ROLE";
