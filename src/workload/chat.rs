@@ -103,13 +103,36 @@ pub fn chat_completion(rng: &mut Rng, size: usize) -> ChatCompletion {
         .map(|_| char::from(rng.pick(b"0123456789abcdef")))
         .collect();
     let content = markdown(rng, size.saturating_sub(ENVELOPE));
-    let completion_tokens = u32::try_from(content.len() / 4).unwrap_or(u32::MAX);
     let prompt_tokens = 50 + rng.below(2000) as u32;
+    let created = 1_730_000_000 + rng.below(20_000_000) as u64;
+    let model = rng.pick(&MODELS);
     ChatCompletion {
-        id: format!("chatcmpl-{id}"),
+        system_fingerprint: Some(format!("fp_{fp}")),
+        ..answered(
+            format!("chatcmpl-{id}"),
+            created,
+            model,
+            content,
+            prompt_tokens,
+        )
+    }
+}
+
+/// A completion with one assistant message, `content`, finished with "stop", its completion
+/// tokens counted as a quarter of its length, and no fingerprint.
+pub fn answered(
+    id: String,
+    created: u64,
+    model: &str,
+    content: String,
+    prompt_tokens: u32,
+) -> ChatCompletion {
+    let completion_tokens = u32::try_from(content.len() / 4).unwrap_or(u32::MAX);
+    ChatCompletion {
+        id,
         object: "chat.completion".into(),
-        created: 1_730_000_000 + rng.below(20_000_000) as u64,
-        model: rng.pick(&MODELS).into(),
+        created,
+        model: model.into(),
         choices: vec![Choice {
             index: 0,
             message: Message {
@@ -125,7 +148,7 @@ pub fn chat_completion(rng: &mut Rng, size: usize) -> ChatCompletion {
             completion_tokens,
             total_tokens: prompt_tokens.saturating_add(completion_tokens),
         },
-        system_fingerprint: Some(format!("fp_{fp}")),
+        system_fingerprint: None,
     }
 }
 

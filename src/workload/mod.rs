@@ -28,8 +28,8 @@ mod rng;
 mod text;
 
 pub use chat::{
-    chat_completion, chat_json, ChatCompletion, Choice, FunctionCall, Message, ToolCall, Usage,
-    MODELS,
+    answered, chat_completion, chat_json, ChatCompletion, Choice, FunctionCall, Message, ToolCall,
+    Usage, MODELS,
 };
 pub use rng::{Rng, Zipf};
 pub use text::{answer, markdown};

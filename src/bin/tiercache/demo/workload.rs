@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use tiercache::workload::{answer, ChatCompletion, Choice, Message, Rng, Usage, Zipf};
+use tiercache::workload::{answer, answered, ChatCompletion, Rng, Zipf};
 
 const MODELS: &[&str] = &["gpt-4o-mini", "claude-3-5-haiku", "llama-3.1-70b-instruct"];
 const TASKS: &[&str] = &[
@@ -140,29 +140,9 @@ impl Workload {
             prompt.answer_bytes,
         );
         let prompt_tokens = (prompt.text.len() / 4 + 12) as u32;
-        let completion_tokens = (content.len() / 4) as u32;
-        ChatCompletion {
-            id: format!("chatcmpl-{:016x}", rng.next_u64()),
-            object: "chat.completion".into(),
-            created: 1_735_689_600 + rng.below(86_400) as u64,
-            model: prompt.model.into(),
-            choices: vec![Choice {
-                index: 0,
-                message: Message {
-                    role: "assistant".into(),
-                    content: Some(content),
-                    refusal: None,
-                    tool_calls: Vec::new(),
-                },
-                finish_reason: "stop".into(),
-            }],
-            usage: Usage {
-                prompt_tokens,
-                completion_tokens,
-                total_tokens: prompt_tokens + completion_tokens,
-            },
-            system_fingerprint: None,
-        }
+        let id = format!("chatcmpl-{:016x}", rng.next_u64());
+        let created = 1_735_689_600 + rng.below(86_400) as u64;
+        answered(id, created, prompt.model, content, prompt_tokens)
     }
 }
 
