@@ -126,6 +126,11 @@ impl Tiers {
         self.p.gate.breaker_state()
     }
 
+    /// The hot tier, for the handle's `Debug` output.
+    pub(crate) fn hot_for_debug(&self) -> &dyn std::fmt::Debug {
+        &*self.p.hot
+    }
+
     /// The hot entry of `key`, if any, without counting, promoting or removing it.
     pub(crate) fn peek_hot(&self, key: &[u8]) -> Option<HotEntry> {
         self.p.hot.peek(key)
@@ -148,13 +153,14 @@ impl Tiers {
     }
 
     /// The keys of the entry files on disk (`invalidate_if`), read through the gate one
-    /// fan-out directory per call; what could not be read is counted in the result.
-    pub(crate) async fn disk_keys(&self) -> KeyScan {
+    /// fan-out directory per call and handed to `on_keys` a directory at a time; what could
+    /// not be read is counted in the result.
+    pub(crate) async fn disk_keys(&self, on_keys: impl FnMut(Vec<Box<[u8]>>)) -> KeyScan {
         let limits = Limits {
             max_key_bytes: self.config.max_key_bytes,
             max_entry_bytes: self.config.max_entry_bytes,
         };
-        scan_keys(&self.p.gate, &self.config.root, limits).await
+        scan_keys(&self.p.gate, &self.config.root, limits, on_keys).await
     }
 
     /// Waits for every write queued before the call to complete.
@@ -336,11 +342,33 @@ impl Tiers {
     }
 
     /// Sets `key` (already resolved) to `value`, encoded as `encoding`, expiring after `ttl`
-    /// (`None`: never), worth `cost` per hit. With `durable` the call waits for the write as
-    /// under write-through (whatever the write policy): `Ok` only once the entry is on disk,
-    /// else [`Error::NotPersisted`].
+    /// (`None`: never), worth `cost` per hit, under the cache's write policy.
     #[tracing::instrument(level = "trace", name = "set", skip_all, fields(key_len = key.len(), value_len = value.len()))]
     pub(crate) async fn set(
+        &self,
+        key: &[u8],
+        value: Arc<[u8]>,
+        ttl: Option<Duration>,
+        cost: u64,
+        encoding: Encoding,
+    ) -> Result<()> {
+        self.set_as(key, value, ttl, cost, encoding, false).await
+    }
+
+    /// [`Tiers::set`] that waits for the write as under write-through, whatever the write
+    /// policy: `Ok` only once the entry is on disk, else [`Error::NotPersisted`] (a namespace's
+    /// new generation).
+    pub(crate) async fn set_durable(
+        &self,
+        key: &[u8],
+        value: Arc<[u8]>,
+        ttl: Option<Duration>,
+        encoding: Encoding,
+    ) -> Result<()> {
+        self.set_as(key, value, ttl, 0, encoding, true).await
+    }
+
+    async fn set_as(
         &self,
         key: &[u8],
         value: Arc<[u8]>,
@@ -646,21 +674,51 @@ impl Tiers {
 
     /// A snapshot of the counters and the parts' state.
     pub(crate) fn stats(&self) -> Stats {
-        self.p.counters.snapshot(Gauges {
-            hot_entries: self.p.hot.len() as u64,
-            hot_bytes: self.p.hot.bytes() as u64,
-            hot_capacity_bytes: self.p.hot.max_bytes() as u64,
-            hot_capacity_entries: self.p.hot.max_entries() as u64,
-            hot_live_hits: self.p.hot.live_hits(),
-            dirty_entries: self.p.hot.dirty_count() as u64,
-            warm_usage: self.p.gate.store.usage(),
-            warm_capacity_bytes: self.config.warm_capacity_bytes,
-            write_queue: self.p.queue.depth(),
-            mode: self.p.gate.mode(),
-            breaker_state: self.p.gate.breaker_state(),
-            memory_only_ms: self.p.gate.res.memory_only_ms(),
-            last_disk_error: self.p.gate.last_error(),
-            lost: self.p.freshness.lost_counts(),
-        })
+        self.p.counters.snapshot(self)
+    }
+}
+
+impl Gauges for Tiers {
+    fn hot_entries(&self) -> u64 {
+        self.p.hot.len() as u64
+    }
+    fn hot_bytes(&self) -> u64 {
+        self.p.hot.bytes() as u64
+    }
+    fn hot_capacity_bytes(&self) -> u64 {
+        self.p.hot.max_bytes() as u64
+    }
+    fn hot_capacity_entries(&self) -> u64 {
+        self.p.hot.max_entries() as u64
+    }
+    fn hot_live_hits(&self) -> (u64, u64) {
+        self.p.hot.live_hits()
+    }
+    fn dirty_entries(&self) -> u64 {
+        self.p.hot.dirty_count() as u64
+    }
+    fn warm_usage(&self) -> (u64, u64, bool) {
+        self.p.gate.store.usage()
+    }
+    fn warm_capacity_bytes(&self) -> u64 {
+        self.config.warm_capacity_bytes
+    }
+    fn write_queue(&self) -> (u64, u64) {
+        self.p.queue.depth()
+    }
+    fn mode(&self) -> Mode {
+        self.p.gate.mode()
+    }
+    fn breaker_state(&self) -> BreakerState {
+        self.p.gate.breaker_state()
+    }
+    fn memory_only_ms(&self) -> u64 {
+        self.p.gate.res.memory_only_ms()
+    }
+    fn last_disk_error(&self) -> Option<String> {
+        self.p.gate.last_error()
+    }
+    fn lost(&self) -> (u64, u64) {
+        self.p.freshness.lost_counts()
     }
 }

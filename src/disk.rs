@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use crate::breaker::BreakerState;
 use crate::fs::{DirEntryInfo, FileRead, Fs, IoErrorKind};
+use crate::log;
 use crate::resilience::mode::{Admission, Resilience};
 use crate::stats::Counters;
 use crate::stats::Mode;
@@ -233,7 +234,7 @@ impl DiskGate {
             }
             _ => return,
         };
-        tracing::debug!(error = %text, "disk operation failed");
+        tracing::debug!(target: log::CACHE, error = %text, "disk operation failed");
         *lock(&self.last_error) = Some(text);
     }
 

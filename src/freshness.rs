@@ -31,6 +31,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::clock::Clock;
 use crate::disk::{DiskGate, DiskOutcome};
+use crate::log;
 use crate::sync::lock;
 use crate::warm::layout::KeyHash;
 
@@ -246,7 +247,10 @@ impl Freshness {
             DiskOutcome::Done { value: Err(e), .. }
                 if e.kind() == std::io::ErrorKind::InvalidData =>
             {
-                tracing::warn!("the fence file is damaged: entries made before now are misses");
+                tracing::warn!(
+                    target: log::CACHE,
+                    "the fence file is damaged: entries made before now are misses"
+                );
                 self.cleared_before_ms
                     .fetch_max(self.clock.now_ms(), Ordering::Relaxed);
             }

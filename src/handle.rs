@@ -25,6 +25,7 @@ use crate::freshness::Freshness;
 use crate::fs::Fs;
 use crate::hot::HotTier;
 use crate::key::{Key, KeyRef, Resolved};
+use crate::log;
 use crate::maintenance::maintenance_task;
 use crate::parts::Parts;
 use crate::queue::WriteQueue;
@@ -46,23 +47,26 @@ use crate::writer::{writer_task, Writer};
 #[derive(Clone)]
 pub struct TieredCache {
     pub(crate) tiers: Arc<Tiers>,
-    /// State of the agent features (loads in flight, namespace generations).
-    pub(crate) agent: Arc<AgentState>,
-    life: Arc<Lifetime>,
+    /// What the handles own together; two pointers in all, so a clone is two reference
+    /// counts.
+    pub(crate) life: Arc<Lifetime>,
 }
 
 impl std::fmt::Debug for TieredCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TieredCache")
             .field("root", &self.tiers.config().root)
-            .field("mode", &self.tiers.mode())
+            .field("hot", self.tiers.hot_for_debug())
             .finish()
     }
 }
 
-/// The background tasks, and the signal that stops them: sent by `close`, or when the last
-/// handle drops.
-struct Lifetime {
+/// What the handles of one cache own together: the state of the agent features, the
+/// background tasks, and the signal that stops them (sent by `close`, or when the last handle
+/// drops).
+pub(crate) struct Lifetime {
+    /// State of the agent features (loads in flight, namespace generations).
+    pub(crate) agent: AgentState,
     shutdown: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -161,12 +165,12 @@ impl TieredCache {
                 move || recovery_task(recovery.clone(), rx.clone())
             }),
         ];
-        info!(root = %config.root.display(), "tiercache opened");
+        info!(target: log::CACHE, root = %config.root.display(), "tiercache opened");
         let tiers = Arc::new(Tiers::new(config, parts, writer));
         Ok(TieredCache {
             tiers,
-            agent: Arc::default(),
             life: Arc::new(Lifetime {
+                agent: AgentState::default(),
                 shutdown: tx,
                 tasks: Mutex::new(tasks),
             }),
@@ -273,7 +277,7 @@ impl TieredCache {
         let bytes = codec::encode(codec, value)?;
         let key = self.resolve(&key).await?;
         self.tiers
-            .set(&key, bytes.into(), ttl, 0, codec.into(), false)
+            .set(&key, bytes.into(), ttl, 0, codec.into())
             .await
     }
 
@@ -288,7 +292,6 @@ impl TieredCache {
                 self.tiers.config().default_ttl,
                 0,
                 Encoding::Raw,
-                false,
             )
             .await
     }
@@ -302,14 +305,7 @@ impl TieredCache {
     ) -> Result<()> {
         let key = self.resolve(&key).await?;
         self.tiers
-            .set(
-                &key,
-                value.as_ref().into(),
-                Some(ttl),
-                0,
-                Encoding::Raw,
-                false,
-            )
+            .set(&key, value.as_ref().into(), Some(ttl), 0, Encoding::Raw)
             .await
     }
 
@@ -326,7 +322,8 @@ impl TieredCache {
         match key.key_ref() {
             KeyRef::Plain(bytes) => Ok(Cow::Borrowed(bytes)),
             KeyRef::Request(rk) => Ok(Cow::Owned(
-                self.agent
+                self.life
+                    .agent
                     .namespaces
                     .slot(rk.namespace())?
                     .stored_key(&self.tiers, rk.namespace(), rk.as_str().as_bytes())
@@ -374,7 +371,7 @@ impl TieredCache {
         for t in tasks {
             let _ = t.await;
         }
-        info!(root = %self.tiers.config().root.display(), "tiercache closed");
+        info!(target: log::CACHE, root = %self.tiers.config().root.display(), "tiercache closed");
         flushed
     }
 

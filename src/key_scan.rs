@@ -13,19 +13,24 @@ use crate::warm::format::{self, Limits, HEADER_LEN};
 use crate::warm::layout::{key_hash, Layout};
 use crate::warm::walk::{EntryWalk, WalkItem};
 
-/// What a scan of the keys on disk found.
+/// What a scan of the keys on disk could not read.
 #[derive(Debug, Default)]
 pub(crate) struct KeyScan {
-    /// The keys of the entry files read.
-    pub keys: Vec<Box<[u8]>>,
     /// Directories that could not be listed or read (the disk failed, or was not called).
     pub unscanned: u64,
     /// What went wrong last, if anything.
     pub last_error: String,
 }
 
-/// Scans the keys of every entry file under `root` through `gate`.
-pub(crate) async fn scan_keys(gate: &DiskGate, root: &Path, limits: Limits) -> KeyScan {
+/// Scans the keys of every entry file under `root` through `gate`, handing each fan-out
+/// directory's keys to `on_keys` as soon as they are read (so a caller holds only what it
+/// keeps, and a dropped scan has shown what it read).
+pub(crate) async fn scan_keys(
+    gate: &DiskGate,
+    root: &Path,
+    limits: Limits,
+    mut on_keys: impl FnMut(Vec<Box<[u8]>>),
+) -> KeyScan {
     let mut scan = KeyScan::default();
     let note = |scan: &mut KeyScan, what: String| {
         scan.unscanned += 1;
@@ -48,7 +53,7 @@ pub(crate) async fn scan_keys(gate: &DiskGate, root: &Path, limits: Limits) -> K
         match gate.run(move |fs, _| keys_under(fs, &r, &d, limits)).await {
             DiskOutcome::Done {
                 value: Ok(keys), ..
-            } => scan.keys.extend(keys),
+            } => on_keys(keys),
             other => note(
                 &mut scan,
                 format!("scanning {}: {}", top.display(), describe(&other)),

@@ -63,6 +63,7 @@ mod handle;
 mod hot;
 mod key;
 mod key_scan;
+mod log;
 mod maintenance;
 mod parts;
 mod queue;

@@ -270,39 +270,56 @@ pub struct Stats {
 }
 
 /// What a snapshot reads from the parts besides the counters: sizes, states and the counts
-/// kept elsewhere (the hot tier counts its own fast-path hits, under its shard locks).
-#[derive(Debug)]
-pub(crate) struct Gauges {
-    pub hot_entries: u64,
-    pub hot_bytes: u64,
-    pub hot_capacity_bytes: u64,
-    pub hot_capacity_entries: u64,
+/// kept elsewhere (the hot tier counts its own fast-path hits, under its shard locks). A
+/// trait, so that [`Counters::snapshot`] reads each figure at its place in the snapshot: the
+/// order of the reads is part of what a snapshot shows under load (see there).
+pub(crate) trait Gauges {
+    /// Entries in the hot tier.
+    fn hot_entries(&self) -> u64;
+    /// Bytes in the hot tier.
+    fn hot_bytes(&self) -> u64;
+    /// The hot tier's byte budget now.
+    fn hot_capacity_bytes(&self) -> u64;
+    /// The hot tier's entry budget now.
+    fn hot_capacity_entries(&self) -> u64;
     /// `(hits, cost)` counted by the hot tier's fast path.
-    pub hot_live_hits: (u64, u64),
-    pub dirty_entries: u64,
-    /// `(entries, bytes, whether the startup scan is complete)`.
-    pub warm_usage: (u64, u64, bool),
-    pub warm_capacity_bytes: u64,
-    /// `(depth, bytes)`.
-    pub write_queue: (u64, u64),
-    pub mode: Mode,
-    pub breaker_state: BreakerState,
-    pub memory_only_ms: u64,
-    pub last_disk_error: Option<String>,
+    fn hot_live_hits(&self) -> (u64, u64);
+    /// Entries in memory not known to be on disk.
+    fn dirty_entries(&self) -> u64;
+    /// `(entries, bytes, whether the startup scan is complete)` of the warm tier.
+    fn warm_usage(&self) -> (u64, u64, bool);
+    /// The warm budget.
+    fn warm_capacity_bytes(&self) -> u64;
+    /// `(depth, bytes)` of the write queue.
+    fn write_queue(&self) -> (u64, u64);
+    /// The mode.
+    fn mode(&self) -> Mode;
+    /// The breaker's state.
+    fn breaker_state(&self) -> BreakerState;
+    /// Time spent memory-only, ms.
+    fn memory_only_ms(&self) -> u64;
+    /// The last disk error's text.
+    fn last_disk_error(&self) -> Option<String>;
     /// `(stale keys pending, lost keys)`.
-    pub lost: (u64, u64),
+    fn lost(&self) -> (u64, u64);
 }
 
 impl Counters {
-    /// The [`Stats`] of this moment: every counter, with `g`.
-    pub(crate) fn snapshot(&self, g: Gauges) -> Stats {
+    /// The [`Stats`] of this moment: every counter, with `g`. The states and the warm and
+    /// queue figures are read first, the hot tier's sizes after the hit and set counters:
+    /// under an insert-only load a snapshot never shows more `sets` than entries were made.
+    pub(crate) fn snapshot(&self, g: &dyn Gauges) -> Stats {
         let c = self;
-        let (warm_entries, warm_bytes, scanned) = g.warm_usage;
-        let (live_hits, live_cost) = g.hot_live_hits;
+        let mode = g.mode();
+        let breaker_state = g.breaker_state();
+        let (warm_entries, warm_bytes, scanned) = g.warm_usage();
+        let (depth, qbytes) = g.write_queue();
+        let (live_hits, live_cost) = g.hot_live_hits();
         let bytes_in = c.bytes_in.get();
         let bytes_out = c.bytes_out.get();
         let corrupted = by_name(&c.corrupted, Corruption::ALL, |r| r.name());
         let disk_errors = by_name(&c.disk_errors, IoErrorKind::ALL, |k| k.name());
+        let (stale_keys_pending, lost_keys) = g.lost();
         Stats {
             hot_hits: c.hot_hits.get() + live_hits,
             warm_hits: c.warm_hits.get(),
@@ -315,15 +332,15 @@ impl Counters {
             unencodable: c.unencodable.get(),
             sets: c.sets.get(),
             removes: c.removes.get(),
-            hot_entries: g.hot_entries,
-            hot_bytes: g.hot_bytes,
-            hot_capacity_bytes: g.hot_capacity_bytes,
-            hot_capacity_entries: g.hot_capacity_entries,
+            hot_entries: g.hot_entries(),
+            hot_bytes: g.hot_bytes(),
+            hot_capacity_bytes: g.hot_capacity_bytes(),
+            hot_capacity_entries: g.hot_capacity_entries(),
             hot_evictions: c.hot_evictions.get(),
             hot_expirations: c.hot_expirations.get(),
             warm_entries,
             warm_bytes,
-            warm_capacity_bytes: g.warm_capacity_bytes,
+            warm_capacity_bytes: g.warm_capacity_bytes(),
             warm_index_complete: scanned,
             warm_evictions: c.warm_evictions.get(),
             warm_expirations: c.warm_expirations.get(),
@@ -343,28 +360,28 @@ impl Counters {
             newer_version_skipped: c.newer_version.get(),
             foreign_files: c.foreign_files.get(),
             temp_files_swept: c.temp_files_swept.get(),
-            write_queue_depth: g.write_queue.0,
-            write_queue_bytes: g.write_queue.1,
-            dirty_entries: g.dirty_entries,
+            write_queue_depth: depth,
+            write_queue_bytes: qbytes,
+            dirty_entries: g.dirty_entries(),
             cost_saved: c.cost_saved.get().saturating_add(live_cost),
-            mode: g.mode,
-            breaker_state: g.breaker_state,
+            mode,
+            breaker_state,
             breaker_transitions: c.breaker_transitions.get(),
             breaker_opens: c.breaker_opens.get(),
             written_back: c.written_back.get(),
-            last_disk_error: g.last_disk_error,
+            last_disk_error: g.last_disk_error(),
             breaker_rejections: c.breaker_rejections.get(),
             probes_run: c.probes_run.get(),
             probes_ok: c.probes_ok.get(),
             health_checks: c.health_checks.get(),
             memory_only_entries: c.memory_only_entries.get(),
-            memory_only_ms: g.memory_only_ms,
+            memory_only_ms: g.memory_only_ms(),
             stale_served: c.stale_served.get(),
             loader_calls: c.loader_calls.get(),
             task_panics: c.task_panics.get(),
             stale_keys_purged: c.stale_keys_purged.get(),
-            stale_keys_pending: g.lost.0,
-            lost_keys: g.lost.1,
+            stale_keys_pending,
+            lost_keys,
         }
     }
 }

@@ -226,7 +226,6 @@ impl TieredCache {
                 ttl,
                 controls.cost_of(value),
                 codec.into(),
-                false,
             )
             .await?;
         Ok(true)

@@ -150,7 +150,7 @@ impl NamespaceSlot {
                 let (g, record) = new_record(tiers.now_ms())?;
                 // A write-through store that did not reach the disk still serves the
                 // generation from memory; `flush` reports it.
-                match tiers.set(&rk, record, None, 0, Encoding::Json, false).await {
+                match tiers.set(&rk, record, None, 0, Encoding::Json).await {
                     Ok(()) | Err(Error::NotPersisted { .. }) => {}
                     Err(e) => return Err(e),
                 }
@@ -171,7 +171,7 @@ impl NamespaceSlot {
         let rk = record_key(name);
         // Waits for this write's own acknowledgement, whatever the write policy: `Ok` only
         // once the new generation is on disk.
-        match tiers.set(&rk, record, None, 0, Encoding::Json, true).await {
+        match tiers.set_durable(&rk, record, None, Encoding::Json).await {
             Ok(()) => Ok(g),
             Err(Error::NotPersisted { last_error, .. }) => Err(Error::NotPersisted {
                 failed: 1,

@@ -55,8 +55,9 @@ impl TieredCache {
             }
         });
 
-        let scan = tiers.disk_keys().await;
-        doomed.extend(scan.keys.into_iter().filter(|k| pred(k)));
+        let scan = tiers
+            .disk_keys(|keys| doomed.extend(keys.into_iter().filter(|k| pred(k))))
+            .await;
         let (unscanned, mut last_error) = (scan.unscanned, scan.last_error);
 
         let mut removed = 0;

@@ -72,7 +72,7 @@ impl TieredCache {
     /// The namespace `name` (1 to 64 characters of `A-Z a-z 0-9 . _ - /`, else
     /// [`Error::Config`]). Handles of the same name share their state.
     pub fn namespace(&self, name: &str) -> Result<Namespace> {
-        let slot = self.agent.namespaces.slot(name)?;
+        let slot = self.life.agent.namespaces.slot(name)?;
         Ok(Namespace {
             cache: self.clone(),
             name: name.into(),

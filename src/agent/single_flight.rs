@@ -347,7 +347,7 @@ impl TieredCache {
                 }
             }
         }
-        let flights = self.agent.flights.clone();
+        let flights = self.life.agent.flights.clone();
         loop {
             match flights.join_or_lead(kind.tag(), key) {
                 Role::Leader(mut leader) => {
@@ -460,10 +460,7 @@ impl TieredCache {
         // finds the value in the cache.
         let stored = if controls.stores(value.borrow()) {
             let ttl = controls.ttl.resolve(tiers.config().default_ttl);
-            match tiers
-                .set(key, bytes.clone(), ttl, cost, encoding, false)
-                .await
-            {
+            match tiers.set(key, bytes.clone(), ttl, cost, encoding).await {
                 Err(Error::ValueTooLarge { len, max }) => {
                     debug!(
                         len,
@@ -512,6 +509,6 @@ impl TieredCache {
 
     /// Loads in flight right now (callers waiting on a loader count once per key).
     pub fn loads_in_flight(&self) -> usize {
-        self.agent.flights.len()
+        self.life.agent.flights.len()
     }
 }

@@ -14,6 +14,7 @@ use tracing::{info, warn};
 use crate::breaker::{BreakerConfig, BreakerState, CircuitBreaker, Permit, Transition};
 use crate::fs::IoErrorKind;
 use crate::hot::HotTier;
+use crate::log;
 use crate::stats::{Counters, Mode};
 
 const TIERED: u8 = 0;
@@ -190,6 +191,7 @@ impl Resilience {
             self.hot
                 .set_budget(bytes.saturating_mul(2), entries.saturating_mul(2));
             warn!(
+                target: log::DEGRADED,
                 errors,
                 window_ms = u64::try_from(self.error_window.as_millis()).unwrap_or(u64::MAX),
                 hot_capacity_bytes = bytes.saturating_mul(2),
@@ -218,7 +220,7 @@ impl Resilience {
         self.mode.store(TIERED, Ordering::SeqCst);
         drop(st);
         self.record(t);
-        info!("disk recovered: back to tiered mode");
+        info!(target: log::DEGRADED, "disk recovered: back to tiered mode");
     }
 
     /// The normal hot budget, after write-back. Returns what no longer fits.

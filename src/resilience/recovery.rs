@@ -15,6 +15,7 @@ use tracing::debug;
 use crate::breaker::BreakerState;
 use crate::clock::sleep_or_never;
 use crate::disk::DiskOutcome;
+use crate::log;
 use crate::stats::Mode;
 use crate::writer::Writer;
 
@@ -44,7 +45,12 @@ impl Recovery {
     /// file. On success: tiered mode, breaker closed, dirty entries written back, then the hot
     /// budget back to normal (what no longer fits is on disk by then). Returns whether the disk
     /// is back.
-    #[tracing::instrument(level = "debug", name = "recovery_probe", skip_all)]
+    #[tracing::instrument(
+        target = "tiercache::cache",
+        level = "debug",
+        name = "recovery_probe",
+        skip_all
+    )]
     pub(crate) async fn recovery_probe(&self) -> bool {
         self.writer.p.counters.probes_run.inc();
         let outcome = self
@@ -61,7 +67,7 @@ impl Recovery {
                 device_failure: None
             }
         ) {
-            debug!("recovery probe failed; staying memory-only");
+            debug!(target: log::CACHE, "recovery probe failed; staying memory-only");
             return false;
         }
         self.writer.p.counters.probes_ok.inc();
@@ -84,7 +90,12 @@ impl Recovery {
     /// While tiered: the same probe through the breaker, so a sick disk opens it (and a
     /// half-open breaker gets its probe call without waiting for traffic). A passing check
     /// also writes back entries whose earlier write failed.
-    #[tracing::instrument(level = "debug", name = "health_check", skip_all)]
+    #[tracing::instrument(
+        target = "tiercache::cache",
+        level = "debug",
+        name = "health_check",
+        skip_all
+    )]
     pub(crate) async fn health_check(&self) {
         if self.writer.p.gate.breaker_state() == BreakerState::Open {
             return;

@@ -25,32 +25,130 @@ fn module_path(rel: &Path) -> Vec<String> {
     parts
 }
 
-/// Source with line comments removed and the trailing test module cut off.
+/// Source with comments and string literals blanked, and `#[cfg(test)]` modules removed
+/// (inline ones by brace matching, so that what follows them is still read).
 fn strip(src: &str) -> String {
-    let src = match src.find("#[cfg(test)]\nmod ") {
-        Some(i) => &src[..i],
-        None => src,
-    };
+    let bytes = src.as_bytes();
     let mut out = String::with_capacity(src.len());
-    for line in src.lines() {
-        let code = match line.find("//") {
-            Some(i) => &line[..i],
-            None => line,
-        };
-        out.push_str(code);
-        out.push('\n');
+    let mut i = 0;
+    while i < bytes.len() {
+        if src[i..].starts_with("//") {
+            i = src[i..].find('\n').map_or(bytes.len(), |e| i + e);
+        } else if src[i..].starts_with("/*") {
+            i = src[i..].find("*/").map_or(bytes.len(), |e| i + e + 2);
+        } else if bytes[i] == b'"' {
+            let mut j = i + 1;
+            while j < bytes.len() && bytes[j] != b'"' {
+                j += if bytes[j] == b'\\' { 2 } else { 1 };
+            }
+            out.push_str("\"\"");
+            i = j + 1;
+        } else {
+            let c = src[i..].chars().next().unwrap_or(' ');
+            out.push(c);
+            i += c.len_utf8();
+        }
     }
-    // Visibility paths are not imports.
+    // `#[cfg(test)] mod x;` and `#[cfg(test)] mod x { ... }`.
     let mut cleaned = String::with_capacity(out.len());
     let mut rest = out.as_str();
-    while let Some(i) = rest.find("pub(in ") {
+    while let Some(i) = rest.find("#[cfg(test)]") {
         cleaned.push_str(&rest[..i]);
+        let after = &rest[i + "#[cfg(test)]".len()..];
+        let decl = after.trim_start();
+        let decl = decl.strip_prefix("pub(crate) ").unwrap_or(decl);
+        if !decl.starts_with("mod ") {
+            cleaned.push_str("#[cfg(test)]");
+            rest = after;
+            continue;
+        }
+        match (decl.find(';'), decl.find('{')) {
+            (Some(s), b) if b.is_none_or(|b| s < b) => rest = &decl[s + 1..],
+            (_, Some(b)) => rest = &decl[matching_brace(decl, b).map_or(decl.len(), |e| e + 1)..],
+            _ => rest = "",
+        }
+    }
+    cleaned.push_str(rest);
+    // Visibility paths are not imports.
+    let mut out = String::with_capacity(cleaned.len());
+    let mut rest = cleaned.as_str();
+    while let Some(i) = rest.find("pub(in ") {
+        out.push_str(&rest[..i]);
         rest = &rest[i..];
         let end = rest.find(')').map_or(rest.len(), |e| e + 1);
         rest = &rest[end..];
     }
-    cleaned.push_str(rest);
-    cleaned
+    out.push_str(rest);
+    out
+}
+
+/// The index of the brace closing the one at `open`.
+fn matching_brace(s: &str, open: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    for (k, ch) in s[open..].char_indices() {
+        match ch {
+            '{' => depth += 1,
+            '}' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(open + k);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The paths of a use tree's group body (`a::B, c::{d, e as f}`), each as segments, with the
+/// name it is known by (the last segment, or its `as` alias).
+fn use_tree(body: &str) -> Vec<(Vec<String>, String)> {
+    let mut out = Vec::new();
+    let mut depth = 0usize;
+    let mut start = 0;
+    let mut items = Vec::new();
+    for (k, ch) in body.char_indices() {
+        match ch {
+            '{' => depth += 1,
+            '}' => depth = depth.saturating_sub(1),
+            ',' if depth == 0 => {
+                items.push(&body[start..k]);
+                start = k + 1;
+            }
+            _ => {}
+        }
+    }
+    items.push(&body[start..]);
+    for item in items {
+        let item = item.trim();
+        if item.is_empty() {
+            continue;
+        }
+        if let Some(b) = item.find('{') {
+            let prefix: Vec<String> = item[..b]
+                .trim_end_matches("::")
+                .split("::")
+                .filter(|p| !p.trim().is_empty())
+                .map(|p| p.trim().to_owned())
+                .collect();
+            let end = matching_brace(item, b).unwrap_or(item.len());
+            for (segs, name) in use_tree(&item[b + 1..end]) {
+                out.push((prefix.iter().cloned().chain(segs).collect(), name));
+            }
+        } else {
+            let mut parts = item.split(" as ");
+            let path = parts.next().unwrap_or("").trim();
+            let segs: Vec<String> = path.split("::").map(|p| p.trim().to_owned()).collect();
+            let name = parts
+                .next()
+                .map(|a| a.trim().to_owned())
+                .or_else(|| segs.last().cloned())
+                .unwrap_or_default();
+            let segs = segs.into_iter().filter(|s| s != "self").collect();
+            out.push((segs, name));
+        }
+    }
+    out
 }
 
 fn is_ident(c: char) -> bool {
@@ -58,7 +156,7 @@ fn is_ident(c: char) -> bool {
 }
 
 /// Every path starting at `base` (`crate`, `super`, `self`, or a child module name) in `src`,
-/// as segment lists, with `use` groups expanded one level.
+/// as segment lists, with `use` groups expanded (nested groups too).
 fn paths_from(src: &str, base: &str) -> Vec<Vec<String>> {
     let mut out = Vec::new();
     let bytes = src.as_bytes();
@@ -84,16 +182,10 @@ fn paths_from(src: &str, base: &str) -> Vec<Vec<String>> {
             i += seg.len();
             segs.push(seg);
         }
-        if src[i..].starts_with("{") {
-            let end = src[i..].find('}').map_or(src.len(), |e| i + e);
-            for item in src[i + 1..end].split(',') {
-                let item = item.trim().split(" as ").next().unwrap_or("").trim();
-                if item.is_empty() || item == "self" {
-                    continue;
-                }
-                let mut full = segs.clone();
-                full.extend(item.split("::").take(2).map(|s| s.trim().to_owned()));
-                out.push(full);
+        if src[i..].starts_with('{') {
+            let end = matching_brace(src, i).unwrap_or(src.len());
+            for (tail, _) in use_tree(&src[i + 1..end]) {
+                out.push(segs.iter().cloned().chain(tail).collect());
             }
         }
         out.push(segs);
@@ -103,7 +195,27 @@ fn paths_from(src: &str, base: &str) -> Vec<Vec<String>> {
 
 /// The import graph of `files` (module path → source).
 fn graph(files: &BTreeMap<Vec<String>, (PathBuf, String)>) -> BTreeMap<PathBuf, BTreeSet<PathBuf>> {
+    // What `lib.rs` re-exports: `crate::Name` names the file `Name` comes from.
+    let mut reexports: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    if let Some((_, lib)) = files.get(&Vec::new()) {
+        for stmt in strip(lib).split(';') {
+            let Some(rest) = stmt.trim().strip_prefix("pub use ") else {
+                continue;
+            };
+            for (segs, name) in use_tree(rest) {
+                reexports.insert(name, segs);
+            }
+        }
+    }
     let resolve = |parts: &[String]| -> Option<PathBuf> {
+        let expanded: Vec<String>;
+        let parts = match parts.first().and_then(|first| reexports.get(first)) {
+            Some(path) if !files.contains_key(&parts[..1]) => {
+                expanded = path.iter().chain(&parts[1..]).cloned().collect();
+                &expanded[..]
+            }
+            _ => parts,
+        };
         (0..=parts.len())
             .rev()
             .find_map(|n| files.get(&parts[..n]).map(|(p, _)| p.clone()))
@@ -305,22 +417,63 @@ fn the_checker_finds_a_cycle_through_a_use_group_a_super_path_and_a_mod_rs_reexp
     let files = synthetic(&[
         ("lib.rs", "mod a; mod b; mod c;"),
         ("a.rs", "use crate::{b::Thing, x};"),
-        ("b/mod.rs", "mod inner;\npub use inner::Thing;"),
+        (
+            "b/mod.rs",
+            "#[cfg(test)]\nmod tests_only;\nmod inner;\npub use inner::Thing;",
+        ),
         ("b/inner.rs", "use super::super::c::Other;"),
         (
             "c.rs",
-            "fn f() -> crate::a::A { todo!() } // crate::b is only named in a comment",
+            "fn f() -> crate::a::A { todo!() } // crate::b is only named in a comment\n\
+             const S: &str = \"crate::b::Thing\";",
         ),
         ("d.rs", "pub(in crate::a) fn g() {}"),
     ]);
-    let found = cycles(&graph(&files));
-    let names: Vec<Vec<String>> = found
+    assert_eq!(
+        names(&files),
+        vec![vec!["a.rs", "b/inner.rs", "b/mod.rs", "c.rs"]],
+        "a → b/mod.rs (read past its #[cfg(test)] mod line) → b/inner.rs → c → a; d.rs's \
+         visibility path and c.rs's comment and string are no edges"
+    );
+}
+
+#[test]
+fn the_checker_finds_cycles_through_lib_rs_reexports_nested_groups_and_after_test_modules() {
+    // Each pair is a cycle one of the ways a simpler checker missed (tests/adversary4).
+    let files = synthetic(&[
+        (
+            "lib.rs",
+            "mod a; mod b; mod c; mod d; mod e; mod f;\npub use a::{Top as Renamed};",
+        ),
+        // Through a lib.rs re-export (and its alias).
+        ("a.rs", "use crate::b::B;"),
+        ("b.rs", "fn g() -> crate::Renamed { todo!() }"),
+        // A nested use group.
+        ("c.rs", "use crate::{d::{inner::X, Y}};"),
+        ("d.rs", "use crate::c::C;"),
+        // After an inline test module.
+        (
+            "e.rs",
+            "#[cfg(test)]\nmod tests {\n    fn t() { let _ = { 1 }; }\n}\nuse crate::f::F;",
+        ),
+        ("f.rs", "use super::e::E;"),
+    ]);
+    assert_eq!(
+        names(&files),
+        vec![
+            vec!["a.rs", "b.rs"],
+            vec!["c.rs", "d.rs"],
+            vec!["e.rs", "f.rs"]
+        ]
+    );
+}
+
+/// The cycles of `files`, as file names.
+fn names(files: &BTreeMap<Vec<String>, (PathBuf, String)>) -> Vec<Vec<String>> {
+    let mut found: Vec<Vec<String>> = cycles(&graph(files))
         .iter()
         .map(|c| c.iter().map(|p| p.display().to_string()).collect())
         .collect();
-    assert_eq!(
-        names,
-        vec![vec!["a.rs", "b/inner.rs", "b/mod.rs", "c.rs"]],
-        "a → b/mod.rs → b/inner.rs → c → a; d.rs's visibility path and c.rs's comment are no edges"
-    );
+    found.sort();
+    found
 }
