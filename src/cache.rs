@@ -487,10 +487,7 @@ impl Tiers {
         let reason = if !queued || self.p.gate.mode() == Mode::MemoryOnly {
             "memory-only mode: the disk tier is not in use".to_owned()
         } else {
-            self.p
-                .gate
-                .last_error()
-                .unwrap_or_else(|| "the disk call was not admitted (breaker open)".into())
+            self.last_error_or("the disk call was not admitted (breaker open)")
         };
         Err(Error::NotPersisted {
             failed: 1,
@@ -628,15 +625,20 @@ impl Tiers {
         } else if self.p.gate.breaker_state() == BreakerState::Open {
             "the circuit breaker is open: the disk is not called".to_owned()
         } else {
-            self.p
-                .gate
-                .last_error()
-                .unwrap_or_else(|| "values larger than the warm budget live in memory only".into())
+            self.last_error_or("values larger than the warm budget live in memory only")
         };
         Err(Error::NotPersisted {
             failed: not_persisted,
             last_error,
         })
+    }
+
+    /// The last disk error's text, or `fallback` when no disk call has failed.
+    fn last_error_or(&self, fallback: &str) -> String {
+        self.p
+            .gate
+            .last_error()
+            .unwrap_or_else(|| fallback.to_owned())
     }
 
     /// Operations with a hot version below `before` that are not on disk: dirty entries with
