@@ -311,11 +311,19 @@ impl Tiers {
         self.p.counters.cost_saved.add(found.cost);
     }
 
+    /// `V`'s type name, the first time this cache warns about it (`decode`: a stored value
+    /// that did not decode as it; else a loaded value the codec could not encode).
+    fn first_warning<V>(&self, decode: bool) -> Option<&'static str> {
+        let type_name = std::any::type_name::<V>();
+        lock(&self.warned_types)
+            .insert((decode, type_name))
+            .then_some(type_name)
+    }
+
     /// Counts a stored value that did not decode as `V`, and warns once per type.
     pub(crate) fn decode_miss<V>(&self, encoding: Encoding, detail: &str) {
         self.p.counters.decode_misses.inc();
-        let type_name = std::any::type_name::<V>();
-        if lock(&self.warned_types).insert((true, type_name)) {
+        if let Some(type_name) = self.first_warning::<V>(true) {
             tracing::warn!(
                 type_name,
                 %encoding,
@@ -330,8 +338,7 @@ impl Tiers {
     /// per type.
     pub(crate) fn unencodable<V>(&self, error: &Error) {
         self.p.counters.unencodable.inc();
-        let type_name = std::any::type_name::<V>();
-        if lock(&self.warned_types).insert((false, type_name)) {
+        if let Some(type_name) = self.first_warning::<V>(false) {
             tracing::warn!(
                 type_name,
                 %error,
