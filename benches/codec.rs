@@ -19,7 +19,7 @@
 //! - stored sizes, printed once per value size: the encoded value (JSON, bincode) and the
 //!   gzip entry file on disk (apparent and allocated).
 //!
-//! Knob: `TIERCACHE_BENCH_CODEC_ROUNDS` (paired warm rounds per size, default 2,000).
+//! Knob: `ANSWERCACHE_BENCH_CODEC_ROUNDS` (paired warm rounds per size, default 2,000).
 //!
 //! Run: `cargo bench --bench codec -- --warm-up-time 1 --measurement-time 3`
 
@@ -33,10 +33,10 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use answercache::warm::layout::{key_hash, Layout};
+use answercache::workload::{ChatCompletion, Choice, FunctionCall, Message, Rng, ToolCall, Usage};
+use answercache::{Codec, Durability, Encoding, Source, TieredCache, WritePolicy};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use tiercache::warm::layout::{key_hash, Layout};
-use tiercache::workload::{ChatCompletion, Choice, FunctionCall, Message, Rng, ToolCall, Usage};
-use tiercache::{Codec, Durability, Encoding, Source, TieredCache, WritePolicy};
 use workload::Kind;
 
 /// JSON sizes of the values: ~4 KiB and ~64 KiB.
@@ -147,7 +147,7 @@ fn completion(size: usize, seed: u64) -> ChatCompletion {
 
 /// What the bincode codec stores: the value's 8-byte shape, then bincode (FORMAT.md).
 fn bincode_vec(c: &ChatCompletion) -> Vec<u8> {
-    let shape = tiercache::warm::format::bincode_shape(c).unwrap();
+    let shape = answercache::warm::format::bincode_shape(c).unwrap();
     let mut out = shape.to_le_bytes().to_vec();
     bincode::serde::encode_into_std_write(c, &mut out, bincode::config::standard()).unwrap();
     out
@@ -362,7 +362,7 @@ fn warm_report(w: &Warm) {
 /// entry, `get_bytes` bincode entry) of the same key index, in an order rotated every round,
 /// each timed on its own.
 fn paired_warm(rt: &tokio::runtime::Runtime, w: &Warm) {
-    let rounds: usize = std::env::var("TIERCACHE_BENCH_CODEC_ROUNDS")
+    let rounds: usize = std::env::var("ANSWERCACHE_BENCH_CODEC_ROUNDS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(2000);
@@ -489,7 +489,7 @@ fn bench_set(c: &mut Criterion) {
             let cache = rt.block_on(open(
                 dir.path(),
                 codec,
-                tiercache::defaults::DEFAULT_HOT_CAPACITY_BYTES,
+                answercache::defaults::DEFAULT_HOT_CAPACITY_BYTES,
             ));
             let bytes = name.starts_with("set_bytes");
             let mut next = 0usize;

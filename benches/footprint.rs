@@ -1,9 +1,9 @@
 //! Disk footprint: bytes on disk per entry against the raw value size, per value kind and
-//! size, for tiercache (gzip level 3, the default) and cacache (uncompressed, plus its index).
+//! size, for answercache (gzip level 3, the default) and cacache (uncompressed, plus its index).
 //! Printed as a markdown table, not timed: this binary does not use criterion.
 //!
 //! "apparent" is the sum of file lengths; "allocated" is what the filesystem charges
-//! (`st_blocks * 512`, 4 KiB granularity on ext4). tiercache's fan-out directories (`v1/ab/cd/`)
+//! (`st_blocks * 512`, 4 KiB granularity on ext4). answercache's fan-out directories (`v1/ab/cd/`)
 //! are counted separately: with few entries nearly every entry gets its own directory pair, so
 //! the per-entry share printed here is the worst case; with 65,536 leaf directories full it
 //! tends to ~270 bytes per entry at 1M entries.
@@ -18,7 +18,7 @@ mod workload;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use tiercache::{Durability, TieredCache, WritePolicy};
+use answercache::{Durability, TieredCache, WritePolicy};
 use workload::Kind;
 
 /// Entries written per kind and size.
@@ -54,7 +54,7 @@ fn main() {
     let rt = workload::runtime();
     println!("footprint: {} entries per row; {}", M, workload::machine());
     println!();
-    println!("| kind | value size | tiercache apparent/entry | gzip ratio | tiercache allocated/entry | tiercache dirs/entry (bytes) | cacache apparent/entry | cacache allocated/entry |");
+    println!("| kind | value size | answercache apparent/entry | gzip ratio | answercache allocated/entry | answercache dirs/entry (bytes) | cacache apparent/entry | cacache allocated/entry |");
     println!("|---|---|---|---|---|---|---|---|");
     for kind in Kind::ALL {
         for &size in &workload::SIZES {

@@ -18,9 +18,9 @@ use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use answercache::{Durability, TieredCache};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use lru::LruCache;
-use tiercache::{Durability, TieredCache};
 use workload::{ChatCompletion, Kind};
 
 /// The floor: one lock around one `lru::LruCache`.
@@ -35,10 +35,10 @@ fn key_count(size: usize) -> usize {
 }
 
 async fn open_hot(dir: &std::path::Path) -> TieredCache {
-    open_hot_with(dir, tiercache::Codec::Json).await
+    open_hot_with(dir, answercache::Codec::Json).await
 }
 
-async fn open_hot_with(dir: &std::path::Path, codec: tiercache::Codec) -> TieredCache {
+async fn open_hot_with(dir: &std::path::Path, codec: answercache::Codec) -> TieredCache {
     TieredCache::builder(dir)
         .codec(codec)
         .min_free_bytes(0)
@@ -80,7 +80,7 @@ fn bench_get_bytes(c: &mut Criterion) {
         });
         let label = workload::size_label(size);
 
-        group.bench_function(BenchmarkId::new("tiercache", &label), |b| {
+        group.bench_function(BenchmarkId::new("answercache", &label), |b| {
             b.iter_custom(|iters| {
                 rt.block_on(async {
                     let start = Instant::now();
@@ -127,8 +127,8 @@ fn bench_get_bytes(c: &mut Criterion) {
     group.finish();
 }
 
-/// Typed get with the bincode codec (`benches/codec.rs` compares the codecs): tiercache decodes
-/// bincode on every hit. Compared with the same raw LRU get plus the same bincode decode (what tiercache must do at least), and with moka holding the
+/// Typed get with the bincode codec (`benches/codec.rs` compares the codecs): answercache decodes
+/// bincode on every hit. Compared with the same raw LRU get plus the same bincode decode (what answercache must do at least), and with moka holding the
 /// decoded struct behind an `Arc` (what a moka user would cache: no decode at all).
 fn bench_get_typed(c: &mut Criterion) {
     let rt = workload::runtime();
@@ -151,7 +151,7 @@ fn bench_get_typed(c: &mut Criterion) {
         let seq = workload::zipf_sequence(n, SEQ, 8);
         let dir = workload::bench_dir("hot-typed");
         let cache = rt.block_on(async {
-            let cache = open_hot_with(dir.path(), tiercache::Codec::Bincode).await;
+            let cache = open_hot_with(dir.path(), answercache::Codec::Bincode).await;
             for (k, v) in keys.iter().zip(&typed) {
                 cache.set(k, v).await.unwrap();
             }
@@ -174,7 +174,7 @@ fn bench_get_typed(c: &mut Criterion) {
             moka.run_pending_tasks().await;
         });
         let label = workload::size_label(size);
-        group.bench_function(BenchmarkId::new("tiercache", &label), |b| {
+        group.bench_function(BenchmarkId::new("answercache", &label), |b| {
             b.iter_custom(|iters| {
                 rt.block_on(async {
                     let start = Instant::now();

@@ -3,7 +3,7 @@
 # so that both see the same machine and the same load; records criterion's median estimate
 # of each benchmark per run in /tmp/bench-results.txt. Before running, copy the bench
 # executables of each build (`cargo bench --no-run` prints their paths) to
-# /work/bench-{old,new}-{hot,warm}. Compare same-run ratios (tiercache / its peer), never
+# /work/bench-{old,new}-{hot,warm}. Compare same-run ratios (answercache / its peer), never
 # absolute times across runs. See BENCHMARKS.md, "Refactors: old against new".
 set -u
 mkdir -p /tmp/bench-old /tmp/bench-new
@@ -22,7 +22,7 @@ for round in 1 2 3; do
   for v in old new; do
     cd /tmp/bench-$v && rm -rf target/criterion
     /work/bench-$v-hot --bench 'hot_get_bytes/.*/(4|64)KiB$' --measurement-time 3 --warm-up-time 1 > /dev/null 2>&1
-    /work/bench-$v-warm --bench 'warm_hit/(tiercache|floor_read_blake3_inflate|cacache_read)/(4|64)KiB$' --measurement-time 3 --warm-up-time 1 > /dev/null 2>&1
+    /work/bench-$v-warm --bench 'warm_hit/(answercache|floor_read_blake3_inflate|cacache_read)/(4|64)KiB$' --measurement-time 3 --warm-up-time 1 > /dev/null 2>&1
     collect $v $round >> /tmp/bench-results.txt
   done
 done

@@ -23,9 +23,9 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use answercache::testing::{Fault, FaultFs, Rule};
+use answercache::{BreakerConfig, CircuitBreaker, Durability, Mode, TieredCache, WritePolicy};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use tiercache::testing::{Fault, FaultFs, Rule};
-use tiercache::{BreakerConfig, CircuitBreaker, Durability, Mode, TieredCache, WritePolicy};
 use workload::Kind;
 
 const N: usize = 1000;

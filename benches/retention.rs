@@ -1,10 +1,10 @@
 //! Retention after a burst: insert N entries as fast as the API accepts them, close (which
 //! drains pending writes), reopen the same directory, and count how many entries come back.
-//! tiercache (write-behind, default durability: fsync) against a foyer hybrid cache (a
+//! answercache (write-behind, default durability: fsync) against a foyer hybrid cache (a
 //! 256-entry memory tier in front of its block engine, once per write policy), whose
 //! flusher drops entries when its submit queue is full. Printed, not timed by criterion.
 //!
-//! `TIERCACHE_BENCH_RETENTION_N` sets N (default 10,000 entries of 4 KiB chat JSON).
+//! `ANSWERCACHE_BENCH_RETENTION_N` sets N (default 10,000 entries of 4 KiB chat JSON).
 //!
 //! Run: `cargo bench --bench retention`
 
@@ -16,11 +16,11 @@ mod workload;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use answercache::TieredCache;
 use foyer::{
     BlockEngineConfig, DeviceBuilder, FsDeviceBuilder, HybridCache, HybridCacheBuilder,
     HybridCachePolicy,
 };
-use tiercache::TieredCache;
 use workload::Kind;
 
 const SIZE: usize = 4 << 10;
@@ -31,7 +31,11 @@ struct Outcome {
     retained: usize,
 }
 
-async fn tiercache_burst(dir: &Path, keys: &[Vec<u8>], values: &[std::sync::Arc<[u8]>]) -> Outcome {
+async fn answercache_burst(
+    dir: &Path,
+    keys: &[Vec<u8>],
+    values: &[std::sync::Arc<[u8]>],
+) -> Outcome {
     let cache = TieredCache::builder(dir)
         .min_free_bytes(0)
         .build()
@@ -120,7 +124,7 @@ async fn foyer_burst(
 }
 
 fn main() {
-    let n: usize = std::env::var("TIERCACHE_BENCH_RETENTION_N")
+    let n: usize = std::env::var("ANSWERCACHE_BENCH_RETENTION_N")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(10_000);
@@ -147,8 +151,8 @@ fn main() {
     };
     let dir = workload::bench_dir("retention");
     row(
-        "tiercache (write-behind, fsync)",
-        rt.block_on(tiercache_burst(dir.path(), &keys, &values)),
+        "answercache (write-behind, fsync)",
+        rt.block_on(answercache_burst(dir.path(), &keys, &values)),
     );
     for (policy, name) in [
         (

@@ -4,13 +4,13 @@
 //! separately, it is not part of `open`). Warm-hit latency is a criterion bench; `open` time and
 //! scan time are printed (`scale/<N>: open ...`), 10 opens each.
 //!
-//! The fixture is written directly in the entry format (`tiercache::warm::format::encode`, the
+//! The fixture is written directly in the entry format (`answercache::warm::format::encode`, the
 //! same bytes the cache writes) by two threads, 1 KiB chat-completion values, and kept between
-//! runs under `$TIERCACHE_BENCH_DIR` (default: the system temp dir) as
-//! `tiercache-bench-scale-<N>/` with a `complete` marker, because 1M files take minutes to make.
+//! runs under `$ANSWERCACHE_BENCH_DIR` (default: the system temp dir) as
+//! `answercache-bench-scale-<N>/` with a `complete` marker, because 1M files take minutes to make.
 //!
-//! - `TIERCACHE_BENCH_SCALE=1000,100000` (default) picks the sizes; add `1000000` (or set
-//!   `TIERCACHE_BENCH_SCALE_1M=1`) for the million-entry point: about 4 GiB of 4 KiB blocks and
+//! - `ANSWERCACHE_BENCH_SCALE=1000,100000` (default) picks the sizes; add `1000000` (or set
+//!   `ANSWERCACHE_BENCH_SCALE_1M=1`) for the million-entry point: about 4 GiB of 4 KiB blocks and
 //!   several minutes to build on a 2-core machine.
 //! - Gets draw keys uniformly over all N entries (a Zipf draw would keep touching a few hot
 //!   files and hide the directory-lookup cost that grows with N). The hot budget is 1 byte, so
@@ -29,10 +29,10 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use answercache::warm::format::{self, EntryMeta};
+use answercache::warm::layout::{key_hash, Layout};
+use answercache::TieredCache;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use tiercache::warm::format::{self, EntryMeta};
-use tiercache::warm::layout::{key_hash, Layout};
-use tiercache::TieredCache;
 use workload::Kind;
 
 const SEQ: usize = 1 << 16;
@@ -43,21 +43,21 @@ const VALUE_SIZE: usize = 1 << 10;
 const VALUE_POOL: usize = 64;
 
 fn sizes() -> Vec<usize> {
-    let mut v: Vec<usize> = std::env::var("TIERCACHE_BENCH_SCALE")
+    let mut v: Vec<usize> = std::env::var("ANSWERCACHE_BENCH_SCALE")
         .ok()
         .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
         .unwrap_or_else(|| vec![1_000, 100_000]);
-    if std::env::var_os("TIERCACHE_BENCH_SCALE_1M").is_some() && !v.contains(&1_000_000) {
+    if std::env::var_os("ANSWERCACHE_BENCH_SCALE_1M").is_some() && !v.contains(&1_000_000) {
         v.push(1_000_000);
     }
     v
 }
 
 fn fixture_dir(n: usize) -> PathBuf {
-    std::env::var_os("TIERCACHE_BENCH_DIR")
+    std::env::var_os("ANSWERCACHE_BENCH_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(std::env::temp_dir)
-        .join(format!("tiercache-bench-scale-{n}"))
+        .join(format!("answercache-bench-scale-{n}"))
 }
 
 /// Writes (or reuses) a cache directory holding `n` entries; returns its canonical root.
@@ -74,7 +74,7 @@ fn fixture(n: usize) -> PathBuf {
     let values: Vec<Vec<u8>> = (0..VALUE_POOL as u64)
         .map(|i| workload::value(Kind::ChatJson, VALUE_SIZE, 900 + i))
         .collect();
-    let now = tiercache::clock::system_now_ms();
+    let now = answercache::clock::system_now_ms();
     let threads = 2;
     std::thread::scope(|s| {
         for t in 0..threads {

@@ -10,7 +10,7 @@
 //! Keys cycle over [`KEYS`] per size, so files are replaced, never accumulated. Write-through
 //! is measured in steady state: an untimed first pass writes every key once, so the two-level
 //! fan-out directories exist (the first write into a new directory also fsyncs its parents:
-//! two more directory fsyncs, by design) and every timed write replaces a file, for tiercache
+//! two more directory fsyncs, by design) and every timed write replaces a file, for answercache
 //! and the raw loop alike.
 //!
 //! Run: `cargo bench --bench set -- --warm-up-time 1 --measurement-time 3`
@@ -27,12 +27,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use answercache::{Durability, TieredCache, WritePolicy};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use foyer::{
     BlockEngineConfig, DeviceBuilder, FsDeviceBuilder, HybridCache, HybridCacheBuilder,
     HybridCachePolicy,
 };
-use tiercache::{Durability, TieredCache, WritePolicy};
 use workload::Kind;
 
 /// Distinct keys per size (cycled).
@@ -128,7 +128,7 @@ fn bench_write_behind(c: &mut Criterion) {
             Durability::NoSync,
         ));
         let mut next = 0usize;
-        group.bench_function(BenchmarkId::new("tiercache_nosync", &label), |b| {
+        group.bench_function(BenchmarkId::new("answercache_nosync", &label), |b| {
             b.iter_custom(|iters| {
                 rt.block_on(async {
                     let mut total = Duration::ZERO;
@@ -167,7 +167,7 @@ fn bench_write_behind(c: &mut Criterion) {
                     while left > 0 {
                         let burst = left.min(BURST);
                         // foyer takes owned key and value: the copy out of the caller's
-                        // bytes is timed, as tiercache's copy into its `Arc<[u8]>` is.
+                        // bytes is timed, as answercache's copy into its `Arc<[u8]>` is.
                         let start = Instant::now();
                         for _ in 0..burst {
                             let i = next % KEYS;
@@ -212,19 +212,22 @@ fn bench_write_through(c: &mut Criterion) {
                 cache
             });
             let mut next = 0usize;
-            group.bench_function(BenchmarkId::new(format!("tiercache_{name}"), &label), |b| {
-                b.iter_custom(|iters| {
-                    rt.block_on(async {
-                        let start = Instant::now();
-                        for _ in 0..iters {
-                            let i = next % KEYS;
-                            next += 1;
-                            cache.set_bytes(&keys[i], &values[i]).await.unwrap();
-                        }
-                        start.elapsed()
+            group.bench_function(
+                BenchmarkId::new(format!("answercache_{name}"), &label),
+                |b| {
+                    b.iter_custom(|iters| {
+                        rt.block_on(async {
+                            let start = Instant::now();
+                            for _ in 0..iters {
+                                let i = next % KEYS;
+                                next += 1;
+                                cache.set_bytes(&keys[i], &values[i]).await.unwrap();
+                            }
+                            start.elapsed()
+                        })
                     })
-                })
-            });
+                },
+            );
             let s = cache.stats();
             assert_eq!(s.writes_failed, 0);
             rt.block_on(cache.close()).unwrap();
@@ -282,15 +285,15 @@ fn bench_write_through(c: &mut Criterion) {
     group.finish();
 }
 
-/// Write-through against the raw loop, *paired*: one tiercache `set` and one raw write, in
+/// Write-through against the raw loop, *paired*: one answercache `set` and one raw write, in
 /// alternation (ABBA order), so that both see the same disk (fsync latency on a shared disk swings by 10x
 /// within seconds, which makes back-to-back criterion runs of the two incomparable). Also
 /// times `format::encode` (gzip level 3 + blake3), the CPU work the raw loop does not do.
-/// Printed as medians and means; the ratio is raw time / tiercache time (= tiercache
+/// Printed as medians and means; the ratio is raw time / answercache time (= answercache
 /// throughput relative to the raw loop).
 fn paired_write_through(_: &mut Criterion) {
     let rt = workload::runtime();
-    let pairs: usize = std::env::var("TIERCACHE_BENCH_PAIRS")
+    let pairs: usize = std::env::var("ANSWERCACHE_BENCH_PAIRS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(300);
@@ -298,7 +301,7 @@ fn paired_write_through(_: &mut Criterion) {
         "set_write_through_paired: {pairs} alternating pairs per row; {}",
         workload::machine()
     );
-    println!("| size | durability | tiercache median | raw loop median | tiercache mean | raw loop mean | throughput ratio (median) | encode (gzip+blake3) median |");
+    println!("| size | durability | answercache median | raw loop median | answercache mean | raw loop mean | throughput ratio (median) | encode (gzip+blake3) median |");
     println!("|---|---|---|---|---|---|---|---|");
     for size in [4 << 10, 64 << 10] {
         let keys = workload::keys(KEYS, 45 + size as u64);
@@ -336,11 +339,11 @@ fn paired_write_through(_: &mut Criterion) {
                     }
                     let t = Instant::now();
                     std::hint::black_box(
-                        tiercache::warm::format::encode(
+                        answercache::warm::format::encode(
                             &keys[i],
                             &values[i],
-                            tiercache::warm::format::EntryMeta::default(),
-                            tiercache::defaults::DEFAULT_COMPRESSION_LEVEL,
+                            answercache::warm::format::EntryMeta::default(),
+                            answercache::defaults::DEFAULT_COMPRESSION_LEVEL,
                         )
                         .unwrap(),
                     );

@@ -1,12 +1,12 @@
 //! Hot-hit throughput with 1, 2, 4, 8 and 16 threads, each looking up keys of the same Zipf
-//! sequence (from its own offset) in one shared cache: tiercache `get_bytes`, a raw
+//! sequence (from its own offset) in one shared cache: answercache `get_bytes`, a raw
 //! `Mutex<lru::LruCache>` (one lock, the contention worst case) and moka.
 //!
 //! Each thread drives its lookups on its own current-thread tokio runtime; criterion's time per
 //! element is wall time / total lookups, so "elements/s" is the aggregate throughput. On 2
 //! cores this shows contention; on a machine with 16 cores it shows scaling.
 //!
-//! `TIERCACHE_BENCH_THREADS=1,16` picks the thread counts (default: 1,2,4,8,16).
+//! `ANSWERCACHE_BENCH_THREADS=1,16` picks the thread counts (default: 1,2,4,8,16).
 //!
 //! Run: `cargo bench --bench threads -- --warm-up-time 1 --measurement-time 3`
 
@@ -21,9 +21,9 @@ use std::num::NonZeroUsize;
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
+use answercache::{Durability, TieredCache};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use lru::LruCache;
-use tiercache::{Durability, TieredCache};
 use workload::Kind;
 
 /// The floor: one lock around one `lru::LruCache`.
@@ -33,7 +33,7 @@ const N: usize = 10_000;
 const SEQ: usize = 1 << 16;
 
 fn thread_counts() -> Vec<usize> {
-    std::env::var("TIERCACHE_BENCH_THREADS")
+    std::env::var("ANSWERCACHE_BENCH_THREADS")
         .ok()
         .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
         .unwrap_or_else(|| vec![1, 2, 4, 8, 16])
@@ -110,7 +110,7 @@ fn bench_threads(c: &mut Criterion) {
     let mut group = c.benchmark_group("threads_hot_get");
     group.throughput(Throughput::Elements(1));
     for t in thread_counts() {
-        group.bench_function(BenchmarkId::new("tiercache", t), |b| {
+        group.bench_function(BenchmarkId::new("answercache", t), |b| {
             b.iter_custom(|iters| {
                 run_threads(t, iters, |i| {
                     let k = &keys[seq[i % SEQ]];

@@ -1,13 +1,13 @@
 //! Warm hits from the page cache: `get_bytes` of entries that are only on disk, against
 //! - the floor measured in the same run: open + read + close of the same entry file, blake3
 //!   checksum, inflate, on the calling thread (no blocking-pool hop, no breaker, no index);
-//! - the synchronous store path: the same read plus `tiercache::warm::format::decode` (the
+//! - the synchronous store path: the same read plus `answercache::warm::format::decode` (the
 //!   library's own verify + bounded inflate), to split the gap into "async hop" and "decode";
 //! - `cacache::read` (tokio runtime) of the same keys and values;
 //! - a foyer hybrid cache's disk tier (`storage().load`, which reads the block device file and
 //!   does not promote), counting the entries foyer actually found.
 //!
-//! tiercache runs with a hot budget of 1 byte, so nothing is ever promoted and every get reads
+//! answercache runs with a hot budget of 1 byte, so nothing is ever promoted and every get reads
 //! the file; a second variant with a one-entry hot tier shows the cost of promotion. The page
 //! cache is warm after the first read of each file (the entries were just written).
 //!
@@ -24,14 +24,14 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use answercache::warm::format::{self, Limits};
+use answercache::warm::layout::{key_hash, Layout};
+use answercache::{Durability, TieredCache};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use foyer::{
     BlockEngineConfig, DeviceBuilder, FsDeviceBuilder, HybridCache, HybridCacheBuilder,
     HybridCachePolicy, Load,
 };
-use tiercache::warm::format::{self, Limits};
-use tiercache::warm::layout::{key_hash, Layout};
-use tiercache::{Durability, TieredCache};
 use workload::Kind;
 
 /// Entries per size.
@@ -39,7 +39,7 @@ const N: usize = 1000;
 /// Length of the pre-drawn access sequence (cycled).
 const SEQ: usize = 1 << 14;
 
-/// A warm-only tiercache: a 1-byte hot budget admits nothing, so every get reads the disk.
+/// A warm-only answercache: a 1-byte hot budget admits nothing, so every get reads the disk.
 async fn open_warm_only(dir: &std::path::Path) -> TieredCache {
     TieredCache::builder(dir)
         .min_free_bytes(0)
@@ -105,7 +105,7 @@ fn bench_warm(c: &mut Criterion) {
         let seq = workload::zipf_sequence(N, SEQ, 9);
         let label = workload::size_label(size);
 
-        // tiercache, warm only.
+        // answercache, warm only.
         let dir = workload::bench_dir("warm");
         let cache = rt.block_on(async {
             let cache = open_warm_only(dir.path()).await;
@@ -144,7 +144,7 @@ fn bench_warm(c: &mut Criterion) {
             hybrid
         });
 
-        group.bench_function(BenchmarkId::new("tiercache", &label), |b| {
+        group.bench_function(BenchmarkId::new("answercache", &label), |b| {
             b.iter_custom(|iters| {
                 rt.block_on(async {
                     let start = Instant::now();
@@ -217,7 +217,7 @@ fn bench_warm(c: &mut Criterion) {
         });
         let s = cache.stats();
         println!(
-            "warm_hit/{label}: tiercache hot_hits={} warm_hits={} misses={} | foyer disk hits={} not-from-disk={}",
+            "warm_hit/{label}: answercache hot_hits={} warm_hits={} misses={} | foyer disk hits={} not-from-disk={}",
             s.hot_hits,
             s.warm_hits,
             s.misses,
@@ -255,7 +255,7 @@ fn bench_warm_promote(c: &mut Criterion) {
         workload::fill(&cache, &keys, &values).await;
         cache
     });
-    group.bench_function(BenchmarkId::new("tiercache_promote", "4KiB"), |b| {
+    group.bench_function(BenchmarkId::new("answercache_promote", "4KiB"), |b| {
         b.iter_custom(|iters| {
             rt.block_on(async {
                 let start = Instant::now();

@@ -1,5 +1,5 @@
 //! An agent backend in miniature: many workers answer user questions through a simulated
-//! chat model, with tiercache in front of it.
+//! chat model, with answercache in front of it.
 //!
 //! - Requests are keyed by what is asked ([`RequestKey`] over the model, messages and
 //!   parameters; the `user` field is declared irrelevant), in a namespace per assistant.
@@ -19,10 +19,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use answercache::agent::{Controls, Namespace};
+use answercache::workload::{Rng, Zipf};
+use answercache::{Stats, TieredCache};
 use serde::{Deserialize, Serialize};
-use tiercache::agent::{Controls, Namespace};
-use tiercache::workload::{Rng, Zipf};
-use tiercache::{Stats, TieredCache};
 
 /// What we send to the model (OpenAI-style).
 #[derive(Debug, Clone, Serialize)]

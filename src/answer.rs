@@ -7,9 +7,9 @@
 //!
 //! ```
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
-//! use tiercache::{agent::Controls, Source};
+//! use answercache::{agent::Controls, Source};
 //! # let dir = tempfile::tempdir()?;
-//! # let cache = tiercache::TieredCache::open(dir.path()).await?;
+//! # let cache = answercache::TieredCache::open(dir.path()).await?;
 //! let load = || async { Ok::<_, std::io::Error>("Paris".to_owned()) };
 //! let first = cache.get_or_insert_answer("capital?", &Controls::new(), load).await?;
 //! assert_eq!((first.value.as_str(), first.source), ("Paris", Source::Loaded));

@@ -610,7 +610,7 @@ mod tests {
     /// `set` applied to a default builder validates (`ok`), or fails with `Error::Config`
     /// whose message starts with the setter's name and the value.
     fn check(setter: &str, value: &str, set: impl Fn(Builder) -> Builder, ok: bool) {
-        let result = set(Builder::new("/nonexistent/tiercache-validate")).validate();
+        let result = set(Builder::new("/nonexistent/answercache-validate")).validate();
         match (ok, result) {
             (true, Ok(())) => {}
             (false, Err(Error::Config(msg))) => {
@@ -634,7 +634,7 @@ mod tests {
 
     #[test]
     fn defaults_are_valid_on_any_core_count() {
-        let b = Builder::new("/nonexistent/tiercache-validate");
+        let b = Builder::new("/nonexistent/answercache-validate");
         assert!(b.validate().is_ok());
         assert!((1..=MAX_HOT_SHARDS).contains(&b.config.hot_shards));
     }

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-/// Everything that can go wrong in a call to tiercache.
+/// Everything that can go wrong in a call to answercache.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
@@ -93,7 +93,7 @@ impl Error {
     /// struct RateLimited { retry_after_s: u64 }
     ///
     /// # let dir = tempfile::tempdir()?;
-    /// # let cache = tiercache::TieredCache::open(dir.path()).await?;
+    /// # let cache = answercache::TieredCache::open(dir.path()).await?;
     /// let err = cache
     ///     .get_or_insert_with("q", || async { Err::<String, _>(RateLimited { retry_after_s: 7 }) })
     ///     .await

@@ -165,7 +165,7 @@ impl TieredCache {
                 move || recovery_task(recovery.clone(), rx.clone())
             }),
         ];
-        info!(target: log::CACHE, root = %config.root.display(), "tiercache opened");
+        info!(target: log::CACHE, root = %config.root.display(), "answercache opened");
         let tiers = Arc::new(Tiers::new(config, parts, writer));
         Ok(TieredCache {
             tiers,
@@ -371,7 +371,7 @@ impl TieredCache {
         for t in tasks {
             let _ = t.await;
         }
-        info!(target: log::CACHE, root = %self.tiers.config().root.display(), "tiercache closed");
+        info!(target: log::CACHE, root = %self.tiers.config().root.display(), "answercache closed");
         flushed
     }
 

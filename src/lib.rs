@@ -1,4 +1,4 @@
-//! # tiercache
+//! # answercache
 //!
 //! A response cache for agent backends (LLM answers, tool results): a memory LRU **hot tier**
 //! in front of a gzip-compressed on-disk **warm tier**. A failing disk degrades the cache
@@ -7,7 +7,7 @@
 //! ```
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
 //! use std::time::Duration;
-//! use tiercache::TieredCache;
+//! use answercache::TieredCache;
 //!
 //! #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
 //! struct Answer { text: String, tokens: u32 }
@@ -42,8 +42,8 @@
 //! ## Features
 //! | feature | what it adds |
 //! |---|---|
-//! | `cli` | the `tiercache` binary (`demo`, operator commands) |
-//! | `test-util` | [`testing`]: fault-injecting file systems and the `TestDir`/`TestCache` fixture, for tests of code that embeds tiercache (implies `workload`) |
+//! | `cli` | the `answercache` binary (`demo`, operator commands) |
+//! | `test-util` | [`testing`]: fault-injecting file systems and the `TestDir`/`TestCache` fixture, for tests of code that embeds answercache (implies `workload`) |
 //! | `workload` | `workload`: the seeded generator of the demo, benches and tests (LLM-like prose, chat completions, Zipf access); not part of the cache API |
 
 pub mod agent;

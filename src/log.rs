@@ -5,12 +5,12 @@
 //!
 //! | target | events |
 //! |---|---|
-//! | `tiercache::cache` | "tiercache opened" / "tiercache closed" (INFO); "the fence file is damaged" (WARN); "disk operation failed" (DEBUG, each failed disk operation, with its error); "recovery probe failed" (DEBUG); the `get`, `set`, `remove`, `clear`, `flush`, `recovery_probe` and `health_check` spans |
-//! | `tiercache::degraded` | "disk abandoned: switched to memory-only mode" (WARN); "disk recovered: back to tiered mode" (INFO) |
-//! | `tiercache::breaker` | breaker transitions (WARN when it opens, INFO otherwise) |
-//! | `tiercache::writer` | "dirty entries queued for write-back" (INFO) and the `write` span |
+//! | `answercache::cache` | "answercache opened" / "answercache closed" (INFO); "the fence file is damaged" (WARN); "disk operation failed" (DEBUG, each failed disk operation, with its error); "recovery probe failed" (DEBUG); the `get`, `set`, `remove`, `clear`, `flush`, `recovery_probe` and `health_check` spans |
+//! | `answercache::degraded` | "disk abandoned: switched to memory-only mode" (WARN); "disk recovered: back to tiered mode" (INFO) |
+//! | `answercache::breaker` | breaker transitions (WARN when it opens, INFO otherwise) |
+//! | `answercache::writer` | "dirty entries queued for write-back" (INFO) and the `write` span |
 
 /// The cache's lifecycle, its disk operations, the fence and recovery.
-pub(crate) const CACHE: &str = "tiercache::cache";
+pub(crate) const CACHE: &str = "answercache::cache";
 /// Mode changes: memory-only and back.
-pub(crate) const DEGRADED: &str = "tiercache::degraded";
+pub(crate) const DEGRADED: &str = "answercache::degraded";

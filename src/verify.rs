@@ -1,5 +1,5 @@
 //! Scanning a whole warm tier for corruption: the library call behind an operator's
-//! `tiercache verify [--repair]`.
+//! `answercache verify [--repair]`.
 //!
 //! The read path already quarantines a corrupted file when a `get` happens to touch it. That
 //! is enough to keep bad bytes from being served, but it leaves an operator blind: a disk that

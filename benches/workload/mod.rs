@@ -3,7 +3,7 @@
 //! generator, so two runs (and two machines) measure the same bytes.
 //!
 //! - Values: OpenAI-style chat-completion JSON and plain markdown text from
-//!   [`tiercache::workload`] (English-like prose over a Zipf-distributed vocabulary, lists,
+//!   [`answercache::workload`] (English-like prose over a Zipf-distributed vocabulary, lists,
 //!   headings and fenced code blocks), at exactly 1, 4, 16 or 64 KiB. Their gzip ratio is
 //!   close to real model output (about 2-2.7x at 4-64 KiB), which matters: the warm tier
 //!   compresses.
@@ -22,9 +22,9 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use tiercache::workload::{self, MODELS};
-pub use tiercache::workload::{ChatCompletion, Rng, Zipf};
-use tiercache::TieredCache;
+use answercache::workload::{self, MODELS};
+pub use answercache::workload::{ChatCompletion, Rng, Zipf};
+use answercache::TieredCache;
 
 /// Value sizes of the issue: 1, 4, 16 and 64 KiB.
 pub const SIZES: [usize; 4] = [1 << 10, 4 << 10, 16 << 10, 64 << 10];
@@ -124,15 +124,15 @@ pub async fn fill(cache: &TieredCache, keys: &[Vec<u8>], values: &[Arc<[u8]>]) {
         .unwrap_or_else(|e| panic!("fill: flush: {e}"));
 }
 
-/// A fresh directory for a bench: under `$TIERCACHE_BENCH_DIR` if set (to put the warm tier on
+/// A fresh directory for a bench: under `$ANSWERCACHE_BENCH_DIR` if set (to put the warm tier on
 /// a particular disk), else under the system temp dir. Removed when dropped.
 pub fn bench_dir(name: &str) -> tempfile::TempDir {
-    let base = std::env::var_os("TIERCACHE_BENCH_DIR")
+    let base = std::env::var_os("ANSWERCACHE_BENCH_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(std::env::temp_dir);
     let _ = std::fs::create_dir_all(&base);
     tempfile::Builder::new()
-        .prefix(&format!("tiercache-bench-{name}-"))
+        .prefix(&format!("answercache-bench-{name}-"))
         .tempdir_in(base)
         .unwrap_or_else(|e| panic!("cannot create a bench directory: {e}"))
 }

@@ -10,7 +10,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tiercache::warm::format::{self, Invalid, Limits, HEADER_LEN};
+use answercache::warm::format::{self, Invalid, Limits, HEADER_LEN};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, rest)) = data.split_first() else {

@@ -55,7 +55,7 @@ type CostFn<V> = Arc<dyn Fn(&V) -> u64 + Send + Sync>;
 ///
 /// ```
 /// use std::time::Duration;
-/// use tiercache::agent::Controls;
+/// use answercache::agent::Controls;
 ///
 /// #[derive(serde::Serialize, serde::Deserialize)]
 /// struct Answer { text: String, finish_reason: String, total_tokens: u64 }

@@ -15,6 +15,9 @@ use crate::error::{Error, Result};
 use crate::sync::lock;
 
 /// Prefix of the keys of namespaced entries.
+// The crate's first name, `tiercache`, stays in what is stored and hashed (these prefixes,
+// the generation's derive-key context, `KEY_CONTEXT`, the file magic): renaming the crate must
+// not change a stored key or orphan a namespace.
 pub(crate) const ENTRY_PREFIX: &[u8] = b"\0tiercache:ns:";
 /// Prefix of the keys of namespace records.
 pub(crate) const RECORD_PREFIX: &[u8] = b"\0tiercache:nsgen:";

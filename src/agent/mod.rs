@@ -18,13 +18,13 @@
 //! ```
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
 //! use std::time::Duration;
-//! use tiercache::agent::{Controls, RequestKey};
+//! use answercache::agent::{Controls, RequestKey};
 //!
 //! #[derive(serde::Serialize, serde::Deserialize, Clone, Debug)]
 //! struct Answer { text: String, finish_reason: String, tokens: u64 }
 //!
 //! # let dir = tempfile::tempdir()?;
-//! let cache = tiercache::TieredCache::open(dir.path()).await?;
+//! let cache = answercache::TieredCache::open(dir.path()).await?;
 //! let chat = cache.namespace("chat")?;
 //! let key = chat
 //!     .request_key_builder()

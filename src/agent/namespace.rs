@@ -52,7 +52,7 @@ use crate::key::{Key, KeyRef};
 /// ```
 /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
 /// # let dir = tempfile::tempdir()?;
-/// # let cache = tiercache::TieredCache::builder(dir.path()).min_free_bytes(0).build().await?;
+/// # let cache = answercache::TieredCache::builder(dir.path()).min_free_bytes(0).build().await?;
 /// let support = cache.namespace("support-bot")?;
 /// support.set("greeting", &"Hello!").await?;
 /// assert_eq!(support.get::<String>("greeting").await?.as_deref(), Some("Hello!"));

@@ -34,6 +34,9 @@ pub const KEY_SCHEMA_VERSION: u32 = 1;
 
 /// The blake3 key-derivation context of request keys (domain separation from every other use
 /// of blake3 in the cache).
+///
+/// It keeps the crate's first name, `tiercache`: a request key must not change when the crate
+/// is renamed (golden keys in `tests/agent`).
 pub const KEY_CONTEXT: &str = "tiercache request key v1";
 
 /// A cache key derived from a model request, in a namespace. Use it wherever a key is
@@ -44,7 +47,7 @@ pub const KEY_CONTEXT: &str = "tiercache request key v1";
 /// different key, outside the namespace.)
 ///
 /// ```
-/// use tiercache::agent::RequestKey;
+/// use answercache::agent::RequestKey;
 ///
 /// #[derive(serde::Serialize)]
 /// struct Chat<'a> { model: &'a str, messages: Vec<Msg<'a>>, temperature: Option<f32> }
@@ -63,7 +66,7 @@ pub const KEY_CONTEXT: &str = "tiercache request key v1";
 ///     .build()?;
 /// assert_eq!(by_struct, by_builder);
 /// assert!(by_struct.as_str().starts_with("chat/v1/"));
-/// # Ok::<(), tiercache::Error>(())
+/// # Ok::<(), answercache::Error>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RequestKey {

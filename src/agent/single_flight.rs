@@ -149,7 +149,7 @@ impl TieredCache {
     /// ```
     /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
     /// # let dir = tempfile::tempdir()?;
-    /// # let cache = tiercache::TieredCache::open(dir.path()).await?;
+    /// # let cache = answercache::TieredCache::open(dir.path()).await?;
     /// let answer: String = cache
     ///     .get_or_insert_with("capital of France?", || async {
     ///         Ok::<_, std::io::Error>("Paris".to_owned()) // the model call
@@ -240,9 +240,9 @@ impl TieredCache {
     ///
     /// ```
     /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
-    /// use tiercache::{agent::Controls, Source};
+    /// use answercache::{agent::Controls, Source};
     /// # let dir = tempfile::tempdir()?;
-    /// # let cache = tiercache::TieredCache::open(dir.path()).await?;
+    /// # let cache = answercache::TieredCache::open(dir.path()).await?;
     /// let body = cache
     ///     .get_or_insert_bytes("req-1", &Controls::new(), || async {
     ///         Ok::<_, std::io::Error>(r#"{"id":"chatcmpl-1","choices":[]}"#) // the HTTP body

@@ -92,7 +92,7 @@ pub(super) mod closer {
                 wake: Condvar::new(),
             }));
             std::thread::Builder::new()
-                .name("tiercache-close".into())
+                .name("answercache-close".into())
                 .spawn(move || loop {
                     let batch = {
                         let mut p = crate::sync::lock(&c.pending);

@@ -46,7 +46,7 @@ impl Recovery {
     /// budget back to normal (what no longer fits is on disk by then). Returns whether the disk
     /// is back.
     #[tracing::instrument(
-        target = "tiercache::cache",
+        target = "answercache::cache",
         level = "debug",
         name = "recovery_probe",
         skip_all
@@ -91,7 +91,7 @@ impl Recovery {
     /// half-open breaker gets its probe call without waiting for traffic). A passing check
     /// also writes back entries whose earlier write failed.
     #[tracing::instrument(
-        target = "tiercache::cache",
+        target = "answercache::cache",
         level = "debug",
         name = "health_check",
         skip_all

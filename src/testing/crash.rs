@@ -34,8 +34,8 @@ use crate::fs::{DirEntryInfo, FileRead, Fs, StdFs};
 ///
 /// ```
 /// use std::sync::Arc;
-/// use tiercache::fs::Fs;
-/// use tiercache::testing::CrashFs;
+/// use answercache::fs::Fs;
+/// use answercache::testing::CrashFs;
 /// let dir = tempfile::tempdir()?;
 /// let fs = CrashFs::new(dir.path())?;
 /// let root = fs.root().to_owned();

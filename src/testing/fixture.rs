@@ -9,7 +9,7 @@
 //! ```
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
 //! use std::time::Duration;
-//! use tiercache::testing::{Fault, FsOp, Rule, TestDir};
+//! use answercache::testing::{Fault, FsOp, Rule, TestDir};
 //!
 //! let mut t = TestDir::new()
 //!     .fault_fs()
@@ -21,7 +21,7 @@
 //! t.fs().add_rule(Rule::new(Fault::Errno(5)).ops(&[FsOp::ReadFile]));
 //! t.advance(Duration::from_secs(60));
 //! assert_eq!(t.get_bytes("k").await?, None); // the read failed: a miss, not an error
-//! # Ok::<(), tiercache::Error>(())
+//! # Ok::<(), answercache::Error>(())
 //! # }).unwrap();
 //! ```
 //!

@@ -1,14 +1,14 @@
-//! Fault-injecting file system and fixtures for tests of code that embeds tiercache: a
+//! Fault-injecting file system and fixtures for tests of code that embeds answercache: a
 //! fault-injecting [`Fs`](crate::fs::Fs) decorator ([`FaultFs`]), a power-loss simulator
 //! ([`CrashFs`]), and the fixture that builds caches for tests ([`TestDir`], [`TestCache`],
 //! [`wait_until`], [`copy_dir`]).
 //!
 //! Available to this crate's tests and, with the `test-util` feature, to code that embeds
-//! tiercache and wants to test its own behaviour on a sick disk.
+//! answercache and wants to test its own behaviour on a sick disk.
 //!
 //! ```
 //! use std::sync::Arc;
-//! use tiercache::testing::{Fault, FaultFs, FsOp, Rule};
+//! use answercache::testing::{Fault, FaultFs, FsOp, Rule};
 //! let fs = Arc::new(FaultFs::std());
 //! // Every entry write fails with ENOSPC from the third one on.
 //! fs.add_rule(Rule::new(Fault::Errno(libc_enospc())).ops(&[FsOp::WriteNew]).skip(2));

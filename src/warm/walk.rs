@@ -2,7 +2,7 @@
 //!
 //! [`EntryWalk`] is an iterator over what the listings show; it opens no file and decides
 //! nothing. Every caller (the cache's startup scan and `clear`, [`verify`](crate::verify),
-//! the `tiercache` binary's `stats` and `purge`) walks with it and draws its own conclusions
+//! the `answercache` binary's `stats` and `purge`) walks with it and draws its own conclusions
 //! from the items. The rules:
 //!
 //! - **Only the layout is descended into.** Below `v1/`, a name is descended into only if the
@@ -28,7 +28,7 @@
 //!   empty walk.
 //! - **Nothing is followed.** Every listing goes through the [`Fs`] the walk is given (the
 //!   std one refuses any symlink on the way, `openat2(RESOLVE_NO_SYMLINKS)`; the
-//!   fault-injecting ones of `tiercache::testing` wrap it), and the walk descends only into
+//!   fault-injecting ones of `answercache::testing` wrap it), and the walk descends only into
 //!   what a listing called a directory.
 //! - **Order and laziness.** Names are visited in byte order of their names at every level
 //!   (reports are deterministic; the cache's own walks keep the listing's order), depth first. Each listing is made by the `next` call that
@@ -145,15 +145,15 @@ struct Listing {
 /// [module docs](self) for its rules.
 ///
 /// ```
-/// use tiercache::warm::walk::{EntryWalk, WalkItem};
-/// use tiercache::StdFs;
+/// use answercache::warm::walk::{EntryWalk, WalkItem};
+/// use answercache::StdFs;
 ///
 /// # fn main() -> std::io::Result<()> {
 /// let dir = tempfile::tempdir()?;
 /// let (mut entries, mut foreign) = (0, 0);
 /// for item in EntryWalk::new(&StdFs, dir.path()) {
 ///     match item {
-///         WalkItem::Entry(e) => entries += u64::from(e.kind == tiercache::fs::FileKind::File),
+///         WalkItem::Entry(e) => entries += u64::from(e.kind == answercache::fs::FileKind::File),
 ///         WalkItem::Foreign(_) => foreign += 1,
 ///         WalkItem::Unlisted(u) => return Err(u.error),
 ///         _ => {}

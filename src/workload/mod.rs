@@ -9,7 +9,7 @@
 //! replays exactly.
 //!
 //! ```
-//! use tiercache::workload::{chat_completion, chat_json, markdown, Rng, Zipf};
+//! use answercache::workload::{chat_completion, chat_json, markdown, Rng, Zipf};
 //!
 //! let mut rng = Rng::new(7);
 //! let popular = Zipf::new(1000, 1.0);

@@ -5,12 +5,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tiercache::testing::{Fault, FaultFs, FsOp, Rule};
-use tiercache::{Error, Mode};
+use answercache::testing::{Fault, FaultFs, FsOp, Rule};
+use answercache::{Error, Mode};
 
 use crate::helpers::*;
 
-async fn populate(cache: &tiercache::TieredCache, n: usize, tag: &str) {
+async fn populate(cache: &answercache::TieredCache, n: usize, tag: &str) {
     for i in 0..n {
         cache
             .set_bytes(format!("k{i}"), format!("{tag}{i}").into_bytes())

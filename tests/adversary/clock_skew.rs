@@ -8,8 +8,8 @@
 
 use std::sync::Arc;
 
-use tiercache::testing::{Fault, FaultFs, FsOp, Rule};
-use tiercache::ManualClock;
+use answercache::testing::{Fault, FaultFs, FsOp, Rule};
+use answercache::ManualClock;
 
 use crate::helpers::*;
 
@@ -59,7 +59,7 @@ async fn lost_write_after_a_clock_step_back_never_serves_the_older_file() {
     );
     let closed = p2.close().await;
     assert!(
-        matches!(closed, Err(tiercache::Error::NotPersisted { .. })),
+        matches!(closed, Err(answercache::Error::NotPersisted { .. })),
         "close must report the lost key: {closed:?}"
     );
 }
@@ -97,7 +97,7 @@ async fn lost_write_with_a_monotonic_clock_never_serves_the_older_file() {
     // Recovery (a health check) purges the older file; the key stays reported.
     let closed = p2.close().await;
     assert!(
-        matches!(closed, Err(tiercache::Error::NotPersisted { .. })),
+        matches!(closed, Err(answercache::Error::NotPersisted { .. })),
         "close must report the lost key: {closed:?}"
     );
     let after = read_after_restart(&root, &clock, b"k").await;

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tiercache::testing::{copy_dir, CrashFs};
-use tiercache::{Error, ManualClock, TieredCache};
+use answercache::testing::{copy_dir, CrashFs};
+use answercache::{Error, ManualClock, TieredCache};
 
 use crate::helpers::*;
 

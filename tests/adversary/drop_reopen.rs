@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tiercache::testing::{Fault, FaultFs, FsOp, Rule};
+use answercache::testing::{Fault, FaultFs, FsOp, Rule};
 
 use crate::helpers::*;
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use tiercache::{Builder, Durability, Error, ManualClock, TieredCache, WritePolicy};
+use answercache::{Builder, Durability, Error, ManualClock, TieredCache, WritePolicy};
 
 use crate::helpers::*;
 
@@ -78,7 +78,7 @@ const EXTREMES: &[(&str, Edit)] = &[
     ("page cache reads off", |b| b.page_cache_reads(false)),
 ];
 
-fn allowed(r: &tiercache::Result<()>) -> bool {
+fn allowed(r: &answercache::Result<()>) -> bool {
     matches!(r, Ok(()) | Err(Error::NotPersisted { .. }))
 }
 
@@ -270,17 +270,17 @@ async fn invalid_settings_are_config_errors() {
 /// what was not written is reported by flush/close, and everything else lands.
 #[derive(Debug)]
 struct PanicFs {
-    inner: tiercache::StdFs,
+    inner: answercache::StdFs,
     write_marker: String,
     read_dir_panics: std::sync::atomic::AtomicU64,
 }
 
-impl tiercache::Fs for PanicFs {
+impl answercache::Fs for PanicFs {
     fn read_file(
         &self,
         path: &std::path::Path,
         max_len: u64,
-    ) -> std::io::Result<tiercache::fs::FileRead> {
+    ) -> std::io::Result<answercache::fs::FileRead> {
         if path.to_string_lossy().contains(&hex_of(b"read-boom")) {
             panic!("injected panic in read_file");
         }
@@ -290,7 +290,7 @@ impl tiercache::Fs for PanicFs {
         &self,
         path: &std::path::Path,
         n: usize,
-    ) -> std::io::Result<tiercache::fs::FileRead> {
+    ) -> std::io::Result<answercache::fs::FileRead> {
         self.inner.read_prefix(path, n)
     }
     fn write_new(&self, path: &std::path::Path, data: &[u8], sync: bool) -> std::io::Result<()> {
@@ -324,7 +324,7 @@ impl tiercache::Fs for PanicFs {
     fn read_dir(
         &self,
         path: &std::path::Path,
-    ) -> std::io::Result<Vec<tiercache::fs::DirEntryInfo>> {
+    ) -> std::io::Result<Vec<answercache::fs::DirEntryInfo>> {
         if self
             .read_dir_panics
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
@@ -348,7 +348,7 @@ async fn panics_in_the_fs_are_contained() {
         c.close().await.unwrap();
     }
     let fs = std::sync::Arc::new(PanicFs {
-        inner: tiercache::StdFs,
+        inner: answercache::StdFs,
         write_marker: hex_of(b"write-boom")[..16].to_string(),
         read_dir_panics: Default::default(),
     });

@@ -8,12 +8,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use tiercache::fs::{DirEntryInfo, FileRead, StdFs};
-pub use tiercache::testing::wait_until;
-use tiercache::testing::{self, FaultFs, TestDir};
-use tiercache::warm::layout::{hex, key_hash, Layout};
-pub use tiercache::workload::Rng;
-use tiercache::{Builder, Durability, Fs, ManualClock, Mode, TieredCache, WritePolicy};
+use answercache::fs::{DirEntryInfo, FileRead, StdFs};
+pub use answercache::testing::wait_until;
+use answercache::testing::{self, FaultFs, TestDir};
+use answercache::warm::layout::{hex, key_hash, Layout};
+pub use answercache::workload::Rng;
+use answercache::{Builder, Durability, Fs, ManualClock, Mode, TieredCache, WritePolicy};
 
 pub const EIO: i32 = 5;
 pub const ENOSPC: i32 = 28;
@@ -82,11 +82,11 @@ pub fn temp_files(root: &Path) -> usize {
 }
 
 /// Waits until the cache is tiered with a closed breaker and `flush` returns Ok.
-pub async fn settle(cache: &TieredCache, limit: Duration) -> tiercache::Result<()> {
+pub async fn settle(cache: &TieredCache, limit: Duration) -> answercache::Result<()> {
     let start = Instant::now();
     loop {
         let healthy = cache.mode() == Mode::Tiered
-            && cache.breaker_state() == tiercache::BreakerState::Closed;
+            && cache.breaker_state() == answercache::BreakerState::Closed;
         let r = if healthy { cache.flush().await } else { Ok(()) };
         if healthy && r.is_ok() {
             return Ok(());

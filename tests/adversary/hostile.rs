@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use answercache::{Error, TieredCache};
 use serde::{Deserialize, Serialize};
-use tiercache::{Error, TieredCache};
 
 use crate::helpers::*;
 
@@ -257,7 +257,7 @@ async fn one_key_hammered_by_many_tasks_is_never_torn() {
     let (_dir, root, clock) = scenario();
     let cache: TieredCache = builder(&root, &clock)
         .hot_capacity_bytes(64 << 10)
-        .durability(tiercache::Durability::NoSync)
+        .durability(answercache::Durability::NoSync)
         .build()
         .await
         .unwrap();

@@ -15,14 +15,14 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tiercache::verify::{verify, VerifyOptions};
-use tiercache::{ManualClock, TieredCache};
+use answercache::verify::{verify, VerifyOptions};
+use answercache::{ManualClock, TieredCache};
 
 use crate::helpers::*;
 
-const ROLE: &str = "TIERCACHE_ADVERSARY_ROLE";
-const DIR: &str = "TIERCACHE_ADVERSARY_DIR";
-const BASE: &str = "TIERCACHE_ADVERSARY_BASE";
+const ROLE: &str = "ANSWERCACHE_ADVERSARY_ROLE";
+const DIR: &str = "ANSWERCACHE_ADVERSARY_DIR";
+const BASE: &str = "ANSWERCACHE_ADVERSARY_BASE";
 const TASKS: usize = 4;
 const KEYS: usize = 3;
 
@@ -202,7 +202,7 @@ fn write_through_acks_survive_kill_minus_nine_with_concurrent_tasks() {
         if !report.is_clean() {
             problems.push(format!("cycle {cycle}: verify: {report:?}"));
         }
-        let clock = ManualClock::new(tiercache::clock::system_now_ms());
+        let clock = ManualClock::new(answercache::clock::system_now_ms());
         let observed: HashMap<String, Option<Vec<u8>>> = rt.block_on(async {
             let c = fresh(&root, &clock).await;
             let mut m = HashMap::new();

@@ -1,4 +1,4 @@
-//! Adversarial tests: each one tries to break a promise of tiercache (see the module docs)
+//! Adversarial tests: each one tries to break a promise of answercache (see the module docs)
 //! with real faults, concurrency, restarts and hostile input. Every assertion states the
 //! promise it checks; a failure message names what was observed and what was expected.
 

@@ -18,8 +18,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tiercache::testing::{Fault, FaultFs, FsOp, Rule};
-use tiercache::{Error, TieredCache, WritePolicy};
+use answercache::testing::{Fault, FaultFs, FsOp, Rule};
+use answercache::{Error, TieredCache, WritePolicy};
 
 use crate::helpers::*;
 
@@ -196,7 +196,7 @@ async fn run(cfg: Cfg) {
     let b = builder(&root, &clock)
         .fs(fs.clone())
         .write_policy(policy)
-        .durability(tiercache::Durability::NoSync)
+        .durability(answercache::Durability::NoSync)
         .hot_capacity_entries(cfg.hot_entries)
         .failure_threshold(3)
         .memory_only_after(8)

@@ -5,12 +5,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tiercache::testing::{Fault, FaultFs, FsOp, Rule};
-use tiercache::{Error, Mode};
+use answercache::testing::{Fault, FaultFs, FsOp, Rule};
+use answercache::{Error, Mode};
 
 use crate::helpers::*;
 
-async fn go_memory_only(cache: &tiercache::TieredCache, fs: &FaultFs) {
+async fn go_memory_only(cache: &answercache::TieredCache, fs: &FaultFs) {
     fs.add_rule(Rule::new(Fault::Errno(EIO)));
     let _ = cache.set_bytes("trigger", b"t".to_vec()).await;
     let _ = cache.flush().await;
@@ -286,7 +286,7 @@ async fn flush_is_not_ok_while_an_entry_set_before_it_is_not_on_disk() {
     let _ = cache.get_bytes("absent").await; // a successful disk call closes it
     assert_eq!(
         cache.breaker_state(),
-        tiercache::BreakerState::Closed,
+        answercache::BreakerState::Closed,
         "control: the breaker did not close"
     );
     let c = cache.clone();

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tiercache::testing::{Fault, FaultFs, FsOp, Rule};
-use tiercache::Error;
+use answercache::testing::{Fault, FaultFs, FsOp, Rule};
+use answercache::Error;
 
 use crate::helpers::*;
 

@@ -1,8 +1,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tiercache::testing::{Fault, FaultFs, FsOp, Rule};
-use tiercache::{ManualClock, WritePolicy};
+use answercache::testing::{Fault, FaultFs, FsOp, Rule};
+use answercache::{ManualClock, WritePolicy};
 
 use crate::helpers::*;
 
@@ -501,7 +501,7 @@ async fn flush_under_heavy_load_on_healthy_disk() {
     let (_dir, root, clock) = scenario();
     let c = Arc::new(
         builder(&root, &clock)
-            .durability(tiercache::Durability::NoSync)
+            .durability(answercache::Durability::NoSync)
             .build()
             .await
             .unwrap(),
@@ -551,10 +551,10 @@ async fn flush_under_heavy_load_on_healthy_disk() {
 async fn stranded_setup(
     even_newer: bool,
 ) -> (
-    tiercache::testing::TestDir,
+    answercache::testing::TestDir,
     std::path::PathBuf,
     ManualClock,
-    tiercache::Result<()>,
+    answercache::Result<()>,
 ) {
     let (dir, root, clock) = scenario();
     {

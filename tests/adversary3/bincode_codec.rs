@@ -7,9 +7,9 @@
 
 use std::process::Command;
 
+use answercache::agent::Controls;
+use answercache::{Codec, Encoding, Source};
 use serde::{Deserialize, Serialize};
-use tiercache::agent::Controls;
-use tiercache::{Codec, Encoding, Source};
 
 use crate::support::*;
 
@@ -249,7 +249,7 @@ enum Thread {
     Reply(Box<Thread>),
 }
 
-const CHILD_ENV: &str = "TIERCACHE_ADVERSARY3_CHILD";
+const CHILD_ENV: &str = "ANSWERCACHE_ADVERSARY3_CHILD";
 
 /// Hostile input: a planted bincode entry (flags code 2, checksum-valid) of 200 000 bytes that
 /// nests 200 000 levels deep, read as a recursive type. The JSON reader stops at 128 levels

@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use answercache::agent::Controls;
+use answercache::{Encoding, Error, ManualClock, Source};
 use serde::{Deserialize, Serialize};
-use tiercache::agent::Controls;
-use tiercache::{Encoding, Error, ManualClock, Source};
 
 use crate::support::*;
 

@@ -8,11 +8,11 @@ use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use answercache::agent::Controls;
+use answercache::{Encoding, Error, Source, MAX_JSON_DEPTH};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use tiercache::agent::Controls;
-use tiercache::{Encoding, Error, Source, MAX_JSON_DEPTH};
 
 use crate::support::*;
 

@@ -7,12 +7,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tiercache::agent::Controls;
-use tiercache::{Error, RequestKey, Source, TieredCache};
+use answercache::agent::Controls;
+use answercache::{Error, RequestKey, Source, TieredCache};
 
 use crate::support::*;
 
-fn refund_key(ns: &tiercache::Namespace, q: &str) -> RequestKey {
+fn refund_key(ns: &answercache::Namespace, q: &str) -> RequestKey {
     ns.request_key_builder()
         .model("gpt-4o-mini")
         .message("system", "You are the support bot of ACME.")

@@ -7,10 +7,10 @@
 
 use std::path::Path;
 
+use answercache::agent::Controls;
+use answercache::testing::copy_dir;
+use answercache::{Codec, Encoding, Source};
 use serde::{Deserialize, Serialize};
-use tiercache::agent::Controls;
-use tiercache::testing::copy_dir;
-use tiercache::{Codec, Encoding, Source};
 
 use crate::support::*;
 
@@ -41,7 +41,7 @@ async fn bincode_entry_bytes<V: Serialize>(v: &V) -> Vec<u8> {
 #[tokio::test]
 async fn a_bincode_entry_holds_what_format_md_says() {
     // The value's shape (u64 LE, `format::bincode_shape`), then bincode 2.
-    let shape = tiercache::warm::format::bincode_shape(&answer()).unwrap();
+    let shape = answercache::warm::format::bincode_shape(&answer()).unwrap();
     assert_eq!(
         bincode_entry_bytes(&answer()).await,
         [&shape.to_le_bytes()[..], &bincode_of(&answer())].concat()

@@ -8,14 +8,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use answercache::warm::format::{assemble, deflate, EntryMeta, FLAG_GZIP};
+use answercache::warm::layout::{hex, key_hash};
+pub use answercache::workload::Rng;
+use answercache::{Builder, Encoding, Mode, Stats, TieredCache};
 use serde::Serialize;
-use tiercache::warm::format::{assemble, deflate, EntryMeta, FLAG_GZIP};
-use tiercache::warm::layout::{hex, key_hash};
-pub use tiercache::workload::Rng;
-use tiercache::{Builder, Encoding, Mode, Stats, TieredCache};
 
 pub use crate::helpers::{entry_path, sick, wait_until, EACCES, EIO, T0};
-pub use tiercache::testing::{TestCache, TestDir};
+pub use answercache::testing::{TestCache, TestDir};
 
 /// A directory for these tests: the cache root is `cache` in a temporary directory, by its
 /// canonical path.
@@ -187,12 +187,12 @@ impl GateFs {
     }
 }
 
-impl tiercache::Fs for GateFs {
-    fn read_file(&self, path: &Path, max_len: u64) -> std::io::Result<tiercache::fs::FileRead> {
-        tiercache::StdFs.read_file(path, max_len)
+impl answercache::Fs for GateFs {
+    fn read_file(&self, path: &Path, max_len: u64) -> std::io::Result<answercache::fs::FileRead> {
+        answercache::StdFs.read_file(path, max_len)
     }
-    fn read_prefix(&self, path: &Path, n: usize) -> std::io::Result<tiercache::fs::FileRead> {
-        tiercache::StdFs.read_prefix(path, n)
+    fn read_prefix(&self, path: &Path, n: usize) -> std::io::Result<answercache::fs::FileRead> {
+        answercache::StdFs.read_prefix(path, n)
     }
     fn write_new(&self, path: &Path, data: &[u8], sync: bool) -> std::io::Result<()> {
         if self.stop_here(path) {
@@ -211,30 +211,30 @@ impl tiercache::Fs for GateFs {
                 self.errno.load(std::sync::atomic::Ordering::SeqCst),
             ));
         }
-        tiercache::StdFs.write_new(path, data, sync)
+        answercache::StdFs.write_new(path, data, sync)
     }
     fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
-        tiercache::StdFs.rename(from, to)
+        answercache::StdFs.rename(from, to)
     }
     fn rename_noreplace(&self, from: &Path, to: &Path) -> std::io::Result<()> {
-        tiercache::StdFs.rename_noreplace(from, to)
+        answercache::StdFs.rename_noreplace(from, to)
     }
     fn remove_file(&self, path: &Path) -> std::io::Result<()> {
-        tiercache::StdFs.remove_file(path)
+        answercache::StdFs.remove_file(path)
     }
     fn remove_dir_all(&self, path: &Path) -> std::io::Result<()> {
-        tiercache::StdFs.remove_dir_all(path)
+        answercache::StdFs.remove_dir_all(path)
     }
     fn create_dir_all(&self, path: &Path) -> std::io::Result<()> {
-        tiercache::StdFs.create_dir_all(path)
+        answercache::StdFs.create_dir_all(path)
     }
     fn sync_dir(&self, path: &Path) -> std::io::Result<()> {
-        tiercache::StdFs.sync_dir(path)
+        answercache::StdFs.sync_dir(path)
     }
-    fn read_dir(&self, path: &Path) -> std::io::Result<Vec<tiercache::fs::DirEntryInfo>> {
-        tiercache::StdFs.read_dir(path)
+    fn read_dir(&self, path: &Path) -> std::io::Result<Vec<answercache::fs::DirEntryInfo>> {
+        answercache::StdFs.read_dir(path)
     }
     fn available_space(&self, path: &Path) -> std::io::Result<u64> {
-        tiercache::StdFs.available_space(path)
+        answercache::StdFs.available_space(path)
     }
 }

@@ -8,10 +8,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use answercache::agent::Controls;
+use answercache::testing::{Fault, FaultFs, FsOp, Rule};
+use answercache::{Codec, Encoding, Mode, Source};
 use serde::{Deserialize, Serialize};
-use tiercache::agent::Controls;
-use tiercache::testing::{Fault, FaultFs, FsOp, Rule};
-use tiercache::{Codec, Encoding, Mode, Source};
 
 use crate::support::*;
 
@@ -135,7 +135,7 @@ async fn values_set_while_memory_only_are_written_back_with_their_encoding() {
 
         fs.clear_rules();
         assert!(wait_mode(&f, Mode::Tiered).await, "never recovered");
-        f.reopen_with(|b| b.fs(Arc::new(tiercache::StdFs))).await;
+        f.reopen_with(|b| b.fs(Arc::new(answercache::StdFs))).await;
         for (key, want, encoding) in [
             ("typed", answer(1), Encoding::from(codec)),
             (
@@ -216,7 +216,7 @@ async fn a_value_evicted_before_its_write_landed_keeps_its_encoding_in_the_queue
         );
         fs.clear_rules();
         fs.release_hangs();
-        f.reopen_with(|b| b.fs(Arc::new(tiercache::StdFs))).await;
+        f.reopen_with(|b| b.fs(Arc::new(answercache::StdFs))).await;
         let got = f.get_answer::<Answer>("k").await.unwrap().unwrap();
         assert_eq!(
             (got.value, got.source, got.encoding),

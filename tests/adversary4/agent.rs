@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tiercache::testing::FsOp;
-use tiercache::{RequestKey, Source};
+use answercache::testing::FsOp;
+use answercache::{RequestKey, Source};
 
 use crate::support::*;
 
@@ -66,7 +66,7 @@ async fn single_flight_across_clones() {
         let (cache, calls, gate) = (cache.clone(), calls.clone(), gate.clone());
         tasks.push(tokio::spawn(async move {
             cache
-                .get_or_insert_answer("shared", &tiercache::Controls::new(), || async move {
+                .get_or_insert_answer("shared", &answercache::Controls::new(), || async move {
                     calls.fetch_add(1, Ordering::SeqCst);
                     gate.notified().await;
                     Ok::<_, String>(42u32)

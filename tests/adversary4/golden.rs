@@ -6,9 +6,9 @@
 
 use std::time::Duration;
 
+use answercache::testing::{Fault, FsOp, Rule};
+use answercache::{Mode, RequestKey, TieredCache};
 use serde_json::Value;
-use tiercache::testing::{Fault, FsOp, Rule};
-use tiercache::{Mode, RequestKey, TieredCache};
 
 use crate::support::*;
 
@@ -262,7 +262,7 @@ async fn invalidate_if_with_partial_disk_failures() {
     let b = b
         .memory_only_after(1)
         .failure_threshold(1)
-        .write_policy(tiercache::WritePolicy::WriteBehind);
+        .write_policy(answercache::WritePolicy::WriteBehind);
     let cache = env.open(b).await;
     env.fail(&[FsOp::WriteNew], EIO);
     cache.set("s", &1).await.unwrap();

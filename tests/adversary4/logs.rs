@@ -1,5 +1,5 @@
 //! The log events a scripted outage emits, with their targets, levels and fields: what an
-//! operator's subscriber sees and filters on (`RUST_LOG=tiercache::degraded=warn`, a log
+//! operator's subscriber sees and filters on (`RUST_LOG=answercache::degraded=warn`, a log
 //! pipeline alerting on "disk abandoned"). Recorded on the old code like the golden
 //! transcripts.
 
@@ -7,8 +7,8 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tiercache::testing::FsOp;
-use tiercache::Mode;
+use answercache::testing::FsOp;
+use answercache::Mode;
 use tracing::field::{Field, Visit};
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::Layer;
@@ -41,7 +41,7 @@ impl<S: tracing::Subscriber> Layer<S> for Capture {
         _ctx: Context<'_, S>,
     ) {
         let meta = attrs.metadata();
-        if meta.target().starts_with("tiercache") {
+        if meta.target().starts_with("answercache") {
             let line = format!("{} {} {}", meta.level(), meta.target(), meta.name());
             self.spans.lock().unwrap().insert(line);
         }
@@ -49,7 +49,7 @@ impl<S: tracing::Subscriber> Layer<S> for Capture {
 
     fn on_event(&self, event: &tracing::Event<'_>, _ctx: Context<'_, S>) {
         let meta = event.metadata();
-        if !meta.target().starts_with("tiercache") || std::thread::current().id() != self.thread {
+        if !meta.target().starts_with("answercache") || std::thread::current().id() != self.thread {
             return;
         }
         let mut fields = Fields(Vec::new());

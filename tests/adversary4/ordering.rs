@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tiercache::testing::{Fault, FsOp, Rule};
-use tiercache::{Error, Mode, TieredCache, WritePolicy};
+use answercache::testing::{Fault, FsOp, Rule};
+use answercache::{Error, Mode, TieredCache, WritePolicy};
 
 use crate::support::*;
 
@@ -21,7 +21,7 @@ fn slow_writes(env: &Env, ms: u64) {
 }
 
 /// Real-time builder (no manual clock: the multi-thread tests run on the wall clock).
-fn realtime(env: &Env) -> tiercache::Builder {
+fn realtime(env: &Env) -> answercache::Builder {
     TieredCache::builder(&env.root)
         .fs(env.fs.clone())
         .min_free_bytes(0)
@@ -277,8 +277,8 @@ async fn write_through_acknowledgements_under_concurrency() {
             for i in 0..25u32 {
                 let k = format!("t{t}-{i}");
                 let r = cache.set(&k, &i).await;
-                let on_disk = tiercache::warm::layout::Layout::new(&env_root)
-                    .entry_path(&tiercache::warm::layout::key_hash(k.as_bytes()))
+                let on_disk = answercache::warm::layout::Layout::new(&env_root)
+                    .entry_path(&answercache::warm::layout::key_hash(k.as_bytes()))
                     .exists();
                 let r = match r {
                     Ok(()) => Ok(on_disk),

@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tiercache::testing::{Fault, FaultFs, FsOp, Rule};
-use tiercache::warm::layout::{hex, key_hash, Layout};
-use tiercache::{Builder, ManualClock, TieredCache, WritePolicy};
+use answercache::testing::{Fault, FaultFs, FsOp, Rule};
+use answercache::warm::layout::{hex, key_hash, Layout};
+use answercache::{Builder, ManualClock, TieredCache, WritePolicy};
 
 pub const EIO: i32 = 5;
 pub const DAY: Duration = Duration::from_secs(24 * 3600);

@@ -3,8 +3,8 @@
 
 use std::sync::{Arc, Mutex};
 
-use tiercache::testing::FsOp;
-use tiercache::{Namespace, TieredCache};
+use answercache::testing::FsOp;
+use answercache::{Namespace, TieredCache};
 
 use crate::support::*;
 
@@ -105,8 +105,8 @@ async fn invalidate_if_calls_the_predicate_per_directory() {
 /// of the directories read so far (it runs per directory).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_invalidate_if_has_seen_the_directories_read() {
+    use answercache::testing::{Fault, Rule};
     use std::time::Duration;
-    use tiercache::testing::{Fault, Rule};
     let env = Env::new();
     let a = "alpha";
     let b = (0..)
@@ -151,10 +151,10 @@ async fn a_cancelled_invalidate_if_has_seen_the_directories_read() {
 /// together, but this order held them consistent for an insert-only workload.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn stats_never_show_more_sets_than_hot_entries_on_an_insert_only_load() {
+    use answercache::testing::FsOp;
+    use answercache::{Mode, TieredCache};
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::Duration;
-    use tiercache::testing::FsOp;
-    use tiercache::{Mode, TieredCache};
     let env = Env::new();
     let cache = TieredCache::builder(&env.root)
         .fs(env.fs.clone())
@@ -262,18 +262,18 @@ fn auto_traits_of_the_handles() {
         };
     }
     let rows = vec![
-        row!(tiercache::TieredCache),
-        row!(tiercache::Namespace),
-        row!(tiercache::Builder),
-        row!(tiercache::Stats),
+        row!(answercache::TieredCache),
+        row!(answercache::Namespace),
+        row!(answercache::Builder),
+        row!(answercache::Stats),
     ];
     assert_eq!(
         rows,
         [
-            "tiercache::TieredCache: [true, true, true, false, false]",
-            "tiercache::Namespace: [true, true, true, false, false]",
-            "tiercache::Builder: [true, true, true, false, false]",
-            "tiercache::Stats: [true, true, true, true, true]",
+            "answercache::TieredCache: [true, true, true, false, false]",
+            "answercache::Namespace: [true, true, true, false, false]",
+            "answercache::Builder: [true, true, true, false, false]",
+            "answercache::Stats: [true, true, true, true, true]",
         ]
     );
 }

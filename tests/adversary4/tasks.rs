@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tiercache::{Clock, ManualClock};
+use answercache::{Clock, ManualClock};
 
 use crate::support::*;
 

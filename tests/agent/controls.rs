@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tiercache::agent::Controls;
+use answercache::agent::Controls;
 
 use crate::support::*;
 

@@ -4,13 +4,13 @@
 //! survive a reopen. `invalidate_if` removes exactly the matching keys from both tiers, for
 //! good, and never the namespace records.
 
-use tiercache::agent::RequestKey;
-use tiercache::Error;
+use answercache::agent::RequestKey;
+use answercache::Error;
 
 use crate::support::*;
 
 /// Sets `n` entries `k0..k(n-1)` in the namespace and flushes them to disk.
-async fn fill(ns: &tiercache::agent::Namespace, n: usize) {
+async fn fill(ns: &answercache::agent::Namespace, n: usize) {
     for i in 0..n {
         ns.set(format!("k{i}"), &format!("answer {i}"))
             .await

@@ -6,10 +6,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use answercache::agent::{RequestKey, KEY_CONTEXT, KEY_SCHEMA_VERSION};
+use answercache::Error;
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
-use tiercache::agent::{RequestKey, KEY_CONTEXT, KEY_SCHEMA_VERSION};
-use tiercache::Error;
 
 /// A JSON value whose objects keep the order the test wrote them in.
 #[derive(Clone, Debug)]

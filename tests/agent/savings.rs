@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use tiercache::agent::Controls;
+use answercache::agent::Controls;
 
 use crate::support::*;
 

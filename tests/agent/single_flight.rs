@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tiercache::agent::Controls;
-use tiercache::Error;
+use answercache::agent::Controls;
+use answercache::Error;
 
 use crate::support::*;
 
@@ -314,14 +314,14 @@ async fn an_oversized_key_fails_before_the_loader_runs() {
 /// `set` itself report `NotPersisted`.
 #[tokio::test(start_paused = true)]
 async fn a_refused_write_through_store_never_costs_the_caller_its_answer() {
+    use answercache::testing::{Fault, FaultFs, FsOp, Rule};
     use std::sync::Arc as StdArc;
-    use tiercache::testing::{Fault, FaultFs, FsOp, Rule};
     let fs = StdArc::new(FaultFs::std());
     let f = TestCache::with({
         let fs = fs.clone();
         move |b| {
             b.fs(fs)
-                .write_policy(tiercache::WritePolicy::WriteThrough)
+                .write_policy(answercache::WritePolicy::WriteThrough)
                 .failure_threshold(1_000)
                 .memory_only_after(1_000)
         }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use tiercache::testing::TestCache;
+pub use answercache::testing::TestCache;
 
 /// Number of entry files on disk.
 pub fn files_on_disk(t: &TestCache) -> usize {

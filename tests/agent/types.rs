@@ -1,6 +1,6 @@
 //! The public types of the agent features can be shared across tasks and threads.
 
-use tiercache::agent::{Controls, Namespace, RequestKey, RequestKeyBuilder};
+use answercache::agent::{Controls, Namespace, RequestKey, RequestKeyBuilder};
 
 use crate::support::Answer;
 

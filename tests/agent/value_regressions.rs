@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use answercache::agent::{Controls, RequestKey};
 use async_openai::types::chat::CreateChatCompletionResponse;
-use tiercache::agent::{Controls, RequestKey};
 
 use crate::support::{answer, Answer, TestCache};
 

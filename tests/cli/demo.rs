@@ -1,9 +1,9 @@
-//! `tiercache demo` runs the whole mission (restart, damaged files, a failing disk, recovery)
+//! `answercache demo` runs the whole mission (restart, damaged files, a failing disk, recovery)
 //! and exits 0; its final table reports at least one breaker opening, one recovery and one
 //! quarantined file. Small `--requests` and a large `--time-scale` keep it to seconds in a
 //! debug build; the outage itself lasts as long as the demo's recovery interval requires.
 
-use crate::support::{cells, count, doc, fields, tiercache, JsonExt};
+use crate::support::{answercache, cells, count, doc, fields, JsonExt};
 
 const FAST: [&str; 8] = [
     "demo",
@@ -25,7 +25,7 @@ fn args(extra: &[&'static str]) -> Vec<&'static str> {
 
 #[test]
 fn demo_survives_the_mission_and_reports_it() {
-    let run = tiercache(&args(&[]));
+    let run = answercache(&args(&[]));
     run.expect_code(0);
     let text = run.out();
     let row = |label: &str| count(&cells(&text, label)[1]);
@@ -59,7 +59,7 @@ fn demo_survives_the_mission_and_reports_it() {
 
 #[test]
 fn demo_json_agrees_with_its_tables() {
-    let run = tiercache(&args(&["--json"]));
+    let run = answercache(&args(&["--json"]));
     run.expect_code(0);
     // The narrative and tables go to stderr, the document alone to stdout.
     let doc = doc(&run);

@@ -4,12 +4,12 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use answercache::warm::format::EntryMeta;
 use serde_json::json;
-use tiercache::warm::format::EntryMeta;
 
 use crate::support::{
-    arg, cells, count, doc, entry_path, entry_rel, file_len, header, place_entry, set, tiercache,
-    tiercache_with_stdin, JsonExt,
+    answercache, answercache_with_stdin, arg, cells, count, doc, entry_path, entry_rel, file_len,
+    header, place_entry, set, JsonExt,
 };
 
 fn now_ms() -> u64 {
@@ -25,7 +25,7 @@ fn set_then_get_in_two_processes_returns_the_same_bytes() {
     // Every byte value, a newline and an invalid UTF-8 sequence: the value is raw bytes.
     let mut value: Vec<u8> = (0..=255u8).collect();
     value.extend_from_slice(b"\nanswer: 42\n\xff\xfe");
-    let stored = tiercache_with_stdin(&["set", arg(dir.path()), "prompt/1"], &value);
+    let stored = answercache_with_stdin(&["set", arg(dir.path()), "prompt/1"], &value);
     stored.expect_code(0);
     assert!(
         stored.out().contains(&entry_rel(dir.path(), "prompt/1")),
@@ -34,18 +34,18 @@ fn set_then_get_in_two_processes_returns_the_same_bytes() {
     );
     assert!(entry_path(dir.path(), "prompt/1").is_file());
 
-    let got = tiercache(&["get", arg(dir.path()), "prompt/1"]);
+    let got = answercache(&["get", arg(dir.path()), "prompt/1"]);
     got.expect_code(0);
     assert_eq!(got.stdout, value);
     assert_eq!(got.stderr, "");
 
     // `--raw` prints the same bytes.
-    let raw = tiercache(&["get", arg(dir.path()), "prompt/1", "--raw"]);
+    let raw = answercache(&["get", arg(dir.path()), "prompt/1", "--raw"]);
     raw.expect_code(0);
     assert_eq!(raw.stdout, value);
 
     // The same through --json: not UTF-8, so the value comes as hex.
-    let got = tiercache(&["get", arg(dir.path()), "prompt/1", "--json"]);
+    let got = answercache(&["get", arg(dir.path()), "prompt/1", "--json"]);
     got.expect_code(0);
     let hex: String = value.iter().map(|b| format!("{b:02x}")).collect();
     assert_eq!(
@@ -74,24 +74,24 @@ fn raw_text_is_printed_as_it_is_and_raw_json_as_json() {
     let tool = br#"{"temp_c": 18, "sky": "light rain", "readings": [2.50, 1e2, 340282366920938463463374607431768211455]}"#;
     set(dir.path(), "tool", tool);
 
-    let text = tiercache(&["get", arg(dir.path()), "text"]);
+    let text = answercache(&["get", arg(dir.path()), "text"]);
     text.expect_code(0);
     assert_eq!(text.stdout, b"The capital of France is Paris.\n");
-    let doc_text = doc(&tiercache(&["--json", "get", arg(dir.path()), "text"]));
+    let doc_text = doc(&answercache(&["--json", "get", arg(dir.path()), "text"]));
     assert_eq!(doc_text.at("value_format"), "text");
     assert_eq!(doc_text.at("value"), "The capital of France is Paris.\n");
 
     // JSON: its text as stored (members in their order, every number as written), a newline.
-    let got = tiercache(&["get", arg(dir.path()), "tool"]);
+    let got = answercache(&["get", arg(dir.path()), "tool"]);
     got.expect_code(0);
     assert_eq!(got.stdout, [&tool[..], b"\n"].concat());
     assert_eq!(got.stderr, "");
     // `--raw`: the stored bytes.
-    let raw = tiercache(&["get", arg(dir.path()), "tool", "--raw"]);
+    let raw = answercache(&["get", arg(dir.path()), "tool", "--raw"]);
     raw.expect_code(0);
     assert_eq!(raw.stdout, tool);
 
-    let got = tiercache(&["--json", "get", arg(dir.path()), "tool"]);
+    let got = answercache(&["--json", "get", arg(dir.path()), "tool"]);
     got.expect_code(0);
     // The embedded value is the stored text, verbatim: order and 128-bit integer kept.
     assert!(
@@ -112,7 +112,7 @@ fn raw_text_is_printed_as_it_is_and_raw_json_as_json() {
     assert_eq!(d.at("value").at("readings").items()[1], 100.0);
 
     // Under --raw, --json gives the stored text.
-    let d = doc(&tiercache(&[
+    let d = doc(&answercache(&[
         "--json",
         "get",
         arg(dir.path()),
@@ -128,7 +128,7 @@ fn a_second_set_replaces_the_value() {
     let dir = tempfile::tempdir().unwrap();
     set(dir.path(), "k", b"first");
     set(dir.path(), "k", b"second");
-    let got = tiercache(&["get", arg(dir.path()), "k"]);
+    let got = answercache(&["get", arg(dir.path()), "k"]);
     got.expect_code(0);
     assert_eq!(got.stdout, b"second");
 }
@@ -137,7 +137,7 @@ fn a_second_set_replaces_the_value() {
 fn a_miss_exits_1_with_nothing_on_stdout() {
     let dir = tempfile::tempdir().unwrap();
     set(dir.path(), "present", b"v");
-    let got = tiercache(&["get", arg(dir.path()), "absent"]);
+    let got = answercache(&["get", arg(dir.path()), "absent"]);
     got.expect_code(1);
     assert!(got.stdout.is_empty());
     assert!(
@@ -146,7 +146,7 @@ fn a_miss_exits_1_with_nothing_on_stdout() {
         got.stderr
     );
 
-    let got = tiercache(&["--json", "get", arg(dir.path()), "absent"]);
+    let got = answercache(&["--json", "get", arg(dir.path()), "absent"]);
     got.expect_code(1);
     assert_eq!(
         doc(&got),
@@ -167,7 +167,7 @@ fn a_missing_directory_is_an_error_naming_the_path() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("no-such-cache");
     for cmd in ["get", "rm"] {
-        let run = tiercache(&[cmd, arg(&missing), "k"]);
+        let run = answercache(&[cmd, arg(&missing), "k"]);
         run.expect_code(2);
         assert_eq!(
             run.stderr.trim_end(),
@@ -180,7 +180,7 @@ fn a_missing_directory_is_an_error_naming_the_path() {
         vec!["purge", arg(&missing), "--all"],
         vec!["quarantine", "list", arg(&missing)],
     ] {
-        let run = tiercache(&args);
+        let run = answercache(&args);
         run.expect_code(2);
         assert!(
             run.stderr.contains(&missing.display().to_string()),
@@ -195,18 +195,18 @@ fn a_missing_directory_is_an_error_naming_the_path() {
 #[test]
 fn usage_errors_exit_2() {
     let dir = tempfile::tempdir().unwrap();
-    tiercache(&["purge", arg(dir.path())]).expect_code(2);
-    tiercache(&["purge", arg(dir.path()), "--all", "--expired"]).expect_code(2);
-    let bad_ttl = tiercache(&["set", arg(dir.path()), "k", "--ttl", "5 minutes"]);
+    answercache(&["purge", arg(dir.path())]).expect_code(2);
+    answercache(&["purge", arg(dir.path()), "--all", "--expired"]).expect_code(2);
+    let bad_ttl = answercache(&["set", arg(dir.path()), "k", "--ttl", "5 minutes"]);
     bad_ttl.expect_code(2);
     assert!(
         bad_ttl.stderr.contains("invalid duration"),
         "{}",
         bad_ttl.stderr
     );
-    tiercache(&["set", arg(dir.path()), "k", "--ttl", "0s"]).expect_code(2);
-    tiercache(&["no-such-command"]).expect_code(2);
-    let bad_name = tiercache(&["quarantine", "show", arg(dir.path()), "../../etc/passwd"]);
+    answercache(&["set", arg(dir.path()), "k", "--ttl", "0s"]).expect_code(2);
+    answercache(&["no-such-command"]).expect_code(2);
+    let bad_name = answercache(&["quarantine", "show", arg(dir.path()), "../../etc/passwd"]);
     bad_name.expect_code(2);
     assert!(bad_name.stderr.contains("not a quarantined file name"));
 }
@@ -215,7 +215,7 @@ fn usage_errors_exit_2() {
 fn ttl_sets_the_expiry_and_an_expired_entry_is_a_miss() {
     let dir = tempfile::tempdir().unwrap();
     let before = now_ms();
-    let stored = tiercache_with_stdin(
+    let stored = answercache_with_stdin(
         &["set", arg(dir.path()), "short", "--ttl", "1h30m", "--json"],
         b"v",
     );
@@ -251,7 +251,7 @@ fn ttl_sets_the_expiry_and_an_expired_entry_is_a_miss() {
             encoding: Default::default(),
         },
     );
-    let got = tiercache(&["get", arg(dir.path()), "old"]);
+    let got = answercache(&["get", arg(dir.path()), "old"]);
     got.expect_code(1);
     assert!(got.stdout.is_empty());
     assert!(got.stderr.contains("had expired"), "{}", got.stderr);
@@ -267,7 +267,7 @@ fn rm_removes_the_file_and_exits_1_when_nothing_was_there() {
     assert!(path.is_file());
     let k_len = file_len(dir.path(), "k");
     assert!(k_len < 1024, "{k_len} is printed in plain bytes");
-    let removed = tiercache(&["rm", arg(dir.path()), "k"]);
+    let removed = answercache(&["rm", arg(dir.path()), "k"]);
     removed.expect_code(0);
     assert_eq!(
         removed.out(),
@@ -278,8 +278,8 @@ fn rm_removes_the_file_and_exits_1_when_nothing_was_there() {
         )
     );
     assert!(!path.exists());
-    tiercache(&["get", arg(dir.path()), "k"]).expect_code(1);
-    let again = tiercache(&["rm", arg(dir.path()), "k", "--json"]);
+    answercache(&["get", arg(dir.path()), "k"]).expect_code(1);
+    let again = answercache(&["rm", arg(dir.path()), "k", "--json"]);
     again.expect_code(1);
     assert_eq!(
         doc(&again),
@@ -292,7 +292,7 @@ fn rm_removes_the_file_and_exits_1_when_nothing_was_there() {
         })
     );
     let len = file_len(dir.path(), "k2");
-    let removed = tiercache(&["rm", arg(dir.path()), "k2", "--json"]);
+    let removed = answercache(&["rm", arg(dir.path()), "k2", "--json"]);
     removed.expect_code(0);
     assert_eq!(
         doc(&removed),
@@ -324,7 +324,7 @@ fn purge_expired_keeps_live_entries_and_purge_all_removes_them() {
     let foreign = dir.path().join("v1").join("README");
     std::fs::write(&foreign, b"not an entry").unwrap();
 
-    let purged = tiercache(&["purge", arg(dir.path()), "--expired"]);
+    let purged = answercache(&["purge", arg(dir.path()), "--expired"]);
     purged.expect_code(0);
     let text = purged.out();
     let removed = cells(&text, "removed");
@@ -336,7 +336,7 @@ fn purge_expired_keeps_live_entries_and_purge_all_removes_them() {
     assert!(entry_path(dir.path(), "live-1").is_file());
 
     let live_bytes = file_len(dir.path(), "live-1") + file_len(dir.path(), "live-2");
-    let purged = tiercache(&["purge", arg(dir.path()), "--all", "--json"]);
+    let purged = answercache(&["purge", arg(dir.path()), "--all", "--json"]);
     purged.expect_code(0);
     assert_eq!(
         doc(&purged),
@@ -353,6 +353,6 @@ fn purge_expired_keeps_live_entries_and_purge_all_removes_them() {
             "errors": [],
         })
     );
-    tiercache(&["get", arg(dir.path()), "live-1"]).expect_code(1);
+    answercache(&["get", arg(dir.path()), "live-1"]).expect_code(1);
     assert!(foreign.is_file());
 }

@@ -5,11 +5,11 @@
 
 use std::path::Path;
 
+use answercache::warm::format::EntryMeta;
 use serde_json::{json, Value};
-use tiercache::warm::format::EntryMeta;
 
 use crate::support::{
-    arg, cells, count, doc, entry_path, exact_bytes, fields, place_entry, set, tiercache, JsonExt,
+    answercache, arg, cells, count, doc, entry_path, exact_bytes, fields, place_entry, set, JsonExt,
 };
 
 /// A directory with live, expired, damaged, quarantined and foreign files.
@@ -37,7 +37,7 @@ fn mixed_dir() -> tempfile::TempDir {
     // Quarantine one file, then damage two more that stay in place: one cut at the end (its
     // header still reads), one cut inside the header.
     std::fs::write(entry_path(d, "answer/0"), b"garbage").unwrap();
-    tiercache(&["verify", arg(d), "--repair"]).expect_code(1);
+    answercache(&["verify", arg(d), "--repair"]).expect_code(1);
     let f = entry_path(d, "answer/1");
     let len = f.metadata().unwrap().len();
     std::fs::OpenOptions::new()
@@ -52,10 +52,10 @@ fn mixed_dir() -> tempfile::TempDir {
 }
 
 fn both(args: &[&str]) -> (String, Value) {
-    let human = tiercache(args);
+    let human = answercache(args);
     let mut json_args = args.to_vec();
     json_args.push("--json");
-    let json = tiercache(&json_args);
+    let json = answercache(&json_args);
     assert_eq!(human.code, json.code, "same exit status with --json");
     (human.out(), doc(&json))
 }
@@ -252,7 +252,7 @@ fn verify_json_carries_the_human_numbers() {
 #[test]
 fn quarantine_list_json_carries_the_human_numbers() {
     let dir = mixed_dir();
-    tiercache(&["verify", arg(dir.path()), "--repair"]).expect_code(1);
+    answercache(&["verify", arg(dir.path()), "--repair"]).expect_code(1);
     let (text, doc) = both(&["quarantine", "list", arg(dir.path())]);
     let files = doc.at("quarantined").items();
     assert_eq!(files.len(), 3);
@@ -309,7 +309,7 @@ fn every_command_prints_one_json_document() {
     ] {
         let mut with_json = vec!["--json"];
         with_json.extend(&args);
-        let run = tiercache(&with_json);
+        let run = answercache(&with_json);
         assert!(matches!(run.code, Some(0 | 1)), "{args:?}: {}", run.stderr);
         let doc = doc(&run);
         assert!(!doc.pairs().is_empty(), "{args:?}");

@@ -1,4 +1,4 @@
-//! The `tiercache` binary as an operator and a newcomer use it (issue 8): every test runs the
+//! The `answercache` binary as an operator and a newcomer use it (issue 8): every test runs the
 //! built binary through `std::process::Command`, one process per command, on a temporary
 //! cache directory, and reads what it prints and its exit status.
 //!

@@ -5,9 +5,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use answercache::warm::format::{self, EntryMeta, Header, Limits};
+use answercache::warm::layout::{key_hash, Layout};
 use serde_json::{Map, Value};
-use tiercache::warm::format::{self, EntryMeta, Header, Limits};
-use tiercache::warm::layout::{key_hash, Layout};
 
 /// What one run of the binary did.
 #[derive(Debug)]
@@ -38,15 +38,15 @@ impl Run {
     }
 }
 
-/// Runs `tiercache ARGS` with `stdin` as its standard input.
-pub fn tiercache_with_stdin(args: &[&str], stdin: &[u8]) -> Run {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tiercache"))
+/// Runs `answercache ARGS` with `stdin` as its standard input.
+pub fn answercache_with_stdin(args: &[&str], stdin: &[u8]) -> Run {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_answercache"))
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("the tiercache binary starts");
+        .expect("the answercache binary starts");
     let mut input = child.stdin.take().unwrap();
     input.write_all(stdin).unwrap();
     drop(input);
@@ -58,9 +58,9 @@ pub fn tiercache_with_stdin(args: &[&str], stdin: &[u8]) -> Run {
     }
 }
 
-/// Runs `tiercache ARGS` with an empty standard input.
-pub fn tiercache(args: &[&str]) -> Run {
-    tiercache_with_stdin(args, b"")
+/// Runs `answercache ARGS` with an empty standard input.
+pub fn answercache(args: &[&str]) -> Run {
+    answercache_with_stdin(args, b"")
 }
 
 /// A path as the `&str` the binary's arguments need.
@@ -95,9 +95,9 @@ pub fn place_entry(dir: &Path, key: &str, value: &[u8], meta: EntryMeta) -> Path
     path
 }
 
-/// Stores `value` under `key` through `tiercache set`.
+/// Stores `value` under `key` through `answercache set`.
 pub fn set(dir: &Path, key: &str, value: &[u8]) {
-    tiercache_with_stdin(&["set", arg(dir), key], value).expect_code(0);
+    answercache_with_stdin(&["set", arg(dir), key], value).expect_code(0);
 }
 
 /// The cells of the first table row (or label/value pair) whose label is `label`: the line,

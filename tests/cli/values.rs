@@ -5,11 +5,11 @@
 
 use std::path::Path;
 
+use answercache::warm::format::{self, EntryMeta, FLAG_GZIP};
+use answercache::{Codec, TieredCache};
 use serde_json::json;
-use tiercache::warm::format::{self, EntryMeta, FLAG_GZIP};
-use tiercache::{Codec, TieredCache};
 
-use crate::support::{arg, doc, entry_path, entry_rel, file_len, header, tiercache, JsonExt};
+use crate::support::{answercache, arg, doc, entry_path, entry_rel, file_len, header, JsonExt};
 
 /// Opens a cache on `dir` with `codec`, runs `fill`, and closes it (every write on disk).
 fn with_cache<F>(dir: &Path, codec: Codec, fill: F)
@@ -39,7 +39,7 @@ fn a_json_codec_value_is_printed_as_json() {
         cache.set("k", &json!({"a": [1, 2.5, "x"]})).await.unwrap();
     });
 
-    let got = tiercache(&["get", arg(d), "k"]);
+    let got = answercache(&["get", arg(d), "k"]);
     got.expect_code(0);
     // The JSON text the codec stored, and a newline.
     assert_eq!(got.out(), "{\"a\":[1,2.5,\"x\"]}\n");
@@ -48,11 +48,11 @@ fn a_json_codec_value_is_printed_as_json() {
     assert_eq!(printed, json!({"a": [1, 2.5, "x"]}));
 
     // `--raw`: the bytes the JSON codec stored.
-    let raw = tiercache(&["get", arg(d), "k", "--raw"]);
+    let raw = answercache(&["get", arg(d), "k", "--raw"]);
     raw.expect_code(0);
     assert_eq!(raw.stdout, br#"{"a":[1,2.5,"x"]}"#);
 
-    let got = tiercache(&["--json", "get", arg(d), "k"]);
+    let got = answercache(&["--json", "get", arg(d), "k"]);
     got.expect_code(0);
     assert_eq!(
         doc(&got),
@@ -72,7 +72,7 @@ fn a_json_codec_value_is_printed_as_json() {
     );
 
     // The directory's encodings.
-    let stats = doc(&tiercache(&["--json", "stats", arg(d)]));
+    let stats = doc(&answercache(&["--json", "stats", arg(d)]));
     assert_eq!(stats.at("entries_by_encoding"), &json!({"json": 1}));
 }
 
@@ -96,7 +96,7 @@ fn struct_fields_are_printed_in_their_declared_order() {
         };
         cache.set("capital?", &answer).await.unwrap();
     });
-    let got = tiercache(&["get", arg(d), "capital?"]);
+    let got = answercache(&["get", arg(d), "capital?"]);
     got.expect_code(0);
     assert_eq!(
         got.out(),
@@ -122,11 +122,11 @@ fn a_bincode_value_is_shown_as_its_stored_bytes() {
     ]
     .concat();
 
-    let got = tiercache(&["get", arg(d), "embedding"]);
+    let got = answercache(&["get", arg(d), "embedding"]);
     got.expect_code(0);
     assert_eq!(got.stdout, embedding);
     assert_eq!(got.stderr, "");
-    let got = tiercache(&["--json", "get", arg(d), "embedding"]);
+    let got = answercache(&["--json", "get", arg(d), "embedding"]);
     got.expect_code(0);
     assert_eq!(
         doc(&got),
@@ -145,7 +145,7 @@ fn a_bincode_value_is_shown_as_its_stored_bytes() {
         })
     );
 
-    let stats = tiercache(&["stats", arg(d)]);
+    let stats = answercache(&["stats", arg(d)]);
     stats.expect_code(0);
     assert_eq!(
         crate::support::cells(&stats.out(), "encodings")[1],
@@ -172,10 +172,10 @@ fn a_version_1_entry_is_shown_as_its_stored_bytes() {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(&path, &file).unwrap();
 
-    let got = tiercache(&["get", arg(d), "old"]);
+    let got = answercache(&["get", arg(d), "old"]);
     got.expect_code(0);
     assert_eq!(got.stdout, value);
-    let got = tiercache(&["--json", "get", arg(d), "old"]);
+    let got = answercache(&["--json", "get", arg(d), "old"]);
     got.expect_code(0);
     assert_eq!(
         doc(&got),
@@ -193,6 +193,6 @@ fn a_version_1_entry_is_shown_as_its_stored_bytes() {
             "notes": [],
         })
     );
-    let stats = doc(&tiercache(&["--json", "stats", arg(d)]));
+    let stats = doc(&answercache(&["--json", "stats", arg(d)]));
     assert_eq!(stats.at("entries_by_encoding"), &json!({"unrecorded": 1}));
 }

@@ -8,7 +8,7 @@ use std::path::Path;
 use serde_json::json;
 
 use crate::support::{
-    arg, cells, count, doc, entry_path, entry_rel, fields, set, tiercache, JsonExt,
+    answercache, arg, cells, count, doc, entry_path, entry_rel, fields, set, JsonExt,
 };
 
 /// Keys stored through the binary, then damaged, with the reason `verify` must give.
@@ -60,7 +60,7 @@ fn damage(d: &Path) {
     // Cut in the middle of the payload.
     let f = open("torn-write");
     f.set_len(f.metadata().unwrap().len() - 10).unwrap();
-    // Not a tiercache file at all.
+    // Not a answercache file at all.
     open("stray-tool").write_all_at(b"#!/bin/sh", 0).unwrap();
     // A valid entry of another key.
     std::fs::copy(entry_path(d, "ok-1"), entry_path(d, "misplaced-copy")).unwrap();
@@ -75,7 +75,7 @@ fn verify_reports_each_planted_file_with_its_reason_then_repair_makes_it_clean()
     let dir = damaged_dir();
     let d = dir.path();
 
-    let first = tiercache(&["verify", arg(d)]);
+    let first = answercache(&["verify", arg(d)]);
     first.expect_code(1);
     let text = first.out();
     for (key, reason) in DAMAGED {
@@ -99,22 +99,22 @@ fn verify_reports_each_planted_file_with_its_reason_then_repair_makes_it_clean()
     for (key, _) in DAMAGED {
         assert!(entry_path(d, key).exists());
     }
-    tiercache(&["verify", arg(d)]).expect_code(1);
+    answercache(&["verify", arg(d)]).expect_code(1);
 
-    let repair = tiercache(&["verify", arg(d), "--repair"]);
+    let repair = answercache(&["verify", arg(d), "--repair"]);
     repair.expect_code(1);
     assert_eq!(count(&cells(&repair.out(), "quarantined now")[1]), 5);
     for (key, _) in DAMAGED {
         assert!(!entry_path(d, key).exists(), "{key} still in place");
     }
 
-    let clean = tiercache(&["verify", arg(d)]);
+    let clean = answercache(&["verify", arg(d)]);
     clean.expect_code(0);
     assert_eq!(count(&cells(&clean.out(), "healthy")[1]), 3);
     assert_eq!(count(&cells(&clean.out(), "corrupted")[1]), 0);
     // The healthy entries are still served.
     for key in HEALTHY {
-        let got = tiercache(&["get", arg(d), key]);
+        let got = answercache(&["get", arg(d), key]);
         got.expect_code(0);
         assert_eq!(
             got.stdout,
@@ -127,9 +127,9 @@ fn verify_reports_each_planted_file_with_its_reason_then_repair_makes_it_clean()
 fn quarantine_list_show_and_clear_see_the_repaired_files() {
     let dir = damaged_dir();
     let d = dir.path();
-    tiercache(&["verify", arg(d), "--repair"]).expect_code(1);
+    answercache(&["verify", arg(d), "--repair"]).expect_code(1);
 
-    let list = tiercache(&["quarantine", "list", arg(d), "--json"]);
+    let list = answercache(&["quarantine", "list", arg(d), "--json"]);
     list.expect_code(0);
     let doc = doc(&list);
     let files = doc.at("quarantined").items();
@@ -149,7 +149,7 @@ fn quarantine_list_show_and_clear_see_the_repaired_files() {
             .find(|n| n.ends_with(&hex))
             .unwrap();
         assert!(name.contains(&format!("-{reason}-")), "{name}");
-        let show = tiercache(&["quarantine", "show", arg(d), name]);
+        let show = answercache(&["quarantine", "show", arg(d), name]);
         show.expect_code(0);
         let text = show.out();
         assert_eq!(cells(&text, "reason")[1], reason);
@@ -157,7 +157,7 @@ fn quarantine_list_show_and_clear_see_the_repaired_files() {
             cells(&text, "original")[1],
             entry_path(d, key).display().to_string()
         );
-        let shown = tiercache(&["quarantine", "show", arg(d), name, "--json"]);
+        let shown = answercache(&["quarantine", "show", arg(d), name, "--json"]);
         shown.expect_code(0);
         let shown = crate::support::doc(&shown);
         assert_eq!(
@@ -202,7 +202,7 @@ fn quarantine_list_show_and_clear_see_the_repaired_files() {
                     "version"
                 ]
             );
-            // Stored by `tiercache set`: raw bytes, format version 2.
+            // Stored by `answercache set`: raw bytes, format version 2.
             assert_eq!(header.at("encoding"), "raw");
             assert_eq!(header.at("version").u64(), 2);
             assert_eq!(header.at("flags").u64(), 1);
@@ -213,16 +213,16 @@ fn quarantine_list_show_and_clear_see_the_repaired_files() {
             assert_eq!(header.at("key_len").u64(), stored_key.len() as u64);
         }
     }
-    let human = tiercache(&["quarantine", "list", arg(d)]);
+    let human = answercache(&["quarantine", "list", arg(d)]);
     human.expect_code(0);
     assert!(human.out().contains("5 files"), "{}", human.out());
 
     // One by name, then the rest.
     let one = files[0].at("name").str();
-    tiercache(&["quarantine", "clear", arg(d), one]).expect_code(0);
-    tiercache(&["quarantine", "show", arg(d), one]).expect_code(1);
-    tiercache(&["quarantine", "clear", arg(d), one]).expect_code(1);
-    let cleared = tiercache(&["quarantine", "clear", arg(d), "--json"]);
+    answercache(&["quarantine", "clear", arg(d), one]).expect_code(0);
+    answercache(&["quarantine", "show", arg(d), one]).expect_code(1);
+    answercache(&["quarantine", "clear", arg(d), one]).expect_code(1);
+    let cleared = answercache(&["quarantine", "clear", arg(d), "--json"]);
     cleared.expect_code(0);
     assert_eq!(
         crate::support::doc(&cleared),
@@ -233,7 +233,7 @@ fn quarantine_list_show_and_clear_see_the_repaired_files() {
             "orphan_sidecars_removed": 0,
         })
     );
-    let empty = tiercache(&["quarantine", "list", arg(d), "--json"]);
+    let empty = answercache(&["quarantine", "list", arg(d), "--json"]);
     assert_eq!(
         crate::support::doc(&empty),
         json!({
@@ -258,10 +258,10 @@ fn a_read_through_get_quarantines_too() {
         .unwrap()
         .write_all_at(b"XXXX", 0)
         .unwrap();
-    let got = tiercache(&["get", arg(d), "k"]);
+    let got = answercache(&["get", arg(d), "k"]);
     got.expect_code(1);
     assert!(got.stderr.contains("corrupted (magic)"), "{}", got.stderr);
-    let list = tiercache(&["quarantine", "list", arg(d), "--json"]);
+    let list = answercache(&["quarantine", "list", arg(d), "--json"]);
     assert_eq!(doc(&list).at("files").u64(), 1);
-    tiercache(&["verify", arg(d)]).expect_code(0);
+    answercache(&["verify", arg(d)]).expect_code(0);
 }

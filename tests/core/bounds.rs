@@ -10,8 +10,8 @@
 
 use std::sync::Arc;
 
-use tiercache::workload::{markdown, Rng};
-use tiercache::Durability;
+use answercache::workload::{markdown, Rng};
+use answercache::Durability;
 
 use crate::support::{dir_in, entry_path, open, Gate, OnDisk, PauseAfterRead};
 
@@ -74,7 +74,7 @@ async fn budgets_hold_after_every_operation_under_100k_sets() {
             let s = h.stats();
             match r {
                 Ok(()) => assert_eq!((s.dirty_entries, s.lost_keys), (0, 0)),
-                Err(tiercache::Error::NotPersisted { failed, .. }) => {
+                Err(answercache::Error::NotPersisted { failed, .. }) => {
                     assert_eq!(failed, s.dirty_entries + s.lost_keys)
                 }
                 Err(e) => panic!("flush: {e}"),

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tiercache::testing::{Fault, FaultFs, FsOp, Rule};
-use tiercache::Error;
+use answercache::testing::{Fault, FaultFs, FsOp, Rule};
+use answercache::Error;
 
 use crate::support::{dir_in, hex_of, open, walk, Answer, OnDisk, Reads};
 
@@ -131,10 +131,10 @@ async fn a_one_mib_key_is_rejected_under_the_default_limit() {
     let key = vec![b'k'; 1 << 20];
     let err = h.set_bytes(&key, b"v").await.unwrap_err();
     assert!(
-        matches!(err, Error::KeyTooLarge { len, max } if len == 1 << 20 && max == tiercache::defaults::DEFAULT_MAX_KEY_BYTES),
+        matches!(err, Error::KeyTooLarge { len, max } if len == 1 << 20 && max == answercache::defaults::DEFAULT_MAX_KEY_BYTES),
         "{err:?}"
     );
-    assert_eq!(tiercache::defaults::DEFAULT_MAX_KEY_BYTES, 16 << 10);
+    assert_eq!(answercache::defaults::DEFAULT_MAX_KEY_BYTES, 16 << 10);
     let err = h.get_bytes(&key).await.unwrap_err();
     assert!(
         matches!(err, Error::KeyTooLarge { len, max: 16384 } if len == 1 << 20),

@@ -10,9 +10,9 @@ use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tiercache::testing::FaultFs;
+use answercache::testing::FaultFs;
 
-use tiercache::workload::{markdown, Rng};
+use answercache::workload::{markdown, Rng};
 
 use crate::support::{open, OnDisk, TestCache};
 

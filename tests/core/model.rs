@@ -10,8 +10,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use tiercache::workload::{markdown, Rng};
-use tiercache::Durability;
+use answercache::workload::{markdown, Rng};
+use answercache::Durability;
 
 use crate::support::{open, OnDisk, TestCache};
 
@@ -115,7 +115,7 @@ impl History {
 
 /// Reads `key` the way its model value was written and checks it.
 async fn check(h: &TestCache, model: &Model, key: &str, what: &str, history: &History) {
-    let now = tiercache::Clock::now_ms(h.clock());
+    let now = answercache::Clock::now_ms(h.clock());
     let (want, got) = match model.live(key, now) {
         Some(Value::Text(want)) => {
             let got = h.get::<String>(key).await.unwrap();
@@ -146,7 +146,7 @@ struct Served {
 }
 
 impl Served {
-    fn add(&mut self, s: &tiercache::Stats) {
+    fn add(&mut self, s: &answercache::Stats) {
         self.hot += s.hot_hits;
         self.warm += s.warm_hits;
         self.queue += s.queue_hits;
@@ -169,7 +169,7 @@ async fn run(seed: u64, ops: usize, served: &mut Served) {
     for step in 0..ops {
         let key = format!("k{}", rng.below(KEYS));
         let what = format!("seed {seed} step {step}");
-        let now = tiercache::Clock::now_ms(h.clock());
+        let now = answercache::Clock::now_ms(h.clock());
         match rng.below(1000) {
             0..=299 => {
                 let v = value(&mut rng);
@@ -254,7 +254,7 @@ async fn run(seed: u64, ops: usize, served: &mut Served) {
             &history,
         )
         .await;
-        let now = tiercache::Clock::now_ms(h.clock());
+        let now = answercache::Clock::now_ms(h.clock());
         assert_eq!(
             h.on_disk(&key),
             model.live(&key, now).is_some(),

@@ -6,10 +6,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tiercache::testing::{Fault, FaultFs, FsOp, Rule};
+use answercache::testing::{Fault, FaultFs, FsOp, Rule};
 
-use tiercache::workload::Rng;
-use tiercache::{Durability, WritePolicy};
+use answercache::workload::Rng;
+use answercache::{Durability, WritePolicy};
 
 use crate::support::{answer, open, Answer, OnDisk, Reads};
 
@@ -82,11 +82,11 @@ async fn close_drains_every_queued_write() {
     assert_eq!(h.entry_names().len(), 200);
     assert!(matches!(
         h.get::<usize>(key(0)).await,
-        Err(tiercache::Error::Closed)
+        Err(answercache::Error::Closed)
     ));
     assert!(matches!(
         h.set(key(0), &0).await,
-        Err(tiercache::Error::Closed)
+        Err(answercache::Error::Closed)
     ));
     h.reopen_after_close().await;
     for i in 0..200 {

@@ -6,8 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tiercache::testing::{Fault, FaultFs, FsOp, Rule};
-use tiercache::{Error, WritePolicy};
+use answercache::testing::{Fault, FaultFs, FsOp, Rule};
+use answercache::{Error, WritePolicy};
 
 use crate::support::*;
 
@@ -164,7 +164,7 @@ async fn a_blocked_entry_path_is_reported_never_clean() {
     }
     let s = h.stats();
     assert_eq!(s.dirty_entries, 1);
-    assert_eq!(s.breaker_state, tiercache::BreakerState::Closed);
+    assert_eq!(s.breaker_state, answercache::BreakerState::Closed);
     assert!(h.on_disk("fine"));
     assert!(!blocked.exists());
     assert_eq!(
@@ -222,8 +222,8 @@ async fn a_judged_file_replaced_before_the_judgment_is_acted_on(
     // Another instance on the same directory (the fixture's settings, so the real fs).
     let other = if writer_is_another_instance {
         Some(
-            tiercache::testing::builder(h.root())
-                .write_policy(tiercache::WritePolicy::WriteThrough)
+            answercache::testing::builder(h.root())
+                .write_policy(answercache::WritePolicy::WriteThrough)
                 .build()
                 .await
                 .unwrap(),

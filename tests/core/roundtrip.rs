@@ -7,10 +7,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tiercache::testing::{Fault, FaultFs, FsOp, Rule};
-use tiercache::HOT_ENTRY_OVERHEAD as ENTRY_OVERHEAD;
+use answercache::testing::{Fault, FaultFs, FsOp, Rule};
+use answercache::HOT_ENTRY_OVERHEAD as ENTRY_OVERHEAD;
 
-use tiercache::workload::{markdown, Rng};
+use answercache::workload::{markdown, Rng};
 
 use crate::support::{answer, open, Answer, Reads};
 
@@ -226,8 +226,8 @@ async fn a_value_evicted_before_its_write_landed_is_read_from_the_queue() {
 #[test]
 fn the_handle_and_its_results_are_send_and_sync() {
     fn shareable<T: Send + Sync + 'static>() {}
-    shareable::<tiercache::TieredCache>();
-    shareable::<tiercache::Stats>();
-    shareable::<tiercache::Error>();
+    shareable::<answercache::TieredCache>();
+    shareable::<answercache::Stats>();
+    shareable::<answercache::Error>();
     shareable::<std::sync::Arc<[u8]>>();
 }

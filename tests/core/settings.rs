@@ -19,8 +19,8 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use tiercache::testing::{self, Fault, FaultFs, FsOp, Rule};
-use tiercache::{Builder, Durability, Error, ManualClock, Mode, TieredCache, WritePolicy};
+use answercache::testing::{self, Fault, FaultFs, FsOp, Rule};
+use answercache::{Builder, Durability, Error, ManualClock, Mode, TieredCache, WritePolicy};
 
 const NS: Duration = Duration::from_nanos(1);
 const MS: Duration = Duration::from_millis(1);
@@ -630,7 +630,7 @@ fn cases() -> Vec<Case> {
 /// Plants a corrupt entry file for "q": a read of "q" is a miss, the file is counted as
 /// quarantined, and the quarantine then holds `kept` files.
 async fn corrupt_file_is_quarantined(c: &TieredCache, kept: usize) -> Result<(), String> {
-    use tiercache::warm::layout::{key_hash, Layout};
+    use answercache::warm::layout::{key_hash, Layout};
     let layout = Layout::new(c.root());
     let path = layout.entry_path(&key_hash(b"q"));
     let planted = path
@@ -641,7 +641,7 @@ async fn corrupt_file_is_quarantined(c: &TieredCache, kept: usize) -> Result<(),
     let q = c.get_bytes("q").await.map_err(|e| e.to_string())?;
     ensure(q.is_none(), || format!("a corrupt file was served: {q:?}"))?;
     let s = c.stats();
-    let listed = tiercache::warm::quarantine::list(&tiercache::StdFs, layout.quarantine_dir())
+    let listed = answercache::warm::quarantine::list(&answercache::StdFs, layout.quarantine_dir())
         .map_err(|e| format!("listing the quarantine: {e}"))?;
     ensure(
         (
@@ -666,7 +666,7 @@ fn base(dir: &Path, clock: &ManualClock) -> Builder {
     testing::builder(dir).clock(Arc::new(clock.clone()))
 }
 
-fn check_flush(what: &str, got: tiercache::Result<()>, want: Flush) -> Result<(), String> {
+fn check_flush(what: &str, got: answercache::Result<()>, want: Flush) -> Result<(), String> {
     match (want, &got) {
         (Flush::Ok | Flush::OkOrNotPersisted, Ok(())) => Ok(()),
         (Flush::NotPersisted(n), Err(Error::NotPersisted { failed, .. })) if *failed == n => Ok(()),
@@ -677,7 +677,7 @@ fn check_flush(what: &str, got: tiercache::Result<()>, want: Flush) -> Result<()
 
 /// Builds with the case's setting and runs the workload; `Err` describes the first deviation.
 async fn run_case(case: &Case, dir: &Path) -> Result<(), String> {
-    let clock = ManualClock::new(tiercache::clock::system_now_ms());
+    let clock = ManualClock::new(answercache::clock::system_now_ms());
     let built = step("build", (case.apply)(base(dir, &clock)).build()).await?;
     let outcome = match (&case.expect, built) {
         (Expect::Reject, Err(Error::Config(msg))) => {
@@ -1169,8 +1169,8 @@ async fn duration_max_intervals_never_fire_even_decades_later() {
         .await
         .unwrap();
     cache.flush().await.unwrap();
-    let expired = tiercache::warm::layout::Layout::new(cache.root())
-        .entry_path(&tiercache::warm::layout::key_hash(b"t"));
+    let expired = answercache::warm::layout::Layout::new(cache.root())
+        .entry_path(&answercache::warm::layout::key_hash(b"t"));
     assert!(expired.exists());
     let calls = fs.total_calls();
     for _ in 0..4 {

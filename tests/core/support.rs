@@ -2,7 +2,7 @@
 //! a manual clock (`open(|b| b.hot_capacity_entries(2)).await`), what the tests need to look
 //! at the disk directly (the entry path of a key, a walk of the whole tree, independent of
 //! the library's own path code), realistic values (an LLM answer with tool calls, from
-//! `tiercache::workload`), and file systems that stop a call at a gate.
+//! `answercache::workload`), and file systems that stop a call at a gate.
 
 #![allow(dead_code)] // each test module uses its own part of the fixture
 
@@ -11,22 +11,22 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 
+use answercache::fs::{DirEntryInfo, FileRead, StdFs};
+pub use answercache::testing::{TestCache, TestDir};
+use answercache::workload::{markdown, Rng};
+use answercache::{Builder, Fs, Stats};
 use serde::{Deserialize, Serialize};
-use tiercache::fs::{DirEntryInfo, FileRead, StdFs};
-pub use tiercache::testing::{TestCache, TestDir};
-use tiercache::workload::{markdown, Rng};
-use tiercache::{Builder, Fs, Stats};
 
 /// A directory for a core test: caches opened on it read a manual clock starting at the real
 /// wall time (so that file modification times and the clock agree, which the temp-file sweep
 /// relies on).
 pub fn dir() -> TestDir {
-    TestDir::new().manual_clock(tiercache::clock::system_now_ms())
+    TestDir::new().manual_clock(answercache::clock::system_now_ms())
 }
 
 /// Like [`dir`], on a directory the test prepared (planted files, say).
 pub fn dir_in(prepared: tempfile::TempDir) -> TestDir {
-    TestDir::in_tempdir(prepared).manual_clock(tiercache::clock::system_now_ms())
+    TestDir::in_tempdir(prepared).manual_clock(answercache::clock::system_now_ms())
 }
 
 /// A cache on a fresh [`dir`], with every setting `edit` does not name at the test default.

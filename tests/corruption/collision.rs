@@ -2,8 +2,8 @@
 //! deliberate plant) is a miss for B, never returns A's value, and is quarantined as
 //! `key-mismatch`; A itself and B's later writes are unaffected.
 
-use tiercache::verify::{verify, VerifyOptions};
-use tiercache::WritePolicy;
+use answercache::verify::{verify, VerifyOptions};
+use answercache::WritePolicy;
 
 use crate::support::{self, open, open_with, quarantine_name, rel_entry_path, NOW};
 

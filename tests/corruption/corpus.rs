@@ -1,11 +1,11 @@
 //! The generator of `quarantine-fixtures/`: every fixture is built here from a valid entry
 //! (fixed key, value and times, so the bytes are reproducible) by one deliberate act of
 //! damage. `fixtures::fixtures_are_up_to_date` compares the result with the committed files;
-//! `TIERCACHE_REGENERATE_FIXTURES=1` rewrites them (after a format change, say).
+//! `ANSWERCACHE_REGENERATE_FIXTURES=1` rewrites them (after a format change, say).
 
 use std::path::PathBuf;
 
-use tiercache::warm::format::{self, FLAG_GZIP, HEADER_LEN};
+use answercache::warm::format::{self, FLAG_GZIP, HEADER_LEN};
 
 use crate::support::{entry, text, Rng, META};
 

@@ -4,9 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use tiercache::warm::format::{self, Invalid};
-use tiercache::warm::layout::{hex, key_hash};
-use tiercache::{BreakerState, Mode};
+use answercache::warm::format::{self, Invalid};
+use answercache::warm::layout::{hex, key_hash};
+use answercache::{BreakerState, Mode};
 
 use crate::corpus::{self, NEWER_VERSION};
 use crate::support::{self, entry, open, place, quarantine_name, text, DEFAULT_LIMITS, NOW};
@@ -15,7 +15,7 @@ use crate::support::{self, entry, open, place, quarantine_name, text, DEFAULT_LI
 fn fixtures_are_up_to_date() {
     let generated = corpus::generate();
     let dir = corpus::dir();
-    if std::env::var_os("TIERCACHE_REGENERATE_FIXTURES").is_some_and(|v| v == "1") {
+    if std::env::var_os("ANSWERCACHE_REGENERATE_FIXTURES").is_some_and(|v| v == "1") {
         // Stale files go, changed ones are replaced by rename: tests reading the corpus in
         // parallel see the old or the new bytes, never a half-written file.
         std::fs::create_dir_all(&dir).unwrap();
@@ -42,7 +42,7 @@ fn fixtures_are_up_to_date() {
             dir.display()
         );
     }
-    let hint = "run `TIERCACHE_REGENERATE_FIXTURES=1 cargo test --test corruption fixtures_are_up_to_date` and review the diff";
+    let hint = "run `ANSWERCACHE_REGENERATE_FIXTURES=1 cargo test --test corruption fixtures_are_up_to_date` and review the diff";
     let manifest = std::fs::read_to_string(dir.join("MANIFEST.tsv")).unwrap();
     assert_eq!(
         manifest,

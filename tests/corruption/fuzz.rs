@@ -11,14 +11,14 @@
 //!
 //! Resealing is only combined with mutations inside the file itself: a checksum is for
 //! integrity, not authenticity, so a resealed splice of *another* value's gzip stream is a
-//! forgery the format does not claim to detect. `TIERCACHE_FUZZ_CASES` (default 50,000) sets
+//! forgery the format does not claim to detect. `ANSWERCACHE_FUZZ_CASES` (default 50,000) sets
 //! the number of `decode` cases; `cargo fuzz` (see `fuzz/`) runs the decoder for longer.
 
 use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use tiercache::verify::{verify, VerifyOptions};
-use tiercache::warm::format::{self, Invalid, HEADER_LEN};
+use answercache::verify::{verify, VerifyOptions};
+use answercache::warm::format::{self, Invalid, HEADER_LEN};
 
 use crate::support::{self, entry, place, rel_entry_path, text, Rng, DEFAULT_LIMITS, NOW};
 
@@ -66,8 +66,8 @@ fn edge_value(rng: &mut Rng, file_len: usize, width: usize) -> u64 {
         file_len as u64,
         (file_len as u64).saturating_sub(HEADER_LEN as u64),
         rng.next_u64() & max,
-        tiercache::defaults::DEFAULT_MAX_ENTRY_BYTES as u64,
-        tiercache::defaults::DEFAULT_MAX_ENTRY_BYTES as u64 + 1,
+        answercache::defaults::DEFAULT_MAX_ENTRY_BYTES as u64,
+        answercache::defaults::DEFAULT_MAX_ENTRY_BYTES as u64 + 1,
     ];
     choices[rng.below(choices.len())]
 }
@@ -174,7 +174,7 @@ fn verdict(file: &[u8], base: &Base, case: u64) -> Result<(), String> {
 }
 
 fn cases() -> u64 {
-    std::env::var("TIERCACHE_FUZZ_CASES")
+    std::env::var("ANSWERCACHE_FUZZ_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(50_000)

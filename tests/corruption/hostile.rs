@@ -10,9 +10,9 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use tiercache::verify::{verify, VerifyOptions};
-use tiercache::warm::layout::{hex, key_hash};
-use tiercache::WritePolicy;
+use answercache::verify::{verify, VerifyOptions};
+use answercache::warm::layout::{hex, key_hash};
+use answercache::WritePolicy;
 
 use crate::support::{self, entry, mkfifo, open, open_with, place, quarantine_name, NOW};
 
@@ -140,7 +140,7 @@ async fn symlinked_fanout_directory_is_never_followed() {
     // says so.
     assert!(matches!(
         cache.set_bytes(key, "new").await,
-        Err(tiercache::Error::NotPersisted { failed: 1, .. })
+        Err(answercache::Error::NotPersisted { failed: 1, .. })
     ));
     let _ = cache.flush().await;
     assert_eq!(snapshot(), before, "set wrote outside the cache");

@@ -4,7 +4,7 @@
 //! from the byte count the quarantine sidecar records). Declared lengths over the limits, and
 //! files longer than any valid entry, are `oversize` without inflating or reading them whole.
 
-use tiercache::warm::format::{self, InflateError, FLAG_GZIP, INFLATE_CHUNK};
+use answercache::warm::format::{self, InflateError, FLAG_GZIP, INFLATE_CHUNK};
 
 use crate::support::{
     self, bomb_payload, open_with, place, quarantine_name, BOMB_INFLATED, META, NOW,

@@ -13,9 +13,9 @@
 //! - `collision`: a valid entry of one key planted at another key's path.
 //! - `hostile`: symlinks, FIFOs, planted directories and foreign files.
 //! - `versions`: newer format versions are misses and left in place.
-//! - `verify_scan`: `tiercache::verify::verify` over a mixed directory, repair, re-verify.
+//! - `verify_scan`: `answercache::verify::verify` over a mixed directory, repair, re-verify.
 //! - `fuzz`: seeded random mutations (multi-byte writes, splices, length changes, resealed
-//!   checksums) through `format::decode` and `verify`; `TIERCACHE_FUZZ_CASES` raises the count.
+//!   checksums) through `format::decode` and `verify`; `ANSWERCACHE_FUZZ_CASES` raises the count.
 //!
 //! Every cache here runs on a `ManualClock` at `support::NOW`, so quarantine names are exact.
 

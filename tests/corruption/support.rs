@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-pub use tiercache::testing::TestDir;
-use tiercache::warm::format::{self, EntryMeta, Limits};
-use tiercache::warm::layout::{hex, key_hash, Layout};
-pub use tiercache::workload::Rng;
-use tiercache::TieredCache;
+pub use answercache::testing::TestDir;
+use answercache::warm::format::{self, EntryMeta, Limits};
+use answercache::warm::layout::{hex, key_hash, Layout};
+pub use answercache::workload::Rng;
+use answercache::TieredCache;
 
 /// The clock every cache in these tests reads: quarantine names are `<NOW>-<reason>-<hex>`.
 pub const NOW: u64 = 1_800_000_000_000;
@@ -21,13 +21,13 @@ pub const META: EntryMeta = EntryMeta {
     created_ms: 1_700_000_000_000,
     expires_ms: 0,
     cost: 7,
-    encoding: tiercache::Encoding::Raw,
+    encoding: answercache::Encoding::Raw,
 };
 
 /// The limits a cache has by default (what the fixtures are built against).
 pub const DEFAULT_LIMITS: Limits = Limits {
-    max_key_bytes: tiercache::defaults::DEFAULT_MAX_KEY_BYTES,
-    max_entry_bytes: tiercache::defaults::DEFAULT_MAX_ENTRY_BYTES,
+    max_key_bytes: answercache::defaults::DEFAULT_MAX_KEY_BYTES,
+    max_entry_bytes: answercache::defaults::DEFAULT_MAX_ENTRY_BYTES,
 };
 
 const WORDS: [&str; 24] = [
@@ -130,7 +130,7 @@ pub async fn open(dir: &TestDir) -> TieredCache {
 /// Like [`open`], with extra builder settings.
 pub async fn open_with(
     dir: &TestDir,
-    f: impl FnOnce(tiercache::Builder) -> tiercache::Builder,
+    f: impl FnOnce(answercache::Builder) -> answercache::Builder,
 ) -> TieredCache {
     dir.open(f(dir.builder())).await
 }

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;
 
-use tiercache::warm::format::{self, Corruption, Invalid, HEADER_LEN};
+use answercache::warm::format::{self, Corruption, Invalid, HEADER_LEN};
 
 use crate::support::{self, entry, open_with, text, Rng, DEFAULT_LIMITS};
 

@@ -1,4 +1,4 @@
-//! `tiercache::verify::verify` over a directory holding everything at once: healthy entries
+//! `answercache::verify::verify` over a directory holding everything at once: healthy entries
 //! (some expired), the whole fixture corpus, a symlink, a FIFO, a planted directory, a newer
 //! version and foreign files. The report names each corrupted file with the manifest's reason;
 //! `repair` quarantines exactly those; a second verify is clean; the cache still serves every
@@ -6,9 +6,9 @@
 
 use std::collections::BTreeMap;
 
-use tiercache::verify::{verify, verify_with_fs, VerifyOptions};
-use tiercache::warm::format;
-use tiercache::StdFs;
+use answercache::verify::{verify, verify_with_fs, VerifyOptions};
+use answercache::warm::format;
+use answercache::StdFs;
 
 use crate::corpus::{self, NEWER_VERSION};
 use crate::support::{self, mkfifo, open, place, quarantine_name, rel_entry_path, text, META, NOW};

@@ -1,9 +1,9 @@
-//! Format versions. A file of a newer version (a newer tiercache sharing the directory) is a
+//! Format versions. A file of a newer version (a newer answercache sharing the directory) is a
 //! miss and is left in place, byte for byte, by `get` and by `verify --repair`; it is counted
 //! as `newer_version_skipped`, not as corruption. An older, unsupported version is corruption.
 
-use tiercache::verify::{verify, VerifyOptions};
-use tiercache::warm::format::{self, FLAG_GZIP};
+use answercache::verify::{verify, VerifyOptions};
+use answercache::warm::format::{self, FLAG_GZIP};
 
 use crate::support::{self, open, place, META, NOW};
 
@@ -97,7 +97,7 @@ async fn version_1_entries_are_read_or_missed_never_wrong() {
         );
         let raw = cache.get_bytes_answer("raw").await.unwrap().unwrap();
         assert_eq!(&raw.value[..], b"raw bytes, as given", "{pass}");
-        assert_eq!(raw.encoding, tiercache::Encoding::Unrecorded, "{pass}");
+        assert_eq!(raw.encoding, answercache::Encoding::Unrecorded, "{pass}");
         // The raw value is not an Answer: a miss, not an error and not a hit.
         assert_eq!(cache.get::<Answer>("raw").await.unwrap(), None, "{pass}");
     }

@@ -18,8 +18,8 @@ use std::fmt::Debug;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use tiercache::testing::FsOp;
-use tiercache::{BreakerConfig, BreakerState, CircuitBreaker, Mode};
+use answercache::testing::FsOp;
+use answercache::{BreakerConfig, BreakerState, CircuitBreaker, Mode};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
@@ -185,7 +185,7 @@ fn decode_misses_and_unencodable_values_warn_once_per_type() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let cache = tiercache::testing::TestCache::new().await;
+        let cache = answercache::testing::TestCache::new().await;
         cache.set("k", "text").await.unwrap();
         for _ in 0..5 {
             assert_eq!(cache.get::<u64>("k").await.unwrap(), None);

@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tiercache::testing::{Fault, FaultFs, FsOp, Rule};
-use tiercache::{TieredCache, WritePolicy};
+use answercache::testing::{Fault, FaultFs, FsOp, Rule};
+use answercache::{TieredCache, WritePolicy};
 
 use crate::support::*;
 

@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use tiercache::{BreakerState, Mode, TieredCache};
+use answercache::{BreakerState, Mode, TieredCache};
 
 use crate::support::*;
 
@@ -327,7 +327,7 @@ async fn run_case(mnt: &Path, case: &Case) -> Outcome {
     assert!(
         matches!(
             cache.flush().await,
-            Err(tiercache::Error::NotPersisted { .. })
+            Err(answercache::Error::NotPersisted { .. })
         ),
         "{name}: flush reports what is only in memory"
     );

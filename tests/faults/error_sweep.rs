@@ -22,8 +22,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tiercache::testing::{Fault, FaultFs, FsOp, Rule};
-use tiercache::{BreakerState, Mode};
+use answercache::testing::{Fault, FaultFs, FsOp, Rule};
+use answercache::{BreakerState, Mode};
 
 use crate::support::*;
 
@@ -166,7 +166,7 @@ async fn template(root: &Path) {
     );
 }
 
-fn builder_for(root: &Path, fs: Arc<FaultFs>, op: Op) -> tiercache::Builder {
+fn builder_for(root: &Path, fs: Arc<FaultFs>, op: Op) -> answercache::Builder {
     let b = builder(root)
         .fs(fs)
         .io_timeout(Duration::from_secs(30))
@@ -359,7 +359,7 @@ async fn variant(
     }
 
     // What the next process finds.
-    let reopened = tiercache::testing::builder(&root).build().await.unwrap();
+    let reopened = answercache::testing::builder(&root).build().await.unwrap();
     let temps = temp_files(&root) as u64;
     if temps != 0 {
         t.temps_after_reopen += temps;

@@ -63,7 +63,7 @@
 //! closedir"): such a panic inside the cache is contained (`task_panics`) and shown, not judged.
 //!
 //! Run it alone: `cargo test --all-features --test faults fiu -- --nocapture`; replay runs by
-//! seed with `TIERCACHE_FIU_SEEDS=0xf1000002,...` (thread interleavings and the errno libfiu
+//! seed with `ANSWERCACHE_FIU_SEEDS=0xf1000002,...` (thread interleavings and the errno libfiu
 //! picks are not seeded: a replay is likely, not certain, to fail the same way).
 
 use std::collections::{BTreeMap, HashMap};
@@ -77,17 +77,17 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tiercache::{BreakerState, Builder, Durability, Error, Mode, TieredCache, WritePolicy};
+use answercache::{BreakerState, Builder, Durability, Error, Mode, TieredCache, WritePolicy};
 
 use crate::support::*;
 
 const ROLE: &str = "fiu";
-const SEED_ENV: &str = "TIERCACHE_FIU_SEED";
-const OPS_ENV: &str = "TIERCACHE_FIU_OPS";
-const TASKS_ENV: &str = "TIERCACHE_FIU_TASKS";
-const POLICY_ENV: &str = "TIERCACHE_FIU_POLICY";
-const QUEUE_ENV: &str = "TIERCACHE_FIU_QUEUE_BYTES";
-const HEAL_ENV: &str = "TIERCACHE_FIU_HEAL";
+const SEED_ENV: &str = "ANSWERCACHE_FIU_SEED";
+const OPS_ENV: &str = "ANSWERCACHE_FIU_OPS";
+const TASKS_ENV: &str = "ANSWERCACHE_FIU_TASKS";
+const POLICY_ENV: &str = "ANSWERCACHE_FIU_POLICY";
+const QUEUE_ENV: &str = "ANSWERCACHE_FIU_QUEUE_BYTES";
+const HEAL_ENV: &str = "ANSWERCACHE_FIU_HEAL";
 
 const KEYS: u64 = 200;
 /// Small enough that values are evicted before they are written.
@@ -431,11 +431,11 @@ fn the_model_counts_every_broken_promise() {
     }
 }
 
-/// `TIERCACHE_FIU_SEEDS=0xf1000002,0xf1009001` runs only the runs with these seeds (from the
+/// `ANSWERCACHE_FIU_SEEDS=0xf1000002,0xf1009001` runs only the runs with these seeds (from the
 /// `RELIABILITY fiu` lines), to replay a failure. Thread interleavings and the errno libfiu
 /// picks are not seeded: a replay is likely, not certain, to fail the same way.
 fn chosen(seed: u64) -> bool {
-    let Ok(list) = std::env::var("TIERCACHE_FIU_SEEDS") else {
+    let Ok(list) = std::env::var("ANSWERCACHE_FIU_SEEDS") else {
         return true;
     };
     list.split(',').any(|s| {
@@ -449,7 +449,7 @@ fn chosen(seed: u64) -> bool {
 }
 
 fn only_some() -> bool {
-    std::env::var_os("TIERCACHE_FIU_SEEDS").is_some()
+    std::env::var_os("ANSWERCACHE_FIU_SEEDS").is_some()
 }
 
 /// Fails with every count and, per kind of broken promise, its first few instances.
@@ -1343,7 +1343,7 @@ fn env_u64(name: &str) -> u64 {
 }
 
 fn child_builder(root: &Path, policy: WritePolicy, queue_bytes: usize) -> Builder {
-    tiercache::testing::builder(root)
+    answercache::testing::builder(root)
         .write_policy(policy)
         .durability(Durability::Fsync)
         .hot_capacity_bytes(HOT_BYTES)

@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use tiercache::{BreakerState, Mode};
+use answercache::{BreakerState, Mode};
 
 use crate::support::*;
 
@@ -105,7 +105,7 @@ fn child() {
         // `flush` tries each oversized entry once more (EFBIG again) and reports exactly them:
         // they live in memory only.
         match cache.flush().await {
-            Err(tiercache::Error::NotPersisted { failed, .. }) => assert_eq!(failed, n_large),
+            Err(answercache::Error::NotPersisted { failed, .. }) => assert_eq!(failed, n_large),
             other => panic!("flush returned {other:?}"),
         }
         let efbig_errors = 2 * n_large;
@@ -126,7 +126,7 @@ fn child() {
         assert_eq!(check_value("over", &got), Ok((0, 2)));
         assert_eq!(temp_files(&root), 0, "a partial temp file was left");
         match cache.close().await {
-            Err(tiercache::Error::NotPersisted { failed, .. }) => assert_eq!(failed, n_large),
+            Err(answercache::Error::NotPersisted { failed, .. }) => assert_eq!(failed, n_large),
             other => panic!("close returned {other:?}"),
         }
         let report = verify_report(&root);

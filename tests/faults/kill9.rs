@@ -20,8 +20,8 @@ use std::time::Duration;
 use crate::support::*;
 
 const KEYS: u64 = 48;
-const SEED_ENV: &str = "TIERCACHE_FAULTS_SEED";
-const BASE_ENV: &str = "TIERCACHE_FAULTS_SEQ_BASE";
+const SEED_ENV: &str = "ANSWERCACHE_FAULTS_SEED";
+const BASE_ENV: &str = "ANSWERCACHE_FAULTS_SEQ_BASE";
 
 fn key(k: u64) -> String {
     format!("key{k}")

@@ -4,10 +4,10 @@
 //! Where the fault can be real it is: tmpfs mounts in a private mount namespace (the test
 //! re-executes its own binary under `unshare -m`), `RLIMIT_FSIZE` set by a shell wrapper,
 //! `SIGKILL` sent to a child process. Where it cannot (power loss, an error at the Nth call),
-//! the fault-injecting file systems of `tiercache::testing` stand in. Each harness prints one
+//! the fault-injecting file systems of `answercache::testing` stand in. Each harness prints one
 //! `RELIABILITY <name> key=value ...` line; RELIABILITY.md is built from them:
 //! `cargo test --all-features --test faults -- --nocapture 2>&1 | grep ^RELIABILITY`.
-//! `TIERCACHE_LONG=1` runs more cycles, seeds and operations.
+//! `ANSWERCACHE_LONG=1` runs more cycles, seeds and operations.
 
 #![allow(
     clippy::unwrap_used,

@@ -18,7 +18,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tiercache::testing::CrashFs;
+use answercache::testing::CrashFs;
 
 use crate::support::*;
 

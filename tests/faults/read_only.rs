@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tiercache::{BreakerState, Mode, TieredCache};
+use answercache::{BreakerState, Mode, TieredCache};
 
 use crate::support::*;
 

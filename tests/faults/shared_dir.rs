@@ -14,12 +14,12 @@
 use std::collections::HashMap;
 use std::process::Stdio;
 
-use tiercache::{Durability, WritePolicy};
+use answercache::{Durability, WritePolicy};
 
 use crate::support::*;
 
-const WRITER_ENV: &str = "TIERCACHE_FAULTS_WRITER";
-const OPS_ENV: &str = "TIERCACHE_FAULTS_OPS";
+const WRITER_ENV: &str = "ANSWERCACHE_FAULTS_WRITER";
+const OPS_ENV: &str = "ANSWERCACHE_FAULTS_OPS";
 const SHARED_KEYS: u64 = 64;
 const PRIVATE_KEYS: u64 = 32;
 

@@ -7,16 +7,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use tiercache::testing;
-pub use tiercache::testing::{copy_dir, wait_until};
-use tiercache::verify::{verify, VerifyOptions, VerifyReport};
-pub use tiercache::workload::Rng;
-use tiercache::{Builder, Durability, WritePolicy};
+use answercache::testing;
+pub use answercache::testing::{copy_dir, wait_until};
+use answercache::verify::{verify, VerifyOptions, VerifyReport};
+pub use answercache::workload::Rng;
+use answercache::{Builder, Durability, WritePolicy};
 
 /// Set in a child process: which harness body to run.
-pub const ROLE_ENV: &str = "TIERCACHE_FAULTS_ROLE";
+pub const ROLE_ENV: &str = "ANSWERCACHE_FAULTS_ROLE";
 /// The directory a child works in.
-pub const DIR_ENV: &str = "TIERCACHE_FAULTS_DIR";
+pub const DIR_ENV: &str = "ANSWERCACHE_FAULTS_DIR";
 
 pub const EIO: i32 = 5;
 pub const EACCES: i32 = 13;
@@ -27,12 +27,12 @@ pub const EROFS: i32 = 30;
 /// A timer that never fires during a test.
 pub const DAY: Duration = Duration::from_secs(24 * 3600);
 
-/// `TIERCACHE_LONG=1` runs more cycles, seeds and operations.
+/// `ANSWERCACHE_LONG=1` runs more cycles, seeds and operations.
 pub fn long_mode() -> bool {
-    std::env::var("TIERCACHE_LONG").is_ok_and(|v| !v.is_empty() && v != "0")
+    std::env::var("ANSWERCACHE_LONG").is_ok_and(|v| !v.is_empty() && v != "0")
 }
 
-/// `ci` in the default mode, `long` with `TIERCACHE_LONG=1`.
+/// `ci` in the default mode, `long` with `ANSWERCACHE_LONG=1`.
 pub fn scale<T>(ci: T, long: T) -> T {
     if long_mode() {
         long
@@ -341,16 +341,16 @@ pub fn available(dir: &Path) -> (u64, u64) {
     (st.f_bavail * st.f_frsize, st.f_favail)
 }
 
-pub use tiercache::testing::disk_errors as errors;
+pub use answercache::testing::disk_errors as errors;
 
 /// The result of a write-through `set`/`remove` under a fault: `true` if it reached the disk,
 /// `false` if it reported that it did not (`NotPersisted`: the value is still served from
 /// memory and written when the disk is back). Any other error fails the harness.
 #[track_caller]
-pub fn persisted<T: std::fmt::Debug>(r: tiercache::Result<T>) -> bool {
+pub fn persisted<T: std::fmt::Debug>(r: answercache::Result<T>) -> bool {
     match r {
         Ok(_) => true,
-        Err(tiercache::Error::NotPersisted { failed: 1, .. }) => false,
+        Err(answercache::Error::NotPersisted { failed: 1, .. }) => false,
         Err(e) => panic!("a write-through operation failed with {e:?}"),
     }
 }

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use tiercache::testing::{Fault, FsOp, Rule};
-use tiercache::{BreakerState, Mode};
+use answercache::testing::{Fault, FsOp, Rule};
+use answercache::{BreakerState, Mode};
 
 use crate::support::*;
 
@@ -84,10 +84,10 @@ async fn not_found_never_opens_it() {
 #[tokio::test(start_paused = true)]
 async fn a_thousand_corrupted_entries_never_open_it() {
     let t = dir();
-    let layout = tiercache::warm::layout::Layout::new(t.root());
+    let layout = answercache::warm::layout::Layout::new(t.root());
     for i in 0..1000u32 {
         let key = format!("bad{i}");
-        let hash = tiercache::warm::layout::key_hash(key.as_bytes());
+        let hash = answercache::warm::layout::key_hash(key.as_bytes());
         std::fs::create_dir_all(layout.entry_dir(&hash)).unwrap();
         std::fs::write(layout.entry_path(&hash), format!("garbage {i}")).unwrap();
     }
@@ -122,7 +122,7 @@ async fn efbig_is_per_entry_and_never_opens_it() {
     // reports them after trying each once more: a file-size limit may have been raised).
     assert_eq!(s.dirty_entries, 50);
     match cache.flush().await {
-        Err(tiercache::Error::NotPersisted { failed: 50, .. }) => {}
+        Err(answercache::Error::NotPersisted { failed: 50, .. }) => {}
         other => panic!("flush returned {other:?}"),
     }
     let s = cache.stats();

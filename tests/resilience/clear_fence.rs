@@ -6,17 +6,17 @@
 
 use std::time::Duration;
 
-use tiercache::testing::FsOp;
-use tiercache::{Error, WritePolicy};
+use answercache::testing::FsOp;
+use answercache::{Error, WritePolicy};
 
 use crate::support::*;
 
-fn edit(b: tiercache::Builder) -> tiercache::Builder {
+fn edit(b: answercache::Builder) -> answercache::Builder {
     b.write_policy(WritePolicy::WriteBehind)
         .failure_threshold(1_000)
 }
 
-async fn three_entries_on_disk(cache: &tiercache::TieredCache) {
+async fn three_entries_on_disk(cache: &answercache::TieredCache) {
     for i in 0..3 {
         cache.set(format!("k{i}"), &i).await.unwrap();
     }

@@ -7,14 +7,14 @@
 
 use std::time::Duration;
 
-use tiercache::testing::FsOp;
-use tiercache::{Error, Mode, WritePolicy};
+use answercache::testing::FsOp;
+use answercache::{Error, Mode, WritePolicy};
 
 use crate::support::*;
 
 const EVERY_OP: [FsOp; 11] = FsOp::ALL;
 
-fn edit(b: tiercache::Builder) -> tiercache::Builder {
+fn edit(b: answercache::Builder) -> answercache::Builder {
     b.write_policy(WritePolicy::WriteBehind)
         .failure_threshold(1)
         .memory_only_after(1)
@@ -25,7 +25,7 @@ fn edit(b: tiercache::Builder) -> tiercache::Builder {
 /// Sets `k` = "v1" and removes `gone` (both on disk), then, during an outage, sets `k` =
 /// "v2", removes `gone`'s tombstone by setting it again then removing it, and pushes both out
 /// of the hot tier with 200 other keys.
-async fn lose_the_newest_of_k_and_gone(t: &TestDir, cache: &tiercache::TieredCache) {
+async fn lose_the_newest_of_k_and_gone(t: &TestDir, cache: &answercache::TieredCache) {
     cache.set("k", &"v1").await.unwrap();
     cache.set("gone", &"old").await.unwrap();
     cache.flush().await.unwrap();

@@ -4,15 +4,15 @@
 
 use std::time::Duration;
 
-use tiercache::testing::FsOp;
-use tiercache::{BreakerState, Mode};
+use answercache::testing::FsOp;
+use answercache::{BreakerState, Mode};
 
 use crate::support::*;
 
 const HOT_BYTES: usize = 1 << 20;
 const HOT_ENTRIES: usize = 500;
 
-fn edit(b: tiercache::Builder) -> tiercache::Builder {
+fn edit(b: answercache::Builder) -> answercache::Builder {
     b.failure_threshold(1_000) // keep the breaker closed: this is about the error window
         .memory_only_after(5)
         .error_window(Duration::from_secs(60))
@@ -117,7 +117,7 @@ async fn no_disk_calls_but_probes_then_recovery_writes_back_everything() {
     cache.close().await.unwrap();
 
     // Every entry set while degraded is on disk; removed ones are gone from disk too.
-    let reopened = t.open(tiercache::testing::builder(t.root())).await;
+    let reopened = t.open(answercache::testing::builder(t.root())).await;
     for i in 0..5 {
         assert_eq!(
             reopened.get::<i32>(format!("first{i}")).await.unwrap(),
@@ -170,7 +170,7 @@ async fn recovery_restores_the_budget_evicting_only_what_is_on_disk() {
 /// after recovery returned while dirty entries were still being queued).
 #[tokio::test(start_paused = true)]
 async fn flush_after_recovery_waits_for_the_whole_write_back() {
-    use tiercache::testing::{Fault, Rule};
+    use answercache::testing::{Fault, Rule};
 
     let t = dir();
     let cache = open(&t, |b| {

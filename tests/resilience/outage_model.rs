@@ -49,11 +49,11 @@
 //! resynced with what the cache showed, and the run goes on; the test fails at the end with one
 //! line per promise (count, seeds, first occurrence). A call error, a torn or foreign value or
 //! a hang stops the seed at once. Replay one seed exactly with
-//! `TIERCACHE_SEED=<seed> cargo test --all-features --test resilience outage_model -- --nocapture`
-//! (`TIERCACHE_OPS=<n>` sets the length, `TIERCACHE_TRACE=1` prints every operation as it is
-//! done). `TIERCACHE_LONG=1` runs 120 seeds of 2,000 operations (a few minutes). A watchdog
+//! `ANSWERCACHE_SEED=<seed> cargo test --all-features --test resilience outage_model -- --nocapture`
+//! (`ANSWERCACHE_OPS=<n>` sets the length, `ANSWERCACHE_TRACE=1` prints every operation as it is
+//! done). `ANSWERCACHE_LONG=1` runs 120 seeds of 2,000 operations (a few minutes). A watchdog
 //! thread ends the process with the last operations if a test does not end within 240 s of
-//! real time (`TIERCACHE_WATCHDOG_SECS`), since a hang that blocks the runtime's thread cannot
+//! real time (`ANSWERCACHE_WATCHDOG_SECS`), since a hang that blocks the runtime's thread cannot
 //! be caught by a tokio timeout.
 
 use std::collections::BTreeMap;
@@ -63,12 +63,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tiercache::testing::{self, Fault, FaultFs, FsOp, Rule};
-use tiercache::workload::Rng;
-use tiercache::{Builder, Clock, Durability, Error, TieredCache, TokioClock, WritePolicy};
+use answercache::testing::{self, Fault, FaultFs, FsOp, Rule};
+use answercache::workload::Rng;
+use answercache::{Builder, Clock, Durability, Error, TieredCache, TokioClock, WritePolicy};
 
 const KEYS: usize = 10;
-/// Seeds and ops per seed in CI; `TIERCACHE_LONG=1` multiplies both.
+/// Seeds and ops per seed in CI; `ANSWERCACHE_LONG=1` multiplies both.
 const CI_SEEDS: u64 = 12;
 const CI_OPS: usize = 500;
 const LONG_SEEDS: u64 = 120;
@@ -439,7 +439,7 @@ impl std::fmt::Display for Violation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "seed {} op {}: {}\n{}\nreplay: TIERCACHE_SEED={} cargo test --all-features --test resilience outage_model -- --nocapture",
+            "seed {} op {}: {}\n{}\nreplay: ANSWERCACHE_SEED={} cargo test --all-features --test resilience outage_model -- --nocapture",
             self.seed, self.op, self.promise, self.detail, self.seed
         )
     }
@@ -498,7 +498,7 @@ struct Run {
     found: Vec<Violation>,
     /// Outages begun so far.
     outage_seq: u64,
-    /// `TIERCACHE_TRACE=1`: print every operation as it is done.
+    /// `ANSWERCACHE_TRACE=1`: print every operation as it is done.
     live_trace: bool,
     /// The last operations, shared with the watchdog that reports a hang.
     progress: Progress,
@@ -545,7 +545,7 @@ impl Run {
             op: 0,
             found: Vec::new(),
             outage_seq: 0,
-            live_trace: std::env::var("TIERCACHE_TRACE").is_ok_and(|v| v == "1"),
+            live_trace: std::env::var("ANSWERCACHE_TRACE").is_ok_and(|v| v == "1"),
             progress,
         }
     }
@@ -564,8 +564,8 @@ impl Run {
     /// Is the disk unavailable (for labelling writes that may be lost)?
     fn degraded(&self) -> bool {
         self.outage.is_some()
-            || self.cache.mode() != tiercache::Mode::Tiered
-            || self.cache.breaker_state() != tiercache::BreakerState::Closed
+            || self.cache.mode() != answercache::Mode::Tiered
+            || self.cache.breaker_state() != answercache::BreakerState::Closed
     }
 
     fn note(&mut self, key: Option<usize>, what: String) {
@@ -1413,7 +1413,7 @@ impl Run {
     }
 }
 
-fn short<T: std::fmt::Debug>(r: &tiercache::Result<T>) -> String {
+fn short<T: std::fmt::Debug>(r: &answercache::Result<T>) -> String {
     match r {
         Ok(v) => format!("Ok({v:?})"),
         Err(e) => format!("Err({e})"),
@@ -1503,7 +1503,7 @@ impl Watchdog {
             for line in q.iter() {
                 eprintln!("  {line}");
             }
-            eprintln!("replay with TIERCACHE_TRACE=1 TIERCACHE_SEED=<seed> to see it live");
+            eprintln!("replay with ANSWERCACHE_TRACE=1 ANSWERCACHE_SEED=<seed> to see it live");
             std::process::exit(101);
         });
         Watchdog(done)
@@ -1521,7 +1521,7 @@ fn env_u64(name: &str) -> Option<u64> {
 }
 
 fn long_mode() -> bool {
-    std::env::var("TIERCACHE_LONG").is_ok_and(|v| v == "1")
+    std::env::var("ANSWERCACHE_LONG").is_ok_and(|v| v == "1")
 }
 
 async fn run_seeds(seeds: Vec<u64>, ops: usize, outages: bool, label: &str) {
@@ -1530,7 +1530,7 @@ async fn run_seeds(seeds: Vec<u64>, ops: usize, outages: bool, label: &str) {
     let mut total = Counts::default();
     let progress = Progress::default();
     let limit = Duration::from_secs(
-        env_u64("TIERCACHE_WATCHDOG_SECS").unwrap_or(if long_mode() { 3600 } else { 240 }),
+        env_u64("ANSWERCACHE_WATCHDOG_SECS").unwrap_or(if long_mode() { 3600 } else { 240 }),
     );
     let _watchdog = Watchdog::start(label, limit, progress.clone());
     for &seed in &seeds {
@@ -1642,8 +1642,8 @@ async fn run_seeds(seeds: Vec<u64>, ops: usize, outages: bool, label: &str) {
 }
 
 fn seeds_and_ops(first: u64) -> (Vec<u64>, usize) {
-    let ops = env_u64("TIERCACHE_OPS").map(|n| n as usize);
-    if let Some(seed) = env_u64("TIERCACHE_SEED") {
+    let ops = env_u64("ANSWERCACHE_OPS").map(|n| n as usize);
+    if let Some(seed) = env_u64("ANSWERCACHE_SEED") {
         return (
             vec![seed],
             ops.unwrap_or(if long_mode() { LONG_OPS } else { CI_OPS }),
@@ -1672,7 +1672,7 @@ async fn acknowledgements_hold_across_outages_and_restarts() {
 #[tokio::test(start_paused = true)]
 async fn acknowledgements_hold_without_outages() {
     let (seeds, ops) = seeds_and_ops(1001);
-    let seeds = if env_u64("TIERCACHE_SEED").is_some() {
+    let seeds = if env_u64("ANSWERCACHE_SEED").is_some() {
         seeds
     } else {
         seeds.into_iter().take(4).collect()

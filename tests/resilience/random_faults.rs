@@ -8,9 +8,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use tiercache::testing::{Fault, FsOp, Rule};
-use tiercache::workload::Rng;
-use tiercache::WritePolicy;
+use answercache::testing::{Fault, FsOp, Rule};
+use answercache::workload::Rng;
+use answercache::WritePolicy;
 
 use crate::support::*;
 
@@ -58,7 +58,7 @@ async fn run(one_in: u64, seed: u64) {
             }
             4 => {
                 match cache.remove(format!("key{key}")).await {
-                    Ok(_) | Err(tiercache::Error::NotPersisted { failed: 1, .. }) => {}
+                    Ok(_) | Err(answercache::Error::NotPersisted { failed: 1, .. }) => {}
                     Err(e) => panic!("seed {seed} step {step}: remove failed with {e:?}"),
                 }
                 model.insert(key, None);

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-pub use tiercache::testing::TestDir;
-use tiercache::testing::{Fault, FsOp, Rule};
-use tiercache::{Builder, TieredCache, WritePolicy};
+pub use answercache::testing::TestDir;
+use answercache::testing::{Fault, FsOp, Rule};
+use answercache::{Builder, TieredCache, WritePolicy};
 
 pub const EIO: i32 = 5;
 pub const ENOSPC: i32 = 28;
@@ -60,7 +60,7 @@ pub async fn settle() {
     unused_imports,
     reason = "tests/events includes this file and does not use it"
 )]
-pub use tiercache::testing::disk_errors as errors;
+pub use answercache::testing::disk_errors as errors;
 
 /// Lets ready tasks run without moving the clock.
 pub async fn spin() {
@@ -85,9 +85,9 @@ pub async fn spin_until(mut cond: impl FnMut() -> bool) {
 /// The result of a write-through `set` (or `remove`) whose write failed or was skipped: it
 /// reports exactly one entry not persisted (the value is still served from memory).
 #[track_caller]
-pub fn not_persisted<T: std::fmt::Debug>(r: tiercache::Result<T>) {
+pub fn not_persisted<T: std::fmt::Debug>(r: answercache::Result<T>) {
     match r {
-        Err(tiercache::Error::NotPersisted { failed: 1, .. }) => {}
+        Err(answercache::Error::NotPersisted { failed: 1, .. }) => {}
         other => panic!("expected NotPersisted {{ failed: 1 }}, got {other:?}"),
     }
 }
@@ -95,10 +95,10 @@ pub fn not_persisted<T: std::fmt::Debug>(r: tiercache::Result<T>) {
 /// The result of a write-through `set` under random faults: `true` if it reached the disk,
 /// `false` if it reported not persisted; any other error fails the test.
 #[track_caller]
-pub fn persisted(r: tiercache::Result<()>) -> bool {
+pub fn persisted(r: answercache::Result<()>) -> bool {
     match r {
         Ok(()) => true,
-        Err(tiercache::Error::NotPersisted { failed: 1, .. }) => false,
+        Err(answercache::Error::NotPersisted { failed: 1, .. }) => false,
         Err(e) => panic!("a write-through set failed with {e:?}"),
     }
 }

@@ -21,7 +21,7 @@ async fn tasks_stop_on_close() {
     assert_eq!(alive(), before);
     assert!(matches!(
         cache.get::<i32>("k").await,
-        Err(tiercache::Error::Closed)
+        Err(answercache::Error::Closed)
     ));
 }
 
@@ -29,7 +29,10 @@ async fn tasks_stop_on_close() {
 async fn tasks_stop_when_the_last_handle_is_dropped_and_queued_writes_land() {
     let before = alive();
     let t = dir();
-    let cache = open(&t, |b| b.write_policy(tiercache::WritePolicy::WriteBehind)).await;
+    let cache = open(&t, |b| {
+        b.write_policy(answercache::WritePolicy::WriteBehind)
+    })
+    .await;
     let clone = cache.clone();
     for i in 0..50 {
         cache.set(format!("k{i}"), &i).await.unwrap();
@@ -53,9 +56,9 @@ async fn tasks_stop_when_the_last_handle_is_dropped_and_queued_writes_land() {
 /// (Found by `random_faults::one_in_128`, which hung in `close` about once in 20 runs.)
 #[tokio::test(start_paused = true)]
 async fn close_during_a_recovery_probe_returns() {
+    use answercache::testing::{Fault, FsOp, Rule};
+    use answercache::{Error, Mode};
     use std::time::Duration;
-    use tiercache::testing::{Fault, FsOp, Rule};
-    use tiercache::{Error, Mode};
 
     let before = alive();
     let t = dir();
@@ -109,9 +112,9 @@ async fn close_during_a_recovery_probe_returns() {
 /// probe that brings the disk back after an outage.
 #[tokio::test(start_paused = true)]
 async fn a_health_interval_of_duration_max_still_recovers() {
+    use answercache::testing::FsOp;
+    use answercache::Mode;
     use std::time::Duration;
-    use tiercache::testing::FsOp;
-    use tiercache::Mode;
 
     let t = dir();
     let cache = open(&t, |b| {

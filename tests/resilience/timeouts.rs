@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use tiercache::testing::{Fault, FsOp, Rule};
-use tiercache::BreakerState;
+use answercache::testing::{Fault, FsOp, Rule};
+use answercache::BreakerState;
 
 use crate::support::*;
 
@@ -89,7 +89,7 @@ async fn hung_write_hangs_neither_flush_nor_clear_and_the_clear_wins() {
     let io_timeout = Duration::from_millis(200);
     let cache = open(&t, |b| {
         b.io_timeout(io_timeout)
-            .write_policy(tiercache::WritePolicy::WriteBehind)
+            .write_policy(answercache::WritePolicy::WriteBehind)
     })
     .await;
     t.fs()
@@ -109,7 +109,7 @@ async fn hung_write_hangs_neither_flush_nor_clear_and_the_clear_wins() {
     spin_until(|| flushing.is_finished()).await;
     // Not on disk, and said so: the key's writes are held up by the stuck one.
     match flushing.await.unwrap() {
-        Err(tiercache::Error::NotPersisted { failed, .. }) => assert_eq!(failed, 1),
+        Err(answercache::Error::NotPersisted { failed, .. }) => assert_eq!(failed, 1),
         other => panic!("flush: {other:?}"),
     }
     let c = cache.clone();

@@ -2,9 +2,9 @@
 //! back byte for byte from both tiers; a typed `get` parses it as JSON; the bytes of a typed
 //! JSON value are exactly its JSON text.
 
+use answercache::agent::Controls;
+use answercache::{Codec, Encoding, Source};
 use async_openai::types::chat::CreateChatCompletionResponse;
-use tiercache::agent::Controls;
-use tiercache::{Codec, Encoding, Source};
 
 use crate::support::*;
 

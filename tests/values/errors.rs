@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tiercache::agent::Controls;
-use tiercache::{Error, Source};
+use answercache::agent::Controls;
+use answercache::{Error, Source};
 
 use crate::support::*;
 
@@ -41,7 +41,7 @@ async fn concurrent<E>(
     key: &'static str,
     n: usize,
     result: fn() -> Result<Reply, E>,
-) -> (Vec<tiercache::Result<tiercache::Answer<Reply>>>, usize)
+) -> (Vec<answercache::Result<answercache::Answer<Reply>>>, usize)
 where
     E: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
 {

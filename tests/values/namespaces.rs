@@ -2,8 +2,8 @@
 //! namespace handle address the same entry, and the namespace's invalidation drops it, in
 //! memory and across a restart. A request key of another namespace is refused by a handle.
 
-use tiercache::agent::{Controls, RequestKey};
-use tiercache::{Error, Source};
+use answercache::agent::{Controls, RequestKey};
+use answercache::{Error, Source};
 
 use crate::support::*;
 

@@ -4,15 +4,15 @@
 
 use std::collections::BTreeMap;
 
+use answercache::{Codec, Encoding, Error};
 use async_openai::types::chat::{
     ChatCompletionMessageToolCalls, CreateChatCompletionResponse, FinishReason, ServiceTier,
 };
 use async_openai::types::embeddings::{CreateEmbeddingResponse, Embedding, EmbeddingUsage};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use tiercache::{Codec, Encoding, Error};
 
-use tiercache::workload::Rng;
+use answercache::workload::Rng;
 
 use crate::support::*;
 

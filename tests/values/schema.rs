@@ -5,9 +5,9 @@
 //! added field is a miss too. The encoding is per entry: a cache reads what another codec
 //! wrote.
 
+use answercache::agent::Controls;
+use answercache::{Codec, Encoding, Source, TieredCache};
 use serde::{Deserialize, Serialize};
-use tiercache::agent::Controls;
-use tiercache::{Codec, Encoding, Source, TieredCache};
 
 use crate::support::*;
 

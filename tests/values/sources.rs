@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tiercache::agent::Controls;
-use tiercache::{Encoding, Source};
+use answercache::agent::Controls;
+use answercache::{Encoding, Source};
 
 use crate::support::*;
 

@@ -7,13 +7,13 @@
 use std::fmt::Debug;
 use std::time::Duration;
 
+use answercache::agent::Controls;
+use answercache::workload::Rng;
+use answercache::{Encoding, Source, TieredCache};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use tiercache::agent::Controls;
-use tiercache::workload::Rng;
-use tiercache::{Encoding, Source, TieredCache};
 
-pub use tiercache::testing::TestCache;
+pub use answercache::testing::TestCache;
 
 /// An `f32` vector compared bit for bit (`-0.0 != 0.0`), serialized exactly as a `Vec<f32>`.
 #[derive(Debug, Clone, Serialize, Deserialize)]

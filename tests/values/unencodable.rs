@@ -2,10 +2,10 @@
 //! changes nothing; a loader's such value is returned to its caller and not stored
 //! (`unencodable`); under bincode they round-trip.
 
+use answercache::agent::Controls;
+use answercache::{Codec, Encoding, Error, Source, MAX_JSON_DEPTH};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use tiercache::agent::Controls;
-use tiercache::{Codec, Encoding, Error, Source, MAX_JSON_DEPTH};
 
 use crate::support::*;
 

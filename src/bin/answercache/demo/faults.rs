@@ -3,7 +3,7 @@
 //! Failing a real device needs privileges (a read-only remount, a full tmpfs) a demo must not
 //! assume, so the demo's caches run on [`FailingFs`]: the real file system until the switch is
 //! thrown, then EIO (what a dying disk answers) from every call. The library's own
-//! fault-injecting file systems (`tiercache::testing`, feature `test-util`) do far more; the
+//! fault-injecting file systems (`answercache::testing`, feature `test-util`) do far more; the
 //! shipped binary does not build them.
 
 use std::io;
@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use tiercache::fs::{DirEntryInfo, FileRead, Fs};
+use answercache::fs::{DirEntryInfo, FileRead, Fs};
 
 /// EIO: what a dying disk answers.
 const EIO: i32 = 5;
@@ -107,7 +107,7 @@ impl Fs for FailingFs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tiercache::StdFs;
+    use answercache::StdFs;
 
     #[test]
     fn every_call_fails_while_the_switch_is_on() -> io::Result<()> {

@@ -1,13 +1,13 @@
-//! `tiercache verify DIR [--repair]`: every entry file checked the way a `get` would check it,
-//! by the library's [`tiercache::verify`]; with `--repair` the corrupted ones are moved to the
+//! `answercache verify DIR [--repair]`: every entry file checked the way a `get` would check it,
+//! by the library's [`answercache::verify`]; with `--repair` the corrupted ones are moved to the
 //! quarantine. Exit status 0 when clean, 1 when anything is corrupted (a repairing run that
 //! moved files included: the *next* run is clean), 2 on I/O errors (the report is still
 //! printed; the scan went on past each error).
 
 use std::path::Path;
 
-use tiercache::fs::StdFs;
-use tiercache::verify::{verify_with_fs, VerifyOptions, VerifyReport};
+use answercache::fs::StdFs;
+use answercache::verify::{verify_with_fs, VerifyOptions, VerifyReport};
 
 use crate::output::{self, Status};
 use crate::table::{self, Table};
@@ -122,7 +122,7 @@ fn human(dir: &Path, repair: bool, r: &VerifyReport) -> String {
             .map(|(time, _)| format!(" as {time}-<reason>-<file name>"))
             .unwrap_or_default();
         format!(
-            "{n} corrupted {} found; {} moved to {}{named} (see `tiercache quarantine list {}`)\n",
+            "{n} corrupted {} found; {} moved to {}{named} (see `answercache quarantine list {}`)\n",
             plural(n, "file", "files"),
             table::count(r.quarantined),
             dir.join("quarantine").display(),
@@ -130,7 +130,7 @@ fn human(dir: &Path, repair: bool, r: &VerifyReport) -> String {
         )
     } else {
         format!(
-            "{n} corrupted {} found; `tiercache verify {} --repair` moves them to the quarantine\n",
+            "{n} corrupted {} found; `answercache verify {} --repair` moves them to the quarantine\n",
             plural(n, "file", "files"),
             dir.display()
         )

@@ -1,6 +1,6 @@
-//! `tiercache`: the command-line companion of the tiercache library.
+//! `answercache`: the command-line companion of the answercache library.
 //!
-//! - `tiercache demo`: an agent-backend workload against a cache in a temporary directory (or
+//! - `answercache demo`: an agent-backend workload against a cache in a temporary directory (or
 //!   `--dir`) through a restart, damaged files and a (simulated) failing disk, ending with hits
 //!   per tier, disk errors, quarantined files, time in each mode and the model time saved.
 //! - Operator commands on a cache directory: `stats`, `verify [--repair]`, `get`, `set`, `rm`,
@@ -38,7 +38,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A tiered (memory LRU + gzip disk) response cache for LLM answers.
 #[derive(Debug, Parser)]
-#[command(name = "tiercache", version, about)]
+#[command(name = "answercache", version, about)]
 struct Cli {
     /// Print one JSON document on stdout instead of text tables.
     #[arg(long, global = true)]

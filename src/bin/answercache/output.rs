@@ -58,7 +58,7 @@ pub fn print_json<T: serde::Serialize + ?Sized>(doc: &T) -> Result<(), BoxError>
     write_stdout(text.as_bytes())
 }
 
-/// Writes `bytes` on stdout and flushes. A reader that left early (`tiercache get ... | head
+/// Writes `bytes` on stdout and flushes. A reader that left early (`answercache get ... | head
 /// -c 100`) is not an error.
 pub fn write_stdout(bytes: &[u8]) -> Result<(), BoxError> {
     let mut out = std::io::stdout().lock();

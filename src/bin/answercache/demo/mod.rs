@@ -1,4 +1,4 @@
-//! `tiercache demo`: an agent backend in front of a (simulated) LLM, with the cache between,
+//! `answercache demo`: an agent backend in front of a (simulated) LLM, with the cache between,
 //! living through what a production cache lives through.
 //!
 //! The demo is a list of phases, each a method of [`Demo`] that runs against the current
@@ -26,20 +26,20 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use answercache::warm::layout::Layout;
+use answercache::warm::quarantine;
+use answercache::{BreakerState, Mode, Stats, StdFs, TieredCache};
 use indicatif::{ProgressBar, ProgressStyle};
-use tiercache::warm::layout::Layout;
-use tiercache::warm::quarantine;
-use tiercache::{BreakerState, Mode, Stats, StdFs, TieredCache};
 use tokio::task::JoinSet;
 
 use crate::output;
 use crate::table;
 use crate::BoxError;
+use answercache::workload::ChatCompletion;
 use faults::FailingFs;
 use live::{EventCounts, Live};
 use report::{PhaseReport, Tally, Totals};
 use results::Results;
-use tiercache::workload::ChatCompletion;
 use workload::{Prompt, Workload};
 
 mod damage;
@@ -146,7 +146,7 @@ impl Demo {
             }
             None => {
                 let t = tempfile::Builder::new()
-                    .prefix("tiercache-demo-")
+                    .prefix("answercache-demo-")
                     .tempdir()
                     .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
                 (t.path().to_path_buf(), Some(t))
@@ -161,7 +161,7 @@ impl Demo {
         let live = Live::new(opts.json);
         let events = live.install();
         let say = |s: String| live.say(s);
-        say("tiercache demo: an agent backend caching LLM responses, through a restart, damaged files and a failing disk".into());
+        say("answercache demo: an agent backend caching LLM responses, through a restart, damaged files and a failing disk".into());
         say(format!("  cache directory : {}", dir.display()));
         say(format!(
             "  workload        : {} requests from {} workers over {} distinct prompts (Zipf s={}, seed {})",

@@ -9,8 +9,8 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use tiercache::warm::format::HEADER_LEN;
-use tiercache::warm::layout::{key_hash, Layout};
+use answercache::warm::format::HEADER_LEN;
+use answercache::warm::layout::{key_hash, Layout};
 
 /// One damaged file.
 #[derive(Debug, Clone)]

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use tiercache::workload::{answer, answered, ChatCompletion, Rng, Zipf};
+use answercache::workload::{answer, answered, ChatCompletion, Rng, Zipf};
 
 const MODELS: &[&str] = &["gpt-4o-mini", "claude-3-5-haiku", "llama-3.1-70b-instruct"];
 const TASKS: &[&str] = &[

@@ -1,4 +1,4 @@
-//! `tiercache purge DIR --expired | --all`: deletes entry files without opening a cache.
+//! `answercache purge DIR --expired | --all`: deletes entry files without opening a cache.
 //!
 //! `--expired` reads each entry's 88-byte header and deletes the file when its expiry has
 //! passed (what the cache's own sweep does lazily); `--all` deletes every entry file. Only
@@ -9,14 +9,14 @@
 //! Safe while caches run on the directory: a deleted file is a miss for them, and their write
 //! path never depends on a file being there. `--expired` deletes only the file whose header it
 //! judged: an entry rewritten by a running cache between the header read and the delete is
-//! put back (`tiercache::warm::walk::remove_if_unchanged`), never deleted.
+//! put back (`answercache::warm::walk::remove_if_unchanged`), never deleted.
 
 use std::path::Path;
 
-use tiercache::clock::system_now_ms;
-use tiercache::fs::{FileKind, FileRead, Fs, StdFs};
-use tiercache::warm::format::{parse_header, Invalid, Limits, HEADER_LEN};
-use tiercache::warm::walk::{remove_if_unchanged, WalkEntry};
+use answercache::clock::system_now_ms;
+use answercache::fs::{FileKind, FileRead, Fs, StdFs};
+use answercache::warm::format::{parse_header, Invalid, Limits, HEADER_LEN};
+use answercache::warm::walk::{remove_if_unchanged, WalkEntry};
 
 use crate::json;
 use crate::output::{self, Status};
@@ -178,7 +178,7 @@ pub fn run(dir: &Path, what: What, json: bool) -> Result<Status, BoxError> {
         print!("cache directory {}\n\n{t}", dir.display());
         if tally.skipped > 0 {
             println!(
-                "\nnote: {} suspect entries were left in place; `tiercache verify {} --repair` quarantines them",
+                "\nnote: {} suspect entries were left in place; `answercache verify {} --repair` quarantines them",
                 crate::table::count(tally.skipped),
                 dir.display()
             );

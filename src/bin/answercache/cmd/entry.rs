@@ -16,11 +16,11 @@ use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use answercache::fs::{FileRead, Fs, StdFs};
+use answercache::warm::format::{parse_header, Header, Limits, HEADER_LEN};
+use answercache::warm::layout::{key_hash, Layout};
+use answercache::{Encoding, Stats, TieredCache};
 use serde::Serialize;
-use tiercache::fs::{FileRead, Fs, StdFs};
-use tiercache::warm::format::{parse_header, Header, Limits, HEADER_LEN};
-use tiercache::warm::layout::{key_hash, Layout};
-use tiercache::{Encoding, Stats, TieredCache};
 
 use crate::json;
 use crate::output::{self, Status};
@@ -211,7 +211,7 @@ fn miss_notes(s: &Stats) -> Vec<String> {
     }
     if s.newer_version_skipped > 0 {
         notes.push(
-            "the entry file was written by a newer tiercache format; left in place".to_owned(),
+            "the entry file was written by a newer answercache format; left in place".to_owned(),
         );
     }
     if s.warm_expirations > 0 {
@@ -262,7 +262,7 @@ pub async fn set(
     // One byte over the limit is enough to know it is too large.
     let mut value = Vec::new();
     std::io::stdin()
-        .take(tiercache::defaults::DEFAULT_MAX_ENTRY_BYTES as u64 + 1)
+        .take(answercache::defaults::DEFAULT_MAX_ENTRY_BYTES as u64 + 1)
         .read_to_end(&mut value)
         .map_err(|e| format!("reading the value from stdin: {e}"))?;
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;

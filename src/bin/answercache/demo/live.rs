@@ -5,7 +5,7 @@
 //! so subscribing shows every change in order, including the ones that come and go between two
 //! polls (an `open -> half-open -> open` cycle takes microseconds when a call is waiting).
 //! The subscriber is minimal (no `tracing-subscriber` in the binary's dependencies): it takes
-//! events from `tiercache` at info level and above, plus the one debug event that says a
+//! events from `answercache` at info level and above, plus the one debug event that says a
 //! recovery probe failed, turns each into a line and queues it; [`Live::flush`] prints the
 //! queue above the progress bar. Nothing is printed while a library lock is held.
 //!
@@ -18,8 +18,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use answercache::{Mode, TieredCache};
 use indicatif::ProgressBar;
-use tiercache::{Mode, TieredCache};
 use tracing::field::{Field, Visit};
 use tracing::level_filters::LevelFilter;
 use tracing::span;
@@ -146,7 +146,7 @@ impl Live {
         let get = |k: &str| f.0.get(k).cloned().unwrap_or_default();
         let message = get("message");
         let line = match message.as_str() {
-            "tiercache opened" | "tiercache closed" => return,
+            "answercache opened" | "answercache closed" => return,
             "disk circuit breaker opened" => {
                 format!(
                     "breaker {} -> OPEN: disk calls refused for {} ms",
@@ -330,7 +330,7 @@ struct EventSink(Arc<Live>);
 impl Subscriber for EventSink {
     fn enabled(&self, m: &Metadata<'_>) -> bool {
         // Debug for the failed-probe event; `on_event` drops the other debug events.
-        m.is_event() && *m.level() <= Level::DEBUG && m.target().starts_with("tiercache")
+        m.is_event() && *m.level() <= Level::DEBUG && m.target().starts_with("answercache")
     }
     fn max_level_hint(&self) -> Option<LevelFilter> {
         Some(LevelFilter::DEBUG)

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tiercache::Stats;
+use answercache::Stats;
 
 use crate::table::{self, Table};
 

@@ -1,4 +1,4 @@
-//! `tiercache stats DIR`: what a cache directory holds, read from the directory itself.
+//! `answercache stats DIR`: what a cache directory holds, read from the directory itself.
 //!
 //! No cache is opened: the command lists the entry files and reads only each one's 88-byte
 //! header (`read_prefix`), enough for expiry, sizes and the compression ratio without reading
@@ -8,13 +8,13 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use tiercache::clock::system_now_ms;
-use tiercache::fs::{FileKind, FileRead, Fs, StdFs};
-use tiercache::warm::format::{parse_header, Invalid, Limits, HEADER_LEN};
-use tiercache::warm::layout::Layout;
-use tiercache::warm::quarantine;
+use answercache::clock::system_now_ms;
+use answercache::fs::{FileKind, FileRead, Fs, StdFs};
+use answercache::warm::format::{parse_header, Invalid, Limits, HEADER_LEN};
+use answercache::warm::layout::Layout;
+use answercache::warm::quarantine;
 
-use tiercache::warm::walk::WalkEntry;
+use answercache::warm::walk::WalkEntry;
 
 use crate::json;
 use crate::output::{self, Status};
@@ -162,14 +162,14 @@ impl DirStats {
         let mut hints = Vec::new();
         if self.expired > 0 {
             hints.push(format!(
-                "{} expired entries: the cache deletes them lazily; `tiercache purge {} --expired` does it now",
+                "{} expired entries: the cache deletes them lazily; `answercache purge {} --expired` does it now",
                 table::count(self.expired),
                 dir.display()
             ));
         }
         if self.suspect > 0 {
             hints.push(format!(
-                "{} suspect entries (header unreadable or not a regular file): run `tiercache verify {}`",
+                "{} suspect entries (header unreadable or not a regular file): run `answercache verify {}`",
                 table::count(self.suspect),
                 dir.display()
             ));

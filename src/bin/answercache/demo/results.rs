@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use tiercache::Stats;
+use answercache::Stats;
 
 use super::report::{self, PhaseReport, Totals};
 use crate::table;

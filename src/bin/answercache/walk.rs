@@ -1,4 +1,4 @@
-//! What `stats` and `purge` need of the library's walk ([`tiercache::warm::walk`]): every name
+//! What `stats` and `purge` need of the library's walk ([`answercache::warm::walk`]): every name
 //! at an entry path, the foreign names counted, the fan-out directories that could not be
 //! listed recorded (the walk goes on past them); only failing to list the root or `<root>/v1`
 //! itself ends the walk.
@@ -6,9 +6,9 @@
 use std::io;
 use std::path::Path;
 
-use tiercache::fs::Fs;
-use tiercache::warm::format::{Header, FLAG_ENCODING_MASK};
-use tiercache::warm::walk::{EntryWalk, Level, WalkEntry, WalkItem};
+use answercache::fs::Fs;
+use answercache::warm::format::{Header, FLAG_ENCODING_MASK};
+use answercache::warm::walk::{EntryWalk, Level, WalkEntry, WalkItem};
 
 /// What the walk saw besides entry files.
 #[derive(Debug, Clone, Default)]

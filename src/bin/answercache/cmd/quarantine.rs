@@ -1,4 +1,4 @@
-//! `tiercache quarantine list|show|clear DIR [NAME]`: the files the cache (or `verify
+//! `answercache quarantine list|show|clear DIR [NAME]`: the files the cache (or `verify
 //! --repair`) moved aside, with the reason each was judged corrupted.
 //!
 //! A NAME is accepted only if it is a plain file name that parses as a quarantine name
@@ -8,10 +8,10 @@
 
 use std::path::Path;
 
-use tiercache::fs::{FileKind, FileRead, Fs, StdFs};
-use tiercache::warm::format::{parse_header, Header, Limits, HEADER_LEN};
-use tiercache::warm::layout::Layout;
-use tiercache::warm::quarantine::{self, QuarantinedFile, SIDECAR_SUFFIX};
+use answercache::fs::{FileKind, FileRead, Fs, StdFs};
+use answercache::warm::format::{parse_header, Header, Limits, HEADER_LEN};
+use answercache::warm::layout::Layout;
+use answercache::warm::quarantine::{self, QuarantinedFile, SIDECAR_SUFFIX};
 
 use crate::json::{self, Pairs};
 use crate::output::{self, Status};
