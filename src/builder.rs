@@ -16,7 +16,7 @@ use crate::breaker;
 use crate::clock::Clock;
 use crate::config::{Config, Durability, WritePolicy};
 use crate::error::{Error, Result};
-use crate::fs::{Fs, StdFs};
+use crate::fs::{Fs, IoErrorKind, StdFs};
 use crate::handle::TieredCache;
 
 use crate::defaults::*;
@@ -535,12 +535,28 @@ impl Builder {
                 "build() must run inside a tokio runtime (with timers enabled)".to_owned(),
             ));
         }
+        if !timers_enabled() {
+            return Err(Error::Config(
+                "the tokio runtime has no timers (the cache bounds every disk call with one): \
+                 build it with enable_time() or enable_all()"
+                    .to_owned(),
+            ));
+        }
         let mut config = self.config;
-        // A canonical root lets the fs refuse every symlink below it (see `fs::StdFs`). If the
-        // directory cannot be created now, the path is kept as given and the first disk
-        // operations fail and degrade the cache instead of failing `build`, unless the path
-        // can never be a directory.
-        let _ = std::fs::create_dir_all(&config.root);
+        // A canonical root lets the fs refuse every symlink below it (see `fs::StdFs`). A
+        // directory that cannot be created because the device is in trouble (read-only, full,
+        // failing) is left to the disk operations, which degrade the cache as they would at
+        // run time; any other reason (no permission, a missing parent that cannot be made, a
+        // path that can never be a directory) is a configuration mistake.
+        if let Err(e) = std::fs::create_dir_all(&config.root) {
+            if !device_trouble(&e) {
+                check_root(&config.root)?;
+                return Err(Error::Config(format!(
+                    "the cache directory {} cannot be created: {e}",
+                    config.root.display()
+                )));
+            }
+        }
         check_root(&config.root)?;
         if let Ok(canonical) = std::fs::canonicalize(&config.root) {
             config.root = canonical;
@@ -580,6 +596,37 @@ fn in_range<T: PartialOrd + std::fmt::Debug>(
         )));
     }
     Ok(())
+}
+
+/// Whether an error creating the root is the device's trouble (read-only, full, failing),
+/// which degrades the cache, rather than a mistake in the path or its permissions.
+fn device_trouble(e: &std::io::Error) -> bool {
+    matches!(
+        IoErrorKind::classify(e),
+        IoErrorKind::ReadOnly | IoErrorKind::NoSpace | IoErrorKind::Io | IoErrorKind::Timeout
+    )
+}
+
+/// Whether the current tokio runtime has its time driver. tokio offers no query, and
+/// creating a timer on a runtime without one panics; the probe catches that panic on this
+/// thread, with the panic hook told to stay silent for it (other threads' panics still reach
+/// the hook that was installed before).
+fn timers_enabled() -> bool {
+    use std::cell::Cell;
+    thread_local!(static PROBING: Cell<bool> = const { Cell::new(false) });
+    static QUIET_HOOK: std::sync::Once = std::sync::Once::new();
+    QUIET_HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !PROBING.with(Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+    PROBING.with(|p| p.set(true));
+    let probe = std::panic::catch_unwind(|| drop(tokio::time::sleep(Duration::ZERO)));
+    PROBING.with(|p| p.set(false));
+    probe.is_ok()
 }
 
 /// Refuses a root that can never be a directory: an existing file (or other non-directory),

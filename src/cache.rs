@@ -163,6 +163,11 @@ impl Tiers {
         scan_keys(&self.p.gate, &self.config.root, limits, on_keys).await
     }
 
+    /// `(entries in memory not on disk, operations in the write queue)`.
+    pub(crate) fn pending_writes(&self) -> (u64, u64) {
+        (self.p.hot.dirty_count() as u64, self.p.queue.depth().0)
+    }
+
     /// Waits for every write queued before the call to complete.
     pub(crate) async fn wait_queued(&self) {
         let upto = self.p.queue.seq();

@@ -41,9 +41,13 @@ use crate::writer::{writer_task, Writer};
 
 /// A tiered cache: a memory LRU in front of a gzip-compressed disk tier.
 ///
+/// **Call [`close`](TieredCache::close) before the process exits**: it writes what is queued
+/// and reports what is not on disk. Dropping the last handle without `close` leaves the queued
+/// writes to background tasks that stop with the tokio runtime (returning from `main` ends
+/// them mid-queue); a warning event (`pending_writes`, `queued`) says how many were left.
+///
 /// A cheap handle: clone it freely and share it across tasks. Background tasks (the writer,
-/// the sweeps) stop on [`TieredCache::close`] or when the last handle is dropped; on drop,
-/// queued writes are still written in the background while the runtime lives.
+/// the sweeps) stop on [`TieredCache::close`] or when the last handle is dropped.
 #[derive(Clone)]
 pub struct TieredCache {
     pub(crate) tiers: Arc<Tiers>,
@@ -65,6 +69,8 @@ impl std::fmt::Debug for TieredCache {
 /// background tasks, and the signal that stops them (sent by `close`, or when the last handle
 /// drops).
 pub(crate) struct Lifetime {
+    /// The tiers, to say what is left pending when the last handle drops without `close`.
+    tiers: Arc<Tiers>,
     /// State of the agent features (loads in flight, namespace generations).
     pub(crate) agent: AgentState,
     shutdown: watch::Sender<bool>,
@@ -73,6 +79,18 @@ pub(crate) struct Lifetime {
 
 impl Drop for Lifetime {
     fn drop(&mut self) {
+        if self.tiers.check_open().is_ok() {
+            let (pending_writes, queued) = self.tiers.pending_writes();
+            if pending_writes > 0 || queued > 0 {
+                tracing::warn!(
+                    target: log::CACHE,
+                    pending_writes,
+                    queued,
+                    "the last handle was dropped without close: writes not on disk are left to \
+                     background tasks, which stop with the runtime; call close to wait for them"
+                );
+            }
+        }
         let _ = self.shutdown.send(true);
     }
 }
@@ -168,8 +186,9 @@ impl TieredCache {
         info!(target: log::CACHE, root = %config.root.display(), "answercache opened");
         let tiers = Arc::new(Tiers::new(config, parts, writer));
         Ok(TieredCache {
-            tiers,
+            tiers: tiers.clone(),
             life: Arc::new(Lifetime {
+                tiers: tiers.clone(),
                 agent: AgentState::default(),
                 shutdown: tx,
                 tasks: Mutex::new(tasks),

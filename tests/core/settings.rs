@@ -1103,6 +1103,52 @@ async fn a_root_that_cannot_be_a_directory_is_rejected() {
     );
 }
 
+/// A root that cannot be created (not a device problem: the path can never hold a directory
+/// for this process) is a configuration error at `build`, not a cache that runs memory-only
+/// forever while `flush` and `close` return `Ok`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_root_that_cannot_be_created_is_rejected() {
+    // /sys refuses new directories (EPERM, also for root); /proc has no such entry (ENOENT).
+    for root in ["/sys/answercache-root", "/proc/answercache-root/cache"] {
+        let built = tokio::time::timeout(STEP, testing::builder(root).build())
+            .await
+            .unwrap_or_else(|_| panic!("build({root}) hung"));
+        match built {
+            Err(Error::Config(msg)) => assert!(
+                msg.contains("cache directory") && msg.contains("cannot be created"),
+                "{root}: message does not say what is wrong: {msg:?}"
+            ),
+            Err(e) => panic!("{root}: expected Error::Config, got {e:?}"),
+            Ok(cache) => {
+                let _ = cache.close().await;
+                panic!("{root}: accepted");
+            }
+        }
+    }
+}
+
+/// A runtime built without timers (`enable_time`) is a configuration error at `build`, not a
+/// panic at the first disk call.
+#[test]
+fn build_on_a_runtime_without_timers_is_a_config_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let root = dir.path().to_owned();
+    let built = std::thread::spawn(move || rt.block_on(testing::builder(&root).build()))
+        .join()
+        .expect("build panicked on a runtime without timers");
+    match built {
+        Err(Error::Config(msg)) => assert!(
+            msg.contains("timers") && msg.contains("enable_time"),
+            "{msg:?}"
+        ),
+        Err(e) => panic!("expected Error::Config, got {e:?}"),
+        Ok(_) => panic!("built on a runtime without timers"),
+    }
+}
+
 #[test]
 fn build_outside_a_tokio_runtime_is_a_config_error() {
     let dir = tempfile::tempdir().unwrap();

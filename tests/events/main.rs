@@ -218,3 +218,68 @@ fn decode_misses_and_unencodable_values_warn_once_per_type() {
         "{warns:?}"
     );
 }
+
+/// Dropping the last handle without `close` warns once, with the number of writes not on
+/// disk: they are left to background tasks that stop with the runtime. No warning while a
+/// clone lives, after `close`, or when nothing is pending.
+#[test]
+fn dropping_the_last_handle_without_close_warns_with_the_writes_pending() {
+    let _serial = one_at_a_time();
+    let (events, _guard) = capture();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let warnings = |events: &Events| -> Vec<Captured> {
+            events
+                .take()
+                .into_iter()
+                .filter(|e| e.level == Level::WARN)
+                .collect()
+        };
+        let t = dir();
+        let cache = open(&t, |b| b.failure_threshold(100).memory_only_after(100)).await;
+        fail(&t, &[FsOp::WriteNew], EIO);
+        for i in 0..5 {
+            // Write-through: each write fails, each value stays in memory (dirty).
+            assert!(matches!(
+                cache.set(format!("k{i}"), &i).await,
+                Err(answercache::Error::NotPersisted { .. })
+            ));
+        }
+        assert_eq!(cache.stats().dirty_entries, 5);
+        events.take();
+        let clone = cache.clone();
+        drop(cache);
+        assert_eq!(warnings(&events), vec![], "a clone still holds the cache");
+        drop(clone);
+        let got = warnings(&events);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].field("pending_writes"), Some("5"));
+        assert_eq!(got[0].field("queued"), Some("0"));
+        assert_eq!(
+            got[0].field("message"),
+            Some("the last handle was dropped without close: writes not on disk are left to background tasks, which stop with the runtime; call close to wait for them")
+        );
+
+        // Closed first: no warning.
+        let t2 = dir();
+        let cache = open(&t2, |b| b).await;
+        cache.set("k", &1).await.unwrap();
+        cache.close().await.unwrap();
+        events.take();
+        drop(cache);
+        assert_eq!(warnings(&events), vec![]);
+
+        // Nothing pending: no warning.
+        let t3 = dir();
+        let cache = open(&t3, |b| b).await;
+        cache.set("k", &1).await.unwrap();
+        cache.flush().await.unwrap();
+        events.take();
+        drop(cache);
+        assert_eq!(warnings(&events), vec![]);
+    });
+}
