@@ -71,7 +71,7 @@ impl Builder {
                 default_ttl: DEFAULT_TTL,
                 max_entry_bytes: DEFAULT_MAX_ENTRY_BYTES,
                 max_key_bytes: DEFAULT_MAX_KEY_BYTES,
-                min_free_bytes: DEFAULT_MIN_FREE_BYTES,
+                min_free_bytes: None,
                 io_timeout: DEFAULT_IO_TIMEOUT,
                 breaker: breaker::BreakerConfig::default(),
                 memory_only_after: DEFAULT_MEMORY_ONLY_AFTER,
@@ -183,14 +183,17 @@ impl Builder {
     }
 
     /// Free space the warm tier leaves on its filesystem; a write that would go below it is
-    /// handled like ENOSPC. Default [`DEFAULT_MIN_FREE_BYTES`] (64 MiB).
+    /// handled like ENOSPC. Default: [`DEFAULT_MIN_FREE_BYTES`] (64 MiB) or
+    /// [`DEFAULT_MIN_FREE_PERCENT`](crate::defaults::DEFAULT_MIN_FREE_PERCENT) (5%) of the
+    /// filesystem's size, whichever is smaller, so that a small volume (a 32 MiB tmpfs) is
+    /// still used. A value set here is used as it is, whatever the volume.
     ///
     /// Any value is valid. 0 disables the check. A value above the filesystem's free space
     /// (`u64::MAX` always is) refuses every entry write like a full disk: values are served
     /// from memory, the breaker and memory-only mode react as to ENOSPC, and `flush`/`close`
     /// report what was not written.
     pub fn min_free_bytes(mut self, bytes: u64) -> Self {
-        self.config.min_free_bytes = bytes;
+        self.config.min_free_bytes = Some(bytes);
         self
     }
 

@@ -40,7 +40,8 @@ pub struct Config {
     pub(crate) default_ttl: Option<Duration>,
     pub(crate) max_entry_bytes: usize,
     pub(crate) max_key_bytes: usize,
-    pub(crate) min_free_bytes: u64,
+    /// `None`: the default floor, scaled with the volume (see `Builder::min_free_bytes`).
+    pub(crate) min_free_bytes: Option<u64>,
     pub(crate) io_timeout: Duration,
     pub(crate) breaker: breaker::BreakerConfig,
     pub(crate) memory_only_after: u32,

@@ -14,8 +14,12 @@ pub const DEFAULT_TTL: Option<Duration> = None;
 pub const DEFAULT_MAX_ENTRY_BYTES: usize = 16 << 20;
 /// Default longest key: 16 KiB (long enough for a raw prompt; hash longer ones).
 pub const DEFAULT_MAX_KEY_BYTES: usize = 16 << 10;
-/// Default free space the warm tier leaves on its filesystem: 64 MiB.
+/// Default free space the warm tier leaves on its filesystem: 64 MiB, or
+/// [`DEFAULT_MIN_FREE_PERCENT`] of the filesystem if that is less.
 pub const DEFAULT_MIN_FREE_BYTES: u64 = 64 << 20;
+/// The default free-space floor as a share of the filesystem's size, in percent, when that is
+/// below [`DEFAULT_MIN_FREE_BYTES`]: 5.
+pub const DEFAULT_MIN_FREE_PERCENT: u64 = 5;
 /// Default bound on one disk call: 5 s.
 pub const DEFAULT_IO_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default disk errors within `error_window` that switch to memory-only mode.

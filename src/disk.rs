@@ -120,6 +120,9 @@ impl Fs for ObservedFs {
     fn available_space(&self, path: &Path) -> io::Result<u64> {
         self.see(self.inner.available_space(path))
     }
+    fn total_space(&self, path: &Path) -> io::Result<Option<u64>> {
+        self.see(self.inner.total_space(path))
+    }
     fn nowait_reads(&self, root: &Path) -> bool {
         self.inner.nowait_reads(root)
     }

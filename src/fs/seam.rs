@@ -99,6 +99,14 @@ pub trait Fs: Send + Sync + fmt::Debug {
     /// Bytes available to unprivileged users on the filesystem holding `path`.
     fn available_space(&self, path: &Path) -> io::Result<u64>;
 
+    /// The size of the filesystem holding `path`, in bytes, if known. The default free-space
+    /// floor scales with it (see `Builder::min_free_bytes`). The default is `Ok(None)`
+    /// (unknown: the floor is not scaled down).
+    fn total_space(&self, path: &Path) -> io::Result<Option<u64>> {
+        let _ = path;
+        Ok(None)
+    }
+
     /// Whether [`Fs::read_file_nowait`] may be called for files under `root`: only where a
     /// read that finds everything in memory can never wait for the device or the network.
     /// Asked once, when the cache opens (on the blocking pool). The default is `false`:

@@ -370,4 +370,9 @@ impl Fs for CrashFs {
         let _st = self.gate()?;
         self.inner.available_space(path)
     }
+
+    fn total_space(&self, path: &Path) -> io::Result<Option<u64>> {
+        let _st = self.gate()?;
+        self.inner.total_space(path)
+    }
 }

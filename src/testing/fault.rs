@@ -372,4 +372,10 @@ impl Fs for FaultFs {
             None => self.inner.available_space(path),
         })
     }
+
+    /// The inner file system's answer, not subject to the rules (they fail or fake
+    /// `available_space`, the call the free-space check makes per write).
+    fn total_space(&self, path: &Path) -> io::Result<Option<u64>> {
+        self.inner.total_space(path)
+    }
 }

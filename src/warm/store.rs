@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use tracing::{debug, info, warn};
 
+use crate::defaults::{DEFAULT_MIN_FREE_BYTES, DEFAULT_MIN_FREE_PERCENT};
 use crate::fs::{FileKind, FileRead, Fs, IoErrorKind};
 use crate::stats::Counters;
 
@@ -62,7 +63,8 @@ pub struct StoreConfig {
     /// Byte budget of entry files.
     pub capacity_bytes: u64,
     /// Free space to leave on the filesystem.
-    pub min_free_bytes: u64,
+    /// `None`: the default floor, scaled with the volume ([`WarmStore::free_floor`]).
+    pub min_free_bytes: Option<u64>,
     /// Quarantine bounds.
     pub quarantine: QuarantineLimits,
     /// Whether reads may try the page cache on the calling thread (`Builder::page_cache_reads`).
@@ -126,6 +128,9 @@ pub struct WarmStore {
     /// opened by `prepare_dirs`; empty where the file cannot be opened (then only this
     /// process's operations are ordered).
     dir_lock: OnceLock<Vec<std::fs::File>>,
+    /// The default free-space floor for this volume (`u64::MAX` until first needed; see
+    /// [`WarmStore::free_floor`]).
+    default_floor: AtomicU64,
 }
 
 /// Stripes of the per-key lock (and descriptors of the directory lock).
@@ -183,6 +188,7 @@ impl WarmStore {
             nowait_reads: std::sync::atomic::AtomicBool::new(false),
             key_locks: std::array::from_fn(|_| Mutex::new(())),
             dir_lock: OnceLock::new(),
+            default_floor: AtomicU64::new(u64::MAX),
         }
     }
 
@@ -688,20 +694,37 @@ impl WarmStore {
     /// Too little free space is handled like ENOSPC, so the cache never fills a disk that
     /// other programs need.
     fn check_space(&self, fs: &dyn Fs, len: u64) -> io::Result<()> {
-        if self.config.min_free_bytes == 0 {
+        let floor = self.free_floor(fs)?;
+        if floor == 0 {
             return Ok(());
         }
         let avail = fs.available_space(self.layout.root())?;
-        if avail < len.saturating_add(self.config.min_free_bytes) {
+        if avail < len.saturating_add(floor) {
             return Err(io::Error::new(
                 io::ErrorKind::StorageFull,
-                format!(
-                    "{avail} bytes free, writing {len} would leave less than min_free_bytes ({})",
-                    self.config.min_free_bytes
-                ),
+                format!("{avail} bytes free, writing {len} would leave less than min_free_bytes ({floor})"),
             ));
         }
         Ok(())
+    }
+
+    /// The free space to leave: the setting, or by default the smaller of
+    /// `DEFAULT_MIN_FREE_BYTES` and `DEFAULT_MIN_FREE_PERCENT` of the volume (its size read
+    /// once; an unknown size keeps the full default).
+    fn free_floor(&self, fs: &dyn Fs) -> io::Result<u64> {
+        if let Some(n) = self.config.min_free_bytes {
+            return Ok(n);
+        }
+        let known = self.default_floor.load(Ordering::Relaxed);
+        if known != u64::MAX {
+            return Ok(known);
+        }
+        let floor = match fs.total_space(self.layout.root())? {
+            Some(total) => DEFAULT_MIN_FREE_BYTES.min(total / 100 * DEFAULT_MIN_FREE_PERCENT),
+            None => DEFAULT_MIN_FREE_BYTES,
+        };
+        self.default_floor.store(floor, Ordering::Relaxed);
+        Ok(floor)
     }
 
     /// A path error renaming an entry into place blocks only that entry (a foreign file in

@@ -28,7 +28,7 @@ fn config(sync: bool, page_cache_reads: bool) -> StoreConfig {
         compression_level: 6,
         sync,
         capacity_bytes: 1 << 30,
-        min_free_bytes: 0,
+        min_free_bytes: Some(0),
         quarantine: QuarantineLimits {
             max_files: 100,
             max_bytes: 1 << 30,

@@ -24,4 +24,5 @@ mod kill9;
 mod power_loss;
 mod read_only;
 mod shared_dir;
+mod small_volume;
 mod support;

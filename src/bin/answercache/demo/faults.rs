@@ -93,6 +93,10 @@ impl Fs for FailingFs {
         self.inner()?.available_space(path)
     }
 
+    fn total_space(&self, path: &Path) -> io::Result<Option<u64>> {
+        self.inner()?.total_space(path)
+    }
+
     /// Never: as with the library's fault injectors, every read takes the timed path on the
     /// blocking pool, where the faults are seen.
     fn nowait_reads(&self, _root: &Path) -> bool {
