@@ -105,6 +105,7 @@ fn purge_expired_never_deletes_an_entry_renamed_in_meanwhile() {
 /// Builds 200 entries (a third expired) under `base/cache`, and a valid layout with a
 /// sentinel under `base/outside`.
 fn churn_tree(base: &Path) -> Vec<PathBuf> {
+    trees::fixed_umask();
     let r = trees::root(base);
     std::fs::create_dir_all(r.join("tmp")).unwrap();
     std::fs::create_dir_all(r.join("quarantine")).unwrap();

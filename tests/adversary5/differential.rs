@@ -167,6 +167,7 @@ pub struct Outcome {
 /// Builds `scenario` in a fresh `base`, runs the command sequence `cmds` with `bin` (the cache
 /// root replaces `{}` in each command), and returns the normalised outcome of each command.
 pub fn play(bin: &Path, base: &Path, scenario: &Scenario, cmds: &[Cmd]) -> Vec<Outcome> {
+    trees::fixed_umask();
     std::fs::create_dir_all(base).unwrap();
     (scenario.build)(base);
     let root = trees::root(base);

@@ -39,6 +39,12 @@ pub const FOREVER: &str = "forever-bincode";
 /// A pid no process has (above the kernel's `pid_max` limit of 2^22).
 pub const DEAD_PID: u32 = 4_194_999;
 
+/// Sets the process umask to 022: the snapshots record modes, and the trees (and what the
+/// binaries, which inherit it, create) must not depend on the umask a test runner has.
+pub fn fixed_umask() {
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
+}
+
 /// The cache root under `base`.
 pub fn root(base: &Path) -> PathBuf {
     base.join("cache")
