@@ -1,0 +1,273 @@
+//! The operator commands racing other processes on a live directory (real binaries, real
+//! concurrency): `purge --expired` racing a writer never deletes an entry renamed in after it
+//! read the old header, and every command survives a layout that churns under it (fan-out
+//! directories swapped for files, FIFOs and symlinks, entries for FIFOs and directories): no
+//! panic, no hang, exit status 0, 1 or 2, and nothing outside the cache directory touched.
+//! The new binary always runs; the old one too when `OLD_TIERCACHE_BIN` is set.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tiercache::Encoding;
+
+use crate::trees;
+
+/// The keys of `purge_race`: each starts as an expired entry.
+const RACE_KEYS: usize = 2000;
+
+fn race_key(i: usize) -> String {
+    format!("race-{i}")
+}
+
+/// `purge --expired` on a directory where a writer keeps renaming entries (expired and live
+/// ones, in turn) onto the entry paths while the purge walks: every path whose last write was
+/// a live entry must hold exactly that entry at the end (a purge may move it aside and put it
+/// back, never delete it), and nothing is left in `tmp/`. Returns what was lost.
+fn purge_race(bin: &Path, rounds: usize) -> Vec<String> {
+    let mut lost = Vec::new();
+    let mut raced = 0;
+    for round in 0..rounds {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("cache");
+        std::fs::create_dir_all(root.join("tmp")).unwrap();
+        for i in 0..RACE_KEYS {
+            trees::put(
+                &root,
+                &race_key(i),
+                b"expired value",
+                trees::EXPIRED,
+                Encoding::Raw,
+            );
+        }
+        let staging = tmp.path().join("staging");
+        std::fs::create_dir_all(&staging).unwrap();
+        let mut child = std::process::Command::new(bin)
+            .args(["purge".as_ref(), root.as_os_str(), "--expired".as_ref()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut last: std::collections::BTreeMap<PathBuf, (bool, Vec<u8>)> = Default::default();
+        let mut rng = 0x9E37_79B9_7F4A_7C15u64 ^ round as u64;
+        let mut n = 0u64;
+        while child.try_wait().unwrap().is_none() {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let i = (rng % RACE_KEYS as u64) as usize;
+            let live = rng >> 40 & 1 == 1;
+            let key = race_key(i);
+            let value = format!("value {n} of {key}, live {live}");
+            let expires = if live { 0 } else { trees::EXPIRED };
+            let bytes = trees::entry_bytes(&key, value.as_bytes(), expires, Encoding::Raw);
+            let path = trees::entry_path(&root, &key);
+            let s = staging.join(n.to_string());
+            std::fs::write(&s, &bytes).unwrap();
+            std::fs::rename(&s, &path).unwrap();
+            last.insert(path, (live, bytes));
+            n += 1;
+        }
+        raced += n;
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.code() == Some(0),
+            "purge failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for (path, (live, bytes)) in last {
+            match std::fs::read(&path) {
+                Ok(b) if b == bytes => {}
+                Err(e) if !live && e.kind() == std::io::ErrorKind::NotFound => {}
+                other => lost.push(format!(
+                    "round {round}: {} (live {live}) holds {:?}",
+                    path.display(),
+                    other.map(|b| b.len())
+                )),
+            }
+        }
+        let left: Vec<_> = std::fs::read_dir(root.join("tmp")).unwrap().collect();
+        assert!(left.is_empty(), "round {round}: left in tmp/: {left:?}");
+    }
+    assert!(raced > 0, "the writer never ran while purge did");
+    lost
+}
+
+#[test]
+fn purge_expired_never_deletes_an_entry_renamed_in_meanwhile() {
+    let lost = purge_race(&crate::differential::new_bin(), 6);
+    assert!(lost.is_empty(), "new binary lost live entries: {lost:#?}");
+    if let Ok(old) = std::env::var("OLD_TIERCACHE_BIN") {
+        let lost = purge_race(Path::new(&old), 3);
+        assert!(lost.is_empty(), "old binary lost live entries: {lost:#?}");
+    }
+}
+
+/// Builds 200 entries (a third expired) under `base/cache`, and a valid layout with a
+/// sentinel under `base/outside`.
+fn churn_tree(base: &Path) -> Vec<PathBuf> {
+    trees::fixed_umask();
+    let r = trees::root(base);
+    std::fs::create_dir_all(r.join("tmp")).unwrap();
+    std::fs::create_dir_all(r.join("quarantine")).unwrap();
+    for i in 0..200 {
+        let exp = if i % 3 == 0 { trees::EXPIRED } else { 0 };
+        trees::put(
+            &r,
+            &format!("churn-{i}"),
+            b"churning value",
+            exp,
+            Encoding::Raw,
+        );
+    }
+    let o = trees::outside(base);
+    trees::valid_entries(&o);
+    std::fs::write(o.join("sentinel"), b"never touched").unwrap();
+    let mut tops: Vec<PathBuf> = std::fs::read_dir(r.join("v1"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    tops.sort();
+    tops
+}
+
+/// Swaps things in and out of the layout until `stop`: a fan-out directory moved away and
+/// replaced by a file, a FIFO or a symlink to the sentinel's layout, then put back; an entry
+/// replaced by a FIFO or a directory, then put back.
+fn churn(base: PathBuf, tops: Vec<PathBuf>, stop: Arc<std::sync::atomic::AtomicBool>) -> u64 {
+    use std::sync::atomic::Ordering;
+    let outside_v1 = trees::outside(&base).join("v1");
+    let outside_top = std::fs::read_dir(&outside_v1)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let parked = base.join("parked");
+    let mut n = 0u64;
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    while !stop.load(Ordering::Relaxed) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let top = &tops[(x % tops.len() as u64) as usize];
+        if std::fs::rename(top, &parked).is_err() {
+            continue;
+        }
+        match (x >> 32) % 3 {
+            0 => std::fs::write(top, b"a file").unwrap(),
+            1 => trees::mkfifo(top),
+            _ => std::os::unix::fs::symlink(&outside_top, top).unwrap(),
+        }
+        std::thread::yield_now();
+        let _ = std::fs::remove_file(top);
+        // Put back what is left of it (a purge may have emptied it meanwhile).
+        std::fs::rename(&parked, top).unwrap();
+        // An entry under it becomes a FIFO or a directory for a moment.
+        if let Some(Ok(second)) = std::fs::read_dir(top).unwrap().next() {
+            if let Some(Ok(entry)) = std::fs::read_dir(second.path()).unwrap().next() {
+                let p = entry.path();
+                let aside = base.join("entry-parked");
+                if std::fs::rename(&p, &aside).is_ok() {
+                    if x >> 40 & 1 == 0 {
+                        trees::mkfifo(&p);
+                        std::thread::yield_now();
+                        let _ = std::fs::remove_file(&p);
+                    } else {
+                        std::fs::create_dir(&p).unwrap();
+                        std::thread::yield_now();
+                        let _ = std::fs::remove_dir(&p);
+                    }
+                    let _ = std::fs::rename(&aside, &p);
+                }
+            }
+        }
+        n += 1;
+    }
+    n
+}
+
+/// Runs `bin ARGS` with a deadline; returns (exit code, stderr) or panics on a hang.
+fn run_with_deadline(bin: &Path, args: &[&std::ffi::OsStr]) -> (Option<i32>, String) {
+    let mut child = std::process::Command::new(bin)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > std::time::Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("{} {args:?} hung", bin.display());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The operator commands while the layout churns under them: no panic, no hang, an exit
+/// status of 0, 1 or 2, and the sentinel directory outside never changed.
+fn churn_commands(bin: &Path) -> Vec<String> {
+    let mut problems = Vec::new();
+    for line in [
+        "stats",
+        "stats --json",
+        "verify",
+        "verify --repair --json",
+        "purge --expired",
+        "purge --all --json",
+        "quarantine list",
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path().to_owned();
+        let tops = churn_tree(&base);
+        let norm = |s: &str| s.to_owned();
+        let before = trees::snapshot(&trees::outside(&base), &norm);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mutator = {
+            let (b, s) = (base.clone(), stop.clone());
+            std::thread::spawn(move || churn(b, tops, s))
+        };
+        let root = trees::root(&base);
+        let mut args: Vec<&std::ffi::OsStr> = Vec::new();
+        let words: Vec<&str> = line.split(' ').collect();
+        let (sub, rest) = if words[0] == "quarantine" {
+            (&words[..2], &words[2..])
+        } else {
+            (&words[..1], &words[1..])
+        };
+        args.extend(sub.iter().map(std::ffi::OsStr::new));
+        args.push(root.as_os_str());
+        args.extend(rest.iter().map(std::ffi::OsStr::new));
+        let mut outcomes = Vec::new();
+        for _ in 0..5 {
+            outcomes.push(run_with_deadline(bin, &args));
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let swaps = mutator.join().unwrap();
+        for (code, stderr) in outcomes {
+            if !matches!(code, Some(0..=2)) || stderr.contains("panicked") {
+                problems.push(format!("`{line}`: exit {code:?}: {stderr}"));
+            }
+        }
+        if trees::snapshot(&trees::outside(&base), &norm) != before {
+            problems.push(format!("`{line}`: the sentinel directory changed"));
+        }
+        assert!(swaps > 0, "the tree never churned");
+    }
+    problems
+}
+
+#[test]
+fn operator_commands_survive_a_churning_layout() {
+    let problems = churn_commands(&crate::differential::new_bin());
+    assert!(problems.is_empty(), "new binary: {problems:#?}");
+    if let Ok(old) = std::env::var("OLD_TIERCACHE_BIN") {
+        let problems = churn_commands(Path::new(&old));
+        assert!(problems.is_empty(), "old binary: {problems:#?}");
+    }
+}
