@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use tiercache::Encoding;
+use answercache::Encoding;
 
 use crate::trees;
 

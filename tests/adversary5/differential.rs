@@ -42,7 +42,7 @@ pub fn old_bin() -> Option<PathBuf> {
 }
 
 pub fn new_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_tiercache"))
+    PathBuf::from(env!("CARGO_BIN_EXE_answercache"))
 }
 
 /// What one run printed and how it ended.
@@ -91,9 +91,12 @@ pub fn run(bin: &Path, args: &[String], stdin: &[u8], nobody: bool) -> Run {
 /// timestamps of this decade) with `<NOW>`, and process ids in temp names with `<PID>`.
 pub fn normaliser(base: &Path) -> impl Fn(&str) -> String {
     let base = base.to_string_lossy().into_owned();
-    let now = tiercache::clock::system_now_ms();
+    let now = answercache::clock::system_now_ms();
     move |s: &str| {
-        let s = s.replace(&base, "<BASE>");
+        // The crate's rename (issue 13) is accepted: the new binary names itself answercache.
+        let s = s
+            .replace(&base, "<BASE>")
+            .replace("answercache", "tiercache");
         let mut out = String::with_capacity(s.len());
         let b = s.as_bytes();
         let mut i = 0;
@@ -466,8 +469,10 @@ fn usage_and_help() {
             run(&old, &args, b"", false),
             run(&new_bin(), &args, b"", false),
         );
-        let fix =
-            |s: &str, bin: &Path| s.replace(&format!("Usage: {}", name(bin)), "Usage: tiercache");
+        let fix = |s: &str, bin: &Path| {
+            s.replace(&format!("Usage: {}", name(bin)), "Usage: tiercache")
+                .replace("answercache", "tiercache")
+        };
         let a = (a.code, fix(&a.stdout, &old), fix(&a.stderr, &old));
         let b = (
             b.code,

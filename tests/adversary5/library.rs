@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tiercache::verify::{verify_with_fs, VerifyOptions};
-use tiercache::{ManualClock, TieredCache};
+use answercache::verify::{verify_with_fs, VerifyOptions};
+use answercache::{ManualClock, TieredCache};
 
 use crate::golden::{self, Transcript};
 use crate::tamper::{Action, Op, Tamper};
@@ -29,7 +29,7 @@ pub fn build(scenario: fn(&Path)) -> (tempfile::TempDir, PathBuf) {
 
 /// Opens a cache on `root` over `fs`, on a manual clock at [`NOW`], and waits for its startup
 /// scan: until the index is complete, or until `settle` after the scan could not complete.
-pub async fn open(root: &Path, fs: Arc<Tamper>) -> tiercache::Result<TieredCache> {
+pub async fn open(root: &Path, fs: Arc<Tamper>) -> answercache::Result<TieredCache> {
     let cache = TieredCache::builder(root)
         .fs(fs)
         .clock(Arc::new(ManualClock::new(NOW)))
@@ -250,7 +250,7 @@ async fn startup_scan_over_budget_evicts_by_mtime_then_listing_order() {
                 &format!("tie-{i}"),
                 &[b'v'; 300],
                 0,
-                tiercache::Encoding::Raw,
+                answercache::Encoding::Raw,
             );
             // A third older, a third newer, a third sharing one mtime.
             let t = match i % 3 {

@@ -11,7 +11,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use tiercache::Encoding;
+use answercache::Encoding;
 
 use crate::golden::{self, Transcript};
 use crate::library::{self, build, open, verify_text};

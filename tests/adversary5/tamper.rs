@@ -9,7 +9,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use tiercache::fs::{DirEntryInfo, FileRead, Fs, StdFs};
+use answercache::fs::{DirEntryInfo, FileRead, Fs, StdFs};
 
 /// Which operation a hook watches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

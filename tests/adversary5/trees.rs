@@ -17,9 +17,9 @@ use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use tiercache::warm::format::{self, EntryMeta};
-use tiercache::warm::layout::{hex, key_hash, Layout};
-use tiercache::Encoding;
+use answercache::warm::format::{self, EntryMeta};
+use answercache::warm::layout::{hex, key_hash, Layout};
+use answercache::Encoding;
 
 /// A fixed creation time, far in the past (2001-09-09): never mistaken for "now" when outputs
 /// are normalised.
