@@ -66,16 +66,12 @@ pub(crate) async fn scan_keys(
 /// The first-level fan-out directories (`v1/ab`), in listing order; an error if `v1` cannot
 /// be listed (a missing `v1` has none).
 fn fan_out_dirs(fs: &dyn Fs, root: &Path) -> io::Result<Vec<PathBuf>> {
-    // `v1` itself must be a directory: the walk takes one that is not (a file, a FIFO, a
-    // symlink) for one that vanished, an empty walk, but here it means the entries cannot be
-    // scanned, and `invalidate_if` must say so. Missing is empty.
-    match fs.read_dir(Layout::new(root).entries_dir()) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e),
-        Ok(_) => {}
-    }
+    // `v1` itself must be a directory (`strict_entries`): one that is not means the entries
+    // cannot be scanned, and `invalidate_if` must say so. Missing is empty.
     let mut tops = Vec::new();
-    let mut walk = EntryWalk::from_entries_dir(fs, root).in_listing_order();
+    let mut walk = EntryWalk::from_entries_dir(fs, root)
+        .in_listing_order()
+        .strict_entries();
     while let Some(item) = walk.next() {
         match item {
             WalkItem::FanOutDir(d) => {

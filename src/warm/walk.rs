@@ -176,6 +176,8 @@ pub struct EntryWalk<'a> {
     sorted: bool,
     /// Whether `v1` has been listed.
     entries_listed: bool,
+    /// See [`EntryWalk::strict_entries`].
+    strict_entries: bool,
 }
 
 impl<'a> EntryWalk<'a> {
@@ -220,6 +222,7 @@ impl<'a> EntryWalk<'a> {
             pending: None,
             sorted: true,
             entries_listed: false,
+            strict_entries: false,
         }
     }
 
@@ -229,6 +232,15 @@ impl<'a> EntryWalk<'a> {
     /// of 65,536 directories.
     pub(crate) fn in_listing_order(mut self) -> Self {
         self.sorted = false;
+        self
+    }
+
+    /// Reports a `<root>/v1` that is not a directory (a file, a FIFO, a symlink) as
+    /// [`WalkItem::Unlisted`] instead of taking it for one that vanished: for `invalidate_if`,
+    /// whose entries then cannot be scanned and which must say so. A missing `v1` stays an
+    /// empty walk.
+    pub(crate) fn strict_entries(mut self) -> Self {
+        self.strict_entries = true;
         self
     }
 
@@ -281,7 +293,16 @@ impl<'a> EntryWalk<'a> {
                 self.push(dir, level, names);
                 None
             }
-            Err(e) if is_vanished(&e) => None,
+            // Under `strict_entries`, `v1` only counts as gone when it is missing: one that is
+            // not a directory is unlisted.
+            Err(e)
+                if is_vanished(&e)
+                    && !(self.strict_entries
+                        && level == Level::Entries
+                        && e.kind() != io::ErrorKind::NotFound) =>
+            {
+                None
+            }
             Err(error) => Some(WalkItem::Unlisted(Unlisted {
                 path: dir,
                 level,
