@@ -79,6 +79,10 @@ impl Builder {
                 recovery_interval: DEFAULT_RECOVERY_INTERVAL,
                 health_interval: DEFAULT_HEALTH_INTERVAL,
                 sweep_interval: DEFAULT_SWEEP_INTERVAL,
+                #[cfg(feature = "metrics")]
+                metrics_name: "answercache".to_owned(),
+                #[cfg(feature = "metrics")]
+                metrics_interval: DEFAULT_METRICS_INTERVAL,
                 write_policy: WritePolicy::default(),
                 durability: Durability::default(),
                 write_queue_bytes: DEFAULT_WRITE_QUEUE_BYTES,
@@ -300,6 +304,26 @@ impl Builder {
         self
     }
 
+    /// The value of the `cache` label on every published metric (feature `metrics`; see
+    /// the list of metrics in [`TieredCache::publish_metrics`]). Default `"answercache"`; give
+    /// each cache of a process its own.
+    #[cfg(feature = "metrics")]
+    pub fn metrics_name(mut self, name: impl Into<String>) -> Self {
+        self.config.metrics_name = name.into();
+        self
+    }
+
+    /// How often the cache publishes its metrics (feature `metrics`). Default
+    /// [`DEFAULT_METRICS_INTERVAL`] (10 s).
+    ///
+    /// At least 1 ms. `Duration::MAX`: never on its own (call
+    /// [`TieredCache::publish_metrics`], e.g. before each scrape).
+    #[cfg(feature = "metrics")]
+    pub fn metrics_interval(mut self, interval: Duration) -> Self {
+        self.config.metrics_interval = interval;
+        self
+    }
+
     /// Write-behind (default) or write-through. Both values are valid.
     pub fn write_policy(mut self, policy: WritePolicy) -> Self {
         self.config.write_policy = policy;
@@ -489,6 +513,14 @@ impl Builder {
         in_range(
             "sweep_interval",
             c.sweep_interval,
+            MIN_INTERVAL,
+            never,
+            interval,
+        )?;
+        #[cfg(feature = "metrics")]
+        in_range(
+            "metrics_interval",
+            c.metrics_interval,
             MIN_INTERVAL,
             never,
             interval,

@@ -49,6 +49,12 @@ pub struct Config {
     pub(crate) recovery_interval: Duration,
     pub(crate) health_interval: Duration,
     pub(crate) sweep_interval: Duration,
+    /// The `cache` label of published metrics (feature `metrics`).
+    #[cfg(feature = "metrics")]
+    pub(crate) metrics_name: String,
+    /// How often metrics are published (feature `metrics`).
+    #[cfg(feature = "metrics")]
+    pub(crate) metrics_interval: Duration,
     pub(crate) write_policy: WritePolicy,
     pub(crate) durability: Durability,
     pub(crate) write_queue_bytes: usize,

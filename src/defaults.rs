@@ -20,6 +20,8 @@ pub const DEFAULT_MIN_FREE_BYTES: u64 = 64 << 20;
 /// The default free-space floor as a share of the filesystem's size, in percent, when that is
 /// below [`DEFAULT_MIN_FREE_BYTES`]: 5.
 pub const DEFAULT_MIN_FREE_PERCENT: u64 = 5;
+/// Default interval between two publications of the metrics (feature `metrics`): 10 s.
+pub const DEFAULT_METRICS_INTERVAL: Duration = Duration::from_secs(10);
 /// Default bound on one disk call: 5 s.
 pub const DEFAULT_IO_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default disk errors within `error_window` that switch to memory-only mode.

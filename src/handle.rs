@@ -169,6 +169,8 @@ impl TieredCache {
         gate.note("open", &prepared);
         parts.freshness.load_fence(&gate).await;
         let (tx, rx) = watch::channel(false);
+        #[cfg(feature = "metrics")]
+        let counters_for_metrics = counters.clone();
         let tasks = vec![
             spawn_supervised("writer", counters.clone(), {
                 let (writer, rx) = (writer.clone(), rx.clone());
@@ -180,11 +182,25 @@ impl TieredCache {
                 move || maintenance_task(gate.clone(), clock.clone(), every, rx.clone())
             }),
             spawn_supervised("resilience", counters.clone(), {
+                let rx = rx.clone();
                 move || recovery_task(recovery.clone(), rx.clone())
             }),
         ];
         info!(target: log::CACHE, root = %config.root.display(), "answercache opened");
         let tiers = Arc::new(Tiers::new(config, parts, writer));
+        #[cfg(feature = "metrics")]
+        let tasks = {
+            let mut tasks = tasks;
+            let (t, rx) = (tiers.clone(), rx.clone());
+            tasks.push(spawn_supervised(
+                "metrics",
+                counters_for_metrics,
+                move || metrics_task(t.clone(), rx.clone()),
+            ));
+            tasks
+        };
+        #[cfg(not(feature = "metrics"))]
+        drop(rx);
         Ok(TieredCache {
             tiers: tiers.clone(),
             life: Arc::new(Lifetime {
@@ -412,5 +428,33 @@ impl TieredCache {
     /// The cache directory.
     pub fn root(&self) -> &std::path::Path {
         &self.tiers.config().root
+    }
+}
+
+#[cfg(feature = "metrics")]
+impl TieredCache {
+    /// Publishes every [`Stats`] figure through the [`metrics`] facade now (feature
+    /// `metrics`; the cache also publishes every
+    /// [`metrics_interval`](crate::Builder::metrics_interval)). The names, kinds and labels:
+    ///
+    #[doc = include_str!("../docs/METRICS.md")]
+    pub fn publish_metrics(&self) {
+        crate::publish::publish(&self.tiers.stats(), &self.tiers.config().metrics_name);
+    }
+}
+
+/// Publishes the metrics every `metrics_interval` until shutdown.
+#[cfg(feature = "metrics")]
+async fn metrics_task(tiers: Arc<Tiers>, mut shutdown: watch::Receiver<bool>) {
+    let every = tiers.config().metrics_interval;
+    loop {
+        tokio::select! {
+            _ = crate::clock::sleep_or_never(every) => {}
+            _ = shutdown.changed() => return,
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+        crate::publish::publish(&tiers.stats(), &tiers.config().metrics_name);
     }
 }

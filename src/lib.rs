@@ -44,6 +44,7 @@
 //! |---|---|
 //! | `cli` | the `answercache` binary (`demo`, operator commands) |
 //! | `test-util` | [`testing`]: fault-injecting file systems and the `TestDir`/`TestCache` fixture, for tests of code that embeds answercache (implies `workload`) |
+//! | `metrics` | every `Stats` figure through the `metrics` facade (`TieredCache::publish_metrics`; names in docs/METRICS.md) |
 //! | `workload` | `workload`: the seeded generator of the demo, benches and tests (LLM-like prose, chat completions, Zipf access); not part of the cache API |
 
 pub mod agent;
@@ -66,6 +67,8 @@ mod key_scan;
 mod log;
 mod maintenance;
 mod parts;
+#[cfg(feature = "metrics")]
+mod publish;
 mod queue;
 mod resilience;
 mod stats;

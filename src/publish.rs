@@ -1,0 +1,153 @@
+//! Feature `metrics`: every [`Stats`] figure through the [`metrics`] facade, under stable names,
+//! so that a Prometheus or OpenTelemetry exporter installed by the application picks them up
+//! with no mapping. The cache publishes every
+//! [`metrics_interval`](crate::Builder::metrics_interval) (10 s by default) and on
+//! [`TieredCache::publish_metrics`](crate::TieredCache::publish_metrics). Every series carries the label `cache` (the builder's
+//! [`metrics_name`](crate::Builder::metrics_name), `"answercache"` by default), so several
+//! caches in one process are told apart.
+//!
+//! Counters are published with `absolute` (the cache keeps the totals; a restart of the
+//! process starts them at 0, as a Prometheus counter expects), gauges with `set`. The names,
+//! kinds and labels: docs/METRICS.md (also in the docs of `TieredCache::publish_metrics`).
+
+use metrics::{counter, gauge};
+
+use crate::breaker::BreakerState;
+use crate::stats::{Mode, Stats};
+
+/// Publishes `s` under the label `cache` = `name`.
+pub(crate) fn publish(s: &Stats, name: &str) {
+    let c = |metric: &'static str, v: u64| counter!(metric, "cache" => name.to_owned()).absolute(v);
+    let cl = |metric: &'static str, key: &'static str, value: &str, v: u64| {
+        counter!(metric, "cache" => name.to_owned(), key => value.to_owned()).absolute(v)
+    };
+    let g = |metric: &'static str, v: f64| gauge!(metric, "cache" => name.to_owned()).set(v);
+    let gl = |metric: &'static str, key: &'static str, value: &str, v: f64| {
+        gauge!(metric, "cache" => name.to_owned(), key => value.to_owned()).set(v)
+    };
+    cl("answercache_hits_total", "tier", "hot", s.hot_hits);
+    cl("answercache_hits_total", "tier", "warm", s.warm_hits);
+    cl("answercache_hits_total", "tier", "queue", s.queue_hits);
+    c("answercache_inline_reads_total", s.inline_reads);
+    c("answercache_misses_total", s.misses);
+    c("answercache_decode_misses_total", s.decode_misses);
+    c("answercache_joined_total", s.joined);
+    c("answercache_bypasses_total", s.bypasses);
+    c("answercache_unencodable_total", s.unencodable);
+    c("answercache_loader_calls_total", s.loader_calls);
+    c("answercache_stale_served_total", s.stale_served);
+    c("answercache_sets_total", s.sets);
+    c("answercache_removes_total", s.removes);
+    cl(
+        "answercache_evictions_total",
+        "tier",
+        "hot",
+        s.hot_evictions,
+    );
+    cl(
+        "answercache_evictions_total",
+        "tier",
+        "warm",
+        s.warm_evictions,
+    );
+    cl(
+        "answercache_expirations_total",
+        "tier",
+        "hot",
+        s.hot_expirations,
+    );
+    cl(
+        "answercache_expirations_total",
+        "tier",
+        "warm",
+        s.warm_expirations,
+    );
+    cl("answercache_writes_total", "outcome", "ok", s.writes_ok);
+    cl(
+        "answercache_writes_total",
+        "outcome",
+        "failed",
+        s.writes_failed,
+    );
+    cl(
+        "answercache_writes_total",
+        "outcome",
+        "skipped",
+        s.writes_skipped,
+    );
+    cl("answercache_writes_total", "outcome", "lost", s.lost_writes);
+    let written = "answercache_written_bytes_total";
+    cl(
+        written,
+        "stage",
+        "uncompressed",
+        s.bytes_written_uncompressed,
+    );
+    cl(written, "stage", "compressed", s.bytes_written_compressed);
+    for (kind, n) in &s.disk_errors_by_kind {
+        cl("answercache_disk_errors_total", "kind", kind, *n);
+    }
+    for (reason, n) in &s.corrupted_by_reason {
+        cl("answercache_corrupted_total", "reason", reason, *n);
+    }
+    c("answercache_quarantined_files_total", s.quarantined_files);
+    c("answercache_quarantined_bytes_total", s.quarantined_bytes);
+    c(
+        "answercache_newer_version_skipped_total",
+        s.newer_version_skipped,
+    );
+    c("answercache_foreign_files_total", s.foreign_files);
+    c("answercache_temp_files_swept_total", s.temp_files_swept);
+    c("answercache_cost_saved_total", s.cost_saved);
+    c(
+        "answercache_breaker_transitions_total",
+        s.breaker_transitions,
+    );
+    c("answercache_breaker_opens_total", s.breaker_opens);
+    c("answercache_breaker_rejections_total", s.breaker_rejections);
+    c("answercache_written_back_total", s.written_back);
+    cl("answercache_probes_total", "result", "run", s.probes_run);
+    cl("answercache_probes_total", "result", "ok", s.probes_ok);
+    c("answercache_health_checks_total", s.health_checks);
+    c(
+        "answercache_memory_only_entries_total",
+        s.memory_only_entries,
+    );
+    c("answercache_memory_only_ms_total", s.memory_only_ms);
+    c("answercache_task_panics_total", s.task_panics);
+    c("answercache_stale_keys_purged_total", s.stale_keys_purged);
+    gl("answercache_entries", "tier", "hot", s.hot_entries as f64);
+    gl("answercache_entries", "tier", "warm", s.warm_entries as f64);
+    gl("answercache_bytes", "tier", "hot", s.hot_bytes as f64);
+    gl("answercache_bytes", "tier", "warm", s.warm_bytes as f64);
+    let capacity = "answercache_capacity_bytes";
+    gl(capacity, "tier", "hot", s.hot_capacity_bytes as f64);
+    gl(capacity, "tier", "warm", s.warm_capacity_bytes as f64);
+    g(
+        "answercache_hot_capacity_entries",
+        s.hot_capacity_entries as f64,
+    );
+    g(
+        "answercache_warm_index_complete",
+        f64::from(u8::from(s.warm_index_complete)),
+    );
+    g("answercache_write_queue_depth", s.write_queue_depth as f64);
+    g("answercache_write_queue_bytes", s.write_queue_bytes as f64);
+    g("answercache_dirty_entries", s.dirty_entries as f64);
+    g("answercache_compression_ratio", s.compression_ratio);
+    g(
+        "answercache_memory_only",
+        f64::from(u8::from(s.mode == Mode::MemoryOnly)),
+    );
+    let breaker = match s.breaker_state {
+        BreakerState::Closed => 0.0,
+        BreakerState::HalfOpen => 1.0,
+        BreakerState::Open => 2.0,
+    };
+    g("answercache_breaker_state", breaker);
+    g(
+        "answercache_stale_keys_pending",
+        s.stale_keys_pending as f64,
+    );
+    g("answercache_lost_keys", s.lost_keys as f64);
+}
