@@ -449,9 +449,14 @@ async fn fence_unreadable_at_open_acked_writes_survive_cleared_never_return() {
             .path_contains("fence")
             .times(3),
     );
+    // Three failed fence reads in a row open the breaker (unless a startup-scan call succeeds
+    // in between, a race): a short open time lets the next, healthy read close it again, so
+    // that the writes below are acknowledged whichever way the race goes (with the default
+    // 30 s every write in this test's window was refused, and the test failed by chance).
     let p2 = write_through(builder(&root, &clock))
         .fs(ffs.clone())
         .recovery_interval(Duration::from_millis(20))
+        .open_timeout(Duration::from_millis(10))
         .build()
         .await
         .unwrap();
