@@ -1190,16 +1190,18 @@ async fn duration_max_intervals_never_fire_even_decades_later() {
     const DECADE: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
     let dir = tempfile::tempdir().unwrap();
     let fs = Arc::new(FaultFs::std());
-    let cache = testing::builder(dir.path())
+    let builder = testing::builder(dir.path())
         .fs(fs.clone())
         .failure_threshold(1)
         .memory_only_after(1)
         .recovery_interval(Duration::MAX)
         .health_interval(Duration::MAX)
-        .sweep_interval(Duration::MAX)
-        .build()
-        .await
-        .unwrap();
+        .sweep_interval(Duration::MAX);
+    // Every timer of the cache "never": with the metrics feature, its publication too (at its
+    // default 10 s, forty years of paused time would be 126 million publications).
+    #[cfg(feature = "metrics")]
+    let builder = builder.metrics_interval(Duration::MAX);
+    let cache = builder.build().await.unwrap();
     for _ in 0..1000 {
         if cache.stats().warm_index_complete {
             break;
