@@ -291,6 +291,13 @@ async fn startup_scan_over_budget_evicts_by_mtime_then_listing_order() {
         .await
         .unwrap();
     settle(&cache).await;
+    // The scan marks the index complete before it deletes the files it evicted: wait for the
+    // deletions (counted one by one) too, or a loaded machine sees files still there.
+    let evicted = 60 - want.len() as u64;
+    let start = Instant::now();
+    while cache.stats().warm_evictions < evicted && start.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let s = cache.stats();
     let _ = cache.close().await;
     let mut kept: Vec<PathBuf> = listed
