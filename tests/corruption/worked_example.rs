@@ -1,5 +1,5 @@
 //! FORMAT.md's worked example (section 8), byte for byte: the file a default cache writes for
-//! `set_with_ttl("greeting", &"Hello, answercache! Hello, answercache!", 1 h)` at
+//! `set_with_ttl("greeting", &"Hello, tiercache! Hello, tiercache!", 1 h)` at
 //! 2025-01-01T00:00:00Z. If this test fails, the format changed: update FORMAT.md with the
 //! dump it prints.
 
@@ -48,7 +48,7 @@ async fn the_worked_example_is_what_the_cache_writes() {
     cache
         .set_with_ttl(
             "greeting",
-            &"Hello, answercache! Hello, answercache!".to_string(),
+            &"Hello, tiercache! Hello, tiercache!".to_string(),
             Duration::from_secs(3600),
         )
         .await
