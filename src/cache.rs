@@ -714,6 +714,9 @@ impl Gauges for Tiers {
     fn warm_usage(&self) -> (u64, u64, bool) {
         self.p.gate.store.usage()
     }
+    fn warm_disk_bytes(&self) -> u64 {
+        self.p.gate.store.disk_usage()
+    }
     fn warm_capacity_bytes(&self) -> u64 {
         self.config.warm_capacity_bytes
     }

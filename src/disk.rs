@@ -123,6 +123,9 @@ impl Fs for ObservedFs {
     fn total_space(&self, path: &Path) -> io::Result<Option<u64>> {
         self.see(self.inner.total_space(path))
     }
+    fn block_size(&self, path: &Path) -> io::Result<Option<u64>> {
+        self.see(self.inner.block_size(path))
+    }
     fn nowait_reads(&self, root: &Path) -> bool {
         self.inner.nowait_reads(root)
     }
@@ -215,6 +218,47 @@ impl DiskGate {
     }
 
     /// The current mode.
+    /// Moves the entries of a directory written by the previous layout (`v1/ab/cd`) into
+    /// `v2/ab`, one `v1/ab` per disk call, before the cache serves (see `warm::migrate`). A
+    /// failing disk stops it: what is left is migrated at the next open, and until then is
+    /// never served (and removed with its key).
+    pub(crate) async fn migrate_legacy_layout(&self) {
+        let found = self.run(|fs, store| store.legacy_dirs(fs)).await;
+        self.note("layout migration", &found);
+        let Some(Some(dirs)) = found.ok() else {
+            return;
+        };
+        let mut done = crate::warm::migrate::Migrated::default();
+        for dir in dirs {
+            let step = self
+                .run(move |fs, store| store.migrate_legacy_dir(fs, &dir))
+                .await;
+            self.note("layout migration", &step);
+            match step.ok() {
+                Some(m) => done += m,
+                None => {
+                    tracing::warn!(
+                        target: log::CACHE,
+                        moved = done.moved,
+                        "moving the previous layout's entries (v1/) into v2/ stopped on a disk \
+                         error; the rest moves at the next open and is not served until then"
+                    );
+                    return;
+                }
+            }
+        }
+        let finished = self.run(|fs, store| store.finish_legacy(fs)).await;
+        self.note("layout migration", &finished);
+        tracing::info!(
+            target: log::CACHE,
+            moved = done.moved,
+            superseded = done.superseded,
+            left = done.left,
+            v1_removed = finished.ok().unwrap_or(false),
+            "entries of the previous layout (v1/ab/cd) moved to v2/ab"
+        );
+    }
+
     pub(crate) fn mode(&self) -> Mode {
         self.res.mode()
     }

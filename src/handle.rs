@@ -167,6 +167,9 @@ impl TieredCache {
             })
             .await;
         gate.note("open", &prepared);
+        if prepared.ok().is_some() {
+            gate.migrate_legacy_layout().await;
+        }
         parts.freshness.load_fence(&gate).await;
         let (tx, rx) = watch::channel(false);
         #[cfg(feature = "metrics")]

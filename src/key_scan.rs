@@ -1,5 +1,5 @@
 //! The keys on disk, for `invalidate_if`: the entry directory walked ([`EntryWalk`]) one
-//! fan-out directory (`v1/ab/`) per disk call, so each call stays well within `io_timeout` and passes the
+//! fan-out directory (`v2/ab/`) per disk call, so each call stays well within `io_timeout` and passes the
 //! breaker like any other disk operation. Only each file's header and key are read (no
 //! payload, no inflating); a key whose hash does not match its file name is not trusted and
 //! skipped (that file is corrupt or planted, and the ordinary read path quarantines it).
@@ -63,10 +63,10 @@ pub(crate) async fn scan_keys(
     scan
 }
 
-/// The first-level fan-out directories (`v1/ab`), in listing order; an error if `v1` cannot
-/// be listed (a missing `v1` has none).
+/// The fan-out directories (`v2/ab`), in listing order; an error if `v2` cannot
+/// be listed (a missing `v2` has none).
 fn fan_out_dirs(fs: &dyn Fs, root: &Path) -> io::Result<Vec<PathBuf>> {
-    // `v1` itself must be a directory (`strict_entries`): one that is not means the entries
+    // `v2` itself must be a directory (`strict_entries`): one that is not means the entries
     // cannot be scanned, and `invalidate_if` must say so. Missing is empty.
     let mut tops = Vec::new();
     let mut walk = EntryWalk::from_entries_dir(fs, root)
@@ -85,7 +85,7 @@ fn fan_out_dirs(fs: &dyn Fs, root: &Path) -> io::Result<Vec<PathBuf>> {
     Ok(tops)
 }
 
-/// The keys of the entry files under one fan-out directory `v1/ab/`. Only each file's header
+/// The keys of the entry files under one fan-out directory `v2/ab/`. Only each file's header
 /// and key are read; a key whose hash is not its file's name is skipped.
 fn keys_under(fs: &dyn Fs, root: &Path, top: &Path, limits: Limits) -> io::Result<Vec<Box<[u8]>>> {
     let mut keys = Vec::new();

@@ -120,6 +120,7 @@ pub(crate) fn publish(s: &Stats, name: &str) {
     gl("answercache_entries", "tier", "warm", s.warm_entries as f64);
     gl("answercache_bytes", "tier", "hot", s.hot_bytes as f64);
     gl("answercache_bytes", "tier", "warm", s.warm_bytes as f64);
+    g("answercache_warm_disk_bytes", s.warm_disk_bytes as f64);
     let capacity = "answercache_capacity_bytes";
     gl(capacity, "tier", "hot", s.hot_capacity_bytes as f64);
     gl(capacity, "tier", "warm", s.warm_capacity_bytes as f64);

@@ -172,9 +172,13 @@ pub struct Stats {
     pub hot_expirations: u64,
     /// Entry files this process knows on disk (exact once `warm_index_complete`).
     pub warm_entries: u64,
-    /// Bytes of those entry files.
+    /// Bytes of those entry files (their lengths).
     pub warm_bytes: u64,
-    /// The warm tier's byte budget.
+    /// What the warm budget counts: the space those files take on disk, each rounded up to
+    /// the file system's allocation unit, plus their directory entries and fan-out
+    /// directories (what `du` reports, within a few fixed directories).
+    pub warm_disk_bytes: u64,
+    /// The warm tier's byte budget (of `warm_disk_bytes`).
     pub warm_capacity_bytes: u64,
     /// Whether the startup scan of the directory has been merged into the warm index.
     pub warm_index_complete: bool,
@@ -288,6 +292,8 @@ pub(crate) trait Gauges {
     fn dirty_entries(&self) -> u64;
     /// `(entries, bytes, whether the startup scan is complete)` of the warm tier.
     fn warm_usage(&self) -> (u64, u64, bool);
+    /// What the warm budget counts (see [`Stats::warm_disk_bytes`]).
+    fn warm_disk_bytes(&self) -> u64;
     /// The warm budget.
     fn warm_capacity_bytes(&self) -> u64;
     /// `(depth, bytes)` of the write queue.
@@ -340,6 +346,7 @@ impl Counters {
             hot_expirations: c.hot_expirations.get(),
             warm_entries,
             warm_bytes,
+            warm_disk_bytes: g.warm_disk_bytes(),
             warm_capacity_bytes: g.warm_capacity_bytes(),
             warm_index_complete: scanned,
             warm_evictions: c.warm_evictions.get(),

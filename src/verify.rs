@@ -12,7 +12,7 @@
 //! exactly as the read path would move them.
 //!
 //! The walk is [`crate::warm::walk`], the one the cache's startup scan does, and just as
-//! distrustful: it never follows a symlink (a symlink or a `v1/` that is not a plain directory
+//! distrustful: it never follows a symlink (a symlink or a `v2/` that is not a plain directory
 //! is not descended into), never opens a FIFO or device (anything at an entry path that
 //! `lstat` does not call a regular file is `not-a-regular-file` without being opened), never
 //! recurses into a directory planted at an entry path, and counts, but otherwise ignores,
@@ -23,7 +23,7 @@
 //!
 //! An I/O error on one directory or file does not end the scan: it is recorded in
 //! [`VerifyReport::io_errors`] and the walk goes on, so one unreadable fan-out directory does
-//! not hide the state of the other 65,535. Only failing to list `<root>/v1` itself is an error.
+//! not hide the state of the other 255. Only failing to list `<root>/v2` itself is an error.
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -93,7 +93,7 @@ impl VerifyOptions {
 /// One corrupted (or hostile) file found by [`verify`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CorruptFile {
-    /// Path relative to the cache root, `v1/ab/cd/<hex>`.
+    /// Path relative to the cache root, `v2/ab/<hex>`.
     pub path: String,
     /// Why it is not a valid entry.
     pub reason: Corruption,
@@ -120,7 +120,7 @@ pub struct VerifyIoError {
 /// What [`verify`] found. Serializable, for the CLI's `--json`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct VerifyReport {
-    /// Names at entry paths (`v1/ab/cd/<64 hex>`) that were looked at, whatever they turned out
+    /// Names at entry paths (`v2/ab/<64 hex>`) that were looked at, whatever they turned out
     /// to be: `healthy + corrupted.len() + newer_version + vanished` plus the reads that failed
     /// (in `io_errors`).
     pub entries_checked: u64,
@@ -144,7 +144,7 @@ pub struct VerifyReport {
     pub quarantined_bytes: u64,
     /// Entries of a newer format version: not checked, left in place.
     pub newer_version: u64,
-    /// Foreign files and folders under `v1/` (and a `v1` that is not a directory): ignored.
+    /// Foreign files and folders under `v2/` (and a `v2` that is not a directory): ignored.
     pub foreign_files: u64,
     /// Entry files that vanished between listing and reading (another process removed or
     /// evicted them): normal in a shared directory, not an error.
@@ -247,8 +247,8 @@ struct Scan<'a, 'p> {
 
 impl Scan<'_, '_> {
     fn run(&mut self) -> io::Result<()> {
-        // `<root>/v1` must be a real directory: `read_dir` would follow a symlink out of the
-        // cache directory. The root listing is tiny (v1, tmp, quarantine).
+        // `<root>/v2` must be a real directory: `read_dir` would follow a symlink out of the
+        // cache directory. The root listing is tiny (v2, tmp, quarantine).
         let root_entries = match self.fs.read_dir(self.layout.root()) {
             Ok(v) => v,
             Err(e) if is_not_found(&e) => return Ok(()),
@@ -267,12 +267,12 @@ impl Scan<'_, '_> {
                     if f.path == entries_dir {
                         warn!(
                             kind = f.kind.describe(),
-                            "v1 is not a directory; not descended into"
+                            "v2 is not a directory; not descended into"
                         );
                     }
                     self.report.foreign_files += 1;
                 }
-                // Failing to list `v1` itself ends the scan; a fan-out directory is recorded
+                // Failing to list `v2` itself ends the scan; a fan-out directory is recorded
                 // and skipped.
                 WalkItem::Unlisted(u) if u.level <= Level::Entries => return Err(u.error),
                 WalkItem::Unlisted(u) => self.io_error(&u.path, "list", &u.error),
@@ -453,7 +453,7 @@ mod tests {
         let report = verify(&missing, &options(true)).unwrap();
         assert_eq!(report, VerifyReport::default());
         assert!(report.is_clean());
-        std::fs::create_dir_all(dir.path().join("v1")).unwrap();
+        std::fs::create_dir_all(dir.path().join("v2")).unwrap();
         assert_eq!(
             verify(dir.path(), &options(true)).unwrap(),
             VerifyReport::default()
@@ -525,11 +525,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         place(root, b"ok", &entry(b"ok", b"fine"));
-        let v1 = root.join("v1");
-        std::fs::write(v1.join(".DS_Store"), b"x").unwrap();
-        std::fs::create_dir_all(v1.join("stray/ab")).unwrap();
-        std::fs::create_dir_all(v1.join("ab/zz")).unwrap();
-        std::fs::write(v1.join("ab/foo~"), b"x").unwrap();
+        let v2 = root.join("v2");
+        std::fs::write(v2.join(".DS_Store"), b"x").unwrap();
+        std::fs::create_dir_all(v2.join("stray/ab")).unwrap();
+        std::fs::create_dir_all(v2.join("ab/zz")).unwrap();
+        std::fs::write(v2.join("ab/foo~"), b"x").unwrap();
         let link_target = root.join("outside");
         std::fs::write(&link_target, b"sentinel").unwrap();
         let link = Layout::new(root).entry_path(&key_hash(b"link"));
@@ -546,11 +546,11 @@ mod tests {
     }
 
     #[test]
-    fn v1_symlink_is_not_followed() {
+    fn v2_symlink_is_not_followed() {
         let dir = tempfile::tempdir().unwrap();
         let elsewhere = tempfile::tempdir().unwrap();
         let planted = place(elsewhere.path(), b"k", b"garbage");
-        std::os::unix::fs::symlink(elsewhere.path().join("v1"), dir.path().join("v1")).unwrap();
+        std::os::unix::fs::symlink(elsewhere.path().join("v2"), dir.path().join("v2")).unwrap();
         let report = verify(dir.path(), &options(true)).unwrap();
         assert_eq!(report.foreign_files, 1);
         assert_eq!(report.entries_checked, 0);
@@ -586,12 +586,12 @@ mod tests {
         ops_sorted.sort_unstable();
         assert_eq!(ops_sorted, ["quarantine", "read"]);
         assert!(bad_path.exists());
-        // Failing to list v1/ itself is the one error that ends the call.
+        // Failing to list v2/ itself is the one error that ends the call.
         let fs = FaultFs::std();
         fs.add_rule(
             Rule::new(Fault::Errno(5))
                 .ops(&[FsOp::ReadDir])
-                .path_contains("v1"),
+                .path_contains("v2"),
         );
         let err = verify_with_fs(&fs, dir.path(), &options(false), None).unwrap_err();
         assert_eq!(err.raw_os_error(), Some(5));

@@ -7,7 +7,7 @@
 //! 1. Writes queued before the call are waited for, so the disk holds them when it is walked.
 //! 2. The hot tier is walked in memory (the predicate sees every live key; nothing is removed
 //!    in this pass).
-//! 3. The warm tier is walked one fan-out directory (`v1/ab/`) per disk call, so each call
+//! 3. The warm tier is walked one fan-out directory (`v2/ab/`) per disk call, so each call
 //!    stays well within `io_timeout` and passes the breaker like any other disk operation
 //!    (`key_scan.rs`). Only each file's header and key are read; a key whose hash does not
 //!    match its file name is not trusted and skipped.

@@ -107,6 +107,14 @@ pub trait Fs: Send + Sync + fmt::Debug {
         Ok(None)
     }
 
+    /// The file system's allocation unit (`statvfs`'s fragment size), if known: the warm
+    /// budget counts each entry file rounded up to it (see `Builder::warm_capacity_bytes`).
+    /// The default is `Ok(None)` (4 KiB is assumed).
+    fn block_size(&self, path: &Path) -> io::Result<Option<u64>> {
+        let _ = path;
+        Ok(None)
+    }
+
     /// Whether [`Fs::read_file_nowait`] may be called for files under `root`: only where a
     /// read that finds everything in memory can never wait for the device or the network.
     /// Asked once, when the cache opens (on the blocking pool). The default is `false`:

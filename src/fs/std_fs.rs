@@ -237,6 +237,11 @@ impl Fs for StdFs {
         Ok(Some(st.f_blocks.saturating_mul(st.f_frsize)))
     }
 
+    fn block_size(&self, path: &Path) -> io::Result<Option<u64>> {
+        let st = rustix::fs::statvfs(path)?;
+        Ok(Some(st.f_frsize).filter(|&n| n > 0))
+    }
+
     /// Yes on ext4, xfs and btrfs (see `NOWAIT_FS_MAGIC`) when the kernel has
     /// `RESOLVE_CACHED` (Linux 5.12).
     fn nowait_reads(&self, root: &Path) -> bool {

@@ -375,4 +375,9 @@ impl Fs for CrashFs {
         let _st = self.gate()?;
         self.inner.total_space(path)
     }
+
+    fn block_size(&self, path: &Path) -> io::Result<Option<u64>> {
+        let _st = self.gate()?;
+        self.inner.block_size(path)
+    }
 }

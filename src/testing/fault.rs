@@ -378,4 +378,8 @@ impl Fs for FaultFs {
     fn total_space(&self, path: &Path) -> io::Result<Option<u64>> {
         self.inner.total_space(path)
     }
+
+    fn block_size(&self, path: &Path) -> io::Result<Option<u64>> {
+        self.inner.block_size(path)
+    }
 }

@@ -45,11 +45,29 @@ pub fn file_tag(file: &[u8]) -> u64 {
         .map_or(1, |b| u64::from_le_bytes(b).max(1))
 }
 
-/// LRU of entry hashes with a byte total.
+/// What each entry adds to its directory, beyond its file's blocks: a directory entry of a
+/// 64-character name takes 72 bytes on ext4 (8 + the name, rounded to 4), and directory
+/// blocks are never full; 128 bytes covers both on ext4, XFS, APFS and tmpfs.
+pub const DIRENT_CHARGE: u64 = 128;
+
+/// The allocation unit assumed until the file system says otherwise: 4 KiB, the block size of
+/// ext4, XFS, APFS and tmpfs on x86-64.
+pub const DEFAULT_ALLOCATION_UNIT: u64 = 4096;
+
+/// LRU of entry hashes with two byte totals: the files' lengths, and what the budget counts,
+/// the space they take on disk (see [`WarmIndex::disk_bytes`]).
 #[derive(Debug)]
 pub struct WarmIndex {
     lru: LruCache<KeyHash, IndexEntry>,
     bytes: u64,
+    /// Sum of [`WarmIndex::charge`] over the entries.
+    charged: u64,
+    /// Entries per fan-out directory (`v2/ab`, by the hash's first byte).
+    per_dir: [u32; 256],
+    /// Fan-out directories holding at least one known entry.
+    dirs: u64,
+    /// The file system's allocation unit.
+    unit: u64,
     scanned: bool,
 }
 
@@ -58,15 +76,68 @@ impl Default for WarmIndex {
         WarmIndex {
             lru: LruCache::unbounded(),
             bytes: 0,
+            charged: 0,
+            per_dir: [0; 256],
+            dirs: 0,
+            unit: DEFAULT_ALLOCATION_UNIT,
             scanned: false,
         }
     }
 }
 
 impl WarmIndex {
-    /// Total file bytes known.
+    /// Total file bytes known (the files' lengths).
     pub fn bytes(&self) -> u64 {
         self.bytes
+    }
+
+    /// What the warm budget counts: each file's length rounded up to the allocation unit,
+    /// plus [`DIRENT_CHARGE`] per entry, plus one unit per fan-out directory that holds an
+    /// entry. This is what `du` sees, within the few fixed directories of the layout and the
+    /// empty fan-out directories (at most 256 units).
+    pub fn disk_bytes(&self) -> u64 {
+        self.charged
+            .saturating_add(self.dirs.saturating_mul(self.unit))
+    }
+
+    /// What an entry file of `len` bytes takes on disk, its directory entry included (not its
+    /// fan-out directory).
+    pub fn charge(&self, len: u64) -> u64 {
+        len.div_ceil(self.unit)
+            .saturating_mul(self.unit)
+            .saturating_add(DIRENT_CHARGE)
+    }
+
+    /// The allocation unit in use.
+    pub fn unit(&self) -> u64 {
+        self.unit
+    }
+
+    /// Sets the file system's allocation unit (clamped to 512 B ..= 1 MiB) and recounts.
+    pub fn set_unit(&mut self, unit: u64) {
+        self.unit = unit.clamp(512, 1 << 20);
+        let charged: u64 = self.lru.iter().map(|(_, e)| self.charge(e.len)).sum();
+        self.charged = charged;
+    }
+
+    fn added(&mut self, hash: &KeyHash, len: u64) {
+        self.bytes += len;
+        self.charged += self.charge(len);
+        let d = &mut self.per_dir[usize::from(hash[0])];
+        if *d == 0 {
+            self.dirs += 1;
+        }
+        *d += 1;
+    }
+
+    fn removed(&mut self, hash: &KeyHash, len: u64) {
+        self.bytes -= len;
+        self.charged -= self.charge(len);
+        let d = &mut self.per_dir[usize::from(hash[0])];
+        *d -= 1;
+        if *d == 0 {
+            self.dirs -= 1;
+        }
     }
 
     /// Entries known.
@@ -88,15 +159,15 @@ impl WarmIndex {
     pub fn put(&mut self, hash: KeyHash, mut entry: IndexEntry) {
         entry.expires_ms = known_expiry(entry.expires_ms);
         if let Some(old) = self.lru.put(hash, entry) {
-            self.bytes -= old.len;
+            self.removed(&hash, old.len);
         }
-        self.bytes += entry.len;
+        self.added(&hash, entry.len);
     }
 
     /// Forgets an entry.
     pub fn remove(&mut self, hash: &KeyHash) -> Option<IndexEntry> {
         let e = self.lru.pop(hash)?;
-        self.bytes -= e.len;
+        self.removed(hash, e.len);
         Some(e)
     }
 
@@ -108,7 +179,7 @@ impl WarmIndex {
             return None;
         }
         let (h, e) = self.lru.pop_lru()?;
-        self.bytes -= e.len;
+        self.removed(&h, e.len);
         Some((h, e))
     }
 
@@ -130,7 +201,7 @@ impl WarmIndex {
                 },
             );
             self.lru.demote(&hash);
-            self.bytes += len;
+            self.added(&hash, len);
         }
         self.scanned = true;
     }
@@ -167,6 +238,9 @@ impl WarmIndex {
     pub fn clear(&mut self) {
         self.lru.clear();
         self.bytes = 0;
+        self.charged = 0;
+        self.per_dir = [0; 256];
+        self.dirs = 0;
     }
 }
 
@@ -206,8 +280,41 @@ mod tests {
             },
         );
         assert_eq!(ix.bytes(), 25);
+        // Two files of one block each, two directory entries, two fan-out directories.
+        assert_eq!(ix.disk_bytes(), 2 * 4096 + 2 * DIRENT_CHARGE + 2 * 4096);
         ix.remove(&h(2));
         assert_eq!((ix.bytes(), ix.len()), (5, 1));
+        assert_eq!(ix.disk_bytes(), 4096 + DIRENT_CHARGE + 4096);
+        ix.remove(&h(1));
+        assert_eq!((ix.bytes(), ix.disk_bytes()), (0, 0));
+    }
+
+    #[test]
+    fn disk_bytes_round_files_up_to_the_unit_and_count_each_directory_once() {
+        let mut ix = WarmIndex::default();
+        let entry = |len| IndexEntry {
+            len,
+            expires_ms: 0,
+            tag: 0,
+        };
+        // Same first byte: one fan-out directory.
+        let mut a = h(7);
+        a[1] = 1;
+        let mut b = h(7);
+        b[1] = 2;
+        ix.put(a, entry(1));
+        ix.put(b, entry(4097));
+        assert_eq!(ix.bytes(), 4098);
+        assert_eq!(ix.disk_bytes(), 4096 + 8192 + 2 * DIRENT_CHARGE + 4096);
+        ix.set_unit(65536);
+        assert_eq!(ix.disk_bytes(), 2 * 65536 + 2 * DIRENT_CHARGE + 65536);
+        ix.set_unit(1);
+        assert_eq!(ix.unit(), 512);
+        assert_eq!(ix.disk_bytes(), 512 + 4608 + 2 * DIRENT_CHARGE + 512);
+        ix.clear();
+        assert_eq!((ix.bytes(), ix.disk_bytes(), ix.len()), (0, 0, 0));
+        ix.put(a, entry(0));
+        assert_eq!(ix.disk_bytes(), DIRENT_CHARGE + 512);
     }
 
     #[test]

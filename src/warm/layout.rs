@@ -1,19 +1,29 @@
 //! The path scheme: the one place that turns keys into paths and file names back into hashes.
 //!
 //! ```text
-//! <root>/v1/ab/cd/<64 hex chars of blake3(key)>   entry files, two-level fan-out
-//! <root>/tmp/<hex16>.<pid>.<instance>.<n>.tmp     temp files, same filesystem as v1/
+//! <root>/v2/ab/<64 hex chars of blake3(key)>      entry files, one level of 256 fan-out dirs
+//! <root>/tmp/<hex16>.<pid>.<instance>.<n>.tmp     temp files, same filesystem as v2/
 //! <root>/quarantine/<time>-<reason>-<name>        quarantined files (+ ".why" sidecars)
+//! <root>/v1/ab/cd/<64 hex>                        the previous layout: migrated at open
 //! ```
 //! The key never appears in a path: whatever bytes a key holds (`../x`, NUL, 1 MiB), the file
-//! name is 64 lowercase hex characters under two 2-character directories. Walking the
+//! name is 64 lowercase hex characters under one 2-character directory.
+//!
+//! One level of 256 directories (like git's objects) suits small caches and 1M entries
+//! alike: at most 256 directories ever exist (1 MiB of blocks, counted in the warm budget),
+//! and 1M entries make ~4,000 names per directory, which ext4, XFS, APFS and tmpfs index.
+//! The previous layout's 65,536 second-level directories cost one 4 KiB directory per entry
+//! in small caches. The entry files themselves did not change (FORMAT.md, "Layout"). Walking the
 //! directories is [`super::walk`]'s job; naming temp files is the writers' (private).
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
-/// The name of the directory holding format-v1 entries.
-pub const ENTRIES_DIR: &str = "v1";
+/// The name of the directory holding the entry files (layout 2; the files are format 1).
+pub const ENTRIES_DIR: &str = "v2";
+/// The directory of the previous layout, `v1/ab/cd/<64 hex>`: its entries are moved into
+/// `v2/` when a cache opens (see FORMAT.md, "Layout").
+pub const LEGACY_ENTRIES_DIR: &str = "v1";
 /// The name of the temp directory.
 pub const TMP_DIR: &str = "tmp";
 /// The name of the quarantine directory.
@@ -100,7 +110,7 @@ impl Layout {
         &self.root
     }
 
-    /// `<root>/v1`.
+    /// `<root>/v2`.
     pub fn entries_dir(&self) -> &Path {
         &self.entries
     }
@@ -121,16 +131,30 @@ impl Layout {
         self.root.join(FENCE_FILE)
     }
 
-    /// `<root>/v1/ab/cd`: the directory an entry lives in.
+    /// `<root>/v2/ab`: the fan-out directory an entry lives in.
     pub fn entry_dir(&self, hash: &KeyHash) -> PathBuf {
         let h = hex(hash);
-        self.entries.join(&h[0..2]).join(&h[2..4])
+        self.entries.join(&h[0..2])
     }
 
-    /// `<root>/v1/ab/cd/<hex>`.
+    /// `<root>/v2/ab/<hex>`.
     pub fn entry_path(&self, hash: &KeyHash) -> PathBuf {
         let h = hex(hash);
-        self.entries.join(&h[0..2]).join(&h[2..4]).join(h)
+        self.entries.join(&h[0..2]).join(h)
+    }
+
+    /// `<root>/v1`: the previous layout's entries directory.
+    pub fn legacy_entries_dir(&self) -> PathBuf {
+        self.root.join(LEGACY_ENTRIES_DIR)
+    }
+
+    /// `<root>/v1/ab/cd/<hex>`: where the previous layout kept an entry.
+    pub fn legacy_entry_path(&self, hash: &KeyHash) -> PathBuf {
+        let h = hex(hash);
+        self.legacy_entries_dir()
+            .join(&h[0..2])
+            .join(&h[2..4])
+            .join(h)
     }
 
     /// A temp path unique to (process, instance, counter).
@@ -197,9 +221,9 @@ mod tests {
         ];
         for key in keys {
             let p = layout.entry_path(&key_hash(key));
-            let rel = p.strip_prefix("/cache/v1").unwrap();
+            let rel = p.strip_prefix("/cache/v2").unwrap();
             let comps: Vec<_> = rel.components().collect();
-            assert_eq!(comps.len(), 3, "{p:?}");
+            assert_eq!(comps.len(), 2, "{p:?}");
             for c in &comps {
                 assert!(matches!(c, Component::Normal(_)));
             }

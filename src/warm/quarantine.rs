@@ -1,6 +1,6 @@
 //! Quarantine: corrupted or hostile files are moved aside, never served, never fatal.
 //!
-//! A file at `<root>/v1/ab/cd/<hex>` that fails verification is renamed (same filesystem, so
+//! A file at `<root>/v2/ab/<hex>` that fails verification is renamed (same filesystem, so
 //! atomic and without reading it again) to `<root>/quarantine/<time>-<reason>-<hex>`, and a
 //! small text sidecar `<that name>.why` records the reason, the error, the original size and
 //! the time, so an operator can see what happened without a tool. The quarantine is bounded

@@ -131,6 +131,10 @@ pub struct WarmStore {
     /// The default free-space floor for this volume (`u64::MAX` until first needed; see
     /// [`WarmStore::free_floor`]).
     default_floor: AtomicU64,
+    /// Whether `v1/` (the previous layout) may still hold entries: set when a migration
+    /// starts, cleared when it finished every `v1/ab`. While set, removing a key also removes
+    /// its `v1/` file (see `migrate`).
+    legacy_pending: std::sync::atomic::AtomicBool,
 }
 
 /// Stripes of the per-key lock (and descriptors of the directory lock).
@@ -189,6 +193,7 @@ impl WarmStore {
             key_locks: std::array::from_fn(|_| Mutex::new(())),
             dir_lock: OnceLock::new(),
             default_floor: AtomicU64::new(u64::MAX),
+            legacy_pending: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -211,7 +216,14 @@ impl WarmStore {
         (ix.len() as u64, ix.bytes(), ix.scanned())
     }
 
-    /// Creates root, `v1/`, `tmp/` and `quarantine/` (mode 0700).
+    /// What the warm budget counts: the known entries' space on disk (see
+    /// [`WarmIndex::disk_bytes`]).
+    pub fn disk_usage(&self) -> u64 {
+        self.index().disk_bytes()
+    }
+
+    /// Creates root, `v2/`, `tmp/` and `quarantine/` (mode 0700), and learns the file
+    /// system's allocation unit.
     pub fn prepare_dirs(&self, fs: &dyn Fs) -> io::Result<()> {
         for d in [
             self.layout.entries_dir(),
@@ -219,6 +231,9 @@ impl WarmStore {
             self.layout.quarantine_dir(),
         ] {
             fs.create_dir_all(d)?;
+        }
+        if let Some(unit) = fs.block_size(self.layout.root())? {
+            self.index().set_unit(unit);
         }
         self.open_dir_lock();
         if self.config.sync {
@@ -560,7 +575,11 @@ impl WarmStore {
     ) -> io::Result<WriteOutcome> {
         let file = format::encode(key, value, meta, self.config.compression_level)?;
         let len = file.len() as u64;
-        if len > self.config.capacity_bytes {
+        let needs = {
+            let ix = self.index();
+            ix.charge(len).saturating_add(ix.unit())
+        };
+        if needs > self.config.capacity_bytes {
             // This value stays memory-only; an older file of the key must not outlive it.
             // If it cannot be deleted, the write failed (and is retried), so that a value that
             // lives in memory only never leaves an older file behind.
@@ -632,7 +651,7 @@ impl WarmStore {
     /// the byte budget; their files are deleted by [`WarmStore::delete_victims`].
     fn pop_victims(&self, ix: &mut WarmIndex, keep: &KeyHash) -> Vec<(KeyHash, u64)> {
         let mut v = Vec::new();
-        while ix.bytes() > self.config.capacity_bytes {
+        while ix.disk_bytes() > self.config.capacity_bytes {
             match ix.pop_victim(keep) {
                 Some((hash, e)) => v.push((hash, e.tag)),
                 None => break,
@@ -782,6 +801,7 @@ impl WarmStore {
     pub fn remove(&self, fs: &dyn Fs, hash: &KeyHash) -> io::Result<bool> {
         let _key = self.key_lock(hash, Hold::Shared);
         self.index().remove(hash);
+        self.remove_legacy(fs, hash)?;
         let path = self.layout.entry_path(hash);
         match fs.remove_file(&path) {
             Ok(()) => {
@@ -867,7 +887,7 @@ impl WarmStore {
                 // Non-regular files at entry paths are quarantined when read.
                 WalkItem::Entry(_) => {}
                 WalkItem::Foreign(_) => foreign += 1,
-                WalkItem::FanOutDir(d) if d.level == Level::FanOut2 && self.is_closing() => {
+                WalkItem::FanOutDir(d) if d.level == Level::FanOut && self.is_closing() => {
                     // Abandon: the index stays marked incomplete.
                     return Ok(found.len() as u64);
                 }
@@ -1049,12 +1069,57 @@ impl WarmStore {
     fn remove_older(&self, fs: &dyn Fs, hash: &KeyHash) -> io::Result<()> {
         let _key = self.key_lock(hash, Hold::Shared);
         self.index().remove(hash);
+        self.remove_legacy(fs, hash)?;
         match fs.remove_file(&self.layout.entry_path(hash)) {
             Ok(()) => Ok(()),
             Err(e) if is_not_found(&e) => Ok(()),
             Err(e) if !IoErrorKind::classify(&e).is_device_failure() => Ok(()),
             Err(e) => Err(e),
         }
+    }
+}
+
+impl WarmStore {
+    /// While a migration is unfinished, removes the key's file of the previous layout, so
+    /// that a later migration cannot move a removed answer back in (see `migrate`). Removed
+    /// before the `v2/` file: a migration moving it in between is then undone by the caller's
+    /// removal of the `v2/` path.
+    fn remove_legacy(&self, fs: &dyn Fs, hash: &KeyHash) -> io::Result<()> {
+        if !self.legacy_pending.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        match fs.remove_file(&self.layout.legacy_entry_path(hash)) {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) if !IoErrorKind::classify(&e).is_device_failure() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The previous layout's `v1/ab` directories to migrate; `None` without a `v1/`. Marks
+    /// the migration pending (see [`WarmStore::remove_legacy`]) when there is one.
+    pub fn legacy_dirs(&self, fs: &dyn Fs) -> io::Result<Option<Vec<PathBuf>>> {
+        let dirs = super::migrate::legacy_dirs(fs, &self.layout)?;
+        if dirs.is_some() {
+            self.legacy_pending.store(true, Ordering::Release);
+        }
+        Ok(dirs)
+    }
+
+    /// Moves one `v1/ab` directory's entries into `v2/` (see `migrate`).
+    pub fn migrate_legacy_dir(
+        &self,
+        fs: &dyn Fs,
+        dir: &Path,
+    ) -> io::Result<super::migrate::Migrated> {
+        super::migrate::migrate_dir(fs, &self.layout, dir, self.config.sync)
+    }
+
+    /// Every `v1/ab` was migrated: removes what is left of `v1/` if it is empty, and ends
+    /// the pending state (what is left, if anything, is not an entry).
+    pub fn finish_legacy(&self, fs: &dyn Fs) -> io::Result<bool> {
+        self.legacy_pending.store(false, Ordering::Release);
+        super::migrate::finish(fs, &self.layout, self.config.sync)
     }
 }
 

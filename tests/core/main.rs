@@ -13,6 +13,7 @@
 mod bounds;
 mod hostile;
 mod inline_reads;
+mod layout;
 mod model;
 mod persistence;
 mod promises;

@@ -40,7 +40,7 @@ pub trait OnDisk {
     /// The cache directory.
     fn dir_root(&self) -> &Path;
 
-    /// Where the entry file of `key` must be: `<root>/v1/ab/cd/<64 hex of blake3(key)>`.
+    /// Where the entry file of `key` must be: `<root>/v2/ab/<64 hex of blake3(key)>`.
     fn entry_path(&self, key: impl AsRef<[u8]>) -> PathBuf {
         entry_path(self.dir_root(), key)
     }
@@ -59,11 +59,11 @@ pub trait OnDisk {
             .collect()
     }
 
-    /// Names of the entry files under `v1/`.
+    /// Names of the entry files under `v2/`.
     fn entry_names(&self) -> BTreeSet<String> {
         self.files()
             .into_iter()
-            .filter(|p| p.starts_with("v1"))
+            .filter(|p| p.starts_with("v2"))
             .map(|p| {
                 p.file_name()
                     .map(|n| n.to_string_lossy().into_owned())
@@ -72,11 +72,11 @@ pub trait OnDisk {
             .collect()
     }
 
-    /// Total length of the entry files under `v1/`.
+    /// Total length of the entry files under `v2/`.
     fn entry_bytes_on_disk(&self) -> u64 {
         self.files()
             .into_iter()
-            .filter(|p| p.starts_with("v1"))
+            .filter(|p| p.starts_with("v2"))
             .map(|p| {
                 std::fs::metadata(self.dir_root().join(p))
                     .map(|m| m.len())
@@ -108,7 +108,7 @@ impl OnDisk for TestCache {
 /// Where the entry file of `key` must be under `root`.
 pub fn entry_path(root: &Path, key: impl AsRef<[u8]>) -> PathBuf {
     let h = hex_of(key.as_ref());
-    root.join("v1").join(&h[0..2]).join(&h[2..4]).join(&h)
+    root.join("v2").join(&h[0..2]).join(&h)
 }
 
 /// Lowercase hex of blake3(key).

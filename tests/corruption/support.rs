@@ -83,10 +83,10 @@ pub fn entry_path(root: &Path, key: &[u8]) -> PathBuf {
     Layout::new(root).entry_path(&key_hash(key))
 }
 
-/// `v1/ab/cd/<hex>` of `key`, relative to the root.
+/// `v2/ab/<hex>` of `key`, relative to the root.
 pub fn rel_entry_path(key: &[u8]) -> String {
     let h = hex(&key_hash(key));
-    format!("v1/{}/{}/{h}", &h[..2], &h[2..4])
+    format!("v2/{}/{h}", &h[..2])
 }
 
 /// Writes `bytes` at `key`'s entry path (creating the fan-out directories), replacing

@@ -55,12 +55,7 @@ async fn the_worked_example_is_what_the_cache_writes() {
         .unwrap();
     cache.close().await.unwrap();
     let hash = blake3::hash(b"greeting").to_hex().to_string();
-    let path = dir
-        .root()
-        .join("v1")
-        .join(&hash[..2])
-        .join(&hash[2..4])
-        .join(&hash);
+    let path = dir.root().join("v2").join(&hash[..2]).join(&hash);
     let file = std::fs::read(&path).unwrap();
     let dump = xxd(&file);
     assert_eq!(dump, DUMP, "the file is now:\n{dump}");

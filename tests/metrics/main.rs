@@ -90,6 +90,14 @@ async fn a_scripted_workload_is_published_exactly() {
         want("answercache_capacity_bytes{cache=chat,tier=warm}"),
         s.warm_capacity_bytes as f64
     );
+    // Three small files, a block and a directory entry each, in as many fan-out directories
+    // as their hashes' first bytes name (the test directory is on a 4 KiB-block file system).
+    let fan_outs = std::fs::read_dir(dir.path().join("v2")).unwrap().count() as u64;
+    assert_eq!(s.warm_disk_bytes, 3 * (4096 + 128) + fan_outs * 4096);
+    assert_eq!(
+        want("answercache_warm_disk_bytes{cache=chat}"),
+        s.warm_disk_bytes as f64
+    );
     // Every series the documentation lists is published (kinds seen only when nonzero: none
     // here), and nothing else.
     let doc = include_str!("../../docs/METRICS.md");
@@ -117,7 +125,7 @@ async fn a_scripted_workload_is_published_exactly() {
     expected.sort();
     names.sort();
     assert_eq!(names, expected);
-    assert_eq!(got.len(), 56, "{got:#?}");
+    assert_eq!(got.len(), 57, "{got:#?}");
     cache.close().await.unwrap();
 }
 

@@ -97,6 +97,10 @@ impl Fs for FailingFs {
         self.inner()?.total_space(path)
     }
 
+    fn block_size(&self, path: &Path) -> io::Result<Option<u64>> {
+        self.inner()?.block_size(path)
+    }
+
     /// Never: as with the library's fault injectors, every read takes the timed path on the
     /// blocking pool, where the faults are seen.
     fn nowait_reads(&self, _root: &Path) -> bool {

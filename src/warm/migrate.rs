@@ -1,0 +1,193 @@
+//! Moving a directory written by the previous layout (`v1/ab/cd/<64 hex>`) into the current
+//! one (`v2/ab/<64 hex>`). The entry files did not change; only their directories did, so a
+//! file is moved with one rename and never rewritten.
+//!
+//! The rules (FORMAT.md, "Layout"):
+//! - A file moves only onto a free path (`rename_noreplace`): an entry already in `v2/` for
+//!   the same key was written by a cache of this layout, after the `v1/` one, so it wins and
+//!   the `v1/` file is deleted.
+//! - Only what the previous layout would have read moves: a regular file whose 64-hex name
+//!   sits under the two directories its hash names. Anything else (foreign files, symlinks,
+//!   FIFOs, misplaced names) is left where it is, never opened; `v1/` is then kept.
+//! - Nothing is served from `v1/`. An entry not moved yet is a miss, and the fence, the
+//!   expiry and every check of a read still apply to a moved file (its header is unchanged).
+//! - The cache migrates at open, before it serves, one `v1/ab` per disk call. While `v1/`
+//!   still holds entries (a migration cut short by a failing disk), removing a key also
+//!   removes its `v1/` file, so a later migration cannot bring back a removed answer.
+
+use std::ffi::OsStr;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::fs::{FileKind, Fs};
+
+use super::layout::{self, Layout};
+use super::take::is_not_found;
+
+/// What migrating one `v1/ab` directory did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Migrated {
+    /// Entry files moved into `v2/`.
+    pub moved: u64,
+    /// Entry files deleted because `v2/` already held a newer entry of the key.
+    pub superseded: u64,
+    /// Names left in place: not something the previous layout would have read.
+    pub left: u64,
+}
+
+impl std::ops::AddAssign for Migrated {
+    fn add_assign(&mut self, o: Migrated) {
+        self.moved += o.moved;
+        self.superseded += o.superseded;
+        self.left += o.left;
+    }
+}
+
+/// The previous layout's first-level directories (`v1/ab`), in listing order. `None` when
+/// there is no `v1/` directory (a `v1` that is not a directory is foreign: left alone).
+pub fn legacy_dirs(fs: &dyn Fs, layout: &Layout) -> io::Result<Option<Vec<PathBuf>>> {
+    let v1 = layout.legacy_entries_dir();
+    match fs.read_dir(&v1) {
+        Ok(names) => Ok(Some(
+            names
+                .into_iter()
+                .filter(|e| e.kind == FileKind::Dir && layout::is_fanout_name(&e.name))
+                .map(|e| v1.join(e.name))
+                .collect(),
+        )),
+        Err(e) if is_not_found(&e) || e.kind() == io::ErrorKind::NotADirectory => Ok(None),
+        // A `v1` symlink: never followed.
+        Err(e) if e.raw_os_error() == Some(libc_eloop()) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn libc_eloop() -> i32 {
+    rustix::io::Errno::LOOP.raw_os_error()
+}
+
+/// Moves the entries of one `v1/ab` directory (all its `cd/` directories) into `v2/`, then
+/// removes the directories it emptied. `sync`: the `v2/` directories that received files are
+/// fsynced before any `v1/` directory is removed.
+pub fn migrate_dir(fs: &dyn Fs, layout: &Layout, dir: &Path, sync: bool) -> io::Result<Migrated> {
+    let mut done = Migrated::default();
+    let Some(ab) = dir.file_name().and_then(OsStr::to_str).map(str::to_owned) else {
+        return Ok(done);
+    };
+    let subs = match fs.read_dir(dir) {
+        Ok(s) => s,
+        Err(e) if is_not_found(&e) => return Ok(done),
+        Err(e) => return Err(e),
+    };
+    let mut received: Vec<PathBuf> = Vec::new();
+    let mut emptied: Vec<PathBuf> = Vec::new();
+    for sub in subs {
+        if sub.kind != FileKind::Dir || !layout::is_fanout_name(&sub.name) {
+            done.left += 1;
+            continue;
+        }
+        let cd = sub.name.to_string_lossy().into_owned();
+        let sub_path = dir.join(&sub.name);
+        let names = match fs.read_dir(&sub_path) {
+            Ok(n) => n,
+            Err(e) if is_not_found(&e) => continue,
+            Err(e) => return Err(e),
+        };
+        let mut left_here = 0;
+        for e in names {
+            let hash = layout::parse_hex(&e.name);
+            let placed = hash.is_some_and(|h| {
+                let hex = layout::hex(&h);
+                hex[0..2] == ab && hex[2..4] == cd
+            });
+            let (Some(hash), true, FileKind::File) = (hash, placed, e.kind) else {
+                left_here += 1;
+                continue;
+            };
+            let from = sub_path.join(&e.name);
+            let to = layout.entry_path(&hash);
+            let moved = match fs.rename_noreplace(&from, &to) {
+                Err(err) if is_not_found(&err) => {
+                    // The fan-out directory of v2 does not exist yet (or the file vanished:
+                    // then the retry finds nothing either).
+                    fs.create_dir_all(&layout.entry_dir(&hash))?;
+                    fs.rename_noreplace(&from, &to)
+                }
+                r => r,
+            };
+            match moved {
+                Ok(()) => {
+                    done.moved += 1;
+                    let d = layout.entry_dir(&hash);
+                    if !received.contains(&d) {
+                        received.push(d);
+                    }
+                }
+                Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
+                    match fs.remove_file(&from) {
+                        Ok(()) => done.superseded += 1,
+                        Err(err) if is_not_found(&err) => {}
+                        Err(err) => return Err(err),
+                    }
+                }
+                Err(err) if is_not_found(&err) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        done.left += left_here;
+        if left_here == 0 {
+            emptied.push(sub_path);
+        }
+    }
+    if sync {
+        for d in &received {
+            fs.sync_dir(d)?;
+        }
+        if !received.is_empty() {
+            fs.sync_dir(layout.entries_dir())?;
+        }
+    }
+    for d in emptied {
+        // Only directories whose listing held nothing left: remove_dir_all removes no file
+        // (a file renamed in since would be one of an older release sharing the directory,
+        // which this layout does not support).
+        match fs.remove_dir_all(&d) {
+            Ok(()) => {}
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if done.left == 0 {
+        match fs.read_dir(dir) {
+            Ok(rest) if rest.is_empty() => match fs.remove_dir_all(dir) {
+                Ok(()) => {}
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(e),
+            },
+            Ok(_) => {}
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+/// Removes `v1/` if nothing is left in it: `Ok(true)` when it is gone.
+pub fn finish(fs: &dyn Fs, layout: &Layout, sync: bool) -> io::Result<bool> {
+    let v1 = layout.legacy_entries_dir();
+    match fs.read_dir(&v1) {
+        Ok(rest) if rest.is_empty() => {}
+        Ok(_) => return Ok(false),
+        Err(e) if is_not_found(&e) => return Ok(true),
+        Err(e) => return Err(e),
+    }
+    match fs.remove_dir_all(&v1) {
+        Ok(()) => {}
+        Err(e) if is_not_found(&e) => {}
+        Err(e) => return Err(e),
+    }
+    if sync {
+        fs.sync_dir(layout.root())?;
+    }
+    Ok(true)
+}
