@@ -140,7 +140,15 @@ impl Builder {
         self
     }
 
-    /// Warm-tier byte budget (entry files). Default [`DEFAULT_WARM_CAPACITY_BYTES`] (1 GiB).
+    /// Warm-tier byte budget: the space the entries take on disk, as `du` counts it. Default
+    /// [`DEFAULT_WARM_CAPACITY_BYTES`] (1 GiB).
+    ///
+    /// Each entry file counts its length rounded up to the file system's allocation unit
+    /// (4 KiB on ext4, XFS, APFS, tmpfs), plus 128 bytes of directory entry; each of the at
+    /// most 256 fan-out directories holding an entry counts one unit. So a 250-byte answer
+    /// costs 4,224 bytes: an 8 MiB budget holds about 1,900 of them, and `du -sk` of the root
+    /// stays within the budget plus 1 MiB (`Stats::warm_disk_bytes` is the figure; FORMAT.md,
+    /// "What the warm budget counts").
     ///
     /// Any value is valid. `u64::MAX`: no bound other than the filesystem's free space (see
     /// [`min_free_bytes`](Builder::min_free_bytes)). A value whose entry file would exceed the

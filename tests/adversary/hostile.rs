@@ -92,7 +92,7 @@ async fn hostile_keys_and_boundary_values_round_trip_exactly() {
             v.len()
         );
     }
-    // Nothing outside v1/, tmp/, quarantine/, fence, lock (FORMAT.md, section 1).
+    // Nothing outside v2/, tmp/, quarantine/, fence, lock (FORMAT.md, section 1).
     let mut names: Vec<String> = std::fs::read_dir(&root)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -101,7 +101,7 @@ async fn hostile_keys_and_boundary_values_round_trip_exactly() {
     c.close().await.unwrap();
     for n in &names {
         assert!(
-            ["v1", "tmp", "quarantine", "fence", "lock"].contains(&n.as_str()),
+            ["v2", "tmp", "quarantine", "fence", "lock"].contains(&n.as_str()),
             "unexpected file in the root: {n} ({names:?})"
         );
     }

@@ -31,7 +31,7 @@ fn du_v1(root: &std::path::Path) -> (u64, u64) {
             }
         }
     }
-    walk(&root.join("v1"), &mut files, &mut bytes);
+    walk(&root.join("v2"), &mut files, &mut bytes);
     (files, bytes)
 }
 
@@ -42,7 +42,7 @@ fn du_v1(root: &std::path::Path) -> (u64, u64) {
 async fn eviction_same_ms_never_deletes_other_instance_newer_file() {
     let (_dir, root, clock) = scenario();
     let a = builder(&root, &clock)
-        .warm_capacity_bytes(2600)
+        .warm_capacity_bytes(20_000)
         .build()
         .await
         .unwrap();
@@ -76,7 +76,7 @@ async fn eviction_never_deletes_newer_file_of_instance_with_clock_behind() {
     let ca = ManualClock::new(T0 + 1000);
     let cb = ManualClock::new(T0);
     let a = builder(&root, &ca)
-        .warm_capacity_bytes(2600)
+        .warm_capacity_bytes(20_000)
         .build()
         .await
         .unwrap();
@@ -124,10 +124,11 @@ async fn files_of_a_previous_process_with_clock_ahead_are_still_evicted() {
     }
     let (_, before) = du_v1(&root);
     assert!(before > 10_000, "seeded {before} bytes");
-    // This process: real-ish clock, budget for about 2 entries.
+    // This process: real-ish clock, budget for 2 entries (each 1.1 KiB file counts 8,320
+    // bytes: a 4 KiB block, its directory entry, its own fan-out directory).
     let clock = ManualClock::new(real_now);
     let c = builder(&root, &clock)
-        .warm_capacity_bytes(2600)
+        .warm_capacity_bytes(20_000)
         .build()
         .await
         .unwrap();
@@ -145,7 +146,7 @@ async fn files_of_a_previous_process_with_clock_ahead_are_still_evicted() {
     assert!(
         bytes <= 2600,
         "warm tier over budget forever: {files} files, {bytes} bytes on disk (stats warm_bytes \
-         {}, evictions {}), budget 2600",
+         {}, evictions {}), budget: two entries, 2,600 bytes of files",
         st.warm_bytes,
         st.warm_evictions
     );
@@ -648,7 +649,7 @@ async fn stranded_entry_never_restored_over_an_even_newer_write() {
 async fn a_file_read_by_this_instance_is_still_evictable() {
     let (_dir, root, clock) = scenario();
     let a = builder(&root, &clock)
-        .warm_capacity_bytes(2600)
+        .warm_capacity_bytes(20_000)
         .hot_capacity_entries(1)
         .build()
         .await
@@ -682,7 +683,7 @@ async fn a_file_read_by_this_instance_is_still_evictable() {
     assert!(
         bytes <= 2600,
         "warm tier over budget: {files} files, {bytes} bytes on disk (k's file left: {k_left}), \
-         A's index says {} bytes in {} entries; budget 2600",
+         A's index says {} bytes in {} entries; budget: two entries, 2,600 bytes of files",
         st.warm_bytes,
         st.warm_entries
     );

@@ -229,7 +229,7 @@ async fn invalidate_if_with_partial_disk_failures() {
     env.fs.add_rule(
         Rule::new(Fault::Errno(EIO))
             .ops(&[FsOp::ReadDir])
-            .path_contains(format!("/v1/{top}")),
+            .path_contains(format!("/v2/{top}")),
     );
     let r = cache
         .invalidate_if(|k| k.starts_with(b"doc/0") || k.starts_with(b"doc/1"))

@@ -53,7 +53,7 @@ async fn clear_vs_writes_in_flight() {
     env.fs.add_rule(
         Rule::new(Fault::Delay(Duration::from_millis(300)))
             .ops(&[FsOp::ReadDir])
-            .path_contains("/v1")
+            .path_contains("/v2")
             .times(1),
     );
     let fence = env.root.join("fence");

@@ -20,7 +20,7 @@ pub fn files_on_disk(t: &TestCache) -> usize {
                 .sum()
         })
     }
-    walk(&t.root().join("v1"))
+    walk(&t.root().join("v2"))
 }
 
 /// A model reply.

@@ -141,7 +141,8 @@ async fn a_read_racing_the_eviction_of_its_file_does_not_resurrect_it() {
     let mut rng = Rng::new(99);
     let gate = Arc::new(Gate::default());
     // Values of 3,000 random bytes: too big for the 1 KiB hot tier, so every read goes to
-    // disk; one entry file fits in the 5,000-byte warm budget, two do not.
+    // disk; one entry file (a 4 KiB block, its directory entry and its fan-out directory:
+    // 8,320 bytes as the budget counts) fits in the 10,000-byte warm budget, two do not.
     let dir = tempfile::tempdir().unwrap();
     let fs = Arc::new(PauseAfterRead {
         target: entry_path(dir.path(), "x"),
@@ -150,7 +151,11 @@ async fn a_read_racing_the_eviction_of_its_file_does_not_resurrect_it() {
     let x = rng.bytes(3000);
     let y = rng.bytes(3000);
     let h = dir_in(dir)
-        .open_cache(|b| b.hot_capacity_bytes(1024).warm_capacity_bytes(5000).fs(fs))
+        .open_cache(|b| {
+            b.hot_capacity_bytes(1024)
+                .warm_capacity_bytes(10_000)
+                .fs(fs)
+        })
         .await;
     h.set_bytes("x", &x).await.unwrap();
     h.flush().await.unwrap();

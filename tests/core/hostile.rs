@@ -57,17 +57,16 @@ fn entry_names_checked(root: &Path) -> BTreeSet<String> {
             .collect();
         let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
         match (parts.as_slice(), is_dir) {
-            (["v1" | "tmp" | "quarantine"], true) => {}
+            (["v2" | "tmp" | "quarantine"], true) => {}
             // The fence and the directory lock (FORMAT.md, section 1).
             (["fence" | "lock"], false) => {}
-            (["v1", a], true) | (["v1", _, a], true) if is_fanout(a) => {}
-            (["v1", a, b, name], false)
+            (["v2", a], true) if is_fanout(a) => {}
+            (["v2", a, name], false)
                 if name.len() == 64
                     && name
                         .bytes()
                         .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
-                    && name[0..2] == **a
-                    && name[2..4] == **b =>
+                    && name[0..2] == **a =>
             {
                 names.insert((*name).to_owned());
             }

@@ -132,7 +132,7 @@ fn open_fds_under(dir: &std::path::Path) -> usize {
     std::fs::read_dir("/proc/self/fd")
         .unwrap()
         .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
-        .filter(|target| target.starts_with(dir.join("v1")))
+        .filter(|target| target.starts_with(dir.join("v2")))
         .count()
 }
 

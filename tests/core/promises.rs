@@ -97,16 +97,16 @@ async fn flush_is_ok_on_a_healthy_disk_while_other_tasks_write() {
     assert_eq!(h.stats().dirty_entries, 0);
 }
 
-/// A layout that can hold no entry (`v1` is a regular file, or `tmp` is a symlink) is a
+/// A layout that can hold no entry (`v2` is a regular file, or `tmp` is a symlink) is a
 /// device failure: the breaker opens, and `flush` and `close` report every entry as not
 /// persisted instead of returning Ok with nothing on disk (bug 4).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_layout_that_holds_no_entry_fails_flush_and_close() {
-    for blocker in ["v1 is a file", "tmp is a symlink"] {
+    for blocker in ["v2 is a file", "tmp is a symlink"] {
         let dir = tempfile::tempdir().unwrap();
         let elsewhere = tempfile::tempdir().unwrap();
         match blocker {
-            "v1 is a file" => std::fs::write(dir.path().join("v1"), b"not a directory").unwrap(),
+            "v2 is a file" => std::fs::write(dir.path().join("v2"), b"not a directory").unwrap(),
             _ => std::os::unix::fs::symlink(elsewhere.path(), dir.path().join("tmp")).unwrap(),
         }
         let h = dir_in(dir).open_cache(|b| b).await;
@@ -131,8 +131,8 @@ async fn a_layout_that_holds_no_entry_fails_flush_and_close() {
         }
         assert_eq!(
             h.files(),
-            vec![std::path::PathBuf::from(if blocker == "v1 is a file" {
-                "v1"
+            vec![std::path::PathBuf::from(if blocker == "v2 is a file" {
+                "v2"
             } else {
                 "tmp"
             })],
@@ -152,7 +152,7 @@ async fn a_layout_that_holds_no_entry_fails_flush_and_close() {
 async fn a_blocked_entry_path_is_reported_never_clean() {
     let dir = tempfile::tempdir().unwrap();
     let blocked = entry_path(dir.path(), "blocked");
-    let fanout = blocked.parent().unwrap().parent().unwrap().to_path_buf();
+    let fanout = blocked.parent().unwrap().to_path_buf();
     std::fs::create_dir_all(fanout.parent().unwrap()).unwrap();
     std::fs::write(&fanout, b"foreign").unwrap();
     let h = dir_in(dir).open_cache(|b| b).await;

@@ -122,8 +122,8 @@ async fn symlinked_fanout_directory_is_never_followed() {
         v
     };
     let before = snapshot();
-    std::fs::create_dir_all(root.join("v1")).unwrap();
-    symlink(outside.path(), root.join("v1").join(&h[..2])).unwrap();
+    std::fs::create_dir_all(root.join("v2")).unwrap();
+    symlink(outside.path(), root.join("v2").join(&h[..2])).unwrap();
 
     let report = verify(root, &options(true)).unwrap();
     assert_eq!((report.entries_checked, report.foreign_files), (0, 1));
@@ -240,22 +240,24 @@ async fn foreign_files_are_ignored_and_counted() {
     for k in &keys {
         place(root, k.as_bytes(), &entry(k.as_bytes(), k.as_bytes()));
     }
-    let v1 = root.join("v1");
+    let v2 = root.join("v2");
     let h = hex(&key_hash(b"real/0"));
-    let cd = v1.join(&h[..2]).join(&h[2..4]);
+    let ab = v2.join(&h[..2]);
     let non_utf8 = std::ffi::OsStr::from_bytes(b"\xff\xfe.bak");
-    // v1/: 5 foreign names.
-    std::fs::write(v1.join(".DS_Store"), b"x").unwrap();
-    std::fs::write(v1.join("README"), b"x").unwrap();
-    std::fs::create_dir_all(v1.join("stray/ab/cd")).unwrap();
-    std::fs::write(v1.join("stray/ab/cd").join(&h), entry(b"real/0", b"decoy")).unwrap();
-    std::fs::create_dir_all(v1.join("AB")).unwrap();
-    symlink(outside.path(), v1.join("ef")).unwrap();
-    // v1/ab/: 3.
-    std::fs::write(v1.join(&h[..2]).join(".DS_Store"), b"x").unwrap();
-    std::fs::create_dir_all(v1.join(&h[..2]).join("notes")).unwrap();
-    std::fs::write(v1.join(&h[..2]).join(non_utf8), b"x").unwrap();
-    // v1/ab/cd/: 6.
+    // v2/: 5 foreign names.
+    std::fs::write(v2.join(".DS_Store"), b"x").unwrap();
+    std::fs::write(v2.join("README"), b"x").unwrap();
+    std::fs::create_dir_all(v2.join("stray/ab")).unwrap();
+    std::fs::write(v2.join("stray/ab").join(&h), entry(b"real/0", b"decoy")).unwrap();
+    std::fs::create_dir_all(v2.join("AB")).unwrap();
+    symlink(outside.path(), v2.join("ef")).unwrap();
+    // v2/ab/: 2 directories (one named like layout 1's second level, holding a decoy of
+    // the real entry: never descended into) ...
+    std::fs::create_dir_all(ab.join("notes")).unwrap();
+    std::fs::create_dir_all(ab.join(&h[2..4])).unwrap();
+    std::fs::write(ab.join(&h[2..4]).join(&h), entry(b"real/0", b"decoy")).unwrap();
+    // ... and 6 names that are not entry names.
+    let cd = ab;
     for name in [
         ".DS_Store".to_owned(),
         format!("{h}~"),
@@ -266,14 +268,14 @@ async fn foreign_files_are_ignored_and_counted() {
         std::fs::write(cd.join(name), b"x").unwrap();
     }
     std::fs::write(cd.join(non_utf8), b"x").unwrap();
-    const FOREIGN: u64 = 5 + 3 + 6;
+    const FOREIGN: u64 = 5 + 2 + 6;
 
     let report = verify(root, &options(true)).unwrap();
     assert!(report.is_clean(), "{report:?}");
     assert_eq!(report.foreign_files, FOREIGN);
     assert_eq!((report.entries_checked, report.healthy), (3, 3));
     assert_eq!(report.quarantined, 0);
-    assert!(cd.join(non_utf8).exists() && v1.join("stray/ab/cd").join(&h).exists());
+    assert!(cd.join(non_utf8).exists() && v2.join("stray/ab").join(&h).exists());
 
     let cache = open(&dir).await;
     support::wait_for_scan(&cache).await;

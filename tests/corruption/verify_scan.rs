@@ -41,7 +41,7 @@ async fn verify_reports_each_reason_repairs_and_comes_back_clean() {
     std::os::unix::fs::symlink(&sentinel, support::prepare_path(root, b"kind/symlink")).unwrap();
     mkfifo(&support::prepare_path(root, b"kind/fifo"));
     std::fs::create_dir_all(support::prepare_path(root, b"kind/dir")).unwrap();
-    std::fs::write(root.join("v1").join(".DS_Store"), b"x").unwrap();
+    std::fs::write(root.join("v2").join(".DS_Store"), b"x").unwrap();
     std::fs::write(
         support::entry_path(root, b"healthy/0").with_extension("orig"),
         b"x",

@@ -161,7 +161,7 @@ async fn template(root: &Path) {
     .unwrap();
     let hex = blake3::hash(FRESH.as_bytes()).to_hex();
     assert!(
-        !root.join("v1").join(&hex[..2]).exists(),
+        !root.join("v2").join(&hex[..2]).exists(),
         "{FRESH} must need a new fan-out directory"
     );
 }
