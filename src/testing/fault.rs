@@ -91,7 +91,7 @@ pub struct Rule {
 /// call's index, so the same seed and call order always fire on the same calls.
 fn fires_one_in(n: u64, seed: u64, seen: u64) -> bool {
     let hashed_index = Rng::new(seen).next_u64();
-    Rng::new(seed ^ hashed_index).next_u64() % n == 0
+    Rng::new(seed ^ hashed_index).next_u64().is_multiple_of(n)
 }
 
 impl Rule {

@@ -244,13 +244,13 @@ async fn flush_under_concurrent_load_is_ok_and_complete() {
                 let k = format!("t{t}-{i}");
                 c.set_bytes(&k, val(&k, 200)).await.unwrap();
                 done.lock().unwrap().push(k.clone());
-                if i % 3 == 0 {
+                if i.is_multiple_of(3) {
                     // a remove of a scratch key (not one checked)
                     let s = format!("s{t}-{i}");
                     c.set_bytes(&s, b"s").await.unwrap();
                     c.remove(&s).await.unwrap();
                 }
-                if i % 7 == 0 {
+                if i.is_multiple_of(7) {
                     clock.advance(Duration::from_millis(1));
                 }
                 i += 1;
@@ -327,11 +327,11 @@ async fn clear_under_load_then_restart() {
                 if r.is_ok() {
                     log.lock().unwrap().push((k.clone(), p0, p1));
                 }
-                if i % 4 == 0 {
+                if i.is_multiple_of(4) {
                     let _ = c.remove(format!("c{t}-{}", i / 2)).await;
                     log.lock().unwrap().push((format!("c{t}-{}", i / 2), 9, 9));
                 }
-                if i % 5 == 0 {
+                if i.is_multiple_of(5) {
                     let _ = c.flush().await;
                 }
                 i += 1;

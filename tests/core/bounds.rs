@@ -66,7 +66,7 @@ async fn budgets_hold_after_every_operation_under_100k_sets() {
                 h.remove(&key).await.unwrap();
             }
         }
-        if op % 1000 == 0 {
+        if op.is_multiple_of(1000) {
             // Values larger than the warm budget live in memory only: `flush` reports exactly
             // those, still in memory (dirty) or already evicted from it (lost keys), and
             // nothing else.

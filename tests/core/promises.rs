@@ -72,7 +72,7 @@ async fn flush_is_ok_on_a_healthy_disk_while_other_tasks_write() {
                 cache.set(format!("w{w}-{}", i % 300), &i).await.unwrap();
                 sets.fetch_add(1, Ordering::Relaxed);
                 i += 1;
-                if i % 16 == 0 {
+                if i.is_multiple_of(16) {
                     tokio::task::yield_now().await;
                 }
             }

@@ -164,7 +164,7 @@ async fn chaos(seed: u64, ops: u64) -> Run {
     let fs = Arc::new(FaultFs::std());
     let cache = builder(&root)
         .fs(fs.clone())
-        .write_policy(if seed % 2 == 0 {
+        .write_policy(if seed.is_multiple_of(2) {
             WritePolicy::WriteBehind
         } else {
             WritePolicy::WriteThrough

@@ -172,7 +172,7 @@ fn libfiu_random_faults_then_reopen() {
                         seed: 0xf100_0000 + round * 100 + n,
                         ops,
                         tasks: TASKS,
-                        queue_bytes: if n % 2 == 0 {
+                        queue_bytes: if n.is_multiple_of(2) {
                             SMALL_QUEUE_BYTES
                         } else {
                             LARGE_QUEUE_BYTES
@@ -220,7 +220,7 @@ fn libfiu_random_faults_then_reopen() {
 /// `unlink` of a file that is there, EFBIG from a small `write`): those test libfiu's
 /// imagination, not the cache.
 fn errno_for(n: u64) -> i32 {
-    if (n / 2) % 2 == 0 {
+    if (n / 2).is_multiple_of(2) {
         EIO
     } else {
         ENOSPC
@@ -257,7 +257,7 @@ fn libfiu_random_faults_kill_minus_nine() {
                 seed: 0xf100_9000 + n,
                 ops,
                 tasks: TASKS,
-                queue_bytes: if n % 2 == 0 {
+                queue_bytes: if n.is_multiple_of(2) {
                     SMALL_QUEUE_BYTES
                 } else {
                     LARGE_QUEUE_BYTES

@@ -18,7 +18,7 @@ async fn run(one_in: u64, seed: u64) {
     let t = dir();
     let errnos = [EIO, ENOSPC, 30 /* EROFS */, 13 /* EACCES */];
     let cache = open(&t, |b| {
-        b.write_policy(if seed % 2 == 0 {
+        b.write_policy(if seed.is_multiple_of(2) {
             WritePolicy::WriteBehind
         } else {
             WritePolicy::WriteThrough
