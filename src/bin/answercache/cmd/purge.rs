@@ -1,8 +1,8 @@
 //! `answercache purge DIR --expired | --all`: deletes entry files without opening a cache.
 //!
 //! `--expired` reads each entry's 88-byte header and deletes the file when its expiry has
-//! passed (what the cache's own sweep does lazily); `--all` deletes every entry file. Only
-//! regular files at entry paths are deleted: foreign files are left alone, and anything
+//! passed (what the cache's own sweep does lazily); `--all` deletes every entry file whose
+//! header reads (a newer format's included). Only regular files at entry paths are deleted: foreign files are left alone, and anything
 //! suspect (a header that does not parse, a symlink or a directory at an entry path) is left
 //! for `verify --repair`, which quarantines it with a reason instead of destroying evidence.
 //!
@@ -78,38 +78,43 @@ impl Tally {
             self.skipped += 1;
             return;
         }
-        let removed = match what {
-            What::All => fs.remove_file(&e.path).map(|()| true),
-            What::Expired => match fs.read_prefix(&e.path, HEADER_LEN) {
-                Ok(FileRead::Data(head)) => match parse_header(&head, &ctx.limits) {
-                    // Only the file whose header was judged: one rewritten since is kept.
-                    Ok(h) if h.meta.is_expired(ctx.now_ms) => {
-                        remove_if_unchanged(fs, root, e, &head)
-                    }
-                    // A newer format's entry is not ours to judge.
-                    Ok(_) | Err(Invalid::NewerVersion(_)) => {
-                        self.kept += 1;
-                        self.kept_bytes += e.len;
-                        return;
-                    }
-                    Err(Invalid::Corrupt(..)) => {
-                        self.skipped += 1;
-                        return;
-                    }
-                },
-                Ok(_) => {
-                    self.skipped += 1;
-                    return;
-                }
-                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                    self.vanished += 1;
-                    return;
-                }
-                Err(err) => {
-                    self.error(root, e, format!("read: {err}"));
-                    return;
-                }
-            },
+        // Both modes read the header: a file whose header does not parse is suspect, left
+        // for `verify --repair` (which keeps it, with a reason, in the quarantine).
+        let head = match fs.read_prefix(&e.path, HEADER_LEN) {
+            Ok(FileRead::Data(head)) => head,
+            Ok(_) => {
+                self.skipped += 1;
+                return;
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                self.vanished += 1;
+                return;
+            }
+            Err(err) => {
+                self.error(root, e, format!("read: {err}"));
+                return;
+            }
+        };
+        let judged = match parse_header(&head, &ctx.limits) {
+            Ok(h) => Some(h),
+            // A newer format's entry: an entry for `--all`, not ours to judge for `--expired`.
+            Err(Invalid::NewerVersion(_)) => None,
+            Err(Invalid::Corrupt(..)) => {
+                self.skipped += 1;
+                return;
+            }
+        };
+        let removed = match (what, judged) {
+            (What::All, _) => fs.remove_file(&e.path).map(|()| true),
+            // Only the file whose header was judged: one rewritten since is kept.
+            (What::Expired, Some(h)) if h.meta.is_expired(ctx.now_ms) => {
+                remove_if_unchanged(fs, root, e, &head)
+            }
+            (What::Expired, _) => {
+                self.kept += 1;
+                self.kept_bytes += e.len;
+                return;
+            }
         };
         match removed {
             Ok(true) => {
