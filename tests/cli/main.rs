@@ -28,6 +28,7 @@
 
 mod demo;
 mod entries;
+mod errors;
 mod json;
 mod support;
 mod values;

@@ -18,6 +18,7 @@
 
 mod cmd;
 mod demo;
+mod error;
 mod json;
 mod output;
 mod table;
@@ -33,7 +34,8 @@ use clap::{Args, Parser, Subcommand};
 
 use output::Status;
 
-/// The error type of the binary: every failure ends as one `error: ...` line, exit status 2.
+/// The demo's error type; the operator commands fail with an [`error::CliError`], which says
+/// what kind of failure it is (the demo's are of kind `other`).
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A tiered (memory LRU + gzip disk) response cache for LLM answers.
@@ -170,22 +172,38 @@ struct DemoArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let json = error::json_requested(&args);
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            // Help and version are answers, printed as clap prints them; so is every usage
+            // error in text mode.
+            if !json || matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                e.exit()
+            }
+            error::from_clap(&e).report(true);
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(output::ERROR_EXIT));
+        }
+    };
     match run(cli) {
         Ok(status) => status.into(),
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(output::ERROR_EXIT)
-        }
+        Err(e) => ExitCode::from(e.report(json)),
     }
 }
 
-fn run(cli: Cli) -> Result<Status, BoxError> {
+fn run(cli: Cli) -> Result<Status, error::CliError> {
     let json = cli.json;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("cannot start the tokio runtime: {e}"))?;
+        .map_err(|e| {
+            error::CliError::new(
+                error::Kind::Other,
+                format!("cannot start the tokio runtime: {e}"),
+            )
+        })?;
     let result = match cli.command {
         Command::Demo(args) => runtime
             .block_on(demo::run(demo::DemoOptions {
@@ -199,7 +217,8 @@ fn run(cli: Cli) -> Result<Status, BoxError> {
                 time_scale: args.time_scale,
                 json,
             }))
-            .map(|()| Status::Ok),
+            .map(|()| Status::Ok)
+            .map_err(|e| error::CliError::new(error::Kind::Other, e.to_string())),
         Command::Stats { dir } => cmd::stats::run(&dir, json),
         Command::Verify { dir, repair } => cmd::verify::run(&dir, repair, json),
         Command::Get { dir, key, raw } => {

@@ -3,12 +3,13 @@
 //! listed recorded (the walk goes on past them); only failing to list the root or `<root>/v1`
 //! itself ends the walk.
 
-use std::io;
 use std::path::Path;
 
 use answercache::fs::Fs;
 use answercache::warm::format::{Header, FLAG_ENCODING_MASK};
 use answercache::warm::walk::{EntryWalk, Level, WalkEntry, WalkItem};
+
+use crate::error::{CliError, Kind};
 
 /// What the walk saw besides entry files.
 #[derive(Debug, Clone, Default)]
@@ -25,18 +26,14 @@ pub fn entries(
     fs: &dyn Fs,
     root: &Path,
     visit: &mut dyn FnMut(WalkEntry),
-) -> io::Result<WalkSummary> {
+) -> Result<WalkSummary, CliError> {
     let mut summary = WalkSummary::default();
     for item in EntryWalk::new(fs, root) {
         match item {
             WalkItem::Entry(e) => visit(e),
             WalkItem::Foreign(_) => summary.foreign += 1,
             WalkItem::Unlisted(u) if u.level <= Level::Entries => {
-                let e = u.error;
-                return Err(io::Error::new(
-                    e.kind(),
-                    format!("cannot list {}: {e}", u.path.display()),
-                ));
+                return Err(unlisted(&u.path, &u.error));
             }
             WalkItem::Unlisted(u) => summary
                 .errors
@@ -45,6 +42,11 @@ pub fn entries(
         }
     }
     Ok(summary)
+}
+
+/// The error of a walk that could not list the root or `<root>/v1`: nothing was walked.
+pub fn unlisted(path: &Path, e: &std::io::Error) -> CliError {
+    CliError::new(Kind::Io, format!("cannot list {}: {e}", path.display())).at(path)
 }
 
 /// The name of the encoding an entry's header records (`raw`, `json`, `bincode`, `unrecorded`

@@ -22,18 +22,22 @@ use answercache::warm::layout::{key_hash, Layout};
 use answercache::{Encoding, Stats, TieredCache};
 use serde::Serialize;
 
+use crate::error::{CliError, Kind};
 use crate::json;
 use crate::output::{self, Status};
 use crate::table;
 use crate::walk;
-use crate::BoxError;
 use serde_json::value::RawValue;
 
 /// Opens the cache on `dir` with every default.
-async fn open(dir: &Path) -> Result<TieredCache, BoxError> {
-    TieredCache::open(dir)
-        .await
-        .map_err(|e| format!("cannot open the cache at {}: {e}", dir.display()).into())
+async fn open(dir: &Path) -> Result<TieredCache, CliError> {
+    TieredCache::open(dir).await.map_err(|e| {
+        CliError::cache(
+            &e,
+            format!("cannot open the cache at {}: {e}", dir.display()),
+        )
+        .at(dir)
+    })
 }
 
 /// The entry file of `key` and what its header says, if it is there and readable.
@@ -135,20 +139,20 @@ struct GetReport<'a> {
 /// Runs `get DIR KEY [--raw]`: the value on stdout (a JSON value as its JSON text and a
 /// newline, anything else, and everything under `--raw`, as its stored bytes), exit 1 on a
 /// miss.
-pub async fn get(dir: &Path, key: &[u8], raw: bool, json: bool) -> Result<Status, BoxError> {
+pub async fn get(dir: &Path, key: &[u8], raw: bool, json: bool) -> Result<Status, CliError> {
     let dir = output::existing_dir(dir)?;
     let cache = open(&dir).await?;
     let answer = cache
         .get_bytes_answer(key)
         .await
-        .map_err(|e| format!("get {}: {e}", show_key(key)))?;
+        .map_err(|e| CliError::cache(&e, format!("get {}: {e}", show_key(key))))?;
     let stats = cache.stats();
     let info = entry_info(&dir, key);
     // The library hides disk errors from callers (a sick disk is a miss); an operator asking
     // for one key wants to know, with the path and the cause.
     if answer.is_none() && stats.disk_errors > 0 {
         if let Some(e) = read_error(&info, &stats) {
-            return Err(e.into());
+            return Err(e);
         }
     }
     let notes = miss_notes(&stats);
@@ -224,15 +228,17 @@ fn miss_notes(s: &Stats) -> Vec<String> {
 /// tells it when reading the file again fails, else the kind the cache counted. `None` when
 /// the file is simply not there (the error was elsewhere, e.g. preparing the directory at
 /// open): a plain miss.
-fn read_error(info: &EntryInfo, s: &Stats) -> Option<String> {
+fn read_error(info: &EntryInfo, s: &Stats) -> Option<CliError> {
     let kinds: Vec<&str> = s.disk_errors_by_kind.keys().map(String::as_str).collect();
     match StdFs.read_file(&info.path, u64::MAX) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => Some(format!("{}: {e}", info.path.display())),
-        Ok(_) => Some(format!(
-            "{}: the cache met a disk error ({}) reading the entry",
-            info.path.display(),
-            kinds.join(", ")
+        Err(e) => Some(CliError::io(&info.path, e)),
+        Ok(_) => Some(CliError::io(
+            &info.path,
+            format!(
+                "the cache met a disk error ({}) reading the entry",
+                kinds.join(", ")
+            ),
         )),
     }
 }
@@ -255,7 +261,7 @@ pub async fn set(
     key: &[u8],
     ttl: Option<Duration>,
     json: bool,
-) -> Result<Status, BoxError> {
+) -> Result<Status, CliError> {
     if std::io::stdin().is_terminal() {
         eprintln!("reading the value from stdin; end it with Ctrl-D");
     }
@@ -264,18 +270,18 @@ pub async fn set(
     std::io::stdin()
         .take(answercache::defaults::DEFAULT_MAX_ENTRY_BYTES as u64 + 1)
         .read_to_end(&mut value)
-        .map_err(|e| format!("reading the value from stdin: {e}"))?;
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        .map_err(|e| CliError::new(Kind::Io, format!("reading the value from stdin: {e}")))?;
+    std::fs::create_dir_all(dir).map_err(|e| CliError::io(dir, e))?;
     let cache = open(dir).await?;
     let stored = match ttl {
         Some(ttl) => cache.set_bytes_with_ttl(key, &value, ttl).await,
         None => cache.set_bytes(key, &value).await,
     };
-    stored.map_err(|e| format!("set {}: {e}", show_key(key)))?;
-    cache
-        .flush()
-        .await
-        .map_err(|e| format!("{}: {} not stored: {e}", dir.display(), show_key(key)))?;
+    stored.map_err(|e| CliError::cache(&e, format!("set {}: {e}", show_key(key))))?;
+    cache.flush().await.map_err(|e| {
+        let message = format!("{}: {} not stored: {e}", dir.display(), show_key(key));
+        CliError::cache(&e, message).at(dir)
+    })?;
     let info = entry_info(dir, key);
     let expires_ms = info.header.map_or(0, |h| h.meta.expires_ms);
     if json {
@@ -317,18 +323,18 @@ struct RmReport<'a> {
 }
 
 /// Runs `rm DIR KEY`: exit 1 when there was nothing to remove.
-pub async fn rm(dir: &Path, key: &[u8], json: bool) -> Result<Status, BoxError> {
+pub async fn rm(dir: &Path, key: &[u8], json: bool) -> Result<Status, CliError> {
     let dir = output::existing_dir(dir)?;
     let before = entry_info(&dir, key);
     let cache = open(&dir).await?;
     cache
         .remove(key)
         .await
-        .map_err(|e| format!("rm {}: {e}", show_key(key)))?;
-    cache
-        .flush()
-        .await
-        .map_err(|e| format!("{}: {} not removed: {e}", dir.display(), show_key(key)))?;
+        .map_err(|e| CliError::cache(&e, format!("rm {}: {e}", show_key(key))))?;
+    cache.flush().await.map_err(|e| {
+        let message = format!("{}: {} not removed: {e}", dir.display(), show_key(key));
+        CliError::cache(&e, message).at(&dir)
+    })?;
     let removed = before.file_len.is_some();
     if json {
         output::print_json(&RmReport {

@@ -18,11 +18,11 @@ use answercache::fs::{FileKind, FileRead, Fs, StdFs};
 use answercache::warm::format::{parse_header, Invalid, Limits, HEADER_LEN};
 use answercache::warm::walk::{remove_if_unchanged, WalkEntry};
 
+use crate::error::CliError;
 use crate::json;
 use crate::output::{self, Status};
 use crate::table::Table;
 use crate::walk;
-use crate::BoxError;
 
 /// What `purge` deletes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,7 +136,7 @@ impl Tally {
 }
 
 /// Runs `purge DIR --expired | --all`.
-pub fn run(dir: &Path, what: What, json: bool) -> Result<Status, BoxError> {
+pub fn run(dir: &Path, what: What, json: bool) -> Result<Status, CliError> {
     let dir = output::existing_dir(dir)?;
     let ctx = Context {
         fs: &StdFs,

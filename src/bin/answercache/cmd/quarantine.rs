@@ -13,11 +13,11 @@ use answercache::warm::format::{parse_header, Header, Limits, HEADER_LEN};
 use answercache::warm::layout::Layout;
 use answercache::warm::quarantine::{self, QuarantinedFile, SIDECAR_SUFFIX};
 
+use crate::error::{CliError, Kind};
 use crate::json::{self, Pairs};
 use crate::output::{self, Status};
 use crate::table::{self, Table};
 use crate::walk;
-use crate::BoxError;
 
 /// Bytes of a quarantined file `show` reads: the header and up to 1 KiB of the key.
 const SHOW_READ: usize = HEADER_LEN + 1024;
@@ -32,22 +32,30 @@ fn qdir(dir: &Path) -> std::path::PathBuf {
     Layout::new(dir).quarantine_dir().to_path_buf()
 }
 
-fn listed(dir: &Path) -> Result<Vec<QuarantinedFile>, BoxError> {
+fn listed(dir: &Path) -> Result<Vec<QuarantinedFile>, CliError> {
     let q = qdir(dir);
-    quarantine::list(&StdFs, &q).map_err(|e| format!("{}: {e}", q.display()).into())
+    quarantine::list(&StdFs, &q).map_err(|e| CliError::io(&q, e))
 }
 
 /// Checks a NAME given on the command line: a plain quarantine file name (a sidecar name is
 /// taken as the file it describes).
-fn valid_name(name: &str) -> Result<&str, BoxError> {
+fn valid_name(name: &str) -> Result<&str, CliError> {
     let name = name.strip_suffix(SIDECAR_SUFFIX).unwrap_or(name);
     if name.contains('/') || name.contains('\0') || quarantine::parse_name(name).is_none() {
-        return Err(format!(
+        return Err(CliError::usage(format!(
             "{name:?} is not a quarantined file name (expected <time>-<reason>-<name>, as `quarantine list` shows)"
-        )
-        .into());
+        )));
     }
     Ok(name)
+}
+
+/// `quarantine show|clear NAME` when there is no such file: exit 1, "not found".
+fn not_there(q: &Path, name: &str) -> CliError {
+    CliError::new(
+        Kind::NotFound,
+        format!("no quarantined file {name} in {}", q.display()),
+    )
+    .at(&q.join(name))
 }
 
 /// `quarantine list --json`.
@@ -112,7 +120,7 @@ struct ClearReport {
 }
 
 /// Runs `quarantine list DIR`.
-pub fn list(dir: &Path, json: bool) -> Result<Status, BoxError> {
+pub fn list(dir: &Path, json: bool) -> Result<Status, CliError> {
     let dir = output::existing_dir(dir)?;
     let files = listed(&dir)?;
     let bytes: u64 = files.iter().map(|f| f.len).sum();
@@ -154,13 +162,12 @@ pub fn list(dir: &Path, json: bool) -> Result<Status, BoxError> {
 
 /// Runs `quarantine show DIR NAME`: the sidecar's record, what the header says, and the first
 /// bytes. Exit 1 when there is no such file.
-pub fn show(dir: &Path, name: &str, json: bool) -> Result<Status, BoxError> {
+pub fn show(dir: &Path, name: &str, json: bool) -> Result<Status, CliError> {
     let dir = output::existing_dir(dir)?;
     let name = valid_name(name)?;
     let q = qdir(&dir);
     let Some(file) = listed(&dir)?.into_iter().find(|f| f.name == name) else {
-        eprintln!("no quarantined file {name} in {}", q.display());
-        return Ok(Status::No);
+        return Err(not_there(&q, name));
     };
     let path = q.join(name);
     let sidecar_path = q.join(format!("{name}{SIDECAR_SUFFIX}"));
@@ -175,7 +182,7 @@ pub fn show(dir: &Path, name: &str, json: bool) -> Result<Status, BoxError> {
     };
     let kind = std::fs::symlink_metadata(&path)
         .map(|m| FileKind::of(m.file_type()))
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+        .map_err(|e| CliError::io(&path, e))?;
     let head = match StdFs.read_prefix(&path, SHOW_READ) {
         Ok(FileRead::Data(d)) => d,
         _ => Vec::new(),
@@ -247,7 +254,7 @@ pub fn show(dir: &Path, name: &str, json: bool) -> Result<Status, BoxError> {
 
 /// Runs `quarantine clear DIR [NAME]`: deletes one quarantined file (exit 1 if there is no
 /// such file) or all of them, with their sidecars.
-pub fn clear(dir: &Path, name: Option<&str>, json: bool) -> Result<Status, BoxError> {
+pub fn clear(dir: &Path, name: Option<&str>, json: bool) -> Result<Status, CliError> {
     let dir = output::existing_dir(dir)?;
     let q = qdir(&dir);
     let files = listed(&dir)?;
@@ -256,8 +263,7 @@ pub fn clear(dir: &Path, name: Option<&str>, json: bool) -> Result<Status, BoxEr
             let name = valid_name(name)?;
             let found: Vec<_> = files.iter().filter(|f| f.name == name).collect();
             if found.is_empty() {
-                eprintln!("no quarantined file {name} in {}", q.display());
-                return Ok(Status::No);
+                return Err(not_there(&q, name));
             }
             found
         }
@@ -267,7 +273,7 @@ pub fn clear(dir: &Path, name: Option<&str>, json: bool) -> Result<Status, BoxEr
     let mut bytes = 0u64;
     for f in &chosen {
         quarantine::remove_one(&StdFs, &q, &f.name)
-            .map_err(|e| format!("{}: {e}", q.join(&f.name).display()))?;
+            .map_err(|e| CliError::io(&q.join(&f.name), e))?;
         removed += 1;
         bytes += f.len;
     }

@@ -16,11 +16,11 @@ use answercache::warm::quarantine;
 
 use answercache::warm::walk::WalkEntry;
 
+use crate::error::CliError;
 use crate::json;
 use crate::output::{self, Status};
 use crate::table::{self, Table};
 use crate::walk;
-use crate::BoxError;
 
 /// What `stats` found; serialized (after the directory) as the `stats --json` document.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -185,7 +185,7 @@ impl DirStats {
 }
 
 /// Runs `stats DIR`.
-pub fn run(dir: &Path, json: bool) -> Result<Status, BoxError> {
+pub fn run(dir: &Path, json: bool) -> Result<Status, CliError> {
     let dir = output::existing_dir(dir)?;
     let fs = StdFs;
     let layout = Layout::new(&dir);
