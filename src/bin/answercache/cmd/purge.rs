@@ -20,7 +20,7 @@ use answercache::warm::walk::{remove_if_unchanged, WalkEntry};
 
 use crate::error::CliError;
 use crate::json;
-use crate::output::{self, Status};
+use crate::output::{self, Progress, Status};
 use crate::table::Table;
 use crate::walk;
 
@@ -146,12 +146,13 @@ pub fn run(dir: &Path, what: What, json: bool) -> Result<Status, CliError> {
         now_ms: system_now_ms(),
     };
     let mut tally = Tally::default();
-    let bar = output::scan_progress("purge:", "entries looked at");
+    let mut bar = Progress::scan(ctx.fs, &dir, "purge:", "entries looked at", json);
     let summary = walk::entries(ctx.fs, &dir, &mut |e| {
         tally.visit(&ctx, &e);
-        bar.inc(1);
-    })?;
-    bar.finish_and_clear();
+        bar.inc();
+    });
+    bar.finish();
+    let summary = summary?;
     tally.foreign_files = summary.foreign;
     tally.errors.extend(
         summary

@@ -18,7 +18,7 @@ use answercache::warm::walk::WalkEntry;
 
 use crate::error::CliError;
 use crate::json;
-use crate::output::{self, Status};
+use crate::output::{self, Progress, Status};
 use crate::table::{self, Table};
 use crate::walk;
 
@@ -192,12 +192,13 @@ pub fn run(dir: &Path, json: bool) -> Result<Status, CliError> {
     let limits = Limits::default();
     let now_ms = system_now_ms();
     let mut s = DirStats::default();
-    let bar = output::scan_progress("stats:", "entries read");
+    let mut bar = Progress::scan(&fs, &dir, "stats:", "entries read", json);
     let summary = walk::entries(&fs, &dir, &mut |e| {
         s.add(&fs, &dir, &e, &limits, now_ms);
-        bar.inc(1);
-    })?;
-    bar.finish_and_clear();
+        bar.inc();
+    });
+    bar.finish();
+    let summary = summary?;
     s.foreign_files = summary.foreign;
     s.errors.extend(summary.errors);
     match fs.read_dir(layout.tmp_dir()) {

@@ -11,7 +11,7 @@ use answercache::verify::{verify_with_fs, VerifyOptions, VerifyReport};
 use answercache::warm::layout::Layout;
 
 use crate::error::CliError;
-use crate::output::{self, Status};
+use crate::output::{self, Progress, Status};
 use crate::table::{self, Table};
 
 /// `verify --json`: the library's report, field for field, after three fields of the run.
@@ -31,18 +31,16 @@ pub fn run(dir: &Path, repair: bool, json: bool) -> Result<Status, CliError> {
         repair,
         ..VerifyOptions::default()
     };
-    let bar = output::scan_progress(
-        if repair {
-            "verify --repair:"
-        } else {
-            "verify:"
-        },
-        "entries checked",
-    );
+    let what = if repair {
+        "verify --repair:"
+    } else {
+        "verify:"
+    };
+    let mut bar = Progress::scan(&StdFs, &dir, what, "entries checked", json);
     let mut progress = |n: u64| bar.set_position(n);
-    let report = verify_with_fs(&StdFs, &dir, &options, Some(&mut progress))
-        .map_err(|e| CliError::io(Layout::new(&dir).entries_dir(), e))?;
-    bar.finish_and_clear();
+    let report = verify_with_fs(&StdFs, &dir, &options, Some(&mut progress));
+    bar.finish();
+    let report = report.map_err(|e| CliError::io(Layout::new(&dir).entries_dir(), e))?;
     if json {
         output::print_json(&VerifyDoc {
             dir: dir.display().to_string(),
