@@ -46,6 +46,7 @@ fn a_missing_directory_is_a_json_error_for_every_command() {
         vec!["stats", m],
         vec!["verify", m],
         vec!["verify", m, "--repair"],
+        vec!["ls", m],
         vec!["get", m, "k"],
         vec!["rm", m, "k"],
         vec!["purge", m, "--all"],

@@ -30,6 +30,7 @@ mod demo;
 mod entries;
 mod errors;
 mod json;
+mod ls;
 mod support;
 mod values;
 mod verify;

@@ -11,8 +11,8 @@
 //! without one); stderr stays free for what is not a result. `message` is exactly the text
 //! mode's line after `error: `, so both modes say the same thing.
 //!
-//! A command that met I/O errors while producing its report (`verify`, `stats`, `purge` go on
-//! past each) prints the report with the errors listed in it, then fails with the first
+//! A command that met I/O errors while producing its report (`verify`, `stats`, `purge`, `ls`
+//! go on past each) prints the report with the errors listed in it, then fails with the first
 //! one, [marked](CliError::in_report) as already reported: under `--json` the report is the
 //! one document and nothing else is printed; in text mode the `error:` line follows it.
 

@@ -21,6 +21,7 @@ mod demo;
 mod error;
 mod json;
 mod output;
+mod stream;
 mod table;
 mod walk;
 
@@ -89,6 +90,12 @@ enum Command {
         /// expires.
         #[arg(long, value_name = "DURATION", value_parser = cmd::entry::parse_ttl)]
         ttl: Option<Duration>,
+    },
+    /// List every entry: hash, sizes, age, expiry, encoding and key (corrupt files as
+    /// corrupt, with the reason), in hash order.
+    Ls {
+        /// Cache directory.
+        dir: PathBuf,
     },
     /// Remove a key; exit 1 if it was not cached.
     Rm {
@@ -228,6 +235,7 @@ fn run(cli: Cli) -> Result<Status, error::CliError> {
             runtime.block_on(cmd::entry::set(&dir, key.as_bytes(), ttl, json))
         }
         Command::Rm { dir, key } => runtime.block_on(cmd::entry::rm(&dir, key.as_bytes(), json)),
+        Command::Ls { dir } => cmd::ls::run(&dir, json),
         Command::Purge(args) => cmd::purge::run(
             &args.dir,
             if args.all {

@@ -1,4 +1,4 @@
-//! What `stats` and `purge` need of the library's walk ([`answercache::warm::walk`]): every name
+//! What `stats`, `purge` and `ls` need of the library's walk ([`answercache::warm::walk`]): every name
 //! at an entry path, the foreign names counted, the fan-out directories that could not be
 //! listed recorded (the walk goes on past them); only failing to list the root or `<root>/v1`
 //! itself ends the walk.
@@ -20,17 +20,19 @@ pub struct WalkSummary {
     pub errors: Vec<(String, String)>,
 }
 
-/// Calls `visit` for every name at an entry path under `root`, in path order. A missing
+/// Calls `visit` for every name at an entry path under `root`, in path order (the walk
+/// sorts each listing: the order of the hashes), until it returns `false`. A missing
 /// `<root>/v1` is an empty walk.
 pub fn entries(
     fs: &dyn Fs,
     root: &Path,
-    visit: &mut dyn FnMut(WalkEntry),
+    visit: &mut dyn FnMut(&WalkEntry) -> bool,
 ) -> Result<WalkSummary, CliError> {
     let mut summary = WalkSummary::default();
     for item in EntryWalk::new(fs, root) {
         match item {
-            WalkItem::Entry(e) => visit(e),
+            // The caller is done (its reader left, or it failed).
+            WalkItem::Entry(e) if !visit(&e) => break,
             WalkItem::Foreign(_) => summary.foreign += 1,
             WalkItem::Unlisted(u) if u.level <= Level::Entries => {
                 return Err(unlisted(&u.path, &u.error));

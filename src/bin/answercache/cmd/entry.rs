@@ -25,7 +25,7 @@ use serde::Serialize;
 use crate::error::{CliError, Kind};
 use crate::json;
 use crate::output::{self, Status};
-use crate::table;
+use crate::table::{self, key as show_key};
 use crate::walk;
 use serde_json::value::RawValue;
 
@@ -62,14 +62,6 @@ fn entry_info(dir: &Path, key: &[u8]) -> EntryInfo {
         rel,
         file_len,
         header,
-    }
-}
-
-/// Printable key for messages: the text when it is UTF-8, else its bytes escaped.
-fn show_key(key: &[u8]) -> String {
-    match std::str::from_utf8(key) {
-        Ok(s) => format!("{s:?}"),
-        Err(_) => format!("\"{}\"", key.escape_ascii()),
     }
 }
 

@@ -148,8 +148,9 @@ pub fn run(dir: &Path, what: What, json: bool) -> Result<Status, CliError> {
     let mut tally = Tally::default();
     let mut bar = Progress::scan(ctx.fs, &dir, "purge:", "entries looked at", json);
     let summary = walk::entries(ctx.fs, &dir, &mut |e| {
-        tally.visit(&ctx, &e);
+        tally.visit(&ctx, e);
         bar.inc();
+        true
     });
     bar.finish();
     let summary = summary?;

@@ -194,8 +194,9 @@ pub fn run(dir: &Path, json: bool) -> Result<Status, CliError> {
     let mut s = DirStats::default();
     let mut bar = Progress::scan(&fs, &dir, "stats:", "entries read", json);
     let summary = walk::entries(&fs, &dir, &mut |e| {
-        s.add(&fs, &dir, &e, &limits, now_ms);
+        s.add(&fs, &dir, e, &limits, now_ms);
         bar.inc();
+        true
     });
     bar.finish();
     let summary = summary?;
