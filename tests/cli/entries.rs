@@ -336,6 +336,18 @@ fn purge_expired_keeps_live_entries_and_purge_all_removes_them() {
     assert!(entry_path(dir.path(), "live-1").is_file());
 
     let live_bytes = file_len(dir.path(), "live-1") + file_len(dir.path(), "live-2");
+    // The files in the walk's order: by hash.
+    let mut live = [
+        (
+            entry_rel(dir.path(), "live-1"),
+            file_len(dir.path(), "live-1"),
+        ),
+        (
+            entry_rel(dir.path(), "live-2"),
+            file_len(dir.path(), "live-2"),
+        ),
+    ];
+    live.sort();
     let purged = answercache(&["purge", arg(dir.path()), "--all", "--json"]);
     purged.expect_code(0);
     assert_eq!(
@@ -343,6 +355,8 @@ fn purge_expired_keeps_live_entries_and_purge_all_removes_them() {
         json!({
             "dir": arg(dir.path()),
             "purge": "all",
+            "dry_run": false,
+            "files": live.iter().map(|(f, b)| json!({"file": f, "bytes": b})).collect::<Vec<_>>(),
             "removed": 2,
             "removed_bytes": live_bytes,
             "kept": 0,

@@ -50,8 +50,10 @@ fn a_missing_directory_is_a_json_error_for_every_command() {
         vec!["get", m, "k"],
         vec!["rm", m, "k"],
         vec!["purge", m, "--all"],
+        vec!["purge", m, "--expired", "--dry-run"],
         vec!["quarantine", "list", m],
         vec!["quarantine", "clear", m],
+        vec!["quarantine", "clear", m, "--dry-run"],
     ] {
         fails_as(
             &args,
@@ -185,6 +187,7 @@ fn a_quarantine_name_that_is_not_there_is_not_found_with_exit_1() {
     for args in [
         vec!["quarantine", "show", d, &name],
         vec!["quarantine", "clear", d, &name],
+        vec!["quarantine", "clear", d, &name, "--dry-run"],
     ] {
         fails_as(
             &args,

@@ -27,6 +27,7 @@
 )]
 
 mod demo;
+mod dry_run;
 mod entries;
 mod errors;
 mod json;

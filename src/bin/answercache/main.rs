@@ -122,6 +122,9 @@ struct PurgeArgs {
     /// Delete every entry.
     #[arg(long)]
     all: bool,
+    /// Delete nothing; report what would be deleted.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -144,6 +147,9 @@ enum QuarantineCommand {
         dir: PathBuf,
         /// The name `quarantine list` shows; all files when omitted.
         name: Option<String>,
+        /// Delete nothing; report what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -243,13 +249,14 @@ fn run(cli: Cli) -> Result<Status, error::CliError> {
             } else {
                 cmd::purge::What::Expired
             },
+            args.dry_run,
             json,
         ),
         Command::Quarantine(q) => match q {
             QuarantineCommand::List { dir } => cmd::quarantine::list(&dir, json),
             QuarantineCommand::Show { dir, name } => cmd::quarantine::show(&dir, &name, json),
-            QuarantineCommand::Clear { dir, name } => {
-                cmd::quarantine::clear(&dir, name.as_deref(), json)
+            QuarantineCommand::Clear { dir, name, dry_run } => {
+                cmd::quarantine::clear(&dir, name.as_deref(), dry_run, json)
             }
         },
     };

@@ -110,13 +110,16 @@ impl HeaderDoc {
     }
 }
 
-/// `quarantine clear --json`.
+/// `quarantine clear --json`; under `--dry-run` the same fields, for what would be removed.
 #[derive(serde::Serialize)]
-struct ClearReport {
+struct ClearReport<'a> {
     dir: String,
+    dry_run: bool,
     removed: u64,
     removed_bytes: u64,
     orphan_sidecars_removed: u64,
+    /// The files removed (or that would be), as `list` shows them.
+    files: &'a [&'a QuarantinedFile],
 }
 
 /// Runs `quarantine list DIR`.
@@ -252,15 +255,21 @@ pub fn show(dir: &Path, name: &str, json: bool) -> Result<Status, CliError> {
     Ok(Status::Ok)
 }
 
-/// Runs `quarantine clear DIR [NAME]`: deletes one quarantined file (exit 1 if there is no
-/// such file) or all of them, with their sidecars.
-pub fn clear(dir: &Path, name: Option<&str>, json: bool) -> Result<Status, CliError> {
+/// Runs `quarantine clear DIR [NAME] [--dry-run]`: deletes one quarantined file (exit 1 if
+/// there is no such file) or all of them, with their sidecars. With `dry_run`, deletes nothing
+/// and reports what it would delete: the same document, `dry_run` true.
+pub fn clear(
+    dir: &Path,
+    name: Option<&str>,
+    dry_run: bool,
+    json: bool,
+) -> Result<Status, CliError> {
     let dir = output::existing_dir(dir)?;
     let q = qdir(&dir);
+    let name = name.map(valid_name).transpose()?;
     let files = listed(&dir)?;
     let chosen: Vec<&QuarantinedFile> = match name {
         Some(name) => {
-            let name = valid_name(name)?;
             let found: Vec<_> = files.iter().filter(|f| f.name == name).collect();
             if found.is_empty() {
                 return Err(not_there(&q, name));
@@ -269,16 +278,18 @@ pub fn clear(dir: &Path, name: Option<&str>, json: bool) -> Result<Status, CliEr
         }
         None => files.iter().collect(),
     };
-    let mut removed = 0u64;
-    let mut bytes = 0u64;
-    for f in &chosen {
-        quarantine::remove_one(&StdFs, &q, &f.name)
-            .map_err(|e| CliError::io(&q.join(&f.name), e))?;
-        removed += 1;
-        bytes += f.len;
+    let mut removed = Vec::with_capacity(chosen.len());
+    for f in chosen {
+        if !dry_run {
+            quarantine::remove_one(&StdFs, &q, &f.name)
+                .map_err(|e| CliError::io(&q.join(&f.name), e))?;
+        }
+        removed.push(f);
     }
+    let bytes: u64 = removed.iter().map(|f| f.len).sum();
     // Sidecars whose file is gone (a crash between the two deletes, or a file removed by
-    // hand) go with a full clear.
+    // hand) go with a full clear. A dry run counts the same ones: their files are missing
+    // whether or not the others were deleted first.
     let mut orphans = 0u64;
     if name.is_none() {
         if let Ok(entries) = StdFs.read_dir(&q) {
@@ -289,7 +300,7 @@ pub fn clear(dir: &Path, name: Option<&str>, json: bool) -> Result<Status, CliEr
                 };
                 if quarantine::parse_name(base).is_some()
                     && !entries_has(&q, base)
-                    && StdFs.remove_file(&q.join(n)).is_ok()
+                    && (dry_run || StdFs.remove_file(&q.join(n)).is_ok())
                 {
                     orphans += 1;
                 }
@@ -299,17 +310,26 @@ pub fn clear(dir: &Path, name: Option<&str>, json: bool) -> Result<Status, CliEr
     if json {
         output::print_json(&ClearReport {
             dir: q.display().to_string(),
-            removed,
+            dry_run,
+            removed: removed.len() as u64,
             removed_bytes: bytes,
             orphan_sidecars_removed: orphans,
+            files: &removed,
         })?;
     } else {
+        let n = removed.len() as u64;
         println!(
-            "removed {} quarantined {}, {}, from {}",
-            table::count(removed),
-            if removed == 1 { "file" } else { "files" },
+            "{} {} quarantined {}, {}, from {}{}",
+            if dry_run { "would remove" } else { "removed" },
+            table::count(n),
+            if n == 1 { "file" } else { "files" },
             table::bytes_exact(bytes),
-            q.display()
+            q.display(),
+            if dry_run {
+                " (dry run: nothing was deleted)"
+            } else {
+                ""
+            }
         );
     }
     Ok(Status::Ok)
