@@ -37,6 +37,9 @@ pub enum Kind {
     BadKey,
     /// The value is refused by the library (longer than `max_entry_bytes`).
     BadValue,
+    /// A value that cannot be shown without the Rust type that wrote it (bincode), asked for
+    /// as text; `--raw` or `--json` show its bytes.
+    Undecodable,
     /// `set` or `rm` could not make its change durable on disk.
     NotPersisted,
     /// An I/O error: listing, reading, removing, writing stdout.
@@ -57,6 +60,7 @@ impl Kind {
             Kind::NotFound => "not-found",
             Kind::BadKey => "bad-key",
             Kind::BadValue => "bad-value",
+            Kind::Undecodable => "undecodable",
             Kind::NotPersisted => "not-persisted",
             Kind::Io => "io",
             Kind::Cache => "cache",

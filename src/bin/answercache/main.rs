@@ -68,8 +68,8 @@ enum Command {
         #[arg(long)]
         repair: bool,
     },
-    /// Print a value on stdout (a JSON value pretty-printed, anything else as stored); exit 1
-    /// on a miss.
+    /// Print a value on stdout (a JSON value as its stored JSON text, other bytes as stored; a
+    /// bincode value only with --raw or --json); exit 1 on a miss.
     Get {
         /// Cache directory.
         dir: PathBuf,

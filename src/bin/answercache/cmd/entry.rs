@@ -69,19 +69,28 @@ fn entry_info(dir: &Path, key: &[u8]) -> EntryInfo {
 enum Shown<'a> {
     /// A JSON value (encoding `json`, or raw bytes that parse as JSON): its text as stored.
     Json(&'a RawValue),
-    /// Anything else (bincode, a version-1 entry, raw bytes that are not JSON), and every
-    /// value under `--raw`: the bytes as stored.
+    /// A bincode value (without `--raw`): its bytes name no type or field, so only the Rust
+    /// type that wrote it can decode it. Not printed as text (exit 2, kind `undecodable`);
+    /// `--json` gives its bytes in hex.
+    Opaque(&'a [u8]),
+    /// Anything else (a version-1 entry, raw bytes that are not JSON), and every value under
+    /// `--raw`: the bytes as stored.
     Bytes(&'a [u8]),
 }
 
 impl<'a> Shown<'a> {
     fn of(value: &'a [u8], encoding: Encoding, raw: bool) -> Shown<'a> {
-        if !raw && matches!(encoding, Encoding::Json | Encoding::Raw) {
-            if let Some(v) = json::as_json(value) {
-                return Shown::Json(v);
-            }
+        if raw {
+            return Shown::Bytes(value);
         }
-        Shown::Bytes(value)
+        match encoding {
+            Encoding::Json | Encoding::Raw => match json::as_json(value) {
+                Some(v) => Shown::Json(v),
+                None => Shown::Bytes(value),
+            },
+            Encoding::Bincode => Shown::Opaque(value),
+            _ => Shown::Bytes(value),
+        }
     }
 
     /// `json`, `text` (UTF-8 bytes) or `hex`: which field of the `--json` document holds the
@@ -90,7 +99,7 @@ impl<'a> Shown<'a> {
         match self {
             Shown::Json(_) => "json",
             Shown::Bytes(b) if std::str::from_utf8(b).is_ok() => "text",
-            Shown::Bytes(_) => "hex",
+            Shown::Bytes(_) | Shown::Opaque(_) => "hex",
         }
     }
 }
@@ -129,8 +138,8 @@ struct GetReport<'a> {
 }
 
 /// Runs `get DIR KEY [--raw]`: the value on stdout (a JSON value as its JSON text and a
-/// newline, anything else, and everything under `--raw`, as its stored bytes), exit 1 on a
-/// miss.
+/// newline, anything else but bincode, and everything under `--raw`, as its stored bytes),
+/// exit 1 on a miss; a bincode value without `--raw` is exit 2 (`--json` shows it in hex).
 pub async fn get(dir: &Path, key: &[u8], raw: bool, json: bool) -> Result<Status, CliError> {
     let dir = output::existing_dir(dir)?;
     let cache = open(&dir).await?;
@@ -155,10 +164,10 @@ pub async fn get(dir: &Path, key: &[u8], raw: bool, json: bool) -> Result<Status
         let value = match &shown {
             Some(Shown::Json(v)) => Some(ValueField::Json(v)),
             Some(Shown::Bytes(b)) => std::str::from_utf8(b).ok().map(ValueField::Text),
-            None => None,
+            Some(Shown::Opaque(_)) | None => None,
         };
         let value_hex = match &shown {
-            Some(Shown::Bytes(b)) if value.is_none() => Some(json::hex(b)),
+            Some(Shown::Bytes(b) | Shown::Opaque(b)) if value.is_none() => Some(json::hex(b)),
             _ => None,
         };
         output::print_json(&GetReport {
@@ -181,6 +190,17 @@ pub async fn get(dir: &Path, key: &[u8], raw: bool, json: bool) -> Result<Status
                 output::write_stdout(format!("{}\n", v.get()).as_bytes())?;
             }
             Some(Shown::Bytes(b)) => output::write_stdout(b)?,
+            Some(Shown::Opaque(b)) => {
+                return Err(CliError::new(
+                    Kind::Undecodable,
+                    format!(
+                        "{}: stored with the bincode codec ({}): bincode bytes name no type or field, so the value cannot be shown without the Rust type that wrote it; --raw prints its stored bytes, --json shows them in hex",
+                        show_key(key),
+                        table::bytes(b.len() as u64)
+                    ),
+                )
+                .at(&info.path))
+            }
             None => {
                 eprintln!("{}: not cached in {}", show_key(key), dir.display());
                 for n in &notes {
