@@ -3,18 +3,24 @@
 //! - `answercache demo`: an agent-backend workload against a cache in a temporary directory (or
 //!   `--dir`) through a restart, damaged files and a (simulated) failing disk, ending with hits
 //!   per tier, disk errors, quarantined files, time in each mode and the model time saved.
-//! - Operator commands on a cache directory: `stats`, `verify [--repair]`, `get`, `set`, `rm`,
-//!   `purge --expired|--all`, `quarantine list|show|clear`.
+//! - Operator commands on a cache directory: `stats`, `verify [--repair]`, `ls`, `get`, `set`,
+//!   `rm`, `purge --expired|--all [--dry-run]`, `quarantine list|show|clear [--dry-run]`.
 //!
 //! Every command takes `--json` (one JSON document on stdout, written by serde_json from the
-//! command's report struct). Exit status: 0 done and clean, 1 a miss / nothing of that name /
-//! corruption found, 2 usage or I/O errors (printed as `error: <path>: <cause>` on stderr).
-//! See docs/CLI.md.
+//! command's report struct; `ls` and `purge` write their lists as they go). Exit status: 0
+//! done and clean, 1 a miss / nothing of that name / corruption found, 2 usage or I/O errors,
+//! printed as `error: <path>: <cause>` on stderr, or under `--json` as one
+//! `{"error": {"kind", "message", "path"}}` document on stdout (usage errors from clap
+//! included; `--help` and `--version` print as usual). The scans over every entry file draw a
+//! progress bar with the total on stderr, only on a terminal, never under `--json`, and only
+//! for large or slow scans. See docs/CLI.md.
 
 //! Files: this one (arguments, dispatch); `cmd/`, one file per operator command; `demo/`, the
-//! demo and its workload; shared by both: `output` (exit status, stdout, progress), `json`
-//! (pieces of the `--json` documents), `table` (aligned text tables and number formats),
-//! `walk` (the library's walk of the entry files, as `stats` and `purge` use it).
+//! demo and its workload; shared by both: `error` (how a command fails, in text and JSON),
+//! `output` (exit status, stdout, progress), `stream` (output written as it is produced),
+//! `json` (pieces of the `--json` documents), `table` (aligned text tables and number
+//! formats), `walk` (the library's walk of the entry files, as `stats`, `purge` and `ls` use
+//! it).
 
 mod cmd;
 mod demo;
