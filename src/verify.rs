@@ -34,7 +34,7 @@ use serde::Serialize;
 use tracing::{debug, info, warn};
 
 use crate::fs::{FileKind, FileRead, Fs, StdFs};
-use crate::warm::format::{self, Corruption, Invalid, Limits};
+use crate::warm::format::{self, Corruption, Header, Invalid, Limits};
 use crate::warm::layout::{self, KeyHash, Layout, QUARANTINE_DIR};
 use crate::warm::quarantine::{self, QuarantineLimits, Why};
 use crate::warm::walk::{EntryWalk, Level, WalkEntry, WalkItem};
@@ -198,34 +198,109 @@ pub fn verify_with_fs(
     Ok(report)
 }
 
-/// The verdict on one entry file's bytes.
-enum Verdict {
-    Healthy { expired: bool },
-    NewerVersion,
-    Corrupt(Corruption, String),
+/// What one entry file is, read and checked by [`check_entry`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EntryCheck {
+    /// A whole, valid entry (it may have expired: see `header.meta`).
+    Healthy {
+        /// Its header.
+        header: Header,
+        /// Its stored key (it hashes to the file name).
+        key: Vec<u8>,
+        /// The file's length in bytes.
+        len: u64,
+    },
+    /// An entry of a newer format version: not judged, to be left in place.
+    NewerVersion {
+        /// The version its header records.
+        version: u16,
+        /// The file's length in bytes.
+        len: u64,
+    },
+    /// Not a valid entry; quarantined by a `get` or `verify --repair`.
+    Corrupt {
+        /// Why.
+        reason: Corruption,
+        /// What exactly was wrong, in words.
+        detail: String,
+        /// The file's length in bytes (0 for what is not a regular file).
+        len: u64,
+    },
+    /// Gone between the listing and the read (another process removed or evicted it).
+    Vanished,
+}
+
+/// Reads the entry file a walk found and checks it exactly as [`verify`] does (and as a `get`
+/// would, with the stored key hashed against the file name in place of a requested key):
+/// bounded lengths, exact file length, checksum before inflating, flags, inflation with a hard
+/// limit to the end of the gzip stream. What is not a regular file is `not-a-regular-file`
+/// without being opened. For tools that show entries one by one (the CLI's `ls`): nothing of
+/// a file that is not [`EntryCheck::Healthy`] is to be shown as an entry's data. `Err` is an
+/// I/O error reading it.
+pub fn check_entry(fs: &dyn Fs, entry: &WalkEntry, limits: &Limits) -> io::Result<EntryCheck> {
+    if entry.kind != FileKind::File {
+        // Never opened: a FIFO would block a reader, a symlink leads out of the directory, a
+        // directory is not descended into.
+        return Ok(not_regular(entry.kind));
+    }
+    let data = match fs.read_file(&entry.path, limits.max_file_bytes()) {
+        Ok(FileRead::Data(d)) => d,
+        // Replaced between the listing and the open.
+        Ok(FileRead::NotRegular(kind)) => return Ok(not_regular(kind)),
+        Ok(FileRead::TooLarge(len)) => {
+            return Ok(EntryCheck::Corrupt {
+                reason: Corruption::Oversize,
+                detail: format!("{len} bytes, over the largest valid entry"),
+                len,
+            })
+        }
+        Err(e) if is_not_found(&e) => return Ok(EntryCheck::Vanished),
+        Err(e) => return Err(e),
+    };
+    Ok(check_bytes(&data, &entry.hash, limits))
+}
+
+fn not_regular(kind: FileKind) -> EntryCheck {
+    EntryCheck::Corrupt {
+        reason: Corruption::NotARegularFile,
+        detail: format!("a {} sits at the entry path", kind.describe()),
+        len: 0,
+    }
 }
 
 /// Checks one entry file's bytes against the hash its name claims.
-fn check_entry(data: &[u8], hash: &KeyHash, limits: &Limits, now_ms: u64) -> Verdict {
+fn check_bytes(data: &[u8], hash: &KeyHash, limits: &Limits) -> EntryCheck {
+    let len = data.len() as u64;
+    let invalid = |e: Invalid| match e {
+        Invalid::NewerVersion(version) => EntryCheck::NewerVersion { version, len },
+        Invalid::Corrupt(reason, detail) => EntryCheck::Corrupt {
+            reason,
+            detail,
+            len,
+        },
+    };
     let header = match format::verify(data, limits) {
         Ok(h) => h,
-        Err(Invalid::NewerVersion(_)) => return Verdict::NewerVersion,
-        Err(Invalid::Corrupt(reason, detail)) => return Verdict::Corrupt(reason, detail),
+        Err(e) => return invalid(e),
     };
+    let key = format::stored_key(data, &header);
     // No requested key to compare with: the name is the hash of the key that owns this path.
-    if layout::key_hash(format::stored_key(data, &header)) != *hash {
-        return Verdict::Corrupt(
-            Corruption::KeyMismatch,
-            "stored key does not hash to the file name".into(),
-        );
+    if layout::key_hash(key) != *hash {
+        return EntryCheck::Corrupt {
+            reason: Corruption::KeyMismatch,
+            detail: "stored key does not hash to the file name".into(),
+            len,
+        };
     }
     // Inflate (with its hard limit, to the end of the gzip stream) exactly as `get` would.
-    match format::decode(data, format::stored_key(data, &header), limits) {
-        Ok(decoded) => Verdict::Healthy {
-            expired: decoded.meta.is_expired(now_ms),
+    match format::decode(data, key, limits) {
+        Ok(_) => EntryCheck::Healthy {
+            header,
+            key: key.to_vec(),
+            len,
         },
-        Err(Invalid::NewerVersion(_)) => Verdict::NewerVersion,
-        Err(Invalid::Corrupt(reason, detail)) => Verdict::Corrupt(reason, detail),
+        Err(e) => invalid(e),
     }
 }
 
@@ -283,69 +358,26 @@ impl Scan<'_, '_> {
     }
 
     fn check(&mut self, entry: &WalkEntry) {
-        let (path, hash) = (entry.path.as_path(), &entry.hash);
+        let path = entry.path.as_path();
         self.report.entries_checked += 1;
-        let verdict = if entry.kind != FileKind::File {
-            // Never opened: a FIFO would block a reader, a symlink leads out of the directory,
-            // a directory is not descended into.
-            Some((
-                Corruption::NotARegularFile,
-                format!("a {} sits at the entry path", entry.kind.describe()),
-                0,
-            ))
-        } else {
-            self.read_and_check(path, hash)
-        };
-        if let Some((reason, detail, len)) = verdict {
-            self.corrupt(path, reason, detail, len);
+        match check_entry(self.fs, entry, &self.limits) {
+            Ok(EntryCheck::Healthy { header, len, .. }) => {
+                self.report.healthy += 1;
+                self.report.healthy_bytes += len;
+                self.report.expired += u64::from(header.meta.is_expired(self.options.now_ms));
+            }
+            Ok(EntryCheck::NewerVersion { .. }) => self.report.newer_version += 1,
+            Ok(EntryCheck::Corrupt {
+                reason,
+                detail,
+                len,
+            }) => self.corrupt(path, reason, detail, len),
+            Ok(EntryCheck::Vanished) => self.report.vanished += 1,
+            Err(e) => self.io_error(path, "read", &e),
         }
         let checked = self.report.entries_checked;
         if let Some(progress) = self.progress.as_mut() {
             progress(checked);
-        }
-    }
-
-    /// Reads and checks a regular file; `Some` when it is corrupt.
-    fn read_and_check(&mut self, path: &Path, hash: &KeyHash) -> Option<(Corruption, String, u64)> {
-        let data = match self.fs.read_file(path, self.limits.max_file_bytes()) {
-            Ok(FileRead::Data(d)) => d,
-            // Replaced between the listing and the open.
-            Ok(FileRead::NotRegular(kind)) => {
-                return Some((
-                    Corruption::NotARegularFile,
-                    format!("a {} sits at the entry path", kind.describe()),
-                    0,
-                ))
-            }
-            Ok(FileRead::TooLarge(len)) => {
-                return Some((
-                    Corruption::Oversize,
-                    format!("{len} bytes, over the largest valid entry"),
-                    len,
-                ))
-            }
-            Err(e) if is_not_found(&e) => {
-                self.report.vanished += 1;
-                return None;
-            }
-            Err(e) => {
-                self.io_error(path, "read", &e);
-                return None;
-            }
-        };
-        let len = data.len() as u64;
-        match check_entry(&data, hash, &self.limits, self.options.now_ms) {
-            Verdict::Healthy { expired } => {
-                self.report.healthy += 1;
-                self.report.healthy_bytes += len;
-                self.report.expired += u64::from(expired);
-                None
-            }
-            Verdict::NewerVersion => {
-                self.report.newer_version += 1;
-                None
-            }
-            Verdict::Corrupt(reason, detail) => Some((reason, detail, len)),
         }
     }
 
@@ -634,23 +666,73 @@ mod tests {
         let payload = format::deflate(&[0u8; 100_000], 9).unwrap();
         let bomb = format::assemble(b"k", 10, &payload, meta(0), 1, FLAG_GZIP);
         assert!(matches!(
-            check_entry(&bomb, &hash, &limits, NOW),
-            Verdict::Corrupt(Corruption::Bomb, _)
+            check_bytes(&bomb, &hash, &limits),
+            EntryCheck::Corrupt {
+                reason: Corruption::Bomb,
+                ..
+            }
         ));
         let short = format::assemble(b"k", 100_001, &payload, meta(0), 1, FLAG_GZIP);
         assert!(matches!(
-            check_entry(&short, &hash, &limits, NOW),
-            Verdict::Corrupt(Corruption::Decode, _)
+            check_bytes(&short, &hash, &limits),
+            EntryCheck::Corrupt {
+                reason: Corruption::Decode,
+                ..
+            }
         ));
         for file in [&bomb, &short] {
             let Err(Invalid::Corrupt(want, _)) = format::decode(file, b"k", &limits) else {
                 panic!("decode accepted a bad file");
             };
-            let Verdict::Corrupt(got, _) = check_entry(file, &hash, &limits, NOW) else {
+            let EntryCheck::Corrupt { reason: got, .. } = check_bytes(file, &hash, &limits) else {
                 panic!("verify accepted a bad file");
             };
             assert_eq!(got, want);
         }
+    }
+
+    #[test]
+    fn check_entry_gives_the_header_and_key_of_a_valid_file_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let good = entry(b"good", b"value");
+        place(root, b"good", &good);
+        // A valid file of another key at this key's path, and one bit flipped in a third.
+        place(root, b"moved", &entry(b"other", b"value"));
+        let mut flipped = entry(b"flipped", b"value");
+        *flipped.last_mut().unwrap() ^= 1;
+        place(root, b"flipped", &flipped);
+        let limits = options(false).limits();
+        let mut seen = BTreeMap::new();
+        for item in EntryWalk::new(&StdFs, root) {
+            if let WalkItem::Entry(e) = item {
+                seen.insert(e.hash, check_entry(&StdFs, &e, &limits).unwrap());
+            }
+        }
+        let header = format::parse_header(&good, &limits).unwrap();
+        assert_eq!(
+            seen.remove(&key_hash(b"good")),
+            Some(EntryCheck::Healthy {
+                header,
+                key: b"good".to_vec(),
+                len: good.len() as u64,
+            })
+        );
+        assert!(matches!(
+            seen.remove(&key_hash(b"moved")),
+            Some(EntryCheck::Corrupt {
+                reason: Corruption::KeyMismatch,
+                ..
+            })
+        ));
+        assert!(matches!(
+            seen.remove(&key_hash(b"flipped")),
+            Some(EntryCheck::Corrupt {
+                reason: Corruption::Checksum,
+                ..
+            })
+        ));
+        assert!(seen.is_empty());
     }
 
     #[test]

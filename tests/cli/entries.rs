@@ -336,6 +336,18 @@ fn purge_expired_keeps_live_entries_and_purge_all_removes_them() {
     assert!(entry_path(dir.path(), "live-1").is_file());
 
     let live_bytes = file_len(dir.path(), "live-1") + file_len(dir.path(), "live-2");
+    // The files in the walk's order: by hash.
+    let mut live = [
+        (
+            entry_rel(dir.path(), "live-1"),
+            file_len(dir.path(), "live-1"),
+        ),
+        (
+            entry_rel(dir.path(), "live-2"),
+            file_len(dir.path(), "live-2"),
+        ),
+    ];
+    live.sort();
     let purged = answercache(&["purge", arg(dir.path()), "--all", "--json"]);
     purged.expect_code(0);
     assert_eq!(
@@ -343,6 +355,8 @@ fn purge_expired_keeps_live_entries_and_purge_all_removes_them() {
         json!({
             "dir": arg(dir.path()),
             "purge": "all",
+            "dry_run": false,
+            "files": live.iter().map(|(f, b)| json!({"file": f, "bytes": b})).collect::<Vec<_>>(),
             "removed": 2,
             "removed_bytes": live_bytes,
             "kept": 0,
@@ -355,4 +369,27 @@ fn purge_expired_keeps_live_entries_and_purge_all_removes_them() {
     );
     answercache(&["get", arg(dir.path()), "live-1"]).expect_code(1);
     assert!(foreign.is_file());
+}
+
+#[test]
+fn purge_all_leaves_suspect_files_for_verify() {
+    // CLI.md: "suspect ones are left for `verify --repair`, which quarantines them with a
+    // reason instead of destroying the evidence": under `--all` as under `--expired`.
+    let dir = tempfile::tempdir().unwrap();
+    set(dir.path(), "good", b"value");
+    set(dir.path(), "cut", b"value");
+    let cut = entry_path(dir.path(), "cut");
+    std::fs::write(&cut, b"TIERCACH").unwrap();
+    let purged = answercache(&["purge", arg(dir.path()), "--all", "--json"]);
+    purged.expect_code(0);
+    let d = doc(&purged);
+    assert_eq!(
+        (d.at("removed").u64(), d.at("skipped").u64()),
+        (1, 1),
+        "{d}"
+    );
+    assert_eq!(std::fs::read(&cut).unwrap(), b"TIERCACH");
+    assert!(!entry_path(dir.path(), "good").exists());
+    let verified = doc(&answercache(&["--json", "verify", arg(dir.path())]));
+    assert_eq!(verified.at("corrupted_by_reason"), &json!({"truncated": 1}));
 }

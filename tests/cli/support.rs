@@ -247,3 +247,24 @@ fn table_cells_and_byte_counts_read_back() {
     assert_eq!(exact_bytes("399.6 KiB (409,147 B)"), 409_147);
     assert_eq!(exact_bytes("512 B"), 512);
 }
+
+/// Every file and directory under `dir` (relative paths), each file with its bytes: two
+/// snapshots are equal when nothing was created, removed or changed, byte for byte.
+pub fn snapshot(dir: &Path) -> std::collections::BTreeMap<PathBuf, Option<Vec<u8>>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let path = e.path();
+            let rel = path.strip_prefix(dir).unwrap().to_path_buf();
+            if e.file_type().unwrap().is_dir() {
+                out.insert(rel, None);
+                todo.push(path);
+            } else {
+                out.insert(rel, Some(std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    out
+}

@@ -228,9 +228,11 @@ fn quarantine_list_show_and_clear_see_the_repaired_files() {
         crate::support::doc(&cleared),
         json!({
             "dir": d.join("quarantine").display().to_string(),
+            "dry_run": false,
             "removed": 4,
             "removed_bytes": files[1..].iter().map(|f| f.at("len").u64()).sum::<u64>(),
             "orphan_sidecars_removed": 0,
+            "files": files[1..],
         })
     );
     let empty = answercache(&["quarantine", "list", arg(d), "--json"]);

@@ -3,23 +3,31 @@
 //! - `answercache demo`: an agent-backend workload against a cache in a temporary directory (or
 //!   `--dir`) through a restart, damaged files and a (simulated) failing disk, ending with hits
 //!   per tier, disk errors, quarantined files, time in each mode and the model time saved.
-//! - Operator commands on a cache directory: `stats`, `verify [--repair]`, `get`, `set`, `rm`,
-//!   `purge --expired|--all`, `quarantine list|show|clear`.
+//! - Operator commands on a cache directory: `stats`, `verify [--repair]`, `ls`, `get`, `set`,
+//!   `rm`, `purge --expired|--all [--dry-run]`, `quarantine list|show|clear [--dry-run]`.
 //!
 //! Every command takes `--json` (one JSON document on stdout, written by serde_json from the
-//! command's report struct). Exit status: 0 done and clean, 1 a miss / nothing of that name /
-//! corruption found, 2 usage or I/O errors (printed as `error: <path>: <cause>` on stderr).
-//! See docs/CLI.md.
+//! command's report struct; `ls` and `purge` write their lists as they go). Exit status: 0
+//! done and clean, 1 a miss / nothing of that name / corruption found, 2 usage or I/O errors,
+//! printed as `error: <path>: <cause>` on stderr, or under `--json` as one
+//! `{"error": {"kind", "message", "path"}}` document on stdout (usage errors from clap
+//! included; `--help` and `--version` print as usual). The scans over every entry file draw a
+//! progress bar with the total on stderr, only on a terminal, never under `--json`, and only
+//! for large or slow scans. See docs/CLI.md.
 
 //! Files: this one (arguments, dispatch); `cmd/`, one file per operator command; `demo/`, the
-//! demo and its workload; shared by both: `output` (exit status, stdout, progress), `json`
-//! (pieces of the `--json` documents), `table` (aligned text tables and number formats),
-//! `walk` (the library's walk of the entry files, as `stats` and `purge` use it).
+//! demo and its workload; shared by both: `error` (how a command fails, in text and JSON),
+//! `output` (exit status, stdout, progress), `stream` (output written as it is produced),
+//! `json` (pieces of the `--json` documents), `table` (aligned text tables and number
+//! formats), `walk` (the library's walk of the entry files, as `stats`, `purge` and `ls` use
+//! it).
 
 mod cmd;
 mod demo;
+mod error;
 mod json;
 mod output;
+mod stream;
 mod table;
 mod walk;
 
@@ -33,7 +41,8 @@ use clap::{Args, Parser, Subcommand};
 
 use output::Status;
 
-/// The error type of the binary: every failure ends as one `error: ...` line, exit status 2.
+/// The demo's error type; the operator commands fail with an [`error::CliError`], which says
+/// what kind of failure it is (the demo's are of kind `other`).
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A tiered (memory LRU + gzip disk) response cache for LLM answers.
@@ -65,8 +74,8 @@ enum Command {
         #[arg(long)]
         repair: bool,
     },
-    /// Print a value on stdout (a JSON value pretty-printed, anything else as stored); exit 1
-    /// on a miss.
+    /// Print a value on stdout (a JSON value as its stored JSON text, other bytes as stored; a
+    /// bincode value only with --raw or --json); exit 1 on a miss.
     Get {
         /// Cache directory.
         dir: PathBuf,
@@ -87,6 +96,12 @@ enum Command {
         /// expires.
         #[arg(long, value_name = "DURATION", value_parser = cmd::entry::parse_ttl)]
         ttl: Option<Duration>,
+    },
+    /// List every entry: hash, sizes, age, expiry, encoding and key (corrupt files as
+    /// corrupt, with the reason), in hash order.
+    Ls {
+        /// Cache directory.
+        dir: PathBuf,
     },
     /// Remove a key; exit 1 if it was not cached.
     Rm {
@@ -113,6 +128,9 @@ struct PurgeArgs {
     /// Delete every entry.
     #[arg(long)]
     all: bool,
+    /// Delete nothing; report what would be deleted.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -135,6 +153,9 @@ enum QuarantineCommand {
         dir: PathBuf,
         /// The name `quarantine list` shows; all files when omitted.
         name: Option<String>,
+        /// Delete nothing; report what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -170,22 +191,38 @@ struct DemoArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let json = error::json_requested(&args);
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            // Help and version are answers, printed as clap prints them; so is every usage
+            // error in text mode.
+            if !json || matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                e.exit()
+            }
+            error::from_clap(&e).report(true);
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(output::ERROR_EXIT));
+        }
+    };
     match run(cli) {
         Ok(status) => status.into(),
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(output::ERROR_EXIT)
-        }
+        Err(e) => ExitCode::from(e.report(json)),
     }
 }
 
-fn run(cli: Cli) -> Result<Status, BoxError> {
+fn run(cli: Cli) -> Result<Status, error::CliError> {
     let json = cli.json;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("cannot start the tokio runtime: {e}"))?;
+        .map_err(|e| {
+            error::CliError::new(
+                error::Kind::Other,
+                format!("cannot start the tokio runtime: {e}"),
+            )
+        })?;
     let result = match cli.command {
         Command::Demo(args) => runtime
             .block_on(demo::run(demo::DemoOptions {
@@ -199,7 +236,8 @@ fn run(cli: Cli) -> Result<Status, BoxError> {
                 time_scale: args.time_scale,
                 json,
             }))
-            .map(|()| Status::Ok),
+            .map(|()| Status::Ok)
+            .map_err(|e| error::CliError::new(error::Kind::Other, e.to_string())),
         Command::Stats { dir } => cmd::stats::run(&dir, json),
         Command::Verify { dir, repair } => cmd::verify::run(&dir, repair, json),
         Command::Get { dir, key, raw } => {
@@ -209,6 +247,7 @@ fn run(cli: Cli) -> Result<Status, BoxError> {
             runtime.block_on(cmd::entry::set(&dir, key.as_bytes(), ttl, json))
         }
         Command::Rm { dir, key } => runtime.block_on(cmd::entry::rm(&dir, key.as_bytes(), json)),
+        Command::Ls { dir } => cmd::ls::run(&dir, json),
         Command::Purge(args) => cmd::purge::run(
             &args.dir,
             if args.all {
@@ -216,13 +255,14 @@ fn run(cli: Cli) -> Result<Status, BoxError> {
             } else {
                 cmd::purge::What::Expired
             },
+            args.dry_run,
             json,
         ),
         Command::Quarantine(q) => match q {
             QuarantineCommand::List { dir } => cmd::quarantine::list(&dir, json),
             QuarantineCommand::Show { dir, name } => cmd::quarantine::show(&dir, &name, json),
-            QuarantineCommand::Clear { dir, name } => {
-                cmd::quarantine::clear(&dir, name.as_deref(), json)
+            QuarantineCommand::Clear { dir, name, dry_run } => {
+                cmd::quarantine::clear(&dir, name.as_deref(), dry_run, json)
             }
         },
     };

@@ -177,6 +177,30 @@ pub fn time_ms(ms: u64) -> String {
     )
 }
 
+/// A span of time in at most two units: `0s`, `42s`, `5m 03s`, `2h 07m`, `3d 04h`.
+pub fn span(ms: u64) -> String {
+    let s = ms / 1000;
+    if s < 60 {
+        format!("{s}s")
+    } else if s < 3600 {
+        format!("{}m {:02}s", s / 60, s % 60)
+    } else if s < 86_400 {
+        format!("{}h {:02}m", s / 3600, (s % 3600) / 60)
+    } else {
+        format!("{}d {:02}h", s / 86_400, (s % 86_400) / 3600)
+    }
+}
+
+/// A key for a message or a table, in double quotes: its text when it is UTF-8, with `"`,
+/// `\` and what is not printable (control characters) escaped the way Rust writes them
+/// (`\n`, `\u{1b}`); else its bytes escaped (`\xff`).
+pub fn key(key: &[u8]) -> String {
+    match std::str::from_utf8(key) {
+        Ok(s) => format!("{s:?}"),
+        Err(_) => format!("\"{}\"", key.escape_ascii()),
+    }
+}
+
 /// Bytes in binary units with the exact count: `3.9 KiB (4,012 B)`; just `512 B` below 1 KiB.
 pub fn bytes_exact(n: u64) -> String {
     if n < 1024 {
@@ -227,6 +251,19 @@ mod tests {
         assert_eq!(time_ms(0), "-");
         assert_eq!(time_ms(1_735_689_600_000), "2025-01-01T00:00:00Z");
         assert_eq!(time_ms(951_782_400_000 + 3_723_000), "2000-02-29T01:02:03Z");
+        assert_eq!(span(999), "0s");
+        assert_eq!(span(59_999), "59s");
+        assert_eq!(span(187_000), "3m 07s");
+        assert_eq!(span(7_620_000), "2h 07m");
+        assert_eq!(span(273_600_000), "3d 04h");
+    }
+
+    #[test]
+    fn keys_are_quoted_and_escaped() {
+        assert_eq!(key(b"capital of France?"), r#""capital of France?""#);
+        assert_eq!(key("naïve \"q\"".as_bytes()), r#""naïve \"q\"""#);
+        assert_eq!(key(b"a\nb\x1b[31m"), r#""a\nb\u{1b}[31m""#);
+        assert_eq!(key(b"\xff\x00k"), r#""\xff\x00k""#);
     }
 
     #[test]

@@ -1,14 +1,15 @@
-//! What `stats` and `purge` need of the library's walk ([`answercache::warm::walk`]): every name
+//! What `stats`, `purge` and `ls` need of the library's walk ([`answercache::warm::walk`]): every name
 //! at an entry path, the foreign names counted, the fan-out directories that could not be
 //! listed recorded (the walk goes on past them); only failing to list the root or `<root>/v1`
 //! itself ends the walk.
 
-use std::io;
 use std::path::Path;
 
 use answercache::fs::Fs;
 use answercache::warm::format::{Header, FLAG_ENCODING_MASK};
 use answercache::warm::walk::{EntryWalk, Level, WalkEntry, WalkItem};
+
+use crate::error::{CliError, Kind};
 
 /// What the walk saw besides entry files.
 #[derive(Debug, Clone, Default)]
@@ -19,24 +20,22 @@ pub struct WalkSummary {
     pub errors: Vec<(String, String)>,
 }
 
-/// Calls `visit` for every name at an entry path under `root`, in path order. A missing
+/// Calls `visit` for every name at an entry path under `root`, in path order (the walk
+/// sorts each listing: the order of the hashes), until it returns `false`. A missing
 /// `<root>/v1` is an empty walk.
 pub fn entries(
     fs: &dyn Fs,
     root: &Path,
-    visit: &mut dyn FnMut(WalkEntry),
-) -> io::Result<WalkSummary> {
+    visit: &mut dyn FnMut(&WalkEntry) -> bool,
+) -> Result<WalkSummary, CliError> {
     let mut summary = WalkSummary::default();
     for item in EntryWalk::new(fs, root) {
         match item {
-            WalkItem::Entry(e) => visit(e),
+            // The caller is done (its reader left, or it failed).
+            WalkItem::Entry(e) if !visit(&e) => break,
             WalkItem::Foreign(_) => summary.foreign += 1,
             WalkItem::Unlisted(u) if u.level <= Level::Entries => {
-                let e = u.error;
-                return Err(io::Error::new(
-                    e.kind(),
-                    format!("cannot list {}: {e}", u.path.display()),
-                ));
+                return Err(unlisted(&u.path, &u.error));
             }
             WalkItem::Unlisted(u) => summary
                 .errors
@@ -45,6 +44,11 @@ pub fn entries(
         }
     }
     Ok(summary)
+}
+
+/// The error of a walk that could not list the root or `<root>/v1`: nothing was walked.
+pub fn unlisted(path: &Path, e: &std::io::Error) -> CliError {
+    CliError::new(Kind::Io, format!("cannot list {}: {e}", path.display())).at(path)
 }
 
 /// The name of the encoding an entry's header records (`raw`, `json`, `bincode`, `unrecorded`

@@ -22,18 +22,22 @@ use answercache::warm::layout::{key_hash, Layout};
 use answercache::{Encoding, Stats, TieredCache};
 use serde::Serialize;
 
+use crate::error::{CliError, Kind};
 use crate::json;
 use crate::output::{self, Status};
-use crate::table;
+use crate::table::{self, key as show_key};
 use crate::walk;
-use crate::BoxError;
 use serde_json::value::RawValue;
 
 /// Opens the cache on `dir` with every default.
-async fn open(dir: &Path) -> Result<TieredCache, BoxError> {
-    TieredCache::open(dir)
-        .await
-        .map_err(|e| format!("cannot open the cache at {}: {e}", dir.display()).into())
+async fn open(dir: &Path) -> Result<TieredCache, CliError> {
+    TieredCache::open(dir).await.map_err(|e| {
+        CliError::cache(
+            &e,
+            format!("cannot open the cache at {}: {e}", dir.display()),
+        )
+        .at(dir)
+    })
 }
 
 /// The entry file of `key` and what its header says, if it is there and readable.
@@ -61,31 +65,32 @@ fn entry_info(dir: &Path, key: &[u8]) -> EntryInfo {
     }
 }
 
-/// Printable key for messages: the text when it is UTF-8, else its bytes escaped.
-fn show_key(key: &[u8]) -> String {
-    match std::str::from_utf8(key) {
-        Ok(s) => format!("{s:?}"),
-        Err(_) => format!("\"{}\"", key.escape_ascii()),
-    }
-}
-
 /// How `get` shows a value.
 enum Shown<'a> {
     /// A JSON value (encoding `json`, or raw bytes that parse as JSON): its text as stored.
     Json(&'a RawValue),
-    /// Anything else (bincode, a version-1 entry, raw bytes that are not JSON), and every
-    /// value under `--raw`: the bytes as stored.
+    /// A bincode value (without `--raw`): its bytes name no type or field, so only the Rust
+    /// type that wrote it can decode it. Not printed as text (exit 2, kind `undecodable`);
+    /// `--json` gives its bytes in hex.
+    Opaque(&'a [u8]),
+    /// Anything else (a version-1 entry, raw bytes that are not JSON), and every value under
+    /// `--raw`: the bytes as stored.
     Bytes(&'a [u8]),
 }
 
 impl<'a> Shown<'a> {
     fn of(value: &'a [u8], encoding: Encoding, raw: bool) -> Shown<'a> {
-        if !raw && matches!(encoding, Encoding::Json | Encoding::Raw) {
-            if let Some(v) = json::as_json(value) {
-                return Shown::Json(v);
-            }
+        if raw {
+            return Shown::Bytes(value);
         }
-        Shown::Bytes(value)
+        match encoding {
+            Encoding::Json | Encoding::Raw => match json::as_json(value) {
+                Some(v) => Shown::Json(v),
+                None => Shown::Bytes(value),
+            },
+            Encoding::Bincode => Shown::Opaque(value),
+            _ => Shown::Bytes(value),
+        }
     }
 
     /// `json`, `text` (UTF-8 bytes) or `hex`: which field of the `--json` document holds the
@@ -94,7 +99,7 @@ impl<'a> Shown<'a> {
         match self {
             Shown::Json(_) => "json",
             Shown::Bytes(b) if std::str::from_utf8(b).is_ok() => "text",
-            Shown::Bytes(_) => "hex",
+            Shown::Bytes(_) | Shown::Opaque(_) => "hex",
         }
     }
 }
@@ -133,22 +138,22 @@ struct GetReport<'a> {
 }
 
 /// Runs `get DIR KEY [--raw]`: the value on stdout (a JSON value as its JSON text and a
-/// newline, anything else, and everything under `--raw`, as its stored bytes), exit 1 on a
-/// miss.
-pub async fn get(dir: &Path, key: &[u8], raw: bool, json: bool) -> Result<Status, BoxError> {
+/// newline, anything else but bincode, and everything under `--raw`, as its stored bytes),
+/// exit 1 on a miss; a bincode value without `--raw` is exit 2 (`--json` shows it in hex).
+pub async fn get(dir: &Path, key: &[u8], raw: bool, json: bool) -> Result<Status, CliError> {
     let dir = output::existing_dir(dir)?;
     let cache = open(&dir).await?;
     let answer = cache
         .get_bytes_answer(key)
         .await
-        .map_err(|e| format!("get {}: {e}", show_key(key)))?;
+        .map_err(|e| CliError::cache(&e, format!("get {}: {e}", show_key(key))))?;
     let stats = cache.stats();
     let info = entry_info(&dir, key);
     // The library hides disk errors from callers (a sick disk is a miss); an operator asking
     // for one key wants to know, with the path and the cause.
     if answer.is_none() && stats.disk_errors > 0 {
         if let Some(e) = read_error(&info, &stats) {
-            return Err(e.into());
+            return Err(e);
         }
     }
     let notes = miss_notes(&stats);
@@ -159,10 +164,10 @@ pub async fn get(dir: &Path, key: &[u8], raw: bool, json: bool) -> Result<Status
         let value = match &shown {
             Some(Shown::Json(v)) => Some(ValueField::Json(v)),
             Some(Shown::Bytes(b)) => std::str::from_utf8(b).ok().map(ValueField::Text),
-            None => None,
+            Some(Shown::Opaque(_)) | None => None,
         };
         let value_hex = match &shown {
-            Some(Shown::Bytes(b)) if value.is_none() => Some(json::hex(b)),
+            Some(Shown::Bytes(b) | Shown::Opaque(b)) if value.is_none() => Some(json::hex(b)),
             _ => None,
         };
         output::print_json(&GetReport {
@@ -185,6 +190,17 @@ pub async fn get(dir: &Path, key: &[u8], raw: bool, json: bool) -> Result<Status
                 output::write_stdout(format!("{}\n", v.get()).as_bytes())?;
             }
             Some(Shown::Bytes(b)) => output::write_stdout(b)?,
+            Some(Shown::Opaque(b)) => {
+                return Err(CliError::new(
+                    Kind::Undecodable,
+                    format!(
+                        "{}: stored with the bincode codec ({}): bincode bytes name no type or field, so the value cannot be shown without the Rust type that wrote it; --raw prints its stored bytes, --json shows them in hex",
+                        show_key(key),
+                        table::bytes(b.len() as u64)
+                    ),
+                )
+                .at(&info.path))
+            }
             None => {
                 eprintln!("{}: not cached in {}", show_key(key), dir.display());
                 for n in &notes {
@@ -224,15 +240,17 @@ fn miss_notes(s: &Stats) -> Vec<String> {
 /// tells it when reading the file again fails, else the kind the cache counted. `None` when
 /// the file is simply not there (the error was elsewhere, e.g. preparing the directory at
 /// open): a plain miss.
-fn read_error(info: &EntryInfo, s: &Stats) -> Option<String> {
+fn read_error(info: &EntryInfo, s: &Stats) -> Option<CliError> {
     let kinds: Vec<&str> = s.disk_errors_by_kind.keys().map(String::as_str).collect();
     match StdFs.read_file(&info.path, u64::MAX) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => Some(format!("{}: {e}", info.path.display())),
-        Ok(_) => Some(format!(
-            "{}: the cache met a disk error ({}) reading the entry",
-            info.path.display(),
-            kinds.join(", ")
+        Err(e) => Some(CliError::io(&info.path, e)),
+        Ok(_) => Some(CliError::io(
+            &info.path,
+            format!(
+                "the cache met a disk error ({}) reading the entry",
+                kinds.join(", ")
+            ),
         )),
     }
 }
@@ -255,7 +273,7 @@ pub async fn set(
     key: &[u8],
     ttl: Option<Duration>,
     json: bool,
-) -> Result<Status, BoxError> {
+) -> Result<Status, CliError> {
     if std::io::stdin().is_terminal() {
         eprintln!("reading the value from stdin; end it with Ctrl-D");
     }
@@ -264,18 +282,18 @@ pub async fn set(
     std::io::stdin()
         .take(answercache::defaults::DEFAULT_MAX_ENTRY_BYTES as u64 + 1)
         .read_to_end(&mut value)
-        .map_err(|e| format!("reading the value from stdin: {e}"))?;
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        .map_err(|e| CliError::new(Kind::Io, format!("reading the value from stdin: {e}")))?;
+    std::fs::create_dir_all(dir).map_err(|e| CliError::io(dir, e))?;
     let cache = open(dir).await?;
     let stored = match ttl {
         Some(ttl) => cache.set_bytes_with_ttl(key, &value, ttl).await,
         None => cache.set_bytes(key, &value).await,
     };
-    stored.map_err(|e| format!("set {}: {e}", show_key(key)))?;
-    cache
-        .flush()
-        .await
-        .map_err(|e| format!("{}: {} not stored: {e}", dir.display(), show_key(key)))?;
+    stored.map_err(|e| CliError::cache(&e, format!("set {}: {e}", show_key(key))))?;
+    cache.flush().await.map_err(|e| {
+        let message = format!("{}: {} not stored: {e}", dir.display(), show_key(key));
+        CliError::cache(&e, message).at(dir)
+    })?;
     let info = entry_info(dir, key);
     let expires_ms = info.header.map_or(0, |h| h.meta.expires_ms);
     if json {
@@ -317,18 +335,18 @@ struct RmReport<'a> {
 }
 
 /// Runs `rm DIR KEY`: exit 1 when there was nothing to remove.
-pub async fn rm(dir: &Path, key: &[u8], json: bool) -> Result<Status, BoxError> {
+pub async fn rm(dir: &Path, key: &[u8], json: bool) -> Result<Status, CliError> {
     let dir = output::existing_dir(dir)?;
     let before = entry_info(&dir, key);
     let cache = open(&dir).await?;
     cache
         .remove(key)
         .await
-        .map_err(|e| format!("rm {}: {e}", show_key(key)))?;
-    cache
-        .flush()
-        .await
-        .map_err(|e| format!("{}: {} not removed: {e}", dir.display(), show_key(key)))?;
+        .map_err(|e| CliError::cache(&e, format!("rm {}: {e}", show_key(key))))?;
+    cache.flush().await.map_err(|e| {
+        let message = format!("{}: {} not removed: {e}", dir.display(), show_key(key));
+        CliError::cache(&e, message).at(&dir)
+    })?;
     let removed = before.file_len.is_some();
     if json {
         output::print_json(&RmReport {

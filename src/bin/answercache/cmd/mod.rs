@@ -2,6 +2,7 @@
 //! list|show|clear`, `stats`, `verify`.
 
 pub mod entry;
+pub mod ls;
 pub mod purge;
 pub mod quarantine;
 pub mod stats;

@@ -1,8 +1,8 @@
 //! `answercache purge DIR --expired | --all`: deletes entry files without opening a cache.
 //!
 //! `--expired` reads each entry's 88-byte header and deletes the file when its expiry has
-//! passed (what the cache's own sweep does lazily); `--all` deletes every entry file. Only
-//! regular files at entry paths are deleted: foreign files are left alone, and anything
+//! passed (what the cache's own sweep does lazily); `--all` deletes every entry file whose
+//! header reads (a newer format's included). Only regular files at entry paths are deleted: foreign files are left alone, and anything
 //! suspect (a header that does not parse, a symlink or a directory at an entry path) is left
 //! for `verify --repair`, which quarantines it with a reason instead of destroying evidence.
 //!
@@ -10,6 +10,10 @@
 //! path never depends on a file being there. `--expired` deletes only the file whose header it
 //! judged: an entry rewritten by a running cache between the header read and the delete is
 //! put back (`answercache::warm::walk::remove_if_unchanged`), never deleted.
+//!
+//! `--dry-run` judges every file the same way and deletes none: its report is the one the real
+//! run would print (same counts and bytes, `dry_run` true), unless caches change the directory
+//! in between. `--json` lists every file removed (or that would be), streamed as the walk goes.
 
 use std::path::Path;
 
@@ -18,11 +22,12 @@ use answercache::fs::{FileKind, FileRead, Fs, StdFs};
 use answercache::warm::format::{parse_header, Invalid, Limits, HEADER_LEN};
 use answercache::warm::walk::{remove_if_unchanged, WalkEntry};
 
+use crate::error::CliError;
 use crate::json;
-use crate::output::{self, Status};
+use crate::output::{self, Progress, Status};
+use crate::stream::JsonArrayDoc;
 use crate::table::Table;
 use crate::walk;
-use crate::BoxError;
 
 /// What `purge` deletes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,10 +38,11 @@ pub enum What {
     All,
 }
 
-/// What `purge` did; serialized (after the directory and the mode) as the `purge --json`
-/// document.
+/// What `purge` did (or, under `--dry-run`, would do); serialized (after the directory, the
+/// mode and the file list) as the `purge --json` document.
 #[derive(Debug, Default, serde::Serialize)]
 struct Tally {
+    /// Files removed (that would be, under `--dry-run`).
     removed: u64,
     removed_bytes: u64,
     kept: u64,
@@ -52,14 +58,21 @@ struct Tally {
     errors: Vec<(String, String)>,
 }
 
-/// `purge --json`.
+/// The start of the `purge --json` document, before the file list.
 #[derive(serde::Serialize)]
-struct PurgeReport<'a> {
+struct Head {
     dir: String,
     /// `expired` or `all`.
     purge: &'static str,
-    #[serde(flatten)]
-    tally: &'a Tally,
+    dry_run: bool,
+}
+
+/// One file of the `files` list of `purge --json`.
+#[derive(serde::Serialize)]
+struct Removed {
+    /// Path relative to the cache directory.
+    file: String,
+    bytes: u64,
 }
 
 /// What every visit needs.
@@ -67,54 +80,68 @@ struct Context<'a> {
     fs: &'a dyn Fs,
     root: &'a Path,
     what: What,
+    dry_run: bool,
     limits: Limits,
     now_ms: u64,
 }
 
 impl Tally {
-    fn visit(&mut self, ctx: &Context<'_>, e: &WalkEntry) {
+    /// Judges one entry and removes it (unless a dry run); `true` when it is (or would be)
+    /// removed.
+    fn visit(&mut self, ctx: &Context<'_>, e: &WalkEntry) -> bool {
         let (fs, root, what) = (ctx.fs, ctx.root, ctx.what);
         if e.kind != FileKind::File {
             self.skipped += 1;
-            return;
+            return false;
         }
-        let removed = match what {
-            What::All => fs.remove_file(&e.path).map(|()| true),
-            What::Expired => match fs.read_prefix(&e.path, HEADER_LEN) {
-                Ok(FileRead::Data(head)) => match parse_header(&head, &ctx.limits) {
+        // Both modes read the header: a file whose header does not parse is suspect, left
+        // for `verify --repair` (which keeps it, with a reason, in the quarantine).
+        let head = match fs.read_prefix(&e.path, HEADER_LEN) {
+            Ok(FileRead::Data(head)) => head,
+            Ok(_) => {
+                self.skipped += 1;
+                return false;
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                self.vanished += 1;
+                return false;
+            }
+            Err(err) => {
+                self.error(root, e, format!("read: {err}"));
+                return false;
+            }
+        };
+        let judged = match parse_header(&head, &ctx.limits) {
+            Ok(h) => Some(h),
+            // A newer format's entry: an entry for `--all`, not ours to judge for `--expired`.
+            Err(Invalid::NewerVersion(_)) => None,
+            Err(Invalid::Corrupt(..)) => {
+                self.skipped += 1;
+                return false;
+            }
+        };
+        let removed = match (what, judged) {
+            (What::All, _) if ctx.dry_run => Ok(true),
+            (What::All, _) => fs.remove_file(&e.path).map(|()| true),
+            (What::Expired, Some(h)) if h.meta.is_expired(ctx.now_ms) => {
+                if ctx.dry_run {
+                    Ok(true)
+                } else {
                     // Only the file whose header was judged: one rewritten since is kept.
-                    Ok(h) if h.meta.is_expired(ctx.now_ms) => {
-                        remove_if_unchanged(fs, root, e, &head)
-                    }
-                    // A newer format's entry is not ours to judge.
-                    Ok(_) | Err(Invalid::NewerVersion(_)) => {
-                        self.kept += 1;
-                        self.kept_bytes += e.len;
-                        return;
-                    }
-                    Err(Invalid::Corrupt(..)) => {
-                        self.skipped += 1;
-                        return;
-                    }
-                },
-                Ok(_) => {
-                    self.skipped += 1;
-                    return;
+                    remove_if_unchanged(fs, root, e, &head)
                 }
-                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                    self.vanished += 1;
-                    return;
-                }
-                Err(err) => {
-                    self.error(root, e, format!("read: {err}"));
-                    return;
-                }
-            },
+            }
+            (What::Expired, _) => {
+                self.kept += 1;
+                self.kept_bytes += e.len;
+                return false;
+            }
         };
         match removed {
             Ok(true) => {
                 self.removed += 1;
                 self.removed_bytes += e.len;
+                return true;
             }
             // Gone, or rewritten since the header was read: not this command's to delete.
             Ok(false) => self.vanished += 1,
@@ -123,6 +150,7 @@ impl Tally {
             }
             Err(err) => self.error(root, e, format!("remove: {err}")),
         }
+        false
     }
 
     fn error(&mut self, root: &Path, e: &WalkEntry, error: String) {
@@ -130,23 +158,52 @@ impl Tally {
     }
 }
 
-/// Runs `purge DIR --expired | --all`.
-pub fn run(dir: &Path, what: What, json: bool) -> Result<Status, BoxError> {
+/// Runs `purge DIR --expired | --all [--dry-run]`.
+pub fn run(dir: &Path, what: What, dry_run: bool, json: bool) -> Result<Status, CliError> {
     let dir = output::existing_dir(dir)?;
     let ctx = Context {
         fs: &StdFs,
         root: &dir,
         what,
+        dry_run,
         limits: Limits::default(),
         now_ms: system_now_ms(),
     };
+    let what_name = match what {
+        What::Expired => "expired",
+        What::All => "all",
+    };
+    let head = Head {
+        dir: dir.display().to_string(),
+        purge: what_name,
+        dry_run,
+    };
+    let mut files = if json {
+        Some(JsonArrayDoc::new(&head, "files")?)
+    } else {
+        None
+    };
     let mut tally = Tally::default();
-    let bar = output::scan_progress("purge:", "entries looked at");
+    let mut failed = None;
+    let mut bar = Progress::scan(ctx.fs, &dir, "purge:", "entries looked at", json);
     let summary = walk::entries(ctx.fs, &dir, &mut |e| {
-        tally.visit(&ctx, &e);
-        bar.inc(1);
-    })?;
-    bar.finish_and_clear();
+        bar.inc();
+        if tally.visit(&ctx, e) {
+            if let Some(files) = files.as_mut() {
+                let file = walk::relative(&dir, &e.path);
+                if let Err(err) = files.item(&Removed { file, bytes: e.len }) {
+                    failed = Some(err);
+                    return false;
+                }
+            }
+        }
+        true
+    });
+    bar.finish();
+    if let Some(err) = failed {
+        return Err(err);
+    }
+    let summary = summary?;
     tally.foreign_files = summary.foreign;
     tally.errors.extend(
         summary
@@ -154,23 +211,17 @@ pub fn run(dir: &Path, what: What, json: bool) -> Result<Status, BoxError> {
             .into_iter()
             .map(|(path, e)| (path, format!("list: {e}"))),
     );
-    let what_name = match what {
-        What::Expired => "expired",
-        What::All => "all",
-    };
-    if json {
-        output::print_json(&PurgeReport {
-            dir: dir.display().to_string(),
-            purge: what_name,
-            tally: &tally,
-        })?;
+    if let Some(files) = files {
+        files.end(&tally)?;
     } else {
+        let flag = if dry_run { " --dry-run" } else { "" };
         let mut t = Table::new([
-            format!("purge --{what_name}"),
+            format!("purge --{what_name}{flag}"),
             "files".into(),
             "bytes".into(),
         ]);
-        t.files_row("removed", tally.removed, tally.removed_bytes);
+        let removed = if dry_run { "would remove" } else { "removed" };
+        t.files_row(removed, tally.removed, tally.removed_bytes);
         t.files_row("kept", tally.kept, tally.kept_bytes);
         t.count_row("skipped (suspect)", tally.skipped);
         t.count_row("vanished", tally.vanished);
@@ -182,6 +233,9 @@ pub fn run(dir: &Path, what: What, json: bool) -> Result<Status, BoxError> {
                 crate::table::count(tally.skipped),
                 dir.display()
             );
+        }
+        if dry_run {
+            println!("\ndry run: nothing was deleted");
         }
     }
     output::fail_on(&dir, &tally.errors)?;

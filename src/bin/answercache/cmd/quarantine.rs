@@ -13,11 +13,11 @@ use answercache::warm::format::{parse_header, Header, Limits, HEADER_LEN};
 use answercache::warm::layout::Layout;
 use answercache::warm::quarantine::{self, QuarantinedFile, SIDECAR_SUFFIX};
 
+use crate::error::{CliError, Kind};
 use crate::json::{self, Pairs};
 use crate::output::{self, Status};
 use crate::table::{self, Table};
 use crate::walk;
-use crate::BoxError;
 
 /// Bytes of a quarantined file `show` reads: the header and up to 1 KiB of the key.
 const SHOW_READ: usize = HEADER_LEN + 1024;
@@ -32,22 +32,30 @@ fn qdir(dir: &Path) -> std::path::PathBuf {
     Layout::new(dir).quarantine_dir().to_path_buf()
 }
 
-fn listed(dir: &Path) -> Result<Vec<QuarantinedFile>, BoxError> {
+fn listed(dir: &Path) -> Result<Vec<QuarantinedFile>, CliError> {
     let q = qdir(dir);
-    quarantine::list(&StdFs, &q).map_err(|e| format!("{}: {e}", q.display()).into())
+    quarantine::list(&StdFs, &q).map_err(|e| CliError::io(&q, e))
 }
 
 /// Checks a NAME given on the command line: a plain quarantine file name (a sidecar name is
 /// taken as the file it describes).
-fn valid_name(name: &str) -> Result<&str, BoxError> {
+fn valid_name(name: &str) -> Result<&str, CliError> {
     let name = name.strip_suffix(SIDECAR_SUFFIX).unwrap_or(name);
     if name.contains('/') || name.contains('\0') || quarantine::parse_name(name).is_none() {
-        return Err(format!(
+        return Err(CliError::usage(format!(
             "{name:?} is not a quarantined file name (expected <time>-<reason>-<name>, as `quarantine list` shows)"
-        )
-        .into());
+        )));
     }
     Ok(name)
+}
+
+/// `quarantine show|clear NAME` when there is no such file: exit 1, "not found".
+fn not_there(q: &Path, name: &str) -> CliError {
+    CliError::new(
+        Kind::NotFound,
+        format!("no quarantined file {name} in {}", q.display()),
+    )
+    .at(&q.join(name))
 }
 
 /// `quarantine list --json`.
@@ -102,17 +110,20 @@ impl HeaderDoc {
     }
 }
 
-/// `quarantine clear --json`.
+/// `quarantine clear --json`; under `--dry-run` the same fields, for what would be removed.
 #[derive(serde::Serialize)]
-struct ClearReport {
+struct ClearReport<'a> {
     dir: String,
+    dry_run: bool,
     removed: u64,
     removed_bytes: u64,
     orphan_sidecars_removed: u64,
+    /// The files removed (or that would be), as `list` shows them.
+    files: &'a [&'a QuarantinedFile],
 }
 
 /// Runs `quarantine list DIR`.
-pub fn list(dir: &Path, json: bool) -> Result<Status, BoxError> {
+pub fn list(dir: &Path, json: bool) -> Result<Status, CliError> {
     let dir = output::existing_dir(dir)?;
     let files = listed(&dir)?;
     let bytes: u64 = files.iter().map(|f| f.len).sum();
@@ -154,13 +165,12 @@ pub fn list(dir: &Path, json: bool) -> Result<Status, BoxError> {
 
 /// Runs `quarantine show DIR NAME`: the sidecar's record, what the header says, and the first
 /// bytes. Exit 1 when there is no such file.
-pub fn show(dir: &Path, name: &str, json: bool) -> Result<Status, BoxError> {
+pub fn show(dir: &Path, name: &str, json: bool) -> Result<Status, CliError> {
     let dir = output::existing_dir(dir)?;
     let name = valid_name(name)?;
     let q = qdir(&dir);
     let Some(file) = listed(&dir)?.into_iter().find(|f| f.name == name) else {
-        eprintln!("no quarantined file {name} in {}", q.display());
-        return Ok(Status::No);
+        return Err(not_there(&q, name));
     };
     let path = q.join(name);
     let sidecar_path = q.join(format!("{name}{SIDECAR_SUFFIX}"));
@@ -175,7 +185,7 @@ pub fn show(dir: &Path, name: &str, json: bool) -> Result<Status, BoxError> {
     };
     let kind = std::fs::symlink_metadata(&path)
         .map(|m| FileKind::of(m.file_type()))
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+        .map_err(|e| CliError::io(&path, e))?;
     let head = match StdFs.read_prefix(&path, SHOW_READ) {
         Ok(FileRead::Data(d)) => d,
         _ => Vec::new(),
@@ -245,34 +255,41 @@ pub fn show(dir: &Path, name: &str, json: bool) -> Result<Status, BoxError> {
     Ok(Status::Ok)
 }
 
-/// Runs `quarantine clear DIR [NAME]`: deletes one quarantined file (exit 1 if there is no
-/// such file) or all of them, with their sidecars.
-pub fn clear(dir: &Path, name: Option<&str>, json: bool) -> Result<Status, BoxError> {
+/// Runs `quarantine clear DIR [NAME] [--dry-run]`: deletes one quarantined file (exit 1 if
+/// there is no such file) or all of them, with their sidecars. With `dry_run`, deletes nothing
+/// and reports what it would delete: the same document, `dry_run` true.
+pub fn clear(
+    dir: &Path,
+    name: Option<&str>,
+    dry_run: bool,
+    json: bool,
+) -> Result<Status, CliError> {
     let dir = output::existing_dir(dir)?;
     let q = qdir(&dir);
+    let name = name.map(valid_name).transpose()?;
     let files = listed(&dir)?;
     let chosen: Vec<&QuarantinedFile> = match name {
         Some(name) => {
-            let name = valid_name(name)?;
             let found: Vec<_> = files.iter().filter(|f| f.name == name).collect();
             if found.is_empty() {
-                eprintln!("no quarantined file {name} in {}", q.display());
-                return Ok(Status::No);
+                return Err(not_there(&q, name));
             }
             found
         }
         None => files.iter().collect(),
     };
-    let mut removed = 0u64;
-    let mut bytes = 0u64;
-    for f in &chosen {
-        quarantine::remove_one(&StdFs, &q, &f.name)
-            .map_err(|e| format!("{}: {e}", q.join(&f.name).display()))?;
-        removed += 1;
-        bytes += f.len;
+    let mut removed = Vec::with_capacity(chosen.len());
+    for f in chosen {
+        if !dry_run {
+            quarantine::remove_one(&StdFs, &q, &f.name)
+                .map_err(|e| CliError::io(&q.join(&f.name), e))?;
+        }
+        removed.push(f);
     }
+    let bytes: u64 = removed.iter().map(|f| f.len).sum();
     // Sidecars whose file is gone (a crash between the two deletes, or a file removed by
-    // hand) go with a full clear.
+    // hand) go with a full clear. A dry run counts the same ones: their files are missing
+    // whether or not the others were deleted first.
     let mut orphans = 0u64;
     if name.is_none() {
         if let Ok(entries) = StdFs.read_dir(&q) {
@@ -283,7 +300,7 @@ pub fn clear(dir: &Path, name: Option<&str>, json: bool) -> Result<Status, BoxEr
                 };
                 if quarantine::parse_name(base).is_some()
                     && !entries_has(&q, base)
-                    && StdFs.remove_file(&q.join(n)).is_ok()
+                    && (dry_run || StdFs.remove_file(&q.join(n)).is_ok())
                 {
                     orphans += 1;
                 }
@@ -293,17 +310,26 @@ pub fn clear(dir: &Path, name: Option<&str>, json: bool) -> Result<Status, BoxEr
     if json {
         output::print_json(&ClearReport {
             dir: q.display().to_string(),
-            removed,
+            dry_run,
+            removed: removed.len() as u64,
             removed_bytes: bytes,
             orphan_sidecars_removed: orphans,
+            files: &removed,
         })?;
     } else {
+        let n = removed.len() as u64;
         println!(
-            "removed {} quarantined {}, {}, from {}",
-            table::count(removed),
-            if removed == 1 { "file" } else { "files" },
+            "{} {} quarantined {}, {}, from {}{}",
+            if dry_run { "would remove" } else { "removed" },
+            table::count(n),
+            if n == 1 { "file" } else { "files" },
             table::bytes_exact(bytes),
-            q.display()
+            q.display(),
+            if dry_run {
+                " (dry run: nothing was deleted)"
+            } else {
+                ""
+            }
         );
     }
     Ok(Status::Ok)

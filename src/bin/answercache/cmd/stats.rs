@@ -16,11 +16,11 @@ use answercache::warm::quarantine;
 
 use answercache::warm::walk::WalkEntry;
 
+use crate::error::CliError;
 use crate::json;
-use crate::output::{self, Status};
+use crate::output::{self, Progress, Status};
 use crate::table::{self, Table};
 use crate::walk;
-use crate::BoxError;
 
 /// What `stats` found; serialized (after the directory) as the `stats --json` document.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -185,19 +185,21 @@ impl DirStats {
 }
 
 /// Runs `stats DIR`.
-pub fn run(dir: &Path, json: bool) -> Result<Status, BoxError> {
+pub fn run(dir: &Path, json: bool) -> Result<Status, CliError> {
     let dir = output::existing_dir(dir)?;
     let fs = StdFs;
     let layout = Layout::new(&dir);
     let limits = Limits::default();
     let now_ms = system_now_ms();
     let mut s = DirStats::default();
-    let bar = output::scan_progress("stats:", "entries read");
+    let mut bar = Progress::scan(&fs, &dir, "stats:", "entries read", json);
     let summary = walk::entries(&fs, &dir, &mut |e| {
-        s.add(&fs, &dir, &e, &limits, now_ms);
-        bar.inc(1);
-    })?;
-    bar.finish_and_clear();
+        s.add(&fs, &dir, e, &limits, now_ms);
+        bar.inc();
+        true
+    });
+    bar.finish();
+    let summary = summary?;
     s.foreign_files = summary.foreign;
     s.errors.extend(summary.errors);
     match fs.read_dir(layout.tmp_dir()) {

@@ -8,10 +8,11 @@ use std::path::Path;
 
 use answercache::fs::StdFs;
 use answercache::verify::{verify_with_fs, VerifyOptions, VerifyReport};
+use answercache::warm::layout::Layout;
 
-use crate::output::{self, Status};
+use crate::error::CliError;
+use crate::output::{self, Progress, Status};
 use crate::table::{self, Table};
-use crate::BoxError;
 
 /// `verify --json`: the library's report, field for field, after three fields of the run.
 #[derive(serde::Serialize)]
@@ -24,24 +25,22 @@ struct VerifyDoc<'a> {
 }
 
 /// Runs `verify DIR [--repair]`.
-pub fn run(dir: &Path, repair: bool, json: bool) -> Result<Status, BoxError> {
+pub fn run(dir: &Path, repair: bool, json: bool) -> Result<Status, CliError> {
     let dir = output::existing_dir(dir)?;
     let options = VerifyOptions {
         repair,
         ..VerifyOptions::default()
     };
-    let bar = output::scan_progress(
-        if repair {
-            "verify --repair:"
-        } else {
-            "verify:"
-        },
-        "entries checked",
-    );
+    let what = if repair {
+        "verify --repair:"
+    } else {
+        "verify:"
+    };
+    let mut bar = Progress::scan(&StdFs, &dir, what, "entries checked", json);
     let mut progress = |n: u64| bar.set_position(n);
-    let report = verify_with_fs(&StdFs, &dir, &options, Some(&mut progress))
-        .map_err(|e| format!("{}: {e}", dir.join("v1").display()))?;
-    bar.finish_and_clear();
+    let report = verify_with_fs(&StdFs, &dir, &options, Some(&mut progress));
+    bar.finish();
+    let report = report.map_err(|e| CliError::io(Layout::new(&dir).entries_dir(), e))?;
     if json {
         output::print_json(&VerifyDoc {
             dir: dir.display().to_string(),
@@ -53,13 +52,10 @@ pub fn run(dir: &Path, repair: bool, json: bool) -> Result<Status, BoxError> {
         print!("{}", human(&dir, repair, &report));
     }
     if let Some(first) = report.io_errors.first() {
+        let path = dir.join(&first.path);
         return Err(output::first_of(
-            format!(
-                "{}: {} failed: {}",
-                dir.join(&first.path).display(),
-                first.op,
-                first.error
-            ),
+            &path,
+            format!("{}: {} failed: {}", path.display(), first.op, first.error),
             report.io_errors.len(),
             "I/O errors, listed above",
         ));
