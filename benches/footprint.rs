@@ -3,10 +3,10 @@
 //! Printed as a markdown table, not timed: this binary does not use criterion.
 //!
 //! "apparent" is the sum of file lengths; "allocated" is what the filesystem charges
-//! (`st_blocks * 512`, 4 KiB granularity on ext4). answercache's fan-out directories (`v1/ab/cd/`)
-//! are counted separately: with few entries nearly every entry gets its own directory pair, so
-//! the per-entry share printed here is the worst case; with 65,536 leaf directories full it
-//! tends to ~270 bytes per entry at 1M entries.
+//! (`st_blocks * 512`, 4 KiB granularity on ext4). answercache's fan-out directories (`v2/ab/`,
+//! at most 256) are counted separately: with few entries each entry may still get a directory
+//! of its own, so the per-entry share printed here is the worst case; with the 256 directories
+//! in use it tends to ~80 bytes of directory per entry (one name each).
 //!
 //! Run: `cargo bench --bench footprint`
 
@@ -75,7 +75,7 @@ fn main() {
                 s
             });
             let mut ours = Usage::default();
-            walk(&dir.path().join("v1"), &mut ours);
+            walk(&dir.path().join("v2"), &mut ours);
             assert_eq!(ours.files, M as u64);
 
             let cdir = workload::bench_dir("footprint-cacache");

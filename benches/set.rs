@@ -66,7 +66,7 @@ impl RawWriter {
             .iter()
             .map(|k| {
                 let hex = blake3::hash(k).to_hex().to_string();
-                let dir = root.join("v1").join(&hex[..2]).join(&hex[2..4]);
+                let dir = root.join("v2").join(&hex[..2]);
                 std::fs::create_dir_all(&dir).unwrap();
                 dir.join(hex)
             })

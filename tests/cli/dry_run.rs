@@ -67,6 +67,25 @@ fn dry_then_real(d: &std::path::Path, args: &[&str]) -> (Value, Value, String) {
     (doc(&dry_doc), doc(&real_doc), text.out())
 }
 
+/// How many fan-out directories hold nothing but the entries of `keys` (a purge that removes
+/// those entries empties them).
+fn emptied_fan_outs(d: &std::path::Path, keys: &[&str]) -> u64 {
+    let mut dirs: Vec<std::path::PathBuf> = keys
+        .iter()
+        .map(|k| entry_path(d, k).parent().unwrap().to_owned())
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    dirs.iter()
+        .filter(|dir| {
+            std::fs::read_dir(dir).unwrap().all(|e| {
+                let p = e.unwrap().path();
+                keys.iter().any(|k| entry_path(d, k) == p)
+            })
+        })
+        .count() as u64
+}
+
 /// `doc` with `dry_run` set to `value`.
 fn with_dry_run(doc: &Value, value: bool) -> Value {
     let mut doc = doc.clone();
@@ -83,6 +102,7 @@ fn purge_expired_dry_run_reports_what_the_real_run_removes() {
     let expired = ["expired-a", "expired-b", "expired-c"];
     let bytes: u64 = expired.iter().map(|k| file_len(d, k)).sum();
     let want_files = files(d, &expired);
+    let emptied = emptied_fan_outs(d, &expired);
     let (dry, real, text) = dry_then_real(d, &["purge", arg(d), "--expired"]);
     assert_eq!(
         dry,
@@ -98,10 +118,18 @@ fn purge_expired_dry_run_reports_what_the_real_run_removes() {
             "skipped": 1,
             "vanished": 0,
             "foreign_files": 1,
+            "fan_out_dirs_removed": emptied,
             "errors": [],
         })
     );
     assert_eq!(real, with_dry_run(&dry, false));
+    // The real run left no empty fan-out directory.
+    for e in std::fs::read_dir(d.join("v2")).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            assert!(p.read_dir().unwrap().next().is_some(), "{p:?} left empty");
+        }
+    }
     // The text report says the same, as "would remove", and that nothing was deleted.
     assert_eq!(
         cells(&text, "purge --expired --dry-run")[1..],

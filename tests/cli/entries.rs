@@ -321,7 +321,7 @@ fn purge_expired_keeps_live_entries_and_purge_all_removes_them() {
     let b = place_entry(dir.path(), "expired-b", b"bb", old);
     let expired_bytes = a.metadata().unwrap().len() + b.metadata().unwrap().len();
     // A foreign file is never touched.
-    let foreign = dir.path().join("v1").join("README");
+    let foreign = dir.path().join("v2").join("README");
     std::fs::write(&foreign, b"not an entry").unwrap();
 
     let purged = answercache(&["purge", arg(dir.path()), "--expired"]);
@@ -348,6 +348,23 @@ fn purge_expired_keeps_live_entries_and_purge_all_removes_them() {
         ),
     ];
     live.sort();
+    // The fan-out directories left: the two live entries' (`--expired` removed the ones it
+    // emptied).
+    let fan_outs = |root: &std::path::Path| {
+        std::fs::read_dir(root.join("v2"))
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().is_dir())
+            .count() as u64
+    };
+    let live_dirs = fan_outs(dir.path());
+    assert_eq!(
+        live_dirs,
+        if entry_path(dir.path(), "live-1").parent() == entry_path(dir.path(), "live-2").parent() {
+            1
+        } else {
+            2
+        }
+    );
     let purged = answercache(&["purge", arg(dir.path()), "--all", "--json"]);
     purged.expect_code(0);
     assert_eq!(
@@ -364,9 +381,12 @@ fn purge_expired_keeps_live_entries_and_purge_all_removes_them() {
             "skipped": 0,
             "vanished": 0,
             "foreign_files": 1,
+            "fan_out_dirs_removed": live_dirs,
             "errors": [],
         })
     );
+    // Nothing of the layout is left behind but the foreign file.
+    assert_eq!(fan_outs(dir.path()), 0);
     answercache(&["get", arg(dir.path()), "live-1"]).expect_code(1);
     assert!(foreign.is_file());
 }
@@ -392,4 +412,45 @@ fn purge_all_leaves_suspect_files_for_verify() {
     assert!(!entry_path(dir.path(), "good").exists());
     let verified = doc(&answercache(&["--json", "verify", arg(dir.path())]));
     assert_eq!(verified.at("corrupted_by_reason"), &json!({"truncated": 1}));
+}
+
+/// A directory of the previous layout (`v1/ab/cd/<hex>`, the checked-in fixture of
+/// tests/core): `stats` says its entries are not counted and who moves them; the first
+/// command that opens a cache (`get`) moves them, and `stats` then counts them in `v2/`.
+#[test]
+fn stats_names_a_previous_layout_and_a_cache_moves_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/core/fixtures/v1-layout");
+    answercache::testing::copy_dir(&fixture, dir.path()).unwrap();
+    let before = answercache(&["--json", "stats", arg(dir.path())]);
+    before.expect_code(0);
+    let d = doc(&before);
+    assert_eq!(
+        (d.at("previous_layout"), d.at("entries").u64()),
+        (&json!(true), 0)
+    );
+    let text = answercache(&["stats", arg(dir.path())]);
+    assert!(
+        text.out().contains(
+            "note: v1/ holds entries of the previous layout, not counted here: the first cache \
+             that opens this directory moves them into v2/"
+        ),
+        "{}",
+        text.out()
+    );
+    let got = answercache(&["get", arg(dir.path()), "chat:capital of france"]);
+    got.expect_code(0);
+    assert_eq!(got.out(), "Paris is the capital of France.");
+    let after = doc(&answercache(&["--json", "stats", arg(dir.path())]));
+    // Four entry files moved (one of them long expired); v1/ is gone.
+    assert_eq!(
+        (
+            after.at("previous_layout"),
+            after.at("entries").u64(),
+            after.at("expired").u64()
+        ),
+        (&json!(false), 4, 1)
+    );
+    assert!(!dir.path().join("v1").exists());
 }

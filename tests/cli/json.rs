@@ -47,7 +47,7 @@ fn mixed_dir() -> tempfile::TempDir {
         .set_len(len - 10)
         .unwrap();
     std::fs::write(entry_path(d, "answer/2"), b"TIERCACH").unwrap();
-    std::fs::write(d.join("v1").join(".DS_Store"), b"x").unwrap();
+    std::fs::write(d.join("v2").join(".DS_Store"), b"x").unwrap();
     dir
 }
 
@@ -126,6 +126,7 @@ fn stats_json_carries_the_human_numbers() {
     );
     assert_eq!(doc.at("dir"), arg(dir.path()));
     assert_eq!(doc.at("errors"), &json!([]));
+    assert_eq!(doc.at("previous_layout"), false);
     assert_eq!(
         fields(&doc),
         [
@@ -142,6 +143,7 @@ fn stats_json_carries_the_human_numbers() {
             "newer_version",
             "newest_created_ms",
             "oldest_created_ms",
+            "previous_layout",
             "quarantine_bytes",
             "quarantine_files",
             "suspect",

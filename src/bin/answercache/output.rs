@@ -169,7 +169,7 @@ impl Progress {
         for item in EntryWalk::new(fs, root) {
             if let WalkItem::Entry(_) = item {
                 total += 1;
-                if total % 1024 == 0 {
+                if total.is_multiple_of(1024) {
                     p.bar.set_position(total);
                     p.show_if_due(0);
                 }

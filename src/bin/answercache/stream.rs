@@ -229,7 +229,7 @@ mod tests {
     fn a_streamed_document_is_byte_for_byte_the_whole_one() {
         let item = |i: u64| Item {
             hash: format!("h{i}\n\"q\""),
-            n: (i % 2 == 0).then_some(i),
+            n: i.is_multiple_of(2).then_some(i),
             inner: vec![1, 2],
         };
         for n in [0, 1, 3] {

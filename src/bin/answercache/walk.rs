@@ -1,6 +1,6 @@
 //! What `stats`, `purge` and `ls` need of the library's walk ([`answercache::warm::walk`]): every name
 //! at an entry path, the foreign names counted, the fan-out directories that could not be
-//! listed recorded (the walk goes on past them); only failing to list the root or `<root>/v1`
+//! listed recorded (the walk goes on past them); only failing to list the root or `<root>/v2`
 //! itself ends the walk.
 
 use std::path::Path;
@@ -14,7 +14,7 @@ use crate::error::{CliError, Kind};
 /// What the walk saw besides entry files.
 #[derive(Debug, Clone, Default)]
 pub struct WalkSummary {
-    /// Foreign files and folders under `v1/`, and a `v1` that is not a directory.
+    /// Foreign files and folders under `v2/`, and a `v2` that is not a directory.
     pub foreign: u64,
     /// Directories that could not be listed: the path relative to the cache root, the error.
     pub errors: Vec<(String, String)>,
@@ -22,7 +22,7 @@ pub struct WalkSummary {
 
 /// Calls `visit` for every name at an entry path under `root`, in path order (the walk
 /// sorts each listing: the order of the hashes), until it returns `false`. A missing
-/// `<root>/v1` is an empty walk.
+/// `<root>/v2` is an empty walk.
 pub fn entries(
     fs: &dyn Fs,
     root: &Path,
@@ -46,7 +46,7 @@ pub fn entries(
     Ok(summary)
 }
 
-/// The error of a walk that could not list the root or `<root>/v1`: nothing was walked.
+/// The error of a walk that could not list the root or `<root>/v2`: nothing was walked.
 pub fn unlisted(path: &Path, e: &std::io::Error) -> CliError {
     CliError::new(Kind::Io, format!("cannot list {}: {e}", path.display())).at(path)
 }

@@ -51,8 +51,14 @@ struct Tally {
     skipped: u64,
     /// Removed by another process first.
     vanished: u64,
-    /// Foreign names under `v1/`, left alone.
+    /// Foreign names under `v2/`, left alone.
     foreign_files: u64,
+    /// Empty fan-out directories (`v2/ab`) removed (that would be, under `--dry-run`).
+    fan_out_dirs_removed: u64,
+    /// Files removed (that would be) per fan-out directory: under `--dry-run`, a directory
+    /// all of whose names would be removed counts as one that would be emptied.
+    #[serde(skip)]
+    removed_in: std::collections::HashMap<std::path::PathBuf, u64>,
     /// Paths that could not be listed, read or removed, with the error.
     #[serde(serialize_with = "json::path_errors")]
     errors: Vec<(String, String)>,
@@ -141,6 +147,9 @@ impl Tally {
             Ok(true) => {
                 self.removed += 1;
                 self.removed_bytes += e.len;
+                if let Some(parent) = e.path.parent() {
+                    *self.removed_in.entry(parent.to_owned()).or_default() += 1;
+                }
                 return true;
             }
             // Gone, or rewritten since the header was read: not this command's to delete.
@@ -155,6 +164,42 @@ impl Tally {
 
     fn error(&mut self, root: &Path, e: &WalkEntry, error: String) {
         self.errors.push((walk::relative(root, &e.path), error));
+    }
+}
+
+/// Removes the fan-out directories (`v2/ab`) the purge left empty, so that none piles up
+/// (`--all` on a directory of entries only leaves none). `rmdir` only: a directory a running
+/// cache has just written an entry into is not empty, and stays. Under `--dry-run`, counts
+/// the directories that would be empty once the files that would be removed are gone.
+fn remove_empty_fan_outs(ctx: &Context<'_>, tally: &mut Tally) {
+    let entries = answercache::warm::layout::Layout::new(ctx.root)
+        .entries_dir()
+        .to_owned();
+    let Ok(dirs) = ctx.fs.read_dir(&entries) else {
+        return;
+    };
+    for d in dirs {
+        let name = d.name.to_string_lossy();
+        let fan_out = d.kind == FileKind::Dir
+            && name.len() == 2
+            && name.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
+        if !fan_out {
+            continue;
+        }
+        let path = entries.join(&d.name);
+        if ctx.dry_run {
+            let removed = tally.removed_in.get(&path).copied().unwrap_or(0);
+            if ctx
+                .fs
+                .read_dir(&path)
+                .is_ok_and(|names| names.len() as u64 == removed)
+            {
+                tally.fan_out_dirs_removed += 1;
+            }
+        } else if std::fs::remove_dir(&path).is_ok() {
+            // Not empty (foreign files, suspect entries, a new entry) or gone: left alone.
+            tally.fan_out_dirs_removed += 1;
+        }
     }
 }
 
@@ -205,6 +250,7 @@ pub fn run(dir: &Path, what: What, dry_run: bool, json: bool) -> Result<Status, 
     }
     let summary = summary?;
     tally.foreign_files = summary.foreign;
+    remove_empty_fan_outs(&ctx, &mut tally);
     tally.errors.extend(
         summary
             .errors
@@ -226,6 +272,12 @@ pub fn run(dir: &Path, what: What, dry_run: bool, json: bool) -> Result<Status, 
         t.count_row("skipped (suspect)", tally.skipped);
         t.count_row("vanished", tally.vanished);
         t.count_row("foreign (left alone)", tally.foreign_files);
+        let dirs = if dry_run {
+            "empty fan-out dirs (would remove)"
+        } else {
+            "empty fan-out dirs removed"
+        };
+        t.count_row(dirs, tally.fan_out_dirs_removed);
         print!("cache directory {}\n\n{t}", dir.display());
         if tally.skipped > 0 {
             println!(

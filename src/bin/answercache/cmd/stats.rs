@@ -50,8 +50,11 @@ struct DirStats {
     /// Oldest and newest `created_ms` among readable headers (0 when none).
     oldest_created_ms: u64,
     newest_created_ms: u64,
-    /// Foreign names under `v1/`.
+    /// Foreign names under `v2/`.
     foreign_files: u64,
+    /// Whether a `v1/` directory of the previous layout is here: its entries are not counted
+    /// above; a cache opening the directory moves them into `v2/` (FORMAT.md, "Layout 2").
+    previous_layout: bool,
     /// Files in `tmp/` (writes in progress, or left by a crash and swept at the next open).
     temp_files: u64,
     temp_bytes: u64,
@@ -160,6 +163,13 @@ impl DirStats {
             ("newest entry", table::time_ms(self.newest_created_ms)),
         ]));
         let mut hints = Vec::new();
+        if self.previous_layout {
+            hints.push(
+                "v1/ holds entries of the previous layout, not counted here: the first cache \
+                 that opens this directory moves them into v2/"
+                    .to_owned(),
+            );
+        }
         if self.expired > 0 {
             hints.push(format!(
                 "{} expired entries: the cache deletes them lazily; `answercache purge {} --expired` does it now",
@@ -202,6 +212,11 @@ pub fn run(dir: &Path, json: bool) -> Result<Status, CliError> {
     let summary = summary?;
     s.foreign_files = summary.foreign;
     s.errors.extend(summary.errors);
+    s.previous_layout = fs.read_dir(&dir).is_ok_and(|names| {
+        names.iter().any(|n| {
+            n.name == answercache::warm::layout::LEGACY_ENTRIES_DIR && n.kind == FileKind::Dir
+        })
+    });
     match fs.read_dir(layout.tmp_dir()) {
         Ok(files) => {
             for f in files.iter().filter(|f| f.kind == FileKind::File) {

@@ -642,7 +642,7 @@ fn shorten(s: &str, max: usize) -> String {
     }
 }
 
-/// `v1/ab/cd/<64 hex>` with the hex cut to 12 characters.
+/// `v2/ab/<64 hex>` with the hex cut to 12 characters.
 fn short_path(rel: &str) -> String {
     match rel.rsplit_once('/') {
         Some((dir, name)) if name.len() > 12 => format!("{dir}/{}...", &name[..12]),
