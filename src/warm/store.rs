@@ -782,9 +782,7 @@ impl WarmStore {
                 // entries durable, then rename.
                 fs.create_dir_all(&dir)?;
                 if self.config.sync {
-                    if let Some(parent) = dir.parent() {
-                        fs.sync_dir(parent)?;
-                    }
+                    // The fan-out directory's own entry lives in `v2/`.
                     fs.sync_dir(self.layout.entries_dir())?;
                 }
                 fs.rename(tmp, dest)?;
