@@ -262,14 +262,17 @@ impl Totals {
     }
 }
 
-/// The tier table: entries, bytes and budgets of each tier as the cache stands.
+/// The tier table: entries, bytes and budgets of each tier as the cache stands. The warm tier's
+/// budget counts its space on disk (blocks, directory entries, fan-out directories: what `du`
+/// reads), next to its files' lengths.
 pub fn tier_table(s: &Stats) -> Table {
-    let mut t = Table::new(["tier", "entries", "bytes", "budget"]);
+    let mut t = Table::new(["tier", "entries", "bytes", "on disk (du)", "budget"]);
     t.row(
         "hot (memory LRU)",
         [
             table::count(s.hot_entries),
             table::bytes(s.hot_bytes),
+            "-".to_owned(),
             table::bytes(s.hot_capacity_bytes),
         ],
     );
@@ -278,6 +281,7 @@ pub fn tier_table(s: &Stats) -> Table {
         [
             table::count(s.warm_entries),
             table::bytes(s.warm_bytes),
+            table::bytes(s.warm_disk_bytes),
             table::bytes(s.warm_capacity_bytes),
         ],
     );
