@@ -164,7 +164,7 @@ impl VerifyReport {
 /// Scans the warm tier under `root` (the directory the cache was opened with) on the real file
 /// system. See the [module docs](self).
 pub fn verify(root: impl AsRef<Path>, options: &VerifyOptions) -> io::Result<VerifyReport> {
-    verify_with_fs(&StdFs, root.as_ref(), options, None)
+    verify_with_fs(&StdFs::new(), root.as_ref(), options, None)
 }
 
 /// [`verify`] over any [`Fs`] (tests inject faults), calling `progress` with the number of

@@ -146,7 +146,7 @@ impl CrashFs {
         Self::scan(&mut st, &root)?;
         Ok(CrashFs {
             root,
-            inner: StdFs,
+            inner: StdFs::new(),
             state: Mutex::new(st),
         })
     }

@@ -178,7 +178,7 @@ impl FaultFs {
 
     /// Wraps the real file system.
     pub fn std() -> Self {
-        FaultFs::new(Arc::new(StdFs))
+        FaultFs::new(Arc::new(StdFs::new()))
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

@@ -253,40 +253,40 @@ pub struct PauseAfterRead {
 
 impl Fs for PauseAfterRead {
     fn read_file(&self, path: &Path, max_len: u64) -> io::Result<FileRead> {
-        let r = StdFs.read_file(path, max_len);
+        let r = StdFs::new().read_file(path, max_len);
         if path == self.target {
             self.gate.wait_here();
         }
         r
     }
     fn read_prefix(&self, path: &Path, n: usize) -> io::Result<FileRead> {
-        StdFs.read_prefix(path, n)
+        StdFs::new().read_prefix(path, n)
     }
     fn write_new(&self, path: &Path, data: &[u8], sync: bool) -> io::Result<()> {
-        StdFs.write_new(path, data, sync)
+        StdFs::new().write_new(path, data, sync)
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        StdFs.rename(from, to)
+        StdFs::new().rename(from, to)
     }
     fn rename_noreplace(&self, from: &Path, to: &Path) -> io::Result<()> {
-        StdFs.rename_noreplace(from, to)
+        StdFs::new().rename_noreplace(from, to)
     }
     fn remove_file(&self, path: &Path) -> io::Result<()> {
-        StdFs.remove_file(path)
+        StdFs::new().remove_file(path)
     }
     fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
-        StdFs.remove_dir_all(path)
+        StdFs::new().remove_dir_all(path)
     }
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        StdFs.create_dir_all(path)
+        StdFs::new().create_dir_all(path)
     }
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
-        StdFs.sync_dir(path)
+        StdFs::new().sync_dir(path)
     }
     fn read_dir(&self, path: &Path) -> io::Result<Vec<DirEntryInfo>> {
-        StdFs.read_dir(path)
+        StdFs::new().read_dir(path)
     }
     fn available_space(&self, path: &Path) -> io::Result<u64> {
-        StdFs.available_space(path)
+        StdFs::new().available_space(path)
     }
 }

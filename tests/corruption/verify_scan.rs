@@ -63,7 +63,13 @@ async fn verify_reports_each_reason_repairs_and_comes_back_clean() {
         ..VerifyOptions::default()
     };
     let mut progress = Vec::new();
-    let report = verify_with_fs(&StdFs, root, &options, Some(&mut |n| progress.push(n))).unwrap();
+    let report = verify_with_fs(
+        &StdFs::new(),
+        root,
+        &options,
+        Some(&mut |n| progress.push(n)),
+    )
+    .unwrap();
     let total = (fixtures.len() + healthy.len() + 3) as u64;
     assert_eq!(report.entries_checked, total);
     assert_eq!(progress, (1..=total).collect::<Vec<_>>());

@@ -134,7 +134,7 @@ impl Tally {
 pub fn run(dir: &Path, what: What, json: bool) -> Result<Status, BoxError> {
     let dir = output::existing_dir(dir)?;
     let ctx = Context {
-        fs: &StdFs,
+        fs: &StdFs::new(),
         root: &dir,
         what,
         limits: Limits::default(),

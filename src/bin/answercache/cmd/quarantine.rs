@@ -34,7 +34,7 @@ fn qdir(dir: &Path) -> std::path::PathBuf {
 
 fn listed(dir: &Path) -> Result<Vec<QuarantinedFile>, BoxError> {
     let q = qdir(dir);
-    quarantine::list(&StdFs, &q).map_err(|e| format!("{}: {e}", q.display()).into())
+    quarantine::list(&StdFs::new(), &q).map_err(|e| format!("{}: {e}", q.display()).into())
 }
 
 /// Checks a NAME given on the command line: a plain quarantine file name (a sidecar name is
@@ -164,7 +164,7 @@ pub fn show(dir: &Path, name: &str, json: bool) -> Result<Status, BoxError> {
     };
     let path = q.join(name);
     let sidecar_path = q.join(format!("{name}{SIDECAR_SUFFIX}"));
-    let sidecar: Vec<(String, String)> = match StdFs.read_file(&sidecar_path, SIDECAR_MAX) {
+    let sidecar: Vec<(String, String)> = match StdFs::new().read_file(&sidecar_path, SIDECAR_MAX) {
         Ok(FileRead::Data(d)) => String::from_utf8_lossy(&d)
             .lines()
             .filter_map(|l| l.split_once(": "))
@@ -176,7 +176,7 @@ pub fn show(dir: &Path, name: &str, json: bool) -> Result<Status, BoxError> {
     let kind = std::fs::symlink_metadata(&path)
         .map(|m| FileKind::of(m.file_type()))
         .map_err(|e| format!("{}: {e}", path.display()))?;
-    let head = match StdFs.read_prefix(&path, SHOW_READ) {
+    let head = match StdFs::new().read_prefix(&path, SHOW_READ) {
         Ok(FileRead::Data(d)) => d,
         _ => Vec::new(),
     };
@@ -266,7 +266,7 @@ pub fn clear(dir: &Path, name: Option<&str>, json: bool) -> Result<Status, BoxEr
     let mut removed = 0u64;
     let mut bytes = 0u64;
     for f in &chosen {
-        quarantine::remove_one(&StdFs, &q, &f.name)
+        quarantine::remove_one(&StdFs::new(), &q, &f.name)
             .map_err(|e| format!("{}: {e}", q.join(&f.name).display()))?;
         removed += 1;
         bytes += f.len;
@@ -275,7 +275,7 @@ pub fn clear(dir: &Path, name: Option<&str>, json: bool) -> Result<Status, BoxEr
     // hand) go with a full clear.
     let mut orphans = 0u64;
     if name.is_none() {
-        if let Ok(entries) = StdFs.read_dir(&q) {
+        if let Ok(entries) = StdFs::new().read_dir(&q) {
             for e in entries {
                 let Some(n) = e.name.to_str() else { continue };
                 let Some(base) = n.strip_suffix(SIDECAR_SUFFIX) else {
@@ -283,7 +283,7 @@ pub fn clear(dir: &Path, name: Option<&str>, json: bool) -> Result<Status, BoxEr
                 };
                 if quarantine::parse_name(base).is_some()
                     && !entries_has(&q, base)
-                    && StdFs.remove_file(&q.join(n)).is_ok()
+                    && StdFs::new().remove_file(&q.join(n)).is_ok()
                 {
                     orphans += 1;
                 }

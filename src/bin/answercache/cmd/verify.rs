@@ -39,7 +39,7 @@ pub fn run(dir: &Path, repair: bool, json: bool) -> Result<Status, BoxError> {
         "entries checked",
     );
     let mut progress = |n: u64| bar.set_position(n);
-    let report = verify_with_fs(&StdFs, &dir, &options, Some(&mut progress))
+    let report = verify_with_fs(&StdFs::new(), &dir, &options, Some(&mut progress))
         .map_err(|e| format!("{}: {e}", dir.join("v1").display()))?;
     bar.finish_and_clear();
     if json {
