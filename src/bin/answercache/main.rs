@@ -16,6 +16,8 @@
 //! (pieces of the `--json` documents), `table` (aligned text tables and number formats),
 //! `walk` (the library's walk of the entry files, as `stats` and `purge` use it).
 
+#![forbid(unsafe_code)]
+
 mod cmd;
 mod demo;
 mod json;
