@@ -260,3 +260,53 @@ impl Freshness {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    /// An entry made before a `clear` began is cleared by it, even when another clear ran
+    /// in the same millisecond before the entry was made (its creation time is then the
+    /// first clear's fence, not the clock): a write in flight across the second clear
+    /// (taken from the queue before it, landing after it) must be deleted by the writer,
+    /// and a read of it must miss.
+    #[test]
+    fn a_clear_covers_every_entry_made_before_it_in_the_same_millisecond() {
+        let clock = ManualClock::new(1_000);
+        let f = Freshness::new(Arc::new(clock.clone()));
+        let before_any_clear = f.created_now();
+        f.clear();
+        assert!(f.cleared_since(before_any_clear));
+        let between = f.created_now();
+        assert!(!f.cleared_since(between), "made after the first clear");
+        f.clear();
+        assert!(f.cleared_since(between), "made before the second clear");
+        let after = f.created_now();
+        assert!(!f.cleared_since(after), "made after the second clear");
+        assert!(between < after);
+        // The same with the clock moving on: nothing made after a clear is cleared by it.
+        clock.advance(std::time::Duration::from_millis(5));
+        let later = f.created_now();
+        f.clear();
+        assert!(f.cleared_since(later) && f.cleared_since(after));
+        assert!(!f.cleared_since(f.created_now()));
+    }
+
+    /// The overflow of the lost-key map moves the fence like a clear: every entry made
+    /// before it is a miss, also one made in the millisecond of an earlier clear.
+    #[test]
+    fn the_lost_key_overflow_covers_every_entry_made_before_it() {
+        let f = Freshness::new(Arc::new(ManualClock::new(1_000)));
+        f.clear();
+        let between = f.created_now();
+        for i in 0..=STALE_KEYS_MAX {
+            let mut hash = [0u8; 32];
+            hash[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            f.mark_lost(hash, 1, false);
+        }
+        assert!(f.lost_overflow.load(Ordering::Relaxed));
+        assert!(f.cleared_since(between));
+        assert!(!f.cleared_since(f.created_now()));
+    }
+}
