@@ -135,8 +135,7 @@ impl Freshness {
             stale.clear();
             drop(stale);
             self.lost_overflow.store(true, Ordering::Relaxed);
-            self.cleared_before_ms
-                .fetch_max(now.saturating_add(1), Ordering::Relaxed);
+            self.move_fence_past(now);
         }
     }
 
@@ -179,14 +178,26 @@ impl Freshness {
             .is_some_and(|l| l.version == version && !l.purged)
     }
 
-    /// Moves the fence to now (entries created before it are cleared; those set from now on
-    /// are created at or after it) and forgets the lost keys: the fence covers every older
-    /// file of theirs, and no key has a last value set before the clear.
+    /// Moves the fence past now and past every entry made so far (entries created before it
+    /// are cleared; those set from now on are created at or after it) and forgets the lost
+    /// keys: the fence covers every older file of theirs, and no key has a last value set
+    /// before the clear.
     pub(crate) fn clear(&self) {
-        let fence = self.clock.now_ms().saturating_add(1);
-        self.cleared_before_ms.fetch_max(fence, Ordering::Relaxed);
+        self.move_fence_past(self.clock.now_ms());
         lock(&self.stale).clear();
         self.lost_overflow.store(false, Ordering::Relaxed);
+    }
+
+    /// Moves the fence past every entry made so far: past `now_ms` and past the fence itself,
+    /// since an entry made in the millisecond of an earlier move carries the fence as its
+    /// creation time ([`Freshness::created_now`]). Several moves in one millisecond push the
+    /// fence (and the creation times after it) a millisecond ahead of the clock each.
+    fn move_fence_past(&self, now_ms: u64) {
+        let _ =
+            self.cleared_before_ms
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |fence| {
+                    Some(fence.max(now_ms).saturating_add(1))
+                });
     }
 
     /// What of the operations before version `before` is not on disk for freshness' reasons:
