@@ -74,6 +74,14 @@ impl StdFs {
     ///   `fstatat(AT_SYMLINK_NOFOLLOW)` on the listed directory's descriptor.
     /// - Free and total space by `fstatvfs`. [`Fs::nowait_reads`] is `false`: every read
     ///   runs on the blocking pool, bounded by `io_timeout`.
+    /// - The errors are the Linux implementation's: `ELOOP` for a symlink on the way (a read
+    ///   of it is [`FileRead::NotRegular`]`(Symlink)`), `ENOTDIR` for a symlink where a
+    ///   directory is asked for (a parent to act in, a directory to list, create or sync),
+    ///   `EEXIST` for one at the path of a new file, whatever the system answers for
+    ///   `O_NOFOLLOW` on a symlink. Two corner cases differ: [`Fs::create_dir_all`] through a
+    ///   symlink whose target lacks the rest of the path fails with `ELOOP`, where Linux
+    ///   looks through the link and answers `ENOTDIR`; and free and total space are never
+    ///   asked through a symlink (`ENOTDIR`, `ELOOP`), where Linux's `statvfs` follows it.
     ///
     /// Each call walks its path anew (no descriptor is kept between calls), a few more system
     /// calls per operation than on Linux.
