@@ -62,13 +62,12 @@ fn components(path: &Path) -> io::Result<(bool, Vec<&OsStr>)> {
 
 /// The directory a walk starts from: `/` or the working directory.
 fn start(absolute: bool) -> io::Result<OwnedFd> {
-    let from = if absolute { "/" } else { "." };
-    Ok(rustix::fs::openat(
-        rustix::fs::CWD,
-        from,
-        WALK,
-        Mode::empty(),
-    )?)
+    let from = OsStr::new(if absolute { "/" } else { "." });
+    match rustix::fs::openat(rustix::fs::CWD, from, WALK, Mode::empty()) {
+        Ok(fd) => Ok(fd),
+        Err(Errno::ACCESS) => search_only(rustix::fs::CWD, from),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// `e`, the error of a call on `name` in `dir` that does not follow a symlink, as `ELOOP`
