@@ -346,7 +346,8 @@ impl Builder {
     /// on a helper thread); anything else takes the timed blocking path. Turn it off where
     /// opening a file can wait for something other than the disk: a fanotify-based
     /// antivirus or EDR agent that vets every open, or a network or FUSE filesystem mounted
-    /// *inside* the cache directory.
+    /// *inside* the cache directory. Linux only: the portable file system of other systems
+    /// ([`StdFs::portable`]) reads every file on the blocking pool.
     pub fn page_cache_reads(mut self, enabled: bool) -> Self {
         self.config.page_cache_reads = enabled;
         self
@@ -400,8 +401,9 @@ impl Builder {
         self
     }
 
-    /// The file system to use. Default: the real one ([`StdFs`]). Tests hand in a
-    /// fault-injecting one.
+    /// The file system to use. Default: the real one ([`StdFs::new`]: the Linux implementation
+    /// on Linux, the portable one elsewhere; [`StdFs::portable`] chooses the portable one on
+    /// Linux too). Tests hand in a fault-injecting one.
     pub fn fs(mut self, fs: Arc<dyn Fs>) -> Self {
         self.fs = Some(fs);
         self
@@ -604,7 +606,7 @@ impl Builder {
         if let Ok(canonical) = std::fs::canonicalize(&config.root) {
             config.root = canonical;
         }
-        let fs = self.fs.unwrap_or_else(|| Arc::new(StdFs));
+        let fs = self.fs.unwrap_or_else(|| Arc::new(StdFs::new()));
         let clock = self
             .clock
             .unwrap_or_else(|| Arc::new(crate::clock::TokioClock::new()));

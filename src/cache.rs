@@ -126,6 +126,12 @@ impl Tiers {
         self.p.gate.breaker_state()
     }
 
+    /// The file system the disk gate runs on (for `testing::fs_in_use`).
+    #[cfg(any(test, feature = "test-util"))]
+    pub(crate) fn fs(&self) -> &dyn crate::fs::Fs {
+        self.p.gate.fs()
+    }
+
     /// The hot tier, for the handle's `Debug` output.
     pub(crate) fn hot_for_debug(&self) -> &dyn std::fmt::Debug {
         &*self.p.hot

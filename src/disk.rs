@@ -212,6 +212,12 @@ impl DiskGate {
         }
     }
 
+    /// The file system (for `testing::fs_in_use`).
+    #[cfg(any(test, feature = "test-util"))]
+    pub(crate) fn fs(&self) -> &dyn Fs {
+        &*self.fs
+    }
+
     /// Whether the disk tier is in use (the breaker may still refuse a call).
     pub(crate) fn in_use(&self) -> bool {
         self.res.mode() == Mode::Tiered

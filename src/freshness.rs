@@ -135,8 +135,7 @@ impl Freshness {
             stale.clear();
             drop(stale);
             self.lost_overflow.store(true, Ordering::Relaxed);
-            self.cleared_before_ms
-                .fetch_max(now.saturating_add(1), Ordering::Relaxed);
+            self.move_fence_past(now);
         }
     }
 
@@ -179,14 +178,26 @@ impl Freshness {
             .is_some_and(|l| l.version == version && !l.purged)
     }
 
-    /// Moves the fence to now (entries created before it are cleared; those set from now on
-    /// are created at or after it) and forgets the lost keys: the fence covers every older
-    /// file of theirs, and no key has a last value set before the clear.
+    /// Moves the fence past now and past every entry made so far (entries created before it
+    /// are cleared; those set from now on are created at or after it) and forgets the lost
+    /// keys: the fence covers every older file of theirs, and no key has a last value set
+    /// before the clear.
     pub(crate) fn clear(&self) {
-        let fence = self.clock.now_ms().saturating_add(1);
-        self.cleared_before_ms.fetch_max(fence, Ordering::Relaxed);
+        self.move_fence_past(self.clock.now_ms());
         lock(&self.stale).clear();
         self.lost_overflow.store(false, Ordering::Relaxed);
+    }
+
+    /// Moves the fence past every entry made so far: past `now_ms` and past the fence itself,
+    /// since an entry made in the millisecond of an earlier move carries the fence as its
+    /// creation time ([`Freshness::created_now`]). Several moves in one millisecond push the
+    /// fence (and the creation times after it) a millisecond ahead of the clock each.
+    fn move_fence_past(&self, now_ms: u64) {
+        let _ =
+            self.cleared_before_ms
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |fence| {
+                    Some(fence.max(now_ms).saturating_add(1))
+                });
     }
 
     /// What of the operations before version `before` is not on disk for freshness' reasons:
@@ -258,5 +269,55 @@ impl Freshness {
         }
         self.fence_known.store(true, Ordering::Release);
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    /// An entry made before a `clear` began is cleared by it, even when another clear ran
+    /// in the same millisecond before the entry was made (its creation time is then the
+    /// first clear's fence, not the clock): a write in flight across the second clear
+    /// (taken from the queue before it, landing after it) must be deleted by the writer,
+    /// and a read of it must miss.
+    #[test]
+    fn a_clear_covers_every_entry_made_before_it_in_the_same_millisecond() {
+        let clock = ManualClock::new(1_000);
+        let f = Freshness::new(Arc::new(clock.clone()));
+        let before_any_clear = f.created_now();
+        f.clear();
+        assert!(f.cleared_since(before_any_clear));
+        let between = f.created_now();
+        assert!(!f.cleared_since(between), "made after the first clear");
+        f.clear();
+        assert!(f.cleared_since(between), "made before the second clear");
+        let after = f.created_now();
+        assert!(!f.cleared_since(after), "made after the second clear");
+        assert!(between < after);
+        // The same with the clock moving on: nothing made after a clear is cleared by it.
+        clock.advance(std::time::Duration::from_millis(5));
+        let later = f.created_now();
+        f.clear();
+        assert!(f.cleared_since(later) && f.cleared_since(after));
+        assert!(!f.cleared_since(f.created_now()));
+    }
+
+    /// The overflow of the lost-key map moves the fence like a clear: every entry made
+    /// before it is a miss, also one made in the millisecond of an earlier clear.
+    #[test]
+    fn the_lost_key_overflow_covers_every_entry_made_before_it() {
+        let f = Freshness::new(Arc::new(ManualClock::new(1_000)));
+        f.clear();
+        let between = f.created_now();
+        for i in 0..=STALE_KEYS_MAX {
+            let mut hash = [0u8; 32];
+            hash[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            f.mark_lost(hash, 1, false);
+        }
+        assert!(f.lost_overflow.load(Ordering::Relaxed));
+        assert!(f.cleared_since(between));
+        assert!(!f.cleared_since(f.created_now()));
     }
 }

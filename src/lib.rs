@@ -47,6 +47,8 @@
 //! | `metrics` | every `Stats` figure through the `metrics` facade (`TieredCache::publish_metrics`; names in docs/METRICS.md) |
 //! | `workload` | `workload`: the seeded generator of the demo, benches and tests (LLM-like prose, chat completions, Zipf access); not part of the cache API |
 
+#![forbid(unsafe_code)]
+
 pub mod agent;
 mod answer;
 pub mod breaker;

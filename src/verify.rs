@@ -164,7 +164,7 @@ impl VerifyReport {
 /// Scans the warm tier under `root` (the directory the cache was opened with) on the real file
 /// system. See the [module docs](self).
 pub fn verify(root: impl AsRef<Path>, options: &VerifyOptions) -> io::Result<VerifyReport> {
-    verify_with_fs(&StdFs, root.as_ref(), options, None)
+    verify_with_fs(&StdFs::new(), root.as_ref(), options, None)
 }
 
 /// [`verify`] over any [`Fs`] (tests inject faults), calling `progress` with the number of
@@ -704,9 +704,9 @@ mod tests {
         place(root, b"flipped", &flipped);
         let limits = options(false).limits();
         let mut seen = BTreeMap::new();
-        for item in EntryWalk::new(&StdFs, root) {
+        for item in EntryWalk::new(&StdFs::new(), root) {
             if let WalkItem::Entry(e) = item {
-                seen.insert(e.hash, check_entry(&StdFs, &e, &limits).unwrap());
+                seen.insert(e.hash, check_entry(&StdFs::new(), &e, &limits).unwrap());
             }
         }
         let header = format::parse_header(&good, &limits).unwrap();

@@ -1,306 +1,162 @@
-//! [`StdFs`]: the real file system, never following a symlink, never blocking on a FIFO.
+//! [`StdFs`]: the real file system, never following a symlink, never blocking on a FIFO, in
+//! one of two implementations: the Linux one (`linux`, with its fast paths) or the portable
+//! one (`portable`, any Unix).
 
-use std::fs::{self, File};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt};
+use std::io;
 use std::path::Path;
-use std::time::UNIX_EPOCH;
 
-use super::nowait::{closer, read_open_nowait, NOWAIT_FS_MAGIC};
-use super::seam::{DirEntryInfo, FileKind, FileRead, Fs};
+#[cfg(all(target_os = "linux", not(answercache_force_portable)))]
+use super::linux::LinuxFs;
+use super::portable::PortableFs;
+use super::seam::{DirEntryInfo, FileRead, Fs};
 
-/// The real file system.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct StdFs;
-
-fn millis(m: &fs::Metadata) -> u64 {
-    m.modified()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
+/// The real file system: every path component reached without following a symlink (a symlink
+/// anywhere in a path is refused with `ELOOP`, or read as
+/// [`FileRead::NotRegular`]`(`[`FileKind::Symlink`](super::FileKind::Symlink)`)`), FIFOs,
+/// sockets and devices never opened for a blocking read, new files created with mode 0600
+/// and directories with 0700.
+///
+/// Two implementations, with the same guarantees and the same errors:
+/// - **Linux** ([`StdFs::new`] and [`StdFs::default`] on Linux): `openat2` with
+///   `RESOLVE_NO_SYMLINKS`, `renameat2(RENAME_NOREPLACE)`, and reads from the page cache on
+///   the caller's thread (`RESOLVE_CACHED`, `RWF_NOWAIT`) on local ext4, xfs and btrfs (see
+///   [`Builder::page_cache_reads`](crate::Builder::page_cache_reads)).
+/// - **Portable** ([`StdFs::portable`], and what [`StdFs::new`] is on every other Unix):
+///   POSIX calls on descriptors. See [`StdFs::portable`].
+///
+/// `Debug` says which: `StdFs { mode: Linux }` or `StdFs { mode: Portable }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StdFs {
+    mode: Implementation,
 }
 
-/// Opens `path` with no symlink followed in *any* component (`openat2` with
-/// `RESOLVE_NO_SYMLINKS`; the cache root is canonicalized at open, so a symlink anywhere in a
-/// path is one planted inside the cache directory, e.g. `v1/ab -> /elsewhere`). Falls back to
-/// `O_NOFOLLOW` on the last component where `openat2` is missing (Linux < 5.6).
-fn open_beneath(path: &Path, oflags: rustix::fs::OFlags, mode: u32) -> io::Result<File> {
-    use rustix::fs::{Mode, OFlags, ResolveFlags};
-    let oflags = oflags | OFlags::CLOEXEC | OFlags::NOFOLLOW;
-    match rustix::fs::openat2(
-        rustix::fs::CWD,
-        path,
-        oflags,
-        Mode::from_raw_mode(mode),
-        ResolveFlags::NO_SYMLINKS,
-    ) {
-        Ok(fd) => Ok(File::from(fd)),
-        Err(rustix::io::Errno::NOSYS) => {
-            let fd = rustix::fs::open(path, oflags, Mode::from_raw_mode(mode))?;
-            Ok(File::from(fd))
+/// Which implementation a [`StdFs`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Implementation {
+    #[cfg(all(target_os = "linux", not(answercache_force_portable)))]
+    Linux,
+    Portable,
+}
+
+impl StdFs {
+    /// The real file system with this platform's best implementation: the Linux one on
+    /// Linux, the portable one ([`StdFs::portable`]) on every other Unix.
+    pub const fn new() -> StdFs {
+        #[cfg(all(target_os = "linux", not(answercache_force_portable)))]
+        let mode = Implementation::Linux;
+        #[cfg(not(all(target_os = "linux", not(answercache_force_portable))))]
+        let mode = Implementation::Portable;
+        StdFs { mode }
+    }
+
+    /// The portable implementation: the default on Unix systems other than Linux (macOS, the
+    /// BSDs), available on Linux too, where the test suite runs the cache on it.
+    ///
+    /// Same guarantees as the Linux one, with POSIX calls only:
+    /// - Every path is walked one component at a time from `/` (or from the working
+    ///   directory for a relative path), each component opened with `O_NOFOLLOW` relative to
+    ///   its parent's descriptor, and every call acts on the last component relative to its
+    ///   parent's descriptor (`openat`, `renameat`, `unlinkat`, `mkdirat`, `linkat`,
+    ///   `fstatat`): a symlink anywhere in a path fails with `ELOOP` (whatever error the
+    ///   system gives for `O_NOFOLLOW` on a symlink), and nothing a walk reached can be
+    ///   swapped for a symlink before the call acts on it.
+    /// - A directory on the way is opened for reading, or, where read permission is missing,
+    ///   with `O_PATH` on systems that have it (Linux, FreeBSD); elsewhere a directory that
+    ///   grants only search permission cannot be walked (`EACCES`).
+    /// - Files to read are opened with `O_NONBLOCK` and checked with `fstat` before any read.
+    /// - [`Fs::rename_noreplace`]: `renameat2(RENAME_NOREPLACE)` on Linux and
+    ///   `renameatx_np(RENAME_EXCL)` on Apple systems; elsewhere, and where the filesystem
+    ///   refuses those, `linkat` then `unlinkat` of the old name (`EEXIST` from `linkat`:
+    ///   nothing changed). That fallback cannot move a directory (`EPERM`, nothing changed),
+    ///   and, if the old name cannot be unlinked, fails with both names left in place.
+    /// - [`Fs::remove_dir_all`] lists each directory before removing what it holds and
+    ///   never descends through a symlink; [`Fs::read_dir`] takes each entry's metadata with
+    ///   `fstatat(AT_SYMLINK_NOFOLLOW)` on the listed directory's descriptor.
+    /// - Free and total space by `fstatvfs`. [`Fs::nowait_reads`] is `false`: every read
+    ///   runs on the blocking pool, bounded by `io_timeout`.
+    /// - The errors are the Linux implementation's: `ELOOP` for a symlink on the way (a read
+    ///   of it is [`FileRead::NotRegular`]`(Symlink)`), `ENOTDIR` for a symlink where a
+    ///   directory is asked for (a parent to act in, a directory to list, create or sync),
+    ///   `EEXIST` for one at the path of a new file, whatever the system answers for
+    ///   `O_NOFOLLOW` on a symlink. Two corner cases differ: [`Fs::create_dir_all`] through a
+    ///   symlink whose target lacks the rest of the path fails with `ELOOP`, where Linux
+    ///   looks through the link and answers `ENOTDIR`; and free and total space are never
+    ///   asked through a symlink (`ENOTDIR`, `ELOOP`), where Linux's `statvfs` follows it.
+    ///
+    /// Each call walks its path anew (no descriptor is kept between calls), a few more system
+    /// calls per operation than on Linux.
+    pub const fn portable() -> StdFs {
+        StdFs {
+            mode: Implementation::Portable,
         }
-        Err(e) => Err(e.into()),
+    }
+
+    /// Whether this is the portable implementation ([`StdFs::portable`]).
+    pub const fn is_portable(&self) -> bool {
+        matches!(self.mode, Implementation::Portable)
+    }
+
+    /// The implementation's calls.
+    fn imp(&self) -> &'static dyn Fs {
+        match self.mode {
+            #[cfg(all(target_os = "linux", not(answercache_force_portable)))]
+            Implementation::Linux => &LinuxFs,
+            Implementation::Portable => &PortableFs,
+        }
     }
 }
 
-/// Fails with ELOOP if the directory holding `path` is reached through a symlink, so that a
-/// rename, unlink or mkdir by path can never act outside the cache directory. (A symlink
-/// swapped in between this check and the call is not caught; planting one needs write access
-/// to the cache directory, which the threat model gives only to crashes and stray tools.)
-fn check_parent(path: &Path) -> io::Result<()> {
-    match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => open_beneath(
-            dir,
-            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY,
-            0,
-        )
-        .map(drop),
-        _ => Ok(()),
-    }
-}
-
-/// Opens a path for reading if it is a regular file: `Ok(Err(kind))` when something else sits
-/// there. O_NONBLOCK: opening a FIFO must not wait for a writer. No symlink is followed: one
-/// at the entry path or above it fails with ELOOP.
-fn open_regular(path: &Path) -> io::Result<Result<(File, fs::Metadata), FileKind>> {
-    let open = open_beneath(
-        path,
-        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOCTTY,
-        0,
-    );
-    let file = match open {
-        Ok(f) => f,
-        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
-            return Ok(Err(FileKind::Symlink));
-        }
-        Err(e) => return Err(e),
-    };
-    let meta = file.metadata()?;
-    let ft = meta.file_type();
-    if ft.is_file() {
-        Ok(Ok((file, meta)))
-    } else if ft.is_dir() {
-        Ok(Err(FileKind::Dir))
-    } else {
-        Ok(Err(FileKind::Special))
+impl Default for StdFs {
+    /// [`StdFs::new`].
+    fn default() -> StdFs {
+        StdFs::new()
     }
 }
 
 impl Fs for StdFs {
-    fn read_prefix(&self, path: &Path, n: usize) -> io::Result<FileRead> {
-        let (file, meta) = match open_regular(path)? {
-            Ok(f) => f,
-            Err(kind) => return Ok(FileRead::NotRegular(kind)),
-        };
-        // Never more than the file holds (`n` may be a limit of gigabytes).
-        let cap = usize::try_from(meta.len()).map_or(n, |len| len.min(n));
-        let mut buf = Vec::with_capacity(cap);
-        file.take(n as u64).read_to_end(&mut buf)?;
-        Ok(FileRead::Data(buf))
-    }
-
     fn read_file(&self, path: &Path, max_len: u64) -> io::Result<FileRead> {
-        let (mut file, meta) = match open_regular(path)? {
-            Ok(f) => f,
-            Err(kind) => return Ok(FileRead::NotRegular(kind)),
-        };
-        if meta.len() > max_len {
-            return Ok(FileRead::TooLarge(meta.len()));
-        }
-        let cap = usize::try_from(meta.len()).unwrap_or(0);
-        let mut buf = Vec::with_capacity(cap);
-        // Read one byte past the limit so a file that grew after fstat is still caught.
-        (&mut file)
-            .take(max_len.saturating_add(1))
-            .read_to_end(&mut buf)?;
-        if buf.len() as u64 > max_len {
-            return Ok(FileRead::TooLarge(buf.len() as u64));
-        }
-        Ok(FileRead::Data(buf))
+        self.imp().read_file(path, max_len)
     }
-
+    fn read_prefix(&self, path: &Path, n: usize) -> io::Result<FileRead> {
+        self.imp().read_prefix(path, n)
+    }
     fn write_new(&self, path: &Path, data: &[u8], sync: bool) -> io::Result<()> {
-        use rustix::fs::OFlags;
-        let mut file = open_beneath(path, OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL, 0o600)?;
-        file.write_all(data)?;
-        if sync {
-            file.sync_data()?;
-        }
-        Ok(())
+        self.imp().write_new(path, data, sync)
     }
-
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        check_parent(from)?;
-        check_parent(to)?;
-        fs::rename(from, to)
+        self.imp().rename(from, to)
     }
-
     fn rename_noreplace(&self, from: &Path, to: &Path) -> io::Result<()> {
-        check_parent(from)?;
-        check_parent(to)?;
-        rustix::fs::renameat_with(
-            rustix::fs::CWD,
-            from,
-            rustix::fs::CWD,
-            to,
-            rustix::fs::RenameFlags::NOREPLACE,
-        )
-        .map_err(io::Error::from)
+        self.imp().rename_noreplace(from, to)
     }
-
     fn remove_file(&self, path: &Path) -> io::Result<()> {
-        check_parent(path)?;
-        fs::remove_file(path)
+        self.imp().remove_file(path)
     }
-
     fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
-        check_parent(path)?;
-        fs::remove_dir_all(path)
+        self.imp().remove_dir_all(path)
     }
-
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        // The deepest existing ancestor must be reached without symlinks; what is created
-        // below it is created by us.
-        let mut existing = path;
-        while let Some(parent) = existing.parent() {
-            if fs::symlink_metadata(existing).is_ok() {
-                break;
-            }
-            existing = parent;
-        }
-        if !existing.as_os_str().is_empty() {
-            open_beneath(
-                existing,
-                rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY,
-                0,
-            )?;
-        }
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(path)
+        self.imp().create_dir_all(path)
     }
-
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
-        open_beneath(
-            path,
-            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY,
-            0,
-        )?
-        .sync_all()
+        self.imp().sync_dir(path)
     }
-
     fn read_dir(&self, path: &Path) -> io::Result<Vec<DirEntryInfo>> {
-        open_beneath(
-            path,
-            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY,
-            0,
-        )?;
-        let mut out = Vec::new();
-        for entry in fs::read_dir(path)? {
-            let entry = match entry {
-                Ok(e) => e,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
-            };
-            // DirEntry::metadata does not follow symlinks.
-            let meta = match entry.metadata() {
-                Ok(m) => m,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
-            };
-            let ft = meta.file_type();
-            let kind =
-                if ft.is_fifo() || ft.is_socket() || ft.is_block_device() || ft.is_char_device() {
-                    FileKind::Special
-                } else {
-                    FileKind::of(ft)
-                };
-            out.push(DirEntryInfo {
-                name: entry.file_name(),
-                kind,
-                len: meta.len(),
-                modified_ms: millis(&meta),
-            });
-        }
-        Ok(out)
+        self.imp().read_dir(path)
     }
-
     fn available_space(&self, path: &Path) -> io::Result<u64> {
-        let st = rustix::fs::statvfs(path)?;
-        Ok(st.f_bavail.saturating_mul(st.f_frsize))
+        self.imp().available_space(path)
     }
-
     fn total_space(&self, path: &Path) -> io::Result<Option<u64>> {
-        let st = rustix::fs::statvfs(path)?;
-        Ok(Some(st.f_blocks.saturating_mul(st.f_frsize)))
+        self.imp().total_space(path)
     }
-
     fn block_size(&self, path: &Path) -> io::Result<Option<u64>> {
-        let st = rustix::fs::statvfs(path)?;
-        Ok(Some(st.f_frsize).filter(|&n| n > 0))
+        self.imp().block_size(path)
     }
-
-    /// Yes on ext4, xfs and btrfs (see `NOWAIT_FS_MAGIC`) when the kernel has
-    /// `RESOLVE_CACHED` (Linux 5.12).
     fn nowait_reads(&self, root: &Path) -> bool {
-        use rustix::fs::{Mode, OFlags, ResolveFlags};
-        let Ok(st) = rustix::fs::statfs(root) else {
-            return false;
-        };
-        // `f_type` is a signed word (32-bit on 32-bit targets, where btrfs's magic is
-        // negative); the magic numbers are 32-bit: compare the low 32 bits.
-        #[allow(clippy::unnecessary_cast, clippy::cast_sign_loss, reason = "see above")]
-        let magic = u64::from(st.f_type as u32);
-        if !NOWAIT_FS_MAGIC.contains(&magic) {
-            return false;
-        }
-        matches!(
-            rustix::fs::openat2(
-                rustix::fs::CWD,
-                root,
-                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-                ResolveFlags::NO_SYMLINKS | ResolveFlags::CACHED,
-            ),
-            Ok(_) | Err(rustix::io::Errno::AGAIN)
-        )
+        self.imp().nowait_reads(root)
     }
-
-    /// `openat2` with `RESOLVE_CACHED | RESOLVE_NO_SYMLINKS` (EAGAIN unless every component is
-    /// in the dentry cache), `O_NOATIME` (no inode update to journal) and `O_NONBLOCK`, then
-    /// `fstat` and `preadv2(RWF_NOWAIT)` (EAGAIN unless the data is in the page cache).
-    /// Anything that would need I/O answers `Ok(None)`.
     fn read_file_nowait(&self, path: &Path, max_len: u64) -> io::Result<Option<FileRead>> {
-        use rustix::fs::{Mode, OFlags, ResolveFlags};
-        use rustix::io::Errno;
-        if !closer::has_room() {
-            return Ok(None);
-        }
-        let flags = OFlags::RDONLY
-            | OFlags::NONBLOCK
-            | OFlags::NOCTTY
-            | OFlags::CLOEXEC
-            | OFlags::NOFOLLOW
-            | OFlags::NOATIME;
-        let fd = match rustix::fs::openat2(
-            rustix::fs::CWD,
-            path,
-            flags,
-            Mode::empty(),
-            ResolveFlags::NO_SYMLINKS | ResolveFlags::CACHED,
-        ) {
-            Ok(fd) => fd,
-            Err(Errno::LOOP) => return Ok(Some(FileRead::NotRegular(FileKind::Symlink))),
-            // Not cached (AGAIN); O_NOATIME on a file another user owns (PERM); a kernel
-            // without RESOLVE_CACHED (INVAL, NOSYS): the blocking path decides.
-            Err(Errno::AGAIN | Errno::PERM | Errno::INVAL | Errno::NOSYS) => return Ok(None),
-            Err(e) => return Err(e.into()),
-        };
-        let read = read_open_nowait(&fd, max_len);
-        // Closed on the closer thread, never here (see `closer`).
-        closer::defer(fd);
-        read
+        self.imp().read_file_nowait(path, max_len)
     }
 }

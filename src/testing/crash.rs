@@ -6,6 +6,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
+use super::real::real_fs;
 use crate::fs::{DirEntryInfo, FileRead, Fs, StdFs};
 
 /// Power loss, simulated: an [`Fs`] over a real directory that also keeps, in memory, the
@@ -146,7 +147,7 @@ impl CrashFs {
         Self::scan(&mut st, &root)?;
         Ok(CrashFs {
             root,
-            inner: StdFs,
+            inner: real_fs(),
             state: Mutex::new(st),
         })
     }

@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::fs::{DirEntryInfo, FileRead, Fs, StdFs};
+use super::real::real_fs;
+use crate::fs::{DirEntryInfo, FileRead, Fs};
 use crate::workload::Rng;
 
 /// The operations of [`Fs`], plus the fsync inside `write_new`, counted separately.
@@ -176,9 +177,10 @@ impl FaultFs {
         }
     }
 
-    /// Wraps the real file system.
+    /// Wraps the real file system ([`real_fs`](super::real_fs): [`StdFs::new`](crate::StdFs::new),
+    /// or the portable one after [`use_portable_fs`](super::use_portable_fs)).
     pub fn std() -> Self {
-        FaultFs::new(Arc::new(StdFs))
+        FaultFs::new(Arc::new(real_fs()))
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

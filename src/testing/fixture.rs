@@ -37,12 +37,25 @@ use std::time::Duration;
 use tempfile::TempDir;
 
 use super::fault::FaultFs;
-use crate::{Builder, Fs, ManualClock, TieredCache};
+use super::real::portable_fs_selected;
+use crate::{Builder, Fs, ManualClock, StdFs, TieredCache};
 
 /// A builder for a cache under `root` with the settings every test cache starts from:
-/// `min_free_bytes(0)`, so that a nearly full disk on the test machine cannot refuse writes.
+/// `min_free_bytes(0)`, so that a nearly full disk on the test machine cannot refuse writes;
+/// on [`StdFs::portable`] after [`use_portable_fs`](super::use_portable_fs).
 pub fn builder(root: impl Into<PathBuf>) -> Builder {
-    TieredCache::builder(root).min_free_bytes(0)
+    let builder = TieredCache::builder(root).min_free_bytes(0);
+    if portable_fs_selected() {
+        builder.fs(Arc::new(StdFs::portable()))
+    } else {
+        builder
+    }
+}
+
+/// The `Debug` text of the file system `cache` runs on (`"StdFs { mode: Portable }"`, a
+/// decorator's own): which one a test really exercised.
+pub fn fs_in_use(cache: &TieredCache) -> String {
+    format!("{:?}", cache.tiers.fs())
 }
 
 /// Polls `cond` every 5 ms until it holds or `limit` has passed; returns whether it held.

@@ -16,15 +16,17 @@
 //! ```
 //!
 //! Files: `fault` ([`FaultFs`] and its rules), `crash` ([`CrashFs`]), `fixture` ([`TestDir`],
-//! [`TestCache`]).
+//! [`TestCache`]), `real` (which real file system the fixtures use: [`use_portable_fs`]).
 
 mod crash;
 mod fault;
 mod fixture;
+mod real;
 
 pub use crash::CrashFs;
 pub use fault::{Fault, FaultFs, FsOp, Rule};
-pub use fixture::{builder, copy_dir, disk_errors, wait_until, TestCache, TestDir};
+pub use fixture::{builder, copy_dir, disk_errors, fs_in_use, wait_until, TestCache, TestDir};
+pub use real::{portable_fs_selected, real_fs, use_portable_fs};
 
 #[cfg(test)]
 mod tests {

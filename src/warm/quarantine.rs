@@ -223,13 +223,13 @@ mod tests {
                 size: 10,
                 now_ms: 100 + i,
             };
-            let name = quarantine(&StdFs, &q, &p, &p, why, limits)
+            let name = quarantine(&StdFs::new(), &q, &p, &p, why, limits)
                 .unwrap()
                 .unwrap();
             assert_eq!(name, format!("{}-checksum-f{i}", 100 + i));
             assert!(!p.exists());
         }
-        let listed = list(&StdFs, &q).unwrap();
+        let listed = list(&StdFs::new(), &q).unwrap();
         let names: Vec<_> = listed.iter().map(|f| f.name.as_str()).collect();
         assert_eq!(
             names,
@@ -251,7 +251,7 @@ mod tests {
             now_ms: 1,
         };
         assert_eq!(
-            quarantine(&StdFs, &q, &gone, &gone, why, limits).unwrap(),
+            quarantine(&StdFs::new(), &q, &gone, &gone, why, limits).unwrap(),
             None
         );
     }

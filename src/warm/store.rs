@@ -43,12 +43,38 @@ fn lock_live() -> MutexGuard<'static, HashSet<u64>> {
     crate::sync::lock(live_instances())
 }
 
+/// Whether process `pid` may be alive (and writing its temp files): Linux asks `/proc`.
+#[cfg(all(target_os = "linux", not(answercache_force_portable)))]
 fn pid_alive(pid: u32) -> bool {
     let proc_root = Path::new("/proc");
     if !proc_root.join("self").exists() {
         return true; // cannot tell: rely on the age rule
     }
     proc_root.join(pid.to_string()).exists()
+}
+
+/// Whether process `pid` may be alive (and writing its temp files): other systems have no
+/// `/proc` to ask (or one that differs), and are asked by [`pid_alive_by_signal`].
+#[cfg(not(all(target_os = "linux", not(answercache_force_portable))))]
+fn pid_alive(pid: u32) -> bool {
+    pid_alive_by_signal(pid)
+}
+
+/// `kill(pid, 0)`: no such process (`ESRCH`) is dead; a process we may not signal (`EPERM`)
+/// is alive; a pid that cannot be one is "cannot tell" (alive: the age rule decides).
+#[cfg(any(test, not(all(target_os = "linux", not(answercache_force_portable)))))]
+fn pid_alive_by_signal(pid: u32) -> bool {
+    let Some(pid) = i32::try_from(pid)
+        .ok()
+        .filter(|p| *p > 0)
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return true;
+    };
+    !matches!(
+        rustix::process::test_kill_process(pid),
+        Err(rustix::io::Errno::SRCH)
+    )
 }
 
 /// Settings of the warm store.
@@ -1163,11 +1189,26 @@ mod tests {
     }
 
     #[test]
+    fn a_process_is_alive_by_signal_until_it_is_gone() {
+        assert!(pid_alive_by_signal(std::process::id()));
+        // Not ours to signal (EPERM unless root): still alive.
+        assert!(pid_alive_by_signal(1));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        assert!(!pid_alive_by_signal(pid), "a reaped child is gone");
+        assert!(!pid_alive_by_signal(999_999_999));
+        // Not a pid (0 is the process group, beyond i32 wraps negative): cannot tell.
+        assert!(pid_alive_by_signal(0));
+        assert!(pid_alive_by_signal(u32::MAX));
+    }
+
+    #[test]
     fn the_judged_file_is_taken_aside() {
         let (_dir, path, aside) = setup();
         std::fs::write(&path, b"old entry").unwrap();
         let judged = Judged::Bytes(b"old entry");
-        assert!(take_if_unchanged(&StdFs, &path, &aside, &judged, 100).unwrap());
+        assert!(take_if_unchanged(&StdFs::new(), &path, &aside, &judged, 100).unwrap());
         assert!(!path.exists());
         assert_eq!(std::fs::read(&aside).unwrap(), b"old entry");
     }
@@ -1183,7 +1224,7 @@ mod tests {
             Judged::TooLarge,
             Judged::NotRegular(FileKind::Dir),
         ] {
-            assert!(!take_if_unchanged(&StdFs, &path, &aside, &judged, 100).unwrap());
+            assert!(!take_if_unchanged(&StdFs::new(), &path, &aside, &judged, 100).unwrap());
             assert_eq!(std::fs::read(&path).unwrap(), b"newer entry", "{judged:?}");
             assert!(!aside.exists(), "{judged:?}");
         }
@@ -1193,7 +1234,7 @@ mod tests {
     fn nothing_at_the_path_takes_nothing() {
         let (_dir, path, aside) = setup();
         let judged = Judged::Bytes(b"x");
-        assert!(!take_if_unchanged(&StdFs, &path, &aside, &judged, 100).unwrap());
+        assert!(!take_if_unchanged(&StdFs::new(), &path, &aside, &judged, 100).unwrap());
         assert!(!aside.exists());
     }
 
@@ -1229,7 +1270,7 @@ mod tests {
         std::fs::write(&path, b"newer").unwrap();
         std::fs::rename(&path, &aside).unwrap();
         std::fs::write(&path, b"newest").unwrap();
-        let err = StdFs.rename_noreplace(&aside, &path).unwrap_err();
+        let err = StdFs::new().rename_noreplace(&aside, &path).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
         assert_eq!(std::fs::read(&path).unwrap(), b"newest");
         drop(dir);

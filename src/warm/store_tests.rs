@@ -56,7 +56,7 @@ fn open_with(fs: &dyn Fs, root: &Path, cfg: StoreConfig) -> Env {
 }
 
 fn open(root: &Path) -> Env {
-    open_with(&StdFs, root, config(false, true))
+    open_with(&StdFs::new(), root, config(false, true))
 }
 
 fn meta(expires_ms: u64) -> EntryMeta {
@@ -162,7 +162,7 @@ fn expect_continue(
 /// Whether the temp directory's file system lets `read_inline` try the page cache at all
 /// (ext4/xfs/btrfs with `RESOLVE_CACHED`); the inline-hit tests need it.
 fn nowait_here(root: &Path) -> bool {
-    let yes = StdFs.nowait_reads(root);
+    let yes = StdFs::new().nowait_reads(root);
     if !yes {
         eprintln!(
             "page-cache reads unsupported under {}: skipped",
@@ -181,10 +181,10 @@ fn read_hits_a_written_entry_with_its_value_and_meta() {
     let key = b"alpha";
     let hash = layout::key_hash(key);
     let m = meta(NOW + 60_000);
-    let file = env.put(&StdFs, key, b"the value", m);
+    let file = env.put(&StdFs::new(), key, b"the value", m);
     assert_eq!(env.store.usage(), (1, file.len() as u64, false));
 
-    let d = hit(env.read(&StdFs, key));
+    let d = hit(env.read(&StdFs::new(), key));
     assert_eq!(d.value, b"the value");
     assert_eq!(d.meta, m);
     assert_eq!(d.meta.created_ms, NOW - 10);
@@ -210,12 +210,17 @@ fn read_inline_hits_a_small_entry_in_the_page_cache() {
     let key = b"inline";
     let hash = layout::key_hash(key);
     let m = meta(0);
-    let file = env.put(&StdFs, key, b"small value", m);
+    let file = env.put(&StdFs::new(), key, b"small value", m);
     assert!(file.len() <= INLINE_DECODE_MAX);
     // Warm the dentry and page caches (the write did, a blocking read makes sure).
-    hit(env.read(&StdFs, key));
+    hit(env.read(&StdFs::new(), key));
 
-    let d = hit(expect_break(env.store.read_inline(&StdFs, key, &hash, NOW)));
+    let d = hit(expect_break(env.store.read_inline(
+        &StdFs::new(),
+        key,
+        &hash,
+        NOW,
+    )));
     assert_eq!(d.value, b"small value");
     assert_eq!(d.meta, m);
     assert_eq!(env.counters.inline_reads.get(), 1);
@@ -234,18 +239,18 @@ fn read_inline_hands_a_large_entry_over_already_read_and_read_prefetched_hits() 
     let hash = layout::key_hash(key);
     let value = noise(32 * 1024);
     let m = meta(NOW + 1);
-    let file = env.put(&StdFs, key, &value, m);
+    let file = env.put(&StdFs::new(), key, &value, m);
     assert!(file.len() > INLINE_DECODE_MAX);
-    hit(env.read(&StdFs, key));
+    hit(env.read(&StdFs::new(), key));
 
-    let data = expect_continue(env.store.read_inline(&StdFs, key, &hash, NOW))
+    let data = expect_continue(env.store.read_inline(&StdFs::new(), key, &hash, NOW))
         .expect("the bytes of a large entry");
     assert_eq!(data, file);
     assert_eq!(env.counters.inline_reads.get(), 0);
 
     let d = hit(env
         .store
-        .read_prefetched(&StdFs, key, &hash, data, NOW)
+        .read_prefetched(&StdFs::new(), key, &hash, data, NOW)
         .unwrap());
     assert_eq!(d.value, value);
     assert_eq!(d.meta, m);
@@ -260,7 +265,7 @@ fn read_prefetched_hits_on_valid_bytes_without_touching_the_disk() {
     let key = b"prefetched";
     let hash = layout::key_hash(key);
     let m = meta(0);
-    let file = env.put(&StdFs, key, b"v", m);
+    let file = env.put(&StdFs::new(), key, b"v", m);
     let fs = FaultFs::std();
     let before = fs.total_calls();
     let d = hit(env
@@ -284,13 +289,13 @@ fn read_prefetched_with_bad_bytes_reads_the_path_again() {
     let env = open(dir.path());
     let key = b"reread";
     let hash = layout::key_hash(key);
-    let file = env.put(&StdFs, key, b"on disk", meta(0));
+    let file = env.put(&StdFs::new(), key, b"on disk", meta(0));
     let mut bad = file.clone();
     let last = bad.len() - 1;
     bad[last] ^= 0xff;
     let d = hit(env
         .store
-        .read_prefetched(&StdFs, key, &hash, bad, NOW)
+        .read_prefetched(&StdFs::new(), key, &hash, bad, NOW)
         .unwrap());
     assert_eq!(d.value, b"on disk");
     assert_eq!(env.corrupted_total(), 0);
@@ -304,10 +309,10 @@ fn inline_is_off_without_page_cache_reads_or_through_a_fault_fs() {
     let key = b"k";
     let hash = layout::key_hash(key);
     {
-        let env = open_with(&StdFs, dir.path(), config(false, false));
-        env.put(&StdFs, key, b"v", meta(0));
+        let env = open_with(&StdFs::new(), dir.path(), config(false, false));
+        env.put(&StdFs::new(), key, b"v", meta(0));
         assert_eq!(
-            expect_continue(env.store.read_inline(&StdFs, key, &hash, NOW)),
+            expect_continue(env.store.read_inline(&StdFs::new(), key, &hash, NOW)),
             None
         );
     }
@@ -332,11 +337,11 @@ fn an_absent_key_is_a_miss_on_every_path() {
     let env = open(dir.path());
     let key = b"absent";
     let hash = layout::key_hash(key);
-    assert!(matches!(env.read(&StdFs, key), ReadOutcome::Miss));
+    assert!(matches!(env.read(&StdFs::new(), key), ReadOutcome::Miss));
     // Garbage prefetched bytes for an absent file: read again, a miss, nothing counted.
     assert!(matches!(
         env.store
-            .read_prefetched(&StdFs, key, &hash, b"garbage".to_vec(), NOW)
+            .read_prefetched(&StdFs::new(), key, &hash, b"garbage".to_vec(), NOW)
             .unwrap(),
         ReadOutcome::Miss
     ));
@@ -345,7 +350,7 @@ fn an_absent_key_is_a_miss_on_every_path() {
     if nowait_here(dir.path()) {
         // The blocking reads above cached the negative lookup.
         assert!(matches!(
-            expect_break(env.store.read_inline(&StdFs, key, &hash, NOW)),
+            expect_break(env.store.read_inline(&StdFs::new(), key, &hash, NOW)),
             ReadOutcome::Miss
         ));
     }
@@ -358,10 +363,10 @@ fn a_removed_entry_is_a_miss_and_leaves_the_index() {
     let env = open(dir.path());
     let key = b"gone";
     let hash = layout::key_hash(key);
-    let file = env.put(&StdFs, key, b"v", meta(0));
+    let file = env.put(&StdFs::new(), key, b"v", meta(0));
     assert_eq!(env.store.usage(), (1, file.len() as u64, false));
     std::fs::remove_file(env.path(&hash)).unwrap();
-    assert!(matches!(env.read(&StdFs, key), ReadOutcome::Miss));
+    assert!(matches!(env.read(&StdFs::new(), key), ReadOutcome::Miss));
     assert_eq!(env.store.usage(), (0, 0, false));
 }
 
@@ -373,29 +378,29 @@ fn an_expired_entry_is_expired_and_its_file_removed() {
     let env = open(dir.path());
     let key = b"old";
     let hash = layout::key_hash(key);
-    let file = env.put(&StdFs, key, b"stale", meta(NOW));
+    let file = env.put(&StdFs::new(), key, b"stale", meta(NOW));
     // One ms before expiry it is a hit.
     assert_eq!(
-        hit(env.store.read(&StdFs, key, &hash, NOW - 1).unwrap()).value,
+        hit(env.store.read(&StdFs::new(), key, &hash, NOW - 1).unwrap()).value,
         b"stale"
     );
     // Inline: expired entries go to the blocking path, the file untouched.
     if nowait_here(dir.path()) {
         assert_eq!(
-            expect_continue(env.store.read_inline(&StdFs, key, &hash, NOW)),
+            expect_continue(env.store.read_inline(&StdFs::new(), key, &hash, NOW)),
             None
         );
         assert_eq!(std::fs::read(env.path(&hash)).unwrap(), file);
     }
     // `expires_ms == now` is expired.
-    assert!(matches!(env.read(&StdFs, key), ReadOutcome::Expired));
+    assert!(matches!(env.read(&StdFs::new(), key), ReadOutcome::Expired));
     assert!(!env.path(&hash).exists());
     assert!(env.tmp_is_empty());
     assert_eq!(env.counters.warm_expirations.get(), 1);
     assert_eq!(env.corrupted_total(), 0);
     assert_eq!(env.store.usage(), (0, 0, false));
     // And now it is a miss.
-    assert!(matches!(env.read(&StdFs, key), ReadOutcome::Miss));
+    assert!(matches!(env.read(&StdFs::new(), key), ReadOutcome::Miss));
     assert_eq!(env.counters.warm_expirations.get(), 1);
 }
 
@@ -405,10 +410,10 @@ fn read_prefetched_of_an_expired_entry_removes_it() {
     let env = open(dir.path());
     let key = b"old-large";
     let hash = layout::key_hash(key);
-    let file = env.put(&StdFs, key, &noise(20 * 1024), meta(NOW - 1));
+    let file = env.put(&StdFs::new(), key, &noise(20 * 1024), meta(NOW - 1));
     assert!(matches!(
         env.store
-            .read_prefetched(&StdFs, key, &hash, file, NOW)
+            .read_prefetched(&StdFs::new(), key, &hash, file, NOW)
             .unwrap(),
         ReadOutcome::Expired
     ));
@@ -424,11 +429,11 @@ fn an_expired_read_never_deletes_a_fresh_entry_written_since() {
     let env = open(dir.path());
     let key = b"rewritten";
     let hash = layout::key_hash(key);
-    let old = env.put(&StdFs, key, b"old", meta(NOW - 1));
-    let fresh = env.put(&StdFs, key, b"fresh", meta(NOW + 1000));
+    let old = env.put(&StdFs::new(), key, b"old", meta(NOW - 1));
+    let fresh = env.put(&StdFs::new(), key, b"fresh", meta(NOW + 1000));
     let d = hit(env
         .store
-        .read_prefetched(&StdFs, key, &hash, old, NOW)
+        .read_prefetched(&StdFs::new(), key, &hash, old, NOW)
         .unwrap());
     assert_eq!(d.value, b"fresh");
     assert_eq!(std::fs::read(env.path(&hash)).unwrap(), fresh);
@@ -447,13 +452,13 @@ fn assert_quarantined(env: &Env, key: &[u8], bytes: &[u8], reason: Corruption) {
     if nowait_here(env.layout.root()) {
         // Inline never acts on a corrupt file: it goes to the blocking path, untouched.
         assert_eq!(
-            expect_continue(env.store.read_inline(&StdFs, key, &hash, NOW)),
+            expect_continue(env.store.read_inline(&StdFs::new(), key, &hash, NOW)),
             None
         );
         assert_eq!(std::fs::read(&path).unwrap(), bytes);
         assert_eq!(env.corrupted_total(), 0);
     }
-    assert!(matches!(env.read(&StdFs, key), ReadOutcome::Corrupt));
+    assert!(matches!(env.read(&StdFs::new(), key), ReadOutcome::Corrupt));
     assert!(!path.exists(), "{reason}: the entry path is emptied");
     assert_eq!(env.corrupted(reason), 1, "{reason}");
     assert_eq!(env.corrupted_total(), 1, "{reason}");
@@ -472,14 +477,14 @@ fn assert_quarantined(env: &Env, key: &[u8], bytes: &[u8], reason: Corruption) {
     );
     assert!(why.contains(&format!("\nsize: {}\n", bytes.len())), "{why}");
     assert!(why.contains(&format!("\ntime_ms: {NOW}\n")), "{why}");
-    let listed = quarantine::list(&StdFs, env.layout.quarantine_dir()).unwrap();
+    let listed = quarantine::list(&StdFs::new(), env.layout.quarantine_dir()).unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].reason, reason.name());
     assert_eq!(listed[0].time_ms, NOW);
     assert!(env.tmp_is_empty());
     assert_eq!(env.store.usage().0, 0);
     // Now a plain miss, counted once.
-    assert!(matches!(env.read(&StdFs, key), ReadOutcome::Miss));
+    assert!(matches!(env.read(&StdFs::new(), key), ReadOutcome::Miss));
     assert_eq!(env.corrupted_total(), 1);
 }
 
@@ -567,7 +572,7 @@ fn a_symlink_at_the_entry_path_is_quarantined_as_a_link() {
     let target = dir.path().join("target");
     std::fs::write(&target, good_file(key)).unwrap();
     std::os::unix::fs::symlink(&target, &path).unwrap();
-    assert!(matches!(env.read(&StdFs, key), ReadOutcome::Corrupt));
+    assert!(matches!(env.read(&StdFs::new(), key), ReadOutcome::Corrupt));
     assert!(std::fs::symlink_metadata(&path).is_err());
     assert_eq!(env.corrupted(Corruption::NotARegularFile), 1);
     assert_eq!(env.corrupted_total(), 1);
@@ -598,7 +603,10 @@ fn a_newer_format_version_is_left_in_place() {
     let path = env.path(&hash);
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(&path, &bytes).unwrap();
-    assert!(matches!(env.read(&StdFs, key), ReadOutcome::NewerVersion));
+    assert!(matches!(
+        env.read(&StdFs::new(), key),
+        ReadOutcome::NewerVersion
+    ));
     assert_eq!(std::fs::read(&path).unwrap(), bytes);
     assert_eq!(env.counters.newer_version.get(), 1);
     assert_eq!(env.corrupted_total(), 0);
@@ -730,8 +738,8 @@ fn crash_case(old: Option<&[u8]>, new: &[u8], k: u64, sync: bool) -> (bool, Read
     let image = dir.path().join("image");
     fs.crash(&image).unwrap();
     drop(env);
-    let after = open_with(&StdFs, &image, config(sync, true));
-    let outcome = after.store.read(&StdFs, key, &hash, NOW).unwrap();
+    let after = open_with(&StdFs::new(), &image, config(sync, true));
+    let outcome = after.store.read(&StdFs::new(), key, &hash, NOW).unwrap();
     assert_eq!(after.corrupted_total(), 0, "k={k}: a torn file was found");
     (ok, outcome)
 }
@@ -798,7 +806,7 @@ fn a_file_over_the_largest_valid_entry_is_oversize_and_quarantined_unread() {
     let mut cfg = config(false, true);
     cfg.limits.max_entry_bytes = 1024;
     let max = cfg.limits.max_file_bytes();
-    let env = open_with(&StdFs, dir.path(), cfg);
+    let env = open_with(&StdFs::new(), dir.path(), cfg);
     let bytes = vec![7u8; usize::try_from(max).unwrap() + 1];
     assert_quarantined(&env, b"huge", &bytes, Corruption::Oversize);
 }

@@ -28,7 +28,8 @@
 //!   directory other processes share) is skipped without an item; a missing root or `v2` is an
 //!   empty walk.
 //! - **Nothing is followed.** Every listing goes through the [`Fs`] the walk is given (the
-//!   std one refuses any symlink on the way, `openat2(RESOLVE_NO_SYMLINKS)`; the
+//!   std one refuses any symlink on the way, `openat2(RESOLVE_NO_SYMLINKS)` on Linux, an
+//!   `O_NOFOLLOW` walk of every component elsewhere; the
 //!   fault-injecting ones of `answercache::testing` wrap it), and the walk descends only into
 //!   what a listing called a directory.
 //! - **Order and laziness.** Names are visited in byte order of their names at every level
@@ -150,7 +151,7 @@ struct Listing {
 /// # fn main() -> std::io::Result<()> {
 /// let dir = tempfile::tempdir()?;
 /// let (mut entries, mut foreign) = (0, 0);
-/// for item in EntryWalk::new(&StdFs, dir.path()) {
+/// for item in EntryWalk::new(&StdFs::new(), dir.path()) {
 ///     match item {
 ///         WalkItem::Entry(e) => entries += u64::from(e.kind == answercache::fs::FileKind::File),
 ///         WalkItem::Foreign(_) => foreign += 1,
@@ -449,9 +450,10 @@ mod tests {
     fn missing_root_or_v2_is_an_empty_walk() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("missing");
-        assert!(trace(&missing, EntryWalk::new(&StdFs, &missing)).is_empty());
-        assert!(trace(dir.path(), EntryWalk::new(&StdFs, dir.path())).is_empty());
-        let walk = EntryWalk::from_entries_dir(&StdFs, dir.path());
+        assert!(trace(&missing, EntryWalk::new(&StdFs::new(), &missing)).is_empty());
+        assert!(trace(dir.path(), EntryWalk::new(&StdFs::new(), dir.path())).is_empty());
+        let fs = StdFs::new();
+        let walk = EntryWalk::from_entries_dir(&fs, dir.path());
         assert!(trace(dir.path(), walk).is_empty());
     }
 
@@ -484,7 +486,7 @@ mod tests {
         std::os::unix::fs::symlink(&outside, v2.join("ee")).unwrap();
         let short = |n: &str| n[..8].to_owned();
         assert_eq!(
-            trace(root, EntryWalk::new(&StdFs, root)),
+            trace(root, EntryWalk::new(&StdFs::new(), root)),
             [
                 "F v2/.DS_Store File".to_owned(),
                 "F v2/AB Dir".to_owned(),
@@ -510,10 +512,13 @@ mod tests {
         place(elsewhere.path(), b"k");
         std::os::unix::fs::symlink(elsewhere.path().join("v2"), dir.path().join("v2")).unwrap();
         let root = dir.path();
-        assert_eq!(trace(root, EntryWalk::new(&StdFs, root)), ["F v2 Symlink"]);
+        assert_eq!(
+            trace(root, EntryWalk::new(&StdFs::new(), root)),
+            ["F v2 Symlink"]
+        );
         // Started at v2 itself: the std Fs does not list through the symlink (`ENOTDIR`, as for
         // a file named `v2`), so nothing is walked.
-        assert!(trace(root, EntryWalk::from_entries_dir(&StdFs, root)).is_empty());
+        assert!(trace(root, EntryWalk::from_entries_dir(&StdFs::new(), root)).is_empty());
     }
 
     #[test]
@@ -578,7 +583,8 @@ mod tests {
         let a = place(root, b"a");
         place(root, b"b");
         let top = a.parent().unwrap();
-        let walk = EntryWalk::fan_out(&StdFs, root, top);
+        let fs = StdFs::new();
+        let walk = EntryWalk::fan_out(&fs, root, top);
         let entries: Vec<_> = walk
             .filter_map(|i| match i {
                 WalkItem::Entry(e) => Some(e.path),
@@ -596,17 +602,18 @@ mod tests {
         let root = dir.path();
         std::fs::create_dir_all(root.join("tmp")).unwrap();
         let path = place(root, b"old header and body");
-        let entry = match EntryWalk::new(&StdFs, root).find(|i| matches!(i, WalkItem::Entry(_))) {
-            Some(WalkItem::Entry(e)) => e,
-            other => panic!("{other:?}"),
-        };
+        let entry =
+            match EntryWalk::new(&StdFs::new(), root).find(|i| matches!(i, WalkItem::Entry(_))) {
+                Some(WalkItem::Entry(e)) => e,
+                other => panic!("{other:?}"),
+            };
         // Rewritten since the header was read: left in place.
         std::fs::write(&path, b"new header and body").unwrap();
-        assert!(!remove_if_unchanged(&StdFs, root, &entry, b"old header").unwrap());
+        assert!(!remove_if_unchanged(&StdFs::new(), root, &entry, b"old header").unwrap());
         assert_eq!(std::fs::read(&path).unwrap(), b"new header and body");
-        assert!(remove_if_unchanged(&StdFs, root, &entry, b"new header").unwrap());
+        assert!(remove_if_unchanged(&StdFs::new(), root, &entry, b"new header").unwrap());
         assert!(!path.exists());
         assert_eq!(std::fs::read_dir(root.join("tmp")).unwrap().count(), 0);
-        assert!(!remove_if_unchanged(&StdFs, root, &entry, b"new header").unwrap());
+        assert!(!remove_if_unchanged(&StdFs::new(), root, &entry, b"new header").unwrap());
     }
 }

@@ -348,7 +348,7 @@ async fn panics_in_the_fs_are_contained() {
         c.close().await.unwrap();
     }
     let fs = std::sync::Arc::new(PanicFs {
-        inner: answercache::StdFs,
+        inner: answercache::StdFs::new(),
         write_marker: hex_of(b"write-boom")[..16].to_string(),
         read_dir_panics: Default::default(),
     });

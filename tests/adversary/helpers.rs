@@ -191,7 +191,7 @@ pub struct HookFs {
 impl HookFs {
     pub fn new() -> Arc<Self> {
         Arc::new(HookFs {
-            inner: StdFs,
+            inner: StdFs::new(),
             hooks: Mutex::new(Vec::new()),
         })
     }

@@ -189,10 +189,10 @@ impl GateFs {
 
 impl answercache::Fs for GateFs {
     fn read_file(&self, path: &Path, max_len: u64) -> std::io::Result<answercache::fs::FileRead> {
-        answercache::StdFs.read_file(path, max_len)
+        answercache::StdFs::new().read_file(path, max_len)
     }
     fn read_prefix(&self, path: &Path, n: usize) -> std::io::Result<answercache::fs::FileRead> {
-        answercache::StdFs.read_prefix(path, n)
+        answercache::StdFs::new().read_prefix(path, n)
     }
     fn write_new(&self, path: &Path, data: &[u8], sync: bool) -> std::io::Result<()> {
         if self.stop_here(path) {
@@ -211,30 +211,30 @@ impl answercache::Fs for GateFs {
                 self.errno.load(std::sync::atomic::Ordering::SeqCst),
             ));
         }
-        answercache::StdFs.write_new(path, data, sync)
+        answercache::StdFs::new().write_new(path, data, sync)
     }
     fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
-        answercache::StdFs.rename(from, to)
+        answercache::StdFs::new().rename(from, to)
     }
     fn rename_noreplace(&self, from: &Path, to: &Path) -> std::io::Result<()> {
-        answercache::StdFs.rename_noreplace(from, to)
+        answercache::StdFs::new().rename_noreplace(from, to)
     }
     fn remove_file(&self, path: &Path) -> std::io::Result<()> {
-        answercache::StdFs.remove_file(path)
+        answercache::StdFs::new().remove_file(path)
     }
     fn remove_dir_all(&self, path: &Path) -> std::io::Result<()> {
-        answercache::StdFs.remove_dir_all(path)
+        answercache::StdFs::new().remove_dir_all(path)
     }
     fn create_dir_all(&self, path: &Path) -> std::io::Result<()> {
-        answercache::StdFs.create_dir_all(path)
+        answercache::StdFs::new().create_dir_all(path)
     }
     fn sync_dir(&self, path: &Path) -> std::io::Result<()> {
-        answercache::StdFs.sync_dir(path)
+        answercache::StdFs::new().sync_dir(path)
     }
     fn read_dir(&self, path: &Path) -> std::io::Result<Vec<answercache::fs::DirEntryInfo>> {
-        answercache::StdFs.read_dir(path)
+        answercache::StdFs::new().read_dir(path)
     }
     fn available_space(&self, path: &Path) -> std::io::Result<u64> {
-        answercache::StdFs.available_space(path)
+        answercache::StdFs::new().available_space(path)
     }
 }

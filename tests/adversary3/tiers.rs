@@ -135,7 +135,8 @@ async fn values_set_while_memory_only_are_written_back_with_their_encoding() {
 
         fs.clear_rules();
         assert!(wait_mode(&f, Mode::Tiered).await, "never recovered");
-        f.reopen_with(|b| b.fs(Arc::new(answercache::StdFs))).await;
+        f.reopen_with(|b| b.fs(Arc::new(answercache::StdFs::new())))
+            .await;
         for (key, want, encoding) in [
             ("typed", answer(1), Encoding::from(codec)),
             (
@@ -216,7 +217,8 @@ async fn a_value_evicted_before_its_write_landed_keeps_its_encoding_in_the_queue
         );
         fs.clear_rules();
         fs.release_hangs();
-        f.reopen_with(|b| b.fs(Arc::new(answercache::StdFs))).await;
+        f.reopen_with(|b| b.fs(Arc::new(answercache::StdFs::new())))
+            .await;
         let got = f.get_answer::<Answer>("k").await.unwrap().unwrap();
         assert_eq!(
             (got.value, got.source, got.encoding),

@@ -124,37 +124,37 @@ impl Tamper {
 
 impl Fs for Tamper {
     fn read_file(&self, path: &Path, max_len: u64) -> io::Result<FileRead> {
-        self.call(Op::ReadFile, path, || StdFs.read_file(path, max_len))
+        self.call(Op::ReadFile, path, || StdFs::new().read_file(path, max_len))
     }
     fn read_prefix(&self, path: &Path, n: usize) -> io::Result<FileRead> {
-        self.call(Op::ReadPrefix, path, || StdFs.read_prefix(path, n))
+        self.call(Op::ReadPrefix, path, || StdFs::new().read_prefix(path, n))
     }
     fn write_new(&self, path: &Path, data: &[u8], sync: bool) -> io::Result<()> {
-        StdFs.write_new(path, data, sync)
+        StdFs::new().write_new(path, data, sync)
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.call(Op::Rename, from, || StdFs.rename(from, to))
+        self.call(Op::Rename, from, || StdFs::new().rename(from, to))
     }
     fn rename_noreplace(&self, from: &Path, to: &Path) -> io::Result<()> {
-        StdFs.rename_noreplace(from, to)
+        StdFs::new().rename_noreplace(from, to)
     }
     fn remove_file(&self, path: &Path) -> io::Result<()> {
-        self.call(Op::RemoveFile, path, || StdFs.remove_file(path))
+        self.call(Op::RemoveFile, path, || StdFs::new().remove_file(path))
     }
     fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
-        self.call(Op::RemoveDirAll, path, || StdFs.remove_dir_all(path))
+        self.call(Op::RemoveDirAll, path, || StdFs::new().remove_dir_all(path))
     }
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        self.call(Op::CreateDirAll, path, || StdFs.create_dir_all(path))
+        self.call(Op::CreateDirAll, path, || StdFs::new().create_dir_all(path))
     }
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
-        StdFs.sync_dir(path)
+        StdFs::new().sync_dir(path)
     }
     fn read_dir(&self, path: &Path) -> io::Result<Vec<DirEntryInfo>> {
-        self.call(Op::ReadDir, path, || StdFs.read_dir(path))
+        self.call(Op::ReadDir, path, || StdFs::new().read_dir(path))
     }
     fn available_space(&self, path: &Path) -> io::Result<u64> {
-        StdFs.available_space(path)
+        StdFs::new().available_space(path)
     }
 }
 

@@ -641,8 +641,11 @@ async fn corrupt_file_is_quarantined(c: &TieredCache, kept: usize) -> Result<(),
     let q = c.get_bytes("q").await.map_err(|e| e.to_string())?;
     ensure(q.is_none(), || format!("a corrupt file was served: {q:?}"))?;
     let s = c.stats();
-    let listed = answercache::warm::quarantine::list(&answercache::StdFs, layout.quarantine_dir())
-        .map_err(|e| format!("listing the quarantine: {e}"))?;
+    let listed = answercache::warm::quarantine::list(
+        &answercache::testing::real_fs(),
+        layout.quarantine_dir(),
+    )
+    .map_err(|e| format!("listing the quarantine: {e}"))?;
     ensure(
         (
             s.corrupted,

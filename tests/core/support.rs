@@ -11,7 +11,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 
-use answercache::fs::{DirEntryInfo, FileRead, StdFs};
+use answercache::fs::{DirEntryInfo, FileRead};
+use answercache::testing::real_fs;
 pub use answercache::testing::{TestCache, TestDir};
 use answercache::workload::{markdown, Rng};
 use answercache::{Builder, Fs, Stats};
@@ -243,7 +244,8 @@ impl Gate {
     }
 }
 
-/// The real file system, except that a read of `target` returns only once the gate opens:
+/// The real file system (the fixtures', [`real_fs`]), except that a read of `target` returns
+/// only once the gate opens:
 /// the file was read whole, and the reader is slow to act on it.
 #[derive(Debug)]
 pub struct PauseAfterRead {
@@ -253,40 +255,40 @@ pub struct PauseAfterRead {
 
 impl Fs for PauseAfterRead {
     fn read_file(&self, path: &Path, max_len: u64) -> io::Result<FileRead> {
-        let r = StdFs.read_file(path, max_len);
+        let r = real_fs().read_file(path, max_len);
         if path == self.target {
             self.gate.wait_here();
         }
         r
     }
     fn read_prefix(&self, path: &Path, n: usize) -> io::Result<FileRead> {
-        StdFs.read_prefix(path, n)
+        real_fs().read_prefix(path, n)
     }
     fn write_new(&self, path: &Path, data: &[u8], sync: bool) -> io::Result<()> {
-        StdFs.write_new(path, data, sync)
+        real_fs().write_new(path, data, sync)
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        StdFs.rename(from, to)
+        real_fs().rename(from, to)
     }
     fn rename_noreplace(&self, from: &Path, to: &Path) -> io::Result<()> {
-        StdFs.rename_noreplace(from, to)
+        real_fs().rename_noreplace(from, to)
     }
     fn remove_file(&self, path: &Path) -> io::Result<()> {
-        StdFs.remove_file(path)
+        real_fs().remove_file(path)
     }
     fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
-        StdFs.remove_dir_all(path)
+        real_fs().remove_dir_all(path)
     }
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        StdFs.create_dir_all(path)
+        real_fs().create_dir_all(path)
     }
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
-        StdFs.sync_dir(path)
+        real_fs().sync_dir(path)
     }
     fn read_dir(&self, path: &Path) -> io::Result<Vec<DirEntryInfo>> {
-        StdFs.read_dir(path)
+        real_fs().read_dir(path)
     }
     fn available_space(&self, path: &Path) -> io::Result<u64> {
-        StdFs.available_space(path)
+        real_fs().available_space(path)
     }
 }

@@ -10,11 +10,11 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use answercache::verify::{verify, VerifyOptions};
+use answercache::verify::VerifyOptions;
 use answercache::warm::layout::{hex, key_hash};
 use answercache::WritePolicy;
 
-use crate::support::{self, entry, mkfifo, open, open_with, place, quarantine_name, NOW};
+use crate::support::{self, entry, mkfifo, open, open_with, place, quarantine_name, verify, NOW};
 
 const SENTINEL: &[u8] = b"sentinel: must never change";
 

@@ -1,12 +1,15 @@
 //! Shared fixtures: deterministic entries, placing files at a key's path, caches on a
-//! directory whose clock reads [`NOW`], and reading the quarantine back.
+//! directory whose clock reads [`NOW`], `verify` on the fixtures' file system, and reading the
+//! quarantine back.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use answercache::testing::real_fs;
 pub use answercache::testing::TestDir;
+use answercache::verify::{verify_with_fs, VerifyOptions, VerifyReport};
 use answercache::warm::format::{self, EntryMeta, Limits};
 use answercache::warm::layout::{hex, key_hash, Layout};
 pub use answercache::workload::Rng;
@@ -103,6 +106,12 @@ pub fn prepare_path(root: &Path, key: &[u8]) -> PathBuf {
     let path = entry_path(root, key);
     std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
     path
+}
+
+/// `answercache::verify::verify` on the fixtures' real file system (`testing::real_fs`: the
+/// portable one in tests/portable_corruption, where the hostile directories must meet it).
+pub fn verify(root: &Path, options: &VerifyOptions) -> std::io::Result<VerifyReport> {
+    verify_with_fs(&real_fs(), root, options, None)
 }
 
 /// Makes a FIFO at `path`.

@@ -6,12 +6,14 @@
 
 use std::collections::BTreeMap;
 
-use answercache::verify::{verify, verify_with_fs, VerifyOptions};
+use answercache::testing::real_fs;
+use answercache::verify::{verify_with_fs, VerifyOptions};
 use answercache::warm::format;
-use answercache::StdFs;
 
 use crate::corpus::{self, NEWER_VERSION};
-use crate::support::{self, mkfifo, open, place, quarantine_name, rel_entry_path, text, META, NOW};
+use crate::support::{
+    self, mkfifo, open, place, quarantine_name, rel_entry_path, text, verify, META, NOW,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_reports_each_reason_repairs_and_comes_back_clean() {
@@ -63,7 +65,8 @@ async fn verify_reports_each_reason_repairs_and_comes_back_clean() {
         ..VerifyOptions::default()
     };
     let mut progress = Vec::new();
-    let report = verify_with_fs(&StdFs, root, &options, Some(&mut |n| progress.push(n))).unwrap();
+    let report =
+        verify_with_fs(&real_fs(), root, &options, Some(&mut |n| progress.push(n))).unwrap();
     let total = (fixtures.len() + healthy.len() + 3) as u64;
     assert_eq!(report.entries_checked, total);
     assert_eq!(progress, (1..=total).collect::<Vec<_>>());

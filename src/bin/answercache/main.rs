@@ -22,6 +22,8 @@
 //! formats), `walk` (the library's walk of the entry files, as `stats`, `purge` and `ls` use
 //! it).
 
+#![forbid(unsafe_code)]
+
 mod cmd;
 mod demo;
 mod error;

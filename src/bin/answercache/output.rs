@@ -236,7 +236,7 @@ mod tests {
         // `cargo test` run from a terminal leaves stderr a terminal: only `quiet` is then sure.
         let tty = std::io::stderr().is_terminal();
         for quiet in [true, false] {
-            let mut p = Progress::scan(&answercache::StdFs, dir.path(), "t:", "x", quiet);
+            let mut p = Progress::scan(&answercache::StdFs::new(), dir.path(), "t:", "x", quiet);
             p.set_position(5_000);
             assert_eq!(p.bar.is_hidden(), quiet || !tty);
             p.finish();

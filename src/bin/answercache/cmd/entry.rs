@@ -53,7 +53,7 @@ fn entry_info(dir: &Path, key: &[u8]) -> EntryInfo {
     let rel = walk::relative(dir, &path);
     let file_len = std::fs::symlink_metadata(&path).ok().map(|m| m.len());
     let limits = Limits::default();
-    let header = match StdFs.read_prefix(&path, HEADER_LEN) {
+    let header = match StdFs::new().read_prefix(&path, HEADER_LEN) {
         Ok(FileRead::Data(d)) => parse_header(&d, &limits).ok(),
         _ => None,
     };
@@ -242,7 +242,7 @@ fn miss_notes(s: &Stats) -> Vec<String> {
 /// open): a plain miss.
 fn read_error(info: &EntryInfo, s: &Stats) -> Option<CliError> {
     let kinds: Vec<&str> = s.disk_errors_by_kind.keys().map(String::as_str).collect();
-    match StdFs.read_file(&info.path, u64::MAX) {
+    match StdFs::new().read_file(&info.path, u64::MAX) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => Some(CliError::io(&info.path, e)),
         Ok(_) => Some(CliError::io(

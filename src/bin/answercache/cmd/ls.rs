@@ -335,7 +335,7 @@ fn text_header(dir: &Path) -> String {
 /// Runs `ls DIR`.
 pub fn run(dir: &Path, json: bool) -> Result<Status, CliError> {
     let dir = output::existing_dir(dir)?;
-    let fs = StdFs;
+    let fs = StdFs::new();
     let limits = Limits::default();
     let now_ms = system_now_ms();
     let mut sink = if json {

@@ -207,7 +207,7 @@ fn remove_empty_fan_outs(ctx: &Context<'_>, tally: &mut Tally) {
 pub fn run(dir: &Path, what: What, dry_run: bool, json: bool) -> Result<Status, CliError> {
     let dir = output::existing_dir(dir)?;
     let ctx = Context {
-        fs: &StdFs,
+        fs: &StdFs::new(),
         root: &dir,
         what,
         dry_run,

@@ -34,7 +34,7 @@ fn qdir(dir: &Path) -> std::path::PathBuf {
 
 fn listed(dir: &Path) -> Result<Vec<QuarantinedFile>, CliError> {
     let q = qdir(dir);
-    quarantine::list(&StdFs, &q).map_err(|e| CliError::io(&q, e))
+    quarantine::list(&StdFs::new(), &q).map_err(|e| CliError::io(&q, e))
 }
 
 /// Checks a NAME given on the command line: a plain quarantine file name (a sidecar name is
@@ -174,7 +174,7 @@ pub fn show(dir: &Path, name: &str, json: bool) -> Result<Status, CliError> {
     };
     let path = q.join(name);
     let sidecar_path = q.join(format!("{name}{SIDECAR_SUFFIX}"));
-    let sidecar: Vec<(String, String)> = match StdFs.read_file(&sidecar_path, SIDECAR_MAX) {
+    let sidecar: Vec<(String, String)> = match StdFs::new().read_file(&sidecar_path, SIDECAR_MAX) {
         Ok(FileRead::Data(d)) => String::from_utf8_lossy(&d)
             .lines()
             .filter_map(|l| l.split_once(": "))
@@ -186,7 +186,7 @@ pub fn show(dir: &Path, name: &str, json: bool) -> Result<Status, CliError> {
     let kind = std::fs::symlink_metadata(&path)
         .map(|m| FileKind::of(m.file_type()))
         .map_err(|e| CliError::io(&path, e))?;
-    let head = match StdFs.read_prefix(&path, SHOW_READ) {
+    let head = match StdFs::new().read_prefix(&path, SHOW_READ) {
         Ok(FileRead::Data(d)) => d,
         _ => Vec::new(),
     };
@@ -281,7 +281,7 @@ pub fn clear(
     let mut removed = Vec::with_capacity(chosen.len());
     for f in chosen {
         if !dry_run {
-            quarantine::remove_one(&StdFs, &q, &f.name)
+            quarantine::remove_one(&StdFs::new(), &q, &f.name)
                 .map_err(|e| CliError::io(&q.join(&f.name), e))?;
         }
         removed.push(f);
@@ -292,7 +292,7 @@ pub fn clear(
     // whether or not the others were deleted first.
     let mut orphans = 0u64;
     if name.is_none() {
-        if let Ok(entries) = StdFs.read_dir(&q) {
+        if let Ok(entries) = StdFs::new().read_dir(&q) {
             for e in entries {
                 let Some(n) = e.name.to_str() else { continue };
                 let Some(base) = n.strip_suffix(SIDECAR_SUFFIX) else {
@@ -300,7 +300,7 @@ pub fn clear(
                 };
                 if quarantine::parse_name(base).is_some()
                     && !entries_has(&q, base)
-                    && (dry_run || StdFs.remove_file(&q.join(n)).is_ok())
+                    && (dry_run || StdFs::new().remove_file(&q.join(n)).is_ok())
                 {
                     orphans += 1;
                 }

@@ -197,7 +197,7 @@ impl DirStats {
 /// Runs `stats DIR`.
 pub fn run(dir: &Path, json: bool) -> Result<Status, CliError> {
     let dir = output::existing_dir(dir)?;
-    let fs = StdFs;
+    let fs = StdFs::new();
     let layout = Layout::new(&dir);
     let limits = Limits::default();
     let now_ms = system_now_ms();

@@ -36,9 +36,9 @@ pub fn run(dir: &Path, repair: bool, json: bool) -> Result<Status, CliError> {
     } else {
         "verify:"
     };
-    let mut bar = Progress::scan(&StdFs, &dir, what, "entries checked", json);
+    let mut bar = Progress::scan(&StdFs::new(), &dir, what, "entries checked", json);
     let mut progress = |n: u64| bar.set_position(n);
-    let report = verify_with_fs(&StdFs, &dir, &options, Some(&mut progress));
+    let report = verify_with_fs(&StdFs::new(), &dir, &options, Some(&mut progress));
     bar.finish();
     let report = report.map_err(|e| CliError::io(Layout::new(&dir).entries_dir(), e))?;
     if json {

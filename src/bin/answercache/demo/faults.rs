@@ -120,7 +120,7 @@ mod tests {
     #[test]
     fn every_call_fails_while_the_switch_is_on() -> io::Result<()> {
         let dir = tempfile::tempdir()?;
-        let fs = FailingFs::new(Arc::new(StdFs));
+        let fs = FailingFs::new(Arc::new(StdFs::new()));
         let file = dir.path().join("f");
         fs.write_new(&file, b"x", false)?;
         fs.fail(true);

@@ -197,7 +197,7 @@ impl Demo {
             dir,
             temp,
             workload,
-            fs: Arc::new(FailingFs::new(Arc::new(StdFs))),
+            fs: Arc::new(FailingFs::new(Arc::new(StdFs::new()))),
             live,
             events,
             phases: Vec::new(),
@@ -414,7 +414,7 @@ impl Demo {
             .say(format!("  restart check: {}", report.summary()));
         self.phases.push(report);
         let q = Layout::new(&self.dir).quarantine_dir().to_path_buf();
-        if let Ok(files) = quarantine::list(&StdFs, &q) {
+        if let Ok(files) = quarantine::list(&StdFs::new(), &q) {
             let reasons: Vec<&str> = files.iter().map(|f| f.reason.as_str()).collect();
             self.live.say(format!(
                 "  quarantine: {} files in {} ({}); none was served",

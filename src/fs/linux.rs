@@ -1,0 +1,284 @@
+//! The Linux implementation of [`StdFs`](super::StdFs) (its default there): `openat2` with
+//! `RESOLVE_NO_SYMLINKS` for every path, `renameat2(RENAME_NOREPLACE)`, and the page-cache
+//! reads of `nowait` on local ext4, xfs and btrfs. Never follows a symlink, never blocks on a
+//! FIFO.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt};
+use std::path::Path;
+use std::time::UNIX_EPOCH;
+
+use super::nowait::{closer, read_open_nowait, NOWAIT_FS_MAGIC};
+use super::opened;
+use super::seam::{DirEntryInfo, FileKind, FileRead, Fs};
+
+/// The Linux file system calls (see the module docs).
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct LinuxFs;
+
+fn millis(m: &fs::Metadata) -> u64 {
+    m.modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// Opens `path` with no symlink followed in *any* component (`openat2` with
+/// `RESOLVE_NO_SYMLINKS`; the cache root is canonicalized at open, so a symlink anywhere in a
+/// path is one planted inside the cache directory, e.g. `v1/ab -> /elsewhere`). Falls back to
+/// `O_NOFOLLOW` on the last component where `openat2` is missing (Linux < 5.6).
+fn open_beneath(path: &Path, oflags: rustix::fs::OFlags, mode: u32) -> io::Result<File> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    let oflags = oflags | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+    match rustix::fs::openat2(
+        rustix::fs::CWD,
+        path,
+        oflags,
+        Mode::from_raw_mode(mode),
+        ResolveFlags::NO_SYMLINKS,
+    ) {
+        Ok(fd) => Ok(File::from(fd)),
+        Err(rustix::io::Errno::NOSYS) => {
+            let fd = rustix::fs::open(path, oflags, Mode::from_raw_mode(mode))?;
+            Ok(File::from(fd))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Fails with ELOOP if the directory holding `path` is reached through a symlink, so that a
+/// rename, unlink or mkdir by path can never act outside the cache directory. (A symlink
+/// swapped in between this check and the call is not caught; planting one needs write access
+/// to the cache directory, which the threat model gives only to crashes and stray tools.)
+fn check_parent(path: &Path) -> io::Result<()> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => open_beneath(
+            dir,
+            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY,
+            0,
+        )
+        .map(drop),
+        _ => Ok(()),
+    }
+}
+
+/// Opens a path for reading if it is a regular file (with its length): `Ok(Err(kind))` when
+/// something else sits there. O_NONBLOCK: opening a FIFO must not wait for a writer. No
+/// symlink is followed: one at the entry path or above it fails with ELOOP.
+fn open_regular(path: &Path) -> io::Result<Result<(File, u64), FileKind>> {
+    let open = open_beneath(
+        path,
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOCTTY,
+        0,
+    );
+    let file = match open {
+        Ok(f) => f,
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+            return Ok(Err(FileKind::Symlink));
+        }
+        Err(e) => return Err(e),
+    };
+    opened::regular(file)
+}
+
+impl Fs for LinuxFs {
+    fn read_prefix(&self, path: &Path, n: usize) -> io::Result<FileRead> {
+        match open_regular(path)? {
+            Ok((file, len)) => opened::read_first(file, len, n),
+            Err(kind) => Ok(FileRead::NotRegular(kind)),
+        }
+    }
+
+    fn read_file(&self, path: &Path, max_len: u64) -> io::Result<FileRead> {
+        match open_regular(path)? {
+            Ok((file, len)) => opened::read_whole(file, len, max_len),
+            Err(kind) => Ok(FileRead::NotRegular(kind)),
+        }
+    }
+
+    fn write_new(&self, path: &Path, data: &[u8], sync: bool) -> io::Result<()> {
+        use rustix::fs::OFlags;
+        let mut file = open_beneath(path, OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL, 0o600)?;
+        file.write_all(data)?;
+        if sync {
+            file.sync_data()?;
+        }
+        Ok(())
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        check_parent(from)?;
+        check_parent(to)?;
+        fs::rename(from, to)
+    }
+
+    fn rename_noreplace(&self, from: &Path, to: &Path) -> io::Result<()> {
+        check_parent(from)?;
+        check_parent(to)?;
+        rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            from,
+            rustix::fs::CWD,
+            to,
+            rustix::fs::RenameFlags::NOREPLACE,
+        )
+        .map_err(io::Error::from)
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        check_parent(path)?;
+        fs::remove_file(path)
+    }
+
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        check_parent(path)?;
+        fs::remove_dir_all(path)
+    }
+
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        // The deepest existing ancestor must be reached without symlinks; what is created
+        // below it is created by us.
+        let mut existing = path;
+        while let Some(parent) = existing.parent() {
+            if fs::symlink_metadata(existing).is_ok() {
+                break;
+            }
+            existing = parent;
+        }
+        if !existing.as_os_str().is_empty() {
+            open_beneath(
+                existing,
+                rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY,
+                0,
+            )?;
+        }
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(path)
+    }
+
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        open_beneath(
+            path,
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY,
+            0,
+        )?
+        .sync_all()
+    }
+
+    fn read_dir(&self, path: &Path) -> io::Result<Vec<DirEntryInfo>> {
+        open_beneath(
+            path,
+            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY,
+            0,
+        )?;
+        let mut out = Vec::new();
+        for entry in fs::read_dir(path)? {
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            // DirEntry::metadata does not follow symlinks.
+            let meta = match entry.metadata() {
+                Ok(m) => m,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            let ft = meta.file_type();
+            let kind =
+                if ft.is_fifo() || ft.is_socket() || ft.is_block_device() || ft.is_char_device() {
+                    FileKind::Special
+                } else {
+                    FileKind::of(ft)
+                };
+            out.push(DirEntryInfo {
+                name: entry.file_name(),
+                kind,
+                len: meta.len(),
+                modified_ms: millis(&meta),
+            });
+        }
+        Ok(out)
+    }
+
+    fn available_space(&self, path: &Path) -> io::Result<u64> {
+        let st = rustix::fs::statvfs(path)?;
+        Ok(st.f_bavail.saturating_mul(st.f_frsize))
+    }
+
+    fn total_space(&self, path: &Path) -> io::Result<Option<u64>> {
+        let st = rustix::fs::statvfs(path)?;
+        Ok(Some(st.f_blocks.saturating_mul(st.f_frsize)))
+    }
+
+    fn block_size(&self, path: &Path) -> io::Result<Option<u64>> {
+        let st = rustix::fs::statvfs(path)?;
+        Ok(Some(st.f_frsize).filter(|&n| n > 0))
+    }
+
+    /// Yes on ext4, xfs and btrfs (see `NOWAIT_FS_MAGIC`) when the kernel has
+    /// `RESOLVE_CACHED` (Linux 5.12).
+    fn nowait_reads(&self, root: &Path) -> bool {
+        use rustix::fs::{Mode, OFlags, ResolveFlags};
+        let Ok(st) = rustix::fs::statfs(root) else {
+            return false;
+        };
+        // `f_type` is a signed word (32-bit on 32-bit targets, where btrfs's magic is
+        // negative); the magic numbers are 32-bit: compare the low 32 bits.
+        #[allow(clippy::unnecessary_cast, clippy::cast_sign_loss, reason = "see above")]
+        let magic = u64::from(st.f_type as u32);
+        if !NOWAIT_FS_MAGIC.contains(&magic) {
+            return false;
+        }
+        matches!(
+            rustix::fs::openat2(
+                rustix::fs::CWD,
+                root,
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+                ResolveFlags::NO_SYMLINKS | ResolveFlags::CACHED,
+            ),
+            Ok(_) | Err(rustix::io::Errno::AGAIN)
+        )
+    }
+
+    /// `openat2` with `RESOLVE_CACHED | RESOLVE_NO_SYMLINKS` (EAGAIN unless every component is
+    /// in the dentry cache), `O_NOATIME` (no inode update to journal) and `O_NONBLOCK`, then
+    /// `fstat` and `preadv2(RWF_NOWAIT)` (EAGAIN unless the data is in the page cache).
+    /// Anything that would need I/O answers `Ok(None)`.
+    fn read_file_nowait(&self, path: &Path, max_len: u64) -> io::Result<Option<FileRead>> {
+        use rustix::fs::{Mode, OFlags, ResolveFlags};
+        use rustix::io::Errno;
+        if !closer::has_room() {
+            return Ok(None);
+        }
+        let flags = OFlags::RDONLY
+            | OFlags::NONBLOCK
+            | OFlags::NOCTTY
+            | OFlags::CLOEXEC
+            | OFlags::NOFOLLOW
+            | OFlags::NOATIME;
+        let fd = match rustix::fs::openat2(
+            rustix::fs::CWD,
+            path,
+            flags,
+            Mode::empty(),
+            ResolveFlags::NO_SYMLINKS | ResolveFlags::CACHED,
+        ) {
+            Ok(fd) => fd,
+            Err(Errno::LOOP) => return Ok(Some(FileRead::NotRegular(FileKind::Symlink))),
+            // Not cached (AGAIN); O_NOATIME on a file another user owns (PERM); a kernel
+            // without RESOLVE_CACHED (INVAL, NOSYS): the blocking path decides.
+            Err(Errno::AGAIN | Errno::PERM | Errno::INVAL | Errno::NOSYS) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let read = read_open_nowait(&fd, max_len);
+        // Closed on the closer thread, never here (see `closer`).
+        closer::defer(fd);
+        read
+    }
+}
