@@ -810,3 +810,38 @@ async fn a_failing_removal_of_an_emptied_directory_is_finished_next_open() {
     cache.close().await.unwrap();
     let _ = EXPIRED_VALUE;
 }
+
+/// A v2 twin that is not an entry file (a FIFO planted at LIVE's v2 path): it is in the way,
+/// so the v1 file is deleted, never moved over it; the read quarantines the FIFO; nothing is
+/// served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_v2_twin_that_is_a_fifo_wins_too() {
+    let (_tmp, base) = build(|b| {
+        let r = trees::root(b);
+        std::fs::create_dir_all(r.join("tmp")).unwrap();
+        std::fs::create_dir_all(r.join("quarantine")).unwrap();
+        trees::put_legacy(&r, LIVE, LIVE_VALUE, trees::FUTURE, Encoding::Json);
+        trees::mkfifo(&trees::entry_path(&r, LIVE));
+    });
+    let root = trees::root(&base);
+    let mut e = Expect::new(&base);
+    e.lock(&root)
+        .removed(&trees::legacy_path(&root, LIVE))
+        .removed(&trees::legacy_fan2(&root, LIVE))
+        .removed(&trees::legacy_fan1(&root, LIVE))
+        .removed(&root.join("v1"));
+    let fs = Arc::new(Tamper::new());
+    let cache = open_with(&root, &fs).await;
+    e.check();
+    assert_eq!(served(&cache, &[LIVE]).await, want(&[(LIVE, None)]));
+    let s = cache.stats();
+    assert_eq!(
+        (
+            s.corrupted_by_reason.get("not-a-regular-file"),
+            s.quarantined_files
+        ),
+        (Some(&1), 1)
+    );
+    cache.close().await.unwrap();
+    assert!(std::fs::symlink_metadata(trees::entry_path(&root, LIVE)).is_err());
+}
