@@ -42,6 +42,7 @@
 mod cli;
 #[cfg(feature = "cli")]
 mod cli_races;
+mod findings;
 mod golden;
 mod library;
 mod migration;
