@@ -163,6 +163,10 @@ pub struct WarmStore {
     legacy_pending: std::sync::atomic::AtomicBool,
 }
 
+/// How many times a write creates its fan-out directory again when the rename finds it
+/// gone (see `WarmStore::rename_into_place`).
+const RENAME_ATTEMPTS: u32 = 4;
+
 /// Stripes of the per-key lock (and descriptors of the directory lock).
 const KEY_LOCKS: usize = 16;
 
@@ -801,19 +805,23 @@ impl WarmStore {
         hash: &KeyHash,
     ) -> io::Result<()> {
         let dir = self.layout.entry_dir(hash);
-        match fs.rename(tmp, dest) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                // First entry in this fan-out directory: create it, make the new directory
-                // entries durable, then rename.
-                fs.create_dir_all(&dir)?;
-                if self.config.sync {
-                    // The fan-out directory's own entry lives in `v2/`.
-                    fs.sync_dir(self.layout.entries_dir())?;
+        let mut attempt = 0;
+        loop {
+            match fs.rename(tmp, dest) {
+                Ok(()) => break,
+                // No fan-out directory: the first entry in it, or `purge` removed it empty
+                // (`rmdir`, possibly between our `create_dir_all` and the rename): create it,
+                // make its entry in `v2/` durable, rename again. Bounded: a directory that
+                // keeps vanishing is an error.
+                Err(e) if e.kind() == io::ErrorKind::NotFound && attempt < RENAME_ATTEMPTS => {
+                    attempt += 1;
+                    fs.create_dir_all(&dir)?;
+                    if self.config.sync {
+                        fs.sync_dir(self.layout.entries_dir())?;
+                    }
                 }
-                fs.rename(tmp, dest)?;
+                Err(e) => return Err(e),
             }
-            Err(e) => return Err(e),
         }
         if self.config.sync {
             fs.sync_dir(&dir)?;

@@ -810,3 +810,32 @@ fn a_file_over_the_largest_valid_entry_is_oversize_and_quarantined_unread() {
     let bytes = vec![7u8; usize::try_from(max).unwrap() + 1];
     assert_quarantined(&env, b"huge", &bytes, Corruption::Oversize);
 }
+
+/// `purge` removes the fan-out directories it empties (`rmdir`); one may go between the
+/// writer's `create_dir_all` and its rename. The write must still land: the writer creates
+/// the directory again instead of failing (a failed write would be retried and counted
+/// against the device).
+#[test]
+fn a_fan_out_directory_removed_under_a_write_is_created_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FaultFs::std();
+    let env = open_with(&fs, dir.path(), config(true, false));
+    // The first rename finds no fan-out directory; the one after `create_dir_all` finds it
+    // gone again (an rmdir in between), twice.
+    fs.add_rule(
+        Rule::new(Fault::Errno(2))
+            .ops(&[FsOp::Rename])
+            .path_contains("/v2/")
+            .times(3),
+    );
+    let hash = layout::key_hash(b"k");
+    let out = env
+        .store
+        .write(&fs, b"k", &hash, b"value", meta(0))
+        .unwrap();
+    assert!(matches!(out, WriteOutcome::Written { .. }), "{out:?}");
+    let file = std::fs::read(env.layout.entry_path(&hash)).unwrap();
+    assert_eq!(hit(env.store.read(&fs, b"k", &hash, NOW).unwrap()).value, b"value");
+    assert!(!file.is_empty());
+    assert_eq!(fs.calls(FsOp::Rename), 4);
+}

@@ -1,9 +1,10 @@
-//! The operator commands racing other processes on a live directory (real binaries, real
+//! The operator commands racing other processes on a live directory (the real binary, real
 //! concurrency): `purge --expired` racing a writer never deletes an entry renamed in after it
 //! read the old header, and every command survives a layout that churns under it (fan-out
-//! directories swapped for files, FIFOs and symlinks, entries for FIFOs and directories): no
-//! panic, no hang, exit status 0, 1 or 2, and nothing outside the cache directory touched.
-//! The new binary always runs; the old one too when `OLD_TIERCACHE_BIN` is set.
+//! directories `v2/ab` swapped for files, FIFOs and symlinks to a valid layout outside,
+//! entries for FIFOs and directories): no panic, no hang, exit status 0, 1 or 2, and nothing
+//! outside the cache directory touched. (The old binary of 2694034 ran here too while it knew
+//! the same layout; it knows only layout 1, see FINDINGS.md.)
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -63,7 +64,14 @@ fn purge_race(bin: &Path, rounds: usize) -> Vec<String> {
             let path = trees::entry_path(&root, &key);
             let s = staging.join(n.to_string());
             std::fs::write(&s, &bytes).unwrap();
-            std::fs::rename(&s, &path).unwrap();
+            // As the cache's writer does (FORMAT.md, section 5): `purge` removes the fan-out
+            // directories it empties, so one may be gone; create it again and rename.
+            let mut tries = 0;
+            while let Err(e) = std::fs::rename(&s, &path) {
+                assert!(e.kind() == std::io::ErrorKind::NotFound && tries < 4, "{e}");
+                tries += 1;
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            }
             last.insert(path, (live, bytes));
             n += 1;
         }
@@ -94,16 +102,12 @@ fn purge_race(bin: &Path, rounds: usize) -> Vec<String> {
 
 #[test]
 fn purge_expired_never_deletes_an_entry_renamed_in_meanwhile() {
-    let lost = purge_race(&crate::differential::new_bin(), 6);
-    assert!(lost.is_empty(), "new binary lost live entries: {lost:#?}");
-    if let Ok(old) = std::env::var("OLD_TIERCACHE_BIN") {
-        let lost = purge_race(Path::new(&old), 3);
-        assert!(lost.is_empty(), "old binary lost live entries: {lost:#?}");
-    }
+    let lost = purge_race(&crate::cli::bin(), 6);
+    assert!(lost.is_empty(), "purge lost live entries: {lost:#?}");
 }
 
 /// Builds 200 entries (a third expired) under `base/cache`, and a valid layout with a
-/// sentinel under `base/outside`.
+/// sentinel under `base/outside`; returns the fan-out directories `v2/ab`.
 fn churn_tree(base: &Path) -> Vec<PathBuf> {
     trees::fixed_umask();
     let r = trees::root(base);
@@ -122,7 +126,7 @@ fn churn_tree(base: &Path) -> Vec<PathBuf> {
     let o = trees::outside(base);
     trees::valid_entries(&o);
     std::fs::write(o.join("sentinel"), b"never touched").unwrap();
-    let mut tops: Vec<PathBuf> = std::fs::read_dir(r.join("v1"))
+    let mut tops: Vec<PathBuf> = std::fs::read_dir(r.join("v2"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
@@ -130,13 +134,13 @@ fn churn_tree(base: &Path) -> Vec<PathBuf> {
     tops
 }
 
-/// Swaps things in and out of the layout until `stop`: a fan-out directory moved away and
-/// replaced by a file, a FIFO or a symlink to the sentinel's layout, then put back; an entry
-/// replaced by a FIFO or a directory, then put back.
+/// Swaps things in and out of the layout until `stop`: a fan-out directory `v2/ab` moved away
+/// and replaced by a file, a FIFO or a symlink to a fan-out directory of the sentinel's layout,
+/// then put back; an entry in it replaced by a FIFO or a directory, then put back.
 fn churn(base: PathBuf, tops: Vec<PathBuf>, stop: Arc<std::sync::atomic::AtomicBool>) -> u64 {
     use std::sync::atomic::Ordering;
-    let outside_v1 = trees::outside(&base).join("v1");
-    let outside_top = std::fs::read_dir(&outside_v1)
+    let outside_v2 = trees::outside(&base).join("v2");
+    let outside_top = std::fs::read_dir(&outside_v2)
         .unwrap()
         .next()
         .unwrap()
@@ -162,23 +166,21 @@ fn churn(base: PathBuf, tops: Vec<PathBuf>, stop: Arc<std::sync::atomic::AtomicB
         let _ = std::fs::remove_file(top);
         // Put back what is left of it (a purge may have emptied it meanwhile).
         std::fs::rename(&parked, top).unwrap();
-        // An entry under it becomes a FIFO or a directory for a moment.
-        if let Some(Ok(second)) = std::fs::read_dir(top).unwrap().next() {
-            if let Some(Ok(entry)) = std::fs::read_dir(second.path()).unwrap().next() {
-                let p = entry.path();
-                let aside = base.join("entry-parked");
-                if std::fs::rename(&p, &aside).is_ok() {
-                    if x >> 40 & 1 == 0 {
-                        trees::mkfifo(&p);
-                        std::thread::yield_now();
-                        let _ = std::fs::remove_file(&p);
-                    } else {
-                        std::fs::create_dir(&p).unwrap();
-                        std::thread::yield_now();
-                        let _ = std::fs::remove_dir(&p);
-                    }
-                    let _ = std::fs::rename(&aside, &p);
+        // An entry in it becomes a FIFO or a directory for a moment.
+        if let Some(Ok(entry)) = std::fs::read_dir(top).unwrap().next() {
+            let p = entry.path();
+            let aside = base.join("entry-parked");
+            if std::fs::rename(&p, &aside).is_ok() {
+                if x >> 40 & 1 == 0 {
+                    trees::mkfifo(&p);
+                    std::thread::yield_now();
+                    let _ = std::fs::remove_file(&p);
+                } else {
+                    std::fs::create_dir(&p).unwrap();
+                    std::thread::yield_now();
+                    let _ = std::fs::remove_dir(&p);
                 }
+                let _ = std::fs::rename(&aside, &p);
             }
         }
         n += 1;
@@ -264,10 +266,141 @@ fn churn_commands(bin: &Path) -> Vec<String> {
 
 #[test]
 fn operator_commands_survive_a_churning_layout() {
-    let problems = churn_commands(&crate::differential::new_bin());
-    assert!(problems.is_empty(), "new binary: {problems:#?}");
-    if let Ok(old) = std::env::var("OLD_TIERCACHE_BIN") {
-        let problems = churn_commands(Path::new(&old));
-        assert!(problems.is_empty(), "old binary: {problems:#?}");
+    let problems = churn_commands(&crate::cli::bin());
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+/// A directory of layout 1 that `get` (opening a cache, which moves it into `v2/`) runs on
+/// while a thread churns it: its `v1/ab` directories moved away and replaced by a file, a
+/// FIFO or a symlink to a `v1/ab` of a valid layout-1 tree outside, then put back. Five `get`s
+/// race the churn; a sixth runs alone. At the end `v2/` holds only entries that were written,
+/// each at its path byte for byte (nothing came in from outside, nothing was altered), `v1/`
+/// is gone, and the tree outside is unchanged. Each `get` exits 0 (served) or 1 (a miss: its
+/// entry had not moved yet, or was parked). (Running a layout-1 writer on the directory
+/// meanwhile is not supported; this churn is harsher than one.)
+#[test]
+fn migration_survives_a_churning_layout_1_directory() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    trees::fixed_umask();
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().to_owned();
+    let r = trees::root(&base);
+    std::fs::create_dir_all(r.join("tmp")).unwrap();
+    let mut written = std::collections::BTreeMap::new();
+    for i in 0..200 {
+        let key = format!("churn-{i}");
+        let p = trees::put_legacy(&r, &key, b"churning value", 0, Encoding::Raw);
+        written.insert(key, std::fs::read(p).unwrap());
+    }
+    let o = trees::outside(&base);
+    trees::legacy_entries(&o);
+    for i in 0..50 {
+        trees::put_legacy(&o, &format!("outside-{i}"), b"outside", 0, Encoding::Raw);
+    }
+    std::fs::write(o.join("sentinel"), b"never touched").unwrap();
+    let outside_before = trees::exact_snapshot(&o);
+    let outside_tops: Vec<PathBuf> = std::fs::read_dir(o.join("v1"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let mut tops: Vec<PathBuf> = std::fs::read_dir(r.join("v1"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    tops.sort();
+    let stop = Arc::new(AtomicBool::new(false));
+    let churner = {
+        let (stop, base, tops) = (stop.clone(), base.clone(), tops.clone());
+        std::thread::spawn(move || {
+            let parked = base.join("parked");
+            let mut x = 0x9E37_79B9_7F4A_7C15u64;
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let top = &tops[(x % tops.len() as u64) as usize];
+                if std::fs::rename(top, &parked).is_err() {
+                    // Moved into v2/ already (and removed), or v1/ is gone: nothing to swap.
+                    continue;
+                }
+                let v1 = top.parent().unwrap();
+                let _ = std::fs::create_dir_all(v1);
+                match (x >> 32) % 3 {
+                    0 => std::fs::write(top, b"a file").unwrap(),
+                    1 => trees::mkfifo(top),
+                    _ => {
+                        let t = &outside_tops[(x >> 40) as usize % outside_tops.len()];
+                        std::os::unix::fs::symlink(t, top).unwrap();
+                    }
+                }
+                std::thread::yield_now();
+                std::fs::remove_file(top).unwrap();
+                // v1/ may have been removed meanwhile (everything else had moved).
+                let _ = std::fs::create_dir_all(v1);
+                std::fs::rename(&parked, top).unwrap();
+                n += 1;
+            }
+            n
+        })
+    };
+    let root = r.to_string_lossy().into_owned();
+    let mut codes = Vec::new();
+    for i in 0..5 {
+        let key = format!("churn-{}", i * 37);
+        let (code, stderr) = run_with_deadline(
+            &crate::cli::bin(),
+            &["get".as_ref(), root.as_ref(), key.as_ref()],
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        codes.push(code);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let swaps = churner.join().unwrap();
+    assert!(swaps > 0, "the tree never churned");
+    assert!(codes.iter().all(|c| matches!(c, Some(0 | 1))), "{codes:?}");
+    let (code, stderr) = run_with_deadline(
+        &crate::cli::bin(),
+        &["get".as_ref(), root.as_ref(), "churn-7".as_ref()],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!r.join("v1").exists());
+    assert_eq!(trees::exact_snapshot(&o), outside_before);
+    let mut found = std::collections::BTreeMap::new();
+    for (path, node) in trees::exact_snapshot(&r.join("v2")) {
+        match node {
+            trees::Exact::Dir { .. } => {}
+            trees::Exact::File { .. } => {
+                let bytes = std::fs::read(r.join("v2").join(&path)).unwrap();
+                found.insert(path, bytes);
+            }
+            other => panic!("{} in v2/: {other:?}", path.display()),
+        }
+    }
+    // Every file in v2/ is one that was written, at its key's path, byte for byte: nothing
+    // came in from outside, nothing was changed. Not every written entry arrives: a `v1/ab`
+    // swapped out and back while the move works on it can lose entries (F7, FINDINGS.md; its
+    // own test is `findings::f7_...`), so the count is not pinned here.
+    let expected: std::collections::BTreeMap<PathBuf, Vec<u8>> = written
+        .into_iter()
+        .map(|(k, b)| {
+            let p = trees::entry_path(&r, &k);
+            (p.strip_prefix(r.join("v2")).unwrap().to_owned(), b)
+        })
+        .collect();
+    for (path, bytes) in &found {
+        assert_eq!(
+            expected.get(path),
+            Some(bytes),
+            "v2/{} is not what was written",
+            path.display()
+        );
+    }
+    if found.len() != expected.len() {
+        println!(
+            "F7: {} of {} entries lost to the churn",
+            expected.len() - found.len(),
+            expected.len()
+        );
     }
 }

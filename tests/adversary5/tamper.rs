@@ -1,8 +1,9 @@
 //! `Tamper`: the std file system with hooks that change the tree (or fail) on a chosen call of
 //! a chosen operation on an exact path, before or after the call. It is how the races of a
-//! walk are made deterministic: "the fan-out directory is replaced by a file between the
-//! listing of `v1` and its own listing". Only the `Fs` trait is used, which 2694034 and the
-//! new code share, so the same tests run on both.
+//! walk are made deterministic: "the fan-out directory `v2/ab` is replaced by a file between
+//! the listing of `v2` and its own listing", "`v2/ab` becomes a symlink just before the layout
+//! migration renames a `v1/` file into it". Every call is also logged (operation and path), so
+//! a test can say exactly what was touched.
 
 use std::fmt;
 use std::io;
@@ -18,9 +19,16 @@ pub enum Op {
     ReadFile,
     ReadPrefix,
     Rename,
+    /// `rename_noreplace`, matched on its source path (the layout migration's move, and
+    /// putting back a file taken aside).
+    RenameNoreplace,
     RemoveFile,
     RemoveDirAll,
     CreateDirAll,
+    WriteNew,
+    SyncDir,
+    /// Not a call: the destination of the `rename` or `rename_noreplace` logged just before.
+    RenameTarget,
 }
 
 /// What a hook does.
@@ -46,7 +54,11 @@ struct Hook {
 
 #[derive(Default)]
 pub struct Tamper {
+    /// List directories in byte order of the names instead of the file system's order.
+    sorted: bool,
     hooks: Mutex<Vec<Hook>>,
+    /// Every hooked call, in order: the operation and its (source) path.
+    log: Mutex<Vec<(Op, PathBuf)>>,
 }
 
 impl fmt::Debug for Tamper {
@@ -58,6 +70,18 @@ impl fmt::Debug for Tamper {
 impl Tamper {
     pub fn new() -> Self {
         Tamper::default()
+    }
+
+    /// A `Tamper` whose listings are in byte order of the names: what the cache does in
+    /// listing order (which `v2/ab` it reaches first when a walk or a migration stops on an
+    /// error, which directory `clear` removes before one fails) is then the same on every file
+    /// system (ext4 orders a listing by a hash seeded per file system), so a transcript
+    /// recorded on one machine holds on another.
+    pub fn sorted() -> Self {
+        Tamper {
+            sorted: true,
+            ..Tamper::default()
+        }
     }
 
     /// Adds a hook firing once, on the `on_call`-th call (from 0) of `op` on exactly `path`.
@@ -90,7 +114,29 @@ impl Tamper {
         self.hooks.lock().unwrap().iter().map(|h| h.fired).sum()
     }
 
+    /// Every call of `op` so far, by path, in order.
+    pub fn calls(&self, op: Op) -> Vec<PathBuf> {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(o, _)| *o == op)
+            .map(|(_, p)| p.clone())
+            .collect()
+    }
+
+    /// Every path any call named (a rename's source and destination), in order.
+    pub fn touched(&self) -> Vec<PathBuf> {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, p)| p.clone())
+            .collect()
+    }
+
     fn call<T>(&self, op: Op, path: &Path, f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+        self.log.lock().unwrap().push((op, path.to_owned()));
         let mut after = Vec::new();
         {
             let mut hooks = self.hooks.lock().unwrap();
@@ -130,13 +176,23 @@ impl Fs for Tamper {
         self.call(Op::ReadPrefix, path, || StdFs::new().read_prefix(path, n))
     }
     fn write_new(&self, path: &Path, data: &[u8], sync: bool) -> io::Result<()> {
-        StdFs::new().write_new(path, data, sync)
+        self.call(Op::WriteNew, path, || StdFs::new().write_new(path, data, sync))
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.log
+            .lock()
+            .unwrap()
+            .push((Op::RenameTarget, to.to_owned()));
         self.call(Op::Rename, from, || StdFs::new().rename(from, to))
     }
     fn rename_noreplace(&self, from: &Path, to: &Path) -> io::Result<()> {
-        StdFs::new().rename_noreplace(from, to)
+        self.log
+            .lock()
+            .unwrap()
+            .push((Op::RenameTarget, to.to_owned()));
+        self.call(Op::RenameNoreplace, from, || {
+            StdFs::new().rename_noreplace(from, to)
+        })
     }
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         self.call(Op::RemoveFile, path, || StdFs::new().remove_file(path))
@@ -148,10 +204,14 @@ impl Fs for Tamper {
         self.call(Op::CreateDirAll, path, || StdFs::new().create_dir_all(path))
     }
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
-        StdFs::new().sync_dir(path)
+        self.call(Op::SyncDir, path, || StdFs::new().sync_dir(path))
     }
     fn read_dir(&self, path: &Path) -> io::Result<Vec<DirEntryInfo>> {
-        self.call(Op::ReadDir, path, || StdFs::new().read_dir(path))
+        let mut names = self.call(Op::ReadDir, path, || StdFs::new().read_dir(path))?;
+        if self.sorted {
+            names.sort_by(|a, b| a.name.cmp(&b.name));
+        }
+        Ok(names)
     }
     fn available_space(&self, path: &Path) -> io::Result<u64> {
         StdFs::new().available_space(path)
