@@ -253,6 +253,16 @@ impl DiskGate {
                 }
             }
         }
+        if done.retry > 0 {
+            tracing::warn!(
+                target: log::CACHE,
+                moved = done.moved,
+                not_moved = done.retry,
+                "some entries of the previous layout (v1/) could not be moved into v2/ now; \
+                 they move at the next open and are not served until then"
+            );
+            return;
+        }
         let finished = self.run(|fs, store| store.finish_legacy(fs)).await;
         self.note("layout migration", &finished);
         tracing::info!(

@@ -60,7 +60,98 @@ pub(crate) async fn scan_keys(
             ),
         }
     }
+    // Entries of the previous layout not moved yet (a migration a failing disk cut short):
+    // the next open moves them, so their keys are scanned too, and a directory of them that
+    // cannot be read is unscanned (see `warm::migrate`).
+    if gate.store.legacy_pending() {
+        let r = root.to_owned();
+        let legacy = match gate.run(move |fs, store| store.legacy_dirs(fs)).await {
+            DiskOutcome::Done { value: Ok(d), .. } => d.unwrap_or_default(),
+            other => {
+                let v1 = Layout::new(root).legacy_entries_dir();
+                note(
+                    &mut scan,
+                    format!("listing {}: {}", v1.display(), describe(&other)),
+                );
+                Vec::new()
+            }
+        };
+        for top in legacy {
+            let d = top.clone();
+            let r = r.clone();
+            match gate
+                .run(move |fs, _| legacy_keys_under(fs, &r, &d, limits))
+                .await
+            {
+                DiskOutcome::Done {
+                    value: Ok(keys), ..
+                } => on_keys(keys),
+                other => note(
+                    &mut scan,
+                    format!("scanning {}: {}", top.display(), describe(&other)),
+                ),
+            }
+        }
+    }
     scan
+}
+
+/// The keys of the previous layout's entry files under one `v1/ab/` (all its `cd/`), read
+/// like [`keys_under`]'s.
+fn legacy_keys_under(
+    fs: &dyn Fs,
+    _root: &Path,
+    top: &Path,
+    limits: Limits,
+) -> io::Result<Vec<Box<[u8]>>> {
+    let mut keys = Vec::new();
+    for sub in fs.read_dir(top)? {
+        if sub.kind != FileKind::Dir {
+            continue;
+        }
+        let dir = top.join(&sub.name);
+        let names = match fs.read_dir(&dir) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        for e in names {
+            let Some(hash) = crate::warm::layout::parse_hex(&e.name) else {
+                continue;
+            };
+            if e.kind != FileKind::File {
+                continue;
+            }
+            if let Some(key) = key_of(fs, &dir.join(&e.name), &hash, limits)? {
+                keys.push(key);
+            }
+        }
+    }
+    Ok(keys)
+}
+
+/// The key an entry file records, if its header parses and the key hashes to `hash`.
+fn key_of(
+    fs: &dyn Fs,
+    path: &Path,
+    hash: &crate::warm::layout::KeyHash,
+    limits: Limits,
+) -> io::Result<Option<Box<[u8]>>> {
+    let bytes = match fs.read_prefix(path, HEADER_LEN + limits.max_key_bytes) {
+        Ok(FileRead::Data(b)) => b,
+        Ok(_) => return Ok(None),
+        // Vanished meanwhile: another process removed or replaced it.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let Ok(header) = format::parse_header(&bytes, &limits) else {
+        return Ok(None);
+    };
+    let end = HEADER_LEN + header.key_len as usize;
+    let Some(key) = bytes.get(HEADER_LEN..end) else {
+        return Ok(None);
+    };
+    Ok((key_hash(key) == *hash).then(|| key.into()))
 }
 
 /// The fan-out directories (`v2/ab`), in listing order; an error if `v2` cannot
@@ -95,22 +186,8 @@ fn keys_under(fs: &dyn Fs, root: &Path, top: &Path, limits: Limits) -> io::Resul
             WalkItem::Unlisted(u) => return Err(u.error),
             _ => continue,
         };
-        let bytes = match fs.read_prefix(&entry.path, HEADER_LEN + limits.max_key_bytes) {
-            Ok(FileRead::Data(b)) => b,
-            Ok(_) => continue,
-            // Vanished meanwhile: another process removed or replaced it.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e),
-        };
-        let Ok(header) = format::parse_header(&bytes, &limits) else {
-            continue;
-        };
-        let end = HEADER_LEN + header.key_len as usize;
-        let Some(key) = bytes.get(HEADER_LEN..end) else {
-            continue;
-        };
-        if key_hash(key) == entry.hash {
-            keys.push(key.into());
+        if let Some(key) = key_of(fs, &entry.path, &entry.hash, limits)? {
+            keys.push(key);
         }
     }
     Ok(keys)

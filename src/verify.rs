@@ -21,6 +21,10 @@
 //! `<root>/quarantine` that is not a real directory (a planted symlink would carry it out of
 //! the cache directory); such moves are reported as I/O errors instead.
 //!
+//! A `v1/` directory of the previous layout is first moved into `v2/`, as a cache opening the
+//! directory does (FORMAT.md, "Layout 2"): its entries are checked like the others instead of
+//! waiting, unchecked, for the next open to serve them.
+//!
 //! An I/O error on one directory or file does not end the scan: it is recorded in
 //! [`VerifyReport::io_errors`] and the walk goes on, so one unreadable fan-out directory does
 //! not hide the state of the other 255. Only failing to list `<root>/v2` itself is an error.
@@ -175,6 +179,10 @@ pub fn verify_with_fs(
     options: &VerifyOptions,
     progress: Option<&mut dyn FnMut(u64)>,
 ) -> io::Result<VerifyReport> {
+    // The root is followed as the cache follows the root it is opened with (a symlink to a
+    // cache directory names that directory); nothing below it is.
+    let canonical = std::fs::canonicalize(root).ok();
+    let root = canonical.as_deref().unwrap_or(root);
     let mut scan = Scan {
         fs,
         layout: Layout::new(root),
@@ -184,6 +192,14 @@ pub fn verify_with_fs(
         progress,
         quarantine_blocked: None,
     };
+    // A layout-1 `v1/` is moved into `v2/` first, as a cache opening the directory does (the
+    // files are not changed): its entries are then checked like the others, and are not
+    // waiting unchecked to be served by the next open. A move that fails is an I/O error of
+    // the report; what was not moved stays in `v1/`, never served.
+    if let Err(e) = crate::warm::migrate::migrate_root(fs, root, true) {
+        let v1 = scan.layout.legacy_entries_dir();
+        scan.io_error(&v1, "move layout 1", &e);
+    }
     scan.run()?;
     let mut report = scan.report;
     report.corrupted.sort_by(|a, b| a.path.cmp(&b.path));

@@ -78,6 +78,11 @@ fn open_regular(path: &Path) -> io::Result<Result<(File, u64), FileKind>> {
         Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
             return Ok(Err(FileKind::Symlink));
         }
+        // A socket (or a device with no driver) cannot be opened: not a regular file, never
+        // a device failure (one planted socket would open the breaker for every key).
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NXIO.raw_os_error()) => {
+            return Ok(Err(FileKind::Special));
+        }
         Err(e) => return Err(e),
     };
     opened::regular(file)

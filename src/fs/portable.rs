@@ -177,6 +177,10 @@ fn open_regular(path: &Path) -> io::Result<Result<(File, u64), FileKind>> {
         Err(e) if e.raw_os_error() == Some(Errno::LOOP.raw_os_error()) => {
             Ok(Err(FileKind::Symlink))
         }
+        // A socket (or a device with no driver) cannot be opened: not a regular file.
+        Err(e) if e.raw_os_error() == Some(Errno::NXIO.raw_os_error()) => {
+            Ok(Err(FileKind::Special))
+        }
         Err(e) => Err(e),
     }
 }

@@ -33,6 +33,9 @@ pub struct Migrated {
     pub superseded: u64,
     /// Names left in place: not something the previous layout would have read.
     pub left: u64,
+    /// Entries that could not be moved now (a directory on the way vanished or was swapped):
+    /// left in place for the next open, the migration stays unfinished.
+    pub retry: u64,
 }
 
 impl std::ops::AddAssign for Migrated {
@@ -40,6 +43,7 @@ impl std::ops::AddAssign for Migrated {
         self.moved += o.moved;
         self.superseded += o.superseded;
         self.left += o.left;
+        self.retry += o.retry;
     }
 }
 
@@ -130,7 +134,13 @@ pub fn migrate_dir(fs: &dyn Fs, layout: &Layout, dir: &Path, sync: bool) -> io::
                         Err(err) => return Err(err),
                     }
                 }
-                Err(err) if is_not_found(&err) => {}
+                // Not moved (the file vanished, or a directory on the way was swapped): it
+                // counts as left, so its directory is kept and nothing it holds is deleted;
+                // the next open tries again.
+                Err(err) if is_not_found(&err) => {
+                    left_here += 1;
+                    done.retry += 1;
+                }
                 Err(err) => return Err(err),
             }
         }
@@ -148,9 +158,18 @@ pub fn migrate_dir(fs: &dyn Fs, layout: &Layout, dir: &Path, sync: bool) -> io::
         }
     }
     for d in emptied {
-        // Only directories whose listing held nothing left: remove_dir_all removes no file
-        // (a file renamed in since would be one of an older release sharing the directory,
-        // which this layout does not support).
+        // Only directories whose entries all moved, listed again just before: remove_dir_all
+        // then removes no file (one renamed in after this listing would be an older release's,
+        // writing beside this one, which is not supported).
+        match fs.read_dir(&d) {
+            Ok(rest) if rest.is_empty() => {}
+            Ok(_) => {
+                done.left += 1;
+                continue;
+            }
+            Err(e) if is_not_found(&e) => continue,
+            Err(e) => return Err(e),
+        }
         match fs.remove_dir_all(&d) {
             Ok(()) => {}
             Err(e) if is_not_found(&e) => {}
@@ -170,6 +189,26 @@ pub fn migrate_dir(fs: &dyn Fs, layout: &Layout, dir: &Path, sync: bool) -> io::
         }
     }
     Ok(done)
+}
+
+/// Moves every entry of a layout-1 `v1/` under `root` into `v2/` (what a cache does when it
+/// opens the directory), for tools that work on a directory without opening a cache (the
+/// `answercache` binary's `verify`, `purge` and `ls`). `Ok(None)` when there is no `v1/`.
+/// `v2/` is created if needed. Not for a directory a release of layout 1 still writes to.
+pub fn migrate_root(fs: &dyn Fs, root: &Path, sync: bool) -> io::Result<Option<Migrated>> {
+    let layout = Layout::new(root);
+    let Some(dirs) = legacy_dirs(fs, &layout)? else {
+        return Ok(None);
+    };
+    fs.create_dir_all(layout.entries_dir())?;
+    let mut done = Migrated::default();
+    for dir in dirs {
+        done += migrate_dir(fs, &layout, &dir, sync)?;
+    }
+    if done.retry == 0 {
+        finish(fs, &layout, sync)?;
+    }
+    Ok(Some(done))
 }
 
 /// Removes `v1/` if nothing is left in it: `Ok(true)` when it is gone.

@@ -6,17 +6,17 @@
 //! - [`walk`]: the one walk of a directory's entry files, with its rules for foreign files
 //!   and unreadable directories.
 //! - [`quarantine`]: listing and deleting the files moved aside as corrupted.
+//! - [`migrate`]: moving a directory of the previous layout (`v1/ab/cd`) into `v2/ab`.
 //!
 //! Private to the crate:
 //! - `index`: the in-memory LRU index of entry files (pure).
-//! - `migrate`: moving a directory of the previous layout (`v1/ab/cd`) into `v2/ab`.
 //! - `store`: the synchronous core over an [`Fs`](crate::fs::Fs), including its rule for
 //!   deleting only the file a read judged (tools use [`walk::remove_if_unchanged`]).
 
 pub mod format;
 pub(crate) mod index;
 pub mod layout;
-pub(crate) mod migrate;
+pub mod migrate;
 pub mod quarantine;
 pub(crate) mod store;
 #[cfg(test)]

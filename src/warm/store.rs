@@ -1128,6 +1128,12 @@ impl WarmStore {
         }
     }
 
+    /// Whether entries of the previous layout may still wait in `v1/` (a migration not
+    /// finished).
+    pub fn legacy_pending(&self) -> bool {
+        self.legacy_pending.load(Ordering::Acquire)
+    }
+
     /// The previous layout's `v1/ab` directories to migrate; `None` without a `v1/`. Marks
     /// the migration pending (see [`WarmStore::remove_legacy`]) when there is one.
     pub fn legacy_dirs(&self, fs: &dyn Fs) -> io::Result<Option<Vec<PathBuf>>> {

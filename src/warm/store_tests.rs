@@ -835,7 +835,10 @@ fn a_fan_out_directory_removed_under_a_write_is_created_again() {
         .unwrap();
     assert!(matches!(out, WriteOutcome::Written { .. }), "{out:?}");
     let file = std::fs::read(env.layout.entry_path(&hash)).unwrap();
-    assert_eq!(hit(env.store.read(&fs, b"k", &hash, NOW).unwrap()).value, b"value");
+    assert_eq!(
+        hit(env.store.read(&fs, b"k", &hash, NOW).unwrap()).value,
+        b"value"
+    );
     assert!(!file.is_empty());
     assert_eq!(fs.calls(FsOp::Rename), 4);
 }

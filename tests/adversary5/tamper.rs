@@ -176,7 +176,9 @@ impl Fs for Tamper {
         self.call(Op::ReadPrefix, path, || StdFs::new().read_prefix(path, n))
     }
     fn write_new(&self, path: &Path, data: &[u8], sync: bool) -> io::Result<()> {
-        self.call(Op::WriteNew, path, || StdFs::new().write_new(path, data, sync))
+        self.call(Op::WriteNew, path, || {
+            StdFs::new().write_new(path, data, sync)
+        })
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         self.log

@@ -82,12 +82,32 @@ pub fn stdout_error(e: &std::io::Error) -> CliError {
 pub fn existing_dir(dir: &Path) -> Result<PathBuf, CliError> {
     let err = |kind, what: &str| CliError::new(kind, format!("{}: {what}", dir.display())).at(dir);
     match std::fs::metadata(dir) {
-        Ok(m) if m.is_dir() => Ok(dir.to_path_buf()),
+        // The operator's own path is followed, as the library follows the root it is given: a
+        // symlink to a cache directory (or `DIR/` through one) names that directory. What
+        // lies below it is never followed.
+        Ok(m) if m.is_dir() => match std::fs::canonicalize(dir) {
+            Ok(real) if real != dir => Ok(real),
+            _ => Ok(dir.to_path_buf()),
+        },
         Ok(_) => Err(err(Kind::NotADirectory, "not a directory")),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             Err(err(Kind::NoSuchDirectory, "no such cache directory"))
         }
         Err(e) => Err(CliError::io(dir, e)),
+    }
+}
+
+/// Moves the entries of a `v1/` directory of the previous layout into `v2/`, as a cache
+/// opening the directory does, so that the commands that walk `v2/` (`verify`, `purge`,
+/// `ls`) see them (`answercache::warm::migrate`). Returns how many were moved.
+pub fn move_previous_layout(dir: &Path) -> Result<u64, CliError> {
+    let fs = answercache::StdFs::new();
+    match answercache::warm::migrate::migrate_root(&fs, dir, true) {
+        Ok(done) => Ok(done.map_or(0, |m| m.moved)),
+        Err(e) => Err(CliError::io(
+            &answercache::warm::layout::Layout::new(dir).legacy_entries_dir(),
+            e,
+        )),
     }
 }
 

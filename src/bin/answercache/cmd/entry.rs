@@ -337,8 +337,10 @@ struct RmReport<'a> {
 /// Runs `rm DIR KEY`: exit 1 when there was nothing to remove.
 pub async fn rm(dir: &Path, key: &[u8], json: bool) -> Result<Status, CliError> {
     let dir = output::existing_dir(dir)?;
-    let before = entry_info(&dir, key);
+    // Opened first: the cache moves a `v1/` of the previous layout into `v2/`, where the
+    // entry is then looked for.
     let cache = open(&dir).await?;
+    let before = entry_info(&dir, key);
     cache
         .remove(key)
         .await

@@ -335,6 +335,7 @@ fn text_header(dir: &Path) -> String {
 /// Runs `ls DIR`.
 pub fn run(dir: &Path, json: bool) -> Result<Status, CliError> {
     let dir = output::existing_dir(dir)?;
+    output::move_previous_layout(&dir)?;
     let fs = StdFs::new();
     let limits = Limits::default();
     let now_ms = system_now_ms();

@@ -206,6 +206,11 @@ fn remove_empty_fan_outs(ctx: &Context<'_>, tally: &mut Tally) {
 /// Runs `purge DIR --expired | --all [--dry-run]`.
 pub fn run(dir: &Path, what: What, dry_run: bool, json: bool) -> Result<Status, CliError> {
     let dir = output::existing_dir(dir)?;
+    if !dry_run {
+        // A dry run changes nothing; the real run first moves a `v1/` of the previous layout
+        // (its entries are then purged like the others).
+        output::move_previous_layout(&dir)?;
+    }
     let ctx = Context {
         fs: &StdFs::new(),
         root: &dir,
