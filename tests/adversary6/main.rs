@@ -14,5 +14,6 @@
 #![allow(missing_docs)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod budget;
 mod migrate;
 mod support;
