@@ -16,4 +16,6 @@
 
 mod budget;
 mod migrate;
+mod mounts;
+mod setup;
 mod support;
