@@ -15,6 +15,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod budget;
+mod dropped;
 mod migrate;
 mod mounts;
 mod setup;
