@@ -16,6 +16,8 @@
 
 mod budget;
 mod dropped;
+#[cfg(feature = "metrics")]
+mod metrics;
 mod migrate;
 mod mounts;
 mod setup;
