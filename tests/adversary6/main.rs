@@ -15,7 +15,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod budget;
+#[cfg(feature = "cli")]
+mod cli;
 mod dropped;
+mod judged;
 #[cfg(feature = "metrics")]
 mod metrics;
 mod migrate;
