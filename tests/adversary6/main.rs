@@ -23,5 +23,6 @@ mod judged;
 mod metrics;
 mod migrate;
 mod mounts;
+mod package;
 mod setup;
 mod support;
