@@ -505,3 +505,40 @@ async fn hostile_names_under_v1_are_never_moved_or_opened() {
     cache.close().await.unwrap();
     assert_eq!(tree(&root.join("v1")), before);
 }
+
+/// A foreign file where one `v2/ab` fan-out directory would be (a per-entry path problem by
+/// DESIGN.md's classification) stops the whole migration at that directory, at every open:
+/// the entries of every `v1/ab` listed after it are never moved, so never served, though
+/// nothing is wrong with them or with the disk.
+#[tokio::test]
+async fn one_blocked_fan_out_directory_does_not_stop_the_whole_migration() {
+    let keys: Vec<String> = (0..64).map(|i| format!("k{i}")).collect();
+    let t = tempfile::tempdir().unwrap();
+    for k in &keys {
+        plant_v1(t.path(), k, &format!("answer {k}"));
+    }
+    // Block the fan-out directory of the first `v1/ab` the migration lists.
+    let first = std::fs::read_dir(t.path().join("v1"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .file_name();
+    let blocked = first.to_string_lossy().into_owned();
+    std::fs::create_dir_all(t.path().join("v2")).unwrap();
+    std::fs::write(t.path().join("v2").join(&blocked), b"a foreign file").unwrap();
+    let mut cache = dir_in(t).open_cache(|b| b).await;
+    cache.reopen().await;
+    let mut missed = Vec::new();
+    for k in &keys {
+        let h = hex_of(k.as_bytes());
+        if h[0..2] == blocked {
+            continue;
+        }
+        if get_str(&cache, k).await.as_deref() != Some(&format!("answer {k}")[..]) {
+            missed.push(k.clone());
+        }
+    }
+    assert_eq!(missed, Vec::<String>::new(), "fan-out {blocked} blocked");
+    cache.close().await.unwrap();
+}
