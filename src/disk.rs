@@ -108,6 +108,13 @@ impl Fs for ObservedFs {
     fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
         self.see(self.inner.remove_dir_all(path))
     }
+    fn remove_dir(&self, path: &Path) -> io::Result<()> {
+        // Not empty (another process's entry) is an answer, not a device failure.
+        match self.inner.remove_dir(path) {
+            Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => Err(e),
+            r => self.see(r),
+        }
+    }
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
         self.see(self.inner.create_dir_all(path))
     }
@@ -223,7 +230,6 @@ impl DiskGate {
         self.res.mode() == Mode::Tiered
     }
 
-    /// The current mode.
     /// Moves the entries of a directory written by the previous layout (`v1/ab/cd`) into
     /// `v2/ab`, one `v1/ab` per disk call, before the cache serves (see `warm::migrate`). A
     /// failing disk stops it: what is left is migrated at the next open, and until then is
@@ -275,6 +281,7 @@ impl DiskGate {
         );
     }
 
+    /// The current mode.
     pub(crate) fn mode(&self) -> Mode {
         self.res.mode()
     }
@@ -299,6 +306,12 @@ impl DiskGate {
         };
         tracing::debug!(target: log::CACHE, error = %text, "disk operation failed");
         *lock(&self.last_error) = Some(text);
+    }
+
+    /// Records why a value is not on disk when no disk call failed (a value over the warm
+    /// budget), so that `flush` reports that instead of an older, unrelated error.
+    pub(crate) fn set_last_error(&self, text: &str) {
+        *lock(&self.last_error) = Some(text.to_owned());
     }
 
     /// The text of the last failed operation, if any.

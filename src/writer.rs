@@ -189,7 +189,10 @@ impl Writer {
                 }
                 let end = match &result {
                     Ok(WriteOutcome::Written { .. }) => JobEnd::Landed,
-                    Ok(WriteOutcome::TooLarge) => JobEnd::PerEntry,
+                    Ok(WriteOutcome::TooLarge) => {
+                        writer.p.gate.set_last_error(crate::cache::TOO_LARGE_FOR_THE_BUDGET);
+                        JobEnd::PerEntry
+                    }
                     // A delete that failed must be retried whatever the error: the file is
                     // still there.
                     Err(e) if matches!(op2, Op::Put { .. }) => match IoErrorKind::classify(e) {

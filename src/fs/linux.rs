@@ -142,6 +142,11 @@ impl Fs for LinuxFs {
         fs::remove_dir_all(path)
     }
 
+    fn remove_dir(&self, path: &Path) -> io::Result<()> {
+        check_parent(path)?;
+        fs::remove_dir(path)
+    }
+
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
         // The deepest existing ancestor must be reached without symlinks; what is created
         // below it is created by us.

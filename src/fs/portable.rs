@@ -363,6 +363,15 @@ impl Fs for PortableFs {
         remove_tree(dir.as_fd(), name, true)
     }
 
+    fn remove_dir(&self, path: &Path) -> io::Result<()> {
+        let (dir, name) = open_parent(path)?;
+        Ok(rustix::fs::unlinkat(
+            dir.as_fd(),
+            name,
+            rustix::fs::AtFlags::REMOVEDIR,
+        )?)
+    }
+
     /// A symlink on the way fails as in [`walk`] (`ENOTDIR` as the last component, `ELOOP`
     /// above it). (The Linux implementation also answers `ENOTDIR` for a symlink above the
     /// last component when what lies beyond it through the link does not exist: it looks

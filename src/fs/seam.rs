@@ -99,6 +99,14 @@ pub trait Fs: Send + Sync + fmt::Debug {
     /// Bytes available to unprivileged users on the filesystem holding `path`.
     fn available_space(&self, path: &Path) -> io::Result<u64>;
 
+    /// Removes an empty directory (`rmdir`): fails, changing nothing, when it holds anything
+    /// (so a file renamed in meanwhile is never deleted). The default fails with
+    /// `Unsupported`: the cache then keeps its empty fan-out directories.
+    fn remove_dir(&self, path: &Path) -> io::Result<()> {
+        let _ = path;
+        Err(io::ErrorKind::Unsupported.into())
+    }
+
     /// The size of the filesystem holding `path`, in bytes, if known. The default free-space
     /// floor scales with it (see `Builder::min_free_bytes`). The default is `Ok(None)`
     /// (unknown: the floor is not scaled down).

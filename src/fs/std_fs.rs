@@ -135,6 +135,9 @@ impl Fs for StdFs {
     fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
         self.imp().remove_dir_all(path)
     }
+    fn remove_dir(&self, path: &Path) -> io::Result<()> {
+        self.imp().remove_dir(path)
+    }
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
         self.imp().create_dir_all(path)
     }

@@ -355,6 +355,10 @@ impl Fs for FaultFs {
         self.plain(FsOp::RemoveDirAll, path, || self.inner.remove_dir_all(path))
     }
 
+    fn remove_dir(&self, path: &Path) -> io::Result<()> {
+        self.plain(FsOp::RemoveDirAll, path, || self.inner.remove_dir(path))
+    }
+
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
         self.plain(FsOp::CreateDirAll, path, || self.inner.create_dir_all(path))
     }

@@ -37,12 +37,12 @@ pub struct IndexEntry {
 }
 
 /// The tag of an entry file (see [`IndexEntry::tag`]) from its first bytes (at least the
-/// header); never 0, which means "unknown".
+/// header); never 0, which means "unknown", nor `u64::MAX` (a file of another format).
 pub fn file_tag(file: &[u8]) -> u64 {
     let at = super::format::CHECKSUM_OFFSET;
     file.get(at..at + 8)
         .and_then(|b| <[u8; 8]>::try_from(b).ok())
-        .map_or(1, |b| u64::from_le_bytes(b).max(1))
+        .map_or(1, |b| u64::from_le_bytes(b).clamp(1, u64::MAX - 1))
 }
 
 /// What each entry adds to its directory, beyond its file's blocks: a directory entry of a
@@ -66,9 +66,15 @@ pub struct WarmIndex {
     per_dir: [u32; 256],
     /// Fan-out directories holding at least one known entry.
     dirs: u64,
+    /// The size each fan-out directory was last seen to take (a directory grows with the
+    /// names it ever held and ext4 never shrinks it); 0 when not seen.
+    dir_sizes: [u64; 256],
+    /// Sum of `dir_sizes` beyond one unit, over the directories that hold an entry.
+    dir_extra: u64,
     /// The file system's allocation unit.
     unit: u64,
     scanned: bool,
+    settled: bool,
 }
 
 impl Default for WarmIndex {
@@ -79,8 +85,11 @@ impl Default for WarmIndex {
             charged: 0,
             per_dir: [0; 256],
             dirs: 0,
+            dir_sizes: [0; 256],
+            dir_extra: 0,
             unit: DEFAULT_ALLOCATION_UNIT,
             scanned: false,
+            settled: false,
         }
     }
 }
@@ -98,6 +107,30 @@ impl WarmIndex {
     pub fn disk_bytes(&self) -> u64 {
         self.charged
             .saturating_add(self.dirs.saturating_mul(self.unit))
+            .saturating_add(self.dir_extra)
+    }
+
+    /// What fan-out directory `i` takes beyond one unit, counted while it holds an entry.
+    fn extra(&self, i: usize) -> u64 {
+        self.dir_sizes[i].saturating_sub(self.unit)
+    }
+
+    /// Records the size fan-out directory `i` (`v2/<i as hex>`) takes on disk, as a listing
+    /// of `v2/` shows it (0: gone).
+    pub fn observe_dir(&mut self, i: u8, bytes: u64) {
+        let i = usize::from(i);
+        if self.per_dir[i] > 0 {
+            self.dir_extra -= self.extra(i);
+        }
+        self.dir_sizes[i] = bytes;
+        if self.per_dir[i] > 0 {
+            self.dir_extra += self.extra(i);
+        }
+    }
+
+    /// Whether fan-out directory `i` holds no entry this index knows.
+    pub fn dir_unused(&self, i: u8) -> bool {
+        self.per_dir[usize::from(i)] == 0
     }
 
     /// What an entry file of `len` bytes takes on disk, its directory entry included (not its
@@ -118,25 +151,31 @@ impl WarmIndex {
         self.unit = unit.clamp(512, 1 << 20);
         let charged: u64 = self.lru.iter().map(|(_, e)| self.charge(e.len)).sum();
         self.charged = charged;
+        self.dir_extra = (0..256)
+            .filter(|&i| self.per_dir[i] > 0)
+            .map(|i| self.extra(i))
+            .sum();
     }
 
     fn added(&mut self, hash: &KeyHash, len: u64) {
         self.bytes += len;
         self.charged += self.charge(len);
-        let d = &mut self.per_dir[usize::from(hash[0])];
-        if *d == 0 {
+        let i = usize::from(hash[0]);
+        if self.per_dir[i] == 0 {
             self.dirs += 1;
+            self.dir_extra += self.extra(i);
         }
-        *d += 1;
+        self.per_dir[i] += 1;
     }
 
     fn removed(&mut self, hash: &KeyHash, len: u64) {
         self.bytes -= len;
         self.charged -= self.charge(len);
-        let d = &mut self.per_dir[usize::from(hash[0])];
-        *d -= 1;
-        if *d == 0 {
+        let i = usize::from(hash[0]);
+        self.per_dir[i] -= 1;
+        if self.per_dir[i] == 0 {
             self.dirs -= 1;
+            self.dir_extra -= self.extra(i);
         }
     }
 
@@ -162,6 +201,12 @@ impl WarmIndex {
             self.removed(&hash, old.len);
         }
         self.added(&hash, entry.len);
+    }
+
+    /// Records an entry as least recently used (an eviction that could not delete its file).
+    pub fn put_back_lru(&mut self, hash: KeyHash, entry: IndexEntry) {
+        self.put(hash, entry);
+        self.lru.demote(&hash);
     }
 
     /// Forgets an entry.
@@ -206,6 +251,24 @@ impl WarmIndex {
         self.scanned = true;
     }
 
+    /// [`WarmIndex::merge_scanned`] for files found outside the startup scan (left by a
+    /// failed `clear`): the scan state is unchanged.
+    pub fn merge_scanned_keeping_state(&mut self, found: Vec<(KeyHash, u64, u64)>) {
+        let scanned = self.scanned;
+        self.merge_scanned(found);
+        self.scanned = scanned;
+    }
+
+    /// The startup scan is merged and its evictions are done (`Stats::warm_index_complete`).
+    pub fn mark_settled(&mut self) {
+        self.settled = true;
+    }
+
+    /// Whether [`WarmIndex::mark_settled`] was called.
+    pub fn settled(&self) -> bool {
+        self.settled
+    }
+
     /// Sets the known expiry of an entry.
     pub fn set_expiry(&mut self, hash: &KeyHash, expires_ms: u64) {
         if let Some(e) = self.lru.peek_mut(hash) {
@@ -241,6 +304,8 @@ impl WarmIndex {
         self.charged = 0;
         self.per_dir = [0; 256];
         self.dirs = 0;
+        self.dir_sizes = [0; 256];
+        self.dir_extra = 0;
     }
 }
 

@@ -51,6 +51,19 @@ impl std::ops::AddAssign for Migrated {
 /// there is no `v1/` directory (a `v1` that is not a directory is foreign: left alone).
 pub fn legacy_dirs(fs: &dyn Fs, layout: &Layout) -> io::Result<Option<Vec<PathBuf>>> {
     let v1 = layout.legacy_entries_dir();
+    // The root listing tells what `v1` is without an error for a `v1` that is not a
+    // directory (a symlink, a FIFO, a file: foreign, left alone, never a disk error).
+    let root = match fs.read_dir(layout.root()) {
+        Ok(names) => names,
+        Err(e) if is_not_found(&e) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let is_dir = root
+        .iter()
+        .any(|e| e.name == OsStr::new(layout::LEGACY_ENTRIES_DIR) && e.kind == FileKind::Dir);
+    if !is_dir {
+        return Ok(None);
+    }
     match fs.read_dir(&v1) {
         Ok(names) => Ok(Some(
             names
@@ -113,9 +126,15 @@ pub fn migrate_dir(fs: &dyn Fs, layout: &Layout, dir: &Path, sync: bool) -> io::
             let moved = match fs.rename_noreplace(&from, &to) {
                 Err(err) if is_not_found(&err) => {
                     // The fan-out directory of v2 does not exist yet (or the file vanished:
-                    // then the retry finds nothing either).
-                    fs.create_dir_all(&layout.entry_dir(&hash))?;
-                    fs.rename_noreplace(&from, &to)
+                    // then the retry finds nothing either). One that cannot be created (a
+                    // foreign file in its place) blocks this entry only.
+                    match fs.create_dir_all(&layout.entry_dir(&hash)) {
+                        Ok(()) => fs.rename_noreplace(&from, &to),
+                        Err(e) if !crate::fs::IoErrorKind::classify(&e).is_device_failure() => {
+                            Err(io::Error::from(io::ErrorKind::NotFound))
+                        }
+                        Err(e) => return Err(e),
+                    }
                 }
                 r => r,
             };
@@ -138,8 +157,15 @@ pub fn migrate_dir(fs: &dyn Fs, layout: &Layout, dir: &Path, sync: bool) -> io::
                 // counts as left, so its directory is kept and nothing it holds is deleted;
                 // the next open tries again.
                 Err(err) if is_not_found(&err) => {
-                    left_here += 1;
-                    done.retry += 1;
+                    // Gone (another cache moved it first): nothing left. Still there (a
+                    // directory on the way vanished or was swapped): left, for the next open.
+                    let still_there = fs
+                        .read_dir(&sub_path)
+                        .is_ok_and(|names| names.iter().any(|n| n.name == e.name));
+                    if still_there {
+                        left_here += 1;
+                        done.retry += 1;
+                    }
                 }
                 Err(err) => return Err(err),
             }

@@ -161,7 +161,18 @@ pub struct WarmStore {
     /// starts, cleared when it finished every `v1/ab`. While set, removing a key also removes
     /// its `v1/` file (see `migrate`).
     legacy_pending: std::sync::atomic::AtomicBool,
+    /// Whether `prepare_dirs` has succeeded (the directories and the directory lock are
+    /// there); a disk that failed at open gets them at the first write or probe that works.
+    prepared: std::sync::atomic::AtomicBool,
 }
+
+/// The index tag of a file of a newer format found at an entry path: counted in the budget,
+/// never deleted by this release (see `WarmStore::pop_victims`).
+const NOT_OURS: u64 = u64::MAX;
+
+/// Every how many writes the fan-out directories' sizes are looked at again (see
+/// `WarmStore::observe_dirs`).
+const OBSERVE_DIRS_EVERY: u64 = 256;
 
 /// How many times a write creates its fan-out directory again when the rename finds it
 /// gone (see `WarmStore::rename_into_place`).
@@ -223,7 +234,11 @@ impl WarmStore {
             key_locks: std::array::from_fn(|_| Mutex::new(())),
             dir_lock: OnceLock::new(),
             default_floor: AtomicU64::new(u64::MAX),
-            legacy_pending: std::sync::atomic::AtomicBool::new(false),
+            // Unknown until a listing of the root says there is no `v1/` (or a migration
+            // finished): until then removals also delete a `v1/` file (one `unlink` that
+            // finds nothing, where there is none).
+            legacy_pending: std::sync::atomic::AtomicBool::new(true),
+            prepared: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -243,7 +258,7 @@ impl WarmStore {
     /// (entries, bytes, scan complete) as this process knows them.
     pub fn usage(&self) -> (u64, u64, bool) {
         let ix = self.index();
-        (ix.len() as u64, ix.bytes(), ix.scanned())
+        (ix.len() as u64, ix.bytes(), ix.settled())
     }
 
     /// What the warm budget counts: the known entries' space on disk (see
@@ -271,6 +286,7 @@ impl WarmStore {
             // entry written under them is lost with them.
             fs.sync_dir(self.layout.root())?;
         }
+        self.prepared.store(true, Ordering::Release);
         Ok(())
     }
 
@@ -536,12 +552,11 @@ impl WarmStore {
             .map(std::fs::File::from)
         };
         let fds: Vec<std::fs::File> = (0..KEY_LOCKS).map_while(|_| open().ok()).collect();
-        let fds = if fds.len() == KEY_LOCKS {
-            fds
-        } else {
-            Vec::new()
-        };
-        let _ = self.dir_lock.set(fds);
+        // Left unset when the file cannot be opened (a failing or read-only disk at open):
+        // the next probe tries again (see `WarmStore::probe`).
+        if fds.len() == KEY_LOCKS {
+            let _ = self.dir_lock.set(fds);
+        }
     }
 
     /// Takes the file at the key's entry path out of the way (into `tmp/`) if it is still the
@@ -654,6 +669,17 @@ impl WarmStore {
                 return Err(e);
             }
         };
+        if !self.prepared.load(Ordering::Acquire) {
+            // The disk failed while the cache opened and works now.
+            if let Err(e) = self.prepare_dirs(fs) {
+                debug!(error = %e, "the cache directory is still not set up");
+            }
+        }
+        // A `v1/` file of this key (a migration not finished) is older than this entry: it
+        // must not come back when this one is evicted or expires (see `migrate`).
+        if let Err(e) = self.remove_legacy(fs, hash) {
+            debug!(error = %e, "could not delete an entry of the previous layout");
+        }
         self.counters.bytes_in.add(value.len() as u64);
         self.counters.bytes_out.add(len);
         // Recording the entry and choosing victims is one step under the index lock, so the
@@ -674,20 +700,73 @@ impl WarmStore {
         // this one (two keys may share a lock).
         drop(key_lock);
         self.delete_victims(fs, victims);
+        if n % OBSERVE_DIRS_EVERY == OBSERVE_DIRS_EVERY - 1 {
+            self.observe_dirs(fs);
+        }
         Ok(WriteOutcome::Written { len })
+    }
+
+    /// Looks at what the fan-out directories take on disk (one listing of `v2/`): a directory
+    /// keeps the size of the most names it ever held (ext4 never shrinks one), and the budget
+    /// counts that. A directory that holds no entry this process knows is removed (`rmdir`:
+    /// one holding another process's entry stays), which gives its blocks back.
+    pub fn observe_dirs(&self, fs: &dyn Fs) {
+        let Ok(dirs) = fs.read_dir(self.layout.entries_dir()) else {
+            return;
+        };
+        for d in dirs {
+            if d.kind != FileKind::Dir || !layout::is_fanout_name(&d.name) {
+                continue;
+            }
+            let Some(i) = d.name.to_str().and_then(|s| u8::from_str_radix(s, 16).ok()) else {
+                continue;
+            };
+            let unused = self.index().dir_unused(i);
+            let size = if unused
+                && fs
+                    .remove_dir(&self.layout.entries_dir().join(&d.name))
+                    .is_ok()
+            {
+                0
+            } else {
+                d.len
+            };
+            self.index().observe_dir(i, size);
+        }
     }
 
     /// Takes least-recently-used entries (never `keep`) out of the index until it is within
     /// the byte budget; their files are deleted by [`WarmStore::delete_victims`].
-    fn pop_victims(&self, ix: &mut WarmIndex, keep: &KeyHash) -> Vec<(KeyHash, u64)> {
+    fn pop_victims(&self, ix: &mut WarmIndex, keep: &KeyHash) -> Vec<(KeyHash, IndexEntry)> {
         let mut v = Vec::new();
-        while ix.disk_bytes() > self.config.capacity_bytes {
+        // Files of a newer format (another release sharing the directory) are counted but
+        // never deleted here: they go back, and other entries are evicted instead.
+        let mut kept = Vec::new();
+        let mut kept_charge = 0u64;
+        while ix.disk_bytes().saturating_add(kept_charge) > self.config.capacity_bytes {
             match ix.pop_victim(keep) {
-                Some((hash, e)) => v.push((hash, e.tag)),
+                Some((h, e)) if e.tag == NOT_OURS => {
+                    kept_charge = kept_charge.saturating_add(ix.charge(e.len));
+                    kept.push((h, e));
+                }
+                Some(victim) => v.push(victim),
                 None => break,
             }
         }
+        for (h, e) in kept {
+            ix.put(h, e);
+        }
         v
+    }
+
+    /// A victim whose file is still there (it could not be read or deleted, or is not ours to
+    /// judge) goes back into the index as least recently used: the budget keeps counting it,
+    /// and the next eviction tries it first.
+    fn keep_counting(&self, victim: KeyHash, entry: IndexEntry) {
+        let mut ix = self.index();
+        if !ix.contains(&victim) {
+            ix.put_back_lru(victim, entry);
+        }
     }
 
     /// Deletes the files of entries chosen as least recently used, each only if it is still
@@ -695,8 +774,9 @@ impl WarmStore {
     /// index), and the file the index knew (its tag), not one another process wrote since;
     /// such a file goes back into the index, so the budget still counts it. Exclusive, so no
     /// process renames a newer entry in between the check and the unlink.
-    fn delete_victims(&self, fs: &dyn Fs, victims: Vec<(KeyHash, u64)>) {
-        for (victim, tag) in victims {
+    fn delete_victims(&self, fs: &dyn Fs, victims: Vec<(KeyHash, IndexEntry)>) {
+        for (victim, entry) in victims {
+            let tag = entry.tag;
             let _key = self.key_lock(&victim, Hold::Exclusive);
             if self.index().contains(&victim) {
                 continue;
@@ -719,6 +799,16 @@ impl WarmStore {
                                         tag: now,
                                     },
                                 );
+                            } else {
+                                // Another release's file (a newer format) is there: not
+                                // ours to judge or delete, still on disk, still counted.
+                                self.index().put(
+                                    victim,
+                                    IndexEntry {
+                                        tag: NOT_OURS,
+                                        ..entry
+                                    },
+                                );
                             }
                             continue;
                         }
@@ -728,6 +818,7 @@ impl WarmStore {
                     Err(e) if is_not_found(&e) => continue,
                     Err(e) => {
                         debug!(error = %e, "could not read an entry chosen for eviction");
+                        self.keep_counting(victim, entry);
                         continue;
                     }
                 }
@@ -735,7 +826,10 @@ impl WarmStore {
             match fs.remove_file(&path) {
                 Ok(()) => self.counters.warm_evictions.inc(),
                 Err(e) if is_not_found(&e) => {}
-                Err(e) => debug!(error = %e, "could not evict an entry file"),
+                Err(e) => {
+                    debug!(error = %e, "could not evict an entry file");
+                    self.keep_counting(victim, entry);
+                }
             }
         }
     }
@@ -851,6 +945,7 @@ impl WarmStore {
     pub fn clear(&self, fs: &dyn Fs) -> io::Result<()> {
         self.index().clear();
         let mut walk = EntryWalk::from_entries_dir(fs, self.layout.root()).in_listing_order();
+        let mut first_error = None;
         while let Some(item) = walk.next() {
             match item {
                 WalkItem::FanOutDir(dir) => {
@@ -858,17 +953,39 @@ impl WarmStore {
                     match fs.remove_dir_all(&dir.path) {
                         Ok(()) => {}
                         Err(e) if is_not_found(&e) => {}
-                        Err(e) => return Err(e),
+                        Err(e) => {
+                            // What stays is stale (the fence says so) but on disk: the
+                            // budget counts it and eviction deletes it.
+                            self.count_left(fs, &dir.path);
+                            first_error.get_or_insert(e);
+                        }
                     }
                 }
                 WalkItem::Unlisted(u) => return Err(u.error),
                 _ => {}
             }
         }
+        if let Some(e) = first_error {
+            return Err(e);
+        }
         if self.config.sync && walk.entries_listed() {
             fs.sync_dir(self.layout.entries_dir())?;
         }
         Ok(())
+    }
+
+    /// Puts the entry files left in fan-out directory `dir` into the index as found by a scan
+    /// (least recently used, evicted as found).
+    fn count_left(&self, fs: &dyn Fs, dir: &Path) {
+        let Ok(names) = fs.read_dir(dir) else {
+            return;
+        };
+        let found: Vec<(KeyHash, u64, u64)> = names
+            .into_iter()
+            .filter(|e| e.kind == FileKind::File)
+            .filter_map(|e| Some((layout::parse_hex(&e.name)?, e.len, e.modified_ms)))
+            .collect();
+        self.index().merge_scanned_keeping_state(found);
     }
 
     /// Removes orphan temp files: those of dead processes, of instances of this process that
@@ -929,12 +1046,18 @@ impl WarmStore {
         }
         let n = found.len() as u64;
         // A previous process may have left more than this one's budget.
+        self.index().merge_scanned(found);
+        // What the directories take (a bigger cache before this one grew them).
+        self.observe_dirs(fs);
         let victims = {
             let mut ix = self.index();
-            ix.merge_scanned(found);
             self.pop_victims(&mut ix, &[0u8; 32])
         };
         self.delete_victims(fs, victims);
+        // Directories the evictions emptied give their blocks back.
+        self.observe_dirs(fs);
+        // Complete once the directory is within the budget.
+        self.index().mark_settled();
         self.counters.foreign_files.add(foreign);
         debug!(entries = n, foreign, "warm index scan merged");
         Ok(n)
@@ -977,6 +1100,7 @@ impl WarmStore {
                 self.index().set_expiry(hash, expires);
             }
         }
+        self.observe_dirs(fs);
         Ok(removed)
     }
 
@@ -1016,6 +1140,9 @@ impl WarmStore {
     /// back, verify it and delete it.
     pub fn probe(&self, fs: &dyn Fs) -> io::Result<()> {
         const PROBE_LEN: usize = 4096;
+        // What `open` could not set up on a disk that failed then (read-only, full, erroring):
+        // the directories and the directory lock. A disk that is back gets them now.
+        self.prepare_dirs(fs)?;
         self.retry_leftovers(fs);
         self.check_space(fs, PROBE_LEN as u64)?;
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
@@ -1138,9 +1265,7 @@ impl WarmStore {
     /// the migration pending (see [`WarmStore::remove_legacy`]) when there is one.
     pub fn legacy_dirs(&self, fs: &dyn Fs) -> io::Result<Option<Vec<PathBuf>>> {
         let dirs = super::migrate::legacy_dirs(fs, &self.layout)?;
-        if dirs.is_some() {
-            self.legacy_pending.store(true, Ordering::Release);
-        }
+        self.legacy_pending.store(dirs.is_some(), Ordering::Release);
         Ok(dirs)
     }
 

@@ -51,7 +51,23 @@ pub fn take_if_unchanged(
 ) -> io::Result<bool> {
     match fs.rename(path, aside) {
         Ok(()) => {}
-        Err(e) if is_not_found(&e) => return Ok(false),
+        Err(e) if is_not_found(&e) => {
+            // Nothing at the path, or no directory to put it aside in (`tmp/` removed, or
+            // never created on a volume that was read-only at open): create that one and try
+            // once more, so a judged file is never kept in place for want of `tmp/`.
+            let Some(dir) = aside.parent() else {
+                return Ok(false);
+            };
+            if fs.read_dir(dir).is_ok() {
+                return Ok(false);
+            }
+            fs.create_dir_all(dir)?;
+            match fs.rename(path, aside) {
+                Ok(()) => {}
+                Err(e) if is_not_found(&e) => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
         Err(e) => return Err(e),
     }
     let same = match judged {

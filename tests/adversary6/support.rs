@@ -117,7 +117,11 @@ pub fn v2_files(root: &Path) -> Vec<PathBuf> {
         if !d.file_type().unwrap().is_dir() {
             continue;
         }
-        for e in std::fs::read_dir(d.path()).unwrap() {
+        // A directory the cache removes meanwhile (it `rmdir`s empty fan-out directories).
+        let Ok(names) = std::fs::read_dir(d.path()) else {
+            continue;
+        };
+        for e in names {
             let e = e.unwrap();
             if e.file_type().unwrap().is_file() && e.file_name().len() == 64 {
                 out.push(e.path());
@@ -153,7 +157,12 @@ pub fn budget_of_files(root: &Path) -> u64 {
         n += len.div_ceil(4096) * 4096 + 128;
         dirs.insert(f.parent().unwrap().to_owned());
     }
-    n + dirs.len() as u64 * 4096
+    // Each fan-out directory holding an entry counts what it takes (at least a block): ext4
+    // never shrinks a directory, and the budget counts its real size (FORMAT.md).
+    n + dirs
+        .iter()
+        .map(|d| std::fs::metadata(d).map_or(4096, |m| m.len().max(4096)))
+        .sum::<u64>()
 }
 
 /// Every path under `dir` (relative), with its kind (`d`, `f`, `l`, `p`, `?`) and, for files,
