@@ -571,8 +571,12 @@ impl Builder {
     ///
     /// Fails with [`Error::Config`] on what no retry can fix: a setting out of its range (see
     /// each setter), a root that is empty, is not a directory or lies below a file, and a
-    /// call outside a tokio runtime. Device trouble (a read-only, full or failing disk)
-    /// degrades the cache instead, as at run time.
+    /// call outside a tokio runtime or on one without timers (`enable_time`). Device trouble
+    /// (a read-only, full or failing disk) degrades the cache instead, as at run time.
+    ///
+    /// A runtime without timers is detected by catching the panic tokio raises when a timer
+    /// is made on it: a program built with `panic = "abort"` aborts there instead of getting
+    /// the error.
     pub async fn build(self) -> Result<TieredCache> {
         self.validate()?;
         if tokio::runtime::Handle::try_current().is_err() {

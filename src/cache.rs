@@ -53,6 +53,9 @@ pub(crate) struct Tiers {
     /// Types already warned about: `(true, _)` a stored value that did not decode as it,
     /// `(false, _)` a loaded value the codec could not encode.
     warned_types: Mutex<HashSet<(bool, &'static str)>>,
+    /// What this cache has published of each counter (feature `metrics`).
+    #[cfg(feature = "metrics")]
+    published: crate::publish::Published,
 }
 
 /// What a lookup found.
@@ -75,6 +78,8 @@ impl Tiers {
             writer,
             closed: AtomicBool::new(false),
             warned_types: Mutex::default(),
+            #[cfg(feature = "metrics")]
+            published: crate::publish::Published::default(),
         }
     }
 
@@ -173,9 +178,19 @@ impl Tiers {
         scan_keys(&self.p.gate, &self.config.root, limits, on_keys).await
     }
 
-    /// `(entries in memory not on disk, operations in the write queue)`.
+    /// What this cache has published of each counter.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn published(&self) -> &crate::publish::Published {
+        &self.published
+    }
+
+    /// `(writes not on disk yet, writes queued)`, for the warning of a handle dropped without
+    /// `close`.
     pub(crate) fn pending_writes(&self) -> (u64, u64) {
-        (self.p.hot.dirty_count() as u64, self.p.queue.depth().0)
+        // A value the hot tier could not keep is not dirty there but still queued: the
+        // writes pending are at least the queued ones.
+        let (dirty, queued) = (self.p.hot.dirty_count() as u64, self.p.queue.depth().0);
+        (dirty.max(queued), queued)
     }
 
     /// Waits for every write queued before the call to complete.

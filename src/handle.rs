@@ -442,7 +442,11 @@ impl TieredCache {
     ///
     #[doc = include_str!("../docs/METRICS.md")]
     pub fn publish_metrics(&self) {
-        crate::publish::publish(&self.tiers.stats(), &self.tiers.config().metrics_name);
+        crate::publish::publish(
+            &self.tiers.stats(),
+            &self.tiers.config().metrics_name,
+            self.tiers.published(),
+        );
     }
 }
 
@@ -458,6 +462,10 @@ async fn metrics_task(tiers: Arc<Tiers>, mut shutdown: watch::Receiver<bool>) {
         if *shutdown.borrow() {
             return;
         }
-        crate::publish::publish(&tiers.stats(), &tiers.config().metrics_name);
+        crate::publish::publish(
+            &tiers.stats(),
+            &tiers.config().metrics_name,
+            tiers.published(),
+        );
     }
 }

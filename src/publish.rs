@@ -6,20 +6,42 @@
 //! [`metrics_name`](crate::Builder::metrics_name), `"answercache"` by default), so several
 //! caches in one process are told apart.
 //!
-//! Counters are published with `absolute` (the cache keeps the totals; a restart of the
-//! process starts them at 0, as a Prometheus counter expects), gauges with `set`. The names,
+//! Counters are published with `increment`, by what each grew since this cache last published
+//! it (the cache keeps the totals and what it published): a cache reopened under the same name
+//! in one process adds to the series instead of being hidden behind the higher total of the
+//! cache before it (an exporter keeps the highest `absolute`). Gauges are published with `set`. The names,
 //! kinds and labels: docs/METRICS.md (also in the docs of `TieredCache::publish_metrics`).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 use metrics::{counter, gauge};
 
 use crate::breaker::BreakerState;
 use crate::stats::{Mode, Stats};
 
-/// Publishes `s` under the label `cache` = `name`.
-pub(crate) fn publish(s: &Stats, name: &str) {
-    let c = |metric: &'static str, v: u64| counter!(metric, "cache" => name.to_owned()).absolute(v);
+/// What one cache has published of each counter (by name and label value).
+#[derive(Debug, Default)]
+pub(crate) struct Published(Mutex<HashMap<(&'static str, String), u64>>);
+
+impl Published {
+    /// How much counter `metric` (label value `label`) grew to `now` since it was published.
+    fn grew(&self, metric: &'static str, label: &str, now: u64) -> u64 {
+        let mut last = crate::sync::lock(&self.0);
+        let before = last.insert((metric, label.to_owned()), now).unwrap_or(0);
+        now.saturating_sub(before)
+    }
+}
+
+/// Publishes `s` under the label `cache` = `name`; `published` is what this cache published
+/// before.
+pub(crate) fn publish(s: &Stats, name: &str, published: &Published) {
+    let c = |metric: &'static str, v: u64| {
+        counter!(metric, "cache" => name.to_owned()).increment(published.grew(metric, "", v))
+    };
     let cl = |metric: &'static str, key: &'static str, value: &str, v: u64| {
-        counter!(metric, "cache" => name.to_owned(), key => value.to_owned()).absolute(v)
+        counter!(metric, "cache" => name.to_owned(), key => value.to_owned())
+            .increment(published.grew(metric, value, v))
     };
     let g = |metric: &'static str, v: f64| gauge!(metric, "cache" => name.to_owned()).set(v);
     let gl = |metric: &'static str, key: &'static str, value: &str, v: f64| {

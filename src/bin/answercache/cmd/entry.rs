@@ -283,6 +283,18 @@ pub async fn set(
         .take(answercache::defaults::DEFAULT_MAX_ENTRY_BYTES as u64 + 1)
         .read_to_end(&mut value)
         .map_err(|e| CliError::new(Kind::Io, format!("reading the value from stdin: {e}")))?;
+    // A DIR that is a file, or lies below one, is the same usage error as for every other
+    // command (`not-a-directory`), not an I/O error of creating it.
+    let below_a_file = dir
+        .ancestors()
+        .any(|a| std::fs::metadata(a).is_ok_and(|m| !m.is_dir()));
+    if below_a_file {
+        return Err(CliError::new(
+            Kind::NotADirectory,
+            format!("{}: not a directory", dir.display()),
+        )
+        .at(dir));
+    }
     std::fs::create_dir_all(dir).map_err(|e| CliError::io(dir, e))?;
     let cache = open(dir).await?;
     let stored = match ttl {
