@@ -932,7 +932,11 @@ impl WarmStore {
         match fs.remove_file(&path) {
             Ok(()) => {
                 if self.config.sync {
-                    fs.sync_dir(&self.layout.entry_dir(hash))?;
+                    match fs.sync_dir(&self.layout.entry_dir(hash)) {
+                        // Emptied, and removed meanwhile (`observe_dirs`): nothing to sync.
+                        Err(e) if is_not_found(&e) => {}
+                        r => r?,
+                    }
                 }
                 Ok(true)
             }

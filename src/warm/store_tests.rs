@@ -842,3 +842,26 @@ fn a_fan_out_directory_removed_under_a_write_is_created_again() {
     assert!(!file.is_empty());
     assert_eq!(fs.calls(FsOp::Rename), 4);
 }
+
+/// The expiry sweep (or the scan, or another writer) removes fan-out directories that hold no
+/// entry this process knows (`rmdir`). A `remove` that just emptied one can find it gone when
+/// it fsyncs it: the removal is done, not a failure (seen in CI: a write-through `remove`
+/// reported "No such file or directory").
+#[test]
+fn a_fan_out_directory_removed_after_the_last_entry_left_is_no_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FaultFs::std();
+    let env = open_with(&fs, dir.path(), config(true, false));
+    let hash = layout::key_hash(b"k");
+    env.store
+        .write(&fs, b"k", &hash, b"value", meta(0))
+        .unwrap();
+    fs.add_rule(
+        Rule::new(Fault::Errno(2))
+            .ops(&[FsOp::SyncDir])
+            .path_contains("/v2/")
+            .times(1),
+    );
+    assert!(env.store.remove(&fs, &hash).unwrap());
+    assert!(!env.layout.entry_path(&hash).exists());
+}
