@@ -110,8 +110,16 @@ impl Fs for ObservedFs {
     }
     fn remove_dir(&self, path: &Path) -> io::Result<()> {
         // Not empty (another process's entry) is an answer, not a device failure.
+        // An `Fs` without `rmdir` (the trait's default) is no device failure either.
         match self.inner.remove_dir(path) {
-            Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => Err(e),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::DirectoryNotEmpty | io::ErrorKind::Unsupported
+                ) =>
+            {
+                Err(e)
+            }
             r => self.see(r),
         }
     }
