@@ -196,17 +196,20 @@ pub fn migrate_dir(fs: &dyn Fs, layout: &Layout, dir: &Path, sync: bool) -> io::
             Err(e) if is_not_found(&e) => continue,
             Err(e) => return Err(e),
         }
-        match fs.remove_dir_all(&d) {
+        match remove_empty(fs, &d) {
             Ok(()) => {}
             Err(e) if is_not_found(&e) => {}
+            // Something arrived since the listing: left, with what it holds.
+            Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => done.left += 1,
             Err(e) => return Err(e),
         }
     }
     if done.left == 0 {
         match fs.read_dir(dir) {
-            Ok(rest) if rest.is_empty() => match fs.remove_dir_all(dir) {
+            Ok(rest) if rest.is_empty() => match remove_empty(fs, dir) {
                 Ok(()) => {}
                 Err(e) if is_not_found(&e) => {}
+                Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => {}
                 Err(e) => return Err(e),
             },
             Ok(_) => {}
@@ -237,6 +240,15 @@ pub fn migrate_root(fs: &dyn Fs, root: &Path, sync: bool) -> io::Result<Option<M
     Ok(Some(done))
 }
 
+/// Removes a directory a listing found empty: `rmdir`, which refuses one where something
+/// arrived since (never deleting it). An `Fs` without `rmdir` falls back to `remove_dir_all`.
+fn remove_empty(fs: &dyn Fs, dir: &Path) -> io::Result<()> {
+    match fs.remove_dir(dir) {
+        Err(e) if e.kind() == io::ErrorKind::Unsupported => fs.remove_dir_all(dir),
+        r => r,
+    }
+}
+
 /// Removes `v1/` if nothing is left in it: `Ok(true)` when it is gone.
 pub fn finish(fs: &dyn Fs, layout: &Layout, sync: bool) -> io::Result<bool> {
     let v1 = layout.legacy_entries_dir();
@@ -246,9 +258,10 @@ pub fn finish(fs: &dyn Fs, layout: &Layout, sync: bool) -> io::Result<bool> {
         Err(e) if is_not_found(&e) => return Ok(true),
         Err(e) => return Err(e),
     }
-    match fs.remove_dir_all(&v1) {
+    match remove_empty(fs, &v1) {
         Ok(()) => {}
         Err(e) if is_not_found(&e) => {}
+        Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => return Ok(false),
         Err(e) => return Err(e),
     }
     if sync {
