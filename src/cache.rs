@@ -40,10 +40,6 @@ use crate::warm::layout::key_hash;
 use crate::warm::store::ReadOutcome;
 use crate::writer::Writer;
 
-/// Why a value is not on disk when its file would exceed the whole warm budget.
-pub(crate) const TOO_LARGE_FOR_THE_BUDGET: &str =
-    "values larger than the warm budget live in memory only";
-
 /// The parts of one open cache, composed (see the module docs).
 pub(crate) struct Tiers {
     config: Config,
@@ -662,7 +658,7 @@ impl Tiers {
         } else if self.p.gate.breaker_state() == BreakerState::Open {
             "the circuit breaker is open: the disk is not called".to_owned()
         } else {
-            self.last_error_or(TOO_LARGE_FOR_THE_BUDGET)
+            self.last_error_or(crate::disk::TOO_LARGE_FOR_THE_BUDGET)
         };
         Err(Error::NotPersisted {
             failed: not_persisted,

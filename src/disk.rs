@@ -29,6 +29,11 @@ use crate::stats::Mode;
 use crate::sync::lock;
 use crate::warm::store::WarmStore;
 
+/// Why a value is not on disk when its file would exceed the whole warm budget (what `flush`
+/// reports for it).
+pub(crate) const TOO_LARGE_FOR_THE_BUDGET: &str =
+    "values larger than the warm budget live in memory only";
+
 const NONE: u8 = u8::MAX;
 
 /// Wraps an [`Fs`] for one operation and records the first error of each class it returns.

@@ -190,7 +190,7 @@ impl Writer {
                 let end = match &result {
                     Ok(WriteOutcome::Written { .. }) => JobEnd::Landed,
                     Ok(WriteOutcome::TooLarge) => {
-                        writer.p.gate.set_last_error(crate::cache::TOO_LARGE_FOR_THE_BUDGET);
+                        writer.p.gate.set_last_error(crate::disk::TOO_LARGE_FOR_THE_BUDGET);
                         JobEnd::PerEntry
                     }
                     // A delete that failed must be retried whatever the error: the file is
