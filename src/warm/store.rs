@@ -1146,7 +1146,9 @@ impl WarmStore {
         const PROBE_LEN: usize = 4096;
         // What `open` could not set up on a disk that failed then (read-only, full, erroring):
         // the directories and the directory lock. A disk that is back gets them now.
-        self.prepare_dirs(fs)?;
+        if !self.prepared.load(Ordering::Acquire) {
+            self.prepare_dirs(fs)?;
+        }
         self.retry_leftovers(fs);
         self.check_space(fs, PROBE_LEN as u64)?;
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
