@@ -64,7 +64,6 @@ pub(crate) async fn scan_keys(
     // the next open moves them, so their keys are scanned too, and a directory of them that
     // cannot be read is unscanned (see `warm::migrate`).
     if gate.store.legacy_pending() {
-        let r = root.to_owned();
         let legacy = match gate.run(move |fs, store| store.legacy_dirs(fs)).await {
             DiskOutcome::Done { value: Ok(d), .. } => d.unwrap_or_default(),
             other => {
@@ -78,9 +77,8 @@ pub(crate) async fn scan_keys(
         };
         for top in legacy {
             let d = top.clone();
-            let r = r.clone();
             match gate
-                .run(move |fs, _| legacy_keys_under(fs, &r, &d, limits))
+                .run(move |fs, _| legacy_keys_under(fs, &d, limits))
                 .await
             {
                 DiskOutcome::Done {
@@ -98,12 +96,7 @@ pub(crate) async fn scan_keys(
 
 /// The keys of the previous layout's entry files under one `v1/ab/` (all its `cd/`), read
 /// like [`keys_under`]'s.
-fn legacy_keys_under(
-    fs: &dyn Fs,
-    _root: &Path,
-    top: &Path,
-    limits: Limits,
-) -> io::Result<Vec<Box<[u8]>>> {
+fn legacy_keys_under(fs: &dyn Fs, top: &Path, limits: Limits) -> io::Result<Vec<Box<[u8]>>> {
     let mut keys = Vec::new();
     for sub in fs.read_dir(top)? {
         if sub.kind != FileKind::Dir {
