@@ -22,6 +22,10 @@ use rustix::io::Errno;
 use super::opened;
 use super::seam::{DirEntryInfo, FileKind, FileRead, Fs};
 
+/// How many times `create_dir_all` makes a directory that keeps vanishing before it can be
+/// opened.
+const MKDIR_ATTEMPTS: u32 = 3;
+
 /// The portable file system calls (see the module docs).
 #[derive(Debug, Default, Clone, Copy)]
 pub(super) struct PortableFs;
@@ -381,17 +385,20 @@ impl Fs for PortableFs {
         let mut dir = start(absolute)?;
         let last = names.len().saturating_sub(1);
         for (i, name) in names.iter().enumerate() {
-            let opened = match open_dir_in(dir.as_fd(), name) {
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    match rustix::fs::mkdirat(&dir, *name, Mode::RWXU) {
-                        // Made by someone else meanwhile: as good.
-                        Ok(()) | Err(Errno::EXIST) => {}
-                        Err(e) => return Err(e.into()),
-                    }
-                    open_dir_in(dir.as_fd(), name)
+            let mut opened = open_dir_in(dir.as_fd(), name);
+            // Made, then removed (`rmdir` of an empty directory by another writer or a
+            // cleanup) before it could be opened: make it again, a bounded number of times.
+            for _ in 0..MKDIR_ATTEMPTS {
+                if !matches!(&opened, Err(e) if e.kind() == io::ErrorKind::NotFound) {
+                    break;
                 }
-                other => other,
-            };
+                match rustix::fs::mkdirat(&dir, *name, Mode::RWXU) {
+                    // Made by someone else meanwhile: as good.
+                    Ok(()) | Err(Errno::EXIST) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                opened = open_dir_in(dir.as_fd(), name);
+            }
             dir = match opened {
                 Ok(next) => next,
                 Err(e) if i == last && is_loop(&e) => return Err(Errno::NOTDIR.into()),

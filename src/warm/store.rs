@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use std::io;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use tracing::{debug, info, warn};
@@ -164,6 +164,26 @@ pub struct WarmStore {
     /// Whether `prepare_dirs` has succeeded (the directories and the directory lock are
     /// there); a disk that failed at open gets them at the first write or probe that works.
     prepared: std::sync::atomic::AtomicBool,
+    /// Writes of this process under way per fan-out directory (`hash[0]`), from before their
+    /// temp file until the index knows their entry: `observe_dirs` leaves such a directory
+    /// alone (see [`InFlight`]).
+    writing_into: [AtomicU32; 256],
+}
+
+/// A write's claim on its fan-out directory (see `WarmStore::writing_into`), released on drop.
+struct InFlight<'a>(&'a AtomicU32);
+
+impl<'a> InFlight<'a> {
+    fn new(counter: &'a AtomicU32) -> Self {
+        counter.fetch_add(1, Ordering::AcqRel);
+        InFlight(counter)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// The index tag of a file of a newer format found at an entry path: counted in the budget,
@@ -239,6 +259,7 @@ impl WarmStore {
             // finds nothing, where there is none).
             legacy_pending: std::sync::atomic::AtomicBool::new(true),
             prepared: std::sync::atomic::AtomicBool::new(false),
+            writing_into: std::array::from_fn(|_| AtomicU32::new(0)),
         }
     }
 
@@ -632,6 +653,8 @@ impl WarmStore {
             return Ok(WriteOutcome::TooLarge);
         }
         self.check_space(fs, len)?;
+        // Until the index knows the entry, `observe_dirs` must not take its directory away.
+        let _in_flight = InFlight::new(&self.writing_into[usize::from(hash[0])]);
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
         let tmp = self.layout.temp_path(hash, self.owner, n);
         let dest = self.layout.entry_path(hash);
@@ -721,7 +744,10 @@ impl WarmStore {
             let Some(i) = d.name.to_str().and_then(|s| u8::from_str_radix(s, 16).ok()) else {
                 continue;
             };
-            let unused = self.index().dir_unused(i);
+            // Checked before the index: a write claims its directory before the index
+            // knows its entry, and releases it after.
+            let unused = self.writing_into[usize::from(i)].load(Ordering::Acquire) == 0
+                && self.index().dir_unused(i);
             let size = if unused
                 && fs
                     .remove_dir(&self.layout.entries_dir().join(&d.name))
@@ -909,7 +935,12 @@ impl WarmStore {
                 // keeps vanishing is an error.
                 Err(e) if e.kind() == io::ErrorKind::NotFound && attempt < RENAME_ATTEMPTS => {
                     attempt += 1;
-                    fs.create_dir_all(&dir)?;
+                    match fs.create_dir_all(&dir) {
+                        // Made, and removed again before it could be opened (the portable
+                        // fs opens what it made): another round.
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                        r => r?,
+                    }
                     if self.config.sync {
                         fs.sync_dir(self.layout.entries_dir())?;
                     }

@@ -865,3 +865,86 @@ fn a_fan_out_directory_removed_after_the_last_entry_left_is_no_failure() {
     assert!(env.store.remove(&fs, &hash).unwrap());
     assert!(!env.layout.entry_path(&hash).exists());
 }
+
+/// A fan-out directory can vanish between a writer's `mkdir` and its next step: the portable
+/// fs then answers "No such file or directory" from `create_dir_all` itself (it opens what it
+/// made, and the `rmdir` came first). The write retries instead of failing (CI: the portable
+/// model test lost writes to "write: No such file or directory").
+#[test]
+fn a_fan_out_directory_removed_inside_create_dir_all_is_created_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FaultFs::std();
+    let env = open_with(&fs, dir.path(), config(true, false));
+    fs.add_rule(
+        Rule::new(Fault::Errno(2))
+            .ops(&[FsOp::CreateDirAll])
+            .path_contains("/v2/")
+            .times(2),
+    );
+    let hash = layout::key_hash(b"k");
+    let before = (fs.calls(FsOp::Rename), fs.calls(FsOp::CreateDirAll));
+    let out = env
+        .store
+        .write(&fs, b"k", &hash, b"value", meta(0))
+        .unwrap();
+    assert!(matches!(out, WriteOutcome::Written { .. }), "{out:?}");
+    // Rename (no directory), mkdir fails, rename, mkdir fails, rename, mkdir, rename.
+    assert_eq!(
+        (
+            fs.calls(FsOp::Rename) - before.0,
+            fs.calls(FsOp::CreateDirAll) - before.1
+        ),
+        (4, 3)
+    );
+    assert_eq!(
+        hit(env.store.read(&fs, b"k", &hash, NOW).unwrap()).value,
+        b"value"
+    );
+}
+
+/// `observe_dirs` removes fan-out directories that hold no entry this process knows. One that
+/// a write of this process is about to rename into is in use: it stays (removing it made the
+/// writer create it again, and raced it under the portable fs).
+#[test]
+fn observe_dirs_leaves_a_directory_a_write_is_about_to_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = Arc::new(FaultFs::std());
+    let env = Arc::new(open_with(&*fs, dir.path(), config(false, false)));
+    let hash = layout::key_hash(b"k");
+    env.store.write(&*fs, b"k", &hash, b"old", meta(0)).unwrap();
+    assert!(env.store.remove(&*fs, &hash).unwrap());
+    let fan_out = env.layout.entry_dir(&hash);
+    assert!(fan_out.is_dir());
+    fs.add_rule(
+        Rule::new(Fault::Hang)
+            .ops(&[FsOp::Rename])
+            .path_contains("/v2/")
+            .times(1),
+    );
+    let renames = fs.calls(FsOp::Rename);
+    let writer = {
+        let (fs, env) = (fs.clone(), env.clone());
+        std::thread::spawn(move || env.store.write(&*fs, b"k", &hash, b"new", meta(0)))
+    };
+    while fs.calls(FsOp::Rename) == renames {
+        std::thread::yield_now();
+    }
+    env.store.observe_dirs(&*fs);
+    let kept = fan_out.is_dir();
+    fs.release_hangs();
+    let out = writer.join().unwrap().unwrap();
+    assert!(kept, "the directory a write was renaming into was removed");
+    assert!(matches!(out, WriteOutcome::Written { .. }), "{out:?}");
+    // The write renamed once: its directory was there.
+    assert_eq!(fs.calls(FsOp::Rename), renames + 1);
+    assert_eq!(
+        hit(env.store.read(&*fs, b"k", &hash, NOW).unwrap()).value,
+        b"new"
+    );
+    // Once the entry is known, observing leaves it; once it is gone, the directory goes.
+    env.store.observe_dirs(&*fs);
+    assert!(fan_out.is_dir());
+    assert!(env.store.remove(&*fs, &hash).unwrap());
+    env.store.observe_dirs(&*fs);
+    assert!(!fan_out.exists());
+}
