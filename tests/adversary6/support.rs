@@ -82,10 +82,20 @@ pub fn plant_v1(root: &Path, key: &str, value: &str) {
 /// `root`, the root included (symlinks not followed).
 pub fn du_bytes(root: &Path) -> u64 {
     fn go(p: &Path) -> u64 {
-        let m = std::fs::symlink_metadata(p).unwrap();
+        // A live cache may remove an emptied fan-out directory (or evict a file) while this
+        // walks: what vanished takes nothing.
+        let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
+        let m = match std::fs::symlink_metadata(p) {
+            Err(e) if gone(&e) => return 0,
+            m => m.unwrap(),
+        };
         let mut n = m.blocks() * 512;
         if m.is_dir() {
-            for e in std::fs::read_dir(p).unwrap() {
+            let listing = match std::fs::read_dir(p) {
+                Err(e) if gone(&e) => return n,
+                l => l.unwrap(),
+            };
+            for e in listing {
                 n += go(&e.unwrap().path());
             }
         }

@@ -125,7 +125,13 @@ pub fn hex_of(key: &[u8]) -> String {
 /// directory, sorted.
 pub fn walk(root: &Path) -> Vec<(PathBuf, bool)> {
     fn go(root: &Path, rel: &Path, out: &mut Vec<(PathBuf, bool)>) {
-        for e in std::fs::read_dir(root.join(rel)).expect("list a directory") {
+        // A live cache removes fan-out directories it emptied (`rmdir`): one that vanished
+        // between being listed and being read holds nothing.
+        let listing = match std::fs::read_dir(root.join(rel)) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            listing => listing.expect("list a directory"),
+        };
+        for e in listing {
             let e = e.expect("directory entry");
             let rel = rel.join(e.file_name());
             let is_dir = e.file_type().expect("file type").is_dir();
