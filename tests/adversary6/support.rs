@@ -67,9 +67,17 @@ pub fn entry_file(key: &[u8], value: &[u8], created_ms: u64, expires_ms: u64) ->
 }
 
 /// Writes `bytes` at `path`, creating its directories.
+/// A cache open on the directory removes fan-out directories that hold none of its entries
+/// (`rmdir`), possibly between the two steps: like any writer, this makes it again.
 pub fn plant(path: &Path, bytes: &[u8]) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, bytes).unwrap();
+    for _ in 0..10 {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        match std::fs::write(path, bytes) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            r => return r.unwrap(),
+        }
+    }
+    panic!("{path:?}: its directory kept vanishing");
 }
 
 /// Plants a layout-1 entry of `key` = `value` (raw bytes), created an hour ago, no expiry.
