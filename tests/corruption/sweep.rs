@@ -271,6 +271,8 @@ async fn through_the_cache() -> ViaCache {
     let dir = crate::support::dir();
     let root = dir.root();
     let cache = open_with(&dir, |b| b.quarantine_limits(100_000, u64::MAX)).await;
+    // The scan's end removes empty fan-out directories: plant after it, not under it.
+    support::wait_for_scan(&cache).await;
     let path = support::prepare_path(root, &s.key);
     let mut newer = 0u64;
     for (i, v) in variants.iter().enumerate() {
