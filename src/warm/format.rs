@@ -7,7 +7,7 @@
 //! planted at another key's path is never served), and inflates with a hard limit (so a
 //! "gzip bomb" costs at most the limit plus one buffer).
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 
 use flate2::Compression;
 
@@ -526,27 +526,56 @@ pub enum InflateError {
 }
 
 /// Inflates one gzip member that must produce exactly `expected` bytes and consume all of
-/// `payload`. Output is produced at most one [`INFLATE_CHUNK`] past `expected` before a bomb is
-/// stopped.
+/// `payload`.
+///
+/// One call of the inflater writes straight into a buffer of exactly `expected` bytes (the
+/// length the verified header declares), so nothing is copied and the output cannot grow: a
+/// stream that has more to give once the buffer is full is a bomb, stopped after at most one
+/// [`INFLATE_CHUNK`] more. The gzip header, the CRC-32 and the length in the trailer are checked
+/// by the inflater itself (zlib's gzip mode), as `GzDecoder` did.
 pub fn inflate_exact(payload: &[u8], expected: u64) -> Result<Vec<u8>, InflateError> {
+    use flate2::{Decompress, FlushDecompress, Status};
     let expected = usize::try_from(expected)
         .map_err(|_| InflateError::Invalid("declared length does not fit in memory".into()))?;
-    let mut dec = flate2::bufread::GzDecoder::new(payload);
+    let invalid = |e: flate2::DecompressError| InflateError::Invalid(format!("gzip: {e}"));
+    let mut dec = Decompress::new_gzip(15);
     let mut out = Vec::with_capacity(expected);
-    let mut chunk = vec![0u8; INFLATE_CHUNK];
-    loop {
-        let n = dec
-            .read(&mut chunk)
-            .map_err(|e| InflateError::Invalid(format!("gzip: {e}")))?;
-        if n == 0 {
-            break;
+    // `decompress_vec` fills at most the spare capacity, which may exceed `expected`.
+    let mut status = dec
+        .decompress_vec(payload, &mut out, FlushDecompress::Finish)
+        .map_err(invalid)?;
+    if out.len() > expected {
+        return Err(InflateError::Bomb {
+            inflated: out.len(),
+        });
+    }
+    // The buffer is full, or zlib stopped short of the trailer: go on into a small scratch
+    // buffer. Any output there is past the declared length.
+    let mut scratch = Vec::new();
+    while status != Status::StreamEnd {
+        let before = consumed(&dec, payload.len());
+        if scratch.capacity() == 0 {
+            scratch.reserve_exact(INFLATE_CHUNK);
         }
-        if out.len() + n > expected {
+        status = dec
+            .decompress_vec(&payload[before..], &mut scratch, FlushDecompress::Finish)
+            .map_err(invalid)?;
+        if !scratch.is_empty() {
             return Err(InflateError::Bomb {
-                inflated: out.len() + n,
+                inflated: out.len() + scratch.len(),
             });
         }
-        out.extend_from_slice(&chunk[..n]);
+        if status != Status::StreamEnd && consumed(&dec, payload.len()) == before {
+            // No progress with all the input given: the stream ends early.
+            return Err(InflateError::Invalid(if out.len() < expected {
+                format!(
+                    "inflated to {} bytes, header declares {expected}",
+                    out.len()
+                )
+            } else {
+                "gzip: the stream ends before its trailer".to_owned()
+            }));
+        }
     }
     if out.len() != expected {
         return Err(InflateError::Invalid(format!(
@@ -554,14 +583,18 @@ pub fn inflate_exact(payload: &[u8], expected: u64) -> Result<Vec<u8>, InflateEr
             out.len()
         )));
     }
-    let rest = dec.into_inner();
-    if !rest.is_empty() {
+    let rest = payload.len() - consumed(&dec, payload.len());
+    if rest != 0 {
         return Err(InflateError::Invalid(format!(
-            "{} bytes after the gzip stream",
-            rest.len()
+            "{rest} bytes after the gzip stream"
         )));
     }
     Ok(out)
+}
+
+/// Input bytes the inflater has consumed (never more than the `len` it was given).
+fn consumed(dec: &flate2::Decompress, len: usize) -> usize {
+    usize::try_from(dec.total_in()).map_or(len, |n| n.min(len))
 }
 
 /// Magic of the fence file.
@@ -777,6 +810,58 @@ mod tests {
         assert!(matches!(
             decode(&file, b"k", &LIMITS),
             Err(Invalid::Corrupt(Corruption::Decode, _))
+        ));
+    }
+
+    /// The one-shot inflate at its edges: an empty value, a value that fills the exact buffer
+    /// and has one byte more, a trailer cut short, a wrong length in the trailer.
+    #[test]
+    fn inflate_exact_edges() {
+        assert_eq!(inflate_exact(&deflate(b"", 6).unwrap(), 0).unwrap(), b"");
+        let v = b"twelve bytes";
+        let payload = deflate(v, 6).unwrap();
+        assert_eq!(inflate_exact(&payload, 12).unwrap(), v);
+        // Declared one short: the buffer fills, the stream has one more byte.
+        assert_eq!(
+            inflate_exact(&payload, 11),
+            Err(InflateError::Bomb { inflated: 12 })
+        );
+        assert_eq!(
+            inflate_exact(&payload, 13),
+            Err(InflateError::Invalid(
+                "inflated to 12 bytes, header declares 13".into()
+            ))
+        );
+        // Everything but the trailer's last byte; no trailer at all.
+        for cut in [1, 8] {
+            let short = &payload[..payload.len() - cut];
+            assert_eq!(
+                inflate_exact(short, 12),
+                Err(InflateError::Invalid(
+                    "gzip: the stream ends before its trailer".into()
+                )),
+                "cut {cut}"
+            );
+        }
+        // The trailer's length (ISIZE) says 13.
+        let mut lying = payload.clone();
+        let n = lying.len();
+        lying[n - 4..].copy_from_slice(&13u32.to_le_bytes());
+        assert!(matches!(
+            inflate_exact(&lying, 12),
+            Err(InflateError::Invalid(m)) if m.starts_with("gzip: ")
+        ));
+        // One stray byte after the member.
+        let mut stray = payload.clone();
+        stray.push(0);
+        assert_eq!(
+            inflate_exact(&stray, 12),
+            Err(InflateError::Invalid("1 bytes after the gzip stream".into()))
+        );
+        // Not gzip at all.
+        assert!(matches!(
+            inflate_exact(b"not gzip at all", 12),
+            Err(InflateError::Invalid(m)) if m.starts_with("gzip: ")
         ));
     }
 
