@@ -856,7 +856,9 @@ mod tests {
         stray.push(0);
         assert_eq!(
             inflate_exact(&stray, 12),
-            Err(InflateError::Invalid("1 bytes after the gzip stream".into()))
+            Err(InflateError::Invalid(
+                "1 bytes after the gzip stream".into()
+            ))
         );
         // Not gzip at all.
         assert!(matches!(
