@@ -22,6 +22,7 @@ use std::hint::black_box;
 use std::io::Read;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use answercache::warm::format::{self, Limits};
@@ -71,10 +72,14 @@ fn floor_read(path: &std::path::Path, key: &[u8]) -> Vec<u8> {
         &file[format::CHECKSUM_OFFSET..format::HEADER_LEN]
     );
     assert_eq!(&file[format::HEADER_LEN..key_end], key);
+    // One-shot inflate into a buffer of exactly the declared length (zlib's gzip mode checks
+    // the gzip header, CRC-32 and length, as any reader of a gzip member must).
     let mut out = Vec::with_capacity(raw_len);
-    flate2::read::GzDecoder::new(&file[key_end..])
-        .read_to_end(&mut out)
+    let mut d = flate2::Decompress::new_gzip(15);
+    let status = d
+        .decompress_vec(&file[key_end..], &mut out, flate2::FlushDecompress::Finish)
         .unwrap();
+    assert_eq!(status, flate2::Status::StreamEnd);
     assert_eq!(out.len(), raw_len);
     out
 }
@@ -276,12 +281,115 @@ fn bench_warm_promote(c: &mut Criterion) {
     group.finish();
 }
 
+/// Warm hits, *paired*: for each access of the Zipf sequence, one answercache `get_bytes`, one
+/// floor read and one `cacache::read` of the same key, in an order that rotates every access
+/// (so each contender goes first a third of the time and all see the same page cache and CPU
+/// state). Prints medians and means per size; ratios are answercache time / contender time.
+fn paired_warm(_: &mut Criterion) {
+    let rt = workload::runtime();
+    let accesses: usize = std::env::var("ANSWERCACHE_BENCH_PAIRS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3000);
+    println!(
+        "warm_hit_paired: {accesses} rotating triples per size; {}",
+        workload::machine()
+    );
+    println!("| size | answercache median | floor median | cacache median | vs floor (median) | vs cacache (median) | answercache mean | floor mean | cacache mean | read on the caller's thread |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for &size in &workload::SIZES {
+        let keys = workload::keys(N, 30 + size as u64);
+        let values: Vec<Arc<[u8]>> = workload::values(Kind::ChatJson, size, N, 4);
+        let seq = workload::zipf_sequence(N, SEQ, 11);
+        let dir = workload::bench_dir("warm-paired");
+        let cacache_dir = workload::bench_dir("warm-paired-cacache");
+        let cacache_keys: Vec<String> = keys
+            .iter()
+            .map(|k| String::from_utf8(k.clone()).unwrap())
+            .collect();
+        let mut times: [Vec<Duration>; 3] = [Vec::new(), Vec::new(), Vec::new()];
+        let mut inline = (0, 0);
+        rt.block_on(async {
+            let cache = open_warm_only(dir.path()).await;
+            workload::fill(&cache, &keys, &values).await;
+            for (k, v) in cacache_keys.iter().zip(&values) {
+                cacache::write(cacache_dir.path(), k, &v[..]).await.unwrap();
+            }
+            let layout = Layout::new(cache.root());
+            let paths: Vec<PathBuf> = keys
+                .iter()
+                .map(|k| layout.entry_path(&key_hash(k)))
+                .collect();
+            // One untimed round so every file is in the page cache.
+            for j in 0..N {
+                black_box(cache.get_bytes(&keys[j]).await.unwrap().unwrap());
+                black_box(
+                    cacache::read(cacache_dir.path(), &cacache_keys[j])
+                        .await
+                        .unwrap(),
+                );
+            }
+            for a in 0..accesses {
+                let j = seq[a % SEQ];
+                for c in 0..3 {
+                    let which = (a + c) % 3;
+                    let t = Instant::now();
+                    match which {
+                        0 => {
+                            black_box(cache.get_bytes(&keys[j]).await.unwrap().unwrap());
+                        }
+                        1 => {
+                            black_box(floor_read(&paths[j], &keys[j]));
+                        }
+                        _ => {
+                            black_box(
+                                cacache::read(cacache_dir.path(), &cacache_keys[j])
+                                    .await
+                                    .unwrap(),
+                            );
+                        }
+                    }
+                    times[which].push(t.elapsed());
+                }
+            }
+            let s = cache.stats();
+            assert_eq!(s.misses, 0);
+            inline = (s.inline_reads, s.warm_hits);
+            cache.close().await.unwrap();
+        });
+        let mean = |v: &[Duration]| v.iter().sum::<Duration>() / v.len() as u32;
+        let means: Vec<Duration> = times.iter().map(|v| mean(v)).collect();
+        let medians: Vec<Duration> = times
+            .iter_mut()
+            .map(|v| {
+                v.sort_unstable();
+                v[v.len() / 2]
+            })
+            .collect();
+        let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
+        println!(
+            "| {} | {:.1?} | {:.1?} | {:.1?} | {:.2}x | {:.2}x | {:.1?} | {:.1?} | {:.1?} | {} of {} |",
+            workload::size_label(size),
+            medians[0],
+            medians[1],
+            medians[2],
+            ratio(medians[0], medians[1]),
+            ratio(medians[0], medians[2]),
+            means[0],
+            means[1],
+            means[2],
+            inline.0,
+            inline.1,
+        );
+    }
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3))
         .sample_size(20);
-    targets = bench_warm, bench_warm_promote
+    targets = paired_warm, bench_warm, bench_warm_promote
 }
 criterion_main!(benches);
