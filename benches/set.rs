@@ -367,12 +367,100 @@ fn paired_write_through(_: &mut Criterion) {
     }
 }
 
+/// Write-behind drain throughput, *paired*: rounds alternate (ABAB...) between answercache
+/// (`set_bytes` of a batch, write-behind, NoSync, then `flush`: the time until the batch is on
+/// disk) and the raw no-sync loop writing the same values (uncompressed), and the raw loop
+/// writing values already encoded by `format::encode` (the same bytes answercache writes, with
+/// the encoding timed in: the floor for a compressing cache). Printed as entries per second
+/// (median over rounds).
+fn paired_drain(_: &mut Criterion) {
+    let rt = workload::runtime();
+    let rounds: usize = std::env::var("ANSWERCACHE_BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    const BATCH: usize = 512;
+    println!(
+        "set_drain_paired: {rounds} rounds of {BATCH} entries per contender; {}",
+        workload::machine()
+    );
+    println!("| size | answercache drain | raw loop (no compression) | raw loop + encode | answercache / raw | answercache / (raw + encode) |");
+    println!("|---|---|---|---|---|---|");
+    for size in [4 << 10, 64 << 10] {
+        let keys = workload::keys(BATCH, 77 + size as u64);
+        let values: Vec<Arc<[u8]>> = workload::values(Kind::ChatJson, size, BATCH, 13);
+        let dir = workload::bench_dir("set-drain");
+        let raw_dir = workload::bench_dir("set-drain-raw");
+        let raw_enc_dir = workload::bench_dir("set-drain-raw-enc");
+        let mut raw = RawWriter::new(raw_dir.path(), &keys);
+        let mut raw_enc = RawWriter::new(raw_enc_dir.path(), &keys);
+        let (mut ours, mut theirs, mut theirs_enc) = (Vec::new(), Vec::new(), Vec::new());
+        rt.block_on(async {
+            let cache = TieredCache::builder(dir.path())
+                .min_free_bytes(0)
+                .hot_capacity_bytes(1 << 30)
+                .write_queue_bytes(1 << 30)
+                .durability(Durability::NoSync)
+                .build()
+                .await
+                .unwrap();
+            for round in 0..rounds + 1 {
+                // Round 0 is a warm-up: every file and directory exists afterwards.
+                let t = Instant::now();
+                for (k, v) in keys.iter().zip(&values) {
+                    cache.set_bytes(k, v).await.unwrap();
+                }
+                cache.flush().await.unwrap();
+                let a = t.elapsed();
+                let t = Instant::now();
+                for (i, v) in values.iter().enumerate() {
+                    raw.write(i, v, false);
+                }
+                let b = t.elapsed();
+                let t = Instant::now();
+                for (i, (k, v)) in keys.iter().zip(&values).enumerate() {
+                    let file = answercache::warm::format::encode(
+                        k,
+                        v,
+                        answercache::warm::format::EntryMeta::default(),
+                        answercache::defaults::DEFAULT_COMPRESSION_LEVEL,
+                    )
+                    .unwrap();
+                    raw_enc.write(i, &file, false);
+                }
+                let c = t.elapsed();
+                if round > 0 {
+                    ours.push(a);
+                    theirs.push(b);
+                    theirs_enc.push(c);
+                }
+            }
+            cache.close().await.unwrap();
+        });
+        let per_sec = |v: &mut Vec<Duration>| {
+            v.sort_unstable();
+            BATCH as f64 / v[v.len() / 2].as_secs_f64()
+        };
+        let (o, t, te) = (
+            per_sec(&mut ours),
+            per_sec(&mut theirs),
+            per_sec(&mut theirs_enc),
+        );
+        println!(
+            "| {} | {o:.0}/s | {t:.0}/s | {te:.0}/s | {:.2}x | {:.2}x |",
+            workload::size_label(size),
+            o / t,
+            o / te
+        );
+    }
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3))
         .sample_size(20);
-    targets = bench_write_behind, bench_write_through, paired_write_through
+    targets = paired_drain, paired_write_through, bench_write_behind, bench_write_through
 }
 criterion_main!(benches);
