@@ -57,6 +57,7 @@ pub const DEFAULT_ALLOCATION_UNIT: u64 = 4096;
 /// LRU of entry hashes with two byte totals: the files' lengths, and what the budget counts,
 /// the space they take on disk (see [`WarmIndex::disk_bytes`]).
 #[derive(Debug)]
+#[cfg_attr(test, derive(Clone))]
 pub struct WarmIndex {
     lru: LruCache<KeyHash, IndexEntry>,
     bytes: u64,
@@ -295,6 +296,14 @@ impl WarmIndex {
             }
         }
         (expired, unknown)
+    }
+
+    /// Every entry with what the index keeps of it, least recently used first (for tests).
+    #[cfg(test)]
+    pub fn entries_lru_first(&self) -> Vec<(KeyHash, IndexEntry)> {
+        let mut v: Vec<(KeyHash, IndexEntry)> = self.lru.iter().map(|(h, e)| (*h, *e)).collect();
+        v.reverse();
+        v
     }
 
     /// Forgets everything (after `clear`); the scan state is kept.
