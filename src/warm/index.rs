@@ -32,6 +32,9 @@
 //!   2^48 - 3 ms (the year 10889) to `u64::MAX - 2`, are kept in small side maps; the common
 //!   "never in practice" expiry `u64::MAX - 1` (see [`EXPIRY_UNKNOWN`]) has its own code.
 //!   Nothing is rounded or truncated: the index answers exactly what the `lru`-based one did.
+//!   (Expiries in whole seconds, rounded up, would save 2 bytes, but an entry would then be
+//!   offered to the sweep up to a second late, and a sweep that falls in that second leaves
+//!   it on disk for a whole `sweep_interval` more.)
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
