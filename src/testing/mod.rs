@@ -16,16 +16,21 @@
 //! ```
 //!
 //! Files: `fault` ([`FaultFs`] and its rules), `crash` ([`CrashFs`]), `fixture` ([`TestDir`],
-//! [`TestCache`]), `real` (which real file system the fixtures use: [`use_portable_fs`]).
+//! [`TestCache`]), `real` (which real file system the fixtures use: [`use_portable_fs`]),
+//! `index` (the warm tier's in-memory index for its own memory test and bench, hidden: not
+//! part of the API).
 
 mod crash;
 mod fault;
 mod fixture;
+mod index;
 mod real;
 
 pub use crash::CrashFs;
 pub use fault::{Fault, FaultFs, FsOp, Rule};
 pub use fixture::{builder, copy_dir, disk_errors, fs_in_use, wait_until, TestCache, TestDir};
+#[doc(hidden)]
+pub use index::WarmIndexProbe;
 pub use real::{portable_fs_selected, real_fs, use_portable_fs};
 
 #[cfg(test)]

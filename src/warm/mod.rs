@@ -15,6 +15,8 @@
 
 pub mod format;
 pub(crate) mod index;
+#[cfg(test)]
+mod index_tests;
 pub mod layout;
 pub mod migrate;
 pub mod quarantine;

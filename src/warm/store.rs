@@ -197,8 +197,8 @@ impl Drop for InFlight<'_> {
 }
 
 /// The index tag of a file of a newer format found at an entry path: counted in the budget,
-/// never deleted by this release (see `WarmStore::pop_victims`).
-const NOT_OURS: u64 = u64::MAX;
+/// never deleted by this release (see `WarmStore::pop_victims`). `file_tag` never gives it.
+const NOT_OURS: u32 = u32::MAX;
 
 /// Every how many writes the fan-out directories' sizes are looked at again (see
 /// `WarmStore::observe_dirs`).
