@@ -1,4 +1,9 @@
-//! The hot tier: `lru::LruCache` shards behind mutexes, bounded by bytes and by entries.
+//! The hot tier: LRU shards behind mutexes, bounded by bytes and by entries.
+//!
+//! Each operation hashes its key once, with a randomly seeded hasher (keys are user input):
+//! bits 32 and up of that hash pick the shard, and the shard's map (a `hashbrown::HashTable`
+//! over a slab of nodes on an intrusive LRU list, see `ShardMap`) is probed with the same
+//! hash (its bucket comes from the low bits, its control byte from the top seven).
 //!
 //! Why one global budget over per-shard budgets: a per-shard budget of `total / shards` makes
 //! an entry larger than one shard's share uncacheable and lets one busy shard evict while the
@@ -23,7 +28,7 @@ use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use lru::LruCache;
+use hashbrown::{DefaultHashBuilder, HashTable};
 
 /// Bytes charged per entry on top of key and value: the LRU node, the map slot and the entry
 /// fields, rounded.
@@ -79,8 +84,239 @@ pub struct Evicted {
     pub entry: HotEntry,
 }
 
+/// A key and its entry, as the shard map hands them back when it removes them.
+type Kv = (Box<[u8]>, HotEntry);
+
+/// "No node": the end of a list.
+const NIL: u32 = u32::MAX;
+
+/// One slot of a shard's slab: a node of the shard's LRU list while it holds a key, a link of
+/// the free list (through `next`) while it does not.
+#[derive(Debug)]
+struct Node {
+    /// The key's 64-bit hash (the table's hash; the shard came from other bits of it).
+    hash: u64,
+    /// The next more recently used node (`NIL` for the most recent).
+    prev: u32,
+    /// The next less recently used node (`NIL` for the least recent); the next free slot
+    /// while this one is free.
+    next: u32,
+    /// The key and entry; `None` while the slot is free.
+    kv: Option<Kv>,
+}
+
+/// One shard's LRU map, looked up by a hash computed once by the caller (which also picked the
+/// shard from it): a `hashbrown::HashTable` of slab indices, the nodes in a slab (a `Vec` with a
+/// free list), and an intrusive doubly linked list from most to least recently used.
+///
+/// The semantics are those of the `lru::LruCache` (unbounded) it replaces: `lookup` marks the
+/// key most recently used, `peek`/`peek_mut`/`contains` do not, `iter` runs from most to least
+/// recently used, `pop_lru` removes the least recently used.
+#[derive(Debug)]
+struct ShardMap {
+    table: HashTable<u32>,
+    nodes: Vec<Node>,
+    /// Most recently used node.
+    head: u32,
+    /// Least recently used node.
+    tail: u32,
+    /// First free slot of `nodes`.
+    free: u32,
+    /// Most nodes the slab may hold (`NIL` in use: indices are `u32`; smaller in tests). At
+    /// that size with no free slot, a push evicts the least recently used entry first.
+    max_nodes: usize,
+}
+
+impl ShardMap {
+    fn new() -> Self {
+        ShardMap {
+            table: HashTable::new(),
+            nodes: Vec::new(),
+            head: NIL,
+            tail: NIL,
+            free: NIL,
+            max_nodes: NIL as usize,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    /// The slot holding `key`, if any; recency unchanged.
+    #[inline]
+    fn find(&self, hash: u64, key: &[u8]) -> Option<u32> {
+        let nodes = &self.nodes;
+        self.table
+            .find(hash, |&i| {
+                let n = &nodes[i as usize];
+                n.hash == hash && n.kv.as_ref().is_some_and(|(k, _)| **k == *key)
+            })
+            .copied()
+    }
+
+    /// The entry in slot `i` (`None` only for a free slot).
+    #[inline]
+    fn at(&self, i: u32) -> Option<&HotEntry> {
+        self.nodes[i as usize].kv.as_ref().map(|(_, e)| e)
+    }
+
+    #[inline]
+    fn at_mut(&mut self, i: u32) -> Option<&mut HotEntry> {
+        self.nodes[i as usize].kv.as_mut().map(|(_, e)| e)
+    }
+
+    #[inline]
+    fn unlink(&mut self, i: u32) {
+        let Node { prev, next, .. } = self.nodes[i as usize];
+        match prev {
+            NIL => self.head = next,
+            p => self.nodes[p as usize].next = next,
+        }
+        match next {
+            NIL => self.tail = prev,
+            n => self.nodes[n as usize].prev = prev,
+        }
+    }
+
+    #[inline]
+    fn link_front(&mut self, i: u32) {
+        let old = self.head;
+        let n = &mut self.nodes[i as usize];
+        n.prev = NIL;
+        n.next = old;
+        match old {
+            NIL => self.tail = i,
+            o => self.nodes[o as usize].prev = i,
+        }
+        self.head = i;
+    }
+
+    /// The slot holding `key`, marked most recently used.
+    #[inline]
+    fn lookup(&mut self, hash: u64, key: &[u8]) -> Option<u32> {
+        let i = self.find(hash, key)?;
+        if self.head != i {
+            self.unlink(i);
+            self.link_front(i);
+        }
+        Some(i)
+    }
+
+    fn peek(&self, hash: u64, key: &[u8]) -> Option<&HotEntry> {
+        self.find(hash, key).and_then(|i| self.at(i))
+    }
+
+    fn peek_mut(&mut self, hash: u64, key: &[u8]) -> Option<&mut HotEntry> {
+        self.find(hash, key).and_then(|i| self.at_mut(i))
+    }
+
+    fn contains(&self, hash: u64, key: &[u8]) -> bool {
+        self.find(hash, key).is_some()
+    }
+
+    /// Inserts `key` (which must be absent) as the most recently used entry. Returns the entry
+    /// evicted to make room when the slab is at `max_nodes` with no free slot (never in
+    /// practice: four billion entries in one shard).
+    fn push_absent(&mut self, hash: u64, key: Box<[u8]>, entry: HotEntry) -> Option<Kv> {
+        let evicted = if self.free == NIL && self.nodes.len() >= self.max_nodes {
+            self.pop_lru()
+        } else {
+            None
+        };
+        let node = Node {
+            hash,
+            prev: NIL,
+            next: NIL,
+            kv: Some((key, entry)),
+        };
+        let i = match self.free {
+            NIL => {
+                // Below `max_nodes` (at most `NIL`): the index fits, and is not `NIL`.
+                let i = u32::try_from(self.nodes.len()).unwrap_or(NIL);
+                self.nodes.push(node);
+                i
+            }
+            f => {
+                self.free = self.nodes[f as usize].next;
+                self.nodes[f as usize] = node;
+                f
+            }
+        };
+        self.link_front(i);
+        let nodes = &self.nodes;
+        self.table
+            .insert_unique(hash, i, |&j| nodes[j as usize].hash);
+        evicted
+    }
+
+    /// Unlinks slot `i` (already out of the table) and frees it.
+    fn release(&mut self, i: u32) -> Option<Kv> {
+        self.unlink(i);
+        let n = &mut self.nodes[i as usize];
+        let kv = n.kv.take();
+        n.next = self.free;
+        self.free = i;
+        if self.table.is_empty() {
+            // Empty: start the slab over, dense (its capacity stays).
+            self.nodes.clear();
+            self.free = NIL;
+        }
+        kv
+    }
+
+    /// Removes the entry in slot `i`.
+    fn remove_at(&mut self, i: u32) -> Option<Kv> {
+        let hash = self.nodes[i as usize].hash;
+        if let Ok(slot) = self.table.find_entry(hash, |&j| j == i) {
+            slot.remove();
+        }
+        self.release(i)
+    }
+
+    /// Removes `key`'s entry.
+    fn remove(&mut self, hash: u64, key: &[u8]) -> Option<Kv> {
+        let i = self.find(hash, key)?;
+        self.remove_at(i)
+    }
+
+    /// Removes the least recently used entry.
+    fn pop_lru(&mut self) -> Option<Kv> {
+        match self.tail {
+            NIL => None,
+            t => self.remove_at(t),
+        }
+    }
+
+    /// The entries, from most to least recently used.
+    fn iter(&self) -> impl Iterator<Item = (&[u8], &HotEntry)> + '_ {
+        let mut i = self.head;
+        std::iter::from_fn(move || {
+            let n = self.nodes.get(i as usize)?;
+            i = n.next;
+            n.kv.as_ref().map(|(k, e)| (&**k, e))
+        })
+    }
+
+    /// Removes the entries for which `pred` holds, calling it from the most to the least
+    /// recently used; returns them in that order.
+    fn drain_where(&mut self, mut pred: impl FnMut(&[u8], &HotEntry) -> bool) -> Vec<Kv> {
+        let mut out = Vec::new();
+        let mut i = self.head;
+        while let Some(n) = self.nodes.get(i as usize) {
+            let next = n.next;
+            let doomed = n.kv.as_ref().is_some_and(|(k, e)| pred(k, e));
+            if doomed {
+                out.extend(self.remove_at(i));
+            }
+            i = next;
+        }
+        out
+    }
+}
+
 struct Shard {
-    lru: LruCache<Box<[u8]>, HotEntry>,
+    map: ShardMap,
     mutations: u64,
     /// Hits served by [`HotTier::get_live`] and their summed cost, counted under the shard
     /// lock already held instead of in shared atomics: no extra contended cache line on the
@@ -100,7 +336,8 @@ pub struct Stamp {
 /// The sharded LRU.
 pub struct HotTier {
     shards: Box<[Mutex<Shard>]>,
-    hasher: lru::DefaultHasher,
+    /// Randomly seeded (keys are user input: no chosen-collision attack on the tables).
+    hasher: DefaultHashBuilder,
     bytes: AtomicUsize,
     entries: AtomicUsize,
     max_bytes: AtomicUsize,
@@ -126,14 +363,14 @@ impl HotTier {
             shards: (0..n)
                 .map(|_| {
                     Mutex::new(Shard {
-                        lru: LruCache::unbounded(),
+                        map: ShardMap::new(),
                         mutations: 0,
                         live_hits: 0,
                         live_cost: 0,
                     })
                 })
                 .collect(),
-            hasher: lru::DefaultHasher::default(),
+            hasher: DefaultHashBuilder::default(),
             bytes: AtomicUsize::new(0),
             entries: AtomicUsize::new(0),
             max_bytes: AtomicUsize::new(max_bytes),
@@ -152,14 +389,31 @@ impl HotTier {
         self.next_version.load(Ordering::Relaxed)
     }
 
-    fn shard_of(&self, key: &[u8]) -> usize {
-        (self.hasher.hash_one(key) as usize) & (self.shards.len() - 1)
+    /// The key's hash, computed once per operation: the shard comes from its bits 32 and up,
+    /// which the shard's table does not use (it takes its bucket from the low bits and its
+    /// control byte from the top seven).
+    #[inline]
+    fn hash(&self, key: &[u8]) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    #[inline]
+    fn shard_of_hash(&self, hash: u64) -> usize {
+        ((hash >> 32) as usize) & (self.shards.len() - 1)
     }
 
     fn lock(&self, i: usize) -> MutexGuard<'_, Shard> {
         // A panic while holding a shard lock cannot leave the LRU half-updated in a way that
         // matters more than losing the cache; keep serving rather than propagate the poison.
         crate::sync::lock(&self.shards[i])
+    }
+
+    /// The key's hash and its shard, locked.
+    #[inline]
+    fn lock_key(&self, key: &[u8]) -> (u64, usize, MutexGuard<'_, Shard>) {
+        let hash = self.hash(key);
+        let i = self.shard_of_hash(hash);
+        (hash, i, self.lock(i))
     }
 
     /// Current charged bytes.
@@ -190,11 +444,11 @@ impl HotTier {
     /// Looks a key up, marking it most recently used. Expired entries (`now_ms` at or past
     /// their expiry) are removed and reported as `Err(entry)`.
     pub fn get(&self, key: &[u8], now_ms: u64) -> Option<Result<HotEntry, HotEntry>> {
-        let i = self.shard_of(key);
-        let mut shard = self.lock(i);
-        let entry = shard.lru.get(key)?;
+        let (hash, _, mut shard) = self.lock_key(key);
+        let i = shard.map.lookup(hash, key)?;
+        let entry = shard.map.at(i)?;
         if entry.expires_ms != 0 && now_ms >= entry.expires_ms {
-            let (k, e) = shard.lru.pop_entry(key)?;
+            let (k, e) = shard.map.remove_at(i)?;
             drop(shard);
             self.uncharge(&k, &e);
             return Some(Err(e));
@@ -206,9 +460,12 @@ impl HotTier {
     /// marked most recently used and counted (with its cost) in the shard; only the value's
     /// `Arc` is cloned, and the clock is read only when the entry has an expiry. `None` means
     /// "take the full path" (absent, tombstone or expired), which accounts for it.
+    #[inline]
     pub fn get_live(&self, key: &[u8], now_ms: impl FnOnce() -> u64) -> Option<LiveHit> {
-        let mut shard = self.lock(self.shard_of(key));
-        let e = shard.lru.get(key)?;
+        let (hash, _, mut guard) = self.lock_key(key);
+        let shard = &mut *guard;
+        let i = shard.map.lookup(hash, key)?;
+        let e = shard.map.at(i)?;
         if e.tombstone || (e.expires_ms != 0 && now_ms() >= e.expires_ms) {
             return None;
         }
@@ -222,11 +479,10 @@ impl HotTier {
         Some(hit)
     }
 
-    /// Hits served by [`HotTier::get_live`] so far, and their summed cost.
     /// Takes back a hit counted by [`HotTier::get_live`] (its value then did not decode as
     /// the caller's type: a miss, not a hit).
     pub fn undo_live_hit(&self, key: &[u8], cost: u64) {
-        let mut shard = self.lock(self.shard_of(key));
+        let (_, _, mut shard) = self.lock_key(key);
         shard.live_hits = shard.live_hits.saturating_sub(1);
         shard.live_cost = shard.live_cost.saturating_sub(u128::from(cost));
     }
@@ -242,12 +498,13 @@ impl HotTier {
 
     /// Looks a key up without changing recency or removing expired entries.
     pub fn peek(&self, key: &[u8]) -> Option<HotEntry> {
-        self.lock(self.shard_of(key)).lru.peek(key).cloned()
+        let (hash, _, shard) = self.lock_key(key);
+        shard.map.peek(hash, key).cloned()
     }
 
     /// The stamp to pass to [`HotTier::promote`].
     pub fn stamp(&self, key: &[u8]) -> Stamp {
-        let shard = self.shard_of(key);
+        let shard = self.shard_of_hash(self.hash(key));
         Stamp {
             shard,
             mutations: self.lock(shard).mutations,
@@ -283,21 +540,23 @@ impl HotTier {
         entry: HotEntry,
         stamp: Option<Stamp>,
     ) -> Option<(Option<HotEntry>, Vec<Evicted>)> {
-        let i = self.shard_of(key);
+        let (hash, i, mut shard) = self.lock_key(key);
         let mut evicted = Vec::new();
         let replaced;
         {
-            let mut shard = self.lock(i);
             match stamp {
                 Some(s) => {
-                    if s.shard != i || s.mutations != shard.mutations || shard.lru.contains(key) {
+                    if s.shard != i
+                        || s.mutations != shard.mutations
+                        || shard.map.contains(hash, key)
+                    {
                         return None;
                     }
                     replaced = None;
                 }
                 None => {
                     shard.mutations += 1;
-                    replaced = shard.lru.pop_entry(key).map(|(k, e)| {
+                    replaced = shard.map.remove(hash, key).map(|(k, e)| {
                         self.uncharge(&k, &e);
                         e
                     });
@@ -305,16 +564,20 @@ impl HotTier {
             }
             self.bytes.fetch_add(entry.charge(key), Ordering::Relaxed);
             self.entries.fetch_add(1, Ordering::Relaxed);
-            shard.lru.push(key.into(), entry);
+            if let Some((k, e)) = shard.map.push_absent(hash, key.into(), entry) {
+                self.uncharge(&k, &e);
+                evicted.push(Evicted { key: k, entry: e });
+            }
             // Evict from this shard first, never the entry just inserted (it is the most
             // recent, so it is the last one left); the other shards give the rest.
-            while self.over_budget() && shard.lru.len() > 1 {
-                if let Some((k, e)) = shard.lru.pop_lru() {
+            while self.over_budget() && shard.map.len() > 1 {
+                if let Some((k, e)) = shard.map.pop_lru() {
                     self.uncharge(&k, &e);
                     evicted.push(Evicted { key: k, entry: e });
                 }
             }
         }
+        drop(shard);
         self.evict_others(i, &mut evicted);
         Some((replaced, evicted))
     }
@@ -328,7 +591,7 @@ impl HotTier {
             let mut shard = self.lock(j);
             let mut took = false;
             while self.over_budget() {
-                match shard.lru.pop_lru() {
+                match shard.map.pop_lru() {
                     Some((k, e)) => {
                         self.uncharge(&k, &e);
                         evicted.push(Evicted { key: k, entry: e });
@@ -345,10 +608,9 @@ impl HotTier {
 
     /// Removes a key on behalf of `remove` (bumps the mutation counter).
     pub fn remove(&self, key: &[u8]) -> Option<HotEntry> {
-        let i = self.shard_of(key);
-        let mut shard = self.lock(i);
+        let (hash, _, mut shard) = self.lock_key(key);
         shard.mutations += 1;
-        let (k, e) = shard.lru.pop_entry(key)?;
+        let (k, e) = shard.map.remove(hash, key)?;
         drop(shard);
         self.uncharge(&k, &e);
         Some(e)
@@ -358,13 +620,15 @@ impl HotTier {
     /// lookup reads the disk; a dirty entry (not on disk yet) stays. Returns whether one was
     /// dropped.
     pub fn drop_clean(&self, key: &[u8]) -> bool {
-        let i = self.shard_of(key);
-        let mut shard = self.lock(i);
-        if shard.lru.peek(key).is_none_or(|e| e.dirty) {
+        let (hash, _, mut shard) = self.lock_key(key);
+        let Some(i) = shard.map.find(hash, key) else {
+            return false;
+        };
+        if shard.map.at(i).is_none_or(|e| e.dirty) {
             return false;
         }
         shard.mutations += 1;
-        let Some((k, e)) = shard.lru.pop_entry(key) else {
+        let Some((k, e)) = shard.map.remove_at(i) else {
             return false;
         };
         drop(shard);
@@ -378,7 +642,7 @@ impl HotTier {
         for i in 0..self.shards.len() {
             let mut shard = self.lock(i);
             shard.mutations += 1;
-            while let Some((k, e)) = shard.lru.pop_lru() {
+            while let Some((k, e)) = shard.map.pop_lru() {
                 self.uncharge(&k, &e);
                 out.push(Evicted { key: k, entry: e });
             }
@@ -389,10 +653,13 @@ impl HotTier {
     /// Marks the entry clean if it still holds `version` (its write landed); a tombstone is
     /// removed instead, its job done.
     pub fn mark_clean(&self, key: &[u8], version: u64) -> bool {
-        let mut shard = self.lock(self.shard_of(key));
-        match shard.lru.peek_mut(key) {
+        let (hash, _, mut shard) = self.lock_key(key);
+        let Some(i) = shard.map.find(hash, key) else {
+            return false;
+        };
+        match shard.map.at_mut(i) {
             Some(e) if e.version == version && e.tombstone => {
-                if let Some((k, e)) = shard.lru.pop_entry(key) {
+                if let Some((k, e)) = shard.map.remove_at(i) {
                     drop(shard);
                     self.uncharge(&k, &e);
                 }
@@ -409,8 +676,8 @@ impl HotTier {
     /// Marks `version` of `key` as unwritable (see [`HotEntry::unwritable`]). Returns whether
     /// the hot tier still held that version.
     pub fn mark_unwritable(&self, key: &[u8], version: u64) -> bool {
-        let mut shard = self.lock(self.shard_of(key));
-        match shard.lru.peek_mut(key) {
+        let (hash, _, mut shard) = self.lock_key(key);
+        match shard.map.peek_mut(hash, key) {
             Some(e) if e.version == version => {
                 e.unwritable = true;
                 true
@@ -438,10 +705,10 @@ impl HotTier {
             let shard = self.lock(i);
             out.extend(
                 shard
-                    .lru
+                    .map
                     .iter()
                     .filter(|(_, e)| e.dirty)
-                    .map(|(k, e)| (k.clone(), e.clone())),
+                    .map(|(k, e)| (k.into(), e.clone())),
             );
         }
         out
@@ -450,7 +717,7 @@ impl HotTier {
     /// Number of dirty entries.
     pub fn dirty_count(&self) -> usize {
         (0..self.shards.len())
-            .map(|i| self.lock(i).lru.iter().filter(|(_, e)| e.dirty).count())
+            .map(|i| self.lock(i).map.iter().filter(|(_, e)| e.dirty).count())
             .sum()
     }
 
@@ -460,25 +727,21 @@ impl HotTier {
         let mut out = Vec::new();
         for i in 0..self.shards.len() {
             let mut shard = self.lock(i);
-            let doomed: Vec<Box<[u8]>> = shard
-                .lru
-                .iter()
-                .filter(|(k, e)| pred(k, e))
-                .map(|(k, _)| k.clone())
-                .collect();
+            let doomed = shard.map.drain_where(&mut pred);
             if !doomed.is_empty() {
                 shard.mutations += 1;
             }
-            for k in doomed {
-                if let Some((k, e)) = shard.lru.pop_entry(&k) {
-                    self.uncharge(&k, &e);
-                    out.push(Evicted { key: k, entry: e });
-                }
+            for (k, e) in doomed {
+                self.uncharge(&k, &e);
+                out.push(Evicted { key: k, entry: e });
             }
         }
         out
     }
 }
+
+#[cfg(test)]
+mod model_tests;
 
 #[cfg(test)]
 mod tests {
