@@ -22,7 +22,11 @@ fn crc32(data: &[u8]) -> u32 {
     for &b in data {
         c ^= u32::from(b);
         for _ in 0..8 {
-            c = if c & 1 != 0 { (c >> 1) ^ 0xEDB8_8320 } else { c >> 1 };
+            c = if c & 1 != 0 {
+                (c >> 1) ^ 0xEDB8_8320
+            } else {
+                c >> 1
+            };
         }
     }
     !c
@@ -127,11 +131,35 @@ fn cases() -> Vec<Case> {
         })
     };
     case("reference", good.clone(), n, &v, Want::Value);
-    case("two members, declared the first", cat(&[&good, &good]), n, &v, DECODE);
-    case("two members, declared both", cat(&[&good, &good]), 2 * n, &v, DECODE);
+    case(
+        "two members, declared the first",
+        cat(&[&good, &good]),
+        n,
+        &v,
+        DECODE,
+    );
+    case(
+        "two members, declared both",
+        cat(&[&good, &good]),
+        2 * n,
+        &v,
+        DECODE,
+    );
     let empty = deflate(b"", 6).unwrap();
-    case("member then an empty member", cat(&[&good, &empty]), n, &v, DECODE);
-    case("empty member then the member", cat(&[&empty, &good]), n, &v, DECODE);
+    case(
+        "member then an empty member",
+        cat(&[&good, &empty]),
+        n,
+        &v,
+        DECODE,
+    );
+    case(
+        "empty member then the member",
+        cat(&[&empty, &good]),
+        n,
+        &v,
+        DECODE,
+    );
     // Optional fields, valid: RFC 1952 members.
     let fextra = [4u8, 0, b'A', b'C', 0, 0];
     case(
@@ -221,7 +249,13 @@ fn cases() -> Vec<Case> {
         let name: &'static str = Box::leak(format!("trailer cut by {cut}").into_boxed_str());
         case(name, good[..l - cut].to_vec(), n, &v, DECODE);
     }
-    case("final block, no trailer", cat(&[&header(0), &body]), n, &v, DECODE);
+    case(
+        "final block, no trailer",
+        cat(&[&header(0), &body]),
+        n,
+        &v,
+        DECODE,
+    );
     // Blocks.
     case(
         "stored blocks, final",

@@ -105,8 +105,7 @@ async fn writers_and_readers_on_a_tiny_hot_tier_agree_with_the_model() {
                             // A remove in between may let an older value reappear only if
                             // it was set again; writers never reuse an n.
                             if n < seen[k as usize] && (seen[k as usize] - n) > 0 {
-                                let removed_between =
-                                    (n..seen[k as usize]).any(|m| m % 11 == 0);
+                                let removed_between = (n..seen[k as usize]).any(|m| m % 11 == 0);
                                 if !removed_between {
                                     errs.push(format!(
                                         "reader {r}: hot:{k} went back from {} to {n}",
@@ -166,10 +165,16 @@ async fn clear_races_sets_on_a_tiny_hot_tier() {
                 let k = w * 4 + n % 4;
                 let key = format!("clr:{k}");
                 let v = value(k, n);
-                let before = (started.load(Ordering::SeqCst), finished.load(Ordering::SeqCst));
+                let before = (
+                    started.load(Ordering::SeqCst),
+                    finished.load(Ordering::SeqCst),
+                );
                 c.set_bytes(key.as_str(), &v).await.unwrap();
                 let got = c.get_bytes(key.as_str()).await.unwrap();
-                let after = (started.load(Ordering::SeqCst), finished.load(Ordering::SeqCst));
+                let after = (
+                    started.load(Ordering::SeqCst),
+                    finished.load(Ordering::SeqCst),
+                );
                 let quiet = before == after && before.0 == before.1;
                 match got {
                     Some(g) if *g == *v => {}
@@ -204,7 +209,11 @@ async fn clear_races_sets_on_a_tiny_hot_tier() {
     cache.clear().await.unwrap();
     cache.flush().await.unwrap();
     for k in 0..24u64 {
-        assert!(cache.get_bytes(format!("clr:{k}").as_str()).await.unwrap().is_none());
+        assert!(cache
+            .get_bytes(format!("clr:{k}").as_str())
+            .await
+            .unwrap()
+            .is_none());
     }
 }
 
@@ -223,21 +232,37 @@ async fn degenerate_keys_and_values() {
     cache.set_bytes("", b"empty key").await.unwrap();
     cache.set_bytes("empty value", b"").await.unwrap();
     let long = "k".repeat(1024);
-    cache.set_bytes(long.as_str(), b"longest key").await.unwrap();
+    cache
+        .set_bytes(long.as_str(), b"longest key")
+        .await
+        .unwrap();
     let too_long = "k".repeat(1025);
     assert!(cache.set_bytes(too_long.as_str(), b"x").await.is_err());
     let big = noise(100 << 10, 3);
-    cache.set_bytes("bigger than the hot tier", &big).await.unwrap();
+    cache
+        .set_bytes("bigger than the hot tier", &big)
+        .await
+        .unwrap();
     for _ in 0..2 {
-        assert_eq!(cache.get_bytes("").await.unwrap().as_deref(), Some(&b"empty key"[..]));
-        assert_eq!(cache.get_bytes("empty value").await.unwrap().as_deref(), Some(&b""[..]));
+        assert_eq!(
+            cache.get_bytes("").await.unwrap().as_deref(),
+            Some(&b"empty key"[..])
+        );
+        assert_eq!(
+            cache.get_bytes("empty value").await.unwrap().as_deref(),
+            Some(&b""[..])
+        );
         assert_eq!(
             cache.get_bytes(long.as_str()).await.unwrap().as_deref(),
             Some(&b"longest key"[..])
         );
         assert!(cache.get_bytes(too_long.as_str()).await.is_err());
         assert_eq!(
-            cache.get_bytes("bigger than the hot tier").await.unwrap().as_deref(),
+            cache
+                .get_bytes("bigger than the hot tier")
+                .await
+                .unwrap()
+                .as_deref(),
             Some(&big[..])
         );
         cache.flush().await.unwrap();

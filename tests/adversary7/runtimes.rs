@@ -23,7 +23,10 @@ fn mt(workers: usize) -> Runtime {
 }
 
 fn ct() -> Runtime {
-    RtBuilder::new_current_thread().enable_all().build().unwrap()
+    RtBuilder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 /// A cache (built on `rt`) whose hot tier holds one entry, with `n` large entries planted
@@ -51,7 +54,10 @@ fn check(cache: &TestCache, i: u64, got: Option<Arc<[u8]>>) {
         "big:{i}: {:?}",
         cache.stats().disk_errors_by_kind
     );
-    assert!(*got.unwrap() == *noise(VALUE_LEN, i), "big:{i}: wrong bytes");
+    assert!(
+        *got.unwrap() == *noise(VALUE_LEN, i),
+        "big:{i}: wrong bytes"
+    );
 }
 
 fn no_disk_errors(cache: &TestCache) {
@@ -247,8 +253,8 @@ fn runtime_shutdown_during_large_reads() {
     for i in 0..8u64 {
         let key = format!("big:{i}");
         let bytes = std::fs::read(v2_path(&root, key.as_bytes())).unwrap();
-        let d = answercache::warm::format::decode(&bytes, key.as_bytes(), &Default::default())
-            .unwrap();
+        let d =
+            answercache::warm::format::decode(&bytes, key.as_bytes(), &Default::default()).unwrap();
         assert!(d.value == noise(VALUE_LEN, i));
     }
     drop(cache);

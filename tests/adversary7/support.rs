@@ -57,7 +57,10 @@ pub fn plant(path: &Path, bytes: &[u8]) {
 
 pub async fn scanned(cache: &TieredCache) {
     assert!(
-        wait_until(Duration::from_secs(60), || cache.stats().warm_index_complete).await,
+        wait_until(Duration::from_secs(60), || cache
+            .stats()
+            .warm_index_complete)
+        .await,
         "the startup scan did not finish"
     );
 }

@@ -31,7 +31,12 @@ async fn misplaced_entry_files_are_not_indexed() {
         if hex.starts_with("00") {
             continue;
         }
-        let file = entry_file(key.as_bytes(), &noise(40 << 10, u64::from(i)), now_ms() - 60_000, 0);
+        let file = entry_file(
+            key.as_bytes(),
+            &noise(40 << 10, u64::from(i)),
+            now_ms() - 60_000,
+            0,
+        );
         plant(&t.path().join("v2").join("00").join(&hex), &file);
         planted += 1;
         if planted == 64 {
@@ -116,7 +121,10 @@ async fn eviction_spares_another_instances_newer_file() {
         assert!(i < 200, "no eviction");
     }
     assert_eq!(a.stats().warm_evictions, 1);
-    assert!(!v2_path(&root, b"filler:0").exists(), "filler:0 was the next least recent");
+    assert!(
+        !v2_path(&root, b"filler:0").exists(),
+        "filler:0 was the next least recent"
+    );
     let path = v2_path(&root, b"victim");
     let bytes = std::fs::read(&path).expect("B's newer file was deleted by A's eviction");
     let d = answercache::warm::format::decode(&bytes, b"victim", &Default::default()).unwrap();
