@@ -98,19 +98,9 @@ pub struct StoreConfig {
 }
 
 /// The largest entry file [`WarmStore::read_inline`] verifies and inflates on the caller's
-/// thread as it is (an async worker): 16 KiB of file is ~40 KiB of text, ~60 µs of blake3 +
-/// inflate on a slow core. A larger file is inflated on the caller's thread too, inside
-/// `tokio::task::block_in_place` (the worker's other tasks move to another thread meanwhile),
-/// on a multi-thread runtime; on a current-thread runtime it is handed to the blocking pool,
-/// already read.
+/// thread (an async worker): 16 KiB of file is ~40 KiB of text, ~60 µs of blake3 + inflate on a
+/// slow core. Larger files are handed to the blocking pool, already read.
 pub const INLINE_DECODE_MAX: usize = 16 * 1024;
-
-/// Whether `tokio::task::block_in_place` may be called here: on a multi-thread runtime (it
-/// panics on a current-thread one).
-fn may_block_in_place() -> bool {
-    tokio::runtime::Handle::try_current()
-        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
-}
 
 /// What a read found.
 #[derive(Debug)]
@@ -448,18 +438,13 @@ impl WarmStore {
             }
             Err(e) => return ControlFlow::Break(Err(e)),
         };
-        let decoded = if data.len() <= INLINE_DECODE_MAX {
-            format::decode(&data, key, &self.config.limits)
-        } else if may_block_in_place() {
-            // Inflating a large entry takes longer than an async worker may be held (~150 µs
-            // for a 64 KiB value): `block_in_place` hands the worker's other tasks to another
-            // thread while this one inflates. Unlike a blocking-pool hop, this read waits
-            // for no other thread to wake up. CPU only: no disk call runs here.
-            tokio::task::block_in_place(|| format::decode(&data, key, &self.config.limits))
-        } else {
-            // A current-thread runtime cannot hand its tasks over: the pool inflates it.
+        if data.len() > INLINE_DECODE_MAX {
+            // Longer than an async worker may be held (~150 µs for a 64 KiB value). Not
+            // `block_in_place`: tokio gives no way to ask whether it may be called, and it
+            // panics inside a `LocalSet` or an entered handle (tests/adversary7).
             return ControlFlow::Continue(Some(data));
-        };
+        }
+        let decoded = format::decode(&data, key, &self.config.limits);
         match decoded {
             Ok(decoded) if !decoded.meta.is_expired(now_ms) => {
                 self.counters.inline_reads.inc();

@@ -258,64 +258,6 @@ fn read_inline_hands_a_large_entry_over_already_read_and_read_prefetched_hits() 
     assert_eq!(std::fs::read(env.path(&hash)).unwrap(), file);
 }
 
-/// On a multi-thread runtime a large entry is inflated on the caller's thread too (inside
-/// `block_in_place`): no blocking-pool hop. On a current-thread runtime it is handed over.
-#[test]
-fn read_inline_inflates_a_large_entry_in_place_on_a_multi_thread_runtime() {
-    let dir = tempfile::tempdir().unwrap();
-    if !nowait_here(dir.path()) {
-        return;
-    }
-    let env = open(dir.path());
-    let key = b"large";
-    let hash = layout::key_hash(key);
-    let value = noise(32 * 1024);
-    let m = meta(NOW + 1);
-    let file = env.put(&StdFs::new(), key, &value, m);
-    assert!(file.len() > INLINE_DECODE_MAX);
-    hit(env.read(&StdFs::new(), key));
-
-    let current = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
-    let handed = current
-        .block_on(async { expect_continue(env.store.read_inline(&StdFs::new(), key, &hash, NOW)) });
-    assert_eq!(handed.as_deref(), Some(&file[..]));
-    assert_eq!(env.counters.inline_reads.get(), 0);
-
-    let multi = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .build()
-        .unwrap();
-    // On a worker (a spawned task) and on the thread in `block_on`.
-    let on_worker = {
-        let env = Arc::new(env);
-        let e = env.clone();
-        let d = multi
-            .block_on(multi.spawn(async move {
-                hit(expect_break(e.store.read_inline(
-                    &StdFs::new(),
-                    key,
-                    &hash,
-                    NOW,
-                )))
-            }))
-            .unwrap();
-        assert_eq!((d.value, d.meta), (value.clone(), m));
-        let d = multi.block_on(async {
-            hit(expect_break(env.store.read_inline(
-                &StdFs::new(),
-                key,
-                &hash,
-                NOW,
-            )))
-        });
-        assert_eq!(d.value, value);
-        env.counters.inline_reads.get()
-    };
-    assert_eq!(on_worker, 2);
-}
-
 #[test]
 fn read_prefetched_hits_on_valid_bytes_without_touching_the_disk() {
     let dir = tempfile::tempdir().unwrap();

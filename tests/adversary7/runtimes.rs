@@ -70,9 +70,11 @@ fn no_disk_errors(cache: &TestCache) {
     );
 }
 
-/// The reference: a worker of a multi-thread runtime reads in place (counted inline).
+/// The reference: on a worker of a multi-thread runtime, and in its `block_on`, a large entry
+/// is read already in memory and inflated on the blocking pool (the lead removed the
+/// `block_in_place` path these tests broke: it is not counted inline).
 #[test]
-fn multi_thread_worker_reads_in_place() {
+fn multi_thread_worker_reads_large_entries_on_the_pool() {
     let rt = mt(2);
     let cache = cache_with_large_entries(&rt, 2);
     rt.block_on(async {
@@ -82,9 +84,8 @@ fn multi_thread_worker_reads_in_place() {
             .await
             .unwrap();
         check(&cache, 0, got);
-        // Runtime::block_on itself (not a worker) may block in place too.
         check(&cache, 1, cache.get_bytes("big:1").await.unwrap());
-        assert_eq!(cache.stats().inline_reads, before + 2);
+        assert_eq!(cache.stats().inline_reads, before);
         assert_eq!(cache.stats().warm_hits, 2);
     });
     no_disk_errors(&cache);
