@@ -261,14 +261,16 @@ impl<'a> EntryWalk<'a> {
         let path = dir.join(&e.name);
         match level {
             Level::FanOut => match layout::parse_hex(&e.name) {
-                Some(hash) => WalkItem::Entry(WalkEntry {
+                // Only at its own fan-out directory (`v2/ab/ab…`) is a name an entry path:
+                // elsewhere no read ever looks for it, so it is foreign, not an entry.
+                Some(hash) if fan_out_of(dir) == Some(hash[0]) => WalkItem::Entry(WalkEntry {
                     path,
                     hash,
                     kind: e.kind,
                     len: e.len,
                     modified_ms: e.modified_ms,
                 }),
-                None => foreign(path, e.kind),
+                _ => foreign(path, e.kind),
             },
             Level::Entries if e.kind == FileKind::Dir && layout::is_fanout_name(&e.name) => {
                 self.pending = Some((path.clone(), Level::FanOut));
@@ -380,6 +382,15 @@ fn foreign(path: PathBuf, kind: FileKind) -> WalkItem {
 
 /// Gone between two listings: another process removed it (or replaced a directory on the
 /// way with a file).
+/// The first hash byte of the entries a fan-out directory holds (`…/v2/ab` → `0xab`).
+fn fan_out_of(dir: &Path) -> Option<u8> {
+    let name = dir.file_name()?.to_str()?;
+    if !layout::is_fanout_name(OsStr::new(name)) {
+        return None;
+    }
+    u8::from_str_radix(name, 16).ok()
+}
+
 fn is_vanished(e: &io::Error) -> bool {
     matches!(
         e.kind(),
