@@ -633,10 +633,18 @@ async fn corrupt_file_is_quarantined(c: &TieredCache, kept: usize) -> Result<(),
     use answercache::warm::layout::{key_hash, Layout};
     let layout = Layout::new(c.root());
     let path = layout.entry_path(&key_hash(b"q"));
-    let planted = path
-        .parent()
-        .map_or(Ok(()), std::fs::create_dir_all)
-        .and_then(|()| std::fs::write(&path, b"not an entry file"));
+    // The open cache removes an empty fan-out directory (its scan, every 256 writes): like
+    // any writer, make it again when it vanished between the mkdir and the write.
+    let mut planted = Ok(());
+    for _ in 0..10 {
+        planted = path
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::write(&path, b"not an entry file"));
+        if !matches!(&planted, Err(e) if e.kind() == std::io::ErrorKind::NotFound) {
+            break;
+        }
+    }
     planted.map_err(|e| format!("planting {path:?}: {e}"))?;
     let q = c.get_bytes("q").await.map_err(|e| e.to_string())?;
     ensure(q.is_none(), || format!("a corrupt file was served: {q:?}"))?;
