@@ -1,0 +1,515 @@
+//! Compression level study (issue "Performance"): what each gzip level costs and saves on the
+//! values an agent backend caches, per size class, to choose the default from data.
+//!
+//! Values ([`agent_values`], seeded): English prose answers, markdown answers with code blocks,
+//! OpenAI-style chat completions (usage; every other one a tool-call turn whose arguments are
+//! JSON in a JSON string) and search-tool JSON results, at exactly 1, 4, 16, 64 and 256 KiB.
+//! Each (kind, size) cell holds [`values_per_cell`] different values (64 at 1-4 KiB, 4 at
+//! 256 KiB); every figure is over all of them.
+//!
+//! Printed once, untimed or timed by a quick loop (before criterion runs):
+//!
+//! 1. ratio: gzip payload / value, levels 0-9 (what `format::deflate` produces);
+//! 2. quick timings, levels 0-9: `format::encode` (gzip + blake3 + header, the write path's
+//!    CPU) and `format::decode` (checksum + inflate, the read path's CPU), median of
+//!    [`QUICK_ROUNDS`] rounds over the cell's values, per value;
+//! 3. what an entry takes: file bytes (header + key + payload, what a read reads) and the
+//!    bytes the warm budget charges (file rounded up to 4 KiB, plus 128 for its directory
+//!    entry: `WarmIndex::charge`);
+//! 4. the cost of reading bytes from the page cache (`std::fs::read` of 4-256 KiB files).
+//!
+//! Then criterion times `encode` and `decode` for levels 1, 3, 6 and 9 on every (kind, size)
+//! (ids `compression/encode/<kind>/<size>/L<level>`, `compression/decode/...`), each iteration
+//! taking the cell's next value; and last, from this run's criterion estimates, the per size
+//! class summary: per write (encode µs), per read (decode µs, bytes read) and per entry on
+//! disk (charged bytes, entries a budget holds) for each level, against level 3, the default.
+//!
+//! Knob: `ANSWERCACHE_BENCH_CORPUS` = paths (`:`-separated) of real text files or directories
+//! (their `*.md`, `*.txt`, `*.json`, `*.rst` files, sorted, concatenated): each becomes an
+//! extra kind in tables 1-3, cut into consecutive values of each size (not timed by criterion).
+//!
+//! `ANSWERCACHE_BENCH_DUMP` = a directory: the second value of each generated cell (a tool-call
+//! turn for chat-json) is written there, to look at.
+//!
+//! Run: `cargo bench --bench compression -- --warm-up-time 1 --measurement-time 2`
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+#[path = "workload/mod.rs"]
+mod workload;
+
+#[path = "workload/agent_values.rs"]
+mod agent_values;
+
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime};
+
+use agent_values::ValueKind;
+use answercache::warm::format::{self, EntryMeta, Limits};
+use answercache::Encoding;
+use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
+
+/// Size classes: 1, 4, 16, 64 and 256 KiB.
+const SIZES: [usize; 5] = [1 << 10, 4 << 10, 16 << 10, 64 << 10, 256 << 10];
+/// Levels criterion times.
+const TIMED_LEVELS: [u32; 4] = [1, 3, 6, 9];
+/// The current default (`DEFAULT_COMPRESSION_LEVEL`), the reference of the summary.
+const BASE_LEVEL: u32 = answercache::defaults::DEFAULT_COMPRESSION_LEVEL;
+/// Rounds of the quick timing loop (median taken).
+const QUICK_ROUNDS: usize = 5;
+/// The warm budget's allocation unit and per-entry directory charge (`src/warm/index.rs`).
+const UNIT: u64 = 4096;
+const DIRENT_CHARGE: u64 = 128;
+
+/// Values per (kind, size) cell: about 512 KiB of values, between 4 and 64 of them.
+fn values_per_cell(size: usize) -> usize {
+    ((512 << 10) / size).clamp(4, 64)
+}
+
+fn size_label(size: usize) -> String {
+    format!("{}KiB", size >> 10)
+}
+
+/// One (kind, size) cell: its values and their keys.
+struct Cell {
+    kind: String,
+    size: usize,
+    keys: Vec<Vec<u8>>,
+    values: Vec<Vec<u8>>,
+    encoding: Encoding,
+}
+
+impl Cell {
+    fn generated(kind: ValueKind, size: usize) -> Cell {
+        let n = values_per_cell(size);
+        let values: Vec<Vec<u8>> = (0..n as u64)
+            .map(|i| agent_values::value(kind, size, 1000 * size as u64 + i))
+            .collect();
+        for v in &values {
+            assert_eq!(v.len(), size, "{} {size}", kind.label());
+        }
+        let encoding = match kind {
+            ValueKind::Chat | ValueKind::ToolResult => Encoding::Json,
+            _ => Encoding::Raw,
+        };
+        Cell {
+            kind: kind.label().to_owned(),
+            size,
+            keys: workload::keys(n, size as u64),
+            values,
+            encoding,
+        }
+    }
+
+    /// Consecutive `size`-byte pieces of `text` (as many as fit, up to the usual count).
+    fn corpus(label: &str, text: &[u8], size: usize) -> Option<Cell> {
+        let n = (text.len() / size).min(values_per_cell(size));
+        if n == 0 {
+            return None;
+        }
+        Some(Cell {
+            kind: label.to_owned(),
+            size,
+            keys: workload::keys(n, 7 + size as u64),
+            values: text
+                .chunks_exact(size)
+                .take(n)
+                .map(<[u8]>::to_vec)
+                .collect(),
+            encoding: Encoding::Raw,
+        })
+    }
+
+    fn meta(&self) -> EntryMeta {
+        EntryMeta {
+            created_ms: 1_730_000_000_000,
+            expires_ms: 0,
+            cost: 1234,
+            encoding: self.encoding,
+        }
+    }
+
+    fn files(&self, level: u32) -> Vec<Vec<u8>> {
+        self.keys
+            .iter()
+            .zip(&self.values)
+            .map(|(k, v)| format::encode(k, v, self.meta(), level).unwrap())
+            .collect()
+    }
+}
+
+/// What one level does to one cell, per value (means).
+#[derive(Clone, Copy, Default)]
+struct Quick {
+    ratio: f64,
+    file: f64,
+    charged: f64,
+    encode_us: f64,
+    decode_us: f64,
+}
+
+fn charge(file_len: usize) -> u64 {
+    (file_len as u64).div_ceil(UNIT) * UNIT + DIRENT_CHARGE
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+fn quick(cell: &Cell, level: u32, rounds: usize) -> Quick {
+    let n = cell.values.len() as f64;
+    let files = cell.files(level);
+    let payload: usize = files
+        .iter()
+        .zip(&cell.keys)
+        .map(|(f, k)| f.len() - format::HEADER_LEN - k.len())
+        .sum();
+    let original: usize = cell.values.iter().map(Vec::len).sum();
+    let limits = Limits::default();
+    let mut enc = Vec::new();
+    let mut dec = Vec::new();
+    for _ in 0..rounds {
+        let t = Instant::now();
+        for (k, v) in cell.keys.iter().zip(&cell.values) {
+            black_box(format::encode(k, v, cell.meta(), level).unwrap());
+        }
+        enc.push(t.elapsed().as_secs_f64() * 1e6 / n);
+        let t = Instant::now();
+        for (k, f) in cell.keys.iter().zip(&files) {
+            black_box(format::decode(f, k, &limits).unwrap());
+        }
+        dec.push(t.elapsed().as_secs_f64() * 1e6 / n);
+    }
+    for ((k, f), v) in cell.keys.iter().zip(&files).zip(&cell.values) {
+        assert_eq!(&format::decode(f, k, &limits).unwrap().value, v);
+    }
+    Quick {
+        ratio: payload as f64 / original as f64,
+        file: files.iter().map(Vec::len).sum::<usize>() as f64 / n,
+        charged: files.iter().map(|f| charge(f.len())).sum::<u64>() as f64 / n,
+        encode_us: median(enc),
+        decode_us: median(dec),
+    }
+}
+
+/// The text of each corpus path in `ANSWERCACHE_BENCH_CORPUS`, labelled by its file name.
+fn corpora() -> Vec<(String, Vec<u8>)> {
+    let Some(paths) = std::env::var_os("ANSWERCACHE_BENCH_CORPUS") else {
+        return Vec::new();
+    };
+    std::env::split_paths(&paths)
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(|p| {
+            let mut files = Vec::new();
+            collect(&p, &mut files);
+            files.sort();
+            let mut text = Vec::new();
+            for f in &files {
+                text.extend(std::fs::read(f).unwrap_or_default());
+                text.push(b'\n');
+            }
+            let label = p.file_name().map_or_else(
+                || p.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            );
+            (format!("real:{label}"), text)
+        })
+        .collect()
+}
+
+fn collect(p: &Path, out: &mut Vec<PathBuf>) {
+    if p.is_dir() {
+        for e in std::fs::read_dir(p).into_iter().flatten().flatten() {
+            collect(&e.path(), out);
+        }
+    } else if p.is_file()
+        && p.extension()
+            .is_some_and(|e| ["md", "txt", "json", "rst"].iter().any(|x| e == *x))
+    {
+        out.push(p.to_owned());
+    }
+}
+
+fn print_quick_tables(cells: &[Cell], quick: &BTreeMap<(usize, u32), Quick>, rounds: usize) {
+    let levels: Vec<u32> = (0..=9).collect();
+    let header = |what: &str| {
+        let cols: Vec<String> = levels.iter().map(|l| format!("L{l}")).collect();
+        println!("| {what} | {} |", cols.join(" | "));
+        println!("|---|{}", "---|".repeat(levels.len()));
+    };
+    let table = |title: &str, f: &dyn Fn(&Quick) -> String| {
+        println!("{title}");
+        println!();
+        header("kind / size");
+        for (i, c) in cells.iter().enumerate() {
+            let row: Vec<String> = levels.iter().map(|&l| f(&quick[&(i, l)])).collect();
+            println!(
+                "| {} {} | {} |",
+                c.kind,
+                size_label(c.size),
+                row.join(" | ")
+            );
+        }
+        println!();
+    };
+    table(
+        "Table 1. Ratio, gzip payload / value (lower is smaller):",
+        &|q| format!("{:.3}", q.ratio),
+    );
+    table(
+        &format!(
+            "Table 2a. Quick timing: format::encode µs per value (gzip + blake3; median of {rounds} rounds):"
+        ),
+        &|q| format!("{:.1}", q.encode_us),
+    );
+    table(
+        &format!(
+            "Table 2b. Quick timing: format::decode µs per value (blake3 + inflate; median of {rounds} rounds):"
+        ),
+        &|q| format!("{:.1}", q.decode_us),
+    );
+    table(
+        "Table 3. Entry file bytes per value / bytes the warm budget charges (4 KiB units + 128):",
+        &|q| format!("{:.0} / {:.0}", q.file, q.charged),
+    );
+}
+
+/// Median µs of `std::fs::read` of a `len`-byte file in the page cache.
+fn page_cache_read_us(dir: &Path, len: usize) -> f64 {
+    let path = dir.join(format!("f{len}"));
+    std::fs::write(&path, vec![b'x'; len]).unwrap();
+    let mut times = Vec::new();
+    for _ in 0..300 {
+        let t = Instant::now();
+        black_box(std::fs::read(&path).unwrap());
+        times.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    median(times)
+}
+
+/// Where criterion writes its estimates (its own rule: `$CRITERION_HOME`, else the target
+/// directory's `criterion/`).
+fn criterion_dir() -> Option<PathBuf> {
+    if let Some(home) = std::env::var_os("CRITERION_HOME") {
+        return Some(PathBuf::from(home));
+    }
+    if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
+        return Some(PathBuf::from(target).join("criterion"));
+    }
+    // <target>/release/deps/compression-<hash>
+    let exe = std::env::current_exe().ok()?;
+    Some(exe.parent()?.parent()?.parent()?.join("criterion"))
+}
+
+/// This run's criterion estimates (ns per iteration: the slope where there is one, else the
+/// mean, as criterion prints), by full id.
+fn estimates(since: SystemTime) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    let Some(root) = criterion_dir().map(|d| d.join("compression")) else {
+        return out;
+    };
+    for bench in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+        for level in std::fs::read_dir(bench.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let new = level.path().join("new");
+            let (Ok(b), Ok(e)) = (
+                std::fs::read(new.join("benchmark.json")),
+                std::fs::read(new.join("estimates.json")),
+            ) else {
+                continue;
+            };
+            let fresh = std::fs::metadata(new.join("estimates.json"))
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t >= since);
+            let (Ok(b), Ok(e)) = (
+                serde_json::from_slice::<serde_json::Value>(&b),
+                serde_json::from_slice::<serde_json::Value>(&e),
+            ) else {
+                continue;
+            };
+            let ns = e["slope"]["point_estimate"]
+                .as_f64()
+                .or_else(|| e["mean"]["point_estimate"].as_f64());
+            if let (true, Some(id), Some(ns)) = (fresh, b["full_id"].as_str(), ns) {
+                out.insert(id.to_owned(), ns);
+            }
+        }
+    }
+    out
+}
+
+fn id(op: &str, kind: &str, size: usize, level: u32) -> String {
+    format!("compression/{op}/{kind}/{}/L{level}", size_label(size))
+}
+
+/// The per size class summary from this run's criterion estimates and the cells' sizes.
+fn print_summary(
+    cells: &[Cell],
+    quick: &BTreeMap<(usize, u32), Quick>,
+    est: &BTreeMap<String, f64>,
+    read_slope_us_per_kib: f64,
+) {
+    println!(
+        "Table 5. Per size class (mean over the {} generated kinds; criterion times), against L{BASE_LEVEL}:",
+        ValueKind::ALL.len()
+    );
+    println!();
+    println!("| size | level | encode µs (write) | decode µs (read) | file bytes (read) | charged bytes | entries per budget vs L{BASE_LEVEL} | Δwrite µs | Δread µs (CPU + page-cache copy) | write µs per KiB of budget saved |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    let generated: Vec<(usize, &Cell)> = cells
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| !c.kind.starts_with("real:"))
+        .collect();
+    for &size in &SIZES {
+        let row = |level: u32| -> Option<(f64, f64, f64, f64)> {
+            let mut acc = (0.0, 0.0, 0.0, 0.0);
+            let mut n = 0.0;
+            for (i, c) in generated.iter().filter(|(_, c)| c.size == size) {
+                let q = quick.get(&(*i, level))?;
+                let e = est.get(&id("encode", &c.kind, size, level))? / 1e3;
+                let d = est.get(&id("decode", &c.kind, size, level))? / 1e3;
+                acc = (acc.0 + e, acc.1 + d, acc.2 + q.file, acc.3 + q.charged);
+                n += 1.0;
+            }
+            (n > 0.0).then(|| (acc.0 / n, acc.1 / n, acc.2 / n, acc.3 / n))
+        };
+        let Some(base) = row(BASE_LEVEL) else {
+            continue;
+        };
+        for &level in &TIMED_LEVELS {
+            let Some((e, d, file, charged)) = row(level) else {
+                continue;
+            };
+            let read_delta = (d - base.1) + (file - base.2) / 1024.0 * read_slope_us_per_kib;
+            let saved_kib = (base.3 - charged) / 1024.0;
+            let per_kib = if level == BASE_LEVEL || saved_kib.abs() < 1e-9 {
+                "-".to_owned()
+            } else {
+                format!("{:.1}", (e - base.0) / saved_kib)
+            };
+            println!(
+                "| {} | L{level} | {e:.1} | {d:.1} | {file:.0} | {charged:.0} | {:+.1}% | {:+.1} | {read_delta:+.1} | {per_kib} |",
+                size_label(size),
+                (base.3 / charged - 1.0) * 100.0,
+                e - base.0,
+            );
+        }
+    }
+    println!();
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --benches` does not (criterion's test mode:
+    // each bench once). The quick loop then runs one round.
+    let bench_mode = std::env::args().any(|a| a == "--bench");
+    let started = SystemTime::now();
+    println!("compression: {}", workload::machine());
+    println!();
+
+    let mut cells: Vec<Cell> = Vec::new();
+    for kind in ValueKind::ALL {
+        for &size in &SIZES {
+            cells.push(Cell::generated(kind, size));
+        }
+    }
+    if let Some(dump) = std::env::var_os("ANSWERCACHE_BENCH_DUMP") {
+        let dump = PathBuf::from(dump);
+        std::fs::create_dir_all(&dump).unwrap();
+        for c in &cells {
+            let name = format!("{}-{}", c.kind, size_label(c.size));
+            std::fs::write(dump.join(name), &c.values[1]).unwrap();
+        }
+    }
+    for (label, text) in corpora() {
+        println!("corpus {label}: {} bytes", text.len());
+        for &size in &SIZES {
+            cells.extend(Cell::corpus(&label, &text, size));
+        }
+    }
+    let rounds = if bench_mode { QUICK_ROUNDS } else { 1 };
+    let mut quick_results = BTreeMap::new();
+    for (i, cell) in cells.iter().enumerate() {
+        for level in 0..=9 {
+            quick_results.insert((i, level), quick(cell, level, rounds));
+        }
+    }
+    println!();
+    print_quick_tables(&cells, &quick_results, rounds);
+
+    let dir = workload::bench_dir("compression");
+    let reads: Vec<(usize, f64)> = [4 << 10, 16 << 10, 64 << 10, 256 << 10]
+        .into_iter()
+        .map(|len| (len, page_cache_read_us(dir.path(), len)))
+        .collect();
+    let (small, large) = (reads[0], reads[reads.len() - 1]);
+    let slope = (large.1 - small.1) / ((large.0 - small.0) as f64 / 1024.0);
+    println!("Table 4. std::fs::read of a file in the page cache (median of 300):");
+    println!();
+    println!("| file | µs |");
+    println!("|---|---|");
+    for (len, us) in &reads {
+        println!("| {} | {us:.1} |", size_label(*len));
+    }
+    println!();
+    println!("Marginal cost of a page-cache byte: {slope:.3} µs per KiB (4 to 256 KiB).");
+    println!();
+
+    let mut c = Criterion::default().configure_from_args();
+    {
+        let mut group = c.benchmark_group("compression");
+        for cell in cells.iter().filter(|c| !c.kind.starts_with("real:")) {
+            let size = size_label(cell.size);
+            group.throughput(Throughput::Bytes(cell.size as u64));
+            if cell.size >= 64 << 10 {
+                group.sampling_mode(SamplingMode::Flat).sample_size(10);
+            } else {
+                group.sampling_mode(SamplingMode::Auto).sample_size(30);
+            }
+            let n = cell.values.len();
+            let limits = Limits::default();
+            for &level in &TIMED_LEVELS {
+                let meta = cell.meta();
+                group.bench_function(
+                    BenchmarkId::new(format!("encode/{}/{size}", cell.kind), format!("L{level}")),
+                    |b| {
+                        let mut j = 0;
+                        b.iter(|| {
+                            j = (j + 1) % n;
+                            format::encode(&cell.keys[j], &cell.values[j], meta, level).unwrap()
+                        })
+                    },
+                );
+                let files = cell.files(level);
+                group.bench_function(
+                    BenchmarkId::new(format!("decode/{}/{size}", cell.kind), format!("L{level}")),
+                    |b| {
+                        let mut j = 0;
+                        b.iter(|| {
+                            j = (j + 1) % n;
+                            format::decode(&files[j], &cell.keys[j], &limits).unwrap()
+                        })
+                    },
+                );
+            }
+        }
+        group.finish();
+    }
+    c.final_summary();
+
+    if bench_mode {
+        let est = estimates(started);
+        println!();
+        if est.is_empty() {
+            println!("(no criterion estimates from this run found: no summary)");
+        } else {
+            print_summary(&cells, &quick_results, &est, slope);
+        }
+    }
+}
