@@ -3,9 +3,12 @@
 //!
 //! Values ([`agent_values`], seeded): English prose answers, markdown answers with code blocks,
 //! OpenAI-style chat completions (usage; every other one a tool-call turn whose arguments are
-//! JSON in a JSON string) and search-tool JSON results, at exactly 1, 4, 16, 64 and 256 KiB.
-//! Each (kind, size) cell holds [`values_per_cell`] different values (64 at 1-4 KiB, 4 at
-//! 256 KiB); every figure is over all of them.
+//! JSON in a JSON string) and search-tool JSON results, in five size classes around 1, 4, 16,
+//! 64 and 256 KiB. A class is a range: each value's length is drawn uniformly from 0.75x to
+//! 1.25x the class size, so that the entries of a class fall anywhere relative to the 4 KiB
+//! allocation unit the warm budget counts in (values of one exact length would all round up
+//! alike). Each (kind, class) cell holds [`values_per_cell`] different values (64 up to
+//! 16 KiB, 32 at 64 KiB, 16 at 256 KiB); every figure is over all of them.
 //!
 //! Printed once, untimed or timed by a quick loop (before criterion runs):
 //!
@@ -18,7 +21,8 @@
 //!    entry: `WarmIndex::charge`);
 //! 4. the cost of reading bytes from the page cache (`std::fs::read` of 4-256 KiB files).
 //!
-//! Then criterion times `encode` and `decode` for levels 1, 3, 6 and 9 on every (kind, size)
+//! Then criterion times `encode` and `decode` for levels 1, 3, 6 and 9 (others with
+//! `ANSWERCACHE_BENCH_LEVELS`, e.g. `0,3,4,5,6`) on every (kind, size)
 //! (ids `compression/encode/<kind>/<size>/L<level>`, `compression/decode/...`), each iteration
 //! taking the cell's next value; and last, from this run's criterion estimates, the per size
 //! class summary: per write (encode µs), per read (decode µs, bytes read) and per entry on
@@ -48,12 +52,13 @@ use std::time::{Instant, SystemTime};
 
 use agent_values::ValueKind;
 use answercache::warm::format::{self, EntryMeta, Limits};
+use answercache::workload::Rng;
 use answercache::Encoding;
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
 
 /// Size classes: 1, 4, 16, 64 and 256 KiB.
 const SIZES: [usize; 5] = [1 << 10, 4 << 10, 16 << 10, 64 << 10, 256 << 10];
-/// Levels criterion times.
+/// Levels criterion times unless `ANSWERCACHE_BENCH_LEVELS` says otherwise.
 const TIMED_LEVELS: [u32; 4] = [1, 3, 6, 9];
 /// The current default (`DEFAULT_COMPRESSION_LEVEL`), the reference of the summary.
 const BASE_LEVEL: u32 = answercache::defaults::DEFAULT_COMPRESSION_LEVEL;
@@ -63,11 +68,36 @@ const QUICK_ROUNDS: usize = 5;
 const UNIT: u64 = 4096;
 const DIRENT_CHARGE: u64 = 128;
 
-/// Values per (kind, size) cell: about 512 KiB of values, between 4 and 64 of them.
+/// Values per (kind, size) cell: about 2 MiB of values, between 16 and 64 of them.
 fn values_per_cell(size: usize) -> usize {
-    ((512 << 10) / size).clamp(4, 64)
+    ((2 << 20) / size).clamp(16, 64)
 }
 
+/// The length of a value of class `size`: uniform in 0.75x-1.25x the class size.
+fn jittered(size: usize, rng: &mut Rng) -> usize {
+    size * 3 / 4 + rng.below(size / 2)
+}
+
+/// The levels criterion times: `ANSWERCACHE_BENCH_LEVELS` (comma-separated), else
+/// [`TIMED_LEVELS`].
+fn timed_levels() -> Vec<u32> {
+    std::env::var("ANSWERCACHE_BENCH_LEVELS")
+        .ok()
+        .map(|v| {
+            v.split(',')
+                .map(|l| {
+                    l.trim()
+                        .parse::<u32>()
+                        .expect("ANSWERCACHE_BENCH_LEVELS: 0-9, comma-separated")
+                })
+                .filter(|l| *l <= 9)
+                .collect::<Vec<u32>>()
+        })
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| TIMED_LEVELS.to_vec())
+}
+
+/// "16KiB": the class of lengths 12-20 KiB.
 fn size_label(size: usize) -> String {
     format!("{}KiB", size >> 10)
 }
@@ -82,14 +112,17 @@ struct Cell {
 }
 
 impl Cell {
-    fn generated(kind: ValueKind, size: usize) -> Cell {
-        let n = values_per_cell(size);
+    /// `n` values of `kind` in class `size`.
+    fn generated(kind: ValueKind, size: usize, n: usize) -> Cell {
+        let mut rng = Rng::new(size as u64);
         let values: Vec<Vec<u8>> = (0..n as u64)
-            .map(|i| agent_values::value(kind, size, 1000 * size as u64 + i))
+            .map(|i| {
+                let len = jittered(size, &mut rng);
+                let v = agent_values::value(kind, len, 1000 * size as u64 + i);
+                assert_eq!(v.len(), len, "{} {len}", kind.label());
+                v
+            })
             .collect();
-        for v in &values {
-            assert_eq!(v.len(), size, "{} {size}", kind.label());
-        }
         let encoding = match kind {
             ValueKind::Chat | ValueKind::ToolResult => Encoding::Json,
             _ => Encoding::Raw,
@@ -103,21 +136,29 @@ impl Cell {
         }
     }
 
-    /// Consecutive `size`-byte pieces of `text` (as many as fit, up to the usual count).
+    /// Consecutive pieces of `text` with the class's lengths (as many as fit, up to the
+    /// usual count).
     fn corpus(label: &str, text: &[u8], size: usize) -> Option<Cell> {
-        let n = (text.len() / size).min(values_per_cell(size));
-        if n == 0 {
+        let mut rng = Rng::new(size as u64);
+        let mut values = Vec::new();
+        let mut rest = text;
+        while values.len() < values_per_cell(size) {
+            let len = jittered(size, &mut rng);
+            if rest.len() < len {
+                break;
+            }
+            let (value, tail) = rest.split_at(len);
+            values.push(value.to_vec());
+            rest = tail;
+        }
+        if values.is_empty() {
             return None;
         }
         Some(Cell {
             kind: label.to_owned(),
             size,
-            keys: workload::keys(n, 7 + size as u64),
-            values: text
-                .chunks_exact(size)
-                .take(n)
-                .map(<[u8]>::to_vec)
-                .collect(),
+            keys: workload::keys(values.len(), 7 + size as u64),
+            values,
             encoding: Encoding::Raw,
         })
     }
@@ -141,13 +182,15 @@ impl Cell {
 }
 
 /// What one level does to one cell, per value (means).
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Default)]
 struct Quick {
     ratio: f64,
     file: f64,
     charged: f64,
     encode_us: f64,
     decode_us: f64,
+    /// Each value's entry file length.
+    lens: Vec<usize>,
 }
 
 fn charge(file_len: usize) -> u64 {
@@ -192,7 +235,45 @@ fn quick(cell: &Cell, level: u32, rounds: usize) -> Quick {
         charged: files.iter().map(|f| charge(f.len())).sum::<u64>() as f64 / n,
         encode_us: median(enc),
         decode_us: median(dec),
+        lens: files.iter().map(Vec::len).collect(),
     }
+}
+
+/// Table 3b: stored (level 0) where the stored file fits in one allocation unit, else
+/// `level`, against `level` alone.
+fn print_store_small(cells: &[Cell], quick: &BTreeMap<(usize, u32), Quick>, level: u32) {
+    println!(
+        "Table 3b. Rule \"level 0 if the stored entry file fits in one 4 KiB unit, else L{level}\", against L{level} alone (quick timings):"
+    );
+    println!();
+    println!("| kind / size | values stored | charged bytes L{level} | charged bytes rule | encode µs L{level} / rule | decode µs L{level} / rule |");
+    println!("|---|---|---|---|---|---|");
+    for (i, c) in cells.iter().enumerate() {
+        let (stored, compressed) = (&quick[&(i, 0)], &quick[&(i, level)]);
+        let n = stored.lens.len() as f64;
+        let fits: Vec<bool> = stored.lens.iter().map(|&l| l as u64 <= UNIT).collect();
+        let share = fits.iter().filter(|f| **f).count() as f64 / n;
+        let rule_charge: u64 = fits
+            .iter()
+            .zip(stored.lens.iter().zip(&compressed.lens))
+            .map(|(&fit, (&s, &z))| charge(if fit { s } else { z }))
+            .sum();
+        // Per-value times are not kept: the rule's time is the share-weighted mix.
+        let mix = |a: f64, b: f64| share * a + (1.0 - share) * b;
+        println!(
+            "| {} {} | {:.0}% | {:.0} | {:.0} | {:.1} / {:.1} | {:.1} / {:.1} |",
+            c.kind,
+            size_label(c.size),
+            share * 100.0,
+            compressed.charged,
+            rule_charge as f64 / n,
+            compressed.encode_us,
+            mix(stored.encode_us, compressed.encode_us),
+            compressed.decode_us,
+            mix(stored.decode_us, compressed.decode_us),
+        );
+    }
+    println!();
 }
 
 /// The text of each corpus path in `ANSWERCACHE_BENCH_CORPUS`, labelled by its file name.
@@ -350,6 +431,7 @@ fn id(op: &str, kind: &str, size: usize, level: u32) -> String {
 
 /// The per size class summary from this run's criterion estimates and the cells' sizes.
 fn print_summary(
+    levels: &[u32],
     cells: &[Cell],
     quick: &BTreeMap<(usize, u32), Quick>,
     est: &BTreeMap<String, f64>,
@@ -383,7 +465,7 @@ fn print_summary(
         let Some(base) = row(BASE_LEVEL) else {
             continue;
         };
-        for &level in &TIMED_LEVELS {
+        for &level in levels {
             let Some((e, d, file, charged)) = row(level) else {
                 continue;
             };
@@ -416,7 +498,9 @@ fn main() {
     let mut cells: Vec<Cell> = Vec::new();
     for kind in ValueKind::ALL {
         for &size in &SIZES {
-            cells.push(Cell::generated(kind, size));
+            // Test mode (`cargo test --benches`) checks the code, not the figures.
+            let n = if bench_mode { values_per_cell(size) } else { 2 };
+            cells.push(Cell::generated(kind, size, n));
         }
     }
     if let Some(dump) = std::env::var_os("ANSWERCACHE_BENCH_DUMP") {
@@ -442,6 +526,7 @@ fn main() {
     }
     println!();
     print_quick_tables(&cells, &quick_results, rounds);
+    print_store_small(&cells, &quick_results, BASE_LEVEL);
 
     let dir = workload::bench_dir("compression");
     let reads: Vec<(usize, f64)> = [4 << 10, 16 << 10, 64 << 10, 256 << 10]
@@ -461,7 +546,10 @@ fn main() {
     println!("Marginal cost of a page-cache byte: {slope:.3} µs per KiB (4 to 256 KiB).");
     println!();
 
-    let mut c = Criterion::default().configure_from_args();
+    let levels = timed_levels();
+    let mut c = Criterion::default()
+        .nresamples(10_000)
+        .configure_from_args();
     {
         let mut group = c.benchmark_group("compression");
         for cell in cells.iter().filter(|c| !c.kind.starts_with("real:")) {
@@ -474,7 +562,7 @@ fn main() {
             }
             let n = cell.values.len();
             let limits = Limits::default();
-            for &level in &TIMED_LEVELS {
+            for &level in &levels {
                 let meta = cell.meta();
                 group.bench_function(
                     BenchmarkId::new(format!("encode/{}/{size}", cell.kind), format!("L{level}")),
@@ -509,7 +597,7 @@ fn main() {
         if est.is_empty() {
             println!("(no criterion estimates from this run found: no summary)");
         } else {
-            print_summary(&cells, &quick_results, &est, slope);
+            print_summary(&levels, &cells, &quick_results, &est, slope);
         }
     }
 }

@@ -232,8 +232,8 @@ fn result(rng: &mut Rng, rank: usize) -> serde_json::Value {
     })
 }
 
-/// A search tool's result of exactly `size` bytes (above ~250): results are added while they
-/// fit, then the last snippet is lengthened to land on `size`.
+/// A search tool's result of exactly `size` bytes (above ~500): results are added while they
+/// fit, then the last snippet is lengthened (or, with one result, shortened) to land on `size`.
 pub fn tool_result(size: usize, seed: u64) -> Vec<u8> {
     let mut rng = Rng::stream(seed, 13);
     let n = 4 + rng.below(6);
@@ -254,8 +254,16 @@ pub fn tool_result(size: usize, seed: u64) -> Vec<u8> {
     loop {
         let next = result(&mut rng, results.len() + 1);
         results.push(next);
-        if render(&results).len() > size {
-            results.pop();
+        let len = render(&results).len();
+        if len > size {
+            if results.len() > 1 {
+                results.pop();
+            } else {
+                // One result is too long: shorten its snippet (ASCII, nothing escaped).
+                let snippet = results[0]["snippet"].as_str().unwrap_or_default();
+                let keep = snippet.len().saturating_sub(len - size);
+                results[0]["snippet"] = snippet[..keep].to_owned().into();
+            }
             break;
         }
     }
