@@ -10,23 +10,29 @@
 //! alike). Each (kind, class) cell holds [`values_per_cell`] different values (64 up to
 //! 16 KiB, 32 at 64 KiB, 16 at 256 KiB); every figure is over all of them.
 //!
-//! Printed once, untimed or timed by a quick loop (before criterion runs):
+//! Printed first (before criterion runs), for levels 0-9:
 //!
-//! 1. ratio: gzip payload / value, levels 0-9 (what `format::deflate` produces);
-//! 2. quick timings, levels 0-9: `format::encode` (gzip + blake3 + header, the write path's
-//!    CPU) and `format::decode` (checksum + inflate, the read path's CPU), median of
-//!    [`QUICK_ROUNDS`] rounds over the cell's values, per value;
+//! 1. ratio: gzip payload / value (what `format::deflate` produces);
+//! 2. paired timings: `format::encode` (gzip + blake3 + header, the write path's CPU) and
+//!    `format::decode` (checksum + inflate, the read path's CPU), per value. Each round
+//!    encodes the cell's values at every level, then decodes them at every level, in an order
+//!    that rotates every round, so that load on a shared machine falls on all levels alike;
+//!    medians of [`ROUNDS`] rounds;
 //! 3. what an entry takes: file bytes (header + key + payload, what a read reads) and the
 //!    bytes the warm budget charges (file rounded up to 4 KiB, plus 128 for its directory
-//!    entry: `WarmIndex::charge`);
-//! 4. the cost of reading bytes from the page cache (`std::fs::read` of 4-256 KiB files).
+//!    entry: `WarmIndex::charge`); 3b: the same under the rule "level 0 when the stored entry
+//!    fits in one 4 KiB unit";
+//! 4. the cost of reading bytes from the page cache (`std::fs::read` of 4-256 KiB files);
+//! 5. the per size class summary, from the paired timings: per write (encode µs), per read
+//!    (decode µs, bytes read) and per entry on disk (charged bytes, entries a budget holds) for
+//!    each level, against level 3, the default.
 //!
 //! Then criterion times `encode` and `decode` for levels 1, 3, 6 and 9 (others with
 //! `ANSWERCACHE_BENCH_LEVELS`, e.g. `0,3,4,5,6`) on every (kind, size)
 //! (ids `compression/encode/<kind>/<size>/L<level>`, `compression/decode/...`), each iteration
-//! taking the cell's next value; and last, from this run's criterion estimates, the per size
-//! class summary: per write (encode µs), per read (decode µs, bytes read) and per entry on
-//! disk (charged bytes, entries a budget holds) for each level, against level 3, the default.
+//! taking the cell's next value; and last, table 6: table 5 again from this run's criterion
+//! estimates (benches run one after the other, so load drift between them shows here and not
+//! in table 5: a cross-check).
 //!
 //! Knob: `ANSWERCACHE_BENCH_CORPUS` = paths (`:`-separated) of real text files or directories
 //! (their `*.md`, `*.txt`, `*.json`, `*.rst` files, sorted, concatenated): each becomes an
@@ -62,8 +68,8 @@ const SIZES: [usize; 5] = [1 << 10, 4 << 10, 16 << 10, 64 << 10, 256 << 10];
 const TIMED_LEVELS: [u32; 4] = [1, 3, 6, 9];
 /// The current default (`DEFAULT_COMPRESSION_LEVEL`), the reference of the summary.
 const BASE_LEVEL: u32 = answercache::defaults::DEFAULT_COMPRESSION_LEVEL;
-/// Rounds of the quick timing loop (median taken).
-const QUICK_ROUNDS: usize = 5;
+/// Rounds of the paired timing loop (median taken).
+const ROUNDS: usize = 5;
 /// The warm budget's allocation unit and per-entry directory charge (`src/warm/index.rs`).
 const UNIT: u64 = 4096;
 const DIRENT_CHARGE: u64 = 128;
@@ -202,48 +208,64 @@ fn median(mut xs: Vec<f64>) -> f64 {
     xs[xs.len() / 2]
 }
 
-fn quick(cell: &Cell, level: u32, rounds: usize) -> Quick {
+/// Every level (0-9) on one cell, **paired**: each round encodes the cell's values at every
+/// level, then decodes them at every level, the levels in an order that rotates every round
+/// (so that a load spike on this shared machine hits all levels alike, not one); medians of
+/// the rounds, per value.
+fn paired(cell: &Cell, rounds: usize) -> Vec<Quick> {
     let n = cell.values.len() as f64;
-    let files = cell.files(level);
-    let payload: usize = files
-        .iter()
-        .zip(&cell.keys)
-        .map(|(f, k)| f.len() - format::HEADER_LEN - k.len())
-        .sum();
-    let original: usize = cell.values.iter().map(Vec::len).sum();
+    let files: Vec<Vec<Vec<u8>>> = (0..=9).map(|l| cell.files(l)).collect();
     let limits = Limits::default();
-    let mut enc = Vec::new();
-    let mut dec = Vec::new();
-    for _ in 0..rounds {
-        let t = Instant::now();
-        for (k, v) in cell.keys.iter().zip(&cell.values) {
-            black_box(format::encode(k, v, cell.meta(), level).unwrap());
+    let mut enc = vec![Vec::new(); 10];
+    let mut dec = vec![Vec::new(); 10];
+    for r in 0..rounds {
+        for j in 0..10 {
+            let level = (j + 3 * r) % 10;
+            let t = Instant::now();
+            for (k, v) in cell.keys.iter().zip(&cell.values) {
+                black_box(format::encode(k, v, cell.meta(), level as u32).unwrap());
+            }
+            enc[level].push(t.elapsed().as_secs_f64() * 1e6 / n);
         }
-        enc.push(t.elapsed().as_secs_f64() * 1e6 / n);
-        let t = Instant::now();
-        for (k, f) in cell.keys.iter().zip(&files) {
-            black_box(format::decode(f, k, &limits).unwrap());
+        for j in 0..10 {
+            let level = (j + 3 * r + 5) % 10;
+            let t = Instant::now();
+            for (k, f) in cell.keys.iter().zip(&files[level]) {
+                black_box(format::decode(f, k, &limits).unwrap());
+            }
+            dec[level].push(t.elapsed().as_secs_f64() * 1e6 / n);
         }
-        dec.push(t.elapsed().as_secs_f64() * 1e6 / n);
     }
-    for ((k, f), v) in cell.keys.iter().zip(&files).zip(&cell.values) {
-        assert_eq!(&format::decode(f, k, &limits).unwrap().value, v);
-    }
-    Quick {
-        ratio: payload as f64 / original as f64,
-        file: files.iter().map(Vec::len).sum::<usize>() as f64 / n,
-        charged: files.iter().map(|f| charge(f.len())).sum::<u64>() as f64 / n,
-        encode_us: median(enc),
-        decode_us: median(dec),
-        lens: files.iter().map(Vec::len).collect(),
-    }
+    let original: usize = cell.values.iter().map(Vec::len).sum();
+    files
+        .iter()
+        .zip(enc.into_iter().zip(dec))
+        .map(|(files, (enc, dec))| {
+            for ((k, f), v) in cell.keys.iter().zip(files).zip(&cell.values) {
+                assert_eq!(&format::decode(f, k, &limits).unwrap().value, v);
+            }
+            let payload: usize = files
+                .iter()
+                .zip(&cell.keys)
+                .map(|(f, k)| f.len() - format::HEADER_LEN - k.len())
+                .sum();
+            Quick {
+                ratio: payload as f64 / original as f64,
+                file: files.iter().map(Vec::len).sum::<usize>() as f64 / n,
+                charged: files.iter().map(|f| charge(f.len())).sum::<u64>() as f64 / n,
+                encode_us: median(enc),
+                decode_us: median(dec),
+                lens: files.iter().map(Vec::len).collect(),
+            }
+        })
+        .collect()
 }
 
 /// Table 3b: stored (level 0) where the stored file fits in one allocation unit, else
 /// `level`, against `level` alone.
 fn print_store_small(cells: &[Cell], quick: &BTreeMap<(usize, u32), Quick>, level: u32) {
     println!(
-        "Table 3b. Rule \"level 0 if the stored entry file fits in one 4 KiB unit, else L{level}\", against L{level} alone (quick timings):"
+        "Table 3b. Rule \"level 0 if the stored entry file fits in one 4 KiB unit, else L{level}\", against L{level} alone (paired timings; the rule's times mix the two levels' by the share stored):"
     );
     println!();
     println!("| kind / size | values stored | charged bytes L{level} | charged bytes rule | encode µs L{level} / rule | decode µs L{level} / rule |");
@@ -342,13 +364,13 @@ fn print_quick_tables(cells: &[Cell], quick: &BTreeMap<(usize, u32), Quick>, rou
     );
     table(
         &format!(
-            "Table 2a. Quick timing: format::encode µs per value (gzip + blake3; median of {rounds} rounds):"
+            "Table 2a. Paired timing: format::encode µs per value (gzip + blake3; median of {rounds} rounds):"
         ),
         &|q| format!("{:.1}", q.encode_us),
     );
     table(
         &format!(
-            "Table 2b. Quick timing: format::decode µs per value (blake3 + inflate; median of {rounds} rounds):"
+            "Table 2b. Paired timing: format::decode µs per value (blake3 + inflate; median of {rounds} rounds):"
         ),
         &|q| format!("{:.1}", q.decode_us),
     );
@@ -430,15 +452,19 @@ fn id(op: &str, kind: &str, size: usize, level: u32) -> String {
 }
 
 /// The per size class summary from this run's criterion estimates and the cells' sizes.
+/// Encode and decode µs per value of cell `i` at a level, if measured.
+type Times<'a> = dyn Fn(usize, &Cell, u32) -> Option<(f64, f64)> + 'a;
+
 fn print_summary(
+    title: &str,
     levels: &[u32],
     cells: &[Cell],
     quick: &BTreeMap<(usize, u32), Quick>,
-    est: &BTreeMap<String, f64>,
+    times: &Times<'_>,
     read_slope_us_per_kib: f64,
 ) {
     println!(
-        "Table 5. Per size class (mean over the {} generated kinds; criterion times), against L{BASE_LEVEL}:",
+        "{title} Per size class, mean over the {} generated kinds, against L{BASE_LEVEL}:",
         ValueKind::ALL.len()
     );
     println!();
@@ -455,8 +481,7 @@ fn print_summary(
             let mut n = 0.0;
             for (i, c) in generated.iter().filter(|(_, c)| c.size == size) {
                 let q = quick.get(&(*i, level))?;
-                let e = est.get(&id("encode", &c.kind, size, level))? / 1e3;
-                let d = est.get(&id("decode", &c.kind, size, level))? / 1e3;
+                let (e, d) = times(*i, c, level)?;
                 acc = (acc.0 + e, acc.1 + d, acc.2 + q.file, acc.3 + q.charged);
                 n += 1.0;
             }
@@ -489,7 +514,7 @@ fn print_summary(
 
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` does not (criterion's test mode:
-    // each bench once). The quick loop then runs one round.
+    // each bench once). The paired loop then runs one round on two values per cell.
     let bench_mode = std::env::args().any(|a| a == "--bench");
     let started = SystemTime::now();
     println!("compression: {}", workload::machine());
@@ -517,11 +542,11 @@ fn main() {
             cells.extend(Cell::corpus(&label, &text, size));
         }
     }
-    let rounds = if bench_mode { QUICK_ROUNDS } else { 1 };
+    let rounds = if bench_mode { ROUNDS } else { 1 };
     let mut quick_results = BTreeMap::new();
     for (i, cell) in cells.iter().enumerate() {
-        for level in 0..=9 {
-            quick_results.insert((i, level), quick(cell, level, rounds));
+        for (level, q) in paired(cell, rounds).into_iter().enumerate() {
+            quick_results.insert((i, level as u32), q);
         }
     }
     println!();
@@ -545,6 +570,18 @@ fn main() {
     println!();
     println!("Marginal cost of a page-cache byte: {slope:.3} µs per KiB (4 to 256 KiB).");
     println!();
+    let paired_times = |i: usize, _: &Cell, level: u32| {
+        let q = quick_results.get(&(i, level))?;
+        Some((q.encode_us, q.decode_us))
+    };
+    print_summary(
+        &format!("Table 5 (paired times, median of {rounds} rounds)."),
+        &(0..=9).collect::<Vec<u32>>(),
+        &cells,
+        &quick_results,
+        &paired_times,
+        slope,
+    );
 
     let levels = timed_levels();
     let mut c = Criterion::default()
@@ -597,7 +634,20 @@ fn main() {
         if est.is_empty() {
             println!("(no criterion estimates from this run found: no summary)");
         } else {
-            print_summary(&levels, &cells, &quick_results, &est, slope);
+            let times = |_: usize, c: &Cell, level: u32| {
+                Some((
+                    est.get(&id("encode", &c.kind, c.size, level))? / 1e3,
+                    est.get(&id("decode", &c.kind, c.size, level))? / 1e3,
+                ))
+            };
+            print_summary(
+                "Table 6 (criterion times, sequential: a cross-check of table 5).",
+                &levels,
+                &cells,
+                &quick_results,
+                &times,
+                slope,
+            );
         }
     }
 }
