@@ -231,7 +231,12 @@ impl TieredCache {
         &self,
         key: impl Key,
     ) -> Result<Option<Answer<V>>> {
-        let key = self.resolve(&key).await?;
+        // A plain key is its own stored key: no resolving future to build and poll before the
+        // synchronous hot check (on a hot hit, that future cost as much as the lookup).
+        let key = match key.key_ref() {
+            KeyRef::Plain(bytes) => Cow::Borrowed(bytes),
+            KeyRef::Request(_) => self.resolve(&key).await?,
+        };
         let tiers = &self.tiers;
         if let Some(hit) = tiers.try_hot(&key) {
             return match codec::decode::<V>(hit.encoding, &hit.value) {
@@ -264,16 +269,33 @@ impl TieredCache {
     /// Gets the stored bytes of a value, whatever its encoding (the JSON text of a value set
     /// with the JSON codec). `Ok(None)` on a miss.
     pub async fn get_bytes(&self, key: impl Key) -> Result<Option<Arc<[u8]>>> {
+        // A plain key's hot hit is served before any nested future is built; its miss goes
+        // on to the lookup (no second hot check).
+        if let KeyRef::Plain(bytes) = key.key_ref() {
+            if let Some(hit) = self.tiers.try_hot(bytes) {
+                return Ok(Some(hit.value));
+            }
+            return Ok(self.lookup_bytes(bytes).await?.map(Answer::into_value));
+        }
         Ok(self.get_bytes_answer(key).await?.map(Answer::into_value))
     }
 
     /// [`get_bytes`](Self::get_bytes), with how the value was served and its encoding.
     pub async fn get_bytes_answer(&self, key: impl Key) -> Result<Option<Answer<Arc<[u8]>>>> {
-        let key = self.resolve(&key).await?;
+        // As in `get_answer`: no resolving future for a plain key.
+        let key = match key.key_ref() {
+            KeyRef::Plain(bytes) => Cow::Borrowed(bytes),
+            KeyRef::Request(_) => self.resolve(&key).await?,
+        };
         if let Some(hit) = self.tiers.try_hot(&key) {
             return Ok(Some(Answer::new(hit.value, Source::Hot, hit.encoding)));
         }
-        Ok(self.tiers.lookup(&key, true).await?.map(|found| {
+        self.lookup_bytes(&key).await
+    }
+
+    /// The rest of a `get_bytes` once the hot fast path missed: the full lookup.
+    async fn lookup_bytes(&self, key: &[u8]) -> Result<Option<Answer<Arc<[u8]>>>> {
+        Ok(self.tiers.lookup(key, true).await?.map(|found| {
             self.tiers.count_hit(&found);
             Answer::new(found.value, found.source, found.encoding)
         }))
