@@ -326,6 +326,11 @@ struct Shard {
     live_cost: u128,
 }
 
+/// A shard's lock on cache lines of its own: threads working on different shards do not
+/// invalidate each other's lock word and map (128: adjacent-line prefetching pairs lines).
+#[repr(align(128))]
+struct Padded(Mutex<Shard>);
+
 /// A lookup stamp: which shard, and its mutation count when the lookup began.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stamp {
@@ -335,7 +340,7 @@ pub struct Stamp {
 
 /// The sharded LRU.
 pub struct HotTier {
-    shards: Box<[Mutex<Shard>]>,
+    shards: Box<[Padded]>,
     /// Randomly seeded (keys are user input: no chosen-collision attack on the tables).
     hasher: DefaultHashBuilder,
     bytes: AtomicUsize,
@@ -362,12 +367,12 @@ impl HotTier {
         HotTier {
             shards: (0..n)
                 .map(|_| {
-                    Mutex::new(Shard {
+                    Padded(Mutex::new(Shard {
                         map: ShardMap::new(),
                         mutations: 0,
                         live_hits: 0,
                         live_cost: 0,
-                    })
+                    }))
                 })
                 .collect(),
             hasher: DefaultHashBuilder::default(),
@@ -405,7 +410,7 @@ impl HotTier {
     fn lock(&self, i: usize) -> MutexGuard<'_, Shard> {
         // A panic while holding a shard lock cannot leave the LRU half-updated in a way that
         // matters more than losing the cache; keep serving rather than propagate the poison.
-        crate::sync::lock(&self.shards[i])
+        crate::sync::lock(&self.shards[i].0)
     }
 
     /// The key's hash and its shard, locked.

@@ -713,7 +713,7 @@ fn a_full_slab_gives_up_its_least_recent_entry() {
 
     // Through the tier: the entry the slab gave up is returned, and uncharged.
     let t = HotTier::new(1, 1 << 20, 100);
-    crate::sync::lock(&t.shards[0]).map.max_nodes = 2;
+    t.lock(0).map.max_nodes = 2;
     t.insert(b"x", e(10));
     t.insert(b"y", e(11));
     let (_, ev) = t.insert(b"z", e(12));
