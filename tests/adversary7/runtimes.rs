@@ -30,11 +30,18 @@ fn ct() -> Runtime {
 }
 
 /// A cache (built on `rt`) whose hot tier holds one entry, with `n` large entries planted
-/// after its scan: keys `big:0..n`, values `noise(VALUE_LEN, i)`.
+/// after its scan: keys `big:0..n`, values `noise(VALUE_LEN, i)`. These tests are about which
+/// thread inflates, not about timeouts: `io_timeout` is far above what a queue of reads on a
+/// one-thread blocking pool of a loaded machine can take (256 debug-build inflates behind each
+/// other took over the 5 s default in a clean-clone CI run with helpers building beside it).
 fn cache_with_large_entries(rt: &Runtime, n: u64) -> TestCache {
     rt.block_on(async {
         let cache = TestDir::new()
-            .open_cache(|b| b.hot_capacity_entries(1).memory_only_after(1000))
+            .open_cache(|b| {
+                b.hot_capacity_entries(1)
+                    .memory_only_after(1000)
+                    .io_timeout(Duration::from_secs(100))
+            })
             .await;
         scanned(&cache).await;
         for i in 0..n {
