@@ -38,7 +38,9 @@ pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(5 * 60);
 pub const DEFAULT_WRITE_QUEUE_BYTES: usize = 64 << 20;
 /// Default number of entry writes in flight at once.
 pub const DEFAULT_WRITE_CONCURRENCY: usize = 4;
-/// Default gzip level (0-9): 3, a good ratio on LLM text at a small CPU cost.
+/// Default gzip level (0-9): 3, a good ratio on LLM text at a small CPU cost. It applies to
+/// entries larger than one allocation unit; smaller ones are stored (see
+/// [`Builder::compression_level`](crate::Builder::compression_level)).
 pub const DEFAULT_COMPRESSION_LEVEL: u32 = 3;
 /// Default for [`Builder::page_cache_reads`](crate::Builder::page_cache_reads): on.
 pub const DEFAULT_PAGE_CACHE_READS: bool = true;

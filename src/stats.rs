@@ -199,6 +199,9 @@ pub struct Stats {
     /// Entry-file bytes written, after compression and with headers.
     pub bytes_written_compressed: u64,
     /// `bytes_written_uncompressed / bytes_written_compressed` (0 before the first write).
+    /// Entries whose stored file fits in one allocation unit are written uncompressed (see
+    /// [`Builder::compression_level`](crate::Builder::compression_level)), so a cache of small
+    /// values shows a ratio below 1 (headers and keys included) without using more disk.
     pub compression_ratio: f64,
     /// Disk errors seen, all kinds (the API hides them; the breaker sees them).
     pub disk_errors: u64,

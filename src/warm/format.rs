@@ -277,6 +277,10 @@ pub fn encode(key: &[u8], value: &[u8], meta: EntryMeta, level: u32) -> io::Resu
     ))
 }
 
+/// The least a gzip member of stored (level 0) blocks adds to its data: a 10-byte header, one
+/// 5-byte block header and the 8-byte trailer.
+pub const GZIP_STORED_OVERHEAD: u64 = 10 + 5 + 8;
+
 /// Compresses `value` as one gzip member (mtime 0, so output is deterministic).
 pub fn deflate(value: &[u8], level: u32) -> io::Result<Vec<u8>> {
     let mut enc = flate2::write::GzEncoder::new(

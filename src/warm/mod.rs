@@ -13,6 +13,8 @@
 //! - `store`: the synchronous core over an [`Fs`](crate::fs::Fs), including its rule for
 //!   deleting only the file a read judged (tools use [`walk::remove_if_unchanged`]).
 
+#[cfg(test)]
+mod encode_tests;
 pub mod format;
 pub(crate) mod index;
 #[cfg(test)]

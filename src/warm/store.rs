@@ -82,7 +82,8 @@ fn pid_alive_by_signal(pid: u32) -> bool {
 pub struct StoreConfig {
     /// Read limits.
     pub limits: Limits,
-    /// gzip level 0-9.
+    /// gzip level 0-9 of the entries whose stored file would not fit in one allocation unit
+    /// (smaller ones are stored: see `WarmStore::encode`).
     pub compression_level: u32,
     /// fsync files and directories.
     pub sync: bool,
@@ -633,6 +634,33 @@ impl WarmStore {
         }
     }
 
+    /// The entry file of a value: stored (gzip level 0) when the stored file fits in one
+    /// allocation unit of the file system (the warm index's, 512 B ..= 1 MiB, 4 KiB when the
+    /// file system does not say), where compressing it would save no disk space and the warm
+    /// budget charges the same (and a read inflates it ~3x faster: see
+    /// `benches/COMPRESSION.md`); compressed at the configured level otherwise. Level 0
+    /// configured stores everything. Readers need not know: both are one gzip member.
+    fn encode(&self, key: &[u8], value: &[u8], meta: EntryMeta) -> io::Result<Vec<u8>> {
+        let level = self.config.compression_level;
+        if level != 0 {
+            let unit = self.index().unit();
+            // A stored member has at least one block: this is the shortest it can be, so a
+            // value that fails it is compressed without being stored first.
+            let stored_at_least = (format::HEADER_LEN as u64)
+                .saturating_add(key.len() as u64)
+                .saturating_add(value.len() as u64)
+                .saturating_add(format::GZIP_STORED_OVERHEAD);
+            if stored_at_least <= unit {
+                // From 32 KiB on it takes several blocks, 5 bytes each: check the real length.
+                let stored = format::encode(key, value, meta, 0)?;
+                if stored.len() as u64 <= unit {
+                    return Ok(stored);
+                }
+            }
+        }
+        format::encode(key, value, meta, level)
+    }
+
     /// Writes an entry atomically: unique temp file, write, fsync (per durability), rename,
     /// directory fsync. Then evicts least-recently-used entries beyond the byte budget.
     pub fn write(
@@ -643,7 +671,7 @@ impl WarmStore {
         value: &[u8],
         meta: EntryMeta,
     ) -> io::Result<WriteOutcome> {
-        let file = format::encode(key, value, meta, self.config.compression_level)?;
+        let file = self.encode(key, value, meta)?;
         let len = file.len() as u64;
         let needs = {
             let ix = self.index();

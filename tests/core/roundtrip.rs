@@ -222,6 +222,61 @@ async fn a_value_evicted_before_its_write_landed_is_read_from_the_queue() {
     h.close().await.unwrap();
 }
 
+/// What the warm tier writes: an entry whose stored (gzip level 0) file fits in one allocation
+/// unit of the file system is stored, the value verbatim after a 5-byte block header; a
+/// larger one is compressed at the configured level (`compression_level(0)`: stored too).
+/// Both read back from the disk as they went in. The unit is the file system's, 512 B to
+/// 1 MiB: a 96-byte value is stored on any, a 2 MiB one compressed on any.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_that_fit_one_unit_are_stored_larger_ones_compressed_at_the_level() {
+    use crate::support::OnDisk;
+    let small = b"The capital of France is Paris. ".repeat(3);
+    let large = markdown(&mut Rng::new(11), 2 << 20).into_bytes();
+    // Where the gzip member of an entry file starts (the header, then the 5-byte keys).
+    const MEMBER: usize = 88 + 5;
+    for level in [0u32, 1, 3, 9] {
+        let mut h = open(|b| b.compression_level(level)).await;
+        h.set_bytes("small", small.clone()).await.unwrap();
+        h.set_bytes("large", large.clone()).await.unwrap();
+        h.flush().await.unwrap();
+
+        let file = std::fs::read(h.entry_path("small")).unwrap();
+        // gzip header (XFL 4: level 0), one final stored block of 96 bytes, trailer.
+        assert_eq!(file.len(), MEMBER + 10 + 5 + 96 + 8, "level {level}");
+        assert_eq!(file[MEMBER + 8], 4, "XFL, level {level}");
+        assert_eq!(&file[MEMBER + 10..MEMBER + 15], &[0x01, 96, 0, !96, 0xff]);
+        assert_eq!(&file[MEMBER + 15..MEMBER + 15 + 96], &small[..]);
+
+        let file = std::fs::read(h.entry_path("large")).unwrap();
+        let block_type = (file[MEMBER + 10] >> 1) & 0b11;
+        let xfl = file[MEMBER + 8];
+        if level == 0 {
+            assert_eq!((xfl, block_type), (4, 0b00), "stored");
+            assert!(file.len() > MEMBER + large.len());
+        } else {
+            assert_ne!(block_type, 0b00, "level {level}: compressed");
+            assert_eq!(xfl, [0, 4, 0, 0, 0, 0, 0, 0, 0, 2][level as usize]);
+            assert!(
+                file.len() < large.len() * 3 / 4,
+                "level {level}: {}",
+                file.len()
+            );
+        }
+
+        h.reopen().await;
+        assert_eq!(
+            h.get_bytes("small").await.unwrap().as_deref(),
+            Some(&small[..])
+        );
+        assert_eq!(
+            h.get_bytes("large").await.unwrap().as_deref(),
+            Some(&large[..])
+        );
+        assert_eq!(h.stats().warm_hits, 2, "level {level}");
+        h.close().await.unwrap();
+    }
+}
+
 /// Compile-time: the handle is shared across tasks, and what it returns crosses threads.
 #[test]
 fn the_handle_and_its_results_are_send_and_sync() {
