@@ -386,8 +386,9 @@ impl Builder {
     /// Range `0..=9`: 0 stores without compressing (still gzip-framed and checksummed), 9
     /// compresses best; larger values are rejected. At every level, an entry whose stored
     /// (level 0) file fits in one allocation unit of the file system (4 KiB on most; the warm
-    /// budget rounds every file up to it) is stored: compressing it would save no space, and
-    /// a stored entry inflates about 3x faster when read.
+    /// budget rounds every file up to it), and is at most 4 KiB whatever the unit, is stored:
+    /// compressing it would save no space, and a stored entry inflates about 3x faster when
+    /// read.
     pub fn compression_level(mut self, level: u32) -> Self {
         self.config.compression_level = level;
         self

@@ -232,6 +232,12 @@ impl Drop for WarmStore {
     }
 }
 
+/// The largest entry file stored uncompressed when it fits one allocation unit: 4 KiB, the
+/// unit of ext4, XFS and APFS that `benches/COMPRESSION.md` measured. A file system that
+/// reports a larger unit (NFS says 1 MiB and allocates far less) gets compressed files above
+/// it: there compressing saves real bytes, page cache and, for the shared tier, network.
+pub const STORED_MAX_BYTES: u64 = 4096;
+
 impl WarmStore {
     /// A store for `root`. Registers a live instance id for the temp sweep.
     pub(crate) fn new(root: &Path, config: StoreConfig, counters: Arc<Counters>) -> Self {
@@ -638,12 +644,13 @@ impl WarmStore {
     /// allocation unit of the file system (the warm index's, 512 B ..= 1 MiB, 4 KiB when the
     /// file system does not say), where compressing it would save no disk space and the warm
     /// budget charges the same (and a read inflates it ~3x faster: see
-    /// `benches/COMPRESSION.md`); compressed at the configured level otherwise. Level 0
-    /// configured stores everything. Readers need not know: both are one gzip member.
+    /// `benches/COMPRESSION.md`), and at most [`STORED_MAX_BYTES`]; compressed at the
+    /// configured level otherwise. Level 0 configured stores everything. Readers need not
+    /// know: both are one gzip member.
     fn encode(&self, key: &[u8], value: &[u8], meta: EntryMeta) -> io::Result<Vec<u8>> {
         let level = self.config.compression_level;
         if level != 0 {
-            let unit = self.index().unit();
+            let unit = self.index().unit().min(STORED_MAX_BYTES);
             // A stored member has at least one block: this is the shortest it can be, so a
             // value that fails it is compressed without being stored first.
             let stored_at_least = (format::HEADER_LEN as u64)
@@ -651,7 +658,7 @@ impl WarmStore {
                 .saturating_add(value.len() as u64)
                 .saturating_add(format::GZIP_STORED_OVERHEAD);
             if stored_at_least <= unit {
-                // From 32 KiB on it takes several blocks, 5 bytes each: check the real length.
+                // Past the one-block estimate (a longer key's stored header): the real length.
                 let stored = format::encode(key, value, meta, 0)?;
                 if stored.len() as u64 <= unit {
                     return Ok(stored);
