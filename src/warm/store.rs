@@ -158,6 +158,10 @@ pub struct WarmStore {
     /// The default free-space floor for this volume (`u64::MAX` until first needed; see
     /// [`WarmStore::free_floor`]).
     default_floor: AtomicU64,
+    /// Bytes of writes whose free-space check passed and that may not be on the volume yet:
+    /// each check counts them, so concurrent writes never take the volume below the floor
+    /// together.
+    reserved_bytes: AtomicU64,
     /// Whether `v1/` (the previous layout) may still hold entries: set when a migration
     /// starts, cleared when it finished every `v1/ab`. While set, removing a key also removes
     /// its `v1/` file (see `migrate`).
@@ -169,6 +173,32 @@ pub struct WarmStore {
     /// temp file until the index knows their entry: `observe_dirs` leaves such a directory
     /// alone (see [`InFlight`]).
     writing_into: [AtomicU32; 256],
+}
+
+/// Bytes reserved against the free-space floor by a write in progress (see
+/// `WarmStore::check_space`); released on drop.
+struct Reserved<'a> {
+    total: &'a AtomicU64,
+    len: u64,
+    others: u64,
+}
+
+impl<'a> Reserved<'a> {
+    fn new(total: &'a AtomicU64, len: u64) -> Self {
+        let others = total.fetch_add(len, Ordering::AcqRel);
+        Reserved { total, len, others }
+    }
+
+    /// What other writes had reserved when this one was.
+    fn others(&self) -> u64 {
+        self.others
+    }
+}
+
+impl Drop for Reserved<'_> {
+    fn drop(&mut self) {
+        self.total.fetch_sub(self.len, Ordering::AcqRel);
+    }
 }
 
 /// A write's claim on its fan-out directory (see `WarmStore::writing_into`), released on drop.
@@ -261,6 +291,7 @@ impl WarmStore {
             key_locks: std::array::from_fn(|_| Mutex::new(())),
             dir_lock: OnceLock::new(),
             default_floor: AtomicU64::new(u64::MAX),
+            reserved_bytes: AtomicU64::new(0),
             // Unknown until a listing of the root says there is no `v1/` (or a migration
             // finished): until then removals also delete a `v1/` file (one `unlink` that
             // finds nothing, where there is none).
@@ -691,7 +722,7 @@ impl WarmStore {
             self.remove_older(fs, hash)?;
             return Ok(WriteOutcome::TooLarge);
         }
-        self.check_space(fs, len)?;
+        let _reserved = self.check_space(fs, len)?;
         // Until the index knows the entry, `observe_dirs` must not take its directory away.
         let _in_flight = InFlight::new(&self.writing_into[usize::from(hash[0])]);
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
@@ -900,20 +931,26 @@ impl WarmStore {
     }
 
     /// Too little free space is handled like ENOSPC, so the cache never fills a disk that
-    /// other programs need.
-    fn check_space(&self, fs: &dyn Fs, len: u64) -> io::Result<()> {
+    /// other programs need. The bytes are reserved until the returned guard drops (after the
+    /// write): a concurrent write's check counts them as already gone.
+    fn check_space(&self, fs: &dyn Fs, len: u64) -> io::Result<Reserved<'_>> {
         let floor = self.free_floor(fs)?;
         if floor == 0 {
-            return Ok(());
+            return Ok(Reserved::new(&self.reserved_bytes, 0));
         }
+        let reserved = Reserved::new(&self.reserved_bytes, len);
+        let others = reserved.others();
         let avail = fs.available_space(self.layout.root())?;
-        if avail < len.saturating_add(floor) {
+        if avail < len.saturating_add(floor).saturating_add(others) {
             return Err(io::Error::new(
                 io::ErrorKind::StorageFull,
-                format!("{avail} bytes free, writing {len} would leave less than min_free_bytes ({floor})"),
+                format!(
+                    "{avail} bytes free, {others} more being written: writing {len} would leave \
+                     less than min_free_bytes ({floor})"
+                ),
             ));
         }
-        Ok(())
+        Ok(reserved)
     }
 
     /// The free space to leave: the setting, or by default the smaller of
@@ -1220,7 +1257,7 @@ impl WarmStore {
             self.prepare_dirs(fs)?;
         }
         self.retry_leftovers(fs);
-        self.check_space(fs, PROBE_LEN as u64)?;
+        let _reserved = self.check_space(fs, PROBE_LEN as u64)?;
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
         let path = self.layout.probe_path(self.owner, n);
         let mut data = Vec::with_capacity(PROBE_LEN);

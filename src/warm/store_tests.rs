@@ -948,3 +948,55 @@ fn observe_dirs_leaves_a_directory_a_write_is_about_to_use() {
     env.store.observe_dirs(&*fs);
     assert!(!fan_out.exists());
 }
+
+/// Concurrent writes share the free space above `min_free_bytes`: a write whose check passed
+/// and whose bytes are not on the volume yet counts against the next one's check. (adversary6
+/// saw 1,605,632 bytes left on a 32 MiB volume with a 1,677,720-byte floor: two writers had
+/// each seen room for one more 256 KiB entry.)
+#[test]
+fn concurrent_writes_never_take_the_volume_below_the_free_floor() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = Arc::new(FaultFs::std());
+    let floor = 1 << 20;
+    let value = noise(256 << 10);
+    let cfg = StoreConfig {
+        min_free_bytes: Some(floor),
+        ..config(false, false)
+    };
+    let env = Arc::new(open_with(&*fs, dir.path(), cfg));
+    // Room for one entry above the floor, not two; the first write stops inside its write.
+    fs.set_available_space(Some(floor + (value.len() as u64) * 3 / 2));
+    fs.add_rule(Rule::new(Fault::Hang).ops(&[FsOp::WriteNew]).times(1));
+    let first = {
+        let (fs, env, value) = (fs.clone(), env.clone(), value.clone());
+        std::thread::spawn(move || {
+            let hash = layout::key_hash(b"first");
+            env.store.write(&*fs, b"first", &hash, &value, meta(0))
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while fs.faults_injected() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first write never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let hash = layout::key_hash(b"second");
+    let second = env.store.write(&*fs, b"second", &hash, &value, meta(0));
+    fs.release_hangs();
+    let first = first.join().unwrap();
+    assert!(
+        matches!(first, Ok(WriteOutcome::Written { .. })),
+        "{first:?}"
+    );
+    let err = second.expect_err("the second write would have taken the volume below the floor");
+    assert_eq!(err.kind(), std::io::ErrorKind::StorageFull, "{err}");
+    // Once the first write is done its reservation is gone: with room again, a write works.
+    fs.set_available_space(Some(floor + (value.len() as u64) * 3));
+    let hash = layout::key_hash(b"third");
+    assert!(matches!(
+        env.store.write(&*fs, b"third", &hash, &value, meta(0)),
+        Ok(WriteOutcome::Written { .. })
+    ));
+}
