@@ -472,15 +472,17 @@ impl SharedTier {
         true
     }
 
-    /// Sends what is queued, within `timeout` × the number of batches it needs; what is left
-    /// then (or everything, while the breaker is not Closed) is dropped and counted. Returns
-    /// how many operations were dropped. Never fails.
+    /// Waits for a batch the drain task is sending (itself bounded by `timeout`), then sends
+    /// what is queued within `timeout` × the number of batches it needs; what is left then
+    /// (or everything, while the breaker is not Closed) is dropped and counted. Returns how
+    /// many operations were dropped. Never fails.
     pub(crate) async fn flush(&self) -> u64 {
+        drop(self.sending.lock().await);
         let (entries, _) = self.queue.depth();
         if entries == 0 {
             return 0;
         }
-        let batches = entries.div_ceil(BATCH_OPS as u64).max(1);
+        let batches = entries.div_ceil(BATCH_OPS as u64);
         let budget = self
             .config
             .timeout
