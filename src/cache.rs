@@ -105,6 +105,12 @@ impl Tiers {
         self.p.clock.now_ms()
     }
 
+    /// The counters, shared (for a task's supervisor).
+    #[cfg(feature = "redis")]
+    pub(crate) fn counters_arc(&self) -> Arc<crate::stats::Counters> {
+        self.p.counters.clone()
+    }
+
     /// The counters (the agent features count joins, bypasses and loader calls).
     pub(crate) fn counters(&self) -> &Counters {
         &self.p.counters

@@ -224,13 +224,33 @@ impl TieredCache {
             ));
             tasks
         };
-        #[cfg(not(feature = "metrics"))]
+        let agent = AgentState::default();
+        #[cfg(feature = "redis")]
+        let tasks = {
+            let mut tasks = tasks;
+            if tiers.shared().is_some() {
+                let (t, ns, rx) = (tiers.clone(), agent.namespaces.clone(), rx.clone());
+                tasks.push(spawn_supervised(
+                    "namespace-sync",
+                    tiers.counters_arc(),
+                    move || {
+                        crate::agent::shared_sync::namespace_sync_task(
+                            t.clone(),
+                            ns.clone(),
+                            rx.clone(),
+                        )
+                    },
+                ));
+            }
+            tasks
+        };
+        #[cfg(not(any(feature = "metrics", feature = "redis")))]
         drop(rx);
         Ok(TieredCache {
             tiers: tiers.clone(),
             life: Arc::new(Lifetime {
                 tiers: tiers.clone(),
-                agent: AgentState::default(),
+                agent,
                 shutdown: tx,
                 tasks: Mutex::new(tasks),
             }),
