@@ -260,6 +260,7 @@ impl CircuitBreaker {
 
     /// This breaker without its own tracing event per transition: the owner logs each
     /// [`Transition`] it is handed (the shared tier does, under `answercache::shared`).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn without_logging(mut self) -> Self {
         self.log_transitions = false;
         self

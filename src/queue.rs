@@ -247,6 +247,7 @@ impl WriteQueue {
 
     /// Room for an operation of `key_len` + `value_len` bytes if there is some now; never
     /// waits (a shared hit's copy for the disk is not worth backpressure on a `get`).
+    #[cfg(feature = "redis")]
     pub(crate) fn try_reserve(
         &self,
         key_len: usize,
@@ -258,6 +259,7 @@ impl WriteQueue {
 
     /// Like [`WriteQueue::commit_if`], with the operation made under the lock by `make`
     /// (`None`: nothing installed, the permit released). Returns whether it was installed.
+    #[cfg(feature = "redis")]
     pub(crate) fn commit_made(
         &self,
         permit: OwnedSemaphorePermit,

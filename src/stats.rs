@@ -70,6 +70,7 @@ impl SharedErrorKind {
         }
     }
 
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     fn index(self) -> usize {
         self as usize
     }
@@ -103,6 +104,7 @@ impl SharedDrop {
         }
     }
 
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     fn index(self) -> usize {
         self as usize
     }
@@ -205,6 +207,7 @@ pub(crate) struct SharedCounters {
     pub lease_wait_timeouts: Counter,
 }
 
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 impl SharedCounters {
     pub(crate) fn error(&self, kind: SharedErrorKind) {
         self.errors[kind.index()].inc();

@@ -8,6 +8,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod breaker;
+#[cfg(feature = "metrics")]
+mod metrics;
 mod namespaces;
 mod reads;
 mod support;
