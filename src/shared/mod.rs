@@ -11,6 +11,7 @@
 
 pub(crate) mod config;
 pub(crate) mod entry;
+pub(crate) mod lease;
 pub(crate) mod queue;
 pub(crate) mod redis_store;
 pub(crate) mod store;

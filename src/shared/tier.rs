@@ -304,11 +304,6 @@ impl SharedTier {
         self.counters.shared.misses.inc();
     }
 
-    /// Counts a shared hit served.
-    pub(crate) fn count_hit(&self) {
-        self.counters.shared.hits.inc();
-    }
-
     /// Queues `value` to be shared (a local `set` or load). Never waits.
     pub(crate) fn share(&self, hash: KeyHash, key: &[u8], value: Arc<[u8]>, meta: EntryMeta) {
         self.push(hash, key, SharedOp::Put { value, meta });
@@ -744,5 +739,99 @@ mod tests {
         assert_eq!(px(1000, 1000, week), None);
         assert_eq!(px(999, 1000, week), None);
         assert_eq!(px(u64::MAX, 0, Duration::from_secs(1)), Some(1000));
+    }
+}
+
+// ---- leases (SHARED_TIER.md section 8) ----
+
+impl SharedTier {
+    /// The lease key of an entry.
+    pub(crate) fn lease_key(&self, hash: &KeyHash) -> String {
+        entry::lease_key(&self.config.prefix, hash)
+    }
+
+    fn lease_px(&self) -> u64 {
+        u64::try_from(self.config.lease_ttl.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// `SET lease token NX PX lease_ttl`: `Some(taken)`, `None` when not admitted or failed.
+    pub(crate) async fn lease_acquire(&self, key: &str, token: &str) -> Option<bool> {
+        let px = self.lease_px();
+        self.call(false, |s| s.lease_acquire(key, token, px))
+            .await?
+            .ok()
+    }
+
+    /// The compare-and-pexpire script: whether `token` still holds the lease.
+    pub(crate) async fn lease_renew(&self, key: &str, token: &str) -> bool {
+        let px = self.lease_px();
+        matches!(
+            self.call(false, |s| s.lease_renew(key, token, px)).await,
+            Some(Ok(true))
+        )
+    }
+
+    /// The compare-and-delete script (best effort).
+    pub(crate) async fn lease_release(&self, key: &str, token: &str) {
+        let _ = self.call(false, |s| s.lease_release(key, token)).await;
+    }
+
+    /// `(the value exists, the lease exists)`; `None` when not admitted or failed.
+    pub(crate) async fn lease_poll(&self, hash: &KeyHash) -> Option<(bool, bool)> {
+        let (ekey, lkey) = (self.entry_key(hash), self.lease_key(hash));
+        let (value, leased) = self.call(false, |s| s.poll(&ekey, &lkey, 0)).await?.ok()?;
+        Some((value.is_some(), leased))
+    }
+
+    /// Writes an entry now, not through the queue (a lease holder's answer, which its waiters
+    /// poll for). Whether it was accepted.
+    pub(crate) async fn put_inline(
+        &self,
+        hash: KeyHash,
+        key: &[u8],
+        value: Arc<[u8]>,
+        meta: EntryMeta,
+    ) -> bool {
+        if !entry::shareable(key) {
+            return false;
+        }
+        let enc = Encoding {
+            mac: self.config.mac_key,
+            level: self.compression_level,
+            max_entry_bytes: self.config.max_entry_bytes,
+            prefix: self.config.prefix.clone(),
+            max_ttl: self.config.max_ttl,
+        };
+        let q = Queued {
+            hash,
+            key: key.into(),
+            op: SharedOp::Put { value, meta },
+        };
+        let ops: Vec<WriteOp> = enc
+            .encode(vec![q], self.clock.now_ms(), &self.counters)
+            .into_iter()
+            .map(|(_, op)| op)
+            .collect();
+        let size = match ops.first() {
+            Some(WriteOp::Set { value, .. }) => value.len() as u64,
+            _ => return false,
+        };
+        match self.call(false, |s| s.write_many(ops)).await {
+            Some(Ok(replies)) if replies.first().is_some_and(Result::is_ok) => {
+                self.counters.shared.writes_ok.inc();
+                self.counters.shared.bytes_out.add(size);
+                true
+            }
+            Some(Ok(_)) | Some(Err(_)) => {
+                self.counters.shared.writes_failed.inc();
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// The lease counters.
+    pub(crate) fn lease_counters(&self) -> &crate::stats::SharedCounters {
+        &self.counters.shared
     }
 }

@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod breaker;
+mod lease;
 #[cfg(feature = "metrics")]
 mod metrics;
 mod namespaces;

@@ -63,6 +63,11 @@ pub fn entry_key(key: &[u8]) -> String {
     format!("{PREFIX}:v1:e:{}", hex(&key_hash(key)))
 }
 
+/// The server key of `key`'s lease.
+pub fn lease_key(key: &[u8]) -> String {
+    format!("{PREFIX}:v1:lease:{}", hex(&key_hash(key)))
+}
+
 /// The server key of namespace `name`'s generation.
 pub fn generation_key(name: &str) -> String {
     format!("{PREFIX}:v1:{{nsgen}}:{name}")
