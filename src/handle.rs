@@ -536,7 +536,7 @@ fn open_shared(
     };
     let store: Arc<dyn crate::shared::store::SharedStore> = match &shared.backend {
         Backend::Redis(info) => Arc::new(
-            crate::shared::redis_store::RedisStore::new(info.clone(), shared.timeout)
+            crate::shared::redis_store::RedisStore::new((**info).clone(), shared.timeout)
                 .map_err(|e| crate::Error::Config(format!("shared tier: {e}")))?,
         ),
         Backend::Store(store) => store.clone(),

@@ -44,7 +44,7 @@ const MAX_PREFIX_LEN: usize = 128;
 #[derive(Clone)]
 pub(crate) enum Backend {
     /// A Redis or Valkey server at this URL (checked by [`SharedConfig::redis`]).
-    Redis(redis::ConnectionInfo),
+    Redis(Box<redis::ConnectionInfo>),
     /// A store handed in by the test utilities.
     #[cfg_attr(not(feature = "test-util"), allow(dead_code))]
     Store(Arc<dyn SharedStore>),
@@ -130,7 +130,7 @@ impl SharedConfig {
             // The error names the part that failed; the URL is not repeated (a password).
             Error::Config(format!("shared tier URL does not parse: {e}"))
         })?;
-        Ok(SharedConfig::with_backend(Backend::Redis(info)))
+        Ok(SharedConfig::with_backend(Backend::Redis(Box::new(info))))
     }
 
     pub(crate) fn with_backend(backend: Backend) -> SharedConfig {

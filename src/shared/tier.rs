@@ -727,21 +727,6 @@ impl Encoding {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn px_is_the_remaining_ttl_capped_by_max_ttl() {
-        let week = Duration::from_secs(7 * 24 * 3600);
-        assert_eq!(px(0, 1000, week), Some(604_800_000));
-        assert_eq!(px(1500, 1000, week), Some(500));
-        assert_eq!(px(1000, 1000, week), None);
-        assert_eq!(px(999, 1000, week), None);
-        assert_eq!(px(u64::MAX, 0, Duration::from_secs(1)), Some(1000));
-    }
-}
-
 // ---- leases (SHARED_TIER.md section 8) ----
 
 impl SharedTier {
@@ -833,5 +818,20 @@ impl SharedTier {
     /// The lease counters.
     pub(crate) fn lease_counters(&self) -> &crate::stats::SharedCounters {
         &self.counters.shared
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn px_is_the_remaining_ttl_capped_by_max_ttl() {
+        let week = Duration::from_secs(7 * 24 * 3600);
+        assert_eq!(px(0, 1000, week), Some(604_800_000));
+        assert_eq!(px(1500, 1000, week), Some(500));
+        assert_eq!(px(1000, 1000, week), None);
+        assert_eq!(px(999, 1000, week), None);
+        assert_eq!(px(u64::MAX, 0, Duration::from_secs(1)), Some(1000));
     }
 }

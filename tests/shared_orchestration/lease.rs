@@ -17,13 +17,15 @@ async fn leased(server: &MemoryShared) -> Replica {
     replica_with(server, |c| c, |b| b.shared_single_flight(true)).await
 }
 
+/// What a test loader returns.
+type Loading = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<u8>, String>>>>;
+
 /// A loader that counts its calls, takes `ms` and answers `answer` (or fails).
 fn loader(
     calls: &Arc<AtomicU32>,
     ms: u64,
     answer: Result<&'static str, &'static str>,
-) -> impl FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<u8>, String>>>>
-{
+) -> impl FnOnce() -> Loading {
     let calls = calls.clone();
     move || {
         Box::pin(async move {

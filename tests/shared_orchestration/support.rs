@@ -12,9 +12,9 @@ use answercache::{BreakerState, Builder, Encoding, SharedConfig, TieredCache};
 /// The prefix every test replica uses.
 pub const PREFIX: &str = "t";
 
-/// One replica: its directory and its cache.
+/// One replica: its cache, and its directory (kept until the replica drops).
 pub struct Replica {
-    pub dir: TestDir,
+    _dir: TestDir,
     pub cache: TieredCache,
 }
 
@@ -43,7 +43,7 @@ pub async fn replica_with(
     .unwrap();
     settle().await;
     assert_eq!(cache.shared_state(), Some(BreakerState::Closed));
-    Replica { dir, cache }
+    Replica { _dir: dir, cache }
 }
 
 /// A replica with the default shared settings.
