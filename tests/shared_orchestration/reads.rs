@@ -244,3 +244,31 @@ async fn an_expired_shared_entry_is_a_miss() {
     let s = b.stats();
     assert_eq!((s.shared_hits, s.shared_misses), (0, 1));
 }
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn the_shared_tier_is_consulted_while_the_disk_tier_is_memory_only() {
+    use answercache::testing::{Fault, Rule, TestDir};
+    let server = MemoryShared::new();
+    let dir = TestDir::new().fault_fs();
+    let cache = dir
+        .builder()
+        .clock(clock())
+        .memory_only_after(1)
+        .shared(server.config().prefix(PREFIX))
+        .build()
+        .await
+        .unwrap();
+    settle().await;
+    // Every disk call fails from now on: the first write sends the cache memory-only.
+    dir.fs().add_rule(Rule::new(Fault::Errno(5)));
+    cache.set_bytes("local", b"x").await.unwrap();
+    assert!(
+        answercache::testing::wait_until(secs(5), || cache.mode() == answercache::Mode::MemoryOnly)
+            .await
+    );
+    server.plant(&entry_key(b"k"), &entry(b"k", b"v", now_ms(), 0, 3), None);
+    let got = cache.get_bytes_answer("k").await.unwrap().unwrap();
+    assert_eq!((&*got.value, got.source), (&b"v"[..], Source::Shared));
+    let s = cache.stats();
+    assert_eq!((s.shared_hits, s.cost_saved), (1, 3));
+}
