@@ -236,7 +236,10 @@ async fn every_figure_is_published_exactly_after_faults() {
         .split("## The shared tier")
         .nth(1)
         .unwrap();
-    for line in shared_section.lines().filter(|l| l.starts_with("| `answercache_")) {
+    for line in shared_section
+        .lines()
+        .filter(|l| l.starts_with("| `answercache_"))
+    {
         let cells: Vec<&str> = line.split('|').map(str::trim).collect();
         fields.extend(ticks(cells[4]));
     }
