@@ -111,7 +111,69 @@ impl Namespaces {
     }
 }
 
+impl Namespaces {
+    /// Every namespace used so far whose generation is known, by name.
+    #[cfg(feature = "redis")]
+    pub(crate) fn resolved(&self) -> Vec<(String, Arc<NamespaceSlot>)> {
+        lock(&self.slots)
+            .iter()
+            .filter(|(_, s)| s.generation.load(Ordering::Acquire) != 0)
+            .map(|(n, s)| (n.clone(), s.clone()))
+            .collect()
+    }
+}
+
 impl NamespaceSlot {
+    /// The current generation (0: not known yet).
+    #[cfg(feature = "redis")]
+    pub(crate) fn current(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Adopts generation `g` of namespace `name` seen in the shared tier (another replica
+    /// invalidated it, or bootstrapped it first): the slot, and the local record so that a
+    /// reopen starts from it. Returns whether the generation changed. Skipped while this
+    /// replica's own newer generation waits to be written there.
+    #[cfg(feature = "redis")]
+    pub(crate) async fn adopt(&self, tiers: &Tiers, name: &str, g: u64) -> bool {
+        let _serial = self.lock.lock().await;
+        if tiers.shared().is_some_and(|s| s.is_pending(name)) {
+            return false;
+        }
+        let old = self.generation.swap(g, Ordering::AcqRel);
+        if old == g {
+            return false;
+        }
+        let record = Record {
+            generation: g,
+            created_ms: tiers.now_ms(),
+        };
+        if let Ok(bytes) = codec::encode(Codec::Json, &record) {
+            // Best effort: the slot already holds `g`; a record not on disk is drawn again
+            // (and reconciled by the next sync) after a reopen.
+            let _ = tiers
+                .set(&record_key(name), bytes.into(), None, 0, Encoding::Json)
+                .await;
+        }
+        tracing::info!(
+            target: crate::shared::tier::TARGET,
+            namespace = name,
+            generation = %format!("{g:016x}"),
+            "namespace generation changed by another replica"
+        );
+        true
+    }
+
+    /// A fresh generation, bootstrapped in the shared tier (`SET NX GET`: the first replica
+    /// wins and every other adopts it). `None` when the shared tier cannot be asked.
+    #[cfg(feature = "redis")]
+    pub(crate) async fn bootstrap_shared(&self, tiers: &Tiers, name: &str) -> Option<u64> {
+        let shared = tiers.shared()?;
+        shared
+            .bootstrap_generation(name, fresh_generation(tiers.now_ms()))
+            .await
+    }
+
     /// The current generation of namespace `name` (read from the cache on first use).
     pub(crate) async fn generation(&self, tiers: &Tiers, name: &str) -> Result<u64> {
         let g = self.generation.load(Ordering::Acquire);
@@ -146,9 +208,41 @@ impl NamespaceSlot {
             tiers.drop_clean_hot(&rk);
         }
         let found = tiers.lookup(&rk, false).await?;
-        let g = match found.and_then(|f| codec::decode::<Record>(f.encoding, &f.value).ok()) {
-            Some(r) if r.generation != 0 => r.generation,
-            _ => {
+        let local = match found.and_then(|f| codec::decode::<Record>(f.encoding, &f.value).ok()) {
+            Some(r) if r.generation != 0 => Some(r.generation),
+            _ => None,
+        };
+        // With a shared tier, the replicas' generation wins over the local record: `GET`, or
+        // on nil a *fresh* generation by `SET NX GET` (never the local record's: it may be
+        // one the fleet invalidated since, and reusing it would bring old answers back).
+        // Unreachable: the local record, reconciled by the next sync.
+        #[cfg(feature = "redis")]
+        let local = match tiers.shared() {
+            Some(shared) if !shared.is_pending(name) => {
+                match shared
+                    .bootstrap_generation(name, fresh_generation(tiers.now_ms()))
+                    .await
+                {
+                    Some(g) if Some(g) != local => {
+                        let record = Record {
+                            generation: g,
+                            created_ms: tiers.now_ms(),
+                        };
+                        let bytes: Arc<[u8]> = codec::encode(Codec::Json, &record)?.into();
+                        match tiers.set(&rk, bytes, None, 0, Encoding::Json).await {
+                            Ok(()) | Err(Error::NotPersisted { .. }) => {}
+                            Err(e) => return Err(e),
+                        }
+                        Some(g)
+                    }
+                    _ => local,
+                }
+            }
+            _ => local,
+        };
+        let g = match local {
+            Some(g) => g,
+            None => {
                 // Never written, or lost: a fresh generation (see the module docs).
                 let (g, record) = new_record(tiers.now_ms())?;
                 // A write-through store that did not reach the disk still serves the
@@ -174,7 +268,15 @@ impl NamespaceSlot {
         let rk = record_key(name);
         // Waits for this write's own acknowledgement, whatever the write policy: `Ok` only
         // once the new generation is on disk.
-        match tiers.set_durable(&rk, record, None, Encoding::Json).await {
+        let written = tiers.set_durable(&rk, record, None, Encoding::Json).await;
+        // The other replicas learn it from the shared tier: written inline, within the
+        // tier's timeout; when the server is away it stays pending (retried by the sync
+        // task) and the invalidation still holds here.
+        #[cfg(feature = "redis")]
+        if let Some(shared) = tiers.shared() {
+            shared.publish_generation(name, g).await;
+        }
+        match written {
             Ok(()) => Ok(g),
             Err(Error::NotPersisted { last_error, .. }) => Err(Error::NotPersisted {
                 failed: 1,
