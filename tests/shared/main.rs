@@ -30,3 +30,31 @@ mod harness;
 
 #[cfg(answercache_shared_impl)]
 mod t01_sharing;
+#[cfg(answercache_shared_impl)]
+mod t02_agent;
+#[cfg(answercache_shared_impl)]
+mod t03_latency;
+#[cfg(answercache_shared_impl)]
+mod t04_kill;
+#[cfg(answercache_shared_impl)]
+mod t05_sigstop;
+#[cfg(answercache_shared_impl)]
+mod t06_slow;
+#[cfg(answercache_shared_impl)]
+mod t07_oom;
+#[cfg(answercache_shared_impl)]
+mod t08_auth;
+#[cfg(answercache_shared_impl)]
+mod t09_hostile;
+#[cfg(answercache_shared_impl)]
+mod t10_proxy;
+#[cfg(answercache_shared_impl)]
+mod t11_namespaces;
+#[cfg(answercache_shared_impl)]
+mod t12_single_flight;
+#[cfg(answercache_shared_impl)]
+mod t13_write_queue;
+#[cfg(answercache_shared_impl)]
+mod t14_startup;
+#[cfg(answercache_shared_impl)]
+mod t15_valkey;
