@@ -818,22 +818,21 @@ impl Tiers {
             .unwrap_or_else(|| fallback.to_owned())
     }
 
-    /// Operations with a hot version below `before` that are not on disk: dirty entries with
-    /// no write pending, keys whose last value was lost before it reached the disk, and a
-    /// `clear` not yet recorded on disk. Each dirty
-    /// entry is checked again under the queue lock, so a write that completed after the
-    /// snapshot (the writer marks the entry clean before it releases the slot) is not
+    /// Operations with a hot version below `before` that are not on disk: writes held up by
+    /// one that timed out, dirty entries, writes still pending (queued after `upto`), each key
+    /// once; keys whose last value was lost before it reached the disk; a `clear` not yet
+    /// recorded on disk. Each dirty entry is checked again, so a write that completed after
+    /// the snapshot (the writer marks the entry clean before it releases the slot) is not
     /// counted.
     fn not_persisted_before(&self, before: u64, upto: u64) -> u64 {
         // Held up by a write that timed out: counted once, here.
-        let stuck = self.p.queue.stuck_upto(upto);
-        let mut n = stuck.len() as u64;
+        let mut counted = self.p.queue.stuck_upto(upto);
         for (key, snap) in self.p.hot.dirty_entries() {
             if snap.version >= before {
                 continue;
             }
             let hash = key_hash(&key);
-            if stuck.contains(&hash) {
+            if counted.contains(&hash) {
                 continue;
             }
             // Dirty now means not on disk now, whatever is queued for it: everything queued
@@ -844,9 +843,18 @@ impl Tiers {
                 .hot
                 .peek(&key)
                 .is_some_and(|e| e.dirty && e.version == snap.version);
-            n += u64::from(still_dirty);
+            if still_dirty {
+                counted.insert(hash);
+            }
         }
-        n + self.p.freshness.not_persisted_before(before)
+        // A write-back queued since (not waited for) of an entry the hot tier has evicted
+        // meanwhile: neither dirty in memory nor lost (the queue holds its version), and not
+        // on disk. Asked after the hot tier: once its write ends it is on disk, or lost (its
+        // entry gone), which the freshness record below counts.
+        let pending = self.p.queue.pending_below(before);
+        let n = counted.len() + pending.difference(&counted).count();
+        n as u64
+            + self.p.freshness.not_persisted_before(before)
             // Newer entries a judged removal took aside and could not put back yet.
             + self.p.gate.store.stranded() as u64
     }

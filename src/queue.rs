@@ -14,7 +14,7 @@
 //! The queue is bounded in bytes by a semaphore: `set` waits for room (backpressure) before it
 //! changes anything, so dropping a `set` future while it waits leaves nothing half-done.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit, Semaphore};
@@ -509,11 +509,25 @@ impl WriteQueue {
     }
 
     /// Keys whose operation with `seq <= upto` is held up by a write that timed out.
-    pub(crate) fn stuck_upto(&self, upto: u64) -> std::collections::HashSet<KeyHash> {
+    pub(crate) fn stuck_upto(&self, upto: u64) -> HashSet<KeyHash> {
         self.lock()
             .slots
             .iter()
             .filter(|(_, s)| s.stuck && s.seq <= upto)
+            .map(|(h, _)| *h)
+            .collect()
+    }
+
+    /// Keys whose pending operation, a write or a delete, carries a hot-tier version below
+    /// `before`: not on disk yet. Not purges (their keys are counted as lost) nor operations
+    /// a `clear` cancelled (it supersedes them).
+    pub(crate) fn pending_below(&self, before: u64) -> HashSet<KeyHash> {
+        self.lock()
+            .slots
+            .iter()
+            .filter(|(_, s)| {
+                !s.cancelled && !matches!(s.op, Op::Purge { .. }) && s.op.version() < before
+            })
             .map(|(h, _)| *h)
             .collect()
     }
