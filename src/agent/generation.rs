@@ -124,20 +124,30 @@ impl Namespaces {
 }
 
 impl NamespaceSlot {
-    /// The current generation (0: not known yet).
+    /// The current generation, for a sync about to read the server's: `None` while this
+    /// replica is changing it (an `invalidate` or a first read holds the slot), so that the
+    /// sync skips the slot this time. A snapshot taken here precedes every server read of
+    /// the sync, and any later local change shows in [`NamespaceSlot::adopt`]'s compare.
     #[cfg(feature = "redis")]
-    pub(crate) fn current(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
+    pub(crate) fn snapshot(&self) -> Option<u64> {
+        let _serial = self.lock.try_lock().ok()?;
+        Some(self.generation.load(Ordering::Acquire))
     }
 
     /// Adopts generation `g` of namespace `name` seen in the shared tier (another replica
     /// invalidated it, or bootstrapped it first): the slot, and the local record so that a
     /// reopen starts from it. Returns whether the generation changed. Skipped while this
-    /// replica's own newer generation waits to be written there.
+    /// replica's own newer generation waits to be written there, and when the slot no longer
+    /// holds `expected` (its [`NamespaceSlot::snapshot`] before the server was read): this
+    /// replica changed it since (an `invalidate` whose write the read may predate), and the
+    /// next sync reconciles.
     #[cfg(feature = "redis")]
-    pub(crate) async fn adopt(&self, tiers: &Tiers, name: &str, g: u64) -> bool {
+    pub(crate) async fn adopt(&self, tiers: &Tiers, name: &str, expected: u64, g: u64) -> bool {
         let _serial = self.lock.lock().await;
         if tiers.shared().is_some_and(|s| s.is_pending(name)) {
+            return false;
+        }
+        if self.generation.load(Ordering::Acquire) != expected {
             return false;
         }
         let old = self.generation.swap(g, Ordering::AcqRel);

@@ -46,26 +46,29 @@ pub(crate) async fn sync_once(tiers: &Tiers, namespaces: &Namespaces) {
         return;
     }
     shared.retry_pending().await;
+    // Each slot's generation before the server is read: a generation this replica draws
+    // while the read is in flight is not overwritten by the older one the read returns.
     let slots: Vec<_> = namespaces
         .resolved()
         .into_iter()
         .filter(|(name, _)| !shared.is_pending(name))
+        .filter_map(|(name, slot)| slot.snapshot().map(|g| (name, slot, g)))
         .collect();
     if slots.is_empty() {
         return;
     }
-    let names: Vec<String> = slots.iter().map(|(n, _)| n.clone()).collect();
+    let names: Vec<String> = slots.iter().map(|(n, _, _)| n.clone()).collect();
     let Some(generations) = shared.read_generations(&names).await else {
         return;
     };
-    for ((name, slot), seen) in slots.iter().zip(generations) {
+    for ((name, slot, before), seen) in slots.iter().zip(generations) {
         let g = match seen {
-            Some(g) if g == slot.current() => continue,
+            Some(g) if g == *before => continue,
             Some(g) => Some(g),
             None => slot.bootstrap_shared(tiers, name).await,
         };
         if let Some(g) = g {
-            if slot.adopt(tiers, name, g).await {
+            if slot.adopt(tiers, name, *before, g).await {
                 shared.count_change();
             }
         }
