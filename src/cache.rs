@@ -57,6 +57,17 @@ pub(crate) struct Tiers {
     shared: Option<Arc<crate::shared::tier::SharedTier>>,
 }
 
+/// How a `set` is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SetKind {
+    /// Under the cache's write policy, shared when there is a shared tier.
+    Ordinary,
+    /// Acknowledged once on disk whatever the write policy (a namespace's new generation).
+    Durable,
+    /// Not queued for the shared tier: already written there (feature `redis`).
+    Unshared,
+}
+
 /// What a lookup found.
 #[derive(Debug, Clone)]
 pub(crate) struct Found {
@@ -498,7 +509,22 @@ impl Tiers {
         cost: u64,
         encoding: Encoding,
     ) -> Result<()> {
-        self.set_as(key, value, ttl, cost, encoding, false).await
+        self.set_as(key, value, ttl, cost, encoding, SetKind::Ordinary)
+            .await
+    }
+
+    /// [`Tiers::set`] without queueing the value for the shared tier: a lease leader's
+    /// answer, already written there inline (SHARED_TIER.md section 8), is not written again.
+    pub(crate) async fn set_unshared(
+        &self,
+        key: &[u8],
+        value: Arc<[u8]>,
+        ttl: Option<Duration>,
+        cost: u64,
+        encoding: Encoding,
+    ) -> Result<()> {
+        self.set_as(key, value, ttl, cost, encoding, SetKind::Unshared)
+            .await
     }
 
     /// [`Tiers::set`] that waits for the write as under write-through, whatever the write
@@ -511,7 +537,8 @@ impl Tiers {
         ttl: Option<Duration>,
         encoding: Encoding,
     ) -> Result<()> {
-        self.set_as(key, value, ttl, 0, encoding, true).await
+        self.set_as(key, value, ttl, 0, encoding, SetKind::Durable)
+            .await
     }
 
     async fn set_as(
@@ -521,8 +548,9 @@ impl Tiers {
         ttl: Option<Duration>,
         cost: u64,
         encoding: Encoding,
-        durable: bool,
+        kind: SetKind,
     ) -> Result<()> {
+        let durable = kind == SetKind::Durable;
         self.check_open()?;
         self.check_key(key)?;
         if value.len() > self.config.max_entry_bytes {
@@ -608,7 +636,7 @@ impl Tiers {
         };
         self.p.counters.sets.inc();
         #[cfg(feature = "redis")]
-        if let Some(shared) = &self.shared {
+        if let Some(shared) = self.shared.as_ref().filter(|_| kind != SetKind::Unshared) {
             shared.share(hash, key, shared_value, meta);
         }
         self.acknowledge(ack, queued, rx).await

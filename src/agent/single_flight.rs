@@ -494,6 +494,12 @@ impl TieredCache {
         // Stored before the flight lands, so a caller that misses after the flight is gone
         // finds the value in the cache.
         let stores = controls.stores(value.borrow());
+        // A lease leader's answer is written to the shared tier inline, once: the local set
+        // below does not queue it again.
+        #[cfg(feature = "redis")]
+        let led = lease.is_some();
+        #[cfg(not(feature = "redis"))]
+        let led = false;
         #[cfg(feature = "redis")]
         if let Some((guard, hash)) = lease.take() {
             if stores {
@@ -515,7 +521,14 @@ impl TieredCache {
         }
         let stored = if stores {
             let ttl = controls.ttl.resolve(tiers.config().default_ttl);
-            match tiers.set(key, bytes.clone(), ttl, cost, encoding).await {
+            let set = if led {
+                tiers
+                    .set_unshared(key, bytes.clone(), ttl, cost, encoding)
+                    .await
+            } else {
+                tiers.set(key, bytes.clone(), ttl, cost, encoding).await
+            };
+            match set {
                 Err(Error::ValueTooLarge { len, max }) => {
                     debug!(
                         len,

@@ -780,6 +780,10 @@ impl SharedTier {
         if !entry::shareable(key) {
             return false;
         }
+        // This value is the key's newest here: an older queued operation of the key (a
+        // `DEL`, a value) must not land after it, and a remembered removal no longer hides it.
+        self.queue.remove(&hash);
+        lock(&self.forgotten).remove(&hash);
         let enc = Encoding {
             mac: self.config.mac_key,
             level: self.compression_level,

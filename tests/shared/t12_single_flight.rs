@@ -99,6 +99,12 @@ fn t12_lease_off_vs_on() {
             wait_closed(r).await;
         }
         let on = stampede(&reps, 300).await;
+        for r in &reps {
+            r.flush().await.unwrap();
+        }
+        // The leader's value is SET once, inline (section 8), not again through the write
+        // queue; the waiters' shared hits are never written back.
+        let writes = sum(&reps, |s| s.shared_writes_ok);
         let (acq, waits, served) = (
             sum(&reps, |s| s.shared_lease_acquired),
             sum(&reps, |s| s.shared_lease_waits),
@@ -106,11 +112,12 @@ fn t12_lease_off_vs_on() {
         );
         println!(
             "\nSHARED T12 loader_calls_without_lease={off} with_lease={on} acquired={acq} \
-             waits={waits} waits_served={served}"
+             waits={waits} waits_served={served} shared_writes={writes}"
         );
         assert_eq!(off, REPLICAS as u64);
         assert_eq!(on, 1);
         assert_eq!((acq, waits, served), (1, 3, 3));
+        assert_eq!(writes, 1, "the leader's value written once");
         close_all(reps).await;
     });
 }
