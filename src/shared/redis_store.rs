@@ -1,9 +1,13 @@
-//! The [`SharedStore`] on a Redis or Valkey server: one multiplexed
-//! [`ConnectionManager`](redis::aio::ConnectionManager), made lazily (nothing connects before
-//! the first command, so `build()` never waits), configured as SHARED_TIER.md section 6 says:
-//! the response timeout is the tier's `timeout`, a connection attempt gives up after 1 s,
-//! and a broken connection is retried once after 100 ms. Reconnect storms are bounded by the
-//! breaker, not by backoff loops inside each call.
+//! The [`SharedStore`] on a Redis or Valkey server: two multiplexed
+//! [`ConnectionManager`](redis::aio::ConnectionManager)s, one for reads (and the probe's
+//! `PING`), one for writes (the drain task's batches, generations, leases), so that a write
+//! the server holds back (`CLIENT PAUSE WRITE` during a failover, a full output buffer) never
+//! delays a read queued behind it on the same connection: a server answers one connection's
+//! commands in order. One breaker covers both (the tier's). Each is made lazily (nothing
+//! connects before the first command, so `build()` never waits), configured as
+//! SHARED_TIER.md section 6 says: the response timeout is the tier's `timeout`, a connection
+//! attempt gives up after 1 s, and a broken connection is retried once after 100 ms.
+//! Reconnect storms are bounded by the breaker, not by backoff loops inside each call.
 
 use std::time::Duration;
 
@@ -26,7 +30,10 @@ const RELEASE: &str =
 
 /// The store on a server.
 pub(crate) struct RedisStore {
-    conn: ConnectionManager,
+    /// `GETRANGE`, `MGET`, the lease poll, `PING`.
+    read: ConnectionManager,
+    /// `SET`, `DEL`, the batches, `SET NX`, the lease scripts.
+    write: ConnectionManager,
     renew: Script,
     release: Script,
 }
@@ -41,17 +48,27 @@ impl RedisStore {
             .set_connection_timeout(Some(CONNECTION_TIMEOUT))
             .set_number_of_retries(1)
             .set_min_delay(MIN_DELAY);
-        let conn =
+        let read = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
+            .map_err(|e| e.to_string())?;
+        let write =
             ConnectionManager::new_lazy_with_config(client, config).map_err(|e| e.to_string())?;
         Ok(RedisStore {
-            conn,
+            read,
+            write,
             renew: Script::new(RENEW),
             release: Script::new(RELEASE),
         })
     }
 
-    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
-        let mut conn = self.conn.clone();
+    /// `cmd` on the read connection.
+    async fn read<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
+        let mut conn = self.read.clone();
+        cmd.query_async(&mut conn).await.map_err(|e| classify(&e))
+    }
+
+    /// `cmd` on the write connection.
+    async fn write<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
+        let mut conn = self.write.clone();
         cmd.query_async(&mut conn).await.map_err(|e| classify(&e))
     }
 }
@@ -109,7 +126,7 @@ fn getrange(key: &str, max_len: usize) -> redis::Cmd {
 impl SharedStore for RedisStore {
     fn get(&self, key: &str, max_len: usize) -> BoxFut<'_, Option<Vec<u8>>> {
         let cmd = getrange(key, max_len);
-        Box::pin(async move { bytes(self.query::<Value>(&cmd).await?) })
+        Box::pin(async move { bytes(self.read::<Value>(&cmd).await?) })
     }
 
     fn write_many(&self, ops: Vec<WriteOp>) -> BoxFut<'_, Vec<Result<(), StoreError>>> {
@@ -126,7 +143,7 @@ impl SharedStore for RedisStore {
                     }
                 }
             }
-            let mut conn = self.conn.clone();
+            let mut conn = self.write.clone();
             let replies: Vec<Value> = pipe
                 .query_async(&mut conn)
                 .await
@@ -146,13 +163,13 @@ impl SharedStore for RedisStore {
     fn set(&self, key: &str, value: &[u8]) -> BoxFut<'_, ()> {
         let mut cmd = redis::cmd("SET");
         cmd.arg(key).arg(value);
-        Box::pin(async move { self.query::<()>(&cmd).await })
+        Box::pin(async move { self.write::<()>(&cmd).await })
     }
 
     fn del(&self, key: &str) -> BoxFut<'_, ()> {
         let mut cmd = redis::cmd("DEL");
         cmd.arg(key);
-        Box::pin(async move { self.query::<()>(&cmd).await })
+        Box::pin(async move { self.write::<()>(&cmd).await })
     }
 
     fn mget(&self, keys: &[String]) -> BoxFut<'_, Vec<Option<Vec<u8>>>> {
@@ -165,21 +182,21 @@ impl SharedStore for RedisStore {
             if empty {
                 return Ok(Vec::new());
             }
-            self.query::<Vec<Option<Vec<u8>>>>(&cmd).await
+            self.read::<Vec<Option<Vec<u8>>>>(&cmd).await
         })
     }
 
     fn set_nx_get(&self, key: &str, value: &[u8]) -> BoxFut<'_, Option<Vec<u8>>> {
         let mut cmd = redis::cmd("SET");
         cmd.arg(key).arg(value).arg("NX").arg("GET");
-        Box::pin(async move { bytes(self.query::<Value>(&cmd).await?) })
+        Box::pin(async move { bytes(self.write::<Value>(&cmd).await?) })
     }
 
     fn lease_acquire(&self, key: &str, token: &str, px: u64) -> BoxFut<'_, bool> {
         let mut cmd = redis::cmd("SET");
         cmd.arg(key).arg(token).arg("NX").arg("PX").arg(px);
         Box::pin(async move {
-            let v: Value = self.query(&cmd).await?;
+            let v: Value = self.write(&cmd).await?;
             Ok(matches!(v, Value::Okay | Value::SimpleString(_)))
         })
     }
@@ -187,7 +204,7 @@ impl SharedStore for RedisStore {
     fn lease_renew(&self, key: &str, token: &str, px: u64) -> BoxFut<'_, bool> {
         let (key, token) = (key.to_owned(), token.to_owned());
         Box::pin(async move {
-            let mut conn = self.conn.clone();
+            let mut conn = self.write.clone();
             let n: i64 = self
                 .renew
                 .key(&key)
@@ -203,7 +220,7 @@ impl SharedStore for RedisStore {
     fn lease_release(&self, key: &str, token: &str) -> BoxFut<'_, bool> {
         let (key, token) = (key.to_owned(), token.to_owned());
         Box::pin(async move {
-            let mut conn = self.conn.clone();
+            let mut conn = self.write.clone();
             let n: i64 = self
                 .release
                 .key(&key)
@@ -225,7 +242,7 @@ impl SharedStore for RedisStore {
         pipe.add_command(getrange(value_key, max_len));
         pipe.cmd("PTTL").arg(lease_key);
         Box::pin(async move {
-            let mut conn = self.conn.clone();
+            let mut conn = self.read.clone();
             let (v, pttl): (Value, i64) = pipe
                 .query_async(&mut conn)
                 .await
@@ -235,8 +252,12 @@ impl SharedStore for RedisStore {
         })
     }
 
+    /// `PING` on the read connection. The write connection is not probed: an idle one the
+    /// server dropped meanwhile (a `CLIENT KILL`, a restart) answers its next command with
+    /// one broken pipe and reconnects, which the breaker's threshold tolerates, whereas a
+    /// probe that met it would keep the tier Open for another open timeout.
     fn ping(&self) -> BoxFut<'_, ()> {
         let cmd = redis::cmd("PING");
-        Box::pin(async move { self.query::<()>(&cmd).await })
+        Box::pin(async move { self.read::<()>(&cmd).await })
     }
 }
