@@ -350,7 +350,10 @@ impl Replica {
 pub enum Keys {
     /// The keys the writer wrote, `lag` behind the newest (each read once).
     Written { lag: u64 },
-    /// `{name}-{j}` for `j < count`, seeded beforehand (each read once, in order).
+    /// `{name}-{j}` for `j < count`, seeded beforehand, in order: a key is used up by a hit
+    /// (which promotes it locally); a miss puts it back for the next get, so that every get
+    /// still goes to the network (or is refused by the breaker) and the seeds last through
+    /// an outage of any length, whose refused gets take microseconds each.
     Seeded { name: String, count: u64 },
 }
 
@@ -369,7 +372,7 @@ pub struct Sample {
 
 /// Traffic for the fault scenarios: a writer task setting fresh self-checking values
 /// (`{name}-w-{i}`, 512 bytes, one every 2 ms) and reader tasks getting keys through another
-/// (or the same) cache, each key once, every result checked and timed.
+/// (or the same) cache (see [`Keys`]), every result checked and timed.
 pub struct Traffic {
     stop: Arc<AtomicBool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -400,6 +403,8 @@ impl Traffic {
         let samples: Arc<Mutex<Vec<Sample>>> = Arc::default();
         let written = Arc::new(AtomicU64::new(0));
         let next = Arc::new(AtomicU64::new(0));
+        // Seeded keys a miss put back.
+        let retry: Arc<Mutex<Vec<u64>>> = Arc::default();
         let mut tasks = Vec::new();
         if let Some(w) = writer {
             let (stop, written, set_errors, name) = (
@@ -425,18 +430,20 @@ impl Traffic {
             }));
         }
         for _ in 0..readers {
-            let (stop, tally, samples, written, next, reader, keys, name) = (
+            let (stop, tally, samples, written, next, retry, reader, keys, name) = (
                 stop.clone(),
                 tally.clone(),
                 samples.clone(),
                 written.clone(),
                 next.clone(),
+                retry.clone(),
                 reader.clone(),
                 keys.clone(),
                 name.to_owned(),
             );
             tasks.push(tokio::spawn(async move {
                 while !stop.load(Ordering::Relaxed) {
+                    let mut seeded = None;
                     let key = match &keys {
                         Keys::Written { lag } => {
                             let newest = written.load(Ordering::Acquire).saturating_sub(*lag);
@@ -449,11 +456,13 @@ impl Traffic {
                             format!("{name}-w-{newest}")
                         }
                         Keys::Seeded { name, count } => {
-                            let j = next.fetch_add(1, Ordering::AcqRel);
+                            let back = retry.lock().expect("retry").pop();
+                            let j = back.unwrap_or_else(|| next.fetch_add(1, Ordering::AcqRel));
                             if j >= *count {
                                 tokio::time::sleep(Duration::from_millis(1)).await;
                                 continue;
                             }
+                            seeded = Some(j);
                             format!("{name}-{j}")
                         }
                     };
@@ -476,6 +485,14 @@ impl Traffic {
                         outcome,
                         state_before,
                     });
+                    if outcome == super::Outcome::Miss {
+                        if let Some(j) = seeded {
+                            retry.lock().expect("retry").push(j);
+                        }
+                        // A refused get takes microseconds: without a pause the readers would
+                        // spin on the runtime's two workers.
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
                 }
             }));
         }
