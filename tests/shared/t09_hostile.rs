@@ -1,7 +1,10 @@
 //! T9, corrupt and hostile values planted with a raw client under the keys a replica reads:
-//! garbage, empty, truncated, wrong magic, another key's entry, flipped payload and checksum
+//! garbage, truncated, wrong magic, another key's entry, flipped payload and checksum
 //! bytes, version 0, bad flags, an inflation bomb, oversize length fields (key, value,
 //! payload), a broken gzip stream, trailing bytes, a value over `max_entry_bytes`.
+//!
+//! (An empty value is a control, not a case: the bounded read cannot tell it from no key,
+//! so it is a plain miss, left alone.)
 //!
 //! Asserted: each is a miss, `DEL`eted, counted in `shared_corrupted_by_reason` under the
 //! FORMAT.md reason (exact counts, nothing on the disk's counters), no error and no breaker
@@ -52,7 +55,6 @@ fn hostile() -> Vec<(&'static str, Vec<u8>, &'static str)> {
         .finalize_xof()
         .fill(&mut garbage);
     v.push(("garbage", garbage, "magic"));
-    v.push(("empty", Vec::new(), "truncated"));
     v.push(("magic-prefix", b"TIERC".to_vec(), "truncated"));
     let mut e = entry(&k("wrong-magic"), 300);
     e[..8].copy_from_slice(b"NOTACACH");
@@ -173,6 +175,7 @@ pub fn scenario(opts: ServerOptions) {
         server
             .set_raw(&entry_key(PREFIX, b"h-expired"), &expired)
             .await;
+        server.set_raw(&entry_key(PREFIX, b"h-empty"), b"").await;
     });
     let r0 = r.stats();
     let ((wrong, answers), peak) = alloc::peak_allocation(|| {
@@ -244,10 +247,20 @@ pub fn scenario(opts: ServerOptions) {
         check_value("h-good", &good.expect("a well-formed plant is a hit")).unwrap();
         assert_eq!(r.get_bytes("h-newer").await.unwrap(), None);
         assert_eq!(r.get_bytes("h-expired").await.unwrap(), None);
+        // An empty value: the bounded read (`GETRANGE key 0 max`, SHARED_TIER.md section 3)
+        // answers "" for an empty value and for no key alike, so it is a plain miss, neither
+        // counted as corruption nor deleted (it holds no answer to serve, and nothing
+        // allocates for it).
+        assert_eq!(r.get_bytes("h-empty").await.unwrap(), None);
         let r2 = r.stats();
         assert_eq!(
             r2.shared_corrupted, r1.shared_corrupted,
-            "a newer version or an expired entry is not corruption"
+            "a newer version, an expired entry or an empty value is not counted as corruption"
+        );
+        assert_eq!(r2.shared_misses - r1.shared_misses, 3);
+        assert!(
+            server.exists(&entry_key(PREFIX, b"h-empty")).await,
+            "an empty value reads as no key: nothing to delete"
         );
         println!(
             "SHARED T9 controls newer_version_deleted={} expired_deleted={}",
