@@ -113,11 +113,17 @@ pub fn scenario(opts: ServerOptions) {
             .filter(|s| s.state_before == Some(BreakerState::Open))
             .collect();
         assert!(!while_open.is_empty());
-        let slow_open = while_open
+        let slow_open: Vec<Duration> = while_open
             .iter()
-            .filter(|s| s.latency >= Duration::from_millis(50))
-            .count();
-        assert_eq!(slow_open, 0, "gets waited while the breaker was Open");
+            .filter(|s| s.latency >= SLACK)
+            .map(|s| s.latency)
+            .collect();
+        // A network wait is the 200 ms timeout; a refused get takes microseconds, plus what
+        // a loaded 2-core machine adds (SLACK, 100 ms).
+        assert!(
+            slow_open.is_empty(),
+            "gets that began while the breaker was Open took >= SLACK ({SLACK:?}): {slow_open:?}"
+        );
         // The dip: exactly 0 hits between Open and Closed; hits before and after.
         let t_open = at_open.at;
         let (healthy_hits, healthy) = hits_in(&samples, t_start, t_fault);

@@ -79,10 +79,7 @@ pub fn scenario(opts: ServerOptions) {
             .iter()
             .filter(|s| s.state_before == Some(BreakerState::Open))
             .collect();
-        let waited_open = while_open
-            .iter()
-            .filter(|s| s.latency >= Duration::from_millis(50))
-            .count();
+        let waited_open = while_open.iter().filter(|s| s.latency >= SLACK).count();
         println!(
             "SHARED T5 detail timeouts={} gets_while_open={} waited_while_open={waited_open} \
              timeline=[{}]",
@@ -97,7 +94,12 @@ pub fn scenario(opts: ServerOptions) {
             row.max_added_latency
         );
         assert!(!while_open.is_empty());
-        assert_eq!(waited_open, 0, "network waits while Open");
+        // A network wait is the 200 ms timeout; a refused get takes microseconds, plus what
+        // a loaded 2-core machine adds (SLACK, 100 ms).
+        assert_eq!(
+            waited_open, 0,
+            "gets that began while Open took >= SLACK ({SLACK:?}): network waits while Open"
+        );
         assert!(
             by(&r1.shared_errors_by_kind, "timeout") - by(&r0.shared_errors_by_kind, "timeout")
                 >= 3,
