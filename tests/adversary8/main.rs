@@ -7,6 +7,7 @@
 )]
 
 #[path = "../shared/support/mod.rs"]
+#[allow(unused_imports, reason = "the shared harness, used in part")]
 mod support;
 
 #[global_allocator]
@@ -15,4 +16,5 @@ static ALLOCATOR: support::alloc::Tracking = support::alloc::Tracking;
 mod fixture;
 mod util;
 
+mod ordering;
 mod stale;
