@@ -17,4 +17,5 @@ mod fixture;
 mod util;
 
 mod ordering;
+mod single_flight;
 mod stale;
