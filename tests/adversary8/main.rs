@@ -19,3 +19,4 @@ mod util;
 mod ordering;
 mod single_flight;
 mod stale;
+mod values;
