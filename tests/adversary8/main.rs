@@ -16,6 +16,7 @@ static ALLOCATOR: support::alloc::Tracking = support::alloc::Tracking;
 mod fixture;
 mod util;
 
+mod faults;
 mod ordering;
 mod single_flight;
 mod stale;

@@ -62,13 +62,14 @@ fn timed_out_set_lands_after_the_remove_that_superseded_it() {
 }
 
 /// A storm of sets and removes on 12 keys while the server is stopped and continued every
-/// 40 operations (threshold 2: the breaker flaps). Each `set` returns within 150 ms; every
+/// 40 operations (threshold 2: the breaker flaps). Each `set` returns within 1 s (never waits
+/// on the stopped server); every
 /// read on the replica (hot tier of 4 entries, so reads reach the disk and the shared tier)
 /// is its own last operation; after the storm a final operation per key, delivered while
 /// Closed, is exactly what a fresh replica reads.
 #[test]
 fn set_remove_storm_while_the_breaker_flaps() {
-    let _slot = shared_slot();
+    let _slot = exclusive_slot();
     let Some(server) = server() else { return };
     let logs = LogCapture::new();
     run(&logs, async {
@@ -118,7 +119,7 @@ fn set_remove_storm_while_the_breaker_flaps() {
         }
         assert!(wrong.is_empty(), "stale or wrong reads: {wrong:#?}");
         assert!(
-            slowest_set < Duration::from_millis(150),
+            slowest_set < Duration::from_secs(1),
             "a set waited {slowest_set:?}"
         );
         wait_closed(&a).await;

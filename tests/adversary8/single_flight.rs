@@ -167,7 +167,7 @@ fn loader_error_hands_the_load_to_a_waiter() {
 /// replica then hits it without waiting or loading.
 #[test]
 fn lease_without_expiry_costs_one_bounded_wait() {
-    let _slot = shared_slot();
+    let _slot = exclusive_slot();
     let Some(server) = server() else { return };
     let logs = LogCapture::new();
     run(&logs, async {
@@ -268,7 +268,7 @@ fn garbage_appearing_during_a_wait_is_not_served_nor_counted_served() {
 /// arrives meanwhile loads locally within a timeout of its own.
 #[test]
 fn server_stopped_mid_lease_never_blocks_past_the_timeouts() {
-    let _slot = shared_slot();
+    let _slot = exclusive_slot();
     let Some(server) = server() else { return };
     let logs = LogCapture::new();
     run(&logs, async {
