@@ -158,7 +158,8 @@ fn auth_revoked_mid_traffic() {
 
 /// A scripted fault sequence on the in-memory stand-in, counters exact: 3 I/O failures open
 /// the breaker (1 open, 3 errors, 3 misses), 2 more gets are rejections without a call,
-/// sets while Open are dropped (breaker_open), and exactly one warning is logged.
+/// sets while Open are dropped (breaker_open), a remove's `DEL` is kept (not dropped), and
+/// exactly one warning is logged.
 #[test]
 fn scripted_faults_exact_counters() {
     let logs = LogCapture::new();
@@ -207,8 +208,10 @@ fn scripted_faults_exact_counters() {
                 s.shared_writes_dropped,
                 by(&s.shared_writes_dropped_by_reason, "breaker_open")
             ),
-            (2, 2)
+            (1, 1),
+            "the set is dropped; the remove's DEL is kept for when the server is back"
         );
+        assert_eq!(s.shared_queue_entries, 1, "the kept DEL");
         let warns: Vec<_> = logs
             .shared_events()
             .into_iter()

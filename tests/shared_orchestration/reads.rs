@@ -197,14 +197,57 @@ async fn a_local_remove_wins_over_an_older_shared_copy() {
     assert!(b.remove("k").await.unwrap());
     b.flush().await.unwrap();
     assert!(server.raw(&entry_key(b"k")).is_some());
+    // The DEL is kept (not counted failed), and sent again after `open_timeout`.
+    let s = b.stats();
+    assert_eq!(
+        (s.shared_writes_failed, s.shared_queue_entries),
+        (0, 1),
+        "the failed DEL is kept"
+    );
     let gets = server.calls(SharedOpKind::Get);
     assert_eq!(b.get_bytes("k").await.unwrap(), None);
     assert_eq!(server.calls(SharedOpKind::Get), gets, "not even asked");
+    tokio::time::advance(answercache::shared::DEFAULT_SHARED_OPEN_TIMEOUT).await;
+    settle().await;
+    assert!(
+        server.raw(&entry_key(b"k")).is_none(),
+        "the kept DEL was sent"
+    );
+    assert_eq!(b.stats().shared_queue_entries, 0);
     // A later set of the key makes it shareable again.
     b.set_bytes("k", b"again").await.unwrap();
     b.flush().await.unwrap();
+    assert!(server.raw(&entry_key(b"k")).is_some());
     let s = b.stats();
-    assert_eq!((s.shared_writes_ok, s.shared_writes_failed), (2, 1));
+    assert_eq!((s.shared_writes_ok, s.shared_writes_failed), (3, 0));
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_newer_set_queued_supersedes_a_kept_del() {
+    let server = MemoryShared::new();
+    let b = replica(&server).await;
+    b.set_bytes("k", b"old").await.unwrap();
+    b.flush().await.unwrap();
+    server.fail(
+        Some(SharedOpKind::Write),
+        answercache::testing::SharedFault::Io,
+        Some(1),
+    );
+    assert!(b.remove("k").await.unwrap());
+    b.flush().await.unwrap();
+    assert_eq!(b.stats().shared_queue_entries, 1);
+    // Queued while Closed, after the failed DEL: the set wins, the kept DEL is not sent.
+    b.set_bytes("k", b"new").await.unwrap();
+    b.flush().await.unwrap();
+    tokio::time::advance(answercache::shared::DEFAULT_SHARED_OPEN_TIMEOUT).await;
+    settle().await;
+    let c = replica(&server).await;
+    assert_eq!(
+        c.get_bytes("k").await.unwrap().as_deref(),
+        Some(&b"new"[..])
+    );
+    let s = b.stats();
+    assert_eq!((s.shared_writes_ok, s.shared_queue_entries), (2, 0));
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
