@@ -99,6 +99,19 @@ pub(crate) struct Namespaces {
     slots: Mutex<HashMap<String, Arc<NamespaceSlot>>>,
 }
 
+/// Remembers (feature `redis`) that this replica left generation `old` of `name` for `new`:
+/// the shared tier never adopts it again (a generation rolled back on the server).
+fn retire(tiers: &Tiers, name: &str, old: u64, new: u64) {
+    #[cfg(feature = "redis")]
+    if old != 0 && old != new {
+        if let Some(shared) = tiers.shared() {
+            shared.retire_generation(name, old);
+        }
+    }
+    #[cfg(not(feature = "redis"))]
+    let _ = (tiers, name, old, new);
+}
+
 impl Namespaces {
     /// The slot of `name` ([`Error::Config`] for an invalid name); handles of the same name
     /// share it.
@@ -144,6 +157,7 @@ impl NamespaceSlot {
         if old == g {
             return false;
         }
+        retire(tiers, name, old, g);
         let record = Record {
             generation: g,
             created_ms: tiers.now_ms(),
@@ -254,7 +268,8 @@ impl NamespaceSlot {
                 g
             }
         };
-        self.generation.store(g, Ordering::Release);
+        let old = self.generation.swap(g, Ordering::AcqRel);
+        retire(tiers, name, old, g);
         Ok(g)
     }
 
@@ -264,7 +279,8 @@ impl NamespaceSlot {
         let _serial = self.lock.lock().await;
         let (g, record) = new_record(tiers.now_ms())?;
         // In memory first: from here on, this process never reads an old entry.
-        self.generation.store(g, Ordering::Release);
+        let old = self.generation.swap(g, Ordering::AcqRel);
+        retire(tiers, name, old, g);
         let rk = record_key(name);
         // Waits for this write's own acknowledgement, whatever the write policy: `Ok` only
         // once the new generation is on disk.

@@ -42,6 +42,8 @@ pub(crate) const BATCH_BYTES: usize = 256 << 10;
 /// Entries above this are verified (inflated) on the blocking pool, not on the caller's
 /// thread.
 const INLINE_VERIFY_BYTES: usize = 64 << 10;
+/// Most namespace generations remembered as retired, per namespace.
+pub(crate) const RETIRED_GENERATIONS: usize = 64;
 
 /// The shared tier of one open cache (see the module docs).
 pub(crate) struct SharedTier {
@@ -70,6 +72,10 @@ pub(crate) struct SharedTier {
     /// counted in `shared_writes_dropped{queue_full}`); in memory only (documented in
     /// RELIABILITY.md).
     pending_dels: PendingDels,
+    /// The namespace generations this replica left (invalidated, or replaced by another
+    /// replica's), the last [`RETIRED_GENERATIONS`] per name: never adopted again from the
+    /// server (a rolled-back generation would bring invalidated answers back).
+    retired: Mutex<HashMap<String, std::collections::VecDeque<u64>>>,
     /// Kept removals are not resent before this (set by a failed `DEL`, cleared when the
     /// breaker closes): a server that fails writes while reads pass (the breaker stays
     /// Closed) is not sent the same `DEL`s in a loop.
@@ -142,6 +148,7 @@ impl SharedTier {
             pending_generations: Mutex::default(),
             single_flight,
             pending_dels: PendingDels::new(PENDING_DELS_MAX),
+            retired: Mutex::default(),
             dels_not_before: Mutex::default(),
         }
     }
@@ -650,7 +657,9 @@ impl SharedTier {
     // ---- namespace generations (SHARED_TIER.md section 7) ----
 
     /// The server's generation of namespace `name`, bootstrapped with `fresh` when it has
-    /// none (`SET NX GET`: the first writer wins, every replica adopts it). `None` when the
+    /// none (`SET NX GET`: the first writer wins, every replica adopts it), or when it holds
+    /// one this replica retired (then `fresh` is written as `invalidate` writes it: a
+    /// rolled-back generation must not bring invalidated answers back). `None` when the
     /// server cannot be asked (the caller keeps its local record).
     pub(crate) async fn bootstrap_generation(&self, name: &str, fresh: u64) -> Option<u64> {
         let key = entry::generation_key(&self.config.prefix, name);
@@ -661,7 +670,7 @@ impl SharedTier {
             .as_deref()
             .and_then(entry::parse_generation)
         {
-            return Some(g);
+            return Some(self.unless_retired(name, g, fresh).await);
         }
         let text = entry::generation_text(fresh);
         match self
@@ -671,7 +680,7 @@ impl SharedTier {
         {
             None => Some(fresh),
             Some(v) => match entry::parse_generation(&v) {
-                Some(g) => Some(g),
+                Some(g) => Some(self.unless_retired(name, g, fresh).await),
                 None => {
                     // Not a generation: replace it.
                     self.call(false, |s| s.set(&key, text.as_bytes()))
@@ -681,6 +690,43 @@ impl SharedTier {
                 }
             },
         }
+    }
+
+    /// `g`, or, when this replica retired it, `fresh` written in its place (pending until
+    /// the server takes it, as an `invalidate`'s).
+    async fn unless_retired(&self, name: &str, g: u64, fresh: u64) -> u64 {
+        if !self.is_retired(name, g) {
+            return g;
+        }
+        tracing::warn!(
+            target: TARGET,
+            namespace = name,
+            generation = %entry::generation_text(g),
+            "the server holds a namespace generation this replica left (rolled back by a \
+             failover or restore?): a fresh generation replaces it"
+        );
+        self.publish_generation(name, fresh).await;
+        fresh
+    }
+
+    /// Remembers that this replica left generation `g` of `name` (the last
+    /// [`RETIRED_GENERATIONS`]).
+    pub(crate) fn retire_generation(&self, name: &str, g: u64) {
+        let mut retired = lock(&self.retired);
+        let list = retired.entry(name.to_owned()).or_default();
+        if !list.contains(&g) {
+            list.push_back(g);
+            if list.len() > RETIRED_GENERATIONS {
+                list.pop_front();
+            }
+        }
+    }
+
+    /// Whether this replica left generation `g` of `name`.
+    pub(crate) fn is_retired(&self, name: &str, g: u64) -> bool {
+        lock(&self.retired)
+            .get(name)
+            .is_some_and(|list| list.contains(&g))
     }
 
     /// Writes a namespace's new generation (inline, within the timeout). When it cannot be
