@@ -42,6 +42,11 @@ pub(crate) const BATCH_BYTES: usize = 256 << 10;
 /// Entries above this are verified (inflated) on the blocking pool, not on the caller's
 /// thread.
 const INLINE_VERIFY_BYTES: usize = 64 << 10;
+/// How far ahead of this replica's clock a shared entry's `created_ms` may be (another
+/// replica's clock running ahead). Further ahead, the entry is a miss here (counted in
+/// `shared_misses`, not deleted: it may be valid for its writer): a local `clear` compares
+/// creation times with this replica's clock, and an entry dated in the future would pass it.
+pub(crate) const MAX_CLOCK_AHEAD_MS: u64 = 60_000;
 /// Most namespace generations remembered as retired, per namespace.
 pub(crate) const RETIRED_GENERATIONS: usize = 64;
 
@@ -275,7 +280,8 @@ impl SharedTier {
     }
 
     /// Reads the entry of `key` (already known not to be found locally). `None` on a miss,
-    /// counted (a rejection, error, absence, corrupt or newer value, or an expired entry); a
+    /// counted (a rejection, error, absence, corrupt or newer value, an expired entry, or one
+    /// created more than [`MAX_CLOCK_AHEAD_MS`] ahead of this replica's clock); a
     /// hit is counted by the caller once it decided to serve it ([`SharedTier::count_miss`]
     /// otherwise). A corrupt value is deleted on the server, in the background.
     pub(crate) async fn read(self: &Arc<Self>, key: &[u8], hash: &KeyHash) -> Option<SharedHit> {
@@ -299,8 +305,12 @@ impl SharedTier {
             .await
             .unwrap_or(Checked::Newer)
         };
+        let now = self.clock.now_ms();
         match checked {
-            Checked::Entry(d) if !d.meta.is_expired(self.clock.now_ms()) => {
+            Checked::Entry(d)
+                if !d.meta.is_expired(now)
+                    && d.meta.created_ms <= now.saturating_add(MAX_CLOCK_AHEAD_MS) =>
+            {
                 Some(SharedHit { decoded: d })
             }
             Checked::Entry(_) | Checked::Newer => {

@@ -278,6 +278,35 @@ async fn a_local_clear_wins_over_shared_values_created_before_it() {
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn an_entry_dated_more_than_a_minute_ahead_is_a_miss_not_deleted() {
+    let server = MemoryShared::new();
+    let b = replica(&server).await;
+    let ahead = now_ms() + 61_000;
+    server.plant(&entry_key(b"far"), &entry(b"far", b"v", ahead, 0, 0), None);
+    let near = now_ms() + 60_000;
+    server.plant(&entry_key(b"near"), &entry(b"near", b"v", near, 0, 0), None);
+    assert_eq!(b.get_bytes("far").await.unwrap(), None);
+    assert!(server.raw(&entry_key(b"far")).is_some(), "not deleted");
+    // Within the tolerance: served.
+    assert_eq!(
+        b.get_bytes("near").await.unwrap().as_deref(),
+        Some(&b"v"[..])
+    );
+    let s = b.stats();
+    assert_eq!(
+        (s.shared_hits, s.shared_misses, s.shared_corrupted),
+        (1, 1, 0)
+    );
+    // Once this replica's clock is within the tolerance of its date, it is an entry like
+    // any other.
+    tokio::time::advance(secs(1)).await;
+    assert_eq!(
+        b.get_bytes("far").await.unwrap().as_deref(),
+        Some(&b"v"[..])
+    );
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn an_expired_shared_entry_is_a_miss() {
     let server = MemoryShared::new();
     let b = replica(&server).await;
