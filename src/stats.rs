@@ -452,7 +452,8 @@ pub struct Stats {
     pub shared_lease_acquired: u64,
     /// Loads that waited for another replica's lease.
     pub shared_lease_waits: u64,
-    /// Those served by the other replica's value.
+    /// Those served by the other replica's value (counted once the value was verified and
+    /// decoded: one that appeared but was corrupt is not).
     pub shared_lease_waits_served: u64,
     /// Waits that took the lease over (its holder let it expire or gave up).
     pub shared_lease_takeovers: u64,
