@@ -146,11 +146,17 @@ impl NamespaceSlot {
     /// Adopts generation `g` of namespace `name` seen in the shared tier (another replica
     /// invalidated it, or bootstrapped it first): the slot, and the local record so that a
     /// reopen starts from it. Returns whether the generation changed. Skipped while this
-    /// replica's own newer generation waits to be written there.
+    /// replica's own newer generation waits to be written there, and for a generation this
+    /// replica retired.
     #[cfg(feature = "redis")]
     pub(crate) async fn adopt(&self, tiers: &Tiers, name: &str, g: u64) -> bool {
         let _serial = self.lock.lock().await;
-        if tiers.shared().is_some_and(|s| s.is_pending(name)) {
+        // Never one this replica left (read from the server before an invalidation of its
+        // own, or rolled back there): the next sync replaces it.
+        if tiers
+            .shared()
+            .is_some_and(|s| s.is_pending(name) || s.is_retired(name, g))
+        {
             return false;
         }
         let old = self.generation.swap(g, Ordering::AcqRel);
@@ -179,10 +185,14 @@ impl NamespaceSlot {
     }
 
     /// A fresh generation, bootstrapped in the shared tier (`SET NX GET`: the first replica
-    /// wins and every other adopts it). `None` when the shared tier cannot be asked.
+    /// wins and every other adopts it), or written in place of one this replica retired.
+    /// `None` when the shared tier cannot be asked. Serialized with `invalidate`: the server's
+    /// generation is read after any invalidation of this replica has written its own, so a
+    /// generation it has just left is not taken for a rolled-back one.
     #[cfg(feature = "redis")]
     pub(crate) async fn bootstrap_shared(&self, tiers: &Tiers, name: &str) -> Option<u64> {
         let shared = tiers.shared()?;
+        let _serial = self.lock.lock().await;
         shared
             .bootstrap_generation(name, fresh_generation(tiers.now_ms()))
             .await
