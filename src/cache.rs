@@ -380,8 +380,8 @@ impl Tiers {
     /// The shared-tier part of a lookup (feature `redis`): a verified entry that no local
     /// `set`, `remove` or `clear` made stale, promoted to hot with the header's expiry (never
     /// a fresh TTL) and queued for the disk like a write of this cache's own, without being
-    /// shared again. A `remove` whose `DEL` is still queued or was never delivered hides the
-    /// shared copy.
+    /// shared again. A `remove` whose `DEL` is still queued, or kept until the server is back,
+    /// hides the shared copy.
     #[cfg(feature = "redis")]
     async fn lookup_shared(
         &self,
@@ -945,7 +945,7 @@ impl Gauges for Tiers {
     }
     #[cfg(feature = "redis")]
     fn shared_queue(&self) -> (u64, u64) {
-        self.shared.as_ref().map_or((0, 0), |s| s.queue.depth())
+        self.shared.as_ref().map_or((0, 0), |s| s.depth())
     }
     #[cfg(feature = "redis")]
     fn namespace_invalidations_pending(&self) -> u64 {

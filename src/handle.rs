@@ -468,6 +468,12 @@ impl TieredCache {
     pub async fn close(&self) -> Result<()> {
         let flushed = self.tiers.flush().await;
         self.tiers.mark_closed();
+        // Removals whose `DEL` the shared server has not taken (it is away): forgotten with
+        // this process, counted as dropped (RELIABILITY.md).
+        #[cfg(feature = "redis")]
+        if let Some(shared) = self.tiers.shared() {
+            shared.abandon_pending_dels();
+        }
         let _ = self.life.shutdown.send(true);
         let tasks = std::mem::take(&mut *lock(&self.life.tasks));
         for t in tasks {

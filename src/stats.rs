@@ -410,7 +410,9 @@ pub struct Stats {
     pub shared_errors_by_kind: BTreeMap<String, u64>,
     /// Entries (and deletes) the shared tier accepted.
     pub shared_writes_ok: u64,
-    /// Shared writes that failed (a failure of the kinds above; not OOM).
+    /// Shared writes that failed (a failure of the kinds above; not OOM). Values only: a
+    /// `DEL` that failed is kept and sent again, counted once delivered (`shared_writes_ok`)
+    /// or given up (`shared_writes_dropped`).
     pub shared_writes_failed: u64,
     /// Shared writes dropped before they were sent, all reasons.
     pub shared_writes_dropped: u64,
@@ -430,7 +432,8 @@ pub struct Stats {
     pub shared_bytes_out: u64,
     /// Bytes waiting in the shared write queue.
     pub shared_queue_bytes: u64,
-    /// Writes waiting in the shared write queue.
+    /// Writes waiting in the shared write queue, plus removals whose `DEL` is kept until the
+    /// server is back (not in `shared_queue_bytes`).
     pub shared_queue_entries: u64,
     /// Shared breaker changes to Open.
     pub shared_breaker_opens: u64,
@@ -449,7 +452,8 @@ pub struct Stats {
     pub shared_lease_acquired: u64,
     /// Loads that waited for another replica's lease.
     pub shared_lease_waits: u64,
-    /// Those served by the other replica's value.
+    /// Those served by the other replica's value (counted once the value was verified and
+    /// decoded: one that appeared but was corrupt is not).
     pub shared_lease_waits_served: u64,
     /// Waits that took the lease over (its holder let it expire or gave up).
     pub shared_lease_takeovers: u64,

@@ -99,6 +99,19 @@ pub(crate) struct Namespaces {
     slots: Mutex<HashMap<String, Arc<NamespaceSlot>>>,
 }
 
+/// Remembers (feature `redis`) that this replica left generation `old` of `name` for `new`:
+/// the shared tier never adopts it again (a generation rolled back on the server).
+fn retire(tiers: &Tiers, name: &str, old: u64, new: u64) {
+    #[cfg(feature = "redis")]
+    if old != 0 && old != new {
+        if let Some(shared) = tiers.shared() {
+            shared.retire_generation(name, old);
+        }
+    }
+    #[cfg(not(feature = "redis"))]
+    let _ = (tiers, name, old, new);
+}
+
 impl Namespaces {
     /// The slot of `name` ([`Error::Config`] for an invalid name); handles of the same name
     /// share it.
@@ -137,14 +150,19 @@ impl NamespaceSlot {
     /// Adopts generation `g` of namespace `name` seen in the shared tier (another replica
     /// invalidated it, or bootstrapped it first): the slot, and the local record so that a
     /// reopen starts from it. Returns whether the generation changed. Skipped while this
-    /// replica's own newer generation waits to be written there, and when the slot no longer
-    /// holds `expected` (its [`NamespaceSlot::snapshot`] before the server was read): this
-    /// replica changed it since (an `invalidate` whose write the read may predate), and the
-    /// next sync reconciles.
+    /// replica's own newer generation waits to be written there, for a generation this
+    /// replica retired, and when the slot no longer holds `expected` (its
+    /// [`NamespaceSlot::snapshot`] before the server was read): this replica changed it since
+    /// (an `invalidate` whose write the read may predate), and the next sync reconciles.
     #[cfg(feature = "redis")]
     pub(crate) async fn adopt(&self, tiers: &Tiers, name: &str, expected: u64, g: u64) -> bool {
         let _serial = self.lock.lock().await;
-        if tiers.shared().is_some_and(|s| s.is_pending(name)) {
+        // Never one this replica left (read from the server before an invalidation of its
+        // own, or rolled back there): the next sync replaces it.
+        if tiers
+            .shared()
+            .is_some_and(|s| s.is_pending(name) || s.is_retired(name, g))
+        {
             return false;
         }
         if self.generation.load(Ordering::Acquire) != expected {
@@ -154,6 +172,7 @@ impl NamespaceSlot {
         if old == g {
             return false;
         }
+        retire(tiers, name, old, g);
         let record = Record {
             generation: g,
             created_ms: tiers.now_ms(),
@@ -175,10 +194,14 @@ impl NamespaceSlot {
     }
 
     /// A fresh generation, bootstrapped in the shared tier (`SET NX GET`: the first replica
-    /// wins and every other adopts it). `None` when the shared tier cannot be asked.
+    /// wins and every other adopts it), or written in place of one this replica retired.
+    /// `None` when the shared tier cannot be asked. Serialized with `invalidate`: the server's
+    /// generation is read after any invalidation of this replica has written its own, so a
+    /// generation it has just left is not taken for a rolled-back one.
     #[cfg(feature = "redis")]
     pub(crate) async fn bootstrap_shared(&self, tiers: &Tiers, name: &str) -> Option<u64> {
         let shared = tiers.shared()?;
+        let _serial = self.lock.lock().await;
         shared
             .bootstrap_generation(name, fresh_generation(tiers.now_ms()))
             .await
@@ -264,7 +287,8 @@ impl NamespaceSlot {
                 g
             }
         };
-        self.generation.store(g, Ordering::Release);
+        let old = self.generation.swap(g, Ordering::AcqRel);
+        retire(tiers, name, old, g);
         Ok(g)
     }
 
@@ -274,7 +298,8 @@ impl NamespaceSlot {
         let _serial = self.lock.lock().await;
         let (g, record) = new_record(tiers.now_ms())?;
         // In memory first: from here on, this process never reads an old entry.
-        self.generation.store(g, Ordering::Release);
+        let old = self.generation.swap(g, Ordering::AcqRel);
+        retire(tiers, name, old, g);
         let rk = record_key(name);
         // Waits for this write's own acknowledgement, whatever the write policy: `Ok` only
         // once the new generation is on disk.

@@ -3,8 +3,9 @@
 //! replica reaches the others within the interval plus the timeout (the staleness bound of
 //! SHARED_TIER.md section 7). A changed generation is adopted (one info event each); a
 //! missing one (evicted, deleted) is bootstrapped again with a fresh generation, which gives
-//! misses, never stale answers. Generations this replica drew while the server was away are
-//! written first. While the shared breaker is not Closed the sync is skipped and the last
+//! misses, never stale answers; so is one this replica retired (it left it: invalidated it,
+//! or adopted a newer one), which a failover to a lagging server or a restore can bring back.
+//! Generations this replica drew while the server was away are written first. While the shared breaker is not Closed the sync is skipped and the last
 //! known generations stay.
 
 use std::sync::Arc;
@@ -64,8 +65,10 @@ pub(crate) async fn sync_once(tiers: &Tiers, namespaces: &Namespaces) {
     for ((name, slot, before), seen) in slots.iter().zip(generations) {
         let g = match seen {
             Some(g) if g == *before => continue,
-            Some(g) => Some(g),
-            None => slot.bootstrap_shared(tiers, name).await,
+            // Never one this replica left (rolled back on the server): the bootstrap sees it
+            // again and writes a fresh one in its place.
+            Some(g) if !shared.is_retired(name, g) => Some(g),
+            Some(_) | None => slot.bootstrap_shared(tiers, name).await,
         };
         if let Some(g) = g {
             if slot.adopt(tiers, name, *before, g).await {

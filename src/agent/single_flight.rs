@@ -450,6 +450,9 @@ impl TieredCache {
                     if let Some(found) = tiers.lookup(key, false).await? {
                         if let Ok(v) = kind.decode(&found.value, found.encoding) {
                             tiers.count_hit(&found);
+                            // Only a verified, decoded value served counts (garbage that
+                            // appeared during the wait is a miss, and the load is local).
+                            shared.lease_counters().lease_waits_served.inc();
                             leader.land(Landing::Value {
                                 bytes: found.value.clone(),
                                 encoding: found.encoding,

@@ -175,10 +175,8 @@ pub(crate) async fn lead_or_wait(tier: &Arc<SharedTier>, hash: &KeyHash) -> Leas
         }
         match tier.lease_poll(hash).await {
             None => return LeaseStart::Local,
-            Some((true, _)) => {
-                counters.lease_waits_served.inc();
-                return LeaseStart::Appeared;
-            }
+            // Counted as served by the caller, once the value is verified and served.
+            Some((true, _)) => return LeaseStart::Appeared,
             Some((false, true)) => {}
             Some((false, false)) => match tier.lease_acquire(&key, &mine).await {
                 Some(true) => {

@@ -19,8 +19,16 @@ pub(crate) async fn drain_task(tier: Arc<SharedTier>, mut shutdown: watch::Recei
                 return;
             }
         }
+        // Removals kept after a failed `DEL` are sent again at their time, written or not.
+        let deferred = tier.dels_deferred_until();
         tokio::select! {
             _ = tier.queue.ready.notified() => {}
+            _ = async {
+                match deferred {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            } => {}
             _ = shutdown.changed() => return,
         }
         if *shutdown.borrow() {

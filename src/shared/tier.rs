@@ -24,7 +24,7 @@ use tokio::time::Instant;
 
 use super::config::SharedConfig;
 use super::entry::{self, Checked};
-use super::queue::{Queued, SharedOp, SharedQueue};
+use super::queue::{PendingDels, Queued, SharedOp, SharedQueue};
 use super::store::{BoxFut, Failure, SharedStore, StoreError, WriteOp};
 use crate::breaker::{BreakerConfig, BreakerState, CircuitBreaker, Permit, Transition};
 use crate::clock::Clock;
@@ -42,6 +42,13 @@ pub(crate) const BATCH_BYTES: usize = 256 << 10;
 /// Entries above this are verified (inflated) on the blocking pool, not on the caller's
 /// thread.
 const INLINE_VERIFY_BYTES: usize = 64 << 10;
+/// How far ahead of this replica's clock a shared entry's `created_ms` may be (another
+/// replica's clock running ahead). Further ahead, the entry is a miss here (counted in
+/// `shared_misses`, not deleted: it may be valid for its writer): a local `clear` compares
+/// creation times with this replica's clock, and an entry dated in the future would pass it.
+pub(crate) const MAX_CLOCK_AHEAD_MS: u64 = 60_000;
+/// Most namespace generations remembered as retired, per namespace.
+pub(crate) const RETIRED_GENERATIONS: usize = 64;
 
 /// The shared tier of one open cache (see the module docs).
 pub(crate) struct SharedTier {
@@ -63,16 +70,25 @@ pub(crate) struct SharedTier {
     pending_generations: Mutex<HashMap<String, u64>>,
     /// Cross-replica single-flight is on.
     pub(crate) single_flight: bool,
-    /// Keys removed here whose `DEL` was never delivered (dropped while the breaker was not
-    /// Closed, or the queue was full): their shared copy is older than this replica's
-    /// removal, so it is not served here. Cleared by a later `set` of the key or a delivered
-    /// `DEL`. Bounded by [`FORGOTTEN_MAX`]; past it, removals are not remembered (documented
-    /// in RELIABILITY.md).
-    forgotten: Mutex<std::collections::HashSet<KeyHash>>,
+    /// Removals whose `DEL` is not on the server yet (it could not be queued or sent): kept,
+    /// and sent once the breaker is Closed, before the queue's next batch; until then their
+    /// key's shared copy is not served here. A newer `set` of the key that is queued
+    /// supersedes one. Bounded by [`PENDING_DELS_MAX`] (the oldest is dropped past it,
+    /// counted in `shared_writes_dropped{queue_full}`); in memory only (documented in
+    /// RELIABILITY.md).
+    pending_dels: PendingDels,
+    /// The namespace generations this replica left (invalidated, or replaced by another
+    /// replica's), the last [`RETIRED_GENERATIONS`] per name: never adopted again from the
+    /// server (a rolled-back generation would bring invalidated answers back).
+    retired: Mutex<HashMap<String, std::collections::VecDeque<u64>>>,
+    /// Kept removals are not resent before this (set by a failed `DEL`, cleared when the
+    /// breaker closes): a server that fails writes while reads pass (the breaker stays
+    /// Closed) is not sent the same `DEL`s in a loop.
+    dels_not_before: Mutex<Option<Instant>>,
 }
 
-/// Most keys remembered in `forgotten`.
-pub(crate) const FORGOTTEN_MAX: usize = 100_000;
+/// Most removals kept in `pending_dels`.
+pub(crate) const PENDING_DELS_MAX: usize = 100_000;
 
 impl std::fmt::Debug for SharedTier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -136,7 +152,9 @@ impl SharedTier {
             sending: tokio::sync::Mutex::new(()),
             pending_generations: Mutex::default(),
             single_flight,
-            forgotten: Mutex::default(),
+            pending_dels: PendingDels::new(PENDING_DELS_MAX),
+            retired: Mutex::default(),
+            dels_not_before: Mutex::default(),
         }
     }
 
@@ -184,6 +202,13 @@ impl SharedTier {
                 to = %t.to,
                 "shared tier circuit breaker state changed"
             );
+            if t.to == BreakerState::Closed {
+                // The kept removals go now.
+                *lock(&self.dels_not_before) = None;
+                if self.pending_dels.len() > 0 {
+                    self.queue.ready.notify_one();
+                }
+            }
         }
         self.wake.notify_one();
     }
@@ -255,7 +280,8 @@ impl SharedTier {
     }
 
     /// Reads the entry of `key` (already known not to be found locally). `None` on a miss,
-    /// counted (a rejection, error, absence, corrupt or newer value, or an expired entry); a
+    /// counted (a rejection, error, absence, corrupt or newer value, an expired entry, or one
+    /// created more than [`MAX_CLOCK_AHEAD_MS`] ahead of this replica's clock); a
     /// hit is counted by the caller once it decided to serve it ([`SharedTier::count_miss`]
     /// otherwise). A corrupt value is deleted on the server, in the background.
     pub(crate) async fn read(self: &Arc<Self>, key: &[u8], hash: &KeyHash) -> Option<SharedHit> {
@@ -279,8 +305,12 @@ impl SharedTier {
             .await
             .unwrap_or(Checked::Newer)
         };
+        let now = self.clock.now_ms();
         match checked {
-            Checked::Entry(d) if !d.meta.is_expired(self.clock.now_ms()) => {
+            Checked::Entry(d)
+                if !d.meta.is_expired(now)
+                    && d.meta.created_ms <= now.saturating_add(MAX_CLOCK_AHEAD_MS) =>
+            {
                 Some(SharedHit { decoded: d })
             }
             Checked::Entry(_) | Checked::Newer => {
@@ -320,51 +350,102 @@ impl SharedTier {
         }
         let del = matches!(op, SharedOp::Del);
         let dropped = if self.state() != BreakerState::Closed {
-            // Best effort: nothing is held for later (no write-back after an outage). An
-            // older queued operation of the key goes too.
-            self.queue.remove(&hash);
-            Some(SharedDrop::BreakerOpen)
+            // Best effort for values: nothing is held for later (no write-back after an
+            // outage), and an older queued value of the key goes too. A removal is kept (an
+            // older queued one as well) and sent once the breaker closes.
+            if matches!(self.queue.remove(&hash), Some(SharedOp::Del)) || del {
+                self.keep_del(hash);
+            }
+            (!del).then_some(SharedDrop::BreakerOpen)
         } else if self.queue.push(hash, key, op).is_err() {
-            Some(SharedDrop::QueueFull)
+            if del {
+                self.keep_del(hash);
+            }
+            // A value that did not fit leaves an older queued `DEL` of the key queued.
+            (!del).then_some(SharedDrop::QueueFull)
         } else {
+            if !del {
+                // Queued after any write of the key in flight: it supersedes a kept removal.
+                self.pending_dels.remove(&hash);
+            }
             None
         };
         if let Some(why) = dropped {
             self.counters.shared.dropped(why, 1);
         }
-        let mut forgotten = lock(&self.forgotten);
-        if del && dropped.is_some() {
-            if forgotten.len() < FORGOTTEN_MAX {
-                forgotten.insert(hash);
-            }
-        } else if !del {
-            forgotten.remove(&hash);
+    }
+
+    /// A `DEL` failed: kept removals wait `open_timeout` (or the breaker's next closing)
+    /// before they are sent again.
+    fn defer_dels(&self) {
+        let at = Instant::now().checked_add(self.config.open_timeout);
+        *lock(&self.dels_not_before) = at;
+    }
+
+    /// When kept removals may be sent again, if they are waiting for that.
+    pub(crate) fn dels_deferred_until(&self) -> Option<Instant> {
+        let at = *lock(&self.dels_not_before);
+        at.filter(|&t| t > Instant::now() && self.pending_dels.len() > 0)
+    }
+
+    /// Keeps a removal whose `DEL` could not be queued or sent (see `pending_dels`).
+    fn keep_del(&self, hash: KeyHash) {
+        let given_up = self.pending_dels.insert(hash);
+        if given_up > 0 {
+            self.counters
+                .shared
+                .dropped(SharedDrop::QueueFull, given_up);
         }
     }
 
     /// Whether this replica's own removal hides the key's shared copy: its `DEL` is queued,
-    /// or was never delivered.
+    /// or kept until it can be sent.
     pub(crate) fn hides(&self, hash: &KeyHash) -> bool {
-        matches!(self.queue.lookup(hash), Some(SharedOp::Del))
-            || lock(&self.forgotten).contains(hash)
+        matches!(self.queue.lookup(hash), Some(SharedOp::Del)) || self.pending_dels.contains(hash)
+    }
+
+    /// `(entries, bytes)` waiting to be sent: the queue's, and the kept removals (counted as
+    /// entries, not bytes).
+    pub(crate) fn depth(&self) -> (u64, u64) {
+        let (entries, bytes) = self.queue.depth();
+        (entries + self.pending_dels.len(), bytes)
+    }
+
+    /// Gives up the kept removals (at `close`: the server has not been back since), counted
+    /// as dropped `breaker_open`. Returns how many.
+    pub(crate) fn abandon_pending_dels(&self) -> u64 {
+        let n = self.pending_dels.clear();
+        self.counters.shared.dropped(SharedDrop::BreakerOpen, n);
+        n
     }
 
     /// Sends one batch from the queue. `false` when the queue was empty.
     pub(crate) async fn send_batch(&self) -> bool {
         let _turn = self.sending.lock().await;
-        let batch = self.queue.take(BATCH_OPS, BATCH_BYTES);
+        let closed = self.state() == BreakerState::Closed;
+        // Kept removals first (while Closed): each goes after any write of its key that was
+        // in flight when it was kept (that write has been answered, or timed out before the
+        // breaker opened and closed again on the same server), and before a newer `set` of
+        // the key taken below.
+        let mut batch: Vec<Queued> = if closed && self.dels_deferred_until().is_none() {
+            self.pending_dels
+                .oldest(BATCH_OPS)
+                .into_iter()
+                .map(|hash| Queued {
+                    hash,
+                    key: Arc::from(&[][..]),
+                    op: SharedOp::Del,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        batch.extend(self.queue.take(BATCH_OPS - batch.len(), BATCH_BYTES));
         if batch.is_empty() {
             return false;
         }
-        let n = batch.len() as u64;
-        if self.state() != BreakerState::Closed {
-            self.counters.shared.dropped(SharedDrop::BreakerOpen, n);
-            self.forget(
-                batch
-                    .iter()
-                    .filter(|q| matches!(q.op, SharedOp::Del))
-                    .map(|q| q.hash),
-            );
+        if !closed {
+            self.drop_batch(&batch);
             return true;
         }
         let now_ms = self.clock.now_ms();
@@ -401,31 +482,45 @@ impl SharedTier {
                 WriteOp::Del { .. } => (*hash, 0, true),
             })
             .collect();
-        let dels = || what.iter().filter(|w| w.2).map(|w| w.0);
+        let dels = what.iter().filter(|w| w.2).count() as u64;
         let ops: Vec<WriteOp> = ops.into_iter().map(|(_, op)| op).collect();
         let Some(result) = self.call(false, |s| s.write_many(ops)).await else {
-            self.counters.shared.dropped(SharedDrop::BreakerOpen, count);
-            self.forget(dels());
+            self.counters
+                .shared
+                .dropped(SharedDrop::BreakerOpen, count - dels);
+            self.keep_dels(&what);
             return true;
         };
         let replies = match result {
             Ok(r) => r,
             Err(e) => {
+                // Values are not retried; removals are kept (counted once delivered or
+                // given up, not per attempt).
                 if e.failure().is_some() {
-                    self.counters.shared.writes_failed.add(count);
+                    self.counters.shared.writes_failed.add(count - dels);
+                    self.keep_dels(&what);
+                    self.defer_dels();
+                } else {
+                    // Not a failure (the breaker stays Closed): given up, not resent at once.
+                    for &(hash, _, _) in what.iter().filter(|w| w.2) {
+                        self.pending_dels.remove(&hash);
+                    }
                 }
-                self.forget(dels());
                 return true;
             }
         };
         let mut failed: Option<StoreError> = None;
         for (reply, &(hash, size, del)) in replies.into_iter().zip(&what) {
             if del {
-                let mut forgotten = lock(&self.forgotten);
-                if reply.is_ok() {
-                    forgotten.remove(&hash);
-                } else if forgotten.len() < FORGOTTEN_MAX {
-                    forgotten.insert(hash);
+                match &reply {
+                    Err(e) if e.failure().is_some() => {
+                        self.keep_del(hash);
+                        self.defer_dels();
+                        failed = Some(e.clone());
+                        continue;
+                    }
+                    // Delivered, or refused for good (not a failure).
+                    _ => self.pending_dels.remove(&hash),
                 }
             }
             match reply {
@@ -473,7 +568,10 @@ impl SharedTier {
     /// many operations were dropped. Never fails.
     pub(crate) async fn flush(&self) -> u64 {
         drop(self.sending.lock().await);
-        let (entries, _) = self.queue.depth();
+        let (mut entries, _) = self.queue.depth();
+        if self.state() == BreakerState::Closed && self.dels_deferred_until().is_none() {
+            entries += self.pending_dels.len();
+        }
         if entries == 0 {
             return 0;
         }
@@ -485,23 +583,29 @@ impl SharedTier {
         let before = self.dropped_total();
         let _ = tokio::time::timeout(budget, async { while self.send_batch().await {} }).await;
         let left = self.queue.take(usize::MAX, usize::MAX);
-        self.counters
-            .shared
-            .dropped(SharedDrop::BreakerOpen, left.len() as u64);
-        self.forget(
-            left.iter()
-                .filter(|q| matches!(q.op, SharedOp::Del))
-                .map(|q| q.hash),
-        );
+        self.drop_batch(&left);
         self.dropped_total() - before
     }
 
-    /// Remembers removals whose `DEL` was not delivered (see `forgotten`).
-    fn forget(&self, hashes: impl Iterator<Item = KeyHash>) {
-        let mut forgotten = lock(&self.forgotten);
-        for h in hashes {
-            if forgotten.len() < FORGOTTEN_MAX {
-                forgotten.insert(h);
+    /// Drops the values of `batch` (counted `breaker_open`) and keeps its removals.
+    fn drop_batch(&self, batch: &[Queued]) {
+        let mut values = 0;
+        for q in batch {
+            match q.op {
+                SharedOp::Del => self.keep_del(q.hash),
+                SharedOp::Put { .. } => values += 1,
+            }
+        }
+        self.counters
+            .shared
+            .dropped(SharedDrop::BreakerOpen, values);
+    }
+
+    /// Keeps the removals of a batch that was not delivered (`(hash, bytes, is a DEL)`).
+    fn keep_dels(&self, what: &[(KeyHash, u64, bool)]) {
+        for &(hash, _, del) in what {
+            if del {
+                self.keep_del(hash);
             }
         }
     }
@@ -563,7 +667,9 @@ impl SharedTier {
     // ---- namespace generations (SHARED_TIER.md section 7) ----
 
     /// The server's generation of namespace `name`, bootstrapped with `fresh` when it has
-    /// none (`SET NX GET`: the first writer wins, every replica adopts it). `None` when the
+    /// none (`SET NX GET`: the first writer wins, every replica adopts it), or when it holds
+    /// one this replica retired (then `fresh` is written as `invalidate` writes it: a
+    /// rolled-back generation must not bring invalidated answers back). `None` when the
     /// server cannot be asked (the caller keeps its local record).
     pub(crate) async fn bootstrap_generation(&self, name: &str, fresh: u64) -> Option<u64> {
         let key = entry::generation_key(&self.config.prefix, name);
@@ -574,7 +680,7 @@ impl SharedTier {
             .as_deref()
             .and_then(entry::parse_generation)
         {
-            return Some(g);
+            return Some(self.unless_retired(name, g, fresh).await);
         }
         let text = entry::generation_text(fresh);
         match self
@@ -584,7 +690,7 @@ impl SharedTier {
         {
             None => Some(fresh),
             Some(v) => match entry::parse_generation(&v) {
-                Some(g) => Some(g),
+                Some(g) => Some(self.unless_retired(name, g, fresh).await),
                 None => {
                     // Not a generation: replace it.
                     self.call(false, |s| s.set(&key, text.as_bytes()))
@@ -594,6 +700,43 @@ impl SharedTier {
                 }
             },
         }
+    }
+
+    /// `g`, or, when this replica retired it, `fresh` written in its place (pending until
+    /// the server takes it, as an `invalidate`'s).
+    async fn unless_retired(&self, name: &str, g: u64, fresh: u64) -> u64 {
+        if !self.is_retired(name, g) {
+            return g;
+        }
+        tracing::warn!(
+            target: TARGET,
+            namespace = name,
+            generation = %entry::generation_text(g),
+            "the server holds a namespace generation this replica left (rolled back by a \
+             failover or restore?): a fresh generation replaces it"
+        );
+        self.publish_generation(name, fresh).await;
+        fresh
+    }
+
+    /// Remembers that this replica left generation `g` of `name` (the last
+    /// [`RETIRED_GENERATIONS`]).
+    pub(crate) fn retire_generation(&self, name: &str, g: u64) {
+        let mut retired = lock(&self.retired);
+        let list = retired.entry(name.to_owned()).or_default();
+        if !list.contains(&g) {
+            list.push_back(g);
+            if list.len() > RETIRED_GENERATIONS {
+                list.pop_front();
+            }
+        }
+    }
+
+    /// Whether this replica left generation `g` of `name`.
+    pub(crate) fn is_retired(&self, name: &str, g: u64) -> bool {
+        lock(&self.retired)
+            .get(name)
+            .is_some_and(|list| list.contains(&g))
     }
 
     /// Writes a namespace's new generation (inline, within the timeout). When it cannot be
@@ -783,7 +926,7 @@ impl SharedTier {
         // This value is the key's newest here: an older queued operation of the key (a
         // `DEL`, a value) must not land after it, and a remembered removal no longer hides it.
         self.queue.remove(&hash);
-        lock(&self.forgotten).remove(&hash);
+        self.pending_dels.remove(&hash);
         let enc = Encoding {
             mac: self.config.mac_key,
             level: self.compression_level,

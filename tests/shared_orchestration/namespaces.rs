@@ -118,3 +118,46 @@ async fn an_open_breaker_skips_the_sync_and_keeps_the_last_generation() {
     assert_eq!(na.generation().await.unwrap(), g0);
     assert_eq!(a.stats().namespace_syncs, 0);
 }
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_rolled_back_generation_is_replaced_not_adopted_by_the_replicas_that_left_it() {
+    let server = MemoryShared::new();
+    let a = replica(&server).await;
+    let b = replica(&server).await;
+    let (na, nb) = (a.namespace("bot").unwrap(), b.namespace("bot").unwrap());
+    let g0 = na.generation().await.unwrap();
+    assert_eq!(nb.generation().await.unwrap(), g0);
+    na.set_bytes("q", b"old answer").await.unwrap();
+    a.flush().await.unwrap();
+    let g1 = na.invalidate().await.unwrap();
+    tokio::time::sleep(secs(2)).await;
+    settle().await;
+    assert_eq!(nb.generation().await.unwrap(), g1, "B left g0 for g1");
+    // The server rolls back to g0 (a failover to a lagging server, a restore).
+    server.plant(
+        &generation_key("bot"),
+        format!("{g0:016x}").as_bytes(),
+        None,
+    );
+    tokio::time::sleep(secs(2)).await;
+    settle().await;
+    // Both left g0: neither adopts it; a fresh generation replaces it on the server.
+    let g2 = on_server(&server, "bot").unwrap();
+    assert!(g2 != g0 && g2 != g1);
+    tokio::time::sleep(secs(2)).await;
+    settle().await;
+    let g2 = on_server(&server, "bot").unwrap();
+    assert_eq!(na.generation().await.unwrap(), g2);
+    assert_eq!(nb.generation().await.unwrap(), g2);
+    assert_eq!(na.get_bytes("q").await.unwrap(), None);
+    assert_eq!(nb.get_bytes("q").await.unwrap(), None);
+    // A replica that never held g1 cannot tell a rollback: it adopts what the server holds.
+    server.plant(
+        &generation_key("bot"),
+        format!("{g0:016x}").as_bytes(),
+        None,
+    );
+    let c = replica(&server).await;
+    let nc = c.namespace("bot").unwrap();
+    assert_eq!(nc.generation().await.unwrap(), g0);
+}

@@ -197,14 +197,57 @@ async fn a_local_remove_wins_over_an_older_shared_copy() {
     assert!(b.remove("k").await.unwrap());
     b.flush().await.unwrap();
     assert!(server.raw(&entry_key(b"k")).is_some());
+    // The DEL is kept (not counted failed), and sent again after `open_timeout`.
+    let s = b.stats();
+    assert_eq!(
+        (s.shared_writes_failed, s.shared_queue_entries),
+        (0, 1),
+        "the failed DEL is kept"
+    );
     let gets = server.calls(SharedOpKind::Get);
     assert_eq!(b.get_bytes("k").await.unwrap(), None);
     assert_eq!(server.calls(SharedOpKind::Get), gets, "not even asked");
+    tokio::time::advance(answercache::shared::DEFAULT_SHARED_OPEN_TIMEOUT).await;
+    settle().await;
+    assert!(
+        server.raw(&entry_key(b"k")).is_none(),
+        "the kept DEL was sent"
+    );
+    assert_eq!(b.stats().shared_queue_entries, 0);
     // A later set of the key makes it shareable again.
     b.set_bytes("k", b"again").await.unwrap();
     b.flush().await.unwrap();
+    assert!(server.raw(&entry_key(b"k")).is_some());
     let s = b.stats();
-    assert_eq!((s.shared_writes_ok, s.shared_writes_failed), (2, 1));
+    assert_eq!((s.shared_writes_ok, s.shared_writes_failed), (3, 0));
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_newer_set_queued_supersedes_a_kept_del() {
+    let server = MemoryShared::new();
+    let b = replica(&server).await;
+    b.set_bytes("k", b"old").await.unwrap();
+    b.flush().await.unwrap();
+    server.fail(
+        Some(SharedOpKind::Write),
+        answercache::testing::SharedFault::Io,
+        Some(1),
+    );
+    assert!(b.remove("k").await.unwrap());
+    b.flush().await.unwrap();
+    assert_eq!(b.stats().shared_queue_entries, 1);
+    // Queued while Closed, after the failed DEL: the set wins, the kept DEL is not sent.
+    b.set_bytes("k", b"new").await.unwrap();
+    b.flush().await.unwrap();
+    tokio::time::advance(answercache::shared::DEFAULT_SHARED_OPEN_TIMEOUT).await;
+    settle().await;
+    let c = replica(&server).await;
+    assert_eq!(
+        c.get_bytes("k").await.unwrap().as_deref(),
+        Some(&b"new"[..])
+    );
+    let s = b.stats();
+    assert_eq!((s.shared_writes_ok, s.shared_queue_entries), (2, 0));
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
@@ -230,6 +273,35 @@ async fn a_local_clear_wins_over_shared_values_created_before_it() {
     );
     assert_eq!(
         b.get_bytes("new").await.unwrap().as_deref(),
+        Some(&b"v"[..])
+    );
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn an_entry_dated_more_than_a_minute_ahead_is_a_miss_not_deleted() {
+    let server = MemoryShared::new();
+    let b = replica(&server).await;
+    let ahead = now_ms() + 61_000;
+    server.plant(&entry_key(b"far"), &entry(b"far", b"v", ahead, 0, 0), None);
+    let near = now_ms() + 60_000;
+    server.plant(&entry_key(b"near"), &entry(b"near", b"v", near, 0, 0), None);
+    assert_eq!(b.get_bytes("far").await.unwrap(), None);
+    assert!(server.raw(&entry_key(b"far")).is_some(), "not deleted");
+    // Within the tolerance: served.
+    assert_eq!(
+        b.get_bytes("near").await.unwrap().as_deref(),
+        Some(&b"v"[..])
+    );
+    let s = b.stats();
+    assert_eq!(
+        (s.shared_hits, s.shared_misses, s.shared_corrupted),
+        (1, 1, 0)
+    );
+    // Once this replica's clock is within the tolerance of its date, it is an entry like
+    // any other.
+    tokio::time::advance(secs(1)).await;
+    assert_eq!(
+        b.get_bytes("far").await.unwrap().as_deref(),
         Some(&b"v"[..])
     );
 }

@@ -136,9 +136,43 @@ async fn writes_are_dropped_while_the_breaker_is_open_and_flush_never_fails() {
     a.remove("j").await.unwrap();
     a.flush().await.unwrap();
     let s = a.stats();
-    assert_eq!(s.shared_writes_dropped_by_reason["breaker_open"], 2);
-    assert_eq!((s.shared_writes_ok, s.shared_queue_entries), (0, 0));
+    // The set is dropped; the remove's DEL is kept until the server is back (or `close`).
+    assert_eq!(s.shared_writes_dropped_by_reason["breaker_open"], 1);
+    assert_eq!((s.shared_writes_ok, s.shared_queue_entries), (0, 1));
     assert_eq!(a.get_bytes("k").await.unwrap().as_deref(), Some(&b"v"[..]));
+    a.close().await.unwrap();
+    let s = a.stats();
+    assert_eq!(s.shared_writes_dropped_by_reason["breaker_open"], 2);
+    assert_eq!(s.shared_queue_entries, 0);
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_del_kept_while_open_is_sent_once_the_breaker_closes() {
+    let server = MemoryShared::new();
+    let a = replica(&server).await;
+    a.set_bytes("k", b"v1").await.unwrap();
+    a.flush().await.unwrap();
+    server.fail(None, SharedFault::Io, None);
+    for i in 0..3 {
+        assert_eq!(a.get_bytes(format!("miss{i}")).await.unwrap(), None);
+    }
+    assert_eq!(a.shared_state(), Some(BreakerState::Open));
+    a.remove("k").await.unwrap();
+    // A newer set while Open is dropped; it does not cancel the kept DEL.
+    a.set_bytes("k", b"v2").await.unwrap();
+    let s = a.stats();
+    assert_eq!((s.shared_writes_dropped, s.shared_queue_entries), (1, 1));
+    server.heal();
+    tokio::time::advance(answercache::shared::DEFAULT_SHARED_OPEN_TIMEOUT).await;
+    settle().await;
+    assert_eq!(a.shared_state(), Some(BreakerState::Closed));
+    assert!(
+        server.raw(&entry_key(b"k")).is_none(),
+        "the kept DEL was sent"
+    );
+    let s = a.stats();
+    assert_eq!((s.shared_writes_ok, s.shared_queue_entries), (2, 0));
+    assert_eq!(a.get_bytes("k").await.unwrap().as_deref(), Some(&b"v2"[..]));
     a.close().await.unwrap();
 }
 
