@@ -81,7 +81,15 @@ async fn page_cache_hits_finish_inline_and_everything_else_takes_the_timed_path(
         (SMALL as u64 + 1, SMALL as u64)
     );
 
-    // Not in the page cache: the timed path reads it from the device.
+    // Not in the page cache: the timed path reads it from the device. The startup scan reads
+    // every file's header: once it has, nothing of this cache reads small0 behind the test's
+    // back (a scan still running on a loaded runner put its page back after the eviction: a
+    // clean-clone CI run saw the read inline).
+    assert!(
+        answercache::testing::wait_until(Duration::from_secs(30), || h.stats().warm_index_complete)
+            .await,
+        "startup scan"
+    );
     evict_from_page_cache(&h.entry_path("small0"));
     assert_eq!(
         h.get::<String>("small0").await.unwrap().as_ref(),
