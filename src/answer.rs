@@ -35,6 +35,9 @@ pub enum Source {
     Warm,
     /// The write queue: set recently, evicted from memory before its write landed.
     Queue,
+    /// The shared tier (Redis or Valkey, feature `redis`): another replica's answer (it is
+    /// now in the memory tier, and queued for the disk tier, too).
+    Shared,
     /// This caller's own loader ran.
     Loaded,
     /// Another caller's load of the same key, which this caller waited for (or whose value it
@@ -45,12 +48,13 @@ pub enum Source {
 }
 
 impl Source {
-    /// The stable name: `hot`, `warm`, `queue`, `loaded`, `joined`, `stale`.
+    /// The stable name: `hot`, `warm`, `queue`, `shared`, `loaded`, `joined`, `stale`.
     pub fn name(self) -> &'static str {
         match self {
             Source::Hot => "hot",
             Source::Warm => "warm",
             Source::Queue => "queue",
+            Source::Shared => "shared",
             Source::Loaded => "loaded",
             Source::Joined => "joined",
             Source::Stale => "stale",
@@ -67,7 +71,7 @@ impl Source {
     /// `MISS` (loaded).
     pub fn x_cache(self) -> &'static str {
         match self {
-            Source::Hot | Source::Warm | Source::Queue => "HIT",
+            Source::Hot | Source::Warm | Source::Queue | Source::Shared => "HIT",
             Source::Joined => "JOINED",
             Source::Stale => "STALE",
             Source::Loaded => "MISS",

@@ -230,6 +230,9 @@ pub struct CircuitBreaker {
     rejected: u64,
     transitions: u64,
     stale_results: u64,
+    /// Whether each transition emits its tracing event here. Off for a breaker whose owner
+    /// logs the transitions itself, under its own target and words (the shared tier's).
+    log_transitions: bool,
 }
 
 impl Default for CircuitBreaker {
@@ -251,7 +254,16 @@ impl CircuitBreaker {
             rejected: 0,
             transitions: 0,
             stale_results: 0,
+            log_transitions: true,
         }
+    }
+
+    /// This breaker without its own tracing event per transition: the owner logs each
+    /// [`Transition`] it is handed (the shared tier does, under `answercache::shared`).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn without_logging(mut self) -> Self {
+        self.log_transitions = false;
+        self
     }
 
     /// The configuration as given to [`CircuitBreaker::new`] (zeros are not rewritten).
@@ -493,7 +505,8 @@ impl CircuitBreaker {
         let open_timeout_ms = transition
             .open_timeout
             .map(|timeout| u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
-        if to == BreakerState::Open {
+        if !self.log_transitions {
+        } else if to == BreakerState::Open {
             tracing::warn!(from = %from, to = %to, open_timeout_ms, "disk circuit breaker opened");
         } else {
             tracing::info!(from = %from, to = %to, open_timeout_ms, "disk circuit breaker state changed");

@@ -92,6 +92,10 @@ impl Builder {
                 quarantine_max_bytes: DEFAULT_QUARANTINE_MAX_BYTES,
                 page_cache_reads: DEFAULT_PAGE_CACHE_READS,
                 codec: crate::codec::Codec::Json,
+                #[cfg(feature = "redis")]
+                shared: None,
+                #[cfg(feature = "redis")]
+                shared_single_flight: false,
             },
             fs: None,
             clock: None,
@@ -421,6 +425,29 @@ impl Builder {
         self
     }
 
+    /// A shared tier (feature `redis`): replicas share answers through a Redis or Valkey
+    /// server, after the warm tier (hot → warm → shared → loader). Default: none. It never
+    /// fails or blocks a caller: `build()` does not wait for the server (the tier starts with
+    /// its breaker open and a background `PING` closes it), `set` only queues the write, and
+    /// every read is bounded by the tier's timeout and breaker. See [`SharedConfig`](crate::SharedConfig)
+    /// and the README's "Shared tier" section.
+    #[cfg(feature = "redis")]
+    pub fn shared(mut self, config: crate::shared::SharedConfig) -> Self {
+        self.config.shared = Some(config);
+        self
+    }
+
+    /// Cross-replica single-flight (feature `redis`): on a miss, `get_or_insert_*` takes a
+    /// lease in the shared tier so that one replica loads a key while the others wait for its
+    /// answer (bounded by [`SharedConfig::lease_wait_max`](crate::SharedConfig::lease_wait_max);
+    /// skipped while the shared breaker is not closed). Default off. Needs
+    /// [`Builder::shared`]: without it `build()` fails with [`Error::Config`].
+    #[cfg(feature = "redis")]
+    pub fn shared_single_flight(mut self, on: bool) -> Self {
+        self.config.shared_single_flight = on;
+        self
+    }
+
     /// Validates the settings: each out-of-range value is an [`Error::Config`] naming its
     /// setter and the valid range. Checks nothing outside the settings.
     fn validate(&self) -> Result<()> {
@@ -562,6 +589,17 @@ impl Builder {
             MAX_COMPRESSION_LEVEL,
             "0 ..= 9",
         )?;
+        #[cfg(feature = "redis")]
+        {
+            if c.shared_single_flight && c.shared.is_none() {
+                return Err(Error::Config(
+                    "shared_single_flight(true) needs a shared tier (Builder::shared)".to_owned(),
+                ));
+            }
+            if let Some(shared) = &c.shared {
+                shared.validate()?;
+            }
+        }
         if c.root.as_os_str().is_empty() {
             return Err(Error::Config(
                 "the cache directory must not be empty".to_owned(),

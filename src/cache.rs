@@ -52,6 +52,20 @@ pub(crate) struct Tiers {
     /// What this cache has published of each counter (feature `metrics`).
     #[cfg(feature = "metrics")]
     published: crate::publish::Published,
+    /// The shared tier (feature `redis`), when configured.
+    #[cfg(feature = "redis")]
+    shared: Option<Arc<crate::shared::tier::SharedTier>>,
+}
+
+/// How a `set` is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SetKind {
+    /// Under the cache's write policy, shared when there is a shared tier.
+    Ordinary,
+    /// Acknowledged once on disk whatever the write policy (a namespace's new generation).
+    Durable,
+    /// Not queued for the shared tier: already written there (feature `redis`).
+    Unshared,
 }
 
 /// What a lookup found.
@@ -61,14 +75,21 @@ pub(crate) struct Found {
     pub expires_ms: u64,
     pub cost: u64,
     pub encoding: Encoding,
-    /// Hot, warm or queue.
+    /// Hot, warm, queue or shared.
     pub source: Source,
 }
 
 impl Tiers {
     /// The tiers over `p`, written by `writer`, open.
-    pub(crate) fn new(config: Config, p: Parts, writer: Arc<Writer>) -> Self {
+    pub(crate) fn new(
+        config: Config,
+        p: Parts,
+        writer: Arc<Writer>,
+        #[cfg(feature = "redis")] shared: Option<Arc<crate::shared::tier::SharedTier>>,
+    ) -> Self {
         Tiers {
+            #[cfg(feature = "redis")]
+            shared,
             config,
             p,
             writer,
@@ -79,6 +100,12 @@ impl Tiers {
         }
     }
 
+    /// The shared tier, when configured (feature `redis`).
+    #[cfg(feature = "redis")]
+    pub(crate) fn shared(&self) -> Option<&Arc<crate::shared::tier::SharedTier>> {
+        self.shared.as_ref()
+    }
+
     /// The settings the cache was built with.
     pub(crate) fn config(&self) -> &Config {
         &self.config
@@ -87,6 +114,12 @@ impl Tiers {
     /// The cache's clock, in unix ms.
     pub(crate) fn now_ms(&self) -> u64 {
         self.p.clock.now_ms()
+    }
+
+    /// The counters, shared (for a task's supervisor).
+    #[cfg(feature = "redis")]
+    pub(crate) fn counters_arc(&self) -> Arc<crate::stats::Counters> {
+        self.p.counters.clone()
     }
 
     /// The counters (the agent features count joins, bypasses and loader calls).
@@ -275,10 +308,31 @@ impl Tiers {
             }
             None => {}
         }
-        if !self.p.gate.in_use() || !self.p.freshness.load_fence(&self.p.gate).await {
-            miss();
-            return Ok(None);
+        let disk = self.p.gate.in_use() && self.p.freshness.load_fence(&self.p.gate).await;
+        if disk {
+            if let Some(found) = self.lookup_warm(key, &hash, now, stamp).await {
+                return Ok(Some(found));
+            }
         }
+        // After the warm tier (a local disk is cheaper than a round trip), also when the disk
+        // tier is not in use: each tier has its own breaker.
+        #[cfg(feature = "redis")]
+        if let Some(found) = self.lookup_shared(key, &hash, now, stamp).await {
+            return Ok(Some(found));
+        }
+        miss();
+        Ok(None)
+    }
+
+    /// The warm-tier part of a lookup: a valid, fresh entry, promoted to hot.
+    async fn lookup_warm(
+        &self,
+        key: &[u8],
+        hash: &crate::warm::layout::KeyHash,
+        now: u64,
+        stamp: crate::hot::Stamp,
+    ) -> Option<Found> {
+        let hash = *hash;
         let owned_key: Arc<[u8]> = key.into();
         let outcome = self
             .p
@@ -294,10 +348,7 @@ impl Tiers {
         self.p.gate.note("read", &outcome);
         let decoded = match outcome.ok() {
             Some(ReadOutcome::Hit(d)) if !self.p.freshness.is_stale(&hash, d.meta.created_ms) => d,
-            _ => {
-                miss();
-                return Ok(None);
-            }
+            _ => return None,
         };
         let found = Found {
             value: decoded.value.into(),
@@ -323,7 +374,79 @@ impl Tiers {
                 }
             });
         }
-        Ok(Some(found))
+        Some(found)
+    }
+
+    /// The shared-tier part of a lookup (feature `redis`): a verified entry that no local
+    /// `set`, `remove` or `clear` made stale, promoted to hot with the header's expiry (never
+    /// a fresh TTL) and queued for the disk like a write of this cache's own, without being
+    /// shared again. A `remove` whose `DEL` is still queued, or kept until the server is back,
+    /// hides the shared copy.
+    #[cfg(feature = "redis")]
+    async fn lookup_shared(
+        &self,
+        key: &[u8],
+        hash: &crate::warm::layout::KeyHash,
+        now: u64,
+        stamp: crate::hot::Stamp,
+    ) -> Option<Found> {
+        let shared = self.shared.as_ref()?;
+        if !crate::shared::entry::shareable(key) || shared.hides(hash) {
+            return None;
+        }
+        let hit = shared.read(key, hash).await?;
+        let meta = hit.decoded.meta;
+        if meta.is_expired(now) || self.p.freshness.is_stale(hash, meta.created_ms) {
+            shared.count_miss();
+            return None;
+        }
+        let value: Arc<[u8]> = hit.decoded.value.into();
+        if self.p.hot.admits(key.len(), value.len()) {
+            let entry = |version, dirty| HotEntry {
+                unwritable: false,
+                value: value.clone(),
+                expires_ms: meta.expires_ms,
+                cost: meta.cost,
+                encoding: meta.encoding,
+                version,
+                dirty,
+                tombstone: false,
+            };
+            let permit = if self.p.gate.in_use() {
+                self.p.queue.try_reserve(key.len(), value.len())
+            } else {
+                None
+            };
+            let queued = permit.is_some_and(|permit| {
+                self.p.queue.commit_made(permit, *hash, key.into(), |view| {
+                    let version = self.p.hot.next_version();
+                    let evicted = self.p.hot.promote(key, entry(version, true), stamp)?;
+                    self.writer.on_evicted(view, evicted);
+                    Some(Op::Put {
+                        value: value.clone(),
+                        meta,
+                        version,
+                    })
+                })
+            });
+            if !queued {
+                // No room in the disk queue now (or no disk): memory only, clean (it is
+                // someone else's answer, nothing this cache owes the disk).
+                self.p.queue.locked(|view| {
+                    let version = self.p.hot.next_version();
+                    if let Some(evicted) = self.p.hot.promote(key, entry(version, false), stamp) {
+                        self.writer.on_evicted(view, evicted);
+                    }
+                });
+            }
+        }
+        Some(Found {
+            value,
+            expires_ms: meta.expires_ms,
+            cost: meta.cost,
+            encoding: meta.encoding,
+            source: Source::Shared,
+        })
     }
 
     /// Counts a lookup's find as a hit of its source, with its cost saved. Called once the
@@ -332,6 +455,7 @@ impl Tiers {
         match found.source {
             Source::Warm => self.p.counters.warm_hits.inc(),
             Source::Queue => self.p.counters.queue_hits.inc(),
+            Source::Shared => self.p.counters.shared.hits.inc(),
             _ => self.p.counters.hot_hits.inc(),
         }
         self.p.counters.cost_saved.add(found.cost);
@@ -385,7 +509,22 @@ impl Tiers {
         cost: u64,
         encoding: Encoding,
     ) -> Result<()> {
-        self.set_as(key, value, ttl, cost, encoding, false).await
+        self.set_as(key, value, ttl, cost, encoding, SetKind::Ordinary)
+            .await
+    }
+
+    /// [`Tiers::set`] without queueing the value for the shared tier: a lease leader's
+    /// answer, already written there inline (SHARED_TIER.md section 8), is not written again.
+    pub(crate) async fn set_unshared(
+        &self,
+        key: &[u8],
+        value: Arc<[u8]>,
+        ttl: Option<Duration>,
+        cost: u64,
+        encoding: Encoding,
+    ) -> Result<()> {
+        self.set_as(key, value, ttl, cost, encoding, SetKind::Unshared)
+            .await
     }
 
     /// [`Tiers::set`] that waits for the write as under write-through, whatever the write
@@ -398,7 +537,8 @@ impl Tiers {
         ttl: Option<Duration>,
         encoding: Encoding,
     ) -> Result<()> {
-        self.set_as(key, value, ttl, 0, encoding, true).await
+        self.set_as(key, value, ttl, 0, encoding, SetKind::Durable)
+            .await
     }
 
     async fn set_as(
@@ -408,8 +548,9 @@ impl Tiers {
         ttl: Option<Duration>,
         cost: u64,
         encoding: Encoding,
-        durable: bool,
+        kind: SetKind,
     ) -> Result<()> {
+        let durable = kind == SetKind::Durable;
         self.check_open()?;
         self.check_key(key)?;
         if value.len() > self.config.max_entry_bytes {
@@ -465,6 +606,8 @@ impl Tiers {
             version
         };
         let queued = permit.is_some();
+        #[cfg(feature = "redis")]
+        let shared_value = value.clone();
         let rx = match permit {
             Some(permit) => {
                 self.p
@@ -492,6 +635,10 @@ impl Tiers {
             }
         };
         self.p.counters.sets.inc();
+        #[cfg(feature = "redis")]
+        if let Some(shared) = self.shared.as_ref().filter(|_| kind != SetKind::Unshared) {
+            shared.share(hash, key, shared_value, meta);
+        }
         self.acknowledge(ack, queued, rx).await
     }
 
@@ -569,6 +716,10 @@ impl Tiers {
             None => (self.p.queue.locked(into_hot).0, None),
         };
         self.p.counters.removes.inc();
+        #[cfg(feature = "redis")]
+        if let Some(shared) = &self.shared {
+            shared.unshare(hash, key);
+        }
         self.acknowledge(ack, queued, rx).await?;
         let had_hot = old.is_some_and(|e| !e.tombstone);
         let had_queued = matches!(queued_before, Some(Op::Put { .. }));
@@ -618,8 +769,29 @@ impl Tiers {
         Ok(())
     }
 
+    /// Flushes the disk tier (see `TieredCache::flush`), then drains the shared write queue
+    /// within its bound (feature `redis`; what it drops is counted, never an error).
     #[tracing::instrument(level = "debug", name = "flush", skip_all)]
     pub(crate) async fn flush(&self) -> Result<()> {
+        let disk = self.flush_disk().await;
+        #[cfg(feature = "redis")]
+        if let Some(shared) = &self.shared {
+            if disk.as_ref().is_err_and(|e| matches!(e, Error::Closed)) {
+                return disk;
+            }
+            let dropped = shared.flush().await;
+            if dropped > 0 {
+                tracing::debug!(
+                    target: crate::shared::tier::TARGET,
+                    dropped,
+                    "flush: shared writes dropped (the shared tier is best-effort)"
+                );
+            }
+        }
+        disk
+    }
+
+    async fn flush_disk(&self) -> Result<()> {
         self.check_open()?;
         // Everything set or removed before this call has a version below `before`, and its
         // operation already queued (a version and its operation are made together, under the
@@ -766,5 +938,29 @@ impl Gauges for Tiers {
     }
     fn lost(&self) -> (u64, u64) {
         self.p.freshness.lost_counts()
+    }
+    #[cfg(feature = "redis")]
+    fn shared_state(&self) -> Option<BreakerState> {
+        self.shared.as_ref().map(|s| s.state())
+    }
+    #[cfg(feature = "redis")]
+    fn shared_queue(&self) -> (u64, u64) {
+        self.shared.as_ref().map_or((0, 0), |s| s.depth())
+    }
+    #[cfg(feature = "redis")]
+    fn namespace_invalidations_pending(&self) -> u64 {
+        self.shared.as_ref().map_or(0, |s| s.pending_count())
+    }
+    #[cfg(not(feature = "redis"))]
+    fn shared_state(&self) -> Option<BreakerState> {
+        None
+    }
+    #[cfg(not(feature = "redis"))]
+    fn shared_queue(&self) -> (u64, u64) {
+        (0, 0)
+    }
+    #[cfg(not(feature = "redis"))]
+    fn namespace_invalidations_pending(&self) -> u64 {
+        0
     }
 }

@@ -64,4 +64,10 @@ pub struct Config {
     pub(crate) quarantine_max_bytes: u64,
     pub(crate) page_cache_reads: bool,
     pub(crate) codec: crate::codec::Codec,
+    /// The shared tier (feature `redis`), when configured.
+    #[cfg(feature = "redis")]
+    pub(crate) shared: Option<crate::shared::SharedConfig>,
+    /// Cross-replica single-flight through the shared tier (feature `redis`).
+    #[cfg(feature = "redis")]
+    pub(crate) shared_single_flight: bool,
 }

@@ -190,7 +190,29 @@ impl TieredCache {
             }),
         ];
         info!(target: log::CACHE, root = %config.root.display(), "answercache opened");
-        let tiers = Arc::new(Tiers::new(config, parts, writer));
+        #[cfg(feature = "redis")]
+        let (shared, tasks) = {
+            let mut tasks = tasks;
+            let shared = open_shared(&config, &counters, &clock)?;
+            if let Some(tier) = &shared {
+                tasks.push(spawn_supervised("shared-drain", counters.clone(), {
+                    let (tier, rx) = (tier.clone(), rx.clone());
+                    move || crate::shared::tasks::drain_task(tier.clone(), rx.clone())
+                }));
+                tasks.push(spawn_supervised("shared-probe", counters.clone(), {
+                    let (tier, rx) = (tier.clone(), rx.clone());
+                    move || crate::shared::tasks::probe_task(tier.clone(), rx.clone())
+                }));
+            }
+            (shared, tasks)
+        };
+        let tiers = Arc::new(Tiers::new(
+            config,
+            parts,
+            writer,
+            #[cfg(feature = "redis")]
+            shared,
+        ));
         #[cfg(feature = "metrics")]
         let tasks = {
             let mut tasks = tasks;
@@ -202,13 +224,33 @@ impl TieredCache {
             ));
             tasks
         };
-        #[cfg(not(feature = "metrics"))]
+        let agent = AgentState::default();
+        #[cfg(feature = "redis")]
+        let tasks = {
+            let mut tasks = tasks;
+            if tiers.shared().is_some() {
+                let (t, ns, rx) = (tiers.clone(), agent.namespaces.clone(), rx.clone());
+                tasks.push(spawn_supervised(
+                    "namespace-sync",
+                    tiers.counters_arc(),
+                    move || {
+                        crate::agent::shared_sync::namespace_sync_task(
+                            t.clone(),
+                            ns.clone(),
+                            rx.clone(),
+                        )
+                    },
+                ));
+            }
+            tasks
+        };
+        #[cfg(not(any(feature = "metrics", feature = "redis")))]
         drop(rx);
         Ok(TieredCache {
             tiers: tiers.clone(),
             life: Arc::new(Lifetime {
                 tiers: tiers.clone(),
-                agent: AgentState::default(),
+                agent,
                 shutdown: tx,
                 tasks: Mutex::new(tasks),
             }),
@@ -426,6 +468,12 @@ impl TieredCache {
     pub async fn close(&self) -> Result<()> {
         let flushed = self.tiers.flush().await;
         self.tiers.mark_closed();
+        // Removals whose `DEL` the shared server has not taken (it is away): forgotten with
+        // this process, counted as dropped (RELIABILITY.md).
+        #[cfg(feature = "redis")]
+        if let Some(shared) = self.tiers.shared() {
+            shared.abandon_pending_dels();
+        }
         let _ = self.life.shutdown.send(true);
         let tasks = std::mem::take(&mut *lock(&self.life.tasks));
         for t in tasks {
@@ -443,6 +491,14 @@ impl TieredCache {
     /// The breaker's current state.
     pub fn breaker_state(&self) -> BreakerState {
         self.tiers.breaker_state()
+    }
+
+    /// The shared tier's breaker state (feature `redis`): `None` without a shared tier. It
+    /// starts Open and turns Closed once the server answers a `PING`; Open means "local
+    /// tiers only".
+    #[cfg(feature = "redis")]
+    pub fn shared_state(&self) -> Option<BreakerState> {
+        self.tiers.shared().map(|s| s.state())
     }
 
     /// A snapshot of the counters.
@@ -470,6 +526,39 @@ impl TieredCache {
             self.tiers.published(),
         );
     }
+}
+
+/// The shared tier of `config`, if any (feature `redis`): its store (a lazily connecting
+/// Redis client, or a test store) behind a new tier. Connects to nothing.
+#[cfg(feature = "redis")]
+fn open_shared(
+    config: &Config,
+    counters: &Arc<Counters>,
+    clock: &Arc<dyn Clock>,
+) -> Result<Option<Arc<crate::shared::tier::SharedTier>>> {
+    use crate::shared::config::Backend;
+    let Some(shared) = &config.shared else {
+        return Ok(None);
+    };
+    let store: Arc<dyn crate::shared::store::SharedStore> = match &shared.backend {
+        Backend::Redis(info) => Arc::new(
+            crate::shared::redis_store::RedisStore::new((**info).clone(), shared.timeout)
+                .map_err(|e| crate::Error::Config(format!("shared tier: {e}")))?,
+        ),
+        Backend::Store(store) => store.clone(),
+    };
+    Ok(Some(Arc::new(crate::shared::tier::SharedTier::new(
+        store,
+        shared.clone(),
+        config.shared_single_flight,
+        counters.clone(),
+        Limits {
+            max_key_bytes: config.max_key_bytes,
+            max_entry_bytes: config.max_entry_bytes,
+        },
+        config.compression_level,
+        clock.clone(),
+    ))))
 }
 
 /// Publishes the metrics every `metrics_interval` until shutdown.

@@ -45,6 +45,8 @@
 //! | `cli` | the `answercache` binary (`demo`, operator commands) |
 //! | `test-util` | [`testing`]: fault-injecting file systems and the `TestDir`/`TestCache` fixture, for tests of code that embeds answercache (implies `workload`) |
 //! | `metrics` | every `Stats` figure through the `metrics` facade (`TieredCache::publish_metrics`; names in docs/METRICS.md) |
+//! | `redis` | the shared tier on Redis or Valkey (`SharedConfig`, `Builder::shared`): replicas share answers (hot → warm → shared → loader); never fails or blocks a caller |
+//! | `redis-tls` | `rediss://` / `valkeys://` URLs for the shared tier (rustls) |
 //! | `workload` | `workload`: the seeded generator of the demo, benches and tests (LLM-like prose, chat completions, Zipf access); not part of the cache API |
 
 #![forbid(unsafe_code)]
@@ -73,6 +75,8 @@ mod parts;
 mod publish;
 mod queue;
 mod resilience;
+#[cfg(feature = "redis")]
+pub mod shared;
 mod stats;
 mod supervise;
 mod sync;
@@ -96,6 +100,8 @@ pub use fs::{Fs, IoErrorKind, StdFs};
 pub use handle::TieredCache;
 pub use hot::ENTRY_OVERHEAD as HOT_ENTRY_OVERHEAD;
 pub use key::Key;
+#[cfg(feature = "redis")]
+pub use shared::SharedConfig;
 pub use stats::{Mode, Stats};
 pub use warm::Corruption;
 

@@ -173,4 +173,112 @@ pub(crate) fn publish(s: &Stats, name: &str, published: &Published) {
         s.stale_keys_pending as f64,
     );
     g("answercache_lost_keys", s.lost_keys as f64);
+    if let Some(state) = s.shared_state {
+        publish_shared(s, state, name, published);
+    }
+}
+
+/// The shared tier's series (feature `redis`), published only by a cache that has one.
+fn publish_shared(s: &Stats, state: BreakerState, name: &str, published: &Published) {
+    let c = |metric: &'static str, v: u64| {
+        counter!(metric, "cache" => name.to_owned()).increment(published.grew(metric, "", v))
+    };
+    let cl = |metric: &'static str, key: &'static str, value: &str, v: u64| {
+        counter!(metric, "cache" => name.to_owned(), key => value.to_owned())
+            .increment(published.grew(metric, value, v))
+    };
+    let g = |metric: &'static str, v: f64| gauge!(metric, "cache" => name.to_owned()).set(v);
+    cl("answercache_hits_total", "tier", "shared", s.shared_hits);
+    c("answercache_shared_misses_total", s.shared_misses);
+    c("answercache_shared_rejections_total", s.shared_rejections);
+    for (kind, n) in &s.shared_errors_by_kind {
+        cl("answercache_shared_errors_total", "kind", kind, *n);
+    }
+    let writes = "answercache_shared_writes_total";
+    cl(writes, "outcome", "ok", s.shared_writes_ok);
+    cl(writes, "outcome", "failed", s.shared_writes_failed);
+    cl(
+        writes,
+        "outcome",
+        "rejected_oom",
+        s.shared_write_rejected_oom,
+    );
+    for reason in ["queue_full", "breaker_open", "too_large"] {
+        let n = s
+            .shared_writes_dropped_by_reason
+            .get(reason)
+            .copied()
+            .unwrap_or(0);
+        cl(
+            "answercache_shared_writes_dropped_total",
+            "reason",
+            reason,
+            n,
+        );
+    }
+    for (reason, n) in &s.shared_corrupted_by_reason {
+        cl("answercache_shared_corrupted_total", "reason", reason, *n);
+    }
+    cl(
+        "answercache_shared_bytes_total",
+        "direction",
+        "in",
+        s.shared_bytes_in,
+    );
+    cl(
+        "answercache_shared_bytes_total",
+        "direction",
+        "out",
+        s.shared_bytes_out,
+    );
+    c(
+        "answercache_shared_breaker_opens_total",
+        s.shared_breaker_opens,
+    );
+    cl(
+        "answercache_shared_probes_total",
+        "result",
+        "run",
+        s.shared_probes_run,
+    );
+    cl(
+        "answercache_shared_probes_total",
+        "result",
+        "ok",
+        s.shared_probes_ok,
+    );
+    c("answercache_namespace_syncs_total", s.namespace_syncs);
+    c(
+        "answercache_namespace_changes_seen_total",
+        s.namespace_changes_seen,
+    );
+    let lease = "answercache_shared_lease_total";
+    cl(lease, "event", "acquired", s.shared_lease_acquired);
+    cl(lease, "event", "waits", s.shared_lease_waits);
+    cl(lease, "event", "waits_served", s.shared_lease_waits_served);
+    cl(lease, "event", "takeovers", s.shared_lease_takeovers);
+    cl(
+        lease,
+        "event",
+        "wait_timeouts",
+        s.shared_lease_wait_timeouts,
+    );
+    let breaker = match state {
+        BreakerState::Closed => 0.0,
+        BreakerState::HalfOpen => 1.0,
+        BreakerState::Open => 2.0,
+    };
+    g("answercache_shared_breaker_state", breaker);
+    g(
+        "answercache_shared_queue_bytes",
+        s.shared_queue_bytes as f64,
+    );
+    g(
+        "answercache_shared_queue_entries",
+        s.shared_queue_entries as f64,
+    );
+    g(
+        "answercache_namespace_invalidations_pending",
+        s.namespace_invalidations_pending as f64,
+    );
 }

@@ -245,6 +245,40 @@ impl WriteQueue {
         (r, rx)
     }
 
+    /// Room for an operation of `key_len` + `value_len` bytes if there is some now; never
+    /// waits (a shared hit's copy for the disk is not worth backpressure on a `get`).
+    #[cfg(feature = "redis")]
+    pub(crate) fn try_reserve(
+        &self,
+        key_len: usize,
+        value_len: usize,
+    ) -> Option<OwnedSemaphorePermit> {
+        let cost = (key_len + value_len + OP_OVERHEAD).min(self.capacity) as u32;
+        self.space.clone().try_acquire_many_owned(cost).ok()
+    }
+
+    /// Like [`WriteQueue::commit_if`], with the operation made under the lock by `make`
+    /// (`None`: nothing installed, the permit released). Returns whether it was installed.
+    #[cfg(feature = "redis")]
+    pub(crate) fn commit_made(
+        &self,
+        permit: OwnedSemaphorePermit,
+        hash: KeyHash,
+        key: Arc<[u8]>,
+        make: impl FnOnce(&QueueView<'_>) -> Option<Op>,
+    ) -> bool {
+        let mut st = self.lock();
+        let Some(op) = make(&QueueView(&st)) else {
+            return false;
+        };
+        let push_ready = install(&mut st, permit, hash, key, op, None);
+        drop(st);
+        if push_ready {
+            self.ready.notify_one();
+        }
+        true
+    }
+
     /// Like [`WriteQueue::commit`], but installs the operation only if `cond` holds under the
     /// lock (write-back: only if the hot tier still holds that dirty version). Returns whether
     /// it was installed; the permit is released otherwise.

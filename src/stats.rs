@@ -33,6 +33,83 @@ impl std::fmt::Display for Mode {
     }
 }
 
+/// What kind of failure a shared-tier call met (`Stats::shared_errors_by_kind`). Each feeds
+/// the shared breaker (SHARED_TIER.md section 6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SharedErrorKind {
+    /// answercache's own timeout or the client's.
+    Timeout,
+    /// Refused, reset, broken pipe, EOF.
+    Io,
+    /// NOAUTH, WRONGPASS, NOPERM.
+    Auth,
+    /// The server is not ready: LOADING, BUSY, MASTERDOWN, READONLY, CLUSTERDOWN, TRYAGAIN.
+    Server,
+    /// A protocol or parse error, or any other error reply.
+    Protocol,
+}
+
+impl SharedErrorKind {
+    /// Every kind, in counter order.
+    pub(crate) const ALL: [SharedErrorKind; 5] = [
+        SharedErrorKind::Timeout,
+        SharedErrorKind::Io,
+        SharedErrorKind::Auth,
+        SharedErrorKind::Server,
+        SharedErrorKind::Protocol,
+    ];
+
+    /// The stable name (a key of `Stats::shared_errors_by_kind`, a metrics label).
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            SharedErrorKind::Timeout => "timeout",
+            SharedErrorKind::Io => "io",
+            SharedErrorKind::Auth => "auth",
+            SharedErrorKind::Server => "server",
+            SharedErrorKind::Protocol => "protocol",
+        }
+    }
+
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Why a write meant for the shared tier was dropped (`Stats::shared_writes_dropped_by_reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SharedDrop {
+    /// The shared write queue had no room for it.
+    QueueFull,
+    /// The shared breaker was not closed when it was due.
+    BreakerOpen,
+    /// Its entry is over the shared tier's `max_entry_bytes`.
+    TooLarge,
+}
+
+impl SharedDrop {
+    /// Every reason, in counter order.
+    pub(crate) const ALL: [SharedDrop; 3] = [
+        SharedDrop::QueueFull,
+        SharedDrop::BreakerOpen,
+        SharedDrop::TooLarge,
+    ];
+
+    /// The stable name.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            SharedDrop::QueueFull => "queue_full",
+            SharedDrop::BreakerOpen => "breaker_open",
+            SharedDrop::TooLarge => "too_large",
+        }
+    }
+
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
 /// A counter.
 #[derive(Debug, Default)]
 pub(crate) struct Counter(AtomicU64);
@@ -101,6 +178,48 @@ pub(crate) struct Counters {
     pub joined: Counter,
     pub bypasses: Counter,
     pub unencodable: Counter,
+    pub shared: SharedCounters,
+}
+
+/// The shared tier's counters (see the `shared_*` fields of [`Stats`]).
+#[derive(Debug, Default)]
+pub(crate) struct SharedCounters {
+    pub hits: Counter,
+    pub misses: Counter,
+    pub rejections: Counter,
+    pub errors: [Counter; SharedErrorKind::ALL.len()],
+    pub writes_ok: Counter,
+    pub writes_failed: Counter,
+    pub dropped: [Counter; SharedDrop::ALL.len()],
+    pub rejected_oom: Counter,
+    pub corrupted: [Counter; Corruption::ALL.len()],
+    pub bytes_in: Counter,
+    pub bytes_out: Counter,
+    pub breaker_opens: Counter,
+    pub probes_run: Counter,
+    pub probes_ok: Counter,
+    pub namespace_syncs: Counter,
+    pub namespace_changes_seen: Counter,
+    pub lease_acquired: Counter,
+    pub lease_waits: Counter,
+    pub lease_waits_served: Counter,
+    pub lease_takeovers: Counter,
+    pub lease_wait_timeouts: Counter,
+}
+
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+impl SharedCounters {
+    pub(crate) fn error(&self, kind: SharedErrorKind) {
+        self.errors[kind.index()].inc();
+    }
+
+    pub(crate) fn dropped(&self, why: SharedDrop, n: u64) {
+        self.dropped[why.index()].add(n);
+    }
+
+    pub(crate) fn corruption(&self, reason: Corruption) {
+        self.corrupted[reason.index()].inc();
+    }
 }
 
 impl Counters {
@@ -274,6 +393,72 @@ pub struct Stats {
     /// lost from memory before reaching the disk) and has not been deleted yet. `flush` and
     /// `close` report these; recovery and health checks delete them.
     pub stale_keys_pending: u64,
+    /// The shared tier's breaker state (feature `redis`); `None` without a shared tier. It
+    /// starts Open and a background `PING` closes it: `build()` never waits for Redis.
+    pub shared_state: Option<BreakerState>,
+    /// Gets answered by the shared tier (another replica's answer, verified like a disk read).
+    pub shared_hits: u64,
+    /// Shared-tier reads that found nothing usable (absent, expired, older than a local
+    /// `set`/`remove`/`clear`, corrupt, or failed).
+    pub shared_misses: u64,
+    /// Shared-tier reads not made because its breaker was not closed.
+    pub shared_rejections: u64,
+    /// Shared-tier calls that failed (each feeds its breaker), all kinds.
+    pub shared_errors: u64,
+    /// Shared-tier failures by kind: `timeout`, `io`, `auth`, `server`, `protocol`; kinds never
+    /// seen are absent.
+    pub shared_errors_by_kind: BTreeMap<String, u64>,
+    /// Entries (and deletes) the shared tier accepted.
+    pub shared_writes_ok: u64,
+    /// Shared writes that failed (a failure of the kinds above; not OOM). Values only: a
+    /// `DEL` that failed is kept and sent again, counted once delivered (`shared_writes_ok`)
+    /// or given up (`shared_writes_dropped`).
+    pub shared_writes_failed: u64,
+    /// Shared writes dropped before they were sent, all reasons.
+    pub shared_writes_dropped: u64,
+    /// Shared writes dropped by reason: `queue_full`, `breaker_open`, `too_large`.
+    pub shared_writes_dropped_by_reason: BTreeMap<String, u64>,
+    /// Shared writes the server refused for memory (`OOM`): not a failure (reads still
+    /// work); one warning per episode says to set `maxmemory-policy allkeys-lru`.
+    pub shared_write_rejected_oom: u64,
+    /// Corrupt or foreign values found in the shared tier (each a miss, deleted there), all
+    /// reasons.
+    pub shared_corrupted: u64,
+    /// Those by reason, with the names of `corrupted_by_reason`.
+    pub shared_corrupted_by_reason: BTreeMap<String, u64>,
+    /// Bytes of entries read from the shared tier.
+    pub shared_bytes_in: u64,
+    /// Bytes of entries written to the shared tier.
+    pub shared_bytes_out: u64,
+    /// Bytes waiting in the shared write queue.
+    pub shared_queue_bytes: u64,
+    /// Writes waiting in the shared write queue, plus removals whose `DEL` is kept until the
+    /// server is back (not in `shared_queue_bytes`).
+    pub shared_queue_entries: u64,
+    /// Shared breaker changes to Open.
+    pub shared_breaker_opens: u64,
+    /// `PING` probes of the shared tier run (the first at start, then each half-open).
+    pub shared_probes_run: u64,
+    /// Those that passed.
+    pub shared_probes_ok: u64,
+    /// Namespace generation syncs with the shared tier (one `MGET` each).
+    pub namespace_syncs: u64,
+    /// Namespace generations changed by another replica and picked up here.
+    pub namespace_changes_seen: u64,
+    /// Namespace invalidations whose new generation is not in the shared tier yet (retried
+    /// by the sync task).
+    pub namespace_invalidations_pending: u64,
+    /// Cross-replica loads this replica led under a shared lease.
+    pub shared_lease_acquired: u64,
+    /// Loads that waited for another replica's lease.
+    pub shared_lease_waits: u64,
+    /// Those served by the other replica's value (counted once the value was verified and
+    /// decoded: one that appeared but was corrupt is not).
+    pub shared_lease_waits_served: u64,
+    /// Waits that took the lease over (its holder let it expire or gave up).
+    pub shared_lease_takeovers: u64,
+    /// Waits that gave up after `lease_wait_max` and loaded locally.
+    pub shared_lease_wait_timeouts: u64,
 }
 
 /// What a snapshot reads from the parts besides the counters: sizes, states and the counts
@@ -311,6 +496,12 @@ pub(crate) trait Gauges {
     fn last_disk_error(&self) -> Option<String>;
     /// `(stale keys pending, lost keys)`.
     fn lost(&self) -> (u64, u64);
+    /// The shared breaker's state, `None` without a shared tier.
+    fn shared_state(&self) -> Option<BreakerState>;
+    /// `(entries, bytes)` of the shared write queue.
+    fn shared_queue(&self) -> (u64, u64);
+    /// Namespace invalidations not yet written to the shared tier.
+    fn namespace_invalidations_pending(&self) -> u64;
 }
 
 impl Counters {
@@ -329,6 +520,12 @@ impl Counters {
         let corrupted = by_name(&c.corrupted, Corruption::ALL, |r| r.name());
         let disk_errors = by_name(&c.disk_errors, IoErrorKind::ALL, |k| k.name());
         let (stale_keys_pending, lost_keys) = g.lost();
+        let s = &c.shared;
+        let shared_errors = by_name(&s.errors, SharedErrorKind::ALL, SharedErrorKind::name);
+        let shared_dropped = by_name(&s.dropped, SharedDrop::ALL, SharedDrop::name);
+        let shared_corrupted = by_name(&s.corrupted, Corruption::ALL, |r| r.name());
+        let (shared_queue_entries, shared_queue_bytes) = g.shared_queue();
+        let shared_hits = s.hits.get();
         Stats {
             hot_hits: c.hot_hits.get() + live_hits,
             warm_hits: c.warm_hits.get(),
@@ -392,6 +589,34 @@ impl Counters {
             stale_keys_purged: c.stale_keys_purged.get(),
             stale_keys_pending,
             lost_keys,
+            shared_state: g.shared_state(),
+            shared_hits,
+            shared_misses: s.misses.get(),
+            shared_rejections: s.rejections.get(),
+            shared_errors: shared_errors.values().sum(),
+            shared_errors_by_kind: shared_errors,
+            shared_writes_ok: s.writes_ok.get(),
+            shared_writes_failed: s.writes_failed.get(),
+            shared_writes_dropped: shared_dropped.values().sum(),
+            shared_writes_dropped_by_reason: shared_dropped,
+            shared_write_rejected_oom: s.rejected_oom.get(),
+            shared_corrupted: shared_corrupted.values().sum(),
+            shared_corrupted_by_reason: shared_corrupted,
+            shared_bytes_in: s.bytes_in.get(),
+            shared_bytes_out: s.bytes_out.get(),
+            shared_queue_bytes,
+            shared_queue_entries,
+            shared_breaker_opens: s.breaker_opens.get(),
+            shared_probes_run: s.probes_run.get(),
+            shared_probes_ok: s.probes_ok.get(),
+            namespace_syncs: s.namespace_syncs.get(),
+            namespace_changes_seen: s.namespace_changes_seen.get(),
+            namespace_invalidations_pending: g.namespace_invalidations_pending(),
+            shared_lease_acquired: s.lease_acquired.get(),
+            shared_lease_waits: s.lease_waits.get(),
+            shared_lease_waits_served: s.lease_waits_served.get(),
+            shared_lease_takeovers: s.lease_takeovers.get(),
+            shared_lease_wait_timeouts: s.lease_wait_timeouts.get(),
         }
     }
 }

@@ -99,6 +99,19 @@ pub(crate) struct Namespaces {
     slots: Mutex<HashMap<String, Arc<NamespaceSlot>>>,
 }
 
+/// Remembers (feature `redis`) that this replica left generation `old` of `name` for `new`:
+/// the shared tier never adopts it again (a generation rolled back on the server).
+fn retire(tiers: &Tiers, name: &str, old: u64, new: u64) {
+    #[cfg(feature = "redis")]
+    if old != 0 && old != new {
+        if let Some(shared) = tiers.shared() {
+            shared.retire_generation(name, old);
+        }
+    }
+    #[cfg(not(feature = "redis"))]
+    let _ = (tiers, name, old, new);
+}
+
 impl Namespaces {
     /// The slot of `name` ([`Error::Config`] for an invalid name); handles of the same name
     /// share it.
@@ -111,7 +124,89 @@ impl Namespaces {
     }
 }
 
+impl Namespaces {
+    /// Every namespace used so far whose generation is known, by name.
+    #[cfg(feature = "redis")]
+    pub(crate) fn resolved(&self) -> Vec<(String, Arc<NamespaceSlot>)> {
+        lock(&self.slots)
+            .iter()
+            .filter(|(_, s)| s.generation.load(Ordering::Acquire) != 0)
+            .map(|(n, s)| (n.clone(), s.clone()))
+            .collect()
+    }
+}
+
 impl NamespaceSlot {
+    /// The current generation, for a sync about to read the server's: `None` while this
+    /// replica is changing it (an `invalidate` or a first read holds the slot), so that the
+    /// sync skips the slot this time. A snapshot taken here precedes every server read of
+    /// the sync, and any later local change shows in [`NamespaceSlot::adopt`]'s compare.
+    #[cfg(feature = "redis")]
+    pub(crate) fn snapshot(&self) -> Option<u64> {
+        let _serial = self.lock.try_lock().ok()?;
+        Some(self.generation.load(Ordering::Acquire))
+    }
+
+    /// Adopts generation `g` of namespace `name` seen in the shared tier (another replica
+    /// invalidated it, or bootstrapped it first): the slot, and the local record so that a
+    /// reopen starts from it. Returns whether the generation changed. Skipped while this
+    /// replica's own newer generation waits to be written there, for a generation this
+    /// replica retired, and when the slot no longer holds `expected` (its
+    /// [`NamespaceSlot::snapshot`] before the server was read): this replica changed it since
+    /// (an `invalidate` whose write the read may predate), and the next sync reconciles.
+    #[cfg(feature = "redis")]
+    pub(crate) async fn adopt(&self, tiers: &Tiers, name: &str, expected: u64, g: u64) -> bool {
+        let _serial = self.lock.lock().await;
+        // Never one this replica left (read from the server before an invalidation of its
+        // own, or rolled back there): the next sync replaces it.
+        if tiers
+            .shared()
+            .is_some_and(|s| s.is_pending(name) || s.is_retired(name, g))
+        {
+            return false;
+        }
+        if self.generation.load(Ordering::Acquire) != expected {
+            return false;
+        }
+        let old = self.generation.swap(g, Ordering::AcqRel);
+        if old == g {
+            return false;
+        }
+        retire(tiers, name, old, g);
+        let record = Record {
+            generation: g,
+            created_ms: tiers.now_ms(),
+        };
+        if let Ok(bytes) = codec::encode(Codec::Json, &record) {
+            // Best effort: the slot already holds `g`; a record not on disk is drawn again
+            // (and reconciled by the next sync) after a reopen.
+            let _ = tiers
+                .set(&record_key(name), bytes.into(), None, 0, Encoding::Json)
+                .await;
+        }
+        tracing::info!(
+            target: crate::shared::tier::TARGET,
+            namespace = name,
+            generation = %format!("{g:016x}"),
+            "namespace generation changed by another replica"
+        );
+        true
+    }
+
+    /// A fresh generation, bootstrapped in the shared tier (`SET NX GET`: the first replica
+    /// wins and every other adopts it), or written in place of one this replica retired.
+    /// `None` when the shared tier cannot be asked. Serialized with `invalidate`: the server's
+    /// generation is read after any invalidation of this replica has written its own, so a
+    /// generation it has just left is not taken for a rolled-back one.
+    #[cfg(feature = "redis")]
+    pub(crate) async fn bootstrap_shared(&self, tiers: &Tiers, name: &str) -> Option<u64> {
+        let shared = tiers.shared()?;
+        let _serial = self.lock.lock().await;
+        shared
+            .bootstrap_generation(name, fresh_generation(tiers.now_ms()))
+            .await
+    }
+
     /// The current generation of namespace `name` (read from the cache on first use).
     pub(crate) async fn generation(&self, tiers: &Tiers, name: &str) -> Result<u64> {
         let g = self.generation.load(Ordering::Acquire);
@@ -146,9 +241,41 @@ impl NamespaceSlot {
             tiers.drop_clean_hot(&rk);
         }
         let found = tiers.lookup(&rk, false).await?;
-        let g = match found.and_then(|f| codec::decode::<Record>(f.encoding, &f.value).ok()) {
-            Some(r) if r.generation != 0 => r.generation,
-            _ => {
+        let local = match found.and_then(|f| codec::decode::<Record>(f.encoding, &f.value).ok()) {
+            Some(r) if r.generation != 0 => Some(r.generation),
+            _ => None,
+        };
+        // With a shared tier, the replicas' generation wins over the local record: `GET`, or
+        // on nil a *fresh* generation by `SET NX GET` (never the local record's: it may be
+        // one the fleet invalidated since, and reusing it would bring old answers back).
+        // Unreachable: the local record, reconciled by the next sync.
+        #[cfg(feature = "redis")]
+        let local = match tiers.shared() {
+            Some(shared) if !shared.is_pending(name) => {
+                match shared
+                    .bootstrap_generation(name, fresh_generation(tiers.now_ms()))
+                    .await
+                {
+                    Some(g) if Some(g) != local => {
+                        let record = Record {
+                            generation: g,
+                            created_ms: tiers.now_ms(),
+                        };
+                        let bytes: Arc<[u8]> = codec::encode(Codec::Json, &record)?.into();
+                        match tiers.set(&rk, bytes, None, 0, Encoding::Json).await {
+                            Ok(()) | Err(Error::NotPersisted { .. }) => {}
+                            Err(e) => return Err(e),
+                        }
+                        Some(g)
+                    }
+                    _ => local,
+                }
+            }
+            _ => local,
+        };
+        let g = match local {
+            Some(g) => g,
+            None => {
                 // Never written, or lost: a fresh generation (see the module docs).
                 let (g, record) = new_record(tiers.now_ms())?;
                 // A write-through store that did not reach the disk still serves the
@@ -160,7 +287,8 @@ impl NamespaceSlot {
                 g
             }
         };
-        self.generation.store(g, Ordering::Release);
+        let old = self.generation.swap(g, Ordering::AcqRel);
+        retire(tiers, name, old, g);
         Ok(g)
     }
 
@@ -170,11 +298,20 @@ impl NamespaceSlot {
         let _serial = self.lock.lock().await;
         let (g, record) = new_record(tiers.now_ms())?;
         // In memory first: from here on, this process never reads an old entry.
-        self.generation.store(g, Ordering::Release);
+        let old = self.generation.swap(g, Ordering::AcqRel);
+        retire(tiers, name, old, g);
         let rk = record_key(name);
         // Waits for this write's own acknowledgement, whatever the write policy: `Ok` only
         // once the new generation is on disk.
-        match tiers.set_durable(&rk, record, None, Encoding::Json).await {
+        let written = tiers.set_durable(&rk, record, None, Encoding::Json).await;
+        // The other replicas learn it from the shared tier: written inline, within the
+        // tier's timeout; when the server is away it stays pending (retried by the sync
+        // task) and the invalidation still holds here.
+        #[cfg(feature = "redis")]
+        if let Some(shared) = tiers.shared() {
+            shared.publish_generation(name, g).await;
+        }
+        match written {
             Ok(()) => Ok(g),
             Err(Error::NotPersisted { last_error, .. }) => Err(Error::NotPersisted {
                 failed: 1,

@@ -66,6 +66,8 @@ pub(crate) mod generation;
 mod invalidate;
 mod namespace;
 pub(crate) mod request_key;
+#[cfg(feature = "redis")]
+pub(crate) mod shared_sync;
 mod single_flight;
 pub(crate) mod state;
 mod value;

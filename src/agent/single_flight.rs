@@ -431,12 +431,50 @@ impl TieredCache {
                 }
             }
         }
+        // Across replicas (feature `redis`, `shared_single_flight`): one replica loads, the
+        // others wait for its answer in the shared tier (`shared/lease.rs`). Not for a call
+        // that reads nothing (`no_cache`) or stores nothing (`no_store`: its waiters would
+        // wait for a value that never comes).
+        #[cfg(feature = "redis")]
+        let mut lease = None;
+        #[cfg(feature = "redis")]
+        if let Some(shared) = tiers
+            .shared()
+            .filter(|s| s.single_flight && !controls.no_cache && !controls.no_store)
+        {
+            use crate::shared::lease::{lead_or_wait, LeaseStart};
+            let hash = crate::warm::layout::key_hash(key);
+            match lead_or_wait(shared, &hash).await {
+                LeaseStart::Lead(guard) => lease = Some((guard, hash)),
+                LeaseStart::Appeared => {
+                    if let Some(found) = tiers.lookup(key, false).await? {
+                        if let Ok(v) = kind.decode(&found.value, found.encoding) {
+                            tiers.count_hit(&found);
+                            // Only a verified, decoded value served counts (garbage that
+                            // appeared during the wait is a miss, and the load is local).
+                            shared.lease_counters().lease_waits_served.inc();
+                            leader.land(Landing::Value {
+                                bytes: found.value.clone(),
+                                encoding: found.encoding,
+                                cost: found.cost,
+                            });
+                            return Ok(Answer::new(v, found.source, found.encoding));
+                        }
+                    }
+                }
+                LeaseStart::Local => {}
+            }
+        }
         let own_stale = leader.stale.clone();
         tiers.counters().misses.inc();
         tiers.counters().loader_calls.inc();
         let value = match loader().await {
             Ok(v) => v,
             Err(e) => {
+                #[cfg(feature = "redis")]
+                if let Some((guard, _)) = lease.take() {
+                    guard.release().await;
+                }
                 let error = LoaderError::new(e.into());
                 leader.land(Landing::Failed {
                     error: error.clone(),
@@ -458,9 +496,42 @@ impl TieredCache {
         let cost = controls.cost_of(value.borrow());
         // Stored before the flight lands, so a caller that misses after the flight is gone
         // finds the value in the cache.
-        let stored = if controls.stores(value.borrow()) {
+        let stores = controls.stores(value.borrow());
+        // A lease leader's answer is written to the shared tier inline, once: the local set
+        // below does not queue it again.
+        #[cfg(feature = "redis")]
+        let led = lease.is_some();
+        #[cfg(not(feature = "redis"))]
+        let led = false;
+        #[cfg(feature = "redis")]
+        if let Some((guard, hash)) = lease.take() {
+            if stores {
+                let ttl = controls.ttl.resolve(tiers.config().default_ttl);
+                let now = tiers.now_ms();
+                let meta = crate::warm::format::EntryMeta {
+                    created_ms: now,
+                    expires_ms: ttl.map_or(0, |t| {
+                        now.saturating_add(u64::try_from(t.as_millis()).unwrap_or(u64::MAX))
+                            .max(1)
+                    }),
+                    cost,
+                    encoding,
+                };
+                guard.complete(hash, key, bytes.clone(), meta).await;
+            } else {
+                guard.release().await;
+            }
+        }
+        let stored = if stores {
             let ttl = controls.ttl.resolve(tiers.config().default_ttl);
-            match tiers.set(key, bytes.clone(), ttl, cost, encoding).await {
+            let set = if led {
+                tiers
+                    .set_unshared(key, bytes.clone(), ttl, cost, encoding)
+                    .await
+            } else {
+                tiers.set(key, bytes.clone(), ttl, cost, encoding).await
+            };
+            match set {
                 Err(Error::ValueTooLarge { len, max }) => {
                     debug!(
                         len,

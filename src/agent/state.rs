@@ -13,5 +13,6 @@ pub(crate) struct AgentState {
     /// Loads in flight, by full cache key.
     pub(crate) flights: Arc<Flights>,
     /// Namespaces used in this process, by name.
-    pub(crate) namespaces: Namespaces,
+    /// Shared with the namespace sync task (feature `redis`).
+    pub(crate) namespaces: Arc<Namespaces>,
 }

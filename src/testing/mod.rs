@@ -24,6 +24,8 @@ mod crash;
 mod fault;
 mod fixture;
 mod index;
+#[cfg(feature = "redis")]
+mod memory_shared;
 mod real;
 
 pub use crash::CrashFs;
@@ -31,6 +33,8 @@ pub use fault::{Fault, FaultFs, FsOp, Rule};
 pub use fixture::{builder, copy_dir, disk_errors, fs_in_use, wait_until, TestCache, TestDir};
 #[doc(hidden)]
 pub use index::WarmIndexProbe;
+#[cfg(feature = "redis")]
+pub use memory_shared::{MemoryShared, SharedFault, SharedOpKind};
 pub use real::{portable_fs_selected, real_fs, use_portable_fs};
 
 #[cfg(test)]

@@ -1,0 +1,365 @@
+//! The shared write queue: one slot per key (the latest operation wins, as in the disk's
+//! queue, so a `set` then a `remove` ends as a `DEL`), bounded by bytes. When full, the *new*
+//! write is dropped and counted: a slow Redis must never slow a caller down (disk-style
+//! backpressure is what this refuses). A `DEL` is never dropped that way: one that cannot be
+//! queued or sent waits in [`PendingDels`] (bounded by count) until the server is back. Pure
+//! state, no tasks: the drain task takes batches.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use crate::sync::lock;
+use crate::warm::format::EntryMeta;
+use crate::warm::layout::KeyHash;
+
+/// Fixed bytes charged per slot besides its key and value.
+pub(crate) const SLOT_OVERHEAD: usize = 64;
+
+/// A queued operation.
+#[derive(Debug, Clone)]
+pub(crate) enum SharedOp {
+    /// Share this value.
+    Put { value: Arc<[u8]>, meta: EntryMeta },
+    /// Delete the key's shared entry.
+    Del,
+}
+
+/// A queued operation with its key.
+#[derive(Debug, Clone)]
+pub(crate) struct Queued {
+    pub hash: KeyHash,
+    pub key: Arc<[u8]>,
+    pub op: SharedOp,
+}
+
+#[derive(Debug)]
+struct Slot {
+    key: Arc<[u8]>,
+    op: SharedOp,
+    bytes: usize,
+    seq: u64,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    slots: HashMap<KeyHash, Slot>,
+    /// Keys in arrival order of their latest operation; entries whose seq no longer matches
+    /// their slot are skipped.
+    order: VecDeque<(KeyHash, u64)>,
+    bytes: usize,
+    seq: u64,
+}
+
+/// The queue (see the module docs).
+#[derive(Debug)]
+pub(crate) struct SharedQueue {
+    state: Mutex<State>,
+    capacity: usize,
+    /// Wakes the drain task.
+    pub(crate) ready: tokio::sync::Notify,
+}
+
+/// The new operation did not fit: it was dropped (and an older one of the key with it).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Full;
+
+impl SharedQueue {
+    pub(crate) fn new(capacity: usize) -> Self {
+        SharedQueue {
+            state: Mutex::default(),
+            capacity,
+            ready: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Queues `op` for `key`, replacing what the key had queued. `Err(Full)` when it does not
+    /// fit: then an older value of the key is dropped too, so it is never shared after a
+    /// newer local one; an older queued `DEL` stays (the key's latest state that reaches the
+    /// server is then "absent", never an older value).
+    pub(crate) fn push(&self, hash: KeyHash, key: &[u8], op: SharedOp) -> Result<(), Full> {
+        let size = SLOT_OVERHEAD
+            + key.len()
+            + match &op {
+                SharedOp::Put { value, .. } => value.len(),
+                SharedOp::Del => 0,
+            };
+        let mut st = lock(&self.state);
+        let old = st.slots.get(&hash).map_or(0, |s| s.bytes);
+        if (st.bytes - old).saturating_add(size) > self.capacity {
+            if !matches!(st.slots.get(&hash).map(|s| &s.op), Some(SharedOp::Del)) {
+                if let Some(s) = st.slots.remove(&hash) {
+                    st.bytes -= s.bytes;
+                }
+            }
+            return Err(Full);
+        }
+        if let Some(s) = st.slots.remove(&hash) {
+            st.bytes -= s.bytes;
+        }
+        st.seq += 1;
+        let seq = st.seq;
+        st.bytes += size;
+        st.slots.insert(
+            hash,
+            Slot {
+                key: key.into(),
+                op,
+                bytes: size,
+                seq,
+            },
+        );
+        st.order.push_back((hash, seq));
+        drop(st);
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// Drops what `hash` has queued, and returns it.
+    pub(crate) fn remove(&self, hash: &KeyHash) -> Option<SharedOp> {
+        let mut st = lock(&self.state);
+        let s = st.slots.remove(hash)?;
+        st.bytes -= s.bytes;
+        Some(s.op)
+    }
+
+    /// What `hash` has queued.
+    pub(crate) fn lookup(&self, hash: &KeyHash) -> Option<SharedOp> {
+        lock(&self.state).slots.get(hash).map(|s| s.op.clone())
+    }
+
+    /// Takes up to `max_ops` operations, oldest first, stopping before the batch passes
+    /// `max_bytes` (the first is always taken).
+    pub(crate) fn take(&self, max_ops: usize, max_bytes: usize) -> Vec<Queued> {
+        let mut st = lock(&self.state);
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        while out.len() < max_ops {
+            let Some(&(hash, seq)) = st.order.front() else {
+                break;
+            };
+            let size = match st.slots.get(&hash) {
+                Some(s) if s.seq == seq => s.bytes,
+                _ => {
+                    st.order.pop_front();
+                    continue;
+                }
+            };
+            if !out.is_empty() && bytes.saturating_add(size) > max_bytes {
+                break;
+            }
+            st.order.pop_front();
+            if let Some(slot) = st.slots.remove(&hash) {
+                st.bytes -= slot.bytes;
+                bytes += slot.bytes;
+                out.push(Queued {
+                    hash,
+                    key: slot.key,
+                    op: slot.op,
+                });
+            }
+        }
+        out
+    }
+
+    /// `(entries, bytes)`.
+    pub(crate) fn depth(&self) -> (u64, u64) {
+        let st = lock(&self.state);
+        (st.slots.len() as u64, st.bytes as u64)
+    }
+}
+
+/// Removals whose `DEL` is not on the server yet: it could not be queued or sent (the breaker
+/// was not Closed, the queue was full, the write failed). Each is kept until it is delivered
+/// (sent once the breaker is Closed again) or superseded by a newer `set` of the key that was
+/// queued; while kept, it hides the key's shared copy from this replica. Bounded by count:
+/// past `max`, the oldest is given up (the caller counts it). In memory only: a restart
+/// forgets them.
+#[derive(Debug)]
+pub(crate) struct PendingDels {
+    state: Mutex<Pending>,
+    max: usize,
+}
+
+#[derive(Debug, Default)]
+struct Pending {
+    /// Key hash → the seq of its latest insertion.
+    keys: HashMap<KeyHash, u64>,
+    /// Insertion order; entries whose seq no longer matches are skipped (and compacted).
+    order: VecDeque<(KeyHash, u64)>,
+    seq: u64,
+}
+
+impl Pending {
+    /// Drops stale entries from the front of `order`, and compacts it when mostly stale.
+    fn tidy(&mut self) {
+        while let Some(&(h, seq)) = self.order.front() {
+            if self.keys.get(&h) == Some(&seq) {
+                break;
+            }
+            self.order.pop_front();
+        }
+        if self.order.len() > 2 * self.keys.len() + 64 {
+            let keys = &self.keys;
+            self.order.retain(|(h, seq)| keys.get(h) == Some(seq));
+        }
+    }
+}
+
+impl PendingDels {
+    pub(crate) fn new(max: usize) -> Self {
+        PendingDels {
+            state: Mutex::default(),
+            max,
+        }
+    }
+
+    /// Keeps a `DEL` of `hash`. Returns how many older ones were given up for the bound
+    /// (0 or 1).
+    pub(crate) fn insert(&self, hash: KeyHash) -> u64 {
+        let mut st = lock(&self.state);
+        st.seq += 1;
+        let seq = st.seq;
+        let mut given_up = 0;
+        if st.keys.insert(hash, seq).is_none() && st.keys.len() > self.max {
+            st.tidy();
+            if let Some((oldest, _)) = st.order.pop_front() {
+                st.keys.remove(&oldest);
+                given_up = 1;
+            }
+        }
+        st.order.push_back((hash, seq));
+        st.tidy();
+        given_up
+    }
+
+    /// Forgets the `DEL` of `hash` (delivered, or superseded by a newer queued `set`).
+    pub(crate) fn remove(&self, hash: &KeyHash) {
+        let mut st = lock(&self.state);
+        if st.keys.remove(hash).is_some() {
+            st.tidy();
+        }
+    }
+
+    /// Whether a `DEL` of `hash` is kept.
+    pub(crate) fn contains(&self, hash: &KeyHash) -> bool {
+        lock(&self.state).keys.contains_key(hash)
+    }
+
+    /// The oldest `n` kept, still kept (until [`PendingDels::remove`]d once delivered).
+    pub(crate) fn oldest(&self, n: usize) -> Vec<KeyHash> {
+        let st = lock(&self.state);
+        st.order
+            .iter()
+            .filter(|(h, seq)| st.keys.get(h) == Some(seq))
+            .take(n)
+            .map(|(h, _)| *h)
+            .collect()
+    }
+
+    /// Gives every one up; returns how many there were.
+    pub(crate) fn clear(&self) -> u64 {
+        let mut st = lock(&self.state);
+        let n = st.keys.len() as u64;
+        *st = Pending::default();
+        n
+    }
+
+    pub(crate) fn len(&self) -> u64 {
+        lock(&self.state).keys.len() as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::warm::layout::key_hash;
+
+    fn put(v: &[u8]) -> SharedOp {
+        SharedOp::Put {
+            value: v.into(),
+            meta: EntryMeta::default(),
+        }
+    }
+
+    #[test]
+    fn the_latest_operation_wins_and_bytes_are_exact() {
+        let q = SharedQueue::new(1 << 20);
+        let (a, b) = (key_hash(b"a"), key_hash(b"b"));
+        q.push(a, b"a", put(b"1234")).unwrap();
+        q.push(b, b"b", put(b"xy")).unwrap();
+        assert_eq!(q.depth(), (2, (SLOT_OVERHEAD * 2 + 1 + 4 + 1 + 2) as u64));
+        q.push(a, b"a", SharedOp::Del).unwrap();
+        assert_eq!(q.depth(), (2, (SLOT_OVERHEAD * 2 + 1 + 1 + 2) as u64));
+        assert!(matches!(q.lookup(&a), Some(SharedOp::Del)));
+        let batch = q.take(64, usize::MAX);
+        // `b` was queued before `a`'s latest operation.
+        assert_eq!(batch.len(), 2);
+        assert_eq!(&*batch[0].key, b"b");
+        assert_eq!(&*batch[1].key, b"a");
+        assert!(matches!(batch[1].op, SharedOp::Del));
+        assert_eq!(q.depth(), (0, 0));
+    }
+
+    #[test]
+    fn a_full_queue_drops_the_new_write_and_the_keys_older_one() {
+        let q = SharedQueue::new(SLOT_OVERHEAD * 2 + 10);
+        let (a, b) = (key_hash(b"a"), key_hash(b"b"));
+        q.push(a, b"a", put(b"12345")).unwrap();
+        assert_eq!(q.push(b, b"b", put(b"123456789")), Err(Full));
+        assert_eq!(q.depth(), (1, (SLOT_OVERHEAD + 6) as u64));
+        // A bigger value of `a` that does not fit drops `a` entirely.
+        assert_eq!(q.push(a, b"a", put(&[0u8; 200])), Err(Full));
+        assert_eq!(q.depth(), (0, 0));
+        assert!(q.lookup(&a).is_none());
+    }
+
+    #[test]
+    fn a_value_that_does_not_fit_leaves_an_older_del_queued() {
+        let q = SharedQueue::new(SLOT_OVERHEAD + 10);
+        let a = key_hash(b"a");
+        q.push(a, b"a", SharedOp::Del).unwrap();
+        assert_eq!(q.push(a, b"a", put(&[0u8; 200])), Err(Full));
+        assert!(matches!(q.lookup(&a), Some(SharedOp::Del)));
+        assert_eq!(q.depth(), (1, (SLOT_OVERHEAD + 1) as u64));
+    }
+
+    #[test]
+    fn pending_dels_are_bounded_oldest_first() {
+        let p = PendingDels::new(3);
+        let h = |i: u8| key_hash(&[i]);
+        for i in 0..3 {
+            assert_eq!(p.insert(h(i)), 0);
+        }
+        // Again: not a new key, nothing given up; it becomes the newest.
+        assert_eq!(p.insert(h(0)), 0);
+        assert_eq!(p.oldest(10), vec![h(1), h(2), h(0)]);
+        assert_eq!(p.insert(h(3)), 1);
+        assert!(!p.contains(&h(1)));
+        assert_eq!(p.oldest(2), vec![h(2), h(0)]);
+        p.remove(&h(2));
+        assert_eq!(p.oldest(10), vec![h(0), h(3)]);
+        // Churn does not grow the order without bound.
+        for _ in 0..1000 {
+            p.insert(h(9));
+            p.remove(&h(9));
+        }
+        assert!(lock(&p.state).order.len() <= 2 * 2 + 64 + 1);
+        assert_eq!(p.len(), 2);
+        assert_eq!(p.clear(), 2);
+        assert!(p.oldest(10).is_empty());
+    }
+
+    #[test]
+    fn batches_stop_at_the_count_and_byte_bounds() {
+        let q = SharedQueue::new(usize::MAX);
+        for i in 0..100u32 {
+            let k = i.to_le_bytes();
+            q.push(key_hash(&k), &k, put(&[0u8; 36])).unwrap();
+        }
+        assert_eq!(q.take(64, usize::MAX).len(), 64);
+        // Each slot is 64 + 4 + 36 = 104 bytes: 3 fit in 350.
+        assert_eq!(q.take(64, 350).len(), 3);
+        assert_eq!(q.take(usize::MAX, usize::MAX).len(), 33);
+        assert_eq!(q.take(64, usize::MAX).len(), 0);
+    }
+}

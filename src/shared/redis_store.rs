@@ -1,0 +1,263 @@
+//! The [`SharedStore`] on a Redis or Valkey server: two multiplexed
+//! [`ConnectionManager`](redis::aio::ConnectionManager)s, one for reads (and the probe's
+//! `PING`), one for writes (the drain task's batches, generations, leases), so that a write
+//! the server holds back (`CLIENT PAUSE WRITE` during a failover, a full output buffer) never
+//! delays a read queued behind it on the same connection: a server answers one connection's
+//! commands in order. One breaker covers both (the tier's). Each is made lazily (nothing
+//! connects before the first command, so `build()` never waits), configured as
+//! SHARED_TIER.md section 6 says: the response timeout is the tier's `timeout`, a connection
+//! attempt gives up after 1 s, and a broken connection is retried once after 100 ms.
+//! Reconnect storms are bounded by the breaker, not by backoff loops inside each call.
+
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use redis::{ConnectionInfo, ErrorKind, RedisError, Script, ServerErrorKind, Value};
+
+use super::store::{BoxFut, SharedStore, StoreError, WriteOp};
+use crate::stats::SharedErrorKind;
+
+/// How long one connection attempt may take.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(1);
+/// The first reconnect delay.
+const MIN_DELAY: Duration = Duration::from_millis(100);
+
+/// `if redis.call('get',KEYS[1])==ARGV[1] then return redis.call('pexpire',KEYS[1],ARGV[2]) else return 0 end`
+const RENEW: &str = "if redis.call('get',KEYS[1])==ARGV[1] then return redis.call('pexpire',KEYS[1],ARGV[2]) else return 0 end";
+/// `if redis.call('get',KEYS[1])==ARGV[1] then return redis.call('del',KEYS[1]) else return 0 end`
+const RELEASE: &str =
+    "if redis.call('get',KEYS[1])==ARGV[1] then return redis.call('del',KEYS[1]) else return 0 end";
+
+/// The store on a server.
+pub(crate) struct RedisStore {
+    /// `GETRANGE`, `MGET`, the lease poll, `PING`.
+    read: ConnectionManager,
+    /// `SET`, `DEL`, the batches, `SET NX`, the lease scripts.
+    write: ConnectionManager,
+    renew: Script,
+    release: Script,
+}
+
+impl RedisStore {
+    /// A store for `info`, connecting on first use. `Err` only for a configuration the
+    /// client refuses (the builder reports it as `Error::Config`).
+    pub(crate) fn new(info: ConnectionInfo, timeout: Duration) -> Result<RedisStore, String> {
+        let client = redis::Client::open(info).map_err(|e| e.to_string())?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_response_timeout(Some(timeout))
+            .set_connection_timeout(Some(CONNECTION_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_min_delay(MIN_DELAY);
+        let read = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
+            .map_err(|e| e.to_string())?;
+        let write =
+            ConnectionManager::new_lazy_with_config(client, config).map_err(|e| e.to_string())?;
+        Ok(RedisStore {
+            read,
+            write,
+            renew: Script::new(RENEW),
+            release: Script::new(RELEASE),
+        })
+    }
+
+    /// `cmd` on the read connection.
+    async fn read<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
+        let mut conn = self.read.clone();
+        cmd.query_async(&mut conn).await.map_err(|e| classify(&e))
+    }
+
+    /// `cmd` on the write connection.
+    async fn write<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
+        let mut conn = self.write.clone();
+        cmd.query_async(&mut conn).await.map_err(|e| classify(&e))
+    }
+}
+
+/// Classifies a client error (SHARED_TIER.md section 6).
+fn classify(e: &RedisError) -> StoreError {
+    let detail = e.to_string();
+    if e.is_timeout() {
+        return StoreError::failed(SharedErrorKind::Timeout, detail);
+    }
+    if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() {
+        return StoreError::failed(SharedErrorKind::Io, detail);
+    }
+    match e.kind() {
+        ErrorKind::AuthenticationFailed => StoreError::failed(SharedErrorKind::Auth, detail),
+        ErrorKind::Io => StoreError::failed(SharedErrorKind::Io, detail),
+        ErrorKind::Server(
+            ServerErrorKind::BusyLoading
+            | ServerErrorKind::MasterDown
+            | ServerErrorKind::ReadOnly
+            | ServerErrorKind::ClusterDown
+            | ServerErrorKind::TryAgain,
+        ) => StoreError::failed(SharedErrorKind::Server, detail),
+        ErrorKind::Server(ServerErrorKind::NoPerm) => {
+            StoreError::failed(SharedErrorKind::Auth, detail)
+        }
+        _ => StoreError::from_reply(e.code().unwrap_or(""), detail),
+    }
+}
+
+/// Bytes from a `GETRANGE`/`GET` reply: `None` for nil or empty (a valid entry is never
+/// empty).
+fn bytes(v: Value) -> Result<Option<Vec<u8>>, StoreError> {
+    match v {
+        Value::Nil => Ok(None),
+        Value::BulkString(b) if b.is_empty() => Ok(None),
+        Value::BulkString(b) => Ok(Some(b)),
+        Value::SimpleString(s) if s.is_empty() => Ok(None),
+        Value::SimpleString(s) => Ok(Some(s.into_bytes())),
+        Value::ServerError(e) => Err(StoreError::from_reply(e.code(), format!("{e:?}"))),
+        other => Err(StoreError::failed(
+            SharedErrorKind::Protocol,
+            format!("unexpected reply {other:?}"),
+        )),
+    }
+}
+
+/// `GETRANGE key 0 max_len`: at most `max_len + 1` bytes.
+fn getrange(key: &str, max_len: usize) -> redis::Cmd {
+    let mut c = redis::cmd("GETRANGE");
+    c.arg(key).arg(0).arg(max_len);
+    c
+}
+
+impl SharedStore for RedisStore {
+    fn get(&self, key: &str, max_len: usize) -> BoxFut<'_, Option<Vec<u8>>> {
+        let cmd = getrange(key, max_len);
+        Box::pin(async move { bytes(self.read::<Value>(&cmd).await?) })
+    }
+
+    fn write_many(&self, ops: Vec<WriteOp>) -> BoxFut<'_, Vec<Result<(), StoreError>>> {
+        Box::pin(async move {
+            let mut pipe = redis::pipe();
+            pipe.ignore_errors();
+            for op in &ops {
+                match op {
+                    WriteOp::Set { key, value, px } => {
+                        pipe.cmd("SET").arg(key).arg(&value[..]).arg("PX").arg(*px);
+                    }
+                    WriteOp::Del { key } => {
+                        pipe.cmd("DEL").arg(key);
+                    }
+                }
+            }
+            let mut conn = self.write.clone();
+            let replies: Vec<Value> = pipe
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| classify(&e))?;
+            Ok(replies
+                .into_iter()
+                .map(|v| match v {
+                    Value::ServerError(e) => {
+                        Err(StoreError::from_reply(e.code(), format!("{e:?}")))
+                    }
+                    _ => Ok(()),
+                })
+                .collect())
+        })
+    }
+
+    fn set(&self, key: &str, value: &[u8]) -> BoxFut<'_, ()> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key).arg(value);
+        Box::pin(async move { self.write::<()>(&cmd).await })
+    }
+
+    fn del(&self, key: &str) -> BoxFut<'_, ()> {
+        let mut cmd = redis::cmd("DEL");
+        cmd.arg(key);
+        Box::pin(async move { self.write::<()>(&cmd).await })
+    }
+
+    fn mget(&self, keys: &[String]) -> BoxFut<'_, Vec<Option<Vec<u8>>>> {
+        let mut cmd = redis::cmd("MGET");
+        for k in keys {
+            cmd.arg(k);
+        }
+        let empty = keys.is_empty();
+        Box::pin(async move {
+            if empty {
+                return Ok(Vec::new());
+            }
+            self.read::<Vec<Option<Vec<u8>>>>(&cmd).await
+        })
+    }
+
+    fn set_nx_get(&self, key: &str, value: &[u8]) -> BoxFut<'_, Option<Vec<u8>>> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key).arg(value).arg("NX").arg("GET");
+        Box::pin(async move { bytes(self.write::<Value>(&cmd).await?) })
+    }
+
+    fn lease_acquire(&self, key: &str, token: &str, px: u64) -> BoxFut<'_, bool> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key).arg(token).arg("NX").arg("PX").arg(px);
+        Box::pin(async move {
+            let v: Value = self.write(&cmd).await?;
+            Ok(matches!(v, Value::Okay | Value::SimpleString(_)))
+        })
+    }
+
+    fn lease_renew(&self, key: &str, token: &str, px: u64) -> BoxFut<'_, bool> {
+        let (key, token) = (key.to_owned(), token.to_owned());
+        Box::pin(async move {
+            let mut conn = self.write.clone();
+            let n: i64 = self
+                .renew
+                .key(&key)
+                .arg(&token)
+                .arg(px)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| classify(&e))?;
+            Ok(n == 1)
+        })
+    }
+
+    fn lease_release(&self, key: &str, token: &str) -> BoxFut<'_, bool> {
+        let (key, token) = (key.to_owned(), token.to_owned());
+        Box::pin(async move {
+            let mut conn = self.write.clone();
+            let n: i64 = self
+                .release
+                .key(&key)
+                .arg(&token)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| classify(&e))?;
+            Ok(n == 1)
+        })
+    }
+
+    fn poll(
+        &self,
+        value_key: &str,
+        lease_key: &str,
+        max_len: usize,
+    ) -> BoxFut<'_, (Option<Vec<u8>>, bool)> {
+        let mut pipe = redis::pipe();
+        pipe.add_command(getrange(value_key, max_len));
+        pipe.cmd("PTTL").arg(lease_key);
+        Box::pin(async move {
+            let mut conn = self.read.clone();
+            let (v, pttl): (Value, i64) = pipe
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| classify(&e))?;
+            // -2: no such key; -1: no expiry (not ours, but it exists).
+            Ok((bytes(v)?, pttl != -2))
+        })
+    }
+
+    /// `PING` on the read connection. The write connection is not probed: an idle one the
+    /// server dropped meanwhile (a `CLIENT KILL`, a restart) answers its next command with
+    /// one broken pipe and reconnects, which the breaker's threshold tolerates, whereas a
+    /// probe that met it would keep the tier Open for another open timeout.
+    fn ping(&self) -> BoxFut<'_, ()> {
+        let cmd = redis::cmd("PING");
+        Box::pin(async move { self.read::<()>(&cmd).await })
+    }
+}

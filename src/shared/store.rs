@@ -1,0 +1,156 @@
+//! The shared-tier seam: a small object-safe trait over the few commands the shared tier
+//! sends (like the disk's [`Fs`](crate::fs::Fs)), its error type, and the classification of
+//! errors into what feeds the breaker and what does not (SHARED_TIER.md section 6).
+//!
+//! Crate-private in v1 to keep the public surface small: the Redis implementation
+//! (`redis_store.rs`) and the fault-injecting in-memory one
+//! ([`MemoryShared`](crate::testing::MemoryShared), feature `test-util`) are the two.
+//! Every call is bounded by the caller (`tokio::time::timeout` in the tier), so an
+//! implementation may hang: the tier cuts it off.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::stats::SharedErrorKind;
+
+/// A boxed future, so the trait stays object-safe.
+pub(crate) type BoxFut<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// What a shared-tier call failed with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StoreError {
+    /// How it counts.
+    pub kind: Failure,
+    /// The error's text, for the one log event per breaker transition.
+    pub detail: String,
+}
+
+/// How an error counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// A failure of this kind: feeds the breaker.
+    Failed(SharedErrorKind),
+    /// The server refused a write for memory: not a failure (reads still work).
+    Oom,
+}
+
+impl StoreError {
+    /// A failure of `kind`.
+    pub(crate) fn failed(kind: SharedErrorKind, detail: impl Into<String>) -> StoreError {
+        StoreError {
+            kind: Failure::Failed(kind),
+            detail: detail.into(),
+        }
+    }
+
+    /// The failure kind, `None` for OOM.
+    pub(crate) fn failure(&self) -> Option<SharedErrorKind> {
+        match self.kind {
+            Failure::Failed(k) => Some(k),
+            Failure::Oom => None,
+        }
+    }
+
+    /// Classifies an error reply by its code (the first word): OOM is not a failure; auth
+    /// and not-ready codes are their kinds; any other error reply is a protocol failure.
+    pub(crate) fn from_reply(code: &str, detail: impl Into<String>) -> StoreError {
+        let kind = match code {
+            "OOM" => {
+                return StoreError {
+                    kind: Failure::Oom,
+                    detail: detail.into(),
+                }
+            }
+            "NOAUTH" | "WRONGPASS" | "NOPERM" => SharedErrorKind::Auth,
+            "LOADING" | "BUSY" | "MASTERDOWN" | "READONLY" | "CLUSTERDOWN" | "TRYAGAIN" => {
+                SharedErrorKind::Server
+            }
+            _ => SharedErrorKind::Protocol,
+        };
+        StoreError::failed(kind, detail)
+    }
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.detail)
+    }
+}
+
+/// One write of a pipelined batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum WriteOp {
+    /// `SET key value PX px`.
+    Set {
+        key: String,
+        value: Arc<[u8]>,
+        px: u64,
+    },
+    /// `DEL key`.
+    Del { key: String },
+}
+
+/// The commands the shared tier sends. `&self`, boxed futures: object-safe, so the tier holds
+/// an `Arc<dyn SharedStore>`.
+pub(crate) trait SharedStore: Send + Sync + 'static {
+    /// `GETRANGE key 0 max_len`: the value, or at most its first `max_len + 1` bytes (so an
+    /// oversized value is seen as such without fetching it whole); `None` when absent or
+    /// empty.
+    fn get(&self, key: &str, max_len: usize) -> BoxFut<'_, Option<Vec<u8>>>;
+    /// The writes in one pipeline (one round trip). The outer error is the round trip's;
+    /// the inner ones each command's own reply (an `OOM`, a `READONLY`).
+    fn write_many(&self, ops: Vec<WriteOp>) -> BoxFut<'_, Vec<Result<(), StoreError>>>;
+    /// `SET key value` with no expiry (a namespace generation).
+    fn set(&self, key: &str, value: &[u8]) -> BoxFut<'_, ()>;
+    /// `DEL key`.
+    fn del(&self, key: &str) -> BoxFut<'_, ()>;
+    /// `MGET keys...`.
+    fn mget(&self, keys: &[String]) -> BoxFut<'_, Vec<Option<Vec<u8>>>>;
+    /// `SET key value NX GET`: `None` when this call set it, else the value already there.
+    fn set_nx_get(&self, key: &str, value: &[u8]) -> BoxFut<'_, Option<Vec<u8>>>;
+    /// `SET key token NX PX px`: whether the lease was taken.
+    fn lease_acquire(&self, key: &str, token: &str, px: u64) -> BoxFut<'_, bool>;
+    /// The compare-and-pexpire script: whether `token` still held the lease (and now for
+    /// `px` more).
+    fn lease_renew(&self, key: &str, token: &str, px: u64) -> BoxFut<'_, bool>;
+    /// The compare-and-delete script: whether `token` held the lease (now deleted).
+    fn lease_release(&self, key: &str, token: &str) -> BoxFut<'_, bool>;
+    /// `GETRANGE value 0 max_len` pipelined with `PTTL lease`: the value (as
+    /// [`SharedStore::get`]) and whether the lease still exists.
+    fn poll(
+        &self,
+        value_key: &str,
+        lease_key: &str,
+        max_len: usize,
+    ) -> BoxFut<'_, (Option<Vec<u8>>, bool)>;
+    /// `PING`.
+    fn ping(&self) -> BoxFut<'_, ()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_are_classified_by_code() {
+        let kind = |c| StoreError::from_reply(c, "x").kind;
+        assert_eq!(kind("OOM"), Failure::Oom);
+        for c in ["NOAUTH", "WRONGPASS", "NOPERM"] {
+            assert_eq!(kind(c), Failure::Failed(SharedErrorKind::Auth), "{c}");
+        }
+        for c in [
+            "LOADING",
+            "BUSY",
+            "MASTERDOWN",
+            "READONLY",
+            "CLUSTERDOWN",
+            "TRYAGAIN",
+        ] {
+            assert_eq!(kind(c), Failure::Failed(SharedErrorKind::Server), "{c}");
+        }
+        for c in ["ERR", "WRONGTYPE", ""] {
+            assert_eq!(kind(c), Failure::Failed(SharedErrorKind::Protocol), "{c}");
+        }
+    }
+}

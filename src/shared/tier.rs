@@ -1,0 +1,984 @@
+//! The shared tier's gate: the store behind its own breaker and timeout, the write queue, and
+//! the counters. Everything the cache asks of Redis goes through here, and nothing here can
+//! fail or block a caller: a call the breaker refuses, or that fails or times out, is a miss
+//! (or a dropped write), counted.
+//!
+//! What counts as a failure (feeds the breaker): timeouts, I/O, auth, a server that is not
+//! ready, protocol errors. What does not: nil (a miss), `OOM` on a write (the server answered
+//! and reads still work: counted, one warning per episode), corrupt values (a data problem:
+//! deleted and counted), entries skipped for size.
+//!
+//! The breaker is the crate's [`CircuitBreaker`] in a second instance, made quiet so that its
+//! transitions are logged here under `answercache::shared`, one event each. Only the probe
+//! task (`tasks.rs`) is admitted while half-open, with a `PING`; user traffic is admitted
+//! only while Closed. The tier starts Open, and the first `PING` closes it: `build()` never
+//! waits for Redis.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::config::SharedConfig;
+use super::entry::{self, Checked};
+use super::queue::{PendingDels, Queued, SharedOp, SharedQueue};
+use super::store::{BoxFut, Failure, SharedStore, StoreError, WriteOp};
+use crate::breaker::{BreakerConfig, BreakerState, CircuitBreaker, Permit, Transition};
+use crate::clock::Clock;
+use crate::stats::{Counters, SharedDrop, SharedErrorKind};
+use crate::sync::lock;
+use crate::warm::format::{self, Decoded, EntryMeta, Limits};
+use crate::warm::layout::KeyHash;
+
+/// Log target of the shared tier's events.
+pub(crate) const TARGET: &str = "answercache::shared";
+/// Most commands per pipelined batch.
+pub(crate) const BATCH_OPS: usize = 64;
+/// Most bytes per pipelined batch (the first operation is always taken).
+pub(crate) const BATCH_BYTES: usize = 256 << 10;
+/// Entries above this are verified (inflated) on the blocking pool, not on the caller's
+/// thread.
+const INLINE_VERIFY_BYTES: usize = 64 << 10;
+/// How far ahead of this replica's clock a shared entry's `created_ms` may be (another
+/// replica's clock running ahead). Further ahead, the entry is a miss here (counted in
+/// `shared_misses`, not deleted: it may be valid for its writer): a local `clear` compares
+/// creation times with this replica's clock, and an entry dated in the future would pass it.
+pub(crate) const MAX_CLOCK_AHEAD_MS: u64 = 60_000;
+/// Most namespace generations remembered as retired, per namespace.
+pub(crate) const RETIRED_GENERATIONS: usize = 64;
+
+/// The shared tier of one open cache (see the module docs).
+pub(crate) struct SharedTier {
+    store: Arc<dyn SharedStore>,
+    pub(crate) config: SharedConfig,
+    breaker: Mutex<CircuitBreaker>,
+    counters: Arc<Counters>,
+    pub(crate) queue: SharedQueue,
+    limits: Limits,
+    compression_level: u32,
+    clock: Arc<dyn Clock>,
+    /// Wakes the probe task: the breaker changed.
+    pub(crate) wake: Notify,
+    /// Set by the first `OOM` of an episode (one warning), cleared by the next accepted write.
+    oom_episode: AtomicBool,
+    /// Held while a batch is sent: `flush` and the drain task take turns.
+    sending: tokio::sync::Mutex<()>,
+    /// Namespace generations drawn by `invalidate` and not yet on the server, by name.
+    pending_generations: Mutex<HashMap<String, u64>>,
+    /// Cross-replica single-flight is on.
+    pub(crate) single_flight: bool,
+    /// Removals whose `DEL` is not on the server yet (it could not be queued or sent): kept,
+    /// and sent once the breaker is Closed, before the queue's next batch; until then their
+    /// key's shared copy is not served here. A newer `set` of the key that is queued
+    /// supersedes one. Bounded by [`PENDING_DELS_MAX`] (the oldest is dropped past it,
+    /// counted in `shared_writes_dropped{queue_full}`); in memory only (documented in
+    /// RELIABILITY.md).
+    pending_dels: PendingDels,
+    /// The namespace generations this replica left (invalidated, or replaced by another
+    /// replica's), the last [`RETIRED_GENERATIONS`] per name: never adopted again from the
+    /// server (a rolled-back generation would bring invalidated answers back).
+    retired: Mutex<HashMap<String, std::collections::VecDeque<u64>>>,
+    /// Kept removals are not resent before this (set by a failed `DEL`, cleared when the
+    /// breaker closes): a server that fails writes while reads pass (the breaker stays
+    /// Closed) is not sent the same `DEL`s in a loop.
+    dels_not_before: Mutex<Option<Instant>>,
+}
+
+/// Most removals kept in `pending_dels`.
+pub(crate) const PENDING_DELS_MAX: usize = 100_000;
+
+impl std::fmt::Debug for SharedTier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedTier")
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
+/// A value found in the shared tier, verified.
+#[derive(Debug)]
+pub(crate) struct SharedHit {
+    pub decoded: Decoded,
+}
+
+/// A permit for one call; abandoned (frees nothing but is accounted) when dropped unreported.
+struct Call<'a> {
+    tier: &'a SharedTier,
+    permit: Option<Permit>,
+}
+
+impl Drop for Call<'_> {
+    fn drop(&mut self) {
+        if let Some(p) = self.permit.take() {
+            lock(&self.tier.breaker).on_abandoned(p);
+        }
+    }
+}
+
+impl SharedTier {
+    /// The tier over `store`, Open until the probe task's first `PING` passes.
+    pub(crate) fn new(
+        store: Arc<dyn SharedStore>,
+        config: SharedConfig,
+        single_flight: bool,
+        counters: Arc<Counters>,
+        limits: Limits,
+        compression_level: u32,
+        clock: Arc<dyn Clock>,
+    ) -> SharedTier {
+        let mut breaker = CircuitBreaker::new(BreakerConfig {
+            failure_threshold: config.failure_threshold,
+            open_timeout: config.open_timeout,
+            max_open_timeout: config.max_open_timeout,
+            half_open_max: 1,
+        })
+        .without_logging();
+        // Not a transition anyone needs to hear about: the tier starts Open.
+        let _ = breaker.trip(Instant::now().into_std());
+        SharedTier {
+            store,
+            queue: SharedQueue::new(config.write_queue_bytes),
+            config,
+            breaker: Mutex::new(breaker),
+            counters,
+            limits,
+            compression_level,
+            clock,
+            wake: Notify::new(),
+            oom_episode: AtomicBool::new(false),
+            sending: tokio::sync::Mutex::new(()),
+            pending_generations: Mutex::default(),
+            single_flight,
+            pending_dels: PendingDels::new(PENDING_DELS_MAX),
+            retired: Mutex::default(),
+            dels_not_before: Mutex::default(),
+        }
+    }
+
+    /// The breaker's state now (its timer applied).
+    pub(crate) fn state(&self) -> BreakerState {
+        let mut b = lock(&self.breaker);
+        let t = b.poll(Instant::now().into_std());
+        let s = b.state();
+        drop(b);
+        self.record(t, None);
+        s
+    }
+
+    /// The server key of an entry.
+    pub(crate) fn entry_key(&self, hash: &KeyHash) -> String {
+        entry::entry_key(&self.config.prefix, hash)
+    }
+
+    /// The longest value read for an entry.
+    fn max_value_len(&self) -> usize {
+        entry::max_value_len(self.config.max_entry_bytes, self.config.mac_key.as_ref())
+    }
+
+    /// Logs and counts a transition (one event each).
+    fn record(&self, t: Option<Transition>, cause: Option<&StoreError>) {
+        let Some(t) = t else { return };
+        let cause = cause.map(|e| e.detail.as_str()).unwrap_or("");
+        if t.to == BreakerState::Open {
+            self.counters.shared.breaker_opens.inc();
+            let open_timeout_ms = t
+                .open_timeout
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            tracing::warn!(
+                target: TARGET,
+                from = %t.from,
+                to = %t.to,
+                open_timeout_ms,
+                cause,
+                "shared tier circuit breaker opened: serving from the local tiers only"
+            );
+        } else {
+            tracing::info!(
+                target: TARGET,
+                from = %t.from,
+                to = %t.to,
+                "shared tier circuit breaker state changed"
+            );
+            if t.to == BreakerState::Closed {
+                // The kept removals go now.
+                *lock(&self.dels_not_before) = None;
+                if self.pending_dels.len() > 0 {
+                    self.queue.ready.notify_one();
+                }
+            }
+        }
+        self.wake.notify_one();
+    }
+
+    /// A permit for a call while Closed; `None` otherwise (counted in `shared_rejections`
+    /// when `count`).
+    fn admit(&self, count: bool) -> Option<Call<'_>> {
+        let now = Instant::now().into_std();
+        let mut b = lock(&self.breaker);
+        let t = b.poll(now);
+        let permit = if b.state() == BreakerState::Closed {
+            b.try_acquire(now).0.ok()
+        } else {
+            None
+        };
+        drop(b);
+        self.record(t, None);
+        if permit.is_none() && count {
+            self.counters.shared.rejections.inc();
+        }
+        permit.map(|p| Call {
+            tier: self,
+            permit: Some(p),
+        })
+    }
+
+    /// Reports a call's outcome to the breaker: a failure of a kind, or a success.
+    fn report(&self, mut call: Call<'_>, failure: Option<&StoreError>) {
+        let Some(p) = call.permit.take() else { return };
+        let now = Instant::now().into_std();
+        let t = match failure {
+            Some(_) => lock(&self.breaker).on_failure(p, now),
+            None => lock(&self.breaker).on_success(p, now),
+        };
+        self.record(t, failure);
+    }
+
+    /// Runs `op` on the store within the timeout; a timeout is a failure of its kind.
+    async fn timed<T>(&self, fut: BoxFut<'_, T>) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.config.timeout, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(StoreError::failed(
+                SharedErrorKind::Timeout,
+                format!("no answer within {:?}", self.config.timeout),
+            )),
+        }
+    }
+
+    /// One admitted call: `None` when the breaker refused it; failures counted and reported.
+    async fn call<T>(
+        &self,
+        count_rejection: bool,
+        op: impl FnOnce(&dyn SharedStore) -> BoxFut<'_, T>,
+    ) -> Option<Result<T, StoreError>> {
+        let call = self.admit(count_rejection)?;
+        let result = self.timed(op(&*self.store)).await;
+        match &result {
+            Err(e) => {
+                if let Some(kind) = e.failure() {
+                    self.counters.shared.error(kind);
+                    self.report(call, Some(e));
+                } else {
+                    self.report(call, None);
+                }
+            }
+            Ok(_) => self.report(call, None),
+        }
+        Some(result)
+    }
+
+    /// Reads the entry of `key` (already known not to be found locally). `None` on a miss,
+    /// counted (a rejection, error, absence, corrupt or newer value, an expired entry, or one
+    /// created more than [`MAX_CLOCK_AHEAD_MS`] ahead of this replica's clock); a
+    /// hit is counted by the caller once it decided to serve it ([`SharedTier::count_miss`]
+    /// otherwise). A corrupt value is deleted on the server, in the background.
+    pub(crate) async fn read(self: &Arc<Self>, key: &[u8], hash: &KeyHash) -> Option<SharedHit> {
+        let ekey = self.entry_key(hash);
+        let max = self.max_value_len();
+        let bytes = match self.call(true, |s| s.get(&ekey, max)).await? {
+            Ok(Some(b)) => b,
+            Ok(None) | Err(_) => {
+                self.count_miss();
+                return None;
+            }
+        };
+        self.counters.shared.bytes_in.add(bytes.len() as u64);
+        let checked = if bytes.len() <= INLINE_VERIFY_BYTES {
+            entry::check(&bytes, key, max, self.config.mac_key.as_ref(), &self.limits)
+        } else {
+            let (key, mac, limits) = (key.to_vec(), self.config.mac_key, self.limits);
+            tokio::task::spawn_blocking(move || {
+                entry::check(&bytes, &key, max, mac.as_ref(), &limits)
+            })
+            .await
+            .unwrap_or(Checked::Newer)
+        };
+        let now = self.clock.now_ms();
+        match checked {
+            Checked::Entry(d)
+                if !d.meta.is_expired(now)
+                    && d.meta.created_ms <= now.saturating_add(MAX_CLOCK_AHEAD_MS) =>
+            {
+                Some(SharedHit { decoded: d })
+            }
+            Checked::Entry(_) | Checked::Newer => {
+                self.count_miss();
+                None
+            }
+            Checked::Corrupt(reason) => {
+                self.counters.shared.corruption(reason);
+                self.count_miss();
+                let tier = self.clone();
+                tokio::spawn(async move {
+                    let _ = tier.call(false, |s| s.del(&ekey)).await;
+                });
+                None
+            }
+        }
+    }
+
+    /// Counts a shared read that found nothing usable.
+    pub(crate) fn count_miss(&self) {
+        self.counters.shared.misses.inc();
+    }
+
+    /// Queues `value` to be shared (a local `set` or load). Never waits.
+    pub(crate) fn share(&self, hash: KeyHash, key: &[u8], value: Arc<[u8]>, meta: EntryMeta) {
+        self.push(hash, key, SharedOp::Put { value, meta });
+    }
+
+    /// Queues a `DEL` of `key`'s shared entry (a local `remove`). Never waits.
+    pub(crate) fn unshare(&self, hash: KeyHash, key: &[u8]) {
+        self.push(hash, key, SharedOp::Del);
+    }
+
+    fn push(&self, hash: KeyHash, key: &[u8], op: SharedOp) {
+        if !entry::shareable(key) {
+            return;
+        }
+        let del = matches!(op, SharedOp::Del);
+        let dropped = if self.state() != BreakerState::Closed {
+            // Best effort for values: nothing is held for later (no write-back after an
+            // outage), and an older queued value of the key goes too. A removal is kept (an
+            // older queued one as well) and sent once the breaker closes.
+            if matches!(self.queue.remove(&hash), Some(SharedOp::Del)) || del {
+                self.keep_del(hash);
+            }
+            (!del).then_some(SharedDrop::BreakerOpen)
+        } else if self.queue.push(hash, key, op).is_err() {
+            if del {
+                self.keep_del(hash);
+            }
+            // A value that did not fit leaves an older queued `DEL` of the key queued.
+            (!del).then_some(SharedDrop::QueueFull)
+        } else {
+            if !del {
+                // Queued after any write of the key in flight: it supersedes a kept removal.
+                self.pending_dels.remove(&hash);
+            }
+            None
+        };
+        if let Some(why) = dropped {
+            self.counters.shared.dropped(why, 1);
+        }
+    }
+
+    /// A `DEL` failed: kept removals wait `open_timeout` (or the breaker's next closing)
+    /// before they are sent again.
+    fn defer_dels(&self) {
+        let at = Instant::now().checked_add(self.config.open_timeout);
+        *lock(&self.dels_not_before) = at;
+    }
+
+    /// When kept removals may be sent again, if they are waiting for that.
+    pub(crate) fn dels_deferred_until(&self) -> Option<Instant> {
+        let at = *lock(&self.dels_not_before);
+        at.filter(|&t| t > Instant::now() && self.pending_dels.len() > 0)
+    }
+
+    /// Keeps a removal whose `DEL` could not be queued or sent (see `pending_dels`).
+    fn keep_del(&self, hash: KeyHash) {
+        let given_up = self.pending_dels.insert(hash);
+        if given_up > 0 {
+            self.counters
+                .shared
+                .dropped(SharedDrop::QueueFull, given_up);
+        }
+    }
+
+    /// Whether this replica's own removal hides the key's shared copy: its `DEL` is queued,
+    /// or kept until it can be sent.
+    pub(crate) fn hides(&self, hash: &KeyHash) -> bool {
+        matches!(self.queue.lookup(hash), Some(SharedOp::Del)) || self.pending_dels.contains(hash)
+    }
+
+    /// `(entries, bytes)` waiting to be sent: the queue's, and the kept removals (counted as
+    /// entries, not bytes).
+    pub(crate) fn depth(&self) -> (u64, u64) {
+        let (entries, bytes) = self.queue.depth();
+        (entries + self.pending_dels.len(), bytes)
+    }
+
+    /// Gives up the kept removals (at `close`: the server has not been back since), counted
+    /// as dropped `breaker_open`. Returns how many.
+    pub(crate) fn abandon_pending_dels(&self) -> u64 {
+        let n = self.pending_dels.clear();
+        self.counters.shared.dropped(SharedDrop::BreakerOpen, n);
+        n
+    }
+
+    /// Sends one batch from the queue. `false` when the queue was empty.
+    pub(crate) async fn send_batch(&self) -> bool {
+        let _turn = self.sending.lock().await;
+        let closed = self.state() == BreakerState::Closed;
+        // Kept removals first (while Closed): each goes after any write of its key that was
+        // in flight when it was kept (that write has been answered, or timed out before the
+        // breaker opened and closed again on the same server), and before a newer `set` of
+        // the key taken below.
+        let mut batch: Vec<Queued> = if closed && self.dels_deferred_until().is_none() {
+            self.pending_dels
+                .oldest(BATCH_OPS)
+                .into_iter()
+                .map(|hash| Queued {
+                    hash,
+                    key: Arc::from(&[][..]),
+                    op: SharedOp::Del,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        batch.extend(self.queue.take(BATCH_OPS - batch.len(), BATCH_BYTES));
+        if batch.is_empty() {
+            return false;
+        }
+        if !closed {
+            self.drop_batch(&batch);
+            return true;
+        }
+        let now_ms = self.clock.now_ms();
+        let big = batch.iter().any(|q| match &q.op {
+            SharedOp::Put { value, .. } => value.len() > INLINE_VERIFY_BYTES,
+            SharedOp::Del => false,
+        });
+        let enc = Encoding {
+            mac: self.config.mac_key,
+            level: self.compression_level,
+            max_entry_bytes: self.config.max_entry_bytes,
+            prefix: self.config.prefix.clone(),
+            max_ttl: self.config.max_ttl,
+        };
+        let ops = if big {
+            // Compressing large values is CPU work: off the runtime's threads.
+            let counters = self.counters.clone();
+            match tokio::task::spawn_blocking(move || enc.encode(batch, now_ms, &counters)).await {
+                Ok(ops) => ops,
+                Err(_) => return true,
+            }
+        } else {
+            enc.encode(batch, now_ms, &self.counters)
+        };
+        if ops.is_empty() {
+            return true;
+        }
+        let count = ops.len() as u64;
+        // `(hash, bytes, is a DEL)` of each write, in order.
+        let what: Vec<(KeyHash, u64, bool)> = ops
+            .iter()
+            .map(|(hash, op)| match op {
+                WriteOp::Set { value, .. } => (*hash, value.len() as u64, false),
+                WriteOp::Del { .. } => (*hash, 0, true),
+            })
+            .collect();
+        let dels = what.iter().filter(|w| w.2).count() as u64;
+        let ops: Vec<WriteOp> = ops.into_iter().map(|(_, op)| op).collect();
+        let Some(result) = self.call(false, |s| s.write_many(ops)).await else {
+            self.counters
+                .shared
+                .dropped(SharedDrop::BreakerOpen, count - dels);
+            self.keep_dels(&what);
+            return true;
+        };
+        let replies = match result {
+            Ok(r) => r,
+            Err(e) => {
+                // Values are not retried; removals are kept (counted once delivered or
+                // given up, not per attempt).
+                if e.failure().is_some() {
+                    self.counters.shared.writes_failed.add(count - dels);
+                    self.keep_dels(&what);
+                    self.defer_dels();
+                } else {
+                    // Not a failure (the breaker stays Closed): given up, not resent at once.
+                    for &(hash, _, _) in what.iter().filter(|w| w.2) {
+                        self.pending_dels.remove(&hash);
+                    }
+                }
+                return true;
+            }
+        };
+        let mut failed: Option<StoreError> = None;
+        for (reply, &(hash, size, del)) in replies.into_iter().zip(&what) {
+            if del {
+                match &reply {
+                    Err(e) if e.failure().is_some() => {
+                        self.keep_del(hash);
+                        self.defer_dels();
+                        failed = Some(e.clone());
+                        continue;
+                    }
+                    // Delivered, or refused for good (not a failure).
+                    _ => self.pending_dels.remove(&hash),
+                }
+            }
+            match reply {
+                Ok(()) => {
+                    self.counters.shared.writes_ok.inc();
+                    self.counters.shared.bytes_out.add(size);
+                    if size > 0 {
+                        self.oom_episode.store(false, Ordering::Relaxed);
+                    }
+                }
+                Err(e) if e.kind == Failure::Oom => {
+                    self.counters.shared.rejected_oom.inc();
+                    if !self.oom_episode.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(
+                            target: TARGET,
+                            error = %e,
+                            "the shared server refuses writes for memory (OOM): answers are \
+                             not shared until it has room; set maxmemory-policy allkeys-lru \
+                             (or allkeys-lfu) on a cache server"
+                        );
+                    }
+                }
+                Err(e) => {
+                    self.counters.shared.writes_failed.inc();
+                    if let Some(kind) = e.failure() {
+                        self.counters.shared.error(kind);
+                    }
+                    failed = Some(e);
+                }
+            }
+        }
+        if let Some(e) = failed {
+            // The round trip succeeded; a command's own failure (READONLY after a failover)
+            // is still the server's trouble. One report for the batch.
+            if let Some(call) = self.admit(false) {
+                self.report(call, Some(&e));
+            }
+        }
+        true
+    }
+
+    /// Waits for a batch the drain task is sending (itself bounded by `timeout`), then sends
+    /// what is queued within `timeout` × the number of batches it needs; what is left then
+    /// (or everything, while the breaker is not Closed) is dropped and counted. Returns how
+    /// many operations were dropped. Never fails.
+    pub(crate) async fn flush(&self) -> u64 {
+        drop(self.sending.lock().await);
+        let (mut entries, _) = self.queue.depth();
+        if self.state() == BreakerState::Closed && self.dels_deferred_until().is_none() {
+            entries += self.pending_dels.len();
+        }
+        if entries == 0 {
+            return 0;
+        }
+        let batches = entries.div_ceil(BATCH_OPS as u64);
+        let budget = self
+            .config
+            .timeout
+            .saturating_mul(u32::try_from(batches).unwrap_or(u32::MAX));
+        let before = self.dropped_total();
+        let _ = tokio::time::timeout(budget, async { while self.send_batch().await {} }).await;
+        let left = self.queue.take(usize::MAX, usize::MAX);
+        self.drop_batch(&left);
+        self.dropped_total() - before
+    }
+
+    /// Drops the values of `batch` (counted `breaker_open`) and keeps its removals.
+    fn drop_batch(&self, batch: &[Queued]) {
+        let mut values = 0;
+        for q in batch {
+            match q.op {
+                SharedOp::Del => self.keep_del(q.hash),
+                SharedOp::Put { .. } => values += 1,
+            }
+        }
+        self.counters
+            .shared
+            .dropped(SharedDrop::BreakerOpen, values);
+    }
+
+    /// Keeps the removals of a batch that was not delivered (`(hash, bytes, is a DEL)`).
+    fn keep_dels(&self, what: &[(KeyHash, u64, bool)]) {
+        for &(hash, _, del) in what {
+            if del {
+                self.keep_del(hash);
+            }
+        }
+    }
+
+    fn dropped_total(&self) -> u64 {
+        self.counters.shared.dropped.iter().map(|c| c.get()).sum()
+    }
+
+    /// The probe: a `PING` admitted as the half-open probe (or, at start, while Open), which
+    /// closes the breaker when it passes. Returns whether it passed.
+    pub(crate) async fn probe(&self, at_start: bool) -> bool {
+        let now = Instant::now().into_std();
+        let permit = {
+            let mut b = lock(&self.breaker);
+            let t = b.poll(now);
+            let p = if b.state() == BreakerState::HalfOpen {
+                b.try_acquire(now).0.ok()
+            } else {
+                None
+            };
+            drop(b);
+            self.record(t, None);
+            p
+        };
+        if permit.is_none() && !(at_start && self.state() == BreakerState::Open) {
+            return false;
+        }
+        self.counters.shared.probes_run.inc();
+        let result = self.timed(self.store.ping()).await;
+        let now = Instant::now().into_std();
+        let ok = result.is_ok();
+        if let Err(e) = &result {
+            if let Some(kind) = e.failure() {
+                self.counters.shared.error(kind);
+            }
+        }
+        let t = {
+            let mut b = lock(&self.breaker);
+            match (permit, ok) {
+                (Some(p), true) => b.on_success(p, now),
+                (Some(p), false) => b.on_failure(p, now),
+                // At start: Open → Closed directly on the first PONG.
+                (None, true) => b.reset(now),
+                (None, false) => None,
+            }
+        };
+        self.record(t, result.as_ref().err());
+        if ok {
+            self.counters.shared.probes_ok.inc();
+        }
+        ok
+    }
+
+    /// When the breaker next changes on its own (Open → HalfOpen).
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        lock(&self.breaker).next_deadline().map(Instant::from_std)
+    }
+
+    // ---- namespace generations (SHARED_TIER.md section 7) ----
+
+    /// The server's generation of namespace `name`, bootstrapped with `fresh` when it has
+    /// none (`SET NX GET`: the first writer wins, every replica adopts it), or when it holds
+    /// one this replica retired (then `fresh` is written as `invalidate` writes it: a
+    /// rolled-back generation must not bring invalidated answers back). `None` when the
+    /// server cannot be asked (the caller keeps its local record).
+    pub(crate) async fn bootstrap_generation(&self, name: &str, fresh: u64) -> Option<u64> {
+        let key = entry::generation_key(&self.config.prefix, name);
+        if let Some(g) = self
+            .call(false, |s| s.get(&key, 64))
+            .await?
+            .ok()?
+            .as_deref()
+            .and_then(entry::parse_generation)
+        {
+            return Some(self.unless_retired(name, g, fresh).await);
+        }
+        let text = entry::generation_text(fresh);
+        match self
+            .call(false, |s| s.set_nx_get(&key, text.as_bytes()))
+            .await?
+            .ok()?
+        {
+            None => Some(fresh),
+            Some(v) => match entry::parse_generation(&v) {
+                Some(g) => Some(self.unless_retired(name, g, fresh).await),
+                None => {
+                    // Not a generation: replace it.
+                    self.call(false, |s| s.set(&key, text.as_bytes()))
+                        .await?
+                        .ok()?;
+                    Some(fresh)
+                }
+            },
+        }
+    }
+
+    /// `g`, or, when this replica retired it, `fresh` written in its place (pending until
+    /// the server takes it, as an `invalidate`'s).
+    async fn unless_retired(&self, name: &str, g: u64, fresh: u64) -> u64 {
+        if !self.is_retired(name, g) {
+            return g;
+        }
+        tracing::warn!(
+            target: TARGET,
+            namespace = name,
+            generation = %entry::generation_text(g),
+            "the server holds a namespace generation this replica left (rolled back by a \
+             failover or restore?): a fresh generation replaces it"
+        );
+        self.publish_generation(name, fresh).await;
+        fresh
+    }
+
+    /// Remembers that this replica left generation `g` of `name` (the last
+    /// [`RETIRED_GENERATIONS`]).
+    pub(crate) fn retire_generation(&self, name: &str, g: u64) {
+        let mut retired = lock(&self.retired);
+        let list = retired.entry(name.to_owned()).or_default();
+        if !list.contains(&g) {
+            list.push_back(g);
+            if list.len() > RETIRED_GENERATIONS {
+                list.pop_front();
+            }
+        }
+    }
+
+    /// Whether this replica left generation `g` of `name`.
+    pub(crate) fn is_retired(&self, name: &str, g: u64) -> bool {
+        lock(&self.retired)
+            .get(name)
+            .is_some_and(|list| list.contains(&g))
+    }
+
+    /// Writes a namespace's new generation (inline, within the timeout). When it cannot be
+    /// written, it stays pending and [`SharedTier::retry_pending`] writes it later.
+    pub(crate) async fn publish_generation(&self, name: &str, g: u64) -> bool {
+        lock(&self.pending_generations).insert(name.to_owned(), g);
+        self.write_generation(name, g).await
+    }
+
+    async fn write_generation(&self, name: &str, g: u64) -> bool {
+        let key = entry::generation_key(&self.config.prefix, name);
+        let text = entry::generation_text(g);
+        let ok = matches!(
+            self.call(false, |s| s.set(&key, text.as_bytes())).await,
+            Some(Ok(()))
+        );
+        if ok {
+            let mut pending = lock(&self.pending_generations);
+            if pending.get(name) == Some(&g) {
+                pending.remove(name);
+            }
+        }
+        ok
+    }
+
+    /// Writes the pending generations; returns the names still pending.
+    pub(crate) async fn retry_pending(&self) -> usize {
+        let pending: Vec<(String, u64)> = lock(&self.pending_generations)
+            .iter()
+            .map(|(n, g)| (n.clone(), *g))
+            .collect();
+        for (name, g) in pending {
+            if !self.write_generation(&name, g).await {
+                break;
+            }
+        }
+        lock(&self.pending_generations).len()
+    }
+
+    /// Whether `name` has a generation not yet on the server.
+    pub(crate) fn is_pending(&self, name: &str) -> bool {
+        lock(&self.pending_generations).contains_key(name)
+    }
+
+    /// Namespace invalidations not yet on the server.
+    pub(crate) fn pending_count(&self) -> u64 {
+        lock(&self.pending_generations).len() as u64
+    }
+
+    /// The server's generations of `names` (`MGET`), `None` when it cannot be asked. Counted
+    /// as one sync.
+    pub(crate) async fn read_generations(&self, names: &[String]) -> Option<Vec<Option<u64>>> {
+        let keys: Vec<String> = names
+            .iter()
+            .map(|n| entry::generation_key(&self.config.prefix, n))
+            .collect();
+        let values = self.call(false, |s| s.mget(&keys)).await?.ok()?;
+        self.counters.shared.namespace_syncs.inc();
+        Some(
+            values
+                .iter()
+                .map(|v| v.as_deref().and_then(entry::parse_generation))
+                .collect(),
+        )
+    }
+
+    /// Counts a generation change seen on the server.
+    pub(crate) fn count_change(&self) {
+        self.counters.shared.namespace_changes_seen.inc();
+    }
+
+    /// The namespace sync interval (`ZERO`: off).
+    pub(crate) fn sync_interval(&self) -> Duration {
+        self.config.namespace_sync_interval
+    }
+}
+
+/// The server's `PX` for an entry expiring at `expires_ms` (0: never), at `now_ms`:
+/// `min(remaining, max_ttl)`, relative (never `PXAT`: that would compare this replica's clock
+/// with the server's). `None` when already expired.
+pub(crate) fn px(expires_ms: u64, now_ms: u64, max_ttl: Duration) -> Option<u64> {
+    let max = u64::try_from(max_ttl.as_millis()).unwrap_or(u64::MAX);
+    if expires_ms == 0 {
+        return Some(max);
+    }
+    let remaining = expires_ms.checked_sub(now_ms).filter(|&r| r > 0)?;
+    Some(remaining.min(max))
+}
+
+/// What turning queued operations into server writes needs (owned: it may run on the
+/// blocking pool).
+struct Encoding {
+    mac: Option<[u8; 32]>,
+    level: u32,
+    max_entry_bytes: usize,
+    prefix: String,
+    max_ttl: Duration,
+}
+
+impl Encoding {
+    /// The writes of `batch`: entries over `max_entry_bytes` are dropped (counted), expired
+    /// ones skipped. Each value is encoded as the disk's entry file (FORMAT.md).
+    fn encode(
+        &self,
+        batch: Vec<Queued>,
+        now_ms: u64,
+        counters: &Counters,
+    ) -> Vec<(KeyHash, WriteOp)> {
+        let mut out = Vec::with_capacity(batch.len());
+        for q in batch {
+            let key = entry::entry_key(&self.prefix, &q.hash);
+            match q.op {
+                SharedOp::Del => out.push((q.hash, WriteOp::Del { key })),
+                SharedOp::Put { value, meta } => {
+                    let Some(px) = px(meta.expires_ms, now_ms, self.max_ttl) else {
+                        continue;
+                    };
+                    let Ok(file) = format::encode(&q.key, &value, meta, self.level) else {
+                        continue;
+                    };
+                    if file.len() > self.max_entry_bytes {
+                        counters.shared.dropped(SharedDrop::TooLarge, 1);
+                        continue;
+                    }
+                    let value: Arc<[u8]> = entry::seal(file, self.mac.as_ref()).into();
+                    out.push((q.hash, WriteOp::Set { key, value, px }));
+                }
+            }
+        }
+        out
+    }
+}
+
+// ---- leases (SHARED_TIER.md section 8) ----
+
+impl SharedTier {
+    /// The lease key of an entry.
+    pub(crate) fn lease_key(&self, hash: &KeyHash) -> String {
+        entry::lease_key(&self.config.prefix, hash)
+    }
+
+    fn lease_px(&self) -> u64 {
+        u64::try_from(self.config.lease_ttl.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// `SET lease token NX PX lease_ttl`: `Some(taken)`, `None` when not admitted or failed.
+    pub(crate) async fn lease_acquire(&self, key: &str, token: &str) -> Option<bool> {
+        let px = self.lease_px();
+        self.call(false, |s| s.lease_acquire(key, token, px))
+            .await?
+            .ok()
+    }
+
+    /// The compare-and-pexpire script: whether `token` still holds the lease.
+    pub(crate) async fn lease_renew(&self, key: &str, token: &str) -> bool {
+        let px = self.lease_px();
+        matches!(
+            self.call(false, |s| s.lease_renew(key, token, px)).await,
+            Some(Ok(true))
+        )
+    }
+
+    /// The compare-and-delete script (best effort).
+    pub(crate) async fn lease_release(&self, key: &str, token: &str) {
+        let _ = self.call(false, |s| s.lease_release(key, token)).await;
+    }
+
+    /// `(the value exists, the lease exists)`; `None` when not admitted or failed.
+    pub(crate) async fn lease_poll(&self, hash: &KeyHash) -> Option<(bool, bool)> {
+        let (ekey, lkey) = (self.entry_key(hash), self.lease_key(hash));
+        let (value, leased) = self.call(false, |s| s.poll(&ekey, &lkey, 0)).await?.ok()?;
+        Some((value.is_some(), leased))
+    }
+
+    /// Writes an entry now, not through the queue (a lease holder's answer, which its waiters
+    /// poll for). Whether it was accepted.
+    pub(crate) async fn put_inline(
+        &self,
+        hash: KeyHash,
+        key: &[u8],
+        value: Arc<[u8]>,
+        meta: EntryMeta,
+    ) -> bool {
+        if !entry::shareable(key) {
+            return false;
+        }
+        // This value is the key's newest here: an older queued operation of the key (a
+        // `DEL`, a value) must not land after it, and a remembered removal no longer hides it.
+        self.queue.remove(&hash);
+        self.pending_dels.remove(&hash);
+        let enc = Encoding {
+            mac: self.config.mac_key,
+            level: self.compression_level,
+            max_entry_bytes: self.config.max_entry_bytes,
+            prefix: self.config.prefix.clone(),
+            max_ttl: self.config.max_ttl,
+        };
+        let q = Queued {
+            hash,
+            key: key.into(),
+            op: SharedOp::Put { value, meta },
+        };
+        let ops: Vec<WriteOp> = enc
+            .encode(vec![q], self.clock.now_ms(), &self.counters)
+            .into_iter()
+            .map(|(_, op)| op)
+            .collect();
+        let size = match ops.first() {
+            Some(WriteOp::Set { value, .. }) => value.len() as u64,
+            _ => return false,
+        };
+        match self.call(false, |s| s.write_many(ops)).await {
+            Some(Ok(replies)) if replies.first().is_some_and(Result::is_ok) => {
+                self.counters.shared.writes_ok.inc();
+                self.counters.shared.bytes_out.add(size);
+                true
+            }
+            Some(Ok(_)) | Some(Err(_)) => {
+                self.counters.shared.writes_failed.inc();
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// The lease counters.
+    pub(crate) fn lease_counters(&self) -> &crate::stats::SharedCounters {
+        &self.counters.shared
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn px_is_the_remaining_ttl_capped_by_max_ttl() {
+        let week = Duration::from_secs(7 * 24 * 3600);
+        assert_eq!(px(0, 1000, week), Some(604_800_000));
+        assert_eq!(px(1500, 1000, week), Some(500));
+        assert_eq!(px(1000, 1000, week), None);
+        assert_eq!(px(999, 1000, week), None);
+        assert_eq!(px(u64::MAX, 0, Duration::from_secs(1)), Some(1000));
+    }
+}
