@@ -202,7 +202,8 @@ async fn clear_racing_a_hung_write_wins_after_restart() {
     let fs = Arc::new(FaultFs::std());
     let cache = builder(&root, &clock)
         .fs(fs.clone())
-        .io_timeout(Duration::from_millis(100))
+        // Long enough that the clear's own disk calls on a loaded CI machine never reach it.
+        .io_timeout(Duration::from_secs(1))
         .failure_threshold(100)
         .memory_only_after(1000)
         .build()
@@ -218,7 +219,7 @@ async fn clear_racing_a_hung_write_wins_after_restart() {
         .set_bytes("k", b"before clear".to_vec())
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(250)).await; // the write timed out
+    tokio::time::sleep(Duration::from_millis(1300)).await; // the write timed out
     clock.advance(Duration::from_millis(1));
     let cleared = tokio::time::timeout(Duration::from_secs(5), cache.clear()).await;
     let cleared = cleared.expect("promise 6: clear hung on a hung write");

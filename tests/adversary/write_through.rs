@@ -20,7 +20,8 @@ async fn hung_write_through_returns_not_persisted_and_the_newest_value_lands_las
     let fs = Arc::new(FaultFs::std());
     let cache = write_through(builder(&root, &clock))
         .fs(fs.clone())
-        .io_timeout(Duration::from_millis(150))
+        // Long enough that a healthy write on a loaded CI machine never reaches it.
+        .io_timeout(Duration::from_secs(1))
         .failure_threshold(100)
         .memory_only_after(1000)
         .build()
@@ -86,15 +87,17 @@ async fn hung_write_through_returns_not_persisted_and_the_newest_value_lands_las
 
 /// Waiting for room in a tiny write queue behind slow (not failing) disk calls is
 /// backpressure: every write-through set on a healthy, slow disk must return Ok, however long
-/// it waited, even when the wait is many times `io_timeout`.
+/// it waited, even when the wait is many times `io_timeout`. Each disk write takes 100 ms (ten
+/// times under `io_timeout`, so a loaded CI machine cannot push a single call past it); 24 of
+/// them one at a time make the last set wait at least 2.3 s, over twice `io_timeout`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiting_in_the_queue_is_never_a_timeout() {
     let (_dir, root, clock) = scenario();
     let fs = Arc::new(FaultFs::std());
-    fs.add_rule(Rule::new(Fault::Delay(Duration::from_millis(25))).ops(&[FsOp::WriteNew]));
+    fs.add_rule(Rule::new(Fault::Delay(Duration::from_millis(100))).ops(&[FsOp::WriteNew]));
     let cache = write_through(builder(&root, &clock))
         .fs(fs.clone())
-        .io_timeout(Duration::from_millis(100))
+        .io_timeout(Duration::from_secs(1))
         .write_queue_bytes(1)
         .write_concurrency(1)
         .build()
@@ -123,10 +126,10 @@ async fn waiting_in_the_queue_is_never_a_timeout() {
     assert!(
         errs.is_empty(),
         "promise 3: write-through sets failed on a healthy slow disk (queue wait {waited:?}, \
-         io_timeout 100 ms): {errs:?}"
+         io_timeout 1 s): {errs:?}"
     );
     assert!(
-        waited > Duration::from_millis(300),
+        waited >= Duration::from_millis(2400),
         "control: no queueing happened ({waited:?})"
     );
     cache.close().await.unwrap();

@@ -167,7 +167,9 @@ fn churn(base: PathBuf, tops: Vec<PathBuf>, stop: Arc<std::sync::atomic::AtomicB
         // Put back what is left of it (a purge may have emptied it meanwhile).
         std::fs::rename(&parked, top).unwrap();
         // An entry in it becomes a FIFO or a directory for a moment.
-        if let Some(Ok(entry)) = std::fs::read_dir(top).unwrap().next() {
+        // The purge under test may have deleted the directory just put back.
+        let first = std::fs::read_dir(top).ok().and_then(|mut d| d.next());
+        if let Some(Ok(entry)) = first {
             let p = entry.path();
             let aside = base.join("entry-parked");
             if std::fs::rename(&p, &aside).is_ok() {
