@@ -106,6 +106,12 @@ impl Tiers {
         self.shared.as_ref()
     }
 
+    /// The disk gate (every disk call of the cache goes through it).
+    #[cfg(feature = "redis")]
+    pub(crate) fn gate(&self) -> &crate::disk::DiskGate {
+        &self.p.gate
+    }
+
     /// The settings the cache was built with.
     pub(crate) fn config(&self) -> &Config {
         &self.config

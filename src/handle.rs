@@ -229,6 +229,9 @@ impl TieredCache {
         let tasks = {
             let mut tasks = tasks;
             if tiers.shared().is_some() {
+                // Invalidations still pending when this directory was last open: known before
+                // any namespace is used or synced (disk only, never the server).
+                agent.namespaces.resume(&tiers).await;
                 let (t, ns, rx) = (tiers.clone(), agent.namespaces.clone(), rx.clone());
                 tasks.push(spawn_supervised(
                     "namespace-sync",

@@ -14,6 +14,9 @@ use crate::codec::{self, Codec, Encoding};
 use crate::error::{Error, Result};
 use crate::sync::lock;
 
+#[cfg(feature = "redis")]
+use super::pending::{self, Marker};
+
 /// Prefix of the keys of namespaced entries.
 // The crate's first name, `tiercache`, stays in what is stored and hashed (these prefixes,
 // the generation's derive-key context, `KEY_CONTEXT`, the file magic): renaming the crate must
@@ -97,6 +100,9 @@ pub(crate) struct NamespaceSlot {
 #[derive(Debug, Default)]
 pub(crate) struct Namespaces {
     slots: Mutex<HashMap<String, Arc<NamespaceSlot>>>,
+    /// Serializes reading the pending-namespace markers (feature `redis`).
+    #[cfg(feature = "redis")]
+    resume: tokio::sync::Mutex<()>,
 }
 
 /// Remembers (feature `redis`) that this replica left generation `old` of `name` for `new`:
@@ -136,7 +142,91 @@ impl Namespaces {
     }
 }
 
+#[cfg(feature = "redis")]
+impl Namespaces {
+    /// Reads the pending-namespace markers back (see [`super::pending`]), once: each pending
+    /// generation becomes its namespace's current one here, and pending again in the shared
+    /// tier (the next sync writes it); a marker whose generation cannot be read invalidates
+    /// its namespace again with a fresh generation (misses, never stale answers). When the
+    /// disk cannot list them now, the next sync tries again, and until then no generation
+    /// is taken from the server over a local record.
+    pub(crate) async fn resume(&self, tiers: &Tiers) {
+        let Some(shared) = tiers.shared() else { return };
+        let _one = self.resume.lock().await;
+        if shared.markers_listed() {
+            return;
+        }
+        let Some(markers) = pending::list(tiers).await else {
+            return;
+        };
+        for marker in markers {
+            let (name, g) = match marker {
+                Marker::Pending { name, g } => (name, Some(g)),
+                Marker::Unknown { name } => (name, None),
+                Marker::Foreign => continue,
+            };
+            let Ok(slot) = self.slot(&name) else { continue };
+            match g {
+                Some(g) => slot.resume_pending(tiers, &name, g).await,
+                None => {
+                    pending::remove_bad(tiers, &name).await;
+                    if let Err(e) = slot.invalidate(tiers, &name).await {
+                        tracing::warn!(
+                            target: crate::shared::tier::TARGET,
+                            namespace = name.as_str(),
+                            error = %e,
+                            "a damaged pending-namespace marker: invalidating the namespace \
+                             again did not reach the disk"
+                        );
+                    }
+                }
+            }
+        }
+        shared.set_markers_listed();
+    }
+
+    /// Removes the markers of the generations the server took (`written`), unless a newer
+    /// invalidation of the namespace is pending by now.
+    pub(crate) async fn settle(&self, tiers: &Tiers, written: Vec<(String, u64)>) {
+        let Some(shared) = tiers.shared() else { return };
+        for (name, g) in written {
+            let Ok(slot) = self.slot(&name) else { continue };
+            let _serial = slot.lock.lock().await;
+            if !shared.is_pending(&name) {
+                pending::remove(tiers, &name, g).await;
+            }
+        }
+    }
+}
+
 impl NamespaceSlot {
+    /// Takes back generation `g` of `name`, pending when this cache last ran: the current
+    /// generation here (its record rewritten to say so), and pending in the shared tier.
+    #[cfg(feature = "redis")]
+    async fn resume_pending(&self, tiers: &Tiers, name: &str, g: u64) {
+        let Some(shared) = tiers.shared() else { return };
+        let _serial = self.lock.lock().await;
+        shared.mark_pending(name, g);
+        let old = self.generation.swap(g, Ordering::AcqRel);
+        retire(tiers, name, old, g);
+        let record = Record {
+            generation: g,
+            created_ms: tiers.now_ms(),
+        };
+        if let Ok(bytes) = codec::encode(Codec::Json, &record) {
+            // Best effort: the marker, not the record, holds the pending generation.
+            let _ = tiers
+                .set(&record_key(name), bytes.into(), None, 0, Encoding::Json)
+                .await;
+        }
+        tracing::info!(
+            target: crate::shared::tier::TARGET,
+            namespace = name,
+            generation = %format!("{g:016x}"),
+            "a namespace invalidation pending before the restart is pending again"
+        );
+    }
+
     /// The current generation, for a sync about to read the server's: `None` while this
     /// replica is changing it (an `invalidate` or a first read holds the slot), so that the
     /// sync skips the slot this time. A snapshot taken here precedes every server read of
@@ -251,7 +341,11 @@ impl NamespaceSlot {
         // Unreachable: the local record, reconciled by the next sync.
         #[cfg(feature = "redis")]
         let local = match tiers.shared() {
-            Some(shared) if !shared.is_pending(name) => {
+            // Until the markers are read, a local record may be an invalidation the server
+            // has not taken: it is kept, and the first sync after the markers reconciles it.
+            Some(shared)
+                if !shared.is_pending(name) && (shared.markers_listed() || local.is_none()) =>
+            {
                 match shared
                     .bootstrap_generation(name, fresh_generation(tiers.now_ms()))
                     .await
@@ -301,6 +395,13 @@ impl NamespaceSlot {
         let old = self.generation.swap(g, Ordering::AcqRel);
         retire(tiers, name, old, g);
         let rk = record_key(name);
+        // With a shared tier, a marker first (see `pending` below): until the server takes
+        // the generation, a restart must know it is pending.
+        #[cfg(feature = "redis")]
+        let marked = match tiers.shared() {
+            Some(_) => Some(pending::write(tiers, name, g).await),
+            None => None,
+        };
         // Waits for this write's own acknowledgement, whatever the write policy: `Ok` only
         // once the new generation is on disk.
         let written = tiers.set_durable(&rk, record, None, Encoding::Json).await;
@@ -308,8 +409,22 @@ impl NamespaceSlot {
         // tier's timeout; when the server is away it stays pending (retried by the sync
         // task) and the invalidation still holds here.
         #[cfg(feature = "redis")]
-        if let Some(shared) = tiers.shared() {
-            shared.publish_generation(name, g).await;
+        if let (Some(shared), Some(marked)) = (tiers.shared(), marked) {
+            if shared.publish_generation(name, g).await {
+                if marked.is_ok() {
+                    pending::remove(tiers, name, g).await;
+                }
+            } else if let (Ok(()), Err(e)) = (&written, marked) {
+                return Err(Error::NotPersisted {
+                    failed: 1,
+                    last_error: format!(
+                        "the invalidation of namespace {name:?} holds here and is on disk, but \
+                         the shared server has not taken it and its pending marker could not \
+                         be written ({e}): after a crash the other replicas would learn it only \
+                         at this namespace's next use"
+                    ),
+                });
+            }
         }
         match written {
             Ok(()) => Ok(g),

@@ -65,6 +65,8 @@ mod flights;
 pub(crate) mod generation;
 mod invalidate;
 mod namespace;
+#[cfg(feature = "redis")]
+mod pending;
 pub(crate) mod request_key;
 #[cfg(feature = "redis")]
 pub(crate) mod shared_sync;

@@ -46,7 +46,13 @@ pub(crate) async fn sync_once(tiers: &Tiers, namespaces: &Namespaces) {
     if shared.state() != BreakerState::Closed {
         return;
     }
-    shared.retry_pending().await;
+    // Invalidations pending before a restart first: nothing is adopted until they are known.
+    namespaces.resume(tiers).await;
+    if !shared.markers_listed() {
+        return;
+    }
+    let written = shared.retry_pending().await;
+    namespaces.settle(tiers, written).await;
     // Each slot's generation before the server is read: a generation this replica draws
     // while the read is in flight is not overwritten by the older one the read returns.
     let slots: Vec<_> = namespaces

@@ -169,7 +169,10 @@ mod tests {
             }
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
-        assert!(!cached, "a page out of the page cache was read without blocking");
+        assert!(
+            !cached,
+            "a page out of the page cache was read without blocking"
+        );
         // A name never looked up has no (negative) dentry yet: the lookup would block.
         let missing = dir.path().join("missing");
         assert!(StdFs::new()

@@ -68,6 +68,8 @@ pub(crate) struct SharedTier {
     sending: tokio::sync::Mutex<()>,
     /// Namespace generations drawn by `invalidate` and not yet on the server, by name.
     pending_generations: Mutex<HashMap<String, u64>>,
+    /// Whether the pending-namespace markers were read (see [`SharedTier::markers_listed`]).
+    markers_listed: std::sync::atomic::AtomicBool,
     /// Cross-replica single-flight is on.
     pub(crate) single_flight: bool,
     /// Removals whose `DEL` is not on the server yet (it could not be queued or sent): kept,
@@ -151,6 +153,7 @@ impl SharedTier {
             oom_episode: AtomicBool::new(false),
             sending: tokio::sync::Mutex::new(()),
             pending_generations: Mutex::default(),
+            markers_listed: std::sync::atomic::AtomicBool::new(false),
             single_flight,
             pending_dels: PendingDels::new(PENDING_DELS_MAX),
             retired: Mutex::default(),
@@ -762,18 +765,40 @@ impl SharedTier {
         ok
     }
 
-    /// Writes the pending generations; returns the names still pending.
-    pub(crate) async fn retry_pending(&self) -> usize {
+    /// Writes the pending generations; returns those the server took (their markers can go).
+    pub(crate) async fn retry_pending(&self) -> Vec<(String, u64)> {
         let pending: Vec<(String, u64)> = lock(&self.pending_generations)
             .iter()
             .map(|(n, g)| (n.clone(), *g))
             .collect();
+        let mut written = Vec::new();
         for (name, g) in pending {
             if !self.write_generation(&name, g).await {
                 break;
             }
+            written.push((name, g));
         }
-        lock(&self.pending_generations).len()
+        written
+    }
+
+    /// Marks generation `g` of `name` pending without writing it (an invalidation this
+    /// replica made before a restart, read back from its marker): the next sync writes it.
+    pub(crate) fn mark_pending(&self, name: &str, g: u64) {
+        lock(&self.pending_generations).insert(name.to_owned(), g);
+    }
+
+    /// Whether the pending-namespace markers on disk have been read since the cache opened.
+    /// Until then a replica neither adopts nor bootstraps a generation over its local
+    /// record: that record may be an invalidation the server has not taken.
+    pub(crate) fn markers_listed(&self) -> bool {
+        self.markers_listed
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Records that the markers have been read (see [`SharedTier::markers_listed`]).
+    pub(crate) fn set_markers_listed(&self) {
+        self.markers_listed
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// Whether `name` has a generation not yet on the server.

@@ -168,6 +168,18 @@ impl Layout {
         ))
     }
 
+    /// The directory of pending-namespace markers.
+    pub fn markers_dir(&self) -> PathBuf {
+        self.root.join("nspending")
+    }
+
+    /// A pending-namespace marker's temp path.
+    #[cfg(feature = "redis")]
+    pub(crate) fn marker_temp_path(&self, owner: TempOwner, n: u64) -> PathBuf {
+        self.tmp
+            .join(format!("marker.{}.{}.{n}.tmp", owner.pid, owner.instance))
+    }
+
     /// The recovery probe's temp path.
     pub(crate) fn probe_path(&self, owner: TempOwner, n: u64) -> PathBuf {
         self.tmp

@@ -137,6 +137,9 @@ pub struct WarmStore {
     config: StoreConfig,
     owner: TempOwner,
     seq: AtomicU64,
+    /// Whether the marker directory was created (and its root entry made durable).
+    #[cfg(feature = "redis")]
+    markers_dir_ready: std::sync::atomic::AtomicBool,
     index: Mutex<WarmIndex>,
     counters: Arc<Counters>,
     /// Set when the cache closes: long walks (scan, sweep) stop at the next file.
@@ -282,6 +285,8 @@ impl WarmStore {
                 instance,
             },
             seq: AtomicU64::new(0),
+            #[cfg(feature = "redis")]
+            markers_dir_ready: std::sync::atomic::AtomicBool::new(false),
             index: Mutex::new(WarmIndex::default()),
             counters,
             closing: std::sync::atomic::AtomicBool::new(false),
@@ -1245,6 +1250,112 @@ impl WarmStore {
             self.remove_or_remember(fs, tmp);
         }
         result
+    }
+
+    #[cfg(feature = "redis")]
+    /// Writes the pending-namespace marker `file` with `content` (FORMAT.md, "Pending
+    /// namespace markers"): temp file, rename over any older marker of the same name, and,
+    /// when writes are durable, fsync of the file, of the marker directory and (the first
+    /// time) of the root. A temp name left by an earlier process with the same pid is
+    /// removed and the write tried once more under a new name.
+    pub fn write_marker(&self, fs: &dyn Fs, file: &str, content: &[u8]) -> io::Result<()> {
+        let dir = self.layout.markers_dir();
+        if !self.markers_dir_ready.load(Ordering::Acquire) {
+            fs.create_dir_all(&dir)?;
+            if self.config.sync {
+                fs.sync_dir(self.layout.root())?;
+            }
+            self.markers_dir_ready.store(true, Ordering::Release);
+        }
+        let mut tries = 0;
+        let tmp = loop {
+            let n = self.seq.fetch_add(1, Ordering::Relaxed);
+            let tmp = self.layout.marker_temp_path(self.owner, n);
+            match fs.write_new(&tmp, content, self.config.sync) {
+                Ok(()) => break tmp,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && tries == 0 => {
+                    tries += 1;
+                    let _ = fs.remove_file(&tmp);
+                }
+                Err(e) => {
+                    self.remove_or_remember(fs, tmp);
+                    return Err(e);
+                }
+            }
+        };
+        let result = fs.rename(&tmp, &dir.join(file)).and_then(|()| {
+            if self.config.sync {
+                fs.sync_dir(&dir)
+            } else {
+                Ok(())
+            }
+        });
+        if result.is_err() {
+            self.remove_or_remember(fs, tmp);
+        }
+        result
+    }
+
+    #[cfg(feature = "redis")]
+    /// The pending-namespace markers: each entry's name and, for a regular file of at most
+    /// `max_len` bytes, its content (`None`: something else sits there, or it cannot be
+    /// read). No marker directory: none.
+    pub fn read_markers(
+        &self,
+        fs: &dyn Fs,
+        max_len: u64,
+    ) -> io::Result<Vec<(std::ffi::OsString, Option<Vec<u8>>)>> {
+        let dir = self.layout.markers_dir();
+        let entries = match fs.read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if is_not_found(&e) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut out = Vec::with_capacity(entries.len());
+        for e in entries {
+            let content = match fs.read_file(&dir.join(&e.name), max_len) {
+                Ok(FileRead::Data(d)) => Some(d),
+                Err(e) if is_not_found(&e) => continue,
+                Ok(_) => None,
+                Err(e) if e.kind() == io::ErrorKind::InvalidData => None,
+                Err(e) => return Err(e),
+            };
+            out.push((e.name, content));
+        }
+        Ok(out)
+    }
+
+    #[cfg(feature = "redis")]
+    /// Removes the marker `file` if it still holds exactly `content` (a newer marker of the
+    /// same namespace stays). Returns whether it was removed.
+    pub fn remove_marker(&self, fs: &dyn Fs, file: &str, content: &[u8]) -> io::Result<bool> {
+        let path = self.layout.markers_dir().join(file);
+        match fs.read_file(&path, content.len() as u64 + 1) {
+            Ok(FileRead::Data(d)) if d == content => {}
+            Ok(_) => return Ok(false),
+            Err(e) if is_not_found(&e) => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        match fs.remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    #[cfg(feature = "redis")]
+    /// Removes whatever sits at the marker path `file` that is not a marker this cache can
+    /// read (a directory, a FIFO, a damaged file), once its namespace was invalidated again.
+    pub fn remove_bad_marker(&self, fs: &dyn Fs, file: &str) -> io::Result<()> {
+        let path = self.layout.markers_dir().join(file);
+        match fs.remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(_) => match fs.remove_dir_all(&path) {
+                Err(e) if is_not_found(&e) => Ok(()),
+                other => other,
+            },
+        }
     }
 
     /// The recovery probe: free-space check, then write and fsync a probe file, read it

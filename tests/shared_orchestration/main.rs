@@ -13,5 +13,6 @@ mod lease;
 mod metrics;
 mod namespaces;
 mod reads;
+mod restarts;
 mod support;
 mod writes;
