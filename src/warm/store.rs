@@ -1313,12 +1313,13 @@ impl WarmStore {
         };
         let mut out = Vec::with_capacity(entries.len());
         for e in entries {
+            // Whatever cannot be read as a marker (a directory, a FIFO, a file too long, an
+            // error) is one whose generation is unknown: the caller invalidates its namespace
+            // again rather than let one entry stop the others from being read.
             let content = match fs.read_file(&dir.join(&e.name), max_len) {
                 Ok(FileRead::Data(d)) => Some(d),
                 Err(e) if is_not_found(&e) => continue,
-                Ok(_) => None,
-                Err(e) if e.kind() == io::ErrorKind::InvalidData => None,
-                Err(e) => return Err(e),
+                Ok(_) | Err(_) => None,
             };
             out.push((e.name, content));
         }
