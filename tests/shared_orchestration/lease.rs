@@ -183,3 +183,43 @@ async fn shared_single_flight_without_a_shared_tier_is_a_config_error() {
         "{err}"
     );
 }
+
+/// A holder that crashed while loading (its process gone, its lease left on the server with
+/// 10 s to live, never renewed, never released): a waiter polls until the lease expires,
+/// then takes over and loads, once; it does not wait `lease_wait_max` (60 s).
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_crashed_holders_lease_expires_and_a_waiter_takes_over_once() {
+    let server = MemoryShared::new();
+    let b = leased(&server).await;
+    server.plant(
+        &lease_key(b"q"),
+        b"token-of-a-dead-replica",
+        Some(Duration::from_secs(10)),
+    );
+    let calls = Arc::new(AtomicU32::new(0));
+    let t0 = tokio::time::Instant::now();
+    let r = b
+        .get_or_insert_bytes("q", &Controls::new(), loader(&calls, 10, Ok("Paris")))
+        .await
+        .unwrap();
+    let waited = t0.elapsed();
+    assert_eq!((&*r.value, r.source), (&b"Paris"[..], Source::Loaded));
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert!(
+        waited >= Duration::from_secs(10) && waited < Duration::from_secs(12),
+        "took over after {waited:?}, the dead lease lived 10 s"
+    );
+    let s = b.stats();
+    assert_eq!(
+        (
+            s.shared_lease_waits,
+            s.shared_lease_takeovers,
+            s.shared_lease_wait_timeouts,
+            s.shared_lease_acquired
+        ),
+        (1, 1, 0, 1)
+    );
+    // Its answer is on the server for the others.
+    b.flush().await.unwrap();
+    assert!(server.raw(&entry_key(b"q")).is_some());
+}
