@@ -186,3 +186,52 @@ pub fn scenario(opts: ServerOptions) {
         }
     });
 }
+
+/// After a `kill -9` and a restart, the first probe that meets the server up closes the
+/// breaker: the connection manager's failed reconnect from the outage is not handed to that
+/// probe as its answer (it was, and recovery took one more doubled open timeout).
+#[test]
+fn t4_the_first_probe_after_the_restart_closes_the_breaker() {
+    let _slot = shared_slot();
+    let Some(server) = RedisServer::start_with(ServerOptions::default()) else {
+        return;
+    };
+    let server = Arc::new(server);
+    let logs = LogCapture::new();
+    run(&logs, async {
+        let r = replica(config(&server.url(), "t4probe")).await;
+        wait_closed(&r).await;
+        assert_eq!(r.get_bytes("warm-up").await.unwrap(), None);
+        server.kill9();
+        let opened = poll_until_async(
+            Duration::from_secs(5),
+            Duration::from_millis(10),
+            || async {
+                let _ = r.get_bytes("k").await;
+                r.shared_state() == Some(BreakerState::Open)
+            },
+        )
+        .await;
+        assert!(opened.is_some(), "never opened after the kill");
+        // Two probes meet the dead server (the first reconnect attempts fail).
+        let s = r.stats();
+        poll_until(Duration::from_secs(5), || {
+            r.stats().shared_probes_run >= s.shared_probes_run + 2
+        })
+        .await
+        .expect("probes run while Open");
+        restart_async(&server).await;
+        let up = r.stats();
+        wait_state(&r, BreakerState::Closed, Duration::from_secs(5))
+            .await
+            .expect("closed after the restart");
+        let after = r.stats();
+        let probes = after.shared_probes_run - up.shared_probes_run;
+        // 1; 0 when a probe already in flight at the restart met the server up.
+        assert!(
+            probes <= 1,
+            "{probes} probes after the server was up before the breaker closed"
+        );
+        assert_eq!(after.shared_probes_ok, up.shared_probes_ok + 1);
+    });
+}
