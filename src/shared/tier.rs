@@ -79,6 +79,10 @@ pub(crate) struct SharedTier {
     /// counted in `shared_writes_dropped{queue_full}`); in memory only (documented in
     /// RELIABILITY.md).
     pending_dels: PendingDels,
+    /// Removals in a batch being sent, by key (how many batches carry one): they hide the
+    /// shared copy until the server answered, as queued and kept ones do; a read on the other
+    /// connection could otherwise get the removed answer back meanwhile.
+    dels_in_flight: Mutex<HashMap<KeyHash, u32>>,
     /// The namespace generations this replica left (invalidated, or replaced by another
     /// replica's), the last [`RETIRED_GENERATIONS`] per name: never adopted again from the
     /// server (a rolled-back generation would bring invalidated answers back).
@@ -156,6 +160,7 @@ impl SharedTier {
             markers_listed: std::sync::atomic::AtomicBool::new(false),
             single_flight,
             pending_dels: PendingDels::new(PENDING_DELS_MAX),
+            dels_in_flight: Mutex::default(),
             retired: Mutex::default(),
             dels_not_before: Mutex::default(),
         }
@@ -404,7 +409,9 @@ impl SharedTier {
     /// Whether this replica's own removal hides the key's shared copy: its `DEL` is queued,
     /// or kept until it can be sent.
     pub(crate) fn hides(&self, hash: &KeyHash) -> bool {
-        matches!(self.queue.lookup(hash), Some(SharedOp::Del)) || self.pending_dels.contains(hash)
+        matches!(self.queue.lookup(hash), Some(SharedOp::Del))
+            || self.pending_dels.contains(hash)
+            || lock(&self.dels_in_flight).contains_key(hash)
     }
 
     /// `(entries, bytes)` waiting to be sent: the queue's, and the kept removals (counted as
@@ -487,7 +494,11 @@ impl SharedTier {
             .collect();
         let dels = what.iter().filter(|w| w.2).count() as u64;
         let ops: Vec<WriteOp> = ops.into_iter().map(|(_, op)| op).collect();
-        let Some(result) = self.call(false, |s| s.write_many(ops)).await else {
+        let mut in_flight = DelsInFlight::mark(self, &what);
+        let result = self.call(false, |s| s.write_many(ops)).await;
+        // Answered (or refused, or timed out): each path below keeps or settles its removals.
+        in_flight.done = true;
+        let Some(result) = result else {
             self.counters
                 .shared
                 .dropped(SharedDrop::BreakerOpen, count - dels);
@@ -892,6 +903,49 @@ impl Encoding {
             }
         }
         out
+    }
+}
+
+/// The removals of a batch being sent, marked in `dels_in_flight` until the batch is done.
+/// Dropped before the batch finished (a `flush` that gave up on a hung server), its removals
+/// are kept, to be sent again: a removal is never lost for a cancelled send.
+struct DelsInFlight<'a> {
+    tier: &'a SharedTier,
+    hashes: Vec<KeyHash>,
+    done: bool,
+}
+
+impl<'a> DelsInFlight<'a> {
+    fn mark(tier: &'a SharedTier, what: &[(KeyHash, u64, bool)]) -> Self {
+        let hashes: Vec<KeyHash> = what.iter().filter(|w| w.2).map(|w| w.0).collect();
+        let mut m = lock(&tier.dels_in_flight);
+        for h in &hashes {
+            *m.entry(*h).or_insert(0) += 1;
+        }
+        DelsInFlight {
+            tier,
+            hashes,
+            done: false,
+        }
+    }
+}
+
+impl Drop for DelsInFlight<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            for h in &self.hashes {
+                self.tier.keep_del(*h);
+            }
+        }
+        let mut m = lock(&self.tier.dels_in_flight);
+        for h in &self.hashes {
+            if let Some(n) = m.get_mut(h) {
+                *n -= 1;
+                if *n == 0 {
+                    m.remove(h);
+                }
+            }
+        }
     }
 }
 

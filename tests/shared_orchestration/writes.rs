@@ -194,3 +194,57 @@ async fn flush_gives_up_on_a_hung_server_within_its_bound() {
     assert_eq!(s.shared_errors_by_kind["timeout"], 1);
     a.close().await.unwrap();
 }
+
+/// A `remove` whose `DEL` the drain has taken and is sending (the server has not answered
+/// yet) still hides the shared copy: a read on the other connection meanwhile must not get
+/// the removed answer back from the server (and promote it, so that it is served again).
+/// CI found it (adversary8's set/remove storm): `hides` looked only at the queue and the
+/// kept removals, not at a `DEL` in flight.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_removal_whose_del_is_in_flight_still_hides_the_shared_copy() {
+    let server = MemoryShared::new();
+    let a = replica_with(&server, |c| c, |b| b.hot_capacity_entries(1)).await;
+    a.set_bytes("k", b"removed answer").await.unwrap();
+    a.flush().await.unwrap();
+    assert!(server.raw(&entry_key(b"k")).is_some());
+    // The next pipelined write (the DEL) hangs until the tier's timeout.
+    server.fail(Some(SharedOpKind::Write), SharedFault::Hang, Some(1));
+    let writes = server.calls(SharedOpKind::Write);
+    a.remove("k").await.unwrap();
+    // Another key pushes the tombstone out of the 1-entry hot tier.
+    a.set_bytes("other", b"o").await.unwrap();
+    for _ in 0..200 {
+        if server.calls(SharedOpKind::Write) > writes && a.stats().write_queue_depth == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    assert_eq!(
+        server.calls(SharedOpKind::Write),
+        writes + 1,
+        "the DEL is in flight"
+    );
+    assert_eq!(a.stats().write_queue_depth, 0, "the disk has the removal");
+    assert!(
+        server.raw(&entry_key(b"k")).is_some(),
+        "the DEL has not landed"
+    );
+    assert_eq!(
+        a.get_bytes("k").await.unwrap(),
+        None,
+        "a removed answer came back from the server while its DEL was in flight"
+    );
+    assert_eq!(a.get_bytes("k").await.unwrap(), None);
+    // The hung DEL times out (200 ms), is kept, and is sent again after the open timeout
+    // (5 s).
+    tokio::time::sleep(secs(4)).await;
+    settle().await;
+    assert_eq!(a.stats().shared_queue_entries, 1, "the DEL is kept");
+    assert!(server.raw(&entry_key(b"k")).is_some());
+    assert_eq!(a.get_bytes("k").await.unwrap(), None);
+    tokio::time::sleep(secs(2)).await;
+    settle().await;
+    assert_eq!(a.stats().shared_queue_entries, 0);
+    assert_eq!(server.raw(&entry_key(b"k")), None);
+    assert_eq!(a.get_bytes("k").await.unwrap(), None);
+}
