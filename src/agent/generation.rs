@@ -144,12 +144,14 @@ impl Namespaces {
 
 #[cfg(feature = "redis")]
 impl Namespaces {
-    /// Reads the pending-namespace markers back (see [`super::pending`]), once: each pending
-    /// generation becomes its namespace's current one here, and pending again in the shared
-    /// tier (the next sync writes it); a marker whose generation cannot be read invalidates
-    /// its namespace again with a fresh generation (misses, never stale answers). When the
-    /// disk cannot list them now, the next sync tries again, and until then no generation
-    /// is taken from the server over a local record.
+    /// Reads the pending-namespace markers back (see [`super::pending`]), once: each marked
+    /// namespace is invalidated again, with a fresh generation (pending until the server
+    /// takes it). Never the marker's own generation: the marker may be older than a later
+    /// invalidation whose own marker could not be written, or than another replica's that
+    /// the server took meanwhile, and answers stored under it may predate those; a fresh one
+    /// costs misses, never stale answers. The generation the marker names is retired (never
+    /// adopted from the server). When the disk cannot list them now, the next sync tries
+    /// again, and until then no generation is taken from the server over a local record.
     pub(crate) async fn resume(&self, tiers: &Tiers) {
         let Some(shared) = tiers.shared() else { return };
         let _one = self.resume.lock().await;
@@ -167,19 +169,24 @@ impl Namespaces {
             };
             let Ok(slot) = self.slot(&name) else { continue };
             match g {
-                Some(g) => slot.resume_pending(tiers, &name, g).await,
-                None => {
-                    pending::remove_bad(tiers, &name).await;
-                    if let Err(e) = slot.invalidate(tiers, &name).await {
-                        tracing::warn!(
-                            target: crate::shared::tier::TARGET,
-                            namespace = name.as_str(),
-                            error = %e,
-                            "a damaged pending-namespace marker: invalidating the namespace \
-                             again did not reach the disk"
-                        );
-                    }
-                }
+                Some(g) => shared.retire_generation(&name, g),
+                None => pending::remove_bad(tiers, &name).await,
+            }
+            match slot.invalidate(tiers, &name).await {
+                Ok(g) => tracing::info!(
+                    target: crate::shared::tier::TARGET,
+                    namespace = name.as_str(),
+                    generation = %format!("{g:016x}"),
+                    "a namespace invalidation pending when this directory was last open: \
+                     invalidated again"
+                ),
+                Err(e) => tracing::warn!(
+                    target: crate::shared::tier::TARGET,
+                    namespace = name.as_str(),
+                    error = %e,
+                    "a namespace invalidation pending when this directory was last open: \
+                     invalidating it again did not reach the disk"
+                ),
             }
         }
         shared.set_markers_listed();
@@ -200,33 +207,6 @@ impl Namespaces {
 }
 
 impl NamespaceSlot {
-    /// Takes back generation `g` of `name`, pending when this cache last ran: the current
-    /// generation here (its record rewritten to say so), and pending in the shared tier.
-    #[cfg(feature = "redis")]
-    async fn resume_pending(&self, tiers: &Tiers, name: &str, g: u64) {
-        let Some(shared) = tiers.shared() else { return };
-        let _serial = self.lock.lock().await;
-        shared.mark_pending(name, g);
-        let old = self.generation.swap(g, Ordering::AcqRel);
-        retire(tiers, name, old, g);
-        let record = Record {
-            generation: g,
-            created_ms: tiers.now_ms(),
-        };
-        if let Ok(bytes) = codec::encode(Codec::Json, &record) {
-            // Best effort: the marker, not the record, holds the pending generation.
-            let _ = tiers
-                .set(&record_key(name), bytes.into(), None, 0, Encoding::Json)
-                .await;
-        }
-        tracing::info!(
-            target: crate::shared::tier::TARGET,
-            namespace = name,
-            generation = %format!("{g:016x}"),
-            "a namespace invalidation pending before the restart is pending again"
-        );
-    }
-
     /// The current generation, for a sync about to read the server's: `None` while this
     /// replica is changing it (an `invalidate` or a first read holds the slot), so that the
     /// sync skips the slot this time. A snapshot taken here precedes every server read of
@@ -389,7 +369,11 @@ impl NamespaceSlot {
     /// Draws a new generation for namespace `name` and returns it once it is on disk (see
     /// [`Namespace::invalidate`](super::Namespace::invalidate)).
     pub(crate) async fn invalidate(&self, tiers: &Tiers, name: &str) -> Result<u64> {
+        // A closed cache changes nothing (no marker, no generation on the server): the
+        // `Closed` error means the call did not happen.
+        tiers.check_open()?;
         let _serial = self.lock.lock().await;
+        tiers.check_open()?;
         let (g, record) = new_record(tiers.now_ms())?;
         // In memory first: from here on, this process never reads an old entry.
         let old = self.generation.swap(g, Ordering::AcqRel);

@@ -46,9 +46,13 @@ pub(crate) async fn sync_once(tiers: &Tiers, namespaces: &Namespaces) {
     if shared.state() != BreakerState::Closed {
         return;
     }
-    // Invalidations pending before a restart first: nothing is adopted until they are known.
+    // Invalidations pending before a restart first: nothing is adopted over a local record
+    // until they are known. A cache that is not using its disk (memory-only after disk
+    // errors) reads no local record and no entry from the disk, so it syncs meanwhile: when
+    // the disk is back, the markers are read before the next sync and each marked
+    // namespace is invalidated again, whatever was adopted.
     namespaces.resume(tiers).await;
-    if !shared.markers_listed() {
+    if !shared.markers_listed() && tiers.gate().in_use() {
         return;
     }
     let written = shared.retry_pending().await;

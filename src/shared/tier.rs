@@ -792,12 +792,6 @@ impl SharedTier {
         written
     }
 
-    /// Marks generation `g` of `name` pending without writing it (an invalidation this
-    /// replica made before a restart, read back from its marker): the next sync writes it.
-    pub(crate) fn mark_pending(&self, name: &str, g: u64) {
-        lock(&self.pending_generations).insert(name.to_owned(), g);
-    }
-
     /// Whether the pending-namespace markers on disk have been read since the cache opened.
     /// Until then a replica neither adopts nor bootstraps a generation over its local
     /// record: that record may be an invalidation the server has not taken.
