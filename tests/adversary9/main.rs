@@ -19,7 +19,6 @@
 #[path = "../shared/support/mod.rs"]
 #[allow(
     unused_imports,
-    dead_code,
     reason = "the real-server harness of tests/shared, used in part"
 )]
 mod support;

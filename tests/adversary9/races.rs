@@ -147,3 +147,31 @@ async fn a_late_pending_generation_never_undoes_a_newer_invalidation_of_another_
     );
     assert_eq!(served(&a, "bot", "q").await, None);
 }
+
+/// A server that answers but refuses writes (`OOM` under `noeviction`) while A invalidates:
+/// `Ok`, pending (FORMAT.md: "refusing writes"), never the server's older generation on A;
+/// once the server takes writes again, B stops serving the old answer at the next syncs.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn an_invalidation_refused_with_oom_is_pending_then_reaches_the_others() {
+    let server = MemoryShared::new();
+    let a = replica(&server).await;
+    let b = replica(&server).await;
+    let (na, nb) = (a.namespace("bot").unwrap(), b.namespace("bot").unwrap());
+    let g0 = na.generation().await.unwrap();
+    assert_eq!(nb.generation().await.unwrap(), g0);
+    store(&a, "bot", "q", "old answer").await;
+    assert_eq!(served(&b, "bot", "q").await.as_deref(), Some("old answer"));
+    server.oom(true);
+    let g1 = na.invalidate().await.unwrap();
+    assert_eq!(a.stats().namespace_invalidations_pending, 1);
+    pass(secs(5)).await;
+    assert_eq!(on_server(&server, "bot"), Some(g0));
+    assert_eq!(na.generation().await.unwrap(), g1);
+    assert_eq!(served(&a, "bot", "q").await, None);
+    server.oom(false);
+    pass(secs(5)).await;
+    assert_eq!(on_server(&server, "bot"), Some(g1));
+    assert_eq!(a.stats().namespace_invalidations_pending, 0);
+    assert_eq!(nb.generation().await.unwrap(), g1);
+    assert_eq!(served(&b, "bot", "q").await, None);
+}
