@@ -19,7 +19,7 @@ async fn with_removed_candidate(server: &MemoryShared, lease: bool) -> Replica {
     let a = replica_with(server, |c| c, |b| b.shared_single_flight(lease)).await;
     a.set_bytes("k", REMOVED).await.unwrap();
     a.flush().await.unwrap();
-    assert_eq!(server.raw(&entry_key(b"k")).is_some(), true);
+    assert!(server.raw(&entry_key(b"k")).is_some());
     a
 }
 
