@@ -149,3 +149,35 @@ async fn a_remove_whose_del_is_in_flight_still_hides_the_shared_copy() {
     );
     assert_eq!(server.raw(&entry_key(b"k")), None);
 }
+
+/// A reads a corrupt value of `k` (a round trip of 100 ms); meanwhile B stores a valid answer
+/// for `k`, which lands on the server before A's clean-up `DEL`. That `DEL` is unconditional,
+/// so it deletes B's valid answer: a hostile value is deleted, but so is the good one that
+/// replaced it (a lost shared write: misses, never a wrong answer).
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+#[ignore = "FINDING D7: the DEL of a corrupt value is unconditional and deletes a valid value another replica wrote meanwhile"]
+async fn deleting_a_corrupt_value_spares_a_valid_one_written_meanwhile() {
+    let server = MemoryShared::new();
+    let (a, b) = (replica(&server).await, replica(&server).await);
+    server.plant(&entry_key(b"k"), b"garbage, not an entry", None);
+    server.latency(Duration::from_millis(100));
+    let read = async { a.get_bytes("k").await.unwrap() };
+    let write = async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        b.set_bytes("k", b"valid answer").await.unwrap();
+        b.flush().await.unwrap();
+    };
+    let (got, ()) = tokio::join!(read, write);
+    assert_eq!(got, None);
+    // Let A's clean-up DEL run.
+    tokio::time::sleep(secs(1)).await;
+    server.latency(Duration::ZERO);
+    let s = a.stats();
+    assert_eq!((s.shared_corrupted, b.stats().shared_writes_ok), (1, 1));
+    let c = replica(&server).await;
+    assert_eq!(
+        c.get_bytes("k").await.unwrap().as_deref(),
+        Some(&b"valid answer"[..]),
+        "B's valid answer was deleted by A's clean-up of the corrupt one"
+    );
+}
