@@ -1,0 +1,27 @@
+//! Adversary 10: attacks on the shared tier's promises (SHARED_TIER.md, README "Shared tier",
+//! RELIABILITY.md): no wrong, torn, foreign, stale or removed answer across replicas; a sick
+//! server costs no errors and bounded latency; hostile values are counted and deleted.
+//! Findings are the `#[ignore = "FINDING Dn: ..."]` tests, listed in FINDINGS.md.
+#![cfg(all(feature = "redis", feature = "test-util"))]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is a test failure with its location"
+)]
+
+/// The real-server harness, copied from tests/shared/support.
+#[allow(unused_imports, reason = "the shared harness, used in part")]
+mod support;
+
+#[global_allocator]
+static ALLOCATOR: support::alloc::Tracking = support::alloc::Tracking;
+
+/// The in-memory fixture, copied from tests/shared_orchestration/support.rs.
+#[allow(dead_code, reason = "a fixture, used in part")]
+mod mem;
+mod util;
+
+mod faults;
+mod hostile;
+mod races;
+mod superseded;
