@@ -18,8 +18,14 @@ pub(crate) const SLOT_OVERHEAD: usize = 64;
 /// A queued operation.
 #[derive(Debug, Clone)]
 pub(crate) enum SharedOp {
-    /// Share this value.
-    Put { value: Arc<[u8]>, meta: EntryMeta },
+    /// Share this value; `del_first`: a removal of the key it superseded (queued or kept)
+    /// goes first, in the same pipeline, so that a value that is then refused (OOM), fails
+    /// or is dropped never leaves the removed one on the server.
+    Put {
+        value: Arc<[u8]>,
+        meta: EntryMeta,
+        del_first: bool,
+    },
     /// Delete the key's shared entry.
     Del,
 }
@@ -87,14 +93,37 @@ impl SharedQueue {
         let old = st.slots.get(&hash).map_or(0, |s| s.bytes);
         if (st.bytes - old).saturating_add(size) > self.capacity {
             if !matches!(st.slots.get(&hash).map(|s| &s.op), Some(SharedOp::Del)) {
-                if let Some(s) = st.slots.remove(&hash) {
+                if let Some(mut s) = st.slots.remove(&hash) {
                     st.bytes -= s.bytes;
+                    // The older value goes; a removal it carried stays queued.
+                    if let SharedOp::Put {
+                        del_first: true, ..
+                    } = s.op
+                    {
+                        s.op = SharedOp::Del;
+                        s.bytes = SLOT_OVERHEAD + s.key.len();
+                        st.bytes += s.bytes;
+                        st.slots.insert(hash, s);
+                    }
                 }
             }
             return Err(Full);
         }
+        let mut op = op;
         if let Some(s) = st.slots.remove(&hash) {
             st.bytes -= s.bytes;
+            // A value replacing a queued removal (or a value that carried one) carries it.
+            let owed = matches!(
+                s.op,
+                SharedOp::Del
+                    | SharedOp::Put {
+                        del_first: true,
+                        ..
+                    }
+            );
+            if let SharedOp::Put { del_first, .. } = &mut op {
+                *del_first |= owed;
+            }
         }
         st.seq += 1;
         let seq = st.seq;
@@ -278,6 +307,7 @@ mod tests {
         SharedOp::Put {
             value: v.into(),
             meta: EntryMeta::default(),
+            del_first: false,
         }
     }
 

@@ -344,7 +344,15 @@ impl SharedTier {
 
     /// Queues `value` to be shared (a local `set` or load). Never waits.
     pub(crate) fn share(&self, hash: KeyHash, key: &[u8], value: Arc<[u8]>, meta: EntryMeta) {
-        self.push(hash, key, SharedOp::Put { value, meta });
+        self.push(
+            hash,
+            key,
+            SharedOp::Put {
+                value,
+                meta,
+                del_first: false,
+            },
+        );
     }
 
     /// Queues a `DEL` of `key`'s shared entry (a local `remove`). Never waits.
@@ -357,11 +365,26 @@ impl SharedTier {
             return;
         }
         let del = matches!(op, SharedOp::Del);
+        let mut op = op;
+        if let SharedOp::Put { del_first, .. } = &mut op {
+            // A kept removal it supersedes is sent first, with it.
+            *del_first |= self.pending_dels.contains(&hash);
+        }
         let dropped = if self.state() != BreakerState::Closed {
             // Best effort for values: nothing is held for later (no write-back after an
             // outage), and an older queued value of the key goes too. A removal is kept (an
             // older queued one as well) and sent once the breaker closes.
-            if matches!(self.queue.remove(&hash), Some(SharedOp::Del)) || del {
+            if matches!(
+                self.queue.remove(&hash),
+                Some(
+                    SharedOp::Del
+                        | SharedOp::Put {
+                            del_first: true,
+                            ..
+                        }
+                )
+            ) || del
+            {
                 self.keep_del(hash);
             }
             (!del).then_some(SharedDrop::BreakerOpen)
@@ -409,8 +432,16 @@ impl SharedTier {
     /// Whether this replica's own removal hides the key's shared copy: its `DEL` is queued,
     /// or kept until it can be sent.
     pub(crate) fn hides(&self, hash: &KeyHash) -> bool {
-        matches!(self.queue.lookup(hash), Some(SharedOp::Del))
-            || self.pending_dels.contains(hash)
+        matches!(
+            self.queue.lookup(hash),
+            Some(
+                SharedOp::Del
+                    | SharedOp::Put {
+                        del_first: true,
+                        ..
+                    }
+            )
+        ) || self.pending_dels.contains(hash)
             || lock(&self.dels_in_flight).contains_key(hash)
     }
 
@@ -545,18 +576,7 @@ impl SharedTier {
                         self.oom_episode.store(false, Ordering::Relaxed);
                     }
                 }
-                Err(e) if e.kind == Failure::Oom => {
-                    self.counters.shared.rejected_oom.inc();
-                    if !self.oom_episode.swap(true, Ordering::Relaxed) {
-                        tracing::warn!(
-                            target: TARGET,
-                            error = %e,
-                            "the shared server refuses writes for memory (OOM): answers are \
-                             not shared until it has room; set maxmemory-policy allkeys-lru \
-                             (or allkeys-lfu) on a cache server"
-                        );
-                    }
-                }
+                Err(e) if e.kind == Failure::Oom => self.note_oom(&e),
                 Err(e) => {
                     self.counters.shared.writes_failed.inc();
                     if let Some(kind) = e.failure() {
@@ -574,6 +594,20 @@ impl SharedTier {
             }
         }
         true
+    }
+
+    /// Counts a write the server refused for memory; one warning per episode.
+    fn note_oom(&self, e: &StoreError) {
+        self.counters.shared.rejected_oom.inc();
+        if !self.oom_episode.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                target: TARGET,
+                error = %e,
+                "the shared server refuses writes for memory (OOM): answers are not shared \
+                 until it has room; set maxmemory-policy allkeys-lru (or allkeys-lfu) on a \
+                 cache server"
+            );
+        }
     }
 
     /// Waits for a batch the drain task is sending (itself bounded by `timeout`), then sends
@@ -607,7 +641,12 @@ impl SharedTier {
         for q in batch {
             match q.op {
                 SharedOp::Del => self.keep_del(q.hash),
-                SharedOp::Put { .. } => values += 1,
+                SharedOp::Put { del_first, .. } => {
+                    values += 1;
+                    if del_first {
+                        self.keep_del(q.hash);
+                    }
+                }
             }
         }
         self.counters
@@ -880,7 +919,14 @@ impl Encoding {
             let key = entry::entry_key(&self.prefix, &q.hash);
             match q.op {
                 SharedOp::Del => out.push((q.hash, WriteOp::Del { key })),
-                SharedOp::Put { value, meta } => {
+                SharedOp::Put {
+                    value,
+                    meta,
+                    del_first,
+                } => {
+                    if del_first {
+                        out.push((q.hash, WriteOp::Del { key: key.clone() }));
+                    }
                     let Some(px) = px(meta.expires_ms, now_ms, self.max_ttl) else {
                         continue;
                     };
@@ -998,7 +1044,19 @@ impl SharedTier {
         }
         // This value is the key's newest here: an older queued operation of the key (a
         // `DEL`, a value) must not land after it, and a remembered removal no longer hides it.
-        self.queue.remove(&hash);
+        let queued = self.queue.remove(&hash);
+        // A removal it supersedes (queued or kept) goes first, in the same pipeline: if the
+        // value is then refused or fails, the removed answer is not left on the server.
+        let del_first = matches!(
+            queued,
+            Some(
+                SharedOp::Del
+                    | SharedOp::Put {
+                        del_first: true,
+                        ..
+                    }
+            )
+        ) || self.pending_dels.contains(&hash);
         self.pending_dels.remove(&hash);
         let enc = Encoding {
             mac: self.config.mac_key,
@@ -1010,28 +1068,55 @@ impl SharedTier {
         let q = Queued {
             hash,
             key: key.into(),
-            op: SharedOp::Put { value, meta },
+            op: SharedOp::Put {
+                value,
+                meta,
+                del_first,
+            },
         };
         let ops: Vec<WriteOp> = enc
             .encode(vec![q], self.clock.now_ms(), &self.counters)
             .into_iter()
             .map(|(_, op)| op)
             .collect();
-        let size = match ops.first() {
+        let size = match ops.last() {
             Some(WriteOp::Set { value, .. }) => value.len() as u64,
-            _ => return false,
+            _ => {
+                if del_first {
+                    // Too large or expired: not shared, but the removal still goes.
+                    self.keep_del(hash);
+                }
+                return false;
+            }
         };
-        match self.call(false, |s| s.write_many(ops)).await {
-            Some(Ok(replies)) if replies.first().is_some_and(Result::is_ok) => {
+        let replies = match self.call(false, |s| s.write_many(ops)).await {
+            Some(Ok(replies)) => replies,
+            Some(Err(_)) | None => {
+                self.counters.shared.writes_failed.inc();
+                if del_first {
+                    self.keep_del(hash);
+                }
+                return false;
+            }
+        };
+        let mut replies = replies.into_iter();
+        if del_first && !matches!(replies.next(), Some(Ok(()))) {
+            self.keep_del(hash);
+        }
+        match replies.next() {
+            Some(Ok(())) => {
                 self.counters.shared.writes_ok.inc();
                 self.counters.shared.bytes_out.add(size);
                 true
             }
-            Some(Ok(_)) | Some(Err(_)) => {
+            Some(Err(e)) if e.kind == Failure::Oom => {
+                self.note_oom(&e);
+                false
+            }
+            _ => {
                 self.counters.shared.writes_failed.inc();
                 false
             }
-            None => false,
         }
     }
 

@@ -134,7 +134,6 @@ fn a_removed_answer_comes_back_after_the_server_restarts_from_a_snapshot() {
 /// write is refused for memory. SHARED_TIER.md §6/§9: an `OOM` on a write is counted as
 /// `shared_write_rejected{oom}` with one warning per episode, not as a failed write.
 #[test]
-#[ignore = "FINDING D6: a lease leader's inline write refused for OOM is counted in shared_writes_failed, not shared_write_rejected_oom, and never warned"]
 fn a_lease_leaders_write_refused_for_oom_is_counted_as_oom() {
     let _slot = shared_slot();
     let Some(server) = server() else { return };
@@ -240,7 +239,6 @@ fn oom_warnings(logs: &LogCapture) -> usize {
 /// served the removed answer from the server, and promotes it into hot and onto A's disk:
 /// A serves it after the pause, and after a reopen, although the server ends clean.
 #[test]
-#[ignore = "FINDING D4: during CLIENT PAUSE WRITE a read after a remove is served the removed answer and writes it back to the local disk for good"]
 fn a_remove_during_client_pause_write_is_undone_by_the_next_read() {
     let _slot = shared_slot();
     let Some(server) = server() else { return };

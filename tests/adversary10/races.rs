@@ -73,7 +73,6 @@ async fn race(m: Mutation) -> (Option<Vec<u8>>, Option<Vec<u8>>, Option<Vec<u8>>
 /// the key: the next read (the latency gone, as a spike ends) is served the removed value,
 /// which is promoted into hot and written to this replica's disk (served after a reopen).
 #[tokio::test(flavor = "current_thread", start_paused = true)]
-#[ignore = "FINDING D4: a read after a remove whose DEL is still in flight (a slow server) is served the removed value, and writes it back to the local disk"]
 async fn a_remove_during_a_slow_shared_read_holds() {
     let (_, after, reopened) = race(Mutation::Remove).await;
     assert_eq!((after, reopened), (None, None));
@@ -99,7 +98,6 @@ async fn a_clear_during_a_slow_shared_read_holds() {
 /// not hide the shared copy. Once the hot tombstone is evicted (hot tier of 1 entry) and the
 /// disk delete landed, a read in that window finds the removed value on the server.
 #[tokio::test(flavor = "current_thread", start_paused = true)]
-#[ignore = "FINDING D4: while a remove's DEL is in flight (not answered yet) the removed value is read back from the server, served and promoted into hot and disk"]
 async fn a_remove_whose_del_is_in_flight_still_hides_the_shared_copy() {
     let server = MemoryShared::new();
     let dir = TestDir::new();

@@ -236,7 +236,8 @@ async fn a_newer_set_queued_supersedes_a_kept_del() {
     assert!(b.remove("k").await.unwrap());
     b.flush().await.unwrap();
     assert_eq!(b.stats().shared_queue_entries, 1);
-    // Queued while Closed, after the failed DEL: the set wins, the kept DEL is not sent.
+    // Queued while Closed, after the failed DEL: the set wins; the kept DEL goes first in the
+    // same pipeline (so a set that is then refused never leaves the removed value there).
     b.set_bytes("k", b"new").await.unwrap();
     b.flush().await.unwrap();
     tokio::time::advance(answercache::shared::DEFAULT_SHARED_OPEN_TIMEOUT).await;
@@ -247,7 +248,8 @@ async fn a_newer_set_queued_supersedes_a_kept_del() {
         Some(&b"new"[..])
     );
     let s = b.stats();
-    assert_eq!((s.shared_writes_ok, s.shared_queue_entries), (2, 0));
+    // "old", the DEL, "new".
+    assert_eq!((s.shared_writes_ok, s.shared_queue_entries), (3, 0));
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
