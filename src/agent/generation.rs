@@ -70,21 +70,36 @@ fn fresh_generation(now_ms: u64) -> u64 {
     u64::from_le_bytes(first).max(1)
 }
 
-/// A fresh generation and its record, made at `now_ms`.
-fn new_record(now_ms: u64) -> Result<(u64, Arc<[u8]>)> {
-    let generation = fresh_generation(now_ms);
-    let record = Record {
-        generation,
-        created_ms: now_ms,
-    };
-    Ok((generation, codec::encode(Codec::Json, &record)?.into()))
-}
-
 /// The persisted record of a namespace.
 #[derive(Debug, Serialize, Deserialize)]
 struct Record {
     generation: u64,
     created_ms: u64,
+    /// The generations this cache left for it (feature `redis`: the last
+    /// `RETIRED_GENERATIONS`), so that a reopened cache never adopts one of them from a
+    /// server rolled back by a restore or a failover. Absent in records of older versions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    retired: Vec<u64>,
+}
+
+/// The record of generation `g` of `name`, made now, with the generations left for it.
+fn record_of(tiers: &Tiers, name: &str, g: u64) -> Result<Arc<[u8]>> {
+    #[cfg(feature = "redis")]
+    let retired = tiers
+        .shared()
+        .map(|s| s.retired_generations(name))
+        .unwrap_or_default();
+    #[cfg(not(feature = "redis"))]
+    let retired = {
+        let _ = name;
+        Vec::new()
+    };
+    let record = Record {
+        generation: g,
+        created_ms: tiers.now_ms(),
+        retired,
+    };
+    Ok(codec::encode(Codec::Json, &record)?.into())
 }
 
 /// A namespace's in-memory state in one open cache.
@@ -243,15 +258,11 @@ impl NamespaceSlot {
             return false;
         }
         retire(tiers, name, old, g);
-        let record = Record {
-            generation: g,
-            created_ms: tiers.now_ms(),
-        };
-        if let Ok(bytes) = codec::encode(Codec::Json, &record) {
+        if let Ok(bytes) = record_of(tiers, name, g) {
             // Best effort: the slot already holds `g`; a record not on disk is drawn again
             // (and reconciled by the next sync) after a reopen.
             let _ = tiers
-                .set(&record_key(name), bytes.into(), None, 0, Encoding::Json)
+                .set(&record_key(name), bytes, None, 0, Encoding::Json)
                 .await;
         }
         tracing::info!(
@@ -311,7 +322,15 @@ impl NamespaceSlot {
             tiers.drop_clean_hot(&rk);
         }
         let found = tiers.lookup(&rk, false).await?;
-        let local = match found.and_then(|f| codec::decode::<Record>(f.encoding, &f.value).ok()) {
+        let record = found.and_then(|f| codec::decode::<Record>(f.encoding, &f.value).ok());
+        // The generations this cache left, as of its last run: never adopted again.
+        #[cfg(feature = "redis")]
+        if let (Some(shared), Some(r)) = (tiers.shared(), &record) {
+            for &left in &r.retired {
+                shared.retire_generation(name, left);
+            }
+        }
+        let local = match record {
             Some(r) if r.generation != 0 => Some(r.generation),
             _ => None,
         };
@@ -331,11 +350,10 @@ impl NamespaceSlot {
                     .await
                 {
                     Some(g) if Some(g) != local => {
-                        let record = Record {
-                            generation: g,
-                            created_ms: tiers.now_ms(),
-                        };
-                        let bytes: Arc<[u8]> = codec::encode(Codec::Json, &record)?.into();
+                        if let Some(left) = local {
+                            shared.retire_generation(name, left);
+                        }
+                        let bytes = record_of(tiers, name, g)?;
                         match tiers.set(&rk, bytes, None, 0, Encoding::Json).await {
                             Ok(()) | Err(Error::NotPersisted { .. }) => {}
                             Err(e) => return Err(e),
@@ -351,7 +369,8 @@ impl NamespaceSlot {
             Some(g) => g,
             None => {
                 // Never written, or lost: a fresh generation (see the module docs).
-                let (g, record) = new_record(tiers.now_ms())?;
+                let g = fresh_generation(tiers.now_ms());
+                let record = record_of(tiers, name, g)?;
                 // A write-through store that did not reach the disk still serves the
                 // generation from memory; `flush` reports it.
                 match tiers.set(&rk, record, None, 0, Encoding::Json).await {
@@ -374,10 +393,11 @@ impl NamespaceSlot {
         tiers.check_open()?;
         let _serial = self.lock.lock().await;
         tiers.check_open()?;
-        let (g, record) = new_record(tiers.now_ms())?;
+        let g = fresh_generation(tiers.now_ms());
         // In memory first: from here on, this process never reads an old entry.
         let old = self.generation.swap(g, Ordering::AcqRel);
         retire(tiers, name, old, g);
+        let record = record_of(tiers, name, g)?;
         let rk = record_key(name);
         // With a shared tier, a marker first (see `pending` below): until the server takes
         // the generation, a restart must know it is pending.

@@ -797,6 +797,15 @@ impl SharedTier {
         }
     }
 
+    /// The generations of `name` this replica left, oldest first (kept in its namespace
+    /// record, so that a reopen knows them).
+    pub(crate) fn retired_generations(&self, name: &str) -> Vec<u64> {
+        lock(&self.retired)
+            .get(name)
+            .map(|list| list.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
     /// Whether this replica left generation `g` of `name`.
     pub(crate) fn is_retired(&self, name: &str, g: u64) -> bool {
         lock(&self.retired)
