@@ -33,6 +33,10 @@ pub(crate) enum Failure {
     Failed(SharedErrorKind),
     /// The server refused a write for memory: not a failure (reads still work).
     Oom,
+    /// The key holds a value of another Redis type (`WRONGTYPE`: a list where an entry string
+    /// belongs): a data problem of that key, not a failure of the server; the read path
+    /// counts it corrupt and deletes it.
+    WrongType,
 }
 
 impl StoreError {
@@ -44,11 +48,11 @@ impl StoreError {
         }
     }
 
-    /// The failure kind, `None` for OOM.
+    /// The failure kind, `None` for OOM and a wrong type.
     pub(crate) fn failure(&self) -> Option<SharedErrorKind> {
         match self.kind {
             Failure::Failed(k) => Some(k),
-            Failure::Oom => None,
+            Failure::Oom | Failure::WrongType => None,
         }
     }
 
@@ -59,6 +63,12 @@ impl StoreError {
             "OOM" => {
                 return StoreError {
                     kind: Failure::Oom,
+                    detail: detail.into(),
+                }
+            }
+            "WRONGTYPE" => {
+                return StoreError {
+                    kind: Failure::WrongType,
                     detail: detail.into(),
                 }
             }
@@ -136,6 +146,9 @@ mod tests {
     fn replies_are_classified_by_code() {
         let kind = |c| StoreError::from_reply(c, "x").kind;
         assert_eq!(kind("OOM"), Failure::Oom);
+        // A key of another type: that key's data problem (adversary10 D3).
+        assert_eq!(kind("WRONGTYPE"), Failure::WrongType);
+        assert_eq!(StoreError::from_reply("WRONGTYPE", "x").failure(), None);
         for c in ["NOAUTH", "WRONGPASS", "NOPERM"] {
             assert_eq!(kind(c), Failure::Failed(SharedErrorKind::Auth), "{c}");
         }
@@ -149,7 +162,7 @@ mod tests {
         ] {
             assert_eq!(kind(c), Failure::Failed(SharedErrorKind::Server), "{c}");
         }
-        for c in ["ERR", "WRONGTYPE", ""] {
+        for c in ["ERR", "WRONGTYPEX", ""] {
             assert_eq!(kind(c), Failure::Failed(SharedErrorKind::Protocol), "{c}");
         }
     }

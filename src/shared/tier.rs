@@ -297,6 +297,15 @@ impl SharedTier {
         let max = self.max_value_len();
         let bytes = match self.call(true, |s| s.get(&ekey, max)).await? {
             Ok(Some(b)) => b,
+            Err(e) if e.kind == Failure::WrongType => {
+                // Not a string: the shared analogue of a directory at an entry path.
+                self.counters
+                    .shared
+                    .corruption(crate::warm::format::Corruption::NotARegularFile);
+                self.count_miss();
+                self.delete_corrupt(ekey).await;
+                return None;
+            }
             Ok(None) | Err(_) => {
                 self.count_miss();
                 return None;
@@ -328,13 +337,16 @@ impl SharedTier {
             Checked::Corrupt(reason) => {
                 self.counters.shared.corruption(reason);
                 self.count_miss();
-                let tier = self.clone();
-                tokio::spawn(async move {
-                    let _ = tier.call(false, |s| s.del(&ekey)).await;
-                });
+                self.delete_corrupt(ekey).await;
                 None
             }
         }
+    }
+
+    /// Deletes a corrupt or foreign value found at `ekey` before the read returns (within the
+    /// timeout): the next read of the key does not meet it again.
+    async fn delete_corrupt(&self, ekey: String) {
+        let _ = self.call(false, |s| s.del(&ekey)).await;
     }
 
     /// Counts a shared read that found nothing usable.
