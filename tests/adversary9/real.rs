@@ -151,8 +151,9 @@ fn child_replica_helper() {
 }
 
 /// A answers in g0 (B sees it); the server stops (`SIGSTOP`); A, as a child process,
-/// invalidates (pending) and is `kill -9`ed; the server continues; A reopens. A must never
-/// serve the answer, the server must get A's generation, and B must stop serving it.
+/// invalidates (pending, g1) and is `kill -9`ed; the server continues; A reopens. A must never
+/// serve the answer; the reopen invalidates again with a fresh generation (neither g0 nor the
+/// marker's g1), which the server must get, and B must adopt it and stop serving the answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_killed_while_its_invalidation_is_pending_keeps_it_after_the_restart() {
     let Some(server) = RedisServer::start().map(Arc::new) else {
@@ -207,11 +208,23 @@ async fn a_replica_killed_while_its_invalidation_is_pending_keeps_it_after_the_r
         None,
         "A served the invalidated answer"
     );
+    // The reopen invalidates "bot" again with a fresh generation (never the marker's g1,
+    // which is retired): the server ends on it, and B follows.
     tokio::time::sleep(WAIT).await;
-    assert_eq!(on_server(&server, "r3").await, Some(g1));
+    let now = a.namespace("bot").unwrap().generation().await.unwrap();
+    assert!(now != g0 && now != g1, "a fresh generation, not {now:x}");
+    assert_eq!(on_server(&server, "r3").await, Some(now));
     assert_eq!(a.stats().namespace_invalidations_pending, 0);
+    assert_eq!(served(&a, "q").await, None);
     assert_eq!(served(&b, "q").await, None, "B still serves it");
-    assert_eq!(b.namespace("bot").unwrap().generation().await.unwrap(), g1);
+    assert_eq!(b.namespace("bot").unwrap().generation().await.unwrap(), now);
+    let markers = std::fs::read_dir(ra.path().join("nspending"))
+        .map(|rd| rd.count())
+        .unwrap_or(0);
+    assert_eq!(
+        markers, 0,
+        "a marker left after the server took the generation"
+    );
     a.close().await.unwrap();
     b.close().await.unwrap();
 }

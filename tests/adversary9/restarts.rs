@@ -77,9 +77,9 @@ async fn a_replica_still_open_after_a_restore_replaces_the_rolled_back_generatio
 /// takes the generation inline: `invalidate` is `Ok` and the marker file stays behind with
 /// g1. FORMAT.md: "A marker left behind ... only makes the next open write that generation
 /// to the server again: misses, never stale answers." Then B invalidates again (g2) and A
-/// follows; A is closed and reopened.
+/// follows; A is closed and reopened: it invalidates "bot" again with a fresh generation
+/// (neither g0, g1 nor g2), which the server and B end on.
 #[tokio::test(flavor = "current_thread", start_paused = true)]
-#[ignore = "FINDING A2: a marker left behind (its removal skipped after a failed dir fsync) brings an older generation back at reopen, undoing another replica's Ok invalidate fleet-wide"]
 async fn a_marker_left_behind_never_undoes_a_later_invalidation_of_another_replica() {
     let server = MemoryShared::new();
     let b = replica(&server).await;
@@ -118,11 +118,16 @@ async fn a_marker_left_behind_never_undoes_a_later_invalidation_of_another_repli
         marker_files(dir.root())
     );
     pass(secs(5)).await;
-    assert_ne!(
-        on_server(&server, "bot"),
-        Some(g1),
-        "the server went back to g1"
+    // The reopen invalidated "bot" again: a fresh generation, never g1 back.
+    let now = a.namespace("bot").unwrap().generation().await.unwrap();
+    assert!(
+        now != g0 && now != g1 && now != g2,
+        "a fresh generation, not {now:x}"
     );
+    assert_eq!(on_server(&server, "bot"), Some(now), "the server went back");
+    assert_eq!(nb.generation().await.unwrap(), now);
+    assert_eq!(a.stats().namespace_invalidations_pending, 0);
+    assert!(marker_files(dir.root()).is_empty());
     assert_eq!(served(&a, "bot", "q").await, None);
     assert_eq!(served(&b, "bot", "q").await, None);
     a.close().await.unwrap();
@@ -130,14 +135,13 @@ async fn a_marker_left_behind_never_undoes_a_later_invalidation_of_another_repli
 
 /// The same left-behind marker made by a failing unlink (EIO on the marker's removal).
 #[tokio::test(flavor = "current_thread", start_paused = true)]
-#[ignore = "FINDING A2: a marker whose unlink failed brings an older generation back at reopen, undoing another replica's Ok invalidate"]
 async fn a_marker_whose_unlink_failed_never_undoes_a_later_invalidation_of_another_replica() {
     let server = MemoryShared::new();
     let b = replica(&server).await;
     let dir = TestDir::new().fault_fs();
     let a = open(&dir, &server).await;
     let na = a.namespace("bot").unwrap();
-    na.generation().await.unwrap();
+    let g0 = na.generation().await.unwrap();
     dir.fs().add_rule(
         Rule::new(Fault::Errno(5))
             .ops(&[FsOp::RemoveFile])
@@ -150,9 +154,11 @@ async fn a_marker_whose_unlink_failed_never_undoes_a_later_invalidation_of_anoth
     store(&a, "bot", "q", "answer of g1").await;
     let nb = b.namespace("bot").unwrap();
     assert_eq!(nb.generation().await.unwrap(), g1);
-    nb.invalidate().await.unwrap();
+    let g2 = nb.invalidate().await.unwrap();
     pass(secs(3)).await;
+    assert_eq!(na.generation().await.unwrap(), g2);
     assert_eq!(served(&a, "bot", "q").await, None);
+    drop(na); // it holds a handle of the cache: the crash drops every one
     drop(a); // a crash
     settle().await;
     let a = open(&dir, &server).await;
@@ -162,12 +168,23 @@ async fn a_marker_whose_unlink_failed_never_undoes_a_later_invalidation_of_anoth
         "A served an answer B's Ok invalidate had invalidated"
     );
     pass(secs(5)).await;
+    let now = a.namespace("bot").unwrap().generation().await.unwrap();
+    assert!(
+        now != g0 && now != g1 && now != g2,
+        "a fresh generation, not {now:x}"
+    );
+    assert_eq!(on_server(&server, "bot"), Some(now), "the server went back");
+    assert_eq!(nb.generation().await.unwrap(), now);
+    assert_eq!(a.stats().namespace_invalidations_pending, 0);
+    assert!(marker_files(dir.root()).is_empty());
+    assert_eq!(served(&a, "bot", "q").await, None);
     assert_eq!(served(&b, "bot", "q").await, None);
     a.close().await.unwrap();
 }
 
 /// A pending invalidation (server away) then a power cut: the image of the disk, reopened,
-/// still holds it, and the server gets it once it answers.
+/// still holds it (the namespace invalidated again at the reopen, with a fresh generation:
+/// neither g0 nor the marker's g1), and the server gets that one once it answers.
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_pending_invalidation_survives_a_power_cut() {
     let server = MemoryShared::new();
@@ -190,6 +207,7 @@ async fn a_pending_invalidation_survives_a_power_cut() {
     assert_eq!(on_server(&server, "bot"), Some(g0));
     let image = tmp.path().join("image");
     fs.crash(&image).unwrap();
+    drop(na); // it holds a handle of the cache: the crash drops every one
     drop(a);
     settle().await;
     server.heal();
@@ -200,13 +218,16 @@ async fn a_pending_invalidation_survives_a_power_cut() {
         .await
         .unwrap();
     settle().await;
-    assert_eq!(a.stats().namespace_invalidations_pending, 1);
     assert_eq!(served(&a, "bot", "q").await, None);
-    assert_eq!(a.namespace("bot").unwrap().generation().await.unwrap(), g1);
+    let now = a.namespace("bot").unwrap().generation().await.unwrap();
+    assert!(now != g0 && now != g1, "a fresh generation, not {now:x}");
     pass(secs(5)).await;
-    assert_eq!(on_server(&server, "bot"), Some(g1));
+    assert_eq!(a.namespace("bot").unwrap().generation().await.unwrap(), now);
+    assert_eq!(on_server(&server, "bot"), Some(now));
     assert_eq!(a.stats().namespace_invalidations_pending, 0);
+    assert_eq!(b.namespace("bot").unwrap().generation().await.unwrap(), now);
     assert_eq!(served(&b, "bot", "q").await, None);
+    assert_eq!(served(&a, "bot", "q").await, None);
     assert!(marker_files(&image).is_empty());
     a.close().await.unwrap();
 }
@@ -220,7 +241,7 @@ async fn clear_then_reopen_keeps_a_pending_invalidation() {
     let dir = TestDir::new();
     let a = open(&dir, &server).await;
     let na = a.namespace("bot").unwrap();
-    na.generation().await.unwrap();
+    let g0 = na.generation().await.unwrap();
     store(&a, "bot", "q", "old answer").await;
     server.fail(Some(SharedOpKind::Set), SharedFault::Io, None);
     let g1 = na.invalidate().await.unwrap();
@@ -228,12 +249,19 @@ async fn clear_then_reopen_keeps_a_pending_invalidation() {
     assert_eq!(a.stats().namespace_invalidations_pending, 1);
     a.close().await.unwrap();
     let a = open(&dir, &server).await;
+    // The server still refuses writes: the re-invalidation of the reopen is pending.
     assert_eq!(a.stats().namespace_invalidations_pending, 1);
     assert_eq!(served(&a, "bot", "q").await, None);
+    let now = a.namespace("bot").unwrap().generation().await.unwrap();
+    assert!(now != g0 && now != g1, "a fresh generation, not {now:x}");
+    assert_eq!(marker_files(dir.root()), vec![marker_name("bot")]);
+    assert_eq!(on_server(&server, "bot"), Some(g0));
     server.heal();
     pass(secs(5)).await;
-    assert_eq!(on_server(&server, "bot"), Some(g1));
+    assert_eq!(a.namespace("bot").unwrap().generation().await.unwrap(), now);
+    assert_eq!(on_server(&server, "bot"), Some(now));
     assert_eq!(a.stats().namespace_invalidations_pending, 0);
+    assert_eq!(b.namespace("bot").unwrap().generation().await.unwrap(), now);
     assert_eq!(served(&b, "bot", "q").await, None);
     assert!(marker_files(dir.root()).is_empty());
     a.close().await.unwrap();
@@ -252,7 +280,7 @@ async fn eviction_under_a_tiny_budget_never_loses_a_pending_invalidation() {
     };
     let a = open_with(&dir, &server, tiny).await;
     let na = a.namespace("bot").unwrap();
-    na.generation().await.unwrap();
+    let g0 = na.generation().await.unwrap();
     store(&a, "bot", "q", "old answer").await;
     server.fail(Some(SharedOpKind::Set), SharedFault::Io, None);
     let g1 = na.invalidate().await.unwrap();
@@ -262,31 +290,39 @@ async fn eviction_under_a_tiny_budget_never_loses_a_pending_invalidation() {
             .unwrap();
     }
     a.flush().await.unwrap();
+    drop(na); // it holds a handle of the cache: the crash drops every one
     drop(a);
     settle().await;
     let a = open_with(&dir, &server, tiny).await;
     assert_eq!(served(&a, "bot", "q").await, None);
-    assert_eq!(a.namespace("bot").unwrap().generation().await.unwrap(), g1);
+    let now = a.namespace("bot").unwrap().generation().await.unwrap();
+    assert!(now != g0 && now != g1, "a fresh generation, not {now:x}");
+    assert_eq!(a.stats().namespace_invalidations_pending, 1);
     server.heal();
     pass(secs(5)).await;
-    assert_eq!(on_server(&server, "bot"), Some(g1));
+    assert_eq!(a.namespace("bot").unwrap().generation().await.unwrap(), now);
+    assert_eq!(on_server(&server, "bot"), Some(now));
+    assert_eq!(a.stats().namespace_invalidations_pending, 0);
+    assert_eq!(b.namespace("bot").unwrap().generation().await.unwrap(), now);
     assert_eq!(served(&b, "bot", "q").await, None);
+    assert!(marker_files(dir.root()).is_empty());
     a.close().await.unwrap();
 }
 
 /// A's first invalidation (g1) is pending with its marker; an answer is stored in g1. The
 /// server is back; A invalidates again (g2), the server takes g2 inline, but the new marker
 /// cannot be written (ENOSPC): `invalidate` is `Ok`. A is closed (gracefully) and reopened.
-/// Promised: A never again serves an answer stored before its second `Ok` invalidate.
+/// Promised: A never again serves an answer stored before its second `Ok` invalidate; the
+/// older marker left behind makes the reopen invalidate "bot" again with a fresh generation
+/// (neither g0, g1 nor g2), which the server and B end on.
 #[tokio::test(flavor = "current_thread", start_paused = true)]
-#[ignore = "FINDING A2: an older marker survives a later Ok invalidate whose own marker failed; the reopen resumes the older generation and serves answers the later invalidate removed"]
 async fn an_older_marker_never_outlives_a_later_ok_invalidation() {
     let server = MemoryShared::new();
     let b = replica(&server).await;
     let dir = TestDir::new().fault_fs();
     let a = open(&dir, &server).await;
     let na = a.namespace("bot").unwrap();
-    na.generation().await.unwrap();
+    let g0 = na.generation().await.unwrap();
     server.fail(Some(SharedOpKind::Set), SharedFault::Io, None);
     let g1 = na.invalidate().await.unwrap();
     assert_eq!(marker_files(dir.root()), vec![marker_name("bot")]);
@@ -311,11 +347,18 @@ async fn an_older_marker_never_outlives_a_later_ok_invalidation() {
         "A served an answer its own second Ok invalidate had invalidated"
     );
     pass(secs(5)).await;
-    assert_eq!(
-        on_server(&server, "bot"),
-        Some(g2),
-        "the server went back to g1"
+    // The older marker (g1) made the reopen invalidate "bot" again: a fresh generation, never
+    // g1 back (nor g2, which it cannot tell from an older one).
+    let now = a.namespace("bot").unwrap().generation().await.unwrap();
+    assert!(
+        now != g0 && now != g1 && now != g2,
+        "a fresh generation, not {now:x}"
     );
+    assert_eq!(on_server(&server, "bot"), Some(now), "the server went back");
+    assert_eq!(b.namespace("bot").unwrap().generation().await.unwrap(), now);
+    assert_eq!(a.stats().namespace_invalidations_pending, 0);
+    assert!(marker_files(dir.root()).is_empty());
+    assert_eq!(served(&a, "bot", "q").await, None);
     assert_eq!(served(&b, "bot", "q").await, None);
     a.close().await.unwrap();
 }
@@ -323,9 +366,9 @@ async fn an_older_marker_never_outlives_a_later_ok_invalidation() {
 /// A's invalidation (g1) is pending (the server refused it) and A crashes; while A is down,
 /// B invalidates the namespace (g2 on the server) and answers in g2. A restarts with the
 /// server answering. Promised to B: its `Ok` invalidate holds, and A's older invalidation,
-/// written late, must not bring back answers stored before B's (A's own, stored in g1).
+/// written late, must not bring back answers stored before B's (A's own, stored in g1): the
+/// reopen invalidates "bot" again with a fresh generation (neither g0, g1 nor g2).
 #[tokio::test(flavor = "current_thread", start_paused = true)]
-#[ignore = "FINDING A3: a pending generation resumed at reopen is written over another replica's newer generation; answers stored before that newer invalidation come back"]
 async fn a_resumed_pending_generation_never_overwrites_a_newer_one_of_another_replica() {
     let server = MemoryShared::new();
     let b = replica(&server).await;
@@ -337,30 +380,45 @@ async fn a_resumed_pending_generation_never_overwrites_a_newer_one_of_another_re
     server.fail(Some(SharedOpKind::Set), SharedFault::Io, None);
     let g1 = na.invalidate().await.unwrap();
     store(&a, "bot", "q", "A's answer, stored before B's invalidation").await;
+    drop(na); // it holds a handle of the cache: the crash drops every one
     drop(a); // a crash
     settle().await;
     server.heal();
     let g2 = b.namespace("bot").unwrap().invalidate().await.unwrap();
     store(&b, "bot", "other", "B's answer in g2").await;
     let a = open(&dir, &server).await;
+    assert_eq!(served(&a, "bot", "q").await, None);
     pass(secs(5)).await;
-    assert_ne!(
-        on_server(&server, "bot"),
-        Some(g1),
-        "the server went back to g1 over g2 = {g2:x}"
+    // A's marker made the reopen invalidate "bot" again: a fresh generation, which the
+    // server and B end on (B's answer in g2 is a miss too: the cost, never a stale answer).
+    let now = a.namespace("bot").unwrap().generation().await.unwrap();
+    assert!(
+        now != g0 && now != g1 && now != g2,
+        "a fresh generation, not {now:x}"
     );
+    assert_eq!(
+        on_server(&server, "bot"),
+        Some(now),
+        "the server went back (g1 = {g1:x}, g2 = {g2:x})"
+    );
+    assert_eq!(b.namespace("bot").unwrap().generation().await.unwrap(), now);
+    assert_eq!(a.stats().namespace_invalidations_pending, 0);
+    assert!(marker_files(dir.root()).is_empty());
     assert_eq!(
         served(&b, "bot", "q").await,
         None,
         "B serves an answer stored before its own Ok invalidate"
     );
     assert_eq!(served(&a, "bot", "q").await, None);
+    assert_eq!(served(&a, "bot", "other").await, None);
+    assert_eq!(served(&b, "bot", "other").await, None);
     a.close().await.unwrap();
 }
 
 /// A power cut at each disk call of an invalidation made while the server is away: whenever
-/// `invalidate` returned `Ok`, the image reopened holds the new generation (never the
-/// answer), and the server gets it once it answers.
+/// `invalidate` returned `Ok`, the image reopened holds the invalidation (never the answer;
+/// the namespace invalidated again at the reopen, with a generation neither g0 nor the
+/// marker's), and the server gets that generation once it answers.
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_power_cut_at_any_point_of_an_ok_invalidation_keeps_it() {
     let mut oks = 0;
@@ -385,6 +443,7 @@ async fn a_power_cut_at_any_point_of_an_ok_invalidation_keeps_it() {
         let r = na.invalidate().await;
         let image = tmp.path().join("image");
         fs.crash(&image).unwrap();
+        drop(na); // it holds a handle of the cache: the crash drops every one
         drop(a);
         settle().await;
         server.heal();
@@ -401,14 +460,31 @@ async fn a_power_cut_at_any_point_of_an_ok_invalidation_keeps_it() {
             .unwrap();
         settle().await;
         assert_eq!(served(&a, "bot", "q").await, None, "cut after {cut} calls");
-        assert_eq!(
-            a.namespace("bot").unwrap().generation().await.unwrap(),
-            g1,
-            "cut after {cut} calls"
+        assert_ne!(g1, g0);
+        // Invalidated again at the reopen: a fresh generation, neither g0 nor the marker's.
+        let now = a.namespace("bot").unwrap().generation().await.unwrap();
+        assert!(
+            now != g0 && now != g1,
+            "cut after {cut} calls: a fresh generation, not {now:x}"
         );
         pass(secs(5)).await;
-        assert_eq!(on_server(&server, "bot"), Some(g1), "cut after {cut} calls");
-        assert_ne!(g1, g0);
+        assert_eq!(
+            a.namespace("bot").unwrap().generation().await.unwrap(),
+            now,
+            "cut after {cut} calls"
+        );
+        assert_eq!(
+            on_server(&server, "bot"),
+            Some(now),
+            "cut after {cut} calls"
+        );
+        assert_eq!(
+            a.stats().namespace_invalidations_pending,
+            0,
+            "cut after {cut} calls"
+        );
+        assert_eq!(served(&a, "bot", "q").await, None, "cut after {cut} calls");
+        assert!(marker_files(&image).is_empty(), "cut after {cut} calls");
         a.close().await.unwrap();
     }
     // Early cuts fail the invalidation, late ones come after it.
@@ -419,7 +495,6 @@ async fn a_power_cut_at_any_point_of_an_ok_invalidation_keeps_it() {
 /// ("the cache is closed"), with no half effect: after the reopen the namespace is where it
 /// was, its answer served, the server's generation unchanged, no marker.
 #[tokio::test(flavor = "current_thread", start_paused = true)]
-#[ignore = "FINDING A5: invalidate on a closed cache returns Closed but first writes a pending marker; the next open invalidates the namespace fleet-wide"]
 async fn an_invalidation_after_close_is_an_error_without_effect() {
     let server = MemoryShared::new();
     let dir = TestDir::new();
