@@ -47,12 +47,13 @@ pub(crate) async fn sync_once(tiers: &Tiers, namespaces: &Namespaces) {
         return;
     }
     // Invalidations pending before a restart first: nothing is adopted over a local record
-    // until they are known. A cache that is not using its disk (memory-only after disk
-    // errors) reads no local record and no entry from the disk, so it syncs meanwhile: when
-    // the disk is back, the markers are read before the next sync and each marked
-    // namespace is invalidated again, whatever was adopted.
+    // until they are known. A cache that is not reading its disk now (memory-only after disk
+    // errors, or its disk breaker open) reads no local record and no entry from the disk,
+    // so it syncs meanwhile: when the disk is back, the markers are read before the next
+    // sync and each marked namespace is invalidated again, whatever was adopted.
     namespaces.resume(tiers).await;
-    if !shared.markers_listed() && tiers.gate().in_use() {
+    let disk_readable = tiers.gate().in_use() && tiers.breaker_state() != BreakerState::Open;
+    if !shared.markers_listed() && disk_readable {
         return;
     }
     let written = shared.retry_pending().await;

@@ -148,7 +148,6 @@ async fn a_marker_listing_that_fails_once_costs_one_sync_at_most() {
 /// breaker open (checked: still so after 10 minutes, 7 errors), and the namespace sync keeps
 /// waiting for the markers to be listed.
 #[tokio::test(flavor = "current_thread", start_paused = true)]
-#[ignore = "FINDING A4: a replica whose disk is down at open (disk breaker open, mode still Tiered) never runs the namespace sync; another replica's Ok invalidate never reaches it"]
 async fn a_replica_whose_disk_is_down_at_open_still_learns_invalidations() {
     a_replica_whose_disk_is_down_at_open_learns_invalidations(|b| b).await;
 }
