@@ -102,6 +102,7 @@ fn demo_json_agrees_with_its_tables() {
             "final_stats",
             "kept",
             "phases",
+            "replicas",
             "resilience",
             "wall_ms",
             "writes"

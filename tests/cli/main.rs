@@ -22,6 +22,11 @@
 //!   refuses a bincode value (exit 2) unless `--raw` or `--json`; `--json` says the encoding.
 //! - `demo`: the demo finishes with exit 0, and its final table reports at least one breaker
 //!   opening, one recovery and one quarantined file (the `--json` document agrees).
+//! - `replicas`: the demo's replicas phase against a real server: three replicas share
+//!   answers, the throwaway server is killed -9 and restarted, 0 errors and 0 wrong answers,
+//!   fewer model calls with sharing than without, shared hits; `--redis URL` is used and never
+//!   killed; without a server on `PATH` the phase is skipped and the demo succeeds. Under
+//!   `CI=true` a missing `redis-server` fails these tests instead of skipping them.
 //!
 //! The binary exists only with the `cli` feature (`cargo test --all-features`).
 
@@ -38,6 +43,7 @@ mod entries;
 mod errors;
 mod json;
 mod ls;
+mod replicas;
 mod support;
 mod values;
 mod verify;

@@ -190,6 +190,12 @@ struct DemoArgs {
     #[arg(long, default_value_t = 10, value_name = "SCALE",
           value_parser = clap::value_parser!(u32).range(1..))]
     time_scale: u32,
+    /// The Redis or Valkey server of the replicas phase (redis://, valkey://,
+    /// redis+unix:///path). It is used, never killed. Default: a throwaway redis-server (or
+    /// valkey-server) on a unix socket when one is on PATH, killed -9 and restarted mid-run;
+    /// without one the phase is skipped.
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -237,6 +243,7 @@ fn run(cli: Cli) -> Result<Status, error::CliError> {
                 hot_bytes: args.hot_kib.saturating_mul(1024),
                 time_scale: args.time_scale,
                 json,
+                redis: args.redis,
             }))
             .map(|()| Status::Ok)
             .map_err(|e| error::CliError::new(error::Kind::Other, e.to_string())),

@@ -39,12 +39,25 @@ pub struct EventCounts {
     pub probes_failed: AtomicU64,
     /// Files quarantined.
     pub quarantined: AtomicU64,
+    /// Shared-tier breaker transitions, by `from -> to` (every replica's together).
+    pub shared_changes: Mutex<BTreeMap<String, u64>>,
 }
 
 impl EventCounts {
     /// Reads a counter.
     pub fn get(c: &AtomicU64) -> u64 {
         c.load(Ordering::Relaxed)
+    }
+
+    /// The shared-tier breaker transitions seen so far, by `from -> to`.
+    pub fn shared_changes(&self) -> BTreeMap<String, u64> {
+        lock(&self.shared_changes).clone()
+    }
+
+    fn shared_change(&self, from: &str, to: &str) {
+        *lock(&self.shared_changes)
+            .entry(format!("{from} -> {to}"))
+            .or_default() += 1;
     }
 }
 
@@ -187,6 +200,30 @@ impl Live {
             "dirty entries queued for write-back" => {
                 let n: u64 = get("queued").parse().unwrap_or(0);
                 format!("write-back: {n} entries set while the disk was away queued for the disk")
+            }
+            "shared tier circuit breaker opened: serving from the local tiers only" => {
+                c.shared_change(&get("from"), "open");
+                let cause = get("cause");
+                format!(
+                    "shared breaker {} -> OPEN{}: this replica serves from its local tiers; PING again in {} ms",
+                    get("from"),
+                    if cause.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", super::shorten(&cause, 60))
+                    },
+                    get("open_timeout_ms")
+                )
+            }
+            "shared tier circuit breaker state changed" => {
+                let (from, to) = (get("from"), get("to"));
+                c.shared_change(&from, &to);
+                let why = match to.as_str() {
+                    "half-open" => ": the timer lets one PING through",
+                    "closed" => ": the server answers PING; this replica shares answers",
+                    _ => "",
+                };
+                format!("shared breaker {from} -> {}{why}", to.to_uppercase())
             }
             "corrupted entry quarantined" => {
                 c.quarantined.fetch_add(1, Ordering::Relaxed);

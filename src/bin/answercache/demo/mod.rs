@@ -16,6 +16,12 @@
 //! 4. **disk repaired**: the fault is switched off. Nothing tells the cache: its next
 //!    recovery probe finds the disk healthy, it goes back to tiered mode and writes back what
 //!    was set during the outage.
+//! 5. **replicas** (`replicas.rs`): once the cache is closed, three replicas with caches of
+//!    their own serve the workload twice through one Redis server, with sharing off and on;
+//!    mid-run the server is killed -9 and restarted. The phase reports the model calls saved
+//!    by sharing, the shared hits and the shared breaker's changes, with 0 errors and 0 wrong
+//!    answers. The server is `--redis URL`, or a throwaway `redis-server` / `valkey-server`
+//!    from `PATH` (`server.rs`); without one the phase is skipped with one line saying why.
 //!
 //! The resilience knobs are shortened (`DEMO_*` below) so the whole story fits in seconds.
 //! New phases slot in between the others: they only need the cache handle and `Demo::serve`.
@@ -45,8 +51,10 @@ use workload::{Prompt, Workload};
 mod damage;
 mod faults;
 mod live;
+mod replicas;
 mod report;
 mod results;
+mod server;
 pub mod workload;
 
 /// Settings of a demo run (the `demo` subcommand's options).
@@ -70,6 +78,9 @@ pub struct DemoOptions {
     pub time_scale: u32,
     /// Print a JSON document on stdout (the narrative goes to stderr).
     pub json: bool,
+    /// The Redis or Valkey server of the replicas phase (`--redis URL`); `None`: a throwaway
+    /// server when one is installed, else the phase is skipped.
+    pub redis: Option<String>,
 }
 
 /// Consecutive disk failures that open the breaker (the library default).
@@ -116,6 +127,8 @@ struct Demo {
     /// When the current cache instance was opened.
     opened_at: Instant,
     started: Instant,
+    /// The server of the replicas phase, or why it is skipped.
+    redis: replicas::Plan,
 }
 
 /// Runs the demo.
@@ -132,7 +145,9 @@ pub async fn run(opts: DemoOptions) -> Result<(), BoxError> {
     let cache = demo.restart(cache).await?;
     let stopped = demo.outage(&cache, warm_end..outage_end).await?;
     demo.recovery(&cache, stopped..n).await?;
-    demo.finish(cache).await
+    let closed = demo.close(cache).await;
+    let replicas = demo.replicas().await?;
+    demo.finish(closed, replicas).await
 }
 
 impl Demo {
@@ -188,6 +203,8 @@ impl Demo {
             table::duration(DEMO_RECOVERY_INTERVAL),
         ));
         say("  disk failure    : SIMULATED with a fault-injecting file system around the real one; no device is harmed".into());
+        let redis = replicas::Plan::choose(opts.redis.as_deref());
+        say(format!("  replicas        : {}", redis.intro()));
         if !events {
             say("  note: another tracing subscriber is installed; the live log is off".into());
         }
@@ -204,6 +221,7 @@ impl Demo {
             totals: Totals::default(),
             opened_at: Instant::now(),
             started: Instant::now(),
+            redis,
         })
     }
 
@@ -539,9 +557,10 @@ impl Demo {
         s
     }
 
-    /// Closes the cache and prints the final tables (and, with `--json`, the document).
-    async fn finish(mut self, cache: TieredCache) -> Result<(), BoxError> {
-        let closed = self.close(cache).await;
+    /// Prints the final tables (and, with `--json`, the document), given the main cache's
+    /// last stats and what the replicas phase did. Errors or wrong answers of the replicas
+    /// phase fail the demo, once the tables are out.
+    async fn finish(self, closed: Stats, replicas: replicas::Outcome) -> Result<(), BoxError> {
         let results = Results {
             phases: &self.phases,
             totals: &self.totals,
@@ -553,6 +572,7 @@ impl Demo {
             dir: &self.dir,
             temporary: self.temp.is_some(),
             wall: self.started.elapsed(),
+            replicas: &replicas,
         };
         self.live.say("== results ==");
         for block in results.text() {
@@ -560,6 +580,15 @@ impl Demo {
         }
         if self.opts.json {
             output::print_json(&results.doc())?;
+        }
+        if let replicas::Outcome::Ran(r) = &replicas {
+            if r.errors > 0 || r.wrong_answers > 0 {
+                return Err(format!(
+                    "the replicas phase returned {} errors and {} wrong answers to callers",
+                    r.errors, r.wrong_answers
+                )
+                .into());
+            }
         }
         Ok(())
     }

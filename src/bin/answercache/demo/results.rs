@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use answercache::Stats;
 
+use super::replicas::Outcome;
 use super::report::{self, PhaseReport, Totals};
 use crate::table;
 
@@ -37,6 +38,8 @@ pub struct Results<'a> {
     pub temporary: bool,
     /// Wall-clock time of the whole run.
     pub wall: Duration,
+    /// The replicas phase.
+    pub replicas: &'a Outcome,
 }
 
 impl Results<'_> {
@@ -160,16 +163,18 @@ impl Results<'_> {
             ),
             ("wall time", table::duration(self.wall)),
         ];
-        vec![
+        let mut blocks = vec![
             report::phase_table(self.phases).to_string(),
             report::tier_table(self.last).to_string(),
             table::pairs(&resilience),
             table::pairs(&savings),
-            format!(
+        ];
+        blocks.extend(self.replicas.text());
+        blocks.push(format!(
                 "* model latency is SIMULATED (0.5-4 s per call, slept at 1/{} speed); no model was called.",
                 self.time_scale
-            ),
-        ]
+            ));
+        blocks
     }
 
     /// The `--json` document.
@@ -203,6 +208,7 @@ impl Results<'_> {
                 compressed_bytes: t.sum(|s| s.bytes_written_compressed),
             },
             final_stats: self.last,
+            replicas: self.replicas,
             wall_ms: report::ms(self.wall),
         }
     }
@@ -220,6 +226,8 @@ pub struct DemoDoc<'a> {
     writes: Writes,
     /// The last cache instance's `Stats`, field for field.
     final_stats: &'a Stats,
+    /// The replicas phase: `{"status": "ran", ...}` or `{"status": "skipped", "reason"}`.
+    replicas: &'a Outcome,
     wall_ms: u64,
 }
 
