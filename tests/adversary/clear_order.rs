@@ -175,8 +175,9 @@ async fn an_operation_queued_behind_a_write_in_flight_is_not_acknowledged_by_tha
         );
     }
     assert!(poll_once(&mut clear).await.is_pending());
+    // The faults so far: the older write's hang, the failed delete; then the fence's hang.
     assert!(
-        wait_until(Duration::from_secs(10), || fs.faults_injected() >= 2).await,
+        wait_until(Duration::from_secs(10), || fs.faults_injected() >= 3).await,
         "control: the clear reached its fence write"
     );
     fs.release_hangs();
