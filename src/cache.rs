@@ -738,7 +738,10 @@ impl Tiers {
         // Entries created before the fence are cleared; those set from now on are created at
         // or after it (`created_now`). The lost keys go: the fence covers their older files.
         self.p.freshness.clear();
-        self.p.queue.cancel_queued();
+        // The write-through callers of the operations the clear drops hear Ok once the fence
+        // is on disk (below), not before: until then a restart serves the keys' older files.
+        // On any early return they are dropped: "not written".
+        let superseded = self.p.queue.cancel_queued();
         self.p.queue.locked(|_| self.p.hot.clear());
         // Writes calling the disk now finish first (the gate below), and none starts until the
         // clear is done, so a write made after the clear began is never deleted by it. Waiting
@@ -762,6 +765,9 @@ impl Tiers {
                              still serves none of the cleared entries"
                     .into(),
             });
+        }
+        for w in superseded {
+            let _ = w.send(true);
         }
         let outcome = self.p.gate.run(|fs, store| store.clear(fs)).await;
         self.p.gate.note("clear", &outcome);

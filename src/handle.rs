@@ -444,7 +444,9 @@ impl TieredCache {
     /// [`Error::NotPersisted`](crate::Error::NotPersisted) when the fence could not be written: this process still never
     /// serves an entry created before the clear, and `flush`/`close` report the clear until
     /// the fence is on disk. Writes in flight finish first, except one whose disk call timed
-    /// out: if it lands later, the writer deletes it.
+    /// out: if it lands later, the writer deletes it. A write-through `set` or `remove` whose
+    /// operation the clear drops from the queue returns once the fence is on disk (`Ok`), or
+    /// the clear failed to write it (`NotPersisted`).
     pub async fn clear(&self) -> Result<()> {
         self.tiers.clear().await
     }

@@ -429,14 +429,22 @@ impl WriteQueue {
         (requeue || cancelled, waiters)
     }
 
-    /// Drops every operation not yet handed to a writer (for `clear`); their waiters are told
-    /// `true` (the clear supersedes them). An operation waiting behind a write in flight is
-    /// cancelled too: that write finishes (and `clear` waits for it), then the slot is removed
-    /// instead of queued again. Returns how many were dropped.
-    pub(crate) fn cancel_queued(&self) -> usize {
+    /// Drops every operation not yet handed to a writer (for `clear`). An operation waiting
+    /// behind a write in flight is cancelled too: that write finishes (and `clear` waits for
+    /// it), then the slot is removed instead of queued again. Returns the write-through waiters
+    /// of the dropped operations (those behind a write in flight included, which would
+    /// otherwise hear that older write's outcome), for `clear` to tell once its fence is on
+    /// disk: until then a restart serves the key's older file, so "superseded by the clear" is
+    /// not yet true there. Dropping them tells them "not written".
+    pub(crate) fn cancel_queued(&self) -> Vec<oneshot::Sender<bool>> {
         let mut st = self.lock();
+        let mut waiters = Vec::new();
         for slot in st.slots.values_mut().filter(|s| s.in_flight) {
             slot.cancelled = true;
+            if slot.seq != slot.in_flight_seq {
+                // They wait for the newer operation, which the clear drops.
+                waiters.append(&mut slot.waiters);
+            }
         }
         let doomed: Vec<KeyHash> = st
             .slots
@@ -444,7 +452,6 @@ impl WriteQueue {
             .filter(|(_, s)| !s.in_flight)
             .map(|(h, _)| *h)
             .collect();
-        let mut waiters = Vec::new();
         for h in &doomed {
             if let Some(slot) = st.slots.remove(h) {
                 st.bytes -= slot._permit.num_permits();
@@ -453,11 +460,8 @@ impl WriteQueue {
         }
         st.ready.clear();
         drop(st);
-        for w in waiters {
-            let _ = w.send(true);
-        }
         self.progress.notify_waiters();
-        doomed.len()
+        waiters
     }
 
     /// Called by the writer when it is about to stop: if nothing is ready, marks the queue shut
@@ -602,6 +606,53 @@ mod tests {
         }
         assert!(!a.await.unwrap());
         assert!(!b.await.unwrap());
+    }
+
+    /// `clear` tells the waiters of what it drops itself, once its fence is on disk: they
+    /// are handed back, not told anything here. An operation that is itself in flight keeps
+    /// its waiters: they learn its own outcome.
+    #[tokio::test]
+    async fn cancel_hands_back_the_waiters_of_what_it_drops() {
+        let q = WriteQueue::new(1 << 20);
+        let k: Arc<[u8]> = b"k".as_slice().into();
+        let (queued, behind, alone) = ([1u8; 32], [2u8; 32], [3u8; 32]);
+        // Two keys in flight.
+        q.push(behind, k.clone(), put(2), false).await;
+        q.push(alone, k.clone(), put(3), false).await;
+        let jobs: Vec<Job> = std::iter::from_fn(|| q.take()).collect();
+        let behind_job = jobs.iter().find(|j| j.hash == behind).unwrap();
+        let alone_job = jobs.iter().find(|j| j.hash == alone).unwrap();
+        // `alone`: its newest operation is the one in flight, with a waiter.
+        let alone_ack = q.push(alone, k.clone(), put(5), true).await.unwrap();
+        assert!(q.complete(&alone, alone_job.seq).0);
+        let alone_job = q.take().unwrap();
+        assert_eq!(alone_job.hash, alone);
+        // `behind`: a newer operation waits behind its write.
+        let mut behind_ack = q.push(behind, k.clone(), put(4), true).await.unwrap();
+        // `queued`: not handed to a writer yet.
+        let mut queued_ack = q.push(queued, k.clone(), put(1), true).await.unwrap();
+        let waiters = q.cancel_queued();
+        assert_eq!(
+            waiters.len(),
+            2,
+            "the queued op's and the one behind a write"
+        );
+        assert!(queued_ack.try_recv().is_err() && behind_ack.try_recv().is_err());
+        assert!(q.lookup(&queued).is_none() && q.lookup(&behind).is_none());
+        // The write in flight under `behind` completes: it tells nobody, and is not requeued.
+        let (superseded, told) = q.complete(&behind, behind_job.seq);
+        assert!(superseded && told.is_empty());
+        let (_, told) = q.complete(&alone, alone_job.seq);
+        assert_eq!(told.len(), 1, "an op in flight keeps its own waiters");
+        for w in told {
+            w.send(true).unwrap();
+        }
+        assert!(alone_ack.await.unwrap());
+        for w in waiters {
+            w.send(true).unwrap();
+        }
+        assert!(queued_ack.await.unwrap() && behind_ack.await.unwrap());
+        assert_eq!(q.depth(), (0, 0));
     }
 
     #[tokio::test(start_paused = true)]

@@ -8,6 +8,7 @@
 mod helpers;
 
 mod clear;
+mod clear_order;
 mod clock_skew;
 mod crash;
 mod drop_reopen;
