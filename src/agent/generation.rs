@@ -82,6 +82,27 @@ struct Record {
     retired: Vec<u64>,
 }
 
+/// A record as the versions before `retired` wrote it (bincode, which has no optional
+/// fields: a record of two fields does not decode as one of three).
+#[derive(Debug, Serialize, Deserialize)]
+struct RecordV1 {
+    generation: u64,
+    created_ms: u64,
+}
+
+/// Decodes a namespace record of this version or of an earlier one.
+fn decode_record(encoding: Encoding, bytes: &[u8]) -> Option<Record> {
+    codec::decode::<Record>(encoding, bytes).ok().or_else(|| {
+        codec::decode::<RecordV1>(encoding, bytes)
+            .ok()
+            .map(|r| Record {
+                generation: r.generation,
+                created_ms: r.created_ms,
+                retired: Vec::new(),
+            })
+    })
+}
+
 /// The record of generation `g` of `name`, made now, with the generations left for it.
 fn record_of(tiers: &Tiers, name: &str, g: u64) -> Result<Arc<[u8]>> {
     #[cfg(feature = "redis")]
@@ -322,7 +343,7 @@ impl NamespaceSlot {
             tiers.drop_clean_hot(&rk);
         }
         let found = tiers.lookup(&rk, false).await?;
-        let record = found.and_then(|f| codec::decode::<Record>(f.encoding, &f.value).ok());
+        let record = found.and_then(|f| decode_record(f.encoding, &f.value));
         // The generations this cache left, as of its last run: never adopted again.
         #[cfg(feature = "redis")]
         if let (Some(shared), Some(r)) = (tiers.shared(), &record) {
