@@ -9,8 +9,9 @@
     reason = "test code: a panic is a test failure with its location"
 )]
 
-/// The real-server harness, copied from tests/shared/support.
+/// The real-server harness of tests/shared, used in part (not copied).
 #[allow(unused_imports, reason = "the shared harness, used in part")]
+#[path = "../shared/support/mod.rs"]
 mod support;
 
 #[global_allocator]
