@@ -16,6 +16,8 @@ use crate::sync::lock;
 
 #[cfg(feature = "redis")]
 use super::pending::{self, Marker};
+#[cfg(feature = "redis")]
+use crate::shared::tier::{Published, Retried};
 
 /// Prefix of the keys of namespaced entries.
 // The crate's first name, `tiercache`, stays in what is stored and hashed (these prefixes,
@@ -123,6 +125,20 @@ fn record_of(tiers: &Tiers, name: &str, g: u64) -> Result<Arc<[u8]>> {
     Ok(codec::encode(Codec::Json, &record)?.into())
 }
 
+/// How many generations one `invalidate` draws when the server holds another replica's
+/// newer one each time (then the sync takes over).
+#[cfg(feature = "redis")]
+const INVALIDATE_TRIES: u32 = 3;
+
+/// The outcome of one draw of `invalidate`.
+enum Drawn {
+    /// The call's result.
+    Done(Result<u64>),
+    /// The server held another replica's generation: draw again.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    Superseded,
+}
+
 /// A namespace's in-memory state in one open cache.
 #[derive(Debug, Default)]
 pub(crate) struct NamespaceSlot {
@@ -130,6 +146,12 @@ pub(crate) struct NamespaceSlot {
     generation: AtomicU64,
     /// Serializes reading and replacing the record.
     lock: tokio::sync::Mutex<()>,
+    /// Set when the generation came from the local record while the pending-namespace
+    /// markers could not be listed (feature `redis`): it may be an invalidation the server
+    /// has not taken, so the sync checks it against the server before anything is adopted
+    /// over it (see `shared_sync`).
+    #[cfg(feature = "redis")]
+    unverified: std::sync::atomic::AtomicBool,
 }
 
 /// The namespaces used in one open cache, by name.
@@ -139,6 +161,9 @@ pub(crate) struct Namespaces {
     /// Serializes reading the pending-namespace markers (feature `redis`).
     #[cfg(feature = "redis")]
     resume: tokio::sync::Mutex<()>,
+    /// How many times in a row the markers could not be listed (feature `redis`).
+    #[cfg(feature = "redis")]
+    unlisted: AtomicU64,
 }
 
 /// Remembers (feature `redis`) that this replica left generation `old` of `name` for `new`:
@@ -195,17 +220,24 @@ impl Namespaces {
             return;
         }
         let Some(markers) = pending::list(tiers).await else {
+            self.unlisted.fetch_add(1, Ordering::AcqRel);
             return;
         };
         for marker in markers {
             let (name, g) = match marker {
-                Marker::Pending { name, g } => (name, Some(g)),
+                Marker::Pending { name, g, retired } => (name, Some((g, retired))),
                 Marker::Unknown { name } => (name, None),
                 Marker::Foreign => continue,
             };
             let Ok(slot) = self.slot(&name) else { continue };
             match g {
-                Some(g) => shared.retire_generation(&name, g),
+                // The pending one, and those left before it: the fresh generation may be
+                // written over any of them (the server may hold one still).
+                Some((g, retired)) => {
+                    for left in retired.into_iter().chain([g]) {
+                        shared.retire_generation(&name, left);
+                    }
+                }
                 None => pending::remove_bad(tiers, &name).await,
             }
             match slot.invalidate(tiers, &name).await {
@@ -228,17 +260,63 @@ impl Namespaces {
         shared.set_markers_listed();
     }
 
-    /// Removes the markers of the generations the server took (`written`), unless a newer
-    /// invalidation of the namespace is pending by now.
-    pub(crate) async fn settle(&self, tiers: &Tiers, written: Vec<(String, u64)>) {
+    /// How many times in a row the markers could not be listed (0 once they were).
+    pub(crate) fn unlisted(&self) -> u64 {
+        self.unlisted.load(Ordering::Acquire)
+    }
+
+    /// Removes the markers of the generations the server took, unless a newer invalidation
+    /// of the namespace is pending by now; invalidates again, with a fresh generation, each
+    /// namespace whose pending generation the server holds another in place of (another
+    /// replica's, which the pending one must not overwrite; or nothing, after a flush).
+    pub(crate) async fn settle(&self, tiers: &Tiers, retried: Retried) {
         let Some(shared) = tiers.shared() else { return };
-        for (name, g) in written {
+        for (name, g, cur) in retried.superseded {
+            let Ok(slot) = self.slot(&name) else { continue };
+            if shared.pending_generation(&name) != Some(g) {
+                continue; // invalidated again meanwhile
+            }
+            if let Some(cur) = cur {
+                shared.retire_generation(&name, cur);
+            }
+            match slot.invalidate(tiers, &name).await {
+                Ok(now) => tracing::info!(
+                    target: crate::shared::tier::TARGET,
+                    namespace = name.as_str(),
+                    generation = %format!("{now:016x}"),
+                    "a pending namespace invalidation found another replica's generation on \
+                     the server: invalidated again over it"
+                ),
+                Err(e) => tracing::warn!(
+                    target: crate::shared::tier::TARGET,
+                    namespace = name.as_str(),
+                    error = %e,
+                    "a pending namespace invalidation found another replica's generation on \
+                     the server: invalidating again did not reach the disk"
+                ),
+            }
+        }
+        for (name, g) in retried.written {
             let Ok(slot) = self.slot(&name) else { continue };
             let _serial = slot.lock.lock().await;
             if !shared.is_pending(&name) {
                 pending::remove(tiers, &name, g).await;
             }
         }
+    }
+}
+
+#[cfg(feature = "redis")]
+impl NamespaceSlot {
+    /// Whether the generation came from the local record while the markers could not be
+    /// listed, and has not been found on the server since (see the field).
+    pub(crate) fn unverified(&self) -> bool {
+        self.unverified.load(Ordering::Acquire)
+    }
+
+    /// Records that the server holds this generation: nothing is pending behind it.
+    pub(crate) fn verified(&self) {
+        self.unverified.store(false, Ordering::Release);
     }
 }
 
@@ -362,7 +440,7 @@ impl NamespaceSlot {
         #[cfg(feature = "redis")]
         let local = match tiers.shared() {
             // Until the markers are read, a local record may be an invalidation the server
-            // has not taken: it is kept, and the first sync after the markers reconciles it.
+            // has not taken: it is kept, unverified, and the sync reconciles it.
             Some(shared)
                 if !shared.is_pending(name) && (shared.markers_listed() || local.is_none()) =>
             {
@@ -383,6 +461,10 @@ impl NamespaceSlot {
                     }
                     _ => local,
                 }
+            }
+            Some(shared) if local.is_some() && !shared.markers_listed() => {
+                self.unverified.store(true, Ordering::Release);
+                local
             }
             _ => local,
         };
@@ -414,17 +496,38 @@ impl NamespaceSlot {
         tiers.check_open()?;
         let _serial = self.lock.lock().await;
         tiers.check_open()?;
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match self.invalidate_locked(tiers, name, tries).await {
+                Drawn::Done(r) => return r,
+                Drawn::Superseded => continue,
+            }
+        }
+    }
+
+    /// One draw of [`NamespaceSlot::invalidate`], under the slot's lock (`tries`: this one's
+    /// number).
+    async fn invalidate_locked(&self, tiers: &Tiers, name: &str, tries: u32) -> Drawn {
         let g = fresh_generation(tiers.now_ms());
         // In memory first: from here on, this process never reads an old entry.
         let old = self.generation.swap(g, Ordering::AcqRel);
         retire(tiers, name, old, g);
-        let record = record_of(tiers, name, g)?;
+        #[cfg(feature = "redis")]
+        self.verified();
+        let record = match record_of(tiers, name, g) {
+            Ok(r) => r,
+            Err(e) => return Drawn::Done(Err(e)),
+        };
         let rk = record_key(name);
         // With a shared tier, a marker first (see `pending` below): until the server takes
         // the generation, a restart must know it is pending.
         #[cfg(feature = "redis")]
         let marked = match tiers.shared() {
-            Some(_) => Some(pending::write(tiers, name, g).await),
+            Some(shared) => {
+                let retired = shared.retired_generations(name);
+                Some(pending::write(tiers, name, g, &retired).await)
+            }
             None => None,
         };
         // Waits for this write's own acknowledgement, whatever the write policy: `Ok` only
@@ -435,23 +538,40 @@ impl NamespaceSlot {
         // task) and the invalidation still holds here.
         #[cfg(feature = "redis")]
         if let (Some(shared), Some(marked)) = (tiers.shared(), marked) {
-            if shared.publish_generation(name, g).await {
-                if marked.is_ok() {
-                    pending::remove(tiers, name, g).await;
+            match shared.publish_generation(name, g).await {
+                Published::Written => {
+                    if marked.is_ok() {
+                        pending::remove(tiers, name, g).await;
+                    }
                 }
-            } else if let (Ok(()), Err(e)) = (&written, marked) {
-                return Err(Error::NotPersisted {
-                    failed: 1,
-                    last_error: format!(
-                        "the invalidation of namespace {name:?} holds here and is on disk, but \
-                         the shared server has not taken it and its pending marker could not \
-                         be written ({e}): after a crash the other replicas would learn it only \
-                         at this namespace's next use"
-                    ),
-                });
+                // Another replica's generation, written since this one last synced: `g` is
+                // not written over it (answers stored under `g` between the draw and now may
+                // predate it). It is retired here and a fresh generation replaces both; a
+                // few times, then the sync finishes the job.
+                Published::Superseded(cur) if tries < INVALIDATE_TRIES => {
+                    if let Some(cur) = cur {
+                        shared.retire_generation(name, cur);
+                    }
+                    return Drawn::Superseded;
+                }
+                Published::Superseded(_) | Published::Failed => {
+                    if let (Ok(()), Err(e)) = (&written, marked) {
+                        return Drawn::Done(Err(Error::NotPersisted {
+                            failed: 1,
+                            last_error: format!(
+                                "the invalidation of namespace {name:?} holds here and is on \
+                                 disk, but the shared server has not taken it and its pending \
+                                 marker could not be written ({e}): after a crash the other \
+                                 replicas would learn it only at this namespace's next use"
+                            ),
+                        }));
+                    }
+                }
             }
         }
-        match written {
+        #[cfg(not(feature = "redis"))]
+        let _ = tries;
+        Drawn::Done(match written {
             Ok(()) => Ok(g),
             Err(Error::NotPersisted { last_error, .. }) => Err(Error::NotPersisted {
                 failed: 1,
@@ -460,6 +580,6 @@ impl NamespaceSlot {
                 ),
             }),
             Err(e) => Err(e),
-        }
+        })
     }
 }

@@ -12,9 +12,34 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use super::generation::Namespaces;
+use super::generation::{NamespaceSlot, Namespaces};
 use crate::breaker::BreakerState;
 use crate::cache::Tiers;
+
+/// How many times in a row the pending-namespace markers may fail to be listed, while the
+/// disk otherwise works, before each namespace whose generation came from its local record
+/// and differs from the server's is invalidated again.
+const GIVE_UP_LISTING: u64 = 3;
+
+/// Invalidates `name` again, its local generation unverifiable (see `GIVE_UP_LISTING`).
+async fn reinvalidate(tiers: &Tiers, slot: &NamespaceSlot, name: &str) {
+    match slot.invalidate(tiers, name).await {
+        Ok(g) => tracing::warn!(
+            target: crate::shared::tier::TARGET,
+            namespace = name,
+            generation = %format!("{g:016x}"),
+            "the pending-namespace markers cannot be listed: a namespace whose local \
+             generation differs from the server's was invalidated again"
+        ),
+        Err(e) => tracing::warn!(
+            target: crate::shared::tier::TARGET,
+            namespace = name,
+            error = %e,
+            "the pending-namespace markers cannot be listed: invalidating a namespace again \
+             failed"
+        ),
+    }
+}
 
 /// Runs one sync every interval until shutdown.
 pub(crate) async fn namespace_sync_task(
@@ -53,11 +78,14 @@ pub(crate) async fn sync_once(tiers: &Tiers, namespaces: &Namespaces) {
     // sync and each marked namespace is invalidated again, whatever was adopted.
     namespaces.resume(tiers).await;
     let disk_readable = tiers.gate().in_use() && tiers.breaker_state() != BreakerState::Open;
-    if !shared.markers_listed() && disk_readable {
-        return;
-    }
-    let written = shared.retry_pending().await;
-    namespaces.settle(tiers, written).await;
+    // Markers that cannot be listed while the disk works (their directory alone failing):
+    // a namespace whose generation came from its local record may hide a pending
+    // invalidation. It is left alone while the server holds another generation, and
+    // invalidated again (a fresh generation: misses, never stale answers) once the listing
+    // has failed `GIVE_UP_LISTING` times; the other namespaces sync as usual.
+    let unlisted = !shared.markers_listed() && disk_readable;
+    let retried = shared.retry_pending().await;
+    namespaces.settle(tiers, retried).await;
     // Each slot's generation before the server is read: a generation this replica draws
     // while the read is in flight is not overwritten by the older one the read returns.
     let slots: Vec<_> = namespaces
@@ -74,6 +102,16 @@ pub(crate) async fn sync_once(tiers: &Tiers, namespaces: &Namespaces) {
         return;
     };
     for ((name, slot, before), seen) in slots.iter().zip(generations) {
+        if slot.unverified() {
+            if seen == Some(*before) || !unlisted {
+                slot.verified();
+            } else {
+                if namespaces.unlisted() >= GIVE_UP_LISTING {
+                    reinvalidate(tiers, slot, name).await;
+                }
+                continue;
+            }
+        }
         let g = match seen {
             Some(g) if g == *before => continue,
             // Never one this replica left (rolled back on the server): the bootstrap sees it

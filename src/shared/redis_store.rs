@@ -14,7 +14,7 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 use redis::{ConnectionInfo, ErrorKind, RedisError, Script, ServerErrorKind, Value};
 
-use super::store::{BoxFut, SharedStore, StoreError, WriteOp};
+use super::store::{BoxFut, Found, SharedStore, StoreError, WriteOp};
 use crate::stats::SharedErrorKind;
 
 /// How long one connection attempt may take.
@@ -28,6 +28,33 @@ const RENEW: &str = "if redis.call('get',KEYS[1])==ARGV[1] then return redis.cal
 const RELEASE: &str =
     "if redis.call('get',KEYS[1])==ARGV[1] then return redis.call('del',KEYS[1]) else return 0 end";
 
+/// The compare-and-set of a namespace generation (`KEYS[1]` the generation key, `ARGV[1]` the
+/// new generation, `ARGV[2]` `1` to write over nothing, `ARGV[3..]` the generations it may
+/// replace): nil when written or already there, else what the key holds (empty: nothing).
+const SET_GENERATION: &str = "local cur = redis.call('get', KEYS[1])
+if cur == ARGV[1] then return false end
+if cur == false then
+  if ARGV[2] == '1' then redis.call('set', KEYS[1], ARGV[1]) return false end
+  return ''
+end
+for i = 3, #ARGV do
+  if cur == ARGV[i] then redis.call('set', KEYS[1], ARGV[1]) return false end
+end
+return cur";
+
+/// The compare-and-delete of a corrupt value (`KEYS[1]` the entry key; `ARGV[1]` empty: delete
+/// it while it is not a string; else the prefix it must begin with, and `ARGV[2]` its length
+/// or empty): 1 when deleted.
+const DEL_IF: &str = "local t = redis.call('type', KEYS[1])['ok']
+if ARGV[1] == '' then
+  if t ~= 'string' and t ~= 'none' then return redis.call('del', KEYS[1]) end
+  return 0
+end
+if t ~= 'string' then return 0 end
+if ARGV[2] ~= '' and redis.call('strlen', KEYS[1]) ~= tonumber(ARGV[2]) then return 0 end
+if redis.call('getrange', KEYS[1], 0, string.len(ARGV[1]) - 1) ~= ARGV[1] then return 0 end
+return redis.call('del', KEYS[1])";
+
 /// The store on a server.
 pub(crate) struct RedisStore {
     /// `GETRANGE`, `MGET`, the lease poll, `PING`.
@@ -36,6 +63,8 @@ pub(crate) struct RedisStore {
     write: ConnectionManager,
     renew: Script,
     release: Script,
+    set_generation: Script,
+    del_if: Script,
 }
 
 impl RedisStore {
@@ -57,6 +86,8 @@ impl RedisStore {
             write,
             renew: Script::new(RENEW),
             release: Script::new(RELEASE),
+            set_generation: Script::new(SET_GENERATION),
+            del_if: Script::new(DEL_IF),
         })
     }
 
@@ -166,10 +197,23 @@ impl SharedStore for RedisStore {
         Box::pin(async move { self.write::<()>(&cmd).await })
     }
 
-    fn del(&self, key: &str) -> BoxFut<'_, ()> {
-        let mut cmd = redis::cmd("DEL");
-        cmd.arg(key);
-        Box::pin(async move { self.write::<()>(&cmd).await })
+    fn del_if(&self, key: &str, found: Found) -> BoxFut<'_, bool> {
+        let key = key.to_owned();
+        Box::pin(async move {
+            let mut conn = self.write.clone();
+            let mut invocation = self.del_if.key(&key);
+            match &found {
+                Found::NotAString => invocation.arg("").arg(""),
+                Found::Bytes { prefix, len } => invocation
+                    .arg(&prefix[..])
+                    .arg(len.map(|n| n.to_string()).unwrap_or_default()),
+            };
+            let n: i64 = invocation
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| classify(&e))?;
+            Ok(n == 1)
+        })
     }
 
     fn mget(&self, keys: &[String]) -> BoxFut<'_, Vec<Option<Vec<u8>>>> {
@@ -183,6 +227,39 @@ impl SharedStore for RedisStore {
                 return Ok(Vec::new());
             }
             self.read::<Vec<Option<Vec<u8>>>>(&cmd).await
+        })
+    }
+
+    fn set_generation(
+        &self,
+        key: &str,
+        value: &[u8],
+        accept: Vec<Vec<u8>>,
+        if_absent: bool,
+    ) -> BoxFut<'_, Option<Vec<u8>>> {
+        let (key, value) = (key.to_owned(), value.to_vec());
+        Box::pin(async move {
+            let mut conn = self.write.clone();
+            let mut invocation = self.set_generation.key(&key);
+            invocation
+                .arg(&value)
+                .arg(if if_absent { "1" } else { "0" });
+            for a in &accept {
+                invocation.arg(&a[..]);
+            }
+            let v: Value = invocation
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| classify(&e))?;
+            match v {
+                Value::Nil => Ok(None),
+                Value::BulkString(b) => Ok(Some(b)),
+                Value::ServerError(e) => Err(StoreError::from_reply(e.code(), format!("{e:?}"))),
+                other => Err(StoreError::failed(
+                    SharedErrorKind::Protocol,
+                    format!("unexpected reply {other:?}"),
+                )),
+            }
         })
     }
 

@@ -88,6 +88,16 @@ impl std::fmt::Display for StoreError {
     }
 }
 
+/// What a read found at a key that is to be deleted as corrupt (see
+/// [`SharedStore::del_if`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Found {
+    /// A value of another Redis type (`WRONGTYPE`).
+    NotAString,
+    /// A string beginning with `prefix`, of `len` bytes when the whole value was read.
+    Bytes { prefix: Vec<u8>, len: Option<usize> },
+}
+
 /// One write of a pipelined batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum WriteOp {
@@ -113,8 +123,23 @@ pub(crate) trait SharedStore: Send + Sync + 'static {
     fn write_many(&self, ops: Vec<WriteOp>) -> BoxFut<'_, Vec<Result<(), StoreError>>>;
     /// `SET key value` with no expiry (a namespace generation).
     fn set(&self, key: &str, value: &[u8]) -> BoxFut<'_, ()>;
-    /// `DEL key`.
-    fn del(&self, key: &str) -> BoxFut<'_, ()>;
+    /// The compare-and-set script of a namespace generation: writes `value` (no expiry)
+    /// when the key holds one of `accept`, or nothing and `if_absent`. `None` when it wrote
+    /// `value` or the key already held it; otherwise `Some` of what the key holds (empty
+    /// when nothing), left unchanged.
+    fn set_generation(
+        &self,
+        key: &str,
+        value: &[u8],
+        accept: Vec<Vec<u8>>,
+        if_absent: bool,
+    ) -> BoxFut<'_, Option<Vec<u8>>>;
+    /// The compare-and-delete script of a corrupt value: deletes `key` only while it still
+    /// holds what was read there, so that a valid value another replica wrote since is
+    /// spared. `Found::NotAString`: it held another Redis type (deleted while it still does);
+    /// `Found::Bytes`: it began with `prefix` and, when `len` is known, was that long.
+    /// Whether it deleted.
+    fn del_if(&self, key: &str, found: Found) -> BoxFut<'_, bool>;
     /// `MGET keys...`.
     fn mget(&self, keys: &[String]) -> BoxFut<'_, Vec<Option<Vec<u8>>>>;
     /// `SET key value NX GET`: `None` when this call set it, else the value already there.

@@ -25,7 +25,7 @@ use tokio::time::Instant;
 use super::config::SharedConfig;
 use super::entry::{self, Checked};
 use super::queue::{PendingDels, Queued, SharedOp, SharedQueue};
-use super::store::{BoxFut, Failure, SharedStore, StoreError, WriteOp};
+use super::store::{BoxFut, Failure, Found, SharedStore, StoreError, WriteOp};
 use crate::breaker::{BreakerConfig, BreakerState, CircuitBreaker, Permit, Transition};
 use crate::clock::Clock;
 use crate::stats::{Counters, SharedDrop, SharedErrorKind};
@@ -47,6 +47,32 @@ const INLINE_VERIFY_BYTES: usize = 64 << 10;
 /// `shared_misses`, not deleted: it may be valid for its writer): a local `clear` compares
 /// creation times with this replica's clock, and an entry dated in the future would pass it.
 pub(crate) const MAX_CLOCK_AHEAD_MS: u64 = 60_000;
+/// What became of a namespace generation written to the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Published {
+    /// The server holds it.
+    Written,
+    /// The server holds another replica's generation (`Some`), or nothing where nothing may
+    /// be replaced (`None`): not written, and no longer worth writing (a fresh generation
+    /// must replace it).
+    Superseded(Option<u64>),
+    /// The call failed or was not admitted: still pending.
+    Failed,
+}
+
+/// What one [`SharedTier::retry_pending`] did.
+#[derive(Debug, Default)]
+pub(crate) struct Retried {
+    /// Generations the server took: their markers can go.
+    pub written: Vec<(String, u64)>,
+    /// Generations the server holds something else in place of: (name, generation, what it
+    /// holds).
+    pub superseded: Vec<(String, u64, Option<u64>)>,
+}
+
+/// How much of a corrupt value the clean-up compares (with its length, when it was read
+/// whole) before it deletes it.
+const DEL_IF_PREFIX: usize = 4096;
 /// Most namespace generations remembered as retired, per namespace.
 pub(crate) const RETIRED_GENERATIONS: usize = 64;
 
@@ -303,7 +329,7 @@ impl SharedTier {
                     .shared
                     .corruption(crate::warm::format::Corruption::NotARegularFile);
                 self.count_miss();
-                self.delete_corrupt(ekey).await;
+                self.delete_corrupt(ekey, Found::NotAString).await;
                 return None;
             }
             Ok(None) | Err(_) => {
@@ -312,6 +338,11 @@ impl SharedTier {
             }
         };
         self.counters.shared.bytes_in.add(bytes.len() as u64);
+        // What a clean-up of a corrupt value compares before it deletes.
+        let found = Found::Bytes {
+            prefix: bytes[..bytes.len().min(DEL_IF_PREFIX)].to_vec(),
+            len: (bytes.len() <= max).then_some(bytes.len()),
+        };
         let checked = if bytes.len() <= INLINE_VERIFY_BYTES {
             entry::check(&bytes, key, max, self.config.mac_key.as_ref(), &self.limits)
         } else {
@@ -337,16 +368,17 @@ impl SharedTier {
             Checked::Corrupt(reason) => {
                 self.counters.shared.corruption(reason);
                 self.count_miss();
-                self.delete_corrupt(ekey).await;
+                self.delete_corrupt(ekey, found).await;
                 None
             }
         }
     }
 
     /// Deletes a corrupt or foreign value found at `ekey` before the read returns (within the
-    /// timeout): the next read of the key does not meet it again.
-    async fn delete_corrupt(&self, ekey: String) {
-        let _ = self.call(false, |s| s.del(&ekey)).await;
+    /// timeout), while the key still holds it (`found`): the next read of the key does not
+    /// meet it again, and a valid value another replica wrote since stays.
+    async fn delete_corrupt(&self, ekey: String, found: Found) {
+        let _ = self.call(false, |s| s.del_if(&ekey, found)).await;
     }
 
     /// Counts a shared read that found nothing usable.
@@ -699,7 +731,13 @@ impl SharedTier {
             return false;
         }
         self.counters.shared.probes_run.inc();
-        let result = self.timed(self.store.ping()).await;
+        let mut result = self.timed(self.store.ping()).await;
+        // A connection error may be the client handing back its last failed reconnect,
+        // from before the server came back (its next command reconnects): asked once more,
+        // so that a server back in time is not kept Open for another open timeout.
+        if matches!(&result, Err(e) if e.failure() == Some(SharedErrorKind::Io)) {
+            result = self.timed(self.store.ping()).await;
+        }
         let now = Instant::now().into_std();
         let ok = result.is_ok();
         if let Err(e) = &result {
@@ -780,7 +818,8 @@ impl SharedTier {
             "the server holds a namespace generation this replica left (rolled back by a \
              failover or restore?): a fresh generation replaces it"
         );
-        self.publish_generation(name, fresh).await;
+        // Superseded or failed: pending, and the sync finishes it.
+        let _ = self.publish_generation(name, fresh).await;
         fresh
     }
 
@@ -813,43 +852,85 @@ impl SharedTier {
             .is_some_and(|list| list.contains(&g))
     }
 
-    /// Writes a namespace's new generation (inline, within the timeout). When it cannot be
-    /// written, it stays pending and [`SharedTier::retry_pending`] writes it later.
-    pub(crate) async fn publish_generation(&self, name: &str, g: u64) -> bool {
+    /// Writes a namespace's new generation (inline, within the timeout), over a generation
+    /// this replica retired or over nothing (see [`SharedTier::write_generation`]). When it is
+    /// not written, it stays pending: [`SharedTier::retry_pending`] writes it later, or finds
+    /// it superseded.
+    pub(crate) async fn publish_generation(&self, name: &str, g: u64) -> Published {
         lock(&self.pending_generations).insert(name.to_owned(), g);
-        self.write_generation(name, g).await
+        self.write_generation(name, g, true).await
     }
 
-    async fn write_generation(&self, name: &str, g: u64) -> bool {
+    /// Writes generation `g` of `name` by compare-and-set: only over one this replica left
+    /// (retired: its own invalidations, the generations it adopted and left, one a restore
+    /// brought back) or, when `if_absent`, over nothing. Anything else on the server is a
+    /// generation of another replica this one has not seen (an invalidation there, or a
+    /// bootstrap after a flush): writing `g` over it would undo it and bring back answers
+    /// stored under `g` before it, so `g` is [`Published::Superseded`] and the caller draws a
+    /// fresh one. A value that is not a generation counts as nothing.
+    async fn write_generation(&self, name: &str, g: u64, if_absent: bool) -> Published {
         let key = entry::generation_key(&self.config.prefix, name);
         let text = entry::generation_text(g);
-        let ok = matches!(
-            self.call(false, |s| s.set(&key, text.as_bytes())).await,
-            Some(Ok(()))
-        );
-        if ok {
-            let mut pending = lock(&self.pending_generations);
-            if pending.get(name) == Some(&g) {
-                pending.remove(name);
-            }
+        let accept: Vec<Vec<u8>> = self
+            .retired_generations(name)
+            .into_iter()
+            .map(|r| entry::generation_text(r).into_bytes())
+            .collect();
+        let replace = match self
+            .call(false, |s| {
+                s.set_generation(&key, text.as_bytes(), accept, if_absent)
+            })
+            .await
+        {
+            Some(Ok(None)) => false,
+            Some(Ok(Some(cur))) => match entry::parse_generation(&cur) {
+                Some(c) if c == g || self.is_retired(name, c) => true,
+                Some(c) => return Published::Superseded(Some(c)),
+                None if if_absent && !cur.is_empty() => true,
+                None => return Published::Superseded(None),
+            },
+            // A key of another type: not a generation.
+            Some(Err(e)) if if_absent && e.kind == Failure::WrongType => true,
+            _ => return Published::Failed,
+        };
+        // Not the text the script compares (a hostile or damaged value): replaced as is.
+        if replace
+            && !matches!(
+                self.call(false, |s| s.set(&key, text.as_bytes())).await,
+                Some(Ok(()))
+            )
+        {
+            return Published::Failed;
         }
-        ok
+        let mut pending = lock(&self.pending_generations);
+        if pending.get(name) == Some(&g) {
+            pending.remove(name);
+        }
+        Published::Written
     }
 
-    /// Writes the pending generations; returns those the server took (their markers can go).
-    pub(crate) async fn retry_pending(&self) -> Vec<(String, u64)> {
+    /// Writes the pending generations, never over nothing (a flushed server: a generation
+    /// drawn before the flush may predate an invalidation the flush lost). Stops at the
+    /// first failure.
+    pub(crate) async fn retry_pending(&self) -> Retried {
         let pending: Vec<(String, u64)> = lock(&self.pending_generations)
             .iter()
             .map(|(n, g)| (n.clone(), *g))
             .collect();
-        let mut written = Vec::new();
+        let mut retried = Retried::default();
         for (name, g) in pending {
-            if !self.write_generation(&name, g).await {
-                break;
+            match self.write_generation(&name, g, false).await {
+                Published::Written => retried.written.push((name, g)),
+                Published::Superseded(cur) => retried.superseded.push((name, g, cur)),
+                Published::Failed => break,
             }
-            written.push((name, g));
         }
-        written
+        retried
+    }
+
+    /// The generation of `name` not yet on the server, if any.
+    pub(crate) fn pending_generation(&self, name: &str) -> Option<u64> {
+        lock(&self.pending_generations).get(name).copied()
     }
 
     /// Whether the pending-namespace markers on disk have been read since the cache opened.

@@ -25,7 +25,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::shared::config::{Backend, SharedConfig};
-use crate::shared::store::{BoxFut, SharedStore, StoreError, WriteOp};
+use crate::shared::store::{BoxFut, Found, SharedStore, StoreError, WriteOp};
 use crate::stats::SharedErrorKind;
 use crate::sync::lock;
 
@@ -37,7 +37,7 @@ pub enum SharedOpKind {
     Get,
     /// A pipelined batch of writes.
     Write,
-    /// `SET` without expiry (a namespace generation).
+    /// A namespace generation's write: `SET` without expiry, or its compare-and-set script.
     Set,
     /// `DEL`.
     Del,
@@ -285,12 +285,50 @@ impl SharedStore for MemoryShared {
         })
     }
 
-    fn del(&self, key: &str) -> BoxFut<'_, ()> {
+    fn set_generation(
+        &self,
+        key: &str,
+        value: &[u8],
+        accept: Vec<Vec<u8>>,
+        if_absent: bool,
+    ) -> BoxFut<'_, Option<Vec<u8>>> {
+        let (key, value) = (key.to_owned(), value.to_vec());
+        Box::pin(async move {
+            self.enter(SharedOpKind::Set).await?;
+            let mut st = lock(&self.state);
+            let cur = st.live(&key).cloned();
+            let write = match &cur {
+                Some(c) if *c == value => return Ok(None),
+                Some(c) => accept.contains(c),
+                None => if_absent,
+            };
+            if !write {
+                return Ok(Some(cur.unwrap_or_default()));
+            }
+            if st.oom {
+                return Err(MemoryShared::oom_error());
+            }
+            st.data.insert(key, (value, None));
+            Ok(None)
+        })
+    }
+
+    fn del_if(&self, key: &str, found: Found) -> BoxFut<'_, bool> {
         let key = key.to_owned();
         Box::pin(async move {
             self.enter(SharedOpKind::Del).await?;
-            lock(&self.state).data.remove(&key);
-            Ok(())
+            let mut st = lock(&self.state);
+            // Every value here is a string.
+            let Found::Bytes { prefix, len } = found else {
+                return Ok(false);
+            };
+            let same = st
+                .live(&key)
+                .is_some_and(|v| v.starts_with(&prefix) && len.is_none_or(|n| v.len() == n));
+            if same {
+                st.data.remove(&key);
+            }
+            Ok(same)
         })
     }
 

@@ -1327,12 +1327,19 @@ impl WarmStore {
     }
 
     #[cfg(feature = "redis")]
-    /// Removes the marker `file` if it still holds exactly `content` (a newer marker of the
-    /// same namespace stays). Returns whether it was removed.
-    pub fn remove_marker(&self, fs: &dyn Fs, file: &str, content: &[u8]) -> io::Result<bool> {
+    /// Removes the marker `file` if it still begins with `head` (its name and generation: a
+    /// newer marker of the same namespace stays) and is at most `max_len` bytes. Returns
+    /// whether it was removed.
+    pub fn remove_marker(
+        &self,
+        fs: &dyn Fs,
+        file: &str,
+        head: &[u8],
+        max_len: u64,
+    ) -> io::Result<bool> {
         let path = self.layout.markers_dir().join(file);
-        match fs.read_file(&path, content.len() as u64 + 1) {
-            Ok(FileRead::Data(d)) if d == content => {}
+        match fs.read_file(&path, max_len) {
+            Ok(FileRead::Data(d)) if d.starts_with(head) => {}
             Ok(_) => return Ok(false),
             Err(e) if is_not_found(&e) => return Ok(false),
             Err(e) => return Err(e),

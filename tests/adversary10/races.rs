@@ -153,7 +153,6 @@ async fn a_remove_whose_del_is_in_flight_still_hides_the_shared_copy() {
 /// so it deletes B's valid answer: a hostile value is deleted, but so is the good one that
 /// replaced it (a lost shared write: misses, never a wrong answer).
 #[tokio::test(flavor = "current_thread", start_paused = true)]
-#[ignore = "FINDING D7: the DEL of a corrupt value is unconditional and deletes a valid value another replica wrote meanwhile"]
 async fn deleting_a_corrupt_value_spares_a_valid_one_written_meanwhile() {
     let server = MemoryShared::new();
     let (a, b) = (replica(&server).await, replica(&server).await);

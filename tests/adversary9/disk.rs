@@ -88,7 +88,6 @@ async fn a_hung_marker_fsync_is_an_error_not_a_hang() {
 /// Listing the marker directory fails (EIO on its `read_dir`, for as long as the test runs)
 /// from the open on; the rest of the disk works. B's invalidation must still reach A.
 #[tokio::test(flavor = "current_thread", start_paused = true)]
-#[ignore = "FINDING A4: a marker directory that cannot be listed stops the namespace sync for good; another replica's Ok invalidate never reaches this one"]
 async fn an_unlistable_marker_directory_never_stops_the_namespace_sync() {
     let server = MemoryShared::new();
     let dir = TestDir::new().fault_fs();
@@ -112,6 +111,48 @@ async fn an_unlistable_marker_directory_never_stops_the_namespace_sync() {
         a.stats().namespace_syncs
     );
     assert_eq!(a.namespace("bot").unwrap().generation().await.unwrap(), g1);
+    a.close().await.unwrap();
+}
+
+/// A pending invalidation (g1: the server refused it), a crash, then a reopen whose marker
+/// directory cannot be listed for good (EIO on its `read_dir`) while the rest of the disk
+/// works, the server back. A keeps its own invalidation (its local record, never the
+/// server's g0), and since it cannot tell whether that record is pending, it invalidates the
+/// namespace again once the listing has failed three times: B stops serving the answer
+/// stored before A's `Ok` invalidate (before the fix, B served it for good and A stayed on
+/// g1, never written).
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_pending_invalidation_behind_an_unlistable_marker_directory_reaches_the_others() {
+    let server = MemoryShared::new();
+    let b = replica(&server).await;
+    let dir = TestDir::new().fault_fs();
+    let a = open(&dir, &server).await;
+    let na = a.namespace("bot").unwrap();
+    let g0 = na.generation().await.unwrap();
+    assert_eq!(b.namespace("bot").unwrap().generation().await.unwrap(), g0);
+    store(&b, "bot", "q", "old answer").await;
+    server.fail(Some(SharedOpKind::Set), SharedFault::Io, None);
+    let g1 = na.invalidate().await.unwrap();
+    drop(na); // it holds a handle of the cache: the crash drops every one
+    drop(a);
+    settle().await;
+    dir.fs().add_rule(
+        Rule::new(Fault::Errno(5))
+            .ops(&[FsOp::ReadDir])
+            .path_contains("nspending"),
+    );
+    server.heal();
+    let a = open(&dir, &server).await;
+    assert_eq!(a.namespace("bot").unwrap().generation().await.unwrap(), g1);
+    assert_eq!(served(&a, "bot", "q").await, None);
+    assert_eq!(on_server(&server, "bot"), Some(g0));
+    pass(secs(10)).await;
+    let now = on_server(&server, "bot").unwrap();
+    assert!(![g0, g1].contains(&now), "the server holds {now:x}");
+    for r in [&a, &b] {
+        assert_eq!(r.namespace("bot").unwrap().generation().await.unwrap(), now);
+        assert_eq!(served(r, "bot", "q").await, None);
+    }
     a.close().await.unwrap();
 }
 

@@ -194,3 +194,66 @@ where
     }
     out
 }
+
+/// A pending generation never overwrites another replica's newer one (the compare-and-set
+/// script on a real server). A's invalidation (g1) cannot reach the server (its proxy
+/// blackholes), A answers "q" under g1; then B invalidates (g2, on the server). When A's
+/// connection heals, its sync finds g2 where it expected a generation it left: it does not
+/// write g1 over it (that would bring A's answer, stored before B's `Ok` invalidate, back on
+/// A and on B), but invalidates again with a fresh generation, which both replicas then use.
+#[test]
+fn t11_a_late_pending_generation_never_overwrites_a_newer_one() {
+    let _slot = shared_slot();
+    let Some(server) = RedisServer::start_tcp() else {
+        return;
+    };
+    let logs = LogCapture::new();
+    run(&logs, async {
+        let prefix = "t11cas";
+        let proxy = FaultProxy::start(server.tcp_addr()).await;
+        let a = replica(config(&proxy.url(), prefix).namespace_sync_interval(SYNC)).await;
+        let b = replica(config(&server.url(), prefix).namespace_sync_interval(SYNC)).await;
+        wait_closed(&a).await;
+        wait_closed(&b).await;
+        let (na, nb) = (a.namespace(NS).unwrap(), b.namespace(NS).unwrap());
+        let g0 = na.generation().await.unwrap();
+        assert_eq!(nb.generation().await.unwrap(), g0);
+        proxy.set_blackhole(true);
+        let g1 = na.invalidate().await.unwrap();
+        assert_eq!(a.stats().namespace_invalidations_pending, 1);
+        na.set_bytes("q", "A's answer, before B's invalidation")
+            .await
+            .unwrap();
+        let g2 = nb.invalidate().await.unwrap();
+        let key = nsgen_key(prefix, NS);
+        assert_eq!(server.get_raw(&key).await, Some(gen_hex(g2).into_bytes()));
+        proxy.set_blackhole(false);
+        let settled = poll_until_async(
+            Duration::from_secs(20),
+            Duration::from_millis(20),
+            || async {
+                a.stats().namespace_invalidations_pending == 0
+                    && na.generation().await.unwrap() == nb.generation().await.unwrap()
+            },
+        )
+        .await;
+        assert!(
+            settled.is_some(),
+            "A and B never converged (A pending {}, A {:x}, B {:x})",
+            a.stats().namespace_invalidations_pending,
+            na.generation().await.unwrap(),
+            nb.generation().await.unwrap()
+        );
+        let now = na.generation().await.unwrap();
+        assert!(
+            ![g0, g1, g2].contains(&now),
+            "the replicas ended on {now:x}, one of g0 {g0:x}, g1 {g1:x}, g2 {g2:x}"
+        );
+        assert_eq!(server.get_raw(&key).await, Some(gen_hex(now).into_bytes()));
+        assert_eq!(na.get_bytes("q").await.unwrap(), None);
+        assert_eq!(nb.get_bytes("q").await.unwrap(), None);
+        for r in [a, b] {
+            r.close().await.unwrap();
+        }
+    });
+}
