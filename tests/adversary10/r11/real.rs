@@ -164,3 +164,64 @@ fn writes_refused_readonly_open_the_breaker() {
         a.close().await.unwrap();
     });
 }
+
+/// Guard (R10 on a real server): during a write pause (`CLIENT PAUSE 3000 WRITE`, what a
+/// failover does; SHARED_TIER.md T6: "reads keep hitting during PAUSE WRITE"), reads that
+/// meet corrupt values wait for their inline `DEL`, which the pause holds until the timeout
+/// (each such read takes about `timeout`, 201-203 ms measured, and counts a timeout error).
+/// The breaker still stays Closed (each read's `GET` succeeded in between: the count never
+/// reaches 3 in a row), and another key keeps hitting. Deleted once the pause ends.
+#[test]
+fn corrupt_values_read_during_a_write_pause_do_not_open_the_breaker() {
+    let _slot = shared_slot();
+    let Some(server) = server() else { return };
+    let logs = LogCapture::new();
+    run(&logs, async {
+        let (a, b) = (
+            replica(cfg(&server, "r11pw", 3)).await,
+            replica(cfg(&server, "r11pw", 3)).await,
+        );
+        wait_closed(&a).await;
+        wait_closed(&b).await;
+        b.set_bytes("other", "shared answer").await.unwrap();
+        b.flush().await.unwrap();
+        for i in 0..3 {
+            server
+                .set_raw(&entry_key("r11pw", format!("g{i}").as_bytes()), b"garbage")
+                .await;
+        }
+        let _: String = server.cmd(&["CLIENT", "PAUSE", "3000", "WRITE"]).await;
+        let mut took = Vec::new();
+        for i in 0..3 {
+            let t = std::time::Instant::now();
+            assert_eq!(a.get_bytes(format!("g{i}")).await.unwrap(), None);
+            took.push(t.elapsed());
+        }
+        let other = a.get_bytes("other").await.unwrap();
+        let s = a.stats();
+        let _: String = server.cmd(&["CLIENT", "UNPAUSE"]).await;
+        assert_eq!(
+            (other.as_deref(), s.shared_breaker_opens, s.shared_corrupted),
+            (Some(&b"shared answer"[..]), 0, 3),
+            "reads took {took:?}; {}",
+            shared_figures(&s)
+        );
+        let gone = poll_until_async(Duration::from_secs(3), Duration::from_millis(10), || {
+            let server = &server;
+            async move {
+                let mut any = false;
+                for i in 0..3 {
+                    any |= server
+                        .exists(&entry_key("r11pw", format!("g{i}").as_bytes()))
+                        .await;
+                }
+                !any
+            }
+        })
+        .await;
+        assert!(
+            gone.is_some(),
+            "the corrupt values were not deleted after the pause"
+        );
+    });
+}
