@@ -354,3 +354,51 @@ async fn a_lease_ttl_below_the_renew_interval_is_refused_or_still_renewed() {
     );
     first.close().await.unwrap();
 }
+
+/// The caller of a lease leader goes away while its inline write is in flight (an HTTP
+/// client that disconnects: the server framework drops the handler's future). `put_inline`
+/// has already taken the key's kept removal out of `pending_dels` (and the queue); the
+/// dropped write future never puts it back. `send_batch` guards exactly this for a send that
+/// `flush` cancels (`DelsInFlight`: "a removal is never lost for a cancelled send"). Here the
+/// removal is lost: the removed answer stays on the server for `max_ttl`, and is served to
+/// every replica and to this one.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+#[ignore = "FINDING R14: a lease leader's caller dropped during the inline write loses the kept removal it carried: the removed answer stays on the server"]
+async fn a_leader_cancelled_during_its_inline_write_keeps_the_removal() {
+    use answercache::testing::{SharedFault, SharedOpKind};
+    let server = MemoryShared::new();
+    let a = leased(&server).await;
+    a.set_bytes("k", b"v1 (removed)").await.unwrap();
+    a.flush().await.unwrap();
+    server.fail(Some(SharedOpKind::Write), SharedFault::Io, Some(1));
+    assert!(a.remove("k").await.unwrap());
+    a.flush().await.unwrap();
+    assert_eq!(a.stats().shared_queue_entries, 1);
+    // The leader's inline write (DEL + SET) will hang; its caller gives up at 150 ms (the
+    // load takes 100 ms).
+    server.fail(Some(SharedOpKind::Write), SharedFault::Hang, Some(1));
+    let calls = Arc::new(AtomicU32::new(0));
+    let controls = Controls::new();
+    let lead = a.get_or_insert_bytes("k", &controls, loader(&calls, b"v2 (loaded)".to_vec()));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(150), lead)
+            .await
+            .is_err(),
+        "the caller gave up"
+    );
+    let kept = a.stats().shared_queue_entries;
+    // Long past open_timeout: anything kept has been sent.
+    tokio::time::sleep(secs(30)).await;
+    a.flush().await.unwrap();
+    let on_a = text(a.get_bytes("k").await.unwrap());
+    assert_eq!(
+        (
+            kept,
+            held(&server, b"k"),
+            on_a,
+            fresh_read(&server, "k").await
+        ),
+        (1, None, None, None),
+        "the removal was lost with the cancelled write"
+    );
+}
