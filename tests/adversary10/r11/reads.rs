@@ -61,3 +61,60 @@ async fn a_smaller_max_entry_bytes_leaves_a_larger_valid_entry_alone() {
         s.shared_corrupted_by_reason
     );
 }
+
+/// The length of `value`'s entry file for `key` (header, key, gzip at the default level 3,
+/// checksum): what `max_entry_bytes` bounds.
+fn file_len(key: &[u8], value: &[u8]) -> usize {
+    let meta = answercache::warm::format::EntryMeta {
+        created_ms: 1,
+        expires_ms: 0,
+        cost: 0,
+        encoding: answercache::Encoding::Raw,
+    };
+    answercache::warm::format::encode(key, value, meta, 3)
+        .unwrap()
+        .len()
+}
+
+/// Guard (bounds): an entry file of exactly `max_entry_bytes` is shared and read back whole
+/// by a replica with the same bound, with and without a MAC key (the reader's bound is
+/// `max_entry_bytes` + the 32-byte MAC); one byte more is not shared (`too_large`). An empty
+/// value (an empty tool result) is a value, not a miss.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn an_entry_of_exactly_max_entry_bytes_is_shared_and_read_back_whole() {
+    let value = incompressible(3000, 21);
+    let exact = file_len(b"k", &value);
+    let one_more = incompressible(3001, 21);
+    assert_eq!(file_len(b"j", &one_more), exact + 1);
+    for mac in [None, Some([7u8; 32])] {
+        let server = MemoryShared::new();
+        let with = move |c: answercache::SharedConfig| {
+            let c = c.max_entry_bytes(exact);
+            match mac {
+                Some(k) => c.mac_key(k),
+                None => c,
+            }
+        };
+        let a = replica_with(&server, with, |b| b).await;
+        let b = replica_with(&server, with, |b| b).await;
+        a.set_bytes("k", &value).await.unwrap();
+        a.set_bytes("j", &one_more).await.unwrap();
+        a.set_bytes("empty", b"").await.unwrap();
+        a.flush().await.unwrap();
+        let s = a.stats();
+        assert_eq!(
+            (
+                s.shared_writes_ok,
+                s.shared_writes_dropped_by_reason.get("too_large").copied()
+            ),
+            (2, Some(1)),
+            "mac {mac:?}"
+        );
+        let got = b.get_bytes("k").await.unwrap();
+        assert_eq!(got.as_deref(), Some(&value[..]), "mac {mac:?}");
+        let empty = b.get_bytes("empty").await.unwrap();
+        assert_eq!(empty.as_deref(), Some(&b""[..]), "mac {mac:?}");
+        let s = b.stats();
+        assert_eq!((s.shared_hits, s.shared_corrupted), (2, 0), "mac {mac:?}");
+    }
+}
