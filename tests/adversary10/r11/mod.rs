@@ -10,7 +10,8 @@
 //! - `close.rs`: a removal kept after one failed `DEL`, then `close`;
 //! - `window.rs`: the blocking-pool encode of a batch (a removal in no list; a lease
 //!   leader's inline write overtaken by an older queued value);
-//! - `lease.rs`: foreign lease keys, the OOM episode and the leader's inline write;
+//! - `lease.rs`: foreign lease keys, the renewal interval, unshared answers, and the
+//!   leader's inline write (the OOM episode, removals it carries, a cancelled caller);
 //! - `reads.rs`: the inline deletion of corrupt values, bounds that differ by replica;
 //! - `real.rs`: a real `redis-server` (wrong-type values of every kind, `max_ttl`).
 
