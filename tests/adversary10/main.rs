@@ -24,5 +24,7 @@ mod util;
 
 mod faults;
 mod hostile;
+/// Adversary 11 (the entry paths after the D1–D6 fixes): tests/adversary10/r11/FINDINGS.md.
+mod r11;
 mod races;
 mod superseded;
