@@ -27,7 +27,8 @@ pub const DEFAULT_SHARED_OPEN_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_SHARED_MAX_OPEN_TIMEOUT: Duration = Duration::from_secs(120);
 /// Default [`SharedConfig::lease_ttl`]: 10 s.
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
-/// Default [`SharedConfig::lease_renew_interval`]: 3 s.
+/// Default [`SharedConfig::lease_renew_interval`]: 3 s, or a third of
+/// [`SharedConfig::lease_ttl`] when that is shorter (a lease of 2 s is renewed every 666 ms).
 pub const DEFAULT_LEASE_RENEW_INTERVAL: Duration = Duration::from_secs(3);
 /// Default [`SharedConfig::lease_max_hold`]: 10 min.
 pub const DEFAULT_LEASE_MAX_HOLD: Duration = Duration::from_secs(600);
@@ -39,6 +40,13 @@ pub const DEFAULT_LEASE_WAIT_MAX: Duration = Duration::from_secs(60);
 const MAX_SHARED_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest prefix accepted.
 const MAX_PREFIX_LEN: usize = 128;
+/// Largest [`SharedConfig::max_entry_bytes`] accepted (Redis's string limit): no replica
+/// shares a longer entry.
+pub(crate) const MAX_SHARED_MAX_ENTRY_BYTES: usize = 512 << 20;
+/// Longest [`SharedConfig::max_ttl`] accepted: 100 years (36 500 days). The server takes a
+/// `PX` only while its clock plus the `PX` fits in a signed 64-bit count of milliseconds, so
+/// `Duration::MAX` would make it refuse every entry without a TTL.
+const MAX_SHARED_MAX_TTL: Duration = Duration::from_secs(36_500 * 24 * 3600);
 
 /// Where the shared tier's commands go.
 #[derive(Clone)]
@@ -82,7 +90,8 @@ pub struct SharedConfig {
     pub(crate) max_open_timeout: Duration,
     pub(crate) mac_key: Option<[u8; 32]>,
     pub(crate) lease_ttl: Duration,
-    pub(crate) lease_renew_interval: Duration,
+    /// `None`: not set, [`SharedConfig::renew_interval`] derives it from `lease_ttl`.
+    pub(crate) lease_renew_interval: Option<Duration>,
     pub(crate) lease_max_hold: Duration,
     pub(crate) lease_wait_max: Duration,
 }
@@ -107,7 +116,7 @@ impl std::fmt::Debug for SharedConfig {
             .field("max_open_timeout", &self.max_open_timeout)
             .field("mac_key", &self.mac_key.map(|_| "<set>"))
             .field("lease_ttl", &self.lease_ttl)
-            .field("lease_renew_interval", &self.lease_renew_interval)
+            .field("lease_renew_interval", &self.renew_interval())
             .field("lease_max_hold", &self.lease_max_hold)
             .field("lease_wait_max", &self.lease_wait_max)
             .finish()
@@ -147,7 +156,7 @@ impl SharedConfig {
             max_open_timeout: DEFAULT_SHARED_MAX_OPEN_TIMEOUT,
             mac_key: None,
             lease_ttl: DEFAULT_LEASE_TTL,
-            lease_renew_interval: DEFAULT_LEASE_RENEW_INTERVAL,
+            lease_renew_interval: None,
             lease_max_hold: DEFAULT_LEASE_MAX_HOLD,
             lease_wait_max: DEFAULT_LEASE_WAIT_MAX,
         }
@@ -169,7 +178,9 @@ impl SharedConfig {
     }
 
     /// The longest time an entry lives on the server (`PX`), also for entries with no expiry.
-    /// Default [`DEFAULT_SHARED_MAX_TTL`] (7 days). At least 1 ms.
+    /// Default [`DEFAULT_SHARED_MAX_TTL`] (7 days). Range 1 ms ..= 100 years (36 500 days):
+    /// `build()` refuses a longer one (`Duration::MAX` included) with [`Error::Config`], as
+    /// the server refuses a `PX` that far out.
     pub fn max_ttl(mut self, d: Duration) -> Self {
         self.max_ttl = d;
         self
@@ -228,17 +239,33 @@ impl SharedConfig {
 
     /// The lease's time to live (cross-replica single-flight,
     /// [`Builder::shared_single_flight`](crate::Builder::shared_single_flight)). Default
-    /// [`DEFAULT_LEASE_TTL`] (10 s). At least 1 ms.
+    /// [`DEFAULT_LEASE_TTL`] (10 s). Range 1 ms ..= 24 h. Unless
+    /// [`lease_renew_interval`](Self::lease_renew_interval) is set, the lease is renewed every
+    /// third of it (at most every 3 s). A lease key on the server that has no expiry, or a
+    /// longer one than this, is not a lease of this cache's: a waiter takes it over (at once
+    /// when it has no expiry, after waiting `lease_ttl` otherwise).
     pub fn lease_ttl(mut self, d: Duration) -> Self {
         self.lease_ttl = d;
         self
     }
 
-    /// How often a leader renews its lease. Default [`DEFAULT_LEASE_RENEW_INTERVAL`] (3 s);
-    /// `Duration::ZERO`: never renewed.
+    /// How often a leader renews its lease. Default: [`DEFAULT_LEASE_RENEW_INTERVAL`] (3 s),
+    /// or a third of [`lease_ttl`](Self::lease_ttl) when that is shorter;
+    /// `Duration::ZERO`: never renewed. Set, it must be shorter than `lease_ttl` (default or
+    /// set): `build()` refuses `lease_renew_interval >= lease_ttl` with [`Error::Config`],
+    /// since the lease of a healthy leader would lapse before its first renewal and every
+    /// load longer than `lease_ttl` would run twice. A third of `lease_ttl` or less leaves
+    /// room for a slow renewal.
     pub fn lease_renew_interval(mut self, d: Duration) -> Self {
-        self.lease_renew_interval = d;
+        self.lease_renew_interval = Some(d);
         self
+    }
+
+    /// The renewal interval in force: the one set, else [`DEFAULT_LEASE_RENEW_INTERVAL`] or a
+    /// third of `lease_ttl`, whichever is shorter.
+    pub(crate) fn renew_interval(&self) -> Duration {
+        self.lease_renew_interval
+            .unwrap_or_else(|| DEFAULT_LEASE_RENEW_INTERVAL.min(self.lease_ttl / 3))
     }
 
     /// How long a leader renews at most, so a hung loader cannot hold the lease for ever.
@@ -275,7 +302,13 @@ impl SharedConfig {
                 MAX_SHARED_TIMEOUT,
                 "1 ms ..= 60 s",
             ),
-            ("max_ttl", self.max_ttl, ms, Duration::MAX, "at least 1 ms"),
+            (
+                "max_ttl",
+                self.max_ttl,
+                ms,
+                MAX_SHARED_MAX_TTL,
+                "1 ms ..= 36500 days (100 years)",
+            ),
             ("open_timeout", self.open_timeout, ms, day, "1 ms ..= 24 h"),
             (
                 "max_open_timeout",
@@ -300,7 +333,16 @@ impl SharedConfig {
                 ));
             }
         }
-        if self.max_entry_bytes == 0 || self.max_entry_bytes > 512 << 20 {
+        if let Some(every) = self.lease_renew_interval {
+            if !every.is_zero() && every >= self.lease_ttl {
+                return bad(format!(
+                    "shared lease_renew_interval({every:?}) is out of range: valid is 0 (never \
+                     renewed) or shorter than lease_ttl({:?}), a third of it or less advised",
+                    self.lease_ttl
+                ));
+            }
+        }
+        if self.max_entry_bytes == 0 || self.max_entry_bytes > MAX_SHARED_MAX_ENTRY_BYTES {
             return bad(format!(
                 "shared max_entry_bytes({}) is out of range: valid is 1 ..= 536870912",
                 self.max_entry_bytes
@@ -376,5 +418,48 @@ mod tests {
             .validate()
             .is_ok());
         assert!(c().lease_renew_interval(Duration::ZERO).validate().is_ok());
+        // adversary11 R7: the server refuses a PX past i64 milliseconds.
+        assert_eq!(
+            msg(c().max_ttl(Duration::MAX)),
+            "shared max_ttl(18446744073709551615.999999999s) is out of range: valid is \
+             1 ms ..= 36500 days (100 years)"
+        );
+        assert!(c().max_ttl(MAX_SHARED_MAX_TTL).validate().is_ok());
+    }
+
+    /// adversary11 R13: a renewal no sooner than the lease's expiry is refused; unset, it
+    /// follows `lease_ttl`.
+    #[test]
+    fn the_renewal_comes_before_the_lease_lapses() {
+        let c = || SharedConfig::redis("redis://127.0.0.1").unwrap();
+        let s = Duration::from_secs;
+        assert_eq!(c().renew_interval(), DEFAULT_LEASE_RENEW_INTERVAL);
+        assert_eq!(
+            c().lease_ttl(s(2)).renew_interval(),
+            Duration::from_millis(2000) / 3
+        );
+        assert_eq!(c().lease_ttl(s(60)).renew_interval(), s(3));
+        assert!(c().lease_ttl(s(2)).validate().is_ok());
+        assert_eq!(
+            msg(c().lease_ttl(s(2)).lease_renew_interval(s(3))),
+            "shared lease_renew_interval(3s) is out of range: valid is 0 (never renewed) or \
+             shorter than lease_ttl(2s), a third of it or less advised"
+        );
+        // Against the default lease_ttl too.
+        assert!(
+            msg(c().lease_renew_interval(s(10))).starts_with("shared lease_renew_interval(10s)")
+        );
+        assert!(c().lease_renew_interval(s(9)).validate().is_ok());
+        assert!(c()
+            .lease_ttl(s(2))
+            .lease_renew_interval(Duration::ZERO)
+            .validate()
+            .is_ok());
+        assert_eq!(
+            c().lease_ttl(s(2))
+                .lease_renew_interval(Duration::ZERO)
+                .renew_interval(),
+            Duration::ZERO
+        );
     }
 }

@@ -52,7 +52,7 @@ pub(crate) struct LeaseGuard {
 
 impl LeaseGuard {
     fn new(tier: Arc<SharedTier>, key: String, token: String) -> LeaseGuard {
-        let every = tier.config.lease_renew_interval;
+        let every = tier.config.renew_interval();
         let hold = tier.config.lease_max_hold;
         let renew = (!every.is_zero()).then(|| {
             let (tier, key, token) = (tier.clone(), key.clone(), token.clone());

@@ -311,7 +311,6 @@ async fn ask(
 /// model call) is taken over and done twice. README: only "a crashed or paused leader costs
 /// at most a duplicate load".
 #[tokio::test(flavor = "current_thread", start_paused = true)]
-#[ignore = "FINDING R13: lease_ttl below lease_renew_interval is accepted; a healthy leader's lease then lapses before its first renewal and every long load is duplicated"]
 async fn a_lease_ttl_below_the_renew_interval_is_refused_or_still_renewed() {
     let server = MemoryShared::new();
     let lease = |c: answercache::SharedConfig| c.lease_ttl(secs(2));

@@ -85,7 +85,6 @@ fn values_of_every_other_type_are_deleted_before_the_read_returns() {
 /// Expected: the setting refused by `build()` (`Error::Config`), or the `PX` capped at what
 /// the server takes; observed: every write fails with an error.
 #[test]
-#[ignore = "FINDING R7: max_ttl(Duration::MAX) passes validation, but every entry without a TTL is then refused by the server (protocol error): nothing without a TTL is ever shared"]
 fn max_ttl_duration_max_is_refused_or_works() {
     let _slot = shared_slot();
     let Some(server) = server() else { return };
