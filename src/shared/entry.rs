@@ -9,6 +9,7 @@
 //! one. The key never appears in a server key name, only its hash: prompts stay out of
 //! `MONITOR`, `SLOWLOG` and keyspace notifications.
 
+use super::config::MAX_SHARED_MAX_ENTRY_BYTES;
 use crate::warm::format::{self, Corruption, Decoded, Invalid, Limits};
 use crate::warm::layout::{hex, KeyHash};
 
@@ -86,7 +87,10 @@ pub(crate) enum Checked {
     Entry(Decoded),
     /// Corrupt, foreign or forged: a miss, deleted on the server, counted by reason.
     Corrupt(Corruption),
-    /// Written by a newer format version (a newer replica): a miss, left alone.
+    /// Possibly valid for its writer, but not readable here: written by a newer format
+    /// version (a newer replica), or an entry longer than this replica's bound (written by a
+    /// replica with a larger `max_entry_bytes`, as during a rolling change of the setting).
+    /// A miss, left alone, not counted as corrupt.
     Newer,
 }
 
@@ -100,7 +104,7 @@ pub(crate) fn check(
     limits: &Limits,
 ) -> Checked {
     if value.len() > max_len {
-        return Checked::Corrupt(Corruption::Oversize);
+        return over_bound(value, max_len, mac_key);
     }
     let file = match mac_key {
         None => value,
@@ -120,6 +124,35 @@ pub(crate) fn check(
         Ok(d) => Checked::Entry(d),
         Err(Invalid::Corrupt(reason, _)) => Checked::Corrupt(reason),
         Err(Invalid::NewerVersion(_)) => Checked::Newer,
+    }
+}
+
+/// A value longer than `max_len` (of which only the first `max_len + 1` bytes were read, so
+/// it cannot be verified): [`Checked::Newer`] (left alone) when it begins with an entry
+/// header that declares it longer than `max_len` and no longer than any replica shares,
+/// since a replica with a larger `max_entry_bytes` may have written it validly (adversary11
+/// R11). Corrupt otherwise: not an entry file, a header that declares a file within the bound
+/// (so the value has trailing bytes), or a length no replica shares.
+fn over_bound(value: &[u8], max_len: usize, mac_key: Option<&[u8; 32]>) -> Checked {
+    // Only the header's own bounds here: a writer's limits may be larger than this reader's.
+    let any = Limits {
+        max_key_bytes: usize::MAX,
+        max_entry_bytes: usize::MAX,
+    };
+    let header = match format::parse_header(value, &any) {
+        Ok(h) => h,
+        Err(Invalid::NewerVersion(_)) => return Checked::Newer,
+        Err(Invalid::Corrupt(reason, _)) => return Checked::Corrupt(reason),
+    };
+    let mac = if mac_key.is_some() { MAC_LEN as u64 } else { 0 };
+    let declared = header.file_len().saturating_add(mac);
+    let most = max_value_len(MAX_SHARED_MAX_ENTRY_BYTES, mac_key) as u64;
+    if declared <= max_len as u64 {
+        Checked::Corrupt(Corruption::TrailingBytes)
+    } else if declared > most {
+        Checked::Corrupt(Corruption::Oversize)
+    } else {
+        Checked::Newer
     }
 }
 
@@ -181,9 +214,51 @@ mod tests {
         let last = flipped.len() - 1;
         flipped[last] ^= 1;
         assert_eq!(reason(&flipped, b"k"), Some(Corruption::Checksum));
+        // Over the bound: garbage, and an entry whose header declares a shorter file.
         let too_long = vec![0u8; max + 1];
-        assert_eq!(reason(&too_long, b"k"), Some(Corruption::Oversize));
+        assert_eq!(reason(&too_long, b"k"), Some(Corruption::Magic));
+        let mut padded = f.clone();
+        padded.resize(max + 1, 0xAB);
+        assert_eq!(reason(&padded, b"k"), Some(Corruption::TrailingBytes));
         assert!(f.len() > HEADER_LEN);
+    }
+
+    /// adversary11 R11: an entry longer than this reader's bound, which a replica with a
+    /// larger `max_entry_bytes` wrote, is left alone (not corrupt); one whose header declares
+    /// more than any replica shares is corrupt.
+    #[test]
+    fn an_entry_over_the_readers_bound_is_left_alone() {
+        // Incompressible (xorshift): the entry file is over 4 KiB.
+        let mut x = 11u64;
+        let value: Vec<u8> = (0..4096)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect();
+        let f = file(b"k", &value);
+        for mac_key in [None, Some([3u8; 32])] {
+            let sealed = seal(f.clone(), mac_key.as_ref());
+            let max = max_value_len(1024, mac_key.as_ref());
+            assert!(sealed.len() > max + 1);
+            let read = &sealed[..max + 1];
+            assert!(
+                matches!(
+                    check(read, b"k", max, mac_key.as_ref(), &limits()),
+                    Checked::Newer
+                ),
+                "mac {mac_key:?}"
+            );
+        }
+        let mut huge = f[..1025].to_vec();
+        // payload_len (bytes 32..40): 1 GiB, more than any replica shares.
+        huge[32..40].copy_from_slice(&(1u64 << 30).to_le_bytes());
+        assert!(matches!(
+            check(&huge, b"k", 1024, None, &limits()),
+            Checked::Corrupt(Corruption::Oversize)
+        ));
     }
 
     #[test]

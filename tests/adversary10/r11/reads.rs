@@ -41,7 +41,6 @@ async fn a_read_meeting_a_corrupt_value_is_bounded_by_the_timeout() {
 /// is left alone for the same reason ("it may be valid for its writer"); misses only, never a
 /// wrong answer.
 #[tokio::test(flavor = "current_thread", start_paused = true)]
-#[ignore = "FINDING R11: a replica with a smaller max_entry_bytes counts a valid larger entry corrupt and deletes it for every replica"]
 async fn a_smaller_max_entry_bytes_leaves_a_larger_valid_entry_alone() {
     let server = MemoryShared::new();
     let a = replica(&server).await;
