@@ -489,6 +489,11 @@ impl TieredCache {
                 // The caller asked for an answer and has one; the cache cannot keep it. The
                 // waiters start over and load for themselves.
                 tiers.unencodable::<V>(&e);
+                // Nor does the shared tier: the other replicas' waiters load at once.
+                #[cfg(feature = "redis")]
+                if let Some((guard, _)) = lease.take() {
+                    guard.unshared().await;
+                }
                 leader.land(Landing::Abandoned);
                 return Ok(Answer::new(value, Source::Loaded, kind.encoding()));
             }
@@ -519,7 +524,9 @@ impl TieredCache {
                 };
                 guard.complete(hash, key, bytes.clone(), meta).await;
             } else {
-                guard.release().await;
+                // Not cacheable: the other replicas' waiters load for themselves at once,
+                // rather than taking the lease over one after another.
+                guard.unshared().await;
             }
         }
         let stored = if stores {

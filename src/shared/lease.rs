@@ -9,8 +9,20 @@
 //!   script, for at most `lease_max_hold`; on success it writes the value inline (not
 //!   through the queue, so waiters see it at once) and compare-and-deletes the lease; on a
 //!   loader error it only deletes the lease (a waiter takes over).
+//! - A leader whose answer is not shared (not cacheable, too large, unencodable, or its
+//!   inline write not accepted) replaces its lease by the "done, not shared" mark
+//!   ([`UNSHARED_MARK`], for [`UNSHARED_MARK_TTL`]) instead of deleting it: its waiters load
+//!   for themselves at once, side by side, instead of taking the lease over one after another
+//!   (adversary11 R12).
 //! - A waiter serves the value when it appears; takes the lease over when it is gone and no
-//!   value came; and after `lease_wait_max` loads locally (fail open).
+//!   value came; loads locally when it sees the mark; and after `lease_wait_max` loads
+//!   locally (fail open).
+//! - A lease key that no leader of this configuration made (no expiry, or a longer one than
+//!   `lease_ttl`: planted, another application's, a `PERSIST`) is foreign: a waiter deletes it
+//!   (compare-and-delete of what it read) and takes the lease over, at once when it has no
+//!   expiry, after `lease_ttl` of seeing it otherwise (a replica configured with a longer
+//!   `lease_ttl` may hold it); counted as a takeover. So no lease key costs a miss more than
+//!   one `lease_ttl` (adversary11 R3).
 //! - Skipped whenever the shared breaker is not Closed: the load is local.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,6 +32,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::store::LeaseSeen;
 use super::tier::SharedTier;
 use crate::breaker::BreakerState;
 use crate::warm::format::EntryMeta;
@@ -29,6 +42,12 @@ use crate::warm::layout::KeyHash;
 const FIRST_POLL: Duration = Duration::from_millis(25);
 /// The longest poll delay.
 const MAX_POLL: Duration = Duration::from_millis(500);
+/// What a leader whose answer is not shared leaves under the lease key: not a token (those
+/// are 32 hex digits), so no holder's compare-and-pexpire or compare-and-delete matches it.
+pub(crate) const UNSHARED_MARK: &str = "answercache:lease:done-not-shared";
+/// How long the mark stays: several polls at the longest poll delay, so every waiter sees
+/// it; a miss of the key meanwhile sees it too and loads locally at once.
+pub(crate) const UNSHARED_MARK_TTL: Duration = Duration::from_secs(2);
 
 /// What a local leader does about the other replicas.
 pub(crate) enum LeaseStart {
@@ -79,7 +98,8 @@ impl LeaseGuard {
         }
     }
 
-    /// The load succeeded: the value inline, then the lease released.
+    /// The load succeeded: the value inline, then the lease released (or marked "done, not
+    /// shared" when the value was not written).
     pub(crate) async fn complete(
         mut self,
         hash: KeyHash,
@@ -88,8 +108,12 @@ impl LeaseGuard {
         meta: EntryMeta,
     ) {
         self.stop_renewing();
-        self.tier.put_inline(hash, key, value, meta).await;
-        self.tier.lease_release(&self.key, &self.token).await;
+        if self.tier.put_inline(hash, key, value, meta).await {
+            self.tier.lease_release(&self.key, &self.token).await;
+        } else {
+            // Too large, refused or failed: no value will come for the waiters.
+            self.mark_unshared().await;
+        }
         self.done = true;
     }
 
@@ -98,6 +122,26 @@ impl LeaseGuard {
         self.stop_renewing();
         self.tier.lease_release(&self.key, &self.token).await;
         self.done = true;
+    }
+
+    /// The load succeeded but its answer is not shared (not cacheable, too large, not
+    /// encodable): the lease replaced by the "done, not shared" mark, so that the waiters
+    /// load for themselves at once rather than one after another; released when that fails.
+    pub(crate) async fn unshared(mut self) {
+        self.stop_renewing();
+        self.mark_unshared().await;
+        self.done = true;
+    }
+
+    async fn mark_unshared(&self) {
+        let px = u64::try_from(UNSHARED_MARK_TTL.as_millis()).unwrap_or(u64::MAX);
+        if !self
+            .tier
+            .lease_replace(&self.key, &self.token, UNSHARED_MARK, px)
+            .await
+        {
+            self.tier.lease_release(&self.key, &self.token).await;
+        }
     }
 
     fn stop_renewing(&mut self) {
@@ -158,6 +202,8 @@ pub(crate) async fn lead_or_wait(tier: &Arc<SharedTier>, hash: &KeyHash) -> Leas
     let start = Instant::now();
     let max = tier.config.lease_wait_max;
     let mut delay = FIRST_POLL;
+    // When a poll first saw the lease with a longer TTL than `lease_ttl` (R3).
+    let mut too_long_since = None;
     loop {
         let waited = start.elapsed();
         if waited >= max {
@@ -177,8 +223,27 @@ pub(crate) async fn lead_or_wait(tier: &Arc<SharedTier>, hash: &KeyHash) -> Leas
             None => return LeaseStart::Local,
             // Counted as served by the caller, once the value is verified and served.
             Some((true, _)) => return LeaseStart::Appeared,
-            Some((false, true)) => {}
-            Some((false, false)) => match tier.lease_acquire(&key, &mine).await {
+            Some((false, Some(seen))) if seen.value == UNSHARED_MARK.as_bytes() => {
+                // The leader's answer is not shared: no value will come.
+                return LeaseStart::Local;
+            }
+            Some((false, Some(seen))) => {
+                if !is_foreign(&seen, tier.config.lease_ttl, &mut too_long_since) {
+                    continue;
+                }
+                // Not a lease of this cache's: gone (unless it changed meanwhile), and taken
+                // over; a waiter never waits on it.
+                tier.lease_delete_foreign(&key, seen.found()).await;
+                return match tier.lease_acquire(&key, &mine).await {
+                    Some(true) => {
+                        counters.lease_acquired.inc();
+                        counters.lease_takeovers.inc();
+                        LeaseStart::Lead(LeaseGuard::new(tier.clone(), key, mine))
+                    }
+                    Some(false) | None => LeaseStart::Local,
+                };
+            }
+            Some((false, None)) => match tier.lease_acquire(&key, &mine).await {
                 Some(true) => {
                     counters.lease_acquired.inc();
                     counters.lease_takeovers.inc();
@@ -187,6 +252,23 @@ pub(crate) async fn lead_or_wait(tier: &Arc<SharedTier>, hash: &KeyHash) -> Leas
                 Some(false) => {}
                 None => return LeaseStart::Local,
             },
+        }
+    }
+}
+
+/// Whether a lease key a poll found is foreign (R3): it has no expiry (no leader of this
+/// cache's makes one), or it has had a longer TTL than `lease_ttl` for `lease_ttl` since
+/// `too_long_since` (a replica configured with a longer `lease_ttl` may be a live leader).
+fn is_foreign(seen: &LeaseSeen, lease_ttl: Duration, too_long_since: &mut Option<Instant>) -> bool {
+    match seen.ttl {
+        None => true,
+        Some(ttl) if ttl > lease_ttl => {
+            let since = *too_long_since.get_or_insert_with(Instant::now);
+            since.elapsed() >= lease_ttl
+        }
+        Some(_) => {
+            *too_long_since = None;
+            false
         }
     }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 use redis::{ConnectionInfo, ErrorKind, RedisError, Script, ServerErrorKind, Value};
 
-use super::store::{BoxFut, Found, SharedStore, StoreError, WriteOp};
+use super::store::{BoxFut, Found, LeaseSeen, SharedStore, StoreError, WriteOp, LEASE_READ_LEN};
 use crate::stats::SharedErrorKind;
 
 /// How long one connection attempt may take.
@@ -27,6 +27,8 @@ const RENEW: &str = "if redis.call('get',KEYS[1])==ARGV[1] then return redis.cal
 /// `if redis.call('get',KEYS[1])==ARGV[1] then return redis.call('del',KEYS[1]) else return 0 end`
 const RELEASE: &str =
     "if redis.call('get',KEYS[1])==ARGV[1] then return redis.call('del',KEYS[1]) else return 0 end";
+/// `if redis.call('get',KEYS[1])==ARGV[1] then redis.call('set',KEYS[1],ARGV[2],'px',ARGV[3]) return 1 else return 0 end`
+const REPLACE: &str = "if redis.call('get',KEYS[1])==ARGV[1] then redis.call('set',KEYS[1],ARGV[2],'px',ARGV[3]) return 1 else return 0 end";
 
 /// The compare-and-set of a namespace generation (`KEYS[1]` the generation key, `ARGV[1]` the
 /// new generation, `ARGV[2]` `1` to write over nothing, `ARGV[3..]` the generations it may
@@ -63,6 +65,7 @@ pub(crate) struct RedisStore {
     write: ConnectionManager,
     renew: Script,
     release: Script,
+    replace: Script,
     set_generation: Script,
     del_if: Script,
 }
@@ -86,6 +89,7 @@ impl RedisStore {
             write,
             renew: Script::new(RENEW),
             release: Script::new(RELEASE),
+            replace: Script::new(REPLACE),
             set_generation: Script::new(SET_GENERATION),
             del_if: Script::new(DEL_IF),
         })
@@ -309,23 +313,49 @@ impl SharedStore for RedisStore {
         })
     }
 
+    fn lease_replace(&self, key: &str, token: &str, value: &str, px: u64) -> BoxFut<'_, bool> {
+        let (key, token, value) = (key.to_owned(), token.to_owned(), value.to_owned());
+        Box::pin(async move {
+            let mut conn = self.write.clone();
+            let n: i64 = self
+                .replace
+                .key(&key)
+                .arg(&token)
+                .arg(&value)
+                .arg(px)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| classify(&e))?;
+            Ok(n == 1)
+        })
+    }
+
     fn poll(
         &self,
         value_key: &str,
         lease_key: &str,
         max_len: usize,
-    ) -> BoxFut<'_, (Option<Vec<u8>>, bool)> {
+    ) -> BoxFut<'_, (Option<Vec<u8>>, Option<LeaseSeen>)> {
         let mut pipe = redis::pipe();
         pipe.add_command(getrange(value_key, max_len));
+        pipe.add_command(getrange(lease_key, LEASE_READ_LEN));
         pipe.cmd("PTTL").arg(lease_key);
         Box::pin(async move {
             let mut conn = self.read.clone();
-            let (v, pttl): (Value, i64) = pipe
+            let (v, lease, pttl): (Value, Value, i64) = pipe
                 .query_async(&mut conn)
                 .await
                 .map_err(|e| classify(&e))?;
-            // -2: no such key; -1: no expiry (not ours, but it exists).
-            Ok((bytes(v)?, pttl != -2))
+            // `GETRANGE` of no key is empty: `PTTL` tells. -2: no such key; -1: no expiry
+            // (not a lease of this cache's, but it exists).
+            let seen = match pttl {
+                -2 => None,
+                _ => Some(LeaseSeen {
+                    value: bytes(lease)?.unwrap_or_default(),
+                    ttl: u64::try_from(pttl).ok().map(Duration::from_millis),
+                }),
+            };
+            Ok((bytes(v)?, seen))
         })
     }
 

@@ -11,6 +11,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::stats::SharedErrorKind;
 
@@ -98,6 +99,30 @@ pub(crate) enum Found {
     Bytes { prefix: Vec<u8>, len: Option<usize> },
 }
 
+/// How much of a lease key's value a poll reads: a token is 32 hex digits; one byte more
+/// than this tells a longer (foreign) value apart.
+pub(crate) const LEASE_READ_LEN: usize = 64;
+
+/// A lease key as a waiter's poll found it (adversary11 R3, R12).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LeaseSeen {
+    /// Its value (a holder's token, the "not shared" mark, or anything a foreign writer put
+    /// there), at most its first `LEASE_READ_LEN + 1` bytes.
+    pub value: Vec<u8>,
+    /// Its remaining time to live; `None` when it has no expiry (no lease of this cache's).
+    pub ttl: Option<Duration>,
+}
+
+impl LeaseSeen {
+    /// What a compare-and-delete ([`SharedStore::del_if`]) of this value compares.
+    pub(crate) fn found(&self) -> Found {
+        Found::Bytes {
+            prefix: self.value.clone(),
+            len: (self.value.len() <= LEASE_READ_LEN).then_some(self.value.len()),
+        }
+    }
+}
+
 /// One write of a pipelined batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum WriteOp {
@@ -151,14 +176,18 @@ pub(crate) trait SharedStore: Send + Sync + 'static {
     fn lease_renew(&self, key: &str, token: &str, px: u64) -> BoxFut<'_, bool>;
     /// The compare-and-delete script: whether `token` held the lease (now deleted).
     fn lease_release(&self, key: &str, token: &str) -> BoxFut<'_, bool>;
-    /// `GETRANGE value 0 max_len` pipelined with `PTTL lease`: the value (as
-    /// [`SharedStore::get`]) and whether the lease still exists.
+    /// The compare-and-set script: when `token` still holds the lease, replaces it by `value`
+    /// for `px` (a leader's "done, not shared" mark). Whether it did.
+    fn lease_replace(&self, key: &str, token: &str, value: &str, px: u64) -> BoxFut<'_, bool>;
+    /// `GETRANGE value 0 max_len` pipelined with `GETRANGE lease 0 LEASE_READ_LEN` and
+    /// `PTTL lease`: the value (as [`SharedStore::get`]) and the lease key, `None` when it does
+    /// not exist.
     fn poll(
         &self,
         value_key: &str,
         lease_key: &str,
         max_len: usize,
-    ) -> BoxFut<'_, (Option<Vec<u8>>, bool)>;
+    ) -> BoxFut<'_, (Option<Vec<u8>>, Option<LeaseSeen>)>;
     /// `PING`.
     fn ping(&self) -> BoxFut<'_, ()>;
 }

@@ -1125,8 +1125,26 @@ impl SharedTier {
         let _ = self.call(false, |s| s.lease_release(key, token)).await;
     }
 
-    /// `(the value exists, the lease exists)`; `None` when not admitted or failed.
-    pub(crate) async fn lease_poll(&self, hash: &KeyHash) -> Option<(bool, bool)> {
+    /// The compare-and-set script: whether `token` held the lease, now replaced by `value`
+    /// for `px` ms (the "done, not shared" mark).
+    pub(crate) async fn lease_replace(&self, key: &str, token: &str, value: &str, px: u64) -> bool {
+        matches!(
+            self.call(false, |s| s.lease_replace(key, token, value, px))
+                .await,
+            Some(Ok(true))
+        )
+    }
+
+    /// Deletes a foreign lease key while it still holds what a poll found there.
+    pub(crate) async fn lease_delete_foreign(&self, key: &str, found: Found) {
+        let _ = self.call(false, |s| s.del_if(key, found)).await;
+    }
+
+    /// `(the value exists, the lease key as found)`; `None` when not admitted or failed.
+    pub(crate) async fn lease_poll(
+        &self,
+        hash: &KeyHash,
+    ) -> Option<(bool, Option<super::store::LeaseSeen>)> {
         let (ekey, lkey) = (self.entry_key(hash), self.lease_key(hash));
         let (value, leased) = self.call(false, |s| s.poll(&ekey, &lkey, 0)).await?.ok()?;
         Some((value.is_some(), leased))

@@ -25,7 +25,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::shared::config::{Backend, SharedConfig};
-use crate::shared::store::{BoxFut, Found, SharedStore, StoreError, WriteOp};
+use crate::shared::store::{
+    BoxFut, Found, LeaseSeen, SharedStore, StoreError, WriteOp, LEASE_READ_LEN,
+};
 use crate::stats::SharedErrorKind;
 use crate::sync::lock;
 
@@ -45,7 +47,7 @@ pub enum SharedOpKind {
     Mget,
     /// `SET NX GET`.
     SetNxGet,
-    /// The lease operations (acquire, renew, release, poll).
+    /// The lease operations (acquire, renew, release, replace, poll).
     Lease,
     /// `PING`.
     Ping,
@@ -400,18 +402,40 @@ impl SharedStore for MemoryShared {
         })
     }
 
+    fn lease_replace(&self, key: &str, token: &str, value: &str, px: u64) -> BoxFut<'_, bool> {
+        let (key, token, value) = (key.to_owned(), token.to_owned(), value.to_owned());
+        Box::pin(async move {
+            self.enter(SharedOpKind::Lease).await?;
+            let mut st = lock(&self.state);
+            if st.live(&key).map(Vec::as_slice) != Some(token.as_bytes()) {
+                return Ok(false);
+            }
+            let exp = Instant::now().checked_add(Duration::from_millis(px));
+            st.data.insert(key, (value.into_bytes(), exp));
+            Ok(true)
+        })
+    }
+
     fn poll(
         &self,
         value_key: &str,
         lease_key: &str,
         max_len: usize,
-    ) -> BoxFut<'_, (Option<Vec<u8>>, bool)> {
+    ) -> BoxFut<'_, (Option<Vec<u8>>, Option<LeaseSeen>)> {
         let (value_key, lease_key) = (value_key.to_owned(), lease_key.to_owned());
         Box::pin(async move {
             self.enter(SharedOpKind::Lease).await?;
             let value = self.get_bounded(&value_key, max_len);
-            let leased = lock(&self.state).live(&lease_key).is_some();
-            Ok((value, leased))
+            let mut st = lock(&self.state);
+            let now = Instant::now();
+            let seen = match st.live(&lease_key) {
+                None => None,
+                Some(_) => st.data.get(&lease_key).map(|(v, exp)| LeaseSeen {
+                    value: v[..v.len().min(LEASE_READ_LEN + 1)].to_vec(),
+                    ttl: exp.map(|e| e.saturating_duration_since(now)),
+                }),
+            };
+            Ok((value, seen))
         })
     }
 

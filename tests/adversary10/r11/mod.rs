@@ -17,6 +17,7 @@
 
 mod close;
 mod expiry;
+mod fixes;
 mod lease;
 mod reads;
 mod real;
