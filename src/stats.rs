@@ -455,7 +455,8 @@ pub struct Stats {
     /// Those served by the other replica's value (counted once the value was verified and
     /// decoded: one that appeared but was corrupt is not).
     pub shared_lease_waits_served: u64,
-    /// Waits that took the lease over (its holder let it expire or gave up).
+    /// Waits that took the lease over (its holder let it expire or gave up, or the lease key
+    /// was foreign: no expiry, or a longer one than `lease_ttl`, deleted first).
     pub shared_lease_takeovers: u64,
     /// Waits that gave up after `lease_wait_max` and loaded locally.
     pub shared_lease_wait_timeouts: u64,

@@ -5,10 +5,11 @@
 //! calling the model too. Correctness never depends on it: two leaders produce equivalent
 //! answers and the last `SET` wins harmlessly, so no fencing token is needed.
 //!
-//! - The leader renews the lease every `lease_renew_interval` with a compare-and-pexpire
-//!   script, for at most `lease_max_hold`; on success it writes the value inline (not
-//!   through the queue, so waiters see it at once) and compare-and-deletes the lease; on a
-//!   loader error it only deletes the lease (a waiter takes over).
+//! - The leader renews the lease every `lease_renew_interval` (by default 3 s, or a third of
+//!   `lease_ttl` when that is shorter; `build()` refuses one of `lease_ttl` or more) with a
+//!   compare-and-pexpire script, for at most `lease_max_hold`; on success it writes the value
+//!   inline (not through the queue, so waiters see it at once) and compare-and-deletes the
+//!   lease; on a loader error it only deletes the lease (a waiter takes over).
 //! - A leader whose answer is not shared (not cacheable, too large, unencodable, or its
 //!   inline write not accepted) replaces its lease by the "done, not shared" mark
 //!   ([`UNSHARED_MARK`], for [`UNSHARED_MARK_TTL`]) instead of deleting it: its waiters load
