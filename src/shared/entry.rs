@@ -129,10 +129,11 @@ pub(crate) fn check(
 
 /// A value longer than `max_len` (of which only the first `max_len + 1` bytes were read, so
 /// it cannot be verified): [`Checked::Newer`] (left alone) when it begins with an entry
-/// header that declares it longer than `max_len` and no longer than any replica shares,
-/// since a replica with a larger `max_entry_bytes` may have written it validly (adversary11
-/// R11). Corrupt otherwise: not an entry file, a header that declares a file within the bound
-/// (so the value has trailing bytes), or a length no replica shares.
+/// header (of this format version or a newer one) that declares it longer than `max_len` and
+/// no longer than any replica shares, since a replica with a larger `max_entry_bytes` may
+/// have written it validly (adversary11 R11). Otherwise corrupt, `Oversize` as before: not an
+/// entry file, a header that declares a file within the bound (so the value has trailing
+/// bytes), or a length no replica shares.
 fn over_bound(value: &[u8], max_len: usize, mac_key: Option<&[u8; 32]>) -> Checked {
     // Only the header's own bounds here: a writer's limits may be larger than this reader's.
     let any = Limits {
@@ -142,14 +143,12 @@ fn over_bound(value: &[u8], max_len: usize, mac_key: Option<&[u8; 32]>) -> Check
     let header = match format::parse_header(value, &any) {
         Ok(h) => h,
         Err(Invalid::NewerVersion(_)) => return Checked::Newer,
-        Err(Invalid::Corrupt(reason, _)) => return Checked::Corrupt(reason),
+        Err(Invalid::Corrupt(..)) => return Checked::Corrupt(Corruption::Oversize),
     };
     let mac = if mac_key.is_some() { MAC_LEN as u64 } else { 0 };
     let declared = header.file_len().saturating_add(mac);
     let most = max_value_len(MAX_SHARED_MAX_ENTRY_BYTES, mac_key) as u64;
-    if declared <= max_len as u64 {
-        Checked::Corrupt(Corruption::TrailingBytes)
-    } else if declared > most {
+    if declared <= max_len as u64 || declared > most {
         Checked::Corrupt(Corruption::Oversize)
     } else {
         Checked::Newer
@@ -216,10 +215,10 @@ mod tests {
         assert_eq!(reason(&flipped, b"k"), Some(Corruption::Checksum));
         // Over the bound: garbage, and an entry whose header declares a shorter file.
         let too_long = vec![0u8; max + 1];
-        assert_eq!(reason(&too_long, b"k"), Some(Corruption::Magic));
+        assert_eq!(reason(&too_long, b"k"), Some(Corruption::Oversize));
         let mut padded = f.clone();
         padded.resize(max + 1, 0xAB);
-        assert_eq!(reason(&padded, b"k"), Some(Corruption::TrailingBytes));
+        assert_eq!(reason(&padded, b"k"), Some(Corruption::Oversize));
         assert!(f.len() > HEADER_LEN);
     }
 

@@ -1,7 +1,8 @@
 //! T9, corrupt and hostile values planted with a raw client under the keys a replica reads:
 //! garbage, truncated, wrong magic, another key's entry, flipped payload and checksum
 //! bytes, version 0, bad flags, an inflation bomb, oversize length fields (key, value,
-//! payload), a broken gzip stream, trailing bytes, a value over `max_entry_bytes`.
+//! payload), a broken gzip stream, trailing bytes, bytes over `max_entry_bytes` that are no
+//! entry file.
 //!
 //! (An empty value is a control, not a case: the bounded read cannot tell it from no key,
 //! so it is a plain miss, left alone.)
@@ -11,7 +12,8 @@
 //! move; 0 wrong answers; the largest single allocation while reading them stays under 1 MiB
 //! (the declared lengths are bounded before allocating, the bomb stopped within a chunk). A
 //! well-formed planted entry is a hit (so the misses are the checks' doing), a newer format
-//! version and an expired entry are misses. With `mac_key`: entries without the MAC, or with
+//! version, an expired entry and a well-formed entry over `max_entry_bytes` (a replica with a
+//! larger bound may have shared it) are misses, the last left on the server. With `mac_key`: entries without the MAC, or with
 //! another key's, are misses; the writer's own and a correctly MAC'd plant are hits.
 
 use answercache::warm::format::{self, EntryMeta};
@@ -126,12 +128,10 @@ fn hostile() -> Vec<(&'static str, Vec<u8>, &'static str)> {
         format::flags_for(Encoding::Raw),
     );
     v.push(("bad-gzip", e, "decode"));
-    // A well-formed entry larger than max_entry_bytes + header (incompressible value).
-    v.push((
-        "too-large",
-        entry(&k("too-large"), 4 * MAX_ENTRY),
-        "oversize",
-    ));
+    // Bytes over max_entry_bytes + header that are no entry file. (A well-formed entry that
+    // long is a control: a replica with a larger max_entry_bytes may have shared it,
+    // adversary11 R11.)
+    v.push(("too-large", vec![0xAB; 4 * MAX_ENTRY], "oversize"));
     v
 }
 
@@ -176,6 +176,14 @@ pub fn scenario(opts: ServerOptions) {
             .set_raw(&entry_key(PREFIX, b"h-expired"), &expired)
             .await;
         server.set_raw(&entry_key(PREFIX, b"h-empty"), b"").await;
+        // A well-formed entry over this replica's max_entry_bytes (incompressible value), as
+        // a replica with a larger bound shares it (adversary11 R11).
+        server
+            .set_raw(
+                &entry_key(PREFIX, b"h-larger"),
+                &entry("h-larger", 4 * MAX_ENTRY),
+            )
+            .await;
     });
     let r0 = r.stats();
     let ((wrong, answers), peak) = alloc::peak_allocation(|| {
@@ -261,15 +269,21 @@ pub fn scenario(opts: ServerOptions) {
         // counted as corruption nor deleted (it holds no answer to serve, and nothing
         // allocates for it).
         assert_eq!(r.get_bytes("h-empty").await.unwrap(), None);
+        assert_eq!(r.get_bytes("h-larger").await.unwrap(), None);
         let r2 = r.stats();
         assert_eq!(
             r2.shared_corrupted, r1.shared_corrupted,
-            "a newer version, an expired entry or an empty value is not counted as corruption"
+            "a newer version, an expired entry, an empty value or a larger entry is not \
+             counted as corruption"
         );
-        assert_eq!(r2.shared_misses - r1.shared_misses, 3);
+        assert_eq!(r2.shared_misses - r1.shared_misses, 4);
         assert!(
             server.exists(&entry_key(PREFIX, b"h-empty")).await,
             "an empty value reads as no key: nothing to delete"
+        );
+        assert!(
+            server.exists(&entry_key(PREFIX, b"h-larger")).await,
+            "an entry over this replica's bound may be valid for its writer: left alone"
         );
         println!(
             "SHARED T9 controls newer_version_deleted={} expired_deleted={}",
