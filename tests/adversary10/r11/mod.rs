@@ -18,6 +18,7 @@
 mod close;
 mod expiry;
 mod fixes;
+mod fixes_real;
 mod lease;
 mod reads;
 mod real;
