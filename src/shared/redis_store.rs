@@ -66,8 +66,6 @@ pub(crate) struct RedisStore {
     renew: Script,
     release: Script,
     replace: Script,
-    set_generation: Script,
-    del_if: Script,
 }
 
 impl RedisStore {
@@ -90,8 +88,6 @@ impl RedisStore {
             renew: Script::new(RENEW),
             release: Script::new(RELEASE),
             replace: Script::new(REPLACE),
-            set_generation: Script::new(SET_GENERATION),
-            del_if: Script::new(DEL_IF),
         })
     }
 
@@ -202,22 +198,18 @@ impl SharedStore for RedisStore {
     }
 
     fn del_if(&self, key: &str, found: Found) -> BoxFut<'_, bool> {
-        let key = key.to_owned();
-        Box::pin(async move {
-            let mut conn = self.write.clone();
-            let mut invocation = self.del_if.key(&key);
-            match &found {
-                Found::NotAString => invocation.arg("").arg(""),
-                Found::Bytes { prefix, len } => invocation
-                    .arg(&prefix[..])
-                    .arg(len.map(|n| n.to_string()).unwrap_or_default()),
-            };
-            let n: i64 = invocation
-                .invoke_async(&mut conn)
-                .await
-                .map_err(|e| classify(&e))?;
-            Ok(n == 1)
-        })
+        // `EVAL` with the script's text, not `EVALSHA`: a rare call that must work even
+        // when its first attempt is cut off (a write pause) before the client's NOSCRIPT
+        // fallback loaded the script.
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(DEL_IF).arg(1).arg(key);
+        match &found {
+            Found::NotAString => cmd.arg("").arg(""),
+            Found::Bytes { prefix, len } => cmd
+                .arg(&prefix[..])
+                .arg(len.map(|n| n.to_string()).unwrap_or_default()),
+        };
+        Box::pin(async move { Ok(self.write::<i64>(&cmd).await? == 1) })
     }
 
     fn mget(&self, keys: &[String]) -> BoxFut<'_, Vec<Option<Vec<u8>>>> {
@@ -241,20 +233,18 @@ impl SharedStore for RedisStore {
         accept: Vec<Vec<u8>>,
         if_absent: bool,
     ) -> BoxFut<'_, Option<Vec<u8>>> {
-        let (key, value) = (key.to_owned(), value.to_vec());
+        // `EVAL` with the script's text (see `del_if`).
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(SET_GENERATION)
+            .arg(1)
+            .arg(key)
+            .arg(value)
+            .arg(if if_absent { "1" } else { "0" });
+        for a in &accept {
+            cmd.arg(&a[..]);
+        }
         Box::pin(async move {
-            let mut conn = self.write.clone();
-            let mut invocation = self.set_generation.key(&key);
-            invocation
-                .arg(&value)
-                .arg(if if_absent { "1" } else { "0" });
-            for a in &accept {
-                invocation.arg(&a[..]);
-            }
-            let v: Value = invocation
-                .invoke_async(&mut conn)
-                .await
-                .map_err(|e| classify(&e))?;
+            let v: Value = self.write(&cmd).await?;
             match v {
                 Value::Nil => Ok(None),
                 Value::BulkString(b) => Ok(Some(b)),

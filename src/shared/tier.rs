@@ -321,6 +321,7 @@ impl SharedTier {
     pub(crate) async fn read(self: &Arc<Self>, key: &[u8], hash: &KeyHash) -> Option<SharedHit> {
         let ekey = self.entry_key(hash);
         let max = self.max_value_len();
+        let started = Instant::now();
         let bytes = match self.call(true, |s| s.get(&ekey, max)).await? {
             Ok(Some(b)) => b,
             Err(e) if e.kind == Failure::WrongType => {
@@ -329,7 +330,7 @@ impl SharedTier {
                     .shared
                     .corruption(crate::warm::format::Corruption::NotARegularFile);
                 self.count_miss();
-                self.delete_corrupt(ekey, Found::NotAString).await;
+                self.delete_corrupt(ekey, Found::NotAString, started).await;
                 return None;
             }
             Ok(None) | Err(_) => {
@@ -368,17 +369,24 @@ impl SharedTier {
             Checked::Corrupt(reason) => {
                 self.counters.shared.corruption(reason);
                 self.count_miss();
-                self.delete_corrupt(ekey, found).await;
+                self.delete_corrupt(ekey, found, started).await;
                 None
             }
         }
     }
 
-    /// Deletes a corrupt or foreign value found at `ekey` before the read returns (within the
-    /// timeout), while the key still holds it (`found`): the next read of the key does not
-    /// meet it again, and a valid value another replica wrote since stays.
-    async fn delete_corrupt(&self, ekey: String, found: Found) {
-        let _ = self.call(false, |s| s.del_if(&ekey, found)).await;
+    /// Deletes a corrupt or foreign value found at `ekey`, while the key still holds it
+    /// (`found`): the next read of the key does not meet it again, and a valid value another
+    /// replica wrote since stays. Waited for while the read that found it (begun at
+    /// `started`) is within its timeout, so that a read is bounded by one timeout; the rest
+    /// goes on in the background.
+    async fn delete_corrupt(self: &Arc<Self>, ekey: String, found: Found, started: Instant) {
+        let tier = self.clone();
+        let del = tokio::spawn(async move {
+            let _ = tier.call(false, |s| s.del_if(&ekey, found)).await;
+        });
+        let left = self.config.timeout.saturating_sub(started.elapsed());
+        let _ = tokio::time::timeout(left, del).await;
     }
 
     /// Counts a shared read that found nothing usable.
@@ -1227,6 +1235,8 @@ impl SharedTier {
             Some(Ok(())) => {
                 self.counters.shared.writes_ok.inc();
                 self.counters.shared.bytes_out.add(size);
+                // An accepted write ends an OOM episode, as the drain task's do.
+                self.oom_episode.store(false, Ordering::Relaxed);
                 true
             }
             Some(Err(e)) if e.kind == Failure::Oom => {

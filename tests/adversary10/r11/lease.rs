@@ -70,7 +70,6 @@ async fn a_lease_key_without_ttl_costs_at_most_one_lease_ttl() {
 /// writes are lease leaders' (every answer comes from `get_or_insert_*`), a second OOM
 /// episode, after the server had room again and took writes, is silent.
 #[tokio::test(flavor = "current_thread", start_paused = true)]
-#[ignore = "FINDING R4: a lease leader's accepted inline write does not end the OOM episode: the next episode is not warned"]
 async fn a_second_oom_episode_after_inline_writes_is_warned() {
     let (logs, _guard) = Logs::capture();
     let server = MemoryShared::new();

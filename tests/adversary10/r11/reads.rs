@@ -15,7 +15,6 @@ use crate::mem::*;
 /// returns: with the server answering in 150 ms (a latency spike under the timeout), the
 /// `get` takes 300 ms; up to twice the timeout when both calls take just under it.
 #[tokio::test(flavor = "current_thread", start_paused = true)]
-#[ignore = "FINDING R10: a read that meets a corrupt value waits for its inline DEL too: up to 2 x timeout, past the per-read bound"]
 async fn a_read_meeting_a_corrupt_value_is_bounded_by_the_timeout() {
     let server = MemoryShared::new();
     let a = replica(&server).await;
@@ -24,6 +23,10 @@ async fn a_read_meeting_a_corrupt_value_is_bounded_by_the_timeout() {
     let start = Instant::now();
     assert_eq!(a.get_bytes("k").await.unwrap(), None);
     let took = start.elapsed();
+    // The DEL, sent when the read found the value (at 150 ms), lands 150 ms later: in the
+    // background once the read's timeout is up. (Asserting it gone when the read returns, as
+    // this test first did, cannot hold with two 150 ms round trips under a 200 ms bound.)
+    tokio::time::sleep(Duration::from_millis(200)).await;
     server.latency(Duration::ZERO);
     let s = a.stats();
     assert_eq!((s.shared_corrupted, s.shared_errors), (1, 0));
