@@ -99,9 +99,32 @@ pub struct StoreConfig {
 }
 
 /// The largest entry file [`WarmStore::read_inline`] verifies and inflates on the caller's
-/// thread (an async worker): 16 KiB of file is ~40 KiB of text, ~60 µs of blake3 + inflate on a
-/// slow core. Larger files are handed to the blocking pool, already read.
-pub const INLINE_DECODE_MAX: usize = 16 * 1024;
+/// thread (in steps of [`INLINE_STEP_BYTES`]) instead of on the blocking pool: its checksum
+/// (blake3 over at most this much, ~20-30 µs on a slow core) is computed in one go. Larger
+/// files are handed to the blocking pool, already read.
+pub const STEPPED_FILE_MAX: usize = 64 * 1024;
+
+/// Bytes of value one inflate step produces on an async worker before the task yields
+/// (~30-60 µs of zlib on a slow, shared core; measured 16 KiB of chat JSON at 50-60 µs on the
+/// 2-core bench machine).
+pub const INLINE_STEP_BYTES: usize = 16 * 1024;
+
+/// What [`WarmStore::read_inline`] found.
+#[derive(Debug)]
+pub(crate) enum InlineRead {
+    /// The read is over.
+    Done(ReadOutcome),
+    /// A valid, unexpired entry, inflated into the `Arc` the cache hands out.
+    Hit {
+        /// Times and cost.
+        meta: EntryMeta,
+        /// The value.
+        value: Arc<[u8]>,
+    },
+    /// A verified, unexpired entry whose value the caller inflates in steps
+    /// ([`format::Inflating::step`]), then hands to [`WarmStore::stepped_hit`].
+    Inflate(Box<format::Inflating>),
+}
 
 /// What a read found.
 #[derive(Debug)]
@@ -452,20 +475,23 @@ impl WarmStore {
         debug!(nowait_reads = yes, "page-cache reads on the calling thread");
     }
 
-    /// The part of a read that runs on the caller's thread, before any blocking-pool hop:
-    /// reads the entry file only if that cannot block, and finishes the common cases (a valid
-    /// entry of at most [`INLINE_DECODE_MAX`] file bytes, or no file). Everything else
-    /// continues on the blocking pool: with [`WarmStore::read_prefetched`]
-    /// (`Continue(Some(bytes))`: a larger entry, not inflated on an async worker) or with
-    /// [`WarmStore::read`] (`Continue(None)`: not in memory, or anything that needs a
-    /// removal or a quarantine).
-    pub fn read_inline(
+    /// The part of a read that runs on the caller's thread, before any blocking-pool hop: reads
+    /// the entry file only if that cannot block ([`Fs::read_file_nowait`]), and finishes the
+    /// common cases. The value of an entry of at most [`STEPPED_FILE_MAX`] bytes is inflated
+    /// straight into the `Arc` the cache hands out, [`INLINE_STEP_BYTES`] at most on this call. The file is verified first (header, length,
+    /// checksum, flags, key, expiry: everything before inflating, as `format::decode`). A
+    /// value of one step is a hit here (`InlineRead::Hit`); a longer one is handed back to be
+    /// inflated in more steps by the caller, which yields between them
+    /// (`InlineRead::Inflate`), so neither a blocking-pool hop nor a long stretch on the
+    /// worker is paid. An expired or invalid file continues on the blocking pool, which reads
+    /// the path again and removes or quarantines what is there then.
+    pub(crate) fn read_inline(
         &self,
         fs: &dyn Fs,
         key: &[u8],
         hash: &KeyHash,
         now_ms: u64,
-    ) -> ControlFlow<io::Result<ReadOutcome>, Option<Vec<u8>>> {
+    ) -> ControlFlow<io::Result<InlineRead>, Option<Vec<u8>>> {
         if !self.nowait_reads.load(Ordering::Relaxed) {
             return ControlFlow::Continue(None);
         }
@@ -477,32 +503,43 @@ impl WarmStore {
             }
             Err(e) if is_not_found(&e) => {
                 self.index().remove(hash);
-                return ControlFlow::Break(Ok(ReadOutcome::Miss));
+                return ControlFlow::Break(Ok(InlineRead::Done(ReadOutcome::Miss)));
             }
             Err(e) => return ControlFlow::Break(Err(e)),
         };
-        if data.len() > INLINE_DECODE_MAX {
-            // Longer than an async worker may be held (~150 µs for a 64 KiB value). Not
+        if data.len() > STEPPED_FILE_MAX {
+            // Its checksum alone would hold the worker too long: verified and inflated on
+            // the blocking pool ([`WarmStore::read_prefetched`]), already read. Not
             // `block_in_place`: tokio gives no way to ask whether it may be called, and it
             // panics inside a `LocalSet` or an entered handle (tests/adversary7).
             return ControlFlow::Continue(Some(data));
         }
-        let decoded = format::decode(&data, key, &self.config.limits);
-        match decoded {
-            Ok(decoded) if !decoded.meta.is_expired(now_ms) => {
-                self.counters.inline_reads.inc();
-                self.touch(hash, &data, &decoded.meta);
-                ControlFlow::Break(Ok(ReadOutcome::Hit(decoded)))
-            }
+        let mut inflating = match format::Inflating::start(data, key, &self.config.limits) {
+            Ok(i) if !i.meta().is_expired(now_ms) => i,
             // Expired, corrupt, newer: the blocking path reads the file again and acts on
             // what is at the path *then* (a fresh file renamed into place meanwhile must not
             // be deleted or quarantined for the old one's faults).
-            _ => ControlFlow::Continue(None),
+            _ => return ControlFlow::Continue(None),
+        };
+        match inflating.step(INLINE_STEP_BYTES) {
+            Ok(true) => ControlFlow::Break(Ok(self.stepped_hit(hash, inflating))),
+            Ok(false) => ControlFlow::Break(Ok(InlineRead::Inflate(Box::new(inflating)))),
+            Err(_) => ControlFlow::Continue(None),
         }
     }
 
+    /// The hit of an entry [`WarmStore::read_inline`] verified, once it is inflated
+    /// completely (its last step returned `Ok(true)`): recorded in the index as a read hit is.
+    pub(crate) fn stepped_hit(&self, hash: &KeyHash, inflated: format::Inflating) -> InlineRead {
+        let meta = *inflated.meta();
+        let (file, value) = inflated.finish();
+        self.counters.inline_reads.inc();
+        self.touch(hash, &file, &meta);
+        InlineRead::Hit { meta, value }
+    }
+
     /// Finishes a read whose bytes [`WarmStore::read_inline`] already has (an entry too
-    /// large to inflate on an async worker): a valid, unexpired entry is a hit; anything
+    /// large to verify on an async worker): a valid, unexpired entry is a hit; anything
     /// else is read again by [`WarmStore::read`], which removes or quarantines what is at the
     /// path now.
     pub fn read_prefetched(
