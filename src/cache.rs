@@ -395,7 +395,7 @@ impl Tiers {
 
     /// Inflates a verified warm entry on this task, [`INLINE_STEP_BYTES`] of value at a time
     /// with a yield between steps, so that a large hit holds an async worker no longer than a
-    /// small one and pays no blocking-pool hop (measured 20-60 µs on 2 cores). Works on any
+    /// small one and pays no blocking-pool hop (20-40 µs on 2 cores). Works on any
     /// runtime flavour and inside a `LocalSet` (unlike `block_in_place`). An entry whose gzip
     /// stream turns out invalid (its checksum was valid) is read again on the blocking pool,
     /// which quarantines what is at the path then.

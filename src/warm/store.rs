@@ -104,10 +104,13 @@ pub struct StoreConfig {
 /// files are handed to the blocking pool, already read.
 pub const STEPPED_FILE_MAX: usize = 64 * 1024;
 
-/// Bytes of value one inflate step produces on an async worker before the task yields
-/// (~30-60 µs of zlib on a slow, shared core; measured 16 KiB of chat JSON at 50-60 µs on the
-/// 2-core bench machine).
-pub const INLINE_STEP_BYTES: usize = 16 * 1024;
+/// Bytes of value one inflate step produces on an async worker before the task yields: no
+/// more than the inline budget before steps existed (a 16 KiB file, ~40 KiB of text, decoded
+/// in one go). Measured on the 2-core bench machine under load: ~45 µs per 16 KiB of chat
+/// JSON, so a step is ~90 µs at most there. Each extra step costs ~5-7 µs (zlib keeps a window
+/// between calls; one yield): 16 KiB steps left a 64 KiB hit at 1.19x its floor, 32 KiB steps
+/// at 1.11-1.12x (paired, same runs).
+pub const INLINE_STEP_BYTES: usize = 32 * 1024;
 
 /// What [`WarmStore::read_inline`] found.
 #[derive(Debug)]
@@ -477,14 +480,16 @@ impl WarmStore {
 
     /// The part of a read that runs on the caller's thread, before any blocking-pool hop: reads
     /// the entry file only if that cannot block ([`Fs::read_file_nowait`]), and finishes the
-    /// common cases. The value of an entry of at most [`STEPPED_FILE_MAX`] bytes is inflated
-    /// straight into the `Arc` the cache hands out, [`INLINE_STEP_BYTES`] at most on this call. The file is verified first (header, length,
-    /// checksum, flags, key, expiry: everything before inflating, as `format::decode`). A
-    /// value of one step is a hit here (`InlineRead::Hit`); a longer one is handed back to be
-    /// inflated in more steps by the caller, which yields between them
-    /// (`InlineRead::Inflate`), so neither a blocking-pool hop nor a long stretch on the
-    /// worker is paid. An expired or invalid file continues on the blocking pool, which reads
-    /// the path again and removes or quarantines what is there then.
+    /// common cases. An entry file of at most [`STEPPED_FILE_MAX`] bytes is verified first
+    /// (header, length, checksum, flags, key, expiry: everything before inflating, as
+    /// `format::decode`), then its value is inflated straight into the `Arc` the cache hands
+    /// out, [`INLINE_STEP_BYTES`] at most on this call. A value of one step is a hit here
+    /// (`InlineRead::Hit`); a longer one is handed back to be inflated in more steps by the
+    /// caller, which yields between them (`InlineRead::Inflate`), so neither a blocking-pool
+    /// hop nor a long stretch on the worker is paid. A larger file continues on the blocking
+    /// pool, already read (`Continue(Some)`); an expired or invalid one, or one not in the
+    /// page cache, too (`Continue(None)`): that path reads it again and removes or
+    /// quarantines what is at the path then.
     pub(crate) fn read_inline(
         &self,
         fs: &dyn Fs,
