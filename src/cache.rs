@@ -413,10 +413,7 @@ impl Tiers {
                 inflating.step(INLINE_STEP_BYTES)
             }));
             match step {
-                Ok(Ok(true)) => match self.p.gate.store.stepped_hit(hash, *inflating) {
-                    InlineRead::Hit { meta, value } => return Some((meta, value)),
-                    _ => return None,
-                },
+                Ok(Ok(true)) => return Some(self.p.gate.store.stepped_hit(hash, *inflating)),
                 Ok(Ok(false)) => {}
                 Ok(Err(_)) | Err(_) => break,
             }

@@ -795,6 +795,7 @@ pub fn decode_fence(bytes: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     const LIMITS: Limits = Limits {
         max_key_bytes: 1024,
@@ -1035,6 +1036,46 @@ mod tests {
             inflate_exact(b"not gzip at all", 12),
             Err(InflateError::Invalid(m)) if m.starts_with("gzip: ")
         ));
+    }
+
+    /// Stepping with any budget gives what one call gives: the value, or the same error
+    /// (the budgets only split the main phase; the bomb, length and trailer checks run once).
+    #[test]
+    fn steps_of_any_budget_agree_with_one_shot() {
+        let text = b"Stepped inflating must not change a verdict. ".repeat(900);
+        let payload = deflate(&text, 6).unwrap();
+        let n = text.len() as u64;
+        let mut truncated = payload.clone();
+        truncated.truncate(payload.len() / 2);
+        let mut stray = payload.clone();
+        stray.push(0);
+        let mut lying = payload.clone();
+        let l = lying.len();
+        lying[l - 4..].copy_from_slice(&(n as u32 + 1).to_le_bytes());
+        let cases: [(&[u8], u64); 7] = [
+            (&payload, n),
+            (&payload, n - 1),
+            (&payload, n / 3),
+            (&payload, n + 1),
+            (&truncated, n),
+            (&stray, n),
+            (&lying, n),
+        ];
+        for (i, (payload, declared)) in cases.into_iter().enumerate() {
+            let one_shot = inflate_exact(payload, declared);
+            for budget in [1, 100, 4096, INFLATE_CHUNK, 40_000] {
+                let mut inf = ExactInflater::<Arc<[u8]>>::new(declared).unwrap();
+                let stepped = loop {
+                    match inf.step(payload, budget) {
+                        Ok(true) => break Ok(inf.into_value().to_vec()),
+                        Ok(false) => {}
+                        Err(e) => break Err(e),
+                    }
+                };
+                assert_eq!(stepped, one_shot, "case {i}, budget {budget}");
+            }
+        }
+        assert_eq!(inflate_exact(&payload, n).unwrap(), text);
     }
 
     #[test]

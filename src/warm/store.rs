@@ -527,7 +527,10 @@ impl WarmStore {
             _ => return ControlFlow::Continue(None),
         };
         match inflating.step(INLINE_STEP_BYTES) {
-            Ok(true) => ControlFlow::Break(Ok(self.stepped_hit(hash, inflating))),
+            Ok(true) => {
+                let (meta, value) = self.stepped_hit(hash, inflating);
+                ControlFlow::Break(Ok(InlineRead::Hit { meta, value }))
+            }
             Ok(false) => ControlFlow::Break(Ok(InlineRead::Inflate(Box::new(inflating)))),
             Err(_) => ControlFlow::Continue(None),
         }
@@ -535,12 +538,16 @@ impl WarmStore {
 
     /// The hit of an entry [`WarmStore::read_inline`] verified, once it is inflated
     /// completely (its last step returned `Ok(true)`): recorded in the index as a read hit is.
-    pub(crate) fn stepped_hit(&self, hash: &KeyHash, inflated: format::Inflating) -> InlineRead {
+    pub(crate) fn stepped_hit(
+        &self,
+        hash: &KeyHash,
+        inflated: format::Inflating,
+    ) -> (EntryMeta, Arc<[u8]>) {
         let meta = *inflated.meta();
         let (file, value) = inflated.finish();
         self.counters.inline_reads.inc();
         self.touch(hash, &file, &meta);
-        InlineRead::Hit { meta, value }
+        (meta, value)
     }
 
     /// Finishes a read whose bytes [`WarmStore::read_inline`] already has (an entry too
