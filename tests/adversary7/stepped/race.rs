@@ -163,11 +163,16 @@ fn writes_race_stepped_reads_local_set() {
 /// file in steps (2 MiB of text: 64 steps): the get's last step records the *older* file's
 /// length and tag in the index over the newer one's (`WarmStore::stepped_hit` -> `touch`,
 /// which only checks that the hash is known). The index must stay equal to the disk.
-async fn set_and_flush_during_long_reads(cache: &TieredCache, root: &std::path::Path) {
+async fn set_and_flush_during_long_reads(
+    cache: &TieredCache,
+    root: &std::path::Path,
+    text_len: usize,
+    rounds: u64,
+) {
     let mut wrong = Vec::new();
-    for i in 0..4u64 {
+    for i in 0..rounds {
         let key = format!("long:{i}");
-        let old = text(2 << 20, i);
+        let old = text(text_len, i);
         park(cache, &key, &old).await;
         let (c1, k1) = (cache.clone(), key.clone());
         let reader = tokio::spawn(async move { c1.get_bytes(&k1).await.unwrap() });
@@ -198,15 +203,16 @@ async fn set_and_flush_during_long_reads(cache: &TieredCache, root: &std::path::
 fn index_after_set_and_flush_during_a_long_stepped_read_current_thread() {
     ct().block_on(async {
         let cache = open().await;
-        set_and_flush_during_long_reads(&cache, cache.root()).await;
+        set_and_flush_during_long_reads(&cache, cache.root(), 2 << 20, 4).await;
     });
 }
 
 #[test]
 #[ignore = "FINDING P1: a stepped read's last step records the older file's length and tag over a newer flushed one"]
 fn index_after_set_and_flush_during_a_long_stepped_read_multi_thread() {
+    // The reader steps on a worker in parallel: a longer read (8 MiB of text, 256 steps).
     mt(2).block_on(async {
         let cache = open().await;
-        set_and_flush_during_long_reads(&cache, cache.root()).await;
+        set_and_flush_during_long_reads(&cache, cache.root(), 8 << 20, 6).await;
     });
 }
