@@ -217,3 +217,42 @@ fn damaged_stepped_entries_local_set() {
         run_cases(&cache, cache.root(), "local").await;
     });
 }
+
+/// The largest value a small file may declare (`max_entry_bytes`, 16 MiB by default): a
+/// valid 16 MiB value in a file of a few KiB (512 steps) reads back exactly; the same size
+/// declared over a member of 40 KiB (a lie, resealed) is a miss, quarantined. See P2 in
+/// FINDINGS.md for what this costs the worker (not asserted: no timing assertions).
+#[test]
+fn a_small_file_declaring_the_largest_value() {
+    mt(2).block_on(async {
+        let cache = open().await;
+        let root = cache.root().to_owned();
+        // One byte repeated: ~1000:1 at any level.
+        let mut big = b"max:valid ".to_vec();
+        big.resize(16 << 20, b'z');
+        park(&cache, "max:valid", &big).await;
+        let file = std::fs::read(v2_path(&root, b"max:valid")).unwrap();
+        assert!(file.len() <= 64 << 10, "{} bytes", file.len());
+        let got = cache.get_bytes("max:valid").await.unwrap();
+        assert!(got.as_deref() == Some(&big[..]), "not the value");
+        let small = text(40 << 10, 78);
+        let lie = assemble(
+            b"max:lie",
+            16 << 20,
+            &deflate(&small, 6).unwrap(),
+            meta(now_ms() - 1000, 0),
+            2,
+            FLAG_GZIP,
+        );
+        let path = v2_path(&root, b"max:lie");
+        plant(&path, &lie);
+        assert_eq!(cache.get_bytes("max:lie").await.unwrap(), None);
+        assert!(!path.exists());
+        let s = cache.stats();
+        assert_eq!((s.corrupted, s.quarantined_files, s.disk_errors), (1, 1, 0));
+        assert!(
+            s.inline_reads >= 1,
+            "the valid read did not take the stepped path"
+        );
+    });
+}
