@@ -404,7 +404,7 @@ impl Tiers {
         key: &[u8],
         hash: &crate::warm::layout::KeyHash,
         now: u64,
-        mut inflating: Box<crate::warm::format::Inflating>,
+        mut inflating: Box<crate::warm::store::SteppedRead>,
     ) -> Option<(EntryMeta, Arc<[u8]>)> {
         loop {
             tokio::task::yield_now().await;

@@ -125,8 +125,39 @@ pub(crate) enum InlineRead {
         value: Arc<[u8]>,
     },
     /// A verified, unexpired entry whose value the caller inflates in steps
-    /// ([`format::Inflating::step`]), then hands to [`WarmStore::stepped_hit`].
-    Inflate(Box<format::Inflating>),
+    /// ([`SteppedRead::step`]), then hands to [`WarmStore::stepped_hit`].
+    Inflate(Box<SteppedRead>),
+}
+
+/// A stepped read in progress ([`InlineRead::Inflate`]): the verified entry being inflated,
+/// and what the index knew of the key when the read began, so that [`WarmStore::stepped_hit`]
+/// records this file only if no write, removal or eviction changed the key's index entry
+/// during the yields between steps (a newer file's entry must not be overwritten with this
+/// older file's length and tag).
+#[derive(Debug)]
+pub(crate) struct SteppedRead {
+    inflating: format::Inflating,
+    /// The key's index tag before the file was read; `None`: not in the index.
+    indexed: Option<u32>,
+}
+
+impl SteppedRead {
+    /// Inflates at most `budget` more bytes of the value (see [`format::Inflating::step`]).
+    pub(crate) fn step(&mut self, budget: usize) -> Result<bool, Invalid> {
+        self.inflating.step(budget)
+    }
+
+    /// The entry's times and cost.
+    #[cfg(test)]
+    pub(crate) fn meta(&self) -> &EntryMeta {
+        self.inflating.meta()
+    }
+
+    /// The entry file.
+    #[cfg(test)]
+    pub(crate) fn file(&self) -> &[u8] {
+        self.inflating.file()
+    }
 }
 
 /// What a read found.
@@ -451,8 +482,12 @@ impl WarmStore {
 
     /// Records a hit in the index (LRU order).
     fn touch(&self, hash: &KeyHash, data: &[u8], meta: &EntryMeta) {
+        self.touch_locked(&mut self.index(), hash, data, meta);
+    }
+
+    /// [`WarmStore::touch`], under the index lock the caller holds.
+    fn touch_locked(&self, ix: &mut WarmIndex, hash: &KeyHash, data: &[u8], meta: &EntryMeta) {
         let (len, tag) = (data.len() as u64, super::index::file_tag(data));
-        let mut ix = self.index();
         // Known: this process has read (and judged) that file, which may be another process's
         // rewrite: it is the one eviction may delete, with its own length. Unknown to a
         // complete index means an eviction or removal raced this read (or another process
@@ -501,6 +536,9 @@ impl WarmStore {
             return ControlFlow::Continue(None);
         }
         let path = self.layout.entry_path(hash);
+        // Noted before the file is read: a writer renames its file into place before it
+        // indexes it, so an entry that changes after this is a newer file's (or a removal).
+        let indexed = self.index().tag_of(hash);
         let data = match fs.read_file_nowait(&path, self.config.limits.max_file_bytes()) {
             Ok(Some(FileRead::Data(d))) => d,
             Ok(Some(FileRead::NotRegular(_) | FileRead::TooLarge(_))) | Ok(None) => {
@@ -519,34 +557,41 @@ impl WarmStore {
             // panics inside a `LocalSet` or an entered handle (tests/adversary7).
             return ControlFlow::Continue(Some(data));
         }
-        let mut inflating = match format::Inflating::start(data, key, &self.config.limits) {
-            Ok(i) if !i.meta().is_expired(now_ms) => i,
+        let mut read = match format::Inflating::start(data, key, &self.config.limits) {
+            Ok(inflating) if !inflating.meta().is_expired(now_ms) => {
+                SteppedRead { inflating, indexed }
+            }
             // Expired, corrupt, newer: the blocking path reads the file again and acts on
             // what is at the path *then* (a fresh file renamed into place meanwhile must not
             // be deleted or quarantined for the old one's faults).
             _ => return ControlFlow::Continue(None),
         };
-        match inflating.step(INLINE_STEP_BYTES) {
+        match read.step(INLINE_STEP_BYTES) {
             Ok(true) => {
-                let (meta, value) = self.stepped_hit(hash, inflating);
+                let (meta, value) = self.stepped_hit(hash, read);
                 ControlFlow::Break(Ok(InlineRead::Hit { meta, value }))
             }
-            Ok(false) => ControlFlow::Break(Ok(InlineRead::Inflate(Box::new(inflating)))),
+            Ok(false) => ControlFlow::Break(Ok(InlineRead::Inflate(Box::new(read)))),
             Err(_) => ControlFlow::Continue(None),
         }
     }
 
     /// The hit of an entry [`WarmStore::read_inline`] verified, once it is inflated
-    /// completely (its last step returned `Ok(true)`): recorded in the index as a read hit is.
-    pub(crate) fn stepped_hit(
-        &self,
-        hash: &KeyHash,
-        inflated: format::Inflating,
-    ) -> (EntryMeta, Arc<[u8]>) {
-        let meta = *inflated.meta();
-        let (file, value) = inflated.finish();
+    /// completely (its last step returned `Ok(true)`): recorded in the index as a read hit is
+    /// ([`WarmStore::touch`]), but only if the key's index entry is still the one the read
+    /// began with, or already this file's. Otherwise a write (or a removal, a clear, an
+    /// eviction) changed it during the steps, and the index is left alone: its entry is newer
+    /// than this file.
+    pub(crate) fn stepped_hit(&self, hash: &KeyHash, read: SteppedRead) -> (EntryMeta, Arc<[u8]>) {
+        let SteppedRead { inflating, indexed } = read;
+        let meta = *inflating.meta();
+        let (file, value) = inflating.finish();
         self.counters.inline_reads.inc();
-        self.touch(hash, &file, &meta);
+        let mut ix = self.index();
+        let now = ix.tag_of(hash);
+        if now == indexed || now == Some(super::index::file_tag(&file)) {
+            self.touch_locked(&mut ix, hash, &file, &meta);
+        }
         (meta, value)
     }
 

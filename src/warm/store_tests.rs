@@ -16,7 +16,7 @@ use super::format::{self, Corruption, Decoded, EntryMeta, Limits, HEADER_LEN};
 use super::layout::{self, KeyHash, Layout};
 use super::quarantine::{self, QuarantineLimits, SIDECAR_SUFFIX};
 use super::store::{
-    InlineRead, ReadOutcome, StoreConfig, WarmStore, WriteOutcome, INLINE_STEP_BYTES,
+    InlineRead, ReadOutcome, SteppedRead, StoreConfig, WarmStore, WriteOutcome, INLINE_STEP_BYTES,
     STEPPED_FILE_MAX,
 };
 
@@ -275,6 +275,47 @@ fn read_inline_verifies_a_longer_entry_and_hands_it_over_to_be_inflated_in_steps
     assert_eq!(got_meta, m);
     assert_eq!(env.counters.inline_reads.get(), 1);
     assert_eq!(std::fs::read(env.path(&hash)).unwrap(), file);
+}
+
+/// A write of the key between the steps of a stepped read owns the index entry: the read's
+/// hit must not record its older file's length and tag over the newer one's
+/// (tests/adversary7/stepped/FINDINGS.md, P1). Without a write, the hit is recorded.
+#[test]
+fn a_stepped_hit_leaves_the_index_entry_of_a_file_written_during_its_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    if !nowait_here(dir.path()) {
+        return;
+    }
+    let env = open(dir.path());
+    let key = b"rewritten";
+    let hash = layout::key_hash(key);
+    let fs = StdFs::new();
+    let value = noise(40 * 1024);
+    let old = env.put(&fs, key, &value, meta(NOW + 1));
+    let inflate = |env: &Env| match expect_break(env.store.read_inline(&fs, key, &hash, NOW)) {
+        InlineRead::Inflate(i) => i,
+        other => panic!("expected a verified entry to inflate, got {other:?}"),
+    };
+    let finish = |env: &Env, mut read: Box<SteppedRead>| {
+        while !read.step(INLINE_STEP_BYTES).unwrap() {}
+        env.store.stepped_hit(&hash, *read)
+    };
+
+    // Nothing written meanwhile: recorded (same file, same length).
+    let read = inflate(&env);
+    let (_, got) = finish(&env, read);
+    assert_eq!(&got[..], &value[..]);
+    assert_eq!(env.store.usage(), (1, old.len() as u64, false));
+
+    // A newer file written and indexed meanwhile: the older file's hit is still an answer,
+    // but the index keeps the newer file's length.
+    let read = inflate(&env);
+    let new = env.put(&fs, key, b"newer", meta(NOW + 2));
+    assert_ne!(new.len(), old.len());
+    let (_, got) = finish(&env, read);
+    assert_eq!(&got[..], &value[..]);
+    assert_eq!(env.store.usage(), (1, new.len() as u64, false));
+    assert_eq!(env.counters.inline_reads.get(), 2);
 }
 
 #[test]
