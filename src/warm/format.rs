@@ -444,6 +444,19 @@ pub fn parse_header(bytes: &[u8], limits: &Limits) -> Result<Header, Invalid> {
 /// Verifies a whole entry file and inflates its value. `key` is the key whose path the file
 /// was read from.
 pub fn decode(file: &[u8], key: &[u8], limits: &Limits) -> Result<Decoded, Invalid> {
+    let header = verify_keyed(file, key, limits)?;
+    let key_end = HEADER_LEN + header.key_len as usize;
+    let value = inflate_exact(&file[key_end..], header.uncompressed_len)
+        .map_err(|e| inflate_invalid(&header, e))?;
+    Ok(Decoded {
+        meta: header.meta,
+        value,
+    })
+}
+
+/// [`verify`], then the stored key against `key`: everything [`decode`] checks before it
+/// inflates.
+fn verify_keyed(file: &[u8], key: &[u8], limits: &Limits) -> Result<Header, Invalid> {
     let header = verify(file, limits)?;
     let key_end = HEADER_LEN + header.key_len as usize;
     if &file[HEADER_LEN..key_end] != key {
@@ -452,7 +465,12 @@ pub fn decode(file: &[u8], key: &[u8], limits: &Limits) -> Result<Decoded, Inval
             "stored key differs from the requested key",
         ));
     }
-    let value = inflate_exact(&file[key_end..], header.uncompressed_len).map_err(|e| match e {
+    Ok(header)
+}
+
+/// What a failed inflate of a verified file is.
+fn inflate_invalid(header: &Header, e: InflateError) -> Invalid {
+    match e {
         InflateError::Bomb { inflated } => Invalid::corrupt(
             Corruption::Bomb,
             format!(
@@ -461,11 +479,71 @@ pub fn decode(file: &[u8], key: &[u8], limits: &Limits) -> Result<Decoded, Inval
             ),
         ),
         InflateError::Invalid(msg) => Invalid::corrupt(Corruption::Decode, msg),
-    })?;
-    Ok(Decoded {
-        meta: header.meta,
-        value,
-    })
+    }
+}
+
+/// [`decode`] in bounded steps: [`Inflating::start`] verifies the whole file and the key
+/// exactly as `decode` does (the checksum before any inflating), then each
+/// [`Inflating::step`] inflates at most a given number of bytes of the value
+/// ([`ExactInflater`]), so that an async worker can yield between steps. Same checks, same
+/// errors, same value.
+#[derive(Debug)]
+pub struct Inflating {
+    file: Vec<u8>,
+    header: Header,
+    inflater: ExactInflater<std::sync::Arc<[u8]>>,
+}
+
+impl Inflating {
+    /// Verifies `file` for `key`; gives the file back with the reason when it is not valid.
+    pub fn start(
+        file: Vec<u8>,
+        key: &[u8],
+        limits: &Limits,
+    ) -> Result<Inflating, (Vec<u8>, Invalid)> {
+        let header = match verify_keyed(&file, key, limits) {
+            Ok(h) => h,
+            Err(e) => return Err((file, e)),
+        };
+        match ExactInflater::new(header.uncompressed_len) {
+            Ok(inflater) => Ok(Inflating {
+                file,
+                header,
+                inflater,
+            }),
+            Err(e) => Err((file, inflate_invalid(&header, e))),
+        }
+    }
+
+    /// The entry's times and cost (from the verified header).
+    pub fn meta(&self) -> &EntryMeta {
+        &self.header.meta
+    }
+
+    /// The entry file.
+    pub fn file(&self) -> &[u8] {
+        &self.file
+    }
+
+    /// Inflates at most `budget` more bytes of the value: `Ok(true)` once all of it is
+    /// inflated and checked (see [`ExactInflater::step`]).
+    pub fn step(&mut self, budget: usize) -> Result<bool, Invalid> {
+        let key_end = HEADER_LEN + self.header.key_len as usize;
+        self.inflater
+            .step(&self.file[key_end..], budget)
+            .map_err(|e| inflate_invalid(&self.header, e))
+    }
+
+    /// The entry file and the value, inflated straight into the `Arc` the cache hands out.
+    /// The value is complete only once [`Inflating::step`] has returned `Ok(true)`.
+    pub fn finish(self) -> (Vec<u8>, std::sync::Arc<[u8]>) {
+        (self.file, self.inflater.into_value())
+    }
+
+    /// The entry file, given back.
+    pub fn into_file(self) -> Vec<u8> {
+        self.file
+    }
 }
 
 /// Checks header, exact length, checksum and flags; returns the header. Does not look at the
@@ -538,62 +616,150 @@ pub enum InflateError {
 /// [`INFLATE_CHUNK`] more. The gzip header, the CRC-32 and the length in the trailer are checked
 /// by the inflater itself (zlib's gzip mode), as `GzDecoder` did.
 pub fn inflate_exact(payload: &[u8], expected: u64) -> Result<Vec<u8>, InflateError> {
-    use flate2::{Decompress, FlushDecompress, Status};
-    let expected = usize::try_from(expected)
-        .map_err(|_| InflateError::Invalid("declared length does not fit in memory".into()))?;
-    let invalid = |e: flate2::DecompressError| InflateError::Invalid(format!("gzip: {e}"));
-    let mut dec = Decompress::new_gzip(15);
-    let mut out = Vec::with_capacity(expected);
-    // `decompress_vec` fills at most the spare capacity, which may exceed `expected`.
-    let mut status = dec
-        .decompress_vec(payload, &mut out, FlushDecompress::Finish)
-        .map_err(invalid)?;
-    if out.len() > expected {
-        return Err(InflateError::Bomb {
-            inflated: out.len(),
-        });
+    let mut inflater = ExactInflater::<Vec<u8>>::new(expected)?;
+    // Even with no bound a step can stop short (zlib consumed input, e.g. a long gzip header
+    // field, without output); each `Ok(false)` made progress, so this ends.
+    while !inflater.step(payload, usize::MAX)? {}
+    Ok(inflater.into_value())
+}
+
+/// [`inflate_exact`] in bounded steps: each [`ExactInflater::step`] writes at most `budget`
+/// more bytes of the value, so a caller that must not hold its thread long (an async worker)
+/// can yield between steps. The checks are [`inflate_exact`]'s, in the same order with the
+/// same errors (it is this type, run in one step): the output buffer is exactly the declared
+/// length, a stream with more to give once it is full is a bomb (stopped within one
+/// [`INFLATE_CHUNK`] more), then the length and the trailing bytes are checked.
+#[derive(Debug)]
+pub struct ExactInflater<B: ValueBuf = Vec<u8>> {
+    dec: flate2::Decompress,
+    /// The value: exactly the declared length; `pos` bytes of it are written.
+    out: B,
+    pos: usize,
+    /// Set once every check has passed.
+    done: bool,
+}
+
+/// A buffer an [`ExactInflater`] writes the value into: `Vec<u8>`, or `Arc<[u8]>`, which the
+/// cache hands out as is (no copy of the value after inflating).
+pub trait ValueBuf: Sized {
+    /// A zeroed buffer of `len` bytes.
+    fn zeroed(len: usize) -> Self;
+    /// The buffer, writable (`None` only for a shared `Arc`, which `zeroed` never makes).
+    fn writable(&mut self) -> Option<&mut [u8]>;
+}
+
+impl ValueBuf for Vec<u8> {
+    fn zeroed(len: usize) -> Self {
+        vec![0; len]
     }
-    // The buffer is full, or zlib stopped short of the trailer: go on into a small scratch
-    // buffer. Any output there is past the declared length.
-    let mut scratch = Vec::new();
-    while status != Status::StreamEnd {
-        let before = consumed(&dec, payload.len());
-        if scratch.capacity() == 0 {
-            scratch.reserve_exact(INFLATE_CHUNK);
+    fn writable(&mut self) -> Option<&mut [u8]> {
+        Some(self)
+    }
+}
+
+impl ValueBuf for std::sync::Arc<[u8]> {
+    fn zeroed(len: usize) -> Self {
+        // One allocation of exactly `len` bytes after the counts (a `TrustedLen` iterator).
+        std::iter::repeat_n(0u8, len).collect()
+    }
+    fn writable(&mut self) -> Option<&mut [u8]> {
+        std::sync::Arc::get_mut(self)
+    }
+}
+
+impl<B: ValueBuf> ExactInflater<B> {
+    /// An inflater for a gzip member that must produce exactly `expected` bytes.
+    pub fn new(expected: u64) -> Result<ExactInflater<B>, InflateError> {
+        let expected = usize::try_from(expected)
+            .map_err(|_| InflateError::Invalid("declared length does not fit in memory".into()))?;
+        Ok(ExactInflater {
+            dec: flate2::Decompress::new_gzip(15),
+            out: B::zeroed(expected),
+            pos: 0,
+            done: false,
+        })
+    }
+
+    /// Inflates at most `budget` more bytes of the value out of `payload` (the whole member,
+    /// the same slice at every step). `Ok(true)` once the whole member is inflated and every
+    /// check has passed; `Ok(false)` when there is more to do (the step made progress: it
+    /// consumed input or produced output). Until `Ok(true)` the value is incomplete.
+    pub fn step(&mut self, payload: &[u8], budget: usize) -> Result<bool, InflateError> {
+        use flate2::{FlushDecompress, Status};
+        if self.done {
+            return Ok(true);
         }
-        status = dec
-            .decompress_vec(&payload[before..], &mut scratch, FlushDecompress::Finish)
-            .map_err(invalid)?;
-        if !scratch.is_empty() {
-            return Err(InflateError::Bomb {
-                inflated: out.len() + scratch.len(),
-            });
-        }
-        if status != Status::StreamEnd && consumed(&dec, payload.len()) == before {
-            // No progress with all the input given: the stream ends early.
-            return Err(InflateError::Invalid(if out.len() < expected {
-                format!(
-                    "inflated to {} bytes, header declares {expected}",
-                    out.len()
+        let Some(out) = self.out.writable() else {
+            return Err(InflateError::Invalid("the value buffer is shared".into()));
+        };
+        let expected = out.len();
+        let invalid = |e: flate2::DecompressError| InflateError::Invalid(format!("gzip: {e}"));
+        let mut status = Status::Ok;
+        if self.pos < expected {
+            let end = self.pos.saturating_add(budget.max(1)).min(expected);
+            let (in_before, out_before) =
+                (consumed(&self.dec, payload.len()), self.dec.total_out());
+            status = self
+                .dec
+                .decompress(
+                    &payload[in_before..],
+                    &mut out[self.pos..end],
+                    FlushDecompress::Finish,
                 )
-            } else {
-                "gzip: the stream ends before its trailer".to_owned()
-            }));
+                .map_err(invalid)?;
+            let produced = usize::try_from(self.dec.total_out() - out_before).unwrap_or(usize::MAX);
+            self.pos = self.pos.saturating_add(produced).min(expected);
+            let progress = produced > 0 || consumed(&self.dec, payload.len()) != in_before;
+            if status != Status::StreamEnd && self.pos < expected && progress {
+                return Ok(false);
+            }
         }
+        // The buffer is full, or zlib stopped short of the trailer: go on into a small
+        // scratch buffer. Any output there is past the declared length.
+        let mut scratch = Vec::new();
+        while status != Status::StreamEnd {
+            let before = consumed(&self.dec, payload.len());
+            if scratch.capacity() == 0 {
+                scratch.reserve_exact(INFLATE_CHUNK);
+            }
+            status = self
+                .dec
+                .decompress_vec(&payload[before..], &mut scratch, FlushDecompress::Finish)
+                .map_err(invalid)?;
+            if !scratch.is_empty() {
+                return Err(InflateError::Bomb {
+                    inflated: self.pos + scratch.len(),
+                });
+            }
+            if status != Status::StreamEnd && consumed(&self.dec, payload.len()) == before {
+                // No progress with all the input given: the stream ends early.
+                return Err(InflateError::Invalid(if self.pos < expected {
+                    format!("inflated to {} bytes, header declares {expected}", self.pos)
+                } else {
+                    "gzip: the stream ends before its trailer".to_owned()
+                }));
+            }
+        }
+        if self.pos != expected {
+            return Err(InflateError::Invalid(format!(
+                "inflated to {} bytes, header declares {expected}",
+                self.pos
+            )));
+        }
+        let rest = payload.len() - consumed(&self.dec, payload.len());
+        if rest != 0 {
+            return Err(InflateError::Invalid(format!(
+                "{rest} bytes after the gzip stream"
+            )));
+        }
+        self.done = true;
+        Ok(true)
     }
-    if out.len() != expected {
-        return Err(InflateError::Invalid(format!(
-            "inflated to {} bytes, header declares {expected}",
-            out.len()
-        )));
+
+    /// The value (complete once [`ExactInflater::step`] has returned `Ok(true)`).
+    pub fn into_value(self) -> B {
+        self.out
     }
-    let rest = payload.len() - consumed(&dec, payload.len());
-    if rest != 0 {
-        return Err(InflateError::Invalid(format!(
-            "{rest} bytes after the gzip stream"
-        )));
-    }
-    Ok(out)
 }
 
 /// Input bytes the inflater has consumed (never more than the `len` it was given).
@@ -629,6 +795,7 @@ pub fn decode_fence(bytes: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     const LIMITS: Limits = Limits {
         max_key_bytes: 1024,
@@ -869,6 +1036,46 @@ mod tests {
             inflate_exact(b"not gzip at all", 12),
             Err(InflateError::Invalid(m)) if m.starts_with("gzip: ")
         ));
+    }
+
+    /// Stepping with any budget gives what one call gives: the value, or the same error
+    /// (the budgets only split the main phase; the bomb, length and trailer checks run once).
+    #[test]
+    fn steps_of_any_budget_agree_with_one_shot() {
+        let text = b"Stepped inflating must not change a verdict. ".repeat(900);
+        let payload = deflate(&text, 6).unwrap();
+        let n = text.len() as u64;
+        let mut truncated = payload.clone();
+        truncated.truncate(payload.len() / 2);
+        let mut stray = payload.clone();
+        stray.push(0);
+        let mut lying = payload.clone();
+        let l = lying.len();
+        lying[l - 4..].copy_from_slice(&(n as u32 + 1).to_le_bytes());
+        let cases: [(&[u8], u64); 7] = [
+            (&payload, n),
+            (&payload, n - 1),
+            (&payload, n / 3),
+            (&payload, n + 1),
+            (&truncated, n),
+            (&stray, n),
+            (&lying, n),
+        ];
+        for (i, (payload, declared)) in cases.into_iter().enumerate() {
+            let one_shot = inflate_exact(payload, declared);
+            for budget in [1, 100, 4096, INFLATE_CHUNK, 40_000] {
+                let mut inf = ExactInflater::<Arc<[u8]>>::new(declared).unwrap();
+                let stepped = loop {
+                    match inf.step(payload, budget) {
+                        Ok(true) => break Ok(inf.into_value().to_vec()),
+                        Ok(false) => {}
+                        Err(e) => break Err(e),
+                    }
+                };
+                assert_eq!(stepped, one_shot, "case {i}, budget {budget}");
+            }
+        }
+        assert_eq!(inflate_exact(&payload, n).unwrap(), text);
     }
 
     #[test]

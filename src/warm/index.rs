@@ -604,6 +604,14 @@ impl WarmIndex {
         self.table.find(&self.slots, hash).is_some()
     }
 
+    /// The tag of the entry of `hash` (see [`IndexEntry::tag`]), if the index holds it
+    /// (without touching its place).
+    pub fn tag_of(&self, hash: &KeyHash) -> Option<u32> {
+        self.table
+            .find(&self.slots, hash)
+            .map(|(_, s)| self.slots.get(s).tag())
+    }
+
     /// The file length of live slot `s`.
     fn len_of(&self, s: u32, slot: &Slot) -> u64 {
         match slot.len() {

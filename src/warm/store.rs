@@ -99,9 +99,66 @@ pub struct StoreConfig {
 }
 
 /// The largest entry file [`WarmStore::read_inline`] verifies and inflates on the caller's
-/// thread (an async worker): 16 KiB of file is ~40 KiB of text, ~60 µs of blake3 + inflate on a
-/// slow core. Larger files are handed to the blocking pool, already read.
-pub const INLINE_DECODE_MAX: usize = 16 * 1024;
+/// thread (in steps of [`INLINE_STEP_BYTES`]) instead of on the blocking pool: its checksum
+/// (blake3 over at most this much, ~20-30 µs on a slow core) is computed in one go. Larger
+/// files are handed to the blocking pool, already read.
+pub const STEPPED_FILE_MAX: usize = 64 * 1024;
+
+/// Bytes of value one inflate step produces on an async worker before the task yields: no
+/// more than the inline budget before steps existed (a 16 KiB file, ~40 KiB of text, decoded
+/// in one go). Measured on the 2-core bench machine under load: ~45 µs per 16 KiB of chat
+/// JSON, so a step is ~90 µs at most there. Each extra step costs ~5-7 µs (zlib keeps a window
+/// between calls; one yield): 16 KiB steps left a 64 KiB hit at 1.19x its floor, 32 KiB steps
+/// at 1.11-1.12x (paired, same runs).
+pub const INLINE_STEP_BYTES: usize = 32 * 1024;
+
+/// What [`WarmStore::read_inline`] found.
+#[derive(Debug)]
+pub(crate) enum InlineRead {
+    /// The read is over.
+    Done(ReadOutcome),
+    /// A valid, unexpired entry, inflated into the `Arc` the cache hands out.
+    Hit {
+        /// Times and cost.
+        meta: EntryMeta,
+        /// The value.
+        value: Arc<[u8]>,
+    },
+    /// A verified, unexpired entry whose value the caller inflates in steps
+    /// ([`SteppedRead::step`]), then hands to [`WarmStore::stepped_hit`].
+    Inflate(Box<SteppedRead>),
+}
+
+/// A stepped read in progress ([`InlineRead::Inflate`]): the verified entry being inflated,
+/// and what the index knew of the key when the read began, so that [`WarmStore::stepped_hit`]
+/// records this file only if no write, removal or eviction changed the key's index entry
+/// during the yields between steps (a newer file's entry must not be overwritten with this
+/// older file's length and tag).
+#[derive(Debug)]
+pub(crate) struct SteppedRead {
+    inflating: format::Inflating,
+    /// The key's index tag before the file was read; `None`: not in the index.
+    indexed: Option<u32>,
+}
+
+impl SteppedRead {
+    /// Inflates at most `budget` more bytes of the value (see [`format::Inflating::step`]).
+    pub(crate) fn step(&mut self, budget: usize) -> Result<bool, Invalid> {
+        self.inflating.step(budget)
+    }
+
+    /// The entry's times and cost.
+    #[cfg(test)]
+    pub(crate) fn meta(&self) -> &EntryMeta {
+        self.inflating.meta()
+    }
+
+    /// The entry file.
+    #[cfg(test)]
+    pub(crate) fn file(&self) -> &[u8] {
+        self.inflating.file()
+    }
+}
 
 /// What a read found.
 #[derive(Debug)]
@@ -425,8 +482,12 @@ impl WarmStore {
 
     /// Records a hit in the index (LRU order).
     fn touch(&self, hash: &KeyHash, data: &[u8], meta: &EntryMeta) {
+        self.touch_locked(&mut self.index(), hash, data, meta);
+    }
+
+    /// [`WarmStore::touch`], under the index lock the caller holds.
+    fn touch_locked(&self, ix: &mut WarmIndex, hash: &KeyHash, data: &[u8], meta: &EntryMeta) {
         let (len, tag) = (data.len() as u64, super::index::file_tag(data));
-        let mut ix = self.index();
         // Known: this process has read (and judged) that file, which may be another process's
         // rewrite: it is the one eviction may delete, with its own length. Unknown to a
         // complete index means an eviction or removal raced this read (or another process
@@ -452,24 +513,32 @@ impl WarmStore {
         debug!(nowait_reads = yes, "page-cache reads on the calling thread");
     }
 
-    /// The part of a read that runs on the caller's thread, before any blocking-pool hop:
-    /// reads the entry file only if that cannot block, and finishes the common cases (a valid
-    /// entry of at most [`INLINE_DECODE_MAX`] file bytes, or no file). Everything else
-    /// continues on the blocking pool: with [`WarmStore::read_prefetched`]
-    /// (`Continue(Some(bytes))`: a larger entry, not inflated on an async worker) or with
-    /// [`WarmStore::read`] (`Continue(None)`: not in memory, or anything that needs a
-    /// removal or a quarantine).
-    pub fn read_inline(
+    /// The part of a read that runs on the caller's thread, before any blocking-pool hop: reads
+    /// the entry file only if that cannot block ([`Fs::read_file_nowait`]), and finishes the
+    /// common cases. An entry file of at most [`STEPPED_FILE_MAX`] bytes is verified first
+    /// (header, length, checksum, flags, key, expiry: everything before inflating, as
+    /// `format::decode`), then its value is inflated straight into the `Arc` the cache hands
+    /// out, [`INLINE_STEP_BYTES`] at most on this call. A value of one step is a hit here
+    /// (`InlineRead::Hit`); a longer one is handed back to be inflated in more steps by the
+    /// caller, which yields between them (`InlineRead::Inflate`), so neither a blocking-pool
+    /// hop nor a long stretch on the worker is paid. A larger file continues on the blocking
+    /// pool, already read (`Continue(Some)`); an expired or invalid one, or one not in the
+    /// page cache, too (`Continue(None)`): that path reads it again and removes or
+    /// quarantines what is at the path then.
+    pub(crate) fn read_inline(
         &self,
         fs: &dyn Fs,
         key: &[u8],
         hash: &KeyHash,
         now_ms: u64,
-    ) -> ControlFlow<io::Result<ReadOutcome>, Option<Vec<u8>>> {
+    ) -> ControlFlow<io::Result<InlineRead>, Option<Vec<u8>>> {
         if !self.nowait_reads.load(Ordering::Relaxed) {
             return ControlFlow::Continue(None);
         }
         let path = self.layout.entry_path(hash);
+        // Noted before the file is read: a writer renames its file into place before it
+        // indexes it, so an entry that changes after this is a newer file's (or a removal).
+        let indexed = self.index().tag_of(hash);
         let data = match fs.read_file_nowait(&path, self.config.limits.max_file_bytes()) {
             Ok(Some(FileRead::Data(d))) => d,
             Ok(Some(FileRead::NotRegular(_) | FileRead::TooLarge(_))) | Ok(None) => {
@@ -477,32 +546,57 @@ impl WarmStore {
             }
             Err(e) if is_not_found(&e) => {
                 self.index().remove(hash);
-                return ControlFlow::Break(Ok(ReadOutcome::Miss));
+                return ControlFlow::Break(Ok(InlineRead::Done(ReadOutcome::Miss)));
             }
             Err(e) => return ControlFlow::Break(Err(e)),
         };
-        if data.len() > INLINE_DECODE_MAX {
-            // Longer than an async worker may be held (~150 µs for a 64 KiB value). Not
+        if data.len() > STEPPED_FILE_MAX {
+            // Its checksum alone would hold the worker too long: verified and inflated on
+            // the blocking pool ([`WarmStore::read_prefetched`]), already read. Not
             // `block_in_place`: tokio gives no way to ask whether it may be called, and it
             // panics inside a `LocalSet` or an entered handle (tests/adversary7).
             return ControlFlow::Continue(Some(data));
         }
-        let decoded = format::decode(&data, key, &self.config.limits);
-        match decoded {
-            Ok(decoded) if !decoded.meta.is_expired(now_ms) => {
-                self.counters.inline_reads.inc();
-                self.touch(hash, &data, &decoded.meta);
-                ControlFlow::Break(Ok(ReadOutcome::Hit(decoded)))
+        let mut read = match format::Inflating::start(data, key, &self.config.limits) {
+            Ok(inflating) if !inflating.meta().is_expired(now_ms) => {
+                SteppedRead { inflating, indexed }
             }
             // Expired, corrupt, newer: the blocking path reads the file again and acts on
             // what is at the path *then* (a fresh file renamed into place meanwhile must not
             // be deleted or quarantined for the old one's faults).
-            _ => ControlFlow::Continue(None),
+            _ => return ControlFlow::Continue(None),
+        };
+        match read.step(INLINE_STEP_BYTES) {
+            Ok(true) => {
+                let (meta, value) = self.stepped_hit(hash, read);
+                ControlFlow::Break(Ok(InlineRead::Hit { meta, value }))
+            }
+            Ok(false) => ControlFlow::Break(Ok(InlineRead::Inflate(Box::new(read)))),
+            Err(_) => ControlFlow::Continue(None),
         }
     }
 
+    /// The hit of an entry [`WarmStore::read_inline`] verified, once it is inflated
+    /// completely (its last step returned `Ok(true)`): recorded in the index as a read hit is
+    /// ([`WarmStore::touch`]), but only if the key's index entry is still the one the read
+    /// began with, or already this file's. Otherwise a write (or a removal, a clear, an
+    /// eviction) changed it during the steps, and the index is left alone: its entry is newer
+    /// than this file.
+    pub(crate) fn stepped_hit(&self, hash: &KeyHash, read: SteppedRead) -> (EntryMeta, Arc<[u8]>) {
+        let SteppedRead { inflating, indexed } = read;
+        let meta = *inflating.meta();
+        let (file, value) = inflating.finish();
+        self.counters.inline_reads.inc();
+        let mut ix = self.index();
+        let now = ix.tag_of(hash);
+        if now == indexed || now == Some(super::index::file_tag(&file)) {
+            self.touch_locked(&mut ix, hash, &file, &meta);
+        }
+        (meta, value)
+    }
+
     /// Finishes a read whose bytes [`WarmStore::read_inline`] already has (an entry too
-    /// large to inflate on an async worker): a valid, unexpired entry is a hit; anything
+    /// large to verify on an async worker): a valid, unexpired entry is a hit; anything
     /// else is read again by [`WarmStore::read`], which removes or quarantines what is at the
     /// path now.
     pub fn read_prefetched(

@@ -15,7 +15,10 @@ use crate::testing::{CrashFs, Fault, FaultFs, FsOp, Rule};
 use super::format::{self, Corruption, Decoded, EntryMeta, Limits, HEADER_LEN};
 use super::layout::{self, KeyHash, Layout};
 use super::quarantine::{self, QuarantineLimits, SIDECAR_SUFFIX};
-use super::store::{ReadOutcome, StoreConfig, WarmStore, WriteOutcome, INLINE_DECODE_MAX};
+use super::store::{
+    InlineRead, ReadOutcome, SteppedRead, StoreConfig, WarmStore, WriteOutcome, INLINE_STEP_BYTES,
+    STEPPED_FILE_MAX,
+};
 
 const NOW: u64 = 1_700_000_000_000;
 
@@ -141,7 +144,7 @@ fn hit(outcome: ReadOutcome) -> Decoded {
     }
 }
 
-fn expect_break(flow: ControlFlow<std::io::Result<ReadOutcome>, Option<Vec<u8>>>) -> ReadOutcome {
+fn expect_break(flow: ControlFlow<std::io::Result<InlineRead>, Option<Vec<u8>>>) -> InlineRead {
     match flow {
         ControlFlow::Break(r) => r.unwrap(),
         ControlFlow::Continue(c) => {
@@ -150,8 +153,16 @@ fn expect_break(flow: ControlFlow<std::io::Result<ReadOutcome>, Option<Vec<u8>>>
     }
 }
 
+/// The value and meta of an inline hit.
+fn inline_hit(read: InlineRead) -> (Vec<u8>, EntryMeta) {
+    match read {
+        InlineRead::Hit { meta, value } => (value.to_vec(), meta),
+        other => panic!("expected an inline hit, got {other:?}"),
+    }
+}
+
 fn expect_continue(
-    flow: ControlFlow<std::io::Result<ReadOutcome>, Option<Vec<u8>>>,
+    flow: ControlFlow<std::io::Result<InlineRead>, Option<Vec<u8>>>,
 ) -> Option<Vec<u8>> {
     match flow {
         ControlFlow::Continue(c) => c,
@@ -211,21 +222,100 @@ fn read_inline_hits_a_small_entry_in_the_page_cache() {
     let hash = layout::key_hash(key);
     let m = meta(0);
     let file = env.put(&StdFs::new(), key, b"small value", m);
-    assert!(file.len() <= INLINE_DECODE_MAX);
+    assert!(file.len() <= STEPPED_FILE_MAX);
     // Warm the dentry and page caches (the write did, a blocking read makes sure).
     hit(env.read(&StdFs::new(), key));
 
-    let d = hit(expect_break(env.store.read_inline(
+    let (value, got) = inline_hit(expect_break(env.store.read_inline(
         &StdFs::new(),
         key,
         &hash,
         NOW,
     )));
-    assert_eq!(d.value, b"small value");
-    assert_eq!(d.meta, m);
+    assert_eq!(value, b"small value");
+    assert_eq!(got, m);
     assert_eq!(env.counters.inline_reads.get(), 1);
     assert_eq!(std::fs::read(env.path(&hash)).unwrap(), file);
     assert_eq!(env.store.usage(), (1, file.len() as u64, false));
+}
+
+#[test]
+fn read_inline_verifies_a_longer_entry_and_hands_it_over_to_be_inflated_in_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    if !nowait_here(dir.path()) {
+        return;
+    }
+    let env = open(dir.path());
+    let key = b"longer";
+    let hash = layout::key_hash(key);
+    let value = noise(40 * 1024);
+    let m = meta(NOW + 1);
+    let file = env.put(&StdFs::new(), key, &value, m);
+    assert!(file.len() <= STEPPED_FILE_MAX && value.len() > INLINE_STEP_BYTES);
+    hit(env.read(&StdFs::new(), key));
+
+    let mut inflating = match expect_break(env.store.read_inline(&StdFs::new(), key, &hash, NOW)) {
+        InlineRead::Inflate(i) => i,
+        other => panic!("expected a verified entry to inflate, got {other:?}"),
+    };
+    assert_eq!(inflating.meta(), &m);
+    assert_eq!(inflating.file(), &file[..]);
+    assert_eq!(env.counters.inline_reads.get(), 0);
+    // One step was taken by `read_inline`.
+    let mut steps = 1;
+    loop {
+        steps += 1;
+        if inflating.step(INLINE_STEP_BYTES).unwrap() {
+            break;
+        }
+    }
+    assert_eq!(steps, value.len().div_ceil(INLINE_STEP_BYTES));
+    let (got_meta, got) = env.store.stepped_hit(&hash, *inflating);
+    assert_eq!(&got[..], &value[..]);
+    assert_eq!(got_meta, m);
+    assert_eq!(env.counters.inline_reads.get(), 1);
+    assert_eq!(std::fs::read(env.path(&hash)).unwrap(), file);
+}
+
+/// A write of the key between the steps of a stepped read owns the index entry: the read's
+/// hit must not record its older file's length and tag over the newer one's
+/// (tests/adversary7/stepped/FINDINGS.md, P1). Without a write, the hit is recorded.
+#[test]
+fn a_stepped_hit_leaves_the_index_entry_of_a_file_written_during_its_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    if !nowait_here(dir.path()) {
+        return;
+    }
+    let env = open(dir.path());
+    let key = b"rewritten";
+    let hash = layout::key_hash(key);
+    let fs = StdFs::new();
+    let value = noise(40 * 1024);
+    let old = env.put(&fs, key, &value, meta(NOW + 1));
+    let inflate = |env: &Env| match expect_break(env.store.read_inline(&fs, key, &hash, NOW)) {
+        InlineRead::Inflate(i) => i,
+        other => panic!("expected a verified entry to inflate, got {other:?}"),
+    };
+    let finish = |env: &Env, mut read: Box<SteppedRead>| {
+        while !read.step(INLINE_STEP_BYTES).unwrap() {}
+        env.store.stepped_hit(&hash, *read)
+    };
+
+    // Nothing written meanwhile: recorded (same file, same length).
+    let read = inflate(&env);
+    let (_, got) = finish(&env, read);
+    assert_eq!(&got[..], &value[..]);
+    assert_eq!(env.store.usage(), (1, old.len() as u64, false));
+
+    // A newer file written and indexed meanwhile: the older file's hit is still an answer,
+    // but the index keeps the newer file's length.
+    let read = inflate(&env);
+    let new = env.put(&fs, key, b"newer", meta(NOW + 2));
+    assert_ne!(new.len(), old.len());
+    let (_, got) = finish(&env, read);
+    assert_eq!(&got[..], &value[..]);
+    assert_eq!(env.store.usage(), (1, new.len() as u64, false));
+    assert_eq!(env.counters.inline_reads.get(), 2);
 }
 
 #[test]
@@ -237,10 +327,10 @@ fn read_inline_hands_a_large_entry_over_already_read_and_read_prefetched_hits() 
     let env = open(dir.path());
     let key = b"large";
     let hash = layout::key_hash(key);
-    let value = noise(32 * 1024);
+    let value = noise(96 * 1024);
     let m = meta(NOW + 1);
     let file = env.put(&StdFs::new(), key, &value, m);
-    assert!(file.len() > INLINE_DECODE_MAX);
+    assert!(file.len() > STEPPED_FILE_MAX);
     hit(env.read(&StdFs::new(), key));
 
     let data = expect_continue(env.store.read_inline(&StdFs::new(), key, &hash, NOW))
@@ -351,7 +441,7 @@ fn an_absent_key_is_a_miss_on_every_path() {
         // The blocking reads above cached the negative lookup.
         assert!(matches!(
             expect_break(env.store.read_inline(&StdFs::new(), key, &hash, NOW)),
-            ReadOutcome::Miss
+            InlineRead::Done(ReadOutcome::Miss)
         ));
     }
     assert_eq!(env.counters.inline_reads.get(), 0);

@@ -115,7 +115,7 @@ struct Case {
 
 fn cases() -> Vec<Case> {
     let v = b"The capital of France is Paris. ".repeat(40);
-    let big = noise(40 << 10, 7); // a file over INLINE_DECODE_MAX: the block_in_place path
+    let big = noise(40 << 10, 7); // a file of 16-64 KiB: inflated in steps on the task
     let good = deflate(&v, 6).unwrap();
     let body = raw_deflate(&v);
     let tr = trailer(&v);
@@ -341,7 +341,7 @@ fn cases() -> Vec<Case> {
     let zeros = deflate(&vec![0u8; 4 << 20], 9).unwrap();
     case("a bomb member after", cat(&[&good, &zeros]), n, &v, DECODE);
     case("a bomb, declared 64 KiB", zeros.clone(), 64 << 10, &v, BOMB);
-    // Large (over INLINE_DECODE_MAX) files.
+    // Large (over 16 KiB of file: inflated in steps on the task) files.
     let bgood = deflate(&big, 1).unwrap();
     let bl = bgood.len();
     let bn = big.len() as u64;

@@ -7,6 +7,8 @@
 //!   the inflater, through `format::decode` and through a live cache (miss + quarantine).
 //! - `runtimes`: large warm reads from every kind of tokio context.
 //! - `hot`: the hot tier under concurrency, against a model.
+//! - `stepped`: the perf14 stepped inline inflate against races with writes, dropped gets
+//!   and damaged entries (stepped/FINDINGS.md).
 //! - `warm`: the warm index's budget, order, sweep and restart scan through the public API.
 
 #![allow(missing_docs)]
@@ -15,5 +17,6 @@
 mod gzip;
 mod hot;
 mod runtimes;
+mod stepped;
 mod support;
 mod warm;

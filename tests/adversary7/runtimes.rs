@@ -1,6 +1,8 @@
-//! Large warm entries (file over `INLINE_DECODE_MAX`, 16 KiB) read from every kind of tokio
-//! context: `read_inline` inflates them inside `block_in_place` when `Handle::try_current()`
-//! says multi-thread, else hands them to the blocking pool. Every read must be a hit of
+//! Large warm entries read from every kind of tokio context. A file over 64 KiB
+//! (`STEPPED_FILE_MAX`; 64 KiB of noise) is read on the caller's thread and verified and
+//! inflated on the blocking pool; a file of 16-64 KiB (40 KiB of noise) is verified on the
+//! caller's thread and inflated there in steps with a `yield_now` between them (no
+//! `block_in_place`, which panics in some of these contexts). Every read must be a hit of
 //! exactly the planted value, with no disk error counted (a caught panic is counted as one,
 //! and aborts a `panic = "abort"` build).
 
@@ -270,4 +272,80 @@ fn runtime_shutdown_during_large_reads() {
     let cache = cache_with_large_entries(&rt2, 1);
     let got = rt2.block_on(cache.get_bytes("big:0")).unwrap();
     check(&cache, 0, got);
+}
+
+const STEPPED_LEN: usize = 40 << 10;
+
+/// Like `cache_with_large_entries`, with `n` entries of 16-64 KiB of file (keys `mid:0..n`,
+/// values `noise(STEPPED_LEN, i)`): inflated in steps on the reading task.
+fn cache_with_stepped_entries(rt: &Runtime, n: u64) -> TestCache {
+    rt.block_on(async {
+        let cache = TestDir::new()
+            .open_cache(|b| {
+                b.hot_capacity_entries(1)
+                    .memory_only_after(1000)
+                    .io_timeout(Duration::from_secs(100))
+            })
+            .await;
+        scanned(&cache).await;
+        for i in 0..n {
+            let key = format!("mid:{i}");
+            let file = entry_file(key.as_bytes(), &noise(STEPPED_LEN, i), now_ms() - 1000, 0);
+            assert!(file.len() > 32 << 10 && file.len() <= 64 << 10);
+            plant(&v2_path(cache.root(), key.as_bytes()), &file);
+        }
+        cache
+    })
+}
+
+fn check_stepped(got: Option<Arc<[u8]>>, i: u64) {
+    assert!(
+        got.as_deref() == Some(&noise(STEPPED_LEN, i)[..]),
+        "mid:{i}: not the planted value"
+    );
+}
+
+/// Entries inflated in steps on the task, from a multi-thread worker, its `block_on`, a
+/// current-thread runtime, a `LocalSet` on each, and `Handle::block_on` inside
+/// `spawn_blocking`: hits of the planted bytes, counted inline when the page cache had them.
+#[test]
+fn stepped_inflate_in_every_context() {
+    let rt = mt(2);
+    let cache = cache_with_stepped_entries(&rt, 6);
+    let c = cache.cache.clone();
+    let got = rt.block_on(async move {
+        tokio::spawn(async move { c.get_bytes("mid:0").await.unwrap() })
+            .await
+            .unwrap()
+    });
+    check_stepped(got, 0);
+    check_stepped(rt.block_on(cache.get_bytes("mid:1")).unwrap(), 1);
+    let local = ct();
+    check_stepped(local.block_on(cache.get_bytes("mid:2")).unwrap(), 2);
+    let set = tokio::task::LocalSet::new();
+    let c = cache.cache.clone();
+    let got = set.block_on(&local, async move {
+        tokio::task::spawn_local(async move { c.get_bytes("mid:3").await.unwrap() })
+            .await
+            .unwrap()
+    });
+    check_stepped(got, 3);
+    let set = tokio::task::LocalSet::new();
+    let c = cache.cache.clone();
+    check_stepped(
+        rt.block_on(set.run_until(async move { c.get_bytes("mid:4").await.unwrap() })),
+        4,
+    );
+    let c = cache.cache.clone();
+    let got = rt.block_on(async move {
+        tokio::task::spawn_blocking(move || {
+            tokio::runtime::Handle::current().block_on(c.get_bytes("mid:5"))
+        })
+        .await
+        .unwrap()
+        .unwrap()
+    });
+    check_stepped(got, 5);
+    assert_eq!(cache.stats().warm_hits, 6);
+    no_disk_errors(&cache);
 }

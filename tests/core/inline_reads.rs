@@ -49,7 +49,7 @@ async fn page_cache_hits_finish_inline_and_everything_else_takes_the_timed_path(
     let h = open(|b| b.hot_capacity_bytes(1)).await;
     let mut rng = Rng::new(7);
     let small: Vec<String> = (0..SMALL).map(|_| markdown(&mut rng, 4096)).collect();
-    // 64 KiB of random bytes: the file stays over `INLINE_DECODE_MAX` after gzip.
+    // 64 KiB of random bytes: the file stays over `STEPPED_FILE_MAX` (64 KiB) after gzip.
     let big = rng.bytes(64 * 1024);
     for (i, v) in small.iter().enumerate() {
         h.set(format!("small{i}"), v).await.unwrap();
