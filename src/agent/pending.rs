@@ -24,7 +24,7 @@ use crate::disk::DiskOutcome;
 /// or the final newline), with room to spare.
 const MARKER_MAX: u64 = 512;
 /// Most retired generations a marker lists (the newest).
-pub(crate) const MARKER_RETIRED: usize = 8;
+const MARKER_RETIRED: usize = 8;
 
 /// The marker's file name: the namespace name in lowercase hex.
 fn file_name(name: &str) -> String {

@@ -339,20 +339,18 @@ impl SharedTier {
             }
         };
         self.counters.shared.bytes_in.add(bytes.len() as u64);
-        // What a clean-up of a corrupt value compares before it deletes.
-        let found = Found::Bytes {
-            prefix: bytes[..bytes.len().min(DEL_IF_PREFIX)].to_vec(),
-            len: (bytes.len() <= max).then_some(bytes.len()),
-        };
-        let checked = if bytes.len() <= INLINE_VERIFY_BYTES {
-            entry::check(&bytes, key, max, self.config.mac_key.as_ref(), &self.limits)
+        let (checked, bytes) = if bytes.len() <= INLINE_VERIFY_BYTES {
+            let checked =
+                entry::check(&bytes, key, max, self.config.mac_key.as_ref(), &self.limits);
+            (checked, bytes)
         } else {
             let (key, mac, limits) = (key.to_vec(), self.config.mac_key, self.limits);
             tokio::task::spawn_blocking(move || {
-                entry::check(&bytes, &key, max, mac.as_ref(), &limits)
+                let checked = entry::check(&bytes, &key, max, mac.as_ref(), &limits);
+                (checked, bytes)
             })
             .await
-            .unwrap_or(Checked::Newer)
+            .unwrap_or((Checked::Newer, Vec::new()))
         };
         let now = self.clock.now_ms();
         match checked {
@@ -369,6 +367,11 @@ impl SharedTier {
             Checked::Corrupt(reason) => {
                 self.counters.shared.corruption(reason);
                 self.count_miss();
+                // What the clean-up compares before it deletes.
+                let found = Found::Bytes {
+                    prefix: bytes[..bytes.len().min(DEL_IF_PREFIX)].to_vec(),
+                    len: (bytes.len() <= max).then_some(bytes.len()),
+                };
                 self.delete_corrupt(ekey, found, started).await;
                 None
             }
