@@ -833,13 +833,25 @@ impl Tiers {
     /// within its bound (feature `redis`; what it drops is counted, never an error).
     #[tracing::instrument(level = "debug", name = "flush", skip_all)]
     pub(crate) async fn flush(&self) -> Result<()> {
+        self.flush_then(false).await
+    }
+
+    /// [`Tiers::flush`] before a close: the shared tier's kept removals are sent even while
+    /// their resend is deferred (see `SharedTier::flush`).
+    pub(crate) async fn flush_for_close(&self) -> Result<()> {
+        self.flush_then(true).await
+    }
+
+    async fn flush_then(&self, at_close: bool) -> Result<()> {
+        #[cfg(not(feature = "redis"))]
+        let _ = at_close;
         let disk = self.flush_disk().await;
         #[cfg(feature = "redis")]
         if let Some(shared) = &self.shared {
             if disk.as_ref().is_err_and(|e| matches!(e, Error::Closed)) {
                 return disk;
             }
-            let dropped = shared.flush().await;
+            let dropped = shared.flush(at_close).await;
             if dropped > 0 {
                 tracing::debug!(
                     target: crate::shared::tier::TARGET,

@@ -471,7 +471,7 @@ impl TieredCache {
     /// Returns what the flush returned: after `Ok`, a cache reopened on the directory serves
     /// no value older than the last one set, and no removed or cleared key.
     pub async fn close(&self) -> Result<()> {
-        let flushed = self.tiers.flush().await;
+        let flushed = self.tiers.flush_for_close().await;
         self.tiers.mark_closed();
         // Removals whose `DEL` the shared server has not taken (it is away): forgotten with
         // this process, counted as dropped (RELIABILITY.md).

@@ -14,7 +14,7 @@ use crate::breaker::BreakerState;
 /// signals shutdown, so nothing is left behind here.
 pub(crate) async fn drain_task(tier: Arc<SharedTier>, mut shutdown: watch::Receiver<bool>) {
     loop {
-        while tier.send_batch().await {
+        while tier.send_batch(false).await {
             if *shutdown.borrow() {
                 return;
             }

@@ -291,6 +291,34 @@ impl SharedTier {
         }
     }
 
+    /// One admitted call whose outcome for the breaker `judge` decides from its result
+    /// (a pipeline whose round trip passed but whose commands failed is a failure): `None`
+    /// when the breaker refused it. Round-trip failures are counted here; `judge`'s are
+    /// the caller's to count.
+    async fn call_judged<T>(
+        &self,
+        op: impl FnOnce(&dyn SharedStore) -> BoxFut<'_, T>,
+        judge: impl FnOnce(&T) -> Option<StoreError>,
+    ) -> Option<Result<T, StoreError>> {
+        let call = self.admit(false)?;
+        let result = self.timed(op(&*self.store)).await;
+        match &result {
+            Err(e) => {
+                if let Some(kind) = e.failure() {
+                    self.counters.shared.error(kind);
+                    self.report(call, Some(e));
+                } else {
+                    self.report(call, None);
+                }
+            }
+            Ok(v) => {
+                let failed = judge(v);
+                self.report(call, failed.as_ref());
+            }
+        }
+        Some(result)
+    }
+
     /// One admitted call: `None` when the breaker refused it; failures counted and reported.
     async fn call<T>(
         &self,
@@ -427,27 +455,17 @@ impl SharedTier {
         }
         let dropped = if self.state() != BreakerState::Closed {
             // Best effort for values: nothing is held for later (no write-back after an
-            // outage), and an older queued value of the key goes too. A removal is kept (an
-            // older queued one as well) and sent once the breaker closes.
-            if matches!(
-                self.queue.remove(&hash),
-                Some(
-                    SharedOp::Del
-                        | SharedOp::Put {
-                            del_first: true,
-                            ..
-                        }
-                )
-            ) || del
-            {
-                self.keep_del(hash);
-            }
+            // outage), and an older queued value of the key goes too. But the shared copy a
+            // value supersedes must not outlive it (it would be served, here once the local
+            // copy expired, and on every other replica): a removal is kept, as for a
+            // `remove`, and sent once the breaker closes.
+            self.queue.remove(&hash);
+            self.keep_del(hash);
             (!del).then_some(SharedDrop::BreakerOpen)
         } else if self.queue.push(hash, key, op).is_err() {
-            if del {
-                self.keep_del(hash);
-            }
-            // A value that did not fit leaves an older queued `DEL` of the key queued.
+            // The same for a value that did not fit (an older queued operation of the key
+            // stays queued).
+            self.keep_del(hash);
             (!del).then_some(SharedDrop::QueueFull)
         } else {
             if !del {
@@ -515,15 +533,17 @@ impl SharedTier {
         n
     }
 
-    /// Sends one batch from the queue. `false` when the queue was empty.
-    pub(crate) async fn send_batch(&self) -> bool {
+    /// Sends one batch from the queue. `false` when the queue was empty. `now`: kept
+    /// removals are sent even while their resend is deferred (a `close`: one pass, not the
+    /// drain task's loop that the deferral holds back).
+    pub(crate) async fn send_batch(&self, now: bool) -> bool {
         let _turn = self.sending.lock().await;
         let closed = self.state() == BreakerState::Closed;
         // Kept removals first (while Closed): each goes after any write of its key that was
         // in flight when it was kept (that write has been answered, or timed out before the
         // breaker opened and closed again on the same server), and before a newer `set` of
         // the key taken below.
-        let mut batch: Vec<Queued> = if closed && self.dels_deferred_until().is_none() {
+        let mut batch: Vec<Queued> = if closed && (now || self.dels_deferred_until().is_none()) {
             self.pending_dels
                 .oldest(BATCH_OPS)
                 .into_iter()
@@ -544,6 +564,10 @@ impl SharedTier {
             self.drop_batch(&batch);
             return true;
         }
+        // From here until the server answered, every key of the batch hides its shared copy
+        // (the server holds an older value, or one being removed), also while the batch is
+        // being encoded; a send cancelled on the way keeps a removal of each.
+        let mut in_flight = InFlight::mark(self, batch.iter().map(|q| q.hash).collect());
         let now_ms = self.clock.now_ms();
         let big = batch.iter().any(|q| match &q.op {
             SharedOp::Put { value, .. } => value.len() > INLINE_VERIFY_BYTES,
@@ -561,12 +585,14 @@ impl SharedTier {
             let counters = self.counters.clone();
             match tokio::task::spawn_blocking(move || enc.encode(batch, now_ms, &counters)).await {
                 Ok(ops) => ops,
+                // Not encoded (the pool shut down): the guard keeps a removal of each key.
                 Err(_) => return true,
             }
         } else {
             enc.encode(batch, now_ms, &self.counters)
         };
         if ops.is_empty() {
+            in_flight.done = true;
             return true;
         }
         let count = ops.len() as u64;
@@ -580,8 +606,20 @@ impl SharedTier {
             .collect();
         let dels = what.iter().filter(|w| w.2).count() as u64;
         let ops: Vec<WriteOp> = ops.into_iter().map(|(_, op)| op).collect();
-        let mut in_flight = DelsInFlight::mark(self, &what);
-        let result = self.call(false, |s| s.write_many(ops)).await;
+        // A command's own failure (READONLY after a failover) is the server's trouble too:
+        // the batch is then reported to the breaker as one failure, not as a success.
+        let result = self
+            .call_judged(
+                |s| s.write_many(ops),
+                |replies| {
+                    replies
+                        .iter()
+                        .filter_map(|r| r.as_ref().err())
+                        .find(|e| e.failure().is_some())
+                        .cloned()
+                },
+            )
+            .await;
         // Answered (or refused, or timed out): each path below keeps or settles its removals.
         in_flight.done = true;
         let Some(result) = result else {
@@ -594,8 +632,9 @@ impl SharedTier {
         let replies = match result {
             Ok(r) => r,
             Err(e) => {
-                // Values are not retried; removals are kept (counted once delivered or
-                // given up, not per attempt).
+                // Values are not retried; a removal of every key is kept (counted once
+                // delivered or given up, not per attempt): the server may hold the value a
+                // failed one superseded.
                 if e.failure().is_some() {
                     self.counters.shared.writes_failed.add(count - dels);
                     self.keep_dels(&what);
@@ -609,14 +648,12 @@ impl SharedTier {
                 return true;
             }
         };
-        let mut failed: Option<StoreError> = None;
         for (reply, &(hash, size, del)) in replies.into_iter().zip(&what) {
             if del {
                 match &reply {
                     Err(e) if e.failure().is_some() => {
                         self.keep_del(hash);
                         self.defer_dels();
-                        failed = Some(e.clone());
                         continue;
                     }
                     // Delivered, or refused for good (not a failure).
@@ -631,21 +668,19 @@ impl SharedTier {
                         self.oom_episode.store(false, Ordering::Relaxed);
                     }
                 }
-                Err(e) if e.kind == Failure::Oom => self.note_oom(&e),
                 Err(e) => {
-                    self.counters.shared.writes_failed.inc();
-                    if let Some(kind) = e.failure() {
-                        self.counters.shared.error(kind);
+                    // A value refused or failed: the older value it superseded may still be
+                    // there. A `DEL` is allowed under `OOM`: it is kept, and sent.
+                    self.keep_del(hash);
+                    if e.kind == Failure::Oom {
+                        self.note_oom(&e);
+                    } else {
+                        self.counters.shared.writes_failed.inc();
+                        if let Some(kind) = e.failure() {
+                            self.counters.shared.error(kind);
+                        }
                     }
-                    failed = Some(e);
                 }
-            }
-        }
-        if let Some(e) = failed {
-            // The round trip succeeded; a command's own failure (READONLY after a failover)
-            // is still the server's trouble. One report for the batch.
-            if let Some(call) = self.admit(false) {
-                self.report(call, Some(&e));
             }
         }
         true
@@ -668,11 +703,16 @@ impl SharedTier {
     /// Waits for a batch the drain task is sending (itself bounded by `timeout`), then sends
     /// what is queued within `timeout` × the number of batches it needs; what is left then
     /// (or everything, while the breaker is not Closed) is dropped and counted. Returns how
-    /// many operations were dropped. Never fails.
-    pub(crate) async fn flush(&self) -> u64 {
+    /// many operations were dropped. Never fails. `at_close`: kept removals are sent even
+    /// while their resend is deferred after a failed `DEL` (the server answers, and a close
+    /// would otherwise forget them); otherwise they wait for the deferral, as the drain
+    /// task's do.
+    pub(crate) async fn flush(&self, at_close: bool) -> u64 {
         drop(self.sending.lock().await);
         let (mut entries, _) = self.queue.depth();
-        if self.state() == BreakerState::Closed && self.dels_deferred_until().is_none() {
+        if self.state() == BreakerState::Closed
+            && (at_close || self.dels_deferred_until().is_none())
+        {
             entries += self.pending_dels.len();
         }
         if entries == 0 {
@@ -684,37 +724,35 @@ impl SharedTier {
             .timeout
             .saturating_mul(u32::try_from(batches).unwrap_or(u32::MAX));
         let before = self.dropped_total();
-        let _ = tokio::time::timeout(budget, async { while self.send_batch().await {} }).await;
+        let _ = tokio::time::timeout(budget, async {
+            while self.send_batch(at_close).await {}
+        })
+        .await;
         let left = self.queue.take(usize::MAX, usize::MAX);
         self.drop_batch(&left);
         self.dropped_total() - before
     }
 
-    /// Drops the values of `batch` (counted `breaker_open`) and keeps its removals.
+    /// Drops the values of `batch` (counted `breaker_open`) and keeps a removal of every
+    /// key: its own, or that of the shared copy a dropped value superseded.
     fn drop_batch(&self, batch: &[Queued]) {
         let mut values = 0;
         for q in batch {
-            match q.op {
-                SharedOp::Del => self.keep_del(q.hash),
-                SharedOp::Put { del_first, .. } => {
-                    values += 1;
-                    if del_first {
-                        self.keep_del(q.hash);
-                    }
-                }
+            if matches!(q.op, SharedOp::Put { .. }) {
+                values += 1;
             }
+            self.keep_del(q.hash);
         }
         self.counters
             .shared
             .dropped(SharedDrop::BreakerOpen, values);
     }
 
-    /// Keeps the removals of a batch that was not delivered (`(hash, bytes, is a DEL)`).
+    /// Keeps a removal of every key of a batch that was not delivered (`(hash, bytes, is a
+    /// DEL)`): its own, or that of the shared copy a value not written superseded.
     fn keep_dels(&self, what: &[(KeyHash, u64, bool)]) {
-        for &(hash, _, del) in what {
-            if del {
-                self.keep_del(hash);
-            }
+        for &(hash, _, _) in what {
+            self.keep_del(hash);
         }
     }
 
@@ -1020,7 +1058,8 @@ struct Encoding {
 
 impl Encoding {
     /// The writes of `batch`: entries over `max_entry_bytes` are dropped (counted), expired
-    /// ones skipped. Each value is encoded as the disk's entry file (FORMAT.md).
+    /// ones skipped, each replaced by a `DEL` of the key. Each value is encoded as the disk's
+    /// entry file (FORMAT.md).
     fn encode(
         &self,
         batch: Vec<Queued>,
@@ -1040,14 +1079,24 @@ impl Encoding {
                     if del_first {
                         out.push((q.hash, WriteOp::Del { key: key.clone() }));
                     }
+                    // A value not shared (expired by now, not encodable, too large) still
+                    // supersedes the key's shared copy: a `DEL` goes in its place.
+                    let not_shared = |out: &mut Vec<(KeyHash, WriteOp)>, key: String| {
+                        if !del_first {
+                            out.push((q.hash, WriteOp::Del { key }));
+                        }
+                    };
                     let Some(px) = px(meta.expires_ms, now_ms, self.max_ttl) else {
+                        not_shared(&mut out, key);
                         continue;
                     };
                     let Ok(file) = format::encode(&q.key, &value, meta, self.level) else {
+                        not_shared(&mut out, key);
                         continue;
                     };
                     if file.len() > self.max_entry_bytes {
                         counters.shared.dropped(SharedDrop::TooLarge, 1);
+                        not_shared(&mut out, key);
                         continue;
                     }
                     let value: Arc<[u8]> = entry::seal(file, self.mac.as_ref()).into();
@@ -1059,23 +1108,24 @@ impl Encoding {
     }
 }
 
-/// The removals of a batch being sent, marked in `dels_in_flight` until the batch is done.
-/// Dropped before the batch finished (a `flush` that gave up on a hung server), its removals
-/// are kept, to be sent again: a removal is never lost for a cancelled send.
-struct DelsInFlight<'a> {
+/// The keys of a batch (or an inline write) being sent, marked in `dels_in_flight` until it
+/// is done: their shared copies are hidden meanwhile (the server holds an older value, or one
+/// being removed). Dropped before it finished (a `flush` that gave up on a hung server, a
+/// caller that went away), a removal of each key is kept, to be sent again: a removal, or the
+/// supersession of a shared copy, is never lost for a cancelled send.
+struct InFlight<'a> {
     tier: &'a SharedTier,
     hashes: Vec<KeyHash>,
     done: bool,
 }
 
-impl<'a> DelsInFlight<'a> {
-    fn mark(tier: &'a SharedTier, what: &[(KeyHash, u64, bool)]) -> Self {
-        let hashes: Vec<KeyHash> = what.iter().filter(|w| w.2).map(|w| w.0).collect();
+impl<'a> InFlight<'a> {
+    fn mark(tier: &'a SharedTier, hashes: Vec<KeyHash>) -> Self {
         let mut m = lock(&tier.dels_in_flight);
         for h in &hashes {
             *m.entry(*h).or_insert(0) += 1;
         }
-        DelsInFlight {
+        InFlight {
             tier,
             hashes,
             done: false,
@@ -1083,7 +1133,7 @@ impl<'a> DelsInFlight<'a> {
     }
 }
 
-impl Drop for DelsInFlight<'_> {
+impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         if !self.done {
             for h in &self.hashes {
@@ -1173,6 +1223,9 @@ impl SharedTier {
         if !entry::shareable(key) {
             return false;
         }
+        // After a batch the drain task is sending (it may hold an older value of the key,
+        // which must not land after this one).
+        let _turn = self.sending.lock().await;
         // This value is the key's newest here: an older queued operation of the key (a
         // `DEL`, a value) must not land after it, and a remembered removal no longer hides it.
         let queued = self.queue.remove(&hash);
@@ -1189,6 +1242,9 @@ impl SharedTier {
             )
         ) || self.pending_dels.contains(&hash);
         self.pending_dels.remove(&hash);
+        // Until the server answered, the key's shared copy is hidden (it is older, or being
+        // removed); a caller gone meanwhile leaves a removal kept.
+        let mut in_flight = InFlight::mark(self, vec![hash]);
         let enc = Encoding {
             mac: self.config.mac_key,
             level: self.compression_level,
@@ -1213,20 +1269,20 @@ impl SharedTier {
         let size = match ops.last() {
             Some(WriteOp::Set { value, .. }) => value.len() as u64,
             _ => {
-                if del_first {
-                    // Too large or expired: not shared, but the removal still goes.
-                    self.keep_del(hash);
-                }
+                // Too large or expired: not shared, but the shared copy it supersedes goes
+                // (the drain task sends the removal).
+                in_flight.done = true;
+                self.keep_del(hash);
                 return false;
             }
         };
-        let replies = match self.call(false, |s| s.write_many(ops)).await {
+        let replies = self.call(false, |s| s.write_many(ops)).await;
+        in_flight.done = true;
+        let replies = match replies {
             Some(Ok(replies)) => replies,
             Some(Err(_)) | None => {
                 self.counters.shared.writes_failed.inc();
-                if del_first {
-                    self.keep_del(hash);
-                }
+                self.keep_del(hash);
                 return false;
             }
         };
@@ -1243,10 +1299,12 @@ impl SharedTier {
                 true
             }
             Some(Err(e)) if e.kind == Failure::Oom => {
+                self.keep_del(hash);
                 self.note_oom(&e);
                 false
             }
             _ => {
+                self.keep_del(hash);
                 self.counters.shared.writes_failed.inc();
                 false
             }

@@ -27,7 +27,6 @@ async fn with_old(server: &MemoryShared, a: &answercache::TieredCache) {
 /// the server (`shared_hits = 1`), and so does a fresh replica. README: "a local remove,
 /// clear or newer set is never overridden by an older shared copy".
 #[tokio::test(flavor = "current_thread", start_paused = true)]
-#[ignore = "FINDING R1: a newer set that expires in the shared queue is skipped and leaves the overwritten value on the server, served to every replica, this one included"]
 async fn an_overwriting_set_that_expires_in_the_queue_leaves_the_older_value_shared() {
     let server = MemoryShared::new();
     let a = replica(&server).await;
@@ -57,7 +56,6 @@ async fn an_overwriting_set_that_expires_in_the_queue_leaves_the_older_value_sha
 /// The same with a value over `max_entry_bytes` (counted `too_large`, "stays local"): the
 /// value it overwrote stays shared, and a fresh replica is served it.
 #[tokio::test(flavor = "current_thread", start_paused = true)]
-#[ignore = "FINDING R1: a newer set over max_entry_bytes is not shared and leaves the overwritten value on the server, served to the other replicas"]
 async fn an_overwriting_set_too_large_to_share_leaves_the_older_value_shared() {
     let server = MemoryShared::new();
     let a = replica_with(&server, |c| c.max_entry_bytes(1024), |b| b).await;

@@ -208,7 +208,6 @@ async fn a_waiter_is_not_served_a_value_its_replica_removed() {
 /// timeout), a read of `k` on this replica is served the removed value from the server, and
 /// promoted into hot.
 #[tokio::test(flavor = "current_thread", start_paused = true)]
-#[ignore = "FINDING R9: the DEL a lease leader's inline write sends first hides nothing while that write is in flight: a read on the replica is served the removed answer"]
 async fn a_removal_sent_by_a_lease_leaders_write_still_hides_the_shared_copy() {
     use answercache::testing::{SharedFault, SharedOpKind};
     let server = MemoryShared::new();
@@ -360,7 +359,6 @@ async fn a_lease_ttl_below_the_renew_interval_is_refused_or_still_renewed() {
 /// removal is lost: the removed answer stays on the server for `max_ttl`, and is served to
 /// every replica and to this one.
 #[tokio::test(flavor = "current_thread", start_paused = true)]
-#[ignore = "FINDING R14: a lease leader's caller dropped during the inline write loses the kept removal it carried: the removed answer stays on the server"]
 async fn a_leader_cancelled_during_its_inline_write_keeps_the_removal() {
     use answercache::testing::{SharedFault, SharedOpKind};
     let server = MemoryShared::new();

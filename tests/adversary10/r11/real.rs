@@ -126,7 +126,6 @@ fn max_ttl_duration_max_is_refused_or_works() {
 /// failure, success, failure... and never 3 consecutive failures, so it never opens however
 /// many writes fail (a batch of several failed writes also counts once).
 #[test]
-#[ignore = "FINDING R8: per-command failures in a batch (READONLY after a failover) never open the breaker: the round trip is reported a success first, resetting the count"]
 fn writes_refused_readonly_open_the_breaker() {
     let _slot = shared_slot();
     let Some(server) = server() else { return };

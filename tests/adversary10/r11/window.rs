@@ -82,7 +82,6 @@ async fn open_on(dir: &TestDir, server: &MemoryShared) -> TieredCache {
 /// read now is served the removed answer, promoted into hot and queued for A's disk, so A
 /// keeps serving it after the `DEL` landed and after a reopen.
 #[test]
-#[ignore = "FINDING R5: a DEL taken into a batch that waits for its encode on the blocking pool hides nothing: the removed answer is served and written back to this replica's disk"]
 fn a_removal_in_a_batch_being_encoded_still_hides_the_shared_copy() {
     runtime().block_on(async {
         let server = MemoryShared::new();
@@ -136,7 +135,6 @@ fn a_removal_in_a_batch_being_encoded_still_hides_the_shared_copy() {
 /// the encode runs and the drain task sends `SET v1`: the server ends with v1, removed and
 /// overwritten, for `max_ttl` (7 days); every other replica is served it.
 #[test]
-#[ignore = "FINDING R6: a lease leader's inline write is overtaken by an older value of the key that the drain task was encoding: the removed value ends on the server"]
 fn a_lease_leaders_write_is_not_overtaken_by_an_older_queued_value() {
     runtime().block_on(async {
         let server = MemoryShared::new();
