@@ -318,6 +318,190 @@ fn a_stepped_hit_leaves_the_index_entry_of_a_file_written_during_its_steps() {
     assert_eq!(env.counters.inline_reads.get(), 2);
 }
 
+/// `StdFs` that runs a hook once, right after its first read of a path whose name contains
+/// `name` (found or not, blocking or from the page cache): a write of the key between a
+/// read's file read and its index update, with no timing involved.
+struct AfterReadFs<'a> {
+    inner: StdFs,
+    name: String,
+    hook: std::sync::Mutex<Option<Box<dyn FnOnce() + Send + 'a>>>,
+}
+
+impl std::fmt::Debug for AfterReadFs<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AfterReadFs")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl<'a> AfterReadFs<'a> {
+    fn new(hash: &KeyHash, hook: impl FnOnce() + Send + 'a) -> Self {
+        AfterReadFs {
+            inner: StdFs::new(),
+            name: layout::hex(hash),
+            hook: std::sync::Mutex::new(Some(Box::new(hook))),
+        }
+    }
+
+    fn after<T>(&self, path: &Path, read: T) -> T {
+        if path.to_string_lossy().contains(&self.name) {
+            if let Some(hook) = self.hook.lock().unwrap().take() {
+                hook();
+            }
+        }
+        read
+    }
+
+    fn fired(&self) -> bool {
+        self.hook.lock().unwrap().is_none()
+    }
+}
+
+impl Fs for AfterReadFs<'_> {
+    fn read_file(&self, path: &Path, max_len: u64) -> std::io::Result<crate::fs::FileRead> {
+        self.after(path, self.inner.read_file(path, max_len))
+    }
+    fn read_prefix(&self, path: &Path, n: usize) -> std::io::Result<crate::fs::FileRead> {
+        self.inner.read_prefix(path, n)
+    }
+    fn write_new(&self, path: &Path, data: &[u8], sync: bool) -> std::io::Result<()> {
+        self.inner.write_new(path, data, sync)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        self.inner.rename(from, to)
+    }
+    fn rename_noreplace(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        self.inner.rename_noreplace(from, to)
+    }
+    fn remove_file(&self, path: &Path) -> std::io::Result<()> {
+        self.inner.remove_file(path)
+    }
+    fn remove_dir_all(&self, path: &Path) -> std::io::Result<()> {
+        self.inner.remove_dir_all(path)
+    }
+    fn create_dir_all(&self, path: &Path) -> std::io::Result<()> {
+        self.inner.create_dir_all(path)
+    }
+    fn sync_dir(&self, path: &Path) -> std::io::Result<()> {
+        self.inner.sync_dir(path)
+    }
+    fn read_dir(&self, path: &Path) -> std::io::Result<Vec<crate::fs::DirEntryInfo>> {
+        self.inner.read_dir(path)
+    }
+    fn available_space(&self, path: &Path) -> std::io::Result<u64> {
+        self.inner.available_space(path)
+    }
+    fn nowait_reads(&self, root: &Path) -> bool {
+        self.inner.nowait_reads(root)
+    }
+    fn read_file_nowait(
+        &self,
+        path: &Path,
+        max_len: u64,
+    ) -> std::io::Result<Option<crate::fs::FileRead>> {
+        self.after(path, self.inner.read_file_nowait(path, max_len))
+    }
+}
+
+/// A write of the key after a blocking-pool read has read the file and before it records
+/// its hit (the inflate of a 2-8 MiB value is that long): the hit of the older file is an
+/// answer, but must not record its length and tag over the newer file's entry
+/// (tests/adversary7/stepped/FINDINGS.md, P1 on the blocking-pool path).
+#[test]
+fn a_blocking_read_hit_leaves_the_index_entry_of_a_file_written_after_its_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = open(dir.path());
+    let key = b"rewritten";
+    let hash = layout::key_hash(key);
+    let value = noise(96 * 1024);
+    let old = env.put(&StdFs::new(), key, &value, meta(NOW + 1));
+    let mut new = Vec::new();
+    let fs = AfterReadFs::new(&hash, || {
+        new = env.put(&StdFs::new(), key, b"newer", meta(NOW + 2));
+    });
+    let d = hit(env.read(&fs, key));
+    assert!(fs.fired());
+    drop(fs);
+    assert_eq!(d.value, value);
+    assert_ne!(new.len(), old.len());
+    assert_eq!(env.store.usage(), (1, new.len() as u64, false));
+    // Nothing written meanwhile: the hit is recorded (the newer file's, re-read).
+    assert_eq!(hit(env.read(&StdFs::new(), key)).value, b"newer");
+    assert_eq!(env.store.usage(), (1, new.len() as u64, false));
+}
+
+/// The same for the bytes `read_inline` read and handed to the blocking pool (a file over
+/// `STEPPED_FILE_MAX`): a newer file written and indexed in between keeps its entry.
+#[test]
+fn a_prefetched_hit_leaves_the_index_entry_of_a_file_written_after_its_read() {
+    let dir = tempfile::tempdir().unwrap();
+    if !nowait_here(dir.path()) {
+        return;
+    }
+    let env = open(dir.path());
+    let key = b"rewritten";
+    let hash = layout::key_hash(key);
+    let fs = StdFs::new();
+    let value = noise(96 * 1024);
+    let old = env.put(&fs, key, &value, meta(NOW + 1));
+    assert!(old.len() > STEPPED_FILE_MAX);
+    let prefetch = || {
+        expect_continue(env.store.read_inline(&fs, key, &hash, NOW)).expect("the bytes read")
+    };
+
+    // Nothing written meanwhile: recorded.
+    let read = prefetch();
+    let d = hit(env.store.read_prefetched(&fs, key, &hash, read, NOW).unwrap());
+    assert_eq!(d.value, value);
+    assert_eq!(env.store.usage(), (1, old.len() as u64, false));
+
+    // A newer file written and indexed after the read.
+    let read = prefetch();
+    let new = env.put(&fs, key, b"newer", meta(NOW + 2));
+    let d = hit(env.store.read_prefetched(&fs, key, &hash, read, NOW).unwrap());
+    assert_eq!(d.value, value);
+    assert_eq!(env.store.usage(), (1, new.len() as u64, false));
+}
+
+/// A read that finds no file must not drop the index entry of a file written (renamed into
+/// place and indexed) after it looked: on the blocking path and on the page-cache path.
+#[test]
+fn a_miss_leaves_the_index_entry_of_a_file_written_after_its_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = open(dir.path());
+    let key = b"appears";
+    let hash = layout::key_hash(key);
+    let mut new = Vec::new();
+    let fs = AfterReadFs::new(&hash, || {
+        new = env.put(&StdFs::new(), key, b"newer", meta(NOW + 2));
+    });
+    assert!(matches!(env.read(&fs, key), ReadOutcome::Miss));
+    assert!(fs.fired());
+    drop(fs);
+    assert_eq!(env.store.usage(), (1, new.len() as u64, false));
+
+    if !nowait_here(dir.path()) {
+        return;
+    }
+    std::fs::remove_file(env.path(&hash)).unwrap();
+    // The blocking read caches the negative lookup, and forgets the file deleted behind
+    // the store's back (nothing written meanwhile).
+    assert!(matches!(env.read(&StdFs::new(), key), ReadOutcome::Miss));
+    assert_eq!(env.store.usage(), (0, 0, false));
+    let mut new = Vec::new();
+    let fs = AfterReadFs::new(&hash, || {
+        new = env.put(&StdFs::new(), key, b"newest", meta(NOW + 3));
+    });
+    assert!(matches!(
+        expect_break(env.store.read_inline(&fs, key, &hash, NOW)),
+        InlineRead::Done(ReadOutcome::Miss)
+    ));
+    assert!(fs.fired());
+    drop(fs);
+    assert_eq!(env.store.usage(), (1, new.len() as u64, false));
+}
+
 #[test]
 fn read_inline_hands_a_large_entry_over_already_read_and_read_prefetched_hits() {
     let dir = tempfile::tempdir().unwrap();
