@@ -160,6 +160,25 @@ impl SteppedRead {
     }
 }
 
+/// The bytes of an entry file [`WarmStore::read_inline`] read and hands to the blocking pool
+/// ([`WarmStore::read_prefetched`]), with what the index knew of the key before they were read:
+/// the inflate of a large value there takes long enough for a write of the key to rename and
+/// index a newer file meanwhile, whose entry the older file's hit must not overwrite.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Prefetched {
+    data: Vec<u8>,
+    /// The key's index tag before the file was read; `None`: not in the index.
+    indexed: Option<u32>,
+}
+
+impl Prefetched {
+    /// The entry file's bytes.
+    #[cfg(test)]
+    pub(crate) fn data(&self) -> &[u8] {
+        &self.data
+    }
+}
+
 /// What a read found.
 #[derive(Debug)]
 pub enum ReadOutcome {
@@ -420,6 +439,8 @@ impl WarmStore {
         now_ms: u64,
     ) -> io::Result<ReadOutcome> {
         let path = self.layout.entry_path(hash);
+        // Noted before the file is read (see `read_inline`).
+        let indexed = self.index().tag_of(hash);
         let data = match fs.read_file(&path, self.config.limits.max_file_bytes()) {
             Ok(FileRead::Data(d)) => d,
             Ok(FileRead::NotRegular(kind)) => {
@@ -443,7 +464,7 @@ impl WarmStore {
                 return Ok(self.quarantine(fs, &path, &Judged::TooLarge, hash, why));
             }
             Err(e) if is_not_found(&e) => {
-                self.index().remove(hash);
+                self.forget_unless_changed(hash, indexed);
                 return Ok(ReadOutcome::Miss);
             }
             Err(e) => return Err(e),
@@ -458,7 +479,7 @@ impl WarmStore {
                 Ok(ReadOutcome::Expired)
             }
             Ok(decoded) => {
-                self.touch(hash, &data, &decoded.meta);
+                self.touch_unless_changed(hash, &data, &decoded.meta, indexed);
                 Ok(ReadOutcome::Hit(decoded))
             }
             Err(Invalid::NewerVersion(v)) => {
@@ -480,13 +501,38 @@ impl WarmStore {
         }
     }
 
-    /// Records a hit in the index (LRU order).
-    fn touch(&self, hash: &KeyHash, data: &[u8], meta: &EntryMeta) {
-        self.touch_locked(&mut self.index(), hash, data, meta);
+    /// Records the hit of the file `data` in the index (LRU order, as [`WarmStore::touch`]),
+    /// if the key's index entry is still the one noted before the file was read (`indexed`:
+    /// its tag, `None` when absent) or already this file's. Otherwise a write (or a removal, a
+    /// clear, an eviction) changed it since the read, and the index is left alone: a writer
+    /// renames its file into place before it indexes it, so that entry is newer than this
+    /// file (tests/adversary7/stepped/FINDINGS.md, P1).
+    fn touch_unless_changed(
+        &self,
+        hash: &KeyHash,
+        data: &[u8],
+        meta: &EntryMeta,
+        indexed: Option<u32>,
+    ) {
+        let mut ix = self.index();
+        let now = ix.tag_of(hash);
+        if now == indexed || now == Some(super::index::file_tag(data)) {
+            self.touch(&mut ix, hash, data, meta);
+        }
     }
 
-    /// [`WarmStore::touch`], under the index lock the caller holds.
-    fn touch_locked(&self, ix: &mut WarmIndex, hash: &KeyHash, data: &[u8], meta: &EntryMeta) {
+    /// Drops the key's index entry after a read found no file, if the entry is still the one
+    /// noted before the read (see [`WarmStore::touch_unless_changed`]): a file written and
+    /// indexed since is there.
+    fn forget_unless_changed(&self, hash: &KeyHash, indexed: Option<u32>) {
+        let mut ix = self.index();
+        if ix.tag_of(hash) == indexed {
+            ix.remove(hash);
+        }
+    }
+
+    /// Records a hit in the index (LRU order), under the index lock the caller holds.
+    fn touch(&self, ix: &mut WarmIndex, hash: &KeyHash, data: &[u8], meta: &EntryMeta) {
         let (len, tag) = (data.len() as u64, super::index::file_tag(data));
         // Known: this process has read (and judged) that file, which may be another process's
         // rewrite: it is the one eviction may delete, with its own length. Unknown to a
@@ -531,7 +577,7 @@ impl WarmStore {
         key: &[u8],
         hash: &KeyHash,
         now_ms: u64,
-    ) -> ControlFlow<io::Result<InlineRead>, Option<Vec<u8>>> {
+    ) -> ControlFlow<io::Result<InlineRead>, Option<Prefetched>> {
         if !self.nowait_reads.load(Ordering::Relaxed) {
             return ControlFlow::Continue(None);
         }
@@ -545,7 +591,7 @@ impl WarmStore {
                 return ControlFlow::Continue(None);
             }
             Err(e) if is_not_found(&e) => {
-                self.index().remove(hash);
+                self.forget_unless_changed(hash, indexed);
                 return ControlFlow::Break(Ok(InlineRead::Done(ReadOutcome::Miss)));
             }
             Err(e) => return ControlFlow::Break(Err(e)),
@@ -555,7 +601,7 @@ impl WarmStore {
             // the blocking pool ([`WarmStore::read_prefetched`]), already read. Not
             // `block_in_place`: tokio gives no way to ask whether it may be called, and it
             // panics inside a `LocalSet` or an entered handle (tests/adversary7).
-            return ControlFlow::Continue(Some(data));
+            return ControlFlow::Continue(Some(Prefetched { data, indexed }));
         }
         let mut read = match format::Inflating::start(data, key, &self.config.limits) {
             Ok(inflating) if !inflating.meta().is_expired(now_ms) => {
@@ -577,42 +623,47 @@ impl WarmStore {
     }
 
     /// The hit of an entry [`WarmStore::read_inline`] verified, once it is inflated
-    /// completely (its last step returned `Ok(true)`): recorded in the index as a read hit is
-    /// ([`WarmStore::touch`]), but only if the key's index entry is still the one the read
-    /// began with, or already this file's. Otherwise a write (or a removal, a clear, an
-    /// eviction) changed it during the steps, and the index is left alone: its entry is newer
-    /// than this file.
+    /// completely (its last step returned `Ok(true)`): recorded in the index as a read hit is,
+    /// but only if the key's index entry is still the one the read began with, or already
+    /// this file's ([`WarmStore::touch_unless_changed`]): a write during the steps owns it.
     pub(crate) fn stepped_hit(&self, hash: &KeyHash, read: SteppedRead) -> (EntryMeta, Arc<[u8]>) {
         let SteppedRead { inflating, indexed } = read;
         let meta = *inflating.meta();
         let (file, value) = inflating.finish();
         self.counters.inline_reads.inc();
-        let mut ix = self.index();
-        let now = ix.tag_of(hash);
-        if now == indexed || now == Some(super::index::file_tag(&file)) {
-            self.touch_locked(&mut ix, hash, &file, &meta);
-        }
+        self.touch_unless_changed(hash, &file, &meta, indexed);
         (meta, value)
     }
 
     /// Finishes a read whose bytes [`WarmStore::read_inline`] already has (an entry too
-    /// large to verify on an async worker): a valid, unexpired entry is a hit; anything
-    /// else is read again by [`WarmStore::read`], which removes or quarantines what is at the
-    /// path now.
-    pub fn read_prefetched(
+    /// large to verify on an async worker): a valid, unexpired entry is a hit (recorded in
+    /// the index unless a write changed the key's entry since the bytes were read, see
+    /// [`WarmStore::touch_unless_changed`]); anything else is read again by
+    /// [`WarmStore::read`], which removes or quarantines what is at the path now.
+    pub(crate) fn read_prefetched(
         &self,
         fs: &dyn Fs,
         key: &[u8],
         hash: &KeyHash,
-        data: Vec<u8>,
+        read: Prefetched,
         now_ms: u64,
     ) -> io::Result<ReadOutcome> {
-        match format::decode(&data, key, &self.config.limits) {
+        match format::decode(&read.data, key, &self.config.limits) {
             Ok(decoded) if !decoded.meta.is_expired(now_ms) => {
-                self.touch(hash, &data, &decoded.meta);
+                self.touch_unless_changed(hash, &read.data, &decoded.meta, read.indexed);
                 Ok(ReadOutcome::Hit(decoded))
             }
             _ => self.read(fs, key, hash, now_ms),
+        }
+    }
+
+    /// The bytes of the key's entry file as [`WarmStore::read_inline`] would hand them over,
+    /// noting the key's index entry now.
+    #[cfg(test)]
+    pub(crate) fn prefetched(&self, hash: &KeyHash, data: Vec<u8>) -> Prefetched {
+        Prefetched {
+            indexed: self.index().tag_of(hash),
+            data,
         }
     }
 

@@ -16,8 +16,8 @@ use super::format::{self, Corruption, Decoded, EntryMeta, Limits, HEADER_LEN};
 use super::layout::{self, KeyHash, Layout};
 use super::quarantine::{self, QuarantineLimits, SIDECAR_SUFFIX};
 use super::store::{
-    InlineRead, ReadOutcome, SteppedRead, StoreConfig, WarmStore, WriteOutcome, INLINE_STEP_BYTES,
-    STEPPED_FILE_MAX,
+    InlineRead, Prefetched, ReadOutcome, SteppedRead, StoreConfig, WarmStore, WriteOutcome,
+    INLINE_STEP_BYTES, STEPPED_FILE_MAX,
 };
 
 const NOW: u64 = 1_700_000_000_000;
@@ -144,11 +144,14 @@ fn hit(outcome: ReadOutcome) -> Decoded {
     }
 }
 
-fn expect_break(flow: ControlFlow<std::io::Result<InlineRead>, Option<Vec<u8>>>) -> InlineRead {
+fn expect_break(flow: ControlFlow<std::io::Result<InlineRead>, Option<Prefetched>>) -> InlineRead {
     match flow {
         ControlFlow::Break(r) => r.unwrap(),
         ControlFlow::Continue(c) => {
-            panic!("expected Break, got Continue({:?})", c.map(|v| v.len()))
+            panic!(
+                "expected Break, got Continue({:?})",
+                c.map(|v| v.data().len())
+            )
         }
     }
 }
@@ -162,8 +165,8 @@ fn inline_hit(read: InlineRead) -> (Vec<u8>, EntryMeta) {
 }
 
 fn expect_continue(
-    flow: ControlFlow<std::io::Result<InlineRead>, Option<Vec<u8>>>,
-) -> Option<Vec<u8>> {
+    flow: ControlFlow<std::io::Result<InlineRead>, Option<Prefetched>>,
+) -> Option<Prefetched> {
     match flow {
         ControlFlow::Continue(c) => c,
         ControlFlow::Break(r) => panic!("expected Continue, got Break({r:?})"),
@@ -446,20 +449,25 @@ fn a_prefetched_hit_leaves_the_index_entry_of_a_file_written_after_its_read() {
     let value = noise(96 * 1024);
     let old = env.put(&fs, key, &value, meta(NOW + 1));
     assert!(old.len() > STEPPED_FILE_MAX);
-    let prefetch = || {
-        expect_continue(env.store.read_inline(&fs, key, &hash, NOW)).expect("the bytes read")
-    };
+    let prefetch =
+        || expect_continue(env.store.read_inline(&fs, key, &hash, NOW)).expect("the bytes read");
 
     // Nothing written meanwhile: recorded.
     let read = prefetch();
-    let d = hit(env.store.read_prefetched(&fs, key, &hash, read, NOW).unwrap());
+    let d = hit(env
+        .store
+        .read_prefetched(&fs, key, &hash, read, NOW)
+        .unwrap());
     assert_eq!(d.value, value);
     assert_eq!(env.store.usage(), (1, old.len() as u64, false));
 
     // A newer file written and indexed after the read.
     let read = prefetch();
     let new = env.put(&fs, key, b"newer", meta(NOW + 2));
-    let d = hit(env.store.read_prefetched(&fs, key, &hash, read, NOW).unwrap());
+    let d = hit(env
+        .store
+        .read_prefetched(&fs, key, &hash, read, NOW)
+        .unwrap());
     assert_eq!(d.value, value);
     assert_eq!(env.store.usage(), (1, new.len() as u64, false));
 }
@@ -519,7 +527,7 @@ fn read_inline_hands_a_large_entry_over_already_read_and_read_prefetched_hits() 
 
     let data = expect_continue(env.store.read_inline(&StdFs::new(), key, &hash, NOW))
         .expect("the bytes of a large entry");
-    assert_eq!(data, file);
+    assert_eq!(data.data(), &file[..]);
     assert_eq!(env.counters.inline_reads.get(), 0);
 
     let d = hit(env
@@ -544,7 +552,7 @@ fn read_prefetched_hits_on_valid_bytes_without_touching_the_disk() {
     let before = fs.total_calls();
     let d = hit(env
         .store
-        .read_prefetched(&fs, key, &hash, file, NOW)
+        .read_prefetched(&fs, key, &hash, env.store.prefetched(&hash, file), NOW)
         .unwrap());
     assert_eq!(d.value, b"v");
     assert_eq!(d.meta, m);
@@ -569,7 +577,13 @@ fn read_prefetched_with_bad_bytes_reads_the_path_again() {
     bad[last] ^= 0xff;
     let d = hit(env
         .store
-        .read_prefetched(&StdFs::new(), key, &hash, bad, NOW)
+        .read_prefetched(
+            &StdFs::new(),
+            key,
+            &hash,
+            env.store.prefetched(&hash, bad),
+            NOW,
+        )
         .unwrap());
     assert_eq!(d.value, b"on disk");
     assert_eq!(env.corrupted_total(), 0);
@@ -615,7 +629,13 @@ fn an_absent_key_is_a_miss_on_every_path() {
     // Garbage prefetched bytes for an absent file: read again, a miss, nothing counted.
     assert!(matches!(
         env.store
-            .read_prefetched(&StdFs::new(), key, &hash, b"garbage".to_vec(), NOW)
+            .read_prefetched(
+                &StdFs::new(),
+                key,
+                &hash,
+                env.store.prefetched(&hash, b"garbage".to_vec()),
+                NOW
+            )
             .unwrap(),
         ReadOutcome::Miss
     ));
@@ -687,7 +707,13 @@ fn read_prefetched_of_an_expired_entry_removes_it() {
     let file = env.put(&StdFs::new(), key, &noise(20 * 1024), meta(NOW - 1));
     assert!(matches!(
         env.store
-            .read_prefetched(&StdFs::new(), key, &hash, file, NOW)
+            .read_prefetched(
+                &StdFs::new(),
+                key,
+                &hash,
+                env.store.prefetched(&hash, file),
+                NOW
+            )
             .unwrap(),
         ReadOutcome::Expired
     ));
@@ -707,7 +733,13 @@ fn an_expired_read_never_deletes_a_fresh_entry_written_since() {
     let fresh = env.put(&StdFs::new(), key, b"fresh", meta(NOW + 1000));
     let d = hit(env
         .store
-        .read_prefetched(&StdFs::new(), key, &hash, old, NOW)
+        .read_prefetched(
+            &StdFs::new(),
+            key,
+            &hash,
+            env.store.prefetched(&hash, old),
+            NOW,
+        )
         .unwrap());
     assert_eq!(d.value, b"fresh");
     assert_eq!(std::fs::read(env.path(&hash)).unwrap(), fresh);
@@ -925,7 +957,13 @@ fn an_eio_under_read_prefetched_is_an_error_and_the_file_stays() {
     fs.add_rule(Rule::new(Fault::Errno(5)).ops(&[FsOp::ReadFile]).times(1));
     let err = env
         .store
-        .read_prefetched(&fs, key, &hash, b"bad".to_vec(), NOW)
+        .read_prefetched(
+            &fs,
+            key,
+            &hash,
+            env.store.prefetched(&hash, b"bad".to_vec()),
+            NOW,
+        )
         .unwrap_err();
     assert_eq!(err.raw_os_error(), Some(5));
     assert_eq!(std::fs::read(env.path(&hash)).unwrap(), file);
