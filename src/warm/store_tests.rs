@@ -540,6 +540,54 @@ fn read_inline_hands_a_large_entry_over_already_read_and_read_prefetched_hits() 
     assert_eq!(std::fs::read(env.path(&hash)).unwrap(), file);
 }
 
+/// `read_inline` of `key` expected to hand the bytes over to the blocking pool (without
+/// printing a value of megabytes when it does not).
+fn expect_handed_over(env: &Env, key: &[u8]) -> Prefetched {
+    let hash = layout::key_hash(key);
+    match env.store.read_inline(&StdFs::new(), key, &hash, NOW) {
+        ControlFlow::Continue(Some(read)) => read,
+        ControlFlow::Continue(None) => panic!("handed over without the bytes"),
+        ControlFlow::Break(Ok(InlineRead::Inflate(read))) => panic!(
+            "the value of a file of {} bytes is being inflated on the caller's thread",
+            read.file().len()
+        ),
+        ControlFlow::Break(Ok(InlineRead::Hit { value, .. })) => {
+            panic!("an inline hit of {} bytes", value.len())
+        }
+        ControlFlow::Break(other) => panic!("{:?}", other.map(|_| ())),
+    }
+}
+
+/// A small file may declare a large value (up to `max_entry_bytes`, 16 MiB by default): one
+/// byte repeated compresses ~1000:1. Its value is not allocated (zero-filled) and inflated on
+/// the caller's thread: `read_inline` hands the bytes to the blocking pool, as it does a
+/// large file, and `read_prefetched` hits (tests/adversary7/stepped/FINDINGS.md, P2).
+#[test]
+fn read_inline_hands_a_small_file_declaring_a_large_value_to_the_blocking_pool() {
+    let dir = tempfile::tempdir().unwrap();
+    if !nowait_here(dir.path()) {
+        return;
+    }
+    let mut cfg = config(false, true);
+    cfg.limits.max_entry_bytes = 16 << 20;
+    let env = open_with(&StdFs::new(), dir.path(), cfg);
+    for len in [16 << 20, 2 << 20] {
+        let key = format!("declares {len}");
+        let (key, hash) = (key.as_bytes(), layout::key_hash(key.as_bytes()));
+        let value = vec![b'z'; len];
+        let file = env.put(&StdFs::new(), key, &value, meta(NOW + 1));
+        assert!(file.len() <= STEPPED_FILE_MAX, "{} bytes", file.len());
+        let read = expect_handed_over(&env, key);
+        assert_eq!(read.data(), &file[..]);
+        let d = hit(env
+            .store
+            .read_prefetched(&StdFs::new(), key, &hash, read, NOW)
+            .unwrap());
+        assert!(d.value == value);
+    }
+    assert_eq!(env.counters.inline_reads.get(), 0);
+}
+
 #[test]
 fn read_prefetched_hits_on_valid_bytes_without_touching_the_disk() {
     let dir = tempfile::tempdir().unwrap();
