@@ -104,6 +104,16 @@ pub struct StoreConfig {
 /// files are handed to the blocking pool, already read.
 pub const STEPPED_FILE_MAX: usize = 64 * 1024;
 
+/// The largest value [`WarmStore::read_inline`] inflates on the caller's thread: 32 steps of
+/// [`INLINE_STEP_BYTES`]. A file of at most [`STEPPED_FILE_MAX`] bytes may declare far more
+/// (up to `max_entry_bytes`, 16 MiB by default: one byte repeated compresses ~1000:1), and the
+/// value's buffer is allocated and zero-filled in one go before the first step (the crate
+/// forbids `unsafe`, so there is no uninitialised buffer to inflate into): such a file is
+/// handed to the blocking pool, already read, as a larger file is
+/// (tests/adversary7/stepped/FINDINGS.md, P2). Chosen from the header's declared length
+/// before the file is verified; the pool verifies it all the same.
+pub const STEPPED_VALUE_MAX: u64 = 1 << 20;
+
 /// Bytes of value one inflate step produces on an async worker before the task yields: no
 /// more than the inline budget before steps existed (a 16 KiB file, ~40 KiB of text, decoded
 /// in one go). Measured on the 2-core bench machine under load: ~45 µs per 16 KiB of chat
@@ -561,14 +571,16 @@ impl WarmStore {
 
     /// The part of a read that runs on the caller's thread, before any blocking-pool hop: reads
     /// the entry file only if that cannot block ([`Fs::read_file_nowait`]), and finishes the
-    /// common cases. An entry file of at most [`STEPPED_FILE_MAX`] bytes is verified first
-    /// (header, length, checksum, flags, key, expiry: everything before inflating, as
-    /// `format::decode`), then its value is inflated straight into the `Arc` the cache hands
-    /// out, [`INLINE_STEP_BYTES`] at most on this call. A value of one step is a hit here
+    /// common cases. An entry file of at most [`STEPPED_FILE_MAX`] bytes whose value is of at
+    /// most [`STEPPED_VALUE_MAX`] bytes is verified first (header, length, checksum, flags,
+    /// key, expiry: everything before inflating, as `format::decode`), then its value is
+    /// inflated straight into the `Arc` the cache hands out, [`INLINE_STEP_BYTES`] at most on
+    /// this call. A value of one step is a hit here
     /// (`InlineRead::Hit`); a longer one is handed back to be inflated in more steps by the
     /// caller, which yields between them (`InlineRead::Inflate`), so neither a blocking-pool
-    /// hop nor a long stretch on the worker is paid. A larger file continues on the blocking
-    /// pool, already read (`Continue(Some)`); an expired or invalid one, or one not in the
+    /// hop nor a long stretch on the worker is paid. A larger file or value continues on the
+    /// blocking pool, already read (`Continue(Some)`, with the key's index tag noted before
+    /// the read: see [`Prefetched`]); an expired or invalid one, or one not in the
     /// page cache, too (`Continue(None)`): that path reads it again and removes or
     /// quarantines what is at the path then.
     pub(crate) fn read_inline(
@@ -596,11 +608,16 @@ impl WarmStore {
             }
             Err(e) => return ControlFlow::Break(Err(e)),
         };
-        if data.len() > STEPPED_FILE_MAX {
-            // Its checksum alone would hold the worker too long: verified and inflated on
-            // the blocking pool ([`WarmStore::read_prefetched`]), already read. Not
-            // `block_in_place`: tokio gives no way to ask whether it may be called, and it
-            // panics inside a `LocalSet` or an entered handle (tests/adversary7).
+        // A file whose checksum alone would hold the worker too long, or one that declares a
+        // value too large to allocate and inflate here (its header, not yet verified, says;
+        // an invalid header is the stepped path's to judge): verified and inflated on the
+        // blocking pool ([`WarmStore::read_prefetched`]), already read. Not `block_in_place`:
+        // tokio gives no way to ask whether it may be called, and it panics inside a
+        // `LocalSet` or an entered handle (tests/adversary7).
+        if data.len() > STEPPED_FILE_MAX
+            || format::parse_header(&data, &self.config.limits)
+                .is_ok_and(|h| h.uncompressed_len > STEPPED_VALUE_MAX)
+        {
             return ControlFlow::Continue(Some(Prefetched { data, indexed }));
         }
         let mut read = match format::Inflating::start(data, key, &self.config.limits) {

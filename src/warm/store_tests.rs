@@ -17,7 +17,7 @@ use super::layout::{self, KeyHash, Layout};
 use super::quarantine::{self, QuarantineLimits, SIDECAR_SUFFIX};
 use super::store::{
     InlineRead, Prefetched, ReadOutcome, SteppedRead, StoreConfig, WarmStore, WriteOutcome,
-    INLINE_STEP_BYTES, STEPPED_FILE_MAX,
+    INLINE_STEP_BYTES, STEPPED_FILE_MAX, STEPPED_VALUE_MAX,
 };
 
 const NOW: u64 = 1_700_000_000_000;
@@ -559,9 +559,11 @@ fn expect_handed_over(env: &Env, key: &[u8]) -> Prefetched {
 }
 
 /// A small file may declare a large value (up to `max_entry_bytes`, 16 MiB by default): one
-/// byte repeated compresses ~1000:1. Its value is not allocated (zero-filled) and inflated on
-/// the caller's thread: `read_inline` hands the bytes to the blocking pool, as it does a
-/// large file, and `read_prefetched` hits (tests/adversary7/stepped/FINDINGS.md, P2).
+/// byte repeated compresses ~1000:1. A value over [`STEPPED_VALUE_MAX`] is not allocated
+/// (zero-filled) and inflated on the caller's thread: `read_inline` hands the bytes to the
+/// blocking pool, as it does a large file, and `read_prefetched` hits
+/// (tests/adversary7/stepped/FINDINGS.md, P2). One of exactly `STEPPED_VALUE_MAX` is inflated
+/// in steps.
 #[test]
 fn read_inline_hands_a_small_file_declaring_a_large_value_to_the_blocking_pool() {
     let dir = tempfile::tempdir().unwrap();
@@ -571,7 +573,7 @@ fn read_inline_hands_a_small_file_declaring_a_large_value_to_the_blocking_pool()
     let mut cfg = config(false, true);
     cfg.limits.max_entry_bytes = 16 << 20;
     let env = open_with(&StdFs::new(), dir.path(), cfg);
-    for len in [16 << 20, 2 << 20] {
+    for len in [4 << 20, STEPPED_VALUE_MAX as usize + 1] {
         let key = format!("declares {len}");
         let (key, hash) = (key.as_bytes(), layout::key_hash(key.as_bytes()));
         let value = vec![b'z'; len];
@@ -586,6 +588,31 @@ fn read_inline_hands_a_small_file_declaring_a_large_value_to_the_blocking_pool()
         assert!(d.value == value);
     }
     assert_eq!(env.counters.inline_reads.get(), 0);
+
+    let (key, len) = (b"at the cap", STEPPED_VALUE_MAX as usize);
+    let hash = layout::key_hash(key);
+    let value = vec![b'z'; len];
+    let file = env.put(&StdFs::new(), key, &value, meta(NOW + 1));
+    assert!(file.len() <= STEPPED_FILE_MAX, "{} bytes", file.len());
+    let mut read = match expect_break(env.store.read_inline(&StdFs::new(), key, &hash, NOW)) {
+        InlineRead::Inflate(i) => i,
+        InlineRead::Hit { .. } => panic!("an inline hit in one step"),
+        InlineRead::Done(outcome) => {
+            panic!("expected a verified entry to inflate, got {outcome:?}")
+        }
+    };
+    // One step was taken by `read_inline`.
+    let mut steps = 1;
+    loop {
+        steps += 1;
+        if read.step(INLINE_STEP_BYTES).unwrap() {
+            break;
+        }
+    }
+    assert_eq!(steps, len / INLINE_STEP_BYTES);
+    let (_, got) = env.store.stepped_hit(&hash, *read);
+    assert!(got[..] == value[..]);
+    assert_eq!(env.counters.inline_reads.get(), 1);
 }
 
 #[test]
