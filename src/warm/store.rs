@@ -104,6 +104,16 @@ pub struct StoreConfig {
 /// files are handed to the blocking pool, already read.
 pub const STEPPED_FILE_MAX: usize = 64 * 1024;
 
+/// The largest value [`WarmStore::read_inline`] inflates on the caller's thread: 32 steps of
+/// [`INLINE_STEP_BYTES`]. A file of at most [`STEPPED_FILE_MAX`] bytes may declare far more
+/// (up to `max_entry_bytes`, 16 MiB by default: one byte repeated compresses ~1000:1), and the
+/// value's buffer is allocated and zero-filled in one go before the first step (the crate
+/// forbids `unsafe`, so there is no uninitialised buffer to inflate into): such a file is
+/// handed to the blocking pool, already read, as a larger file is
+/// (tests/adversary7/stepped/FINDINGS.md, P2). Chosen from the header's declared length
+/// before the file is verified; the pool verifies it all the same.
+pub const STEPPED_VALUE_MAX: u64 = 1 << 20;
+
 /// Bytes of value one inflate step produces on an async worker before the task yields: no
 /// more than the inline budget before steps existed (a 16 KiB file, ~40 KiB of text, decoded
 /// in one go). Measured on the 2-core bench machine under load: ~45 µs per 16 KiB of chat
@@ -157,6 +167,25 @@ impl SteppedRead {
     #[cfg(test)]
     pub(crate) fn file(&self) -> &[u8] {
         self.inflating.file()
+    }
+}
+
+/// The bytes of an entry file [`WarmStore::read_inline`] read and hands to the blocking pool
+/// ([`WarmStore::read_prefetched`]), with what the index knew of the key before they were read:
+/// the inflate of a large value there takes long enough for a write of the key to rename and
+/// index a newer file meanwhile, whose entry the older file's hit must not overwrite.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Prefetched {
+    data: Vec<u8>,
+    /// The key's index tag before the file was read; `None`: not in the index.
+    indexed: Option<u32>,
+}
+
+impl Prefetched {
+    /// The entry file's bytes.
+    #[cfg(test)]
+    pub(crate) fn data(&self) -> &[u8] {
+        &self.data
     }
 }
 
@@ -420,6 +449,8 @@ impl WarmStore {
         now_ms: u64,
     ) -> io::Result<ReadOutcome> {
         let path = self.layout.entry_path(hash);
+        // Noted before the file is read (see `read_inline`).
+        let indexed = self.index().tag_of(hash);
         let data = match fs.read_file(&path, self.config.limits.max_file_bytes()) {
             Ok(FileRead::Data(d)) => d,
             Ok(FileRead::NotRegular(kind)) => {
@@ -443,7 +474,7 @@ impl WarmStore {
                 return Ok(self.quarantine(fs, &path, &Judged::TooLarge, hash, why));
             }
             Err(e) if is_not_found(&e) => {
-                self.index().remove(hash);
+                self.forget_unless_changed(hash, indexed);
                 return Ok(ReadOutcome::Miss);
             }
             Err(e) => return Err(e),
@@ -458,7 +489,7 @@ impl WarmStore {
                 Ok(ReadOutcome::Expired)
             }
             Ok(decoded) => {
-                self.touch(hash, &data, &decoded.meta);
+                self.touch_unless_changed(hash, &data, &decoded.meta, indexed);
                 Ok(ReadOutcome::Hit(decoded))
             }
             Err(Invalid::NewerVersion(v)) => {
@@ -480,13 +511,38 @@ impl WarmStore {
         }
     }
 
-    /// Records a hit in the index (LRU order).
-    fn touch(&self, hash: &KeyHash, data: &[u8], meta: &EntryMeta) {
-        self.touch_locked(&mut self.index(), hash, data, meta);
+    /// Records the hit of the file `data` in the index (LRU order, as [`WarmStore::touch`]),
+    /// if the key's index entry is still the one noted before the file was read (`indexed`:
+    /// its tag, `None` when absent) or already this file's. Otherwise a write (or a removal, a
+    /// clear, an eviction) changed it since the read, and the index is left alone: a writer
+    /// renames its file into place before it indexes it, so that entry is newer than this
+    /// file (tests/adversary7/stepped/FINDINGS.md, P1).
+    fn touch_unless_changed(
+        &self,
+        hash: &KeyHash,
+        data: &[u8],
+        meta: &EntryMeta,
+        indexed: Option<u32>,
+    ) {
+        let mut ix = self.index();
+        let now = ix.tag_of(hash);
+        if now == indexed || now == Some(super::index::file_tag(data)) {
+            self.touch(&mut ix, hash, data, meta);
+        }
     }
 
-    /// [`WarmStore::touch`], under the index lock the caller holds.
-    fn touch_locked(&self, ix: &mut WarmIndex, hash: &KeyHash, data: &[u8], meta: &EntryMeta) {
+    /// Drops the key's index entry after a read found no file, if the entry is still the one
+    /// noted before the read (see [`WarmStore::touch_unless_changed`]): a file written and
+    /// indexed since is there.
+    fn forget_unless_changed(&self, hash: &KeyHash, indexed: Option<u32>) {
+        let mut ix = self.index();
+        if ix.tag_of(hash) == indexed {
+            ix.remove(hash);
+        }
+    }
+
+    /// Records a hit in the index (LRU order), under the index lock the caller holds.
+    fn touch(&self, ix: &mut WarmIndex, hash: &KeyHash, data: &[u8], meta: &EntryMeta) {
         let (len, tag) = (data.len() as u64, super::index::file_tag(data));
         // Known: this process has read (and judged) that file, which may be another process's
         // rewrite: it is the one eviction may delete, with its own length. Unknown to a
@@ -515,14 +571,16 @@ impl WarmStore {
 
     /// The part of a read that runs on the caller's thread, before any blocking-pool hop: reads
     /// the entry file only if that cannot block ([`Fs::read_file_nowait`]), and finishes the
-    /// common cases. An entry file of at most [`STEPPED_FILE_MAX`] bytes is verified first
-    /// (header, length, checksum, flags, key, expiry: everything before inflating, as
-    /// `format::decode`), then its value is inflated straight into the `Arc` the cache hands
-    /// out, [`INLINE_STEP_BYTES`] at most on this call. A value of one step is a hit here
+    /// common cases. An entry file of at most [`STEPPED_FILE_MAX`] bytes whose value is of at
+    /// most [`STEPPED_VALUE_MAX`] bytes is verified first (header, length, checksum, flags,
+    /// key, expiry: everything before inflating, as `format::decode`), then its value is
+    /// inflated straight into the `Arc` the cache hands out, [`INLINE_STEP_BYTES`] at most on
+    /// this call. A value of one step is a hit here
     /// (`InlineRead::Hit`); a longer one is handed back to be inflated in more steps by the
     /// caller, which yields between them (`InlineRead::Inflate`), so neither a blocking-pool
-    /// hop nor a long stretch on the worker is paid. A larger file continues on the blocking
-    /// pool, already read (`Continue(Some)`); an expired or invalid one, or one not in the
+    /// hop nor a long stretch on the worker is paid. A larger file or value continues on the
+    /// blocking pool, already read (`Continue(Some)`, with the key's index tag noted before
+    /// the read: see [`Prefetched`]); an expired or invalid one, or one not in the
     /// page cache, too (`Continue(None)`): that path reads it again and removes or
     /// quarantines what is at the path then.
     pub(crate) fn read_inline(
@@ -531,7 +589,7 @@ impl WarmStore {
         key: &[u8],
         hash: &KeyHash,
         now_ms: u64,
-    ) -> ControlFlow<io::Result<InlineRead>, Option<Vec<u8>>> {
+    ) -> ControlFlow<io::Result<InlineRead>, Option<Prefetched>> {
         if !self.nowait_reads.load(Ordering::Relaxed) {
             return ControlFlow::Continue(None);
         }
@@ -545,17 +603,22 @@ impl WarmStore {
                 return ControlFlow::Continue(None);
             }
             Err(e) if is_not_found(&e) => {
-                self.index().remove(hash);
+                self.forget_unless_changed(hash, indexed);
                 return ControlFlow::Break(Ok(InlineRead::Done(ReadOutcome::Miss)));
             }
             Err(e) => return ControlFlow::Break(Err(e)),
         };
-        if data.len() > STEPPED_FILE_MAX {
-            // Its checksum alone would hold the worker too long: verified and inflated on
-            // the blocking pool ([`WarmStore::read_prefetched`]), already read. Not
-            // `block_in_place`: tokio gives no way to ask whether it may be called, and it
-            // panics inside a `LocalSet` or an entered handle (tests/adversary7).
-            return ControlFlow::Continue(Some(data));
+        // A file whose checksum alone would hold the worker too long, or one that declares a
+        // value too large to allocate and inflate here (its header, not yet verified, says;
+        // an invalid header is the stepped path's to judge): verified and inflated on the
+        // blocking pool ([`WarmStore::read_prefetched`]), already read. Not `block_in_place`:
+        // tokio gives no way to ask whether it may be called, and it panics inside a
+        // `LocalSet` or an entered handle (tests/adversary7).
+        if data.len() > STEPPED_FILE_MAX
+            || format::parse_header(&data, &self.config.limits)
+                .is_ok_and(|h| h.uncompressed_len > STEPPED_VALUE_MAX)
+        {
+            return ControlFlow::Continue(Some(Prefetched { data, indexed }));
         }
         let mut read = match format::Inflating::start(data, key, &self.config.limits) {
             Ok(inflating) if !inflating.meta().is_expired(now_ms) => {
@@ -577,42 +640,47 @@ impl WarmStore {
     }
 
     /// The hit of an entry [`WarmStore::read_inline`] verified, once it is inflated
-    /// completely (its last step returned `Ok(true)`): recorded in the index as a read hit is
-    /// ([`WarmStore::touch`]), but only if the key's index entry is still the one the read
-    /// began with, or already this file's. Otherwise a write (or a removal, a clear, an
-    /// eviction) changed it during the steps, and the index is left alone: its entry is newer
-    /// than this file.
+    /// completely (its last step returned `Ok(true)`): recorded in the index as a read hit is,
+    /// but only if the key's index entry is still the one the read began with, or already
+    /// this file's ([`WarmStore::touch_unless_changed`]): a write during the steps owns it.
     pub(crate) fn stepped_hit(&self, hash: &KeyHash, read: SteppedRead) -> (EntryMeta, Arc<[u8]>) {
         let SteppedRead { inflating, indexed } = read;
         let meta = *inflating.meta();
         let (file, value) = inflating.finish();
         self.counters.inline_reads.inc();
-        let mut ix = self.index();
-        let now = ix.tag_of(hash);
-        if now == indexed || now == Some(super::index::file_tag(&file)) {
-            self.touch_locked(&mut ix, hash, &file, &meta);
-        }
+        self.touch_unless_changed(hash, &file, &meta, indexed);
         (meta, value)
     }
 
     /// Finishes a read whose bytes [`WarmStore::read_inline`] already has (an entry too
-    /// large to verify on an async worker): a valid, unexpired entry is a hit; anything
-    /// else is read again by [`WarmStore::read`], which removes or quarantines what is at the
-    /// path now.
-    pub fn read_prefetched(
+    /// large to verify on an async worker): a valid, unexpired entry is a hit (recorded in
+    /// the index unless a write changed the key's entry since the bytes were read, see
+    /// [`WarmStore::touch_unless_changed`]); anything else is read again by
+    /// [`WarmStore::read`], which removes or quarantines what is at the path now.
+    pub(crate) fn read_prefetched(
         &self,
         fs: &dyn Fs,
         key: &[u8],
         hash: &KeyHash,
-        data: Vec<u8>,
+        read: Prefetched,
         now_ms: u64,
     ) -> io::Result<ReadOutcome> {
-        match format::decode(&data, key, &self.config.limits) {
+        match format::decode(&read.data, key, &self.config.limits) {
             Ok(decoded) if !decoded.meta.is_expired(now_ms) => {
-                self.touch(hash, &data, &decoded.meta);
+                self.touch_unless_changed(hash, &read.data, &decoded.meta, read.indexed);
                 Ok(ReadOutcome::Hit(decoded))
             }
             _ => self.read(fs, key, hash, now_ms),
+        }
+    }
+
+    /// The bytes of the key's entry file as [`WarmStore::read_inline`] would hand them over,
+    /// noting the key's index entry now.
+    #[cfg(test)]
+    pub(crate) fn prefetched(&self, hash: &KeyHash, data: Vec<u8>) -> Prefetched {
+        Prefetched {
+            indexed: self.index().tag_of(hash),
+            data,
         }
     }
 

@@ -16,8 +16,8 @@ use super::format::{self, Corruption, Decoded, EntryMeta, Limits, HEADER_LEN};
 use super::layout::{self, KeyHash, Layout};
 use super::quarantine::{self, QuarantineLimits, SIDECAR_SUFFIX};
 use super::store::{
-    InlineRead, ReadOutcome, SteppedRead, StoreConfig, WarmStore, WriteOutcome, INLINE_STEP_BYTES,
-    STEPPED_FILE_MAX,
+    InlineRead, Prefetched, ReadOutcome, SteppedRead, StoreConfig, WarmStore, WriteOutcome,
+    INLINE_STEP_BYTES, STEPPED_FILE_MAX, STEPPED_VALUE_MAX,
 };
 
 const NOW: u64 = 1_700_000_000_000;
@@ -144,11 +144,14 @@ fn hit(outcome: ReadOutcome) -> Decoded {
     }
 }
 
-fn expect_break(flow: ControlFlow<std::io::Result<InlineRead>, Option<Vec<u8>>>) -> InlineRead {
+fn expect_break(flow: ControlFlow<std::io::Result<InlineRead>, Option<Prefetched>>) -> InlineRead {
     match flow {
         ControlFlow::Break(r) => r.unwrap(),
         ControlFlow::Continue(c) => {
-            panic!("expected Break, got Continue({:?})", c.map(|v| v.len()))
+            panic!(
+                "expected Break, got Continue({:?})",
+                c.map(|v| v.data().len())
+            )
         }
     }
 }
@@ -162,8 +165,8 @@ fn inline_hit(read: InlineRead) -> (Vec<u8>, EntryMeta) {
 }
 
 fn expect_continue(
-    flow: ControlFlow<std::io::Result<InlineRead>, Option<Vec<u8>>>,
-) -> Option<Vec<u8>> {
+    flow: ControlFlow<std::io::Result<InlineRead>, Option<Prefetched>>,
+) -> Option<Prefetched> {
     match flow {
         ControlFlow::Continue(c) => c,
         ControlFlow::Break(r) => panic!("expected Continue, got Break({r:?})"),
@@ -318,6 +321,195 @@ fn a_stepped_hit_leaves_the_index_entry_of_a_file_written_during_its_steps() {
     assert_eq!(env.counters.inline_reads.get(), 2);
 }
 
+/// `StdFs` that runs a hook once, right after its first read of a path whose name contains
+/// `name` (found or not, blocking or from the page cache): a write of the key between a
+/// read's file read and its index update, with no timing involved.
+struct AfterReadFs<'a> {
+    inner: StdFs,
+    name: String,
+    hook: std::sync::Mutex<Option<Box<dyn FnOnce() + Send + 'a>>>,
+}
+
+impl std::fmt::Debug for AfterReadFs<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AfterReadFs")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl<'a> AfterReadFs<'a> {
+    fn new(hash: &KeyHash, hook: impl FnOnce() + Send + 'a) -> Self {
+        AfterReadFs {
+            inner: StdFs::new(),
+            name: layout::hex(hash),
+            hook: std::sync::Mutex::new(Some(Box::new(hook))),
+        }
+    }
+
+    fn after<T>(&self, path: &Path, read: T) -> T {
+        if path.to_string_lossy().contains(&self.name) {
+            if let Some(hook) = self.hook.lock().unwrap().take() {
+                hook();
+            }
+        }
+        read
+    }
+
+    fn fired(&self) -> bool {
+        self.hook.lock().unwrap().is_none()
+    }
+}
+
+impl Fs for AfterReadFs<'_> {
+    fn read_file(&self, path: &Path, max_len: u64) -> std::io::Result<crate::fs::FileRead> {
+        self.after(path, self.inner.read_file(path, max_len))
+    }
+    fn read_prefix(&self, path: &Path, n: usize) -> std::io::Result<crate::fs::FileRead> {
+        self.inner.read_prefix(path, n)
+    }
+    fn write_new(&self, path: &Path, data: &[u8], sync: bool) -> std::io::Result<()> {
+        self.inner.write_new(path, data, sync)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        self.inner.rename(from, to)
+    }
+    fn rename_noreplace(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        self.inner.rename_noreplace(from, to)
+    }
+    fn remove_file(&self, path: &Path) -> std::io::Result<()> {
+        self.inner.remove_file(path)
+    }
+    fn remove_dir_all(&self, path: &Path) -> std::io::Result<()> {
+        self.inner.remove_dir_all(path)
+    }
+    fn create_dir_all(&self, path: &Path) -> std::io::Result<()> {
+        self.inner.create_dir_all(path)
+    }
+    fn sync_dir(&self, path: &Path) -> std::io::Result<()> {
+        self.inner.sync_dir(path)
+    }
+    fn read_dir(&self, path: &Path) -> std::io::Result<Vec<crate::fs::DirEntryInfo>> {
+        self.inner.read_dir(path)
+    }
+    fn available_space(&self, path: &Path) -> std::io::Result<u64> {
+        self.inner.available_space(path)
+    }
+    fn nowait_reads(&self, root: &Path) -> bool {
+        self.inner.nowait_reads(root)
+    }
+    fn read_file_nowait(
+        &self,
+        path: &Path,
+        max_len: u64,
+    ) -> std::io::Result<Option<crate::fs::FileRead>> {
+        self.after(path, self.inner.read_file_nowait(path, max_len))
+    }
+}
+
+/// A write of the key after a blocking-pool read has read the file and before it records
+/// its hit (the inflate of a 2-8 MiB value is that long): the hit of the older file is an
+/// answer, but must not record its length and tag over the newer file's entry
+/// (tests/adversary7/stepped/FINDINGS.md, P1 on the blocking-pool path).
+#[test]
+fn a_blocking_read_hit_leaves_the_index_entry_of_a_file_written_after_its_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = open(dir.path());
+    let key = b"rewritten";
+    let hash = layout::key_hash(key);
+    let value = noise(96 * 1024);
+    let old = env.put(&StdFs::new(), key, &value, meta(NOW + 1));
+    let mut new = Vec::new();
+    let fs = AfterReadFs::new(&hash, || {
+        new = env.put(&StdFs::new(), key, b"newer", meta(NOW + 2));
+    });
+    let d = hit(env.read(&fs, key));
+    assert!(fs.fired());
+    drop(fs);
+    assert_eq!(d.value, value);
+    assert_ne!(new.len(), old.len());
+    assert_eq!(env.store.usage(), (1, new.len() as u64, false));
+    // Nothing written meanwhile: the hit is recorded (the newer file's, re-read).
+    assert_eq!(hit(env.read(&StdFs::new(), key)).value, b"newer");
+    assert_eq!(env.store.usage(), (1, new.len() as u64, false));
+}
+
+/// The same for the bytes `read_inline` read and handed to the blocking pool (a file over
+/// `STEPPED_FILE_MAX`): a newer file written and indexed in between keeps its entry.
+#[test]
+fn a_prefetched_hit_leaves_the_index_entry_of_a_file_written_after_its_read() {
+    let dir = tempfile::tempdir().unwrap();
+    if !nowait_here(dir.path()) {
+        return;
+    }
+    let env = open(dir.path());
+    let key = b"rewritten";
+    let hash = layout::key_hash(key);
+    let fs = StdFs::new();
+    let value = noise(96 * 1024);
+    let old = env.put(&fs, key, &value, meta(NOW + 1));
+    assert!(old.len() > STEPPED_FILE_MAX);
+    let prefetch =
+        || expect_continue(env.store.read_inline(&fs, key, &hash, NOW)).expect("the bytes read");
+
+    // Nothing written meanwhile: recorded.
+    let read = prefetch();
+    let d = hit(env
+        .store
+        .read_prefetched(&fs, key, &hash, read, NOW)
+        .unwrap());
+    assert_eq!(d.value, value);
+    assert_eq!(env.store.usage(), (1, old.len() as u64, false));
+
+    // A newer file written and indexed after the read.
+    let read = prefetch();
+    let new = env.put(&fs, key, b"newer", meta(NOW + 2));
+    let d = hit(env
+        .store
+        .read_prefetched(&fs, key, &hash, read, NOW)
+        .unwrap());
+    assert_eq!(d.value, value);
+    assert_eq!(env.store.usage(), (1, new.len() as u64, false));
+}
+
+/// A read that finds no file must not drop the index entry of a file written (renamed into
+/// place and indexed) after it looked: on the blocking path and on the page-cache path.
+#[test]
+fn a_miss_leaves_the_index_entry_of_a_file_written_after_its_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = open(dir.path());
+    let key = b"appears";
+    let hash = layout::key_hash(key);
+    let mut new = Vec::new();
+    let fs = AfterReadFs::new(&hash, || {
+        new = env.put(&StdFs::new(), key, b"newer", meta(NOW + 2));
+    });
+    assert!(matches!(env.read(&fs, key), ReadOutcome::Miss));
+    assert!(fs.fired());
+    drop(fs);
+    assert_eq!(env.store.usage(), (1, new.len() as u64, false));
+
+    if !nowait_here(dir.path()) {
+        return;
+    }
+    std::fs::remove_file(env.path(&hash)).unwrap();
+    // The blocking read caches the negative lookup, and forgets the file deleted behind
+    // the store's back (nothing written meanwhile).
+    assert!(matches!(env.read(&StdFs::new(), key), ReadOutcome::Miss));
+    assert_eq!(env.store.usage(), (0, 0, false));
+    let mut new = Vec::new();
+    let fs = AfterReadFs::new(&hash, || {
+        new = env.put(&StdFs::new(), key, b"newest", meta(NOW + 3));
+    });
+    assert!(matches!(
+        expect_break(env.store.read_inline(&fs, key, &hash, NOW)),
+        InlineRead::Done(ReadOutcome::Miss)
+    ));
+    assert!(fs.fired());
+    drop(fs);
+    assert_eq!(env.store.usage(), (1, new.len() as u64, false));
+}
+
 #[test]
 fn read_inline_hands_a_large_entry_over_already_read_and_read_prefetched_hits() {
     let dir = tempfile::tempdir().unwrap();
@@ -335,7 +527,7 @@ fn read_inline_hands_a_large_entry_over_already_read_and_read_prefetched_hits() 
 
     let data = expect_continue(env.store.read_inline(&StdFs::new(), key, &hash, NOW))
         .expect("the bytes of a large entry");
-    assert_eq!(data, file);
+    assert_eq!(data.data(), &file[..]);
     assert_eq!(env.counters.inline_reads.get(), 0);
 
     let d = hit(env
@@ -346,6 +538,81 @@ fn read_inline_hands_a_large_entry_over_already_read_and_read_prefetched_hits() 
     assert_eq!(d.meta, m);
     assert_eq!(env.counters.inline_reads.get(), 0);
     assert_eq!(std::fs::read(env.path(&hash)).unwrap(), file);
+}
+
+/// `read_inline` of `key` expected to hand the bytes over to the blocking pool (without
+/// printing a value of megabytes when it does not).
+fn expect_handed_over(env: &Env, key: &[u8]) -> Prefetched {
+    let hash = layout::key_hash(key);
+    match env.store.read_inline(&StdFs::new(), key, &hash, NOW) {
+        ControlFlow::Continue(Some(read)) => read,
+        ControlFlow::Continue(None) => panic!("handed over without the bytes"),
+        ControlFlow::Break(Ok(InlineRead::Inflate(read))) => panic!(
+            "the value of a file of {} bytes is being inflated on the caller's thread",
+            read.file().len()
+        ),
+        ControlFlow::Break(Ok(InlineRead::Hit { value, .. })) => {
+            panic!("an inline hit of {} bytes", value.len())
+        }
+        ControlFlow::Break(other) => panic!("{:?}", other.map(|_| ())),
+    }
+}
+
+/// A small file may declare a large value (up to `max_entry_bytes`, 16 MiB by default): one
+/// byte repeated compresses ~1000:1. A value over [`STEPPED_VALUE_MAX`] is not allocated
+/// (zero-filled) and inflated on the caller's thread: `read_inline` hands the bytes to the
+/// blocking pool, as it does a large file, and `read_prefetched` hits
+/// (tests/adversary7/stepped/FINDINGS.md, P2). One of exactly `STEPPED_VALUE_MAX` is inflated
+/// in steps.
+#[test]
+fn read_inline_hands_a_small_file_declaring_a_large_value_to_the_blocking_pool() {
+    let dir = tempfile::tempdir().unwrap();
+    if !nowait_here(dir.path()) {
+        return;
+    }
+    let mut cfg = config(false, true);
+    cfg.limits.max_entry_bytes = 16 << 20;
+    let env = open_with(&StdFs::new(), dir.path(), cfg);
+    for len in [4 << 20, STEPPED_VALUE_MAX as usize + 1] {
+        let key = format!("declares {len}");
+        let (key, hash) = (key.as_bytes(), layout::key_hash(key.as_bytes()));
+        let value = vec![b'z'; len];
+        let file = env.put(&StdFs::new(), key, &value, meta(NOW + 1));
+        assert!(file.len() <= STEPPED_FILE_MAX, "{} bytes", file.len());
+        let read = expect_handed_over(&env, key);
+        assert_eq!(read.data(), &file[..]);
+        let d = hit(env
+            .store
+            .read_prefetched(&StdFs::new(), key, &hash, read, NOW)
+            .unwrap());
+        assert!(d.value == value);
+    }
+    assert_eq!(env.counters.inline_reads.get(), 0);
+
+    let (key, len) = (b"at the cap", STEPPED_VALUE_MAX as usize);
+    let hash = layout::key_hash(key);
+    let value = vec![b'z'; len];
+    let file = env.put(&StdFs::new(), key, &value, meta(NOW + 1));
+    assert!(file.len() <= STEPPED_FILE_MAX, "{} bytes", file.len());
+    let mut read = match expect_break(env.store.read_inline(&StdFs::new(), key, &hash, NOW)) {
+        InlineRead::Inflate(i) => i,
+        InlineRead::Hit { .. } => panic!("an inline hit in one step"),
+        InlineRead::Done(outcome) => {
+            panic!("expected a verified entry to inflate, got {outcome:?}")
+        }
+    };
+    // One step was taken by `read_inline`.
+    let mut steps = 1;
+    loop {
+        steps += 1;
+        if read.step(INLINE_STEP_BYTES).unwrap() {
+            break;
+        }
+    }
+    assert_eq!(steps, len / INLINE_STEP_BYTES);
+    let (_, got) = env.store.stepped_hit(&hash, *read);
+    assert!(got[..] == value[..]);
+    assert_eq!(env.counters.inline_reads.get(), 1);
 }
 
 #[test]
@@ -360,7 +627,7 @@ fn read_prefetched_hits_on_valid_bytes_without_touching_the_disk() {
     let before = fs.total_calls();
     let d = hit(env
         .store
-        .read_prefetched(&fs, key, &hash, file, NOW)
+        .read_prefetched(&fs, key, &hash, env.store.prefetched(&hash, file), NOW)
         .unwrap());
     assert_eq!(d.value, b"v");
     assert_eq!(d.meta, m);
@@ -385,7 +652,13 @@ fn read_prefetched_with_bad_bytes_reads_the_path_again() {
     bad[last] ^= 0xff;
     let d = hit(env
         .store
-        .read_prefetched(&StdFs::new(), key, &hash, bad, NOW)
+        .read_prefetched(
+            &StdFs::new(),
+            key,
+            &hash,
+            env.store.prefetched(&hash, bad),
+            NOW,
+        )
         .unwrap());
     assert_eq!(d.value, b"on disk");
     assert_eq!(env.corrupted_total(), 0);
@@ -431,7 +704,13 @@ fn an_absent_key_is_a_miss_on_every_path() {
     // Garbage prefetched bytes for an absent file: read again, a miss, nothing counted.
     assert!(matches!(
         env.store
-            .read_prefetched(&StdFs::new(), key, &hash, b"garbage".to_vec(), NOW)
+            .read_prefetched(
+                &StdFs::new(),
+                key,
+                &hash,
+                env.store.prefetched(&hash, b"garbage".to_vec()),
+                NOW
+            )
             .unwrap(),
         ReadOutcome::Miss
     ));
@@ -503,7 +782,13 @@ fn read_prefetched_of_an_expired_entry_removes_it() {
     let file = env.put(&StdFs::new(), key, &noise(20 * 1024), meta(NOW - 1));
     assert!(matches!(
         env.store
-            .read_prefetched(&StdFs::new(), key, &hash, file, NOW)
+            .read_prefetched(
+                &StdFs::new(),
+                key,
+                &hash,
+                env.store.prefetched(&hash, file),
+                NOW
+            )
             .unwrap(),
         ReadOutcome::Expired
     ));
@@ -523,7 +808,13 @@ fn an_expired_read_never_deletes_a_fresh_entry_written_since() {
     let fresh = env.put(&StdFs::new(), key, b"fresh", meta(NOW + 1000));
     let d = hit(env
         .store
-        .read_prefetched(&StdFs::new(), key, &hash, old, NOW)
+        .read_prefetched(
+            &StdFs::new(),
+            key,
+            &hash,
+            env.store.prefetched(&hash, old),
+            NOW,
+        )
         .unwrap());
     assert_eq!(d.value, b"fresh");
     assert_eq!(std::fs::read(env.path(&hash)).unwrap(), fresh);
@@ -741,7 +1032,13 @@ fn an_eio_under_read_prefetched_is_an_error_and_the_file_stays() {
     fs.add_rule(Rule::new(Fault::Errno(5)).ops(&[FsOp::ReadFile]).times(1));
     let err = env
         .store
-        .read_prefetched(&fs, key, &hash, b"bad".to_vec(), NOW)
+        .read_prefetched(
+            &fs,
+            key,
+            &hash,
+            env.store.prefetched(&hash, b"bad".to_vec()),
+            NOW,
+        )
         .unwrap_err();
     assert_eq!(err.raw_os_error(), Some(5));
     assert_eq!(std::fs::read(env.path(&hash)).unwrap(), file);

@@ -71,7 +71,7 @@ fn timed_out_set_lands_after_the_remove_that_superseded_it() {
 /// is its own last operation; after the storm a final operation per key, delivered while
 /// Closed, is exactly what a fresh replica reads.
 #[test]
-#[ignore = "FINDING F6 (open): under SIGSTOP/SIGCONT a SET that timed out can land after the DEL of a later remove (sent on a new connection), and the removed value is served; fails 3 in 25 runs (13 in 25 at the previous session's code)"]
+#[ignore = "FINDING F6 (open; adversary10 R5's window): a removal hides nothing from the drain's take of its batch until the batch's DELs are marked in flight (after the encoding), and a read then serves the removed answer from the server (no late SET: one write connection throughout); fails 2 of 75 runs here, 3 of 25 in session 12; the fix belongs in src/shared/tier.rs (send_batch)"]
 fn set_remove_storm_while_the_breaker_flaps() {
     let _slot = exclusive_slot();
     let Some(server) = server() else { return };
@@ -155,5 +155,119 @@ fn set_remove_storm_while_the_breaker_flaps() {
         }
         a.close().await.unwrap();
         b.close().await.unwrap();
+    });
+}
+
+/// F6's mechanism, made frequent: a removal whose `DEL` the drain task has taken from the
+/// queue for a batch must hide the key's shared copy until the server answered, including
+/// while the batch is being encoded, before the `DEL` is sent. Here the batch is four 60 KiB
+/// values (each under the 64 KiB above which encoding moves to the blocking pool, as in
+/// adversary10 R5) gzipped at level 9 on the drain task's own worker thread, with no await
+/// between the take and the send: milliseconds during which this replica's reads run on the
+/// runtime's other worker thread. The drain is held on an earlier write (`CLIENT PAUSE
+/// WRITE`, reads still served) while the values, the removal and a few small writes (which
+/// evict the removal's tombstone from a hot tier of 2 entries) queue up behind it; then this
+/// replica reads the removed key in a loop until the server no longer holds it. Every read
+/// must be a miss: the removed answer is on the server until the `DEL` lands, and only the
+/// hiding keeps it from being served.
+#[test]
+#[ignore = "FINDING F6 (open; adversary10 R5's window, also without an await): from the drain's take of a batch until its DELs are marked in flight (after the encoding), a removal hides nothing and the removed answer is read back from the server; fails 10 of 10 runs; the fix belongs in src/shared/tier.rs (send_batch)"]
+fn a_removal_taken_for_a_batch_hides_the_shared_copy_while_it_is_encoded() {
+    let _slot = exclusive_slot();
+    let Some(server) = server() else { return };
+    let logs = LogCapture::new();
+    run(&logs, async {
+        let prefix = "a8take";
+        let cfg = cfg(&server, prefix, 3);
+        let a = replica_with(Some(cfg.clone()), |root| {
+            local_builder(root)
+                .hot_capacity_entries(2)
+                .compression_level(9)
+        })
+        .await;
+        wait_closed(&a).await;
+        let mut rng = Rng::new(66);
+        let words = [
+            "answer", "token", "cache", "shared", "replica", "value", "the", "of",
+        ];
+        // Compressible text, 60 KiB: encoded inline (not on the blocking pool).
+        let mut value = || -> Vec<u8> {
+            let mut v = Vec::with_capacity(60 << 10);
+            while v.len() < 60 << 10 {
+                v.extend_from_slice(words[rng.below(words.len())].as_bytes());
+                v.extend_from_slice(format!(" {} ", rng.below(1000)).as_bytes());
+            }
+            v.truncate(60 << 10);
+            v
+        };
+        let mut admin = server.admin().await;
+        let mut stale = Vec::new();
+        let mut reads = 0u64;
+        for round in 0..5 {
+            let k = format!("victim{round}");
+            let ekey = entry_key(prefix, k.as_bytes());
+            a.set_bytes(k.as_str(), "the removed answer").await.unwrap();
+            a.flush().await.unwrap();
+            assert!(
+                server.exists(&ekey).await,
+                "round {round}: the value is shared"
+            );
+            // The drain sends `hold` and waits for the server (writes paused, < the timeout).
+            server.client_pause(Duration::from_millis(80), true).await;
+            a.set_bytes(format!("hold{round}").as_str(), "x")
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            for j in 0..2 {
+                a.set_bytes(format!("before{round}-{j}").as_str(), value())
+                    .await
+                    .unwrap();
+            }
+            a.remove(k.as_str()).await.unwrap();
+            for j in 0..2 {
+                a.set_bytes(format!("after{round}-{j}").as_str(), value())
+                    .await
+                    .unwrap();
+            }
+            for j in 0..3 {
+                a.set_bytes(format!("evict{round}-{j}").as_str(), "e")
+                    .await
+                    .unwrap();
+            }
+            // Until the server no longer holds the key, and 3 reads more (10 s at most).
+            let start = Instant::now();
+            let mut after = 0;
+            while after < 3 {
+                let on_server: bool = redis::cmd("EXISTS")
+                    .arg(&ekey)
+                    .query_async(&mut admin)
+                    .await
+                    .unwrap();
+                if !on_server {
+                    after += 1;
+                }
+                let got = a.get_bytes(k.as_str()).await.unwrap();
+                reads += 1;
+                if let Some(v) = got {
+                    stale.push(format!(
+                        "round {round}, {:?} after the remove: {k} read {:?}",
+                        start.elapsed(),
+                        String::from_utf8_lossy(&v)
+                    ));
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(10),
+                    "round {round}: the DEL never reached the server: {}",
+                    shared_figures(&a.stats())
+                );
+            }
+        }
+        assert!(
+            stale.is_empty(),
+            "a removed answer was served in {} of {reads} reads; the first: {:#?}",
+            stale.len(),
+            &stale[..stale.len().min(5)]
+        );
+        a.close().await.unwrap();
     });
 }

@@ -159,28 +159,54 @@ fn writes_race_stepped_reads_local_set() {
     });
 }
 
+/// Where the older file's value is inflated.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Path {
+    /// On the async worker, in steps with yields between them (at most 1 MiB of value).
+    Stepped,
+    /// On the blocking pool (a larger value, even in a small file).
+    Pool,
+}
+
 /// A set of a value of another length, flushed to disk while a get still inflates the older
-/// file in steps (2 MiB of text: 64 steps): the get's last step records the *older* file's
-/// length and tag in the index over the newer one's (`WarmStore::stepped_hit` -> `touch`,
-/// which only checks that the hash is known). The index must stay equal to the disk.
+/// file (1 MiB of text in 32 steps, or 2-8 MiB on the blocking pool): the get's hit used to
+/// record the *older* file's length and tag in the index over the newer one's
+/// (`WarmStore::stepped_hit` / `read_prefetched` -> `touch`, which only checked that the hash
+/// is known: FINDINGS.md, P1). The index must stay equal to the disk. The get runs on this
+/// task, the set and flush on a spawned one, so that the get is under way first (on a
+/// multi-thread runtime the set runs in parallel on a worker; on a current-thread one at the
+/// get's first yield). Which path the older file takes is asserted by a get of it before the
+/// race.
 async fn set_and_flush_during_long_reads(
     cache: &TieredCache,
     root: &std::path::Path,
     text_len: usize,
     rounds: u64,
+    path: Path,
 ) {
     let mut wrong = Vec::new();
     for i in 0..rounds {
         let key = format!("long:{i}");
         let old = text(text_len, i);
         park(cache, &key, &old).await;
-        let (c1, k1) = (cache.clone(), key.clone());
-        let reader = tokio::spawn(async move { c1.get_bytes(&k1).await.unwrap() });
+        let before = cache.stats().inline_reads;
+        assert!(cache.get_bytes(&key).await.unwrap().as_deref() == Some(&old[..]));
+        let want = u64::from(path == Path::Stepped);
+        assert_eq!(
+            cache.stats().inline_reads - before,
+            want,
+            "{key}: stepped reads of the older file (0: on the blocking pool)"
+        );
+        evict_hot(cache).await;
         let new = noise(20 << 10, i);
-        tokio::task::yield_now().await;
-        cache.set_bytes(&key, &new).await.unwrap();
-        cache.flush().await.unwrap();
-        let got = reader.await.unwrap();
+        let (c, k, n) = (cache.clone(), key.clone(), new.clone());
+        let writer = tokio::spawn(async move {
+            tokio::task::yield_now().await;
+            c.set_bytes(&k, &n).await.unwrap();
+            c.flush().await.unwrap();
+        });
+        let got = cache.get_bytes(&key).await.unwrap();
+        writer.await.unwrap();
         assert!(
             got.as_deref() == Some(&old[..]) || got.as_deref() == Some(&new[..]),
             "{key}: torn"
@@ -202,15 +228,33 @@ async fn set_and_flush_during_long_reads(
 fn index_after_set_and_flush_during_a_long_stepped_read_current_thread() {
     ct().block_on(async {
         let cache = open().await;
-        set_and_flush_during_long_reads(&cache, cache.root(), 2 << 20, 4).await;
+        set_and_flush_during_long_reads(&cache, cache.root(), 1 << 20, 4, Path::Stepped).await;
     });
 }
 
 #[test]
 fn index_after_set_and_flush_during_a_long_stepped_read_multi_thread() {
-    // The reader steps on a worker in parallel: a longer read (8 MiB of text, 256 steps).
+    // The writer sets and flushes on a worker in parallel.
     mt(2).block_on(async {
         let cache = open().await;
-        set_and_flush_during_long_reads(&cache, cache.root(), 8 << 20, 6).await;
+        set_and_flush_during_long_reads(&cache, cache.root(), 1 << 20, 6, Path::Stepped).await;
+    });
+}
+
+#[test]
+fn index_after_set_and_flush_during_a_long_blocking_pool_read_current_thread() {
+    // 2 MiB of text in a file of ~4 KiB: over the stepped path's 1 MiB of value (P2).
+    ct().block_on(async {
+        let cache = open().await;
+        set_and_flush_during_long_reads(&cache, cache.root(), 2 << 20, 4, Path::Pool).await;
+    });
+}
+
+#[test]
+fn index_after_set_and_flush_during_a_long_blocking_pool_read_multi_thread() {
+    // A longer inflate (8 MiB of text) on the blocking pool, in parallel.
+    mt(2).block_on(async {
+        let cache = open().await;
+        set_and_flush_during_long_reads(&cache, cache.root(), 8 << 20, 6, Path::Pool).await;
     });
 }
