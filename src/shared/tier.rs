@@ -105,10 +105,14 @@ pub(crate) struct SharedTier {
     /// counted in `shared_writes_dropped{queue_full}`); in memory only (documented in
     /// RELIABILITY.md).
     pending_dels: PendingDels,
-    /// Removals in a batch being sent, by key (how many batches carry one): they hide the
-    /// shared copy until the server answered, as queued and kept ones do; a read on the other
-    /// connection could otherwise get the removed answer back meanwhile.
-    dels_in_flight: Mutex<HashMap<KeyHash, u32>>,
+    /// The keys of operations taken from the queue (or written by a lease leader) and not
+    /// yet answered: they hide the key's shared copy meanwhile, as queued and kept removals
+    /// do (the server holds an older value, or one being removed; a read on the other
+    /// connection could otherwise get it back), and order the writes of a key (see
+    /// [`Flights`]).
+    flights: Mutex<Flights>,
+    /// Notified when a flight ends (a write waiting for an older one of its key goes on).
+    flight_done: Notify,
     /// The namespace generations this replica left (invalidated, or replaced by another
     /// replica's), the last [`RETIRED_GENERATIONS`] per name: never adopted again from the
     /// server (a rolled-back generation would bring invalidated answers back).
@@ -186,7 +190,8 @@ impl SharedTier {
             markers_listed: std::sync::atomic::AtomicBool::new(false),
             single_flight,
             pending_dels: PendingDels::new(PENDING_DELS_MAX),
-            dels_in_flight: Mutex::default(),
+            flights: Mutex::default(),
+            flight_done: Notify::new(),
             retired: Mutex::default(),
             dels_not_before: Mutex::default(),
         }
@@ -515,7 +520,7 @@ impl SharedTier {
                     }
             )
         ) || self.pending_dels.contains(hash)
-            || lock(&self.dels_in_flight).contains_key(hash)
+            || lock(&self.flights).keys.contains_key(hash)
     }
 
     /// `(entries, bytes)` waiting to be sent: the queue's, and the kept removals (counted as
@@ -556,18 +561,25 @@ impl SharedTier {
         } else {
             Vec::new()
         };
-        batch.extend(self.queue.take(BATCH_OPS - batch.len(), BATCH_BYTES));
+        // From the take until the server answered, every key of the batch hides its shared
+        // copy (the server holds an older value, or one being removed), also while the batch
+        // is being encoded: taken and marked under the flights' lock, which `hides` takes
+        // after looking at the queue, so that a read never finds an operation neither queued
+        // nor in flight. A send cancelled on the way keeps a removal of each key.
+        let mut in_flight = {
+            let mut flights = lock(&self.flights);
+            batch.extend(self.queue.take(BATCH_OPS - batch.len(), BATCH_BYTES));
+            InFlight::taken(self, &mut flights, batch.iter().map(|q| q.hash).collect())
+        };
         if batch.is_empty() {
+            in_flight.done = true;
             return false;
         }
         if !closed {
+            in_flight.done = true;
             self.drop_batch(&batch);
             return true;
         }
-        // From here until the server answered, every key of the batch hides its shared copy
-        // (the server holds an older value, or one being removed), also while the batch is
-        // being encoded; a send cancelled on the way keeps a removal of each.
-        let mut in_flight = InFlight::mark(self, batch.iter().map(|q| q.hash).collect());
         let now_ms = self.clock.now_ms();
         let big = batch.iter().any(|q| match &q.op {
             SharedOp::Put { value, .. } => value.len() > INLINE_VERIFY_BYTES,
@@ -591,6 +603,9 @@ impl SharedTier {
         } else {
             enc.encode(batch, now_ms, &self.counters)
         };
+        // A lease leader may have written a newer value of a key meanwhile (its older
+        // operation here is dropped), or be writing one (this batch waits for its answer).
+        let ops = in_flight.send(ops).await;
         if ops.is_empty() {
             in_flight.done = true;
             return true;
@@ -609,16 +624,7 @@ impl SharedTier {
         // A command's own failure (READONLY after a failover) is the server's trouble too:
         // the batch is then reported to the breaker as one failure, not as a success.
         let result = self
-            .call_judged(
-                |s| s.write_many(ops),
-                |replies| {
-                    replies
-                        .iter()
-                        .filter_map(|r| r.as_ref().err())
-                        .find(|e| e.failure().is_some())
-                        .cloned()
-                },
-            )
+            .call_judged(|s| s.write_many(ops), first_failure)
             .await;
         // Answered (or refused, or timed out): each path below keeps or settles its removals.
         in_flight.done = true;
@@ -670,7 +676,8 @@ impl SharedTier {
                 }
                 Err(e) => {
                     // A value refused or failed: the older value it superseded may still be
-                    // there. A `DEL` is allowed under `OOM`: it is kept, and sent.
+                    // there. A `DEL` is allowed under `OOM`: it is kept, and sent. After a
+                    // failure (a server refusing writes), it waits as a failed `DEL` does.
                     self.keep_del(hash);
                     if e.kind == Failure::Oom {
                         self.note_oom(&e);
@@ -678,6 +685,7 @@ impl SharedTier {
                         self.counters.shared.writes_failed.inc();
                         if let Some(kind) = e.failure() {
                             self.counters.shared.error(kind);
+                            self.defer_dels();
                         }
                     }
                 }
@@ -1034,6 +1042,16 @@ impl SharedTier {
     }
 }
 
+/// The first command of a pipeline's replies that failed with a failure kind (the pipeline is
+/// then reported to the breaker as that failure, not as a success).
+fn first_failure(replies: &Vec<Result<(), StoreError>>) -> Option<StoreError> {
+    replies
+        .iter()
+        .filter_map(|r| r.as_ref().err())
+        .find(|e| e.failure().is_some())
+        .cloned()
+}
+
 /// The server's `PX` for an entry expiring at `expires_ms` (0: never), at `now_ms`:
 /// `min(remaining, max_ttl)`, relative (never `PXAT`: that would compare this replica's clock
 /// with the server's). `None` when already expired.
@@ -1108,47 +1126,135 @@ impl Encoding {
     }
 }
 
-/// The keys of a batch (or an inline write) being sent, marked in `dels_in_flight` until it
-/// is done: their shared copies are hidden meanwhile (the server holds an older value, or one
-/// being removed). Dropped before it finished (a `flush` that gave up on a hung server, a
-/// caller that went away), a removal of each key is kept, to be sent again: a removal, or the
-/// supersession of a shared copy, is never lost for a cancelled send.
+/// The writes in flight, by key (see `SharedTier::flights`).
+///
+/// A batch's operations are *taken* (being encoded) and then *sent* (awaiting the answer); a
+/// lease leader's inline write is sent at once. Two writes of one key are ordered: a leader
+/// whose key is in a taken batch marks it *superseded*, and the batch drops its (older)
+/// operation of the key before it is sent; a write whose key is being sent by another waits
+/// for that answer (within `timeout`) before it is sent itself.
+#[derive(Default)]
+struct Flights {
+    keys: HashMap<KeyHash, Flight>,
+    superseded: std::collections::HashSet<KeyHash>,
+}
+
+/// How many writes of one key are taken and sent.
+#[derive(Default, Clone, Copy)]
+struct Flight {
+    taken: u32,
+    sent: u32,
+}
+
+impl Flights {
+    fn add(&mut self, hash: KeyHash, taken: u32, sent: u32) {
+        let f = self.keys.entry(hash).or_default();
+        f.taken += taken;
+        f.sent += sent;
+    }
+
+    fn sub(&mut self, hash: &KeyHash, taken: u32, sent: u32) {
+        if let Some(f) = self.keys.get_mut(hash) {
+            f.taken = f.taken.saturating_sub(taken);
+            f.sent = f.sent.saturating_sub(sent);
+            if f.taken == 0 && f.sent == 0 {
+                self.keys.remove(hash);
+            }
+        }
+        if taken > 0 {
+            // A supersession applies to the one batch taken (batches take turns).
+            self.superseded.remove(hash);
+        }
+    }
+
+    /// How many writes of `hash` are being sent.
+    fn sent(&self, hash: &KeyHash) -> u32 {
+        self.keys.get(hash).map_or(0, |f| f.sent)
+    }
+}
+
+/// One batch's (or inline write's) keys in [`Flights`], until it is done. Dropped before it
+/// was answered (a `flush` that gave up on a hung server, a caller that went away), a removal
+/// of each key is kept, to be sent again: a removal, or the supersession of a shared copy, is
+/// never lost for a cancelled send.
 struct InFlight<'a> {
     tier: &'a SharedTier,
-    hashes: Vec<KeyHash>,
+    taken: Vec<KeyHash>,
+    sent: Vec<KeyHash>,
     done: bool,
 }
 
 impl<'a> InFlight<'a> {
-    fn mark(tier: &'a SharedTier, hashes: Vec<KeyHash>) -> Self {
-        let mut m = lock(&tier.dels_in_flight);
+    /// Marks `hashes` taken (the flights' lock held by the caller).
+    fn taken(tier: &'a SharedTier, flights: &mut Flights, hashes: Vec<KeyHash>) -> Self {
         for h in &hashes {
-            *m.entry(*h).or_insert(0) += 1;
+            flights.add(*h, 1, 0);
         }
         InFlight {
             tier,
-            hashes,
+            taken: hashes,
+            sent: Vec::new(),
             done: false,
+        }
+    }
+
+    /// Marks `hash` sent (the flights' lock held by the caller).
+    fn sent_now(tier: &'a SharedTier, flights: &mut Flights, hash: KeyHash) -> Self {
+        flights.add(hash, 0, 1);
+        InFlight {
+            tier,
+            taken: Vec::new(),
+            sent: vec![hash],
+            done: false,
+        }
+    }
+
+    /// Moves the taken keys to sent, dropping the operations of superseded keys, once no
+    /// other write of a key of `ops` is being sent (or `timeout` passed). The operations
+    /// left to send.
+    async fn send(&mut self, mut ops: Vec<(KeyHash, WriteOp)>) -> Vec<(KeyHash, WriteOp)> {
+        let tier = self.tier;
+        let deadline = Instant::now() + tier.config.timeout;
+        loop {
+            let notified = tier.flight_done.notified();
+            {
+                let mut flights = lock(&tier.flights);
+                let busy = ops.iter().any(|(h, _)| flights.sent(h) > 0);
+                if !busy || Instant::now() >= deadline {
+                    ops.retain(|(h, _)| !flights.superseded.contains(h));
+                    for h in self.taken.drain(..) {
+                        flights.sub(&h, 1, 0);
+                    }
+                    for (h, _) in &ops {
+                        if !self.sent.contains(h) {
+                            flights.add(*h, 0, 1);
+                            self.sent.push(*h);
+                        }
+                    }
+                    return ops;
+                }
+            }
+            let _ = tokio::time::timeout_at(deadline, notified).await;
         }
     }
 }
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
+        let mut flights = lock(&self.tier.flights);
+        for h in &self.taken {
+            flights.sub(h, 1, 0);
+        }
+        for h in &self.sent {
+            flights.sub(h, 0, 1);
+        }
+        drop(flights);
         if !self.done {
-            for h in &self.hashes {
+            for h in self.taken.iter().chain(&self.sent) {
                 self.tier.keep_del(*h);
             }
         }
-        let mut m = lock(&self.tier.dels_in_flight);
-        for h in &self.hashes {
-            if let Some(n) = m.get_mut(h) {
-                *n -= 1;
-                if *n == 0 {
-                    m.remove(h);
-                }
-            }
-        }
+        self.tier.flight_done.notify_waiters();
     }
 }
 
@@ -1223,28 +1329,42 @@ impl SharedTier {
         if !entry::shareable(key) {
             return false;
         }
-        // After a batch the drain task is sending (it may hold an older value of the key,
-        // which must not land after this one).
-        let _turn = self.sending.lock().await;
-        // This value is the key's newest here: an older queued operation of the key (a
-        // `DEL`, a value) must not land after it, and a remembered removal no longer hides it.
-        let queued = self.queue.remove(&hash);
-        // A removal it supersedes (queued or kept) goes first, in the same pipeline: if the
-        // value is then refused or fails, the removed answer is not left on the server.
-        let del_first = matches!(
-            queued,
-            Some(
-                SharedOp::Del
-                    | SharedOp::Put {
-                        del_first: true,
-                        ..
+        // This value is the key's newest here. An older operation of the key must not land
+        // after it: a queued one is taken out, one in a batch taken but not sent is dropped
+        // by that batch (superseded), and one being sent is waited for (within `timeout`).
+        // A removal it supersedes (queued, kept or in a batch) goes first, in the same
+        // pipeline: if the value is then refused or fails, the removed answer is not left on
+        // the server. From here until the server answered, the key's shared copy is hidden
+        // (it is older, or being removed); a caller gone meanwhile leaves a removal kept.
+        let deadline = Instant::now() + self.config.timeout;
+        let (mut in_flight, del_first) = loop {
+            let notified = self.flight_done.notified();
+            {
+                let mut flights = lock(&self.flights);
+                if flights.sent(&hash) == 0 || Instant::now() >= deadline {
+                    let taken = flights.keys.get(&hash).is_some_and(|f| f.taken > 0);
+                    if taken {
+                        flights.superseded.insert(hash);
                     }
-            )
-        ) || self.pending_dels.contains(&hash);
+                    let queued = self.queue.remove(&hash);
+                    let del_first = taken
+                        || matches!(
+                            queued,
+                            Some(
+                                SharedOp::Del
+                                    | SharedOp::Put {
+                                        del_first: true,
+                                        ..
+                                    }
+                            )
+                        )
+                        || self.pending_dels.contains(&hash);
+                    break (InFlight::sent_now(self, &mut flights, hash), del_first);
+                }
+            }
+            let _ = tokio::time::timeout_at(deadline, notified).await;
+        };
         self.pending_dels.remove(&hash);
-        // Until the server answered, the key's shared copy is hidden (it is older, or being
-        // removed); a caller gone meanwhile leaves a removal kept.
-        let mut in_flight = InFlight::mark(self, vec![hash]);
         let enc = Encoding {
             mac: self.config.mac_key,
             level: self.compression_level,
@@ -1276,11 +1396,23 @@ impl SharedTier {
                 return false;
             }
         };
-        let replies = self.call(false, |s| s.write_many(ops)).await;
+        let replies = self
+            .call_judged(|s| s.write_many(ops), first_failure)
+            .await;
         in_flight.done = true;
+        // Whatever is not accepted below leaves a removal kept: the older shared copy this
+        // value superseded may still be there.
         let replies = match replies {
             Some(Ok(replies)) => replies,
-            Some(Err(_)) | None => {
+            Some(Err(e)) => {
+                self.counters.shared.writes_failed.inc();
+                self.keep_del(hash);
+                if e.failure().is_some() {
+                    self.defer_dels();
+                }
+                return false;
+            }
+            None => {
                 self.counters.shared.writes_failed.inc();
                 self.keep_del(hash);
                 return false;
@@ -1303,9 +1435,13 @@ impl SharedTier {
                 self.note_oom(&e);
                 false
             }
-            _ => {
+            other => {
                 self.keep_del(hash);
                 self.counters.shared.writes_failed.inc();
+                if let Some(kind) = other.and_then(|r| r.err()).and_then(|e| e.failure()) {
+                    self.counters.shared.error(kind);
+                    self.defer_dels();
+                }
                 false
             }
         }
