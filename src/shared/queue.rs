@@ -211,8 +211,10 @@ pub(crate) struct PendingDels {
 
 #[derive(Debug, Default)]
 struct Pending {
-    /// Key hash → the seq of its latest insertion.
-    keys: HashMap<KeyHash, u64>,
+    /// Key hash → the seq of its latest insertion, and whether it is a removal counted as a
+    /// write (a `remove`'s; not one kept only because a value superseding the key's shared
+    /// copy was not written, which was counted as that value's fate).
+    keys: HashMap<KeyHash, (u64, bool)>,
     /// Insertion order; entries whose seq no longer matches are skipped (and compacted).
     order: VecDeque<(KeyHash, u64)>,
     seq: u64,
@@ -222,14 +224,15 @@ impl Pending {
     /// Drops stale entries from the front of `order`, and compacts it when mostly stale.
     fn tidy(&mut self) {
         while let Some(&(h, seq)) = self.order.front() {
-            if self.keys.get(&h) == Some(&seq) {
+            if self.keys.get(&h).map(|k| k.0) == Some(seq) {
                 break;
             }
             self.order.pop_front();
         }
         if self.order.len() > 2 * self.keys.len() + 64 {
             let keys = &self.keys;
-            self.order.retain(|(h, seq)| keys.get(h) == Some(seq));
+            self.order
+                .retain(|(h, seq)| keys.get(h).map(|k| k.0) == Some(*seq));
         }
     }
 }
@@ -242,18 +245,25 @@ impl PendingDels {
         }
     }
 
-    /// Keeps a `DEL` of `hash`. Returns how many older ones were given up for the bound
-    /// (0 or 1).
-    pub(crate) fn insert(&self, hash: KeyHash) -> u64 {
+    /// Keeps a `DEL` of `hash`, `counted` as a write or not (a key kept both ways is
+    /// counted). Returns how many older counted ones were given up for the bound (0 or 1).
+    pub(crate) fn insert(&self, hash: KeyHash, counted: bool) -> u64 {
         let mut st = lock(&self.state);
         st.seq += 1;
         let seq = st.seq;
         let mut given_up = 0;
-        if st.keys.insert(hash, seq).is_none() && st.keys.len() > self.max {
+        let was = st.keys.insert(hash, (seq, counted));
+        if let Some((_, true)) = was {
+            if let Some(k) = st.keys.get_mut(&hash) {
+                k.1 = true;
+            }
+        }
+        if was.is_none() && st.keys.len() > self.max {
             st.tidy();
             if let Some((oldest, _)) = st.order.pop_front() {
-                st.keys.remove(&oldest);
-                given_up = 1;
+                if let Some((_, true)) = st.keys.remove(&oldest) {
+                    given_up = 1;
+                }
             }
         }
         st.order.push_back((hash, seq));
@@ -274,21 +284,24 @@ impl PendingDels {
         lock(&self.state).keys.contains_key(hash)
     }
 
-    /// The oldest `n` kept, still kept (until [`PendingDels::remove`]d once delivered).
-    pub(crate) fn oldest(&self, n: usize) -> Vec<KeyHash> {
+    /// The oldest `n` kept, each with whether it is counted, still kept (until
+    /// [`PendingDels::remove`]d once delivered).
+    pub(crate) fn oldest(&self, n: usize) -> Vec<(KeyHash, bool)> {
         let st = lock(&self.state);
         st.order
             .iter()
-            .filter(|(h, seq)| st.keys.get(h) == Some(seq))
+            .filter_map(|&(h, seq)| match st.keys.get(&h) {
+                Some(&(s, counted)) if s == seq => Some((h, counted)),
+                _ => None,
+            })
             .take(n)
-            .map(|(h, _)| *h)
             .collect()
     }
 
-    /// Gives every one up; returns how many there were.
+    /// Gives every one up; returns how many counted ones there were.
     pub(crate) fn clear(&self) -> u64 {
         let mut st = lock(&self.state);
-        let n = st.keys.len() as u64;
+        let n = st.keys.values().filter(|k| k.1).count() as u64;
         *st = Pending::default();
         n
     }
@@ -358,25 +371,45 @@ mod tests {
         let p = PendingDels::new(3);
         let h = |i: u8| key_hash(&[i]);
         for i in 0..3 {
-            assert_eq!(p.insert(h(i)), 0);
+            assert_eq!(p.insert(h(i), true), 0);
         }
         // Again: not a new key, nothing given up; it becomes the newest.
-        assert_eq!(p.insert(h(0)), 0);
-        assert_eq!(p.oldest(10), vec![h(1), h(2), h(0)]);
-        assert_eq!(p.insert(h(3)), 1);
+        assert_eq!(p.insert(h(0), true), 0);
+        assert_eq!(p.oldest(10), vec![(h(1), true), (h(2), true), (h(0), true)]);
+        assert_eq!(p.insert(h(3), true), 1);
         assert!(!p.contains(&h(1)));
-        assert_eq!(p.oldest(2), vec![h(2), h(0)]);
+        assert_eq!(p.oldest(2), vec![(h(2), true), (h(0), true)]);
         p.remove(&h(2));
-        assert_eq!(p.oldest(10), vec![h(0), h(3)]);
+        assert_eq!(p.oldest(10), vec![(h(0), true), (h(3), true)]);
         // Churn does not grow the order without bound.
         for _ in 0..1000 {
-            p.insert(h(9));
+            p.insert(h(9), true);
             p.remove(&h(9));
         }
         assert!(lock(&p.state).order.len() <= 2 * 2 + 64 + 1);
         assert_eq!(p.len(), 2);
         assert_eq!(p.clear(), 2);
         assert!(p.oldest(10).is_empty());
+    }
+
+    #[test]
+    fn only_counted_removals_count_when_given_up_or_cleared() {
+        let p = PendingDels::new(2);
+        let h = |i: u8| key_hash(&[i]);
+        assert_eq!(p.insert(h(0), false), 0);
+        assert_eq!(p.insert(h(1), true), 0);
+        // Kept both ways: counted; kept uncounted again: still counted.
+        assert_eq!(p.insert(h(0), true), 0);
+        assert_eq!(p.insert(h(0), false), 0);
+        assert_eq!(p.oldest(10), vec![(h(1), true), (h(0), true)]);
+        // h(1) (counted) is given up for h(2): 1.
+        assert_eq!(p.insert(h(2), false), 1);
+        // h(0) (counted) is given up for h(3): 1; then h(2) (not counted): 0.
+        assert_eq!(p.insert(h(3), false), 1);
+        assert_eq!(p.insert(h(4), true), 0);
+        assert_eq!(p.oldest(10), vec![(h(3), false), (h(4), true)]);
+        assert_eq!(p.len(), 2);
+        assert_eq!(p.clear(), 1);
     }
 
     #[test]

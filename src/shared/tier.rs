@@ -14,7 +14,7 @@
 //! only while Closed. The tier starts Open, and the first `PING` closes it: `build()` never
 //! waits for Redis.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -463,14 +463,26 @@ impl SharedTier {
             // outage), and an older queued value of the key goes too. But the shared copy a
             // value supersedes must not outlive it (it would be served, here once the local
             // copy expired, and on every other replica): a removal is kept, as for a
-            // `remove`, and sent once the breaker closes.
-            self.queue.remove(&hash);
-            self.keep_del(hash);
+            // `remove`, and sent once the breaker closes (not counted as a write: the value
+            // is counted dropped). A queued removal of the key stays counted.
+            let queued = self.queue.remove(&hash);
+            let counted = del
+                || matches!(
+                    queued,
+                    Some(
+                        SharedOp::Del
+                            | SharedOp::Put {
+                                del_first: true,
+                                ..
+                            }
+                    )
+                );
+            self.keep_removal(hash, counted);
             (!del).then_some(SharedDrop::BreakerOpen)
         } else if self.queue.push(hash, key, op).is_err() {
             // The same for a value that did not fit (an older queued operation of the key
             // stays queued).
-            self.keep_del(hash);
+            self.keep_removal(hash, del);
             (!del).then_some(SharedDrop::QueueFull)
         } else {
             if !del {
@@ -497,9 +509,13 @@ impl SharedTier {
         at.filter(|&t| t > Instant::now() && self.pending_dels.len() > 0)
     }
 
-    /// Keeps a removal whose `DEL` could not be queued or sent (see `pending_dels`).
-    fn keep_del(&self, hash: KeyHash) {
-        let given_up = self.pending_dels.insert(hash);
+    /// Keeps a removal whose `DEL` could not be queued or sent (see `pending_dels`) of
+    /// `hash`: a `remove`'s (`counted` as a write: delivered, failed or
+    /// dropped), or the removal of the shared copy that a value not written (dropped,
+    /// refused, failed, expired, too large) superseded, which is not a write of its own
+    /// (the value's fate was counted).
+    fn keep_removal(&self, hash: KeyHash, counted: bool) {
+        let given_up = self.pending_dels.insert(hash, counted);
         if given_up > 0 {
             self.counters
                 .shared
@@ -548,19 +564,21 @@ impl SharedTier {
         // in flight when it was kept (that write has been answered, or timed out before the
         // breaker opened and closed again on the same server), and before a newer `set` of
         // the key taken below.
-        let mut batch: Vec<Queued> = if closed && (now || self.dels_deferred_until().is_none()) {
-            self.pending_dels
-                .oldest(BATCH_OPS)
-                .into_iter()
-                .map(|hash| Queued {
-                    hash,
-                    key: Arc::from(&[][..]),
-                    op: SharedOp::Del,
-                })
-                .collect()
+        let kept = if closed && (now || self.dels_deferred_until().is_none()) {
+            self.pending_dels.oldest(BATCH_OPS)
         } else {
             Vec::new()
         };
+        // The kept removals that are not writes of their own (see `keep_removal`).
+        let uncounted: HashSet<KeyHash> = kept.iter().filter(|k| !k.1).map(|k| k.0).collect();
+        let mut batch: Vec<Queued> = kept
+            .into_iter()
+            .map(|(hash, _)| Queued {
+                hash,
+                key: Arc::from(&[][..]),
+                op: SharedOp::Del,
+            })
+            .collect();
         // From the take until the server answered, every key of the batch hides its shared
         // copy (the server holds an older value, or one being removed), also while the batch
         // is being encoded: taken and marked under the flights' lock, which `hides` takes
@@ -569,7 +587,11 @@ impl SharedTier {
         let mut in_flight = {
             let mut flights = lock(&self.flights);
             batch.extend(self.queue.take(BATCH_OPS - batch.len(), BATCH_BYTES));
-            InFlight::taken(self, &mut flights, batch.iter().map(|q| q.hash).collect())
+            let keys = batch
+                .iter()
+                .map(|q| (q.hash, removal_counted(&q.op, &uncounted, &q.hash)))
+                .collect();
+            InFlight::taken(self, &mut flights, keys)
         };
         if batch.is_empty() {
             in_flight.done = true;
@@ -591,6 +613,7 @@ impl SharedTier {
             max_entry_bytes: self.config.max_entry_bytes,
             prefix: self.config.prefix.clone(),
             max_ttl: self.config.max_ttl,
+            uncounted,
         };
         let ops = if big {
             // Compressing large values is CPU work: off the runtime's threads.
@@ -610,28 +633,37 @@ impl SharedTier {
             in_flight.done = true;
             return true;
         }
-        let count = ops.len() as u64;
-        // `(hash, bytes, is a DEL)` of each write, in order.
-        let what: Vec<(KeyHash, u64, bool)> = ops
+        // `(hash, bytes, is a DEL, counted)` of each write, in order.
+        let what: Vec<Sent> = ops
             .iter()
-            .map(|(hash, op)| match op {
-                WriteOp::Set { value, .. } => (*hash, value.len() as u64, false),
-                WriteOp::Del { .. } => (*hash, 0, true),
+            .map(|(hash, op, counted)| match op {
+                WriteOp::Set { value, .. } => Sent {
+                    hash: *hash,
+                    size: value.len() as u64,
+                    del: false,
+                    counted: true,
+                },
+                WriteOp::Del { .. } => Sent {
+                    hash: *hash,
+                    size: 0,
+                    del: true,
+                    counted: *counted,
+                },
             })
             .collect();
-        let dels = what.iter().filter(|w| w.2).count() as u64;
-        let ops: Vec<WriteOp> = ops.into_iter().map(|(_, op)| op).collect();
+        // Values (failed or dropped as a whole batch): removals are counted once delivered or
+        // given up, not per attempt.
+        let values = what.iter().filter(|w| !w.del).count() as u64;
+        let ops: Vec<WriteOp> = ops.into_iter().map(|(_, op, _)| op).collect();
         // A command's own failure (READONLY after a failover) is the server's trouble too:
         // the batch is then reported to the breaker as one failure, not as a success.
-        let result = self
-            .call_judged(|s| s.write_many(ops), first_failure)
-            .await;
+        let result = self.call_judged(|s| s.write_many(ops), first_failure).await;
         // Answered (or refused, or timed out): each path below keeps or settles its removals.
         in_flight.done = true;
         let Some(result) = result else {
             self.counters
                 .shared
-                .dropped(SharedDrop::BreakerOpen, count - dels);
+                .dropped(SharedDrop::BreakerOpen, values);
             self.keep_dels(&what);
             return true;
         };
@@ -642,28 +674,32 @@ impl SharedTier {
                 // delivered or given up, not per attempt): the server may hold the value a
                 // failed one superseded.
                 if e.failure().is_some() {
-                    self.counters.shared.writes_failed.add(count - dels);
+                    self.counters.shared.writes_failed.add(values);
                     self.keep_dels(&what);
                     self.defer_dels();
                 } else {
                     // Not a failure (the breaker stays Closed): given up, not resent at once.
-                    for &(hash, _, _) in what.iter().filter(|w| w.2) {
-                        self.pending_dels.remove(&hash);
+                    for w in what.iter().filter(|w| w.del) {
+                        self.pending_dels.remove(&w.hash);
                     }
                 }
                 return true;
             }
         };
-        for (reply, &(hash, size, del)) in replies.into_iter().zip(&what) {
-            if del {
+        for (reply, w) in replies.into_iter().zip(&what) {
+            let (hash, size) = (w.hash, w.size);
+            if w.del {
                 match &reply {
                     Err(e) if e.failure().is_some() => {
-                        self.keep_del(hash);
+                        self.keep_removal(hash, w.counted);
                         self.defer_dels();
                         continue;
                     }
                     // Delivered, or refused for good (not a failure).
                     _ => self.pending_dels.remove(&hash),
+                }
+                if !w.counted {
+                    continue;
                 }
             }
             match reply {
@@ -678,7 +714,7 @@ impl SharedTier {
                     // A value refused or failed: the older value it superseded may still be
                     // there. A `DEL` is allowed under `OOM`: it is kept, and sent. After a
                     // failure (a server refusing writes), it waits as a failed `DEL` does.
-                    self.keep_del(hash);
+                    self.keep_removal(hash, w.del);
                     if e.kind == Failure::Oom {
                         self.note_oom(&e);
                     } else {
@@ -732,10 +768,8 @@ impl SharedTier {
             .timeout
             .saturating_mul(u32::try_from(batches).unwrap_or(u32::MAX));
         let before = self.dropped_total();
-        let _ = tokio::time::timeout(budget, async {
-            while self.send_batch(at_close).await {}
-        })
-        .await;
+        let _ =
+            tokio::time::timeout(budget, async { while self.send_batch(at_close).await {} }).await;
         let left = self.queue.take(usize::MAX, usize::MAX);
         self.drop_batch(&left);
         self.dropped_total() - before
@@ -749,18 +783,18 @@ impl SharedTier {
             if matches!(q.op, SharedOp::Put { .. }) {
                 values += 1;
             }
-            self.keep_del(q.hash);
+            self.keep_removal(q.hash, removal_counted(&q.op, &HashSet::new(), &q.hash));
         }
         self.counters
             .shared
             .dropped(SharedDrop::BreakerOpen, values);
     }
 
-    /// Keeps a removal of every key of a batch that was not delivered (`(hash, bytes, is a
-    /// DEL)`): its own, or that of the shared copy a value not written superseded.
-    fn keep_dels(&self, what: &[(KeyHash, u64, bool)]) {
-        for &(hash, _, _) in what {
-            self.keep_del(hash);
+    /// Keeps a removal of every key of a batch that was not delivered: its own, or that of
+    /// the shared copy a value not written superseded.
+    fn keep_dels(&self, what: &[Sent]) {
+        for w in what {
+            self.keep_removal(w.hash, w.del && w.counted);
         }
     }
 
@@ -1072,6 +1106,28 @@ struct Encoding {
     max_entry_bytes: usize,
     prefix: String,
     max_ttl: Duration,
+    /// Kept removals in the batch that are not writes of their own (see
+    /// `SharedTier::keep_removal`).
+    uncounted: HashSet<KeyHash>,
+}
+
+/// One write of a batch sent: its key, bytes, whether it is a `DEL`, and whether it counts as
+/// a write (a removal kept for a value not written does not).
+struct Sent {
+    hash: KeyHash,
+    size: u64,
+    del: bool,
+    counted: bool,
+}
+
+/// Whether `op` of `hash`, kept as a removal when not delivered, is a counted one: a `remove`'s
+/// (queued, or kept and not in `uncounted`), or one a value carried (`del_first`); not the
+/// removal of a shared copy that a plain value superseded.
+fn removal_counted(op: &SharedOp, uncounted: &HashSet<KeyHash>, hash: &KeyHash) -> bool {
+    match op {
+        SharedOp::Del => !uncounted.contains(hash),
+        SharedOp::Put { del_first, .. } => *del_first,
+    }
 }
 
 impl Encoding {
@@ -1083,25 +1139,29 @@ impl Encoding {
         batch: Vec<Queued>,
         now_ms: u64,
         counters: &Counters,
-    ) -> Vec<(KeyHash, WriteOp)> {
+    ) -> Vec<(KeyHash, WriteOp, bool)> {
         let mut out = Vec::with_capacity(batch.len());
         for q in batch {
             let key = entry::entry_key(&self.prefix, &q.hash);
             match q.op {
-                SharedOp::Del => out.push((q.hash, WriteOp::Del { key })),
+                SharedOp::Del => {
+                    let counted = !self.uncounted.contains(&q.hash);
+                    out.push((q.hash, WriteOp::Del { key }, counted));
+                }
                 SharedOp::Put {
                     value,
                     meta,
                     del_first,
                 } => {
                     if del_first {
-                        out.push((q.hash, WriteOp::Del { key: key.clone() }));
+                        out.push((q.hash, WriteOp::Del { key: key.clone() }, true));
                     }
                     // A value not shared (expired by now, not encodable, too large) still
-                    // supersedes the key's shared copy: a `DEL` goes in its place.
-                    let not_shared = |out: &mut Vec<(KeyHash, WriteOp)>, key: String| {
+                    // supersedes the key's shared copy: a `DEL` goes in its place (not a
+                    // write of its own).
+                    let not_shared = |out: &mut Vec<(KeyHash, WriteOp, bool)>, key: String| {
                         if !del_first {
-                            out.push((q.hash, WriteOp::Del { key }));
+                            out.push((q.hash, WriteOp::Del { key }, false));
                         }
                     };
                     let Some(px) = px(meta.expires_ms, now_ms, self.max_ttl) else {
@@ -1118,7 +1178,7 @@ impl Encoding {
                         continue;
                     }
                     let value: Arc<[u8]> = entry::seal(file, self.mac.as_ref()).into();
-                    out.push((q.hash, WriteOp::Set { key, value, px }));
+                    out.push((q.hash, WriteOp::Set { key, value, px }, true));
                 }
             }
         }
@@ -1179,15 +1239,16 @@ impl Flights {
 /// never lost for a cancelled send.
 struct InFlight<'a> {
     tier: &'a SharedTier,
-    taken: Vec<KeyHash>,
-    sent: Vec<KeyHash>,
+    /// Each key, with whether its removal kept on a cancel is counted (a `remove`'s).
+    taken: Vec<(KeyHash, bool)>,
+    sent: Vec<(KeyHash, bool)>,
     done: bool,
 }
 
 impl<'a> InFlight<'a> {
     /// Marks `hashes` taken (the flights' lock held by the caller).
-    fn taken(tier: &'a SharedTier, flights: &mut Flights, hashes: Vec<KeyHash>) -> Self {
-        for h in &hashes {
+    fn taken(tier: &'a SharedTier, flights: &mut Flights, hashes: Vec<(KeyHash, bool)>) -> Self {
+        for (h, _) in &hashes {
             flights.add(*h, 1, 0);
         }
         InFlight {
@@ -1199,12 +1260,12 @@ impl<'a> InFlight<'a> {
     }
 
     /// Marks `hash` sent (the flights' lock held by the caller).
-    fn sent_now(tier: &'a SharedTier, flights: &mut Flights, hash: KeyHash) -> Self {
+    fn sent_now(tier: &'a SharedTier, flights: &mut Flights, hash: KeyHash, counted: bool) -> Self {
         flights.add(hash, 0, 1);
         InFlight {
             tier,
             taken: Vec::new(),
-            sent: vec![hash],
+            sent: vec![(hash, counted)],
             done: false,
         }
     }
@@ -1212,23 +1273,28 @@ impl<'a> InFlight<'a> {
     /// Moves the taken keys to sent, dropping the operations of superseded keys, once no
     /// other write of a key of `ops` is being sent (or `timeout` passed). The operations
     /// left to send.
-    async fn send(&mut self, mut ops: Vec<(KeyHash, WriteOp)>) -> Vec<(KeyHash, WriteOp)> {
+    async fn send(
+        &mut self,
+        mut ops: Vec<(KeyHash, WriteOp, bool)>,
+    ) -> Vec<(KeyHash, WriteOp, bool)> {
         let tier = self.tier;
         let deadline = Instant::now() + tier.config.timeout;
         loop {
             let notified = tier.flight_done.notified();
             {
                 let mut flights = lock(&tier.flights);
-                let busy = ops.iter().any(|(h, _)| flights.sent(h) > 0);
+                let busy = ops.iter().any(|(h, _, _)| flights.sent(h) > 0);
                 if !busy || Instant::now() >= deadline {
-                    ops.retain(|(h, _)| !flights.superseded.contains(h));
-                    for h in self.taken.drain(..) {
-                        flights.sub(&h, 1, 0);
+                    ops.retain(|(h, _, _)| !flights.superseded.contains(h));
+                    let taken = std::mem::take(&mut self.taken);
+                    for (h, _) in &taken {
+                        flights.sub(h, 1, 0);
                     }
-                    for (h, _) in &ops {
-                        if !self.sent.contains(h) {
+                    for (h, _, _) in &ops {
+                        if !self.sent.iter().any(|(s, _)| s == h) {
+                            let counted = taken.iter().any(|(t, c)| t == h && *c);
                             flights.add(*h, 0, 1);
-                            self.sent.push(*h);
+                            self.sent.push((*h, counted));
                         }
                     }
                     return ops;
@@ -1242,16 +1308,16 @@ impl<'a> InFlight<'a> {
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         let mut flights = lock(&self.tier.flights);
-        for h in &self.taken {
+        for (h, _) in &self.taken {
             flights.sub(h, 1, 0);
         }
-        for h in &self.sent {
+        for (h, _) in &self.sent {
             flights.sub(h, 0, 1);
         }
         drop(flights);
         if !self.done {
-            for h in self.taken.iter().chain(&self.sent) {
-                self.tier.keep_del(*h);
+            for &(h, counted) in self.taken.iter().chain(&self.sent) {
+                self.tier.keep_removal(h, counted);
             }
         }
         self.tier.flight_done.notify_waiters();
@@ -1359,7 +1425,10 @@ impl SharedTier {
                             )
                         )
                         || self.pending_dels.contains(&hash);
-                    break (InFlight::sent_now(self, &mut flights, hash), del_first);
+                    break (
+                        InFlight::sent_now(self, &mut flights, hash, del_first),
+                        del_first,
+                    );
                 }
             }
             let _ = tokio::time::timeout_at(deadline, notified).await;
@@ -1371,6 +1440,7 @@ impl SharedTier {
             max_entry_bytes: self.config.max_entry_bytes,
             prefix: self.config.prefix.clone(),
             max_ttl: self.config.max_ttl,
+            uncounted: HashSet::new(),
         };
         let q = Queued {
             hash,
@@ -1384,7 +1454,7 @@ impl SharedTier {
         let ops: Vec<WriteOp> = enc
             .encode(vec![q], self.clock.now_ms(), &self.counters)
             .into_iter()
-            .map(|(_, op)| op)
+            .map(|(_, op, _)| op)
             .collect();
         let size = match ops.last() {
             Some(WriteOp::Set { value, .. }) => value.len() as u64,
@@ -1392,13 +1462,11 @@ impl SharedTier {
                 // Too large or expired: not shared, but the shared copy it supersedes goes
                 // (the drain task sends the removal).
                 in_flight.done = true;
-                self.keep_del(hash);
+                self.keep_removal(hash, del_first);
                 return false;
             }
         };
-        let replies = self
-            .call_judged(|s| s.write_many(ops), first_failure)
-            .await;
+        let replies = self.call_judged(|s| s.write_many(ops), first_failure).await;
         in_flight.done = true;
         // Whatever is not accepted below leaves a removal kept: the older shared copy this
         // value superseded may still be there.
@@ -1406,7 +1474,7 @@ impl SharedTier {
             Some(Ok(replies)) => replies,
             Some(Err(e)) => {
                 self.counters.shared.writes_failed.inc();
-                self.keep_del(hash);
+                self.keep_removal(hash, del_first);
                 if e.failure().is_some() {
                     self.defer_dels();
                 }
@@ -1414,13 +1482,13 @@ impl SharedTier {
             }
             None => {
                 self.counters.shared.writes_failed.inc();
-                self.keep_del(hash);
+                self.keep_removal(hash, del_first);
                 return false;
             }
         };
         let mut replies = replies.into_iter();
         if del_first && !matches!(replies.next(), Some(Ok(()))) {
-            self.keep_del(hash);
+            self.keep_removal(hash, true);
         }
         match replies.next() {
             Some(Ok(())) => {
@@ -1431,12 +1499,12 @@ impl SharedTier {
                 true
             }
             Some(Err(e)) if e.kind == Failure::Oom => {
-                self.keep_del(hash);
+                self.keep_removal(hash, false);
                 self.note_oom(&e);
                 false
             }
             other => {
-                self.keep_del(hash);
+                self.keep_removal(hash, false);
                 self.counters.shared.writes_failed.inc();
                 if let Some(kind) = other.and_then(|r| r.err()).and_then(|e| e.failure()) {
                     self.counters.shared.error(kind);

