@@ -71,7 +71,6 @@ fn timed_out_set_lands_after_the_remove_that_superseded_it() {
 /// is its own last operation; after the storm a final operation per key, delivered while
 /// Closed, is exactly what a fresh replica reads.
 #[test]
-#[ignore = "FINDING F6 (open; adversary10 R5's window): a removal hides nothing from the drain's take of its batch until the batch's DELs are marked in flight (after the encoding), and a read then serves the removed answer from the server (no late SET: one write connection throughout); fails 2 of 75 runs here, 3 of 25 in session 12; the fix belongs in src/shared/tier.rs (send_batch)"]
 fn set_remove_storm_while_the_breaker_flaps() {
     let _slot = exclusive_slot();
     let Some(server) = server() else { return };
@@ -171,7 +170,6 @@ fn set_remove_storm_while_the_breaker_flaps() {
 /// must be a miss: the removed answer is on the server until the `DEL` lands, and only the
 /// hiding keeps it from being served.
 #[test]
-#[ignore = "FINDING F6 (open; adversary10 R5's window, also without an await): from the drain's take of a batch until its DELs are marked in flight (after the encoding), a removal hides nothing and the removed answer is read back from the server; fails 10 of 10 runs; the fix belongs in src/shared/tier.rs (send_batch)"]
 fn a_removal_taken_for_a_batch_hides_the_shared_copy_while_it_is_encoded() {
     let _slot = exclusive_slot();
     let Some(server) = server() else { return };
