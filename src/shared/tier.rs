@@ -657,7 +657,9 @@ impl SharedTier {
         let ops: Vec<WriteOp> = ops.into_iter().map(|(_, op, _)| op).collect();
         // A command's own failure (READONLY after a failover) is the server's trouble too:
         // the batch is then reported to the breaker as one failure, not as a success.
-        let result = self.call_judged(|s| s.write_many(ops), first_failure).await;
+        let result = self
+            .call_judged(|s| s.write_many(ops), |r: &Vec<_>| first_failure(r))
+            .await;
         // Answered (or refused, or timed out): each path below keeps or settles its removals.
         in_flight.done = true;
         let Some(result) = result else {
@@ -1078,7 +1080,7 @@ impl SharedTier {
 
 /// The first command of a pipeline's replies that failed with a failure kind (the pipeline is
 /// then reported to the breaker as that failure, not as a success).
-fn first_failure(replies: &Vec<Result<(), StoreError>>) -> Option<StoreError> {
+fn first_failure(replies: &[Result<(), StoreError>]) -> Option<StoreError> {
     replies
         .iter()
         .filter_map(|r| r.as_ref().err())
@@ -1466,7 +1468,9 @@ impl SharedTier {
                 return false;
             }
         };
-        let replies = self.call_judged(|s| s.write_many(ops), first_failure).await;
+        let replies = self
+            .call_judged(|s| s.write_many(ops), |r: &Vec<_>| first_failure(r))
+            .await;
         in_flight.done = true;
         // Whatever is not accepted below leaves a removal kept: the older shared copy this
         // value superseded may still be there.
