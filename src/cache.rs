@@ -635,6 +635,8 @@ impl Tiers {
         let hash = key_hash(key);
         let admitted = self.p.hot.admits(key.len(), value.len());
         let hot_value = value.clone();
+        #[cfg(feature = "redis")]
+        let shared_value = value.clone();
         let ack = durable || self.config.write_policy == WritePolicy::WriteThrough;
         // Under the queue lock: the version, the hot tier, and (below) the queued write.
         let into_hot = |view: &QueueView<'_>| {
@@ -657,11 +659,15 @@ impl Tiers {
                 // until it is on disk.
                 self.p.hot.remove(key);
             }
+            // Queued to be shared under the same lock as its version: two `set`s of one key
+            // reach the shared queue in the order they reached this replica.
+            #[cfg(feature = "redis")]
+            if let Some(shared) = self.shared.as_ref().filter(|_| kind != SetKind::Unshared) {
+                shared.share(hash, key, shared_value.clone(), meta);
+            }
             version
         };
         let queued = permit.is_some();
-        #[cfg(feature = "redis")]
-        let shared_value = value.clone();
         let rx = match permit {
             Some(permit) => {
                 self.p
@@ -689,10 +695,6 @@ impl Tiers {
             }
         };
         self.p.counters.sets.inc();
-        #[cfg(feature = "redis")]
-        if let Some(shared) = self.shared.as_ref().filter(|_| kind != SetKind::Unshared) {
-            shared.share(hash, key, shared_value, meta);
-        }
         self.acknowledge(ack, queued, rx).await
     }
 
@@ -759,6 +761,11 @@ impl Tiers {
             };
             let (old, evicted) = self.p.hot.insert(key, tombstone);
             self.writer.on_evicted(view, evicted);
+            // Under the same lock as its version (see `set_as`).
+            #[cfg(feature = "redis")]
+            if let Some(shared) = &self.shared {
+                shared.unshare(hash, key);
+            }
             (old, version)
         };
         let queued = permit.is_some();
@@ -770,10 +777,6 @@ impl Tiers {
             None => (self.p.queue.locked(into_hot).0, None),
         };
         self.p.counters.removes.inc();
-        #[cfg(feature = "redis")]
-        if let Some(shared) = &self.shared {
-            shared.unshare(hash, key);
-        }
         self.acknowledge(ack, queued, rx).await?;
         let had_hot = old.is_some_and(|e| !e.tombstone);
         let had_queued = matches!(queued_before, Some(Op::Put { .. }));

@@ -203,7 +203,7 @@ fn publish_shared(s: &Stats, state: BreakerState, name: &str, published: &Publis
         "rejected_oom",
         s.shared_write_rejected_oom,
     );
-    for reason in ["queue_full", "breaker_open", "too_large"] {
+    for reason in ["queue_full", "breaker_open", "too_large", "expired"] {
         let n = s
             .shared_writes_dropped_by_reason
             .get(reason)

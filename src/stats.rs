@@ -83,16 +83,19 @@ pub(crate) enum SharedDrop {
     QueueFull,
     /// The shared breaker was not closed when it was due.
     BreakerOpen,
-    /// Its entry is over the shared tier's `max_entry_bytes`.
+    /// Its entry is over the shared tier's `max_entry_bytes` (or cannot be encoded).
     TooLarge,
+    /// It expired before it could be sent.
+    Expired,
 }
 
 impl SharedDrop {
     /// Every reason, in counter order.
-    pub(crate) const ALL: [SharedDrop; 3] = [
+    pub(crate) const ALL: [SharedDrop; 4] = [
         SharedDrop::QueueFull,
         SharedDrop::BreakerOpen,
         SharedDrop::TooLarge,
+        SharedDrop::Expired,
     ];
 
     /// The stable name.
@@ -101,6 +104,7 @@ impl SharedDrop {
             SharedDrop::QueueFull => "queue_full",
             SharedDrop::BreakerOpen => "breaker_open",
             SharedDrop::TooLarge => "too_large",
+            SharedDrop::Expired => "expired",
         }
     }
 
@@ -418,7 +422,7 @@ pub struct Stats {
     pub shared_writes_failed: u64,
     /// Shared writes dropped before they were sent, all reasons.
     pub shared_writes_dropped: u64,
-    /// Shared writes dropped by reason: `queue_full`, `breaker_open`, `too_large`.
+    /// Shared writes dropped by reason: `queue_full`, `breaker_open`, `too_large`, `expired`.
     pub shared_writes_dropped_by_reason: BTreeMap<String, u64>,
     /// Shared writes the server refused for memory (`OOM`): not a failure (reads still
     /// work); one warning per episode says to set `maxmemory-policy allkeys-lru`.

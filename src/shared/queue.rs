@@ -284,6 +284,11 @@ impl PendingDels {
         lock(&self.state).keys.contains_key(hash)
     }
 
+    /// Whether a `DEL` of `hash` is kept (`Some`), and whether it is counted.
+    pub(crate) fn counted(&self, hash: &KeyHash) -> Option<bool> {
+        lock(&self.state).keys.get(hash).map(|k| k.1)
+    }
+
     /// The oldest `n` kept, each with whether it is counted, still kept (until
     /// [`PendingDels::remove`]d once delivered).
     pub(crate) fn oldest(&self, n: usize) -> Vec<(KeyHash, bool)> {

@@ -296,17 +296,26 @@ impl SharedTier {
         }
     }
 
-    /// One admitted call whose outcome for the breaker `judge` decides from its result
+    /// One admitted call, answered by `deadline` (a write's `timeout`, counted from before
+    /// it waited for an older write of its keys), whose outcome for the breaker `judge`
+    /// decides from its result
     /// (a pipeline whose round trip passed but whose commands failed is a failure): `None`
     /// when the breaker refused it. Round-trip failures are counted here; `judge`'s are
     /// the caller's to count.
     async fn call_judged<T>(
         &self,
+        deadline: Instant,
         op: impl FnOnce(&dyn SharedStore) -> BoxFut<'_, T>,
         judge: impl FnOnce(&T) -> Option<StoreError>,
     ) -> Option<Result<T, StoreError>> {
         let call = self.admit(false)?;
-        let result = self.timed(op(&*self.store)).await;
+        let result = match tokio::time::timeout_at(deadline, op(&*self.store)).await {
+            Ok(r) => r,
+            Err(_) => Err(StoreError::failed(
+                SharedErrorKind::Timeout,
+                format!("no answer within {:?}", self.config.timeout),
+            )),
+        };
         match &result {
             Err(e) => {
                 if let Some(kind) = e.failure() {
@@ -628,7 +637,10 @@ impl SharedTier {
         };
         // A lease leader may have written a newer value of a key meanwhile (its older
         // operation here is dropped), or be writing one (this batch waits for its answer).
-        let ops = in_flight.send(ops).await;
+        // One `timeout` for the wait and the round trip together: a batch, which `flush`
+        // waits for, is bounded by the encode and one `timeout`.
+        let deadline = Instant::now() + self.config.timeout;
+        let ops = in_flight.send(ops, deadline).await;
         if ops.is_empty() {
             in_flight.done = true;
             return true;
@@ -658,7 +670,7 @@ impl SharedTier {
         // A command's own failure (READONLY after a failover) is the server's trouble too:
         // the batch is then reported to the breaker as one failure, not as a success.
         let result = self
-            .call_judged(|s| s.write_many(ops), |r: &Vec<_>| first_failure(r))
+            .call_judged(deadline, |s| s.write_many(ops), |r: &Vec<_>| first_failure(r))
             .await;
         // Answered (or refused, or timed out): each path below keeps or settles its removals.
         in_flight.done = true;
@@ -1167,10 +1179,12 @@ impl Encoding {
                         }
                     };
                     let Some(px) = px(meta.expires_ms, now_ms, self.max_ttl) else {
+                        counters.shared.dropped(SharedDrop::Expired, 1);
                         not_shared(&mut out, key);
                         continue;
                     };
                     let Ok(file) = format::encode(&q.key, &value, meta, self.level) else {
+                        counters.shared.dropped(SharedDrop::TooLarge, 1);
                         not_shared(&mut out, key);
                         continue;
                     };
@@ -1198,7 +1212,10 @@ impl Encoding {
 #[derive(Default)]
 struct Flights {
     keys: HashMap<KeyHash, Flight>,
-    superseded: std::collections::HashSet<KeyHash>,
+    superseded: HashSet<KeyHash>,
+    /// Taken keys whose operation is a counted removal (see `SharedTier::keep_removal`): a
+    /// leader that supersedes one delivers it, and counts it.
+    removals: HashSet<KeyHash>,
 }
 
 /// How many writes of one key are taken and sent.
@@ -1226,6 +1243,7 @@ impl Flights {
         if taken > 0 {
             // A supersession applies to the one batch taken (batches take turns).
             self.superseded.remove(hash);
+            self.removals.remove(hash);
         }
     }
 
@@ -1250,8 +1268,11 @@ struct InFlight<'a> {
 impl<'a> InFlight<'a> {
     /// Marks `hashes` taken (the flights' lock held by the caller).
     fn taken(tier: &'a SharedTier, flights: &mut Flights, hashes: Vec<(KeyHash, bool)>) -> Self {
-        for (h, _) in &hashes {
-            flights.add(*h, 1, 0);
+        for &(h, counted) in &hashes {
+            flights.add(h, 1, 0);
+            if counted {
+                flights.removals.insert(h);
+            }
         }
         InFlight {
             tier,
@@ -1273,14 +1294,14 @@ impl<'a> InFlight<'a> {
     }
 
     /// Moves the taken keys to sent, dropping the operations of superseded keys, once no
-    /// other write of a key of `ops` is being sent (or `timeout` passed). The operations
+    /// other write of a key of `ops` is being sent (or `deadline` passed). The operations
     /// left to send.
     async fn send(
         &mut self,
         mut ops: Vec<(KeyHash, WriteOp, bool)>,
+        deadline: Instant,
     ) -> Vec<(KeyHash, WriteOp, bool)> {
         let tier = self.tier;
-        let deadline = Instant::now() + tier.config.timeout;
         loop {
             let notified = tier.flight_done.notified();
             {
@@ -1405,31 +1426,35 @@ impl SharedTier {
         // the server. From here until the server answered, the key's shared copy is hidden
         // (it is older, or being removed); a caller gone meanwhile leaves a removal kept.
         let deadline = Instant::now() + self.config.timeout;
-        let (mut in_flight, del_first) = loop {
+        // `del_counted`: the removal it carries is a `remove`'s (counted as a write when
+        // delivered), not only the removal of a shared copy a value not written superseded.
+        let (mut in_flight, del_first, del_counted) = loop {
             let notified = self.flight_done.notified();
             {
                 let mut flights = lock(&self.flights);
                 if flights.sent(&hash) == 0 || Instant::now() >= deadline {
                     let taken = flights.keys.get(&hash).is_some_and(|f| f.taken > 0);
+                    let taken_removal = taken && flights.removals.contains(&hash);
                     if taken {
                         flights.superseded.insert(hash);
                     }
-                    let queued = self.queue.remove(&hash);
-                    let del_first = taken
-                        || matches!(
-                            queued,
-                            Some(
-                                SharedOp::Del
-                                    | SharedOp::Put {
-                                        del_first: true,
-                                        ..
-                                    }
-                            )
+                    let queued_removal = matches!(
+                        self.queue.remove(&hash),
+                        Some(
+                            SharedOp::Del
+                                | SharedOp::Put {
+                                    del_first: true,
+                                    ..
+                                }
                         )
-                        || self.pending_dels.contains(&hash);
+                    );
+                    let kept = self.pending_dels.counted(&hash);
+                    let del_first = taken || queued_removal || kept.is_some();
+                    let del_counted = taken_removal || queued_removal || kept == Some(true);
                     break (
-                        InFlight::sent_now(self, &mut flights, hash, del_first),
+                        InFlight::sent_now(self, &mut flights, hash, del_counted),
                         del_first,
+                        del_counted,
                     );
                 }
             }
@@ -1464,12 +1489,12 @@ impl SharedTier {
                 // Too large or expired: not shared, but the shared copy it supersedes goes
                 // (the drain task sends the removal).
                 in_flight.done = true;
-                self.keep_removal(hash, del_first);
+                self.keep_removal(hash, del_counted);
                 return false;
             }
         };
         let replies = self
-            .call_judged(|s| s.write_many(ops), |r: &Vec<_>| first_failure(r))
+            .call_judged(deadline, |s| s.write_many(ops), |r: &Vec<_>| first_failure(r))
             .await;
         in_flight.done = true;
         // Whatever is not accepted below leaves a removal kept: the older shared copy this
@@ -1478,7 +1503,7 @@ impl SharedTier {
             Some(Ok(replies)) => replies,
             Some(Err(e)) => {
                 self.counters.shared.writes_failed.inc();
-                self.keep_removal(hash, del_first);
+                self.keep_removal(hash, del_counted);
                 if e.failure().is_some() {
                     self.defer_dels();
                 }
@@ -1486,13 +1511,21 @@ impl SharedTier {
             }
             None => {
                 self.counters.shared.writes_failed.inc();
-                self.keep_removal(hash, del_first);
+                self.keep_removal(hash, del_counted);
                 return false;
             }
         };
         let mut replies = replies.into_iter();
-        if del_first && !matches!(replies.next(), Some(Ok(()))) {
-            self.keep_removal(hash, true);
+        if del_first {
+            match replies.next() {
+                // Delivered: a `remove`'s counts as a write, as in a batch.
+                Some(Ok(())) => {
+                    if del_counted {
+                        self.counters.shared.writes_ok.inc();
+                    }
+                }
+                _ => self.keep_removal(hash, del_counted),
+            }
         }
         match replies.next() {
             Some(Ok(())) => {
