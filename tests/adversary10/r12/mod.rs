@@ -6,6 +6,8 @@
 //! Findings are the `#[ignore = "FINDING Sn: ..."]` tests, listed in FINDINGS.md here. All
 //! tests use `testing::MemoryShared` on tokio's paused clock (deterministic).
 
+mod close;
 mod leader;
+mod window;
 
-pub use super::r11::{fresh_read, held, text};
+pub use super::r11::{fresh_read, held, incompressible, text};
