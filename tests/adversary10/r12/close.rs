@@ -130,3 +130,81 @@ async fn a_set_dropped_for_an_open_breaker_still_removes_the_older_shared_copy()
     );
     a.close().await.unwrap();
 }
+
+/// Accounting: a `set` whose value expires while it waits in the queue (the drain task is
+/// busy with another key's write, held until the 200 ms timeout) is skipped at encode: R1's
+/// fix sends a `DEL` in its place, not counted (the value's fate is meant to be counted), but
+/// the value itself is counted nowhere: not ok, not failed, not dropped (`too_large` is
+/// counted on the branch next to it). Writes made: set x (failed), set k (expired) = 2;
+/// ok + failed + dropped = 1.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+#[ignore = "FINDING S3: a value that expires in the queue (or cannot be encoded) is never counted ok, failed or dropped"]
+async fn a_value_expired_in_the_queue_is_counted_once() {
+    let server = MemoryShared::new();
+    let a = replica(&server).await;
+    server.fail(Some(SharedOpKind::Write), SharedFault::Hang, Some(1));
+    a.set_bytes("x", b"x").await.unwrap();
+    settle().await;
+    a.set_bytes_with_ttl("k", b"short-lived", Duration::from_millis(50))
+        .await
+        .unwrap();
+    a.flush().await.unwrap();
+    let s = a.stats();
+    assert_eq!(held(&server, b"k"), None);
+    assert_eq!(
+        s.shared_writes_ok + s.shared_writes_failed + s.shared_writes_dropped,
+        2,
+        "set x (failed), set k (expired in the queue): ok {} failed {} dropped {:?}",
+        s.shared_writes_ok,
+        s.shared_writes_failed,
+        s.shared_writes_dropped_by_reason
+    );
+}
+
+/// Guard (R1, many keys): 300 overwriting `set`s dropped while the breaker is open keep 300
+/// uncounted removals (more than one batch of 64); after the breaker closes, `close` sends
+/// them all: none of the 300 overwritten values is left on the server, and only the 300 drops
+/// (plus the 3 failures that opened the breaker and the 300 first writes) are counted.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn three_hundred_dropped_overwrites_leave_no_older_value_shared() {
+    let server = MemoryShared::new();
+    let a = replica(&server).await;
+    for i in 0..300u32 {
+        a.set_bytes(format!("k{i}").as_str(), b"v1 (overwritten)")
+            .await
+            .unwrap();
+    }
+    a.flush().await.unwrap();
+    server.fail(Some(SharedOpKind::Write), SharedFault::Io, Some(3));
+    for i in 0..3 {
+        a.set_bytes(format!("f{i}").as_str(), b"f").await.unwrap();
+        a.flush().await.unwrap();
+    }
+    assert_eq!(a.shared_state(), Some(BreakerState::Open));
+    for i in 0..300u32 {
+        a.set_bytes(format!("k{i}").as_str(), b"v2").await.unwrap();
+    }
+    assert_eq!(a.stats().shared_queue_entries, 300 + 3);
+    for _ in 0..100 {
+        if a.shared_state() == Some(BreakerState::Closed) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(a.shared_state(), Some(BreakerState::Closed));
+    a.close().await.unwrap();
+    let s = a.stats();
+    let left = (0..300u32)
+        .filter(|i| held(&server, format!("k{i}").as_bytes()).is_some())
+        .count();
+    assert_eq!(left, 0);
+    assert_eq!(
+        (
+            s.shared_writes_ok,
+            s.shared_writes_failed,
+            s.shared_writes_dropped,
+            s.shared_queue_entries
+        ),
+        (300, 3, 300, 0)
+    );
+}
