@@ -180,3 +180,41 @@ async fn a_flush_behind_a_batch_waiting_for_a_leader_is_bounded_by_the_timeout()
         "flush took {took:?} with nothing queued and one batch being sent (timeout {timeout:?})"
     );
 }
+
+/// Accounting under `flush`'s budget: x's write is held (the drain task busy until 200 ms);
+/// A's lease leader writes `k` inline at 150 ms, held too (until 350 ms); A sets `k` = v3 and
+/// flushes. The batch `[k v3]` first waits for the leader's write, then its own round trip is
+/// held. Every write made (x, the leader's v2, v3) must end once: ok + failed + dropped = 3.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_batch_waiting_for_a_leader_under_a_flush_counts_each_write_once() {
+    let server = MemoryShared::new();
+    let a = leased(&server).await;
+    let writes = server.calls(SharedOpKind::Write);
+    server.fail(Some(SharedOpKind::Write), SharedFault::Hang, Some(3));
+    a.set_bytes("x", b"x").await.unwrap();
+    settle().await;
+    let calls = Arc::new(AtomicU32::new(0));
+    let controls = Controls::new();
+    let lead = a.get_or_insert_bytes(
+        "k",
+        &controls,
+        loader(&calls, b"v2 (loaded)", Duration::from_millis(150)),
+    );
+    let flush = async {
+        until_writes(&server, writes + 2).await;
+        a.set_bytes("k", b"v3 (set)").await.unwrap();
+        a.flush().await.unwrap();
+    };
+    let (led, ()) = tokio::join!(lead, flush);
+    assert_eq!(&led.unwrap().value[..], &b"v2 (loaded)"[..]);
+    a.flush().await.unwrap();
+    let s = a.stats();
+    assert_eq!(
+        s.shared_writes_ok + s.shared_writes_failed + s.shared_writes_dropped,
+        3,
+        "x, the leader's v2, v3: ok {} failed {} dropped {:?}",
+        s.shared_writes_ok,
+        s.shared_writes_failed,
+        s.shared_writes_dropped_by_reason
+    );
+}

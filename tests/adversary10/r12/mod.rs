@@ -8,6 +8,7 @@
 
 mod close;
 mod leader;
+mod threads;
 mod window;
 
 pub use super::r11::{fresh_read, held, incompressible, text};
