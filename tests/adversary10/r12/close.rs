@@ -55,7 +55,9 @@ async fn close_on_a_hung_server_is_bounded_and_counts_each_write_once() {
     let server = MemoryShared::new();
     let a = replica(&server).await;
     for i in 0..50u32 {
-        a.set_bytes(format!("r{i}").as_str(), b"to remove").await.unwrap();
+        a.set_bytes(format!("r{i}").as_str(), b"to remove")
+            .await
+            .unwrap();
     }
     a.flush().await.unwrap();
     let base = a.stats();
@@ -79,7 +81,9 @@ async fn close_on_a_hung_server_is_bounded_and_counts_each_write_once() {
     );
     assert_eq!(s.shared_state, Some(BreakerState::Open));
     assert_eq!(
-        s.shared_writes_ok - base.shared_writes_ok + s.shared_writes_failed + s.shared_writes_dropped,
+        s.shared_writes_ok - base.shared_writes_ok
+            + s.shared_writes_failed
+            + s.shared_writes_dropped,
         150,
         "ok {} failed {} dropped {:?}",
         s.shared_writes_ok,
@@ -123,7 +127,9 @@ async fn a_set_dropped_for_an_open_breaker_still_removes_the_older_shared_copy()
         (
             s.shared_writes_ok,
             s.shared_writes_failed,
-            s.shared_writes_dropped_by_reason.get("breaker_open").copied(),
+            s.shared_writes_dropped_by_reason
+                .get("breaker_open")
+                .copied(),
             s.shared_queue_entries
         ),
         (1, 3, Some(1), 0)

@@ -39,7 +39,10 @@ async fn until_writes(server: &MemoryShared, n: u64) {
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    panic!("the server saw {} writes", server.calls(SharedOpKind::Write));
+    panic!(
+        "the server saw {} writes",
+        server.calls(SharedOpKind::Write)
+    );
 }
 
 /// A `set` of the key made while this replica's lease leader's inline write is on its way to

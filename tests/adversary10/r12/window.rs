@@ -113,10 +113,7 @@ fn a_removal_superseded_in_a_taken_batch_is_counted_once() {
         let big_held = server.raw(&entry_key(b"big")).is_some();
         let k_held = held(&server, b"k");
         a.close().await.unwrap();
-        assert_eq!(
-            (k_held.as_deref(), big_held),
-            (Some("v2 (loaded)"), true)
-        );
+        assert_eq!((k_held.as_deref(), big_held), (Some("v2 (loaded)"), true));
         assert_eq!(
             (
                 s.shared_writes_ok,
