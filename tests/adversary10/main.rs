@@ -26,5 +26,7 @@ mod faults;
 mod hostile;
 /// Adversary 11 (the entry paths after the D1–D6 fixes): tests/adversary10/r11/FINDINGS.md.
 mod r11;
+/// Adversary 12 (session 13's shared-tier fixes): tests/adversary10/r12/FINDINGS.md.
+mod r12;
 mod races;
 mod superseded;
