@@ -563,12 +563,15 @@ impl Tiers {
         cost: u64,
         encoding: Encoding,
     ) -> Result<()> {
-        self.set_as(key, value, ttl, cost, encoding, SetKind::Ordinary)
+        self.set_as(key, value, ttl, cost, encoding, SetKind::Ordinary, None)
             .await
     }
 
     /// [`Tiers::set`] without queueing the value for the shared tier: a lease leader's
-    /// answer, already written there inline (SHARED_TIER.md section 8), is not written again.
+    /// answer, which it then writes there inline (SHARED_TIER.md section 8), not twice.
+    /// Returns, with the result, the token of the store (0 when nothing was stored or there
+    /// is no shared tier) that the inline write checks: a `set` or `remove` of the key after
+    /// this store makes the inline write stand down.
     pub(crate) async fn set_unshared(
         &self,
         key: &[u8],
@@ -576,9 +579,20 @@ impl Tiers {
         ttl: Option<Duration>,
         cost: u64,
         encoding: Encoding,
-    ) -> Result<()> {
-        self.set_as(key, value, ttl, cost, encoding, SetKind::Unshared)
-            .await
+    ) -> (Result<()>, u64) {
+        let token = std::sync::atomic::AtomicU64::new(0);
+        let r = self
+            .set_as(
+                key,
+                value,
+                ttl,
+                cost,
+                encoding,
+                SetKind::Unshared,
+                Some(&token),
+            )
+            .await;
+        (r, token.into_inner())
     }
 
     /// [`Tiers::set`] that waits for the write as under write-through, whatever the write
@@ -591,10 +605,16 @@ impl Tiers {
         ttl: Option<Duration>,
         encoding: Encoding,
     ) -> Result<()> {
-        self.set_as(key, value, ttl, 0, encoding, SetKind::Durable)
+        self.set_as(key, value, ttl, 0, encoding, SetKind::Durable, None)
             .await
     }
 
+    /// `leader`: set to the shared queue's token of this store (a lease leader's answer, see
+    /// `SharedQueue::mark_leader`), taken in the critical section that orders the store.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the private worker behind the four public set paths"
+    )]
     async fn set_as(
         &self,
         key: &[u8],
@@ -603,7 +623,10 @@ impl Tiers {
         cost: u64,
         encoding: Encoding,
         kind: SetKind,
+        leader: Option<&std::sync::atomic::AtomicU64>,
     ) -> Result<()> {
+        #[cfg(not(feature = "redis"))]
+        let _ = leader;
         let durable = kind == SetKind::Durable;
         self.check_open()?;
         self.check_key(key)?;
@@ -662,8 +685,15 @@ impl Tiers {
             // Queued to be shared under the same lock as its version: two `set`s of one key
             // reach the shared queue in the order they reached this replica.
             #[cfg(feature = "redis")]
-            if let Some(shared) = self.shared.as_ref().filter(|_| kind != SetKind::Unshared) {
-                shared.share(hash, key, shared_value.clone(), meta);
+            if let Some(shared) = &self.shared {
+                if kind != SetKind::Unshared {
+                    shared.share(hash, key, shared_value.clone(), meta);
+                } else if let Some(t) = leader {
+                    t.store(
+                        shared.queue.mark_leader(hash),
+                        std::sync::atomic::Ordering::Relaxed,
+                    );
+                }
             }
             version
         };

@@ -508,10 +508,25 @@ impl TieredCache {
         let led = lease.is_some();
         #[cfg(not(feature = "redis"))]
         let led = false;
+        // Stored locally first, then (a lease leader) written to the shared tier inline,
+        // unless a `set`/`remove` of the key came after the local store: the server then
+        // gets the key's operations in the order this replica applied them.
+        let ttl = controls.ttl.resolve(tiers.config().default_ttl);
+        #[cfg_attr(not(feature = "redis"), allow(unused_variables))]
+        let (set, token) = if !stores {
+            (Ok(()), 0)
+        } else if led {
+            tiers
+                .set_unshared(key, bytes.clone(), ttl, cost, encoding)
+                .await
+        } else {
+            (tiers.set(key, bytes.clone(), ttl, cost, encoding).await, 0)
+        };
         #[cfg(feature = "redis")]
         if let Some((guard, hash)) = lease.take() {
-            if stores {
-                let ttl = controls.ttl.resolve(tiers.config().default_ttl);
+            // In memory at least (`NotPersisted`: the disk refused it, still served).
+            let held = matches!(set, Ok(()) | Err(Error::NotPersisted { .. }));
+            if stores && held && token != 0 {
                 let now = tiers.now_ms();
                 let meta = crate::warm::format::EntryMeta {
                     created_ms: now,
@@ -522,38 +537,26 @@ impl TieredCache {
                     cost,
                     encoding,
                 };
-                guard.complete(hash, key, bytes.clone(), meta).await;
+                guard.complete(hash, key, bytes.clone(), meta, token).await;
             } else {
-                // Not cacheable: the other replicas' waiters load for themselves at once,
-                // rather than taking the lease over one after another.
+                // Not cacheable (or not stored): the other replicas' waiters load for
+                // themselves at once, rather than taking the lease over one after another.
                 guard.unshared().await;
             }
         }
-        let stored = if stores {
-            let ttl = controls.ttl.resolve(tiers.config().default_ttl);
-            let set = if led {
-                tiers
-                    .set_unshared(key, bytes.clone(), ttl, cost, encoding)
-                    .await
-            } else {
-                tiers.set(key, bytes.clone(), ttl, cost, encoding).await
-            };
-            match set {
-                Err(Error::ValueTooLarge { len, max }) => {
-                    debug!(
-                        len,
-                        max, "loaded value too large to cache; returned uncached"
-                    );
-                    Ok(())
-                }
-                // Write-through and the disk refused the write: the caller asked for an
-                // answer, and has it (served from memory meanwhile; `flush` reports the
-                // write).
-                Err(Error::NotPersisted { .. }) => Ok(()),
-                other => other,
+        let stored = match set {
+            Err(Error::ValueTooLarge { len, max }) => {
+                debug!(
+                    len,
+                    max, "loaded value too large to cache; returned uncached"
+                );
+                Ok(())
             }
-        } else {
-            Ok(())
+            // Write-through and the disk refused the write: the caller asked for an
+            // answer, and has it (served from memory meanwhile; `flush` reports the
+            // write).
+            Err(Error::NotPersisted { .. }) => Ok(()),
+            other => other,
         };
         leader.land(Landing::Value {
             bytes,

@@ -107,9 +107,10 @@ impl LeaseGuard {
         key: &[u8],
         value: Arc<[u8]>,
         meta: EntryMeta,
+        token: u64,
     ) {
         self.stop_renewing();
-        if self.tier.put_inline(hash, key, value, meta).await {
+        if self.tier.put_inline(hash, key, value, meta, token).await {
             self.tier.lease_release(&self.key, &self.token).await;
         } else {
             // Too large, refused or failed: no value will come for the waiters.

@@ -54,7 +54,15 @@ struct State {
     order: VecDeque<(KeyHash, u64)>,
     bytes: usize,
     seq: u64,
+    /// Keys whose lease leader stored its answer locally, with the token of that store:
+    /// cleared by any newer operation of the key (see [`SharedQueue::take_for_leader`]).
+    leaders: HashMap<KeyHash, u64>,
+    leader_seq: u64,
 }
+
+/// A newer operation of the key reached the queue after the lease leader's local store.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Newer;
 
 /// The queue (see the module docs).
 #[derive(Debug)]
@@ -90,6 +98,8 @@ impl SharedQueue {
                 SharedOp::Del => 0,
             };
         let mut st = lock(&self.state);
+        // Newer than a lease leader's local store of the key, queued or not.
+        st.leaders.remove(&hash);
         let old = st.slots.get(&hash).map_or(0, |s| s.bytes);
         if (st.bytes - old).saturating_add(size) > self.capacity {
             if !matches!(st.slots.get(&hash).map(|s| &s.op), Some(SharedOp::Del)) {
@@ -143,12 +153,56 @@ impl SharedQueue {
         Ok(())
     }
 
-    /// Drops what `hash` has queued, and returns it.
-    pub(crate) fn remove(&self, hash: &KeyHash) -> Option<SharedOp> {
+    /// A newer operation of `hash` that is not queued (dropped while the breaker is open):
+    /// the key's queued operation goes (returned), and a lease leader's local store of the
+    /// key is no longer its newest.
+    pub(crate) fn supersede(&self, hash: &KeyHash) -> Option<SharedOp> {
         let mut st = lock(&self.state);
+        st.leaders.remove(hash);
         let s = st.slots.remove(hash)?;
         st.bytes -= s.bytes;
         Some(s.op)
+    }
+
+    /// A lease leader stored its answer for `hash` locally (called in the same critical
+    /// section as that store's version, as `push` is for every `set`/`remove`). Returns the
+    /// token [`SharedQueue::take_for_leader`] checks.
+    pub(crate) fn mark_leader(&self, hash: KeyHash) -> u64 {
+        let mut st = lock(&self.state);
+        st.leader_seq += 1;
+        let token = st.leader_seq;
+        st.leaders.insert(hash, token);
+        token
+    }
+
+    /// For the lease leader's inline write of `hash`: when no operation of the key came
+    /// since its local store (`token`), takes the key's queued operation out (older than
+    /// the leader's value) and returns it; `Err(Newer)` otherwise (the newer operation
+    /// carries the key's state to the server, and the leader's value must not land after
+    /// it).
+    pub(crate) fn take_for_leader(
+        &self,
+        hash: &KeyHash,
+        token: u64,
+    ) -> Result<Option<SharedOp>, Newer> {
+        let mut st = lock(&self.state);
+        if st.leaders.get(hash) != Some(&token) {
+            return Err(Newer);
+        }
+        st.leaders.remove(hash);
+        let Some(s) = st.slots.remove(hash) else {
+            return Ok(None);
+        };
+        st.bytes -= s.bytes;
+        Ok(Some(s.op))
+    }
+
+    /// Forgets a lease leader's mark (its answer is not written inline after all).
+    pub(crate) fn forget_leader(&self, hash: &KeyHash, token: u64) {
+        let mut st = lock(&self.state);
+        if st.leaders.get(hash) == Some(&token) {
+            st.leaders.remove(hash);
+        }
     }
 
     /// What `hash` has queued.

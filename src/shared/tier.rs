@@ -474,7 +474,7 @@ impl SharedTier {
             // copy expired, and on every other replica): a removal is kept, as for a
             // `remove`, and sent once the breaker closes (not counted as a write: the value
             // is counted dropped). A queued removal of the key stays counted.
-            let queued = self.queue.remove(&hash);
+            let queued = self.queue.supersede(&hash);
             let counted = del
                 || matches!(
                     queued,
@@ -670,7 +670,11 @@ impl SharedTier {
         // A command's own failure (READONLY after a failover) is the server's trouble too:
         // the batch is then reported to the breaker as one failure, not as a success.
         let result = self
-            .call_judged(deadline, |s| s.write_many(ops), |r: &Vec<_>| first_failure(r))
+            .call_judged(
+                deadline,
+                |s| s.write_many(ops),
+                |r: &Vec<_>| first_failure(r),
+            )
             .await;
         // Answered (or refused, or timed out): each path below keeps or settles its removals.
         in_flight.done = true;
@@ -1408,14 +1412,20 @@ impl SharedTier {
 
     /// Writes an entry now, not through the queue (a lease holder's answer, which its waiters
     /// poll for). Whether it was accepted.
+    ///
+    /// `token`: the leader's local store of the answer ([`SharedQueue::mark_leader`]): when
+    /// a `set` or `remove` of the key came after it, the answer is older than what this
+    /// replica holds, and is not written (`false`).
     pub(crate) async fn put_inline(
         &self,
         hash: KeyHash,
         key: &[u8],
         value: Arc<[u8]>,
         meta: EntryMeta,
+        token: u64,
     ) -> bool {
         if !entry::shareable(key) {
+            self.queue.forget_leader(&hash, token);
             return false;
         }
         // This value is the key's newest here. An older operation of the key must not land
@@ -1433,13 +1443,20 @@ impl SharedTier {
             {
                 let mut flights = lock(&self.flights);
                 if flights.sent(&hash) == 0 || Instant::now() >= deadline {
+                    let Ok(queued) = self.queue.take_for_leader(&hash, token) else {
+                        // A `set`/`remove` of the key came after the leader stored its
+                        // answer locally: that one carries the key's state to the server
+                        // (queued, or in a batch), and this older answer must not land
+                        // after it. Not written.
+                        return false;
+                    };
                     let taken = flights.keys.get(&hash).is_some_and(|f| f.taken > 0);
                     let taken_removal = taken && flights.removals.contains(&hash);
                     if taken {
                         flights.superseded.insert(hash);
                     }
                     let queued_removal = matches!(
-                        self.queue.remove(&hash),
+                        queued,
                         Some(
                             SharedOp::Del
                                 | SharedOp::Put {
@@ -1494,7 +1511,11 @@ impl SharedTier {
             }
         };
         let replies = self
-            .call_judged(deadline, |s| s.write_many(ops), |r: &Vec<_>| first_failure(r))
+            .call_judged(
+                deadline,
+                |s| s.write_many(ops),
+                |r: &Vec<_>| first_failure(r),
+            )
             .await;
         in_flight.done = true;
         // Whatever is not accepted below leaves a removal kept: the older shared copy this

@@ -237,9 +237,12 @@ async fn a_removal_sent_by_a_lease_leaders_write_still_hides_the_shared_copy() {
         (&b"v2 (loaded)"[..], Source::Loaded)
     );
     let s = a.stats();
+    // Since session 13 the leader stores its answer locally before its inline write: the
+    // read during that write is served the leader's answer from memory, never the removed
+    // one from the server (no shared hit).
     assert_eq!(
-        (during, s.shared_hits),
-        (None, 0),
+        (during.as_deref(), s.shared_hits),
+        (Some("v2 (loaded)"), 0),
         "the removed answer was served while the leader's DEL was in flight"
     );
 }
@@ -393,7 +396,9 @@ async fn a_leader_cancelled_during_its_inline_write_keeps_the_removal() {
             on_a,
             fresh_read(&server, "k").await
         ),
-        (1, None, None, None),
+        // `on_a`: the leader's answer, stored locally before its inline write (session 13)
+        // and kept; never the removed one.
+        (1, None, Some("v2 (loaded)".to_owned()), None),
         "the removal was lost with the cancelled write"
     );
 }

@@ -144,7 +144,6 @@ async fn a_set_dropped_for_an_open_breaker_still_removes_the_older_shared_copy()
 /// counted on the branch next to it). Writes made: set x (failed), set k (expired) = 2;
 /// ok + failed + dropped = 1.
 #[tokio::test(flavor = "current_thread", start_paused = true)]
-#[ignore = "FINDING S3: a value that expires in the queue (or cannot be encoded) is never counted ok, failed or dropped"]
 async fn a_value_expired_in_the_queue_is_counted_once() {
     let server = MemoryShared::new();
     let a = replica(&server).await;
