@@ -28,5 +28,6 @@ mod hostile;
 mod r11;
 /// Adversary 12 (session 13's shared-tier fixes): tests/adversary10/r12/FINDINGS.md.
 mod r12;
+mod r13;
 mod races;
 mod superseded;
