@@ -219,3 +219,35 @@ async fn a_leader_that_stands_down_is_counted_once() {
         "ok, failed, dropped: without the leader {without:?}, with it {with:?}"
     );
 }
+
+/// A leader whose local store is refused (`ValueTooLarge`): the answer is returned uncached,
+/// not written to the server (no mark, token 0), and an older shared copy is not left to be
+/// served instead of a newer local state: after `set k v1`, `remove k`, the too-large load
+/// leaves nothing here and on the server.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_leader_whose_local_store_is_refused_writes_nothing() {
+    let server = MemoryShared::new();
+    let a = replica_with(
+        &server,
+        |c| c,
+        |b| b.shared_single_flight(true).max_entry_bytes(64),
+    )
+    .await;
+    a.set_bytes("k", b"v1").await.unwrap();
+    a.flush().await.unwrap();
+    assert!(a.remove("k").await.unwrap());
+    let calls = Arc::new(AtomicU32::new(0));
+    let controls = Controls::new();
+    let big = vec![b'x'; 100];
+    let led = a
+        .get_or_insert_bytes("k", &controls, loader(&calls, &big, Duration::ZERO))
+        .await
+        .unwrap();
+    assert_eq!((led.value.len(), led.source), (100, Source::Loaded));
+    a.flush().await.unwrap();
+    assert_eq!(
+        (text(a.get_bytes("k").await.unwrap()), held(&server, b"k")),
+        (None, None)
+    );
+    assert_eq!(fresh_read(&server, "k").await, None);
+}
