@@ -420,7 +420,11 @@ pub struct Stats {
     /// `DEL` that failed is kept and sent again, counted once delivered (`shared_writes_ok`)
     /// or given up (`shared_writes_dropped`).
     pub shared_writes_failed: u64,
-    /// Shared writes dropped before they were sent, all reasons.
+    /// Shared writes dropped before they were sent, all reasons. Not counted in any of the
+    /// three: an operation replaced on this replica by a newer one of its key before it was
+    /// sent (a queued value or removal overwritten, a removal repeated while kept, a lease
+    /// leader's answer that a later `set`/`remove` made stand down): the newer one is the
+    /// key's write.
     pub shared_writes_dropped: u64,
     /// Shared writes dropped by reason: `queue_full`, `breaker_open`, `too_large`, `expired`.
     pub shared_writes_dropped_by_reason: BTreeMap<String, u64>,
