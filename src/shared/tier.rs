@@ -287,7 +287,13 @@ impl SharedTier {
 
     /// Runs `op` on the store within the timeout; a timeout is a failure of its kind.
     async fn timed<T>(&self, fut: BoxFut<'_, T>) -> Result<T, StoreError> {
-        match tokio::time::timeout(self.config.timeout, fut).await {
+        self.timed_until(Instant::now() + self.config.timeout, fut)
+            .await
+    }
+
+    /// [`SharedTier::timed`] with the timeout ending at `deadline`.
+    async fn timed_until<T>(&self, deadline: Instant, fut: BoxFut<'_, T>) -> Result<T, StoreError> {
+        match tokio::time::timeout_at(deadline, fut).await {
             Ok(r) => r,
             Err(_) => Err(StoreError::failed(
                 SharedErrorKind::Timeout,
@@ -298,24 +304,19 @@ impl SharedTier {
 
     /// One admitted call, answered by `deadline` (a write's `timeout`, counted from before
     /// it waited for an older write of its keys), whose outcome for the breaker `judge`
-    /// decides from its result
-    /// (a pipeline whose round trip passed but whose commands failed is a failure): `None`
-    /// when the breaker refused it. Round-trip failures are counted here; `judge`'s are
-    /// the caller's to count.
+    /// decides from its result (a pipeline whose round trip passed but whose commands failed
+    /// is a failure): `None` when the breaker refused it (counted in `shared_rejections`
+    /// when `count_rejection`). Round-trip failures are counted here; `judge`'s are the
+    /// caller's to count.
     async fn call_judged<T>(
         &self,
+        count_rejection: bool,
         deadline: Instant,
         op: impl FnOnce(&dyn SharedStore) -> BoxFut<'_, T>,
         judge: impl FnOnce(&T) -> Option<StoreError>,
     ) -> Option<Result<T, StoreError>> {
-        let call = self.admit(false)?;
-        let result = match tokio::time::timeout_at(deadline, op(&*self.store)).await {
-            Ok(r) => r,
-            Err(_) => Err(StoreError::failed(
-                SharedErrorKind::Timeout,
-                format!("no answer within {:?}", self.config.timeout),
-            )),
-        };
+        let call = self.admit(count_rejection)?;
+        let result = self.timed_until(deadline, op(&*self.store)).await;
         match &result {
             Err(e) => {
                 if let Some(kind) = e.failure() {
@@ -333,26 +334,16 @@ impl SharedTier {
         Some(result)
     }
 
-    /// One admitted call: `None` when the breaker refused it; failures counted and reported.
+    /// One admitted call within the timeout: `None` when the breaker refused it; failures
+    /// counted and reported.
     async fn call<T>(
         &self,
         count_rejection: bool,
         op: impl FnOnce(&dyn SharedStore) -> BoxFut<'_, T>,
     ) -> Option<Result<T, StoreError>> {
-        let call = self.admit(count_rejection)?;
-        let result = self.timed(op(&*self.store)).await;
-        match &result {
-            Err(e) => {
-                if let Some(kind) = e.failure() {
-                    self.counters.shared.error(kind);
-                    self.report(call, Some(e));
-                } else {
-                    self.report(call, None);
-                }
-            }
-            Ok(_) => self.report(call, None),
-        }
-        Some(result)
+        let deadline = Instant::now() + self.config.timeout;
+        self.call_judged(count_rejection, deadline, op, |_| None)
+            .await
     }
 
     /// Reads the entry of `key` (already known not to be found locally). `None` on a miss,
@@ -671,6 +662,7 @@ impl SharedTier {
         // the batch is then reported to the breaker as one failure, not as a success.
         let result = self
             .call_judged(
+                false,
                 deadline,
                 |s| s.write_many(ops),
                 |r: &Vec<_>| first_failure(r),
@@ -1512,6 +1504,7 @@ impl SharedTier {
         };
         let replies = self
             .call_judged(
+                false,
                 deadline,
                 |s| s.write_many(ops),
                 |r: &Vec<_>| first_failure(r),

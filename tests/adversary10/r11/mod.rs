@@ -22,7 +22,7 @@ mod fixes_real;
 mod lease;
 mod reads;
 mod real;
-mod window;
+pub(crate) mod window;
 
 use answercache::testing::MemoryShared;
 

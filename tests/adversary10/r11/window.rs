@@ -24,7 +24,7 @@ use super::*;
 use crate::mem::*;
 
 /// A current-thread runtime with one blocking thread.
-fn runtime() -> tokio::runtime::Runtime {
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .max_blocking_threads(1)
@@ -33,11 +33,11 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 /// Holds the runtime's only blocking thread until dropped.
-struct Blocker(
+pub(crate) struct Blocker(
     #[allow(dead_code, reason = "dropping it frees the thread")] std::sync::mpsc::Sender<()>,
 );
 
-async fn occupy_the_blocking_pool() -> Blocker {
+pub(crate) async fn occupy_the_blocking_pool() -> Blocker {
     let (tx, rx) = std::sync::mpsc::channel::<()>();
     let (started, running) = tokio::sync::oneshot::channel();
     tokio::task::spawn_blocking(move || {
@@ -49,7 +49,11 @@ async fn occupy_the_blocking_pool() -> Blocker {
 }
 
 /// Polls `cond` on `cache`'s stats every 5 ms, for 10 s at most.
-async fn until(cache: &TieredCache, what: &str, cond: impl Fn(&answercache::Stats) -> bool) {
+pub(crate) async fn until(
+    cache: &TieredCache,
+    what: &str,
+    cond: impl Fn(&answercache::Stats) -> bool,
+) {
     for _ in 0..2000 {
         if cond(&cache.stats()) {
             return;

@@ -12,10 +12,15 @@ use answercache::Source;
 use super::*;
 use crate::mem::*;
 
-type Loading = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<u8>, String>>>>;
+pub(crate) type Loading =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<u8>, String>>>>;
 
 /// A loader that counts its calls and answers `answer` after `took`.
-fn loader(calls: &Arc<AtomicU32>, answer: &[u8], took: Duration) -> impl FnOnce() -> Loading {
+pub(crate) fn loader(
+    calls: &Arc<AtomicU32>,
+    answer: &[u8],
+    took: Duration,
+) -> impl FnOnce() -> Loading {
     let calls = calls.clone();
     let answer = answer.to_vec();
     move || {
@@ -27,12 +32,12 @@ fn loader(calls: &Arc<AtomicU32>, answer: &[u8], took: Duration) -> impl FnOnce(
     }
 }
 
-async fn leased(server: &MemoryShared) -> Replica {
+pub(crate) async fn leased(server: &MemoryShared) -> Replica {
     replica_with(server, |c| c, |b| b.shared_single_flight(true)).await
 }
 
 /// Sleeps 1 ms at a time (paused clock) until `server` has seen `n` pipelined writes.
-async fn until_writes(server: &MemoryShared, n: u64) {
+pub(crate) async fn until_writes(server: &MemoryShared, n: u64) {
     for _ in 0..10_000 {
         if server.calls(SharedOpKind::Write) >= n {
             return;

@@ -7,7 +7,7 @@
 //! tests use `testing::MemoryShared` on tokio's paused clock (deterministic).
 
 mod close;
-mod leader;
+pub(crate) mod leader;
 mod threads;
 mod window;
 

@@ -4,50 +4,15 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use answercache::agent::Controls;
 use answercache::testing::{MemoryShared, SharedFault, SharedOpKind, TestDir};
-use answercache::{BreakerState, Source, TieredCache};
+use answercache::{BreakerState, Source};
 
 use super::*;
 use crate::mem::*;
 
-/// A current-thread runtime with one blocking thread.
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .max_blocking_threads(1)
-        .build()
-        .unwrap()
-}
-
-/// Holds the runtime's only blocking thread until dropped.
-struct Blocker(
-    #[allow(dead_code, reason = "dropping it frees the thread")] std::sync::mpsc::Sender<()>,
-);
-
-async fn occupy_the_blocking_pool() -> Blocker {
-    let (tx, rx) = std::sync::mpsc::channel::<()>();
-    let (started, running) = tokio::sync::oneshot::channel();
-    tokio::task::spawn_blocking(move || {
-        let _ = started.send(());
-        let _ = rx.recv();
-    });
-    running.await.unwrap();
-    Blocker(tx)
-}
-
-/// Polls `cond` on `cache`'s stats every 5 ms, for 10 s at most.
-async fn until(cache: &TieredCache, what: &str, cond: impl Fn(&answercache::Stats) -> bool) {
-    for _ in 0..2000 {
-        if cond(&cache.stats()) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    panic!("{what}: {:?}", cache.stats());
-}
+use crate::r11::window::{occupy_the_blocking_pool, runtime, until};
 
 /// Accounting through the new path (R6's fix): `remove k` is taken by the drain task with a
 /// 100 KiB value of another key, and waits for the blocking pool to encode them. This

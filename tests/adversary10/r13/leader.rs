@@ -12,36 +12,7 @@ use answercache::Source;
 use super::*;
 use crate::mem::*;
 
-type Loading = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<u8>, String>>>>;
-
-fn loader(calls: &Arc<AtomicU32>, answer: &[u8], took: Duration) -> impl FnOnce() -> Loading {
-    let calls = calls.clone();
-    let answer = answer.to_vec();
-    move || {
-        Box::pin(async move {
-            calls.fetch_add(1, Ordering::SeqCst);
-            tokio::time::sleep(took).await;
-            Ok(answer)
-        })
-    }
-}
-
-async fn leased(server: &MemoryShared) -> Replica {
-    replica_with(server, |c| c, |b| b.shared_single_flight(true)).await
-}
-
-async fn until_writes(server: &MemoryShared, n: u64) {
-    for _ in 0..10_000 {
-        if server.calls(SharedOpKind::Write) >= n {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    panic!(
-        "the server saw {} writes",
-        server.calls(SharedOpKind::Write)
-    );
-}
+use crate::r12::leader::{leased, loader, until_writes};
 
 /// A `remove` made while the leader, having stored its answer locally, waits (in
 /// `put_inline`) for a sent `DEL` of the key: the leader must stand down (its mark cleared
