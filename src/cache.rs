@@ -35,6 +35,7 @@ use crate::parts::Parts;
 use crate::queue::{Op, QueueView};
 use crate::stats::{Counters, Gauges, Mode, Stats};
 use crate::sync::lock;
+use crate::warm::encoded::EncodedEntry;
 use crate::warm::format::{EntryMeta, Limits};
 use crate::warm::layout::key_hash;
 use crate::warm::store::{InlineRead, ReadOutcome, INLINE_STEP_BYTES};
@@ -57,6 +58,10 @@ pub(crate) struct Tiers {
     shared: Option<Arc<crate::shared::tier::SharedTier>>,
 }
 
+#[cfg(all(test, feature = "redis"))]
+#[path = "encode_once_tests.rs"]
+mod encode_once_tests;
+
 /// How a `set` is made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SetKind {
@@ -66,6 +71,20 @@ enum SetKind {
     Durable,
     /// Not queued for the shared tier: already written there (feature `redis`).
     Unshared,
+}
+
+/// What a lease leader's local store (`Tiers::set_unshared`) tells its inline write to the
+/// shared tier.
+#[derive(Debug, Default)]
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(crate) struct LeaderStore {
+    /// The shared queue's token of the store (`SharedQueue::mark_leader`); 0 when nothing
+    /// was stored or there is no shared tier.
+    pub token: std::sync::atomic::AtomicU64,
+    /// The stored entry's metadata: the inline write shares the same entry.
+    pub meta: EntryMeta,
+    /// The disk write's cell, when the disk is in use: the entry is compressed once.
+    pub encoded: Option<Arc<EncodedEntry>>,
 }
 
 /// What a lookup found.
@@ -472,6 +491,8 @@ impl Tiers {
                 None
             };
             let queued = permit.is_some_and(|permit| {
+                // The disk writes the file read, verified, as it is: not compressed again.
+                let encoded = EncodedEntry::with_file(meta, hit.file.into());
                 self.p.queue.commit_made(permit, *hash, key.into(), |view| {
                     let version = self.p.hot.next_version();
                     let evicted = self.p.hot.promote(key, entry(version, true), stamp)?;
@@ -480,6 +501,7 @@ impl Tiers {
                         value: value.clone(),
                         meta,
                         version,
+                        encoded: Some(encoded),
                     })
                 })
             });
@@ -569,9 +591,10 @@ impl Tiers {
 
     /// [`Tiers::set`] without queueing the value for the shared tier: a lease leader's
     /// answer, which it then writes there inline (SHARED_TIER.md section 8), not twice.
-    /// Returns, with the result, the token of the store (0 when nothing was stored or there
-    /// is no shared tier) that the inline write checks: a `set` or `remove` of the key after
-    /// this store makes the inline write stand down.
+    /// Returns, with the result, what the inline write needs: the token of the store (0 when
+    /// nothing was stored or there is no shared tier), which makes the inline write stand down
+    /// when a `set` or `remove` of the key came after this store; the entry's metadata; and
+    /// the cell through which the disk writer and the inline write encode the entry once.
     pub(crate) async fn set_unshared(
         &self,
         key: &[u8],
@@ -579,8 +602,8 @@ impl Tiers {
         ttl: Option<Duration>,
         cost: u64,
         encoding: Encoding,
-    ) -> (Result<()>, u64) {
-        let token = std::sync::atomic::AtomicU64::new(0);
+    ) -> (Result<()>, LeaderStore) {
+        let mut store = LeaderStore::default();
         let r = self
             .set_as(
                 key,
@@ -589,10 +612,10 @@ impl Tiers {
                 cost,
                 encoding,
                 SetKind::Unshared,
-                Some(&token),
+                Some(&mut store),
             )
             .await;
-        (r, token.into_inner())
+        (r, store)
     }
 
     /// [`Tiers::set`] that waits for the write as under write-through, whatever the write
@@ -609,8 +632,9 @@ impl Tiers {
             .await
     }
 
-    /// `leader`: set to the shared queue's token of this store (a lease leader's answer, see
-    /// `SharedQueue::mark_leader`), taken in the critical section that orders the store.
+    /// `leader`: a lease leader's answer, told the shared queue's token of this store (see
+    /// `SharedQueue::mark_leader`, taken in the critical section that orders the store), the
+    /// entry's metadata and the disk write's cell.
     #[allow(
         clippy::too_many_arguments,
         reason = "the private worker behind the four public set paths"
@@ -623,10 +647,8 @@ impl Tiers {
         cost: u64,
         encoding: Encoding,
         kind: SetKind,
-        leader: Option<&std::sync::atomic::AtomicU64>,
+        leader: Option<&mut LeaderStore>,
     ) -> Result<()> {
-        #[cfg(not(feature = "redis"))]
-        let _ = leader;
         let durable = kind == SetKind::Durable;
         self.check_open()?;
         self.check_key(key)?;
@@ -660,6 +682,20 @@ impl Tiers {
         let hot_value = value.clone();
         #[cfg(feature = "redis")]
         let shared_value = value.clone();
+        // The entry file, encoded once for the disk and the shared tier (`warm::encoded`):
+        // wanted when both will store it.
+        #[cfg(feature = "redis")]
+        let encoded = (self.shared.is_some() && permit.is_some()).then(EncodedEntry::new);
+        #[cfg(not(feature = "redis"))]
+        let encoded: Option<Arc<EncodedEntry>> = None;
+        #[cfg(feature = "redis")]
+        let shared_encoded = encoded.clone();
+        #[cfg_attr(not(feature = "redis"), allow(unused_variables))]
+        let leader = leader.map(|l| {
+            l.meta = meta;
+            l.encoded.clone_from(&encoded);
+            &l.token
+        });
         let ack = durable || self.config.write_policy == WritePolicy::WriteThrough;
         // Under the queue lock: the version, the hot tier, and (below) the queued write.
         let into_hot = |view: &QueueView<'_>| {
@@ -687,7 +723,13 @@ impl Tiers {
             #[cfg(feature = "redis")]
             if let Some(shared) = &self.shared {
                 if kind != SetKind::Unshared {
-                    shared.share(hash, key, shared_value.clone(), meta);
+                    shared.share(
+                        hash,
+                        key,
+                        shared_value.clone(),
+                        meta,
+                        shared_encoded.clone(),
+                    );
                 } else if let Some(t) = leader {
                     t.store(
                         shared.queue.mark_leader(hash),
@@ -709,6 +751,7 @@ impl Tiers {
                                 value,
                                 meta,
                                 version,
+                                encoded,
                             },
                             (),
                         )

@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 
+use crate::warm::encoded::EncodedEntry;
 use crate::warm::format::EntryMeta;
 use crate::warm::layout::KeyHash;
 
@@ -34,6 +35,9 @@ pub(crate) enum Op {
         meta: EntryMeta,
         /// The hot-tier version this write makes clean.
         version: u64,
+        /// The entry file, shared with the other tier that stores this write (the shared
+        /// tier, or the shared hit this write promotes), so that it is encoded once.
+        encoded: Option<Arc<EncodedEntry>>,
     },
     /// Delete the entry file.
     Delete {
@@ -557,6 +561,7 @@ mod tests {
             value: vec![v; 10].into(),
             meta: EntryMeta::default(),
             version: u64::from(v),
+            encoded: None,
         }
     }
 

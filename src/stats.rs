@@ -182,6 +182,9 @@ pub(crate) struct Counters {
     pub joined: Counter,
     pub bypasses: Counter,
     pub unencodable: Counter,
+    /// Entry files compressed, for the disk and the shared tier together (a write both store
+    /// is compressed once, `warm::encoded`). Not in [`Stats`]: the tests read it.
+    pub entries_encoded: Counter,
     pub shared: SharedCounters,
 }
 

@@ -171,7 +171,12 @@ impl Writer {
             .gate
             .run(move |fs, store| {
                 let result = match &op2 {
-                    Op::Put { value, meta, .. } => store.write(fs, &key2, &hash, value, *meta),
+                    Op::Put {
+                        value,
+                        meta,
+                        encoded,
+                        ..
+                    } => store.write_encoded(fs, &key2, &hash, value, *meta, encoded.as_deref()),
                     Op::Delete { .. } | Op::Purge { .. } => store
                         .remove(fs, &hash)
                         .map(|_| WriteOutcome::Written { len: 0 }),
@@ -355,6 +360,7 @@ impl Writer {
                         encoding: e.encoding,
                     },
                     version: e.version,
+                    encoded: None,
                 }
             };
             let still_dirty = |_: &QueueView<'_>| {

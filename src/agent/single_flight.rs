@@ -61,7 +61,7 @@ use tracing::debug;
 use super::controls::Controls;
 use super::flights::{wait, Fallback, Landing, Leader, Role};
 use crate::answer::{Answer, Source};
-use crate::cache::Tiers;
+use crate::cache::{LeaderStore, Tiers};
 use crate::codec::{self, Codec, Encoding};
 use crate::error::{Error, LoaderError, Result};
 use crate::handle::TieredCache;
@@ -513,31 +513,28 @@ impl TieredCache {
         // gets the key's operations in the order this replica applied them.
         let ttl = controls.ttl.resolve(tiers.config().default_ttl);
         #[cfg_attr(not(feature = "redis"), allow(unused_variables))]
-        let (set, token) = if !stores {
-            (Ok(()), 0)
+        let (set, stored) = if !stores {
+            (Ok(()), LeaderStore::default())
         } else if led {
             tiers
                 .set_unshared(key, bytes.clone(), ttl, cost, encoding)
                 .await
         } else {
-            (tiers.set(key, bytes.clone(), ttl, cost, encoding).await, 0)
+            (
+                tiers.set(key, bytes.clone(), ttl, cost, encoding).await,
+                LeaderStore::default(),
+            )
         };
         #[cfg(feature = "redis")]
         if let Some((guard, hash)) = lease.take() {
             // In memory at least (`NotPersisted`: the disk refused it, still served).
             let held = matches!(set, Ok(()) | Err(Error::NotPersisted { .. }));
+            let token = stored.token.into_inner();
             if stores && held && token != 0 {
-                let now = tiers.now_ms();
-                let meta = crate::warm::format::EntryMeta {
-                    created_ms: now,
-                    expires_ms: ttl.map_or(0, |t| {
-                        now.saturating_add(u64::try_from(t.as_millis()).unwrap_or(u64::MAX))
-                            .max(1)
-                    }),
-                    cost,
-                    encoding,
-                };
-                guard.complete(hash, key, bytes.clone(), meta, token).await;
+                // The entry stored locally, shared as it is (its file encoded once).
+                guard
+                    .complete(hash, key, bytes.clone(), stored.meta, token, stored.encoded)
+                    .await;
             } else {
                 // Not cacheable (or not stored): the other replicas' waiters load for
                 // themselves at once, rather than taking the lease over one after another.

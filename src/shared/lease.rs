@@ -36,6 +36,7 @@ use tokio::time::Instant;
 use super::store::LeaseSeen;
 use super::tier::SharedTier;
 use crate::breaker::BreakerState;
+use crate::warm::encoded::EncodedEntry;
 use crate::warm::format::EntryMeta;
 use crate::warm::layout::KeyHash;
 
@@ -108,9 +109,14 @@ impl LeaseGuard {
         value: Arc<[u8]>,
         meta: EntryMeta,
         token: u64,
+        encoded: Option<Arc<EncodedEntry>>,
     ) {
         self.stop_renewing();
-        if self.tier.put_inline(hash, key, value, meta, token).await {
+        if self
+            .tier
+            .put_inline(hash, key, value, meta, token, encoded)
+            .await
+        {
             self.tier.lease_release(&self.key, &self.token).await;
         } else {
             // Too large, refused or failed: no value will come for the waiters.

@@ -9,6 +9,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use crate::sync::lock;
+use crate::warm::encoded::EncodedEntry;
 use crate::warm::format::EntryMeta;
 use crate::warm::layout::KeyHash;
 
@@ -25,6 +26,8 @@ pub(crate) enum SharedOp {
         value: Arc<[u8]>,
         meta: EntryMeta,
         del_first: bool,
+        /// The entry file, shared with the disk write of the same `set` (`warm::encoded`).
+        encoded: Option<Arc<EncodedEntry>>,
     },
     /// Delete the key's shared entry.
     Del,
@@ -380,6 +383,7 @@ mod tests {
             value: v.into(),
             meta: EntryMeta::default(),
             del_first: false,
+            encoded: None,
         }
     }
 

@@ -30,7 +30,8 @@ use crate::breaker::{BreakerConfig, BreakerState, CircuitBreaker, Permit, Transi
 use crate::clock::Clock;
 use crate::stats::{Counters, SharedDrop, SharedErrorKind};
 use crate::sync::lock;
-use crate::warm::format::{self, Decoded, EntryMeta, Limits};
+use crate::warm::encoded::EncodedEntry;
+use crate::warm::format::{Decoded, EntryMeta, Limits};
 use crate::warm::layout::KeyHash;
 
 /// Log target of the shared tier's events.
@@ -84,7 +85,7 @@ pub(crate) struct SharedTier {
     counters: Arc<Counters>,
     pub(crate) queue: SharedQueue,
     limits: Limits,
-    compression_level: u32,
+    encoder: EntryEncoder,
     clock: Arc<dyn Clock>,
     /// Wakes the probe task: the breaker changed.
     pub(crate) wake: Notify,
@@ -134,10 +135,18 @@ impl std::fmt::Debug for SharedTier {
     }
 }
 
+/// Encodes a value's entry file (FORMAT.md) as the disk does (the warm store's level and
+/// stored-below-one-unit rule), so that a file either tier encodes serves both.
+pub(crate) type EntryEncoder =
+    Arc<dyn Fn(&[u8], &[u8], EntryMeta) -> std::io::Result<Vec<u8>> + Send + Sync>;
+
 /// A value found in the shared tier, verified.
 #[derive(Debug)]
 pub(crate) struct SharedHit {
     pub decoded: Decoded,
+    /// The entry file read (its MAC, if any, cut off): what the disk writes when the hit is
+    /// promoted, without compressing the value again.
+    pub file: Vec<u8>,
 }
 
 /// A permit for one call; abandoned (frees nothing but is accounted) when dropped unreported.
@@ -162,7 +171,7 @@ impl SharedTier {
         single_flight: bool,
         counters: Arc<Counters>,
         limits: Limits,
-        compression_level: u32,
+        encoder: EntryEncoder,
         clock: Arc<dyn Clock>,
     ) -> SharedTier {
         let mut breaker = CircuitBreaker::new(BreakerConfig {
@@ -181,7 +190,7 @@ impl SharedTier {
             breaker: Mutex::new(breaker),
             counters,
             limits,
-            compression_level,
+            encoder,
             clock,
             wake: Notify::new(),
             oom_episode: AtomicBool::new(false),
@@ -391,7 +400,11 @@ impl SharedTier {
                 if !d.meta.is_expired(now)
                     && d.meta.created_ms <= now.saturating_add(MAX_CLOCK_AHEAD_MS) =>
             {
-                Some(SharedHit { decoded: d })
+                let mut file = bytes;
+                if self.config.mac_key.is_some() {
+                    file.truncate(file.len().saturating_sub(entry::MAC_LEN));
+                }
+                Some(SharedHit { decoded: d, file })
             }
             Checked::Entry(_) | Checked::Newer => {
                 self.count_miss();
@@ -431,7 +444,14 @@ impl SharedTier {
     }
 
     /// Queues `value` to be shared (a local `set` or load). Never waits.
-    pub(crate) fn share(&self, hash: KeyHash, key: &[u8], value: Arc<[u8]>, meta: EntryMeta) {
+    pub(crate) fn share(
+        &self,
+        hash: KeyHash,
+        key: &[u8],
+        value: Arc<[u8]>,
+        meta: EntryMeta,
+        encoded: Option<Arc<EncodedEntry>>,
+    ) {
         self.push(
             hash,
             key,
@@ -439,6 +459,7 @@ impl SharedTier {
                 value,
                 meta,
                 del_first: false,
+                encoded,
             },
         );
     }
@@ -609,7 +630,7 @@ impl SharedTier {
         });
         let enc = Encoding {
             mac: self.config.mac_key,
-            level: self.compression_level,
+            encoder: self.encoder.clone(),
             max_entry_bytes: self.config.max_entry_bytes,
             prefix: self.config.prefix.clone(),
             max_ttl: self.config.max_ttl,
@@ -1112,7 +1133,7 @@ pub(crate) fn px(expires_ms: u64, now_ms: u64, max_ttl: Duration) -> Option<u64>
 /// blocking pool).
 struct Encoding {
     mac: Option<[u8; 32]>,
-    level: u32,
+    encoder: EntryEncoder,
     max_entry_bytes: usize,
     prefix: String,
     max_ttl: Duration,
@@ -1162,6 +1183,7 @@ impl Encoding {
                     value,
                     meta,
                     del_first,
+                    encoded,
                 } => {
                     if del_first {
                         out.push((q.hash, WriteOp::Del { key: key.clone() }, true));
@@ -1179,7 +1201,14 @@ impl Encoding {
                         not_shared(&mut out, key);
                         continue;
                     };
-                    let Ok(file) = format::encode(&q.key, &value, meta, self.level) else {
+                    // The file the disk writer encoded for this write, or encoded here and
+                    // left for it: the value is compressed once.
+                    let encode = || (self.encoder)(&q.key, &value, meta);
+                    let file = match &encoded {
+                        Some(cell) => cell.file_for(meta, encode),
+                        None => encode().map(Arc::from),
+                    };
+                    let Ok(file) = file else {
                         counters.shared.dropped(SharedDrop::TooLarge, 1);
                         not_shared(&mut out, key);
                         continue;
@@ -1189,7 +1218,10 @@ impl Encoding {
                         not_shared(&mut out, key);
                         continue;
                     }
-                    let value: Arc<[u8]> = entry::seal(file, self.mac.as_ref()).into();
+                    let value: Arc<[u8]> = match &self.mac {
+                        None => file,
+                        Some(_) => entry::seal(file.to_vec(), self.mac.as_ref()).into(),
+                    };
                     out.push((q.hash, WriteOp::Set { key, value, px }, true));
                 }
             }
@@ -1415,6 +1447,7 @@ impl SharedTier {
         value: Arc<[u8]>,
         meta: EntryMeta,
         token: u64,
+        encoded: Option<Arc<EncodedEntry>>,
     ) -> bool {
         if !entry::shareable(key) {
             self.queue.forget_leader(&hash, token);
@@ -1472,7 +1505,7 @@ impl SharedTier {
         self.pending_dels.remove(&hash);
         let enc = Encoding {
             mac: self.config.mac_key,
-            level: self.compression_level,
+            encoder: self.encoder.clone(),
             max_entry_bytes: self.config.max_entry_bytes,
             prefix: self.config.prefix.clone(),
             max_ttl: self.config.max_ttl,
@@ -1485,6 +1518,7 @@ impl SharedTier {
                 value,
                 meta,
                 del_first,
+                encoded,
             },
         };
         let ops: Vec<WriteOp> = enc

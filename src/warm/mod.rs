@@ -10,11 +10,13 @@
 //!
 //! Private to the crate:
 //! - `index`: the in-memory LRU index of entry files (pure).
+//! - `encoded`: one write's entry file, encoded once for the disk and the shared tier.
 //! - `store`: the synchronous core over an [`Fs`](crate::fs::Fs), including its rule for
 //!   deleting only the file a read judged (tools use [`walk::remove_if_unchanged`]).
 
 #[cfg(test)]
 mod encode_tests;
+pub(crate) mod encoded;
 pub mod format;
 pub(crate) mod index;
 #[cfg(test)]

@@ -20,6 +20,7 @@ use crate::defaults::{DEFAULT_MIN_FREE_BYTES, DEFAULT_MIN_FREE_PERCENT};
 use crate::fs::{FileKind, FileRead, Fs, IoErrorKind};
 use crate::stats::Counters;
 
+use super::encoded::EncodedEntry;
 use super::format::{self, Corruption, Decoded, EntryMeta, Invalid, Limits, HEADER_LEN};
 use super::index::{IndexEntry, WarmIndex};
 use super::layout::{self, KeyHash, Layout, TempOwner};
@@ -845,7 +846,8 @@ impl WarmStore {
     /// `benches/COMPRESSION.md`), and at most [`STORED_MAX_BYTES`]; compressed at the
     /// configured level otherwise. Level 0 configured stores everything. Readers need not
     /// know: both are one gzip member.
-    fn encode(&self, key: &[u8], value: &[u8], meta: EntryMeta) -> io::Result<Vec<u8>> {
+    pub(crate) fn encode(&self, key: &[u8], value: &[u8], meta: EntryMeta) -> io::Result<Vec<u8>> {
+        self.counters.entries_encoded.inc();
         let level = self.config.compression_level;
         if level != 0 {
             let unit = self.index().unit().min(STORED_MAX_BYTES);
@@ -866,8 +868,8 @@ impl WarmStore {
         format::encode(key, value, meta, level)
     }
 
-    /// Writes an entry atomically: unique temp file, write, fsync (per durability), rename,
-    /// directory fsync. Then evicts least-recently-used entries beyond the byte budget.
+    /// [`write_encoded`](Self::write_encoded) of a write no other tier stores.
+    #[cfg(test)]
     pub fn write(
         &self,
         fs: &dyn Fs,
@@ -876,7 +878,34 @@ impl WarmStore {
         value: &[u8],
         meta: EntryMeta,
     ) -> io::Result<WriteOutcome> {
-        let file = self.encode(key, value, meta)?;
+        self.write_encoded(fs, key, hash, value, meta, None)
+    }
+
+    /// Writes an entry atomically: unique temp file, write, fsync (per durability), rename,
+    /// directory fsync. Then evicts least-recently-used entries beyond the byte budget.
+    /// `encoded`: the write's cell when another tier stores it too; the entry file encoded
+    /// there for exactly `meta` is written as it is, else the one encoded here is left there
+    /// (the value is compressed once, see `warm::encoded`).
+    pub(crate) fn write_encoded(
+        &self,
+        fs: &dyn Fs,
+        key: &[u8],
+        hash: &KeyHash,
+        value: &[u8],
+        meta: EntryMeta,
+        encoded: Option<&EncodedEntry>,
+    ) -> io::Result<WriteOutcome> {
+        let (owned, shared): (Vec<u8>, Arc<[u8]>);
+        let file: &[u8] = match encoded {
+            None => {
+                owned = self.encode(key, value, meta)?;
+                &owned
+            }
+            Some(cell) => {
+                shared = cell.file_for(meta, || self.encode(key, value, meta))?;
+                &shared
+            }
+        };
         let len = file.len() as u64;
         let needs = {
             let ix = self.index();
@@ -895,7 +924,7 @@ impl WarmStore {
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
         let tmp = self.layout.temp_path(hash, self.owner, n);
         let dest = self.layout.entry_path(hash);
-        let written = match self.write_temp(fs, &tmp, &file) {
+        let written = match self.write_temp(fs, &tmp, file) {
             // A path error creating the temp file: `tmp/` (or the root) cannot hold any
             // entry, so it is the device's failure, not this entry's.
             Err(e) if IoErrorKind::classify(&e) == IoErrorKind::Path => Err(layout_blocked(e)),
@@ -951,7 +980,7 @@ impl WarmStore {
                 IndexEntry {
                     len,
                     expires_ms: meta.expires_ms,
-                    tag: super::index::file_tag(&file),
+                    tag: super::index::file_tag(file),
                 },
             );
             self.pop_victims(&mut ix, hash)
