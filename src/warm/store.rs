@@ -263,6 +263,9 @@ pub struct WarmStore {
     /// temp file until the index knows their entry: `observe_dirs` leaves such a directory
     /// alone (see [`InFlight`]).
     writing_into: [AtomicU32; 256],
+    /// The index's allocation unit, for `encode` without the index lock: the shared tier's
+    /// drain encodes through it too, and must not wait on the disk side's lock.
+    unit: AtomicU64,
 }
 
 /// Bytes reserved against the free-space floor by a write in progress (see
@@ -390,6 +393,7 @@ impl WarmStore {
             legacy_pending: std::sync::atomic::AtomicBool::new(true),
             prepared: std::sync::atomic::AtomicBool::new(false),
             writing_into: std::array::from_fn(|_| AtomicU32::new(0)),
+            unit: AtomicU64::new(super::index::DEFAULT_ALLOCATION_UNIT),
         }
     }
 
@@ -429,7 +433,9 @@ impl WarmStore {
             fs.create_dir_all(d)?;
         }
         if let Some(unit) = fs.block_size(self.layout.root())? {
-            self.index().set_unit(unit);
+            let mut ix = self.index();
+            ix.set_unit(unit);
+            self.unit.store(ix.unit(), Ordering::Relaxed);
         }
         self.open_dir_lock();
         if self.config.sync {
@@ -850,7 +856,7 @@ impl WarmStore {
         self.counters.entries_encoded.inc();
         let level = self.config.compression_level;
         if level != 0 {
-            let unit = self.index().unit().min(STORED_MAX_BYTES);
+            let unit = self.unit.load(Ordering::Relaxed).min(STORED_MAX_BYTES);
             // A stored member has at least one block: this is the shortest it can be, so a
             // value that fails it is compressed without being stored first.
             let stored_at_least = (format::HEADER_LEN as u64)
