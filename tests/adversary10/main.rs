@@ -29,5 +29,7 @@ mod r11;
 /// Adversary 12 (session 13's shared-tier fixes): tests/adversary10/r12/FINDINGS.md.
 mod r12;
 mod r13;
+/// Adversary 14 (encode once: b50c44e, d0b8409): tests/adversary10/r14/FINDINGS.md.
+mod r14;
 mod races;
 mod superseded;
