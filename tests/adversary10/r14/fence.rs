@@ -104,3 +104,76 @@ async fn a_cleared_answer_never_reaches_the_disk_again() {
         (None, None::<(String, Source)>)
     );
 }
+
+/// The writer's creation-time floor (`Freshness::write_floor`) with a cell the drain filled
+/// first: the clock stepped back behind a `clear` made before a restart, the fence
+/// unreadable at open (once), a `set` made then is created behind the fence. The drain
+/// encodes it first (the writer's fence read is slow) for that time; the writer raises the
+/// time to the fence and must encode its own file, not reuse the drain's (which the fence
+/// would make a miss after a restart). Guard: served from the disk after a restart, and the
+/// disk's file is dated at the fence while the server's keeps the `set`'s time.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_set_raised_to_the_fence_is_not_written_with_the_drains_file() {
+    let server = MemoryShared::new();
+    let dir = TestDir::new().fault_fs().manual_clock(1_000_000);
+    let open = || async {
+        let cache = dir
+            .builder()
+            .shared(server.config().prefix(PREFIX))
+            .build()
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            cache.shared_state(),
+            Some(answercache::BreakerState::Closed)
+        );
+        cache
+    };
+    let a = open().await;
+    a.clear().await.unwrap();
+    a.close().await.unwrap();
+    let fence = 1_000_001;
+    // An NTP step back of 100 s.
+    dir.clock().set(900_000);
+    dir.fs().add_rule(
+        Rule::new(Fault::Errno(5))
+            .ops(&[FsOp::ReadFile])
+            .path_contains("/fence")
+            .times(1),
+    );
+    dir.fs().add_rule(
+        Rule::new(Fault::Delay(Duration::from_millis(300)))
+            .ops(&[FsOp::ReadFile])
+            .path_contains("/fence"),
+    );
+    let a = open().await;
+    a.set_bytes("k", b"set behind the fence").await.unwrap();
+    let shared = answercache::testing::wait_until(Duration::from_secs(10), || {
+        server.raw(&entry_key(b"k")).is_some()
+    })
+    .await;
+    assert!(shared);
+    a.flush().await.unwrap();
+    a.close().await.unwrap();
+    let on_server = answercache::warm::format::decode(
+        &server.raw(&entry_key(b"k")).unwrap(),
+        b"k",
+        &Default::default(),
+    )
+    .unwrap()
+    .meta
+    .created_ms;
+    assert_eq!(
+        (on_disk(&dir, b"k"), on_server),
+        (Some(("set behind the fence".to_owned(), fence)), 900_000)
+    );
+    dir.fs().clear_rules();
+    server.delete(&entry_key(b"k"));
+    let b = open().await;
+    assert_eq!(
+        read_src(&b, "k").await,
+        Some(("set behind the fence".to_owned(), Source::Warm))
+    );
+    b.close().await.unwrap();
+}
