@@ -25,6 +25,11 @@
 //! after it measure each contender alone. Without a `redis-server` / `valkey-server` on
 //! `PATH` (or `ANSWERCACHE_REDIS_SERVER`) the bench prints why and exits 0.
 //!
+//! `shared_write_cpu` (printed before them) measures the other side: process CPU per `set`
+//! until it is on disk and on the server, against a replica without a shared tier (with
+//! encode once, the value is compressed once for both). `ANSWERCACHE_BENCH_WRITES_ONLY=1`
+//! stops after it.
+//!
 //! Run: `cargo bench --features redis --bench shared -- --warm-up-time 1 --measurement-time 2`
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
@@ -508,6 +513,95 @@ fn bench_shared(c: &mut Criterion, server: &Server) {
     group.finish();
 }
 
+// ---- writes: CPU per set ----
+
+/// This process's CPU time so far (user + system, every thread), from `/proc/self/stat`
+/// (clock ticks, 100 per second on Linux).
+fn process_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    // The fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<u64> = rest
+        .split(' ')
+        .skip(11)
+        .take(2)
+        .map(|x| x.parse().unwrap())
+        .collect();
+    Duration::from_millis((f[0] + f[1]) * 10)
+}
+
+/// Keys per timed fill of `write_cpu`.
+const WRITES: usize = 300;
+
+/// CPU per `set` (write-behind, no fsync) until the value is on disk, and with a shared tier
+/// also on the server: a replica with a shared tier against one without, alternately
+/// (`ROUNDS` fresh pairs per size), each filling `WRITES` new keys, flushing, and (shared)
+/// waiting until every shared write landed. With encode once the shared tier adds its round
+/// trips, not a second compression of each value.
+fn write_cpu(server: &Server) {
+    let rt = workload::runtime();
+    println!(
+        "shared_write_cpu: {WRITES} sets per fill, {ROUNDS} rounds alternating the two replicas per size; process CPU (user+sys, 10 ms ticks); {}",
+        workload::machine()
+    );
+    println!(
+        "| size | disk only: CPU per set | disk + shared: CPU per set | ratio | shared writes ok |"
+    );
+    println!("|---|---|---|---|---|");
+    for &size in &workload::SIZES {
+        let cfg = shared_config(
+            &server.url(),
+            &format!("bench-w-{}", workload::size_label(size)),
+        );
+        let values = workload::values(Kind::Text, size, WRITES, 7);
+        let (mut local, mut shared) = (Vec::new(), Vec::new());
+        let mut landed = 0;
+        for round in 0..ROUNDS {
+            let keys = workload::keys(WRITES, 70 + (size + round) as u64);
+            for with_shared in [false, true] {
+                rt.block_on(async {
+                    let r = replica(with_shared.then_some(&cfg), 1 << 30).await;
+                    let start = process_cpu();
+                    workload::fill(&r.cache, &keys, &values).await;
+                    if with_shared {
+                        let t = Instant::now();
+                        loop {
+                            let s = r.cache.stats();
+                            if s.shared_writes_ok + s.shared_writes_dropped + s.shared_writes_failed
+                                >= WRITES as u64
+                            {
+                                landed += s.shared_writes_ok;
+                                break;
+                            }
+                            assert!(t.elapsed() < Duration::from_secs(60), "writes never landed");
+                            tokio::time::sleep(Duration::from_millis(1)).await;
+                        }
+                    }
+                    let cpu = process_cpu() - start;
+                    assert_eq!(r.cache.stats().writes_ok, WRITES as u64);
+                    if with_shared {
+                        shared.push(cpu);
+                    } else {
+                        local.push(cpu);
+                    }
+                    retire(r).await;
+                });
+            }
+        }
+        let per = |v: &[Duration]| v.iter().sum::<Duration>() / (v.len() * WRITES) as u32;
+        let (l, s) = (per(&local), per(&shared));
+        println!(
+            "| {} | {:.1} µs | {:.1} µs | {:.2}x | {}/{} |",
+            workload::size_label(size),
+            l.as_secs_f64() * 1e6,
+            s.as_secs_f64() * 1e6,
+            s.as_secs_f64() / l.as_secs_f64(),
+            landed,
+            WRITES * ROUNDS
+        );
+    }
+}
+
 fn main() {
     let Some(bin) = Server::find() else {
         println!(
@@ -521,6 +615,10 @@ fn main() {
         .measurement_time(Duration::from_secs(3))
         .sample_size(20)
         .configure_from_args();
+    write_cpu(&server);
+    if std::env::var_os("ANSWERCACHE_BENCH_WRITES_ONLY").is_some() {
+        return;
+    }
     paired_shared(&server);
     bench_shared(&mut c, &server);
     c.final_summary();

@@ -35,6 +35,8 @@ use crate::parts::Parts;
 use crate::queue::{Op, QueueView};
 use crate::stats::{Counters, Gauges, Mode, Stats};
 use crate::sync::lock;
+#[cfg(feature = "redis")]
+use crate::warm::encoded::encoded_alike;
 use crate::warm::encoded::EncodedEntry;
 use crate::warm::format::{EntryMeta, Limits};
 use crate::warm::layout::key_hash;
@@ -469,7 +471,10 @@ impl Tiers {
         }
         let hit = shared.read(key, hash).await?;
         let meta = hit.decoded.meta;
-        if meta.is_expired(now) || self.p.freshness.is_stale(hash, meta.created_ms) {
+        if meta.is_expired(now)
+            || self.p.freshness.is_stale(hash, meta.created_ms)
+            || self.p.freshness.may_predate_unknown_fence(meta.created_ms)
+        {
             shared.count_miss();
             return None;
         }
@@ -491,8 +496,10 @@ impl Tiers {
                 None
             };
             let queued = permit.is_some_and(|permit| {
-                // The disk writes the file read, verified, as it is: not compressed again.
-                let encoded = EncodedEntry::with_file(meta, hit.file.into());
+                // The disk writes the file read, verified, as it is: not compressed again
+                // (a small value is stored uncompressed instead, `warm::encoded`).
+                let encoded = encoded_alike(value.len())
+                    .then(|| EncodedEntry::with_file(meta, hit.file.into()));
                 self.p.queue.commit_made(permit, *hash, key.into(), |view| {
                     let version = self.p.hot.next_version();
                     let evicted = self.p.hot.promote(key, entry(version, true), stamp)?;
@@ -501,7 +508,7 @@ impl Tiers {
                         value: value.clone(),
                         meta,
                         version,
-                        encoded: Some(encoded),
+                        encoded,
                     })
                 })
             });
@@ -685,7 +692,8 @@ impl Tiers {
         // The entry file, encoded once for the disk and the shared tier (`warm::encoded`):
         // wanted when both will store it.
         #[cfg(feature = "redis")]
-        let encoded = (self.shared.is_some() && permit.is_some()).then(EncodedEntry::new);
+        let encoded = (self.shared.is_some() && permit.is_some() && encoded_alike(value.len()))
+            .then(EncodedEntry::new);
         #[cfg(not(feature = "redis"))]
         let encoded: Option<Arc<EncodedEntry>> = None;
         #[cfg(feature = "redis")]

@@ -36,8 +36,8 @@ async fn replica(
 }
 
 /// Entry files this cache compressed (for both tiers).
-fn encodes(cache: &TieredCache) -> u64 {
-    cache.tiers.p.counters.entries_encoded.get()
+fn compressions(cache: &TieredCache) -> u64 {
+    cache.tiers.p.counters.entries_compressed.get()
 }
 
 fn disk_file(dir: &TestDir, key: &[u8]) -> Vec<u8> {
@@ -56,33 +56,51 @@ fn answer(len: usize, seed: u64) -> Vec<u8> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_value_both_tiers_store_is_compressed_once_and_both_hold_the_same_file() {
+async fn a_value_both_tiers_store_is_compressed_once() {
     let server = MemoryShared::new();
     let (dir, cache) = replica(&server, |c| c, |b| b).await;
-    // Compressed (20 KiB) and stored (500 B: its stored file fits one allocation unit).
-    let (big, small) = (answer(20 << 10, 1), answer(500, 2));
+    // 20 KiB: compressed once, the same file on disk and on the server.
+    let big = answer(20 << 10, 1);
     cache.set_bytes(b"big", &big[..]).await.unwrap();
+    // 500 B: its stored file fits one allocation unit, so the disk stores it uncompressed
+    // (no compression); the server gets it compressed (the only compression).
+    let small = answer(500, 2);
     cache.set_bytes(b"small", &small[..]).await.unwrap();
     cache.flush().await.unwrap();
     assert_eq!(
-        encodes(&cache),
+        compressions(&cache),
         2,
         "one compression per value, not one per tier"
     );
-    for key in [&b"big"[..], b"small"] {
-        let file = disk_file(&dir, key);
-        assert_eq!(
-            server_entry(&server, key),
-            file,
-            "the server holds the disk's file"
-        );
-    }
+    let file = disk_file(&dir, b"big");
+    assert_eq!(
+        server_entry(&server, b"big"),
+        file,
+        "the server holds the disk's file"
+    );
     assert!(
-        disk_file(&dir, b"big").len() < big.len() / 2,
-        "the 20 KiB answer is stored compressed"
+        file.len() < big.len() / 2,
+        "the 20 KiB answer is compressed"
+    );
+    let (on_disk, on_server) = (disk_file(&dir, b"small"), server_entry(&server, b"small"));
+    assert!(
+        on_disk.len() > small.len(),
+        "stored on disk: {} bytes",
+        on_disk.len()
+    );
+    assert!(
+        on_server.len() < small.len(),
+        "compressed: {} bytes",
+        on_server.len()
     );
     let stats = cache.stats();
     assert_eq!((stats.shared_writes_ok, stats.writes_ok), (2, 2));
+    // Each file is read back by another replica (from the server) and by this one's disk.
+    let (_dir_b, b) = replica(&server, |c| c, |b| b).await;
+    for (key, value) in [(&b"big"[..], &big), (b"small", &small)] {
+        assert_eq!(&b.get_bytes(key).await.unwrap().unwrap()[..], &value[..]);
+    }
+    assert_eq!(b.stats().shared_hits, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -92,7 +110,7 @@ async fn with_a_mac_key_the_server_holds_the_disk_file_and_its_tag() {
     let value = answer(9000, 3);
     cache.set_bytes(b"k", &value[..]).await.unwrap();
     cache.flush().await.unwrap();
-    assert_eq!(encodes(&cache), 1);
+    assert_eq!(compressions(&cache), 1);
     let (file, shared) = (disk_file(&dir, b"k"), server_entry(&server, b"k"));
     assert_eq!(shared.len(), file.len() + 32, "the file and a 32-byte tag");
     assert_eq!(&shared[..file.len()], &file[..]);
@@ -102,7 +120,7 @@ async fn with_a_mac_key_the_server_holds_the_disk_file_and_its_tag() {
     let got = b.get_bytes(b"k").await.unwrap().unwrap();
     assert_eq!(&got[..], &value[..]);
     b.flush().await.unwrap();
-    assert_eq!((b.stats().shared_hits, encodes(&b)), (1, 0));
+    assert_eq!((b.stats().shared_hits, compressions(&b)), (1, 0));
     assert_eq!(disk_file(&dir_b, b"k"), file);
 }
 
@@ -118,7 +136,11 @@ async fn a_shared_hit_is_written_to_disk_as_the_bytes_read() {
     assert_eq!(&got[..], &value[..]);
     b.flush().await.unwrap();
     assert_eq!(b.stats().shared_hits, 1);
-    assert_eq!(encodes(&b), 0, "the promoted hit is not compressed again");
+    assert_eq!(
+        compressions(&b),
+        0,
+        "the promoted hit is not compressed again"
+    );
     assert_eq!(disk_file(&dir_b, b"k"), server_entry(&server, b"k"));
     // Served from B's own disk after a restart, verified as any disk entry.
     b.close().await.unwrap();
@@ -149,7 +171,7 @@ async fn a_lease_leaders_answer_is_compressed_once() {
         (1, 1)
     );
     assert_eq!(
-        encodes(&cache),
+        compressions(&cache),
         1,
         "the inline write and the disk share one file"
     );

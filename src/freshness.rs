@@ -64,6 +64,8 @@ pub(crate) struct Freshness {
     /// The fence read from disk (0 before it is known): every write of this process is made
     /// after it (see [`Freshness::write_floor`]).
     fence_loaded_ms: AtomicU64,
+    /// When this cache opened (unix ms): an earlier run's `clear` came before it.
+    opened_ms: u64,
     /// Lost keys (see the module docs).
     stale: Mutex<HashMap<KeyHash, Lost>>,
     /// More keys were lost than `stale` holds; reset by `clear`.
@@ -74,6 +76,7 @@ impl Freshness {
     /// Nothing cleared, nothing lost, the fence on disk not read yet.
     pub(crate) fn new(clock: Arc<dyn Clock>) -> Self {
         Freshness {
+            opened_ms: clock.now_ms(),
             clock,
             cleared_before_ms: AtomicU64::new(0),
             fence_persisted_ms: AtomicU64::new(0),
@@ -117,6 +120,16 @@ impl Freshness {
     /// is not. The mark goes once a newer write of this process lands.
     pub(crate) fn is_stale(&self, hash: &KeyHash, created_ms: u64) -> bool {
         self.cleared_since(created_ms) || lock(&self.stale).contains_key(hash)
+    }
+
+    /// While the fence on disk is not known (a sick disk at open), may an entry created at
+    /// `created_ms`, not by this process, be one an earlier run's `clear` removed? Every entry
+    /// created before this cache opened may be (that clear came before the open); one created
+    /// since cannot. The shared tier's entries are read while the disk is not: without this, an
+    /// answer cleared before a restart would come back from the server.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn may_predate_unknown_fence(&self, created_ms: u64) -> bool {
+        created_ms < self.opened_ms && !self.fence_known.load(Ordering::Acquire)
     }
 
     /// Records that version `version` of `hash`, its latest, left memory before reaching the

@@ -137,7 +137,7 @@ impl TieredCache {
         ));
         let gate = Arc::new(DiskGate::new(
             fs,
-            store.clone(),
+            store,
             counters.clone(),
             config.io_timeout,
             res,
@@ -193,7 +193,7 @@ impl TieredCache {
         #[cfg(feature = "redis")]
         let (shared, tasks) = {
             let mut tasks = tasks;
-            let shared = open_shared(&config, &counters, &clock, &store)?;
+            let shared = open_shared(&config, &counters, &clock)?;
             if let Some(tier) = &shared {
                 tasks.push(spawn_supervised("shared-drain", counters.clone(), {
                     let (tier, rx) = (tier.clone(), rx.clone());
@@ -540,7 +540,6 @@ fn open_shared(
     config: &Config,
     counters: &Arc<Counters>,
     clock: &Arc<dyn Clock>,
-    warm: &Arc<WarmStore>,
 ) -> Result<Option<Arc<crate::shared::tier::SharedTier>>> {
     use crate::shared::config::Backend;
     let Some(shared) = &config.shared else {
@@ -562,11 +561,7 @@ fn open_shared(
             max_key_bytes: config.max_key_bytes,
             max_entry_bytes: config.max_entry_bytes,
         },
-        {
-            // The disk's encoding: a file either tier encodes serves both (`warm::encoded`).
-            let warm = warm.clone();
-            Arc::new(move |key: &[u8], value: &[u8], meta| warm.encode(key, value, meta))
-        },
+        config.compression_level,
         clock.clone(),
     ))))
 }

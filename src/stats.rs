@@ -182,9 +182,10 @@ pub(crate) struct Counters {
     pub joined: Counter,
     pub bypasses: Counter,
     pub unencodable: Counter,
-    /// Entry files compressed, for the disk and the shared tier together (a write both store
-    /// is compressed once, `warm::encoded`). Not in [`Stats`]: the tests read it.
-    pub entries_encoded: Counter,
+    /// Entry files compressed (encoded at a level above 0), for the disk and the shared tier
+    /// together: a value both store is compressed once (`warm::encoded`). Not in [`Stats`]:
+    /// the tests read it.
+    pub entries_compressed: Counter,
     pub shared: SharedCounters,
 }
 

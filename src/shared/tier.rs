@@ -31,7 +31,7 @@ use crate::clock::Clock;
 use crate::stats::{Counters, SharedDrop, SharedErrorKind};
 use crate::sync::lock;
 use crate::warm::encoded::EncodedEntry;
-use crate::warm::format::{Decoded, EntryMeta, Limits};
+use crate::warm::format::{self, Decoded, EntryMeta, Limits};
 use crate::warm::layout::KeyHash;
 
 /// Log target of the shared tier's events.
@@ -85,7 +85,7 @@ pub(crate) struct SharedTier {
     counters: Arc<Counters>,
     pub(crate) queue: SharedQueue,
     limits: Limits,
-    encoder: EntryEncoder,
+    compression_level: u32,
     clock: Arc<dyn Clock>,
     /// Wakes the probe task: the breaker changed.
     pub(crate) wake: Notify,
@@ -135,11 +135,6 @@ impl std::fmt::Debug for SharedTier {
     }
 }
 
-/// Encodes a value's entry file (FORMAT.md) as the disk does (the warm store's level and
-/// stored-below-one-unit rule), so that a file either tier encodes serves both.
-pub(crate) type EntryEncoder =
-    Arc<dyn Fn(&[u8], &[u8], EntryMeta) -> std::io::Result<Vec<u8>> + Send + Sync>;
-
 /// A value found in the shared tier, verified.
 #[derive(Debug)]
 pub(crate) struct SharedHit {
@@ -171,7 +166,7 @@ impl SharedTier {
         single_flight: bool,
         counters: Arc<Counters>,
         limits: Limits,
-        encoder: EntryEncoder,
+        compression_level: u32,
         clock: Arc<dyn Clock>,
     ) -> SharedTier {
         let mut breaker = CircuitBreaker::new(BreakerConfig {
@@ -190,7 +185,7 @@ impl SharedTier {
             breaker: Mutex::new(breaker),
             counters,
             limits,
-            encoder,
+            compression_level,
             clock,
             wake: Notify::new(),
             oom_episode: AtomicBool::new(false),
@@ -630,7 +625,7 @@ impl SharedTier {
         });
         let enc = Encoding {
             mac: self.config.mac_key,
-            encoder: self.encoder.clone(),
+            level: self.compression_level,
             max_entry_bytes: self.config.max_entry_bytes,
             prefix: self.config.prefix.clone(),
             max_ttl: self.config.max_ttl,
@@ -1133,7 +1128,7 @@ pub(crate) fn px(expires_ms: u64, now_ms: u64, max_ttl: Duration) -> Option<u64>
 /// blocking pool).
 struct Encoding {
     mac: Option<[u8; 32]>,
-    encoder: EntryEncoder,
+    level: u32,
     max_entry_bytes: usize,
     prefix: String,
     max_ttl: Duration,
@@ -1203,7 +1198,15 @@ impl Encoding {
                     };
                     // The file the disk writer encoded for this write, or encoded here and
                     // left for it: the value is compressed once.
-                    let encode = || (self.encoder)(&q.key, &value, meta);
+                    // At the configured level: the disk's rule of storing a file that fits
+                    // one allocation unit is about disk blocks, which the server does not
+                    // have (a cell is only shared above that size, `warm::encoded`).
+                    let encode = || {
+                        if self.level != 0 {
+                            counters.entries_compressed.inc();
+                        }
+                        format::encode(&q.key, &value, meta, self.level)
+                    };
                     let file = match &encoded {
                         Some(cell) => cell.file_for(meta, encode),
                         None => encode().map(Arc::from),
@@ -1505,7 +1508,7 @@ impl SharedTier {
         self.pending_dels.remove(&hash);
         let enc = Encoding {
             mac: self.config.mac_key,
-            encoder: self.encoder.clone(),
+            level: self.compression_level,
             max_entry_bytes: self.config.max_entry_bytes,
             prefix: self.config.prefix.clone(),
             max_ttl: self.config.max_ttl,

@@ -853,7 +853,6 @@ impl WarmStore {
     /// configured level otherwise. Level 0 configured stores everything. Readers need not
     /// know: both are one gzip member.
     pub(crate) fn encode(&self, key: &[u8], value: &[u8], meta: EntryMeta) -> io::Result<Vec<u8>> {
-        self.counters.entries_encoded.inc();
         let level = self.config.compression_level;
         if level != 0 {
             let unit = self.unit.load(Ordering::Relaxed).min(STORED_MAX_BYTES);
@@ -870,6 +869,7 @@ impl WarmStore {
                     return Ok(stored);
                 }
             }
+            self.counters.entries_compressed.inc();
         }
         format::encode(key, value, meta, level)
     }

@@ -52,7 +52,6 @@ async fn every_set_is_counted_once_per_tier() {
 /// the stored file is over the bound. Counted (dropped, `too_large`), but not shared, where
 /// before b50c44e it was (level 6: 144 bytes).
 #[tokio::test(flavor = "current_thread", start_paused = true)]
-#[ignore = "FINDING E3: a shared max_entry_bytes under 4 KiB drops small answers whose compressed file fits it (the disk's stored rule)"]
 async fn an_answer_whose_compressed_file_fits_the_shared_bound_is_shared() {
     let server = MemoryShared::new();
     let dir = TestDir::new();

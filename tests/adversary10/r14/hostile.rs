@@ -56,11 +56,12 @@ fn meta(created_ms: u64, expires_ms: u64) -> EntryMeta {
 }
 
 /// A version-1 entry (what an older replica writes; its flags say gzip only): promoted as
-/// it is, and read back from the disk after a restart with the same value.
+/// it is, and read back from the disk after a restart with the same value. (Over 4 KiB: a
+/// smaller value is stored uncompressed by the disk, its own file, `warm::encoded`.)
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn an_older_format_version_is_promoted_as_it_is_and_read_back() {
     let server = MemoryShared::new();
-    let value = b"written by an older replica".repeat(40);
+    let value = b"written by an older replica".repeat(200);
     let payload = format::deflate(&value, 6).unwrap();
     let file = format::assemble(
         b"k",
@@ -109,11 +110,12 @@ async fn a_gzip_member_with_header_fields_is_read_back_from_the_disk() {
 }
 
 /// With a MAC key, the disk gets the entry file without the 32-byte tag; a value over the
-/// inline-verify bound (verified on the blocking pool) likewise.
+/// inline-verify bound (verified on the blocking pool) likewise. (Over 4 KiB: a smaller
+/// value is stored uncompressed by the disk, its own file.)
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_maced_value_reaches_the_disk_without_its_tag() {
     let key = [9u8; 32];
-    for len in [300, 200 << 10] {
+    for len in [5000, 200 << 10] {
         let server = MemoryShared::new();
         let value = incompressible(len, len as u64);
         // Written by another replica with the same key.
@@ -144,13 +146,12 @@ async fn a_maced_value_reaches_the_disk_without_its_tag() {
 async fn a_promoted_expiry_holds_on_disk() {
     let server = MemoryShared::new();
     let dir = TestDir::new();
-    let file = mem_entry(b"k", b"expires in 10 s", now_ms(), now_ms() + 10_000);
+    // Over 4 KiB, so that the disk writes the file read (`warm::encoded`).
+    let answer = "expires in 10 s. ".repeat(300);
+    let file = mem_entry(b"k", answer.as_bytes(), now_ms(), now_ms() + 10_000);
     server.plant(&entry_key(b"k"), &file, None);
     let a = open_plain(&dir, &server).await;
-    assert_eq!(
-        read_src(&a, "k").await,
-        Some(("expires in 10 s".to_owned(), Source::Shared))
-    );
+    assert_eq!(read_src(&a, "k").await, Some((answer, Source::Shared)));
     a.close().await.unwrap();
     assert_eq!(disk_file(&dir, b"k").as_deref(), Some(&file[..]));
     tokio::time::sleep(Duration::from_secs(11)).await;
