@@ -101,7 +101,10 @@ async fn a_waiter_is_served_the_leaders_answer_while_the_fence_is_unreadable() {
         (&b"the leader's answer"[..], Source::Shared)
     );
     assert_eq!(
-        (b_calls.load(Ordering::SeqCst), a_calls.load(Ordering::SeqCst)),
+        (
+            b_calls.load(Ordering::SeqCst),
+            a_calls.load(Ordering::SeqCst)
+        ),
         (1, 0)
     );
 }
