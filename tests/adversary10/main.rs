@@ -31,5 +31,7 @@ mod r12;
 mod r13;
 /// Adversary 14 (encode once: b50c44e, d0b8409): tests/adversary10/r14/FINDINGS.md.
 mod r14;
+/// Adversary 15 (the E1 and E3 fixes of 2c3da5f): tests/adversary10/r15/FINDINGS.md.
+mod r15;
 mod races;
 mod superseded;
