@@ -35,8 +35,6 @@ use crate::parts::Parts;
 use crate::queue::{Op, QueueView};
 use crate::stats::{Counters, Gauges, Mode, Stats};
 use crate::sync::lock;
-#[cfg(feature = "redis")]
-use crate::warm::encoded::encoded_alike;
 use crate::warm::encoded::EncodedEntry;
 use crate::warm::format::{EntryMeta, Limits};
 use crate::warm::layout::key_hash;
@@ -119,6 +117,13 @@ impl Tiers {
             #[cfg(feature = "metrics")]
             published: crate::publish::Published::default(),
         }
+    }
+
+    /// Whether this replica reads the shared tier now: not until the fence on disk is known
+    /// (see `Freshness::fence_known`; `lookup_shared` and the lease check it).
+    #[cfg(feature = "redis")]
+    pub(crate) fn reads_shared(&self) -> bool {
+        self.p.freshness.fence_known()
     }
 
     /// The shared tier, when configured (feature `redis`).
@@ -466,15 +471,14 @@ impl Tiers {
         stamp: crate::hot::Stamp,
     ) -> Option<Found> {
         let shared = self.shared.as_ref()?;
-        if !crate::shared::entry::shareable(key) || shared.hides(hash) {
+        // Until the fence on disk is known, an earlier run's `clear` may hide any entry on the
+        // server (see `Freshness::fence_known`): the server is not asked.
+        if !crate::shared::entry::shareable(key) || shared.hides(hash) || !self.reads_shared() {
             return None;
         }
         let hit = shared.read(key, hash).await?;
         let meta = hit.decoded.meta;
-        if meta.is_expired(now)
-            || self.p.freshness.is_stale(hash, meta.created_ms)
-            || self.p.freshness.may_predate_unknown_fence(meta.created_ms)
-        {
+        if meta.is_expired(now) || self.p.freshness.is_stale(hash, meta.created_ms) {
             shared.count_miss();
             return None;
         }
@@ -498,7 +502,8 @@ impl Tiers {
             let queued = permit.is_some_and(|permit| {
                 // The disk writes the file read, verified, as it is: not compressed again
                 // (a small value is stored uncompressed instead, `warm::encoded`).
-                let encoded = encoded_alike(value.len())
+                let encoded = (self.p.gate.store)
+                    .encodes_at_level(key.len(), value.len())
                     .then(|| EncodedEntry::with_file(meta, hit.file.into()));
                 self.p.queue.commit_made(permit, *hash, key.into(), |view| {
                     let version = self.p.hot.next_version();
@@ -692,8 +697,10 @@ impl Tiers {
         // The entry file, encoded once for the disk and the shared tier (`warm::encoded`):
         // wanted when both will store it.
         #[cfg(feature = "redis")]
-        let encoded = (self.shared.is_some() && permit.is_some() && encoded_alike(value.len()))
-            .then(EncodedEntry::new);
+        let encoded = (self.shared.is_some()
+            && permit.is_some()
+            && self.p.gate.store.encodes_at_level(key.len(), value.len()))
+        .then(EncodedEntry::new);
         #[cfg(not(feature = "redis"))]
         let encoded: Option<Arc<EncodedEntry>> = None;
         #[cfg(feature = "redis")]

@@ -177,3 +177,26 @@ async fn a_lease_leaders_answer_is_compressed_once() {
     );
     assert_eq!(disk_file(&dir, b"q"), server_entry(&server, b"q"));
 }
+
+/// A value whose stored file would not fit one allocation unit (a 4000-byte value with a
+/// 1-byte key: 4112 bytes; a 1000-byte value under a 3500-byte key) is compressed by the disk,
+/// so it shares the cell: compressed once (adversary10 r15 G4: it was compressed twice when the
+/// value's length alone decided).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_the_disk_compresses_under_4_kib_is_compressed_once() {
+    let server = MemoryShared::new();
+    let (dir, cache) = replica(&server, |c| c, |b| b).await;
+    let long_key = vec![b'q'; 3500];
+    let cases = [
+        (b"k".to_vec(), answer(4000, 6)),
+        (long_key, answer(1000, 7)),
+    ];
+    for (key, value) in &cases {
+        cache.set_bytes(&key[..], &value[..]).await.unwrap();
+    }
+    cache.flush().await.unwrap();
+    assert_eq!(compressions(&cache), 2);
+    for (key, _) in &cases {
+        assert_eq!(disk_file(&dir, key), server_entry(&server, key));
+    }
+}

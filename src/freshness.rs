@@ -64,8 +64,6 @@ pub(crate) struct Freshness {
     /// The fence read from disk (0 before it is known): every write of this process is made
     /// after it (see [`Freshness::write_floor`]).
     fence_loaded_ms: AtomicU64,
-    /// When this cache opened (unix ms): an earlier run's `clear` came before it.
-    opened_ms: u64,
     /// Lost keys (see the module docs).
     stale: Mutex<HashMap<KeyHash, Lost>>,
     /// More keys were lost than `stale` holds; reset by `clear`.
@@ -76,7 +74,6 @@ impl Freshness {
     /// Nothing cleared, nothing lost, the fence on disk not read yet.
     pub(crate) fn new(clock: Arc<dyn Clock>) -> Self {
         Freshness {
-            opened_ms: clock.now_ms(),
             clock,
             cleared_before_ms: AtomicU64::new(0),
             fence_persisted_ms: AtomicU64::new(0),
@@ -122,14 +119,13 @@ impl Freshness {
         self.cleared_since(created_ms) || lock(&self.stale).contains_key(hash)
     }
 
-    /// While the fence on disk is not known (a sick disk at open), may an entry created at
-    /// `created_ms`, not by this process, be one an earlier run's `clear` removed? Every entry
-    /// created before this cache opened may be (that clear came before the open); one created
-    /// since cannot. The shared tier's entries are read while the disk is not: without this, an
-    /// answer cleared before a restart would come back from the server.
+    /// Whether the fence on disk has been read (or replaced by one of this process). Until it
+    /// is, any entry not made by this process may be one an earlier run's `clear` removed:
+    /// creation times cannot tell (a clock stepped back across the restart dates entries made
+    /// since before that clear's fence), so the shared tier serves nothing meanwhile.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    pub(crate) fn may_predate_unknown_fence(&self, created_ms: u64) -> bool {
-        created_ms < self.opened_ms && !self.fence_known.load(Ordering::Acquire)
+    pub(crate) fn fence_known(&self) -> bool {
+        self.fence_known.load(Ordering::Acquire)
     }
 
     /// Records that version `version` of `hash`, its latest, left memory before reaching the
@@ -233,6 +229,18 @@ impl Freshness {
 
     /// Writes the fence to disk if it is pending. Returns whether none is pending now.
     pub(crate) async fn persist_fence(&self, gate: &DiskGate) -> bool {
+        if self.cleared_before_ms.load(Ordering::Relaxed)
+            <= self.fence_persisted_ms.load(Ordering::Relaxed)
+        {
+            return true;
+        }
+        // The fence on disk, not read yet, may be ahead of this one (a clock stepped back
+        // since an earlier run's `clear` wrote it): it is read first, so that the fence written
+        // is the larger. A fence on disk never moves back; one that cannot be read is not
+        // written over (the caller reports it not persisted).
+        if !self.load_fence(gate).await {
+            return false;
+        }
         let fence = self.cleared_before_ms.load(Ordering::Relaxed);
         if fence <= self.fence_persisted_ms.load(Ordering::Relaxed) {
             return true;

@@ -434,14 +434,14 @@ impl TieredCache {
         // Across replicas (feature `redis`, `shared_single_flight`): one replica loads, the
         // others wait for its answer in the shared tier (`shared/lease.rs`). Not for a call
         // that reads nothing (`no_cache`) or stores nothing (`no_store`: its waiters would
-        // wait for a value that never comes).
+        // wait for a value that never comes), nor while this replica does not read the shared
+        // tier (the fence on disk unknown: it could not be served the leader's answer).
         #[cfg(feature = "redis")]
         let mut lease = None;
         #[cfg(feature = "redis")]
-        if let Some(shared) = tiers
-            .shared()
-            .filter(|s| s.single_flight && !controls.no_cache && !controls.no_store)
-        {
+        if let Some(shared) = tiers.shared().filter(|s| {
+            s.single_flight && !controls.no_cache && !controls.no_store && tiers.reads_shared()
+        }) {
             use crate::shared::lease::{lead_or_wait, LeaseStart};
             let hash = crate::warm::layout::key_hash(key);
             match lead_or_wait(shared, &hash).await {

@@ -7,11 +7,11 @@
 //! promoted into the warm tier leaves the file it read, so the disk writes those bytes without
 //! compressing the value again.
 //!
-//! Only values over [`STORED_MAX_BYTES`] share a cell: below it the disk may store the value
-//! uncompressed (its file fits one allocation unit, where compressing saves no disk space),
-//! which would cost the server memory and the network bytes, so the shared tier compresses
-//! its own file; storing is no compression, so such a value is still compressed once. Above
-//! it both tiers encode alike (the configured level).
+//! Only values the disk compresses share a cell (`WarmStore::encodes_at_level`): one whose
+//! stored file fits one allocation unit (at most 4 KiB) is stored uncompressed on disk, where
+//! compressing saves no space, while the server, which holds bytes and not blocks, gets it
+//! compressed at the configured level. Storing is no compression, so such a value is still
+//! compressed once.
 //!
 //! A file is reused only for the exact metadata it was encoded with: the disk writer may raise
 //! an entry's creation time past a `clear` (`Freshness::write_floor`), and that file must not
@@ -21,7 +21,6 @@ use std::io;
 use std::sync::{Arc, OnceLock};
 
 use super::format::EntryMeta;
-use super::store::STORED_MAX_BYTES;
 
 /// The entry file of one write, once a consumer has encoded it (see the module docs).
 #[derive(Default)]
@@ -37,13 +36,6 @@ impl std::fmt::Debug for EncodedEntry {
             .field("bytes", &bytes)
             .finish()
     }
-}
-
-/// Whether the disk and the shared tier encode a value of `len` bytes alike, so that one
-/// file serves both (see the module docs).
-#[cfg_attr(not(feature = "redis"), allow(dead_code))]
-pub(crate) fn encoded_alike(len: usize) -> bool {
-    len as u64 > STORED_MAX_BYTES
 }
 
 #[cfg_attr(not(feature = "redis"), allow(dead_code))]

@@ -845,6 +845,20 @@ impl WarmStore {
         }
     }
 
+    /// Whether [`encode`](Self::encode) encodes an entry of this key and value length at the
+    /// configured level, as the shared tier does, so that one file serves both
+    /// (`warm::encoded`): not when its stored file would fit one allocation unit (the disk
+    /// then stores it uncompressed).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn encodes_at_level(&self, key_len: usize, value_len: usize) -> bool {
+        self.config.compression_level == 0
+            || (format::HEADER_LEN as u64)
+                .saturating_add(key_len as u64)
+                .saturating_add(value_len as u64)
+                .saturating_add(format::GZIP_STORED_OVERHEAD)
+                > self.unit.load(Ordering::Relaxed).min(STORED_MAX_BYTES)
+    }
+
     /// The entry file of a value: stored (gzip level 0) when the stored file fits in one
     /// allocation unit of the file system (the warm index's, 512 B ..= 1 MiB, 4 KiB when the
     /// file system does not say), where compressing it would save no disk space and the warm

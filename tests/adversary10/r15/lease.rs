@@ -65,10 +65,10 @@ async fn a_waiter_is_not_served_the_cleared_answer_the_poll_saw() {
 }
 
 /// A leader on another replica (opened after this one) loads `k2` for 1 s; this replica,
-/// fence unreadable, waits and is served the leader's answer (created after the open) from
-/// the server, without loading.
+/// fence unreadable, does not read the shared tier (G1), so it does not wait for the lease
+/// either: it loads its own answer at once (the leader's, in flight for 1 s, is not awaited).
 #[tokio::test(flavor = "current_thread", start_paused = true)]
-async fn a_waiter_is_served_the_leaders_answer_while_the_fence_is_unreadable() {
+async fn a_replica_with_its_fence_unreadable_loads_without_waiting_for_a_lease() {
     let server = MemoryShared::new();
     let dir = TestDir::new().fault_fs();
     let a = reopened_blind(&dir, &server).await;
@@ -98,13 +98,15 @@ async fn a_waiter_is_served_the_leaders_answer_while_the_fence_is_unreadable() {
     );
     assert_eq!(
         (&waited.value[..], waited.source),
-        (&b"the leader's answer"[..], Source::Shared)
+        (&b"the waiter's own"[..], Source::Loaded)
     );
     assert_eq!(
         (
             b_calls.load(Ordering::SeqCst),
             a_calls.load(Ordering::SeqCst)
         ),
-        (1, 0)
+        (1, 1)
     );
+    let s = a.stats();
+    assert_eq!((s.shared_lease_waits, s.shared_lease_acquired), (0, 0));
 }

@@ -61,7 +61,6 @@ async fn a_step_back_with_the_fence_readable_hides_the_cleared_answer() {
 /// never serves ... a cleared key"; "while a sick disk hides the clear's fence at open, shared
 /// entries created before the open are misses".
 #[tokio::test(flavor = "current_thread", start_paused = true)]
-#[ignore = "FINDING G1: a clock stepped back across a restart lets a cleared answer through the E1 rule"]
 async fn a_cleared_answer_is_not_served_after_a_step_back_while_the_fence_is_unreadable() {
     let server = MemoryShared::new();
     let dir = TestDir::new().fault_fs().manual_clock(RUN1_MS);
@@ -80,7 +79,6 @@ async fn a_cleared_answer_is_not_served_after_a_step_back_while_the_fence_is_unr
 /// it is not stale there: after the server forgets the answer (TTL, eviction) every restart
 /// of this replica serves it from its own disk. The `clear` is undone for good.
 #[tokio::test(flavor = "current_thread", start_paused = true)]
-#[ignore = "FINDING G2: G1's cleared answer is written to disk re-dated to the fence and served after every restart"]
 async fn a_cleared_answer_served_after_a_step_back_never_reaches_the_disk() {
     let server = MemoryShared::new();
     let dir = TestDir::new().fault_fs().manual_clock(RUN1_MS);
@@ -116,7 +114,6 @@ async fn a_cleared_answer_served_after_a_step_back_never_reaches_the_disk() {
 /// own `clear` ("once `clear` returns `Ok`, no entry set before it is ever served again"), and
 /// after every later restart with a healthy disk (the fence read at open is 970 001).
 #[tokio::test(flavor = "current_thread", start_paused = true)]
-#[ignore = "FINDING G3: a clear while the fence is unknown lowers the fence on disk and undoes an earlier clear"]
 async fn a_clear_while_the_fence_is_unknown_never_lowers_the_fence() {
     let server = MemoryShared::new();
     let dir = TestDir::new().fault_fs().manual_clock(RUN1_MS);
@@ -146,7 +143,6 @@ async fn a_clear_while_the_fence_is_unknown_never_lowers_the_fence() {
 /// `clear` while the fence is unknown also fails to delete it, and lowers the fence; run 3
 /// serves run 1's cleared file from its own disk.
 #[tokio::test(flavor = "current_thread", start_paused = true)]
-#[ignore = "FINDING G3: the lowered fence also brings back a cleared file left on disk"]
 async fn a_lowered_fence_does_not_bring_back_a_cleared_file() {
     use answercache::testing::{Fault, FsOp, Rule};
     let server = MemoryShared::new();
