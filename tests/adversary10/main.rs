@@ -33,5 +33,7 @@ mod r13;
 mod r14;
 /// Adversary 15 (the E1 and E3 fixes of 2c3da5f): tests/adversary10/r15/FINDINGS.md.
 mod r15;
+/// Adversary 16 (the G1, G3 and G4 fixes of 980e1f7): tests/adversary10/r16/FINDINGS.md.
+mod r16;
 mod races;
 mod superseded;
