@@ -35,6 +35,10 @@ use crate::log;
 use crate::sync::lock;
 use crate::warm::layout::KeyHash;
 
+/// Reads of a fence that read as damaged before it is taken as damaged (see
+/// [`Freshness::load_fence`]).
+const FENCE_REREADS: usize = 2;
+
 /// Bound on keys remembered as stale on disk.
 pub(crate) const STALE_KEYS_MAX: usize = 100_000;
 
@@ -265,7 +269,24 @@ impl Freshness {
         if self.fence_known.load(Ordering::Acquire) {
             return true;
         }
-        let outcome = gate.run(|fs, store| store.read_fence(fs)).await;
+        // A fence read as damaged is read again before it is replaced: a read that flipped a
+        // bit once must not cost the real fence, which may be later than "now" (a clock
+        // stepped back since it was written; the replacement would lower it for good). One
+        // disk call for the breaker: a fence damaged on disk is one error, as before.
+        let outcome = gate
+            .run(|fs, store| {
+                let mut read = store.read_fence(fs);
+                for _ in 0..FENCE_REREADS {
+                    match &read {
+                        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                            read = store.read_fence(fs);
+                        }
+                        _ => break,
+                    }
+                }
+                read
+            })
+            .await;
         gate.note("fence", &outcome);
         match outcome {
             DiskOutcome::Done {
