@@ -35,5 +35,7 @@ mod r14;
 mod r15;
 /// Adversary 16 (the G1, G3 and G4 fixes of 980e1f7): tests/adversary10/r16/FINDINGS.md.
 mod r16;
+/// Adversary 17 (the H1 fix of 5d28383 and the fence's write path): tests/adversary10/r17/FINDINGS.md.
+mod r17;
 mod races;
 mod superseded;

@@ -1,0 +1,122 @@
+//! A fence write that hangs (a stalled mount: the rename onto `<root>/fence` blocks) is given
+//! up after `io_timeout` ("the hung call counts as a timeout failure and finishes, or not, in
+//! the background"): the `clear` returns `NotPersisted`. A later `clear` writes its own,
+//! larger fence and returns `Ok`. When the stalled rename finally completes, it puts the
+//! first, smaller fence over the second. One instance, one clock, no damage. Real time
+//! (tokio does not advance a paused clock while a blocking call runs); the cache's clock is
+//! manual.
+
+use std::time::{Duration, Instant as StdInstant};
+
+use answercache::testing::{MemoryShared, TestDir};
+use answercache::Error;
+
+use super::*;
+
+/// The settings of the real-time tests: short `io_timeout`, health and recovery intervals.
+fn quick(b: answercache::Builder) -> answercache::Builder {
+    b.io_timeout(Duration::from_millis(200))
+        .open_timeout(Duration::from_millis(200))
+        .recovery_interval(Duration::from_millis(300))
+        .health_interval(Duration::from_millis(300))
+}
+
+/// Retries `clear` (the disk may be memory-only or the breaker open after a timeout) for up
+/// to 20 s of real time, advancing the manual clock 1 ms per try.
+async fn clear_until_ok(dir: &TestDir, cache: &answercache::TieredCache) -> Result<(), Error> {
+    let mut cleared = cache.clear().await;
+    for _ in 0..200 {
+        if cleared.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        tick(dir, 1);
+        cleared = cache.clear().await;
+    }
+    cleared
+}
+
+/// Polls the fence on disk until it differs from `from` (at most 5 s of real time).
+async fn fence_changes(dir: &TestDir, from: Option<u64>) -> Option<u64> {
+    let started = StdInstant::now();
+    while started.elapsed() < Duration::from_secs(5) {
+        let now = fence_on_disk(dir);
+        if now != from {
+            return now;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    fence_on_disk(dir)
+}
+
+/// I2: `clear` 1's fence write hangs (`NotPersisted`); `j` is set; `clear` 2 returns `Ok`;
+/// then the stalled rename completes. `close` returns `Ok`; a restart must not serve `j`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "FINDING I2: a fence write given up after io_timeout lands later over a newer clear's fence: the cleared answer is served after a close that returned Ok"]
+async fn a_stalled_fence_write_never_lands_over_a_later_clear() {
+    let server = MemoryShared::new();
+    let dir = TestDir::new().fault_fs().manual_clock(RUN1_MS);
+    run1(&dir, &server, false).await;
+    tick(&dir, 10);
+    let a = open_manual(&dir, &server, |c| c, quick).await;
+    fence_write_hangs(&dir, 1);
+    let first = a.clear().await;
+    assert!(
+        matches!(first, Err(Error::NotPersisted { failed: 1, .. })),
+        "{first:?}"
+    );
+    tick(&dir, 10);
+    a.set_bytes("j", b"set between the clears").await.unwrap();
+    let _ = a.flush().await;
+    let j_created = created_on_server(&server, b"j");
+    tick(&dir, 10);
+    clear_until_ok(&dir, &a).await.unwrap();
+    let fence2 = fence_on_disk(&dir);
+    assert_eq!(read(&a, "j").await, None);
+    dir.fs().release_hangs();
+    let fence_late = fence_changes(&dir, fence2).await;
+    let closed = a.close().await;
+    let b = open_manual(&dir, &server, |c| c, quick).await;
+    let served = read_src(&b, "j").await;
+    b.close().await.unwrap();
+    assert!(
+        fence2.unwrap() > j_created.unwrap(),
+        "{fence2:?} {j_created:?}"
+    );
+    assert!(closed.is_ok(), "{closed:?}");
+    // Observed: (Some(1000016), Some(("set between the clears", Shared))).
+    assert_eq!((fence_late, served), (fence2, None));
+}
+
+/// Guard: the same stalled fence write released *before* the second `clear`: the fence on
+/// disk ends at the second clear's, `close` is `Ok`, and a restart serves nothing cleared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_fence_write_released_before_the_next_clear_is_covered_by_it() {
+    let server = MemoryShared::new();
+    let dir = TestDir::new().fault_fs().manual_clock(RUN1_MS);
+    run1(&dir, &server, false).await;
+    tick(&dir, 10);
+    let a = open_manual(&dir, &server, |c| c, quick).await;
+    fence_write_hangs(&dir, 1);
+    let first = a.clear().await;
+    assert!(
+        matches!(first, Err(Error::NotPersisted { failed: 1, .. })),
+        "{first:?}"
+    );
+    dir.fs().release_hangs();
+    // The stalled rename lands clear 1's fence (1 000 016).
+    assert_eq!(fence_changes(&dir, Some(RUN1_MS + 6)).await, Some(RUN1_MS + 16));
+    tick(&dir, 10);
+    a.set_bytes("j", b"set between the clears").await.unwrap();
+    let _ = a.flush().await;
+    tick(&dir, 10);
+    clear_until_ok(&dir, &a).await.unwrap();
+    let fence2 = fence_on_disk(&dir).unwrap();
+    a.close().await.unwrap();
+    assert_eq!(fence_on_disk(&dir), Some(fence2));
+    assert!(fence2 >= RUN1_MS + 36, "{fence2}");
+    let b = open_manual(&dir, &server, |c| c, quick).await;
+    assert_eq!(read_src(&b, "j").await, None);
+    assert_eq!(read_src(&b, "k").await, None);
+    b.close().await.unwrap();
+}
