@@ -166,3 +166,48 @@ async fn an_instance_with_no_pending_fence_leaves_anothers_clear_alone() {
     );
     c.close().await.unwrap();
 }
+
+/// Guard: A's `clear` lands while B's open is re-reading a fence that read as damaged once
+/// (real time: the re-read is delayed 1 s): B's re-read finds A's new fence, B serves nothing
+/// A's `clear` removed, writes no fence at `close`, and a later process reads A's fence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clear_landing_during_anothers_reread_is_the_fence_it_reads() {
+    use std::time::Duration;
+    let server = MemoryShared::new();
+    let dir = TestDir::new().fault_fs().manual_clock(RUN1_MS);
+    run1(&dir, &server, false).await;
+    tick(&dir, 10);
+    let a = open_manual(&dir, &server, |c| c, |b| b).await;
+    a.set_bytes("j", b"set before A's clear").await.unwrap();
+    a.flush().await.unwrap();
+    tick(&dir, 10);
+    let faults_before = dir.fs().faults_injected();
+    // Rules fire in the order added: the delay skips the first read (flipped by the second
+    // rule) and slows the re-read.
+    dir.fs().add_rule(
+        Rule::new(Fault::Delay(Duration::from_secs(1)))
+            .ops(&[FsOp::ReadFile])
+            .path_contains("/fence")
+            .skip(1)
+            .times(1),
+    );
+    fence_read_flips_a_bit(&dir, 1);
+    let opening = {
+        let (dir_builder, config) = (dir.builder(), server.config().prefix(PREFIX));
+        tokio::spawn(async move { dir_builder.shared(config).build().await.unwrap() })
+    };
+    while dir.fs().faults_injected() - faults_before < 2 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    a.clear().await.unwrap();
+    assert_eq!(fence_on_disk(&dir), Some(RUN1_MS + 26));
+    let b = opening.await.unwrap();
+    let served = read_src(&b, "j").await;
+    a.close().await.unwrap();
+    tick(&dir, 10);
+    b.close().await.unwrap();
+    assert_eq!((served, fence_on_disk(&dir)), (None, Some(RUN1_MS + 26)));
+    let c = open_manual(&dir, &server, |c| c, |b| b).await;
+    assert_eq!(read_src(&c, "j").await, None);
+    c.close().await.unwrap();
+}
