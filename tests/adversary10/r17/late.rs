@@ -79,7 +79,10 @@ async fn a_stalled_fence_write_never_lands_over_a_later_clear() {
     let b = open_manual(&dir, &server, |c| c, quick).await;
     let served = read_src(&b, "j").await;
     b.close().await.unwrap();
-    assert_eq!((j_created, fence2), (Some(RUN1_MS + 25), Some(RUN1_MS + 36)));
+    assert_eq!(
+        (j_created, fence2),
+        (Some(RUN1_MS + 25), Some(RUN1_MS + 36))
+    );
     assert!(closed.is_ok(), "{closed:?}");
     // Observed: (Some(1000016), Some(("set between the clears", Shared))).
     assert_eq!((fence_late, served), (fence2, None));
@@ -102,7 +105,10 @@ async fn a_stalled_fence_write_released_before_the_next_clear_is_covered_by_it()
     );
     dir.fs().release_hangs();
     // The stalled rename lands clear 1's fence (1 000 016).
-    assert_eq!(fence_changes(&dir, Some(RUN1_MS + 6)).await, Some(RUN1_MS + 16));
+    assert_eq!(
+        fence_changes(&dir, Some(RUN1_MS + 6)).await,
+        Some(RUN1_MS + 16)
+    );
     tick(&dir, 10);
     a.set_bytes("j", b"set between the clears").await.unwrap();
     let _ = a.flush().await;

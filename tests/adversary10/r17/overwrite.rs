@@ -113,7 +113,9 @@ async fn a_retried_clear_of_another_instance_never_undoes_a_later_clear() {
     );
     let b_cleared = b.clear().await;
     tick(&dir, 10);
-    a.set_bytes("j", b"set after B's clear, before A's").await.unwrap();
+    a.set_bytes("j", b"set after B's clear, before A's")
+        .await
+        .unwrap();
     a.flush().await.unwrap();
     tick(&dir, 10);
     a.clear().await.unwrap();
@@ -129,10 +131,7 @@ async fn a_retried_clear_of_another_instance_never_undoes_a_later_clear() {
         matches!(b_cleared, Err(Error::NotPersisted { failed: 1, .. })),
         "{b_cleared:?}"
     );
-    assert_eq!(
-        (fence_a, b_closed.is_ok()),
-        (Some(RUN1_MS + 36), true)
-    );
+    assert_eq!((fence_a, b_closed.is_ok()), (Some(RUN1_MS + 36), true));
     // Observed: (Some(1000016), Some(("set after B's clear, before A's", Shared))).
     assert_eq!((fence_after_b, served), (Some(RUN1_MS + 36), None));
 }

@@ -91,7 +91,10 @@ async fn a_fence_damaged_on_disk_is_written_again_and_the_next_open_keeps_the_di
     let damaged: Vec<(&str, Vec<u8>)> = vec![
         ("flipped", flipped_fence(RUN1_MS + 6)),
         ("empty", Vec::new()),
-        ("short", answercache::warm::format::encode_fence(RUN1_MS + 6)[..23].to_vec()),
+        (
+            "short",
+            answercache::warm::format::encode_fence(RUN1_MS + 6)[..23].to_vec(),
+        ),
         ("long", long),
         ("magic", magic),
         ("garbage", (0u8..24).map(|i| i.wrapping_mul(37)).collect()),
