@@ -35,10 +35,6 @@ use crate::log;
 use crate::sync::lock;
 use crate::warm::layout::KeyHash;
 
-/// Reads of a fence that read as damaged before it is taken as damaged (see
-/// [`Freshness::load_fence`]).
-const FENCE_REREADS: usize = 2;
-
 /// Bound on keys remembered as stale on disk.
 pub(crate) const STALE_KEYS_MAX: usize = 100_000;
 
@@ -253,7 +249,9 @@ impl Freshness {
             .run(move |fs, store| store.write_fence(fs, fence))
             .await;
         gate.note("fence", &outcome);
-        if matches!(outcome, DiskOutcome::Done { value: Ok(()), .. }) {
+        // `Ok` also when the fence on disk was already at least this one (another cache's
+        // later `clear`): it covers this one, and is never written over with a lower fence.
+        if matches!(outcome, DiskOutcome::Done { value: Ok(_), .. }) {
             self.fence_persisted_ms.fetch_max(fence, Ordering::Relaxed);
             // The fence on disk is now this process's, whatever was there before.
             self.fence_known.store(true, Ordering::Release);
@@ -274,18 +272,7 @@ impl Freshness {
         // stepped back since it was written; the replacement would lower it for good). One
         // disk call for the breaker: a fence damaged on disk is one error, as before.
         let outcome = gate
-            .run(|fs, store| {
-                let mut read = store.read_fence(fs);
-                for _ in 0..FENCE_REREADS {
-                    match &read {
-                        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                            read = store.read_fence(fs);
-                        }
-                        _ => break,
-                    }
-                }
-                read
-            })
+            .run(|fs, store| store.read_fence_again_if_damaged(fs))
             .await;
         gate.note("fence", &outcome);
         match outcome {

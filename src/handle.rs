@@ -442,7 +442,8 @@ impl TieredCache {
     /// `Ok`, no entry set before it is ever served again, by this process or any process that
     /// opens the directory later, even if some entry files could not be deleted.
     /// [`Error::NotPersisted`](crate::Error::NotPersisted) when the fence could not be written (or the fence already on
-    /// disk could not be read: it may be later than this clear's, and is never lowered): this process still never
+    /// disk could not be read: it may be later than this clear's, and is never lowered; or an
+    /// older fence write of this process, given up after `io_timeout`, has not returned): this process still never
     /// serves an entry created before the clear, and `flush`/`close` report the clear until
     /// the fence is on disk. Writes in flight finish first, except one whose disk call timed
     /// out: if it lands later, the writer deletes it. A write-through `set` or `remove` whose

@@ -245,6 +245,10 @@ pub struct WarmStore {
     /// opened by `prepare_dirs`; empty where the file cannot be opened (then only this
     /// process's operations are ordered).
     dir_lock: OnceLock<Vec<std::fs::File>>,
+    /// Held by a fence write for its whole read-compare-write (see [`WarmStore::write_fence`]),
+    /// inside the disk call: a write given up after `io_timeout` keeps it until it really
+    /// returns, so no later write starts before an older one has landed.
+    fence_write: Mutex<()>,
     /// The default free-space floor for this volume (`u64::MAX` until first needed; see
     /// [`WarmStore::free_floor`]).
     default_floor: AtomicU64,
@@ -325,6 +329,10 @@ const RENAME_ATTEMPTS: u32 = 4;
 /// Stripes of the per-key lock (and descriptors of the directory lock).
 const KEY_LOCKS: usize = 16;
 
+/// Reads of a fence that read as damaged before it is taken as damaged (see
+/// [`WarmStore::read_fence_again_if_damaged`]).
+const FENCE_REREADS: usize = 2;
+
 /// How a key's lock is held across processes (see [`WarmStore::key_lock`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Hold {
@@ -385,6 +393,7 @@ impl WarmStore {
             nowait_reads: std::sync::atomic::AtomicBool::new(false),
             key_locks: std::array::from_fn(|_| Mutex::new(())),
             dir_lock: OnceLock::new(),
+            fence_write: Mutex::new(()),
             default_floor: AtomicU64::new(u64::MAX),
             reserved_bytes: AtomicU64::new(0),
             // Unknown until a listing of the root says there is no `v1/` (or a migration
@@ -1447,10 +1456,38 @@ impl WarmStore {
         }
     }
 
-    /// Writes the fence atomically and durably (temp file, fsync, rename, root fsync):
-    /// entries created before `ms` are cleared, for every process that opens the directory
-    /// from now on.
-    pub fn write_fence(&self, fs: &dyn Fs, ms: u64) -> io::Result<()> {
+    /// Reads the fence, reading one that reads as damaged up to [`FENCE_REREADS`] more times
+    /// (a read that flipped a bit once must not pass for a damaged fence).
+    pub fn read_fence_again_if_damaged(&self, fs: &dyn Fs) -> io::Result<Option<u64>> {
+        let mut read = self.read_fence(fs);
+        for _ in 0..FENCE_REREADS {
+            match &read {
+                Err(e) if e.kind() == io::ErrorKind::InvalidData => read = self.read_fence(fs),
+                _ => break,
+            }
+        }
+        read
+    }
+
+    /// Makes the fence on disk at least `ms`, atomically and durably (temp file, fsync,
+    /// rename, root fsync): entries created before it are cleared, for every process that
+    /// opens the directory from now on. Returns the fence on disk afterwards, `ms` or a larger
+    /// one already there.
+    ///
+    /// A fence on disk never moves back. The fence is read first, and written only if it is
+    /// absent, damaged or lower; all of it under this process's fence lock (held until the
+    /// call really returns, also after the caller gave up waiting) and an exclusive `flock`
+    /// on the root directory (other processes and cache instances on the directory). A fence
+    /// that cannot be read is not written over: the error is returned.
+    pub fn write_fence(&self, fs: &dyn Fs, ms: u64) -> io::Result<u64> {
+        let _in_process = crate::sync::lock(&self.fence_write);
+        let _across = self.lock_root();
+        match self.read_fence_again_if_damaged(fs) {
+            Ok(Some(on_disk)) if on_disk >= ms => return Ok(on_disk),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {}
+            Err(e) => return Err(e),
+        }
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
         let tmp = self.layout.probe_path(self.owner, n);
         let result = fs
@@ -1460,7 +1497,22 @@ impl WarmStore {
         if result.is_err() {
             self.remove_or_remember(fs, tmp);
         }
-        result
+        result.map(|()| ms)
+    }
+
+    /// An exclusive `flock` on the root directory, released when the descriptor drops (see
+    /// [`WarmStore::write_fence`]). `None` where the root cannot be opened or locked: then
+    /// only this process's fence writes are ordered, as for [`WarmStore::key_lock`].
+    fn lock_root(&self) -> Option<std::fs::File> {
+        use rustix::fs::{FlockOperation, Mode, OFlags};
+        let dir = rustix::fs::open(
+            self.layout.root(),
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .ok()?;
+        rustix::fs::flock(&dir, FlockOperation::LockExclusive).ok()?;
+        Some(std::fs::File::from(dir))
     }
 
     #[cfg(feature = "redis")]

@@ -442,6 +442,8 @@ async fn fence_unknown_at_open() {
     );
     let cache = b.clone().build().await.unwrap();
     spin_until(|| cache.stats().warm_index_complete).await;
+    // 4 since the I1/I2 fix (tests/adversary10/r17): the first cache's `clear` reads the fence
+    // before it writes one (a fence on disk never moves back); 3 before.
     t.line("fence reads so far", env.fs.calls(FsOp::ReadFile));
     t.line(
         "get planted (fence unknown)",

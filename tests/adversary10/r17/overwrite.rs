@@ -16,7 +16,6 @@ use crate::mem::*;
 /// I1 (shared): B opens while three reads of the (intact) fence return a flipped bit; A sets
 /// `j`, `clear`s (`Ok`) and closes; B closes. A process opening later must not serve `j`.
 #[tokio::test(flavor = "current_thread", start_paused = true)]
-#[ignore = "FINDING I1: an instance that read the fence as damaged writes its open time over a later clear's fence (one clock): the cleared answer is served after a restart"]
 async fn a_fence_read_as_damaged_by_another_instance_never_undoes_a_clear() {
     let server = MemoryShared::new();
     let dir = TestDir::new().fault_fs().manual_clock(RUN1_MS);
@@ -54,7 +53,6 @@ async fn a_fence_read_as_damaged_by_another_instance_never_undoes_a_clear() {
 /// `j`'s file ("recorded by the fence: the files left are never served"); B closes. The
 /// server forgets `j`. A process opening later must not serve `j`'s file.
 #[tokio::test(flavor = "current_thread", start_paused = true)]
-#[ignore = "FINDING I1: with the fence damaged on disk (no step back) an instance writes its open time over another's later clear: the cleared file is served after a restart"]
 async fn a_fence_damaged_on_disk_never_undoes_a_later_clear_of_another_instance() {
     let server = MemoryShared::new();
     let dir = TestDir::new().fault_fs().manual_clock(RUN1_MS);
@@ -97,7 +95,6 @@ async fn a_fence_damaged_on_disk_never_undoes_a_later_clear_of_another_instance(
 /// `NotPersisted`, "flush reports it until it is on disk"); A sets `j` and `clear`s (`Ok`);
 /// B's `close` retries its fence and writes it over A's.
 #[tokio::test(flavor = "current_thread", start_paused = true)]
-#[ignore = "FINDING I1: another instance's retried clear writes its older fence over a later clear's fence that returned Ok: the cleared answer is served after a restart"]
 async fn a_retried_clear_of_another_instance_never_undoes_a_later_clear() {
     let server = MemoryShared::new();
     let dir = TestDir::new().fault_fs().manual_clock(RUN1_MS);
