@@ -37,5 +37,7 @@ mod r15;
 mod r16;
 /// Adversary 17 (the H1 fix of 5d28383 and the fence's write path): tests/adversary10/r17/FINDINGS.md.
 mod r17;
+/// Adversary 18 (the I1/I2 fix of cd4d82f: read-compare-write of the fence under locks): tests/adversary10/r18/FINDINGS.md.
+mod r18;
 mod races;
 mod superseded;
