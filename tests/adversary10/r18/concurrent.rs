@@ -71,7 +71,11 @@ async fn two_clears_at_once_leave_nothing_from_before_them() {
     cache.close().await.unwrap();
     let later = builder(dir.root()).build().await.unwrap();
     for i in 0..20 {
-        assert_eq!(later.get_bytes(&format!("k{i}")).await.unwrap(), None, "k{i}");
+        assert_eq!(
+            later.get_bytes(&format!("k{i}")).await.unwrap(),
+            None,
+            "k{i}"
+        );
     }
     later.close().await.unwrap();
 }

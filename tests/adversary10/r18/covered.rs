@@ -23,7 +23,9 @@ async fn an_equal_fence_on_disk_does_not_cover_an_entry_set_before_the_clear() {
     let a = open_disk(&dir, |b| b).await;
     let b = open_disk(&dir, |b| b).await;
     b.clear().await.unwrap();
-    b.set_bytes("x", b"set by B before A's clear").await.unwrap();
+    b.set_bytes("x", b"set by B before A's clear")
+        .await
+        .unwrap();
     b.flush().await.unwrap();
     let x_file = on_disk(&dir, b"x");
     no_removals(&dir);
@@ -60,7 +62,9 @@ async fn an_equal_fence_on_disk_does_not_cover_a_shared_entry_set_before_the_cle
     // Two clears of B in the millisecond: B's fence (and its creation times) are 2 ms ahead.
     b.clear().await.unwrap();
     b.clear().await.unwrap();
-    b.set_bytes("x", b"set by B before A's clear").await.unwrap();
+    b.set_bytes("x", b"set by B before A's clear")
+        .await
+        .unwrap();
     b.flush().await.unwrap();
     let cleared = a.clear().await;
     let fence = fence_on_disk(&dir);
@@ -87,7 +91,9 @@ async fn a_larger_fence_covers_the_other_instances_entry() {
     let a = open_disk(&dir, |b| b).await;
     let b = open_disk(&dir, |b| b).await;
     b.clear().await.unwrap();
-    b.set_bytes("x", b"set by B before A's clear").await.unwrap();
+    b.set_bytes("x", b"set by B before A's clear")
+        .await
+        .unwrap();
     b.flush().await.unwrap();
     tick(&dir, 1);
     a.clear().await.unwrap();

@@ -49,7 +49,9 @@ async fn another_instances_hung_fence_write_leaves_this_instances_disk_in_use() 
     let f2 = a.flush().await;
     let waited = started.elapsed();
     tick(&dir, 5);
-    a.set_bytes("e", b"set while B's fence write hangs").await.unwrap();
+    a.set_bytes("e", b"set while B's fence write hangs")
+        .await
+        .unwrap();
     let landed = lands(&dir, b"e", 5).await;
     let state = a.breaker_state();
     let injected = dir.fs().faults_injected();
@@ -67,7 +69,10 @@ async fn another_instances_hung_fence_write_leaves_this_instances_disk_in_use() 
         (true, true, true, true, 1)
     );
     assert!(waited < Duration::from_secs(3), "{waited:?}");
-    assert!(b_closed.is_ok() && a_closed.is_ok(), "{b_closed:?} {a_closed:?}");
+    assert!(
+        b_closed.is_ok() && a_closed.is_ok(),
+        "{b_closed:?} {a_closed:?}"
+    );
     assert_eq!(
         (landed, state),
         (
@@ -100,7 +105,9 @@ async fn one_clear_waits_for_the_lock_and_entries_keep_landing() {
     assert!(waited < Duration::from_secs(2), "{waited:?}");
     assert_eq!(read(&a, "k").await, None);
     tick(&dir, 5);
-    a.set_bytes("e", b"set while B's fence write hangs").await.unwrap();
+    a.set_bytes("e", b"set while B's fence write hangs")
+        .await
+        .unwrap();
     assert_eq!(
         lands(&dir, b"e", 5).await,
         Some(("set while B's fence write hangs".to_owned(), RUN1_MS + 15))

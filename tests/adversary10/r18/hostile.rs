@@ -72,7 +72,12 @@ async fn a_read_only_remount_while_clearing_is_not_persisted() {
     let fence = fence_on_disk(&dir);
     dir.fs().clear_rules();
     assert_eq!(
-        (failed(&cleared).is_some(), k, failed(&closed).is_some(), fence),
+        (
+            failed(&cleared).is_some(),
+            k,
+            failed(&closed).is_some(),
+            fence
+        ),
         (true, None, true, None)
     );
     assert_eq!(temps, Vec::<String>::new());

@@ -293,7 +293,10 @@ async fn a_child_killed_inside_a_fence_write_releases_the_lock() {
     assert!(waited < Duration::from_secs(2), "{waited:?}");
     assert_eq!(e_landed.as_deref(), Some("set while the lock is held"));
     assert!(cleared.is_ok(), "{cleared:?}");
-    assert!(fence.is_some_and(|f| f > k_created), "{fence:?} {k_created}");
+    assert!(
+        fence.is_some_and(|f| f > k_created),
+        "{fence:?} {k_created}"
+    );
     assert!(closed.is_ok(), "{closed:?}");
     assert_eq!((k_served, k_later), (None, None));
     assert_eq!(kid_temps_after, Vec::<String>::new());
