@@ -227,11 +227,12 @@ impl Freshness {
         (pending as u64, stale.len() as u64)
     }
 
-    /// Writes the fence to disk if it is pending. Returns whether none is pending now.
+    /// Writes the fence to disk if it is pending. Returns whether the fence as it was when
+    /// called (the caller's `clear`, or any before it) is on disk now: a `clear` made
+    /// meanwhile moves the fence on, and is its own caller's to persist.
     pub(crate) async fn persist_fence(&self, gate: &DiskGate) -> bool {
-        if self.cleared_before_ms.load(Ordering::Relaxed)
-            <= self.fence_persisted_ms.load(Ordering::Relaxed)
-        {
+        let wanted = self.cleared_before_ms.load(Ordering::Relaxed);
+        if wanted <= self.fence_persisted_ms.load(Ordering::Relaxed) {
             return true;
         }
         // The fence on disk, not read yet, may be ahead of this one (a clock stepped back
@@ -249,14 +250,21 @@ impl Freshness {
             .run(move |fs, store| store.write_fence(fs, fence))
             .await;
         gate.note("fence", &outcome);
-        // `Ok` also when the fence on disk was already at least this one (another cache's
-        // later `clear`): it covers this one, and is never written over with a lower fence.
-        if matches!(outcome, DiskOutcome::Done { value: Ok(_), .. }) {
-            self.fence_persisted_ms.fetch_max(fence, Ordering::Relaxed);
+        if let DiskOutcome::Done {
+            value: Ok(on_disk), ..
+        } = outcome
+        {
+            // The fence on disk may be above this one (another cache instance's `clear`, or
+            // this one plus 1 where another had written the same time): this process takes
+            // it as its own fence too, so that it serves nothing a later process would not,
+            // and its entries from now on are created at or after it.
+            self.cleared_before_ms.fetch_max(on_disk, Ordering::Relaxed);
+            self.fence_persisted_ms
+                .fetch_max(on_disk, Ordering::Relaxed);
             // The fence on disk is now this process's, whatever was there before.
             self.fence_known.store(true, Ordering::Release);
         }
-        !self.fence_pending()
+        self.fence_persisted_ms.load(Ordering::Relaxed) >= wanted
     }
 
     /// Reads the fence (at open, and before a disk read or write while it is not known). A

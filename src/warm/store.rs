@@ -249,6 +249,8 @@ pub struct WarmStore {
     /// inside the disk call: a write given up after `io_timeout` keeps it until it really
     /// returns, so no later write starts before an older one has landed.
     fence_write: Mutex<()>,
+    /// The last fence this process wrote (0 before any; see [`WarmStore::write_fence`]).
+    fence_written: AtomicU64,
     /// The default free-space floor for this volume (`u64::MAX` until first needed; see
     /// [`WarmStore::free_floor`]).
     default_floor: AtomicU64,
@@ -394,6 +396,7 @@ impl WarmStore {
             key_locks: std::array::from_fn(|_| Mutex::new(())),
             dir_lock: OnceLock::new(),
             fence_write: Mutex::new(()),
+            fence_written: AtomicU64::new(0),
             default_floor: AtomicU64::new(u64::MAX),
             reserved_bytes: AtomicU64::new(0),
             // Unknown until a listing of the root says there is no `v1/` (or a migration
@@ -1469,33 +1472,50 @@ impl WarmStore {
         read
     }
 
-    /// Makes the fence on disk at least `ms`, atomically and durably (temp file, fsync,
-    /// rename, root fsync): entries created before it are cleared, for every process that
-    /// opens the directory from now on. Returns the fence on disk afterwards, `ms` or a larger
-    /// one already there.
+    /// Makes the fence on disk cover every entry created before `ms`, atomically and durably
+    /// (temp file, fsync, rename, root fsync), for every process that opens the directory
+    /// from now on. Returns the fence on disk afterwards: `ms`, one more than another
+    /// writer's fence found at or above it, or the one there when it already covers `ms`.
     ///
     /// A fence on disk never moves back. The fence is read first, and written only if it is
-    /// absent, damaged or lower; all of it under this process's fence lock (held until the
-    /// call really returns, also after the caller gave up waiting) and an exclusive `flock`
-    /// on the root directory (other processes and cache instances on the directory). A fence
-    /// that cannot be read is not written over: the error is returned.
+    /// absent, damaged or lower (or another writer's, below); all of it under this process's fence lock (held
+    /// until the call really returns, also after the caller gave up waiting) and an exclusive
+    /// `flock` on the root directory (other processes and cache instances on the directory).
+    /// A fence at or above `ms` written by another process or cache instance does not cover
+    /// this `clear`: that writer dates its entries made after it *at* it (`created_ms` is never
+    /// below the fence, and several clears in one millisecond push the fence ahead of the
+    /// clock), and a fence clears only what is strictly older; so one more than it is
+    /// written, unless this process has itself written a fence at least `ms` (which the one
+    /// there now is at or above). A fence that cannot be read is not written over: the error
+    /// is returned.
     pub fn write_fence(&self, fs: &dyn Fs, ms: u64) -> io::Result<u64> {
         let _in_process = crate::sync::lock(&self.fence_write);
         let _across = self.lock_root();
-        match self.read_fence_again_if_damaged(fs) {
-            Ok(Some(on_disk)) if on_disk >= ms => return Ok(on_disk),
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::InvalidData => {}
+        let ms = match self.read_fence_again_if_damaged(fs) {
+            // This process already wrote a fence at least `ms` (an earlier write of this
+            // fence, given up and landed since, or a later one): what is there now is at or
+            // above it, and covers `ms` as it did.
+            Ok(Some(on_disk))
+                if on_disk >= ms && self.fence_written.load(Ordering::Relaxed) >= ms =>
+            {
+                return Ok(on_disk)
+            }
+            Ok(Some(on_disk)) if on_disk >= ms => on_disk.saturating_add(1),
+            Ok(_) => ms,
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => ms,
             Err(e) => return Err(e),
-        }
+        };
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
         let tmp = self.layout.probe_path(self.owner, n);
         let result = fs
             .write_new(&tmp, &format::encode_fence(ms), true)
             .and_then(|()| fs.rename(&tmp, &self.layout.fence_path()))
             .and_then(|()| fs.sync_dir(self.layout.root()));
-        if result.is_err() {
-            self.remove_or_remember(fs, tmp);
+        match result {
+            Ok(()) => {
+                self.fence_written.fetch_max(ms, Ordering::Relaxed);
+            }
+            Err(_) => self.remove_or_remember(fs, tmp),
         }
         result.map(|()| ms)
     }

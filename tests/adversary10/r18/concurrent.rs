@@ -15,7 +15,6 @@ fn disk_errors(cache: &answercache::TieredCache) -> u64 {
 /// rounds one of the two says `NotPersisted` ("the clear could not be recorded on disk (the
 /// fence)") although its fence, and a larger one, are on disk: `persist_fence` returns
 /// `!fence_pending()`, which the *other* clear's newer fence makes true.
-#[ignore = "FINDING J2: two concurrent clears of one instance on a healthy disk: one returns NotPersisted although its fence is on disk"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_clears_at_once_on_a_healthy_disk_are_both_ok() {
     let dir = TestDir::new();

@@ -16,7 +16,6 @@ use crate::r16::no_removals;
 /// deletions fail (EIO under `v2/`: "even if some entry files could not be deleted", the
 /// fence must hold). Every call returned before the next began: `x` was set before A's
 /// clear, which returned `Ok`. Neither A nor a process opening later may serve `x`.
-#[ignore = "FINDING J1: a clear whose fence equals (or is below) the one on disk returns Ok without covering entries another instance dated at that fence"]
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn an_equal_fence_on_disk_does_not_cover_an_entry_set_before_the_clear() {
     let dir = TestDir::new().fault_fs().manual_clock(RUN1_MS);
@@ -43,7 +42,8 @@ async fn an_equal_fence_on_disk_does_not_cover_an_entry_set_before_the_clear() {
         (
             Some(("set by B before A's clear".to_owned(), RUN1_MS + 1)),
             true,
-            Some(RUN1_MS + 1)
+            // RUN1_MS + 1 before the fix (B's fence, left as it was): A writes one more.
+            Some(RUN1_MS + 2)
         )
     );
     // Observed: (Some(("set by B before A's clear", Warm)), Some((.., Warm))).
@@ -52,7 +52,6 @@ async fn an_equal_fence_on_disk_does_not_cover_an_entry_set_before_the_clear() {
 
 /// J1 (shared tier): the same with both instances replicas on one server: the later process
 /// serves `x` from the server (or the disk).
-#[ignore = "FINDING J1: a clear whose fence equals (or is below) the one on disk returns Ok without covering entries another instance dated at that fence"]
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn an_equal_fence_on_disk_does_not_cover_a_shared_entry_set_before_the_clear() {
     let server = MemoryShared::new();
@@ -74,7 +73,8 @@ async fn an_equal_fence_on_disk_does_not_cover_a_shared_entry_set_before_the_cle
     let c = open_manual(&dir, &server, |c| c, |b| b).await;
     let served_later = read_src(&c, "x").await.map(|(_, s)| s);
     c.close().await.unwrap();
-    assert_eq!((cleared.is_ok(), fence), (true, Some(RUN1_MS + 2)));
+    // RUN1_MS + 2 before the fix (B's fence, left as it was): A writes one more.
+    assert_eq!((cleared.is_ok(), fence), (true, Some(RUN1_MS + 3)));
     // Observed: (Some("set by B before A's clear"), Some(Shared)) or Warm.
     assert_eq!(
         (served_by_a, served_later),
@@ -121,7 +121,8 @@ async fn a_larger_fence_on_disk_is_never_lowered() {
     }
     assert_eq!(fence_on_disk(&dir), Some(RUN1_MS + 5));
     a.clear().await.unwrap();
-    assert_eq!(fence_on_disk(&dir), Some(RUN1_MS + 5));
+    // J1's fix: A's fence (RUN1_MS + 1) is below B's, which A did not write: one more.
+    assert_eq!(fence_on_disk(&dir), Some(RUN1_MS + 6));
     a.close().await.unwrap();
     b.close().await.unwrap();
     let c = open_disk(&dir, |b| b).await;

@@ -126,10 +126,17 @@ async fn one_clear_waits_for_the_lock_and_entries_keep_landing() {
     }
     cleared.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(fence_on_disk(&dir), Some(RUN1_MS + 11));
+    // A's fence (RUN1_MS + 11), or one or two more: since J1's fix a write finding another
+    // instance's fence at or above its own writes one more, and B's given-up writes (its
+    // fence, RUN1_MS + 6) and A's wait for the root lock in an order `flock` does not fix.
+    let fence = fence_on_disk(&dir);
+    assert!(
+        fence.is_some_and(|f| (RUN1_MS + 11..=RUN1_MS + 13).contains(&f)),
+        "{fence:?}"
+    );
     b.close().await.unwrap();
     a.close().await.unwrap();
-    assert_eq!(fence_on_disk(&dir), Some(RUN1_MS + 11));
+    assert_eq!(fence_on_disk(&dir), fence);
     let c = open_disk(&dir, quick).await;
     assert_eq!(read_src(&c, "k").await, None);
     assert_eq!(
@@ -168,13 +175,19 @@ async fn close_is_bounded_while_a_fence_write_hangs() {
     assert_eq!(fence_on_disk(&dir), None);
     dir.fs().release_hangs();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    // B's write, given up, lands when released (RUN1_MS + 1), then A's (RUN1_MS + 6, its
-    // `clear` waited for the lock): fences of clears that returned NotPersisted, the larger
-    // last.
-    assert_eq!(fence_on_disk(&dir), Some(RUN1_MS + 6));
+    // The given-up writes land when released: B's (RUN1_MS + 1) and A's (RUN1_MS + 6), from
+    // their `clear`s and `close`s, in an order `flock` does not fix; since J1's fix a write
+    // finding the other instance's fence at or above its own writes one more. So at least
+    // A's fence, at most one more per given-up write (four).
+    let fence = fence_on_disk(&dir);
+    assert!(
+        fence.is_some_and(|f| (RUN1_MS + 6..=RUN1_MS + 10).contains(&f)),
+        "{fence:?}"
+    );
     tick(&dir, 5);
     let c = open_disk(&dir, quick).await;
     c.clear().await.unwrap();
+    // C's own fence (RUN1_MS + 11) is above any of those: written as it is.
     assert_eq!(fence_on_disk(&dir), Some(RUN1_MS + 11));
     c.close().await.unwrap();
 }
