@@ -25,7 +25,9 @@ async fn an_entry_set_after_another_instances_clock_ahead_clears_is_lost_at_rest
     }
     assert_eq!(fence_on_disk(&dir), Some(RUN1_MS + 5));
     tick(&dir, 2);
-    a.set_bytes("y", b"set by A after B's clears").await.unwrap();
+    a.set_bytes("y", b"set by A after B's clears")
+        .await
+        .unwrap();
     a.flush().await.unwrap();
     let file = on_disk(&dir, b"y");
     let served_by_a = read(&a, "y").await;
@@ -40,7 +42,10 @@ async fn an_entry_set_after_another_instances_clock_ahead_clears_is_lost_at_rest
         (Some(RUN1_MS + 2), y.clone(), Some(RUN1_MS + 5))
     );
     // Observed: None (y dated T+2 < fence T+5).
-    assert_eq!(served_later, y, "y was set after every clear and is lost at restart");
+    assert_eq!(
+        served_later, y,
+        "y was set after every clear and is lost at restart"
+    );
 }
 
 /// Guard (the raise): B's fence T+5 ahead of the clock; A `clear`s at T (writes T+6, raises its
@@ -98,16 +103,25 @@ async fn joined_clears_and_sets_then_restart() {
     a.flush().await.unwrap();
     let mut by_a = Vec::new();
     for i in 0..10 {
-        by_a.push((read(&a, &format!("k{i}")).await, read(&a, &format!("m{i}")).await));
+        by_a.push((
+            read(&a, &format!("k{i}")).await,
+            read(&a, &format!("m{i}")).await,
+        ));
     }
     a.close().await.unwrap();
     let c = open_disk(&dir, |b| b).await;
     let mut later = Vec::new();
     for i in 0..10 {
-        later.push((read(&c, &format!("k{i}")).await, read(&c, &format!("m{i}")).await));
+        later.push((
+            read(&c, &format!("k{i}")).await,
+            read(&c, &format!("m{i}")).await,
+        ));
     }
     c.close().await.unwrap();
     let mut want: Vec<_> = (0..9).map(|_| (None, None)).collect();
     want.push((None, Some("after".to_owned())));
-    assert_eq!((by_a, later, fence_on_disk(&dir)), (want.clone(), want, Some(RUN1_MS + 20)));
+    assert_eq!(
+        (by_a, later, fence_on_disk(&dir)),
+        (want.clone(), want, Some(RUN1_MS + 20))
+    );
 }

@@ -97,8 +97,7 @@ async fn a_fence_deleted_by_hand_is_written_again_by_the_next_clear() {
     assert_eq!(fence_on_disk(&dir), Some(RUN1_MS + 1));
     a.set_bytes("x", b"between").await.unwrap();
     a.flush().await.unwrap();
-    std::fs::remove_file(answercache::warm::layout::Layout::new(dir.root()).fence_path())
-        .unwrap();
+    std::fs::remove_file(answercache::warm::layout::Layout::new(dir.root()).fence_path()).unwrap();
     no_removals(&dir);
     a.clear().await.unwrap();
     dir.fs().clear_rules();

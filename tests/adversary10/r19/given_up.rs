@@ -29,7 +29,14 @@ async fn clear_until_ok_same_ms(cache: &TieredCache) -> (Result<(), Error>, usiz
 
 /// What the scenario observed: (A's second clear, tries, fence after B's clear, fence after
 /// A's second clear, A serves x, a later process serves x).
-type Seen = (bool, usize, Option<u64>, Option<u64>, Option<String>, Option<String>);
+type Seen = (
+    bool,
+    usize,
+    Option<u64>,
+    Option<u64>,
+    Option<String>,
+    Option<String>,
+);
 
 /// One clock at T. B `clear`s 10 times (fence T+10 on disk, B's creation times T+10). A
 /// `clear`s: its fence T+1; `write_fence` finds B's T+10 and writes T+11, but the rename
@@ -111,13 +118,6 @@ async fn without_the_hang_the_second_clear_covers_the_other_instances_entry() {
     let (ok, tries, after_b, fence, by_a, later) = scenario(false).await;
     assert_eq!(
         (ok, tries, after_b, fence, by_a, later),
-        (
-            true,
-            1,
-            Some(RUN1_MS + 12),
-            Some(RUN1_MS + 13),
-            None,
-            None
-        )
+        (true, 1, Some(RUN1_MS + 12), Some(RUN1_MS + 13), None, None)
     );
 }
