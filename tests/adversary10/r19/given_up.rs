@@ -43,15 +43,16 @@ type Seen = (
 /// hangs; A gives up (`NotPersisted`). The rename is released and lands: `fence_written` =
 /// T+11 in A, A's in-memory fence still T+1. B `clear`s (writes T+12: T+11 is not B's) and
 /// sets `x` (dated T+12), `flush` `Ok`. Then A `clear`s (deletions fail: EIO under `v2/`).
-/// `hang_first`: false runs the control without the hang.
-async fn scenario(hang_first: bool) -> Seen {
+/// `hang_first`: false runs the control without the hang. `n`: B's clears first (10 above;
+/// the fences are T+n, T+n+1, T+n+2).
+async fn scenario(hang_first: bool, n: u64) -> Seen {
     let dir = TestDir::new().fault_fs().manual_clock(RUN1_MS);
     let a = open_disk(&dir, quick).await;
     let b = open_disk(&dir, quick).await;
-    for _ in 0..10 {
+    for _ in 0..n {
         b.clear().await.unwrap();
     }
-    assert_eq!(fence_on_disk(&dir), Some(RUN1_MS + 10));
+    assert_eq!(fence_on_disk(&dir), Some(RUN1_MS + n));
     if hang_first {
         fence_write_hangs(&dir, 1);
         let first = a.clear().await;
@@ -60,10 +61,13 @@ async fn scenario(hang_first: bool) -> Seen {
             "{first:?}"
         );
         dir.fs().release_hangs();
-        assert_eq!(fence_becomes(&dir, RUN1_MS + 11).await, Some(RUN1_MS + 11));
+        assert_eq!(
+            fence_becomes(&dir, RUN1_MS + n + 1).await,
+            Some(RUN1_MS + n + 1)
+        );
     } else {
         a.clear().await.unwrap();
-        assert_eq!(fence_on_disk(&dir), Some(RUN1_MS + 11));
+        assert_eq!(fence_on_disk(&dir), Some(RUN1_MS + n + 1));
     }
     b.clear().await.unwrap();
     let after_b = fence_on_disk(&dir);
@@ -73,7 +77,10 @@ async fn scenario(hang_first: bool) -> Seen {
     b.flush().await.unwrap();
     assert_eq!(
         on_disk(&dir, b"x"),
-        Some(("set by B before A's second clear".to_owned(), RUN1_MS + 12))
+        Some((
+            "set by B before A's second clear".to_owned(),
+            RUN1_MS + n + 2
+        ))
     );
     no_removals(&dir);
     let (cleared, tries) = clear_until_ok_same_ms(&a).await;
@@ -102,7 +109,7 @@ async fn scenario(hang_first: bool) -> Seen {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "FINDING K1: a landed given-up fence write puts fence_written above the instance's fence; its next clear leaves another writer's equal fence and an entry set before it is served"]
 async fn a_landed_given_up_write_makes_a_later_clear_skip_another_writers_fence() {
-    let (ok, _tries, after_b, fence, by_a, later) = scenario(true).await;
+    let (ok, _tries, after_b, fence, by_a, later) = scenario(true, 10).await;
     // Observed: fence Some(RUN1_MS + 12) (B's, left as it was), x served by A and later.
     assert_eq!(
         (ok, after_b, fence, by_a, later),
@@ -115,9 +122,24 @@ async fn a_landed_given_up_write_makes_a_later_clear_skip_another_writers_fence(
 /// A's fence to it; A's second clear (fence T+12 in memory) finds B's T+12 and writes T+13.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_the_hang_the_second_clear_covers_the_other_instances_entry() {
-    let (ok, tries, after_b, fence, by_a, later) = scenario(false).await;
+    let (ok, tries, after_b, fence, by_a, later) = scenario(false, 10).await;
     assert_eq!(
         (ok, tries, after_b, fence, by_a, later),
         (true, 1, Some(RUN1_MS + 12), Some(RUN1_MS + 13), None, None)
+    );
+}
+
+/// K1 with B's one `clear` first (two instances clearing in one millisecond, as in J1): B's
+/// fence T+1, A's given-up write T+2, B's clear T+3 and `x` dated T+3; A's second `clear` (its
+/// fence T+2, equal to its `fence_written`) returns `Ok` with T+3 left on disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "FINDING K1: (one clear of B first) a landed given-up fence write makes the next clear leave another writer's fence"]
+async fn one_clear_of_the_other_instance_is_enough_for_k1() {
+    let (ok, tries, after_b, fence, by_a, later) = scenario(true, 1).await;
+    // Observed: fence Some(RUN1_MS + 3) (B's), x served by A and later.
+    assert_eq!(
+        (ok, tries, after_b, fence, by_a, later),
+        (true, 1, Some(RUN1_MS + 3), Some(RUN1_MS + 4), None, None),
+        "x was set before A's Ok'd clear"
     );
 }
