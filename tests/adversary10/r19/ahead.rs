@@ -125,3 +125,53 @@ async fn joined_clears_and_sets_then_restart() {
         (want.clone(), want, Some(RUN1_MS + 20))
     );
 }
+
+/// K4: B `clear`s 3 times at T (fence T+3 on disk). Clock T+2. A `clear`s; its fence write
+/// fails (EIO on the rename, once): `NotPersisted`, A's in-memory fence T+3 pending. A then
+/// sets `y` (`Ok`, dated T+3: at its fence, after its clear) and `flush`es (`Ok`): the
+/// pending fence is persisted first, finds B's T+3 "at or above" A's and writes T+4, raising
+/// A's fence to it; the writer then takes `y`'s landed file (T+3 < T+4) for one a clear
+/// superseded and deletes it. `y`, set after A's clear returned, no clear after it, is served
+/// by A (memory) and lost at restart: acknowledged, flushed `Ok`, not on disk.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+#[ignore = "FINDING K4: a failed clear's fence persisted later as one more than another writer's deletes a set made after the clear; set and flush Ok, lost at restart"]
+async fn persisting_a_pending_fence_later_hides_entries_set_after_the_clear() {
+    use answercache::testing::{Fault, FsOp, Rule};
+    let dir = TestDir::new().fault_fs().manual_clock(RUN1_MS);
+    let a = open_disk(&dir, |b| b).await;
+    let b = open_disk(&dir, |b| b).await;
+    for _ in 0..3 {
+        b.clear().await.unwrap();
+    }
+    tick(&dir, 2);
+    dir.fs().add_rule(
+        Rule::new(Fault::Errno(5))
+            .ops(&[FsOp::Rename])
+            .path_contains("/fence")
+            .times(1),
+    );
+    let first = a.clear().await;
+    dir.fs().clear_rules();
+    let set = a.set_bytes("y", b"set by A after its clear").await;
+    let flushed = a.flush().await;
+    let y_file = on_disk(&dir, b"y").map(|f| f.1);
+    let fence = fence_on_disk(&dir);
+    let served_by_a = read(&a, "y").await;
+    a.close().await.unwrap();
+    b.close().await.unwrap();
+    let c = open_disk(&dir, |b| b).await;
+    let served_later = read(&c, "y").await;
+    c.close().await.unwrap();
+    assert_eq!(
+        (first.is_err(), set.is_ok(), flushed.is_ok()),
+        (true, true, true),
+        "{first:?} {set:?} {flushed:?}"
+    );
+    let y = Some("set by A after its clear".to_owned());
+    // Observed: (false, Some(y), None): no file for y, fence T+4.
+    assert_eq!(
+        (y_file.is_some(), served_by_a, served_later),
+        (true, y.clone(), y),
+        "y was set after A's clear returned (file dated {y_file:?}, fence {fence:?})"
+    );
+}

@@ -115,3 +115,38 @@ async fn a_fence_deleted_by_hand_is_written_again_by_the_next_clear() {
         (Some(RUN1_MS + 2), (None, z.clone()), (None, z))
     );
 }
+
+/// K2 with the fence file deleted by hand instead of damaged: A's `clear` writes T+1 where
+/// B's T+3 was, and `x` (dated T+3, set before A's clear) is served by A and later.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+#[ignore = "FINDING K2: (fence deleted by hand) a clear writes its own lower fence; another instance's clock-ahead entry set before it is served"]
+async fn a_clear_after_the_fence_was_deleted_leaves_a_clock_ahead_entry_served() {
+    let dir = TestDir::new().fault_fs().manual_clock(RUN1_MS);
+    let a = open_disk(&dir, |b| b).await;
+    let b = open_disk(&dir, |b| b).await;
+    for _ in 0..3 {
+        b.clear().await.unwrap();
+    }
+    b.set_bytes("x", b"set by B before A's clear")
+        .await
+        .unwrap();
+    b.flush().await.unwrap();
+    std::fs::remove_file(answercache::warm::layout::Layout::new(dir.root()).fence_path()).unwrap();
+    no_removals(&dir);
+    let cleared = a.clear().await;
+    dir.fs().clear_rules();
+    let fence = fence_on_disk(&dir);
+    let served_by_a = read(&a, "x").await;
+    a.close().await.unwrap();
+    b.close().await.unwrap();
+    let c = open_disk(&dir, |b| b).await;
+    let served_later = read(&c, "x").await;
+    c.close().await.unwrap();
+    assert!(cleared.is_ok(), "{cleared:?}");
+    // Observed: both Some("set by B before A's clear"), fence T+1.
+    assert_eq!(
+        (served_by_a, served_later),
+        (None, None),
+        "x was set before A's Ok'd clear (fence now {fence:?})"
+    );
+}
