@@ -129,16 +129,14 @@ async fn joined_clears_and_sets_then_restart() {
 /// K4: B `clear`s 3 times at T (fence T+3 on disk). Clock T+2. A `clear`s; its fence write
 /// fails (EIO on the rename, once): `NotPersisted`, A's in-memory fence T+3 pending. A then
 /// sets `y` (`Ok`, dated T+3: at its fence, after its clear) and `flush`es (`Ok`): the
-/// pending fence is persisted first, finds B's T+3 "at or above" A's and writes T+4, raising
-/// A's fence to it; the writer then takes `y`'s landed file (T+3 < T+4) for one a clear
-/// superseded and deletes it. `y`, set after A's clear returned, no clear after it, is served
-/// by A (memory) and lost at restart: acknowledged, flushed `Ok`, not on disk.
-#[tokio::test(flavor = "current_thread", start_paused = true)]
-#[ignore = "FINDING K4: a failed clear's fence persisted later as one more than another writer's deletes a set made after the clear; set and flush Ok, lost at restart"]
-async fn persisting_a_pending_fence_later_hides_entries_set_after_the_clear() {
+/// pending fence is persisted, finds B's T+3 "at or above" A's and writes T+4, raising A's
+/// fence to it. `y`, set after A's clear returned, no clear after it, is served by A (memory)
+/// and lost at restart (its file, dated T+3, is below the fence, or was deleted by the
+/// writer's superseded check): acknowledged, flushed `Ok`, cleared.
+async fn k4(policy: answercache::WritePolicy) {
     use answercache::testing::{Fault, FsOp, Rule};
     let dir = TestDir::new().fault_fs().manual_clock(RUN1_MS);
-    let a = open_disk(&dir, |b| b).await;
+    let a = open_disk(&dir, |b| b.write_policy(policy)).await;
     let b = open_disk(&dir, |b| b).await;
     for _ in 0..3 {
         b.clear().await.unwrap();
@@ -153,6 +151,7 @@ async fn persisting_a_pending_fence_later_hides_entries_set_after_the_clear() {
     let first = a.clear().await;
     dir.fs().clear_rules();
     let set = a.set_bytes("y", b"set by A after its clear").await;
+    let before_flush = (on_disk(&dir, b"y"), fence_on_disk(&dir));
     let flushed = a.flush().await;
     let y_file = on_disk(&dir, b"y").map(|f| f.1);
     let fence = fence_on_disk(&dir);
@@ -168,10 +167,25 @@ async fn persisting_a_pending_fence_later_hides_entries_set_after_the_clear() {
         "{first:?} {set:?} {flushed:?}"
     );
     let y = Some("set by A after its clear".to_owned());
-    // Observed: (false, Some(y), None): no file for y, fence T+4.
+    // Observed: (Some(y), None), fence T+4; y's file dated T+3 (below it) or, in some
+    // write-behind runs, deleted by the writer (`cleared_since` after the write).
     assert_eq!(
-        (y_file.is_some(), served_by_a, served_later),
-        (true, y.clone(), y),
-        "y was set after A's clear returned (file dated {y_file:?}, fence {fence:?})"
+        (served_by_a, served_later),
+        (y.clone(), y),
+        "y was set after A's clear returned (file dated {y_file:?}, fence {fence:?}; before the flush {before_flush:?})"
     );
+}
+
+/// K4 (default write policy, write-behind): see [`k4`].
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+#[ignore = "FINDING K4: a failed clear's fence persisted later as one more than another writer's deletes a set made after the clear; set and flush Ok, lost at restart"]
+async fn persisting_a_pending_fence_later_hides_entries_set_after_the_clear() {
+    k4(answercache::WritePolicy::WriteBehind).await;
+}
+
+/// K4 with write-through: `set` returns `Ok` once the write is on disk.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+#[ignore = "FINDING K4: (write-through) a failed clear's fence persisted later as one more than another writer's deletes a set made after the clear"]
+async fn persisting_a_pending_fence_later_hides_a_write_through_set() {
+    k4(answercache::WritePolicy::WriteThrough).await;
 }

@@ -5,7 +5,8 @@
 //! above this instance's fence (so `fence_written` runs ahead of what is persisted) followed
 //! by another instance's clear, a fence damaged on disk after another instance's clears ran
 //! ahead of the clock, another instance's clock-ahead fence vs this instance's later sets,
-//! concurrent clears and sets of one instance, and a fence deleted by hand. See FINDINGS.md.
+//! concurrent clears and sets of one instance, a fence deleted by hand, and a failed clear's
+//! fence persisted later over another instance's ahead fence. See FINDINGS.md.
 
 mod ahead;
 mod damaged;
