@@ -39,5 +39,7 @@ mod r16;
 mod r17;
 /// Adversary 18 (the I1/I2 fix of cd4d82f: read-compare-write of the fence under locks): tests/adversary10/r18/FINDINGS.md.
 mod r18;
+/// Adversary 19 (the J1/J2 fix of cd4d82f/bfa1abf: one more than another writer's fence, `fence_written`, the in-memory raise): tests/adversary10/r19/FINDINGS.md.
+mod r19;
 mod races;
 mod superseded;
