@@ -64,6 +64,10 @@ pub(crate) struct Freshness {
     /// The fence read from disk (0 before it is known): every write of this process is made
     /// after it (see [`Freshness::write_floor`]).
     fence_loaded_ms: AtomicU64,
+    /// The largest fence this process wrote to disk, also by a write given up after
+    /// `io_timeout` that landed later (shared with the warm store): the next fence moves
+    /// past it, so that a new `clear`'s fence is always above every fence this process wrote.
+    fence_written: Arc<AtomicU64>,
     /// Lost keys (see the module docs).
     stale: Mutex<HashMap<KeyHash, Lost>>,
     /// More keys were lost than `stale` holds; reset by `clear`.
@@ -79,9 +83,17 @@ impl Freshness {
             fence_persisted_ms: AtomicU64::new(0),
             fence_known: AtomicBool::new(false),
             fence_loaded_ms: AtomicU64::new(0),
+            fence_written: Arc::new(AtomicU64::new(0)),
             stale: Mutex::new(HashMap::new()),
             lost_overflow: AtomicBool::new(false),
         }
+    }
+
+    /// Shares the warm store's record of the largest fence this process wrote (see the
+    /// field's docs).
+    pub(crate) fn sharing_fence_written(mut self, written: Arc<AtomicU64>) -> Self {
+        self.fence_written = written;
+        self
     }
 
     /// The creation time of an entry made now: never before the fence, so that an entry set
@@ -200,12 +212,17 @@ impl Freshness {
     /// Moves the fence past every entry made so far: past `now_ms` and past the fence itself,
     /// since an entry made in the millisecond of an earlier move carries the fence as its
     /// creation time ([`Freshness::created_now`]). Several moves in one millisecond push the
-    /// fence (and the creation times after it) a millisecond ahead of the clock each.
+    /// fence (and the creation times after it) a millisecond ahead of the clock each. Also
+    /// past every fence this process wrote: a write given up after `io_timeout` may have
+    /// landed one above this fence since (one more than another writer's, see
+    /// `WarmStore::write_fence`), and a new fence at or below it would be taken for that
+    /// older write's.
     fn move_fence_past(&self, now_ms: u64) {
+        let written = self.fence_written.load(Ordering::Relaxed);
         let _ =
             self.cleared_before_ms
                 .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |fence| {
-                    Some(fence.max(now_ms).saturating_add(1))
+                    Some(fence.max(now_ms).max(written).saturating_add(1))
                 });
     }
 

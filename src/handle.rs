@@ -135,6 +135,7 @@ impl TieredCache {
             hot.clone(),
             counters.clone(),
         ));
+        let fence_written = store.fence_written();
         let gate = Arc::new(DiskGate::new(
             fs,
             store,
@@ -147,7 +148,7 @@ impl TieredCache {
             hot,
             queue: Arc::new(WriteQueue::new(config.write_queue_bytes)),
             gate: gate.clone(),
-            freshness: Arc::new(Freshness::new(clock.clone())),
+            freshness: Arc::new(Freshness::new(clock.clone()).sharing_fence_written(fence_written)),
             counters: counters.clone(),
         };
         let writer = Arc::new(Writer::new(parts.clone(), config.write_concurrency));

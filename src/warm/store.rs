@@ -249,8 +249,10 @@ pub struct WarmStore {
     /// inside the disk call: a write given up after `io_timeout` keeps it until it really
     /// returns, so no later write starts before an older one has landed.
     fence_write: Mutex<()>,
-    /// The last fence this process wrote (0 before any; see [`WarmStore::write_fence`]).
-    fence_written: AtomicU64,
+    /// The largest fence this process wrote (0 before any; see [`WarmStore::write_fence`]),
+    /// also when the write was given up and landed later. Shared with `Freshness`, which
+    /// moves the next fence past it.
+    fence_written: Arc<AtomicU64>,
     /// The default free-space floor for this volume (`u64::MAX` until first needed; see
     /// [`WarmStore::free_floor`]).
     default_floor: AtomicU64,
@@ -396,7 +398,7 @@ impl WarmStore {
             key_locks: std::array::from_fn(|_| Mutex::new(())),
             dir_lock: OnceLock::new(),
             fence_write: Mutex::new(()),
-            fence_written: AtomicU64::new(0),
+            fence_written: Arc::new(AtomicU64::new(0)),
             default_floor: AtomicU64::new(u64::MAX),
             reserved_bytes: AtomicU64::new(0),
             // Unknown until a listing of the root says there is no `v1/` (or a migration
@@ -1459,6 +1461,11 @@ impl WarmStore {
         }
     }
 
+    /// The largest fence this process wrote (see [`WarmStore::write_fence`]), shared.
+    pub(crate) fn fence_written(&self) -> Arc<AtomicU64> {
+        self.fence_written.clone()
+    }
+
     /// Reads the fence, reading one that reads as damaged up to [`FENCE_REREADS`] more times
     /// (a read that flipped a bit once must not pass for a damaged fence).
     pub fn read_fence_again_if_damaged(&self, fs: &dyn Fs) -> io::Result<Option<u64>> {
@@ -1485,18 +1492,19 @@ impl WarmStore {
     /// this `clear`: that writer dates its entries made after it *at* it (`created_ms` is never
     /// below the fence, and several clears in one millisecond push the fence ahead of the
     /// clock), and a fence clears only what is strictly older; so one more than it is
-    /// written, unless this process has itself written a fence at least `ms` (which the one
-    /// there now is at or above). A fence that cannot be read is not written over: the error
+    /// written, unless this process has itself written a fence at least `ms` (an older
+    /// write of the same `clear`). A fence that cannot be read is not written over: the error
     /// is returned.
     pub fn write_fence(&self, fs: &dyn Fs, ms: u64) -> io::Result<u64> {
         let _in_process = crate::sync::lock(&self.fence_write);
         let _across = self.lock_root();
         let ms = match self.read_fence_again_if_damaged(fs) {
             // This process already wrote a fence at least `ms` (an earlier write of this
-            // fence, given up and landed since, or a later one): what is there now is at or
-            // above it, and covers `ms` as it did.
+            // fence, given up and landed since): what is there now is at or above it, and
+            // covers `ms` as it did. A new fence of this process is always above the last it
+            // wrote (`Freshness` moves its fence past it), so this is never a new `clear`.
             Ok(Some(on_disk))
-                if on_disk >= ms && self.fence_written.load(Ordering::Relaxed) >= ms =>
+                if on_disk >= ms && ms <= self.fence_written.load(Ordering::Relaxed) =>
             {
                 return Ok(on_disk)
             }
