@@ -41,5 +41,7 @@ mod r17;
 mod r18;
 /// Adversary 19 (the J1/J2 fix of cd4d82f/bfa1abf: one more than another writer's fence, `fence_written`, the in-memory raise): tests/adversary10/r19/FINDINGS.md.
 mod r19;
+/// Adversary 20 (the K1 fix of 7ae3d62: `fence_written` shared with `Freshness`, failed and given-up fence writes vs another instance's same-ms clear): tests/adversary10/r20/FINDINGS.md.
+mod r20;
 mod races;
 mod superseded;
