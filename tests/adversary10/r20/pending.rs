@@ -102,7 +102,7 @@ fn y() -> Option<String> {
 /// (it writes the pending fence: B's T+1 is "at or above" and not A's, so T+2). No clear
 /// after `y`; `y` is lost at restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "FINDING L1: one clear per instance per ms: a failed clear's fence persisted later as one more than the other instance's same-ms fence hides a set made after the clear (K4 without several clears in one ms)"]
+#[ignore = "FINDING L1 (open, documented: millisecond fences across instances): one clear per instance per ms: a failed clear's fence persisted later as one more than the other instance's same-ms fence hides a set made after the clear (K4 without several clears in one ms)"]
 async fn a_failed_clears_fence_persisted_later_hides_a_set_made_after_it() {
     let seen = scenario(true, false).await;
     // Observed: fence Some(T+2), y served by A (memory) and None later.
@@ -125,7 +125,7 @@ async fn a_failed_clears_fence_persisted_later_hides_a_set_made_after_it() {
 /// B's T+1) before it hung; A gives up, sets `y` (dated T+1, its in-memory fence), the write
 /// lands, `flush` `Ok`: `y` is below the fence that landed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "FINDING L1: a given-up fence write that lands after the clear returned, one above the other instance's same-ms fence, hides a set made after the clear"]
+#[ignore = "FINDING L1 (open, documented: millisecond fences across instances): a given-up fence write that lands after the clear returned, one above the other instance's same-ms fence, hides a set made after the clear"]
 async fn a_given_up_fence_write_landing_later_hides_a_set_made_after_the_clear() {
     let seen = scenario(true, true).await;
     assert_eq!(
@@ -146,7 +146,7 @@ async fn a_given_up_fence_write_landing_later_hides_a_set_made_after_the_clear()
 /// L1 with the hang on the fence *read* inside `write_fence`: A gives up before anything was
 /// chosen; released after A's set, the read finds B's T+1 and writes T+2 over `y` (T+1).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "FINDING L1: a given-up fence write whose read hung chooses one above the other instance's same-ms fence after the clear returned, hiding a set made after the clear"]
+#[ignore = "FINDING L1 (open, documented: millisecond fences across instances): a given-up fence write whose read hung chooses one above the other instance's same-ms fence after the clear returned, hiding a set made after the clear"]
 async fn a_given_up_fence_read_landing_later_hides_a_set_made_after_the_clear() {
     let seen = scenario_with(true, true, FsOp::ReadFile).await;
     assert_eq!(
@@ -239,7 +239,7 @@ async fn a_clear_after_a_landed_write_covers_the_other_instances_entry() {
 /// writes `y` and the pending fence). Only what is served is asserted: `y`'s file may be
 /// dated T+1 below the fence, or deleted by the writer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "FINDING L1: (write-behind) a failed clear's fence persisted by the flush as one more than the other instance's same-ms fence hides a set made after the clear"]
+#[ignore = "FINDING L1 (open, documented: millisecond fences across instances): (write-behind) a failed clear's fence persisted by the flush as one more than the other instance's same-ms fence hides a set made after the clear"]
 async fn write_behind_a_failed_clears_fence_hides_a_set_made_after_it() {
     let dir = TestDir::new().fault_fs().manual_clock(RUN1_MS);
     let a = open_disk(&dir, |b| b).await;
