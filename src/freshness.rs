@@ -278,7 +278,7 @@ impl Freshness {
             self.cleared_before_ms.fetch_max(on_disk, Ordering::Relaxed);
             self.fence_persisted_ms
                 .fetch_max(on_disk, Ordering::Relaxed);
-            // The fence on disk is now this process's, whatever was there before.
+            // The fence on disk is known now (read and written in that call).
             self.fence_known.store(true, Ordering::Release);
         }
         self.fence_persisted_ms.load(Ordering::Relaxed) >= wanted

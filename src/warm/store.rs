@@ -1481,20 +1481,20 @@ impl WarmStore {
 
     /// Makes the fence on disk cover every entry created before `ms`, atomically and durably
     /// (temp file, fsync, rename, root fsync), for every process that opens the directory
-    /// from now on. Returns the fence on disk afterwards: `ms`, one more than another
-    /// writer's fence found at or above it, or the one there when it already covers `ms`.
+    /// from now on. Returns the fence on disk afterwards.
     ///
-    /// A fence on disk never moves back. The fence is read first, and written only if it is
-    /// absent, damaged or lower (or another writer's, below); all of it under this process's fence lock (held
-    /// until the call really returns, also after the caller gave up waiting) and an exclusive
-    /// `flock` on the root directory (other processes and cache instances on the directory).
-    /// A fence at or above `ms` written by another process or cache instance does not cover
-    /// this `clear`: that writer dates its entries made after it *at* it (`created_ms` is never
-    /// below the fence, and several clears in one millisecond push the fence ahead of the
-    /// clock), and a fence clears only what is strictly older; so one more than it is
-    /// written, unless this process has itself written a fence at least `ms` (an older
-    /// write of the same `clear`). A fence that cannot be read is not written over: the error
-    /// is returned.
+    /// A fence on disk never moves back. The fence is read first, under this process's fence
+    /// lock (held until the call really returns, also after the caller gave up waiting) and an
+    /// exclusive `flock` on the root directory (other processes and cache instances), then:
+    /// - absent, damaged or below `ms`: `ms` is written;
+    /// - at or above `ms`, and this process has already written a fence at least `ms` (an
+    ///   older write of the same `clear`, given up and landed since): left as it is;
+    /// - at or above `ms` otherwise (another writer's): one more than it is written. That
+    ///   writer dates the entries it sets after its `clear` *at* its fence (`created_ms` is
+    ///   never below the fence; several clears in one millisecond push it ahead of the
+    ///   clock), and a fence clears only what is strictly older.
+    ///
+    /// A fence that cannot be read is not written over: the error is returned.
     pub fn write_fence(&self, fs: &dyn Fs, ms: u64) -> io::Result<u64> {
         let _in_process = crate::sync::lock(&self.fence_write);
         let _across = self.lock_root();
