@@ -258,7 +258,7 @@ pub struct Stats {
     /// Gets answered by the warm tier (disk), then promoted.
     pub warm_hits: u64,
     /// Warm-tier reads that found a valid entry (of at most 64 KiB of file declaring at most
-    /// 1 MiB of value; it is inflated in steps of at most 32 KiB, between which the task
+    /// 1 MiB of value; it is inflated in steps of at most 64 KiB, between which the task
     /// yields) in the page cache
     /// and finished on the calling thread, without the blocking-pool hop (ext4, xfs, btrfs;
     /// see `Fs::read_file_nowait`). A read whose entry then turns out to be older than a

@@ -105,7 +105,7 @@ pub struct StoreConfig {
 /// files are handed to the blocking pool, already read.
 pub const STEPPED_FILE_MAX: usize = 64 * 1024;
 
-/// The largest value [`WarmStore::read_inline`] inflates on the caller's thread: 32 steps of
+/// The largest value [`WarmStore::read_inline`] inflates on the caller's thread: 16 steps of
 /// [`INLINE_STEP_BYTES`]. A file of at most [`STEPPED_FILE_MAX`] bytes may declare far more
 /// (up to `max_entry_bytes`, 16 MiB by default: one byte repeated compresses ~1000:1), and the
 /// value's buffer is allocated and zero-filled in one go before the first step (the crate
@@ -115,13 +115,23 @@ pub const STEPPED_FILE_MAX: usize = 64 * 1024;
 /// before the file is verified; the pool verifies it all the same.
 pub const STEPPED_VALUE_MAX: u64 = 1 << 20;
 
-/// Bytes of value one inflate step produces on an async worker before the task yields: no
-/// more than the inline budget before steps existed (a 16 KiB file, ~40 KiB of text, decoded
-/// in one go). Measured on the 2-core bench machine under load: ~45 µs per 16 KiB of chat
-/// JSON, so a step is ~90 µs at most there. Each extra step costs ~5-7 µs (zlib keeps a window
-/// between calls; one yield): 16 KiB steps left a 64 KiB hit at 1.19x its floor, 32 KiB steps
-/// at 1.11-1.12x (paired, same runs).
-pub const INLINE_STEP_BYTES: usize = 32 * 1024;
+/// Bytes of value one inflate step produces on an async worker before the task yields: every
+/// value of at most 64 KiB is inflated in one go.
+///
+/// Why not smaller: every step after the first costs 12-15 µs on the 2-core bench machine
+/// (zlib-rs copies each unfinished call's output into its 32 KiB window, and the task yields
+/// and is polled again; BENCHMARKS.md, "Session 16"). With 32 KiB steps (sessions 12-15) a
+/// 64 KiB warm hit was 1.17-1.19x its floor, with 64 KiB steps 1.07-1.09x (paired runs in the
+/// same minutes).
+///
+/// The cost, the longest one poll of an inline read holds an async worker: the blake3 of at
+/// most [`STEPPED_FILE_MAX`] bytes of file (10-25 µs there) and one step, ~115 µs for 64 KiB of
+/// chat JSON there at gzip level 3 (levels 3-9 inflate at about the same speed, level 1 up to
+/// 25% slower, stored values far faster: `benches/COMPRESSION.md`). That is the upper end of
+/// tokio's 10-100 µs guidance, on this slow core; the blocking-pool hop it avoids costs 20-40
+/// µs per hit and two thread hand-offs. Values over [`STEPPED_VALUE_MAX`] and files over
+/// [`STEPPED_FILE_MAX`] go to the blocking pool.
+pub const INLINE_STEP_BYTES: usize = 64 * 1024;
 
 /// What [`WarmStore::read_inline`] found.
 #[derive(Debug)]

@@ -72,6 +72,14 @@ fn meta(expires_ms: u64) -> EntryMeta {
 }
 
 /// Pseudo-random (incompressible) bytes.
+/// A value longer than one inflate step whose entry file is still read inline (at most
+/// [`STEPPED_FILE_MAX`]): 40 KiB of noise, then 40 KiB of zeros.
+fn stepped_value() -> Vec<u8> {
+    let mut value = noise(40 * 1024);
+    value.resize(80 * 1024, 0);
+    value
+}
+
 fn noise(n: usize) -> Vec<u8> {
     let mut out = vec![0u8; n];
     blake3::Hasher::new()
@@ -251,7 +259,7 @@ fn read_inline_verifies_a_longer_entry_and_hands_it_over_to_be_inflated_in_steps
     let env = open(dir.path());
     let key = b"longer";
     let hash = layout::key_hash(key);
-    let value = noise(40 * 1024);
+    let value = stepped_value();
     let m = meta(NOW + 1);
     let file = env.put(&StdFs::new(), key, &value, m);
     assert!(file.len() <= STEPPED_FILE_MAX && value.len() > INLINE_STEP_BYTES);
@@ -293,7 +301,7 @@ fn a_stepped_hit_leaves_the_index_entry_of_a_file_written_during_its_steps() {
     let key = b"rewritten";
     let hash = layout::key_hash(key);
     let fs = StdFs::new();
-    let value = noise(40 * 1024);
+    let value = stepped_value();
     let old = env.put(&fs, key, &value, meta(NOW + 1));
     let inflate = |env: &Env| match expect_break(env.store.read_inline(&fs, key, &hash, NOW)) {
         InlineRead::Inflate(i) => i,

@@ -1,6 +1,7 @@
 //! Large warm entries read from every kind of tokio context. A file over 64 KiB
 //! (`STEPPED_FILE_MAX`; 64 KiB of noise) is read on the caller's thread and verified and
-//! inflated on the blocking pool; a file of 16-64 KiB (40 KiB of noise) is verified on the
+//! inflated on the blocking pool; a file of 16-64 KiB (40 KiB of noise, padded with zeros to
+//! 100 KiB of value) is verified on the
 //! caller's thread and inflated there in steps with a `yield_now` between them (no
 //! `block_in_place`, which panics in some of these contexts). Every read must be a hit of
 //! exactly the planted value, with no disk error counted (a caught panic is counted as one,
@@ -276,8 +277,16 @@ fn runtime_shutdown_during_large_reads() {
 
 const STEPPED_LEN: usize = 40 << 10;
 
+/// `noise(STEPPED_LEN, i)` padded with zeros to 100 KiB: a file of ~40 KiB whose value takes
+/// two 64 KiB steps (noise alone took two 32 KiB steps when this test was written).
+fn stepped_value(i: u64) -> Vec<u8> {
+    let mut v = noise(STEPPED_LEN, i);
+    v.resize(100 << 10, 0);
+    v
+}
+
 /// Like `cache_with_large_entries`, with `n` entries of 16-64 KiB of file (keys `mid:0..n`,
-/// values `noise(STEPPED_LEN, i)`): inflated in steps on the reading task.
+/// values `stepped_value(i)`): inflated in steps on the reading task.
 fn cache_with_stepped_entries(rt: &Runtime, n: u64) -> TestCache {
     rt.block_on(async {
         let cache = TestDir::new()
@@ -290,7 +299,7 @@ fn cache_with_stepped_entries(rt: &Runtime, n: u64) -> TestCache {
         scanned(&cache).await;
         for i in 0..n {
             let key = format!("mid:{i}");
-            let file = entry_file(key.as_bytes(), &noise(STEPPED_LEN, i), now_ms() - 1000, 0);
+            let file = entry_file(key.as_bytes(), &stepped_value(i), now_ms() - 1000, 0);
             assert!(file.len() > 32 << 10 && file.len() <= 64 << 10);
             plant(&v2_path(cache.root(), key.as_bytes()), &file);
         }
@@ -300,7 +309,7 @@ fn cache_with_stepped_entries(rt: &Runtime, n: u64) -> TestCache {
 
 fn check_stepped(got: Option<Arc<[u8]>>, i: u64) {
     assert!(
-        got.as_deref() == Some(&noise(STEPPED_LEN, i)[..]),
+        got.as_deref() == Some(&stepped_value(i)[..]),
         "mid:{i}: not the planted value"
     );
 }

@@ -11,7 +11,7 @@ use super::*;
 
 async fn cancel_rounds(cache: &TieredCache, root: &std::path::Path, tag: &str) {
     let cases = [
-        (format!("{tag}:noise"), noise(56 << 10, 3)),
+        (format!("{tag}:noise"), long_noise(56 << 10, 120 << 10, 3)),
         (format!("{tag}:text"), text(1 << 20, 4)),
     ];
     for (key, value) in &cases {

@@ -36,7 +36,10 @@ fn with_field(m: &[u8], flag: u8, xlen: usize) -> Vec<u8> {
 
 fn cases(tag: &str) -> Vec<Case> {
     let mut out = Vec::new();
-    let values = [("text", text(300 << 10, 9)), ("noise", noise(40 << 10, 9))];
+    let values = [
+        ("text", text(300 << 10, 9)),
+        ("noise", long_noise(40 << 10, 100 << 10, 9)),
+    ];
     for (vname, v) in &values {
         let n = v.len() as u64;
         let m = deflate(v, 6).unwrap();

@@ -50,10 +50,21 @@ pub async fn open() -> TestCache {
 }
 
 /// Text of `len` bytes that compresses ~100:1, distinct per `seed`: a file of a few KiB
-/// whose value takes `len / 32 KiB` steps.
+/// whose value takes `len / 64 KiB` steps (`INLINE_STEP_BYTES`; 32 KiB when these tests were
+/// written).
 pub fn text(len: usize, seed: u64) -> Vec<u8> {
     let line = format!("seed {seed:>20}: the stepped inflater must give this back exactly. ");
     line.as_bytes().iter().copied().cycle().take(len).collect()
+}
+
+/// `noise_len` bytes of noise, then zeros up to `len`: a file of about `noise_len` bytes (at
+/// most 64 KiB: read inline) whose value takes more than one 64 KiB step. These tests were
+/// written with 32 KiB steps and noise alone (40-60 KiB: two steps); with 64 KiB steps noise
+/// alone would inflate in one.
+pub fn long_noise(noise_len: usize, len: usize, seed: u64) -> Vec<u8> {
+    let mut v = noise(noise_len, seed);
+    v.resize(len, 0);
+    v
 }
 
 /// Leaves `key` = `value` on disk only: set, pushed out of the one-entry hot tier by a filler,

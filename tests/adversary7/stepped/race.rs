@@ -99,12 +99,19 @@ async fn round(
     wrong
 }
 
-/// The value pairs: noise of 20-64 KiB (one or two steps, old and new of different lengths)
-/// and compressible text of 1 MiB / 600 KiB (32 and 19 steps: a long window).
+/// The value pairs: noise of 40-60 KiB padded with zeros to 100-124 KiB (two steps) against
+/// noise of 20-24 KiB (one step), old and new of different lengths, and compressible text of
+/// 1 MiB / 600 KiB (16 and 10 steps of 64 KiB: a long window).
 fn values(i: u64) -> (Vec<u8>, Vec<u8>) {
     match i % 3 {
-        0 => (noise(40 << 10, i), noise(24 << 10, i + 1000)),
-        1 => (noise(60 << 10, i), noise(20 << 10, i + 1000)),
+        0 => (
+            long_noise(40 << 10, 100 << 10, i),
+            noise(24 << 10, i + 1000),
+        ),
+        1 => (
+            long_noise(60 << 10, 124 << 10, i),
+            noise(20 << 10, i + 1000),
+        ),
         _ => (text(1 << 20, i), text(600 << 10, i + 1000)),
     }
 }
