@@ -548,3 +548,75 @@ fn boundary_members_through_a_live_cache_local_set() {
     let rt = ct();
     tokio::task::LocalSet::new().block_on(&rt, through_a_live_cache("local"));
 }
+
+/// Values whose every match reaches far back (noise of period `p` repeated: a match at
+/// distance `p`, up to deflate's 32 KiB window), so that the matches that straddle each
+/// 64 KiB step boundary copy from zlib's window (the output of a step is twice the window),
+/// at levels 1, 6 and 9: stepping with 64 KiB budgets (and one byte less or more) gives
+/// exactly the value, in exactly one step per 64 KiB, and so does a live cache.
+#[test]
+fn long_distance_matches_across_64k_steps() {
+    let mut wrong = Vec::new();
+    let mut values = Vec::new();
+    for p in [32_768usize, 32_767, 32_000, 16_385, 4_096, 258, 3] {
+        for len in [2 * STEP + 1, 5 * STEP - 1, VALUE_MAX] {
+            let unit = noise(p, p as u64);
+            let v: Vec<u8> = unit.iter().copied().cycle().take(len).collect();
+            for level in [1u32, 6, 9] {
+                let m = deflate(&v, level).unwrap();
+                for budget in [STEP - 1, STEP, STEP + 1] {
+                    let mut inf = ExactInflater::<Arc<[u8]>>::new(v.len() as u64).unwrap();
+                    let mut unfinished = 0u32;
+                    let got = loop {
+                        match inf.step(&m, budget) {
+                            Ok(true) => break Ok(inf.into_value()),
+                            Ok(false) => unfinished += 1,
+                            Err(e) => break Err(e),
+                        }
+                    };
+                    let want_steps = len.div_ceil(budget) as u32 - 1;
+                    match got {
+                        Ok(g) if *g == *v && unfinished == want_steps => {}
+                        other => wrong.push(format!(
+                            "period {p}, {len} bytes, level {level}, budget {budget}: {:?} \
+                             after {unfinished} unfinished steps (want {want_steps})",
+                            other.map(|g| (g.len(), *g == *v))
+                        )),
+                    }
+                }
+                values.push((format!("far:{p}:{len}:{level}"), v.clone(), m));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+    // Through a live cache, from the files the members make.
+    ct().block_on(async {
+        let cache = open().await;
+        let root = cache.root().to_owned();
+        for (key, v, m) in &values {
+            let file = resealed(key, v.len() as u64, m, now_ms());
+            let inline = file.len() <= FILE_MAX;
+            plant(&v2_path(&root, key.as_bytes()), &file);
+            let s0 = cache.stats();
+            let (got, yields) = get_counting_yields(&cache, key).await;
+            let mv = moved(&s0, &cache.stats());
+            let want = if inline { STEPPED_HIT } else { POOL_HIT };
+            if got.as_deref() != Some(&v[..])
+                || mv != want
+                || (inline && yields != yields_for(v.len()))
+            {
+                wrong.push(format!(
+                    "{key} ({} bytes of file): {:?} after {yields} yields, moved {mv:?}",
+                    file.len(),
+                    got.map(|g| g.len())
+                ));
+            }
+            cache.remove(key).await.unwrap();
+            evict_hot(&cache).await;
+        }
+        assert!(wrong.is_empty(), "{wrong:#?}");
+        let s = cache.stats();
+        assert!(s.inline_reads > 0);
+        assert_eq!((s.corrupted, s.disk_errors), (0, 0));
+    });
+}

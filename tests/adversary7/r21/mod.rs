@@ -13,12 +13,18 @@
 //! - `expiry`: a manual clock at the expiry boundary and moved past it between steps.
 //! - `contexts`: a hand-written executor on a thread with an entered handle, a dropped
 //!   `LocalSet` and a dropped runtime mid-steps, many concurrent stepped reads of one key.
+//! - `lifecycle`: a `close` between two steps, an empty value, stepped gets joined in one
+//!   task.
+//! - `tamper`: the inline read sees other bytes than the pool then finds at the path (a
+//!   wrapping `Fs`): the pool judges the path, never the inline bytes.
 
 mod boundary;
 mod contexts;
 mod expiry;
 mod interleave;
+mod lifecycle;
 mod sizes;
+mod tamper;
 
 use std::future::Future;
 use std::path::Path;
