@@ -10,19 +10,24 @@
 //!   which path reads them (`inline_reads`), how many yields (manual polls), the exact bytes.
 //! - `interleave`: a get polled by hand to stop exactly between two steps, then a `set`,
 //!   `remove`, `clear` (flushed) or a drop; the answer, the later answers, the index.
+//! - `docs`: the documents name the 64 KiB step (FINDING V1: docs/ARCHITECTURE.md does not).
 //! - `expiry`: a manual clock at the expiry boundary and moved past it between steps.
 //! - `contexts`: a hand-written executor on a thread with an entered handle, a dropped
 //!   `LocalSet` and a dropped runtime mid-steps, many concurrent stepped reads of one key.
 //! - `lifecycle`: a `close` between two steps, an empty value, stepped gets joined in one
 //!   task.
+//! - `scan`: a stepped read before the startup scan has indexed the directory (the scan
+//!   held by a wrapping `Fs`), with a `remove` or `set` between its steps.
 //! - `tamper`: the inline read sees other bytes than the pool then finds at the path (a
 //!   wrapping `Fs`): the pool judges the path, never the inline bytes.
 
 mod boundary;
 mod contexts;
+mod docs;
 mod expiry;
 mod interleave;
 mod lifecycle;
+mod scan;
 mod sizes;
 mod tamper;
 
