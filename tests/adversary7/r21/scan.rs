@@ -8,6 +8,7 @@
 //! operations on a complete index (../stepped/FINDINGS.md, P1).
 
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::task::Poll;
 
@@ -21,6 +22,12 @@ struct HoldScan {
     inner: StdFs,
     held: Mutex<bool>,
     released: Condvar,
+    /// Reads of this path skip the page cache, and `read_file` of it, once it has the bytes,
+    /// waits while `parked` before returning them (`read_done` set meanwhile).
+    pool_only: Mutex<Option<std::path::PathBuf>>,
+    parked: Mutex<bool>,
+    unparked: Condvar,
+    read_done: AtomicBool,
 }
 
 impl HoldScan {
@@ -28,11 +35,27 @@ impl HoldScan {
         *self.held.lock().unwrap() = yes;
         self.released.notify_all();
     }
+    fn park_reads_of(&self, path: Option<std::path::PathBuf>) {
+        *self.parked.lock().unwrap() = path.is_some();
+        *self.pool_only.lock().unwrap() = path;
+        self.unparked.notify_all();
+    }
+    fn is_pool_only(&self, path: &Path) -> bool {
+        self.pool_only.lock().unwrap().as_deref() == Some(path)
+    }
 }
 
 impl Fs for HoldScan {
     fn read_file(&self, path: &Path, max_len: u64) -> io::Result<FileRead> {
-        self.inner.read_file(path, max_len)
+        let read = self.inner.read_file(path, max_len);
+        if self.is_pool_only(path) {
+            self.read_done.store(true, Ordering::SeqCst);
+            let mut parked = self.parked.lock().unwrap();
+            while *parked {
+                parked = self.unparked.wait(parked).unwrap();
+            }
+        }
+        read
     }
     fn read_prefix(&self, path: &Path, n: usize) -> io::Result<FileRead> {
         self.inner.read_prefix(path, n)
@@ -83,6 +106,9 @@ impl Fs for HoldScan {
         self.inner.nowait_reads(root)
     }
     fn read_file_nowait(&self, path: &Path, max_len: u64) -> io::Result<Option<FileRead>> {
+        if self.is_pool_only(path) {
+            return Ok(None);
+        }
         self.inner.read_file_nowait(path, max_len)
     }
 }
@@ -90,6 +116,9 @@ impl Fs for HoldScan {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Op {
     Remove,
+    /// A `remove` flushed while a blocking-pool read of the key (the page cache skipped)
+    /// holds the file's bytes, before it decodes them.
+    RemovePool,
     Set,
     Nothing,
 }
@@ -124,6 +153,42 @@ async fn round(op: Op) -> Result<(), String> {
         fs.hold(false);
         return Err(format!("{op:?}: the scan was not held"));
     }
+    if op == Op::RemovePool {
+        fs.park_reads_of(Some(v2_path(&root, b"key")));
+        let c = cache.cache.clone();
+        let task = tokio::spawn(async move { c.get_bytes("key").await.unwrap() });
+        let read = answercache::testing::wait_until(Duration::from_secs(60), || {
+            fs.read_done.load(Ordering::SeqCst)
+        })
+        .await;
+        if !read {
+            fs.park_reads_of(None);
+            fs.hold(false);
+            return Err(format!("{op:?}: the pool read did not come"));
+        }
+        cache.remove("key").await.unwrap();
+        cache.flush().await.unwrap();
+        fs.park_reads_of(None);
+        let got = task.await.unwrap();
+        if got.as_deref() != Some(&old[..]) && got.is_some() {
+            fs.hold(false);
+            return Err(format!(
+                "{op:?}: the get answered {:?} bytes",
+                got.map(|g| g.len())
+            ));
+        }
+        fs.hold(false);
+        scanned(&cache).await;
+        cache.flush().await.unwrap();
+        let index = index_matches_disk(&cache, &root);
+        let from_hot = cache.get_bytes("key").await.unwrap();
+        evict_hot(&cache).await;
+        let from_disk = cache.get_bytes("key").await.unwrap();
+        if from_hot.is_some() || from_disk.is_some() {
+            return Err(format!("{op:?}: later gets answered the removed value"));
+        }
+        return index.map_err(|e| format!("{op:?}: after the scan: {e}"));
+    }
     let mut fut = Box::pin(cache.get_bytes("key"));
     if poll_once(&mut fut).is_ready() {
         fs.hold(false);
@@ -139,6 +204,7 @@ async fn round(op: Op) -> Result<(), String> {
             Some(&new[..])
         }
         Op::Nothing => Some(&old[..]),
+        Op::RemovePool => unreachable!(),
     };
     cache.flush().await.unwrap();
     let got = loop {
@@ -197,4 +263,13 @@ fn a_set_during_a_stepped_read_before_the_scan() {
 #[ignore = "FINDING V2: a remove flushed between the steps of a read made before the startup scan finished leaves a phantom index entry (the removed file's length) that the scan keeps"]
 fn a_remove_during_a_stepped_read_before_the_scan() {
     ct().block_on(async { round(Op::Remove).await.unwrap() });
+}
+
+/// V2 on the blocking-pool path, made deterministic by the wrapper: the page cache skipped,
+/// the pool's `read_file` holds the file's bytes while `remove` + `flush` run, then decodes
+/// them and touches the index. The same `touch_unless_changed` re-adds the removed file.
+#[test]
+#[ignore = "FINDING V2 (pool path): a remove flushed while a blocking-pool read holds the file's bytes, before the startup scan finished, leaves the same phantom index entry"]
+fn a_remove_during_a_blocking_pool_read_before_the_scan() {
+    ct().block_on(async { round(Op::RemovePool).await.unwrap() });
 }
