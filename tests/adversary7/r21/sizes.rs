@@ -158,3 +158,71 @@ fn values_around_64k_and_1m_written_by_the_cache() {
         index_matches_disk(&cache, &root).unwrap();
     });
 }
+
+/// Version-1 entry files (FORMAT.md: still read) around the step boundaries take the same
+/// path as version 2: stepped hits of exactly their bytes with the exact yields; a v1 member
+/// declaring one byte less is a bomb, counted once, quarantined.
+#[test]
+fn version_1_files_around_the_step_boundaries() {
+    use answercache::warm::format::{assemble, FLAG_GZIP};
+    ct().block_on(async {
+        let cache = open().await;
+        let root = cache.root().to_owned();
+        let mut wrong = Vec::new();
+        for n in [STEP, STEP + 1, 2 * STEP + 1, VALUE_MAX] {
+            let key = format!("v1:{n}");
+            let v = text(n, 200 + n as u64);
+            let m = deflate(&v, 6).unwrap();
+            let file = assemble(
+                key.as_bytes(),
+                n as u64,
+                &m,
+                meta(now_ms() - 1000, 0),
+                1,
+                FLAG_GZIP,
+            );
+            plant(&v2_path(&root, key.as_bytes()), &file);
+            let s0 = cache.stats();
+            let (got, yields) = get_counting_yields(&cache, &key).await;
+            let mv = moved(&s0, &cache.stats());
+            if got.as_deref() != Some(&v[..]) || mv != STEPPED_HIT || yields != yields_for(n) {
+                wrong.push(format!(
+                    "{key}: {:?} after {yields} yields, {mv:?}",
+                    got.map(|g| g.len())
+                ));
+            }
+            cache.remove(&key).await.unwrap();
+            evict_hot(&cache).await;
+            let bkey = format!("v1:{n}:bomb");
+            let path = v2_path(&root, bkey.as_bytes());
+            plant(
+                &path,
+                &assemble(
+                    bkey.as_bytes(),
+                    n as u64 - 1,
+                    &m,
+                    meta(now_ms() - 1000, 0),
+                    1,
+                    FLAG_GZIP,
+                ),
+            );
+            let s0 = cache.stats();
+            let got = cache.get_bytes(&bkey).await.unwrap();
+            let s1 = cache.stats();
+            if got.is_some()
+                || moved(&s0, &s1) != CORRUPT_MISS
+                || reason_count(&s1, "bomb") != reason_count(&s0, "bomb") + 1
+                || path.exists()
+            {
+                wrong.push(format!(
+                    "{bkey}: {:?}, {:?}",
+                    got.map(|g| g.len()),
+                    moved(&s0, &s1)
+                ));
+            }
+        }
+        assert!(wrong.is_empty(), "{wrong:#?}");
+        cache.flush().await.unwrap();
+        index_matches_disk(&cache, &root).unwrap();
+    });
+}
