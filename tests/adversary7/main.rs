@@ -10,12 +10,16 @@
 //! - `stepped`: the perf14 stepped inline inflate against races with writes, dropped gets
 //!   and damaged entries (stepped/FINDINGS.md).
 //! - `warm`: the warm index's budget, order, sweep and restart scan through the public API.
+//! - `r21`: the 64 KiB inline inflate steps (`INLINE_STEP_BYTES` 32 -> 64 KiB) at their
+//!   boundaries, between two steps, on a manual clock and outside the usual contexts
+//!   (r21/FINDINGS.md).
 
 #![allow(missing_docs)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod gzip;
 mod hot;
+mod r21;
 mod runtimes;
 mod stepped;
 mod support;
