@@ -20,7 +20,6 @@ fn the_readme_names_the_64k_step() {
 }
 
 #[test]
-#[ignore = "FINDING V1: docs/ARCHITECTURE.md still says the inline read inflates at most 32 KiB of value per step (64 KiB since 0558efe)"]
 fn the_architecture_doc_names_the_64k_step() {
     let doc = folded(ARCHITECTURE);
     assert!(
