@@ -449,6 +449,17 @@ pub struct WarmIndex {
     unit: u64,
     scanned: bool,
     settled: bool,
+    /// Removals of entry files (a `remove`, a `clear`) begun and ended (see
+    /// [`WarmIndex::removal_mark`]).
+    removals_begun: u64,
+    removals_ended: u64,
+}
+
+/// What [`WarmIndex::removal_mark`] noted: the removals begun and ended then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RemovalMark {
+    begun: u64,
+    ended: u64,
 }
 
 impl std::fmt::Debug for WarmIndex {
@@ -492,6 +503,8 @@ impl Default for WarmIndex {
             unit: DEFAULT_ALLOCATION_UNIT,
             scanned: false,
             settled: false,
+            removals_begun: 0,
+            removals_ended: 0,
         }
     }
 }
@@ -597,6 +610,34 @@ impl WarmIndex {
     /// Has the startup scan been merged?
     pub fn scanned(&self) -> bool {
         self.scanned
+    }
+
+    /// Notes that a removal of entry files begins (before the index forgets them): until the
+    /// matching [`WarmIndex::end_removal`], and for any read that noted a mark before it, a
+    /// file read may be deleted under the read without the index ever having held it (an
+    /// index the startup scan has not completed yet).
+    pub fn begin_removal(&mut self) {
+        self.removals_begun += 1;
+    }
+
+    /// Notes that a removal begun with [`WarmIndex::begin_removal`] is over (the files are
+    /// deleted, or it failed).
+    pub fn end_removal(&mut self) {
+        self.removals_ended += 1;
+    }
+
+    /// The removals begun and ended now, noted by a read before it reads a file.
+    pub fn removal_mark(&self) -> RemovalMark {
+        RemovalMark {
+            begun: self.removals_begun,
+            ended: self.removals_ended,
+        }
+    }
+
+    /// Whether a removal may have deleted a file read after `mark` was noted: one was in
+    /// progress then, or one has begun since.
+    pub fn removed_since(&self, mark: RemovalMark) -> bool {
+        mark.begun != mark.ended || self.removals_begun != mark.begun
     }
 
     /// Whether the index holds `hash` (without touching its place).
@@ -984,6 +1025,30 @@ mod tests {
         assert_eq!((ix.bytes(), ix.disk_bytes(), ix.len()), (0, 0, 0));
         ix.put(a, entry(0));
         assert_eq!(ix.disk_bytes(), DIRENT_CHARGE + 512);
+    }
+
+    #[test]
+    fn removal_marks_see_removals_in_progress_and_begun_since() {
+        let mut ix = WarmIndex::default();
+        let before = ix.removal_mark();
+        assert!(!ix.removed_since(before));
+        ix.begin_removal();
+        assert!(ix.removed_since(before));
+        let during = ix.removal_mark();
+        assert!(ix.removed_since(during), "a removal in progress when noted");
+        ix.end_removal();
+        assert!(ix.removed_since(before));
+        assert!(ix.removed_since(during));
+        let after = ix.removal_mark();
+        assert!(!ix.removed_since(after));
+        ix.clear();
+        assert!(
+            !ix.removed_since(after),
+            "clearing the entries is not a removal mark"
+        );
+        ix.begin_removal();
+        ix.end_removal();
+        assert!(ix.removed_since(after));
     }
 
     #[test]

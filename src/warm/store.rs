@@ -22,7 +22,7 @@ use crate::stats::Counters;
 
 use super::encoded::EncodedEntry;
 use super::format::{self, Corruption, Decoded, EntryMeta, Invalid, Limits, HEADER_LEN};
-use super::index::{IndexEntry, WarmIndex};
+use super::index::{IndexEntry, RemovalMark, WarmIndex};
 use super::layout::{self, KeyHash, Layout, TempOwner};
 use super::quarantine::{self, QuarantineLimits, Why};
 use super::take::{is_not_found, is_stranded, take_if_unchanged, Judged};
@@ -158,8 +158,8 @@ pub(crate) enum InlineRead {
 #[derive(Debug)]
 pub(crate) struct SteppedRead {
     inflating: format::Inflating,
-    /// The key's index tag before the file was read; `None`: not in the index.
-    indexed: Option<u32>,
+    /// What the index knew of the key before the file was read.
+    indexed: Noted,
 }
 
 impl SteppedRead {
@@ -188,8 +188,16 @@ impl SteppedRead {
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Prefetched {
     data: Vec<u8>,
-    /// The key's index tag before the file was read; `None`: not in the index.
-    indexed: Option<u32>,
+    /// What the index knew of the key before the file was read.
+    indexed: Noted,
+}
+
+/// What the index knew of a key before a read of its file ([`WarmStore::note`]): the key's
+/// index tag (`None`: not in the index) and the removals begun and ended then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Noted {
+    tag: Option<u32>,
+    removals: RemovalMark,
 }
 
 impl Prefetched {
@@ -481,7 +489,7 @@ impl WarmStore {
     ) -> io::Result<ReadOutcome> {
         let path = self.layout.entry_path(hash);
         // Noted before the file is read (see `read_inline`).
-        let indexed = self.index().tag_of(hash);
+        let indexed = self.note(hash);
         let data = match fs.read_file(&path, self.config.limits.max_file_bytes()) {
             Ok(FileRead::Data(d)) => d,
             Ok(FileRead::NotRegular(kind)) => {
@@ -548,26 +556,38 @@ impl WarmStore {
     /// clear, an eviction) changed it since the read, and the index is left alone: a writer
     /// renames its file into place before it indexes it, so that entry is newer than this
     /// file (tests/adversary7/stepped/FINDINGS.md, P1).
-    fn touch_unless_changed(
-        &self,
-        hash: &KeyHash,
-        data: &[u8],
-        meta: &EntryMeta,
-        indexed: Option<u32>,
-    ) {
+    ///
+    /// A key absent before and absent now is unchanged only if no removal ran meanwhile: an
+    /// index the startup scan has not completed does not hold every file, so a `remove` or
+    /// `clear` of one it never held leaves its tag `None`, and [`WarmStore::touch`] would
+    /// re-add the deleted file for good (tests/adversary7/r21/FINDINGS.md, V2). Then the hit
+    /// is not recorded: the scan finds the file if it is still there.
+    fn touch_unless_changed(&self, hash: &KeyHash, data: &[u8], meta: &EntryMeta, indexed: Noted) {
         let mut ix = self.index();
         let now = ix.tag_of(hash);
-        if now == indexed || now == Some(super::index::file_tag(data)) {
+        let unchanged =
+            now == indexed.tag && (now.is_some() || !ix.removed_since(indexed.removals));
+        if unchanged || now == Some(super::index::file_tag(data)) {
             self.touch(&mut ix, hash, data, meta);
+        }
+    }
+
+    /// What the index knows of the key now, noted before its file is read (see
+    /// [`WarmStore::touch_unless_changed`]).
+    fn note(&self, hash: &KeyHash) -> Noted {
+        let ix = self.index();
+        Noted {
+            tag: ix.tag_of(hash),
+            removals: ix.removal_mark(),
         }
     }
 
     /// Drops the key's index entry after a read found no file, if the entry is still the one
     /// noted before the read (see [`WarmStore::touch_unless_changed`]): a file written and
     /// indexed since is there.
-    fn forget_unless_changed(&self, hash: &KeyHash, indexed: Option<u32>) {
+    fn forget_unless_changed(&self, hash: &KeyHash, indexed: Noted) {
         let mut ix = self.index();
-        if ix.tag_of(hash) == indexed {
+        if ix.tag_of(hash) == indexed.tag {
             ix.remove(hash);
         }
     }
@@ -627,7 +647,7 @@ impl WarmStore {
         let path = self.layout.entry_path(hash);
         // Noted before the file is read: a writer renames its file into place before it
         // indexes it, so an entry that changes after this is a newer file's (or a removal).
-        let indexed = self.index().tag_of(hash);
+        let indexed = self.note(hash);
         let data = match fs.read_file_nowait(&path, self.config.limits.max_file_bytes()) {
             Ok(Some(FileRead::Data(d))) => d,
             Ok(Some(FileRead::NotRegular(_) | FileRead::TooLarge(_))) | Ok(None) => {
@@ -710,7 +730,7 @@ impl WarmStore {
     #[cfg(test)]
     pub(crate) fn prefetched(&self, hash: &KeyHash, data: Vec<u8>) -> Prefetched {
         Prefetched {
-            indexed: self.index().tag_of(hash),
+            indexed: self.note(hash),
             data,
         }
     }
@@ -1273,7 +1293,18 @@ impl WarmStore {
     /// Removes an entry file. `Ok(false)` if there was none.
     pub fn remove(&self, fs: &dyn Fs, hash: &KeyHash) -> io::Result<bool> {
         let _key = self.key_lock(hash, Hold::Shared);
-        self.index().remove(hash);
+        {
+            let mut ix = self.index();
+            ix.begin_removal();
+            ix.remove(hash);
+        }
+        let removed = self.remove_files(fs, hash);
+        self.index().end_removal();
+        removed
+    }
+
+    /// The file deletions of [`WarmStore::remove`].
+    fn remove_files(&self, fs: &dyn Fs, hash: &KeyHash) -> io::Result<bool> {
         self.remove_legacy(fs, hash)?;
         let path = self.layout.entry_path(hash);
         match fs.remove_file(&path) {
@@ -1294,7 +1325,18 @@ impl WarmStore {
 
     /// Removes every entry (the fan-out directories under `v1/`); foreign files are left.
     pub fn clear(&self, fs: &dyn Fs) -> io::Result<()> {
-        self.index().clear();
+        {
+            let mut ix = self.index();
+            ix.begin_removal();
+            ix.clear();
+        }
+        let cleared = self.clear_files(fs);
+        self.index().end_removal();
+        cleared
+    }
+
+    /// The file deletions of [`WarmStore::clear`].
+    fn clear_files(&self, fs: &dyn Fs) -> io::Result<()> {
         let mut walk = EntryWalk::from_entries_dir(fs, self.layout.root()).in_listing_order();
         let mut first_error = None;
         while let Some(item) = walk.next() {

@@ -268,7 +268,6 @@ fn a_set_during_a_stepped_read_before_the_scan() {
 /// A `remove` flushed during the steps, before the scan: the read's touch finds no entry,
 /// as before its first step, and re-adds the file it read, which is gone (FINDINGS.md, V2).
 #[test]
-#[ignore = "FINDING V2: a remove flushed between the steps of a read made before the startup scan finished leaves a phantom index entry (the removed file's length) that the scan keeps"]
 fn a_remove_during_a_stepped_read_before_the_scan() {
     ct().block_on(async { round(Op::Remove).await.unwrap() });
 }
@@ -277,7 +276,6 @@ fn a_remove_during_a_stepped_read_before_the_scan() {
 /// the pool's `read_file` holds the file's bytes while `remove` + `flush` run, then decodes
 /// them and touches the index. The same `touch_unless_changed` re-adds the removed file.
 #[test]
-#[ignore = "FINDING V2 (pool path): a remove flushed while a blocking-pool read holds the file's bytes, before the startup scan finished, leaves the same phantom index entry"]
 fn a_remove_during_a_blocking_pool_read_before_the_scan() {
     ct().block_on(async { round(Op::RemovePool).await.unwrap() });
 }
@@ -285,7 +283,6 @@ fn a_remove_during_a_blocking_pool_read_before_the_scan() {
 /// A `set` flushed, then a `remove`, during the steps: the entry the writer made is gone
 /// again, and the read re-adds the old file (V2).
 #[test]
-#[ignore = "FINDING V2 (set then remove): the read re-adds the old file's entry once the key's entry is absent again"]
 fn a_set_then_remove_during_a_stepped_read_before_the_scan() {
     ct().block_on(async { round(Op::SetRemove).await.unwrap() });
 }
