@@ -240,6 +240,39 @@ fn bench_warm(c: &mut Criterion) {
 
 /// Warm hit with promotion: a one-entry hot tier, so each warm hit is promoted into the hot tier
 /// (evicting the previous one). Same 4 KiB entries.
+/// What a step of the inline read costs: `ExactInflater` (the inflater of every warm read)
+/// run over the same 64 KiB chat-JSON values (gzip level 3, the default above one allocation
+/// unit) in one step, and in steps of 32 and 16 KiB of value (no yield between them: the
+/// inflater's own cost). Each step after the first copies its output into zlib's 32 KiB window;
+/// `INLINE_STEP_BYTES` was chosen from this (BENCHMARKS.md, "Session 16").
+fn bench_inflate_steps(c: &mut Criterion) {
+    let mut group = c.benchmark_group("inflate_steps");
+    group.throughput(Throughput::Elements(1));
+    let size = 64 * 1024;
+    let values = workload::values(Kind::ChatJson, size, 32, 5);
+    let members: Vec<Vec<u8>> = values
+        .iter()
+        .map(|v| format::deflate(v, answercache::defaults::DEFAULT_COMPRESSION_LEVEL).unwrap())
+        .collect();
+    for (label, step) in [
+        ("one_step", usize::MAX),
+        ("32KiB_steps", 32 << 10),
+        ("16KiB_steps", 16 << 10),
+    ] {
+        group.bench_function(BenchmarkId::new(label, "64KiB"), |b| {
+            let mut i = 0;
+            b.iter(|| {
+                i = (i + 1) % members.len();
+                let mut inflater =
+                    format::ExactInflater::<Arc<[u8]>>::new(values[i].len() as u64).unwrap();
+                while !inflater.step(&members[i], step).unwrap() {}
+                black_box(inflater.into_value())
+            })
+        });
+    }
+    group.finish();
+}
+
 fn bench_warm_promote(c: &mut Criterion) {
     let rt = workload::runtime();
     let mut group = c.benchmark_group("warm_hit_promote");
@@ -426,6 +459,6 @@ criterion_group! {
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3))
         .sample_size(20);
-    targets = paired_warm, bench_warm, bench_warm_promote
+    targets = paired_warm, bench_warm, bench_warm_promote, bench_inflate_steps
 }
 criterion_main!(benches);
