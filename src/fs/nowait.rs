@@ -261,5 +261,453 @@ pub(super) mod closer {
                 std::thread::sleep(super::POLL);
             }
         }
+
+        // ---- Adversarial tests (r22): a closer stuck in a close, spurious wake-ups. ----
+        //
+        // A close that blocks: the last descriptor of a TCP socket with `SO_LINGER` (120 s)
+        // whose peer reads nothing (its send queue cannot drain, so `close` waits in
+        // `tcp_close`). `python3` makes the pair (the crate has no socket options) and the test
+        // takes its own copy with `pidfd_getfd`; python closes its copy, so the closer's close
+        // is the last, and blocks until the peer drains. The tests that stall the process-wide
+        // closer run again in a child process of their own (`--exact`), so that no other unit
+        // test waits on it.
+
+        use std::io::{BufRead, Write};
+        use std::path::{Path, PathBuf};
+
+        const ROLE_ENV: &str = "ANSWERCACHE_R22_CLOSER_ROLE";
+
+        fn ci() -> bool {
+            std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+        }
+
+        /// In the parent: runs `tests::<name>` again in a child in `role` and returns false;
+        /// in that child, returns true (the test body runs). Skipped (false, said so) without
+        /// `python3`, except under `CI=true`.
+        fn in_child(name: &str, role: &str) -> bool {
+            if std::env::var(ROLE_ENV).is_ok_and(|r| r == role) {
+                return true;
+            }
+            let python = std::process::Command::new("python3")
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if !python {
+                assert!(!ci(), "{name}: needs python3; CI=true requires it");
+                println!("SKIPPED {name}: needs python3");
+                return false;
+            }
+            let test = format!("fs::nowait::closer::tests::{name}");
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    &test,
+                    "--nocapture",
+                    "--test-threads=1",
+                    "--include-ignored",
+                ])
+                .env(ROLE_ENV, role)
+                .output()
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                out.status.success() && stdout.contains("running 1 test"),
+                "child {test} failed: {}\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}",
+                out.status
+            );
+            false
+        }
+
+        const LINGER_PAIR: &str = r#"
+import socket, struct, sys
+srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(1)
+c = socket.socket(); c.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+c.connect(srv.getsockname()); peer, _ = srv.accept()
+peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+c.setblocking(False)
+try:
+    while True: c.send(b"x" * 65536)
+except BlockingIOError: pass
+c.setblocking(True)
+c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 120))
+print(c.fileno(), flush=True)
+sys.stdin.readline()
+c.close()
+print("closed", flush=True)
+sys.stdin.readline()
+peer.settimeout(60)
+while peer.recv(1 << 20): pass
+"#;
+
+        /// A socket whose last close blocks until [`Stuck::release`] (or the test's end).
+        struct Stuck {
+            child: std::process::Child,
+            stdin: Option<std::process::ChildStdin>,
+        }
+
+        impl Stuck {
+            fn new() -> (Stuck, OwnedFd) {
+                use std::process::Stdio;
+                let mut child = std::process::Command::new("python3")
+                    .args(["-c", LINGER_PAIR])
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                let mut stdin = child.stdin.take().unwrap();
+                let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+                let mut line = String::new();
+                out.read_line(&mut line).unwrap();
+                let fd: i32 = line.trim().parse().unwrap();
+                let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+                let pidfd =
+                    rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).unwrap();
+                let sock = rustix::process::pidfd_getfd(
+                    &pidfd,
+                    fd,
+                    rustix::process::PidfdGetfdFlags::empty(),
+                )
+                .unwrap();
+                writeln!(stdin, "got").unwrap();
+                line.clear();
+                out.read_line(&mut line).unwrap();
+                assert_eq!(line.trim(), "closed");
+                (
+                    Stuck {
+                        child,
+                        stdin: Some(stdin),
+                    },
+                    sock,
+                )
+            }
+
+            /// The peer drains: the blocked close returns.
+            fn release(mut self) {
+                self.stop();
+            }
+
+            fn stop(&mut self) {
+                if let Some(mut stdin) = self.stdin.take() {
+                    let _ = writeln!(stdin, "drain");
+                    drop(stdin);
+                    let _ = self.child.wait();
+                }
+            }
+        }
+
+        impl Drop for Stuck {
+            fn drop(&mut self) {
+                self.stop();
+            }
+        }
+
+        /// The closer thread's id (by its name).
+        fn closer_tid() -> Option<String> {
+            std::fs::read_dir("/proc/self/task").ok()?.find_map(|e| {
+                let e = e.ok()?;
+                let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
+                (comm.trim() == "answercache-clo") // comm: 15 bytes of "answercache-close"
+                    .then(|| e.file_name().to_string_lossy().into_owned())
+            })
+        }
+
+        /// Waits (10 s at most) until the closer thread is blocked in `close(2)`.
+        fn wait_closer_in_close() {
+            #[cfg(target_arch = "x86_64")]
+            const CLOSE: &str = "3";
+            #[cfg(target_arch = "aarch64")]
+            const CLOSE: &str = "57";
+            #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+            compile_error!("the syscall number of close on this architecture");
+            let start = Instant::now();
+            loop {
+                // A thread just started takes its name a moment later: no name yet, not yet.
+                let tid = closer_tid().unwrap_or_default();
+                let sys = std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall"))
+                    .unwrap_or_default();
+                if sys.split_whitespace().next() == Some(CLOSE) {
+                    return;
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(10),
+                    "the closer is not in close: {sys}"
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+
+        fn pending() -> usize {
+            super::lock(super::closer().unwrap()).fds.len()
+        }
+
+        /// Descriptors of this process open on `path`.
+        fn fds_on(path: &Path) -> usize {
+            std::fs::read_dir("/proc/self/fd")
+                .unwrap()
+                .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter(|t| t.starts_with(path))
+                .count()
+        }
+
+        fn settle_fds(path: &Path) -> usize {
+            let start = Instant::now();
+            loop {
+                let n = fds_on(path);
+                if n == 0 || start.elapsed() > Duration::from_secs(10) {
+                    return n;
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+
+        /// A page-cached file on a filesystem with inline reads (the temp dir: ext4, xfs or
+        /// btrfs, as in `tests/core/inline_reads.rs`).
+        fn cached(dir: &Path, data: &[u8]) -> PathBuf {
+            use crate::fs::Fs;
+            assert!(
+                crate::fs::StdFs::new().nowait_reads(dir),
+                "{} is not on ext4, xfs or btrfs",
+                dir.display()
+            );
+            let path = dir.join("f");
+            std::fs::write(&path, data).unwrap();
+            assert_eq!(std::fs::read(&path).unwrap(), data);
+            path
+        }
+
+        fn nowait(path: &Path) -> Option<Vec<u8>> {
+            use crate::fs::{FileRead, Fs};
+            match crate::fs::StdFs::new()
+                .read_file_nowait(path, 1 << 20)
+                .unwrap()
+            {
+                Some(FileRead::Data(d)) => Some(d),
+                None => None,
+                Some(other) => panic!("{other:?}"),
+            }
+        }
+
+        /// A close that hangs: while it does, descriptors handed over wait (exactly those),
+        /// inline reads succeed until exactly MAX_PENDING wait and then answer `None` (the
+        /// blocking path), a cache's warm hit is still exact (through the blocking pool, not
+        /// inline); once the close returns, everything is closed and reads are inline again.
+        #[test]
+        fn a_stuck_close_caps_the_list_and_reads_take_the_blocking_path() {
+            if !in_child(
+                "a_stuck_close_caps_the_list_and_reads_take_the_blocking_path",
+                "stuck_caps",
+            ) {
+                return;
+            }
+            let (stuck, sock) = Stuck::new();
+            super::defer(sock);
+            wait_closer_in_close();
+            assert_eq!(pending(), 0);
+
+            // Pipes handed over now wait, exactly those, none closed.
+            let (readers, writers) = pipes(10);
+            for w in writers {
+                super::defer(w);
+            }
+            assert_eq!(pending(), 10);
+            for r in &readers {
+                rustix::io::ioctl_fionbio(r, true).unwrap();
+                let mut b = [0u8; 1];
+                let got = rustix::io::read(r, &mut b);
+                assert_eq!(got, Err(rustix::io::Errno::AGAIN), "closed while stuck");
+            }
+
+            // Inline reads until the list is full, then the blocking path.
+            let dir = tempfile::tempdir().unwrap();
+            let data = b"stuck closer".repeat(100);
+            let path = cached(dir.path(), &data);
+            let mut inline = 0;
+            while let Some(got) = nowait(&path) {
+                assert_eq!(got, data);
+                inline += 1;
+                assert!(inline <= super::MAX_PENDING, "no cap");
+            }
+            assert_eq!(inline, super::MAX_PENDING - 10);
+            assert_eq!(pending(), super::MAX_PENDING);
+            assert!(!super::has_room());
+            assert_eq!(fds_on(&path), super::MAX_PENDING - 10);
+            for _ in 0..100 {
+                assert_eq!(nowait(&path), None);
+            }
+            assert_eq!(pending(), super::MAX_PENDING);
+
+            // A cache's warm hit: exact, through the blocking pool.
+            let cache_dir = tempfile::tempdir().unwrap();
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            let cache_root = cache_dir.path().to_owned();
+            rt.block_on(async {
+                let c = crate::TieredCache::builder(&cache_root)
+                    .hot_capacity_bytes(1)
+                    .min_free_bytes(0)
+                    .build()
+                    .await
+                    .unwrap();
+                for i in 0..20 {
+                    c.set(format!("k{i}"), &format!("v{i}")).await.unwrap();
+                }
+                c.flush().await.unwrap();
+                for i in 0..20 {
+                    assert_eq!(
+                        c.get::<String>(format!("k{i}")).await.unwrap(),
+                        Some(format!("v{i}"))
+                    );
+                }
+                let s = c.stats();
+                assert_eq!((s.warm_hits, s.inline_reads), (20, 0));
+                assert_eq!(pending(), super::MAX_PENDING);
+
+                // Unstuck: everything is closed, and hits are inline again.
+                stuck.release();
+                all_closed(readers);
+                assert_eq!(settle_fds(&path), 0);
+                let start = Instant::now();
+                while pending() > 0 {
+                    assert!(start.elapsed() < Duration::from_secs(10), "{}", pending());
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                assert!(super::has_room());
+                for i in 0..20 {
+                    assert_eq!(
+                        c.get::<String>(format!("k{i}")).await.unwrap(),
+                        Some(format!("v{i}"))
+                    );
+                }
+                let s = c.stats();
+                assert_eq!((s.warm_hits, s.inline_reads), (40, 20));
+                c.close().await.unwrap();
+            });
+            assert_eq!(settle_fds(&cache_root.join("v2")), 0);
+            assert_eq!(nowait(&path), Some(data));
+            assert_eq!(settle_fds(&path), 0);
+        }
+
+        /// With the closer stuck and MAX_PENDING - 1 waiting, 8 threads read inline at once:
+        /// `has_room` and `defer` are two separate critical sections, so every thread that saw
+        /// room hands its descriptor over. The list must never hold more than MAX_PENDING (the
+        /// module's doc: "At most MAX_PENDING descriptors wait for it"). 300 attempts.
+        #[test]
+        #[ignore = "FINDING W1: concurrent inline reads push the closer's list past MAX_PENDING (has_room and defer are not one step)"]
+        fn concurrent_readers_never_push_the_list_past_max_pending() {
+            if !in_child(
+                "concurrent_readers_never_push_the_list_past_max_pending",
+                "stuck_race",
+            ) {
+                return;
+            }
+            let (stuck, sock) = Stuck::new();
+            super::defer(sock);
+            wait_closer_in_close();
+            let dir = tempfile::tempdir().unwrap();
+            let data = b"racing readers".repeat(50);
+            let path = Arc::new(cached(dir.path(), &data));
+            let mut most = 0;
+            for _ in 0..300 {
+                {
+                    let mut w = super::lock(super::closer().unwrap());
+                    // Dropped here, closed on this thread: the list back to MAX_PENDING - 1.
+                    w.fds.truncate(super::MAX_PENDING - 1);
+                    while w.fds.len() < super::MAX_PENDING - 1 {
+                        w.fds
+                            .push(OwnedFd::from(std::fs::File::open("/dev/null").unwrap()));
+                    }
+                }
+                let barrier = Arc::new(std::sync::Barrier::new(8));
+                let threads: Vec<_> = (0..8)
+                    .map(|_| {
+                        let (barrier, path) = (barrier.clone(), path.clone());
+                        std::thread::spawn(move || {
+                            barrier.wait();
+                            nowait(&path)
+                        })
+                    })
+                    .collect();
+                let mut inline = 0;
+                for t in threads {
+                    if let Some(got) = t.join().unwrap() {
+                        assert_eq!(got, data);
+                        inline += 1;
+                    }
+                }
+                let n = pending();
+                assert_eq!(n, super::MAX_PENDING - 1 + inline);
+                most = most.max(n);
+            }
+            {
+                super::lock(super::closer().unwrap()).fds.clear();
+            }
+            stuck.release();
+            assert_eq!(settle_fds(&path), 0);
+            assert!(
+                most <= super::MAX_PENDING,
+                "{most} descriptors waited (MAX_PENDING {})",
+                super::MAX_PENDING
+            );
+        }
+
+        /// Spurious wake-ups (10,000 `notify_all`s from another thread) neither unpark the
+        /// closer for good nor lose a hand-off: after an idle it is parked (exactly: `parked`
+        /// is set and nothing waits); trickled hand-offs during the storm are all closed, and
+        /// once the storm ends and the closer is idle again it parks again.
+        #[test]
+        fn spurious_wake_ups_lose_nothing_and_the_closer_parks_again() {
+            if !in_child(
+                "spurious_wake_ups_lose_nothing_and_the_closer_parks_again",
+                "spurious",
+            ) {
+                return;
+            }
+            let c = super::closer().unwrap();
+            let parked_within = |limit: Duration| {
+                let start = Instant::now();
+                while !super::lock(c).parked {
+                    if start.elapsed() > limit {
+                        return false;
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                true
+            };
+            assert!(parked_within(Duration::from_secs(10)), "never parked");
+            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let storm = {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut n = 0u32;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) || n < 10_000 {
+                        c.wake.notify_all();
+                        n += 1;
+                        if n.is_multiple_of(100) {
+                            std::thread::yield_now();
+                        }
+                    }
+                    n
+                })
+            };
+            for round in 0..30 {
+                let (readers, writers) = pipes(1 + round % 3);
+                std::thread::sleep(Duration::from_micros(500 * round as u64));
+                for w in writers {
+                    super::defer(w);
+                }
+                all_closed(readers);
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            assert!(storm.join().unwrap() >= 10_000);
+            assert!(parked_within(Duration::from_secs(10)), "never parked again");
+            let w = super::lock(c);
+            assert_eq!((w.parked, w.fds.len()), (true, 0));
+        }
+
+        use std::sync::Arc;
     }
 }

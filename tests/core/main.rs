@@ -11,6 +11,7 @@
 )]
 
 mod bounds;
+mod closer;
 mod hostile;
 mod inline_reads;
 mod layout;
