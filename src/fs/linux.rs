@@ -263,9 +263,10 @@ impl Fs for LinuxFs {
     fn read_file_nowait(&self, path: &Path, max_len: u64) -> io::Result<Option<FileRead>> {
         use rustix::fs::{Mode, OFlags, ResolveFlags};
         use rustix::io::Errno;
-        if !closer::has_room() {
+        // A place in the closer's list first: the descriptor must never be closed here.
+        let Some(place) = closer::reserve() else {
             return Ok(None);
-        }
+        };
         let flags = OFlags::RDONLY
             | OFlags::NONBLOCK
             | OFlags::NOCTTY
@@ -288,7 +289,7 @@ impl Fs for LinuxFs {
         };
         let read = read_open_nowait(&fd, max_len);
         // Closed on the closer thread, never here (see `closer`).
-        closer::defer(fd);
+        place.defer(fd);
         read
     }
 }
