@@ -152,6 +152,9 @@ impl Fs for ObservedFs {
     fn read_file_nowait(&self, path: &Path, max_len: u64) -> io::Result<Option<FileRead>> {
         self.see(self.inner.read_file_nowait(path, max_len))
     }
+    fn settle_deferred_closes(&self, timeout: std::time::Duration) -> bool {
+        self.inner.settle_deferred_closes(timeout)
+    }
 }
 
 /// How an operation through the gate ended.

@@ -256,6 +256,11 @@ impl Fs for LinuxFs {
         )
     }
 
+    /// Waits for the closer thread (see `closer::settle`).
+    fn settle_deferred_closes(&self, timeout: std::time::Duration) -> bool {
+        closer::settle(timeout)
+    }
+
     /// `openat2` with `RESOLVE_CACHED | RESOLVE_NO_SYMLINKS` (EAGAIN unless every component is
     /// in the dentry cache), `O_NOATIME` (no inode update to journal) and `O_NONBLOCK`, then
     /// `fstat` and `preadv2(RWF_NOWAIT)` (EAGAIN unless the data is in the page cache).

@@ -104,11 +104,19 @@ pub(super) mod closer {
         reserved: usize,
         /// The thread waits for a hand-off to wake it (no poll is due).
         parked: bool,
+        /// Descriptors handed over, and closed, since the thread started.
+        handed: u64,
+        closed: u64,
+        /// Someone waits in [`settle`]: the thread closes what waits without gathering more,
+        /// and tells `settled` after each batch.
+        settlers: usize,
     }
 
     struct Closer {
         waiting: Mutex<Waiting>,
         wake: Condvar,
+        /// Told after a batch is closed while someone waits in [`settle`].
+        settled: Condvar,
     }
 
     fn lock(c: &Closer) -> MutexGuard<'_, Waiting> {
@@ -124,8 +132,12 @@ pub(super) mod closer {
                     fds: Vec::new(),
                     reserved: 0,
                     parked: false,
+                    handed: 0,
+                    closed: 0,
+                    settlers: 0,
                 }),
                 wake: Condvar::new(),
+                settled: Condvar::new(),
             }));
             std::thread::Builder::new()
                 .name("answercache-close".into())
@@ -142,7 +154,8 @@ pub(super) mod closer {
         loop {
             let batch = {
                 let mut w = lock(c);
-                if w.fds.len() < WAKE_AT {
+                let hurry = w.settlers > 0 && !w.fds.is_empty();
+                if w.fds.len() < WAKE_AT && !hurry {
                     w = c
                         .wake
                         .wait_timeout(w, POLL)
@@ -153,7 +166,7 @@ pub(super) mod closer {
                     empty_polls += 1;
                     if empty_polls >= PARK_AFTER {
                         w.parked = true;
-                        // `defer` clears `parked` when it wakes this thread.
+                        // `push` and `settle` clear `parked` when they wake this thread.
                         while w.parked {
                             w = c
                                 .wake
@@ -162,13 +175,60 @@ pub(super) mod closer {
                         }
                         empty_polls = 0;
                     }
-                    continue;
+                    if w.fds.is_empty() {
+                        continue;
+                    }
                 }
                 empty_polls = 0;
                 std::mem::take(&mut w.fds)
             };
+            let n = batch.len() as u64;
             drop(batch);
+            let mut w = lock(c);
+            w.closed += n;
+            let tell = w.settlers > 0;
+            drop(w);
+            if tell {
+                c.settled.notify_all();
+            }
         }
+    }
+
+    /// Waits, at most `timeout`, until every descriptor handed over before the call is closed,
+    /// waking the thread now. `true` if some were waiting or being closed and all are closed
+    /// now: space they held (files unlinked or renamed over while a read had them open) is
+    /// free, and a write that found the disk full may try again
+    /// (tests/core/CLOSER_FINDINGS.md, W2). `false` if none were held, or the thread is stuck
+    /// in a close.
+    pub(in crate::fs) fn settle(timeout: std::time::Duration) -> bool {
+        let Some(c) = closer() else {
+            return false;
+        };
+        let mut w = lock(c);
+        let target = w.handed;
+        if w.closed >= target {
+            return false;
+        }
+        let deadline = std::time::Instant::now() + timeout;
+        w.settlers += 1;
+        w.parked = false;
+        c.wake.notify_one();
+        let settled = loop {
+            if w.closed >= target {
+                break true;
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break false;
+            }
+            w = c
+                .settled
+                .wait_timeout(w, left)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        };
+        w.settlers -= 1;
+        settled
     }
 
     /// Whether a descriptor opened now could be handed to the closer.
@@ -237,6 +297,7 @@ pub(super) mod closer {
     /// descriptors wait.
     fn push(c: &Closer, mut w: MutexGuard<'_, Waiting>, fd: OwnedFd) {
         w.fds.push(fd);
+        w.handed += 1;
         let wake = std::mem::take(&mut w.parked) || w.fds.len() == WAKE_AT;
         drop(w);
         if wake {
@@ -275,6 +336,28 @@ pub(super) mod closer {
             for i in 0..n {
                 let got = rx.recv_timeout(Duration::from_secs(10));
                 assert_eq!(got, Ok(Ok(0)), "read end {i} of {n}");
+            }
+        }
+
+        /// When `settle` returns, every descriptor handed over before it is closed: the
+        /// non-blocking read end reads end-of-file at once (with its write end still open it
+        /// would answer `WouldBlock`).
+        #[test]
+        fn settle_waits_for_what_was_handed_over() {
+            for _ in 0..20 {
+                let (readers, writers) = pipes(3);
+                for w in writers {
+                    super::defer(w);
+                }
+                // `false` only if the thread closed them all before `settle` looked.
+                let _ = super::settle(Duration::from_secs(10));
+                for r in readers {
+                    let r = OwnedFd::from(r);
+                    rustix::fs::fcntl_setfl(&r, rustix::fs::OFlags::NONBLOCK).unwrap();
+                    let mut r = std::fs::File::from(r);
+                    let mut buf = [0u8; 1];
+                    assert_eq!(r.read(&mut buf).map_err(|e| e.kind()), Ok(0));
+                }
             }
         }
 

@@ -143,4 +143,14 @@ pub trait Fs: Send + Sync + fmt::Debug {
         let _ = (path, max_len);
         Ok(None)
     }
+
+    /// Waits, at most `timeout`, until the files [`Fs::read_file_nowait`] opened and left to
+    /// be closed later are closed. `true` if some were still open and all are closed now: a
+    /// file unlinked or renamed over while one of them was open frees its space only then,
+    /// so a write that found the disk full tries once more. Called on the blocking pool.
+    /// The default (nothing is closed later) answers `false` at once.
+    fn settle_deferred_closes(&self, timeout: std::time::Duration) -> bool {
+        let _ = timeout;
+        false
+    }
 }

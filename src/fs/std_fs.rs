@@ -162,4 +162,7 @@ impl Fs for StdFs {
     fn read_file_nowait(&self, path: &Path, max_len: u64) -> io::Result<Option<FileRead>> {
         self.imp().read_file_nowait(path, max_len)
     }
+    fn settle_deferred_closes(&self, timeout: std::time::Duration) -> bool {
+        self.imp().settle_deferred_closes(timeout)
+    }
 }

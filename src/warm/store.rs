@@ -355,6 +355,12 @@ const KEY_LOCKS: usize = 16;
 /// [`WarmStore::read_fence_again_if_damaged`]).
 const FENCE_REREADS: usize = 2;
 
+/// How long a write that found the disk full waits for the files left to be closed later to
+/// be closed before it tries once more (see [`Fs::settle_deferred_closes`]): the closer closes
+/// within about a millisecond; longer means it is stuck in a close, and the write fails as it
+/// would have.
+const SETTLE_CLOSES_MAX: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// How a key's lock is held across processes (see [`WarmStore::key_lock`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Hold {
@@ -982,7 +988,17 @@ impl WarmStore {
             self.remove_older(fs, hash)?;
             return Ok(WriteOutcome::TooLarge);
         }
-        let _reserved = self.check_space(fs, len)?;
+        // Too little space: once more after deferred closes freed what they held (see
+        // `write_temp`).
+        let _reserved = match self.check_space(fs, len) {
+            Err(e)
+                if IoErrorKind::classify(&e) == IoErrorKind::NoSpace
+                    && fs.settle_deferred_closes(SETTLE_CLOSES_MAX) =>
+            {
+                self.check_space(fs, len)?
+            }
+            r => r?,
+        };
         // Until the index knows the entry, `observe_dirs` must not take its directory away.
         let _in_flight = InFlight::new(&self.writing_into[usize::from(hash[0])]);
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
@@ -1242,7 +1258,28 @@ impl WarmStore {
         }
     }
 
+    /// Writes the temp file. On a full disk, once more after the files this process read from
+    /// the page cache and left to be closed later are closed ([`Fs::settle_deferred_closes`]):
+    /// an entry replaced or removed while such a read had it open frees its space only then
+    /// (tests/core/CLOSER_FINDINGS.md, W2).
     fn write_temp(&self, fs: &dyn Fs, tmp: &Path, file: &[u8]) -> io::Result<()> {
+        match self.write_temp_once(fs, tmp, file) {
+            Err(e) if IoErrorKind::classify(&e) == IoErrorKind::NoSpace => {
+                if !fs.settle_deferred_closes(SETTLE_CLOSES_MAX) {
+                    return Err(e);
+                }
+                match fs.remove_file(tmp) {
+                    Ok(()) => {}
+                    Err(r) if is_not_found(&r) => {}
+                    Err(_) => return Err(e),
+                }
+                self.write_temp_once(fs, tmp, file)
+            }
+            r => r,
+        }
+    }
+
+    fn write_temp_once(&self, fs: &dyn Fs, tmp: &Path, file: &[u8]) -> io::Result<()> {
         match fs.write_new(tmp, file, self.config.sync) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 // tmp/ was removed under us: recreate it once.

@@ -588,7 +588,6 @@ fn full_disk_control_blocking_reads_free_space_in_time() {
 /// it. Every set must still get through. Fails in most runs with 1-3 of 600 sets refused
 /// with ENOSPC (and the next get a miss: the value was lost with the failed write).
 #[test]
-#[ignore = "FINDING W2: on a full ext4, a set right after an inline hit of the key it overwrites fails with ENOSPC: the old file is freed only when the closer closes it"]
 fn full_disk_inline_reads_free_space_in_time_nosync() {
     if !is_child("full_inline_nosync") {
         run_child(
