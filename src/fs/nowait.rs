@@ -846,5 +846,274 @@ while peer.recv(1 << 20): pass
         }
 
         use std::sync::Arc;
+
+        // ---- Adversarial tests (r23): settle (W2) and places (W1). ----
+
+        fn would_block(r: &std::io::PipeReader) -> bool {
+            rustix::io::ioctl_fionbio(r, true).unwrap();
+            let mut b = [0u8; 1];
+            rustix::io::read(r, &mut b) == Err(rustix::io::Errno::AGAIN)
+        }
+
+        /// With the closer stuck in a close: 16 settlers at once (each after a hand-off of its
+        /// own) all answer `false` within 10 s (each waits its 100 ms, none hangs or
+        /// deadlocks with the others or the hand-offs), none closes anything; afterwards no
+        /// settler is counted, nothing is reserved, exactly 4 + 16 descriptors wait. Released:
+        /// every one is closed, a settle with nothing handed over answers `false` at once, and
+        /// `closed == handed`.
+        #[test]
+        fn settlers_with_a_stuck_closer_give_up_at_their_timeout() {
+            if !in_child(
+                "settlers_with_a_stuck_closer_give_up_at_their_timeout",
+                "r23_stuck_settle",
+            ) {
+                return;
+            }
+            let (stuck, sock) = Stuck::new();
+            super::defer(sock);
+            wait_closer_in_close();
+            let (readers, writers) = pipes(4);
+            for w in writers {
+                super::defer(w);
+            }
+            let (tx, rx) = std::sync::mpsc::channel();
+            for i in 0..16 {
+                let tx = tx.clone();
+                std::thread::spawn(move || {
+                    let (r, w) = pipes(1);
+                    for w in w {
+                        super::defer(w);
+                    }
+                    let got = super::settle(Duration::from_millis(100));
+                    let _ = tx.send((i, got, r));
+                });
+            }
+            drop(tx);
+            let mut more = Vec::new();
+            for _ in 0..16 {
+                let (i, got, r) = rx
+                    .recv_timeout(Duration::from_secs(10))
+                    .expect("a settler hangs past its timeout");
+                assert!(!got, "settler {i}: settled while the closer is stuck");
+                more.extend(r);
+            }
+            {
+                let w = super::lock(super::closer().unwrap());
+                assert_eq!((w.settlers, w.reserved, w.fds.len()), (0, 0, 20));
+            }
+            for r in readers.iter().chain(&more) {
+                assert!(would_block(r), "closed while the closer is stuck");
+            }
+            stuck.release();
+            all_closed(readers);
+            all_closed(more);
+            let start = Instant::now();
+            while pending() > 0 {
+                assert!(start.elapsed() < Duration::from_secs(10));
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            // The last batch's count is added after its close: wait for it.
+            let start = Instant::now();
+            loop {
+                let w = super::lock(super::closer().unwrap());
+                if w.closed == w.handed {
+                    assert_eq!((w.settlers, w.reserved, w.handed), (0, 0, 21));
+                    break;
+                }
+                drop(w);
+                assert!(start.elapsed() < Duration::from_secs(10));
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let start = Instant::now();
+            assert!(!super::settle(Duration::from_secs(30)));
+            assert!(start.elapsed() < Duration::from_secs(10));
+        }
+
+        /// Settlers and hand-offs from many threads at once, the closer free: every settle
+        /// that answers `true` finds its own descriptor (handed over before it) closed; all
+        /// return within 10 s; afterwards nothing is reserved, no settler is counted, every
+        /// descriptor is closed and the closer parks again (no spinning on `settlers`).
+        #[test]
+        fn concurrent_settlers_and_hand_offs_close_everything_and_park() {
+            if !in_child(
+                "concurrent_settlers_and_hand_offs_close_everything_and_park",
+                "r23_settle_storm",
+            ) {
+                return;
+            }
+            let (tx, rx) = std::sync::mpsc::channel();
+            for t in 0..8 {
+                let tx = tx.clone();
+                std::thread::spawn(move || {
+                    let mut bad = 0;
+                    let mut trues = 0;
+                    let mut readers = Vec::new();
+                    for i in 0..300 {
+                        let (r, w) = pipes(1 + (t + i) % 3);
+                        for w in w {
+                            super::defer(w);
+                        }
+                        if super::settle(Duration::from_secs(5)) {
+                            trues += 1;
+                            for r in &r {
+                                if !matches!(
+                                    {
+                                        rustix::io::ioctl_fionbio(r, true).unwrap();
+                                        let mut b = [0u8; 1];
+                                        rustix::io::read(r, &mut b)
+                                    },
+                                    Ok(0)
+                                ) {
+                                    bad += 1;
+                                }
+                            }
+                        }
+                        readers.extend(r);
+                    }
+                    let _ = tx.send((bad, trues, readers));
+                });
+            }
+            drop(tx);
+            let mut all = Vec::new();
+            for _ in 0..8 {
+                let (bad, _trues, r) = rx
+                    .recv_timeout(Duration::from_secs(60))
+                    .expect("a settler hangs");
+                assert_eq!(bad, 0, "settle said true with a descriptor still open");
+                all.extend(r);
+            }
+            all_closed(all);
+            let c = super::closer().unwrap();
+            let start = Instant::now();
+            while !super::lock(c).parked {
+                assert!(start.elapsed() < Duration::from_secs(10), "never parks");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let w = super::lock(c);
+            assert_eq!((w.settlers, w.reserved, w.fds.len()), (0, 0, 0));
+            assert_eq!(w.closed, w.handed);
+        }
+
+        /// Every way out of `read_file_nowait` gives its place back: ENOENT, ENOTDIR, an
+        /// empty path, a symlink (ELOOP), a directory, a file too large, a file read; from
+        /// 8 threads, more than MAX_PENDING times each. Afterwards nothing is reserved and
+        /// reads are inline again.
+        #[test]
+        fn every_way_out_of_a_read_gives_its_place_back() {
+            if !in_child("every_way_out_of_a_read_gives_its_place_back", "r23_places") {
+                return;
+            }
+            use crate::fs::{FileKind, FileRead, Fs};
+            let dir = tempfile::tempdir().unwrap();
+            let data = b"places".repeat(20);
+            let file = cached(dir.path(), &data);
+            std::os::unix::fs::symlink(&file, dir.path().join("link")).unwrap();
+            std::fs::create_dir(dir.path().join("d")).unwrap();
+            let base = Arc::new(dir.path().to_owned());
+            let threads: Vec<_> = (0..8)
+                .map(|_| {
+                    let (base, data) = (base.clone(), data.clone());
+                    std::thread::spawn(move || {
+                        let fs = crate::fs::StdFs::new();
+                        for _ in 0..super::MAX_PENDING + 10 {
+                            // ENOENT, ENOTDIR, an empty path: an error, or `None` where
+                            // RESOLVE_CACHED answers EAGAIN first (no negative dentry yet).
+                            for p in [base.join("missing"), base.join("f").join("x"), "".into()] {
+                                let e = fs.read_file_nowait(&p, 1 << 20);
+                                assert!(matches!(e, Err(_) | Ok(None)), "{p:?}: {e:?}");
+                            }
+                            // Each answers its kind, or `None` (EAGAIN: not all cached).
+                            let r = fs.read_file_nowait(&base.join("link"), 1 << 20);
+                            assert!(
+                                matches!(
+                                    r,
+                                    Ok(None | Some(FileRead::NotRegular(FileKind::Symlink)))
+                                ),
+                                "{r:?}"
+                            );
+                            let r = fs.read_file_nowait(&base.join("d"), 1 << 20);
+                            assert!(
+                                matches!(r, Ok(None | Some(FileRead::NotRegular(FileKind::Dir)))),
+                                "{r:?}"
+                            );
+                            let r = fs.read_file_nowait(&base.join("f"), 10);
+                            assert!(
+                                matches!(r, Ok(None | Some(FileRead::TooLarge(120)))),
+                                "{r:?}"
+                            );
+                            match fs.read_file_nowait(&base.join("f"), 1 << 20) {
+                                Ok(Some(FileRead::Data(d))) => assert_eq!(d, data),
+                                Ok(None) => {}
+                                other => panic!("{other:?}"),
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for t in threads {
+                t.join().unwrap();
+            }
+            assert_eq!(super::lock(super::closer().unwrap()).reserved, 0);
+            let start = Instant::now();
+            while pending() > 0 {
+                assert!(start.elapsed() < Duration::from_secs(10));
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            assert!(super::has_room());
+            assert!((0..1000).any(|_| nowait(&file).is_some_and(|d| d == data)));
+            assert_eq!(super::lock(super::closer().unwrap()).reserved, 0);
+            assert_eq!(settle_fds(dir.path()), 0);
+        }
+
+        /// With the closer stuck: places held (not yet handed over) count against
+        /// MAX_PENDING exactly like waiting descriptors; dropping them unused gives every
+        /// one back; a read then is inline again.
+        #[test]
+        fn held_places_count_and_dropped_places_come_back() {
+            if !in_child(
+                "held_places_count_and_dropped_places_come_back",
+                "r23_held_places",
+            ) {
+                return;
+            }
+            let (stuck, sock) = Stuck::new();
+            super::defer(sock);
+            wait_closer_in_close();
+            let (readers, writers) = pipes(6);
+            for w in writers {
+                super::defer(w);
+            }
+            let mut places = Vec::new();
+            while let Some(p) = super::reserve() {
+                places.push(p);
+                assert!(places.len() <= super::MAX_PENDING, "no cap");
+            }
+            assert_eq!(places.len(), super::MAX_PENDING - 6);
+            let dir = tempfile::tempdir().unwrap();
+            let data = b"held".repeat(10);
+            let path = cached(dir.path(), &data);
+            assert_eq!(nowait(&path), None);
+            // Half handed over (pipes), half dropped unused.
+            let (more_readers, more_writers) = pipes(places.len() / 2);
+            let rest = places.split_off(places.len() / 2);
+            for (p, w) in places.into_iter().zip(more_writers) {
+                p.defer(w);
+            }
+            {
+                let w = super::lock(super::closer().unwrap());
+                assert_eq!(w.fds.len() + w.reserved, super::MAX_PENDING);
+            }
+            drop(rest);
+            {
+                let w = super::lock(super::closer().unwrap());
+                assert_eq!(w.reserved, 0);
+                assert_eq!(w.fds.len(), 6 + (super::MAX_PENDING - 6) / 2);
+            }
+            assert_eq!(nowait(&path), Some(data));
+            stuck.release();
+            all_closed(readers);
+            all_closed(more_readers);
+            assert_eq!(settle_fds(&path), 0);
+        }
     }
 }

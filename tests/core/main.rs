@@ -20,5 +20,6 @@ mod persistence;
 mod promises;
 mod roundtrip;
 mod settings;
+mod settle;
 mod support;
 mod ttl;

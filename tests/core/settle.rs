@@ -1,0 +1,324 @@
+//! Adversarial tests (r23) of the W2 fix (`closer::settle`, `Fs::settle_deferred_closes`,
+//! `WarmStore::write_temp` and the `check_space` retry in `write_encoded`) on a full disk,
+//! through the public API: a write that cannot fit after the closes still fails cleanly (no
+//! temp file left, nothing else deleted, exact counters); a write that can fit after the
+//! closes succeeds without ever taking the disk below `min_free_bytes`.
+//!
+//! Each test runs again in a child in a private mount namespace on a small loop-mounted ext4
+//! (root, `unshare`, `mkfs.ext4`, `mount`), as in `closer.rs`; without them it says it is
+//! skipped, except under `CI=true`. Counts are exact; time only bounds waits (10 s).
+//! Findings are `#[ignore]`d with their id; see `SETTLE_FINDINGS.md`.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use answercache::workload::Rng;
+use answercache::{Durability, WritePolicy};
+
+use crate::support::OnDisk;
+
+const ROLE_ENV: &str = "ANSWERCACHE_SETTLE_ROLE";
+const DIR_ENV: &str = "ANSWERCACHE_SETTLE_DIR";
+
+fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+fn is_child(role: &str) -> bool {
+    std::env::var(ROLE_ENV).is_ok_and(|r| r == role)
+}
+
+/// Runs `test` again in a child in a private mount namespace, in `role`; panics with the
+/// child's output unless it passed. Skipped (said so) without root or `unshare`, outside CI.
+fn run_child(test: &str, role: &str) {
+    let exe = std::env::current_exe().unwrap();
+    let root = rustix::process::geteuid().is_root();
+    let unshare = Command::new("unshare").arg("--version").output().is_ok();
+    let mkfs = Command::new("mkfs.ext4").arg("-V").output().is_ok();
+    if !root || !unshare || !mkfs {
+        let why = format!("needs root, unshare and mkfs.ext4 ({root}, {unshare}, {mkfs})");
+        assert!(!ci(), "{test}: {why}; CI=true requires them");
+        println!("SKIPPED {test}: {why}");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private"])
+        .arg(&exe)
+        .args([
+            "--exact",
+            test,
+            "--nocapture",
+            "--test-threads=1",
+            "--include-ignored",
+        ])
+        .env(ROLE_ENV, role)
+        .env(DIR_ENV, tmp.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("running 1 test"),
+        "child {test} failed: {}\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}",
+        out.status
+    );
+}
+
+fn sh(program: &str, args: &[&str]) {
+    let out = Command::new(program).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn free_bytes(dir: &Path) -> u64 {
+    let st = rustix::fs::statvfs(dir).unwrap();
+    st.f_bavail * st.f_frsize
+}
+
+/// A fresh 16 MiB ext4 (no reserved blocks) mounted on `<child dir>/mnt`.
+fn small_ext4() -> PathBuf {
+    let base = PathBuf::from(std::env::var_os(DIR_ENV).unwrap());
+    let img = base.join("fs.img");
+    let mnt = base.join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let f = std::fs::File::create(&img).unwrap();
+    f.set_len(16 << 20).unwrap();
+    drop(f);
+    sh("mkfs.ext4", &["-q", "-F", "-m", "0", img.to_str().unwrap()]);
+    sh(
+        "mount",
+        &["-o", "loop", img.to_str().unwrap(), mnt.to_str().unwrap()],
+    );
+    mnt
+}
+
+/// Fills the filesystem of `mnt` until `keep` bytes are free (a file `ballast`).
+fn fill_to(mnt: &Path, keep: u64) -> PathBuf {
+    use std::io::Write;
+    let ballast = mnt.join("ballast");
+    let free = free_bytes(mnt);
+    assert!(free > keep, "free {free}, keep {keep}");
+    let mut left = free - keep;
+    let mut f = std::fs::File::create(&ballast).unwrap();
+    let chunk = vec![0xA5u8; 64 * 1024];
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        if f.write_all(&chunk[..n]).is_err() {
+            break;
+        }
+        left -= n as u64;
+    }
+    f.sync_all().unwrap();
+    drop(f);
+    sh("sync", &[]);
+    ballast
+}
+
+const LEN: usize = 40 * 1024;
+
+/// On a disk with room for half an entry file: `a` and `b` stored before, then `rounds`
+/// times inline hits of `a` and `b` (descriptors handed to the closer just before the write,
+/// so the retry may run) and a set of a new key that cannot fit. Every such write fails:
+/// write-through returns the error, write-behind counts it; exactly `rounds` writes failed,
+/// all `no-space`; no temp file is left; `a` and `b` are exact, their files and the ballast
+/// untouched; the new keys are not on disk.
+fn cannot_fit(policy: WritePolicy, durability: Durability, rounds: u64) -> u64 {
+    let mnt = small_ext4();
+    let root = mnt.join("cache");
+    std::fs::create_dir_all(&root).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let tmp = tempfile::TempDir::new_in(&root).unwrap();
+        let h = crate::support::dir_in(tmp)
+            .open_cache(|b| {
+                b.hot_capacity_bytes(1)
+                    .page_cache_reads(true)
+                    .write_policy(policy)
+                    .durability(durability)
+                    .min_free_bytes(0)
+                    .failure_threshold(100_000)
+                    .memory_only_after(100_000)
+            })
+            .await;
+        let mut rng = Rng::new(7);
+        let (a, b) = (rng.bytes(LEN), rng.bytes(LEN));
+        h.set_bytes("a", &a).await.unwrap();
+        h.set_bytes("b", &b).await.unwrap();
+        h.flush().await.unwrap();
+        let file_bytes = std::fs::metadata(h.entry_path("a")).unwrap().len();
+        let ballast = fill_to(&mnt, file_bytes / 2);
+        let ballast_len = std::fs::metadata(&ballast).unwrap().len();
+        let entries: BTreeSet<String> = h.entry_names();
+        assert_eq!(entries.len(), 2);
+        let before = h.stats();
+        let mut refused = 0;
+        for i in 0..rounds {
+            assert_eq!(h.get_bytes("a").await.unwrap().as_deref(), Some(&a[..]));
+            assert_eq!(h.get_bytes("b").await.unwrap().as_deref(), Some(&b[..]));
+            let v = rng.bytes(LEN);
+            match h.set_bytes(format!("c{i}"), &v).await {
+                Ok(()) => {}
+                Err(_) => refused += 1,
+            }
+            // Write-behind: the flush may report the failed write.
+            let _ = h.flush().await;
+            assert_eq!(h.temp_names(), BTreeSet::new(), "round {i}");
+            assert_eq!(h.entry_names(), entries, "round {i}");
+            assert!(!h.entry_path(format!("c{i}")).exists(), "round {i}");
+        }
+        let s = h.stats();
+        println!(
+            "{policy:?} {durability:?}: refused {refused}, writes_failed {}, {:?}, inline {}",
+            s.writes_failed - before.writes_failed,
+            s.disk_errors_by_kind,
+            s.inline_reads - before.inline_reads
+        );
+        assert_eq!(s.writes_failed - before.writes_failed, rounds);
+        if policy == WritePolicy::WriteThrough {
+            assert_eq!(refused, rounds);
+        }
+        let no_space = answercache::testing::disk_errors(&h, "no-space");
+        assert!(no_space >= rounds, "{no_space}");
+        assert_eq!(s.inline_reads - before.inline_reads, 2 * rounds);
+        assert_eq!(std::fs::metadata(&ballast).unwrap().len(), ballast_len);
+        assert_eq!(h.get_bytes("a").await.unwrap().as_deref(), Some(&a[..]));
+        assert_eq!(h.get_bytes("b").await.unwrap().as_deref(), Some(&b[..]));
+        no_space
+    })
+}
+
+#[test]
+fn writes_that_cannot_fit_fail_cleanly_write_through_fsync() {
+    if !is_child("cannot_wt_fsync") {
+        return run_child(
+            "settle::writes_that_cannot_fit_fail_cleanly_write_through_fsync",
+            "cannot_wt_fsync",
+        );
+    }
+    cannot_fit(WritePolicy::WriteThrough, Durability::Fsync, 60);
+}
+
+/// One failed write is one disk error: with page-cache reads off (nothing to settle) 60
+/// refused writes count exactly 60 `no-space`; with them on, a write whose first attempt
+/// found descriptors handed over retries, and the retry's ENOSPC is counted again by
+/// `ObservedFs` (61-65 for 60 writes in every run here).
+#[test]
+#[ignore = "FINDING X1: a full-disk write that settles and retries counts its ENOSPC twice in disk_errors_by_kind"]
+fn one_refused_write_counts_one_no_space_error() {
+    if !is_child("x1_count") {
+        return run_child(
+            "settle::one_refused_write_counts_one_no_space_error",
+            "x1_count",
+        );
+    }
+    let no_space = cannot_fit(WritePolicy::WriteThrough, Durability::Fsync, 200);
+    assert_eq!(no_space, 200);
+}
+
+#[test]
+fn writes_that_cannot_fit_fail_cleanly_write_behind_nosync() {
+    if !is_child("cannot_wb_nosync") {
+        return run_child(
+            "settle::writes_that_cannot_fit_fail_cleanly_write_behind_nosync",
+            "cannot_wb_nosync",
+        );
+    }
+    cannot_fit(WritePolicy::WriteBehind, Durability::NoSync, 60);
+}
+
+/// `min_free_bytes` 2 MiB, the disk filled to the floor plus one and a half entry files:
+/// `rounds` times, an inline hit of `k` (exact) and a set of `k` with a new value of the
+/// same size. Each set fits above the floor only once the replaced file (held open by the
+/// closer until it closes it) is freed: the `check_space` refusal settles and retries. Every
+/// set succeeds, nothing fails, and the free space never goes below the floor.
+fn floor_kept(policy: WritePolicy, durability: Durability, rounds: u64) {
+    const FLOOR: u64 = 2 << 20;
+    let mnt = small_ext4();
+    let root = mnt.join("cache");
+    std::fs::create_dir_all(&root).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let tmp = tempfile::TempDir::new_in(&root).unwrap();
+        let h = crate::support::dir_in(tmp)
+            .open_cache(|b| {
+                b.hot_capacity_bytes(1)
+                    .page_cache_reads(true)
+                    .write_policy(policy)
+                    .durability(durability)
+                    .min_free_bytes(FLOOR)
+                    .failure_threshold(100_000)
+                    .memory_only_after(100_000)
+            })
+            .await;
+        let mut rng = Rng::new(11);
+        let mut value = rng.bytes(LEN);
+        h.set_bytes("k", &value).await.unwrap();
+        h.flush().await.unwrap();
+        let file_bytes = std::fs::metadata(h.entry_path("k")).unwrap().len();
+        fill_to(&mnt, FLOOR + file_bytes + file_bytes / 2);
+        let before = h.stats();
+        let (mut ok, mut exact, mut lowest) = (0, 0, u64::MAX);
+        for _ in 0..rounds {
+            if h.get_bytes("k").await.unwrap().as_deref() == Some(&value[..]) {
+                exact += 1;
+            }
+            let next = rng.bytes(LEN);
+            if h.set_bytes("k", &next).await.is_ok() {
+                ok += 1;
+            }
+            h.flush().await.unwrap();
+            lowest = lowest.min(free_bytes(&mnt));
+            value = next;
+        }
+        let s = h.stats();
+        println!(
+            "{policy:?} {durability:?}: ok {ok}, exact {exact}, lowest free {lowest} \
+             (floor {FLOOR}), writes_failed {}, {:?}",
+            s.writes_failed - before.writes_failed,
+            s.disk_errors_by_kind
+        );
+        assert_eq!(
+            (ok, exact, s.writes_failed - before.writes_failed),
+            (rounds, rounds, 0)
+        );
+        assert!(lowest >= FLOOR, "free {lowest} below the floor {FLOOR}");
+        assert_eq!(h.temp_names(), BTreeSet::new());
+        assert_eq!(h.get_bytes("k").await.unwrap().as_deref(), Some(&value[..]));
+    });
+}
+
+#[test]
+fn the_floor_is_kept_and_overwrites_read_inline_succeed_write_through_nosync() {
+    if !is_child("floor_wt_nosync") {
+        return run_child(
+            "settle::the_floor_is_kept_and_overwrites_read_inline_succeed_write_through_nosync",
+            "floor_wt_nosync",
+        );
+    }
+    floor_kept(WritePolicy::WriteThrough, Durability::NoSync, 300);
+}
+
+#[test]
+fn the_floor_is_kept_and_overwrites_read_inline_succeed_write_behind_fsync() {
+    if !is_child("floor_wb_fsync") {
+        return run_child(
+            "settle::the_floor_is_kept_and_overwrites_read_inline_succeed_write_behind_fsync",
+            "floor_wb_fsync",
+        );
+    }
+    floor_kept(WritePolicy::WriteBehind, Durability::Fsync, 100);
+}
