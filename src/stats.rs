@@ -332,7 +332,11 @@ pub struct Stats {
     /// [`Builder::compression_level`](crate::Builder::compression_level)), so a cache of small
     /// values shows a ratio below 1 (headers and keys included) without using more disk.
     pub compression_ratio: f64,
-    /// Disk errors seen, all kinds (the API hides them; the breaker sees them).
+    /// Disk errors seen, all kinds (the API hides them; the breaker sees them): one per
+    /// failing file-system call. A write that found the disk full and tried once more after
+    /// deferred closes freed space (see `Fs::settle_deferred_closes`) counts each refusal, so
+    /// `no-space` can exceed `writes_failed` (tests/core/SETTLE_FINDINGS.md, X1); the breaker
+    /// and memory-only mode count that write once.
     pub disk_errors: u64,
     /// Disk errors by kind (`no-space`, `io`, `read-only`, `permission`, `timeout`,
     /// `file-too-large`, `path`, `other`); kinds never seen are absent.
