@@ -110,6 +110,10 @@ impl Fs for FailingFs {
     fn read_file_nowait(&self, path: &Path, max_len: u64) -> io::Result<Option<FileRead>> {
         self.inner()?.read_file_nowait(path, max_len)
     }
+    fn settle_deferred_closes(&self, timeout: std::time::Duration) -> bool {
+        // The closes were deferred by the inner file system, failing or not.
+        self.inner.settle_deferred_closes(timeout)
+    }
 }
 
 #[cfg(test)]
