@@ -30,7 +30,7 @@ const DIR_ENV: &str = "ANSWERCACHE_CLOSER_DIR";
 /// How long a test waits for descriptors to be closed: thousands of polls.
 const CLOSED_WITHIN: Duration = Duration::from_secs(10);
 
-fn ci() -> bool {
+pub(crate) fn ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 
@@ -415,7 +415,7 @@ fn hits_of_keys_overwritten_in_between_are_exact_and_all_closed() {
 // A full small ext4: the space of an overwritten entry read inline comes back in time.
 // ---------------------------------------------------------------------------------------
 
-fn sh(program: &str, args: &[&str]) {
+pub(crate) fn sh(program: &str, args: &[&str]) {
     let out = Command::new(program).args(args).output().unwrap();
     assert!(
         out.status.success(),
@@ -431,9 +431,9 @@ fn free_bytes(dir: &Path) -> u64 {
     st.f_bfree * st.f_frsize
 }
 
-/// Mounts a fresh 16 MiB ext4 (no reserved blocks) on `<child dir>/mnt`; returns it.
-fn small_ext4() -> PathBuf {
-    let base = PathBuf::from(std::env::var_os(DIR_ENV).unwrap());
+/// Mounts a fresh 16 MiB ext4 (no reserved blocks) on `<base>/mnt` (a child's directory, in
+/// its private mount namespace); returns it. Shared with `settle`.
+pub(crate) fn small_ext4(base: &Path) -> PathBuf {
     let img = base.join("fs.img");
     let mnt = base.join("mnt");
     std::fs::create_dir_all(&mnt).unwrap();
@@ -467,7 +467,7 @@ struct FullDisk {
 /// descriptor closed. Values: 40 KiB of random bytes (read in one inline step).
 fn full_disk_round(inline: bool, durability: Durability, rounds: u64) -> FullDisk {
     const LEN: usize = 40 * 1024;
-    let mnt = small_ext4();
+    let mnt = small_ext4(&PathBuf::from(std::env::var_os(DIR_ENV).unwrap()));
     let root = mnt.join(if inline { "inline" } else { "blocking" });
     std::fs::create_dir_all(&root).unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()

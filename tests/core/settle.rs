@@ -16,14 +16,11 @@ use std::process::Command;
 use answercache::workload::Rng;
 use answercache::{Durability, WritePolicy};
 
+use crate::closer::{ci, sh, small_ext4};
 use crate::support::OnDisk;
 
 const ROLE_ENV: &str = "ANSWERCACHE_SETTLE_ROLE";
 const DIR_ENV: &str = "ANSWERCACHE_SETTLE_DIR";
-
-fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
 
 fn is_child(role: &str) -> bool {
     std::env::var(ROLE_ENV).is_ok_and(|r| r == role)
@@ -66,36 +63,9 @@ fn run_child(test: &str, role: &str) {
     );
 }
 
-fn sh(program: &str, args: &[&str]) {
-    let out = Command::new(program).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn free_bytes(dir: &Path) -> u64 {
     let st = rustix::fs::statvfs(dir).unwrap();
     st.f_bavail * st.f_frsize
-}
-
-/// A fresh 16 MiB ext4 (no reserved blocks) mounted on `<child dir>/mnt`.
-fn small_ext4() -> PathBuf {
-    let base = PathBuf::from(std::env::var_os(DIR_ENV).unwrap());
-    let img = base.join("fs.img");
-    let mnt = base.join("mnt");
-    std::fs::create_dir_all(&mnt).unwrap();
-    let f = std::fs::File::create(&img).unwrap();
-    f.set_len(16 << 20).unwrap();
-    drop(f);
-    sh("mkfs.ext4", &["-q", "-F", "-m", "0", img.to_str().unwrap()]);
-    sh(
-        "mount",
-        &["-o", "loop", img.to_str().unwrap(), mnt.to_str().unwrap()],
-    );
-    mnt
 }
 
 /// Fills the filesystem of `mnt` until `keep` bytes are free (a file `ballast`).
@@ -129,7 +99,7 @@ const LEN: usize = 40 * 1024;
 /// all `no-space`; no temp file is left; `a` and `b` are exact, their files and the ballast
 /// untouched; the new keys are not on disk.
 fn cannot_fit(policy: WritePolicy, durability: Durability, rounds: u64) -> u64 {
-    let mnt = small_ext4();
+    let mnt = small_ext4(&PathBuf::from(std::env::var_os(DIR_ENV).unwrap()));
     let root = mnt.join("cache");
     std::fs::create_dir_all(&root).unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -243,7 +213,7 @@ fn writes_that_cannot_fit_fail_cleanly_write_behind_nosync() {
 /// set succeeds, nothing fails, and the free space never goes below the floor.
 fn floor_kept(policy: WritePolicy, durability: Durability, rounds: u64) {
     const FLOOR: u64 = 2 << 20;
-    let mnt = small_ext4();
+    let mnt = small_ext4(&PathBuf::from(std::env::var_os(DIR_ENV).unwrap()));
     let root = mnt.join("cache");
     std::fs::create_dir_all(&root).unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
