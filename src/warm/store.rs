@@ -125,8 +125,8 @@ pub const STEPPED_VALUE_MAX: u64 = 1 << 20;
 /// same minutes).
 ///
 /// The cost, the longest one poll of an inline read holds an async worker: the blake3 of at
-/// most [`STEPPED_FILE_MAX`] bytes of file (~20-30 µs there, the figure at `STEPPED_FILE_MAX`) and one step, ~115 µs for 64 KiB of
-/// chat JSON there at gzip level 3 (levels 3-9 inflate at about the same speed, level 1 up to
+/// most [`STEPPED_FILE_MAX`] bytes of file (~20-30 µs there, as documented at that constant)
+/// and one step, ~115 µs for 64 KiB of chat JSON there at gzip level 3 (levels 3-9 inflate at about the same speed, level 1 up to
 /// 25% slower, stored values far faster: `benches/COMPRESSION.md`). That is the upper end of
 /// tokio's 10-100 µs guidance, on this slow core; the blocking-pool hop it avoids costs 20-40
 /// µs per hit and two thread hand-offs. Values over [`STEPPED_VALUE_MAX`] and files over
