@@ -43,6 +43,12 @@ fn is_child(role: &str) -> bool {
 /// (skipped) when a namespace is needed and root or `unshare` is missing, outside CI.
 fn run_child(test: &str, role: &str, namespace: bool) -> bool {
     let exe = std::env::current_exe().unwrap();
+    // A namespaced child mounts: alone. Any other child counts its inline reads exactly.
+    let (_alone, _no_mounts) = if namespace {
+        (Some(crate::support::mounting()), None)
+    } else {
+        (None, Some(crate::support::no_mounts()))
+    };
     let mut cmd = if namespace {
         let root = rustix::process::geteuid().is_root();
         let unshare = Command::new("unshare").arg("--version").output().is_ok();
@@ -263,6 +269,7 @@ fn value_of(cache: usize, key: usize) -> Vec<u8> {
 /// `warm_hits` counts every get; once the reads stop no descriptor stays open under any root.
 #[test]
 fn bursts_and_trickles_from_many_runtimes_and_caches_are_exact_and_all_closed() {
+    let _no_mounts = crate::support::no_mounts();
     const CACHES: usize = 3;
     const KEYS: usize = 300;
     const ROUNDS: usize = 4;
@@ -363,6 +370,7 @@ fn bursts_and_trickles_from_many_runtimes_and_caches_are_exact_and_all_closed() 
 /// of the overwritten files are all closed (none stays open on a deleted file).
 #[test]
 fn hits_of_keys_overwritten_in_between_are_exact_and_all_closed() {
+    let _no_mounts = crate::support::no_mounts();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)
         .enable_all()

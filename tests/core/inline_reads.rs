@@ -45,6 +45,7 @@ fn resident_bytes(path: &std::path::Path) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn page_cache_hits_finish_inline_and_everything_else_takes_the_timed_path() {
+    let _no_mounts = crate::support::no_mounts_async().await;
     // A one-byte hot tier admits nothing: every get goes to the disk.
     let h = open(|b| b.hot_capacity_bytes(1)).await;
     let mut rng = Rng::new(7);
@@ -146,6 +147,7 @@ fn open_fds_under(dir: &std::path::Path) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_read_inline_are_all_closed() {
+    let _no_mounts = crate::support::no_mounts_async().await;
     let h = open(|b| b.hot_capacity_bytes(1)).await;
     for i in 0..50 {
         h.set(format!("k{i}"), &i).await.unwrap();

@@ -39,6 +39,8 @@ fn run_child(test: &str, role: &str) {
         println!("SKIPPED {test}: {why}");
         return;
     }
+    // The child mounts: alone (see `support::MOUNTS`).
+    let _alone = crate::support::mounting();
     let tmp = tempfile::tempdir().unwrap();
     let out = Command::new("unshare")
         .args(["--mount", "--propagation", "private"])

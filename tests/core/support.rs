@@ -298,3 +298,31 @@ impl Fs for PauseAfterRead {
         real_fs().available_space(path)
     }
 }
+
+/// Mounts and exact counts of inline reads, kept apart. An inline read opens its file with
+/// `RESOLVE_CACHED`, and the kernel answers EAGAIN to a cached path walk that sees the
+/// system-wide mount sequence change under it: a page-cache read racing any `mount`,
+/// `umount` or new mount namespace anywhere falls back to the blocking path (correct, but
+/// not inline). Measured: with a shell making and dropping tmpfs mounts in a loop beside it,
+/// `closer::a_lone_hit_after_idle_is_closed_by_itself` saw 2 of 200 reads fall back (CI run
+/// of stop 25, where `settle`'s and `closer`'s ext4 children mounted beside it). A test that
+/// asserts how many reads were inline holds [`no_mounts`]; one that mounts (or makes a mount
+/// namespace) holds [`mounting`], alone.
+static MOUNTS: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+/// Held by a test (outside a runtime) that counts inline reads exactly: no test of this
+/// binary mounts meanwhile. See [`MOUNTS`].
+pub(crate) fn no_mounts() -> tokio::sync::RwLockReadGuard<'static, ()> {
+    MOUNTS.blocking_read()
+}
+
+/// [`no_mounts`] for a test already on a runtime.
+pub(crate) async fn no_mounts_async() -> tokio::sync::RwLockReadGuard<'static, ()> {
+    MOUNTS.read().await
+}
+
+/// Held by a test (outside a runtime) that mounts or makes a mount namespace, alone. See
+/// [`MOUNTS`].
+pub(crate) fn mounting() -> tokio::sync::RwLockWriteGuard<'static, ()> {
+    MOUNTS.blocking_write()
+}
