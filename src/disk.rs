@@ -16,7 +16,7 @@
 use std::io;
 use std::ops::ControlFlow;
 use std::path::Path;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -45,6 +45,13 @@ pub(crate) struct ObservedFs {
     device_failure: AtomicU8,
     /// Whether any error (device or per-entry) was seen.
     any_error: AtomicU8,
+    /// ENOSPC refusals seen and not yet recorded. The store tries a refused write once more
+    /// when [`Fs::settle_deferred_closes`] says closes left for later freed space: that
+    /// withdraws the refusal (the write is judged by its retry, so a write refused twice is
+    /// one error, and one written on the retry none). The rest are recorded, counted and
+    /// reported as a device failure, when the operation's outcome is read
+    /// ([`ObservedFs::device_failure`], [`ObservedFs::saw_any`]) or the observer is dropped.
+    held_no_space: AtomicU32,
 }
 
 impl ObservedFs {
@@ -54,6 +61,7 @@ impl ObservedFs {
             counters,
             device_failure: AtomicU8::new(NONE),
             any_error: AtomicU8::new(0),
+            held_no_space: AtomicU32::new(0),
         }
     }
 
@@ -61,29 +69,57 @@ impl ObservedFs {
         if let Err(e) = &r {
             if e.kind() != io::ErrorKind::NotFound {
                 let kind = IoErrorKind::classify(e);
-                self.counters.disk_error(kind);
-                self.any_error.store(1, Ordering::Relaxed);
-                if kind.is_device_failure() {
-                    let _ = self.device_failure.compare_exchange(
-                        NONE,
-                        kind.index() as u8,
-                        Ordering::Relaxed,
-                        Ordering::Relaxed,
-                    );
+                if kind == IoErrorKind::NoSpace {
+                    self.held_no_space.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    self.record(kind, 1);
                 }
             }
         }
         r
     }
 
+    /// Counts `n` errors of `kind`, and notes the first device failure.
+    fn record(&self, kind: IoErrorKind, n: u32) {
+        for _ in 0..n {
+            self.counters.disk_error(kind);
+        }
+        self.any_error.store(1, Ordering::Relaxed);
+        if kind.is_device_failure() {
+            let _ = self.device_failure.compare_exchange(
+                NONE,
+                kind.index() as u8,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    /// Records the ENOSPC refusals no retry withdrew (see `held_no_space`).
+    fn record_held(&self) {
+        let n = self.held_no_space.swap(0, Ordering::Relaxed);
+        if n > 0 {
+            self.record(IoErrorKind::NoSpace, n);
+        }
+    }
+
     /// The first device failure seen, if any.
     pub(crate) fn device_failure(&self) -> Option<IoErrorKind> {
+        self.record_held();
         let i = self.device_failure.load(Ordering::Relaxed);
         IoErrorKind::ALL.get(usize::from(i)).copied()
     }
 
     fn saw_any(&self) -> bool {
+        self.record_held();
         self.any_error.load(Ordering::Relaxed) != 0
+    }
+}
+
+impl Drop for ObservedFs {
+    /// An operation that outlived its gate call (timed out): its refusals still count.
+    fn drop(&mut self) {
+        self.record_held();
     }
 }
 
@@ -152,8 +188,16 @@ impl Fs for ObservedFs {
     fn read_file_nowait(&self, path: &Path, max_len: u64) -> io::Result<Option<FileRead>> {
         self.see(self.inner.read_file_nowait(path, max_len))
     }
+    /// When the closes freed something, the caller tries its refused write again: the
+    /// latest ENOSPC refusal is withdrawn (see `held_no_space`).
     fn settle_deferred_closes(&self, timeout: std::time::Duration) -> bool {
-        self.inner.settle_deferred_closes(timeout)
+        let settled = self.inner.settle_deferred_closes(timeout);
+        if settled {
+            let _ = self
+                .held_no_space
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        }
+        settled
     }
 }
 

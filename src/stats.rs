@@ -334,9 +334,8 @@ pub struct Stats {
     pub compression_ratio: f64,
     /// Disk errors seen, all kinds (the API hides them; the breaker sees them): one per
     /// failing file-system call. A write that found the disk full and tried once more after
-    /// deferred closes freed space (see `Fs::settle_deferred_closes`) counts each refusal, so
-    /// `no-space` can exceed `writes_failed` (tests/core/SETTLE_FINDINGS.md, X1); the breaker
-    /// and memory-only mode count that write once.
+    /// deferred closes freed space (see `Fs::settle_deferred_closes`) is judged by its retry:
+    /// one `no-space` if the retry was refused too, none if it was written.
     pub disk_errors: u64,
     /// Disk errors by kind (`no-space`, `io`, `read-only`, `permission`, `timeout`,
     /// `file-too-large`, `path`, `other`); kinds never seen are absent.

@@ -152,6 +152,8 @@ impl Rule {
 struct State {
     rules: Vec<Rule>,
     available_space: Option<u64>,
+    settle_answer: bool,
+    settles: u64,
     hang_generation: u64,
 }
 
@@ -207,6 +209,19 @@ impl FaultFs {
     /// Overrides the free space `available_space` reports (`None`: ask the inner fs).
     pub fn set_available_space(&self, bytes: Option<u64>) {
         self.lock().available_space = bytes;
+    }
+
+    /// What [`Fs::settle_deferred_closes`] answers (default `false`: this fs reads nothing
+    /// from the page cache, so it never leaves a close for later, and the inner fs is not
+    /// asked). `true` plays a disk whose space came back once deferred closes were done: the
+    /// store tries a write refused with ENOSPC once more.
+    pub fn set_settle_answer(&self, answer: bool) {
+        self.lock().settle_answer = answer;
+    }
+
+    /// Calls of [`Fs::settle_deferred_closes`] so far.
+    pub fn settle_calls(&self) -> u64 {
+        self.lock().settles
     }
 
     /// Calls of one op so far.
@@ -387,5 +402,12 @@ impl Fs for FaultFs {
 
     fn block_size(&self, path: &Path) -> io::Result<Option<u64>> {
         self.inner.block_size(path)
+    }
+
+    fn settle_deferred_closes(&self, timeout: Duration) -> bool {
+        let _ = timeout;
+        let mut st = self.lock();
+        st.settles += 1;
+        st.settle_answer
     }
 }
