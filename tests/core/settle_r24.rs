@@ -751,6 +751,68 @@ async fn a_refusal_not_retried_is_still_a_breaker_failure() {
     );
 }
 
+/// Y1's consequence: a disk that refuses every write while the settle answers `true`, and
+/// whose temp paths cannot be unlinked (EISDIR, a path error), never reaches memory-only
+/// mode: every write fails, none is a reported failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "FINDING Y1: writes failing on withdrawn, never-retried refusals never trip memory-only"]
+async fn writes_failing_on_withdrawn_refusals_still_trip_memory_only() {
+    let fs = Arc::new(FaultFs::std());
+    let h = cache_on(
+        &fs,
+        true,
+        WritePolicy::WriteThrough,
+        Durability::Fsync,
+        |b| {
+            b.failure_threshold(100)
+                .memory_only_after(3)
+                .error_window(Duration::from_secs(3600))
+        },
+    )
+    .await;
+    let before = h.stats();
+    fs.add_rule(
+        Rule::new(Fault::Errno(28))
+            .ops(&[FsOp::WriteNew])
+            .path_contains(tmp_dir(&h)),
+    );
+    fs.add_rule(
+        Rule::new(Fault::Errno(21))
+            .ops(&[FsOp::RemoveFile])
+            .path_contains(tmp_dir(&h)),
+    );
+    for i in 0..3 {
+        assert!(h.set(format!("k{i}"), &"v".to_string()).await.is_err());
+    }
+    let s = h.stats();
+    println!("{:?}, mode {:?}", kinds(&before, &s), s.mode);
+    assert_eq!(s.writes_failed - before.writes_failed, 3);
+    assert_eq!(s.mode, Mode::MemoryOnly);
+    assert_eq!(s.memory_only_entries - before.memory_only_entries, 1);
+}
+
+/// The free-space call refused (held, withdrawn by the settle), then the floor refuses on
+/// the second check (the check's own error): one `no-space`, counted by the gate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_withdrawn_free_space_refusal_then_the_floor_is_one_error() {
+    let c = one_write(
+        true,
+        WritePolicy::WriteThrough,
+        Durability::Fsync,
+        |b| b.min_free_bytes(1 << 20),
+        |fs, _| {
+            fs.set_available_space(Some(4096));
+            fs.add_rule(
+                Rule::new(Fault::Errno(28))
+                    .ops(&[FsOp::AvailableSpace])
+                    .times(1),
+            );
+        },
+    )
+    .await;
+    assert_eq!(c, expect(&[("no-space", 1)], 1, 1, 1, 0, false));
+}
+
 // ---------------------------------------------------------------------------------------
 // Timeouts: the operation outlives the gate; its refusals are counted when it ends
 // ---------------------------------------------------------------------------------------
@@ -780,7 +842,7 @@ async fn a_timed_out_write_refused_on_its_retry_counts_one_no_space() {
         WritePolicy::WriteThrough,
         Durability::Fsync,
         |b| {
-            b.io_timeout(Duration::from_millis(100))
+            b.io_timeout(Duration::from_millis(300))
                 .failure_threshold(100)
         },
     )
@@ -822,7 +884,7 @@ async fn a_timed_out_write_written_on_its_retry_counts_only_the_timeout() {
         WritePolicy::WriteThrough,
         Durability::Fsync,
         |b| {
-            b.io_timeout(Duration::from_millis(50))
+            b.io_timeout(Duration::from_millis(300))
                 .failure_threshold(100)
         },
     )
@@ -830,7 +892,7 @@ async fn a_timed_out_write_written_on_its_retry_counts_only_the_timeout() {
     let before = h.stats();
     fs.add_rule(enospc(&[FsOp::WriteNew], &tmp_dir(&h), 1));
     fs.add_rule(
-        Rule::new(Fault::Delay(Duration::from_millis(600)))
+        Rule::new(Fault::Delay(Duration::from_millis(1500)))
             .ops(&[FsOp::RemoveFile])
             .path_contains(tmp_dir(&h))
             .times(1),
@@ -865,7 +927,7 @@ async fn a_timed_out_refusal_without_a_settle_counts_once() {
         WritePolicy::WriteThrough,
         Durability::Fsync,
         |b| {
-            b.io_timeout(Duration::from_millis(100))
+            b.io_timeout(Duration::from_millis(300))
                 .failure_threshold(100)
         },
     )
