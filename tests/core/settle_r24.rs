@@ -69,6 +69,17 @@ fn tmp_dir(h: &TestCache) -> String {
     h.root().join("tmp").to_string_lossy().into_owned()
 }
 
+/// The start of the temp files of `key`'s writes: `<root>/tmp/<16 hex of its hash>.`
+/// (not the probe's, `<root>/tmp/probe.*`).
+fn temp_of(h: &TestCache, key: &str) -> String {
+    let hex = crate::support::hex_of(key.as_bytes());
+    h.root()
+        .join("tmp")
+        .join(format!("{}.", &hex[..16]))
+        .to_string_lossy()
+        .into_owned()
+}
+
 fn v2_dir(h: &TestCache) -> String {
     h.root().join("v2").to_string_lossy().into_owned()
 }
@@ -314,6 +325,57 @@ async fn a_retry_that_fails_with_eio_counts_the_eio_only() {
     }
 }
 
+/// Refused twice (the retry too), and the cleanup unlink of the temp path fails with EIO:
+/// one `no-space` (the retried refusal) and one `io`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_retry_and_a_failed_cleanup_count_one_of_each() {
+    let c = one_write(
+        true,
+        WritePolicy::WriteThrough,
+        Durability::Fsync,
+        |b| b,
+        |fs, h| {
+            fs.add_rule(enospc(&[FsOp::WriteNew], &tmp_dir(h), 2));
+            // The unlink before the retry passes (NotFound), the cleanup after it fails.
+            fs.add_rule(
+                Rule::new(Fault::Errno(5))
+                    .ops(&[FsOp::RemoveFile])
+                    .path_contains(tmp_dir(h))
+                    .skip(1)
+                    .times(1),
+            );
+        },
+    )
+    .await;
+    assert_eq!(c, expect(&[("io", 1), ("no-space", 1)], 1, 1, 1, 2, false));
+}
+
+/// EDQUOT is a refusal like ENOSPC: settled and retried; once written, no error; refused
+/// again, one `no-space`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quota_refusal_is_settled_like_enospc() {
+    for (times, counted, failed, stored) in
+        [(1, vec![], 0, true), (2, vec![("no-space", 1)], 1, false)]
+    {
+        let c = one_write(
+            true,
+            WritePolicy::WriteThrough,
+            Durability::Fsync,
+            |b| b,
+            |fs, h| {
+                fs.add_rule(
+                    Rule::new(Fault::Errno(122))
+                        .ops(&[FsOp::WriteNew])
+                        .path_contains(tmp_dir(h))
+                        .times(times),
+                );
+            },
+        )
+        .await;
+        assert_eq!(c, expect(&counted, failed, failed, 1, 2, stored), "{times}");
+    }
+}
+
 /// EIO first (not retried: only ENOSPC settles), one `io` error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eio_is_not_retried_and_counts_once() {
@@ -534,10 +596,10 @@ async fn a_half_open_probe_write_written_on_its_retry_closes_the_breaker() {
     )
     .await;
     let before = h.stats();
-    fs.add_rule(enospc(&[FsOp::WriteNew], &tmp_dir(&h), 2));
+    fs.add_rule(enospc(&[FsOp::WriteNew], &temp_of(&h, "a"), 2));
     assert!(h.set("a", &"one".to_string()).await.is_err());
     assert_eq!(h.stats().breaker_opens - before.breaker_opens, 1);
-    fs.add_rule(enospc(&[FsOp::WriteNew], &tmp_dir(&h), 1));
+    fs.add_rule(enospc(&[FsOp::WriteNew], &temp_of(&h, "b"), 1));
     h.set("b", &"two".to_string()).await.unwrap();
     let s = h.stats();
     assert_eq!(s.breaker_state, answercache::BreakerState::Closed);
