@@ -1455,3 +1455,107 @@ fn concurrent_full(policy: WritePolicy, durability: Durability) {
         assert_eq!(h.entry_names().len(), 2);
     });
 }
+
+/// `min_free_bytes` 2 MiB, the disk filled to the floor plus three entry files; two writers
+/// each overwrite their own key after an inline hit of it (the replaced file is freed only
+/// when the closer closes the hit's descriptor; the `check_space` refusal settles and
+/// retries), 100 rounds each. A write may be refused (the other writer's reservation); each
+/// refused write counts exactly one `no-space` and nothing else; the free space is never
+/// below the floor; at the end each key reads as its last value if that set succeeded, and
+/// as a miss if it failed (lost from a hot tier that keeps nothing); no temp file.
+#[test]
+fn concurrent_overwrites_at_the_floor_count_one_error_per_refused_write() {
+    if !is_child("floor_concurrent") {
+        return run_child(
+            "settle_r24::concurrent_overwrites_at_the_floor_count_one_error_per_refused_write",
+            "floor_concurrent",
+        );
+    }
+    const FLOOR: u64 = 2 << 20;
+    const LEN: usize = 40 * 1024;
+    const ROUNDS: u64 = 100;
+    let mnt = crate::closer::small_ext4(&PathBuf::from(std::env::var_os(DIR_ENV).unwrap()));
+    let root = mnt.join("cache");
+    std::fs::create_dir_all(&root).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let tmp = tempfile::TempDir::new_in(&root).unwrap();
+        let h = Arc::new(
+            crate::support::dir_in(tmp)
+                .open_cache(|b| {
+                    b.hot_capacity_bytes(1)
+                        .page_cache_reads(true)
+                        .write_policy(WritePolicy::WriteThrough)
+                        .durability(Durability::NoSync)
+                        .min_free_bytes(FLOOR)
+                        .write_concurrency(2)
+                        .failure_threshold(u32::MAX)
+                        .memory_only_after(100_000)
+                })
+                .await,
+        );
+        let mut rng = Rng::new(21);
+        let first: Vec<Vec<u8>> = (0..2).map(|_| rng.bytes(LEN)).collect();
+        for (w, v) in first.iter().enumerate() {
+            h.set_bytes(format!("k{w}"), v).await.unwrap();
+        }
+        h.flush().await.unwrap();
+        let file_bytes = std::fs::metadata(h.entry_path("k0")).unwrap().len();
+        fill_to(&mnt, FLOOR + 3 * file_bytes);
+        let before = h.stats();
+        let mut tasks = Vec::new();
+        for (w, v) in first.into_iter().enumerate() {
+            let (h, mnt) = (h.clone(), mnt.clone());
+            tasks.push(tokio::spawn(async move {
+                let key = format!("k{w}");
+                let mut rng = Rng::new(300 + w as u64);
+                // What a get must answer now: the last value set, or a miss after a failure.
+                let mut current = Some(v);
+                let (mut refused, mut lowest) = (0u64, u64::MAX);
+                for i in 0..ROUNDS {
+                    let got = h.get_bytes(&key).await.unwrap();
+                    assert_eq!(got.as_deref(), current.as_deref(), "{key} round {i}");
+                    let next = rng.bytes(LEN);
+                    match h.set_bytes(&key, &next).await {
+                        Ok(()) => current = Some(next),
+                        Err(_) => {
+                            refused += 1;
+                            current = None;
+                        }
+                    }
+                    lowest = lowest.min(free_bytes(&mnt));
+                }
+                let got = h.get_bytes(&key).await.unwrap();
+                assert_eq!(got.as_deref(), current.as_deref(), "{key} at the end");
+                (refused, lowest)
+            }));
+        }
+        let (mut refused, mut lowest) = (0, u64::MAX);
+        for t in tasks {
+            let (r, l) = t.await.unwrap();
+            refused += r;
+            lowest = lowest.min(l);
+        }
+        let s = h.stats();
+        println!(
+            "refused {refused}, lowest free {lowest} (floor {FLOOR}), writes_failed {}, {:?}, \
+             inline {}",
+            s.writes_failed - before.writes_failed,
+            kinds(&before, &s),
+            s.inline_reads - before.inline_reads
+        );
+        assert!(lowest >= FLOOR, "free {lowest} below the floor {FLOOR}");
+        assert_eq!(s.writes_failed - before.writes_failed, refused);
+        let want = if refused == 0 {
+            map(&[])
+        } else {
+            map(&[("no-space", refused)])
+        };
+        assert_eq!(kinds(&before, &s), want);
+        assert_eq!(h.temp_names(), BTreeSet::new());
+    });
+}
