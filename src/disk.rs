@@ -508,3 +508,7 @@ impl DiskGate {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "disk_r24_tests.rs"]
+mod r24_tests;

@@ -21,5 +21,6 @@ mod promises;
 mod roundtrip;
 mod settings;
 mod settle;
+mod settle_r24;
 mod support;
 mod ttl;
