@@ -16,7 +16,7 @@
 use std::io;
 use std::ops::ControlFlow;
 use std::path::Path;
-use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -46,12 +46,16 @@ pub(crate) struct ObservedFs {
     /// Whether any error (device or per-entry) was seen.
     any_error: AtomicU8,
     /// ENOSPC refusals seen and not yet recorded. The store tries a refused write once more
-    /// when [`Fs::settle_deferred_closes`] says closes left for later freed space: that
-    /// withdraws the refusal (the write is judged by its retry, so a write refused twice is
-    /// one error, and one written on the retry none). The rest are recorded, counted and
-    /// reported as a device failure, when the operation's outcome is read
-    /// ([`ObservedFs::device_failure`], [`ObservedFs::saw_any`]) or the observer is dropped.
+    /// when [`Fs::settle_deferred_closes`] says closes left for later freed space: the retry
+    /// (the next `write_new` or `available_space`) withdraws the refusal, so the write is judged by its retry (a
+    /// write refused twice is one error, one written on its retry none). A refusal whose
+    /// retry is never made stays. They are recorded, counted and reported as a device
+    /// failure, when the operation's outcome is read ([`ObservedFs::device_failure`],
+    /// [`ObservedFs::saw_any`]) or the observer is dropped.
     held_no_space: AtomicU32,
+    /// A settle answered `true` while a refusal was held: the next `write_new` or
+    /// `available_space` is its retry.
+    retry_due: AtomicBool,
 }
 
 impl ObservedFs {
@@ -62,6 +66,7 @@ impl ObservedFs {
             device_failure: AtomicU8::new(NONE),
             any_error: AtomicU8::new(0),
             held_no_space: AtomicU32::new(0),
+            retry_due: AtomicBool::new(false),
         }
     }
 
@@ -92,6 +97,17 @@ impl ObservedFs {
                 Ordering::Relaxed,
                 Ordering::Relaxed,
             );
+        }
+    }
+
+    /// Called by the calls the store retries after a settle (`write_new`, `available_space`):
+    /// if a settle said to retry a held refusal, this call is that retry, and the refusal is
+    /// withdrawn (this call's own outcome counts instead).
+    fn retrying(&self) {
+        if self.retry_due.swap(false, Ordering::Relaxed) {
+            let _ = self
+                .held_no_space
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
         }
     }
 
@@ -131,6 +147,7 @@ impl Fs for ObservedFs {
         self.see(self.inner.read_prefix(path, n))
     }
     fn write_new(&self, path: &Path, data: &[u8], sync: bool) -> io::Result<()> {
+        self.retrying();
         self.see(self.inner.write_new(path, data, sync))
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
@@ -174,6 +191,7 @@ impl Fs for ObservedFs {
         self.see(self.inner.read_dir(path))
     }
     fn available_space(&self, path: &Path) -> io::Result<u64> {
+        self.retrying();
         self.see(self.inner.available_space(path))
     }
     fn total_space(&self, path: &Path) -> io::Result<Option<u64>> {
@@ -188,14 +206,13 @@ impl Fs for ObservedFs {
     fn read_file_nowait(&self, path: &Path, max_len: u64) -> io::Result<Option<FileRead>> {
         self.see(self.inner.read_file_nowait(path, max_len))
     }
-    /// When the closes freed something, the caller tries its refused write again: the
-    /// latest ENOSPC refusal is withdrawn (see `held_no_space`).
+    /// When the closes freed something, the caller tries its refused write again: the next
+    /// `write_new` or `available_space`, if one is made, withdraws the held refusal (see
+    /// `held_no_space`).
     fn settle_deferred_closes(&self, timeout: std::time::Duration) -> bool {
         let settled = self.inner.settle_deferred_closes(timeout);
-        if settled {
-            let _ = self
-                .held_no_space
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        if settled && self.held_no_space.load(Ordering::Relaxed) > 0 {
+            self.retry_due.store(true, Ordering::Relaxed);
         }
         settled
     }

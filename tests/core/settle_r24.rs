@@ -770,7 +770,6 @@ async fn a_free_space_call_refused_twice_is_one_error() {
 /// that refusal, which was never retried, so it must still count one `no-space` (beside the
 /// `io` of the failed unlink).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "FINDING Y1: a refusal withdrawn by a settle whose retry never ran is not counted"]
 async fn a_refusal_not_retried_because_the_temp_file_cannot_go_is_counted() {
     let c = one_write(
         true,
@@ -795,7 +794,6 @@ async fn a_refusal_not_retried_because_the_temp_file_cannot_go_is_counted() {
 /// write failed with ENOSPC and the breaker must hear of it; with the refusal withdrawn and
 /// only a path error seen, the operation is reported as no failure at all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "FINDING Y1: a withdrawn, never-retried refusal is hidden from the breaker"]
 async fn a_refusal_not_retried_is_still_a_breaker_failure() {
     let c = one_write(
         true,
@@ -823,7 +821,6 @@ async fn a_refusal_not_retried_is_still_a_breaker_failure() {
 /// whose temp paths cannot be unlinked (EISDIR, a path error), never reaches memory-only
 /// mode: every write fails, none is a reported failure.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "FINDING Y1: writes failing on withdrawn, never-retried refusals never trip memory-only"]
 async fn writes_failing_on_withdrawn_refusals_still_trip_memory_only() {
     let fs = Arc::new(FaultFs::std());
     let h = cache_on(
