@@ -20,15 +20,15 @@ use crate::closer::{ci, sh, small_ext4};
 use crate::support::OnDisk;
 
 const ROLE_ENV: &str = "ANSWERCACHE_SETTLE_ROLE";
-const DIR_ENV: &str = "ANSWERCACHE_SETTLE_DIR";
+pub(crate) const DIR_ENV: &str = "ANSWERCACHE_SETTLE_DIR";
 
-fn is_child(role: &str) -> bool {
+pub(crate) fn is_child(role: &str) -> bool {
     std::env::var(ROLE_ENV).is_ok_and(|r| r == role)
 }
 
 /// Runs `test` again in a child in a private mount namespace, in `role`; panics with the
 /// child's output unless it passed. Skipped (said so) without root or `unshare`, outside CI.
-fn run_child(test: &str, role: &str) {
+pub(crate) fn run_child(test: &str, role: &str) {
     let exe = std::env::current_exe().unwrap();
     let root = rustix::process::geteuid().is_root();
     let unshare = Command::new("unshare").arg("--version").output().is_ok();
@@ -65,13 +65,13 @@ fn run_child(test: &str, role: &str) {
     );
 }
 
-fn free_bytes(dir: &Path) -> u64 {
+pub(crate) fn free_bytes(dir: &Path) -> u64 {
     let st = rustix::fs::statvfs(dir).unwrap();
     st.f_bavail * st.f_frsize
 }
 
 /// Fills the filesystem of `mnt` until `keep` bytes are free (a file `ballast`).
-fn fill_to(mnt: &Path, keep: u64) -> PathBuf {
+pub(crate) fn fill_to(mnt: &Path, keep: u64) -> PathBuf {
     use std::io::Write;
     let ballast = mnt.join("ballast");
     let free = free_bytes(mnt);

@@ -12,7 +12,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -1256,71 +1255,7 @@ fn fault_fs_settle_answer_defaults_to_false_and_does_not_ask_the_inner_fs() {
 // A real full ext4, page-cache reads on, concurrent hits and writes
 // ---------------------------------------------------------------------------------------
 
-const ROLE_ENV: &str = "ANSWERCACHE_R24_ROLE";
-const DIR_ENV: &str = "ANSWERCACHE_R24_DIR";
-
-fn is_child(role: &str) -> bool {
-    std::env::var(ROLE_ENV).is_ok_and(|r| r == role)
-}
-
-/// Runs `test` again in a child in a private mount namespace (as `settle::run_child`).
-fn run_child(test: &str, role: &str) {
-    let exe = std::env::current_exe().unwrap();
-    let root = rustix::process::geteuid().is_root();
-    let unshare = Command::new("unshare").arg("--version").output().is_ok();
-    let mkfs = Command::new("mkfs.ext4").arg("-V").output().is_ok();
-    if !root || !unshare || !mkfs {
-        let why = format!("needs root, unshare and mkfs.ext4 ({root}, {unshare}, {mkfs})");
-        assert!(!crate::closer::ci(), "{test}: {why}; CI=true requires them");
-        println!("SKIPPED {test}: {why}");
-        return;
-    }
-    let _alone = crate::support::mounting();
-    let tmp = tempfile::tempdir().unwrap();
-    let out = Command::new("unshare")
-        .args(["--mount", "--propagation", "private"])
-        .arg(&exe)
-        .args([
-            "--exact",
-            test,
-            "--nocapture",
-            "--test-threads=1",
-            "--include-ignored",
-        ])
-        .env(ROLE_ENV, role)
-        .env(DIR_ENV, tmp.path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && stdout.contains("running 1 test"),
-        "child {test} failed: {}\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}",
-        out.status
-    );
-}
-
-fn free_bytes(dir: &Path) -> u64 {
-    let st = rustix::fs::statvfs(dir).unwrap();
-    st.f_bavail * st.f_frsize
-}
-
-fn fill_to(mnt: &Path, keep: u64) {
-    use std::io::Write;
-    let free = free_bytes(mnt);
-    assert!(free > keep, "free {free}, keep {keep}");
-    let mut left = free - keep;
-    let mut f = std::fs::File::create(mnt.join("ballast")).unwrap();
-    let chunk = vec![0xA5u8; 64 * 1024];
-    while left > 0 {
-        let n = left.min(chunk.len() as u64) as usize;
-        if f.write_all(&chunk[..n]).is_err() {
-            break;
-        }
-        left -= n as u64;
-    }
-    f.sync_all().unwrap();
-}
+use crate::settle::{fill_to, free_bytes, is_child, run_child, DIR_ENV};
 
 /// A 16 MiB ext4 filled to half an entry file; `a` and `b` stored before. Four writers set
 /// new keys that cannot fit (write-through, fsync) while two readers hit `a` and `b`
