@@ -411,3 +411,95 @@ async fn a_refused_write_with_nothing_to_settle_is_not_retried() {
     assert_eq!(s.writes_failed - before.writes_failed, 1);
     assert_eq!(h.get::<String>("k").await.unwrap(), None);
 }
+
+// ---------------------------------------------------------------------------------------
+// Concurrent writes near the floor: a written temp file counted twice (Z1).
+// ---------------------------------------------------------------------------------------
+
+/// `min_free_bytes` 2 MiB; keys `k0` and `k1` stored, then the disk filled to the floor plus
+/// two and a half entry files. Two tasks overwrite their own key 100 times each (page-cache
+/// reads off: nothing is left to close). At most two temp files exist at once, so free space
+/// never needs to go below floor + half an entry file: every set must succeed. A write's
+/// space reservation is held until its rename; once its temp file is written, `statvfs`
+/// already counts those bytes as used, so the other task's check counted them twice and was
+/// refused: 143 of 200 in the lead's run (SETTLE_FINDINGS.md, Z1, open).
+#[test]
+#[ignore = "FINDING Z1 (open): a written temp file counts twice in a concurrent write's min_free_bytes check (143 of 200 sets refused)"]
+fn concurrent_overwrites_near_the_floor_are_not_refused() {
+    if !is_child("floor_concurrent_exact") {
+        return run_child(
+            "settle::concurrent_overwrites_near_the_floor_are_not_refused",
+            "floor_concurrent_exact",
+        );
+    }
+    const FLOOR: u64 = 2 << 20;
+    const ROUNDS: u64 = 100;
+    let mnt = small_ext4(&PathBuf::from(std::env::var_os(DIR_ENV).unwrap()));
+    let root = mnt.join("cache");
+    std::fs::create_dir_all(&root).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let tmp = tempfile::TempDir::new_in(&root).unwrap();
+        let h = std::sync::Arc::new(
+            crate::support::dir_in(tmp)
+                .open_cache(|b| {
+                    b.hot_capacity_bytes(1)
+                        .page_cache_reads(false)
+                        .write_policy(WritePolicy::WriteThrough)
+                        .durability(Durability::Fsync)
+                        .min_free_bytes(FLOOR)
+                        .failure_threshold(100_000)
+                        .memory_only_after(100_000)
+                })
+                .await,
+        );
+        let mut rng = Rng::new(12);
+        for k in 0..2 {
+            h.set_bytes(format!("k{k}"), rng.bytes(LEN)).await.unwrap();
+        }
+        h.flush().await.unwrap();
+        let alloc = {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::metadata(h.entry_path("k0")).unwrap().blocks() * 512
+        };
+        fill_to(&mnt, FLOOR + alloc * 5 / 2);
+        let before = h.stats();
+        let tasks: Vec<_> = (0..2u64)
+            .map(|k| {
+                let h = h.clone();
+                tokio::spawn(async move {
+                    let mut rng = Rng::new(100 + k);
+                    let mut ok = 0u64;
+                    for _ in 0..ROUNDS {
+                        if h.set_bytes(format!("k{k}"), rng.bytes(LEN)).await.is_ok() {
+                            ok += 1;
+                        }
+                    }
+                    ok
+                })
+            })
+            .collect();
+        let mut ok = 0;
+        for t in tasks {
+            ok += t.await.unwrap();
+        }
+        let s = h.stats();
+        println!(
+            "ok {ok} of {}, writes_failed {}, {:?}, free {} (floor {FLOOR}, entry {alloc})",
+            2 * ROUNDS,
+            s.writes_failed - before.writes_failed,
+            s.disk_errors_by_kind,
+            free_bytes(&mnt)
+        );
+        assert_eq!(
+            (ok, s.writes_failed - before.writes_failed),
+            (2 * ROUNDS, 0)
+        );
+        assert!(free_bytes(&mnt) >= FLOOR);
+        assert_eq!(h.temp_names(), BTreeSet::new());
+    });
+}
