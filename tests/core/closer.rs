@@ -34,14 +34,14 @@ pub(crate) fn ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 
-fn is_child(role: &str) -> bool {
+pub(crate) fn is_child(role: &str) -> bool {
     std::env::var(ROLE_ENV).is_ok_and(|r| r == role)
 }
 
 /// Runs the test `test` again in a child process (in a private mount namespace if
 /// `namespace`), in `role`; panics with the child's output unless it passed. Returns false
 /// (skipped) when a namespace is needed and root or `unshare` is missing, outside CI.
-fn run_child(test: &str, role: &str, namespace: bool) -> bool {
+pub(crate) fn run_child(test: &str, role: &str, namespace: bool) -> bool {
     let exe = std::env::current_exe().unwrap();
     // A namespaced child mounts: alone. Any other child counts its inline reads exactly.
     let (_alone, _no_mounts) = if namespace {
@@ -441,6 +441,15 @@ fn free_bytes(dir: &Path) -> u64 {
 
 /// Mounts a fresh 16 MiB ext4 (no reserved blocks) on `<base>/mnt` (a child's directory, in
 /// its private mount namespace); returns it. Shared with `settle`.
+/// In a namespaced child: a fresh small ext4 under the child's directory ([`small_ext4`]),
+/// and the directory `name` created on it. Returns (mount point, that directory).
+pub(crate) fn child_ext4(name: &str) -> (PathBuf, PathBuf) {
+    let mnt = small_ext4(&PathBuf::from(std::env::var_os(DIR_ENV).unwrap()));
+    let root = mnt.join(name);
+    std::fs::create_dir_all(&root).unwrap();
+    (mnt, root)
+}
+
 pub(crate) fn small_ext4(base: &Path) -> PathBuf {
     let img = base.join("fs.img");
     let mnt = base.join("mnt");
@@ -475,9 +484,7 @@ struct FullDisk {
 /// descriptor closed. Values: 40 KiB of random bytes (read in one inline step).
 fn full_disk_round(inline: bool, durability: Durability, rounds: u64) -> FullDisk {
     const LEN: usize = 40 * 1024;
-    let mnt = small_ext4(&PathBuf::from(std::env::var_os(DIR_ENV).unwrap()));
-    let root = mnt.join(if inline { "inline" } else { "blocking" });
-    std::fs::create_dir_all(&root).unwrap();
+    let (mnt, root) = child_ext4(if inline { "inline" } else { "blocking" });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

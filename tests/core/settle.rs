@@ -16,53 +16,21 @@ use std::process::Command;
 use answercache::workload::Rng;
 use answercache::{Durability, WritePolicy};
 
-use crate::closer::{ci, sh, small_ext4};
+use crate::closer::{child_ext4, ci, sh};
 use crate::support::OnDisk;
 
-const ROLE_ENV: &str = "ANSWERCACHE_SETTLE_ROLE";
-pub(crate) const DIR_ENV: &str = "ANSWERCACHE_SETTLE_DIR";
+pub(crate) use crate::closer::is_child;
 
-pub(crate) fn is_child(role: &str) -> bool {
-    std::env::var(ROLE_ENV).is_ok_and(|r| r == role)
-}
-
-/// Runs `test` again in a child in a private mount namespace, in `role`; panics with the
-/// child's output unless it passed. Skipped (said so) without root or `unshare`, outside CI.
+/// Runs `test` again in a child in a private mount namespace, in `role`
+/// ([`crate::closer::run_child`]); also needs `mkfs.ext4`. Skipped (said so) without them,
+/// outside CI.
 pub(crate) fn run_child(test: &str, role: &str) {
-    let exe = std::env::current_exe().unwrap();
-    let root = rustix::process::geteuid().is_root();
-    let unshare = Command::new("unshare").arg("--version").output().is_ok();
-    let mkfs = Command::new("mkfs.ext4").arg("-V").output().is_ok();
-    if !root || !unshare || !mkfs {
-        let why = format!("needs root, unshare and mkfs.ext4 ({root}, {unshare}, {mkfs})");
-        assert!(!ci(), "{test}: {why}; CI=true requires them");
-        println!("SKIPPED {test}: {why}");
+    if Command::new("mkfs.ext4").arg("-V").output().is_err() {
+        assert!(!ci(), "{test}: needs mkfs.ext4; CI=true requires it");
+        println!("SKIPPED {test}: needs mkfs.ext4");
         return;
     }
-    // The child mounts: alone (see `support::MOUNTS`).
-    let _alone = crate::support::mounting();
-    let tmp = tempfile::tempdir().unwrap();
-    let out = Command::new("unshare")
-        .args(["--mount", "--propagation", "private"])
-        .arg(&exe)
-        .args([
-            "--exact",
-            test,
-            "--nocapture",
-            "--test-threads=1",
-            "--include-ignored",
-        ])
-        .env(ROLE_ENV, role)
-        .env(DIR_ENV, tmp.path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && stdout.contains("running 1 test"),
-        "child {test} failed: {}\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}",
-        out.status
-    );
+    crate::closer::run_child(test, role, true);
 }
 
 pub(crate) fn free_bytes(dir: &Path) -> u64 {
@@ -101,9 +69,7 @@ const LEN: usize = 40 * 1024;
 /// all `no-space`; no temp file is left; `a` and `b` are exact, their files and the ballast
 /// untouched; the new keys are not on disk.
 fn cannot_fit(policy: WritePolicy, durability: Durability, rounds: u64) -> u64 {
-    let mnt = small_ext4(&PathBuf::from(std::env::var_os(DIR_ENV).unwrap()));
-    let root = mnt.join("cache");
-    std::fs::create_dir_all(&root).unwrap();
+    let (mnt, root) = child_ext4("cache");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -215,9 +181,7 @@ fn writes_that_cannot_fit_fail_cleanly_write_behind_nosync() {
 /// set succeeds, nothing fails, and the free space never goes below the floor.
 fn floor_kept(policy: WritePolicy, durability: Durability, rounds: u64) {
     const FLOOR: u64 = 2 << 20;
-    let mnt = small_ext4(&PathBuf::from(std::env::var_os(DIR_ENV).unwrap()));
-    let root = mnt.join("cache");
-    std::fs::create_dir_all(&root).unwrap();
+    let (mnt, root) = child_ext4("cache");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -434,9 +398,7 @@ fn concurrent_overwrites_near_the_floor_are_not_refused() {
     }
     const FLOOR: u64 = 2 << 20;
     const ROUNDS: u64 = 100;
-    let mnt = small_ext4(&PathBuf::from(std::env::var_os(DIR_ENV).unwrap()));
-    let root = mnt.join("cache");
-    std::fs::create_dir_all(&root).unwrap();
+    let (mnt, root) = child_ext4("cache");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

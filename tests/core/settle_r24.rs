@@ -11,7 +11,7 @@
 //! `R24_FINDINGS.md`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -1255,7 +1255,7 @@ fn fault_fs_settle_answer_defaults_to_false_and_does_not_ask_the_inner_fs() {
 // A real full ext4, page-cache reads on, concurrent hits and writes
 // ---------------------------------------------------------------------------------------
 
-use crate::settle::{fill_to, free_bytes, is_child, run_child, DIR_ENV};
+use crate::settle::{fill_to, free_bytes, is_child, run_child};
 
 /// A 16 MiB ext4 filled to half an entry file; `a` and `b` stored before. Four writers set
 /// new keys that cannot fit (write-through, fsync) while two readers hit `a` and `b`
@@ -1290,9 +1290,7 @@ fn concurrent_full(policy: WritePolicy, durability: Durability) {
     const LEN: usize = 40 * 1024;
     const WRITERS: u64 = 4;
     const ROUNDS: u64 = 100;
-    let mnt = crate::closer::small_ext4(&PathBuf::from(std::env::var_os(DIR_ENV).unwrap()));
-    let root = mnt.join("cache");
-    std::fs::create_dir_all(&root).unwrap();
+    let (mnt, root) = crate::closer::child_ext4("cache");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -1406,9 +1404,7 @@ fn concurrent_overwrites_at_the_floor_count_one_error_per_refused_write() {
     const FLOOR: u64 = 2 << 20;
     const LEN: usize = 40 * 1024;
     const ROUNDS: u64 = 100;
-    let mnt = crate::closer::small_ext4(&PathBuf::from(std::env::var_os(DIR_ENV).unwrap()));
-    let root = mnt.join("cache");
-    std::fs::create_dir_all(&root).unwrap();
+    let (mnt, root) = crate::closer::child_ext4("cache");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
