@@ -47,11 +47,11 @@ pub(crate) struct ObservedFs {
     any_error: AtomicU8,
     /// ENOSPC refusals seen and not yet recorded. The store tries a refused write once more
     /// when [`Fs::settle_deferred_closes`] says closes left for later freed space: the retry
-    /// (the next `write_new` or `available_space`) withdraws the refusal, so the write is judged by its retry (a
-    /// write refused twice is one error, one written on its retry none). A refusal whose
-    /// retry is never made stays. They are recorded, counted and reported as a device
-    /// failure, when the operation's outcome is read ([`ObservedFs::device_failure`],
-    /// [`ObservedFs::saw_any`]) or the observer is dropped.
+    /// (the next `write_new` or `available_space`) withdraws the refusal, so the write is
+    /// judged by its retry (a write refused twice is one error, one written on its retry
+    /// none). A refusal whose retry is never made stays. They are recorded, counted and
+    /// reported as a device failure, when the operation's outcome is read
+    /// ([`ObservedFs::device_failure`], [`ObservedFs::saw_any`]) or the observer is dropped.
     held_no_space: AtomicU32,
     /// A settle answered `true` while a refusal was held: the next `write_new` or
     /// `available_space` is its retry.
