@@ -24,6 +24,7 @@ mod index_tests;
 pub mod layout;
 pub mod migrate;
 pub mod quarantine;
+pub(crate) mod space;
 pub(crate) mod store;
 #[cfg(test)]
 mod store_tests;

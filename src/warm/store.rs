@@ -25,6 +25,7 @@ use super::format::{self, Corruption, Decoded, EntryMeta, Invalid, Limits, HEADE
 use super::index::{IndexEntry, RemovalMark, WarmIndex};
 use super::layout::{self, KeyHash, Layout, TempOwner};
 use super::quarantine::{self, QuarantineLimits, Why};
+use super::space::{Reserved, SpaceLedger, SPACE_WAIT_MAX};
 use super::take::{is_not_found, is_stranded, take_if_unchanged, Judged};
 use super::walk::{EntryWalk, Level, WalkItem};
 
@@ -276,8 +277,8 @@ pub struct WarmStore {
     default_floor: AtomicU64,
     /// Bytes of writes whose free-space check passed and that may not be on the volume yet:
     /// each check counts them, so concurrent writes never take the volume below the floor
-    /// together.
-    reserved_bytes: AtomicU64,
+    /// together (see [`SpaceLedger`]).
+    space: SpaceLedger,
     /// Whether `v1/` (the previous layout) may still hold entries: set when a migration
     /// starts, cleared when it finished every `v1/ab`. While set, removing a key also removes
     /// its `v1/` file (see `migrate`).
@@ -292,32 +293,6 @@ pub struct WarmStore {
     /// The index's allocation unit, for `encode` without the index lock: the shared tier's
     /// drain encodes through it too, and must not wait on the disk side's lock.
     unit: AtomicU64,
-}
-
-/// Bytes reserved against the free-space floor by a write in progress (see
-/// `WarmStore::check_space`); released on drop.
-struct Reserved<'a> {
-    total: &'a AtomicU64,
-    len: u64,
-    others: u64,
-}
-
-impl<'a> Reserved<'a> {
-    fn new(total: &'a AtomicU64, len: u64) -> Self {
-        let others = total.fetch_add(len, Ordering::AcqRel);
-        Reserved { total, len, others }
-    }
-
-    /// What other writes had reserved when this one was.
-    fn others(&self) -> u64 {
-        self.others
-    }
-}
-
-impl Drop for Reserved<'_> {
-    fn drop(&mut self) {
-        self.total.fetch_sub(self.len, Ordering::AcqRel);
-    }
 }
 
 /// A write's claim on its fan-out directory (see `WarmStore::writing_into`), released on drop.
@@ -424,7 +399,7 @@ impl WarmStore {
             fence_write: Mutex::new(()),
             fence_written: Arc::new(AtomicU64::new(0)),
             default_floor: AtomicU64::new(u64::MAX),
-            reserved_bytes: AtomicU64::new(0),
+            space: SpaceLedger::default(),
             // Unknown until a listing of the root says there is no `v1/` (or a migration
             // finished): until then removals also delete a `v1/` file (one `unlink` that
             // finds nothing, where there is none).
@@ -1208,25 +1183,18 @@ impl WarmStore {
 
     /// Too little free space is handled like ENOSPC, so the cache never fills a disk that
     /// other programs need. The bytes are reserved until the returned guard drops (after the
-    /// write): a concurrent write's check counts them as already gone.
+    /// write): a concurrent write's check counts them as already gone. A check that fails
+    /// while other writes are in flight waits for them (at most [`SPACE_WAIT_MAX`]) and
+    /// checks again: their temp files are counted by the volume as well as by their
+    /// reservations until they end (see [`SpaceLedger`]).
     fn check_space(&self, fs: &dyn Fs, len: u64) -> io::Result<Reserved<'_>> {
         let floor = self.free_floor(fs)?;
         if floor == 0 {
-            return Ok(Reserved::new(&self.reserved_bytes, 0));
+            return Ok(Reserved::none());
         }
-        let reserved = Reserved::new(&self.reserved_bytes, len);
-        let others = reserved.others();
-        let avail = fs.available_space(self.layout.root())?;
-        if avail < len.saturating_add(floor).saturating_add(others) {
-            return Err(io::Error::new(
-                io::ErrorKind::StorageFull,
-                format!(
-                    "{avail} bytes free, {others} more being written: writing {len} would leave \
-                     less than min_free_bytes ({floor})"
-                ),
-            ));
-        }
-        Ok(reserved)
+        self.space.reserve(len, floor, SPACE_WAIT_MAX, || {
+            fs.available_space(self.layout.root())
+        })
     }
 
     /// The free space to leave: the setting, or by default the smaller of

@@ -1,0 +1,272 @@
+//! The free-space floor's ledger: the bytes of writes whose free-space check passed and whose
+//! files may not be on the volume yet.
+//!
+//! A write checks `available_space >= len + floor + reserved` and, if it passes, adds `len` to
+//! `reserved` until its file is renamed into place. Checks run one at a time (under the
+//! ledger's lock), so two writes can never both pass on the same free bytes.
+//!
+//! A write's temp file is counted by `statvfs` from its `write` on, while its reservation
+//! lasts until the rename: a concurrent check counts those bytes twice. Near the floor that
+//! refused writes with room to spare (SETTLE_FINDINGS.md, Z1: 96-143 of 200 concurrent
+//! overwrites refused with room for both). So a check that fails while other writes hold
+//! reservations does not refuse at once: it waits for one of them to end (its bytes are then
+//! counted once, by `statvfs`, and an overwrite has freed the file it replaced) and checks
+//! again, until no other write is in flight or [`SPACE_WAIT_MAX`] has passed. Only a check
+//! that fails with nothing else in flight (or after the wait) refuses.
+
+use std::io;
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::sync::lock;
+
+/// The longest a write waits for concurrent writes to end before its free-space check
+/// refuses it. Writes near the floor end in milliseconds on a working disk; one in flight
+/// longer than this is stuck, and the waiting write fails as it would have. Below the
+/// default `io_timeout` (5 s), so a write that waits here is not reported as timed out.
+pub(crate) const SPACE_WAIT_MAX: Duration = Duration::from_secs(1);
+
+/// What the ledger's lock guards.
+#[derive(Debug, Default)]
+struct State {
+    /// Bytes reserved by writes whose check passed and which have not ended.
+    reserved: u64,
+    /// Reservations ended so far: a waiting check wakes when it moves.
+    ended: u64,
+}
+
+/// The ledger (one per store).
+#[derive(Debug, Default)]
+pub(crate) struct SpaceLedger {
+    state: Mutex<State>,
+    ended: Condvar,
+}
+
+/// A passed check's reservation, released on drop.
+#[derive(Debug)]
+pub(crate) struct Reserved<'a> {
+    ledger: Option<&'a SpaceLedger>,
+    len: u64,
+}
+
+impl Reserved<'_> {
+    /// A reservation of nothing (no floor to keep).
+    pub(crate) fn none() -> Self {
+        Reserved {
+            ledger: None,
+            len: 0,
+        }
+    }
+}
+
+impl Drop for Reserved<'_> {
+    fn drop(&mut self) {
+        if let Some(ledger) = self.ledger {
+            let mut s = lock(&ledger.state);
+            s.reserved = s.reserved.saturating_sub(self.len);
+            s.ended = s.ended.wrapping_add(1);
+            drop(s);
+            ledger.ended.notify_all();
+        }
+    }
+}
+
+impl SpaceLedger {
+    /// Reserves `len` bytes if `available()` leaves at least `floor` after them and after
+    /// every reservation in flight; waits for reservations to end (at most `wait`) while that
+    /// fails and some are in flight. The error is `StorageFull`, with the figures.
+    /// `available` is called under the ledger's lock (one check at a time).
+    pub(crate) fn reserve(
+        &self,
+        len: u64,
+        floor: u64,
+        wait: Duration,
+        mut available: impl FnMut() -> io::Result<u64>,
+    ) -> io::Result<Reserved<'_>> {
+        let deadline = Instant::now().checked_add(wait);
+        let mut s = lock(&self.state);
+        loop {
+            let avail = available()?;
+            let others = s.reserved;
+            if avail >= len.saturating_add(floor).saturating_add(others) {
+                s.reserved = others.saturating_add(len);
+                return Ok(Reserved {
+                    ledger: Some(self),
+                    len,
+                });
+            }
+            let now = Instant::now();
+            let left = deadline.and_then(|d| d.checked_duration_since(now));
+            let left = match left {
+                Some(left) if others > 0 && !left.is_zero() => left,
+                _ => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::StorageFull,
+                        format!(
+                            "{avail} bytes free, {others} more being written: writing {len} \
+                             would leave less than min_free_bytes ({floor})"
+                        ),
+                    ))
+                }
+            };
+            let seen = s.ended;
+            let (guard, _) = self
+                .ended
+                .wait_timeout_while(s, left, |s| s.ended == seen)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            s = guard;
+        }
+    }
+
+    /// Bytes reserved now (tests).
+    #[cfg(test)]
+    pub(crate) fn reserved(&self) -> u64 {
+        lock(&self.state).reserved
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    #[test]
+    fn a_check_that_fits_reserves_and_the_drop_releases() {
+        let l = SpaceLedger::default();
+        let r = l.reserve(100, 1000, Duration::ZERO, || Ok(1100)).unwrap();
+        assert_eq!(l.reserved(), 100);
+        drop(r);
+        assert_eq!(l.reserved(), 0);
+    }
+
+    #[test]
+    fn a_check_below_the_floor_with_nothing_in_flight_refuses_at_once() {
+        let l = SpaceLedger::default();
+        let t = Instant::now();
+        let e = l
+            .reserve(100, 1000, Duration::from_secs(30), || Ok(1099))
+            .unwrap_err();
+        assert!(t.elapsed() < Duration::from_secs(10));
+        assert_eq!(e.kind(), io::ErrorKind::StorageFull);
+        assert_eq!(
+            e.to_string(),
+            "1099 bytes free, 0 more being written: writing 100 would leave less than \
+             min_free_bytes (1000)"
+        );
+        assert_eq!(l.reserved(), 0);
+    }
+
+    #[test]
+    fn reservations_in_flight_are_counted() {
+        let l = SpaceLedger::default();
+        let _a = l.reserve(100, 1000, Duration::ZERO, || Ok(1250)).unwrap();
+        // 1150 free: 100 for this write + 100 in flight + the floor do not fit.
+        let e = l
+            .reserve(100, 1000, Duration::ZERO, || Ok(1150))
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "1150 bytes free, 100 more being written: writing 100 would leave less than \
+             min_free_bytes (1000)"
+        );
+        assert_eq!(l.reserved(), 100);
+    }
+
+    #[test]
+    fn an_available_error_is_returned_and_reserves_nothing() {
+        let l = SpaceLedger::default();
+        let e = l
+            .reserve(100, 1000, Duration::ZERO, || {
+                Err(io::Error::other("statvfs"))
+            })
+            .unwrap_err();
+        assert_eq!(e.to_string(), "statvfs");
+        assert_eq!(l.reserved(), 0);
+    }
+
+    /// Z1: the check that failed because another write was in flight passes once that write
+    /// ends and the volume shows the space it freed.
+    #[test]
+    fn a_check_waits_for_a_write_in_flight_and_passes_when_it_ends() {
+        let l = Arc::new(SpaceLedger::default());
+        let free = Arc::new(AtomicU64::new(1250));
+        let a = l
+            .reserve(
+                100,
+                1000,
+                Duration::ZERO,
+                || Ok(free.load(Ordering::SeqCst)),
+            )
+            .unwrap();
+        // Its temp file is written: `statvfs` counts it, and so does the reservation.
+        free.store(1150, Ordering::SeqCst);
+        let calls = Arc::new(AtomicU64::new(0));
+        let waiter = {
+            let (l, free, calls) = (l.clone(), free.clone(), calls.clone());
+            std::thread::spawn(move || {
+                l.reserve(100, 1000, Duration::from_secs(60), || {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    Ok(free.load(Ordering::SeqCst))
+                })
+                .map(|r| {
+                    let held = l.reserved();
+                    drop(r);
+                    held
+                })
+            })
+        };
+        while calls.load(Ordering::SeqCst) == 0 {
+            std::thread::yield_now();
+        }
+        // The first write's temp file became an entry that replaced an older one: as much
+        // free as before it. Then it ends.
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(!waiter.is_finished());
+        free.store(1250, Ordering::SeqCst);
+        drop(a);
+        // It reserved its own 100 bytes, the first write's having ended.
+        assert_eq!(waiter.join().unwrap().unwrap(), 100);
+        // One check before the end, one after.
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        assert_eq!(l.reserved(), 0);
+    }
+
+    #[test]
+    fn a_check_that_still_fails_after_the_wait_refuses() {
+        let l = SpaceLedger::default();
+        let _a = l.reserve(100, 1000, Duration::ZERO, || Ok(1250)).unwrap();
+        let t = Instant::now();
+        let e = l
+            .reserve(100, 1000, Duration::from_millis(50), || Ok(1150))
+            .unwrap_err();
+        assert!(t.elapsed() >= Duration::from_millis(50));
+        assert_eq!(e.kind(), io::ErrorKind::StorageFull);
+        assert_eq!(l.reserved(), 100);
+    }
+
+    /// A write in flight that ends without freeing anything (a new key) wakes the waiter,
+    /// which then refuses on the figures it reads, with nothing in flight.
+    #[test]
+    fn a_check_that_fails_with_nothing_left_in_flight_refuses_before_the_deadline() {
+        let l = Arc::new(SpaceLedger::default());
+        let a = l.reserve(100, 1000, Duration::ZERO, || Ok(1250)).unwrap();
+        let waiter = {
+            let l = l.clone();
+            std::thread::spawn(move || {
+                let t = Instant::now();
+                let r = l.reserve(200, 1000, Duration::from_secs(60), || Ok(1150));
+                (r.map(|_| ()), t.elapsed())
+            })
+        };
+        std::thread::sleep(Duration::from_millis(20));
+        drop(a);
+        let (r, took) = waiter.join().unwrap();
+        assert_eq!(
+            r.unwrap_err().to_string(),
+            "1150 bytes free, 0 more being written: writing 200 would leave less than \
+             min_free_bytes (1000)"
+        );
+        assert!(took < Duration::from_secs(30));
+    }
+}
