@@ -262,6 +262,7 @@ impl Tiers {
 
     /// The synchronous fast path of `get`: a live hot hit, without building the lookup future
     /// (profiled: that future and a full entry clone were most of a hot hit's cost).
+    #[inline(always)]
     pub(crate) fn try_hot(&self, key: &[u8]) -> Option<LiveHit> {
         if self.closed.load(Ordering::Relaxed) {
             return None;
