@@ -17,7 +17,9 @@ fn a_hung_available_call_blocks_other_checks_and_releases() {
     const HANG: Duration = Duration::from_secs(3);
     let l = Arc::new(SpaceLedger::default());
     // A write that passed its check before the hang and is still in flight.
-    let held = l.reserve(100, 1000, Duration::ZERO, || Ok(1_000_000)).unwrap();
+    let held = l
+        .reserve(100, 1000, Duration::ZERO, || Ok(1_000_000))
+        .unwrap();
     let (entered_tx, entered_rx) = mpsc::channel();
     let hung = {
         let l = l.clone();
@@ -95,7 +97,9 @@ fn a_floor_of_u64_max_refuses_at_once() {
 #[test]
 fn the_boundary_is_exact() {
     let l = SpaceLedger::default();
-    let _a = l.reserve(4096, 1 << 20, Duration::ZERO, || Ok((1 << 20) + 4096)).unwrap();
+    let _a = l
+        .reserve(4096, 1 << 20, Duration::ZERO, || Ok((1 << 20) + 4096))
+        .unwrap();
     let b = l
         .reserve(4096, 1 << 20, Duration::ZERO, || Ok((1 << 20) + 8192))
         .unwrap();
