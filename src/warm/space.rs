@@ -270,3 +270,7 @@ mod tests {
         assert!(took < Duration::from_secs(30));
     }
 }
+
+#[cfg(test)]
+#[path = "space_r25_tests.rs"]
+mod r25_tests;

@@ -22,5 +22,6 @@ mod roundtrip;
 mod settings;
 mod settle;
 mod settle_r24;
+mod space_r25;
 mod support;
 mod ttl;
