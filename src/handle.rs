@@ -120,6 +120,7 @@ impl TieredCache {
                     max_files: config.quarantine_max_files,
                     max_bytes: config.quarantine_max_bytes,
                 },
+                space_wait: crate::warm::space::SPACE_WAIT_MAX.min(config.io_timeout / 2),
             },
             counters.clone(),
         ));

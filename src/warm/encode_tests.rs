@@ -107,6 +107,7 @@ fn open(unit: Option<u64>, level: u32) -> Env {
             max_bytes: 1 << 30,
         },
         page_cache_reads: false,
+        space_wait: crate::warm::space::SPACE_WAIT_MAX,
     };
     let fs = UnitFs::new(unit);
     let store = WarmStore::new(dir.path(), cfg, Arc::new(Counters::default()));

@@ -2,8 +2,9 @@
 //! files may not be on the volume yet.
 //!
 //! A write checks `available_space >= len + floor + reserved` and, if it passes, adds `len` to
-//! `reserved` until its file is renamed into place. Checks run one at a time (under the
-//! ledger's lock), so two writes can never both pass on the same free bytes.
+//! `reserved` until its file is renamed into place. The decision and the reservation are one
+//! step under the ledger's lock, so two writes can never both pass on the same free bytes;
+//! the free space is read outside it (see [`SpaceLedger::reserve_until`]).
 //!
 //! A write's temp file is counted by `statvfs` from its `write` on, while its reservation
 //! lasts until the rename: a concurrent check counts those bytes twice. Near the floor that
@@ -11,8 +12,10 @@
 //! overwrites refused with room for both). So a check that fails while other writes hold
 //! reservations does not refuse at once: it waits for one of them to end (its bytes are then
 //! counted once, by `statvfs`, and an overwrite has freed the file it replaced) and checks
-//! again, until no other write is in flight or [`SPACE_WAIT_MAX`] has passed. Only a check
-//! that fails with nothing else in flight (or after the wait) refuses.
+//! again, until no other write is in flight or the wait's bound has passed
+//! ([`SPACE_WAIT_MAX`], shorter with a short `io_timeout`; one deadline for a write's two
+//! checks around the settle of deferred closes). Only a check that fails with nothing else in
+//! flight (or after the wait) refuses.
 
 use std::io;
 use std::sync::{Condvar, Mutex};
@@ -22,8 +25,9 @@ use crate::sync::lock;
 
 /// The longest a write waits for concurrent writes to end before its free-space check
 /// refuses it. Writes near the floor end in milliseconds on a working disk; one in flight
-/// longer than this is stuck, and the waiting write fails as it would have. Below the
-/// default `io_timeout` (5 s), so a write that waits here is not reported as timed out.
+/// longer than this is stuck, and the waiting write fails as it would have. The store uses
+/// half the disk calls' `io_timeout` when that is shorter (`StoreConfig::space_wait`), so a
+/// write refused after waiting is reported as refused, not as timed out.
 pub(crate) const SPACE_WAIT_MAX: Duration = Duration::from_secs(1);
 
 /// What the ledger's lock guards.
@@ -33,6 +37,9 @@ struct State {
     reserved: u64,
     /// Reservations ended so far: a waiting check wakes when it moves.
     ended: u64,
+    /// Bytes of the reservations ended so far (wrapping): a check adds those that ended
+    /// while it read the free space, which that reading may not show yet.
+    ended_bytes: u64,
 }
 
 /// The ledger (one per store).
@@ -65,6 +72,7 @@ impl Drop for Reserved<'_> {
             let mut s = lock(&ledger.state);
             s.reserved = s.reserved.saturating_sub(self.len);
             s.ended = s.ended.wrapping_add(1);
+            s.ended_bytes = s.ended_bytes.wrapping_add(self.len);
             drop(s);
             ledger.ended.notify_all();
         }
@@ -72,31 +80,49 @@ impl Drop for Reserved<'_> {
 }
 
 impl SpaceLedger {
-    /// Reserves `len` bytes if `available()` leaves at least `floor` after them and after
-    /// every reservation in flight; waits for reservations to end (at most `wait`) while that
-    /// fails and some are in flight. The error is `StorageFull`, with the figures.
-    /// `available` is called under the ledger's lock (one check at a time).
+    /// [`SpaceLedger::reserve_until`] with a deadline `wait` from now.
+    #[cfg(test)]
     pub(crate) fn reserve(
         &self,
         len: u64,
         floor: u64,
         wait: Duration,
+        available: impl FnMut() -> io::Result<u64>,
+    ) -> io::Result<Reserved<'_>> {
+        self.reserve_until(len, floor, Instant::now().checked_add(wait), available)
+    }
+
+    /// Reserves `len` bytes if `available()` leaves at least `floor` after them and after
+    /// every reservation in flight; while that fails and some are in flight, waits for one
+    /// to end and checks again, until `deadline` (`None`: no wait). The error is
+    /// `StorageFull`, with the figures.
+    ///
+    /// `available` (a `statvfs`, which can hang on a sick disk) is called without the
+    /// ledger's lock, so a slow or hung call holds up only its own write, never another
+    /// write's check or the end of a write. The decision is taken under the lock; the bytes
+    /// of reservations that ended while `available` ran count as still in flight (the
+    /// reading may predate their files), so two checks never pass on the same bytes.
+    pub(crate) fn reserve_until(
+        &self,
+        len: u64,
+        floor: u64,
+        deadline: Option<Instant>,
         mut available: impl FnMut() -> io::Result<u64>,
     ) -> io::Result<Reserved<'_>> {
-        let deadline = Instant::now().checked_add(wait);
-        let mut s = lock(&self.state);
         loop {
+            let before = lock(&self.state).ended_bytes;
             let avail = available()?;
-            let others = s.reserved;
+            let mut s = lock(&self.state);
+            let window = s.ended_bytes.wrapping_sub(before);
+            let others = s.reserved.saturating_add(window);
             if avail >= len.saturating_add(floor).saturating_add(others) {
-                s.reserved = others.saturating_add(len);
+                s.reserved = s.reserved.saturating_add(len);
                 return Ok(Reserved {
                     ledger: Some(self),
                     len,
                 });
             }
-            let now = Instant::now();
-            let left = deadline.and_then(|d| d.checked_duration_since(now));
+            let left = deadline.and_then(|d| d.checked_duration_since(Instant::now()));
             let left = match left {
                 Some(left) if others > 0 && !left.is_zero() => left,
                 _ => {
@@ -109,12 +135,16 @@ impl SpaceLedger {
                     ))
                 }
             };
+            if window > 0 {
+                // Writes ended while the free space was read: read it again.
+                continue;
+            }
             let seen = s.ended;
-            let (guard, _) = self
-                .ended
-                .wait_timeout_while(s, left, |s| s.ended == seen)
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            s = guard;
+            drop(
+                self.ended
+                    .wait_timeout_while(s, left, |s| s.ended == seen)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            );
         }
     }
 

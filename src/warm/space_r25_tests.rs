@@ -12,7 +12,6 @@ use std::sync::Arc;
 /// `SPACE_WAIT_MAX`. Here the hung call lasts 3 s; the second check should pass at once and
 /// the release should be immediate.
 #[test]
-#[ignore = "FINDING S1: a hung statvfs under the ledger's lock blocks every other check and every reservation's release (3.0 s each for a 3 s statvfs, unbounded by SPACE_WAIT_MAX)"]
 fn a_hung_available_call_blocks_other_checks_and_releases() {
     const HANG: Duration = Duration::from_secs(3);
     let l = Arc::new(SpaceLedger::default());
@@ -68,7 +67,8 @@ fn a_panic_in_available_leaves_the_ledger_exact() {
         });
     }));
     assert!(r.is_err());
-    assert!(l.state.is_poisoned());
+    // (Since S1 was fixed, `available` runs without the ledger's lock: the panic no longer
+    // poisons it. What matters is below: nothing reserved for the panicked check.)
     assert_eq!(l.reserved(), 100);
     // 1200 free: 100 in flight + 100 + the floor fit exactly.
     let b = l.reserve(100, 1000, Duration::ZERO, || Ok(1200)).unwrap();

@@ -25,7 +25,7 @@ use super::format::{self, Corruption, Decoded, EntryMeta, Invalid, Limits, HEADE
 use super::index::{IndexEntry, RemovalMark, WarmIndex};
 use super::layout::{self, KeyHash, Layout, TempOwner};
 use super::quarantine::{self, QuarantineLimits, Why};
-use super::space::{Reserved, SpaceLedger, SPACE_WAIT_MAX};
+use super::space::{Reserved, SpaceLedger};
 use super::take::{is_not_found, is_stranded, take_if_unchanged, Judged};
 use super::walk::{EntryWalk, Level, WalkItem};
 
@@ -98,6 +98,11 @@ pub struct StoreConfig {
     pub quarantine: QuarantineLimits,
     /// Whether reads may try the page cache on the calling thread (`Builder::page_cache_reads`).
     pub page_cache_reads: bool,
+    /// The longest a write near the free-space floor waits for concurrent writes to end (see
+    /// [`SpaceLedger`]): `SPACE_WAIT_MAX` (1 s), or half the disk calls' `io_timeout` when that
+    /// is shorter, so that a write refused after waiting is reported as refused, not as a
+    /// disk call that timed out.
+    pub space_wait: std::time::Duration,
 }
 
 /// The largest entry file [`WarmStore::read_inline`] verifies and inflates on the caller's
@@ -964,13 +969,14 @@ impl WarmStore {
             return Ok(WriteOutcome::TooLarge);
         }
         // Too little space: once more after deferred closes freed what they held (see
-        // `write_temp`).
-        let _reserved = match self.check_space(fs, len) {
+        // `write_temp`). One deadline for both checks' waits.
+        let deadline = std::time::Instant::now().checked_add(self.config.space_wait);
+        let _reserved = match self.check_space(fs, len, deadline) {
             Err(e)
                 if IoErrorKind::classify(&e) == IoErrorKind::NoSpace
                     && fs.settle_deferred_closes(SETTLE_CLOSES_MAX) =>
             {
-                self.check_space(fs, len)?
+                self.check_space(fs, len, deadline)?
             }
             r => r?,
         };
@@ -1182,17 +1188,26 @@ impl WarmStore {
     }
 
     /// Too little free space is handled like ENOSPC, so the cache never fills a disk that
-    /// other programs need. The bytes are reserved until the returned guard drops (after the
-    /// write): a concurrent write's check counts them as already gone. A check that fails
-    /// while other writes are in flight waits for them (at most [`SPACE_WAIT_MAX`]) and
+    /// other programs need. A file of `len` bytes is counted as the allocation units it
+    /// takes, plus one more for a block its fan-out directory may gain (the check cannot
+    /// tell cheaply whether it will). The bytes are reserved until the returned guard drops
+    /// (after the write): a concurrent write's check counts them as already gone. A check
+    /// that fails while other writes are in flight waits for them (until `deadline`) and
     /// checks again: their temp files are counted by the volume as well as by their
     /// reservations until they end (see [`SpaceLedger`]).
-    fn check_space(&self, fs: &dyn Fs, len: u64) -> io::Result<Reserved<'_>> {
+    fn check_space(
+        &self,
+        fs: &dyn Fs,
+        len: u64,
+        deadline: Option<std::time::Instant>,
+    ) -> io::Result<Reserved<'_>> {
         let floor = self.free_floor(fs)?;
         if floor == 0 {
             return Ok(Reserved::none());
         }
-        self.space.reserve(len, floor, SPACE_WAIT_MAX, || {
+        let unit = self.unit.load(Ordering::Relaxed).max(1);
+        let takes = len.div_ceil(unit).saturating_mul(unit).saturating_add(unit);
+        self.space.reserve_until(takes, floor, deadline, || {
             fs.available_space(self.layout.root())
         })
     }
@@ -1724,7 +1739,8 @@ impl WarmStore {
             self.prepare_dirs(fs)?;
         }
         self.retry_leftovers(fs);
-        let _reserved = self.check_space(fs, PROBE_LEN as u64)?;
+        // No wait: the probe runs while nothing else writes.
+        let _reserved = self.check_space(fs, PROBE_LEN as u64, None)?;
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
         let path = self.layout.probe_path(self.owner, n);
         let mut data = Vec::with_capacity(PROBE_LEN);

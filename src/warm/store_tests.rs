@@ -37,6 +37,7 @@ fn config(sync: bool, page_cache_reads: bool) -> StoreConfig {
             max_bytes: 1 << 30,
         },
         page_cache_reads,
+        space_wait: crate::warm::space::SPACE_WAIT_MAX,
     }
 }
 
