@@ -304,3 +304,7 @@ mod tests {
 #[cfg(test)]
 #[path = "space_r25_tests.rs"]
 mod r25_tests;
+
+#[cfg(test)]
+#[path = "space_r26_tests.rs"]
+mod r26_tests;

@@ -23,5 +23,6 @@ mod settings;
 mod settle;
 mod settle_r24;
 mod space_r25;
+mod space_r26;
 mod support;
 mod ttl;

@@ -1,0 +1,239 @@
+//! Adversarial tests (r26) of the free-space ledger after 2583f64: `statvfs` read outside the
+//! ledger's lock with a window of reservations that ended during the read, the wait bounded
+//! by min(1 s, io_timeout / 2) with one deadline per write. Findings are `#[ignore]`d with
+//! their id; see `SPACE_R26_FINDINGS.md`. Unit tests of the ledger itself are in
+//! `src/warm/space_r26_tests.rs`.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use answercache::fs::{DirEntryInfo, FileRead};
+use answercache::testing::{disk_errors, real_fs, Fault, FsOp, Rule, TestCache};
+use answercache::workload::Rng;
+use answercache::{Builder, Fs, WritePolicy};
+
+use crate::support::OnDisk;
+
+const FLOOR: u64 = 1 << 20;
+
+fn no_space(h: &TestCache) -> u64 {
+    disk_errors(h, "no-space")
+}
+
+fn timeouts(h: &TestCache) -> u64 {
+    disk_errors(h, "timeout")
+}
+
+fn value(seed: u64) -> Vec<u8> {
+    Rng::new(seed).bytes(1000)
+}
+
+/// What the check counts for an entry file of `len` bytes: its 4 KiB units plus one.
+fn charged(len: u64) -> u64 {
+    len.div_ceil(4096) * 4096 + 4096
+}
+
+/// A write-through cache on a `FaultFs`, `min_free_bytes(FLOOR)`, the breaker out of the
+/// way, `k0` seeded; and what the check charges for one entry of [`value`].
+async fn faulty(edit: impl FnOnce(Builder) -> Builder) -> (TestCache, u64) {
+    let h = crate::support::dir()
+        .fault_fs()
+        .open_cache(|b| {
+            edit(
+                b.hot_capacity_entries(1000)
+                    .write_policy(WritePolicy::WriteThrough)
+                    .min_free_bytes(FLOOR)
+                    .write_concurrency(4)
+                    .failure_threshold(100_000)
+                    .memory_only_after(100_000),
+            )
+        })
+        .await;
+    h.fs().set_available_space(Some(1 << 40));
+    h.set_bytes("k0", value(0)).await.unwrap();
+    h.flush().await.unwrap();
+    let len = std::fs::metadata(h.entry_path("k0")).unwrap().len();
+    (h, charged(len))
+}
+
+/// Hangs the next `write_new` and sets `k1` in a task; returns once it hangs (holding its
+/// reservation).
+async fn hang_one_write(h: &TestCache) -> tokio::task::JoinHandle<answercache::Result<()>> {
+    let before = h.fs().faults_injected();
+    h.fs()
+        .add_rule(Rule::new(Fault::Hang).ops(&[FsOp::WriteNew]).times(1));
+    let c = h.cache.clone();
+    let task = tokio::spawn(async move { c.set_bytes("k1", value(1)).await });
+    assert!(
+        answercache::testing::wait_until(Duration::from_secs(10), || h.fs().faults_injected()
+            > before)
+        .await
+    );
+    task
+}
+
+// ---------------------------------------------------------------------------------------
+// The read outside the lock: a stale reading.
+// ---------------------------------------------------------------------------------------
+
+/// The real file system, except that `available_space` answers `free`, and, when `hold` is
+/// set, takes its reading, reports it on `entered`, and returns it only once `go` says so (a
+/// slow `statvfs` whose figure predates what happens meanwhile).
+#[derive(Debug, Default)]
+struct StaleStatvfs {
+    free: AtomicU64,
+    hold: AtomicBool,
+    calls: AtomicU64,
+    chans: Mutex<Option<(mpsc::Sender<()>, mpsc::Receiver<()>)>>,
+}
+
+impl Fs for StaleStatvfs {
+    fn read_file(&self, path: &std::path::Path, max_len: u64) -> std::io::Result<FileRead> {
+        real_fs().read_file(path, max_len)
+    }
+    fn read_prefix(&self, path: &std::path::Path, n: usize) -> std::io::Result<FileRead> {
+        real_fs().read_prefix(path, n)
+    }
+    fn write_new(&self, path: &std::path::Path, data: &[u8], sync: bool) -> std::io::Result<()> {
+        real_fs().write_new(path, data, sync)
+    }
+    fn rename(&self, from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+        real_fs().rename(from, to)
+    }
+    fn rename_noreplace(
+        &self,
+        from: &std::path::Path,
+        to: &std::path::Path,
+    ) -> std::io::Result<()> {
+        real_fs().rename_noreplace(from, to)
+    }
+    fn remove_file(&self, path: &std::path::Path) -> std::io::Result<()> {
+        real_fs().remove_file(path)
+    }
+    fn remove_dir_all(&self, path: &std::path::Path) -> std::io::Result<()> {
+        real_fs().remove_dir_all(path)
+    }
+    fn create_dir_all(&self, path: &std::path::Path) -> std::io::Result<()> {
+        real_fs().create_dir_all(path)
+    }
+    fn sync_dir(&self, path: &std::path::Path) -> std::io::Result<()> {
+        real_fs().sync_dir(path)
+    }
+    fn read_dir(&self, path: &std::path::Path) -> std::io::Result<Vec<DirEntryInfo>> {
+        real_fs().read_dir(path)
+    }
+    fn available_space(&self, _path: &std::path::Path) -> std::io::Result<u64> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let v = self.free.load(Ordering::SeqCst);
+        if self.hold.swap(false, Ordering::SeqCst) {
+            let (entered, go) = self.chans.lock().unwrap().take().unwrap();
+            entered.send(()).unwrap();
+            go.recv().unwrap();
+        }
+        Ok(v)
+    }
+}
+
+/// Room for one entry above the floor (and half of another). A's `statvfs` reads that
+/// figure and is slow; meanwhile B passes on the same figure, lands (the volume now shows
+/// its file: half an entry of room) and ends. A then decides on its stale reading: the
+/// window (B's bytes) makes it re-read, and it is refused. Exactly one of A, B lands, one
+/// `no-space`, A read `statvfs` twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_reading_never_passes_a_second_write_on_the_same_bytes() {
+    let fs = Arc::new(StaleStatvfs::default());
+    fs.free.store(1 << 40, Ordering::SeqCst);
+    let h = crate::support::dir()
+        .with_fs(fs.clone())
+        .open_cache(|b| {
+            b.write_policy(WritePolicy::WriteThrough)
+                .min_free_bytes(FLOOR)
+                .write_concurrency(4)
+                .failure_threshold(100_000)
+                .memory_only_after(100_000)
+        })
+        .await;
+    h.set_bytes("k0", value(0)).await.unwrap();
+    let len = charged(std::fs::metadata(h.entry_path("k0")).unwrap().len());
+    fs.free.store(FLOOR + len + len / 2, Ordering::SeqCst);
+    let (entered_tx, entered_rx) = mpsc::channel();
+    let (go_tx, go_rx) = mpsc::channel();
+    *fs.chans.lock().unwrap() = Some((entered_tx, go_rx));
+    fs.hold.store(true, Ordering::SeqCst);
+    let calls0 = fs.calls.load(Ordering::SeqCst);
+    let c = h.cache.clone();
+    let a = tokio::spawn(async move { c.set_bytes("ka", value(1)).await });
+    tokio::task::spawn_blocking(move || entered_rx.recv().unwrap())
+        .await
+        .unwrap();
+    // B: its check reads the same figure and passes; it lands.
+    h.set_bytes("kb", value(2)).await.unwrap();
+    // The volume shows B's file.
+    fs.free.store(FLOOR + len / 2, Ordering::SeqCst);
+    go_tx.send(()).unwrap();
+    let ra = a.await.unwrap();
+    let calls = fs.calls.load(Ordering::SeqCst) - calls0;
+    println!("A: {ra:?}; statvfs calls (A and B) {calls}; no-space {}", no_space(&h));
+    assert!(ra.is_err(), "A passed on B's bytes");
+    assert!(!h.entry_path("ka").exists());
+    assert!(h.entry_path("kb").exists());
+    assert_eq!(no_space(&h), 1);
+    // B once, A twice (stale, then fresh).
+    assert_eq!(calls, 3);
+}
+
+// ---------------------------------------------------------------------------------------
+// The deadline against a small io_timeout.
+// ---------------------------------------------------------------------------------------
+
+/// One write hangs holding its reservation (room for one entry above the floor); then `n`
+/// sets of other keys, each of which waits (min(1 s, io_timeout/2)) and is refused. Returns
+/// (sets refused, no-space, timeouts) counted for those `n` sets.
+async fn refused_behind_a_hung_write(io_timeout: Duration, n: u64) -> (u64, u64, u64, Duration) {
+    let (mut h, len) = faulty(|b| b).await;
+    h.reopen_with(|b| b.io_timeout(io_timeout)).await;
+    h.fs().set_available_space(Some(FLOOR + len + len / 2));
+    let hung = hang_one_write(&h).await;
+    // The hung write's own timeout (the gate cuts it at io_timeout).
+    tokio::time::sleep(io_timeout * 3 + Duration::from_millis(50)).await;
+    let (ns0, to0) = (no_space(&h), timeouts(&h));
+    let mut refused = 0;
+    let mut slowest = Duration::ZERO;
+    for i in 0..n {
+        let t = Instant::now();
+        let r = h.set_bytes(format!("w{i}"), value(10 + i)).await;
+        slowest = slowest.max(t.elapsed());
+        if let Err(e) = &r {
+            println!("io_timeout {io_timeout:?}, set {i}: {e} after {:?}", t.elapsed());
+        }
+        refused += u64::from(r.is_err());
+    }
+    // Anything left in the background (a waiting closure the gate gave up on) ends.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let figures = (refused, no_space(&h) - ns0, timeouts(&h) - to0, slowest);
+    h.fs().release_hangs();
+    let _ = hung.await.unwrap();
+    figures
+}
+
+/// With io_timeout 10 ms the wait is 5 ms: each of 20 refused sets is one `no-space`, no
+/// `timeout` (the breaker would count those).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_waits_with_a_10ms_io_timeout_are_no_space_not_timeouts() {
+    let (refused, ns, to, slowest) =
+        refused_behind_a_hung_write(Duration::from_millis(10), 20).await;
+    println!("io_timeout 10 ms: refused {refused}, no-space {ns}, timeouts {to}, slowest {slowest:?}");
+    assert_eq!((refused, ns, to), (20, 20, 0));
+}
+
+/// The same at the smallest io_timeout, 1 ms (wait 0.5 ms): what is left of the gate's
+/// budget after the wait is 0.5 ms for the re-read, the refusal and the hand-back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_waits_with_a_1ms_io_timeout_are_no_space_not_timeouts() {
+    let (refused, ns, to, slowest) =
+        refused_behind_a_hung_write(Duration::from_millis(1), 20).await;
+    println!("io_timeout 1 ms: refused {refused}, no-space {ns}, timeouts {to}, slowest {slowest:?}");
+    assert_eq!((refused, ns, to), (20, 20, 0));
+}
