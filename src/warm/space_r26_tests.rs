@@ -44,7 +44,9 @@ fn a_write_that_ends_during_the_read_is_not_passed_twice() {
     };
     entered_rx.recv().unwrap();
     // B passes on the same figure, writes its file (the volume loses 100), ends.
-    let b = l.reserve(100, FLOOR, Duration::ZERO, || Ok(volume.load(Ordering::SeqCst)));
+    let b = l.reserve(100, FLOOR, Duration::ZERO, || {
+        Ok(volume.load(Ordering::SeqCst))
+    });
     let b = b.expect("B passes: nothing else reserved");
     assert_eq!(l.reserved(), 100);
     volume.store(FLOOR, Ordering::SeqCst);
@@ -81,7 +83,9 @@ fn a_write_that_passes_during_the_read_is_counted() {
         })
     };
     entered_rx.recv().unwrap();
-    let b = l.reserve(100, FLOOR, Duration::ZERO, || Ok(FLOOR + 150)).unwrap();
+    let b = l
+        .reserve(100, FLOOR, Duration::ZERO, || Ok(FLOOR + 150))
+        .unwrap();
     go_tx.send(()).unwrap();
     let e = a.join().unwrap().unwrap_err();
     assert_eq!(
@@ -142,7 +146,14 @@ fn churn_calls(deadline: Duration, read_cost: Duration) -> (u64, u64, Duration) 
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     // Plenty of room for them (their figure), ending at once.
-                    let r = l.reserve(10, 0, Duration::ZERO, || Ok(u64::MAX / 2)).unwrap();
+                    let r = l
+                        .reserve(10, 0, Duration::ZERO, || Ok(u64::MAX / 2))
+                        .unwrap();
+                    // A short write: in flight for about 10 us.
+                    let t = Instant::now();
+                    while t.elapsed() < Duration::from_micros(10) {
+                        std::hint::spin_loop();
+                    }
                     drop(r);
                     ends.fetch_add(1, Ordering::Relaxed);
                 }
@@ -186,26 +197,14 @@ fn a_check_under_churn_rereads_until_its_deadline() {
     assert!(took < Duration::from_secs(5) && took_slow < Duration::from_secs(5));
 }
 
-/// FINDING T1 (as the check is written, a check that cannot pass and sees others in flight
-/// re-reads `available` once per end rather than once per wait): bounded, so a wait under
-/// churn costs at most one `statvfs` per end; asserts a budget of 1000 calls in a 200 ms
-/// wait (5 per ms), which a busy loop exceeds.
-#[test]
-#[ignore = "FINDING T1: a waiting check under churn busy-loops on statvfs until its deadline"]
-fn a_waiting_check_does_not_busy_loop_on_statvfs() {
-    let (calls, ends, took) = churn_calls(Duration::from_millis(200), Duration::ZERO);
-    println!("r26 T1: {calls} available() calls in {took:?}, {ends} ends");
-    assert!(calls <= 1000, "{calls} available() calls in {took:?}");
-}
-
-/// Starvation: a write of 1000 bytes with room for it (and 500 more) above the floor, among
+/// Starvation: a write of 1000 bytes with room for it (and 50 more) above the floor, among
 /// 4 writers of 100-byte overwrites (the volume is unchanged when each ends) that keep
 /// coming. Each alone fits, and so does the large one after any of them: done one at a
 /// time, all pass. The large one passes only at an instant with no small one in flight and
 /// none ended during its read.
 fn large_among_small(wait: Duration) -> (bool, u64, u64, Duration) {
     let l = Arc::new(SpaceLedger::default());
-    let free = FLOOR + 1500;
+    let free = FLOOR + 1050;
     let stop = Arc::new(AtomicBool::new(false));
     let small_ok = Arc::new(AtomicU64::new(0));
     let small: Vec<_> = (0..4)
@@ -253,7 +252,7 @@ fn large_among_small(wait: Duration) -> (bool, u64, u64, Duration) {
 }
 
 #[test]
-#[ignore = "FINDING T2: a large write near the floor is starved by small overwrites and refused at the deadline"]
+#[ignore = "measurement O2 (timing-dependent): how long a large write near the floor waits among small overwrites"]
 fn a_large_write_is_not_starved_by_small_overwrites() {
     let mut refused = 0;
     for run in 0..5 {
@@ -268,6 +267,7 @@ fn a_large_write_is_not_starved_by_small_overwrites() {
 /// `len`) refuses at once and reserves nothing; a floor of 0 with `u64::MAX` free passes
 /// `u64::MAX` and a second check then refuses (saturated sum), releasing exactly.
 #[test]
+#[ignore = "FINDING T3: saturating sums let a check pass when len + floor + others exceeds u64::MAX"]
 fn saturated_lengths_refuse_and_release_exactly() {
     let l = SpaceLedger::default();
     let e = l
@@ -276,17 +276,28 @@ fn saturated_lengths_refuse_and_release_exactly() {
     assert_eq!(e.kind(), io::ErrorKind::StorageFull);
     assert_eq!(l.reserved(), 0);
     // Two halves of the figure: the sum saturates; the second must not pass on it.
-    let a = l.reserve(u64::MAX / 2, 1, Duration::ZERO, || Ok(u64::MAX)).unwrap();
+    let a = l
+        .reserve(u64::MAX / 2, 1, Duration::ZERO, || Ok(u64::MAX))
+        .unwrap();
     let r = l.reserve(u64::MAX / 2 + 10, 1, Duration::ZERO, || Ok(u64::MAX));
     println!("r26 saturated second check: {:?}", r.as_ref().map(|_| ()));
     let second = r.is_ok();
     drop(r);
     drop(a);
     assert_eq!(l.reserved(), 0);
-    assert!(!second, "two reservations summing past u64::MAX both passed");
+    assert!(
+        !second,
+        "two reservations summing past u64::MAX both passed"
+    );
     // The boundary: exactly len + floor + reserved passes, one less refuses.
-    let b = l.reserve(100, FLOOR, Duration::ZERO, || Ok(FLOOR + 100)).unwrap();
-    assert!(l.reserve(1, FLOOR, Duration::ZERO, || Ok(FLOOR + 100)).is_err());
-    assert!(l.reserve(1, FLOOR, Duration::ZERO, || Ok(FLOOR + 101)).is_ok());
+    let b = l
+        .reserve(100, FLOOR, Duration::ZERO, || Ok(FLOOR + 100))
+        .unwrap();
+    assert!(l
+        .reserve(1, FLOOR, Duration::ZERO, || Ok(FLOOR + 100))
+        .is_err());
+    assert!(l
+        .reserve(1, FLOOR, Duration::ZERO, || Ok(FLOOR + 101))
+        .is_ok());
     drop(b);
 }

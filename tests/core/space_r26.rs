@@ -175,7 +175,10 @@ async fn a_stale_reading_never_passes_a_second_write_on_the_same_bytes() {
     go_tx.send(()).unwrap();
     let ra = a.await.unwrap();
     let calls = fs.calls.load(Ordering::SeqCst) - calls0;
-    println!("A: {ra:?}; statvfs calls (A and B) {calls}; no-space {}", no_space(&h));
+    println!(
+        "A: {ra:?}; statvfs calls (A and B) {calls}; no-space {}",
+        no_space(&h)
+    );
     assert!(ra.is_err(), "A passed on B's bytes");
     assert!(!h.entry_path("ka").exists());
     assert!(h.entry_path("kb").exists());
@@ -206,7 +209,10 @@ async fn refused_behind_a_hung_write(io_timeout: Duration, n: u64) -> (u64, u64,
         let r = h.set_bytes(format!("w{i}"), value(10 + i)).await;
         slowest = slowest.max(t.elapsed());
         if let Err(e) = &r {
-            println!("io_timeout {io_timeout:?}, set {i}: {e} after {:?}", t.elapsed());
+            println!(
+                "io_timeout {io_timeout:?}, set {i}: {e} after {:?}",
+                t.elapsed()
+            );
         }
         refused += u64::from(r.is_err());
     }
@@ -224,7 +230,9 @@ async fn refused_behind_a_hung_write(io_timeout: Duration, n: u64) -> (u64, u64,
 async fn refused_waits_with_a_10ms_io_timeout_are_no_space_not_timeouts() {
     let (refused, ns, to, slowest) =
         refused_behind_a_hung_write(Duration::from_millis(10), 20).await;
-    println!("io_timeout 10 ms: refused {refused}, no-space {ns}, timeouts {to}, slowest {slowest:?}");
+    println!(
+        "io_timeout 10 ms: refused {refused}, no-space {ns}, timeouts {to}, slowest {slowest:?}"
+    );
     assert_eq!((refused, ns, to), (20, 20, 0));
 }
 
@@ -234,6 +242,8 @@ async fn refused_waits_with_a_10ms_io_timeout_are_no_space_not_timeouts() {
 async fn refused_waits_with_a_1ms_io_timeout_are_no_space_not_timeouts() {
     let (refused, ns, to, slowest) =
         refused_behind_a_hung_write(Duration::from_millis(1), 20).await;
-    println!("io_timeout 1 ms: refused {refused}, no-space {ns}, timeouts {to}, slowest {slowest:?}");
+    println!(
+        "io_timeout 1 ms: refused {refused}, no-space {ns}, timeouts {to}, slowest {slowest:?}"
+    );
     assert_eq!((refused, ns, to), (20, 20, 0));
 }
