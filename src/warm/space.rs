@@ -115,7 +115,14 @@ impl SpaceLedger {
             let mut s = lock(&self.state);
             let window = s.ended_bytes.wrapping_sub(before);
             let others = s.reserved.saturating_add(window);
-            if avail >= len.saturating_add(floor).saturating_add(others) {
+            // A sum past `u64::MAX` never fits (T3: a saturated sum equal to a saturated
+            // free-space figure passed).
+            let fits = |others: u64| {
+                len.checked_add(floor)
+                    .and_then(|n| n.checked_add(others))
+                    .is_some_and(|needed| avail >= needed)
+            };
+            if fits(others) {
                 s.reserved = s.reserved.saturating_add(len);
                 return Ok(Reserved {
                     ledger: Some(self),
@@ -135,8 +142,11 @@ impl SpaceLedger {
                     ))
                 }
             };
-            if window > 0 {
-                // Writes ended while the free space was read: read it again.
+            if window > 0 && fits(s.reserved) {
+                // Only the writes that ended while the free space was read kept it from
+                // fitting (the reading may predate their files): read it again. Otherwise
+                // wait for a write to end, rather than read again at once (r26: under
+                // churn, back-to-back reads until the deadline).
                 continue;
             }
             let seen = s.ended;

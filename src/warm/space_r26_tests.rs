@@ -267,7 +267,6 @@ fn a_large_write_is_not_starved_by_small_overwrites() {
 /// `len`) refuses at once and reserves nothing; a floor of 0 with `u64::MAX` free passes
 /// `u64::MAX` and a second check then refuses (saturated sum), releasing exactly.
 #[test]
-#[ignore = "FINDING T3: saturating sums let a check pass when len + floor + others exceeds u64::MAX"]
 fn saturated_lengths_refuse_and_release_exactly() {
     let l = SpaceLedger::default();
     let e = l
