@@ -364,16 +364,25 @@ async fn one_hung_statvfs_does_not_block_other_writes() {
 // Panics and hostile floors.
 // ---------------------------------------------------------------------------------------
 
-/// The real file system, except that `available_space` answers `free` and panics while
-/// `panic` is set (a bug in a user's `Fs`).
-#[derive(Debug, Default)]
-struct PanickyStatvfs {
-    free: AtomicU64,
-    panic: AtomicBool,
-    calls: AtomicU64,
+/// What [`RealBut`] answers for `available_space`.
+pub(crate) trait Statvfs: std::fmt::Debug + Send + Sync + 'static {
+    /// The free bytes (or the error, or the panic) a test wants the cache to see.
+    fn available(&self) -> std::io::Result<u64>;
 }
 
-impl Fs for PanickyStatvfs {
+/// The real file system, except that `available_space` is answered by `S` (its fields are
+/// reached through `Deref`).
+#[derive(Debug, Default)]
+pub(crate) struct RealBut<S>(pub S);
+
+impl<S> std::ops::Deref for RealBut<S> {
+    type Target = S;
+    fn deref(&self) -> &S {
+        &self.0
+    }
+}
+
+impl<S: Statvfs> Fs for RealBut<S> {
     fn read_file(&self, path: &std::path::Path, max_len: u64) -> std::io::Result<FileRead> {
         real_fs().read_file(path, max_len)
     }
@@ -409,6 +418,21 @@ impl Fs for PanickyStatvfs {
         real_fs().read_dir(path)
     }
     fn available_space(&self, _path: &std::path::Path) -> std::io::Result<u64> {
+        self.0.available()
+    }
+}
+
+/// `available_space` answers `free` and panics while `panic` is set (a bug in a user's
+/// `Fs`).
+#[derive(Debug, Default)]
+struct PanickyStatvfs {
+    free: AtomicU64,
+    panic: AtomicBool,
+    calls: AtomicU64,
+}
+
+impl Statvfs for PanickyStatvfs {
+    fn available(&self) -> std::io::Result<u64> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         assert!(!self.panic.load(Ordering::SeqCst), "statvfs bug");
         Ok(self.free.load(Ordering::SeqCst))
@@ -421,7 +445,7 @@ impl Fs for PanickyStatvfs {
 /// it is refused at once (nothing in flight).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_in_statvfs_is_contained_and_reserves_nothing() {
-    let fs = Arc::new(PanickyStatvfs::default());
+    let fs = Arc::new(RealBut(PanickyStatvfs::default()));
     fs.free.store(1 << 40, Ordering::SeqCst);
     let h = crate::support::dir()
         .with_fs(fs.clone())

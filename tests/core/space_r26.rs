@@ -9,11 +9,11 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use answercache::fs::{DirEntryInfo, FileRead};
-use answercache::testing::{disk_errors, real_fs, Fault, FsOp, Rule, TestCache};
+use answercache::testing::{disk_errors, Fault, FsOp, Rule, TestCache};
 use answercache::workload::Rng;
-use answercache::{Builder, Fs, WritePolicy};
+use answercache::{Builder, WritePolicy};
 
+use crate::space_r25::{RealBut, Statvfs};
 use crate::support::OnDisk;
 
 const FLOOR: u64 = 1 << 20;
@@ -78,7 +78,7 @@ async fn hang_one_write(h: &TestCache) -> tokio::task::JoinHandle<answercache::R
 // The read outside the lock: a stale reading.
 // ---------------------------------------------------------------------------------------
 
-/// The real file system, except that `available_space` answers `free`, and, when `hold` is
+/// `available_space` (through [`RealBut`]) answers `free`, and, when `hold` is
 /// set, takes its reading, reports it on `entered`, and returns it only once `go` says so (a
 /// slow `statvfs` whose figure predates what happens meanwhile).
 #[derive(Debug, Default)]
@@ -89,42 +89,8 @@ struct StaleStatvfs {
     chans: Mutex<Option<(mpsc::Sender<()>, mpsc::Receiver<()>)>>,
 }
 
-impl Fs for StaleStatvfs {
-    fn read_file(&self, path: &std::path::Path, max_len: u64) -> std::io::Result<FileRead> {
-        real_fs().read_file(path, max_len)
-    }
-    fn read_prefix(&self, path: &std::path::Path, n: usize) -> std::io::Result<FileRead> {
-        real_fs().read_prefix(path, n)
-    }
-    fn write_new(&self, path: &std::path::Path, data: &[u8], sync: bool) -> std::io::Result<()> {
-        real_fs().write_new(path, data, sync)
-    }
-    fn rename(&self, from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
-        real_fs().rename(from, to)
-    }
-    fn rename_noreplace(
-        &self,
-        from: &std::path::Path,
-        to: &std::path::Path,
-    ) -> std::io::Result<()> {
-        real_fs().rename_noreplace(from, to)
-    }
-    fn remove_file(&self, path: &std::path::Path) -> std::io::Result<()> {
-        real_fs().remove_file(path)
-    }
-    fn remove_dir_all(&self, path: &std::path::Path) -> std::io::Result<()> {
-        real_fs().remove_dir_all(path)
-    }
-    fn create_dir_all(&self, path: &std::path::Path) -> std::io::Result<()> {
-        real_fs().create_dir_all(path)
-    }
-    fn sync_dir(&self, path: &std::path::Path) -> std::io::Result<()> {
-        real_fs().sync_dir(path)
-    }
-    fn read_dir(&self, path: &std::path::Path) -> std::io::Result<Vec<DirEntryInfo>> {
-        real_fs().read_dir(path)
-    }
-    fn available_space(&self, _path: &std::path::Path) -> std::io::Result<u64> {
+impl Statvfs for StaleStatvfs {
+    fn available(&self) -> std::io::Result<u64> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         let v = self.free.load(Ordering::SeqCst);
         if self.hold.swap(false, Ordering::SeqCst) {
@@ -143,7 +109,7 @@ impl Fs for StaleStatvfs {
 /// `no-space`, A read `statvfs` twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_reading_never_passes_a_second_write_on_the_same_bytes() {
-    let fs = Arc::new(StaleStatvfs::default());
+    let fs = Arc::new(RealBut(StaleStatvfs::default()));
     fs.free.store(1 << 40, Ordering::SeqCst);
     let h = crate::support::dir()
         .with_fs(fs.clone())
