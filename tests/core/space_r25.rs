@@ -26,20 +26,20 @@ use crate::support::OnDisk;
 /// The ledger's wait (`space::SPACE_WAIT_MAX`, crate-private).
 const SPACE_WAIT_MAX: Duration = Duration::from_secs(1);
 
-const FLOOR: u64 = 1 << 20;
+pub(crate) const FLOOR: u64 = 1 << 20;
 
-fn no_space(h: &TestCache) -> u64 {
+pub(crate) fn no_space(h: &TestCache) -> u64 {
     disk_errors(h, "no-space")
 }
 
-fn timeouts(h: &TestCache) -> u64 {
+pub(crate) fn timeouts(h: &TestCache) -> u64 {
     disk_errors(h, "timeout")
 }
 
 /// A write-through cache on a [`FaultFs`] over a temp dir, `min_free_bytes(FLOOR)`, the
 /// breaker out of the way, with `edit` applied; and the length of one entry file of a
 /// 1000-byte value under a 2-byte key (stored, not compressed: every such file is as long).
-async fn faulty(edit: impl FnOnce(Builder) -> Builder) -> (TestCache, u64) {
+pub(crate) async fn faulty(edit: impl FnOnce(Builder) -> Builder) -> (TestCache, u64) {
     faulty_seeded(edit, true).await
 }
 
@@ -71,17 +71,19 @@ async fn faulty_seeded(edit: impl FnOnce(Builder) -> Builder, seed: bool) -> (Te
 
 /// What the free-space check counts for an entry file of `len` bytes (since S5 was fixed):
 /// its 4 KiB allocation units, plus one for a block its fan-out directory may gain.
-fn charged(len: u64) -> u64 {
+pub(crate) fn charged(len: u64) -> u64 {
     len.div_ceil(4096) * 4096 + 4096
 }
 
-fn value(seed: u64) -> Vec<u8> {
+pub(crate) fn value(seed: u64) -> Vec<u8> {
     Rng::new(seed).bytes(1000)
 }
 
 /// Hangs the next `write_new` (a temp file being written: a stuck disk) and sets `k1` in a
 /// task; returns once that write holds its reservation and hangs.
-async fn hang_one_write(h: &TestCache) -> tokio::task::JoinHandle<answercache::Result<()>> {
+pub(crate) async fn hang_one_write(
+    h: &TestCache,
+) -> tokio::task::JoinHandle<answercache::Result<()>> {
     let before = h.fs().faults_injected();
     h.fs()
         .add_rule(Rule::new(Fault::Hang).ops(&[FsOp::WriteNew]).times(1));

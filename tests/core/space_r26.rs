@@ -9,70 +9,12 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use answercache::testing::{disk_errors, Fault, FsOp, Rule, TestCache};
-use answercache::workload::Rng;
-use answercache::{Builder, WritePolicy};
+use answercache::WritePolicy;
 
-use crate::space_r25::{RealBut, Statvfs};
+use crate::space_r25::{
+    charged, faulty, hang_one_write, no_space, timeouts, value, RealBut, Statvfs, FLOOR,
+};
 use crate::support::OnDisk;
-
-const FLOOR: u64 = 1 << 20;
-
-fn no_space(h: &TestCache) -> u64 {
-    disk_errors(h, "no-space")
-}
-
-fn timeouts(h: &TestCache) -> u64 {
-    disk_errors(h, "timeout")
-}
-
-fn value(seed: u64) -> Vec<u8> {
-    Rng::new(seed).bytes(1000)
-}
-
-/// What the check counts for an entry file of `len` bytes: its 4 KiB units plus one.
-fn charged(len: u64) -> u64 {
-    len.div_ceil(4096) * 4096 + 4096
-}
-
-/// A write-through cache on a `FaultFs`, `min_free_bytes(FLOOR)`, the breaker out of the
-/// way, `k0` seeded; and what the check charges for one entry of [`value`].
-async fn faulty(edit: impl FnOnce(Builder) -> Builder) -> (TestCache, u64) {
-    let h = crate::support::dir()
-        .fault_fs()
-        .open_cache(|b| {
-            edit(
-                b.hot_capacity_entries(1000)
-                    .write_policy(WritePolicy::WriteThrough)
-                    .min_free_bytes(FLOOR)
-                    .write_concurrency(4)
-                    .failure_threshold(100_000)
-                    .memory_only_after(100_000),
-            )
-        })
-        .await;
-    h.fs().set_available_space(Some(1 << 40));
-    h.set_bytes("k0", value(0)).await.unwrap();
-    h.flush().await.unwrap();
-    let len = std::fs::metadata(h.entry_path("k0")).unwrap().len();
-    (h, charged(len))
-}
-
-/// Hangs the next `write_new` and sets `k1` in a task; returns once it hangs (holding its
-/// reservation).
-async fn hang_one_write(h: &TestCache) -> tokio::task::JoinHandle<answercache::Result<()>> {
-    let before = h.fs().faults_injected();
-    h.fs()
-        .add_rule(Rule::new(Fault::Hang).ops(&[FsOp::WriteNew]).times(1));
-    let c = h.cache.clone();
-    let task = tokio::spawn(async move { c.set_bytes("k1", value(1)).await });
-    assert!(
-        answercache::testing::wait_until(Duration::from_secs(10), || h.fs().faults_injected()
-            > before)
-        .await
-    );
-    task
-}
 
 // ---------------------------------------------------------------------------------------
 // The read outside the lock: a stale reading.
