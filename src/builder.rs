@@ -88,6 +88,7 @@ impl Builder {
                 write_queue_bytes: DEFAULT_WRITE_QUEUE_BYTES,
                 write_concurrency: DEFAULT_WRITE_CONCURRENCY,
                 compression_level: DEFAULT_COMPRESSION_LEVEL,
+                compress_in_background: DEFAULT_COMPRESS_IN_BACKGROUND,
                 quarantine_max_files: DEFAULT_QUARANTINE_MAX_FILES,
                 quarantine_max_bytes: DEFAULT_QUARANTINE_MAX_BYTES,
                 page_cache_reads: DEFAULT_PAGE_CACHE_READS,
@@ -395,6 +396,27 @@ impl Builder {
     /// read.
     pub fn compression_level(mut self, level: u32) -> Self {
         self.config.compression_level = level;
+        self
+    }
+
+    /// Whether an entry that would be compressed is first written stored (gzip level 0, as
+    /// every reader reads it) and compressed at [`compression_level`](Self::compression_level)
+    /// by a background task when the disk has been idle for a moment (default
+    /// [`DEFAULT_COMPRESS_IN_BACKGROUND`], `true`). A write-through `set` then waits for the
+    /// durable write only, not for the encode (about half of a durable 64 KiB write on a slow
+    /// core: BENCHMARKS.md, "Session 19"), and a write-behind burst drains at the speed of the
+    /// disk.
+    ///
+    /// The costs: a large entry is written twice, and until its compaction it takes (and the
+    /// warm budget charges) its stored size, so a budget filled faster than the disk is ever
+    /// idle holds fewer entries. The compressed file replaces the stored one only if that is
+    /// still the file at the entry path (checked under the key's lock, also across processes),
+    /// durable before it replaces it. Entries still stored when the cache closes stay stored
+    /// (valid, larger) until they are written again. `false`: every entry is compressed
+    /// before its write, as in earlier releases. Values written through the shared tier too
+    /// are compressed once, before both writes, either way. Both values are valid.
+    pub fn compress_in_background(mut self, enabled: bool) -> Self {
+        self.config.compress_in_background = enabled;
         self
     }
 

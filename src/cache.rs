@@ -1082,6 +1082,9 @@ impl Gauges for Tiers {
     fn warm_disk_bytes(&self) -> u64 {
         self.p.gate.store.disk_usage()
     }
+    fn warm_compaction_backlog(&self) -> u64 {
+        self.p.gate.store.backlog().len() as u64
+    }
     fn warm_capacity_bytes(&self) -> u64 {
         self.config.warm_capacity_bytes
     }

@@ -60,6 +60,9 @@ pub struct Config {
     pub(crate) write_queue_bytes: usize,
     pub(crate) write_concurrency: usize,
     pub(crate) compression_level: u32,
+    /// Whether large entries are written stored and compressed later (see
+    /// `Builder::compress_in_background`).
+    pub(crate) compress_in_background: bool,
     pub(crate) quarantine_max_files: usize,
     pub(crate) quarantine_max_bytes: u64,
     pub(crate) page_cache_reads: bool,

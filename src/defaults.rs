@@ -42,6 +42,9 @@ pub const DEFAULT_WRITE_CONCURRENCY: usize = 4;
 /// entries larger than one allocation unit; smaller ones are stored (see
 /// [`Builder::compression_level`](crate::Builder::compression_level)).
 pub const DEFAULT_COMPRESSION_LEVEL: u32 = 3;
+/// Default for [`Builder::compress_in_background`](crate::Builder::compress_in_background):
+/// on (a large entry is written stored and compressed when the disk is idle).
+pub const DEFAULT_COMPRESS_IN_BACKGROUND: bool = true;
 /// Default for [`Builder::page_cache_reads`](crate::Builder::page_cache_reads): on.
 pub const DEFAULT_PAGE_CACHE_READS: bool = true;
 /// Default bound on files kept in the quarantine.

@@ -18,6 +18,7 @@ use crate::breaker::BreakerState;
 use crate::cache::Tiers;
 use crate::clock::Clock;
 use crate::codec::{self, Encoding};
+use crate::compactor::compactor_task;
 use crate::config::{Config, Durability};
 use crate::disk::DiskGate;
 use crate::error::Result;
@@ -121,6 +122,7 @@ impl TieredCache {
                     max_bytes: config.quarantine_max_bytes,
                 },
                 space_wait: crate::warm::space::SPACE_WAIT_MAX.min(config.io_timeout / 2),
+                compact_later: config.compress_in_background,
             },
             counters.clone(),
         ));
@@ -185,6 +187,10 @@ impl TieredCache {
                 let (gate, clock, rx) = (gate.clone(), clock.clone(), rx.clone());
                 let every = config.sweep_interval;
                 move || maintenance_task(gate.clone(), clock.clone(), every, rx.clone())
+            }),
+            spawn_supervised("compactor", counters.clone(), {
+                let (writer, rx) = (writer.clone(), rx.clone());
+                move || compactor_task(writer.clone(), rx.clone())
             }),
             spawn_supervised("resilience", counters.clone(), {
                 let rx = rx.clone();

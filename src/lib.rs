@@ -58,6 +58,7 @@ mod builder;
 mod cache;
 pub mod clock;
 mod codec;
+mod compactor;
 mod config;
 pub mod defaults;
 mod disk;

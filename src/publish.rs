@@ -120,6 +120,7 @@ pub(crate) fn publish(s: &Stats, name: &str, published: &Published) {
     );
     c("answercache_foreign_files_total", s.foreign_files);
     c("answercache_temp_files_swept_total", s.temp_files_swept);
+    c("answercache_warm_compactions_total", s.warm_compactions);
     c("answercache_cost_saved_total", s.cost_saved);
     c(
         "answercache_breaker_transitions_total",
@@ -143,6 +144,10 @@ pub(crate) fn publish(s: &Stats, name: &str, published: &Published) {
     gl("answercache_bytes", "tier", "hot", s.hot_bytes as f64);
     gl("answercache_bytes", "tier", "warm", s.warm_bytes as f64);
     g("answercache_warm_disk_bytes", s.warm_disk_bytes as f64);
+    g(
+        "answercache_warm_compaction_backlog",
+        s.warm_compaction_backlog as f64,
+    );
     let capacity = "answercache_capacity_bytes";
     gl(capacity, "tier", "hot", s.hot_capacity_bytes as f64);
     gl(capacity, "tier", "warm", s.warm_capacity_bytes as f64);

@@ -186,6 +186,8 @@ pub(crate) struct Counters {
     /// together: a value both store is compressed once (`warm::encoded`). Not in [`Stats`]:
     /// the tests read it.
     pub entries_compressed: Counter,
+    /// Entries written stored and compressed in the background (`warm::store::compact`).
+    pub entries_compacted: Counter,
     pub shared: SharedCounters,
 }
 
@@ -315,6 +317,11 @@ pub struct Stats {
     pub warm_evictions: u64,
     /// Entry files deleted because they expired (on read or by the sweep).
     pub warm_expirations: u64,
+    /// Entries written stored and compressed in the background since
+    /// ([`Builder::compress_in_background`](crate::Builder::compress_in_background)).
+    pub warm_compactions: u64,
+    /// Entries written stored that wait for their background compression now.
+    pub warm_compaction_backlog: u64,
     /// Entry files written.
     pub writes_ok: u64,
     /// Entry writes that failed (the entry stays dirty in memory).
@@ -323,9 +330,12 @@ pub struct Stats {
     pub writes_skipped: u64,
     /// Dirty entries evicted from memory before they could be written: the only writes lost.
     pub lost_writes: u64,
-    /// Value bytes written, before compression.
+    /// Value bytes written, before compression. An entry written stored and compressed in the
+    /// background counts when its compaction ends (see `warm_compaction_backlog`).
     pub bytes_written_uncompressed: u64,
-    /// Entry-file bytes written, after compression and with headers.
+    /// Entry-file bytes written, after compression and with headers: of an entry compressed
+    /// in the background, the file it ends with (compressed, or stored when compressing it
+    /// gained nothing or it was superseded first), counted when its compaction ends.
     pub bytes_written_compressed: u64,
     /// `bytes_written_uncompressed / bytes_written_compressed` (0 before the first write).
     /// Entries whose stored file fits in one allocation unit are written uncompressed (see
@@ -500,6 +510,8 @@ pub(crate) trait Gauges {
     fn warm_usage(&self) -> (u64, u64, bool);
     /// What the warm budget counts (see [`Stats::warm_disk_bytes`]).
     fn warm_disk_bytes(&self) -> u64;
+    /// Entries waiting for their background compression.
+    fn warm_compaction_backlog(&self) -> u64;
     /// The warm budget.
     fn warm_capacity_bytes(&self) -> u64;
     /// `(depth, bytes)` of the write queue.
@@ -565,6 +577,8 @@ impl Counters {
             warm_entries,
             warm_bytes,
             warm_disk_bytes: g.warm_disk_bytes(),
+            warm_compactions: c.entries_compacted.get(),
+            warm_compaction_backlog: g.warm_compaction_backlog(),
             warm_capacity_bytes: g.warm_capacity_bytes(),
             warm_index_complete: scanned,
             warm_evictions: c.warm_evictions.get(),

@@ -99,6 +99,12 @@ impl Writer {
         self.clear_gate.write().await
     }
 
+    /// Keeps a `clear` from starting until the guard drops (a compaction: see
+    /// `crate::compactor`), as a write job does while it calls the disk.
+    pub(crate) async fn hold_off_clear(&self) -> tokio::sync::RwLockReadGuard<'_, ()> {
+        self.clear_gate.read().await
+    }
+
     /// The write-back lock (see the field's docs).
     pub(crate) async fn write_back_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
         self.write_back_gate.lock().await

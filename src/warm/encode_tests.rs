@@ -108,6 +108,7 @@ fn open(unit: Option<u64>, level: u32) -> Env {
         },
         page_cache_reads: false,
         space_wait: crate::warm::space::SPACE_WAIT_MAX,
+        compact_later: false,
     };
     let fs = UnitFs::new(unit);
     let store = WarmStore::new(dir.path(), cfg, Arc::new(Counters::default()));

@@ -798,6 +798,23 @@ impl WarmIndex {
         self.record(hash, entry, true);
     }
 
+    /// Charges the entry of `hash` for a file of `len` bytes tagged `tag` in place of its file
+    /// tagged `was` (a compaction), keeping its place in the order; `false`, and nothing
+    /// changed, when the index does not hold that file for `hash`.
+    pub fn recharge(&mut self, hash: &KeyHash, was: u32, len: u64, tag: u32) -> bool {
+        let Some((_, s)) = self.table.find(&self.slots, hash) else {
+            return false;
+        };
+        let old = self.entry_of(s);
+        if old.tag != was {
+            return false;
+        }
+        self.removed(hash, old.len);
+        self.set_entry(s, IndexEntry { len, tag, ..old });
+        self.added(hash, len);
+        true
+    }
+
     /// Records an entry as least recently used (an eviction that could not delete its file).
     pub fn put_back_lru(&mut self, hash: KeyHash, mut entry: IndexEntry) {
         entry.expires_ms = known_expiry(entry.expires_ms);

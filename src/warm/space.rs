@@ -135,10 +135,10 @@ impl SpaceLedger {
                 _ => {
                     return Err(io::Error::new(
                         io::ErrorKind::StorageFull,
-                        format!(
+                        BelowFloor(format!(
                             "{avail} bytes free, {others} more being written: writing {len} \
                              would leave less than min_free_bytes ({floor})"
-                        ),
+                        )),
                     ))
                 }
             };
@@ -163,6 +163,25 @@ impl SpaceLedger {
     pub(crate) fn reserved(&self) -> u64 {
         lock(&self.state).reserved
     }
+}
+
+/// The refusal of a check that found too little free space above the floor (not an error
+/// of the file system's): see [`is_below_floor`].
+#[derive(Debug)]
+struct BelowFloor(String);
+
+impl std::fmt::Display for BelowFloor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BelowFloor {}
+
+/// Whether `e` is a [`SpaceLedger`] refusal: the figures said the write would not fit above
+/// the floor (a smaller write may), not a free-space call that failed.
+pub(crate) fn is_below_floor(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<BelowFloor>())
 }
 
 #[cfg(test)]

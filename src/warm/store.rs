@@ -103,6 +103,9 @@ pub struct StoreConfig {
     /// is shorter, so that a write refused after waiting is reported as refused, not as a
     /// disk call that timed out.
     pub space_wait: std::time::Duration,
+    /// Whether an entry the configured level would compress is written stored first and
+    /// compressed by the compactor later (`Builder::compress_in_background`; see `compact`).
+    pub compact_later: bool,
 }
 
 /// The largest entry file [`WarmStore::read_inline`] verifies and inflates on the caller's
@@ -298,6 +301,8 @@ pub struct WarmStore {
     /// The index's allocation unit, for `encode` without the index lock: the shared tier's
     /// drain encodes through it too, and must not wait on the disk side's lock.
     unit: AtomicU64,
+    /// Entries written stored that the compactor is to compress (see `compact`).
+    compactions: compact::Backlog,
 }
 
 /// A write's claim on its fan-out directory (see `WarmStore::writing_into`), released on drop.
@@ -412,6 +417,7 @@ impl WarmStore {
             prepared: std::sync::atomic::AtomicBool::new(false),
             writing_into: std::array::from_fn(|_| AtomicU32::new(0)),
             unit: AtomicU64::new(super::index::DEFAULT_ALLOCATION_UNIT),
+            compactions: compact::Backlog::default(),
         }
     }
 
@@ -945,23 +951,35 @@ impl WarmStore {
         meta: EntryMeta,
         encoded: Option<&EncodedEntry>,
     ) -> io::Result<WriteOutcome> {
-        let (owned, shared): (Vec<u8>, Arc<[u8]>);
-        let file: &[u8] = match encoded {
-            None => {
-                owned = self.encode(key, value, meta)?;
-                &owned
+        self.compactions.note_write();
+        // Written stored now and compressed later (see `compact`) when the configured level
+        // would compress it and no other tier shares its encoding.
+        let mut compact_later = encoded.is_none() && self.config.compact_later;
+        let shared: Arc<[u8]>;
+        let mut file: std::borrow::Cow<'_, [u8]> = match encoded {
+            None if compact_later => {
+                let stored = format::encode(key, value, meta, 0)?;
+                let unit = self.unit.load(Ordering::Relaxed).min(STORED_MAX_BYTES);
+                // One the level would not compress anyway: a stored entry like any other.
+                compact_later = self.config.compression_level != 0 && stored.len() as u64 > unit;
+                std::borrow::Cow::Owned(stored)
             }
+            None => std::borrow::Cow::Owned(self.encode(key, value, meta)?),
             Some(cell) => {
                 shared = cell.file_for(meta, || self.encode(key, value, meta))?;
-                &shared
+                std::borrow::Cow::Borrowed(&shared[..])
             }
         };
-        let len = file.len() as u64;
-        let needs = {
+        let needs = |len: u64| {
             let ix = self.index();
             ix.charge(len).saturating_add(ix.unit())
         };
-        if needs > self.config.capacity_bytes {
+        if compact_later && needs(file.len() as u64) > self.config.capacity_bytes {
+            // Stored, it would not fit the budget; compressed, it may.
+            file = std::borrow::Cow::Owned(self.encode(key, value, meta)?);
+            compact_later = false;
+        }
+        if needs(file.len() as u64) > self.config.capacity_bytes {
             // This value stays memory-only; an older file of the key must not outlive it.
             // If it cannot be deleted, the write failed (and is retried), so that a value that
             // lives in memory only never leaves an older file behind.
@@ -969,17 +987,33 @@ impl WarmStore {
             return Ok(WriteOutcome::TooLarge);
         }
         // Too little space: once more after deferred closes freed what they held (see
-        // `write_temp`). One deadline for both checks' waits.
+        // `write_temp`). One deadline for all checks' waits.
         let deadline = std::time::Instant::now().checked_add(self.config.space_wait);
-        let _reserved = match self.check_space(fs, len, deadline) {
+        let reserve = |len: u64| match self.check_space(fs, len, deadline) {
             Err(e)
                 if IoErrorKind::classify(&e) == IoErrorKind::NoSpace
                     && fs.settle_deferred_closes(SETTLE_CLOSES_MAX) =>
             {
-                self.check_space(fs, len, deadline)?
+                self.check_space(fs, len, deadline)
+            }
+            r => r,
+        };
+        let _reserved = match reserve(file.len() as u64) {
+            Err(e) if compact_later && super::space::is_below_floor(&e) => {
+                // Stored, it does not fit above the floor; compressed, it may: written so if
+                // it is smaller and fits (one more check, no second settle).
+                let compressed = self.encode(key, value, meta)?;
+                if compressed.len() >= file.len() {
+                    return Err(e);
+                }
+                file = std::borrow::Cow::Owned(compressed);
+                compact_later = false;
+                self.check_space(fs, file.len() as u64, deadline)?
             }
             r => r?,
         };
+        let file: &[u8] = &file;
+        let len = file.len() as u64;
         // Until the index knows the entry, `observe_dirs` must not take its directory away.
         let _in_flight = InFlight::new(&self.writing_into[usize::from(hash[0])]);
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
@@ -1030,8 +1064,6 @@ impl WarmStore {
         if let Err(e) = self.remove_legacy(fs, hash) {
             debug!(error = %e, "could not delete an entry of the previous layout");
         }
-        self.counters.bytes_in.add(value.len() as u64);
-        self.counters.bytes_out.add(len);
         // Recording the entry and choosing victims is one step under the index lock, so the
         // byte total is never seen over budget.
         let victims = {
@@ -1046,6 +1078,18 @@ impl WarmStore {
             );
             self.pop_victims(&mut ix, hash)
         };
+        let queued = compact_later
+            && self.compactions.push(compact::Waiting {
+                hash: *hash,
+                tag: super::index::file_tag(file),
+                value_len: value.len() as u64,
+                stored_len: len,
+            });
+        if !queued {
+            // Counted with the file it ends with (see `compact_next`) when queued.
+            self.counters.bytes_in.add(value.len() as u64);
+            self.counters.bytes_out.add(len);
+        }
         // Victims are other keys: their locks are taken one at a time, never while holding
         // this one (two keys may share a lock).
         drop(key_lock);
@@ -1908,6 +1952,9 @@ fn layout_blocked(e: io::Error) -> io::Error {
 pub(crate) fn is_layout_blocked(e: &io::Error) -> bool {
     e.get_ref().is_some_and(|inner| inner.is::<LayoutBlocked>())
 }
+
+#[path = "compact.rs"]
+mod compact;
 
 #[cfg(test)]
 mod tests {

@@ -38,6 +38,7 @@ fn config(sync: bool, page_cache_reads: bool) -> StoreConfig {
         },
         page_cache_reads,
         space_wait: crate::warm::space::SPACE_WAIT_MAX,
+        compact_later: false,
     }
 }
 

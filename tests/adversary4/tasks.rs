@@ -25,9 +25,10 @@ impl Clock for PanickyClock {
     }
 }
 
-/// Tokio tasks of one open cache: writer, maintenance and resilience, each a supervisor and
-/// its task; with the `metrics` feature (issue 13) a fourth pair publishes the metrics.
-const CACHE_TASKS: usize = if cfg!(feature = "metrics") { 8 } else { 6 };
+/// Tokio tasks of one open cache: writer, maintenance, compactor and resilience, each a
+/// supervisor and its task; with the `metrics` feature (issue 13) a fifth pair publishes the
+/// metrics.
+const CACHE_TASKS: usize = if cfg!(feature = "metrics") { 10 } else { 8 };
 
 fn alive() -> usize {
     tokio::runtime::Handle::current()

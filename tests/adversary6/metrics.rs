@@ -316,7 +316,7 @@ async fn two_caches_are_told_apart_by_name() {
             Some(1.0)
         )
     );
-    assert_eq!(got.len(), 2 * 57, "{got:#?}");
+    assert_eq!(got.len(), 2 * 59, "{got:#?}");
     a.close().await.unwrap();
     b.close().await.unwrap();
 }

@@ -12,6 +12,7 @@
 
 mod bounds;
 mod closer;
+mod compaction;
 mod hostile;
 mod inline_reads;
 mod layout;

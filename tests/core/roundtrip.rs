@@ -226,7 +226,9 @@ async fn a_value_evicted_before_its_write_landed_is_read_from_the_queue() {
 /// unit of the file system is stored, the value verbatim after a 5-byte block header; a
 /// larger one is compressed at the configured level (`compression_level(0)`: stored too).
 /// Both read back from the disk as they went in. The unit is the file system's, 512 B to
-/// 1 MiB: a 96-byte value is stored on any, a 2 MiB one compressed on any.
+/// 1 MiB: a 96-byte value is stored on any, a 2 MiB one compressed on any: written stored
+/// first, and compressed by the background compaction (`Builder::compress_in_background`),
+/// which this waits for.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entries_that_fit_one_unit_are_stored_larger_ones_compressed_at_the_level() {
     use crate::support::OnDisk;
@@ -239,6 +241,15 @@ async fn entries_that_fit_one_unit_are_stored_larger_ones_compressed_at_the_leve
         h.set_bytes("small", small.clone()).await.unwrap();
         h.set_bytes("large", large.clone()).await.unwrap();
         h.flush().await.unwrap();
+        let compacted = u64::from(level != 0);
+        assert!(
+            answercache::testing::wait_until(std::time::Duration::from_secs(20), || {
+                h.stats().warm_compactions == compacted
+            })
+            .await,
+            "level {level}"
+        );
+        assert_eq!(h.stats().warm_compaction_backlog, 0, "level {level}");
 
         let file = std::fs::read(h.entry_path("small")).unwrap();
         // gzip header (XFL 4: level 0), one final stored block of 96 bytes, trailer.

@@ -2,9 +2,9 @@
 
 use crate::support::*;
 
-/// Tokio tasks of one open cache: writer, maintenance and resilience, each under its
-/// supervisor; with the `metrics` feature, the metrics publisher too.
-const CACHE_TASKS: usize = if cfg!(feature = "metrics") { 8 } else { 6 };
+/// Tokio tasks of one open cache: writer, maintenance, compactor and resilience, each under
+/// its supervisor; with the `metrics` feature, the metrics publisher too.
+const CACHE_TASKS: usize = if cfg!(feature = "metrics") { 10 } else { 8 };
 
 fn alive() -> usize {
     tokio::runtime::Handle::current()

@@ -1,0 +1,275 @@
+//! Durable first, compact later: an entry the configured gzip level would compress is written
+//! *stored* (level 0: a gzip member every reader reads, checksummed like any entry), so a
+//! write-through `set` waits for the durable write only, and queued here; the compactor task
+//! (`crate::compactor`) compresses it when the disk has been idle for a moment and puts the
+//! compressed file in place of the stored one.
+//!
+//! The replacement keeps every promise a write makes:
+//! - **Never older.** The compressed file replaces the stored one only if that is still the
+//!   file at the entry path: under the key's exclusive lock, which is also an exclusive `flock`
+//!   on `<root>/lock` (every rename and delete of an entry, by this process or another sharing
+//!   the directory, holds it shared), the index must still know the stored file (`tag`) and
+//!   the path must still hold its exact header (its checksum covers the whole file). Without a
+//!   working `flock` another process's rename could land between that check and the rename,
+//!   so nothing is replaced there.
+//! - **Never lost.** The compressed file is complete and, with `Durability::Fsync`, fsynced in
+//!   `tmp/` before its rename: a crash at any point leaves the stored file or the compressed
+//!   one at the path, both whole and of the same value, creation and expiry time (a clear's
+//!   fence judges the compressed file as it judged the stored one).
+//! - **Never a wrong value.** The value compressed is the one read back from the stored file
+//!   and verified (checksum, exact length, inflate); a file that does not verify is left to
+//!   the read path, which quarantines it.
+//!
+//! The budget charges the stored size until the compaction, then the compressed size. An
+//! entry that compresses to no fewer allocation units than it takes stored is left stored.
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use super::{Hold, InFlight, WarmStore};
+use crate::fs::{FileRead, Fs};
+use crate::warm::format::{self, HEADER_LEN};
+use crate::warm::index::file_tag;
+use crate::warm::layout::KeyHash;
+use crate::warm::space::is_below_floor;
+use crate::warm::take::is_not_found;
+
+/// The most entries waiting for compaction. One more written stored while this many wait
+/// stays stored (valid, larger) until it is written again: 65,536 × 56 bytes of queue at most.
+pub const BACKLOG_MAX: usize = 65_536;
+
+/// The least free space (besides `min_free_bytes`) a compaction leaves on the volume: below
+/// it, entries stay stored, so that optional work never competes with callers' writes for
+/// the last of a disk.
+pub const COMPACT_MIN_FREE_BYTES: u64 = 64 << 20;
+
+/// An entry written stored, waiting for the compactor.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Waiting {
+    /// Its key's hash.
+    pub hash: KeyHash,
+    /// The tag of the stored file ([`file_tag`]).
+    pub tag: u32,
+    /// Its value's length.
+    pub value_len: u64,
+    /// The stored file's length.
+    pub stored_len: u64,
+}
+
+/// The entries written stored that wait for the compactor, and the activity it waits out.
+#[derive(Debug, Default)]
+pub(crate) struct Backlog {
+    /// Oldest first.
+    queue: Mutex<VecDeque<Waiting>>,
+    /// Woken when an entry is queued.
+    wanted: tokio::sync::Notify,
+    /// Entry writes begun (a measure of activity the compactor waits out).
+    writes: AtomicU64,
+}
+
+/// What one compaction step did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Compacted {
+    /// Nothing was waiting.
+    Idle,
+    /// The stored file was compressed and is in place: `stored` and `compressed` bytes.
+    Done {
+        /// The stored file's length.
+        stored: u64,
+        /// The compressed file's length.
+        compressed: u64,
+    },
+    /// The entry is no longer the file that was queued (overwritten, removed, evicted,
+    /// expired, cleared, unreadable, or another process holds it): nothing was replaced.
+    Superseded,
+    /// Compressed, it would take no fewer allocation units: left stored.
+    NoGain,
+    /// The directory lock does not work here (see the module docs): left stored.
+    Unordered,
+    /// Too little free space to spare (see [`COMPACT_MIN_FREE_BYTES`]): left stored.
+    NoRoom,
+}
+
+impl Backlog {
+    /// Counts an entry write as begun.
+    pub(super) fn note_write(&self) {
+        self.writes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Entry writes begun so far.
+    pub(crate) fn writes(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
+    }
+
+    /// Queues a stored file; `false` when [`BACKLOG_MAX`] wait already.
+    pub(super) fn push(&self, w: Waiting) -> bool {
+        let mut q = crate::sync::lock(&self.queue);
+        if q.len() >= BACKLOG_MAX {
+            return false;
+        }
+        q.push_back(w);
+        drop(q);
+        self.wanted.notify_one();
+        true
+    }
+
+    fn pop(&self) -> Option<Waiting> {
+        crate::sync::lock(&self.queue).pop_front()
+    }
+
+    /// Entries waiting.
+    pub(crate) fn len(&self) -> usize {
+        crate::sync::lock(&self.queue).len()
+    }
+
+    /// Resolves when an entry was queued since the last call (or is queued now).
+    pub(crate) async fn wanted(&self) {
+        self.wanted.notified().await;
+    }
+}
+
+impl WarmStore {
+    /// The compactions waiting, and the activity the compactor waits out.
+    pub(crate) fn backlog(&self) -> &Backlog {
+        &self.compactions
+    }
+
+    /// Compresses the oldest entry waiting and puts it in place of its stored file (see the
+    /// module docs). `now_ms`: an entry expired by then is not compressed.
+    ///
+    /// The write counters (`bytes_in`, `bytes_out`) count an entry written stored here, once,
+    /// with the file it ends with: compressed, or stored when it is not compressed.
+    pub(crate) fn compact_next(&self, fs: &dyn Fs, now_ms: u64) -> io::Result<Compacted> {
+        let Some(w) = self.compactions.pop() else {
+            return Ok(Compacted::Idle);
+        };
+        let done = self.compact(fs, &w.hash, w.tag, now_ms);
+        self.counters.bytes_in.add(w.value_len);
+        self.counters.bytes_out.add(match done {
+            Ok(Compacted::Done { compressed, .. }) => compressed,
+            _ => w.stored_len,
+        });
+        done
+    }
+
+    fn compact(&self, fs: &dyn Fs, hash: &KeyHash, tag: u32, now_ms: u64) -> io::Result<Compacted> {
+        if self.index().tag_of(hash) != Some(tag) {
+            return Ok(Compacted::Superseded);
+        }
+        let path = self.layout.entry_path(hash);
+        let limits = &self.config.limits;
+        let stored = match fs.read_file(&path, limits.max_file_bytes()) {
+            Ok(FileRead::Data(d)) => d,
+            Ok(_) => return Ok(Compacted::Superseded),
+            Err(e) if is_not_found(&e) => return Ok(Compacted::Superseded),
+            Err(e) => return Err(e),
+        };
+        if file_tag(&stored) != tag {
+            return Ok(Compacted::Superseded);
+        }
+        // What does not verify is left for the read path to judge and quarantine.
+        let Ok(header) = format::verify(&stored, limits) else {
+            return Ok(Compacted::Superseded);
+        };
+        if header.meta.is_expired(now_ms) {
+            return Ok(Compacted::Superseded);
+        }
+        let key = format::stored_key(&stored, &header);
+        let key_end = HEADER_LEN + key.len();
+        let Some(payload) = stored.get(key_end..) else {
+            return Ok(Compacted::Superseded);
+        };
+        let Ok(value) = format::inflate_exact(payload, header.uncompressed_len) else {
+            return Ok(Compacted::Superseded);
+        };
+        let level = self.config.compression_level;
+        let file = format::encode(key, &value, header.meta, level)?;
+        drop(value);
+        let (stored_len, len) = (stored.len() as u64, file.len() as u64);
+        {
+            let ix = self.index();
+            if ix.charge(len) >= ix.charge(stored_len) {
+                return Ok(Compacted::NoGain);
+            }
+        }
+        // Both files are on the volume until the rename. Optional work runs only with room to
+        // spare: above the floor and at least `COMPACT_MIN_FREE_BYTES` free, so that it never
+        // takes the space a caller's write needs, nor meets a full disk (whose ENOSPC would
+        // count against the breaker). No wait: it runs when nothing else writes.
+        let floor = self.free_floor(fs)?.max(COMPACT_MIN_FREE_BYTES);
+        let unit = self.unit.load(Ordering::Relaxed).max(1);
+        let takes = len.div_ceil(unit).saturating_mul(unit).saturating_add(unit);
+        let _reserved = match self.space.reserve_until(takes, floor, None, || {
+            fs.available_space(self.layout.root())
+        }) {
+            Ok(r) => r,
+            Err(e) if is_below_floor(&e) => return Ok(Compacted::NoRoom),
+            Err(e) => return Err(e),
+        };
+        let _in_flight = InFlight::new(&self.writing_into[usize::from(hash[0])]);
+        let n = self.seq.fetch_add(1, Ordering::Relaxed);
+        let tmp = self.layout.temp_path(hash, self.owner, n);
+        if let Err(e) = self.write_temp(fs, &tmp, &file) {
+            self.remove_or_remember(fs, tmp);
+            return Err(e);
+        }
+        let replaced = {
+            let key_lock = self.key_lock(hash, Hold::Exclusive);
+            if key_lock.file.is_none() {
+                Ok(Compacted::Unordered)
+            } else if self.index().tag_of(hash) != Some(tag) {
+                Ok(Compacted::Superseded)
+            } else {
+                match fs.read_prefix(&path, HEADER_LEN) {
+                    Ok(FileRead::Data(head)) if stored.get(..HEADER_LEN) == Some(&head[..]) => {
+                        match fs.rename(&tmp, &path) {
+                            Ok(()) => {
+                                self.compacted_in_place(fs, hash, tag, &file);
+                                return Ok(Compacted::Done {
+                                    stored: stored_len,
+                                    compressed: len,
+                                });
+                            }
+                            // Its directory went with a `clear` meanwhile.
+                            Err(e) if is_not_found(&e) => Ok(Compacted::Superseded),
+                            Err(e) => Err(e),
+                        }
+                    }
+                    Ok(_) => Ok(Compacted::Superseded),
+                    Err(e) if is_not_found(&e) => Ok(Compacted::Superseded),
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        self.remove_or_remember(fs, tmp);
+        replaced
+    }
+
+    /// After the compressed `file` took the place of the stored file `tag` of `hash` (the
+    /// key's lock held): the index charges it. If the index no longer knows the stored file,
+    /// it was evicted or cleared between the check and the rename (neither takes the key's
+    /// lock to forget an entry): the compressed file goes the same way.
+    fn compacted_in_place(&self, fs: &dyn Fs, hash: &KeyHash, tag: u32, file: &[u8]) {
+        self.counters.entries_compressed.inc();
+        self.counters.entries_compacted.inc();
+        if self
+            .index()
+            .recharge(hash, tag, file.len() as u64, file_tag(file))
+        {
+            return;
+        }
+        match fs.remove_file(&self.layout.entry_path(hash)) {
+            Ok(()) => {}
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, "could not delete a compacted entry forgotten meanwhile")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "compact_tests.rs"]
+mod tests;

@@ -1,0 +1,103 @@
+//! Durable first, compact later, end to end (`Builder::compress_in_background`): a large
+//! value is on disk stored when its write-through `set` returns, served from there, and
+//! compressed in place once the disk has been idle; writes that never pause put the
+//! compaction off, but only so long; a restart serves either form.
+
+use std::time::Duration;
+
+use answercache::workload::{markdown, Rng};
+use answercache::{Durability, WritePolicy};
+
+use crate::support::{self, OnDisk};
+
+fn value(seed: u64, len: usize) -> Vec<u8> {
+    markdown(&mut Rng::new(seed), len).into_bytes()
+}
+
+async fn wait_for(cache: &support::TestCache, what: impl Fn(&answercache::Stats) -> bool) -> bool {
+    answercache::testing::wait_until(Duration::from_secs(10), || what(&cache.stats())).await
+}
+
+/// A write-through set of a 64 KiB answer lands stored (its file longer than the value), is
+/// served, and is compressed once nothing writes; a restart serves the compressed file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_write_through_value_lands_stored_and_is_compressed_when_idle() {
+    let mut cache = support::open(|b| {
+        b.write_policy(WritePolicy::WriteThrough)
+            .durability(Durability::Fsync)
+    })
+    .await;
+    let v = value(1, 64 << 10);
+    cache.set_bytes(b"answer", &v).await.unwrap();
+    let stored = std::fs::metadata(cache.entry_path(b"answer"))
+        .unwrap()
+        .len();
+    assert!(stored > v.len() as u64, "stored: {stored} for {}", v.len());
+    assert!(wait_for(&cache, |s| s.warm_compactions == 1).await);
+    let s = cache.stats();
+    assert_eq!(s.warm_compaction_backlog, 0);
+    let compressed = std::fs::metadata(cache.entry_path(b"answer"))
+        .unwrap()
+        .len();
+    assert!(compressed * 2 < v.len() as u64, "compressed: {compressed}");
+    assert_eq!(s.bytes_written_compressed, compressed);
+    assert_eq!(s.bytes_written_uncompressed, v.len() as u64);
+    assert_eq!(cache.entry_bytes_on_disk(), compressed);
+    assert!(cache.temp_names().is_empty());
+    cache.reopen().await;
+    assert_eq!(
+        cache.get_bytes(b"answer").await.unwrap().as_deref(),
+        Some(&v[..])
+    );
+    cache.close().await.unwrap();
+}
+
+/// Writes that keep coming put the compaction off (it waits for 50 ms without a write), but
+/// never for more than a second per entry: on a paused clock, 40 sets 30 ms apart (1.2 s)
+/// see exactly one compaction, forced after 20 deferrals; the rest follow once they stop.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn writes_that_never_pause_delay_the_compaction_but_only_so_long() {
+    let cache = support::open(|b| {
+        b.write_policy(WritePolicy::WriteThrough)
+            .durability(Durability::NoSync)
+    })
+    .await;
+    let values: Vec<Vec<u8>> = (0..40).map(|i| value(100 + i, 20_000)).collect();
+    for (i, v) in values.iter().enumerate() {
+        cache.set_bytes(format!("k{i}"), v).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let s = cache.stats();
+    assert_eq!((s.warm_compactions, s.warm_compaction_backlog), (1, 39));
+    tokio::time::sleep(Duration::from_millis(60 * 40)).await;
+    assert!(wait_for(&cache, |s| s.warm_compactions == 40).await);
+    for (i, v) in values.iter().enumerate() {
+        let len = std::fs::metadata(cache.entry_path(format!("k{i}")))
+            .unwrap()
+            .len();
+        assert!(len * 2 < v.len() as u64, "k{i}: {len}");
+    }
+    cache.close().await.unwrap();
+}
+
+/// With the setting off, the file written is the compressed one and nothing is queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_background_compression_off_the_write_compresses() {
+    let cache = support::open(|b| {
+        b.write_policy(WritePolicy::WriteThrough)
+            .compress_in_background(false)
+    })
+    .await;
+    let v = value(2, 64 << 10);
+    cache.set_bytes(b"answer", &v).await.unwrap();
+    let len = std::fs::metadata(cache.entry_path(b"answer"))
+        .unwrap()
+        .len();
+    assert!(len * 2 < v.len() as u64, "{len}");
+    let s = cache.stats();
+    assert_eq!(
+        (s.warm_compaction_backlog, s.bytes_written_compressed),
+        (0, len)
+    );
+    cache.close().await.unwrap();
+}
