@@ -41,13 +41,35 @@ const KEYS: usize = 1024;
 const BURST: u64 = 256;
 
 async fn open(dir: &Path, policy: WritePolicy, durability: Durability) -> TieredCache {
+    open_compressing(dir, policy, durability, true).await
+}
+
+/// [`open`] with `compress_in_background` as given (`false`: every entry compressed before
+/// its write, the behaviour before session 19).
+async fn open_compressing(
+    dir: &Path,
+    policy: WritePolicy,
+    durability: Durability,
+    in_background: bool,
+) -> TieredCache {
     TieredCache::builder(dir)
         .min_free_bytes(0)
         .write_policy(policy)
         .durability(durability)
+        .compress_in_background(in_background)
         .build()
         .await
         .unwrap()
+}
+
+/// Waits (untimed) until `cache` compressed every entry it wrote stored; returns how long
+/// that took.
+async fn compacted(cache: &TieredCache) -> Duration {
+    let t = Instant::now();
+    while cache.stats().warm_compaction_backlog > 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    t.elapsed()
 }
 
 /// The raw loop: temp file + write (+ fdatasync) + rename (+ directory fsync), no cache logic,
@@ -288,9 +310,11 @@ fn bench_write_through(c: &mut Criterion) {
 /// Write-through against the raw loop, *paired*: one answercache `set` and one raw write, in
 /// alternation (ABBA order), so that both see the same disk (fsync latency on a shared disk swings by 10x
 /// within seconds, which makes back-to-back criterion runs of the two incomparable). Also
-/// times `format::encode` (gzip level 3 + blake3), the CPU work the raw loop does not do.
-/// Printed as medians and means; the ratio is raw time / answercache time (= answercache
-/// throughput relative to the raw loop).
+/// times `format::encode` (gzip level 3 + blake3), the CPU work the raw loop does not do, and,
+/// in the same rounds, a second cache with `compress_in_background(false)` (compressed before
+/// its write). Printed as medians and means; the ratio is raw time / answercache time (=
+/// answercache throughput relative to the raw loop). The default cache compresses in the
+/// background: under this loop's writes, which never pause, one entry a second.
 fn paired_write_through(_: &mut Criterion) {
     let rt = workload::runtime();
     let pairs: usize = std::env::var("ANSWERCACHE_BENCH_PAIRS")
@@ -301,8 +325,8 @@ fn paired_write_through(_: &mut Criterion) {
         "set_write_through_paired: {pairs} alternating pairs per row; {}",
         workload::machine()
     );
-    println!("| size | durability | answercache median | raw loop median | answercache mean | raw loop mean | throughput ratio (median) | encode (gzip+blake3) median |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("| size | durability | answercache median | raw loop median | answercache mean | raw loop mean | throughput ratio (median) | encode (gzip+blake3) median | compressing before the write: median, ratio |");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for size in [4 << 10, 64 << 10] {
         let keys = workload::keys(KEYS, 45 + size as u64);
         let values: Vec<Arc<[u8]>> = workload::values(Kind::ChatJson, size, KEYS, 11);
@@ -311,15 +335,26 @@ fn paired_write_through(_: &mut Criterion) {
             (Durability::NoSync, false, "nosync"),
         ] {
             let dir = workload::bench_dir("set-paired");
+            let eager_dir = workload::bench_dir("set-paired-eager");
             let raw_dir = workload::bench_dir("set-paired-raw");
             let mut raw = RawWriter::new(raw_dir.path(), &keys);
             let (mut ours, mut theirs, mut enc) = (Vec::new(), Vec::new(), Vec::new());
+            let mut eager_times = Vec::new();
             rt.block_on(async {
                 let cache = open(dir.path(), WritePolicy::WriteThrough, durability).await;
+                let eager = open_compressing(
+                    eager_dir.path(),
+                    WritePolicy::WriteThrough,
+                    durability,
+                    false,
+                )
+                .await;
                 for (i, (k, v)) in keys.iter().zip(&values).enumerate() {
                     cache.set_bytes(k, v).await.unwrap();
+                    eager.set_bytes(k, v).await.unwrap();
                     raw.write(i, v, sync);
                 }
+                compacted(&cache).await;
                 for j in 0..pairs {
                     let i = j % KEYS;
                     // ABBA order: whichever goes second may pay for the journal commit of the
@@ -332,6 +367,9 @@ fn paired_write_through(_: &mut Criterion) {
                     let t = Instant::now();
                     cache.set_bytes(&keys[i], &values[i]).await.unwrap();
                     ours.push(t.elapsed());
+                    let t = Instant::now();
+                    eager.set_bytes(&keys[i], &values[i]).await.unwrap();
+                    eager_times.push(t.elapsed());
                     if j % 2 == 0 {
                         let t = Instant::now();
                         raw.write(i, &values[i], sync);
@@ -350,6 +388,7 @@ fn paired_write_through(_: &mut Criterion) {
                     enc.push(t.elapsed());
                 }
                 cache.close().await.unwrap();
+                eager.close().await.unwrap();
             });
             let median = |v: &mut Vec<Duration>| {
                 v.sort_unstable();
@@ -358,10 +397,12 @@ fn paired_write_through(_: &mut Criterion) {
             let mean = |v: &[Duration]| v.iter().sum::<Duration>() / v.len() as u32;
             let (mo, mt) = (mean(&ours), mean(&theirs));
             let (o, t, e) = (median(&mut ours), median(&mut theirs), median(&mut enc));
+            let g = median(&mut eager_times);
             println!(
-                "| {} | {name} | {o:.1?} | {t:.1?} | {mo:.1?} | {mt:.1?} | {:.2}x | {e:.1?} |",
+                "| {} | {name} | {o:.1?} | {t:.1?} | {mo:.1?} | {mt:.1?} | {:.2}x | {e:.1?} | {g:.1?}, {:.2}x |",
                 workload::size_label(size),
-                t.as_secs_f64() / o.as_secs_f64()
+                t.as_secs_f64() / o.as_secs_f64(),
+                t.as_secs_f64() / g.as_secs_f64()
             );
         }
     }
@@ -371,8 +412,11 @@ fn paired_write_through(_: &mut Criterion) {
 /// (`set_bytes` of a batch, write-behind, NoSync, then `flush`: the time until the batch is on
 /// disk) and the raw no-sync loop writing the same values (uncompressed), and the raw loop
 /// writing values already encoded by `format::encode` (the same bytes answercache writes, with
-/// the encoding timed in: the floor for a compressing cache). Printed as entries per second
-/// (median over rounds).
+/// the encoding timed in: the floor for a compressing cache), and a second cache with
+/// `compress_in_background(false)`. Printed as entries per second (median over rounds). The
+/// default cache compresses the batch in the background after its `flush`: each round waits
+/// (untimed) for that before the next contender runs, so that it never runs beside another
+/// contender, and prints how long it took (the deferred cost).
 fn paired_drain(_: &mut Criterion) {
     let rt = workload::runtime();
     let rounds: usize = std::env::var("ANSWERCACHE_BENCH_ROUNDS")
@@ -384,26 +428,31 @@ fn paired_drain(_: &mut Criterion) {
         "set_drain_paired: {rounds} rounds of {BATCH} entries per contender; {}",
         workload::machine()
     );
-    println!("| size | answercache drain | raw loop (no compression) | raw loop + encode | answercache / raw | answercache / (raw + encode) |");
-    println!("|---|---|---|---|---|---|");
+    println!("| size | answercache drain | raw loop (no compression) | raw loop + encode | answercache / raw | answercache / (raw + encode) | then compressed in the background, per batch | compressing before the write: drain, / raw |");
+    println!("|---|---|---|---|---|---|---|---|");
     for size in [4 << 10, 64 << 10] {
         let keys = workload::keys(BATCH, 77 + size as u64);
         let values: Vec<Arc<[u8]>> = workload::values(Kind::ChatJson, size, BATCH, 13);
         let dir = workload::bench_dir("set-drain");
+        let eager_dir = workload::bench_dir("set-drain-eager");
         let raw_dir = workload::bench_dir("set-drain-raw");
         let raw_enc_dir = workload::bench_dir("set-drain-raw-enc");
         let mut raw = RawWriter::new(raw_dir.path(), &keys);
         let mut raw_enc = RawWriter::new(raw_enc_dir.path(), &keys);
         let (mut ours, mut theirs, mut theirs_enc) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut later, mut eager_times) = (Vec::new(), Vec::new());
         rt.block_on(async {
-            let cache = TieredCache::builder(dir.path())
-                .min_free_bytes(0)
-                .hot_capacity_bytes(1 << 30)
-                .write_queue_bytes(1 << 30)
-                .durability(Durability::NoSync)
-                .build()
-                .await
-                .unwrap();
+            let drain_cache = |dir: &Path, in_background: bool| {
+                TieredCache::builder(dir)
+                    .min_free_bytes(0)
+                    .hot_capacity_bytes(1 << 30)
+                    .write_queue_bytes(1 << 30)
+                    .durability(Durability::NoSync)
+                    .compress_in_background(in_background)
+                    .build()
+            };
+            let cache = drain_cache(dir.path(), true).await.unwrap();
+            let eager = drain_cache(eager_dir.path(), false).await.unwrap();
             for round in 0..rounds + 1 {
                 // Round 0 is a warm-up: every file and directory exists afterwards.
                 let t = Instant::now();
@@ -412,6 +461,13 @@ fn paired_drain(_: &mut Criterion) {
                 }
                 cache.flush().await.unwrap();
                 let a = t.elapsed();
+                let l = compacted(&cache).await;
+                let t = Instant::now();
+                for (k, v) in keys.iter().zip(&values) {
+                    eager.set_bytes(k, v).await.unwrap();
+                }
+                eager.flush().await.unwrap();
+                let g = t.elapsed();
                 let t = Instant::now();
                 for (i, v) in values.iter().enumerate() {
                     raw.write(i, v, false);
@@ -433,24 +489,31 @@ fn paired_drain(_: &mut Criterion) {
                     ours.push(a);
                     theirs.push(b);
                     theirs_enc.push(c);
+                    later.push(l);
+                    eager_times.push(g);
                 }
             }
             cache.close().await.unwrap();
+            eager.close().await.unwrap();
         });
         let per_sec = |v: &mut Vec<Duration>| {
             v.sort_unstable();
             BATCH as f64 / v[v.len() / 2].as_secs_f64()
         };
-        let (o, t, te) = (
+        let (o, t, te, g) = (
             per_sec(&mut ours),
             per_sec(&mut theirs),
             per_sec(&mut theirs_enc),
+            per_sec(&mut eager_times),
         );
+        later.sort_unstable();
         println!(
-            "| {} | {o:.0}/s | {t:.0}/s | {te:.0}/s | {:.2}x | {:.2}x |",
+            "| {} | {o:.0}/s | {t:.0}/s | {te:.0}/s | {:.2}x | {:.2}x | {:.0?} | {g:.0}/s, {:.2}x |",
             workload::size_label(size),
             o / t,
-            o / te
+            o / te,
+            later[later.len() / 2],
+            g / t
         );
     }
 }

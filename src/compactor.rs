@@ -1,9 +1,11 @@
 //! The compactor task: compresses the entries the warm tier wrote stored (see
 //! `warm::store::compact`) one at a time, when no entry write has begun for
-//! [`COMPACT_IDLE`], so that its encode and its write do not compete with the writes callers
-//! wait for. Under writes that never pause it still compacts one entry per
+//! [`COMPACT_IDLE`] (then back to back while none begins), so that its encode and its write
+//! do not compete with the writes callers wait for. Under writes that never pause it still compacts one entry per
 //! [`COMPACT_IDLE`] × [`COMPACT_MAX_DEFERRALS`] (1 s), so the backlog is worked off however
-//! slowly. It uses the writer (a `clear` waits for a compaction in flight as for a write),
+//! slowly; and without waiting once the entries waiting take more than an eighth of the warm
+//! budget (`WarmStore::compaction_pressing`), so that the budget keeps holding about as many
+//! entries as it would compressed. It uses the writer (a `clear` waits for a compaction in flight as for a write),
 //! the disk gate (breaker and timeout as for any disk call) and the clock.
 
 use std::sync::Arc;
@@ -11,6 +13,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::warm::store::Backlog;
 use crate::writer::Writer;
 
 /// How long no entry write must have begun before the next compaction.
@@ -23,6 +26,9 @@ pub(crate) const COMPACT_MAX_DEFERRALS: u32 = 20;
 pub(crate) async fn compactor_task(writer: Arc<Writer>, mut shutdown: watch::Receiver<bool>) {
     let gate = writer.p.gate.clone();
     let store = gate.store.clone();
+    // Entry writes begun when the last compaction ended: none since, and the next one follows
+    // at once (a backlog is worked off back to back while nothing writes).
+    let mut quiet_since = None;
     loop {
         if store.backlog().len() == 0 {
             tokio::select! {
@@ -30,25 +36,23 @@ pub(crate) async fn compactor_task(writer: Arc<Writer>, mut shutdown: watch::Rec
                 _ = shutdown.changed() => return,
             }
         }
-        let mut deferrals = 0;
-        loop {
-            let seen = store.backlog().writes();
-            tokio::select! {
-                _ = tokio::time::sleep(COMPACT_IDLE) => {}
-                _ = shutdown.changed() => return,
-            }
-            if store.backlog().writes() == seen || deferrals >= COMPACT_MAX_DEFERRALS {
-                break;
-            }
-            deferrals += 1;
+        tokio::select! {
+            _ = turn(store.backlog(), || store.compaction_pressing(), quiet_since) => {}
+            _ = shutdown.changed() => return,
         }
         if *shutdown.borrow() {
             return;
         }
+        if store.backlog().len() == 0 {
+            // Woken by a push the last compactions already took: no disk call for nothing.
+            continue;
+        }
         if !gate.in_use() || gate.breaker_state() != crate::breaker::BreakerState::Closed {
             // Memory-only, or the breaker not closed: the entries wait (stored, valid) until
             // the disk is back. A compaction never takes a half-open breaker's trial call
-            // from a caller's write, nor counts as a rejection.
+            // from a caller's write, nor counts as a rejection. Looked at again after the
+            // next idle wait.
+            quiet_since = None;
             continue;
         }
         let now = writer.p.clock.now_ms();
@@ -60,5 +64,100 @@ pub(crate) async fn compactor_task(writer: Arc<Writer>, mut shutdown: watch::Rec
             _ = shutdown.changed() => return,
         }
         drop(clear);
+        quiet_since = Some(store.backlog().writes());
+    }
+}
+
+/// Resolves when the next compaction may run: at once when no entry write has begun since the
+/// last compaction ended (`quiet_since`, the writes counted then) or the backlog presses;
+/// otherwise after a [`COMPACT_IDLE`] in which no write began, or after
+/// [`COMPACT_MAX_DEFERRALS`] + 1 such waits each of which saw one.
+pub(crate) async fn turn(backlog: &Backlog, pressing: impl Fn() -> bool, quiet_since: Option<u64>) {
+    let mut deferrals = 0;
+    loop {
+        let seen = backlog.writes();
+        if quiet_since == Some(seen) || pressing() {
+            return;
+        }
+        tokio::time::sleep(COMPACT_IDLE).await;
+        if backlog.writes() == seen || deferrals >= COMPACT_MAX_DEFERRALS {
+            return;
+        }
+        deferrals += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+
+    use super::{turn, COMPACT_IDLE};
+    use crate::warm::store::Backlog;
+
+    /// How long `turn` takes (paused clock) while an entry write begins every `every` (none
+    /// when `None`).
+    async fn waited(every: Option<Duration>, quiet_since: Option<u64>, pressing: bool) -> Duration {
+        let backlog = Arc::new(Backlog::default());
+        let done = Arc::new(AtomicBool::new(false));
+        if let Some(every) = every {
+            let (b, d) = (backlog.clone(), done.clone());
+            tokio::spawn(async move {
+                while !d.load(Ordering::Relaxed) {
+                    tokio::time::sleep(every).await;
+                    b.note_write();
+                }
+            });
+        }
+        let start = Instant::now();
+        turn(&backlog, || pressing, quiet_since).await;
+        done.store(true, Ordering::Relaxed);
+        start.elapsed()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_disk_is_waited_for_once() {
+        assert_eq!(waited(None, None, false).await, COMPACT_IDLE);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_write_since_the_last_compaction_means_no_wait() {
+        assert_eq!(waited(None, Some(0), false).await, Duration::ZERO);
+        // A write since: the idle wait again.
+        assert_eq!(waited(None, Some(7), false).await, COMPACT_IDLE);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn writes_every_30_ms_put_it_off_for_21_waits() {
+        // Every 50 ms window sees a write: 20 deferrals, then the 21st wait ends the turn.
+        assert_eq!(
+            waited(Some(Duration::from_millis(30)), None, false).await,
+            Duration::from_millis(1050)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn writes_every_120_ms_leave_a_quiet_window() {
+        // Writes at 120, 240, ...: the windows 0-50 and 50-100 see none.
+        assert_eq!(
+            waited(Some(Duration::from_millis(120)), None, false).await,
+            COMPACT_IDLE
+        );
+        // Writes at 40, 80, 120, ...: never a quiet 50 ms window.
+        assert_eq!(
+            waited(Some(Duration::from_millis(40)), None, false).await,
+            Duration::from_millis(1050)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pressing_backlog_is_not_put_off() {
+        assert_eq!(
+            waited(Some(Duration::from_millis(30)), None, true).await,
+            Duration::ZERO
+        );
     }
 }

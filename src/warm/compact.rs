@@ -45,6 +45,10 @@ pub const BACKLOG_MAX: usize = 65_536;
 /// the last of a disk.
 pub const COMPACT_MIN_FREE_BYTES: u64 = 64 << 20;
 
+/// The compactor stops waiting for idle moments once the entries waiting take more than one
+/// part in this many of the warm budget (stored).
+pub const PRESSING_SHARE: u64 = 8;
+
 /// An entry written stored, waiting for the compactor.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Waiting {
@@ -67,6 +71,8 @@ pub(crate) struct Backlog {
     wanted: tokio::sync::Notify,
     /// Entry writes begun (a measure of activity the compactor waits out).
     writes: AtomicU64,
+    /// The stored bytes of the entries waiting.
+    bytes: AtomicU64,
 }
 
 /// What one compaction step did.
@@ -94,7 +100,7 @@ pub(crate) enum Compacted {
 
 impl Backlog {
     /// Counts an entry write as begun.
-    pub(super) fn note_write(&self) {
+    pub(crate) fn note_write(&self) {
         self.writes.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -110,13 +116,21 @@ impl Backlog {
             return false;
         }
         q.push_back(w);
+        self.bytes.fetch_add(w.stored_len, Ordering::Relaxed);
         drop(q);
         self.wanted.notify_one();
         true
     }
 
     fn pop(&self) -> Option<Waiting> {
-        crate::sync::lock(&self.queue).pop_front()
+        let w = crate::sync::lock(&self.queue).pop_front()?;
+        self.bytes.fetch_sub(w.stored_len, Ordering::Relaxed);
+        Some(w)
+    }
+
+    /// The stored bytes of the entries waiting.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
     }
 
     /// Entries waiting.
@@ -134,6 +148,14 @@ impl WarmStore {
     /// The compactions waiting, and the activity the compactor waits out.
     pub(crate) fn backlog(&self) -> &Backlog {
         &self.compactions
+    }
+
+    /// Whether the entries waiting take so much of the warm budget (more than
+    /// [`PRESSING_SHARE`]) that the compactor no longer waits for the disk to be idle: under
+    /// writes that never pause, the budget would otherwise hold about a third of the entries
+    /// it holds compressed.
+    pub(crate) fn compaction_pressing(&self) -> bool {
+        self.compactions.bytes() > self.config.capacity_bytes / PRESSING_SHARE
     }
 
     /// Compresses the oldest entry waiting and puts it in place of its stored file (see the

@@ -72,7 +72,11 @@ fn text(n: usize, seed: u64) -> Vec<u8> {
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         out.extend_from_slice(words[(x >> 33) as usize % words.len()].as_bytes());
-        out.push(if (x >> 20).is_multiple_of(11) { b'\n' } else { b' ' });
+        out.push(if (x >> 20).is_multiple_of(11) {
+            b'\n'
+        } else {
+            b' '
+        });
     }
     out.truncate(n);
     out
@@ -593,4 +597,37 @@ fn the_compressed_file_is_durable_before_its_rename_can_be() {
             assert_eq!((d.value, corrupted), (value.clone(), 0));
         }
     }
+}
+
+/// The compactor stops waiting for idle moments once the stored bytes waiting pass an eighth
+/// of the warm budget, and waits again once they no longer do.
+#[test]
+fn the_backlog_presses_past_an_eighth_of_the_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = StdFs::new();
+    let cfg = StoreConfig {
+        capacity_bytes: 1 << 20,
+        ..config(false)
+    };
+    let (store, _) = open_with(&fs, dir.path(), cfg);
+    let value = text(40_000, 20);
+    let stored = format::encode(b"k0", &value, meta(0), 0).unwrap().len() as u64;
+    // 131,072 bytes is an eighth: three stored entries (40,118 bytes each) are less, four
+    // are more.
+    assert_eq!(stored, 40_118);
+    for i in 0..4u8 {
+        assert!(!store.compaction_pressing(), "{i}");
+        let key = [b'k', b'0' + i];
+        store
+            .write(&fs, &key, &layout::key_hash(&key), &value, meta(0))
+            .unwrap();
+        assert_eq!(store.backlog().bytes(), stored * u64::from(i + 1));
+    }
+    assert!(store.compaction_pressing());
+    assert!(matches!(
+        store.compact_next(&fs, NOW).unwrap(),
+        Compacted::Done { .. }
+    ));
+    assert_eq!(store.backlog().bytes(), stored * 3);
+    assert!(!store.compaction_pressing());
 }

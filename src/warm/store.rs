@@ -1955,6 +1955,7 @@ pub(crate) fn is_layout_blocked(e: &io::Error) -> bool {
 
 #[path = "compact.rs"]
 mod compact;
+pub(crate) use compact::Backlog;
 
 #[cfg(test)]
 mod tests {

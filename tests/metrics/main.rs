@@ -130,7 +130,7 @@ async fn a_scripted_workload_is_published_exactly() {
     expected.sort();
     names.sort();
     assert_eq!(names, expected);
-    assert_eq!(got.len(), 57, "{got:#?}");
+    assert_eq!(got.len(), 59, "{got:#?}");
     cache.close().await.unwrap();
 }
 

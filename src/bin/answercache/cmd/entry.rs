@@ -29,9 +29,15 @@ use crate::table::{self, key as show_key};
 use crate::walk;
 use serde_json::value::RawValue;
 
-/// Opens the cache on `dir` with every default.
+/// Opens the cache on `dir` with every default but one: a command lives for one key, so it
+/// compresses a large value before its write (`compress_in_background(false)`) instead of
+/// leaving it stored for a compactor that the exit would stop.
 async fn open(dir: &Path) -> Result<TieredCache, CliError> {
-    TieredCache::open(dir).await.map_err(|e| {
+    let cache = TieredCache::builder(dir)
+        .compress_in_background(false)
+        .build()
+        .await;
+    cache.map_err(|e| {
         CliError::cache(
             &e,
             format!("cannot open the cache at {}: {e}", dir.display()),
