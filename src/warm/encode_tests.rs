@@ -315,9 +315,9 @@ fn the_unit_is_the_file_systems_clamped_or_4_kib_when_unknown() {
 
 /// Under a unit larger than 4 KiB (NFS reports 1 MiB and allocates far less) nothing over
 /// 4 KiB is stored: there compressing does save real bytes, page cache and, with the shared
-/// tier, network. A stored member of 32 KiB or more would have several blocks (flate2 feeds
-/// zlib-rs through a 32 KiB buffer), 5 bytes of block header each; the cap keeps every stored
-/// file to one block.
+/// tier, network. A stored member has one 5-byte block header per 65,535 bytes (laid out by
+/// `format::stored_member`; flate2, which fed zlib-rs through a 32 KiB buffer, added one from
+/// 32 KiB on): the cap keeps every file stored under it to one block.
 #[test]
 fn under_a_large_unit_nothing_over_4_kib_is_stored() {
     let key = b"large";
@@ -328,10 +328,16 @@ fn under_a_large_unit_nothing_over_4_kib_is_stored() {
         stored_len(key, 32_767)
     );
     assert_eq!(
-        format::encode(key, &prose(32_768), meta(), 0)
+        format::encode(key, &prose(65_535), meta(), 0)
             .unwrap()
             .len(),
-        stored_len(key, 32_768) + 5
+        stored_len(key, 65_535)
+    );
+    assert_eq!(
+        format::encode(key, &prose(65_536), meta(), 0)
+            .unwrap()
+            .len(),
+        stored_len(key, 65_536) + 5
     );
     for reported in [Some(65_536), Some(1 << 20), Some(u64::MAX)] {
         let env = open(reported, 3);
