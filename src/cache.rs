@@ -175,6 +175,12 @@ impl Tiers {
         self.p.gate.store.begin_close();
     }
 
+    /// Counts the entries still waiting for their compression as written, stored (`close`,
+    /// once the compactor stopped).
+    pub(crate) fn close_backlog(&self) {
+        self.p.gate.store.close_backlog();
+    }
+
     /// `Err(KeyTooLarge)` for a key over `max_key_bytes`.
     pub(crate) fn check_key(&self, key: &[u8]) -> Result<()> {
         if key.len() > self.config.max_key_bytes {

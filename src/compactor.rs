@@ -5,8 +5,10 @@
 //! [`COMPACT_IDLE`] × [`COMPACT_MAX_DEFERRALS`] (1 s), so the backlog is worked off however
 //! slowly; and without waiting once the entries waiting take more than an eighth of the warm
 //! budget (`WarmStore::compaction_pressing`), so that the budget keeps holding about as many
-//! entries as it would compressed. It uses the writer (a `clear` waits for a compaction in flight as for a write),
-//! the disk gate (breaker and timeout as for any disk call) and the clock.
+//! entries as it would compressed. It uses the writer (a `clear` waits for a compaction in
+//! flight as for a write), the disk gate (`DiskGate::run_optional`: only while tiered with
+//! the breaker closed, bounded by `io_timeout`, reporting nothing to the breaker; a failed
+//! compaction pauses them for [`COMPACT_BACKOFF`]) and the clock.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +23,9 @@ pub(crate) const COMPACT_IDLE: Duration = Duration::from_millis(50);
 
 /// The most [`COMPACT_IDLE`] waits one compaction is put off by writes that do not pause.
 pub(crate) const COMPACT_MAX_DEFERRALS: u32 = 20;
+
+/// How long compactions pause after one failed (the entry stays queued and stored).
+pub(crate) const COMPACT_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Runs until shutdown (see the module docs).
 pub(crate) async fn compactor_task(writer: Arc<Writer>, mut shutdown: watch::Receiver<bool>) {
@@ -47,24 +52,38 @@ pub(crate) async fn compactor_task(writer: Arc<Writer>, mut shutdown: watch::Rec
             // Woken by a push the last compactions already took: no disk call for nothing.
             continue;
         }
-        if !gate.in_use() || gate.breaker_state() != crate::breaker::BreakerState::Closed {
-            // Memory-only, or the breaker not closed: the entries wait (stored, valid) until
-            // the disk is back. A compaction never takes a half-open breaker's trial call
-            // from a caller's write, nor counts as a rejection. Looked at again after the
-            // next idle wait.
-            quiet_since = None;
-            continue;
-        }
         let now = writer.p.clock.now_ms();
-        let clear = writer.hold_off_clear().await;
-        tokio::select! {
-            outcome = gate.run(move |fs, store| store.compact_next(fs, now)) => {
-                gate.note("compaction", &outcome);
-            }
+        let clear = tokio::select! {
+            guard = writer.hold_off_clear() => guard,
             _ = shutdown.changed() => return,
-        }
+        };
+        // Not raced with the shutdown: `close` waits for a compaction in flight (at most
+        // `io_timeout`), so that none lands under the next instance opened on the directory.
+        let outcome = gate
+            .run_optional(move |fs, store| store.compact_next(fs, now))
+            .await;
         drop(clear);
-        quiet_since = Some(store.backlog().writes());
+        match outcome {
+            Some(Ok(_)) => quiet_since = Some(store.backlog().writes()),
+            // Memory-only, or the breaker not closed: looked at again after a pause (the
+            // entries wait, stored and valid).
+            None => {
+                quiet_since = None;
+                tokio::select! {
+                    _ = tokio::time::sleep(COMPACT_IDLE) => {}
+                    _ = shutdown.changed() => return,
+                }
+            }
+            Some(Err(e)) => {
+                // The entry stays queued and stored; the disk gets a rest from optional work.
+                tracing::debug!(error = %e, "a compaction failed; compactions pause");
+                quiet_since = None;
+                tokio::select! {
+                    _ = tokio::time::sleep(COMPACT_BACKOFF) => {}
+                    _ = shutdown.changed() => return,
+                }
+            }
+        }
     }
 }
 

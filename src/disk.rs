@@ -456,6 +456,36 @@ impl DiskGate {
         outcome
     }
 
+    /// Runs optional background work (a compaction): only while tiered with the breaker
+    /// closed (checked now, when the caller holds whatever it waited for), on the file system
+    /// itself, bounded by `io_timeout`, and without reporting anything to the breaker or the
+    /// error window, nor counting a rejection or an error: work no caller asked for must not
+    /// open the breaker over a read-only or inode-less volume that still serves reads, nor
+    /// take a half-open breaker's trial call. `None`: not run. A call past `io_timeout` is a
+    /// `TimedOut` error (the blocking call then finishes on its own), a panic an error too.
+    pub(crate) async fn run_optional<T, F>(&self, f: F) -> Option<io::Result<T>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Fs, &WarmStore) -> io::Result<T> + Send + 'static,
+    {
+        if self.res.mode() != Mode::Tiered || self.res.breaker_state() != BreakerState::Closed {
+            return None;
+        }
+        let (fs, store) = (self.fs.clone(), self.store.clone());
+        let task = tokio::task::spawn_blocking(move || f(&*fs, &store));
+        Some(match tokio::time::timeout(self.io_timeout, task).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_panicked)) => {
+                self.counters.task_panics.inc();
+                Err(io::Error::other("the optional disk call panicked"))
+            }
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the optional disk call outlived io_timeout",
+            )),
+        })
+    }
+
     /// Runs `f` bounded by `io_timeout` without asking the breaker (the recovery probe, which
     /// runs while the breaker is open).
     pub(crate) async fn run_unchecked<T, F>(&self, f: F) -> DiskOutcome<T>

@@ -494,6 +494,8 @@ impl TieredCache {
         for t in tasks {
             let _ = t.await;
         }
+        // Entries still waiting for their compression stay stored: counted as written so.
+        self.tiers.close_backlog();
         info!(target: log::CACHE, root = %self.tiers.config().root.display(), "answercache closed");
         flushed
     }

@@ -40,9 +40,10 @@ use crate::warm::take::is_not_found;
 /// stays stored (valid, larger) until it is written again: 65,536 × 56 bytes of queue at most.
 pub const BACKLOG_MAX: usize = 65_536;
 
-/// The least free space (besides `min_free_bytes`) a compaction leaves on the volume: below
-/// it, entries stay stored, so that optional work never competes with callers' writes for
-/// the last of a disk.
+/// The free space, above `min_free_bytes`, that a compaction leaves on the volume, and that an
+/// entry written stored first leaves besides its file (else it is compressed before its
+/// write): optional work never competes with callers' writes for the last of a disk, and an
+/// entry is written stored only where it can be compressed later.
 pub const COMPACT_MIN_FREE_BYTES: u64 = 64 << 20;
 
 /// The compactor stops waiting for idle moments once the entries waiting take more than one
@@ -122,6 +123,15 @@ impl Backlog {
         true
     }
 
+    /// Puts an entry back at the head (a compaction that failed), if there is room.
+    fn push_front(&self, w: Waiting) {
+        let mut q = crate::sync::lock(&self.queue);
+        if q.len() < BACKLOG_MAX {
+            q.push_front(w);
+            self.bytes.fetch_add(w.stored_len, Ordering::Relaxed);
+        }
+    }
+
     fn pop(&self) -> Option<Waiting> {
         let w = crate::sync::lock(&self.queue).pop_front()?;
         self.bytes.fetch_sub(w.stored_len, Ordering::Relaxed);
@@ -168,12 +178,26 @@ impl WarmStore {
             return Ok(Compacted::Idle);
         };
         let done = self.compact(fs, &w.hash, w.tag, now_ms);
-        self.counters.bytes_in.add(w.value_len);
-        self.counters.bytes_out.add(match done {
-            Ok(Compacted::Done { compressed, .. }) => compressed,
-            _ => w.stored_len,
-        });
+        match done {
+            // Tried again after the compactor's pause (the entry is stored and valid).
+            Err(_) => self.compactions.push_front(w),
+            Ok(Compacted::Done { compressed, .. }) => self.count_written(&w, compressed),
+            Ok(_) => self.count_written(&w, w.stored_len),
+        }
         done
+    }
+
+    fn count_written(&self, w: &Waiting, file_len: u64) {
+        self.counters.bytes_in.add(w.value_len);
+        self.counters.bytes_out.add(file_len);
+    }
+
+    /// Counts the entries still waiting as written, stored, and forgets them: the cache
+    /// closes, and they stay stored (valid) until they are written again.
+    pub(crate) fn close_backlog(&self) {
+        while let Some(w) = self.compactions.pop() {
+            self.count_written(&w, w.stored_len);
+        }
     }
 
     fn compact(&self, fs: &dyn Fs, hash: &KeyHash, tag: u32, now_ms: u64) -> io::Result<Compacted> {
@@ -217,15 +241,9 @@ impl WarmStore {
             }
         }
         // Both files are on the volume until the rename. Optional work runs only with room to
-        // spare: above the floor and at least `COMPACT_MIN_FREE_BYTES` free, so that it never
-        // takes the space a caller's write needs, nor meets a full disk (whose ENOSPC would
-        // count against the breaker). No wait: it runs when nothing else writes.
-        let floor = self.free_floor(fs)?.max(COMPACT_MIN_FREE_BYTES);
-        let unit = self.unit.load(Ordering::Relaxed).max(1);
-        let takes = len.div_ceil(unit).saturating_mul(unit).saturating_add(unit);
-        let _reserved = match self.space.reserve_until(takes, floor, None, || {
-            fs.available_space(self.layout.root())
-        }) {
+        // spare, `COMPACT_MIN_FREE_BYTES` above the floor, so that it never takes the space a
+        // caller's write needs. No wait: it runs when nothing else writes.
+        let _reserved = match self.check_space_above(fs, len, None, COMPACT_MIN_FREE_BYTES) {
             Ok(r) => r,
             Err(e) if is_below_floor(&e) => return Ok(Compacted::NoRoom),
             Err(e) => return Err(e),
@@ -270,17 +288,23 @@ impl WarmStore {
     }
 
     /// After the compressed `file` took the place of the stored file `tag` of `hash` (the
-    /// key's lock held): the index charges it. If the index no longer knows the stored file,
-    /// it was evicted or cleared between the check and the rename (neither takes the key's
-    /// lock to forget an entry): the compressed file goes the same way.
+    /// key's lock held): the index charges it. If the index knows neither file, the entry was
+    /// evicted or cleared between the check and the rename (neither takes the key's lock to
+    /// forget an entry): the compressed file goes the same way. (Nothing else changes the
+    /// entry while the key's lock is held exclusively: writes and removals take it.)
     fn compacted_in_place(&self, fs: &dyn Fs, hash: &KeyHash, tag: u32, file: &[u8]) {
         self.counters.entries_compressed.inc();
         self.counters.entries_compacted.inc();
-        if self
-            .index()
-            .recharge(hash, tag, file.len() as u64, file_tag(file))
+        let new_tag = file_tag(file);
         {
-            return;
+            let mut ix = self.index();
+            if ix.recharge(hash, tag, file.len() as u64, new_tag)
+                || ix.tag_of(hash) == Some(new_tag)
+            {
+                // Charged now, or already: a read that found the compressed file between the
+                // rename and here recorded it (readers take no key lock).
+                return;
+            }
         }
         match fs.remove_file(&self.layout.entry_path(hash)) {
             Ok(()) => {}

@@ -456,27 +456,42 @@ fn a_clear_during_the_compaction_is_not_undone() {
 fn an_eviction_during_the_compaction_is_not_undone() {
     let dir = tempfile::tempdir().unwrap();
     let fs = Between::new();
-    // Room for one stored 40 KB entry and a bit: the second write evicts the first.
+    // An 80 KiB budget; 9 KB entries (stored, at most an eighth of it) charge 12 KiB and a
+    // directory entry each, plus their fan-out directories: eight more writes evict the first.
     let cfg = StoreConfig {
-        capacity_bytes: 60 << 10,
+        capacity_bytes: 80 << 10,
         ..config(true)
     };
-    let other = text(40_000, 15);
     let (store, done) = race(
         &fs,
         dir.path(),
         cfg,
         b"k",
-        &text(40_000, 14),
+        &text(9_000, 14),
         move |s, fs| {
-            s.write(fs, b"other", &layout::key_hash(b"other"), &other, meta(0))
+            for i in 0..8u8 {
+                let key = [b'o', i];
+                s.write(
+                    fs,
+                    &key,
+                    &layout::key_hash(&key),
+                    &text(9_000, 30 + u64::from(i)),
+                    meta(0),
+                )
                 .unwrap();
+            }
         },
     );
     assert_eq!(done, Compacted::Superseded);
     assert_eq!(on_disk(dir.path(), &layout::key_hash(b"k")), None);
     assert_eq!(value_of(&store, &*fs, b"k"), None);
-    assert_eq!(store.usage().0, 1);
+    // The index counts exactly the entry files left.
+    let files: usize = std::fs::read_dir(dir.path().join("v2"))
+        .unwrap()
+        .map(|d| std::fs::read_dir(d.unwrap().path()).unwrap().count())
+        .sum();
+    assert_eq!(store.usage().0 as usize, files);
+    assert!(files < 8, "{files}");
     assert_eq!(temp_files(dir.path()), 0);
 }
 

@@ -959,10 +959,20 @@ impl WarmStore {
         let mut file: std::borrow::Cow<'_, [u8]> = match encoded {
             None if compact_later => {
                 let stored = format::encode(key, value, meta, 0)?;
+                let len = stored.len() as u64;
                 let unit = self.unit.load(Ordering::Relaxed).min(STORED_MAX_BYTES);
-                // One the level would not compress anyway: a stored entry like any other.
-                compact_later = self.config.compression_level != 0 && stored.len() as u64 > unit;
-                std::borrow::Cow::Owned(stored)
+                if self.config.compression_level == 0 || len <= unit {
+                    // One the level would not compress anyway: a stored entry like any other.
+                    compact_later = false;
+                    std::borrow::Cow::Owned(stored)
+                } else if len > self.config.capacity_bytes / compact::PRESSING_SHARE {
+                    // Large for the budget: stored, it would evict entries its compressed
+                    // file fits beside (r27, F8). Compressed now.
+                    compact_later = false;
+                    std::borrow::Cow::Owned(self.encode(key, value, meta)?)
+                } else {
+                    std::borrow::Cow::Owned(stored)
+                }
             }
             None => std::borrow::Cow::Owned(self.encode(key, value, meta)?),
             Some(cell) => {
@@ -970,16 +980,11 @@ impl WarmStore {
                 std::borrow::Cow::Borrowed(&shared[..])
             }
         };
-        let needs = |len: u64| {
+        let needs = {
             let ix = self.index();
-            ix.charge(len).saturating_add(ix.unit())
+            ix.charge(file.len() as u64).saturating_add(ix.unit())
         };
-        if compact_later && needs(file.len() as u64) > self.config.capacity_bytes {
-            // Stored, it would not fit the budget; compressed, it may.
-            file = std::borrow::Cow::Owned(self.encode(key, value, meta)?);
-            compact_later = false;
-        }
-        if needs(file.len() as u64) > self.config.capacity_bytes {
+        if needs > self.config.capacity_bytes {
             // This value stays memory-only; an older file of the key must not outlive it.
             // If it cannot be deleted, the write failed (and is retried), so that a value that
             // lives in memory only never leaves an older file behind.
@@ -989,28 +994,36 @@ impl WarmStore {
         // Too little space: once more after deferred closes freed what they held (see
         // `write_temp`). One deadline for all checks' waits.
         let deadline = std::time::Instant::now().checked_add(self.config.space_wait);
-        let reserve = |len: u64| match self.check_space(fs, len, deadline) {
+        let reserve = |len: u64, headroom: u64, deadline: Option<std::time::Instant>| match self
+            .check_space_above(fs, len, deadline, headroom)
+        {
             Err(e)
                 if IoErrorKind::classify(&e) == IoErrorKind::NoSpace
                     && fs.settle_deferred_closes(SETTLE_CLOSES_MAX) =>
             {
-                self.check_space(fs, len, deadline)
+                self.check_space_above(fs, len, deadline, headroom)
             }
             r => r,
         };
-        let _reserved = match reserve(file.len() as u64) {
-            Err(e) if compact_later && super::space::is_below_floor(&e) => {
-                // Stored, it does not fit above the floor; compressed, it may: written so if
-                // it is smaller and fits (one more check, no second settle).
-                let compressed = self.encode(key, value, meta)?;
-                if compressed.len() >= file.len() {
-                    return Err(e);
+        let _reserved = if compact_later {
+            // Written stored only with room to compress it later too
+            // (`COMPACT_MIN_FREE_BYTES` above the floor, as the compaction asks), else it
+            // would stay stored; checked without waiting for writes in flight.
+            match reserve(file.len() as u64, compact::COMPACT_MIN_FREE_BYTES, None) {
+                Err(e) if super::space::is_below_floor(&e) => {
+                    // Compressed now if that is smaller (r27, F1: also with
+                    // `min_free_bytes(0)`), and checked against the floor alone.
+                    let compressed = self.encode(key, value, meta)?;
+                    if compressed.len() < file.len() {
+                        file = std::borrow::Cow::Owned(compressed);
+                    }
+                    compact_later = false;
+                    self.check_space(fs, file.len() as u64, deadline)?
                 }
-                file = std::borrow::Cow::Owned(compressed);
-                compact_later = false;
-                self.check_space(fs, file.len() as u64, deadline)?
+                r => r?,
             }
-            r => r?,
+        } else {
+            reserve(file.len() as u64, 0, deadline)?
         };
         let file: &[u8] = &file;
         let len = file.len() as u64;
@@ -1245,7 +1258,18 @@ impl WarmStore {
         len: u64,
         deadline: Option<std::time::Instant>,
     ) -> io::Result<Reserved<'_>> {
-        let floor = self.free_floor(fs)?;
+        self.check_space_above(fs, len, deadline, 0)
+    }
+
+    /// [`WarmStore::check_space`] with `headroom` more bytes to leave free than the floor.
+    fn check_space_above(
+        &self,
+        fs: &dyn Fs,
+        len: u64,
+        deadline: Option<std::time::Instant>,
+        headroom: u64,
+    ) -> io::Result<Reserved<'_>> {
+        let floor = self.free_floor(fs)?.saturating_add(headroom);
         if floor == 0 {
             return Ok(Reserved::none());
         }
