@@ -59,8 +59,24 @@ fn meta() -> EntryMeta {
 /// Chat-like text of `n` bytes, varied by `seed` (compresses well at level 3).
 fn text(n: usize, seed: u64) -> Vec<u8> {
     let words = [
-        "assistant", "user", "the", "function", "call", "returned", "an", "error", "so", "we",
-        "retry", "with", "backoff", "and", "log", "it", "{\"role\":", "\"content\":",
+        "assistant",
+        "user",
+        "the",
+        "function",
+        "call",
+        "returned",
+        "an",
+        "error",
+        "so",
+        "we",
+        "retry",
+        "with",
+        "backoff",
+        "and",
+        "log",
+        "it",
+        "{\"role\":",
+        "\"content\":",
     ];
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut out = Vec::with_capacity(n + 16);
@@ -220,7 +236,10 @@ fn a_read_between_the_rename_and_the_recharge_does_not_delete_the_entry() {
         store.usage()
     );
     assert_eq!(file.as_ref().map(Vec::len), Some(want.len()));
-    assert!(file.as_deref() == Some(&want[..]), "not the compressed file");
+    assert!(
+        file.as_deref() == Some(&want[..]),
+        "not the compressed file"
+    );
     assert_eq!(store.usage(), (1, want.len() as u64, false));
     assert!(value_of(&store, &*fs, &key) == Some(value), "not served");
     assert_eq!(temp_files(dir.path()), 0);
@@ -274,10 +293,7 @@ fn the_allocation_unit_boundary_is_exact() {
     // 4097 bytes take two units stored; compressed they take one: compacted.
     assert_eq!(outcome(&store, &fs), "Done");
     let want = format::encode(b"b", &over, meta(), 3).unwrap();
-    assert_eq!(
-        on_disk(dir.path(), &layout::key_hash(b"b")).unwrap(),
-        want
-    );
+    assert_eq!(on_disk(dir.path(), &layout::key_hash(b"b")).unwrap(), want);
     assert_eq!(
         (counters.bytes_in.get(), counters.bytes_out.get()),
         (3984 + 3985, 4096 + want.len() as u64)

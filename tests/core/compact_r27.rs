@@ -160,9 +160,10 @@ fn a_value_that_fits_only_compressed_is_written_on_a_full_disk_with_background_c
 // ---------------------------------------------------------------------------------------
 
 const INODES_ROLE: &str = "r27-inodes";
+const INODES_ROLE_OFF: &str = "r27-inodes-off";
 const INODE_KEYS: usize = 8;
 
-fn inodes_child() {
+fn inodes_child(background: bool) {
     // 256 MiB of bytes (far above the compaction's 64 MiB reserve), 96 inodes.
     let mnt = child_tmpfs("size=256m,nr_inodes=96");
     let rt = runtime();
@@ -177,6 +178,7 @@ fn inodes_child() {
                     .open_timeout(HOUR)
                     .max_open_timeout(HOUR)
                     .recovery_interval(HOUR)
+                    .compress_in_background(background)
             })
             .await;
         let values: Vec<Vec<u8>> = (0..INODE_KEYS)
@@ -210,7 +212,7 @@ fn inodes_child() {
         .await;
         let s = cache.stats();
         println!(
-            "made {made} fillers; compactions {}, backlog {}, breaker {:?}, no-space errors {:?}",
+            "background {background}: made {made} fillers; compactions {}, backlog {}, breaker {:?}, no-space errors {:?}",
             s.warm_compactions,
             s.warm_compaction_backlog,
             cache.breaker_state(),
@@ -237,11 +239,31 @@ fn inodes_child() {
 #[ignore = "R27-F2: compactions failing with ENOSPC on a volume out of inodes open the breaker; warm reads then miss"]
 fn compactions_on_a_volume_out_of_inodes_do_not_open_the_breaker() {
     if is_child(INODES_ROLE) {
-        return inodes_child();
+        return inodes_child(true);
+    }
+    if is_child(INODES_ROLE_OFF) {
+        return;
     }
     run_child(
         "compact_r27::compactions_on_a_volume_out_of_inodes_do_not_open_the_breaker",
         INODES_ROLE,
+        true,
+    );
+}
+
+/// Guard for R27-F2: with background compression off, the same cache on the same volume
+/// out of inodes keeps its breaker closed and serves every value.
+#[test]
+fn a_volume_out_of_inodes_keeps_serving_reads_with_background_compression_off() {
+    if is_child(INODES_ROLE_OFF) {
+        return inodes_child(false);
+    }
+    if is_child(INODES_ROLE) {
+        return;
+    }
+    run_child(
+        "compact_r27::a_volume_out_of_inodes_keeps_serving_reads_with_background_compression_off",
+        INODES_ROLE_OFF,
         true,
     );
 }
@@ -767,4 +789,118 @@ fn acked_writes_survive_a_kill_during_their_compactions() {
         assert!(wait_until(WAIT, || cache.temp_names().is_empty()).await);
         cache.close().await.unwrap();
     });
+}
+
+// ---------------------------------------------------------------------------------------
+// R27-F7: a read-only remount (an operator's, or ext4's errors=remount-ro) makes the waiting
+// compactions fail with EROFS; they open the breaker, and reads, which a read-only volume
+// serves, miss.
+// ---------------------------------------------------------------------------------------
+
+const RO_ROLE: &str = "r27-read-only";
+const RO_ROLE_OFF: &str = "r27-read-only-off";
+
+fn read_only_child(background: bool) {
+    let mnt = child_tmpfs("size=256m");
+    let rt = runtime();
+    rt.block_on(async {
+        let cache = support::dir_in(tempfile::TempDir::new_in(&mnt).unwrap())
+            .open_cache(|b| {
+                b.write_policy(WritePolicy::WriteThrough)
+                    .durability(Durability::NoSync)
+                    .hot_capacity_bytes(1)
+                    .failure_threshold(3)
+                    .memory_only_after(1000)
+                    .open_timeout(HOUR)
+                    .max_open_timeout(HOUR)
+                    .recovery_interval(HOUR)
+                    .compress_in_background(background)
+            })
+            .await;
+        let values: Vec<Vec<u8>> = (0..INODE_KEYS)
+            .map(|i| text(700 + i as u64, 20_000))
+            .collect();
+        for (i, v) in values.iter().enumerate() {
+            cache.set_bytes(format!("k{i}"), v).await.unwrap();
+        }
+        // Read-only now (retried while a file is open for writing, as an operator would).
+        let d = mnt.to_str().unwrap();
+        let mut remounted = false;
+        for _ in 0..1000 {
+            let out = std::process::Command::new("mount")
+                .args(["-o", "remount,ro", d])
+                .output()
+                .unwrap();
+            if out.status.success() {
+                remounted = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(remounted);
+        wait_until(
+            if background {
+                WAIT
+            } else {
+                Duration::from_secs(1)
+            },
+            || {
+                cache.stats().warm_compaction_backlog == 0
+                    || cache.breaker_state() != BreakerState::Closed
+            },
+        )
+        .await;
+        let s = cache.stats();
+        println!(
+            "background {background}: compactions {}, backlog {}, breaker {:?}, errors {:?}",
+            s.warm_compactions,
+            s.warm_compaction_backlog,
+            cache.breaker_state(),
+            s.disk_errors_by_kind
+        );
+        assert_eq!(cache.breaker_state(), BreakerState::Closed);
+        let mut served = 0;
+        for (i, v) in values.iter().enumerate() {
+            if cache.get_bytes(format!("k{i}")).await.unwrap().as_deref() == Some(&v[..]) {
+                served += 1;
+            }
+        }
+        assert_eq!(served, INODE_KEYS);
+        let _ = cache.close().await;
+    });
+}
+
+/// R27-F7 (see the section comment). Before the change a process that only reads never
+/// wrote, and a read-only volume kept serving it.
+#[test]
+#[ignore = "R27-F7: after a read-only remount, compactions failing with EROFS open the breaker; reads a read-only volume serves then miss"]
+fn compactions_on_a_volume_remounted_read_only_do_not_stop_its_reads() {
+    if is_child(RO_ROLE) {
+        return read_only_child(true);
+    }
+    if is_child(RO_ROLE_OFF) {
+        return;
+    }
+    run_child(
+        "compact_r27::compactions_on_a_volume_remounted_read_only_do_not_stop_its_reads",
+        RO_ROLE,
+        true,
+    );
+}
+
+/// Guard for R27-F7: with background compression off, the same cache keeps serving every
+/// value from the read-only volume, breaker closed.
+#[test]
+fn a_volume_remounted_read_only_keeps_serving_reads_with_background_compression_off() {
+    if is_child(RO_ROLE_OFF) {
+        return read_only_child(false);
+    }
+    if is_child(RO_ROLE) {
+        return;
+    }
+    run_child(
+        "compact_r27::a_volume_remounted_read_only_keeps_serving_reads_with_background_compression_off",
+        RO_ROLE_OFF,
+        true,
+    );
 }
