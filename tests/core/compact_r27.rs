@@ -904,3 +904,90 @@ fn a_volume_remounted_read_only_keeps_serving_reads_with_background_compression_
         true,
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// R27-F8: a value the budget holds compressed beside the entries already there is written
+// stored, charged ~3x, and evicts them for good, however idle the disk.
+// ---------------------------------------------------------------------------------------
+
+/// A 1 MiB warm budget holding six 100 KB answers, compacted (about 36 KB each) while the
+/// disk is idle; then one 850 KB answer (about 300 KB compressed: everything fits, with
+/// 500 KB to spare). Nothing should be evicted, and all seven must be served. Returns the
+/// evictions and the number of the first six still served.
+async fn one_large_write_into_a_compacted_budget(background: bool) -> (u64, usize) {
+    let cache = support::open(|b| {
+        b.write_policy(WritePolicy::WriteThrough)
+            .hot_capacity_bytes(1)
+            .warm_capacity_bytes(1 << 20)
+            .compress_in_background(background)
+    })
+    .await;
+    let small: Vec<Vec<u8>> = (0..6).map(|i| text(800 + i, 100_000)).collect();
+    for (i, v) in small.iter().enumerate() {
+        cache.set_bytes(format!("s{i}"), v).await.unwrap();
+    }
+    assert!(wait_until(WAIT, || cache.stats().bytes_written_uncompressed == 600_000).await);
+    assert_eq!(cache.stats().warm_evictions, 0);
+    let big = text(900, 850_000);
+    cache.set_bytes("big", &big).await.unwrap();
+    assert!(
+        wait_until(WAIT, || cache.stats().bytes_written_uncompressed
+            == 1_450_000)
+        .await
+    );
+    let s = cache.stats();
+    println!(
+        "background {background}: evictions {}, entries {}, warm bytes {}",
+        s.warm_evictions, s.warm_entries, s.warm_bytes
+    );
+    let mut served = 0;
+    for (i, v) in small.iter().enumerate() {
+        if cache.get_bytes(format!("s{i}")).await.unwrap().as_deref() == Some(&v[..]) {
+            served += 1;
+        }
+    }
+    assert_eq!(
+        cache.get_bytes("big").await.unwrap().as_deref(),
+        Some(&big[..])
+    );
+    cache.close().await.unwrap();
+    (s.warm_evictions, served)
+}
+
+/// Guard for R27-F8: with background compression off, nothing is evicted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_large_write_into_a_budget_evicts_nothing_with_background_compression_off() {
+    assert_eq!(one_large_write_into_a_compacted_budget(false).await, (0, 6));
+}
+
+/// R27-F8: on (the default), the stored 850 KB file is charged beside the six, over the
+/// budget: entries are evicted at the write, and stay gone once the big one is compacted.
+/// The builder docs promise fewer entries only for "a budget filled faster than the disk is
+/// ever idle"; here the disk was idle before and after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "R27-F8: one stored-first write evicts entries for good that its compressed file fits beside, on an idle disk"]
+async fn one_large_write_into_a_budget_evicts_nothing_with_background_compression_on() {
+    assert_eq!(one_large_write_into_a_compacted_budget(true).await, (0, 6));
+}
+
+/// Guard: a typed value (JSON codec, encoding flags in the header) written stored and
+/// compacted keeps its encoding: read back as the same struct before and after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_typed_value_keeps_its_encoding_through_the_compaction() {
+    let mut cache = support::open(|b| {
+        b.write_policy(WritePolicy::WriteThrough)
+            .hot_capacity_bytes(1)
+    })
+    .await;
+    let answer = support::answer(&mut Rng::new(31), 40_000, 3);
+    cache.set("typed", &answer).await.unwrap();
+    assert!(wait_until(WAIT, || cache.stats().warm_compactions == 1).await);
+    let len = entry_file_len(cache.dir_root(), "typed");
+    assert!(len * 2 < answer.text.len() as u64, "{len}");
+    let got: Option<support::Answer> = cache.get("typed").await.unwrap();
+    assert_eq!(got.as_ref(), Some(&answer));
+    cache.reopen().await;
+    let got: Option<support::Answer> = cache.get("typed").await.unwrap();
+    assert_eq!(got, Some(answer));
+    cache.close().await.unwrap();
+}
