@@ -991,3 +991,72 @@ async fn a_typed_value_keeps_its_encoding_through_the_compaction() {
     assert_eq!(got, Some(answer));
     cache.close().await.unwrap();
 }
+
+/// Guard: with the shared tier (feature `redis`; an in-memory server), a large value is
+/// compressed once, before both writes: the disk file is the compressed one at once, nothing
+/// waits for a compaction, and the server holds the same bytes.
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_shared_tier_a_value_is_compressed_once_for_both_tiers() {
+    let server = answercache::testing::MemoryShared::new();
+    let cache = support::open(|b| {
+        b.write_policy(WritePolicy::WriteThrough)
+            .hot_capacity_bytes(1)
+            .shared(server.config().prefix("r27"))
+    })
+    .await;
+    assert!(wait_until(WAIT, || cache.shared_state() == Some(BreakerState::Closed)).await);
+    let v = text(41, 50_000);
+    cache.set_bytes("s", &v).await.unwrap();
+    cache.flush().await.unwrap();
+    let file = std::fs::read(support::entry_path(cache.dir_root(), "s")).unwrap();
+    assert!(file.len() * 2 < v.len(), "{}", file.len());
+    let s = cache.stats();
+    assert_eq!((s.warm_compaction_backlog, s.warm_compactions), (0, 0));
+    assert!(wait_until(WAIT, || server.keys().iter().any(|k| k.starts_with("r27"))).await);
+    let keys = server.keys();
+    let raws: Vec<Vec<u8>> = keys.iter().filter_map(|k| server.raw(k)).collect();
+    println!(
+        "server keys {keys:?}, raw lengths {:?}, file {}",
+        raws.iter().map(Vec::len).collect::<Vec<_>>(),
+        file.len()
+    );
+    assert!(
+        raws.iter().any(|r| r == &file),
+        "the server holds the file's bytes"
+    );
+    assert_eq!(cache.get_bytes("s").await.unwrap().as_deref(), Some(&v[..]));
+    cache.close().await.unwrap();
+}
+
+/// Guard: a compaction hung in the file system (a stalled mount: its temp-file write never
+/// returns until released) does not hold up `close`; released afterwards, it lands or not,
+/// and the next instance serves the exact value with no temp file left after its sweep.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_does_not_wait_for_a_hung_compaction() {
+    let mut cache = support::dir()
+        .fault_fs()
+        .open_cache(|b| {
+            b.write_policy(WritePolicy::WriteThrough)
+                .durability(Durability::Fsync)
+                .hot_capacity_bytes(1)
+        })
+        .await;
+    let v = text(13, 70_000);
+    cache.set_bytes("h", &v).await.unwrap();
+    cache.fs().add_rule(
+        Rule::new(Fault::Hang)
+            .ops(&[FsOp::WriteNew])
+            .path_contains("tmp")
+            .times(1),
+    );
+    assert!(wait_until(WAIT, || cache.fs().faults_injected() == 1).await);
+    let closed = tokio::time::timeout(Duration::from_secs(30), cache.close()).await;
+    assert!(matches!(closed, Ok(Ok(()))), "{closed:?}");
+    cache.fs().release_hangs();
+    cache.reopen_after_close().await;
+    assert_eq!(cache.get_bytes("h").await.unwrap().as_deref(), Some(&v[..]));
+    assert!(wait_until(WAIT, || cache.temp_names().is_empty()).await);
+    assert_eq!(cache.entry_names().len(), 1);
+    cache.close().await.unwrap();
+}
