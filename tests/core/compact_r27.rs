@@ -1060,3 +1060,52 @@ async fn close_does_not_wait_for_a_hung_compaction() {
     assert_eq!(cache.entry_names().len(), 1);
     cache.close().await.unwrap();
 }
+
+/// R27-F6 through the public API: three tasks read one hot key (warm reads: hot tier of one
+/// byte) while it is set again and compacted, 20 rounds. After each round's compaction the
+/// entry file must be at its path and the value served. A compaction whose recharge finds the
+/// index entry touched by a read of the compressed file deletes the file (see the lib test
+/// `warm::compact_r27_tests::a_read_between_the_rename_and_the_recharge_does_not_delete_the_entry`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "R27-F6: a hot key read while it is compacted loses its entry file (the compaction deletes it)"]
+async fn a_hot_key_read_during_its_compactions_keeps_its_file() {
+    let cache = std::sync::Arc::new(
+        support::open(|b| {
+            b.write_policy(WritePolicy::WriteThrough)
+                .durability(Durability::NoSync)
+                .hot_capacity_bytes(1)
+                .page_cache_reads(true)
+        })
+        .await,
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..3)
+        .map(|_| {
+            let (cache, stop) = (cache.clone(), stop.clone());
+            tokio::spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = cache.get_bytes("hot").await;
+                    // An inline read may complete without yielding: leave the workers to
+                    // the compactor and the timers too.
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    let mut lost = Vec::new();
+    for round in 0..20u64 {
+        let v = text(1000 + round, 12_000);
+        cache.set_bytes("hot", &v).await.unwrap();
+        assert!(wait_until(WAIT, || cache.stats().warm_compactions == round + 1).await);
+        if !cache.on_disk("hot") {
+            lost.push(round);
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for r in readers {
+        r.await.unwrap();
+    }
+    println!("rounds whose compaction lost the file: {lost:?}");
+    assert_eq!(lost, Vec::<u64>::new());
+    cache.close().await.unwrap();
+}
