@@ -15,6 +15,9 @@
 //!   deleting only the file a read judged (tools use [`walk::remove_if_unchanged`]).
 
 #[cfg(test)]
+#[path = "compact_r27_tests.rs"]
+mod compact_r27_tests;
+#[cfg(test)]
 mod encode_tests;
 pub(crate) mod encoded;
 pub mod format;

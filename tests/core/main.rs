@@ -12,6 +12,7 @@
 
 mod bounds;
 mod closer;
+mod compact_r27;
 mod compaction;
 mod hostile;
 mod inline_reads;
