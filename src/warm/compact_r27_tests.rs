@@ -201,7 +201,6 @@ impl Fs for AfterRename {
 /// the compressed tag, concludes "evicted or cleared meanwhile" and deletes the entry file:
 /// the durable value is gone from disk, and the index still charges it (a phantom).
 #[test]
-#[ignore = "R27-F6: a read between the compaction's rename and its recharge makes the compaction delete the entry file"]
 fn a_read_between_the_rename_and_the_recharge_does_not_delete_the_entry() {
     let dir = tempfile::tempdir().unwrap();
     let fs = AfterRename::new();
@@ -397,7 +396,6 @@ fn near_the_floor_a_value_that_fits_compressed_is_written_compressed() {
 /// index-lock traffic makes the compaction wait for the lock between its rename and its
 /// recharge, so the window is wide under read load).
 #[test]
-#[ignore = "R27-F6 (stress): real reader threads, no injected step: compactions delete the entry file"]
 fn a_reader_thread_racing_compactions_never_loses_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let fs = Arc::new(StdFs::new());
