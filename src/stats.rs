@@ -320,7 +320,8 @@ pub struct Stats {
     /// Entries written stored and compressed in the background since
     /// ([`Builder::compress_in_background`](crate::Builder::compress_in_background)).
     pub warm_compactions: u64,
-    /// Entries written stored that wait for their background compression now.
+    /// Entries written stored that wait for their background compression now (one being
+    /// compressed no longer counts).
     pub warm_compaction_backlog: u64,
     /// Entry files written.
     pub writes_ok: u64,

@@ -201,6 +201,10 @@ impl WarmStore {
     }
 
     fn compact(&self, fs: &dyn Fs, hash: &KeyHash, tag: u32, now_ms: u64) -> io::Result<Compacted> {
+        if self.dir_lock.get().is_none() {
+            // No directory lock (see `key_lock`): known before any work.
+            return Ok(Compacted::Unordered);
+        }
         if self.index().tag_of(hash) != Some(tag) {
             return Ok(Compacted::Superseded);
         }
