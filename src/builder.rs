@@ -408,13 +408,18 @@ impl Builder {
     /// disk.
     ///
     /// The costs: a large entry is written twice, and until its compaction it takes (and the
-    /// warm budget charges) its stored size, so a budget filled faster than the disk is ever
-    /// idle holds fewer entries. The compressed file replaces the stored one only if that is
-    /// still the file at the entry path (checked under the key's lock, also across processes),
-    /// durable before it replaces it. Entries still stored when the cache closes stay stored
-    /// (valid, larger) until they are written again. `false`: every entry is compressed
-    /// before its write, as in earlier releases. Values written through the shared tier too
-    /// are compressed once, before both writes, either way. Both values are valid.
+    /// warm budget charges) its stored size. Bounds: an entry is written stored only if its
+    /// stored file is at most an eighth of the warm budget and the volume keeps 64 MiB free
+    /// above `min_free_bytes` besides it (else it is compressed first); under writes that
+    /// never pause the compactor still runs once a second, and without waiting once the
+    /// entries waiting take an eighth of the budget. The compressed file replaces the stored
+    /// one only if that is still the file at the entry path (checked under the key's lock,
+    /// also across processes), durable before it replaces it. Compactions never count
+    /// against the breaker; one that fails pauses them for 30 s. `close` waits for a
+    /// compaction in flight (at most `io_timeout`); entries still waiting stay stored (valid,
+    /// larger) until they are written again. `false`: every entry is compressed before its
+    /// write, as in earlier releases. Values written through the shared tier too are
+    /// compressed once, before both writes, either way. Both values are valid.
     pub fn compress_in_background(mut self, enabled: bool) -> Self {
         self.config.compress_in_background = enabled;
         self

@@ -322,4 +322,4 @@ impl WarmStore {
 
 #[cfg(test)]
 #[path = "compact_tests.rs"]
-mod tests;
+pub(super) mod tests;

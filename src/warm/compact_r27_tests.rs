@@ -6,17 +6,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
-use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use crate::fs::{DirEntryInfo, FileRead, Fs, StdFs};
+use crate::fs::{Fs, StdFs};
 use crate::stats::Counters;
 use crate::testing::FaultFs;
 use crate::warm::format::{self, EntryMeta, Limits};
 use crate::warm::layout::{self, KeyHash, Layout};
 use crate::warm::quarantine::QuarantineLimits;
-use crate::warm::store::{ReadOutcome, StoreConfig, WarmStore, WriteOutcome};
+use crate::warm::store::{ReadOutcome, StepFs, StoreConfig, WarmStore, WriteOutcome};
 
 const NOW: u64 = 1_700_000_000_000;
 
@@ -120,80 +119,6 @@ fn outcome(store: &WarmStore, fs: &dyn Fs) -> String {
     done.split_whitespace().next().unwrap().to_owned()
 }
 
-/// An `Fs` that runs a step once, right after the next rename of a temp file onto an entry
-/// path succeeded (armed after the write under test: the compaction's rename), before the
-/// renaming call returns to the compaction, which then recharges the index.
-struct AfterRename {
-    inner: StdFs,
-    step: Mutex<Option<Box<dyn FnOnce() + Send>>>,
-    renames: Mutex<Vec<(PathBuf, PathBuf)>>,
-}
-
-impl AfterRename {
-    fn new() -> Arc<Self> {
-        Arc::new(AfterRename {
-            inner: StdFs::new(),
-            step: Mutex::new(None),
-            renames: Mutex::new(Vec::new()),
-        })
-    }
-
-    fn after_next_rename(&self, f: impl FnOnce() + Send + 'static) {
-        *self.step.lock().unwrap() = Some(Box::new(f));
-    }
-}
-
-impl std::fmt::Debug for AfterRename {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("AfterRename")
-    }
-}
-
-impl Fs for AfterRename {
-    fn read_file(&self, path: &Path, max: u64) -> io::Result<FileRead> {
-        self.inner.read_file(path, max)
-    }
-    fn read_prefix(&self, path: &Path, n: usize) -> io::Result<FileRead> {
-        self.inner.read_prefix(path, n)
-    }
-    fn write_new(&self, path: &Path, data: &[u8], sync: bool) -> io::Result<()> {
-        self.inner.write_new(path, data, sync)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.renames
-            .lock()
-            .unwrap()
-            .push((from.to_owned(), to.to_owned()));
-        self.inner.rename(from, to)?;
-        let step = self.step.lock().unwrap().take();
-        if let Some(step) = step {
-            step();
-        }
-        Ok(())
-    }
-    fn rename_noreplace(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.inner.rename_noreplace(from, to)
-    }
-    fn remove_file(&self, path: &Path) -> io::Result<()> {
-        self.inner.remove_file(path)
-    }
-    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        self.inner.create_dir_all(path)
-    }
-    fn read_dir(&self, path: &Path) -> io::Result<Vec<DirEntryInfo>> {
-        self.inner.read_dir(path)
-    }
-    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
-        self.inner.remove_dir_all(path)
-    }
-    fn sync_dir(&self, path: &Path) -> io::Result<()> {
-        self.inner.sync_dir(path)
-    }
-    fn available_space(&self, path: &Path) -> io::Result<u64> {
-        self.inner.available_space(path)
-    }
-}
-
 /// R27-F6. A reader that reads the key between the compaction's rename and its recharge
 /// (readers take no key lock: nothing orders them with the compaction) reads the compressed
 /// file and records it in the index (`touch_unless_changed`: the index entry is still the one
@@ -203,7 +128,7 @@ impl Fs for AfterRename {
 #[test]
 fn a_read_between_the_rename_and_the_recharge_does_not_delete_the_entry() {
     let dir = tempfile::tempdir().unwrap();
-    let fs = AfterRename::new();
+    let fs = StepFs::new();
     let (store, _) = open_with(&*fs, dir.path(), config());
     let store = Arc::new(store);
     let (key, value) = (b"chat:42".to_vec(), text(48_000, 1));

@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use super::{Compacted, BACKLOG_MAX};
@@ -264,35 +264,43 @@ fn a_removed_or_expired_entry_is_not_compacted() {
     assert_eq!(temp_files(dir.path()), 0);
 }
 
-/// An `Fs` that runs a step once, when the compaction writes its temp file (after it read and
-/// judged the stored file, before it takes the key's lock and renames).
-struct Between {
+type Step = Box<dyn FnOnce() + Send>;
+
+/// An `Fs` over the real one that runs a step once: before the next `write_new` (the
+/// compaction's temp file: after it read and judged the stored file, before it takes the key's
+/// lock and renames), or right after the next `rename` that succeeds (the compaction's: before
+/// it charges the index). Shared with `warm::compact_r27_tests`.
+pub(crate) struct StepFs {
     inner: StdFs,
-    step: Mutex<Option<Box<dyn FnOnce() + Send>>>,
-    renames: Mutex<Vec<(PathBuf, PathBuf)>>,
+    before_write: Mutex<Option<Step>>,
+    after_rename: Mutex<Option<Step>>,
 }
 
-impl Between {
-    fn new() -> Arc<Self> {
-        Arc::new(Between {
+impl StepFs {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(StepFs {
             inner: StdFs::new(),
-            step: Mutex::new(None),
-            renames: Mutex::new(Vec::new()),
+            before_write: Mutex::new(None),
+            after_rename: Mutex::new(None),
         })
     }
 
-    fn before_next_write(&self, f: impl FnOnce() + Send + 'static) {
-        *self.step.lock().unwrap() = Some(Box::new(f));
+    pub(crate) fn before_next_write(&self, f: impl FnOnce() + Send + 'static) {
+        *self.before_write.lock().unwrap() = Some(Box::new(f));
+    }
+
+    pub(crate) fn after_next_rename(&self, f: impl FnOnce() + Send + 'static) {
+        *self.after_rename.lock().unwrap() = Some(Box::new(f));
     }
 }
 
-impl std::fmt::Debug for Between {
+impl std::fmt::Debug for StepFs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Between")
+        f.write_str("StepFs")
     }
 }
 
-impl Fs for Between {
+impl Fs for StepFs {
     fn read_file(&self, path: &Path, max: u64) -> io::Result<FileRead> {
         self.inner.read_file(path, max)
     }
@@ -300,18 +308,19 @@ impl Fs for Between {
         self.inner.read_prefix(path, n)
     }
     fn write_new(&self, path: &Path, data: &[u8], sync: bool) -> io::Result<()> {
-        let step = self.step.lock().unwrap().take();
+        let step = self.before_write.lock().unwrap().take();
         if let Some(step) = step {
             step();
         }
         self.inner.write_new(path, data, sync)
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.renames
-            .lock()
-            .unwrap()
-            .push((from.to_owned(), to.to_owned()));
-        self.inner.rename(from, to)
+        self.inner.rename(from, to)?;
+        let step = self.after_rename.lock().unwrap().take();
+        if let Some(step) = step {
+            step();
+        }
+        Ok(())
     }
     fn rename_noreplace(&self, from: &Path, to: &Path) -> io::Result<()> {
         self.inner.rename_noreplace(from, to)
@@ -339,7 +348,7 @@ impl Fs for Between {
 /// Writes v1 of `key` stored through `fs`, runs `step(store)` between the compaction's
 /// judgment and its rename, and returns what the compaction did.
 fn race(
-    fs: &Arc<Between>,
+    fs: &Arc<StepFs>,
     root: &Path,
     cfg: StoreConfig,
     key: &'static [u8],
@@ -360,7 +369,7 @@ fn race(
 #[test]
 fn an_overwrite_during_the_compaction_wins() {
     let dir = tempfile::tempdir().unwrap();
-    let fs = Between::new();
+    let fs = StepFs::new();
     let v2 = text(40_000, 9);
     let v2c = v2.clone();
     let (store, done) = race(
@@ -388,7 +397,7 @@ fn an_overwrite_during_the_compaction_wins() {
 #[test]
 fn another_processs_overwrite_during_the_compaction_wins() {
     let dir = tempfile::tempdir().unwrap();
-    let fs = Between::new();
+    let fs = StepFs::new();
     let v2 = text(40_000, 11);
     let (root, v2c) = (dir.path().to_owned(), v2.clone());
     // A second store on the same directory: another process, whose write this store's index
@@ -415,7 +424,7 @@ fn another_processs_overwrite_during_the_compaction_wins() {
 #[test]
 fn a_removal_during_the_compaction_is_not_undone() {
     let dir = tempfile::tempdir().unwrap();
-    let fs = Between::new();
+    let fs = StepFs::new();
     let (store, done) = race(
         &fs,
         dir.path(),
@@ -435,7 +444,7 @@ fn a_removal_during_the_compaction_is_not_undone() {
 #[test]
 fn a_clear_during_the_compaction_is_not_undone() {
     let dir = tempfile::tempdir().unwrap();
-    let fs = Between::new();
+    let fs = StepFs::new();
     let (store, done) = race(
         &fs,
         dir.path(),
@@ -455,7 +464,7 @@ fn a_clear_during_the_compaction_is_not_undone() {
 #[test]
 fn an_eviction_during_the_compaction_is_not_undone() {
     let dir = tempfile::tempdir().unwrap();
-    let fs = Between::new();
+    let fs = StepFs::new();
     // An 80 KiB budget; 9 KB entries (stored, at most an eighth of it) charge 12 KiB and a
     // directory entry each, plus their fan-out directories: eight more writes evict the first.
     let cfg = StoreConfig {

@@ -1979,6 +1979,8 @@ pub(crate) fn is_layout_blocked(e: &io::Error) -> bool {
 
 #[path = "compact.rs"]
 mod compact;
+#[cfg(test)]
+pub(crate) use compact::tests::StepFs;
 pub(crate) use compact::Backlog;
 
 #[cfg(test)]
