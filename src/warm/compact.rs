@@ -25,7 +25,7 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use super::{Hold, InFlight, WarmStore};
@@ -40,10 +40,10 @@ use crate::warm::take::is_not_found;
 /// stays stored (valid, larger) until it is written again: 65,536 × 56 bytes of queue at most.
 pub const BACKLOG_MAX: usize = 65_536;
 
-/// The free space, above `min_free_bytes`, that a compaction leaves on the volume, and that an
-/// entry written stored first leaves besides its file (else it is compressed before its
-/// write): optional work never competes with callers' writes for the last of a disk, and an
-/// entry is written stored only where it can be compressed later.
+/// The free space, above `min_free_bytes`, that an entry written stored first leaves besides
+/// its file (else it is compressed before its write), so that the stored files never take the
+/// last of a disk; a write refused it makes the compactor press (see
+/// [`WarmStore::compaction_pressing`]) to give their space back.
 pub const COMPACT_MIN_FREE_BYTES: u64 = 64 << 20;
 
 /// The compactor stops waiting for idle moments once the entries waiting take more than one
@@ -61,7 +61,13 @@ pub(crate) struct Waiting {
     pub value_len: u64,
     /// The stored file's length.
     pub stored_len: u64,
+    /// Compactions of it that failed so far (see [`COMPACT_TRIES`]).
+    pub tries: u8,
 }
+
+/// The most times one entry's compaction is tried: after that many failures it stays stored
+/// (counted as written so), so that one entry on a bad sector cannot hold up the rest.
+pub const COMPACT_TRIES: u8 = 3;
 
 /// The entries written stored that wait for the compactor, and the activity it waits out.
 #[derive(Debug, Default)]
@@ -74,6 +80,12 @@ pub(crate) struct Backlog {
     writes: AtomicU64,
     /// The stored bytes of the entries waiting.
     bytes: AtomicU64,
+    /// Set when a write found too little room to be written stored (see
+    /// [`WarmStore::compaction_pressing`]); cleared when the backlog empties.
+    tight: AtomicBool,
+    /// Set by `close` (under the queue's lock): nothing is queued any more, so a write or a
+    /// failed compaction that ends after it counts its entry as written, stored.
+    closed: AtomicBool,
 }
 
 /// What one compaction step did.
@@ -95,7 +107,7 @@ pub(crate) enum Compacted {
     NoGain,
     /// The directory lock does not work here (see the module docs): left stored.
     Unordered,
-    /// Too little free space to spare (see [`COMPACT_MIN_FREE_BYTES`]): left stored.
+    /// Too little free space above the floor for the compressed file: left stored.
     NoRoom,
 }
 
@@ -110,10 +122,10 @@ impl Backlog {
         self.writes.load(Ordering::Relaxed)
     }
 
-    /// Queues a stored file; `false` when [`BACKLOG_MAX`] wait already.
+    /// Queues a stored file; `false` when [`BACKLOG_MAX`] wait already or the cache closed.
     pub(super) fn push(&self, w: Waiting) -> bool {
         let mut q = crate::sync::lock(&self.queue);
-        if q.len() >= BACKLOG_MAX {
+        if q.len() >= BACKLOG_MAX || self.closed.load(Ordering::Relaxed) {
             return false;
         }
         q.push_back(w);
@@ -123,19 +135,32 @@ impl Backlog {
         true
     }
 
-    /// Puts an entry back at the head (a compaction that failed), if there is room.
-    fn push_front(&self, w: Waiting) {
-        let mut q = crate::sync::lock(&self.queue);
-        if q.len() < BACKLOG_MAX {
-            q.push_front(w);
-            self.bytes.fetch_add(w.stored_len, Ordering::Relaxed);
+    /// Queues again, at the back, an entry whose compaction failed, unless it failed
+    /// [`COMPACT_TRIES`] times, or the backlog is full or closed: `false`, it stays stored.
+    fn retry(&self, mut w: Waiting) -> bool {
+        w.tries = w.tries.saturating_add(1);
+        if w.tries >= COMPACT_TRIES {
+            return false;
         }
+        self.push(w)
     }
 
     fn pop(&self) -> Option<Waiting> {
-        let w = crate::sync::lock(&self.queue).pop_front()?;
+        let mut q = crate::sync::lock(&self.queue);
+        let w = q.pop_front()?;
         self.bytes.fetch_sub(w.stored_len, Ordering::Relaxed);
+        if q.is_empty() {
+            self.tight.store(false, Ordering::Relaxed);
+        }
         Some(w)
+    }
+
+    /// Notes that a write found too little room to be written stored: the compactor stops
+    /// waiting for idle moments until the backlog is worked off.
+    pub(super) fn note_tight(&self) {
+        if self.len() > 0 {
+            self.tight.store(true, Ordering::Relaxed);
+        }
     }
 
     /// The stored bytes of the entries waiting.
@@ -160,12 +185,14 @@ impl WarmStore {
         &self.compactions
     }
 
-    /// Whether the entries waiting take so much of the warm budget (more than
-    /// [`PRESSING_SHARE`]) that the compactor no longer waits for the disk to be idle: under
-    /// writes that never pause, the budget would otherwise hold about a third of the entries
-    /// it holds compressed.
+    /// Whether the compactor no longer waits for the disk to be idle: the entries waiting
+    /// take more than one part in [`PRESSING_SHARE`] of the warm budget (under writes that
+    /// never pause, the budget would otherwise hold about a third of the entries it holds
+    /// compressed), or a write since found too little free space to be written stored (the
+    /// space the stored files hold is needed: r28, F3).
     pub(crate) fn compaction_pressing(&self) -> bool {
         self.compactions.bytes() > self.config.capacity_bytes / PRESSING_SHARE
+            || self.compactions.tight.load(Ordering::Relaxed)
     }
 
     /// Compresses the oldest entry waiting and puts it in place of its stored file (see the
@@ -179,8 +206,13 @@ impl WarmStore {
         };
         let done = self.compact(fs, &w.hash, w.tag, now_ms);
         match done {
-            // Tried again after the compactor's pause (the entry is stored and valid).
-            Err(_) => self.compactions.push_front(w),
+            // Tried again after the compactor's pause (the entry is stored and valid), behind
+            // the others; after `COMPACT_TRIES` failures it stays stored.
+            Err(_) => {
+                if !self.compactions.retry(w) {
+                    self.count_written(&w, w.stored_len);
+                }
+            }
             Ok(Compacted::Done { compressed, .. }) => self.count_written(&w, compressed),
             Ok(_) => self.count_written(&w, w.stored_len),
         }
@@ -195,8 +227,14 @@ impl WarmStore {
     /// Counts the entries still waiting as written, stored, and forgets them: the cache
     /// closes, and they stay stored (valid) until they are written again.
     pub(crate) fn close_backlog(&self) {
-        while let Some(w) = self.compactions.pop() {
-            self.count_written(&w, w.stored_len);
+        let left: Vec<Waiting> = {
+            let mut q = crate::sync::lock(&self.compactions.queue);
+            self.compactions.closed.store(true, Ordering::Relaxed);
+            self.compactions.bytes.store(0, Ordering::Relaxed);
+            q.drain(..).collect()
+        };
+        for w in &left {
+            self.count_written(w, w.stored_len);
         }
     }
 
@@ -244,10 +282,10 @@ impl WarmStore {
                 return Ok(Compacted::NoGain);
             }
         }
-        // Both files are on the volume until the rename. Optional work runs only with room to
-        // spare, `COMPACT_MIN_FREE_BYTES` above the floor, so that it never takes the space a
-        // caller's write needs. No wait: it runs when nothing else writes.
-        let _reserved = match self.check_space_above(fs, len, None, COMPACT_MIN_FREE_BYTES) {
+        // Both files are on the volume until the rename: the compressed one needs room above
+        // the floor like any write, and gives back more than it takes (the stored file). No
+        // wait: it runs when nothing else writes.
+        let _reserved = match self.check_space(fs, len, None) {
             Ok(r) => r,
             Err(e) if is_below_floor(&e) => return Ok(Compacted::NoRoom),
             Err(e) => return Err(e),

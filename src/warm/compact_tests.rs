@@ -539,6 +539,7 @@ fn the_backlog_is_bounded_and_an_entry_past_it_stays_stored() {
             tag: 1,
             value_len: 0,
             stored_len: 0,
+            tries: 0,
         }));
     }
     let len = written(store.write(&fs, b"k", &hash, &value, meta(0)).unwrap());

@@ -1012,7 +1012,9 @@ impl WarmStore {
             match reserve(file.len() as u64, compact::COMPACT_MIN_FREE_BYTES, None) {
                 Err(e) if super::space::is_below_floor(&e) => {
                     // Compressed now if that is smaller (r27, F1: also with
-                    // `min_free_bytes(0)`), and checked against the floor alone.
+                    // `min_free_bytes(0)`), and checked against the floor alone; the stored
+                    // files waiting give their space back without waiting for idle moments.
+                    self.compactions.note_tight();
                     let compressed = self.encode(key, value, meta)?;
                     if compressed.len() < file.len() {
                         file = std::borrow::Cow::Owned(compressed);
@@ -1097,6 +1099,7 @@ impl WarmStore {
                 tag: super::index::file_tag(file),
                 value_len: value.len() as u64,
                 stored_len: len,
+                tries: 0,
             });
         if !queued {
             // Counted with the file it ends with (see `compact_next`) when queued.
