@@ -1,0 +1,280 @@
+//! Adversarial tests (r28) of the fixes r27 brought to "durable first, compact later"
+//! (`COMPACT_R27_FINDINGS.md`): `close` and a compaction that outlives its wait, the
+//! free-space floor under concurrent writers and compactions on a real tmpfs (the F1 fix's
+//! `COMPACT_MIN_FREE_BYTES` headroom).
+//!
+//! Counts and values are exact; time only bounds how long a test waits for "eventually".
+//! Findings are `#[ignore]`d with their id (R28-Fn); see `COMPACT_R28_FINDINGS.md`.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use answercache::testing::{wait_until, Fault, FsOp, Rule};
+use answercache::workload::{markdown, Rng};
+use answercache::{BreakerState, Durability, WritePolicy};
+
+use crate::closer::{is_child, run_child, sh};
+use crate::support::{self, OnDisk};
+
+/// The directory `closer::run_child` hands its child.
+const CHILD_DIR_ENV: &str = "ANSWERCACHE_CLOSER_DIR";
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn text(seed: u64, len: usize) -> Vec<u8> {
+    markdown(&mut Rng::new(seed), len).into_bytes()
+}
+
+// ---------------------------------------------------------------------------------------
+// R28-F2: a compaction that outlives `close`'s wait (io_timeout) and then fails puts its
+// entry back into the backlog `close` emptied, and its write is never counted.
+// ---------------------------------------------------------------------------------------
+
+/// A write-through set of a 70 KB value (written stored, queued); its compaction's temp write
+/// hangs (a stalled mount), `close` gives up on it after `io_timeout` (300 ms) and returns;
+/// the mount then answers, and the compaction's rename fails (EIO). Promised (F4/F5 fixes):
+/// after `close` the backlog is empty and every entry written is counted once in the write
+/// counters (stored, when it stays stored). Observed: the failed compaction puts its entry
+/// back (`push_front`) after `close_backlog` ran: `warm_compaction_backlog` 1 after close,
+/// and the write is counted nowhere (`bytes_written_*` 0).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "R28-F2: a compaction failing after close's wait re-queues its entry into the emptied backlog; the write is never counted"]
+async fn a_compaction_failing_after_close_leaves_no_backlog_and_counts_its_write() {
+    let mut cache = support::dir()
+        .fault_fs()
+        .open_cache(|b| {
+            b.write_policy(WritePolicy::WriteThrough)
+                .durability(Durability::NoSync)
+                .hot_capacity_bytes(1)
+                .io_timeout(Duration::from_millis(300))
+        })
+        .await;
+    let v = text(28, 70_000);
+    cache.fs().add_rule(
+        Rule::new(Fault::Hang)
+            .ops(&[FsOp::WriteNew])
+            .path_contains("tmp")
+            .skip(1)
+            .times(1),
+    );
+    cache.set_bytes("late", &v).await.unwrap();
+    let stored = support::entry_path(cache.dir_root(), "late");
+    let stored = std::fs::metadata(stored).unwrap().len();
+    assert_eq!(cache.stats().warm_compaction_backlog, 1);
+    assert!(wait_until(WAIT, || cache.fs().faults_injected() == 1).await);
+    assert_eq!(
+        cache.stats().warm_compaction_backlog,
+        0,
+        "taken off the queue"
+    );
+    cache.close().await.unwrap();
+    let at_close = cache.stats();
+    println!(
+        "at close: backlog {}, bytes_written {} / {}",
+        at_close.warm_compaction_backlog,
+        at_close.bytes_written_uncompressed,
+        at_close.bytes_written_compressed
+    );
+    cache.fs().add_rule(
+        Rule::new(Fault::Errno(5))
+            .ops(&[FsOp::Rename])
+            .path_contains("tmp")
+            .times(1),
+    );
+    cache.fs().release_hangs();
+    assert!(wait_until(WAIT, || cache.fs().faults_injected() == 2).await);
+    // The failed compaction cleans up its temp file and, at once, gives its entry back.
+    assert!(wait_until(WAIT, || cache.temp_names().is_empty()).await);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let s = cache.stats();
+    println!(
+        "after the late failure: backlog {}, bytes_written {} / {}, compactions {}",
+        s.warm_compaction_backlog,
+        s.bytes_written_uncompressed,
+        s.bytes_written_compressed,
+        s.warm_compactions
+    );
+    assert_eq!(s.warm_compactions, 0);
+    assert_eq!(s.warm_compaction_backlog, 0, "an entry queued after close");
+    assert_eq!(
+        (s.bytes_written_uncompressed, s.bytes_written_compressed),
+        (v.len() as u64, stored),
+        "the write is counted once, stored"
+    );
+    cache.fs().clear_rules();
+    cache.reopen_after_close().await;
+    assert_eq!(
+        cache.get_bytes("late").await.unwrap().as_deref(),
+        Some(&v[..])
+    );
+    cache.close().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------
+// Guard: the free-space floor on a real tmpfs with concurrent writers and compactions.
+// ---------------------------------------------------------------------------------------
+
+const FLOOR_ROLE_ON: &str = "r28-floor-on";
+const FLOOR_ROLE_OFF: &str = "r28-floor-off";
+const FLOOR: u64 = 8 << 20;
+const FLOOR_TASKS: u64 = 4;
+const FLOOR_VALUES: u64 = 70;
+const FLOOR_VALUE: usize = 1 << 20;
+
+fn floor_value(task: u64, i: u64) -> Vec<u8> {
+    text(1000 * task + i, FLOOR_VALUE)
+}
+
+/// In a namespaced child: a 128 MiB tmpfs, `min_free_bytes` 8 MiB, a warm budget far over
+/// the volume (the floor is what binds), background compression `background`. Four tasks
+/// each set 70 values of 1 MiB of markdown (about 340 KB each compressed: 280 of them take
+/// about 95 MiB, which the 120 MiB above the floor hold) while the compactor works; a
+/// sampler reads the volume's free space every millisecond. The floor is never crossed (no
+/// sample under 8 MiB free, none at the end), the breaker stays closed, no temp file is left,
+/// every set succeeds (each value fits compressed), and after a restart every value is served
+/// exactly.
+fn floor_child(background: bool) {
+    let base = PathBuf::from(std::env::var_os(CHILD_DIR_ENV).unwrap());
+    let mnt = base.join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    sh(
+        "mount",
+        &[
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=128m",
+            "tmpfs",
+            mnt.to_str().unwrap(),
+        ],
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let cache = support::dir_in(tempfile::TempDir::new_in(&mnt).unwrap())
+            .open_cache(|b| {
+                b.write_policy(WritePolicy::WriteThrough)
+                    .durability(Durability::NoSync)
+                    .min_free_bytes(FLOOR)
+                    .warm_capacity_bytes(1 << 30)
+                    .hot_capacity_bytes(1)
+                    .compress_in_background(background)
+                    .failure_threshold(1000)
+                    .memory_only_after(1000)
+            })
+            .await;
+        let least = Arc::new(AtomicU64::new(u64::MAX));
+        let done = Arc::new(AtomicBool::new(false));
+        let sampler = {
+            let (least, done, mnt) = (least.clone(), done.clone(), mnt.clone());
+            std::thread::spawn(move || {
+                while !done.load(Ordering::Relaxed) {
+                    least.fetch_min(crate::settle::free_bytes(&mnt), Ordering::Relaxed);
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            })
+        };
+        let cache = Arc::new(cache);
+        let writers: Vec<_> = (0..FLOOR_TASKS)
+            .map(|t| {
+                let cache = cache.clone();
+                tokio::spawn(async move {
+                    let mut ok = Vec::new();
+                    for i in 0..FLOOR_VALUES {
+                        if cache
+                            .set_bytes(&format!("t{t}-{i}"), &floor_value(t, i))
+                            .await
+                            .is_ok()
+                        {
+                            ok.push((t, i));
+                        }
+                    }
+                    ok
+                })
+            })
+            .collect();
+        let mut ok = Vec::new();
+        for w in writers {
+            ok.extend(w.await.unwrap());
+        }
+        assert!(wait_until(WAIT, || cache.stats().warm_compaction_backlog == 0).await);
+        done.store(true, Ordering::Relaxed);
+        sampler.join().unwrap();
+        let s = cache.stats();
+        let least = least.load(Ordering::Relaxed);
+        println!(
+            "background {background}: ok {} of {}, least free {least}, free now {}, compactions {}, breaker {:?}, \
+             disk errors {:?}",
+            ok.len(),
+            FLOOR_TASKS * FLOOR_VALUES,
+            crate::settle::free_bytes(&mnt),
+            s.warm_compactions,
+            cache.breaker_state(),
+            s.disk_errors_by_kind
+        );
+        assert!(least >= FLOOR, "free space went to {least}, under the floor");
+        assert_eq!(ok.len(), (FLOOR_TASKS * FLOOR_VALUES) as usize, "sets refused");
+        assert!(crate::settle::free_bytes(&mnt) >= FLOOR);
+        assert_eq!(cache.breaker_state(), BreakerState::Closed);
+        assert!(cache.temp_names().is_empty());
+        let mut cache = Arc::try_unwrap(cache).ok().unwrap();
+        cache.close().await.ok();
+        cache.reopen_after_close().await;
+        for (t, i) in &ok {
+            assert_eq!(
+                cache
+                    .get_bytes(&format!("t{t}-{i}"))
+                    .await
+                    .unwrap()
+                    .as_deref(),
+                Some(&floor_value(*t, *i)[..]),
+                "t{t}-{i}"
+            );
+        }
+        cache.close().await.ok();
+        drop(cache);
+    });
+}
+
+/// Guard: background compression off (every file compressed before its write).
+#[test]
+fn the_floor_holds_and_every_value_fits_with_background_compression_off() {
+    if is_child(FLOOR_ROLE_OFF) {
+        return floor_child(false);
+    }
+    if is_child(FLOOR_ROLE_ON) {
+        return;
+    }
+    run_child(
+        "compact_r28::the_floor_holds_and_every_value_fits_with_background_compression_off",
+        FLOOR_ROLE_OFF,
+        true,
+    );
+}
+
+/// R28-F3: the same with background compression on (the default). The entries written
+/// stored while 64 MiB above the floor were free (`COMPACT_MIN_FREE_BYTES`) stay stored: the
+/// writes that follow take that headroom, and every compaction then finds `NoRoom` (it asks
+/// the same 64 MiB). About 55 MiB of stored files that compressed take about a third hold
+/// the volume, and the last sets are refused at the floor. Observed: 239 of 280 sets `Ok`,
+/// 41 refused (41 no-space disk errors), 0 compactions; with the setting off all 280 fit.
+#[test]
+#[ignore = "R28-F3: entries written stored stay stored once later writes take the 64 MiB headroom; sets that fit compressed are refused at the floor"]
+fn the_floor_holds_and_every_value_fits_with_background_compression_on() {
+    if is_child(FLOOR_ROLE_ON) {
+        return floor_child(true);
+    }
+    if is_child(FLOOR_ROLE_OFF) {
+        return;
+    }
+    run_child(
+        "compact_r28::the_floor_holds_and_every_value_fits_with_background_compression_on",
+        FLOOR_ROLE_ON,
+        true,
+    );
+}
