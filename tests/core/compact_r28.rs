@@ -356,3 +356,160 @@ async fn a_write_landing_after_close_is_counted_with_background_compression_on()
         (value, len)
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Guard: a model of sets, removes and racing reads while compactions run.
+// ---------------------------------------------------------------------------------------
+
+const MODEL_TASKS: u64 = 3;
+const MODEL_KEYS: u64 = 3;
+const MODEL_OPS: u64 = 100;
+
+/// The value of version `ver` of key `k` of task `t`: its name first, then 5-60 KB of text.
+fn model_value(t: u64, k: u64, ver: u64) -> Vec<u8> {
+    let seed = t * 1_000_000 + k * 1_000 + ver;
+    let mut v = format!("t{t}k{k}v{ver}:").into_bytes();
+    v.extend(text(seed, 5_000 + (seed * 7_919 % 55_000) as usize));
+    v
+}
+
+/// Three tasks own three keys each and set (write-through) or remove them at random, checking
+/// each key reads back exactly as their last operation left it; two reader tasks read every
+/// key meanwhile (warm reads: hot tier of one byte), and each value they get must be exactly
+/// one that was set for that key (its version is its prefix). Compactions run whenever the
+/// writes pause. Then: every write counted once (`bytes_written_uncompressed` = the bytes
+/// set), nothing waiting, one entry file per live key and no other, the index charge equals
+/// the bytes on disk, and after a restart every key is what the model says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sets_removes_and_racing_reads_keep_disk_index_and_values_exact() {
+    let mut cache = support::open(|b| {
+        b.write_policy(WritePolicy::WriteThrough)
+            .durability(Durability::NoSync)
+            .hot_capacity_bytes(1)
+    })
+    .await;
+    let shared = Arc::new((*cache).clone());
+    let done = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..2u64)
+        .map(|r| {
+            let (c, done) = (shared.clone(), done.clone());
+            tokio::spawn(async move {
+                let mut rng = Rng::new(500 + r);
+                let mut hits = 0u64;
+                while !done.load(Ordering::Relaxed) {
+                    let (t, k) = (rng.next_u64() % MODEL_TASKS, rng.next_u64() % MODEL_KEYS);
+                    if let Some(v) = c.get_bytes(format!("t{t}k{k}")).await.unwrap() {
+                        let head = String::from_utf8_lossy(&v[..v.len().min(24)]).into_owned();
+                        let ver: u64 = head
+                            .split_once(':')
+                            .and_then(|(h, _)| h.rsplit_once('v'))
+                            .and_then(|(_, n)| n.parse().ok())
+                            .unwrap_or_else(|| panic!("not a value of t{t}k{k}: {head}"));
+                        assert!(
+                            v[..] == model_value(t, k, ver)[..],
+                            "wrong bytes for t{t}k{k}v{ver}"
+                        );
+                        hits += 1;
+                    }
+                    tokio::task::yield_now().await;
+                }
+                hits
+            })
+        })
+        .collect();
+    let writers: Vec<_> = (0..MODEL_TASKS)
+        .map(|t| {
+            let c = shared.clone();
+            tokio::spawn(async move {
+                let mut rng = Rng::new(t + 1);
+                let mut model: Vec<Option<u64>> = vec![None; MODEL_KEYS as usize];
+                let mut set_bytes = 0u64;
+                for ver in 0..MODEL_OPS {
+                    let k = rng.next_u64() % MODEL_KEYS;
+                    let key = format!("t{t}k{k}");
+                    if rng.next_u64() % 4 == 0 {
+                        c.remove(key.as_str()).await.unwrap();
+                        model[k as usize] = None;
+                    } else {
+                        let v = model_value(t, k, ver);
+                        c.set_bytes(key.as_str(), &v).await.unwrap();
+                        set_bytes += v.len() as u64;
+                        model[k as usize] = Some(ver);
+                    }
+                    let want = model[k as usize].map(|ver| model_value(t, k, ver));
+                    assert!(
+                        c.get_bytes(key.as_str()).await.unwrap().as_deref() == want.as_deref(),
+                        "{key} after op {ver}"
+                    );
+                    if rng.next_u64() % 2 == 0 {
+                        // A pause: the compactor's idle window when the others pause too.
+                        tokio::time::sleep(Duration::from_millis(120)).await;
+                    }
+                }
+                (model, set_bytes)
+            })
+        })
+        .collect();
+    let mut models = Vec::new();
+    let mut set_bytes = 0;
+    for w in writers {
+        let (m, b) = w.await.unwrap();
+        models.push(m);
+        set_bytes += b;
+    }
+    done.store(true, Ordering::Relaxed);
+    let mut hits = 0;
+    for r in readers {
+        hits += r.await.unwrap();
+    }
+    assert!(
+        wait_until(WAIT, || {
+            let s = cache.stats();
+            s.warm_compaction_backlog == 0 && s.bytes_written_uncompressed == set_bytes
+        })
+        .await,
+        "every write counted once: {} of {set_bytes}",
+        cache.stats().bytes_written_uncompressed
+    );
+    let live: Vec<(u64, u64, u64)> = models
+        .iter()
+        .enumerate()
+        .flat_map(|(t, m)| {
+            m.iter()
+                .enumerate()
+                .filter_map(move |(k, v)| v.map(|ver| (t as u64, k as u64, ver)))
+        })
+        .collect();
+    let s = cache.stats();
+    println!(
+        "reader hits {hits}, live {}, compactions {}, warm {} entries {} bytes, on disk {} files \
+         {} bytes",
+        live.len(),
+        s.warm_compactions,
+        s.warm_entries,
+        s.warm_bytes,
+        cache.entry_names().len(),
+        cache.entry_bytes_on_disk()
+    );
+    assert_eq!(cache.entry_names().len(), live.len());
+    assert_eq!(s.warm_entries, live.len() as u64);
+    assert_eq!(s.warm_bytes, cache.entry_bytes_on_disk());
+    assert!(cache.temp_names().is_empty());
+    drop(shared);
+    cache.reopen().await;
+    for (t, m) in models.iter().enumerate() {
+        for (k, v) in m.iter().enumerate() {
+            let want = v.map(|ver| model_value(t as u64, k as u64, ver));
+            assert!(
+                cache
+                    .get_bytes(format!("t{t}k{k}"))
+                    .await
+                    .unwrap()
+                    .as_deref()
+                    == want.as_deref(),
+                "t{t}k{k} after the restart"
+            );
+        }
+    }
+    cache.close().await.unwrap();
+}
