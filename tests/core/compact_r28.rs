@@ -427,7 +427,7 @@ async fn sets_removes_and_racing_reads_keep_disk_index_and_values_exact() {
                 for ver in 0..MODEL_OPS {
                     let k = rng.next_u64() % MODEL_KEYS;
                     let key = format!("t{t}k{k}");
-                    if rng.next_u64() % 4 == 0 {
+                    if rng.next_u64().is_multiple_of(4) {
                         c.remove(key.as_str()).await.unwrap();
                         model[k as usize] = None;
                     } else {
@@ -441,7 +441,7 @@ async fn sets_removes_and_racing_reads_keep_disk_index_and_values_exact() {
                         c.get_bytes(key.as_str()).await.unwrap().as_deref() == want.as_deref(),
                         "{key} after op {ver}"
                     );
-                    if rng.next_u64() % 2 == 0 {
+                    if rng.next_u64().is_multiple_of(2) {
                         // A pause: the compactor's idle window when the others pause too.
                         tokio::time::sleep(Duration::from_millis(120)).await;
                     }
