@@ -18,6 +18,9 @@
 #[path = "compact_r27_tests.rs"]
 mod compact_r27_tests;
 #[cfg(test)]
+#[path = "compact_r28_tests.rs"]
+mod compact_r28_tests;
+#[cfg(test)]
 mod encode_tests;
 pub(crate) mod encoded;
 pub mod format;

@@ -13,6 +13,7 @@
 mod bounds;
 mod closer;
 mod compact_r27;
+mod compact_r28;
 mod compaction;
 mod hostile;
 mod inline_reads;
