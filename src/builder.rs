@@ -415,7 +415,9 @@ impl Builder {
     /// entries waiting take an eighth of the budget. The compressed file replaces the stored
     /// one only if that is still the file at the entry path (checked under the key's lock,
     /// also across processes), durable before it replaces it. Compactions never count
-    /// against the breaker; one that fails pauses them for 30 s. `close` waits for a
+    /// against the breaker; one that fails pauses them for 30 s, and an entry whose
+    /// compaction failed three times stays stored. A write refused that headroom makes the
+    /// compactor work without waiting until the backlog is empty. `close` waits for a
     /// compaction in flight (at most `io_timeout`); entries still waiting stay stored (valid,
     /// larger) until they are written again. `false`: every entry is compressed before its
     /// write, as in earlier releases. Values written through the shared tier too are

@@ -40,7 +40,6 @@ fn text(seed: u64, len: usize) -> Vec<u8> {
 /// back (`push_front`) after `close_backlog` ran: `warm_compaction_backlog` 1 after close,
 /// and the write is counted nowhere (`bytes_written_*` 0).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "R28-F2: a compaction failing after close's wait re-queues its entry into the emptied backlog; the write is never counted"]
 async fn a_compaction_failing_after_close_leaves_no_backlog_and_counts_its_write() {
     let mut cache = support::dir()
         .fault_fs()
@@ -264,7 +263,6 @@ fn the_floor_holds_and_every_value_fits_with_background_compression_off() {
 /// the volume, and the last sets are refused at the floor. Observed: 239 of 280 sets `Ok`,
 /// 41 refused (41 no-space disk errors), 0 compactions; with the setting off all 280 fit.
 #[test]
-#[ignore = "R28-F3: entries written stored stay stored once later writes take the 64 MiB headroom; sets that fit compressed are refused at the floor"]
 fn the_floor_holds_and_every_value_fits_with_background_compression_on() {
     if is_child(FLOOR_ROLE_ON) {
         return floor_child(true);
@@ -347,7 +345,6 @@ async fn a_write_landing_after_close_is_counted_with_background_compression_off(
 /// the backlog `close_backlog` already emptied (the compactor has stopped): the backlog gauge
 /// says 1 after close, and the write is never counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "R28-F4: a write landing after close queues itself into the emptied backlog: never compacted, never counted"]
 async fn a_write_landing_after_close_is_counted_with_background_compression_on() {
     let (s, value, len) = a_write_landing_after_close(true).await;
     assert_eq!(s.warm_compaction_backlog, 0);
