@@ -157,6 +157,11 @@ pub fn legacy_entries(root: &Path) {
 
 pub fn mkfifo(path: &Path) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    try_mkfifo(path).unwrap();
+}
+
+/// A FIFO at `path`, whose directory must exist; the error when it cannot be made.
+pub fn try_mkfifo(path: &Path) -> std::io::Result<()> {
     rustix::fs::mknodat(
         rustix::fs::CWD,
         path,
@@ -164,7 +169,7 @@ pub fn mkfifo(path: &Path) {
         rustix::fs::Mode::from_raw_mode(0o600),
         0,
     )
-    .unwrap();
+    .map_err(std::io::Error::from)
 }
 
 /// A unix socket file (the listener is dropped; the name stays).
