@@ -5,7 +5,7 @@
 //! hostile sizes, and the write counters at close.
 //!
 //! Counts and values are exact; time only bounds how long a test waits for "eventually".
-//! Findings are `#[ignore]`d with their id (R27-Fn); see `COMPACT_R27_FINDINGS.md`.
+//! Findings carry their id (R27-Fn) in their docs; all are fixed and run (see `COMPACT_R27_FINDINGS.md`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -613,11 +613,10 @@ async fn reads_racing_the_compactions_always_see_the_exact_value() {
 // instance, whose index then charges the stored file the disk no longer holds.
 // ---------------------------------------------------------------------------------------
 
-/// A compaction is inside its rename (held 800 ms by the file system) when the cache closes;
-/// `close` returns without waiting for it (as promised: it does not hang), and the next
-/// instance opens and scans the directory (the stored file). The old compaction then lands.
-/// The value is served exactly, no temp file is left, and the new instance's index must
-/// charge the file on disk (`warm_bytes`).
+/// A compaction is inside its rename (held 800 ms by the file system) when the cache closes.
+/// Since the fix `close` waits for it (at most `io_timeout`), so it has landed before the
+/// next instance opens and scans the directory: the new instance charges the compressed file
+/// (`warm_bytes`), the value is served exactly, no temp file is left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_compaction_landing_after_close_leaves_the_next_instances_charge_exact() {
     let mut cache = support::dir()

@@ -4,7 +4,7 @@
 //! `COMPACT_MIN_FREE_BYTES` headroom).
 //!
 //! Counts and values are exact; time only bounds how long a test waits for "eventually".
-//! Findings are `#[ignore]`d with their id (R28-Fn); see `COMPACT_R28_FINDINGS.md`.
+//! Findings carry their id (R28-Fn) in their docs; all are fixed and run (see `COMPACT_R28_FINDINGS.md`).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
