@@ -164,7 +164,12 @@ impl Fs for ObservedFs {
         self.see(self.inner.remove_file(path))
     }
     fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
-        self.see(self.inner.remove_dir_all(path))
+        // Not empty at the end: another process created a file in it after it was listed (its
+        // entry's temp file, or the entry): an answer, not a device failure (r29, F4).
+        match self.inner.remove_dir_all(path) {
+            Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => Err(e),
+            r => self.see(r),
+        }
     }
     fn remove_dir(&self, path: &Path) -> io::Result<()> {
         // Not empty (another process's entry) is an answer, not a device failure.

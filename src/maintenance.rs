@@ -38,7 +38,7 @@ pub(crate) async fn maintenance_task(
             if scanned {
                 store.sweep_expired(fs, now)
             } else {
-                store.scan(fs)
+                store.scan(fs, now)
             }
         });
         tokio::select! {

@@ -64,6 +64,16 @@ fn check_parent(path: &Path) -> io::Result<()> {
     }
 }
 
+/// [`check_parent`] of both ends of a rename; once when they share a directory (an entry's
+/// temp file beside its place: the rename of every write).
+fn check_parents(from: &Path, to: &Path) -> io::Result<()> {
+    check_parent(from)?;
+    if from.parent() != to.parent() {
+        check_parent(to)?;
+    }
+    Ok(())
+}
+
 /// Opens a path for reading if it is a regular file (with its length): `Ok(Err(kind))` when
 /// something else sits there. O_NONBLOCK: opening a FIFO must not wait for a writer. No
 /// symlink is followed: one at the entry path or above it fails with ELOOP.
@@ -114,14 +124,12 @@ impl Fs for LinuxFs {
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        check_parent(from)?;
-        check_parent(to)?;
+        check_parents(from, to)?;
         fs::rename(from, to)
     }
 
     fn rename_noreplace(&self, from: &Path, to: &Path) -> io::Result<()> {
-        check_parent(from)?;
-        check_parent(to)?;
+        check_parents(from, to)?;
         rustix::fs::renameat_with(
             rustix::fs::CWD,
             from,

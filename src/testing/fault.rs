@@ -80,6 +80,7 @@ pub struct Rule {
     fault: Fault,
     ops: Option<Vec<FsOp>>,
     path_contains: Option<String>,
+    path_ends_with: Option<String>,
     skip: u64,
     times: Option<u64>,
     /// Fire on a matching call only with probability 1/n, decided by a seeded hash of the
@@ -102,6 +103,7 @@ impl Rule {
             fault,
             ops: None,
             path_contains: None,
+            path_ends_with: None,
             skip: 0,
             times: None,
             one_in: None,
@@ -127,6 +129,14 @@ impl Rule {
         self
     }
 
+    /// Only paths ending with this text (with [`Rule::path_contains`]: both). The temp files
+    /// of entry writes sit beside the entries (`<root>/v2/ab/.<…>.tmp`): a rule for them alone
+    /// is `path_contains("<root>/v2/")` and `path_ends_with(".tmp")`.
+    pub fn path_ends_with(mut self, s: impl Into<String>) -> Self {
+        self.path_ends_with = Some(s.into());
+        self
+    }
+
     /// Let the first `n` matching calls through.
     pub fn skip(mut self, n: u64) -> Self {
         self.skip = n;
@@ -145,6 +155,10 @@ impl Rule {
                 .path_contains
                 .as_ref()
                 .is_none_or(|s| path.to_string_lossy().contains(s.as_str()))
+            && self
+                .path_ends_with
+                .as_ref()
+                .is_none_or(|s| path.to_string_lossy().ends_with(s.as_str()))
     }
 }
 
@@ -158,6 +172,12 @@ struct State {
 }
 
 /// An [`Fs`] that forwards to an inner one and injects faults by rule, counting every call.
+///
+/// One exception: a [`Fs::write_new`] into a directory that does not exist fails with
+/// `ENOENT` (`ELOOP` with an unreachable symlink on the way) without being counted, without
+/// any rule firing and without reaching the inner file system: a real create fails at the
+/// path lookup there, before anything a disk fault could hit. A create whose directory goes
+/// between that look and the create is not counted either.
 #[derive(Debug)]
 pub struct FaultFs {
     inner: Arc<dyn Fs>,
@@ -224,7 +244,8 @@ impl FaultFs {
         self.lock().settles
     }
 
-    /// Calls of one op so far.
+    /// Calls of one op so far (a `write_new` into a directory that does not exist is not
+    /// one: it never reaches the disk).
     pub fn calls(&self, op: FsOp) -> u64 {
         self.calls[op.index()].load(Ordering::SeqCst)
     }
@@ -323,6 +344,37 @@ impl FaultFs {
     }
 }
 
+/// `ENOENT`.
+const ENOENT: i32 = rustix::io::Errno::NOENT.raw_os_error();
+
+/// `ELOOP`: what the real file systems answer for a symlink on a path.
+const ELOOP: i32 = rustix::io::Errno::LOOP.raw_os_error();
+
+fn is_symlink(p: &Path) -> bool {
+    std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink())
+}
+
+/// The error a create at `path` gets at the lookup of its directory, before anything a disk
+/// fault could hit: `ENOENT` if the directory is not there, `ELOOP` if a symlink is on the way
+/// and the directory is not reachable (dangling, a loop, missing behind it: the real file
+/// systems refuse the symlink whatever appears behind it later). `None`: the create goes on
+/// (a directory there, reached or refused by `inner`; a file on the way, `ENOTDIR`; a name
+/// too long). A bare name's directory is the working directory.
+fn lookup_refusal(path: &Path) -> Option<io::Error> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty())?;
+    let missing = match std::fs::metadata(dir) {
+        Ok(_) => return None,
+        Err(e) => e.kind() == io::ErrorKind::NotFound,
+    };
+    if dir.ancestors().any(is_symlink) {
+        Some(io::Error::from_raw_os_error(ELOOP))
+    } else if missing {
+        Some(io::Error::from_raw_os_error(ENOENT))
+    } else {
+        None
+    }
+}
+
 impl Fs for FaultFs {
     fn read_file(&self, path: &Path, max_len: u64) -> io::Result<FileRead> {
         self.read(FsOp::ReadFile, path, || self.inner.read_file(path, max_len))
@@ -333,6 +385,30 @@ impl Fs for FaultFs {
     }
 
     fn write_new(&self, path: &Path, data: &[u8], sync: bool) -> io::Result<()> {
+        // A create in a directory that does not exist fails (`ENOENT`) at the path lookup,
+        // before it reaches the disk: not counted as a call, and no rule fires on it (none is
+        // used up), as no fault of a real disk would (the first write into a new fan-out
+        // directory finds none). It fails here, never in `inner`: had another writer made the
+        // directory since the look, an uncounted and unfaulted file would land (review r30).
+        if let Some(refused) = lookup_refusal(path) {
+            return Err(refused);
+        }
+        let counted = |op: FsOp| {
+            move |r: io::Result<()>| {
+                // The directory went between the look and the create (another writer's
+                // `rmdir`): a create that found no directory after all, not counted.
+                if r.as_ref()
+                    .is_err_and(|e| e.kind() == io::ErrorKind::NotFound)
+                    && lookup_refusal(path).is_some()
+                {
+                    self.calls[op.index()].fetch_sub(1, Ordering::SeqCst);
+                    if op == FsOp::SyncFile {
+                        self.calls[FsOp::WriteNew.index()].fetch_sub(1, Ordering::SeqCst);
+                    }
+                }
+                r
+            }
+        };
         match self.check(FsOp::WriteNew, path) {
             Some(Fault::Errno(e)) => return Err(io::Error::from_raw_os_error(e)),
             Some(Fault::ShortWrite(e)) => {
@@ -342,15 +418,15 @@ impl Fs for FaultFs {
             _ => {}
         }
         if !sync {
-            return self.inner.write_new(path, data, false);
+            return counted(FsOp::WriteNew)(self.inner.write_new(path, data, false));
         }
         match self.check(FsOp::SyncFile, path) {
             Some(Fault::Errno(e)) | Some(Fault::ShortWrite(e)) => {
                 // The data was written; the fsync failed.
-                self.inner.write_new(path, data, false)?;
+                counted(FsOp::SyncFile)(self.inner.write_new(path, data, false))?;
                 Err(io::Error::from_raw_os_error(e))
             }
-            _ => self.inner.write_new(path, data, true),
+            _ => counted(FsOp::SyncFile)(self.inner.write_new(path, data, true)),
         }
     }
 
@@ -411,3 +487,104 @@ impl Fs for FaultFs {
         st.settle_answer
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::{DirEntryInfo, FileRead};
+    use crate::StdFs;
+
+    /// Another writer's `mkdir` landing between `FaultFs`'s look at the parent directory and
+    /// the create: this inner file system makes the parent just before it creates the file.
+    #[derive(Debug)]
+    struct MkdirFirst(StdFs);
+
+    impl Fs for MkdirFirst {
+        fn read_file(&self, path: &Path, max_len: u64) -> io::Result<FileRead> {
+            self.0.read_file(path, max_len)
+        }
+        fn read_prefix(&self, path: &Path, n: usize) -> io::Result<FileRead> {
+            self.0.read_prefix(path, n)
+        }
+        fn write_new(&self, path: &Path, data: &[u8], sync: bool) -> io::Result<()> {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            self.0.write_new(path, data, sync)
+        }
+        fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+            self.0.rename(from, to)
+        }
+        fn rename_noreplace(&self, from: &Path, to: &Path) -> io::Result<()> {
+            self.0.rename_noreplace(from, to)
+        }
+        fn remove_file(&self, path: &Path) -> io::Result<()> {
+            self.0.remove_file(path)
+        }
+        fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+            self.0.remove_dir_all(path)
+        }
+        fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+            self.0.create_dir_all(path)
+        }
+        fn sync_dir(&self, path: &Path) -> io::Result<()> {
+            self.0.sync_dir(path)
+        }
+        fn read_dir(&self, path: &Path) -> io::Result<Vec<DirEntryInfo>> {
+            self.0.read_dir(path)
+        }
+        fn available_space(&self, path: &Path) -> io::Result<u64> {
+            self.0.available_space(path)
+        }
+    }
+
+    /// Under a dangling symlink the answer is the real file system's (a refused symlink),
+    /// not `ENOENT`: the store acts on the difference.
+    #[test]
+    fn a_create_under_a_dangling_symlink_is_refused_as_the_real_fs_refuses_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(dir.path().join("nowhere"), dir.path().join("ab")).unwrap();
+        let fs = FaultFs::std();
+        let path = dir.path().join("ab").join("x.tmp");
+        let err = fs.write_new(&path, b"value", false).unwrap_err();
+        let inner = crate::testing::real_fs()
+            .write_new(&path, b"value", false)
+            .unwrap_err();
+        assert_eq!(err.raw_os_error(), inner.raw_os_error());
+        assert_ne!(
+            err.raw_os_error(),
+            Some(ENOENT),
+            "the symlink is refused, not followed"
+        );
+        assert_eq!(fs.calls(FsOp::WriteNew), 0);
+        assert!(!dir.path().join("nowhere").exists());
+    }
+
+    /// A create that found no directory is not counted and fires no rule, so it must not reach
+    /// the disk either: had the directory appeared in between (another writer's `mkdir`), an
+    /// uncounted, unfaulted file would land. The CI run of stop 28 saw exactly that: 64
+    /// concurrent writes counted one `write_new` fewer than they made.
+    #[test]
+    fn a_create_that_found_no_directory_never_lands() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = FaultFs::new(Arc::new(MkdirFirst(StdFs::new())));
+        fs.add_rule(Rule::new(Fault::Errno(28)).ops(&[FsOp::WriteNew]).times(1));
+        let path = dir.path().join("ab").join("x.tmp");
+        let err = fs.write_new(&path, b"value", false).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(2), "ENOENT");
+        assert!(!path.exists());
+        assert_eq!(fs.calls(FsOp::WriteNew), 0);
+        assert_eq!(fs.faults_injected(), 0);
+        // The rule was not used up: the next create, in the directory now there, is refused.
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let err = fs.write_new(&path, b"value", false).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(28));
+        assert_eq!(fs.calls(FsOp::WriteNew), 1);
+        assert_eq!(fs.faults_injected(), 1);
+        assert!(!path.exists());
+    }
+}
+
+#[cfg(test)]
+#[path = "fault_r30_tests.rs"]
+mod r30_tests;

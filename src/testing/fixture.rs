@@ -91,6 +91,36 @@ pub fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The names of the temp files under the cache root `root`: every file in `<root>/tmp/`, and
+/// every name in a fan-out directory `<root>/v2/ab/` that ends in `.tmp` (an entry being
+/// written beside its place, see FORMAT.md, "Layout"), as paths relative to `root`, sorted.
+/// Missing directories hold none. For tests that assert nothing is left behind.
+pub fn temp_files(root: &Path) -> Vec<String> {
+    let names = |dir: &Path| -> Vec<String> {
+        std::fs::read_dir(dir).map_or_else(
+            |_| Vec::new(),
+            |d| {
+                d.filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            },
+        )
+    };
+    let mut out: Vec<String> = names(&root.join("tmp"))
+        .into_iter()
+        .map(|n| format!("tmp/{n}"))
+        .collect();
+    for fan_out in names(&root.join("v2")) {
+        for n in names(&root.join("v2").join(&fan_out)) {
+            if n.ends_with(".tmp") {
+                out.push(format!("v2/{fan_out}/{n}"));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 /// A temporary cache directory, removed when dropped, and the file system and clock every
 /// cache opened on it through [`TestDir::builder`] shares.
 #[derive(Debug)]

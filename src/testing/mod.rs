@@ -30,7 +30,9 @@ mod real;
 
 pub use crash::CrashFs;
 pub use fault::{Fault, FaultFs, FsOp, Rule};
-pub use fixture::{builder, copy_dir, disk_errors, fs_in_use, wait_until, TestCache, TestDir};
+pub use fixture::{
+    builder, copy_dir, disk_errors, fs_in_use, temp_files, wait_until, TestCache, TestDir,
+};
 #[doc(hidden)]
 pub use index::WarmIndexProbe;
 #[cfg(feature = "redis")]

@@ -292,7 +292,7 @@ impl WarmStore {
         };
         let _in_flight = InFlight::new(&self.writing_into[usize::from(hash[0])]);
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
-        let tmp = self.layout.temp_path(hash, self.owner, n);
+        let tmp = self.layout.entry_temp_path(hash, self.owner, n);
         if let Err(e) = self.write_temp(fs, &tmp, &file) {
             self.remove_or_remember(fs, tmp);
             return Err(e);

@@ -10,41 +10,19 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use crate::fs::{Fs, StdFs};
-use crate::stats::Counters;
 use crate::testing::FaultFs;
-use crate::warm::format::{self, EntryMeta, Limits};
+use crate::warm::format::{self, EntryMeta};
 use crate::warm::layout::{self, KeyHash, Layout};
-use crate::warm::quarantine::QuarantineLimits;
 use crate::warm::store::{ReadOutcome, StepFs, StoreConfig, WarmStore, WriteOutcome};
+use crate::warm::store_fixture::store_config;
 
 const NOW: u64 = 1_700_000_000_000;
 
 fn config() -> StoreConfig {
-    StoreConfig {
-        limits: Limits {
-            max_key_bytes: 16 << 10,
-            max_entry_bytes: 1 << 24,
-        },
-        compression_level: 3,
-        sync: true,
-        capacity_bytes: 1 << 30,
-        min_free_bytes: Some(0),
-        quarantine: QuarantineLimits {
-            max_files: 100,
-            max_bytes: 1 << 30,
-        },
-        page_cache_reads: false,
-        space_wait: std::time::Duration::from_millis(10),
-        compact_later: true,
-    }
+    store_config(true)
 }
 
-fn open_with(fs: &dyn Fs, root: &Path, cfg: StoreConfig) -> (WarmStore, Arc<Counters>) {
-    let counters = Arc::new(Counters::default());
-    let store = WarmStore::new(root, cfg, counters.clone());
-    store.prepare_dirs(fs).unwrap();
-    (store, counters)
-}
+use crate::warm::store_fixture::open_store as open_with;
 
 fn meta() -> EntryMeta {
     EntryMeta {
@@ -102,8 +80,9 @@ fn value_of(store: &WarmStore, fs: &dyn Fs, key: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
+/// Temp files in `tmp/` and beside the entries (`v2/ab/.<…>.tmp`).
 fn temp_files(root: &Path) -> usize {
-    std::fs::read_dir(root.join("tmp")).map_or(0, |d| d.count())
+    crate::testing::temp_files(root).len()
 }
 
 fn written(out: WriteOutcome) -> u64 {

@@ -13,41 +13,19 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
 use crate::fs::{DirEntryInfo, FileRead, Fs, StdFs};
-use crate::stats::Counters;
 use crate::testing::{Fault, FaultFs, FsOp, Rule};
-use crate::warm::format::{self, EntryMeta, Inflating, Limits, HEADER_LEN};
+use crate::warm::format::{self, EntryMeta, Inflating, HEADER_LEN};
 use crate::warm::layout::{self, KeyHash, Layout};
-use crate::warm::quarantine::QuarantineLimits;
 use crate::warm::store::{ReadOutcome, StoreConfig, WarmStore, WriteOutcome};
+use crate::warm::store_fixture::store_config;
 
 const NOW: u64 = 1_700_000_000_000;
 
 fn config() -> StoreConfig {
-    StoreConfig {
-        limits: Limits {
-            max_key_bytes: 16 << 10,
-            max_entry_bytes: 1 << 24,
-        },
-        compression_level: 3,
-        sync: false,
-        capacity_bytes: 1 << 30,
-        min_free_bytes: Some(0),
-        quarantine: QuarantineLimits {
-            max_files: 100,
-            max_bytes: 1 << 30,
-        },
-        page_cache_reads: false,
-        space_wait: std::time::Duration::from_millis(10),
-        compact_later: true,
-    }
+    store_config(false)
 }
 
-fn open_with(fs: &dyn Fs, root: &Path, cfg: StoreConfig) -> (WarmStore, Arc<Counters>) {
-    let counters = Arc::new(Counters::default());
-    let store = WarmStore::new(root, cfg, counters.clone());
-    store.prepare_dirs(fs).unwrap();
-    (store, counters)
-}
+use crate::warm::store_fixture::open_store as open_with;
 
 fn meta() -> EntryMeta {
     EntryMeta {

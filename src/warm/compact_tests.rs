@@ -12,12 +12,11 @@ use std::sync::{Arc, Mutex};
 
 use super::{Compacted, BACKLOG_MAX};
 use crate::fs::{DirEntryInfo, FileRead, Fs, StdFs};
-use crate::stats::Counters;
 use crate::testing::CrashFs;
 use crate::warm::format::{self, EntryMeta, Limits};
 use crate::warm::layout::{self, KeyHash, Layout};
-use crate::warm::quarantine::QuarantineLimits;
 use crate::warm::store::{ReadOutcome, StoreConfig, WarmStore, WriteOutcome};
+use crate::warm::store_fixture::store_config;
 
 const NOW: u64 = 1_700_000_000_000;
 
@@ -27,26 +26,12 @@ fn config(sync: bool) -> StoreConfig {
             max_key_bytes: 1024,
             max_entry_bytes: 1 << 24,
         },
-        compression_level: 3,
-        sync,
-        capacity_bytes: 1 << 30,
-        min_free_bytes: Some(0),
-        quarantine: QuarantineLimits {
-            max_files: 100,
-            max_bytes: 1 << 30,
-        },
-        page_cache_reads: false,
         space_wait: crate::warm::space::SPACE_WAIT_MAX,
-        compact_later: true,
+        ..store_config(sync)
     }
 }
 
-fn open_with(fs: &dyn Fs, root: &Path, cfg: StoreConfig) -> (WarmStore, Arc<Counters>) {
-    let counters = Arc::new(Counters::default());
-    let store = WarmStore::new(root, cfg, counters.clone());
-    store.prepare_dirs(fs).unwrap();
-    (store, counters)
-}
+use crate::warm::store_fixture::open_store as open_with;
 
 fn meta(expires_ms: u64) -> EntryMeta {
     EntryMeta {
@@ -104,8 +89,9 @@ fn value_of(store: &WarmStore, fs: &dyn Fs, key: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
+/// Temp files in `tmp/` and beside the entries (`v2/ab/.<…>.tmp`).
 fn temp_files(root: &Path) -> usize {
-    std::fs::read_dir(root.join("tmp")).map_or(0, |d| d.count())
+    crate::testing::temp_files(root).len()
 }
 
 fn written(out: WriteOutcome) -> u64 {

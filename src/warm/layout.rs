@@ -2,7 +2,9 @@
 //!
 //! ```text
 //! <root>/v2/ab/<64 hex chars of blake3(key)>      entry files, one level of 256 fan-out dirs
-//! <root>/tmp/<hex16>.<pid>.<instance>.<n>.tmp     temp files, same filesystem as v2/
+//! <root>/v2/ab/.<hex16>.<pid>.<instance>.<n>.tmp  an entry being written, beside its place
+//! <root>/tmp/<hex16>.<pid>.<instance>.<n>.tmp     other temp files (an entry taken aside,
+//!                                                 the probe, markers), same filesystem
 //! <root>/quarantine/<time>-<reason>-<name>        quarantined files (+ ".why" sidecars)
 //! <root>/v1/ab/cd/<64 hex>                        the previous layout: migrated at open
 //! ```
@@ -15,6 +17,14 @@
 //! The previous layout's 65,536 second-level directories cost one 4 KiB directory per entry
 //! in small caches. The entry files themselves did not change (FORMAT.md, "Layout"). Walking the
 //! directories is [`super::walk`]'s job; naming temp files is the writers' (private).
+//!
+//! An entry is written to a temp file in its own fan-out directory and renamed over its
+//! place: a rename within one directory, and creates spread over 256 directories. With one
+//! `tmp/` for every write, concurrent writes queued on that directory's lock for each create
+//! and on the volume's rename lock for each cross-directory rename (Linux takes
+//! `s_vfs_rename_mutex` for those): four writers wrote no faster than one (BENCHMARKS.md,
+//! "Session 20"). The leading dot and the `.tmp` suffix keep the name from ever being read as
+//! an entry (`parse_hex` takes 64 hex characters only).
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -157,7 +167,20 @@ impl Layout {
             .join(h)
     }
 
-    /// A temp path unique to (process, instance, counter).
+    /// The temp path an entry of `hash` is written to before it is renamed into place: in
+    /// its own fan-out directory, unique to (process, instance, counter).
+    pub(crate) fn entry_temp_path(&self, hash: &KeyHash, owner: TempOwner, n: u64) -> PathBuf {
+        let h = hex(hash);
+        self.entries.join(&h[0..2]).join(format!(
+            ".{}.{}.{}.{n}.tmp",
+            &h[..16],
+            owner.pid,
+            owner.instance
+        ))
+    }
+
+    /// A temp path in `tmp/` unique to (process, instance, counter): where an entry is taken
+    /// aside before a judged removal.
     pub(crate) fn temp_path(&self, hash: &KeyHash, owner: TempOwner, n: u64) -> PathBuf {
         let h = hex(hash);
         self.tmp.join(format!(
@@ -198,10 +221,30 @@ pub(crate) fn parse_temp_name(name: &OsStr) -> Option<TempOwner> {
     Some(TempOwner { pid, instance })
 }
 
+/// Parses the name of an entry temp file, `.<16 hex>.<pid>.<instance>.<n>.tmp` (see
+/// [`Layout::entry_temp_path`]); `None` for any other name.
+pub(crate) fn parse_entry_temp_name(name: &OsStr) -> Option<TempOwner> {
+    let s = name.to_str()?;
+    let hex16 = s.strip_prefix('.')?.get(..16)?;
+    if !hex16.bytes().all(|c| nibble(c).is_some()) || s.as_bytes().get(17) != Some(&b'.') {
+        return None;
+    }
+    parse_temp_name(name)
+}
+
 /// Is `name` a valid fan-out directory name (two lowercase hex characters)?
 pub(crate) fn is_fanout_name(name: &OsStr) -> bool {
     name.to_str()
         .is_some_and(|s| s.len() == 2 && s.bytes().all(|c| nibble(c).is_some()))
+}
+
+/// The first hash byte a fan-out directory named `name` holds (`"ab"` → `0xab`); `None` for
+/// any other name (see [`is_fanout_name`]).
+pub(crate) fn fanout_byte(name: &OsStr) -> Option<u8> {
+    if !is_fanout_name(name) {
+        return None;
+    }
+    u8::from_str_radix(name.to_str()?, 16).ok()
 }
 
 /// Writes `bytes` at the entry path of `key` under `root`, creating its directories.
@@ -218,6 +261,16 @@ pub(crate) fn plant(root: &Path, key: &[u8], bytes: &[u8]) -> PathBuf {
 mod tests {
     use super::*;
     use std::path::Component;
+
+    #[test]
+    fn only_two_lowercase_hex_digits_name_a_fan_out_directory() {
+        for (name, byte) in [("ab", Some(0xab)), ("00", Some(0)), ("ff", Some(0xff))] {
+            assert_eq!(fanout_byte(OsStr::new(name)), byte, "{name}");
+        }
+        for name in ["AB", "aB", "+a", "-1", "a", "abc", "", "g0", " a", "\u{e9}"] {
+            assert_eq!(fanout_byte(OsStr::new(name)), None, "{name:?}");
+        }
+    }
 
     #[test]
     fn hostile_keys_map_to_hex_names_under_the_root() {
@@ -266,5 +319,45 @@ mod tests {
         let p = layout.probe_path(owner, 3);
         assert_eq!(parse_temp_name(p.file_name().unwrap()), Some(owner));
         assert_eq!(parse_temp_name(OsStr::new("x.tmp")), None);
+    }
+
+    #[test]
+    fn entry_temps_sit_beside_their_entry_and_parse_back() {
+        let layout = Layout::new("/c");
+        let owner = TempOwner {
+            pid: 4242,
+            instance: 7,
+        };
+        let h = key_hash(b"k");
+        let p = layout.entry_temp_path(&h, owner, 19);
+        assert_eq!(p.parent(), layout.entry_path(&h).parent());
+        let name = p.file_name().unwrap();
+        assert_eq!(
+            name.to_str().unwrap(),
+            format!(".{}.4242.7.19.tmp", &hex(&h)[..16])
+        );
+        assert_eq!(parse_entry_temp_name(name), Some(owner));
+        assert_eq!(parse_hex(name), None);
+        // Not entry temps: the `tmp/` names, short or non-hex prefixes, other suffixes.
+        let tmp_name = layout.temp_path(&h, owner, 19);
+        assert_eq!(parse_entry_temp_name(tmp_name.file_name().unwrap()), None);
+        for other in [
+            ".0123456789abcde.1.2.3.tmp",
+            ".0123456789abcdeg.1.2.3.tmp",
+            ".0123456789ABCDEF.1.2.3.tmp",
+            ".0123456789abcdef0.1.2.3.tmp",
+            ".0123456789abcdef.1.2.3.tmpx",
+            ".0123456789abcdef.x.2.3.tmp",
+            ".DS_Store",
+        ] {
+            assert_eq!(parse_entry_temp_name(OsStr::new(other)), None, "{other}");
+        }
+        assert_eq!(
+            parse_entry_temp_name(OsStr::new(".0123456789abcdef.1.2.3.tmp")),
+            Some(TempOwner {
+                pid: 1,
+                instance: 2
+            })
+        );
     }
 }

@@ -33,6 +33,8 @@ pub mod quarantine;
 pub(crate) mod space;
 pub(crate) mod store;
 #[cfg(test)]
+pub(crate) mod store_fixture;
+#[cfg(test)]
 mod store_tests;
 pub(crate) mod take;
 pub mod walk;

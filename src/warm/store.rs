@@ -45,6 +45,37 @@ fn lock_live() -> MutexGuard<'static, HashSet<u64>> {
     crate::sync::lock(live_instances())
 }
 
+/// Durable-directory marks (see [`WarmStore::fan_out_durable`]), one table per cache root for
+/// every store of this process on it: one store's removal of a fan-out directory (`clear`,
+/// `observe_dirs`) clears the mark for all of them (review r30, F5).
+type DurableMarks = [std::sync::atomic::AtomicBool; 256];
+
+fn durable_marks(root: &Path) -> Arc<DurableMarks> {
+    static MARKS: OnceLock<
+        Mutex<std::collections::HashMap<PathBuf, std::sync::Weak<DurableMarks>>>,
+    > = OnceLock::new();
+    let mut all = crate::sync::lock(MARKS.get_or_init(Default::default));
+    all.retain(|_, m| m.strong_count() > 0);
+    if let Some(m) = all.get(root).and_then(std::sync::Weak::upgrade) {
+        return m;
+    }
+    let m: Arc<DurableMarks> = Arc::new(std::array::from_fn(|_| {
+        std::sync::atomic::AtomicBool::new(false)
+    }));
+    all.insert(root.to_owned(), Arc::downgrade(&m));
+    m
+}
+
+/// Whether the writer of a temp file is gone: a dead process, or an instance of this process
+/// that closed (its name says which, see [`layout::parse_temp_name`]).
+fn writer_gone(owner: layout::TempOwner) -> bool {
+    if owner.pid == std::process::id() {
+        !lock_live().contains(&owner.instance)
+    } else {
+        !pid_alive(owner.pid)
+    }
+}
+
 /// Whether process `pid` may be alive (and writing its temp files): Linux asks `/proc`.
 #[cfg(all(target_os = "linux", not(answercache_force_portable)))]
 fn pid_alive(pid: u32) -> bool {
@@ -298,6 +329,15 @@ pub struct WarmStore {
     /// temp file until the index knows their entry: `observe_dirs` leaves such a directory
     /// alone (see [`InFlight`]).
     writing_into: [AtomicU32; 256],
+    /// With `Durability::Fsync`: the fan-out directories (`hash[0]`) whose name in `v2/` this
+    /// process made durable (an fsync of `v2/` that returned after it saw the directory). A
+    /// write into one not marked fsyncs `v2/` before it is acknowledged: the directory may be
+    /// one another write has just made and not yet made durable (r29, F3), or one whose
+    /// making failed at that fsync (F2). Cleared when this process makes or removes the
+    /// directory. At most 256 such fsyncs per process and directory lifetime. Shared by every
+    /// store of this process on the same root ([`durable_marks`]); another *process* that
+    /// removes a directory and makes it again is not seen (RELIABILITY.md, "Session 20").
+    fan_out_durable: Arc<DurableMarks>,
     /// The index's allocation unit, for `encode` without the index lock: the shared tier's
     /// drain encodes through it too, and must not wait on the disk side's lock.
     unit: AtomicU64,
@@ -329,9 +369,9 @@ const NOT_OURS: u32 = u32::MAX;
 /// `WarmStore::observe_dirs`).
 const OBSERVE_DIRS_EVERY: u64 = 256;
 
-/// How many times a write creates its fan-out directory again when the rename finds it
-/// gone (see `WarmStore::rename_into_place`).
-const RENAME_ATTEMPTS: u32 = 4;
+/// How many times a write creates its fan-out directory again when it finds it gone (see
+/// `WarmStore::write_temp_once` and `WarmStore::write_encoded`).
+pub(crate) const RENAME_ATTEMPTS: u32 = 4;
 
 /// Stripes of the per-key lock (and descriptors of the directory lock).
 const KEY_LOCKS: usize = 16;
@@ -416,6 +456,7 @@ impl WarmStore {
             legacy_pending: std::sync::atomic::AtomicBool::new(true),
             prepared: std::sync::atomic::AtomicBool::new(false),
             writing_into: std::array::from_fn(|_| AtomicU32::new(0)),
+            fan_out_durable: durable_marks(root),
             unit: AtomicU64::new(super::index::DEFAULT_ALLOCATION_UNIT),
             compactions: compact::Backlog::default(),
         }
@@ -1032,23 +1073,42 @@ impl WarmStore {
         // Until the index knows the entry, `observe_dirs` must not take its directory away.
         let _in_flight = InFlight::new(&self.writing_into[usize::from(hash[0])]);
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
-        let tmp = self.layout.temp_path(hash, self.owner, n);
+        // Beside its place (see `Layout::entry_temp_path`): the rename stays in one directory.
+        let tmp = self.layout.entry_temp_path(hash, self.owner, n);
         let dest = self.layout.entry_path(hash);
-        let written = match self.write_temp(fs, &tmp, file) {
-            // A path error creating the temp file: `tmp/` (or the root) cannot hold any
-            // entry, so it is the device's failure, not this entry's.
-            Err(e) if IoErrorKind::classify(&e) == IoErrorKind::Path => Err(layout_blocked(e)),
-            Err(e) => Err(e),
-            Ok(()) => {
-                let key_lock = self.key_lock(hash, Hold::Shared);
-                match self.rename_into_place(fs, &tmp, &dest, hash) {
-                    Err(e) if IoErrorKind::classify(&e) == IoErrorKind::Path => {
-                        drop(key_lock);
-                        Err(self.entry_or_layout_blocked(fs, e))
-                    }
-                    Err(e) => Err(e),
-                    Ok(()) => Ok(key_lock),
+        let mut attempt = 0;
+        let written = loop {
+            match self.write_temp(fs, &tmp, file) {
+                // A path error creating the temp file: the fan-out directory is blocked (a
+                // file or symlink planted there: this entry's path), or `v2/` itself is (no
+                // entry can be written: the device's failure).
+                Err(e) if IoErrorKind::classify(&e) == IoErrorKind::Path => {
+                    break Err(self.entry_or_layout_blocked(fs, e))
                 }
+                Err(e) => break Err(e),
+                Ok(()) => {}
+            }
+            let key_lock = self.key_lock(hash, Hold::Shared);
+            match self.rename_into_place(fs, &tmp, &dest, hash[0]) {
+                // The fan-out directory went, with the temp file in it, between the write and
+                // the rename (another process's `clear`; this one's waits for writes): written
+                // again, a bounded number of times.
+                Err(e) if is_not_found(&e) && attempt < RENAME_ATTEMPTS => {
+                    drop(key_lock);
+                    attempt += 1;
+                    // Gone with its directory; if it is somehow still there, the new create
+                    // (`O_EXCL`) must not find it.
+                    match fs.remove_file(&tmp) {
+                        Err(r) if !is_not_found(&r) => break Err(e),
+                        _ => {}
+                    }
+                }
+                Err(e) if IoErrorKind::classify(&e) == IoErrorKind::Path => {
+                    drop(key_lock);
+                    break Err(self.entry_or_layout_blocked(fs, e));
+                }
+                Err(e) => break Err(e),
+                Ok(()) => break Ok(key_lock),
             }
         };
         let key_lock = match written {
@@ -1125,10 +1185,7 @@ impl WarmStore {
             return;
         };
         for d in dirs {
-            if d.kind != FileKind::Dir || !layout::is_fanout_name(&d.name) {
-                continue;
-            }
-            let Some(i) = d.name.to_str().and_then(|s| u8::from_str_radix(s, 16).ok()) else {
+            let Some(i) = layout::fanout_byte(&d.name).filter(|_| d.kind == FileKind::Dir) else {
                 continue;
             };
             // Checked before the index: a write claims its directory before the index
@@ -1140,6 +1197,7 @@ impl WarmStore {
                     .remove_dir(&self.layout.entries_dir().join(&d.name))
                     .is_ok()
             {
+                self.fan_out_durable[usize::from(i)].store(false, Ordering::Release);
                 0
             } else {
                 d.len
@@ -1333,36 +1391,24 @@ impl WarmStore {
         }
     }
 
+    /// Creates the temp file `tmp` (in its entry's fan-out directory) holding `file`.
     fn write_temp_once(&self, fs: &dyn Fs, tmp: &Path, file: &[u8]) -> io::Result<()> {
-        match fs.write_new(tmp, file, self.config.sync) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                // tmp/ was removed under us: recreate it once.
-                fs.create_dir_all(self.layout.tmp_dir())?;
-                fs.write_new(tmp, file, self.config.sync)
-            }
-            r => r,
-        }
-    }
-
-    fn rename_into_place(
-        &self,
-        fs: &dyn Fs,
-        tmp: &Path,
-        dest: &Path,
-        hash: &KeyHash,
-    ) -> io::Result<()> {
-        let dir = self.layout.entry_dir(hash);
         let mut attempt = 0;
         loop {
-            match fs.rename(tmp, dest) {
-                Ok(()) => break,
-                // No fan-out directory: the first entry in it, or `purge` removed it empty
-                // (`rmdir`, possibly between our `create_dir_all` and the rename): create it,
-                // make its entry in `v2/` durable, rename again. Bounded: a directory that
+            match fs.write_new(tmp, file, self.config.sync) {
+                // No fan-out directory: the first entry in it, or a `purge` removed it empty
+                // (`rmdir`, possibly between our `create_dir_all` and the create): create it,
+                // make its entry in `v2/` durable, write again. Bounded: a directory that
                 // keeps vanishing is an error.
                 Err(e) if e.kind() == io::ErrorKind::NotFound && attempt < RENAME_ATTEMPTS => {
                     attempt += 1;
-                    match fs.create_dir_all(&dir) {
+                    let Some(dir) = tmp.parent() else {
+                        return Err(e);
+                    };
+                    // Not durable until `v2/` is fsynced after this, here or by the next
+                    // write into it (see `rename_into_place`).
+                    self.set_fan_out_durable(dir, false);
+                    match fs.create_dir_all(dir) {
                         // Made, and removed again before it could be opened (the portable
                         // fs opens what it made): another round.
                         Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
@@ -1370,13 +1416,44 @@ impl WarmStore {
                     }
                     if self.config.sync {
                         fs.sync_dir(self.layout.entries_dir())?;
+                        self.set_fan_out_durable(dir, true);
                     }
                 }
-                Err(e) => return Err(e),
+                r => return r,
             }
         }
+    }
+
+    /// Marks the fan-out directory `dir` (`<root>/v2/ab`) durable in `v2/` (an fsync of `v2/`
+    /// returned after this process made it) or not known durable (this process is making or
+    /// removing it); see [`WarmStore::fan_out_durable`].
+    fn set_fan_out_durable(&self, dir: &Path, durable: bool) {
+        if let Some(i) = super::walk::fan_out_of(dir) {
+            self.fan_out_durable[usize::from(i)].store(durable, Ordering::Release);
+        }
+    }
+
+    /// Renames the written temp file `tmp` over the entry path `dest`, in the same fan-out
+    /// directory (`fan_out`), and (with `Fsync`) makes the rename durable: the directory, and
+    /// `v2/` unless this process knows the directory's name there durable
+    /// ([`WarmStore::fan_out_durable`]). `NotFound`: the directory went with the temp file in it.
+    fn rename_into_place(
+        &self,
+        fs: &dyn Fs,
+        tmp: &Path,
+        dest: &Path,
+        fan_out: u8,
+    ) -> io::Result<()> {
+        fs.rename(tmp, dest)?;
         if self.config.sync {
-            fs.sync_dir(&dir)?;
+            if let Some(dir) = dest.parent() {
+                fs.sync_dir(dir)?;
+            }
+            let durable = &self.fan_out_durable[usize::from(fan_out)];
+            if !durable.load(Ordering::Acquire) {
+                fs.sync_dir(self.layout.entries_dir())?;
+                durable.store(true, Ordering::Release);
+            }
         }
         Ok(())
     }
@@ -1434,9 +1511,16 @@ impl WarmStore {
             match item {
                 WalkItem::FanOutDir(dir) => {
                     walk.skip_dir();
+                    self.set_fan_out_durable(&dir.path, false);
                     match fs.remove_dir_all(&dir.path) {
                         Ok(()) => {}
                         Err(e) if is_not_found(&e) => {}
+                        // Another process wrote into it after it was listed (an entry, or
+                        // its temp file): what it listed is gone, what came after stays and
+                        // is no failure (r29, F4). The budget counts what stays.
+                        Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => {
+                            self.count_left(fs, &dir.path);
+                        }
                         Err(e) => {
                             // What stays is stale (the fence says so) but on disk: the
                             // budget counts it and eviction deletes it.
@@ -1480,15 +1564,10 @@ impl WarmStore {
             Err(e) if is_not_found(&e) => return Ok(0),
             Err(e) => return Err(e),
         };
-        let me = std::process::id();
         let mut removed = 0;
         for e in entries {
             let old = now_ms.saturating_sub(e.modified_ms) > TEMP_MAX_AGE_MS;
-            let orphan = match layout::parse_temp_name(&e.name) {
-                Some(o) if o.pid == me => !lock_live().contains(&o.instance),
-                Some(o) => !pid_alive(o.pid),
-                None => false,
-            };
+            let orphan = layout::parse_temp_name(&e.name).is_some_and(writer_gone);
             if e.kind == FileKind::File && (orphan || old) {
                 match fs.remove_file(&self.layout.tmp_dir().join(&e.name)) {
                     Ok(()) => removed += 1,
@@ -1506,12 +1585,14 @@ impl WarmStore {
         Ok(removed)
     }
 
-    /// Walks `v1/ab/cd/` and merges what it finds into the index. Foreign files and folders
-    /// are counted and ignored; nothing is opened, nothing is followed; a directory that
-    /// cannot be listed ends the scan (the index stays incomplete).
-    pub fn scan(&self, fs: &dyn Fs) -> io::Result<u64> {
+    /// Walks `v2/ab/` and merges what it finds into the index. Foreign files and folders
+    /// are counted and ignored; the temp files of entries whose writer is gone (or older than
+    /// [`TEMP_MAX_AGE_MS`] at `now_ms`) are deleted; nothing is opened, nothing is followed; a
+    /// directory that cannot be listed ends the scan (the index stays incomplete).
+    pub fn scan(&self, fs: &dyn Fs, now_ms: u64) -> io::Result<u64> {
         let mut found = Vec::new();
         let mut foreign = 0u64;
+        let mut swept = 0u64;
         for item in EntryWalk::from_entries_dir(fs, self.layout.root()).in_listing_order() {
             match item {
                 WalkItem::Entry(e) if e.kind == FileKind::File => {
@@ -1520,11 +1601,37 @@ impl WarmStore {
                 // Non-regular files at entry paths are quarantined when read.
                 WalkItem::Entry(_) => {}
                 WalkItem::Foreign(_) => foreign += 1,
+                // An entry's temp file whose writer is gone (a crash, a `kill -9`): deleted,
+                // as `sweep_temp` does in `tmp/`. One of a live writer is left to it.
+                WalkItem::Temp(t) => {
+                    let old = now_ms.saturating_sub(t.modified_ms) > TEMP_MAX_AGE_MS;
+                    let orphan = t
+                        .path
+                        .file_name()
+                        .and_then(layout::parse_entry_temp_name)
+                        .is_some_and(writer_gone);
+                    if orphan || old {
+                        match fs.remove_file(&t.path) {
+                            Ok(()) => swept += 1,
+                            Err(e) if is_not_found(&e) => {}
+                            // Left, and the scan goes on (r29, F1): one undeletable leftover
+                            // must not keep every entry out of the index. The next scan
+                            // tries again.
+                            Err(e) => {
+                                debug!(error = %e, path = %t.path.display(), "could not remove an orphan entry temp file");
+                            }
+                        }
+                    }
+                }
                 WalkItem::FanOutDir(d) if d.level == Level::FanOut && self.is_closing() => {
                     // Abandon: the index stays marked incomplete.
+                    self.counters.temp_files_swept.add(swept);
                     return Ok(found.len() as u64);
                 }
-                WalkItem::Unlisted(u) => return Err(u.error),
+                WalkItem::Unlisted(u) => {
+                    self.counters.temp_files_swept.add(swept);
+                    return Err(u.error);
+                }
                 _ => {}
             }
         }
@@ -1543,6 +1650,10 @@ impl WarmStore {
         // Complete once the directory is within the budget.
         self.index().mark_settled();
         self.counters.foreign_files.add(foreign);
+        self.counters.temp_files_swept.add(swept);
+        if swept > 0 {
+            info!(removed = swept, "orphan entry temp files swept");
+        }
         debug!(entries = n, foreign, "warm index scan merged");
         Ok(n)
     }
@@ -2088,3 +2199,7 @@ mod tests {
         drop(dir);
     }
 }
+
+#[cfg(test)]
+#[path = "beside_r29_tests.rs"]
+mod beside_r29_tests;

@@ -17,7 +17,7 @@ use super::layout::{self, KeyHash, Layout};
 use super::quarantine::{self, QuarantineLimits, SIDECAR_SUFFIX};
 use super::store::{
     InlineRead, Prefetched, ReadOutcome, SteppedRead, StoreConfig, WarmStore, WriteOutcome,
-    INLINE_STEP_BYTES, STEPPED_FILE_MAX, STEPPED_VALUE_MAX,
+    INLINE_STEP_BYTES, RENAME_ATTEMPTS, STEPPED_FILE_MAX, STEPPED_VALUE_MAX,
 };
 
 const NOW: u64 = 1_700_000_000_000;
@@ -142,8 +142,9 @@ impl Env {
             .unwrap()
     }
 
+    /// No temp file in `tmp/` and none beside an entry (`v2/ab/.<…>.tmp`).
     fn tmp_is_empty(&self) -> bool {
-        std::fs::read_dir(self.layout.tmp_dir()).unwrap().count() == 0
+        crate::testing::temp_files(self.layout.root()).is_empty()
     }
 }
 
@@ -1208,17 +1209,26 @@ fn a_file_over_the_largest_valid_entry_is_oversize_and_quarantined_unread() {
     assert_quarantined(&env, b"huge", &bytes, Corruption::Oversize);
 }
 
-/// `purge` removes the fan-out directories it empties (`rmdir`); one may go between the
-/// writer's `create_dir_all` and its rename. The write must still land: the writer creates
-/// the directory again instead of failing (a failed write would be retried and counted
-/// against the device).
+/// The names in `dir` other than entry files (temp files left behind, say).
+fn not_entries(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| layout::parse_hex(std::ffi::OsStr::new(n)).is_none())
+        .collect()
+}
+
+/// An entry's temp file sits in its fan-out directory; another process's `clear` may remove
+/// that directory, temp file and all, between the write and the rename (the rename then finds
+/// nothing: `NotFound`). The write must still land: the writer writes the temp file again
+/// (creating the directory) instead of failing (a failed write would be retried and counted
+/// against the device), and leaves no temp file behind.
 #[test]
 fn a_fan_out_directory_removed_under_a_write_is_created_again() {
     let dir = tempfile::tempdir().unwrap();
     let fs = FaultFs::std();
     let env = open_with(&fs, dir.path(), config(true, false));
-    // The first rename finds no fan-out directory; the one after `create_dir_all` finds it
-    // gone again (an rmdir in between), twice.
+    // Three renames in a row find nothing at the temp path.
     fs.add_rule(
         Rule::new(Fault::Errno(2))
             .ops(&[FsOp::Rename])
@@ -1226,18 +1236,55 @@ fn a_fan_out_directory_removed_under_a_write_is_created_again() {
             .times(3),
     );
     let hash = layout::key_hash(b"k");
+    let before = (fs.calls(FsOp::WriteNew), fs.calls(FsOp::Rename));
     let out = env
         .store
         .write(&fs, b"k", &hash, b"value", meta(0))
         .unwrap();
     assert!(matches!(out, WriteOutcome::Written { .. }), "{out:?}");
-    let file = std::fs::read(env.layout.entry_path(&hash)).unwrap();
     assert_eq!(
         hit(env.store.read(&fs, b"k", &hash, NOW).unwrap()).value,
         b"value"
     );
-    assert!(!file.is_empty());
-    assert_eq!(fs.calls(FsOp::Rename), 4);
+    // Each failed rename: the temp file written again (the first create, which found no
+    // fan-out directory, is not counted: it never reached the disk), renamed again.
+    assert_eq!(
+        (
+            fs.calls(FsOp::WriteNew) - before.0,
+            fs.calls(FsOp::Rename) - before.1
+        ),
+        (4, 4)
+    );
+    let fan_out = env.layout.entry_dir(&hash);
+    assert_eq!(not_entries(&fan_out), Vec::<String>::new());
+    assert_eq!(not_entries(env.layout.tmp_dir()), Vec::<String>::new());
+}
+
+/// Past [`RENAME_ATTEMPTS`] rewrites, a directory that keeps vanishing is the write's error
+/// (`NotFound`), and nothing is left behind.
+#[test]
+fn a_fan_out_directory_that_keeps_vanishing_fails_the_write_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FaultFs::std();
+    let env = open_with(&fs, dir.path(), config(true, false));
+    fs.add_rule(
+        Rule::new(Fault::Errno(2))
+            .ops(&[FsOp::Rename])
+            .path_contains("/v2/"),
+    );
+    let hash = layout::key_hash(b"k");
+    let before = fs.calls(FsOp::Rename);
+    let err = env
+        .store
+        .write(&fs, b"k", &hash, b"value", meta(0))
+        .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::NotFound, "{err}");
+    assert_eq!(fs.calls(FsOp::Rename) - before, 1 + RENAME_ATTEMPTS as u64);
+    assert!(!env.layout.entry_path(&hash).exists());
+    assert_eq!(
+        not_entries(&env.layout.entry_dir(&hash)),
+        Vec::<String>::new()
+    );
 }
 
 /// The expiry sweep (or the scan, or another writer) removes fan-out directories that hold no
@@ -1279,19 +1326,26 @@ fn a_fan_out_directory_removed_inside_create_dir_all_is_created_again() {
             .times(2),
     );
     let hash = layout::key_hash(b"k");
-    let before = (fs.calls(FsOp::Rename), fs.calls(FsOp::CreateDirAll));
+    let before = (
+        fs.calls(FsOp::WriteNew),
+        fs.calls(FsOp::CreateDirAll),
+        fs.calls(FsOp::Rename),
+    );
     let out = env
         .store
         .write(&fs, b"k", &hash, b"value", meta(0))
         .unwrap();
     assert!(matches!(out, WriteOutcome::Written { .. }), "{out:?}");
-    // Rename (no directory), mkdir fails, rename, mkdir fails, rename, mkdir, rename.
+    // The temp file's create (no directory), mkdir fails, create, mkdir fails, create,
+    // mkdir, create; one rename. The three creates that found no directory never reached the
+    // disk: `FaultFs` does not count them.
     assert_eq!(
         (
-            fs.calls(FsOp::Rename) - before.0,
-            fs.calls(FsOp::CreateDirAll) - before.1
+            fs.calls(FsOp::WriteNew) - before.0,
+            fs.calls(FsOp::CreateDirAll) - before.1,
+            fs.calls(FsOp::Rename) - before.2
         ),
-        (4, 3)
+        (1, 3, 1)
     );
     assert_eq!(
         hit(env.store.read(&fs, b"k", &hash, NOW).unwrap()).value,

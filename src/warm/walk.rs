@@ -15,6 +15,11 @@
 //!   listing gives: a regular file, but also a directory, symlink, FIFO or device planted at an
 //!   entry path, which the walk never opens or descends into (the caller decides what a
 //!   non-regular entry means: the cache skips it, `verify` calls it `not-a-regular-file`).
+//! - **Entries being written are items.** A regular file in `v2/ab/` named as a writer names
+//!   the temp file of an entry it is writing (`.<16 hex>.<pid>.<instance>.<n>.tmp`, written
+//!   beside its entry's place and renamed over it) is a [`WalkItem::Temp`]: never an entry,
+//!   never foreign. The cache's startup scan deletes those whose writer is gone; tools count
+//!   them as temp files.
 //! - **Foreign names are items.** Every other name under `v2/` (`.DS_Store`, `ab/foo~`, a file
 //!   where a fan-out directory belongs, a symlink to a directory, a non-UTF-8 name) is a
 //!   [`WalkItem::Foreign`], never opened or descended into; so is `v2` itself when it is not a
@@ -94,6 +99,19 @@ pub struct Foreign {
     pub kind: FileKind,
 }
 
+/// The temp file of an entry being written (`v2/ab/.<16 hex>.<pid>.<instance>.<n>.tmp`), or
+/// left behind by a writer that died.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TempFile {
+    /// The full path.
+    pub path: PathBuf,
+    /// Its length in bytes, as listed.
+    pub len: u64,
+    /// Its modification time, unix ms, as listed.
+    pub modified_ms: u64,
+}
+
 /// A directory whose listing failed; nothing below it was walked.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -114,6 +132,9 @@ pub enum WalkItem {
     Entry(WalkEntry),
     /// A fan-out directory, announced before it is listed (see [`EntryWalk::skip_dir`]).
     FanOutDir(FanOutDir),
+    /// The temp file of an entry being written (or left by a writer that died); never
+    /// opened.
+    Temp(TempFile),
     /// A name with no place in the layout; never opened or descended into.
     Foreign(Foreign),
     /// A directory that could not be listed; the walk goes on past it.
@@ -270,6 +291,15 @@ impl<'a> EntryWalk<'a> {
                     len: e.len,
                     modified_ms: e.modified_ms,
                 }),
+                None if e.kind == FileKind::File
+                    && layout::parse_entry_temp_name(&e.name).is_some() =>
+                {
+                    WalkItem::Temp(TempFile {
+                        path,
+                        len: e.len,
+                        modified_ms: e.modified_ms,
+                    })
+                }
                 _ => foreign(path, e.kind),
             },
             Level::Entries if e.kind == FileKind::Dir && layout::is_fanout_name(&e.name) => {
@@ -380,17 +410,13 @@ fn foreign(path: PathBuf, kind: FileKind) -> WalkItem {
     WalkItem::Foreign(Foreign { path, kind })
 }
 
-/// Gone between two listings: another process removed it (or replaced a directory on the
-/// way with a file).
 /// The first hash byte of the entries a fan-out directory holds (`…/v2/ab` → `0xab`).
-fn fan_out_of(dir: &Path) -> Option<u8> {
-    let name = dir.file_name()?.to_str()?;
-    if !layout::is_fanout_name(OsStr::new(name)) {
-        return None;
-    }
-    u8::from_str_radix(name, 16).ok()
+pub(crate) fn fan_out_of(dir: &Path) -> Option<u8> {
+    layout::fanout_byte(dir.file_name()?)
 }
 
+/// Gone between two listings: another process removed it (or replaced a directory on the
+/// way with a file).
 fn is_vanished(e: &io::Error) -> bool {
     matches!(
         e.kind(),
@@ -448,6 +474,7 @@ mod tests {
             }
             WalkItem::FanOutDir(d) => format!("D {} {:?}", rel(&d.path), d.level),
             WalkItem::Foreign(f) => format!("F {} {:?}", rel(&f.path), f.kind),
+            WalkItem::Temp(t) => format!("T {} {}", rel(&t.path), t.len),
             WalkItem::Unlisted(u) => format!("U {} {:?}", rel(&u.path), u.level),
         })
         .collect()
@@ -478,6 +505,11 @@ mod tests {
         std::fs::write(v2.join("ab").join(name("abcd1")), b"x").unwrap();
         std::fs::write(v2.join("ab").join(name("abcd0")), b"x").unwrap();
         std::fs::write(v2.join("ab/foo~"), b"x").unwrap();
+        // An entry being written: a temp file; the same name as a directory, or with a name
+        // that is not a writer's, foreign.
+        std::fs::write(v2.join("ab/.abcd000000000000.77.1.0.tmp"), b"xyz").unwrap();
+        std::fs::create_dir(v2.join("ab/.abcd000000000000.77.1.1.tmp")).unwrap();
+        std::fs::write(v2.join("ab/.abcd00000000000.77.1.2.tmp"), b"x").unwrap();
         std::fs::write(v2.join("ab").join(name("ABCD")), b"x").unwrap();
         // A directory at an entry path: an entry, never descended into.
         std::fs::create_dir_all(v2.join("ab").join(name("abcd2")).join("inner")).unwrap();
@@ -502,6 +534,9 @@ mod tests {
                 "F v2/.DS_Store File".to_owned(),
                 "F v2/AB Dir".to_owned(),
                 "D v2/ab FanOut".to_owned(),
+                "F v2/ab/.abcd00000000000.77.1.2.tmp File".to_owned(),
+                "T v2/ab/.abcd000000000000.77.1.0.tmp 3".to_owned(),
+                "F v2/ab/.abcd000000000000.77.1.1.tmp Dir".to_owned(),
                 format!("F v2/ab/{} File", name("ABCD")),
                 format!("E v2/ab/{} File", short(&name("abcd0"))),
                 format!("E v2/ab/{} File", short(&name("abcd1"))),

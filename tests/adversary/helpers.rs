@@ -74,11 +74,9 @@ pub fn hex_of(key: &[u8]) -> String {
     hex(&key_hash(key))
 }
 
-/// Files under `<root>/tmp`.
+/// Temp files: files under `<root>/tmp`, and entry temp files in `<root>/v2/ab/`.
 pub fn temp_files(root: &Path) -> usize {
-    std::fs::read_dir(root.join("tmp"))
-        .map(|d| d.count())
-        .unwrap_or(0)
+    answercache::testing::temp_files(root).len()
 }
 
 /// Waits until the cache is tiered with a closed breaker and `flush` returns Ok.

@@ -93,8 +93,8 @@ fn purge_race(bin: &Path, rounds: usize) -> Vec<String> {
                 )),
             }
         }
-        let left: Vec<_> = std::fs::read_dir(root.join("tmp")).unwrap().collect();
-        assert!(left.is_empty(), "round {round}: left in tmp/: {left:?}");
+        let left = answercache::testing::temp_files(&root);
+        assert!(left.is_empty(), "round {round}: temp files left: {left:?}");
     }
     assert!(raced > 0, "the writer never ran while purge did");
     lost

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use answercache::testing::{Fault, FaultFs, FsOp, Rule};
+use answercache::testing::{wait_until, Fault, FaultFs, FsOp, Rule};
 use answercache::Error;
 
 use crate::support::{dir_in, hex_of, open, walk, Answer, OnDisk, Reads};
@@ -242,8 +242,11 @@ fn plant(dir: &Path, name: &str, age: Duration) -> String {
     name.to_owned()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn orphan_temp_files_are_swept_at_open() {
+/// Plants, in `dir`, three orphan temp files named `<prefix><16 hex>.<pid>.<instance>.<n>.tmp`
+/// (a dead pid; pid 1, two hours old; this process, an instance that does not exist) and two
+/// of live writers (pid 1, fresh and 59 minutes old), and a foreign `notes.txt`. Returns the
+/// orphans' names and the live ones'.
+fn plant_temps(dir: &Path, prefix: &str) -> (Vec<String>, BTreeSet<String>) {
     const DEAD_PID: u32 = 999_999_999;
     assert!(
         !Path::new(&format!("/proc/{DEAD_PID}")).exists(),
@@ -251,30 +254,45 @@ async fn orphan_temp_files_are_swept_at_open() {
     );
     assert!(Path::new("/proc/1").exists(), "pid 1 is alive");
     let me = std::process::id();
-    let dir = tempfile::tempdir().unwrap();
-    let tmp = dir.path().join("tmp");
-    std::fs::create_dir(&tmp).unwrap();
+    std::fs::create_dir_all(dir).unwrap();
     let fresh = Duration::ZERO;
-    let swept = [
-        plant(&tmp, &format!("0123456789abcdef.{DEAD_PID}.1.0.tmp"), fresh),
+    let name = |hex: &str, rest: &str| format!("{prefix}{hex}.{rest}.tmp");
+    let swept = vec![
         plant(
-            &tmp,
-            "0123456789abcdef.1.1.0.tmp",
+            dir,
+            &name("0123456789abcdef", &format!("{DEAD_PID}.1.0")),
+            fresh,
+        ),
+        plant(
+            dir,
+            &name("0123456789abcdef", "1.1.0"),
             Duration::from_secs(2 * 3600),
         ),
         // This process, but a cache instance that does not exist (any more).
-        plant(&tmp, &format!("0123456789abcdef.{me}.999999.0.tmp"), fresh),
-    ];
-    let kept: BTreeSet<String> = [
-        plant(&tmp, "fedcba9876543210.1.2.0.tmp", fresh),
         plant(
-            &tmp,
-            "fedcba9876543210.1.3.7.tmp",
+            dir,
+            &name("0123456789abcdef", &format!("{me}.999999.0")),
+            fresh,
+        ),
+    ];
+    let kept = [
+        plant(dir, &name("fedcba9876543210", "1.2.0"), fresh),
+        plant(
+            dir,
+            &name("fedcba9876543210", "1.3.7"),
             Duration::from_secs(59 * 60),
         ),
-        plant(&tmp, "notes.txt", fresh),
     ]
     .into();
+    plant(dir, "notes.txt", fresh);
+    (swept, kept)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orphan_temp_files_are_swept_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = dir.path().join("tmp");
+    let (swept, kept) = plant_temps(&tmp, "");
     let h = dir_in(dir).open_cache(|b| b).await;
     let s = h.stats();
     assert_eq!(s.temp_files_swept, 3);
@@ -282,10 +300,37 @@ async fn orphan_temp_files_are_swept_at_open() {
         s.foreign_files, 1,
         "notes.txt is foreign, counted and left alone"
     );
-    assert_eq!(h.temp_names(), kept);
+    let kept: BTreeSet<String> = kept.iter().map(|n| format!("tmp/{n}")).collect();
+    let mut listed = h.temp_names();
+    assert!(listed.remove("tmp/notes.txt"), "notes.txt is left");
+    assert_eq!(listed, kept);
     for name in swept {
         assert!(!h.root().join("tmp").join(&name).exists(), "{name}");
     }
+    h.close().await.unwrap();
+}
+
+/// An entry is written to a temp file beside its place (`v2/ab/.<16 hex>.<pid>.<instance>.<n>.tmp`);
+/// a writer killed mid-write leaves it there. The startup scan deletes those whose writer is
+/// gone (a dead process, an instance of this process that is closed, or older than an hour)
+/// and keeps those of live writers; none is ever read as an entry or counted as foreign.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orphan_entry_temp_files_beside_their_entries_are_swept_by_the_scan() {
+    let dir = tempfile::tempdir().unwrap();
+    let ab = dir.path().join("v2").join("01");
+    let (swept, kept) = plant_temps(&ab, ".");
+    let h = dir_in(dir).open_cache(|b| b).await;
+    assert!(wait_until(Duration::from_secs(30), || h.stats().warm_index_complete).await);
+    let s = h.stats();
+    assert_eq!(s.temp_files_swept, 3);
+    assert_eq!(s.foreign_files, 1, "notes.txt only");
+    assert_eq!(s.warm_entries, 0, "a temp file is never an entry");
+    let kept: BTreeSet<String> = kept.iter().map(|n| format!("v2/01/{n}")).collect();
+    assert_eq!(h.temp_names(), kept);
+    for name in swept {
+        assert!(!ab.join(&name).exists(), "{name}");
+    }
+    assert!(ab.join("notes.txt").exists(), "foreign: left");
     h.close().await.unwrap();
 }
 
@@ -302,7 +347,18 @@ async fn the_temp_file_of_a_live_instance_in_this_process_is_kept() {
     }
     let in_flight = h.temp_names();
     assert_eq!(in_flight.len(), 1);
+    // Beside its entry's place: the other instance's startup scan walks past it.
+    assert!(
+        in_flight.iter().all(|n| n.starts_with("v2/")),
+        "{in_flight:?}"
+    );
     let other = h.open_another().await;
+    assert!(
+        wait_until(Duration::from_secs(30), || other
+            .stats()
+            .warm_index_complete)
+        .await
+    );
     assert_eq!(other.stats().temp_files_swept, 0);
     assert_eq!(h.temp_names(), in_flight);
 

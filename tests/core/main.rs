@@ -10,6 +10,7 @@
     reason = "a test must fail loudly on any unexpected error"
 )]
 
+mod beside_r29;
 mod bounds;
 mod closer;
 mod compact_r27;
@@ -21,6 +22,7 @@ mod layout;
 mod model;
 mod persistence;
 mod promises;
+mod review_r30;
 mod roundtrip;
 mod settings;
 mod settle;

@@ -62,19 +62,26 @@ fn map(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
     pairs.iter().map(|(k, n)| ((*k).to_owned(), *n)).collect()
 }
 
-/// The path text of `<root>/tmp/`, where temp files are written (the root itself lies under
-/// the system's `/tmp`, so a rule matching "tmp" alone would match every path).
+/// The path text of `<root>/v2/`, under which the temp files of entry writes are written,
+/// beside their entries (`v2/ab/.<16 hex>.<pid>.<instance>.<n>.tmp`); a rule for those temp
+/// files alone adds `path_ends_with(".tmp")` (the root itself lies under the system's `/tmp`,
+/// so a rule matching "tmp" alone would match every path). Not the probe's, `<root>/tmp/probe.*`.
 fn tmp_dir(h: &TestCache) -> String {
-    h.root().join("tmp").to_string_lossy().into_owned()
+    h.root().join("v2").to_string_lossy().into_owned()
 }
 
-/// The start of the temp files of `key`'s writes: `<root>/tmp/<16 hex of its hash>.`
-/// (not the probe's, `<root>/tmp/probe.*`).
+/// An ENOSPC rule on the temp files of entry writes (see [`tmp_dir`]).
+fn enospc_temps(ops: &[FsOp], h: &TestCache, times: u64) -> Rule {
+    enospc(ops, &tmp_dir(h), times).path_ends_with(".tmp")
+}
+
+/// The start of the temp files of `key`'s writes: `<root>/v2/ab/.<16 hex of its hash>.`
 fn temp_of(h: &TestCache, key: &str) -> String {
     let hex = crate::support::hex_of(key.as_bytes());
     h.root()
-        .join("tmp")
-        .join(format!("{}.", &hex[..16]))
+        .join("v2")
+        .join(&hex[..2])
+        .join(format!(".{}.", &hex[..16]))
         .to_string_lossy()
         .into_owned()
 }
@@ -191,7 +198,7 @@ async fn write_new_refused_once_without_a_settle_is_one_error_and_one_failure() 
             durability,
             |b| b,
             |fs, h| {
-                fs.add_rule(enospc(&[FsOp::WriteNew], &tmp_dir(h), 1));
+                fs.add_rule(enospc_temps(&[FsOp::WriteNew], h, 1));
             },
         )
         .await;
@@ -212,7 +219,7 @@ async fn write_new_refused_once_then_written_is_no_error_in_both_policies() {
             durability,
             |b| b,
             |fs, h| {
-                fs.add_rule(enospc(&[FsOp::WriteNew], &tmp_dir(h), 1));
+                fs.add_rule(enospc_temps(&[FsOp::WriteNew], h, 1));
             },
         )
         .await;
@@ -229,7 +236,7 @@ async fn write_new_refused_twice_is_one_error_in_both_policies() {
             durability,
             |b| b,
             |fs, h| {
-                fs.add_rule(enospc(&[FsOp::WriteNew], &tmp_dir(h), 2));
+                fs.add_rule(enospc_temps(&[FsOp::WriteNew], h, 2));
             },
         )
         .await;
@@ -254,7 +261,8 @@ async fn write_new_always_refused_is_tried_twice_and_one_error() {
                 fs.add_rule(
                     Rule::new(Fault::Errno(28))
                         .ops(&[FsOp::WriteNew])
-                        .path_contains(tmp_dir(h)),
+                        .path_contains(tmp_dir(h))
+                        .path_ends_with(".tmp"),
                 );
             },
         )
@@ -283,7 +291,7 @@ async fn three_refusals_over_two_writes_count_one_error() {
     .await;
     let before = h.stats();
     let writes = fs.calls(FsOp::WriteNew);
-    fs.add_rule(enospc(&[FsOp::WriteNew], &tmp_dir(&h), 3));
+    fs.add_rule(enospc_temps(&[FsOp::WriteNew], &h, 3));
     assert!(h.set("a", &"one".to_string()).await.is_err());
     h.set("b", &"two".to_string()).await.unwrap();
     let s = h.stats();
@@ -310,11 +318,12 @@ async fn a_retry_that_fails_with_eio_counts_the_eio_only() {
             durability,
             |b| b,
             |fs, h| {
-                fs.add_rule(enospc(&[FsOp::WriteNew], &tmp_dir(h), 1));
+                fs.add_rule(enospc_temps(&[FsOp::WriteNew], h, 1));
                 fs.add_rule(
                     Rule::new(Fault::Errno(5))
                         .ops(&[FsOp::WriteNew])
                         .path_contains(tmp_dir(h))
+                        .path_ends_with(".tmp")
                         .times(1),
                 );
             },
@@ -334,12 +343,13 @@ async fn a_refused_retry_and_a_failed_cleanup_count_one_of_each() {
         Durability::Fsync,
         |b| b,
         |fs, h| {
-            fs.add_rule(enospc(&[FsOp::WriteNew], &tmp_dir(h), 2));
+            fs.add_rule(enospc_temps(&[FsOp::WriteNew], h, 2));
             // The unlink before the retry passes (NotFound), the cleanup after it fails.
             fs.add_rule(
                 Rule::new(Fault::Errno(5))
                     .ops(&[FsOp::RemoveFile])
                     .path_contains(tmp_dir(h))
+                    .path_ends_with(".tmp")
                     .skip(1)
                     .times(1),
             );
@@ -366,6 +376,7 @@ async fn a_quota_refusal_is_settled_like_enospc() {
                     Rule::new(Fault::Errno(122))
                         .ops(&[FsOp::WriteNew])
                         .path_contains(tmp_dir(h))
+                        .path_ends_with(".tmp")
                         .times(times),
                 );
             },
@@ -388,6 +399,7 @@ async fn eio_is_not_retried_and_counts_once() {
                 Rule::new(Fault::Errno(5))
                     .ops(&[FsOp::WriteNew])
                     .path_contains(tmp_dir(h))
+                    .path_ends_with(".tmp")
                     .times(1),
             );
         },
@@ -409,7 +421,7 @@ async fn fsync_refused_once_then_written_is_no_error() {
         WritePolicy::WriteThrough,
         Durability::Fsync,
         |b| b,
-        |fs, h| fs.add_rule(enospc(&[FsOp::SyncFile], &tmp_dir(h), 1)),
+        |fs, h| fs.add_rule(enospc_temps(&[FsOp::SyncFile], h, 1)),
     )
     .await;
     assert_eq!(c, expect(&[], 0, 0, 1, 2, true));
@@ -422,7 +434,7 @@ async fn fsync_refused_twice_is_one_error_and_no_temp_file() {
         WritePolicy::WriteThrough,
         Durability::Fsync,
         |b| b,
-        |fs, h| fs.add_rule(enospc(&[FsOp::SyncFile], &tmp_dir(h), 2)),
+        |fs, h| fs.add_rule(enospc_temps(&[FsOp::SyncFile], h, 2)),
     )
     .await;
     assert_eq!(c, expect(&[("no-space", 1)], 1, 1, 1, 2, false));
@@ -435,7 +447,7 @@ async fn fsync_refused_without_a_settle_is_one_error_and_no_temp_file() {
         WritePolicy::WriteBehind,
         Durability::Fsync,
         |b| b,
-        |fs, h| fs.add_rule(enospc(&[FsOp::SyncFile], &tmp_dir(h), 1)),
+        |fs, h| fs.add_rule(enospc_temps(&[FsOp::SyncFile], h, 1)),
     )
     .await;
     assert_eq!(c, expect(&[("no-space", 1)], 1, 1, 1, 1, false));
@@ -456,6 +468,7 @@ async fn a_short_write_then_written_on_the_retry_is_exact_and_no_error() {
                     Rule::new(Fault::ShortWrite(28))
                         .ops(&[FsOp::WriteNew])
                         .path_contains(tmp_dir(h))
+                        .path_ends_with(".tmp")
                         .times(1),
                 );
             },
@@ -478,6 +491,7 @@ async fn short_writes_twice_are_one_error_and_no_temp_file() {
                     Rule::new(Fault::ShortWrite(28))
                         .ops(&[FsOp::WriteNew])
                         .path_contains(tmp_dir(h))
+                        .path_ends_with(".tmp")
                         .times(2),
                 );
             },
@@ -509,21 +523,30 @@ async fn a_rename_refused_is_one_error_and_not_retried() {
     assert_eq!(c, expect(&[("no-space", 1)], 1, 1, 0, 1, false));
 }
 
-/// The first entry of its fan-out directory: the rename finds none, creating it is refused.
+/// The first entry of its fan-out directory: its temp file (written beside its place) finds
+/// none, and creating the directory is refused. That refusal is the temp file's write's: it
+/// settles like one (the deferred closes, then once more). Refused once: written, no error;
+/// refused again after the settle: one error, one failure, nothing left behind. (The creates
+/// that found no directory never reach the disk: not counted.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_fan_out_directory_refused_is_one_error() {
-    let c = one_write(
-        true,
-        WritePolicy::WriteThrough,
-        Durability::Fsync,
-        |b| b,
-        |fs, h| {
-            assert!(!h.entry_path("k").parent().unwrap().exists());
-            fs.add_rule(enospc(&[FsOp::CreateDirAll], &v2_dir(h), 1));
-        },
-    )
-    .await;
-    assert_eq!(c, expect(&[("no-space", 1)], 1, 1, 0, 1, false));
+async fn a_fan_out_directory_refused_settles_like_the_temp_file() {
+    for (refusals, want) in [
+        (1, expect(&[], 0, 0, 1, 1, true)),
+        (2, expect(&[("no-space", 1)], 1, 1, 1, 0, false)),
+    ] {
+        let c = one_write(
+            true,
+            WritePolicy::WriteThrough,
+            Durability::Fsync,
+            |b| b,
+            |fs, h| {
+                assert!(!h.entry_path("k").parent().unwrap().exists());
+                fs.add_rule(enospc(&[FsOp::CreateDirAll], &v2_dir(h), refusals));
+            },
+        )
+        .await;
+        assert_eq!(c, want, "refused {refusals} times");
+    }
 }
 
 /// The directory fsync after the rename refused: one error, one failure, no settle.
@@ -633,8 +656,10 @@ async fn a_retried_write_and_a_refused_eviction_count_the_eviction_only() {
     let (a, b) = (rng.bytes(6000), rng.bytes(6000));
     h.set_bytes("a", &a).await.unwrap();
     let before = h.stats();
-    fs.add_rule(enospc(&[FsOp::WriteNew], &tmp_dir(&h), 1));
-    fs.add_rule(enospc(&[FsOp::RemoveFile], &v2_dir(&h), 1));
+    fs.add_rule(enospc_temps(&[FsOp::WriteNew], &h, 1));
+    // The eviction of "a" (not the removal of the refused temp file, in `v2/` too).
+    let victim = h.entry_path("a").to_string_lossy().into_owned();
+    fs.add_rule(enospc(&[FsOp::RemoveFile], &victim, 1));
     h.set_bytes("b", &b).await.unwrap();
     let s = h.stats();
     assert_eq!(kinds(&before, &s), map(&[("no-space", 1)]));
@@ -733,7 +758,7 @@ async fn a_free_space_refusal_then_write_refusals_count_one_error() {
                     .ops(&[FsOp::AvailableSpace])
                     .times(1),
             );
-            fs.add_rule(enospc(&[FsOp::WriteNew], &tmp_dir(h), 2));
+            fs.add_rule(enospc_temps(&[FsOp::WriteNew], h, 2));
         },
     )
     .await;
@@ -776,11 +801,12 @@ async fn a_refusal_not_retried_because_the_temp_file_cannot_go_is_counted() {
         Durability::Fsync,
         |b| b,
         |fs, h| {
-            fs.add_rule(enospc(&[FsOp::WriteNew], &tmp_dir(h), 1));
+            fs.add_rule(enospc_temps(&[FsOp::WriteNew], h, 1));
             fs.add_rule(
                 Rule::new(Fault::Errno(5))
                     .ops(&[FsOp::RemoveFile])
                     .path_contains(tmp_dir(h))
+                    .path_ends_with(".tmp")
                     .times(1),
             );
         },
@@ -800,11 +826,12 @@ async fn a_refusal_not_retried_is_still_a_breaker_failure() {
         Durability::Fsync,
         |b| b,
         |fs, h| {
-            fs.add_rule(enospc(&[FsOp::WriteNew], &tmp_dir(h), 1));
+            fs.add_rule(enospc_temps(&[FsOp::WriteNew], h, 1));
             fs.add_rule(
                 Rule::new(Fault::Errno(21))
                     .ops(&[FsOp::RemoveFile])
                     .path_contains(tmp_dir(h))
+                    .path_ends_with(".tmp")
                     .times(1),
             );
         },
@@ -838,12 +865,14 @@ async fn writes_failing_on_withdrawn_refusals_still_trip_memory_only() {
     fs.add_rule(
         Rule::new(Fault::Errno(28))
             .ops(&[FsOp::WriteNew])
-            .path_contains(tmp_dir(&h)),
+            .path_contains(tmp_dir(&h))
+            .path_ends_with(".tmp"),
     );
     fs.add_rule(
         Rule::new(Fault::Errno(21))
             .ops(&[FsOp::RemoveFile])
-            .path_contains(tmp_dir(&h)),
+            .path_contains(tmp_dir(&h))
+            .path_ends_with(".tmp"),
     );
     for i in 0..3 {
         assert!(h.set(format!("k{i}"), &"v".to_string()).await.is_err());
@@ -913,11 +942,12 @@ async fn a_timed_out_write_refused_on_its_retry_counts_one_no_space() {
     .await;
     let before = h.stats();
     let writes = fs.calls(FsOp::WriteNew);
-    fs.add_rule(enospc(&[FsOp::WriteNew], &tmp_dir(&h), 2));
+    fs.add_rule(enospc_temps(&[FsOp::WriteNew], &h, 2));
     fs.add_rule(
         Rule::new(Fault::Hang)
             .ops(&[FsOp::RemoveFile])
             .path_contains(tmp_dir(&h))
+            .path_ends_with(".tmp")
             .times(1),
     );
     let set = h.set("k", &"v".to_string()).await;
@@ -954,11 +984,12 @@ async fn a_timed_out_write_written_on_its_retry_counts_only_the_timeout() {
     )
     .await;
     let before = h.stats();
-    fs.add_rule(enospc(&[FsOp::WriteNew], &tmp_dir(&h), 1));
+    fs.add_rule(enospc_temps(&[FsOp::WriteNew], &h, 1));
     fs.add_rule(
         Rule::new(Fault::Delay(Duration::from_millis(1500)))
             .ops(&[FsOp::RemoveFile])
             .path_contains(tmp_dir(&h))
+            .path_ends_with(".tmp")
             .times(1),
     );
     let set = h.set("k", &"v".to_string()).await;
@@ -997,11 +1028,12 @@ async fn a_timed_out_refusal_without_a_settle_counts_once() {
     )
     .await;
     let before = h.stats();
-    fs.add_rule(enospc(&[FsOp::WriteNew], &tmp_dir(&h), 1));
+    fs.add_rule(enospc_temps(&[FsOp::WriteNew], &h, 1));
     fs.add_rule(
         Rule::new(Fault::Hang)
             .ops(&[FsOp::RemoveFile])
             .path_contains(tmp_dir(&h))
+            .path_ends_with(".tmp")
             .times(1),
     );
     assert!(h.set("k", &"v".to_string()).await.is_err());
@@ -1037,6 +1069,7 @@ async fn concurrent_one_in_three(policy: WritePolicy, seed: u64) {
         Rule::new(Fault::Errno(28))
             .ops(&[FsOp::WriteNew])
             .path_contains(tmp_dir(&h))
+            .path_ends_with(".tmp")
             .one_in(3, seed),
     );
     let mut tasks = Vec::new();
@@ -1168,7 +1201,7 @@ async fn writes_always_written_on_their_retry_never_trip_anything() {
     .await;
     let before = h.stats();
     for i in 0..20 {
-        fs.add_rule(enospc(&[FsOp::WriteNew], &tmp_dir(&h), 1));
+        fs.add_rule(enospc_temps(&[FsOp::WriteNew], &h, 1));
         h.set(format!("k{i}"), &format!("v{i}")).await.unwrap();
     }
     let s = h.stats();

@@ -86,16 +86,12 @@ pub trait OnDisk {
             .sum()
     }
 
-    /// Names of the files in `<root>/tmp/`.
+    /// The temp files under the root, as paths relative to it: every file in `tmp/`
+    /// (`tmp/<name>`), and the temp files of entries being written in the fan-out
+    /// directories (`v2/ab/<name>`; see `answercache::testing::temp_files`).
     fn temp_names(&self) -> BTreeSet<String> {
-        std::fs::read_dir(self.dir_root().join("tmp"))
-            .expect("list tmp/")
-            .map(|e| {
-                e.expect("tmp/ entry")
-                    .file_name()
-                    .to_string_lossy()
-                    .into_owned()
-            })
+        answercache::testing::temp_files(self.dir_root())
+            .into_iter()
             .collect()
     }
 }

@@ -22,7 +22,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use answercache::testing::{Fault, FaultFs, FsOp, Rule};
+use answercache::testing::{wait_until, Fault, FaultFs, FsOp, Rule};
 use answercache::{BreakerState, Mode};
 
 use crate::support::*;
@@ -285,7 +285,10 @@ async fn variant(
         t.temps_after_op_once += 1;
         fail(
             t,
-            format!("temp files after the op: {:?}", files_in(&root.join("tmp"))),
+            format!(
+                "temp files after the op: {:?}",
+                answercache::testing::temp_files(&root)
+            ),
         );
     }
     let in_memory: Vec<(&str, Option<u64>)> = match op {
@@ -338,7 +341,7 @@ async fn variant(
             t,
             format!(
                 "temp files left while running: {:?}",
-                files_in(&root.join("tmp"))
+                answercache::testing::temp_files(&root)
             ),
         );
     }
@@ -360,12 +363,20 @@ async fn variant(
 
     // What the next process finds.
     let reopened = answercache::testing::builder(&root).build().await.unwrap();
+    // `tmp/` is swept before `build` returns, the fan-out directories by the startup scan.
+    let scanned = wait_until(Duration::from_secs(30), || {
+        reopened.stats().warm_index_complete
+    })
+    .await;
     let temps = temp_files(&root) as u64;
-    if temps != 0 {
-        t.temps_after_reopen += temps;
+    if !scanned || temps != 0 {
+        t.temps_after_reopen += temps.max(1);
         fail(
             t,
-            format!("temp files after reopen: {:?}", files_in(&root.join("tmp"))),
+            format!(
+                "temp files after reopen (scan complete: {scanned}): {:?}",
+                answercache::testing::temp_files(&root)
+            ),
         );
     }
     let per_entry = kind == Kind::Errno("efbig", EFBIG);

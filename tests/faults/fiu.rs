@@ -1190,6 +1190,13 @@ fn run(exe: &Path, test: &str, spec: &Spec) -> Outcome {
             .build()
             .await
             .unwrap();
+        // `tmp/` is swept before `build` returns; the temp files left beside entries, by the
+        // startup scan.
+        let scanned = answercache::testing::wait_until(Duration::from_secs(30), || {
+            cache.stats().warm_index_complete
+        })
+        .await;
+        assert!(scanned, "{name}: the startup scan never completed");
         let temps = temp_files(&root) as u64;
         if temps > 0 {
             model.tally.temps_after_open += temps;

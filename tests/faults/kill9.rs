@@ -124,6 +124,15 @@ fn kill_minus_nine_cycles() {
         }
         rt.block_on(async {
             let cache = builder(&root).build().await.unwrap();
+            // `tmp/` is swept before `build` returns; the temp files left beside entries, by
+            // the startup scan.
+            assert!(
+                answercache::testing::wait_until(Duration::from_secs(30), || {
+                    cache.stats().warm_index_complete
+                })
+                .await,
+                "cycle {cycle}: the startup scan never completed"
+            );
             leaked += temp_files(&root) as u64;
             for k in 0..KEYS {
                 let found = match cache.get_bytes(key(k)).await.unwrap() {

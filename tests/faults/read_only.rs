@@ -290,7 +290,11 @@ async fn concurrent(mnt: &Path, f: &mut Figures) {
     assert_eq!(s.lost_writes, 0);
     f.erofs_errors += errors(&cache, "read-only");
     cache.close().await.unwrap();
-    assert_eq!(files_in(&root.join("tmp")), Vec::<String>::new(), "{s:?}");
+    assert_eq!(
+        answercache::testing::temp_files(&root),
+        Vec::<String>::new(),
+        "{s:?}"
+    );
     let report = verify_report(&root);
     assert!(report.is_clean(), "{report:?}");
 

@@ -261,17 +261,18 @@ pub fn files_in(dir: &Path) -> Vec<String> {
     }
 }
 
-/// Files in `<root>/tmp`.
+/// Temp files: every file in `<root>/tmp`, and the temp files of entries being written in
+/// `<root>/v2/ab/` (see `answercache::testing::temp_files`).
 pub fn temp_files(root: &Path) -> usize {
-    files_in(&root.join("tmp")).len()
+    answercache::testing::temp_files(root).len()
 }
 
-/// Temp files of entry writes in `<root>/tmp` (recovery-probe files excluded: one may be in
-/// flight while a harness looks).
+/// Temp files of entry writes, in `<root>/v2/ab/` and `<root>/tmp` (recovery-probe files
+/// excluded: one may be in flight while a harness looks).
 pub fn entry_temp_files(root: &Path) -> usize {
-    files_in(&root.join("tmp"))
+    answercache::testing::temp_files(root)
         .iter()
-        .filter(|n| !n.starts_with("probe."))
+        .filter(|n| !n.starts_with("tmp/probe."))
         .count()
 }
 

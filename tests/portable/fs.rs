@@ -32,6 +32,9 @@ struct Tree {
     outside: PathBuf,
     entry: PathBuf,
     temp: PathBuf,
+    /// A temp file beside the entry, in its fan-out directory (where every write's is), made
+    /// by [`Tree::write_beside`].
+    beside: PathBuf,
 }
 
 impl Tree {
@@ -47,12 +50,14 @@ impl Tree {
         let hash = key_hash(b"the key");
         let entry = layout.entry_path(&hash);
         let temp = layout.tmp_dir().join("t.tmp");
+        let beside = entry.with_file_name(".t.tmp");
         let t = Tree {
             _dir: dir,
             layout,
             outside,
             entry,
             temp,
+            beside,
         };
         for (base, entry_bytes, temp_bytes) in [
             (t.root().to_owned(), &b"entry"[..], &b"temp"[..]),
@@ -69,6 +74,12 @@ impl Tree {
 
     fn root(&self) -> &Path {
         self.layout.root()
+    }
+
+    /// Writes the temp file beside the entry, and its mirror outside.
+    fn write_beside(&self) {
+        std::fs::write(&self.beside, b"temp").unwrap();
+        std::fs::write(self.mirror(&self.beside), b"outside temp").unwrap();
     }
 
     fn entry_dir(&self) -> &Path {
@@ -172,6 +183,7 @@ fn a_symlinked_directory_at_any_level_of_an_entry_path_is_never_followed() {
         // Every directory level (the entry itself is the next test's).
         for i in 0..Tree::new().levels().len() - 1 {
             let t = Tree::new();
+            t.write_beside();
             let level = t.levels()[i].clone();
             t.plant_symlink(&level);
             let outside = t.outside_now();
@@ -206,6 +218,16 @@ fn a_symlinked_directory_at_any_level_of_an_entry_path_is_never_followed() {
                 "{ctx}: rename from"
             );
             assert_eq!(
+                errno(fs.rename(&t.beside, &t.entry)),
+                in_place,
+                "{ctx}: rename within the entry's directory"
+            );
+            assert_eq!(
+                errno(fs.rename_noreplace(&t.beside, &t.entry)),
+                in_place,
+                "{ctx}: rename_noreplace within the entry's directory"
+            );
+            assert_eq!(
                 errno(fs.rename_noreplace(&t.temp, &t.entry)),
                 in_place,
                 "{ctx}"
@@ -227,6 +249,11 @@ fn a_symlinked_directory_at_any_level_of_an_entry_path_is_never_followed() {
             assert_eq!(t.outside_now(), outside, "{ctx}: nothing changed outside");
             assert!(is_symlink(&level), "{ctx}: the link is still there");
             assert_eq!(std::fs::read(&t.temp).unwrap(), b"temp", "{ctx}");
+            assert_eq!(
+                std::fs::read(t.mirror(&t.beside)).unwrap(),
+                b"outside temp",
+                "{ctx}: the temp beside the entry, outside, is untouched"
+            );
             assert!(!aside.exists(), "{ctx}");
 
             // The link itself can go, never what it points to.

@@ -16,6 +16,10 @@ use crate::error::{CliError, Kind};
 pub struct WalkSummary {
     /// Foreign files and folders under `v2/`, and a `v2` that is not a directory.
     pub foreign: u64,
+    /// Temp files of entries being written (or left by a writer that died), in `v2/ab/`.
+    pub temp_files: u64,
+    /// Their bytes, as listed.
+    pub temp_bytes: u64,
     /// Directories that could not be listed: the path relative to the cache root, the error.
     pub errors: Vec<(String, String)>,
 }
@@ -34,6 +38,10 @@ pub fn entries(
             // The caller is done (its reader left, or it failed).
             WalkItem::Entry(e) if !visit(&e) => break,
             WalkItem::Foreign(_) => summary.foreign += 1,
+            WalkItem::Temp(t) => {
+                summary.temp_files += 1;
+                summary.temp_bytes += t.len;
+            }
             WalkItem::Unlisted(u) if u.level <= Level::Entries => {
                 return Err(unlisted(&u.path, &u.error));
             }

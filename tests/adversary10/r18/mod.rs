@@ -38,16 +38,8 @@ pub async fn open_disk(
     edit(dir.builder()).build().await.unwrap()
 }
 
-/// The names in `<root>/tmp` (temp files left behind).
+/// The temp files left behind: the files in `<root>/tmp` and the entry temp files in
+/// `<root>/v2/ab/`, as paths relative to the root, sorted.
 pub fn temp_files(dir: &TestDir) -> Vec<String> {
-    let layout = answercache::warm::layout::Layout::new(dir.root());
-    let mut names: Vec<String> = std::fs::read_dir(layout.tmp_dir())
-        .map(|rd| {
-            rd.filter_map(Result::ok)
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
+    answercache::testing::temp_files(dir.root())
 }

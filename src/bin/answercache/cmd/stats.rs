@@ -211,6 +211,8 @@ pub fn run(dir: &Path, json: bool) -> Result<Status, CliError> {
     bar.finish();
     let summary = summary?;
     s.foreign_files = summary.foreign;
+    s.temp_files = summary.temp_files;
+    s.temp_bytes = summary.temp_bytes;
     s.errors.extend(summary.errors);
     s.previous_layout = fs.read_dir(&dir).is_ok_and(|names| {
         names.iter().any(|n| {
