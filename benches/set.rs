@@ -120,6 +120,37 @@ impl RawWriter {
     }
 }
 
+/// `a[j] / b[j]` for each pair `j` (times measured next to each other), as "median [first
+/// quartile-third quartile]": the ratio of times, so above 1 is slower than `b`.
+fn paired_ratios(a: &[Duration], b: &[Duration]) -> String {
+    let mut r: Vec<f64> = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| x.as_secs_f64() / y.as_secs_f64())
+        .collect();
+    r.sort_unstable_by(f64::total_cmp);
+    let at = |q: usize| r[(r.len() - 1) * q / 4];
+    format!("{:.2}x [{:.2}-{:.2}]", at(2), at(1), at(3))
+}
+
+/// One raw write (see [`RawWriter`]) through the blocking pool, timed from the hand-off to the
+/// wake-up after it: the writer moves to the blocking thread and back, as the value does.
+async fn through_pool(
+    mut w: RawWriter,
+    i: usize,
+    value: Arc<[u8]>,
+    sync: bool,
+) -> (RawWriter, Duration) {
+    let t = Instant::now();
+    let w = tokio::task::spawn_blocking(move || {
+        w.write(i, &value, sync);
+        w
+    })
+    .await
+    .unwrap();
+    (w, t.elapsed())
+}
+
 async fn open_foyer(dir: &Path) -> HybridCache<Vec<u8>, Vec<u8>> {
     let device = FsDeviceBuilder::new(dir)
         .with_capacity(512 << 20)
@@ -315,6 +346,10 @@ fn bench_write_through(c: &mut Criterion) {
 /// its write). Printed as medians and means; the ratio is raw time / answercache time (=
 /// answercache throughput relative to the raw loop). The default cache compresses in the
 /// background: under this loop's writes, which never pause, one entry a second.
+///
+/// A third contender, in the same rounds: the raw loop run through `spawn_blocking` from the
+/// same async context, on its own directory: what any async API pays for a blocking file
+/// write (the hand-off to a blocking thread and the wake-up after it), with no cache logic.
 fn paired_write_through(_: &mut Criterion) {
     let rt = workload::runtime();
     let pairs: usize = std::env::var("ANSWERCACHE_BENCH_PAIRS")
@@ -325,8 +360,8 @@ fn paired_write_through(_: &mut Criterion) {
         "set_write_through_paired: {pairs} alternating pairs per row; {}",
         workload::machine()
     );
-    println!("| size | durability | answercache median | raw loop median | answercache mean | raw loop mean | throughput ratio (median) | encode (gzip+blake3) median | compressing before the write: median, ratio |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("| size | durability | answercache median | raw loop median | answercache mean | raw loop mean | throughput ratio (median) | encode (gzip+blake3) median | compressing before the write: median, ratio | raw loop via spawn_blocking: median, answercache's throughput ratio to it | per-pair time ratio answercache / raw loop: median [quartiles] | per-pair time ratio answercache / raw via spawn_blocking |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for size in [4 << 10, 64 << 10] {
         let keys = workload::keys(KEYS, 45 + size as u64);
         let values: Vec<Arc<[u8]>> = workload::values(Kind::ChatJson, size, KEYS, 11);
@@ -338,8 +373,11 @@ fn paired_write_through(_: &mut Criterion) {
             let eager_dir = workload::bench_dir("set-paired-eager");
             let raw_dir = workload::bench_dir("set-paired-raw");
             let mut raw = RawWriter::new(raw_dir.path(), &keys);
+            let hop_dir = workload::bench_dir("set-paired-raw-hop");
+            let mut hop = RawWriter::new(hop_dir.path(), &keys);
             let (mut ours, mut theirs, mut enc) = (Vec::new(), Vec::new(), Vec::new());
             let mut eager_times = Vec::new();
+            let mut hop_times = Vec::new();
             rt.block_on(async {
                 let cache = open(dir.path(), WritePolicy::WriteThrough, durability).await;
                 let eager = open_compressing(
@@ -353,6 +391,7 @@ fn paired_write_through(_: &mut Criterion) {
                     cache.set_bytes(k, v).await.unwrap();
                     eager.set_bytes(k, v).await.unwrap();
                     raw.write(i, v, sync);
+                    hop = through_pool(hop, i, values[i].clone(), sync).await.0;
                 }
                 compacted(&cache).await;
                 for j in 0..pairs {
@@ -363,6 +402,9 @@ fn paired_write_through(_: &mut Criterion) {
                         let t = Instant::now();
                         raw.write(i, &values[i], sync);
                         theirs.push(t.elapsed());
+                        let (w, took) = through_pool(hop, i, values[i].clone(), sync).await;
+                        hop = w;
+                        hop_times.push(took);
                     }
                     let t = Instant::now();
                     cache.set_bytes(&keys[i], &values[i]).await.unwrap();
@@ -371,6 +413,9 @@ fn paired_write_through(_: &mut Criterion) {
                     eager.set_bytes(&keys[i], &values[i]).await.unwrap();
                     eager_times.push(t.elapsed());
                     if j % 2 == 0 {
+                        let (w, took) = through_pool(hop, i, values[i].clone(), sync).await;
+                        hop = w;
+                        hop_times.push(took);
                         let t = Instant::now();
                         raw.write(i, &values[i], sync);
                         theirs.push(t.elapsed());
@@ -395,14 +440,22 @@ fn paired_write_through(_: &mut Criterion) {
                 v[v.len() / 2]
             };
             let mean = |v: &[Duration]| v.iter().sum::<Duration>() / v.len() as u32;
+            // The paired statistic: each pair's two writes ran next to each other, so the
+            // disk's swings (seconds long) cancel in their ratio, not in a ratio of medians.
+            let (pr, pq) = (
+                paired_ratios(&ours, &theirs),
+                paired_ratios(&ours, &hop_times),
+            );
             let (mo, mt) = (mean(&ours), mean(&theirs));
             let (o, t, e) = (median(&mut ours), median(&mut theirs), median(&mut enc));
             let g = median(&mut eager_times);
+            let h = median(&mut hop_times);
             println!(
-                "| {} | {name} | {o:.1?} | {t:.1?} | {mo:.1?} | {mt:.1?} | {:.2}x | {e:.1?} | {g:.1?}, {:.2}x |",
+                "| {} | {name} | {o:.1?} | {t:.1?} | {mo:.1?} | {mt:.1?} | {:.2}x | {e:.1?} | {g:.1?}, {:.2}x | {h:.1?}, {:.2}x | {pr} | {pq} |",
                 workload::size_label(size),
                 t.as_secs_f64() / o.as_secs_f64(),
-                t.as_secs_f64() / g.as_secs_f64()
+                t.as_secs_f64() / g.as_secs_f64(),
+                h.as_secs_f64() / o.as_secs_f64()
             );
         }
     }
@@ -413,10 +466,13 @@ fn paired_write_through(_: &mut Criterion) {
 /// disk) and the raw no-sync loop writing the same values (uncompressed), and the raw loop
 /// writing values already encoded by `format::encode` (the same bytes answercache writes, with
 /// the encoding timed in: the floor for a compressing cache), and a second cache with
-/// `compress_in_background(false)`. Printed as entries per second (median over rounds). The
-/// default cache compresses the batch in the background after its `flush`: each round waits
-/// (untimed) for that before the next contender runs, so that it never runs beside another
-/// contender, and prints how long it took (the deferred cost).
+/// `compress_in_background(false)`. Printed as entries per second (median over rounds), and
+/// each round's ratio (median and quartiles over rounds). The default cache compresses the
+/// batch in the background after its `flush`: each round waits (untimed) for that before the
+/// next contender runs, so that it never runs beside another contender, and prints how long it
+/// took (the deferred cost). Every contender starts after a `sync` (untimed), and every other
+/// round runs them in reverse order (before session 21 the order was fixed, with answercache
+/// first, and no `sync`: it could leave its writeback to the raw loop after it).
 fn paired_drain(_: &mut Criterion) {
     let rt = workload::runtime();
     let rounds: usize = std::env::var("ANSWERCACHE_BENCH_ROUNDS")
@@ -428,8 +484,8 @@ fn paired_drain(_: &mut Criterion) {
         "set_drain_paired: {rounds} rounds of {BATCH} entries per contender; {}",
         workload::machine()
     );
-    println!("| size | answercache drain | raw loop (no compression) | raw loop + encode | answercache / raw | answercache / (raw + encode) | then compressed in the background, per batch | compressing before the write: drain, / raw |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("| size | answercache drain | raw loop (no compression) | raw loop + encode | answercache / raw | answercache / (raw + encode) | then compressed in the background, per batch | compressing before the write: drain, / raw | per-round throughput ratio answercache / raw: median [quartiles] |");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for size in [4 << 10, 64 << 10] {
         let keys = workload::keys(BATCH, 77 + size as u64);
         let values: Vec<Arc<[u8]>> = workload::values(Kind::ChatJson, size, BATCH, 13);
@@ -455,36 +511,56 @@ fn paired_drain(_: &mut Criterion) {
             let eager = drain_cache(eager_dir.path(), false).await.unwrap();
             for round in 0..rounds + 1 {
                 // Round 0 is a warm-up: every file and directory exists afterwards.
-                let t = Instant::now();
-                for (k, v) in keys.iter().zip(&values) {
-                    cache.set_bytes(k, v).await.unwrap();
+                let (mut a, mut l, mut g, mut b, mut c) = Default::default();
+                // Every other round in reverse order, so that no contender always runs right
+                // after the same other one, and each starts with no dirty pages left by the
+                // one before (`sync`, untimed): a no-sync write's cost depends on the
+                // writeback it finds.
+                let order: [u8; 4] = if round % 2 == 0 {
+                    [0, 1, 2, 3]
+                } else {
+                    [3, 2, 1, 0]
+                };
+                for who in order {
+                    rustix::fs::sync();
+                    let t = Instant::now();
+                    match who {
+                        0 => {
+                            for (k, v) in keys.iter().zip(&values) {
+                                cache.set_bytes(k, v).await.unwrap();
+                            }
+                            cache.flush().await.unwrap();
+                            a = t.elapsed();
+                            l = compacted(&cache).await;
+                        }
+                        1 => {
+                            for (k, v) in keys.iter().zip(&values) {
+                                eager.set_bytes(k, v).await.unwrap();
+                            }
+                            eager.flush().await.unwrap();
+                            g = t.elapsed();
+                        }
+                        2 => {
+                            for (i, v) in values.iter().enumerate() {
+                                raw.write(i, v, false);
+                            }
+                            b = t.elapsed();
+                        }
+                        _ => {
+                            for (i, (k, v)) in keys.iter().zip(&values).enumerate() {
+                                let file = answercache::warm::format::encode(
+                                    k,
+                                    v,
+                                    answercache::warm::format::EntryMeta::default(),
+                                    answercache::defaults::DEFAULT_COMPRESSION_LEVEL,
+                                )
+                                .unwrap();
+                                raw_enc.write(i, &file, false);
+                            }
+                            c = t.elapsed();
+                        }
+                    }
                 }
-                cache.flush().await.unwrap();
-                let a = t.elapsed();
-                let l = compacted(&cache).await;
-                let t = Instant::now();
-                for (k, v) in keys.iter().zip(&values) {
-                    eager.set_bytes(k, v).await.unwrap();
-                }
-                eager.flush().await.unwrap();
-                let g = t.elapsed();
-                let t = Instant::now();
-                for (i, v) in values.iter().enumerate() {
-                    raw.write(i, v, false);
-                }
-                let b = t.elapsed();
-                let t = Instant::now();
-                for (i, (k, v)) in keys.iter().zip(&values).enumerate() {
-                    let file = answercache::warm::format::encode(
-                        k,
-                        v,
-                        answercache::warm::format::EntryMeta::default(),
-                        answercache::defaults::DEFAULT_COMPRESSION_LEVEL,
-                    )
-                    .unwrap();
-                    raw_enc.write(i, &file, false);
-                }
-                let c = t.elapsed();
                 if round > 0 {
                     ours.push(a);
                     theirs.push(b);
@@ -496,6 +572,9 @@ fn paired_drain(_: &mut Criterion) {
             cache.close().await.unwrap();
             eager.close().await.unwrap();
         });
+        // Each round's ratio (its contenders ran within seconds of each other): the raw
+        // loop's time over answercache's, so above 1 is answercache draining faster.
+        let per_round = paired_ratios(&theirs, &ours);
         let per_sec = |v: &mut Vec<Duration>| {
             v.sort_unstable();
             BATCH as f64 / v[v.len() / 2].as_secs_f64()
@@ -508,7 +587,7 @@ fn paired_drain(_: &mut Criterion) {
         );
         later.sort_unstable();
         println!(
-            "| {} | {o:.0}/s | {t:.0}/s | {te:.0}/s | {:.2}x | {:.2}x | {:.0?} | {g:.0}/s, {:.2}x |",
+            "| {} | {o:.0}/s | {t:.0}/s | {te:.0}/s | {:.2}x | {:.2}x | {:.0?} | {g:.0}/s, {:.2}x | {per_round} |",
             workload::size_label(size),
             o / t,
             o / te,
