@@ -70,7 +70,7 @@ pub fn scenario(opts: ServerOptions) {
 
         let mut row = traffic_row("T5 sigstop", &samples);
         row.fault_to_open = watch.time_to(BreakerState::Open, t_fault);
-        row.recovery_to_closed = watch.time_to(BreakerState::Closed, t_cont);
+        row.recovery_to_closed = watch.recovery(t_fault, t_cont);
         row.writes_dropped = r1.shared_writes_dropped - r0.shared_writes_dropped;
         row.log_lines = logs.crate_events().len() as u64;
         row.transitions = transitions_between(&r0, &r1);

@@ -67,7 +67,7 @@ pub fn scenario(opts: ServerOptions) {
         let r1 = r.stats();
         let mut row = traffic_row("T8 auth", &samples);
         row.fault_to_open = watch.time_to(BreakerState::Open, t_fault);
-        row.recovery_to_closed = watch.time_to(BreakerState::Closed, t_rec);
+        row.recovery_to_closed = watch.recovery(t_fault, t_rec);
         row.log_lines = logs.crate_events().len() as u64;
         row.transitions = transitions_between(&r0, &r1);
         row.print();

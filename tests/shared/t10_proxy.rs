@@ -70,7 +70,7 @@ async fn under_fault(
     let r1 = r.stats();
     let mut row = traffic_row(name, &samples);
     row.fault_to_open = watch.time_to(BreakerState::Open, t_fault);
-    row.recovery_to_closed = watch.time_to(BreakerState::Closed, t_heal);
+    row.recovery_to_closed = watch.recovery(t_fault, t_heal);
     row.log_lines = logs.crate_events().len() as u64;
     row.transitions = transitions_between(&r0, &r1);
     row.print();

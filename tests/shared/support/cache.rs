@@ -295,6 +295,22 @@ impl StateWatch {
         self.first(state, after).map(|s| s.at - after)
     }
 
+    /// How long after `healed` the outage that began at `fault` ended: the first `Closed`
+    /// seen after the first `Open` seen at or after `fault`, measured from `healed`, and zero
+    /// when it came first. The instant a test takes after its heal (a restart, a `SIGCONT`)
+    /// can be late: on a busy machine the test task may wake after the breaker already
+    /// probed and closed, and a search from that instant would miss the close.
+    pub fn recovery(&self, fault: Instant, healed: Instant) -> Option<Duration> {
+        let seen = self.seen();
+        let open = seen
+            .iter()
+            .position(|s| s.at >= fault && s.state == Some(BreakerState::Open))?;
+        seen[open..]
+            .iter()
+            .find(|s| s.state == Some(BreakerState::Closed))
+            .map(|s| s.at.saturating_duration_since(healed))
+    }
+
     /// The states seen, as text (`closed open half-open closed`).
     pub fn timeline(&self) -> String {
         let seen = self.seen();
