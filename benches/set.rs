@@ -338,6 +338,104 @@ fn bench_write_through(c: &mut Criterion) {
     group.finish();
 }
 
+/// Where a row's timed calls are awaited.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Caller {
+    /// On the runtime's `block_on` thread (the bench's main thread, not a worker): every
+    /// task the cache wakes to serve the call needs a worker woken, and the caller needs
+    /// its thread woken back.
+    BlockOn,
+    /// In a task on a worker thread, as a service's request handler awaits them: tasks the
+    /// call wakes run on the same worker.
+    Worker,
+}
+
+impl Caller {
+    fn label(self) -> &'static str {
+        match self {
+            Caller::BlockOn => "block_on",
+            Caller::Worker => "worker task",
+        }
+    }
+}
+
+/// The times of one row of [`paired_write_through`], in pair order.
+#[derive(Default)]
+struct PairTimes {
+    ours: Vec<Duration>,
+    raw: Vec<Duration>,
+    hop: Vec<Duration>,
+    eager: Vec<Duration>,
+    enc: Vec<Duration>,
+}
+
+/// One row of [`paired_write_through`]: opens the two caches in `dir` and `eager_dir`, writes
+/// every key once (untimed) with each contender, then times `pairs` alternating pairs.
+#[allow(clippy::too_many_arguments)]
+async fn paired_row(
+    dir: PathBuf,
+    eager_dir: PathBuf,
+    mut raw: RawWriter,
+    mut hop: RawWriter,
+    keys: Arc<Vec<Vec<u8>>>,
+    values: Arc<Vec<Arc<[u8]>>>,
+    durability: Durability,
+    sync: bool,
+    pairs: usize,
+) -> PairTimes {
+    let mut t = PairTimes::default();
+    let cache = open(&dir, WritePolicy::WriteThrough, durability).await;
+    let eager = open_compressing(&eager_dir, WritePolicy::WriteThrough, durability, false).await;
+    for (i, (k, v)) in keys.iter().zip(values.iter()).enumerate() {
+        cache.set_bytes(k, v).await.unwrap();
+        eager.set_bytes(k, v).await.unwrap();
+        raw.write(i, v, sync);
+        hop = through_pool(hop, i, v.clone(), sync).await.0;
+    }
+    compacted(&cache).await;
+    for j in 0..pairs {
+        let i = j % KEYS;
+        // ABBA order: whichever goes second may pay for the journal commit of the first, so
+        // each goes first half of the time.
+        if j % 2 == 1 {
+            let s = Instant::now();
+            raw.write(i, &values[i], sync);
+            t.raw.push(s.elapsed());
+            let (w, took) = through_pool(hop, i, values[i].clone(), sync).await;
+            hop = w;
+            t.hop.push(took);
+        }
+        let s = Instant::now();
+        cache.set_bytes(&keys[i], &values[i]).await.unwrap();
+        t.ours.push(s.elapsed());
+        let s = Instant::now();
+        eager.set_bytes(&keys[i], &values[i]).await.unwrap();
+        t.eager.push(s.elapsed());
+        if j % 2 == 0 {
+            let (w, took) = through_pool(hop, i, values[i].clone(), sync).await;
+            hop = w;
+            t.hop.push(took);
+            let s = Instant::now();
+            raw.write(i, &values[i], sync);
+            t.raw.push(s.elapsed());
+        }
+        let s = Instant::now();
+        std::hint::black_box(
+            answercache::warm::format::encode(
+                &keys[i],
+                &values[i],
+                answercache::warm::format::EntryMeta::default(),
+                answercache::defaults::DEFAULT_COMPRESSION_LEVEL,
+            )
+            .unwrap(),
+        );
+        t.enc.push(s.elapsed());
+    }
+    cache.close().await.unwrap();
+    eager.close().await.unwrap();
+    t
+}
+
 /// Write-through against the raw loop, *paired*: one answercache `set` and one raw write, in
 /// alternation (ABBA order), so that both see the same disk (fsync latency on a shared disk swings by 10x
 /// within seconds, which makes back-to-back criterion runs of the two incomparable). Also
@@ -355,108 +453,67 @@ fn paired_write_through(_: &mut Criterion) {
     let pairs: usize = std::env::var("ANSWERCACHE_BENCH_PAIRS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(300);
+        .unwrap_or(300)
+        .max(1);
     println!(
         "set_write_through_paired: {pairs} alternating pairs per row; {}",
         workload::machine()
     );
-    println!("| size | durability | answercache median | raw loop median | answercache mean | raw loop mean | throughput ratio (median) | encode (gzip+blake3) median | compressing before the write: median, ratio | raw loop via spawn_blocking: median, answercache's throughput ratio to it | per-pair time ratio answercache / raw loop: median [quartiles] | per-pair time ratio answercache / raw via spawn_blocking |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| size | durability | caller | answercache median | raw loop median | answercache mean | raw loop mean | throughput ratio (median) | encode (gzip+blake3) median | compressing before the write: median, ratio | raw loop via spawn_blocking: median, answercache's throughput ratio to it | per-pair time ratio answercache / raw loop: median [quartiles] | per-pair time ratio answercache / raw via spawn_blocking |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for size in [4 << 10, 64 << 10] {
-        let keys = workload::keys(KEYS, 45 + size as u64);
-        let values: Vec<Arc<[u8]>> = workload::values(Kind::ChatJson, size, KEYS, 11);
+        let keys = Arc::new(workload::keys(KEYS, 45 + size as u64));
+        let values: Arc<Vec<Arc<[u8]>>> =
+            Arc::new(workload::values(Kind::ChatJson, size, KEYS, 11));
         for (durability, sync, name) in [
             (Durability::Fsync, true, "fsync"),
             (Durability::NoSync, false, "nosync"),
         ] {
-            let dir = workload::bench_dir("set-paired");
-            let eager_dir = workload::bench_dir("set-paired-eager");
-            let raw_dir = workload::bench_dir("set-paired-raw");
-            let mut raw = RawWriter::new(raw_dir.path(), &keys);
-            let hop_dir = workload::bench_dir("set-paired-raw-hop");
-            let mut hop = RawWriter::new(hop_dir.path(), &keys);
-            let (mut ours, mut theirs, mut enc) = (Vec::new(), Vec::new(), Vec::new());
-            let mut eager_times = Vec::new();
-            let mut hop_times = Vec::new();
-            rt.block_on(async {
-                let cache = open(dir.path(), WritePolicy::WriteThrough, durability).await;
-                let eager = open_compressing(
-                    eager_dir.path(),
-                    WritePolicy::WriteThrough,
+            for caller in [Caller::BlockOn, Caller::Worker] {
+                let dir = workload::bench_dir("set-paired");
+                let eager_dir = workload::bench_dir("set-paired-eager");
+                let raw_dir = workload::bench_dir("set-paired-raw");
+                let hop_dir = workload::bench_dir("set-paired-raw-hop");
+                let row = paired_row(
+                    dir.path().to_owned(),
+                    eager_dir.path().to_owned(),
+                    RawWriter::new(raw_dir.path(), &keys),
+                    RawWriter::new(hop_dir.path(), &keys),
+                    keys.clone(),
+                    values.clone(),
                     durability,
-                    false,
-                )
-                .await;
-                for (i, (k, v)) in keys.iter().zip(&values).enumerate() {
-                    cache.set_bytes(k, v).await.unwrap();
-                    eager.set_bytes(k, v).await.unwrap();
-                    raw.write(i, v, sync);
-                    hop = through_pool(hop, i, values[i].clone(), sync).await.0;
-                }
-                compacted(&cache).await;
-                for j in 0..pairs {
-                    let i = j % KEYS;
-                    // ABBA order: whichever goes second may pay for the journal commit of the
-                    // first, so each goes first half of the time.
-                    if j % 2 == 1 {
-                        let t = Instant::now();
-                        raw.write(i, &values[i], sync);
-                        theirs.push(t.elapsed());
-                        let (w, took) = through_pool(hop, i, values[i].clone(), sync).await;
-                        hop = w;
-                        hop_times.push(took);
-                    }
-                    let t = Instant::now();
-                    cache.set_bytes(&keys[i], &values[i]).await.unwrap();
-                    ours.push(t.elapsed());
-                    let t = Instant::now();
-                    eager.set_bytes(&keys[i], &values[i]).await.unwrap();
-                    eager_times.push(t.elapsed());
-                    if j % 2 == 0 {
-                        let (w, took) = through_pool(hop, i, values[i].clone(), sync).await;
-                        hop = w;
-                        hop_times.push(took);
-                        let t = Instant::now();
-                        raw.write(i, &values[i], sync);
-                        theirs.push(t.elapsed());
-                    }
-                    let t = Instant::now();
-                    std::hint::black_box(
-                        answercache::warm::format::encode(
-                            &keys[i],
-                            &values[i],
-                            answercache::warm::format::EntryMeta::default(),
-                            answercache::defaults::DEFAULT_COMPRESSION_LEVEL,
-                        )
-                        .unwrap(),
-                    );
-                    enc.push(t.elapsed());
-                }
-                cache.close().await.unwrap();
-                eager.close().await.unwrap();
-            });
-            let median = |v: &mut Vec<Duration>| {
-                v.sort_unstable();
-                v[v.len() / 2]
-            };
-            let mean = |v: &[Duration]| v.iter().sum::<Duration>() / v.len() as u32;
-            // The paired statistic: each pair's two writes ran next to each other, so the
-            // disk's swings (seconds long) cancel in their ratio, not in a ratio of medians.
-            let (pr, pq) = (
-                paired_ratios(&ours, &theirs),
-                paired_ratios(&ours, &hop_times),
-            );
-            let (mo, mt) = (mean(&ours), mean(&theirs));
-            let (o, t, e) = (median(&mut ours), median(&mut theirs), median(&mut enc));
-            let g = median(&mut eager_times);
-            let h = median(&mut hop_times);
-            println!(
-                "| {} | {name} | {o:.1?} | {t:.1?} | {mo:.1?} | {mt:.1?} | {:.2}x | {e:.1?} | {g:.1?}, {:.2}x | {h:.1?}, {:.2}x | {pr} | {pq} |",
-                workload::size_label(size),
-                t.as_secs_f64() / o.as_secs_f64(),
-                t.as_secs_f64() / g.as_secs_f64(),
-                h.as_secs_f64() / o.as_secs_f64()
-            );
+                    sync,
+                    pairs,
+                );
+                let mut t = match caller {
+                    Caller::BlockOn => rt.block_on(row),
+                    Caller::Worker => rt.block_on(async { tokio::spawn(row).await.unwrap() }),
+                };
+                let median = |v: &mut Vec<Duration>| {
+                    v.sort_unstable();
+                    v[v.len() / 2]
+                };
+                let mean = |v: &[Duration]| v.iter().sum::<Duration>() / v.len() as u32;
+                // The paired statistic: each pair's two writes ran next to each other, so the
+                // disk's swings (seconds long) cancel in their ratio, not in a ratio of
+                // medians.
+                let (pr, pq) = (
+                    paired_ratios(&t.ours, &t.raw),
+                    paired_ratios(&t.ours, &t.hop),
+                );
+                let (mo, mt) = (mean(&t.ours), mean(&t.raw));
+                let (o, r, e) = (median(&mut t.ours), median(&mut t.raw), median(&mut t.enc));
+                let g = median(&mut t.eager);
+                let h = median(&mut t.hop);
+                println!(
+                    "| {} | {name} | {} | {o:.1?} | {r:.1?} | {mo:.1?} | {mt:.1?} | {:.2}x | {e:.1?} | {g:.1?}, {:.2}x | {h:.1?}, {:.2}x | {pr} | {pq} |",
+                    workload::size_label(size),
+                    caller.label(),
+                    r.as_secs_f64() / o.as_secs_f64(),
+                    r.as_secs_f64() / g.as_secs_f64(),
+                    h.as_secs_f64() / o.as_secs_f64()
+                );
+            }
         }
     }
 }
