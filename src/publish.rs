@@ -51,6 +51,10 @@ pub(crate) fn publish(s: &Stats, name: &str, published: &Published) {
     cl("answercache_hits_total", "tier", "warm", s.warm_hits);
     cl("answercache_hits_total", "tier", "queue", s.queue_hits);
     c("answercache_inline_reads_total", s.inline_reads);
+    c(
+        "answercache_inline_read_fallbacks_total",
+        s.inline_read_fallbacks,
+    );
     c("answercache_misses_total", s.misses);
     c("answercache_decode_misses_total", s.decode_misses);
     c("answercache_joined_total", s.joined);

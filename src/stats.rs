@@ -143,6 +143,7 @@ pub(crate) struct Counters {
     pub hot_hits: Counter,
     pub warm_hits: Counter,
     pub inline_reads: Counter,
+    pub inline_read_fallbacks: Counter,
     pub queue_hits: Counter,
     pub misses: Counter,
     pub sets: Counter,
@@ -266,6 +267,13 @@ pub struct Stats {
     /// see `Fs::read_file_nowait`). A read whose entry then turns out to be older than a
     /// newer `set` still counts here, not in `warm_hits`.
     pub inline_reads: u64,
+    /// Warm-tier reads that tried the page cache on the calling thread (as for
+    /// `inline_reads`) and went on to the blocking pool because it could not answer without
+    /// blocking: the file's pages or its path's directory entries were not cached, or the
+    /// kernel would not say so without waiting (`RESOLVE_CACHED` answers EAGAIN while a mount
+    /// changes anywhere in the system). Such a read is answered, as any, and counted in
+    /// `warm_hits` or `misses` as its result says.
+    pub inline_read_fallbacks: u64,
     /// Gets answered from the write queue (a value evicted from hot before its write landed).
     pub queue_hits: u64,
     /// Calls that found nothing usable (absent, expired, corrupted, or a value that did not
@@ -561,6 +569,7 @@ impl Counters {
             hot_hits: c.hot_hits.get() + live_hits,
             warm_hits: c.warm_hits.get(),
             inline_reads: c.inline_reads.get(),
+            inline_read_fallbacks: c.inline_read_fallbacks.get(),
             queue_hits: c.queue_hits.get(),
             misses: c.misses.get(),
             decode_misses: c.decode_misses.get(),

@@ -683,7 +683,11 @@ impl WarmStore {
         let indexed = self.note(hash);
         let data = match fs.read_file_nowait(&path, self.config.limits.max_file_bytes()) {
             Ok(Some(FileRead::Data(d))) => d,
-            Ok(Some(FileRead::NotRegular(_) | FileRead::TooLarge(_))) | Ok(None) => {
+            Ok(Some(FileRead::NotRegular(_) | FileRead::TooLarge(_))) => {
+                return ControlFlow::Continue(None);
+            }
+            Ok(None) => {
+                self.counters.inline_read_fallbacks.inc();
                 return ControlFlow::Continue(None);
             }
             Err(e) if is_not_found(&e) => {

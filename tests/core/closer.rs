@@ -165,17 +165,38 @@ fn a_lone_hit_after_idle_is_closed_by_itself() {
         }
         h.flush().await.unwrap();
         let v2 = h.root().join("v2");
+        let mut retried = 0;
         for i in 0..20u64 {
             // Many times PARK_AFTER × POLL (10 ms): parked, whatever the scheduler does.
             tokio::time::sleep(Duration::from_millis(60)).await;
-            assert_eq!(
-                h.get::<String>(format!("k{i}")).await.unwrap(),
-                Some(format!("value {i}"))
-            );
-            assert_eq!(h.stats().inline_reads, i + 1, "read {i} inline");
+            // A read the page cache could not answer without waiting (an earlier child's
+            // mount namespace torn down meanwhile moves the mount sequence RESOLVE_CACHED
+            // checks) went to the blocking pool: counted, and read again.
+            let before = h.stats();
+            let mut fell_back = 0;
+            loop {
+                assert_eq!(
+                    h.get::<String>(format!("k{i}")).await.unwrap(),
+                    Some(format!("value {i}"))
+                );
+                let s = h.stats();
+                let inline = s.inline_reads - before.inline_reads;
+                let fallbacks = s.inline_read_fallbacks - before.inline_read_fallbacks;
+                // Each read of the round: inline (the last) or fallen back (the others).
+                assert!(inline <= 1, "read {i}: {inline} inline");
+                assert_eq!(inline + fallbacks, fell_back + 1, "read {i}");
+                if inline == 1 {
+                    break;
+                }
+                fell_back += 1;
+                assert!(fell_back < 5, "read {i}: never answered by the page cache");
+            }
+            retried += fell_back;
             assert_eq!(settle(&v2), 0, "read {i}: its descriptor is still open");
         }
-        assert_eq!(h.stats().warm_hits, 20);
+        let s = h.stats();
+        assert_eq!((s.inline_reads, s.inline_read_fallbacks), (20, retried));
+        assert_eq!(s.warm_hits, 20 + retried);
     });
 }
 

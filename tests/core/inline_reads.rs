@@ -69,8 +69,8 @@ async fn page_cache_hits_finish_inline_and_everything_else_takes_the_timed_path(
     }
     let s = h.stats();
     assert_eq!(
-        (s.warm_hits, s.inline_reads),
-        (SMALL as u64, SMALL as u64),
+        (s.warm_hits, s.inline_reads, s.inline_read_fallbacks),
+        (SMALL as u64, SMALL as u64, 0),
         "every small page-cache hit inline (is the temp dir on ext4, xfs or btrfs?)"
     );
 
@@ -78,8 +78,8 @@ async fn page_cache_hits_finish_inline_and_everything_else_takes_the_timed_path(
     assert_eq!(h.get_bytes("big").await.unwrap().as_deref(), Some(&big[..]));
     let s = h.stats();
     assert_eq!(
-        (s.warm_hits, s.inline_reads),
-        (SMALL as u64 + 1, SMALL as u64)
+        (s.warm_hits, s.inline_reads, s.inline_read_fallbacks),
+        (SMALL as u64 + 1, SMALL as u64, 0)
     );
 
     // Not in the page cache: the timed path reads it from the device. The startup scan reads
@@ -96,6 +96,12 @@ async fn page_cache_hits_finish_inline_and_everything_else_takes_the_timed_path(
         h.get::<String>("small0").await.unwrap().as_ref(),
         Some(&small[0])
     );
+    // The page cache could not answer without waiting: one fallback, counted apart.
+    let s = h.stats();
+    assert_eq!(
+        (s.warm_hits, s.inline_reads, s.inline_read_fallbacks),
+        (SMALL as u64 + 2, SMALL as u64, 1)
+    );
     // Back in the page cache now: inline again.
     assert_eq!(
         h.get::<String>("small0").await.unwrap().as_ref(),
@@ -103,12 +109,14 @@ async fn page_cache_hits_finish_inline_and_everything_else_takes_the_timed_path(
     );
     let s = h.stats();
     assert_eq!(
-        (s.warm_hits, s.inline_reads),
-        (SMALL as u64 + 3, SMALL as u64 + 1)
+        (s.warm_hits, s.inline_reads, s.inline_read_fallbacks),
+        (SMALL as u64 + 3, SMALL as u64 + 1, 1)
     );
 
     // A missing file is a miss (inline once the kernel remembers the name as missing).
     assert_eq!(h.get::<String>("never-set").await.unwrap(), None);
+    // A name never looked up is not in the kernel's name cache: the first lookup falls back.
+    assert_eq!(h.stats().inline_read_fallbacks, 2);
 
     // Corrupt: never served, quarantined by the blocking path with its reason.
     let path = h.entry_path("small1");
@@ -129,9 +137,11 @@ async fn page_cache_hits_finish_inline_and_everything_else_takes_the_timed_path(
     let s = h.stats();
     assert_eq!(s.warm_expirations, 1);
     assert_eq!(s.misses, 3);
+    // A corrupt or expired file read from the page cache is no fallback: the blocking path
+    // judges it.
     assert_eq!(
-        (s.warm_hits, s.inline_reads),
-        (SMALL as u64 + 3, SMALL as u64 + 1)
+        (s.warm_hits, s.inline_reads, s.inline_read_fallbacks),
+        (SMALL as u64 + 3, SMALL as u64 + 1, 2)
     );
 }
 
@@ -162,7 +172,10 @@ async fn files_read_inline_are_all_closed() {
             );
         }
     }
-    assert_eq!(h.stats().inline_reads, 200);
+    let s = h.stats();
+    // A read the page cache could not answer without waiting went to the blocking pool
+    // (counted apart): none while no test of this binary mounts.
+    assert_eq!((s.inline_reads, s.inline_read_fallbacks), (200, 0));
     // The closer thread closes them within a few hundred microseconds; allow 5 s.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while open_fds_under(h.root()) > 0 {

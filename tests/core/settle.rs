@@ -115,8 +115,10 @@ fn cannot_fit(policy: WritePolicy, durability: Durability, rounds: u64) -> u64 {
             assert!(!h.entry_path(format!("c{i}")).exists(), "round {i}");
         }
         let s = h.stats();
+        let fallbacks = s.inline_read_fallbacks - before.inline_read_fallbacks;
         println!(
-            "{policy:?} {durability:?}: refused {refused}, writes_failed {}, {:?}, inline {}",
+            "{policy:?} {durability:?}: refused {refused}, writes_failed {}, {:?}, inline {}, \
+             fell back to the blocking pool {fallbacks}",
             s.writes_failed - before.writes_failed,
             s.disk_errors_by_kind,
             s.inline_reads - before.inline_reads
@@ -127,7 +129,10 @@ fn cannot_fit(policy: WritePolicy, durability: Durability, rounds: u64) -> u64 {
         }
         let no_space = answercache::testing::disk_errors(&h, "no-space");
         assert!(no_space >= rounds, "{no_space}");
-        assert_eq!(s.inline_reads - before.inline_reads, 2 * rounds);
+        // Every read tried the page cache on the calling thread: answered there, or (when
+        // the kernel would not answer without waiting: a mount namespace of an earlier child
+        // torn down meanwhile moves the mount sequence RESOLVE_CACHED checks) on the pool.
+        assert_eq!(s.inline_reads - before.inline_reads + fallbacks, 2 * rounds);
         assert_eq!(std::fs::metadata(&ballast).unwrap().len(), ballast_len);
         assert_eq!(h.get_bytes("a").await.unwrap().as_deref(), Some(&a[..]));
         assert_eq!(h.get_bytes("b").await.unwrap().as_deref(), Some(&b[..]));
