@@ -2207,3 +2207,7 @@ mod tests {
 #[cfg(test)]
 #[path = "beside_r29_tests.rs"]
 mod beside_r29_tests;
+
+#[cfg(test)]
+#[path = "review_r31_tests.rs"]
+mod review_r31_tests;

@@ -23,6 +23,7 @@ mod model;
 mod persistence;
 mod promises;
 mod review_r30;
+mod review_r31;
 mod roundtrip;
 mod settings;
 mod settle;
