@@ -268,11 +268,16 @@ pub struct Stats {
     /// newer `set` still counts here, not in `warm_hits`.
     pub inline_reads: u64,
     /// Warm-tier reads that tried the page cache on the calling thread (as for
-    /// `inline_reads`) and went on to the blocking pool because it could not answer without
-    /// blocking: the file's pages or its path's directory entries were not cached, or the
-    /// kernel would not say so without waiting (`RESOLVE_CACHED` answers EAGAIN while a mount
-    /// changes anywhere in the system). Such a read is answered, as any, and counted in
-    /// `warm_hits` or `misses` as its result says.
+    /// `inline_reads`) and were handed on to the blocking pool because it could not answer
+    /// without waiting: the file's pages or its path's names were not cached, the kernel
+    /// would not say so without waiting (`RESOLVE_CACHED` answers EAGAIN while a mount
+    /// changes anywhere in the system), or the read could not be finished there (too many
+    /// descriptors waiting to be closed, a file it may not open with `O_NOATIME`, a file that
+    /// grew while it was read). Counted once, when handed on. The blocking read then answers
+    /// the get as any does, counted in `warm_hits` or `misses`; a get dropped meanwhile, and
+    /// the cache's own lookups (a namespace's generation record), are counted here only. A
+    /// file read on the calling thread that turns out corrupt, expired, too large to inflate
+    /// there, or not a regular file is not a fallback.
     pub inline_read_fallbacks: u64,
     /// Gets answered from the write queue (a value evicted from hot before its write landed).
     pub queue_hits: u64,

@@ -91,10 +91,29 @@ async fn page_cache_hits_finish_inline_and_everything_else_takes_the_timed_path(
             .await,
         "startup scan"
     );
+    // The values were written stored and are compressed in the background: a compaction of
+    // small0 after the eviction would put a fresh file, cached, in its place (review r31, F3).
+    assert!(
+        answercache::testing::wait_until(Duration::from_secs(30), || {
+            let s = h.stats();
+            // One per small value (the big random one and the tiny one are not compacted);
+            // the backlog does not count a compaction in flight.
+            s.warm_compaction_backlog == 0 && s.warm_compactions == SMALL as u64
+        })
+        .await,
+        "background compaction: {} done",
+        h.stats().warm_compactions
+    );
+    let compactions = h.stats().warm_compactions;
     evict_from_page_cache(&h.entry_path("small0"));
     assert_eq!(
         h.get::<String>("small0").await.unwrap().as_ref(),
         Some(&small[0])
+    );
+    assert_eq!(
+        h.stats().warm_compactions,
+        compactions,
+        "none after the eviction"
     );
     // The page cache could not answer without waiting: one fallback, counted apart.
     let s = h.stats();

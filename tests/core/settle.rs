@@ -133,6 +133,9 @@ fn cannot_fit(policy: WritePolicy, durability: Durability, rounds: u64) -> u64 {
         // the kernel would not answer without waiting: a mount namespace of an earlier child
         // torn down meanwhile moves the mount sequence RESOLVE_CACHED checks) on the pool.
         assert_eq!(s.inline_reads - before.inline_reads + fallbacks, 2 * rounds);
+        // And the page cache answered some: the descriptors the settle path hands over were
+        // made (review r31: all fallbacks would pass the sum without testing the settle).
+        assert!(s.inline_reads > before.inline_reads, "no read inline");
         assert_eq!(std::fs::metadata(&ballast).unwrap().len(), ballast_len);
         assert_eq!(h.get_bytes("a").await.unwrap().as_deref(), Some(&a[..]));
         assert_eq!(h.get_bytes("b").await.unwrap().as_deref(), Some(&b[..]));

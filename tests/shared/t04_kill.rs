@@ -97,7 +97,7 @@ pub fn scenario(opts: ServerOptions) {
             "the reader opened after {errors_at_open} failures"
         );
         assert!(errors_at_open >= 1);
-        let recovery = watch_r.recovery(t_fault, t_up).expect("Closed seen");
+        let recovery = watch_r.recovery(t_restart, t_up).expect("Closed seen");
         assert!(
             recovery <= limit,
             "closed {recovery:?} after the restart (limit {limit:?}): {}",

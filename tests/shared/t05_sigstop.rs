@@ -60,6 +60,7 @@ pub fn scenario(opts: ServerOptions) {
             watch.timeline()
         );
         tokio::time::sleep_until((t_fault + STOPPED).into()).await;
+        let t_heal = Instant::now();
         sigcont_async(&server).await;
         let t_cont = Instant::now();
         let closed = wait_state(r, BreakerState::Closed, Duration::from_secs(3)).await;
@@ -70,7 +71,7 @@ pub fn scenario(opts: ServerOptions) {
 
         let mut row = traffic_row("T5 sigstop", &samples);
         row.fault_to_open = watch.time_to(BreakerState::Open, t_fault);
-        row.recovery_to_closed = watch.recovery(t_fault, t_cont);
+        row.recovery_to_closed = watch.recovery(t_heal, t_cont);
         row.writes_dropped = r1.shared_writes_dropped - r0.shared_writes_dropped;
         row.log_lines = logs.crate_events().len() as u64;
         row.transitions = transitions_between(&r0, &r1);

@@ -62,7 +62,8 @@ pub fn debug_sleep(opts: ServerOptions) {
         let r1 = r.stats();
         let mut row = traffic_row("T6 debug-sleep", &samples);
         row.fault_to_open = watch.time_to(BreakerState::Open, t_fault);
-        row.recovery_to_closed = watch.recovery(t_fault, t_end);
+        // The server cannot answer before its sleep (sent after `t_fault`) ends.
+        row.recovery_to_closed = watch.recovery(t_fault + PAUSE, t_end);
         row.log_lines = logs.crate_events().len() as u64;
         row.transitions = transitions_between(&r0, &r1);
         row.print();

@@ -58,6 +58,7 @@ pub fn scenario(opts: ServerOptions) {
             "NOAUTH never opened the breaker: {}",
             watch.timeline()
         );
+        let t_heal = Instant::now();
         server.remove_password().await;
         let t_rec = Instant::now();
         let closed = wait_state(r, BreakerState::Closed, Duration::from_secs(3)).await;
@@ -67,7 +68,7 @@ pub fn scenario(opts: ServerOptions) {
         let r1 = r.stats();
         let mut row = traffic_row("T8 auth", &samples);
         row.fault_to_open = watch.time_to(BreakerState::Open, t_fault);
-        row.recovery_to_closed = watch.recovery(t_fault, t_rec);
+        row.recovery_to_closed = watch.recovery(t_heal, t_rec);
         row.log_lines = logs.crate_events().len() as u64;
         row.transitions = transitions_between(&r0, &r1);
         row.print();

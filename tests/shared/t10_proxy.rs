@@ -57,6 +57,7 @@ async fn under_fault(
         watch.timeline()
     );
     traffic.wait_gets(20).await;
+    let t_heal_began = Instant::now();
     heal();
     let t_heal = Instant::now();
     let closed = wait_state(r, BreakerState::Closed, Duration::from_secs(3)).await;
@@ -70,7 +71,7 @@ async fn under_fault(
     let r1 = r.stats();
     let mut row = traffic_row(name, &samples);
     row.fault_to_open = watch.time_to(BreakerState::Open, t_fault);
-    row.recovery_to_closed = watch.recovery(t_fault, t_heal);
+    row.recovery_to_closed = watch.recovery(t_heal_began, t_heal);
     row.log_lines = logs.crate_events().len() as u64;
     row.transitions = transitions_between(&r0, &r1);
     row.print();

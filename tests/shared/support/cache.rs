@@ -295,19 +295,15 @@ impl StateWatch {
         self.first(state, after).map(|s| s.at - after)
     }
 
-    /// How long after `healed` the outage that began at `fault` ended: the first `Closed`
-    /// seen after the first `Open` seen at or after `fault`, measured from `healed`, and zero
-    /// when it came first. The instant a test takes after its heal (a restart, a `SIGCONT`)
-    /// can be late: on a busy machine the test task may wake after the breaker already
-    /// probed and closed, and a search from that instant would miss the close.
-    pub fn recovery(&self, fault: Instant, healed: Instant) -> Option<Duration> {
-        let seen = self.seen();
-        let open = seen
-            .iter()
-            .position(|s| s.at >= fault && s.state == Some(BreakerState::Open))?;
-        seen[open..]
-            .iter()
-            .find(|s| s.state == Some(BreakerState::Closed))
+    /// How long after `healed` the breaker closed: the first `Closed` seen at or after
+    /// `heal_began` (an instant taken before the heal action: a restart, a `SIGCONT`),
+    /// measured from `healed` (the instant taken after it), and zero when it came first. The
+    /// instant after the heal can be late: on a busy machine the test task may wake after the
+    /// breaker already probed and closed, and a search from it would miss the close. A search
+    /// from the fault would find a close of the outage before its heal (a fault that let one
+    /// probe through: review r31, F2).
+    pub fn recovery(&self, heal_began: Instant, healed: Instant) -> Option<Duration> {
+        self.first(BreakerState::Closed, heal_began)
             .map(|s| s.at.saturating_duration_since(healed))
     }
 
