@@ -762,23 +762,26 @@ impl Tiers {
             version
         };
         let queued = permit.is_some();
-        let rx = match permit {
+        // A write-through caller runs its own job when it can (`Writer::claim_slot`).
+        let claim = (ack && queued).then(|| self.writer.claim_slot()).flatten();
+        let (rx, claimed) = match permit {
             Some(permit) => {
-                self.p
-                    .queue
-                    .commit(permit, hash, key.into(), ack, |view| {
-                        let version = into_hot(view);
-                        (
-                            Op::Put {
-                                value,
-                                meta,
-                                version,
-                                encoded,
-                            },
-                            (),
-                        )
-                    })
-                    .1
+                let (_, rx, claimed) =
+                    self.p
+                        .queue
+                        .commit_claiming(permit, hash, key.into(), ack, claim, |view| {
+                            let version = into_hot(view);
+                            (
+                                Op::Put {
+                                    value,
+                                    meta,
+                                    version,
+                                    encoded,
+                                },
+                                (),
+                            )
+                        });
+                (rx, claimed)
             }
             None => {
                 let version = self.p.queue.locked(into_hot);
@@ -786,10 +789,13 @@ impl Tiers {
                     self.p.counters.lost_writes.inc();
                     self.p.freshness.mark_lost(hash, version, false);
                 }
-                None
+                (None, None)
             }
         };
         self.p.counters.sets.inc();
+        if let Some((job, slot)) = claimed {
+            self.writer.drive(job, slot).await;
+        }
         self.acknowledge(ack, queued, rx).await
     }
 
@@ -864,14 +870,22 @@ impl Tiers {
             (old, version)
         };
         let queued = permit.is_some();
-        let (old, rx) = match permit {
-            Some(permit) => self.p.queue.commit(permit, hash, key.into(), ack, |view| {
-                let (old, version) = into_hot(view);
-                (Op::Delete { version }, old)
-            }),
-            None => (self.p.queue.locked(into_hot).0, None),
+        let claim = (ack && queued).then(|| self.writer.claim_slot()).flatten();
+        let (old, rx, claimed) = match permit {
+            Some(permit) => {
+                self.p
+                    .queue
+                    .commit_claiming(permit, hash, key.into(), ack, claim, |view| {
+                        let (old, version) = into_hot(view);
+                        (Op::Delete { version }, old)
+                    })
+            }
+            None => (self.p.queue.locked(into_hot).0, None, None),
         };
         self.p.counters.removes.inc();
+        if let Some((job, slot)) = claimed {
+            self.writer.drive(job, slot).await;
+        }
         self.acknowledge(ack, queued, rx).await?;
         let had_hot = old.is_some_and(|e| !e.tombstone);
         let had_queued = matches!(queued_before, Some(Op::Put { .. }));

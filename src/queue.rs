@@ -152,6 +152,23 @@ fn install(
     push_ready
 }
 
+/// Hands the job of `hash` (just taken off the ready list) to a writer: marks its key in
+/// flight. `None` if the key has no slot.
+fn start(st: &mut State, hash: KeyHash) -> Option<Job> {
+    let slot = st.slots.get_mut(&hash)?;
+    slot.queued = false;
+    slot.in_flight = true;
+    slot.in_flight_seq = slot.seq;
+    let job = Job {
+        hash,
+        key: slot.key.clone(),
+        op: slot.op.clone(),
+        seq: slot.seq,
+    };
+    st.in_flight += 1;
+    Some(job)
+}
+
 /// What the queue holds, seen under its lock (see [`WriteQueue::locked`]).
 pub(crate) struct QueueView<'a>(&'a State);
 
@@ -215,11 +232,8 @@ impl WriteQueue {
         self.space.clone().acquire_many_owned(cost).await.ok()
     }
 
-    /// Queues `op` for `key` with a permit from [`WriteQueue::reserve`], replacing an older
-    /// operation for the same key. `under_lock` runs while the queue is locked, so that the
-    /// caller's hot-tier change and the queued operation are ordered the same way for every
-    /// key: the last commit wins in memory and on disk. With `ack`, returns a receiver that
-    /// learns whether the operation (or a newer one that replaced it) reached the disk.
+    /// [`WriteQueue::commit_claiming`] with no claim: the writer runs the job.
+    #[cfg(test)]
     pub(crate) fn commit<R>(
         &self,
         permit: OwnedSemaphorePermit,
@@ -228,6 +242,30 @@ impl WriteQueue {
         ack: bool,
         under_lock: impl FnOnce(&QueueView<'_>) -> (Op, R),
     ) -> (R, Option<Ack>) {
+        let (r, rx, _) = self.commit_claiming(permit, hash, key, ack, None::<()>, under_lock);
+        (r, rx)
+    }
+
+    /// Queues `op` for `key` with a permit from [`WriteQueue::reserve`], replacing an older
+    /// operation for the same key. `under_lock` runs while the queue is locked, so that the
+    /// caller's hot-tier change and the queued operation are ordered the same way for every
+    /// key: the last commit wins in memory and on disk. With `ack`, returns a receiver that
+    /// learns whether the operation (or a newer one that replaced it) reached the disk.
+    ///
+    /// With a write slot (`claim`), for a caller that will run the job itself: if the key is
+    /// neither queued nor being written and the writer has not stopped, the job is handed
+    /// back in flight (as [`WriteQueue::take`] would hand it to the writer) instead of being
+    /// put on the ready list, and the writer is not woken; the caller must run it to its end
+    /// (`Writer::drive`). Otherwise the slot is dropped and the job queued for the writer.
+    pub(crate) fn commit_claiming<R, S>(
+        &self,
+        permit: OwnedSemaphorePermit,
+        hash: KeyHash,
+        key: Arc<[u8]>,
+        ack: bool,
+        claim: Option<S>,
+        under_lock: impl FnOnce(&QueueView<'_>) -> (Op, R),
+    ) -> (R, Option<Ack>, Option<(Job, S)>) {
         let (tx, rx) = if ack {
             let (tx, rx) = oneshot::channel();
             (Some(tx), Some(rx))
@@ -242,11 +280,19 @@ impl WriteQueue {
         // and a write-through caller learns at once that it was not written (`tx` dropped).
         let tx = tx.filter(|_| !st.shut);
         let push_ready = install(&mut st, permit, hash, key, op, tx);
+        let claimed = match claim {
+            // `install` has just pushed it last on the ready list.
+            Some(slot) if push_ready && !st.shut && st.ready.back() == Some(&hash) => {
+                st.ready.pop_back();
+                start(&mut st, hash).map(|job| (job, slot))
+            }
+            _ => None,
+        };
         drop(st);
-        if push_ready {
+        if push_ready && claimed.is_none() {
             self.ready.notify_one();
         }
-        (r, rx)
+        (r, rx, claimed)
     }
 
     /// Room for an operation of `key_len` + `value_len` bytes if there is some now; never
@@ -355,20 +401,9 @@ impl WriteQueue {
     pub(crate) fn take(&self) -> Option<Job> {
         let mut st = self.lock();
         while let Some(hash) = st.ready.pop_front() {
-            let Some(slot) = st.slots.get_mut(&hash) else {
-                continue;
-            };
-            slot.queued = false;
-            slot.in_flight = true;
-            slot.in_flight_seq = slot.seq;
-            let job = Job {
-                hash,
-                key: slot.key.clone(),
-                op: slot.op.clone(),
-                seq: slot.seq,
-            };
-            st.in_flight += 1;
-            return Some(job);
+            if let Some(job) = start(&mut st, hash) {
+                return Some(job);
+            }
         }
         None
     }
@@ -593,6 +628,57 @@ mod tests {
         assert!(!q.complete(&h, job2.seq).0);
         assert_eq!(q.depth(), (0, 0));
         assert!(q.lookup(&h).is_none());
+    }
+
+    /// A claim takes the job in flight when the key is idle (no ready entry, the writer not
+    /// woken); behind a write in flight, or once shut, the claim is refused and the job
+    /// queued (or not) exactly as without one.
+    #[tokio::test]
+    async fn a_claim_takes_an_idle_keys_job_and_nothing_else() {
+        let q = WriteQueue::new(1 << 20);
+        let (h, other) = ([7u8; 32], [8u8; 32]);
+        let k: Arc<[u8]> = b"k".as_slice().into();
+        // An older job of another key is ready: the claim does not take it.
+        q.push(other, k.clone(), put(9), false).await;
+        let permit = q.reserve(1, 1).await.unwrap();
+        let (_, ack, claimed) =
+            q.commit_claiming(permit, h, k.clone(), true, Some("slot"), |_| (put(1), ()));
+        let (job, slot) = claimed.expect("an idle key's job is claimed");
+        assert_eq!((job.hash, val(&job.op), slot), (h, Some(1), "slot"));
+        assert_eq!(q.lock().in_flight, 1);
+        assert!(q.lock().slots[&h].in_flight);
+        // Only the other key's job is ready: the claimed one is never handed out twice.
+        let next = q.take().unwrap();
+        assert_eq!(next.hash, other);
+        assert!(q.take().is_none());
+        // A newer op of the claimed key waits behind it: its claim is refused.
+        let permit = q.reserve(1, 1).await.unwrap();
+        let (_, newer, refused) =
+            q.commit_claiming(permit, h, k.clone(), true, Some("slot"), |_| (put(2), ()));
+        assert!(refused.is_none());
+        assert!(q.take().is_none(), "behind the write in flight, not ready");
+        // Its completion queues the newer op for the writer; both waiters learn its outcome.
+        let (superseded, waiters) = q.complete(&h, job.seq);
+        assert!(superseded && waiters.is_empty());
+        let job2 = q.take().unwrap();
+        assert_eq!(val(&job2.op), Some(2));
+        let (_, waiters) = q.complete(&h, job2.seq);
+        assert_eq!(waiters.len(), 2);
+        for w in waiters {
+            w.send(true).unwrap();
+        }
+        assert!(ack.unwrap().await.unwrap() && newer.unwrap().await.unwrap());
+        q.complete(&other, next.seq);
+        // Once shut, a claim is refused: nothing runs a job after the writer stopped.
+        assert!(q.shut_if_idle());
+        let late = WriteQueue::new(1 << 20);
+        let permit = late.reserve(1, 1).await.unwrap();
+        assert!(late.shut_if_idle());
+        let (_, ack, claimed) =
+            late.commit_claiming(permit, h, k.clone(), true, Some(()), |_| (put(3), ()));
+        assert!(claimed.is_none());
+        assert!(ack.unwrap().await.is_err(), "told at once: not written");
+        assert_eq!(late.lock().in_flight, 0);
     }
 
     #[tokio::test]

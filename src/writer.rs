@@ -6,9 +6,12 @@
 //! behind. A disk call that timed out is completed by the blocking call itself when it really
 //! returns: it can never race a newer write of the same key to the rename.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tracing::info;
 
 use crate::disk::DiskOutcome;
@@ -79,17 +82,56 @@ pub(crate) struct Writer {
     write_back_gate: tokio::sync::Mutex<()>,
     /// The most concurrent writes.
     concurrency: usize,
+    /// One permit per write calling the disk, `concurrency` in all: taken by the writer task
+    /// for each job it hands out and by a write-through caller that runs its own job
+    /// ([`Writer::claim_slot`]).
+    slots: Arc<Semaphore>,
+    /// The runtime the cache was opened on: a write-through caller dropped while it runs its
+    /// own job hands the rest of it to a task there ([`Driven`]).
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl Writer {
     /// A writer over `p`, with at most `concurrency` writes at once (clamped to
     /// `1..=MAX_WRITE_CONCURRENCY`).
     pub(crate) fn new(p: Parts, concurrency: usize) -> Self {
+        let concurrency = concurrency.clamp(1, MAX_WRITE_CONCURRENCY);
         Writer {
             p,
             clear_gate: tokio::sync::RwLock::new(()),
             write_back_gate: tokio::sync::Mutex::new(()),
-            concurrency: concurrency.clamp(1, MAX_WRITE_CONCURRENCY),
+            concurrency,
+            slots: Arc::new(Semaphore::new(concurrency)),
+            runtime: tokio::runtime::Handle::try_current().ok(),
+        }
+    }
+
+    /// A write slot for a write-through caller that will run its own job (see
+    /// [`WriteQueue::commit_claiming`](crate::queue::WriteQueue::commit_claiming)), if one is
+    /// free now and the caller runs on a tokio runtime (the disk call needs its blocking pool
+    /// and timers). `None`: the writer task runs the job.
+    ///
+    /// Why: a job the writer task runs wakes the writer task, then the task it spawns for the
+    /// job, then the caller; a job the caller runs itself wakes only the blocking thread and
+    /// then the caller, as a plain `spawn_blocking` of the same disk calls would.
+    pub(crate) fn claim_slot(&self) -> Option<OwnedSemaphorePermit> {
+        self.runtime.as_ref()?;
+        tokio::runtime::Handle::try_current().ok()?;
+        self.slots.clone().try_acquire_owned().ok()
+    }
+
+    /// Runs a job a write-through caller claimed, on the caller's task, holding `slot`
+    /// while it runs. Dropped before it finished (the caller was cancelled), the rest of
+    /// the job runs to its end in a task of its own: a job once started is always completed,
+    /// or its key would stay in flight and `flush` would wait forever.
+    pub(crate) fn drive(self: &Arc<Self>, job: Job, slot: OwnedSemaphorePermit) -> Driven {
+        let writer = self.clone();
+        Driven {
+            job: Some(Box::pin(async move {
+                writer.run_job(job).await;
+                drop(slot);
+            })),
+            runtime: self.runtime.clone(),
         }
     }
 
@@ -430,12 +472,52 @@ impl Writer {
     }
 }
 
+/// A job run by the write-through caller that claimed it (see [`Writer::drive`]).
+pub(crate) struct Driven {
+    /// The job's remaining work; `None` once it finished.
+    job: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    /// Where the rest runs if this is dropped first.
+    runtime: Option<tokio::runtime::Handle>,
+}
+
+impl Future for Driven {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(job) = self.job.as_mut() else {
+            return Poll::Ready(());
+        };
+        if job.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        self.job = None;
+        Poll::Ready(())
+    }
+}
+
+impl Drop for Driven {
+    fn drop(&mut self) {
+        let Some(job) = self.job.take() else {
+            return;
+        };
+        // A job whose poll panicked cannot be polled again; the panic is the caller's.
+        if std::thread::panicking() {
+            return;
+        }
+        if let Some(rt) = &self.runtime {
+            // On a runtime shutting down the task is dropped unrun, as the writer task's
+            // own jobs are.
+            drop(rt.spawn(job));
+        }
+    }
+}
+
 /// Hands queued jobs to at most `write_concurrency` concurrent writes. On shutdown it drains
 /// what is queued, then exits.
 pub(crate) async fn writer_task(writer: Arc<Writer>, mut shutdown: watch::Receiver<bool>) {
     // Clamped in `Writer::new`, so that no setting can make `Semaphore` panic.
     let concurrency = writer.concurrency;
-    let slots = Arc::new(Semaphore::new(concurrency));
+    let slots = writer.slots.clone();
     loop {
         let notified = writer.p.queue.ready.notified();
         while let Some(job) = writer.p.queue.take() {
@@ -451,10 +533,13 @@ pub(crate) async fn writer_task(writer: Arc<Writer>, mut shutdown: watch::Receiv
         if *shutdown.borrow() && !writer.p.queue.has_ready() {
             // Wait for the writes in flight, then stop.
             // Fits: at most MAX_WRITE_CONCURRENCY.
-            let _ = slots.acquire_many(concurrency as u32).await;
+            // Held while the queue is shut: no write-through caller can claim a job of its
+            // own in between, which `close` would not wait for.
+            let all = slots.acquire_many(concurrency as u32).await;
             if writer.p.queue.shut_if_idle() {
                 return;
             }
+            drop(all);
             continue;
         }
         tokio::select! {

@@ -12,6 +12,7 @@
 
 mod beside_r29;
 mod bounds;
+mod caller_writes;
 mod closer;
 mod compact_r27;
 mod compact_r28;
