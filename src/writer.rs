@@ -108,22 +108,22 @@ impl Writer {
 
     /// A write slot for a write-through caller that will run its own job (see
     /// [`WriteQueue::commit_claiming`](crate::queue::WriteQueue::commit_claiming)), if one is
-    /// free now and the caller runs on a tokio runtime (the disk call needs its blocking pool
-    /// and timers). `None`: the writer task runs the job.
+    /// free now. `None`: the writer task runs the job.
     ///
     /// Why: a job the writer task runs wakes the writer task, then the task it spawns for the
     /// job, then the caller; a job the caller runs itself wakes only the blocking thread and
     /// then the caller, as a plain `spawn_blocking` of the same disk calls would.
     pub(crate) fn claim_slot(&self) -> Option<OwnedSemaphorePermit> {
         self.runtime.as_ref()?;
-        tokio::runtime::Handle::try_current().ok()?;
         self.slots.clone().try_acquire_owned().ok()
     }
 
     /// Runs a job a write-through caller claimed, on the caller's task, holding `slot`
     /// while it runs. Dropped before it finished (the caller was cancelled), the rest of
     /// the job runs to its end in a task of its own: a job once started is always completed,
-    /// or its key would stay in flight and `flush` would wait forever.
+    /// or its key would stay in flight and `flush` would wait forever. It is polled inside
+    /// the cache's runtime, whatever runtime (or executor) the caller runs on: its disk calls
+    /// use that runtime's blocking pool and timers, as the writer task's jobs do.
     pub(crate) fn drive(self: &Arc<Self>, job: Job, slot: OwnedSemaphorePermit) -> Driven {
         let writer = self.clone();
         Driven {
@@ -132,6 +132,7 @@ impl Writer {
                 drop(slot);
             })),
             runtime: self.runtime.clone(),
+            counters: self.p.counters.clone(),
         }
     }
 
@@ -476,21 +477,34 @@ impl Writer {
 pub(crate) struct Driven {
     /// The job's remaining work; `None` once it finished.
     job: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
-    /// Where the rest runs if this is dropped first.
+    /// The cache's runtime: the job is polled inside it, and the rest runs there if this is
+    /// dropped first.
     runtime: Option<tokio::runtime::Handle>,
+    /// Where a panic of the job is counted.
+    counters: Arc<crate::stats::Counters>,
 }
 
 impl Future for Driven {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let Some(job) = self.job.as_mut() else {
+        let this = &mut *self;
+        let Some(job) = this.job.as_mut() else {
             return Poll::Ready(());
         };
-        if job.as_mut().poll(cx).is_pending() {
-            return Poll::Pending;
+        let _inside = this.runtime.as_ref().map(|rt| rt.enter());
+        // A bug in the job must not unwind into the caller's code: it is counted, as a panic
+        // of a job the writer task runs is, and the job is given up (its key stays in flight,
+        // as it would in the writer task).
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.as_mut().poll(cx))) {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(())) => {}
+            Err(_) => {
+                tracing::error!("a write job panicked");
+                this.counters.task_panics.inc();
+            }
         }
-        self.job = None;
+        this.job = None;
         Poll::Ready(())
     }
 }

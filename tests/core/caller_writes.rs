@@ -233,3 +233,38 @@ async fn concurrent_write_through_sets_on_a_current_thread_runtime_land_exactly(
         Some(&last_shared[..])
     );
 }
+
+/// A write-through set awaited on another runtime, one without timers (the cache's disk calls
+/// are bounded by timers): the write runs inside the cache's runtime, the set is Ok and the
+/// value on disk; and a write-through remove likewise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_through_calls_from_a_runtime_without_timers_run_on_the_caches_runtime() {
+    let mut cache = write_through(4).await;
+    let other = cache.cache.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let _ = tx.send(rt.block_on(async {
+            let set = other.set_bytes("k", b"from elsewhere".to_vec()).await;
+            other.set_bytes("gone", b"x".to_vec()).await.unwrap();
+            let removed = other.remove("gone").await;
+            (set, removed)
+        }));
+    });
+    let (set, removed) = tokio::task::spawn_blocking(move || rx.recv_timeout(PATIENCE))
+        .await
+        .unwrap()
+        .expect("the calls from a runtime without timers never returned");
+    assert!(set.is_ok(), "{set:?}");
+    assert_eq!(removed.ok(), Some(true));
+    assert_eq!(cache.stats().writes_ok, 3);
+    assert!(cache.on_disk("k") && !cache.on_disk("gone"));
+    cache.reopen().await;
+    assert_eq!(
+        cache.get_bytes("k").await.unwrap().as_deref(),
+        Some(&b"from elsewhere"[..])
+    );
+    assert_eq!(cache.get_bytes("gone").await.unwrap(), None);
+}
