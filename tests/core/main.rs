@@ -25,6 +25,7 @@ mod persistence;
 mod promises;
 mod review_r30;
 mod review_r31;
+mod review_r32;
 mod roundtrip;
 mod settings;
 mod settle;
