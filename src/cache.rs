@@ -762,7 +762,7 @@ impl Tiers {
             version
         };
         let queued = permit.is_some();
-        // A write-through caller runs its own job when it can (`Writer::claim_slot`).
+        // A write-through caller starts its own job when it can (`Writer::claim_slot`).
         let claim = (ack && queued).then(|| self.writer.claim_slot()).flatten();
         let (rx, claimed) = match permit {
             Some(permit) => {
@@ -794,7 +794,7 @@ impl Tiers {
         };
         self.p.counters.sets.inc();
         if let Some((job, slot)) = claimed {
-            self.writer.drive(job, slot).await;
+            self.writer.start_direct(job, slot);
         }
         self.acknowledge(ack, queued, rx).await
     }
@@ -884,7 +884,7 @@ impl Tiers {
         };
         self.p.counters.removes.inc();
         if let Some((job, slot)) = claimed {
-            self.writer.drive(job, slot).await;
+            self.writer.start_direct(job, slot);
         }
         self.acknowledge(ack, queued, rx).await?;
         let had_hot = old.is_some_and(|e| !e.tombstone);

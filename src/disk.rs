@@ -23,7 +23,7 @@ use std::time::Duration;
 use crate::breaker::BreakerState;
 use crate::fs::{DirEntryInfo, FileRead, Fs, IoErrorKind};
 use crate::log;
-use crate::resilience::mode::{Admission, Resilience};
+use crate::resilience::mode::{Admission, OwnedAdmission, Resilience};
 use crate::stats::Counters;
 use crate::stats::Mode;
 use crate::sync::lock;
@@ -262,6 +262,15 @@ fn panicked<T>(counters: &Counters) -> DiskOutcome<T> {
 /// Tells the breaker how an admitted operation ended: a timeout or any device failure inside
 /// it is a failure.
 fn report<T>(admission: Admission<'_>, outcome: &DiskOutcome<T>) {
+    admission.report(match outcome {
+        DiskOutcome::Done { device_failure, .. } => *device_failure,
+        DiskOutcome::TimedOut => Some(IoErrorKind::Timeout),
+        DiskOutcome::Skipped => None,
+    });
+}
+
+/// [`report`] for an [`OwnedAdmission`].
+pub(crate) fn report_owned<T>(admission: OwnedAdmission, outcome: &DiskOutcome<T>) {
     admission.report(match outcome {
         DiskOutcome::Done { device_failure, .. } => *device_failure,
         DiskOutcome::TimedOut => Some(IoErrorKind::Timeout),
@@ -520,7 +529,7 @@ impl DiskGate {
         T: Send + 'static,
         F: FnOnce(&dyn Fs, &WarmStore) -> io::Result<T> + Send + 'static,
     {
-        let observed = Arc::new(ObservedFs::new(self.fs.clone(), self.counters.clone()));
+        let observed = Arc::new(self.observer());
         let store = self.store.clone();
         let obs = observed.clone();
         let task = tokio::task::spawn_blocking(move || f(&*obs, &store));
@@ -529,35 +538,65 @@ impl DiskGate {
             None => Ok(task.await),
         };
         match joined {
-            Ok(Ok(value)) => {
-                let mut device_failure = observed.device_failure();
-                if let Err(e) = &value {
-                    if crate::warm::store::is_layout_blocked(e) && device_failure.is_none() {
-                        // Seen by the observer as a path error (per entry), but it blocks
-                        // every entry: the device has failed.
-                        device_failure = Some(IoErrorKind::Path);
-                    }
-                    // An error the closure made up itself (a free-space check, a probe
-                    // mismatch) was not seen by the observer: count it here.
-                    if !observed.saw_any() {
-                        let kind = IoErrorKind::classify(e);
-                        self.counters.disk_error(kind);
-                        if kind.is_device_failure() && device_failure.is_none() {
-                            device_failure = Some(kind);
-                        }
-                    }
-                }
-                DiskOutcome::Done {
-                    value,
-                    device_failure,
-                }
+            Ok(Ok(value)) => self.judge(&observed, value),
+            Ok(Err(_join)) => self.panicked(),
+            Err(_) => self.timed_out(),
+        }
+    }
+
+    /// An observer of one operation's fs calls: run the operation on it, then
+    /// [`DiskGate::judge`] its result (for a caller that runs the operation on the blocking
+    /// pool itself, `Writer::start_direct`).
+    pub(crate) fn observer(&self) -> ObservedFs {
+        ObservedFs::new(self.fs.clone(), self.counters.clone())
+    }
+
+    /// The outcome of an operation that ran on `observed` and returned `value`: which device
+    /// failure it met, if any (counting an error the operation made up itself).
+    pub(crate) fn judge<T>(&self, observed: &ObservedFs, value: io::Result<T>) -> DiskOutcome<T> {
+        let mut device_failure = observed.device_failure();
+        if let Err(e) = &value {
+            if crate::warm::store::is_layout_blocked(e) && device_failure.is_none() {
+                // Seen by the observer as a path error (per entry), but it blocks
+                // every entry: the device has failed.
+                device_failure = Some(IoErrorKind::Path);
             }
-            Ok(Err(_join)) => panicked(&self.counters),
-            Err(_) => {
-                self.counters.disk_error(IoErrorKind::Timeout);
-                DiskOutcome::TimedOut
+            // An error the closure made up itself (a free-space check, a probe
+            // mismatch) was not seen by the observer: count it here.
+            if !observed.saw_any() {
+                let kind = IoErrorKind::classify(e);
+                self.counters.disk_error(kind);
+                if kind.is_device_failure() && device_failure.is_none() {
+                    device_failure = Some(kind);
+                }
             }
         }
+        DiskOutcome::Done {
+            value,
+            device_failure,
+        }
+    }
+
+    /// The outcome of an operation that panicked (counted).
+    pub(crate) fn panicked<T>(&self) -> DiskOutcome<T> {
+        panicked(&self.counters)
+    }
+
+    /// The outcome of an operation not waited for past `io_timeout` (counted).
+    pub(crate) fn timed_out<T>(&self) -> DiskOutcome<T> {
+        self.counters.disk_error(IoErrorKind::Timeout);
+        DiskOutcome::TimedOut
+    }
+
+    /// The bound on one disk call.
+    pub(crate) fn io_timeout(&self) -> Duration {
+        self.io_timeout
+    }
+
+    /// Asks the mode and the breaker for a disk call whose outcome is reported with
+    /// [`report_owned`]: `None` when refused.
+    pub(crate) fn admit_owned(&self) -> Option<OwnedAdmission> {
+        self.res.admit_owned()
     }
 }
 

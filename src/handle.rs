@@ -38,7 +38,7 @@ use crate::sync::lock;
 use crate::warm::format::Limits;
 use crate::warm::quarantine::QuarantineLimits;
 use crate::warm::store::{StoreConfig, WarmStore};
-use crate::writer::{writer_task, Writer};
+use crate::writer::{watchdog_task, writer_task, Writer};
 
 /// A tiered cache: a memory LRU in front of a gzip-compressed disk tier.
 ///
@@ -182,6 +182,10 @@ impl TieredCache {
             spawn_supervised("writer", counters.clone(), {
                 let (writer, rx) = (writer.clone(), rx.clone());
                 move || writer_task(writer.clone(), rx.clone())
+            }),
+            spawn_supervised("watchdog", counters.clone(), {
+                let (writer, rx) = (writer.clone(), rx.clone());
+                move || watchdog_task(writer.clone(), rx.clone())
             }),
             spawn_supervised("maintenance", counters.clone(), {
                 let (gate, clock, rx) = (gate.clone(), clock.clone(), rx.clone());

@@ -522,6 +522,11 @@ impl WriteQueue {
         true
     }
 
+    /// Whether the writer has stopped ([`WriteQueue::shut_if_idle`]).
+    pub(crate) fn is_shut(&self) -> bool {
+        self.lock().shut
+    }
+
     /// The current sequence number: every operation queued so far has `seq <=` this.
     pub(crate) fn seq(&self) -> u64 {
         self.lock().seq

@@ -6,10 +6,7 @@
 //! behind. A disk call that timed out is completed by the blocking call itself when it really
 //! returns: it can never race a newer write of the same key to the rename.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tracing::info;
@@ -74,7 +71,7 @@ pub(crate) struct Writer {
     /// Write jobs hold it shared while they call the disk; `clear` holds it exclusively
     /// ([`Writer::pause`]) while it records the fence and deletes the entry files, so that a
     /// write made after the clear began is never deleted by it.
-    clear_gate: tokio::sync::RwLock<()>,
+    clear_gate: Arc<tokio::sync::RwLock<()>>,
     /// Held while dirty entries are queued for write-back ([`Writer::write_back_lock`]): by
     /// recovery while it switches the mode back and queues them, and by `flush` before it
     /// looks at the queue, so a `flush` that sees the recovered mode also waits for the
@@ -86,9 +83,11 @@ pub(crate) struct Writer {
     /// for each job it hands out and by a write-through caller that runs its own job
     /// ([`Writer::claim_slot`]).
     slots: Arc<Semaphore>,
-    /// The runtime the cache was opened on: a write-through caller dropped while it runs its
-    /// own job hands the rest of it to a task there ([`Driven`]).
+    /// The runtime the cache was opened on: a job a write-through caller starts runs on its
+    /// blocking pool ([`Writer::start_direct`]).
     runtime: Option<tokio::runtime::Handle>,
+    /// The deadlines of the jobs write-through callers started ([`watchdog_task`]).
+    watch: Watch,
 }
 
 impl Writer {
@@ -98,42 +97,115 @@ impl Writer {
         let concurrency = concurrency.clamp(1, MAX_WRITE_CONCURRENCY);
         Writer {
             p,
-            clear_gate: tokio::sync::RwLock::new(()),
+            clear_gate: Arc::new(tokio::sync::RwLock::new(())),
             write_back_gate: tokio::sync::Mutex::new(()),
             concurrency,
             slots: Arc::new(Semaphore::new(concurrency)),
             runtime: tokio::runtime::Handle::try_current().ok(),
+            watch: Watch::default(),
         }
     }
 
-    /// A write slot for a write-through caller that will run its own job (see
-    /// [`WriteQueue::commit_claiming`](crate::queue::WriteQueue::commit_claiming)), if one is
-    /// free now. `None`: the writer task runs the job.
+    /// A write slot for a write-through caller that will start its own job (see
+    /// [`WriteQueue::commit_claiming`](crate::queue::WriteQueue::commit_claiming) and
+    /// [`Writer::start_direct`]), if one is free now and the fence on disk is known. `None`:
+    /// the writer task runs the job.
     ///
     /// Why: a job the writer task runs wakes the writer task, then the task it spawns for the
-    /// job, then the caller; a job the caller runs itself wakes only the blocking thread and
-    /// then the caller, as a plain `spawn_blocking` of the same disk calls would.
+    /// job, then the blocking thread, the job's task again, then the caller; a job the caller
+    /// starts itself wakes only the blocking thread, which completes it and wakes the caller,
+    /// as a plain `spawn_blocking` of the same disk calls would.
     pub(crate) fn claim_slot(&self) -> Option<OwnedSemaphorePermit> {
         self.runtime.as_ref()?;
+        if !self.p.freshness.fence_known() {
+            return None;
+        }
         self.slots.clone().try_acquire_owned().ok()
     }
 
-    /// Runs a job a write-through caller claimed, on the caller's task, holding `slot`
-    /// while it runs. Dropped before it finished (the caller was cancelled), the rest of
-    /// the job runs to its end in a task of its own: a job once started is always completed,
-    /// or its key would stay in flight and `flush` would wait forever. It is polled inside
-    /// the cache's runtime, whatever runtime (or executor) the caller runs on: its disk calls
-    /// use that runtime's blocking pool and timers, as the writer task's jobs do.
-    pub(crate) fn drive(self: &Arc<Self>, job: Job, slot: OwnedSemaphorePermit) -> Driven {
-        let writer = self.clone();
-        Driven {
-            job: Some(Box::pin(async move {
+    /// Starts a job a write-through caller claimed with `slot`, without waiting for it: on
+    /// the blocking pool of the cache's runtime, which completes the job itself when the disk
+    /// call returns (breaker report, error note, `finish_job`, the waiters told, the slot
+    /// freed), so the job never depends on the caller being polled, or kept. The watchdog
+    /// ([`watchdog_task`]) gives up on it after `io_timeout`, as `run_job` does on a disk
+    /// call that hangs. A job that cannot start at once (a `clear` holds the clear gate) is
+    /// run by a task as the writer task runs one.
+    pub(crate) fn start_direct(self: &Arc<Self>, job: Job, slot: OwnedSemaphorePermit) {
+        let Some(rt) = self.runtime.clone() else {
+            // `claim_slot` hands out no slot without a runtime.
+            return self.finish_and_tell(&job.hash, &job.key, job.seq, &job.op, JobEnd::Skipped);
+        };
+        let Ok(clear_guard) = self.clear_gate.clone().try_read_owned() else {
+            let writer = self.clone();
+            drop(rt.spawn(async move {
                 writer.run_job(job).await;
                 drop(slot);
-            })),
-            runtime: self.runtime.clone(),
-            counters: self.p.counters.clone(),
+            }));
+            return;
+        };
+        let Job {
+            hash,
+            key,
+            mut op,
+            seq,
+        } = job;
+        let Some(admission) = self.p.gate.admit_owned() else {
+            drop(clear_guard);
+            // Memory-only or breaker open: the entry stays dirty for write-back.
+            return self.finish_and_tell(&hash, &key, seq, &op, JobEnd::Skipped);
+        };
+        if let Op::Put { meta, .. } = &mut op {
+            // The fence is known (`claim_slot`): see `run_job`.
+            meta.created_ms = meta.created_ms.max(self.p.freshness.write_floor());
         }
+        let direct = Arc::new(Direct {
+            state: Mutex::new(DirectState::Running { admission, slot }),
+        });
+        let deadline = {
+            let _inside = rt.enter();
+            tokio::time::Instant::now() + self.p.gate.io_timeout()
+        };
+        self.watch.register(Watched {
+            deadline,
+            direct: direct.clone(),
+            hash,
+            seq,
+        });
+        let run = RunDirect {
+            writer: self.clone(),
+            hash,
+            key,
+            op,
+            seq,
+            direct,
+            clear_guard: Some(clear_guard),
+            completed: false,
+        };
+        // On a runtime shutting down the closure is dropped unrun: `RunDirect`'s drop
+        // completes the job as failed.
+        drop(rt.spawn_blocking(move || run.run()));
+    }
+
+    /// The watchdog gave up on a job started by [`Writer::start_direct`]: as `run_job` does on
+    /// a timeout, the breaker and the error log hear it, its waiters learn "not written" and
+    /// its slot is freed; the blocking call completes the job when it really returns.
+    fn time_out(&self, w: &Watched) {
+        let mut st = lock(&w.direct.state);
+        if !matches!(*st, DirectState::Running { .. }) {
+            // Finished meanwhile: nothing to give up.
+            return;
+        }
+        let DirectState::Running { admission, slot } =
+            std::mem::replace(&mut *st, DirectState::GaveUp)
+        else {
+            return;
+        };
+        drop(st);
+        let outcome: DiskOutcome<()> = self.p.gate.timed_out();
+        crate::disk::report_owned(admission, &outcome);
+        self.p.gate.note("write", &outcome);
+        self.p.queue.mark_stuck(&w.hash, w.seq);
+        drop(slot);
     }
 
     /// Waits for the writes calling the disk now and keeps new ones from starting until the
@@ -219,43 +291,8 @@ impl Writer {
             .p
             .gate
             .run(move |fs, store| {
-                let result = match &op2 {
-                    Op::Put {
-                        value,
-                        meta,
-                        encoded,
-                        ..
-                    } => store.write_encoded(fs, &key2, &hash, value, *meta, encoded.as_deref()),
-                    Op::Delete { .. } | Op::Purge { .. } => store
-                        .remove(fs, &hash)
-                        .map(|_| WriteOutcome::Written { len: 0 }),
-                };
-                if let (Op::Put { meta, .. }, Ok(WriteOutcome::Written { .. })) = (&op2, &result)
-                {
-                    // A `clear` ran while this write was in flight and did not wait for it (it
-                    // had timed out): the clear supersedes it, also after a restart. No newer
-                    // write of the key can race this delete: the key is still held.
-                    if writer.p.freshness.cleared_since(meta.created_ms) {
-                        if let Err(e) = store.remove(fs, &hash) {
-                            tracing::debug!(error = %e, "could not remove a write a clear superseded");
-                        }
-                    }
-                }
-                let end = match &result {
-                    Ok(WriteOutcome::Written { .. }) => JobEnd::Landed,
-                    Ok(WriteOutcome::TooLarge) => {
-                        writer.p.gate.set_last_error(crate::disk::TOO_LARGE_FOR_THE_BUDGET);
-                        JobEnd::PerEntry
-                    }
-                    // A delete that failed must be retried whatever the error: the file is
-                    // still there.
-                    Err(e) if matches!(op2, Op::Put { .. }) => match IoErrorKind::classify(e) {
-                        IoErrorKind::FileTooLarge => JobEnd::FileTooLarge,
-                        k if !k.is_device_failure() => JobEnd::Blocked,
-                        _ => JobEnd::Failed,
-                    },
-                    Err(_) => JobEnd::Failed,
-                };
+                let result = writer.write_op(fs, store, &key2, &hash, &op2);
+                let end = writer.end_of(&op2, &result);
                 let mut c = lock(&completion2);
                 match *c {
                     Completion::GaveUp => {
@@ -300,6 +337,68 @@ impl Writer {
                     let _ = w.send(landed);
                 }
             }
+        }
+    }
+
+    /// The disk work of a job: writes or deletes the entry file of `hash`.
+    fn write_op(
+        &self,
+        fs: &dyn crate::fs::Fs,
+        store: &crate::warm::store::WarmStore,
+        key: &[u8],
+        hash: &KeyHash,
+        op: &Op,
+    ) -> std::io::Result<WriteOutcome> {
+        let result = match op {
+            Op::Put {
+                value,
+                meta,
+                encoded,
+                ..
+            } => store.write_encoded(fs, key, hash, value, *meta, encoded.as_deref()),
+            Op::Delete { .. } | Op::Purge { .. } => store
+                .remove(fs, hash)
+                .map(|_| WriteOutcome::Written { len: 0 }),
+        };
+        if let (Op::Put { meta, .. }, Ok(WriteOutcome::Written { .. })) = (op, &result) {
+            // A `clear` ran while this write was in flight and did not wait for it (it
+            // had timed out): the clear supersedes it, also after a restart. No newer
+            // write of the key can race this delete: the key is still held.
+            if self.p.freshness.cleared_since(meta.created_ms) {
+                if let Err(e) = store.remove(fs, hash) {
+                    tracing::debug!(error = %e, "could not remove a write a clear superseded");
+                }
+            }
+        }
+        result
+    }
+
+    /// How a job whose disk work returned `result` ended.
+    fn end_of(&self, op: &Op, result: &std::io::Result<WriteOutcome>) -> JobEnd {
+        match result {
+            Ok(WriteOutcome::Written { .. }) => JobEnd::Landed,
+            Ok(WriteOutcome::TooLarge) => {
+                self.p
+                    .gate
+                    .set_last_error(crate::disk::TOO_LARGE_FOR_THE_BUDGET);
+                JobEnd::PerEntry
+            }
+            // A delete that failed must be retried whatever the error: the file is
+            // still there.
+            Err(e) if matches!(op, Op::Put { .. }) => match IoErrorKind::classify(e) {
+                IoErrorKind::FileTooLarge => JobEnd::FileTooLarge,
+                k if !k.is_device_failure() => JobEnd::Blocked,
+                _ => JobEnd::Failed,
+            },
+            Err(_) => JobEnd::Failed,
+        }
+    }
+
+    /// Completes a job (`finish_job`) and tells its write-through waiters.
+    fn finish_and_tell(&self, hash: &KeyHash, key: &[u8], seq: u64, op: &Op, end: JobEnd) {
+        let (landed, waiters) = self.finish_job(hash, key, seq, op, end);
+        for w in waiters {
+            let _ = w.send(landed);
         }
     }
 
@@ -473,55 +572,219 @@ impl Writer {
     }
 }
 
-/// A job run by the write-through caller that claimed it (see [`Writer::drive`]).
-pub(crate) struct Driven {
-    /// The job's remaining work; `None` once it finished.
-    job: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
-    /// The cache's runtime: the job is polled inside it, and the rest runs there if this is
-    /// dropped first.
-    runtime: Option<tokio::runtime::Handle>,
-    /// Where a panic of the job is counted.
-    counters: Arc<crate::stats::Counters>,
+/// A job a write-through caller started ([`Writer::start_direct`]), shared by the blocking
+/// call that runs it and the watchdog.
+struct Direct {
+    state: Mutex<DirectState>,
 }
 
-impl Future for Driven {
-    type Output = ();
+/// Who completes a started job (as `Completion` in `run_job`).
+enum DirectState {
+    /// The disk call has not returned; what is released when it does, or when the
+    /// watchdog gives up on it.
+    Running {
+        admission: crate::resilience::mode::OwnedAdmission,
+        slot: OwnedSemaphorePermit,
+    },
+    /// The watchdog gave up waiting (timeout reported); the blocking call completes the job.
+    GaveUp,
+    /// Completed.
+    Finished,
+}
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = &mut *self;
-        let Some(job) = this.job.as_mut() else {
-            return Poll::Ready(());
-        };
-        let _inside = this.runtime.as_ref().map(|rt| rt.enter());
-        // A bug in the job must not unwind into the caller's code: it is counted, as a panic
-        // of a job the writer task runs is, and the job is given up (its key stays in flight,
-        // as it would in the writer task).
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.as_mut().poll(cx))) {
-            Ok(Poll::Pending) => return Poll::Pending,
-            Ok(Poll::Ready(())) => {}
-            Err(_) => {
-                tracing::error!("a write job panicked");
-                this.counters.task_panics.inc();
+/// The blocking half of a started job: runs the disk work and completes the job. Dropped
+/// without running (the runtime shut down) or by a panic, it completes the job as failed: a
+/// started job is always completed, or its key would stay in flight and `flush` would wait
+/// forever.
+struct RunDirect {
+    writer: Arc<Writer>,
+    hash: KeyHash,
+    key: Arc<[u8]>,
+    op: Op,
+    seq: u64,
+    direct: Arc<Direct>,
+    clear_guard: Option<tokio::sync::OwnedRwLockReadGuard<()>>,
+    completed: bool,
+}
+
+impl RunDirect {
+    fn run(mut self) {
+        let writer = self.writer.clone();
+        let gate = &writer.p.gate;
+        let observed = gate.observer();
+        let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            writer.write_op(&observed, &gate.store, &self.key, &self.hash, &self.op)
+        }));
+        drop(self.clear_guard.take());
+        let (outcome, end) = match done {
+            Ok(result) => {
+                let end = writer.end_of(&self.op, &result);
+                (gate.judge(&observed, result), end)
             }
+            Err(_) => {
+                writer.p.counters.task_panics.inc();
+                (gate.panicked(), JobEnd::Failed)
+            }
+        };
+        self.complete(Some(&outcome), end);
+    }
+
+    /// Completes the job with `end`, reporting `outcome` to the breaker and the error log
+    /// unless the watchdog already reported a timeout (`None`: not run, nothing to report).
+    fn complete(&mut self, outcome: Option<&DiskOutcome<WriteOutcome>>, end: JobEnd) {
+        self.completed = true;
+        let prior = std::mem::replace(&mut *lock(&self.direct.state), DirectState::Finished);
+        let writer = &self.writer;
+        match prior {
+            DirectState::Running { admission, slot } => {
+                match outcome {
+                    Some(outcome) => {
+                        crate::disk::report_owned(admission, outcome);
+                        writer.p.gate.note("write", outcome);
+                    }
+                    None => drop(admission),
+                }
+                writer.finish_and_tell(&self.hash, &self.key, self.seq, &self.op, end);
+                drop(slot);
+            }
+            // Waiters left (`mark_stuck` may not have told them yet) learn the real outcome.
+            DirectState::GaveUp => {
+                writer.finish_and_tell(&self.hash, &self.key, self.seq, &self.op, end);
+            }
+            DirectState::Finished => {}
         }
-        this.job = None;
-        Poll::Ready(())
     }
 }
 
-impl Drop for Driven {
+impl Drop for RunDirect {
     fn drop(&mut self) {
-        let Some(job) = self.job.take() else {
-            return;
-        };
-        // A job whose poll panicked cannot be polled again; the panic is the caller's.
-        if std::thread::panicking() {
-            return;
+        if !self.completed {
+            drop(self.clear_guard.take());
+            self.complete(None, JobEnd::Failed);
         }
-        if let Some(rt) = &self.runtime {
-            // On a runtime shutting down the task is dropped unrun, as the writer task's
-            // own jobs are.
-            drop(rt.spawn(job));
+    }
+}
+
+/// A started job the watchdog watches.
+struct Watched {
+    deadline: tokio::time::Instant,
+    direct: Arc<Direct>,
+    hash: KeyHash,
+    seq: u64,
+}
+
+/// The started jobs' deadlines, in the order they were started (each is `io_timeout` after
+/// its start, so that is also deadline order).
+#[derive(Default)]
+struct Watch {
+    state: Mutex<WatchState>,
+    /// Wakes an idle watchdog.
+    wake: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct WatchState {
+    jobs: std::collections::VecDeque<Watched>,
+    /// Whether the watchdog sleeps until a deadline now (`false`: idle, or not started).
+    armed: bool,
+}
+
+impl Watch {
+    /// Watches a started job. The watchdog is woken only when idle: when it is armed, it
+    /// wakes at a deadline no later than this one and then sees it.
+    fn register(&self, w: Watched) {
+        let mut st = lock(&self.state);
+        st.jobs.push_back(w);
+        if !st.armed {
+            st.armed = true;
+            drop(st);
+            self.wake.notify_one();
+        }
+    }
+}
+
+impl Direct {
+    fn finished(&self) -> bool {
+        matches!(*lock(&self.state), DirectState::Finished)
+    }
+}
+
+/// Gives up on started jobs ([`Writer::start_direct`]) still running at their deadline. It
+/// wakes at the deadline of the oldest job still running, so a steady stream of writes wakes
+/// it about once per `io_timeout`, not once per write. Stops once the cache shut down and no
+/// job is watched.
+pub(crate) async fn watchdog_task(writer: Arc<Writer>, mut shutdown: watch::Receiver<bool>) {
+    let _orphans = GiveUpOnDrop(writer.clone());
+    let watch = &writer.watch;
+    loop {
+        let notified = watch.wake.notified();
+        let now = tokio::time::Instant::now();
+        let mut expired = Vec::new();
+        let next = {
+            let mut st = lock(&watch.state);
+            while let Some(front) = st.jobs.front() {
+                if front.direct.finished() {
+                    st.jobs.pop_front();
+                } else if front.deadline <= now {
+                    expired.extend(st.jobs.pop_front());
+                } else {
+                    break;
+                }
+            }
+            let next = st.jobs.front().map(|w| w.deadline);
+            st.armed = next.is_some();
+            next
+        };
+        for w in &expired {
+            writer.time_out(w);
+        }
+        if !expired.is_empty() {
+            continue;
+        }
+        // A dropped sender (the cache dropped without `close`) stops it as `close` does.
+        let stopping = *shutdown.borrow() || shutdown.has_changed().is_err();
+        match next {
+            // Stopping, it looks again soon: the job may finish long before its deadline, and
+            // `close` waits for this task.
+            Some(deadline) if stopping => {
+                let soon = tokio::time::Instant::now() + std::time::Duration::from_millis(10);
+                tokio::time::sleep_until(deadline.min(soon)).await;
+            }
+            Some(deadline) => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(deadline) => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+            // The writer holds every slot while it shuts the queue, and no job starts after:
+            // once it is shut and nothing is watched, no job can come.
+            None if stopping && writer.p.queue.is_shut() => return,
+            None if stopping => {
+                tokio::select! {
+                    _ = notified => {}
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(10)) => {}
+                }
+            }
+            None => {
+                tokio::select! {
+                    _ = notified => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+        }
+    }
+}
+
+/// Gives up on every watched job when the watchdog is dropped unfinished (its runtime shut
+/// down): nothing would bound their disk calls any more, and their callers, awaiting on
+/// another runtime perhaps, must not wait for a hung disk forever.
+struct GiveUpOnDrop(Arc<Writer>);
+
+impl Drop for GiveUpOnDrop {
+    fn drop(&mut self) {
+        let jobs = std::mem::take(&mut lock(&self.0.watch.state).jobs);
+        for w in &jobs {
+            self.0.time_out(w);
         }
     }
 }

@@ -75,6 +75,31 @@ impl Drop for Admission<'_> {
     }
 }
 
+/// An [`Admission`] that owns its hold on the resilience state, for a disk call whose outcome
+/// is reported from wherever it ends (the blocking thread that ran it, or the watchdog that
+/// gave up waiting for it: see `Writer::start_direct`).
+pub(crate) struct OwnedAdmission {
+    res: Arc<Resilience>,
+    permit: Option<Permit>,
+}
+
+impl OwnedAdmission {
+    /// Reports the outcome: `None` = success, `Some(kind)` = a device failure.
+    pub(crate) fn report(mut self, failure: Option<IoErrorKind>) {
+        if let Some(p) = self.permit.take() {
+            self.res.report(p, failure);
+        }
+    }
+}
+
+impl Drop for OwnedAdmission {
+    fn drop(&mut self) {
+        if let Some(p) = self.permit.take() {
+            self.res.lock().breaker.on_abandoned(p);
+        }
+    }
+}
+
 impl Resilience {
     pub(crate) fn new(
         breaker: BreakerConfig,
@@ -139,6 +164,21 @@ impl Resilience {
 
     /// Asks to make a disk call: refused while memory-only or when the breaker rejects it.
     pub(crate) fn admit(&self) -> Option<Admission<'_>> {
+        self.try_admit().map(|p| Admission {
+            res: self,
+            permit: Some(p),
+        })
+    }
+
+    /// [`Resilience::admit`], with an admission that owns its hold on `self`.
+    pub(crate) fn admit_owned(self: &Arc<Self>) -> Option<OwnedAdmission> {
+        self.try_admit().map(|p| OwnedAdmission {
+            res: self.clone(),
+            permit: Some(p),
+        })
+    }
+
+    fn try_admit(&self) -> Option<Permit> {
         if self.mode() == Mode::MemoryOnly {
             return None;
         }
@@ -146,10 +186,7 @@ impl Resilience {
         let (result, t) = self.lock().breaker.try_acquire(now);
         self.record(t);
         match result {
-            Ok(p) => Some(Admission {
-                res: self,
-                permit: Some(p),
-            }),
+            Ok(p) => Some(p),
             Err(_) => {
                 self.counters.breaker_rejections.inc();
                 None

@@ -66,7 +66,9 @@ fn hang_fence(fs: &FaultFs) {
 /// The operation is committed to the queue and the `clear` runs before the writer task takes
 /// it (the runtime has one thread: the writer cannot run between the two polls). The clear
 /// drops the operation; its write-through caller must not hear Ok while the key's older file
-/// is what a restart would serve.
+/// is what a restart would serve. The only write slot (`write_concurrency(1)`) is held by a
+/// hung write of another key, so that the operation is queued for the writer task: with a
+/// free slot its caller would start the write itself, in flight before the clear began.
 #[tokio::test]
 async fn an_operation_a_clear_drops_is_not_acknowledged_before_the_fence_is_on_disk() {
     let mut problems = Vec::new();
@@ -74,9 +76,28 @@ async fn an_operation_a_clear_drops_is_not_acknowledged_before_the_fence_is_on_d
         let (_dir, root, clock) = scenario();
         let fs = Arc::new(FaultFs::std());
         let _unhang = Unhang(fs.clone());
-        let cache = open(&root, &clock, &fs).await;
+        let cache = write_through(builder(&root, &clock).fs(fs.clone()))
+            .io_timeout(Duration::from_secs(60))
+            .failure_threshold(100)
+            .memory_only_after(1000)
+            .write_concurrency(1)
+            .build()
+            .await
+            .unwrap();
         cache.set_bytes("k", b"older".to_vec()).await.unwrap();
         clock.advance(Duration::from_millis(1));
+        fs.add_rule(
+            Rule::new(Fault::Hang)
+                .ops(&[FsOp::WriteNew])
+                .path_contains(&hex_of(b"blocker")[..16])
+                .times(1),
+        );
+        let mut blocker: Op<'_> = Box::pin(cache.set_bytes("blocker", b"b".to_vec()));
+        assert!(poll_once(&mut blocker).await.is_pending());
+        assert!(
+            wait_until(Duration::from_secs(10), || fs.faults_injected() >= 1).await,
+            "control: the other key's write holds the slot, hung"
+        );
         hang_fence(&fs);
         let mut op: Op<'_> = if remove {
             Box::pin(async { cache.remove("k").await.map(|_| ()) })
@@ -87,12 +108,21 @@ async fn an_operation_a_clear_drops_is_not_acknowledged_before_the_fence_is_on_d
         let mut clear = Box::pin(cache.clear());
         assert!(
             poll_once(&mut clear).await.is_pending(),
-            "the fence write hangs"
+            "the clear waits for the write in flight"
         );
-        assert!(
-            wait_until(Duration::from_secs(10), || fs.faults_injected() >= 1).await,
-            "control: the clear reached its fence write"
-        );
+        // The other key's write lands; the clear goes on to its fence write, which hangs.
+        fs.release_hangs();
+        let mut at_fence = false;
+        for _ in 0..1000 {
+            assert!(poll_once(&mut clear).await.is_pending(), "the fence hangs");
+            if fs.faults_injected() >= 2 {
+                at_fence = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(at_fence, "control: the clear reached its fence write");
+        blocker.await.expect("the other key's set");
         let early = tokio::time::timeout(Duration::from_millis(300), &mut op).await;
         if let Ok(res) = &early {
             assert!(res.is_ok(), "a healthy disk: {res:?}");

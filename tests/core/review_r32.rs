@@ -64,7 +64,7 @@ async fn entry_writes_reach(cache: &TestCache, n: u64) {
 /// `close`) never returns. Before the change the writer task owned the job and a panicking
 /// caller only dropped its receiver.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "R32 F1: a caller task that panics beside its write-through set drops the claimed job: key in flight forever, flush hangs"]
+
 async fn r32_a_set_whose_caller_panics_beside_it_still_completes() {
     let cache = Arc::new(write_through(4).await);
     let before = cache.fs().calls(FsOp::WriteNew);
@@ -101,7 +101,7 @@ async fn r32_a_set_whose_caller_panics_beside_it_still_completes() {
 /// behind the abandoned job and never returns, though the disk answers at once (no
 /// io_timeout bounds it: nothing is calling the disk).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "R32 F1: after a caller's panic dropped its claimed job, every later write-through set of the key hangs forever"]
+
 async fn r32_a_later_set_of_the_key_returns_after_a_caller_panicked() {
     let cache = Arc::new(write_through(4).await);
     let before = cache.fs().calls(FsOp::WriteNew);
@@ -142,7 +142,7 @@ async fn r32_a_later_set_of_the_key_returns_after_a_caller_panicked() {
 /// 20 ms) and `flush` wait as long as the caller holds the future. Before the change the
 /// writer task ran the job whatever the caller did with its receiver.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "R32 F2: a set future polled once then held un-polled keeps its claimed job (and the write slot): other writes and flush stall"]
+
 async fn r32_a_held_unpolled_set_future_stalls_no_other_write() {
     let cache = write_through(1).await;
     let before = cache.fs().calls(FsOp::WriteNew);
@@ -180,7 +180,7 @@ async fn r32_a_held_unpolled_set_future_stalls_no_other_write() {
 /// F2 with the default `write_concurrency`: the held future still owns its job, so `flush`
 /// (which waits for "held", set before it) never returns while it is held.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "R32 F2: flush waits as long as a caller holds an un-polled write-through set future whose job it claimed"]
+
 async fn r32_flush_does_not_wait_for_a_held_unpolled_set_future() {
     let cache = write_through(4).await;
     let before = cache.fs().calls(FsOp::WriteNew);
@@ -433,7 +433,7 @@ fn block_on<F: std::future::Future>(fut: F) -> F::Output {
 /// nothing bounds a hung call once the runtime is gone, but the caller must not hang), with
 /// no panic.
 #[test]
-#[ignore = "R32 F3 (also before the change): the cache's runtime shut down under a caller-run write on a hung disk: the set never returns"]
+
 fn r32_a_set_awaited_elsewhere_returns_when_the_caches_runtime_shuts_down() {
     let a = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
