@@ -687,13 +687,28 @@ struct WatchState {
     jobs: std::collections::VecDeque<Watched>,
     /// Whether the watchdog sleeps until a deadline now (`false`: idle, or not started).
     armed: bool,
+    /// The length at which `register` drops the finished jobs (see there).
+    compact_at: usize,
 }
+
+/// The fewest watched jobs at which `Watch::register` drops the finished ones.
+const WATCH_COMPACT_MIN: usize = 64;
 
 impl Watch {
     /// Watches a started job. The watchdog is woken only when idle: when it is armed, it
     /// wakes at a deadline no later than this one and then sees it.
+    ///
+    /// The watchdog drops finished jobs only when it wakes (about once per `io_timeout`), so
+    /// that a steady stream of writes with a long `io_timeout` does not pile up finished jobs
+    /// until then, they are dropped here once the list doubled since the last time: at most
+    /// twice the jobs still running, or [`WATCH_COMPACT_MIN`], stay watched, at O(1) amortized
+    /// per job.
     fn register(&self, w: Watched) {
         let mut st = lock(&self.state);
+        if st.jobs.len() >= st.compact_at.max(WATCH_COMPACT_MIN) {
+            st.jobs.retain(|w| !w.direct.finished());
+            st.compact_at = 2 * st.jobs.len();
+        }
         st.jobs.push_back(w);
         if !st.armed {
             st.armed = true;
@@ -825,3 +840,7 @@ pub(crate) async fn writer_task(writer: Arc<Writer>, mut shutdown: watch::Receiv
         }
     }
 }
+
+#[cfg(test)]
+#[path = "writer_watch_tests.rs"]
+mod watch_tests;
