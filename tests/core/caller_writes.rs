@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use answercache::testing::{wait_until, Fault, FsOp, Rule};
+use answercache::testing::{disk_errors, wait_until, Fault, FsOp, Rule};
 use answercache::WritePolicy;
 
 use crate::support::*;
@@ -267,4 +267,54 @@ async fn write_through_calls_from_a_runtime_without_timers_run_on_the_caches_run
         Some(&b"from elsewhere"[..])
     );
     assert_eq!(cache.get_bytes("gone").await.unwrap(), None);
+}
+
+/// A write-through set future polled once (its write started) and then held, never polled
+/// again, on a disk that hangs: the watchdog gives up on the write at `io_timeout`, so
+/// `flush` reports it (NotPersisted, 1) instead of waiting for the held future or the disk;
+/// once the disk answers, the write lands and the held future, polled at last, is told the
+/// truth of its moment (not written: the watchdog had given up).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_set_future_on_a_hung_disk_is_given_up_at_io_timeout() {
+    let cache = dir()
+        .fault_fs()
+        .open_cache(|b| {
+            b.write_policy(WritePolicy::WriteThrough)
+                .io_timeout(Duration::from_millis(300))
+        })
+        .await;
+    let before = cache.fs().calls(FsOp::WriteNew);
+    hang_entry_writes(&cache);
+    let mut held = Box::pin(cache.set_bytes("k", b"v".to_vec()));
+    let first = futures_poll_once(held.as_mut()).await;
+    assert!(first.is_pending());
+    entry_writes_reach(&cache, before + 1).await;
+    let flushed = tokio::time::timeout(PATIENCE, cache.flush()).await;
+    assert!(
+        matches!(
+            flushed,
+            Ok(Err(answercache::Error::NotPersisted { failed: 1, .. }))
+        ),
+        "{flushed:?}"
+    );
+    assert_eq!(disk_errors(&cache, "timeout"), 1);
+    cache.fs().clear_rules();
+    cache.fs().release_hangs();
+    let c = cache.cache.clone();
+    assert!(wait_until(PATIENCE, || c.stats().writes_ok == 1).await);
+    let r = held.await;
+    assert!(
+        matches!(r, Err(answercache::Error::NotPersisted { .. })),
+        "{r:?}"
+    );
+    let flushed = tokio::time::timeout(PATIENCE, cache.flush()).await;
+    assert!(matches!(flushed, Ok(Ok(()))), "{flushed:?}");
+    assert!(cache.on_disk("k"));
+}
+
+/// Polls `f` once.
+async fn futures_poll_once<F: std::future::Future>(
+    mut f: std::pin::Pin<&mut F>,
+) -> std::task::Poll<F::Output> {
+    std::future::poll_fn(|cx| std::task::Poll::Ready(f.as_mut().poll(cx))).await
 }
