@@ -26,6 +26,7 @@ mod promises;
 mod review_r30;
 mod review_r31;
 mod review_r32;
+mod review_r33;
 mod roundtrip;
 mod settings;
 mod settle;
