@@ -522,9 +522,17 @@ impl WriteQueue {
         true
     }
 
-    /// Whether the writer has stopped ([`WriteQueue::shut_if_idle`]).
-    pub(crate) fn is_shut(&self) -> bool {
-        self.lock().shut
+    /// Waits until the writer has stopped ([`WriteQueue::shut_if_idle`]).
+    pub(crate) async fn wait_shut(&self) {
+        loop {
+            let notified = self.progress.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.lock().shut {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// The current sequence number: every operation queued so far has `seq <=` this.

@@ -159,7 +159,11 @@ impl Writer {
             meta.created_ms = meta.created_ms.max(self.p.freshness.write_floor());
         }
         let direct = Arc::new(Direct {
-            state: Mutex::new(DirectState::Running { admission, slot }),
+            state: Mutex::new(DirectState::Running {
+                admission,
+                slot,
+                clear_guard: Some(clear_guard),
+            }),
         });
         let deadline = {
             let _inside = rt.enter();
@@ -178,7 +182,6 @@ impl Writer {
             op,
             seq,
             direct,
-            clear_guard: Some(clear_guard),
             completed: false,
         };
         // On a runtime shutting down the closure is dropped unrun: `RunDirect`'s drop
@@ -195,12 +198,16 @@ impl Writer {
             // Finished meanwhile: nothing to give up.
             return;
         }
-        let DirectState::Running { admission, slot } =
-            std::mem::replace(&mut *st, DirectState::GaveUp)
+        let DirectState::Running {
+            admission,
+            slot,
+            clear_guard,
+        } = std::mem::replace(&mut *st, DirectState::GaveUp)
         else {
             return;
         };
         drop(st);
+        drop(clear_guard);
         let outcome: DiskOutcome<()> = self.p.gate.timed_out();
         crate::disk::report_owned(admission, &outcome);
         self.p.gate.note("write", &outcome);
@@ -585,6 +592,11 @@ enum DirectState {
     Running {
         admission: crate::resilience::mode::OwnedAdmission,
         slot: OwnedSemaphorePermit,
+        /// Released when the disk call returns or the watchdog gives up on it, as `run_job`
+        /// releases it when `gate.run` returns: a `clear` does not wait for a hung write
+        /// past `io_timeout` (a write made before it that lands after it is deleted by the
+        /// writer: `cleared_since`).
+        clear_guard: Option<tokio::sync::OwnedRwLockReadGuard<()>>,
     },
     /// The watchdog gave up waiting (timeout reported); the blocking call completes the job.
     GaveUp,
@@ -603,7 +615,6 @@ struct RunDirect {
     op: Op,
     seq: u64,
     direct: Arc<Direct>,
-    clear_guard: Option<tokio::sync::OwnedRwLockReadGuard<()>>,
     completed: bool,
 }
 
@@ -615,7 +626,10 @@ impl RunDirect {
         let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             writer.write_op(&observed, &gate.store, &self.key, &self.hash, &self.op)
         }));
-        drop(self.clear_guard.take());
+        if let DirectState::Running { clear_guard, .. } = &mut *lock(&self.direct.state) {
+            // Released as soon as the disk call returned (see `DirectState::Running`).
+            drop(clear_guard.take());
+        }
         let (outcome, end) = match done {
             Ok(result) => {
                 let end = writer.end_of(&self.op, &result);
@@ -635,8 +649,20 @@ impl RunDirect {
         self.completed = true;
         let prior = std::mem::replace(&mut *lock(&self.direct.state), DirectState::Finished);
         let writer = &self.writer;
+        if writer
+            .watch
+            .draining
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            writer.watch.wake.notify_one();
+        }
         match prior {
-            DirectState::Running { admission, slot } => {
+            DirectState::Running {
+                admission,
+                slot,
+                clear_guard,
+            } => {
+                drop(clear_guard);
                 match outcome {
                     Some(outcome) => {
                         crate::disk::report_owned(admission, outcome);
@@ -659,7 +685,6 @@ impl RunDirect {
 impl Drop for RunDirect {
     fn drop(&mut self) {
         if !self.completed {
-            drop(self.clear_guard.take());
             self.complete(None, JobEnd::Failed);
         }
     }
@@ -678,8 +703,10 @@ struct Watched {
 #[derive(Default)]
 struct Watch {
     state: Mutex<WatchState>,
-    /// Wakes an idle watchdog.
+    /// Wakes an idle watchdog, or a stopping one when a job finishes.
     wake: tokio::sync::Notify,
+    /// The cache is closing: a finished job wakes the watchdog (see [`watchdog_task`]).
+    draining: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -732,7 +759,17 @@ pub(crate) async fn watchdog_task(writer: Arc<Writer>, mut shutdown: watch::Rece
     let _orphans = GiveUpOnDrop(writer.clone());
     let watch = &writer.watch;
     loop {
+        // A dropped sender (the cache dropped without `close`) stops it as `close` does.
+        let stopping = *shutdown.borrow() || shutdown.has_changed().is_err();
+        if stopping {
+            // From now on a job that finishes wakes this task: `close` waits for it.
+            watch
+                .draining
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
         let notified = watch.wake.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
         let now = tokio::time::Instant::now();
         let mut expired = Vec::new();
         let next = {
@@ -756,14 +793,12 @@ pub(crate) async fn watchdog_task(writer: Arc<Writer>, mut shutdown: watch::Rece
         if !expired.is_empty() {
             continue;
         }
-        // A dropped sender (the cache dropped without `close`) stops it as `close` does.
-        let stopping = *shutdown.borrow() || shutdown.has_changed().is_err();
         match next {
-            // Stopping, it looks again soon: the job may finish long before its deadline, and
-            // `close` waits for this task.
             Some(deadline) if stopping => {
-                let soon = tokio::time::Instant::now() + std::time::Duration::from_millis(10);
-                tokio::time::sleep_until(deadline.min(soon)).await;
+                tokio::select! {
+                    _ = tokio::time::sleep_until(deadline) => {}
+                    _ = notified => {}
+                }
             }
             Some(deadline) => {
                 tokio::select! {
@@ -773,11 +808,10 @@ pub(crate) async fn watchdog_task(writer: Arc<Writer>, mut shutdown: watch::Rece
             }
             // The writer holds every slot while it shuts the queue, and no job starts after:
             // once it is shut and nothing is watched, no job can come.
-            None if stopping && writer.p.queue.is_shut() => return,
             None if stopping => {
                 tokio::select! {
+                    _ = writer.p.queue.wait_shut() => return,
                     _ = notified => {}
-                    _ = tokio::time::sleep(std::time::Duration::from_millis(10)) => {}
                 }
             }
             None => {

@@ -25,10 +25,10 @@ impl Clock for PanickyClock {
     }
 }
 
-/// Tokio tasks of one open cache: writer, maintenance, compactor and resilience, each a
-/// supervisor and its task; with the `metrics` feature (issue 13) a fifth pair publishes the
+/// Tokio tasks of one open cache: writer, watchdog, maintenance, compactor and resilience, each a
+/// supervisor and its task; with the `metrics` feature (issue 13) a sixth pair publishes the
 /// metrics.
-const CACHE_TASKS: usize = if cfg!(feature = "metrics") { 10 } else { 8 };
+const CACHE_TASKS: usize = if cfg!(feature = "metrics") { 12 } else { 10 };
 
 fn alive() -> usize {
     tokio::runtime::Handle::current()

@@ -44,7 +44,7 @@ fn release(cache: &TestCache) {
 /// until the disk answers. `clear` ("a write that timed out is not waited for") then waits
 /// for the hung disk forever (the writer-task path, `run_job`, drops its guard at the timeout).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "R33 F1: clear waits forever for a caller-run write that hung past io_timeout (the blocking call keeps the clear gate)"]
+
 async fn r33_clear_is_not_held_by_a_timed_out_caller_write() {
     let cache = write_through(Duration::from_millis(300), 4).await;
     cache.set_bytes("old", b"v".to_vec()).await.unwrap();

@@ -2,9 +2,9 @@
 
 use crate::support::*;
 
-/// Tokio tasks of one open cache: writer, maintenance, compactor and resilience, each under
+/// Tokio tasks of one open cache: writer, watchdog, maintenance, compactor and resilience, each under
 /// its supervisor; with the `metrics` feature, the metrics publisher too.
-const CACHE_TASKS: usize = if cfg!(feature = "metrics") { 10 } else { 8 };
+const CACHE_TASKS: usize = if cfg!(feature = "metrics") { 12 } else { 10 };
 
 fn alive() -> usize {
     tokio::runtime::Handle::current()
