@@ -184,9 +184,15 @@ impl Writer {
             direct,
             completed: false,
         };
+        // Its events (a breaker transition, say) go where the caller's would, in a `write`
+        // span under the caller's, as they did from `run_job` on a current-thread runtime.
+        let dispatch = tracing::dispatcher::get_default(tracing::Dispatch::clone);
+        let span = tracing::trace_span!("write", seq);
         // On a runtime shutting down the closure is dropped unrun: `RunDirect`'s drop
         // completes the job as failed.
-        drop(rt.spawn_blocking(move || run.run()));
+        drop(rt.spawn_blocking(move || {
+            tracing::dispatcher::with_default(&dispatch, || span.in_scope(|| run.run()))
+        }));
     }
 
     /// The watchdog gave up on a job started by [`Writer::start_direct`]: as `run_job` does on
@@ -630,22 +636,33 @@ impl RunDirect {
             // Released as soon as the disk call returned (see `DirectState::Running`).
             drop(clear_guard.take());
         }
-        let (outcome, end) = match done {
+        let (mut result, end) = match done {
             Ok(result) => {
                 let end = writer.end_of(&self.op, &result);
-                (gate.judge(&observed, result), end)
+                (Some(result), end)
             }
             Err(_) => {
                 writer.p.counters.task_panics.inc();
-                (gate.panicked(), JobEnd::Failed)
+                (None, JobEnd::Failed)
             }
         };
-        self.complete(Some(&outcome), end);
+        let mut judge = || match result.take() {
+            Some(result) => gate.judge(&observed, result),
+            None => gate.panicked(),
+        };
+        self.complete(Some(&mut judge), end);
     }
 
-    /// Completes the job with `end`, reporting `outcome` to the breaker and the error log
-    /// unless the watchdog already reported a timeout (`None`: not run, nothing to report).
-    fn complete(&mut self, outcome: Option<&DiskOutcome<WriteOutcome>>, end: JobEnd) {
+    /// Completes the job with `end`. Unless the watchdog gave up on it (it reported the
+    /// timeout), `judge` makes the outcome (counting an error the store made up itself, as
+    /// `DiskGate::run` does for a call it waited for) and it is reported to the breaker and
+    /// the error log; a call that returned after the watchdog gave up is not judged, as
+    /// `run_job` does not judge one its gate stopped waiting for (`None`: never ran).
+    fn complete(
+        &mut self,
+        judge: Option<&mut dyn FnMut() -> DiskOutcome<WriteOutcome>>,
+        end: JobEnd,
+    ) {
         self.completed = true;
         let prior = std::mem::replace(&mut *lock(&self.direct.state), DirectState::Finished);
         let writer = &self.writer;
@@ -663,10 +680,11 @@ impl RunDirect {
                 clear_guard,
             } => {
                 drop(clear_guard);
-                match outcome {
-                    Some(outcome) => {
-                        crate::disk::report_owned(admission, outcome);
-                        writer.p.gate.note("write", outcome);
+                match judge {
+                    Some(judge) => {
+                        let outcome = judge();
+                        crate::disk::report_owned(admission, &outcome);
+                        writer.p.gate.note("write", &outcome);
                     }
                     None => drop(admission),
                 }

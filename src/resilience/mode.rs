@@ -143,6 +143,11 @@ impl Resilience {
         self.lock().breaker.state()
     }
 
+    /// When the current memory-only stretch began (`None` while tiered).
+    pub(crate) fn memory_only_since(&self) -> Option<Instant> {
+        self.lock().memory_only_since
+    }
+
     /// Time spent memory-only so far, including the current stretch.
     pub(crate) fn memory_only_ms(&self) -> u64 {
         let current = self

@@ -13,7 +13,6 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use crate::breaker::BreakerState;
-use crate::clock::sleep_or_never;
 use crate::disk::DiskOutcome;
 use crate::log;
 use crate::stats::Mode;
@@ -123,21 +122,42 @@ pub(crate) async fn recovery_task(rec: Arc<Recovery>, mut shutdown: watch::Recei
     // `None`: never (an interval too large to add to the clock, e.g. `Duration::MAX`).
     let after = |d: Duration| Instant::now().checked_add(d);
     let mut next_health = after(health);
+    // The last recovery probe of the current memory-only stretch.
+    let mut last_probe: Option<Instant> = None;
     loop {
         if *shutdown.borrow() {
             return;
         }
         let res = &rec.writer.p.gate.res;
         if res.mode() == Mode::MemoryOnly {
+            // A probe every `recovery_interval`, the first one counted from the instant the
+            // cache went memory-only, not from when this task saw it: the write whose error
+            // switched the mode is completed on a blocking thread, and its caller may run
+            // (and a test may move a paused clock) before this task is scheduled.
+            let base = match (last_probe, res.memory_only_since()) {
+                (Some(p), _) => p,
+                (None, Some(since)) => since,
+                (None, None) => Instant::now(),
+            };
+            let probe_at = base.checked_add(rec.recovery_interval);
             tokio::select! {
-                _ = sleep_or_never(rec.recovery_interval) => {}
+                _ = async {
+                    match probe_at {
+                        Some(t) => tokio::time::sleep_until(t).await,
+                        None => std::future::pending().await,
+                    }
+                } => {}
                 _ = shutdown.changed() => return,
             }
             if rec.recovery_probe().await {
+                last_probe = None;
                 next_health = after(health);
+            } else {
+                last_probe = Some(Instant::now());
             }
             continue;
         }
+        last_probe = None;
         let deadline = res.poll_breaker();
         let wake_at = match (deadline, next_health) {
             (Some(d), Some(h)) => Some(d.min(h)),

@@ -318,3 +318,50 @@ async fn futures_poll_once<F: std::future::Future>(
 ) -> std::task::Poll<F::Output> {
     std::future::poll_fn(|cx| std::task::Poll::Ready(f.as_mut().poll(cx))).await
 }
+
+/// A write the watchdog gave up on (its free-space check hung past `io_timeout`) that then
+/// returns with the store's own refusal (no space: a refusal no fs call returned) is counted
+/// once, as the timeout: not also as a `no-space` error, as `run_job` never judges a call its
+/// gate stopped waiting for. Its write is counted failed once it returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_given_up_at_io_timeout_is_not_judged_again_when_it_returns() {
+    let cache = dir()
+        .fault_fs()
+        .open_cache(|b| {
+            b.write_policy(WritePolicy::WriteThrough)
+                .io_timeout(Duration::from_millis(300))
+                .min_free_bytes(1 << 20)
+                .failure_threshold(100)
+                .memory_only_after(1000)
+        })
+        .await;
+    let (timeouts, no_space) = (
+        disk_errors(&cache, "timeout"),
+        disk_errors(&cache, "no-space"),
+    );
+    cache.fs().set_available_space(Some(0));
+    cache
+        .fs()
+        .add_rule(Rule::new(Fault::Hang).ops(&[FsOp::AvailableSpace]).times(1));
+    let set = tokio::time::timeout(PATIENCE, cache.set_bytes("k", b"v".to_vec())).await;
+    assert!(
+        matches!(
+            set,
+            Ok(Err(answercache::Error::NotPersisted { failed: 1, .. }))
+        ),
+        "{set:?}"
+    );
+    assert_eq!(disk_errors(&cache, "timeout") - timeouts, 1);
+    cache.fs().release_hangs();
+    let c = cache.cache.clone();
+    assert!(wait_until(PATIENCE, || c.stats().writes_failed == 1).await);
+    assert_eq!(
+        (
+            disk_errors(&cache, "timeout") - timeouts,
+            disk_errors(&cache, "no-space") - no_space
+        ),
+        (1, 0)
+    );
+    assert_eq!(cache.stats().writes_ok, 0);
+    assert!(!cache.on_disk("k"));
+}
