@@ -27,6 +27,7 @@ mod review_r30;
 mod review_r31;
 mod review_r32;
 mod review_r33;
+mod review_r34;
 mod roundtrip;
 mod settings;
 mod settle;
