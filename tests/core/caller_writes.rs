@@ -13,46 +13,13 @@ use crate::support::*;
 
 /// Long enough that no disk call here reaches it: the hangs are released by the test.
 const IO_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long a test waits for something that must happen.
-const PATIENCE: Duration = Duration::from_secs(20);
-
-async fn write_through(concurrency: usize) -> TestCache {
-    dir()
-        .fault_fs()
-        .open_cache(|b| {
-            b.write_policy(WritePolicy::WriteThrough)
-                .io_timeout(IO_TIMEOUT)
-                .write_concurrency(concurrency)
-        })
-        .await
-}
-
-/// Hangs every entry write (`write_new` under `v2/`) until released.
-fn hang_entry_writes(cache: &TestCache) {
-    cache.fs().add_rule(
-        Rule::new(Fault::Hang)
-            .ops(&[FsOp::WriteNew])
-            .path_contains("v2"),
-    );
-}
-
-/// Waits until `n` entry writes reached the file system.
-async fn entry_writes_reach(cache: &TestCache, n: u64) {
-    let fs = cache.fs().clone();
-    let reached = wait_until(PATIENCE, || fs.calls(FsOp::WriteNew) >= n).await;
-    assert!(
-        reached,
-        "{n} entry writes never reached the file system ({} did)",
-        cache.fs().calls(FsOp::WriteNew)
-    );
-}
 
 /// A write-through set dropped while its own write hangs: the write still completes once
 /// the disk answers (flush Ok, the entry clean and on disk, found by a restart), instead of
 /// leaving its key in flight forever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_write_through_set_still_completes_its_write() {
-    let mut cache = write_through(4).await;
+    let mut cache = write_through(IO_TIMEOUT, 4).await;
     let before = cache.fs().calls(FsOp::WriteNew);
     hang_entry_writes(&cache);
     let set = tokio::time::timeout(
@@ -86,7 +53,7 @@ async fn a_dropped_write_through_set_still_completes_its_write() {
 /// The same for a write-through remove: the delete completes, a restart finds nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_write_through_remove_still_completes_its_delete() {
-    let mut cache = write_through(4).await;
+    let mut cache = write_through(IO_TIMEOUT, 4).await;
     cache.set_bytes("k", b"old".to_vec()).await.unwrap();
     assert!(cache.on_disk("k"));
     let before = cache.fs().calls(FsOp::RemoveFile);
@@ -118,7 +85,7 @@ async fn a_dropped_write_through_remove_still_completes_its_delete() {
 /// disk while the first one's write hangs, whoever runs it; both land once released.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn write_concurrency_bounds_writes_run_by_their_callers() {
-    let cache = std::sync::Arc::new(write_through(1).await);
+    let cache = std::sync::Arc::new(write_through(IO_TIMEOUT, 1).await);
     let before = cache.fs().calls(FsOp::WriteNew);
     hang_entry_writes(&cache);
     let first = tokio::spawn({
@@ -152,7 +119,7 @@ async fn write_concurrency_bounds_writes_run_by_their_callers() {
 /// Ok, and the next process finds the value.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn close_waits_for_a_write_its_caller_runs() {
-    let cache = std::sync::Arc::new(write_through(4).await);
+    let cache = std::sync::Arc::new(write_through(IO_TIMEOUT, 4).await);
     let before = cache.fs().calls(FsOp::WriteNew);
     hang_entry_writes(&cache);
     let set = tokio::spawn({
@@ -184,7 +151,7 @@ async fn close_waits_for_a_write_its_caller_runs() {
 /// newest value is on disk after a restart, and every write is counted once.
 #[tokio::test]
 async fn concurrent_write_through_sets_on_a_current_thread_runtime_land_exactly() {
-    let mut cache = write_through(2).await;
+    let mut cache = write_through(IO_TIMEOUT, 2).await;
     let c = std::sync::Arc::new(cache.cache.clone());
     let mut tasks = Vec::new();
     for t in 0..4u32 {
@@ -239,7 +206,7 @@ async fn concurrent_write_through_sets_on_a_current_thread_runtime_land_exactly(
 /// value on disk; and a write-through remove likewise.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn write_through_calls_from_a_runtime_without_timers_run_on_the_caches_runtime() {
-    let mut cache = write_through(4).await;
+    let mut cache = write_through(IO_TIMEOUT, 4).await;
     let other = cache.cache.clone();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {

@@ -14,28 +14,6 @@ use crate::support::*;
 
 /// Long enough that no disk call here reaches it: hangs are released by the test.
 const IO_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long a test waits for something that must happen (a hang detector, not a speed bound).
-const PATIENCE: Duration = Duration::from_secs(20);
-
-async fn write_through(concurrency: usize) -> TestCache {
-    dir()
-        .fault_fs()
-        .open_cache(|b| {
-            b.write_policy(WritePolicy::WriteThrough)
-                .io_timeout(IO_TIMEOUT)
-                .write_concurrency(concurrency)
-        })
-        .await
-}
-
-/// Hangs every entry write (`write_new` under `v2/`) until released.
-fn hang_entry_writes(cache: &TestCache) {
-    cache.fs().add_rule(
-        Rule::new(Fault::Hang)
-            .ops(&[FsOp::WriteNew])
-            .path_contains("v2"),
-    );
-}
 
 /// Delays every entry write, rename and delete under `v2/` by `by`.
 fn delay_entry_calls(cache: &TestCache, by: Duration) {
@@ -43,17 +21,6 @@ fn delay_entry_calls(cache: &TestCache, by: Duration) {
         Rule::new(Fault::Delay(by))
             .ops(&[FsOp::WriteNew, FsOp::Rename, FsOp::RemoveFile])
             .path_contains("v2"),
-    );
-}
-
-/// Waits until `n` entry writes reached the file system.
-async fn entry_writes_reach(cache: &TestCache, n: u64) {
-    let fs = cache.fs().clone();
-    let reached = wait_until(PATIENCE, || fs.calls(FsOp::WriteNew) >= n).await;
-    assert!(
-        reached,
-        "{n} entry writes never reached the file system ({} did)",
-        cache.fs().calls(FsOp::WriteNew)
     );
 }
 
@@ -66,7 +33,7 @@ async fn entry_writes_reach(cache: &TestCache, n: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 
 async fn r32_a_set_whose_caller_panics_beside_it_still_completes() {
-    let cache = Arc::new(write_through(4).await);
+    let cache = Arc::new(write_through(IO_TIMEOUT, 4).await);
     let before = cache.fs().calls(FsOp::WriteNew);
     hang_entry_writes(&cache);
     let (go, panic_now) = tokio::sync::oneshot::channel::<()>();
@@ -103,7 +70,7 @@ async fn r32_a_set_whose_caller_panics_beside_it_still_completes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 
 async fn r32_a_later_set_of_the_key_returns_after_a_caller_panicked() {
-    let cache = Arc::new(write_through(4).await);
+    let cache = Arc::new(write_through(IO_TIMEOUT, 4).await);
     let before = cache.fs().calls(FsOp::WriteNew);
     hang_entry_writes(&cache);
     let (go, panic_now) = tokio::sync::oneshot::channel::<()>();
@@ -144,7 +111,7 @@ async fn r32_a_later_set_of_the_key_returns_after_a_caller_panicked() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 
 async fn r32_a_held_unpolled_set_future_stalls_no_other_write() {
-    let cache = write_through(1).await;
+    let cache = write_through(IO_TIMEOUT, 1).await;
     let before = cache.fs().calls(FsOp::WriteNew);
     delay_entry_calls(&cache, Duration::from_millis(200));
     let held = cache.set_bytes("held", b"v".to_vec());
@@ -182,7 +149,7 @@ async fn r32_a_held_unpolled_set_future_stalls_no_other_write() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 
 async fn r32_flush_does_not_wait_for_a_held_unpolled_set_future() {
-    let cache = write_through(4).await;
+    let cache = write_through(IO_TIMEOUT, 4).await;
     let before = cache.fs().calls(FsOp::WriteNew);
     delay_entry_calls(&cache, Duration::from_millis(200));
     let held = cache.set_bytes("held", b"v".to_vec());
@@ -208,7 +175,7 @@ async fn r32_flush_does_not_wait_for_a_held_unpolled_set_future() {
 /// both hold exactly the last committed operation of each key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r32_cancelled_at_every_point_the_newest_operation_wins_everywhere() {
-    let mut cache = write_through(2).await;
+    let mut cache = write_through(IO_TIMEOUT, 2).await;
     delay_entry_calls(&cache, Duration::from_millis(15));
     let mut last: Option<Vec<u8>> = None;
     let mut last_side: Option<Vec<u8>> = None;
@@ -274,7 +241,7 @@ async fn r32_cancelled_at_every_point_the_newest_operation_wins_everywhere() {
 /// NotPersisted; close is Ok; each Ok set is exactly one landed write, a NotPersisted one none.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r32_write_through_sets_racing_close_are_ok_only_when_durable() {
-    let cache = Arc::new(write_through(2).await);
+    let cache = Arc::new(write_through(IO_TIMEOUT, 2).await);
     delay_entry_calls(&cache, Duration::from_millis(3));
     let mut tasks = Vec::new();
     for t in 0..6u32 {
@@ -328,7 +295,7 @@ async fn r32_write_through_sets_racing_close_are_ok_only_when_durable() {
 /// memory held after the last flush.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r32_one_slot_mixed_traffic_with_clear_neither_deadlocks_nor_diverges() {
-    let mut cache = write_through(1).await;
+    let mut cache = write_through(IO_TIMEOUT, 1).await;
     delay_entry_calls(&cache, Duration::from_millis(1));
     let c = Arc::new(cache.cache.clone());
     let mut tasks = Vec::new();
@@ -392,7 +359,7 @@ async fn r32_one_slot_mixed_traffic_with_clear_neither_deadlocks_nor_diverges() 
 /// on disk.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r32_a_set_from_a_non_tokio_executor_is_durable() {
-    let cache = write_through(4).await;
+    let cache = write_through(IO_TIMEOUT, 4).await;
     let other = cache.cache.clone();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -440,7 +407,7 @@ fn r32_a_set_awaited_elsewhere_returns_when_the_caches_runtime_shuts_down() {
         .enable_all()
         .build()
         .unwrap();
-    let cache = Arc::new(a.block_on(write_through(4)));
+    let cache = Arc::new(a.block_on(write_through(IO_TIMEOUT, 4)));
     let before = cache.fs().calls(FsOp::WriteNew);
     hang_entry_writes(&cache);
     let b = tokio::runtime::Builder::new_current_thread()

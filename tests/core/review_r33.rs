@@ -11,34 +11,6 @@ use answercache::{BreakerState, Error, WritePolicy};
 
 use crate::support::*;
 
-/// How long a test waits for something that must happen (a hang detector, not a speed bound).
-const PATIENCE: Duration = Duration::from_secs(20);
-
-async fn write_through(io_timeout: Duration, concurrency: usize) -> TestCache {
-    dir()
-        .fault_fs()
-        .open_cache(|b| {
-            b.write_policy(WritePolicy::WriteThrough)
-                .io_timeout(io_timeout)
-                .write_concurrency(concurrency)
-        })
-        .await
-}
-
-/// Hangs every entry write (`write_new` under `v2/`) until released.
-fn hang_entry_writes(cache: &TestCache) {
-    cache.fs().add_rule(
-        Rule::new(Fault::Hang)
-            .ops(&[FsOp::WriteNew])
-            .path_contains("v2"),
-    );
-}
-
-fn release(cache: &TestCache) {
-    cache.fs().clear_rules();
-    cache.fs().release_hangs();
-}
-
 /// F1. A caller-run write hangs on the disk past `io_timeout`: the set returns NotPersisted
 /// and the watchdog gives up on it, but the blocking call keeps the clear gate's read guard
 /// until the disk answers. `clear` ("a write that timed out is not waited for") then waits
@@ -60,32 +32,47 @@ async fn r33_clear_is_not_held_by_a_timed_out_caller_write() {
     assert_eq!(cache.get_bytes("old").await.unwrap(), None);
 }
 
-/// Guard: same hung caller-run write, a `clear` waiting for the clear gate (F1): a set of
-/// another key made meanwhile still returns, and the clear completes once the disk answers.
+/// Guard: same hung caller-run write (only that one hangs: `times(1)`), then a `clear`, and
+/// a set of another key made meanwhile: the clear does not wait for the write given up at
+/// io_timeout (F1) and completes while the disk still hangs; the other set lands; when the
+/// hung write lands late, the writer deletes it (made before the clear): gone from memory,
+/// from disk and after a restart, while the other key stays. (Session 23: the first form of
+/// this test released the hang with `clear_rules` before the clear began; review r34.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r33_a_set_behind_a_clear_waiting_on_a_hung_caller_write_returns() {
-    let cache = Arc::new(write_through(Duration::from_millis(300), 4).await);
-    hang_entry_writes(&cache);
+    let mut cache = write_through(Duration::from_millis(300), 4).await;
+    let before = cache.fs().calls(FsOp::WriteNew);
+    cache.fs().add_rule(
+        Rule::new(Fault::Hang)
+            .ops(&[FsOp::WriteNew])
+            .path_contains("v2")
+            .times(1),
+    );
     let set = tokio::time::timeout(PATIENCE, cache.set_bytes("k", b"hung".to_vec())).await;
     assert!(
         matches!(set, Ok(Err(Error::NotPersisted { failed: 1, .. }))),
         "{set:?}"
     );
-    // Later entry writes answer at once: only the first one hangs.
-    cache.fs().clear_rules();
-    let clear = tokio::spawn({
-        let cache = cache.clone();
-        async move { cache.clear().await }
-    });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let cleared = tokio::time::timeout(PATIENCE, cache.clear()).await;
+    assert!(matches!(cleared, Ok(Ok(()))), "clear: {cleared:?}");
     let other = tokio::time::timeout(PATIENCE, cache.set_bytes("other", b"x".to_vec())).await;
+    assert!(matches!(other, Ok(Ok(()))), "{other:?}");
+    // The hung write, the clear's fence file, the other key's write.
+    assert_eq!(cache.fs().calls(FsOp::WriteNew), before + 3);
     cache.fs().release_hangs();
-    let cleared = tokio::time::timeout(PATIENCE, clear).await;
-    assert!(
-        matches!(other, Ok(Ok(())) | Ok(Err(Error::NotPersisted { .. }))),
-        "set of another key during the clear: {other:?}"
+    let c = cache.cache.clone();
+    assert!(wait_until(PATIENCE, || c.stats().writes_ok == 2).await);
+    let flushed = tokio::time::timeout(PATIENCE, cache.flush()).await;
+    assert!(matches!(flushed, Ok(Ok(()))), "{flushed:?}");
+    assert_eq!(cache.get_bytes("k").await.unwrap(), None);
+    assert!(!cache.on_disk("k"));
+    assert!(cache.on_disk("other"));
+    cache.reopen().await;
+    assert_eq!(cache.get_bytes("k").await.unwrap(), None);
+    assert_eq!(
+        cache.get_bytes("other").await.unwrap().as_deref(),
+        Some(&b"x"[..])
     );
-    assert!(matches!(cleared, Ok(Ok(Ok(())))), "clear: {cleared:?}");
 }
 
 /// Guard: a caller-run write that timed out is reported to the breaker once (as a timeout),

@@ -11,34 +11,6 @@ use answercache::{BreakerState, Durability, Error, WritePolicy};
 
 use crate::support::*;
 
-/// How long a test waits for something that must happen (a hang detector, not a speed bound).
-const PATIENCE: Duration = Duration::from_secs(20);
-
-/// Hangs the next entry write (`write_new` under `v2/`) only, until released (note:
-/// `clear_rules` also releases hung calls).
-fn hang_one_entry_write(cache: &TestCache) {
-    cache.fs().add_rule(
-        Rule::new(Fault::Hang)
-            .ops(&[FsOp::WriteNew])
-            .path_contains("v2")
-            .times(1),
-    );
-}
-
-/// Hangs every entry write (`write_new` under `v2/`) until released.
-fn hang_entry_writes(cache: &TestCache) {
-    cache.fs().add_rule(
-        Rule::new(Fault::Hang)
-            .ops(&[FsOp::WriteNew])
-            .path_contains("v2"),
-    );
-}
-
-fn release(cache: &TestCache) {
-    cache.fs().clear_rules();
-    cache.fs().release_hangs();
-}
-
 fn not_persisted<T: std::fmt::Debug>(r: &answercache::Result<T>) -> bool {
     matches!(r, Err(Error::NotPersisted { failed: 1, .. }))
 }

@@ -322,3 +322,61 @@ pub(crate) async fn no_mounts_async() -> tokio::sync::RwLockReadGuard<'static, (
 pub(crate) fn mounting() -> tokio::sync::RwLockWriteGuard<'static, ()> {
     MOUNTS.blocking_write()
 }
+
+// ---------------------------------------------------------------------------------------
+// Write-through caller writes (`caller_writes`, reviews r32-r34): a cache on a `FaultFs` and
+// the faults they put on its entry writes.
+// ---------------------------------------------------------------------------------------
+
+/// How long a test waits for something that must happen (a hang detector, not a speed bound).
+pub const PATIENCE: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// A write-through cache on a fresh [`dir`] with a fault-injecting file system.
+pub async fn write_through(io_timeout: std::time::Duration, concurrency: usize) -> TestCache {
+    dir()
+        .fault_fs()
+        .open_cache(|b| {
+            b.write_policy(answercache::WritePolicy::WriteThrough)
+                .io_timeout(io_timeout)
+                .write_concurrency(concurrency)
+        })
+        .await
+}
+
+/// Hangs every entry write (`write_new` under `v2/`) until released.
+pub fn hang_entry_writes(cache: &TestCache) {
+    cache.fs().add_rule(
+        answercache::testing::Rule::new(answercache::testing::Fault::Hang)
+            .ops(&[answercache::testing::FsOp::WriteNew])
+            .path_contains("v2"),
+    );
+}
+
+/// Hangs the next entry write only (`clear_rules` would release it: see `release`).
+pub fn hang_one_entry_write(cache: &TestCache) {
+    cache.fs().add_rule(
+        answercache::testing::Rule::new(answercache::testing::Fault::Hang)
+            .ops(&[answercache::testing::FsOp::WriteNew])
+            .path_contains("v2")
+            .times(1),
+    );
+}
+
+/// Removes every fault rule and lets every hung call go.
+pub fn release(cache: &TestCache) {
+    cache.fs().clear_rules();
+    cache.fs().release_hangs();
+}
+
+/// Waits until `n` entry writes reached the file system.
+pub async fn entry_writes_reach(cache: &TestCache, n: u64) {
+    use answercache::testing::FsOp;
+    let fs = cache.fs().clone();
+    let reached =
+        answercache::testing::wait_until(PATIENCE, || fs.calls(FsOp::WriteNew) >= n).await;
+    assert!(
+        reached,
+        "{n} entry writes never reached the file system ({} did)",
+        cache.fs().calls(FsOp::WriteNew)
+    );
+}
