@@ -14,7 +14,7 @@
 //! NotFound is not an error of the device: a missing file is a miss.
 
 use std::io;
-use std::ops::ControlFlow;
+use std::ops::{ControlFlow, Deref};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -261,16 +261,10 @@ fn panicked<T>(counters: &Counters) -> DiskOutcome<T> {
 
 /// Tells the breaker how an admitted operation ended: a timeout or any device failure inside
 /// it is a failure.
-fn report<T>(admission: Admission<'_>, outcome: &DiskOutcome<T>) {
-    admission.report(match outcome {
-        DiskOutcome::Done { device_failure, .. } => *device_failure,
-        DiskOutcome::TimedOut => Some(IoErrorKind::Timeout),
-        DiskOutcome::Skipped => None,
-    });
-}
-
-/// [`report`] for an [`OwnedAdmission`].
-pub(crate) fn report_owned<T>(admission: OwnedAdmission, outcome: &DiskOutcome<T>) {
+pub(crate) fn report<T, R: Deref<Target = Resilience>>(
+    admission: Admission<R>,
+    outcome: &DiskOutcome<T>,
+) {
     admission.report(match outcome {
         DiskOutcome::Done { device_failure, .. } => *device_failure,
         DiskOutcome::TimedOut => Some(IoErrorKind::Timeout),
@@ -594,7 +588,7 @@ impl DiskGate {
     }
 
     /// Asks the mode and the breaker for a disk call whose outcome is reported with
-    /// [`report_owned`]: `None` when refused.
+    /// [`report`]: `None` when refused.
     pub(crate) fn admit_owned(&self) -> Option<OwnedAdmission> {
         self.res.admit_owned()
     }

@@ -200,22 +200,21 @@ impl Writer {
     /// its slot is freed; the blocking call completes the job when it really returns.
     fn time_out(&self, w: &Watched) {
         let mut st = lock(&w.direct.state);
-        if !matches!(*st, DirectState::Running { .. }) {
-            // Finished meanwhile: nothing to give up.
-            return;
-        }
+        let prior = std::mem::replace(&mut *st, DirectState::GaveUp);
         let DirectState::Running {
             admission,
             slot,
             clear_guard,
-        } = std::mem::replace(&mut *st, DirectState::GaveUp)
+        } = prior
         else {
+            // Finished meanwhile: nothing to give up.
+            *st = prior;
             return;
         };
         drop(st);
         drop(clear_guard);
         let outcome: DiskOutcome<()> = self.p.gate.timed_out();
-        crate::disk::report_owned(admission, &outcome);
+        crate::disk::report(admission, &outcome);
         self.p.gate.note("write", &outcome);
         self.p.queue.mark_stuck(&w.hash, w.seq);
         drop(slot);
@@ -283,10 +282,7 @@ impl Writer {
             // must not fall before a clear this process has not seen yet (it was made after
             // it), or it would be taken for a cleared one.
             if !self.p.freshness.load_fence(&self.p.gate).await {
-                let (landed, waiters) = self.finish_job(&hash, &key, seq, &op, JobEnd::Skipped);
-                for w in waiters {
-                    let _ = w.send(landed);
-                }
+                self.finish_and_tell(&hash, &key, seq, &op, JobEnd::Skipped);
                 return;
             }
             meta.created_ms = meta.created_ms.max(self.p.freshness.write_floor());
@@ -311,10 +307,7 @@ impl Writer {
                     Completion::GaveUp => {
                         // Waiters left (`mark_stuck` may not have told them yet) learn the
                         // real outcome.
-                        let (landed, waiters) = writer.finish_job(&hash, &key2, seq, &op2, end);
-                        for w in waiters {
-                            let _ = w.send(landed);
-                        }
+                        writer.finish_and_tell(&hash, &key2, seq, &op2, end);
                         *c = Completion::Finished;
                     }
                     _ => *c = Completion::Returned(end),
@@ -344,12 +337,7 @@ impl Writer {
         };
         match end {
             None => self.p.queue.mark_stuck(&hash, seq),
-            Some(end) => {
-                let (landed, waiters) = self.finish_job(&hash, &key, seq, &op, end);
-                for w in waiters {
-                    let _ = w.send(landed);
-                }
-            }
+            Some(end) => self.finish_and_tell(&hash, &key, seq, &op, end),
         }
     }
 
@@ -683,7 +671,7 @@ impl RunDirect {
                 match judge {
                     Some(judge) => {
                         let outcome = judge();
-                        crate::disk::report_owned(admission, &outcome);
+                        crate::disk::report(admission, &outcome);
                         writer.p.gate.note("write", &outcome);
                     }
                     None => drop(admission),

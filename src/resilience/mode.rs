@@ -3,6 +3,7 @@
 //! no tasks: [`super::recovery`] drives its timers.
 
 use std::collections::VecDeque;
+use std::ops::Deref;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -52,13 +53,18 @@ impl std::fmt::Debug for Resilience {
 
 /// Proof that the breaker admitted a disk call; report its outcome through
 /// [`Resilience::report`]. Dropped unreported (the caller's future was dropped), it frees its
-/// half-open slot.
-pub(crate) struct Admission<'a> {
-    res: &'a Resilience,
+/// half-open slot. `R` holds the resilience state: borrowed for a call its caller waits for,
+/// owned ([`OwnedAdmission`]) for one whose outcome is reported from wherever it ends (the
+/// blocking thread that ran it, or the watchdog that gave up waiting: `Writer::start_direct`).
+pub(crate) struct Admission<R: Deref<Target = Resilience>> {
+    res: R,
     permit: Option<Permit>,
 }
 
-impl Admission<'_> {
+/// An [`Admission`] that owns its hold on the resilience state.
+pub(crate) type OwnedAdmission = Admission<Arc<Resilience>>;
+
+impl<R: Deref<Target = Resilience>> Admission<R> {
     /// Reports the outcome: `None` = success, `Some(kind)` = a device failure.
     pub(crate) fn report(mut self, failure: Option<IoErrorKind>) {
         if let Some(p) = self.permit.take() {
@@ -67,32 +73,7 @@ impl Admission<'_> {
     }
 }
 
-impl Drop for Admission<'_> {
-    fn drop(&mut self) {
-        if let Some(p) = self.permit.take() {
-            self.res.lock().breaker.on_abandoned(p);
-        }
-    }
-}
-
-/// An [`Admission`] that owns its hold on the resilience state, for a disk call whose outcome
-/// is reported from wherever it ends (the blocking thread that ran it, or the watchdog that
-/// gave up waiting for it: see `Writer::start_direct`).
-pub(crate) struct OwnedAdmission {
-    res: Arc<Resilience>,
-    permit: Option<Permit>,
-}
-
-impl OwnedAdmission {
-    /// Reports the outcome: `None` = success, `Some(kind)` = a device failure.
-    pub(crate) fn report(mut self, failure: Option<IoErrorKind>) {
-        if let Some(p) = self.permit.take() {
-            self.res.report(p, failure);
-        }
-    }
-}
-
-impl Drop for OwnedAdmission {
+impl<R: Deref<Target = Resilience>> Drop for Admission<R> {
     fn drop(&mut self) {
         if let Some(p) = self.permit.take() {
             self.res.lock().breaker.on_abandoned(p);
@@ -168,7 +149,7 @@ impl Resilience {
     }
 
     /// Asks to make a disk call: refused while memory-only or when the breaker rejects it.
-    pub(crate) fn admit(&self) -> Option<Admission<'_>> {
+    pub(crate) fn admit(&self) -> Option<Admission<&Resilience>> {
         self.try_admit().map(|p| Admission {
             res: self,
             permit: Some(p),
@@ -177,7 +158,7 @@ impl Resilience {
 
     /// [`Resilience::admit`], with an admission that owns its hold on `self`.
     pub(crate) fn admit_owned(self: &Arc<Self>) -> Option<OwnedAdmission> {
-        self.try_admit().map(|p| OwnedAdmission {
+        self.try_admit().map(|p| Admission {
             res: self.clone(),
             permit: Some(p),
         })
