@@ -332,3 +332,39 @@ async fn a_write_given_up_at_io_timeout_is_not_judged_again_when_it_returns() {
     assert_eq!(cache.stats().writes_ok, 0);
     assert!(!cache.on_disk("k"));
 }
+
+/// While the clear fence on disk cannot be read (its file fails with EIO), a write-through
+/// set does not start its own write: like every write, it waits for the fence to be known
+/// (an entry's creation time must not fall before a clear this process has not seen), so it
+/// is NotPersisted and nothing reaches the disk; once the fence reads again, the next set
+/// lands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_caller_write_starts_while_the_fence_is_unknown() {
+    let settings = |b: answercache::Builder| {
+        b.write_policy(WritePolicy::WriteThrough)
+            .io_timeout(IO_TIMEOUT)
+            .failure_threshold(1000)
+            .memory_only_after(1000)
+    };
+    let mut cache = dir().fault_fs().open_cache(settings).await;
+    cache.set_bytes("old", b"v".to_vec()).await.unwrap();
+    cache.clear().await.unwrap();
+    cache.cache.close().await.unwrap();
+    cache.fs().add_rule(
+        Rule::new(Fault::Errno(5))
+            .ops(&[FsOp::ReadFile])
+            .path_contains("/fence"),
+    );
+    cache.reopen_after_close().await;
+    let set = cache.set_bytes("k", b"v".to_vec()).await;
+    assert!(
+        matches!(set, Err(answercache::Error::NotPersisted { failed: 1, .. })),
+        "{set:?}"
+    );
+    assert_eq!(cache.stats().writes_ok, 0);
+    assert!(!cache.on_disk("k"));
+    cache.fs().clear_rules();
+    cache.set_bytes("k2", b"w".to_vec()).await.unwrap();
+    assert_eq!(cache.stats().writes_ok, 1);
+    assert!(cache.on_disk("k2"));
+}
