@@ -76,8 +76,11 @@ pub(crate) struct Backlog {
     queue: Mutex<VecDeque<Waiting>>,
     /// Woken when an entry is queued.
     wanted: tokio::sync::Notify,
-    /// Entry writes begun (a measure of activity the compactor waits out).
-    writes: AtomicU64,
+    /// Entry writes begun plus entry writes ended: the activity the compactor waits out
+    /// (with `in_flight`, see [`Backlog::idle_since`]).
+    activity: AtomicU64,
+    /// Entry writes begun and not yet ended.
+    in_flight: AtomicU64,
     /// The stored bytes of the entries waiting.
     bytes: AtomicU64,
     /// Set when a write found too little room to be written stored (see
@@ -86,6 +89,18 @@ pub(crate) struct Backlog {
     /// Set by `close` (under the queue's lock): nothing is queued any more, so a write or a
     /// failed compaction that ends after it counts its entry as written, stored.
     closed: AtomicBool,
+}
+
+/// An entry write in flight (see [`Backlog::note_write`]); it ends when this drops.
+#[derive(Debug)]
+pub(crate) struct WriteInFlight<'a>(&'a Backlog);
+
+impl Drop for WriteInFlight<'_> {
+    fn drop(&mut self) {
+        // Before `in_flight`: see `Backlog::idle_since`.
+        self.0.activity.fetch_add(1, Ordering::SeqCst);
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// What one compaction step did.
@@ -112,14 +127,27 @@ pub(crate) enum Compacted {
 }
 
 impl Backlog {
-    /// Counts an entry write as begun.
-    pub(crate) fn note_write(&self) {
-        self.writes.fetch_add(1, Ordering::Relaxed);
+    /// Counts an entry write as begun; it ends when the guard drops. In flight in between:
+    /// a write whose sync takes longer than [`COMPACT_IDLE`](crate::compactor::COMPACT_IDLE)
+    /// is activity the compactor waits out, not an idle disk.
+    pub(crate) fn note_write(&self) -> WriteInFlight<'_> {
+        // Before `activity`: see `idle_since`.
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        self.activity.fetch_add(1, Ordering::SeqCst);
+        WriteInFlight(self)
     }
 
-    /// Entry writes begun so far.
-    pub(crate) fn writes(&self) -> u64 {
-        self.writes.load(Ordering::Relaxed)
+    /// The activity so far (entry writes begun plus ended), for [`Backlog::idle_since`].
+    pub(crate) fn activity(&self) -> u64 {
+        self.activity.load(Ordering::SeqCst)
+    }
+
+    /// Whether no entry write was in flight at any moment since [`Backlog::activity`] was
+    /// `seen`: none in flight now and none begun or ended since. (`in_flight` is read first: a
+    /// write in flight at that read, or one that ended after `seen`, changed `activity` or
+    /// counts there; one that begins after it counts in `activity` before its disk call.)
+    pub(crate) fn idle_since(&self, seen: u64) -> bool {
+        self.in_flight.load(Ordering::SeqCst) == 0 && self.activity.load(Ordering::SeqCst) == seen
     }
 
     /// Queues a stored file; `false` when [`BACKLOG_MAX`] wait already or the cache closed.

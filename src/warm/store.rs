@@ -996,7 +996,8 @@ impl WarmStore {
         meta: EntryMeta,
         encoded: Option<&EncodedEntry>,
     ) -> io::Result<WriteOutcome> {
-        self.compactions.note_write();
+        // In flight until it returns (the compactor waits it out).
+        let _writing = self.compactions.note_write();
         // Written stored now and compressed later (see `compact`) when the configured level
         // would compress it and no other tier shares its encoding.
         let mut compact_later = encoded.is_none() && self.config.compact_later;
