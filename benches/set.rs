@@ -456,8 +456,9 @@ fn paired_write_through(_: &mut Criterion) {
         .unwrap_or(300)
         .max(1);
     println!(
-        "set_write_through_paired: {pairs} alternating pairs per row; {}",
-        workload::machine()
+        "set_write_through_paired: {pairs} alternating pairs per row; {}; {}",
+        workload::machine(),
+        workload::disk()
     );
     println!("| size | durability | caller | answercache median | raw loop median | answercache mean | raw loop mean | throughput ratio (median) | encode (gzip+blake3) median | compressing before the write: median, ratio | raw loop via spawn_blocking: median, answercache's throughput ratio to it | per-pair time ratio answercache / raw loop: median [quartiles] | per-pair time ratio answercache / raw via spawn_blocking |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
@@ -538,8 +539,9 @@ fn paired_drain(_: &mut Criterion) {
         .unwrap_or(10);
     const BATCH: usize = 512;
     println!(
-        "set_drain_paired: {rounds} rounds of {BATCH} entries per contender; {}",
-        workload::machine()
+        "set_drain_paired: {rounds} rounds of {BATCH} entries per contender; {}; {}",
+        workload::machine(),
+        workload::disk()
     );
     println!("| size | answercache drain | raw loop (no compression) | raw loop + encode | answercache / raw | answercache / (raw + encode) | then compressed in the background, per batch | compressing before the write: drain, / raw | per-round throughput ratio answercache / raw: median [quartiles] |");
     println!("|---|---|---|---|---|---|---|---|---|");

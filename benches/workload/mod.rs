@@ -147,6 +147,43 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .unwrap_or_else(|e| panic!("cannot build a tokio runtime: {e}"))
 }
 
+/// A one-line description of the file system the bench directories go on (see [`bench_dir`]):
+/// its type, mount point and device, and for ext4 whether it has a journal. On ext4 without a
+/// journal, creating a file skips every inode of its block group deleted in the last minute
+/// (the kernel's `recently_deleted`), so a write loop's cost grows with the churn of the last
+/// minutes, unequally for contenders whose directories lie in different block groups: the
+/// write benches are meant for a fresh, journaled file system (`benches/fresh_ext4.sh`).
+pub fn disk() -> String {
+    let base = std::env::var_os("ANSWERCACHE_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    let base = std::fs::canonicalize(&base).unwrap_or(base);
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    // The longest mount point that is a prefix of the base directory.
+    let Some((dev, point, fstype)) = mounts
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            Some((f.next()?, f.next()?, f.next()?))
+        })
+        .filter(|(_, point, _)| base.starts_with(point))
+        .max_by_key(|(_, point, _)| point.len())
+    else {
+        return format!("{}: file system unknown", base.display());
+    };
+    let journal = if fstype == "ext4" {
+        let name = dev.rsplit('/').next().unwrap_or(dev);
+        match std::fs::read_to_string(format!("/sys/fs/ext4/{name}/journal_task")) {
+            Ok(t) if t.trim() == "<none>" => ", no journal",
+            Ok(_) => ", journaled",
+            Err(_) => "",
+        }
+    } else {
+        ""
+    };
+    format!("{} on {point} ({fstype} on {dev}{journal})", base.display())
+}
+
 /// A one-line description of the machine for printed reports: cores, CPU model, load.
 pub fn machine() -> String {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
