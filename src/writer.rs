@@ -123,25 +123,48 @@ impl Writer {
         self.slots.clone().try_acquire_owned().ok()
     }
 
-    /// Starts a job a write-through caller claimed with `slot`, without waiting for it: on
-    /// the blocking pool of the cache's runtime, which completes the job itself when the disk
-    /// call returns (breaker report, error note, `finish_job`, the waiters told, the slot
-    /// freed), so the job never depends on the caller being polled, or kept. The watchdog
-    /// ([`watchdog_task`]) gives up on it after `io_timeout`, as `run_job` does on a disk
-    /// call that hangs. A job that cannot start at once (a `clear` holds the clear gate) is
-    /// run by a task as the writer task runs one.
+    /// Starts a job a write-through caller (or the writer task) claimed with `slot`, without
+    /// waiting for it: on the blocking pool of the cache's runtime, which completes the job
+    /// itself when the disk call returns (breaker report, error note, `finish_job`, the
+    /// waiters told), so the job never depends on the caller being polled, or kept; then, with
+    /// the same slot, it runs the next queued job, if any, and so on until the queue has none
+    /// ready (see [`RunDirect::run`]). The watchdog ([`watchdog_task`]) gives up on a job after
+    /// `io_timeout`, as `run_job` does on a disk call that hangs. A job that cannot start at
+    /// once (a `clear` holds the clear gate) is run by a task as the writer task runs one.
     pub(crate) fn start_direct(self: &Arc<Self>, job: Job, slot: OwnedSemaphorePermit) {
         let Some(rt) = self.runtime.clone() else {
             // `claim_slot` hands out no slot without a runtime.
             return self.finish_and_tell(&job.hash, &job.key, job.seq, &job.op, JobEnd::Skipped);
         };
+        let Some(run) = self.prepare_direct(&rt, job, slot) else {
+            return;
+        };
+        // Its events (a breaker transition, say) go where the caller's would, in a `write`
+        // span under the caller's, as they did from `run_job` on a current-thread runtime.
+        let dispatch = tracing::dispatcher::get_default(tracing::Dispatch::clone);
+        // On a runtime shutting down the closure is dropped unrun: `RunDirect`'s drop
+        // completes the job as failed.
+        drop(rt.spawn_blocking(move || tracing::dispatcher::with_default(&dispatch, || run.run())));
+    }
+
+    /// What [`Writer::start_direct`] and a chained job ([`RunDirect::run`]) do before the disk
+    /// call, on any thread and without waiting: the clear gate's read guard (a `clear` holds
+    /// or wants it: the job goes to a task, which waits for it, with the slot), the breaker's
+    /// admission (refused: completed as skipped at once), the entry's creation floor, the
+    /// watchdog's registration. `None`: the job was handed on or completed here.
+    fn prepare_direct(
+        self: &Arc<Self>,
+        rt: &tokio::runtime::Handle,
+        job: Job,
+        slot: OwnedSemaphorePermit,
+    ) -> Option<RunDirect> {
         let Ok(clear_guard) = self.clear_gate.clone().try_read_owned() else {
             let writer = self.clone();
             drop(rt.spawn(async move {
                 writer.run_job(job).await;
                 drop(slot);
             }));
-            return;
+            return None;
         };
         let Job {
             hash,
@@ -152,10 +175,11 @@ impl Writer {
         let Some(admission) = self.p.gate.admit_owned() else {
             drop(clear_guard);
             // Memory-only or breaker open: the entry stays dirty for write-back.
-            return self.finish_and_tell(&hash, &key, seq, &op, JobEnd::Skipped);
+            self.finish_and_tell(&hash, &key, seq, &op, JobEnd::Skipped);
+            return None;
         };
         if let Op::Put { meta, .. } = &mut op {
-            // The fence is known (`claim_slot`): see `run_job`.
+            // The fence is known (`claim_slot`, `next_chained`): see `run_job`.
             meta.created_ms = meta.created_ms.max(self.p.freshness.write_floor());
         }
         let direct = Arc::new(Direct {
@@ -175,7 +199,7 @@ impl Writer {
             hash,
             seq,
         });
-        let run = RunDirect {
+        Some(RunDirect {
             writer: self.clone(),
             hash,
             key,
@@ -183,16 +207,19 @@ impl Writer {
             seq,
             direct,
             completed: false,
-        };
-        // Its events (a breaker transition, say) go where the caller's would, in a `write`
-        // span under the caller's, as they did from `run_job` on a current-thread runtime.
-        let dispatch = tracing::dispatcher::get_default(tracing::Dispatch::clone);
-        let span = tracing::trace_span!("write", seq);
-        // On a runtime shutting down the closure is dropped unrun: `RunDirect`'s drop
-        // completes the job as failed.
-        drop(rt.spawn_blocking(move || {
-            tracing::dispatcher::with_default(&dispatch, || span.in_scope(|| run.run()))
-        }));
+        })
+    }
+
+    /// The next job a blocking thread that just completed one runs with its `slot`: one the
+    /// queue has ready, while the fence on disk is known (a job taken otherwise goes to a
+    /// task, which loads the fence first). `None`: none (the slot is freed).
+    fn next_chained(self: &Arc<Self>, slot: OwnedSemaphorePermit) -> Option<RunDirect> {
+        let rt = self.runtime.as_ref()?;
+        if !self.p.freshness.fence_known() {
+            return None;
+        }
+        let job = self.p.queue.take()?;
+        self.prepare_direct(rt, job, slot)
     }
 
     /// The watchdog gave up on a job started by [`Writer::start_direct`]: as `run_job` does on
@@ -613,7 +640,22 @@ struct RunDirect {
 }
 
 impl RunDirect {
-    fn run(mut self) {
+    /// Runs the job, then, with its slot, the jobs the queue has ready, one after another on
+    /// this thread (a drain of write-behind entries then takes no thread wake-up per entry),
+    /// until none is ready, the watchdog gave up on one (its slot is gone), or the fence is
+    /// unknown. Each job has its own `write` span, watchdog deadline and admission.
+    fn run(self) {
+        let mut next = Some(self);
+        while let Some(job) = next.take() {
+            let writer = job.writer.clone();
+            let span = tracing::trace_span!("write", seq = job.seq);
+            let slot = span.in_scope(|| job.run_one());
+            next = slot.and_then(|slot| writer.next_chained(slot));
+        }
+    }
+
+    /// Runs the job and completes it; returns its slot unless the watchdog gave up on it.
+    fn run_one(mut self) -> Option<OwnedSemaphorePermit> {
         let writer = self.writer.clone();
         let gate = &writer.p.gate;
         let observed = gate.observer();
@@ -638,7 +680,7 @@ impl RunDirect {
             Some(result) => gate.judge(&observed, result),
             None => gate.panicked(),
         };
-        self.complete(Some(&mut judge), end);
+        self.complete(Some(&mut judge), end)
     }
 
     /// Completes the job with `end`. Unless the watchdog gave up on it (it reported the
@@ -646,11 +688,13 @@ impl RunDirect {
     /// `DiskGate::run` does for a call it waited for) and it is reported to the breaker and
     /// the error log; a call that returned after the watchdog gave up is not judged, as
     /// `run_job` does not judge one its gate stopped waiting for (`None`: never ran).
+    /// Returns the job's slot, for the next job, unless the watchdog gave up on it (it freed
+    /// the slot then).
     fn complete(
         &mut self,
         judge: Option<&mut dyn FnMut() -> DiskOutcome<WriteOutcome>>,
         end: JobEnd,
-    ) {
+    ) -> Option<OwnedSemaphorePermit> {
         self.completed = true;
         let prior = std::mem::replace(&mut *lock(&self.direct.state), DirectState::Finished);
         let writer = &self.writer;
@@ -677,13 +721,14 @@ impl RunDirect {
                     None => drop(admission),
                 }
                 writer.finish_and_tell(&self.hash, &self.key, self.seq, &self.op, end);
-                drop(slot);
+                Some(slot)
             }
             // Waiters left (`mark_stuck` may not have told them yet) learn the real outcome.
             DirectState::GaveUp => {
                 writer.finish_and_tell(&self.hash, &self.key, self.seq, &self.op, end);
+                None
             }
-            DirectState::Finished => {}
+            DirectState::Finished => None,
         }
     }
 }
@@ -691,7 +736,7 @@ impl RunDirect {
 impl Drop for RunDirect {
     fn drop(&mut self) {
         if !self.completed {
-            self.complete(None, JobEnd::Failed);
+            drop(self.complete(None, JobEnd::Failed));
         }
     }
 }
@@ -852,15 +897,26 @@ pub(crate) async fn writer_task(writer: Arc<Writer>, mut shutdown: watch::Receiv
     let slots = writer.slots.clone();
     loop {
         let notified = writer.p.queue.ready.notified();
-        while let Some(job) = writer.p.queue.take() {
+        // A slot first, then a job: while blocking threads run one queued job after another
+        // with the slots they hold (`RunDirect::run`), this task takes none out of the queue to
+        // wait with.
+        while writer.p.queue.has_ready() {
             let Ok(permit) = slots.clone().acquire_owned().await else {
                 return;
             };
-            let writer2 = writer.clone();
-            tokio::spawn(async move {
-                writer2.run_job(job).await;
-                drop(permit);
-            });
+            let Some(job) = writer.p.queue.take() else {
+                break;
+            };
+            if writer.runtime.is_some() && writer.p.freshness.fence_known() {
+                writer.start_direct(job, permit);
+            } else {
+                // No runtime handle, or the fence is still to be loaded (`run_job` loads it).
+                let writer2 = writer.clone();
+                tokio::spawn(async move {
+                    writer2.run_job(job).await;
+                    drop(permit);
+                });
+            }
         }
         if *shutdown.borrow() && !writer.p.queue.has_ready() {
             // Wait for the writes in flight, then stop.

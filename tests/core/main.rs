@@ -13,6 +13,7 @@
 mod beside_r29;
 mod bounds;
 mod caller_writes;
+mod chained;
 mod closer;
 mod compact_r27;
 mod compact_r28;
