@@ -25,6 +25,23 @@ struct Capture {
     thread: std::thread::ThreadId,
 }
 
+impl Capture {
+    /// Whether an event is recorded: one of the runtime's thread, or one of an entry write
+    /// (in its `write` span), on whichever thread it runs (since sessions 23 and 24 the
+    /// blocking thread completes the write and reports it; its job completes, and the
+    /// awaiting `flush` or `set` resumes, only after these events).
+    fn counts<S>(&self, ctx: &Context<'_, S>) -> bool
+    where
+        S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    {
+        std::thread::current().id() == self.thread
+            || ctx.lookup_current().is_some_and(|span| {
+                span.scope()
+                    .any(|s| s.name() == "write" && s.metadata().target() == "answercache::writer")
+            })
+    }
+}
+
 struct Fields(Vec<(String, String)>);
 
 impl Visit for Fields {
@@ -33,7 +50,10 @@ impl Visit for Fields {
     }
 }
 
-impl<S: tracing::Subscriber> Layer<S> for Capture {
+impl<S> Layer<S> for Capture
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
     fn on_new_span(
         &self,
         attrs: &tracing::span::Attributes<'_>,
@@ -47,9 +67,9 @@ impl<S: tracing::Subscriber> Layer<S> for Capture {
         }
     }
 
-    fn on_event(&self, event: &tracing::Event<'_>, _ctx: Context<'_, S>) {
+    fn on_event(&self, event: &tracing::Event<'_>, ctx: Context<'_, S>) {
         let meta = event.metadata();
-        if !meta.target().starts_with("answercache") || std::thread::current().id() != self.thread {
+        if !meta.target().starts_with("answercache") || !self.counts(&ctx) {
             return;
         }
         let mut fields = Fields(Vec::new());
