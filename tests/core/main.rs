@@ -29,6 +29,7 @@ mod review_r31;
 mod review_r32;
 mod review_r33;
 mod review_r34;
+mod review_r35;
 mod roundtrip;
 mod settings;
 mod settle;
