@@ -189,13 +189,16 @@ fn dropped_on_another_runtime_and_after_shutdown() {
     });
     other.join().unwrap();
     assert_eq!(w.drops(), vec![("1".into(), "1".into())]);
-    d.fs().clear_rules();
-    drop(runtime);
+    // Shut down with `b1`'s write still hung (`drop` would wait for the blocking thread, so
+    // before session 24 the hang was released first; the blocking thread now completes the
+    // write it runs, and `b1` would land, and `b2` after it, while the runtime shuts down).
+    runtime.shutdown_background();
     assert_eq!(b.stats().dirty_entries, 2);
     let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(b)));
     assert!(dropped.is_ok());
     assert_eq!(w.drops().len(), 2, "{:?}", w.drops());
     assert_eq!(w.drops()[1].0, "2");
+    d.fs().clear_rules();
 }
 
 /// A `Namespace` holds the cache: dropping the cache handle is not the last drop; dropping
