@@ -36,6 +36,13 @@ pub async fn replica_with(
     let cache = build(
         dir.builder()
             .clock(clock())
+            // These tests step a paused clock by the shared tier's timeouts (5 s, as long as
+            // the default `io_timeout`) while the local disk's writes run on blocking threads
+            // in real time: a write still in flight at such a step would be given up by the
+            // watchdog (seen once in a full suite run, session 24:
+            // `writes::a_del_kept_while_open_is_sent_once_the_breaker_closes`, `close` →
+            // `NotPersisted`). No test here is about the disk's timeout.
+            .io_timeout(Duration::from_secs(3600))
             .shared(edit(server.config().prefix(PREFIX))),
     )
     .build()
