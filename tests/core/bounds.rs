@@ -13,7 +13,7 @@ use std::sync::Arc;
 use answercache::workload::{markdown, Rng};
 use answercache::Durability;
 
-use crate::support::{dir_in, entry_path, open, Gate, OnDisk, PauseAfterRead};
+use crate::support::{dir_in, entry_path, open, pause_after_read, Gate, OnDisk};
 
 const SETS: u64 = 100_000;
 const KEYS: usize = 200;
@@ -144,10 +144,7 @@ async fn a_read_racing_the_eviction_of_its_file_does_not_resurrect_it() {
     // disk; one entry file (a 4 KiB block, its directory entry and its fan-out directory:
     // 8,320 bytes as the budget counts) fits in the 10,000-byte warm budget, two do not.
     let dir = tempfile::tempdir().unwrap();
-    let fs = Arc::new(PauseAfterRead {
-        target: entry_path(dir.path(), "x"),
-        gate: gate.clone(),
-    });
+    let fs = Arc::new(pause_after_read(entry_path(dir.path(), "x"), gate.clone()));
     let x = rng.bytes(3000);
     let y = rng.bytes(3000);
     let h = dir_in(dir)

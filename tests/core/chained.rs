@@ -6,18 +6,14 @@
 //! wait for every write.
 
 use std::collections::BTreeSet;
-use std::io;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use answercache::fs::{DirEntryInfo, FileRead};
-use answercache::testing::real_fs;
-use answercache::{Durability, Fs};
+use answercache::Durability;
 
-use crate::support::{dir_in, Gate, OnDisk, PATIENCE};
+use crate::support::{dir_in, Gate, Hooked, OnDisk, PATIENCE};
 
-/// The real file system, recording the thread of every entry write (`write_new` under `v2/`),
-/// and holding the first one at a gate until the test opens it.
+/// The real file system ([`Hooked`]), recording the thread of every entry write (`write_new`
+/// under `v2/`), and holding the first one at a gate until the test opens it.
 #[derive(Debug, Default)]
 struct ThreadsOfWrites {
     /// (the temp file written, the thread): a write into a fan-out directory not made yet
@@ -27,6 +23,27 @@ struct ThreadsOfWrites {
 }
 
 impl ThreadsOfWrites {
+    /// The file system that records into `self`.
+    fn fs(self: &Arc<Self>) -> Hooked {
+        let me = self.clone();
+        Hooked {
+            before_write: Box::new(move |path| {
+                if !path.to_string_lossy().contains("/v2/") {
+                    return;
+                }
+                let first = {
+                    let mut t = me.threads.lock().unwrap();
+                    t.push((path.to_owned(), std::thread::current().id()));
+                    t.len() == 1
+                };
+                if first {
+                    me.gate.wait_here();
+                }
+            }),
+            ..Hooked::default()
+        }
+    }
+
     fn distinct(&self) -> usize {
         let t = self.threads.lock().unwrap();
         t.iter()
@@ -34,6 +51,7 @@ impl ThreadsOfWrites {
             .collect::<BTreeSet<_>>()
             .len()
     }
+
     /// Distinct temp files written.
     fn writes(&self) -> usize {
         let t = self.threads.lock().unwrap();
@@ -41,52 +59,6 @@ impl ThreadsOfWrites {
             .map(|(p, _)| p.clone())
             .collect::<BTreeSet<_>>()
             .len()
-    }
-}
-
-impl Fs for ThreadsOfWrites {
-    fn read_file(&self, path: &Path, max_len: u64) -> io::Result<FileRead> {
-        real_fs().read_file(path, max_len)
-    }
-    fn read_prefix(&self, path: &Path, n: usize) -> io::Result<FileRead> {
-        real_fs().read_prefix(path, n)
-    }
-    fn write_new(&self, path: &Path, data: &[u8], sync: bool) -> io::Result<()> {
-        if path.to_string_lossy().contains("/v2/") {
-            let first = {
-                let mut t = self.threads.lock().unwrap();
-                t.push((path.to_owned(), std::thread::current().id()));
-                t.len() == 1
-            };
-            if first {
-                self.gate.wait_here();
-            }
-        }
-        real_fs().write_new(path, data, sync)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        real_fs().rename(from, to)
-    }
-    fn rename_noreplace(&self, from: &Path, to: &Path) -> io::Result<()> {
-        real_fs().rename_noreplace(from, to)
-    }
-    fn remove_file(&self, path: &Path) -> io::Result<()> {
-        real_fs().remove_file(path)
-    }
-    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
-        real_fs().remove_dir_all(path)
-    }
-    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        real_fs().create_dir_all(path)
-    }
-    fn sync_dir(&self, path: &Path) -> io::Result<()> {
-        real_fs().sync_dir(path)
-    }
-    fn read_dir(&self, path: &Path) -> io::Result<Vec<DirEntryInfo>> {
-        real_fs().read_dir(path)
-    }
-    fn available_space(&self, path: &Path) -> io::Result<u64> {
-        real_fs().available_space(path)
     }
 }
 
@@ -103,7 +75,7 @@ async fn a_queued_backlog_is_written_by_the_thread_that_holds_the_slot() {
             b.write_concurrency(1)
                 .durability(Durability::NoSync)
                 .compress_in_background(false)
-                .fs(fs.clone())
+                .fs(Arc::new(fs.fs()))
         })
         .await;
     cache.set_bytes("k0", b"v0".to_vec()).await.unwrap();

@@ -229,10 +229,7 @@ async fn a_judged_file_replaced_before_the_judgment_is_acted_on(
 ) {
     let gate = Arc::new(Gate::default());
     let dir = tempfile::tempdir().unwrap();
-    let fs = Arc::new(PauseAfterRead {
-        target: entry_path(dir.path(), "k"),
-        gate: gate.clone(),
-    });
+    let fs = Arc::new(pause_after_read(entry_path(dir.path(), "k"), gate.clone()));
     let mut h = dir_in(dir)
         .open_cache(|b| {
             b.write_policy(WritePolicy::WriteThrough)

@@ -65,6 +65,17 @@ async fn value_of(cache: &TestCache, key: &str) -> Option<Vec<u8>> {
     cache.get_bytes(key).await.unwrap().map(|v| v.to_vec())
 }
 
+/// Every key in `ks` is served with its own name as its value (how these tests set them).
+async fn serves_own_names(cache: &TestCache, ks: &[String]) {
+    for k in ks {
+        assert_eq!(
+            value_of(cache, k).await.as_deref(),
+            Some(k.as_bytes()),
+            "{k}"
+        );
+    }
+}
+
 async fn write_behind(concurrency: usize) -> TestCache {
     dir()
         .fault_fs()
@@ -121,13 +132,7 @@ async fn r35_a_hung_chained_job_with_one_slot_does_not_hold_up_the_queue() {
         "{s:?}"
     );
     cache.reopen().await;
-    for k in &ks {
-        assert_eq!(
-            value_of(&cache, k).await.as_deref(),
-            Some(k.as_bytes()),
-            "{k}"
-        );
-    }
+    serves_own_names(&cache, &ks).await;
 }
 
 /// Guard: five write-through sets race for one slot; one of them hangs. The hung one hears
@@ -163,13 +168,7 @@ async fn r35_write_through_sets_racing_a_hung_chain_for_one_slot() {
     let flushed = tokio::time::timeout(PATIENCE, cache.flush()).await.unwrap();
     assert!(flushed.is_ok(), "{flushed:?}");
     cache.reopen().await;
-    for k in &ks {
-        assert_eq!(
-            value_of(&cache, k).await.as_deref(),
-            Some(k.as_bytes()),
-            "{k}"
-        );
-    }
+    serves_own_names(&cache, &ks).await;
 }
 
 /// Guard: the breaker opens in the middle of a chain (two failed writes, threshold 2): the
@@ -235,13 +234,7 @@ async fn r35_the_breaker_opening_mid_chain_leaves_the_rest_dirty_for_write_back(
         "{s:?}"
     );
     cache.reopen().await;
-    for k in &ks {
-        assert_eq!(
-            value_of(&cache, k).await.as_deref(),
-            Some(k.as_bytes()),
-            "{k}"
-        );
-    }
+    serves_own_names(&cache, &ks).await;
 }
 
 /// Guard: a chained job hangs past `io_timeout`; a `clear` then returns Ok without waiting
@@ -340,13 +333,7 @@ async fn r35_close_waits_for_a_whole_chain() {
         assert!(cache.on_disk(k), "{k}");
     }
     cache.reopen_after_close().await;
-    for k in &ks {
-        assert_eq!(
-            value_of(&cache, k).await.as_deref(),
-            Some(k.as_bytes()),
-            "{k}"
-        );
-    }
+    serves_own_names(&cache, &ks).await;
 }
 
 /// Guard: many write-through callers on two slots (the writer task's slot-then-job order,

@@ -246,27 +246,41 @@ impl Gate {
     }
 }
 
-/// The real file system (the fixtures', [`real_fs`]), except that a read of `target` returns
-/// only once the gate opens:
-/// the file was read whole, and the reader is slow to act on it.
-#[derive(Debug)]
-pub struct PauseAfterRead {
-    pub target: PathBuf,
-    pub gate: Arc<Gate>,
+/// The real file system (the fixtures', [`real_fs`]) with two hooks: `after_read` runs after
+/// every `read_file` (with its path), `before_write` before every `write_new`. The test file
+/// systems that only watch or hold a call are built on it ([`pause_after_read`],
+/// `chained::ThreadsOfWrites`).
+pub struct Hooked {
+    pub after_read: Box<dyn Fn(&Path) + Send + Sync>,
+    pub before_write: Box<dyn Fn(&Path) + Send + Sync>,
 }
 
-impl Fs for PauseAfterRead {
+impl Default for Hooked {
+    fn default() -> Self {
+        Hooked {
+            after_read: Box::new(|_| {}),
+            before_write: Box::new(|_| {}),
+        }
+    }
+}
+
+impl std::fmt::Debug for Hooked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hooked")
+    }
+}
+
+impl Fs for Hooked {
     fn read_file(&self, path: &Path, max_len: u64) -> io::Result<FileRead> {
         let r = real_fs().read_file(path, max_len);
-        if path == self.target {
-            self.gate.wait_here();
-        }
+        (self.after_read)(path);
         r
     }
     fn read_prefix(&self, path: &Path, n: usize) -> io::Result<FileRead> {
         real_fs().read_prefix(path, n)
     }
     fn write_new(&self, path: &Path, data: &[u8], sync: bool) -> io::Result<()> {
+        (self.before_write)(path);
         real_fs().write_new(path, data, sync)
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
@@ -292,6 +306,19 @@ impl Fs for PauseAfterRead {
     }
     fn available_space(&self, path: &Path) -> io::Result<u64> {
         real_fs().available_space(path)
+    }
+}
+
+/// The real file system, except that a read of `target` returns only once the gate opens:
+/// the file was read whole, and the reader is slow to act on it.
+pub fn pause_after_read(target: PathBuf, gate: Arc<Gate>) -> Hooked {
+    Hooked {
+        after_read: Box::new(move |path| {
+            if path == target {
+                gate.wait_here();
+            }
+        }),
+        ..Hooked::default()
     }
 }
 
