@@ -180,19 +180,16 @@ mod tests {
     /// for `held`, nothing else writing.
     async fn waited_beside(held: Duration, quiet_since: Option<u64>) -> Duration {
         let backlog = Arc::new(Backlog::default());
-        let writing = Arc::new(std::sync::Mutex::new(None));
+        let (begun, has_begun) = tokio::sync::oneshot::channel();
         let b = backlog.clone();
         // The guard borrows the backlog: held in a task that owns a clone of it.
-        let w = writing.clone();
         tokio::spawn(async move {
             let guard = b.note_write();
-            *w.lock().unwrap() = Some(());
+            let _ = begun.send(());
             tokio::time::sleep(held).await;
             drop(guard);
         });
-        while writing.lock().unwrap().is_none() {
-            tokio::task::yield_now().await;
-        }
+        has_begun.await.unwrap();
         let start = Instant::now();
         turn(&backlog, || false, quiet_since).await;
         start.elapsed()

@@ -116,11 +116,17 @@ impl Writer {
     /// starts itself wakes only the blocking thread, which completes it and wakes the caller,
     /// as a plain `spawn_blocking` of the same disk calls would.
     pub(crate) fn claim_slot(&self) -> Option<OwnedSemaphorePermit> {
-        self.runtime.as_ref()?;
-        if !self.p.freshness.fence_known() {
+        if !self.can_start_direct() {
             return None;
         }
         self.slots.clone().try_acquire_owned().ok()
+    }
+
+    /// Whether a job can be started on the blocking pool now ([`Writer::start_direct`]): the
+    /// cache's runtime is known, and so is the fence on disk (a job taken otherwise goes to a
+    /// task, `run_job`, which loads the fence first).
+    fn can_start_direct(&self) -> bool {
+        self.runtime.is_some() && self.p.freshness.fence_known()
     }
 
     /// Starts a job a write-through caller (or the writer task) claimed with `slot`, without
@@ -211,13 +217,13 @@ impl Writer {
     }
 
     /// The next job a blocking thread that just completed one runs with its `slot`: one the
-    /// queue has ready, while the fence on disk is known (a job taken otherwise goes to a
-    /// task, which loads the fence first). `None`: none (the slot is freed).
+    /// queue has ready, while a job can start there ([`Writer::can_start_direct`]). `None`:
+    /// none (the slot is freed).
     fn next_chained(self: &Arc<Self>, slot: OwnedSemaphorePermit) -> Option<RunDirect> {
-        let rt = self.runtime.as_ref()?;
-        if !self.p.freshness.fence_known() {
+        if !self.can_start_direct() {
             return None;
         }
+        let rt = self.runtime.as_ref()?;
         let job = self.p.queue.take()?;
         self.prepare_direct(rt, job, slot)
     }
@@ -907,7 +913,7 @@ pub(crate) async fn writer_task(writer: Arc<Writer>, mut shutdown: watch::Receiv
             let Some(job) = writer.p.queue.take() else {
                 break;
             };
-            if writer.runtime.is_some() && writer.p.freshness.fence_known() {
+            if writer.can_start_direct() {
                 writer.start_direct(job, permit);
             } else {
                 // No runtime handle, or the fence is still to be loaded (`run_job` loads it).
