@@ -284,6 +284,19 @@ impl Tiers {
 
     #[tracing::instrument(level = "trace", name = "get", skip_all, fields(key_len = key.len()))]
     pub(crate) async fn lookup(&self, key: &[u8], count_miss: bool) -> Result<Option<Found>> {
+        self.lookup_in(key, count_miss, true).await
+    }
+
+    /// [`Tiers::lookup`] of this replica's own tiers (hot, write queue, disk), not the
+    /// shared tier, counting no miss: a single-flight leader's second look for what the
+    /// previous leader of the key stored here (a second round trip to the server would find
+    /// nothing the first did not, but the previous leader's value).
+    pub(crate) async fn lookup_local(&self, key: &[u8]) -> Result<Option<Found>> {
+        self.lookup_in(key, false, false).await
+    }
+
+    #[cfg_attr(not(feature = "redis"), allow(unused_variables))]
+    async fn lookup_in(&self, key: &[u8], count_miss: bool, shared: bool) -> Result<Option<Found>> {
         let miss = || {
             if count_miss {
                 self.p.counters.misses.inc();
@@ -356,8 +369,10 @@ impl Tiers {
         // After the warm tier (a local disk is cheaper than a round trip), also when the disk
         // tier is not in use: each tier has its own breaker.
         #[cfg(feature = "redis")]
-        if let Some(found) = self.lookup_shared(key, &hash, now, stamp).await {
-            return Ok(Some(found));
+        if shared {
+            if let Some(found) = self.lookup_shared(key, &hash, now, stamp).await {
+                return Ok(Some(found));
+            }
         }
         miss();
         Ok(None)

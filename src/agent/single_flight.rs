@@ -197,7 +197,9 @@ impl TieredCache {
     /// - Hit: the cached value (unless `no_cache`). A stored value that does not decode as
     ///   `V` is a miss (`Stats::decode_misses`): the loader runs and its value replaces it.
     /// - Miss: the loader's value, stored with the controls' TTL and cost unless `no_store` is
-    ///   set or `cacheable` rejects it. Concurrent callers of the key get the same value; a
+    ///   set or `cacheable` rejects it. Concurrent callers of the key get the same value (a
+    ///   caller whose lookup missed just before another caller's load landed is served that
+    ///   value from this replica's tiers, wherever it went since, and runs no loader); a
     ///   value too large for the cache, or that the codec cannot encode, is returned without
     ///   being stored.
     /// - `no_cache` + `no_store`: a full bypass. The loader runs for this caller alone,
@@ -408,26 +410,38 @@ impl TieredCache {
     {
         let tiers = &self.tiers;
         if !controls.no_cache {
-            // A previous leader may have stored the value after this caller's lookup.
+            // A previous leader may have stored the value after this caller's lookup; it can
+            // have left the hot tier since (for the write queue or the disk). The hot tier
+            // is only peeked: an entry there is the key's newest, and one expired or removed
+            // must stay in place (the stale-if-error fallback, the removal); with none, this
+            // replica's other tiers are looked up as a `get` would.
             let now = tiers.now_ms();
-            if let Some(e) = tiers.peek_hot(key) {
-                if !e.tombstone && is_fresh(e.expires_ms, now) {
-                    match kind.decode(&e.value, e.encoding) {
-                        Ok(v) => {
-                            tiers.counters().joined.inc();
-                            tiers.counters().cost_saved.add(e.cost);
-                            leader.land(Landing::Value {
-                                bytes: e.value.clone(),
-                                encoding: e.encoding,
-                                cost: e.cost,
-                            });
-                            return Ok(Answer::new(v, Source::Joined, e.encoding));
-                        }
-                        Err(detail) if !decode_missed => {
-                            tiers.decode_miss::<V>(e.encoding, &detail);
-                        }
-                        Err(_) => {}
+            let found = match tiers.peek_hot(key) {
+                Some(e) if !e.tombstone && is_fresh(e.expires_ms, now) => {
+                    Some((e.value.clone(), e.encoding, e.cost))
+                }
+                Some(_) => None,
+                None => tiers
+                    .lookup_local(key)
+                    .await?
+                    .map(|f| (f.value, f.encoding, f.cost)),
+            };
+            if let Some((bytes, encoding, cost)) = found {
+                match kind.decode(&bytes, encoding) {
+                    Ok(v) => {
+                        tiers.counters().joined.inc();
+                        tiers.counters().cost_saved.add(cost);
+                        leader.land(Landing::Value {
+                            bytes,
+                            encoding,
+                            cost,
+                        });
+                        return Ok(Answer::new(v, Source::Joined, encoding));
                     }
+                    Err(detail) if !decode_missed => {
+                        tiers.decode_miss::<V>(encoding, &detail);
+                    }
+                    Err(_) => {}
                 }
             }
         }

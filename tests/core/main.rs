@@ -31,6 +31,7 @@ mod review_r33;
 mod review_r34;
 mod review_r35;
 mod roundtrip;
+mod second_look;
 mod settings;
 mod settle;
 mod settle_r24;
