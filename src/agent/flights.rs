@@ -36,8 +36,9 @@ pub(super) enum Landing {
         error: LoaderError,
         stale: Option<Fallback>,
     },
-    /// The leader gave up before the loader finished, or its value could not be encoded:
-    /// start over.
+    /// The leader gave up before the loader finished, its value could not be encoded, or it
+    /// found the key's value in the cache instead of loading (a read that may have begun
+    /// before a waiter did: not the waiter's to serve): start over.
     Abandoned,
 }
 

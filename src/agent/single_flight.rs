@@ -382,6 +382,24 @@ impl TieredCache {
                         tiers.counters().joined.inc();
                         return self.on_failure(error, own_stale.or(stale), controls, kind);
                     }
+                    // Before a new flight: the cache may hold the key's value now (the
+                    // leader found it there, or another caller stored it).
+                    Landing::Abandoned if look_up => {
+                        if let Some(found) = tiers.lookup(key, false).await? {
+                            match kind.decode(&found.value, found.encoding) {
+                                Ok(v) => {
+                                    tiers.count_hit(&found);
+                                    return Ok(Answer::new(v, found.source, found.encoding));
+                                }
+                                Err(detail) => {
+                                    if !decode_missed {
+                                        tiers.decode_miss::<V>(found.encoding, &detail);
+                                        decode_missed = true;
+                                    }
+                                }
+                            }
+                        }
+                    }
                     Landing::Abandoned => {}
                 },
             }
@@ -431,11 +449,11 @@ impl TieredCache {
                     Ok(v) => {
                         tiers.counters().joined.inc();
                         tiers.counters().cost_saved.add(cost);
-                        leader.land(Landing::Value {
-                            bytes,
-                            encoding,
-                            cost,
-                        });
+                        // Not handed to the callers that joined this flight: what a read
+                        // begun before them found is not theirs to serve (one that began
+                        // after a `remove` returned, a `no_cache` caller that asked for a
+                        // fresh load). They start over, each with a look of its own.
+                        leader.land(Landing::Abandoned);
                         return Ok(Answer::new(v, Source::Joined, encoding));
                     }
                     Err(detail) if !decode_missed => {
@@ -467,11 +485,9 @@ impl TieredCache {
                             // Only a verified, decoded value served counts (garbage that
                             // appeared during the wait is a miss, and the load is local).
                             shared.lease_counters().lease_waits_served.inc();
-                            leader.land(Landing::Value {
-                                bytes: found.value.clone(),
-                                encoding: found.encoding,
-                                cost: found.cost,
-                            });
+                            // As for the second look above: the callers that joined start
+                            // over and find it themselves (in the hot tier, promoted now).
+                            leader.land(Landing::Abandoned);
                             return Ok(Answer::new(v, found.source, found.encoding));
                         }
                     }
