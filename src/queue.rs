@@ -14,7 +14,7 @@
 //! The queue is bounded in bytes by a semaphore: `set` waits for room (backpressure) before it
 //! changes anything, so dropping a `set` future while it waits leaves nothing half-done.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit, Semaphore};
@@ -95,6 +95,41 @@ struct State {
     in_flight: usize,
     /// The writer has stopped (see [`WriteQueue::shut_if_idle`]).
     shut: bool,
+    /// The `seq` of every slot that is not stuck: `wait(Some(u))` is done once the first is
+    /// above `u`, a lookup instead of a scan of every slot.
+    live: BTreeSet<u64>,
+    /// The `upto` of each `wait(Some(_))` call waiting, with how many wait for it: a
+    /// completion wakes them only once the smallest is done (not at every job of a drain).
+    flushes: BTreeMap<u64, usize>,
+}
+
+impl State {
+    /// Is no operation with `seq <= upto` left that is not stuck (or the writer gone)?
+    fn flushed(&self, upto: u64) -> bool {
+        self.shut || self.live.first().is_none_or(|&m| m > upto)
+    }
+
+    /// Is a `wait(Some(_))` call done (the one with the smallest `upto` is done whenever any
+    /// is)?
+    fn flush_due(&self) -> bool {
+        self.flushes
+            .first_key_value()
+            .is_some_and(|(&u, _)| self.flushed(u))
+    }
+
+    /// Checks (debug builds, small queues) that `live` holds the seqs of the slots that are
+    /// not stuck, exactly.
+    fn check_live(&self) {
+        if cfg!(debug_assertions) && self.slots.len() <= 512 {
+            let expected: BTreeSet<u64> = self
+                .slots
+                .values()
+                .filter(|s| !s.stuck)
+                .map(|s| s.seq)
+                .collect();
+            debug_assert_eq!(self.live, expected, "the queue's live seqs");
+        }
+    }
 }
 
 /// Installs `op` in the key's slot (replacing an older operation) and returns whether the key
@@ -112,6 +147,10 @@ fn install(
     st.bytes += permit.num_permits();
     let push_ready = match st.slots.get_mut(&hash) {
         Some(slot) => {
+            if !slot.stuck {
+                st.live.remove(&slot.seq);
+                st.live.insert(seq);
+            }
             slot.op = op;
             slot.seq = seq;
             slot.key = key;
@@ -128,6 +167,7 @@ fn install(
             ready
         }
         None => {
+            st.live.insert(seq);
             st.slots.insert(
                 hash,
                 Slot {
@@ -149,6 +189,7 @@ fn install(
     if push_ready {
         st.ready.push_back(hash);
     }
+    st.check_live();
     push_ready
 }
 
@@ -196,8 +237,10 @@ pub(crate) struct WriteQueue {
     capacity: usize,
     /// Wakes the writer when a slot becomes ready.
     pub(crate) ready: Notify,
-    /// Wakes `flush` waiters when a job completes.
+    /// Wakes `clear` (`wait(None)`) and [`WriteQueue::wait_shut`] when a job completes.
     progress: Notify,
+    /// Wakes `flush` (`wait(Some(_))`) when one of them is done.
+    flushed: Notify,
 }
 
 impl WriteQueue {
@@ -211,6 +254,7 @@ impl WriteQueue {
             capacity,
             ready: Notify::new(),
             progress: Notify::new(),
+            flushed: Notify::new(),
         }
     }
 
@@ -368,12 +412,27 @@ impl WriteQueue {
     /// "not written" now: a disk that does not answer cannot hang `set`, and the write is not
     /// known to be durable. The value is still served from memory.
     pub(crate) fn mark_stuck(&self, hash: &KeyHash, seq: u64) {
-        if let Some(slot) = self.lock().slots.get_mut(hash) {
-            if slot.in_flight && slot.in_flight_seq == seq {
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        if let Some(slot) = st.slots.get_mut(hash) {
+            if slot.in_flight && slot.in_flight_seq == seq && !slot.stuck {
                 slot.stuck = true;
+                st.live.remove(&slot.seq);
                 // Dropped senders: the receivers learn "not written".
                 slot.waiters.clear();
             }
+        }
+        st.check_live();
+        self.wake(guard);
+    }
+
+    /// Wakes `clear` and [`WriteQueue::wait_shut`] (at every change), and the `flush` calls
+    /// once one is done; takes the lock guard to release it first.
+    fn wake(&self, st: impl std::ops::Deref<Target = State>) {
+        let flush_due = st.flush_due();
+        drop(st);
+        if flush_due {
+            self.flushed.notify_waiters();
         }
         self.progress.notify_waiters();
     }
@@ -426,7 +485,8 @@ impl WriteQueue {
         seq: u64,
         before_release: impl FnOnce(bool),
     ) -> (bool, Vec<oneshot::Sender<bool>>) {
-        let mut st = self.lock();
+        let mut guard = self.lock();
+        let st = &mut *guard;
         st.in_flight = st.in_flight.saturating_sub(1);
         let shut = st.shut;
         let (requeue, cancelled) = match st.slots.get_mut(hash) {
@@ -435,17 +495,21 @@ impl WriteQueue {
             // write-through waiters are told now that it will not be written.
             Some(slot) if slot.seq != seq && shut => {
                 slot.in_flight = false;
-                slot.stuck = false;
+                if std::mem::take(&mut slot.stuck) {
+                    st.live.insert(slot.seq);
+                }
                 // Dropped senders: the receivers learn "not written".
                 slot.waiters.clear();
                 before_release(true);
-                drop(st);
-                self.progress.notify_waiters();
+                st.check_live();
+                self.wake(guard);
                 return (true, Vec::new());
             }
             Some(slot) if slot.seq != seq => {
                 slot.in_flight = false;
-                slot.stuck = false;
+                if std::mem::take(&mut slot.stuck) {
+                    st.live.insert(slot.seq);
+                }
                 slot.queued = true;
                 (true, false)
             }
@@ -456,14 +520,17 @@ impl WriteQueue {
         if requeue {
             st.ready.push_back(*hash);
         } else if let Some(slot) = st.slots.remove(hash) {
+            if !slot.stuck {
+                st.live.remove(&slot.seq);
+            }
             st.bytes -= slot._permit.num_permits();
             waiters = slot.waiters;
         }
-        drop(st);
+        st.check_live();
+        self.wake(guard);
         if requeue {
             self.ready.notify_one();
         }
-        self.progress.notify_waiters();
         // A cancelled slot was superseded by `clear`.
         (requeue || cancelled, waiters)
     }
@@ -493,13 +560,16 @@ impl WriteQueue {
             .collect();
         for h in &doomed {
             if let Some(slot) = st.slots.remove(h) {
+                if !slot.stuck {
+                    st.live.remove(&slot.seq);
+                }
                 st.bytes -= slot._permit.num_permits();
                 waiters.extend(slot.waiters);
             }
         }
         st.ready.clear();
-        drop(st);
-        self.progress.notify_waiters();
+        st.check_live();
+        self.wake(st);
         waiters
     }
 
@@ -516,9 +586,8 @@ impl WriteQueue {
         // Idle: every remaining slot is in flight (a write that timed out and has not
         // returned). When it returns, `complete` does not queue a newer operation again.
         st.shut = true;
-        drop(st);
         self.space.close();
-        self.progress.notify_waiters();
+        self.wake(st);
         true
     }
 
@@ -544,20 +613,57 @@ impl WriteQueue {
     /// nothing is in flight). Neither waits for a stuck slot (a write that timed out and may
     /// never return, and anything queued behind it).
     pub(crate) async fn wait(&self, upto: Option<u64>) {
+        match upto {
+            Some(u) => self.wait_flushed(u).await,
+            None => loop {
+                let notified = self.progress.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                {
+                    let st = self.lock();
+                    // Writes in flight still finish once shut, so `clear` keeps waiting.
+                    if !st.slots.values().any(|s| s.in_flight && !s.stuck) {
+                        return;
+                    }
+                }
+                notified.await;
+            },
+        }
+    }
+
+    /// `wait(Some(upto))`: registered in `flushes` while it waits, so that it is woken once
+    /// it is done rather than at every completion (a drain of n entries would wake it n
+    /// times, each a look at the queue, on a core the writer needs).
+    async fn wait_flushed(&self, upto: u64) {
+        /// Takes the registration back however the call ends (done, or its future dropped).
+        struct Registered<'a>(&'a WriteQueue, u64);
+        impl Drop for Registered<'_> {
+            fn drop(&mut self) {
+                let mut st = self.0.lock();
+                if let Some(n) = st.flushes.get_mut(&self.1) {
+                    *n -= 1;
+                    if *n == 0 {
+                        st.flushes.remove(&self.1);
+                    }
+                }
+            }
+        }
+        let mut registered = None;
         loop {
-            let notified = self.progress.notified();
+            let notified = self.flushed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             {
-                let st = self.lock();
+                let mut st = self.lock();
                 // Once shut, operations still queued will never be written: `flush` stops
-                // waiting. Writes in flight still finish, so `clear` keeps waiting for them.
-                let done = match upto {
-                    Some(u) => st.shut || !st.slots.values().any(|s| s.seq <= u && !s.stuck),
-                    None => !st.slots.values().any(|s| s.in_flight && !s.stuck),
-                };
-                if done {
+                // waiting.
+                if st.flushed(upto) {
                     return;
+                }
+                // Once: a second guard, dropped, would take the registration back.
+                if registered.is_none() {
+                    *st.flushes.entry(upto).or_insert(0) += 1;
+                    registered = Some(Registered(self, upto));
                 }
             }
             notified.await;
@@ -603,6 +709,8 @@ impl WriteQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::future::Future;
+    use std::sync::atomic::Ordering;
 
     fn put(v: u8) -> Op {
         Op::Put {
@@ -837,6 +945,133 @@ mod tests {
         q.complete(&job.hash, job.seq);
         third.await.unwrap();
         assert_eq!(q.depth().0, 2);
+    }
+
+    /// A `flush` of a drain is woken once it is done, not at every job (the drain bench's
+    /// caller took a wake-up and a scan of every slot per entry).
+    #[tokio::test]
+    async fn a_flush_is_woken_once_when_its_drain_is_done_not_per_job() {
+        let q = Arc::new(WriteQueue::new(1 << 20));
+        let k: Arc<[u8]> = b"k".as_slice().into();
+        for i in 0..100u8 {
+            q.push([i; 32], k.clone(), put(i), false).await;
+        }
+        let upto = q.seq();
+        // A later operation the flush must not wait for.
+        q.push([200; 32], k.clone(), put(200), false).await;
+        let polls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (q2, p2) = (q.clone(), polls.clone());
+        let waiter = tokio::spawn(async move {
+            let mut wait = Box::pin(q2.wait(Some(upto)));
+            std::future::poll_fn(|cx| {
+                p2.fetch_add(1, Ordering::SeqCst);
+                wait.as_mut().poll(cx)
+            })
+            .await
+        });
+        tokio::task::yield_now().await;
+        assert_eq!(polls.load(Ordering::SeqCst), 1);
+        let jobs: Vec<Job> = std::iter::from_fn(|| q.take()).collect();
+        assert_eq!(jobs.len(), 101);
+        for job in &jobs[..99] {
+            q.complete(&job.hash, job.seq);
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            (polls.load(Ordering::SeqCst), waiter.is_finished()),
+            (1, false),
+            "99 of 100 done: not woken"
+        );
+        q.complete(&jobs[99].hash, jobs[99].seq);
+        waiter.await.unwrap();
+        assert_eq!(polls.load(Ordering::SeqCst), 2, "woken once, done");
+        assert_eq!(q.lock().flushes.len(), 0, "registration taken back");
+        // A flush dropped while it waits takes its registration back too.
+        let upto = q.seq();
+        let mut dropped = Box::pin(q.wait(Some(upto)));
+        assert!(futures_poll_once(dropped.as_mut()).is_pending());
+        assert_eq!(q.lock().flushes.get(&upto), Some(&1));
+        drop(dropped);
+        assert_eq!(q.lock().flushes.len(), 0);
+    }
+
+    /// Two flushes: the earlier one's completion wakes both; the later one, not done, waits
+    /// on and is woken when its own operations are written (a first version took its
+    /// registration back on that wake-up and waited forever: `promises::flush_is_ok_...`
+    /// hung in 10 of 40 runs).
+    #[tokio::test]
+    async fn a_flush_woken_before_it_is_done_is_woken_again_when_it_is() {
+        let q = Arc::new(WriteQueue::new(1 << 20));
+        let k: Arc<[u8]> = b"k".as_slice().into();
+        q.push([1; 32], k.clone(), put(1), false).await;
+        let first_upto = q.seq();
+        q.push([2; 32], k.clone(), put(2), false).await;
+        let second_upto = q.seq();
+        let (q1, q2) = (q.clone(), q.clone());
+        let first = tokio::spawn(async move { q1.wait(Some(first_upto)).await });
+        let second = tokio::spawn(async move { q2.wait(Some(second_upto)).await });
+        tokio::task::yield_now().await;
+        tokio::task::yield_now().await;
+        let (a, b) = (q.take().unwrap(), q.take().unwrap());
+        q.complete(&a.hash, a.seq);
+        first.await.unwrap();
+        for _ in 0..4 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!second.is_finished());
+        assert_eq!(
+            q.lock().flushes.get(&second_upto),
+            Some(&1),
+            "still registered"
+        );
+        q.complete(&b.hash, b.seq);
+        tokio::time::timeout(std::time::Duration::from_secs(10), second)
+            .await
+            .expect("the second flush is woken")
+            .unwrap();
+    }
+
+    /// Polls `f` once with a no-op waker.
+    fn futures_poll_once<F: std::future::Future + ?Sized>(
+        f: std::pin::Pin<&mut F>,
+    ) -> std::task::Poll<F::Output> {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        f.poll(&mut cx)
+    }
+
+    /// A stuck write stops counting for `flush` the moment it is marked, and a newer operation
+    /// queued behind it counts again once it returns (the flush after that waits for it).
+    #[tokio::test]
+    async fn a_stuck_slot_leaves_and_rejoins_what_flush_waits_for() {
+        let q = Arc::new(WriteQueue::new(1 << 20));
+        let (h, k): (KeyHash, Arc<[u8]>) = ([9; 32], b"k".as_slice().into());
+        q.push(h, k.clone(), put(1), false).await;
+        let job = q.take().unwrap();
+        let upto = q.seq();
+        let q2 = q.clone();
+        let waiter = tokio::spawn(async move { q2.wait(Some(upto)).await });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        q.mark_stuck(&h, job.seq);
+        waiter.await.unwrap();
+        // Behind the stuck write: not waited for while it is stuck.
+        q.push(h, k.clone(), put(2), false).await;
+        q.wait(Some(q.seq())).await;
+        // The stuck write returns: the newer operation is queued and waited for again.
+        assert!(q.complete(&h, job.seq).0);
+        let upto = q.seq();
+        let q2 = q.clone();
+        let waiter = tokio::spawn(async move { q2.wait(Some(upto)).await });
+        tokio::task::yield_now().await;
+        assert!(
+            !waiter.is_finished(),
+            "the newer operation is not written yet"
+        );
+        let job = q.take().unwrap();
+        assert_eq!(val(&job.op), Some(2));
+        q.complete(&h, job.seq);
+        waiter.await.unwrap();
+        assert_eq!((q.depth(), q.lock().live.len()), ((0, 0), 0));
     }
 
     #[tokio::test]
