@@ -61,7 +61,7 @@ use tracing::debug;
 use super::controls::Controls;
 use super::flights::{wait, Fallback, Landing, Leader, Role};
 use crate::answer::{Answer, Source};
-use crate::cache::{LeaderStore, Tiers};
+use crate::cache::{Found, LeaderStore, Tiers};
 use crate::codec::{self, Codec, Encoding};
 use crate::error::{Error, LoaderError, Result};
 use crate::handle::TieredCache;
@@ -335,8 +335,12 @@ impl TieredCache {
         // A call counts at most one decode miss, however often it meets the undecodable value
         // (its lookup, its leader's second look, another type's landing).
         let mut decode_missed = false;
+        // This replica's tiers only: the shared tier is asked by the leader of the key's
+        // flight (its second look), so that a caller arriving while the key is being loaded
+        // here joins that load without a round trip to the server (and cannot be served,
+        // from the server, a value this replica stored during its lookup).
         if look_up {
-            if let Some(found) = tiers.lookup(key, false).await? {
+            if let Some(found) = tiers.lookup_local(key).await? {
                 match kind.decode(&found.value, found.encoding) {
                     Ok(v) => {
                         tiers.count_hit(&found);
@@ -385,7 +389,7 @@ impl TieredCache {
                     // Before a new flight: the cache may hold the key's value now (the
                     // leader found it there, or another caller stored it).
                     Landing::Abandoned if look_up => {
-                        if let Some(found) = tiers.lookup(key, false).await? {
+                        if let Some(found) = tiers.lookup_local(key).await? {
                             match kind.decode(&found.value, found.encoding) {
                                 Ok(v) => {
                                     tiers.count_hit(&found);
@@ -431,33 +435,40 @@ impl TieredCache {
             // A previous leader may have stored the value after this caller's lookup; it can
             // have left the hot tier since (for the write queue or the disk). The hot tier
             // is only peeked: an entry there is the key's newest, and one expired or removed
-            // must stay in place (the stale-if-error fallback, the removal); with none, this
-            // replica's other tiers are looked up as a `get` would.
+            // must stay in place (the stale-if-error fallback, the removal); with none, the
+            // other tiers are looked up as a `get` would, the shared tier last.
             let now = tiers.now_ms();
             let found = match tiers.peek_hot(key) {
-                Some(e) if !e.tombstone && is_fresh(e.expires_ms, now) => {
-                    Some((e.value.clone(), e.encoding, e.cost))
-                }
+                Some(e) if !e.tombstone && is_fresh(e.expires_ms, now) => Some(Found {
+                    value: e.value.clone(),
+                    expires_ms: e.expires_ms,
+                    cost: e.cost,
+                    encoding: e.encoding,
+                    source: Source::Hot,
+                }),
                 Some(_) => None,
-                None => tiers
-                    .lookup_local(key)
-                    .await?
-                    .map(|f| (f.value, f.encoding, f.cost)),
+                None => tiers.lookup(key, false).await?,
             };
-            if let Some((bytes, encoding, cost)) = found {
-                match kind.decode(&bytes, encoding) {
+            if let Some(found) = found {
+                match kind.decode(&found.value, found.encoding) {
                     Ok(v) => {
-                        tiers.counters().joined.inc();
-                        tiers.counters().cost_saved.add(cost);
                         // Not handed to the callers that joined this flight: what a read
                         // begun before them found is not theirs to serve (one that began
                         // after a `remove` returned, a `no_cache` caller that asked for a
                         // fresh load). They start over, each with a look of its own.
                         leader.land(Landing::Abandoned);
-                        return Ok(Answer::new(v, Source::Joined, encoding));
+                        // Another replica's answer: a shared hit, as a `get`'s.
+                        if found.source == Source::Shared {
+                            tiers.count_hit(&found);
+                            return Ok(Answer::new(v, Source::Shared, found.encoding));
+                        }
+                        // Stored here by a previous leader: joined.
+                        tiers.counters().joined.inc();
+                        tiers.counters().cost_saved.add(found.cost);
+                        return Ok(Answer::new(v, Source::Joined, found.encoding));
                     }
                     Err(detail) if !decode_missed => {
-                        tiers.decode_miss::<V>(encoding, &detail);
+                        tiers.decode_miss::<V>(found.encoding, &detail);
                     }
                     Err(_) => {}
                 }
