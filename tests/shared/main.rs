@@ -27,6 +27,7 @@ static ALLOCATOR: support::alloc::Tracking = support::alloc::Tracking;
 
 mod harness;
 
+mod r38;
 mod t01_sharing;
 mod t02_agent;
 mod t03_latency;
