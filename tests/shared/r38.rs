@@ -154,7 +154,7 @@ fn r38_p2_flight_on_a_shared_hit_makes_one_round_trip() {
 /// trip. Expected one round trip for the flight (README: "one round trip per miss, none for a
 /// caller that joins").
 #[test]
-#[ignore = "FINDING R38-F1: 8 callers of an answer too large for the hot tier make 8 serial shared round trips (shared_hits 8), not 1"]
+#[ignore = "FINDING R38-F1 (open, documented: a value larger than the whole hot tier): 8 callers make 8 serial shared round trips (shared_hits 8), not 1"]
 fn r38_p2_flight_on_a_shared_hit_too_large_for_hot_makes_one_round_trip() {
     let _slot = shared_slot();
     let Some(server) = RedisServer::start_tcp() else {
