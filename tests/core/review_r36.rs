@@ -2,7 +2,9 @@
 //! write queue or on disk"): adversarial tests of `lead`'s second look (`peek_hot`, else
 //! `Tiers::lookup_local`) against removals, clears, newer sets, expiry, corrupt files,
 //! values of another type, `no_cache`, `stale_if_error` and the counters. Findings:
-//! `REVIEW_R36_FINDINGS.md`.
+//! `REVIEW_R36_FINDINGS.md`. (Since fa133af the first lookup is `lookup_local` and the
+//! second look, after the hot peek, a full `lookup` with the shared tier last; no test here
+//! configures a shared tier.)
 //!
 //! Most tests hold a leader L the way `second_look.rs` does: L's first lookup reads an expired
 //! file of the key and is held just after the read; meanwhile a previous leader P loads,
@@ -610,7 +612,8 @@ async fn promise2_an_answer_cacheable_or_no_store_rejected_is_not_found_by_the_s
 /// no load at all: N is served P's cached answer, its loader never runs and the entry is not
 /// refreshed. Before f7813e6 the second look was a synchronous peek of the hot tier, with no
 /// await between the flight's creation and its landing: no caller could join a flight that
-/// ended in a cache read.
+/// ended in a cache read. Fixed (8c4357c): the flight lands as abandoned, N starts over and
+/// loads.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promise_no_cache_a_refresh_joining_a_second_look_is_not_served_the_cached_answer() {
     let ctx = scenario().await;
