@@ -5,6 +5,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt};
 use std::path::Path;
 use std::time::UNIX_EPOCH;
@@ -194,14 +195,29 @@ impl Fs for LinuxFs {
             0,
         )?;
         let mut out = Vec::new();
-        for entry in fs::read_dir(path)? {
+        // rustix's `Dir`, not `std::fs::read_dir`: std's directory handle panics when
+        // `closedir` fails (an EIO injected by libfiu did, in `faults::fiu`); this one
+        // reports errors while reading and ignores one on close, as `close` of a file does.
+        let fd = rustix::fs::open(
+            path,
+            rustix::fs::OFlags::RDONLY
+                | rustix::fs::OFlags::DIRECTORY
+                | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )?;
+        for entry in rustix::fs::Dir::new(fd)? {
             let entry = match entry {
                 Ok(e) => e,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
+                Err(e) if e == rustix::io::Errno::NOENT => continue,
+                Err(e) => return Err(e.into()),
             };
-            // DirEntry::metadata does not follow symlinks.
-            let meta = match entry.metadata() {
+            let name = entry.file_name().to_bytes();
+            if name == b"." || name == b".." {
+                continue;
+            }
+            let name = std::ffi::OsStr::from_bytes(name).to_os_string();
+            // As `DirEntry::metadata`: does not follow symlinks.
+            let meta = match fs::symlink_metadata(path.join(&name)) {
                 Ok(m) => m,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(e),
@@ -214,7 +230,7 @@ impl Fs for LinuxFs {
                     FileKind::of(ft)
                 };
             out.push(DirEntryInfo {
-                name: entry.file_name(),
+                name,
                 kind,
                 len: meta.len(),
                 modified_ms: millis(&meta),
