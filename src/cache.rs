@@ -288,9 +288,8 @@ impl Tiers {
     }
 
     /// [`Tiers::lookup`] of this replica's own tiers (hot, write queue, disk), not the
-    /// shared tier, counting no miss: a single-flight leader's second look for what the
-    /// previous leader of the key stored here (a second round trip to the server would find
-    /// nothing the first did not, but the previous leader's value).
+    /// shared tier, counting no miss: a `get_or_insert_*` caller's first lookup and its look
+    /// after an abandoned flight (the flight's leader asks the shared tier, once).
     pub(crate) async fn lookup_local(&self, key: &[u8]) -> Result<Option<Found>> {
         self.lookup_in(key, false, false).await
     }
