@@ -266,6 +266,18 @@ pub struct Decoded {
 
 /// Builds a complete entry file: header, key, gzip payload.
 pub fn encode(key: &[u8], value: &[u8], meta: EntryMeta, level: u32) -> io::Result<Vec<u8>> {
+    if level == 0 && !value.is_empty() {
+        // Laid out in the file's buffer directly: one copy of the value, not two.
+        return Ok(assemble_with(
+            key,
+            value.len() as u64,
+            stored_member_len(value.len()),
+            meta,
+            VERSION,
+            flags_for(meta.encoding),
+            |out| push_stored_member(out, value),
+        ));
+    }
     let payload = deflate(value, level)?;
     Ok(assemble(
         key,
@@ -306,8 +318,18 @@ const STORED_BLOCK_MAX: usize = 65_535;
 /// third of the time of `GzEncoder` at level 0 for 64 KiB (BENCHMARKS.md, "Session 19").
 /// `value` must not be empty (flate2 writes an empty member differently).
 fn stored_member(value: &[u8]) -> Vec<u8> {
-    let blocks = value.len().div_ceil(STORED_BLOCK_MAX);
-    let mut out = Vec::with_capacity(10 + blocks * 5 + value.len() + 8);
+    let mut out = Vec::with_capacity(stored_member_len(value.len()));
+    push_stored_member(&mut out, value);
+    out
+}
+
+/// The length of [`stored_member`]'s output for a value of `len` bytes.
+fn stored_member_len(len: usize) -> usize {
+    10 + len.div_ceil(STORED_BLOCK_MAX) * 5 + len + 8
+}
+
+/// Appends [`stored_member`]'s output for `value` to `out`.
+fn push_stored_member(out: &mut Vec<u8>, value: &[u8]) {
     out.extend_from_slice(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 4, 0xff]);
     let mut chunks = value.chunks(STORED_BLOCK_MAX).peekable();
     while let Some(chunk) = chunks.next() {
@@ -323,7 +345,6 @@ fn stored_member(value: &[u8]) -> Vec<u8> {
     out.extend_from_slice(&crc.sum().to_le_bytes());
     // ISIZE: the length modulo 2^32.
     out.extend_from_slice(&(value.len() as u32).to_le_bytes());
-    out
 }
 
 /// Lays out header + key + payload and computes the checksum. Public to the crate so that
@@ -336,22 +357,49 @@ pub fn assemble(
     version: u16,
     flags: u16,
 ) -> Vec<u8> {
+    assemble_with(
+        key,
+        uncompressed_len,
+        payload.len(),
+        meta,
+        version,
+        flags,
+        |out| out.extend_from_slice(payload),
+    )
+}
+
+/// [`assemble`] with the payload (`payload_len` bytes) appended by `push_payload` to the
+/// file's buffer, after the key: the checksum is computed over it in place.
+fn assemble_with(
+    key: &[u8],
+    uncompressed_len: u64,
+    payload_len: usize,
+    meta: EntryMeta,
+    version: u16,
+    flags: u16,
+    push_payload: impl FnOnce(&mut Vec<u8>),
+) -> Vec<u8> {
     let key_len = u32::try_from(key.len()).unwrap_or(u32::MAX);
-    let mut out = Vec::with_capacity(HEADER_LEN + key.len() + payload.len());
+    let mut out = Vec::with_capacity(HEADER_LEN + key.len() + payload_len);
     out.extend_from_slice(&MAGIC);
     out.extend_from_slice(&version.to_le_bytes());
     out.extend_from_slice(&flags.to_le_bytes());
     out.extend_from_slice(&key_len.to_le_bytes());
     out.extend_from_slice(&meta.created_ms.to_le_bytes());
     out.extend_from_slice(&meta.expires_ms.to_le_bytes());
-    out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    out.extend_from_slice(&(payload_len as u64).to_le_bytes());
     out.extend_from_slice(&uncompressed_len.to_le_bytes());
     out.extend_from_slice(&meta.cost.to_le_bytes());
     debug_assert_eq!(out.len(), CHECKSUM_OFFSET);
-    let checksum = checksum(&out[..CHECKSUM_OFFSET], key, payload);
-    out.extend_from_slice(&checksum);
+    out.extend_from_slice(&[0; HEADER_LEN - CHECKSUM_OFFSET]);
     out.extend_from_slice(key);
-    out.extend_from_slice(payload);
+    let payload_at = out.len();
+    push_payload(&mut out);
+    debug_assert_eq!(out.len() - payload_at, payload_len);
+    let (head, rest) = out.split_at_mut(HEADER_LEN);
+    let (key, payload) = rest.split_at(key.len());
+    let sum = checksum(&head[..CHECKSUM_OFFSET], key, payload);
+    head[CHECKSUM_OFFSET..].copy_from_slice(&sum);
     out
 }
 
