@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use tracing::{debug, info, warn};
+use tracing::{debug, info, trace, warn};
 
 use crate::defaults::{DEFAULT_MIN_FREE_BYTES, DEFAULT_MIN_FREE_PERCENT};
 use crate::fs::{FileKind, FileRead, Fs, IoErrorKind};
@@ -1094,7 +1094,7 @@ impl WarmStore {
                 Ok(()) => {}
             }
             let key_lock = self.key_lock(hash, Hold::Shared);
-            match self.rename_into_place(fs, &tmp, &dest, hash[0]) {
+            match self.rename_into_place(fs, &tmp, &dest, hash[0], hash) {
                 // The fan-out directory went, with the temp file in it, between the write and
                 // the rename (another process's `clear`; this one's waits for writes): written
                 // again, a bounded number of times.
@@ -1442,13 +1442,29 @@ impl WarmStore {
     /// directory (`fan_out`), and (with `Fsync`) makes the rename durable: the directory, and
     /// `v2/` unless this process knows the directory's name there durable
     /// ([`WarmStore::fan_out_durable`]). `NotFound`: the directory went with the temp file in it.
+    ///
+    /// Without fsync, an older file of the key this process knows of is deleted first (any
+    /// error ignored: the rename replaces it then). Renamed over an existing file, ext4 (its
+    /// default `auto_da_alloc`) starts writing the new file's data back inside the rename,
+    /// which a no-sync write never asked for: at 64 KiB that was about a fifth of a drain's
+    /// time (BENCHMARKS.md, "Session 26"). Under the key's lock, as the rename is; a reader
+    /// between the two finds no file, a miss, never the superseded answer; and a crash between
+    /// them loses the older entry, never serves it. With fsync the rename replaces the file as
+    /// before (its data is on disk already, so there is nothing to write back), and a crash
+    /// leaves the older entry or the new one.
     fn rename_into_place(
         &self,
         fs: &dyn Fs,
         tmp: &Path,
         dest: &Path,
         fan_out: u8,
+        hash: &KeyHash,
     ) -> io::Result<()> {
+        if !self.config.sync && self.index().contains(hash) {
+            if let Err(e) = fs.remove_file(dest) {
+                trace!(error = %e, "the older file is replaced by the rename instead");
+            }
+        }
         fs.rename(tmp, dest)?;
         if self.config.sync {
             if let Some(dir) = dest.parent() {
@@ -2212,3 +2228,7 @@ mod beside_r29_tests;
 #[cfg(test)]
 #[path = "review_r31_tests.rs"]
 mod review_r31_tests;
+
+#[cfg(test)]
+#[path = "replace_tests.rs"]
+mod replace_tests;
