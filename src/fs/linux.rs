@@ -148,7 +148,13 @@ impl Fs for LinuxFs {
 
     fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
         check_parent(path)?;
-        fs::remove_dir_all(path)
+        // Not `std::fs::remove_dir_all`: its directory handles panic when `closedir` fails
+        // (see `read_dir`; `faults::fiu_closedir` failed in `clear` with it).
+        if !fs::symlink_metadata(path)?.is_dir() {
+            // As std's: a symlink (or a file) at the path is removed, never followed.
+            return fs::remove_file(path);
+        }
+        remove_tree(rustix::fs::CWD, path, 0)
     }
 
     fn remove_dir(&self, path: &Path) -> io::Result<()> {
@@ -320,5 +326,140 @@ impl Fs for LinuxFs {
         // Closed on the closer thread, never here (see `closer`).
         place.defer(fd);
         read
+    }
+}
+
+/// How deep [`remove_tree`] descends: far below any stack limit, far above the cache's own
+/// layout (two levels). A deeper tree is a planted one: `ELOOP`-like, reported as an error.
+const REMOVE_TREE_MAX_DEPTH: usize = 64;
+
+/// Removes the directory `name` (relative to `parent`, or absolute) and everything in it, as
+/// `std::fs::remove_dir_all` does but with rustix's `Dir`, whose close errors are ignored:
+/// symlinks are removed, never followed (the directory is opened `O_NOFOLLOW`, entries are
+/// unlinked by name relative to it); an entry gone meanwhile is not an error; one created
+/// meanwhile makes the final `rmdir` fail (`DirectoryNotEmpty`), as std's does.
+fn remove_tree<Fd: std::os::fd::AsFd, P: rustix::path::Arg + Copy>(
+    parent: Fd,
+    name: P,
+    depth: usize,
+) -> io::Result<()> {
+    use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+    if depth > REMOVE_TREE_MAX_DEPTH {
+        return Err(io::Error::other("directory tree too deep to remove"));
+    }
+    let dir = rustix::fs::openat(
+        &parent,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut entries = Vec::new();
+    for entry in rustix::fs::Dir::read_from(&dir)? {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) if e == rustix::io::Errno::NOENT => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let n = entry.file_name();
+        if n.to_bytes() == b"." || n.to_bytes() == b".." {
+            continue;
+        }
+        entries.push((n.to_owned(), entry.file_type()));
+    }
+    for (n, kind) in entries {
+        let is_dir = match kind {
+            FileType::Directory => true,
+            FileType::Unknown => {
+                match rustix::fs::statat(&dir, n.as_c_str(), AtFlags::SYMLINK_NOFOLLOW) {
+                    Ok(st) => FileType::from_raw_mode(st.st_mode) == FileType::Directory,
+                    Err(rustix::io::Errno::NOENT) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            _ => false,
+        };
+        let removed = if is_dir {
+            remove_tree(&dir, n.as_c_str(), depth + 1)
+        } else {
+            rustix::fs::unlinkat(&dir, n.as_c_str(), AtFlags::empty()).map_err(io::Error::from)
+        };
+        match removed {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            r => r?,
+        }
+    }
+    drop(dir);
+    rustix::fs::unlinkat(&parent, name, AtFlags::REMOVEDIR).map_err(io::Error::from)
+}
+
+#[cfg(test)]
+mod remove_tree_tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use std::os::unix::fs::symlink;
+
+    use super::LinuxFs;
+    use crate::fs::Fs;
+
+    fn names(dir: &std::path::Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn a_tree_goes_and_symlinks_in_it_are_not_followed() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = root.path().join("outside");
+        std::fs::create_dir_all(outside.join("kept")).unwrap();
+        std::fs::write(outside.join("kept/file"), b"x").unwrap();
+        let tree = root.path().join("tree");
+        std::fs::create_dir_all(tree.join("a/b/c")).unwrap();
+        std::fs::write(tree.join("a/b/c/deep"), b"1").unwrap();
+        std::fs::write(tree.join("a/top"), b"2").unwrap();
+        symlink(&outside, tree.join("a/b/to_outside")).unwrap();
+        symlink(outside.join("kept/file"), tree.join("to_file")).unwrap();
+        LinuxFs.remove_dir_all(&tree).unwrap();
+        assert_eq!(names(root.path()), ["outside"]);
+        assert_eq!(names(&outside.join("kept")), ["file"]);
+    }
+
+    #[test]
+    fn a_symlink_at_the_path_is_removed_not_followed() {
+        let root = tempfile::tempdir().unwrap();
+        let target = root.path().join("target");
+        std::fs::create_dir(&target).unwrap();
+        std::fs::write(target.join("f"), b"x").unwrap();
+        let link = root.path().join("link");
+        symlink(&target, &link).unwrap();
+        LinuxFs.remove_dir_all(&link).unwrap();
+        assert_eq!(names(root.path()), ["target"]);
+        assert_eq!(names(&target), ["f"]);
+    }
+
+    #[test]
+    fn a_missing_path_is_not_found() {
+        let root = tempfile::tempdir().unwrap();
+        let err = LinuxFs
+            .remove_dir_all(&root.path().join("absent"))
+            .unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn a_tree_deeper_than_the_bound_is_an_error_and_the_rest_stays() {
+        let root = tempfile::tempdir().unwrap();
+        let tree = root.path().join("tree");
+        let mut deep = tree.clone();
+        for _ in 0..=super::REMOVE_TREE_MAX_DEPTH + 1 {
+            deep.push("d");
+        }
+        std::fs::create_dir_all(&deep).unwrap();
+        let err = LinuxFs.remove_dir_all(&tree).unwrap_err();
+        assert_eq!(err.to_string(), "directory tree too deep to remove");
+        assert!(deep.is_dir());
     }
 }

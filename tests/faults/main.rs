@@ -19,6 +19,7 @@ mod chaos;
 mod disk_full;
 mod error_sweep;
 mod fiu;
+mod fiu_closedir;
 mod fsize;
 mod kill9;
 mod power_loss;
