@@ -32,6 +32,7 @@ mod review_r34;
 mod review_r35;
 mod review_r36;
 mod review_r37;
+mod review_r39;
 mod roundtrip;
 mod second_look;
 mod settings;
