@@ -160,6 +160,13 @@ impl Fs for ObservedFs {
             r => self.see(r),
         }
     }
+    fn rename_exchange(&self, from: &Path, to: &Path) -> io::Result<()> {
+        match self.inner.rename_exchange(from, to) {
+            // A file system without the call: the caller renames instead.
+            Err(e) if e.kind() == io::ErrorKind::Unsupported => Err(e),
+            r => self.see(r),
+        }
+    }
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         self.see(self.inner.remove_file(path))
     }

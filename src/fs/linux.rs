@@ -141,6 +141,24 @@ impl Fs for LinuxFs {
         .map_err(io::Error::from)
     }
 
+    fn rename_exchange(&self, from: &Path, to: &Path) -> io::Result<()> {
+        check_parents(from, to)?;
+        match rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            from,
+            rustix::fs::CWD,
+            to,
+            rustix::fs::RenameFlags::EXCHANGE,
+        ) {
+            Ok(()) => Ok(()),
+            // A file system without exchange (EINVAL), a kernel without `renameat2`.
+            Err(
+                rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS | rustix::io::Errno::OPNOTSUPP,
+            ) => Err(io::ErrorKind::Unsupported.into()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         check_parent(path)?;
         fs::remove_file(path)
@@ -461,5 +479,28 @@ mod remove_tree_tests {
         let err = LinuxFs.remove_dir_all(&tree).unwrap_err();
         assert_eq!(err.to_string(), "directory tree too deep to remove");
         assert!(deep.is_dir());
+    }
+}
+
+#[cfg(test)]
+mod exchange_tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use super::LinuxFs;
+    use crate::fs::Fs;
+
+    #[test]
+    fn an_exchange_swaps_two_files_and_needs_both() {
+        let root = tempfile::tempdir().unwrap();
+        let (a, b) = (root.path().join("a"), root.path().join("b"));
+        std::fs::write(&a, b"new").unwrap();
+        std::fs::write(&b, b"old").unwrap();
+        LinuxFs.rename_exchange(&a, &b).unwrap();
+        assert_eq!(std::fs::read(&b).unwrap(), b"new");
+        assert_eq!(std::fs::read(&a).unwrap(), b"old");
+        std::fs::remove_file(&b).unwrap();
+        let err = LinuxFs.rename_exchange(&a, &b).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
+        assert_eq!(std::fs::read(&a).unwrap(), b"old");
     }
 }

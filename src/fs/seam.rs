@@ -86,6 +86,17 @@ pub trait Fs: Send + Sync + fmt::Debug {
     /// `AlreadyExists` otherwise, changing nothing. Used to put back a file that a read took
     /// out of the way (see `WarmStore`) without ever replacing a newer one.
     fn rename_noreplace(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Atomically exchanges `from` and `to`, which must both exist: afterwards `to` names
+    /// what `from` named and `from` what `to` named (`renameat2(RENAME_EXCHANGE)`). A write
+    /// that replaces a file without fsync uses it, then deletes the file now at `from`: on
+    /// ext4, a plain rename over an existing file starts writing the new file's data back
+    /// inside the call (`auto_da_alloc`), an exchange does not, and neither leaves a moment
+    /// with nothing at `to`. `Unsupported` where the file system (or this `Fs`) has no such
+    /// call: the default, and callers then rename.
+    fn rename_exchange(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let _ = (from, to);
+        Err(io::ErrorKind::Unsupported.into())
+    }
     /// Removes a file (or symlink, never its target).
     fn remove_file(&self, path: &Path) -> io::Result<()>;
     /// Removes a directory tree without following symlinks.

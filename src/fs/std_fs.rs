@@ -129,6 +129,9 @@ impl Fs for StdFs {
     fn rename_noreplace(&self, from: &Path, to: &Path) -> io::Result<()> {
         self.imp().rename_noreplace(from, to)
     }
+    fn rename_exchange(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.imp().rename_exchange(from, to)
+    }
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         self.imp().remove_file(path)
     }

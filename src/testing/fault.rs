@@ -438,6 +438,11 @@ impl Fs for FaultFs {
         self.plain(FsOp::Rename, to, || self.inner.rename_noreplace(from, to))
     }
 
+    /// Counted and faulted as a [`FsOp::Rename`] of `to`.
+    fn rename_exchange(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.plain(FsOp::Rename, to, || self.inner.rename_exchange(from, to))
+    }
+
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         self.plain(FsOp::RemoveFile, path, || self.inner.remove_file(path))
     }

@@ -1,20 +1,22 @@
-//! A write over a key's existing entry without fsync (`Durability::NoSync`) deletes the old
-//! file before it renames the new one into place: renamed over an existing file, ext4 (with
-//! its default `auto_da_alloc`) starts writing the new file's data back inside the `rename`
-//! call, which is a write-back the caller waits for that a no-sync write never asked for
-//! (BENCHMARKS.md, "Session 26"). With fsync the data is already on disk and the rename
-//! replaces the old file as before: a crash then leaves the old entry or the new one, never
-//! neither.
+//! A write over a key's existing entry without fsync (`Durability::NoSync`) *exchanges* the
+//! new file with the older one (`Fs::rename_exchange`), then deletes the older one, now at
+//! the temp path: renamed over an existing file, ext4 (with its default `auto_da_alloc`)
+//! starts writing the new file's data back inside the `rename` call, a write-back the caller
+//! waits for that a no-sync write never asked for (BENCHMARKS.md, "Session 26"); an exchange
+//! does not. With fsync the data is already on disk and the rename replaces the old file as
+//! before.
 //!
-//! What these tests pin: the deletion happens for an indexed key under no-sync only; it is
-//! never a reason for the write to fail; and a rename that fails after it leaves no file of
-//! the key (the old value is not served as if the write had never been asked for).
+//! What these tests pin: the exchange happens for an indexed key under no-sync only; the path
+//! never lacks an entry (the first form deleted the older file before a rename: r39, F1); a
+//! failed deletion of the older file never fails the write nor is served; a failed exchange
+//! changes nothing; a file system without exchange gets the plain rename.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
 use std::path::Path;
 
 use crate::fs::{Fs, StdFs};
+use crate::testing::CrashFs;
 use crate::testing::{Fault, FaultFs, FsOp, Rule};
 use crate::warm::format::{EntryMeta, Limits};
 use crate::warm::layout::{self, KeyHash};
@@ -83,9 +85,32 @@ fn calls_of_an_overwrite(sync: bool) -> (u64, u64) {
     )
 }
 
+/// The temp files (`.<hex16>.<pid>.<instance>.<n>.tmp`) in the fan-out directory of `hash`.
+fn temp_files(root: &Path, hash: &KeyHash) -> Vec<std::path::PathBuf> {
+    let dir = entry_file(root, hash).parent().unwrap().to_owned();
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".tmp"))
+        .collect();
+    v.sort();
+    v
+}
+
 #[test]
-fn a_no_sync_overwrite_deletes_the_old_file_then_renames() {
+fn a_no_sync_overwrite_exchanges_then_deletes_the_older_file() {
+    // One exchange (counted as a rename of the entry path) and one deletion: of the older
+    // file, at the temp path; nothing is left beside the entry.
     assert_eq!(calls_of_an_overwrite(false), (1, 1));
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&StdFs::new(), dir.path(), false);
+    let hash = layout::key_hash(b"k");
+    write(&store, &StdFs::new(), b"k", b"first answer").unwrap();
+    write(&store, &StdFs::new(), b"k", b"second answer").unwrap();
+    assert_eq!(
+        temp_files(dir.path(), &hash),
+        Vec::<std::path::PathBuf>::new()
+    );
 }
 
 #[test]
@@ -99,9 +124,10 @@ fn a_first_write_of_a_key_deletes_nothing() {
     let fs = FaultFs::std();
     let store = open(&fs, dir.path(), false);
     write(&store, &fs, b"other", b"x").unwrap();
-    let removes = fs.calls(FsOp::RemoveFile);
+    let (removes, renames) = (fs.calls(FsOp::RemoveFile), fs.calls(FsOp::Rename));
     write(&store, &fs, b"fresh", b"first answer").unwrap();
     assert_eq!(fs.calls(FsOp::RemoveFile) - removes, 0);
+    assert_eq!(fs.calls(FsOp::Rename) - renames, 1);
     assert_eq!(
         read_value(&store, &fs, b"fresh").as_deref(),
         Some(&b"first answer"[..])
@@ -109,18 +135,17 @@ fn a_first_write_of_a_key_deletes_nothing() {
 }
 
 #[test]
-fn a_failed_deletion_of_the_old_file_does_not_fail_the_write() {
+fn a_failed_deletion_of_the_older_file_does_not_fail_the_write_and_is_never_served() {
     let dir = tempfile::tempdir().unwrap();
     let fs = FaultFs::std();
     let store = open(&fs, dir.path(), false);
     let hash = layout::key_hash(b"k");
     write(&store, &fs, b"k", b"first answer").unwrap();
-    let name = entry_file(dir.path(), &hash);
-    let name = name.file_name().unwrap().to_str().unwrap().to_owned();
+    let first = std::fs::read(entry_file(dir.path(), &hash)).unwrap();
     fs.add_rule(
         Rule::new(Fault::Errno(EIO))
             .ops(&[FsOp::RemoveFile])
-            .path_ends_with(name)
+            .path_ends_with(".tmp")
             .times(1),
     );
     let out = write(&store, &fs, b"k", b"second answer").unwrap();
@@ -136,29 +161,47 @@ fn a_failed_deletion_of_the_old_file_does_not_fail_the_write() {
         read_value(&store, &StdFs::new(), b"k").as_deref(),
         Some(&b"second answer"[..])
     );
+    // The older file stays at its temp name (deleted by a later retry, or swept at the next
+    // start), never at the entry path.
+    let left = temp_files(dir.path(), &hash);
+    assert_eq!(left.len(), 1);
+    assert_eq!(std::fs::read(&left[0]).unwrap(), first);
 }
 
 #[test]
-fn a_rename_failing_after_the_deletion_leaves_no_file_of_the_key() {
+fn a_failed_exchange_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let fs = FaultFs::std();
     let store = open(&fs, dir.path(), false);
     let hash = layout::key_hash(b"k");
     write(&store, &fs, b"k", b"first answer").unwrap();
+    let first = std::fs::read(entry_file(dir.path(), &hash)).unwrap();
     fs.add_rule(Rule::new(Fault::Errno(EIO)).ops(&[FsOp::Rename]).times(1));
     let err = write(&store, &fs, b"k", b"second answer").unwrap_err();
     assert_eq!(err.raw_os_error(), Some(EIO));
-    assert!(
-        !entry_file(dir.path(), &hash).exists(),
-        "the superseded entry is gone"
+    assert_eq!(std::fs::read(entry_file(dir.path(), &hash)).unwrap(), first);
+    assert_eq!(
+        temp_files(dir.path(), &hash),
+        Vec::<std::path::PathBuf>::new()
     );
-    assert_eq!(read_value(&store, &StdFs::new(), b"k"), None);
-    // The index forgot it at that miss: a fresh write is a first write again.
-    let removes = fs.calls(FsOp::RemoveFile);
     write(&store, &fs, b"k", b"third answer").unwrap();
-    assert_eq!(fs.calls(FsOp::RemoveFile) - removes, 0);
     assert_eq!(
         read_value(&store, &fs, b"k").as_deref(),
         Some(&b"third answer"[..])
     );
+}
+
+#[test]
+fn a_file_system_without_exchange_gets_the_plain_rename() {
+    // `CrashFs` keeps the trait's default: `Unsupported`.
+    let dir = tempfile::tempdir().unwrap();
+    let fs = CrashFs::new(dir.path()).unwrap();
+    let root = fs.root().to_owned();
+    let store = open(&fs, &root, false);
+    let hash = layout::key_hash(b"k");
+    for answer in [&b"first answer"[..], b"second answer", b"third answer"] {
+        write(&store, &fs, b"k", answer).unwrap();
+        assert_eq!(read_value(&store, &fs, b"k").as_deref(), Some(answer));
+    }
+    assert_eq!(temp_files(&root, &hash), Vec::<std::path::PathBuf>::new());
 }

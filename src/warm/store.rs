@@ -322,6 +322,10 @@ pub struct WarmStore {
     /// starts, cleared when it finished every `v1/ab`. While set, removing a key also removes
     /// its `v1/` file (see `migrate`).
     legacy_pending: std::sync::atomic::AtomicBool,
+    /// Whether a write without fsync replaces a key's older file by exchanging it with the
+    /// new one (see [`WarmStore::rename_into_place`]): cleared the first time the file system
+    /// answers that it has no exchange.
+    exchange_renames: std::sync::atomic::AtomicBool,
     /// Whether `prepare_dirs` has succeeded (the directories and the directory lock are
     /// there); a disk that failed at open gets them at the first write or probe that works.
     prepared: std::sync::atomic::AtomicBool,
@@ -454,6 +458,7 @@ impl WarmStore {
             // finished): until then removals also delete a `v1/` file (one `unlink` that
             // finds nothing, where there is none).
             legacy_pending: std::sync::atomic::AtomicBool::new(true),
+            exchange_renames: std::sync::atomic::AtomicBool::new(true),
             prepared: std::sync::atomic::AtomicBool::new(false),
             writing_into: std::array::from_fn(|_| AtomicU32::new(0)),
             fan_out_durable: durable_marks(root),
@@ -1443,15 +1448,17 @@ impl WarmStore {
     /// `v2/` unless this process knows the directory's name there durable
     /// ([`WarmStore::fan_out_durable`]). `NotFound`: the directory went with the temp file in it.
     ///
-    /// Without fsync, an older file of the key this process knows of is deleted first (any
-    /// error ignored: the rename replaces it then). Renamed over an existing file, ext4 (its
-    /// default `auto_da_alloc`) starts writing the new file's data back inside the rename,
-    /// which a no-sync write never asked for: at 64 KiB that was about a fifth of a drain's
-    /// time (BENCHMARKS.md, "Session 26"). Under the key's lock, as the rename is; a reader
-    /// between the two finds no file, a miss, never the superseded answer; and a crash between
-    /// them loses the older entry, never serves it. With fsync the rename replaces the file as
-    /// before (its data is on disk already, so there is nothing to write back), and a crash
-    /// leaves the older entry or the new one.
+    /// Without fsync, the older file of a key this process knows of is replaced by an
+    /// *exchange* ([`Fs::rename_exchange`]), and the older file, now at the temp path, is
+    /// deleted (or remembered and deleted later; a temp file is never read, and the next
+    /// start-up sweeps it). Renamed over an existing file, ext4 (its default `auto_da_alloc`)
+    /// starts writing the new file's data back inside the rename, which a no-sync write never
+    /// asked for: at 64 KiB about a fifth of a drain's time (BENCHMARKS.md, "Session 26"); an
+    /// exchange does not, and, like the rename, never leaves the path without an entry (r39,
+    /// F1: deleting the older file first did, and a `kill -9` between the deletion and the
+    /// rename lost an answer `flush` had acknowledged). A file system without exchange, or a
+    /// key with nothing at its path: the plain rename. With fsync the rename replaces the
+    /// file as before (its data is on disk already: nothing to write back).
     fn rename_into_place(
         &self,
         fs: &dyn Fs,
@@ -1460,9 +1467,24 @@ impl WarmStore {
         fan_out: u8,
         hash: &KeyHash,
     ) -> io::Result<()> {
-        if !self.config.sync && self.index().contains(hash) {
-            if let Err(e) = fs.remove_file(dest) {
-                trace!(error = %e, "the older file is replaced by the rename instead");
+        if !self.config.sync
+            && self.exchange_renames.load(Ordering::Relaxed)
+            && self.index().contains(hash)
+        {
+            match fs.rename_exchange(tmp, dest) {
+                Ok(()) => {
+                    // `tmp` names the older entry file now.
+                    self.remove_or_remember(fs, tmp.to_path_buf());
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::Unsupported => {
+                    trace!("no exchange on this file system: renaming over older files");
+                    self.exchange_renames.store(false, Ordering::Relaxed);
+                }
+                // Nothing at `dest` (deleted meanwhile), or `tmp` gone with its directory:
+                // the rename does what is right, or says which.
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(e),
             }
         }
         fs.rename(tmp, dest)?;
