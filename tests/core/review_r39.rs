@@ -117,8 +117,10 @@ fn child_overwrite_helper() {
 /// survives a process kill; the rename never happened, so the flushed answer is the one the
 /// restarted cache must serve (as it did before 7c58541). The deletion before the rename
 /// took it away: the restart serves nothing.
+///
+/// Fixed: the overwrite exchanges the new file with the older one (`renameat2(RENAME_EXCHANGE)`)
+/// and deletes the older one after; a stalled exchange has changed nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "R39-F1: a kill between the no-sync overwrite's deletion and its rename loses the answer flush acknowledged"]
 async fn a_flushed_answer_survives_a_kill_during_its_no_sync_overwrite() {
     let d = dir();
     let mut child = Command::new(std::env::current_exe().unwrap())
@@ -325,15 +327,20 @@ async fn a_lost_overwrite_never_brings_the_older_answer_back() {
 /// Which call of the overwrite stalls.
 #[derive(Debug, Clone, Copy)]
 enum Stall {
-    /// The deletion of the older file.
+    /// The deletion of the older file: since the fix of F1, after the exchange put the new
+    /// file in place, of the older one at the temp path (`v2/ab/.<hex16>.<pid>.<instance>.<n>.tmp`).
     Deletion,
-    /// The rename of the new file, after the deletion.
+    /// The rename (since the fix of F1, the exchange) of the new file into place.
     Rename,
 }
 
 fn stall_rule(stall: Stall, key: &str) -> Rule {
     match stall {
-        Stall::Deletion => on_entry(Fault::Hang, FsOp::RemoveFile, key).times(1),
+        Stall::Deletion => Rule::new(Fault::Hang)
+            .ops(&[FsOp::RemoveFile])
+            .path_contains(format!(".{}.", &hex_of(key.as_bytes())[..16]))
+            .path_ends_with(".tmp")
+            .times(1),
         Stall::Rename => on_entry(Fault::Hang, FsOp::Rename, key).times(1),
     }
 }
