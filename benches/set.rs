@@ -78,9 +78,9 @@ struct RawWriter {
     tmp: PathBuf,
     dest: Vec<PathBuf>,
     n: u64,
-    /// Delete the file a write replaces before the rename (as answercache does without
-    /// fsync; see [`paired_drain`]).
-    unlink_first: bool,
+    /// Replace a file by exchanging it with the new one, then delete it (as answercache does
+    /// without fsync; see [`paired_drain`]).
+    exchange: bool,
 }
 
 impl RawWriter {
@@ -100,7 +100,7 @@ impl RawWriter {
             tmp,
             dest,
             n: 0,
-            unlink_first: false,
+            exchange: false,
         }
     }
 
@@ -119,9 +119,20 @@ impl RawWriter {
         }
         drop(f);
         let dest = &self.dest[i];
-        if self.unlink_first {
-            // Ignored: absent the first time.
-            let _ = std::fs::remove_file(dest);
+        if self.exchange {
+            match rustix::fs::renameat_with(
+                rustix::fs::CWD,
+                &tmp,
+                rustix::fs::CWD,
+                dest,
+                rustix::fs::RenameFlags::EXCHANGE,
+            ) {
+                // `tmp` names the replaced file now.
+                Ok(()) => std::fs::remove_file(&tmp).unwrap(),
+                // Nothing to replace (the first round).
+                Err(_) => std::fs::rename(&tmp, dest).unwrap(),
+            }
+            return;
         }
         std::fs::rename(&tmp, dest).unwrap();
         if sync {
@@ -544,10 +555,12 @@ fn paired_write_through(_: &mut Criterion) {
 /// round runs them in reverse order (before session 21 the order was fixed, with answercache
 /// first, and no `sync`: it could leave its writeback to the raw loop after it).
 ///
-/// The last contender is the raw loop deleting the file it replaces before its rename, as
-/// answercache does without fsync since session 26 (ext4's `auto_da_alloc` starts writing a
-/// file back inside a rename over an existing one): the same loop without that one write-back,
-/// printed beside the target's floor so that the gain is not read as the cache's own.
+/// The last contender is the raw loop replacing each file by an exchange
+/// (`renameat2(RENAME_EXCHANGE)`) and deleting the older file after, as answercache does
+/// without fsync since session 26 (ext4's `auto_da_alloc` starts writing a file back inside a
+/// rename over an existing one, not inside an exchange): the same loop without that one
+/// write-back, printed beside the target's floor so that the gain is not read as the cache's
+/// own.
 fn paired_drain(_: &mut Criterion) {
     let rt = workload::runtime();
     let rounds: usize = std::env::var("ANSWERCACHE_BENCH_ROUNDS")
@@ -560,7 +573,7 @@ fn paired_drain(_: &mut Criterion) {
         workload::machine(),
         workload::disk()
     );
-    println!("| size | answercache drain | raw loop (no compression) | raw loop + encode | answercache / raw | answercache / (raw + encode) | then compressed in the background, per batch | compressing before the write: drain, / raw | per-round throughput ratio answercache / raw: median [quartiles] | raw loop deleting the replaced file first; per-round ratio answercache / it |");
+    println!("| size | answercache drain | raw loop (no compression) | raw loop + encode | answercache / raw | answercache / (raw + encode) | then compressed in the background, per batch | compressing before the write: drain, / raw | per-round throughput ratio answercache / raw: median [quartiles] | raw loop replacing by exchange, then deleting; per-round ratio answercache / it |");
     println!("|---|---|---|---|---|---|---|---|---|---|");
     for size in [4 << 10, 64 << 10] {
         let keys = workload::keys(BATCH, 77 + size as u64);
@@ -569,11 +582,11 @@ fn paired_drain(_: &mut Criterion) {
         let eager_dir = workload::bench_dir("set-drain-eager");
         let raw_dir = workload::bench_dir("set-drain-raw");
         let raw_enc_dir = workload::bench_dir("set-drain-raw-enc");
-        let raw_unlink_dir = workload::bench_dir("set-drain-raw-unlink");
+        let raw_unlink_dir = workload::bench_dir("set-drain-raw-exchange");
         let mut raw = RawWriter::new(raw_dir.path(), &keys);
         let mut raw_enc = RawWriter::new(raw_enc_dir.path(), &keys);
         let mut raw_unlink = RawWriter {
-            unlink_first: true,
+            exchange: true,
             ..RawWriter::new(raw_unlink_dir.path(), &keys)
         };
         let (mut ours, mut theirs, mut theirs_enc) = (Vec::new(), Vec::new(), Vec::new());
