@@ -168,8 +168,9 @@ impl Fs for LinuxFs {
         check_parent(path)?;
         // Not `std::fs::remove_dir_all`: its directory handles panic when `closedir` fails
         // (see `read_dir`; `faults::fiu_closedir` failed in `clear` with it).
-        if !fs::symlink_metadata(path)?.is_dir() {
-            // As std's: a symlink (or a file) at the path is removed, never followed.
+        if fs::symlink_metadata(path)?.file_type().is_symlink() {
+            // As std's: a symlink at the path is removed, never followed (anything else that
+            // is not a directory fails to open as one: ENOTDIR, as with std's).
             return fs::remove_file(path);
         }
         remove_tree(rustix::fs::CWD, path, 0)
@@ -456,6 +457,18 @@ mod remove_tree_tests {
         LinuxFs.remove_dir_all(&link).unwrap();
         assert_eq!(names(root.path()), ["target"]);
         assert_eq!(names(&target), ["f"]);
+    }
+
+    #[test]
+    fn a_file_at_the_path_is_not_a_directory_and_stays() {
+        // As `std::fs::remove_dir_all`: ENOTDIR, nothing removed (a fan-out directory
+        // replaced by a file is a path error, adversary5 `clear_fan_replaced_by_a_file`).
+        let root = tempfile::tempdir().unwrap();
+        let file = root.path().join("file");
+        std::fs::write(&file, b"kept").unwrap();
+        let err = LinuxFs.remove_dir_all(&file).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::NotADirectory);
+        assert_eq!(std::fs::read(&file).unwrap(), b"kept");
     }
 
     #[test]
