@@ -340,17 +340,8 @@ impl TieredCache {
         // here joins that load without a round trip to the server (and cannot be served,
         // from the server, a value this replica stored during its lookup).
         if look_up {
-            if let Some(found) = tiers.lookup_local(key).await? {
-                match kind.decode(&found.value, found.encoding) {
-                    Ok(v) => {
-                        tiers.count_hit(&found);
-                        return Ok(Answer::new(v, found.source, found.encoding));
-                    }
-                    Err(detail) => {
-                        tiers.decode_miss::<V>(found.encoding, &detail);
-                        decode_missed = true;
-                    }
-                }
+            if let Some(answer) = self.look_locally(key, kind, &mut decode_missed).await? {
+                return Ok(answer);
             }
         }
         let flights = self.life.agent.flights.clone();
@@ -389,23 +380,46 @@ impl TieredCache {
                     // Before a new flight: the cache may hold the key's value now (the
                     // leader found it there, or another caller stored it).
                     Landing::Abandoned if look_up => {
-                        if let Some(found) = tiers.lookup_local(key).await? {
-                            match kind.decode(&found.value, found.encoding) {
-                                Ok(v) => {
-                                    tiers.count_hit(&found);
-                                    return Ok(Answer::new(v, found.source, found.encoding));
-                                }
-                                Err(detail) => {
-                                    if !decode_missed {
-                                        tiers.decode_miss::<V>(found.encoding, &detail);
-                                        decode_missed = true;
-                                    }
-                                }
-                            }
+                        if let Some(answer) =
+                            self.look_locally(key, kind, &mut decode_missed).await?
+                        {
+                            return Ok(answer);
                         }
                     }
                     Landing::Abandoned => {}
                 },
+            }
+        }
+    }
+
+    /// This replica's tiers looked up for `key` (`Tiers::lookup_local`) and the value decoded
+    /// as `V`: the answer, its hit counted; `None` when nothing is there or the value does not
+    /// decode as `V` (then one decode miss is counted, unless this call counted one already:
+    /// `decode_missed`).
+    async fn look_locally<V, K>(
+        &self,
+        key: &[u8],
+        kind: &K,
+        decode_missed: &mut bool,
+    ) -> Result<Option<Answer<V>>>
+    where
+        K: Kind<V>,
+    {
+        let tiers = &self.tiers;
+        let Some(found) = tiers.lookup_local(key).await? else {
+            return Ok(None);
+        };
+        match kind.decode(&found.value, found.encoding) {
+            Ok(v) => {
+                tiers.count_hit(&found);
+                Ok(Some(Answer::new(v, found.source, found.encoding)))
+            }
+            Err(detail) => {
+                if !*decode_missed {
+                    tiers.decode_miss::<V>(found.encoding, &detail);
+                    *decode_missed = true;
+                }
+                Ok(None)
             }
         }
     }
