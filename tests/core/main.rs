@@ -33,6 +33,7 @@ mod review_r35;
 mod review_r36;
 mod review_r37;
 mod review_r39;
+mod review_r40;
 mod roundtrip;
 mod second_look;
 mod settings;
