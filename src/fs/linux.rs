@@ -348,15 +348,19 @@ impl Fs for LinuxFs {
     }
 }
 
-/// How deep [`remove_tree`] descends: far below any stack limit, far above the cache's own
-/// layout (two levels). A deeper tree is a planted one: `ELOOP`-like, reported as an error.
-const REMOVE_TREE_MAX_DEPTH: usize = 64;
+/// How deep [`remove_tree`] descends (one open descriptor and one small stack frame per
+/// level): far below the stack of a blocking thread, far above the cache's own layout (two
+/// levels). A deeper tree is a planted one: left, reported as `ELOOP` (a path error, not the
+/// device's failure), after everything beside it was removed.
+const REMOVE_TREE_MAX_DEPTH: usize = 256;
 
 /// Removes the directory `name` (relative to `parent`, or absolute) and everything in it, as
 /// `std::fs::remove_dir_all` does but with rustix's `Dir`, whose close errors are ignored:
 /// symlinks are removed, never followed (the directory is opened `O_NOFOLLOW`, entries are
 /// unlinked by name relative to it); an entry gone meanwhile is not an error; one created
-/// meanwhile makes the final `rmdir` fail (`DirectoryNotEmpty`), as std's does.
+/// meanwhile makes the final `rmdir` fail (`DirectoryNotEmpty`), as std's does. Unlike std's,
+/// an entry that cannot be removed does not stop the others: the first error is returned
+/// after the rest went (r40, F1: entries beside a planted tree stayed).
 fn remove_tree<Fd: std::os::fd::AsFd, P: rustix::path::Arg + Copy>(
     parent: Fd,
     name: P,
@@ -364,7 +368,7 @@ fn remove_tree<Fd: std::os::fd::AsFd, P: rustix::path::Arg + Copy>(
 ) -> io::Result<()> {
     use rustix::fs::{AtFlags, FileType, Mode, OFlags};
     if depth > REMOVE_TREE_MAX_DEPTH {
-        return Err(io::Error::other("directory tree too deep to remove"));
+        return Err(rustix::io::Errno::LOOP.into());
     }
     let dir = rustix::fs::openat(
         &parent,
@@ -385,29 +389,34 @@ fn remove_tree<Fd: std::os::fd::AsFd, P: rustix::path::Arg + Copy>(
         }
         entries.push((n.to_owned(), entry.file_type()));
     }
+    let mut first_error = None;
     for (n, kind) in entries {
         let is_dir = match kind {
-            FileType::Directory => true,
-            FileType::Unknown => {
-                match rustix::fs::statat(&dir, n.as_c_str(), AtFlags::SYMLINK_NOFOLLOW) {
-                    Ok(st) => FileType::from_raw_mode(st.st_mode) == FileType::Directory,
-                    Err(rustix::io::Errno::NOENT) => continue,
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            _ => false,
+            FileType::Directory => Ok(true),
+            FileType::Unknown => rustix::fs::statat(&dir, n.as_c_str(), AtFlags::SYMLINK_NOFOLLOW)
+                .map(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory)
+                .map_err(io::Error::from),
+            _ => Ok(false),
         };
-        let removed = if is_dir {
-            remove_tree(&dir, n.as_c_str(), depth + 1)
-        } else {
-            rustix::fs::unlinkat(&dir, n.as_c_str(), AtFlags::empty()).map_err(io::Error::from)
+        let removed = match is_dir {
+            Ok(true) => remove_tree(&dir, n.as_c_str(), depth + 1),
+            Ok(false) => {
+                rustix::fs::unlinkat(&dir, n.as_c_str(), AtFlags::empty()).map_err(io::Error::from)
+            }
+            Err(e) => Err(e),
         };
         match removed {
+            Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            r => r?,
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
         }
     }
     drop(dir);
+    if let Some(e) = first_error {
+        return Err(e);
+    }
     rustix::fs::unlinkat(&parent, name, AtFlags::REMOVEDIR).map_err(io::Error::from)
 }
 
@@ -481,17 +490,40 @@ mod remove_tree_tests {
     }
 
     #[test]
-    fn a_tree_deeper_than_the_bound_is_an_error_and_the_rest_stays() {
+    fn a_tree_deeper_than_the_bound_stays_and_everything_beside_it_goes() {
         let root = tempfile::tempdir().unwrap();
         let tree = root.path().join("tree");
-        let mut deep = tree.clone();
+        let mut deep = tree.join("a");
         for _ in 0..=super::REMOVE_TREE_MAX_DEPTH + 1 {
             deep.push("d");
         }
         std::fs::create_dir_all(&deep).unwrap();
+        for name in ["0", "b", "z"] {
+            std::fs::write(tree.join(name), b"x").unwrap();
+        }
+        std::fs::create_dir_all(tree.join("c/e")).unwrap();
+        std::fs::write(tree.join("c/e/f"), b"x").unwrap();
         let err = LinuxFs.remove_dir_all(&tree).unwrap_err();
-        assert_eq!(err.to_string(), "directory tree too deep to remove");
+        assert_eq!(
+            err.raw_os_error(),
+            Some(rustix::io::Errno::LOOP.raw_os_error())
+        );
         assert!(deep.is_dir());
+        assert_eq!(names(&tree), ["a"]);
+    }
+
+    #[test]
+    fn a_tree_as_deep_as_the_bound_goes() {
+        let root = tempfile::tempdir().unwrap();
+        let tree = root.path().join("tree");
+        let mut deep = tree.clone();
+        for _ in 0..super::REMOVE_TREE_MAX_DEPTH {
+            deep.push("d");
+        }
+        std::fs::create_dir_all(&deep).unwrap();
+        std::fs::write(deep.join("leaf"), b"x").unwrap();
+        LinuxFs.remove_dir_all(&tree).unwrap();
+        assert_eq!(names(root.path()), Vec::<String>::new());
     }
 }
 
