@@ -163,15 +163,24 @@ fn enforce_bounds(fs: &dyn Fs, qdir: &Path, limits: QuarantineLimits) -> io::Res
     let files = list(fs, qdir)?;
     let mut count = files.len();
     let mut bytes: u64 = files.iter().map(|f| f.len).sum();
+    // One that cannot be removed (a planted tree too deep, say) is skipped: the next oldest
+    // goes instead, and the first error is returned after (r40, F2: the bound ended for good).
+    let mut first_error = None;
     for f in files {
         if count <= limits.max_files && bytes <= limits.max_bytes {
             break;
         }
-        remove_one(fs, qdir, &f.name)?;
-        count -= 1;
-        bytes -= f.len;
+        match remove_one(fs, qdir, &f.name) {
+            Ok(()) => {
+                count -= 1;
+                bytes -= f.len;
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
     }
-    Ok(())
+    first_error.map_or(Ok(()), Err)
 }
 
 /// Removes one quarantined file (a planted directory is removed as a tree, without following
@@ -262,5 +271,38 @@ mod tests {
             quarantine(&StdFs::new(), &q, &gone, &gone, why, limits).unwrap(),
             None
         );
+    }
+
+    #[test]
+    fn a_quarantined_tree_that_cannot_be_removed_does_not_end_the_bound() {
+        // The oldest quarantined file is a planted directory tree deeper than any removal
+        // goes (r40, F2): it stays, and the next oldest files go instead.
+        let dir = tempfile::tempdir().unwrap();
+        let q = dir.path().join("quarantine");
+        let mut deep = q.join("100-not-a-regular-file-planted");
+        for _ in 0..400 {
+            deep.push("d");
+        }
+        std::fs::create_dir_all(&deep).unwrap();
+        let limits = QuarantineLimits {
+            max_files: 2,
+            max_bytes: 1 << 20,
+        };
+        for i in 1..=5u64 {
+            let p = dir.path().join(format!("f{i}"));
+            std::fs::write(&p, vec![0u8; 10]).unwrap();
+            let why = Why {
+                reason: Corruption::Checksum,
+                detail: "",
+                size: 10,
+                now_ms: 100 + i,
+            };
+            let name = quarantine(&StdFs::new(), &q, &p, &p, why, limits).unwrap();
+            assert_eq!(name, Some(format!("{}-checksum-f{i}", 100 + i)));
+        }
+        // Before r40's fix the listing held all six: the bound ended at the tree.
+        let listed = list(&StdFs::new(), &q).unwrap();
+        let names: Vec<_> = listed.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["100-not-a-regular-file-planted", "105-checksum-f5"]);
     }
 }
