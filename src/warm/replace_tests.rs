@@ -166,6 +166,26 @@ fn a_failed_deletion_of_the_older_file_does_not_fail_the_write_and_is_never_serv
     let left = temp_files(dir.path(), &hash);
     assert_eq!(left.len(), 1);
     assert_eq!(std::fs::read(&left[0]).unwrap(), first);
+    // Until it is deleted, overwrites rename over the older file (which frees it), so that
+    // undeletable older files cannot pile up beside the budget (r40, F3).
+    let (removes, renames) = (fs.calls(FsOp::RemoveFile), fs.calls(FsOp::Rename));
+    write(&store, &fs, b"k", b"third answer").unwrap();
+    assert_eq!(fs.calls(FsOp::RemoveFile) - removes, 0);
+    assert_eq!(fs.calls(FsOp::Rename) - renames, 1);
+    assert_eq!(temp_files(dir.path(), &hash), left);
+    // A probe deletes the leftover; the exchange is used again.
+    store.retry_leftovers(&fs);
+    assert_eq!(
+        temp_files(dir.path(), &hash),
+        Vec::<std::path::PathBuf>::new()
+    );
+    let removes = fs.calls(FsOp::RemoveFile);
+    write(&store, &fs, b"k", b"fourth answer").unwrap();
+    assert_eq!(fs.calls(FsOp::RemoveFile) - removes, 1);
+    assert_eq!(
+        read_value(&store, &fs, b"k").as_deref(),
+        Some(&b"fourth answer"[..])
+    );
 }
 
 #[test]

@@ -326,6 +326,11 @@ pub struct WarmStore {
     /// new one (see [`WarmStore::rename_into_place`]): cleared the first time the file system
     /// answers that it has no exchange.
     exchange_renames: std::sync::atomic::AtomicBool,
+    /// Set when the older file an exchange moved to a temp name could not be deleted (it is
+    /// remembered in `leftovers`, which the budget does not count): until every leftover is
+    /// deleted (`retry_leftovers`), writes rename over older files, which frees them at once
+    /// (r40, F3: 40 undeletable older files at temp names held 5x the warm budget).
+    exchange_paused: std::sync::atomic::AtomicBool,
     /// Whether `prepare_dirs` has succeeded (the directories and the directory lock are
     /// there); a disk that failed at open gets them at the first write or probe that works.
     prepared: std::sync::atomic::AtomicBool,
@@ -459,6 +464,7 @@ impl WarmStore {
             // finds nothing, where there is none).
             legacy_pending: std::sync::atomic::AtomicBool::new(true),
             exchange_renames: std::sync::atomic::AtomicBool::new(true),
+            exchange_paused: std::sync::atomic::AtomicBool::new(false),
             prepared: std::sync::atomic::AtomicBool::new(false),
             writing_into: std::array::from_fn(|_| AtomicU32::new(0)),
             fan_out_durable: durable_marks(root),
@@ -1469,12 +1475,15 @@ impl WarmStore {
     ) -> io::Result<()> {
         if !self.config.sync
             && self.exchange_renames.load(Ordering::Relaxed)
+            && !self.exchange_paused.load(Ordering::Relaxed)
             && self.index().contains(hash)
         {
             match fs.rename_exchange(tmp, dest) {
                 Ok(()) => {
                     // `tmp` names the older entry file now.
-                    self.remove_or_remember(fs, tmp.to_path_buf());
+                    if !self.remove_or_remember(fs, tmp.to_path_buf()) {
+                        self.exchange_paused.store(true, Ordering::Relaxed);
+                    }
                     return Ok(());
                 }
                 Err(e) if e.kind() == io::ErrorKind::Unsupported => {
@@ -1820,7 +1829,9 @@ impl WarmStore {
             Ok(()) => {
                 self.fence_written.fetch_max(ms, Ordering::Relaxed);
             }
-            Err(_) => self.remove_or_remember(fs, tmp),
+            Err(_) => {
+                self.remove_or_remember(fs, tmp);
+            }
         }
         result.map(|()| ms)
     }
@@ -2002,13 +2013,14 @@ impl WarmStore {
     }
 
     /// Removes a temp or probe file, or remembers it for [`WarmStore::retry_leftovers`].
-    fn remove_or_remember(&self, fs: &dyn Fs, path: PathBuf) {
+    fn remove_or_remember(&self, fs: &dyn Fs, path: PathBuf) -> bool {
         match fs.remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if is_not_found(&e) => {}
+            Ok(()) => true,
+            Err(e) if is_not_found(&e) => true,
             Err(e) => {
                 debug!(error = %e, "could not remove a temp file; will retry");
                 crate::sync::lock(&self.leftovers).push(path);
+                false
             }
         }
     }
@@ -2019,6 +2031,9 @@ impl WarmStore {
         let paths = std::mem::take(&mut *crate::sync::lock(&self.leftovers));
         for p in paths {
             self.remove_or_remember(fs, p);
+        }
+        if crate::sync::lock(&self.leftovers).is_empty() {
+            self.exchange_paused.store(false, Ordering::Relaxed);
         }
         self.restore_stranded(fs);
     }
@@ -2036,7 +2051,7 @@ impl WarmStore {
             match fs.rename_noreplace(&aside, &path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    self.remove_or_remember(fs, aside)
+                    self.remove_or_remember(fs, aside);
                 }
                 Err(e) if is_not_found(&e) => {}
                 Err(_) => crate::sync::lock(&self.stranded).push((aside, path)),
