@@ -419,7 +419,6 @@ async fn clear_follows_no_planted_link_out_of_a_fan_out_directory() {
 /// `Other` error, at the planted tree, leaving the entries listed after it and counting a
 /// device failure.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "R40-F1: a planted tree deeper than 64 in a fan-out directory makes clear leave entries and count a device failure"]
 async fn clear_removes_every_entry_beside_a_planted_tree_deeper_than_64() {
     let cache = dir().open_cache(no_sync).await;
     let keys = keys_sharing_a_fan_out("deep", 8);
@@ -450,7 +449,6 @@ async fn clear_removes_every_entry_beside_a_planted_tree_deeper_than_64() {
 /// tree first, and two stay. `remove_tree` stops at depth 64: the planted tree cannot be
 /// deleted, and the bound is never enforced again (each quarantine adds one more file).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "R40-F2: a quarantined planted tree deeper than 64 stops the quarantine bound for good"]
 async fn the_quarantine_stays_bounded_past_a_planted_tree_deeper_than_64() {
     let mut cache = dir()
         .open_cache(|b| no_sync(b).quarantine_limits(2, u64::MAX))
@@ -500,7 +498,6 @@ async fn the_quarantine_stays_bounded_past_a_planted_tree_deeper_than_64() {
 /// tolerate it), the older files pile up beside the entries, uncounted: 40 overwrites of one
 /// 8 KiB answer under a 64 KiB budget.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "R40-F3: older files left at temp names by failed deletions are not counted by the warm budget"]
 async fn older_files_left_by_failed_deletions_stay_within_the_warm_budget() {
     const BUDGET: u64 = 64 << 10;
     let cache = dir()
