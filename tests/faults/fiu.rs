@@ -7,7 +7,7 @@
 //! `fiu-ctrl` once the child is ready (so
 //! that the Rust runtime's start-up and libtest's own output are left alone), seeded
 //! (`FIU_PRNG_SEED`), and disables it at the end. The child opens a cache on a fresh directory
-//! (write-through or write-behind, a 64 KiB hot tier so that values are evicted before they
+//! (write-through or write-behind, with fsync or, in the `-nosync` runs, without: the exchange path; a 64 KiB hot tier so that values are evicted before they
 //! are written, a small write queue in half the runs so that writers wait for room, 50-200 ms
 //! breaker, recovery, health and sweep timers) and runs 4 concurrent tasks over 200 keys (20
 //! shared by all tasks, so operations on one key overlap; the others owned by one task each)
@@ -87,6 +87,7 @@ const SEED_ENV: &str = "ANSWERCACHE_FIU_SEED";
 const OPS_ENV: &str = "ANSWERCACHE_FIU_OPS";
 const TASKS_ENV: &str = "ANSWERCACHE_FIU_TASKS";
 const POLICY_ENV: &str = "ANSWERCACHE_FIU_POLICY";
+const DURABILITY_ENV: &str = "ANSWERCACHE_FIU_DURABILITY";
 const QUEUE_ENV: &str = "ANSWERCACHE_FIU_QUEUE_BYTES";
 const HEAL_ENV: &str = "ANSWERCACHE_FIU_HEAL";
 
@@ -144,6 +145,7 @@ fn libfiu_random_faults_then_reopen() {
     let mut specs = vec![Spec {
         label: "control",
         policy: WritePolicy::WriteThrough,
+        durability: Durability::Fsync,
         fiu: "enable name=posix/io/sync/fdatasync".into(),
         p: "fdatasync=1".into(),
         seed: 0xf100_00c0,
@@ -165,6 +167,41 @@ fn libfiu_random_faults_then_reopen() {
                             "close-under-faults"
                         },
                         policy,
+                        durability: Durability::Fsync,
+                        fiu: format!(
+                            "enable_random name=posix/io/*,probability={p},failinfo={}",
+                            errno_for(n)
+                        ),
+                        p: format!("{p},errno={}", errno_for(n)),
+                        seed: 0xf100_0000 + round * 100 + n,
+                        ops,
+                        tasks: TASKS,
+                        queue_bytes: if n.is_multiple_of(2) {
+                            SMALL_QUEUE_BYTES
+                        } else {
+                            LARGE_QUEUE_BYTES
+                        },
+                        heal,
+                        kill_after: None,
+                    });
+                }
+            }
+        }
+    }
+    // Without fsync (appended: the runs above keep their seeds).
+    for round in 0..rounds {
+        for p in ["0.02", "0.1"] {
+            for policy in [WritePolicy::WriteThrough, WritePolicy::WriteBehind] {
+                for heal in [false, true] {
+                    let n = specs.len() as u64;
+                    specs.push(Spec {
+                        label: if heal {
+                            "heal-then-close-nosync"
+                        } else {
+                            "close-under-faults-nosync"
+                        },
+                        policy,
+                        durability: Durability::NoSync,
                         fiu: format!(
                             "enable_random name=posix/io/*,probability={p},failinfo={}",
                             errno_for(n)
@@ -250,6 +287,34 @@ fn libfiu_random_faults_kill_minus_nine() {
             specs.push(Spec {
                 label: "kill-9",
                 policy,
+                durability: Durability::Fsync,
+                fiu: format!(
+                    "enable_random name=posix/io/*,probability={p},failinfo={}",
+                    errno_for(n)
+                ),
+                p: format!("{p},errno={}", errno_for(n)),
+                seed: 0xf100_9000 + n,
+                ops,
+                tasks: TASKS,
+                queue_bytes: if n.is_multiple_of(2) {
+                    SMALL_QUEUE_BYTES
+                } else {
+                    LARGE_QUEUE_BYTES
+                },
+                heal: false,
+                kill_after: Some(ops / 10 + rng.below((ops * 8 / 10) as usize) as u64),
+            });
+        }
+    }
+    // Without fsync (appended: the runs above keep their seeds and kill points).
+    for i in 0..kills {
+        for policy in [WritePolicy::WriteThrough, WritePolicy::WriteBehind] {
+            let p = ["0.02", "0.1"][(i % 2) as usize];
+            let n = specs.len() as u64;
+            specs.push(Spec {
+                label: "kill-9-nosync",
+                policy,
+                durability: Durability::NoSync,
                 fiu: format!(
                     "enable_random name=posix/io/*,probability={p},failinfo={}",
                     errno_for(n)
@@ -499,6 +564,9 @@ fn assert_clean(outcomes: &[Outcome], extra: Vec<(&'static str, String)>) {
 struct Spec {
     label: &'static str,
     policy: WritePolicy,
+    /// `NoSync` runs (since session 26) take the no-sync write path (an overwrite exchanges
+    /// the files); the model is the same: a process kill keeps what the page cache holds.
+    durability: Durability,
     /// The libfiu command enabled while the child works.
     fiu: String,
     /// For the report.
@@ -1046,6 +1114,14 @@ fn run(exe: &Path, test: &str, spec: &Spec) -> Outcome {
         .env(OPS_ENV, spec.ops.to_string())
         .env(TASKS_ENV, spec.tasks.to_string())
         .env(POLICY_ENV, if wt { "wt" } else { "wb" })
+        .env(
+            DURABILITY_ENV,
+            if spec.durability == Durability::NoSync {
+                "nosync"
+            } else {
+                "fsync"
+            },
+        )
         .env(QUEUE_ENV, spec.queue_bytes.to_string())
         .env(HEAL_ENV, if spec.heal { "1" } else { "0" })
         // libfiu's own PRNG (which calls fail); the errno it picks is not seeded, nor is the
@@ -1353,10 +1429,15 @@ fn env_u64(name: &str) -> u64 {
     std::env::var(name).unwrap().parse().unwrap()
 }
 
-fn child_builder(root: &Path, policy: WritePolicy, queue_bytes: usize) -> Builder {
+fn child_builder(
+    root: &Path,
+    policy: WritePolicy,
+    durability: Durability,
+    queue_bytes: usize,
+) -> Builder {
     answercache::testing::builder(root)
         .write_policy(policy)
-        .durability(Durability::Fsync)
+        .durability(durability)
         .hot_capacity_bytes(HOT_BYTES)
         .warm_capacity_bytes(WARM_BYTES)
         .write_queue_bytes(queue_bytes)
@@ -1470,6 +1551,10 @@ fn child() {
     let tasks = env_u64(TASKS_ENV);
     let queue_bytes = usize::try_from(env_u64(QUEUE_ENV)).unwrap();
     let heal_first = env_u64(HEAL_ENV) == 1;
+    let durability = match std::env::var(DURABILITY_ENV).unwrap().as_str() {
+        "nosync" => Durability::NoSync,
+        _ => Durability::Fsync,
+    };
     let policy = match std::env::var(POLICY_ENV).unwrap().as_str() {
         "wt" => WritePolicy::WriteThrough,
         _ => WritePolicy::WriteBehind,
@@ -1489,7 +1574,10 @@ fn child() {
     report.line(&format!("\nREADY {}", u8::from(preloaded)));
     report.wait_for("GO");
     rt.block_on(async {
-        let cache = match child_builder(&root, policy, queue_bytes).build().await {
+        let cache = match child_builder(&root, policy, durability, queue_bytes)
+            .build()
+            .await
+        {
             Ok(c) => c,
             Err(e) => {
                 report.line(&format!("OPEN err {e}"));
