@@ -7,8 +7,9 @@
 //! `fiu-ctrl` once the child is ready (so
 //! that the Rust runtime's start-up and libtest's own output are left alone), seeded
 //! (`FIU_PRNG_SEED`), and disables it at the end. The child opens a cache on a fresh directory
-//! (write-through or write-behind, with fsync or, in the `-nosync` runs, without: the exchange path; a 64 KiB hot tier so that values are evicted before they
-//! are written, a small write queue in half the runs so that writers wait for room, 50-200 ms
+//! (write-through or write-behind, with fsync or, in the `-nosync` runs, without: the
+//! exchange path; a 64 KiB hot tier so that values are evicted before they are written, a
+//! small write queue in half the runs so that writers wait for room, 50-200 ms
 //! breaker, recovery, health and sweep timers) and runs 4 concurrent tasks over 200 keys (20
 //! shared by all tasks, so operations on one key overlap; the others owned by one task each)
 //! through a seeded sequence of `set`, `set_with_ttl` (a day), `remove`, `get` and `flush`
