@@ -1462,9 +1462,10 @@ impl WarmStore {
     /// asked for: at 64 KiB about a fifth of a drain's time (BENCHMARKS.md, "Session 26"); an
     /// exchange does not, and, like the rename, never leaves the path without an entry (r39,
     /// F1: deleting the older file first did, and a `kill -9` between the deletion and the
-    /// rename lost an answer `flush` had acknowledged). A file system without exchange, or a
-    /// key with nothing at its path: the plain rename. With fsync the rename replaces the
-    /// file as before (its data is on disk already: nothing to write back).
+    /// rename lost an answer `flush` had acknowledged). A file system without exchange, a key
+    /// with nothing at its path, or an older file left undeleted (`exchange_paused`): the
+    /// plain rename. With fsync the rename replaces the file as before (its data is on disk
+    /// already: nothing to write back).
     fn rename_into_place(
         &self,
         fs: &dyn Fs,
@@ -2013,6 +2014,7 @@ impl WarmStore {
     }
 
     /// Removes a temp or probe file, or remembers it for [`WarmStore::retry_leftovers`].
+    /// Whether nothing is left of it (removed, or gone already).
     fn remove_or_remember(&self, fs: &dyn Fs, path: PathBuf) -> bool {
         match fs.remove_file(&path) {
             Ok(()) => true,
