@@ -156,69 +156,28 @@ fn libfiu_random_faults_then_reopen() {
         heal: false,
         kill_after: None,
     }];
-    for round in 0..rounds {
-        for p in ["0.005", "0.02", "0.1"] {
-            for policy in [WritePolicy::WriteThrough, WritePolicy::WriteBehind] {
-                for heal in [false, true] {
-                    let n = specs.len() as u64;
-                    specs.push(Spec {
-                        label: if heal {
-                            "heal-then-close"
-                        } else {
-                            "close-under-faults"
-                        },
-                        policy,
-                        durability: Durability::Fsync,
-                        fiu: format!(
-                            "enable_random name=posix/io/*,probability={p},failinfo={}",
-                            errno_for(n)
-                        ),
-                        p: format!("{p},errno={}", errno_for(n)),
-                        seed: 0xf100_0000 + round * 100 + n,
-                        ops,
-                        tasks: TASKS,
-                        queue_bytes: if n.is_multiple_of(2) {
-                            SMALL_QUEUE_BYTES
-                        } else {
-                            LARGE_QUEUE_BYTES
-                        },
-                        heal,
-                        kill_after: None,
-                    });
-                }
-            }
-        }
-    }
-    // Without fsync (appended: the runs above keep their seeds).
-    for round in 0..rounds {
-        for p in ["0.02", "0.1"] {
-            for policy in [WritePolicy::WriteThrough, WritePolicy::WriteBehind] {
-                for heal in [false, true] {
-                    let n = specs.len() as u64;
-                    specs.push(Spec {
-                        label: if heal {
-                            "heal-then-close-nosync"
-                        } else {
-                            "close-under-faults-nosync"
-                        },
-                        policy,
-                        durability: Durability::NoSync,
-                        fiu: format!(
-                            "enable_random name=posix/io/*,probability={p},failinfo={}",
-                            errno_for(n)
-                        ),
-                        p: format!("{p},errno={}", errno_for(n)),
-                        seed: 0xf100_0000 + round * 100 + n,
-                        ops,
-                        tasks: TASKS,
-                        queue_bytes: if n.is_multiple_of(2) {
-                            SMALL_QUEUE_BYTES
-                        } else {
-                            LARGE_QUEUE_BYTES
-                        },
-                        heal,
-                        kill_after: None,
-                    });
+    // Without fsync second (appended: the runs with fsync keep their seeds).
+    for (durability, ps) in [
+        (Durability::Fsync, &["0.005", "0.02", "0.1"][..]),
+        (Durability::NoSync, &["0.02", "0.1"][..]),
+    ] {
+        let nosync = durability == Durability::NoSync;
+        for round in 0..rounds {
+            for p in ps {
+                for policy in [WritePolicy::WriteThrough, WritePolicy::WriteBehind] {
+                    for heal in [false, true] {
+                        let n = specs.len() as u64;
+                        let label = match (heal, nosync) {
+                            (true, false) => "heal-then-close",
+                            (false, false) => "close-under-faults",
+                            (true, true) => "heal-then-close-nosync",
+                            (false, true) => "close-under-faults-nosync",
+                        };
+                        let mut spec = random_spec(label, policy, durability, p, n, ops);
+                        spec.seed = 0xf100_0000 + round * 100 + n;
+                        spec.heal = heal;
+                        specs.push(spec);
+                    }
                 }
             }
         }
@@ -253,6 +212,39 @@ fn libfiu_random_faults_then_reopen() {
     assert_clean(&outcomes, extra);
 }
 
+/// Run `n` of a random-fault harness: libfiu fails every `posix/io/*` call with probability
+/// `p` and the errno of [`errno_for`]; a small write queue in every other run. Its seed is
+/// 0, it heals nothing and is not killed until the caller says otherwise.
+fn random_spec(
+    label: &'static str,
+    policy: WritePolicy,
+    durability: Durability,
+    p: &str,
+    n: u64,
+    ops: u64,
+) -> Spec {
+    Spec {
+        label,
+        policy,
+        durability,
+        fiu: format!(
+            "enable_random name=posix/io/*,probability={p},failinfo={}",
+            errno_for(n)
+        ),
+        p: format!("{p},errno={}", errno_for(n)),
+        seed: 0,
+        ops,
+        tasks: TASKS,
+        queue_bytes: if n.is_multiple_of(2) {
+            SMALL_QUEUE_BYTES
+        } else {
+            LARGE_QUEUE_BYTES
+        },
+        heal: false,
+        kill_after: None,
+    }
+}
+
 /// The errno libfiu sets for run `n`: EIO and ENOSPC in turn (pairs of runs), the device
 /// failures of DESIGN.md. Left to itself, libfiu picks any errno its man page lists for the
 /// call, including ones the real call cannot return in the state at hand (ENOENT from an
@@ -281,57 +273,20 @@ fn libfiu_random_faults_kill_minus_nine() {
     let kills = scale(2, 10);
     let mut specs = Vec::new();
     let mut rng = Rng::new(0xf100_9999);
-    for i in 0..kills {
-        for policy in [WritePolicy::WriteThrough, WritePolicy::WriteBehind] {
-            let p = ["0.02", "0.1"][(i % 2) as usize];
-            let n = specs.len() as u64;
-            specs.push(Spec {
-                label: "kill-9",
-                policy,
-                durability: Durability::Fsync,
-                fiu: format!(
-                    "enable_random name=posix/io/*,probability={p},failinfo={}",
-                    errno_for(n)
-                ),
-                p: format!("{p},errno={}", errno_for(n)),
-                seed: 0xf100_9000 + n,
-                ops,
-                tasks: TASKS,
-                queue_bytes: if n.is_multiple_of(2) {
-                    SMALL_QUEUE_BYTES
-                } else {
-                    LARGE_QUEUE_BYTES
-                },
-                heal: false,
-                kill_after: Some(ops / 10 + rng.below((ops * 8 / 10) as usize) as u64),
-            });
-        }
-    }
-    // Without fsync (appended: the runs above keep their seeds and kill points).
-    for i in 0..kills {
-        for policy in [WritePolicy::WriteThrough, WritePolicy::WriteBehind] {
-            let p = ["0.02", "0.1"][(i % 2) as usize];
-            let n = specs.len() as u64;
-            specs.push(Spec {
-                label: "kill-9-nosync",
-                policy,
-                durability: Durability::NoSync,
-                fiu: format!(
-                    "enable_random name=posix/io/*,probability={p},failinfo={}",
-                    errno_for(n)
-                ),
-                p: format!("{p},errno={}", errno_for(n)),
-                seed: 0xf100_9000 + n,
-                ops,
-                tasks: TASKS,
-                queue_bytes: if n.is_multiple_of(2) {
-                    SMALL_QUEUE_BYTES
-                } else {
-                    LARGE_QUEUE_BYTES
-                },
-                heal: false,
-                kill_after: Some(ops / 10 + rng.below((ops * 8 / 10) as usize) as u64),
-            });
+    // Without fsync second (appended: the runs with fsync keep their seeds and kill points).
+    for (durability, label) in [
+        (Durability::Fsync, "kill-9"),
+        (Durability::NoSync, "kill-9-nosync"),
+    ] {
+        for i in 0..kills {
+            for policy in [WritePolicy::WriteThrough, WritePolicy::WriteBehind] {
+                let p = ["0.02", "0.1"][(i % 2) as usize];
+                let n = specs.len() as u64;
+                let mut spec = random_spec(label, policy, durability, p, n, ops);
+                spec.seed = 0xf100_9000 + n;
+                spec.kill_after = Some(ops / 10 + rng.below((ops * 8 / 10) as usize) as u64);
+                specs.push(spec);
+            }
         }
     }
     let outcomes: Vec<Outcome> = specs
