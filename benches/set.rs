@@ -582,15 +582,15 @@ fn paired_drain(_: &mut Criterion) {
         let eager_dir = workload::bench_dir("set-drain-eager");
         let raw_dir = workload::bench_dir("set-drain-raw");
         let raw_enc_dir = workload::bench_dir("set-drain-raw-enc");
-        let raw_unlink_dir = workload::bench_dir("set-drain-raw-exchange");
+        let raw_exchange_dir = workload::bench_dir("set-drain-raw-exchange");
         let mut raw = RawWriter::new(raw_dir.path(), &keys);
         let mut raw_enc = RawWriter::new(raw_enc_dir.path(), &keys);
-        let mut raw_unlink = RawWriter {
+        let mut raw_exchange = RawWriter {
             exchange: true,
-            ..RawWriter::new(raw_unlink_dir.path(), &keys)
+            ..RawWriter::new(raw_exchange_dir.path(), &keys)
         };
         let (mut ours, mut theirs, mut theirs_enc) = (Vec::new(), Vec::new(), Vec::new());
-        let mut theirs_unlink = Vec::new();
+        let mut theirs_exchange = Vec::new();
         let (mut later, mut eager_times) = (Vec::new(), Vec::new());
         rt.block_on(async {
             let drain_cache = |dir: &Path, in_background: bool| {
@@ -643,7 +643,7 @@ fn paired_drain(_: &mut Criterion) {
                         }
                         4 => {
                             for (i, v) in values.iter().enumerate() {
-                                raw_unlink.write(i, v, false);
+                                raw_exchange.write(i, v, false);
                             }
                             u = t.elapsed();
                         }
@@ -666,7 +666,7 @@ fn paired_drain(_: &mut Criterion) {
                     ours.push(a);
                     theirs.push(b);
                     theirs_enc.push(c);
-                    theirs_unlink.push(u);
+                    theirs_exchange.push(u);
                     later.push(l);
                     eager_times.push(g);
                 }
@@ -677,7 +677,7 @@ fn paired_drain(_: &mut Criterion) {
         // Each round's ratio (its contenders ran within seconds of each other): the raw
         // loop's time over answercache's, so above 1 is answercache draining faster.
         let per_round = paired_ratios(&theirs, &ours);
-        let per_round_unlink = paired_ratios(&theirs_unlink, &ours);
+        let per_round_exchange = paired_ratios(&theirs_exchange, &ours);
         let per_sec = |v: &mut Vec<Duration>| {
             v.sort_unstable();
             BATCH as f64 / v[v.len() / 2].as_secs_f64()
@@ -688,10 +688,10 @@ fn paired_drain(_: &mut Criterion) {
             per_sec(&mut theirs_enc),
             per_sec(&mut eager_times),
         );
-        let tu = per_sec(&mut theirs_unlink);
+        let tu = per_sec(&mut theirs_exchange);
         later.sort_unstable();
         println!(
-            "| {} | {o:.0}/s | {t:.0}/s | {te:.0}/s | {:.2}x | {:.2}x | {:.0?} | {g:.0}/s, {:.2}x | {per_round} | {tu:.0}/s, {per_round_unlink} |",
+            "| {} | {o:.0}/s | {t:.0}/s | {te:.0}/s | {:.2}x | {:.2}x | {:.0?} | {g:.0}/s, {:.2}x | {per_round} | {tu:.0}/s, {per_round_exchange} |",
             workload::size_label(size),
             o / t,
             o / te,
